@@ -1,0 +1,264 @@
+//! SASL mechanisms (RFC 4422) as I/O-free state machines, and the stored secrets they check.
+//!
+//! Server side: [`ServerSession`] takes raw (base64-decoded) client responses and yields
+//! [`ServerStep`]s; when it needs an account's secrets it asks with
+//! [`ServerStep::NeedSecrets`] and the driver answers with
+//! [`ServerSession::provide_secrets`]. Client side: [`ClientSession`]. Line coding for
+//! SMTP (RFC 4954 4) and POP3 (RFC 5034 4): [`decode_response`], [`encode_challenge`].
+
+mod client;
+mod md5_state;
+mod scram;
+pub mod secrets;
+mod server;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+pub use client::{ClientSession, Credentials};
+pub use secrets::{CramMd5Secret, ScramSecret, SecretFields, Secrets, SecretsError, SecretsPolicy};
+pub use server::{ServerOptions, ServerSession, ServerStep};
+
+/// A SASL mechanism this crate implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mechanism {
+    /// RFC 4616.
+    Plain,
+    /// draft-murchison-sasl-login.
+    Login,
+    /// RFC 2195.
+    CramMd5,
+    /// RFC 7677 / RFC 5802.
+    ScramSha256,
+    /// RFC 7677 / RFC 5802 with tls-exporter channel binding (RFC 9266).
+    ScramSha256Plus,
+    /// RFC 4422 appendix A; the identity comes from the TLS client certificate.
+    External,
+}
+
+impl Mechanism {
+    /// Every mechanism, strongest first (a sensible advertising order).
+    pub const ALL: [Mechanism; 6] = [
+        Mechanism::ScramSha256Plus,
+        Mechanism::ScramSha256,
+        Mechanism::External,
+        Mechanism::CramMd5,
+        Mechanism::Plain,
+        Mechanism::Login,
+    ];
+
+    /// The registered name, as advertised in EHLO/CAPA.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Login => "LOGIN",
+            Mechanism::CramMd5 => "CRAM-MD5",
+            Mechanism::ScramSha256 => "SCRAM-SHA-256",
+            Mechanism::ScramSha256Plus => "SCRAM-SHA-256-PLUS",
+            Mechanism::External => "EXTERNAL",
+        }
+    }
+
+    /// Looks a mechanism up by name, ignoring case (RFC 4422 3.1).
+    pub fn from_name(name: &str) -> Option<Mechanism> {
+        Mechanism::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(name))
+    }
+
+    /// True when the mechanism sends the password in the clear, so it must only be offered
+    /// over TLS (RFC 4616 6; SPEC 3: 538 5.7.11 otherwise).
+    pub fn needs_tls_for_clear(self) -> bool {
+        matches!(self, Mechanism::Plain | Mechanism::Login)
+    }
+
+    /// True for mechanisms that need channel-binding data from the TLS layer.
+    pub fn needs_channel_binding(self) -> bool {
+        self == Mechanism::ScramSha256Plus
+    }
+
+    /// True when the client speaks first, so an initial response is allowed
+    /// (RFC 4954 4: otherwise an initial response gets 501).
+    pub fn client_first(self) -> bool {
+        !matches!(self, Mechanism::Login | Mechanism::CramMd5)
+    }
+}
+
+impl fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why an authentication exchange ended without success. Each kind maps to one SMTP reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SaslError {
+    /// The client sent `*` (RFC 4954 4): 501 5.0.0.
+    Cancelled,
+    /// Bad base64 or a message that breaks the mechanism's syntax: 501 5.5.2.
+    Malformed,
+    /// An initial response for a mechanism where the server speaks first (RFC 4954 4):
+    /// 501 5.7.0.
+    UnexpectedInitialResponse,
+    /// Wrong password, unknown user, or failed proof: 535 5.7.8.
+    BadCredentials,
+    /// The authenticated identity may not act as the requested authzid: 535 5.7.8.
+    AuthzDenied,
+    /// The account has no secret usable by this mechanism (e.g. no CRAM-MD5 state stored),
+    /// or the channel lacks what the mechanism needs (EXTERNAL without a certificate,
+    /// -PLUS without binding data). On the wire identical to `BadCredentials`, so that it
+    /// does not reveal which accounts exist.
+    MechanismUnavailable,
+    /// A local failure (the OS random source): 454 4.7.0.
+    Temporary,
+    /// Driver use: AUTH names a mechanism not offered: 504 5.5.4 (RFC 4954 4).
+    UnknownMechanism,
+    /// Driver use: PLAIN/LOGIN on a clear channel: 538 5.7.11 (RFC 4954 6).
+    EncryptionRequired,
+    /// Driver use: an exchange line over the limit: 500 5.5.6 (RFC 4954 4).
+    LineTooLong,
+    /// Client side only: the server's SCRAM signature was missing or wrong, so the server
+    /// does not know the password and must not be trusted.
+    BadServerSignature,
+}
+
+impl SaslError {
+    /// SMTP reply code (RFC 4954 4, 6).
+    pub fn code(self) -> u16 {
+        match self {
+            SaslError::Cancelled | SaslError::Malformed | SaslError::UnexpectedInitialResponse => {
+                501
+            }
+            SaslError::BadCredentials
+            | SaslError::AuthzDenied
+            | SaslError::MechanismUnavailable
+            | SaslError::BadServerSignature => 535,
+            SaslError::Temporary => 454,
+            SaslError::UnknownMechanism => 504,
+            SaslError::EncryptionRequired => 538,
+            SaslError::LineTooLong => 500,
+        }
+    }
+
+    /// Enhanced status code (RFC 3463, RFC 4954 6).
+    pub fn enhanced(self) -> &'static str {
+        match self {
+            SaslError::Cancelled => "5.0.0",
+            SaslError::Malformed => "5.5.2",
+            SaslError::UnexpectedInitialResponse => "5.7.0",
+            SaslError::BadCredentials
+            | SaslError::AuthzDenied
+            | SaslError::MechanismUnavailable
+            | SaslError::BadServerSignature => "5.7.8",
+            SaslError::Temporary => "4.7.0",
+            SaslError::UnknownMechanism => "5.5.4",
+            SaslError::EncryptionRequired => "5.7.11",
+            SaslError::LineTooLong => "5.5.6",
+        }
+    }
+
+    /// Reply text to send to the peer.
+    pub fn text(self) -> &'static str {
+        match self {
+            SaslError::Cancelled => "Authentication cancelled",
+            SaslError::Malformed => "Cannot decode the authentication response",
+            SaslError::UnexpectedInitialResponse => {
+                "Client initiated authentication exchange not allowed for this mechanism"
+            }
+            SaslError::BadCredentials | SaslError::MechanismUnavailable => {
+                "Authentication credentials invalid"
+            }
+            SaslError::AuthzDenied => "Not authorized to act as the requested identity",
+            SaslError::Temporary => "Temporary authentication failure",
+            SaslError::BadServerSignature => "Server failed to prove its identity",
+            SaslError::UnknownMechanism => "Unrecognized authentication type",
+            SaslError::EncryptionRequired => {
+                "Encryption required for requested authentication mechanism"
+            }
+            SaslError::LineTooLong => "Authentication Exchange line is too long",
+        }
+    }
+}
+
+impl fmt::Display for SaslError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self {
+            SaslError::MechanismUnavailable => "no usable secret or channel data for mechanism",
+            other => other.text(),
+        };
+        f.write_str(what)
+    }
+}
+
+impl std::error::Error for SaslError {}
+
+/// Decodes one client response line (without CRLF, which is tolerated) or an AUTH initial
+/// response argument. `*` is `Err(Cancelled)` (RFC 4954 4); `=` (initial response) and an
+/// empty line (continuation) are the empty response; anything else must be canonical
+/// base64 (else `Err(Malformed)`).
+pub fn decode_response(line: &[u8]) -> Result<Vec<u8>, SaslError> {
+    let line = trim_crlf(line);
+    match line {
+        b"*" => Err(SaslError::Cancelled),
+        b"" | b"=" => Ok(Vec::new()),
+        _ => STANDARD.decode(line).map_err(|_| SaslError::Malformed),
+    }
+}
+
+/// Encodes a raw server challenge for a `334 ` (SMTP) or `+ ` (POP3) line.
+pub fn encode_challenge(raw: &[u8]) -> String {
+    STANDARD.encode(raw)
+}
+
+/// Client side: decodes the text of a `334 `/`+ ` challenge line.
+pub fn decode_challenge(line: &[u8]) -> Result<Vec<u8>, SaslError> {
+    let line = trim_crlf(line);
+    if line == b"=" {
+        return Ok(Vec::new());
+    }
+    STANDARD.decode(line).map_err(|_| SaslError::Malformed)
+}
+
+/// Client side: encodes a continuation response line (empty stays empty, RFC 4954 4).
+pub fn encode_response(raw: &[u8]) -> String {
+    STANDARD.encode(raw)
+}
+
+/// Client side: encodes an AUTH initial-response argument; empty becomes `=` (RFC 4954 4).
+pub fn encode_initial_response(raw: &[u8]) -> String {
+    if raw.is_empty() {
+        "=".to_owned()
+    } else {
+        STANDARD.encode(raw)
+    }
+}
+
+fn trim_crlf(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Constant-time equality of two byte strings (the length is not secret).
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// Random bytes from the OS; failure is a temporary error.
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], SaslError> {
+    let mut buf = [0u8; N];
+    getrandom::getrandom(&mut buf).map_err(|_| SaslError::Temporary)?;
+    Ok(buf)
+}
+
+/// A random nonce of printable characters without `,` (RFC 5802 7 `printable`).
+pub(crate) fn random_nonce() -> Result<String, SaslError> {
+    Ok(STANDARD.encode(random_bytes::<18>()?))
+}

@@ -1,0 +1,229 @@
+//! SMTP replies and the error type of the SMTP layer.
+//!
+//! Every negative reply the server sends is an [`SmtpError`]: it carries the basic code
+//! (RFC 5321 4.2), the enhanced status code (RFC 3463) and tells whether it is temporary,
+//! so a reply is decided in one place and never assembled by hand twice.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// An enhanced mail system status code, `class.subject.detail` (RFC 3463 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnhancedCode(pub u8, pub u16, pub u16);
+
+impl fmt::Display for EnhancedCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+/// A single SMTP reply: code, optional enhanced code, text (possibly several lines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub enhanced: Option<EnhancedCode>,
+    pub text: Cow<'static, str>,
+}
+
+impl Reply {
+    pub fn new(code: u16, enhanced: EnhancedCode, text: impl Into<Cow<'static, str>>) -> Reply {
+        Reply {
+            code,
+            enhanced: Some(enhanced),
+            text: text.into(),
+        }
+    }
+
+    /// A reply without an enhanced code (greeting, EHLO: RFC 2034 3 applies to the
+    /// replies of mail transactions, not to the banner).
+    pub fn plain(code: u16, text: impl Into<Cow<'static, str>>) -> Reply {
+        Reply {
+            code,
+            enhanced: None,
+            text: text.into(),
+        }
+    }
+
+    /// 4yz: the client may try again later (RFC 5321 4.2.1).
+    pub fn is_temporary(&self) -> bool {
+        (400..500).contains(&self.code)
+    }
+
+    pub fn is_positive(&self) -> bool {
+        self.code < 400
+    }
+
+    /// Writes the reply in wire form; multi-line text becomes `code-` continuation lines
+    /// (RFC 5321 4.2.1). Control characters in the text are replaced so a reply can never
+    /// inject a line of its own.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        // `split` yields at least one (possibly empty) line.
+        let mut lines = self
+            .text
+            .split('\n')
+            .map(|l| l.trim_end_matches('\r'))
+            .peekable();
+        while let Some(line) = lines.next() {
+            let sep = if lines.peek().is_some() { '-' } else { ' ' };
+            out.extend_from_slice(self.code.to_string().as_bytes());
+            out.push(sep as u8);
+            if let Some(enhanced) = self.enhanced {
+                out.extend_from_slice(enhanced.to_string().as_bytes());
+                out.push(b' ');
+            }
+            for ch in line.chars() {
+                if ch.is_control() {
+                    out.push(b'?');
+                } else {
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                }
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    pub fn to_wire(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_to(&mut out);
+        out
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.enhanced {
+            Some(e) => write!(f, "{} {} {}", self.code, e, self.text),
+            None => write!(f, "{} {}", self.code, self.text),
+        }
+    }
+}
+
+/// The error type of the SMTP layer: a negative reply.
+pub type SmtpError = Reply;
+
+macro_rules! reply_ctor {
+    ($(#[$doc:meta])* $name:ident, $code:expr, $a:expr, $b:expr, $c:expr) => {
+        $(#[$doc])*
+        pub fn $name(text: impl Into<Cow<'static, str>>) -> Reply {
+            Reply::new($code, EnhancedCode($a, $b, $c), text)
+        }
+    };
+}
+
+/// Constructors for the replies the server uses, named after their meaning.
+impl Reply {
+    reply_ctor!(
+        /// 250 2.0.0
+        ok, 250, 2, 0, 0);
+    reply_ctor!(
+        /// 250 2.1.0 sender accepted (RFC 3463 3.2)
+        sender_ok, 250, 2, 1, 0);
+    reply_ctor!(
+        /// 250 2.1.5 destination valid
+        recipient_ok, 250, 2, 1, 5);
+    reply_ctor!(
+        /// 221 2.0.0 closing
+        closing, 221, 2, 0, 0);
+    reply_ctor!(
+        /// 421 4.3.2 system not accepting messages (shutdown)
+        shutting_down, 421, 4, 3, 2);
+    reply_ctor!(
+        /// 421 4.4.2 connection timed out
+        timeout, 421, 4, 4, 2);
+    reply_ctor!(
+        /// 421 4.7.0 too many errors / connections
+        too_many, 421, 4, 7, 0);
+    reply_ctor!(
+        /// 451 4.3.0 local error in processing
+        local_error, 451, 4, 3, 0);
+    reply_ctor!(
+        /// 452 4.2.2 mailbox full
+        mailbox_full, 452, 4, 2, 2);
+    reply_ctor!(
+        /// 452 4.5.3 too many recipients (RFC 5321 4.5.3.1.10)
+        too_many_recipients, 452, 4, 5, 3);
+    reply_ctor!(
+        /// 500 5.5.1 command unrecognized
+        unrecognized, 500, 5, 5, 1);
+    reply_ctor!(
+        /// 500 5.5.2 line too long
+        line_too_long, 500, 5, 5, 2);
+    reply_ctor!(
+        /// 501 5.5.4 syntax error in parameters or arguments
+        syntax, 501, 5, 5, 4);
+    reply_ctor!(
+        /// 501 5.1.3 bad destination mailbox address syntax
+        bad_recipient_syntax, 501, 5, 1, 3);
+    reply_ctor!(
+        /// 501 5.1.7 bad sender mailbox address syntax
+        bad_sender_syntax, 501, 5, 1, 7);
+    reply_ctor!(
+        /// 502 5.5.1 command not implemented
+        not_implemented, 502, 5, 5, 1);
+    reply_ctor!(
+        /// 503 5.5.1 bad sequence of commands
+        bad_sequence, 503, 5, 5, 1);
+    reply_ctor!(
+        /// 530 5.7.0 authentication required (RFC 4954 6)
+        auth_required, 530, 5, 7, 0);
+    reply_ctor!(
+        /// 550 5.1.1 no such user
+        unknown_user, 550, 5, 1, 1);
+    reply_ctor!(
+        /// 550 5.7.1 delivery not authorized / relaying denied
+        not_authorized, 550, 5, 7, 1);
+    reply_ctor!(
+        /// 552 5.3.4 message too big for system
+        too_big, 552, 5, 3, 4);
+    reply_ctor!(
+        /// 553 5.6.7 non-ASCII address not permitted (RFC 6531 3.5)
+        utf8_not_permitted, 553, 5, 6, 7);
+    reply_ctor!(
+        /// 554 5.4.6 routing loop detected (RFC 5321 6.3)
+        routing_loop, 554, 5, 4, 6);
+    reply_ctor!(
+        /// 554 5.5.1 no valid recipients (RFC 2920 3.1)
+        no_valid_recipients, 554, 5, 5, 1);
+    reply_ctor!(
+        /// 555 5.5.4 MAIL/RCPT parameter not recognized (RFC 5321 4.1.1.11)
+        unknown_parameter, 555, 5, 5, 4);
+    reply_ctor!(
+        /// 252 2.1.5 cannot VRFY user (RFC 5321 3.5.3)
+        cannot_verify, 252, 2, 1, 5);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_line_with_enhanced_code() {
+        assert_eq!(
+            Reply::bad_sequence("Send HELO/EHLO first").to_wire(),
+            b"503 5.5.1 Send HELO/EHLO first\r\n"
+        );
+    }
+
+    #[test]
+    fn multi_line_uses_dash_continuation() {
+        let r = Reply::plain(250, "mx.example\nPIPELINING\nSIZE 1000");
+        assert_eq!(
+            r.to_wire(),
+            b"250-mx.example\r\n250-PIPELINING\r\n250 SIZE 1000\r\n"
+        );
+    }
+
+    #[test]
+    fn control_characters_cannot_inject_lines() {
+        let r = Reply::plain(250, "a\rb\x00c");
+        assert_eq!(r.to_wire(), b"250 a?b?c\r\n");
+    }
+
+    #[test]
+    fn temporary_is_4yz() {
+        assert!(Reply::local_error("x").is_temporary());
+        assert!(!Reply::unknown_user("x").is_temporary());
+        assert!(Reply::ok("x").is_positive());
+    }
+}

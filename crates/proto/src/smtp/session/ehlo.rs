@@ -1,0 +1,33 @@
+//! HELO and EHLO (RFC 5321 4.1.1.1) and the extensions we advertise.
+
+use super::{Greeting, Session};
+use crate::smtp::reply::Reply;
+
+impl<R> Session<R> {
+    pub(super) fn handle_helo(&mut self, name: String, extended: bool) {
+        // RFC 5321 4.1.4: HELO/EHLO resets any transaction in progress.
+        self.transaction = None;
+        self.greeting = Some(Greeting { name, extended });
+        let mut text = self.config.hostname.clone();
+        if extended {
+            for extension in self.extensions() {
+                text.push('\n');
+                text.push_str(&extension);
+            }
+        }
+        self.reply(Reply::plain(250, text));
+    }
+
+    /// The EHLO keywords, in the order Postfix lists them.
+    fn extensions(&self) -> Vec<String> {
+        vec![
+            "PIPELINING".to_string(),                         // RFC 2920
+            format!("SIZE {}", self.config.max_message_size), // RFC 1870
+            "ENHANCEDSTATUSCODES".to_string(),                // RFC 2034
+            "8BITMIME".to_string(),                           // RFC 6152
+            "DSN".to_string(),                                // RFC 3461
+            "SMTPUTF8".to_string(),                           // RFC 6531
+            "CHUNKING".to_string(),                           // RFC 3030
+        ]
+    }
+}

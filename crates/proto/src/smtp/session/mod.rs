@@ -1,0 +1,411 @@
+//! The SMTP server session as a state machine with no I/O.
+//!
+//! The driver feeds received bytes with [`Session::feed`], then calls
+//! [`Session::poll_event`] until it returns `None`, writing [`Session::take_output`] to the
+//! peer whenever `poll_event` has nothing more to do (that is when the input buffer holds
+//! no complete command: RFC 2920 3.1 lets the server batch its replies until then).
+//! Decisions that need the store (is this recipient ours? is the message on disk?) are
+//! asked for with an [`Event`] and answered by the driver; until then the session stops
+//! reading input, so pipelined commands are executed strictly in order.
+//!
+//! One file per stage: `ehlo` (greeting, HELO/EHLO), `mail`, `rcpt`, `data` (DATA and BDAT).
+
+mod data;
+mod ehlo;
+mod mail;
+mod rcpt;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::address::{ForwardPath, ReversePath};
+use super::command::{parse_command, Command, MailParams, RcptParams};
+use super::data::DataDecoder;
+use super::reply::Reply;
+
+/// Longest command line, CRLF included (RFC 5321 4.5.3.1.4).
+pub const MAX_COMMAND_LINE: usize = 512;
+/// Longest AUTH command line (RFC 4954 4: at least 12288 octets must be accepted).
+pub const MAX_AUTH_LINE: usize = 12288;
+
+/// Which service a session runs for; it decides what the client must do before mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Port 25: mail from other servers to local (and held) domains.
+    Mx,
+    /// Port 587/465: mail from local users; authentication is always required.
+    Submission,
+}
+
+/// Settings of one listener's sessions. Shared by all its connections.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub service: Service,
+    /// Our name, used in the greeting, EHLO and trace headers.
+    pub hostname: String,
+    /// RFC 1870 SIZE limit in octets.
+    pub max_message_size: usize,
+    /// RFC 5321 4.5.3.1.8 requires at least 100.
+    pub max_recipients: usize,
+    /// Received fields beyond this count mean a loop (RFC 5321 6.3).
+    pub max_hops: usize,
+    /// Negative replies before the session is closed with 421 (like Postfix's
+    /// smtpd_hard_error_limit).
+    pub max_errors: u32,
+    /// Waiting for the next command (RFC 5321 4.5.3.2.7: at least 5 minutes).
+    pub command_timeout: Duration,
+    /// Waiting for the next block of message data (RFC 5321 4.5.3.2.5: 3 minutes).
+    pub data_timeout: Duration,
+}
+
+impl SessionConfig {
+    pub fn new(service: Service, hostname: impl Into<String>) -> SessionConfig {
+        SessionConfig {
+            service,
+            hostname: hostname.into(),
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 100,
+            max_hops: 50,
+            max_errors: 20,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+/// A recipient accepted by RCPT, with what the driver resolved it to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient<R> {
+    pub path: ForwardPath,
+    pub params: RcptParams,
+    pub resolved: R,
+}
+
+/// A complete message, handed to the driver to commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope<R> {
+    pub from: ReversePath,
+    pub params: MailParams,
+    pub recipients: Vec<Recipient<R>>,
+    /// The message as received: dot-unstuffed, CRLF line ends, no trace fields added yet.
+    pub body: Vec<u8>,
+    /// How the body arrived: "DATA" or "BDAT".
+    pub via_bdat: bool,
+}
+
+/// What the session needs from the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event<R> {
+    /// RCPT: decide with [`Session::recipient_verdict`]. The sender and the session's
+    /// authentication are available from the session.
+    CheckRecipient {
+        path: ForwardPath,
+        params: RcptParams,
+    },
+    /// End of data: store the message durably, then call [`Session::message_verdict`].
+    Message(Envelope<R>),
+}
+
+/// The HELO/EHLO the client gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Greeting {
+    pub name: String,
+    pub extended: bool,
+}
+
+#[derive(Debug)]
+enum State {
+    Command,
+    Data(DataDecoder),
+    /// Reading a BDAT chunk; `error` is the reply owed once the chunk has been read.
+    Bdat {
+        remaining: u64,
+        last: bool,
+        size: u64,
+        error: Option<Reply>,
+    },
+    AwaitingRecipient,
+    AwaitingCommit,
+    Closed,
+}
+
+#[derive(Debug)]
+struct Transaction<R> {
+    from: ReversePath,
+    params: MailParams,
+    recipients: Vec<Recipient<R>>,
+    /// A RCPT waiting for the driver's verdict.
+    pending_recipient: Option<(ForwardPath, RcptParams)>,
+    /// Accumulated BDAT chunks (RFC 3030).
+    chunks: Option<Vec<u8>>,
+}
+
+/// One SMTP server session.
+#[derive(Debug)]
+pub struct Session<R> {
+    config: Arc<SessionConfig>,
+    state: State,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    greeting: Option<Greeting>,
+    tls: bool,
+    authenticated: Option<String>,
+    transaction: Option<Transaction<R>>,
+    errors: u32,
+    /// Set while skipping the rest of an over-long line.
+    discarding_long_line: bool,
+    messages_accepted: u64,
+}
+
+impl<R> Session<R> {
+    /// Starts a session; the 220 greeting is queued at once (RFC 5321 4.3.1).
+    pub fn new(config: Arc<SessionConfig>) -> Session<R> {
+        let mut session = Session {
+            config,
+            state: State::Command,
+            input: Vec::new(),
+            output: Vec::new(),
+            greeting: None,
+            tls: false,
+            authenticated: None,
+            transaction: None,
+            errors: 0,
+            discarding_long_line: false,
+            messages_accepted: 0,
+        };
+        let banner = format!("{} ESMTP vouchmail", session.config.hostname);
+        session.reply(Reply::plain(220, banner));
+        session
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Adds received bytes.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if !matches!(self.state, State::Closed) {
+            self.input.extend_from_slice(bytes);
+        }
+    }
+
+    /// Bytes to send to the client.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.output)
+    }
+
+    pub fn has_output(&self) -> bool {
+        !self.output.is_empty()
+    }
+
+    /// True once the session has ended (QUIT, too many errors, timeout, shutdown). The
+    /// driver writes the remaining output and closes the connection.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// True while the driver owes a verdict.
+    pub fn is_awaiting_driver(&self) -> bool {
+        matches!(self.state, State::AwaitingRecipient | State::AwaitingCommit)
+    }
+
+    /// True between commands with no transaction open: a good moment to close on shutdown.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Command) && self.transaction.is_none() && self.input.is_empty()
+    }
+
+    /// How long the driver waits for input in the current state (RFC 5321 4.5.3.2).
+    pub fn read_timeout(&self) -> Duration {
+        match self.state {
+            State::Data(_) | State::Bdat { .. } => self.config.data_timeout,
+            _ => self.config.command_timeout,
+        }
+    }
+
+    /// The read timed out: 421 and close (RFC 5321 4.5.3.2).
+    pub fn on_timeout(&mut self) {
+        self.close_with(Reply::timeout(format!(
+            "{} Timeout waiting for client input",
+            self.config.hostname
+        )));
+    }
+
+    /// The server is shutting down: 421 and close (RFC 5321 3.8).
+    pub fn on_shutdown(&mut self) {
+        self.close_with(Reply::shutting_down(format!(
+            "{} Service shutting down",
+            self.config.hostname
+        )));
+    }
+
+    pub fn greeting(&self) -> Option<&Greeting> {
+        self.greeting.as_ref()
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The authenticated identity, if the client authenticated.
+    pub fn authenticated(&self) -> Option<&str> {
+        self.authenticated.as_deref()
+    }
+
+    /// The reverse-path of the open transaction.
+    pub fn sender(&self) -> Option<&ReversePath> {
+        self.transaction.as_ref().map(|t| &t.from)
+    }
+
+    pub fn mail_params(&self) -> Option<&MailParams> {
+        self.transaction.as_ref().map(|t| &t.params)
+    }
+
+    pub fn messages_accepted(&self) -> u64 {
+        self.messages_accepted
+    }
+
+    /// Runs the session on buffered input until it needs the driver or more input.
+    pub fn poll_event(&mut self) -> Option<Event<R>> {
+        loop {
+            match &mut self.state {
+                State::Closed | State::AwaitingRecipient | State::AwaitingCommit => return None,
+                State::Data(_) => match self.poll_data() {
+                    DataProgress::NeedInput => return None,
+                    DataProgress::Event(event) => return Some(event),
+                    DataProgress::Continue => {}
+                },
+                State::Bdat { .. } => match self.poll_bdat() {
+                    DataProgress::NeedInput => return None,
+                    DataProgress::Event(event) => return Some(event),
+                    DataProgress::Continue => {}
+                },
+                State::Command => {
+                    let line = self.next_line()?;
+                    if let Some(event) = self.handle_line(&line) {
+                        return Some(event);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the next complete command line from the input, enforcing the length limit
+    /// (RFC 5321 4.5.3.1.4); an over-long line is answered with 500 5.5.2 and skipped, and
+    /// the session goes on.
+    fn next_line(&mut self) -> Option<Vec<u8>> {
+        loop {
+            let newline = self.input.iter().position(|&b| b == b'\n');
+            let Some(end) = newline else {
+                if self.input.len() > MAX_AUTH_LINE {
+                    self.input.clear();
+                    self.discarding_long_line = true;
+                }
+                return None;
+            };
+            let mut line: Vec<u8> = self.input.drain(..=end).collect();
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            let limit = if starts_with_ignore_case(&line, b"AUTH ") {
+                MAX_AUTH_LINE
+            } else {
+                MAX_COMMAND_LINE
+            };
+            if std::mem::take(&mut self.discarding_long_line) || line.len() + 2 > limit {
+                self.error(Reply::line_too_long("Line too long"));
+                if self.is_closed() {
+                    return None;
+                }
+                continue;
+            }
+            return Some(line);
+        }
+    }
+
+    fn handle_line(&mut self, line: &[u8]) -> Option<Event<R>> {
+        let command = match parse_command(line) {
+            Ok(command) => command,
+            Err(reply) => {
+                self.error(reply);
+                return None;
+            }
+        };
+        match command {
+            Command::Helo(name) => self.handle_helo(name, false),
+            Command::Ehlo(name) => self.handle_helo(name, true),
+            Command::Mail { from, params } => self.handle_mail(from, params),
+            Command::Rcpt { to, params } => return self.handle_rcpt(to, params),
+            Command::Data => self.handle_data(),
+            Command::Bdat { size, last } => self.handle_bdat(size, last),
+            Command::Rset => {
+                // RFC 5321 4.1.1.5
+                self.transaction = None;
+                self.reply(Reply::ok("Flushed"));
+            }
+            Command::Noop => self.reply(Reply::ok("Ok")),
+            Command::Quit => {
+                let text = format!("{} closing connection", self.config.hostname);
+                self.close_with(Reply::closing(text));
+            }
+            // RFC 5321 3.5.3: 252 when we will not say whether a mailbox exists.
+            Command::Vrfy(_) => self.reply(Reply::cannot_verify(
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            )),
+            // RFC 5321 3.5.2: EXPN may be disabled; it would reveal alias members.
+            Command::Expn(_) => self.error(Reply::not_implemented("EXPN is not available")),
+            Command::Help => self.reply(Reply::new(
+                214,
+                super::reply::EnhancedCode(2, 0, 0),
+                "See https://www.rfc-editor.org/rfc/rfc5321",
+            )),
+            Command::StartTls => self.error(Reply::not_implemented("STARTTLS is not available")),
+            Command::Auth { .. } => self.error(Reply::not_implemented("AUTH is not available")),
+            Command::Etrn(_) | Command::Atrn(_) => {
+                self.error(Reply::not_implemented("Command not implemented"))
+            }
+        }
+        None
+    }
+
+    /// Queues a positive or informational reply.
+    fn reply(&mut self, reply: Reply) {
+        reply.write_to(&mut self.output);
+    }
+
+    /// Queues a negative reply and counts it; too many end the session.
+    fn error(&mut self, reply: Reply) {
+        self.reply(reply);
+        self.errors += 1;
+        if self.errors >= self.config.max_errors {
+            let text = format!(
+                "{} Too many errors, closing connection",
+                self.config.hostname
+            );
+            self.close_with(Reply::too_many(text));
+        }
+    }
+
+    /// Queues a final reply and ends the session.
+    fn close_with(&mut self, reply: Reply) {
+        if !self.is_closed() {
+            self.reply(reply);
+            self.state = State::Closed;
+            self.input.clear();
+            self.transaction = None;
+        }
+    }
+}
+
+enum DataProgress<R> {
+    NeedInput,
+    Continue,
+    Event(Event<R>),
+}
+
+fn starts_with_ignore_case(line: &[u8], prefix: &[u8]) -> bool {
+    line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+#[cfg(test)]
+mod tests;

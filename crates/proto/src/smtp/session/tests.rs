@@ -1,0 +1,521 @@
+//! Unit tests of the session state machine: every command and every reply code it uses.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::smtp::address::Address;
+
+/// Recipients under `local.example` exist, `full@local.example` is over quota, everything
+/// else is refused as a relay attempt: a tiny stand-in for the server's resolver.
+fn verdict(path: &ForwardPath) -> Result<String, Reply> {
+    match path {
+        ForwardPath::Postmaster => Ok("postmaster".into()),
+        ForwardPath::Mailbox(a) if a.domain() != "local.example" => {
+            Err(Reply::not_authorized("Relaying denied"))
+        }
+        ForwardPath::Mailbox(a) if a.local() == "full" => Err(Reply::mailbox_full("Mailbox full")),
+        ForwardPath::Mailbox(a) if a.local() == "nobody" => {
+            Err(Reply::unknown_user("No such user"))
+        }
+        ForwardPath::Mailbox(a) => Ok(a.to_string()),
+    }
+}
+
+struct Harness {
+    session: Session<String>,
+    messages: Vec<Envelope<String>>,
+    commit_result: Option<Reply>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::with(SessionConfig::new(Service::Mx, "mx.local.example"))
+    }
+
+    fn with(config: SessionConfig) -> Harness {
+        let mut h = Harness {
+            session: Session::new(Arc::new(config)),
+            messages: Vec::new(),
+            commit_result: None,
+        };
+        let greeting = h.output();
+        assert_eq!(greeting, "220 mx.local.example ESMTP vouchmail\r\n");
+        h
+    }
+
+    /// Feeds bytes, runs the driver loop, returns everything the server wrote.
+    fn send(&mut self, bytes: &[u8]) -> String {
+        self.session.feed(bytes);
+        self.run();
+        self.output()
+    }
+
+    fn run(&mut self) {
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                Event::CheckRecipient { path, .. } => {
+                    self.session.recipient_verdict(verdict(&path))
+                }
+                Event::Message(envelope) => {
+                    self.messages.push(envelope);
+                    match self.commit_result.clone() {
+                        Some(reply) => self.session.message_verdict(Err(reply)),
+                        None => self
+                            .session
+                            .message_verdict(Ok(format!("Q{}", self.messages.len()))),
+                    }
+                }
+            }
+        }
+    }
+
+    fn output(&mut self) -> String {
+        String::from_utf8(self.session.take_output()).unwrap()
+    }
+
+    fn codes(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.send(bytes)
+            .lines()
+            .filter(|l| l.len() >= 4 && &l[3..4] == " ")
+            .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+            .collect()
+    }
+
+    fn ready() -> Harness {
+        let mut h = Harness::new();
+        h.send(b"EHLO client.example\r\n");
+        h
+    }
+}
+
+#[test]
+fn ehlo_lists_extensions() {
+    let mut h = Harness::new();
+    let out = h.send(b"EHLO client.example\r\n");
+    assert!(out.starts_with("250-mx.local.example\r\n"), "{out}");
+    for ext in [
+        "PIPELINING",
+        "SIZE 26214400",
+        "ENHANCEDSTATUSCODES",
+        "8BITMIME",
+        "DSN",
+        "SMTPUTF8",
+        "CHUNKING",
+    ] {
+        assert!(out.contains(ext), "missing {ext} in {out}");
+    }
+    assert!(out.ends_with("250 CHUNKING\r\n"));
+    assert_eq!(h.session.greeting().unwrap().name, "client.example");
+}
+
+#[test]
+fn helo_gives_plain_reply() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.send(b"HELO client.example\r\n"),
+        "250 mx.local.example\r\n"
+    );
+    assert!(!h.session.greeting().unwrap().extended);
+}
+
+#[test]
+fn full_transaction_with_data() {
+    let mut h = Harness::ready();
+    assert_eq!(h.codes(b"MAIL FROM:<a@remote.example>\r\n"), ["250 2.1.0"]);
+    assert_eq!(h.codes(b"RCPT TO:<u@local.example>\r\n"), ["250 2.1.5"]);
+    assert_eq!(
+        h.send(b"DATA\r\n"),
+        "354 End data with <CR><LF>.<CR><LF>\r\n"
+    );
+    assert_eq!(
+        h.send(b"Subject: hi\r\n\r\n..dot\r\nbody\r\n.\r\n"),
+        "250 2.0.0 Ok: queued as Q1\r\n"
+    );
+    let m = &h.messages[0];
+    assert_eq!(m.body, b"Subject: hi\r\n\r\n.dot\r\nbody\r\n");
+    assert_eq!(m.recipients.len(), 1);
+    assert_eq!(m.recipients[0].resolved, "u@local.example");
+    assert!(!m.via_bdat);
+    assert_eq!(h.session.messages_accepted(), 1);
+    // The transaction is over: a new MAIL is accepted.
+    assert_eq!(h.codes(b"MAIL FROM:<>\r\n"), ["250 2.1.0"]);
+}
+
+#[test]
+fn pipelined_transaction_in_one_write() {
+    let mut h = Harness::ready();
+    let out = h.codes(b"MAIL FROM:<a@r.example>\r\nRCPT TO:<u@local.example>\r\nRCPT TO:<x@elsewhere.example>\r\nRCPT TO:<v@local.example>\r\nDATA\r\nhello\r\n.\r\nQUIT\r\n");
+    assert_eq!(
+        out,
+        [
+            "250 2.1.0",
+            "250 2.1.5",
+            "550 5.7.1",
+            "250 2.1.5",
+            "354 End",
+            "250 2.0.0",
+            "221 2.0.0"
+        ]
+    );
+    assert_eq!(h.messages[0].recipients.len(), 2);
+    assert!(h.session.is_closed());
+}
+
+#[test]
+fn split_input_any_boundary() {
+    let script = b"EHLO c\r\nMAIL FROM:<a@r.example>\r\nRCPT TO:<u@local.example>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n";
+    let mut h = Harness::new();
+    let mut out = String::new();
+    for byte in script {
+        out.push_str(&h.send(&[*byte]));
+    }
+    assert!(out.contains("250 2.0.0 Ok: queued as Q1"), "{out}");
+    assert_eq!(h.messages[0].body, b"x\r\n");
+}
+
+#[test]
+fn mail_needs_helo() {
+    let mut h = Harness::new();
+    assert_eq!(h.codes(b"MAIL FROM:<a@b.example>\r\n"), ["503 5.5.1"]);
+}
+
+#[test]
+fn nested_mail_refused() {
+    let mut h = Harness::ready();
+    h.send(b"MAIL FROM:<a@b.example>\r\n");
+    assert_eq!(h.codes(b"MAIL FROM:<a@b.example>\r\n"), ["503 5.5.1"]);
+}
+
+#[test]
+fn rcpt_needs_mail_and_data_needs_rcpt() {
+    let mut h = Harness::ready();
+    assert_eq!(h.codes(b"RCPT TO:<u@local.example>\r\n"), ["503 5.5.1"]);
+    assert_eq!(h.codes(b"DATA\r\n"), ["503 5.5.1"]);
+    h.send(b"MAIL FROM:<a@b.example>\r\n");
+    assert_eq!(h.codes(b"DATA\r\n"), ["554 5.5.1"]);
+}
+
+#[test]
+fn recipient_verdicts_pass_through() {
+    let mut h = Harness::ready();
+    h.send(b"MAIL FROM:<a@b.example>\r\n");
+    assert_eq!(h.codes(b"RCPT TO:<full@local.example>\r\n"), ["452 4.2.2"]);
+    assert_eq!(
+        h.codes(b"RCPT TO:<nobody@local.example>\r\n"),
+        ["550 5.1.1"]
+    );
+    assert_eq!(h.codes(b"RCPT TO:<u@remote.example>\r\n"), ["550 5.7.1"]);
+    assert_eq!(h.codes(b"RCPT TO:<postmaster>\r\n"), ["250 2.1.5"]);
+}
+
+#[test]
+fn too_many_recipients_is_452() {
+    let mut config = SessionConfig::new(Service::Mx, "mx.local.example");
+    config.max_recipients = 2;
+    let mut h = Harness::with(config);
+    h.send(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\n");
+    assert_eq!(h.codes(b"RCPT TO:<a@local.example>\r\nRCPT TO:<b@local.example>\r\nRCPT TO:<c@local.example>\r\n"), ["250 2.1.5", "250 2.1.5", "452 4.5.3"]);
+}
+
+#[test]
+fn declared_size_over_limit_is_552() {
+    let mut config = SessionConfig::new(Service::Mx, "mx.local.example");
+    config.max_message_size = 100;
+    let mut h = Harness::with(config);
+    h.send(b"EHLO c\r\n");
+    assert_eq!(
+        h.codes(b"MAIL FROM:<a@b.example> SIZE=101\r\n"),
+        ["552 5.3.4"]
+    );
+    assert_eq!(
+        h.codes(b"MAIL FROM:<a@b.example> SIZE=100\r\n"),
+        ["250 2.1.0"]
+    );
+}
+
+#[test]
+fn data_over_limit_is_552_and_session_survives() {
+    let mut config = SessionConfig::new(Service::Mx, "mx.local.example");
+    config.max_message_size = 10;
+    let mut h = Harness::with(config);
+    h.send(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@local.example>\r\nDATA\r\n");
+    assert_eq!(h.codes(b"0123456789abcdef\r\n.\r\n"), ["552 5.3.4"]);
+    assert!(h.messages.is_empty());
+    assert_eq!(h.codes(b"NOOP\r\n"), ["250 2.0.0"]);
+}
+
+#[test]
+fn long_data_line_is_500_5_5_2() {
+    let mut h = Harness::ready();
+    h.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@local.example>\r\nDATA\r\n");
+    let mut body = vec![b'x'; 1200];
+    body.extend_from_slice(b"\r\n.\r\n");
+    assert_eq!(h.codes(&body), ["500 5.5.2"]);
+    assert!(h.messages.is_empty());
+    assert_eq!(h.codes(b"RSET\r\n"), ["250 2.0.0"]);
+}
+
+#[test]
+fn long_command_line_is_500_5_5_2_and_session_continues() {
+    let mut h = Harness::ready();
+    let mut line = b"NOOP ".to_vec();
+    line.extend(vec![b'a'; 600]);
+    line.extend_from_slice(b"\r\n");
+    assert_eq!(h.codes(&line), ["500 5.5.2"]);
+    // A line so long it never ends in one read is skipped until its LF.
+    let huge = vec![b'b'; 20_000];
+    assert_eq!(h.codes(&huge), Vec::<String>::new());
+    assert_eq!(h.codes(b"bbb\r\nNOOP\r\n"), ["500 5.5.2", "250 2.0.0"]);
+}
+
+#[test]
+fn bare_lf_never_ends_data() {
+    let mut h = Harness::ready();
+    h.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@local.example>\r\nDATA\r\n");
+    // Smuggling attempt: "\n.\n" and "\n.\r\n" followed by a second transaction.
+    let out = h.send(b"Subject: a\r\n\r\nx\n.\nMAIL FROM:<evil@r.example>\r\nRCPT TO:<v@local.example>\r\nDATA\r\nsmuggled\n.\r\nstill body\r\n");
+    assert_eq!(out, "");
+    assert!(h.messages.is_empty());
+    assert_eq!(h.codes(b".\r\n"), ["250 2.0.0"]);
+    assert_eq!(h.messages.len(), 1);
+    let body = String::from_utf8(h.messages[0].body.clone()).unwrap();
+    assert!(body.contains("MAIL FROM:<evil@r.example>") && body.contains("still body"));
+}
+
+#[test]
+fn bare_cr_never_ends_data() {
+    let mut h = Harness::ready();
+    h.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@local.example>\r\nDATA\r\n");
+    assert_eq!(h.send(b"x\r.\rQUIT\r\n"), "");
+    assert!(!h.session.is_closed());
+    assert_eq!(h.codes(b".\r\n"), ["250 2.0.0"]);
+}
+
+#[test]
+fn bdat_chunks() {
+    let mut h = Harness::ready();
+    h.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@local.example>\r\n");
+    assert_eq!(h.codes(b"BDAT 5\r\nhello"), ["250 2.0.0"]);
+    assert_eq!(h.codes(b"BDAT 7 LAST\r\n world\n"), ["250 2.0.0"]);
+    assert_eq!(h.messages[0].body, b"hello world\r\n");
+    assert!(h.messages[0].via_bdat);
+}
+
+#[test]
+fn bdat_pipelined_with_commands_after() {
+    let mut h = Harness::ready();
+    let out = h.codes(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@local.example>\r\nBDAT 11 LAST\r\nQUIT\r\nabc\r\nNOOP\r\n");
+    assert_eq!(out, ["250 2.1.0", "250 2.1.5", "250 2.0.0", "250 2.0.0"]);
+    // The chunk's content is data, never a command.
+    assert_eq!(h.messages[0].body, b"QUIT\r\nabc\r\n");
+    assert!(!h.session.is_closed());
+}
+
+#[test]
+fn bdat_errors_still_consume_the_chunk() {
+    let mut h = Harness::ready();
+    assert_eq!(h.codes(b"BDAT 6\r\nQUIT\r\n"), ["503 5.5.1"]);
+    assert!(!h.session.is_closed());
+    h.send(b"MAIL FROM:<a@b.example>\r\n");
+    assert_eq!(h.codes(b"BDAT 4 LAST\r\nNOOP"), ["554 5.5.1"]);
+    h.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@local.example>\r\nBDAT 1\r\nx");
+    assert_eq!(h.codes(b"DATA\r\n"), ["503 5.5.1"]);
+    assert_eq!(h.codes(b"RCPT TO:<v@local.example>\r\n"), ["503 5.5.1"]);
+}
+
+#[test]
+fn bdat_over_size_is_552() {
+    let mut config = SessionConfig::new(Service::Mx, "mx.local.example");
+    config.max_message_size = 8;
+    let mut h = Harness::with(config);
+    h.send(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@local.example>\r\n");
+    assert_eq!(
+        h.codes(b"BDAT 5\r\n12345BDAT 5 LAST\r\n67890"),
+        ["250 2.0.0", "552 5.3.4"]
+    );
+    assert!(h.messages.is_empty());
+    assert_eq!(h.codes(b"RCPT TO:<u@local.example>\r\n"), ["503 5.5.1"]);
+}
+
+#[test]
+fn received_loop_is_554() {
+    let mut h = Harness::ready();
+    h.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@local.example>\r\nDATA\r\n");
+    let mut body = String::new();
+    for i in 0..51 {
+        body.push_str(&format!(
+            "Received: from hop{i} by x; Thu, 01 Jan 1970 00:00:00 +0000\r\n"
+        ));
+    }
+    body.push_str("\r\nloop\r\n.\r\n");
+    assert_eq!(h.codes(body.as_bytes()), ["554 5.4.6"]);
+    assert!(h.messages.is_empty());
+}
+
+#[test]
+fn commit_failure_is_reported_and_session_continues() {
+    let mut h = Harness::ready();
+    h.commit_result = Some(Reply::local_error("Store unavailable"));
+    assert_eq!(
+        h.codes(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@local.example>\r\nDATA\r\nx\r\n.\r\n"),
+        ["250 2.1.0", "250 2.1.5", "354 End", "451 4.3.0"]
+    );
+    assert_eq!(h.codes(b"MAIL FROM:<a@b.example>\r\n"), ["250 2.1.0"]);
+}
+
+#[test]
+fn rset_noop_vrfy_expn_help_quit() {
+    let mut h = Harness::ready();
+    h.send(b"MAIL FROM:<a@b.example>\r\n");
+    assert_eq!(h.codes(b"RSET\r\n"), ["250 2.0.0"]);
+    assert!(h.session.sender().is_none());
+    assert_eq!(h.codes(b"NOOP anything\r\n"), ["250 2.0.0"]);
+    assert_eq!(h.codes(b"VRFY u\r\n"), ["252 2.1.5"]);
+    assert_eq!(h.codes(b"EXPN list\r\n"), ["502 5.5.1"]);
+    assert_eq!(h.codes(b"HELP\r\n"), ["214 2.0.0"]);
+    assert_eq!(h.codes(b"FOO\r\n"), ["500 5.5.1"]);
+    assert_eq!(h.codes(b"QUIT\r\n"), ["221 2.0.0"]);
+    assert!(h.session.is_closed());
+    // Nothing after QUIT is executed.
+    assert_eq!(h.send(b"NOOP\r\n"), "");
+}
+
+#[test]
+fn not_yet_available_commands_are_502() {
+    let mut h = Harness::ready();
+    assert_eq!(h.codes(b"STARTTLS\r\n"), ["502 5.5.1"]);
+    assert_eq!(h.codes(b"AUTH PLAIN\r\n"), ["502 5.5.1"]);
+    assert_eq!(h.codes(b"ETRN example.org\r\n"), ["502 5.5.1"]);
+}
+
+#[test]
+fn submission_requires_auth() {
+    let mut h = Harness::with(SessionConfig::new(Service::Submission, "mx.local.example"));
+    h.send(b"EHLO c\r\n");
+    assert_eq!(h.codes(b"MAIL FROM:<a@local.example>\r\n"), ["530 5.7.0"]);
+}
+
+#[test]
+fn smtputf8_required_for_non_ascii() {
+    let mut h = Harness::ready();
+    assert_eq!(
+        h.codes("MAIL FROM:<jörg@b.example>\r\n".as_bytes()),
+        ["553 5.6.7"]
+    );
+    assert_eq!(
+        h.codes("MAIL FROM:<jörg@b.example> SMTPUTF8\r\n".as_bytes()),
+        ["250 2.1.0"]
+    );
+    assert_eq!(
+        h.codes("RCPT TO:<ü@local.example>\r\n".as_bytes()),
+        ["250 2.1.5"]
+    );
+    h.send(b"RSET\r\nMAIL FROM:<a@b.example>\r\n");
+    assert_eq!(
+        h.codes("RCPT TO:<ü@local.example>\r\n".as_bytes()),
+        ["553 5.6.7"]
+    );
+}
+
+#[test]
+fn dsn_parameters_are_kept() {
+    let mut h = Harness::ready();
+    h.send(b"MAIL FROM:<a@b.example> RET=HDRS ENVID=xyz\r\nRCPT TO:<u@local.example> NOTIFY=FAILURE,DELAY ORCPT=rfc822;u@local.example\r\nDATA\r\nx\r\n.\r\n");
+    let m = &h.messages[0];
+    assert_eq!(m.params.envid.as_deref(), Some("xyz"));
+    assert_eq!(m.params.ret, Some(crate::smtp::command::DsnReturn::Headers));
+    let notify = m.recipients[0].params.notify.unwrap();
+    assert!(notify.failure && notify.delay && !notify.success);
+    assert_eq!(
+        m.recipients[0].params.orcpt.as_ref().unwrap().1,
+        "u@local.example"
+    );
+}
+
+#[test]
+fn auth_param_from_untrusted_client_becomes_empty() {
+    let mut h = Harness::ready();
+    h.send(b"MAIL FROM:<a@b.example> AUTH=someone@b.example\r\nRCPT TO:<u@local.example>\r\nDATA\r\nx\r\n.\r\n");
+    assert_eq!(
+        h.messages[0].params.auth,
+        Some(crate::smtp::command::AuthParam::Unauthenticated)
+    );
+    h.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@local.example>\r\nDATA\r\nx\r\n.\r\n");
+    assert_eq!(h.messages[1].params.auth, None);
+}
+
+#[test]
+fn too_many_errors_closes_with_421() {
+    let mut config = SessionConfig::new(Service::Mx, "mx.local.example");
+    config.max_errors = 3;
+    let mut h = Harness::with(config);
+    assert_eq!(
+        h.codes(b"X\r\nY\r\nZ\r\nNOOP\r\n"),
+        ["500 5.5.1", "500 5.5.1", "500 5.5.1", "421 4.7.0"]
+    );
+    assert!(h.session.is_closed());
+}
+
+#[test]
+fn timeout_and_shutdown_close_with_421() {
+    let mut h = Harness::ready();
+    h.session.on_timeout();
+    assert_eq!(h.codes(b""), ["421 4.4.2"]);
+    assert!(h.session.is_closed());
+    let mut h = Harness::ready();
+    assert!(h.session.is_idle());
+    h.session.on_shutdown();
+    assert_eq!(h.codes(b""), ["421 4.3.2"]);
+}
+
+#[test]
+fn read_timeout_depends_on_state() {
+    let mut h = Harness::ready();
+    assert_eq!(h.session.read_timeout(), Duration::from_secs(300));
+    h.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@local.example>\r\nDATA\r\n");
+    assert_eq!(h.session.read_timeout(), Duration::from_secs(180));
+}
+
+#[test]
+fn helo_resets_transaction() {
+    let mut h = Harness::ready();
+    h.send(b"MAIL FROM:<a@b.example>\r\n");
+    h.send(b"EHLO again\r\n");
+    assert!(h.session.sender().is_none());
+    assert_eq!(h.codes(b"RCPT TO:<u@local.example>\r\n"), ["503 5.5.1"]);
+}
+
+#[test]
+fn source_route_and_relay_tricks_resolve_by_final_domain() {
+    let mut h = Harness::ready();
+    h.send(b"MAIL FROM:<a@b.example>\r\n");
+    // The route is dropped; the resolver sees u@local.example.
+    assert_eq!(
+        h.codes(b"RCPT TO:<@relay.example:u@local.example>\r\n"),
+        ["250 2.1.5"]
+    );
+    // %-hack and bang paths stay in the local part; the domain decides, and here it is remote.
+    assert_eq!(
+        h.codes(b"RCPT TO:<u%local.example@remote.example>\r\n"),
+        ["550 5.7.1"]
+    );
+    assert_eq!(
+        h.codes(b"RCPT TO:<\"u@remote.example\"@elsewhere.example>\r\n"),
+        ["550 5.7.1"]
+    );
+    h.send(b"RCPT TO:<u%remote.example@local.example>\r\nDATA\r\nx\r\n.\r\n");
+    let resolved: Vec<_> = h.messages[0]
+        .recipients
+        .iter()
+        .map(|r| r.resolved.clone())
+        .collect();
+    assert_eq!(
+        resolved,
+        ["u@local.example", "u%remote.example@local.example"]
+    );
+    let expected = Address::parse("u%remote.example@local.example").unwrap();
+    assert_eq!(
+        h.messages[0].recipients[1].path,
+        ForwardPath::Mailbox(expected)
+    );
+}

@@ -1,0 +1,176 @@
+//! Trace fields the server adds: Received (RFC 5321 4.4) and Authentication-Results
+//! (RFC 8601).
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use crate::time::rfc5322_date;
+
+/// RFC 3848 WITH protocol types.
+pub fn with_protocol(extended: bool, tls: bool, authenticated: bool) -> &'static str {
+    match (extended, tls, authenticated) {
+        (false, _, _) => "SMTP",
+        (true, false, false) => "ESMTP",
+        (true, false, true) => "ESMTPA",
+        (true, true, false) => "ESMTPS",
+        (true, true, true) => "ESMTPSA",
+    }
+}
+
+/// What goes into one Received field.
+#[derive(Debug, Clone)]
+pub struct ReceivedInfo<'a> {
+    /// The HELO/EHLO name the client gave.
+    pub helo: &'a str,
+    pub peer_ip: IpAddr,
+    /// Our name.
+    pub by: &'a str,
+    /// From [`with_protocol`].
+    pub protocol: &'a str,
+    pub queue_id: &'a str,
+    /// RFC 5321 4.4: the FOR clause only when there is exactly one recipient, so the other
+    /// recipients of a message are not disclosed.
+    pub single_recipient: Option<&'a str>,
+    pub time: SystemTime,
+}
+
+/// The value of a Received field (RFC 5321 4.4 Time-stamp-line), without the name.
+pub fn received_value(info: &ReceivedInfo<'_>) -> String {
+    let helo: String = info
+        .helo
+        .chars()
+        .filter(|c| !c.is_control() && *c != '(' && *c != ')')
+        .collect();
+    let literal = match info.peer_ip {
+        IpAddr::V4(ip) => format!("[{ip}]"),
+        IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
+    };
+    let mut value = format!(
+        "from {helo} ({literal}) by {} (vouchmail) with {} id {}",
+        info.by, info.protocol, info.queue_id
+    );
+    if let Some(rcpt) = info.single_recipient {
+        value.push_str(&format!(" for <{rcpt}>"));
+    }
+    value.push_str("; ");
+    value.push_str(&rfc5322_date(info.time));
+    value
+}
+
+/// One method result of an Authentication-Results field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthResult {
+    /// No authentication method applied (RFC 8601 2.2 `none`).
+    None,
+    /// SMTP AUTH as a local user (RFC 8601 2.7.4).
+    SmtpAuth { user: String },
+}
+
+/// The value of our Authentication-Results field (RFC 8601 2.2).
+pub fn authentication_results_value(authserv_id: &str, results: &[AuthResult]) -> String {
+    if results.is_empty() || results.iter().all(|r| *r == AuthResult::None) {
+        return format!("{authserv_id}; none");
+    }
+    let mut value = authserv_id.to_string();
+    for result in results {
+        match result {
+            AuthResult::None => {}
+            AuthResult::SmtpAuth { user } => {
+                value.push_str(&format!(";\r\n\tauth=pass smtp.auth={}", quote_value(user)))
+            }
+        }
+    }
+    value
+}
+
+/// RFC 8601 2.2 `value` is a token or a quoted-string (RFC 2045 5.1).
+fn quote_value(value: &str) -> String {
+    let tspecial = |c: char| "()<>,;:\\\"/[]?= ".contains(c) || c.is_control();
+    if !value.is_empty() && !value.chars().any(tspecial) {
+        return value.to_string();
+    }
+    // An address is fine as `local@domain` when its local part is a dot-atom (RFC 8601 2.2).
+    if value.contains('@')
+        && !value
+            .chars()
+            .any(|c| c.is_control() || c == ' ' || c == '"' || c == '\\' || c == ';')
+    {
+        return value.to_string();
+    }
+    let escaped: String = value
+        .chars()
+        .filter(|c| !c.is_control())
+        .flat_map(|c| {
+            if c == '"' || c == '\\' {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    format!("\"{escaped}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn protocol_names_follow_rfc3848() {
+        assert_eq!(with_protocol(false, true, true), "SMTP");
+        assert_eq!(with_protocol(true, false, false), "ESMTP");
+        assert_eq!(with_protocol(true, true, true), "ESMTPSA");
+    }
+
+    #[test]
+    fn received_field() {
+        let info = ReceivedInfo {
+            helo: "client.example",
+            peer_ip: "192.0.2.1".parse().unwrap(),
+            by: "mx.example",
+            protocol: "ESMTP",
+            queue_id: "abc",
+            single_recipient: Some("u@mx.example"),
+            time: UNIX_EPOCH + Duration::from_secs(0),
+        };
+        assert_eq!(
+            received_value(&info),
+            "from client.example ([192.0.2.1]) by mx.example (vouchmail) with ESMTP id abc for <u@mx.example>; Thu, 01 Jan 1970 00:00:00 +0000"
+        );
+    }
+
+    #[test]
+    fn received_strips_comment_breakers_from_helo() {
+        let info = ReceivedInfo {
+            helo: "evil)\r\nX-Injected: 1",
+            peer_ip: "::1".parse().unwrap(),
+            by: "mx",
+            protocol: "SMTP",
+            queue_id: "q",
+            single_recipient: None,
+            time: UNIX_EPOCH,
+        };
+        let value = received_value(&info);
+        assert!(!value.contains('\n') && !value.contains('\r'));
+        assert!(value.starts_with("from evilX-Injected: 1 ([IPv6:::1])"));
+    }
+
+    #[test]
+    fn authentication_results_none_and_pass() {
+        assert_eq!(
+            authentication_results_value("mx.example", &[AuthResult::None]),
+            "mx.example; none"
+        );
+        assert_eq!(
+            authentication_results_value(
+                "mx.example",
+                &[AuthResult::SmtpAuth {
+                    user: "alice@mx.example".into()
+                }]
+            ),
+            "mx.example;\r\n\tauth=pass smtp.auth=alice@mx.example"
+        );
+        assert_eq!(quote_value("a b"), "\"a b\"");
+    }
+}

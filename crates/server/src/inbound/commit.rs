@@ -1,0 +1,157 @@
+//! End of DATA: add our trace fields and commit the message durably (SPEC 5).
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use vouchmail_proto::headers;
+use vouchmail_proto::smtp::address::{ForwardPath, ReversePath};
+use vouchmail_proto::smtp::command::{BodyType, DsnReturn};
+use vouchmail_proto::smtp::reply::Reply;
+use vouchmail_proto::smtp::session::Envelope;
+use vouchmail_proto::smtp::trace::{self, AuthResult, ReceivedInfo};
+use vouchmail_store::{Delivery, NewMessage, RecipientDsn, Store, StoreError};
+
+use super::resolve::store_reply;
+
+/// Who the client is, for the trace fields.
+#[derive(Debug, Clone)]
+pub struct ClientInfo<'a> {
+    pub peer_ip: IpAddr,
+    pub helo: &'a str,
+    pub extended: bool,
+    pub tls: bool,
+    pub authenticated: Option<&'a str>,
+}
+
+/// A fresh queue id: 16 hex digits from the OS random source.
+pub fn new_queue_id() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // Never expected; the time keeps ids distinct enough, and the store refuses duplicates.
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes = (nanos as u64).to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// Builds the stored form of the message and commits it; returns the queue id once the
+/// message and its queue entries are on stable storage.
+pub async fn commit_message(
+    store: &dyn Store,
+    hostname: &str,
+    client: &ClientInfo<'_>,
+    envelope: Envelope<Vec<Delivery>>,
+) -> Result<String, Reply> {
+    let now = SystemTime::now();
+    let auth_result = match client.authenticated {
+        Some(user) => AuthResult::SmtpAuth {
+            user: user.to_string(),
+        },
+        None => AuthResult::None,
+    };
+    // RFC 8601 5: remove any Authentication-Results claiming to be ours from outside.
+    let body = headers::remove_authentication_results_for(&envelope.body, hostname);
+    let ar_value =
+        trace::authentication_results_value(hostname, std::slice::from_ref(&auth_result));
+    let single_recipient = match envelope.recipients.as_slice() {
+        [only] => Some(match &only.path {
+            ForwardPath::Postmaster => "postmaster".to_string(),
+            ForwardPath::Mailbox(a) => a.to_string(),
+        }),
+        _ => None,
+    };
+    let mut deliveries: Vec<(Delivery, RecipientDsn)> = Vec::new();
+    for recipient in &envelope.recipients {
+        let dsn = RecipientDsn {
+            notify: recipient.params.notify.map(|n| n.to_wire()),
+            orcpt: recipient
+                .params
+                .orcpt
+                .as_ref()
+                .map(|(kind, addr)| format!("{kind};{addr}")),
+        };
+        for delivery in &recipient.resolved {
+            // One copy per mailbox even when several recipients (aliases) lead to it.
+            if !deliveries.iter().any(|(d, _)| d == delivery) {
+                deliveries.push((delivery.clone(), dsn.clone()));
+            }
+        }
+    }
+    let sender = match &envelope.from {
+        ReversePath::Null => String::new(),
+        ReversePath::Mailbox(a) => a.to_string(),
+    };
+    let params = &envelope.params;
+    let method = auth_method_text(&auth_result);
+    let protocol =
+        trace::with_protocol(client.extended, client.tls, client.authenticated.is_some());
+    for _attempt in 0..3 {
+        let queue_id = new_queue_id();
+        let received = trace::received_value(&ReceivedInfo {
+            helo: client.helo,
+            peer_ip: client.peer_ip,
+            by: hostname,
+            protocol,
+            queue_id: &queue_id,
+            single_recipient: single_recipient.as_deref(),
+            time: now,
+        });
+        // RFC 5321 4.4 and RFC 8601 5: our trace fields go on top.
+        let data = headers::prepend(
+            &[
+                ("Authentication-Results", &ar_value),
+                ("Received", &received),
+            ],
+            &body,
+        );
+        let message = NewMessage {
+            queue_id: queue_id.clone(),
+            envelope: vouchmail_store::Envelope {
+                sender: sender.clone(),
+                dsn_ret: params.ret.map(|r| match r {
+                    DsnReturn::Full => "FULL".to_string(),
+                    DsnReturn::Headers => "HDRS".to_string(),
+                }),
+                dsn_envid: params.envid.clone(),
+                auth_param: params.auth.as_ref().map(|a| a.to_wire()),
+                authenticated_as: client.authenticated.map(str::to_string),
+                auth_results: method.clone(),
+                body_8bit: params.body == BodyType::EightBitMime,
+                smtputf8: params.smtputf8,
+            },
+            received_at: vouchmail_proto::time::unix_seconds(now),
+            data,
+            deliveries: deliveries.clone(),
+        };
+        match store.commit_message(message).await {
+            Ok(committed) => {
+                tracing::info!(
+                    queue_id = %committed.queue_id,
+                    from = %sender,
+                    recipients = envelope.recipients.len(),
+                    size = envelope.body.len(),
+                    auth = %method,
+                    "message accepted"
+                );
+                return Ok(committed.queue_id);
+            }
+            // A queue id collision: draw another.
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(store_reply(&e)),
+        }
+    }
+    Err(Reply::local_error(
+        "Temporary local problem, please try again later",
+    ))
+}
+
+/// The method part recorded with the message (SPEC 2 table).
+fn auth_method_text(result: &AuthResult) -> String {
+    match result {
+        AuthResult::None => "none".to_string(),
+        AuthResult::SmtpAuth { user } => format!("auth=pass smtp.auth={user}"),
+    }
+}

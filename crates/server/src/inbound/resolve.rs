@@ -1,0 +1,147 @@
+//! RCPT: is this recipient ours, may this sender reach it, and where does it go?
+//!
+//! Relay decisions use only the recipient's domain: local parts with `%`, `!` or a quoted
+//! `@` are looked up literally and never routed on (SPEC 3, no open relay).
+
+use std::collections::HashSet;
+
+use vouchmail_proto::smtp::address::{Address, ForwardPath};
+use vouchmail_proto::smtp::reply::Reply;
+use vouchmail_store::{Delivery, Domain, Folder, SenderPolicy, Store, StoreError};
+
+/// Alias chains deeper than this are treated as a configuration loop.
+const MAX_ALIAS_DEPTH: usize = 8;
+
+/// What the session knows about the sender when a RCPT arrives.
+#[derive(Debug, Clone, Copy)]
+pub struct SenderContext<'a> {
+    /// The local user the client authenticated as.
+    pub authenticated: Option<&'a str>,
+    /// The SIZE the client declared, for the quota check.
+    pub declared_size: u64,
+}
+
+/// Maps a store failure to the SMTP reply: temporary unless the store says otherwise.
+pub fn store_reply(error: &StoreError) -> Reply {
+    tracing::error!(%error, "store error during SMTP transaction");
+    Reply::local_error("Temporary local problem, please try again later")
+}
+
+/// Resolves one RCPT to its deliveries, or the reply that refuses it.
+pub async fn resolve_recipient(
+    store: &dyn Store,
+    postmaster: &Address,
+    path: &ForwardPath,
+    sender: SenderContext<'_>,
+) -> Result<Vec<Delivery>, Reply> {
+    let address = match path {
+        // RFC 5321 4.5.1: <postmaster> without a domain must be accepted.
+        ForwardPath::Postmaster => postmaster.clone(),
+        ForwardPath::Mailbox(address) => address.clone(),
+    };
+    let domain = store
+        .get_domain(address.domain())
+        .await
+        .map_err(|e| store_reply(&e))?;
+    let Some(domain) = domain else {
+        // Issue 3 lets authenticated users send anywhere; nobody else may relay.
+        return Err(Reply::not_authorized("Relaying denied"));
+    };
+    check_policy(&domain, sender)?;
+    let mut deliveries = Vec::new();
+    let mut seen = HashSet::new();
+    expand(
+        store,
+        &address.to_string().to_lowercase(),
+        0,
+        sender,
+        &mut seen,
+        &mut deliveries,
+    )
+    .await?;
+    if deliveries.is_empty() {
+        return Err(Reply::unknown_user("No such user here"));
+    }
+    Ok(deliveries)
+}
+
+/// SPEC 2: the recipient domain's sender policy. Until the authentication methods exist,
+/// `require` refuses every unauthenticated sender; `tag` and `accept` take the message.
+fn check_policy(domain: &Domain, sender: SenderContext<'_>) -> Result<(), Reply> {
+    if sender.authenticated.is_none() && domain.policy == SenderPolicy::Require {
+        return Err(Reply::not_authorized(format!(
+            "Sender not authenticated; {} accepts mail only from authenticated senders",
+            domain.name
+        )));
+    }
+    Ok(())
+}
+
+/// Follows accounts, aliases and the catch-all; local targets become mailbox deliveries and
+/// remote alias targets queue entries.
+async fn expand(
+    store: &dyn Store,
+    address: &str,
+    depth: usize,
+    sender: SenderContext<'_>,
+    seen: &mut HashSet<String>,
+    out: &mut Vec<Delivery>,
+) -> Result<(), Reply> {
+    if !seen.insert(address.to_string()) {
+        return Ok(());
+    }
+    if depth > MAX_ALIAS_DEPTH {
+        tracing::warn!(address, "alias chain too deep");
+        return Err(Reply::local_error("Alias expansion too deep"));
+    }
+    let domain_name = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+    let domain = store
+        .get_domain(domain_name)
+        .await
+        .map_err(|e| store_reply(&e))?;
+    let Some(domain) = domain else {
+        out.push(Delivery::Queue {
+            recipient: address.to_string(),
+        });
+        return Ok(());
+    };
+    if let Some(account) = store
+        .get_account(address)
+        .await
+        .map_err(|e| store_reply(&e))?
+    {
+        if account.over_quota(sender.declared_size) {
+            return Err(Reply::mailbox_full(format!("Mailbox of {address} is full")));
+        }
+        out.push(Delivery::Mailbox {
+            account_id: account.id,
+            folder: Folder::Inbox,
+            recipient: account.address,
+        });
+        return Ok(());
+    }
+    let targets = store
+        .alias_targets(address)
+        .await
+        .map_err(|e| store_reply(&e))?;
+    if !targets.is_empty() {
+        for target in targets {
+            Box::pin(expand(store, &target, depth + 1, sender, seen, out)).await?;
+        }
+        return Ok(());
+    }
+    // A local address that is neither account nor alias: the catch-all, if the domain has one.
+    if let Some(catch_all) = domain.catch_all {
+        if depth == 0 {
+            return Box::pin(expand(store, &catch_all, depth + 1, sender, seen, out)).await;
+        }
+    }
+    if depth == 0 {
+        return Ok(());
+    }
+    // An alias pointing at a local address that does not exist: refuse rather than lose it.
+    tracing::warn!(address, "alias target does not exist");
+    Err(Reply::unknown_user(format!(
+        "Alias target {address} does not exist"
+    )))
+}

@@ -1,0 +1,114 @@
+//! The vouchmail store: one interface over everything durable, with the embedded SQLite
+//! implementation (PostgreSQL implements the same trait for several nodes).
+//!
+//! Callers hold an `Arc<dyn Store>`; methods return boxed futures so the trait stays
+//! object-safe and implementations may run blocking work on their own threads.
+
+mod sqlite;
+mod types;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use sqlite::SqliteStore;
+pub use types::*;
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+/// The future every store method returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'a>>;
+
+/// The error type of the storage layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The named thing does not exist.
+    NotFound(String),
+    /// It exists already, or another record depends on it.
+    Conflict(String),
+    /// The request itself is wrong (e.g. an address in a domain we do not serve).
+    Invalid(String),
+    /// The store cannot be used right now (I/O error, locked, closed): worth retrying.
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// A temporary failure: the SMTP layer answers 451 rather than 5xx.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::NotFound(what) => write!(f, "{what} not found"),
+            StoreError::Conflict(what) => write!(f, "{what}"),
+            StoreError::Invalid(what) => write!(f, "{what}"),
+            StoreError::Unavailable(what) => write!(f, "store unavailable: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Everything durable. All addresses and domain names passed in are lower-cased by the
+/// caller's address type (domains) or here (local parts are matched case-insensitively,
+/// as Postfix and Exim do by default).
+pub trait Store: Send + Sync {
+    // Domains.
+    fn add_domain(&self, name: &str, policy: SenderPolicy) -> StoreFuture<'_, ()>;
+    fn remove_domain(&self, name: &str) -> StoreFuture<'_, ()>;
+    fn get_domain(&self, name: &str) -> StoreFuture<'_, Option<Domain>>;
+    fn list_domains(&self) -> StoreFuture<'_, Vec<Domain>>;
+    fn set_domain_policy(&self, name: &str, policy: SenderPolicy) -> StoreFuture<'_, ()>;
+    /// The account that receives mail for unknown local parts of the domain, or none.
+    fn set_catch_all(&self, name: &str, account: Option<&str>) -> StoreFuture<'_, ()>;
+
+    // Accounts.
+    fn add_account(&self, account: NewAccount) -> StoreFuture<'_, i64>;
+    fn remove_account(&self, address: &str) -> StoreFuture<'_, ()>;
+    fn get_account(&self, address: &str) -> StoreFuture<'_, Option<Account>>;
+    fn list_accounts(&self) -> StoreFuture<'_, Vec<Account>>;
+    fn set_secrets(
+        &self,
+        address: &str,
+        secrets: vouchmail_proto::sasl::secrets::Secrets,
+    ) -> StoreFuture<'_, ()>;
+    fn set_quota(&self, address: &str, quota_bytes: u64) -> StoreFuture<'_, ()>;
+
+    // Aliases.
+    fn add_alias(&self, alias: &str, targets: &[String]) -> StoreFuture<'_, ()>;
+    /// Removes one target of the alias, or the whole alias with `None`.
+    fn remove_alias(&self, alias: &str, target: Option<&str>) -> StoreFuture<'_, ()>;
+    fn alias_targets(&self, alias: &str) -> StoreFuture<'_, Vec<String>>;
+    fn list_aliases(&self) -> StoreFuture<'_, Vec<(String, String)>>;
+
+    // Messages, queue and mailboxes.
+    /// Stores the message once, one queue entry per delivery, and the mailbox entries of
+    /// local deliveries, all in one transaction. Returns when the transaction is on stable
+    /// storage (fsync'd); commits of concurrent callers share one fsync.
+    fn commit_message(&self, message: NewMessage) -> StoreFuture<'_, CommittedMessage>;
+    fn list_mailbox(
+        &self,
+        address: &str,
+        folder: Option<Folder>,
+    ) -> StoreFuture<'_, Vec<MailboxEntry>>;
+    fn get_mailbox_message(
+        &self,
+        address: &str,
+        id: i64,
+    ) -> StoreFuture<'_, Option<(MailboxEntry, Vec<u8>)>>;
+    /// Queue entries not yet delivered or bounced.
+    fn list_queue(&self) -> StoreFuture<'_, Vec<QueueEntry>>;
+    /// Every queue entry of one message (any state) and the message text.
+    fn get_queued_message(
+        &self,
+        queue_id: &str,
+    ) -> StoreFuture<'_, Option<(Vec<QueueEntry>, Vec<u8>)>>;
+    /// Deletes the pending entries of a message; returns how many were deleted.
+    fn delete_queued_message(&self, queue_id: &str) -> StoreFuture<'_, usize>;
+
+    // Small settings.
+    fn get_meta(&self, key: &str) -> StoreFuture<'_, Option<String>>;
+    fn set_meta(&self, key: &str, value: &str) -> StoreFuture<'_, ()>;
+}

@@ -1,0 +1,919 @@
+//! The embedded store: SQLite in WAL mode with `synchronous=FULL`.
+//!
+//! All writes go through one writer thread that batches the jobs waiting for it into a
+//! single transaction (group commit): one fsync of the WAL makes a whole batch durable, and
+//! every caller is answered only after that commit. Each job runs inside a savepoint, so a
+//! failing job (a duplicate user, say) does not undo its neighbours. Reads use a small pool
+//! of connections on tokio's blocking threads; WAL lets them run beside the writer and
+//! beside other processes (the CLI) using the same file.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use tokio::sync::oneshot;
+use vouchmail_proto::sasl::secrets::{SecretFields, Secrets};
+
+use crate::{
+    Account, CommittedMessage, Delivery, Domain, Folder, MailboxEntry, NewAccount, NewMessage,
+    QueueEntry, QueueState, RecipientDsn, SenderPolicy, Store, StoreError, StoreFuture,
+    StoreResult,
+};
+
+/// Jobs committed together at most.
+const MAX_BATCH: usize = 512;
+/// How long a connection waits for another process's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Versioned schema migrations, applied in order; `PRAGMA user_version` records the last.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE domains (
+    name TEXT PRIMARY KEY,
+    policy TEXT NOT NULL CHECK (policy IN ('require','tag','accept')),
+    catch_all TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE accounts (
+    id INTEGER PRIMARY KEY,
+    address TEXT NOT NULL UNIQUE,
+    domain TEXT NOT NULL REFERENCES domains(name),
+    secret_argon2 TEXT,
+    secret_scram_sha256 TEXT,
+    secret_cram_md5 TEXT,
+    quota_bytes INTEGER NOT NULL DEFAULT 0,
+    used_bytes INTEGER NOT NULL DEFAULT 0,
+    message_count INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE aliases (
+    alias TEXT NOT NULL,
+    target TEXT NOT NULL,
+    PRIMARY KEY (alias, target)
+);
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY,
+    queue_id TEXT NOT NULL UNIQUE,
+    sender TEXT NOT NULL,
+    dsn_ret TEXT,
+    dsn_envid TEXT,
+    auth_param TEXT,
+    authenticated_as TEXT,
+    auth_results TEXT NOT NULL,
+    body_8bit INTEGER NOT NULL,
+    smtputf8 INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE queue (
+    id INTEGER PRIMARY KEY,
+    message_id INTEGER NOT NULL REFERENCES messages(id),
+    recipient TEXT NOT NULL,
+    notify TEXT,
+    orcpt TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt INTEGER NOT NULL,
+    last_reply TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX queue_pending ON queue(state, next_attempt) WHERE state NOT IN ('delivered','bounced');
+CREATE INDEX queue_message ON queue(message_id);
+CREATE TABLE mailbox (
+    id INTEGER PRIMARY KEY,
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    folder TEXT NOT NULL CHECK (folder IN ('INBOX','Junk','Tracking')),
+    message_id INTEGER NOT NULL REFERENCES messages(id),
+    received_at INTEGER NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE INDEX mailbox_account ON mailbox(account_id, folder, id);
+CREATE INDEX mailbox_message ON mailbox(message_id);
+"#];
+
+type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+/// The SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and runs pending migrations.
+    pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let mut conn = open_connection(path)?;
+        migrate(&mut conn)?;
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(conn, receiver))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            writer: Mutex::new(Some(sender)),
+            writer_thread: Mutex::new(Some(thread)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Stops the writer after the jobs already sent to it are committed.
+    pub fn close(&self) {
+        if let Ok(mut writer) = self.writer.lock() {
+            writer.take();
+        }
+        let thread = self.writer_thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+
+    /// Runs `f` in the next group commit and returns its result once it is durable.
+    fn write<T, F>(&self, f: F) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (reply, response) = oneshot::channel::<StoreResult<T>>();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |commit: StoreResult<()>| {
+                let _ = reply.send(commit.and(result));
+            })
+        });
+        let sent = self
+            .writer
+            .lock()
+            .ok()
+            .and_then(|w| w.as_ref().map(|w| w.send(job).is_ok()))
+            .unwrap_or(false);
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError::Unavailable("the store is closed".into()));
+            }
+            response
+                .await
+                .map_err(|_| StoreError::Unavailable("the write could not be committed".into()))?
+        })
+    }
+
+    /// Runs `f` on a pooled read connection, off the async threads.
+    fn read<T, F>(&self, f: F) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let pool = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let pooled = pool.lock().ok().and_then(|mut p| p.pop());
+                let conn = match pooled {
+                    Some(conn) => conn,
+                    None => open_connection(&path)?,
+                };
+                let result = f(&conn);
+                if let Ok(mut p) = pool.lock() {
+                    if p.len() < 8 {
+                        p.push(conn);
+                    }
+                }
+                result
+            })
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+        })
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn open_connection(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open(path)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_error)?;
+    // SPEC 11: WAL, and synchronous=FULL so a commit is on disk when it returns.
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+        .map_err(db_error)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let version: usize = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db_error)?;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Unavailable(format!(
+            "the database schema is version {version}, newer than this vouchmail ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_error)?;
+        tx.execute_batch(sql).map_err(db_error)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))
+            .map_err(db_error)?;
+        tx.commit().map_err(db_error)?;
+        tracing::info!(version = index + 1, "store schema migrated");
+    }
+    Ok(())
+}
+
+/// The writer thread: take every job waiting, run them in one transaction, commit once.
+fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Dropping the jobs closes their reply channels: each caller reports the store
+            // unavailable, and an SMTP client gets a 451 and retries.
+            tracing::error!(error = %e, writes = batch.len(), "store: cannot begin a transaction");
+            drop(batch);
+            continue;
+        }
+        let completions: Vec<Completion> = batch.into_iter().map(|job| job(&conn)).collect();
+        let commit = conn.execute_batch("COMMIT").map_err(db_error);
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for done in completions {
+            done(commit.clone());
+        }
+    }
+}
+
+/// Runs a job inside a savepoint: its failure is rolled back alone.
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    conn.execute_batch("SAVEPOINT job").map_err(db_error)?;
+    match f(conn) {
+        Ok(value) => {
+            conn.execute_batch("RELEASE job").map_err(db_error)?;
+            Ok(value)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            Err(e)
+        }
+    }
+}
+
+/// One text column per secret kind (SPEC 4): Argon2id, SCRAM-SHA-256, CRAM-MD5.
+fn secrets_to_columns(secrets: &Secrets) -> (Option<String>, Option<String>, Option<String>) {
+    let fields = secrets.to_fields();
+    (fields.argon2, fields.scram_sha256, fields.cram_md5)
+}
+
+/// A column that does not parse is treated as absent (that mechanism then fails), and logged.
+fn secrets_from_columns(
+    argon2: Option<String>,
+    scram_sha256: Option<String>,
+    cram_md5: Option<String>,
+) -> Secrets {
+    let fields = SecretFields {
+        argon2,
+        scram_sha256,
+        cram_md5,
+    };
+    Secrets::from_fields(&fields).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "stored secrets do not parse");
+        Secrets {
+            argon2: fields.argon2.clone(),
+            ..Secrets::default()
+        }
+    })
+}
+
+fn db_error(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn domain_of(address: &str) -> StoreResult<&str> {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| StoreError::Invalid(format!("'{address}' is not an address")))
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(err, _) if err.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn row_to_domain(row: &Row<'_>) -> rusqlite::Result<Domain> {
+    let policy: String = row.get(1)?;
+    Ok(Domain {
+        name: row.get(0)?,
+        policy: policy.parse().unwrap_or_default(),
+        catch_all: row.get(2)?,
+        created_at: row.get(3)?,
+    })
+}
+
+const ACCOUNT_COLUMNS: &str = "id, address, domain, secret_argon2, secret_scram_sha256, secret_cram_md5, quota_bytes, used_bytes, message_count, created_at";
+
+fn row_to_account(row: &Row<'_>) -> rusqlite::Result<Account> {
+    let secrets = secrets_from_columns(row.get(3)?, row.get(4)?, row.get(5)?);
+    Ok(Account {
+        id: row.get(0)?,
+        address: row.get(1)?,
+        domain: row.get(2)?,
+        secrets,
+        quota_bytes: row.get::<_, i64>(6)? as u64,
+        used_bytes: row.get::<_, i64>(7)? as u64,
+        message_count: row.get::<_, i64>(8)? as u64,
+        created_at: row.get(9)?,
+    })
+}
+
+const QUEUE_COLUMNS: &str = "q.id, m.queue_id, q.message_id, m.sender, q.recipient, q.notify, q.orcpt, q.state, q.attempts, q.next_attempt, q.last_reply, q.created_at, m.size";
+
+fn row_to_queue_entry(row: &Row<'_>) -> rusqlite::Result<QueueEntry> {
+    let state: String = row.get(7)?;
+    Ok(QueueEntry {
+        id: row.get(0)?,
+        queue_id: row.get(1)?,
+        message_id: row.get(2)?,
+        sender: row.get(3)?,
+        recipient: row.get(4)?,
+        dsn: RecipientDsn {
+            notify: row.get(5)?,
+            orcpt: row.get(6)?,
+        },
+        state: QueueState::parse(&state).unwrap_or(QueueState::Queued),
+        attempts: row.get::<_, i64>(8)? as u32,
+        next_attempt: row.get(9)?,
+        last_reply: row.get(10)?,
+        created_at: row.get(11)?,
+        size: row.get::<_, i64>(12)? as u64,
+    })
+}
+
+fn row_to_mailbox_entry(row: &Row<'_>) -> rusqlite::Result<MailboxEntry> {
+    let folder: String = row.get(1)?;
+    Ok(MailboxEntry {
+        id: row.get(0)?,
+        folder: folder.parse().unwrap_or(Folder::Inbox),
+        message_id: row.get(2)?,
+        queue_id: row.get(3)?,
+        received_at: row.get(4)?,
+        size: row.get::<_, i64>(5)? as u64,
+    })
+}
+
+/// Deletes a message once no mailbox entry and no queue entry refers to it any more.
+fn delete_if_orphan(conn: &Connection, message_id: i64) -> StoreResult<()> {
+    conn.execute(
+        "DELETE FROM messages WHERE id = ?1
+           AND NOT EXISTS (SELECT 1 FROM mailbox WHERE message_id = ?1)
+           AND NOT EXISTS (SELECT 1 FROM queue WHERE message_id = ?1 AND state NOT IN ('delivered','bounced'))",
+        params![message_id],
+    )
+    .map_err(db_error)?;
+    // Finished queue entries of a deleted message are history only.
+    conn.execute("DELETE FROM queue WHERE message_id = ?1 AND NOT EXISTS (SELECT 1 FROM messages WHERE id = ?1)", params![message_id])
+        .map_err(db_error)?;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn add_domain(&self, name: &str, policy: SenderPolicy) -> StoreFuture<'_, ()> {
+        let name = name.to_ascii_lowercase();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO domains (name, policy, created_at) VALUES (?1, ?2, ?3)",
+                params![name, policy.as_str(), now()],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict(format!("domain {name} exists already"))
+                } else {
+                    db_error(e)
+                }
+            })?;
+            Ok(())
+        })
+    }
+
+    fn remove_domain(&self, name: &str) -> StoreFuture<'_, ()> {
+        let name = name.to_ascii_lowercase();
+        self.write(move |conn| {
+            let accounts: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM accounts WHERE domain = ?1",
+                    params![name],
+                    |r| r.get(0),
+                )
+                .map_err(db_error)?;
+            if accounts > 0 {
+                return Err(StoreError::Conflict(format!(
+                    "domain {name} still has {accounts} account(s); remove them first"
+                )));
+            }
+            let removed = conn
+                .execute("DELETE FROM domains WHERE name = ?1", params![name])
+                .map_err(db_error)?;
+            if removed == 0 {
+                return Err(StoreError::NotFound(format!("domain {name}")));
+            }
+            conn.execute(
+                "DELETE FROM aliases WHERE alias LIKE '%@' || ?1",
+                params![name],
+            )
+            .map_err(db_error)?;
+            Ok(())
+        })
+    }
+
+    fn get_domain(&self, name: &str) -> StoreFuture<'_, Option<Domain>> {
+        let name = name.to_ascii_lowercase();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT name, policy, catch_all, created_at FROM domains WHERE name = ?1",
+                params![name],
+                row_to_domain,
+            )
+            .optional()
+            .map_err(db_error)
+        })
+    }
+
+    fn list_domains(&self) -> StoreFuture<'_, Vec<Domain>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT name, policy, catch_all, created_at FROM domains ORDER BY name")
+                .map_err(db_error)?;
+            let rows = stmt.query_map([], row_to_domain).map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
+    }
+
+    fn set_domain_policy(&self, name: &str, policy: SenderPolicy) -> StoreFuture<'_, ()> {
+        let name = name.to_ascii_lowercase();
+        self.write(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE domains SET policy = ?2 WHERE name = ?1",
+                    params![name, policy.as_str()],
+                )
+                .map_err(db_error)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("domain {name}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn set_catch_all(&self, name: &str, account: Option<&str>) -> StoreFuture<'_, ()> {
+        let name = name.to_ascii_lowercase();
+        let account = account.map(str::to_lowercase);
+        self.write(move |conn| {
+            if let Some(account) = &account {
+                let exists: Option<i64> = conn
+                    .query_row(
+                        "SELECT id FROM accounts WHERE address = ?1",
+                        params![account],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(db_error)?;
+                if exists.is_none() {
+                    return Err(StoreError::NotFound(format!("account {account}")));
+                }
+            }
+            let n = conn
+                .execute(
+                    "UPDATE domains SET catch_all = ?2 WHERE name = ?1",
+                    params![name, account],
+                )
+                .map_err(db_error)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("domain {name}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn add_account(&self, account: NewAccount) -> StoreFuture<'_, i64> {
+        self.write(move |conn| {
+            let address = account.address.to_lowercase();
+            let domain = domain_of(&address)?.to_string();
+            let known: Option<String> = conn
+                .query_row("SELECT name FROM domains WHERE name = ?1", params![domain], |r| r.get(0))
+                .optional()
+                .map_err(db_error)?;
+            if known.is_none() {
+                return Err(StoreError::Invalid(format!("domain {domain} is not a local domain (add it with 'vouchmail domain add {domain}')")));
+            }
+            let (argon2, scram, cram) = secrets_to_columns(&account.secrets);
+            conn.execute(
+                "INSERT INTO accounts (address, domain, secret_argon2, secret_scram_sha256, secret_cram_md5, quota_bytes, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![address, domain, argon2, scram, cram, account.quota_bytes as i64, now()],
+            )
+            .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict(format!("user {address} exists already")) } else { db_error(e) })?;
+            Ok(conn.last_insert_rowid())
+        })
+    }
+
+    fn remove_account(&self, address: &str) -> StoreFuture<'_, ()> {
+        let address = address.to_lowercase();
+        self.write(move |conn| {
+            let id: Option<i64> = conn
+                .query_row(
+                    "SELECT id FROM accounts WHERE address = ?1",
+                    params![address],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_error)?;
+            let Some(id) = id else {
+                return Err(StoreError::NotFound(format!("user {address}")));
+            };
+            let message_ids: Vec<i64> = {
+                let mut stmt = conn
+                    .prepare("SELECT DISTINCT message_id FROM mailbox WHERE account_id = ?1")
+                    .map_err(db_error)?;
+                let rows = stmt
+                    .query_map(params![id], |r| r.get(0))
+                    .map_err(db_error)?;
+                rows.collect::<Result<_, _>>().map_err(db_error)?
+            };
+            conn.execute("DELETE FROM mailbox WHERE account_id = ?1", params![id])
+                .map_err(db_error)?;
+            conn.execute(
+                "UPDATE domains SET catch_all = NULL WHERE catch_all = ?1",
+                params![address],
+            )
+            .map_err(db_error)?;
+            conn.execute("DELETE FROM accounts WHERE id = ?1", params![id])
+                .map_err(db_error)?;
+            for message_id in message_ids {
+                delete_if_orphan(conn, message_id)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn get_account(&self, address: &str) -> StoreFuture<'_, Option<Account>> {
+        let address = address.to_lowercase();
+        self.read(move |conn| {
+            conn.query_row(
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE address = ?1"),
+                params![address],
+                row_to_account,
+            )
+            .optional()
+            .map_err(db_error)
+        })
+    }
+
+    fn list_accounts(&self) -> StoreFuture<'_, Vec<Account>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY domain, address"
+                ))
+                .map_err(db_error)?;
+            let rows = stmt.query_map([], row_to_account).map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
+    }
+
+    fn set_secrets(&self, address: &str, secrets: Secrets) -> StoreFuture<'_, ()> {
+        let address = address.to_lowercase();
+        self.write(move |conn| {
+            let (argon2, scram, cram) = secrets_to_columns(&secrets);
+            let n = conn
+                .execute(
+                    "UPDATE accounts SET secret_argon2 = ?2, secret_scram_sha256 = ?3, secret_cram_md5 = ?4 WHERE address = ?1",
+                    params![address, argon2, scram, cram],
+                )
+                .map_err(db_error)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("user {address}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn set_quota(&self, address: &str, quota_bytes: u64) -> StoreFuture<'_, ()> {
+        let address = address.to_lowercase();
+        self.write(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE accounts SET quota_bytes = ?2 WHERE address = ?1",
+                    params![address, quota_bytes as i64],
+                )
+                .map_err(db_error)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("user {address}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn add_alias(&self, alias: &str, targets: &[String]) -> StoreFuture<'_, ()> {
+        let alias = alias.to_lowercase();
+        let targets: Vec<String> = targets.iter().map(|t| t.to_lowercase()).collect();
+        self.write(move |conn| {
+            let domain = domain_of(&alias)?.to_string();
+            let known: Option<String> = conn
+                .query_row(
+                    "SELECT name FROM domains WHERE name = ?1",
+                    params![domain],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_error)?;
+            if known.is_none() {
+                return Err(StoreError::Invalid(format!(
+                    "domain {domain} is not a local domain"
+                )));
+            }
+            let is_account: Option<i64> = conn
+                .query_row(
+                    "SELECT id FROM accounts WHERE address = ?1",
+                    params![alias],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_error)?;
+            if is_account.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "{alias} is a user; an alias cannot have the same address"
+                )));
+            }
+            for target in &targets {
+                if *target == alias {
+                    return Err(StoreError::Invalid(format!(
+                        "alias {alias} cannot point to itself"
+                    )));
+                }
+                conn.execute(
+                    "INSERT OR IGNORE INTO aliases (alias, target) VALUES (?1, ?2)",
+                    params![alias, target],
+                )
+                .map_err(db_error)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn remove_alias(&self, alias: &str, target: Option<&str>) -> StoreFuture<'_, ()> {
+        let alias = alias.to_lowercase();
+        let target = target.map(str::to_lowercase);
+        self.write(move |conn| {
+            let n = match &target {
+                Some(t) => conn.execute(
+                    "DELETE FROM aliases WHERE alias = ?1 AND target = ?2",
+                    params![alias, t],
+                ),
+                None => conn.execute("DELETE FROM aliases WHERE alias = ?1", params![alias]),
+            }
+            .map_err(db_error)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("alias {alias}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn alias_targets(&self, alias: &str) -> StoreFuture<'_, Vec<String>> {
+        let alias = alias.to_lowercase();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT target FROM aliases WHERE alias = ?1 ORDER BY target")
+                .map_err(db_error)?;
+            let rows = stmt
+                .query_map(params![alias], |r| r.get(0))
+                .map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
+    }
+
+    fn list_aliases(&self) -> StoreFuture<'_, Vec<(String, String)>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT alias, target FROM aliases ORDER BY alias, target")
+                .map_err(db_error)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
+    }
+
+    fn commit_message(&self, message: NewMessage) -> StoreFuture<'_, CommittedMessage> {
+        self.write(move |conn| {
+            let env = &message.envelope;
+            let size = message.data.len() as i64;
+            conn.prepare_cached(
+                "INSERT INTO messages (queue_id, sender, dsn_ret, dsn_envid, auth_param, authenticated_as, auth_results,
+                                       body_8bit, smtputf8, received_at, size, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    message.queue_id,
+                    env.sender,
+                    env.dsn_ret,
+                    env.dsn_envid,
+                    env.auth_param,
+                    env.authenticated_as,
+                    env.auth_results,
+                    env.body_8bit,
+                    env.smtputf8,
+                    message.received_at,
+                    size,
+                    message.data
+                ])
+            })
+            .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict(format!("queue id {} in use", message.queue_id)) } else { db_error(e) })?;
+            let message_id = conn.last_insert_rowid();
+            let now = message.received_at;
+            for (delivery, dsn) in &message.deliveries {
+                let (recipient, state) = match delivery {
+                    Delivery::Mailbox { recipient, .. } => (recipient, QueueState::Delivered),
+                    Delivery::Queue { recipient } => (recipient, QueueState::Queued),
+                };
+                conn.prepare_cached(
+                    "INSERT INTO queue (message_id, recipient, notify, orcpt, state, attempts, next_attempt, last_reply, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?6, ?6)",
+                )
+                .and_then(|mut stmt| {
+                    let last_reply = (state == QueueState::Delivered).then_some("delivered to mailbox");
+                    stmt.execute(params![message_id, recipient, dsn.notify, dsn.orcpt, state.as_str(), now, last_reply])
+                })
+                .map_err(db_error)?;
+                if let Delivery::Mailbox { account_id, folder, .. } = delivery {
+                    conn.prepare_cached("INSERT INTO mailbox (account_id, folder, message_id, received_at, size) VALUES (?1, ?2, ?3, ?4, ?5)")
+                        .and_then(|mut stmt| stmt.execute(params![account_id, folder.as_str(), message_id, now, size]))
+                        .map_err(db_error)?;
+                    conn.prepare_cached("UPDATE accounts SET used_bytes = used_bytes + ?2, message_count = message_count + 1 WHERE id = ?1")
+                        .and_then(|mut stmt| stmt.execute(params![account_id, size]))
+                        .map_err(db_error)?;
+                }
+            }
+            Ok(CommittedMessage { message_id, queue_id: message.queue_id })
+        })
+    }
+
+    fn list_mailbox(
+        &self,
+        address: &str,
+        folder: Option<Folder>,
+    ) -> StoreFuture<'_, Vec<MailboxEntry>> {
+        let address = address.to_lowercase();
+        self.read(move |conn| {
+            let account: Option<i64> = conn
+                .query_row(
+                    "SELECT id FROM accounts WHERE address = ?1",
+                    params![address],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_error)?;
+            let Some(account) = account else {
+                return Err(StoreError::NotFound(format!("user {address}")));
+            };
+            let mut stmt = conn
+                .prepare(
+                    "SELECT b.id, b.folder, b.message_id, m.queue_id, b.received_at, b.size
+                     FROM mailbox b JOIN messages m ON m.id = b.message_id
+                     WHERE b.account_id = ?1 AND (?2 IS NULL OR b.folder = ?2) ORDER BY b.id",
+                )
+                .map_err(db_error)?;
+            let rows = stmt
+                .query_map(
+                    params![account, folder.map(|f| f.as_str())],
+                    row_to_mailbox_entry,
+                )
+                .map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
+    }
+
+    fn get_mailbox_message(
+        &self,
+        address: &str,
+        id: i64,
+    ) -> StoreFuture<'_, Option<(MailboxEntry, Vec<u8>)>> {
+        let address = address.to_lowercase();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT b.id, b.folder, b.message_id, m.queue_id, b.received_at, b.size, m.data
+                 FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
+                 WHERE a.address = ?1 AND b.id = ?2",
+                params![address, id],
+                |row| Ok((row_to_mailbox_entry(row)?, row.get::<_, Vec<u8>>(6)?)),
+            )
+            .optional()
+            .map_err(db_error)
+        })
+    }
+
+    fn list_queue(&self) -> StoreFuture<'_, Vec<QueueEntry>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {QUEUE_COLUMNS} FROM queue q JOIN messages m ON m.id = q.message_id
+                     WHERE q.state NOT IN ('delivered','bounced') ORDER BY q.next_attempt, q.id"
+                ))
+                .map_err(db_error)?;
+            let rows = stmt.query_map([], row_to_queue_entry).map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
+    }
+
+    fn get_queued_message(
+        &self,
+        queue_id: &str,
+    ) -> StoreFuture<'_, Option<(Vec<QueueEntry>, Vec<u8>)>> {
+        let queue_id = queue_id.to_string();
+        self.read(move |conn| {
+            let data: Option<Vec<u8>> = conn
+                .query_row("SELECT data FROM messages WHERE queue_id = ?1", params![queue_id], |r| r.get(0))
+                .optional()
+                .map_err(db_error)?;
+            let Some(data) = data else { return Ok(None) };
+            let mut stmt = conn
+                .prepare(&format!("SELECT {QUEUE_COLUMNS} FROM queue q JOIN messages m ON m.id = q.message_id WHERE m.queue_id = ?1 ORDER BY q.id"))
+                .map_err(db_error)?;
+            let rows = stmt.query_map(params![queue_id], row_to_queue_entry).map_err(db_error)?;
+            let entries = rows.collect::<Result<Vec<_>, _>>().map_err(db_error)?;
+            Ok(Some((entries, data)))
+        })
+    }
+
+    fn delete_queued_message(&self, queue_id: &str) -> StoreFuture<'_, usize> {
+        let queue_id = queue_id.to_string();
+        self.write(move |conn| {
+            let message_id: Option<i64> = conn
+                .query_row("SELECT id FROM messages WHERE queue_id = ?1", params![queue_id], |r| r.get(0))
+                .optional()
+                .map_err(db_error)?;
+            let Some(message_id) = message_id else { return Err(StoreError::NotFound(format!("queue id {queue_id}"))) };
+            let n = conn
+                .execute("DELETE FROM queue WHERE message_id = ?1 AND state NOT IN ('delivered','bounced')", params![message_id])
+                .map_err(db_error)?;
+            delete_if_orphan(conn, message_id)?;
+            Ok(n)
+        })
+    }
+
+    fn get_meta(&self, key: &str) -> StoreFuture<'_, Option<String>> {
+        let key = key.to_string();
+        self.read(move |conn| {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(db_error)
+        })
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> StoreFuture<'_, ()> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.write(move |conn| {
+            conn.execute("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", params![key, value])
+                .map_err(db_error)?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

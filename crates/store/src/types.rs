@@ -1,0 +1,242 @@
+//! Records the store keeps.
+
+use std::fmt;
+use std::str::FromStr;
+
+use vouchmail_proto::sasl::secrets::Secrets;
+
+/// What a local domain does with mail whose sender is not authenticated (SPEC 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SenderPolicy {
+    /// Refuse it (550 5.7.1): the seeds' rule.
+    #[default]
+    Require,
+    /// Accept it, marked unauthenticated.
+    Tag,
+    /// Accept it.
+    Accept,
+}
+
+impl SenderPolicy {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SenderPolicy::Require => "require",
+            SenderPolicy::Tag => "tag",
+            SenderPolicy::Accept => "accept",
+        }
+    }
+}
+
+impl fmt::Display for SenderPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SenderPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "require" => Ok(SenderPolicy::Require),
+            "tag" => Ok(SenderPolicy::Tag),
+            "accept" => Ok(SenderPolicy::Accept),
+            other => Err(format!(
+                "unknown sender policy '{other}' (expected require, tag or accept)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain {
+    pub name: String,
+    pub policy: SenderPolicy,
+    pub catch_all: Option<String>,
+    pub created_at: i64,
+}
+
+/// A mailbox folder (SPEC 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Folder {
+    Inbox,
+    Junk,
+    Tracking,
+}
+
+impl Folder {
+    pub const ALL: [Folder; 3] = [Folder::Inbox, Folder::Junk, Folder::Tracking];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Folder::Inbox => "INBOX",
+            Folder::Junk => "Junk",
+            Folder::Tracking => "Tracking",
+        }
+    }
+}
+
+impl fmt::Display for Folder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Folder {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Folder::ALL
+            .into_iter()
+            .find(|f| f.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown folder '{s}' (expected INBOX, Junk or Tracking)"))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub address: String,
+    pub secrets: Secrets,
+    /// 0 means no quota.
+    pub quota_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: i64,
+    pub address: String,
+    pub domain: String,
+    pub secrets: Secrets,
+    pub quota_bytes: u64,
+    pub used_bytes: u64,
+    pub message_count: u64,
+    pub created_at: i64,
+}
+
+impl Account {
+    /// Whether `extra` more octets would go over the quota (SPEC 5, 452 4.2.2).
+    pub fn over_quota(&self, extra: u64) -> bool {
+        self.quota_bytes > 0 && self.used_bytes.saturating_add(extra) > self.quota_bytes
+    }
+}
+
+/// Where one recipient's copy goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// A local account's mailbox: delivered in the same transaction that accepts the message.
+    Mailbox {
+        account_id: i64,
+        folder: Folder,
+        recipient: String,
+    },
+    /// Left queued for the outbound scheduler.
+    Queue { recipient: String },
+}
+
+/// The envelope facts kept with a message.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Envelope {
+    /// The reverse-path, empty for the null sender `<>`.
+    pub sender: String,
+    /// RFC 3461 RET: "FULL" or "HDRS".
+    pub dsn_ret: Option<String>,
+    pub dsn_envid: Option<String>,
+    /// The AUTH= value recorded for the message (RFC 4954 5): `<>` or an identity.
+    pub auth_param: Option<String>,
+    /// The identity the client authenticated as, if any.
+    pub authenticated_as: Option<String>,
+    /// The Authentication-Results method string recorded (SPEC 2).
+    pub auth_results: String,
+    pub body_8bit: bool,
+    pub smtputf8: bool,
+}
+
+/// Per-recipient DSN facts (RFC 3461 4.1, 4.2).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecipientDsn {
+    pub notify: Option<String>,
+    pub orcpt: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub queue_id: String,
+    pub envelope: Envelope,
+    pub received_at: i64,
+    /// The full message with our trace fields.
+    pub data: Vec<u8>,
+    pub deliveries: Vec<(Delivery, RecipientDsn)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedMessage {
+    pub message_id: i64,
+    pub queue_id: String,
+}
+
+/// State of a queue entry (SPEC 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueState {
+    Queued,
+    InFlight,
+    Deferred,
+    Delivered,
+    Bounced,
+}
+
+impl QueueState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            QueueState::Queued => "queued",
+            QueueState::InFlight => "inflight",
+            QueueState::Deferred => "deferred",
+            QueueState::Delivered => "delivered",
+            QueueState::Bounced => "bounced",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<QueueState> {
+        [
+            QueueState::Queued,
+            QueueState::InFlight,
+            QueueState::Deferred,
+            QueueState::Delivered,
+            QueueState::Bounced,
+        ]
+        .into_iter()
+        .find(|q| q.as_str() == s)
+    }
+}
+
+impl fmt::Display for QueueState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEntry {
+    pub id: i64,
+    pub queue_id: String,
+    pub message_id: i64,
+    pub sender: String,
+    pub recipient: String,
+    pub dsn: RecipientDsn,
+    pub state: QueueState,
+    pub attempts: u32,
+    pub next_attempt: i64,
+    pub last_reply: Option<String>,
+    pub created_at: i64,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxEntry {
+    /// Stable per-account id (also the POP3 UIDL).
+    pub id: i64,
+    pub folder: Folder,
+    pub message_id: i64,
+    pub queue_id: String,
+    pub received_at: i64,
+    pub size: u64,
+}

@@ -1,0 +1,436 @@
+//! Admin subcommands. They work on the same store as a running server (SQLite in WAL mode
+//! allows both), and every bad input gets one clear line and a non-zero exit.
+
+use std::io::Read;
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::Subcommand;
+use vouchmail_proto::headers;
+use vouchmail_proto::sasl::secrets::Secrets;
+use vouchmail_proto::smtp::address::Address;
+use vouchmail_proto::time::rfc3339;
+use vouchmail_store::{Folder, NewAccount, SenderPolicy, Store};
+
+#[derive(Subcommand)]
+pub enum DomainCommand {
+    /// Add a local domain.
+    Add {
+        name: String,
+        /// Sender policy: require (refuse unauthenticated senders), tag or accept.
+        #[arg(long, default_value = "require")]
+        policy: String,
+    },
+    /// List local domains.
+    List,
+    /// Remove a local domain (it must have no accounts left).
+    Remove { name: String },
+    /// Change a domain's sender policy.
+    Policy { name: String, policy: String },
+    /// Set (or with --off clear) the account that receives mail for unknown addresses.
+    CatchAll {
+        name: String,
+        #[arg(conflicts_with = "off", required_unless_present = "off")]
+        account: Option<String>,
+        #[arg(long)]
+        off: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Add an account. Without --password-stdin a password is generated and printed once.
+    Add {
+        address: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Mailbox quota in bytes (0: none).
+        #[arg(long, default_value_t = 0)]
+        quota: u64,
+    },
+    /// List accounts.
+    List,
+    /// Remove an account and its mailbox.
+    Remove { address: String },
+    /// Set a new password (and so every stored secret kind).
+    Passwd {
+        address: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set the mailbox quota in bytes (0: none).
+    Quota { address: String, bytes: u64 },
+}
+
+#[derive(Subcommand)]
+pub enum AliasCommand {
+    /// Make ALIAS deliver to every TARGET (local accounts, other aliases or remote addresses).
+    Add {
+        alias: String,
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// List aliases, one line per target.
+    List,
+    /// Remove an alias, or only one of its targets.
+    Remove {
+        alias: String,
+        target: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum MailboxCommand {
+    /// One line per message: id, date, from, subject, size.
+    List {
+        address: String,
+        /// INBOX, Junk or Tracking (default: all folders).
+        #[arg(long)]
+        folder: Option<String>,
+    },
+    /// Print one message as stored.
+    Show { address: String, id: i64 },
+}
+
+#[derive(Subcommand)]
+pub enum QueueCommand {
+    /// Entries not yet delivered: queue id, state, attempts, next attempt, size, sender, recipient.
+    List,
+    /// A message's entries (any state), then its header.
+    Show { queue_id: String },
+    /// Delete a message's pending entries.
+    Delete { queue_id: String },
+}
+
+fn parse_address(text: &str) -> Result<Address, String> {
+    Address::parse(text).map_err(|e| format!("'{text}' is not a valid address: {e}"))
+}
+
+fn parse_domain(text: &str) -> Result<String, String> {
+    // A domain is valid when postmaster@domain is a valid address.
+    let address = parse_address(&format!("postmaster@{text}"))
+        .map_err(|_| format!("'{text}' is not a valid domain name"))?;
+    if text.starts_with('[') {
+        return Err(format!("'{text}' is an address literal, not a domain name"));
+    }
+    Ok(address.domain().to_string())
+}
+
+fn read_password_stdin() -> Result<String, String> {
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    let password = input.lines().next().unwrap_or("").to_string();
+    if password.is_empty() {
+        return Err("the password on standard input is empty".into());
+    }
+    Ok(password)
+}
+
+fn secrets_for(password: &str) -> Result<Secrets, String> {
+    Secrets::from_password(password).map_err(|e| e.to_string())
+}
+
+pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), String> {
+    match command {
+        DomainCommand::Add { name, policy } => {
+            let name = parse_domain(&name)?;
+            let policy: SenderPolicy = policy.parse()?;
+            store
+                .add_domain(&name, policy)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("added domain {name} (policy {policy})");
+        }
+        DomainCommand::List => {
+            for d in store.list_domains().await.map_err(|e| e.to_string())? {
+                let catch_all = d
+                    .catch_all
+                    .map(|c| format!(" catch-all={c}"))
+                    .unwrap_or_default();
+                println!("{}\tpolicy={}{catch_all}", d.name, d.policy);
+            }
+        }
+        DomainCommand::Remove { name } => {
+            let name = parse_domain(&name)?;
+            store
+                .remove_domain(&name)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("removed domain {name}");
+        }
+        DomainCommand::Policy { name, policy } => {
+            let name = parse_domain(&name)?;
+            let policy: SenderPolicy = policy.parse()?;
+            store
+                .set_domain_policy(&name, policy)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("domain {name} now has policy {policy}");
+        }
+        DomainCommand::CatchAll { name, account, off } => {
+            let name = parse_domain(&name)?;
+            let account = match (account, off) {
+                (Some(a), false) => Some(parse_address(&a)?.to_string()),
+                _ => None,
+            };
+            store
+                .set_catch_all(&name, account.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            match account {
+                Some(a) => println!("mail for unknown addresses at {name} goes to {a}"),
+                None => println!("domain {name} has no catch-all"),
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn user(store: &dyn Store, command: UserCommand) -> Result<(), String> {
+    match command {
+        UserCommand::Add {
+            address,
+            password_stdin,
+            quota,
+        } => {
+            let address = parse_address(&address)?.to_string().to_lowercase();
+            let (password, generated) = if password_stdin {
+                (read_password_stdin()?, false)
+            } else {
+                (vouchmail_server::bootstrap::generate_password(20)?, true)
+            };
+            let secrets = secrets_for(&password)?;
+            store
+                .add_account(NewAccount {
+                    address: address.clone(),
+                    secrets,
+                    quota_bytes: quota,
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            if generated {
+                println!("added user {address} with password {password}");
+            } else {
+                println!("added user {address}");
+            }
+        }
+        UserCommand::List => {
+            for a in store.list_accounts().await.map_err(|e| e.to_string())? {
+                let quota = if a.quota_bytes == 0 {
+                    "none".to_string()
+                } else {
+                    a.quota_bytes.to_string()
+                };
+                println!(
+                    "{}\tmessages={}\tused={}\tquota={quota}",
+                    a.address, a.message_count, a.used_bytes
+                );
+            }
+        }
+        UserCommand::Remove { address } => {
+            let address = parse_address(&address)?.to_string();
+            store
+                .remove_account(&address)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("removed user {address}");
+        }
+        UserCommand::Passwd {
+            address,
+            password_stdin,
+        } => {
+            let address = parse_address(&address)?.to_string();
+            if store
+                .get_account(&address)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                return Err(format!("user {address} not found"));
+            }
+            let (password, generated) = if password_stdin {
+                (read_password_stdin()?, false)
+            } else {
+                (vouchmail_server::bootstrap::generate_password(20)?, true)
+            };
+            store
+                .set_secrets(&address, secrets_for(&password)?)
+                .await
+                .map_err(|e| e.to_string())?;
+            if generated {
+                println!("new password for {address}: {password}");
+            } else {
+                println!("password of {address} changed");
+            }
+        }
+        UserCommand::Quota { address, bytes } => {
+            let address = parse_address(&address)?.to_string();
+            store
+                .set_quota(&address, bytes)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("quota of {address} is now {bytes} bytes");
+        }
+    }
+    Ok(())
+}
+
+pub async fn alias(store: &dyn Store, command: AliasCommand) -> Result<(), String> {
+    match command {
+        AliasCommand::Add { alias, targets } => {
+            let alias = parse_address(&alias)?.to_string();
+            let targets = targets
+                .iter()
+                .map(|t| parse_address(t).map(|a| a.to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            store
+                .add_alias(&alias, &targets)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{alias} -> {}", targets.join(", "));
+        }
+        AliasCommand::List => {
+            for (alias, target) in store.list_aliases().await.map_err(|e| e.to_string())? {
+                println!("{alias}\t{target}");
+            }
+        }
+        AliasCommand::Remove { alias, target } => {
+            let alias = parse_address(&alias)?.to_string();
+            store
+                .remove_alias(&alias, target.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "removed {alias}{}",
+                target.map(|t| format!(" -> {t}")).unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn time_text(unix: i64) -> String {
+    rfc3339(UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64))
+}
+
+/// A header value for one-line display: encoded words decoded, tabs and newlines gone.
+fn display_header(message: &[u8], name: &str) -> String {
+    let value = headers::first_value(message, name).unwrap_or_default();
+    let decoded = headers::decode_encoded_words(&value);
+    decoded
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), String> {
+    match command {
+        MailboxCommand::List { address, folder } => {
+            let address = parse_address(&address)?.to_string();
+            let folder = folder.map(|f| f.parse::<Folder>()).transpose()?;
+            for entry in store
+                .list_mailbox(&address, folder)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                let message = store
+                    .get_mailbox_message(&address, entry.id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let data = message.map(|(_, data)| data).unwrap_or_default();
+                let from = display_header(&data, "From");
+                let subject = display_header(&data, "Subject");
+                let folder = if entry.folder == Folder::Inbox {
+                    String::new()
+                } else {
+                    format!("[{}] ", entry.folder)
+                };
+                println!(
+                    "{}\t{}\t{}\t{folder}{}\t{}",
+                    entry.id,
+                    time_text(entry.received_at),
+                    from,
+                    subject,
+                    entry.size
+                );
+            }
+        }
+        MailboxCommand::Show { address, id } => {
+            let address = parse_address(&address)?.to_string();
+            let Some((_, data)) = store
+                .get_mailbox_message(&address, id)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                return Err(format!("no message {id} in the mailbox of {address}"));
+            };
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&data)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn queue(store: &dyn Store, command: QueueCommand) -> Result<(), String> {
+    match command {
+        QueueCommand::List => {
+            let entries = store.list_queue().await.map_err(|e| e.to_string())?;
+            for e in &entries {
+                let sender = if e.sender.is_empty() { "<>" } else { &e.sender };
+                println!(
+                    "{}\t{}\tattempts={}\tnext={}\tsize={}\t{sender}\t{}",
+                    e.queue_id,
+                    e.state,
+                    e.attempts,
+                    time_text(e.next_attempt),
+                    e.size,
+                    e.recipient
+                );
+            }
+            eprintln!("{} queued recipient(s)", entries.len());
+        }
+        QueueCommand::Show { queue_id } => {
+            let Some((entries, data)) = store
+                .get_queued_message(&queue_id)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                return Err(format!("queue id {queue_id} not found"));
+            };
+            for e in &entries {
+                let reply = e.last_reply.as_deref().unwrap_or("-");
+                println!(
+                    "{}\t{}\tattempts={}\tnext={}\t{}",
+                    e.recipient,
+                    e.state,
+                    e.attempts,
+                    time_text(e.next_attempt),
+                    reply
+                );
+            }
+            println!();
+            let end = headers::header_end(&data);
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&data[..end.min(data.len())])
+                .map_err(|e| e.to_string())?;
+        }
+        QueueCommand::Delete { queue_id } => {
+            let deleted = store
+                .delete_queued_message(&queue_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "deleted {deleted} pending entr{} of {queue_id}",
+                if deleted == 1 { "y" } else { "ies" }
+            );
+        }
+    }
+    Ok(())
+}
