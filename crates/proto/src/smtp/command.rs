@@ -220,10 +220,15 @@ fn parse_mail(rest: &str) -> Result<Command, SmtpError> {
     let mut seen = Vec::new();
     for (key, value) in esmtp_params(params_text)? {
         let upper = key.to_ascii_uppercase();
-        if seen.contains(&upper) {
-            return Err(Reply::syntax(format!("Duplicate parameter {upper}")));
+        // A repeated identical parameter is harmless (Python's smtplib adds SMTPUTF8 again
+        // when the caller gave it already); a conflicting repeat is an error.
+        if let Some((_, earlier)) = seen.iter().find(|(k, _)| *k == upper) {
+            if *earlier == value {
+                continue;
+            }
+            return Err(Reply::syntax(format!("Conflicting parameter {upper}")));
         }
-        seen.push(upper.clone());
+        seen.push((upper.clone(), value));
         match (upper.as_str(), value) {
             // RFC 1870 6
             ("SIZE", Some(v)) => {

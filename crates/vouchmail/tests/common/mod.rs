@@ -1,0 +1,248 @@
+//! Test kit: start a real vouchmail on loopback with ephemeral ports, talk SMTP to it, and
+//! run third-party clients against it.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use vouchmail_server::config::Config;
+use vouchmail_server::RunningServer;
+use vouchmail_store::{Folder, NewAccount, SenderPolicy, SqliteStore, Store};
+
+/// A server started in-process on 127.0.0.1 with ephemeral ports and its own store.
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub store: Arc<SqliteStore>,
+    pub server: Option<RunningServer>,
+    pub config: Config,
+}
+
+impl TestServer {
+    /// Domain `local.test` (policy `tag`) with account `user@local.test`.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::default();
+        config.hostname = "mx.local.test".into();
+        config.data_dir = dir.path().join("data");
+        config.listeners.mx = vec!["127.0.0.1:0".parse().unwrap()];
+        config.listeners.submission = vec!["127.0.0.1:0".parse().unwrap()];
+        config.bootstrap.domain = "local.test".into();
+        config.bootstrap.policy = "tag".into();
+        config.bootstrap.postmaster = false;
+        config.shutdown_grace_secs = 2;
+        adjust(&mut config);
+        let store = Arc::new(SqliteStore::open(&config.store_path()).expect("store"));
+        vouchmail_server::bootstrap::bootstrap(&config, store.as_ref())
+            .await
+            .expect("bootstrap");
+        if !config.bootstrap.domain.is_empty() {
+            store
+                .add_account(NewAccount {
+                    address: format!("user@{}", config.bootstrap.domain),
+                    secrets: Default::default(),
+                    quota_bytes: 0,
+                })
+                .await
+                .expect("account");
+        }
+        let server = vouchmail_server::start(&config, Arc::clone(&store) as Arc<dyn Store>)
+            .await
+            .expect("start");
+        TestServer {
+            dir,
+            store,
+            server: Some(server),
+            config,
+        }
+    }
+
+    pub fn mx(&self) -> SocketAddr {
+        self.server.as_ref().expect("running").mx_addrs[0]
+    }
+
+    pub fn submission(&self) -> SocketAddr {
+        self.server.as_ref().expect("running").submission_addrs[0]
+    }
+
+    pub async fn add_domain(&self, name: &str, policy: SenderPolicy) {
+        self.store.add_domain(name, policy).await.expect("domain");
+    }
+
+    pub async fn add_user(&self, address: &str) -> i64 {
+        self.store
+            .add_account(NewAccount {
+                address: address.into(),
+                secrets: Default::default(),
+                quota_bytes: 0,
+            })
+            .await
+            .expect("account")
+    }
+
+    /// Every message in a mailbox folder, as stored.
+    pub async fn mailbox(&self, address: &str, folder: Folder) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for entry in self
+            .store
+            .list_mailbox(address, Some(folder))
+            .await
+            .expect("list")
+        {
+            let (_, data) = self
+                .store
+                .get_mailbox_message(address, entry.id)
+                .await
+                .expect("get")
+                .expect("exists");
+            out.push(data);
+        }
+        out
+    }
+
+    pub async fn inbox(&self, address: &str) -> Vec<String> {
+        self.mailbox(address, Folder::Inbox)
+            .await
+            .into_iter()
+            .map(|m| String::from_utf8_lossy(&m).into_owned())
+            .collect()
+    }
+}
+
+/// A minimal SMTP client for driving the server line by line.
+pub struct SmtpConn {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+/// One reply: the code and all its lines.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// "250 2.1.0" style: code and enhanced code of the last line.
+    pub fn status(&self) -> String {
+        let last = self.lines.last().map(String::as_str).unwrap_or("");
+        last.split(' ').take(2).collect::<Vec<_>>().join(" ")
+    }
+
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+}
+
+impl SmtpConn {
+    /// Connects and reads the greeting.
+    pub async fn connect(addr: SocketAddr) -> (SmtpConn, Reply) {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (read, write) = stream.into_split();
+        let mut conn = SmtpConn {
+            reader: BufReader::new(read),
+            writer: write,
+        };
+        let greeting = conn.read_reply().await.expect("greeting");
+        (conn, greeting)
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("write");
+    }
+
+    /// Reads one (possibly multi-line) reply; None when the server closed the connection.
+    pub async fn read_reply(&mut self) -> Option<Reply> {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(30), self.reader.read_line(&mut line))
+                .await
+                .expect("reply timeout")
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            let line = line.trim_end_matches(['\r', '\n']).to_string();
+            let done = line.as_bytes().get(3) != Some(&b'-');
+            lines.push(line);
+            if done {
+                let code = lines.last()?.get(..3)?.parse().ok()?;
+                return Some(Reply { code, lines });
+            }
+        }
+    }
+
+    /// Sends one command line and reads its reply.
+    pub async fn cmd(&mut self, line: &str) -> Reply {
+        self.send_raw(format!("{line}\r\n").as_bytes()).await;
+        self.read_reply().await.expect("reply")
+    }
+
+    /// True when the server has closed the connection (reads EOF).
+    pub async fn is_closed(&mut self) -> bool {
+        let mut line = String::new();
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), self.reader.read_line(&mut line)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    /// EHLO, MAIL, RCPT..., DATA with `body`; returns the final reply.
+    pub async fn send_message(&mut self, from: &str, to: &[&str], body: &str) -> Reply {
+        let mail = self.cmd(&format!("MAIL FROM:<{from}>")).await;
+        if mail.code != 250 {
+            return mail;
+        }
+        for rcpt in to {
+            self.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+        }
+        let data = self.cmd("DATA").await;
+        if data.code != 354 {
+            return data;
+        }
+        self.send_raw(body.as_bytes()).await;
+        let end: &[u8] = if body.ends_with("\r\n") {
+            b".\r\n"
+        } else {
+            b"\r\n.\r\n"
+        };
+        self.send_raw(end).await;
+        self.read_reply().await.expect("reply to end of data")
+    }
+}
+
+/// Runs a command to completion off the async threads.
+pub async fn run(mut command: Command) -> Output {
+    tokio::task::spawn_blocking(move || command.output().expect("spawn"))
+        .await
+        .expect("join")
+}
+
+/// Finds a tool in PATH or /usr/sbin (Postfix's tools live there).
+pub fn tool(name: &str) -> PathBuf {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/usr/bin"])
+    {
+        let candidate = Path::new(dir).join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("{name} is not installed; run scripts/test.sh, which installs it");
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vouchmail"))
+}
