@@ -31,15 +31,17 @@ impl TestServer {
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::default();
-        config.hostname = "mx.local.test".into();
-        config.data_dir = dir.path().join("data");
+        let mut config = Config {
+            hostname: "mx.local.test".into(),
+            data_dir: dir.path().join("data"),
+            shutdown_grace_secs: 2,
+            ..Config::default()
+        };
         config.listeners.mx = vec!["127.0.0.1:0".parse().unwrap()];
         config.listeners.submission = vec!["127.0.0.1:0".parse().unwrap()];
         config.bootstrap.domain = "local.test".into();
         config.bootstrap.policy = "tag".into();
         config.bootstrap.postmaster = false;
-        config.shutdown_grace_secs = 2;
         adjust(&mut config);
         let store = Arc::new(SqliteStore::open(&config.store_path()).expect("store"));
         vouchmail_server::bootstrap::bootstrap(&config, store.as_ref())
