@@ -20,14 +20,27 @@ impl<R> Session<R> {
 
     /// The EHLO keywords, in the order Postfix lists them.
     fn extensions(&self) -> Vec<String> {
-        vec![
+        let mut extensions = vec![
             "PIPELINING".to_string(),                         // RFC 2920
             format!("SIZE {}", self.config.max_message_size), // RFC 1870
-            "ENHANCEDSTATUSCODES".to_string(),                // RFC 2034
-            "8BITMIME".to_string(),                           // RFC 6152
-            "DSN".to_string(),                                // RFC 3461
-            "SMTPUTF8".to_string(),                           // RFC 6531
-            "CHUNKING".to_string(),                           // RFC 3030
-        ]
+        ];
+        // RFC 3207: offered only while the connection is still in the clear.
+        if self.config.starttls && self.tls.is_none() {
+            extensions.push("STARTTLS".to_string());
+        }
+        // RFC 4954 3, and never after a successful AUTH (RFC 4954 4).
+        let mechanisms = self.offered_mechanisms();
+        if !mechanisms.is_empty() && self.authenticated.is_none() {
+            let names: Vec<&str> = mechanisms.iter().map(|m| m.name()).collect();
+            extensions.push(format!("AUTH {}", names.join(" ")));
+        }
+        extensions.extend([
+            "ENHANCEDSTATUSCODES".to_string(), // RFC 2034
+            "8BITMIME".to_string(),            // RFC 6152
+            "DSN".to_string(),                 // RFC 3461
+            "SMTPUTF8".to_string(),            // RFC 6531
+            "CHUNKING".to_string(),            // RFC 3030
+        ]);
+        extensions
     }
 }

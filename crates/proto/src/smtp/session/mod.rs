@@ -8,12 +8,15 @@
 //! asked for with an [`Event`] and answered by the driver; until then the session stops
 //! reading input, so pipelined commands are executed strictly in order.
 //!
-//! One file per stage: `ehlo` (greeting, HELO/EHLO), `mail`, `rcpt`, `data` (DATA and BDAT).
+//! One file per stage: `ehlo` (greeting, HELO/EHLO), `starttls`, `auth`, `mail`, `rcpt`,
+//! `data` (DATA and BDAT).
 
+mod auth;
 mod data;
 mod ehlo;
 mod mail;
 mod rcpt;
+mod starttls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +25,9 @@ use super::address::{ForwardPath, ReversePath};
 use super::command::{parse_command, Command, MailParams, RcptParams};
 use super::data::DataDecoder;
 use super::reply::Reply;
+use crate::sasl::{Mechanism, ServerSession};
+
+pub use starttls::TlsInfo;
 
 /// Longest command line, CRLF included (RFC 5321 4.5.3.1.4).
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -56,6 +62,18 @@ pub struct SessionConfig {
     pub command_timeout: Duration,
     /// Waiting for the next block of message data (RFC 5321 4.5.3.2.5: 3 minutes).
     pub data_timeout: Duration,
+    /// STARTTLS is offered (RFC 3207) while the connection is not yet encrypted.
+    pub starttls: bool,
+    /// SASL mechanisms offered with AUTH (RFC 4954); empty turns AUTH off. PLAIN and LOGIN
+    /// are offered only inside TLS unless `allow_plaintext_passwords`.
+    pub auth_mechanisms: Vec<Mechanism>,
+    /// Allow PLAIN and LOGIN on a clear channel (else 538 5.7.11, RFC 4954 6).
+    pub allow_plaintext_passwords: bool,
+    /// SCRAM iteration count announced for unknown users.
+    pub scram_iterations: u32,
+    /// Authenticated identities trusted to assert another identity with MAIL AUTH=
+    /// (RFC 4954 5), e.g. a relay's account.
+    pub trusted_auth_assertors: Vec<String>,
 }
 
 impl SessionConfig {
@@ -69,6 +87,11 @@ impl SessionConfig {
             max_errors: 20,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            starttls: false,
+            auth_mechanisms: Vec::new(),
+            allow_plaintext_passwords: false,
+            scram_iterations: crate::sasl::secrets::MIN_SCRAM_ITERATIONS,
+            trusted_auth_assertors: Vec::new(),
         }
     }
 }
@@ -104,6 +127,17 @@ pub enum Event<R> {
     },
     /// End of data: store the message durably, then call [`Session::message_verdict`].
     Message(Envelope<R>),
+    /// MAIL FROM on an authenticated session: may this user send as this address? Answer
+    /// with [`Session::sender_verdict`].
+    CheckSender { from: ReversePath },
+    /// The 220 to STARTTLS is queued: write the output, run the TLS handshake, then call
+    /// [`Session::tls_started`] (or close the connection if the handshake fails).
+    StartTls,
+    /// AUTH needs the account's stored secrets: call [`Session::provide_secrets`], or
+    /// [`Session::auth_blocked`] when the failure limit for this client or account is hit.
+    LookupSecrets { authcid: String },
+    /// An AUTH exchange ended (for failure counting and the growing delay); no answer needed.
+    AuthFinished { authcid: Option<String>, success: bool },
 }
 
 /// The HELO/EHLO the client gave.
@@ -126,6 +160,12 @@ enum State {
     },
     AwaitingRecipient,
     AwaitingCommit,
+    AwaitingSender,
+    /// STARTTLS accepted; waiting for the driver's handshake.
+    AwaitingTls,
+    /// Inside an AUTH exchange, waiting for the client's next response line.
+    Auth,
+    AwaitingSecrets,
     Closed,
 }
 
@@ -148,13 +188,18 @@ pub struct Session<R> {
     input: Vec<u8>,
     output: Vec<u8>,
     greeting: Option<Greeting>,
-    tls: bool,
+    tls: Option<TlsInfo>,
     authenticated: Option<String>,
+    sasl: Option<ServerSession>,
     transaction: Option<Transaction<R>>,
     errors: u32,
     /// Set while skipping the rest of an over-long line.
     discarding_long_line: bool,
     messages_accepted: u64,
+    /// The 250 text of a MAIL waiting for the driver's sender check.
+    pending_sender_text: Option<String>,
+    /// Events raised where no event could be returned directly, handed out first.
+    pending_events: std::collections::VecDeque<Event<R>>,
 }
 
 impl<R> Session<R> {
@@ -166,12 +211,15 @@ impl<R> Session<R> {
             input: Vec::new(),
             output: Vec::new(),
             greeting: None,
-            tls: false,
+            tls: None,
             authenticated: None,
+            sasl: None,
             transaction: None,
             errors: 0,
             discarding_long_line: false,
             messages_accepted: 0,
+            pending_sender_text: None,
+            pending_events: std::collections::VecDeque::new(),
         };
         let banner = format!("{} ESMTP vouchmail", session.config.hostname);
         session.reply(Reply::plain(220, banner));
@@ -206,7 +254,14 @@ impl<R> Session<R> {
 
     /// True while the driver owes a verdict.
     pub fn is_awaiting_driver(&self) -> bool {
-        matches!(self.state, State::AwaitingRecipient | State::AwaitingCommit)
+        matches!(
+            self.state,
+            State::AwaitingRecipient
+                | State::AwaitingCommit
+                | State::AwaitingSender
+                | State::AwaitingTls
+                | State::AwaitingSecrets
+        )
     }
 
     /// True between commands with no transaction open: a good moment to close on shutdown.
@@ -243,7 +298,11 @@ impl<R> Session<R> {
     }
 
     pub fn is_tls(&self) -> bool {
-        self.tls
+        self.tls.is_some()
+    }
+
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_ref()
     }
 
     /// The authenticated identity, if the client authenticated.
@@ -266,9 +325,23 @@ impl<R> Session<R> {
 
     /// Runs the session on buffered input until it needs the driver or more input.
     pub fn poll_event(&mut self) -> Option<Event<R>> {
+        if let Some(event) = self.pending_events.pop_front() {
+            return Some(event);
+        }
         loop {
             match &mut self.state {
-                State::Closed | State::AwaitingRecipient | State::AwaitingCommit => return None,
+                State::Closed
+                | State::AwaitingRecipient
+                | State::AwaitingCommit
+                | State::AwaitingSender
+                | State::AwaitingTls
+                | State::AwaitingSecrets => return None,
+                State::Auth => {
+                    let line = self.next_line()?;
+                    if let Some(event) = self.handle_auth_response(&line) {
+                        return Some(event);
+                    }
+                }
                 State::Data(_) => match self.poll_data() {
                     DataProgress::NeedInput => return None,
                     DataProgress::Event(event) => return Some(event),
@@ -307,12 +380,18 @@ impl<R> Session<R> {
             if line.last() == Some(&b'\r') {
                 line.pop();
             }
-            let limit = if starts_with_ignore_case(&line, b"AUTH ") {
+            let sasl_line = matches!(self.state, State::Auth) || starts_with_ignore_case(&line, b"AUTH ");
+            let limit = if sasl_line {
                 MAX_AUTH_LINE
             } else {
                 MAX_COMMAND_LINE
             };
             if std::mem::take(&mut self.discarding_long_line) || line.len() + 2 > limit {
+                if matches!(self.state, State::Auth) {
+                    // RFC 4954 4: an over-long exchange line ends the exchange.
+                    self.finish_auth_failure(crate::sasl::SaslError::LineTooLong);
+                    continue;
+                }
                 self.error(Reply::line_too_long("Line too long"));
                 if self.is_closed() {
                     return None;
@@ -334,7 +413,7 @@ impl<R> Session<R> {
         match command {
             Command::Helo(name) => self.handle_helo(name, false),
             Command::Ehlo(name) => self.handle_helo(name, true),
-            Command::Mail { from, params } => self.handle_mail(from, params),
+            Command::Mail { from, params } => return self.handle_mail(from, params),
             Command::Rcpt { to, params } => return self.handle_rcpt(to, params),
             Command::Data => self.handle_data(),
             Command::Bdat { size, last } => self.handle_bdat(size, last),
@@ -359,8 +438,10 @@ impl<R> Session<R> {
                 super::reply::EnhancedCode(2, 0, 0),
                 "See https://www.rfc-editor.org/rfc/rfc5321",
             )),
-            Command::StartTls => self.error(Reply::not_implemented("STARTTLS is not available")),
-            Command::Auth { .. } => self.error(Reply::not_implemented("AUTH is not available")),
+            Command::StartTls => return self.handle_starttls(),
+            Command::Auth { mechanism, initial_response } => {
+                return self.handle_auth(&mechanism, initial_response.as_deref())
+            }
             Command::Etrn(_) | Command::Atrn(_) => {
                 self.error(Reply::not_implemented("Command not implemented"))
             }
@@ -393,6 +474,7 @@ impl<R> Session<R> {
             self.state = State::Closed;
             self.input.clear();
             self.transaction = None;
+            self.sasl = None;
         }
     }
 }

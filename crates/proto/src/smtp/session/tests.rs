@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::sasl::Mechanism;
 use crate::smtp::address::Address;
 
 /// Recipients under `local.example` exist, `full@local.example` is over quota, everything
@@ -25,6 +26,14 @@ struct Harness {
     session: Session<String>,
     messages: Vec<Envelope<String>>,
     commit_result: Option<Reply>,
+    auth_outcomes: Vec<(Option<String>, bool)>,
+    block_auth: bool,
+}
+
+/// `user@local.example` / `pencil`, derived once (Argon2id is slow in debug builds).
+fn user_secrets() -> &'static crate::sasl::Secrets {
+    static SECRETS: std::sync::OnceLock<crate::sasl::Secrets> = std::sync::OnceLock::new();
+    SECRETS.get_or_init(|| crate::sasl::Secrets::from_password("pencil").unwrap())
 }
 
 impl Harness {
@@ -37,6 +46,8 @@ impl Harness {
             session: Session::new(Arc::new(config)),
             messages: Vec::new(),
             commit_result: None,
+            auth_outcomes: Vec::new(),
+            block_auth: false,
         };
         let greeting = h.output();
         assert_eq!(greeting, "220 mx.local.example ESMTP vouchmail\r\n");
@@ -51,21 +62,39 @@ impl Harness {
     }
 
     fn run(&mut self) {
-        while let Some(event) = self.session.poll_event() {
+        let mut next = self.session.poll_event();
+        while let Some(event) = next {
             match event {
-                Event::CheckRecipient { path, .. } => {
-                    self.session.recipient_verdict(verdict(&path))
-                }
+                Event::CheckRecipient { path, .. } => self.session.recipient_verdict(verdict(&path)),
                 Event::Message(envelope) => {
                     self.messages.push(envelope);
                     match self.commit_result.clone() {
                         Some(reply) => self.session.message_verdict(Err(reply)),
-                        None => self
-                            .session
-                            .message_verdict(Ok(format!("Q{}", self.messages.len()))),
+                        None => self.session.message_verdict(Ok(format!("Q{}", self.messages.len()))),
                     }
                 }
+                Event::CheckSender { from } => {
+                    let allowed = from.address().is_none_or(|a| a.local() == "user");
+                    self.session.sender_verdict(if allowed { Ok(()) } else { Err(Reply::new(553, crate::smtp::reply::EnhancedCode(5, 7, 1), "Not yours")) });
+                }
+                Event::StartTls => self.session.tls_started(TlsInfo {
+                    version: "TLSv1.3".into(),
+                    cipher: "TLS13_AES_128_GCM_SHA256".into(),
+                    channel_binding: Some(vec![7; 32]),
+                    external_identity: Some("user@local.example".into()),
+                }),
+                Event::LookupSecrets { authcid } => {
+                    if self.block_auth {
+                        self.session.auth_blocked();
+                    } else {
+                        let secrets = (authcid == "user@local.example").then(user_secrets);
+                        next = self.session.provide_secrets(secrets);
+                        continue;
+                    }
+                }
+                Event::AuthFinished { authcid, success } => self.auth_outcomes.push((authcid, success)),
             }
+            next = self.session.poll_event();
         }
     }
 
@@ -518,4 +547,204 @@ fn source_route_and_relay_tricks_resolve_by_final_domain() {
         h.messages[0].recipients[1].path,
         ForwardPath::Mailbox(expected)
     );
+}
+
+fn b64(s: &str) -> String {
+    crate::sasl::encode_challenge(s.as_bytes())
+}
+
+fn auth_config(service: Service) -> SessionConfig {
+    let mut config = SessionConfig::new(service, "mx.local.example");
+    config.starttls = true;
+    config.auth_mechanisms = vec![
+        Mechanism::ScramSha256Plus,
+        Mechanism::ScramSha256,
+        Mechanism::CramMd5,
+        Mechanism::Plain,
+        Mechanism::Login,
+        Mechanism::External,
+    ];
+    config
+}
+
+/// EHLO, STARTTLS, EHLO again.
+fn tls_harness(service: Service) -> Harness {
+    let mut h = Harness::with(auth_config(service));
+    h.send(b"EHLO c\r\n");
+    assert_eq!(h.codes(b"STARTTLS\r\n"), ["220 2.0.0"]);
+    h.send(b"EHLO c\r\n");
+    h
+}
+
+#[test]
+fn clear_channel_offers_no_plain_text_mechanisms() {
+    let mut h = Harness::with(auth_config(Service::Submission));
+    let out = h.send(b"EHLO c\r\n");
+    assert!(out.contains("250-STARTTLS\r\n"), "{out}");
+    assert!(out.contains("250-AUTH SCRAM-SHA-256 CRAM-MD5\r\n"), "{out}");
+    assert_eq!(h.codes(b"AUTH PLAIN AHVzZXIAcGVuY2ls\r\n"), ["538 5.7.11"]);
+    assert_eq!(h.codes(b"AUTH LOGIN\r\n"), ["538 5.7.11"]);
+    assert_eq!(h.codes(b"AUTH EXTERNAL =\r\n"), ["504 5.5.4"]);
+    assert_eq!(h.codes(b"AUTH GSSAPI\r\n"), ["504 5.5.4"]);
+}
+
+#[test]
+fn pipelined_commands_after_starttls_are_discarded() {
+    let mut h = Harness::with(auth_config(Service::Mx));
+    h.send(b"EHLO c\r\n");
+    // One write: STARTTLS and a MAIL behind it. Only the 220 may come back.
+    let out = h.codes(b"STARTTLS\r\nMAIL FROM:<x@remote.example>\r\nRCPT TO:<user@local.example>\r\n");
+    assert_eq!(out, ["220 2.0.0"]);
+    assert!(h.session.is_tls());
+    assert!(h.session.sender().is_none());
+    // The server forgot the EHLO: MAIL and AUTH need a new one.
+    assert_eq!(h.codes(b"MAIL FROM:<x@remote.example>\r\n"), ["503 5.5.1"]);
+    assert_eq!(h.codes(b"AUTH PLAIN AHVzZXJAbG9jYWwuZXhhbXBsZQBwZW5jaWw=\r\n"), ["503 5.5.1"]);
+    let ehlo = h.send(b"EHLO c\r\n");
+    assert!(!ehlo.contains("STARTTLS"));
+    assert!(ehlo.contains("AUTH SCRAM-SHA-256-PLUS SCRAM-SHA-256 CRAM-MD5 PLAIN LOGIN EXTERNAL"), "{ehlo}");
+    assert_eq!(h.codes(b"STARTTLS\r\n"), ["503 5.5.1"]);
+    assert_eq!(h.codes(b"MAIL FROM:<x@remote.example>\r\n"), ["250 2.1.0"]);
+}
+
+#[test]
+fn starttls_rules() {
+    let mut h = Harness::ready();
+    assert_eq!(h.codes(b"STARTTLS\r\n"), ["502 5.5.1"]);
+    let mut h = Harness::with(auth_config(Service::Mx));
+    assert_eq!(h.codes(b"STARTTLS\r\n"), ["503 5.5.1"]);
+    h.send(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\n");
+    assert_eq!(h.codes(b"STARTTLS\r\n"), ["503 5.5.1"]);
+    assert_eq!(h.codes(b"STARTTLS now\r\n"), ["501 5.5.4"]);
+}
+
+#[test]
+fn auth_plain_with_initial_response_then_rules() {
+    let mut h = tls_harness(Service::Submission);
+    let ir = b64("\0user@local.example\0pencil");
+    assert_eq!(h.codes(format!("AUTH PLAIN {ir}\r\n").as_bytes()), ["235 2.7.0"]);
+    assert_eq!(h.session.authenticated(), Some("user@local.example"));
+    assert_eq!(h.auth_outcomes, [(Some("user@local.example".to_string()), true)]);
+    assert_eq!(h.codes(format!("AUTH PLAIN {ir}\r\n").as_bytes()), ["503 5.5.1"]);
+    // No AUTH line in EHLO after success.
+    assert!(!h.send(b"EHLO c\r\n").contains("AUTH"));
+    // EHLO did not forget the authentication.
+    assert_eq!(h.session.authenticated(), Some("user@local.example"));
+    assert_eq!(h.codes(b"MAIL FROM:<user@local.example>\r\n"), ["250 2.1.0"]);
+    assert_eq!(h.codes(b"RCPT TO:<u@local.example>\r\nDATA\r\nx\r\n.\r\n"), ["250 2.1.5", "354 End", "250 2.0.0"]);
+}
+
+#[test]
+fn auth_inside_a_transaction_is_503() {
+    let mut h = tls_harness(Service::Mx);
+    h.send(b"MAIL FROM:<a@b.example>\r\n");
+    let ir = b64("\0user@local.example\0pencil");
+    assert_eq!(h.codes(format!("AUTH PLAIN {ir}\r\n").as_bytes()), ["503 5.5.1"]);
+    h.send(b"RSET\r\n");
+    assert_eq!(h.codes(format!("AUTH PLAIN {ir}\r\n").as_bytes()), ["235 2.7.0"]);
+}
+
+#[test]
+fn auth_plain_without_initial_response_gets_empty_334() {
+    let mut h = tls_harness(Service::Submission);
+    assert_eq!(h.send(b"AUTH PLAIN\r\n"), "334 \r\n");
+    let response = b64("\0user@local.example\0pencil");
+    assert_eq!(h.codes(format!("{response}\r\n").as_bytes()), ["235 2.7.0"]);
+}
+
+#[test]
+fn bad_password_is_535_and_counted_and_session_stays_usable() {
+    let mut h = tls_harness(Service::Submission);
+    let ir = b64("\0user@local.example\0wrong");
+    assert_eq!(h.codes(format!("AUTH PLAIN {ir}\r\n").as_bytes()), ["535 5.7.8"]);
+    assert_eq!(h.auth_outcomes, [(Some("user@local.example".to_string()), false)]);
+    let unknown = b64("\0ghost@local.example\0pencil");
+    assert_eq!(h.codes(format!("AUTH PLAIN {unknown}\r\n").as_bytes()), ["535 5.7.8"]);
+    assert_eq!(h.codes(b"NOOP\r\n"), ["250 2.0.0"]);
+    let ir = b64("\0user@local.example\0pencil");
+    assert_eq!(h.codes(format!("AUTH PLAIN {ir}\r\n").as_bytes()), ["235 2.7.0"]);
+}
+
+#[test]
+fn cancel_and_garbage_in_the_exchange() {
+    let mut h = tls_harness(Service::Submission);
+    assert_eq!(h.send(b"AUTH LOGIN\r\n"), format!("334 {}\r\n", b64("Username:")));
+    assert_eq!(h.codes(b"*\r\n"), ["501 5.0.0"]);
+    // A cancel is not a password guess.
+    assert!(h.auth_outcomes.is_empty());
+    assert_eq!(h.codes(b"AUTH PLAIN !!!notbase64\r\n"), ["501 5.5.2"]);
+    h.send(b"AUTH LOGIN\r\n");
+    assert_eq!(h.codes(b"%%%\r\n"), ["501 5.5.2"]);
+    assert_eq!(h.codes(b"NOOP\r\n"), ["250 2.0.0"]);
+    // An over-long exchange line ends the exchange, and the session goes on.
+    h.send(b"AUTH LOGIN\r\n");
+    let long = format!("{}\r\n", "A".repeat(13_000));
+    assert_eq!(h.codes(long.as_bytes()), ["500 5.5.6"]);
+    assert_eq!(h.codes(b"NOOP\r\n"), ["250 2.0.0"]);
+}
+
+#[test]
+fn login_exchange() {
+    let mut h = tls_harness(Service::Submission);
+    assert_eq!(h.send(b"AUTH LOGIN\r\n"), format!("334 {}\r\n", b64("Username:")));
+    assert_eq!(h.send(format!("{}\r\n", b64("user@local.example")).as_bytes()), format!("334 {}\r\n", b64("Password:")));
+    assert_eq!(h.codes(format!("{}\r\n", b64("pencil")).as_bytes()), ["235 2.7.0"]);
+}
+
+#[test]
+fn every_mechanism_against_the_client_side() {
+    use crate::sasl::{ClientSession, Credentials};
+    for mechanism in [Mechanism::ScramSha256Plus, Mechanism::ScramSha256, Mechanism::CramMd5, Mechanism::Plain, Mechanism::Login] {
+        let mut h = tls_harness(Service::Submission);
+        let mut client = ClientSession::new(mechanism, Credentials::new("user@local.example", "pencil"));
+        if mechanism == Mechanism::ScramSha256Plus {
+            client = client.with_channel_binding(vec![7; 32]);
+        }
+        let initial = client.initial_response().unwrap();
+        let command = match &initial {
+            Some(ir) => format!("AUTH {} {}\r\n", mechanism.name(), crate::sasl::encode_initial_response(ir)),
+            None => format!("AUTH {}\r\n", mechanism.name()),
+        };
+        let mut out = h.send(command.as_bytes());
+        let mut rounds = 0;
+        while let Some(challenge) = out.strip_prefix("334 ") {
+            let raw = crate::sasl::decode_challenge(challenge.trim_end().as_bytes()).unwrap();
+            let response = client.step(&raw).unwrap();
+            out = h.send(format!("{}\r\n", crate::sasl::encode_response(&response)).as_bytes());
+            rounds += 1;
+            assert!(rounds < 5);
+        }
+        assert!(out.starts_with("235 2.7.0"), "{mechanism}: {out}");
+    }
+}
+
+#[test]
+fn external_with_empty_initial_response() {
+    let mut h = tls_harness(Service::Submission);
+    assert_eq!(h.codes(b"AUTH EXTERNAL =\r\n"), ["235 2.7.0"]);
+    assert_eq!(h.session.authenticated(), Some("user@local.example"));
+}
+
+#[test]
+fn blocked_client_gets_454() {
+    let mut h = tls_harness(Service::Submission);
+    h.block_auth = true;
+    let ir = b64("\0user@local.example\0pencil");
+    assert_eq!(h.codes(format!("AUTH PLAIN {ir}\r\n").as_bytes()), ["454 4.7.0"]);
+    assert!(h.session.authenticated().is_none());
+}
+
+#[test]
+fn submission_sender_must_be_owned() {
+    let mut h = tls_harness(Service::Submission);
+    let ir = b64("\0user@local.example\0pencil");
+    h.send(format!("AUTH PLAIN {ir}\r\n").as_bytes());
+    assert_eq!(h.codes(b"MAIL FROM:<boss@local.example>\r\n"), ["553 5.7.1"]);
+    assert!(h.session.sender().is_none());
+    assert_eq!(h.codes(b"MAIL FROM:<user@local.example> AUTH=user@local.example\r\n"), ["250 2.1.0"]);
+    h.send(b"RCPT TO:<u@local.example>\r\nDATA\r\nx\r\n.\r\n");
+    assert_eq!(h.messages[0].params.auth, Some(crate::smtp::command::AuthParam::Identity("user@local.example".into())));
+    // Asserting someone else's identity is not trusted.
+    h.send(b"MAIL FROM:<user@local.example> AUTH=boss@local.example\r\nRCPT TO:<u@local.example>\r\nDATA\r\nx\r\n.\r\n");
+    assert_eq!(h.messages[1].params.auth, Some(crate::smtp::command::AuthParam::Unauthenticated));
 }

@@ -1,0 +1,167 @@
+//! AUTH (RFC 4954) with the rules of the SMTP AUTH design team (seed 004): no AUTH inside a
+//! mail transaction, none after a successful one, `=` for an empty initial response, `*`
+//! to cancel.
+
+use super::{Event, Session, State};
+use crate::sasl::{self, Mechanism, SaslError, Secrets, ServerOptions, ServerSession, ServerStep};
+use crate::smtp::reply::{EnhancedCode, Reply};
+
+impl<R> Session<R> {
+    /// The mechanisms AUTH offers right now: PLAIN and LOGIN only inside TLS (unless the
+    /// site allows plain-text passwords), -PLUS only with channel binding data, EXTERNAL
+    /// only with a mapped client certificate.
+    pub fn offered_mechanisms(&self) -> Vec<Mechanism> {
+        let tls = self.tls.as_ref();
+        self.config
+            .auth_mechanisms
+            .iter()
+            .copied()
+            .filter(|m| match m {
+                Mechanism::Plain | Mechanism::Login => tls.is_some() || self.config.allow_plaintext_passwords,
+                Mechanism::ScramSha256Plus => tls.is_some_and(|t| t.channel_binding.is_some()),
+                Mechanism::External => tls.is_some_and(|t| t.external_identity.is_some()),
+                _ => true,
+            })
+            .collect()
+    }
+
+    pub(super) fn handle_auth(&mut self, mechanism: &str, initial_response: Option<&str>) -> Option<Event<R>> {
+        if self.config.auth_mechanisms.is_empty() {
+            self.error(Reply::not_implemented("AUTH is not available"));
+            return None;
+        }
+        if self.greeting.is_none() {
+            self.error(Reply::bad_sequence("Send EHLO first"));
+            return None;
+        }
+        // RFC 4954 4: a second AUTH after success is refused.
+        if self.authenticated.is_some() {
+            self.error(Reply::bad_sequence("Already authenticated"));
+            return None;
+        }
+        // Seed 004: AUTH only outside a mail transaction.
+        if self.transaction.is_some() {
+            self.error(Reply::bad_sequence("AUTH not allowed inside a mail transaction"));
+            return None;
+        }
+        let Some(mechanism) = Mechanism::from_name(mechanism).filter(|m| self.config.auth_mechanisms.contains(m)) else {
+            self.error(sasl_reply(SaslError::UnknownMechanism));
+            return None;
+        };
+        if !self.offered_mechanisms().contains(&mechanism) {
+            // RFC 4954 6: 538 when the mechanism needs encryption first.
+            let error = if mechanism.needs_tls_for_clear() && self.tls.is_none() {
+                SaslError::EncryptionRequired
+            } else {
+                SaslError::UnknownMechanism
+            };
+            self.error(sasl_reply(error));
+            return None;
+        }
+        // RFC 4954 4: "=" is an empty initial response, distinct from none at all.
+        let initial = match initial_response.map(|ir| sasl::decode_response(ir.as_bytes())) {
+            None => None,
+            Some(Ok(bytes)) => Some(bytes),
+            Some(Err(_)) => {
+                self.error(sasl_reply(SaslError::Malformed));
+                return None;
+            }
+        };
+        let tls = self.tls.as_ref();
+        let options = ServerOptions {
+            hostname: self.config.hostname.clone(),
+            channel_binding: tls.and_then(|t| t.channel_binding.clone()),
+            external_identity: tls.and_then(|t| t.external_identity.clone()),
+            scram_iterations: self.config.scram_iterations,
+            ..ServerOptions::default()
+        };
+        let mut server = ServerSession::new(mechanism, &options);
+        let step = server.start(initial.as_deref());
+        self.sasl = Some(server);
+        self.apply_sasl_step(step)
+    }
+
+    /// A response line inside the exchange.
+    pub(super) fn handle_auth_response(&mut self, line: &[u8]) -> Option<Event<R>> {
+        let step = match sasl::decode_response(line) {
+            Err(error) => ServerStep::Failure(error),
+            Ok(response) => match self.sasl.as_mut() {
+                Some(server) => server.step(&response),
+                None => ServerStep::Failure(SaslError::Malformed),
+            },
+        };
+        self.apply_sasl_step(step)
+    }
+
+    /// The driver's answer to [`Event::LookupSecrets`] (None: no such account). This may
+    /// verify an Argon2id hash: drivers run it off their async threads.
+    pub fn provide_secrets(&mut self, secrets: Option<&Secrets>) -> Option<Event<R>> {
+        if !matches!(self.state, State::AwaitingSecrets) {
+            return None;
+        }
+        let step = match self.sasl.as_mut() {
+            Some(server) => server.provide_secrets(secrets),
+            None => ServerStep::Failure(SaslError::Temporary),
+        };
+        self.apply_sasl_step(step)
+    }
+
+    /// The client or account has too many recent failures: 454 4.7.0, try later.
+    pub fn auth_blocked(&mut self) {
+        if matches!(self.state, State::AwaitingSecrets) {
+            self.finish_auth_failure(SaslError::Temporary);
+        }
+    }
+
+    fn apply_sasl_step(&mut self, step: ServerStep) -> Option<Event<R>> {
+        match step {
+            ServerStep::Challenge(challenge) => {
+                let text = sasl::encode_challenge(&challenge);
+                // RFC 4954 4: `334 <base64>`; an empty challenge is a bare "334 ".
+                self.reply(Reply::plain(334, text));
+                self.state = State::Auth;
+                None
+            }
+            ServerStep::NeedSecrets { authcid } => {
+                self.state = State::AwaitingSecrets;
+                Some(Event::LookupSecrets { authcid })
+            }
+            ServerStep::Success { authcid, authzid } => {
+                // RFC 4616 2: acting as another identity is not allowed here.
+                if authzid.as_deref().is_some_and(|z| !z.eq_ignore_ascii_case(&authcid)) {
+                    self.finish_auth_failure(SaslError::AuthzDenied);
+                    return self.pending_events.pop_front();
+                }
+                self.sasl = None;
+                self.state = State::Command;
+                self.reply(Reply::new(235, EnhancedCode(2, 7, 0), "Authentication successful"));
+                self.authenticated = Some(authcid.clone());
+                Some(Event::AuthFinished { authcid: Some(authcid), success: true })
+            }
+            ServerStep::Failure(error) => {
+                self.finish_auth_failure(error);
+                self.pending_events.pop_front()
+            }
+        }
+    }
+
+    /// Ends the exchange with the error's reply; the session stays usable (RFC 4954 4).
+    pub(super) fn finish_auth_failure(&mut self, error: SaslError) {
+        let authcid = self.sasl.take().and_then(|s| s.authcid().map(str::to_string));
+        self.state = State::Command;
+        self.error(sasl_reply(error));
+        // A cancel or a syntax slip is not a guess at a password.
+        let counts = matches!(error, SaslError::BadCredentials | SaslError::AuthzDenied | SaslError::MechanismUnavailable);
+        if counts {
+            self.pending_events.push_back(Event::AuthFinished { authcid, success: false });
+        }
+    }
+}
+
+/// The SMTP reply for a SASL failure.
+pub fn sasl_reply(error: SaslError) -> Reply {
+    let mut parts = error.enhanced().split('.').map(|p| p.parse::<u16>().unwrap_or(0));
+    let class = parts.next().unwrap_or(5) as u8;
+    let enhanced = EnhancedCode(class, parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    Reply::new(error.code(), enhanced, error.text())
+}
