@@ -64,9 +64,7 @@ impl<'a> Fields<'a> {
 
 /// End of the line starting at `from`: the index after its LF, or `msg.len()`.
 fn line_end(msg: &[u8], from: usize) -> usize {
-    msg.get(from..)
-        .and_then(|rest| rest.iter().position(|&b| b == b'\n'))
-        .map_or(msg.len(), |i| from + i + 1)
+    msg.get(from..).and_then(|rest| rest.iter().position(|&b| b == b'\n')).map_or(msg.len(), |i| from + i + 1)
 }
 
 fn is_wsp(b: u8) -> bool {
@@ -121,22 +119,13 @@ impl<'a> Iterator for Fields<'a> {
         }
         let value_start = (start + colon + 1).min(value_end);
         self.pos = end;
-        Some(Field {
-            name,
-            value: msg.get(value_start..value_end).unwrap_or(&[]),
-            start,
-            end,
-        })
+        Some(Field { name, value: msg.get(value_start..value_end).unwrap_or(&[]), start, end })
     }
 }
 
 /// The header fields of `msg`, in order, up to the blank line.
 pub fn fields(msg: &[u8]) -> Fields<'_> {
-    Fields {
-        msg,
-        pos: 0,
-        done: false,
-    }
+    Fields { msg, pos: 0, done: false }
 }
 
 /// Offset of the end of the header section: the start of the blank line that separates
@@ -168,10 +157,7 @@ pub fn unfold(raw: &[u8]) -> String {
     let mut i = 0;
     while i < raw.len() {
         let b = raw.get(i).copied().unwrap_or(0);
-        if b == b'\r'
-            && raw.get(i + 1) == Some(&b'\n')
-            && raw.get(i + 2).copied().is_some_and(is_wsp)
-        {
+        if b == b'\r' && raw.get(i + 1) == Some(&b'\n') && raw.get(i + 2).copied().is_some_and(is_wsp) {
             i += 2;
             continue;
         }
@@ -183,15 +169,12 @@ pub fn unfold(raw: &[u8]) -> String {
         i += 1;
     }
     let s = String::from_utf8_lossy(&out);
-    s.trim_matches(|c: char| c == ' ' || c == '\t' || c == '\r' || c == '\n')
-        .to_owned()
+    s.trim_matches(|c: char| c == ' ' || c == '\t' || c == '\r' || c == '\n').to_owned()
 }
 
 /// The unfolded value of the first field named `name` (ASCII case-insensitive).
 pub fn first_value(msg: &[u8], name: &str) -> Option<String> {
-    fields(msg)
-        .find(|f| f.name_is(name))
-        .map(|f| f.unfolded_value())
+    fields(msg).find(|f| f.name_is(name)).map(|f| f.unfolded_value())
 }
 
 /// How many fields are named `name` (e.g. `Received`, for loop detection, RFC 5321 6.3).
@@ -297,14 +280,8 @@ const FOLD_AT: usize = 78;
 /// in the value become spaces (no header injection); characters not allowed in a field
 /// name are dropped from it.
 pub fn write_field(name: &str, value: &str, out: &mut Vec<u8>) {
-    let name: String = name
-        .chars()
-        .filter(|&c| c.is_ascii() && is_ftext(c as u8))
-        .collect();
-    let value: String = value
-        .chars()
-        .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
-        .collect();
+    let name: String = name.chars().filter(|&c| c.is_ascii() && is_ftext(c as u8)).collect();
+    let value: String = value.chars().map(|c| if c.is_control() && c != '\t' { ' ' } else { c }).collect();
     let value = value.trim_matches(|c| c == ' ' || c == '\t');
     out.extend_from_slice(name.as_bytes());
     out.push(b':');
@@ -399,10 +376,7 @@ pub fn decode_encoded_words(s: &str) -> String {
         match piece {
             Piece::Plain(text) => {
                 let between_words = text.chars().all(char::is_whitespace)
-                    && matches!(
-                        k.checked_sub(1).and_then(|p| pieces.get(p)),
-                        Some(Piece::Encoded { .. })
-                    )
+                    && matches!(k.checked_sub(1).and_then(|p| pieces.get(p)), Some(Piece::Encoded { .. }))
                     && matches!(pieces.get(k + 1), Some(Piece::Encoded { .. }));
                 if between_words {
                     // RFC 2047 6.2: ignored between adjacent encoded-words.
@@ -427,9 +401,7 @@ pub fn decode_encoded_words(s: &str) -> String {
     if let Some((cs, bytes)) = pending.take() {
         out.push_str(&cs.decode(&bytes));
     }
-    out.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    out.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -448,9 +420,7 @@ impl Charset {
         Some(match name.as_str() {
             "utf-8" | "utf8" => Charset::Utf8,
             "us-ascii" | "ascii" => Charset::Ascii,
-            "iso-8859-1" | "iso8859-1" | "iso_8859-1" | "latin1" | "latin-1" | "l1" => {
-                Charset::Latin1
-            }
+            "iso-8859-1" | "iso8859-1" | "iso_8859-1" | "latin1" | "latin-1" | "l1" => Charset::Latin1,
             "iso-8859-15" | "iso8859-15" | "iso_8859-15" | "latin9" | "latin-9" => Charset::Latin9,
             "windows-1252" | "cp1252" | "x-cp1252" => Charset::Windows1252,
             _ => return None,
@@ -460,10 +430,7 @@ impl Charset {
     fn decode(self, bytes: &[u8]) -> String {
         match self {
             Charset::Utf8 => String::from_utf8_lossy(bytes).into_owned(),
-            Charset::Ascii => bytes
-                .iter()
-                .map(|&b| if b.is_ascii() { b as char } else { '\u{FFFD}' })
-                .collect(),
+            Charset::Ascii => bytes.iter().map(|&b| if b.is_ascii() { b as char } else { '\u{FFFD}' }).collect(),
             Charset::Latin1 => bytes.iter().map(|&b| b as char).collect(),
             Charset::Latin9 => bytes.iter().map(|&b| latin9_char(b)).collect(),
             Charset::Windows1252 => bytes.iter().map(|&b| cp1252_char(b)).collect(),
@@ -489,14 +456,11 @@ fn latin9_char(b: u8) -> char {
 /// Windows-1252: Latin-1 with 0x80-0x9F mapped to printable characters.
 fn cp1252_char(b: u8) -> char {
     const HIGH: [char; 32] = [
-        '€', '\u{FFFD}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{FFFD}', 'Ž',
-        '\u{FFFD}', '\u{FFFD}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ',
-        '\u{FFFD}', 'ž', 'Ÿ',
+        '€', '\u{FFFD}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{FFFD}', 'Ž', '\u{FFFD}',
+        '\u{FFFD}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{FFFD}', 'ž', 'Ÿ',
     ];
     if (0x80..0xA0).contains(&b) {
-        HIGH.get(usize::from(b - 0x80))
-            .copied()
-            .unwrap_or('\u{FFFD}')
+        HIGH.get(usize::from(b - 0x80)).copied().unwrap_or('\u{FFFD}')
     } else {
         b as char
     }
@@ -508,11 +472,7 @@ fn parse_encoded_word(s: &str) -> Option<(Charset, Vec<u8>, usize)> {
     let rest = s.strip_prefix("=?")?;
     let q1 = rest.find('?')?;
     let charset_name = rest.get(..q1)?;
-    if charset_name.is_empty()
-        || charset_name
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
+    if charset_name.is_empty() || charset_name.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return None;
     }
     let after = rest.get(q1 + 1..)?;
@@ -616,10 +576,7 @@ Body: not a header\r\n";
         let f: Vec<_> = fields(MSG).collect();
         assert_eq!(f.len(), 4);
         assert_eq!(f[0].name(), "Received");
-        assert_eq!(
-            f[0].raw_value(),
-            b" from a by b;\r\n\tSun, 22 Nov 2026 09:50:58 +0000"
-        );
+        assert_eq!(f[0].raw_value(), b" from a by b;\r\n\tSun, 22 Nov 2026 09:50:58 +0000");
         assert_eq!(f[0].range(), 0..58);
         assert_eq!(&MSG[f[1].range()], b"Subject: Hello\r\n  world\r\n");
         assert_eq!(f[1].unfolded_value(), "Hello  world");
@@ -638,14 +595,8 @@ Body: not a header\r\n";
     #[test]
     fn values_and_counts() {
         assert_eq!(first_value(MSG, "subject").as_deref(), Some("Hello  world"));
-        assert_eq!(
-            first_value(MSG, "FROM").as_deref(),
-            Some("Alice <alice@example.com>")
-        );
-        assert_eq!(
-            first_value(MSG, "Received").as_deref(),
-            Some("from a by b;\tSun, 22 Nov 2026 09:50:58 +0000")
-        );
+        assert_eq!(first_value(MSG, "FROM").as_deref(), Some("Alice <alice@example.com>"));
+        assert_eq!(first_value(MSG, "Received").as_deref(), Some("from a by b;\tSun, 22 Nov 2026 09:50:58 +0000"));
         assert_eq!(first_value(MSG, "Body"), None);
         assert_eq!(count(MSG, "Received"), 2);
         assert_eq!(count(MSG, "X-Nothing"), 0);
@@ -687,15 +638,9 @@ Body: not a header\r\n";
         assert_eq!(header_end(b"Bad\x01Name: x\r\n"), 0);
         assert_eq!(header_end(b"Na\xC3\xA9me: x\r\n"), 0);
         // Obsolete WSP before the colon (RFC 5322 4.5.8).
-        assert_eq!(
-            first_value(b"Subject  : hi\r\n", "Subject").as_deref(),
-            Some("hi")
-        );
+        assert_eq!(first_value(b"Subject  : hi\r\n", "Subject").as_deref(), Some("hi"));
         // 8-bit values are fine.
-        assert_eq!(
-            first_value(b"Subject: caf\xC3\xA9 \xFF\r\n", "subject").as_deref(),
-            Some("café \u{FFFD}")
-        );
+        assert_eq!(first_value(b"Subject: caf\xC3\xA9 \xFF\r\n", "subject").as_deref(), Some("café \u{FFFD}"));
     }
 
     #[test]
@@ -714,10 +659,7 @@ Body: not a header\r\n";
     #[test]
     fn remove_fields_keeps_everything_else() {
         let out = remove_fields(MSG, |f| f.name_is("received"));
-        assert_eq!(
-            out,
-            b"Subject: Hello\r\n  world\r\nFrom: Alice <alice@example.com>\r\n\r\nBody: not a header\r\n"
-        );
+        assert_eq!(out, b"Subject: Hello\r\n  world\r\nFrom: Alice <alice@example.com>\r\n\r\nBody: not a header\r\n");
         assert_eq!(remove_fields(MSG, |_| false), MSG);
         assert_eq!(remove_fields(b"garbage", |_| true), b"garbage");
         assert_eq!(remove_fields(b"A: b", |_| true), b"");
@@ -726,47 +668,22 @@ Body: not a header\r\n";
     #[test]
     fn authserv_id_parsing() {
         // RFC 8601 appendix B examples.
+        assert_eq!(authserv_id(b" example.com; none").as_deref(), Some("example.com"));
+        assert_eq!(authserv_id(b" example.com 1; none").as_deref(), Some("example.com"));
         assert_eq!(
-            authserv_id(b" example.com; none").as_deref(),
+            authserv_id(b" example.com;\r\n          spf=pass smtp.mailfrom=example.net").as_deref(),
             Some("example.com")
         );
-        assert_eq!(
-            authserv_id(b" example.com 1; none").as_deref(),
-            Some("example.com")
-        );
-        assert_eq!(
-            authserv_id(b" example.com;\r\n          spf=pass smtp.mailfrom=example.net")
-                .as_deref(),
-            Some("example.com")
-        );
-        assert_eq!(
-            authserv_id(b" (a comment (nested)) mx.example.org (another);").as_deref(),
-            Some("mx.example.org")
-        );
-        assert_eq!(
-            authserv_id(b"mx.example.org(c); x").as_deref(),
-            Some("mx.example.org")
-        );
-        assert_eq!(
-            authserv_id(b" \"mx.example.org\"; x").as_deref(),
-            Some("mx.example.org")
-        );
-        assert_eq!(
-            authserv_id(b" \"mx.ex\\ample.org\"; x").as_deref(),
-            Some("mx.example.org")
-        );
-        assert_eq!(
-            authserv_id(b"\r\n\tmx.example.org; x").as_deref(),
-            Some("mx.example.org")
-        );
+        assert_eq!(authserv_id(b" (a comment (nested)) mx.example.org (another);").as_deref(), Some("mx.example.org"));
+        assert_eq!(authserv_id(b"mx.example.org(c); x").as_deref(), Some("mx.example.org"));
+        assert_eq!(authserv_id(b" \"mx.example.org\"; x").as_deref(), Some("mx.example.org"));
+        assert_eq!(authserv_id(b" \"mx.ex\\ample.org\"; x").as_deref(), Some("mx.example.org"));
+        assert_eq!(authserv_id(b"\r\n\tmx.example.org; x").as_deref(), Some("mx.example.org"));
         assert_eq!(authserv_id(b" ; x"), None);
         assert_eq!(authserv_id(b""), None);
         assert_eq!(authserv_id(b" (unterminated comment mx.example.org;"), None);
         assert_eq!(authserv_id(b" \"unterminated"), None);
-        assert_eq!(
-            authserv_id(b" (\\) still comment) id;").as_deref(),
-            Some("id")
-        );
+        assert_eq!(authserv_id(b" (\\) still comment) id;").as_deref(), Some("id"));
     }
 
     #[test]
@@ -825,14 +742,8 @@ Authentication-Results: mx.example.org; in the body\r\n"
 
     #[test]
     fn prepend_to_headerless_message() {
-        assert_eq!(
-            prepend(&[("A", "1")], b"hello\r\n"),
-            b"A: 1\r\n\r\nhello\r\n"
-        );
-        assert_eq!(
-            prepend(&[("A", "1")], b" indented\r\n"),
-            b"A: 1\r\n\r\n indented\r\n"
-        );
+        assert_eq!(prepend(&[("A", "1")], b"hello\r\n"), b"A: 1\r\n\r\nhello\r\n");
+        assert_eq!(prepend(&[("A", "1")], b" indented\r\n"), b"A: 1\r\n\r\n indented\r\n");
         assert_eq!(prepend(&[("A", "1")], b"\r\nbody"), b"A: 1\r\n\r\nbody");
         assert_eq!(prepend(&[("A", "1")], b""), b"A: 1\r\n");
         assert_eq!(prepend(&[], b"hello"), b"hello");
@@ -842,13 +753,7 @@ Authentication-Results: mx.example.org; in the body\r\n"
 
     #[test]
     fn prepend_prevents_injection() {
-        let out = prepend(
-            &[
-                ("X-Helo", "evil\r\nBcc: victim@example.com"),
-                ("Bad Name:", "v"),
-            ],
-            b"",
-        );
+        let out = prepend(&[("X-Helo", "evil\r\nBcc: victim@example.com"), ("Bad Name:", "v")], b"");
         assert_eq!(count(&out, "Bcc"), 0);
         assert_eq!(count(&out, "X-Helo"), 1);
         assert_eq!(first_value(&out, "BadName").as_deref(), Some("v"));
@@ -880,23 +785,11 @@ Authentication-Results: mx.example.org; in the body\r\n"
         // RFC 2047 8, the white-space table.
         assert_eq!(decode_encoded_words("(=?ISO-8859-1?Q?a?=)"), "(a)");
         assert_eq!(decode_encoded_words("(=?ISO-8859-1?Q?a?= b)"), "(a b)");
-        assert_eq!(
-            decode_encoded_words("(=?ISO-8859-1?Q?a?= =?ISO-8859-1?Q?b?=)"),
-            "(ab)"
-        );
-        assert_eq!(
-            decode_encoded_words("(=?ISO-8859-1?Q?a?=  =?ISO-8859-1?Q?b?=)"),
-            "(ab)"
-        );
-        assert_eq!(
-            decode_encoded_words("(=?ISO-8859-1?Q?a?=\r\n    =?ISO-8859-1?Q?b?=)"),
-            "(ab)"
-        );
+        assert_eq!(decode_encoded_words("(=?ISO-8859-1?Q?a?= =?ISO-8859-1?Q?b?=)"), "(ab)");
+        assert_eq!(decode_encoded_words("(=?ISO-8859-1?Q?a?=  =?ISO-8859-1?Q?b?=)"), "(ab)");
+        assert_eq!(decode_encoded_words("(=?ISO-8859-1?Q?a?=\r\n    =?ISO-8859-1?Q?b?=)"), "(ab)");
         assert_eq!(decode_encoded_words("(=?ISO-8859-1?Q?a_b?=)"), "(a b)");
-        assert_eq!(
-            decode_encoded_words("(=?ISO-8859-1?Q?a?= =?ISO-8859-2?Q?_b?=)"),
-            "(a =?ISO-8859-2?Q?_b?=)"
-        );
+        assert_eq!(decode_encoded_words("(=?ISO-8859-1?Q?a?= =?ISO-8859-2?Q?_b?=)"), "(a =?ISO-8859-2?Q?_b?=)");
     }
 
     #[test]
@@ -907,23 +800,14 @@ Authentication-Results: mx.example.org; in the body\r\n"
         assert_eq!(decode_encoded_words("=?UTF-8*fr?Q?=C3=A9?="), "é");
         // A character split across two words.
         assert_eq!(decode_encoded_words("=?UTF-8?Q?=C3?= =?UTF-8?Q?=A9?="), "é");
-        assert_eq!(
-            decode_encoded_words("=?windows-1252?Q?=80_=93x=94?="),
-            "€ “x”"
-        );
+        assert_eq!(decode_encoded_words("=?windows-1252?Q?=80_=93x=94?="), "€ “x”");
         assert_eq!(decode_encoded_words("=?iso-8859-15?Q?=A4?="), "€");
         assert_eq!(decode_encoded_words("=?us-ascii?Q?=FF?="), "\u{FFFD}");
-        assert_eq!(
-            decode_encoded_words("Re: =?UTF-8?Q?caf=C3=A9?= au lait"),
-            "Re: café au lait"
-        );
+        assert_eq!(decode_encoded_words("Re: =?UTF-8?Q?caf=C3=A9?= au lait"), "Re: café au lait");
         // Lenient: glued to text.
         assert_eq!(decode_encoded_words("x=?UTF-8?Q?y?=z"), "xyz");
         // Plain text between words of different charsets is kept.
-        assert_eq!(
-            decode_encoded_words("=?UTF-8?Q?a?= - =?ISO-8859-1?Q?b?="),
-            "a - b"
-        );
+        assert_eq!(decode_encoded_words("=?UTF-8?Q?a?= - =?ISO-8859-1?Q?b?="), "a - b");
     }
 
     #[test]

@@ -7,9 +7,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const DAY_NAMES: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-const MONTH_NAMES: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
+const MONTH_NAMES: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 /// Seconds since the Unix epoch, negative before it. Sub-second parts are truncated
 /// towards negative infinity, so a time just before the epoch is second -1.
@@ -43,8 +41,7 @@ pub fn unix_seconds_to_civil(secs: i64) -> (i64, u32, u32, u32, u32, u32, u32) {
 /// not checked; they carry over as the arithmetic implies (month must be 1-12).
 pub fn civil_to_unix_seconds(y: i64, m: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
     let days = days_from_civil(y, m, d);
-    days.saturating_mul(86_400)
-        .saturating_add(i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(s))
+    days.saturating_mul(86_400).saturating_add(i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(s))
 }
 
 /// Days since 1970-01-01 -> (year, month, day).
@@ -71,9 +68,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let mp = if m > 2 { m - 3 } else { m + 9 }; // [0, 11]
     let doy = (153 * mp + 2) / 5 + i64::from(d) - 1; // [0, 365]
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
-    era.saturating_mul(146_097)
-        .saturating_add(doe)
-        .saturating_sub(719_468)
+    era.saturating_mul(146_097).saturating_add(doe).saturating_sub(719_468)
 }
 
 /// RFC 5322 3.3 date-time in UTC, day of month as two digits:
@@ -84,10 +79,7 @@ pub fn rfc5322_date(t: SystemTime) -> String {
         "{}, {:02} {} {:04} {:02}:{:02}:{:02} +0000",
         DAY_NAMES.get(wd as usize).copied().unwrap_or("Sun"),
         d,
-        MONTH_NAMES
-            .get((m as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or("Jan"),
+        MONTH_NAMES.get((m as usize).saturating_sub(1)).copied().unwrap_or("Jan"),
         y,
         h,
         mi,
@@ -124,47 +116,23 @@ mod tests {
         assert_eq!(rfc5322_date(t), "Sun, 22 Nov 2026 09:50:58 +0000");
         assert_eq!(rfc3339(t), "2026-11-22T09:50:58Z");
         // 2000-02-29 (leap year divisible by 400), a Tuesday.
-        assert_eq!(
-            unix_seconds_to_civil(951_782_400),
-            (2000, 2, 29, 0, 0, 0, 2)
-        );
+        assert_eq!(unix_seconds_to_civil(951_782_400), (2000, 2, 29, 0, 0, 0, 2));
         assert_eq!(unix_seconds_to_civil(951_868_800), (2000, 3, 1, 0, 0, 0, 3));
         // 2100 is not a leap year: 2100-02-28 is followed by 2100-03-01 (a Monday).
-        assert_eq!(
-            unix_seconds_to_civil(4_107_542_400),
-            (2100, 3, 1, 0, 0, 0, 1)
-        );
-        assert_eq!(
-            unix_seconds_to_civil(4_107_542_400 - 1),
-            (2100, 2, 28, 23, 59, 59, 0)
-        );
+        assert_eq!(unix_seconds_to_civil(4_107_542_400), (2100, 3, 1, 0, 0, 0, 1));
+        assert_eq!(unix_seconds_to_civil(4_107_542_400 - 1), (2100, 2, 28, 23, 59, 59, 0));
         // 2024-02-29 (ordinary leap year), a Thursday.
-        assert_eq!(
-            unix_seconds_to_civil(1_709_164_800),
-            (2024, 2, 29, 0, 0, 0, 4)
-        );
+        assert_eq!(unix_seconds_to_civil(1_709_164_800), (2024, 2, 29, 0, 0, 0, 4));
         // 32-bit rollover: 2038-01-19 03:14:07 Tuesday.
-        assert_eq!(
-            unix_seconds_to_civil(2_147_483_647),
-            (2038, 1, 19, 3, 14, 7, 2)
-        );
+        assert_eq!(unix_seconds_to_civil(2_147_483_647), (2038, 1, 19, 3, 14, 7, 2));
         // End of a year.
-        assert_eq!(
-            unix_seconds_to_civil(1_735_689_599),
-            (2024, 12, 31, 23, 59, 59, 2)
-        );
+        assert_eq!(unix_seconds_to_civil(1_735_689_599), (2024, 12, 31, 23, 59, 59, 2));
         // RFC 3339 example 1985-04-12T23:20:50Z.
         assert_eq!(rfc3339(at(482_196_050)), "1985-04-12T23:20:50Z");
         // RFC 5322 A.1.1 style date.
-        assert_eq!(
-            rfc5322_date(at(878_977_676)),
-            "Sat, 08 Nov 1997 08:27:56 +0000"
-        );
+        assert_eq!(rfc5322_date(at(878_977_676)), "Sat, 08 Nov 1997 08:27:56 +0000");
         // Sub-second part is truncated.
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_millis(1_999)),
-            "1970-01-01T00:00:01Z"
-        );
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_millis(1_999)), "1970-01-01T00:00:01Z");
     }
 
     #[test]
@@ -172,15 +140,9 @@ mod tests {
         assert_eq!(unix_seconds_to_civil(-1), (1969, 12, 31, 23, 59, 59, 3));
         assert_eq!(unix_seconds(UNIX_EPOCH - Duration::from_millis(1)), -1);
         assert_eq!(unix_seconds(UNIX_EPOCH - Duration::from_secs(1)), -1);
-        assert_eq!(
-            rfc3339(UNIX_EPOCH - Duration::from_secs(86_400)),
-            "1969-12-31T00:00:00Z"
-        );
+        assert_eq!(rfc3339(UNIX_EPOCH - Duration::from_secs(86_400)), "1969-12-31T00:00:00Z");
         // 1900-03-01 (1900 was not a leap year), a Thursday.
-        assert_eq!(
-            unix_seconds_to_civil(-2_203_891_200),
-            (1900, 3, 1, 0, 0, 0, 4)
-        );
+        assert_eq!(unix_seconds_to_civil(-2_203_891_200), (1900, 3, 1, 0, 0, 0, 4));
         // 0000-03-01 and a year before year 0.
         assert_eq!(civil_to_unix_seconds(0, 3, 1, 0, 0, 0), -62_162_035_200);
         assert_eq!(unix_seconds_to_civil(-62_162_035_200).0, 0);
@@ -206,10 +168,7 @@ mod tests {
         while t <= end {
             let c = unix_seconds_to_civil(t + 45_296); // 12:34:56
             assert_eq!((c.3, c.4, c.5), (12, 34, 56));
-            assert_eq!(
-                civil_to_unix_seconds(c.0, c.1, c.2, c.3, c.4, c.5),
-                t + 45_296
-            );
+            assert_eq!(civil_to_unix_seconds(c.0, c.1, c.2, c.3, c.4, c.5), t + 45_296);
             assert_eq!(c.6, (prev.6 + 1) % 7);
             let days_in_month = match c.1 {
                 2 if (c.0 % 4 == 0 && c.0 % 100 != 0) || c.0 % 400 == 0 => 29,

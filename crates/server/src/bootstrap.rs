@@ -26,58 +26,29 @@ pub fn generate_password(len: usize) -> Result<String, String> {
 
 /// Creates what the config's `[bootstrap]` asks for, once per store. Returns the postmaster
 /// address and its generated password when one was created, so it can be shown once.
-pub async fn bootstrap(
-    config: &Config,
-    store: &dyn Store,
-) -> Result<Option<(String, String)>, String> {
-    if store
-        .get_meta(BOOTSTRAPPED)
-        .await
-        .map_err(|e| e.to_string())?
-        .is_some()
-    {
+pub async fn bootstrap(config: &Config, store: &dyn Store) -> Result<Option<(String, String)>, String> {
+    if store.get_meta(BOOTSTRAPPED).await.map_err(|e| e.to_string())?.is_some() {
         return Ok(None);
     }
     let mut created = None;
     let domain = config.bootstrap.domain.to_ascii_lowercase();
     if !domain.is_empty() {
         let policy: SenderPolicy = config.bootstrap.policy.parse()?;
-        if store
-            .get_domain(&domain)
-            .await
-            .map_err(|e| e.to_string())?
-            .is_none()
-        {
-            store
-                .add_domain(&domain, policy)
-                .await
-                .map_err(|e| e.to_string())?;
+        if store.get_domain(&domain).await.map_err(|e| e.to_string())?.is_none() {
+            store.add_domain(&domain, policy).await.map_err(|e| e.to_string())?;
             tracing::info!(%domain, %policy, "created the first local domain");
         }
         let postmaster = format!("postmaster@{domain}");
-        if config.bootstrap.postmaster
-            && store
-                .get_account(&postmaster)
-                .await
-                .map_err(|e| e.to_string())?
-                .is_none()
-        {
+        if config.bootstrap.postmaster && store.get_account(&postmaster).await.map_err(|e| e.to_string())?.is_none() {
             let password = generate_password(20)?;
-            let secrets = Secrets::from_password(&password).map_err(|e| e.to_string())?;
+            let secrets = Secrets::from_password_with(&password, &config.auth.secrets_policy()).map_err(|e| e.to_string())?;
             store
-                .add_account(NewAccount {
-                    address: postmaster.clone(),
-                    secrets,
-                    quota_bytes: 0,
-                })
+                .add_account(NewAccount { address: postmaster.clone(), secrets, quota_bytes: 0 })
                 .await
                 .map_err(|e| e.to_string())?;
             created = Some((postmaster, password));
         }
     }
-    store
-        .set_meta(BOOTSTRAPPED, "1")
-        .await
-        .map_err(|e| e.to_string())?;
+    store.set_meta(BOOTSTRAPPED, "1").await.map_err(|e| e.to_string())?;
     Ok(created)
 }

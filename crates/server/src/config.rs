@@ -18,6 +18,8 @@ pub struct Config {
     pub log: String,
     pub listeners: Listeners,
     pub smtp: Smtp,
+    pub tls: Tls,
+    pub auth: Auth,
     pub bootstrap: Bootstrap,
     /// How long sessions may run on after SIGTERM before they are cut off.
     pub shutdown_grace_secs: u64,
@@ -31,6 +33,8 @@ impl Default for Config {
             log: "info".into(),
             listeners: Listeners::default(),
             smtp: Smtp::default(),
+            tls: Tls::default(),
+            auth: Auth::default(),
             bootstrap: Bootstrap::default(),
             shutdown_grace_secs: 10,
         }
@@ -45,6 +49,8 @@ pub struct Listeners {
     pub mx: Vec<SocketAddr>,
     /// Submission with STARTTLS (standard port 587).
     pub submission: Vec<SocketAddr>,
+    /// Submission over implicit TLS (standard port 465, RFC 8314).
+    pub submissions: Vec<SocketAddr>,
 }
 
 impl Default for Listeners {
@@ -52,6 +58,7 @@ impl Default for Listeners {
         Listeners {
             mx: vec![([127, 0, 0, 1], 2525).into()],
             submission: vec![([127, 0, 0, 1], 2587).into()],
+            submissions: vec![([127, 0, 0, 1], 2465).into()],
         }
     }
 }
@@ -93,6 +100,88 @@ impl Default for Smtp {
     }
 }
 
+/// TLS (SPEC 3, RFC 3207, RFC 8314).
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain; with `key`. Unset: a self-signed certificate for `hostname`
+    /// is made on first start in `<data_dir>/tls/`.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+    /// PEM CA certificates that client certificates are verified against (for SASL
+    /// EXTERNAL mapped by subject or fingerprint).
+    pub client_ca: Option<PathBuf>,
+    /// Without `client_ca`: still ask for a client certificate and accept any, to be mapped
+    /// by its fingerprint only.
+    pub request_client_cert: bool,
+}
+
+/// SMTP AUTH (SPEC 4, RFC 4954).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// Mechanisms offered, strongest first. PLAIN and LOGIN only inside TLS unless
+    /// `allow_plaintext_passwords`; -PLUS only with TLS 1.3; EXTERNAL only with a mapped
+    /// client certificate.
+    pub mechanisms: Vec<String>,
+    /// Allow PLAIN and LOGIN without TLS (else 538 5.7.11).
+    pub allow_plaintext_passwords: bool,
+    /// Keep CRAM-MD5 secrets (precomputed HMAC-MD5 states) for new passwords and offer the
+    /// mechanism. ODMR needs it.
+    pub cram_md5: bool,
+    /// SCRAM-SHA-256 iteration count for new passwords (at least 4096).
+    pub scram_iterations: u32,
+    /// Also offer AUTH on the MX listener.
+    pub on_mx: bool,
+    /// Failed AUTH attempts from one IP address, and for one account, within
+    /// `failure_window_secs` before further attempts get 454 4.7.0.
+    pub max_failures_per_ip: u32,
+    pub max_failures_per_account: u32,
+    pub failure_window_secs: u64,
+    /// Accounts trusted to assert another identity with MAIL FROM AUTH= (RFC 4954 5).
+    pub trusted_relays: Vec<String>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            mechanisms: ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN", "EXTERNAL"]
+                .map(String::from)
+                .to_vec(),
+            allow_plaintext_passwords: false,
+            cram_md5: true,
+            scram_iterations: 4096,
+            on_mx: false,
+            max_failures_per_ip: 10,
+            max_failures_per_account: 10,
+            failure_window_secs: 900,
+            trusted_relays: Vec::new(),
+        }
+    }
+}
+
+impl Auth {
+    /// The configured mechanisms that this site allows.
+    pub fn mechanisms(&self) -> Result<Vec<vouchmail_proto::sasl::Mechanism>, String> {
+        let mut out = Vec::new();
+        for name in &self.mechanisms {
+            let mechanism = vouchmail_proto::sasl::Mechanism::from_name(name)
+                .ok_or_else(|| format!("auth.mechanisms: unknown mechanism {name}"))?;
+            if mechanism == vouchmail_proto::sasl::Mechanism::CramMd5 && !self.cram_md5 {
+                continue;
+            }
+            out.push(mechanism);
+        }
+        Ok(out)
+    }
+
+    /// Which secrets `user add` and `user passwd` store.
+    pub fn secrets_policy(&self) -> vouchmail_proto::sasl::SecretsPolicy {
+        vouchmail_proto::sasl::SecretsPolicy { cram_md5: self.cram_md5, scram_iterations: self.scram_iterations }
+    }
+}
+
 /// What the first start creates in an empty store.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -108,11 +197,7 @@ pub struct Bootstrap {
 
 impl Default for Bootstrap {
     fn default() -> Self {
-        Bootstrap {
-            domain: "localhost".into(),
-            policy: "tag".into(),
-            postmaster: true,
-        }
+        Bootstrap { domain: "localhost".into(), policy: "tag".into(), postmaster: true }
     }
 }
 
@@ -122,8 +207,7 @@ impl Config {
         let Some(path) = path else {
             return Ok(Config::default());
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -140,16 +224,12 @@ impl Config {
         if self.smtp.max_recipients < 1 {
             return Err("smtp.max_recipients must be at least 1".into());
         }
-        if self
-            .bootstrap
-            .policy
-            .parse::<vouchmail_store::SenderPolicy>()
-            .is_err()
-        {
-            return Err(format!(
-                "bootstrap.policy '{}' must be require, tag or accept",
-                self.bootstrap.policy
-            ));
+        self.auth.mechanisms()?;
+        if self.auth.scram_iterations < vouchmail_proto::sasl::secrets::MIN_SCRAM_ITERATIONS {
+            return Err("auth.scram_iterations must be at least 4096 (RFC 7677 4)".into());
+        }
+        if self.bootstrap.policy.parse::<vouchmail_store::SenderPolicy>().is_err() {
+            return Err(format!("bootstrap.policy '{}' must be require, tag or accept", self.bootstrap.policy));
         }
         Ok(())
     }
@@ -178,8 +258,7 @@ mod tests {
 
     #[test]
     fn partial_file_keeps_other_defaults() {
-        let config =
-            Config::parse("hostname = \"mx.example.org\"\n[smtp]\nmax_recipients = 500\n").unwrap();
+        let config = Config::parse("hostname = \"mx.example.org\"\n[smtp]\nmax_recipients = 500\n").unwrap();
         assert_eq!(config.hostname, "mx.example.org");
         assert_eq!(config.smtp.max_recipients, 500);
         assert_eq!(config.smtp.max_hops, 50);
@@ -188,13 +267,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_errors() {
-        assert!(Config::parse("hostnme = \"x\"")
-            .unwrap_err()
-            .contains("hostnme"));
+        assert!(Config::parse("hostnme = \"x\"").unwrap_err().contains("hostnme"));
         assert!(Config::parse("[listeners]\nmx = [\"nonsense\"]").is_err());
-        assert!(Config::parse("[bootstrap]\npolicy = \"maybe\"")
-            .unwrap_err()
-            .contains("maybe"));
+        assert!(Config::parse("[bootstrap]\npolicy = \"maybe\"").unwrap_err().contains("maybe"));
     }
 
     #[test]

@@ -13,11 +13,13 @@
 //! # }
 //! ```
 
+pub mod auth_limit;
 pub mod bootstrap;
 pub mod config;
 pub mod inbound;
 pub mod limits;
 pub mod tasks;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,13 +34,16 @@ use vouchmail_store::Store;
 
 use config::Config;
 use inbound::SmtpContext;
+use auth_limit::AuthLimiter;
 use limits::ConnectionLimiter;
+use tls::Tls;
 use tasks::TaskTracker;
 
 /// A started server; drop it or call [`RunningServer::shutdown`] to stop.
 pub struct RunningServer {
     pub mx_addrs: Vec<SocketAddr>,
     pub submission_addrs: Vec<SocketAddr>,
+    pub submissions_addrs: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
     sessions: TaskTracker,
@@ -56,10 +61,7 @@ impl RunningServer {
         }
         let remaining = self.sessions.wait(self.grace).await;
         if remaining > 0 {
-            tracing::warn!(
-                remaining,
-                "sessions still running after the grace period; closing them"
-            );
+            tracing::warn!(remaining, "sessions still running after the grace period; closing them");
         }
         remaining
     }
@@ -82,44 +84,49 @@ impl Drop for RunningServer {
 pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServer, String> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let sessions = TaskTracker::default();
-    let limiter = ConnectionLimiter::new(
-        config.smtp.max_connections,
-        config.smtp.max_connections_per_ip,
-    );
-    let postmaster_domain = if config.bootstrap.domain.is_empty() {
-        config.hostname.as_str()
-    } else {
-        config.bootstrap.domain.as_str()
-    };
-    let postmaster = Address::parse(&format!("postmaster@{postmaster_domain}"))
-        .map_err(|e| format!("postmaster address: {e}"))?;
+    let limiter = ConnectionLimiter::new(config.smtp.max_connections, config.smtp.max_connections_per_ip);
+    let postmaster_domain =
+        if config.bootstrap.domain.is_empty() { config.hostname.as_str() } else { config.bootstrap.domain.as_str() };
+    let postmaster =
+        Address::parse(&format!("postmaster@{postmaster_domain}")).map_err(|e| format!("postmaster address: {e}"))?;
     let mut server = RunningServer {
         mx_addrs: Vec::new(),
         submission_addrs: Vec::new(),
+        submissions_addrs: Vec::new(),
         shutdown,
         listeners: Vec::new(),
         sessions: sessions.clone(),
         grace: Duration::from_secs(config.shutdown_grace_secs),
     };
-    for (service, addrs) in [
-        (Service::Mx, &config.listeners.mx),
-        (Service::Submission, &config.listeners.submission),
-    ] {
+    let tls = Tls::from_config(config)?;
+    let auth_limiter = Arc::new(AuthLimiter::new(
+        config.auth.max_failures_per_ip,
+        config.auth.max_failures_per_account,
+        Duration::from_secs(config.auth.failure_window_secs),
+    ));
+    let listeners = [
+        (Listener::Mx, &config.listeners.mx),
+        (Listener::Submission, &config.listeners.submission),
+        (Listener::Submissions, &config.listeners.submissions),
+    ];
+    for (kind, addrs) in listeners {
         let context = Arc::new(SmtpContext {
-            session_config: Arc::new(session_config(config, service)),
+            session_config: Arc::new(session_config(config, kind)?),
             store: Arc::clone(&store),
             limiter: Arc::clone(&limiter),
+            auth_limiter: Arc::clone(&auth_limiter),
             postmaster: postmaster.clone(),
+            tls: Some(tls.clone()),
+            implicit_tls: kind == Listener::Submissions,
         });
         for addr in addrs {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             let local = listener.local_addr().map_err(|e| e.to_string())?;
-            tracing::info!(?service, %local, "listening");
-            match service {
-                Service::Mx => server.mx_addrs.push(local),
-                Service::Submission => server.submission_addrs.push(local),
+            tracing::info!(service = ?kind, %local, "listening");
+            match kind {
+                Listener::Mx => server.mx_addrs.push(local),
+                Listener::Submission => server.submission_addrs.push(local),
+                Listener::Submissions => server.submissions_addrs.push(local),
             }
             let handle = tokio::spawn(inbound::serve_listener(
                 listener,
@@ -133,7 +140,16 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     Ok(server)
 }
 
-fn session_config(config: &Config, service: Service) -> SessionConfig {
+/// The SMTP listener roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    Mx,
+    Submission,
+    Submissions,
+}
+
+fn session_config(config: &Config, kind: Listener) -> Result<SessionConfig, String> {
+    let service = if kind == Listener::Mx { Service::Mx } else { Service::Submission };
     let mut session = SessionConfig::new(service, config.hostname.clone());
     session.max_message_size = config.smtp.max_message_size;
     session.max_recipients = config.smtp.max_recipients;
@@ -141,5 +157,13 @@ fn session_config(config: &Config, service: Service) -> SessionConfig {
     session.max_errors = config.smtp.max_errors;
     session.command_timeout = config.command_timeout();
     session.data_timeout = config.data_timeout();
-    session
+    // RFC 3207: STARTTLS on the ports that start in the clear.
+    session.starttls = kind != Listener::Submissions;
+    if service == Service::Submission || config.auth.on_mx {
+        session.auth_mechanisms = config.auth.mechanisms()?;
+    }
+    session.allow_plaintext_passwords = config.auth.allow_plaintext_passwords;
+    session.scram_iterations = config.auth.scram_iterations;
+    session.trusted_auth_assertors = config.auth.trusted_relays.clone();
+    Ok(session)
 }

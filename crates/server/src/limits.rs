@@ -21,18 +21,11 @@ pub enum Refusal {
 
 impl ConnectionLimiter {
     pub fn new(max_total: usize, max_per_ip: usize) -> Arc<ConnectionLimiter> {
-        Arc::new(ConnectionLimiter {
-            max_total,
-            max_per_ip,
-            open: Mutex::new((0, HashMap::new())),
-        })
+        Arc::new(ConnectionLimiter { max_total, max_per_ip, open: Mutex::new((0, HashMap::new())) })
     }
 
     pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, Refusal> {
-        let mut open = self
-            .open
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if open.0 >= self.max_total {
             return Err(Refusal::TooManyTotal);
         }
@@ -42,10 +35,7 @@ impl ConnectionLimiter {
         }
         *from_ip += 1;
         open.0 += 1;
-        Ok(ConnectionSlot {
-            limiter: Arc::clone(self),
-            ip,
-        })
+        Ok(ConnectionSlot { limiter: Arc::clone(self), ip })
     }
 
     pub fn open_connections(&self) -> usize {
@@ -61,11 +51,7 @@ pub struct ConnectionSlot {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut open = self
-            .limiter
-            .open
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut open = self.limiter.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         open.0 = open.0.saturating_sub(1);
         if let Some(n) = open.1.get_mut(&self.ip) {
             *n -= 1;

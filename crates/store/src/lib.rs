@@ -69,11 +69,7 @@ pub trait Store: Send + Sync {
     fn remove_account(&self, address: &str) -> StoreFuture<'_, ()>;
     fn get_account(&self, address: &str) -> StoreFuture<'_, Option<Account>>;
     fn list_accounts(&self) -> StoreFuture<'_, Vec<Account>>;
-    fn set_secrets(
-        &self,
-        address: &str,
-        secrets: vouchmail_proto::sasl::secrets::Secrets,
-    ) -> StoreFuture<'_, ()>;
+    fn set_secrets(&self, address: &str, secrets: vouchmail_proto::sasl::secrets::Secrets) -> StoreFuture<'_, ()>;
     fn set_quota(&self, address: &str, quota_bytes: u64) -> StoreFuture<'_, ()>;
 
     // Aliases.
@@ -88,27 +84,24 @@ pub trait Store: Send + Sync {
     /// local deliveries, all in one transaction. Returns when the transaction is on stable
     /// storage (fsync'd); commits of concurrent callers share one fsync.
     fn commit_message(&self, message: NewMessage) -> StoreFuture<'_, CommittedMessage>;
-    fn list_mailbox(
-        &self,
-        address: &str,
-        folder: Option<Folder>,
-    ) -> StoreFuture<'_, Vec<MailboxEntry>>;
-    fn get_mailbox_message(
-        &self,
-        address: &str,
-        id: i64,
-    ) -> StoreFuture<'_, Option<(MailboxEntry, Vec<u8>)>>;
+    fn list_mailbox(&self, address: &str, folder: Option<Folder>) -> StoreFuture<'_, Vec<MailboxEntry>>;
+    fn get_mailbox_message(&self, address: &str, id: i64) -> StoreFuture<'_, Option<(MailboxEntry, Vec<u8>)>>;
     /// Queue entries not yet delivered or bounced.
     fn list_queue(&self) -> StoreFuture<'_, Vec<QueueEntry>>;
     /// Every queue entry of one message (any state) and the message text.
-    fn get_queued_message(
-        &self,
-        queue_id: &str,
-    ) -> StoreFuture<'_, Option<(Vec<QueueEntry>, Vec<u8>)>>;
+    fn get_queued_message(&self, queue_id: &str) -> StoreFuture<'_, Option<(Vec<QueueEntry>, Vec<u8>)>>;
     /// Deletes the pending entries of a message; returns how many were deleted.
     fn delete_queued_message(&self, queue_id: &str) -> StoreFuture<'_, usize>;
 
     // Small settings.
     fn get_meta(&self, key: &str) -> StoreFuture<'_, Option<String>>;
     fn set_meta(&self, key: &str, value: &str) -> StoreFuture<'_, ()>;
+
+    // Client certificates for SASL EXTERNAL.
+    fn add_cert_mapping(&self, address: &str, kind: CertMatch, value: &str) -> StoreFuture<'_, ()>;
+    fn remove_cert_mapping(&self, address: &str, value: &str) -> StoreFuture<'_, ()>;
+    /// The account a certificate maps to: by fingerprint, or by subject when given (only
+    /// for certificates verified against the configured client CA).
+    fn cert_mapping_account(&self, fingerprint: &str, subject: Option<&str>) -> StoreFuture<'_, Option<String>>;
+    fn list_cert_mappings(&self) -> StoreFuture<'_, Vec<CertMapping>>;
 }

@@ -17,9 +17,8 @@ use tokio::sync::oneshot;
 use vouchmail_proto::sasl::secrets::{SecretFields, Secrets};
 
 use crate::{
-    Account, CommittedMessage, Delivery, Domain, Folder, MailboxEntry, NewAccount, NewMessage,
-    QueueEntry, QueueState, RecipientDsn, SenderPolicy, Store, StoreError, StoreFuture,
-    StoreResult,
+    Account, CertMapping, CertMatch, CommittedMessage, Delivery, Domain, Folder, MailboxEntry, NewAccount, NewMessage, QueueEntry, QueueState,
+    RecipientDsn, SenderPolicy, Store, StoreError, StoreFuture, StoreResult,
 };
 
 /// Jobs committed together at most.
@@ -93,6 +92,13 @@ CREATE TABLE mailbox (
 );
 CREATE INDEX mailbox_account ON mailbox(account_id, folder, id);
 CREATE INDEX mailbox_message ON mailbox(message_id);
+"#, r#"
+CREATE TABLE cert_map (
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('fingerprint','subject')),
+    value TEXT NOT NULL,
+    PRIMARY KEY (kind, value)
+);
 "#];
 
 type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
@@ -110,9 +116,8 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file and runs pending migrations.
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
-            })?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
         }
         let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
@@ -153,19 +158,12 @@ impl SqliteStore {
                 let _ = reply.send(commit.and(result));
             })
         });
-        let sent = self
-            .writer
-            .lock()
-            .ok()
-            .and_then(|w| w.as_ref().map(|w| w.send(job).is_ok()))
-            .unwrap_or(false);
+        let sent = self.writer.lock().ok().and_then(|w| w.as_ref().map(|w| w.send(job).is_ok())).unwrap_or(false);
         Box::pin(async move {
             if !sent {
                 return Err(StoreError::Unavailable("the store is closed".into()));
             }
-            response
-                .await
-                .map_err(|_| StoreError::Unavailable("the write could not be committed".into()))?
+            response.await.map_err(|_| StoreError::Unavailable("the write could not be committed".into()))?
         })
     }
 
@@ -205,8 +203,8 @@ impl Drop for SqliteStore {
 }
 
 fn open_connection(path: &Path) -> StoreResult<Connection> {
-    let conn = Connection::open(path)
-        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    let conn =
+        Connection::open(path).map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db_error)?;
     // SPEC 11: WAL, and synchronous=FULL so a commit is on disk when it returns.
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
@@ -215,9 +213,7 @@ fn open_connection(path: &Path) -> StoreResult<Connection> {
 }
 
 fn migrate(conn: &mut Connection) -> StoreResult<()> {
-    let version: usize = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(db_error)?;
+    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db_error)?;
     if version > MIGRATIONS.len() {
         return Err(StoreError::Unavailable(format!(
             "the database schema is version {version}, newer than this vouchmail ({})",
@@ -225,12 +221,9 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
         )));
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(db_error)?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db_error)?;
         tx.execute_batch(sql).map_err(db_error)?;
-        tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))
-            .map_err(db_error)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1)).map_err(db_error)?;
         tx.commit().map_err(db_error)?;
         tracing::info!(version = index + 1, "store schema migrated");
     }
@@ -266,10 +259,7 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
 }
 
 /// Runs a job inside a savepoint: its failure is rolled back alone.
-fn in_savepoint<T>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> StoreResult<T>,
-) -> StoreResult<T> {
+fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
     conn.execute_batch("SAVEPOINT job").map_err(db_error)?;
     match f(conn) {
         Ok(value) => {
@@ -290,22 +280,11 @@ fn secrets_to_columns(secrets: &Secrets) -> (Option<String>, Option<String>, Opt
 }
 
 /// A column that does not parse is treated as absent (that mechanism then fails), and logged.
-fn secrets_from_columns(
-    argon2: Option<String>,
-    scram_sha256: Option<String>,
-    cram_md5: Option<String>,
-) -> Secrets {
-    let fields = SecretFields {
-        argon2,
-        scram_sha256,
-        cram_md5,
-    };
+fn secrets_from_columns(argon2: Option<String>, scram_sha256: Option<String>, cram_md5: Option<String>) -> Secrets {
+    let fields = SecretFields { argon2, scram_sha256, cram_md5 };
     Secrets::from_fields(&fields).unwrap_or_else(|e| {
         tracing::error!(error = %e, "stored secrets do not parse");
-        Secrets {
-            argon2: fields.argon2.clone(),
-            ..Secrets::default()
-        }
+        Secrets { argon2: fields.argon2.clone(), ..Secrets::default() }
     })
 }
 
@@ -314,10 +293,7 @@ fn db_error(e: rusqlite::Error) -> StoreError {
 }
 
 fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 fn domain_of(address: &str) -> StoreResult<&str> {
@@ -368,10 +344,7 @@ fn row_to_queue_entry(row: &Row<'_>) -> rusqlite::Result<QueueEntry> {
         message_id: row.get(2)?,
         sender: row.get(3)?,
         recipient: row.get(4)?,
-        dsn: RecipientDsn {
-            notify: row.get(5)?,
-            orcpt: row.get(6)?,
-        },
+        dsn: RecipientDsn { notify: row.get(5)?, orcpt: row.get(6)? },
         state: QueueState::parse(&state).unwrap_or(QueueState::Queued),
         attempts: row.get::<_, i64>(8)? as u32,
         next_attempt: row.get(9)?,
@@ -403,8 +376,11 @@ fn delete_if_orphan(conn: &Connection, message_id: i64) -> StoreResult<()> {
     )
     .map_err(db_error)?;
     // Finished queue entries of a deleted message are history only.
-    conn.execute("DELETE FROM queue WHERE message_id = ?1 AND NOT EXISTS (SELECT 1 FROM messages WHERE id = ?1)", params![message_id])
-        .map_err(db_error)?;
+    conn.execute(
+        "DELETE FROM queue WHERE message_id = ?1 AND NOT EXISTS (SELECT 1 FROM messages WHERE id = ?1)",
+        params![message_id],
+    )
+    .map_err(db_error)?;
     Ok(())
 }
 
@@ -431,28 +407,18 @@ impl Store for SqliteStore {
         let name = name.to_ascii_lowercase();
         self.write(move |conn| {
             let accounts: i64 = conn
-                .query_row(
-                    "SELECT COUNT(*) FROM accounts WHERE domain = ?1",
-                    params![name],
-                    |r| r.get(0),
-                )
+                .query_row("SELECT COUNT(*) FROM accounts WHERE domain = ?1", params![name], |r| r.get(0))
                 .map_err(db_error)?;
             if accounts > 0 {
                 return Err(StoreError::Conflict(format!(
                     "domain {name} still has {accounts} account(s); remove them first"
                 )));
             }
-            let removed = conn
-                .execute("DELETE FROM domains WHERE name = ?1", params![name])
-                .map_err(db_error)?;
+            let removed = conn.execute("DELETE FROM domains WHERE name = ?1", params![name]).map_err(db_error)?;
             if removed == 0 {
                 return Err(StoreError::NotFound(format!("domain {name}")));
             }
-            conn.execute(
-                "DELETE FROM aliases WHERE alias LIKE '%@' || ?1",
-                params![name],
-            )
-            .map_err(db_error)?;
+            conn.execute("DELETE FROM aliases WHERE alias LIKE '%@' || ?1", params![name]).map_err(db_error)?;
             Ok(())
         })
     }
@@ -484,10 +450,7 @@ impl Store for SqliteStore {
         let name = name.to_ascii_lowercase();
         self.write(move |conn| {
             let n = conn
-                .execute(
-                    "UPDATE domains SET policy = ?2 WHERE name = ?1",
-                    params![name, policy.as_str()],
-                )
+                .execute("UPDATE domains SET policy = ?2 WHERE name = ?1", params![name, policy.as_str()])
                 .map_err(db_error)?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("domain {name}")));
@@ -502,11 +465,7 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             if let Some(account) = &account {
                 let exists: Option<i64> = conn
-                    .query_row(
-                        "SELECT id FROM accounts WHERE address = ?1",
-                        params![account],
-                        |r| r.get(0),
-                    )
+                    .query_row("SELECT id FROM accounts WHERE address = ?1", params![account], |r| r.get(0))
                     .optional()
                     .map_err(db_error)?;
                 if exists.is_none() {
@@ -514,10 +473,7 @@ impl Store for SqliteStore {
                 }
             }
             let n = conn
-                .execute(
-                    "UPDATE domains SET catch_all = ?2 WHERE name = ?1",
-                    params![name, account],
-                )
+                .execute("UPDATE domains SET catch_all = ?2 WHERE name = ?1", params![name, account])
                 .map_err(db_error)?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("domain {name}")));
@@ -552,34 +508,22 @@ impl Store for SqliteStore {
         let address = address.to_lowercase();
         self.write(move |conn| {
             let id: Option<i64> = conn
-                .query_row(
-                    "SELECT id FROM accounts WHERE address = ?1",
-                    params![address],
-                    |r| r.get(0),
-                )
+                .query_row("SELECT id FROM accounts WHERE address = ?1", params![address], |r| r.get(0))
                 .optional()
                 .map_err(db_error)?;
             let Some(id) = id else {
                 return Err(StoreError::NotFound(format!("user {address}")));
             };
             let message_ids: Vec<i64> = {
-                let mut stmt = conn
-                    .prepare("SELECT DISTINCT message_id FROM mailbox WHERE account_id = ?1")
-                    .map_err(db_error)?;
-                let rows = stmt
-                    .query_map(params![id], |r| r.get(0))
-                    .map_err(db_error)?;
+                let mut stmt =
+                    conn.prepare("SELECT DISTINCT message_id FROM mailbox WHERE account_id = ?1").map_err(db_error)?;
+                let rows = stmt.query_map(params![id], |r| r.get(0)).map_err(db_error)?;
                 rows.collect::<Result<_, _>>().map_err(db_error)?
             };
-            conn.execute("DELETE FROM mailbox WHERE account_id = ?1", params![id])
+            conn.execute("DELETE FROM mailbox WHERE account_id = ?1", params![id]).map_err(db_error)?;
+            conn.execute("UPDATE domains SET catch_all = NULL WHERE catch_all = ?1", params![address])
                 .map_err(db_error)?;
-            conn.execute(
-                "UPDATE domains SET catch_all = NULL WHERE catch_all = ?1",
-                params![address],
-            )
-            .map_err(db_error)?;
-            conn.execute("DELETE FROM accounts WHERE id = ?1", params![id])
-                .map_err(db_error)?;
+            conn.execute("DELETE FROM accounts WHERE id = ?1", params![id]).map_err(db_error)?;
             for message_id in message_ids {
                 delete_if_orphan(conn, message_id)?;
             }
@@ -603,9 +547,7 @@ impl Store for SqliteStore {
     fn list_accounts(&self) -> StoreFuture<'_, Vec<Account>> {
         self.read(|conn| {
             let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY domain, address"
-                ))
+                .prepare(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY domain, address"))
                 .map_err(db_error)?;
             let rows = stmt.query_map([], row_to_account).map_err(db_error)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
@@ -651,42 +593,25 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let domain = domain_of(&alias)?.to_string();
             let known: Option<String> = conn
-                .query_row(
-                    "SELECT name FROM domains WHERE name = ?1",
-                    params![domain],
-                    |r| r.get(0),
-                )
+                .query_row("SELECT name FROM domains WHERE name = ?1", params![domain], |r| r.get(0))
                 .optional()
                 .map_err(db_error)?;
             if known.is_none() {
-                return Err(StoreError::Invalid(format!(
-                    "domain {domain} is not a local domain"
-                )));
+                return Err(StoreError::Invalid(format!("domain {domain} is not a local domain")));
             }
             let is_account: Option<i64> = conn
-                .query_row(
-                    "SELECT id FROM accounts WHERE address = ?1",
-                    params![alias],
-                    |r| r.get(0),
-                )
+                .query_row("SELECT id FROM accounts WHERE address = ?1", params![alias], |r| r.get(0))
                 .optional()
                 .map_err(db_error)?;
             if is_account.is_some() {
-                return Err(StoreError::Conflict(format!(
-                    "{alias} is a user; an alias cannot have the same address"
-                )));
+                return Err(StoreError::Conflict(format!("{alias} is a user; an alias cannot have the same address")));
             }
             for target in &targets {
                 if *target == alias {
-                    return Err(StoreError::Invalid(format!(
-                        "alias {alias} cannot point to itself"
-                    )));
+                    return Err(StoreError::Invalid(format!("alias {alias} cannot point to itself")));
                 }
-                conn.execute(
-                    "INSERT OR IGNORE INTO aliases (alias, target) VALUES (?1, ?2)",
-                    params![alias, target],
-                )
-                .map_err(db_error)?;
+                conn.execute("INSERT OR IGNORE INTO aliases (alias, target) VALUES (?1, ?2)", params![alias, target])
+                    .map_err(db_error)?;
             }
             Ok(())
         })
@@ -697,10 +622,7 @@ impl Store for SqliteStore {
         let target = target.map(str::to_lowercase);
         self.write(move |conn| {
             let n = match &target {
-                Some(t) => conn.execute(
-                    "DELETE FROM aliases WHERE alias = ?1 AND target = ?2",
-                    params![alias, t],
-                ),
+                Some(t) => conn.execute("DELETE FROM aliases WHERE alias = ?1 AND target = ?2", params![alias, t]),
                 None => conn.execute("DELETE FROM aliases WHERE alias = ?1", params![alias]),
             }
             .map_err(db_error)?;
@@ -714,24 +636,18 @@ impl Store for SqliteStore {
     fn alias_targets(&self, alias: &str) -> StoreFuture<'_, Vec<String>> {
         let alias = alias.to_lowercase();
         self.read(move |conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT target FROM aliases WHERE alias = ?1 ORDER BY target")
-                .map_err(db_error)?;
-            let rows = stmt
-                .query_map(params![alias], |r| r.get(0))
-                .map_err(db_error)?;
+            let mut stmt =
+                conn.prepare_cached("SELECT target FROM aliases WHERE alias = ?1 ORDER BY target").map_err(db_error)?;
+            let rows = stmt.query_map(params![alias], |r| r.get(0)).map_err(db_error)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
         })
     }
 
     fn list_aliases(&self) -> StoreFuture<'_, Vec<(String, String)>> {
         self.read(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT alias, target FROM aliases ORDER BY alias, target")
-                .map_err(db_error)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(db_error)?;
+            let mut stmt =
+                conn.prepare("SELECT alias, target FROM aliases ORDER BY alias, target").map_err(db_error)?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db_error)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
         })
     }
@@ -791,19 +707,11 @@ impl Store for SqliteStore {
         })
     }
 
-    fn list_mailbox(
-        &self,
-        address: &str,
-        folder: Option<Folder>,
-    ) -> StoreFuture<'_, Vec<MailboxEntry>> {
+    fn list_mailbox(&self, address: &str, folder: Option<Folder>) -> StoreFuture<'_, Vec<MailboxEntry>> {
         let address = address.to_lowercase();
         self.read(move |conn| {
             let account: Option<i64> = conn
-                .query_row(
-                    "SELECT id FROM accounts WHERE address = ?1",
-                    params![address],
-                    |r| r.get(0),
-                )
+                .query_row("SELECT id FROM accounts WHERE address = ?1", params![address], |r| r.get(0))
                 .optional()
                 .map_err(db_error)?;
             let Some(account) = account else {
@@ -816,21 +724,13 @@ impl Store for SqliteStore {
                      WHERE b.account_id = ?1 AND (?2 IS NULL OR b.folder = ?2) ORDER BY b.id",
                 )
                 .map_err(db_error)?;
-            let rows = stmt
-                .query_map(
-                    params![account, folder.map(|f| f.as_str())],
-                    row_to_mailbox_entry,
-                )
-                .map_err(db_error)?;
+            let rows =
+                stmt.query_map(params![account, folder.map(|f| f.as_str())], row_to_mailbox_entry).map_err(db_error)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
         })
     }
 
-    fn get_mailbox_message(
-        &self,
-        address: &str,
-        id: i64,
-    ) -> StoreFuture<'_, Option<(MailboxEntry, Vec<u8>)>> {
+    fn get_mailbox_message(&self, address: &str, id: i64) -> StoreFuture<'_, Option<(MailboxEntry, Vec<u8>)>> {
         let address = address.to_lowercase();
         self.read(move |conn| {
             conn.query_row(
@@ -858,10 +758,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn get_queued_message(
-        &self,
-        queue_id: &str,
-    ) -> StoreFuture<'_, Option<(Vec<QueueEntry>, Vec<u8>)>> {
+    fn get_queued_message(&self, queue_id: &str) -> StoreFuture<'_, Option<(Vec<QueueEntry>, Vec<u8>)>> {
         let queue_id = queue_id.to_string();
         self.read(move |conn| {
             let data: Option<Vec<u8>> = conn
@@ -887,7 +784,10 @@ impl Store for SqliteStore {
                 .map_err(db_error)?;
             let Some(message_id) = message_id else { return Err(StoreError::NotFound(format!("queue id {queue_id}"))) };
             let n = conn
-                .execute("DELETE FROM queue WHERE message_id = ?1 AND state NOT IN ('delivered','bounced')", params![message_id])
+                .execute(
+                    "DELETE FROM queue WHERE message_id = ?1 AND state NOT IN ('delivered','bounced')",
+                    params![message_id],
+                )
                 .map_err(db_error)?;
             delete_if_orphan(conn, message_id)?;
             Ok(n)
@@ -897,22 +797,98 @@ impl Store for SqliteStore {
     fn get_meta(&self, key: &str) -> StoreFuture<'_, Option<String>> {
         let key = key.to_string();
         self.read(move |conn| {
-            conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(db_error)
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0))
+                .optional()
+                .map_err(db_error)
         })
     }
 
     fn set_meta(&self, key: &str, value: &str) -> StoreFuture<'_, ()> {
         let (key, value) = (key.to_string(), value.to_string());
         self.write(move |conn| {
-            conn.execute("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", params![key, value])
-                .map_err(db_error)?;
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map_err(db_error)?;
             Ok(())
         })
     }
+
+    fn add_cert_mapping(&self, address: &str, kind: CertMatch, value: &str) -> StoreFuture<'_, ()> {
+        let address = address.to_lowercase();
+        let value = kind.normalize(value);
+        self.write(move |conn| {
+            let id: Option<i64> = conn
+                .query_row("SELECT id FROM accounts WHERE address = ?1", params![address], |r| r.get(0))
+                .optional()
+                .map_err(db_error)?;
+            let Some(id) = id else { return Err(StoreError::NotFound(format!("user {address}"))) };
+            conn.execute("INSERT INTO cert_map (account_id, kind, value) VALUES (?1, ?2, ?3)", params![id, kind.as_str(), value])
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        StoreError::Conflict(format!("that certificate {} is mapped already", kind.as_str()))
+                    } else {
+                        db_error(e)
+                    }
+                })?;
+            Ok(())
+        })
+    }
+
+    fn remove_cert_mapping(&self, address: &str, value: &str) -> StoreFuture<'_, ()> {
+        let address = address.to_lowercase();
+        let values = [CertMatch::Fingerprint.normalize(value), CertMatch::Subject.normalize(value)];
+        self.write(move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM cert_map WHERE value IN (?2, ?3)
+                       AND account_id = (SELECT id FROM accounts WHERE address = ?1)",
+                    params![address, values[0], values[1]],
+                )
+                .map_err(db_error)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("certificate mapping {} of {address}", values[1])));
+            }
+            Ok(())
+        })
+    }
+
+    fn cert_mapping_account(&self, fingerprint: &str, subject: Option<&str>) -> StoreFuture<'_, Option<String>> {
+        let fingerprint = CertMatch::Fingerprint.normalize(fingerprint);
+        let subject = subject.map(|s| CertMatch::Subject.normalize(s));
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT a.address FROM cert_map c JOIN accounts a ON a.id = c.account_id
+                 WHERE (c.kind = 'fingerprint' AND c.value = ?1) OR (c.kind = 'subject' AND c.value = ?2)
+                 ORDER BY c.kind LIMIT 1",
+                params![fingerprint, subject],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_error)
+        })
+    }
+
+    fn list_cert_mappings(&self) -> StoreFuture<'_, Vec<CertMapping>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT a.address, c.kind, c.value FROM cert_map c JOIN accounts a ON a.id = c.account_id ORDER BY a.address")
+                .map_err(db_error)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    let kind: String = r.get(1)?;
+                    Ok(CertMapping {
+                        address: r.get(0)?,
+                        kind: if kind == "subject" { CertMatch::Subject } else { CertMatch::Fingerprint },
+                        value: r.get(2)?,
+                    })
+                })
+                .map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
+    }
+
 }
 
 #[cfg(test)]

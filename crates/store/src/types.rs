@@ -41,9 +41,7 @@ impl FromStr for SenderPolicy {
             "require" => Ok(SenderPolicy::Require),
             "tag" => Ok(SenderPolicy::Tag),
             "accept" => Ok(SenderPolicy::Accept),
-            other => Err(format!(
-                "unknown sender policy '{other}' (expected require, tag or accept)"
-            )),
+            other => Err(format!("unknown sender policy '{other}' (expected require, tag or accept)")),
         }
     }
 }
@@ -124,11 +122,7 @@ impl Account {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
     /// A local account's mailbox: delivered in the same transaction that accepts the message.
-    Mailbox {
-        account_id: i64,
-        folder: Folder,
-        recipient: String,
-    },
+    Mailbox { account_id: i64, folder: Folder, recipient: String },
     /// Left queued for the outbound scheduler.
     Queue { recipient: String },
 }
@@ -196,15 +190,9 @@ impl QueueState {
     }
 
     pub fn parse(s: &str) -> Option<QueueState> {
-        [
-            QueueState::Queued,
-            QueueState::InFlight,
-            QueueState::Deferred,
-            QueueState::Delivered,
-            QueueState::Bounced,
-        ]
-        .into_iter()
-        .find(|q| q.as_str() == s)
+        [QueueState::Queued, QueueState::InFlight, QueueState::Deferred, QueueState::Delivered, QueueState::Bounced]
+            .into_iter()
+            .find(|q| q.as_str() == s)
     }
 }
 
@@ -239,4 +227,39 @@ pub struct MailboxEntry {
     pub queue_id: String,
     pub received_at: i64,
     pub size: u64,
+}
+
+/// How a client certificate is matched to an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertMatch {
+    /// SHA-256 of the DER certificate, hex.
+    Fingerprint,
+    /// The subject distinguished name, as printed by `openssl x509 -subject -nameopt RFC2253`.
+    Subject,
+}
+
+impl CertMatch {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CertMatch::Fingerprint => "fingerprint",
+            CertMatch::Subject => "subject",
+        }
+    }
+
+    /// Fingerprints in lower-case hex without separators; subjects trimmed.
+    pub fn normalize(&self, value: &str) -> String {
+        match self {
+            CertMatch::Fingerprint => {
+                value.chars().filter(|c| c.is_ascii_hexdigit()).collect::<String>().to_ascii_lowercase()
+            }
+            CertMatch::Subject => value.trim().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertMapping {
+    pub address: String,
+    pub kind: CertMatch,
+    pub value: String,
 }

@@ -6,10 +6,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use clap::Subcommand;
 use vouchmail_proto::headers;
-use vouchmail_proto::sasl::secrets::Secrets;
+use vouchmail_proto::sasl::{Secrets, SecretsPolicy};
 use vouchmail_proto::smtp::address::Address;
 use vouchmail_proto::time::rfc3339;
-use vouchmail_store::{Folder, NewAccount, SenderPolicy, Store};
+use vouchmail_store::{CertMatch, Folder, NewAccount, SenderPolicy, Store};
 
 #[derive(Subcommand)]
 pub enum DomainCommand {
@@ -60,6 +60,23 @@ pub enum UserCommand {
     },
     /// Set the mailbox quota in bytes (0: none).
     Quota { address: String, bytes: u64 },
+    /// Map a TLS client certificate to the account, for SASL EXTERNAL.
+    CertMap {
+        address: String,
+        /// Subject DN (RFC 4514), trusted only for certificates verified by tls.client_ca.
+        #[arg(long, group = "what")]
+        subject: Option<String>,
+        /// SHA-256 fingerprint of the certificate (hex, colons allowed).
+        #[arg(long, group = "what")]
+        fingerprint: Option<String>,
+        /// A PEM certificate file: its fingerprint is mapped.
+        #[arg(long, group = "what")]
+        cert: Option<std::path::PathBuf>,
+    },
+    /// Remove a certificate mapping (by its subject or fingerprint).
+    CertUnmap { address: String, value: String },
+    /// List certificate mappings.
+    CertMaps,
 }
 
 #[derive(Subcommand)]
@@ -73,10 +90,7 @@ pub enum AliasCommand {
     /// List aliases, one line per target.
     List,
     /// Remove an alias, or only one of its targets.
-    Remove {
-        alias: String,
-        target: Option<String>,
-    },
+    Remove { alias: String, target: Option<String> },
 }
 
 #[derive(Subcommand)]
@@ -108,8 +122,8 @@ fn parse_address(text: &str) -> Result<Address, String> {
 
 fn parse_domain(text: &str) -> Result<String, String> {
     // A domain is valid when postmaster@domain is a valid address.
-    let address = parse_address(&format!("postmaster@{text}"))
-        .map_err(|_| format!("'{text}' is not a valid domain name"))?;
+    let address =
+        parse_address(&format!("postmaster@{text}")).map_err(|_| format!("'{text}' is not a valid domain name"))?;
     if text.starts_with('[') {
         return Err(format!("'{text}' is an address literal, not a domain name"));
     }
@@ -128,8 +142,28 @@ fn read_password_stdin() -> Result<String, String> {
     Ok(password)
 }
 
-fn secrets_for(password: &str) -> Result<Secrets, String> {
-    Secrets::from_password(password).map_err(|e| e.to_string())
+fn secrets_for(password: &str, policy: &SecretsPolicy) -> Result<Secrets, String> {
+    Secrets::from_password_with(password, policy).map_err(|e| e.to_string())
+}
+
+/// SHA-256 fingerprint (hex) of the first certificate in a PEM file.
+fn pem_fingerprint(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let body: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE-----"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END CERTIFICATE-----"))
+        .collect();
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .map_err(|_| format!("{} holds no PEM certificate", path.display()))?;
+    if der.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    use sha2::Digest;
+    Ok(sha2::Sha256::digest(&der).iter().map(|b| format!("{b:02x}")).collect())
 }
 
 pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), String> {
@@ -137,36 +171,24 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Str
         DomainCommand::Add { name, policy } => {
             let name = parse_domain(&name)?;
             let policy: SenderPolicy = policy.parse()?;
-            store
-                .add_domain(&name, policy)
-                .await
-                .map_err(|e| e.to_string())?;
+            store.add_domain(&name, policy).await.map_err(|e| e.to_string())?;
             println!("added domain {name} (policy {policy})");
         }
         DomainCommand::List => {
             for d in store.list_domains().await.map_err(|e| e.to_string())? {
-                let catch_all = d
-                    .catch_all
-                    .map(|c| format!(" catch-all={c}"))
-                    .unwrap_or_default();
+                let catch_all = d.catch_all.map(|c| format!(" catch-all={c}")).unwrap_or_default();
                 println!("{}\tpolicy={}{catch_all}", d.name, d.policy);
             }
         }
         DomainCommand::Remove { name } => {
             let name = parse_domain(&name)?;
-            store
-                .remove_domain(&name)
-                .await
-                .map_err(|e| e.to_string())?;
+            store.remove_domain(&name).await.map_err(|e| e.to_string())?;
             println!("removed domain {name}");
         }
         DomainCommand::Policy { name, policy } => {
             let name = parse_domain(&name)?;
             let policy: SenderPolicy = policy.parse()?;
-            store
-                .set_domain_policy(&name, policy)
-                .await
-                .map_err(|e| e.to_string())?;
+            store.set_domain_policy(&name, policy).await.map_err(|e| e.to_string())?;
             println!("domain {name} now has policy {policy}");
         }
         DomainCommand::CatchAll { name, account, off } => {
@@ -175,10 +197,7 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Str
                 (Some(a), false) => Some(parse_address(&a)?.to_string()),
                 _ => None,
             };
-            store
-                .set_catch_all(&name, account.as_deref())
-                .await
-                .map_err(|e| e.to_string())?;
+            store.set_catch_all(&name, account.as_deref()).await.map_err(|e| e.to_string())?;
             match account {
                 Some(a) => println!("mail for unknown addresses at {name} goes to {a}"),
                 None => println!("domain {name} has no catch-all"),
@@ -188,26 +207,18 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Str
     Ok(())
 }
 
-pub async fn user(store: &dyn Store, command: UserCommand) -> Result<(), String> {
+pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolicy) -> Result<(), String> {
     match command {
-        UserCommand::Add {
-            address,
-            password_stdin,
-            quota,
-        } => {
+        UserCommand::Add { address, password_stdin, quota } => {
             let address = parse_address(&address)?.to_string().to_lowercase();
             let (password, generated) = if password_stdin {
                 (read_password_stdin()?, false)
             } else {
                 (vouchmail_server::bootstrap::generate_password(20)?, true)
             };
-            let secrets = secrets_for(&password)?;
+            let secrets = secrets_for(&password, policy)?;
             store
-                .add_account(NewAccount {
-                    address: address.clone(),
-                    secrets,
-                    quota_bytes: quota,
-                })
+                .add_account(NewAccount { address: address.clone(), secrets, quota_bytes: quota })
                 .await
                 .map_err(|e| e.to_string())?;
             if generated {
@@ -218,36 +229,18 @@ pub async fn user(store: &dyn Store, command: UserCommand) -> Result<(), String>
         }
         UserCommand::List => {
             for a in store.list_accounts().await.map_err(|e| e.to_string())? {
-                let quota = if a.quota_bytes == 0 {
-                    "none".to_string()
-                } else {
-                    a.quota_bytes.to_string()
-                };
-                println!(
-                    "{}\tmessages={}\tused={}\tquota={quota}",
-                    a.address, a.message_count, a.used_bytes
-                );
+                let quota = if a.quota_bytes == 0 { "none".to_string() } else { a.quota_bytes.to_string() };
+                println!("{}\tmessages={}\tused={}\tquota={quota}", a.address, a.message_count, a.used_bytes);
             }
         }
         UserCommand::Remove { address } => {
             let address = parse_address(&address)?.to_string();
-            store
-                .remove_account(&address)
-                .await
-                .map_err(|e| e.to_string())?;
+            store.remove_account(&address).await.map_err(|e| e.to_string())?;
             println!("removed user {address}");
         }
-        UserCommand::Passwd {
-            address,
-            password_stdin,
-        } => {
+        UserCommand::Passwd { address, password_stdin } => {
             let address = parse_address(&address)?.to_string();
-            if store
-                .get_account(&address)
-                .await
-                .map_err(|e| e.to_string())?
-                .is_none()
-            {
+            if store.get_account(&address).await.map_err(|e| e.to_string())?.is_none() {
                 return Err(format!("user {address} not found"));
             }
             let (password, generated) = if password_stdin {
@@ -255,22 +248,40 @@ pub async fn user(store: &dyn Store, command: UserCommand) -> Result<(), String>
             } else {
                 (vouchmail_server::bootstrap::generate_password(20)?, true)
             };
-            store
-                .set_secrets(&address, secrets_for(&password)?)
-                .await
-                .map_err(|e| e.to_string())?;
+            store.set_secrets(&address, secrets_for(&password, policy)?).await.map_err(|e| e.to_string())?;
             if generated {
                 println!("new password for {address}: {password}");
             } else {
                 println!("password of {address} changed");
             }
         }
+        UserCommand::CertMap { address, subject, fingerprint, cert } => {
+            let address = parse_address(&address)?.to_string();
+            let (kind, value) = match (subject, fingerprint, cert) {
+                (Some(subject), _, _) => (CertMatch::Subject, subject),
+                (_, Some(fingerprint), _) => (CertMatch::Fingerprint, fingerprint),
+                (_, _, Some(path)) => (CertMatch::Fingerprint, pem_fingerprint(&path)?),
+                _ => return Err("give --subject, --fingerprint or --cert".into()),
+            };
+            if kind == CertMatch::Fingerprint && CertMatch::Fingerprint.normalize(&value).len() != 64 {
+                return Err(format!("'{value}' is not a SHA-256 fingerprint (64 hex digits)"));
+            }
+            store.add_cert_mapping(&address, kind, &value).await.map_err(|e| e.to_string())?;
+            println!("{} {} now authenticates as {address} with EXTERNAL", kind.as_str(), kind.normalize(&value));
+        }
+        UserCommand::CertUnmap { address, value } => {
+            let address = parse_address(&address)?.to_string();
+            store.remove_cert_mapping(&address, &value).await.map_err(|e| e.to_string())?;
+            println!("removed the certificate mapping of {address}");
+        }
+        UserCommand::CertMaps => {
+            for m in store.list_cert_mappings().await.map_err(|e| e.to_string())? {
+                println!("{}\t{}\t{}", m.address, m.kind.as_str(), m.value);
+            }
+        }
         UserCommand::Quota { address, bytes } => {
             let address = parse_address(&address)?.to_string();
-            store
-                .set_quota(&address, bytes)
-                .await
-                .map_err(|e| e.to_string())?;
+            store.set_quota(&address, bytes).await.map_err(|e| e.to_string())?;
             println!("quota of {address} is now {bytes} bytes");
         }
     }
@@ -281,14 +292,9 @@ pub async fn alias(store: &dyn Store, command: AliasCommand) -> Result<(), Strin
     match command {
         AliasCommand::Add { alias, targets } => {
             let alias = parse_address(&alias)?.to_string();
-            let targets = targets
-                .iter()
-                .map(|t| parse_address(t).map(|a| a.to_string()))
-                .collect::<Result<Vec<_>, _>>()?;
-            store
-                .add_alias(&alias, &targets)
-                .await
-                .map_err(|e| e.to_string())?;
+            let targets =
+                targets.iter().map(|t| parse_address(t).map(|a| a.to_string())).collect::<Result<Vec<_>, _>>()?;
+            store.add_alias(&alias, &targets).await.map_err(|e| e.to_string())?;
             println!("{alias} -> {}", targets.join(", "));
         }
         AliasCommand::List => {
@@ -298,14 +304,8 @@ pub async fn alias(store: &dyn Store, command: AliasCommand) -> Result<(), Strin
         }
         AliasCommand::Remove { alias, target } => {
             let alias = parse_address(&alias)?.to_string();
-            store
-                .remove_alias(&alias, target.as_deref())
-                .await
-                .map_err(|e| e.to_string())?;
-            println!(
-                "removed {alias}{}",
-                target.map(|t| format!(" -> {t}")).unwrap_or_default()
-            );
+            store.remove_alias(&alias, target.as_deref()).await.map_err(|e| e.to_string())?;
+            println!("removed {alias}{}", target.map(|t| format!(" -> {t}")).unwrap_or_default());
         }
     }
     Ok(())
@@ -319,12 +319,7 @@ fn time_text(unix: i64) -> String {
 fn display_header(message: &[u8], name: &str) -> String {
     let value = headers::first_value(message, name).unwrap_or_default();
     let decoded = headers::decode_encoded_words(&value);
-    decoded
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .trim()
-        .to_string()
+    decoded.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().to_string()
 }
 
 pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), String> {
@@ -332,23 +327,12 @@ pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), S
         MailboxCommand::List { address, folder } => {
             let address = parse_address(&address)?.to_string();
             let folder = folder.map(|f| f.parse::<Folder>()).transpose()?;
-            for entry in store
-                .list_mailbox(&address, folder)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                let message = store
-                    .get_mailbox_message(&address, entry.id)
-                    .await
-                    .map_err(|e| e.to_string())?;
+            for entry in store.list_mailbox(&address, folder).await.map_err(|e| e.to_string())? {
+                let message = store.get_mailbox_message(&address, entry.id).await.map_err(|e| e.to_string())?;
                 let data = message.map(|(_, data)| data).unwrap_or_default();
                 let from = display_header(&data, "From");
                 let subject = display_header(&data, "Subject");
-                let folder = if entry.folder == Folder::Inbox {
-                    String::new()
-                } else {
-                    format!("[{}] ", entry.folder)
-                };
+                let folder = if entry.folder == Folder::Inbox { String::new() } else { format!("[{}] ", entry.folder) };
                 println!(
                     "{}\t{}\t{}\t{folder}{}\t{}",
                     entry.id,
@@ -361,17 +345,11 @@ pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), S
         }
         MailboxCommand::Show { address, id } => {
             let address = parse_address(&address)?.to_string();
-            let Some((_, data)) = store
-                .get_mailbox_message(&address, id)
-                .await
-                .map_err(|e| e.to_string())?
-            else {
+            let Some((_, data)) = store.get_mailbox_message(&address, id).await.map_err(|e| e.to_string())? else {
                 return Err(format!("no message {id} in the mailbox of {address}"));
             };
             use std::io::Write;
-            std::io::stdout()
-                .write_all(&data)
-                .map_err(|e| e.to_string())?;
+            std::io::stdout().write_all(&data).map_err(|e| e.to_string())?;
         }
     }
     Ok(())
@@ -396,11 +374,7 @@ pub async fn queue(store: &dyn Store, command: QueueCommand) -> Result<(), Strin
             eprintln!("{} queued recipient(s)", entries.len());
         }
         QueueCommand::Show { queue_id } => {
-            let Some((entries, data)) = store
-                .get_queued_message(&queue_id)
-                .await
-                .map_err(|e| e.to_string())?
-            else {
+            let Some((entries, data)) = store.get_queued_message(&queue_id).await.map_err(|e| e.to_string())? else {
                 return Err(format!("queue id {queue_id} not found"));
             };
             for e in &entries {
@@ -417,19 +391,11 @@ pub async fn queue(store: &dyn Store, command: QueueCommand) -> Result<(), Strin
             println!();
             let end = headers::header_end(&data);
             use std::io::Write;
-            std::io::stdout()
-                .write_all(&data[..end.min(data.len())])
-                .map_err(|e| e.to_string())?;
+            std::io::stdout().write_all(&data[..end.min(data.len())]).map_err(|e| e.to_string())?;
         }
         QueueCommand::Delete { queue_id } => {
-            let deleted = store
-                .delete_queued_message(&queue_id)
-                .await
-                .map_err(|e| e.to_string())?;
-            println!(
-                "deleted {deleted} pending entr{} of {queue_id}",
-                if deleted == 1 { "y" } else { "ies" }
-            );
+            let deleted = store.delete_queued_message(&queue_id).await.map_err(|e| e.to_string())?;
+            println!("deleted {deleted} pending entr{} of {queue_id}", if deleted == 1 { "y" } else { "ies" });
         }
     }
     Ok(())

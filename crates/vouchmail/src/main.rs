@@ -11,11 +11,7 @@ use vouchmail_server::config::Config;
 use vouchmail_store::{SqliteStore, Store};
 
 #[derive(Parser)]
-#[command(
-    name = "vouchmail",
-    version,
-    about = "A mail server that accepts only authenticated senders"
-)]
+#[command(name = "vouchmail", version, about = "A mail server that accepts only authenticated senders")]
 struct Cli {
     /// Configuration file (TOML); without it the dev defaults apply.
     #[arg(long, short, global = true, value_name = "FILE")]
@@ -54,10 +50,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("vouchmail: cannot start the runtime: {e}");
@@ -71,7 +64,7 @@ fn main() -> ExitCode {
                 let store = open_store(&config)?;
                 let result = match command {
                     Command::Domain(c) => admin::domain(store.as_ref(), c).await,
-                    Command::User(c) => admin::user(store.as_ref(), c).await,
+                    Command::User(c) => admin::user(store.as_ref(), c, &config.auth.secrets_policy()).await,
                     Command::Alias(c) => admin::alias(store.as_ref(), c).await,
                     Command::Mailbox(c) => admin::mailbox(store.as_ref(), c).await,
                     Command::Queue(c) => admin::queue(store.as_ref(), c).await,
@@ -93,9 +86,7 @@ fn main() -> ExitCode {
 
 fn open_store(config: &Config) -> Result<Arc<SqliteStore>, String> {
     let path = config.store_path();
-    SqliteStore::open(&path)
-        .map(Arc::new)
-        .map_err(|e| format!("{}: {e}", path.display()))
+    SqliteStore::open(&path).map(Arc::new).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn init_logging(config: &Config) {
@@ -113,14 +104,10 @@ fn init_logging(config: &Config) {
 async fn serve(config: Config) -> Result<(), String> {
     init_logging(&config);
     let store = open_store(&config)?;
-    if let Some((address, password)) =
-        vouchmail_server::bootstrap::bootstrap(&config, store.as_ref()).await?
-    {
+    if let Some((address, password)) = vouchmail_server::bootstrap::bootstrap(&config, store.as_ref()).await? {
         // Shown once: only its hash is stored.
         println!("Created {address} with password {password}");
-        println!(
-            "(shown only now; change it with: vouchmail user passwd {address} --password-stdin)"
-        );
+        println!("(shown only now; change it with: vouchmail user passwd {address} --password-stdin)");
     }
     let server = vouchmail_server::start(&config, Arc::clone(&store) as Arc<dyn Store>).await?;
     tracing::info!(hostname = %config.hostname, data = %config.data_dir.display(), "vouchmail is running");
@@ -134,10 +121,7 @@ async fn serve(config: Config) -> Result<(), String> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

@@ -24,7 +24,7 @@ impl Deployment {
         let config = dir.path().join("vouchmail.toml");
         let text = format!(
             "hostname = \"mx.local.test\"\ndata_dir = \"{}\"\nshutdown_grace_secs = 2\n\
-             [listeners]\nmx = [\"127.0.0.1:0\"]\nsubmission = []\n\
+             [listeners]\nmx = [\"127.0.0.1:0\"]\nsubmission = []\nsubmissions = []\n\
              [bootstrap]\ndomain = \"local.test\"\npolicy = \"accept\"\npostmaster = true\n",
             dir.path().join("data").display()
         );
@@ -44,12 +44,7 @@ impl Deployment {
             .spawn()
             .unwrap();
         if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         }
         drop(child.stdin.take());
         let out = child.wait_with_output().unwrap();
@@ -85,11 +80,7 @@ impl Deployment {
                 }
             }
         });
-        let addr: SocketAddr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("server did not start")
-            .parse()
-            .unwrap();
+        let addr: SocketAddr = rx.recv_timeout(Duration::from_secs(60)).expect("server did not start").parse().unwrap();
         // What serve prints on stdout (the generated password on first start).
         let stdout = child.stdout.take().unwrap();
         let (out_tx, out_rx) = std::sync::mpsc::channel();
@@ -98,9 +89,7 @@ impl Deployment {
                 let _ = out_tx.send(line);
             }
         });
-        let stdout = out_rx
-            .recv_timeout(Duration::from_millis(200))
-            .unwrap_or_default();
+        let stdout = out_rx.recv_timeout(Duration::from_millis(200)).unwrap_or_default();
         (ServerProcess(child), addr, stdout)
     }
 }
@@ -110,11 +99,7 @@ struct ServerProcess(Child);
 
 impl ServerProcess {
     fn signal(&mut self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.0.id().to_string())
-            .status()
-            .unwrap();
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.0.id().to_string()).status().unwrap();
         assert!(status.success());
     }
 
@@ -136,57 +121,31 @@ impl Drop for ServerProcess {
 fn subjects_in_mailbox(deployment: &Deployment, address: &str) -> Vec<String> {
     let (ok, out, err) = deployment.cli(&["mailbox", "list", address], None);
     assert!(ok, "{err}");
-    out.lines()
-        .map(|l| l.split('\t').nth(3).unwrap_or("").to_string())
-        .collect()
+    out.lines().map(|l| l.split('\t').nth(3).unwrap_or("").to_string()).collect()
 }
 
 #[test]
 fn first_start_creates_postmaster_and_cli_works_beside_the_server() {
     let d = Deployment::new();
     let (server, _addr, stdout) = d.serve();
-    assert!(
-        stdout.starts_with("Created postmaster@local.test with password "),
-        "{stdout}"
-    );
+    assert!(stdout.starts_with("Created postmaster@local.test with password "), "{stdout}");
     let (ok, out, _) = d.cli(&["domain", "list"], None);
     assert!(ok && out.contains("local.test\tpolicy=accept"), "{out}");
-    let (ok, out, _) = d.cli(
-        &["user", "add", "alice@local.test", "--password-stdin"],
-        Some("secret\n"),
-    );
+    let (ok, out, _) = d.cli(&["user", "add", "alice@local.test", "--password-stdin"], Some("secret\n"));
     assert!(ok, "{out}");
     // Bad input: one clear line, non-zero exit.
     for (args, expected) in [
-        (
-            vec!["user", "add", "alice@local.test", "--password-stdin"],
-            "exists already",
-        ),
-        (
-            vec!["user", "add", "bob@nowhere.test", "--password-stdin"],
-            "not a local domain",
-        ),
-        (
-            vec!["user", "add", "not an address", "--password-stdin"],
-            "not a valid address",
-        ),
+        (vec!["user", "add", "alice@local.test", "--password-stdin"], "exists already"),
+        (vec!["user", "add", "bob@nowhere.test", "--password-stdin"], "not a local domain"),
+        (vec!["user", "add", "not an address", "--password-stdin"], "not a valid address"),
         (vec!["domain", "add", "bad domain"], "not a valid domain"),
-        (
-            vec!["domain", "add", "x.test", "--policy", "sometimes"],
-            "unknown sender policy",
-        ),
+        (vec!["domain", "add", "x.test", "--policy", "sometimes"], "unknown sender policy"),
         (vec!["domain", "add", "local.test"], "exists already"),
         (vec!["domain", "remove", "local.test"], "account"),
         (vec!["mailbox", "list", "ghost@local.test"], "not found"),
-        (
-            vec!["mailbox", "list", "alice@local.test", "--folder", "Spam"],
-            "unknown folder",
-        ),
+        (vec!["mailbox", "list", "alice@local.test", "--folder", "Spam"], "unknown folder"),
         (vec!["queue", "show", "NOSUCHID"], "not found"),
-        (
-            vec!["alias", "add", "list@nowhere.test", "alice@local.test"],
-            "not a local domain",
-        ),
+        (vec!["alias", "add", "list@nowhere.test", "alice@local.test"], "not a local domain"),
     ] {
         let (ok, _, err) = d.cli(&args, Some("pw\n"));
         assert!(!ok, "{args:?} succeeded");
@@ -194,15 +153,9 @@ fn first_start_creates_postmaster_and_cli_works_beside_the_server() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
     let (ok, out, _) = d.cli(&["domain", "add", "Strict.Test"], None);
-    assert!(
-        ok && out.contains("added domain strict.test (policy require)"),
-        "{out}"
-    );
+    assert!(ok && out.contains("added domain strict.test (policy require)"), "{out}");
     let (ok, out, _) = d.cli(&["user", "list"], None);
-    assert!(
-        ok && out.contains("alice@local.test") && out.contains("postmaster@local.test"),
-        "{out}"
-    );
+    assert!(ok && out.contains("alice@local.test") && out.contains("postmaster@local.test"), "{out}");
     server.stop();
 }
 
@@ -210,55 +163,27 @@ fn first_start_creates_postmaster_and_cli_works_beside_the_server() {
 fn mailbox_and_queue_commands_show_delivered_and_queued_mail() {
     let d = Deployment::new();
     let (server, addr, _) = d.serve();
-    assert!(
-        d.cli(
-            &[
-                "alias",
-                "add",
-                "team@local.test",
-                "postmaster@local.test",
-                "far@remote.test"
-            ],
-            None
-        )
-        .0
-    );
+    assert!(d.cli(&["alias", "add", "team@local.test", "postmaster@local.test", "far@remote.test"], None).0);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let (mut c, _) = SmtpConn::connect(addr).await;
         c.cmd("EHLO cli.test").await;
-        let body =
-            "From: Sender <s@remote.test>\r\nSubject: =?UTF-8?B?R3LDvMOfZQ==?=\r\n\r\nhi\r\n";
-        assert_eq!(
-            c.send_message("s@remote.test", &["team@local.test"], body)
-                .await
-                .code,
-            250
-        );
+        let body = "From: Sender <s@remote.test>\r\nSubject: =?UTF-8?B?R3LDvMOfZQ==?=\r\n\r\nhi\r\n";
+        assert_eq!(c.send_message("s@remote.test", &["team@local.test"], body).await.code, 250);
     });
     let (ok, out, _) = d.cli(&["mailbox", "list", "postmaster@local.test"], None);
     assert!(ok);
     let fields: Vec<&str> = out.trim_end().split('\t').collect();
     assert_eq!(fields.len(), 5, "{out}");
     assert_eq!((fields[2], fields[3]), ("Sender <s@remote.test>", "Grüße"));
-    let (ok, shown, _) = d.cli(
-        &["mailbox", "show", "postmaster@local.test", fields[0]],
-        None,
-    );
-    assert!(
-        ok && shown.contains("Authentication-Results: mx.local.test; none")
-            && shown.ends_with("hi\r\n")
-    );
+    let (ok, shown, _) = d.cli(&["mailbox", "show", "postmaster@local.test", fields[0]], None);
+    assert!(ok && shown.contains("Authentication-Results: mx.local.test; none") && shown.ends_with("hi\r\n"));
     let (ok, queue, _) = d.cli(&["queue", "list"], None);
-    assert!(
-        ok && queue.contains("far@remote.test") && queue.contains("queued"),
-        "{queue}"
-    );
+    assert!(ok && queue.contains("far@remote.test") && queue.contains("queued"), "{queue}");
     let queue_id = queue.split('\t').next().unwrap().to_string();
     let (ok, show, _) = d.cli(&["queue", "show", &queue_id], None);
     assert!(
-        ok && show.contains("postmaster@local.test\tdelivered")
-            && show.contains("far@remote.test\tqueued"),
+        ok && show.contains("postmaster@local.test\tdelivered") && show.contains("far@remote.test\tqueued"),
         "{show}"
     );
     assert!(d.cli(&["queue", "delete", &queue_id], None).0);
@@ -275,19 +200,9 @@ fn mailbox_and_queue_commands_show_delivered_and_queued_mail() {
 fn sigkill_under_load_loses_nothing_that_got_250() {
     let d = Deployment::new();
     let (server, addr, _) = d.serve();
-    assert!(
-        d.cli(
-            &["user", "add", "load@local.test", "--password-stdin"],
-            Some("pw\n")
-        )
-        .0
-    );
+    assert!(d.cli(&["user", "add", "load@local.test", "--password-stdin"], Some("pw\n")).0);
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let load = {
         let acknowledged = Arc::clone(&acknowledged);
         runtime.spawn(async move {
@@ -310,14 +225,9 @@ fn sigkill_under_load_loses_nothing_that_got_250() {
                             return;
                         }
                         let subject = format!("load-{client}-{n}");
-                        let body = format!(
-                            "Subject: {subject}\r\n\r\n{}.\r\n",
-                            format!("{}\r\n", "x".repeat(76)).repeat(26)
-                        );
-                        c.send_raw(
-                            b"MAIL FROM:<s@remote.test>\r\nRCPT TO:<load@local.test>\r\nDATA\r\n",
-                        )
-                        .await;
+                        let body =
+                            format!("Subject: {subject}\r\n\r\n{}.\r\n", format!("{}\r\n", "x".repeat(76)).repeat(26));
+                        c.send_raw(b"MAIL FROM:<s@remote.test>\r\nRCPT TO:<load@local.test>\r\nDATA\r\n").await;
                         let mut ok = true;
                         for _ in 0..3 {
                             ok &= c.read_reply().await.is_some_and(|r| r.code < 400);
@@ -346,11 +256,7 @@ fn sigkill_under_load_loses_nothing_that_got_250() {
     drop(server); // SIGKILL
     runtime.block_on(load).unwrap();
     let acknowledged: Vec<String> = acknowledged.lock().unwrap().clone();
-    assert!(
-        acknowledged.len() >= 150,
-        "load too slow: {}",
-        acknowledged.len()
-    );
+    assert!(acknowledged.len() >= 150, "load too slow: {}", acknowledged.len());
 
     let (server, _, _) = d.serve();
     let stored = subjects_in_mailbox(&d, "load@local.test");
@@ -366,10 +272,7 @@ fn sigkill_under_load_loses_nothing_that_got_250() {
             counts.get(subject.as_str())
         );
     }
-    assert!(
-        counts.values().all(|&n| n == 1),
-        "a message was stored twice"
-    );
+    assert!(counts.values().all(|&n| n == 1), "a message was stored twice");
     let acked: HashSet<&String> = acknowledged.iter().collect();
     // At most the messages in flight at the kill (one per client) are stored without their 250.
     assert!(stored.iter().filter(|s| !acked.contains(s)).count() <= 8);

@@ -17,21 +17,19 @@ async fn delivers_to_mailbox_with_trace_fields() {
     assert_eq!(greeting.lines, ["220 mx.local.test ESMTP vouchmail"]);
     let ehlo = c.cmd("EHLO client.test").await;
     assert!(ehlo.text().contains("PIPELINING") && ehlo.text().contains("CHUNKING"));
-    let reply = c
-        .send_message("a@remote.test", &["user@local.test"], BODY)
-        .await;
+    let reply = c.send_message("a@remote.test", &["user@local.test"], BODY).await;
     assert_eq!(reply.status(), "250 2.0.0");
     let inbox = server.inbox("user@local.test").await;
     assert_eq!(inbox.len(), 1);
     // RFC 5322 2.2.3: unfold before matching.
     let message = &inbox[0].replace("\r\n ", " ").replace("\r\n\t", " ");
-    assert!(message.starts_with("Authentication-Results: mx.local.test; none\r\nReceived: from client.test ([127.0.0.1])"), "{message}");
-    assert!(message.contains("by mx.local.test (vouchmail) with ESMTP id"));
-    assert!(message.contains("for <user@local.test>;"));
     assert!(
-        message.ends_with("\r\nbody line\r\n.leading dot\r\n"),
+        message.starts_with("Authentication-Results: mx.local.test; none\r\nReceived: from client.test ([127.0.0.1])"),
         "{message}"
     );
+    assert!(message.contains("by mx.local.test (vouchmail) with ESMTP id"));
+    assert!(message.contains("for <user@local.test>;"));
+    assert!(message.ends_with("\r\nbody line\r\n.leading dot\r\n"), "{message}");
     assert_eq!(c.cmd("QUIT").await.status(), "221 2.0.0");
 }
 
@@ -41,19 +39,9 @@ async fn forged_authentication_results_for_our_name_are_removed() {
     let (mut c, _) = SmtpConn::connect(server.mx()).await;
     c.cmd("EHLO client.test").await;
     let body = "Authentication-Results: mx.local.test; auth=pass smtp.auth=ceo@local.test\r\nAuthentication-Results: other.test; spf=pass\r\nSubject: forged\r\n\r\nx\r\n";
-    assert_eq!(
-        c.send_message("a@remote.test", &["user@local.test"], body)
-            .await
-            .code,
-        250
-    );
+    assert_eq!(c.send_message("a@remote.test", &["user@local.test"], body).await.code, 250);
     let message = &server.inbox("user@local.test").await[0];
-    assert_eq!(
-        message
-            .matches("Authentication-Results: mx.local.test")
-            .count(),
-        1
-    );
+    assert_eq!(message.matches("Authentication-Results: mx.local.test").count(), 1);
     assert!(!message.contains("ceo@local.test"));
     assert!(message.contains("Authentication-Results: other.test; spf=pass"));
 }
@@ -61,30 +49,16 @@ async fn forged_authentication_results_for_our_name_are_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_policy_refuses_unauthenticated_senders() {
     let server = TestServer::start().await;
-    server
-        .add_domain("strict.test", SenderPolicy::Require)
-        .await;
+    server.add_domain("strict.test", SenderPolicy::Require).await;
     server.add_user("boss@strict.test").await;
     let (mut c, _) = SmtpConn::connect(server.mx()).await;
     c.cmd("EHLO client.test").await;
     c.cmd("MAIL FROM:<a@remote.test>").await;
-    assert_eq!(
-        c.cmd("RCPT TO:<boss@strict.test>").await.status(),
-        "550 5.7.1"
-    );
+    assert_eq!(c.cmd("RCPT TO:<boss@strict.test>").await.status(), "550 5.7.1");
     // An unknown user of a `require` domain gets the same answer: no user enumeration.
-    assert_eq!(
-        c.cmd("RCPT TO:<nobody@strict.test>").await.status(),
-        "550 5.7.1"
-    );
-    assert_eq!(
-        c.cmd("RCPT TO:<user@local.test>").await.status(),
-        "250 2.1.5"
-    );
-    assert_eq!(
-        c.cmd("RCPT TO:<nobody@local.test>").await.status(),
-        "550 5.1.1"
-    );
+    assert_eq!(c.cmd("RCPT TO:<nobody@strict.test>").await.status(), "550 5.7.1");
+    assert_eq!(c.cmd("RCPT TO:<user@local.test>").await.status(), "250 2.1.5");
+    assert_eq!(c.cmd("RCPT TO:<nobody@local.test>").await.status(), "550 5.1.1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,10 +81,7 @@ async fn no_open_relay_whatever_the_address_syntax() {
         assert!(reply.code >= 500, "{rcpt} was accepted: {:?}", reply.lines);
     }
     // A source route to a local address is fine: the route is ignored.
-    assert_eq!(
-        c.cmd("RCPT TO:<@relay.test:user@local.test>").await.code,
-        250
-    );
+    assert_eq!(c.cmd("RCPT TO:<@relay.test:user@local.test>").await.code, 250);
     assert!(server.store.list_queue().await.unwrap().is_empty());
 }
 
@@ -121,26 +92,14 @@ async fn aliases_catch_all_and_quota() {
     server.add_user("catch@local.test").await;
     server
         .store
-        .add_alias(
-            "team@local.test",
-            &[
-                "user@local.test".into(),
-                "b@local.test".into(),
-                "far@remote.test".into(),
-            ],
-        )
+        .add_alias("team@local.test", &["user@local.test".into(), "b@local.test".into(), "far@remote.test".into()])
         .await
         .unwrap();
     let (mut c, _) = SmtpConn::connect(server.mx()).await;
     c.cmd("EHLO client.test").await;
     // Alias plus a direct recipient it includes: one copy per mailbox.
-    let reply = c
-        .send_message(
-            "a@remote.test",
-            &["team@local.test", "user@local.test"],
-            "Subject: team\r\n\r\nx\r\n",
-        )
-        .await;
+    let reply =
+        c.send_message("a@remote.test", &["team@local.test", "user@local.test"], "Subject: team\r\n\r\nx\r\n").await;
     assert_eq!(reply.code, 250);
     assert_eq!(server.inbox("user@local.test").await.len(), 1);
     assert_eq!(server.inbox("b@local.test").await.len(), 1);
@@ -149,35 +108,16 @@ async fn aliases_catch_all_and_quota() {
     assert_eq!(queue[0].recipient, "far@remote.test");
     // Catch-all is off by default, then on.
     c.cmd("MAIL FROM:<a@remote.test>").await;
-    assert_eq!(
-        c.cmd("RCPT TO:<whoever@local.test>").await.status(),
-        "550 5.1.1"
-    );
+    assert_eq!(c.cmd("RCPT TO:<whoever@local.test>").await.status(), "550 5.1.1");
     c.cmd("RSET").await;
-    server
-        .store
-        .set_catch_all("local.test", Some("catch@local.test"))
-        .await
-        .unwrap();
-    assert_eq!(
-        c.send_message(
-            "a@remote.test",
-            &["whoever@local.test"],
-            "Subject: c\r\n\r\nx\r\n"
-        )
-        .await
-        .code,
-        250
-    );
+    server.store.set_catch_all("local.test", Some("catch@local.test")).await.unwrap();
+    assert_eq!(c.send_message("a@remote.test", &["whoever@local.test"], "Subject: c\r\n\r\nx\r\n").await.code, 250);
     assert_eq!(server.inbox("catch@local.test").await.len(), 1);
     // Quota: b has one message now; a quota below its usage refuses more with 452 4.2.2.
     server.store.set_quota("b@local.test", 10).await.unwrap();
     c.cmd("MAIL FROM:<a@remote.test>").await;
     assert_eq!(c.cmd("RCPT TO:<b@local.test>").await.status(), "452 4.2.2");
-    assert_eq!(
-        c.cmd("RCPT TO:<team@local.test>").await.status(),
-        "452 4.2.2"
-    );
+    assert_eq!(c.cmd("RCPT TO:<team@local.test>").await.status(), "452 4.2.2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,21 +140,9 @@ async fn bdat_and_pipelining_over_the_socket() {
     for _ in 0..5 {
         statuses.push(c.read_reply().await.unwrap().status());
     }
-    assert_eq!(
-        statuses,
-        [
-            "250 2.1.0",
-            "250 2.1.5",
-            "250 2.0.0",
-            "250 2.0.0",
-            "250 2.0.0"
-        ]
-    );
+    assert_eq!(statuses, ["250 2.1.0", "250 2.1.5", "250 2.0.0", "250 2.0.0", "250 2.0.0"]);
     let message = &server.inbox("user@local.test").await[0];
-    assert!(
-        message.ends_with("Subject: chunked\r\n\r\nfirst second\r\n.\r\n"),
-        "{message}"
-    );
+    assert!(message.ends_with("Subject: chunked\r\n\r\nfirst second\r\n.\r\n"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,30 +166,12 @@ async fn long_lines_and_garbage_keep_the_session() {
     let server = TestServer::start().await;
     let (mut c, _) = SmtpConn::connect(server.mx()).await;
     c.cmd("EHLO client.test").await;
-    assert_eq!(
-        c.cmd(&format!("NOOP {}", "x".repeat(600))).await.status(),
-        "500 5.5.2"
-    );
+    assert_eq!(c.cmd(&format!("NOOP {}", "x".repeat(600))).await.status(), "500 5.5.2");
     assert_eq!(c.cmd("\u{1}\u{2}garbage").await.code, 500);
-    assert_eq!(
-        c.cmd("MAIL FROM:<a@remote.test> SIZE=999999999999")
-            .await
-            .status(),
-        "552 5.3.4"
-    );
+    assert_eq!(c.cmd("MAIL FROM:<a@remote.test> SIZE=999999999999").await.status(), "552 5.3.4");
     let long_body = format!("Subject: long\r\n\r\n{}\r\n", "y".repeat(1200));
-    assert_eq!(
-        c.send_message("a@remote.test", &["user@local.test"], &long_body)
-            .await
-            .status(),
-        "500 5.5.2"
-    );
-    assert_eq!(
-        c.send_message("a@remote.test", &["user@local.test"], BODY)
-            .await
-            .status(),
-        "250 2.0.0"
-    );
+    assert_eq!(c.send_message("a@remote.test", &["user@local.test"], &long_body).await.status(), "500 5.5.2");
+    assert_eq!(c.send_message("a@remote.test", &["user@local.test"], BODY).await.status(), "250 2.0.0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,10 +179,7 @@ async fn submission_requires_authentication() {
     let server = TestServer::start().await;
     let (mut c, _) = SmtpConn::connect(server.submission()).await;
     c.cmd("EHLO client.test").await;
-    assert_eq!(
-        c.cmd("MAIL FROM:<user@local.test>").await.status(),
-        "530 5.7.0"
-    );
+    assert_eq!(c.cmd("MAIL FROM:<user@local.test>").await.status(), "530 5.7.0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,23 +241,12 @@ async fn swaks_delivers_with_pipelining() {
         "--to",
         "user@local.test,nobody@local.test",
     ])
-    .args([
-        "--pipeline",
-        "--h-Subject",
-        "via swaks",
-        "--body",
-        "hello from swaks",
-        "--helo",
-        "swaks.test",
-    ]);
+    .args(["--pipeline", "--h-Subject", "via swaks", "--body", "hello from swaks", "--helo", "swaks.test"]);
     let out = run(cmd).await;
     let transcript = String::from_utf8_lossy(&out.stdout);
     // swaks sees one refused and one accepted recipient, then 250 for the message.
     assert!(transcript.contains("550 5.1.1"), "{transcript}");
-    assert!(
-        transcript.contains("250 2.0.0 Ok: queued as"),
-        "{transcript}"
-    );
+    assert!(transcript.contains("250 2.0.0 Ok: queued as"), "{transcript}");
     let inbox = server.inbox("user@local.test").await;
     assert_eq!(inbox.len(), 1);
     assert!(inbox[0].contains("Subject: via swaks") && inbox[0].contains("hello from swaks"));
@@ -360,28 +256,14 @@ async fn swaks_delivers_with_pipelining() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swaks_sees_the_require_policy() {
     let server = TestServer::start().await;
-    server
-        .store
-        .set_domain_policy("local.test", SenderPolicy::Require)
-        .await
-        .unwrap();
+    server.store.set_domain_policy("local.test", SenderPolicy::Require).await.unwrap();
     let mut cmd = Command::new(tool("swaks"));
-    cmd.args([
-        "--server",
-        &server.mx().to_string(),
-        "--from",
-        "sender@remote.test",
-        "--to",
-        "user@local.test",
-    ]);
+    cmd.args(["--server", &server.mx().to_string(), "--from", "sender@remote.test", "--to", "user@local.test"]);
     let out = run(cmd).await;
     let transcript = String::from_utf8_lossy(&out.stdout);
     assert!(transcript.contains("550 5.7.1"), "{transcript}");
     assert!(!out.status.success());
-    assert!(server
-        .mailbox("user@local.test", Folder::Inbox)
-        .await
-        .is_empty());
+    assert!(server.mailbox("user@local.test", Folder::Inbox).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,12 +295,7 @@ with smtplib.SMTP(host, port) as s:
     let mut cmd = Command::new("python3");
     cmd.args(["-c", script, "127.0.0.1", &server.mx().port().to_string()]);
     let out = run(cmd).await;
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let inbox = server.inbox("jörg@local.test").await;
     assert_eq!(inbox.len(), 1);
     assert!(inbox[0].contains("Umlauten"));

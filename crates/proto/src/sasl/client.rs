@@ -24,11 +24,7 @@ pub struct Credentials {
 
 impl Credentials {
     pub fn new(authcid: impl Into<String>, password: impl Into<String>) -> Credentials {
-        Credentials {
-            authcid: authcid.into(),
-            password: password.into(),
-            authzid: None,
-        }
+        Credentials { authcid: authcid.into(), password: password.into(), authzid: None }
     }
 
     pub fn with_authzid(mut self, authzid: impl Into<String>) -> Credentials {
@@ -75,13 +71,7 @@ enum State {
 
 impl ClientSession {
     pub fn new(mechanism: Mechanism, credentials: Credentials) -> ClientSession {
-        ClientSession {
-            mechanism,
-            credentials,
-            nonce: None,
-            channel_binding: None,
-            state: State::Start,
-        }
+        ClientSession { mechanism, credentials, nonce: None, channel_binding: None, state: State::Start }
     }
 
     /// Uses this SCRAM client nonce instead of a random one (tests).
@@ -131,10 +121,7 @@ impl ClientSession {
     /// Call when the server reports success, with any additional data it sent along
     /// (RFC 4422 3.6). For SCRAM this fails unless the server signature was verified.
     pub fn finish(&mut self, additional: Option<&[u8]>) -> Result<(), SaslError> {
-        match (
-            std::mem::replace(&mut self.state, State::Failed),
-            additional,
-        ) {
+        match (std::mem::replace(&mut self.state, State::Failed), additional) {
             (State::Verified, _) => {}
             (State::ScramFinalSent { server_signature }, Some(data)) => {
                 self.verify_server_final(&server_signature, data)?;
@@ -159,8 +146,7 @@ impl ClientSession {
             }
             State::Start => {
                 // RFC 2195 2: response = user SP hex(HMAC-MD5(password, challenge)).
-                let digest =
-                    CramMd5Secret::from_password(&self.credentials.password).hmac(challenge);
+                let digest = CramMd5Secret::from_password(&self.credentials.password).hmac(challenge);
                 let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
                 self.state = State::Sent;
                 Ok(format!("{} {hex}", self.credentials.authcid).into_bytes())
@@ -169,11 +155,9 @@ impl ClientSession {
                 self.state = State::Sent;
                 Ok(self.credentials.password.as_bytes().to_vec())
             }
-            State::ScramFirstSent {
-                gs2_header,
-                bare,
-                nonce,
-            } => self.scram_final(&gs2_header, &bare, &nonce, challenge),
+            State::ScramFirstSent { gs2_header, bare, nonce } => {
+                self.scram_final(&gs2_header, &bare, &nonce, challenge)
+            }
             State::ScramFinalSent { server_signature } => {
                 self.verify_server_final(&server_signature, challenge)?;
                 // RFC 4954 4: answer server-final with an empty response.
@@ -202,9 +186,7 @@ impl ClientSession {
                 // RFC 5802 7: gs2-header, then n=<user>,r=<nonce>.
                 let flag = match (self.mechanism, &self.channel_binding) {
                     (Mechanism::ScramSha256Plus, Some(_)) => format!("p={}", scram::CB_NAME),
-                    (Mechanism::ScramSha256Plus, None) => {
-                        return Err(SaslError::MechanismUnavailable)
-                    }
+                    (Mechanism::ScramSha256Plus, None) => return Err(SaslError::MechanismUnavailable),
                     (_, Some(_)) => "y".to_owned(),
                     (_, None) => "n".to_owned(),
                 };
@@ -220,11 +202,7 @@ impl ClientSession {
                 let gs2_header = format!("{flag},{authz},");
                 let bare = format!("n={},r={nonce}", scram::encode_saslname(&creds.authcid));
                 let message = format!("{gs2_header}{bare}").into_bytes();
-                self.state = State::ScramFirstSent {
-                    gs2_header,
-                    bare,
-                    nonce,
-                };
+                self.state = State::ScramFirstSent { gs2_header, bare, nonce };
                 Ok(message)
             }
             Mechanism::Login | Mechanism::CramMd5 => Err(SaslError::Malformed),
@@ -255,11 +233,7 @@ impl ClientSession {
         let without_proof = format!("c={},r={}", STANDARD.encode(&cb), first.nonce);
         let server_first = std::str::from_utf8(challenge).map_err(|_| SaslError::Malformed)?;
         let auth_message = scram::auth_message(bare, server_first, &without_proof);
-        let salted = scram::hi(
-            self.credentials.password.as_bytes(),
-            &first.salt,
-            first.iterations,
-        );
+        let salted = scram::hi(self.credentials.password.as_bytes(), &first.salt, first.iterations);
         let client_key = scram::client_key(&salted);
         let stored_key = scram::h(&client_key);
         let client_signature = scram::hmac(&stored_key, auth_message.as_bytes());

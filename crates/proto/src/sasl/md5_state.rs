@@ -76,12 +76,7 @@ const T: [u32; 64] = [
 ];
 
 /// RFC 1321 3.4: per-step left-rotation amounts, by round.
-const S: [[u32; 4]; 4] = [
-    [7, 12, 17, 22],
-    [5, 9, 14, 20],
-    [4, 11, 16, 23],
-    [6, 10, 15, 21],
-];
+const S: [[u32; 4]; 4] = [[7, 12, 17, 22], [5, 9, 14, 20], [4, 11, 16, 23], [6, 10, 15, 21]];
 
 /// RFC 1321 3.4: processes one 16-word block.
 pub(crate) fn compress(state: &mut [u32; 4], block: &[u8; 64]) {
@@ -97,11 +92,7 @@ pub(crate) fn compress(state: &mut [u32; 4], block: &[u8; 64]) {
             2 => (b ^ c ^ d, (3 * i + 5) % 16),
             _ => (c ^ (b | !d), (7 * i) % 16),
         };
-        let rotated = a
-            .wrapping_add(f)
-            .wrapping_add(T[i])
-            .wrapping_add(m[g])
-            .rotate_left(S[i / 16][i % 4]);
+        let rotated = a.wrapping_add(f).wrapping_add(T[i]).wrapping_add(m[g]).rotate_left(S[i / 16][i % 4]);
         a = d;
         d = c;
         c = b;
@@ -194,14 +185,8 @@ mod tests {
             ("a", "0cc175b9c0f1b6a831c399e269772661"),
             ("abc", "900150983cd24fb0d6963f7d28e17f72"),
             ("message digest", "f96b697d7cb7938d525a2f31aaf161d0"),
-            (
-                "abcdefghijklmnopqrstuvwxyz",
-                "c3fcd3d76192e4007dfb496cca67e13b",
-            ),
-            (
-                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
-                "d174ab98d277d9f5a5611c2c9f419d9f",
-            ),
+            ("abcdefghijklmnopqrstuvwxyz", "c3fcd3d76192e4007dfb496cca67e13b"),
+            ("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", "d174ab98d277d9f5a5611c2c9f419d9f"),
             (
                 "12345678901234567890123456789012345678901234567890123456789012345678901234567890",
                 "57edf4a22be3c955ac49da2e2107b67a",
@@ -223,17 +208,9 @@ mod tests {
 
     #[test]
     fn hmac_from_states_matches_hmac_crate() {
-        for key in [
-            &b"tanstaaftanstaaf"[..],
-            &[0x42u8; 64][..],
-            &[0x17u8; 100][..],
-            b"",
-        ] {
+        for key in [&b"tanstaaftanstaaf"[..], &[0x42u8; 64][..], &[0x17u8; 100][..], b""] {
             let (outer, inner) = hmac_states(key);
-            for msg in [
-                &b"<1896.697170952@postoffice.reston.mci.net>"[..],
-                &[9u8; 150][..],
-            ] {
+            for msg in [&b"<1896.697170952@postoffice.reston.mci.net>"[..], &[9u8; 150][..]] {
                 let mut mac = Hmac::<Md5>::new_from_slice(key).unwrap();
                 mac.update(msg);
                 let expected = mac.finalize().into_bytes();

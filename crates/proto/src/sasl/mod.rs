@@ -65,9 +65,7 @@ impl Mechanism {
 
     /// Looks a mechanism up by name, ignoring case (RFC 4422 3.1).
     pub fn from_name(name: &str) -> Option<Mechanism> {
-        Mechanism::ALL
-            .into_iter()
-            .find(|m| m.name().eq_ignore_ascii_case(name))
+        Mechanism::ALL.into_iter().find(|m| m.name().eq_ignore_ascii_case(name))
     }
 
     /// True when the mechanism sends the password in the clear, so it must only be offered
@@ -130,9 +128,7 @@ impl SaslError {
     /// SMTP reply code (RFC 4954 4, 6).
     pub fn code(self) -> u16 {
         match self {
-            SaslError::Cancelled | SaslError::Malformed | SaslError::UnexpectedInitialResponse => {
-                501
-            }
+            SaslError::Cancelled | SaslError::Malformed | SaslError::UnexpectedInitialResponse => 501,
             SaslError::BadCredentials
             | SaslError::AuthzDenied
             | SaslError::MechanismUnavailable
@@ -169,16 +165,12 @@ impl SaslError {
             SaslError::UnexpectedInitialResponse => {
                 "Client initiated authentication exchange not allowed for this mechanism"
             }
-            SaslError::BadCredentials | SaslError::MechanismUnavailable => {
-                "Authentication credentials invalid"
-            }
+            SaslError::BadCredentials | SaslError::MechanismUnavailable => "Authentication credentials invalid",
             SaslError::AuthzDenied => "Not authorized to act as the requested identity",
             SaslError::Temporary => "Temporary authentication failure",
             SaslError::BadServerSignature => "Server failed to prove its identity",
             SaslError::UnknownMechanism => "Unrecognized authentication type",
-            SaslError::EncryptionRequired => {
-                "Encryption required for requested authentication mechanism"
-            }
+            SaslError::EncryptionRequired => "Encryption required for requested authentication mechanism",
             SaslError::LineTooLong => "Authentication Exchange line is too long",
         }
     }

@@ -78,10 +78,7 @@ pub(crate) fn decode_saslname(name: &str) -> Result<String, SaslError> {
 
 /// RFC 5802 7 `printable`: %x21-2B / %x2D-7E.
 pub(crate) fn valid_nonce(nonce: &str) -> bool {
-    !nonce.is_empty()
-        && nonce
-            .bytes()
-            .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+    !nonce.is_empty() && nonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',')
 }
 
 /// RFC 5802 7 `gs2-cbind-flag`.
@@ -121,21 +118,13 @@ pub(crate) fn parse_client_first(msg: &[u8]) -> Result<ClientFirst, SaslError> {
     };
     let authzid = match authz {
         "" => None,
-        _ => Some(decode_saslname(
-            authz.strip_prefix("a=").ok_or(SaslError::Malformed)?,
-        )?),
+        _ => Some(decode_saslname(authz.strip_prefix("a=").ok_or(SaslError::Malformed)?)?),
     };
     let mut attrs = bare.split(',');
     // RFC 5802 5.1 `m`: a reserved extension must cause failure; so does a missing `n`.
-    let username = attrs
-        .next()
-        .and_then(|a| a.strip_prefix("n="))
-        .ok_or(SaslError::Malformed)?;
+    let username = attrs.next().and_then(|a| a.strip_prefix("n=")).ok_or(SaslError::Malformed)?;
     let username = decode_saslname(username)?;
-    let nonce = attrs
-        .next()
-        .and_then(|a| a.strip_prefix("r="))
-        .ok_or(SaslError::Malformed)?;
+    let nonce = attrs.next().and_then(|a| a.strip_prefix("r=")).ok_or(SaslError::Malformed)?;
     if username.is_empty() || !valid_nonce(nonce) {
         return Err(SaslError::Malformed);
     }
@@ -165,21 +154,10 @@ pub(crate) fn parse_client_final(msg: &[u8]) -> Result<ClientFinal, SaslError> {
     let proof = STANDARD.decode(proof).map_err(|_| SaslError::Malformed)?;
     let proof: [u8; 32] = proof.try_into().map_err(|_| SaslError::Malformed)?;
     let mut attrs = without_proof.split(',');
-    let cb = attrs
-        .next()
-        .and_then(|a| a.strip_prefix("c="))
-        .ok_or(SaslError::Malformed)?;
+    let cb = attrs.next().and_then(|a| a.strip_prefix("c=")).ok_or(SaslError::Malformed)?;
     let channel_binding = STANDARD.decode(cb).map_err(|_| SaslError::Malformed)?;
-    let nonce = attrs
-        .next()
-        .and_then(|a| a.strip_prefix("r="))
-        .ok_or(SaslError::Malformed)?;
-    Ok(ClientFinal {
-        channel_binding,
-        nonce: nonce.to_owned(),
-        without_proof: without_proof.to_owned(),
-        proof,
-    })
+    let nonce = attrs.next().and_then(|a| a.strip_prefix("r=")).ok_or(SaslError::Malformed)?;
+    Ok(ClientFinal { channel_binding, nonce: nonce.to_owned(), without_proof: without_proof.to_owned(), proof })
 }
 
 /// A parsed server-first-message (RFC 5802 7).
@@ -193,28 +171,15 @@ pub(crate) fn parse_server_first(msg: &[u8]) -> Result<ServerFirst, SaslError> {
     let msg = std::str::from_utf8(msg).map_err(|_| SaslError::Malformed)?;
     let mut attrs = msg.split(',');
     // RFC 5802 5.1 `m` in the server-first-message also fails here.
-    let nonce = attrs
-        .next()
-        .and_then(|a| a.strip_prefix("r="))
-        .ok_or(SaslError::Malformed)?;
-    let salt = attrs
-        .next()
-        .and_then(|a| a.strip_prefix("s="))
-        .ok_or(SaslError::Malformed)?;
-    let iter = attrs
-        .next()
-        .and_then(|a| a.strip_prefix("i="))
-        .ok_or(SaslError::Malformed)?;
+    let nonce = attrs.next().and_then(|a| a.strip_prefix("r=")).ok_or(SaslError::Malformed)?;
+    let salt = attrs.next().and_then(|a| a.strip_prefix("s=")).ok_or(SaslError::Malformed)?;
+    let iter = attrs.next().and_then(|a| a.strip_prefix("i=")).ok_or(SaslError::Malformed)?;
     let salt = STANDARD.decode(salt).map_err(|_| SaslError::Malformed)?;
     let iterations = iter.parse().map_err(|_| SaslError::Malformed)?;
     if !valid_nonce(nonce) || salt.is_empty() {
         return Err(SaslError::Malformed);
     }
-    Ok(ServerFirst {
-        nonce: nonce.to_owned(),
-        salt,
-        iterations,
-    })
+    Ok(ServerFirst { nonce: nonce.to_owned(), salt, iterations })
 }
 
 /// The outcome a server-final-message reports (RFC 5802 7).
@@ -231,17 +196,11 @@ pub(crate) fn parse_server_final(msg: &[u8]) -> Result<ServerFinal, SaslError> {
     }
     let v = first.strip_prefix("v=").ok_or(SaslError::Malformed)?;
     let v = STANDARD.decode(v).map_err(|_| SaslError::Malformed)?;
-    Ok(ServerFinal::Verifier(
-        v.try_into().map_err(|_| SaslError::Malformed)?,
-    ))
+    Ok(ServerFinal::Verifier(v.try_into().map_err(|_| SaslError::Malformed)?))
 }
 
 /// RFC 5802 3: AuthMessage.
-pub(crate) fn auth_message(
-    client_first_bare: &str,
-    server_first: &str,
-    without_proof: &str,
-) -> String {
+pub(crate) fn auth_message(client_first_bare: &str, server_first: &str, without_proof: &str) -> String {
     format!("{client_first_bare},{server_first},{without_proof}")
 }
 
@@ -269,10 +228,7 @@ mod tests {
         // RFC 7914 11: PBKDF2-HMAC-SHA256("passwd", "salt", 1), first 32 bytes.
         let out = hi(b"passwd", b"salt", 1);
         let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(
-            hex,
-            "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc"
-        );
+        assert_eq!(hex, "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc");
     }
 
     #[test]
@@ -296,11 +252,7 @@ mod tests {
             b"p=,,n=u,r=x",
             b"\xff,,n=u,r=x",
         ] {
-            assert!(
-                parse_client_first(bad).is_err(),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(parse_client_first(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }
 }

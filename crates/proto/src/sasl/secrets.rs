@@ -30,10 +30,7 @@ pub struct SecretsPolicy {
 
 impl Default for SecretsPolicy {
     fn default() -> Self {
-        SecretsPolicy {
-            cram_md5: true,
-            scram_iterations: MIN_SCRAM_ITERATIONS,
-        }
+        SecretsPolicy { cram_md5: true, scram_iterations: MIN_SCRAM_ITERATIONS }
     }
 }
 
@@ -60,10 +57,7 @@ impl fmt::Debug for SecretFields {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SecretFields")
             .field("argon2", &self.argon2.as_ref().map(|_| "<redacted>"))
-            .field(
-                "scram_sha256",
-                &self.scram_sha256.as_ref().map(|_| "<redacted>"),
-            )
+            .field("scram_sha256", &self.scram_sha256.as_ref().map(|_| "<redacted>"))
             .field("cram_md5", &self.cram_md5.as_ref().map(|_| "<redacted>"))
             .finish()
     }
@@ -76,31 +70,20 @@ impl Secrets {
     }
 
     /// Derives the secrets `policy` asks for from a password.
-    pub fn from_password_with(
-        password: &str,
-        policy: &SecretsPolicy,
-    ) -> Result<Secrets, SecretsError> {
+    pub fn from_password_with(password: &str, policy: &SecretsPolicy) -> Result<Secrets, SecretsError> {
         if policy.scram_iterations < MIN_SCRAM_ITERATIONS {
             return Err(SecretsError::Policy);
         }
         let mut salt = [0u8; 16];
         getrandom::getrandom(&mut salt).map_err(|_| SecretsError::Random)?;
         let phc_salt = SaltString::encode_b64(&salt).map_err(|_| SecretsError::Random)?;
-        let hash = Argon2::default()
-            .hash_password(password.as_bytes(), &phc_salt)
-            .map_err(|_| SecretsError::Hash)?;
+        let hash = Argon2::default().hash_password(password.as_bytes(), &phc_salt).map_err(|_| SecretsError::Hash)?;
         let mut scram_salt = [0u8; 16];
         getrandom::getrandom(&mut scram_salt).map_err(|_| SecretsError::Random)?;
         Ok(Secrets {
             argon2: Some(hash.to_string()),
-            scram_sha256: Some(ScramSecret::derive(
-                password,
-                &scram_salt,
-                policy.scram_iterations,
-            )),
-            cram_md5: policy
-                .cram_md5
-                .then(|| CramMd5Secret::from_password(password)),
+            scram_sha256: Some(ScramSecret::derive(password, &scram_salt, policy.scram_iterations)),
+            cram_md5: policy.cram_md5.then(|| CramMd5Secret::from_password(password)),
         })
     }
 
@@ -111,9 +94,7 @@ impl Secrets {
             let Ok(parsed) = PasswordHash::new(phc) else {
                 return false;
             };
-            return Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok();
+            return Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
         }
         if let Some(scram) = &self.scram_sha256 {
             return scram.verify_password(password);
@@ -197,9 +178,7 @@ impl ScramSecret {
 
 impl fmt::Debug for ScramSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScramSecret")
-            .field("iterations", &self.iterations)
-            .finish_non_exhaustive()
+        f.debug_struct("ScramSecret").field("iterations", &self.iterations).finish_non_exhaustive()
     }
 }
 
@@ -224,13 +203,9 @@ impl FromStr for ScramSecret {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let rest = s.strip_prefix(SCRAM_PREFIX).ok_or(SecretsError::Format)?;
         let mut parts = rest.split('$');
-        let (Some(iter), Some(salt), Some(stored), Some(server), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
+        let (Some(iter), Some(salt), Some(stored), Some(server), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(SecretsError::Format);
         };
         let iterations: u32 = iter.parse().map_err(|_| SecretsError::Format)?;
@@ -238,12 +213,7 @@ impl FromStr for ScramSecret {
         if iterations == 0 || salt.is_empty() {
             return Err(SecretsError::Format);
         }
-        Ok(ScramSecret {
-            iterations,
-            salt,
-            stored_key: decode_key(stored)?,
-            server_key: decode_key(server)?,
-        })
+        Ok(ScramSecret { iterations, salt, stored_key: decode_key(stored)?, server_key: decode_key(server)? })
     }
 }
 
@@ -274,20 +244,14 @@ impl CramMd5Secret {
 
     fn to_bytes(&self) -> [u8; 32] {
         let mut out = [0u8; 32];
-        for (chunk, word) in out
-            .chunks_exact_mut(4)
-            .zip(self.outer.iter().chain(&self.inner))
-        {
+        for (chunk, word) in out.chunks_exact_mut(4).zip(self.outer.iter().chain(&self.inner)) {
             chunk.copy_from_slice(&word.to_le_bytes());
         }
         out
     }
 
     fn verify_password(&self, password: &str) -> bool {
-        ct_eq(
-            &CramMd5Secret::from_password(password).to_bytes(),
-            &self.to_bytes(),
-        )
+        ct_eq(&CramMd5Secret::from_password(password).to_bytes(), &self.to_bytes())
     }
 }
 
@@ -303,9 +267,7 @@ const DOVECOT_CRAM_PREFIX: &str = "{CRAM-MD5}";
 impl fmt::Display for CramMd5Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(CRAM_PREFIX)?;
-        self.to_bytes()
-            .iter()
-            .try_for_each(|b| write!(f, "{b:02x}"))
+        self.to_bytes().iter().try_for_each(|b| write!(f, "{b:02x}"))
     }
 }
 
@@ -313,10 +275,8 @@ impl FromStr for CramMd5Secret {
     type Err = SecretsError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex = s
-            .strip_prefix(CRAM_PREFIX)
-            .or_else(|| s.strip_prefix(DOVECOT_CRAM_PREFIX))
-            .ok_or(SecretsError::Format)?;
+        let hex =
+            s.strip_prefix(CRAM_PREFIX).or_else(|| s.strip_prefix(DOVECOT_CRAM_PREFIX)).ok_or(SecretsError::Format)?;
         let bytes = decode_hex(hex).ok_or(SecretsError::Format)?;
         let bytes: [u8; 32] = bytes.try_into().map_err(|_| SecretsError::Format)?;
         let mut words = [0u32; 8];
@@ -383,35 +343,20 @@ mod tests {
 
     #[test]
     fn policy_switches_cram_off_and_rejects_weak_iterations() {
-        let policy = SecretsPolicy {
-            cram_md5: false,
-            scram_iterations: 5000,
-        };
+        let policy = SecretsPolicy { cram_md5: false, scram_iterations: 5000 };
         let s = Secrets::from_password_with("x", &policy).unwrap();
         assert!(s.cram_md5.is_none());
         assert_eq!(s.scram_sha256.unwrap().iterations, 5000);
-        let weak = SecretsPolicy {
-            cram_md5: true,
-            scram_iterations: 4095,
-        };
-        assert_eq!(
-            Secrets::from_password_with("x", &weak),
-            Err(SecretsError::Policy)
-        );
+        let weak = SecretsPolicy { cram_md5: true, scram_iterations: 4095 };
+        assert_eq!(Secrets::from_password_with("x", &weak), Err(SecretsError::Policy));
     }
 
     #[test]
     fn verify_falls_back_to_scram_then_cram() {
-        let scram_only = Secrets {
-            scram_sha256: Some(ScramSecret::derive("pw", b"salt", 4096)),
-            ..Secrets::default()
-        };
+        let scram_only = Secrets { scram_sha256: Some(ScramSecret::derive("pw", b"salt", 4096)), ..Secrets::default() };
         assert!(scram_only.verify_password("pw"));
         assert!(!scram_only.verify_password("pW"));
-        let cram_only = Secrets {
-            cram_md5: Some(CramMd5Secret::from_password("pw")),
-            ..Secrets::default()
-        };
+        let cram_only = Secrets { cram_md5: Some(CramMd5Secret::from_password("pw")), ..Secrets::default() };
         assert!(cram_only.verify_password("pw"));
         assert!(!cram_only.verify_password("px"));
         assert!(!Secrets::default().verify_password(""));
@@ -421,53 +366,24 @@ mod tests {
     fn fields_round_trip() {
         let s = Secrets::from_password("tanstaaftanstaaf").unwrap();
         let f = s.to_fields();
-        assert!(f
-            .scram_sha256
-            .as_deref()
-            .unwrap()
-            .starts_with("SCRAM-SHA-256$4096$"));
+        assert!(f.scram_sha256.as_deref().unwrap().starts_with("SCRAM-SHA-256$4096$"));
         assert!(f.cram_md5.as_deref().unwrap().starts_with("CRAM-MD5$"));
         assert_eq!(f.cram_md5.as_deref().unwrap().len(), "CRAM-MD5$".len() + 64);
         assert_eq!(Secrets::from_fields(&f).unwrap(), s);
-        assert_eq!(
-            Secrets::from_fields(&SecretFields::default()).unwrap(),
-            Secrets::default()
-        );
+        assert_eq!(Secrets::from_fields(&SecretFields::default()).unwrap(), Secrets::default());
     }
 
     #[test]
     fn bad_fields_are_rejected() {
         for bad in [
-            SecretFields {
-                argon2: Some("nope".into()),
-                ..Default::default()
-            },
-            SecretFields {
-                scram_sha256: Some("SCRAM-SHA-256$4096$$AA==$AA==".into()),
-                ..Default::default()
-            },
-            SecretFields {
-                scram_sha256: Some("SCRAM-SHA-256$x$c2FsdA==$AA==$AA==".into()),
-                ..Default::default()
-            },
-            SecretFields {
-                cram_md5: Some("CRAM-MD5$00".into()),
-                ..Default::default()
-            },
-            SecretFields {
-                cram_md5: Some(format!("CRAM-MD5${}", "zz".repeat(32))),
-                ..Default::default()
-            },
-            SecretFields {
-                cram_md5: Some("MD5$00".into()),
-                ..Default::default()
-            },
+            SecretFields { argon2: Some("nope".into()), ..Default::default() },
+            SecretFields { scram_sha256: Some("SCRAM-SHA-256$4096$$AA==$AA==".into()), ..Default::default() },
+            SecretFields { scram_sha256: Some("SCRAM-SHA-256$x$c2FsdA==$AA==$AA==".into()), ..Default::default() },
+            SecretFields { cram_md5: Some("CRAM-MD5$00".into()), ..Default::default() },
+            SecretFields { cram_md5: Some(format!("CRAM-MD5${}", "zz".repeat(32))), ..Default::default() },
+            SecretFields { cram_md5: Some("MD5$00".into()), ..Default::default() },
         ] {
-            assert_eq!(
-                Secrets::from_fields(&bad),
-                Err(SecretsError::Format),
-                "{bad:?}"
-            );
+            assert_eq!(Secrets::from_fields(&bad), Err(SecretsError::Format), "{bad:?}");
         }
     }
 
@@ -499,9 +415,6 @@ mod tests {
     fn debug_redacts() {
         let s = Secrets::from_password("secret").unwrap();
         let shown = format!("{s:?} {:?}", s.to_fields());
-        assert!(
-            !shown.contains("argon2id") && !shown.contains("CRAM-MD5$"),
-            "{shown}"
-        );
+        assert!(!shown.contains("argon2id") && !shown.contains("CRAM-MD5$"), "{shown}");
     }
 }

@@ -74,10 +74,7 @@ pub enum ServerStep {
     NeedSecrets { authcid: String },
     /// Authenticated as `authcid`. `authzid` is Some only when the client asked to act as a
     /// different identity; the caller must allow it or reply with `SaslError::AuthzDenied`.
-    Success {
-        authcid: String,
-        authzid: Option<String>,
-    },
+    Success { authcid: String, authzid: Option<String> },
     /// The exchange is over; reply with the error's code.
     Failure(SaslError),
 }
@@ -159,12 +156,7 @@ const LOGIN_PASSWORD: &[u8] = b"Password:";
 
 impl ServerSession {
     pub fn new(mechanism: Mechanism, options: &ServerOptions) -> ServerSession {
-        ServerSession {
-            mechanism,
-            options: options.clone(),
-            authcid: None,
-            state: State::Start,
-        }
+        ServerSession { mechanism, options: options.clone(), authcid: None, state: State::Start }
     }
 
     pub fn mechanism(&self) -> Mechanism {
@@ -220,9 +212,7 @@ impl ServerSession {
             State::CramResponse { challenge } => self.cram_response(challenge, response),
             State::ScramFinal(pending) => self.scram_final(*pending, response),
             // RFC 4954 4: the client answers server-final with an empty response.
-            State::ScramOutcome { authcid, authzid } if response.is_empty() => {
-                ServerStep::Success { authcid, authzid }
-            }
+            State::ScramOutcome { authcid, authzid } if response.is_empty() => ServerStep::Success { authcid, authzid },
             _ => self.fail(SaslError::Malformed),
         }
     }
@@ -230,11 +220,7 @@ impl ServerSession {
     /// Answers [`ServerStep::NeedSecrets`]; `None` means no such user.
     pub fn provide_secrets(&mut self, secrets: Option<&Secrets>) -> ServerStep {
         match std::mem::replace(&mut self.state, State::Done) {
-            State::CheckPassword {
-                authcid,
-                authzid,
-                password,
-            } => {
+            State::CheckPassword { authcid, authzid, password } => {
                 let ok = match secrets {
                     Some(s) if s.has_any() => Ok(s.verify_password(&password)),
                     Some(_) => Err(SaslError::MechanismUnavailable),
@@ -250,11 +236,7 @@ impl ServerSession {
                     }
                 }
             }
-            State::CheckCram {
-                authcid,
-                challenge,
-                digest,
-            } => {
+            State::CheckCram { authcid, challenge, digest } => {
                 let Some(secrets) = secrets else {
                     return ServerStep::Failure(SaslError::BadCredentials);
                 };
@@ -263,10 +245,7 @@ impl ServerSession {
                 };
                 // RFC 2195 2: digest = HMAC-MD5(secret, challenge).
                 if ct_eq(&cram.hmac(challenge.as_bytes()), &digest) {
-                    ServerStep::Success {
-                        authcid,
-                        authzid: None,
-                    }
+                    ServerStep::Success { authcid, authzid: None }
                 } else {
                     ServerStep::Failure(SaslError::BadCredentials)
                 }
@@ -299,11 +278,9 @@ impl ServerSession {
         else {
             return self.fail(SaslError::Malformed);
         };
-        let (Ok(authzid), Ok(authcid), Ok(password)) = (
-            std::str::from_utf8(authzid),
-            std::str::from_utf8(authcid),
-            std::str::from_utf8(password),
-        ) else {
+        let (Ok(authzid), Ok(authcid), Ok(password)) =
+            (std::str::from_utf8(authzid), std::str::from_utf8(authcid), std::str::from_utf8(password))
+        else {
             return self.fail(SaslError::Malformed);
         };
         // RFC 4616 2: authcid and passwd are 1*SAFE.
@@ -318,27 +295,16 @@ impl ServerSession {
         match std::str::from_utf8(user) {
             Ok(user) if !user.is_empty() => {
                 self.authcid = Some(user.to_owned());
-                self.state = State::LoginPassword {
-                    authcid: user.to_owned(),
-                };
+                self.state = State::LoginPassword { authcid: user.to_owned() };
                 ServerStep::Challenge(LOGIN_PASSWORD.to_vec())
             }
             _ => self.fail(SaslError::Malformed),
         }
     }
 
-    fn need_password(
-        &mut self,
-        authcid: String,
-        authzid: Option<String>,
-        password: String,
-    ) -> ServerStep {
+    fn need_password(&mut self, authcid: String, authzid: Option<String>, password: String) -> ServerStep {
         self.authcid = Some(authcid.clone());
-        self.state = State::CheckPassword {
-            authcid: authcid.clone(),
-            authzid,
-            password,
-        };
+        self.state = State::CheckPassword { authcid: authcid.clone(), authzid, password };
         ServerStep::NeedSecrets { authcid }
     }
 
@@ -354,17 +320,14 @@ impl ServerSession {
                         Err(e) => return self.fail(e),
                     },
                 };
-                let time = self.options.timestamp.unwrap_or_else(|| {
-                    SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs())
-                });
+                let time = self
+                    .options
+                    .timestamp
+                    .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
                 format!("<{random}.{time}@{}>", self.options.hostname)
             }
         };
-        self.state = State::CramResponse {
-            challenge: challenge.clone(),
-        };
+        self.state = State::CramResponse { challenge: challenge.clone() };
         ServerStep::Challenge(challenge.into_bytes())
     }
 
@@ -381,14 +344,8 @@ impl ServerSession {
             return self.fail(SaslError::Malformed);
         };
         self.authcid = Some(user.to_owned());
-        self.state = State::CheckCram {
-            authcid: user.to_owned(),
-            challenge,
-            digest,
-        };
-        ServerStep::NeedSecrets {
-            authcid: user.to_owned(),
-        }
+        self.state = State::CheckCram { authcid: user.to_owned(), challenge, digest };
+        ServerStep::NeedSecrets { authcid: user.to_owned() }
     }
 
     /// RFC 4422 A.1: the message is an optional authzid; the identity is external.
@@ -402,10 +359,7 @@ impl ServerSession {
         self.authcid = Some(identity.clone());
         self.state = State::Done;
         let authzid = distinct_authzid(authzid, &identity);
-        ServerStep::Success {
-            authcid: identity,
-            authzid,
-        }
+        ServerStep::Success { authcid: identity, authzid }
     }
 
     fn scram_client_first(&mut self, message: &[u8]) -> ServerStep {
@@ -435,22 +389,14 @@ impl ServerSession {
     /// RFC 5802 5.1: server-first-message `r=<c-nonce><s-nonce>,s=<salt>,i=<count>`.
     fn scram_server_first(&mut self, first: ClientFirst, secrets: Option<&Secrets>) -> ServerStep {
         let (keys, fake) = match secrets.map(|s| &s.scram_sha256) {
-            Some(Some(k)) => (
-                Some((k.salt.clone(), k.iterations, k.stored_key, k.server_key)),
-                None,
-            ),
+            Some(Some(k)) => (Some((k.salt.clone(), k.iterations, k.stored_key, k.server_key)), None),
             Some(None) => (None, Some(SaslError::MechanismUnavailable)),
             None => (None, Some(SaslError::BadCredentials)),
         };
         let (salt, iterations, stored_key, server_key) = match keys {
             Some(k) => k,
             None => match self.fake_salt(&first.username) {
-                Ok(salt) => (
-                    salt,
-                    self.options.scram_iterations.max(1),
-                    [0u8; 32],
-                    [0u8; 32],
-                ),
+                Ok(salt) => (salt, self.options.scram_iterations.max(1), [0u8; 32], [0u8; 32]),
                 Err(e) => return self.fail(e),
             },
         };
@@ -510,15 +456,8 @@ impl ServerSession {
             return self.fail(SaslError::BadCredentials);
         }
         let server_signature = scram::hmac(&p.server_key, auth_message.as_bytes());
-        let authzid = p
-            .first
-            .authzid
-            .as_deref()
-            .and_then(|z| distinct_authzid(z, &p.first.username));
-        self.state = State::ScramOutcome {
-            authcid: p.first.username,
-            authzid,
-        };
+        let authzid = p.first.authzid.as_deref().and_then(|z| distinct_authzid(z, &p.first.username));
+        self.state = State::ScramOutcome { authcid: p.first.username, authzid };
         ServerStep::Challenge(format!("v={}", STANDARD.encode(server_signature)).into_bytes())
     }
 }
@@ -532,10 +471,7 @@ fn distinct_authzid(authzid: &str, authcid: &str) -> Option<String> {
 /// Spends about as long as checking a real Argon2id hash.
 fn dummy_verify(password: &str) {
     static DUMMY: OnceLock<Secrets> = OnceLock::new();
-    let dummy = DUMMY.get_or_init(|| Secrets {
-        argon2: Some(DUMMY_PHC.to_owned()),
-        ..Secrets::default()
-    });
+    let dummy = DUMMY.get_or_init(|| Secrets { argon2: Some(DUMMY_PHC.to_owned()), ..Secrets::default() });
     let _ = std::hint::black_box(dummy.verify_password(password));
 }
 

@@ -22,14 +22,8 @@ fn lookup(user: &str) -> Option<Secrets> {
         "tim" => Some(quick_secrets("tanstaaftanstaaf")),
         "user" => Some(quick_secrets("pencil")),
         "Kurt" => Some(quick_secrets("xipj3plmq")),
-        "nocram" => Some(Secrets {
-            cram_md5: None,
-            ..quick_secrets("pw")
-        }),
-        "noscram" => Some(Secrets {
-            scram_sha256: None,
-            ..quick_secrets("pw")
-        }),
+        "nocram" => Some(Secrets { cram_md5: None, ..quick_secrets("pw") }),
+        "noscram" => Some(Secrets { scram_sha256: None, ..quick_secrets("pw") }),
         "empty" => Some(Secrets::default()),
         _ => None,
     }
@@ -85,10 +79,7 @@ fn mechanism_names() {
         assert_eq!(Mechanism::from_name(m.name()), Some(m));
         assert_eq!(Mechanism::from_name(&m.name().to_lowercase()), Some(m));
     }
-    assert_eq!(
-        Mechanism::from_name("Scram-Sha-256-Plus"),
-        Some(Mechanism::ScramSha256Plus)
-    );
+    assert_eq!(Mechanism::from_name("Scram-Sha-256-Plus"), Some(Mechanism::ScramSha256Plus));
     assert_eq!(Mechanism::from_name("DIGEST-MD5"), None);
     assert!(Mechanism::Plain.needs_tls_for_clear() && Mechanism::Login.needs_tls_for_clear());
     assert!(!Mechanism::CramMd5.needs_tls_for_clear());
@@ -105,15 +96,7 @@ fn line_coding() {
     assert_eq!(decode_response(b"="), Ok(Vec::new()));
     assert_eq!(decode_response(b""), Ok(Vec::new()));
     assert_eq!(decode_response(b"Zm9v\r\n"), Ok(b"foo".to_vec()));
-    for bad in [
-        &b"Zm9"[..],
-        b"Zm9v=",
-        b"Zm 9v",
-        b"Zm9v\r\nZm9v",
-        b"Zh==",
-        b"==",
-        b"\xff",
-    ] {
+    for bad in [&b"Zm9"[..], b"Zm9v=", b"Zm 9v", b"Zm9v\r\nZm9v", b"Zh==", b"==", b"\xff"] {
         assert_eq!(decode_response(bad), Err(SaslError::Malformed), "{bad:?}");
     }
     assert_eq!(encode_challenge(b""), "");
@@ -125,21 +108,12 @@ fn line_coding() {
 #[test]
 fn error_replies() {
     let reply = |e: SaslError| format!("{} {} {}", e.code(), e.enhanced(), e.text());
-    assert_eq!(
-        reply(SaslError::Cancelled),
-        "501 5.0.0 Authentication cancelled"
-    );
+    assert_eq!(reply(SaslError::Cancelled), "501 5.0.0 Authentication cancelled");
     assert!(reply(SaslError::Malformed).starts_with("501 5.5.2 "));
     assert!(reply(SaslError::UnexpectedInitialResponse).starts_with("501 5.7.0 "));
-    assert_eq!(
-        reply(SaslError::BadCredentials),
-        "535 5.7.8 Authentication credentials invalid"
-    );
+    assert_eq!(reply(SaslError::BadCredentials), "535 5.7.8 Authentication credentials invalid");
     // Must not be told apart from bad credentials on the wire.
-    assert_eq!(
-        reply(SaslError::MechanismUnavailable),
-        reply(SaslError::BadCredentials)
-    );
+    assert_eq!(reply(SaslError::MechanismUnavailable), reply(SaslError::BadCredentials));
     assert!(reply(SaslError::AuthzDenied).starts_with("535 5.7.8 "));
     assert!(reply(SaslError::Temporary).starts_with("454 4.7.0 "));
     assert!(reply(SaslError::UnknownMechanism).starts_with("504 5.5.4 "));
@@ -158,29 +132,16 @@ fn rfc2195_server() {
         ..ServerOptions::default()
     };
     let mut server = ServerSession::new(Mechanism::CramMd5, &options);
-    let ServerStep::Challenge(challenge) = server.start(None) else {
-        panic!()
-    };
+    let ServerStep::Challenge(challenge) = server.start(None) else { panic!() };
     assert_eq!(challenge, RFC2195_CHALLENGE.as_bytes());
     // RFC 2195 2, base64 as on the wire.
-    assert_eq!(
-        encode_challenge(&challenge),
-        "PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UucmVzdG9uLm1jaS5uZXQ+"
-    );
+    assert_eq!(encode_challenge(&challenge), "PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UucmVzdG9uLm1jaS5uZXQ+");
     let response = decode_response(b"dGltIGI5MTNhNjAyYzdlZGE3YTQ5NWI0ZTZlNzMzNGQzODkw").unwrap();
     assert_eq!(response, b"tim b913a602c7eda7a495b4e6e7334d3890");
-    assert_eq!(
-        server.step(&response),
-        ServerStep::NeedSecrets {
-            authcid: "tim".into()
-        }
-    );
+    assert_eq!(server.step(&response), ServerStep::NeedSecrets { authcid: "tim".into() });
     assert_eq!(
         server.provide_secrets(lookup("tim").as_ref()),
-        ServerStep::Success {
-            authcid: "tim".into(),
-            authzid: None
-        }
+        ServerStep::Success { authcid: "tim".into(), authzid: None }
     );
 }
 
@@ -188,19 +149,13 @@ fn rfc2195_server() {
 fn rfc2195_client() {
     let mut c = client(Mechanism::CramMd5, "tim", "tanstaaftanstaaf");
     assert_eq!(c.initial_response(), Ok(None));
-    assert_eq!(
-        c.step(RFC2195_CHALLENGE.as_bytes()).unwrap(),
-        b"tim b913a602c7eda7a495b4e6e7334d3890"
-    );
+    assert_eq!(c.step(RFC2195_CHALLENGE.as_bytes()).unwrap(), b"tim b913a602c7eda7a495b4e6e7334d3890");
     assert_eq!(c.finish(None), Ok(()));
 }
 
 #[test]
 fn cram_failures() {
-    let options = ServerOptions {
-        cram_challenge: Some(RFC2195_CHALLENGE.into()),
-        ..Default::default()
-    };
+    let options = ServerOptions { cram_challenge: Some(RFC2195_CHALLENGE.into()), ..Default::default() };
     let run = |response: &[u8], secrets: Option<Secrets>| {
         let mut server = ServerSession::new(Mechanism::CramMd5, &options);
         assert!(matches!(server.start(None), ServerStep::Challenge(_)));
@@ -210,25 +165,13 @@ fn cram_failures() {
         }
     };
     let wrong = b"tim b913a602c7eda7a495b4e6e7334d3891";
-    assert_eq!(
-        run(wrong, lookup("tim")),
-        ServerStep::Failure(SaslError::BadCredentials)
-    );
+    assert_eq!(run(wrong, lookup("tim")), ServerStep::Failure(SaslError::BadCredentials));
     // Uppercase hex is accepted.
     let upper = b"tim B913A602C7EDA7A495B4E6E7334D3890";
-    assert!(matches!(
-        run(upper, lookup("tim")),
-        ServerStep::Success { .. }
-    ));
+    assert!(matches!(run(upper, lookup("tim")), ServerStep::Success { .. }));
     let right = b"tim b913a602c7eda7a495b4e6e7334d3890";
-    assert_eq!(
-        run(right, None),
-        ServerStep::Failure(SaslError::BadCredentials)
-    );
-    assert_eq!(
-        run(right, lookup("nocram")),
-        ServerStep::Failure(SaslError::MechanismUnavailable)
-    );
+    assert_eq!(run(right, None), ServerStep::Failure(SaslError::BadCredentials));
+    assert_eq!(run(right, lookup("nocram")), ServerStep::Failure(SaslError::MechanismUnavailable));
     for bad in [
         &b"tim"[..],
         b"tim b913",
@@ -236,29 +179,18 @@ fn cram_failures() {
         b"tim zz13a602c7eda7a495b4e6e7334d3890",
         b"\xff b913a602c7eda7a495b4e6e7334d3890",
     ] {
-        assert_eq!(
-            run(bad, lookup("tim")),
-            ServerStep::Failure(SaslError::Malformed)
-        );
+        assert_eq!(run(bad, lookup("tim")), ServerStep::Failure(SaslError::Malformed));
     }
     // RFC 4954 4: no initial response for a server-first mechanism.
     let mut server = ServerSession::new(Mechanism::CramMd5, &options);
-    assert_eq!(
-        server.start(Some(b"")),
-        ServerStep::Failure(SaslError::UnexpectedInitialResponse)
-    );
+    assert_eq!(server.start(Some(b"")), ServerStep::Failure(SaslError::UnexpectedInitialResponse));
 }
 
 #[test]
 fn cram_random_challenge_is_a_msg_id() {
-    let options = ServerOptions {
-        hostname: "mx.example".into(),
-        ..Default::default()
-    };
+    let options = ServerOptions { hostname: "mx.example".into(), ..Default::default() };
     let mut server = ServerSession::new(Mechanism::CramMd5, &options);
-    let ServerStep::Challenge(c) = server.start(None) else {
-        panic!()
-    };
+    let ServerStep::Challenge(c) = server.start(None) else { panic!() };
     let c = String::from_utf8(c).unwrap();
     assert!(c.starts_with('<') && c.ends_with("@mx.example>"), "{c}");
     assert_eq!(c.matches('.').count(), 2, "{c}");
@@ -271,56 +203,31 @@ fn rfc4616_examples() {
     // RFC 4616 4, first example: empty challenge, then the message.
     let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default());
     assert_eq!(server.start(None), ServerStep::Challenge(Vec::new()));
-    assert_eq!(
-        server.step(b"\0tim\0tanstaaftanstaaf"),
-        ServerStep::NeedSecrets {
-            authcid: "tim".into()
-        }
-    );
+    assert_eq!(server.step(b"\0tim\0tanstaaftanstaaf"), ServerStep::NeedSecrets { authcid: "tim".into() });
     assert_eq!(
         server.provide_secrets(lookup("tim").as_ref()),
-        ServerStep::Success {
-            authcid: "tim".into(),
-            authzid: None
-        }
+        ServerStep::Success { authcid: "tim".into(), authzid: None }
     );
     // Second example: Kurt asks to act as Ursel; the caller decides (the RFC's server says no).
     let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default());
-    assert_eq!(
-        server.start(Some(b"Ursel\0Kurt\0xipj3plmq")),
-        ServerStep::NeedSecrets {
-            authcid: "Kurt".into()
-        }
-    );
+    assert_eq!(server.start(Some(b"Ursel\0Kurt\0xipj3plmq")), ServerStep::NeedSecrets { authcid: "Kurt".into() });
     assert_eq!(
         server.provide_secrets(lookup("Kurt").as_ref()),
-        ServerStep::Success {
-            authcid: "Kurt".into(),
-            authzid: Some("Ursel".into())
-        }
+        ServerStep::Success { authcid: "Kurt".into(), authzid: Some("Ursel".into()) }
     );
     // An authzid equal to the authcid asks for nothing more.
     let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default());
     server.start(Some(b"tim\0tim\0tanstaaftanstaaf"));
     assert_eq!(
         server.provide_secrets(lookup("tim").as_ref()),
-        ServerStep::Success {
-            authcid: "tim".into(),
-            authzid: None
-        }
+        ServerStep::Success { authcid: "tim".into(), authzid: None }
     );
 }
 
 #[test]
 fn plain_client_message() {
-    let mut c = ClientSession::new(
-        Mechanism::Plain,
-        Credentials::new("Kurt", "xipj3plmq").with_authzid("Ursel"),
-    );
-    assert_eq!(
-        c.initial_response().unwrap().unwrap(),
-        b"Ursel\0Kurt\0xipj3plmq"
-    );
+    let mut c = ClientSession::new(Mechanism::Plain, Credentials::new("Kurt", "xipj3plmq").with_authzid("Ursel"));
+    assert_eq!(c.initial_response().unwrap().unwrap(), b"Ursel\0Kurt\0xipj3plmq");
     let mut c = client(Mechanism::Plain, "tim", "tanstaaftanstaaf");
     // Without an initial response the client answers the empty challenge.
     assert_eq!(c.step(b"").unwrap(), b"\0tim\0tanstaaftanstaaf");
@@ -335,31 +242,11 @@ fn plain_failures() {
             other => other,
         }
     };
-    assert_eq!(
-        run(b"\0tim\0wrong", lookup("tim")),
-        ServerStep::Failure(SaslError::BadCredentials)
-    );
-    assert_eq!(
-        run(b"\0ghost\0pw", None),
-        ServerStep::Failure(SaslError::BadCredentials)
-    );
-    assert_eq!(
-        run(b"\0empty\0pw", lookup("empty")),
-        ServerStep::Failure(SaslError::MechanismUnavailable)
-    );
-    for bad in [
-        &b""[..],
-        b"tim\0pw",
-        b"\0\0pw",
-        b"\0tim\0",
-        b"\0tim\0pw\0",
-        b"\0t\xffm\0pw",
-    ] {
-        assert_eq!(
-            run(bad, lookup("tim")),
-            ServerStep::Failure(SaslError::Malformed),
-            "{bad:?}"
-        );
+    assert_eq!(run(b"\0tim\0wrong", lookup("tim")), ServerStep::Failure(SaslError::BadCredentials));
+    assert_eq!(run(b"\0ghost\0pw", None), ServerStep::Failure(SaslError::BadCredentials));
+    assert_eq!(run(b"\0empty\0pw", lookup("empty")), ServerStep::Failure(SaslError::MechanismUnavailable));
+    for bad in [&b""[..], b"tim\0pw", b"\0\0pw", b"\0tim\0", b"\0tim\0pw\0", b"\0t\xffm\0pw"] {
+        assert_eq!(run(bad, lookup("tim")), ServerStep::Failure(SaslError::Malformed), "{bad:?}");
     }
 }
 
@@ -368,16 +255,10 @@ fn plain_with_argon2() {
     let secrets = Secrets::from_password("correct horse").unwrap();
     let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default());
     server.start(Some(b"\0al\0correct horse"));
-    assert!(matches!(
-        server.provide_secrets(Some(&secrets)),
-        ServerStep::Success { .. }
-    ));
+    assert!(matches!(server.provide_secrets(Some(&secrets)), ServerStep::Success { .. }));
     let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default());
     server.start(Some(b"\0al\0wrong horse"));
-    assert_eq!(
-        server.provide_secrets(Some(&secrets)),
-        ServerStep::Failure(SaslError::BadCredentials)
-    );
+    assert_eq!(server.provide_secrets(Some(&secrets)), ServerStep::Failure(SaslError::BadCredentials));
 }
 
 // ---- LOGIN ----
@@ -385,40 +266,15 @@ fn plain_with_argon2() {
 #[test]
 fn login_flows() {
     let mut server = ServerSession::new(Mechanism::Login, &ServerOptions::default());
-    assert_eq!(
-        server.start(None),
-        ServerStep::Challenge(b"Username:".to_vec())
-    );
-    assert_eq!(
-        server.step(b"tim"),
-        ServerStep::Challenge(b"Password:".to_vec())
-    );
-    assert_eq!(
-        server.step(b"tanstaaftanstaaf"),
-        ServerStep::NeedSecrets {
-            authcid: "tim".into()
-        }
-    );
-    assert!(matches!(
-        server.provide_secrets(lookup("tim").as_ref()),
-        ServerStep::Success { .. }
-    ));
+    assert_eq!(server.start(None), ServerStep::Challenge(b"Username:".to_vec()));
+    assert_eq!(server.step(b"tim"), ServerStep::Challenge(b"Password:".to_vec()));
+    assert_eq!(server.step(b"tanstaaftanstaaf"), ServerStep::NeedSecrets { authcid: "tim".into() });
+    assert!(matches!(server.provide_secrets(lookup("tim").as_ref()), ServerStep::Success { .. }));
     // Initial response carrying the user name.
     let mut server = ServerSession::new(Mechanism::Login, &ServerOptions::default());
-    assert_eq!(
-        server.start(Some(b"tim")),
-        ServerStep::Challenge(b"Password:".to_vec())
-    );
-    assert_eq!(
-        server.step(b"nope"),
-        ServerStep::NeedSecrets {
-            authcid: "tim".into()
-        }
-    );
-    assert_eq!(
-        server.provide_secrets(lookup("tim").as_ref()),
-        ServerStep::Failure(SaslError::BadCredentials)
-    );
+    assert_eq!(server.start(Some(b"tim")), ServerStep::Challenge(b"Password:".to_vec()));
+    assert_eq!(server.step(b"nope"), ServerStep::NeedSecrets { authcid: "tim".into() });
+    assert_eq!(server.provide_secrets(lookup("tim").as_ref()), ServerStep::Failure(SaslError::BadCredentials));
     let mut server = ServerSession::new(Mechanism::Login, &ServerOptions::default());
     server.start(None);
     assert_eq!(server.step(b""), ServerStep::Failure(SaslError::Malformed));
@@ -427,50 +283,27 @@ fn login_flows() {
 // ---- RFC 7677 SCRAM-SHA-256 ----
 
 const C_FIRST: &str = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
-const S_FIRST: &str =
-    "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
-const C_FINAL: &str = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+const S_FIRST: &str = "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+const C_FINAL: &str =
+    "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
 const S_FINAL: &str = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
 
 fn rfc7677_secrets() -> Secrets {
     let salt = STANDARD.decode(RFC7677_SALT).unwrap();
-    Secrets {
-        scram_sha256: Some(ScramSecret::derive("pencil", &salt, 4096)),
-        ..Secrets::default()
-    }
+    Secrets { scram_sha256: Some(ScramSecret::derive("pencil", &salt, 4096)), ..Secrets::default() }
 }
 
 fn rfc7677_options() -> ServerOptions {
-    ServerOptions {
-        nonce: Some(RFC7677_SNONCE.into()),
-        ..ServerOptions::default()
-    }
+    ServerOptions { nonce: Some(RFC7677_SNONCE.into()), ..ServerOptions::default() }
 }
 
 #[test]
 fn rfc7677_server() {
     let mut server = ServerSession::new(Mechanism::ScramSha256, &rfc7677_options());
-    assert_eq!(
-        server.start(Some(C_FIRST.as_bytes())),
-        ServerStep::NeedSecrets {
-            authcid: "user".into()
-        }
-    );
-    assert_eq!(
-        server.provide_secrets(Some(&rfc7677_secrets())),
-        ServerStep::Challenge(S_FIRST.into())
-    );
-    assert_eq!(
-        server.step(C_FINAL.as_bytes()),
-        ServerStep::Challenge(S_FINAL.into())
-    );
-    assert_eq!(
-        server.step(b""),
-        ServerStep::Success {
-            authcid: "user".into(),
-            authzid: None
-        }
-    );
+    assert_eq!(server.start(Some(C_FIRST.as_bytes())), ServerStep::NeedSecrets { authcid: "user".into() });
+    assert_eq!(server.provide_secrets(Some(&rfc7677_secrets())), ServerStep::Challenge(S_FIRST.into()));
+    assert_eq!(server.step(C_FINAL.as_bytes()), ServerStep::Challenge(S_FINAL.into()));
+    assert_eq!(server.step(b""), ServerStep::Success { authcid: "user".into(), authzid: None });
 }
 
 #[test]
@@ -485,18 +318,14 @@ fn rfc7677_client() {
 #[test]
 fn scram_client_rejects_bad_server() {
     let fresh = || {
-        let mut c =
-            client(Mechanism::ScramSha256, "user", "pencil").with_nonce("rOprNGfwEbeRWgbNEkqO");
+        let mut c = client(Mechanism::ScramSha256, "user", "pencil").with_nonce("rOprNGfwEbeRWgbNEkqO");
         c.initial_response().unwrap();
         c
     };
     // Tampered server signature.
     let mut c = fresh();
     c.step(S_FIRST.as_bytes()).unwrap();
-    assert_eq!(
-        c.step(b"v=7rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
-        Err(SaslError::BadServerSignature)
-    );
+    assert_eq!(c.step(b"v=7rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="), Err(SaslError::BadServerSignature));
     // Success reported without server-final.
     let mut c = fresh();
     c.step(S_FIRST.as_bytes()).unwrap();
@@ -517,11 +346,7 @@ fn scram_client_rejects_bad_server() {
         "m=x,r=rOprNGfwEbeRWgbNEkqO%hvYD,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",
         "r=rOprNGfwEbeRWgbNEkqO%hvYD,s=,i=4096",
     ] {
-        assert_eq!(
-            fresh().step(bad.as_bytes()),
-            Err(SaslError::Malformed),
-            "{bad}"
-        );
+        assert_eq!(fresh().step(bad.as_bytes()), Err(SaslError::Malformed), "{bad}");
     }
 }
 
@@ -536,35 +361,20 @@ fn scram_server_failures() {
     let (mut server, _) = start(C_FIRST);
     server.provide_secrets(Some(&rfc7677_secrets()));
     let tampered = C_FINAL.replace("p=dHzb", "p=dHzc");
-    assert_eq!(
-        server.step(tampered.as_bytes()),
-        ServerStep::Failure(SaslError::BadCredentials)
-    );
+    assert_eq!(server.step(tampered.as_bytes()), ServerStep::Failure(SaslError::BadCredentials));
     // Wrong nonce.
     let (mut server, _) = start(C_FIRST);
     server.provide_secrets(Some(&rfc7677_secrets()));
     let other_nonce = C_FINAL.replace("k0,p=", "k1,p=");
-    assert_eq!(
-        server.step(other_nonce.as_bytes()),
-        ServerStep::Failure(SaslError::Malformed)
-    );
+    assert_eq!(server.step(other_nonce.as_bytes()), ServerStep::Failure(SaslError::Malformed));
     // Channel-binding header that does not match the first message's gs2-header.
     let (mut server, _) = start(C_FIRST);
     server.provide_secrets(Some(&rfc7677_secrets()));
     let other_cb = C_FINAL.replace("c=biws", "c=eSws");
-    assert_eq!(
-        server.step(other_cb.as_bytes()),
-        ServerStep::Failure(SaslError::BadCredentials)
-    );
+    assert_eq!(server.step(other_cb.as_bytes()), ServerStep::Failure(SaslError::BadCredentials));
     // Reserved extension, PLUS flag on the non-PLUS mechanism.
-    assert_eq!(
-        start("n,,m=x,n=user,r=abc").1,
-        ServerStep::Failure(SaslError::Malformed)
-    );
-    assert_eq!(
-        start("p=tls-exporter,,n=user,r=abc").1,
-        ServerStep::Failure(SaslError::Malformed)
-    );
+    assert_eq!(start("n,,m=x,n=user,r=abc").1, ServerStep::Failure(SaslError::Malformed));
+    assert_eq!(start("p=tls-exporter,,n=user,r=abc").1, ServerStep::Failure(SaslError::Malformed));
     // Non-empty reply to server-final.
     let (mut server, _) = start(C_FIRST);
     server.provide_secrets(Some(&rfc7677_secrets()));
@@ -574,16 +384,11 @@ fn scram_server_failures() {
 
 #[test]
 fn scram_unknown_user_continues_with_fake_salt() {
-    let options = ServerOptions {
-        fake_salt_key: Some(b"site secret".to_vec()),
-        ..Default::default()
-    };
+    let options = ServerOptions { fake_salt_key: Some(b"site secret".to_vec()), ..Default::default() };
     let server_first = |user: &str| {
         let mut server = ServerSession::new(Mechanism::ScramSha256, &options);
         server.start(Some(format!("n,,n={user},r=abc").as_bytes()));
-        let ServerStep::Challenge(sf) = server.provide_secrets(lookup(user).as_ref()) else {
-            panic!()
-        };
+        let ServerStep::Challenge(sf) = server.provide_secrets(lookup(user).as_ref()) else { panic!() };
         String::from_utf8(sf).unwrap()
     };
     let a = server_first("ghost");
@@ -601,24 +406,13 @@ fn scram_unknown_user_continues_with_fake_salt() {
 #[test]
 fn scram_plus_channel_binding() {
     let cb = vec![7u8; 32];
-    let options = ServerOptions {
-        channel_binding: Some(cb.clone()),
-        ..Default::default()
-    };
-    let plus = |data: Vec<u8>| {
-        client(Mechanism::ScramSha256Plus, "user", "pencil").with_channel_binding(data)
-    };
+    let options = ServerOptions { channel_binding: Some(cb.clone()), ..Default::default() };
+    let plus = |data: Vec<u8>| client(Mechanism::ScramSha256Plus, "user", "pencil").with_channel_binding(data);
     assert_eq!(exchange(plus(cb.clone()), &options), ok("user"));
     // Different TLS connection (e.g. a man in the middle).
-    assert_eq!(
-        exchange(plus(vec![8u8; 32]), &options),
-        Err(SaslError::BadCredentials)
-    );
+    assert_eq!(exchange(plus(vec![8u8; 32]), &options), Err(SaslError::BadCredentials));
     // Server without binding data cannot run -PLUS.
-    assert_eq!(
-        exchange(plus(cb.clone()), &ServerOptions::default()),
-        Err(SaslError::MechanismUnavailable)
-    );
+    assert_eq!(exchange(plus(cb.clone()), &ServerOptions::default()), Err(SaslError::MechanismUnavailable));
     // Client without binding data cannot either.
     let mut c = client(Mechanism::ScramSha256Plus, "user", "pencil");
     assert_eq!(c.initial_response(), Err(SaslError::MechanismUnavailable));
@@ -630,25 +424,16 @@ fn scram_plus_channel_binding() {
     assert_eq!(exchange(y, &ServerOptions::default()), ok("user"));
     // Unsupported binding type.
     let mut server = ServerSession::new(Mechanism::ScramSha256Plus, &options);
-    assert_eq!(
-        server.start(Some(b"p=tls-unique,,n=user,r=abc")),
-        ServerStep::Failure(SaslError::MechanismUnavailable)
-    );
+    assert_eq!(server.start(Some(b"p=tls-unique,,n=user,r=abc")), ServerStep::Failure(SaslError::MechanismUnavailable));
     let mut server = ServerSession::new(Mechanism::ScramSha256Plus, &options);
-    assert_eq!(
-        server.start(Some(b"n,,n=user,r=abc")),
-        ServerStep::Failure(SaslError::Malformed)
-    );
+    assert_eq!(server.start(Some(b"n,,n=user,r=abc")), ServerStep::Failure(SaslError::Malformed));
 }
 
 #[test]
 fn scram_authzid_and_escaped_names() {
     let creds = Credentials::new("user", "pencil").with_authzid("ad,min=");
     let c = ClientSession::new(Mechanism::ScramSha256, creds);
-    assert_eq!(
-        exchange(c, &ServerOptions::default()),
-        Ok(("user".into(), Some("ad,min=".into())))
-    );
+    assert_eq!(exchange(c, &ServerOptions::default()), Ok(("user".into(), Some("ad,min=".into()))));
     let creds = Credentials::new("user", "pencil").with_authzid("user");
     let c = ClientSession::new(Mechanism::ScramSha256, creds);
     assert_eq!(exchange(c, &ServerOptions::default()), ok("user"));
@@ -658,43 +443,22 @@ fn scram_authzid_and_escaped_names() {
 
 #[test]
 fn external() {
-    let options = ServerOptions {
-        external_identity: Some("relay.example".into()),
-        ..Default::default()
-    };
+    let options = ServerOptions { external_identity: Some("relay.example".into()), ..Default::default() };
     let mut server = ServerSession::new(Mechanism::External, &options);
     // AUTH EXTERNAL = (SPEC 3: empty initial response).
-    assert_eq!(
-        server.start(Some(b"")),
-        ServerStep::Success {
-            authcid: "relay.example".into(),
-            authzid: None
-        }
-    );
+    assert_eq!(server.start(Some(b"")), ServerStep::Success { authcid: "relay.example".into(), authzid: None });
     let mut server = ServerSession::new(Mechanism::External, &options);
     assert_eq!(server.start(None), ServerStep::Challenge(Vec::new()));
     assert_eq!(
         server.step(b"other@example"),
-        ServerStep::Success {
-            authcid: "relay.example".into(),
-            authzid: Some("other@example".into())
-        }
+        ServerStep::Success { authcid: "relay.example".into(), authzid: Some("other@example".into()) }
     );
     let mut server = ServerSession::new(Mechanism::External, &ServerOptions::default());
-    assert_eq!(
-        server.start(Some(b"")),
-        ServerStep::Failure(SaslError::MechanismUnavailable)
-    );
+    assert_eq!(server.start(Some(b"")), ServerStep::Failure(SaslError::MechanismUnavailable));
     let c = ClientSession::new(Mechanism::External, Credentials::default());
     assert_eq!(exchange(c, &options), ok("relay.example"));
-    let c = ClientSession::new(
-        Mechanism::External,
-        Credentials::default().with_authzid("x"),
-    );
-    assert_eq!(
-        exchange(c, &options),
-        Ok(("relay.example".into(), Some("x".into())))
-    );
+    let c = ClientSession::new(Mechanism::External, Credentials::default().with_authzid("x"));
+    assert_eq!(exchange(c, &options), Ok(("relay.example".into(), Some("x".into()))));
 }
 
 // ---- Round trips and misuse ----
@@ -716,11 +480,7 @@ fn round_trips_every_mechanism() {
         }
     };
     for m in Mechanism::ALL {
-        assert_eq!(
-            exchange(client(m, "user", "pencil"), &options),
-            ok("user"),
-            "{m}"
-        );
+        assert_eq!(exchange(client(m, "user", "pencil"), &options), ok("user"), "{m}");
         if m != Mechanism::External {
             let wrong = exchange(client(m, "user", "pencilx"), &options);
             assert_eq!(wrong, Err(SaslError::BadCredentials), "{m}");
@@ -740,20 +500,11 @@ fn round_trip_without_initial_response() {
         let result = loop {
             step = match step {
                 ServerStep::Challenge(ch) => server.step(&c.step(&ch).unwrap()),
-                ServerStep::NeedSecrets { authcid } => {
-                    server.provide_secrets(lookup(&authcid).as_ref())
-                }
+                ServerStep::NeedSecrets { authcid } => server.provide_secrets(lookup(&authcid).as_ref()),
                 other => break other,
             };
         };
-        assert_eq!(
-            result,
-            ServerStep::Success {
-                authcid: "user".into(),
-                authzid: None
-            },
-            "{m}"
-        );
+        assert_eq!(result, ServerStep::Success { authcid: "user".into(), authzid: None }, "{m}");
         assert_eq!(c.finish(None), Ok(()));
     }
 }
@@ -763,23 +514,11 @@ fn misuse_after_the_end_fails_cleanly() {
     let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default());
     server.start(Some(b"\0tim\0tanstaaftanstaaf"));
     server.provide_secrets(lookup("tim").as_ref());
-    assert_eq!(
-        server.step(b"more"),
-        ServerStep::Failure(SaslError::Malformed)
-    );
-    assert_eq!(
-        server.provide_secrets(None),
-        ServerStep::Failure(SaslError::Malformed)
-    );
-    assert_eq!(
-        server.start(None),
-        ServerStep::Failure(SaslError::Malformed)
-    );
+    assert_eq!(server.step(b"more"), ServerStep::Failure(SaslError::Malformed));
+    assert_eq!(server.provide_secrets(None), ServerStep::Failure(SaslError::Malformed));
+    assert_eq!(server.start(None), ServerStep::Failure(SaslError::Malformed));
     let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default());
-    assert_eq!(
-        server.provide_secrets(None),
-        ServerStep::Failure(SaslError::Malformed)
-    );
+    assert_eq!(server.provide_secrets(None), ServerStep::Failure(SaslError::Malformed));
     let mut c = client(Mechanism::Plain, "a", "b");
     c.initial_response().unwrap();
     assert_eq!(c.step(b"unexpected"), Err(SaslError::Malformed));

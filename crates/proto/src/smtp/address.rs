@@ -65,12 +65,7 @@ pub enum AddressError {
 impl AddressError {
     /// True for the length-limit variants (RFC 5321 4.5.3.1).
     pub fn is_length(&self) -> bool {
-        matches!(
-            self,
-            AddressError::LocalPartTooLong
-                | AddressError::DomainTooLong
-                | AddressError::PathTooLong
-        )
+        matches!(self, AddressError::LocalPartTooLong | AddressError::DomainTooLong | AddressError::PathTooLong)
     }
 }
 
@@ -149,10 +144,7 @@ impl Address {
         if !p.at_end() {
             return Err(AddressError::InvalidDomain);
         }
-        Ok(Address {
-            local: local.to_owned(),
-            domain,
-        })
+        Ok(Address { local: local.to_owned(), domain })
     }
 
     /// The local part, unquoted and unescaped.
@@ -350,8 +342,7 @@ fn parse_path(arg: &str, allow_postmaster: bool) -> Result<(PathKind, &str), Add
 }
 
 fn is_bare_postmaster(rest: &str) -> bool {
-    rest.get(.."postmaster>".len())
-        .is_some_and(|s| s.eq_ignore_ascii_case("postmaster>"))
+    rest.get(.."postmaster>".len()).is_some_and(|s| s.eq_ignore_ascii_case("postmaster>"))
 }
 
 /// RFC 5322 3.2.3 `atext`, extended by RFC 6531 3.3 with UTF8-non-ascii.
@@ -363,9 +354,7 @@ fn is_atext(c: char) -> bool {
 
 /// RFC 5321 4.1.2: Dot-string = Atom *("." Atom); Atom = 1*atext.
 fn is_dot_string(s: &str) -> bool {
-    !s.is_empty()
-        && s.split('.')
-            .all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
+    !s.is_empty() && s.split('.').all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
 }
 
 /// A character allowed in the unescaped content of a quoted local part: RFC 5321
@@ -428,13 +417,7 @@ impl<'a> Parser<'a> {
             if !self.eat('@') {
                 return Err(AddressError::InvalidSourceRoute);
             }
-            self.domain(&[',', ':']).map_err(|e| {
-                if e.is_length() {
-                    e
-                } else {
-                    AddressError::InvalidSourceRoute
-                }
-            })?;
+            self.domain(&[',', ':']).map_err(|e| if e.is_length() { e } else { AddressError::InvalidSourceRoute })?;
             if self.eat(':') {
                 return Ok(());
             }
@@ -448,11 +431,8 @@ impl<'a> Parser<'a> {
     /// `end` is the character that legitimately follows the domain (`>` in a path).
     fn mailbox(&mut self, end: Option<char>) -> Result<Address, AddressError> {
         let start = self.pos;
-        let (local, quoted) = if self.peek() == Some('"') {
-            (self.quoted_string()?, true)
-        } else {
-            (self.dot_string()?, false)
-        };
+        let (local, quoted) =
+            if self.peek() == Some('"') { (self.quoted_string()?, true) } else { (self.dot_string()?, false) };
         if local.is_empty() {
             return Err(AddressError::EmptyLocalPart);
         }
@@ -589,10 +569,7 @@ fn check_domain_name(d: &str) -> Result<(), AddressError> {
         if label.is_ascii() && label.len() > 63 {
             return Err(AddressError::InvalidDomain);
         }
-        if !label
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || is_ulabel_char(c))
-        {
+        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || is_ulabel_char(c)) {
             return Err(AddressError::InvalidDomain);
         }
     }
@@ -605,19 +582,13 @@ fn is_ulabel_char(c: char) -> bool {
     !c.is_ascii()
         && !c.is_control()
         && !c.is_whitespace()
-        && !matches!(
-            c,
-            '\u{3002}' | '\u{FF0E}' | '\u{FF61}' | '\u{FF20}' | '\u{FE6B}'
-        )
+        && !matches!(c, '\u{3002}' | '\u{FF0E}' | '\u{FF61}' | '\u{FF20}' | '\u{FE6B}')
 }
 
 /// RFC 5321 4.1.3: address-literal = "[" ( IPv4-address-literal / IPv6-address-literal /
 /// General-address-literal ) "]".
 fn check_address_literal(lit: &str) -> Result<(), AddressError> {
-    let inner = lit
-        .strip_prefix('[')
-        .and_then(|s| s.strip_suffix(']'))
-        .ok_or(AddressError::InvalidAddressLiteral)?;
+    let inner = lit.strip_prefix('[').and_then(|s| s.strip_suffix(']')).ok_or(AddressError::InvalidAddressLiteral)?;
     if inner.is_empty() || !inner.is_ascii() {
         return Err(AddressError::InvalidAddressLiteral);
     }
@@ -640,10 +611,7 @@ fn check_address_literal(lit: &str) -> Result<(), AddressError> {
         && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         && !tag.ends_with('-')
         && !tag.starts_with('-');
-    let content_ok = !content.is_empty()
-        && content
-            .bytes()
-            .all(|b| (33..=90).contains(&b) || (94..=126).contains(&b));
+    let content_ok = !content.is_empty() && content.bytes().all(|b| (33..=90).contains(&b) || (94..=126).contains(&b));
     if tag_ok && content_ok {
         Ok(())
     } else {
@@ -708,12 +676,7 @@ mod tests {
     #[test]
     fn atext_specials() {
         // RFC 5322 3.2.3 atext.
-        for s in [
-            "a!b#c$d%e&f'g*h+i-j/k=l?m^n_o`p{q|r}s~t@x.org",
-            "user+tag@example.com",
-            "a%b@c",
-            "a!b@c",
-        ] {
+        for s in ["a!b#c$d%e&f'g*h+i-j/k=l?m^n_o`p{q|r}s~t@x.org", "user+tag@example.com", "a%b@c", "a!b@c"] {
             let a = addr(s);
             assert_eq!(a.to_string(), s);
         }
@@ -819,10 +782,7 @@ mod tests {
         ] {
             assert!(Address::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(
-            Address::parse("user@[999.1.1.1]"),
-            Err(AddressError::InvalidAddressLiteral)
-        );
+        assert_eq!(Address::parse("user@[999.1.1.1]"), Err(AddressError::InvalidAddressLiteral));
     }
 
     #[test]
@@ -869,10 +829,7 @@ mod tests {
         // RFC 5321 4.5.3.1.1: 64 octets of local part.
         let l64 = "a".repeat(64);
         assert!(Address::parse(&format!("{l64}@x")).is_ok());
-        assert_eq!(
-            Address::parse(&format!("{l64}a@x")),
-            Err(AddressError::LocalPartTooLong)
-        );
+        assert_eq!(Address::parse(&format!("{l64}a@x")), Err(AddressError::LocalPartTooLong));
         // Quoted form measured as written: 62 characters inside quotes is 64.
         let q = format!("\"{}\"@x", " ".repeat(62));
         assert!(Address::parse(&q).is_ok());
@@ -888,15 +845,9 @@ mod tests {
         assert_eq!(d255.len(), 255);
         assert!(Address::parse(&format!("u@{d255}")).is_ok());
         let d256 = format!("{d255}c");
-        assert_eq!(
-            Address::parse(&format!("u@{d256}")),
-            Err(AddressError::DomainTooLong)
-        );
+        assert_eq!(Address::parse(&format!("u@{d256}")), Err(AddressError::DomainTooLong));
         // Label over 63 octets.
-        assert_eq!(
-            Address::parse(&format!("u@{}.com", "a".repeat(64))),
-            Err(AddressError::InvalidDomain)
-        );
+        assert_eq!(Address::parse(&format!("u@{}.com", "a".repeat(64))), Err(AddressError::InvalidDomain));
 
         // RFC 5321 4.5.3.1.3: 256 octets of path including brackets.
         let local = "l".repeat(64);
@@ -929,18 +880,9 @@ mod tests {
         assert_eq!(rest, "AUTH=<>");
         // <postmaster> is not a valid reverse-path.
         assert_eq!(rev("<postmaster>"), Err(AddressError::MissingDomain));
-        assert_eq!(
-            rev("user@example.com"),
-            Err(AddressError::MissingOpenBracket)
-        );
-        assert_eq!(
-            rev("<user@example.com"),
-            Err(AddressError::MissingCloseBracket)
-        );
-        assert_eq!(
-            rev("<user@example.com>SIZE=1"),
-            Err(AddressError::TrailingGarbage)
-        );
+        assert_eq!(rev("user@example.com"), Err(AddressError::MissingOpenBracket));
+        assert_eq!(rev("<user@example.com"), Err(AddressError::MissingCloseBracket));
+        assert_eq!(rev("<user@example.com>SIZE=1"), Err(AddressError::TrailingGarbage));
         assert_eq!(rev(""), Err(AddressError::Empty));
         assert_eq!(rev("   "), Err(AddressError::Empty));
         assert_eq!(rev("<"), Err(AddressError::EmptyLocalPart));
@@ -954,18 +896,10 @@ mod tests {
 
     #[test]
     fn forward_paths() {
-        for s in [
-            "<postmaster>",
-            "<Postmaster>",
-            "<POSTMASTER>",
-            " <PostMaster>",
-        ] {
+        for s in ["<postmaster>", "<Postmaster>", "<POSTMASTER>", " <PostMaster>"] {
             assert_eq!(fwd(s), Ok((ForwardPath::Postmaster, "")), "{s}");
         }
-        assert_eq!(
-            fwd("<postmaster> NOTIFY=NEVER"),
-            Ok((ForwardPath::Postmaster, "NOTIFY=NEVER"))
-        );
+        assert_eq!(fwd("<postmaster> NOTIFY=NEVER"), Ok((ForwardPath::Postmaster, "NOTIFY=NEVER")));
         assert_eq!(ForwardPath::Postmaster.to_string(), "<postmaster>");
         assert_eq!(ForwardPath::Postmaster.address(), None);
         // Postmaster with a domain is an ordinary mailbox.
@@ -993,15 +927,7 @@ mod tests {
         assert_eq!(p, ReversePath::Mailbox(addr("user@c")));
         let (p, _) = fwd("<@[1.2.3.4],@[IPv6:::1],@b:u@c>").unwrap();
         assert_eq!(p.address().map(|a| a.domain()), Some("c"));
-        for bad in [
-            "<@a>",
-            "<@a,b:u@c>",
-            "<@a,@:u@c>",
-            "<@:u@c>",
-            "<@a,,@b:u@c>",
-            "<@a;u@c>",
-            "<@a b:u@c>",
-        ] {
+        for bad in ["<@a>", "<@a,b:u@c>", "<@a,@:u@c>", "<@:u@c>", "<@a,,@b:u@c>", "<@a;u@c>", "<@a b:u@c>"] {
             assert!(fwd(bad).is_err(), "{bad}");
         }
         assert_eq!(fwd("<@a>"), Err(AddressError::InvalidSourceRoute));
@@ -1028,35 +954,17 @@ mod tests {
     fn from_parts() {
         let a = Address::from_parts("john smith", "Example.COM").unwrap();
         assert_eq!(a, addr("\"john smith\"@example.com"));
-        assert_eq!(
-            Address::from_parts("", "x"),
-            Err(AddressError::EmptyLocalPart)
-        );
-        assert_eq!(
-            Address::from_parts("a\nb", "x"),
-            Err(AddressError::ControlCharacter)
-        );
-        assert_eq!(
-            Address::from_parts("a", "x y"),
-            Err(AddressError::Whitespace)
-        );
-        assert_eq!(
-            Address::from_parts("a", "x>"),
-            Err(AddressError::InvalidDomain)
-        );
-        assert_eq!(
-            Address::from_parts(&"\"".repeat(32), "x"),
-            Err(AddressError::LocalPartTooLong)
-        );
+        assert_eq!(Address::from_parts("", "x"), Err(AddressError::EmptyLocalPart));
+        assert_eq!(Address::from_parts("a\nb", "x"), Err(AddressError::ControlCharacter));
+        assert_eq!(Address::from_parts("a", "x y"), Err(AddressError::Whitespace));
+        assert_eq!(Address::from_parts("a", "x>"), Err(AddressError::InvalidDomain));
+        assert_eq!(Address::from_parts(&"\"".repeat(32), "x"), Err(AddressError::LocalPartTooLong));
         assert!("a@b".parse::<Address>().is_ok());
     }
 
     #[test]
     fn errors_display() {
-        assert_eq!(
-            AddressError::PathTooLong.to_string(),
-            "path longer than 256 octets"
-        );
+        assert_eq!(AddressError::PathTooLong.to_string(), "path longer than 256 octets");
         let e: Box<dyn std::error::Error> = Box::new(AddressError::InvalidDomain);
         assert_eq!(e.to_string(), "invalid domain");
     }

@@ -150,8 +150,7 @@ pub struct RcptParams {
 
 /// Parses one command line (without CRLF).
 pub fn parse_command(line: &[u8]) -> Result<Command, SmtpError> {
-    let line =
-        std::str::from_utf8(line).map_err(|_| Reply::syntax("Command is not valid UTF-8"))?;
+    let line = std::str::from_utf8(line).map_err(|_| Reply::syntax("Command is not valid UTF-8"))?;
     let (verb, rest) = match line.find(' ') {
         Some(i) => (&line[..i], &line[i + 1..]),
         None => (line, ""),
@@ -212,10 +211,9 @@ fn strip_keyword<'a>(rest: &'a str, keyword: &str) -> Option<&'a str> {
 }
 
 fn parse_mail(rest: &str) -> Result<Command, SmtpError> {
-    let path =
-        strip_keyword(rest, "FROM:").ok_or_else(|| Reply::syntax("Syntax: MAIL FROM:<address>"))?;
-    let (from, params_text) = parse_reverse_path(path)
-        .map_err(|e| Reply::bad_sender_syntax(format!("Bad sender address: {e}")))?;
+    let path = strip_keyword(rest, "FROM:").ok_or_else(|| Reply::syntax("Syntax: MAIL FROM:<address>"))?;
+    let (from, params_text) =
+        parse_reverse_path(path).map_err(|e| Reply::bad_sender_syntax(format!("Bad sender address: {e}")))?;
     let mut params = MailParams::default();
     let mut seen = Vec::new();
     for (key, value) in esmtp_params(params_text)? {
@@ -264,45 +262,33 @@ fn parse_mail(rest: &str) -> Result<Command, SmtpError> {
                 params.auth = Some(if v == "<>" {
                     AuthParam::Unauthenticated
                 } else {
-                    AuthParam::Identity(
-                        xtext_decode(v).ok_or_else(|| Reply::syntax("Bad AUTH xtext"))?,
-                    )
+                    AuthParam::Identity(xtext_decode(v).ok_or_else(|| Reply::syntax("Bad AUTH xtext"))?)
                 });
             }
-            _ => {
-                return Err(Reply::unknown_parameter(format!(
-                    "Unsupported parameter {upper}"
-                )))
-            }
+            _ => return Err(Reply::unknown_parameter(format!("Unsupported parameter {upper}"))),
         }
     }
     Ok(Command::Mail { from, params })
 }
 
 fn parse_rcpt(rest: &str) -> Result<Command, SmtpError> {
-    let path =
-        strip_keyword(rest, "TO:").ok_or_else(|| Reply::syntax("Syntax: RCPT TO:<address>"))?;
-    let (to, params_text) = parse_forward_path(path)
-        .map_err(|e| Reply::bad_recipient_syntax(format!("Bad recipient address: {e}")))?;
+    let path = strip_keyword(rest, "TO:").ok_or_else(|| Reply::syntax("Syntax: RCPT TO:<address>"))?;
+    let (to, params_text) =
+        parse_forward_path(path).map_err(|e| Reply::bad_recipient_syntax(format!("Bad recipient address: {e}")))?;
     let mut params = RcptParams::default();
     for (key, value) in esmtp_params(params_text)? {
         let upper = key.to_ascii_uppercase();
         match (upper.as_str(), value) {
             ("NOTIFY", Some(v)) if params.notify.is_none() => {
-                params.notify =
-                    Some(Notify::parse(v).ok_or_else(|| Reply::syntax("Bad NOTIFY value"))?);
+                params.notify = Some(Notify::parse(v).ok_or_else(|| Reply::syntax("Bad NOTIFY value"))?);
             }
             ("ORCPT", Some(v)) if params.orcpt.is_none() => {
-                let (addr_type, addr) = v
-                    .split_once(';')
-                    .ok_or_else(|| Reply::syntax("Bad ORCPT value"))?;
+                let (addr_type, addr) = v.split_once(';').ok_or_else(|| Reply::syntax("Bad ORCPT value"))?;
                 let addr = xtext_decode(addr).ok_or_else(|| Reply::syntax("Bad ORCPT xtext"))?;
                 // RFC 3461 4.2: addr-type is an atom; the whole value is at most 500 characters.
                 if addr_type.is_empty()
                     || v.len() > 500
-                    || !addr_type
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    || !addr_type.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 {
                     return Err(Reply::syntax("Bad ORCPT value"));
                 }
@@ -311,11 +297,7 @@ fn parse_rcpt(rest: &str) -> Result<Command, SmtpError> {
             ("NOTIFY", Some(_)) | ("ORCPT", Some(_)) => {
                 return Err(Reply::syntax(format!("Duplicate parameter {upper}")));
             }
-            _ => {
-                return Err(Reply::unknown_parameter(format!(
-                    "Unsupported parameter {upper}"
-                )))
-            }
+            _ => return Err(Reply::unknown_parameter(format!("Unsupported parameter {upper}"))),
         }
     }
     Ok(Command::Rcpt { to, params })
@@ -329,13 +311,9 @@ fn esmtp_params(text: &str) -> Result<Vec<(&str, Option<&str>)>, SmtpError> {
             Some((k, v)) => (k, Some(v)),
             None => (param, None),
         };
-        let key_ok = key
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
+        let key_ok = key.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
             && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        let value_ok =
-            value.is_none_or(|v| !v.is_empty() && v.chars().all(|c| !c.is_control() && c != '='));
+        let value_ok = value.is_none_or(|v| !v.is_empty() && v.chars().all(|c| !c.is_control() && c != '='));
         if !key_ok || !value_ok {
             return Err(Reply::syntax("Malformed ESMTP parameter"));
         }
@@ -364,17 +342,12 @@ fn parse_bdat(arg: &str) -> Result<Command, SmtpError> {
 
 fn parse_auth(arg: &str) -> Result<Command, SmtpError> {
     let mut words = arg.split(' ').filter(|w| !w.is_empty());
-    let mechanism = words
-        .next()
-        .ok_or_else(|| Reply::syntax("Syntax: AUTH mechanism [initial-response]"))?;
+    let mechanism = words.next().ok_or_else(|| Reply::syntax("Syntax: AUTH mechanism [initial-response]"))?;
     let initial_response = words.next().map(str::to_string);
     if words.next().is_some() {
         return Err(Reply::syntax("Syntax: AUTH mechanism [initial-response]"));
     }
-    Ok(Command::Auth {
-        mechanism: mechanism.to_ascii_uppercase(),
-        initial_response,
-    })
+    Ok(Command::Auth { mechanism: mechanism.to_ascii_uppercase(), initial_response })
 }
 
 /// RFC 2645 5.2.1: `atrn = "ATRN" [SP domain *("," domain)]`, read liberally: spaces after
@@ -404,10 +377,7 @@ pub fn xtext_decode(text: &str) -> Option<String> {
             b'+' => {
                 let hex = bytes.get(i + 1..i + 3)?;
                 let hex = std::str::from_utf8(hex).ok()?;
-                if !hex
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
-                {
+                if !hex.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) {
                     return None;
                 }
                 out.push(u8::from_str_radix(hex, 16).ok()?);
@@ -453,10 +423,7 @@ mod tests {
 
     #[test]
     fn verbs_are_case_insensitive() {
-        assert_eq!(
-            parse_command(b"ehlo client.example").unwrap(),
-            Command::Ehlo("client.example".into())
-        );
+        assert_eq!(parse_command(b"ehlo client.example").unwrap(), Command::Ehlo("client.example".into()));
         assert_eq!(parse_command(b"QuIt").unwrap(), Command::Quit);
         assert_eq!(parse_command(b"data").unwrap(), Command::Data);
     }
@@ -469,13 +436,10 @@ mod tests {
 
     #[test]
     fn mail_with_params() {
-        let cmd = parse_command(
-            b"MAIL FROM:<a@b.example> SIZE=1000 BODY=8BITMIME RET=HDRS ENVID=QQ+2B1 AUTH=e+3Dmc2@x",
-        )
-        .unwrap();
-        let Command::Mail { from, params } = cmd else {
-            panic!()
-        };
+        let cmd =
+            parse_command(b"MAIL FROM:<a@b.example> SIZE=1000 BODY=8BITMIME RET=HDRS ENVID=QQ+2B1 AUTH=e+3Dmc2@x")
+                .unwrap();
+        let Command::Mail { from, params } = cmd else { panic!() };
         assert_eq!(from, ReversePath::Mailbox(mailbox("a@b.example")));
         assert_eq!(params.size, Some(1000));
         assert_eq!(params.body, BodyType::EightBitMime);
@@ -486,86 +450,41 @@ mod tests {
 
     #[test]
     fn mail_null_sender_and_auth_empty() {
-        let Command::Mail { from, params } = parse_command(b"mail from:<> AUTH=<>").unwrap() else {
-            panic!()
-        };
+        let Command::Mail { from, params } = parse_command(b"mail from:<> AUTH=<>").unwrap() else { panic!() };
         assert_eq!(from, ReversePath::Null);
         assert_eq!(params.auth, Some(AuthParam::Unauthenticated));
     }
 
     #[test]
     fn mail_liberal_space_after_colon() {
-        assert!(matches!(
-            parse_command(b"MAIL FROM: <a@b.example>"),
-            Ok(Command::Mail { .. })
-        ));
+        assert!(matches!(parse_command(b"MAIL FROM: <a@b.example>"), Ok(Command::Mail { .. })));
     }
 
     #[test]
     fn mail_errors() {
         assert_eq!(parse_command(b"MAIL <a@b>").unwrap_err().code, 501);
-        assert_eq!(
-            parse_command(b"MAIL FROM:<a@b> FOO=1").unwrap_err().code,
-            555
-        );
-        assert_eq!(
-            parse_command(b"MAIL FROM:<a@b> SIZE=x").unwrap_err().code,
-            501
-        );
-        assert_eq!(
-            parse_command(b"MAIL FROM:<a@b> SIZE=1 SIZE=2")
-                .unwrap_err()
-                .code,
-            501
-        );
-        assert_eq!(
-            parse_command(b"MAIL FROM:<a@b> SMTPUTF8=yes")
-                .unwrap_err()
-                .code,
-            555
-        );
+        assert_eq!(parse_command(b"MAIL FROM:<a@b> FOO=1").unwrap_err().code, 555);
+        assert_eq!(parse_command(b"MAIL FROM:<a@b> SIZE=x").unwrap_err().code, 501);
+        assert_eq!(parse_command(b"MAIL FROM:<a@b> SIZE=1 SIZE=2").unwrap_err().code, 501);
+        assert_eq!(parse_command(b"MAIL FROM:<a@b> SMTPUTF8=yes").unwrap_err().code, 555);
         let e = parse_command(b"MAIL FROM:a@b").unwrap_err();
-        assert_eq!(
-            (e.code, e.enhanced.unwrap().to_string()),
-            (501, "5.1.7".to_string())
-        );
+        assert_eq!((e.code, e.enhanced.unwrap().to_string()), (501, "5.1.7".to_string()));
     }
 
     #[test]
     fn rcpt_with_dsn_params() {
-        let cmd = parse_command(
-            b"RCPT TO:<u@local.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;u+40x.example",
-        )
-        .unwrap();
-        let Command::Rcpt { to, params } = cmd else {
-            panic!()
-        };
+        let cmd =
+            parse_command(b"RCPT TO:<u@local.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;u+40x.example").unwrap();
+        let Command::Rcpt { to, params } = cmd else { panic!() };
         assert_eq!(to, ForwardPath::Mailbox(mailbox("u@local.example")));
-        assert_eq!(
-            params.notify,
-            Some(Notify {
-                success: true,
-                failure: true,
-                delay: false
-            })
-        );
+        assert_eq!(params.notify, Some(Notify { success: true, failure: true, delay: false }));
         assert_eq!(params.orcpt, Some(("rfc822".into(), "u@x.example".into())));
     }
 
     #[test]
     fn rcpt_errors() {
-        assert_eq!(
-            parse_command(b"RCPT TO:<u@x> NOTIFY=NEVER,SUCCESS")
-                .unwrap_err()
-                .code,
-            501
-        );
-        assert_eq!(
-            parse_command(b"RCPT TO:<u@x> NOTIFY=NEVER NOTIFY=NEVER")
-                .unwrap_err()
-                .code,
-            501
-        );
+        assert_eq!(parse_command(b"RCPT TO:<u@x> NOTIFY=NEVER,SUCCESS").unwrap_err().code, 501);
+        assert_eq!(parse_command(b"RCPT TO:<u@x> NOTIFY=NEVER NOTIFY=NEVER").unwrap_err().code, 501);
         assert_eq!(parse_command(b"RCPT TO:<u@x> X=1").unwrap_err().code, 555);
         let e = parse_command(b"RCPT TO:<>").unwrap_err();
         assert_eq!(e.enhanced.unwrap().to_string(), "5.1.3");
@@ -573,54 +492,29 @@ mod tests {
 
     #[test]
     fn rcpt_postmaster() {
-        let Command::Rcpt { to, .. } = parse_command(b"RCPT TO:<Postmaster>").unwrap() else {
-            panic!()
-        };
+        let Command::Rcpt { to, .. } = parse_command(b"RCPT TO:<Postmaster>").unwrap() else { panic!() };
         assert_eq!(to, ForwardPath::Postmaster);
     }
 
     #[test]
     fn bdat_forms() {
-        assert_eq!(
-            parse_command(b"BDAT 100").unwrap(),
-            Command::Bdat {
-                size: 100,
-                last: false
-            }
-        );
-        assert_eq!(
-            parse_command(b"bdat 0 last").unwrap(),
-            Command::Bdat {
-                size: 0,
-                last: true
-            }
-        );
+        assert_eq!(parse_command(b"BDAT 100").unwrap(), Command::Bdat { size: 100, last: false });
+        assert_eq!(parse_command(b"bdat 0 last").unwrap(), Command::Bdat { size: 0, last: true });
         assert_eq!(parse_command(b"BDAT").unwrap_err().code, 501);
         assert_eq!(parse_command(b"BDAT -1").unwrap_err().code, 501);
         assert_eq!(parse_command(b"BDAT 1 FIRST").unwrap_err().code, 501);
-        assert_eq!(
-            parse_command(b"BDAT 99999999999999999999999")
-                .unwrap_err()
-                .code,
-            501
-        );
+        assert_eq!(parse_command(b"BDAT 99999999999999999999999").unwrap_err().code, 501);
     }
 
     #[test]
     fn auth_forms() {
         assert_eq!(
             parse_command(b"AUTH plain =").unwrap(),
-            Command::Auth {
-                mechanism: "PLAIN".into(),
-                initial_response: Some("=".into())
-            }
+            Command::Auth { mechanism: "PLAIN".into(), initial_response: Some("=".into()) }
         );
         assert_eq!(
             parse_command(b"AUTH CRAM-MD5").unwrap(),
-            Command::Auth {
-                mechanism: "CRAM-MD5".into(),
-                initial_response: None
-            }
+            Command::Auth { mechanism: "CRAM-MD5".into(), initial_response: None }
         );
         assert_eq!(parse_command(b"AUTH").unwrap_err().code, 501);
     }

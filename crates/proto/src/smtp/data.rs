@@ -230,8 +230,7 @@ impl DataDecoder {
         // Stop storing but keep consuming to the end marker.
         self.too_large = true;
         if bytes != b"\r\n" {
-            self.body
-                .extend_from_slice(bytes.get(..room).unwrap_or(&[]));
+            self.body.extend_from_slice(bytes.get(..room).unwrap_or(&[]));
         }
     }
 }
@@ -285,11 +284,7 @@ mod tests {
         (n, end, d.take_body())
     }
 
-    fn decode_with(
-        input: &[u8],
-        max_size: usize,
-        max_line: usize,
-    ) -> (usize, Option<DataEnd>, Vec<u8>) {
+    fn decode_with(input: &[u8], max_size: usize, max_line: usize) -> (usize, Option<DataEnd>, Vec<u8>) {
         let mut d = DataDecoder::new(max_size, max_line);
         let (n, end) = d.feed(input);
         (n, end, d.take_body())
@@ -354,10 +349,7 @@ mod tests {
     fn empty_message() {
         // The position right after DATA counts as after a CRLF.
         assert_eq!(decode(b".\r\n"), (3, Some(DataEnd::Ok), vec![]));
-        assert_eq!(
-            decode(b"\r\n.\r\n"),
-            (5, Some(DataEnd::Ok), b"\r\n".to_vec())
-        );
+        assert_eq!(decode(b"\r\n.\r\n"), (5, Some(DataEnd::Ok), b"\r\n".to_vec()));
     }
 
     #[test]
@@ -419,11 +411,7 @@ mod tests {
             let (n, end, body) = decode(&input);
             assert_eq!(n, input.len(), "{:?}", String::from_utf8_lossy(seq));
             assert_eq!(end, Some(DataEnd::Ok));
-            assert!(
-                no_bare_cr_or_lf(&body),
-                "{:?}",
-                String::from_utf8_lossy(&body)
-            );
+            assert!(no_bare_cr_or_lf(&body), "{:?}", String::from_utf8_lossy(&body));
         }
     }
 
@@ -523,19 +511,13 @@ mod tests {
         let alphabet = b"\r\n.ab";
         for round in 0..3000 {
             let len = rng.below(60);
-            let mut input: Vec<u8> = (0..len)
-                .map(|_| alphabet[rng.below(alphabet.len())])
-                .collect();
+            let mut input: Vec<u8> = (0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect();
             if round % 2 == 0 {
                 input.extend_from_slice(b"\r\n.\r\n");
             }
             input.extend_from_slice(b"TAIL");
             let max_size = if round % 5 == 0 { rng.below(40) } else { BIG };
-            let max_line = if round % 7 == 0 {
-                2 + rng.below(10)
-            } else {
-                1000
-            };
+            let max_line = if round % 7 == 0 { 2 + rng.below(10) } else { 1000 };
             let one = decode_with(&input, max_size, max_line);
             let by_byte = decode_split(&input, &mut || 1, max_size, max_line);
             let mut r2 = Rng(round as u64 + 1);
@@ -551,10 +533,7 @@ mod tests {
                 let consumed = &input[..n];
                 assert!(consumed.ends_with(b"\r\n.\r\n") || consumed == b".\r\n");
                 // ... and it is the first occurrence.
-                let first = input
-                    .windows(5)
-                    .position(|w| w == b"\r\n.\r\n")
-                    .map(|p| p + 5);
+                let first = input.windows(5).position(|w| w == b"\r\n.\r\n").map(|p| p + 5);
                 if input.starts_with(b".\r\n") {
                     assert_eq!(n, 3);
                 } else {
@@ -589,9 +568,7 @@ mod tests {
         let alphabet = b"\r\n.xy";
         for _ in 0..3000 {
             let len = rng.below(40);
-            let body: Vec<u8> = (0..len)
-                .map(|_| alphabet[rng.below(alphabet.len())])
-                .collect();
+            let body: Vec<u8> = (0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect();
             let mut wire = Vec::new();
             dot_stuff(&body, &mut wire);
             let (n, end, decoded) = decode(&wire);

@@ -27,21 +27,13 @@ pub struct Reply {
 
 impl Reply {
     pub fn new(code: u16, enhanced: EnhancedCode, text: impl Into<Cow<'static, str>>) -> Reply {
-        Reply {
-            code,
-            enhanced: Some(enhanced),
-            text: text.into(),
-        }
+        Reply { code, enhanced: Some(enhanced), text: text.into() }
     }
 
     /// A reply without an enhanced code (greeting, EHLO: RFC 2034 3 applies to the
     /// replies of mail transactions, not to the banner).
     pub fn plain(code: u16, text: impl Into<Cow<'static, str>>) -> Reply {
-        Reply {
-            code,
-            enhanced: None,
-            text: text.into(),
-        }
+        Reply { code, enhanced: None, text: text.into() }
     }
 
     /// 4yz: the client may try again later (RFC 5321 4.2.1).
@@ -58,11 +50,7 @@ impl Reply {
     /// inject a line of its own.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         // `split` yields at least one (possibly empty) line.
-        let mut lines = self
-            .text
-            .split('\n')
-            .map(|l| l.trim_end_matches('\r'))
-            .peekable();
+        let mut lines = self.text.split('\n').map(|l| l.trim_end_matches('\r')).peekable();
         while let Some(line) = lines.next() {
             let sep = if lines.peek().is_some() { '-' } else { ' ' };
             out.extend_from_slice(self.code.to_string().as_bytes());
@@ -199,19 +187,13 @@ mod tests {
 
     #[test]
     fn single_line_with_enhanced_code() {
-        assert_eq!(
-            Reply::bad_sequence("Send HELO/EHLO first").to_wire(),
-            b"503 5.5.1 Send HELO/EHLO first\r\n"
-        );
+        assert_eq!(Reply::bad_sequence("Send HELO/EHLO first").to_wire(), b"503 5.5.1 Send HELO/EHLO first\r\n");
     }
 
     #[test]
     fn multi_line_uses_dash_continuation() {
         let r = Reply::plain(250, "mx.example\nPIPELINING\nSIZE 1000");
-        assert_eq!(
-            r.to_wire(),
-            b"250-mx.example\r\n250-PIPELINING\r\n250 SIZE 1000\r\n"
-        );
+        assert_eq!(r.to_wire(), b"250-mx.example\r\n250-PIPELINING\r\n250 SIZE 1000\r\n");
     }
 
     #[test]

@@ -36,19 +36,13 @@ pub struct ReceivedInfo<'a> {
 
 /// The value of a Received field (RFC 5321 4.4 Time-stamp-line), without the name.
 pub fn received_value(info: &ReceivedInfo<'_>) -> String {
-    let helo: String = info
-        .helo
-        .chars()
-        .filter(|c| !c.is_control() && *c != '(' && *c != ')')
-        .collect();
+    let helo: String = info.helo.chars().filter(|c| !c.is_control() && *c != '(' && *c != ')').collect();
     let literal = match info.peer_ip {
         IpAddr::V4(ip) => format!("[{ip}]"),
         IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
     };
-    let mut value = format!(
-        "from {helo} ({literal}) by {} (vouchmail) with {} id {}",
-        info.by, info.protocol, info.queue_id
-    );
+    let mut value =
+        format!("from {helo} ({literal}) by {} (vouchmail) with {} id {}", info.by, info.protocol, info.queue_id);
     if let Some(rcpt) = info.single_recipient {
         value.push_str(&format!(" for <{rcpt}>"));
     }
@@ -90,23 +84,13 @@ fn quote_value(value: &str) -> String {
         return value.to_string();
     }
     // An address is fine as `local@domain` when its local part is a dot-atom (RFC 8601 2.2).
-    if value.contains('@')
-        && !value
-            .chars()
-            .any(|c| c.is_control() || c == ' ' || c == '"' || c == '\\' || c == ';')
-    {
+    if value.contains('@') && !value.chars().any(|c| c.is_control() || c == ' ' || c == '"' || c == '\\' || c == ';') {
         return value.to_string();
     }
     let escaped: String = value
         .chars()
         .filter(|c| !c.is_control())
-        .flat_map(|c| {
-            if c == '"' || c == '\\' {
-                vec!['\\', c]
-            } else {
-                vec![c]
-            }
-        })
+        .flat_map(|c| if c == '"' || c == '\\' { vec!['\\', c] } else { vec![c] })
         .collect();
     format!("\"{escaped}\"")
 }
@@ -158,17 +142,9 @@ mod tests {
 
     #[test]
     fn authentication_results_none_and_pass() {
+        assert_eq!(authentication_results_value("mx.example", &[AuthResult::None]), "mx.example; none");
         assert_eq!(
-            authentication_results_value("mx.example", &[AuthResult::None]),
-            "mx.example; none"
-        );
-        assert_eq!(
-            authentication_results_value(
-                "mx.example",
-                &[AuthResult::SmtpAuth {
-                    user: "alice@mx.example".into()
-                }]
-            ),
+            authentication_results_value("mx.example", &[AuthResult::SmtpAuth { user: "alice@mx.example".into() }]),
             "mx.example;\r\n\tauth=pass smtp.auth=alice@mx.example"
         );
         assert_eq!(quote_value("a b"), "\"a b\"");

@@ -7,7 +7,7 @@ use vouchmail_proto::headers;
 use vouchmail_proto::smtp::address::{ForwardPath, ReversePath};
 use vouchmail_proto::smtp::command::{BodyType, DsnReturn};
 use vouchmail_proto::smtp::reply::Reply;
-use vouchmail_proto::smtp::session::Envelope;
+use vouchmail_proto::smtp::session::{Envelope, Service};
 use vouchmail_proto::smtp::trace::{self, AuthResult, ReceivedInfo};
 use vouchmail_store::{Delivery, NewMessage, RecipientDsn, Store, StoreError};
 
@@ -21,6 +21,7 @@ pub struct ClientInfo<'a> {
     pub extended: bool,
     pub tls: bool,
     pub authenticated: Option<&'a str>,
+    pub service: Service,
 }
 
 /// A fresh queue id: 16 hex digits from the OS random source.
@@ -28,10 +29,7 @@ pub fn new_queue_id() -> String {
     let mut bytes = [0u8; 8];
     if getrandom::getrandom(&mut bytes).is_err() {
         // Never expected; the time keeps ids distinct enough, and the store refuses duplicates.
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         bytes = (nanos as u64).to_be_bytes();
     }
     bytes.iter().map(|b| format!("{b:02X}")).collect()
@@ -47,15 +45,15 @@ pub async fn commit_message(
 ) -> Result<String, Reply> {
     let now = SystemTime::now();
     let auth_result = match client.authenticated {
-        Some(user) => AuthResult::SmtpAuth {
-            user: user.to_string(),
-        },
+        Some(user) => AuthResult::SmtpAuth { user: user.to_string() },
         None => AuthResult::None,
     };
     // RFC 8601 5: remove any Authentication-Results claiming to be ours from outside.
-    let body = headers::remove_authentication_results_for(&envelope.body, hostname);
-    let ar_value =
-        trace::authentication_results_value(hostname, std::slice::from_ref(&auth_result));
+    let mut body = headers::remove_authentication_results_for(&envelope.body, hostname);
+    if client.service == Service::Submission {
+        body = complete_submission_header(body, hostname, now);
+    }
+    let ar_value = trace::authentication_results_value(hostname, std::slice::from_ref(&auth_result));
     let single_recipient = match envelope.recipients.as_slice() {
         [only] => Some(match &only.path {
             ForwardPath::Postmaster => "postmaster".to_string(),
@@ -67,11 +65,7 @@ pub async fn commit_message(
     for recipient in &envelope.recipients {
         let dsn = RecipientDsn {
             notify: recipient.params.notify.map(|n| n.to_wire()),
-            orcpt: recipient
-                .params
-                .orcpt
-                .as_ref()
-                .map(|(kind, addr)| format!("{kind};{addr}")),
+            orcpt: recipient.params.orcpt.as_ref().map(|(kind, addr)| format!("{kind};{addr}")),
         };
         for delivery in &recipient.resolved {
             // One copy per mailbox even when several recipients (aliases) lead to it.
@@ -86,8 +80,7 @@ pub async fn commit_message(
     };
     let params = &envelope.params;
     let method = auth_method_text(&auth_result);
-    let protocol =
-        trace::with_protocol(client.extended, client.tls, client.authenticated.is_some());
+    let protocol = trace::with_protocol(client.extended, client.tls, client.authenticated.is_some());
     for _attempt in 0..3 {
         let queue_id = new_queue_id();
         let received = trace::received_value(&ReceivedInfo {
@@ -100,13 +93,7 @@ pub async fn commit_message(
             time: now,
         });
         // RFC 5321 4.4 and RFC 8601 5: our trace fields go on top.
-        let data = headers::prepend(
-            &[
-                ("Authentication-Results", &ar_value),
-                ("Received", &received),
-            ],
-            &body,
-        );
+        let data = headers::prepend(&[("Authentication-Results", &ar_value), ("Received", &received)], &body);
         let message = NewMessage {
             queue_id: queue_id.clone(),
             envelope: vouchmail_store::Envelope {
@@ -143,9 +130,7 @@ pub async fn commit_message(
             Err(e) => return Err(store_reply(&e)),
         }
     }
-    Err(Reply::local_error(
-        "Temporary local problem, please try again later",
-    ))
+    Err(Reply::local_error("Temporary local problem, please try again later"))
 }
 
 /// The method part recorded with the message (SPEC 2 table).
@@ -154,4 +139,21 @@ fn auth_method_text(result: &AuthResult) -> String {
         AuthResult::None => "none".to_string(),
         AuthResult::SmtpAuth { user } => format!("auth=pass smtp.auth={user}"),
     }
+}
+
+/// RFC 6409 8.3 and 8.4: a submission server may add a missing Date and Message-ID.
+fn complete_submission_header(body: Vec<u8>, hostname: &str, now: SystemTime) -> Vec<u8> {
+    let date = vouchmail_proto::time::rfc5322_date(now);
+    let message_id = format!("<{}@{hostname}>", new_queue_id().to_lowercase());
+    let mut missing: Vec<(&str, &str)> = Vec::new();
+    if headers::first_value(&body, "Date").is_none() {
+        missing.push(("Date", &date));
+    }
+    if headers::first_value(&body, "Message-ID").is_none() {
+        missing.push(("Message-ID", &message_id));
+    }
+    if missing.is_empty() {
+        return body;
+    }
+    headers::prepend(&missing, &body)
 }

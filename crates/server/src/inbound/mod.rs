@@ -1,32 +1,42 @@
-//! The SMTP listeners (MX and submission): a thin tokio shell around the session state
-//! machine of `vouchmail_proto::smtp::session`.
+//! The SMTP listeners (MX, submission, submissions): a thin tokio shell around the session
+//! state machine of `vouchmail_proto::smtp::session`.
 
 pub mod commit;
 pub mod resolve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use vouchmail_proto::smtp::address::Address;
-use vouchmail_proto::smtp::reply::Reply;
-use vouchmail_proto::smtp::session::{Event, Session, SessionConfig};
+use vouchmail_proto::smtp::address::{Address, ReversePath};
+use vouchmail_proto::smtp::reply::{EnhancedCode, Reply};
+use vouchmail_proto::smtp::session::{Event, Session, SessionConfig, TlsInfo};
 use vouchmail_store::{Delivery, Store};
 
+use crate::auth_limit::AuthLimiter;
 use crate::limits::{ConnectionLimiter, Refusal};
 use crate::tasks::TaskTracker;
+use crate::tls::{self, MaybeTls, Tls};
 use commit::{commit_message, ClientInfo};
-use resolve::{resolve_recipient, SenderContext};
+use resolve::{resolve_recipient, store_reply, SenderContext};
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What every session of one listener shares.
 pub struct SmtpContext {
     pub session_config: Arc<SessionConfig>,
     pub store: Arc<dyn Store>,
     pub limiter: Arc<ConnectionLimiter>,
+    pub auth_limiter: Arc<AuthLimiter>,
     /// Where `RCPT TO:<postmaster>` goes.
     pub postmaster: Address,
+    pub tls: Option<Tls>,
+    /// Port 465: TLS from the first byte (RFC 8314).
+    pub implicit_tls: bool,
 }
 
 /// Accepts connections until shutdown; each runs in its own task.
@@ -47,7 +57,7 @@ pub async fn serve_listener(
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
@@ -56,7 +66,7 @@ pub async fn serve_listener(
         tasks.spawn(async move {
             let _ = stream.set_nodelay(true);
             match context.limiter.try_acquire(peer.ip()) {
-                Ok(_slot) => run_session(stream, peer, &context, shutdown).await,
+                Ok(_slot) => run_connection(stream, peer, &context, shutdown).await,
                 Err(refusal) => refuse(stream, &context, refusal).await,
             }
         });
@@ -73,57 +83,159 @@ async fn refuse(mut stream: TcpStream, context: &SmtpContext, refusal: Refusal) 
     let _ = stream.shutdown().await;
 }
 
-/// Drives one SMTP session over a byte stream until it ends.
-pub async fn run_session<S>(
-    mut stream: S,
+async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &SmtpContext, shutdown: watch::Receiver<bool>) {
+    let mut session: Session<Vec<Delivery>> = Session::new(Arc::clone(&context.session_config));
+    let stream = if context.implicit_tls {
+        let Some(tls) = &context.tls else { return };
+        // RFC 8314 3.3: the handshake comes first, then the greeting inside TLS.
+        match handshake(tls, stream, context.store.as_ref()).await {
+            Some((stream, info)) => {
+                session.tls_started(info);
+                MaybeTls::Tls(stream)
+            }
+            None => return,
+        }
+    } else {
+        MaybeTls::Plain(stream)
+    };
+    run_session(stream, peer, context, session, shutdown).await;
+}
+
+/// Runs the server side of a TLS handshake and gathers what the session needs to know.
+async fn handshake(
+    tls: &Tls,
+    stream: TcpStream,
+    store: &dyn Store,
+) -> Option<(Box<tokio_rustls::server::TlsStream<TcpStream>>, TlsInfo)> {
+    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await;
+    let stream = match accepted {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            return None;
+        }
+    };
+    let (version, cipher) = tls::describe(&stream);
+    let mut external_identity = None;
+    if let Some(cert) = tls.client_certificate(&stream) {
+        // A name is trusted only when a configured CA vouched for it.
+        let subject = cert.ca_verified.then_some(cert.subject.as_str());
+        match store.cert_mapping_account(&cert.fingerprint, subject).await {
+            Ok(account) => external_identity = account,
+            Err(e) => tracing::warn!(error = %e, "cannot look up the client certificate mapping"),
+        }
+        tracing::debug!(fingerprint = %cert.fingerprint, subject = %cert.subject, account = ?external_identity, "client certificate");
+    }
+    let info = TlsInfo { version, cipher, channel_binding: tls::channel_binding(&stream), external_identity };
+    Some((Box::new(stream), info))
+}
+
+/// Drives one SMTP session over a connection until it ends.
+async fn run_session(
+    mut stream: MaybeTls,
     peer: SocketAddr,
     context: &SmtpContext,
+    mut session: Session<Vec<Delivery>>,
     mut shutdown: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut session: Session<Vec<Delivery>> = Session::new(Arc::clone(&context.session_config));
+) {
     let mut buffer = vec![0u8; 8192];
     let mut shutting_down = *shutdown.borrow();
     tracing::debug!(%peer, "session started");
-    loop {
-        while let Some(event) = session.poll_event() {
+    'session: loop {
+        let mut next = session.poll_event();
+        while let Some(event) = next {
+            next = None;
             match event {
                 Event::CheckRecipient { path, .. } => {
                     let sender = SenderContext {
                         authenticated: session.authenticated(),
                         declared_size: session.mail_params().and_then(|p| p.size).unwrap_or(0),
                     };
-                    let verdict = resolve_recipient(
-                        context.store.as_ref(),
-                        &context.postmaster,
-                        &path,
-                        sender,
-                    )
-                    .await;
+                    let verdict = resolve_recipient(context.store.as_ref(), &context.postmaster, &path, sender).await;
                     session.recipient_verdict(verdict);
                 }
                 Event::Message(envelope) => {
                     let greeting = session.greeting().cloned();
                     let client = ClientInfo {
                         peer_ip: peer.ip(),
-                        helo: greeting
-                            .as_ref()
-                            .map(|g| g.name.as_str())
-                            .unwrap_or("unknown"),
+                        helo: greeting.as_ref().map(|g| g.name.as_str()).unwrap_or("unknown"),
                         extended: greeting.as_ref().is_some_and(|g| g.extended),
                         tls: session.is_tls(),
                         authenticated: session.authenticated(),
+                        service: context.session_config.service,
                     };
-                    let verdict = commit_message(
-                        context.store.as_ref(),
-                        &context.session_config.hostname,
-                        &client,
-                        envelope,
-                    )
-                    .await;
+                    let verdict =
+                        commit_message(context.store.as_ref(), &context.session_config.hostname, &client, envelope)
+                            .await;
                     session.message_verdict(verdict);
                 }
+                Event::CheckSender { from } => {
+                    let user = session.authenticated().unwrap_or_default().to_string();
+                    let verdict = check_sender(context.store.as_ref(), &user, &from).await;
+                    session.sender_verdict(verdict);
+                }
+                Event::StartTls => {
+                    let output = session.take_output();
+                    if stream.write_all(&output).await.is_err() {
+                        break 'session;
+                    }
+                    let (Some(tls), MaybeTls::Plain(tcp)) = (&context.tls, std::mem::replace(&mut stream, MaybeTls::Upgrading))
+                    else {
+                        break 'session;
+                    };
+                    match handshake(tls, tcp, context.store.as_ref()).await {
+                        Some((tls_stream, info)) => {
+                            stream = MaybeTls::Tls(tls_stream);
+                            session.tls_started(info);
+                        }
+                        None => break 'session,
+                    }
+                }
+                Event::LookupSecrets { authcid } => {
+                    if context.auth_limiter.is_blocked(peer.ip(), &authcid) {
+                        tracing::warn!(%peer, %authcid, "AUTH refused: too many recent failures");
+                        session.auth_blocked();
+                    } else {
+                        let secrets = match context.store.get_account(&authcid).await {
+                            Ok(account) => account.map(|a| a.secrets),
+                            Err(e) => {
+                                tracing::error!(error = %e, "store error during AUTH");
+                                None
+                            }
+                        };
+                        // Verifying an Argon2id hash takes tens of milliseconds of CPU: keep
+                        // it off the async workers.
+                        let joined = tokio::task::spawn_blocking(move || {
+                            let event = session.provide_secrets(secrets.as_ref());
+                            (session, event)
+                        })
+                        .await;
+                        let Ok((returned, event)) = joined else {
+                            tracing::error!(%peer, "AUTH verification task failed; closing the session");
+                            return;
+                        };
+                        session = returned;
+                        next = event;
+                        continue;
+                    }
+                }
+                Event::AuthFinished { authcid, success } => {
+                    let delay = context.auth_limiter.record(peer.ip(), authcid.as_deref(), success);
+                    if success {
+                        tracing::info!(%peer, user = ?authcid, "authenticated");
+                    } else {
+                        tracing::warn!(%peer, user = ?authcid, "authentication failed");
+                        // The growing delay slows password guessing (SPEC 3).
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+            if next.is_none() {
+                next = session.poll_event();
             }
         }
         if shutting_down && session.is_idle() {
@@ -148,4 +260,19 @@ pub async fn run_session<S>(
         }
     }
     tracing::debug!(%peer, messages = session.messages_accepted(), "session ended");
+}
+
+/// Submission: MAIL FROM must be an address the user owns, its own or an alias that leads
+/// to it (553 5.7.1 otherwise). The null sender is allowed (auto-replies, receipts).
+async fn check_sender(store: &dyn Store, user: &str, from: &ReversePath) -> Result<(), Reply> {
+    let ReversePath::Mailbox(address) = from else { return Ok(()) };
+    let address = address.to_string().to_lowercase();
+    if address.eq_ignore_ascii_case(user) {
+        return Ok(());
+    }
+    let targets = store.alias_targets(&address).await.map_err(|e| store_reply(&e))?;
+    if targets.iter().any(|t| t.eq_ignore_ascii_case(user)) {
+        return Ok(());
+    }
+    Err(Reply::new(553, EnhancedCode(5, 7, 1), format!("Sender address <{address}> is not owned by {user}")))
 }

@@ -39,10 +39,7 @@ pub async fn resolve_recipient(
         ForwardPath::Postmaster => postmaster.clone(),
         ForwardPath::Mailbox(address) => address.clone(),
     };
-    let domain = store
-        .get_domain(address.domain())
-        .await
-        .map_err(|e| store_reply(&e))?;
+    let domain = store.get_domain(address.domain()).await.map_err(|e| store_reply(&e))?;
     let Some(domain) = domain else {
         // Issue 3 lets authenticated users send anywhere; nobody else may relay.
         return Err(Reply::not_authorized("Relaying denied"));
@@ -50,15 +47,7 @@ pub async fn resolve_recipient(
     check_policy(&domain, sender)?;
     let mut deliveries = Vec::new();
     let mut seen = HashSet::new();
-    expand(
-        store,
-        &address.to_string().to_lowercase(),
-        0,
-        sender,
-        &mut seen,
-        &mut deliveries,
-    )
-    .await?;
+    expand(store, &address.to_string().to_lowercase(), 0, sender, &mut seen, &mut deliveries).await?;
     if deliveries.is_empty() {
         return Err(Reply::unknown_user("No such user here"));
     }
@@ -95,35 +84,19 @@ async fn expand(
         return Err(Reply::local_error("Alias expansion too deep"));
     }
     let domain_name = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-    let domain = store
-        .get_domain(domain_name)
-        .await
-        .map_err(|e| store_reply(&e))?;
+    let domain = store.get_domain(domain_name).await.map_err(|e| store_reply(&e))?;
     let Some(domain) = domain else {
-        out.push(Delivery::Queue {
-            recipient: address.to_string(),
-        });
+        out.push(Delivery::Queue { recipient: address.to_string() });
         return Ok(());
     };
-    if let Some(account) = store
-        .get_account(address)
-        .await
-        .map_err(|e| store_reply(&e))?
-    {
+    if let Some(account) = store.get_account(address).await.map_err(|e| store_reply(&e))? {
         if account.over_quota(sender.declared_size) {
             return Err(Reply::mailbox_full(format!("Mailbox of {address} is full")));
         }
-        out.push(Delivery::Mailbox {
-            account_id: account.id,
-            folder: Folder::Inbox,
-            recipient: account.address,
-        });
+        out.push(Delivery::Mailbox { account_id: account.id, folder: Folder::Inbox, recipient: account.address });
         return Ok(());
     }
-    let targets = store
-        .alias_targets(address)
-        .await
-        .map_err(|e| store_reply(&e))?;
+    let targets = store.alias_targets(address).await.map_err(|e| store_reply(&e))?;
     if !targets.is_empty() {
         for target in targets {
             Box::pin(expand(store, &target, depth + 1, sender, seen, out)).await?;
@@ -141,7 +114,5 @@ async fn expand(
     }
     // An alias pointing at a local address that does not exist: refuse rather than lose it.
     tracing::warn!(address, "alias target does not exist");
-    Err(Reply::unknown_user(format!(
-        "Alias target {address} does not exist"
-    )))
+    Err(Reply::unknown_user(format!("Alias target {address} does not exist")))
 }

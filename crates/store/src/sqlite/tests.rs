@@ -9,11 +9,7 @@ fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
 }
 
 fn account(address: &str) -> NewAccount {
-    NewAccount {
-        address: address.into(),
-        secrets: Secrets::default(),
-        quota_bytes: 0,
-    }
+    NewAccount { address: address.into(), secrets: Secrets::default(), quota_bytes: 0 }
 }
 
 fn message(queue_id: &str, deliveries: Vec<Delivery>) -> NewMessage {
@@ -26,59 +22,25 @@ fn message(queue_id: &str, deliveries: Vec<Delivery>) -> NewMessage {
         },
         received_at: 1_700_000_000,
         data: b"Subject: t\r\n\r\nbody\r\n".to_vec(),
-        deliveries: deliveries
-            .into_iter()
-            .map(|d| (d, RecipientDsn::default()))
-            .collect(),
+        deliveries: deliveries.into_iter().map(|d| (d, RecipientDsn::default())).collect(),
     }
 }
 
 #[tokio::test]
 async fn domains_and_accounts() {
     let (_dir, store) = store();
-    store
-        .add_domain("Example.ORG", SenderPolicy::Tag)
-        .await
-        .unwrap();
-    assert!(matches!(
-        store.add_domain("example.org", SenderPolicy::Require).await,
-        Err(StoreError::Conflict(_))
-    ));
+    store.add_domain("Example.ORG", SenderPolicy::Tag).await.unwrap();
+    assert!(matches!(store.add_domain("example.org", SenderPolicy::Require).await, Err(StoreError::Conflict(_))));
     let domain = store.get_domain("EXAMPLE.org").await.unwrap().unwrap();
-    assert_eq!(
-        (domain.name.as_str(), domain.policy),
-        ("example.org", SenderPolicy::Tag)
-    );
-    assert!(matches!(
-        store.add_account(account("a@unknown.example")).await,
-        Err(StoreError::Invalid(_))
-    ));
-    let id = store
-        .add_account(account("Alice@example.org"))
-        .await
-        .unwrap();
-    assert!(matches!(
-        store.add_account(account("alice@example.org")).await,
-        Err(StoreError::Conflict(_))
-    ));
-    let alice = store
-        .get_account("ALICE@example.org")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (alice.id, alice.address.as_str(), alice.domain.as_str()),
-        (id, "alice@example.org", "example.org")
-    );
-    assert!(matches!(
-        store.remove_domain("example.org").await,
-        Err(StoreError::Conflict(_))
-    ));
+    assert_eq!((domain.name.as_str(), domain.policy), ("example.org", SenderPolicy::Tag));
+    assert!(matches!(store.add_account(account("a@unknown.example")).await, Err(StoreError::Invalid(_))));
+    let id = store.add_account(account("Alice@example.org")).await.unwrap();
+    assert!(matches!(store.add_account(account("alice@example.org")).await, Err(StoreError::Conflict(_))));
+    let alice = store.get_account("ALICE@example.org").await.unwrap().unwrap();
+    assert_eq!((alice.id, alice.address.as_str(), alice.domain.as_str()), (id, "alice@example.org", "example.org"));
+    assert!(matches!(store.remove_domain("example.org").await, Err(StoreError::Conflict(_))));
     store.remove_account("alice@example.org").await.unwrap();
-    assert!(matches!(
-        store.remove_account("alice@example.org").await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(store.remove_account("alice@example.org").await, Err(StoreError::NotFound(_))));
     store.remove_domain("example.org").await.unwrap();
     assert!(store.list_domains().await.unwrap().is_empty());
 }
@@ -86,152 +48,73 @@ async fn domains_and_accounts() {
 #[tokio::test]
 async fn aliases() {
     let (_dir, store) = store();
-    store
-        .add_domain("example.org", SenderPolicy::Require)
-        .await
-        .unwrap();
+    store.add_domain("example.org", SenderPolicy::Require).await.unwrap();
     store.add_account(account("a@example.org")).await.unwrap();
-    store
-        .add_alias(
-            "team@example.org",
-            &["a@example.org".into(), "x@remote.example".into()],
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        store.alias_targets("Team@example.org").await.unwrap(),
-        ["a@example.org", "x@remote.example"]
-    );
+    store.add_alias("team@example.org", &["a@example.org".into(), "x@remote.example".into()]).await.unwrap();
+    assert_eq!(store.alias_targets("Team@example.org").await.unwrap(), ["a@example.org", "x@remote.example"]);
+    assert!(matches!(store.add_alias("a@example.org", &["b@example.org".into()]).await, Err(StoreError::Conflict(_))));
     assert!(matches!(
-        store
-            .add_alias("a@example.org", &["b@example.org".into()])
-            .await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert!(matches!(
-        store
-            .add_alias("t@nowhere.example", &["b@example.org".into()])
-            .await,
+        store.add_alias("t@nowhere.example", &["b@example.org".into()]).await,
         Err(StoreError::Invalid(_))
     ));
-    store
-        .remove_alias("team@example.org", Some("x@remote.example"))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.list_aliases().await.unwrap(),
-        [("team@example.org".to_string(), "a@example.org".to_string())]
-    );
+    store.remove_alias("team@example.org", Some("x@remote.example")).await.unwrap();
+    assert_eq!(store.list_aliases().await.unwrap(), [("team@example.org".to_string(), "a@example.org".to_string())]);
     store.remove_alias("team@example.org", None).await.unwrap();
-    assert!(matches!(
-        store.remove_alias("team@example.org", None).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(store.remove_alias("team@example.org", None).await, Err(StoreError::NotFound(_))));
 }
 
 #[tokio::test]
 async fn commit_delivers_locally_and_queues_remote() {
     let (_dir, store) = store();
-    store
-        .add_domain("example.org", SenderPolicy::Require)
-        .await
-        .unwrap();
+    store.add_domain("example.org", SenderPolicy::Require).await.unwrap();
     let a = store.add_account(account("a@example.org")).await.unwrap();
     let b = store.add_account(account("b@example.org")).await.unwrap();
     let committed = store
         .commit_message(message(
             "Q1",
             vec![
-                Delivery::Mailbox {
-                    account_id: a,
-                    folder: Folder::Inbox,
-                    recipient: "a@example.org".into(),
-                },
-                Delivery::Mailbox {
-                    account_id: b,
-                    folder: Folder::Junk,
-                    recipient: "b@example.org".into(),
-                },
-                Delivery::Queue {
-                    recipient: "x@remote.example".into(),
-                },
+                Delivery::Mailbox { account_id: a, folder: Folder::Inbox, recipient: "a@example.org".into() },
+                Delivery::Mailbox { account_id: b, folder: Folder::Junk, recipient: "b@example.org".into() },
+                Delivery::Queue { recipient: "x@remote.example".into() },
             ],
         ))
         .await
         .unwrap();
     assert_eq!(committed.queue_id, "Q1");
-    let inbox = store
-        .list_mailbox("a@example.org", Some(Folder::Inbox))
-        .await
-        .unwrap();
+    let inbox = store.list_mailbox("a@example.org", Some(Folder::Inbox)).await.unwrap();
     assert_eq!(inbox.len(), 1);
-    assert!(store
-        .list_mailbox("b@example.org", Some(Folder::Inbox))
-        .await
-        .unwrap()
-        .is_empty());
-    let junk = store
-        .list_mailbox("b@example.org", Some(Folder::Junk))
-        .await
-        .unwrap();
+    assert!(store.list_mailbox("b@example.org", Some(Folder::Inbox)).await.unwrap().is_empty());
+    let junk = store.list_mailbox("b@example.org", Some(Folder::Junk)).await.unwrap();
     assert_eq!(junk.len(), 1);
     // One stored copy for all recipients.
     assert_eq!(inbox[0].message_id, junk[0].message_id);
-    let (entry, data) = store
-        .get_mailbox_message("a@example.org", inbox[0].id)
-        .await
-        .unwrap()
-        .unwrap();
+    let (entry, data) = store.get_mailbox_message("a@example.org", inbox[0].id).await.unwrap().unwrap();
     assert_eq!(entry.queue_id, "Q1");
     assert_eq!(data, b"Subject: t\r\n\r\nbody\r\n");
-    assert!(store
-        .get_mailbox_message("b@example.org", inbox[0].id)
-        .await
-        .unwrap()
-        .is_none());
+    assert!(store.get_mailbox_message("b@example.org", inbox[0].id).await.unwrap().is_none());
     let alice = store.get_account("a@example.org").await.unwrap().unwrap();
-    assert_eq!(
-        (alice.message_count, alice.used_bytes),
-        (1, data.len() as u64)
-    );
+    assert_eq!((alice.message_count, alice.used_bytes), (1, data.len() as u64));
     let queue = store.list_queue().await.unwrap();
     assert_eq!(queue.len(), 1);
-    assert_eq!(
-        (queue[0].recipient.as_str(), queue[0].state),
-        ("x@remote.example", QueueState::Queued)
-    );
+    assert_eq!((queue[0].recipient.as_str(), queue[0].state), ("x@remote.example", QueueState::Queued));
     let (entries, _) = store.get_queued_message("Q1").await.unwrap().unwrap();
     assert_eq!(entries.len(), 3);
     assert_eq!(store.delete_queued_message("Q1").await.unwrap(), 1);
     assert!(store.list_queue().await.unwrap().is_empty());
     // The mailboxes still hold the message.
-    assert!(store
-        .get_mailbox_message("a@example.org", inbox[0].id)
-        .await
-        .unwrap()
-        .is_some());
-    assert!(matches!(
-        store.commit_message(message("Q1", vec![])).await,
-        Err(StoreError::Conflict(_))
-    ));
+    assert!(store.get_mailbox_message("a@example.org", inbox[0].id).await.unwrap().is_some());
+    assert!(matches!(store.commit_message(message("Q1", vec![])).await, Err(StoreError::Conflict(_))));
 }
 
 #[tokio::test]
 async fn removing_the_last_reference_deletes_the_message() {
     let (_dir, store) = store();
-    store
-        .add_domain("example.org", SenderPolicy::Require)
-        .await
-        .unwrap();
+    store.add_domain("example.org", SenderPolicy::Require).await.unwrap();
     let a = store.add_account(account("a@example.org")).await.unwrap();
     store
         .commit_message(message(
             "Q2",
-            vec![Delivery::Mailbox {
-                account_id: a,
-                folder: Folder::Inbox,
-                recipient: "a@example.org".into(),
-            }],
+            vec![Delivery::Mailbox { account_id: a, folder: Folder::Inbox, recipient: "a@example.org".into() }],
         ))
         .await
         .unwrap();
@@ -242,23 +125,14 @@ async fn removing_the_last_reference_deletes_the_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_commits_are_grouped_and_all_durable() {
     let (dir, store) = store();
-    store
-        .add_domain("example.org", SenderPolicy::Require)
-        .await
-        .unwrap();
+    store.add_domain("example.org", SenderPolicy::Require).await.unwrap();
     let a = store.add_account(account("a@example.org")).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..300 {
         let store = Arc::clone(&store);
         tasks.push(tokio::spawn(async move {
-            let d = Delivery::Mailbox {
-                account_id: a,
-                folder: Folder::Inbox,
-                recipient: "a@example.org".into(),
-            };
-            store
-                .commit_message(message(&format!("C{i}"), vec![d]))
-                .await
+            let d = Delivery::Mailbox { account_id: a, folder: Folder::Inbox, recipient: "a@example.org".into() };
+            store.commit_message(message(&format!("C{i}"), vec![d])).await
         }));
     }
     for t in tasks {
@@ -267,14 +141,7 @@ async fn concurrent_commits_are_grouped_and_all_durable() {
     store.close();
     drop(store);
     let reopened = SqliteStore::open(&dir.path().join("store.db")).unwrap();
-    assert_eq!(
-        reopened
-            .list_mailbox("a@example.org", None)
-            .await
-            .unwrap()
-            .len(),
-        300
-    );
+    assert_eq!(reopened.list_mailbox("a@example.org", None).await.unwrap().len(), 300);
 }
 
 #[tokio::test]

@@ -39,14 +39,13 @@ impl TestServer {
         };
         config.listeners.mx = vec!["127.0.0.1:0".parse().unwrap()];
         config.listeners.submission = vec!["127.0.0.1:0".parse().unwrap()];
+        config.listeners.submissions = vec!["127.0.0.1:0".parse().unwrap()];
         config.bootstrap.domain = "local.test".into();
         config.bootstrap.policy = "tag".into();
         config.bootstrap.postmaster = false;
         adjust(&mut config);
         let store = Arc::new(SqliteStore::open(&config.store_path()).expect("store"));
-        vouchmail_server::bootstrap::bootstrap(&config, store.as_ref())
-            .await
-            .expect("bootstrap");
+        vouchmail_server::bootstrap::bootstrap(&config, store.as_ref()).await.expect("bootstrap");
         if !config.bootstrap.domain.is_empty() {
             store
                 .add_account(NewAccount {
@@ -57,15 +56,8 @@ impl TestServer {
                 .await
                 .expect("account");
         }
-        let server = vouchmail_server::start(&config, Arc::clone(&store) as Arc<dyn Store>)
-            .await
-            .expect("start");
-        TestServer {
-            dir,
-            store,
-            server: Some(server),
-            config,
-        }
+        let server = vouchmail_server::start(&config, Arc::clone(&store) as Arc<dyn Store>).await.expect("start");
+        TestServer { dir, store, server: Some(server), config }
     }
 
     pub fn mx(&self) -> SocketAddr {
@@ -76,17 +68,17 @@ impl TestServer {
         self.server.as_ref().expect("running").submission_addrs[0]
     }
 
+    pub fn submissions(&self) -> SocketAddr {
+        self.server.as_ref().expect("running").submissions_addrs[0]
+    }
+
     pub async fn add_domain(&self, name: &str, policy: SenderPolicy) {
         self.store.add_domain(name, policy).await.expect("domain");
     }
 
     pub async fn add_user(&self, address: &str) -> i64 {
         self.store
-            .add_account(NewAccount {
-                address: address.into(),
-                secrets: Default::default(),
-                quota_bytes: 0,
-            })
+            .add_account(NewAccount { address: address.into(), secrets: Default::default(), quota_bytes: 0 })
             .await
             .expect("account")
     }
@@ -94,18 +86,8 @@ impl TestServer {
     /// Every message in a mailbox folder, as stored.
     pub async fn mailbox(&self, address: &str, folder: Folder) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        for entry in self
-            .store
-            .list_mailbox(address, Some(folder))
-            .await
-            .expect("list")
-        {
-            let (_, data) = self
-                .store
-                .get_mailbox_message(address, entry.id)
-                .await
-                .expect("get")
-                .expect("exists");
+        for entry in self.store.list_mailbox(address, Some(folder)).await.expect("list") {
+            let (_, data) = self.store.get_mailbox_message(address, entry.id).await.expect("get").expect("exists");
             out.push(data);
         }
         out
@@ -150,10 +132,7 @@ impl SmtpConn {
     pub async fn connect(addr: SocketAddr) -> (SmtpConn, Reply) {
         let stream = TcpStream::connect(addr).await.expect("connect");
         let (read, write) = stream.into_split();
-        let mut conn = SmtpConn {
-            reader: BufReader::new(read),
-            writer: write,
-        };
+        let mut conn = SmtpConn { reader: BufReader::new(read), writer: write };
         let greeting = conn.read_reply().await.expect("greeting");
         (conn, greeting)
     }
@@ -213,11 +192,7 @@ impl SmtpConn {
             return data;
         }
         self.send_raw(body.as_bytes()).await;
-        let end: &[u8] = if body.ends_with("\r\n") {
-            b".\r\n"
-        } else {
-            b"\r\n.\r\n"
-        };
+        let end: &[u8] = if body.ends_with("\r\n") { b".\r\n" } else { b"\r\n.\r\n" };
         self.send_raw(end).await;
         self.read_reply().await.expect("reply to end of data")
     }
@@ -225,18 +200,12 @@ impl SmtpConn {
 
 /// Runs a command to completion off the async threads.
 pub async fn run(mut command: Command) -> Output {
-    tokio::task::spawn_blocking(move || command.output().expect("spawn"))
-        .await
-        .expect("join")
+    tokio::task::spawn_blocking(move || command.output().expect("spawn")).await.expect("join")
 }
 
 /// Finds a tool in PATH or /usr/sbin (Postfix's tools live there).
 pub fn tool(name: &str) -> PathBuf {
-    for dir in std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/sbin", "/usr/bin"])
-    {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/usr/bin"]) {
         let candidate = Path::new(dir).join(name);
         if candidate.is_file() {
             return candidate;

@@ -44,7 +44,8 @@ impl<R> Session<R> {
             self.error(Reply::bad_sequence("AUTH not allowed inside a mail transaction"));
             return None;
         }
-        let Some(mechanism) = Mechanism::from_name(mechanism).filter(|m| self.config.auth_mechanisms.contains(m)) else {
+        let Some(mechanism) = Mechanism::from_name(mechanism).filter(|m| self.config.auth_mechanisms.contains(m))
+        else {
             self.error(sasl_reply(SaslError::UnknownMechanism));
             return None;
         };
@@ -151,7 +152,8 @@ impl<R> Session<R> {
         self.state = State::Command;
         self.error(sasl_reply(error));
         // A cancel or a syntax slip is not a guess at a password.
-        let counts = matches!(error, SaslError::BadCredentials | SaslError::AuthzDenied | SaslError::MechanismUnavailable);
+        let counts =
+            matches!(error, SaslError::BadCredentials | SaslError::AuthzDenied | SaslError::MechanismUnavailable);
         if counts {
             self.pending_events.push_back(Event::AuthFinished { authcid, success: false });
         }

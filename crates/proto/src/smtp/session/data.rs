@@ -21,10 +21,7 @@ impl<R> Session<R> {
             return self.error(Reply::no_valid_recipients("No valid recipients"));
         }
         self.reply(Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
-        self.state = State::Data(DataDecoder::new(
-            self.config.max_message_size,
-            MAX_TEXT_LINE,
-        ));
+        self.state = State::Data(DataDecoder::new(self.config.max_message_size, MAX_TEXT_LINE));
     }
 
     pub(super) fn poll_data(&mut self) -> DataProgress<R> {
@@ -45,16 +42,12 @@ impl<R> Session<R> {
             DataEnd::Ok => self.finish_message(body, false),
             DataEnd::TooLarge => {
                 self.transaction = None;
-                self.error(Reply::too_big(
-                    "Message size exceeds fixed maximum message size",
-                ));
+                self.error(Reply::too_big("Message size exceeds fixed maximum message size"));
                 DataProgress::Continue
             }
             DataEnd::LineTooLong => {
                 self.transaction = None;
-                self.error(Reply::line_too_long(
-                    "Message has a line longer than 1000 octets",
-                ));
+                self.error(Reply::line_too_long("Message has a line longer than 1000 octets"));
                 DataProgress::Continue
             }
         }
@@ -64,31 +57,18 @@ impl<R> Session<R> {
         // RFC 3030 2: the chunk is always read, even when it is refused.
         let error = match self.transaction.as_mut() {
             None => Some(Reply::bad_sequence("Need MAIL command first")),
-            Some(t) if t.recipients.is_empty() => {
-                Some(Reply::no_valid_recipients("No valid recipients"))
-            }
+            Some(t) if t.recipients.is_empty() => Some(Reply::no_valid_recipients("No valid recipients")),
             Some(t) => {
                 let so_far = t.chunks.get_or_insert_with(Vec::new).len() as u64;
                 (so_far.saturating_add(size) > self.config.max_message_size as u64)
                     .then(|| Reply::too_big("Message size exceeds fixed maximum message size"))
             }
         };
-        self.state = State::Bdat {
-            remaining: size,
-            last,
-            size,
-            error,
-        };
+        self.state = State::Bdat { remaining: size, last, size, error };
     }
 
     pub(super) fn poll_bdat(&mut self) -> DataProgress<R> {
-        let State::Bdat {
-            remaining,
-            last,
-            size,
-            error,
-        } = &mut self.state
-        else {
+        let State::Bdat { remaining, last, size, error } = &mut self.state else {
             return DataProgress::Continue;
         };
         if *remaining > 0 {
@@ -119,11 +99,7 @@ impl<R> Session<R> {
             self.reply(Reply::ok(format!("{size} octets received")));
             return DataProgress::Continue;
         }
-        let chunks = self
-            .transaction
-            .as_mut()
-            .and_then(|t| t.chunks.take())
-            .unwrap_or_default();
+        let chunks = self.transaction.as_mut().and_then(|t| t.chunks.take()).unwrap_or_default();
         self.finish_message(normalize_line_endings(&chunks), true)
     }
 
@@ -172,11 +148,7 @@ pub fn normalize_line_endings(input: &[u8]) -> Vec<u8> {
         match input[i] {
             b'\r' => {
                 out.extend_from_slice(b"\r\n");
-                i += if input.get(i + 1) == Some(&b'\n') {
-                    2
-                } else {
-                    1
-                };
+                i += if input.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
             }
             b'\n' => {
                 out.extend_from_slice(b"\r\n");

@@ -121,10 +121,7 @@ pub struct Envelope<R> {
 pub enum Event<R> {
     /// RCPT: decide with [`Session::recipient_verdict`]. The sender and the session's
     /// authentication are available from the session.
-    CheckRecipient {
-        path: ForwardPath,
-        params: RcptParams,
-    },
+    CheckRecipient { path: ForwardPath, params: RcptParams },
     /// End of data: store the message durably, then call [`Session::message_verdict`].
     Message(Envelope<R>),
     /// MAIL FROM on an authenticated session: may this user send as this address? Answer
@@ -279,18 +276,12 @@ impl<R> Session<R> {
 
     /// The read timed out: 421 and close (RFC 5321 4.5.3.2).
     pub fn on_timeout(&mut self) {
-        self.close_with(Reply::timeout(format!(
-            "{} Timeout waiting for client input",
-            self.config.hostname
-        )));
+        self.close_with(Reply::timeout(format!("{} Timeout waiting for client input", self.config.hostname)));
     }
 
     /// The server is shutting down: 421 and close (RFC 5321 3.8).
     pub fn on_shutdown(&mut self) {
-        self.close_with(Reply::shutting_down(format!(
-            "{} Service shutting down",
-            self.config.hostname
-        )));
+        self.close_with(Reply::shutting_down(format!("{} Service shutting down", self.config.hostname)));
     }
 
     pub fn greeting(&self) -> Option<&Greeting> {
@@ -381,11 +372,7 @@ impl<R> Session<R> {
                 line.pop();
             }
             let sasl_line = matches!(self.state, State::Auth) || starts_with_ignore_case(&line, b"AUTH ");
-            let limit = if sasl_line {
-                MAX_AUTH_LINE
-            } else {
-                MAX_COMMAND_LINE
-            };
+            let limit = if sasl_line { MAX_AUTH_LINE } else { MAX_COMMAND_LINE };
             if std::mem::take(&mut self.discarding_long_line) || line.len() + 2 > limit {
                 if matches!(self.state, State::Auth) {
                     // RFC 4954 4: an over-long exchange line ends the exchange.
@@ -428,9 +415,9 @@ impl<R> Session<R> {
                 self.close_with(Reply::closing(text));
             }
             // RFC 5321 3.5.3: 252 when we will not say whether a mailbox exists.
-            Command::Vrfy(_) => self.reply(Reply::cannot_verify(
-                "Cannot VRFY user, but will accept message and attempt delivery",
-            )),
+            Command::Vrfy(_) => {
+                self.reply(Reply::cannot_verify("Cannot VRFY user, but will accept message and attempt delivery"))
+            }
             // RFC 5321 3.5.2: EXPN may be disabled; it would reveal alias members.
             Command::Expn(_) => self.error(Reply::not_implemented("EXPN is not available")),
             Command::Help => self.reply(Reply::new(
@@ -442,9 +429,7 @@ impl<R> Session<R> {
             Command::Auth { mechanism, initial_response } => {
                 return self.handle_auth(&mechanism, initial_response.as_deref())
             }
-            Command::Etrn(_) | Command::Atrn(_) => {
-                self.error(Reply::not_implemented("Command not implemented"))
-            }
+            Command::Etrn(_) | Command::Atrn(_) => self.error(Reply::not_implemented("Command not implemented")),
         }
         None
     }
@@ -459,10 +444,7 @@ impl<R> Session<R> {
         self.reply(reply);
         self.errors += 1;
         if self.errors >= self.config.max_errors {
-            let text = format!(
-                "{} Too many errors, closing connection",
-                self.config.hostname
-            );
+            let text = format!("{} Too many errors, closing connection", self.config.hostname);
             self.close_with(Reply::too_many(text));
         }
     }

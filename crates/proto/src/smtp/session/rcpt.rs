@@ -24,9 +24,7 @@ impl<R> Session<R> {
         // RFC 6531 3.4
         if let ForwardPath::Mailbox(address) = &to {
             if !address.is_ascii() && !transaction.params.smtputf8 {
-                self.error(Reply::utf8_not_permitted(
-                    "Non-ASCII recipient address needs SMTPUTF8",
-                ));
+                self.error(Reply::utf8_not_permitted("Non-ASCII recipient address needs SMTPUTF8"));
                 return None;
             }
         }
@@ -41,10 +39,7 @@ impl<R> Session<R> {
             return;
         }
         self.state = State::Command;
-        let pending = self
-            .transaction
-            .as_mut()
-            .and_then(|t| t.pending_recipient.take().map(|p| (t, p)));
+        let pending = self.transaction.as_mut().and_then(|t| t.pending_recipient.take().map(|p| (t, p)));
         let Some((transaction, (path, params))) = pending else {
             return;
         };
@@ -54,11 +49,7 @@ impl<R> Session<R> {
                     ForwardPath::Postmaster => "Recipient <Postmaster> OK".to_string(),
                     ForwardPath::Mailbox(address) => format!("Recipient <{address}> OK"),
                 };
-                transaction.recipients.push(Recipient {
-                    path,
-                    params,
-                    resolved,
-                });
+                transaction.recipients.push(Recipient { path, params, resolved });
                 self.reply(Reply::recipient_ok(text));
             }
             Err(reply) => self.error(reply),

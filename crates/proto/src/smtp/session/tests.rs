@@ -11,13 +11,9 @@ use crate::smtp::address::Address;
 fn verdict(path: &ForwardPath) -> Result<String, Reply> {
     match path {
         ForwardPath::Postmaster => Ok("postmaster".into()),
-        ForwardPath::Mailbox(a) if a.domain() != "local.example" => {
-            Err(Reply::not_authorized("Relaying denied"))
-        }
+        ForwardPath::Mailbox(a) if a.domain() != "local.example" => Err(Reply::not_authorized("Relaying denied")),
         ForwardPath::Mailbox(a) if a.local() == "full" => Err(Reply::mailbox_full("Mailbox full")),
-        ForwardPath::Mailbox(a) if a.local() == "nobody" => {
-            Err(Reply::unknown_user("No such user"))
-        }
+        ForwardPath::Mailbox(a) if a.local() == "nobody" => Err(Reply::unknown_user("No such user")),
         ForwardPath::Mailbox(a) => Ok(a.to_string()),
     }
 }
@@ -75,7 +71,11 @@ impl Harness {
                 }
                 Event::CheckSender { from } => {
                     let allowed = from.address().is_none_or(|a| a.local() == "user");
-                    self.session.sender_verdict(if allowed { Ok(()) } else { Err(Reply::new(553, crate::smtp::reply::EnhancedCode(5, 7, 1), "Not yours")) });
+                    self.session.sender_verdict(if allowed {
+                        Ok(())
+                    } else {
+                        Err(Reply::new(553, crate::smtp::reply::EnhancedCode(5, 7, 1), "Not yours"))
+                    });
                 }
                 Event::StartTls => self.session.tls_started(TlsInfo {
                     version: "TLSv1.3".into(),
@@ -122,15 +122,7 @@ fn ehlo_lists_extensions() {
     let mut h = Harness::new();
     let out = h.send(b"EHLO client.example\r\n");
     assert!(out.starts_with("250-mx.local.example\r\n"), "{out}");
-    for ext in [
-        "PIPELINING",
-        "SIZE 26214400",
-        "ENHANCEDSTATUSCODES",
-        "8BITMIME",
-        "DSN",
-        "SMTPUTF8",
-        "CHUNKING",
-    ] {
+    for ext in ["PIPELINING", "SIZE 26214400", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING"] {
         assert!(out.contains(ext), "missing {ext} in {out}");
     }
     assert!(out.ends_with("250 CHUNKING\r\n"));
@@ -140,10 +132,7 @@ fn ehlo_lists_extensions() {
 #[test]
 fn helo_gives_plain_reply() {
     let mut h = Harness::new();
-    assert_eq!(
-        h.send(b"HELO client.example\r\n"),
-        "250 mx.local.example\r\n"
-    );
+    assert_eq!(h.send(b"HELO client.example\r\n"), "250 mx.local.example\r\n");
     assert!(!h.session.greeting().unwrap().extended);
 }
 
@@ -152,14 +141,8 @@ fn full_transaction_with_data() {
     let mut h = Harness::ready();
     assert_eq!(h.codes(b"MAIL FROM:<a@remote.example>\r\n"), ["250 2.1.0"]);
     assert_eq!(h.codes(b"RCPT TO:<u@local.example>\r\n"), ["250 2.1.5"]);
-    assert_eq!(
-        h.send(b"DATA\r\n"),
-        "354 End data with <CR><LF>.<CR><LF>\r\n"
-    );
-    assert_eq!(
-        h.send(b"Subject: hi\r\n\r\n..dot\r\nbody\r\n.\r\n"),
-        "250 2.0.0 Ok: queued as Q1\r\n"
-    );
+    assert_eq!(h.send(b"DATA\r\n"), "354 End data with <CR><LF>.<CR><LF>\r\n");
+    assert_eq!(h.send(b"Subject: hi\r\n\r\n..dot\r\nbody\r\n.\r\n"), "250 2.0.0 Ok: queued as Q1\r\n");
     let m = &h.messages[0];
     assert_eq!(m.body, b"Subject: hi\r\n\r\n.dot\r\nbody\r\n");
     assert_eq!(m.recipients.len(), 1);
@@ -174,18 +157,7 @@ fn full_transaction_with_data() {
 fn pipelined_transaction_in_one_write() {
     let mut h = Harness::ready();
     let out = h.codes(b"MAIL FROM:<a@r.example>\r\nRCPT TO:<u@local.example>\r\nRCPT TO:<x@elsewhere.example>\r\nRCPT TO:<v@local.example>\r\nDATA\r\nhello\r\n.\r\nQUIT\r\n");
-    assert_eq!(
-        out,
-        [
-            "250 2.1.0",
-            "250 2.1.5",
-            "550 5.7.1",
-            "250 2.1.5",
-            "354 End",
-            "250 2.0.0",
-            "221 2.0.0"
-        ]
-    );
+    assert_eq!(out, ["250 2.1.0", "250 2.1.5", "550 5.7.1", "250 2.1.5", "354 End", "250 2.0.0", "221 2.0.0"]);
     assert_eq!(h.messages[0].recipients.len(), 2);
     assert!(h.session.is_closed());
 }
@@ -229,10 +201,7 @@ fn recipient_verdicts_pass_through() {
     let mut h = Harness::ready();
     h.send(b"MAIL FROM:<a@b.example>\r\n");
     assert_eq!(h.codes(b"RCPT TO:<full@local.example>\r\n"), ["452 4.2.2"]);
-    assert_eq!(
-        h.codes(b"RCPT TO:<nobody@local.example>\r\n"),
-        ["550 5.1.1"]
-    );
+    assert_eq!(h.codes(b"RCPT TO:<nobody@local.example>\r\n"), ["550 5.1.1"]);
     assert_eq!(h.codes(b"RCPT TO:<u@remote.example>\r\n"), ["550 5.7.1"]);
     assert_eq!(h.codes(b"RCPT TO:<postmaster>\r\n"), ["250 2.1.5"]);
 }
@@ -243,7 +212,10 @@ fn too_many_recipients_is_452() {
     config.max_recipients = 2;
     let mut h = Harness::with(config);
     h.send(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\n");
-    assert_eq!(h.codes(b"RCPT TO:<a@local.example>\r\nRCPT TO:<b@local.example>\r\nRCPT TO:<c@local.example>\r\n"), ["250 2.1.5", "250 2.1.5", "452 4.5.3"]);
+    assert_eq!(
+        h.codes(b"RCPT TO:<a@local.example>\r\nRCPT TO:<b@local.example>\r\nRCPT TO:<c@local.example>\r\n"),
+        ["250 2.1.5", "250 2.1.5", "452 4.5.3"]
+    );
 }
 
 #[test]
@@ -252,14 +224,8 @@ fn declared_size_over_limit_is_552() {
     config.max_message_size = 100;
     let mut h = Harness::with(config);
     h.send(b"EHLO c\r\n");
-    assert_eq!(
-        h.codes(b"MAIL FROM:<a@b.example> SIZE=101\r\n"),
-        ["552 5.3.4"]
-    );
-    assert_eq!(
-        h.codes(b"MAIL FROM:<a@b.example> SIZE=100\r\n"),
-        ["250 2.1.0"]
-    );
+    assert_eq!(h.codes(b"MAIL FROM:<a@b.example> SIZE=101\r\n"), ["552 5.3.4"]);
+    assert_eq!(h.codes(b"MAIL FROM:<a@b.example> SIZE=100\r\n"), ["250 2.1.0"]);
 }
 
 #[test]
@@ -333,7 +299,8 @@ fn bdat_chunks() {
 #[test]
 fn bdat_pipelined_with_commands_after() {
     let mut h = Harness::ready();
-    let out = h.codes(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@local.example>\r\nBDAT 11 LAST\r\nQUIT\r\nabc\r\nNOOP\r\n");
+    let out =
+        h.codes(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@local.example>\r\nBDAT 11 LAST\r\nQUIT\r\nabc\r\nNOOP\r\n");
     assert_eq!(out, ["250 2.1.0", "250 2.1.5", "250 2.0.0", "250 2.0.0"]);
     // The chunk's content is data, never a command.
     assert_eq!(h.messages[0].body, b"QUIT\r\nabc\r\n");
@@ -358,10 +325,7 @@ fn bdat_over_size_is_552() {
     config.max_message_size = 8;
     let mut h = Harness::with(config);
     h.send(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@local.example>\r\n");
-    assert_eq!(
-        h.codes(b"BDAT 5\r\n12345BDAT 5 LAST\r\n67890"),
-        ["250 2.0.0", "552 5.3.4"]
-    );
+    assert_eq!(h.codes(b"BDAT 5\r\n12345BDAT 5 LAST\r\n67890"), ["250 2.0.0", "552 5.3.4"]);
     assert!(h.messages.is_empty());
     assert_eq!(h.codes(b"RCPT TO:<u@local.example>\r\n"), ["503 5.5.1"]);
 }
@@ -372,9 +336,7 @@ fn received_loop_is_554() {
     h.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@local.example>\r\nDATA\r\n");
     let mut body = String::new();
     for i in 0..51 {
-        body.push_str(&format!(
-            "Received: from hop{i} by x; Thu, 01 Jan 1970 00:00:00 +0000\r\n"
-        ));
+        body.push_str(&format!("Received: from hop{i} by x; Thu, 01 Jan 1970 00:00:00 +0000\r\n"));
     }
     body.push_str("\r\nloop\r\n.\r\n");
     assert_eq!(h.codes(body.as_bytes()), ["554 5.4.6"]);
@@ -427,23 +389,11 @@ fn submission_requires_auth() {
 #[test]
 fn smtputf8_required_for_non_ascii() {
     let mut h = Harness::ready();
-    assert_eq!(
-        h.codes("MAIL FROM:<jörg@b.example>\r\n".as_bytes()),
-        ["553 5.6.7"]
-    );
-    assert_eq!(
-        h.codes("MAIL FROM:<jörg@b.example> SMTPUTF8\r\n".as_bytes()),
-        ["250 2.1.0"]
-    );
-    assert_eq!(
-        h.codes("RCPT TO:<ü@local.example>\r\n".as_bytes()),
-        ["250 2.1.5"]
-    );
+    assert_eq!(h.codes("MAIL FROM:<jörg@b.example>\r\n".as_bytes()), ["553 5.6.7"]);
+    assert_eq!(h.codes("MAIL FROM:<jörg@b.example> SMTPUTF8\r\n".as_bytes()), ["250 2.1.0"]);
+    assert_eq!(h.codes("RCPT TO:<ü@local.example>\r\n".as_bytes()), ["250 2.1.5"]);
     h.send(b"RSET\r\nMAIL FROM:<a@b.example>\r\n");
-    assert_eq!(
-        h.codes("RCPT TO:<ü@local.example>\r\n".as_bytes()),
-        ["553 5.6.7"]
-    );
+    assert_eq!(h.codes("RCPT TO:<ü@local.example>\r\n".as_bytes()), ["553 5.6.7"]);
 }
 
 #[test]
@@ -455,20 +405,14 @@ fn dsn_parameters_are_kept() {
     assert_eq!(m.params.ret, Some(crate::smtp::command::DsnReturn::Headers));
     let notify = m.recipients[0].params.notify.unwrap();
     assert!(notify.failure && notify.delay && !notify.success);
-    assert_eq!(
-        m.recipients[0].params.orcpt.as_ref().unwrap().1,
-        "u@local.example"
-    );
+    assert_eq!(m.recipients[0].params.orcpt.as_ref().unwrap().1, "u@local.example");
 }
 
 #[test]
 fn auth_param_from_untrusted_client_becomes_empty() {
     let mut h = Harness::ready();
     h.send(b"MAIL FROM:<a@b.example> AUTH=someone@b.example\r\nRCPT TO:<u@local.example>\r\nDATA\r\nx\r\n.\r\n");
-    assert_eq!(
-        h.messages[0].params.auth,
-        Some(crate::smtp::command::AuthParam::Unauthenticated)
-    );
+    assert_eq!(h.messages[0].params.auth, Some(crate::smtp::command::AuthParam::Unauthenticated));
     h.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@local.example>\r\nDATA\r\nx\r\n.\r\n");
     assert_eq!(h.messages[1].params.auth, None);
 }
@@ -478,10 +422,7 @@ fn too_many_errors_closes_with_421() {
     let mut config = SessionConfig::new(Service::Mx, "mx.local.example");
     config.max_errors = 3;
     let mut h = Harness::with(config);
-    assert_eq!(
-        h.codes(b"X\r\nY\r\nZ\r\nNOOP\r\n"),
-        ["500 5.5.1", "500 5.5.1", "500 5.5.1", "421 4.7.0"]
-    );
+    assert_eq!(h.codes(b"X\r\nY\r\nZ\r\nNOOP\r\n"), ["500 5.5.1", "500 5.5.1", "500 5.5.1", "421 4.7.0"]);
     assert!(h.session.is_closed());
 }
 
@@ -519,34 +460,15 @@ fn source_route_and_relay_tricks_resolve_by_final_domain() {
     let mut h = Harness::ready();
     h.send(b"MAIL FROM:<a@b.example>\r\n");
     // The route is dropped; the resolver sees u@local.example.
-    assert_eq!(
-        h.codes(b"RCPT TO:<@relay.example:u@local.example>\r\n"),
-        ["250 2.1.5"]
-    );
+    assert_eq!(h.codes(b"RCPT TO:<@relay.example:u@local.example>\r\n"), ["250 2.1.5"]);
     // %-hack and bang paths stay in the local part; the domain decides, and here it is remote.
-    assert_eq!(
-        h.codes(b"RCPT TO:<u%local.example@remote.example>\r\n"),
-        ["550 5.7.1"]
-    );
-    assert_eq!(
-        h.codes(b"RCPT TO:<\"u@remote.example\"@elsewhere.example>\r\n"),
-        ["550 5.7.1"]
-    );
+    assert_eq!(h.codes(b"RCPT TO:<u%local.example@remote.example>\r\n"), ["550 5.7.1"]);
+    assert_eq!(h.codes(b"RCPT TO:<\"u@remote.example\"@elsewhere.example>\r\n"), ["550 5.7.1"]);
     h.send(b"RCPT TO:<u%remote.example@local.example>\r\nDATA\r\nx\r\n.\r\n");
-    let resolved: Vec<_> = h.messages[0]
-        .recipients
-        .iter()
-        .map(|r| r.resolved.clone())
-        .collect();
-    assert_eq!(
-        resolved,
-        ["u@local.example", "u%remote.example@local.example"]
-    );
+    let resolved: Vec<_> = h.messages[0].recipients.iter().map(|r| r.resolved.clone()).collect();
+    assert_eq!(resolved, ["u@local.example", "u%remote.example@local.example"]);
     let expected = Address::parse("u%remote.example@local.example").unwrap();
-    assert_eq!(
-        h.messages[0].recipients[1].path,
-        ForwardPath::Mailbox(expected)
-    );
+    assert_eq!(h.messages[0].recipients[1].path, ForwardPath::Mailbox(expected));
 }
 
 fn b64(s: &str) -> String {
@@ -687,14 +609,19 @@ fn cancel_and_garbage_in_the_exchange() {
 fn login_exchange() {
     let mut h = tls_harness(Service::Submission);
     assert_eq!(h.send(b"AUTH LOGIN\r\n"), format!("334 {}\r\n", b64("Username:")));
-    assert_eq!(h.send(format!("{}\r\n", b64("user@local.example")).as_bytes()), format!("334 {}\r\n", b64("Password:")));
+    assert_eq!(
+        h.send(format!("{}\r\n", b64("user@local.example")).as_bytes()),
+        format!("334 {}\r\n", b64("Password:"))
+    );
     assert_eq!(h.codes(format!("{}\r\n", b64("pencil")).as_bytes()), ["235 2.7.0"]);
 }
 
 #[test]
 fn every_mechanism_against_the_client_side() {
     use crate::sasl::{ClientSession, Credentials};
-    for mechanism in [Mechanism::ScramSha256Plus, Mechanism::ScramSha256, Mechanism::CramMd5, Mechanism::Plain, Mechanism::Login] {
+    for mechanism in
+        [Mechanism::ScramSha256Plus, Mechanism::ScramSha256, Mechanism::CramMd5, Mechanism::Plain, Mechanism::Login]
+    {
         let mut h = tls_harness(Service::Submission);
         let mut client = ClientSession::new(mechanism, Credentials::new("user@local.example", "pencil"));
         if mechanism == Mechanism::ScramSha256Plus {
@@ -745,6 +672,8 @@ fn submission_sender_must_be_owned() {
     h.send(b"RCPT TO:<u@local.example>\r\nDATA\r\nx\r\n.\r\n");
     assert_eq!(h.messages[0].params.auth, Some(crate::smtp::command::AuthParam::Identity("user@local.example".into())));
     // Asserting someone else's identity is not trusted.
-    h.send(b"MAIL FROM:<user@local.example> AUTH=boss@local.example\r\nRCPT TO:<u@local.example>\r\nDATA\r\nx\r\n.\r\n");
+    h.send(
+        b"MAIL FROM:<user@local.example> AUTH=boss@local.example\r\nRCPT TO:<u@local.example>\r\nDATA\r\nx\r\n.\r\n",
+    );
     assert_eq!(h.messages[1].params.auth, Some(crate::smtp::command::AuthParam::Unauthenticated));
 }

@@ -1,0 +1,230 @@
+//! TLS with rustls: the server certificate (configured, or self-signed on first start),
+//! optional client certificates for SASL EXTERNAL, and a stream that is plain or TLS.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+
+/// A verified client certificate's facts, for mapping it to an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// SHA-256 of the DER certificate, lower-case hex.
+    pub fingerprint: String,
+    /// The subject distinguished name (RFC 4514 form).
+    pub subject: String,
+    /// True when the certificate chains to the configured client CA; otherwise only its
+    /// fingerprint may be trusted (the handshake proved the key, nothing vouched for the name).
+    pub ca_verified: bool,
+}
+
+/// The server side TLS setup shared by every listener.
+#[derive(Clone)]
+pub struct Tls {
+    pub acceptor: TlsAcceptor,
+    /// Whether client certificates are checked against a CA.
+    ca_configured: bool,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl Tls {
+    /// Loads the configured certificate, or creates (once) a self-signed one for the host
+    /// name in the data folder.
+    pub fn from_config(config: &Config) -> Result<Tls, String> {
+        let (cert_path, key_path) = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            (None, None) => self_signed(config)?,
+            _ => return Err("tls.cert and tls.key must be set together".into()),
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+            .map_err(|e| format!("cannot read {}: {e}", cert_path.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("bad certificate in {}: {e}", cert_path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("no certificate in {}", cert_path.display()));
+        }
+        let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| format!("cannot read the key {}: {e}", key_path.display()))?;
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let ca_configured = config.tls.client_ca.is_some();
+        let builder = match &config.tls.client_ca {
+            Some(ca_path) => {
+                let mut roots = RootCertStore::empty();
+                for cert in CertificateDer::pem_file_iter(ca_path).map_err(|e| format!("cannot read {}: {e}", ca_path.display()))? {
+                    let cert = cert.map_err(|e| format!("bad certificate in {}: {e}", ca_path.display()))?;
+                    roots.add(cert).map_err(|e| format!("bad CA certificate in {}: {e}", ca_path.display()))?;
+                }
+                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| format!("client CA: {e}"))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None if config.tls.request_client_cert => builder.with_client_cert_verifier(Arc::new(AnyClientCert(provider()))),
+            None => builder.with_no_client_auth(),
+        };
+        let server_config = builder.with_single_cert(certs, key).map_err(|e| format!("certificate and key do not match: {e}"))?;
+        Ok(Tls { acceptor: TlsAcceptor::from(Arc::new(server_config)), ca_configured })
+    }
+
+    /// The client certificate of a finished handshake, if one was presented.
+    pub fn client_certificate(&self, stream: &TlsStream<TcpStream>) -> Option<ClientCertificate> {
+        let (_, connection) = stream.get_ref();
+        let cert = connection.peer_certificates()?.first()?;
+        let fingerprint = hex(&Sha256::digest(cert.as_ref()));
+        let subject = x509_parser::parse_x509_certificate(cert.as_ref()).map(|(_, c)| c.subject().to_string()).unwrap_or_default();
+        Some(ClientCertificate { fingerprint, subject, ca_verified: self.ca_configured })
+    }
+}
+
+/// The RFC 9266 tls-exporter channel binding of a connection (for SCRAM-SHA-256-PLUS).
+pub fn channel_binding(stream: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
+    let (_, connection) = stream.get_ref();
+    // RFC 9266 2: only with TLS 1.3 (or 1.2 with extended master secret, which rustls
+    // always negotiates, but we keep to 1.3 to be safe).
+    if connection.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return None;
+    }
+    connection.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None).ok()
+}
+
+/// Protocol version and cipher suite, for logs and the Received field.
+pub fn describe(stream: &TlsStream<TcpStream>) -> (String, String) {
+    let (_, connection) = stream.get_ref();
+    let version = connection.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
+    let cipher = connection.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())).unwrap_or_default();
+    (version.replace("TLSv1_", "TLSv1."), cipher)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Creates `<data_dir>/tls/cert.pem` and `key.pem` for the host name if they do not exist.
+fn self_signed(config: &Config) -> Result<(PathBuf, PathBuf), String> {
+    let dir = config.data_dir.join("tls");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if cert_path.exists() && key_path.exists() {
+        return Ok((cert_path, key_path));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let names = vec![config.hostname.clone()];
+    let generated = rcgen::generate_simple_self_signed(names).map_err(|e| format!("cannot generate a certificate: {e}"))?;
+    write_private(&key_path, generated.key_pair.serialize_pem().as_bytes())?;
+    std::fs::write(&cert_path, generated.cert.pem()).map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
+    tracing::info!(cert = %cert_path.display(), hostname = %config.hostname, "created a self-signed certificate");
+    Ok((cert_path, key_path))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    file.write_all(bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Asks for a client certificate and accepts any: the handshake still proves the client
+/// holds its key, so the certificate can be pinned by fingerprint (`user cert-map
+/// --fingerprint`). Names in it are not trusted.
+#[derive(Debug)]
+struct AnyClientCert(Arc<CryptoProvider>);
+
+impl ClientCertVerifier for AnyClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: UnixTime) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A connection before or after STARTTLS.
+pub enum MaybeTls {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Only while upgrading.
+    Upgrading,
+}
+
+impl AsyncRead for MaybeTls {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            MaybeTls::Upgrading => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl AsyncWrite for MaybeTls {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            MaybeTls::Upgrading => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            MaybeTls::Upgrading => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            MaybeTls::Upgrading => Poll::Ready(Ok(())),
+        }
+    }
+}
