@@ -70,7 +70,7 @@ pub fn authentication_results_value(authserv_id: &str, results: &[AuthResult]) -
         match result {
             AuthResult::None => {}
             AuthResult::SmtpAuth { user } => {
-                value.push_str(&format!(";\r\n\tauth=pass smtp.auth={}", quote_value(user)))
+                value.push_str(&format!("; auth=pass smtp.auth={}", quote_value(user)))
             }
         }
     }
@@ -145,7 +145,7 @@ mod tests {
         assert_eq!(authentication_results_value("mx.example", &[AuthResult::None]), "mx.example; none");
         assert_eq!(
             authentication_results_value("mx.example", &[AuthResult::SmtpAuth { user: "alice@mx.example".into() }]),
-            "mx.example;\r\n\tauth=pass smtp.auth=alice@mx.example"
+            "mx.example; auth=pass smtp.auth=alice@mx.example"
         );
         assert_eq!(quote_value("a b"), "\"a b\"");
     }
