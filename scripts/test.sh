@@ -31,3 +31,4 @@ export PATH="$PATH:/usr/sbin"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+bash scripts/fuzz.sh
