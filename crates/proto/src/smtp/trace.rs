@@ -69,9 +69,7 @@ pub fn authentication_results_value(authserv_id: &str, results: &[AuthResult]) -
     for result in results {
         match result {
             AuthResult::None => {}
-            AuthResult::SmtpAuth { user } => {
-                value.push_str(&format!("; auth=pass smtp.auth={}", quote_value(user)))
-            }
+            AuthResult::SmtpAuth { user } => value.push_str(&format!("; auth=pass smtp.auth={}", quote_value(user))),
         }
     }
     value
