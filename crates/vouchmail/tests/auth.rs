@@ -36,21 +36,45 @@ async fn swaks_plain_login_cram_md5_with_starttls_and_implicit_tls() {
     with_alice(&server).await;
     let submission = server.submission().to_string();
     let submissions = server.submissions().to_string();
-    let runs: [(&str, &str, &str); 4] =
-        [("-tls", &submission, "PLAIN"), ("-tls", &submission, "LOGIN"), ("-tls", &submission, "CRAM-MD5"), ("-tlsc", &submissions, "PLAIN")];
+    let runs: [(&str, &str, &str); 4] = [
+        ("-tls", &submission, "PLAIN"),
+        ("-tls", &submission, "LOGIN"),
+        ("-tls", &submission, "CRAM-MD5"),
+        ("-tlsc", &submissions, "PLAIN"),
+    ];
     for (tls, addr, mechanism) in runs {
-        let transcript =
-            swaks(&[tls, "--server", addr, "--auth", mechanism, "--auth-user", "alice@local.test", "--auth-password", PASSWORD])
-                .await;
+        let transcript = swaks(&[
+            tls,
+            "--server",
+            addr,
+            "--auth",
+            mechanism,
+            "--auth-user",
+            "alice@local.test",
+            "--auth-password",
+            PASSWORD,
+        ])
+        .await;
         assert!(transcript.contains("235 2.7.0 Authentication successful"), "{mechanism} {tls}: {transcript}");
         assert!(transcript.contains("250 2.0.0 Ok: queued as"), "{mechanism} {tls}: {transcript}");
     }
     // CRAM-MD5 also works on a clear channel; PLAIN and LOGIN are not even offered there.
-    let transcript =
-        swaks(&["--server", &submission, "--auth", "CRAM-MD5", "--auth-user", "alice@local.test", "--auth-password", PASSWORD])
-            .await;
+    let transcript = swaks(&[
+        "--server",
+        &submission,
+        "--auth",
+        "CRAM-MD5",
+        "--auth-user",
+        "alice@local.test",
+        "--auth-password",
+        PASSWORD,
+    ])
+    .await;
     assert!(transcript.contains("235 2.7.0"), "{transcript}");
-    assert!(transcript.contains("250-AUTH SCRAM-SHA-256 CRAM-MD5\n") || transcript.contains("250-AUTH SCRAM-SHA-256 CRAM-MD5\r"));
+    assert!(
+        transcript.contains("250-AUTH SCRAM-SHA-256 CRAM-MD5\n")
+            || transcript.contains("250-AUTH SCRAM-SHA-256 CRAM-MD5\r")
+    );
     let inbox = server.inbox("user@local.test").await;
     assert_eq!(inbox.len(), 5);
     assert!(inbox.iter().all(|m| authenticated_as_alice(m)), "{}", inbox[0]);
@@ -62,9 +86,18 @@ async fn swaks_wrong_password_gets_535() {
     let server = TestServer::start().await;
     with_alice(&server).await;
     let submission = server.submission().to_string();
-    let transcript =
-        swaks(&["-tls", "--server", &submission, "--auth", "PLAIN", "--auth-user", "alice@local.test", "--auth-password", "nope"])
-            .await;
+    let transcript = swaks(&[
+        "-tls",
+        "--server",
+        &submission,
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "alice@local.test",
+        "--auth-password",
+        "nope",
+    ])
+    .await;
     assert!(transcript.contains("535 5.7.8"), "{transcript}");
     assert!(server.inbox("user@local.test").await.is_empty());
 }
@@ -242,10 +275,16 @@ async fn auth_reply_codes_over_the_wire_and_failure_limit() {
     // Three wrong answers, each slower; then the IP is refused for a while.
     for _ in 0..3 {
         assert_eq!(c.cmd("AUTH CRAM-MD5").await.code, 334);
-        assert_eq!(c.cmd("YWxpY2VAbG9jYWwudGVzdCAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMA==").await.status(), "535 5.7.8");
+        assert_eq!(
+            c.cmd("YWxpY2VAbG9jYWwudGVzdCAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMA==").await.status(),
+            "535 5.7.8"
+        );
     }
     assert_eq!(c.cmd("AUTH CRAM-MD5").await.code, 334);
-    assert_eq!(c.cmd("YWxpY2VAbG9jYWwudGVzdCAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMA==").await.status(), "454 4.7.0");
+    assert_eq!(
+        c.cmd("YWxpY2VAbG9jYWwudGVzdCAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMA==").await.status(),
+        "454 4.7.0"
+    );
     // The session is still usable.
     assert_eq!(c.cmd("NOOP").await.status(), "250 2.0.0");
 }
