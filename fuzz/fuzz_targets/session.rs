@@ -33,6 +33,8 @@ fuzz_target!(|input: (u8, Vec<u8>)| {
                     if let Some(Event::AuthFinished { .. }) = session.provide_secrets(None) {}
                 }
                 Event::AuthFinished { .. } => {}
+                Event::Atrn { .. } => session.atrn_verdict(Err(Reply::not_authorized("no"))),
+                Event::Etrn { .. } => session.etrn_verdict(Reply::not_authorized("no")),
             }
         }
         output.extend(session.take_output());
