@@ -18,6 +18,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod inbound;
 pub mod limits;
+pub mod outbound;
 pub mod tasks;
 pub mod tls;
 
@@ -136,6 +137,9 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             ));
             server.listeners.push(handle);
         }
+    }
+    if config.outbound.enabled {
+        outbound::spawn(config, Arc::clone(&store), shutdown_rx.clone(), &sessions)?;
     }
     Ok(server)
 }

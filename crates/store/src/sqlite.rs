@@ -102,6 +102,11 @@ CREATE TABLE cert_map (
     PRIMARY KEY (kind, value)
 );
 "#,
+    r#"
+ALTER TABLE queue ADD COLUMN lease_until INTEGER;
+ALTER TABLE queue ADD COLUMN delay_warned INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX queue_lease ON queue(lease_until) WHERE state = 'inflight';
+"#,
 ];
 
 type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
@@ -894,7 +899,37 @@ impl Store for SqliteStore {
             rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
         })
     }
+
+    fn lease_due(&self, now: i64, lease_until: i64, limit: usize) -> StoreFuture<'_, Vec<crate::LeasedEntry>> {
+        self.write(move |conn| outbound::lease_due(conn, now, lease_until, limit))
+    }
+
+    fn renew_leases(&self, ids: Vec<i64>, lease_until: i64) -> StoreFuture<'_, ()> {
+        self.write(move |conn| outbound::renew_leases(conn, &ids, lease_until))
+    }
+
+    fn get_message(&self, message_id: i64) -> StoreFuture<'_, Option<crate::StoredMessage>> {
+        self.read(move |conn| outbound::get_message(conn, message_id))
+    }
+
+    fn record_delivery(&self, updates: Vec<crate::QueueUpdate>, notices: Vec<NewMessage>) -> StoreFuture<'_, ()> {
+        self.write(move |conn| outbound::record_delivery(conn, &updates, &notices))
+    }
+
+    fn retry_queued(&self, queue_id: Option<&str>, now: i64) -> StoreFuture<'_, usize> {
+        let queue_id = queue_id.map(str::to_string);
+        self.write(move |conn| outbound::retry_queued(conn, queue_id.as_deref(), now))
+    }
+
+    fn next_due(&self) -> StoreFuture<'_, Option<i64>> {
+        self.read(outbound::next_due)
+    }
+
+    fn queue_counts(&self) -> StoreFuture<'_, crate::QueueCounts> {
+        self.read(outbound::queue_counts)
+    }
 }
 
+mod outbound;
 #[cfg(test)]
 mod tests;
