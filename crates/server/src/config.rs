@@ -25,6 +25,7 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Delivery of queued remote mail (SPEC 5).
     pub outbound: Outbound,
+    pub odmr: Odmr,
 }
 
 impl Default for Config {
@@ -40,6 +41,7 @@ impl Default for Config {
             bootstrap: Bootstrap::default(),
             shutdown_grace_secs: 10,
             outbound: Outbound::default(),
+            odmr: Odmr::default(),
         }
     }
 }
@@ -54,6 +56,8 @@ pub struct Listeners {
     pub submission: Vec<SocketAddr>,
     /// Submission over implicit TLS (standard port 465, RFC 8314).
     pub submissions: Vec<SocketAddr>,
+    /// On-Demand Mail Relay provider (standard port 366, RFC 2645).
+    pub odmr: Vec<SocketAddr>,
 }
 
 impl Default for Listeners {
@@ -62,6 +66,7 @@ impl Default for Listeners {
             mx: vec![([127, 0, 0, 1], 2525).into()],
             submission: vec![([127, 0, 0, 1], 2587).into()],
             submissions: vec![([127, 0, 0, 1], 2465).into()],
+            odmr: vec![([127, 0, 0, 1], 3366).into()],
         }
     }
 }
@@ -100,6 +105,24 @@ impl Default for Smtp {
             max_connections: 2000,
             max_connections_per_ip: 50,
         }
+    }
+}
+
+/// On-Demand Mail Relay (RFC 2645) and ETRN (RFC 1985).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Odmr {
+    /// A second ATRN by the same account within this many seconds gets 450.
+    pub atrn_interval_secs: u64,
+    /// Timeout around ATRN and in the reversed session (RFC 2645: at least 600).
+    pub timeout_secs: u64,
+    /// Accept ETRN on the MX listener for held domains with an ETRN host.
+    pub etrn: bool,
+}
+
+impl Default for Odmr {
+    fn default() -> Self {
+        Odmr { atrn_interval_secs: 30, timeout_secs: 600, etrn: true }
     }
 }
 

@@ -18,6 +18,8 @@ pub mod bootstrap;
 pub mod config;
 pub mod inbound;
 pub mod limits;
+pub mod odmr;
+pub mod odmr_customer;
 pub mod outbound;
 pub mod tasks;
 pub mod tls;
@@ -45,6 +47,7 @@ pub struct RunningServer {
     pub mx_addrs: Vec<SocketAddr>,
     pub submission_addrs: Vec<SocketAddr>,
     pub submissions_addrs: Vec<SocketAddr>,
+    pub odmr_addrs: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
     sessions: TaskTracker,
@@ -94,6 +97,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         mx_addrs: Vec::new(),
         submission_addrs: Vec::new(),
         submissions_addrs: Vec::new(),
+        odmr_addrs: Vec::new(),
         shutdown,
         listeners: Vec::new(),
         sessions: sessions.clone(),
@@ -109,7 +113,9 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         (Listener::Mx, &config.listeners.mx),
         (Listener::Submission, &config.listeners.submission),
         (Listener::Submissions, &config.listeners.submissions),
+        (Listener::Odmr, &config.listeners.odmr),
     ];
+    let odmr = odmr::Odmr::new(config, Arc::clone(&store))?;
     for (kind, addrs) in listeners {
         let context = Arc::new(SmtpContext {
             session_config: Arc::new(session_config(config, kind)?),
@@ -119,6 +125,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             postmaster: postmaster.clone(),
             tls: Some(tls.clone()),
             implicit_tls: kind == Listener::Submissions,
+            odmr: Arc::clone(&odmr),
         });
         for addr in addrs {
             let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -128,6 +135,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
                 Listener::Mx => server.mx_addrs.push(local),
                 Listener::Submission => server.submission_addrs.push(local),
                 Listener::Submissions => server.submissions_addrs.push(local),
+                Listener::Odmr => server.odmr_addrs.push(local),
             }
             let handle = tokio::spawn(inbound::serve_listener(
                 listener,
@@ -140,6 +148,8 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     }
     if config.outbound.enabled {
         outbound::spawn(config, Arc::clone(&store), shutdown_rx.clone(), &sessions)?;
+        let lifetime = config.outbound.lifetime_secs as i64;
+        sessions.spawn(Arc::clone(&odmr).sweep_expired(lifetime, shutdown_rx.clone()));
     }
     Ok(server)
 }
@@ -150,10 +160,15 @@ enum Listener {
     Mx,
     Submission,
     Submissions,
+    Odmr,
 }
 
 fn session_config(config: &Config, kind: Listener) -> Result<SessionConfig, String> {
-    let service = if kind == Listener::Mx { Service::Mx } else { Service::Submission };
+    let service = match kind {
+        Listener::Mx => Service::Mx,
+        Listener::Submission | Listener::Submissions => Service::Submission,
+        Listener::Odmr => Service::Odmr,
+    };
     let mut session = SessionConfig::new(service, config.hostname.clone());
     session.max_message_size = config.smtp.max_message_size;
     session.max_recipients = config.smtp.max_recipients;
@@ -163,11 +178,38 @@ fn session_config(config: &Config, kind: Listener) -> Result<SessionConfig, Stri
     session.data_timeout = config.data_timeout();
     // RFC 3207: STARTTLS on the ports that start in the clear.
     session.starttls = kind != Listener::Submissions;
-    if service == Service::Submission || config.auth.on_mx {
+    if service != Service::Mx || config.auth.on_mx {
         session.auth_mechanisms = config.auth.mechanisms()?;
     }
+    session.etrn = service == Service::Mx && config.odmr.etrn;
+    // RFC 2034: enhanced codes only where ENHANCEDSTATUSCODES is advertised; the ODMR
+    // profile does not advertise it.
+    session.enhanced_status_codes = service != Service::Odmr;
     session.allow_plaintext_passwords = config.auth.allow_plaintext_passwords;
     session.scram_iterations = config.auth.scram_iterations;
     session.trusted_auth_assertors = config.auth.trusted_relays.clone();
     Ok(session)
+}
+
+/// The MX session context an ODMR customer serves its reversed session with: the provider
+/// is a trusted relay (SPEC 2), and mail goes into this store like MX mail.
+pub fn customer_context(config: &Config, store: Arc<dyn Store>) -> Result<Arc<SmtpContext>, String> {
+    let mut session = session_config(config, Listener::Mx)?;
+    session.trusted_relay = true;
+    session.etrn = false;
+    session.auth_mechanisms.clear();
+    session.starttls = false;
+    let postmaster_domain =
+        if config.bootstrap.domain.is_empty() { config.hostname.as_str() } else { config.bootstrap.domain.as_str() };
+    let postmaster = Address::parse(&format!("postmaster@{postmaster_domain}")).map_err(|e| e.to_string())?;
+    Ok(Arc::new(SmtpContext {
+        session_config: Arc::new(session),
+        store: Arc::clone(&store),
+        limiter: ConnectionLimiter::new(1, 1),
+        auth_limiter: Arc::new(AuthLimiter::new(1, 1, Duration::from_secs(1))),
+        postmaster,
+        tls: None,
+        implicit_tls: false,
+        odmr: odmr::Odmr::new(config, store)?,
+    }))
 }

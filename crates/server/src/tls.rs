@@ -214,6 +214,8 @@ impl ClientCertVerifier for AnyClientCert {
 pub enum MaybeTls {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// A stream someone else set up (the ODMR customer's reversed session).
+    Other(Box<dyn crate::outbound::session::Stream>),
     /// Only while upgrading.
     Upgrading,
 }
@@ -223,6 +225,7 @@ impl AsyncRead for MaybeTls {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            MaybeTls::Other(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             MaybeTls::Upgrading => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -233,6 +236,7 @@ impl AsyncWrite for MaybeTls {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            MaybeTls::Other(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             MaybeTls::Upgrading => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -241,6 +245,7 @@ impl AsyncWrite for MaybeTls {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            MaybeTls::Other(s) => Pin::new(s.as_mut()).poll_flush(cx),
             MaybeTls::Upgrading => Poll::Ready(Ok(())),
         }
     }
@@ -249,6 +254,7 @@ impl AsyncWrite for MaybeTls {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            MaybeTls::Other(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             MaybeTls::Upgrading => Poll::Ready(Ok(())),
         }
     }

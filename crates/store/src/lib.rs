@@ -124,4 +124,17 @@ pub trait Store: Send + Sync {
     /// The earliest time a pending entry becomes due (or an in-flight lease ends).
     fn next_due(&self) -> StoreFuture<'_, Option<i64>>;
     fn queue_counts(&self) -> StoreFuture<'_, QueueCounts>;
+
+    // Held domains (ODMR, RFC 2645): mail kept until a customer account takes it.
+    /// Makes a local domain held for `accounts` (empty: no longer held), with an optional
+    /// ETRN delivery host.
+    fn set_domain_held(&self, name: &str, accounts: &[String], etrn_host: Option<&str>) -> StoreFuture<'_, ()>;
+    /// The held domains an account may take with ATRN.
+    fn held_domains_for(&self, account: &str) -> StoreFuture<'_, Vec<String>>;
+    /// Pending held entries of these domains.
+    fn count_held(&self, domains: &[String]) -> StoreFuture<'_, usize>;
+    /// Leases every pending held entry of these domains (for an ATRN or ETRN delivery).
+    fn lease_held(&self, domains: &[String], now: i64, lease_until: i64) -> StoreFuture<'_, Vec<LeasedEntry>>;
+    /// Leases held entries created before `created_before`: their lifetime is over.
+    fn lease_expired_held(&self, created_before: i64, now: i64, lease_until: i64) -> StoreFuture<'_, Vec<LeasedEntry>>;
 }

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use vouchmail_proto::sasl::secrets::{SecretFields, Secrets};
 
 use crate::{
-    Account, CertMapping, CertMatch, CommittedMessage, Delivery, Domain, Folder, MailboxEntry, NewAccount, NewMessage,
+    Account, CertMapping, CertMatch, CommittedMessage, Domain, Folder, MailboxEntry, NewAccount, NewMessage,
     QueueEntry, QueueState, RecipientDsn, SenderPolicy, Store, StoreError, StoreFuture, StoreResult,
 };
 
@@ -106,6 +106,12 @@ CREATE TABLE cert_map (
 ALTER TABLE queue ADD COLUMN lease_until INTEGER;
 ALTER TABLE queue ADD COLUMN delay_warned INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX queue_lease ON queue(lease_until) WHERE state = 'inflight';
+"#,
+    r#"
+ALTER TABLE domains ADD COLUMN held_for TEXT;
+ALTER TABLE domains ADD COLUMN etrn_host TEXT;
+ALTER TABLE queue ADD COLUMN held_domain TEXT;
+CREATE INDEX queue_held ON queue(held_domain, state) WHERE held_domain IS NOT NULL;
 "#,
 ];
 
@@ -316,13 +322,20 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(err, _) if err.code == rusqlite::ErrorCode::ConstraintViolation)
 }
 
+const DOMAIN_COLUMNS: &str = "name, policy, catch_all, created_at, held_for, etrn_host";
+
 fn row_to_domain(row: &Row<'_>) -> rusqlite::Result<Domain> {
     let policy: String = row.get(1)?;
+    let held_for: Option<String> = row.get(4)?;
     Ok(Domain {
         name: row.get(0)?,
         policy: policy.parse().unwrap_or_default(),
         catch_all: row.get(2)?,
         created_at: row.get(3)?,
+        held_for: held_for
+            .map(|h| h.split(',').filter(|a| !a.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default(),
+        etrn_host: row.get(5)?,
     })
 }
 
@@ -435,7 +448,7 @@ impl Store for SqliteStore {
         let name = name.to_ascii_lowercase();
         self.read(move |conn| {
             conn.query_row(
-                "SELECT name, policy, catch_all, created_at FROM domains WHERE name = ?1",
+                &format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = ?1"),
                 params![name],
                 row_to_domain,
             )
@@ -446,9 +459,8 @@ impl Store for SqliteStore {
 
     fn list_domains(&self) -> StoreFuture<'_, Vec<Domain>> {
         self.read(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT name, policy, catch_all, created_at FROM domains ORDER BY name")
-                .map_err(db_error)?;
+            let mut stmt =
+                conn.prepare(&format!("SELECT {DOMAIN_COLUMNS} FROM domains ORDER BY name")).map_err(db_error)?;
             let rows = stmt.query_map([], row_to_domain).map_err(db_error)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
         })
@@ -662,55 +674,7 @@ impl Store for SqliteStore {
 
     fn commit_message(&self, message: NewMessage) -> StoreFuture<'_, CommittedMessage> {
         self.write(move |conn| {
-            let env = &message.envelope;
-            let size = message.data.len() as i64;
-            conn.prepare_cached(
-                "INSERT INTO messages (queue_id, sender, dsn_ret, dsn_envid, auth_param, authenticated_as, auth_results,
-                                       body_8bit, smtputf8, received_at, size, data)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    message.queue_id,
-                    env.sender,
-                    env.dsn_ret,
-                    env.dsn_envid,
-                    env.auth_param,
-                    env.authenticated_as,
-                    env.auth_results,
-                    env.body_8bit,
-                    env.smtputf8,
-                    message.received_at,
-                    size,
-                    message.data
-                ])
-            })
-            .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict(format!("queue id {} in use", message.queue_id)) } else { db_error(e) })?;
-            let message_id = conn.last_insert_rowid();
-            let now = message.received_at;
-            for (delivery, dsn) in &message.deliveries {
-                let (recipient, state) = match delivery {
-                    Delivery::Mailbox { recipient, .. } => (recipient, QueueState::Delivered),
-                    Delivery::Queue { recipient } => (recipient, QueueState::Queued),
-                };
-                conn.prepare_cached(
-                    "INSERT INTO queue (message_id, recipient, notify, orcpt, state, attempts, next_attempt, last_reply, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?6, ?6)",
-                )
-                .and_then(|mut stmt| {
-                    let last_reply = (state == QueueState::Delivered).then_some("delivered to mailbox");
-                    stmt.execute(params![message_id, recipient, dsn.notify, dsn.orcpt, state.as_str(), now, last_reply])
-                })
-                .map_err(db_error)?;
-                if let Delivery::Mailbox { account_id, folder, .. } = delivery {
-                    conn.prepare_cached("INSERT INTO mailbox (account_id, folder, message_id, received_at, size) VALUES (?1, ?2, ?3, ?4, ?5)")
-                        .and_then(|mut stmt| stmt.execute(params![account_id, folder.as_str(), message_id, now, size]))
-                        .map_err(db_error)?;
-                    conn.prepare_cached("UPDATE accounts SET used_bytes = used_bytes + ?2, message_count = message_count + 1 WHERE id = ?1")
-                        .and_then(|mut stmt| stmt.execute(params![account_id, size]))
-                        .map_err(db_error)?;
-                }
-            }
+            let message_id = outbound::insert_message(conn, &message)?;
             Ok(CommittedMessage { message_id, queue_id: message.queue_id })
         })
     }
@@ -928,8 +892,40 @@ impl Store for SqliteStore {
     fn queue_counts(&self) -> StoreFuture<'_, crate::QueueCounts> {
         self.read(outbound::queue_counts)
     }
+
+    fn set_domain_held(&self, name: &str, accounts: &[String], etrn_host: Option<&str>) -> StoreFuture<'_, ()> {
+        let name = name.to_ascii_lowercase();
+        let held_for = accounts.iter().map(|a| a.to_lowercase()).collect::<Vec<_>>().join(",");
+        let etrn_host = etrn_host.map(str::to_string);
+        self.write(move |conn| held::set_domain_held(conn, &name, &held_for, etrn_host.as_deref()))
+    }
+
+    fn held_domains_for(&self, account: &str) -> StoreFuture<'_, Vec<String>> {
+        let account = account.to_lowercase();
+        self.read(move |conn| held::domains_for(conn, &account))
+    }
+
+    fn count_held(&self, domains: &[String]) -> StoreFuture<'_, usize> {
+        let domains = domains.to_vec();
+        self.read(move |conn| held::count(conn, &domains))
+    }
+
+    fn lease_held(&self, domains: &[String], now: i64, lease_until: i64) -> StoreFuture<'_, Vec<crate::LeasedEntry>> {
+        let domains = domains.to_vec();
+        self.write(move |conn| held::lease(conn, &domains, now, lease_until))
+    }
+
+    fn lease_expired_held(
+        &self,
+        created_before: i64,
+        now: i64,
+        lease_until: i64,
+    ) -> StoreFuture<'_, Vec<crate::LeasedEntry>> {
+        self.write(move |conn| held::lease_expired(conn, created_before, now, lease_until))
+    }
 }
 
+mod held;
 mod outbound;
 #[cfg(test)]
 mod tests;

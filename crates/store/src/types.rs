@@ -52,6 +52,11 @@ pub struct Domain {
     pub policy: SenderPolicy,
     pub catch_all: Option<String>,
     pub created_at: i64,
+    /// ODMR customer accounts that may take this domain's mail with ATRN (RFC 2645); when
+    /// not empty the domain is held: mail waits in the queue instead of MX delivery.
+    pub held_for: Vec<String>,
+    /// host:port that ETRN (RFC 1985) for this domain delivers to.
+    pub etrn_host: Option<String>,
 }
 
 /// A mailbox folder (SPEC 5).
@@ -125,6 +130,8 @@ pub enum Delivery {
     Mailbox { account_id: i64, folder: Folder, recipient: String },
     /// Left queued for the outbound scheduler.
     Queue { recipient: String },
+    /// Queued for a held (ODMR customer) domain: kept until ATRN or ETRN.
+    Held { recipient: String, domain: String },
 }
 
 /// The envelope facts kept with a message.

@@ -21,6 +21,21 @@ pub enum DomainCommand {
         /// Sender policy: require (refuse unauthenticated senders), tag or accept.
         #[arg(long, default_value = "require")]
         policy: String,
+        /// Hold the domain's mail for these ODMR customer accounts (RFC 2645) instead of
+        /// delivering it: they take it with ATRN.
+        #[arg(long, value_delimiter = ',', value_name = "ACCOUNT[,ACCOUNT]")]
+        held_for: Vec<String>,
+        /// host:port that ETRN for this held domain delivers to (RFC 1985).
+        #[arg(long, value_name = "HOST:PORT", requires = "held_for")]
+        etrn_host: Option<String>,
+    },
+    /// Make a domain held for ODMR customer accounts, or (with no accounts) not held.
+    Held {
+        name: String,
+        #[arg(value_delimiter = ',', value_name = "ACCOUNT[,ACCOUNT]")]
+        accounts: Vec<String>,
+        #[arg(long, value_name = "HOST:PORT")]
+        etrn_host: Option<String>,
     },
     /// List local domains.
     List,
@@ -146,6 +161,24 @@ fn parse_domain(text: &str) -> Result<String, String> {
     Ok(address.domain().to_string())
 }
 
+fn parse_accounts(accounts: &[String]) -> Result<Vec<String>, String> {
+    accounts
+        .iter()
+        .map(|a| a.trim())
+        .filter(|a| !a.is_empty())
+        .map(|a| parse_address(a).map(|a| a.to_string().to_lowercase()))
+        .collect()
+}
+
+fn check_etrn_host(host: Option<&str>) -> Result<(), String> {
+    match host {
+        Some(h) if h.rsplit_once(':').is_none_or(|(name, port)| name.is_empty() || port.parse::<u16>().is_err()) => {
+            Err(format!("'{h}' is not host:port"))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn read_password_stdin() -> Result<String, String> {
     let mut input = String::new();
     std::io::stdin()
@@ -184,16 +217,41 @@ fn pem_fingerprint(path: &std::path::Path) -> Result<String, String> {
 
 pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), String> {
     match command {
-        DomainCommand::Add { name, policy } => {
+        DomainCommand::Add { name, policy, held_for, etrn_host } => {
             let name = parse_domain(&name)?;
             let policy: SenderPolicy = policy.parse()?;
+            let held_for = parse_accounts(&held_for)?;
+            check_etrn_host(etrn_host.as_deref())?;
             store.add_domain(&name, policy).await.map_err(|e| e.to_string())?;
-            println!("added domain {name} (policy {policy})");
+            if !held_for.is_empty() {
+                if let Err(e) = store.set_domain_held(&name, &held_for, etrn_host.as_deref()).await {
+                    // Leave nothing half-made behind.
+                    let _ = store.remove_domain(&name).await;
+                    return Err(e.to_string());
+                }
+                println!("added domain {name} (policy {policy}), held for {}", held_for.join(", "));
+            } else {
+                println!("added domain {name} (policy {policy})");
+            }
+        }
+        DomainCommand::Held { name, accounts, etrn_host } => {
+            let name = parse_domain(&name)?;
+            let accounts = parse_accounts(&accounts)?;
+            check_etrn_host(etrn_host.as_deref())?;
+            store.set_domain_held(&name, &accounts, etrn_host.as_deref()).await.map_err(|e| e.to_string())?;
+            if accounts.is_empty() {
+                println!("domain {name} is no longer held");
+            } else {
+                println!("domain {name} is held for {}", accounts.join(", "));
+            }
         }
         DomainCommand::List => {
             for d in store.list_domains().await.map_err(|e| e.to_string())? {
                 let catch_all = d.catch_all.map(|c| format!(" catch-all={c}")).unwrap_or_default();
-                println!("{}\tpolicy={}{catch_all}", d.name, d.policy);
+                let held =
+                    if d.held_for.is_empty() { String::new() } else { format!(" held-for={}", d.held_for.join(",")) };
+                let etrn = d.etrn_host.map(|h| format!(" etrn-host={h}")).unwrap_or_default();
+                println!("{}\tpolicy={}{catch_all}{held}{etrn}", d.name, d.policy);
             }
         }
         DomainCommand::Remove { name } => {

@@ -1,6 +1,7 @@
 //! The `vouchmail` binary: the server and the admin commands, all on one store.
 
 mod admin;
+mod odmr;
 mod progress;
 
 use std::path::PathBuf;
@@ -40,6 +41,9 @@ enum Command {
     /// Inspect and manage the queue.
     #[command(subcommand)]
     Queue(admin::QueueCommand),
+    /// On-Demand Mail Relay customer (RFC 2645).
+    #[command(subcommand)]
+    Odmr(odmr::OdmrCommand),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +62,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Odmr(command) = cli.command {
+        return match runtime.block_on(odmr::run(&config, command)) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("vouchmail: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve => serve(config).await,
@@ -69,7 +82,7 @@ fn main() -> ExitCode {
                     Command::Alias(c) => admin::alias(store.as_ref(), c).await,
                     Command::Mailbox(c) => admin::mailbox(store.as_ref(), c).await,
                     Command::Queue(c) => admin::queue(Arc::clone(&store) as Arc<dyn Store>, c, &config).await,
-                    Command::Serve => unreachable!("handled above"),
+                    Command::Serve | Command::Odmr(_) => unreachable!("handled above"),
                 };
                 store.close();
                 result

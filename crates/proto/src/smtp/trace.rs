@@ -58,6 +58,9 @@ pub enum AuthResult {
     None,
     /// SMTP AUTH as a local user (RFC 8601 2.7.4).
     SmtpAuth { user: String },
+    /// Relayed by a trusted peer (our ODMR provider in a reversed session, a configured
+    /// relay): SPEC 2 `x-trusted-relay=pass`.
+    TrustedRelay,
 }
 
 /// The value of our Authentication-Results field (RFC 8601 2.2).
@@ -70,6 +73,7 @@ pub fn authentication_results_value(authserv_id: &str, results: &[AuthResult]) -
         match result {
             AuthResult::None => {}
             AuthResult::SmtpAuth { user } => value.push_str(&format!("; auth=pass smtp.auth={}", quote_value(user))),
+            AuthResult::TrustedRelay => value.push_str("; x-trusted-relay=pass"),
         }
     }
     value

@@ -22,6 +22,7 @@ pub struct ClientInfo<'a> {
     pub tls: bool,
     pub authenticated: Option<&'a str>,
     pub service: Service,
+    pub trusted_relay: bool,
 }
 
 /// A fresh queue id: 16 hex digits from the OS random source.
@@ -46,6 +47,7 @@ pub async fn commit_message(
     let now = SystemTime::now();
     let auth_result = match client.authenticated {
         Some(user) => AuthResult::SmtpAuth { user: user.to_string() },
+        None if client.trusted_relay => AuthResult::TrustedRelay,
         None => AuthResult::None,
     };
     // RFC 8601 5: remove any Authentication-Results claiming to be ours from outside.
@@ -138,6 +140,7 @@ fn auth_method_text(result: &AuthResult) -> String {
     match result {
         AuthResult::None => "none".to_string(),
         AuthResult::SmtpAuth { user } => format!("auth=pass smtp.auth={user}"),
+        AuthResult::TrustedRelay => "x-trusted-relay=pass".to_string(),
     }
 }
 

@@ -18,6 +18,7 @@ use vouchmail_store::{Delivery, Store};
 
 use crate::auth_limit::AuthLimiter;
 use crate::limits::{ConnectionLimiter, Refusal};
+use crate::odmr::Odmr;
 use crate::tasks::TaskTracker;
 use crate::tls::{self, MaybeTls, Tls};
 use commit::{commit_message, ClientInfo};
@@ -37,6 +38,8 @@ pub struct SmtpContext {
     pub tls: Option<Tls>,
     /// Port 465: TLS from the first byte (RFC 8314).
     pub implicit_tls: bool,
+    /// ATRN and ETRN decisions and the reversed session.
+    pub odmr: Arc<Odmr>,
 }
 
 /// Accepts connections until shutdown; each runs in its own task.
@@ -101,6 +104,18 @@ async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &SmtpConte
     run_session(stream, peer, context, session, shutdown).await;
 }
 
+/// Serves an SMTP session over a stream the caller set up (the ODMR customer's reversed
+/// session); returns the number of messages accepted.
+pub async fn serve_stream(
+    stream: Box<dyn crate::outbound::session::Stream>,
+    peer: SocketAddr,
+    context: &SmtpContext,
+) -> u64 {
+    let session: Session<Vec<Delivery>> = Session::new(Arc::clone(&context.session_config));
+    let (_never, shutdown) = watch::channel(false);
+    run_session(MaybeTls::Other(stream), peer, context, session, shutdown).await
+}
+
 /// Runs the server side of a TLS handshake and gathers what the session needs to know.
 async fn handshake(
     tls: &Tls,
@@ -141,9 +156,10 @@ async fn run_session(
     context: &SmtpContext,
     mut session: Session<Vec<Delivery>>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> u64 {
     let mut buffer = vec![0u8; 8192];
     let mut shutting_down = *shutdown.borrow();
+    let mut reversed: Option<(String, Vec<String>)> = None;
     tracing::debug!(%peer, "session started");
     'session: loop {
         let mut next = session.poll_event();
@@ -154,6 +170,7 @@ async fn run_session(
                     let sender = SenderContext {
                         authenticated: session.authenticated(),
                         declared_size: session.mail_params().and_then(|p| p.size).unwrap_or(0),
+                        trusted_relay: context.session_config.trusted_relay,
                     };
                     let verdict = resolve_recipient(context.store.as_ref(), &context.postmaster, &path, sender).await;
                     session.recipient_verdict(verdict);
@@ -167,6 +184,7 @@ async fn run_session(
                         tls: session.is_tls(),
                         authenticated: session.authenticated(),
                         service: context.session_config.service,
+                        trusted_relay: context.session_config.trusted_relay,
                     };
                     let verdict =
                         commit_message(context.store.as_ref(), &context.session_config.hostname, &client, envelope)
@@ -217,24 +235,29 @@ async fn run_session(
                         .await;
                         let Ok((returned, event)) = joined else {
                             tracing::error!(%peer, "AUTH verification task failed; closing the session");
-                            return;
+                            return 0;
                         };
                         session = returned;
                         next = event;
                         continue;
                     }
                 }
-                Event::Atrn { .. } => {
-                    // Only the ODMR listener's sessions raise ATRN.
-                    session.atrn_verdict(Err(Reply::new(502, EnhancedCode(5, 5, 1), "Command not implemented")));
+                Event::Atrn { domains } => {
+                    let account = session.authenticated().unwrap_or_default().to_string();
+                    let verdict = context.odmr.check_atrn(&account, &domains).await;
+                    tracing::info!(%peer, %account, ?domains, verdict = ?verdict.as_ref().map_err(|r| r.to_string()), "ATRN");
+                    match verdict {
+                        Ok(granted) => {
+                            session.atrn_verdict(Ok(()));
+                            reversed = Some((account, granted));
+                        }
+                        Err(reply) => session.atrn_verdict(Err(reply)),
+                    }
                 }
                 Event::Etrn { node } => {
-                    tracing::info!(%peer, %node, "ETRN");
-                    session.etrn_verdict(Reply::new(
-                        458,
-                        EnhancedCode(4, 0, 0),
-                        format!("Unable to queue messages for node {node}"),
-                    ));
+                    let reply = context.odmr.etrn(&node).await;
+                    tracing::info!(%peer, %node, reply = %reply, "ETRN");
+                    session.etrn_verdict(reply);
                 }
                 Event::AuthFinished { authcid, success } => {
                     let delay = context.auth_limiter.record(peer.ip(), authcid.as_deref(), success);
@@ -258,6 +281,12 @@ async fn run_session(
         if !output.is_empty() && stream.write_all(&output).await.is_err() {
             break;
         }
+        if let Some((account, domains)) = reversed.take().filter(|_| session.is_reversed()) {
+            // RFC 2645 5.3: the roles reverse on this connection, inside TLS if started.
+            let unread = session.take_unread_input();
+            context.odmr.reverse(Box::new(stream), unread, peer, &account, &domains).await;
+            return session.messages_accepted();
+        }
         if session.is_closed() {
             let _ = stream.shutdown().await;
             break;
@@ -273,6 +302,7 @@ async fn run_session(
         }
     }
     tracing::debug!(%peer, messages = session.messages_accepted(), "session ended");
+    session.messages_accepted()
 }
 
 /// Submission: MAIL FROM must be an address the user owns, its own or an alias that leads

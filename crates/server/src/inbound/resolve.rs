@@ -19,6 +19,8 @@ pub struct SenderContext<'a> {
     pub authenticated: Option<&'a str>,
     /// The SIZE the client declared, for the quota check.
     pub declared_size: u64,
+    /// The client is a trusted relay (SPEC 2: `x-trusted-relay=pass`).
+    pub trusted_relay: bool,
 }
 
 /// Maps a store failure to the SMTP reply: temporary unless the store says otherwise.
@@ -48,6 +50,12 @@ pub async fn resolve_recipient(
         return Err(Reply::not_authorized("Relaying denied"));
     };
     check_policy(&domain, sender)?;
+    // RFC 2645: a held domain's mail waits for its customer; any local part is accepted,
+    // the customer's server decides.
+    if !domain.held_for.is_empty() {
+        let recipient = address.to_string();
+        return Ok(vec![Delivery::Held { recipient, domain: domain.name }]);
+    }
     let mut deliveries = Vec::new();
     let mut seen = HashSet::new();
     expand(store, &address.to_string().to_lowercase(), 0, sender, &mut seen, &mut deliveries).await?;
@@ -60,7 +68,7 @@ pub async fn resolve_recipient(
 /// SPEC 2: the recipient domain's sender policy. Until the authentication methods exist,
 /// `require` refuses every unauthenticated sender; `tag` and `accept` take the message.
 fn check_policy(domain: &Domain, sender: SenderContext<'_>) -> Result<(), Reply> {
-    if sender.authenticated.is_none() && domain.policy == SenderPolicy::Require {
+    if sender.authenticated.is_none() && !sender.trusted_relay && domain.policy == SenderPolicy::Require {
         return Err(Reply::not_authorized(format!(
             "Sender not authenticated; {} accepts mail only from authenticated senders",
             domain.name
@@ -92,6 +100,10 @@ async fn expand(
         out.push(Delivery::Queue { recipient: address.to_string() });
         return Ok(());
     };
+    if !domain.held_for.is_empty() {
+        out.push(Delivery::Held { recipient: address.to_string(), domain: domain.name });
+        return Ok(());
+    }
     if let Some(account) = store.get_account(address).await.map_err(|e| store_reply(&e))? {
         if account.over_quota(sender.declared_size) {
             return Err(Reply::mailbox_full(format!("Mailbox of {address} is full")));

@@ -33,7 +33,7 @@ use vouchmail_store::{LeasedEntry, NewMessage, QueueState, QueueUpdate, Store, S
 use crate::config::Config;
 use crate::tasks::TaskTracker;
 use notify::{enhanced_of, unix_time, NotifyWanted};
-use route::{Destination, Router, TlsPolicy};
+use route::{Destination, Router, Target, TlsPolicy};
 use session::Session;
 use tls::Connectors;
 
@@ -209,6 +209,112 @@ pub async fn flush(
     Arc::clone(&engine).run(shutdown, true, grace).await;
     reporter.abort();
     Ok(engine.progress())
+}
+
+/// Delivery of held mail over a connection opened by someone else: the ODMR provider's
+/// reversed session (RFC 2645 5.3), or an ETRN delivery host. Outcomes are recorded exactly
+/// as the scheduler records them (2xx done, 4xx stays queued, 5xx bounces with a DSN).
+pub struct HeldDelivery {
+    engine: Arc<Engine>,
+    /// Every client timeout is at least this (RFC 2645 5.2.1: 10 minutes around ATRN).
+    min_timeout: Duration,
+}
+
+impl HeldDelivery {
+    pub fn new(config: &Config, store: Arc<dyn Store>) -> Result<HeldDelivery, String> {
+        Ok(HeldDelivery { engine: Engine::new(config, store)?, min_timeout: Duration::ZERO })
+    }
+
+    pub fn with_min_timeout(mut self, min: Duration) -> HeldDelivery {
+        self.min_timeout = min;
+        self
+    }
+
+    /// Runs the SMTP client over `stream` (the peer's greeting may already be in
+    /// `prebuffered`) and delivers every leased entry, then QUIT. Returns the counts.
+    pub async fn deliver_over(
+        &self,
+        stream: Box<dyn session::Stream>,
+        prebuffered: &[u8],
+        target: &Target,
+        entries: Vec<LeasedEntry>,
+    ) -> Progress {
+        let engine = &self.engine;
+        let jobs = jobs_of(entries, engine.settings.max_recipients.max(1));
+        // No STARTTLS inside the reversed session: it is already inside TLS if the
+        // customer started it, and the customer cannot ask us to.
+        let t = engine.settings.timeouts;
+        let at_least = |d: Duration| d.max(self.min_timeout);
+        let timeouts = Timeouts {
+            greeting: at_least(t.greeting),
+            command: at_least(t.command),
+            mail: at_least(t.mail),
+            rcpt: at_least(t.rcpt),
+            data_init: at_least(t.data_init),
+            data_term: at_least(t.data_term),
+        };
+        let config = ClientConfig {
+            helo_name: engine.settings.helo_name.clone(),
+            tls: TlsMode::Never,
+            credentials: None,
+            allow_cleartext_auth: false,
+            timeouts,
+        };
+        let mut pending = jobs.into_iter();
+        match Session::over(stream, prebuffered, target, config).await {
+            Ok(mut session) => {
+                for job in pending.by_ref() {
+                    if engine.deliver(&mut session, job).await {
+                        break;
+                    }
+                }
+                let rest: Vec<Job> = pending.collect();
+                if rest.is_empty() {
+                    session.quit().await;
+                } else {
+                    let reply = Reply::new(421, EnhancedCode(4, 4, 2), "Connection lost during delivery");
+                    for job in rest {
+                        let replies = vec![reply.clone(); job.entries.len()];
+                        engine.conclude(job, None, replies, Some(&target.host), false).await;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::info!(host = %target.host, reason = %e.reply, "held delivery: session failed");
+                for job in pending {
+                    let replies = vec![e.reply.clone(); job.entries.len()];
+                    engine.conclude(job, None, replies, Some(&target.host), false).await;
+                }
+            }
+        }
+        // Outcomes are recorded in the background; wait for them.
+        engine.workers.wait(Duration::from_secs(60)).await;
+        engine.progress()
+    }
+
+    /// Concludes entries without a delivery attempt (held mail whose lifetime is over).
+    pub async fn conclude(&self, entries: Vec<LeasedEntry>, reply: Reply) -> Progress {
+        for job in jobs_of(entries, usize::MAX) {
+            let replies = vec![reply.clone(); job.entries.len()];
+            self.engine.conclude(job, None, replies, None, false).await;
+        }
+        self.engine.progress()
+    }
+}
+
+/// Groups leased entries into transactions: one message, at most `max` recipients.
+fn jobs_of(entries: Vec<LeasedEntry>, max: usize) -> Vec<Job> {
+    let mut jobs: Vec<Job> = Vec::new();
+    for leased in entries {
+        let domain = leased.entry.recipient.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
+        match jobs.last_mut() {
+            Some(job) if job.message_id == leased.entry.message_id && job.entries.len() < max => {
+                job.entries.push(leased)
+            }
+            _ => jobs.push(Job { domain, message_id: leased.entry.message_id, entries: vec![leased] }),
+        }
+    }
+    jobs
 }
 
 impl Engine {

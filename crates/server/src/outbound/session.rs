@@ -17,10 +17,16 @@ use vouchmail_proto::smtp::reply::{EnhancedCode, Reply};
 use super::route::Target;
 use super::tls::server_name;
 
-/// A connection before or after STARTTLS.
+/// Any byte stream a session can run over.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A connection before or after STARTTLS, or one opened by someone else (the ODMR
+/// provider's reversed session).
 enum Conn {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    Borrowed(Box<dyn Stream>),
     Closed,
 }
 
@@ -29,6 +35,7 @@ impl AsyncRead for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Borrowed(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Conn::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -39,6 +46,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Borrowed(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Conn::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -47,6 +55,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Borrowed(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Conn::Closed => Poll::Ready(Ok(())),
         }
     }
@@ -55,6 +64,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Borrowed(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Conn::Closed => Poll::Ready(Ok(())),
         }
     }
@@ -120,6 +130,39 @@ impl Session {
                     let reply = connection_lost("Unexpected end of the session setup");
                     return Err(OpenError { reply, tls_handshake: false });
                 }
+            }
+        }
+    }
+
+    /// Runs the client over a connection that is already open, whose peer speaks first
+    /// (RFC 2645 5.3: after ATRN the customer sends the greeting). `prebuffered` holds bytes
+    /// of it already read.
+    pub async fn over(
+        stream: Box<dyn Stream>,
+        prebuffered: &[u8],
+        target: &Target,
+        config: ClientConfig,
+    ) -> Result<Session, OpenError> {
+        let mut session = Session {
+            conn: Conn::Borrowed(stream),
+            client: Client::new(config),
+            buffer: vec![0; 16 * 1024],
+            target: target.clone(),
+            tls: false,
+        };
+        if !prebuffered.is_empty() {
+            session.client.feed(prebuffered);
+        }
+        // No STARTTLS here (the caller chose the channel), so the first event decides.
+        match session.next_event().await {
+            ClientEvent::Ready => Ok(session),
+            ClientEvent::Failed(reply) => {
+                session.close().await;
+                Err(OpenError { reply, tls_handshake: false })
+            }
+            ClientEvent::StartTls | ClientEvent::Done(_) | ClientEvent::Closed => {
+                let reply = connection_lost("Unexpected end of the session setup");
+                Err(OpenError { reply, tls_handshake: false })
             }
         }
     }

@@ -125,3 +125,26 @@ fn load_roots(path: &Path) -> Result<RootCertStore, String> {
 pub fn server_name(host: &str) -> Option<ServerName<'static>> {
     ServerName::try_from(host.to_string()).ok()
 }
+
+/// A connector that accepts any server certificate and, when given, presents a client
+/// certificate (the ODMR customer authenticating with SASL EXTERNAL).
+pub fn connector_with_client_cert(client: Option<(&Path, &Path)>) -> Result<TlsConnector, String> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())));
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| format!("cannot read {}: {e}", cert.display()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("bad certificate in {}: {e}", cert.display()))?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("cannot read the key {}: {e}", key.display()))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))?
+        }
+    };
+    Ok(TlsConnector::from(Arc::new(config)))
+}

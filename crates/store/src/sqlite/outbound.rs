@@ -18,8 +18,9 @@ pub(super) fn lease_due(conn: &Connection, now: i64, lease_until: i64, limit: us
             .prepare_cached(
                 "UPDATE queue SET state = 'inflight', lease_until = ?2, updated_at = ?1
                  WHERE id IN (SELECT id FROM queue
-                              WHERE (state IN ('queued','deferred') AND next_attempt <= ?1)
-                                 OR (state = 'inflight' AND (lease_until IS NULL OR lease_until <= ?1))
+                              WHERE held_domain IS NULL
+                                AND ((state IN ('queued','deferred') AND next_attempt <= ?1)
+                                     OR (state = 'inflight' AND (lease_until IS NULL OR lease_until <= ?1)))
                               ORDER BY next_attempt, id LIMIT ?3)
                  RETURNING id",
             )
@@ -137,8 +138,10 @@ pub(super) fn record_delivery(conn: &Connection, updates: &[QueueUpdate], notice
     Ok(())
 }
 
-/// The same rows `commit_message` writes, inside the caller's transaction.
-fn insert_message(conn: &Connection, message: &NewMessage) -> StoreResult<()> {
+/// Writes a message, its queue entries and its local mailbox entries inside the caller's
+/// transaction; returns the message's row id. `commit_message` and the notices of
+/// `record_delivery` both use it.
+pub(super) fn insert_message(conn: &Connection, message: &NewMessage) -> StoreResult<i64> {
     let env = &message.envelope;
     let size = message.data.len() as i64;
     conn.prepare_cached(
@@ -172,18 +175,29 @@ fn insert_message(conn: &Connection, message: &NewMessage) -> StoreResult<()> {
     let message_id = conn.last_insert_rowid();
     let now = message.received_at;
     for (delivery, dsn) in &message.deliveries {
-        let (recipient, state) = match delivery {
-            Delivery::Mailbox { recipient, .. } => (recipient, QueueState::Delivered),
-            Delivery::Queue { recipient } => (recipient, QueueState::Queued),
+        let (recipient, state, held_domain) = match delivery {
+            Delivery::Mailbox { recipient, .. } => (recipient, QueueState::Delivered, None),
+            Delivery::Queue { recipient } => (recipient, QueueState::Queued, None),
+            // RFC 2645: kept until the customer's ATRN; the scheduler leaves it alone.
+            Delivery::Held { recipient, domain } => (recipient, QueueState::Queued, Some(domain)),
         };
         let last_reply = (state == QueueState::Delivered).then_some("delivered to mailbox");
         conn.prepare_cached(
             "INSERT INTO queue (message_id, recipient, notify, orcpt, state, attempts, next_attempt, last_reply,
-                                created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?6, ?6)",
+                                created_at, updated_at, held_domain)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?6, ?6, ?8)",
         )
         .and_then(|mut stmt| {
-            stmt.execute(params![message_id, recipient, dsn.notify, dsn.orcpt, state.as_str(), now, last_reply])
+            stmt.execute(params![
+                message_id,
+                recipient,
+                dsn.notify,
+                dsn.orcpt,
+                state.as_str(),
+                now,
+                last_reply,
+                held_domain
+            ])
         })
         .map_err(db_error)?;
         if let Delivery::Mailbox { account_id, folder, .. } = delivery {
@@ -199,7 +213,7 @@ fn insert_message(conn: &Connection, message: &NewMessage) -> StoreResult<()> {
             .map_err(db_error)?;
         }
     }
-    Ok(())
+    Ok(message_id)
 }
 
 pub(super) fn retry_queued(conn: &Connection, queue_id: Option<&str>, now: i64) -> StoreResult<usize> {
@@ -232,7 +246,7 @@ pub(super) fn retry_queued(conn: &Connection, queue_id: Option<&str>, now: i64) 
 pub(super) fn next_due(conn: &Connection) -> StoreResult<Option<i64>> {
     conn.query_row(
         "SELECT MIN(CASE WHEN state = 'inflight' THEN COALESCE(lease_until, 0) ELSE next_attempt END)
-         FROM queue WHERE state IN ('queued','deferred','inflight')",
+         FROM queue WHERE state IN ('queued','deferred','inflight') AND held_domain IS NULL",
         [],
         |r| r.get(0),
     )

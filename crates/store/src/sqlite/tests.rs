@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::Delivery;
 
 fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
     let dir = tempfile::tempdir().unwrap();

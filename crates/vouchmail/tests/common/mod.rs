@@ -40,6 +40,8 @@ impl TestServer {
         config.listeners.mx = vec!["127.0.0.1:0".parse().unwrap()];
         config.listeners.submission = vec!["127.0.0.1:0".parse().unwrap()];
         config.listeners.submissions = vec!["127.0.0.1:0".parse().unwrap()];
+        config.listeners.odmr = vec!["127.0.0.1:0".parse().unwrap()];
+        config.odmr.atrn_interval_secs = 0;
         config.bootstrap.domain = "local.test".into();
         config.bootstrap.policy = "tag".into();
         config.bootstrap.postmaster = false;
@@ -68,6 +70,10 @@ impl TestServer {
 
     pub fn submission(&self) -> SocketAddr {
         self.server.as_ref().expect("running").submission_addrs[0]
+    }
+
+    pub fn odmr(&self) -> SocketAddr {
+        self.server.as_ref().expect("running").odmr_addrs[0]
     }
 
     pub fn submissions(&self) -> SocketAddr {
@@ -163,6 +169,13 @@ impl SmtpConn {
                 return Some(Reply { code, lines });
             }
         }
+    }
+
+    /// One line from the peer without its line end (for playing the server side).
+    pub async fn read_line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(30), self.reader.read_line(&mut line)).await.ok()?.ok()?;
+        (n > 0).then(|| line.trim_end_matches(['\r', '\n']).to_string())
     }
 
     /// Sends one command line and reads its reply.

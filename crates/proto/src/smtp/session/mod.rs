@@ -83,6 +83,8 @@ pub struct SessionConfig {
     /// The client is a trusted relay (e.g. our ODMR provider in a reversed session):
     /// its mail counts as authenticated (`x-trusted-relay=pass`).
     pub trusted_relay: bool,
+    /// Include RFC 3463 codes in replies (RFC 2034: where ENHANCEDSTATUSCODES is offered).
+    pub enhanced_status_codes: bool,
 }
 
 impl SessionConfig {
@@ -103,6 +105,7 @@ impl SessionConfig {
             trusted_auth_assertors: Vec::new(),
             etrn: false,
             trusted_relay: false,
+            enhanced_status_codes: true,
         }
     }
 }
@@ -489,7 +492,10 @@ impl<R> Session<R> {
     }
 
     /// Queues a positive or informational reply.
-    fn reply(&mut self, reply: Reply) {
+    fn reply(&mut self, mut reply: Reply) {
+        if !self.config.enhanced_status_codes {
+            reply.enhanced = None;
+        }
         reply.write_to(&mut self.output);
     }
 

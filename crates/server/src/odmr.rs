@@ -1,0 +1,183 @@
+//! On-Demand Mail Relay, provider side (RFC 2645), and ETRN (RFC 1985): handing a held
+//! domain's queued mail to its customer.
+//!
+//! The ODMR listener runs the ordinary SMTP session in its `Odmr` profile; this module
+//! decides ATRN, then runs the provider's SMTP client over the same connection once the
+//! roles are reversed. ETRN on the MX listener delivers to the domain's configured host.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use vouchmail_proto::smtp::reply::{EnhancedCode, Reply};
+use vouchmail_store::Store;
+
+use crate::config::Config;
+use crate::outbound::route::Target;
+use crate::outbound::session::Stream;
+use crate::outbound::HeldDelivery;
+
+/// How often expired held mail is looked for.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(60);
+
+fn now() -> i64 {
+    vouchmail_proto::time::unix_seconds(SystemTime::now())
+}
+
+/// Shared by every ODMR and MX session of one server.
+pub struct Odmr {
+    store: Arc<dyn Store>,
+    delivery: HeldDelivery,
+    /// When each account last had an ATRN accepted.
+    last_atrn: Mutex<HashMap<String, Instant>>,
+    atrn_interval: Duration,
+    lease: i64,
+}
+
+impl Odmr {
+    pub fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Odmr>, String> {
+        // RFC 2645 5.2.1: the timeout for ATRN and the reversed session is at least 10 minutes.
+        let timeout = Duration::from_secs(config.odmr.timeout_secs.max(600));
+        Ok(Arc::new(Odmr {
+            delivery: HeldDelivery::new(config, Arc::clone(&store))?.with_min_timeout(timeout),
+            store,
+            last_atrn: Mutex::new(HashMap::new()),
+            atrn_interval: Duration::from_secs(config.odmr.atrn_interval_secs),
+            lease: (config.odmr.timeout_secs.max(600) * 2) as i64,
+        }))
+    }
+
+    /// Decides an ATRN (RFC 2645 5.2.1); Ok carries the domains whose mail goes out.
+    pub async fn check_atrn(&self, account: &str, requested: &[String]) -> Result<Vec<String>, Reply> {
+        let refused = |text: &str| Reply::new(450, EnhancedCode(4, 7, 1), format!("ATRN request refused: {text}"));
+        let allowed = self.store.held_domains_for(account).await.map_err(|e| {
+            tracing::error!(error = %e, "ODMR: cannot read the held domains");
+            Reply::new(451, EnhancedCode(4, 3, 0), "Unable to process ATRN request now")
+        })?;
+        // No domains: every domain the account may take.
+        let domains: Vec<String> = if requested.is_empty() { allowed.clone() } else { requested.to_vec() };
+        if domains.is_empty() {
+            return Err(refused("no domains are held for you"));
+        }
+        // Any domain not allowed: refuse the whole request, send nothing.
+        if let Some(denied) = domains.iter().find(|d| !allowed.contains(d)) {
+            tracing::warn!(%account, domain = %denied, "ODMR: ATRN for a domain the account may not take");
+            return Err(refused(&format!("not authorized for {denied}")));
+        }
+        {
+            let last = self.last_atrn.lock().unwrap_or_else(|p| p.into_inner());
+            if last.get(account).is_some_and(|t| t.elapsed() < self.atrn_interval) {
+                return Err(refused("too soon after the previous ATRN, try again later"));
+            }
+        }
+        let pending = self.store.count_held(&domains).await.map_err(|e| {
+            tracing::error!(error = %e, "ODMR: cannot count held mail");
+            Reply::new(451, EnhancedCode(4, 3, 0), "Unable to process ATRN request now")
+        })?;
+        if pending == 0 {
+            return Err(Reply::new(453, EnhancedCode(4, 0, 0), "You have no mail"));
+        }
+        self.last_atrn.lock().unwrap_or_else(|p| p.into_inner()).insert(account.to_string(), Instant::now());
+        Ok(domains)
+    }
+
+    /// The reversed session (RFC 2645 5.3): wait for the customer's greeting, then deliver
+    /// every held message of `domains` as an SMTP client, then QUIT.
+    pub async fn reverse(
+        &self,
+        stream: Box<dyn Stream>,
+        unread: Vec<u8>,
+        peer: SocketAddr,
+        account: &str,
+        domains: &[String],
+    ) {
+        let entries = match self.store.lease_held(domains, now(), now() + self.lease).await {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::error!(error = %e, "ODMR: cannot lease held mail");
+                return;
+            }
+        };
+        let count = entries.len();
+        let target = Target { host: format!("odmr:{account}"), addr: peer };
+        let done = self.delivery.deliver_over(stream, &unread, &target, entries).await;
+        tracing::info!(%account, %peer, ?domains, recipients = count, delivered = done.delivered, deferred = done.deferred, bounced = done.bounced, "ODMR session done");
+    }
+
+    /// ETRN (RFC 1985 5): deliver a held domain's mail to its configured host.
+    pub async fn etrn(self: &Arc<Self>, node: &str) -> Reply {
+        let domain = node.trim_start_matches('@').to_ascii_lowercase();
+        if node.starts_with('#') {
+            return Reply::new(458, EnhancedCode(4, 0, 0), format!("Unable to queue messages for node {node}"));
+        }
+        let not_allowed = || Reply::new(459, EnhancedCode(5, 7, 1), format!("Node {node} not allowed"));
+        let record = match self.store.get_domain(&domain).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return not_allowed(),
+            Err(_) => {
+                return Reply::new(458, EnhancedCode(4, 3, 0), format!("Unable to queue messages for node {node}"))
+            }
+        };
+        let Some(host) = record.etrn_host.filter(|_| !record.held_for.is_empty()) else { return not_allowed() };
+        let domains = vec![domain.clone()];
+        let entries = match self.store.lease_held(&domains, now(), now() + self.lease).await {
+            Ok(entries) => entries,
+            Err(_) => {
+                return Reply::new(458, EnhancedCode(4, 3, 0), format!("Unable to queue messages for node {node}"))
+            }
+        };
+        if entries.is_empty() {
+            return Reply::new(251, EnhancedCode(2, 0, 0), format!("OK, no messages waiting for node {node}"));
+        }
+        let count = entries.len();
+        let odmr = Arc::clone(self);
+        tokio::spawn(async move {
+            let addr = match tokio::net::lookup_host(&host).await.ok().and_then(|mut a| a.next()) {
+                Some(addr) => addr,
+                None => {
+                    tracing::warn!(%host, "ETRN: cannot resolve the delivery host");
+                    let reply = Reply::new(451, EnhancedCode(4, 4, 0), format!("Cannot resolve {host}"));
+                    odmr.delivery.conclude(entries, reply).await;
+                    return;
+                }
+            };
+            let target = Target { host: host.clone(), addr };
+            match tokio::time::timeout(Duration::from_secs(30), TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    let done = odmr.delivery.deliver_over(Box::new(stream), &[], &target, entries).await;
+                    tracing::info!(%host, delivered = done.delivered, "ETRN delivery done");
+                }
+                _ => {
+                    let reply = Reply::new(421, EnhancedCode(4, 4, 1), format!("Cannot connect to {host}"));
+                    odmr.delivery.conclude(entries, reply).await;
+                }
+            }
+        });
+        Reply::new(253, EnhancedCode(2, 0, 0), format!("OK, {count} pending messages for node {node} started"))
+    }
+
+    /// Bounces held mail nobody collected within the queue lifetime (SPEC 6: held mail
+    /// expires with a DSN like any queued mail). Runs until shutdown.
+    pub async fn sweep_expired(self: Arc<Self>, lifetime: i64, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let before = now().saturating_sub(lifetime);
+            match self.store.lease_expired_held(before, now(), now() + self.lease).await {
+                Ok(entries) if !entries.is_empty() => {
+                    tracing::info!(count = entries.len(), "held mail expired without ATRN");
+                    let reply =
+                        Reply::new(450, EnhancedCode(4, 4, 7), "Held for its ODMR customer, who never collected it");
+                    self.delivery.conclude(entries, reply).await;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot look for expired held mail"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(EXPIRY_SWEEP) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}

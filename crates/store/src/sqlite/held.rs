@@ -1,0 +1,119 @@
+//! Held domains for On-Demand Mail Relay (RFC 2645): their mail stays queued, out of the
+//! scheduler's reach, until a customer account takes it with ATRN (or ETRN).
+
+use rusqlite::{params, params_from_iter, Connection};
+
+use super::{db_error, row_to_queue_entry, QUEUE_COLUMNS};
+use crate::{LeasedEntry, StoreError, StoreResult};
+
+pub(super) fn set_domain_held(
+    conn: &Connection,
+    name: &str,
+    held_for: &str,
+    etrn_host: Option<&str>,
+) -> StoreResult<()> {
+    for account in held_for.split(',').filter(|a| !a.is_empty()) {
+        let exists: bool = conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM accounts WHERE address = ?1)", params![account], |r| r.get(0))
+            .map_err(db_error)?;
+        if !exists {
+            return Err(StoreError::NotFound(format!("account {account}")));
+        }
+    }
+    let held_for = (!held_for.is_empty()).then_some(held_for);
+    let n = conn
+        .execute("UPDATE domains SET held_for = ?2, etrn_host = ?3 WHERE name = ?1", params![name, held_for, etrn_host])
+        .map_err(db_error)?;
+    if n == 0 {
+        return Err(StoreError::NotFound(format!("domain {name}")));
+    }
+    Ok(())
+}
+
+pub(super) fn domains_for(conn: &Connection, account: &str) -> StoreResult<Vec<String>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT name FROM domains WHERE held_for IS NOT NULL
+               AND (',' || held_for || ',') LIKE ('%,' || ?1 || ',%') ORDER BY name",
+        )
+        .map_err(db_error)?;
+    let rows = stmt.query_map(params![account], |r| r.get(0)).map_err(db_error)?;
+    rows.collect::<Result<_, _>>().map_err(db_error)
+}
+
+fn placeholders(n: usize, first: usize) -> String {
+    (0..n).map(|i| format!("?{}", first + i)).collect::<Vec<_>>().join(",")
+}
+
+pub(super) fn count(conn: &Connection, domains: &[String]) -> StoreResult<usize> {
+    if domains.is_empty() {
+        return Ok(0);
+    }
+    let sql = format!(
+        "SELECT COUNT(*) FROM queue WHERE held_domain IN ({}) AND state IN ('queued','deferred','inflight')",
+        placeholders(domains.len(), 1)
+    );
+    conn.query_row(&sql, params_from_iter(domains.iter()), |r| r.get::<_, i64>(0)).map(|n| n as usize).map_err(db_error)
+}
+
+/// Leases the entries matching `condition` (SQL over `queue`, parameters from ?3 on).
+fn lease_where(
+    conn: &Connection,
+    condition: &str,
+    extra: Vec<rusqlite::types::Value>,
+    now: i64,
+    lease_until: i64,
+) -> StoreResult<Vec<LeasedEntry>> {
+    let sql = format!(
+        "UPDATE queue SET state = 'inflight', lease_until = ?2, updated_at = ?1
+         WHERE held_domain IS NOT NULL AND {condition}
+           AND (state IN ('queued','deferred') OR (state = 'inflight' AND (lease_until IS NULL OR lease_until <= ?1)))
+         RETURNING id"
+    );
+    let mut values: Vec<rusqlite::types::Value> = vec![now.into(), lease_until.into()];
+    values.extend(extra);
+    let ids: Vec<i64> = {
+        let mut stmt = conn.prepare(&sql).map_err(db_error)?;
+        let rows = stmt.query_map(params_from_iter(values.iter()), |r| r.get(0)).map_err(db_error)?;
+        rows.collect::<Result<_, _>>().map_err(db_error)?
+    };
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {QUEUE_COLUMNS}, q.delay_warned FROM queue q JOIN messages m ON m.id = q.message_id WHERE q.id = ?1"
+        ))
+        .map_err(db_error)?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let leased = stmt
+            .query_row(params![id], |row| {
+                Ok(LeasedEntry { entry: row_to_queue_entry(row)?, delay_warned: row.get::<_, i64>(13)? != 0 })
+            })
+            .map_err(db_error)?;
+        out.push(leased);
+    }
+    out.sort_by_key(|l| (l.entry.message_id, l.entry.id));
+    Ok(out)
+}
+
+pub(super) fn lease(
+    conn: &Connection,
+    domains: &[String],
+    now: i64,
+    lease_until: i64,
+) -> StoreResult<Vec<LeasedEntry>> {
+    if domains.is_empty() {
+        return Ok(Vec::new());
+    }
+    let condition = format!("held_domain IN ({})", placeholders(domains.len(), 3));
+    let values = domains.iter().map(|d| rusqlite::types::Value::from(d.clone())).collect();
+    lease_where(conn, &condition, values, now, lease_until)
+}
+
+pub(super) fn lease_expired(
+    conn: &Connection,
+    created_before: i64,
+    now: i64,
+    lease_until: i64,
+) -> StoreResult<Vec<LeasedEntry>> {
+    lease_where(conn, "created_at < ?3", vec![created_before.into()], now, lease_until)
+}

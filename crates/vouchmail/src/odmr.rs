@@ -1,0 +1,103 @@
+//! `vouchmail odmr fetch`: the ODMR customer (RFC 2645).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Subcommand;
+use vouchmail_server::config::Config;
+use vouchmail_server::odmr_customer::{fetch, FetchOptions, FetchOutcome};
+use vouchmail_store::Store;
+
+#[derive(Subcommand)]
+pub enum OdmrCommand {
+    /// Take the mail a provider holds for our domains. Exit status: 0 mail taken, 1 no mail
+    /// waiting, 2 refused or failed.
+    Fetch {
+        /// The provider's ODMR service, host:port (standard port 366).
+        #[arg(long, value_name = "HOST:PORT")]
+        provider: String,
+        /// Our account at the provider.
+        #[arg(long)]
+        user: String,
+        /// File whose first line is the password (CRAM-MD5). Without it: standard input.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Domains to ask for (default: every domain the account may take).
+        #[arg(long, value_delimiter = ',')]
+        domains: Vec<String>,
+        /// Relay the reversed session to this SMTP host instead of our own store.
+        #[arg(long, value_name = "HOST:PORT")]
+        smtphost: Option<String>,
+        /// STARTTLS before authenticating.
+        #[arg(long)]
+        tls: bool,
+        /// Client certificate (PEM) for SASL EXTERNAL instead of CRAM-MD5; implies --tls.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+    },
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or("").to_string()
+}
+
+pub async fn run(config: &Config, command: OdmrCommand) -> Result<ExitCode, String> {
+    let OdmrCommand::Fetch { provider, user, password_file, domains, smtphost, tls, cert, key } = command;
+    let password = match (&cert, &password_file) {
+        (Some(_), _) => None,
+        (None, Some(path)) => Some(first_line(
+            &std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        )),
+        (None, None) => {
+            let mut input = String::new();
+            std::io::stdin().read_line(&mut input).map_err(|e| format!("cannot read the password: {e}"))?;
+            Some(first_line(&input))
+        }
+    };
+    if password.as_deref() == Some("") {
+        return Err("the password is empty".into());
+    }
+    let options = FetchOptions {
+        provider: provider.clone(),
+        user,
+        password,
+        domains: domains.iter().map(|d| d.trim().to_ascii_lowercase()).filter(|d| !d.is_empty()).collect(),
+        smtphost: smtphost.clone(),
+        tls,
+        client_cert: cert.zip(key),
+        helo: config.hostname.clone(),
+        timeout: Duration::from_secs(config.odmr.timeout_secs.max(600)),
+    };
+    // Without --smtphost the reversed session goes into our own store.
+    let store = if smtphost.is_none() { Some(super::open_store(config)?) } else { None };
+    let local = match &store {
+        Some(store) => Some(vouchmail_server::customer_context(config, Arc::clone(store) as Arc<dyn Store>)?),
+        None => None,
+    };
+    let outcome = fetch(&options, local).await;
+    if let Some(store) = store {
+        store.close();
+    }
+    match outcome? {
+        FetchOutcome::Taken { messages: Some(n) } => {
+            println!("took {n} message(s) from {provider}");
+            Ok(ExitCode::SUCCESS)
+        }
+        FetchOutcome::Taken { messages: None } => {
+            println!("took the mail from {provider} into {}", smtphost.unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        FetchOutcome::NoMail => {
+            println!("no mail waiting at {provider}");
+            Ok(ExitCode::from(1))
+        }
+        FetchOutcome::Refused(reply) => {
+            eprintln!("vouchmail: {provider} refused: {reply}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! On-Demand Mail Relay (RFC 2645): the vouchmail provider with fetchmail and with our own
+//! customer, every ATRN reply code, ETRN, and customers that fail part way.
+
+mod common;
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{binary, run, tool, Reply, SmtpConn, TestServer};
+use vouchmail_proto::sasl::{self, ClientSession, Credentials, Mechanism, Secrets};
+use vouchmail_store::{NewAccount, QueueState, SenderPolicy, Store};
+
+const PASSWORD: &str = "odmr secret";
+
+/// A provider holding example.org (and example.net) for cust@local.test, with `messages`
+/// messages waiting for example.org, each to alice@ and bob@example.org.
+async fn provider(messages: usize) -> TestServer {
+    let server = TestServer::start().await;
+    let secrets = Secrets::from_password(PASSWORD).unwrap();
+    server.store.add_account(NewAccount { address: "cust@local.test".into(), secrets, quota_bytes: 0 }).await.unwrap();
+    for domain in ["example.org", "example.net"] {
+        server.store.add_domain(domain, SenderPolicy::Accept).await.unwrap();
+        server.store.set_domain_held(domain, &["cust@local.test".to_string()], None).await.unwrap();
+    }
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO sender.test").await;
+    for n in 0..messages {
+        let body = format!("Subject: held {n}\r\n\r\nfor the customer\r\n");
+        let reply = c.send_message("s@remote.test", &["alice@example.org", "bob@example.org"], &body).await;
+        assert_eq!(reply.code, 250);
+    }
+    server
+}
+
+async fn queue_states(server: &TestServer) -> Vec<(String, QueueState)> {
+    let mut out: Vec<_> =
+        server.store.list_queue().await.unwrap().into_iter().map(|e| (e.recipient, e.state)).collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Connects to the ODMR port and authenticates with CRAM-MD5 as cust@local.test.
+async fn authenticated(server: &TestServer) -> SmtpConn {
+    let (mut c, greeting) = SmtpConn::connect(server.odmr()).await;
+    assert_eq!(greeting.code, 220);
+    let ehlo = c.cmd("EHLO customer.example").await;
+    assert!(ehlo.lines.iter().any(|l| l == "250 ATRN"), "{:?}", ehlo.lines);
+    assert!(ehlo.lines.iter().any(|l| l.starts_with("250-AUTH") && l.contains("CRAM-MD5")), "{:?}", ehlo.lines);
+    let challenge = c.cmd("AUTH CRAM-MD5").await;
+    assert_eq!(challenge.code, 334);
+    let raw = sasl::decode_challenge(&challenge.lines[0].as_bytes()[4..]).unwrap();
+    let mut client = ClientSession::new(Mechanism::CramMd5, Credentials::new("cust@local.test", PASSWORD));
+    let response = client.step(&raw).unwrap();
+    assert_eq!(c.cmd(&sasl::encode_response(&response)).await.code, 235);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atrn_reply_codes() {
+    let server = provider(1).await;
+    // Held mail is accepted on the MX but waits: nothing is delivered anywhere.
+    assert_eq!(queue_states(&server).await.len(), 2);
+    let (mut c, _) = SmtpConn::connect(server.odmr()).await;
+    c.cmd("EHLO customer.example").await;
+    // RFC 2645 5.2.1: 530 before AUTH; 5.4: 502 for other commands; no enhanced codes.
+    assert_eq!(c.cmd("ATRN example.org").await.lines, ["530 Authentication required"]);
+    assert_eq!(c.cmd("MAIL FROM:<a@b.example>").await.code, 502);
+    assert_eq!(c.cmd("HELO x").await.code, 502);
+    let mut c = authenticated(&server).await;
+    assert_eq!(c.cmd("ATRN example.org,other.example").await.code, 450);
+    assert_eq!(c.cmd("ATRN example.net").await.lines, ["453 You have no mail"]);
+    // Nothing was sent by the refusals.
+    assert!(queue_states(&server).await.iter().all(|(_, s)| *s == QueueState::Queued));
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_atrn_within_the_interval_is_450() {
+    let server = provider(1).await;
+    // The kit sets the interval to 0; a provider with the default interval refuses a repeat.
+    let strict = TestServer::start_with(|c| c.odmr.atrn_interval_secs = 3600).await;
+    let secrets = Secrets::from_password(PASSWORD).unwrap();
+    strict.store.add_account(NewAccount { address: "cust@local.test".into(), secrets, quota_bytes: 0 }).await.unwrap();
+    strict.store.add_domain("example.org", SenderPolicy::Accept).await.unwrap();
+    strict.store.set_domain_held("example.org", &["cust@local.test".to_string()], None).await.unwrap();
+    let (mut s, _) = SmtpConn::connect(strict.mx()).await;
+    s.cmd("EHLO x").await;
+    assert_eq!(s.send_message("a@remote.test", &["x@example.org"], "Subject: a\r\n\r\nx\r\n").await.code, 250);
+    let mut first = authenticated(&strict).await;
+    assert_eq!(first.cmd("ATRN").await.code, 250);
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut second = authenticated(&strict).await;
+    assert_eq!(second.cmd("ATRN").await.code, 450);
+    drop(server);
+}
+
+/// Plays the customer's server side of the reversed session by hand.
+async fn serve_reversed(
+    c: &mut SmtpConn,
+    rcpt_reply: impl Fn(&str) -> &'static str,
+    die_after: Option<usize>,
+) -> usize {
+    c.send_raw(b"220 customer.example ESMTP ready\r\n").await;
+    let mut messages = 0;
+    loop {
+        let Some(line) = c.read_line().await else { return messages };
+        let upper = line.to_ascii_uppercase();
+        if upper.starts_with("EHLO") {
+            c.send_raw(b"250-customer.example\r\n250 8BITMIME\r\n").await;
+        } else if upper.starts_with("MAIL") {
+            if die_after == Some(messages) {
+                return messages;
+            }
+            c.send_raw(b"250 ok\r\n").await;
+        } else if upper.starts_with("RCPT") {
+            c.send_raw(format!("{}\r\n", rcpt_reply(&line)).as_bytes()).await;
+        } else if upper.starts_with("DATA") {
+            c.send_raw(b"354 go\r\n").await;
+            while let Some(data) = c.read_line().await {
+                if data == "." {
+                    break;
+                }
+            }
+            messages += 1;
+            c.send_raw(b"250 stored\r\n").await;
+        } else if upper.starts_with("RSET") || upper.starts_with("NOOP") {
+            c.send_raw(b"250 ok\r\n").await;
+        } else if upper.starts_with("QUIT") {
+            c.send_raw(b"221 bye\r\n").await;
+            return messages;
+        } else {
+            c.send_raw(b"500 what\r\n").await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_recipient_replies_update_the_queue() {
+    let server = provider(1).await;
+    let mut c = authenticated(&server).await;
+    assert_eq!(c.cmd("ATRN example.org").await.lines, ["250 OK now reversing the connection"]);
+    let answer = |line: &str| if line.contains("alice") { "250 ok" } else { "550 no such user" };
+    assert_eq!(serve_reversed(&mut c, answer, None).await, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // alice delivered, bob bounced (5xx), and the bounce went to the sender (queued remote).
+    let states = queue_states(&server).await;
+    assert!(!states.iter().any(|(r, _)| r.ends_with("@example.org")), "{states:?}");
+    assert_eq!(states, [("s@remote.test".to_string(), QueueState::Queued)]);
+
+    let server = provider(1).await;
+    let mut c = authenticated(&server).await;
+    assert_eq!(c.cmd("ATRN").await.code, 250);
+    let answer = |line: &str| if line.contains("alice") { "250 ok" } else { "452 try later" };
+    serve_reversed(&mut c, answer, None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // 4xx stays queued for the next ATRN.
+    let states = queue_states(&server).await;
+    assert_eq!(states, [("bob@example.org".to_string(), QueueState::Deferred)]);
+    let mut again = authenticated(&server).await;
+    assert_eq!(again.cmd("ATRN").await.code, 250);
+    assert_eq!(serve_reversed(&mut again, |_| "250 ok", None).await, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(queue_states(&server).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_dying_mid_session_loses_and_duplicates_nothing() {
+    let server = provider(3).await;
+    let mut c = authenticated(&server).await;
+    assert_eq!(c.cmd("ATRN").await.code, 250);
+    // Takes the first message, then vanishes at the second MAIL.
+    assert_eq!(serve_reversed(&mut c, |_| "250 ok", Some(1)).await, 1);
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let states = queue_states(&server).await;
+    assert_eq!(states.len(), 4, "{states:?}");
+    assert!(states.iter().all(|(_, s)| *s == QueueState::Deferred), "{states:?}");
+    // The next ATRN delivers exactly the two messages not yet taken.
+    let mut c = authenticated(&server).await;
+    assert_eq!(c.cmd("ATRN").await.code, 250);
+    assert_eq!(serve_reversed(&mut c, |_| "250 ok", None).await, 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(queue_states(&server).await.is_empty());
+}
+
+/// The customer's own vouchmail: a config with its local domain example.org.
+fn customer_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("customer.toml");
+    let text = format!(
+        "hostname = \"customer.example\"\ndata_dir = \"{}\"\n[listeners]\nmx = []\nsubmission = []\nsubmissions = []\nodmr = []\n\
+         [bootstrap]\ndomain = \"example.org\"\npolicy = \"require\"\npostmaster = false\n[outbound]\nenabled = false\n",
+        dir.join("customer-data").display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let password = dir.join("password");
+    std::fs::write(&password, format!("{PASSWORD}\n")).unwrap();
+    config
+}
+
+fn vouchmail(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(binary()).arg("--config").arg(config).args(args).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_customer_into_its_own_mailboxes_with_and_without_tls() {
+    for tls in [false, true] {
+        let server = provider(2).await;
+        let dir = server.dir.path();
+        let config = customer_config(dir);
+        // The customer's store: its domain (policy require: the provider is a trusted relay)
+        // and its users, made before the first fetch bootstraps nothing twice.
+        let store_dir = dir.join("customer-data");
+        std::fs::create_dir_all(&store_dir).unwrap();
+        assert!(vouchmail(&config, &["domain", "add", "example.org"]).status.success());
+        for user in ["alice@example.org", "bob@example.org"] {
+            let mut child = Command::new(binary())
+                .arg("--config")
+                .arg(&config)
+                .args(["user", "add", user, "--password-stdin"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(b"pw\n").unwrap();
+            assert!(child.wait().unwrap().success());
+        }
+        let provider_addr = server.odmr().to_string();
+        let mut args = vec!["odmr", "fetch", "--provider", &provider_addr, "--user", "cust@local.test"];
+        let password = dir.join("password").display().to_string();
+        args.extend(["--password-file", &password]);
+        if tls {
+            args.push("--tls");
+        }
+        let cmd = {
+            let mut c = Command::new(binary());
+            c.arg("--config").arg(&config).args(&args);
+            c
+        };
+        let out = run(cmd).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("took 2 message(s)"), "{stdout}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(queue_states(&server).await.is_empty());
+        let list = vouchmail(&config, &["mailbox", "list", "alice@example.org"]);
+        let listing = String::from_utf8_lossy(&list.stdout);
+        assert_eq!(listing.lines().count(), 2, "{listing}");
+        let id = listing.split('\t').next().unwrap().to_string();
+        let shown = vouchmail(&config, &["mailbox", "show", "alice@example.org", &id]);
+        let message = String::from_utf8_lossy(&shown.stdout);
+        assert!(message.contains("Authentication-Results: customer.example; x-trusted-relay=pass"), "{message}");
+        // Nothing left: a second fetch says so with exit status 1.
+        let out = vouchmail(&config, &args[..]);
+        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+        // A wrong password is refused with exit status 2.
+        std::fs::write(dir.join("password"), "wrong\n").unwrap();
+        let out = vouchmail(&config, &args[..]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("535"));
+    }
+}
+
+/// A second vouchmail whose MX takes example.org: the `--smtphost` of our customer and of
+/// fetchmail.
+async fn smtphost() -> TestServer {
+    TestServer::start_with(|c| {
+        c.bootstrap.domain = "example.org".into();
+        c.bootstrap.policy = "accept".into();
+        c.hostname = "smtphost.example".into();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_customer_relays_to_an_smtphost() {
+    let server = provider(2).await;
+    let host = smtphost().await;
+    host.add_user("alice@example.org").await;
+    let dir = server.dir.path();
+    let config = customer_config(dir);
+    let provider_addr = server.odmr().to_string();
+    let smtphost_addr = host.mx().to_string();
+    let password = dir.join("password").display().to_string();
+    let cmd = {
+        let mut c = Command::new(binary());
+        c.arg("--config").arg(&config).args([
+            "odmr",
+            "fetch",
+            "--provider",
+            &provider_addr,
+            "--user",
+            "cust@local.test",
+        ]);
+        c.args(["--password-file", &password, "--smtphost", &smtphost_addr, "--domains", "example.org"]);
+        c
+    };
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(host.inbox("alice@example.org").await.len(), 2);
+    // bob does not exist at the smtphost: its 550 bounces those recipients at the provider.
+    let states = queue_states(&server).await;
+    assert!(!states.iter().any(|(r, _)| r.ends_with("@example.org")), "{states:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetchmail_as_the_customer() {
+    let server = provider(3).await;
+    let host = smtphost().await;
+    host.add_user("alice@example.org").await;
+    host.add_user("bob@example.org").await;
+    let dir = server.dir.path();
+    let rc = dir.join("fetchmailrc");
+    let text = format!(
+        "set no syslog\npoll 127.0.0.1 proto odmr service {} auth cram-md5 user \"cust@local.test\" password \"{PASSWORD}\" \
+         fetchdomains example.org smtphost 127.0.0.1/{}\n",
+        server.odmr().port(),
+        host.mx().port()
+    );
+    std::fs::write(&rc, text).unwrap();
+    std::fs::set_permissions(&rc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut cmd = Command::new(tool("fetchmail"));
+    cmd.arg("-f").arg(&rc).args(["--nodetach", "-v"]).env("HOME", dir).env("FETCHMAILHOME", dir);
+    let out = run(cmd).await;
+    let transcript = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(host.inbox("alice@example.org").await.len(), 3, "{transcript}");
+    assert_eq!(host.inbox("bob@example.org").await.len(), 3, "{transcript}");
+    assert!(queue_states(&server).await.is_empty(), "{transcript}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etrn_delivers_to_the_configured_host() {
+    let server = provider(1).await;
+    let host = smtphost().await;
+    host.add_user("alice@example.org").await;
+    host.add_user("bob@example.org").await;
+    let etrn_host = host.mx().to_string();
+    server.store.set_domain_held("example.org", &["cust@local.test".to_string()], Some(&etrn_host)).await.unwrap();
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    let ehlo = c.cmd("EHLO static.example").await;
+    assert!(ehlo.text().contains("250-ETRN"));
+    assert_eq!(c.cmd("ETRN unknown.example").await.code, 459);
+    assert_eq!(c.cmd("ETRN example.net").await.code, 459);
+    let reply: Reply = c.cmd("ETRN example.org").await;
+    assert_eq!(reply.code, 253, "{:?}", reply.lines);
+    let mut waited = 0;
+    while host.inbox("bob@example.org").await.is_empty() && waited < 50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert_eq!(host.inbox("alice@example.org").await.len(), 1);
+    assert_eq!(host.inbox("bob@example.org").await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(queue_states(&server).await.is_empty());
+    assert_eq!(c.cmd("ETRN example.org").await.code, 251);
+}
