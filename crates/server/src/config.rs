@@ -118,12 +118,41 @@ pub struct Odmr {
     pub timeout_secs: u64,
     /// Accept ETRN on the MX listener for held domains with an ETRN host.
     pub etrn: bool,
+    /// Scheduled customer fetches from ODMR providers (`[[odmr.fetch]]`).
+    pub fetch: Vec<ScheduledFetch>,
 }
 
 impl Default for Odmr {
     fn default() -> Self {
-        Odmr { atrn_interval_secs: 30, timeout_secs: 600, etrn: true }
+        Odmr { atrn_interval_secs: 30, timeout_secs: 600, etrn: true, fetch: Vec::new() }
     }
+}
+
+/// One provider this server fetches from as an ODMR customer, every `interval_secs`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledFetch {
+    /// host:port of the provider's ODMR service.
+    pub provider: String,
+    pub user: String,
+    /// File whose first line is the CRAM-MD5 password.
+    pub password_file: Option<PathBuf>,
+    /// Client certificate and key for SASL EXTERNAL instead.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// ATRN domains; empty for all the account may take.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Relay to this SMTP host instead of our own store.
+    pub smtphost: Option<String>,
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default = "default_fetch_interval")]
+    pub interval_secs: u64,
+}
+
+fn default_fetch_interval() -> u64 {
+    600
 }
 
 /// TLS (SPEC 3, RFC 3207, RFC 8314).

@@ -146,6 +146,15 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             server.listeners.push(handle);
         }
     }
+    for entry in &config.odmr.fetch {
+        let options = odmr_customer::FetchOptions::from_schedule(config, entry)?;
+        let local = match entry.smtphost {
+            Some(_) => None,
+            None => Some(customer_context(config, Arc::clone(&store))?),
+        };
+        let interval = Duration::from_secs(entry.interval_secs.max(10));
+        sessions.spawn(odmr_customer::run_scheduled(options, interval, local, shutdown_rx.clone()));
+    }
     if config.outbound.enabled {
         outbound::spawn(config, Arc::clone(&store), shutdown_rx.clone(), &sessions)?;
         let lifetime = config.outbound.lifetime_secs as i64;

@@ -37,6 +37,57 @@ pub struct FetchOptions {
     pub timeout: Duration,
 }
 
+impl FetchOptions {
+    /// The options of a `[[odmr.fetch]]` entry.
+    pub fn from_schedule(
+        config: &crate::config::Config,
+        entry: &crate::config::ScheduledFetch,
+    ) -> Result<FetchOptions, String> {
+        let password = match (&entry.cert, &entry.password_file) {
+            (Some(_), _) => None,
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            ),
+            (None, None) => return Err(format!("odmr.fetch for {}: password_file or cert is needed", entry.provider)),
+        };
+        Ok(FetchOptions {
+            provider: entry.provider.clone(),
+            user: entry.user.clone(),
+            password,
+            domains: entry.domains.clone(),
+            smtphost: entry.smtphost.clone(),
+            tls: entry.tls,
+            client_cert: entry.cert.clone().zip(entry.key.clone()),
+            helo: config.hostname.clone(),
+            timeout: Duration::from_secs(config.odmr.timeout_secs.max(600)),
+        })
+    }
+}
+
+/// Runs the configured fetches on their schedules until shutdown.
+pub async fn run_scheduled(
+    options: FetchOptions,
+    interval: Duration,
+    local: Option<Arc<SmtpContext>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match fetch(&options, local.clone()).await {
+            Ok(outcome) => tracing::info!(provider = %options.provider, ?outcome, "scheduled ODMR fetch"),
+            Err(e) => tracing::warn!(provider = %options.provider, error = %e, "scheduled ODMR fetch failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
 /// How a fetch ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchOutcome {

@@ -356,3 +356,76 @@ async fn etrn_delivers_to_the_configured_host() {
     assert!(queue_states(&server).await.is_empty());
     assert_eq!(c.cmd("ETRN example.org").await.code, 251);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_fetch_runs_at_start() {
+    let server = provider(2).await;
+    let password_file = server.dir.path().join("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let provider_addr = server.odmr().to_string();
+    let users = ["alice@example.org", "bob@example.org"];
+    let customer = TestServer::start_with_users(
+        |c| {
+            c.hostname = "customer.example".into();
+            c.bootstrap.domain = "example.org".into();
+            c.bootstrap.policy = "require".into();
+            c.odmr.fetch = vec![vouchmail_server::config::ScheduledFetch {
+                provider: provider_addr,
+                user: "cust@local.test".into(),
+                password_file: Some(password_file),
+                cert: None,
+                key: None,
+                domains: vec![],
+                smtphost: None,
+                tls: true,
+                interval_secs: 3600,
+            }];
+        },
+        &users,
+    )
+    .await;
+    let mut waited = 0;
+    while customer.inbox("bob@example.org").await.len() < 2 && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert_eq!(customer.inbox("alice@example.org").await.len(), 2);
+    assert_eq!(customer.inbox("bob@example.org").await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetchmail_into_smtp_sink() {
+    let server = provider(3).await;
+    let dir = server.dir.path().to_path_buf();
+    let dump = dir.join("sink");
+    std::fs::create_dir_all(&dump).unwrap();
+    std::fs::set_permissions(&dump, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // smtp-sink must drop root privileges (-u); it writes one file per transaction.
+    let mut sink = Command::new(tool("smtp-sink"))
+        .args(["-u", "nobody", "-d"])
+        .arg(format!("{}/%M.", dump.display()))
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("50")
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rc = dir.join("fetchmailrc-sink");
+    let text = format!(
+        "set no syslog\npoll 127.0.0.1 proto odmr service {} auth cram-md5 user \"cust@local.test\" password \"{PASSWORD}\" \
+         fetchdomains example.org smtphost 127.0.0.1/{port}\n",
+        server.odmr().port()
+    );
+    std::fs::write(&rc, text).unwrap();
+    std::fs::set_permissions(&rc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut cmd = Command::new(tool("fetchmail"));
+    cmd.arg("-f").arg(&rc).args(["--nodetach", "-v"]).env("HOME", &dir).env("FETCHMAILHOME", &dir);
+    let out = run(cmd).await;
+    let transcript = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = sink.kill();
+    let _ = sink.wait();
+    let dumped = std::fs::read_dir(&dump).unwrap().count();
+    assert_eq!(dumped, 3, "{transcript}");
+    assert!(queue_states(&server).await.is_empty(), "{transcript}");
+}

@@ -30,6 +30,11 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::start_with_users(adjust, &[]).await
+    }
+
+    /// Also creates these accounts before the server starts.
+    pub async fn start_with_users(adjust: impl FnOnce(&mut Config), users: &[&str]) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config {
             hostname: "mx.local.test".into(),
@@ -59,6 +64,10 @@ impl TestServer {
                 })
                 .await
                 .expect("account");
+        }
+        for user in users {
+            let account = NewAccount { address: user.to_string(), secrets: Default::default(), quota_bytes: 0 };
+            store.add_account(account).await.expect("account");
         }
         let server = vouchmail_server::start(&config, Arc::clone(&store) as Arc<dyn Store>).await.expect("start");
         TestServer { dir, store, server: Some(server), config }
