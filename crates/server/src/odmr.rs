@@ -20,7 +20,7 @@ use crate::outbound::route::Target;
 use crate::outbound::session::Stream;
 use crate::outbound::HeldDelivery;
 
-/// How often expired held mail is looked for.
+/// How often expired held mail is looked for, at most.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(60);
 
 fn now() -> i64 {
@@ -162,6 +162,8 @@ impl Odmr {
     /// Bounces held mail nobody collected within the queue lifetime (SPEC 6: held mail
     /// expires with a DSN like any queued mail). Runs until shutdown.
     pub async fn sweep_expired(self: Arc<Self>, lifetime: i64, mut shutdown: watch::Receiver<bool>) {
+        // A short lifetime (tests, small sites) is checked more often.
+        let every = EXPIRY_SWEEP.min(Duration::from_secs((lifetime / 4).max(1) as u64));
         loop {
             let before = now().saturating_sub(lifetime);
             match self.store.lease_expired_held(before, now(), now() + self.lease).await {
@@ -175,7 +177,7 @@ impl Odmr {
                 Err(e) => tracing::warn!(error = %e, "cannot look for expired held mail"),
             }
             tokio::select! {
-                _ = tokio::time::sleep(EXPIRY_SWEEP) => {}
+                _ = tokio::time::sleep(every) => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
         }

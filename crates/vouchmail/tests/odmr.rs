@@ -429,3 +429,67 @@ async fn fetchmail_into_smtp_sink() {
     assert_eq!(dumped, 3, "{transcript}");
     assert!(queue_states(&server).await.is_empty(), "{transcript}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_customer_relays_to_postfix() {
+    let server = provider(2).await;
+    let pf = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let Some(postfix) = common::postfix::Postfix::start(pf, server.mx().port(), "example.org", &["alice", "bob"])
+    else {
+        return;
+    };
+    let dir = server.dir.path();
+    let config = customer_config(dir);
+    let provider_addr = server.odmr().to_string();
+    let smtphost_addr = format!("127.0.0.1:{pf}");
+    let password = dir.join("password").display().to_string();
+    let cmd = {
+        let mut c = Command::new(binary());
+        c.arg("--config").arg(&config).args([
+            "odmr",
+            "fetch",
+            "--provider",
+            &provider_addr,
+            "--user",
+            "cust@local.test",
+        ]);
+        c.args(["--password-file", &password, "--smtphost", &smtphost_addr, "--tls"]);
+        c
+    };
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let mut waited = 0;
+    while postfix.maildir_messages("bob").len() < 2 && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert_eq!(postfix.maildir_messages("alice").len(), 2, "{}", postfix.log());
+    assert_eq!(postfix.maildir_messages("bob").len(), 2, "{}", postfix.log());
+    assert!(queue_states(&server).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_mail_expires_with_a_dsn() {
+    let server = TestServer::start_with(|c| {
+        c.outbound.enabled = true;
+        c.outbound.lifetime_secs = 2;
+    })
+    .await;
+    server.add_user("cust@local.test").await;
+    server.store.add_domain("example.org", SenderPolicy::Accept).await.unwrap();
+    server.store.set_domain_held("example.org", &["cust@local.test".to_string()], None).await.unwrap();
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO sender.test").await;
+    let reply =
+        c.send_message("user@local.test", &["alice@example.org"], "Subject: never collected\r\n\r\nx\r\n").await;
+    assert_eq!(reply.code, 250);
+    let mut waited = 0;
+    while server.inbox("user@local.test").await.is_empty() && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    let inbox = server.inbox("user@local.test").await;
+    assert_eq!(inbox.len(), 1, "no DSN for the expired held mail");
+    assert!(inbox[0].contains("multipart/report") && inbox[0].contains("alice@example.org"), "{}", inbox[0]);
+    assert!(queue_states(&server).await.is_empty());
+}

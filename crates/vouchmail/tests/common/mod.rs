@@ -2,6 +2,8 @@
 //! run third-party clients against it.
 #![allow(dead_code)]
 
+pub mod postfix;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
