@@ -32,12 +32,12 @@ use vouchmail_proto::smtp::address::Address;
 use vouchmail_proto::smtp::session::{Service, SessionConfig};
 use vouchmail_store::Store;
 
+use auth_limit::AuthLimiter;
 use config::Config;
 use inbound::SmtpContext;
-use auth_limit::AuthLimiter;
 use limits::ConnectionLimiter;
-use tls::Tls;
 use tasks::TaskTracker;
+use tls::Tls;
 
 /// A started server; drop it or call [`RunningServer::shutdown`] to stop.
 pub struct RunningServer {

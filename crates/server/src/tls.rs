@@ -62,7 +62,8 @@ impl Tls {
         if certs.is_empty() {
             return Err(format!("no certificate in {}", cert_path.display()));
         }
-        let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| format!("cannot read the key {}: {e}", key_path.display()))?;
+        let key = PrivateKeyDer::from_pem_file(&key_path)
+            .map_err(|e| format!("cannot read the key {}: {e}", key_path.display()))?;
         let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?;
@@ -70,7 +71,9 @@ impl Tls {
         let builder = match &config.tls.client_ca {
             Some(ca_path) => {
                 let mut roots = RootCertStore::empty();
-                for cert in CertificateDer::pem_file_iter(ca_path).map_err(|e| format!("cannot read {}: {e}", ca_path.display()))? {
+                for cert in CertificateDer::pem_file_iter(ca_path)
+                    .map_err(|e| format!("cannot read {}: {e}", ca_path.display()))?
+                {
                     let cert = cert.map_err(|e| format!("bad certificate in {}: {e}", ca_path.display()))?;
                     roots.add(cert).map_err(|e| format!("bad CA certificate in {}: {e}", ca_path.display()))?;
                 }
@@ -80,10 +83,13 @@ impl Tls {
                     .map_err(|e| format!("client CA: {e}"))?;
                 builder.with_client_cert_verifier(verifier)
             }
-            None if config.tls.request_client_cert => builder.with_client_cert_verifier(Arc::new(AnyClientCert(provider()))),
+            None if config.tls.request_client_cert => {
+                builder.with_client_cert_verifier(Arc::new(AnyClientCert(provider())))
+            }
             None => builder.with_no_client_auth(),
         };
-        let server_config = builder.with_single_cert(certs, key).map_err(|e| format!("certificate and key do not match: {e}"))?;
+        let server_config =
+            builder.with_single_cert(certs, key).map_err(|e| format!("certificate and key do not match: {e}"))?;
         Ok(Tls { acceptor: TlsAcceptor::from(Arc::new(server_config)), ca_configured })
     }
 
@@ -92,7 +98,9 @@ impl Tls {
         let (_, connection) = stream.get_ref();
         let cert = connection.peer_certificates()?.first()?;
         let fingerprint = hex(&Sha256::digest(cert.as_ref()));
-        let subject = x509_parser::parse_x509_certificate(cert.as_ref()).map(|(_, c)| c.subject().to_string()).unwrap_or_default();
+        let subject = x509_parser::parse_x509_certificate(cert.as_ref())
+            .map(|(_, c)| c.subject().to_string())
+            .unwrap_or_default();
         Some(ClientCertificate { fingerprint, subject, ca_verified: self.ca_configured })
     }
 }
@@ -129,9 +137,11 @@ fn self_signed(config: &Config) -> Result<(PathBuf, PathBuf), String> {
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let names = vec![config.hostname.clone()];
-    let generated = rcgen::generate_simple_self_signed(names).map_err(|e| format!("cannot generate a certificate: {e}"))?;
+    let generated =
+        rcgen::generate_simple_self_signed(names).map_err(|e| format!("cannot generate a certificate: {e}"))?;
     write_private(&key_path, generated.key_pair.serialize_pem().as_bytes())?;
-    std::fs::write(&cert_path, generated.cert.pem()).map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
+    std::fs::write(&cert_path, generated.cert.pem())
+        .map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
     tracing::info!(cert = %cert_path.display(), hostname = %config.hostname, "created a self-signed certificate");
     Ok((cert_path, key_path))
 }
@@ -168,15 +178,30 @@ impl ClientCertVerifier for AnyClientCert {
         &[]
     }
 
-    fn verify_client_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: UnixTime) -> Result<ClientCertVerified, rustls::Error> {
+    fn verify_client_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 

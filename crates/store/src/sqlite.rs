@@ -17,8 +17,8 @@ use tokio::sync::oneshot;
 use vouchmail_proto::sasl::secrets::{SecretFields, Secrets};
 
 use crate::{
-    Account, CertMapping, CertMatch, CommittedMessage, Delivery, Domain, Folder, MailboxEntry, NewAccount, NewMessage, QueueEntry, QueueState,
-    RecipientDsn, SenderPolicy, Store, StoreError, StoreFuture, StoreResult,
+    Account, CertMapping, CertMatch, CommittedMessage, Delivery, Domain, Folder, MailboxEntry, NewAccount, NewMessage,
+    QueueEntry, QueueState, RecipientDsn, SenderPolicy, Store, StoreError, StoreFuture, StoreResult,
 };
 
 /// Jobs committed together at most.
@@ -27,7 +27,8 @@ const MAX_BATCH: usize = 512;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Versioned schema migrations, applied in order; `PRAGMA user_version` records the last.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE domains (
     name TEXT PRIMARY KEY,
@@ -92,14 +93,16 @@ CREATE TABLE mailbox (
 );
 CREATE INDEX mailbox_account ON mailbox(account_id, folder, id);
 CREATE INDEX mailbox_message ON mailbox(message_id);
-"#, r#"
+"#,
+    r#"
 CREATE TABLE cert_map (
     account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     kind TEXT NOT NULL CHECK (kind IN ('fingerprint','subject')),
     value TEXT NOT NULL,
     PRIMARY KEY (kind, value)
 );
-"#];
+"#,
+];
 
 type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
@@ -824,14 +827,17 @@ impl Store for SqliteStore {
                 .optional()
                 .map_err(db_error)?;
             let Some(id) = id else { return Err(StoreError::NotFound(format!("user {address}"))) };
-            conn.execute("INSERT INTO cert_map (account_id, kind, value) VALUES (?1, ?2, ?3)", params![id, kind.as_str(), value])
-                .map_err(|e| {
-                    if is_unique_violation(&e) {
-                        StoreError::Conflict(format!("that certificate {} is mapped already", kind.as_str()))
-                    } else {
-                        db_error(e)
-                    }
-                })?;
+            conn.execute(
+                "INSERT INTO cert_map (account_id, kind, value) VALUES (?1, ?2, ?3)",
+                params![id, kind.as_str(), value],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict(format!("that certificate {} is mapped already", kind.as_str()))
+                } else {
+                    db_error(e)
+                }
+            })?;
             Ok(())
         })
     }
@@ -888,7 +894,6 @@ impl Store for SqliteStore {
             rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
         })
     }
-
 }
 
 #[cfg(test)]

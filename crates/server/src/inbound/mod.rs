@@ -183,7 +183,8 @@ async fn run_session(
                     if stream.write_all(&output).await.is_err() {
                         break 'session;
                     }
-                    let (Some(tls), MaybeTls::Plain(tcp)) = (&context.tls, std::mem::replace(&mut stream, MaybeTls::Upgrading))
+                    let (Some(tls), MaybeTls::Plain(tcp)) =
+                        (&context.tls, std::mem::replace(&mut stream, MaybeTls::Upgrading))
                     else {
                         break 'session;
                     };
