@@ -4,6 +4,7 @@
 //! events and bytes come out. The server crate wraps these in thin tokio drivers.
 
 pub mod headers;
+pub mod pop3;
 pub mod sasl;
 pub mod smtp;
 pub mod time;
