@@ -93,6 +93,12 @@ impl Client {
         Client { input: Vec::new(), output: Vec::new(), expecting: VecDeque::from([Expect::Greeting]), multi: None }
     }
 
+    /// A connection whose greeting is behind it: after STLS and the handshake, the client
+    /// speaks first (RFC 2595 4).
+    pub fn after_greeting() -> Client {
+        Client { input: Vec::new(), output: Vec::new(), expecting: VecDeque::new(), multi: None }
+    }
+
     /// Queues a command.
     pub fn send(&mut self, command: &Command) {
         self.output.extend_from_slice(command.to_line().as_bytes());

@@ -171,6 +171,22 @@ impl Reply {
         Reply::err_code(RespCode::SysTemp, text)
     }
 
+    /// The store could not be read or written just now.
+    pub fn mailbox_unavailable() -> Reply {
+        Reply::sys_temp("Mailbox temporarily unavailable, try again later")
+    }
+
+    /// An authenticated identity without a maildrop (RFC 3206 4: not the user's fault,
+    /// and trying again will not help).
+    pub fn no_maildrop() -> Reply {
+        Reply::err_code(RespCode::SysPerm, "No maildrop for this user")
+    }
+
+    /// A message listed at login was removed since (by an administrator).
+    pub fn message_gone() -> Reply {
+        Reply::err_code(RespCode::SysPerm, "Message no longer exists")
+    }
+
     /// RFC 3206 5: wrong user name or password.
     pub fn auth_failed() -> Reply {
         Reply::err_code(RespCode::Auth, "Authentication failed")

@@ -102,7 +102,7 @@ async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &SmtpConte
 }
 
 /// Runs the server side of a TLS handshake and gathers what the session needs to know.
-async fn handshake(
+pub(crate) async fn handshake(
     tls: &Tls,
     stream: TcpStream,
     store: &dyn Store,

@@ -29,6 +29,9 @@ pub use crate::smtp::session::TlsInfo;
 
 /// RFC 2449 4: a command line is at most 255 octets, CRLF included.
 pub const MAX_COMMAND_LINE: usize = 255;
+/// Output queued before the session stops reading commands until the driver has written
+/// it: pipelined RETRs must not pile whole maildrops up in memory.
+pub const MAX_BUFFERED_OUTPUT: usize = 1 << 20;
 /// Longest AUTH command or SASL response line. RFC 5034 4 lifts the RFC 2449 limit for the
 /// exchange; SCRAM and EXTERNAL messages fit easily, as in SMTP (RFC 4954 4: 12288).
 pub const MAX_AUTH_LINE: usize = 12288;
@@ -234,6 +237,12 @@ impl Session {
         matches!(self.state, State::Transaction | State::AwaitingMessage { .. })
     }
 
+    /// True when a complete command is buffered but was left for after the driver writes
+    /// the output (see [`MAX_BUFFERED_OUTPUT`]): poll again before reading more.
+    pub fn has_buffered_command(&self) -> bool {
+        !self.is_closed() && !self.is_awaiting_driver() && self.input.contains(&b'\n')
+    }
+
     /// How long the driver waits for input (RFC 1939 3: at least 10 minutes).
     pub fn read_timeout(&self) -> Duration {
         self.config.idle_timeout
@@ -284,6 +293,7 @@ impl Session {
                 | State::AwaitingMessage { .. }
                 | State::AwaitingUpdate
                 | State::AwaitingTls => return None,
+                _ if self.output.len() >= MAX_BUFFERED_OUTPUT => return None,
                 State::Auth => {
                     let line = self.next_line()?;
                     if let Some(event) = self.handle_auth_response(&line) {

@@ -640,3 +640,19 @@ fn events_wait_for_the_driver() {
     assert_eq!(h.session.poll_event(), None);
     assert_eq!(h.output(), "+OK Send PASS\r\n-ERR [IN-USE] busy\r\n-ERR Command not valid in this state\r\n");
 }
+
+#[test]
+fn pipelined_retrs_wait_for_the_output_to_be_written() {
+    let mut h = Harness::logged_in();
+    h.maildrop[0].1 = vec![b'a'; MAX_BUFFERED_OUTPUT];
+    h.session.feed(b"RETR 1\r\nRETR 2\r\nNOOP\r\n");
+    h.run();
+    assert_eq!(h.fetched, [(1, None)]);
+    assert!(h.session.has_buffered_command());
+    let first = h.output();
+    assert!(first.len() > MAX_BUFFERED_OUTPUT && first.ends_with("\r\n.\r\n"));
+    h.run();
+    assert!(!h.session.has_buffered_command());
+    assert!(h.output().ends_with("\r\n.\r\n+OK\r\n"));
+    assert_eq!(h.fetched, [(1, None), (2, None)]);
+}
