@@ -103,8 +103,8 @@ pub enum Event {
     OpenMailbox { user: String },
     /// RETR (`top` None) or TOP: load the message and call [`Session::message_loaded`].
     Fetch { number: usize, top: Option<u32> },
-    /// The first RETR of this message in this session was answered: record the
-    /// `downloaded` tracking event (SPEC 9). No answer needed.
+    /// The first RETR of this message in this session (or the first TOP that sent all of
+    /// it) was answered: record the `downloaded` tracking event (SPEC 9). No answer needed.
     Downloaded { number: usize },
     /// QUIT in TRANSACTION (RFC 1939 6, UPDATE): remove these messages in one go, release
     /// the maildrop, then call [`Session::update_done`]. Sent even when nothing is deleted.

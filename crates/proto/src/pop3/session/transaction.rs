@@ -89,21 +89,27 @@ impl Session {
                 return;
             }
         };
-        match top {
+        let complete = match top {
             None => {
                 let size = self.entry(number).map_or(message.len() as u64, |e| e.info.size);
                 self.reply(Reply::ok(format!("{size} octets")));
-                super::multiline::write_stuffed(&message, &mut self.output);
-                // SPEC 9: the first RETR downloads the message.
-                if let Some(entry) = number.checked_sub(1).and_then(|i| self.maildrop.get_mut(i)) {
-                    if !std::mem::replace(&mut entry.downloaded, true) {
-                        self.pending_events.push_back(Event::Downloaded { number });
-                    }
-                }
+                multiline::write_stuffed(&message, &mut self.output);
+                true
             }
             Some(lines) => {
+                let part = multiline::top(&message, lines);
                 self.reply(Reply::ok("Top of message follows"));
-                super::multiline::write_stuffed(super::multiline::top(&message, lines), &mut self.output);
+                multiline::write_stuffed(part, &mut self.output);
+                part.len() == message.len()
+            }
+        };
+        // SPEC 9: the first RETR downloads the message. A TOP that sent the whole message
+        // is a download too: fetchmail fetches with `TOP n 99999999` unless told to keep.
+        if complete {
+            if let Some(entry) = number.checked_sub(1).and_then(|i| self.maildrop.get_mut(i)) {
+                if !std::mem::replace(&mut entry.downloaded, true) {
+                    self.pending_events.push_back(Event::Downloaded { number });
+                }
             }
         }
     }
