@@ -6,10 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-command -v swaks >/dev/null 2>&1 || need+=(swaks)
-command -v smtp-source >/dev/null 2>&1 || [ -x /usr/sbin/smtp-source ] || need+=(postfix)
-command -v python3 >/dev/null 2>&1 || need+=(python3)
-command -v fetchmail >/dev/null 2>&1 || need+=(fetchmail)
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+have swaks || need+=(swaks)
+# swaks needs these Perl modules for TLS and CRAM-MD5 (only "recommended" by the package).
+perl -MNet::SSLeay -e1 2>/dev/null || need+=(libnet-ssleay-perl)
+perl -MDigest::HMAC_MD5 -e1 2>/dev/null || need+=(libdigest-hmac-perl)
+have msmtp || need+=(msmtp)
+[ -d /usr/share/doc/gsasl-common ] || need+=(gsasl-common)
+have fetchmail || need+=(fetchmail)
+have smtp-source || need+=(postfix)
+have openssl || need+=(openssl)
+have python3 || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     SUDO=""
@@ -24,3 +31,4 @@ export PATH="$PATH:/usr/sbin"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+bash scripts/fuzz.sh

@@ -384,22 +384,21 @@ fn row_to_mailbox_entry(row: &Row<'_>) -> rusqlite::Result<MailboxEntry> {
     })
 }
 
-/// Deletes a message once no mailbox entry and no pending queue entry refers to it any
-/// more. Its finished queue entries (history only) go first: they still reference the row,
-/// and foreign keys are enforced.
+/// Deletes a message once no mailbox entry and no queue entry refers to it any more.
 fn delete_if_orphan(conn: &Connection, message_id: i64) -> StoreResult<()> {
-    let referenced: bool = conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM mailbox WHERE message_id = ?1)
-                 OR EXISTS (SELECT 1 FROM queue WHERE message_id = ?1 AND state NOT IN ('delivered','bounced'))",
+    let orphan: bool = conn
+        .query_row(
+            "SELECT NOT EXISTS (SELECT 1 FROM mailbox WHERE message_id = ?1)
+                AND NOT EXISTS (SELECT 1 FROM queue WHERE message_id = ?1 AND state NOT IN ('delivered','bounced'))",
+            params![message_id],
+            |r| r.get(0),
         )
-        .and_then(|mut stmt| stmt.query_row(params![message_id], |r| r.get(0)))
         .map_err(db_error)?;
-    if referenced {
-        return Ok(());
+    if orphan {
+        // Finished queue entries are history only; they go first (they reference the message).
+        conn.execute("DELETE FROM queue WHERE message_id = ?1", params![message_id]).map_err(db_error)?;
+        conn.execute("DELETE FROM messages WHERE id = ?1", params![message_id]).map_err(db_error)?;
     }
-    conn.execute("DELETE FROM queue WHERE message_id = ?1", params![message_id]).map_err(db_error)?;
-    conn.execute("DELETE FROM messages WHERE id = ?1", params![message_id]).map_err(db_error)?;
     Ok(())
 }
 

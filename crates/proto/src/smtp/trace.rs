@@ -69,9 +69,7 @@ pub fn authentication_results_value(authserv_id: &str, results: &[AuthResult]) -
     for result in results {
         match result {
             AuthResult::None => {}
-            AuthResult::SmtpAuth { user } => {
-                value.push_str(&format!(";\r\n\tauth=pass smtp.auth={}", quote_value(user)))
-            }
+            AuthResult::SmtpAuth { user } => value.push_str(&format!("; auth=pass smtp.auth={}", quote_value(user))),
         }
     }
     value
@@ -145,7 +143,7 @@ mod tests {
         assert_eq!(authentication_results_value("mx.example", &[AuthResult::None]), "mx.example; none");
         assert_eq!(
             authentication_results_value("mx.example", &[AuthResult::SmtpAuth { user: "alice@mx.example".into() }]),
-            "mx.example;\r\n\tauth=pass smtp.auth=alice@mx.example"
+            "mx.example; auth=pass smtp.auth=alice@mx.example"
         );
         assert_eq!(quote_value("a b"), "\"a b\"");
     }

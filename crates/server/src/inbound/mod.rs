@@ -224,6 +224,18 @@ async fn run_session(
                         continue;
                     }
                 }
+                Event::Atrn { .. } => {
+                    // Only the ODMR listener's sessions raise ATRN.
+                    session.atrn_verdict(Err(Reply::new(502, EnhancedCode(5, 5, 1), "Command not implemented")));
+                }
+                Event::Etrn { node } => {
+                    tracing::info!(%peer, %node, "ETRN");
+                    session.etrn_verdict(Reply::new(
+                        458,
+                        EnhancedCode(4, 0, 0),
+                        format!("Unable to queue messages for node {node}"),
+                    ));
+                }
                 Event::AuthFinished { authcid, success } => {
                     let delay = context.auth_limiter.record(peer.ip(), authcid.as_deref(), success);
                     if success {

@@ -41,7 +41,10 @@ pub async fn resolve_recipient(
     };
     let domain = store.get_domain(address.domain()).await.map_err(|e| store_reply(&e))?;
     let Some(domain) = domain else {
-        // Issue 3 lets authenticated users send anywhere; nobody else may relay.
+        // SPEC 3: an authenticated user may send anywhere; nobody else may relay.
+        if sender.authenticated.is_some() {
+            return Ok(vec![Delivery::Queue { recipient: address.to_string() }]);
+        }
         return Err(Reply::not_authorized("Relaying denied"));
     };
     check_policy(&domain, sender)?;

@@ -1,6 +1,6 @@
 //! HELO and EHLO (RFC 5321 4.1.1.1) and the extensions we advertise.
 
-use super::{Greeting, Session};
+use super::{Greeting, Service, Session};
 use crate::smtp::reply::Reply;
 
 impl<R> Session<R> {
@@ -20,10 +20,15 @@ impl<R> Session<R> {
 
     /// The EHLO keywords, in the order Postfix lists them.
     fn extensions(&self) -> Vec<String> {
-        let mut extensions = vec![
-            "PIPELINING".to_string(),                         // RFC 2920
-            format!("SIZE {}", self.config.max_message_size), // RFC 1870
-        ];
+        let mut extensions = Vec::new();
+        let odmr = self.config.service == Service::Odmr;
+        if !odmr {
+            extensions.push("PIPELINING".to_string()); // RFC 2920
+            extensions.push(format!("SIZE {}", self.config.max_message_size)); // RFC 1870
+            if self.config.etrn {
+                extensions.push("ETRN".to_string()); // RFC 1985
+            }
+        }
         // RFC 3207: offered only while the connection is still in the clear.
         if self.config.starttls && self.tls.is_none() {
             extensions.push("STARTTLS".to_string());
@@ -33,6 +38,11 @@ impl<R> Session<R> {
         if !mechanisms.is_empty() && self.authenticated.is_none() {
             let names: Vec<&str> = mechanisms.iter().map(|m| m.name()).collect();
             extensions.push(format!("AUTH {}", names.join(" ")));
+        }
+        if odmr {
+            // RFC 2645 5.1.1: the EHLO response MUST include AUTH and ATRN.
+            extensions.push("ATRN".to_string());
+            return extensions;
         }
         extensions.extend([
             "ENHANCEDSTATUSCODES".to_string(), // RFC 2034

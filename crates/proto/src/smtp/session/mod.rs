@@ -17,6 +17,7 @@ mod ehlo;
 mod mail;
 mod rcpt;
 mod starttls;
+mod turn;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,9 @@ pub enum Service {
     Mx,
     /// Port 587/465: mail from local users; authentication is always required.
     Submission,
+    /// Port 366: the On-Demand Mail Relay provider (RFC 2645): EHLO, AUTH, ATRN, QUIT
+    /// (and STARTTLS, RSET, NOOP); the roles reverse after a successful ATRN.
+    Odmr,
 }
 
 /// Settings of one listener's sessions. Shared by all its connections.
@@ -74,6 +78,11 @@ pub struct SessionConfig {
     /// Authenticated identities trusted to assert another identity with MAIL AUTH=
     /// (RFC 4954 5), e.g. a relay's account.
     pub trusted_auth_assertors: Vec<String>,
+    /// Offer and accept ETRN (RFC 1985) on this MX listener.
+    pub etrn: bool,
+    /// The client is a trusted relay (e.g. our ODMR provider in a reversed session):
+    /// its mail counts as authenticated (`x-trusted-relay=pass`).
+    pub trusted_relay: bool,
 }
 
 impl SessionConfig {
@@ -92,6 +101,8 @@ impl SessionConfig {
             allow_plaintext_passwords: false,
             scram_iterations: crate::sasl::secrets::MIN_SCRAM_ITERATIONS,
             trusted_auth_assertors: Vec::new(),
+            etrn: false,
+            trusted_relay: false,
         }
     }
 }
@@ -135,6 +146,11 @@ pub enum Event<R> {
     LookupSecrets { authcid: String },
     /// An AUTH exchange ended (for failure counting and the growing delay); no answer needed.
     AuthFinished { authcid: Option<String>, success: bool },
+    /// ODMR ATRN by the authenticated account (empty: every domain it may take): answer
+    /// with [`Session::atrn_verdict`]; on success the roles reverse (RFC 2645 5.2.1).
+    Atrn { domains: Vec<String> },
+    /// ETRN (RFC 1985): answer with [`Session::etrn_verdict`].
+    Etrn { node: String },
 }
 
 /// The HELO/EHLO the client gave.
@@ -163,6 +179,10 @@ enum State {
     /// Inside an AUTH exchange, waiting for the client's next response line.
     Auth,
     AwaitingSecrets,
+    AwaitingAtrn,
+    AwaitingEtrn,
+    /// ATRN succeeded: the connection now belongs to the provider's SMTP client.
+    Reversed,
     Closed,
 }
 
@@ -246,7 +266,13 @@ impl<R> Session<R> {
     /// True once the session has ended (QUIT, too many errors, timeout, shutdown). The
     /// driver writes the remaining output and closes the connection.
     pub fn is_closed(&self) -> bool {
-        matches!(self.state, State::Closed)
+        matches!(self.state, State::Closed | State::Reversed)
+    }
+
+    /// True after a successful ATRN: the driver now runs the provider's SMTP client on the
+    /// same connection (RFC 2645 5.3).
+    pub fn is_reversed(&self) -> bool {
+        matches!(self.state, State::Reversed)
     }
 
     /// True while the driver owes a verdict.
@@ -258,6 +284,8 @@ impl<R> Session<R> {
                 | State::AwaitingSender
                 | State::AwaitingTls
                 | State::AwaitingSecrets
+                | State::AwaitingAtrn
+                | State::AwaitingEtrn
         )
     }
 
@@ -326,7 +354,10 @@ impl<R> Session<R> {
                 | State::AwaitingCommit
                 | State::AwaitingSender
                 | State::AwaitingTls
-                | State::AwaitingSecrets => return None,
+                | State::AwaitingSecrets
+                | State::AwaitingAtrn
+                | State::AwaitingEtrn
+                | State::Reversed => return None,
                 State::Auth => {
                     let line = self.next_line()?;
                     if let Some(event) = self.handle_auth_response(&line) {
@@ -397,6 +428,10 @@ impl<R> Session<R> {
                 return None;
             }
         };
+        if !self.allowed_by_service(&command) {
+            self.error(Reply::not_implemented("Command not implemented"));
+            return None;
+        }
         match command {
             Command::Helo(name) => self.handle_helo(name, false),
             Command::Ehlo(name) => self.handle_helo(name, true),
@@ -429,9 +464,28 @@ impl<R> Session<R> {
             Command::Auth { mechanism, initial_response } => {
                 return self.handle_auth(&mechanism, initial_response.as_deref())
             }
-            Command::Etrn(_) | Command::Atrn(_) => self.error(Reply::not_implemented("Command not implemented")),
+            Command::Etrn(node) => return self.handle_etrn(node),
+            Command::Atrn(domains) => return self.handle_atrn(domains),
         }
         None
+    }
+
+    /// RFC 2645 5.4: the ODMR provider takes only EHLO, AUTH, ATRN and QUIT (plus STARTTLS,
+    /// RSET and NOOP); everything else is 502.
+    fn allowed_by_service(&self, command: &Command) -> bool {
+        match self.config.service {
+            Service::Odmr => matches!(
+                command,
+                Command::Ehlo(_)
+                    | Command::Auth { .. }
+                    | Command::Atrn(_)
+                    | Command::Quit
+                    | Command::StartTls
+                    | Command::Rset
+                    | Command::Noop
+            ),
+            Service::Mx | Service::Submission => !matches!(command, Command::Atrn(_)),
+        }
     }
 
     /// Queues a positive or informational reply.

@@ -93,6 +93,22 @@ impl Harness {
                     }
                 }
                 Event::AuthFinished { authcid, success } => self.auth_outcomes.push((authcid, success)),
+                Event::Atrn { domains } => {
+                    let verdict = match domains.as_slice() {
+                        [] => Ok(()),
+                        [d] if d == "example.org" => Ok(()),
+                        [d] if d == "empty.example" => {
+                            Err(Reply::new(453, crate::smtp::reply::EnhancedCode(4, 0, 0), "You have no mail"))
+                        }
+                        _ => Err(Reply::new(450, crate::smtp::reply::EnhancedCode(4, 7, 1), "ATRN request refused")),
+                    };
+                    self.session.atrn_verdict(verdict);
+                }
+                Event::Etrn { node } => self.session.etrn_verdict(Reply::new(
+                    250,
+                    crate::smtp::reply::EnhancedCode(2, 0, 0),
+                    format!("Queuing for node {node} started"),
+                )),
             }
             next = self.session.poll_event();
         }
@@ -676,4 +692,67 @@ fn submission_sender_must_be_owned() {
         b"MAIL FROM:<user@local.example> AUTH=boss@local.example\r\nRCPT TO:<u@local.example>\r\nDATA\r\nx\r\n.\r\n",
     );
     assert_eq!(h.messages[1].params.auth, Some(crate::smtp::command::AuthParam::Unauthenticated));
+}
+
+fn odmr_harness() -> Harness {
+    let mut config = SessionConfig::new(Service::Odmr, "mx.local.example");
+    config.auth_mechanisms = vec![Mechanism::CramMd5, Mechanism::External];
+    config.allow_plaintext_passwords = true;
+    config.auth_mechanisms.push(Mechanism::Plain);
+    Harness::with(config)
+}
+
+#[test]
+fn odmr_ehlo_offers_auth_and_atrn_only() {
+    let mut h = odmr_harness();
+    let out = h.send(b"EHLO customer.example\r\n");
+    assert_eq!(out, "250-mx.local.example\r\n250-AUTH CRAM-MD5 PLAIN\r\n250 ATRN\r\n");
+}
+
+#[test]
+fn odmr_other_commands_are_502_and_atrn_needs_auth() {
+    let mut h = odmr_harness();
+    h.send(b"EHLO customer.example\r\n");
+    for cmd in [
+        "MAIL FROM:<a@b.example>",
+        "RCPT TO:<a@b.example>",
+        "DATA",
+        "VRFY x",
+        "HELO x",
+        "ETRN example.org",
+        "BDAT 0 LAST",
+    ] {
+        assert_eq!(h.codes(format!("{cmd}\r\n").as_bytes()), ["502 5.5.1"], "{cmd}");
+    }
+    assert_eq!(h.codes(b"ATRN example.org\r\n"), ["530 5.7.0"]);
+    assert_eq!(h.codes(b"NOOP\r\nRSET\r\n"), ["250 2.0.0", "250 2.0.0"]);
+}
+
+#[test]
+fn odmr_atrn_verdicts_and_reversal() {
+    let mut h = odmr_harness();
+    h.send(b"EHLO customer.example\r\n");
+    let ir = b64("\0user@local.example\0pencil");
+    assert_eq!(h.codes(format!("AUTH PLAIN {ir}\r\n").as_bytes()), ["235 2.7.0"]);
+    assert_eq!(h.codes(b"ATRN other.example\r\n"), ["450 4.7.1"]);
+    assert_eq!(h.codes(b"ATRN empty.example\r\n"), ["453 4.0.0"]);
+    // The customer's greeting may arrive in the same read as the ATRN.
+    assert_eq!(h.codes(b"ATRN example.org\r\n220 customer ready\r\n"), ["250 2.0.0"]);
+    assert!(h.session.is_reversed() && h.session.is_closed());
+    assert_eq!(h.session.take_unread_input(), b"220 customer ready\r\n");
+}
+
+#[test]
+fn etrn_only_when_enabled_on_mx() {
+    let mut h = Harness::ready();
+    assert_eq!(h.codes(b"ETRN example.org\r\n"), ["502 5.5.1"]);
+    let mut config = SessionConfig::new(Service::Mx, "mx.local.example");
+    config.etrn = true;
+    let mut h = Harness::with(config);
+    assert_eq!(h.codes(b"ETRN example.org\r\n"), ["503 5.5.1"]);
+    assert!(h.send(b"EHLO c\r\n").contains("250-ETRN\r\n"));
+    assert_eq!(h.codes(b"ETRN example.org\r\n"), ["250 2.0.0"]);
+    h.send(b"MAIL FROM:<a@b.example>\r\n");
+    assert_eq!(h.codes(b"ETRN example.org\r\n"), ["503 5.5.1"]);
+    assert_eq!(h.codes(b"ATRN\r\n"), ["502 5.5.1"]);
 }

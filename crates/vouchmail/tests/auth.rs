@@ -1,0 +1,290 @@
+//! SMTP AUTH and TLS with third-party clients: swaks, msmtp (GNU SASL) and Python smtplib.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{run, tool, SmtpConn, TestServer};
+use vouchmail_proto::sasl::Secrets;
+use vouchmail_store::{CertMatch, NewAccount, Store};
+
+const PASSWORD: &str = "correct horse battery";
+
+async fn with_alice(server: &TestServer) {
+    let secrets = Secrets::from_password(PASSWORD).unwrap();
+    let account = NewAccount { address: "alice@local.test".into(), secrets, quota_bytes: 0 };
+    server.store.add_account(account).await.unwrap();
+}
+
+fn authenticated_as_alice(message: &str) -> bool {
+    // RFC 5322 2.2.3: unfold first.
+    let unfolded = message.replace("\r\n ", " ").replace("\r\n\t", " ");
+    unfolded.contains("Authentication-Results: mx.local.test; auth=pass smtp.auth=alice@local.test\r\n")
+}
+
+async fn swaks(args: &[&str]) -> String {
+    let mut cmd = Command::new(tool("swaks"));
+    cmd.args(args).args(["--from", "alice@local.test", "--to", "user@local.test", "--helo", "swaks.test"]);
+    let out = run(cmd).await;
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swaks_plain_login_cram_md5_with_starttls_and_implicit_tls() {
+    let server = TestServer::start().await;
+    with_alice(&server).await;
+    let submission = server.submission().to_string();
+    let submissions = server.submissions().to_string();
+    let runs: [(&str, &str, &str); 4] = [
+        ("-tls", &submission, "PLAIN"),
+        ("-tls", &submission, "LOGIN"),
+        ("-tls", &submission, "CRAM-MD5"),
+        ("-tlsc", &submissions, "PLAIN"),
+    ];
+    for (tls, addr, mechanism) in runs {
+        let transcript = swaks(&[
+            tls,
+            "--server",
+            addr,
+            "--auth",
+            mechanism,
+            "--auth-user",
+            "alice@local.test",
+            "--auth-password",
+            PASSWORD,
+        ])
+        .await;
+        assert!(transcript.contains("235 2.7.0 Authentication successful"), "{mechanism} {tls}: {transcript}");
+        assert!(transcript.contains("250 2.0.0 Ok: queued as"), "{mechanism} {tls}: {transcript}");
+    }
+    // CRAM-MD5 also works on a clear channel; PLAIN and LOGIN are not even offered there.
+    let transcript = swaks(&[
+        "--server",
+        &submission,
+        "--auth",
+        "CRAM-MD5",
+        "--auth-user",
+        "alice@local.test",
+        "--auth-password",
+        PASSWORD,
+    ])
+    .await;
+    assert!(transcript.contains("235 2.7.0"), "{transcript}");
+    assert!(
+        transcript.contains("250-AUTH SCRAM-SHA-256 CRAM-MD5\n")
+            || transcript.contains("250-AUTH SCRAM-SHA-256 CRAM-MD5\r")
+    );
+    let inbox = server.inbox("user@local.test").await;
+    assert_eq!(inbox.len(), 5);
+    assert!(inbox.iter().all(|m| authenticated_as_alice(m)), "{}", inbox[0]);
+    assert!(inbox.iter().filter(|m| m.replace("\r\n ", " ").contains("with ESMTPSA")).count() == 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swaks_wrong_password_gets_535() {
+    let server = TestServer::start().await;
+    with_alice(&server).await;
+    let submission = server.submission().to_string();
+    let transcript = swaks(&[
+        "-tls",
+        "--server",
+        &submission,
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "alice@local.test",
+        "--auth-password",
+        "nope",
+    ])
+    .await;
+    assert!(transcript.contains("535 5.7.8"), "{transcript}");
+    assert!(server.inbox("user@local.test").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msmtp_scram_sha_256_over_starttls() {
+    let server = TestServer::start().await;
+    with_alice(&server).await;
+    let port = server.submission().port().to_string();
+    let script = format!(
+        "printf 'From: alice@local.test\\r\\nSubject: via msmtp\\r\\n\\r\\nscram\\r\\n' | {} --host=127.0.0.1 --port={port} \
+         --tls=on --tls-starttls=on --tls-certcheck=off --auth=scram-sha-256 --user=alice@local.test \
+         --passwordeval='echo \"{PASSWORD}\"' --from=alice@local.test user@local.test",
+        tool("msmtp").display()
+    );
+    let out = run({
+        let mut c = Command::new("sh");
+        c.args(["-c", &script]);
+        c
+    })
+    .await;
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let inbox = server.inbox("user@local.test").await;
+    assert_eq!(inbox.len(), 1);
+    assert!(authenticated_as_alice(&inbox[0]) && inbox[0].contains("Subject: via msmtp"));
+}
+
+fn make_client_cert(dir: &Path) -> (String, String, String) {
+    let key = dir.join("client.key").display().to_string();
+    let cert = dir.join("client.pem").display().to_string();
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=alice", "-keyout", &key, "-out", &cert])
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let der = Command::new("openssl").args(["x509", "-in", &cert, "-outform", "DER"]).output().unwrap().stdout;
+    use sha2::Digest;
+    let fingerprint = sha2::Sha256::digest(&der).iter().map(|b| format!("{b:02x}")).collect();
+    (key, cert, fingerprint)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msmtp_external_with_a_mapped_client_certificate() {
+    let server = TestServer::start_with(|c| c.tls.request_client_cert = true).await;
+    with_alice(&server).await;
+    let (key, cert, fingerprint) = make_client_cert(server.dir.path());
+    server.store.add_cert_mapping("alice@local.test", CertMatch::Fingerprint, &fingerprint).await.unwrap();
+    let port = server.submission().port().to_string();
+    let script = format!(
+        "printf 'From: alice@local.test\\r\\nSubject: via external\\r\\n\\r\\ncert\\r\\n' | {} --host=127.0.0.1 --port={port} \
+         --tls=on --tls-starttls=on --tls-certcheck=off --tls-cert-file={cert} --tls-key-file={key} \
+         --auth=external --user=alice@local.test --from=alice@local.test user@local.test",
+        tool("msmtp").display()
+    );
+    let out = run({
+        let mut c = Command::new("sh");
+        c.args(["-c", &script]);
+        c
+    })
+    .await;
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let inbox = server.inbox("user@local.test").await;
+    assert_eq!(inbox.len(), 1);
+    assert!(authenticated_as_alice(&inbox[0]), "{}", inbox[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_smtplib_starttls_login_and_implicit_tls() {
+    let server = TestServer::start().await;
+    with_alice(&server).await;
+    let script = r#"
+import smtplib, ssl, sys
+host, port, sport, password = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+with smtplib.SMTP(host, port) as s:
+    s.ehlo("python.test")
+    try:
+        s.login("alice@local.test", "wrong")
+        sys.exit("login without TLS and a wrong password must fail")
+    except smtplib.SMTPAuthenticationError as e:
+        assert e.smtp_code == 535, e
+    s.starttls(context=ctx)
+    s.ehlo("python.test")
+    assert "plain" in s.esmtp_features["auth"].lower(), s.esmtp_features
+    s.login("alice@local.test", password)
+    try:
+        s.sendmail("boss@local.test", ["user@local.test"], "Subject: forged\r\n\r\nx\r\n")
+        sys.exit("a sender the user does not own was accepted")
+    except smtplib.SMTPSenderRefused as e:
+        assert e.smtp_code == 553, e
+    s.sendmail("alice@local.test", ["user@local.test", "someone@remote.test"], "Subject: starttls\r\n\r\nx\r\n")
+with smtplib.SMTP_SSL(host, sport, context=ctx) as s:
+    s.login("alice@local.test", password)
+    s.sendmail("alice@local.test", ["user@local.test"], "Subject: implicit\r\n\r\nx\r\n")
+print("ok")
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", script, "127.0.0.1"])
+        .arg(server.submission().port().to_string())
+        .arg(server.submissions().port().to_string())
+        .arg(PASSWORD);
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let inbox = server.inbox("user@local.test").await;
+    assert_eq!(inbox.len(), 2);
+    assert!(inbox.iter().all(|m| authenticated_as_alice(m)));
+    // An authenticated user may send anywhere: the remote recipient is queued.
+    let queue = server.store.list_queue().await.unwrap();
+    assert_eq!(queue.iter().map(|q| q.recipient.as_str()).collect::<Vec<_>>(), ["someone@remote.test"]);
+    // Submission adds a missing Date and Message-ID (RFC 6409 8).
+    assert!(inbox[0].contains("\r\nDate: ") && inbox[0].contains("\r\nMessage-ID: <"));
+}
+
+/// Seed 004 / RFC 3207: a command pipelined behind STARTTLS is never executed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_pipelined_after_starttls_is_never_executed() {
+    let server = TestServer::start().await;
+    let script = r#"
+import socket, ssl, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+f = s.makefile("rb")
+def reply(f):
+    lines = []
+    while True:
+        line = f.readline().decode()
+        lines.append(line.strip())
+        if line[3:4] != "-":
+            return lines
+reply(f)
+s.sendall(b"EHLO py.test\r\n"); reply(f)
+s.sendall(b"STARTTLS\r\nMAIL FROM:<evil@remote.test>\r\n")
+assert reply(f)[-1].startswith("220 2.0.0"), "no 220"
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+t = ctx.wrap_socket(s, server_hostname="mx.local.test")
+g = t.makefile("rb")
+t.sendall(b"MAIL FROM:<a@remote.test>\r\n")
+first = reply(g)[-1]
+assert first.startswith("503 5.5.1"), "MAIL before the new EHLO: " + first
+t.sendall(b"EHLO py.test\r\n")
+ehlo = reply(g)
+assert ehlo[0].startswith("250-mx.local.test"), ehlo
+assert not any("STARTTLS" in l for l in ehlo), ehlo
+t.sendall(b"MAIL FROM:<a@remote.test>\r\n")
+mail = reply(g)[-1]
+# Had the pipelined MAIL run, this would be "503 Nested MAIL".
+assert mail.startswith("250 2.1.0"), mail
+t.sendall(b"QUIT\r\n"); reply(g)
+print("ok")
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", script]).arg(server.mx().port().to_string());
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_reply_codes_over_the_wire_and_failure_limit() {
+    let server = TestServer::start_with(|c| {
+        c.auth.max_failures_per_ip = 3;
+    })
+    .await;
+    with_alice(&server).await;
+    let (mut c, _) = SmtpConn::connect(server.submission()).await;
+    let ehlo = c.cmd("EHLO wire.test").await;
+    assert!(ehlo.text().contains("250-STARTTLS"), "{}", ehlo.text());
+    assert_eq!(c.cmd("MAIL FROM:<alice@local.test>").await.status(), "530 5.7.0");
+    assert_eq!(c.cmd("AUTH PLAIN AGFsaWNlQGxvY2FsLnRlc3QAeA==").await.status(), "538 5.7.11");
+    assert_eq!(c.cmd("AUTH NOPE").await.status(), "504 5.5.4");
+    let cram = c.cmd("AUTH CRAM-MD5").await;
+    assert_eq!(cram.code, 334);
+    assert_eq!(c.cmd("*").await.status(), "501 5.0.0");
+    // Three wrong answers, each slower; then the IP is refused for a while.
+    for _ in 0..3 {
+        assert_eq!(c.cmd("AUTH CRAM-MD5").await.code, 334);
+        assert_eq!(
+            c.cmd("YWxpY2VAbG9jYWwudGVzdCAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMA==").await.status(),
+            "535 5.7.8"
+        );
+    }
+    assert_eq!(c.cmd("AUTH CRAM-MD5").await.code, 334);
+    assert_eq!(
+        c.cmd("YWxpY2VAbG9jYWwudGVzdCAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMA==").await.status(),
+        "454 4.7.0"
+    );
+    // The session is still usable.
+    assert_eq!(c.cmd("NOOP").await.status(), "250 2.0.0");
+}
