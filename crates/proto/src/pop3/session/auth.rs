@@ -92,7 +92,6 @@ impl Session {
         let mut server = ServerSession::new(Mechanism::Plain, &self.sasl_options());
         let step = server.start(Some(message.as_bytes()));
         self.sasl = Some(server);
-        self.sasl_from_pass = true;
         self.apply_sasl_step(step)
     }
 
@@ -132,7 +131,6 @@ impl Session {
         let mut server = ServerSession::new(mechanism, &self.sasl_options());
         let step = server.start(initial.as_deref());
         self.sasl = Some(server);
-        self.sasl_from_pass = false;
         self.apply_sasl_step(step)
     }
 

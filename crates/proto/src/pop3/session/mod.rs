@@ -156,8 +156,6 @@ pub struct Session {
     /// The authenticated user, from the successful login on.
     user: Option<String>,
     sasl: Option<ServerSession>,
-    /// True while the exchange in `sasl` came from USER/PASS rather than AUTH.
-    sasl_from_pass: bool,
     maildrop: Vec<Entry>,
     errors: u32,
     /// Set while skipping the rest of an over-long line.
@@ -178,7 +176,6 @@ impl Session {
             tls: None,
             user: None,
             sasl: None,
-            sasl_from_pass: false,
             maildrop: Vec::new(),
             errors: 0,
             discarding_long_line: false,
