@@ -24,6 +24,8 @@ pub struct Config {
     pub bootstrap: Bootstrap,
     /// How long sessions may run on after SIGTERM before they are cut off.
     pub shutdown_grace_secs: u64,
+    /// Delivery of queued remote mail (SPEC 5).
+    pub outbound: Outbound,
 }
 
 impl Default for Config {
@@ -39,6 +41,7 @@ impl Default for Config {
             pop3: Pop3::default(),
             bootstrap: Bootstrap::default(),
             shutdown_grace_secs: 10,
+            outbound: Outbound::default(),
         }
     }
 }
@@ -244,6 +247,110 @@ impl Default for Bootstrap {
     }
 }
 
+/// Outbound delivery: routing, the SMTP client, retries and bounces (SPEC 5).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Outbound {
+    /// Deliver queued remote mail while `serve` runs.
+    pub enabled: bool,
+    /// DNS servers (`ip:port`) for MX and address lookups; empty: those of /etc/resolv.conf.
+    pub nameservers: Vec<SocketAddr>,
+    /// TCP port of MX hosts (RFC 5321 4.5.4: 25).
+    pub port: u16,
+    /// Our name in EHLO; empty: `hostname`.
+    pub helo_name: String,
+    /// STARTTLS to MX hosts: "none", "may" (when offered), "encrypt" (required, any
+    /// certificate) or "verify" (required, certificate valid for the host name).
+    pub tls: String,
+    /// PEM CA certificates for "verify"; empty: the system's bundle.
+    pub ca_file: Option<PathBuf>,
+    /// Simultaneous SMTP connections in total, and to one destination.
+    pub max_connections: usize,
+    pub max_connections_per_destination: usize,
+    /// Recipients per transaction (RFC 5321 4.5.3.1.8: servers take at least 100).
+    pub max_recipients_per_transaction: usize,
+    /// Messages sent over one connection before it is closed; 0: no limit.
+    pub max_messages_per_connection: usize,
+    /// Seconds an idle connection is kept for more mail to the same destination.
+    pub connection_idle_secs: u64,
+    /// Seconds before the first retry; the wait doubles each time up to `retry_max_secs`.
+    pub retry_min_secs: u64,
+    pub retry_max_secs: u64,
+    /// Seconds a message may wait in the queue before it is returned to its sender.
+    pub lifetime_secs: u64,
+    /// Seconds after which the sender is told the message is delayed (once); 0: never.
+    pub delay_warning_secs: u64,
+    /// Seconds to wait for a TCP connection.
+    pub connect_timeout_secs: u64,
+    /// Seconds to wait for a reply to a command (RFC 5321 4.5.3.2: 5 minutes).
+    pub command_timeout_secs: u64,
+    /// Seconds to wait for the reply to the end of the data (RFC 5321 4.5.3.2.6: 10 minutes).
+    pub data_timeout_secs: u64,
+    /// Seconds a queue entry stays leased to a deliverer; renewed while it works. An entry
+    /// whose deliverer died is retried after this.
+    pub lease_secs: u64,
+    /// How often the queue is checked for due mail, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Try IPv6 addresses of a host before IPv4 ones.
+    pub prefer_ipv6: bool,
+    /// A smart host for all remote mail (Postfix's relayhost), unless a route matches.
+    pub relay: Option<Route>,
+    /// Static routes by recipient domain (Postfix's transport map), `[[outbound.route]]`.
+    #[serde(rename = "route")]
+    pub routes: Vec<Route>,
+}
+
+impl Default for Outbound {
+    fn default() -> Self {
+        Outbound {
+            enabled: true,
+            nameservers: Vec::new(),
+            port: 25,
+            helo_name: String::new(),
+            tls: "may".into(),
+            ca_file: None,
+            max_connections: 100,
+            max_connections_per_destination: 20,
+            max_recipients_per_transaction: 50,
+            max_messages_per_connection: 0,
+            connection_idle_secs: 2,
+            retry_min_secs: 300,
+            retry_max_secs: 4 * 3600,
+            lifetime_secs: 5 * 86400,
+            delay_warning_secs: 4 * 3600,
+            connect_timeout_secs: 30,
+            command_timeout_secs: 300,
+            data_timeout_secs: 600,
+            lease_secs: 300,
+            poll_interval_ms: 500,
+            prefer_ipv6: false,
+            relay: None,
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// Where mail for some domains (or, as `relay`, all remote mail) goes instead of the MX.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Route {
+    /// The recipient domain; `.example.org` also matches its subdomains. Unused for `relay`.
+    pub domain: String,
+    /// `host`, `host:port`, `ip`, `ip:port` or `[ipv6]:port` (port 25 if absent).
+    pub host: String,
+    /// Look up the MX records of `host` instead of its addresses.
+    pub mx: bool,
+    /// STARTTLS for this route, as `outbound.tls`; empty: `outbound.tls`.
+    pub tls: String,
+    /// Authenticate (RFC 4954) with these.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The password from the first line of a file instead.
+    pub password_file: Option<PathBuf>,
+    /// Allow PLAIN and LOGIN without TLS.
+    pub allow_cleartext_auth: bool,
+}
+
 impl Config {
     /// Reads a config file, or the defaults when `path` is None.
     pub fn load(path: Option<&Path>) -> Result<Config, String> {
@@ -280,8 +387,38 @@ impl Config {
         if self.auth.scram_iterations < vouchmail_proto::sasl::secrets::MIN_SCRAM_ITERATIONS {
             return Err("auth.scram_iterations must be at least 4096 (RFC 7677 4)".into());
         }
+        self.validate_outbound()?;
         if self.bootstrap.policy.parse::<vouchmail_store::SenderPolicy>().is_err() {
             return Err(format!("bootstrap.policy '{}' must be require, tag or accept", self.bootstrap.policy));
+        }
+        Ok(())
+    }
+
+    fn validate_outbound(&self) -> Result<(), String> {
+        let o = &self.outbound;
+        let tls_ok = |t: &str| matches!(t, "none" | "may" | "encrypt" | "verify");
+        if !tls_ok(&o.tls) {
+            return Err(format!("outbound.tls '{}' must be none, may, encrypt or verify", o.tls));
+        }
+        if o.max_connections == 0 || o.max_connections_per_destination == 0 || o.max_recipients_per_transaction == 0 {
+            return Err("outbound connection and recipient limits must be at least 1".into());
+        }
+        if o.retry_min_secs == 0 || o.retry_max_secs < o.retry_min_secs {
+            return Err("outbound.retry_min_secs must be at least 1 and at most retry_max_secs".into());
+        }
+        if o.lease_secs == 0 {
+            return Err("outbound.lease_secs must be at least 1".into());
+        }
+        for route in o.routes.iter().chain(o.relay.as_ref()) {
+            if route.host.is_empty() {
+                return Err("every outbound route and the relay need a host".into());
+            }
+            if !route.tls.is_empty() && !tls_ok(&route.tls) {
+                return Err(format!("route tls '{}' must be none, may, encrypt or verify", route.tls));
+            }
+        }
+        if o.routes.iter().any(|r| r.domain.is_empty()) {
+            return Err("every [[outbound.route]] needs a domain".into());
         }
         Ok(())
     }
@@ -330,5 +467,22 @@ mod tests {
     fn example_file_parses() {
         let example = include_str!("../../../vouchmail.example.toml");
         Config::parse(example).unwrap();
+    }
+
+    #[test]
+    fn outbound_routes_relay_and_checks() {
+        let config = Config::parse(
+            "[outbound]\nnameservers = [\"127.0.0.1:5353\"]\nretry_min_secs = 1\n\
+             [outbound.relay]\nhost = \"smtp.example:587\"\nusername = \"u\"\npassword = \"p\"\n\
+             [[outbound.route]]\ndomain = \".corp.example\"\nhost = \"10.0.0.25\"\ntls = \"none\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.outbound.nameservers, vec!["127.0.0.1:5353".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(config.outbound.relay.unwrap().host, "smtp.example:587");
+        assert_eq!(config.outbound.routes[0].domain, ".corp.example");
+        assert_eq!(config.outbound.lifetime_secs, 5 * 86400);
+        assert!(Config::parse("[outbound]\ntls = \"sometimes\"").unwrap_err().contains("sometimes"));
+        assert!(Config::parse("[[outbound.route]]\nhost = \"x\"").unwrap_err().contains("domain"));
+        assert!(Config::parse("[outbound]\nretry_min_secs = 10\nretry_max_secs = 5").is_err());
     }
 }

@@ -18,6 +18,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod inbound;
 pub mod limits;
+pub mod outbound;
 pub mod pop3;
 pub mod pop3_client;
 pub mod tasks;
@@ -145,6 +146,9 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         }
     }
     start_pop3(config, &store, &tls, &auth_limiter, &shutdown_rx, &sessions, &mut server).await?;
+    if config.outbound.enabled {
+        outbound::spawn(config, Arc::clone(&store), shutdown_rx.clone(), &sessions)?;
+    }
     Ok(server)
 }
 

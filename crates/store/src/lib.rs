@@ -105,6 +105,26 @@ pub trait Store: Send + Sync {
     fn cert_mapping_account(&self, fingerprint: &str, subject: Option<&str>) -> StoreFuture<'_, Option<String>>;
     fn list_cert_mappings(&self) -> StoreFuture<'_, Vec<CertMapping>>;
 
+    // Outbound delivery (SPEC 5): leases, outcomes, retries.
+    /// Marks up to `limit` due entries in flight until `lease_until` and returns them:
+    /// queued or deferred entries whose next attempt is due, and in-flight entries whose lease
+    /// has expired (their deliverer died). No two deliverers hold one entry while its lease runs.
+    fn lease_due(&self, now: i64, lease_until: i64, limit: usize) -> StoreFuture<'_, Vec<LeasedEntry>>;
+    /// Extends the leases of in-flight entries still being worked on.
+    fn renew_leases(&self, ids: Vec<i64>, lease_until: i64) -> StoreFuture<'_, ()>;
+    /// A stored message with its envelope.
+    fn get_message(&self, message_id: i64) -> StoreFuture<'_, Option<StoredMessage>>;
+    /// Records delivery outcomes of in-flight entries and commits the notifications (DSNs) they
+    /// cause, in one durable transaction; a message with nothing left to deliver and no mailbox
+    /// copy is deleted.
+    fn record_delivery(&self, updates: Vec<QueueUpdate>, notices: Vec<NewMessage>) -> StoreFuture<'_, ()>;
+    /// Makes the queued and deferred entries of one message (or of all) due at `now`; returns
+    /// how many.
+    fn retry_queued(&self, queue_id: Option<&str>, now: i64) -> StoreFuture<'_, usize>;
+    /// The earliest time a pending entry becomes due (or an in-flight lease ends).
+    fn next_due(&self) -> StoreFuture<'_, Option<i64>>;
+    fn queue_counts(&self) -> StoreFuture<'_, QueueCounts>;
+
     // Mailbox download (POP3, SPEC 9) and tracking events (SPEC 8).
     /// Removes these mailbox entries of the account (any folder) in one transaction, keeps
     /// its size and count right, and deletes each message no longer referenced. Ids that

@@ -103,6 +103,11 @@ CREATE TABLE cert_map (
     PRIMARY KEY (kind, value)
 );
 "#,
+    r#"
+ALTER TABLE queue ADD COLUMN lease_until INTEGER;
+ALTER TABLE queue ADD COLUMN delay_warned INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX queue_lease ON queue(lease_until) WHERE state = 'inflight';
+"#,
     // Tracking events (SPEC 8). AUTOINCREMENT: ids are a reader's cursor and never reused.
     // No reference to messages: the record outlives the message.
     r#"
@@ -910,6 +915,35 @@ impl Store for SqliteStore {
         })
     }
 
+    fn lease_due(&self, now: i64, lease_until: i64, limit: usize) -> StoreFuture<'_, Vec<crate::LeasedEntry>> {
+        self.write(move |conn| outbound::lease_due(conn, now, lease_until, limit))
+    }
+
+    fn renew_leases(&self, ids: Vec<i64>, lease_until: i64) -> StoreFuture<'_, ()> {
+        self.write(move |conn| outbound::renew_leases(conn, &ids, lease_until))
+    }
+
+    fn get_message(&self, message_id: i64) -> StoreFuture<'_, Option<crate::StoredMessage>> {
+        self.read(move |conn| outbound::get_message(conn, message_id))
+    }
+
+    fn record_delivery(&self, updates: Vec<crate::QueueUpdate>, notices: Vec<NewMessage>) -> StoreFuture<'_, ()> {
+        self.write(move |conn| outbound::record_delivery(conn, &updates, &notices))
+    }
+
+    fn retry_queued(&self, queue_id: Option<&str>, now: i64) -> StoreFuture<'_, usize> {
+        let queue_id = queue_id.map(str::to_string);
+        self.write(move |conn| outbound::retry_queued(conn, queue_id.as_deref(), now))
+    }
+
+    fn next_due(&self) -> StoreFuture<'_, Option<i64>> {
+        self.read(outbound::next_due)
+    }
+
+    fn queue_counts(&self) -> StoreFuture<'_, crate::QueueCounts> {
+        self.read(outbound::queue_counts)
+    }
+
     fn delete_mailbox_entries(&self, address: &str, ids: &[i64]) -> StoreFuture<'_, usize> {
         let address = address.to_lowercase();
         let ids = ids.to_vec();
@@ -999,5 +1033,6 @@ impl Store for SqliteStore {
 /// How much of a message `record_download` reads to find its Message-ID field.
 const HEADER_SCAN_BYTES: i64 = 64 * 1024;
 
+mod outbound;
 #[cfg(test)]
 mod tests;

@@ -274,6 +274,52 @@ pub struct CertMapping {
     pub value: String,
 }
 
+/// A queue entry leased for delivery (SPEC 5): it stays `inflight` until the lease ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedEntry {
+    pub entry: QueueEntry,
+    /// A delay notification (RFC 3464 `delayed`) was already sent for it.
+    pub delay_warned: bool,
+}
+
+/// The result of one delivery attempt for one queue entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueUpdate {
+    pub id: i64,
+    /// `Delivered`, `Bounced`, `Deferred`, or `Queued` to hand the entry back untried.
+    pub state: QueueState,
+    pub last_reply: Option<String>,
+    pub next_attempt: i64,
+    /// Count this as an attempt.
+    pub attempted: bool,
+    /// A delay notification has now been sent.
+    pub delay_warned: bool,
+}
+
+/// A stored message with its envelope, for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub id: i64,
+    pub queue_id: String,
+    pub envelope: Envelope,
+    pub received_at: i64,
+    pub data: Vec<u8>,
+}
+
+/// Pending queue entries by state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueCounts {
+    pub queued: u64,
+    pub inflight: u64,
+    pub deferred: u64,
+}
+
+impl QueueCounts {
+    pub fn pending(&self) -> u64 {
+        self.queued + self.inflight + self.deferred
+    }
+}
+
 /// A delivery-notification event (SPEC 8, ATTrack records).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TrackingKind {

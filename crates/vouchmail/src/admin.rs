@@ -11,6 +11,8 @@ use vouchmail_proto::smtp::address::Address;
 use vouchmail_proto::time::rfc3339;
 use vouchmail_store::{CertMatch, Folder, NewAccount, SenderPolicy, Store};
 
+use crate::progress::ProgressBar;
+
 #[derive(Subcommand)]
 pub enum DomainCommand {
     /// Add a local domain.
@@ -112,8 +114,22 @@ pub enum QueueCommand {
     List,
     /// A message's entries (any state), then its header.
     Show { queue_id: String },
-    /// Delete a message's pending entries.
-    Delete { queue_id: String },
+    /// Delete the pending entries of messages (or with --all, of every message).
+    Delete {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        queue_ids: Vec<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Make deferred messages due now (or with --all, every one); a running server sends them.
+    Retry {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        queue_ids: Vec<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Deliver everything pending now, from this process, and wait for the outcome.
+    Flush,
 }
 
 fn parse_address(text: &str) -> Result<Address, String> {
@@ -355,7 +371,12 @@ pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), S
     Ok(())
 }
 
-pub async fn queue(store: &dyn Store, command: QueueCommand) -> Result<(), String> {
+pub async fn queue(
+    store: std::sync::Arc<dyn Store>,
+    command: QueueCommand,
+    config: &vouchmail_server::config::Config,
+) -> Result<(), String> {
+    let store_ref = store.as_ref();
     match command {
         QueueCommand::List => {
             let entries = store.list_queue().await.map_err(|e| e.to_string())?;
@@ -393,10 +414,82 @@ pub async fn queue(store: &dyn Store, command: QueueCommand) -> Result<(), Strin
             use std::io::Write;
             std::io::stdout().write_all(&data[..end.min(data.len())]).map_err(|e| e.to_string())?;
         }
-        QueueCommand::Delete { queue_id } => {
-            let deleted = store.delete_queued_message(&queue_id).await.map_err(|e| e.to_string())?;
-            println!("deleted {deleted} pending entr{} of {queue_id}", if deleted == 1 { "y" } else { "ies" });
+        QueueCommand::Delete { queue_ids, all } => {
+            let queue_ids = if all { pending_queue_ids(store_ref).await? } else { queue_ids };
+            let single = !all && queue_ids.len() == 1;
+            let mut bar = ProgressBar::new("delete", queue_ids.len() as u64);
+            let mut total = 0;
+            for (i, queue_id) in queue_ids.iter().enumerate() {
+                let deleted = store.delete_queued_message(queue_id).await.map_err(|e| e.to_string())?;
+                total += deleted;
+                if single {
+                    println!("deleted {deleted} pending entr{} of {queue_id}", if deleted == 1 { "y" } else { "ies" });
+                }
+                bar.set(i as u64 + 1, queue_id);
+            }
+            bar.finish();
+            if !single {
+                println!(
+                    "deleted {total} pending entr{} of {} message(s)",
+                    if total == 1 { "y" } else { "ies" },
+                    queue_ids.len()
+                );
+            }
+        }
+        QueueCommand::Retry { queue_ids, all } => {
+            let now = vouchmail_proto::time::unix_seconds(std::time::SystemTime::now());
+            if all {
+                let n = store.retry_queued(None, now).await.map_err(|e| e.to_string())?;
+                println!("{n} entr{} due now", if n == 1 { "y" } else { "ies" });
+            } else {
+                let mut bar = ProgressBar::new("retry", queue_ids.len() as u64);
+                let mut total = 0;
+                for (i, queue_id) in queue_ids.iter().enumerate() {
+                    total += store.retry_queued(Some(queue_id), now).await.map_err(|e| e.to_string())?;
+                    bar.set(i as u64 + 1, queue_id);
+                }
+                bar.finish();
+                println!("{total} entr{} due now", if total == 1 { "y" } else { "ies" });
+            }
+        }
+        QueueCommand::Flush => {
+            let counts = store.queue_counts().await.map_err(|e| e.to_string())?;
+            let total = counts.queued + counts.deferred;
+            let bar = std::sync::Arc::new(std::sync::Mutex::new(ProgressBar::new("flush", total)));
+            let shown = std::sync::Arc::clone(&bar);
+            let result = vouchmail_server::outbound::flush(config, store, move |p| {
+                if let Ok(mut bar) = shown.lock() {
+                    let detail = format!("delivered {} deferred {} bounced {}", p.delivered, p.deferred, p.bounced);
+                    bar.set(p.done(), &detail);
+                }
+            })
+            .await?;
+            if let Ok(mut bar) = bar.lock() {
+                let detail =
+                    format!("delivered {} deferred {} bounced {}", result.delivered, result.deferred, result.bounced);
+                bar.set(result.done(), &detail);
+                bar.finish();
+            }
+            println!(
+                "flushed {} of {total} entr{}: delivered {}, deferred {}, bounced {}",
+                result.done(),
+                if total == 1 { "y" } else { "ies" },
+                result.delivered,
+                result.deferred,
+                result.bounced
+            );
         }
     }
     Ok(())
+}
+
+/// The queue ids with pending entries, each once.
+async fn pending_queue_ids(store: &dyn Store) -> Result<Vec<String>, String> {
+    let mut ids: Vec<String> = Vec::new();
+    for entry in store.list_queue().await.map_err(|e| e.to_string())? {
+        if ids.last() != Some(&entry.queue_id) && !ids.contains(&entry.queue_id) {
+            ids.push(entry.queue_id);
+        }
+    }
+    Ok(ids)
 }

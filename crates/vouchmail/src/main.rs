@@ -1,6 +1,7 @@
 //! The `vouchmail` binary: the server and the admin commands, all on one store.
 
 mod admin;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,7 +68,7 @@ fn main() -> ExitCode {
                     Command::User(c) => admin::user(store.as_ref(), c, &config.auth.secrets_policy()).await,
                     Command::Alias(c) => admin::alias(store.as_ref(), c).await,
                     Command::Mailbox(c) => admin::mailbox(store.as_ref(), c).await,
-                    Command::Queue(c) => admin::queue(store.as_ref(), c).await,
+                    Command::Queue(c) => admin::queue(Arc::clone(&store) as Arc<dyn Store>, c, &config).await,
                     Command::Serve => unreachable!("handled above"),
                 };
                 store.close();

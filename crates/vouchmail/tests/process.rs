@@ -25,7 +25,8 @@ impl Deployment {
         let text = format!(
             "hostname = \"mx.local.test\"\ndata_dir = \"{}\"\nshutdown_grace_secs = 2\n\
              [listeners]\nmx = [\"127.0.0.1:0\"]\nsubmission = []\nsubmissions = []\npop3 = []\npop3s = []\n\
-             [bootstrap]\ndomain = \"local.test\"\npolicy = \"accept\"\npostmaster = true\n",
+             [bootstrap]\ndomain = \"local.test\"\npolicy = \"accept\"\npostmaster = true\n\
+             [outbound]\nenabled = false\n",
             dir.path().join("data").display()
         );
         std::fs::write(&config, text).unwrap();

@@ -1,6 +1,7 @@
 //! SMTP (RFC 5321) protocol logic.
 
 pub mod address;
+pub mod client;
 pub mod command;
 pub mod data;
 pub mod reply;

@@ -45,6 +45,8 @@ impl TestServer {
         config.bootstrap.domain = "local.test".into();
         config.bootstrap.policy = "tag".into();
         config.bootstrap.postmaster = false;
+        // Remote mail stays queued unless a test turns delivery on (tests/outbound.rs).
+        config.outbound.enabled = false;
         adjust(&mut config);
         let store = Arc::new(SqliteStore::open(&config.store_path()).expect("store"));
         vouchmail_server::bootstrap::bootstrap(&config, store.as_ref()).await.expect("bootstrap");

@@ -1,0 +1,348 @@
+//! The outbound side of the queue (SPEC 5): leases, delivery outcomes, retries.
+//!
+//! A deliverer leases due entries (`inflight` with `lease_until`), delivers, and records the
+//! outcome. An entry whose lease runs out (its deliverer died) becomes due again: delivery is
+//! at least once, never lost.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{db_error, delete_if_orphan, is_unique_violation, row_to_queue_entry, QUEUE_COLUMNS};
+use crate::{
+    Delivery, Envelope, LeasedEntry, NewMessage, QueueCounts, QueueState, QueueUpdate, StoreError, StoreResult,
+    StoredMessage,
+};
+
+pub(super) fn lease_due(conn: &Connection, now: i64, lease_until: i64, limit: usize) -> StoreResult<Vec<LeasedEntry>> {
+    let ids: Vec<i64> = {
+        let mut stmt = conn
+            .prepare_cached(
+                "UPDATE queue SET state = 'inflight', lease_until = ?2, updated_at = ?1
+                 WHERE id IN (SELECT id FROM queue
+                              WHERE (state IN ('queued','deferred') AND next_attempt <= ?1)
+                                 OR (state = 'inflight' AND (lease_until IS NULL OR lease_until <= ?1))
+                              ORDER BY next_attempt, id LIMIT ?3)
+                 RETURNING id",
+            )
+            .map_err(db_error)?;
+        let rows = stmt.query_map(params![now, lease_until, limit as i64], |r| r.get(0)).map_err(db_error)?;
+        rows.collect::<Result<_, _>>().map_err(db_error)?
+    };
+    let mut out = Vec::with_capacity(ids.len());
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {QUEUE_COLUMNS}, q.delay_warned FROM queue q JOIN messages m ON m.id = q.message_id WHERE q.id = ?1"
+        ))
+        .map_err(db_error)?;
+    for id in ids {
+        let leased = stmt
+            .query_row(params![id], |row| {
+                Ok(LeasedEntry { entry: row_to_queue_entry(row)?, delay_warned: row.get::<_, i64>(13)? != 0 })
+            })
+            .optional()
+            .map_err(db_error)?;
+        out.extend(leased);
+    }
+    out.sort_by_key(|l| (l.entry.message_id, l.entry.id));
+    Ok(out)
+}
+
+pub(super) fn renew_leases(conn: &Connection, ids: &[i64], lease_until: i64) -> StoreResult<()> {
+    let mut stmt = conn
+        .prepare_cached("UPDATE queue SET lease_until = ?2 WHERE id = ?1 AND state = 'inflight'")
+        .map_err(db_error)?;
+    for id in ids {
+        stmt.execute(params![id, lease_until]).map_err(db_error)?;
+    }
+    Ok(())
+}
+
+pub(super) fn get_message(conn: &Connection, message_id: i64) -> StoreResult<Option<StoredMessage>> {
+    conn.prepare_cached(
+        "SELECT id, queue_id, sender, dsn_ret, dsn_envid, auth_param, authenticated_as, auth_results, body_8bit,
+                smtputf8, received_at, data
+         FROM messages WHERE id = ?1",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row(params![message_id], |r| {
+            Ok(StoredMessage {
+                id: r.get(0)?,
+                queue_id: r.get(1)?,
+                envelope: Envelope {
+                    sender: r.get(2)?,
+                    dsn_ret: r.get(3)?,
+                    dsn_envid: r.get(4)?,
+                    auth_param: r.get(5)?,
+                    authenticated_as: r.get(6)?,
+                    auth_results: r.get(7)?,
+                    body_8bit: r.get(8)?,
+                    smtputf8: r.get(9)?,
+                },
+                received_at: r.get(10)?,
+                data: r.get(11)?,
+            })
+        })
+        .optional()
+    })
+    .map_err(db_error)
+}
+
+pub(super) fn record_delivery(conn: &Connection, updates: &[QueueUpdate], notices: &[NewMessage]) -> StoreResult<()> {
+    let now = super::now();
+    let mut touched = Vec::new();
+    {
+        let mut stmt = conn
+            .prepare_cached(
+                "UPDATE queue SET state = ?2, last_reply = COALESCE(?3, last_reply), next_attempt = ?4,
+                        attempts = attempts + ?5, delay_warned = MAX(delay_warned, ?6), lease_until = NULL,
+                        updated_at = ?7
+                 WHERE id = ?1 AND state = 'inflight'
+                 RETURNING message_id",
+            )
+            .map_err(db_error)?;
+        for u in updates {
+            if !matches!(
+                u.state,
+                QueueState::Delivered | QueueState::Bounced | QueueState::Deferred | QueueState::Queued
+            ) {
+                return Err(StoreError::Invalid(format!("cannot record state {}", u.state)));
+            }
+            let message_id: Option<i64> = stmt
+                .query_row(
+                    params![
+                        u.id,
+                        u.state.as_str(),
+                        u.last_reply,
+                        u.next_attempt,
+                        i64::from(u.attempted),
+                        i64::from(u.delay_warned),
+                        now
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_error)?;
+            if let Some(id) = message_id {
+                if !touched.contains(&id) {
+                    touched.push(id);
+                }
+            }
+        }
+    }
+    for notice in notices {
+        insert_message(conn, notice)?;
+    }
+    for message_id in touched {
+        delete_if_orphan(conn, message_id)?;
+    }
+    Ok(())
+}
+
+/// The same rows `commit_message` writes, inside the caller's transaction.
+fn insert_message(conn: &Connection, message: &NewMessage) -> StoreResult<()> {
+    let env = &message.envelope;
+    let size = message.data.len() as i64;
+    conn.prepare_cached(
+        "INSERT INTO messages (queue_id, sender, dsn_ret, dsn_envid, auth_param, authenticated_as, auth_results,
+                               body_8bit, smtputf8, received_at, size, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            message.queue_id,
+            env.sender,
+            env.dsn_ret,
+            env.dsn_envid,
+            env.auth_param,
+            env.authenticated_as,
+            env.auth_results,
+            env.body_8bit,
+            env.smtputf8,
+            message.received_at,
+            size,
+            message.data
+        ])
+    })
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::Conflict(format!("queue id {} in use", message.queue_id))
+        } else {
+            db_error(e)
+        }
+    })?;
+    let message_id = conn.last_insert_rowid();
+    let now = message.received_at;
+    for (delivery, dsn) in &message.deliveries {
+        let (recipient, state) = match delivery {
+            Delivery::Mailbox { recipient, .. } => (recipient, QueueState::Delivered),
+            Delivery::Queue { recipient } => (recipient, QueueState::Queued),
+        };
+        let last_reply = (state == QueueState::Delivered).then_some("delivered to mailbox");
+        conn.prepare_cached(
+            "INSERT INTO queue (message_id, recipient, notify, orcpt, state, attempts, next_attempt, last_reply,
+                                created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?6, ?6)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![message_id, recipient, dsn.notify, dsn.orcpt, state.as_str(), now, last_reply])
+        })
+        .map_err(db_error)?;
+        if let Delivery::Mailbox { account_id, folder, .. } = delivery {
+            conn.prepare_cached(
+                "INSERT INTO mailbox (account_id, folder, message_id, received_at, size) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![account_id, folder.as_str(), message_id, now, size]))
+            .map_err(db_error)?;
+            conn.prepare_cached(
+                "UPDATE accounts SET used_bytes = used_bytes + ?2, message_count = message_count + 1 WHERE id = ?1",
+            )
+            .and_then(|mut stmt| stmt.execute(params![account_id, size]))
+            .map_err(db_error)?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn retry_queued(conn: &Connection, queue_id: Option<&str>, now: i64) -> StoreResult<usize> {
+    match queue_id {
+        None => conn
+            .execute(
+                "UPDATE queue SET next_attempt = ?1, updated_at = ?1
+                 WHERE state IN ('queued','deferred') AND next_attempt > ?1",
+                params![now],
+            )
+            .map_err(db_error),
+        Some(queue_id) => {
+            let message_id: Option<i64> = conn
+                .query_row("SELECT id FROM messages WHERE queue_id = ?1", params![queue_id], |r| r.get(0))
+                .optional()
+                .map_err(db_error)?;
+            let Some(message_id) = message_id else {
+                return Err(StoreError::NotFound(format!("queue id {queue_id}")));
+            };
+            conn.execute(
+                "UPDATE queue SET next_attempt = MIN(next_attempt, ?2), updated_at = ?2
+                 WHERE message_id = ?1 AND state IN ('queued','deferred')",
+                params![message_id, now],
+            )
+            .map_err(db_error)
+        }
+    }
+}
+
+pub(super) fn next_due(conn: &Connection) -> StoreResult<Option<i64>> {
+    conn.query_row(
+        "SELECT MIN(CASE WHEN state = 'inflight' THEN COALESCE(lease_until, 0) ELSE next_attempt END)
+         FROM queue WHERE state IN ('queued','deferred','inflight')",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(db_error)
+}
+
+pub(super) fn queue_counts(conn: &Connection) -> StoreResult<QueueCounts> {
+    let mut counts = QueueCounts::default();
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT state, COUNT(*) FROM queue WHERE state IN ('queued','deferred','inflight') GROUP BY state",
+        )
+        .map_err(db_error)?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(db_error)?;
+    for row in rows {
+        let (state, n) = row.map_err(db_error)?;
+        let n = n.max(0) as u64;
+        match state.as_str() {
+            "queued" => counts.queued = n,
+            "deferred" => counts.deferred = n,
+            "inflight" => counts.inflight = n,
+            _ => {}
+        }
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::SqliteStore;
+    use crate::{
+        Delivery, Envelope, NewMessage, QueueState, QueueUpdate, RecipientDsn, SenderPolicy, Store, StoreError,
+    };
+
+    fn message(queue_id: &str, recipients: &[&str], now: i64) -> NewMessage {
+        NewMessage {
+            queue_id: queue_id.into(),
+            envelope: Envelope { sender: "a@local.test".into(), auth_results: "none".into(), ..Envelope::default() },
+            received_at: now,
+            data: b"Subject: x\r\n\r\nhi\r\n".to_vec(),
+            deliveries: recipients
+                .iter()
+                .map(|r| (Delivery::Queue { recipient: r.to_string() }, RecipientDsn::default()))
+                .collect(),
+        }
+    }
+
+    fn update(id: i64, state: QueueState, next: i64) -> QueueUpdate {
+        QueueUpdate {
+            id,
+            state,
+            last_reply: Some(format!("{state}")),
+            next_attempt: next,
+            attempted: true,
+            delay_warned: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn lease_deliver_defer_and_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        store.add_domain("local.test", SenderPolicy::Tag).await.unwrap();
+        let now = 1_000;
+        store.commit_message(message("Q1", &["x@r.test", "y@r.test"], now)).await.unwrap();
+        assert_eq!(store.next_due().await.unwrap(), Some(now));
+        // Not due before its time.
+        assert!(store.lease_due(now - 1, now + 60, 10).await.unwrap().is_empty());
+        let leased = store.lease_due(now, now + 60, 10).await.unwrap();
+        assert_eq!(leased.len(), 2);
+        // Leased entries are not handed out twice while the lease runs...
+        assert!(store.lease_due(now + 59, now + 120, 10).await.unwrap().is_empty());
+        assert_eq!(store.queue_counts().await.unwrap().inflight, 2);
+        let msg = store.get_message(leased[0].entry.message_id).await.unwrap().unwrap();
+        assert_eq!(msg.queue_id, "Q1");
+        // ... but are once it ran out (the deliverer died).
+        let again = store.lease_due(now + 60, now + 120, 10).await.unwrap();
+        assert_eq!(again.len(), 2);
+        store
+            .record_delivery(
+                vec![
+                    update(again[0].entry.id, QueueState::Delivered, now),
+                    update(again[1].entry.id, QueueState::Deferred, now + 300),
+                ],
+                vec![],
+            )
+            .await
+            .unwrap();
+        let counts = store.queue_counts().await.unwrap();
+        assert_eq!((counts.deferred, counts.inflight), (1, 0));
+        assert_eq!(store.next_due().await.unwrap(), Some(now + 300));
+        assert_eq!(store.retry_queued(Some("Q1"), now + 1).await.unwrap(), 1);
+        assert_eq!(
+            store.retry_queued(Some("nope"), now).await.unwrap_err(),
+            StoreError::NotFound("queue id nope".into())
+        );
+        let last = store.lease_due(now + 1, now + 60, 10).await.unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].entry.attempts, 1);
+        // The last outcome finishes the message: it is deleted, and a notice is committed with it.
+        store
+            .record_delivery(
+                vec![update(last[0].entry.id, QueueState::Bounced, now)],
+                vec![message("DSN1", &["a@elsewhere.test"], now)],
+            )
+            .await
+            .unwrap();
+        assert!(store.get_queued_message("Q1").await.unwrap().is_none());
+        let queue = store.list_queue().await.unwrap();
+        assert_eq!(queue.len(), 1);
+        assert_eq!(queue[0].queue_id, "DSN1");
+    }
+}

@@ -1,0 +1,5 @@
+//! Test helpers shared by vouchmail's crates: an authoritative DNS server
+//! ([`dns::TestDns`]) and a scripted SMTP server ([`smtp_peer::Peer`]), both on loopback.
+
+pub mod dns;
+pub mod smtp_peer;
