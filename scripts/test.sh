@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole vouchmail test suite on a fresh Debian machine with Rust.
 # Installs the third-party tools the interop tests drive (swaks, Postfix's smtp-source and
-# smtp-sink, Python 3) with apt-get when they are missing.
+# smtp-sink, Python 3, fetchmail for POP3) with apt-get when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -5,6 +5,7 @@
 
 pub mod dsn;
 pub mod headers;
+pub mod pop3;
 pub mod sasl;
 pub mod smtp;
 pub mod time;

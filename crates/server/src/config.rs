@@ -20,6 +20,7 @@ pub struct Config {
     pub smtp: Smtp,
     pub tls: Tls,
     pub auth: Auth,
+    pub pop3: Pop3,
     pub bootstrap: Bootstrap,
     /// How long sessions may run on after SIGTERM before they are cut off.
     pub shutdown_grace_secs: u64,
@@ -38,6 +39,7 @@ impl Default for Config {
             smtp: Smtp::default(),
             tls: Tls::default(),
             auth: Auth::default(),
+            pop3: Pop3::default(),
             bootstrap: Bootstrap::default(),
             shutdown_grace_secs: 10,
             outbound: Outbound::default(),
@@ -58,6 +60,10 @@ pub struct Listeners {
     pub submissions: Vec<SocketAddr>,
     /// On-Demand Mail Relay provider (standard port 366, RFC 2645).
     pub odmr: Vec<SocketAddr>,
+    /// POP3 mailbox download with STLS (standard port 110, SPEC 9).
+    pub pop3: Vec<SocketAddr>,
+    /// POP3 over implicit TLS (standard port 995, RFC 8314).
+    pub pop3s: Vec<SocketAddr>,
 }
 
 impl Default for Listeners {
@@ -67,6 +73,8 @@ impl Default for Listeners {
             submission: vec![([127, 0, 0, 1], 2587).into()],
             submissions: vec![([127, 0, 0, 1], 2465).into()],
             odmr: vec![([127, 0, 0, 1], 3366).into()],
+            pop3: vec![([127, 0, 0, 1], 2110).into()],
+            pop3s: vec![([127, 0, 0, 1], 2995).into()],
         }
     }
 }
@@ -237,6 +245,41 @@ impl Auth {
     }
 }
 
+/// POP3 mailbox download (SPEC 9, RFC 1939). Authentication uses the `[auth]` mechanisms
+/// and failure limits.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Pop3 {
+    /// USER/PASS, and SASL PLAIN and LOGIN, on a connection without TLS (RFC 2595 2.1).
+    pub allow_plaintext_user_pass: bool,
+    /// Seconds without a command before the session is dropped, deleting nothing
+    /// (RFC 1939 3: at least 600).
+    pub idle_timeout_secs: u64,
+    /// Longest command line in octets, CRLF included (RFC 2449 4: 255).
+    pub max_line_length: usize,
+    /// Longest AUTH command or SASL response line (RFC 5034 4 lifts the 255 limit).
+    pub max_auth_line_length: usize,
+    /// Negative replies in one session before it is closed.
+    pub max_errors: u32,
+    /// Simultaneous POP3 connections in total, and from one IP address.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for Pop3 {
+    fn default() -> Self {
+        Pop3 {
+            allow_plaintext_user_pass: false,
+            idle_timeout_secs: 600,
+            max_line_length: vouchmail_proto::pop3::session::MAX_COMMAND_LINE,
+            max_auth_line_length: vouchmail_proto::pop3::session::MAX_AUTH_LINE,
+            max_errors: 20,
+            max_connections: 1000,
+            max_connections_per_ip: 20,
+        }
+    }
+}
+
 /// What the first start creates in an empty store.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -384,6 +427,15 @@ impl Config {
             return Err("smtp.max_recipients must be at least 1".into());
         }
         self.auth.mechanisms()?;
+        if self.pop3.idle_timeout_secs == 0 {
+            return Err("pop3.idle_timeout_secs must be at least 1 (RFC 1939 3 asks for 600)".into());
+        }
+        if self.pop3.max_line_length < vouchmail_proto::pop3::session::MAX_COMMAND_LINE {
+            return Err("pop3.max_line_length must be at least 255 (RFC 2449 4)".into());
+        }
+        if self.pop3.max_auth_line_length < self.pop3.max_line_length {
+            return Err("pop3.max_auth_line_length must be at least pop3.max_line_length".into());
+        }
         if self.auth.scram_iterations < vouchmail_proto::sasl::secrets::MIN_SCRAM_ITERATIONS {
             return Err("auth.scram_iterations must be at least 4096 (RFC 7677 4)".into());
         }
@@ -459,6 +511,8 @@ mod tests {
         assert!(Config::parse("hostnme = \"x\"").unwrap_err().contains("hostnme"));
         assert!(Config::parse("[listeners]\nmx = [\"nonsense\"]").is_err());
         assert!(Config::parse("[bootstrap]\npolicy = \"maybe\"").unwrap_err().contains("maybe"));
+        assert!(Config::parse("[pop3]\nmax_line_length = 100").unwrap_err().contains("255"));
+        assert!(Config::parse("[pop3]\nidle_timeout_secs = 0").is_err());
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub mod limits;
 pub mod odmr;
 pub mod odmr_customer;
 pub mod outbound;
+pub mod pop3;
+pub mod pop3_client;
 pub mod tasks;
 pub mod tls;
 
@@ -31,6 +33,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use vouchmail_proto::pop3::session::SessionConfig as Pop3SessionConfig;
 use vouchmail_proto::smtp::address::Address;
 use vouchmail_proto::smtp::session::{Service, SessionConfig};
 use vouchmail_store::Store;
@@ -48,6 +51,8 @@ pub struct RunningServer {
     pub submission_addrs: Vec<SocketAddr>,
     pub submissions_addrs: Vec<SocketAddr>,
     pub odmr_addrs: Vec<SocketAddr>,
+    pub pop3_addrs: Vec<SocketAddr>,
+    pub pop3s_addrs: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
     sessions: TaskTracker,
@@ -98,6 +103,8 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         submission_addrs: Vec::new(),
         submissions_addrs: Vec::new(),
         odmr_addrs: Vec::new(),
+        pop3_addrs: Vec::new(),
+        pop3s_addrs: Vec::new(),
         shutdown,
         listeners: Vec::new(),
         sessions: sessions.clone(),
@@ -155,12 +162,73 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         let interval = Duration::from_secs(entry.interval_secs.max(10));
         sessions.spawn(odmr_customer::run_scheduled(options, interval, local, shutdown_rx.clone()));
     }
+    start_pop3(config, &store, &tls, &auth_limiter, &shutdown_rx, &sessions, &mut server).await?;
     if config.outbound.enabled {
         outbound::spawn(config, Arc::clone(&store), shutdown_rx.clone(), &sessions)?;
         let lifetime = config.outbound.lifetime_secs as i64;
         sessions.spawn(Arc::clone(&odmr).sweep_expired(lifetime, shutdown_rx.clone()));
     }
     Ok(server)
+}
+
+/// The POP3 listeners (SPEC 9): pop3 with STLS and pop3s with implicit TLS, sharing one
+/// maildrop lock map and the AUTH failure limits of SMTP.
+async fn start_pop3(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    tls: &Tls,
+    auth_limiter: &Arc<AuthLimiter>,
+    shutdown_rx: &watch::Receiver<bool>,
+    sessions: &TaskTracker,
+    server: &mut RunningServer,
+) -> Result<(), String> {
+    let limiter = ConnectionLimiter::new(config.pop3.max_connections, config.pop3.max_connections_per_ip);
+    let locks = Arc::new(pop3::MailboxLocks::default());
+    for implicit_tls in [false, true] {
+        let addrs = if implicit_tls { &config.listeners.pop3s } else { &config.listeners.pop3 };
+        let context = Arc::new(pop3::Pop3Context {
+            session_config: Arc::new(pop3_session_config(config, implicit_tls)?),
+            store: Arc::clone(store),
+            limiter: Arc::clone(&limiter),
+            auth_limiter: Arc::clone(auth_limiter),
+            locks: Arc::clone(&locks),
+            tls: Some(tls.clone()),
+            implicit_tls,
+        });
+        for addr in addrs {
+            let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let local = listener.local_addr().map_err(|e| e.to_string())?;
+            let service = if implicit_tls { "pop3s" } else { "pop3" };
+            tracing::info!(service, %local, "listening");
+            if implicit_tls {
+                server.pop3s_addrs.push(local);
+            } else {
+                server.pop3_addrs.push(local);
+            }
+            let handle = tokio::spawn(pop3::serve_listener(
+                listener,
+                Arc::clone(&context),
+                shutdown_rx.clone(),
+                sessions.clone(),
+            ));
+            server.listeners.push(handle);
+        }
+    }
+    Ok(())
+}
+
+fn pop3_session_config(config: &Config, implicit_tls: bool) -> Result<Pop3SessionConfig, String> {
+    let mut session = Pop3SessionConfig::new(config.hostname.clone());
+    // RFC 2595 4: STLS on the port that starts in the clear.
+    session.starttls = !implicit_tls;
+    session.auth_mechanisms = config.auth.mechanisms()?;
+    session.allow_plaintext_passwords = config.pop3.allow_plaintext_user_pass;
+    session.max_errors = config.pop3.max_errors;
+    session.idle_timeout = Duration::from_secs(config.pop3.idle_timeout_secs);
+    session.max_command_line = config.pop3.max_line_length;
+    session.max_auth_line = config.pop3.max_auth_line_length;
+    session.scram_iterations = config.auth.scram_iterations;
+    Ok(session)
 }
 
 /// The SMTP listener roles.

@@ -137,4 +137,15 @@ pub trait Store: Send + Sync {
     fn lease_held(&self, domains: &[String], now: i64, lease_until: i64) -> StoreFuture<'_, Vec<LeasedEntry>>;
     /// Leases held entries created before `created_before`: their lifetime is over.
     fn lease_expired_held(&self, created_before: i64, now: i64, lease_until: i64) -> StoreFuture<'_, Vec<LeasedEntry>>;
+    // Mailbox download (POP3, SPEC 9) and tracking events (SPEC 8).
+    /// Removes these mailbox entries of the account (any folder) in one transaction, keeps
+    /// its size and count right, and deletes each message no longer referenced. Ids that
+    /// are not the account's, or gone already, are skipped. Returns how many were removed.
+    fn delete_mailbox_entries(&self, address: &str, ids: &[i64]) -> StoreFuture<'_, usize>;
+    /// Records the `downloaded` event of a mailbox entry's message for the account, once
+    /// per (message, recipient): true when this call recorded it, false when it was
+    /// recorded before. NotFound when the entry is not the account's.
+    fn record_download(&self, address: &str, mailbox_id: i64) -> StoreFuture<'_, bool>;
+    /// Tracking events with an id above `after_id`, oldest first, at most `limit`.
+    fn list_tracking_events(&self, after_id: i64, limit: usize) -> StoreFuture<'_, Vec<TrackingEvent>>;
 }

@@ -18,7 +18,8 @@ use vouchmail_proto::sasl::secrets::{SecretFields, Secrets};
 
 use crate::{
     Account, CertMapping, CertMatch, CommittedMessage, Domain, Folder, MailboxEntry, NewAccount, NewMessage,
-    QueueEntry, QueueState, RecipientDsn, SenderPolicy, Store, StoreError, StoreFuture, StoreResult,
+    QueueEntry, QueueState, RecipientDsn, SenderPolicy, Store, StoreError, StoreFuture, StoreResult, TrackingEvent,
+    TrackingKind,
 };
 
 /// Jobs committed together at most.
@@ -112,6 +113,20 @@ ALTER TABLE domains ADD COLUMN held_for TEXT;
 ALTER TABLE domains ADD COLUMN etrn_host TEXT;
 ALTER TABLE queue ADD COLUMN held_domain TEXT;
 CREATE INDEX queue_held ON queue(held_domain, state) WHERE held_domain IS NOT NULL;
+"#,
+    // Tracking events (SPEC 8). AUTOINCREMENT: ids are a reader's cursor and never reused.
+    // No reference to messages: the record outlives the message.
+    r#"
+CREATE TABLE tracking_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    occurred_at INTEGER NOT NULL,
+    queue_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    event TEXT NOT NULL CHECK (event IN ('downloaded','decrypted','decrypt_failed')),
+    UNIQUE (queue_id, recipient, event)
+);
 "#,
 ];
 
@@ -923,7 +938,95 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'_, Vec<crate::LeasedEntry>> {
         self.write(move |conn| held::lease_expired(conn, created_before, now, lease_until))
     }
+
+    fn delete_mailbox_entries(&self, address: &str, ids: &[i64]) -> StoreFuture<'_, usize> {
+        let address = address.to_lowercase();
+        let ids = ids.to_vec();
+        self.write(move |conn| {
+            let mut removed = 0;
+            for id in ids {
+                let entry: Option<(i64, i64, i64)> = conn
+                    .prepare_cached(
+                        "SELECT b.account_id, b.message_id, b.size FROM mailbox b JOIN accounts a ON a.id = b.account_id
+                         WHERE a.address = ?1 AND b.id = ?2",
+                    )
+                    .and_then(|mut stmt| stmt.query_row(params![address, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+                    .optional()
+                    .map_err(db_error)?;
+                let Some((account_id, message_id, size)) = entry else { continue };
+                conn.execute("DELETE FROM mailbox WHERE id = ?1", params![id]).map_err(db_error)?;
+                conn.prepare_cached(
+                    "UPDATE accounts SET used_bytes = MAX(used_bytes - ?2, 0), message_count = MAX(message_count - 1, 0)
+                     WHERE id = ?1",
+                )
+                .and_then(|mut stmt| stmt.execute(params![account_id, size]))
+                .map_err(db_error)?;
+                delete_if_orphan(conn, message_id)?;
+                removed += 1;
+            }
+            Ok(removed)
+        })
+    }
+
+    fn record_download(&self, address: &str, mailbox_id: i64) -> StoreFuture<'_, bool> {
+        let address = address.to_lowercase();
+        self.write(move |conn| {
+            // The header section is enough to find the Message-ID.
+            let found: Option<(String, String, Vec<u8>)> = conn
+                .query_row(
+                    "SELECT m.queue_id, m.sender, substr(m.data, 1, ?3)
+                     FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
+                     WHERE a.address = ?1 AND b.id = ?2",
+                    params![address, mailbox_id, HEADER_SCAN_BYTES],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(db_error)?;
+            let Some((queue_id, sender, head)) = found else {
+                return Err(StoreError::NotFound(format!("message {mailbox_id} of {address}")));
+            };
+            let message_id = vouchmail_proto::headers::first_value(&head, "Message-ID").unwrap_or_default();
+            let n = conn
+                .execute(
+                    "INSERT OR IGNORE INTO tracking_events (occurred_at, queue_id, message_id, sender, recipient, event)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![now(), queue_id, message_id, sender, address, TrackingKind::Downloaded.as_str()],
+                )
+                .map_err(db_error)?;
+            Ok(n == 1)
+        })
+    }
+
+    fn list_tracking_events(&self, after_id: i64, limit: usize) -> StoreFuture<'_, Vec<TrackingEvent>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, occurred_at, queue_id, message_id, sender, recipient, event FROM tracking_events
+                     WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )
+                .map_err(db_error)?;
+            let rows = stmt
+                .query_map(params![after_id, limit], |r| {
+                    let kind: String = r.get(6)?;
+                    Ok(TrackingEvent {
+                        id: r.get(0)?,
+                        occurred_at: r.get(1)?,
+                        queue_id: r.get(2)?,
+                        message_id: r.get(3)?,
+                        sender: r.get(4)?,
+                        recipient: r.get(5)?,
+                        kind: TrackingKind::parse(&kind).unwrap_or(TrackingKind::Downloaded),
+                    })
+                })
+                .map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
+    }
 }
+
+/// How much of a message `record_download` reads to find its Message-ID field.
+const HEADER_SCAN_BYTES: i64 = 64 * 1024;
 
 mod held;
 mod outbound;

@@ -227,13 +227,23 @@ pub struct QueueEntry {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailboxEntry {
-    /// Stable per-account id (also the POP3 UIDL).
+    /// The entry's id: stable while the entry exists, but a deleted entry's id may be
+    /// given again later (SQLite rowids), so use [`MailboxEntry::unique_id`] for anything
+    /// that outlives the entry.
     pub id: i64,
     pub folder: Folder,
     pub message_id: i64,
     pub queue_id: String,
     pub received_at: i64,
     pub size: u64,
+}
+
+impl MailboxEntry {
+    /// An id that names this entry for ever, never another one (the POP3 UIDL, RFC 1939 7):
+    /// the entry id with the message's random queue id, `<id>.<queue id>`.
+    pub fn unique_id(&self) -> String {
+        format!("{}.{}", self.id, self.queue_id)
+    }
 }
 
 /// How a client certificate is matched to an account.
@@ -315,4 +325,57 @@ impl QueueCounts {
     pub fn pending(&self) -> u64 {
         self.queued + self.inflight + self.deferred
     }
+}
+
+/// A delivery-notification event (SPEC 8, ATTrack records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrackingKind {
+    /// The recipient retrieved the message (POP3 RETR, SPEC 9).
+    Downloaded,
+    /// The recipient reported decrypting it (RECEIPT DECRYPTED).
+    Decrypted,
+    /// The recipient reported failing to decrypt it (RECEIPT FAILED).
+    DecryptFailed,
+}
+
+impl TrackingKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TrackingKind::Downloaded => "downloaded",
+            TrackingKind::Decrypted => "decrypted",
+            TrackingKind::DecryptFailed => "decrypt_failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TrackingKind> {
+        [TrackingKind::Downloaded, TrackingKind::Decrypted, TrackingKind::DecryptFailed]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for TrackingKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One recorded tracking event: what an ATTrack CSV record says (SPEC 8), plus the ids
+/// to find the message. Kept after the message itself is deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackingEvent {
+    /// Increasing, never reused: a cursor for readers (`list_tracking_events`).
+    pub id: i64,
+    /// Unix time of the event.
+    pub occurred_at: i64,
+    /// The stored message's queue id.
+    pub queue_id: String,
+    /// The message's Message-ID field (RFC 5322 3.6.4), angle brackets included; empty
+    /// when it has none.
+    pub message_id: String,
+    /// The envelope sender (empty for `<>`).
+    pub sender: String,
+    /// The local recipient, the mailbox owner.
+    pub recipient: String,
+    pub kind: TrackingKind,
 }

@@ -117,7 +117,7 @@ pub async fn serve_stream(
 }
 
 /// Runs the server side of a TLS handshake and gathers what the session needs to know.
-async fn handshake(
+pub(crate) async fn handshake(
     tls: &Tls,
     stream: TcpStream,
     store: &dyn Store,

@@ -164,3 +164,87 @@ async fn closed_store_reports_unavailable() {
     let err = store.set_meta("k", "v").await.unwrap_err();
     assert!(err.is_temporary());
 }
+
+#[tokio::test]
+async fn deleting_mailbox_entries_keeps_counters_and_collects_orphans() {
+    let (_dir, store) = store();
+    store.add_domain("example.org", SenderPolicy::Require).await.unwrap();
+    let a = store.add_account(account("a@example.org")).await.unwrap();
+    let b = store.add_account(account("b@example.org")).await.unwrap();
+    let inbox = |account_id, recipient: &str| Delivery::Mailbox {
+        account_id,
+        folder: Folder::Inbox,
+        recipient: recipient.into(),
+    };
+    // Q1 goes to both accounts, Q2 to `a` only.
+    store.commit_message(message("Q1", vec![inbox(a, "a@example.org"), inbox(b, "b@example.org")])).await.unwrap();
+    store.commit_message(message("Q2", vec![inbox(a, "a@example.org")])).await.unwrap();
+    let entries = store.list_mailbox("a@example.org", Some(Folder::Inbox)).await.unwrap();
+    let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
+    let b_id = store.list_mailbox("b@example.org", None).await.unwrap()[0].id;
+    // b's entry is not a's to delete; unknown ids are skipped.
+    assert_eq!(store.delete_mailbox_entries("A@example.org", &[ids[0], ids[1], b_id, 9999]).await.unwrap(), 2);
+    assert!(store.list_mailbox("a@example.org", None).await.unwrap().is_empty());
+    let alice = store.get_account("a@example.org").await.unwrap().unwrap();
+    assert_eq!((alice.message_count, alice.used_bytes), (0, 0));
+    // Q1 is still referenced by b's mailbox; Q2 is gone.
+    assert!(store.get_queued_message("Q1").await.unwrap().is_some());
+    assert!(store.get_queued_message("Q2").await.unwrap().is_none());
+    assert_eq!(store.delete_mailbox_entries("b@example.org", &[b_id]).await.unwrap(), 1);
+    assert!(store.get_queued_message("Q1").await.unwrap().is_none());
+    assert_eq!(store.delete_mailbox_entries("b@example.org", &[b_id]).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn unique_ids_are_not_reused_after_deletion() {
+    let (_dir, store) = store();
+    store.add_domain("example.org", SenderPolicy::Require).await.unwrap();
+    let a = store.add_account(account("a@example.org")).await.unwrap();
+    let d = || Delivery::Mailbox { account_id: a, folder: Folder::Inbox, recipient: "a@example.org".into() };
+    store.commit_message(message("Q1", vec![d()])).await.unwrap();
+    let first = store.list_mailbox("a@example.org", None).await.unwrap().remove(0);
+    store.delete_mailbox_entries("a@example.org", &[first.id]).await.unwrap();
+    store.commit_message(message("Q2", vec![d()])).await.unwrap();
+    let second = store.list_mailbox("a@example.org", None).await.unwrap().remove(0);
+    assert_ne!(first.unique_id(), second.unique_id());
+    assert_eq!(second.unique_id(), format!("{}.Q2", second.id));
+}
+
+#[tokio::test]
+async fn downloads_are_recorded_once_per_message_and_recipient() {
+    let (_dir, store) = store();
+    store.add_domain("example.org", SenderPolicy::Require).await.unwrap();
+    let a = store.add_account(account("a@example.org")).await.unwrap();
+    let b = store.add_account(account("b@example.org")).await.unwrap();
+    let mut m = message(
+        "Q1",
+        vec![
+            Delivery::Mailbox { account_id: a, folder: Folder::Inbox, recipient: "a@example.org".into() },
+            Delivery::Mailbox { account_id: b, folder: Folder::Inbox, recipient: "b@example.org".into() },
+        ],
+    );
+    m.data = b"Message-ID:\r\n <abc@remote.example>\r\nSubject: t\r\n\r\nbody\r\n".to_vec();
+    store.commit_message(m).await.unwrap();
+    let a_entry = store.list_mailbox("a@example.org", None).await.unwrap()[0].id;
+    let b_entry = store.list_mailbox("b@example.org", None).await.unwrap()[0].id;
+    assert!(store.record_download("a@example.org", a_entry).await.unwrap());
+    assert!(!store.record_download("a@example.org", a_entry).await.unwrap());
+    assert!(matches!(store.record_download("a@example.org", b_entry).await, Err(StoreError::NotFound(_))));
+    assert!(store.record_download("b@example.org", b_entry).await.unwrap());
+    let events = store.list_tracking_events(0, 10).await.unwrap();
+    assert_eq!(events.len(), 2);
+    let e = &events[0];
+    assert_eq!(
+        (e.queue_id.as_str(), e.message_id.as_str(), e.sender.as_str(), e.recipient.as_str(), e.kind),
+        ("Q1", "<abc@remote.example>", "s@remote.example", "a@example.org", TrackingKind::Downloaded)
+    );
+    assert!(e.occurred_at > 1_700_000_000);
+    assert_eq!(events[1].recipient, "b@example.org");
+    // The cursor and the limit.
+    assert_eq!(store.list_tracking_events(e.id, 10).await.unwrap(), events[1..]);
+    assert_eq!(store.list_tracking_events(0, 1).await.unwrap(), events[..1]);
+    // The record outlives the message.
+    store.delete_mailbox_entries("a@example.org", &[a_entry]).await.unwrap();
+    store.delete_mailbox_entries("b@example.org", &[b_entry]).await.unwrap();
+    assert_eq!(store.list_tracking_events(0, 10).await.unwrap(), events);
+}

@@ -49,6 +49,8 @@ impl TestServer {
         config.listeners.submissions = vec!["127.0.0.1:0".parse().unwrap()];
         config.listeners.odmr = vec!["127.0.0.1:0".parse().unwrap()];
         config.odmr.atrn_interval_secs = 0;
+        config.listeners.pop3 = vec!["127.0.0.1:0".parse().unwrap()];
+        config.listeners.pop3s = vec!["127.0.0.1:0".parse().unwrap()];
         config.bootstrap.domain = "local.test".into();
         config.bootstrap.policy = "tag".into();
         config.bootstrap.postmaster = false;
@@ -89,6 +91,14 @@ impl TestServer {
 
     pub fn submissions(&self) -> SocketAddr {
         self.server.as_ref().expect("running").submissions_addrs[0]
+    }
+
+    pub fn pop3(&self) -> SocketAddr {
+        self.server.as_ref().expect("running").pop3_addrs[0]
+    }
+
+    pub fn pop3s(&self) -> SocketAddr {
+        self.server.as_ref().expect("running").pop3s_addrs[0]
     }
 
     pub async fn add_domain(&self, name: &str, policy: SenderPolicy) {

@@ -1,0 +1,278 @@
+//! The AUTHORIZATION state: USER/PASS (RFC 1939 7), AUTH (RFC 5034) with every mechanism
+//! of the shared SASL layer, STLS (RFC 2595 4) with the same reset as SMTP STARTTLS, and
+//! the opening of the maildrop.
+
+use super::{multiline, Event, MessageInfo, Session, State, TlsInfo};
+use crate::pop3::command::Command;
+use crate::pop3::reply::Reply;
+use crate::sasl::{self, Mechanism, SaslError, Secrets, ServerOptions, ServerSession, ServerStep};
+
+impl Session {
+    /// Whether a clear-text password may be sent now: inside TLS, or where the site
+    /// allows it (RFC 2595 2.1).
+    pub(super) fn plaintext_allowed(&self) -> bool {
+        self.tls.is_some() || self.config.allow_plaintext_passwords
+    }
+
+    /// The mechanisms AUTH offers right now: PLAIN and LOGIN only when clear-text
+    /// passwords are allowed, -PLUS only with channel binding data, EXTERNAL only with a
+    /// mapped client certificate.
+    pub fn offered_mechanisms(&self) -> Vec<Mechanism> {
+        let tls = self.tls.as_ref();
+        self.config
+            .auth_mechanisms
+            .iter()
+            .copied()
+            .filter(|m| match m {
+                Mechanism::Plain | Mechanism::Login => self.plaintext_allowed(),
+                Mechanism::ScramSha256Plus => tls.is_some_and(|t| t.channel_binding.is_some()),
+                Mechanism::External => tls.is_some_and(|t| t.external_identity.is_some()),
+                _ => true,
+            })
+            .collect()
+    }
+
+    pub(super) fn handle_authorization(&mut self, command: Command) -> Option<Event> {
+        match command {
+            Command::User(name) => self.handle_user(name),
+            Command::Pass(password) => return self.handle_pass(password),
+            Command::Auth { mechanism: None, .. } => self.handle_auth_list(),
+            Command::Auth { mechanism: Some(mechanism), initial_response } => {
+                return self.handle_auth(&mechanism, initial_response.as_deref())
+            }
+            Command::Apop { .. } => self.error(Reply::apop_unavailable()),
+            Command::Stls => return self.handle_stls(),
+            // RFC 1939 4: QUIT in AUTHORIZATION closes without entering UPDATE.
+            Command::Quit => {
+                let text = format!("{} POP3 server signing off", self.config.hostname);
+                self.reply(Reply::ok(text));
+                self.close();
+            }
+            Command::Capa => {}
+            Command::Stat
+            | Command::List(_)
+            | Command::Retr(_)
+            | Command::Dele(_)
+            | Command::Noop
+            | Command::Rset
+            | Command::Top { .. }
+            | Command::Uidl(_) => self.error(Reply::wrong_state()),
+        }
+        None
+    }
+
+    /// RFC 1939 7 USER. The reply does not tell whether the user exists.
+    fn handle_user(&mut self, name: String) {
+        if !self.plaintext_allowed() {
+            self.error(Reply::plaintext_disallowed());
+            return;
+        }
+        self.state = State::Authorization { user: Some(name) };
+        self.reply(Reply::ok("Send PASS"));
+    }
+
+    /// RFC 1939 7 PASS: checked as SASL PLAIN (RFC 4616) with the USER name, so password
+    /// checks live in one place.
+    fn handle_pass(&mut self, password: String) -> Option<Event> {
+        if !self.plaintext_allowed() {
+            self.error(Reply::plaintext_disallowed());
+            return None;
+        }
+        let State::Authorization { user: Some(user) } =
+            std::mem::replace(&mut self.state, State::Authorization { user: None })
+        else {
+            self.error(Reply::user_first());
+            return None;
+        };
+        if user.contains('\0') || password.contains('\0') {
+            self.error(Reply::syntax("NUL is not allowed in a user name or password"));
+            return None;
+        }
+        let message = format!("\0{user}\0{password}");
+        let mut server = ServerSession::new(Mechanism::Plain, &self.sasl_options());
+        let step = server.start(Some(message.as_bytes()));
+        self.sasl = Some(server);
+        self.apply_sasl_step(step)
+    }
+
+    /// `AUTH` without a mechanism: the list, as RFC 1734 servers answer it.
+    fn handle_auth_list(&mut self) {
+        let mechanisms: Vec<&str> = self.offered_mechanisms().iter().map(|m| m.name()).collect();
+        self.reply(Reply::ok("Supported SASL mechanisms follow"));
+        multiline::write_lines(mechanisms, &mut self.output);
+    }
+
+    /// RFC 5034 4 AUTH.
+    fn handle_auth(&mut self, mechanism: &str, initial_response: Option<&str>) -> Option<Event> {
+        let Some(mechanism) = Mechanism::from_name(mechanism).filter(|m| self.config.auth_mechanisms.contains(m))
+        else {
+            self.error(Reply::sasl(SaslError::UnknownMechanism));
+            return None;
+        };
+        if !self.offered_mechanisms().contains(&mechanism) {
+            let error = if mechanism.needs_tls_for_clear() && self.tls.is_none() {
+                SaslError::EncryptionRequired
+            } else {
+                SaslError::UnknownMechanism
+            };
+            self.error(Reply::sasl(error));
+            return None;
+        }
+        // RFC 5034 4: "=" is an empty initial response, distinct from none at all.
+        let initial = match initial_response.map(|ir| sasl::decode_response(ir.as_bytes())) {
+            None => None,
+            Some(Ok(bytes)) => Some(bytes),
+            Some(Err(error)) => {
+                self.error(Reply::sasl(error));
+                return None;
+            }
+        };
+        self.state = State::Authorization { user: None };
+        let mut server = ServerSession::new(mechanism, &self.sasl_options());
+        let step = server.start(initial.as_deref());
+        self.sasl = Some(server);
+        self.apply_sasl_step(step)
+    }
+
+    fn sasl_options(&self) -> ServerOptions {
+        let tls = self.tls.as_ref();
+        ServerOptions {
+            hostname: self.config.hostname.clone(),
+            channel_binding: tls.and_then(|t| t.channel_binding.clone()),
+            external_identity: tls.and_then(|t| t.external_identity.clone()),
+            scram_iterations: self.config.scram_iterations,
+            ..ServerOptions::default()
+        }
+    }
+
+    /// A response line inside the exchange; `*` cancels (RFC 5034 4).
+    pub(super) fn handle_auth_response(&mut self, line: &[u8]) -> Option<Event> {
+        let step = match sasl::decode_response(line) {
+            Err(error) => ServerStep::Failure(error),
+            Ok(response) => match self.sasl.as_mut() {
+                Some(server) => server.step(&response),
+                None => ServerStep::Failure(SaslError::Malformed),
+            },
+        };
+        self.apply_sasl_step(step)
+    }
+
+    /// The driver's answer to [`Event::LookupSecrets`] (None: no such account). This may
+    /// verify an Argon2id hash: drivers run it off their async threads.
+    pub fn provide_secrets(&mut self, secrets: Option<&Secrets>) -> Option<Event> {
+        if !matches!(self.state, State::AwaitingSecrets) {
+            return None;
+        }
+        let step = match self.sasl.as_mut() {
+            Some(server) => server.provide_secrets(secrets),
+            None => ServerStep::Failure(SaslError::Temporary),
+        };
+        self.apply_sasl_step(step)
+    }
+
+    /// The client or account has too many recent failures: `-ERR [SYS/TEMP]`, try later.
+    pub fn auth_blocked(&mut self) {
+        if matches!(self.state, State::AwaitingSecrets) {
+            self.finish_auth_failure(SaslError::Temporary);
+        }
+    }
+
+    fn apply_sasl_step(&mut self, step: ServerStep) -> Option<Event> {
+        match step {
+            ServerStep::Challenge(challenge) => {
+                // RFC 5034 4: "+ " and the base64 challenge; an empty one is a bare "+ ".
+                self.output.extend_from_slice(b"+ ");
+                self.output.extend_from_slice(sasl::encode_challenge(&challenge).as_bytes());
+                self.output.extend_from_slice(b"\r\n");
+                self.state = State::Auth;
+                None
+            }
+            ServerStep::NeedSecrets { authcid } => {
+                self.state = State::AwaitingSecrets;
+                Some(Event::LookupSecrets { authcid })
+            }
+            ServerStep::Success { authcid, authzid } => {
+                // RFC 4616 2: acting as another identity is not allowed here.
+                if authzid.as_deref().is_some_and(|z| !z.eq_ignore_ascii_case(&authcid)) {
+                    self.finish_auth_failure(SaslError::AuthzDenied);
+                    return self.pending_events.pop_front();
+                }
+                self.sasl = None;
+                self.state = State::AwaitingMailbox { user: authcid.clone() };
+                self.pending_events.push_back(Event::OpenMailbox { user: authcid.clone() });
+                Some(Event::AuthFinished { authcid: Some(authcid), success: true })
+            }
+            ServerStep::Failure(error) => {
+                self.finish_auth_failure(error);
+                self.pending_events.pop_front()
+            }
+        }
+    }
+
+    /// Ends the exchange with the error's reply; the session stays in AUTHORIZATION
+    /// (RFC 5034 4, RFC 1939 7).
+    pub(super) fn finish_auth_failure(&mut self, error: SaslError) {
+        let authcid = self.sasl.take().and_then(|s| s.authcid().map(str::to_string));
+        self.state = State::Authorization { user: None };
+        self.error(Reply::sasl(error));
+        // A cancel or a syntax slip is not a guess at a password.
+        let counts =
+            matches!(error, SaslError::BadCredentials | SaslError::AuthzDenied | SaslError::MechanismUnavailable);
+        if counts {
+            self.pending_events.push_back(Event::AuthFinished { authcid, success: false });
+        }
+    }
+
+    /// The driver's answer to [`Event::OpenMailbox`]: the maildrop's messages in order, or
+    /// the reply to give (`[IN-USE]`, `[SYS/TEMP]`). RFC 1939 7: on failure the session
+    /// stays in AUTHORIZATION and the client may try again.
+    pub fn mailbox_opened(&mut self, result: Result<Vec<MessageInfo>, Reply>) {
+        let State::AwaitingMailbox { user } = std::mem::replace(&mut self.state, State::Authorization { user: None })
+        else {
+            return;
+        };
+        match result {
+            Ok(messages) => {
+                let size: u64 = messages.iter().map(|m| m.size).sum();
+                let count = messages.len();
+                self.maildrop =
+                    messages.into_iter().map(|info| super::Entry { info, deleted: false, downloaded: false }).collect();
+                self.state = State::Transaction;
+                self.reply(Reply::ok(format!("{user}'s maildrop has {count} messages ({size} octets)")));
+                self.user = Some(user);
+            }
+            Err(reply) => self.error(reply),
+        }
+    }
+
+    /// RFC 2595 4 STLS: only in AUTHORIZATION, only once.
+    fn handle_stls(&mut self) -> Option<Event> {
+        if self.tls.is_some() {
+            self.error(Reply::tls_active());
+            return None;
+        }
+        if !self.config.starttls {
+            self.error(Reply::stls_unavailable());
+            return None;
+        }
+        self.reply(Reply::ok("Begin TLS negotiation"));
+        // RFC 2595 4 and seed 004: nothing the client sent after STLS in the clear may ever
+        // be executed; the bytes are dropped, not buffered for after the handshake.
+        self.input.clear();
+        self.state = State::AwaitingTls;
+        Some(Event::StartTls)
+    }
+
+    /// The handshake succeeded (after STLS, or at once on the POP3S port). The session
+    /// forgets everything from before, as after SMTP STARTTLS: a USER name, any exchange,
+    /// and any input.
+    pub fn tls_started(&mut self, info: TlsInfo) {
+        if self.is_closed() {
+            return;
+        }
+        self.tls = Some(info);
+        self.sasl = None;
+        self.input.clear();
+        self.state = State::Authorization { user: None };
+    }
+}
