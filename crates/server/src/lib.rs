@@ -16,6 +16,7 @@
 pub mod auth_limit;
 pub mod bootstrap;
 pub mod config;
+mod driver;
 pub mod inbound;
 pub mod limits;
 pub mod odmr;

@@ -17,6 +17,7 @@ use vouchmail_proto::smtp::session::{Event, Session, SessionConfig, TlsInfo};
 use vouchmail_store::{Delivery, Store};
 
 use crate::auth_limit::AuthLimiter;
+use crate::driver::{off_async, secrets_for_auth, upgrade};
 use crate::limits::{ConnectionLimiter, Refusal};
 use crate::odmr::Odmr;
 use crate::tasks::TaskTracker;
@@ -197,49 +198,26 @@ async fn run_session(
                     session.sender_verdict(verdict);
                 }
                 Event::StartTls => {
-                    let output = session.take_output();
-                    if stream.write_all(&output).await.is_err() {
-                        break 'session;
-                    }
-                    let (Some(tls), MaybeTls::Plain(tcp)) =
-                        (&context.tls, std::mem::replace(&mut stream, MaybeTls::Upgrading))
-                    else {
-                        break 'session;
-                    };
-                    match handshake(tls, tcp, context.store.as_ref()).await {
-                        Some((tls_stream, info)) => {
-                            stream = MaybeTls::Tls(tls_stream);
-                            session.tls_started(info);
-                        }
+                    let pending = session.take_output();
+                    match upgrade(&mut stream, &pending, context.tls.as_ref(), context.store.as_ref()).await {
+                        Some(info) => session.tls_started(info),
                         None => break 'session,
                     }
                 }
                 Event::LookupSecrets { authcid } => {
-                    if context.auth_limiter.is_blocked(peer.ip(), &authcid) {
-                        tracing::warn!(%peer, %authcid, "AUTH refused: too many recent failures");
-                        session.auth_blocked();
-                    } else {
-                        let secrets = match context.store.get_account(&authcid).await {
-                            Ok(account) => account.map(|a| a.secrets),
-                            Err(e) => {
-                                tracing::error!(error = %e, "store error during AUTH");
-                                None
-                            }
-                        };
-                        // Verifying an Argon2id hash takes tens of milliseconds of CPU: keep
-                        // it off the async workers.
-                        let joined = tokio::task::spawn_blocking(move || {
-                            let event = session.provide_secrets(secrets.as_ref());
-                            (session, event)
-                        })
-                        .await;
-                        let Ok((returned, event)) = joined else {
-                            tracing::error!(%peer, "AUTH verification task failed; closing the session");
-                            return 0;
-                        };
-                        session = returned;
-                        next = event;
-                        continue;
+                    match secrets_for_auth(context.store.as_ref(), &context.auth_limiter, peer, &authcid).await {
+                        Err(()) => session.auth_blocked(),
+                        Ok(secrets) => {
+                            let Some((returned, event)) =
+                                off_async(session, move |s| s.provide_secrets(secrets.as_ref())).await
+                            else {
+                                tracing::error!(%peer, "AUTH verification task failed; closing the session");
+                                return 0;
+                            };
+                            session = returned;
+                            next = event;
+                            continue;
+                        }
                     }
                 }
                 Event::Atrn { domains } => {
