@@ -111,6 +111,9 @@ log = "warn"
 mx = ["127.0.0.1:$VM_PORT"]
 submission = []
 submissions = []
+odmr = []
+pop3 = []
+pop3s = []
 
 [bootstrap]
 domain = "bench.example"
