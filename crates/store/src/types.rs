@@ -251,7 +251,7 @@ impl MailboxEntry {
 pub enum CertMatch {
     /// SHA-256 of the DER certificate, hex.
     Fingerprint,
-    /// The subject distinguished name, as printed by `openssl x509 -subject -nameopt RFC2253`.
+    /// The subject distinguished name, in any usual spelling (RFC 4514 or OpenSSL's).
     Subject,
 }
 
@@ -263,13 +263,26 @@ impl CertMatch {
         }
     }
 
-    /// Fingerprints in lower-case hex without separators; subjects trimmed.
+    /// Fingerprints in lower-case hex without separators. Subjects as their attributes
+    /// `TYPE=value`, sorted and joined by commas, so that the RFC 4514 form (`CN=a,O=b`),
+    /// OpenSSL's default (`O = b, CN = a`) and the TLS layer's form all compare equal.
     pub fn normalize(&self, value: &str) -> String {
         match self {
             CertMatch::Fingerprint => {
                 value.chars().filter(|c| c.is_ascii_hexdigit()).collect::<String>().to_ascii_lowercase()
             }
-            CertMatch::Subject => value.trim().to_string(),
+            CertMatch::Subject => {
+                let value = value.trim().trim_start_matches("subject=").trim();
+                let mut parts: Vec<String> = value
+                    .split([',', '/'])
+                    .filter_map(|part| {
+                        let (key, val) = part.split_once('=')?;
+                        Some(format!("{}={}", key.trim().to_ascii_uppercase(), val.trim()))
+                    })
+                    .collect();
+                parts.sort();
+                parts.join(",")
+            }
         }
     }
 }
@@ -378,4 +391,21 @@ pub struct TrackingEvent {
     /// The local recipient, the mailbox owner.
     pub recipient: String,
     pub kind: TrackingKind,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CertMatch;
+
+    #[test]
+    fn subjects_compare_in_every_usual_spelling() {
+        let canonical = CertMatch::Subject.normalize("CN=alice,O=Example");
+        assert_eq!(canonical, "CN=alice,O=Example");
+        for spelling in
+            ["O = Example, CN = alice", "subject=O = Example, CN = alice", "/O=Example/CN=alice", "o=Example, cn=alice"]
+        {
+            assert_eq!(CertMatch::Subject.normalize(spelling), canonical, "{spelling}");
+        }
+        assert_eq!(CertMatch::Fingerprint.normalize("AB:cd:01"), "abcd01");
+    }
 }

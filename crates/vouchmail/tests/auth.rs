@@ -288,3 +288,73 @@ async fn auth_reply_codes_over_the_wire_and_failure_limit() {
     // The session is still usable.
     assert_eq!(c.cmd("NOOP").await.status(), "250 2.0.0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msmtp_external_with_a_ca_verified_certificate_mapped_by_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "2", "-subj", "/O=Example CA/CN=Test CA", "-keyout", &path("ca.key"), "-out", &path("ca.pem")],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &["-subj", "/O=Example/CN=alice", "-keyout", &path("client.key"), "-out", &path("client.csr")],
+        ]
+        .concat(),
+    );
+    // webpki accepts only X.509 v3 certificates: give the client certificate extensions.
+    std::fs::write(dir.path().join("client.ext"), "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &path("client.csr"),
+        "-CA",
+        &path("ca.pem"),
+        "-CAkey",
+        &path("ca.key"),
+        "-CAcreateserial",
+        "-extfile",
+        &path("client.ext"),
+        "-days",
+        "2",
+        "-out",
+        &path("client.pem"),
+    ]);
+    let ca = dir.path().join("ca.pem");
+    let server = TestServer::start_with(|c| c.tls.client_ca = Some(ca)).await;
+    with_alice(&server).await;
+    // Mapped by subject, in RFC 4514 order (the reverse of the certificate's).
+    server.store.add_cert_mapping("alice@local.test", CertMatch::Subject, "CN=alice,O=Example").await.unwrap();
+    let port = server.submission().port().to_string();
+    let script = format!(
+        "printf 'From: alice@local.test\\r\\nSubject: via subject\\r\\n\\r\\nca\\r\\n' | {} --host=127.0.0.1 --port={port} \
+         --tls=on --tls-starttls=on --tls-certcheck=off --tls-cert-file={} --tls-key-file={} \
+         --auth=external --user=alice@local.test --from=alice@local.test user@local.test",
+        tool("msmtp").display(),
+        path("client.pem"),
+        path("client.key")
+    );
+    let out = run({
+        let mut c = Command::new("sh");
+        c.args(["-c", &script]);
+        c
+    })
+    .await;
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let inbox = server.inbox("user@local.test").await;
+    assert_eq!(inbox.len(), 1);
+    assert!(authenticated_as_alice(&inbox[0]), "{}", inbox[0]);
+}
