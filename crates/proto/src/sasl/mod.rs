@@ -229,6 +229,68 @@ pub fn encode_initial_response(raw: &[u8]) -> String {
     }
 }
 
+/// What the connection offers the mechanisms: every protocol (SMTP, POP3) decides the
+/// offered list, the mechanism choice and the server options the same way from these.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Channel<'a> {
+    /// Inside TLS.
+    pub encrypted: bool,
+    /// PLAIN and LOGIN may be used (inside TLS, or where the site allows clear-text passwords).
+    pub plaintext_allowed: bool,
+    /// tls-exporter binding data, for SCRAM-SHA-256-PLUS.
+    pub channel_binding: Option<&'a [u8]>,
+    /// The account a verified client certificate maps to, for EXTERNAL.
+    pub external_identity: Option<&'a str>,
+}
+
+/// The configured mechanisms usable on this channel: PLAIN and LOGIN only when clear-text
+/// passwords are allowed, -PLUS only with channel binding data, EXTERNAL only with a mapped
+/// client certificate.
+pub fn offered_mechanisms(configured: &[Mechanism], channel: &Channel<'_>) -> Vec<Mechanism> {
+    configured
+        .iter()
+        .copied()
+        .filter(|m| match m {
+            Mechanism::Plain | Mechanism::Login => channel.plaintext_allowed,
+            Mechanism::ScramSha256Plus => channel.channel_binding.is_some(),
+            Mechanism::External => channel.external_identity.is_some(),
+            _ => true,
+        })
+        .collect()
+}
+
+/// The mechanism an AUTH command names, or why it cannot be used here: not offered
+/// (RFC 4954 4: 504), or it needs encryption first (RFC 4954 6: 538).
+pub fn select_mechanism(name: &str, configured: &[Mechanism], channel: &Channel<'_>) -> Result<Mechanism, SaslError> {
+    let mechanism = Mechanism::from_name(name).filter(|m| configured.contains(m)).ok_or(SaslError::UnknownMechanism)?;
+    if offered_mechanisms(configured, channel).contains(&mechanism) {
+        return Ok(mechanism);
+    }
+    if mechanism.needs_tls_for_clear() && !channel.encrypted {
+        return Err(SaslError::EncryptionRequired);
+    }
+    Err(SaslError::UnknownMechanism)
+}
+
+/// An AUTH command's initial response: none, `=` for empty (RFC 4954 4, RFC 5034 4), or
+/// base64.
+pub fn decode_initial_response(initial: Option<&str>) -> Result<Option<Vec<u8>>, SaslError> {
+    initial.map(|ir| decode_response(ir.as_bytes())).transpose()
+}
+
+impl ServerOptions {
+    /// The options for one exchange on this channel.
+    pub fn for_channel(hostname: &str, channel: &Channel<'_>, scram_iterations: u32) -> ServerOptions {
+        ServerOptions {
+            hostname: hostname.to_string(),
+            channel_binding: channel.channel_binding.map(<[u8]>::to_vec),
+            external_identity: channel.external_identity.map(str::to_string),
+            scram_iterations,
+            ..ServerOptions::default()
+        }
+    }
+}
+
 fn trim_crlf(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)

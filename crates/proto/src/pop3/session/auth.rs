@@ -14,22 +14,20 @@ impl Session {
         self.tls.is_some() || self.config.allow_plaintext_passwords
     }
 
-    /// The mechanisms AUTH offers right now: PLAIN and LOGIN only when clear-text
-    /// passwords are allowed, -PLUS only with channel binding data, EXTERNAL only with a
-    /// mapped client certificate.
-    pub fn offered_mechanisms(&self) -> Vec<Mechanism> {
+    /// What this connection offers the SASL mechanisms.
+    fn sasl_channel(&self) -> sasl::Channel<'_> {
         let tls = self.tls.as_ref();
-        self.config
-            .auth_mechanisms
-            .iter()
-            .copied()
-            .filter(|m| match m {
-                Mechanism::Plain | Mechanism::Login => self.plaintext_allowed(),
-                Mechanism::ScramSha256Plus => tls.is_some_and(|t| t.channel_binding.is_some()),
-                Mechanism::External => tls.is_some_and(|t| t.external_identity.is_some()),
-                _ => true,
-            })
-            .collect()
+        sasl::Channel {
+            encrypted: tls.is_some(),
+            plaintext_allowed: self.plaintext_allowed(),
+            channel_binding: tls.and_then(|t| t.channel_binding.as_deref()),
+            external_identity: tls.and_then(|t| t.external_identity.as_deref()),
+        }
+    }
+
+    /// The mechanisms AUTH offers right now (RFC 5034 3).
+    pub fn offered_mechanisms(&self) -> Vec<Mechanism> {
+        sasl::offered_mechanisms(&self.config.auth_mechanisms, &self.sasl_channel())
     }
 
     pub(super) fn handle_authorization(&mut self, command: Command) -> Option<Event> {
@@ -104,25 +102,12 @@ impl Session {
 
     /// RFC 5034 4 AUTH.
     fn handle_auth(&mut self, mechanism: &str, initial_response: Option<&str>) -> Option<Event> {
-        let Some(mechanism) = Mechanism::from_name(mechanism).filter(|m| self.config.auth_mechanisms.contains(m))
-        else {
-            self.error(Reply::sasl(SaslError::UnknownMechanism));
-            return None;
-        };
-        if !self.offered_mechanisms().contains(&mechanism) {
-            let error = if mechanism.needs_tls_for_clear() && self.tls.is_none() {
-                SaslError::EncryptionRequired
-            } else {
-                SaslError::UnknownMechanism
-            };
-            self.error(Reply::sasl(error));
-            return None;
-        }
-        // RFC 5034 4: "=" is an empty initial response, distinct from none at all.
-        let initial = match initial_response.map(|ir| sasl::decode_response(ir.as_bytes())) {
-            None => None,
-            Some(Ok(bytes)) => Some(bytes),
-            Some(Err(error)) => {
+        let channel = self.sasl_channel();
+        let chosen = sasl::select_mechanism(mechanism, &self.config.auth_mechanisms, &channel)
+            .and_then(|m| Ok((m, sasl::decode_initial_response(initial_response)?)));
+        let (mechanism, initial) = match chosen {
+            Ok(chosen) => chosen,
+            Err(error) => {
                 self.error(Reply::sasl(error));
                 return None;
             }
@@ -135,14 +120,7 @@ impl Session {
     }
 
     fn sasl_options(&self) -> ServerOptions {
-        let tls = self.tls.as_ref();
-        ServerOptions {
-            hostname: self.config.hostname.clone(),
-            channel_binding: tls.and_then(|t| t.channel_binding.clone()),
-            external_identity: tls.and_then(|t| t.external_identity.clone()),
-            scram_iterations: self.config.scram_iterations,
-            ..ServerOptions::default()
-        }
+        ServerOptions::for_channel(&self.config.hostname, &self.sasl_channel(), self.config.scram_iterations)
     }
 
     /// A response line inside the exchange; `*` cancels (RFC 5034 4).

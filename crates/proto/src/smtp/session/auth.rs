@@ -7,22 +7,20 @@ use crate::sasl::{self, Mechanism, SaslError, Secrets, ServerOptions, ServerSess
 use crate::smtp::reply::{EnhancedCode, Reply};
 
 impl<R> Session<R> {
-    /// The mechanisms AUTH offers right now: PLAIN and LOGIN only inside TLS (unless the
-    /// site allows plain-text passwords), -PLUS only with channel binding data, EXTERNAL
-    /// only with a mapped client certificate.
-    pub fn offered_mechanisms(&self) -> Vec<Mechanism> {
+    /// What this connection offers the SASL mechanisms.
+    fn sasl_channel(&self) -> sasl::Channel<'_> {
         let tls = self.tls.as_ref();
-        self.config
-            .auth_mechanisms
-            .iter()
-            .copied()
-            .filter(|m| match m {
-                Mechanism::Plain | Mechanism::Login => tls.is_some() || self.config.allow_plaintext_passwords,
-                Mechanism::ScramSha256Plus => tls.is_some_and(|t| t.channel_binding.is_some()),
-                Mechanism::External => tls.is_some_and(|t| t.external_identity.is_some()),
-                _ => true,
-            })
-            .collect()
+        sasl::Channel {
+            encrypted: tls.is_some(),
+            plaintext_allowed: tls.is_some() || self.config.allow_plaintext_passwords,
+            channel_binding: tls.and_then(|t| t.channel_binding.as_deref()),
+            external_identity: tls.and_then(|t| t.external_identity.as_deref()),
+        }
+    }
+
+    /// The mechanisms AUTH offers right now (RFC 4954 3).
+    pub fn offered_mechanisms(&self) -> Vec<Mechanism> {
+        sasl::offered_mechanisms(&self.config.auth_mechanisms, &self.sasl_channel())
     }
 
     pub(super) fn handle_auth(&mut self, mechanism: &str, initial_response: Option<&str>) -> Option<Event<R>> {
@@ -44,38 +42,17 @@ impl<R> Session<R> {
             self.error(Reply::bad_sequence("AUTH not allowed inside a mail transaction"));
             return None;
         }
-        let Some(mechanism) = Mechanism::from_name(mechanism).filter(|m| self.config.auth_mechanisms.contains(m))
-        else {
-            self.error(sasl_reply(SaslError::UnknownMechanism));
-            return None;
-        };
-        if !self.offered_mechanisms().contains(&mechanism) {
-            // RFC 4954 6: 538 when the mechanism needs encryption first.
-            let error = if mechanism.needs_tls_for_clear() && self.tls.is_none() {
-                SaslError::EncryptionRequired
-            } else {
-                SaslError::UnknownMechanism
-            };
-            self.error(sasl_reply(error));
-            return None;
-        }
-        // RFC 4954 4: "=" is an empty initial response, distinct from none at all.
-        let initial = match initial_response.map(|ir| sasl::decode_response(ir.as_bytes())) {
-            None => None,
-            Some(Ok(bytes)) => Some(bytes),
-            Some(Err(_)) => {
-                self.error(sasl_reply(SaslError::Malformed));
+        let channel = self.sasl_channel();
+        let chosen = sasl::select_mechanism(mechanism, &self.config.auth_mechanisms, &channel)
+            .and_then(|m| Ok((m, sasl::decode_initial_response(initial_response)?)));
+        let (mechanism, initial) = match chosen {
+            Ok(chosen) => chosen,
+            Err(error) => {
+                self.error(sasl_reply(error));
                 return None;
             }
         };
-        let tls = self.tls.as_ref();
-        let options = ServerOptions {
-            hostname: self.config.hostname.clone(),
-            channel_binding: tls.and_then(|t| t.channel_binding.clone()),
-            external_identity: tls.and_then(|t| t.external_identity.clone()),
-            scram_iterations: self.config.scram_iterations,
-            ..ServerOptions::default()
-        };
+        let options = ServerOptions::for_channel(&self.config.hostname, &channel, self.config.scram_iterations);
         let mut server = ServerSession::new(mechanism, &options);
         let step = server.start(initial.as_deref());
         self.sasl = Some(server);
