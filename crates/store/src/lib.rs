@@ -77,6 +77,9 @@ pub trait Store: Send + Sync {
     /// Removes one target of the alias, or the whole alias with `None`.
     fn remove_alias(&self, alias: &str, target: Option<&str>) -> StoreFuture<'_, ()>;
     fn alias_targets(&self, alias: &str) -> StoreFuture<'_, Vec<String>>;
+    /// Everything RCPT needs about one address in one trip: its domain, the account, and
+    /// (when there is no account) its alias targets.
+    fn lookup_recipient(&self, address: &str) -> StoreFuture<'_, RecipientRecord>;
     fn list_aliases(&self) -> StoreFuture<'_, Vec<(String, String)>>;
 
     // Messages, queue and mailboxes.

@@ -269,7 +269,7 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = run_cached(&conn, "BEGIN IMMEDIATE") {
             // Dropping the jobs closes their reply channels: each caller reports the store
             // unavailable, and an SMTP client gets a 451 and retries.
             tracing::error!(error = %e, writes = batch.len(), "store: cannot begin a transaction");
@@ -277,9 +277,9 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
             continue;
         }
         let completions: Vec<Completion> = batch.into_iter().map(|job| job(&conn)).collect();
-        let commit = conn.execute_batch("COMMIT").map_err(db_error);
+        let commit = run_cached(&conn, "COMMIT");
         if commit.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = run_cached(&conn, "ROLLBACK");
         }
         for done in completions {
             done(commit.clone());
@@ -287,19 +287,45 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
     }
 }
 
+fn lookup_domain(conn: &Connection, name: &str) -> StoreResult<Option<Domain>> {
+    conn.prepare_cached(&format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = ?1"))
+        .and_then(|mut stmt| stmt.query_row(params![name], row_to_domain).optional())
+        .map_err(db_error)
+}
+
+fn lookup_account(conn: &Connection, address: &str) -> StoreResult<Option<Account>> {
+    conn.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE address = ?1"))
+        .and_then(|mut stmt| stmt.query_row(params![address], row_to_account).optional())
+        .map_err(db_error)
+}
+
+fn lookup_alias_targets(conn: &Connection, alias: &str) -> StoreResult<Vec<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT target FROM aliases WHERE alias = ?1 ORDER BY target").map_err(db_error)?;
+    let rows = stmt.query_map(params![alias], |r| r.get(0)).map_err(db_error)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+}
+
 /// Runs a job inside a savepoint: its failure is rolled back alone.
 fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
-    conn.execute_batch("SAVEPOINT job").map_err(db_error)?;
+    run_cached(conn, "SAVEPOINT job")?;
     match f(conn) {
         Ok(value) => {
-            conn.execute_batch("RELEASE job").map_err(db_error)?;
+            run_cached(conn, "RELEASE job")?;
             Ok(value)
         }
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            let _ = run_cached(conn, "ROLLBACK TO job");
+            let _ = run_cached(conn, "RELEASE job");
             Err(e)
         }
     }
+}
+
+/// Runs a parameterless statement through the statement cache: these run for every write,
+/// and parsing them each time shows in profiles.
+fn run_cached(conn: &Connection, sql: &str) -> StoreResult<()> {
+    conn.prepare_cached(sql).and_then(|mut stmt| stmt.execute([])).map(|_| ()).map_err(db_error)
 }
 
 /// One text column per secret kind (SPEC 4): Argon2id, SCRAM-SHA-256, CRAM-MD5.
@@ -461,15 +487,7 @@ impl Store for SqliteStore {
 
     fn get_domain(&self, name: &str) -> StoreFuture<'_, Option<Domain>> {
         let name = name.to_ascii_lowercase();
-        self.read(move |conn| {
-            conn.query_row(
-                &format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = ?1"),
-                params![name],
-                row_to_domain,
-            )
-            .optional()
-            .map_err(db_error)
-        })
+        self.read(move |conn| lookup_domain(conn, &name))
     }
 
     fn list_domains(&self) -> StoreFuture<'_, Vec<Domain>> {
@@ -568,15 +586,7 @@ impl Store for SqliteStore {
 
     fn get_account(&self, address: &str) -> StoreFuture<'_, Option<Account>> {
         let address = address.to_lowercase();
-        self.read(move |conn| {
-            conn.query_row(
-                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE address = ?1"),
-                params![address],
-                row_to_account,
-            )
-            .optional()
-            .map_err(db_error)
-        })
+        self.read(move |conn| lookup_account(conn, &address))
     }
 
     fn list_accounts(&self) -> StoreFuture<'_, Vec<Account>> {
@@ -670,11 +680,23 @@ impl Store for SqliteStore {
 
     fn alias_targets(&self, alias: &str) -> StoreFuture<'_, Vec<String>> {
         let alias = alias.to_lowercase();
+        self.read(move |conn| lookup_alias_targets(conn, &alias))
+    }
+
+    fn lookup_recipient(&self, address: &str) -> StoreFuture<'_, crate::RecipientRecord> {
+        let address = address.to_lowercase();
         self.read(move |conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT target FROM aliases WHERE alias = ?1 ORDER BY target").map_err(db_error)?;
-            let rows = stmt.query_map(params![alias], |r| r.get(0)).map_err(db_error)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+            let domain_name = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+            let domain = lookup_domain(conn, domain_name)?;
+            let account = match &domain {
+                Some(_) => lookup_account(conn, &address)?,
+                None => None,
+            };
+            let alias_targets = match (&domain, &account) {
+                (Some(_), None) => lookup_alias_targets(conn, &address)?,
+                _ => Vec::new(),
+            };
+            Ok(crate::RecipientRecord { domain, account, alias_targets })
         })
     }
 

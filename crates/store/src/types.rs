@@ -246,6 +246,16 @@ impl MailboxEntry {
     }
 }
 
+/// What one RCPT address is in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecipientRecord {
+    /// The address's domain, when it is ours.
+    pub domain: Option<Domain>,
+    pub account: Option<Account>,
+    /// When the address is not an account: the targets of the alias of that name.
+    pub alias_targets: Vec<String>,
+}
+
 /// How a client certificate is matched to an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CertMatch {

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use vouchmail_proto::smtp::address::{Address, ForwardPath};
 use vouchmail_proto::smtp::reply::Reply;
-use vouchmail_store::{Delivery, Domain, Folder, SenderPolicy, Store, StoreError};
+use vouchmail_store::{Delivery, Domain, Folder, RecipientRecord, SenderPolicy, Store, StoreError};
 
 /// Alias chains deeper than this are treated as a configuration loop.
 const MAX_ALIAS_DEPTH: usize = 8;
@@ -41,24 +41,20 @@ pub async fn resolve_recipient(
         ForwardPath::Postmaster => postmaster.clone(),
         ForwardPath::Mailbox(address) => address.clone(),
     };
-    let domain = store.get_domain(address.domain()).await.map_err(|e| store_reply(&e))?;
-    let Some(domain) = domain else {
+    let address = address.to_string().to_lowercase();
+    // One store trip answers the common case (a local account) completely.
+    let record = store.lookup_recipient(&address).await.map_err(|e| store_reply(&e))?;
+    let Some(domain) = &record.domain else {
         // SPEC 3: an authenticated user may send anywhere; nobody else may relay.
         if sender.authenticated.is_some() {
-            return Ok(vec![Delivery::Queue { recipient: address.to_string() }]);
+            return Ok(vec![Delivery::Queue { recipient: address }]);
         }
         return Err(Reply::not_authorized("Relaying denied"));
     };
-    check_policy(&domain, sender)?;
-    // RFC 2645: a held domain's mail waits for its customer; any local part is accepted,
-    // the customer's server decides.
-    if !domain.held_for.is_empty() {
-        let recipient = address.to_string();
-        return Ok(vec![Delivery::Held { recipient, domain: domain.name }]);
-    }
+    check_policy(domain, sender)?;
     let mut deliveries = Vec::new();
     let mut seen = HashSet::new();
-    expand(store, &address.to_string().to_lowercase(), 0, sender, &mut seen, &mut deliveries).await?;
+    place(store, &address, record, 0, sender, &mut seen, &mut deliveries).await?;
     if deliveries.is_empty() {
         return Err(Reply::unknown_user("No such user here"));
     }
@@ -87,6 +83,20 @@ async fn expand(
     seen: &mut HashSet<String>,
     out: &mut Vec<Delivery>,
 ) -> Result<(), Reply> {
+    let record = store.lookup_recipient(address).await.map_err(|e| store_reply(&e))?;
+    place(store, address, record, depth, sender, seen, out).await
+}
+
+/// Where one looked-up address goes.
+async fn place(
+    store: &dyn Store,
+    address: &str,
+    record: RecipientRecord,
+    depth: usize,
+    sender: SenderContext<'_>,
+    seen: &mut HashSet<String>,
+    out: &mut Vec<Delivery>,
+) -> Result<(), Reply> {
     if !seen.insert(address.to_string()) {
         return Ok(());
     }
@@ -94,26 +104,25 @@ async fn expand(
         tracing::warn!(address, "alias chain too deep");
         return Err(Reply::local_error("Alias expansion too deep"));
     }
-    let domain_name = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-    let domain = store.get_domain(domain_name).await.map_err(|e| store_reply(&e))?;
-    let Some(domain) = domain else {
+    let Some(domain) = record.domain else {
         out.push(Delivery::Queue { recipient: address.to_string() });
         return Ok(());
     };
+    // RFC 2645: a held domain's mail waits for its customer; any local part is accepted,
+    // the customer's server decides.
     if !domain.held_for.is_empty() {
         out.push(Delivery::Held { recipient: address.to_string(), domain: domain.name });
         return Ok(());
     }
-    if let Some(account) = store.get_account(address).await.map_err(|e| store_reply(&e))? {
+    if let Some(account) = record.account {
         if account.over_quota(sender.declared_size) {
             return Err(Reply::mailbox_full(format!("Mailbox of {address} is full")));
         }
         out.push(Delivery::Mailbox { account_id: account.id, folder: Folder::Inbox, recipient: account.address });
         return Ok(());
     }
-    let targets = store.alias_targets(address).await.map_err(|e| store_reply(&e))?;
-    if !targets.is_empty() {
-        for target in targets {
+    if !record.alias_targets.is_empty() {
+        for target in record.alias_targets {
             Box::pin(expand(store, &target, depth + 1, sender, seen, out)).await?;
         }
         return Ok(());
