@@ -23,7 +23,7 @@ pub(crate) async fn upgrade(
 ) -> Option<TlsInfo> {
     stream.write_all(pending).await.ok()?;
     let tls = tls?;
-    let MaybeTls::Plain(tcp) = std::mem::replace(stream, MaybeTls::Upgrading) else { return None };
+    let MaybeTls::Plain(tcp) = std::mem::replace(stream, MaybeTls::Closed) else { return None };
     let (tls_stream, info) = handshake(tls, tcp, store).await?;
     *stream = MaybeTls::Tls(tls_stream);
     Some(info)

@@ -24,6 +24,7 @@ pub mod odmr_customer;
 pub mod outbound;
 pub mod pop3;
 pub mod pop3_client;
+pub mod stream;
 pub mod tasks;
 pub mod tls;
 

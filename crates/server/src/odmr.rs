@@ -17,8 +17,8 @@ use vouchmail_store::Store;
 
 use crate::config::Config;
 use crate::outbound::route::Target;
-use crate::outbound::session::Stream;
 use crate::outbound::HeldDelivery;
+use crate::stream::Stream;
 
 /// How often expired held mail is looked for, at most.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(60);

@@ -13,7 +13,7 @@ use vouchmail_proto::sasl::{self, ClientSession, Credentials, Mechanism};
 use vouchmail_proto::smtp::client::reply::{ReplyParser, ServerReply};
 
 use crate::inbound::SmtpContext;
-use crate::outbound::session::Stream;
+use crate::stream::Stream;
 
 /// What `vouchmail odmr fetch` (or a scheduled fetch) asks for.
 #[derive(Debug, Clone)]

@@ -107,11 +107,7 @@ async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &SmtpConte
 
 /// Serves an SMTP session over a stream the caller set up (the ODMR customer's reversed
 /// session); returns the number of messages accepted.
-pub async fn serve_stream(
-    stream: Box<dyn crate::outbound::session::Stream>,
-    peer: SocketAddr,
-    context: &SmtpContext,
-) -> u64 {
+pub async fn serve_stream(stream: Box<dyn crate::stream::Stream>, peer: SocketAddr, context: &SmtpContext) -> u64 {
     let session: Session<Vec<Delivery>> = Session::new(Arc::clone(&context.session_config));
     let (_never, shutdown) = watch::channel(false);
     run_session(MaybeTls::Other(stream), peer, context, session, shutdown).await

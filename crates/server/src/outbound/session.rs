@@ -1,11 +1,8 @@
 //! The tokio driver of the SMTP client state machine: one connection to one host.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -17,58 +14,11 @@ use vouchmail_proto::smtp::reply::{EnhancedCode, Reply};
 use super::route::Target;
 use super::tls::server_name;
 
-/// Any byte stream a session can run over.
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+pub use crate::stream::Stream;
 
-/// A connection before or after STARTTLS, or one opened by someone else (the ODMR
-/// provider's reversed session).
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    Borrowed(Box<dyn Stream>),
-    Closed,
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Conn::Borrowed(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Conn::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Conn::Borrowed(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Conn::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Conn::Borrowed(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Conn::Closed => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Conn::Borrowed(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Conn::Closed => Poll::Ready(Ok(())),
-        }
-    }
-}
+/// A client-side connection before or after STARTTLS, or one opened by someone else (the
+/// ODMR provider's reversed session).
+type Conn = crate::stream::Connection<TlsStream<TcpStream>>;
 
 /// Why opening a session failed.
 #[derive(Debug, Clone)]
@@ -144,7 +94,7 @@ impl Session {
         config: ClientConfig,
     ) -> Result<Session, OpenError> {
         let mut session = Session {
-            conn: Conn::Borrowed(stream),
+            conn: Conn::Other(stream),
             client: Client::new(config),
             buffer: vec![0; 16 * 1024],
             target: target.clone(),
