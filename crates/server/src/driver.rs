@@ -2,16 +2,51 @@
 //! fetching an account's secrets under the AUTH failure limits, and running CPU-heavy
 //! session work (Argon2id) off the async workers.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use vouchmail_proto::sasl::Secrets;
 use vouchmail_proto::smtp::session::TlsInfo;
 use vouchmail_store::Store;
 
 use crate::auth_limit::AuthLimiter;
 use crate::inbound::handshake;
+use crate::tasks::TaskTracker;
 use crate::tls::{MaybeTls, Tls};
+
+/// Accepts connections until shutdown and runs `handle` for each in its own tracked task.
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+    tasks: TaskTracker,
+    handle: F,
+) where
+    F: Fn(TcpStream, SocketAddr, watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut stop = shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tasks.spawn(handle(stream, peer, shutdown.clone()));
+    }
+}
 
 /// Writes `pending` (the 220 / +OK to STARTTLS or STLS) and runs the TLS handshake on the
 /// connection, replacing it in place. None: the connection is unusable and must be closed.

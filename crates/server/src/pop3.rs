@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -15,7 +14,7 @@ use vouchmail_proto::pop3::session::{Event, MessageInfo, Session, SessionConfig}
 use vouchmail_store::{Folder, Store, StoreError};
 
 use crate::auth_limit::AuthLimiter;
-use crate::driver::{off_async, secrets_for_auth, upgrade};
+use crate::driver::{accept_loop, off_async, secrets_for_auth, upgrade};
 use crate::inbound::handshake;
 use crate::limits::{ConnectionLimiter, Refusal};
 use crate::tasks::TaskTracker;
@@ -74,31 +73,16 @@ pub async fn serve_listener(
     shutdown: watch::Receiver<bool>,
     tasks: TaskTracker,
 ) {
-    let mut stop = shutdown.clone();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    accept_loop(listener, shutdown, tasks, move |stream, peer, shutdown| {
         let context = Arc::clone(&context);
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let _ = stream.set_nodelay(true);
+        async move {
             match context.limiter.try_acquire(peer.ip()) {
                 Ok(_slot) => run_connection(stream, peer, &context, shutdown).await,
                 Err(refusal) => refuse(stream, refusal).await,
             }
-        });
-    }
+        }
+    })
+    .await
 }
 
 async fn refuse(mut stream: TcpStream, refusal: Refusal) {
