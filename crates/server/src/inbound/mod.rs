@@ -77,7 +77,7 @@ async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &SmtpConte
     let stream = if context.implicit_tls {
         let Some(tls) = &context.tls else { return };
         // RFC 8314 3.3: the handshake comes first, then the greeting inside TLS.
-        match handshake(tls, stream, context.store.as_ref()).await {
+        match Box::pin(handshake(tls, stream, context.store.as_ref())).await {
             Some((stream, info)) => {
                 session.tls_started(info);
                 MaybeTls::Tls(stream)
@@ -154,7 +154,8 @@ async fn run_session(
                         declared_size: session.mail_params().and_then(|p| p.size).unwrap_or(0),
                         trusted_relay: context.session_config.trusted_relay,
                     };
-                    let verdict = resolve_recipient(context.store.as_ref(), &context.postmaster, &path, sender).await;
+                    let verdict =
+                        Box::pin(resolve_recipient(context.store.as_ref(), &context.postmaster, &path, sender)).await;
                     session.recipient_verdict(verdict);
                 }
                 Event::Message(envelope) => {
@@ -168,19 +169,19 @@ async fn run_session(
                         service: context.session_config.service,
                         trusted_relay: context.session_config.trusted_relay,
                     };
-                    let verdict =
-                        commit_message(context.store.as_ref(), &context.session_config.hostname, &client, envelope)
-                            .await;
+                    // Boxed: the big futures of rare steps stay off every idle session's task.
+                    let hostname = &context.session_config.hostname;
+                    let verdict = Box::pin(commit_message(context.store.as_ref(), hostname, &client, envelope)).await;
                     session.message_verdict(verdict);
                 }
                 Event::CheckSender { from } => {
                     let user = session.authenticated().unwrap_or_default().to_string();
-                    let verdict = check_sender(context.store.as_ref(), &user, &from).await;
+                    let verdict = Box::pin(check_sender(context.store.as_ref(), &user, &from)).await;
                     session.sender_verdict(verdict);
                 }
                 Event::StartTls => {
                     let pending = session.take_output();
-                    match upgrade(&mut stream, &pending, context.tls.as_ref(), context.store.as_ref()).await {
+                    match Box::pin(upgrade(&mut stream, &pending, context.tls.as_ref(), context.store.as_ref())).await {
                         Some(info) => session.tls_started(info),
                         None => break 'session,
                     }
@@ -203,7 +204,7 @@ async fn run_session(
                 }
                 Event::Atrn { domains } => {
                     let account = session.authenticated().unwrap_or_default().to_string();
-                    let verdict = context.odmr.check_atrn(&account, &domains).await;
+                    let verdict = Box::pin(context.odmr.check_atrn(&account, &domains)).await;
                     tracing::info!(%peer, %account, ?domains, verdict = ?verdict.as_ref().map_err(|r| r.to_string()), "ATRN");
                     match verdict {
                         Ok(granted) => {
@@ -214,7 +215,7 @@ async fn run_session(
                     }
                 }
                 Event::Etrn { node } => {
-                    let reply = context.odmr.etrn(&node).await;
+                    let reply = Box::pin(context.odmr.etrn(&node)).await;
                     tracing::info!(%peer, %node, reply = %reply, "ETRN");
                     session.etrn_verdict(reply);
                 }
@@ -243,7 +244,7 @@ async fn run_session(
         if let Some((account, domains)) = reversed.take().filter(|_| session.is_reversed()) {
             // RFC 2645 5.3: the roles reverse on this connection, inside TLS if started.
             let unread = session.take_unread_input();
-            context.odmr.reverse(Box::new(stream), unread, peer, &account, &domains).await;
+            Box::pin(context.odmr.reverse(Box::new(stream), unread, peer, &account, &domains)).await;
             return session.messages_accepted();
         }
         if session.is_closed() {
