@@ -102,27 +102,49 @@ async fn swaks_wrong_password_gets_535() {
     assert!(server.inbox("user@local.test").await.is_empty());
 }
 
+/// Sends one message as alice with msmtp to the submission port over STARTTLS, with the
+/// authentication options given; returns the one message it delivered to user@local.test.
+async fn msmtp_as_alice(server: &TestServer, subject: &str, auth_options: &[String]) -> String {
+    let mut args = vec![
+        "--host=127.0.0.1".to_string(),
+        format!("--port={}", server.submission().port()),
+        "--tls=on".into(),
+        "--tls-starttls=on".into(),
+        "--tls-certcheck=off".into(),
+        "--user=alice@local.test".into(),
+        "--from=alice@local.test".into(),
+    ];
+    args.extend_from_slice(auth_options);
+    args.push("user@local.test".into());
+    let message = format!("From: alice@local.test\r\nSubject: {subject}\r\n\r\nbody\r\n");
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new(tool("msmtp"))
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(message.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let inbox = server.inbox("user@local.test").await;
+    assert_eq!(inbox.len(), 1);
+    assert!(inbox[0].contains(&format!("Subject: {subject}")));
+    inbox.into_iter().next().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn msmtp_scram_sha_256_over_starttls() {
     let server = TestServer::start().await;
     with_alice(&server).await;
-    let port = server.submission().port().to_string();
-    let script = format!(
-        "printf 'From: alice@local.test\\r\\nSubject: via msmtp\\r\\n\\r\\nscram\\r\\n' | {} --host=127.0.0.1 --port={port} \
-         --tls=on --tls-starttls=on --tls-certcheck=off --auth=scram-sha-256 --user=alice@local.test \
-         --passwordeval='echo \"{PASSWORD}\"' --from=alice@local.test user@local.test",
-        tool("msmtp").display()
-    );
-    let out = run({
-        let mut c = Command::new("sh");
-        c.args(["-c", &script]);
-        c
-    })
-    .await;
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let inbox = server.inbox("user@local.test").await;
-    assert_eq!(inbox.len(), 1);
-    assert!(authenticated_as_alice(&inbox[0]) && inbox[0].contains("Subject: via msmtp"));
+    let options = ["--auth=scram-sha-256".to_string(), format!("--passwordeval=echo \"{PASSWORD}\"")];
+    let message = msmtp_as_alice(&server, "via msmtp", &options).await;
+    assert!(authenticated_as_alice(&message), "{message}");
 }
 
 fn make_client_cert(dir: &Path) -> (String, String, String) {
@@ -146,23 +168,9 @@ async fn msmtp_external_with_a_mapped_client_certificate() {
     with_alice(&server).await;
     let (key, cert, fingerprint) = make_client_cert(server.dir.path());
     server.store.add_cert_mapping("alice@local.test", CertMatch::Fingerprint, &fingerprint).await.unwrap();
-    let port = server.submission().port().to_string();
-    let script = format!(
-        "printf 'From: alice@local.test\\r\\nSubject: via external\\r\\n\\r\\ncert\\r\\n' | {} --host=127.0.0.1 --port={port} \
-         --tls=on --tls-starttls=on --tls-certcheck=off --tls-cert-file={cert} --tls-key-file={key} \
-         --auth=external --user=alice@local.test --from=alice@local.test user@local.test",
-        tool("msmtp").display()
-    );
-    let out = run({
-        let mut c = Command::new("sh");
-        c.args(["-c", &script]);
-        c
-    })
-    .await;
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let inbox = server.inbox("user@local.test").await;
-    assert_eq!(inbox.len(), 1);
-    assert!(authenticated_as_alice(&inbox[0]), "{}", inbox[0]);
+    let options = [format!("--tls-cert-file={cert}"), format!("--tls-key-file={key}"), "--auth=external".into()];
+    let message = msmtp_as_alice(&server, "via external", &options).await;
+    assert!(authenticated_as_alice(&message), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,23 +346,11 @@ async fn msmtp_external_with_a_ca_verified_certificate_mapped_by_subject() {
     with_alice(&server).await;
     // Mapped by subject, in RFC 4514 order (the reverse of the certificate's).
     server.store.add_cert_mapping("alice@local.test", CertMatch::Subject, "CN=alice,O=Example").await.unwrap();
-    let port = server.submission().port().to_string();
-    let script = format!(
-        "printf 'From: alice@local.test\\r\\nSubject: via subject\\r\\n\\r\\nca\\r\\n' | {} --host=127.0.0.1 --port={port} \
-         --tls=on --tls-starttls=on --tls-certcheck=off --tls-cert-file={} --tls-key-file={} \
-         --auth=external --user=alice@local.test --from=alice@local.test user@local.test",
-        tool("msmtp").display(),
-        path("client.pem"),
-        path("client.key")
-    );
-    let out = run({
-        let mut c = Command::new("sh");
-        c.args(["-c", &script]);
-        c
-    })
-    .await;
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let inbox = server.inbox("user@local.test").await;
-    assert_eq!(inbox.len(), 1);
-    assert!(authenticated_as_alice(&inbox[0]), "{}", inbox[0]);
+    let options = [
+        format!("--tls-cert-file={}", path("client.pem")),
+        format!("--tls-key-file={}", path("client.key")),
+        "--auth=external".into(),
+    ];
+    let message = msmtp_as_alice(&server, "via subject", &options).await;
+    assert!(authenticated_as_alice(&message), "{message}");
 }
