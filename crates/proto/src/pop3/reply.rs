@@ -89,14 +89,7 @@ impl Reply {
         }
         if !self.text.is_empty() {
             out.push(b' ');
-            for ch in self.text.chars() {
-                if ch.is_control() {
-                    out.push(b'?');
-                } else {
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                }
-            }
+            crate::smtp::reply::write_reply_text(&self.text, out);
         }
         out.extend_from_slice(b"\r\n");
     }

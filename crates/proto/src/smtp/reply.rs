@@ -59,14 +59,7 @@ impl Reply {
                 out.extend_from_slice(enhanced.to_string().as_bytes());
                 out.push(b' ');
             }
-            for ch in line.chars() {
-                if ch.is_control() {
-                    out.push(b'?');
-                } else {
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                }
-            }
+            write_reply_text(line, out);
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -83,6 +76,19 @@ impl fmt::Display for Reply {
         match self.enhanced {
             Some(e) => write!(f, "{} {} {}", self.code, e, self.text),
             None => write!(f, "{} {}", self.code, self.text),
+        }
+    }
+}
+
+/// Writes reply text with every control character replaced by `?`, so no text (a peer's
+/// HELO name, an address) can end a reply line or inject one. POP3 replies use it too.
+pub(crate) fn write_reply_text(text: &str, out: &mut Vec<u8>) {
+    for ch in text.chars() {
+        if ch.is_control() {
+            out.push(b'?');
+        } else {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
         }
     }
 }
