@@ -329,8 +329,13 @@ fn parse_path(arg: &str, allow_postmaster: bool) -> Result<(PathKind, &str), Add
         }
         PathKind::Mailbox(addr)
     };
-    // RFC 5321 4.5.3.1.3: path length including the brackets.
-    if p.pos > MAX_PATH {
+    // RFC 5321 4.5.3.1.3: path length including the brackets, both as received and in the
+    // canonical form (quoted where needed) that we write when we relay it.
+    let canonical_len = match &kind {
+        PathKind::Mailbox(addr) => local_display_len(&addr.local) + 1 + addr.domain.len() + 2,
+        _ => 0,
+    };
+    if p.pos > MAX_PATH || canonical_len > MAX_PATH {
         return Err(AddressError::PathTooLong);
     }
     let rest = p.rest();
@@ -861,6 +866,22 @@ mod tests {
         assert_eq!(fwd(&path), Err(AddressError::PathTooLong));
         assert!(AddressError::PathTooLong.is_length());
         assert!(!AddressError::InvalidDomain.is_length());
+    }
+
+    #[test]
+    fn path_whose_canonical_form_is_too_long_is_refused() {
+        // Found by the fuzzer: 256 octets as received, but the local part needs quotes
+        // (leading and trailing dots), so the form we would relay is 258 octets.
+        let local = ".ccc~ccccccccaaaaaaa.a.a1cccccccccc.";
+        let label = "q".repeat(60);
+        let domain = format!("{label}.{label}.{label}.{}", "a".repeat(34));
+        let path = format!("<{local}@{domain}>");
+        assert_eq!(path.len(), 256);
+        assert_eq!(fwd(&path), Err(AddressError::PathTooLong));
+        // The same length with a local part that needs no quotes is fine.
+        let plain = format!("<{}@{domain}>", "c".repeat(local.len()));
+        assert_eq!(plain.len(), 256);
+        assert!(fwd(&plain).is_ok());
     }
 
     #[test]
