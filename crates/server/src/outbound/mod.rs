@@ -270,6 +270,9 @@ impl HeldDelivery {
                 }
                 let rest: Vec<Job> = pending.collect();
                 if rest.is_empty() {
+                    // Every outcome is durable before QUIT, so when the customer sees the
+                    // session end, the provider's queue already says what was taken.
+                    engine.workers.wait(Duration::from_secs(60)).await;
                     session.quit().await;
                 } else {
                     let reply = Reply::new(421, EnhancedCode(4, 4, 2), "Connection lost during delivery");
@@ -287,7 +290,7 @@ impl HeldDelivery {
                 }
             }
         }
-        // Outcomes are recorded in the background; wait for them.
+        // Outcomes of the other paths are recorded in the background; wait for them too.
         engine.workers.wait(Duration::from_secs(60)).await;
         engine.progress()
     }
