@@ -95,10 +95,17 @@ pub struct Smtp {
     pub command_timeout_secs: u64,
     /// Seconds to wait for the next block of message data (RFC 5321 4.5.3.2.5: 180).
     pub data_timeout_secs: u64,
-    /// Simultaneous connections over all SMTP listeners.
+    /// Simultaneous connections on each SMTP listener role (MX, submission, submissions,
+    /// ODMR each have their own count, so a flood on the MX leaves submission usable).
     pub max_connections: usize,
-    /// Simultaneous connections from one IP address.
+    /// Simultaneous connections from one IP address, per listener role.
     pub max_connections_per_ip: usize,
+    /// Octets of message data all SMTP sessions together keep in memory (input and the
+    /// part of each body not yet spooled to disk); beyond it DATA gets 452 4.3.1.
+    pub max_inflight_bytes: usize,
+    /// Octets of one message body kept in memory; the rest is spooled to
+    /// `<data_dir>/spool` while it arrives.
+    pub memory_body_limit: usize,
 }
 
 impl Default for Smtp {
@@ -112,6 +119,8 @@ impl Default for Smtp {
             data_timeout_secs: 180,
             max_connections: 2000,
             max_connections_per_ip: 50,
+            max_inflight_bytes: 256 * 1024 * 1024,
+            memory_body_limit: 128 * 1024,
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod odmr_customer;
 pub mod outbound;
 pub mod pop3;
 pub mod pop3_client;
+pub mod spool;
 pub mod stream;
 pub mod tasks;
 pub mod tls;
@@ -32,7 +33,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vouchmail_proto::pop3::session::SessionConfig as Pop3SessionConfig;
@@ -95,7 +95,6 @@ impl Drop for RunningServer {
 pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServer, String> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let sessions = TaskTracker::default();
-    let limiter = ConnectionLimiter::new(config.smtp.max_connections, config.smtp.max_connections_per_ip);
     let postmaster_domain =
         if config.bootstrap.domain.is_empty() { config.hostname.as_str() } else { config.bootstrap.domain.as_str() };
     let postmaster =
@@ -125,19 +124,24 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         (Listener::Odmr, &config.listeners.odmr),
     ];
     let odmr = odmr::Odmr::new(config, Arc::clone(&store))?;
+    let memory = spool::MemoryBudget::new(config.smtp.max_inflight_bytes);
     for (kind, addrs) in listeners {
+        // One count per role: a flood on the MX must not lock out submission users.
+        let limiter = ConnectionLimiter::new(config.smtp.max_connections, config.smtp.max_connections_per_ip);
         let context = Arc::new(SmtpContext {
             session_config: Arc::new(session_config(config, kind)?),
             store: Arc::clone(&store),
-            limiter: Arc::clone(&limiter),
+            limiter,
             auth_limiter: Arc::clone(&auth_limiter),
             postmaster: postmaster.clone(),
             tls: Some(tls.clone()),
             implicit_tls: kind == Listener::Submissions,
             odmr: Arc::clone(&odmr),
+            spool_dir: config.data_dir.join("spool"),
+            memory: Arc::clone(&memory),
         });
         for addr in addrs {
-            let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let listener = driver::listen(*addr)?;
             let local = listener.local_addr().map_err(|e| e.to_string())?;
             tracing::info!(service = ?kind, %local, "listening");
             match kind {
@@ -198,7 +202,7 @@ async fn start_pop3(
             implicit_tls,
         });
         for addr in addrs {
-            let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let listener = driver::listen(*addr)?;
             let local = listener.local_addr().map_err(|e| e.to_string())?;
             let service = if implicit_tls { "pop3s" } else { "pop3" };
             tracing::info!(service, %local, "listening");
@@ -267,6 +271,7 @@ fn session_config(config: &Config, kind: Listener) -> Result<SessionConfig, Stri
     session.allow_plaintext_passwords = config.auth.allow_plaintext_passwords;
     session.scram_iterations = config.auth.scram_iterations;
     session.trusted_auth_assertors = config.auth.trusted_relays.clone();
+    session.memory_body_limit = config.smtp.memory_body_limit;
     Ok(session)
 }
 
@@ -290,5 +295,7 @@ pub fn customer_context(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Sm
         tls: None,
         implicit_tls: false,
         odmr: odmr::Odmr::new(config, store)?,
+        spool_dir: config.data_dir.join("spool"),
+        memory: spool::MemoryBudget::new(config.smtp.max_inflight_bytes),
     }))
 }

@@ -14,7 +14,7 @@ use vouchmail_proto::pop3::session::{Event, MessageInfo, Session, SessionConfig}
 use vouchmail_store::{Folder, Store, StoreError};
 
 use crate::auth_limit::AuthLimiter;
-use crate::driver::{accept_loop, off_async, secrets_for_auth, upgrade};
+use crate::driver::{accept_loop, off_async, secrets_for_auth, upgrade, ReadDeadline};
 use crate::inbound::handshake;
 use crate::limits::{ConnectionLimiter, Refusal};
 use crate::tasks::TaskTracker;
@@ -131,6 +131,7 @@ async fn run_session(
     let mut buffer = vec![0u8; 8192];
     let mut shutting_down = *shutdown.borrow();
     let mut maildrop: Option<OpenMaildrop> = None;
+    let mut deadline = ReadDeadline::new(session.read_timeout());
     tracing::debug!(%peer, "POP3 session started");
     'session: loop {
         let mut next = session.poll_event();
@@ -237,6 +238,7 @@ async fn run_session(
         if !output.is_empty() && stream.write_all(&output).await.is_err() {
             break;
         }
+        deadline.refresh(session.progress(), !output.is_empty(), session.read_timeout());
         if session.is_closed() {
             let _ = stream.shutdown().await;
             break;
@@ -245,11 +247,10 @@ async fn run_session(
         if session.has_buffered_command() {
             continue;
         }
-        let timeout = session.read_timeout();
         tokio::select! {
-            read = tokio::time::timeout(timeout, stream.read(&mut buffer)) => match read {
+            read = tokio::time::timeout_at(deadline.at(), stream.read(&mut buffer)) => match read {
                 Err(_elapsed) => {
-                    tracing::debug!(%peer, "POP3 autologout timer expired");
+                    tracing::info!(%peer, "POP3: no complete command within the autologout timer; closing");
                     session.on_timeout();
                 }
                 Ok(Ok(0)) | Ok(Err(_)) => break,

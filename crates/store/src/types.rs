@@ -164,10 +164,35 @@ pub struct NewMessage {
     pub queue_id: String,
     pub envelope: Envelope,
     pub received_at: i64,
-    /// The full message with our trace fields.
+    /// The full message with our trace fields, or its start when `spooled` holds the rest.
     pub data: Vec<u8>,
+    /// The rest of a large message, in a spool file: the store copies it after `data`
+    /// without reading it into memory whole.
+    pub spooled: Option<SpooledBody>,
     pub deliveries: Vec<(Delivery, RecipientDsn)>,
 }
+
+impl NewMessage {
+    /// Octets of the whole message.
+    pub fn size(&self) -> u64 {
+        self.data.len() as u64 + self.spooled.as_ref().map_or(0, |s| s.len)
+    }
+}
+
+/// Message content in a file: its first `len` octets.
+#[derive(Debug, Clone)]
+pub struct SpooledBody {
+    pub file: std::sync::Arc<std::fs::File>,
+    pub len: u64,
+}
+
+impl PartialEq for SpooledBody {
+    fn eq(&self, other: &SpooledBody) -> bool {
+        std::sync::Arc::ptr_eq(&self.file, &other.file) && self.len == other.len
+    }
+}
+
+impl Eq for SpooledBody {}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommittedMessage {

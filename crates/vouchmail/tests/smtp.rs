@@ -300,3 +300,124 @@ with smtplib.SMTP(host, port) as s:
     assert_eq!(inbox.len(), 1);
     assert!(inbox[0].contains("Umlauten"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_dripping_a_byte_a_second_is_dropped_within_the_command_timeout() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let server = TestServer::start_with(|c| c.smtp.command_timeout_secs = 3).await;
+    let stream = tokio::net::TcpStream::connect(server.mx()).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut read = tokio::io::BufReader::new(read);
+    let mut line = String::new();
+    read.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("220 "), "{line}");
+    let started = std::time::Instant::now();
+    // Each byte comes well within the timeout, but the line never completes in time
+    // (issue 14: the timeout was a gap between reads, so this held the slot for ever).
+    let drip = tokio::spawn(async move {
+        for b in b"EHLO a-very-long-name-that-takes-a-while.example".iter().take(20) {
+            if write.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    line.clear();
+    tokio::time::timeout(Duration::from_secs(10), read.read_line(&mut line)).await.unwrap().unwrap();
+    assert!(line.starts_with("421 4.4.2"), "{line}");
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(5), "dropped at the deadline, not after {elapsed:?}");
+    line.clear();
+    assert_eq!(read.read_line(&mut line).await.unwrap_or(0), 0, "closed after the 421");
+    drip.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_on_the_mx_leaves_submission_open() {
+    let server = TestServer::start_with(|c| {
+        c.smtp.max_connections = 2;
+        c.smtp.max_connections_per_ip = 10;
+    })
+    .await;
+    let (_a, _) = SmtpConn::connect(server.mx()).await;
+    let (_b, _) = SmtpConn::connect(server.mx()).await;
+    let (_, refused) = SmtpConn::connect(server.mx()).await;
+    assert_eq!(refused.status(), "421 4.7.0");
+    let (_, greeting) = SmtpConn::connect(server.submission()).await;
+    assert_eq!(greeting.code, 220, "each listener role counts its own connections");
+}
+
+/// A body of `lines` numbered lines after a small header section.
+fn large_body(lines: usize) -> String {
+    let mut body = String::from("Subject: large\r\n\r\n");
+    for i in 0..lines {
+        body.push_str(&format!("{i:08} the quick brown fox jumps over the lazy dog, again and again\r\n"));
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_message_is_spooled_and_stored_whole() {
+    let server = TestServer::start_with(|c| c.smtp.memory_body_limit = 32 * 1024).await;
+    let body = large_body(40_000);
+    assert!(body.len() > 2 * 1024 * 1024);
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO client.test").await;
+    assert_eq!(c.send_message("a@remote.test", &["user@local.test"], &body).await.status(), "250 2.0.0");
+    // BDAT, in two chunks.
+    c.cmd("MAIL FROM:<a@remote.test>").await;
+    c.cmd("RCPT TO:<user@local.test>").await;
+    let (first, second) = body.as_bytes().split_at(body.len() / 2);
+    let mut wire = format!("BDAT {}\r\n", first.len()).into_bytes();
+    wire.extend_from_slice(first);
+    wire.extend_from_slice(format!("BDAT {} LAST\r\n", second.len()).as_bytes());
+    wire.extend_from_slice(second);
+    c.send_raw(&wire).await;
+    assert_eq!(c.read_reply().await.unwrap().code, 250);
+    assert_eq!(c.read_reply().await.unwrap().status(), "250 2.0.0");
+    let stored = server.mailbox("user@local.test", Folder::Inbox).await;
+    assert_eq!(stored.len(), 2);
+    for message in stored {
+        let start = vouchmail_proto::headers::header_end(&message);
+        let text = String::from_utf8(message).unwrap();
+        assert!(text.starts_with("Authentication-Results: mx.local.test"), "our trace fields on top");
+        assert!(text.ends_with(&body[body.find("\r\n\r\n").unwrap()..]), "the body arrived whole");
+        assert!(text[..start].contains("Subject: large"));
+    }
+    let spool = server.config.data_dir.join("spool");
+    assert_eq!(std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0), 0, "no spool file left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_is_checked_against_the_size_received_not_the_size_declared() {
+    let server = TestServer::start().await;
+    server.store.set_quota("user@local.test", 10_000).await.unwrap();
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO client.test").await;
+    // SIZE=100 passes RCPT; the 50 kB that follow do not fit.
+    c.cmd("MAIL FROM:<a@remote.test> SIZE=100").await;
+    assert_eq!(c.cmd("RCPT TO:<user@local.test>").await.code, 250);
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    let mut wire = large_body(700).into_bytes();
+    wire.extend_from_slice(b".\r\n");
+    c.send_raw(&wire).await;
+    assert_eq!(c.read_reply().await.unwrap().status(), "452 4.2.2");
+    assert!(server.inbox("user@local.test").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_memory_budget_data_gets_452() {
+    // A budget smaller than one read: the first DATA block passes it.
+    let server = TestServer::start_with(|c| c.smtp.max_inflight_bytes = 4096).await;
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO client.test").await;
+    c.cmd("MAIL FROM:<a@remote.test>").await;
+    c.cmd("RCPT TO:<user@local.test>").await;
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    let mut wire = large_body(2_000).into_bytes();
+    wire.extend_from_slice(b".\r\n");
+    c.send_raw(&wire).await;
+    assert_eq!(c.read_reply().await.unwrap().status(), "452 4.3.1");
+    // The session goes on, and a small message fits.
+    assert_eq!(c.send_message("a@remote.test", &["user@local.test"], "Subject: s\r\n\r\nsmall\r\n").await.code, 250);
+}

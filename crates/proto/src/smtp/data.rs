@@ -47,6 +47,10 @@ pub struct DataDecoder {
     line_len: usize,
     /// Total octets of decoded content, including what was not stored.
     total: u64,
+    /// Octets stored (in `body` or already taken out of it through [`DataDecoder::body_mut`]).
+    stored: usize,
+    /// Content is counted but not kept (the transaction is refused already).
+    discarding: bool,
     too_large: bool,
     line_too_long: bool,
 }
@@ -63,6 +67,8 @@ impl DataDecoder {
             max_line,
             line_len: 0,
             total: 0,
+            stored: 0,
+            discarding: false,
             too_large: false,
             line_too_long: false,
         }
@@ -126,6 +132,19 @@ impl DataDecoder {
     /// Takes the stored body, leaving the decoder's buffer empty.
     pub fn take_body(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.body)
+    }
+
+    /// The buffered body, for a caller that moves parts of it elsewhere (spilling a large
+    /// message to disk) as it grows. The size limit counts what was taken out as well.
+    pub fn body_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.body
+    }
+
+    /// Keeps consuming to the end marker without storing anything more (the reply is
+    /// already decided); what was stored is dropped.
+    pub fn discard(&mut self) {
+        self.discarding = true;
+        self.body = Vec::new();
     }
 
     /// Octets of decoded content seen so far, including any not stored because of
@@ -219,18 +238,21 @@ impl DataDecoder {
     /// bare CR). The result does not depend on how the input was split.
     fn store(&mut self, bytes: &[u8]) {
         self.total = self.total.saturating_add(bytes.len() as u64);
-        if self.too_large {
+        if self.too_large || self.discarding {
             return;
         }
-        let room = self.max_size.saturating_sub(self.body.len());
+        let room = self.max_size.saturating_sub(self.stored);
         if bytes.len() <= room {
             self.body.extend_from_slice(bytes);
+            self.stored += bytes.len();
             return;
         }
         // Stop storing but keep consuming to the end marker.
         self.too_large = true;
         if bytes != b"\r\n" {
-            self.body.extend_from_slice(bytes.get(..room).unwrap_or(&[]));
+            let part = bytes.get(..room).unwrap_or(&[]);
+            self.body.extend_from_slice(part);
+            self.stored += part.len();
         }
     }
 }

@@ -135,6 +135,9 @@ impl Reply {
         /// 452 4.2.2 mailbox full
         mailbox_full, 452, 4, 2, 2);
     reply_ctor!(
+        /// 452 4.3.1 mail system full (RFC 3463 3.4): our in-flight memory is used up
+        insufficient_storage, 452, 4, 3, 1);
+    reply_ctor!(
         /// 452 4.5.3 too many recipients (RFC 5321 4.5.3.1.10)
         too_many_recipients, 452, 4, 5, 3);
     reply_ctor!(

@@ -9,7 +9,7 @@ use vouchmail_proto::smtp::command::{BodyType, DsnReturn};
 use vouchmail_proto::smtp::reply::Reply;
 use vouchmail_proto::smtp::session::{Envelope, Service};
 use vouchmail_proto::smtp::trace::{self, AuthResult, ReceivedInfo};
-use vouchmail_store::{Delivery, NewMessage, RecipientDsn, Store, StoreError};
+use vouchmail_store::{Delivery, NewMessage, RecipientDsn, SpooledBody, Store, StoreError};
 
 use super::resolve::store_reply;
 
@@ -43,6 +43,7 @@ pub async fn commit_message(
     hostname: &str,
     client: &ClientInfo<'_>,
     envelope: Envelope<Vec<Delivery>>,
+    spooled: Option<SpooledBody>,
 ) -> Result<String, Reply> {
     let now = SystemTime::now();
     let auth_result = match client.authenticated {
@@ -113,15 +114,20 @@ pub async fn commit_message(
             },
             received_at: vouchmail_proto::time::unix_seconds(now),
             data,
+            spooled: spooled.clone(),
             deliveries: deliveries.clone(),
         };
+        if let Some(reply) = over_quota(store, &message).await {
+            return Err(reply);
+        }
+        let message_size = message.size();
         match store.commit_message(message).await {
             Ok(committed) => {
                 tracing::info!(
                     queue_id = %committed.queue_id,
                     from = %sender,
                     recipients = envelope.recipients.len(),
-                    size = envelope.body.len(),
+                    size = message_size,
                     auth = %method,
                     "message accepted"
                 );
@@ -133,6 +139,24 @@ pub async fn commit_message(
         }
     }
     Err(Reply::local_error("Temporary local problem, please try again later"))
+}
+
+/// RCPT checked the quota against the declared SIZE only; the message as received may be
+/// larger. A local mailbox it no longer fits refuses the whole message for now (452
+/// 4.2.2), so the sender keeps it and retries, as for a full mailbox at RCPT.
+async fn over_quota(store: &dyn Store, message: &NewMessage) -> Option<Reply> {
+    let size = message.size();
+    for (delivery, _) in &message.deliveries {
+        let Delivery::Mailbox { recipient, .. } = delivery else { continue };
+        match store.get_account(recipient).await {
+            Ok(Some(account)) if account.over_quota(size) => {
+                return Some(Reply::mailbox_full(format!("Mailbox of {recipient} is full")));
+            }
+            Ok(_) => {}
+            Err(e) => return Some(store_reply(&e)),
+        }
+    }
+    None
 }
 
 /// The method part recorded with the message (SPEC 2 table).

@@ -17,9 +17,10 @@ use vouchmail_proto::smtp::session::{Event, Session, SessionConfig, TlsInfo};
 use vouchmail_store::{Delivery, Store};
 
 use crate::auth_limit::AuthLimiter;
-use crate::driver::{accept_loop, off_async, secrets_for_auth, upgrade};
+use crate::driver::{accept_loop, off_async, secrets_for_auth, upgrade, ReadDeadline};
 use crate::limits::{ConnectionLimiter, Refusal};
 use crate::odmr::Odmr;
+use crate::spool::{MemoryBudget, MemoryCharge, Spool};
 use crate::tasks::TaskTracker;
 use crate::tls::{self, MaybeTls, Tls};
 use commit::{commit_message, ClientInfo};
@@ -41,6 +42,10 @@ pub struct SmtpContext {
     pub implicit_tls: bool,
     /// ATRN and ETRN decisions and the reversed session.
     pub odmr: Arc<Odmr>,
+    /// Where large message bodies are spooled while they arrive (`<data_dir>/spool`).
+    pub spool_dir: std::path::PathBuf,
+    /// In-flight message memory, shared by every SMTP listener (`smtp.max_inflight_bytes`).
+    pub memory: Arc<MemoryBudget>,
 }
 
 /// Accepts connections until shutdown; each runs in its own task.
@@ -142,8 +147,12 @@ async fn run_session(
     let mut buffer = vec![0u8; 8192];
     let mut shutting_down = *shutdown.borrow();
     let mut reversed: Option<(String, Vec<String>)> = None;
+    let mut spool = Spool::new(&context.spool_dir);
+    let mut memory = MemoryCharge::new(&context.memory);
+    let mut deadline = ReadDeadline::new(session.read_timeout());
     tracing::debug!(%peer, "session started");
     'session: loop {
+        session.set_memory_pressure(context.memory.is_exhausted());
         let mut next = session.poll_event();
         while let Some(event) = next {
             next = None;
@@ -158,7 +167,17 @@ async fn run_session(
                         Box::pin(resolve_recipient(context.store.as_ref(), &context.postmaster, &path, sender)).await;
                     session.recipient_verdict(verdict);
                 }
+                Event::BodyChunk { offset, chunk } => {
+                    if let Err(e) = spool.write(offset, chunk).await {
+                        tracing::error!(%peer, error = %e, "cannot spool message data");
+                        session.spill_failed();
+                    }
+                }
                 Event::Message(envelope) => {
+                    let spooled = match envelope.spilled {
+                        0 => Ok(None),
+                        len => spool.take(len).map(Some).ok_or(()),
+                    };
                     let greeting = session.greeting().cloned();
                     let client = ClientInfo {
                         peer_ip: peer.ip(),
@@ -171,7 +190,15 @@ async fn run_session(
                     };
                     // Boxed: the big futures of rare steps stay off every idle session's task.
                     let hostname = &context.session_config.hostname;
-                    let verdict = Box::pin(commit_message(context.store.as_ref(), hostname, &client, envelope)).await;
+                    let verdict = match spooled {
+                        Ok(spooled) => {
+                            Box::pin(commit_message(context.store.as_ref(), hostname, &client, envelope, spooled)).await
+                        }
+                        Err(()) => {
+                            tracing::error!(%peer, "the spooled message data is incomplete");
+                            Err(Reply::local_error("Local error in processing, try again later"))
+                        }
+                    };
                     session.message_verdict(verdict);
                 }
                 Event::CheckSender { from } => {
@@ -237,10 +264,18 @@ async fn run_session(
         if shutting_down && session.is_idle() {
             session.on_shutdown();
         }
+        // Issue 14: what the session holds counts against the shared budget; past it, the
+        // message being received is dropped and answered 452 4.3.1.
+        if !memory.set(session.buffered_len()) {
+            tracing::info!(%peer, in_flight = context.memory.used(), "message memory budget exhausted");
+            session.memory_exhausted();
+            memory.set(session.buffered_len());
+        }
         let output = session.take_output();
         if !output.is_empty() && stream.write_all(&output).await.is_err() {
             break;
         }
+        deadline.refresh(session.progress(), !output.is_empty(), session.read_timeout());
         if let Some((account, domains)) = reversed.take().filter(|_| session.is_reversed()) {
             // RFC 2645 5.3: the roles reverse on this connection, inside TLS if started.
             let unread = session.take_unread_input();
@@ -251,10 +286,12 @@ async fn run_session(
             let _ = stream.shutdown().await;
             break;
         }
-        let timeout = session.read_timeout();
         tokio::select! {
-            read = tokio::time::timeout(timeout, stream.read(&mut buffer)) => match read {
-                Err(_elapsed) => session.on_timeout(),
+            read = tokio::time::timeout_at(deadline.at(), stream.read(&mut buffer)) => match read {
+                Err(_elapsed) => {
+                    tracing::info!(%peer, "no complete command or data block within the timeout; closing");
+                    session.on_timeout();
+                }
                 Ok(Ok(0)) | Ok(Err(_)) => break,
                 Ok(Ok(n)) => session.feed(&buffer[..n]),
             },

@@ -98,6 +98,7 @@ pub async fn notice(
         },
         received_at: now,
         data,
+        spooled: None,
         deliveries: deliveries.into_iter().map(|d| (d, RecipientDsn::default())).collect(),
     }))
 }

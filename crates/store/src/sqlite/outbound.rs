@@ -8,8 +8,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{db_error, delete_if_orphan, is_unique_violation, row_to_queue_entry, QUEUE_COLUMNS};
 use crate::{
-    Delivery, Envelope, LeasedEntry, NewMessage, QueueCounts, QueueState, QueueUpdate, StoreError, StoreResult,
-    StoredMessage,
+    Delivery, Envelope, LeasedEntry, NewMessage, QueueCounts, QueueState, QueueUpdate, SpooledBody, StoreError,
+    StoreResult, StoredMessage,
 };
 
 pub(super) fn lease_due(conn: &Connection, now: i64, lease_until: i64, limit: usize) -> StoreResult<Vec<LeasedEntry>> {
@@ -143,11 +143,14 @@ pub(super) fn record_delivery(conn: &Connection, updates: &[QueueUpdate], notice
 /// `record_delivery` both use it.
 pub(super) fn insert_message(conn: &Connection, message: &NewMessage) -> StoreResult<i64> {
     let env = &message.envelope;
-    let size = message.data.len() as i64;
+    let size = message.size() as i64;
+    // A spooled message is written into a zero-filled blob piece by piece (below), so that
+    // it never sits in memory whole.
+    let inline = message.spooled.is_none().then_some(&message.data);
     conn.prepare_cached(
         "INSERT INTO messages (queue_id, sender, dsn_ret, dsn_envid, auth_param, authenticated_as, auth_results,
                                body_8bit, smtputf8, received_at, size, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, COALESCE(?12, zeroblob(?11)))",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -162,7 +165,7 @@ pub(super) fn insert_message(conn: &Connection, message: &NewMessage) -> StoreRe
             env.smtputf8,
             message.received_at,
             size,
-            message.data
+            inline
         ])
     })
     .map_err(|e| {
@@ -173,6 +176,9 @@ pub(super) fn insert_message(conn: &Connection, message: &NewMessage) -> StoreRe
         }
     })?;
     let message_id = conn.last_insert_rowid();
+    if let Some(spooled) = &message.spooled {
+        write_spooled(conn, message_id, &message.data, spooled)?;
+    }
     let now = message.received_at;
     for (delivery, dsn) in &message.deliveries {
         let (recipient, state, held_domain) = match delivery {
@@ -214,6 +220,30 @@ pub(super) fn insert_message(conn: &Connection, message: &NewMessage) -> StoreRe
         }
     }
     Ok(message_id)
+}
+
+/// Fills the zero blob of `message_id` with `head` and then the spool file's content.
+fn write_spooled(conn: &Connection, message_id: i64, head: &[u8], spooled: &SpooledBody) -> StoreResult<()> {
+    use std::os::unix::fs::FileExt;
+    let mut blob =
+        conn.blob_open(rusqlite::DatabaseName::Main, "messages", "data", message_id, false).map_err(db_error)?;
+    blob.write_at(head, 0).map_err(db_error)?;
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut done = 0u64;
+    while done < spooled.len {
+        let want = (spooled.len - done).min(buffer.len() as u64) as usize;
+        let n = spooled
+            .file
+            .read_at(&mut buffer[..want], done)
+            .map_err(|e| StoreError::Unavailable(format!("cannot read the spooled message: {e}")))?;
+        if n == 0 {
+            return Err(StoreError::Unavailable("the spooled message is shorter than announced".into()));
+        }
+        let at = head.len() + done as usize;
+        blob.write_at(&buffer[..n], at).map_err(db_error)?;
+        done += n as u64;
+    }
+    Ok(())
 }
 
 pub(super) fn retry_queued(conn: &Connection, queue_id: Option<&str>, now: i64) -> StoreResult<usize> {
@@ -287,6 +317,7 @@ mod tests {
             envelope: Envelope { sender: "a@local.test".into(), auth_results: "none".into(), ..Envelope::default() },
             received_at: now,
             data: b"Subject: x\r\n\r\nhi\r\n".to_vec(),
+            spooled: None,
             deliveries: recipients
                 .iter()
                 .map(|r| (Delivery::Queue { recipient: r.to_string() }, RecipientDsn::default()))

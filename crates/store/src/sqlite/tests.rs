@@ -23,6 +23,7 @@ fn message(queue_id: &str, deliveries: Vec<Delivery>) -> NewMessage {
         },
         received_at: 1_700_000_000,
         data: b"Subject: t\r\n\r\nbody\r\n".to_vec(),
+        spooled: None,
         deliveries: deliveries.into_iter().map(|d| (d, RecipientDsn::default())).collect(),
     }
 }

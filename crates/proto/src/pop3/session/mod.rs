@@ -162,6 +162,8 @@ pub struct Session {
     discarding_long_line: bool,
     /// Events raised where no event could be returned directly, handed out first.
     pending_events: VecDeque<Event>,
+    /// Complete lines taken so far; the driver restarts its read deadline when it changes.
+    progress: u64,
 }
 
 impl Session {
@@ -180,6 +182,7 @@ impl Session {
             errors: 0,
             discarding_long_line: false,
             pending_events: VecDeque::new(),
+            progress: 0,
         };
         let banner = format!("{} POP3 server (vouchmail) ready", session.config.hostname);
         session.reply(Reply::ok(banner));
@@ -238,6 +241,13 @@ impl Session {
     /// the output (see [`MAX_BUFFERED_OUTPUT`]): poll again before reading more.
     pub fn has_buffered_command(&self) -> bool {
         !self.is_closed() && !self.is_awaiting_driver() && self.input.contains(&b'\n')
+    }
+
+    /// Changes each time a complete line has been taken. The driver gives the client
+    /// [`Session::read_timeout`] from the last change (or its last reply) to send the next
+    /// line whole, so a client dripping a byte at a time cannot hold the connection.
+    pub fn progress(&self) -> u64 {
+        self.progress
     }
 
     /// How long the driver waits for input (RFC 1939 3: at least 10 minutes).
@@ -322,6 +332,7 @@ impl Session {
                 return None;
             };
             let mut line: Vec<u8> = self.input.drain(..=end).collect();
+            self.progress += 1;
             line.pop();
             if line.last() == Some(&b'\r') {
                 line.pop();

@@ -24,8 +24,15 @@ impl<R> Session<R> {
             ReversePath::Mailbox(address) => format!("Sender <{address}> OK"),
         };
         let check = self.authenticated.is_some().then(|| from.clone());
-        self.transaction =
-            Some(Transaction { from, params, recipients: Vec::new(), pending_recipient: None, chunks: None });
+        self.transaction = Some(Transaction {
+            from,
+            params,
+            recipients: Vec::new(),
+            pending_recipient: None,
+            chunks: None,
+            bdat_received: 0,
+            bdat_pending_cr: false,
+        });
         if let Some(from) = check {
             // The driver checks the user may send as this address (553 5.7.1 otherwise).
             self.state = State::AwaitingSender;

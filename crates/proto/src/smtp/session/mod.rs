@@ -16,6 +16,7 @@ mod data;
 mod ehlo;
 mod mail;
 mod rcpt;
+mod spill;
 mod starttls;
 mod turn;
 
@@ -28,6 +29,7 @@ use super::data::DataDecoder;
 use super::reply::Reply;
 use crate::sasl::{Mechanism, ServerSession};
 
+pub use spill::{MAX_HEADER_SECTION, SPILL_CHUNK};
 pub use starttls::TlsInfo;
 
 /// Longest command line, CRLF included (RFC 5321 4.5.3.1.4).
@@ -85,6 +87,9 @@ pub struct SessionConfig {
     pub trusted_relay: bool,
     /// Include RFC 3463 codes in replies (RFC 2034: where ENHANCEDSTATUSCODES is offered).
     pub enhanced_status_codes: bool,
+    /// Octets of message body kept in memory; beyond it the part after the header section
+    /// goes to the driver's spool ([`Event::BodyChunk`]).
+    pub memory_body_limit: usize,
 }
 
 impl SessionConfig {
@@ -106,6 +111,7 @@ impl SessionConfig {
             etrn: false,
             trusted_relay: false,
             enhanced_status_codes: true,
+            memory_body_limit: 128 * 1024,
         }
     }
 }
@@ -125,7 +131,10 @@ pub struct Envelope<R> {
     pub params: MailParams,
     pub recipients: Vec<Recipient<R>>,
     /// The message as received: dot-unstuffed, CRLF line ends, no trace fields added yet.
+    /// When `spilled` is not 0, only its header section: the rest is in the driver's spool.
     pub body: Vec<u8>,
+    /// Octets of the body the driver holds from [`Event::BodyChunk`]s, which follow `body`.
+    pub spilled: u64,
     /// How the body arrived: "DATA" or "BDAT".
     pub via_bdat: bool,
 }
@@ -138,6 +147,10 @@ pub enum Event<R> {
     CheckRecipient { path: ForwardPath, params: RcptParams },
     /// End of data: store the message durably, then call [`Session::message_verdict`].
     Message(Envelope<R>),
+    /// Part of a large message body that does not stay in memory: write `chunk` at
+    /// `offset` of this transaction's spool (offset 0 starts a new spool), or call
+    /// [`Session::spill_failed`]. No answer is needed otherwise.
+    BodyChunk { offset: u64, chunk: Vec<u8> },
     /// MAIL FROM on an authenticated session: may this user send as this address? Answer
     /// with [`Session::sender_verdict`].
     CheckSender { from: ReversePath },
@@ -174,6 +187,12 @@ enum State {
         size: u64,
         error: Option<Reply>,
     },
+    /// The data has ended and its last chunk went to the driver's spool; the message
+    /// follows on the next poll.
+    Spilled {
+        body: Vec<u8>,
+        via_bdat: bool,
+    },
     AwaitingRecipient,
     AwaitingCommit,
     AwaitingSender,
@@ -196,8 +215,12 @@ struct Transaction<R> {
     recipients: Vec<Recipient<R>>,
     /// A RCPT waiting for the driver's verdict.
     pending_recipient: Option<(ForwardPath, RcptParams)>,
-    /// Accumulated BDAT chunks (RFC 3030).
+    /// Accumulated BDAT chunks (RFC 3030), line endings already normalised.
     chunks: Option<Vec<u8>>,
+    /// BDAT octets received so far, for the size limit (the buffer may have been spilled).
+    bdat_received: u64,
+    /// The last BDAT chunk ended in CR: a CRLF may be split across chunks.
+    bdat_pending_cr: bool,
 }
 
 /// One SMTP server session.
@@ -220,6 +243,15 @@ pub struct Session<R> {
     pending_sender_text: Option<String>,
     /// Events raised where no event could be returned directly, handed out first.
     pending_events: std::collections::VecDeque<Event<R>>,
+    /// The current message body's spill state.
+    spill: spill::Spill,
+    /// The driver's in-flight message memory is exhausted: new DATA/BDAT get 452 4.3.1.
+    memory_pressure: bool,
+    /// Counts complete input units (command lines, blocks of message data); the driver
+    /// restarts its read deadline when it changes.
+    progress: u64,
+    /// Message data octets consumed in this DATA/BDAT, for `progress`.
+    data_consumed: u64,
 }
 
 impl<R> Session<R> {
@@ -240,6 +272,10 @@ impl<R> Session<R> {
             messages_accepted: 0,
             pending_sender_text: None,
             pending_events: std::collections::VecDeque::new(),
+            spill: spill::Spill::default(),
+            memory_pressure: false,
+            progress: 0,
+            data_consumed: 0,
         };
         let banner = format!("{} ESMTP vouchmail", session.config.hostname);
         session.reply(Reply::plain(220, banner));
@@ -295,6 +331,42 @@ impl<R> Session<R> {
     /// True between commands with no transaction open: a good moment to close on shutdown.
     pub fn is_idle(&self) -> bool {
         matches!(self.state, State::Command) && self.transaction.is_none() && self.input.is_empty()
+    }
+
+    /// Changes each time a complete piece of input (a command line, a block of message
+    /// data) has been taken. The driver gives the client [`Session::read_timeout`] from the
+    /// last change (or from its last reply) to send the next one whole: a deadline, not a
+    /// gap between reads, so a client that drips a byte at a time cannot hold the
+    /// connection (RFC 5321 4.5.3.2 values, like Postfix's smtpd_per_record_deadline).
+    pub fn progress(&self) -> u64 {
+        self.progress
+    }
+
+    /// Octets of input and message body this session holds in memory now, for the
+    /// driver's budget of in-flight message memory.
+    pub fn buffered_len(&self) -> usize {
+        let body = match &self.state {
+            State::Data(decoder) => decoder.body().len(),
+            _ => self.transaction.as_ref().and_then(|t| t.chunks.as_ref()).map_or(0, Vec::len),
+        };
+        body + self.input.len()
+    }
+
+    /// The driver's in-flight message memory is (or is no longer) exhausted: DATA and BDAT
+    /// are answered 452 4.3.1 while it is.
+    pub fn set_memory_pressure(&mut self, exhausted: bool) {
+        self.memory_pressure = exhausted;
+    }
+
+    /// The message being received does not fit the driver's memory budget: the rest of it
+    /// is read and dropped, and the end of data is answered 452 4.3.1.
+    pub fn memory_exhausted(&mut self) {
+        self.refuse_body(Reply::insufficient_storage("Insufficient system storage, try again later"));
+    }
+
+    /// The driver could not write an [`Event::BodyChunk`]: the end of data gets 451 4.3.0.
+    pub fn spill_failed(&mut self) {
+        self.refuse_body(Reply::local_error("Local error in processing, try again later"));
     }
 
     /// How long the driver waits for input in the current state (RFC 5321 4.5.3.2).
@@ -372,6 +444,11 @@ impl<R> Session<R> {
                     DataProgress::Event(event) => return Some(event),
                     DataProgress::Continue => {}
                 },
+                State::Spilled { .. } => match self.poll_spilled() {
+                    DataProgress::NeedInput => return None,
+                    DataProgress::Event(event) => return Some(event),
+                    DataProgress::Continue => {}
+                },
                 State::Bdat { .. } => match self.poll_bdat() {
                     DataProgress::NeedInput => return None,
                     DataProgress::Event(event) => return Some(event),
@@ -401,6 +478,7 @@ impl<R> Session<R> {
                 return None;
             };
             let mut line: Vec<u8> = self.input.drain(..=end).collect();
+            self.progress += 1;
             line.pop();
             if line.last() == Some(&b'\r') {
                 line.pop();

@@ -24,6 +24,9 @@ struct Harness {
     commit_result: Option<Reply>,
     auth_outcomes: Vec<(Option<String>, bool)>,
     block_auth: bool,
+    /// What the session spilled ([`Event::BodyChunk`]), as a driver's spool file would hold it.
+    spool: Vec<u8>,
+    fail_spill: bool,
 }
 
 /// `user@local.example` / `pencil`, derived once (Argon2id is slow in debug builds).
@@ -44,6 +47,8 @@ impl Harness {
             commit_result: None,
             auth_outcomes: Vec::new(),
             block_auth: false,
+            spool: Vec::new(),
+            fail_spill: false,
         };
         let greeting = h.output();
         assert_eq!(greeting, "220 mx.local.example ESMTP vouchmail\r\n");
@@ -93,6 +98,17 @@ impl Harness {
                     }
                 }
                 Event::AuthFinished { authcid, success } => self.auth_outcomes.push((authcid, success)),
+                Event::BodyChunk { offset, chunk } => {
+                    if offset == 0 {
+                        self.spool.clear();
+                    }
+                    assert_eq!(offset, self.spool.len() as u64, "chunks arrive in order");
+                    if self.fail_spill {
+                        self.session.spill_failed();
+                    } else {
+                        self.spool.extend_from_slice(&chunk);
+                    }
+                }
                 Event::Atrn { domains } => {
                     let verdict = match domains.as_slice() {
                         [] => Ok(()),
@@ -755,4 +771,135 @@ fn etrn_only_when_enabled_on_mx() {
     h.send(b"MAIL FROM:<a@b.example>\r\n");
     assert_eq!(h.codes(b"ETRN example.org\r\n"), ["503 5.5.1"]);
     assert_eq!(h.codes(b"ATRN\r\n"), ["502 5.5.1"]);
+}
+
+/// A harness whose sessions keep at most `limit` octets of body in memory.
+fn spilling(limit: usize) -> Harness {
+    let mut config = SessionConfig::new(Service::Mx, "mx.local.example");
+    config.memory_body_limit = limit;
+    let mut h = Harness::with(config);
+    h.send(b"EHLO client.example\r\n");
+    h.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@local.example>\r\n");
+    h
+}
+
+fn big_body() -> (Vec<u8>, Vec<u8>) {
+    let head = b"Received: from x\r\nSubject: big\r\n\r\n".to_vec();
+    let mut body = head.clone();
+    for i in 0..6000 {
+        body.extend_from_slice(format!("line {i:05} of a large message, long enough to add up\r\n").as_bytes());
+    }
+    (head, body)
+}
+
+#[test]
+fn a_large_data_body_spills_all_but_its_header_section() {
+    let (head, body) = big_body();
+    for piece in [1 << 20, 4096, 777] {
+        let mut h = spilling(16 * 1024);
+        assert_eq!(h.codes(b"DATA\r\n"), ["354 End"]);
+        let mut wire = body.clone();
+        wire.extend_from_slice(b".\r\n");
+        let mut out = String::new();
+        for part in wire.chunks(piece) {
+            out += &h.send(part);
+        }
+        assert!(out.starts_with("250 2.0.0"), "{out}");
+        let m = &h.messages[0];
+        assert_eq!(m.body, head, "the header section stays in memory");
+        assert_eq!(m.spilled, h.spool.len() as u64);
+        let mut whole = m.body.clone();
+        whole.extend_from_slice(&h.spool);
+        assert_eq!(whole, body, "split at {piece}");
+    }
+}
+
+#[test]
+fn a_small_body_never_spills() {
+    let mut h = spilling(16 * 1024);
+    h.send(b"DATA\r\nSubject: s\r\n\r\nsmall\r\n.\r\n");
+    assert_eq!(h.messages[0].spilled, 0);
+    assert!(h.spool.is_empty());
+    assert_eq!(h.messages[0].body, b"Subject: s\r\n\r\nsmall\r\n");
+}
+
+#[test]
+fn a_large_bdat_body_spills_with_crlf_split_across_chunks() {
+    let (head, body) = big_body();
+    let mut h = spilling(16 * 1024);
+    // Bare LF line ends, and one CRLF split between two chunks.
+    let mut raw: Vec<u8> = body.iter().copied().filter(|&b| b != b'\r').collect();
+    raw.extend_from_slice(b"end\r");
+    let (first, second) = raw.split_at(raw.len() / 2);
+    let mut wire = format!("BDAT {}\r\n", first.len()).into_bytes();
+    wire.extend_from_slice(first);
+    wire.extend_from_slice(format!("BDAT {} LAST\r\n", second.len() + 1).as_bytes());
+    wire.extend_from_slice(second);
+    wire.extend_from_slice(b"\n");
+    assert_eq!(h.codes(&wire), ["250 2.0.0", "250 2.0.0"]);
+    let m = &h.messages[0];
+    assert!(m.via_bdat);
+    assert_eq!(m.body, head);
+    let mut whole = m.body.clone();
+    whole.extend_from_slice(&h.spool);
+    let mut expected = body.clone();
+    expected.extend_from_slice(b"end\r\n");
+    assert_eq!(whole, expected);
+}
+
+#[test]
+fn memory_budget_refuses_with_452() {
+    let mut h = spilling(16 * 1024);
+    h.session.set_memory_pressure(true);
+    assert_eq!(h.codes(b"DATA\r\n"), ["452 4.3.1"]);
+    assert_eq!(h.codes(b"BDAT 3 LAST\r\nabc"), ["452 4.3.1"]);
+    h.session.set_memory_pressure(false);
+    h.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@local.example>\r\n");
+    assert_eq!(h.codes(b"DATA\r\nSubject: x\r\n\r\n"), ["354 End"]);
+    // Over budget while the data arrives: read to the end, then 452.
+    h.session.memory_exhausted();
+    assert_eq!(h.session.buffered_len(), 0);
+    assert_eq!(h.codes(b"more\r\n.\r\nNOOP\r\n"), ["452 4.3.1", "250 2.0.0"]);
+    assert!(h.messages.is_empty());
+}
+
+#[test]
+fn a_failed_spill_is_a_temporary_error() {
+    let (_, body) = big_body();
+    let mut h = spilling(16 * 1024);
+    h.fail_spill = true;
+    h.send(b"DATA\r\n");
+    let mut wire = body;
+    wire.extend_from_slice(b".\r\n");
+    assert_eq!(h.codes(&wire), ["451 4.3.0"]);
+    assert!(h.messages.is_empty());
+}
+
+#[test]
+fn an_endless_header_section_gets_552() {
+    let mut h = spilling(16 * 1024);
+    h.send(b"DATA\r\n");
+    let mut wire = Vec::new();
+    while wire.len() <= MAX_HEADER_SECTION {
+        wire.extend_from_slice(b"X-Filler: 0123456789012345678901234567890123456789\r\n");
+    }
+    wire.extend_from_slice(b".\r\n");
+    assert_eq!(h.codes(&wire), ["552 5.3.4"]);
+    assert!(h.session.buffered_len() < 1024);
+}
+
+#[test]
+fn progress_counts_whole_lines_and_data_blocks() {
+    let mut h = Harness::ready();
+    let before = h.session.progress();
+    h.send(b"NO");
+    assert_eq!(h.session.progress(), before, "half a line is no progress");
+    h.send(b"OP\r\n");
+    assert_eq!(h.session.progress(), before + 1);
+    h.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@local.example>\r\nDATA\r\n");
+    let at_data = h.session.progress();
+    h.send(&[b'a'; 100]);
+    assert_eq!(h.session.progress(), at_data, "a trickle of data is no progress");
+    h.send(&vec![b'a'; 20_000]);
+    assert!(h.session.progress() >= at_data + 2);
 }
