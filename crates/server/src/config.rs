@@ -419,7 +419,35 @@ impl Config {
             return Ok(Config::default());
         };
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let mut config = Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        // Relative paths in a config file mean the file's folder, whatever the working
+        // directory of the command (an admin command run elsewhere must open the same
+        // store, not make an empty one).
+        if let Some(base) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            config.resolve_paths(base);
+        }
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.data_dir);
+        let tls = &mut self.tls;
+        for path in [&mut tls.cert, &mut tls.key, &mut tls.client_ca, &mut self.outbound.ca_file] {
+            path.iter_mut().for_each(resolve);
+        }
+        for fetch in &mut self.odmr.fetch {
+            for path in [&mut fetch.password_file, &mut fetch.cert, &mut fetch.key] {
+                path.iter_mut().for_each(resolve);
+            }
+        }
+        for route in &mut self.outbound.routes {
+            route.password_file.iter_mut().for_each(resolve);
+        }
     }
 
     pub fn parse(text: &str) -> Result<Config, String> {
@@ -500,6 +528,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vouchmail.toml");
+        std::fs::write(&file, "data_dir = \"data\"\n[tls]\ncert = \"/etc/ssl/c.pem\"\nkey = \"k.pem\"\n").unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert_eq!(config.data_dir, dir.path().join("data"));
+        assert_eq!(config.tls.key, Some(dir.path().join("k.pem")));
+        assert_eq!(config.tls.cert, Some(PathBuf::from("/etc/ssl/c.pem")));
+    }
 
     #[test]
     fn empty_file_is_the_defaults() {

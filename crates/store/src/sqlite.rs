@@ -163,15 +163,29 @@ impl SqliteStore {
         })
     }
 
-    /// Stops the writer after the jobs already sent to it are committed.
+    /// Stops the writer after the jobs already sent to it are committed, and waits for
+    /// it. Blocks: from async code use [`SqliteStore::shutdown`].
     pub fn close(&self) {
+        if let Some(thread) = self.stop_writer() {
+            let _ = thread.join();
+        }
+    }
+
+    /// [`SqliteStore::close`] for async callers: the wait runs on a blocking thread, not
+    /// on the runtime's workers.
+    pub async fn shutdown(&self) {
+        if let Some(thread) = self.stop_writer() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+
+    /// Closes the writer's channel (it commits what it has, then ends) and hands back its
+    /// thread.
+    fn stop_writer(&self) -> Option<std::thread::JoinHandle<()>> {
         if let Ok(mut writer) = self.writer.lock() {
             writer.take();
         }
-        let thread = self.writer_thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(thread) = thread {
-            let _ = thread.join();
-        }
+        self.writer_thread.lock().ok().and_then(|mut t| t.take())
     }
 
     /// Runs `f` in the next group commit and returns its result once it is durable.
@@ -226,8 +240,11 @@ impl SqliteStore {
 }
 
 impl Drop for SqliteStore {
+    /// Does not wait for the writer: a store dropped inside an async runtime must not block
+    /// a worker. The writer still commits what it was sent (those callers were waiting
+    /// for it, so none has been told a write is durable before it is).
     fn drop(&mut self) {
-        self.close();
+        drop(self.stop_writer());
     }
 }
 

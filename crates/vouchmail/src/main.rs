@@ -84,7 +84,7 @@ fn main() -> ExitCode {
                     Command::Queue(c) => admin::queue(Arc::clone(&store) as Arc<dyn Store>, c, &config).await,
                     Command::Serve | Command::Odmr(_) => unreachable!("handled above"),
                 };
-                store.close();
+                store.shutdown().await;
                 result
             }
         }
@@ -128,7 +128,7 @@ async fn serve(config: Config) -> Result<(), String> {
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections; letting sessions finish");
     let cut = server.shutdown().await;
-    store.close();
+    store.shutdown().await;
     tracing::info!(cut_sessions = cut, "stopped");
     Ok(())
 }

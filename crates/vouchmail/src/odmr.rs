@@ -80,7 +80,7 @@ pub async fn run(config: &Config, command: OdmrCommand) -> Result<ExitCode, Stri
     };
     let outcome = fetch(&options, local).await;
     if let Some(store) = store {
-        store.close();
+        store.shutdown().await;
     }
     match outcome? {
         FetchOutcome::Taken { messages: Some(n) } => {

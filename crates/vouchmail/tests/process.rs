@@ -292,3 +292,76 @@ fn sigterm_closes_idle_sessions_with_421_and_exits_cleanly() {
     assert_eq!(reply.status(), "421 4.3.2");
     server.stop();
 }
+
+/// Peak resident memory of a process (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn concurrent_large_messages_keep_memory_bounded() {
+    // Issue 14: each session held its whole message in memory, so concurrent large
+    // messages took concurrency × size. With spooling the peak stays far below that; the
+    // full measurement (50 × 20 MB against that ceiling) is bench/large_messages.sh.
+    const SESSIONS: usize = 16;
+    const SIZE: usize = 8 * 1024 * 1024;
+    let d = Deployment::new();
+    let (server, addr, _) = d.serve();
+    let pid = server.0.id();
+    let before = peak_rss_kib(pid);
+    let line = "0123456789 the quick brown fox jumps over the lazy dog 0123456789\r\n";
+    let body: Vec<u8> = {
+        let mut b = b"Subject: large\r\n\r\n".to_vec();
+        while b.len() < SIZE {
+            b.extend_from_slice(line.as_bytes());
+        }
+        b.extend_from_slice(b".\r\n");
+        b
+    };
+    let body = Arc::new(body);
+    let clients: Vec<_> = (0..SESSIONS)
+        .map(|_| {
+            let body = Arc::clone(&body);
+            std::thread::spawn(move || {
+                let stream = std::net::TcpStream::connect(addr).unwrap();
+                stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                let mut reply = || {
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        reader.read_line(&mut line).unwrap();
+                        if line.as_bytes().get(3) != Some(&b'-') {
+                            return line.clone();
+                        }
+                    }
+                };
+                reply();
+                for command in
+                    ["EHLO load.test", "MAIL FROM:<a@remote.test>", "RCPT TO:<postmaster@local.test>", "DATA"]
+                {
+                    writer.write_all(format!("{command}\r\n").as_bytes()).unwrap();
+                    reply();
+                }
+                writer.write_all(&body).unwrap();
+                let end = reply();
+                writer.write_all(b"QUIT\r\n").unwrap();
+                end
+            })
+        })
+        .collect();
+    for client in clients {
+        let end = client.join().unwrap();
+        assert!(end.starts_with("250 "), "{end}");
+    }
+    let grown_mib = (peak_rss_kib(pid).saturating_sub(before)) / 1024;
+    let in_flight_mib = (SESSIONS * SIZE / (1024 * 1024)) as u64;
+    eprintln!("peak RSS grew by {grown_mib} MiB for {in_flight_mib} MiB of concurrent message data");
+    // Loose: a third of what holding every message would take.
+    assert!(grown_mib < in_flight_mib / 3, "peak RSS grew by {grown_mib} MiB");
+    assert_eq!(subjects_in_mailbox(&d, "postmaster@local.test").len(), SESSIONS);
+    server.stop();
+}

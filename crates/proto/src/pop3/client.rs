@@ -79,7 +79,17 @@ pub struct Client {
     expecting: VecDeque<Expect>,
     /// The status and lines so far of a multi-line response being received.
     multi: Option<(Reply, Unstuffer)>,
+    /// Octets (plus a per-line overhead) a multi-line response may take in memory.
+    max_multiline: usize,
+    /// What the multi-line response being received takes so far.
+    multi_size: usize,
 }
+
+/// Default bound of a multi-line response: a large message (RETR) fits.
+pub const DEFAULT_MAX_MULTILINE: usize = 64 * 1024 * 1024;
+/// What one stored line costs beyond its octets (its own buffer), so that a flood of empty
+/// lines counts too.
+const LINE_OVERHEAD: usize = 32;
 
 impl Default for Client {
     fn default() -> Self {
@@ -90,13 +100,27 @@ impl Default for Client {
 impl Client {
     /// A fresh connection: the first response is the greeting (RFC 1939 4).
     pub fn new() -> Client {
-        Client { input: Vec::new(), output: Vec::new(), expecting: VecDeque::from([Expect::Greeting]), multi: None }
+        Client { expecting: VecDeque::from([Expect::Greeting]), ..Client::after_greeting() }
+    }
+
+    /// Refuses a multi-line response larger than `octets` (a protocol error, so memory
+    /// stays bounded whatever the server sends).
+    pub fn with_max_multiline(mut self, octets: usize) -> Client {
+        self.max_multiline = octets;
+        self
     }
 
     /// A connection whose greeting is behind it: after STLS and the handshake, the client
     /// speaks first (RFC 2595 4).
     pub fn after_greeting() -> Client {
-        Client { input: Vec::new(), output: Vec::new(), expecting: VecDeque::new(), multi: None }
+        Client {
+            input: Vec::new(),
+            output: Vec::new(),
+            expecting: VecDeque::new(),
+            multi: None,
+            max_multiline: DEFAULT_MAX_MULTILINE,
+            multi_size: 0,
+        }
     }
 
     /// Queues a command.
@@ -131,9 +155,9 @@ impl Client {
         self.input.extend_from_slice(bytes);
     }
 
-    /// True while a response is owed.
+    /// True while a response is owed (also while the lines of a multi-line one arrive).
     pub fn is_waiting(&self) -> bool {
-        !self.expecting.is_empty()
+        !self.expecting.is_empty() || self.multi.is_some()
     }
 
     /// After the `+OK` to STLS and the handshake: nothing received in the clear after the
@@ -146,6 +170,11 @@ impl Client {
     pub fn poll_response(&mut self) -> Result<Option<Response>, ClientError> {
         while let Some(line) = self.next_line()? {
             if let Some((_, unstuffer)) = self.multi.as_mut() {
+                self.multi_size = self.multi_size.saturating_add(line.len() + LINE_OVERHEAD);
+                if self.multi_size > self.max_multiline {
+                    self.multi = None;
+                    return Err(ClientError(format!("multi-line response exceeds {} octets", self.max_multiline)));
+                }
                 if unstuffer.push_line(&line) {
                     let (status, unstuffer) = self.multi.take().ok_or_else(|| ClientError("no response".into()))?;
                     return Ok(Some(Response::Multi { status, lines: unstuffer.into_lines() }));
@@ -163,6 +192,7 @@ impl Client {
             let status = parse_status(&line)?;
             if expect == Expect::Multi && status.positive {
                 self.multi = Some((status, Unstuffer::default()));
+                self.multi_size = 0;
                 continue;
             }
             return Ok(Some(Response::Status(status)));
@@ -172,7 +202,9 @@ impl Client {
 
     fn next_line(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
         let Some(end) = self.input.iter().position(|&b| b == b'\n') else {
-            if self.input.len() > MAX_RESPONSE_LINE {
+            // A CR at the end may start the line's CRLF: it is not part of the line.
+            let partial = self.input.strip_suffix(b"\r").unwrap_or(&self.input);
+            if partial.len() > MAX_RESPONSE_LINE {
                 return Err(ClientError("response line too long".into()));
             }
             return Ok(None);
@@ -181,6 +213,10 @@ impl Client {
         line.pop();
         if line.last() == Some(&b'\r') {
             line.pop();
+        }
+        // The same limit when the whole line arrived at once.
+        if line.len() > MAX_RESPONSE_LINE {
+            return Err(ClientError("response line too long".into()));
         }
         Ok(Some(line))
     }
@@ -357,6 +393,22 @@ mod tests {
     }
 
     #[test]
+    fn multiline_responses_are_bounded() {
+        let mut client = Client::after_greeting().with_max_multiline(1000);
+        client.send(&Command::List(None));
+        let mut wire = b"+OK\r\n".to_vec();
+        wire.extend(std::iter::repeat_n(b"\r\n".as_slice(), 40).flatten());
+        client.feed(&wire);
+        let error = client.poll_response().unwrap_err();
+        assert!(error.to_string().contains("exceeds 1000 octets"), "{error}");
+        // Within the bound it works.
+        let mut client = Client::after_greeting().with_max_multiline(1000);
+        client.send(&Command::List(None));
+        client.feed(b"+OK\r\n1 10\r\n.\r\n");
+        assert!(matches!(client.poll_response(), Ok(Some(Response::Multi { .. }))));
+    }
+
+    #[test]
     fn protocol_errors() {
         let mut c = Client::new();
         assert!(c.feed_and_poll(b"220 smtp\r\n").is_err());
@@ -365,6 +417,34 @@ mod tests {
         assert!(c.feed_and_poll(b"+OK unsolicited\r\n").is_err());
         let mut c = Client::new();
         assert!(c.feed_and_poll(&vec![b'a'; MAX_RESPONSE_LINE + 1]).is_err());
+    }
+
+    #[test]
+    fn the_line_limit_does_not_depend_on_the_split() {
+        // Found while writing the pop3_client fuzz target (whose runs compare splits): an
+        // over-long line was refused only when it arrived without its LF.
+        let mut line = b"+OK ".to_vec();
+        line.resize(MAX_RESPONSE_LINE + 1, b'x');
+        let mut c = Client::new();
+        assert!(c.feed_and_poll(&[&line[..], b"\r\n"].concat()).is_err());
+        // At the limit, a CR waiting for its LF is fine.
+        line.pop();
+        let mut c = Client::new();
+        assert_eq!(c.feed_and_poll(&line), Ok(None));
+        assert_eq!(c.feed_and_poll(b"\r"), Ok(None));
+        assert!(c.feed_and_poll(b"\n").unwrap().is_some_and(|r| r.is_ok()));
+    }
+
+    #[test]
+    fn waiting_while_a_multiline_response_arrives() {
+        // Found by the pop3_client fuzz target: is_waiting() was false between the +OK of
+        // a multi-line response and its terminating ".".
+        let mut c = Client::after_greeting();
+        c.send(&Command::List(None));
+        assert_eq!(c.feed_and_poll(b"+OK\r\n1 120\r\n"), Ok(None));
+        assert!(c.is_waiting());
+        assert!(matches!(c.feed_and_poll(b".\r\n"), Ok(Some(Response::Multi { .. }))));
+        assert!(!c.is_waiting());
     }
 
     impl Client {
