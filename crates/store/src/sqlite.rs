@@ -128,6 +128,26 @@ CREATE TABLE tracking_events (
     UNIQUE (queue_id, recipient, event)
 );
 "#,
+    // ODMR held domains: one row per (domain, account) that may take its mail, compared
+    // exactly (RFC 2645 5.2.1). The comma-joined domains.held_for was matched with LIKE,
+    // where `_` and `%` in an account name are wildcards; its lists move over here.
+    r#"
+CREATE TABLE held_accounts (
+    domain TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
+    account TEXT NOT NULL,
+    PRIMARY KEY (domain, account)
+);
+CREATE INDEX held_accounts_account ON held_accounts(account);
+INSERT OR IGNORE INTO held_accounts (domain, account)
+WITH RECURSIVE split(domain, account, rest) AS (
+    SELECT name, NULL, held_for || ',' FROM domains WHERE held_for IS NOT NULL
+    UNION ALL
+    SELECT domain, lower(trim(substr(rest, 1, instr(rest, ',') - 1))), substr(rest, instr(rest, ',') + 1)
+    FROM split WHERE rest <> ''
+)
+SELECT domain, account FROM split WHERE account IS NOT NULL AND account <> '';
+ALTER TABLE domains DROP COLUMN held_for;
+"#,
 ];
 
 type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
@@ -363,7 +383,11 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(err, _) if err.code == rusqlite::ErrorCode::ConstraintViolation)
 }
 
-const DOMAIN_COLUMNS: &str = "name, policy, catch_all, created_at, held_for, etrn_host";
+/// The held-for accounts come along in one trip, newline-separated (no address contains a
+/// line break), in the order they were set.
+const DOMAIN_COLUMNS: &str = "name, policy, catch_all, created_at,
+    (SELECT group_concat(account, char(10) ORDER BY rowid) FROM held_accounts WHERE domain = domains.name),
+    etrn_host";
 
 fn row_to_domain(row: &Row<'_>) -> rusqlite::Result<Domain> {
     let policy: String = row.get(1)?;
@@ -374,7 +398,7 @@ fn row_to_domain(row: &Row<'_>) -> rusqlite::Result<Domain> {
         catch_all: row.get(2)?,
         created_at: row.get(3)?,
         held_for: held_for
-            .map(|h| h.split(',').filter(|a| !a.is_empty()).map(str::to_string).collect())
+            .map(|h| h.split('\n').filter(|a| !a.is_empty()).map(str::to_string).collect())
             .unwrap_or_default(),
         etrn_host: row.get(5)?,
     })
@@ -932,9 +956,10 @@ impl Store for SqliteStore {
 
     fn set_domain_held(&self, name: &str, accounts: &[String], etrn_host: Option<&str>) -> StoreFuture<'_, ()> {
         let name = name.to_ascii_lowercase();
-        let held_for = accounts.iter().map(|a| a.to_lowercase()).collect::<Vec<_>>().join(",");
+        // Lower-cased here and on lookup: account names compare case-insensitively.
+        let accounts: Vec<String> = accounts.iter().map(|a| a.to_lowercase()).filter(|a| !a.is_empty()).collect();
         let etrn_host = etrn_host.map(str::to_string);
-        self.write(move |conn| held::set_domain_held(conn, &name, &held_for, etrn_host.as_deref()))
+        self.write(move |conn| held::set_domain_held(conn, &name, &accounts, etrn_host.as_deref()))
     }
 
     fn held_domains_for(&self, account: &str) -> StoreFuture<'_, Vec<String>> {
