@@ -73,7 +73,7 @@ pub(crate) async fn secrets_for_auth(
     peer: SocketAddr,
     authcid: &str,
 ) -> Result<Option<Secrets>, ()> {
-    if limiter.is_blocked(peer.ip(), authcid) {
+    if limiter.ip_blocked(peer.ip()) || limiter.account_blocked(authcid) {
         tracing::warn!(%peer, %authcid, "authentication refused: too many recent failures");
         return Err(());
     }

@@ -161,7 +161,10 @@ async fn run_session(
                     }
                 }
                 Event::AuthFinished { authcid, success } => {
-                    let delay = context.auth_limiter.record(peer.ip(), authcid.as_deref(), success);
+                    let delay = match success {
+                        true => std::time::Duration::ZERO,
+                        false => context.auth_limiter.record_failure(peer.ip(), authcid.as_deref(), false),
+                    };
                     if !success {
                         tracing::warn!(%peer, user = ?authcid, "POP3 authentication failed");
                         // The growing delay slows password guessing (SPEC 3).

@@ -220,7 +220,10 @@ async fn run_session(
                     session.etrn_verdict(reply);
                 }
                 Event::AuthFinished { authcid, success } => {
-                    let delay = context.auth_limiter.record(peer.ip(), authcid.as_deref(), success);
+                    let delay = match success {
+                        true => std::time::Duration::ZERO,
+                        false => context.auth_limiter.record_failure(peer.ip(), authcid.as_deref(), false),
+                    };
                     if success {
                         tracing::info!(%peer, user = ?authcid, "authenticated");
                     } else {
