@@ -100,6 +100,14 @@ pub trait Store: Send + Sync {
     fn get_meta(&self, key: &str) -> StoreFuture<'_, Option<String>>;
     fn set_meta(&self, key: &str, value: &str) -> StoreFuture<'_, ()>;
 
+    // Client networks accounts logged in from (the AUTH failure limits, SPEC 3).
+    /// When the account last logged in from `client` (a network the caller names), if
+    /// that is remembered.
+    fn last_login_from(&self, account: &str, client: &str) -> StoreFuture<'_, Option<i64>>;
+    /// Remembers a login of the account from `client` at `at`, and forgets every login (of
+    /// any account) from before `forget_before`.
+    fn remember_login(&self, account: &str, client: &str, at: i64, forget_before: i64) -> StoreFuture<'_, ()>;
+
     // Client certificates for SASL EXTERNAL.
     fn add_cert_mapping(&self, address: &str, kind: CertMatch, value: &str) -> StoreFuture<'_, ()>;
     fn remove_cert_mapping(&self, address: &str, value: &str) -> StoreFuture<'_, ()>;

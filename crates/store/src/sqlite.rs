@@ -148,6 +148,16 @@ WITH RECURSIVE split(domain, account, rest) AS (
 SELECT domain, account FROM split WHERE account IS NOT NULL AND account <> '';
 ALTER TABLE domains DROP COLUMN held_for;
 "#,
+    // Client networks each account logged in from, for the AUTH failure limits (SPEC 3).
+    r#"
+CREATE TABLE login_clients (
+    account TEXT NOT NULL,
+    client TEXT NOT NULL,
+    last_login INTEGER NOT NULL,
+    PRIMARY KEY (account, client)
+) WITHOUT ROWID;
+CREATE INDEX login_clients_age ON login_clients(last_login);
+"#,
 ];
 
 type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
@@ -601,6 +611,7 @@ impl Store for SqliteStore {
             conn.execute("UPDATE domains SET catch_all = NULL WHERE catch_all = ?1", params![address])
                 .map_err(db_error)?;
             conn.execute("DELETE FROM accounts WHERE id = ?1", params![id]).map_err(db_error)?;
+            conn.execute("DELETE FROM login_clients WHERE account = ?1", params![address]).map_err(db_error)?;
             for message_id in message_ids {
                 delete_if_orphan(conn, message_id)?;
             }
@@ -844,6 +855,31 @@ impl Store for SqliteStore {
                 params![key, value],
             )
             .map_err(db_error)?;
+            Ok(())
+        })
+    }
+
+    fn last_login_from(&self, account: &str, client: &str) -> StoreFuture<'_, Option<i64>> {
+        let (account, client) = (account.to_lowercase(), client.to_string());
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT last_login FROM login_clients WHERE account = ?1 AND client = ?2")
+                .and_then(|mut stmt| stmt.query_row(params![account, client], |r| r.get(0)).optional())
+                .map_err(db_error)
+        })
+    }
+
+    fn remember_login(&self, account: &str, client: &str, at: i64, forget_before: i64) -> StoreFuture<'_, ()> {
+        let (account, client) = (account.to_lowercase(), client.to_string());
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO login_clients (account, client, last_login) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(account, client) DO UPDATE SET last_login = MAX(last_login, excluded.last_login)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![account, client, at]))
+            .map_err(db_error)?;
+            conn.prepare_cached("DELETE FROM login_clients WHERE last_login < ?1")
+                .and_then(|mut stmt| stmt.execute(params![forget_before]))
+                .map_err(db_error)?;
             Ok(())
         })
     }

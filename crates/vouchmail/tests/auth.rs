@@ -5,8 +5,12 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use std::net::IpAddr;
+
 use common::{run, tool, SmtpConn, TestServer};
-use vouchmail_proto::sasl::Secrets;
+use vouchmail_proto::pop3::RespCode;
+use vouchmail_proto::sasl::{self, ClientSession, Credentials, Mechanism, Secrets};
+use vouchmail_server::pop3_client::{Pop3Client, Pop3ClientError};
 use vouchmail_store::{CertMatch, NewAccount, Store};
 
 const PASSWORD: &str = "correct horse battery";
@@ -353,4 +357,78 @@ async fn msmtp_external_with_a_ca_verified_certificate_mapped_by_subject() {
     ];
     let message = msmtp_as_alice(&server, "via subject", &options).await;
     assert!(authenticated_as_alice(&message), "{message}");
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+/// One CRAM-MD5 AUTH as alice on a new submission connection from `local`; the status of
+/// the final reply.
+async fn cram_md5_from(server: &TestServer, local: &str, password: &str) -> String {
+    let (mut c, _) = SmtpConn::connect_from(server.submission(), ip(local)).await;
+    c.cmd("EHLO limits.test").await;
+    let challenge = c.cmd("AUTH CRAM-MD5").await;
+    assert_eq!(challenge.code, 334, "{}", challenge.text());
+    let raw = sasl::decode_challenge(&challenge.lines[0].as_bytes()[4..]).unwrap();
+    let mut client = ClientSession::new(Mechanism::CramMd5, Credentials::new("alice@local.test", password));
+    let response = client.step(&raw).unwrap();
+    c.cmd(&sasl::encode_response(&response)).await.status()
+}
+
+/// A POP3 CRAM-MD5 login as alice from `local`: Ok, or the response code of the `-ERR`.
+async fn pop3_cram_md5_from(server: &TestServer, local: &str) -> Result<(), Option<RespCode>> {
+    let stream = common::connect_from(server.pop3(), ip(local)).await;
+    let (mut pop, _) = Pop3Client::connect(stream).await.unwrap();
+    match pop.authenticate(Mechanism::CramMd5, Credentials::new("alice@local.test", PASSWORD)).await {
+        Ok(_) => Ok(()),
+        Err(Pop3ClientError::Server(reply)) => Err(reply.code),
+        Err(e) => panic!("POP3 login: {e:?}"),
+    }
+}
+
+/// SPEC 3: strangers' wrong passwords block the account only for client addresses that
+/// never logged in to it; the owner's familiar address keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_from_strangers_do_not_lock_out_a_familiar_address() {
+    // Small limits: few failures, so few (growing) delays.
+    let server = TestServer::start_with(|c| {
+        c.auth.max_failures_per_ip = 3;
+        c.auth.max_failures_per_account = 3;
+    })
+    .await;
+    with_alice(&server).await;
+    assert_eq!(cram_md5_from(&server, "127.0.0.1", PASSWORD).await, "235 2.7.0");
+    // 50 wrong passwords from 50 other addresses: the account's limit is reached after 3,
+    // and the others are refused before their password is even looked at.
+    let mut replies = Vec::new();
+    for n in 2..=51 {
+        replies.push(cram_md5_from(&server, &format!("127.0.0.{n}"), "wrong").await);
+    }
+    assert!(replies[..3].iter().all(|r| r == "535 5.7.8"), "{replies:?}");
+    assert!(replies[3..].iter().all(|r| r == "454 4.7.0"), "{replies:?}");
+    // The address alice logged in from is subject only to its own limit.
+    assert_eq!(cram_md5_from(&server, "127.0.0.1", PASSWORD).await, "235 2.7.0");
+    assert_eq!(cram_md5_from(&server, "127.0.0.1", "typo").await, "535 5.7.8");
+    assert_eq!(cram_md5_from(&server, "127.0.0.1", PASSWORD).await, "235 2.7.0");
+    assert_eq!(pop3_cram_md5_from(&server, "127.0.0.1").await, Ok(()));
+    // A new address is refused even with the right password while the attack lasts.
+    assert_eq!(cram_md5_from(&server, "127.0.0.200", PASSWORD).await, "454 4.7.0");
+    assert_eq!(pop3_cram_md5_from(&server, "127.0.0.201").await, Err(Some(RespCode::SysTemp)));
+}
+
+/// SPEC 3: a store that cannot answer is a temporary failure (454 4.7.0, -ERR [SYS/TEMP]),
+/// not a wrong password: it is not counted towards the limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_error_during_auth_is_temporary_and_not_counted() {
+    let server = TestServer::start_with(|c| c.auth.max_failures_per_ip = 2).await;
+    with_alice(&server).await;
+    let db = rusqlite::Connection::open(server.config.store_path()).unwrap();
+    db.execute_batch("ALTER TABLE accounts RENAME TO accounts_away").unwrap();
+    for _ in 0..4 {
+        assert_eq!(cram_md5_from(&server, "127.0.0.1", PASSWORD).await, "454 4.7.0");
+    }
+    assert_eq!(pop3_cram_md5_from(&server, "127.0.0.1").await, Err(Some(RespCode::SysTemp)));
+    db.execute_batch("ALTER TABLE accounts_away RENAME TO accounts").unwrap();
+    assert_eq!(cram_md5_from(&server, "127.0.0.1", PASSWORD).await, "235 2.7.0");
 }

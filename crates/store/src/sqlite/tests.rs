@@ -319,3 +319,28 @@ async fn held_for_lists_move_to_their_own_rows() {
         expected.iter().map(|(d, a)| (d.to_string(), a.iter().map(|s| s.to_string()).collect())).collect();
     assert_eq!(held, expected);
 }
+
+#[tokio::test]
+async fn logins_are_remembered_per_account_and_client_until_forgotten() {
+    let (_dir, store) = store();
+    store.add_domain("example.org", SenderPolicy::Require).await.unwrap();
+    store.add_account(account("a@example.org")).await.unwrap();
+    assert_eq!(store.last_login_from("a@example.org", "192.0.2.1").await.unwrap(), None);
+    store.remember_login("A@example.org", "192.0.2.1", 1_000, 0).await.unwrap();
+    store.remember_login("a@example.org", "2001:db8::/64", 2_000, 0).await.unwrap();
+    store.remember_login("b@example.org", "192.0.2.1", 1_500, 0).await.unwrap();
+    assert_eq!(store.last_login_from("a@EXAMPLE.org", "192.0.2.1").await.unwrap(), Some(1_000));
+    assert_eq!(store.last_login_from("a@example.org", "192.0.2.2").await.unwrap(), None);
+    // A later login moves the time on; an older report never moves it back.
+    store.remember_login("a@example.org", "192.0.2.1", 3_000, 0).await.unwrap();
+    store.remember_login("a@example.org", "192.0.2.1", 2_500, 0).await.unwrap();
+    assert_eq!(store.last_login_from("a@example.org", "192.0.2.1").await.unwrap(), Some(3_000));
+    // Old logins of every account are forgotten.
+    store.remember_login("a@example.org", "192.0.2.1", 4_000, 2_001).await.unwrap();
+    assert_eq!(store.last_login_from("a@example.org", "2001:db8::/64").await.unwrap(), None);
+    assert_eq!(store.last_login_from("b@example.org", "192.0.2.1").await.unwrap(), None);
+    assert_eq!(store.last_login_from("a@example.org", "192.0.2.1").await.unwrap(), Some(4_000));
+    // And all of an account's with the account.
+    store.remove_account("a@example.org").await.unwrap();
+    assert_eq!(store.last_login_from("a@example.org", "192.0.2.1").await.unwrap(), None);
+}

@@ -150,6 +150,12 @@ impl Session {
 
     /// The client or account has too many recent failures: `-ERR [SYS/TEMP]`, try later.
     pub fn auth_blocked(&mut self) {
+        self.auth_unavailable();
+    }
+
+    /// The secrets cannot be read now (a store error): `-ERR [SYS/TEMP]` (RFC 3206 4), not
+    /// counted as a failed attempt.
+    pub fn auth_unavailable(&mut self) {
         if matches!(self.state, State::AwaitingSecrets) {
             self.finish_auth_failure(SaslError::Temporary);
         }

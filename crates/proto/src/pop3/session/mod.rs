@@ -93,8 +93,9 @@ pub enum Event {
     /// [`Session::tls_started`] (or close the connection if the handshake fails).
     StartTls,
     /// USER/PASS or AUTH needs the account's stored secrets: call
-    /// [`Session::provide_secrets`] (off the async threads: it may hash a password), or
-    /// [`Session::auth_blocked`] when the failure limit for this client or account is hit.
+    /// [`Session::provide_secrets`] (off the async threads: it may hash a password),
+    /// [`Session::auth_blocked`] when the failure limit for this client or account is hit,
+    /// or [`Session::auth_unavailable`] when they cannot be read now.
     LookupSecrets { authcid: String },
     /// An authentication attempt ended (for failure counting); no answer needed.
     AuthFinished { authcid: Option<String>, success: bool },

@@ -86,6 +86,12 @@ impl<R> Session<R> {
 
     /// The client or account has too many recent failures: 454 4.7.0, try later.
     pub fn auth_blocked(&mut self) {
+        self.auth_unavailable();
+    }
+
+    /// The secrets cannot be read now (a store error): 454 4.7.0, a temporary failure
+    /// (SPEC 3), not counted as a failed attempt.
+    pub fn auth_unavailable(&mut self) {
         if matches!(self.state, State::AwaitingSecrets) {
             self.finish_auth_failure(SaslError::Temporary);
         }

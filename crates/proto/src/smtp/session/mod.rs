@@ -144,8 +144,9 @@ pub enum Event<R> {
     /// The 220 to STARTTLS is queued: write the output, run the TLS handshake, then call
     /// [`Session::tls_started`] (or close the connection if the handshake fails).
     StartTls,
-    /// AUTH needs the account's stored secrets: call [`Session::provide_secrets`], or
-    /// [`Session::auth_blocked`] when the failure limit for this client or account is hit.
+    /// AUTH needs the account's stored secrets: call [`Session::provide_secrets`],
+    /// [`Session::auth_blocked`] when the failure limit for this client or account is hit,
+    /// or [`Session::auth_unavailable`] when they cannot be read now.
     LookupSecrets { authcid: String },
     /// An AUTH exchange ended (for failure counting and the growing delay); no answer needed.
     AuthFinished { authcid: Option<String>, success: bool },
