@@ -99,6 +99,9 @@ pub trait Store: Send + Sync {
     // Small settings.
     fn get_meta(&self, key: &str) -> StoreFuture<'_, Option<String>>;
     fn set_meta(&self, key: &str, value: &str) -> StoreFuture<'_, ()>;
+    /// The setting's value; when it has none, `value` is stored first. Atomic: every
+    /// caller (and every node on a shared store) gets the same value.
+    fn get_or_init_meta(&self, key: &str, value: &str) -> StoreFuture<'_, String>;
 
     // Client networks accounts logged in from (the AUTH failure limits, SPEC 3).
     /// When the account last logged in from `client` (a network the caller names), if

@@ -859,6 +859,18 @@ impl Store for SqliteStore {
         })
     }
 
+    fn get_or_init_meta(&self, key: &str, value: &str) -> StoreFuture<'_, String> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO NOTHING",
+                params![key, value],
+            )
+            .map_err(db_error)?;
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0)).map_err(db_error)
+        })
+    }
+
     fn last_login_from(&self, account: &str, client: &str) -> StoreFuture<'_, Option<i64>> {
         let (account, client) = (account.to_lowercase(), client.to_string());
         self.read(move |conn| {

@@ -6,12 +6,16 @@ use std::path::Path;
 use std::process::Command;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use common::{run, tool, SmtpConn, TestServer};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use vouchmail_proto::pop3::RespCode;
 use vouchmail_proto::sasl::{self, ClientSession, Credentials, Mechanism, Secrets};
 use vouchmail_server::pop3_client::{Pop3Client, Pop3ClientError};
-use vouchmail_store::{CertMatch, NewAccount, Store};
+use vouchmail_store::{CertMatch, NewAccount, SqliteStore, Store};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -431,4 +435,64 @@ async fn a_store_error_during_auth_is_temporary_and_not_counted() {
     assert_eq!(pop3_cram_md5_from(&server, "127.0.0.1").await, Err(Some(RespCode::SysTemp)));
     db.execute_batch("ALTER TABLE accounts_away RENAME TO accounts").unwrap();
     assert_eq!(cram_md5_from(&server, "127.0.0.1", PASSWORD).await, "235 2.7.0");
+}
+
+/// The salt and iteration count the server offers `user` in a SCRAM-SHA-256 exchange
+/// (SMTP submission), which is then cancelled.
+async fn smtp_scram_salt(addr: std::net::SocketAddr, user: &str) -> (String, String) {
+    let (mut c, _) = SmtpConn::connect(addr).await;
+    c.cmd("EHLO salt.test").await;
+    let first = STANDARD.encode(format!("n,,n={user},r=clientnonce"));
+    let challenge = c.cmd(&format!("AUTH SCRAM-SHA-256 {first}")).await;
+    assert_eq!(challenge.code, 334, "{}", challenge.text());
+    let server_first = sasl::decode_challenge(&challenge.lines[0].as_bytes()[4..]).unwrap();
+    assert_eq!(c.cmd("*").await.code, 501);
+    salt_and_iterations(&server_first)
+}
+
+/// The same over POP3 (RFC 5034).
+async fn pop3_scram_salt(addr: std::net::SocketAddr, user: &str) -> (String, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let mut line = String::new();
+    read.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("+OK"), "{line}");
+    let first = STANDARD.encode(format!("n,,n={user},r=clientnonce"));
+    write.write_all(format!("AUTH SCRAM-SHA-256 {first}\r\n").as_bytes()).await.unwrap();
+    line.clear();
+    read.read_line(&mut line).await.unwrap();
+    let challenge = line.trim_end().strip_prefix("+ ").unwrap_or_else(|| panic!("{line}"));
+    let server_first = sasl::decode_challenge(challenge.as_bytes()).unwrap();
+    write.write_all(b"*\r\n").await.unwrap();
+    salt_and_iterations(&server_first)
+}
+
+fn salt_and_iterations(server_first: &[u8]) -> (String, String) {
+    let text = String::from_utf8(server_first.to_vec()).unwrap();
+    let field =
+        |name: &str| text.split(',').find_map(|f| f.strip_prefix(name)).unwrap_or_else(|| panic!("{text}")).to_string();
+    (field("s="), field("i="))
+}
+
+/// An unknown user's SCRAM salt is as stable as a real account's (else two attempts tell
+/// whether the account exists), on SMTP and POP3 alike and across a restart on the same
+/// store; different unknown users get different salts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_salts_of_unknown_users_are_stable() {
+    let mut server = TestServer::start().await;
+    let ghost = smtp_scram_salt(server.submission(), "ghost@local.test").await;
+    assert_eq!(ghost.1, "4096");
+    assert_eq!(smtp_scram_salt(server.submission(), "ghost@local.test").await, ghost);
+    assert_eq!(smtp_scram_salt(server.submission(), "Ghost@Local.test").await, ghost);
+    assert_eq!(pop3_scram_salt(server.pop3(), "ghost@local.test").await, ghost);
+    let phantom = smtp_scram_salt(server.submission(), "phantom@local.test").await;
+    assert_ne!(phantom.0, ghost.0);
+    // A restart reads the same secret from the same store.
+    server.server.take().unwrap().shutdown().await;
+    let store = Arc::new(SqliteStore::open(&server.config.store_path()).unwrap());
+    let restarted = vouchmail_server::start(&server.config, store as Arc<dyn Store>).await.unwrap();
+    assert_eq!(smtp_scram_salt(restarted.submission_addrs[0], "ghost@local.test").await, ghost);
+    assert_eq!(pop3_scram_salt(restarted.pop3_addrs[0], "phantom@local.test").await, phantom);
+    restarted.shutdown().await;
 }

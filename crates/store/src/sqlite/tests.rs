@@ -344,3 +344,11 @@ async fn logins_are_remembered_per_account_and_client_until_forgotten() {
     store.remove_account("a@example.org").await.unwrap();
     assert_eq!(store.last_login_from("a@example.org", "192.0.2.1").await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn get_or_init_meta_keeps_the_first_value() {
+    let (_dir, store) = store();
+    assert_eq!(store.get_or_init_meta("k", "first").await.unwrap(), "first");
+    assert_eq!(store.get_or_init_meta("k", "second").await.unwrap(), "first");
+    assert_eq!(store.get_meta("k").await.unwrap().as_deref(), Some("first"));
+}

@@ -120,7 +120,12 @@ impl Session {
     }
 
     fn sasl_options(&self) -> ServerOptions {
-        ServerOptions::for_channel(&self.config.hostname, &self.sasl_channel(), self.config.scram_iterations)
+        ServerOptions::for_channel(
+            &self.config.hostname,
+            &self.sasl_channel(),
+            self.config.scram_iterations,
+            self.config.scram_fake_salt_key.as_ref(),
+        )
     }
 
     /// A response line inside the exchange; `*` cancels (RFC 5034 4).

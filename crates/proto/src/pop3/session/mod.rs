@@ -57,6 +57,10 @@ pub struct SessionConfig {
     pub max_auth_line: usize,
     /// SCRAM iteration count announced for unknown users.
     pub scram_iterations: u32,
+    /// The per-installation key of the fake SCRAM salts of unknown users, so that their
+    /// salt is as stable as a real account's. None: a random salt on every attempt, which
+    /// shows that the user does not exist.
+    pub scram_fake_salt_key: Option<crate::sasl::SiteSecret>,
 }
 
 impl SessionConfig {
@@ -71,6 +75,7 @@ impl SessionConfig {
             max_command_line: MAX_COMMAND_LINE,
             max_auth_line: MAX_AUTH_LINE,
             scram_iterations: crate::sasl::secrets::MIN_SCRAM_ITERATIONS,
+            scram_fake_salt_key: None,
         }
     }
 }

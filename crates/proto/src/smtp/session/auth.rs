@@ -52,7 +52,12 @@ impl<R> Session<R> {
                 return None;
             }
         };
-        let options = ServerOptions::for_channel(&self.config.hostname, &channel, self.config.scram_iterations);
+        let options = ServerOptions::for_channel(
+            &self.config.hostname,
+            &channel,
+            self.config.scram_iterations,
+            self.config.scram_fake_salt_key.as_ref(),
+        );
         let mut server = ServerSession::new(mechanism, &options);
         let step = server.start(initial.as_deref());
         self.sasl = Some(server);

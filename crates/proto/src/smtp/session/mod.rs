@@ -75,6 +75,10 @@ pub struct SessionConfig {
     pub allow_plaintext_passwords: bool,
     /// SCRAM iteration count announced for unknown users.
     pub scram_iterations: u32,
+    /// The per-installation key of the fake SCRAM salts of unknown users, so that their
+    /// salt is as stable as a real account's. None: a random salt on every attempt, which
+    /// shows that the user does not exist.
+    pub scram_fake_salt_key: Option<crate::sasl::SiteSecret>,
     /// Authenticated identities trusted to assert another identity with MAIL AUTH=
     /// (RFC 4954 5), e.g. a relay's account.
     pub trusted_auth_assertors: Vec<String>,
@@ -102,6 +106,7 @@ impl SessionConfig {
             auth_mechanisms: Vec::new(),
             allow_plaintext_passwords: false,
             scram_iterations: crate::sasl::secrets::MIN_SCRAM_ITERATIONS,
+            scram_fake_salt_key: None,
             trusted_auth_assertors: Vec::new(),
             etrn: false,
             trusted_relay: false,
