@@ -1,15 +1,88 @@
-//! Failed-AUTH accounting per client IP and per account (SPEC 3): a growing delay on each
-//! failure, and 454 4.7.0 once the limit within the window is reached.
+//! Failed-AUTH accounting per client network and per account (SPEC 3): a growing delay on
+//! each failure, and 454 4.7.0 once the limit within the window is reached.
+//!
+//! The keys are chosen by whoever connects (any address of an IPv6 /64, any account name),
+//! so both maps have a hard cap: expired entries are swept regularly, and when a map is
+//! still full the entries nearest to expiry make room.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Longest delay before a failure reply.
+const MAX_DELAY: Duration = Duration::from_secs(8);
+/// Entries each map keeps at most.
+pub const MAX_ENTRIES: usize = 10_000;
+/// Expired entries are swept at least this often (more often with a shorter window).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The network a client is counted by: its IPv4 address, or the /64 of its IPv6 address,
+/// since one IPv6 host usually has a whole /64 to pick addresses from (RFC 4291 2.5.1).
+pub fn client_network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX))),
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Failures {
     count: u32,
+    /// Start of the window the count belongs to.
     since: Instant,
+}
+
+/// Failure counts by key, at most `capacity` of them.
+#[derive(Debug)]
+struct Counts<K> {
+    map: HashMap<K, Failures>,
+    capacity: usize,
+    last_sweep: Instant,
+}
+
+impl<K: Hash + Eq + Clone> Counts<K> {
+    fn new(capacity: usize) -> Counts<K> {
+        Counts { map: HashMap::new(), capacity: capacity.max(1), last_sweep: Instant::now() }
+    }
+
+    fn current(&self, key: &K, window: Duration) -> u32 {
+        self.map.get(key).filter(|f| f.since.elapsed() < window).map(|f| f.count).unwrap_or(0)
+    }
+
+    fn bump(&mut self, key: K, window: Duration) -> u32 {
+        if self.last_sweep.elapsed() >= window.min(SWEEP_EVERY) {
+            self.sweep(window);
+        }
+        if !self.map.contains_key(&key) && self.map.len() >= self.capacity {
+            self.sweep(window);
+            if self.map.len() >= self.capacity {
+                self.evict_oldest();
+            }
+        }
+        let entry = self.map.entry(key).or_insert(Failures { count: 0, since: Instant::now() });
+        if entry.since.elapsed() >= window {
+            *entry = Failures { count: 0, since: Instant::now() };
+        }
+        entry.count = entry.count.saturating_add(1);
+        entry.count
+    }
+
+    fn sweep(&mut self, window: Duration) {
+        self.map.retain(|_, f| f.since.elapsed() < window);
+        self.last_sweep = Instant::now();
+    }
+
+    /// Drops the eighth of the entries whose windows started first (they expire first):
+    /// one scan makes room for many new keys.
+    fn evict_oldest(&mut self) {
+        let mut starts: Vec<Instant> = self.map.values().map(|f| f.since).collect();
+        let nth = (starts.len() / 8).min(starts.len().saturating_sub(1));
+        let (_, cutoff, _) = starts.select_nth_unstable(nth);
+        let cutoff = *cutoff;
+        self.map.retain(|_, f| f.since > cutoff);
+    }
 }
 
 #[derive(Debug)]
@@ -17,98 +90,169 @@ pub struct AuthLimiter {
     max_per_ip: u32,
     max_per_account: u32,
     window: Duration,
-    by_ip: Mutex<HashMap<IpAddr, Failures>>,
-    by_account: Mutex<HashMap<String, Failures>>,
+    by_ip: Mutex<Counts<IpAddr>>,
+    /// Keyed by a keyed hash of the lower-cased name: fixed-size keys however long the
+    /// names a client sends, and collisions nobody can aim for.
+    by_account: Mutex<Counts<u64>>,
+    hasher: RandomState,
 }
-
-/// Longest delay before a failure reply.
-const MAX_DELAY: Duration = Duration::from_secs(8);
-/// Entries kept before expired ones are swept.
-const SWEEP_AT: usize = 10_000;
 
 impl AuthLimiter {
     pub fn new(max_per_ip: u32, max_per_account: u32, window: Duration) -> AuthLimiter {
+        AuthLimiter::with_capacity(max_per_ip, max_per_account, window, MAX_ENTRIES)
+    }
+
+    /// As `new`, keeping at most `capacity` entries per map.
+    pub fn with_capacity(max_per_ip: u32, max_per_account: u32, window: Duration, capacity: usize) -> AuthLimiter {
         AuthLimiter {
             max_per_ip,
             max_per_account,
             window,
-            by_ip: Mutex::new(HashMap::new()),
-            by_account: Mutex::new(HashMap::new()),
+            by_ip: Mutex::new(Counts::new(capacity)),
+            by_account: Mutex::new(Counts::new(capacity)),
+            hasher: RandomState::new(),
         }
     }
 
-    fn current<K: std::hash::Hash + Eq>(&self, map: &Mutex<HashMap<K, Failures>>, key: &K) -> u32 {
-        let map = map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(key).filter(|f| f.since.elapsed() < self.window).map(|f| f.count).unwrap_or(0)
+    fn account_key(&self, account: &str) -> u64 {
+        self.hasher.hash_one(account.to_lowercase())
     }
 
-    /// Whether another attempt from `ip` for `account` must be refused for now.
-    pub fn is_blocked(&self, ip: IpAddr, account: &str) -> bool {
-        self.current(&self.by_ip, &ip) >= self.max_per_ip
-            || self.current(&self.by_account, &account.to_lowercase()) >= self.max_per_account
+    /// Whether the client's network has hit its failure limit: every attempt from it is
+    /// refused for now.
+    pub fn ip_blocked(&self, ip: IpAddr) -> bool {
+        let counts = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        counts.current(&client_network(ip), self.window) >= self.max_per_ip
     }
 
-    /// Records an outcome; returns how long to wait before answering a failure.
-    pub fn record(&self, ip: IpAddr, account: Option<&str>, success: bool) -> Duration {
-        if success {
-            // A success clears the account's count, not the IP's: a guesser that also owns
-            // an account must not reset its own limit.
-            if let Some(account) = account {
-                self.by_account.lock().unwrap_or_else(|p| p.into_inner()).remove(&account.to_lowercase());
+    /// Whether the account has hit its failure limit. It holds only for client addresses
+    /// that never logged in to the account (the caller knows the familiar ones), so that
+    /// strangers' guesses cannot lock its owner out.
+    pub fn account_blocked(&self, account: &str) -> bool {
+        let key = self.account_key(account);
+        let counts = self.by_account.lock().unwrap_or_else(|p| p.into_inner());
+        counts.current(&key, self.window) >= self.max_per_account
+    }
+
+    /// Records a failed attempt; returns how long to wait before answering it. A client
+    /// familiar to the account waits by its own failures only, not by strangers'.
+    ///
+    /// Successes reset nothing: not the network's count (a guesser that owns an account
+    /// must not reset its own limit), and not the account's (its owner logging in from a
+    /// familiar address would otherwise hand strangers a fresh set of guesses).
+    pub fn record_failure(&self, ip: IpAddr, account: Option<&str>, familiar: bool) -> Duration {
+        let ip_count = self.by_ip.lock().unwrap_or_else(|p| p.into_inner()).bump(client_network(ip), self.window);
+        let account_count = match account {
+            Some(account) => {
+                let key = self.account_key(account);
+                self.by_account.lock().unwrap_or_else(|p| p.into_inner()).bump(key, self.window)
             }
-            return Duration::ZERO;
-        }
-        let ip_count = bump(&self.by_ip, ip, self.window);
-        let account_count = account.map(|a| bump(&self.by_account, a.to_lowercase(), self.window)).unwrap_or(0);
-        let count = ip_count.max(account_count);
+            None => 0,
+        };
+        let count = if familiar { ip_count } else { ip_count.max(account_count) };
         // 250 ms, 500 ms, 1 s, ... up to MAX_DELAY.
         let delay = Duration::from_millis(250u64.saturating_mul(1u64 << count.saturating_sub(1).min(10)));
         delay.min(MAX_DELAY)
     }
-}
 
-fn bump<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, Failures>>, key: K, window: Duration) -> u32 {
-    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-    if map.len() > SWEEP_AT {
-        map.retain(|_, f| f.since.elapsed() < window);
+    #[cfg(test)]
+    fn entries(&self) -> (usize, usize) {
+        let ips = self.by_ip.lock().unwrap_or_else(|p| p.into_inner()).map.len();
+        let accounts = self.by_account.lock().unwrap_or_else(|p| p.into_inner()).map.len();
+        (ips, accounts)
     }
-    let entry = map.entry(key).or_insert(Failures { count: 0, since: Instant::now() });
-    if entry.since.elapsed() >= window {
-        *entry = Failures { count: 0, since: Instant::now() };
-    }
-    entry.count += 1;
-    entry.count
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
     #[test]
     fn blocks_per_ip_and_per_account_with_growing_delay() {
         let limiter = AuthLimiter::new(3, 2, Duration::from_secs(60));
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        assert!(!limiter.is_blocked(a, "u@x"));
-        let first = limiter.record(a, Some("u@x"), false);
-        let second = limiter.record(b, Some("u@x"), false);
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
+        assert!(!limiter.ip_blocked(a) && !limiter.account_blocked("u@x"));
+        let first = limiter.record_failure(a, Some("u@x"), false);
+        let second = limiter.record_failure(b, Some("u@x"), false);
         assert!(second > first);
         // Two failures for the account, from any IP: the account is blocked.
-        assert!(limiter.is_blocked(b, "U@x"));
-        assert!(!limiter.is_blocked(b, "other@x"));
-        limiter.record(a, Some("v@x"), false);
-        limiter.record(a, None, false);
-        assert!(limiter.is_blocked(a, "fresh@x"));
-        assert!(limiter.record(a, None, false) <= MAX_DELAY);
+        assert!(limiter.account_blocked("U@x"));
+        assert!(!limiter.account_blocked("other@x"));
+        assert!(!limiter.ip_blocked(b));
+        limiter.record_failure(a, Some("v@x"), false);
+        assert!(!limiter.ip_blocked(a));
+        limiter.record_failure(a, None, false);
+        assert!(limiter.ip_blocked(a));
+        assert!(limiter.record_failure(a, None, false) <= MAX_DELAY);
+    }
+
+    #[test]
+    fn a_familiar_client_waits_by_its_own_failures() {
+        let limiter = AuthLimiter::new(100, 100, Duration::from_secs(60));
+        for n in 1..=6 {
+            limiter.record_failure(ip(&format!("192.0.2.{n}")), Some("u@x"), false);
+        }
+        let stranger = limiter.record_failure(ip("192.0.2.7"), Some("u@x"), false);
+        let familiar = limiter.record_failure(ip("198.51.100.1"), Some("u@x"), true);
+        assert_eq!(stranger, MAX_DELAY);
+        assert_eq!(familiar, Duration::from_millis(250));
     }
 
     #[test]
     fn window_expires() {
         let limiter = AuthLimiter::new(1, 1, Duration::from_millis(10));
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        limiter.record(a, Some("u@x"), false);
-        assert!(limiter.is_blocked(a, "u@x"));
+        let a = ip("192.0.2.1");
+        limiter.record_failure(a, Some("u@x"), false);
+        assert!(limiter.ip_blocked(a) && limiter.account_blocked("u@x"));
         std::thread::sleep(Duration::from_millis(20));
-        assert!(!limiter.is_blocked(a, "u@x"));
+        assert!(!limiter.ip_blocked(a) && !limiter.account_blocked("u@x"));
+    }
+
+    #[test]
+    fn ipv6_clients_count_per_64() {
+        let limiter = AuthLimiter::new(2, 100, Duration::from_secs(60));
+        limiter.record_failure(ip("2001:db8:1:2::1"), None, false);
+        limiter.record_failure(ip("2001:db8:1:2:ffff:ffff:ffff:fffe"), None, false);
+        assert!(limiter.ip_blocked(ip("2001:db8:1:2::42")));
+        assert!(!limiter.ip_blocked(ip("2001:db8:1:3::1")));
+        // An IPv4 client on a dual-stack socket is counted by its IPv4 address.
+        limiter.record_failure(ip("::ffff:192.0.2.9"), None, false);
+        limiter.record_failure(ip("192.0.2.9"), None, false);
+        assert!(limiter.ip_blocked(ip("192.0.2.9")) && limiter.ip_blocked(ip("::ffff:192.0.2.9")));
+        assert!(!limiter.ip_blocked(ip("192.0.2.10")));
+        assert_eq!(client_network(ip("2001:db8::1:2:3:4")), ip("2001:db8::"));
+        assert_eq!(client_network(ip("192.0.2.1")), ip("192.0.2.1"));
+    }
+
+    #[test]
+    fn memory_is_bounded_whatever_the_keys() {
+        let limiter = AuthLimiter::with_capacity(1, 1, Duration::from_secs(3600), 100);
+        let long_name = "x".repeat(10_000);
+        for n in 0..5_000u32 {
+            let client = IpAddr::V6(Ipv6Addr::from(u128::from(n) << 64));
+            limiter.record_failure(client, Some(&format!("{n}{long_name}@x")), false);
+            let (ips, accounts) = limiter.entries();
+            assert!(ips <= 100 && accounts <= 100, "{ips} {accounts}");
+        }
+        // The newest entries are kept: the last client and account are still blocked.
+        assert!(limiter.ip_blocked(IpAddr::V6(Ipv6Addr::from(4_999u128 << 64))));
+        assert!(limiter.account_blocked(&format!("4999{long_name}@x")));
+        assert!(!limiter.ip_blocked(IpAddr::V6(Ipv6Addr::from(0u128))));
+    }
+
+    #[test]
+    fn expired_entries_are_swept() {
+        let limiter = AuthLimiter::new(5, 5, Duration::from_millis(10));
+        for n in 0..50 {
+            limiter.record_failure(ip(&format!("192.0.2.{n}")), Some(&format!("u{n}@x")), false);
+        }
+        assert_eq!(limiter.entries(), (50, 50));
+        std::thread::sleep(Duration::from_millis(20));
+        limiter.record_failure(ip("198.51.100.1"), Some("v@x"), false);
+        assert_eq!(limiter.entries(), (1, 1));
     }
 }

@@ -1,11 +1,14 @@
 //! First start: the dev-default domain and the postmaster account (SPEC 1).
 
 use vouchmail_proto::sasl::secrets::Secrets;
+use vouchmail_proto::sasl::SiteSecret;
 use vouchmail_store::{NewAccount, SenderPolicy, Store};
 
 use crate::config::Config;
 
 const BOOTSTRAPPED: &str = "bootstrapped";
+/// The meta key of the per-installation secret the fake SCRAM salts derive from.
+pub const SCRAM_FAKE_SALT_SECRET: &str = "scram_fake_salt_secret";
 
 /// A password of `len` characters from `[A-Za-z0-9]`, from the OS random source.
 pub fn generate_password(len: usize) -> Result<String, String> {
@@ -52,4 +55,45 @@ pub async fn bootstrap(config: &Config, store: &dyn Store) -> Result<Option<(Str
     }
     store.set_meta(BOOTSTRAPPED, "1").await.map_err(|e| e.to_string())?;
     Ok(created)
+}
+
+/// The key of the fake SCRAM salts for unknown users: made from the OS random source on
+/// first start and kept in the store, so the salt of an unknown name stays the same across
+/// attempts, restarts and the nodes sharing a store, as a real account's does, and SCRAM
+/// does not tell which accounts exist.
+pub async fn scram_fake_salt_key(store: &dyn Store) -> Result<SiteSecret, String> {
+    let stored = match store.get_meta(SCRAM_FAKE_SALT_SECRET).await.map_err(|e| e.to_string())? {
+        Some(stored) => stored,
+        None => {
+            let mut bytes = [0u8; 32];
+            getrandom::getrandom(&mut bytes).map_err(|e| format!("random source: {e}"))?;
+            let fresh: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            // Another process may have stored one meanwhile: everyone uses the stored one.
+            store.get_or_init_meta(SCRAM_FAKE_SALT_SECRET, &fresh).await.map_err(|e| e.to_string())?
+        }
+    };
+    if stored.len() < 32 {
+        return Err(format!("the store's {SCRAM_FAKE_SALT_SECRET} is too short; delete it to make a new one"));
+    }
+    Ok(SiteSecret::new(stored.into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fake_salt_key_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = vouchmail_store::SqliteStore::open(&path).unwrap();
+        let first = scram_fake_salt_key(&store).await.unwrap();
+        assert_eq!(first.as_bytes().len(), 64);
+        assert_eq!(scram_fake_salt_key(&store).await.unwrap(), first);
+        store.close();
+        let reopened = vouchmail_store::SqliteStore::open(&path).unwrap();
+        assert_eq!(scram_fake_salt_key(&reopened).await.unwrap(), first);
+        let other = vouchmail_store::SqliteStore::open(&dir.path().join("other.db")).unwrap();
+        assert_ne!(scram_fake_salt_key(&other).await.unwrap(), first);
+    }
 }

@@ -206,8 +206,9 @@ pub struct Auth {
     pub scram_iterations: u32,
     /// Also offer AUTH on the MX listener.
     pub on_mx: bool,
-    /// Failed AUTH attempts from one IP address, and for one account, within
-    /// `failure_window_secs` before further attempts get 454 4.7.0.
+    /// Failed AUTH attempts from one client address (IPv6: its /64), and for one account,
+    /// within `failure_window_secs` before further attempts get 454 4.7.0. The account's
+    /// limit does not hold for addresses that logged in to it in the last 30 days.
     pub max_failures_per_ip: u32,
     pub max_failures_per_account: u32,
     pub failure_window_secs: u64,

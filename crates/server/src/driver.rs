@@ -3,8 +3,8 @@
 //! session work (Argon2id) off the async workers.
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -13,7 +13,7 @@ use vouchmail_proto::sasl::Secrets;
 use vouchmail_proto::smtp::session::TlsInfo;
 use vouchmail_store::Store;
 
-use crate::auth_limit::AuthLimiter;
+use crate::auth_limit::{client_network, AuthLimiter};
 use crate::inbound::handshake;
 use crate::tasks::TaskTracker;
 use crate::tls::{MaybeTls, Tls};
@@ -79,24 +79,129 @@ pub(crate) async fn upgrade(
     Some(info)
 }
 
-/// An account's stored secrets for a SASL exchange: `Err(())` when the client or account
-/// has hit the failure limit (the session answers 454 / `-ERR [SYS/TEMP]`); `Ok(None)` for
-/// an unknown account (the mechanism then fails as for a wrong password).
-pub(crate) async fn secrets_for_auth(
-    store: &dyn Store,
-    limiter: &AuthLimiter,
-    peer: SocketAddr,
-    authcid: &str,
-) -> Result<Option<Secrets>, ()> {
-    if limiter.is_blocked(peer.ip(), authcid) {
-        tracing::warn!(%peer, %authcid, "authentication refused: too many recent failures");
-        return Err(());
+/// How long a client network stays familiar to an account after a successful login
+/// (SPEC 3: strangers' failures must not lock the owner out).
+const FAMILIAR_FOR: i64 = 30 * 24 * 3600;
+/// A remembered login is written again at most this often, so that a client logging in
+/// every few minutes costs a read, not a durable write, each time.
+const REFRESH_LOGIN_AFTER: i64 = 24 * 3600;
+
+fn unix_now() -> i64 {
+    vouchmail_proto::time::unix_seconds(SystemTime::now())
+}
+
+/// How a client network is named in the store's login records: its IPv4 address, or its
+/// IPv6 /64.
+fn login_client(ip: IpAddr) -> String {
+    match client_network(ip) {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("{v6}/64"),
     }
-    match store.get_account(authcid).await {
-        Ok(account) => Ok(account.map(|a| a.secrets)),
-        Err(e) => {
-            tracing::error!(error = %e, "store error during authentication");
-            Ok(None)
+}
+
+/// Why a SASL exchange gets no secrets; both answer 454 4.7.0 / `-ERR [SYS/TEMP]` and
+/// neither counts as a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthRefusal {
+    /// The client network, or (for a client new to it) the account, hit the failure limit.
+    Blocked,
+    /// The store could not answer.
+    Unavailable,
+}
+
+/// One connection's side of the AUTH failure limits (SPEC 3).
+#[derive(Debug, Default)]
+pub(crate) struct AuthGuard {
+    /// An account this connection's client network is known to have logged in to.
+    familiar_to: Option<String>,
+}
+
+impl AuthGuard {
+    /// The account's stored secrets for a SASL exchange; `Ok(None)` for an unknown account
+    /// (the mechanism then fails as for a wrong password). The per-account limit holds only
+    /// for client networks that never logged in to the account within FAMILIAR_FOR.
+    pub(crate) async fn secrets(
+        &mut self,
+        store: &dyn Store,
+        limiter: &AuthLimiter,
+        peer: SocketAddr,
+        authcid: &str,
+    ) -> Result<Option<Secrets>, AuthRefusal> {
+        if limiter.ip_blocked(peer.ip()) {
+            tracing::warn!(%peer, %authcid, "authentication refused: too many recent failures from this network");
+            return Err(AuthRefusal::Blocked);
+        }
+        // One indexed read, and only while the account is over its limit.
+        if limiter.account_blocked(authcid) && !self.is_familiar(store, peer, authcid).await? {
+            tracing::warn!(%peer, %authcid, "authentication refused: too many recent failures for this account");
+            return Err(AuthRefusal::Blocked);
+        }
+        match store.get_account(authcid).await {
+            Ok(account) => Ok(account.map(|a| a.secrets)),
+            Err(e) => {
+                tracing::error!(error = %e, "store error during authentication");
+                Err(AuthRefusal::Unavailable)
+            }
+        }
+    }
+
+    async fn is_familiar(&mut self, store: &dyn Store, peer: SocketAddr, account: &str) -> Result<bool, AuthRefusal> {
+        if self.familiar_to.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(account)) {
+            return Ok(true);
+        }
+        let last = store.last_login_from(account, &login_client(peer.ip())).await.map_err(|e| {
+            tracing::error!(error = %e, "store error reading the login record");
+            AuthRefusal::Unavailable
+        })?;
+        let familiar = last.is_some_and(|t| t >= unix_now() - FAMILIAR_FOR);
+        if familiar {
+            self.familiar_to = Some(account.to_string());
+        }
+        Ok(familiar)
+    }
+
+    /// An exchange ended: a success is remembered for the client network, a failure is
+    /// counted. Returns how long to wait before the failure reply.
+    pub(crate) async fn finished(
+        &mut self,
+        store: &dyn Store,
+        limiter: &AuthLimiter,
+        peer: SocketAddr,
+        authcid: Option<&str>,
+        success: bool,
+    ) -> Duration {
+        match authcid {
+            Some(account) if success => {
+                self.remember_login(store, peer, account).await;
+                self.familiar_to = Some(account.to_string());
+                Duration::ZERO
+            }
+            _ if success => Duration::ZERO,
+            _ => {
+                let familiar =
+                    authcid.is_some_and(|a| self.familiar_to.as_deref().is_some_and(|f| f.eq_ignore_ascii_case(a)));
+                limiter.record_failure(peer.ip(), authcid, familiar)
+            }
+        }
+    }
+
+    /// Awaited, so the login is on record before the session goes on: a failure here only
+    /// costs the client its familiarity, never the login.
+    async fn remember_login(&self, store: &dyn Store, peer: SocketAddr, account: &str) {
+        let client = login_client(peer.ip());
+        let now = unix_now();
+        let last = match store.last_login_from(account, &client).await {
+            Ok(last) => last,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the login record");
+                None
+            }
+        };
+        if last.is_some_and(|t| t > now - REFRESH_LOGIN_AFTER) {
+            return;
+        }
+        if let Err(e) = store.remember_login(account, &client, now, now - FAMILIAR_FOR).await {
+            tracing::warn!(error = %e, %account, %client, "cannot record the login");
         }
     }
 }

@@ -36,6 +36,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vouchmail_proto::pop3::session::SessionConfig as Pop3SessionConfig;
+use vouchmail_proto::sasl::SiteSecret;
 use vouchmail_proto::smtp::address::Address;
 use vouchmail_proto::smtp::session::{Service, SessionConfig};
 use vouchmail_store::Store;
@@ -112,6 +113,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         grace: Duration::from_secs(config.shutdown_grace_secs),
     };
     let tls = Tls::from_config(config)?;
+    let fake_salt_key = bootstrap::scram_fake_salt_key(store.as_ref()).await?;
     let auth_limiter = Arc::new(AuthLimiter::new(
         config.auth.max_failures_per_ip,
         config.auth.max_failures_per_account,
@@ -129,7 +131,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         // One count per role: a flood on the MX must not lock out submission users.
         let limiter = ConnectionLimiter::new(config.smtp.max_connections, config.smtp.max_connections_per_ip);
         let context = Arc::new(SmtpContext {
-            session_config: Arc::new(session_config(config, kind)?),
+            session_config: Arc::new(session_config(config, kind, Some(&fake_salt_key))?),
             store: Arc::clone(&store),
             limiter,
             auth_limiter: Arc::clone(&auth_limiter),
@@ -168,7 +170,8 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         let interval = Duration::from_secs(entry.interval_secs.max(10));
         sessions.spawn(odmr_customer::run_scheduled(options, interval, local, shutdown_rx.clone()));
     }
-    start_pop3(config, &store, &tls, &auth_limiter, &shutdown_rx, &sessions, &mut server).await?;
+    let shared = Pop3Shared { tls: &tls, auth_limiter: &auth_limiter, fake_salt_key: &fake_salt_key };
+    start_pop3(config, &store, shared, &shutdown_rx, &sessions, &mut server).await?;
     if config.outbound.enabled {
         outbound::spawn(config, Arc::clone(&store), shutdown_rx.clone(), &sessions)?;
         let lifetime = config.outbound.lifetime_secs as i64;
@@ -177,13 +180,19 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     Ok(server)
 }
 
+/// What the POP3 listeners share with the SMTP ones.
+struct Pop3Shared<'a> {
+    tls: &'a Tls,
+    auth_limiter: &'a Arc<AuthLimiter>,
+    fake_salt_key: &'a SiteSecret,
+}
+
 /// The POP3 listeners (SPEC 9): pop3 with STLS and pop3s with implicit TLS, sharing one
 /// maildrop lock map and the AUTH failure limits of SMTP.
 async fn start_pop3(
     config: &Config,
     store: &Arc<dyn Store>,
-    tls: &Tls,
-    auth_limiter: &Arc<AuthLimiter>,
+    shared: Pop3Shared<'_>,
     shutdown_rx: &watch::Receiver<bool>,
     sessions: &TaskTracker,
     server: &mut RunningServer,
@@ -193,12 +202,12 @@ async fn start_pop3(
     for implicit_tls in [false, true] {
         let addrs = if implicit_tls { &config.listeners.pop3s } else { &config.listeners.pop3 };
         let context = Arc::new(pop3::Pop3Context {
-            session_config: Arc::new(pop3_session_config(config, implicit_tls)?),
+            session_config: Arc::new(pop3_session_config(config, implicit_tls, shared.fake_salt_key)?),
             store: Arc::clone(store),
             limiter: Arc::clone(&limiter),
-            auth_limiter: Arc::clone(auth_limiter),
+            auth_limiter: Arc::clone(shared.auth_limiter),
             locks: Arc::clone(&locks),
-            tls: Some(tls.clone()),
+            tls: Some(shared.tls.clone()),
             implicit_tls,
         });
         for addr in addrs {
@@ -223,7 +232,11 @@ async fn start_pop3(
     Ok(())
 }
 
-fn pop3_session_config(config: &Config, implicit_tls: bool) -> Result<Pop3SessionConfig, String> {
+fn pop3_session_config(
+    config: &Config,
+    implicit_tls: bool,
+    fake_salt_key: &SiteSecret,
+) -> Result<Pop3SessionConfig, String> {
     let mut session = Pop3SessionConfig::new(config.hostname.clone());
     // RFC 2595 4: STLS on the port that starts in the clear.
     session.starttls = !implicit_tls;
@@ -234,6 +247,7 @@ fn pop3_session_config(config: &Config, implicit_tls: bool) -> Result<Pop3Sessio
     session.max_command_line = config.pop3.max_line_length;
     session.max_auth_line = config.pop3.max_auth_line_length;
     session.scram_iterations = config.auth.scram_iterations;
+    session.scram_fake_salt_key = Some(fake_salt_key.clone());
     Ok(session)
 }
 
@@ -246,7 +260,11 @@ enum Listener {
     Odmr,
 }
 
-fn session_config(config: &Config, kind: Listener) -> Result<SessionConfig, String> {
+fn session_config(
+    config: &Config,
+    kind: Listener,
+    fake_salt_key: Option<&SiteSecret>,
+) -> Result<SessionConfig, String> {
     let service = match kind {
         Listener::Mx => Service::Mx,
         Listener::Submission | Listener::Submissions => Service::Submission,
@@ -270,6 +288,7 @@ fn session_config(config: &Config, kind: Listener) -> Result<SessionConfig, Stri
     session.enhanced_status_codes = service != Service::Odmr;
     session.allow_plaintext_passwords = config.auth.allow_plaintext_passwords;
     session.scram_iterations = config.auth.scram_iterations;
+    session.scram_fake_salt_key = fake_salt_key.cloned();
     session.trusted_auth_assertors = config.auth.trusted_relays.clone();
     session.memory_body_limit = config.smtp.memory_body_limit;
     Ok(session)
@@ -278,7 +297,8 @@ fn session_config(config: &Config, kind: Listener) -> Result<SessionConfig, Stri
 /// The MX session context an ODMR customer serves its reversed session with: the provider
 /// is a trusted relay (SPEC 2), and mail goes into this store like MX mail.
 pub fn customer_context(config: &Config, store: Arc<dyn Store>) -> Result<Arc<SmtpContext>, String> {
-    let mut session = session_config(config, Listener::Mx)?;
+    // No AUTH in this session, so no fake salts either.
+    let mut session = session_config(config, Listener::Mx, None)?;
     session.trusted_relay = true;
     session.etrn = false;
     session.auth_mechanisms.clear();

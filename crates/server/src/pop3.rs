@@ -14,7 +14,7 @@ use vouchmail_proto::pop3::session::{Event, MessageInfo, Session, SessionConfig}
 use vouchmail_store::{Folder, Store, StoreError};
 
 use crate::auth_limit::AuthLimiter;
-use crate::driver::{accept_loop, off_async, secrets_for_auth, upgrade, ReadDeadline};
+use crate::driver::{accept_loop, off_async, upgrade, AuthGuard, AuthRefusal, ReadDeadline};
 use crate::inbound::handshake;
 use crate::limits::{ConnectionLimiter, Refusal};
 use crate::tasks::TaskTracker;
@@ -129,6 +129,7 @@ async fn run_session(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut buffer = vec![0u8; 8192];
+    let mut auth = AuthGuard::default();
     let mut shutting_down = *shutdown.borrow();
     let mut maildrop: Option<OpenMaildrop> = None;
     let mut deadline = ReadDeadline::new(session.read_timeout());
@@ -146,8 +147,9 @@ async fn run_session(
                     }
                 }
                 Event::LookupSecrets { authcid } => {
-                    match secrets_for_auth(context.store.as_ref(), &context.auth_limiter, peer, &authcid).await {
-                        Err(()) => session.auth_blocked(),
+                    match Box::pin(auth.secrets(context.store.as_ref(), &context.auth_limiter, peer, &authcid)).await {
+                        Err(AuthRefusal::Blocked) => session.auth_blocked(),
+                        Err(AuthRefusal::Unavailable) => session.auth_unavailable(),
                         Ok(secrets) => {
                             let Some((returned, event)) =
                                 off_async(session, move |s| s.provide_secrets(secrets.as_ref())).await
@@ -162,7 +164,9 @@ async fn run_session(
                     }
                 }
                 Event::AuthFinished { authcid, success } => {
-                    let delay = context.auth_limiter.record(peer.ip(), authcid.as_deref(), success);
+                    let store = context.store.as_ref();
+                    let limiter = &context.auth_limiter;
+                    let delay = Box::pin(auth.finished(store, limiter, peer, authcid.as_deref(), success)).await;
                     if !success {
                         tracing::warn!(%peer, user = ?authcid, "POP3 authentication failed");
                         // The growing delay slows password guessing (SPEC 3).

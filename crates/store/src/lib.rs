@@ -99,6 +99,17 @@ pub trait Store: Send + Sync {
     // Small settings.
     fn get_meta(&self, key: &str) -> StoreFuture<'_, Option<String>>;
     fn set_meta(&self, key: &str, value: &str) -> StoreFuture<'_, ()>;
+    /// The setting's value; when it has none, `value` is stored first. Atomic: every
+    /// caller (and every node on a shared store) gets the same value.
+    fn get_or_init_meta(&self, key: &str, value: &str) -> StoreFuture<'_, String>;
+
+    // Client networks accounts logged in from (the AUTH failure limits, SPEC 3).
+    /// When the account last logged in from `client` (a network the caller names), if
+    /// that is remembered.
+    fn last_login_from(&self, account: &str, client: &str) -> StoreFuture<'_, Option<i64>>;
+    /// Remembers a login of the account from `client` at `at`, and forgets every login (of
+    /// any account) from before `forget_before`.
+    fn remember_login(&self, account: &str, client: &str, at: i64, forget_before: i64) -> StoreFuture<'_, ()>;
 
     // Client certificates for SASL EXTERNAL.
     fn add_cert_mapping(&self, address: &str, kind: CertMatch, value: &str) -> StoreFuture<'_, ()>;

@@ -128,6 +128,36 @@ CREATE TABLE tracking_events (
     UNIQUE (queue_id, recipient, event)
 );
 "#,
+    // ODMR held domains: one row per (domain, account) that may take its mail, compared
+    // exactly (RFC 2645 5.2.1). The comma-joined domains.held_for was matched with LIKE,
+    // where `_` and `%` in an account name are wildcards; its lists move over here.
+    r#"
+CREATE TABLE held_accounts (
+    domain TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
+    account TEXT NOT NULL,
+    PRIMARY KEY (domain, account)
+);
+CREATE INDEX held_accounts_account ON held_accounts(account);
+INSERT OR IGNORE INTO held_accounts (domain, account)
+WITH RECURSIVE split(domain, account, rest) AS (
+    SELECT name, NULL, held_for || ',' FROM domains WHERE held_for IS NOT NULL
+    UNION ALL
+    SELECT domain, lower(trim(substr(rest, 1, instr(rest, ',') - 1))), substr(rest, instr(rest, ',') + 1)
+    FROM split WHERE rest <> ''
+)
+SELECT domain, account FROM split WHERE account IS NOT NULL AND account <> '';
+ALTER TABLE domains DROP COLUMN held_for;
+"#,
+    // Client networks each account logged in from, for the AUTH failure limits (SPEC 3).
+    r#"
+CREATE TABLE login_clients (
+    account TEXT NOT NULL,
+    client TEXT NOT NULL,
+    last_login INTEGER NOT NULL,
+    PRIMARY KEY (account, client)
+) WITHOUT ROWID;
+CREATE INDEX login_clients_age ON login_clients(last_login);
+"#,
 ];
 
 type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
@@ -380,7 +410,11 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(err, _) if err.code == rusqlite::ErrorCode::ConstraintViolation)
 }
 
-const DOMAIN_COLUMNS: &str = "name, policy, catch_all, created_at, held_for, etrn_host";
+/// The held-for accounts come along in one trip, newline-separated (no address contains a
+/// line break), in the order they were set.
+const DOMAIN_COLUMNS: &str = "name, policy, catch_all, created_at,
+    (SELECT group_concat(account, char(10) ORDER BY rowid) FROM held_accounts WHERE domain = domains.name),
+    etrn_host";
 
 fn row_to_domain(row: &Row<'_>) -> rusqlite::Result<Domain> {
     let policy: String = row.get(1)?;
@@ -391,7 +425,7 @@ fn row_to_domain(row: &Row<'_>) -> rusqlite::Result<Domain> {
         catch_all: row.get(2)?,
         created_at: row.get(3)?,
         held_for: held_for
-            .map(|h| h.split(',').filter(|a| !a.is_empty()).map(str::to_string).collect())
+            .map(|h| h.split('\n').filter(|a| !a.is_empty()).map(str::to_string).collect())
             .unwrap_or_default(),
         etrn_host: row.get(5)?,
     })
@@ -594,6 +628,7 @@ impl Store for SqliteStore {
             conn.execute("UPDATE domains SET catch_all = NULL WHERE catch_all = ?1", params![address])
                 .map_err(db_error)?;
             conn.execute("DELETE FROM accounts WHERE id = ?1", params![id]).map_err(db_error)?;
+            conn.execute("DELETE FROM login_clients WHERE account = ?1", params![address]).map_err(db_error)?;
             for message_id in message_ids {
                 delete_if_orphan(conn, message_id)?;
             }
@@ -841,6 +876,43 @@ impl Store for SqliteStore {
         })
     }
 
+    fn get_or_init_meta(&self, key: &str, value: &str) -> StoreFuture<'_, String> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO NOTHING",
+                params![key, value],
+            )
+            .map_err(db_error)?;
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0)).map_err(db_error)
+        })
+    }
+
+    fn last_login_from(&self, account: &str, client: &str) -> StoreFuture<'_, Option<i64>> {
+        let (account, client) = (account.to_lowercase(), client.to_string());
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT last_login FROM login_clients WHERE account = ?1 AND client = ?2")
+                .and_then(|mut stmt| stmt.query_row(params![account, client], |r| r.get(0)).optional())
+                .map_err(db_error)
+        })
+    }
+
+    fn remember_login(&self, account: &str, client: &str, at: i64, forget_before: i64) -> StoreFuture<'_, ()> {
+        let (account, client) = (account.to_lowercase(), client.to_string());
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO login_clients (account, client, last_login) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(account, client) DO UPDATE SET last_login = MAX(last_login, excluded.last_login)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![account, client, at]))
+            .map_err(db_error)?;
+            conn.prepare_cached("DELETE FROM login_clients WHERE last_login < ?1")
+                .and_then(|mut stmt| stmt.execute(params![forget_before]))
+                .map_err(db_error)?;
+            Ok(())
+        })
+    }
+
     fn add_cert_mapping(&self, address: &str, kind: CertMatch, value: &str) -> StoreFuture<'_, ()> {
         let address = address.to_lowercase();
         let value = kind.normalize(value);
@@ -949,9 +1021,10 @@ impl Store for SqliteStore {
 
     fn set_domain_held(&self, name: &str, accounts: &[String], etrn_host: Option<&str>) -> StoreFuture<'_, ()> {
         let name = name.to_ascii_lowercase();
-        let held_for = accounts.iter().map(|a| a.to_lowercase()).collect::<Vec<_>>().join(",");
+        // Lower-cased here and on lookup: account names compare case-insensitively.
+        let accounts: Vec<String> = accounts.iter().map(|a| a.to_lowercase()).filter(|a| !a.is_empty()).collect();
         let etrn_host = etrn_host.map(str::to_string);
-        self.write(move |conn| held::set_domain_held(conn, &name, &held_for, etrn_host.as_deref()))
+        self.write(move |conn| held::set_domain_held(conn, &name, &accounts, etrn_host.as_deref()))
     }
 
     fn held_domains_for(&self, account: &str) -> StoreFuture<'_, Vec<String>> {

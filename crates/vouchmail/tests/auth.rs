@@ -5,9 +5,17 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use common::{run, tool, SmtpConn, TestServer};
-use vouchmail_proto::sasl::Secrets;
-use vouchmail_store::{CertMatch, NewAccount, Store};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use vouchmail_proto::pop3::RespCode;
+use vouchmail_proto::sasl::{self, ClientSession, Credentials, Mechanism, Secrets};
+use vouchmail_server::pop3_client::{Pop3Client, Pop3ClientError};
+use vouchmail_store::{CertMatch, NewAccount, SqliteStore, Store};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -353,4 +361,138 @@ async fn msmtp_external_with_a_ca_verified_certificate_mapped_by_subject() {
     ];
     let message = msmtp_as_alice(&server, "via subject", &options).await;
     assert!(authenticated_as_alice(&message), "{message}");
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+/// One CRAM-MD5 AUTH as alice on a new submission connection from `local`; the status of
+/// the final reply.
+async fn cram_md5_from(server: &TestServer, local: &str, password: &str) -> String {
+    let (mut c, _) = SmtpConn::connect_from(server.submission(), ip(local)).await;
+    c.cmd("EHLO limits.test").await;
+    let challenge = c.cmd("AUTH CRAM-MD5").await;
+    assert_eq!(challenge.code, 334, "{}", challenge.text());
+    let raw = sasl::decode_challenge(&challenge.lines[0].as_bytes()[4..]).unwrap();
+    let mut client = ClientSession::new(Mechanism::CramMd5, Credentials::new("alice@local.test", password));
+    let response = client.step(&raw).unwrap();
+    c.cmd(&sasl::encode_response(&response)).await.status()
+}
+
+/// A POP3 CRAM-MD5 login as alice from `local`: Ok, or the response code of the `-ERR`.
+async fn pop3_cram_md5_from(server: &TestServer, local: &str) -> Result<(), Option<RespCode>> {
+    let stream = common::connect_from(server.pop3(), ip(local)).await;
+    let (mut pop, _) = Pop3Client::connect(stream).await.unwrap();
+    match pop.authenticate(Mechanism::CramMd5, Credentials::new("alice@local.test", PASSWORD)).await {
+        Ok(_) => Ok(()),
+        Err(Pop3ClientError::Server(reply)) => Err(reply.code),
+        Err(e) => panic!("POP3 login: {e:?}"),
+    }
+}
+
+/// SPEC 3: strangers' wrong passwords block the account only for client addresses that
+/// never logged in to it; the owner's familiar address keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_from_strangers_do_not_lock_out_a_familiar_address() {
+    // Small limits: few failures, so few (growing) delays.
+    let server = TestServer::start_with(|c| {
+        c.auth.max_failures_per_ip = 3;
+        c.auth.max_failures_per_account = 3;
+    })
+    .await;
+    with_alice(&server).await;
+    assert_eq!(cram_md5_from(&server, "127.0.0.1", PASSWORD).await, "235 2.7.0");
+    // 50 wrong passwords from 50 other addresses: the account's limit is reached after 3,
+    // and the others are refused before their password is even looked at.
+    let mut replies = Vec::new();
+    for n in 2..=51 {
+        replies.push(cram_md5_from(&server, &format!("127.0.0.{n}"), "wrong").await);
+    }
+    assert!(replies[..3].iter().all(|r| r == "535 5.7.8"), "{replies:?}");
+    assert!(replies[3..].iter().all(|r| r == "454 4.7.0"), "{replies:?}");
+    // The address alice logged in from is subject only to its own limit.
+    assert_eq!(cram_md5_from(&server, "127.0.0.1", PASSWORD).await, "235 2.7.0");
+    assert_eq!(cram_md5_from(&server, "127.0.0.1", "typo").await, "535 5.7.8");
+    assert_eq!(cram_md5_from(&server, "127.0.0.1", PASSWORD).await, "235 2.7.0");
+    assert_eq!(pop3_cram_md5_from(&server, "127.0.0.1").await, Ok(()));
+    // A new address is refused even with the right password while the attack lasts.
+    assert_eq!(cram_md5_from(&server, "127.0.0.200", PASSWORD).await, "454 4.7.0");
+    assert_eq!(pop3_cram_md5_from(&server, "127.0.0.201").await, Err(Some(RespCode::SysTemp)));
+}
+
+/// SPEC 3: a store that cannot answer is a temporary failure (454 4.7.0, -ERR [SYS/TEMP]),
+/// not a wrong password: it is not counted towards the limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_error_during_auth_is_temporary_and_not_counted() {
+    let server = TestServer::start_with(|c| c.auth.max_failures_per_ip = 2).await;
+    with_alice(&server).await;
+    let db = rusqlite::Connection::open(server.config.store_path()).unwrap();
+    db.execute_batch("ALTER TABLE accounts RENAME TO accounts_away").unwrap();
+    for _ in 0..4 {
+        assert_eq!(cram_md5_from(&server, "127.0.0.1", PASSWORD).await, "454 4.7.0");
+    }
+    assert_eq!(pop3_cram_md5_from(&server, "127.0.0.1").await, Err(Some(RespCode::SysTemp)));
+    db.execute_batch("ALTER TABLE accounts_away RENAME TO accounts").unwrap();
+    assert_eq!(cram_md5_from(&server, "127.0.0.1", PASSWORD).await, "235 2.7.0");
+}
+
+/// The salt and iteration count the server offers `user` in a SCRAM-SHA-256 exchange
+/// (SMTP submission), which is then cancelled.
+async fn smtp_scram_salt(addr: std::net::SocketAddr, user: &str) -> (String, String) {
+    let (mut c, _) = SmtpConn::connect(addr).await;
+    c.cmd("EHLO salt.test").await;
+    let first = STANDARD.encode(format!("n,,n={user},r=clientnonce"));
+    let challenge = c.cmd(&format!("AUTH SCRAM-SHA-256 {first}")).await;
+    assert_eq!(challenge.code, 334, "{}", challenge.text());
+    let server_first = sasl::decode_challenge(&challenge.lines[0].as_bytes()[4..]).unwrap();
+    assert_eq!(c.cmd("*").await.code, 501);
+    salt_and_iterations(&server_first)
+}
+
+/// The same over POP3 (RFC 5034).
+async fn pop3_scram_salt(addr: std::net::SocketAddr, user: &str) -> (String, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let mut line = String::new();
+    read.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("+OK"), "{line}");
+    let first = STANDARD.encode(format!("n,,n={user},r=clientnonce"));
+    write.write_all(format!("AUTH SCRAM-SHA-256 {first}\r\n").as_bytes()).await.unwrap();
+    line.clear();
+    read.read_line(&mut line).await.unwrap();
+    let challenge = line.trim_end().strip_prefix("+ ").unwrap_or_else(|| panic!("{line}"));
+    let server_first = sasl::decode_challenge(challenge.as_bytes()).unwrap();
+    write.write_all(b"*\r\n").await.unwrap();
+    salt_and_iterations(&server_first)
+}
+
+fn salt_and_iterations(server_first: &[u8]) -> (String, String) {
+    let text = String::from_utf8(server_first.to_vec()).unwrap();
+    let field =
+        |name: &str| text.split(',').find_map(|f| f.strip_prefix(name)).unwrap_or_else(|| panic!("{text}")).to_string();
+    (field("s="), field("i="))
+}
+
+/// An unknown user's SCRAM salt is as stable as a real account's (else two attempts tell
+/// whether the account exists), on SMTP and POP3 alike and across a restart on the same
+/// store; different unknown users get different salts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_salts_of_unknown_users_are_stable() {
+    let mut server = TestServer::start().await;
+    let ghost = smtp_scram_salt(server.submission(), "ghost@local.test").await;
+    assert_eq!(ghost.1, "4096");
+    assert_eq!(smtp_scram_salt(server.submission(), "ghost@local.test").await, ghost);
+    assert_eq!(smtp_scram_salt(server.submission(), "Ghost@Local.test").await, ghost);
+    assert_eq!(pop3_scram_salt(server.pop3(), "ghost@local.test").await, ghost);
+    let phantom = smtp_scram_salt(server.submission(), "phantom@local.test").await;
+    assert_ne!(phantom.0, ghost.0);
+    // A restart reads the same secret from the same store.
+    server.server.take().unwrap().shutdown().await;
+    let store = Arc::new(SqliteStore::open(&server.config.store_path()).unwrap());
+    let restarted = vouchmail_server::start(&server.config, store as Arc<dyn Store>).await.unwrap();
+    assert_eq!(smtp_scram_salt(restarted.submission_addrs[0], "ghost@local.test").await, ghost);
+    assert_eq!(pop3_scram_salt(restarted.pop3_addrs[0], "phantom@local.test").await, phantom);
+    restarted.shutdown().await;
 }

@@ -42,6 +42,11 @@ async fn queue_states(server: &TestServer) -> Vec<(String, QueueState)> {
 
 /// Connects to the ODMR port and authenticates with CRAM-MD5 as cust@local.test.
 async fn authenticated(server: &TestServer) -> SmtpConn {
+    authenticated_as(server, "cust@local.test").await
+}
+
+/// Connects to the ODMR port and authenticates with CRAM-MD5 as `user` (password PASSWORD).
+async fn authenticated_as(server: &TestServer, user: &str) -> SmtpConn {
     let (mut c, greeting) = SmtpConn::connect(server.odmr()).await;
     assert_eq!(greeting.code, 220);
     let ehlo = c.cmd("EHLO customer.example").await;
@@ -50,7 +55,7 @@ async fn authenticated(server: &TestServer) -> SmtpConn {
     let challenge = c.cmd("AUTH CRAM-MD5").await;
     assert_eq!(challenge.code, 334);
     let raw = sasl::decode_challenge(&challenge.lines[0].as_bytes()[4..]).unwrap();
-    let mut client = ClientSession::new(Mechanism::CramMd5, Credentials::new("cust@local.test", PASSWORD));
+    let mut client = ClientSession::new(Mechanism::CramMd5, Credentials::new(user, PASSWORD));
     let response = client.step(&raw).unwrap();
     assert_eq!(c.cmd(&sasl::encode_response(&response)).await.code, 235);
     c
@@ -73,6 +78,26 @@ async fn atrn_reply_codes() {
     // Nothing was sent by the refusals.
     assert!(queue_states(&server).await.iter().all(|(_, s)| *s == QueueState::Queued));
     assert_eq!(c.cmd("QUIT").await.code, 221);
+}
+
+/// RFC 2645 5.2.1: an account takes only the domains held for it. `_` in an account name
+/// once matched any character (a LIKE pattern), so cust_1 took custx1's domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atrn_refuses_a_look_alike_accounts_domain() {
+    let server = provider(1).await;
+    for user in ["custx1@local.test", "cust_1@local.test"] {
+        let secrets = Secrets::from_password(PASSWORD).unwrap();
+        server.store.add_account(NewAccount { address: user.into(), secrets, quota_bytes: 0 }).await.unwrap();
+    }
+    server.store.set_domain_held("example.org", &["custx1@local.test".to_string()], None).await.unwrap();
+    let mut c = authenticated_as(&server, "cust_1@local.test").await;
+    assert_eq!(c.cmd("ATRN example.org").await.lines, ["450 ATRN request refused: not authorized for example.org"]);
+    assert_eq!(c.cmd("ATRN").await.lines, ["450 ATRN request refused: no domains are held for you"]);
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+    // The mail waits for its own customer.
+    assert!(queue_states(&server).await.iter().all(|(_, s)| *s == QueueState::Queued));
+    let mut c = authenticated_as(&server, "CustX1@local.test").await;
+    assert_eq!(c.cmd("ATRN example.org").await.code, 250);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

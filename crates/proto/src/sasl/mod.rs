@@ -21,7 +21,7 @@ use base64::Engine;
 
 pub use client::{ClientSession, Credentials};
 pub use secrets::{CramMd5Secret, ScramSecret, SecretFields, Secrets, SecretsError, SecretsPolicy};
-pub use server::{ServerOptions, ServerSession, ServerStep};
+pub use server::{ServerOptions, ServerSession, ServerStep, SiteSecret};
 
 /// A SASL mechanism this crate implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -280,12 +280,18 @@ pub fn decode_initial_response(initial: Option<&str>) -> Result<Option<Vec<u8>>,
 
 impl ServerOptions {
     /// The options for one exchange on this channel.
-    pub fn for_channel(hostname: &str, channel: &Channel<'_>, scram_iterations: u32) -> ServerOptions {
+    pub fn for_channel(
+        hostname: &str,
+        channel: &Channel<'_>,
+        scram_iterations: u32,
+        fake_salt_key: Option<&SiteSecret>,
+    ) -> ServerOptions {
         ServerOptions {
             hostname: hostname.to_string(),
             channel_binding: channel.channel_binding.map(<[u8]>::to_vec),
             external_identity: channel.external_identity.map(str::to_string),
             scram_iterations,
+            fake_salt_key: fake_salt_key.cloned(),
             ..ServerOptions::default()
         }
     }

@@ -1,6 +1,6 @@
 //! Server side of every mechanism, as one state machine.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD;
@@ -30,7 +30,7 @@ pub struct ServerOptions {
     pub external_identity: Option<String>,
     /// A site secret used to derive stable fake SCRAM salts for unknown users, so that
     /// repeated attempts cannot tell them apart from real ones. None: a random salt.
-    pub fake_salt_key: Option<Vec<u8>>,
+    pub fake_salt_key: Option<SiteSecret>,
     /// The site's SCRAM iteration count, announced for unknown users.
     pub scram_iterations: u32,
 }
@@ -59,6 +59,27 @@ impl std::fmt::Debug for ServerOptions {
             .field("external_identity", &self.external_identity)
             .field("scram_iterations", &self.scram_iterations)
             .finish_non_exhaustive()
+    }
+}
+
+/// A per-installation secret (the key of the fake SCRAM salts): cheap to clone, never
+/// printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SiteSecret(Arc<[u8]>);
+
+impl SiteSecret {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> SiteSecret {
+        SiteSecret(bytes.into().into())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SiteSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SiteSecret(..)")
     }
 }
 
@@ -423,7 +444,9 @@ impl ServerSession {
     fn fake_salt(&self, username: &str) -> Result<Vec<u8>, SaslError> {
         match &self.options.fake_salt_key {
             Some(key) => {
-                let mac = scram::hmac(key, format!("fake-salt:{username}").as_bytes());
+                // Lower-cased as the store looks accounts up: a real account has one salt
+                // however its name is spelt, and so must an unknown one.
+                let mac = scram::hmac(key.as_bytes(), format!("fake-salt:{}", username.to_lowercase()).as_bytes());
                 Ok(mac[..16].to_vec())
             }
             None => Ok(random_bytes::<16>()?.to_vec()),

@@ -384,7 +384,7 @@ fn scram_server_failures() {
 
 #[test]
 fn scram_unknown_user_continues_with_fake_salt() {
-    let options = ServerOptions { fake_salt_key: Some(b"site secret".to_vec()), ..Default::default() };
+    let options = ServerOptions { fake_salt_key: Some(SiteSecret::new(b"site secret".to_vec())), ..Default::default() };
     let server_first = |user: &str| {
         let mut server = ServerSession::new(Mechanism::ScramSha256, &options);
         server.start(Some(format!("n,,n={user},r=abc").as_bytes()));
@@ -395,6 +395,8 @@ fn scram_unknown_user_continues_with_fake_salt() {
     let salt = |sf: &str| sf.split(',').nth(1).unwrap().to_owned();
     assert!(a.starts_with("r=abc") && a.ends_with(",i=4096"), "{a}");
     assert_eq!(salt(&a), salt(&server_first("ghost")), "stable fake salt");
+    // Accounts are found whatever the case of their name: so are fake salts.
+    assert_eq!(salt(&a), salt(&server_first("GHost")));
     assert_ne!(salt(&a), salt(&server_first("phantom")));
     // Full run: fails only at the end, like a wrong password.
     let c = client(Mechanism::ScramSha256, "ghost", "pw");

@@ -17,7 +17,7 @@ use vouchmail_proto::smtp::session::{Event, Session, SessionConfig, TlsInfo};
 use vouchmail_store::{Delivery, Store};
 
 use crate::auth_limit::AuthLimiter;
-use crate::driver::{accept_loop, off_async, secrets_for_auth, upgrade, ReadDeadline};
+use crate::driver::{accept_loop, off_async, upgrade, AuthGuard, AuthRefusal, ReadDeadline};
 use crate::limits::{ConnectionLimiter, Refusal};
 use crate::odmr::Odmr;
 use crate::spool::{MemoryBudget, MemoryCharge, Spool};
@@ -145,6 +145,7 @@ async fn run_session(
     mut shutdown: watch::Receiver<bool>,
 ) -> u64 {
     let mut buffer = vec![0u8; 8192];
+    let mut auth = AuthGuard::default();
     let mut shutting_down = *shutdown.borrow();
     let mut reversed: Option<(String, Vec<String>)> = None;
     let mut spool = Spool::new(&context.spool_dir);
@@ -214,8 +215,9 @@ async fn run_session(
                     }
                 }
                 Event::LookupSecrets { authcid } => {
-                    match secrets_for_auth(context.store.as_ref(), &context.auth_limiter, peer, &authcid).await {
-                        Err(()) => session.auth_blocked(),
+                    match Box::pin(auth.secrets(context.store.as_ref(), &context.auth_limiter, peer, &authcid)).await {
+                        Err(AuthRefusal::Blocked) => session.auth_blocked(),
+                        Err(AuthRefusal::Unavailable) => session.auth_unavailable(),
                         Ok(secrets) => {
                             let Some((returned, event)) =
                                 off_async(session, move |s| s.provide_secrets(secrets.as_ref())).await
@@ -247,7 +249,9 @@ async fn run_session(
                     session.etrn_verdict(reply);
                 }
                 Event::AuthFinished { authcid, success } => {
-                    let delay = context.auth_limiter.record(peer.ip(), authcid.as_deref(), success);
+                    let store = context.store.as_ref();
+                    let limiter = &context.auth_limiter;
+                    let delay = Box::pin(auth.finished(store, limiter, peer, authcid.as_deref(), success)).await;
                     if success {
                         tracing::info!(%peer, user = ?authcid, "authenticated");
                     } else {

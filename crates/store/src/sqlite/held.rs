@@ -6,13 +6,14 @@ use rusqlite::{params, params_from_iter, Connection};
 use super::{db_error, row_to_queue_entry, QUEUE_COLUMNS};
 use crate::{LeasedEntry, StoreError, StoreResult};
 
+/// Replaces the accounts a domain is held for (lower-cased by the caller), one row each.
 pub(super) fn set_domain_held(
     conn: &Connection,
     name: &str,
-    held_for: &str,
+    accounts: &[String],
     etrn_host: Option<&str>,
 ) -> StoreResult<()> {
-    for account in held_for.split(',').filter(|a| !a.is_empty()) {
+    for account in accounts {
         let exists: bool = conn
             .query_row("SELECT EXISTS (SELECT 1 FROM accounts WHERE address = ?1)", params![account], |r| r.get(0))
             .map_err(db_error)?;
@@ -20,23 +21,28 @@ pub(super) fn set_domain_held(
             return Err(StoreError::NotFound(format!("account {account}")));
         }
     }
-    let held_for = (!held_for.is_empty()).then_some(held_for);
     let n = conn
-        .execute("UPDATE domains SET held_for = ?2, etrn_host = ?3 WHERE name = ?1", params![name, held_for, etrn_host])
+        .execute("UPDATE domains SET etrn_host = ?2 WHERE name = ?1", params![name, etrn_host])
         .map_err(db_error)?;
     if n == 0 {
         return Err(StoreError::NotFound(format!("domain {name}")));
     }
+    conn.execute("DELETE FROM held_accounts WHERE domain = ?1", params![name]).map_err(db_error)?;
+    let mut insert = conn
+        .prepare_cached("INSERT OR IGNORE INTO held_accounts (domain, account) VALUES (?1, ?2)")
+        .map_err(db_error)?;
+    for account in accounts {
+        insert.execute(params![name, account]).map_err(db_error)?;
+    }
     Ok(())
 }
 
+/// The held domains of an account (lower-cased by the caller). RFC 2645 5.2.1: ATRN may
+/// only release mail held for this very account, so the comparison is exact equality,
+/// never a pattern.
 pub(super) fn domains_for(conn: &Connection, account: &str) -> StoreResult<Vec<String>> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT name FROM domains WHERE held_for IS NOT NULL
-               AND (',' || held_for || ',') LIKE ('%,' || ?1 || ',%') ORDER BY name",
-        )
-        .map_err(db_error)?;
+    let mut stmt =
+        conn.prepare_cached("SELECT domain FROM held_accounts WHERE account = ?1 ORDER BY domain").map_err(db_error)?;
     let rows = stmt.query_map(params![account], |r| r.get(0)).map_err(db_error)?;
     rows.collect::<Result<_, _>>().map_err(db_error)
 }

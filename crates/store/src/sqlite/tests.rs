@@ -249,3 +249,107 @@ async fn downloads_are_recorded_once_per_message_and_recipient() {
     store.delete_mailbox_entries("b@example.org", &[b_entry]).await.unwrap();
     assert_eq!(store.list_tracking_events(0, 10).await.unwrap(), events);
 }
+
+#[tokio::test]
+async fn held_domains_match_the_account_exactly() {
+    let (_dir, store) = store();
+    store.add_domain("p", SenderPolicy::Require).await.unwrap();
+    for domain in ["held.example", "other.example"] {
+        store.add_domain(domain, SenderPolicy::Accept).await.unwrap();
+    }
+    for address in ["custx1@p", "cust_1@p", "cust%@p"] {
+        store.add_account(account(address)).await.unwrap();
+    }
+    store.set_domain_held("held.example", &["CustX1@p".into()], None).await.unwrap();
+    assert_eq!(store.held_domains_for("custx1@P").await.unwrap(), ["held.example"]);
+    // `_` and `%` are characters of the name, not wildcards.
+    assert!(store.held_domains_for("cust_1@p").await.unwrap().is_empty());
+    assert!(store.held_domains_for("cust%@p").await.unwrap().is_empty());
+    assert!(store.held_domains_for("%").await.unwrap().is_empty());
+    store.set_domain_held("other.example", &["cust_1@p".into(), "custx1@p".into()], Some("h:25")).await.unwrap();
+    assert_eq!(store.held_domains_for("cust_1@p").await.unwrap(), ["other.example"]);
+    assert_eq!(store.held_domains_for("custx1@p").await.unwrap(), ["held.example", "other.example"]);
+    let other = store.get_domain("other.example").await.unwrap().unwrap();
+    assert_eq!(other.held_for, ["cust_1@p", "custx1@p"]);
+    assert_eq!(other.etrn_host.as_deref(), Some("h:25"));
+    // Replaced, then released, then gone with the domain.
+    store.set_domain_held("other.example", &["cust%@p".into()], None).await.unwrap();
+    assert_eq!(store.held_domains_for("cust%@p").await.unwrap(), ["other.example"]);
+    assert!(store.held_domains_for("cust_1@p").await.unwrap().is_empty());
+    store.set_domain_held("other.example", &[], None).await.unwrap();
+    assert!(store.get_domain("other.example").await.unwrap().unwrap().held_for.is_empty());
+    assert!(matches!(
+        store.set_domain_held("held.example", &["nobody@p".into()], None).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.remove_domain("held.example").await.unwrap();
+    assert!(store.held_domains_for("custx1@p").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn held_for_lists_move_to_their_own_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    {
+        // A store as the version before held_accounts left it.
+        let conn = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 5;
+             INSERT INTO domains (name, policy, created_at, held_for) VALUES
+               ('a.example', 'accept', 0, 'custx1@p,Other@P'), ('b.example', 'accept', 0, 'other@p'),
+               ('c.example', 'accept', 0, NULL), ('d.example', 'accept', 0, '');",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.held_domains_for("custx1@p").await.unwrap(), ["a.example"]);
+    assert_eq!(store.held_domains_for("other@p").await.unwrap(), ["a.example", "b.example"]);
+    assert!(store.held_domains_for("cust_1@p").await.unwrap().is_empty());
+    let held: Vec<(String, Vec<String>)> =
+        store.list_domains().await.unwrap().into_iter().map(|d| (d.name, d.held_for)).collect();
+    let expected = [
+        ("a.example", vec!["custx1@p", "other@p"]),
+        ("b.example", vec!["other@p"]),
+        ("c.example", vec![]),
+        ("d.example", vec![]),
+    ];
+    let expected: Vec<(String, Vec<String>)> =
+        expected.iter().map(|(d, a)| (d.to_string(), a.iter().map(|s| s.to_string()).collect())).collect();
+    assert_eq!(held, expected);
+}
+
+#[tokio::test]
+async fn logins_are_remembered_per_account_and_client_until_forgotten() {
+    let (_dir, store) = store();
+    store.add_domain("example.org", SenderPolicy::Require).await.unwrap();
+    store.add_account(account("a@example.org")).await.unwrap();
+    assert_eq!(store.last_login_from("a@example.org", "192.0.2.1").await.unwrap(), None);
+    store.remember_login("A@example.org", "192.0.2.1", 1_000, 0).await.unwrap();
+    store.remember_login("a@example.org", "2001:db8::/64", 2_000, 0).await.unwrap();
+    store.remember_login("b@example.org", "192.0.2.1", 1_500, 0).await.unwrap();
+    assert_eq!(store.last_login_from("a@EXAMPLE.org", "192.0.2.1").await.unwrap(), Some(1_000));
+    assert_eq!(store.last_login_from("a@example.org", "192.0.2.2").await.unwrap(), None);
+    // A later login moves the time on; an older report never moves it back.
+    store.remember_login("a@example.org", "192.0.2.1", 3_000, 0).await.unwrap();
+    store.remember_login("a@example.org", "192.0.2.1", 2_500, 0).await.unwrap();
+    assert_eq!(store.last_login_from("a@example.org", "192.0.2.1").await.unwrap(), Some(3_000));
+    // Old logins of every account are forgotten.
+    store.remember_login("a@example.org", "192.0.2.1", 4_000, 2_001).await.unwrap();
+    assert_eq!(store.last_login_from("a@example.org", "2001:db8::/64").await.unwrap(), None);
+    assert_eq!(store.last_login_from("b@example.org", "192.0.2.1").await.unwrap(), None);
+    assert_eq!(store.last_login_from("a@example.org", "192.0.2.1").await.unwrap(), Some(4_000));
+    // And all of an account's with the account.
+    store.remove_account("a@example.org").await.unwrap();
+    assert_eq!(store.last_login_from("a@example.org", "192.0.2.1").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn get_or_init_meta_keeps_the_first_value() {
+    let (_dir, store) = store();
+    assert_eq!(store.get_or_init_meta("k", "first").await.unwrap(), "first");
+    assert_eq!(store.get_or_init_meta("k", "second").await.unwrap(), "first");
+    assert_eq!(store.get_meta("k").await.unwrap().as_deref(), Some("first"));
+}

@@ -159,7 +159,16 @@ impl Reply {
 impl SmtpConn {
     /// Connects and reads the greeting.
     pub async fn connect(addr: SocketAddr) -> (SmtpConn, Reply) {
-        let stream = TcpStream::connect(addr).await.expect("connect");
+        SmtpConn::over(TcpStream::connect(addr).await.expect("connect")).await
+    }
+
+    /// Connects from a chosen local address (any of 127.0.0.0/8 on loopback) and reads the
+    /// greeting.
+    pub async fn connect_from(addr: SocketAddr, local: std::net::IpAddr) -> (SmtpConn, Reply) {
+        SmtpConn::over(connect_from(addr, local).await).await
+    }
+
+    async fn over(stream: TcpStream) -> (SmtpConn, Reply) {
         let (read, write) = stream.into_split();
         let mut conn = SmtpConn { reader: BufReader::new(read), writer: write };
         let greeting = conn.read_reply().await.expect("greeting");
@@ -232,6 +241,14 @@ impl SmtpConn {
         self.send_raw(end).await;
         self.read_reply().await.expect("reply to end of data")
     }
+}
+
+/// A TCP connection to `addr` from the local address `local` (port chosen by the system).
+pub async fn connect_from(addr: SocketAddr, local: std::net::IpAddr) -> TcpStream {
+    let socket = if local.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
+    let socket = socket.expect("socket");
+    socket.bind(SocketAddr::new(local, 0)).expect("bind the local address");
+    socket.connect(addr).await.expect("connect")
 }
 
 /// Runs a command to completion off the async threads.

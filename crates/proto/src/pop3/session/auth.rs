@@ -120,7 +120,12 @@ impl Session {
     }
 
     fn sasl_options(&self) -> ServerOptions {
-        ServerOptions::for_channel(&self.config.hostname, &self.sasl_channel(), self.config.scram_iterations)
+        ServerOptions::for_channel(
+            &self.config.hostname,
+            &self.sasl_channel(),
+            self.config.scram_iterations,
+            self.config.scram_fake_salt_key.as_ref(),
+        )
     }
 
     /// A response line inside the exchange; `*` cancels (RFC 5034 4).
@@ -150,6 +155,12 @@ impl Session {
 
     /// The client or account has too many recent failures: `-ERR [SYS/TEMP]`, try later.
     pub fn auth_blocked(&mut self) {
+        self.auth_unavailable();
+    }
+
+    /// The secrets cannot be read now (a store error): `-ERR [SYS/TEMP]` (RFC 3206 4), not
+    /// counted as a failed attempt.
+    pub fn auth_unavailable(&mut self) {
         if matches!(self.state, State::AwaitingSecrets) {
             self.finish_auth_failure(SaslError::Temporary);
         }

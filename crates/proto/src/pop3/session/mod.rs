@@ -57,6 +57,10 @@ pub struct SessionConfig {
     pub max_auth_line: usize,
     /// SCRAM iteration count announced for unknown users.
     pub scram_iterations: u32,
+    /// The per-installation key of the fake SCRAM salts of unknown users, so that their
+    /// salt is as stable as a real account's. None: a random salt on every attempt, which
+    /// shows that the user does not exist.
+    pub scram_fake_salt_key: Option<crate::sasl::SiteSecret>,
 }
 
 impl SessionConfig {
@@ -71,6 +75,7 @@ impl SessionConfig {
             max_command_line: MAX_COMMAND_LINE,
             max_auth_line: MAX_AUTH_LINE,
             scram_iterations: crate::sasl::secrets::MIN_SCRAM_ITERATIONS,
+            scram_fake_salt_key: None,
         }
     }
 }
@@ -93,8 +98,9 @@ pub enum Event {
     /// [`Session::tls_started`] (or close the connection if the handshake fails).
     StartTls,
     /// USER/PASS or AUTH needs the account's stored secrets: call
-    /// [`Session::provide_secrets`] (off the async threads: it may hash a password), or
-    /// [`Session::auth_blocked`] when the failure limit for this client or account is hit.
+    /// [`Session::provide_secrets`] (off the async threads: it may hash a password),
+    /// [`Session::auth_blocked`] when the failure limit for this client or account is hit,
+    /// or [`Session::auth_unavailable`] when they cannot be read now.
     LookupSecrets { authcid: String },
     /// An authentication attempt ended (for failure counting); no answer needed.
     AuthFinished { authcid: Option<String>, success: bool },

@@ -52,7 +52,12 @@ impl<R> Session<R> {
                 return None;
             }
         };
-        let options = ServerOptions::for_channel(&self.config.hostname, &channel, self.config.scram_iterations);
+        let options = ServerOptions::for_channel(
+            &self.config.hostname,
+            &channel,
+            self.config.scram_iterations,
+            self.config.scram_fake_salt_key.as_ref(),
+        );
         let mut server = ServerSession::new(mechanism, &options);
         let step = server.start(initial.as_deref());
         self.sasl = Some(server);
@@ -86,6 +91,12 @@ impl<R> Session<R> {
 
     /// The client or account has too many recent failures: 454 4.7.0, try later.
     pub fn auth_blocked(&mut self) {
+        self.auth_unavailable();
+    }
+
+    /// The secrets cannot be read now (a store error): 454 4.7.0, a temporary failure
+    /// (SPEC 3), not counted as a failed attempt.
+    pub fn auth_unavailable(&mut self) {
         if matches!(self.state, State::AwaitingSecrets) {
             self.finish_auth_failure(SaslError::Temporary);
         }

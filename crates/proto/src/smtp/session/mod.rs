@@ -77,6 +77,10 @@ pub struct SessionConfig {
     pub allow_plaintext_passwords: bool,
     /// SCRAM iteration count announced for unknown users.
     pub scram_iterations: u32,
+    /// The per-installation key of the fake SCRAM salts of unknown users, so that their
+    /// salt is as stable as a real account's. None: a random salt on every attempt, which
+    /// shows that the user does not exist.
+    pub scram_fake_salt_key: Option<crate::sasl::SiteSecret>,
     /// Authenticated identities trusted to assert another identity with MAIL AUTH=
     /// (RFC 4954 5), e.g. a relay's account.
     pub trusted_auth_assertors: Vec<String>,
@@ -107,6 +111,7 @@ impl SessionConfig {
             auth_mechanisms: Vec::new(),
             allow_plaintext_passwords: false,
             scram_iterations: crate::sasl::secrets::MIN_SCRAM_ITERATIONS,
+            scram_fake_salt_key: None,
             trusted_auth_assertors: Vec::new(),
             etrn: false,
             trusted_relay: false,
@@ -157,8 +162,9 @@ pub enum Event<R> {
     /// The 220 to STARTTLS is queued: write the output, run the TLS handshake, then call
     /// [`Session::tls_started`] (or close the connection if the handshake fails).
     StartTls,
-    /// AUTH needs the account's stored secrets: call [`Session::provide_secrets`], or
-    /// [`Session::auth_blocked`] when the failure limit for this client or account is hit.
+    /// AUTH needs the account's stored secrets: call [`Session::provide_secrets`],
+    /// [`Session::auth_blocked`] when the failure limit for this client or account is hit,
+    /// or [`Session::auth_unavailable`] when they cannot be read now.
     LookupSecrets { authcid: String },
     /// An AUTH exchange ended (for failure counting and the growing delay); no answer needed.
     AuthFinished { authcid: Option<String>, success: bool },

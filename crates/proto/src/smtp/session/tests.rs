@@ -691,6 +691,8 @@ fn blocked_client_gets_454() {
     let ir = b64("\0user@local.example\0pencil");
     assert_eq!(h.codes(format!("AUTH PLAIN {ir}\r\n").as_bytes()), ["454 4.7.0"]);
     assert!(h.session.authenticated().is_none());
+    // A refusal is no guess at a password: nothing to count.
+    assert!(h.auth_outcomes.is_empty());
 }
 
 #[test]
