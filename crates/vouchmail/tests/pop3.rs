@@ -513,3 +513,27 @@ async fn fetchmail_with_user_pass_over_pop3s_keeps_mail() {
     assert!(log.contains("2 messages (2 seen)"), "{log}");
     assert_eq!(std::fs::read_to_string(&mbox).unwrap(), delivered);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_dripping_a_command_is_closed_at_the_autologout_deadline() {
+    let server = server_with(1, |c| c.pop3.idle_timeout_secs = 2).await;
+    let (line, greeting) = Line::connect(server.pop3()).await;
+    assert!(greeting.starts_with("+OK"), "{greeting}");
+    let started = Instant::now();
+    // A byte every 500 ms never completes a line in time, though each read alone is prompt.
+    let Line { mut reader, mut writer } = line;
+    let drip = tokio::spawn(async move {
+        for b in b"USER a-long-user-name-that-never-ends@local.test".iter().take(12) {
+            if writer.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let mut rest = String::new();
+    // RFC 1939 3: the autologout timer closes without a response.
+    let n = tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut rest)).await.unwrap().unwrap_or(0);
+    assert_eq!(n, 0, "closed without a response, got {rest:?}");
+    assert!(started.elapsed() < Duration::from_secs(4), "closed at the deadline: {:?}", started.elapsed());
+    drip.abort();
+}
