@@ -27,6 +27,17 @@ pub struct Config {
     /// Delivery of queued remote mail (SPEC 5).
     pub outbound: Outbound,
     pub odmr: Odmr,
+    /// The resolver every part of the server shares.
+    pub dns: Dns,
+}
+
+/// DNS (issue 10): one resolver, with its cache, for outbound, ETRN, the ODMR customer and
+/// the lookups of AuthKeys and the Messenger federation.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dns {
+    /// Name servers (`ip:port`); empty: `outbound.nameservers`, else /etc/resolv.conf.
+    pub nameservers: Vec<SocketAddr>,
 }
 
 impl Default for Config {
@@ -44,6 +55,7 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             outbound: Outbound::default(),
             odmr: Odmr::default(),
+            dns: Dns::default(),
         }
     }
 }
@@ -315,7 +327,7 @@ impl Default for Bootstrap {
 pub struct Outbound {
     /// Deliver queued remote mail while `serve` runs.
     pub enabled: bool,
-    /// DNS servers (`ip:port`) for MX and address lookups; empty: those of /etc/resolv.conf.
+    /// Old name of `dns.nameservers`, used when that is empty.
     pub nameservers: Vec<SocketAddr>,
     /// TCP port of MX hosts (RFC 5321 4.5.4: 25).
     pub port: u16,
@@ -515,6 +527,16 @@ impl Config {
 
     pub fn store_path(&self) -> PathBuf {
         self.data_dir.join("vouchmail.db")
+    }
+
+    /// The name servers of the shared resolver: `dns.nameservers`, else the older
+    /// `outbound.nameservers`; empty means the system's.
+    pub fn nameservers(&self) -> &[SocketAddr] {
+        if self.dns.nameservers.is_empty() {
+            &self.outbound.nameservers
+        } else {
+            &self.dns.nameservers
+        }
     }
 
     pub fn command_timeout(&self) -> Duration {

@@ -16,6 +16,7 @@
 pub mod auth_limit;
 pub mod bootstrap;
 pub mod config;
+pub mod dns;
 mod driver;
 pub mod inbound;
 pub mod limits;
@@ -60,6 +61,8 @@ pub struct RunningServer {
     listeners: Vec<JoinHandle<()>>,
     sessions: TaskTracker,
     grace: Duration,
+    /// Keeps the shared resolver (and its cache) alive while the server runs.
+    _dns: Arc<dns::Dns>,
 }
 
 impl RunningServer {
@@ -111,6 +114,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         listeners: Vec::new(),
         sessions: sessions.clone(),
         grace: Duration::from_secs(config.shutdown_grace_secs),
+        _dns: dns::Dns::for_config(config)?,
     };
     let tls = Tls::from_config(config)?;
     let fake_salt_key = bootstrap::scram_fake_salt_key(store.as_ref()).await?;

@@ -325,7 +325,7 @@ impl Engine {
         let o = &config.outbound;
         Ok(Arc::new(Engine {
             settings: Settings::from_config(config),
-            router: Router::new(o, &config.hostname)?,
+            router: Router::new(o, &config.hostname, crate::dns::Dns::for_config(config)?)?,
             tls: Connectors::new(o.ca_file.as_deref())?,
             store,
             connections: Arc::new(Semaphore::new(o.max_connections)),

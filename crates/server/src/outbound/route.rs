@@ -3,12 +3,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::RData;
-use hickory_resolver::TokioResolver;
+
+use crate::dns::Dns;
 use vouchmail_proto::sasl::Credentials;
 use vouchmail_proto::smtp::client::TlsMode;
 use vouchmail_proto::smtp::reply::{EnhancedCode, Reply};
@@ -137,7 +137,7 @@ fn split_host_port(text: &str) -> Result<(String, u16), String> {
 
 /// Decides and resolves destinations.
 pub struct Router {
-    resolver: TokioResolver,
+    dns: Arc<Dns>,
     routes: Vec<RouteSpec>,
     relay: Option<RouteSpec>,
     mx_tls: TlsPolicy,
@@ -152,7 +152,7 @@ fn made_up(code: u16, e: (u8, u16, u16), text: impl Into<String>) -> Reply {
 }
 
 impl Router {
-    pub fn new(config: &Outbound, hostname: &str) -> Result<Router, String> {
+    pub fn new(config: &Outbound, hostname: &str, dns: Arc<Dns>) -> Result<Router, String> {
         let mx_tls = TlsPolicy::parse(&config.tls);
         let routes =
             config.routes.iter().map(|r| RouteSpec::from_config(r, mx_tls)).collect::<Result<Vec<_>, String>>()?;
@@ -161,15 +161,7 @@ impl Router {
         if !config.helo_name.is_empty() {
             own_names.push(config.helo_name.to_ascii_lowercase());
         }
-        Ok(Router {
-            resolver: build_resolver(&config.nameservers)?,
-            routes,
-            relay,
-            mx_tls,
-            port: config.port,
-            own_names,
-            prefer_ipv6: config.prefer_ipv6,
-        })
+        Ok(Router { dns, routes, relay, mx_tls, port: config.port, own_names, prefer_ipv6: config.prefer_ipv6 })
     }
 
     fn route_for(&self, domain: &str) -> Option<&RouteSpec> {
@@ -230,7 +222,7 @@ impl Router {
     /// (RFC 7505): no mail at all.
     async fn mx_targets(&self, domain: &str, port: u16) -> Result<Vec<Target>, Reply> {
         let fqdn = format!("{}.", domain.trim_end_matches('.'));
-        let mut exchanges: Vec<(u16, String)> = match self.resolver.mx_lookup(fqdn.as_str()).await {
+        let mut exchanges: Vec<(u16, String)> = match self.dns.resolver().mx_lookup(fqdn.as_str()).await {
             Ok(lookup) => lookup
                 .answers()
                 .iter()
@@ -294,7 +286,10 @@ impl Router {
             return Ok(vec![Target { host: host.to_string(), addr: SocketAddr::new(ip, port) }]);
         }
         let fqdn = format!("{}.", host.trim_end_matches('.'));
-        let (v4, v6) = tokio::join!(self.resolver.ipv4_lookup(fqdn.as_str()), self.resolver.ipv6_lookup(fqdn.as_str()));
+        let (v4, v6) = tokio::join!(
+            self.dns.resolver().ipv4_lookup(fqdn.as_str()),
+            self.dns.resolver().ipv6_lookup(fqdn.as_str())
+        );
         let mut out4 = Vec::new();
         let mut out6 = Vec::new();
         let mut failure: Option<NetError> = None;
@@ -365,35 +360,6 @@ fn dns_failure(name: &str, kind: &str, error: &NetError) -> Reply {
     made_up(451, (4, 4, 3), format!("DNS {kind} lookup for {name} failed: {error}"))
 }
 
-fn build_resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, String> {
-    let provider = TokioRuntimeProvider::default();
-    let mut builder = if nameservers.is_empty() {
-        match TokioResolver::builder(provider.clone()) {
-            Ok(builder) => builder,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the system DNS configuration; DNS lookups will fail");
-                TokioResolver::builder_with_config(ResolverConfig::from_name_servers(Vec::new()), provider)
-            }
-        }
-    } else {
-        let servers = nameservers
-            .iter()
-            .map(|addr| {
-                let mut udp = ConnectionConfig::udp();
-                udp.port = addr.port();
-                let mut tcp = ConnectionConfig::tcp();
-                tcp.port = addr.port();
-                NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
-            })
-            .collect();
-        TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
-    };
-    let options = builder.options_mut();
-    options.timeout = std::time::Duration::from_secs(5);
-    options.attempts = 2;
-    builder.build().map_err(|e| format!("cannot build the DNS resolver: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,7 +394,7 @@ mod tests {
             .a("backup.example.test", "127.0.0.3")
             .start()
             .await;
-        let router = Router::new(&outbound(&dns), "me.test").unwrap();
+        let router = Router::new(&outbound(&dns), "me.test", Dns::shared(&[dns.addr()]).unwrap()).unwrap();
         let d = router.resolve("example.test").await.unwrap();
         assert_eq!(
             hosts(&d),
@@ -445,7 +411,7 @@ mod tests {
             .txt("noaddress.test", "v=spf1 -all")
             .start()
             .await;
-        let router = Router::new(&outbound(&dns), "me.test").unwrap();
+        let router = Router::new(&outbound(&dns), "me.test", Dns::shared(&[dns.addr()]).unwrap()).unwrap();
         // RFC 5321 5.1: no MX, so the domain's own address.
         assert_eq!(hosts(&router.resolve("implicit.test").await.unwrap()), ["implicit.test=127.0.0.4:2525"]);
         // RFC 7505: null MX, a permanent failure with 5.1.10.
@@ -468,7 +434,7 @@ mod tests {
             .mx("loop.test", 10, "me.test")
             .start()
             .await;
-        let router = Router::new(&outbound(&dns), "me.test").unwrap();
+        let router = Router::new(&outbound(&dns), "me.test", Dns::shared(&[dns.addr()]).unwrap()).unwrap();
         assert_eq!(hosts(&router.resolve("example.test").await.unwrap()), ["primary.example.test=127.0.0.2:2525"]);
         let e = router.resolve("loop.test").await.unwrap_err();
         assert_eq!(e.enhanced, Some(EnhancedCode(5, 4, 6)));
@@ -486,7 +452,7 @@ mod tests {
             tls: "encrypt".into(),
             ..Route::default()
         });
-        let router = Router::new(&config, "me.test").unwrap();
+        let router = Router::new(&config, "me.test", Dns::shared(&config.nameservers).unwrap()).unwrap();
         assert_eq!(hosts(&router.resolve("a.corp.test").await.unwrap()), ["127.0.0.5=127.0.0.5:2526"]);
         assert_eq!(router.destination_key("corp.test"), "[127.0.0.5]:2526");
         let relay = router.resolve("anything.example").await.unwrap();
