@@ -174,10 +174,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and runs pending migrations.
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
-        }
+        create_private(path)?;
         let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
         let (sender, receiver) = mpsc::channel::<Job>();
@@ -276,6 +273,32 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         drop(self.stop_writer());
     }
+}
+
+/// The store holds every mailbox and the password hashes: its folder is made 700 and the
+/// database file 600 before SQLite opens it (the -wal and -shm files SQLite makes take the
+/// database file's mode).
+fn create_private(path: &Path) -> StoreResult<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
+        }
+    }
+    if !path.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", path.display())))?;
+    }
+    Ok(())
 }
 
 fn open_connection(path: &Path) -> StoreResult<Connection> {

@@ -15,7 +15,8 @@ use vouchmail_store::{SqliteStore, Store};
 #[derive(Parser)]
 #[command(name = "vouchmail", version, about = "A mail server that accepts only authenticated senders")]
 struct Cli {
-    /// Configuration file (TOML); without it the dev defaults apply.
+    /// Configuration file (TOML). Without it: $VOUCHMAIL_CONFIG, then
+    /// /etc/vouchmail/vouchmail.toml if it exists, else the dev defaults.
     #[arg(long, short, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -24,8 +25,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server.
+    /// Run the server (creates the store on first start).
     Serve,
+    /// Create the store, the first domain and postmaster (printing its password) without
+    /// starting the server.
+    Init,
     /// Local domains and their sender policy.
     #[command(subcommand)]
     Domain(admin::DomainCommand),
@@ -46,9 +50,23 @@ enum Command {
     Odmr(odmr::OdmrCommand),
 }
 
+/// Where the config comes from when `--config` is absent, as a system service expects.
+const SYSTEM_CONFIG: &str = "/etc/vouchmail/vouchmail.toml";
+
+fn config_path(given: Option<PathBuf>) -> Option<PathBuf> {
+    given
+        .or_else(|| std::env::var_os("VOUCHMAIL_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from))
+        .or_else(|| Some(PathBuf::from(SYSTEM_CONFIG)).filter(|p| p.exists()))
+}
+
 fn main() -> ExitCode {
+    // Issue 9: everything we create (store, spool, keys, lock) is ours alone.
+    // SAFETY: umask only sets the process's file mode mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref()) {
+    let config = match Config::load(config_path(cli.config).as_deref()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("vouchmail: {e}");
@@ -74,15 +92,16 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve => serve(config).await,
+            Command::Init => init(config).await,
             command => {
-                let store = open_store(&config)?;
+                let store = open_existing_store(&config)?;
                 let result = match command {
                     Command::Domain(c) => admin::domain(store.as_ref(), c).await,
                     Command::User(c) => admin::user(store.as_ref(), c, &config.auth.secrets_policy()).await,
                     Command::Alias(c) => admin::alias(store.as_ref(), c).await,
                     Command::Mailbox(c) => admin::mailbox(store.as_ref(), c).await,
                     Command::Queue(c) => admin::queue(Arc::clone(&store) as Arc<dyn Store>, c, &config).await,
-                    Command::Serve | Command::Odmr(_) => unreachable!("handled above"),
+                    Command::Serve | Command::Init | Command::Odmr(_) => unreachable!("handled above"),
                 };
                 store.shutdown().await;
                 result
@@ -96,6 +115,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The admin commands work on a store that exists: never a new empty one made by
+/// accident in the working directory.
+fn open_existing_store(config: &Config) -> Result<Arc<SqliteStore>, String> {
+    let path = config.store_path();
+    if !path.exists() {
+        return Err(format!(
+            "no store at {}; pass --config FILE (or set VOUCHMAIL_CONFIG), or create one with vouchmail init",
+            path.display()
+        ));
+    }
+    open_store(config)
 }
 
 fn open_store(config: &Config) -> Result<Arc<SqliteStore>, String> {
@@ -115,14 +147,83 @@ fn init_logging(config: &Config) {
         .init();
 }
 
+async fn init(config: Config) -> Result<(), String> {
+    let existed = config.store_path().exists();
+    let store = open_store(&config)?;
+    let created = bootstrap(&config, store.as_ref()).await?;
+    store.shutdown().await;
+    if existed && !created {
+        println!("the store at {} exists already; nothing to do", config.store_path().display());
+    } else {
+        println!("created the store at {}", config.store_path().display());
+    }
+    Ok(())
+}
+
+/// First start: the domain and postmaster. True when something was created.
+async fn bootstrap(config: &Config, store: &SqliteStore) -> Result<bool, String> {
+    match vouchmail_server::bootstrap::bootstrap(config, store).await? {
+        Some((address, password)) => {
+            // Shown once: only its hash is stored.
+            println!("Created {address} with password {password}");
+            println!("(shown only now; change it with: vouchmail user passwd {address} --password-stdin)");
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// One server per store: an exclusive lock on `<data_dir>/vouchmail.lock`, holding our PID,
+/// kept while the process lives. The admin commands do not take it.
+fn lock_data_dir(config: &Config) -> Result<std::fs::File, String> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::io::AsRawFd;
+    let path = config.data_dir.join("vouchmail.lock");
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; it only reports success or failure.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        return Err(format!(
+            "another vouchmail serve (pid {}) is using {}; stop it first",
+            pid.trim(),
+            config.data_dir.display()
+        ));
+    }
+    let written = file.set_len(0).and_then(|_| file.rewind()).and_then(|_| writeln!(file, "{}", std::process::id()));
+    written.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(file)
+}
+
+/// Issue 9: a store readable by other local users exposes every mailbox and the password
+/// hashes; say so at start (new stores are made 700/600).
+fn warn_if_exposed(config: &Config) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = config.store_path();
+    for item in [config.data_dir.clone(), path.clone(), PathBuf::from(format!("{}-wal", path.display()))] {
+        if let Ok(meta) = std::fs::metadata(&item) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(path = %item.display(), mode = format!("{mode:o}"), "the store is readable by other users; chmod go-rwx it");
+            }
+        }
+    }
+}
+
 async fn serve(config: Config) -> Result<(), String> {
     init_logging(&config);
+    let _lock = lock_data_dir(&config)?;
+    warn_if_exposed(&config);
     let store = open_store(&config)?;
-    if let Some((address, password)) = vouchmail_server::bootstrap::bootstrap(&config, store.as_ref()).await? {
-        // Shown once: only its hash is stored.
-        println!("Created {address} with password {password}");
-        println!("(shown only now; change it with: vouchmail user passwd {address} --password-stdin)");
-    }
+    bootstrap(&config, store.as_ref()).await?;
     let server = vouchmail_server::start(&config, Arc::clone(&store) as Arc<dyn Store>).await?;
     tracing::info!(hostname = %config.hostname, data = %config.data_dir.display(), "vouchmail is running");
     wait_for_signal().await;

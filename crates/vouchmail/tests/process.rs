@@ -365,3 +365,61 @@ fn concurrent_large_messages_keep_memory_bounded() {
     assert_eq!(subjects_in_mailbox(&d, "postmaster@local.test").len(), SESSIONS);
     server.stop();
 }
+
+#[test]
+fn the_store_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Deployment::new();
+    let (server, _addr, _) = d.serve();
+    let data = d.config.parent().unwrap().join("data");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "data folder");
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        let expected = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode(&path), expected, "{}", path.display());
+    }
+    assert!(data.join("vouchmail.db-wal").exists(), "the WAL was made and checked");
+    server.stop();
+}
+
+#[test]
+fn a_second_server_on_the_same_store_is_refused() {
+    let d = Deployment::new();
+    let (server, _addr, _) = d.serve();
+    let out = Command::new(binary()).arg("--config").arg(&d.config).arg("serve").output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another vouchmail serve (pid "), "{stderr}");
+    // The admin commands still work beside the running server.
+    let (ok, out, err) = d.cli(&["domain", "list"], None);
+    assert!(ok && out.contains("local.test"), "{out}{err}");
+    server.stop();
+}
+
+#[test]
+fn admin_commands_never_create_a_store_by_accident() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(binary())
+        .current_dir(empty.path())
+        .env_remove("VOUCHMAIL_CONFIG")
+        .args(["domain", "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no store at ./vouchmail-data/vouchmail.db; pass --config FILE"), "{stderr}");
+    assert!(!empty.path().join("vouchmail-data").exists(), "nothing was created");
+    // VOUCHMAIL_CONFIG is read when --config is absent; init makes the store.
+    let d = Deployment::new();
+    let init = Command::new(binary()).env("VOUCHMAIL_CONFIG", &d.config).arg("init").output().unwrap();
+    let stdout = String::from_utf8_lossy(&init.stdout);
+    assert!(init.status.success() && stdout.contains("Created postmaster@local.test with password "), "{stdout}");
+    let list = Command::new(binary()).env("VOUCHMAIL_CONFIG", &d.config).args(["domain", "list"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).contains("local.test"));
+    // The first serve after init does not print a password again.
+    let (server, _addr, stdout) = d.serve();
+    assert!(!stdout.contains("password"), "{stdout}");
+    server.stop();
+}
