@@ -439,7 +439,22 @@ impl Config {
         if let Some(base) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             config.resolve_paths(base);
         }
+        config.check_files().map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(config)
+    }
+
+    /// The files the config names can be read (checked before anything is created).
+    pub fn check_files(&self) -> Result<(), String> {
+        for (key, path) in
+            [("tls.cert", &self.tls.cert), ("tls.key", &self.tls.key), ("tls.client_ca", &self.tls.client_ca)]
+        {
+            if let Some(path) = path {
+                if let Err(e) = std::fs::File::open(path) {
+                    return Err(format!("{key}: cannot read {}: {e}", path.display()));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -464,7 +479,14 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let text = e.to_string();
+            if text.contains("invalid socket address") || text.contains("invalid IP address") {
+                format!("{text}\nlistener and name server addresses are IP:PORT; host names are not allowed here")
+            } else {
+                text
+            }
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -475,6 +497,22 @@ impl Config {
         }
         if self.smtp.max_recipients < 1 {
             return Err("smtp.max_recipients must be at least 1".into());
+        }
+        if self.smtp.max_message_size == 0 {
+            return Err("smtp.max_message_size must be more than 0".into());
+        }
+        // RFC 5321 4.5.3.2 asks for 300 and 180 seconds; shorter is allowed (tests, lab
+        // setups) and logged at start, but 0 would drop every client at once.
+        for (key, value) in [
+            ("smtp.command_timeout_secs", self.smtp.command_timeout_secs),
+            ("smtp.data_timeout_secs", self.smtp.data_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(format!("{key} must be at least 1 (RFC 5321 4.5.3.2 asks for minutes)"));
+            }
+        }
+        if self.smtp.max_inflight_bytes < self.smtp.memory_body_limit {
+            return Err("smtp.max_inflight_bytes must be at least smtp.memory_body_limit".into());
         }
         self.auth.mechanisms()?;
         if self.pop3.idle_timeout_secs == 0 {
@@ -553,14 +591,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bad_values_are_refused_naming_the_key() {
+        for (text, expected) in [
+            ("[smtp]\nmax_message_size = 0\n", "smtp.max_message_size"),
+            ("[smtp]\ncommand_timeout_secs = 0\n", "smtp.command_timeout_secs"),
+            ("[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n", "tls.cert: cannot read"),
+            ("[listeners]\nmx = [\"mx.example.org:25\"]\n", "host names are not allowed here"),
+        ] {
+            let error = Config::parse(text).and_then(|c| c.check_files()).unwrap_err();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
     fn relative_paths_are_relative_to_the_config_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("vouchmail.toml");
-        std::fs::write(&file, "data_dir = \"data\"\n[tls]\ncert = \"/etc/ssl/c.pem\"\nkey = \"k.pem\"\n").unwrap();
+        let cert = dir.path().join("c.pem");
+        std::fs::write(&cert, "").unwrap();
+        std::fs::write(dir.path().join("k.pem"), "").unwrap();
+        let text = format!("data_dir = \"data\"\n[tls]\ncert = \"{}\"\nkey = \"k.pem\"\n", cert.display());
+        std::fs::write(&file, text).unwrap();
         let config = Config::load(Some(&file)).unwrap();
         assert_eq!(config.data_dir, dir.path().join("data"));
         assert_eq!(config.tls.key, Some(dir.path().join("k.pem")));
-        assert_eq!(config.tls.cert, Some(PathBuf::from("/etc/ssl/c.pem")));
+        assert_eq!(config.tls.cert, Some(cert));
     }
 
     #[test]

@@ -67,6 +67,13 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let config = match Config::load(config_path(cli.config).as_deref()) {
+        Ok(config) if tracing_subscriber::EnvFilter::try_new(&config.log).is_err() => {
+            eprintln!(
+                "vouchmail: log: '{}' is not a tracing filter (e.g. \"info\" or \"vouchmail_server=debug\")",
+                config.log
+            );
+            return ExitCode::from(2);
+        }
         Ok(config) => config,
         Err(e) => {
             eprintln!("vouchmail: {e}");
@@ -220,13 +227,17 @@ fn warn_if_exposed(config: &Config) {
 
 async fn serve(config: Config) -> Result<(), String> {
     init_logging(&config);
+    let signals = StopSignals::install();
     let _lock = lock_data_dir(&config)?;
     warn_if_exposed(&config);
     let store = open_store(&config)?;
-    bootstrap(&config, store.as_ref()).await?;
+    // Issue 9: the listeners, TLS and routes come up first; only then does a first start
+    // create the domain and print the postmaster password, so a start that fails on the
+    // configuration does not use the password up unseen.
     let server = vouchmail_server::start(&config, Arc::clone(&store) as Arc<dyn Store>).await?;
+    bootstrap(&config, store.as_ref()).await?;
     tracing::info!(hostname = %config.hostname, data = %config.data_dir.display(), "vouchmail is running");
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!("shutting down: no new connections; letting sessions finish");
     let cut = server.shutdown().await;
     store.shutdown().await;
@@ -234,17 +245,27 @@ async fn serve(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+/// SIGTERM and SIGINT, listened for from the start of `serve`, so that a signal during
+/// start-up stops the server cleanly instead of killing it.
+struct StopSignals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl StopSignals {
+    fn install() -> StopSignals {
+        use tokio::signal::unix::{signal, SignalKind};
+        StopSignals(signal(SignalKind::terminate()).ok().zip(signal(SignalKind::interrupt()).ok()))
+    }
+
+    async fn wait(self) {
+        match self.0 {
+            Some((mut term, mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

@@ -72,10 +72,15 @@ impl Deployment {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut sent = false;
+            let mut addr = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if !sent {
-                    if let Some(addr) = line.split("service=Mx local=").nth(1) {
-                        let _ = tx.send(addr.trim().to_string());
+                    if let Some(found) = line.split("service=Mx local=").nth(1) {
+                        addr = Some(found.trim().to_string());
+                    }
+                    // Ready once it says so (after the first start's bootstrap).
+                    if line.contains("vouchmail is running") {
+                        let _ = tx.send(addr.clone().unwrap_or_default());
                         sent = true;
                     }
                 }
@@ -421,5 +426,21 @@ fn admin_commands_never_create_a_store_by_accident() {
     // The first serve after init does not print a password again.
     let (server, _addr, stdout) = d.serve();
     assert!(!stdout.contains("password"), "{stdout}");
+    server.stop();
+}
+
+#[test]
+fn a_first_start_that_fails_on_its_config_keeps_the_password_for_the_next() {
+    let d = Deployment::new();
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    // A listener address that cannot be bound (not ours) fails the start.
+    std::fs::write(&d.config, good.replace("mx = [\"127.0.0.1:0\"]", "mx = [\"192.0.2.1:25\"]")).unwrap();
+    let out = Command::new(binary()).arg("--config").arg(&d.config).arg("serve").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on 192.0.2.1:25"));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("password"));
+    std::fs::write(&d.config, good).unwrap();
+    let (server, _addr, stdout) = d.serve();
+    assert!(stdout.starts_with("Created postmaster@local.test with password "), "{stdout}");
     server.stop();
 }
