@@ -124,22 +124,52 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Creates `<data_dir>/tls/cert.pem` and `key.pem` for the host name if they do not exist.
+/// Creates `<data_dir>/tls/cert.pem` and `key.pem` naming the host name (CN and SAN), and
+/// makes them again when the configured host name is no longer the one they name.
 fn self_signed(config: &Config) -> Result<(PathBuf, PathBuf), String> {
     let dir = config.data_dir.join("tls");
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     if cert_path.exists() && key_path.exists() {
-        return Ok((cert_path, key_path));
+        match names_of(&cert_path) {
+            Some(names) if names.iter().any(|n| n.eq_ignore_ascii_case(&config.hostname)) => {
+                return Ok((cert_path, key_path));
+            }
+            names => tracing::info!(
+                cert = %cert_path.display(),
+                old = ?names.unwrap_or_default(),
+                hostname = %config.hostname,
+                "the self-signed certificate names another host; making a new one"
+            ),
+        }
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let names = vec![config.hostname.clone()];
-    let generated =
-        rcgen::generate_simple_self_signed(names).map_err(|e| format!("cannot generate a certificate: {e}"))?;
-    write_private(&key_path, generated.key_pair.serialize_pem().as_bytes())?;
-    std::fs::write(&cert_path, generated.cert.pem())
-        .map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
+    let mut params = rcgen::CertificateParams::new(vec![config.hostname.clone()])
+        .map_err(|e| format!("cannot make a certificate for {}: {e}", config.hostname))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, config.hostname.clone());
+    let key = rcgen::KeyPair::generate().map_err(|e| format!("cannot generate a key: {e}"))?;
+    let cert = params.self_signed(&key).map_err(|e| format!("cannot generate a certificate: {e}"))?;
+    write_private(&key_path, key.serialize_pem().as_bytes())?;
+    std::fs::write(&cert_path, cert.pem()).map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
     tracing::info!(cert = %cert_path.display(), hostname = %config.hostname, "created a self-signed certificate");
     Ok((cert_path, key_path))
+}
+
+/// The DNS names (SAN) a PEM certificate file names; None if it does not parse.
+fn names_of(path: &Path) -> Option<Vec<String>> {
+    let der = CertificateDer::from_pem_file(path).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    Some(
+        san.value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::DNSName(name) => Some(name.to_string()),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
@@ -208,3 +238,27 @@ impl ClientCertVerifier for AnyClientCert {
 
 /// A server-side connection before or after STARTTLS.
 pub type MaybeTls = crate::stream::Connection<TlsStream<TcpStream>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_self_signed_certificate_names_the_hostname_and_follows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config =
+            Config { hostname: "mx.one.test".into(), data_dir: dir.path().to_path_buf(), ..Config::default() };
+        let (cert, _) = self_signed(&config).unwrap();
+        assert_eq!(names_of(&cert), Some(vec!["mx.one.test".to_string()]));
+        let der = CertificateDer::from_pem_file(&cert).unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let cn = parsed.subject().iter_common_name().next().unwrap().as_str().unwrap().to_string();
+        assert_eq!(cn, "mx.one.test");
+        let first = std::fs::read(&cert).unwrap();
+        self_signed(&config).unwrap();
+        assert_eq!(std::fs::read(&cert).unwrap(), first, "kept while the name holds");
+        config.hostname = "mx.two.test".into();
+        self_signed(&config).unwrap();
+        assert_eq!(names_of(&cert), Some(vec!["mx.two.test".to_string()]));
+    }
+}
