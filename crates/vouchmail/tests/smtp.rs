@@ -299,6 +299,8 @@ with smtplib.SMTP(host, port) as s:
     let inbox = server.inbox("jörg@local.test").await;
     assert_eq!(inbox.len(), 1);
     assert!(inbox[0].contains("Umlauten"));
+    // RFC 6531 4.3: the Received field names the SMTPUTF8 transaction.
+    assert!(inbox[0].contains("with\r\n UTF8SMTP id ") || inbox[0].contains("with UTF8SMTP id "), "{}", inbox[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,14 +6,19 @@ use std::time::SystemTime;
 
 use crate::time::rfc5322_date;
 
-/// RFC 3848 WITH protocol types.
-pub fn with_protocol(extended: bool, tls: bool, authenticated: bool) -> &'static str {
-    match (extended, tls, authenticated) {
-        (false, _, _) => "SMTP",
-        (true, false, false) => "ESMTP",
-        (true, false, true) => "ESMTPA",
-        (true, true, false) => "ESMTPS",
-        (true, true, true) => "ESMTPSA",
+/// RFC 3848 and RFC 6531 4.3 WITH protocol types.
+pub fn with_protocol(extended: bool, tls: bool, authenticated: bool, smtputf8: bool) -> &'static str {
+    match (extended, smtputf8, tls, authenticated) {
+        (false, _, _, _) => "SMTP",
+        (true, false, false, false) => "ESMTP",
+        (true, false, false, true) => "ESMTPA",
+        (true, false, true, false) => "ESMTPS",
+        (true, false, true, true) => "ESMTPSA",
+        // RFC 6531 4.3: a transaction with SMTPUTF8.
+        (true, true, false, false) => "UTF8SMTP",
+        (true, true, false, true) => "UTF8SMTPA",
+        (true, true, true, false) => "UTF8SMTPS",
+        (true, true, true, true) => "UTF8SMTPSA",
     }
 }
 
@@ -104,9 +109,13 @@ mod tests {
 
     #[test]
     fn protocol_names_follow_rfc3848() {
-        assert_eq!(with_protocol(false, true, true), "SMTP");
-        assert_eq!(with_protocol(true, false, false), "ESMTP");
-        assert_eq!(with_protocol(true, true, true), "ESMTPSA");
+        assert_eq!(with_protocol(false, true, true, false), "SMTP");
+        assert_eq!(with_protocol(true, false, false, false), "ESMTP");
+        assert_eq!(with_protocol(true, true, true, false), "ESMTPSA");
+        assert_eq!(with_protocol(true, false, false, true), "UTF8SMTP");
+        assert_eq!(with_protocol(true, false, true, true), "UTF8SMTPA");
+        assert_eq!(with_protocol(true, true, false, true), "UTF8SMTPS");
+        assert_eq!(with_protocol(true, true, true, true), "UTF8SMTPSA");
     }
 
     #[test]

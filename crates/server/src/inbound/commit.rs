@@ -83,7 +83,8 @@ pub async fn commit_message(
     };
     let params = &envelope.params;
     let method = auth_method_text(&auth_result);
-    let protocol = trace::with_protocol(client.extended, client.tls, client.authenticated.is_some());
+    let protocol =
+        trace::with_protocol(client.extended, client.tls, client.authenticated.is_some(), envelope.params.smtputf8);
     for _attempt in 0..3 {
         let queue_id = new_queue_id();
         let received = trace::received_value(&ReceivedInfo {
