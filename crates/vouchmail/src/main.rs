@@ -143,9 +143,16 @@ fn open_store(config: &Config) -> Result<Arc<SqliteStore>, String> {
 }
 
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // rustls warns about every client that sends an IP address as SNI (msmtp, fetchmail,
+    // Python do): noise for an operator, unless rustls is asked for by name.
+    if !filter.to_string().contains("rustls") {
+        if let Ok(quiet) = "rustls=error".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -129,7 +129,7 @@ pub async fn commit_message(
                     from = %sender,
                     recipients = envelope.recipients.len(),
                     size = message_size,
-                    auth = %method,
+                    sender_auth = %method,
                     "message accepted"
                 );
                 return Ok(committed.queue_id);
