@@ -3,9 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vouchmail_proto::smtp::address::{
-    parse_forward_path, parse_reverse_path, Address, ForwardPath, ReversePath,
-};
+use vouchmail_proto::smtp::address::{parse_forward_path, parse_reverse_path, Address, ForwardPath, ReversePath};
 
 fn check(a: &Address) {
     let canonical = a.to_string();

@@ -17,19 +17,12 @@ fn crlf_clean(body: &[u8]) -> bool {
     true
 }
 
-fn run(
-    input: &[u8],
-    splits: &[u8],
-    max_size: usize,
-    max_line: usize,
-) -> (usize, Option<DataEnd>, Vec<u8>) {
+fn run(input: &[u8], splits: &[u8], max_size: usize, max_line: usize) -> (usize, Option<DataEnd>, Vec<u8>) {
     let mut d = DataDecoder::new(max_size, max_line);
     let mut pos = 0;
     let mut k = 0;
     while pos < input.len() {
-        let step = splits
-            .get(k % splits.len().max(1))
-            .map_or(input.len(), |&s| usize::from(s) + 1);
+        let step = splits.get(k % splits.len().max(1)).map_or(input.len(), |&s| usize::from(s) + 1);
         k += 1;
         let n = step.min(input.len() - pos);
         let (used, end) = d.feed(&input[pos..pos + n]);

@@ -265,7 +265,7 @@ fn parse_mail(rest: &str) -> Result<Command, SmtpError> {
                     AuthParam::Identity(xtext_decode(v).ok_or_else(|| Reply::syntax("Bad AUTH xtext"))?)
                 });
             }
-            _ => return Err(Reply::unknown_parameter(format!("Unsupported parameter {upper}"))),
+            _ => return Err(unsupported_parameter(&upper)),
         }
     }
     Ok(Command::Mail { from, params })
@@ -297,10 +297,20 @@ fn parse_rcpt(rest: &str) -> Result<Command, SmtpError> {
             ("NOTIFY", Some(_)) | ("ORCPT", Some(_)) => {
                 return Err(Reply::syntax(format!("Duplicate parameter {upper}")));
             }
-            _ => return Err(Reply::unknown_parameter(format!("Unsupported parameter {upper}"))),
+            _ => return Err(unsupported_parameter(&upper)),
         }
     }
     Ok(Command::Rcpt { to, params })
+}
+
+/// 555 for a parameter we do not know, naming at most its first 64 characters: the name
+/// may fill most of a 512-octet command line, and a reply line must stay within 512
+/// octets too (RFC 5321 4.5.3.1.5). Names are ASCII (see [`esmtp_params`]).
+fn unsupported_parameter(name: &str) -> SmtpError {
+    match name.get(..64) {
+        Some(head) if head.len() < name.len() => Reply::unknown_parameter(format!("Unsupported parameter {head}...")),
+        _ => Reply::unknown_parameter(format!("Unsupported parameter {name}")),
+    }
 }
 
 /// RFC 5321 4.1.2 `Mail-parameters = esmtp-param *(SP esmtp-param)`.
@@ -535,6 +545,22 @@ mod tests {
         assert_eq!(parse_command(b"").unwrap_err().code, 500);
         assert_eq!(parse_command(b"\xff\xfe").unwrap_err().code, 501);
         assert_eq!(parse_command(b"DATA now").unwrap_err().code, 501);
+    }
+
+    #[test]
+    fn unknown_parameter_reply_fits_a_reply_line() {
+        // Caught by the session fuzz targets' reply-line check: the 555 echoed the whole
+        // parameter name, up to a 522-octet reply line (RFC 5321 4.5.3.1.5: at most 512).
+        let name = "X".repeat(494);
+        for line in [format!("MAIL FROM:<a@b> {name}"), format!("RCPT TO:<a@b> {name}=1")] {
+            assert_eq!(line.len() + 2, 512);
+            let reply = parse_command(line.as_bytes()).unwrap_err();
+            assert_eq!(reply.code, 555);
+            assert!(reply.to_wire().len() <= 512, "{reply}");
+            assert!(reply.text.starts_with(&format!("Unsupported parameter {}...", &name[..64])));
+        }
+        let reply = parse_command(b"MAIL FROM:<a@b> X-SHORT").unwrap_err();
+        assert_eq!(reply.text, "Unsupported parameter X-SHORT");
     }
 
     #[test]

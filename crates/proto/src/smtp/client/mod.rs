@@ -237,6 +237,18 @@ fn made_up(code: u16, enhanced: EnhancedCode, text: impl Into<String>) -> Reply 
     Reply::new(code, enhanced, text.into())
 }
 
+/// A reply that ends the session, or decides a recipient without a delivery, is never
+/// positive: 1xx-3xx where no such reply fits (a greeting of 250, a 334 to EHLO, a 250 to
+/// AUTH or to DATA, a 354 to the final ".") breaks RFC 5321 4.2.1 and 4.3.2, and passed on
+/// it would read as a delivery to whoever records the outcome.
+fn never_positive(reply: Reply) -> Reply {
+    if reply.is_positive() {
+        made_up(451, EnhancedCode(4, 5, 0), format!("Protocol error: unexpected reply {}", reply.code))
+    } else {
+        reply
+    }
+}
+
 /// Our reply for a connection that ended or stalled unexpectedly (RFC 3463 4.4.2).
 pub fn connection_lost(text: impl Into<String>) -> Reply {
     made_up(421, EnhancedCode(4, 4, 2), text)
@@ -455,6 +467,7 @@ impl Client {
     /// Ends the session: a transaction in progress gets `reply` for every recipient not
     /// already answered for good, then `Failed`.
     fn abort(&mut self, reply: Reply) {
+        let reply = never_positive(reply);
         if self.transaction.is_some() {
             self.finish_transaction(Some(&reply));
         }
@@ -466,6 +479,7 @@ impl Client {
 
     /// Fails the session on a negative reply during setup, saying QUIT first.
     fn fail_setup(&mut self, reply: Reply) {
+        let reply = never_positive(reply);
         self.unsent.clear();
         self.awaiting.clear();
         if !matches!(reply.code, 421) {
@@ -860,9 +874,15 @@ impl Client {
                     None => return missing(),
                 }
                 if let Some(d) = &t.data {
-                    return d.clone();
+                    // DATA answered with something other than 354: the data never went out.
+                    return never_positive(d.clone());
                 }
-                t.dot.clone().unwrap_or_else(missing)
+                match &t.dot {
+                    // RFC 5321 4.3.2: only a 2xx to the final "." is a delivery.
+                    Some(d) if d.code / 100 == 2 || !d.is_positive() => d.clone(),
+                    Some(d) => never_positive(d.clone()),
+                    None => missing(),
+                }
             })
             .collect();
         self.events.push_back(ClientEvent::Done(TransactionResult {

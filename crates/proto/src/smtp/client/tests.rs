@@ -378,3 +378,63 @@ fn garbage_reply_fails_the_session() {
     let (_, events) = step(&mut c, "HTTP/1.1 400 Bad Request\r\n");
     assert!(matches!(&events[..], [ClientEvent::Failed(r)] if r.code == 421));
 }
+
+/// Found by the smtp_client fuzz target: a positive reply where none fits (here a 334
+/// greeting) failed the session with that reply, which the delivery driver passes to every
+/// queued message, and which reads as delivered.
+#[test]
+fn a_positive_reply_never_fails_the_session() {
+    for greeting in ["334 UGFzc3dvcmQ6\r\n", "250 mx.example\r\n", "199 early\r\n"] {
+        let mut c = Client::new(config());
+        let (out, events) = step(&mut c, greeting);
+        assert_eq!(out, "QUIT\r\n");
+        assert!(
+            matches!(&events[..], [ClientEvent::Failed(r)] if (r.code, r.enhanced) == (451, Some(EnhancedCode(4, 5, 0))))
+        );
+        assert!(c.is_closed());
+    }
+    // A 250 to AUTH, during setup.
+    let mut cfg = config();
+    cfg.credentials = Some(Credentials::new("tim", "pw"));
+    cfg.allow_cleartext_auth = true;
+    let mut c = Client::new(cfg);
+    step(&mut c, "220 mx.example\r\n");
+    let (out, _) = step(&mut c, "250-mx.example\r\n250 AUTH PLAIN\r\n");
+    assert!(out.starts_with("AUTH PLAIN "));
+    let (_, events) = step(&mut c, "250 fine\r\n");
+    assert!(matches!(&events[..], [ClientEvent::Failed(r)] if r.code == 451));
+    // A 3xx to RSET ends the session, and the open transaction with it.
+    let mut c = ready(config(), &["PIPELINING"]);
+    send(&mut c, message(&["a@x.example"], "x\r\n"));
+    step(&mut c, "250 ok\r\n550 no\r\n554 no valid recipients\r\n");
+    let (out, _) = send(&mut c, message(&["a@x.example"], "x\r\n"));
+    assert!(out.starts_with("RSET\r\n"));
+    let (_, events) = step(&mut c, "354 what\r\n");
+    assert_eq!(done(&events).replies[0].code, 451);
+    assert!(matches!(events.last(), Some(ClientEvent::Failed(r)) if r.code == 451));
+}
+
+/// Found by the smtp_client fuzz target: a recipient counted as delivered although the data
+/// never went out (DATA answered 250 or 220 instead of 354), or although the final "." was
+/// answered with something other than 2xx.
+#[test]
+fn only_a_2xx_to_the_data_is_a_delivery() {
+    let mut c = ready(config(), &["PIPELINING"]);
+    send(&mut c, message(&["a@x.example"], "x\r\n"));
+    let (out, events) = step(&mut c, "250 ok\r\n250 ok\r\n250 what data?\r\n");
+    assert_eq!(out, "");
+    let r = done(&events);
+    assert!(!r.data_sent);
+    assert_eq!(r.accepted(), 0);
+    assert_eq!(r.replies[0].code, 451);
+    for dot_reply in ["354 again\r\n", "199 soon\r\n"] {
+        let mut c = ready(config(), &["PIPELINING"]);
+        send(&mut c, message(&["a@x.example"], "x\r\n"));
+        step(&mut c, "250 ok\r\n250 ok\r\n354 go\r\n");
+        let (_, events) = step(&mut c, dot_reply);
+        let r = done(&events);
+        assert!(r.data_sent);
+        assert_eq!(r.accepted(), 0, "{dot_reply}");
+        assert_eq!(r.replies[0].code, 451);
+    }
+}
