@@ -412,7 +412,7 @@ print("uid", p.uidl(1).decode())
 p.quit()
 "#;
     let out = python(&server, script).await;
-    assert!(out.contains("signing off (1 messages left)"), "{out}");
+    assert!(out.contains("signing off (1 message left)"), "{out}");
     let entries = server.store.list_mailbox(USER, Some(Folder::Inbox)).await.unwrap();
     assert_eq!(entries.len(), 1);
     assert!(out.contains(&format!("uid +OK 1 {}", entries[0].unique_id())), "{out}");

@@ -299,7 +299,7 @@ fn rfc1939_transaction_example() {
     assert_eq!(h.send(b"STAT\r\n"), "+OK 1 200\r\n");
     assert_eq!(h.send(b"LIST\r\n"), "+OK 1 messages (200 octets)\r\n2 200\r\n.\r\n");
     assert_eq!(h.send(b"NOOP\r\n"), "+OK\r\n");
-    assert_eq!(h.send(b"QUIT\r\n"), "+OK mx.local.example POP3 server signing off (1 messages left)\r\n");
+    assert_eq!(h.send(b"QUIT\r\n"), "+OK mx.local.example POP3 server signing off (1 message left)\r\n");
     assert_eq!(h.updates, [vec![1]]);
     assert!(h.session.is_closed());
 }
@@ -544,7 +544,7 @@ fn pipelined_session_in_one_write() {
     assert_eq!(
         out,
         "+OK Send PASS\r\n+OK mrose's maildrop has 2 messages (320 octets)\r\n+OK 2 320\r\n+OK 1 uid-one\r\n\
-         +OK Message 2 deleted\r\n+OK mx.local.example POP3 server signing off (1 messages left)\r\n"
+         +OK Message 2 deleted\r\n+OK mx.local.example POP3 server signing off (1 message left)\r\n"
     );
     assert_eq!(h.updates, [vec![2]]);
 }

@@ -29,7 +29,7 @@ impl<R> Session<R> {
             return None;
         }
         if self.greeting.is_none() {
-            self.error(Reply::bad_sequence("Send EHLO first"));
+            self.error(Reply::bad_sequence("Send EHLO first: AUTH is an ESMTP extension"));
             return None;
         }
         // RFC 4954 4: a second AUTH after success is refused.

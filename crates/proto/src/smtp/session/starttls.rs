@@ -26,7 +26,7 @@ impl<R> Session<R> {
             return None;
         }
         if self.greeting.is_none() {
-            self.error(Reply::bad_sequence("Send EHLO first"));
+            self.error(Reply::bad_sequence("Send EHLO first: STARTTLS is an ESMTP extension"));
             return None;
         }
         if self.transaction.is_some() {
