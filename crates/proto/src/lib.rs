@@ -3,6 +3,7 @@
 //! Nothing in this crate performs I/O or knows about an async runtime: bytes go in,
 //! events and bytes come out. The server crate wraps these in thin tokio drivers.
 
+pub mod authkey;
 pub mod dsn;
 pub mod headers;
 pub mod pop3;
