@@ -118,8 +118,12 @@ pub async fn commit_message(
             spooled: spooled.clone(),
             deliveries: deliveries.clone(),
         };
-        if let Some(reply) = over_quota(store, &message).await {
-            return Err(reply);
+        // RCPT checked the declared SIZE; only a message larger than that needs a look.
+        let declared = params.size.unwrap_or(0);
+        if message.size() > declared {
+            if let Some(reply) = over_quota(store, &message).await {
+                return Err(reply);
+            }
         }
         let message_size = message.size();
         match store.commit_message(message).await {
