@@ -5,7 +5,6 @@ mod common;
 
 use std::io::Write;
 use std::process::Command;
-use std::time::Duration;
 
 use common::{binary, run, tool, Reply, SmtpConn, TestServer};
 use vouchmail_proto::sasl::{self, ClientSession, Credentials, Mechanism, Secrets};
@@ -90,7 +89,12 @@ async fn repeated_atrn_within_the_interval_is_450() {
     let mut first = authenticated(&strict).await;
     assert_eq!(first.cmd("ATRN").await.code, 250);
     drop(first);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The provider saw the customer go: the entry is back in the queue, deferred.
+    wait_until!(
+        "the first session's outcome",
+        20,
+        queue_states(&strict).await.iter().all(|(_, s)| *s == QueueState::Deferred)
+    );
     let mut second = authenticated(&strict).await;
     assert_eq!(second.cmd("ATRN").await.code, 450);
     drop(server);
@@ -143,26 +147,22 @@ async fn per_recipient_replies_update_the_queue() {
     assert_eq!(c.cmd("ATRN example.org").await.lines, ["250 OK now reversing the connection"]);
     let answer = |line: &str| if line.contains("alice") { "250 ok" } else { "550 no such user" };
     assert_eq!(serve_reversed(&mut c, answer, None).await, 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     // alice delivered, bob bounced (5xx), and the bounce went to the sender (queued remote).
-    let states = queue_states(&server).await;
-    assert!(!states.iter().any(|(r, _)| r.ends_with("@example.org")), "{states:?}");
-    assert_eq!(states, [("s@remote.test".to_string(), QueueState::Queued)]);
+    let bounced = [("s@remote.test".to_string(), QueueState::Queued)];
+    wait_until!(format!("{bounced:?}"), 20, queue_states(&server).await == bounced);
 
     let server = provider(1).await;
     let mut c = authenticated(&server).await;
     assert_eq!(c.cmd("ATRN").await.code, 250);
     let answer = |line: &str| if line.contains("alice") { "250 ok" } else { "452 try later" };
     serve_reversed(&mut c, answer, None).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     // 4xx stays queued for the next ATRN.
-    let states = queue_states(&server).await;
-    assert_eq!(states, [("bob@example.org".to_string(), QueueState::Deferred)]);
+    let deferred = [("bob@example.org".to_string(), QueueState::Deferred)];
+    wait_until!(format!("{deferred:?}"), 20, queue_states(&server).await == deferred);
     let mut again = authenticated(&server).await;
     assert_eq!(again.cmd("ATRN").await.code, 250);
     assert_eq!(serve_reversed(&mut again, |_| "250 ok", None).await, 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(queue_states(&server).await.is_empty());
+    wait_until!("an empty queue", 20, queue_states(&server).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +173,8 @@ async fn customer_dying_mid_session_loses_and_duplicates_nothing() {
     // Takes the first message, then vanishes at the second MAIL.
     assert_eq!(serve_reversed(&mut c, |_| "250 ok", Some(1)).await, 1);
     drop(c);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The provider notices the customer is gone and defers what was not taken.
+    wait_until!("the deferrals", 20, queue_states(&server).await.iter().all(|(_, s)| *s == QueueState::Deferred));
     let states = queue_states(&server).await;
     assert_eq!(states.len(), 4, "{states:?}");
     assert!(states.iter().all(|(_, s)| *s == QueueState::Deferred), "{states:?}");
@@ -181,8 +182,7 @@ async fn customer_dying_mid_session_loses_and_duplicates_nothing() {
     let mut c = authenticated(&server).await;
     assert_eq!(c.cmd("ATRN").await.code, 250);
     assert_eq!(serve_reversed(&mut c, |_| "250 ok", None).await, 2);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(queue_states(&server).await.is_empty());
+    wait_until!("an empty queue", 20, queue_states(&server).await.is_empty());
 }
 
 /// The customer's own vouchmail: a config with its local domain example.org.
@@ -241,8 +241,7 @@ async fn our_customer_into_its_own_mailboxes_with_and_without_tls() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
         assert!(stdout.contains("took 2 message(s)"), "{stdout}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(queue_states(&server).await.is_empty());
+        wait_until!("an empty queue", 20, queue_states(&server).await.is_empty());
         let list = vouchmail(&config, &["mailbox", "list", "alice@example.org"]);
         let listing = String::from_utf8_lossy(&list.stdout);
         assert_eq!(listing.lines().count(), 2, "{listing}");
@@ -297,9 +296,9 @@ async fn our_customer_relays_to_an_smtphost() {
     };
     let out = run(cmd).await;
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(host.inbox("alice@example.org").await.len(), 2);
     // bob does not exist at the smtphost: its 550 bounces those recipients at the provider.
+    wait_until!("the outcomes", 20, !queue_states(&server).await.iter().any(|(r, _)| r.ends_with("@example.org")));
+    assert_eq!(host.inbox("alice@example.org").await.len(), 2);
     let states = queue_states(&server).await;
     assert!(!states.iter().any(|(r, _)| r.ends_with("@example.org")), "{states:?}");
 }
@@ -324,7 +323,7 @@ async fn fetchmail_as_the_customer() {
     cmd.arg("-f").arg(&rc).args(["--nodetach", "-v"]).env("HOME", dir).env("FETCHMAILHOME", dir);
     let out = run(cmd).await;
     let transcript = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until!(format!("an empty queue: {transcript}"), 20, queue_states(&server).await.is_empty());
     assert_eq!(host.inbox("alice@example.org").await.len(), 3, "{transcript}");
     assert_eq!(host.inbox("bob@example.org").await.len(), 3, "{transcript}");
     assert!(queue_states(&server).await.is_empty(), "{transcript}");
@@ -345,15 +344,9 @@ async fn etrn_delivers_to_the_configured_host() {
     assert_eq!(c.cmd("ETRN example.net").await.code, 459);
     let reply: Reply = c.cmd("ETRN example.org").await;
     assert_eq!(reply.code, 253, "{:?}", reply.lines);
-    let mut waited = 0;
-    while host.inbox("bob@example.org").await.is_empty() && waited < 50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += 1;
-    }
+    wait_until!("an empty queue", 20, queue_states(&server).await.is_empty());
     assert_eq!(host.inbox("alice@example.org").await.len(), 1);
     assert_eq!(host.inbox("bob@example.org").await.len(), 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(queue_states(&server).await.is_empty());
     assert_eq!(c.cmd("ETRN example.org").await.code, 251);
 }
 
@@ -384,11 +377,7 @@ async fn a_scheduled_fetch_runs_at_start() {
         &users,
     )
     .await;
-    let mut waited = 0;
-    while customer.inbox("bob@example.org").await.len() < 2 && waited < 100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += 1;
-    }
+    wait_until!("bob's two messages", 20, customer.inbox("bob@example.org").await.len() >= 2);
     assert_eq!(customer.inbox("alice@example.org").await.len(), 2);
     assert_eq!(customer.inbox("bob@example.org").await.len(), 2);
 }
@@ -402,14 +391,23 @@ async fn fetchmail_into_smtp_sink() {
     std::fs::set_permissions(&dump, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     // smtp-sink must drop root privileges (-u); it writes one file per transaction.
-    let mut sink = Command::new(tool("smtp-sink"))
+    let sink = Command::new(tool("smtp-sink"))
         .args(["-u", "nobody", "-d"])
         .arg(format!("{}/%M.", dump.display()))
         .arg(format!("127.0.0.1:{port}"))
         .arg("50")
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Ends smtp-sink even when an assertion fails (it would hold the test's output open).
+    struct Sink(std::process::Child);
+    impl Drop for Sink {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let sink = Sink(sink);
+    wait_until!("smtp-sink to listen", 20, std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     let rc = dir.join("fetchmailrc-sink");
     let text = format!(
         "set no syslog\npoll 127.0.0.1 proto odmr service {} auth cram-md5 user \"cust@local.test\" password \"{PASSWORD}\" \
@@ -422,11 +420,10 @@ async fn fetchmail_into_smtp_sink() {
     cmd.arg("-f").arg(&rc).args(["--nodetach", "-v"]).env("HOME", &dir).env("FETCHMAILHOME", &dir);
     let out = run(cmd).await;
     let transcript = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = sink.kill();
-    let _ = sink.wait();
-    let dumped = std::fs::read_dir(&dump).unwrap().count();
-    assert_eq!(dumped, 3, "{transcript}");
+    let dumped = || std::fs::read_dir(&dump).unwrap().count();
+    wait_until!(format!("three dumped messages: {transcript}"), 20, dumped() >= 3);
+    drop(sink);
+    assert_eq!(dumped(), 3, "{transcript}");
     assert!(queue_states(&server).await.is_empty(), "{transcript}");
 }
 
@@ -458,11 +455,11 @@ async fn our_customer_relays_to_postfix() {
     };
     let out = run(cmd).await;
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let mut waited = 0;
-    while postfix.maildir_messages("bob").len() < 2 && waited < 100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += 1;
-    }
+    wait_until!(
+        format!("bob's messages at Postfix: {}", postfix.log()),
+        20,
+        postfix.maildir_messages("bob").len() >= 2
+    );
     assert_eq!(postfix.maildir_messages("alice").len(), 2, "{}", postfix.log());
     assert_eq!(postfix.maildir_messages("bob").len(), 2, "{}", postfix.log());
     assert!(queue_states(&server).await.is_empty());
@@ -483,11 +480,7 @@ async fn held_mail_expires_with_a_dsn() {
     let reply =
         c.send_message("user@local.test", &["alice@example.org"], "Subject: never collected\r\n\r\nx\r\n").await;
     assert_eq!(reply.code, 250);
-    let mut waited = 0;
-    while server.inbox("user@local.test").await.is_empty() && waited < 100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += 1;
-    }
+    wait_until!("the DSN", 20, !server.inbox("user@local.test").await.is_empty());
     let inbox = server.inbox("user@local.test").await;
     assert_eq!(inbox.len(), 1, "no DSN for the expired held mail");
     assert!(inbox[0].contains("multipart/report") && inbox[0].contains("alice@example.org"), "{}", inbox[0]);
