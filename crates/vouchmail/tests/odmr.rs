@@ -340,8 +340,11 @@ async fn etrn_delivers_to_the_configured_host() {
     let (mut c, _) = SmtpConn::connect(server.mx()).await;
     let ehlo = c.cmd("EHLO static.example").await;
     assert!(ehlo.text().contains("250-ETRN"));
-    assert_eq!(c.cmd("ETRN unknown.example").await.code, 459);
-    assert_eq!(c.cmd("ETRN example.net").await.code, 459);
+    // RFC 1985 5 and RFC 3463 2: a 459 carries a 4.x.x enhanced code (the MX profile
+    // advertises ENHANCEDSTATUSCODES).
+    assert_eq!(c.cmd("ETRN unknown.example").await.status(), "459 4.7.1");
+    assert_eq!(c.cmd("ETRN example.net").await.status(), "459 4.7.1");
+    assert_eq!(c.cmd("ETRN #queue").await.status(), "459 4.5.4");
     let reply: Reply = c.cmd("ETRN example.org").await;
     assert_eq!(reply.code, 253, "{:?}", reply.lines);
     wait_until!("an empty queue", 20, queue_states(&server).await.is_empty());
