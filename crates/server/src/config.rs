@@ -126,13 +126,16 @@ pub struct Odmr {
     pub timeout_secs: u64,
     /// Accept ETRN on the MX listener for held domains with an ETRN host.
     pub etrn: bool,
+    /// ETRN commands one MX session may send; past it each gets 458 and counts as an error
+    /// (`smtp.max_errors` then closes the session).
+    pub max_etrn_per_session: u32,
     /// Scheduled customer fetches from ODMR providers (`[[odmr.fetch]]`).
     pub fetch: Vec<ScheduledFetch>,
 }
 
 impl Default for Odmr {
     fn default() -> Self {
-        Odmr { atrn_interval_secs: 30, timeout_secs: 600, etrn: true, fetch: Vec::new() }
+        Odmr { atrn_interval_secs: 30, timeout_secs: 600, etrn: true, max_etrn_per_session: 10, fetch: Vec::new() }
     }
 }
 

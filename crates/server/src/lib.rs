@@ -261,6 +261,7 @@ fn session_config(config: &Config, kind: Listener) -> Result<SessionConfig, Stri
         session.auth_mechanisms = config.auth.mechanisms()?;
     }
     session.etrn = service == Service::Mx && config.odmr.etrn;
+    session.max_etrn = config.odmr.max_etrn_per_session;
     // RFC 2034: enhanced codes only where ENHANCEDSTATUSCODES is advertised; the ODMR
     // profile does not advertise it.
     session.enhanced_status_codes = service != Service::Odmr;

@@ -5,7 +5,7 @@
 //! decides ATRN, then runs the provider's SMTP client over the same connection once the
 //! roles are reversed. ETRN on the MX listener delivers to the domain's configured host.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -27,12 +27,33 @@ fn now() -> i64 {
     vouchmail_proto::time::unix_seconds(SystemTime::now())
 }
 
+/// A held domain with an ETRN delivery under way; dropping it ends the claim.
+struct EtrnRunning {
+    odmr: Arc<Odmr>,
+    domain: String,
+}
+
+impl EtrnRunning {
+    fn claim(odmr: &Arc<Odmr>, domain: &str) -> Option<EtrnRunning> {
+        let mut running = odmr.etrn_running.lock().unwrap_or_else(|p| p.into_inner());
+        running.insert(domain.to_string()).then(|| EtrnRunning { odmr: Arc::clone(odmr), domain: domain.to_string() })
+    }
+}
+
+impl Drop for EtrnRunning {
+    fn drop(&mut self) {
+        self.odmr.etrn_running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.domain);
+    }
+}
+
 /// Shared by every ODMR and MX session of one server.
 pub struct Odmr {
     store: Arc<dyn Store>,
     delivery: HeldDelivery,
     /// When each account last had an ATRN accepted.
     last_atrn: Mutex<HashMap<String, Instant>>,
+    /// Held domains with an ETRN delivery running.
+    etrn_running: Mutex<HashSet<String>>,
     atrn_interval: Duration,
     lease: i64,
 }
@@ -45,6 +66,7 @@ impl Odmr {
             delivery: HeldDelivery::new(config, Arc::clone(&store))?.with_min_timeout(timeout),
             store,
             last_atrn: Mutex::new(HashMap::new()),
+            etrn_running: Mutex::new(HashSet::new()),
             atrn_interval: Duration::from_secs(config.odmr.atrn_interval_secs),
             lease: (config.odmr.timeout_secs.max(600) * 2) as i64,
         }))
@@ -106,7 +128,10 @@ impl Odmr {
         tracing::info!(%account, %peer, ?domains, recipients = count, delivered = done.delivered, deferred = done.deferred, bounced = done.bounced, "ODMR session done");
     }
 
-    /// ETRN (RFC 1985 5): deliver a held domain's mail to its configured host.
+    /// ETRN (RFC 1985 5): deliver a held domain's mail to its configured host. Any peer may
+    /// send it, so only reads answer it until there is mail to start: the domain, then
+    /// the count of its held mail; the lease (a write transaction) comes last, and not
+    /// while an ETRN delivery for the domain is running already.
     pub async fn etrn(self: &Arc<Self>, node: &str) -> Reply {
         // RFC 1985 5.3: `#name` is a queue name; there are no named queues here.
         if node.starts_with('#') {
@@ -125,6 +150,18 @@ impl Odmr {
             return Reply::etrn_not_allowed(node, "no mail is held here for it");
         };
         let domains = vec![domain.clone()];
+        match self.store.count_held(&domains).await {
+            Ok(0) => return Reply::etrn_nothing_waiting(node),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "ETRN: cannot count held mail");
+                return Reply::etrn_unable(node);
+            }
+        }
+        // One ETRN delivery per domain at a time; the guard ends with the delivery task.
+        let Some(running) = EtrnRunning::claim(self, &domain) else {
+            return Reply::etrn_queuing(node);
+        };
         let entries = match self.store.lease_held(&domains, now(), now() + self.lease).await {
             Ok(entries) => entries,
             Err(e) => {
@@ -132,12 +169,14 @@ impl Odmr {
                 return Reply::etrn_unable(node);
             }
         };
+        // Pending but none leasable: all of it is being delivered (an ATRN, another node).
         if entries.is_empty() {
             return Reply::etrn_nothing_waiting(node);
         }
         let count = entries.len();
         let odmr = Arc::clone(self);
         tokio::spawn(async move {
+            let _running = running;
             let addr = match tokio::net::lookup_host(&host).await.ok().and_then(|mut a| a.next()) {
                 Some(addr) => addr,
                 None => {

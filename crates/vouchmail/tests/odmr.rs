@@ -354,6 +354,57 @@ async fn etrn_delivers_to_the_configured_host() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etrn_with_nothing_waiting_needs_no_store_write() {
+    let server = provider(0).await;
+    server.store.set_domain_held("example.org", &["cust@local.test".to_string()], Some("127.0.0.1:9")).await.unwrap();
+    // Hold the store's write lock: an ETRN that wanted to write would wait for it and fail.
+    let lock = rusqlite::Connection::open(server.config.store_path()).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO static.example").await;
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(5), c.cmd("ETRN example.org")).await;
+    lock.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(reply.expect("ETRN waited for the store's write lock").status(), "251 2.0.0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_etrn_while_one_delivers_starts_nothing() {
+    let server = provider(1).await;
+    // An ETRN host that accepts the connection and never greets: the delivery stays running.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = silent.local_addr().unwrap().to_string();
+    server.store.set_domain_held("example.org", &["cust@local.test".to_string()], Some(&host)).await.unwrap();
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO static.example").await;
+    assert_eq!(c.cmd("ETRN example.org").await.status(), "253 2.0.0");
+    let _held_open = silent.accept().await.unwrap();
+    // The mail is leased to the running delivery: no second lease, no second connection.
+    assert_eq!(c.cmd("ETRN example.org").await.status(), "250 2.0.0");
+    assert!(queue_states(&server).await.iter().all(|(_, s)| *s == QueueState::InFlight));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etrn_flood_is_capped_and_ends_the_session() {
+    let server = TestServer::start_with(|c| {
+        c.odmr.max_etrn_per_session = 3;
+        c.smtp.max_errors = 6;
+    })
+    .await;
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO static.example").await;
+    for _ in 0..3 {
+        assert_eq!(c.cmd("ETRN unknown.example").await.status(), "459 4.7.1");
+    }
+    // Past the cap: 458 without a look at the store; the refusals (459 too) are errors.
+    assert_eq!(c.cmd("ETRN unknown.example").await.status(), "458 4.7.0");
+    assert_eq!(c.cmd("ETRN other.example").await.status(), "458 4.7.0");
+    // The sixth error closes the session.
+    assert_eq!(c.cmd("ETRN unknown.example").await.status(), "458 4.7.0");
+    assert_eq!(c.read_reply().await.unwrap().status(), "421 4.7.0");
+    assert!(c.is_closed().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_fetch_runs_at_start() {
     let server = provider(2).await;
     let password_file = server.dir.path().join("password");

@@ -80,6 +80,9 @@ pub struct SessionConfig {
     pub trusted_auth_assertors: Vec<String>,
     /// Offer and accept ETRN (RFC 1985) on this MX listener.
     pub etrn: bool,
+    /// ETRN commands one session may send; the ones past it get 458 without asking the
+    /// driver (each costs it store lookups) and count as errors.
+    pub max_etrn: u32,
     /// The client is a trusted relay (e.g. our ODMR provider in a reversed session):
     /// its mail counts as authenticated (`x-trusted-relay=pass`).
     pub trusted_relay: bool,
@@ -104,6 +107,7 @@ impl SessionConfig {
             scram_iterations: crate::sasl::secrets::MIN_SCRAM_ITERATIONS,
             trusted_auth_assertors: Vec::new(),
             etrn: false,
+            max_etrn: 10,
             trusted_relay: false,
             enhanced_status_codes: true,
         }
@@ -213,6 +217,8 @@ pub struct Session<R> {
     sasl: Option<ServerSession>,
     transaction: Option<Transaction<R>>,
     errors: u32,
+    /// ETRN commands so far (against `max_etrn`); STARTTLS does not reset it.
+    etrn_commands: u32,
     /// Set while skipping the rest of an over-long line.
     discarding_long_line: bool,
     messages_accepted: u64,
@@ -236,6 +242,7 @@ impl<R> Session<R> {
             sasl: None,
             transaction: None,
             errors: 0,
+            etrn_commands: 0,
             discarding_long_line: false,
             messages_accepted: 0,
             pending_sender_text: None,

@@ -56,6 +56,13 @@ impl<R> Session<R> {
             self.error(Reply::bad_sequence("ETRN not allowed inside a mail transaction"));
             return None;
         }
+        // Each ETRN costs the server store lookups: past the cap the session answers alone,
+        // and each refusal counts as an error, so a flood ends in 421 (RFC 1985 5: 458).
+        self.etrn_commands = self.etrn_commands.saturating_add(1);
+        if self.etrn_commands > self.config.max_etrn {
+            self.error(Reply::etrn_too_many(&node));
+            return None;
+        }
         self.state = State::AwaitingEtrn;
         Some(Event::Etrn { node })
     }
