@@ -15,7 +15,11 @@ const PASSWORD: &str = "odmr secret";
 /// A provider holding example.org (and example.net) for cust@local.test, with `messages`
 /// messages waiting for example.org, each to alice@ and bob@example.org.
 async fn provider(messages: usize) -> TestServer {
-    let server = TestServer::start().await;
+    provider_with(messages, |_| {}).await
+}
+
+async fn provider_with(messages: usize, adjust: impl FnOnce(&mut vouchmail_server::config::Config)) -> TestServer {
+    let server = TestServer::start_with(adjust).await;
     let secrets = Secrets::from_password(PASSWORD).unwrap();
     server.store.add_account(NewAccount { address: "cust@local.test".into(), secrets, quota_bytes: 0 }).await.unwrap();
     for domain in ["example.org", "example.net"] {
@@ -517,6 +521,31 @@ async fn our_customer_relays_to_postfix() {
     assert_eq!(postfix.maildir_messages("alice").len(), 2, "{}", postfix.log());
     assert_eq!(postfix.maildir_messages("bob").len(), 2, "{}", postfix.log());
     assert!(queue_states(&server).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounce_to_a_sender_in_a_held_domain_waits_for_its_customer() {
+    let dns = vouchmail_testkit::dns::TestDns::builder().null_mx("nomail.test").start().await;
+    let server = provider_with(0, |c| {
+        c.outbound.enabled = true;
+        c.outbound.nameservers = vec![dns.addr()];
+    })
+    .await;
+    server.store.add_alias("gone@local.test", &["x@nomail.test".to_string()]).await.unwrap();
+    // A customer's user writes to an address whose domain takes no mail (null MX, RFC
+    // 7505): the bounce is for example.org, which only the customer can take.
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO customer.example").await;
+    let reply = c.send_message("alice@example.org", &["gone@local.test"], "Subject: to nowhere\r\n\r\nx\r\n").await;
+    assert_eq!(reply.code, 250);
+    let held = [("alice@example.org".to_string(), QueueState::Queued)];
+    wait_until!(format!("{held:?}"), 20, queue_states(&server).await == held);
+    assert_eq!(server.store.count_held(&["example.org".to_string()]).await.unwrap(), 1);
+    // The customer's next ATRN takes it, as any mail for the domain.
+    let mut customer = authenticated(&server).await;
+    assert_eq!(customer.cmd("ATRN example.org").await.code, 250);
+    assert_eq!(serve_reversed(&mut customer, |_| "250 ok", None).await, 1);
+    wait_until!("an empty queue", 20, queue_states(&server).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
