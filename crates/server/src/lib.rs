@@ -159,7 +159,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         let options = odmr_customer::FetchOptions::from_schedule(config, entry)?;
         let local = match entry.smtphost {
             Some(_) => None,
-            None => Some(customer_context(config, Arc::clone(&store))?),
+            None => Some(customer_context(config, Arc::clone(&store), options.trusts_provider())?),
         };
         let interval = Duration::from_secs(entry.interval_secs.max(10));
         sessions.spawn(odmr_customer::run_scheduled(options, interval, local, shutdown_rx.clone()));
@@ -271,11 +271,18 @@ fn session_config(config: &Config, kind: Listener) -> Result<SessionConfig, Stri
     Ok(session)
 }
 
-/// The MX session context an ODMR customer serves its reversed session with: the provider
-/// is a trusted relay (SPEC 2), and mail goes into this store like MX mail.
-pub fn customer_context(config: &Config, store: Arc<dyn Store>) -> Result<Arc<SmtpContext>, String> {
+/// The MX session context an ODMR customer serves its reversed session with: mail goes
+/// into this store like MX mail. `trusted_relay`: the provider is a trusted relay (SPEC 2),
+/// which it is only when the customer knows it is talking to its provider
+/// ([`odmr_customer::FetchOptions::trusts_provider`]); otherwise its mail is judged as any
+/// unauthenticated MX mail, by the recipient domain's sender policy.
+pub fn customer_context(
+    config: &Config,
+    store: Arc<dyn Store>,
+    trusted_relay: bool,
+) -> Result<Arc<SmtpContext>, String> {
     let mut session = session_config(config, Listener::Mx)?;
-    session.trusted_relay = true;
+    session.trusted_relay = trusted_relay;
     session.etrn = false;
     session.auth_mechanisms.clear();
     session.starttls = false;

@@ -207,34 +207,67 @@ fn vouchmail(config: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(binary()).arg("--config").arg(config).args(args).output().unwrap()
 }
 
+/// The customer's store: its domain (policy require: only a trusted relay gets mail in)
+/// and its users alice@ and bob@example.org. Returns the config.
+fn customer_store(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = customer_config(dir);
+    std::fs::create_dir_all(dir.join("customer-data")).unwrap();
+    assert!(vouchmail(&config, &["domain", "add", "example.org"]).status.success());
+    for user in ["alice@example.org", "bob@example.org"] {
+        let mut child = Command::new(binary())
+            .arg("--config")
+            .arg(&config)
+            .args(["user", "add", user, "--password-stdin"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"pw\n").unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    config
+}
+
+/// The newest message in a customer mailbox, as stored.
+fn newest_message(config: &std::path::Path, address: &str) -> String {
+    let list = vouchmail(config, &["mailbox", "list", address]);
+    let listing = String::from_utf8_lossy(&list.stdout);
+    let newest = listing.lines().filter_map(|l| l.split('\t').next()?.parse::<i64>().ok()).max();
+    let id = newest.unwrap_or_else(|| panic!("no message for {address}: {listing}")).to_string();
+    String::from_utf8_lossy(&vouchmail(config, &["mailbox", "show", address, &id]).stdout).into_owned()
+}
+
+/// The provider's certificate (self-signed on its first start, for its host name).
+fn provider_certificate(server: &TestServer) -> std::path::PathBuf {
+    server.config.data_dir.join("tls/cert.pem")
+}
+
+/// A certificate's SHA-256 fingerprint as openssl prints it (`AB:CD:...`), the spelling an
+/// operator would paste.
+fn openssl_fingerprint(cert: &std::path::Path) -> String {
+    let out = Command::new(tool("openssl"))
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(cert)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().rsplit_once('=').unwrap_or_else(|| panic!("openssl said {text:?}")).1.to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_customer_into_its_own_mailboxes_with_and_without_tls() {
     for tls in [false, true] {
         let server = provider(2).await;
         let dir = server.dir.path();
-        let config = customer_config(dir);
-        // The customer's store: its domain (policy require: the provider is a trusted relay)
-        // and its users, made before the first fetch bootstraps nothing twice.
-        let store_dir = dir.join("customer-data");
-        std::fs::create_dir_all(&store_dir).unwrap();
-        assert!(vouchmail(&config, &["domain", "add", "example.org"]).status.success());
-        for user in ["alice@example.org", "bob@example.org"] {
-            let mut child = Command::new(binary())
-                .arg("--config")
-                .arg(&config)
-                .args(["user", "add", user, "--password-stdin"])
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            child.stdin.take().unwrap().write_all(b"pw\n").unwrap();
-            assert!(child.wait().unwrap().success());
-        }
+        let config = customer_store(dir);
+        let fingerprint = openssl_fingerprint(&provider_certificate(&server));
         let provider_addr = server.odmr().to_string();
         let mut args = vec!["odmr", "fetch", "--provider", &provider_addr, "--user", "cust@local.test"];
         let password = dir.join("password").display().to_string();
         args.extend(["--password-file", &password]);
         if tls {
-            args.push("--tls");
+            // Pinned: the provider's self-signed certificate names mx.local.test, not the
+            // address dialed (our_customer_checks_the_providers_certificate has the rest).
+            args.extend(["--tls-fingerprint", &fingerprint]);
         }
         let cmd = {
             let mut c = Command::new(binary());
@@ -262,6 +295,91 @@ async fn our_customer_into_its_own_mailboxes_with_and_without_tls() {
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stderr).contains("535"));
     }
+}
+
+/// Our customer with `args` after the provider and the account; its output.
+async fn fetch_with(config: &std::path::Path, provider: &str, args: &[&str]) -> std::process::Output {
+    let password = config.with_file_name("password");
+    let mut cmd = Command::new(binary());
+    cmd.arg("--config").arg(config).args(["odmr", "fetch", "--provider", provider, "--user", "cust@local.test"]);
+    cmd.arg("--password-file").arg(password).args(args);
+    run(cmd).await
+}
+
+/// One more message held for example.org, to alice@ only.
+async fn hold_one(server: &TestServer, subject: &str) {
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO sender.test").await;
+    let reply =
+        c.send_message("s@remote.test", &["alice@example.org"], &format!("Subject: {subject}\r\n\r\nx\r\n")).await;
+    assert_eq!(reply.code, 250);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_customer_checks_the_providers_certificate() {
+    // The provider's self-signed certificate names "localhost", which the customer dials.
+    let server = provider_with(0, |c| c.hostname = "localhost".into()).await;
+    hold_one(&server, "first").await;
+    let config = customer_store(server.dir.path());
+    let cert = provider_certificate(&server);
+    let ca = cert.display().to_string();
+    let fingerprint = openssl_fingerprint(&cert);
+    let (by_name, by_address) = (format!("localhost:{}", server.odmr().port()), server.odmr().to_string());
+    let refused = |out: &std::process::Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("was refused") && stderr.contains("--tls-fingerprint"), "{stderr}");
+        stderr
+    };
+
+    // --tls alone: no CA of the system's bundle issued a self-signed certificate. The
+    // message names the certificate, and nothing was taken.
+    let stderr = refused(&fetch_with(&config, &by_name, &["--tls"]).await);
+    assert!(stderr.contains("system") && stderr.contains("--tls-ca") && stderr.contains(&fingerprint), "{stderr}");
+    // Its CA, but dialed by address: the certificate is not for 127.0.0.1.
+    let stderr = refused(&fetch_with(&config, &by_address, &["--tls-ca", &ca]).await);
+    assert!(stderr.contains("127.0.0.1") && stderr.contains("a name the certificate is for"), "{stderr}");
+    // Another certificate's fingerprint.
+    let stderr = refused(&fetch_with(&config, &by_name, &["--tls-fingerprint", &"00".repeat(32)]).await);
+    assert!(stderr.contains("fingerprint given"), "{stderr}");
+    assert_eq!(queue_states(&server).await, [("alice@example.org".to_string(), QueueState::Queued)]);
+
+    // Its CA, dialed by the name in the certificate: a trusted relay.
+    let out = fetch_with(&config, &by_name, &["--tls-ca", &ca]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let message = newest_message(&config, "alice@example.org");
+    assert!(
+        message.contains("Subject: first") && message.contains("customer.example; x-trusted-relay=pass"),
+        "{message}"
+    );
+
+    // The fingerprint, in openssl's spelling: pinned, so the address dialed does not matter.
+    hold_one(&server, "second").await;
+    let out = fetch_with(&config, &by_address, &["--tls-fingerprint", &fingerprint]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let message = newest_message(&config, "alice@example.org");
+    assert!(
+        message.contains("Subject: second") && message.contains("customer.example; x-trusted-relay=pass"),
+        "{message}"
+    );
+
+    // Unchecked: the mail is judged as from an unauthenticated relay (SPEC 2). Under the
+    // domain's policy require it is refused, so it stays with the provider, bounced...
+    hold_one(&server, "third").await;
+    let out = fetch_with(&config, &by_address, &["--tls-insecure"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("took 0 message(s)"));
+    let bounced = [("s@remote.test".to_string(), QueueState::Queued)];
+    wait_until!(format!("{bounced:?}"), 20, queue_states(&server).await == bounced);
+    // ...and under tag it is stored as unauthenticated, never as x-trusted-relay=pass.
+    assert!(vouchmail(&config, &["domain", "policy", "example.org", "tag"]).status.success());
+    hold_one(&server, "fourth").await;
+    let out = fetch_with(&config, &by_address, &["--tls-insecure"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let message = newest_message(&config, "alice@example.org");
+    assert!(message.contains("Subject: fourth"), "{message}");
+    assert!(message.contains("Authentication-Results: customer.example; none"), "{message}");
+    assert!(!message.contains("x-trusted-relay"), "{message}");
 }
 
 /// A second vouchmail whose MX takes example.org: the `--smtphost` of our customer and of
@@ -414,6 +532,7 @@ async fn a_scheduled_fetch_runs_at_start() {
     let password_file = server.dir.path().join("password");
     std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
     let provider_addr = server.odmr().to_string();
+    let fingerprint = openssl_fingerprint(&provider_certificate(&server)).to_lowercase().replace(':', "");
     let users = ["alice@example.org", "bob@example.org"];
     let customer = TestServer::start_with_users(
         |c| {
@@ -429,6 +548,9 @@ async fn a_scheduled_fetch_runs_at_start() {
                 domains: vec![],
                 smtphost: None,
                 tls: true,
+                tls_ca: None,
+                tls_fingerprint: Some(fingerprint),
+                tls_insecure: false,
                 interval_secs: 3600,
             }];
         },
@@ -508,7 +630,8 @@ async fn our_customer_relays_to_postfix() {
             "--user",
             "cust@local.test",
         ]);
-        c.args(["--password-file", &password, "--smtphost", &smtphost_addr, "--tls"]);
+        // Relayed: Postfix, not we, decides whom it trusts; the certificate goes unchecked.
+        c.args(["--password-file", &password, "--smtphost", &smtphost_addr, "--tls-insecure"]);
         c
     };
     let out = run(cmd).await;
