@@ -442,7 +442,10 @@ async fn fetchmail_as_the_customer() {
     std::fs::write(&rc, text).unwrap();
     std::fs::set_permissions(&rc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut cmd = Command::new(tool("fetchmail"));
-    cmd.arg("-f").arg(&rc).args(["--nodetach", "-v"]).env("HOME", dir).env("FETCHMAILHOME", dir);
+    // Its own lock file: as root, fetchmail's default is /var/run/fetchmail.pid, and two
+    // tests running it at once would refuse each other ("another foreground fetchmail").
+    cmd.arg("-f").arg(&rc).args(["--nodetach", "-v"]).arg("--pidfile").arg(dir.join("fetchmail.pid"));
+    cmd.env("HOME", dir).env("FETCHMAILHOME", dir);
     let out = run(cmd).await;
     let transcript = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     wait_until!(format!("an empty queue: {transcript}"), 20, queue_states(&server).await.is_empty());
@@ -597,7 +600,8 @@ async fn fetchmail_into_smtp_sink() {
     std::fs::write(&rc, text).unwrap();
     std::fs::set_permissions(&rc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut cmd = Command::new(tool("fetchmail"));
-    cmd.arg("-f").arg(&rc).args(["--nodetach", "-v"]).env("HOME", &dir).env("FETCHMAILHOME", &dir);
+    cmd.arg("-f").arg(&rc).args(["--nodetach", "-v"]).arg("--pidfile").arg(dir.join("fetchmail.pid"));
+    cmd.env("HOME", &dir).env("FETCHMAILHOME", &dir);
     let out = run(cmd).await;
     let transcript = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let dumped = || std::fs::read_dir(&dump).unwrap().count();
