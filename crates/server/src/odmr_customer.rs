@@ -17,6 +17,9 @@ use crate::inbound::SmtpContext;
 use crate::outbound::tls::{self, ServerTrust};
 use crate::stream::Stream;
 
+mod relay;
+pub use relay::RelayTimeouts;
+
 /// What `vouchmail odmr fetch` (or a scheduled fetch) asks for.
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
@@ -40,6 +43,8 @@ pub struct FetchOptions {
     pub helo: String,
     /// RFC 2645 5.2.1: at least 10 minutes around ATRN.
     pub timeout: Duration,
+    /// Connecting to `smtphost` and waiting for its replies.
+    pub relay_timeouts: RelayTimeouts,
 }
 
 impl FetchOptions {
@@ -72,7 +77,8 @@ impl FetchOptions {
             trust,
             client_cert: entry.cert.clone().zip(entry.key.clone()),
             helo: config.hostname.clone(),
-            timeout: Duration::from_secs(config.odmr.timeout_secs.max(600)),
+            timeout: customer_timeout(config),
+            relay_timeouts: RelayTimeouts::from_config(config, customer_timeout(config)),
         })
     }
 
@@ -94,6 +100,12 @@ impl FetchOptions {
             _ => p,
         }
     }
+}
+
+/// RFC 2645 5.2.1: the timeout around ATRN and for the provider in the reversed session
+/// is at least 10 minutes.
+pub fn customer_timeout(config: &crate::config::Config) -> Duration {
+    Duration::from_secs(config.odmr.timeout_secs.max(600))
 }
 
 /// Runs the configured fetches on their schedules until shutdown.
@@ -244,7 +256,7 @@ pub async fn fetch(options: &FetchOptions, local: Option<Arc<SmtpContext>>) -> R
     let stream = line.stream;
     match (&options.smtphost, local) {
         (Some(host), _) => {
-            relay(stream, host).await?;
+            relay::relay(stream, host, options.relay_timeouts).await?;
             Ok(FetchOutcome::Taken { messages: None })
         }
         (None, Some(context)) => {
@@ -285,17 +297,4 @@ fn handshake_error(options: &FetchOptions, error: &std::io::Error, presented: Op
         "the certificate of {provider} was refused: {why}{seen}. {remedy}; --tls-insecure (tls_insecure) takes the \
          mail without checking, as from an unauthenticated relay"
     )
-}
-
-/// Pumps the reversed session between the provider and the SMTP host: the host's 220
-/// becomes our greeting, and the provider talks to the host directly.
-async fn relay(mut provider: Box<dyn Stream>, host: &str) -> Result<(), String> {
-    let mut smtp =
-        TcpStream::connect(host).await.map_err(|e| format!("cannot connect to the SMTP host {host}: {e}"))?;
-    match tokio::io::copy_bidirectional(&mut provider, &mut smtp).await {
-        Ok(_) => Ok(()),
-        // One side closing right after QUIT/221 is the normal end.
-        Err(e) if e.kind() == std::io::ErrorKind::NotConnected || e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(format!("relaying to {host} failed: {e}")),
-    }
 }

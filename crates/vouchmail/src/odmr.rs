@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Subcommand;
 use vouchmail_server::config::Config;
-use vouchmail_server::odmr_customer::{fetch, FetchOptions, FetchOutcome};
+use vouchmail_server::odmr_customer::{customer_timeout, fetch, FetchOptions, FetchOutcome, RelayTimeouts};
 use vouchmail_server::outbound::tls::ServerTrust;
 use vouchmail_store::Store;
 
@@ -99,7 +98,8 @@ pub async fn run(config: &Config, command: OdmrCommand) -> Result<ExitCode, Stri
         trust,
         client_cert: cert.zip(key),
         helo: config.hostname.clone(),
-        timeout: Duration::from_secs(config.odmr.timeout_secs.max(600)),
+        timeout: customer_timeout(config),
+        relay_timeouts: RelayTimeouts::from_config(config, customer_timeout(config)),
     };
     // Without --smtphost the reversed session goes into our own store.
     let store = if smtphost.is_none() { Some(super::open_store(config)?) } else { None };

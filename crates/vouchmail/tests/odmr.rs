@@ -425,6 +425,73 @@ async fn our_customer_relays_to_an_smtphost() {
     assert!(!states.iter().any(|(r, _)| r.ends_with("@example.org")), "{states:?}");
 }
 
+/// Runs a command; kills it and fails the test if it still runs after `secs` seconds.
+async fn run_within(mut command: Command, secs: u64, what: &str) -> std::process::Output {
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still running after {secs} s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Our customer relaying to `smtphost`, with `outbound` settings (the relay's timeouts).
+async fn relay_to(server: &TestServer, smtphost: &str, outbound: &str) -> std::process::Output {
+    let config = customer_config(server.dir.path());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.ends_with("[outbound]\nenabled = false\n"), "{text}");
+    text.push_str(outbound);
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = Command::new(binary());
+    cmd.arg("--config").arg(&config);
+    cmd.args(["odmr", "fetch", "--provider", &server.odmr().to_string(), "--user", "cust@local.test"]);
+    cmd.arg("--password-file").arg(server.dir.path().join("password")).args(["--smtphost", smtphost]);
+    run_within(cmd, 30, "the relay to a stuck SMTP host").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_customer_gives_up_on_an_smtphost_that_never_greets() {
+    let server = provider(1).await;
+    // Accepts the connection and says nothing.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let smtphost = silent.local_addr().unwrap().to_string();
+    let out = relay_to(&server, &smtphost, "command_timeout_secs = 2\n").await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("did not answer its greeting within 2 s"), "{stderr}");
+    // The provider never got a greeting either: the mail stays with it.
+    wait_until!("the deferrals", 20, queue_states(&server).await.iter().all(|(_, s)| *s == QueueState::Deferred));
+    drop(silent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_customer_gives_up_on_an_smtphost_that_never_answers_the_data() {
+    let server = provider(1).await;
+    // Takes the message, then sits on its reply past the data timeout.
+    let peer = vouchmail_testkit::smtp_peer::Peer::builder("127.0.0.2")
+        .script(|stage, _| {
+            if let vouchmail_testkit::smtp_peer::Stage::DataEnd(_) = stage {
+                std::thread::sleep(std::time::Duration::from_secs(8));
+            }
+            None
+        })
+        .start();
+    // A command timeout longer than the test: only the data termination one can end it.
+    let outbound = "command_timeout_secs = 60\ndata_timeout_secs = 2\n";
+    let out = relay_to(&server, &peer.addr().to_string(), outbound).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("did not answer the end of the data within 2 s"), "{stderr}");
+    assert!(peer.commands().iter().any(|c| c.starts_with("RCPT")), "{:?}", peer.commands());
+    wait_until!("the deferrals", 20, queue_states(&server).await.iter().all(|(_, s)| *s == QueueState::Deferred));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetchmail_as_the_customer() {
     let server = provider(3).await;
