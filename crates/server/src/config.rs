@@ -147,13 +147,16 @@ pub struct Odmr {
     pub timeout_secs: u64,
     /// Accept ETRN on the MX listener for held domains with an ETRN host.
     pub etrn: bool,
+    /// ETRN commands one MX session may send; past it each gets 458 and counts as an error
+    /// (`smtp.max_errors` then closes the session).
+    pub max_etrn_per_session: u32,
     /// Scheduled customer fetches from ODMR providers (`[[odmr.fetch]]`).
     pub fetch: Vec<ScheduledFetch>,
 }
 
 impl Default for Odmr {
     fn default() -> Self {
-        Odmr { atrn_interval_secs: 30, timeout_secs: 600, etrn: true, fetch: Vec::new() }
+        Odmr { atrn_interval_secs: 30, timeout_secs: 600, etrn: true, max_etrn_per_session: 10, fetch: Vec::new() }
     }
 }
 
@@ -174,10 +177,32 @@ pub struct ScheduledFetch {
     pub domains: Vec<String>,
     /// Relay to this SMTP host instead of our own store.
     pub smtphost: Option<String>,
+    /// STARTTLS; the provider's certificate must be valid for its host name under the
+    /// system's CAs, unless one of the three below says otherwise (each implies TLS).
     #[serde(default)]
     pub tls: bool,
+    /// PEM CA certificates that issued the provider's certificate.
+    pub tls_ca: Option<PathBuf>,
+    /// SHA-256 fingerprint of the provider's certificate (hex, colons allowed): pinned,
+    /// names and dates not checked.
+    pub tls_fingerprint: Option<String>,
+    /// Accept any certificate: encrypted, not authenticated, so the mail is not from a
+    /// trusted relay (SPEC 2) and meets the domain's sender policy.
+    #[serde(default)]
+    pub tls_insecure: bool,
     #[serde(default = "default_fetch_interval")]
     pub interval_secs: u64,
+}
+
+impl ScheduledFetch {
+    /// How the provider's certificate is checked.
+    pub fn trust(&self) -> Result<crate::outbound::tls::ServerTrust, String> {
+        crate::outbound::tls::ServerTrust::from_options(
+            self.tls_ca.as_deref(),
+            self.tls_fingerprint.as_deref(),
+            self.tls_insecure,
+        )
+    }
 }
 
 fn default_fetch_interval() -> u64 {
@@ -528,6 +553,9 @@ impl Config {
             return Err("auth.scram_iterations must be at least 4096 (RFC 7677 4)".into());
         }
         self.validate_outbound()?;
+        for fetch in &self.odmr.fetch {
+            fetch.trust().map_err(|e| format!("odmr.fetch for {}: {e}", fetch.provider))?;
+        }
         if self.bootstrap.policy.parse::<vouchmail_store::SenderPolicy>().is_err() {
             return Err(format!("bootstrap.policy '{}' must be require, tag or accept", self.bootstrap.policy));
         }
@@ -639,6 +667,11 @@ mod tests {
         assert!(Config::parse("[bootstrap]\npolicy = \"maybe\"").unwrap_err().contains("maybe"));
         assert!(Config::parse("[pop3]\nmax_line_length = 100").unwrap_err().contains("255"));
         assert!(Config::parse("[pop3]\nidle_timeout_secs = 0").is_err());
+        let fetch = "[[odmr.fetch]]\nprovider = \"p:366\"\nuser = \"u\"\n";
+        assert!(Config::parse(&format!("{fetch}tls_fingerprint = \"12:34\"")).unwrap_err().contains("fingerprint"));
+        assert!(Config::parse(&format!("{fetch}tls_insecure = true\ntls_ca = \"ca.pem\"")).is_err());
+        let pinned = Config::parse(&format!("{fetch}tls_fingerprint = \"{}\"", "AB:".repeat(31) + "AB")).unwrap();
+        assert_eq!(pinned.odmr.fetch[0].trust().unwrap(), crate::outbound::tls::ServerTrust::Fingerprint([0xab; 32]));
     }
 
     #[test]

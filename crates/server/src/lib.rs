@@ -169,7 +169,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         let options = odmr_customer::FetchOptions::from_schedule(config, entry)?;
         let local = match entry.smtphost {
             Some(_) => None,
-            None => Some(customer_context(config, Arc::clone(&store))?),
+            None => Some(customer_context(config, Arc::clone(&store), options.trusts_provider())?),
         };
         let interval = Duration::from_secs(entry.interval_secs.max(10));
         sessions.spawn(odmr_customer::run_scheduled(options, interval, local, shutdown_rx.clone()));
@@ -287,6 +287,7 @@ fn session_config(
         session.auth_mechanisms = config.auth.mechanisms()?;
     }
     session.etrn = service == Service::Mx && config.odmr.etrn;
+    session.max_etrn = config.odmr.max_etrn_per_session;
     // RFC 2034: enhanced codes only where ENHANCEDSTATUSCODES is advertised; the ODMR
     // profile does not advertise it.
     session.enhanced_status_codes = service != Service::Odmr;
@@ -298,12 +299,19 @@ fn session_config(
     Ok(session)
 }
 
-/// The MX session context an ODMR customer serves its reversed session with: the provider
-/// is a trusted relay (SPEC 2), and mail goes into this store like MX mail.
-pub fn customer_context(config: &Config, store: Arc<dyn Store>) -> Result<Arc<SmtpContext>, String> {
+/// The MX session context an ODMR customer serves its reversed session with: mail goes
+/// into this store like MX mail. `trusted_relay`: the provider is a trusted relay (SPEC 2),
+/// which it is only when the customer knows it is talking to its provider
+/// ([`odmr_customer::FetchOptions::trusts_provider`]); otherwise its mail is judged as any
+/// unauthenticated MX mail, by the recipient domain's sender policy.
+pub fn customer_context(
+    config: &Config,
+    store: Arc<dyn Store>,
+    trusted_relay: bool,
+) -> Result<Arc<SmtpContext>, String> {
     // No AUTH in this session, so no fake salts either.
     let mut session = session_config(config, Listener::Mx, None)?;
-    session.trusted_relay = true;
+    session.trusted_relay = trusted_relay;
     session.etrn = false;
     session.auth_mechanisms.clear();
     session.starttls = false;

@@ -5,7 +5,7 @@
 //! decides ATRN, then runs the provider's SMTP client over the same connection once the
 //! roles are reversed. ETRN on the MX listener delivers to the domain's configured host.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -27,12 +27,33 @@ fn now() -> i64 {
     vouchmail_proto::time::unix_seconds(SystemTime::now())
 }
 
+/// A held domain with an ETRN delivery under way; dropping it ends the claim.
+struct EtrnRunning {
+    odmr: Arc<Odmr>,
+    domain: String,
+}
+
+impl EtrnRunning {
+    fn claim(odmr: &Arc<Odmr>, domain: &str) -> Option<EtrnRunning> {
+        let mut running = odmr.etrn_running.lock().unwrap_or_else(|p| p.into_inner());
+        running.insert(domain.to_string()).then(|| EtrnRunning { odmr: Arc::clone(odmr), domain: domain.to_string() })
+    }
+}
+
+impl Drop for EtrnRunning {
+    fn drop(&mut self) {
+        self.odmr.etrn_running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.domain);
+    }
+}
+
 /// Shared by every ODMR and MX session of one server.
 pub struct Odmr {
     store: Arc<dyn Store>,
     delivery: HeldDelivery,
     /// When each account last had an ATRN accepted.
     last_atrn: Mutex<HashMap<String, Instant>>,
+    /// Held domains with an ETRN delivery running.
+    etrn_running: Mutex<HashSet<String>>,
     atrn_interval: Duration,
     lease: i64,
 }
@@ -45,6 +66,7 @@ impl Odmr {
             delivery: HeldDelivery::new(config, Arc::clone(&store))?.with_min_timeout(timeout),
             store,
             last_atrn: Mutex::new(HashMap::new()),
+            etrn_running: Mutex::new(HashSet::new()),
             atrn_interval: Duration::from_secs(config.odmr.atrn_interval_secs),
             lease: (config.odmr.timeout_secs.max(600) * 2) as i64,
         }))
@@ -52,33 +74,32 @@ impl Odmr {
 
     /// Decides an ATRN (RFC 2645 5.2.1); Ok carries the domains whose mail goes out.
     pub async fn check_atrn(&self, account: &str, requested: &[String]) -> Result<Vec<String>, Reply> {
-        let refused = |text: &str| Reply::new(450, EnhancedCode(4, 7, 1), format!("ATRN request refused: {text}"));
         let allowed = self.store.held_domains_for(account).await.map_err(|e| {
             tracing::error!(error = %e, "ODMR: cannot read the held domains");
-            Reply::new(451, EnhancedCode(4, 3, 0), "Unable to process ATRN request now")
+            Reply::atrn_unavailable()
         })?;
         // No domains: every domain the account may take.
         let domains: Vec<String> = if requested.is_empty() { allowed.clone() } else { requested.to_vec() };
         if domains.is_empty() {
-            return Err(refused("no domains are held for you"));
+            return Err(Reply::atrn_refused("no domains are held for you"));
         }
         // Any domain not allowed: refuse the whole request, send nothing.
         if let Some(denied) = domains.iter().find(|d| !allowed.contains(d)) {
             tracing::warn!(%account, domain = %denied, "ODMR: ATRN for a domain the account may not take");
-            return Err(refused(&format!("not authorized for {denied}")));
+            return Err(Reply::atrn_refused(&format!("not authorized for {denied}")));
         }
         {
             let last = self.last_atrn.lock().unwrap_or_else(|p| p.into_inner());
             if last.get(account).is_some_and(|t| t.elapsed() < self.atrn_interval) {
-                return Err(refused("too soon after the previous ATRN, try again later"));
+                return Err(Reply::atrn_refused("too soon after the previous ATRN, try again later"));
             }
         }
         let pending = self.store.count_held(&domains).await.map_err(|e| {
             tracing::error!(error = %e, "ODMR: cannot count held mail");
-            Reply::new(451, EnhancedCode(4, 3, 0), "Unable to process ATRN request now")
+            Reply::atrn_unavailable()
         })?;
         if pending == 0 {
-            return Err(Reply::new(453, EnhancedCode(4, 0, 0), "You have no mail"));
+            return Err(Reply::atrn_no_mail());
         }
         self.last_atrn.lock().unwrap_or_else(|p| p.into_inner()).insert(account.to_string(), Instant::now());
         Ok(domains)
@@ -107,34 +128,55 @@ impl Odmr {
         tracing::info!(%account, %peer, ?domains, recipients = count, delivered = done.delivered, deferred = done.deferred, bounced = done.bounced, "ODMR session done");
     }
 
-    /// ETRN (RFC 1985 5): deliver a held domain's mail to its configured host.
+    /// ETRN (RFC 1985 5): deliver a held domain's mail to its configured host. Any peer may
+    /// send it, so only reads answer it until there is mail to start: the domain, then
+    /// the count of its held mail; the lease (a write transaction) comes last, and not
+    /// while an ETRN delivery for the domain is running already.
     pub async fn etrn(self: &Arc<Self>, node: &str) -> Reply {
-        let domain = node.trim_start_matches('@').to_ascii_lowercase();
+        // RFC 1985 5.3: `#name` is a queue name; there are no named queues here.
         if node.starts_with('#') {
-            return Reply::new(458, EnhancedCode(4, 0, 0), format!("Unable to queue messages for node {node}"));
+            return Reply::etrn_unknown_queue(node);
         }
-        let not_allowed = || Reply::new(459, EnhancedCode(5, 7, 1), format!("Node {node} not allowed"));
+        let domain = node.trim_start_matches('@').to_ascii_lowercase();
         let record = match self.store.get_domain(&domain).await {
             Ok(Some(record)) => record,
-            Ok(None) => return not_allowed(),
-            Err(_) => {
-                return Reply::new(458, EnhancedCode(4, 3, 0), format!("Unable to queue messages for node {node}"))
+            Ok(None) => return Reply::etrn_not_allowed(node, "no mail is held here for it"),
+            Err(e) => {
+                tracing::error!(error = %e, "ETRN: cannot read the domain");
+                return Reply::etrn_unable(node);
             }
         };
-        let Some(host) = record.etrn_host.filter(|_| !record.held_for.is_empty()) else { return not_allowed() };
+        let Some(host) = record.etrn_host.filter(|_| !record.held_for.is_empty()) else {
+            return Reply::etrn_not_allowed(node, "no mail is held here for it");
+        };
         let domains = vec![domain.clone()];
+        match self.store.count_held(&domains).await {
+            Ok(0) => return Reply::etrn_nothing_waiting(node),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "ETRN: cannot count held mail");
+                return Reply::etrn_unable(node);
+            }
+        }
+        // One ETRN delivery per domain at a time; the guard ends with the delivery task.
+        let Some(running) = EtrnRunning::claim(self, &domain) else {
+            return Reply::etrn_queuing(node);
+        };
         let entries = match self.store.lease_held(&domains, now(), now() + self.lease).await {
             Ok(entries) => entries,
-            Err(_) => {
-                return Reply::new(458, EnhancedCode(4, 3, 0), format!("Unable to queue messages for node {node}"))
+            Err(e) => {
+                tracing::error!(error = %e, "ETRN: cannot lease held mail");
+                return Reply::etrn_unable(node);
             }
         };
+        // Pending but none leasable: all of it is being delivered (an ATRN, another node).
         if entries.is_empty() {
-            return Reply::new(251, EnhancedCode(2, 0, 0), format!("OK, no messages waiting for node {node}"));
+            return Reply::etrn_nothing_waiting(node);
         }
         let count = entries.len();
         let odmr = Arc::clone(self);
         tokio::spawn(async move {
+            let _running = running;
             let addr = match tokio::net::lookup_host(&host).await.ok().and_then(|mut a| a.next()) {
                 Some(addr) => addr,
                 None => {
@@ -156,7 +198,7 @@ impl Odmr {
                 }
             }
         });
-        Reply::new(253, EnhancedCode(2, 0, 0), format!("OK, {count} pending messages for node {node} started"))
+        Reply::etrn_pending(count, node)
     }
 
     /// Bounces held mail nobody collected within the queue lifetime (SPEC 6: held mail

@@ -7,13 +7,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::CertificateError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use vouchmail_proto::sasl::{self, ClientSession, Credentials, Mechanism};
 use vouchmail_proto::smtp::client::reply::{ReplyParser, ServerReply};
 
 use crate::inbound::SmtpContext;
+use crate::outbound::tls::{self, ServerTrust};
 use crate::stream::Stream;
+
+mod relay;
+pub use relay::RelayTimeouts;
 
 /// What `vouchmail odmr fetch` (or a scheduled fetch) asks for.
 #[derive(Debug, Clone)]
@@ -29,12 +34,17 @@ pub struct FetchOptions {
     pub smtphost: Option<String>,
     /// STARTTLS before authenticating.
     pub tls: bool,
+    /// How the provider's certificate is checked, with `tls`. Only a provider that the
+    /// check authenticated is a trusted relay (SPEC 2).
+    pub trust: ServerTrust,
     /// Client certificate and key for SASL EXTERNAL (implies TLS).
     pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Our name in EHLO.
     pub helo: String,
     /// RFC 2645 5.2.1: at least 10 minutes around ATRN.
     pub timeout: Duration,
+    /// Connecting to `smtphost` and waiting for its replies.
+    pub relay_timeouts: RelayTimeouts,
 }
 
 impl FetchOptions {
@@ -55,18 +65,47 @@ impl FetchOptions {
             ),
             (None, None) => return Err(format!("odmr.fetch for {}: password_file or cert is needed", entry.provider)),
         };
+        let trust = entry.trust().map_err(|e| format!("odmr.fetch for {}: {e}", entry.provider))?;
         Ok(FetchOptions {
             provider: entry.provider.clone(),
             user: entry.user.clone(),
             password,
             domains: entry.domains.clone(),
             smtphost: entry.smtphost.clone(),
-            tls: entry.tls,
+            // Asking how to check the certificate, or presenting one, means TLS.
+            tls: entry.tls || entry.cert.is_some() || !trust.is_default(),
+            trust,
             client_cert: entry.cert.clone().zip(entry.key.clone()),
             helo: config.hostname.clone(),
-            timeout: Duration::from_secs(config.odmr.timeout_secs.max(600)),
+            timeout: customer_timeout(config),
+            relay_timeouts: RelayTimeouts::from_config(config, customer_timeout(config)),
         })
     }
+
+    /// Whether the reversed session counts as a trusted relay's (SPEC 2): not when TLS
+    /// accepted any certificate. Without TLS the operator chose to trust the network path
+    /// to the provider, as for configured peer networks.
+    pub fn trusts_provider(&self) -> bool {
+        !self.tls || self.trust.authenticates()
+    }
+
+    /// The host part of `provider` (host:port, [v6]:port), for the certificate check.
+    fn provider_host(&self) -> &str {
+        let p = self.provider.as_str();
+        if let Some(rest) = p.strip_prefix('[') {
+            return rest.split_once(']').map(|(h, _)| h).unwrap_or(rest);
+        }
+        match p.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => p,
+        }
+    }
+}
+
+/// RFC 2645 5.2.1: the timeout around ATRN and for the provider in the reversed session
+/// is at least 10 minutes.
+pub fn customer_timeout(config: &crate::config::Config) -> Duration {
+    Duration::from_secs(config.odmr.timeout_secs.max(600))
 }
 
 /// Runs the configured fetches on their schedules until shutdown.
@@ -136,6 +175,11 @@ fn text(reply: &ServerReply) -> String {
 /// Connects, authenticates, sends ATRN and serves the reversed session.
 /// `local`: the MX session context to serve the reversed session into our own store.
 pub async fn fetch(options: &FetchOptions, local: Option<Arc<SmtpContext>>) -> Result<FetchOutcome, String> {
+    // SPEC 2: a provider whose certificate nobody checked is not a trusted relay; the local
+    // context must have been made for that (customer_context with trusts_provider()).
+    if local.as_ref().is_some_and(|c| c.session_config.trusted_relay && !options.trusts_provider()) {
+        return Err("refusing to take unauthenticated mail as from a trusted relay".into());
+    }
     let tcp = tokio::time::timeout(Duration::from_secs(30), TcpStream::connect(&options.provider))
         .await
         .map_err(|_| format!("connecting to {} timed out", options.provider))?
@@ -152,17 +196,26 @@ pub async fn fetch(options: &FetchOptions, local: Option<Arc<SmtpContext>>) -> R
         return Ok(FetchOutcome::Refused(text(&ehlo)));
     }
     if options.tls || options.client_cert.is_some() {
+        // Built first: a missing CA file fails before we ask the provider for anything.
+        let cert = options.client_cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        let (connector, presented) = tls::client_connector(&options.trust, cert)?;
+        let host = options.provider_host();
+        let name = tls::server_name(host).ok_or_else(|| format!("{host} is not a TLS server name"))?;
         let reply = line.command("STARTTLS").await?;
         if reply.code != 220 {
             return Ok(FetchOutcome::Refused(text(&reply)));
         }
-        let cert = options.client_cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
-        let connector = crate::outbound::tls::connector_with_client_cert(cert)?;
-        let host = options.provider.rsplit_once(':').map(|(h, _)| h).unwrap_or(&options.provider);
-        let name = crate::outbound::tls::server_name(host).ok_or_else(|| format!("{host} is not a TLS server name"))?;
         // RFC 3207 4.2: nothing from before the handshake carries over.
         let Line { stream, buffer, timeout, .. } = line;
-        let tls = connector.connect(name, stream).await.map_err(|e| format!("TLS handshake failed: {e}"))?;
+        let handshake = tokio::time::timeout(timeout, connector.connect(name, stream)).await;
+        let tls = match handshake {
+            Err(_) => return Err(format!("TLS handshake with {} timed out", options.provider)),
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return Err(handshake_error(options, &e, presented.fingerprint())),
+        };
+        if !options.trust.authenticates() {
+            tracing::warn!(provider = %options.provider, certificate = ?presented.fingerprint(), "ODMR: the provider's certificate is not checked (insecure); its mail is not from a trusted relay");
+        }
         line = Line { stream: Box::new(tls), parser: ReplyParser::default(), buffer, timeout };
         ehlo = line.command(&format!("EHLO {}", options.helo)).await?;
         if ehlo.code != 250 {
@@ -203,7 +256,7 @@ pub async fn fetch(options: &FetchOptions, local: Option<Arc<SmtpContext>>) -> R
     let stream = line.stream;
     match (&options.smtphost, local) {
         (Some(host), _) => {
-            relay(stream, host).await?;
+            relay::relay(stream, host, options.relay_timeouts).await?;
             Ok(FetchOutcome::Taken { messages: None })
         }
         (None, Some(context)) => {
@@ -214,15 +267,34 @@ pub async fn fetch(options: &FetchOptions, local: Option<Arc<SmtpContext>>) -> R
     }
 }
 
-/// Pumps the reversed session between the provider and the SMTP host: the host's 220
-/// becomes our greeting, and the provider talks to the host directly.
-async fn relay(mut provider: Box<dyn Stream>, host: &str) -> Result<(), String> {
-    let mut smtp =
-        TcpStream::connect(host).await.map_err(|e| format!("cannot connect to the SMTP host {host}: {e}"))?;
-    match tokio::io::copy_bidirectional(&mut provider, &mut smtp).await {
-        Ok(_) => Ok(()),
-        // One side closing right after QUIT/221 is the normal end.
-        Err(e) if e.kind() == std::io::ErrorKind::NotConnected || e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(format!("relaying to {host} failed: {e}")),
-    }
+/// Why a handshake failed, in words an operator can act on: a refused certificate names
+/// the options that would accept it and its fingerprint (to compare out of band).
+fn handshake_error(options: &FetchOptions, error: &std::io::Error, presented: Option<String>) -> String {
+    let provider = &options.provider;
+    let Some(problem) = tls::certificate_error(error) else {
+        return format!("TLS handshake with {provider} failed: {error}");
+    };
+    let seen = presented.map(|f| format!(" (its SHA-256 fingerprint is {f})")).unwrap_or_default();
+    let why = match (&options.trust, problem) {
+        (ServerTrust::Fingerprint(_), _) => "it is not the certificate of the fingerprint given".to_string(),
+        (ServerTrust::SystemRoots, CertificateError::UnknownIssuer) => {
+            "no CA of the system's bundle issued it (self-signed, or a private CA)".to_string()
+        }
+        (ServerTrust::CaFile(path), CertificateError::UnknownIssuer) => {
+            format!("no CA certificate in {} issued it", path.display())
+        }
+        (_, problem) => problem.to_string(),
+    };
+    let name_problem =
+        matches!(problem, CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. });
+    let remedy = if name_problem {
+        "Give --provider a name the certificate is for, or pin it (--tls-fingerprint HEX, or tls_fingerprint)"
+    } else {
+        "To accept it, give the CA that issued it (--tls-ca FILE, or tls_ca) or pin it (--tls-fingerprint HEX, or \
+         tls_fingerprint)"
+    };
+    format!(
+        "the certificate of {provider} was refused: {why}{seen}. {remedy}; --tls-insecure (tls_insecure) takes the \
+         mail without checking, as from an unauthenticated relay"
+    )
 }

@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Subcommand;
 use vouchmail_server::config::Config;
-use vouchmail_server::odmr_customer::{fetch, FetchOptions, FetchOutcome};
+use vouchmail_server::odmr_customer::{customer_timeout, fetch, FetchOptions, FetchOutcome, RelayTimeouts};
+use vouchmail_server::outbound::tls::ServerTrust;
 use vouchmail_store::Store;
 
 #[derive(Subcommand)]
@@ -30,9 +30,23 @@ pub enum OdmrCommand {
         /// Relay the reversed session to this SMTP host instead of our own store.
         #[arg(long, value_name = "HOST:PORT")]
         smtphost: Option<String>,
-        /// STARTTLS before authenticating.
+        /// STARTTLS before authenticating. The provider's certificate must be valid for the
+        /// host name of --provider under the system's CAs, unless one of the next three
+        /// options (each implies --tls) says how else to check it.
         #[arg(long)]
         tls: bool,
+        /// PEM CA certificates that issued the provider's certificate (the host name is
+        /// still checked).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["tls_fingerprint", "tls_insecure"])]
+        tls_ca: Option<PathBuf>,
+        /// SHA-256 fingerprint of the provider's certificate, hex, colons allowed (as
+        /// `openssl x509 -fingerprint -sha256` prints it): exactly that certificate.
+        #[arg(long, value_name = "HEX", conflicts_with = "tls_insecure")]
+        tls_fingerprint: Option<String>,
+        /// Accept any certificate: encrypted, but the provider is not authenticated, so its
+        /// mail is not from a trusted relay and meets our domains' sender policy.
+        #[arg(long)]
+        tls_insecure: bool,
         /// Client certificate (PEM) for SASL EXTERNAL instead of CRAM-MD5; implies --tls.
         #[arg(long, requires = "key")]
         cert: Option<PathBuf>,
@@ -46,7 +60,20 @@ fn first_line(text: &str) -> String {
 }
 
 pub async fn run(config: &Config, command: OdmrCommand) -> Result<ExitCode, String> {
-    let OdmrCommand::Fetch { provider, user, password_file, domains, smtphost, tls, cert, key } = command;
+    let OdmrCommand::Fetch {
+        provider,
+        user,
+        password_file,
+        domains,
+        smtphost,
+        tls,
+        tls_ca,
+        tls_fingerprint,
+        tls_insecure,
+        cert,
+        key,
+    } = command;
+    let trust = ServerTrust::from_options(tls_ca.as_deref(), tls_fingerprint.as_deref(), tls_insecure)?;
     let password = match (&cert, &password_file) {
         (Some(_), _) => None,
         (None, Some(path)) => Some(first_line(
@@ -67,15 +94,21 @@ pub async fn run(config: &Config, command: OdmrCommand) -> Result<ExitCode, Stri
         password,
         domains: domains.iter().map(|d| d.trim().to_ascii_lowercase()).filter(|d| !d.is_empty()).collect(),
         smtphost: smtphost.clone(),
-        tls,
+        tls: tls || cert.is_some() || !trust.is_default(),
+        trust,
         client_cert: cert.zip(key),
         helo: config.hostname.clone(),
-        timeout: Duration::from_secs(config.odmr.timeout_secs.max(600)),
+        timeout: customer_timeout(config),
+        relay_timeouts: RelayTimeouts::from_config(config, customer_timeout(config)),
     };
     // Without --smtphost the reversed session goes into our own store.
     let store = if smtphost.is_none() { Some(super::open_store(config)?) } else { None };
     let local = match &store {
-        Some(store) => Some(vouchmail_server::customer_context(config, Arc::clone(store) as Arc<dyn Store>)?),
+        Some(store) => Some(vouchmail_server::customer_context(
+            config,
+            Arc::clone(store) as Arc<dyn Store>,
+            options.trusts_provider(),
+        )?),
         None => None,
     };
     let outcome = fetch(&options, local).await;

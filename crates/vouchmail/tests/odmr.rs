@@ -5,7 +5,6 @@ mod common;
 
 use std::io::Write;
 use std::process::Command;
-use std::time::Duration;
 
 use common::{binary, run, tool, Reply, SmtpConn, TestServer};
 use vouchmail_proto::sasl::{self, ClientSession, Credentials, Mechanism, Secrets};
@@ -16,7 +15,11 @@ const PASSWORD: &str = "odmr secret";
 /// A provider holding example.org (and example.net) for cust@local.test, with `messages`
 /// messages waiting for example.org, each to alice@ and bob@example.org.
 async fn provider(messages: usize) -> TestServer {
-    let server = TestServer::start().await;
+    provider_with(messages, |_| {}).await
+}
+
+async fn provider_with(messages: usize, adjust: impl FnOnce(&mut vouchmail_server::config::Config)) -> TestServer {
+    let server = TestServer::start_with(adjust).await;
     let secrets = Secrets::from_password(PASSWORD).unwrap();
     server.store.add_account(NewAccount { address: "cust@local.test".into(), secrets, quota_bytes: 0 }).await.unwrap();
     for domain in ["example.org", "example.net"] {
@@ -115,7 +118,12 @@ async fn repeated_atrn_within_the_interval_is_450() {
     let mut first = authenticated(&strict).await;
     assert_eq!(first.cmd("ATRN").await.code, 250);
     drop(first);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The provider saw the customer go: the entry is back in the queue, deferred.
+    wait_until!(
+        "the first session's outcome",
+        20,
+        queue_states(&strict).await.iter().all(|(_, s)| *s == QueueState::Deferred)
+    );
     let mut second = authenticated(&strict).await;
     assert_eq!(second.cmd("ATRN").await.code, 450);
     drop(server);
@@ -168,26 +176,22 @@ async fn per_recipient_replies_update_the_queue() {
     assert_eq!(c.cmd("ATRN example.org").await.lines, ["250 OK now reversing the connection"]);
     let answer = |line: &str| if line.contains("alice") { "250 ok" } else { "550 no such user" };
     assert_eq!(serve_reversed(&mut c, answer, None).await, 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     // alice delivered, bob bounced (5xx), and the bounce went to the sender (queued remote).
-    let states = queue_states(&server).await;
-    assert!(!states.iter().any(|(r, _)| r.ends_with("@example.org")), "{states:?}");
-    assert_eq!(states, [("s@remote.test".to_string(), QueueState::Queued)]);
+    let bounced = [("s@remote.test".to_string(), QueueState::Queued)];
+    wait_until!(format!("{bounced:?}"), 20, queue_states(&server).await == bounced);
 
     let server = provider(1).await;
     let mut c = authenticated(&server).await;
     assert_eq!(c.cmd("ATRN").await.code, 250);
     let answer = |line: &str| if line.contains("alice") { "250 ok" } else { "452 try later" };
     serve_reversed(&mut c, answer, None).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     // 4xx stays queued for the next ATRN.
-    let states = queue_states(&server).await;
-    assert_eq!(states, [("bob@example.org".to_string(), QueueState::Deferred)]);
+    let deferred = [("bob@example.org".to_string(), QueueState::Deferred)];
+    wait_until!(format!("{deferred:?}"), 20, queue_states(&server).await == deferred);
     let mut again = authenticated(&server).await;
     assert_eq!(again.cmd("ATRN").await.code, 250);
     assert_eq!(serve_reversed(&mut again, |_| "250 ok", None).await, 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(queue_states(&server).await.is_empty());
+    wait_until!("an empty queue", 20, queue_states(&server).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,7 +202,8 @@ async fn customer_dying_mid_session_loses_and_duplicates_nothing() {
     // Takes the first message, then vanishes at the second MAIL.
     assert_eq!(serve_reversed(&mut c, |_| "250 ok", Some(1)).await, 1);
     drop(c);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The provider notices the customer is gone and defers what was not taken.
+    wait_until!("the deferrals", 20, queue_states(&server).await.iter().all(|(_, s)| *s == QueueState::Deferred));
     let states = queue_states(&server).await;
     assert_eq!(states.len(), 4, "{states:?}");
     assert!(states.iter().all(|(_, s)| *s == QueueState::Deferred), "{states:?}");
@@ -206,8 +211,7 @@ async fn customer_dying_mid_session_loses_and_duplicates_nothing() {
     let mut c = authenticated(&server).await;
     assert_eq!(c.cmd("ATRN").await.code, 250);
     assert_eq!(serve_reversed(&mut c, |_| "250 ok", None).await, 2);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(queue_states(&server).await.is_empty());
+    wait_until!("an empty queue", 20, queue_states(&server).await.is_empty());
 }
 
 /// The customer's own vouchmail: a config with its local domain example.org.
@@ -228,34 +232,67 @@ fn vouchmail(config: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(binary()).arg("--config").arg(config).args(args).output().unwrap()
 }
 
+/// The customer's store: its domain (policy require: only a trusted relay gets mail in)
+/// and its users alice@ and bob@example.org. Returns the config.
+fn customer_store(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = customer_config(dir);
+    std::fs::create_dir_all(dir.join("customer-data")).unwrap();
+    assert!(vouchmail(&config, &["domain", "add", "example.org"]).status.success());
+    for user in ["alice@example.org", "bob@example.org"] {
+        let mut child = Command::new(binary())
+            .arg("--config")
+            .arg(&config)
+            .args(["user", "add", user, "--password-stdin"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"pw\n").unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    config
+}
+
+/// The newest message in a customer mailbox, as stored.
+fn newest_message(config: &std::path::Path, address: &str) -> String {
+    let list = vouchmail(config, &["mailbox", "list", address]);
+    let listing = String::from_utf8_lossy(&list.stdout);
+    let newest = listing.lines().filter_map(|l| l.split('\t').next()?.parse::<i64>().ok()).max();
+    let id = newest.unwrap_or_else(|| panic!("no message for {address}: {listing}")).to_string();
+    String::from_utf8_lossy(&vouchmail(config, &["mailbox", "show", address, &id]).stdout).into_owned()
+}
+
+/// The provider's certificate (self-signed on its first start, for its host name).
+fn provider_certificate(server: &TestServer) -> std::path::PathBuf {
+    server.config.data_dir.join("tls/cert.pem")
+}
+
+/// A certificate's SHA-256 fingerprint as openssl prints it (`AB:CD:...`), the spelling an
+/// operator would paste.
+fn openssl_fingerprint(cert: &std::path::Path) -> String {
+    let out = Command::new(tool("openssl"))
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(cert)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().rsplit_once('=').unwrap_or_else(|| panic!("openssl said {text:?}")).1.to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_customer_into_its_own_mailboxes_with_and_without_tls() {
     for tls in [false, true] {
         let server = provider(2).await;
         let dir = server.dir.path();
-        let config = customer_config(dir);
-        // The customer's store: its domain (policy require: the provider is a trusted relay)
-        // and its users, made before the first fetch bootstraps nothing twice.
-        let store_dir = dir.join("customer-data");
-        std::fs::create_dir_all(&store_dir).unwrap();
-        assert!(vouchmail(&config, &["domain", "add", "example.org"]).status.success());
-        for user in ["alice@example.org", "bob@example.org"] {
-            let mut child = Command::new(binary())
-                .arg("--config")
-                .arg(&config)
-                .args(["user", "add", user, "--password-stdin"])
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            child.stdin.take().unwrap().write_all(b"pw\n").unwrap();
-            assert!(child.wait().unwrap().success());
-        }
+        let config = customer_store(dir);
+        let fingerprint = openssl_fingerprint(&provider_certificate(&server));
         let provider_addr = server.odmr().to_string();
         let mut args = vec!["odmr", "fetch", "--provider", &provider_addr, "--user", "cust@local.test"];
         let password = dir.join("password").display().to_string();
         args.extend(["--password-file", &password]);
         if tls {
-            args.push("--tls");
+            // Pinned: the provider's self-signed certificate names mx.local.test, not the
+            // address dialed (our_customer_checks_the_providers_certificate has the rest).
+            args.extend(["--tls-fingerprint", &fingerprint]);
         }
         let cmd = {
             let mut c = Command::new(binary());
@@ -266,8 +303,7 @@ async fn our_customer_into_its_own_mailboxes_with_and_without_tls() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
         assert!(stdout.contains("took 2 message(s)"), "{stdout}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(queue_states(&server).await.is_empty());
+        wait_until!("an empty queue", 20, queue_states(&server).await.is_empty());
         let list = vouchmail(&config, &["mailbox", "list", "alice@example.org"]);
         let listing = String::from_utf8_lossy(&list.stdout);
         assert_eq!(listing.lines().count(), 2, "{listing}");
@@ -284,6 +320,91 @@ async fn our_customer_into_its_own_mailboxes_with_and_without_tls() {
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stderr).contains("535"));
     }
+}
+
+/// Our customer with `args` after the provider and the account; its output.
+async fn fetch_with(config: &std::path::Path, provider: &str, args: &[&str]) -> std::process::Output {
+    let password = config.with_file_name("password");
+    let mut cmd = Command::new(binary());
+    cmd.arg("--config").arg(config).args(["odmr", "fetch", "--provider", provider, "--user", "cust@local.test"]);
+    cmd.arg("--password-file").arg(password).args(args);
+    run(cmd).await
+}
+
+/// One more message held for example.org, to alice@ only.
+async fn hold_one(server: &TestServer, subject: &str) {
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO sender.test").await;
+    let reply =
+        c.send_message("s@remote.test", &["alice@example.org"], &format!("Subject: {subject}\r\n\r\nx\r\n")).await;
+    assert_eq!(reply.code, 250);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_customer_checks_the_providers_certificate() {
+    // The provider's self-signed certificate names "localhost", which the customer dials.
+    let server = provider_with(0, |c| c.hostname = "localhost".into()).await;
+    hold_one(&server, "first").await;
+    let config = customer_store(server.dir.path());
+    let cert = provider_certificate(&server);
+    let ca = cert.display().to_string();
+    let fingerprint = openssl_fingerprint(&cert);
+    let (by_name, by_address) = (format!("localhost:{}", server.odmr().port()), server.odmr().to_string());
+    let refused = |out: &std::process::Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("was refused") && stderr.contains("--tls-fingerprint"), "{stderr}");
+        stderr
+    };
+
+    // --tls alone: no CA of the system's bundle issued a self-signed certificate. The
+    // message names the certificate, and nothing was taken.
+    let stderr = refused(&fetch_with(&config, &by_name, &["--tls"]).await);
+    assert!(stderr.contains("system") && stderr.contains("--tls-ca") && stderr.contains(&fingerprint), "{stderr}");
+    // Its CA, but dialed by address: the certificate is not for 127.0.0.1.
+    let stderr = refused(&fetch_with(&config, &by_address, &["--tls-ca", &ca]).await);
+    assert!(stderr.contains("127.0.0.1") && stderr.contains("a name the certificate is for"), "{stderr}");
+    // Another certificate's fingerprint.
+    let stderr = refused(&fetch_with(&config, &by_name, &["--tls-fingerprint", &"00".repeat(32)]).await);
+    assert!(stderr.contains("fingerprint given"), "{stderr}");
+    assert_eq!(queue_states(&server).await, [("alice@example.org".to_string(), QueueState::Queued)]);
+
+    // Its CA, dialed by the name in the certificate: a trusted relay.
+    let out = fetch_with(&config, &by_name, &["--tls-ca", &ca]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let message = newest_message(&config, "alice@example.org");
+    assert!(
+        message.contains("Subject: first") && message.contains("customer.example; x-trusted-relay=pass"),
+        "{message}"
+    );
+
+    // The fingerprint, in openssl's spelling: pinned, so the address dialed does not matter.
+    hold_one(&server, "second").await;
+    let out = fetch_with(&config, &by_address, &["--tls-fingerprint", &fingerprint]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let message = newest_message(&config, "alice@example.org");
+    assert!(
+        message.contains("Subject: second") && message.contains("customer.example; x-trusted-relay=pass"),
+        "{message}"
+    );
+
+    // Unchecked: the mail is judged as from an unauthenticated relay (SPEC 2). Under the
+    // domain's policy require it is refused, so it stays with the provider, bounced...
+    hold_one(&server, "third").await;
+    let out = fetch_with(&config, &by_address, &["--tls-insecure"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("took 0 message(s)"));
+    let bounced = [("s@remote.test".to_string(), QueueState::Queued)];
+    wait_until!(format!("{bounced:?}"), 20, queue_states(&server).await == bounced);
+    // ...and under tag it is stored as unauthenticated, never as x-trusted-relay=pass.
+    assert!(vouchmail(&config, &["domain", "policy", "example.org", "tag"]).status.success());
+    hold_one(&server, "fourth").await;
+    let out = fetch_with(&config, &by_address, &["--tls-insecure"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let message = newest_message(&config, "alice@example.org");
+    assert!(message.contains("Subject: fourth"), "{message}");
+    assert!(message.contains("Authentication-Results: customer.example; none"), "{message}");
+    assert!(!message.contains("x-trusted-relay"), "{message}");
 }
 
 /// A second vouchmail whose MX takes example.org: the `--smtphost` of our customer and of
@@ -322,11 +443,78 @@ async fn our_customer_relays_to_an_smtphost() {
     };
     let out = run(cmd).await;
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(host.inbox("alice@example.org").await.len(), 2);
     // bob does not exist at the smtphost: its 550 bounces those recipients at the provider.
+    wait_until!("the outcomes", 20, !queue_states(&server).await.iter().any(|(r, _)| r.ends_with("@example.org")));
+    assert_eq!(host.inbox("alice@example.org").await.len(), 2);
     let states = queue_states(&server).await;
     assert!(!states.iter().any(|(r, _)| r.ends_with("@example.org")), "{states:?}");
+}
+
+/// Runs a command; kills it and fails the test if it still runs after `secs` seconds.
+async fn run_within(mut command: Command, secs: u64, what: &str) -> std::process::Output {
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still running after {secs} s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Our customer relaying to `smtphost`, with `outbound` settings (the relay's timeouts).
+async fn relay_to(server: &TestServer, smtphost: &str, outbound: &str) -> std::process::Output {
+    let config = customer_config(server.dir.path());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.ends_with("[outbound]\nenabled = false\n"), "{text}");
+    text.push_str(outbound);
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = Command::new(binary());
+    cmd.arg("--config").arg(&config);
+    cmd.args(["odmr", "fetch", "--provider", &server.odmr().to_string(), "--user", "cust@local.test"]);
+    cmd.arg("--password-file").arg(server.dir.path().join("password")).args(["--smtphost", smtphost]);
+    run_within(cmd, 30, "the relay to a stuck SMTP host").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_customer_gives_up_on_an_smtphost_that_never_greets() {
+    let server = provider(1).await;
+    // Accepts the connection and says nothing.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let smtphost = silent.local_addr().unwrap().to_string();
+    let out = relay_to(&server, &smtphost, "command_timeout_secs = 2\n").await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("did not answer its greeting within 2 s"), "{stderr}");
+    // The provider never got a greeting either: the mail stays with it.
+    wait_until!("the deferrals", 20, queue_states(&server).await.iter().all(|(_, s)| *s == QueueState::Deferred));
+    drop(silent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_customer_gives_up_on_an_smtphost_that_never_answers_the_data() {
+    let server = provider(1).await;
+    // Takes the message, then sits on its reply past the data timeout.
+    let peer = vouchmail_testkit::smtp_peer::Peer::builder("127.0.0.2")
+        .script(|stage, _| {
+            if let vouchmail_testkit::smtp_peer::Stage::DataEnd(_) = stage {
+                std::thread::sleep(std::time::Duration::from_secs(8));
+            }
+            None
+        })
+        .start();
+    // A command timeout longer than the test: only the data termination one can end it.
+    let outbound = "command_timeout_secs = 60\ndata_timeout_secs = 2\n";
+    let out = relay_to(&server, &peer.addr().to_string(), outbound).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("did not answer the end of the data within 2 s"), "{stderr}");
+    assert!(peer.commands().iter().any(|c| c.starts_with("RCPT")), "{:?}", peer.commands());
+    wait_until!("the deferrals", 20, queue_states(&server).await.iter().all(|(_, s)| *s == QueueState::Deferred));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,10 +534,13 @@ async fn fetchmail_as_the_customer() {
     std::fs::write(&rc, text).unwrap();
     std::fs::set_permissions(&rc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut cmd = Command::new(tool("fetchmail"));
-    cmd.arg("-f").arg(&rc).args(["--nodetach", "-v"]).env("HOME", dir).env("FETCHMAILHOME", dir);
+    // Its own lock file: as root, fetchmail's default is /var/run/fetchmail.pid, and two
+    // tests running it at once would refuse each other ("another foreground fetchmail").
+    cmd.arg("-f").arg(&rc).args(["--nodetach", "-v"]).arg("--pidfile").arg(dir.join("fetchmail.pid"));
+    cmd.env("HOME", dir).env("FETCHMAILHOME", dir);
     let out = run(cmd).await;
     let transcript = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until!(format!("an empty queue: {transcript}"), 20, queue_states(&server).await.is_empty());
     assert_eq!(host.inbox("alice@example.org").await.len(), 3, "{transcript}");
     assert_eq!(host.inbox("bob@example.org").await.len(), 3, "{transcript}");
     assert!(queue_states(&server).await.is_empty(), "{transcript}");
@@ -366,20 +557,68 @@ async fn etrn_delivers_to_the_configured_host() {
     let (mut c, _) = SmtpConn::connect(server.mx()).await;
     let ehlo = c.cmd("EHLO static.example").await;
     assert!(ehlo.text().contains("250-ETRN"));
-    assert_eq!(c.cmd("ETRN unknown.example").await.code, 459);
-    assert_eq!(c.cmd("ETRN example.net").await.code, 459);
+    // RFC 1985 5 and RFC 3463 2: a 459 carries a 4.x.x enhanced code (the MX profile
+    // advertises ENHANCEDSTATUSCODES).
+    assert_eq!(c.cmd("ETRN unknown.example").await.status(), "459 4.7.1");
+    assert_eq!(c.cmd("ETRN example.net").await.status(), "459 4.7.1");
+    assert_eq!(c.cmd("ETRN #queue").await.status(), "459 4.5.4");
     let reply: Reply = c.cmd("ETRN example.org").await;
     assert_eq!(reply.code, 253, "{:?}", reply.lines);
-    let mut waited = 0;
-    while host.inbox("bob@example.org").await.is_empty() && waited < 50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += 1;
-    }
+    wait_until!("an empty queue", 20, queue_states(&server).await.is_empty());
     assert_eq!(host.inbox("alice@example.org").await.len(), 1);
     assert_eq!(host.inbox("bob@example.org").await.len(), 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(queue_states(&server).await.is_empty());
     assert_eq!(c.cmd("ETRN example.org").await.code, 251);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etrn_with_nothing_waiting_needs_no_store_write() {
+    let server = provider(0).await;
+    server.store.set_domain_held("example.org", &["cust@local.test".to_string()], Some("127.0.0.1:9")).await.unwrap();
+    // Hold the store's write lock: an ETRN that wanted to write would wait for it and fail.
+    let lock = rusqlite::Connection::open(server.config.store_path()).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO static.example").await;
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(5), c.cmd("ETRN example.org")).await;
+    lock.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(reply.expect("ETRN waited for the store's write lock").status(), "251 2.0.0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_etrn_while_one_delivers_starts_nothing() {
+    let server = provider(1).await;
+    // An ETRN host that accepts the connection and never greets: the delivery stays running.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = silent.local_addr().unwrap().to_string();
+    server.store.set_domain_held("example.org", &["cust@local.test".to_string()], Some(&host)).await.unwrap();
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO static.example").await;
+    assert_eq!(c.cmd("ETRN example.org").await.status(), "253 2.0.0");
+    let _held_open = silent.accept().await.unwrap();
+    // The mail is leased to the running delivery: no second lease, no second connection.
+    assert_eq!(c.cmd("ETRN example.org").await.status(), "250 2.0.0");
+    assert!(queue_states(&server).await.iter().all(|(_, s)| *s == QueueState::InFlight));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etrn_flood_is_capped_and_ends_the_session() {
+    let server = TestServer::start_with(|c| {
+        c.odmr.max_etrn_per_session = 3;
+        c.smtp.max_errors = 6;
+    })
+    .await;
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO static.example").await;
+    for _ in 0..3 {
+        assert_eq!(c.cmd("ETRN unknown.example").await.status(), "459 4.7.1");
+    }
+    // Past the cap: 458 without a look at the store; the refusals (459 too) are errors.
+    assert_eq!(c.cmd("ETRN unknown.example").await.status(), "458 4.7.0");
+    assert_eq!(c.cmd("ETRN other.example").await.status(), "458 4.7.0");
+    // The sixth error closes the session.
+    assert_eq!(c.cmd("ETRN unknown.example").await.status(), "458 4.7.0");
+    assert_eq!(c.read_reply().await.unwrap().status(), "421 4.7.0");
+    assert!(c.is_closed().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,6 +627,7 @@ async fn a_scheduled_fetch_runs_at_start() {
     let password_file = server.dir.path().join("password");
     std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
     let provider_addr = server.odmr().to_string();
+    let fingerprint = openssl_fingerprint(&provider_certificate(&server)).to_lowercase().replace(':', "");
     let users = ["alice@example.org", "bob@example.org"];
     let customer = TestServer::start_with_users(
         |c| {
@@ -403,17 +643,16 @@ async fn a_scheduled_fetch_runs_at_start() {
                 domains: vec![],
                 smtphost: None,
                 tls: true,
+                tls_ca: None,
+                tls_fingerprint: Some(fingerprint),
+                tls_insecure: false,
                 interval_secs: 3600,
             }];
         },
         &users,
     )
     .await;
-    let mut waited = 0;
-    while customer.inbox("bob@example.org").await.len() < 2 && waited < 100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += 1;
-    }
+    wait_until!("bob's two messages", 20, customer.inbox("bob@example.org").await.len() >= 2);
     assert_eq!(customer.inbox("alice@example.org").await.len(), 2);
     assert_eq!(customer.inbox("bob@example.org").await.len(), 2);
 }
@@ -427,14 +666,23 @@ async fn fetchmail_into_smtp_sink() {
     std::fs::set_permissions(&dump, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     // smtp-sink must drop root privileges (-u); it writes one file per transaction.
-    let mut sink = Command::new(tool("smtp-sink"))
+    let sink = Command::new(tool("smtp-sink"))
         .args(["-u", "nobody", "-d"])
         .arg(format!("{}/%M.", dump.display()))
         .arg(format!("127.0.0.1:{port}"))
         .arg("50")
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Ends smtp-sink even when an assertion fails (it would hold the test's output open).
+    struct Sink(std::process::Child);
+    impl Drop for Sink {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let sink = Sink(sink);
+    wait_until!("smtp-sink to listen", 20, std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     let rc = dir.join("fetchmailrc-sink");
     let text = format!(
         "set no syslog\npoll 127.0.0.1 proto odmr service {} auth cram-md5 user \"cust@local.test\" password \"{PASSWORD}\" \
@@ -444,14 +692,14 @@ async fn fetchmail_into_smtp_sink() {
     std::fs::write(&rc, text).unwrap();
     std::fs::set_permissions(&rc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut cmd = Command::new(tool("fetchmail"));
-    cmd.arg("-f").arg(&rc).args(["--nodetach", "-v"]).env("HOME", &dir).env("FETCHMAILHOME", &dir);
+    cmd.arg("-f").arg(&rc).args(["--nodetach", "-v"]).arg("--pidfile").arg(dir.join("fetchmail.pid"));
+    cmd.env("HOME", &dir).env("FETCHMAILHOME", &dir);
     let out = run(cmd).await;
     let transcript = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = sink.kill();
-    let _ = sink.wait();
-    let dumped = std::fs::read_dir(&dump).unwrap().count();
-    assert_eq!(dumped, 3, "{transcript}");
+    let dumped = || std::fs::read_dir(&dump).unwrap().count();
+    wait_until!(format!("three dumped messages: {transcript}"), 20, dumped() >= 3);
+    drop(sink);
+    assert_eq!(dumped(), 3, "{transcript}");
     assert!(queue_states(&server).await.is_empty(), "{transcript}");
 }
 
@@ -478,19 +726,45 @@ async fn our_customer_relays_to_postfix() {
             "--user",
             "cust@local.test",
         ]);
-        c.args(["--password-file", &password, "--smtphost", &smtphost_addr, "--tls"]);
+        // Relayed: Postfix, not we, decides whom it trusts; the certificate goes unchecked.
+        c.args(["--password-file", &password, "--smtphost", &smtphost_addr, "--tls-insecure"]);
         c
     };
     let out = run(cmd).await;
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let mut waited = 0;
-    while postfix.maildir_messages("bob").len() < 2 && waited < 100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += 1;
-    }
+    wait_until!(
+        format!("bob's messages at Postfix: {}", postfix.log()),
+        20,
+        postfix.maildir_messages("bob").len() >= 2
+    );
     assert_eq!(postfix.maildir_messages("alice").len(), 2, "{}", postfix.log());
     assert_eq!(postfix.maildir_messages("bob").len(), 2, "{}", postfix.log());
     assert!(queue_states(&server).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounce_to_a_sender_in_a_held_domain_waits_for_its_customer() {
+    let dns = vouchmail_testkit::dns::TestDns::builder().null_mx("nomail.test").start().await;
+    let server = provider_with(0, |c| {
+        c.outbound.enabled = true;
+        c.outbound.nameservers = vec![dns.addr()];
+    })
+    .await;
+    server.store.add_alias("gone@local.test", &["x@nomail.test".to_string()]).await.unwrap();
+    // A customer's user writes to an address whose domain takes no mail (null MX, RFC
+    // 7505): the bounce is for example.org, which only the customer can take.
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO customer.example").await;
+    let reply = c.send_message("alice@example.org", &["gone@local.test"], "Subject: to nowhere\r\n\r\nx\r\n").await;
+    assert_eq!(reply.code, 250);
+    let held = [("alice@example.org".to_string(), QueueState::Queued)];
+    wait_until!(format!("{held:?}"), 20, queue_states(&server).await == held);
+    assert_eq!(server.store.count_held(&["example.org".to_string()]).await.unwrap(), 1);
+    // The customer's next ATRN takes it, as any mail for the domain.
+    let mut customer = authenticated(&server).await;
+    assert_eq!(customer.cmd("ATRN example.org").await.code, 250);
+    assert_eq!(serve_reversed(&mut customer, |_| "250 ok", None).await, 1);
+    wait_until!("an empty queue", 20, queue_states(&server).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -508,11 +782,7 @@ async fn held_mail_expires_with_a_dsn() {
     let reply =
         c.send_message("user@local.test", &["alice@example.org"], "Subject: never collected\r\n\r\nx\r\n").await;
     assert_eq!(reply.code, 250);
-    let mut waited = 0;
-    while server.inbox("user@local.test").await.is_empty() && waited < 100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += 1;
-    }
+    wait_until!("the DSN", 20, !server.inbox("user@local.test").await.is_empty());
     let inbox = server.inbox("user@local.test").await;
     assert_eq!(inbox.len(), 1, "no DSN for the expired held mail");
     assert!(inbox[0].contains("multipart/report") && inbox[0].contains("alice@example.org"), "{}", inbox[0]);

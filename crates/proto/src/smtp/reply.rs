@@ -190,6 +190,73 @@ impl Reply {
         cannot_verify, 252, 2, 1, 5);
 }
 
+/// The replies of ATRN (RFC 2645 7) and ETRN (RFC 1985 5). The enhanced code's class is
+/// always the reply's (RFC 3463 2); a session leaves enhanced codes out where it does not
+/// advertise ENHANCEDSTATUSCODES (RFC 2034), as on the ODMR port.
+impl Reply {
+    /// 250 2.0.0: the roles reverse (RFC 2645 5.2.1).
+    pub fn atrn_reversing() -> Reply {
+        Reply::new(250, EnhancedCode(2, 0, 0), "OK now reversing the connection")
+    }
+
+    /// 450 4.7.1: not for this account, or too soon after the last ATRN (RFC 2645 5.2.1).
+    pub fn atrn_refused(why: &str) -> Reply {
+        Reply::new(450, EnhancedCode(4, 7, 1), format!("ATRN request refused: {why}"))
+    }
+
+    /// 451 4.3.0: the domain mapping cannot be read now (RFC 2645 5.2.1).
+    pub fn atrn_unavailable() -> Reply {
+        Reply::new(451, EnhancedCode(4, 3, 0), "Unable to process ATRN request now")
+    }
+
+    /// 453: nothing queued for the domains (RFC 2645 5.2.1); 4.0.0, no RFC 3463 detail fits.
+    pub fn atrn_no_mail() -> Reply {
+        Reply::new(453, EnhancedCode(4, 0, 0), "You have no mail")
+    }
+
+    /// 250 2.0.0: a delivery for the node is already under way (RFC 1985 5).
+    pub fn etrn_queuing(node: &str) -> Reply {
+        Reply::new(250, EnhancedCode(2, 0, 0), format!("OK, queuing for node {node} started"))
+    }
+
+    /// 251 2.0.0 (RFC 1985 5).
+    pub fn etrn_nothing_waiting(node: &str) -> Reply {
+        Reply::new(251, EnhancedCode(2, 0, 0), format!("OK, no messages waiting for node {node}"))
+    }
+
+    /// 253 2.0.0 (RFC 1985 5).
+    pub fn etrn_pending(count: usize, node: &str) -> Reply {
+        Reply::new(253, EnhancedCode(2, 0, 0), format!("OK, {count} pending messages for node {node} started"))
+    }
+
+    /// 458 4.3.0: our mail system cannot start the queue now (RFC 1985 5; RFC 3463 3.4).
+    pub fn etrn_unable(node: &str) -> Reply {
+        Reply::new(458, EnhancedCode(4, 3, 0), format!("Unable to queue messages for node {node}"))
+    }
+
+    /// 458 4.7.0: this session has sent more ETRN commands than it may (a policy limit,
+    /// RFC 3463 3.8); it may try again in a new session.
+    pub fn etrn_too_many(node: &str) -> Reply {
+        Reply::new(
+            458,
+            EnhancedCode(4, 7, 0),
+            format!("Unable to queue messages for node {node}: too many ETRN commands in this session"),
+        )
+    }
+
+    /// 459 4.7.1: the node is not one we hold mail for (RFC 1985 5; RFC 3463 3.8). The reply
+    /// is 4yz, so the enhanced code is too (RFC 3463 2), not 5.7.1.
+    pub fn etrn_not_allowed(node: &str, reason: &str) -> Reply {
+        Reply::new(459, EnhancedCode(4, 7, 1), format!("Node {node} not allowed: {reason}"))
+    }
+
+    /// 459 4.5.4: `ETRN #queue` names a queue, and there are no named queues here
+    /// (RFC 1985 5.3; as sendmail answers an unknown queue).
+    pub fn etrn_unknown_queue(node: &str) -> Reply {
+        Reply::new(459, EnhancedCode(4, 5, 4), format!("Node {node} not allowed: no queue of that name"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +276,32 @@ mod tests {
     fn control_characters_cannot_inject_lines() {
         let r = Reply::plain(250, "a\rb\x00c");
         assert_eq!(r.to_wire(), b"250 a?b?c\r\n");
+    }
+
+    #[test]
+    fn turn_replies_have_enhanced_codes_of_their_class() {
+        // RFC 3463 2: the class of the enhanced code is the class of the reply.
+        let replies = [
+            Reply::atrn_reversing(),
+            Reply::atrn_refused("x"),
+            Reply::atrn_unavailable(),
+            Reply::atrn_no_mail(),
+            Reply::etrn_queuing("n"),
+            Reply::etrn_nothing_waiting("n"),
+            Reply::etrn_pending(2, "n"),
+            Reply::etrn_unable("n"),
+            Reply::etrn_too_many("n"),
+            Reply::etrn_not_allowed("n", "x"),
+            Reply::etrn_unknown_queue("#n"),
+        ];
+        for reply in replies {
+            let enhanced = reply.enhanced.expect("an enhanced code");
+            assert_eq!(u16::from(enhanced.0), reply.code / 100, "{reply}");
+        }
+        assert_eq!(
+            Reply::etrn_not_allowed("ex.org", "not held here").to_wire(),
+            b"459 4.7.1 Node ex.org not allowed: not held here\r\n"
+        );
     }
 
     #[test]

@@ -61,22 +61,28 @@ struct Settings {
     idle: Duration,
 }
 
+/// The SMTP client's reply timeouts from `[outbound]` (RFC 5321 4.5.3.2); the ODMR
+/// customer's relay to its `--smtphost` uses them too.
+pub fn client_timeouts(o: &crate::config::Outbound) -> Timeouts {
+    let command = Duration::from_secs(o.command_timeout_secs.max(1));
+    Timeouts {
+        greeting: command,
+        command,
+        mail: command,
+        rcpt: command,
+        // RFC 5321 4.5.3.2.4: 2 minutes for the 354.
+        data_init: command.min(Duration::from_secs(120)),
+        data_term: Duration::from_secs(o.data_timeout_secs.max(1)),
+    }
+}
+
 impl Settings {
     fn from_config(config: &Config) -> Settings {
         let o = &config.outbound;
-        let command = Duration::from_secs(o.command_timeout_secs.max(1));
         Settings {
             hostname: config.hostname.clone(),
             helo_name: if o.helo_name.is_empty() { config.hostname.clone() } else { o.helo_name.clone() },
-            timeouts: Timeouts {
-                greeting: command,
-                command,
-                mail: command,
-                rcpt: command,
-                // RFC 5321 4.5.3.2.4: 2 minutes for the 354.
-                data_init: command.min(Duration::from_secs(120)),
-                data_term: Duration::from_secs(o.data_timeout_secs.max(1)),
-            },
+            timeouts: client_timeouts(o),
             connect_timeout: Duration::from_secs(o.connect_timeout_secs.max(1)),
             retry_min: o.retry_min_secs as i64,
             retry_max: o.retry_max_secs as i64,

@@ -104,7 +104,7 @@ pub async fn notice(
 }
 
 /// Where a notice to `address` goes: a local account's INBOX (through aliases and the
-/// catch-all), or the queue for a remote address.
+/// catch-all), the queue for a remote address, or held for a held domain's customer.
 async fn deliveries_for(store: &dyn Store, address: &str) -> Result<Vec<Delivery>, StoreError> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
@@ -118,6 +118,15 @@ async fn deliveries_for(store: &dyn Store, address: &str) -> Result<Vec<Delivery
             out.push(Delivery::Queue { recipient: address });
             continue;
         };
+        // SPEC 6, RFC 2645: a held domain's mail waits for its customer, notices too (as
+        // RCPT places it, inbound/resolve.rs); it has no mailboxes here to find.
+        if !domain.held_for.is_empty() {
+            let delivery = Delivery::Held { recipient: address, domain: domain.name };
+            if !out.contains(&delivery) {
+                out.push(delivery);
+            }
+            continue;
+        }
         if let Some(account) = store.get_account(&address).await? {
             let delivery =
                 Delivery::Mailbox { account_id: account.id, folder: Folder::Inbox, recipient: account.address };

@@ -1,15 +1,18 @@
 //! Client TLS for STARTTLS (RFC 3207): one configuration that accepts any certificate
 //! (opportunistic and "encrypt" levels, as RFC 7435 and Postfix do), one that verifies it
-//! against CA certificates ("verify").
+//! against CA certificates ("verify"); and the ODMR customer's, which checks its provider
+//! by CA, by fingerprint, or (only when asked) not at all.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
+use sha2::{Digest, Sha256};
 use tokio_rustls::TlsConnector;
 
 use super::route::TlsPolicy;
@@ -126,14 +129,200 @@ pub fn server_name(host: &str) -> Option<ServerName<'static>> {
     ServerName::try_from(host.to_string()).ok()
 }
 
-/// A connector that accepts any server certificate and, when given, presents a client
-/// certificate (the ODMR customer authenticating with SASL EXTERNAL).
-pub fn connector_with_client_cert(client: Option<(&Path, &Path)>) -> Result<TlsConnector, String> {
+/// How a TLS client checks the server it dialed: the ODMR customer checking its provider,
+/// whose reversed session it then takes as a trusted relay's (SPEC 2).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ServerTrust {
+    /// The system's CA bundle; the certificate must be valid for the host name dialed.
+    #[default]
+    SystemRoots,
+    /// These PEM CA certificates; the certificate must be valid for the host name dialed.
+    CaFile(PathBuf),
+    /// Exactly this certificate, by the SHA-256 of its DER. Pinned, so its names and dates
+    /// are not checked (as Postfix's `fingerprint` level).
+    Fingerprint([u8; 32]),
+    /// Any certificate: encrypted, but nobody is authenticated (RFC 7435).
+    Insecure,
+}
+
+impl ServerTrust {
+    /// From the options `--tls-ca`, `--tls-fingerprint`, `--tls-insecure` (at most one).
+    pub fn from_options(ca: Option<&Path>, fingerprint: Option<&str>, insecure: bool) -> Result<ServerTrust, String> {
+        match (ca, fingerprint, insecure) {
+            (None, None, false) => Ok(ServerTrust::SystemRoots),
+            (Some(ca), None, false) => Ok(ServerTrust::CaFile(ca.to_path_buf())),
+            (None, Some(hex), false) => parse_fingerprint(hex).map(ServerTrust::Fingerprint),
+            (None, None, true) => Ok(ServerTrust::Insecure),
+            _ => Err("give at most one of the TLS CA file, the certificate fingerprint and insecure".into()),
+        }
+    }
+
+    /// Anything but `Insecure` checks that the server is who we dialed.
+    pub fn authenticates(&self) -> bool {
+        *self != ServerTrust::Insecure
+    }
+
+    /// Whether the options asked for something other than the default.
+    pub fn is_default(&self) -> bool {
+        *self == ServerTrust::SystemRoots
+    }
+}
+
+/// A SHA-256 fingerprint in hex, either case, with or without colons (as `openssl x509
+/// -fingerprint -sha256` prints it).
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
+    let digits: Vec<u8> = text.trim().bytes().filter(|&b| b != b':').collect();
+    let bad = || format!("{text:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)");
+    // from_str_radix alone would take a sign ("+a").
+    if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let pair = std::str::from_utf8(pair).map_err(|_| bad())?;
+        *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// SHA-256 of a DER certificate, as colon-separated upper-case hex (openssl's spelling).
+pub fn fingerprint_text(der: &[u8]) -> String {
+    Sha256::digest(der).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+}
+
+/// Accepts exactly one certificate, by fingerprint; the handshake signatures are still
+/// checked, so the server holds its key.
+#[derive(Debug)]
+struct PinnedCertificate {
+    sha256: [u8; 32],
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if Sha256::digest(end_entity.as_ref()).as_slice() == self.sha256 {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The certificate the server presented, whatever the verdict on it: a refusal can then
+/// say which certificate was refused.
+#[derive(Debug, Clone, Default)]
+pub struct Presented(Arc<Mutex<Option<String>>>);
+
+impl Presented {
+    /// Its SHA-256 fingerprint, once a handshake got that far.
+    pub fn fingerprint(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Records the presented certificate, then lets another verifier decide.
+#[derive(Debug)]
+struct Recording {
+    inner: Arc<dyn ServerCertVerifier>,
+    presented: Presented,
+}
+
+impl ServerCertVerifier for Recording {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.presented.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(fingerprint_text(end_entity.as_ref()));
+        self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A connector that checks the server's certificate as `trust` says and, when given,
+/// presents a client certificate (the ODMR customer authenticating with SASL EXTERNAL).
+/// The host name checked is the [`ServerName`] given to `connect`.
+pub fn client_connector(
+    trust: &ServerTrust,
+    client: Option<(&Path, &Path)>,
+) -> Result<(TlsConnector, Presented), String> {
+    let verifier: Arc<dyn ServerCertVerifier> = match trust {
+        ServerTrust::SystemRoots | ServerTrust::CaFile(_) => {
+            let roots = match trust {
+                ServerTrust::CaFile(path) => load_roots(path)?,
+                _ => load_roots(Path::new(SYSTEM_BUNDLE)).map_err(|e| {
+                    format!(
+                        "no system CA certificates to check the server against ({e}); give a CA file or a fingerprint"
+                    )
+                })?,
+            };
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| format!("CA certificates: {e}"))?
+        }
+        ServerTrust::Fingerprint(sha256) => Arc::new(PinnedCertificate { sha256: *sha256, provider: provider() }),
+        ServerTrust::Insecure => Arc::new(AnyCertificate(provider())),
+    };
+    let presented = Presented::default();
+    let verifier = Arc::new(Recording { inner: verifier, presented: presented.clone() });
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())));
+        .with_custom_certificate_verifier(verifier);
     let config = match client {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
@@ -146,5 +335,40 @@ pub fn connector_with_client_cert(client: Option<(&Path, &Path)>) -> Result<TlsC
             builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))?
         }
     };
-    Ok(TlsConnector::from(Arc::new(config)))
+    Ok((TlsConnector::from(Arc::new(config)), presented))
+}
+
+/// The certificate error inside a failed handshake's I/O error, if that is why it failed.
+pub fn certificate_error(error: &std::io::Error) -> Option<&CertificateError> {
+    match error.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::InvalidCertificate(e) => Some(e),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_in_any_usual_spelling() {
+        let lower = "ab".repeat(32);
+        let openssl = vec!["AB"; 32].join(":");
+        assert_eq!(parse_fingerprint(&lower).unwrap(), [0xab; 32]);
+        assert_eq!(parse_fingerprint(&openssl).unwrap(), [0xab; 32]);
+        assert_eq!(parse_fingerprint(&format!(" {openssl}\n")).unwrap(), [0xab; 32]);
+        assert!(parse_fingerprint(&"ab".repeat(31)).is_err());
+        assert!(parse_fingerprint(&"zz".repeat(32)).is_err());
+        assert!(parse_fingerprint(&"+a".repeat(32)).is_err());
+        assert_eq!(fingerprint_text(b"x").len(), 32 * 3 - 1);
+    }
+
+    #[test]
+    fn trust_options_are_exclusive() {
+        assert_eq!(ServerTrust::from_options(None, None, false).unwrap(), ServerTrust::SystemRoots);
+        assert_eq!(ServerTrust::from_options(None, None, true).unwrap(), ServerTrust::Insecure);
+        assert!(!ServerTrust::Insecure.authenticates());
+        assert!(ServerTrust::from_options(Some(Path::new("ca.pem")), None, true).is_err());
+        assert!(ServerTrust::from_options(None, Some(&"00".repeat(32)), true).is_err());
+    }
 }

@@ -4,6 +4,20 @@
 
 pub mod postfix;
 
+/// Polls a condition (it may `.await`) every 25 ms until it holds; fails the test with
+/// `what` after `secs` seconds. Tests wait for what they can observe (the queue, a mailbox,
+/// a peer's transcript), never for a fixed time.
+#[macro_export]
+macro_rules! wait_until {
+    ($what:expr, $secs:expr, $cond:expr) => {{
+        let end = std::time::Instant::now() + std::time::Duration::from_secs($secs);
+        while !$cond {
+            assert!(std::time::Instant::now() < end, "timed out waiting for {}", $what);
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }};
+}
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

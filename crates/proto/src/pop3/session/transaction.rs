@@ -123,7 +123,11 @@ impl Session {
         match result {
             Ok(()) => {
                 let left = self.maildrop.iter().filter(|e| !e.deleted).count();
-                let status = if left == 0 { "maildrop empty".to_owned() } else { format!("{left} message{} left", if left == 1 { "" } else { "s" }) };
+                let status = if left == 0 {
+                    "maildrop empty".to_owned()
+                } else {
+                    format!("{left} message{} left", if left == 1 { "" } else { "s" })
+                };
                 let text = format!("{} POP3 server signing off ({status})", self.config.hostname);
                 self.reply(Reply::ok(text));
             }

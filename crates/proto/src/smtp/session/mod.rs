@@ -86,6 +86,9 @@ pub struct SessionConfig {
     pub trusted_auth_assertors: Vec<String>,
     /// Offer and accept ETRN (RFC 1985) on this MX listener.
     pub etrn: bool,
+    /// ETRN commands one session may send; the ones past it get 458 without asking the
+    /// driver (each costs it store lookups) and count as errors.
+    pub max_etrn: u32,
     /// The client is a trusted relay (e.g. our ODMR provider in a reversed session):
     /// its mail counts as authenticated (`x-trusted-relay=pass`).
     pub trusted_relay: bool,
@@ -114,6 +117,7 @@ impl SessionConfig {
             scram_fake_salt_key: None,
             trusted_auth_assertors: Vec::new(),
             etrn: false,
+            max_etrn: 10,
             trusted_relay: false,
             enhanced_status_codes: true,
             memory_body_limit: 128 * 1024,
@@ -242,6 +246,8 @@ pub struct Session<R> {
     sasl: Option<ServerSession>,
     transaction: Option<Transaction<R>>,
     errors: u32,
+    /// ETRN commands so far (against `max_etrn`); STARTTLS does not reset it.
+    etrn_commands: u32,
     /// Set while skipping the rest of an over-long line.
     discarding_long_line: bool,
     messages_accepted: u64,
@@ -274,6 +280,7 @@ impl<R> Session<R> {
             sasl: None,
             transaction: None,
             errors: 0,
+            etrn_commands: 0,
             discarding_long_line: false,
             messages_accepted: 0,
             pending_sender_text: None,

@@ -905,3 +905,23 @@ fn progress_counts_whole_lines_and_data_blocks() {
     h.send(&vec![b'a'; 20_000]);
     assert!(h.session.progress() >= at_data + 2);
 }
+
+#[test]
+fn etrn_past_the_cap_is_458_without_the_driver_and_counts_as_an_error() {
+    let mut config = SessionConfig::new(Service::Mx, "mx.local.example");
+    config.etrn = true;
+    config.max_etrn = 2;
+    config.max_errors = 4;
+    let mut h = Harness::with(config);
+    h.send(b"EHLO c\r\n");
+    // The harness's driver answers 250 to every ETRN it is asked about.
+    assert_eq!(h.codes(b"ETRN a.example\r\nETRN b.example\r\n"), ["250 2.0.0", "250 2.0.0"]);
+    assert_eq!(
+        h.send(b"ETRN c.example\r\n"),
+        "458 4.7.0 Unable to queue messages for node c.example: too many ETRN commands in this session\r\n"
+    );
+    assert_eq!(h.codes(b"ETRN a.example\r\nETRN a.example\r\n"), ["458 4.7.0", "458 4.7.0"]);
+    // The fourth error closes the session.
+    assert_eq!(h.codes(b"ETRN a.example\r\n"), ["458 4.7.0", "421 4.7.0"]);
+    assert!(h.session.is_closed());
+}

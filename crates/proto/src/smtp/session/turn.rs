@@ -2,7 +2,7 @@
 //! the MX listener (RFC 1985).
 
 use super::{Event, Service, Session, State};
-use crate::smtp::reply::{EnhancedCode, Reply, SmtpError};
+use crate::smtp::reply::{Reply, SmtpError};
 
 impl<R> Session<R> {
     pub(super) fn handle_atrn(&mut self, domains: Vec<String>) -> Option<Event<R>> {
@@ -28,7 +28,7 @@ impl<R> Session<R> {
         self.state = State::Command;
         match verdict {
             Ok(()) => {
-                self.reply(Reply::new(250, EnhancedCode(2, 0, 0), "OK now reversing the connection"));
+                self.reply(Reply::atrn_reversing());
                 // Anything the customer sent after ATRN belongs to the reversed session.
                 self.state = State::Reversed;
             }
@@ -56,11 +56,19 @@ impl<R> Session<R> {
             self.error(Reply::bad_sequence("ETRN not allowed inside a mail transaction"));
             return None;
         }
+        // Each ETRN costs the server store lookups: past the cap the session answers alone,
+        // and each refusal counts as an error, so a flood ends in 421 (RFC 1985 5: 458).
+        self.etrn_commands = self.etrn_commands.saturating_add(1);
+        if self.etrn_commands > self.config.max_etrn {
+            self.error(Reply::etrn_too_many(&node));
+            return None;
+        }
         self.state = State::AwaitingEtrn;
         Some(Event::Etrn { node })
     }
 
-    /// The driver's answer to [`Event::Etrn`]: 250/251/252/253 or 458/459 (RFC 1985 5).
+    /// The driver's answer to [`Event::Etrn`]: 250/251/252/253, or 458/459, which are
+    /// errors and count towards `max_errors` (RFC 1985 5).
     pub fn etrn_verdict(&mut self, reply: Reply) {
         if !matches!(self.state, State::AwaitingEtrn) {
             return;
