@@ -29,6 +29,8 @@ pub struct Config {
     pub odmr: Odmr,
     /// The resolver every part of the server shares.
     pub dns: Dns,
+    /// The Authentication Server of AuthKeys (SPEC 7.1).
+    pub authkey: AuthKey,
 }
 
 /// DNS (issue 10): one resolver, with its cache, for outbound, ETRN, the ODMR customer and
@@ -56,6 +58,7 @@ impl Default for Config {
             outbound: Outbound::default(),
             odmr: Odmr::default(),
             dns: Dns::default(),
+            authkey: AuthKey::default(),
         }
     }
 }
@@ -76,6 +79,9 @@ pub struct Listeners {
     pub pop3: Vec<SocketAddr>,
     /// POP3 over implicit TLS (standard port 995, RFC 8314).
     pub pop3s: Vec<SocketAddr>,
+    /// AuthKey VERIFY, TCP and UDP on each address (standard port 2884, SPEC 7.2). Off by
+    /// default.
+    pub authkey: Vec<SocketAddr>,
 }
 
 impl Default for Listeners {
@@ -87,6 +93,7 @@ impl Default for Listeners {
             odmr: vec![([127, 0, 0, 1], 3366).into()],
             pop3: vec![([127, 0, 0, 1], 2110).into()],
             pop3s: vec![([127, 0, 0, 1], 2995).into()],
+            authkey: Vec::new(),
         }
     }
 }
@@ -323,6 +330,44 @@ impl Default for Pop3 {
             max_errors: 20,
             max_connections: 1000,
             max_connections_per_ip: 20,
+        }
+    }
+}
+
+/// The Authentication Server of AuthKeys (SPEC 7.1, seeds 001/002): key generation for
+/// the accounts of the local domains and the answers to VERIFY (`listeners.authkey`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthKey {
+    /// Generate keys for every account of the local domains.
+    pub server: bool,
+    /// AGI and AVT of addresses with no settings of their own or of their domain.
+    pub default_agi_secs: u64,
+    pub default_avt_secs: u64,
+    /// How often the generator looks for keys that are due (at least 1).
+    pub tick_secs: u64,
+    /// UDP: requests per second one source IP may send, and the burst above that.
+    pub udp_rate_per_sec: u32,
+    pub udp_burst: u32,
+    /// TCP: simultaneous connections in total and from one IP, and the idle timeout.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for AuthKey {
+    fn default() -> Self {
+        AuthKey {
+            server: false,
+            // The seed's example: 7200 and 2880 minutes.
+            default_agi_secs: 7200 * 60,
+            default_avt_secs: 2880 * 60,
+            tick_secs: 5,
+            udp_rate_per_sec: 20,
+            udp_burst: 40,
+            max_connections: 200,
+            max_connections_per_ip: 10,
+            idle_timeout_secs: 60,
         }
     }
 }

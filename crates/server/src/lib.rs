@@ -14,6 +14,7 @@
 //! ```
 
 pub mod auth_limit;
+pub mod authkey;
 pub mod bootstrap;
 pub mod config;
 pub mod dns;
@@ -57,6 +58,8 @@ pub struct RunningServer {
     pub odmr_addrs: Vec<SocketAddr>,
     pub pop3_addrs: Vec<SocketAddr>,
     pub pop3s_addrs: Vec<SocketAddr>,
+    /// VERIFY (SPEC 7.2): TCP and UDP on each of these.
+    pub authkey_addrs: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
     sessions: TaskTracker,
@@ -110,6 +113,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         odmr_addrs: Vec::new(),
         pop3_addrs: Vec::new(),
         pop3s_addrs: Vec::new(),
+        authkey_addrs: Vec::new(),
         shutdown,
         listeners: Vec::new(),
         sessions: sessions.clone(),
@@ -176,12 +180,50 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     }
     let shared = Pop3Shared { tls: &tls, auth_limiter: &auth_limiter, fake_salt_key: &fake_salt_key };
     start_pop3(config, &store, shared, &shutdown_rx, &sessions, &mut server).await?;
+    start_authkey(config, &store, &shutdown_rx, &sessions, &mut server)?;
     if config.outbound.enabled {
         outbound::spawn(config, Arc::clone(&store), shutdown_rx.clone(), &sessions)?;
         let lifetime = config.outbound.lifetime_secs as i64;
         sessions.spawn(Arc::clone(&odmr).sweep_expired(lifetime, shutdown_rx.clone()));
     }
     Ok(server)
+}
+
+/// The Authentication Server (SPEC 7.1, 7.2): the key generator when `[authkey] server`,
+/// and the VERIFY listeners, TCP and UDP on each `listeners.authkey` address.
+fn start_authkey(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    shutdown_rx: &watch::Receiver<bool>,
+    sessions: &TaskTracker,
+    server: &mut RunningServer,
+) -> Result<(), String> {
+    if config.authkey.server {
+        sessions.spawn(authkey::run_generator(Arc::clone(store), config.authkey.clone(), shutdown_rx.clone()));
+    }
+    if config.listeners.authkey.is_empty() {
+        return Ok(());
+    }
+    let (context, log_writer) = authkey::VerifyContext::new(&config.authkey, Arc::clone(store));
+    for addr in &config.listeners.authkey {
+        let listener = driver::listen(*addr)?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        // The same port for UDP, also when the configured port is 0.
+        let udp = authkey::bind_udp(local)?;
+        tracing::info!(service = "authkey", %local, "listening (TCP and UDP)");
+        server.authkey_addrs.push(local);
+        server.listeners.push(tokio::spawn(authkey::serve_tcp(
+            listener,
+            Arc::clone(&context),
+            shutdown_rx.clone(),
+            sessions.clone(),
+        )));
+        server.listeners.push(tokio::spawn(authkey::serve_udp(udp, Arc::clone(&context), shutdown_rx.clone())));
+    }
+    // Ends when the listeners (holding the context) are gone, after writing what is queued.
+    drop(context);
+    tokio::spawn(log_writer);
+    Ok(())
 }
 
 /// What the POP3 listeners share with the SMTP ones.

@@ -162,4 +162,37 @@ pub trait Store: Send + Sync {
     fn record_download(&self, address: &str, mailbox_id: i64) -> StoreFuture<'_, bool>;
     /// Tracking events with an id above `after_id`, oldest first, at most `limit`.
     fn list_tracking_events(&self, after_id: i64, limit: usize) -> StoreFuture<'_, Vec<TrackingEvent>>;
+
+    // AuthKeys, the Authentication Server side (SPEC 7.1).
+    /// Sets (or with `None` clears) the AuthKey settings of `target`: an address, or a
+    /// domain name (no `@`) for the default of the domain's addresses.
+    fn set_authkey_settings(&self, target: &str, settings: Option<AuthKeySettings>) -> StoreFuture<'_, ()>;
+    /// The address's own settings, else its domain's default, else None (the caller then
+    /// uses the configured default).
+    fn authkey_settings(&self, address: &str) -> StoreFuture<'_, Option<(AuthKeySettings, SettingsSource)>>;
+    fn add_authkey(&self, key: AuthKey) -> StoreFuture<'_, ()>;
+    /// The address's keys not expired at `now`, newest first.
+    fn authkeys(&self, address: &str, now: i64) -> StoreFuture<'_, Vec<AuthKey>>;
+    /// For every address with a key, when its newest key was made.
+    fn newest_authkeys(&self) -> StoreFuture<'_, Vec<(String, i64)>>;
+    /// Deletes every key expired at `now`; returns how many.
+    fn delete_expired_authkeys(&self, now: i64) -> StoreFuture<'_, usize>;
+    fn log_verify(&self, entry: VerifyLogEntry) -> StoreFuture<'_, ()>;
+    /// VERIFY log rows at or after `since`, oldest first, at most `limit`.
+    fn verify_log(&self, since: i64, limit: usize) -> StoreFuture<'_, Vec<VerifyLogEntry>>;
+
+    /// SPEC 7.2: VALIDKEY when `key` is one of the address's unexpired keys. Every key is
+    /// compared in constant time (never with SQL `=`), so the answer's timing tells
+    /// nothing about how much of a guess was right.
+    fn authkey_valid<'a>(&'a self, address: &'a str, key: &'a str, now: i64) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let keys = self.authkeys(address, now).await?;
+            let mut valid = false;
+            for stored in &keys {
+                // No early exit: every key is compared.
+                valid |= vouchmail_proto::sasl::ct_eq(stored.key.as_bytes(), key.as_bytes());
+            }
+            Ok(valid)
+        })
+    }
 }

@@ -17,9 +17,9 @@ use tokio::sync::oneshot;
 use vouchmail_proto::sasl::secrets::{SecretFields, Secrets};
 
 use crate::{
-    Account, CertMapping, CertMatch, CommittedMessage, Domain, Folder, MailboxEntry, NewAccount, NewMessage,
-    QueueEntry, QueueState, RecipientDsn, SenderPolicy, Store, StoreError, StoreFuture, StoreResult, TrackingEvent,
-    TrackingKind,
+    Account, AuthKey, AuthKeySettings, CertMapping, CertMatch, CommittedMessage, Domain, Folder, MailboxEntry,
+    NewAccount, NewMessage, QueueEntry, QueueState, RecipientDsn, SenderPolicy, SettingsSource, Store, StoreError,
+    StoreFuture, StoreResult, TrackingEvent, TrackingKind, VerifyLogEntry,
 };
 
 /// Jobs committed together at most.
@@ -157,6 +157,32 @@ CREATE TABLE login_clients (
     PRIMARY KEY (account, client)
 ) WITHOUT ROWID;
 CREATE INDEX login_clients_age ON login_clients(last_login);
+"#,
+    // AuthKeys, the Authentication Server side (SPEC 7.1): settings per address or per
+    // domain ('@' absent), keys, and the VERIFY log.
+    r#"
+CREATE TABLE authkey_settings (
+    target TEXT PRIMARY KEY,
+    agi_secs INTEGER NOT NULL CHECK (agi_secs > 0),
+    avt_secs INTEGER NOT NULL CHECK (avt_secs >= 0)
+) WITHOUT ROWID;
+CREATE TABLE authkeys (
+    id INTEGER PRIMARY KEY,
+    address TEXT NOT NULL,
+    key TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX authkeys_address ON authkeys(address, expires_at);
+CREATE INDEX authkeys_expiry ON authkeys(expires_at);
+CREATE TABLE verify_log (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    peer TEXT NOT NULL,
+    address TEXT NOT NULL,
+    result TEXT NOT NULL
+);
+CREATE INDEX verify_log_at ON verify_log(at);
 "#,
 ];
 
@@ -1132,6 +1158,41 @@ impl Store for SqliteStore {
         })
     }
 
+    fn set_authkey_settings(&self, target: &str, settings: Option<AuthKeySettings>) -> StoreFuture<'_, ()> {
+        let target = target.to_lowercase();
+        self.write(move |conn| authkey::set_settings(conn, &target, settings))
+    }
+
+    fn authkey_settings(&self, address: &str) -> StoreFuture<'_, Option<(AuthKeySettings, SettingsSource)>> {
+        let address = address.to_lowercase();
+        self.read(move |conn| authkey::settings(conn, &address))
+    }
+
+    fn add_authkey(&self, key: AuthKey) -> StoreFuture<'_, ()> {
+        self.write(move |conn| authkey::add(conn, &key))
+    }
+
+    fn authkeys(&self, address: &str, now: i64) -> StoreFuture<'_, Vec<AuthKey>> {
+        let address = address.to_lowercase();
+        self.read(move |conn| authkey::unexpired(conn, &address, now))
+    }
+
+    fn newest_authkeys(&self) -> StoreFuture<'_, Vec<(String, i64)>> {
+        self.read(authkey::newest)
+    }
+
+    fn delete_expired_authkeys(&self, now: i64) -> StoreFuture<'_, usize> {
+        self.write(move |conn| authkey::delete_expired(conn, now))
+    }
+
+    fn log_verify(&self, entry: VerifyLogEntry) -> StoreFuture<'_, ()> {
+        self.write(move |conn| authkey::log_verify(conn, &entry))
+    }
+
+    fn verify_log(&self, since: i64, limit: usize) -> StoreFuture<'_, Vec<VerifyLogEntry>> {
+        self.read(move |conn| authkey::verify_log(conn, since, limit))
+    }
+
     fn list_tracking_events(&self, after_id: i64, limit: usize) -> StoreFuture<'_, Vec<TrackingEvent>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn| {
@@ -1163,6 +1224,7 @@ impl Store for SqliteStore {
 /// How much of a message `record_download` reads to find its Message-ID field.
 const HEADER_SCAN_BYTES: i64 = 64 * 1024;
 
+mod authkey;
 mod held;
 mod outbound;
 #[cfg(test)]

@@ -428,6 +428,50 @@ pub struct TrackingEvent {
     pub kind: TrackingKind,
 }
 
+/// AuthKey timing of an address (SPEC 7.1): a new key every `agi_secs`, each valid until
+/// `agi_secs + avt_secs` after it was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthKeySettings {
+    /// Key generation interval, seconds (at least 1).
+    pub agi_secs: u64,
+    /// Key validity after the next key, seconds.
+    pub avt_secs: u64,
+}
+
+/// Where an address's [`AuthKeySettings`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingsSource {
+    /// Set for the address itself.
+    Address,
+    /// The default of its domain.
+    Domain,
+}
+
+/// One AuthKey of an address (SPEC 7.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthKey {
+    pub address: String,
+    /// 64 characters of `[A-Za-z0-9]`.
+    pub key: String,
+    /// Unix time it was made.
+    pub created_at: i64,
+    /// Unix time after which it is no longer valid (created + AGI + AVT).
+    pub expires_at: i64,
+}
+
+/// The answer given to one VERIFY request (SPEC 7.1: every VERIFY is logged for reports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyLogEntry {
+    /// Unix time of the request.
+    pub at: i64,
+    /// The asking server's address (IP and port) and transport, e.g. `udp 192.0.2.1:4000`.
+    pub peer: String,
+    /// The address the request named.
+    pub address: String,
+    /// `VALIDKEY`, `INVALIDKEY` or `ERROR <reason>`.
+    pub result: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::CertMatch;

@@ -9,7 +9,7 @@ use vouchmail_proto::headers;
 use vouchmail_proto::sasl::{Secrets, SecretsPolicy};
 use vouchmail_proto::smtp::address::Address;
 use vouchmail_proto::time::rfc3339;
-use vouchmail_store::{CertMatch, Folder, NewAccount, SenderPolicy, Store};
+use vouchmail_store::{AuthKey, AuthKeySettings, CertMatch, Folder, NewAccount, SenderPolicy, Store};
 
 use crate::progress::ProgressBar;
 
@@ -550,4 +550,111 @@ async fn pending_queue_ids(store: &dyn Store) -> Result<Vec<String>, String> {
         }
     }
     Ok(ids)
+}
+
+#[derive(Subcommand)]
+pub enum AuthKeyCommand {
+    /// Set the AGI and AVT of an address, or of a domain (the default of its addresses).
+    Set {
+        target: String,
+        /// Key generation interval: seconds, or with s, m, h or d (e.g. 7200m).
+        #[arg(long)]
+        agi: String,
+        /// Validity after the next key, same units (e.g. 2880m).
+        #[arg(long)]
+        avt: String,
+    },
+    /// The address's settings and unexpired keys.
+    List { address: String },
+    /// Make a new key for the address now.
+    Rotate { address: String },
+    /// The VERIFY log.
+    Log {
+        /// Only entries at or after this Unix time.
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+    },
+    /// The DNS TXT record naming this server as the domain's Authentication Server.
+    Dns { domain: String },
+}
+
+/// `7200m`, `2h`, `30` (seconds).
+fn parse_interval(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_lowercase()),
+        _ => (text, 's'),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("bad interval {text:?}: a number with s, m, h or d"))?;
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86400,
+        _ => return Err(format!("bad interval {text:?}: the unit is s, m, h or d")),
+    };
+    n.checked_mul(scale).ok_or_else(|| format!("interval {text:?} is too large"))
+}
+
+/// SPEC 7.1 settings and keys, the VERIFY log, and the SPEC 7.3 TXT record.
+pub async fn authkey(
+    store: &dyn Store,
+    command: AuthKeyCommand,
+    config: &vouchmail_server::config::Config,
+) -> Result<(), String> {
+    let now = vouchmail_proto::time::unix_seconds(std::time::SystemTime::now());
+    let err = |e: vouchmail_store::StoreError| e.to_string();
+    match command {
+        AuthKeyCommand::Set { target, agi, avt } => {
+            let target =
+                if target.contains('@') { parse_address(&target)?.to_string() } else { parse_domain(&target)? };
+            let settings = AuthKeySettings { agi_secs: parse_interval(&agi)?, avt_secs: parse_interval(&avt)? };
+            store.set_authkey_settings(&target, Some(settings)).await.map_err(err)?;
+            println!("{target}: AGI {}s, AVT {}s", settings.agi_secs, settings.avt_secs);
+        }
+        AuthKeyCommand::List { address } => {
+            let address = parse_address(&address)?.to_string();
+            match store.authkey_settings(&address).await.map_err(err)? {
+                Some((s, source)) => println!("AGI {}s, AVT {}s ({source:?})", s.agi_secs, s.avt_secs),
+                None => println!(
+                    "AGI {}s, AVT {}s (configured default)",
+                    config.authkey.default_agi_secs, config.authkey.default_avt_secs
+                ),
+            }
+            for k in store.authkeys(&address, now).await.map_err(err)? {
+                println!("{}\tcreated {}\texpires {}", k.key, time_text(k.created_at), time_text(k.expires_at));
+            }
+        }
+        AuthKeyCommand::Rotate { address } => {
+            let address = parse_address(&address)?.to_string();
+            let settings = store.authkey_settings(&address).await.map_err(err)?.map_or(
+                AuthKeySettings {
+                    agi_secs: config.authkey.default_agi_secs,
+                    avt_secs: config.authkey.default_avt_secs,
+                },
+                |(s, _)| s,
+            );
+            let key = vouchmail_server::authkey::generate_key().map_err(|e| format!("OS random source: {e}"))?;
+            let span = settings.agi_secs.saturating_add(settings.avt_secs).min(i64::MAX as u64 / 2) as i64;
+            let expires_at = now.saturating_add(span);
+            store
+                .add_authkey(AuthKey { address: address.clone(), key: key.clone(), created_at: now, expires_at })
+                .await
+                .map_err(err)?;
+            println!("{address}\t{key}\texpires {}", time_text(expires_at));
+        }
+        AuthKeyCommand::Log { since } => {
+            for e in store.verify_log(since, usize::MAX).await.map_err(err)? {
+                println!("{}\t{}\t{}\t{}", time_text(e.at), e.peer, e.address, e.result);
+            }
+        }
+        AuthKeyCommand::Dns { domain } => {
+            let domain = parse_domain(&domain)?;
+            let port = config.listeners.authkey.first().map_or(2884, |a| a.port());
+            // SPEC 7.3: the port may be left out when it is 2884.
+            let host = if port == 2884 { config.hostname.clone() } else { format!("{}:{port}", config.hostname) };
+            println!("{domain}. IN TXT \"AS={host}\"");
+        }
+    }
+    Ok(())
 }

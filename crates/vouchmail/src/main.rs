@@ -45,6 +45,9 @@ enum Command {
     /// Inspect and manage the queue.
     #[command(subcommand)]
     Queue(admin::QueueCommand),
+    /// AuthKeys of the Authentication Server (SPEC 7.1).
+    #[command(subcommand)]
+    Authkey(admin::AuthKeyCommand),
     /// On-Demand Mail Relay customer (RFC 2645).
     #[command(subcommand)]
     Odmr(odmr::OdmrCommand),
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
                     Command::Alias(c) => admin::alias(store.as_ref(), c).await,
                     Command::Mailbox(c) => admin::mailbox(store.as_ref(), c).await,
                     Command::Queue(c) => admin::queue(Arc::clone(&store) as Arc<dyn Store>, c, &config).await,
+                    Command::Authkey(c) => admin::authkey(store.as_ref(), c, &config).await,
                     Command::Serve | Command::Init | Command::Odmr(_) => unreachable!("handled above"),
                 };
                 store.shutdown().await;

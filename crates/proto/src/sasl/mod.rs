@@ -303,7 +303,7 @@ fn trim_crlf(line: &[u8]) -> &[u8] {
 }
 
 /// Constant-time equality of two byte strings (the length is not secret).
-pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

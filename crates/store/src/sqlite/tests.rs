@@ -353,3 +353,48 @@ async fn get_or_init_meta_keeps_the_first_value() {
     assert_eq!(store.get_or_init_meta("k", "second").await.unwrap(), "first");
     assert_eq!(store.get_meta("k").await.unwrap().as_deref(), Some("first"));
 }
+
+#[tokio::test]
+async fn authkey_settings_keys_and_verify_log() {
+    let (_dir, store) = store();
+    store.add_domain("example.org", SenderPolicy::Require).await.unwrap();
+    let a = "alice@example.org";
+    assert_eq!(store.authkey_settings(a).await.unwrap(), None);
+    let domain = AuthKeySettings { agi_secs: 7200 * 60, avt_secs: 2880 * 60 };
+    store.set_authkey_settings("Example.ORG", Some(domain)).await.unwrap();
+    assert_eq!(store.authkey_settings("ALICE@example.org").await.unwrap(), Some((domain, SettingsSource::Domain)));
+    let own = AuthKeySettings { agi_secs: 10, avt_secs: 5 };
+    store.set_authkey_settings(a, Some(own)).await.unwrap();
+    assert_eq!(store.authkey_settings(a).await.unwrap(), Some((own, SettingsSource::Address)));
+    assert!(matches!(
+        store.set_authkey_settings(a, Some(AuthKeySettings { agi_secs: 0, avt_secs: 1 })).await,
+        Err(StoreError::Invalid(_))
+    ));
+    store.set_authkey_settings(a, None).await.unwrap();
+    assert_eq!(store.authkey_settings(a).await.unwrap(), Some((domain, SettingsSource::Domain)));
+
+    let k1 = "a".repeat(64);
+    let k2 = "b".repeat(64);
+    store.add_authkey(AuthKey { address: a.into(), key: k1.clone(), created_at: 100, expires_at: 115 }).await.unwrap();
+    store.add_authkey(AuthKey { address: a.into(), key: k2.clone(), created_at: 110, expires_at: 125 }).await.unwrap();
+    let keys = store.authkeys("Alice@Example.org", 110).await.unwrap();
+    assert_eq!(keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(), [k2.as_str(), k1.as_str()]);
+    assert_eq!(store.newest_authkeys().await.unwrap(), [(a.to_string(), 110)]);
+    assert!(store.authkey_valid(a, &k1, 114).await.unwrap());
+    assert!(store.authkey_valid(a, &k2, 114).await.unwrap());
+    assert!(!store.authkey_valid(a, &k1, 115).await.unwrap(), "expired at expires_at");
+    assert!(!store.authkey_valid(a, &"c".repeat(64), 100).await.unwrap());
+    assert!(!store.authkey_valid(a, &k1[..63], 100).await.unwrap());
+    assert!(!store.authkey_valid("bob@example.org", &k1, 100).await.unwrap());
+    assert_eq!(store.delete_expired_authkeys(120).await.unwrap(), 1);
+    assert_eq!(store.authkeys(a, 0).await.unwrap().len(), 1);
+
+    for (at, result) in [(200, "VALIDKEY"), (300, "INVALIDKEY")] {
+        let entry = VerifyLogEntry { at, peer: "udp 192.0.2.1:4000".into(), address: a.into(), result: result.into() };
+        store.log_verify(entry).await.unwrap();
+    }
+    let log = store.verify_log(250, 10).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!((log[0].at, log[0].result.as_str()), (300, "INVALIDKEY"));
+    assert_eq!(store.verify_log(0, 1).await.unwrap().len(), 1);
+}

@@ -1,0 +1,394 @@
+//! The Authentication Server of AuthKeys (SPEC 7.1, 7.2): the key generator and the VERIFY
+//! listeners (TCP and UDP on each address), thin tokio shells around the sans-I/O codec
+//! and session of `vouchmail_proto::authkey`, answering from the store.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use vouchmail_proto::authkey::codec::KEY_LEN;
+use vouchmail_proto::authkey::{parse_datagram, udp_reply, Event, Request, Response, Session, Verdict};
+use vouchmail_store::{AuthKey, AuthKeySettings, Store, StoreResult, VerifyLogEntry};
+
+use crate::config;
+use crate::driver::accept_loop;
+use crate::limits::ConnectionLimiter;
+use crate::tasks::TaskTracker;
+
+fn unix_now() -> i64 {
+    vouchmail_proto::time::unix_seconds(SystemTime::now())
+}
+
+/// SPEC 7.1: the alphabet of a key.
+const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// A new key: 64 characters of `[A-Za-z0-9]` from the OS random source (SPEC 7.1). Bytes of
+/// 248 and above are rejected (248 = 4 * 62), so every character is equally likely.
+pub fn generate_key() -> Result<String, getrandom::Error> {
+    let mut key = String::with_capacity(KEY_LEN);
+    let mut buf = [0u8; 96];
+    while key.len() < KEY_LEN {
+        getrandom::getrandom(&mut buf)?;
+        for &b in &buf {
+            if key.len() == KEY_LEN {
+                break;
+            }
+            if b < 248 {
+                key.push(char::from(ALPHABET[usize::from(b % 62)]));
+            }
+        }
+    }
+    Ok(key)
+}
+
+/// FNV-1a: a stable hash of the address for spreading first keys over the AGI.
+fn spread_hash(address: &str) -> u64 {
+    address.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// When the first key of an address is due: the first time at or after `from` that falls
+/// on the address's own offset within the AGI (SPEC 7.1: first keys spread evenly over the
+/// AGI, so a large domain does not generate all at once).
+pub fn first_key_due(address: &str, agi_secs: u64, from: i64) -> i64 {
+    let agi = agi_secs.clamp(1, i64::MAX as u64) as i64;
+    let offset = (spread_hash(address) % agi as u64) as i64;
+    let phase = (from - offset).rem_euclid(agi);
+    if phase == 0 {
+        from
+    } else {
+        from + (agi - phase)
+    }
+}
+
+/// The generator: every tick, deletes expired keys and makes a new key for every account
+/// whose newest key is an AGI old (SPEC 7.1).
+pub async fn run_generator(store: Arc<dyn Store>, settings: config::AuthKey, mut shutdown: watch::Receiver<bool>) {
+    let started = unix_now();
+    let tick = Duration::from_secs(settings.tick_secs.max(1));
+    let default = AuthKeySettings { agi_secs: settings.default_agi_secs.max(1), avt_secs: settings.default_avt_secs };
+    loop {
+        if let Err(e) = generate_due(store.as_ref(), default, started, unix_now()).await {
+            tracing::warn!(error = %e, "AuthKey generation failed; retrying at the next tick");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// One pass of the generator at `now`; returns how many keys it made.
+pub async fn generate_due(store: &dyn Store, default: AuthKeySettings, started: i64, now: i64) -> StoreResult<usize> {
+    let deleted = store.delete_expired_authkeys(now).await?;
+    if deleted > 0 {
+        tracing::info!(deleted, "expired AuthKeys deleted");
+    }
+    let newest: HashMap<String, i64> = store.newest_authkeys().await?.into_iter().collect();
+    let mut made = 0;
+    for account in store.list_accounts().await? {
+        let settings = store.authkey_settings(&account.address).await?.map_or(default, |(s, _)| s);
+        let agi = settings.agi_secs.clamp(1, i64::MAX as u64 / 4) as i64;
+        let due = match newest.get(&account.address) {
+            Some(&last) => last.saturating_add(agi),
+            None => first_key_due(&account.address, settings.agi_secs, started.max(account.created_at)),
+        };
+        if now < due {
+            continue;
+        }
+        let key = generate_key().map_err(|e| vouchmail_store::StoreError::Unavailable(format!("OS random: {e}")))?;
+        let avt = settings.avt_secs.min(i64::MAX as u64 / 4) as i64;
+        // SPEC 7.1: expiry = now + AGI + AVT.
+        let expires_at = now.saturating_add(agi).saturating_add(avt);
+        store.add_authkey(AuthKey { address: account.address.clone(), key, created_at: now, expires_at }).await?;
+        // Mailing the key with X-New-Auth-Key (SPEC 7.3) is not done here.
+        tracing::info!(address = %account.address, expires_at, "new AuthKey generated");
+        made += 1;
+    }
+    Ok(made)
+}
+
+/// Per-source-IP token buckets for UDP: a spoofed flood costs one map entry per source,
+/// and the map is bounded.
+#[derive(Debug)]
+pub struct UdpRateLimit {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+/// Sources tracked at most; past this, full buckets are forgotten, and if none is, new
+/// sources are refused until some are.
+const MAX_TRACKED_SOURCES: usize = 10_000;
+
+impl UdpRateLimit {
+    pub fn new(rate_per_sec: u32, burst: u32) -> UdpRateLimit {
+        UdpRateLimit {
+            rate: f64::from(rate_per_sec.max(1)),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `ip`; false when its bucket is empty.
+    pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if !buckets.contains_key(&ip) && buckets.len() >= MAX_TRACKED_SOURCES {
+            let (rate, burst) = (self.rate, self.burst);
+            buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
+            if buckets.len() >= MAX_TRACKED_SOURCES {
+                return false;
+            }
+        }
+        let (tokens, at) = buckets.entry(ip).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What the VERIFY listeners share.
+pub struct VerifyContext {
+    pub store: Arc<dyn Store>,
+    pub limiter: Arc<ConnectionLimiter>,
+    pub udp_limit: UdpRateLimit,
+    pub idle_timeout: Duration,
+    /// To the VERIFY log writer; full: the entry is dropped (the tracing line remains).
+    log: mpsc::Sender<VerifyLogEntry>,
+}
+
+/// Entries waiting for the VERIFY log writer at most.
+const LOG_QUEUE: usize = 4096;
+/// Log writes in flight at once (they share group commits).
+const LOG_WRITES: usize = 32;
+
+impl VerifyContext {
+    /// The context, and the VERIFY log writer to run until the senders are gone.
+    pub fn new(
+        config: &config::AuthKey,
+        store: Arc<dyn Store>,
+    ) -> (Arc<VerifyContext>, impl std::future::Future<Output = ()>) {
+        let (log, rx) = mpsc::channel(LOG_QUEUE);
+        let context = Arc::new(VerifyContext {
+            store: Arc::clone(&store),
+            limiter: ConnectionLimiter::new(config.max_connections, config.max_connections_per_ip),
+            udp_limit: UdpRateLimit::new(config.udp_rate_per_sec, config.udp_burst),
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs.max(1)),
+            log,
+        });
+        (context, log_writer(store, rx))
+    }
+
+    /// SPEC 7.2: VALIDKEY when the key is one of the address's unexpired keys.
+    async fn verify(&self, request: &Request) -> StoreResult<Verdict> {
+        let valid = self.store.authkey_valid(request.address(), request.key(), unix_now()).await?;
+        Ok(if valid { Verdict::Valid } else { Verdict::Invalid })
+    }
+
+    /// SPEC 7.1: every VERIFY is logged for reports.
+    fn record(&self, transport: &str, peer: SocketAddr, address: &str, result: &str) {
+        tracing::info!(transport, %peer, %address, result, "VERIFY");
+        let entry = VerifyLogEntry {
+            at: unix_now(),
+            peer: format!("{transport} {peer}"),
+            address: address.into(),
+            result: result.into(),
+        };
+        if self.log.try_send(entry).is_err() {
+            tracing::warn!(%peer, "VERIFY log queue full; entry dropped");
+        }
+    }
+}
+
+async fn log_writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<VerifyLogEntry>) {
+    let mut writes = tokio::task::JoinSet::new();
+    while let Some(entry) = rx.recv().await {
+        while writes.len() >= LOG_WRITES {
+            writes.join_next().await;
+        }
+        let store = Arc::clone(&store);
+        writes.spawn(async move {
+            if let Err(e) = store.log_verify(entry).await {
+                tracing::warn!(error = %e, "cannot write the VERIFY log");
+            }
+        });
+    }
+    while writes.join_next().await.is_some() {}
+}
+
+/// Binds the UDP socket of a VERIFY address (the TCP listener's, so port 0 gets one port).
+pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, String> {
+    let socket = std::net::UdpSocket::bind(addr).map_err(|e| format!("cannot bind UDP {addr}: {e}"))?;
+    socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+    UdpSocket::from_std(socket).map_err(|e| format!("UDP {addr}: {e}"))
+}
+
+/// UDP: one datagram in, at most one out (SPEC 7.2, the codec's `udp_reply` rule).
+pub async fn serve_udp(socket: UdpSocket, context: Arc<VerifyContext>, mut shutdown: watch::Receiver<bool>) {
+    // Larger than 512 octets, so that an oversized datagram is seen as such.
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let received = tokio::select! {
+            r = socket.recv_from(&mut buf) => r,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let (n, peer) = match received {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(error = %e, "VERIFY recv failed");
+                continue;
+            }
+        };
+        if !context.udp_limit.allow(peer.ip(), Instant::now()) {
+            tracing::debug!(%peer, "VERIFY datagram over the rate limit; dropped");
+            continue;
+        }
+        let datagram = &buf[..n];
+        let Some(parsed) = parse_datagram(datagram) else {
+            tracing::debug!(%peer, len = n, "VERIFY datagram over 512 octets; no reply");
+            continue;
+        };
+        let answer = match parsed {
+            Ok(request) => match context.verify(&request).await {
+                Ok(verdict) => {
+                    context.record("udp", peer, request.address(), verdict.as_str());
+                    Response::Reply(request.reply(verdict))
+                }
+                Err(e) => {
+                    // No answer: the asking server retries, then tries TCP (temperror).
+                    tracing::error!(error = %e, %peer, "store error answering VERIFY");
+                    continue;
+                }
+            },
+            Err(e) => {
+                context.record("udp", peer, "-", &format!("ERROR {}", e.reason().as_str()));
+                Response::Error(e.reply())
+            }
+        };
+        if let Some(reply) = udp_reply(datagram, &answer) {
+            if let Err(e) = socket.send_to(&reply, peer).await {
+                tracing::debug!(error = %e, %peer, "VERIFY reply not sent");
+            }
+        }
+    }
+}
+
+/// TCP: accepts connections until shutdown, within the connection limits.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    context: Arc<VerifyContext>,
+    shutdown: watch::Receiver<bool>,
+    tasks: TaskTracker,
+) {
+    accept_loop(listener, shutdown, tasks, move |stream, peer, shutdown| {
+        let context = Arc::clone(&context);
+        async move {
+            match context.limiter.try_acquire(peer.ip()) {
+                Ok(_slot) => run_connection(stream, peer, &context, shutdown).await,
+                Err(refusal) => tracing::warn!(%peer, ?refusal, "VERIFY connection refused"),
+            }
+        }
+    })
+    .await;
+}
+
+/// One TCP connection: the proto [`Session`] (pipelining, line limit, replies in order),
+/// closed after `idle_timeout` without a complete request.
+async fn run_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    context: &VerifyContext,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut session = Session::new();
+    let mut buf = vec![0u8; 4096];
+    let mut deadline = Instant::now() + context.idle_timeout;
+    loop {
+        let mut answered = false;
+        while let Some(Event::Verify(request)) = session.poll_event() {
+            let verdict = match context.verify(&request).await {
+                Ok(verdict) => verdict,
+                Err(e) => {
+                    tracing::error!(error = %e, %peer, "store error answering VERIFY; closing");
+                    let _ = stream.write_all(&session.take_output()).await;
+                    return;
+                }
+            };
+            context.record("tcp", peer, request.address(), verdict.as_str());
+            if session.answer(verdict).is_err() {
+                return;
+            }
+            answered = true;
+        }
+        let output = session.take_output();
+        if !output.is_empty() {
+            answered = true;
+            if stream.write_all(&output).await.is_err() {
+                return;
+            }
+        }
+        if answered {
+            deadline = Instant::now() + context.idle_timeout;
+        }
+        let read = tokio::select! {
+            r = stream.read(&mut buf) => r,
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::debug!(%peer, "VERIFY connection idle; closing");
+                return;
+            }
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(n) => session.feed(&buf[..n]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_64_alphanumerics_and_differ() {
+        let a = generate_key().unwrap();
+        let b = generate_key().unwrap();
+        assert_eq!(a.len(), KEY_LEN);
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn first_keys_spread_over_the_agi() {
+        let agi = 3600;
+        let mut slots = [0usize; 4];
+        for i in 0..4000 {
+            let due = first_key_due(&format!("user{i}@example.org"), agi, 1_000_000);
+            assert!((1_000_000..1_000_000 + agi as i64).contains(&due));
+            slots[((due - 1_000_000) * 4 / agi as i64) as usize] += 1;
+        }
+        assert!(slots.iter().all(|&n| (800..1200).contains(&n)), "{slots:?}");
+        assert_eq!(first_key_due("a@b", 1, 42), 42);
+    }
+
+    #[test]
+    fn udp_rate_limit_refills() {
+        let limit = UdpRateLimit::new(1, 2);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let t = Instant::now();
+        assert!(limit.allow(ip, t));
+        assert!(limit.allow(ip, t));
+        assert!(!limit.allow(ip, t));
+        assert!(limit.allow("192.0.2.2".parse().unwrap(), t));
+        assert!(limit.allow(ip, t + Duration::from_secs(1)));
+    }
+}

@@ -1,0 +1,104 @@
+//! AuthKeys of the Authentication Server (SPEC 7.1): settings, keys and the VERIFY log.
+//! Only storing and fetching; the key comparison is in the trait (constant time).
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::db_error;
+use crate::{AuthKey, AuthKeySettings, SettingsSource, StoreError, StoreResult, VerifyLogEntry};
+
+/// Settings of an address, or of a domain (a target without `@`); lower-cased by the caller.
+pub(super) fn set_settings(conn: &Connection, target: &str, settings: Option<AuthKeySettings>) -> StoreResult<()> {
+    let Some(settings) = settings else {
+        conn.execute("DELETE FROM authkey_settings WHERE target = ?1", params![target]).map_err(db_error)?;
+        return Ok(());
+    };
+    let agi = i64::try_from(settings.agi_secs).map_err(|_| StoreError::Invalid("AGI too large".into()))?;
+    let avt = i64::try_from(settings.avt_secs).map_err(|_| StoreError::Invalid("AVT too large".into()))?;
+    if agi == 0 {
+        return Err(StoreError::Invalid("AGI must be at least one second".into()));
+    }
+    conn.execute(
+        "INSERT INTO authkey_settings (target, agi_secs, avt_secs) VALUES (?1, ?2, ?3)
+         ON CONFLICT(target) DO UPDATE SET agi_secs = excluded.agi_secs, avt_secs = excluded.avt_secs",
+        params![target, agi, avt],
+    )
+    .map_err(db_error)?;
+    Ok(())
+}
+
+fn settings_of(conn: &Connection, target: &str) -> StoreResult<Option<AuthKeySettings>> {
+    conn.prepare_cached("SELECT agi_secs, avt_secs FROM authkey_settings WHERE target = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row(params![target], |r| {
+                let (agi, avt): (i64, i64) = (r.get(0)?, r.get(1)?);
+                Ok(AuthKeySettings { agi_secs: agi.max(1) as u64, avt_secs: avt.max(0) as u64 })
+            })
+            .optional()
+        })
+        .map_err(db_error)
+}
+
+/// The address's own settings, else its domain's.
+pub(super) fn settings(conn: &Connection, address: &str) -> StoreResult<Option<(AuthKeySettings, SettingsSource)>> {
+    if let Some(own) = settings_of(conn, address)? {
+        return Ok(Some((own, SettingsSource::Address)));
+    }
+    let Some((_, domain)) = address.rsplit_once('@') else { return Ok(None) };
+    Ok(settings_of(conn, domain)?.map(|s| (s, SettingsSource::Domain)))
+}
+
+pub(super) fn add(conn: &Connection, key: &AuthKey) -> StoreResult<()> {
+    conn.prepare_cached("INSERT INTO authkeys (address, key, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut stmt| stmt.execute(params![key.address.to_lowercase(), key.key, key.created_at, key.expires_at]))
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// Keys with `expires_at > now`, newest first.
+pub(super) fn unexpired(conn: &Connection, address: &str, now: i64) -> StoreResult<Vec<AuthKey>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT address, key, created_at, expires_at FROM authkeys WHERE address = ?1 AND expires_at > ?2
+             ORDER BY created_at DESC, id DESC",
+        )
+        .map_err(db_error)?;
+    let rows = stmt
+        .query_map(params![address, now], |r| {
+            Ok(AuthKey { address: r.get(0)?, key: r.get(1)?, created_at: r.get(2)?, expires_at: r.get(3)? })
+        })
+        .map_err(db_error)?;
+    rows.collect::<Result<_, _>>().map_err(db_error)
+}
+
+pub(super) fn newest(conn: &Connection) -> StoreResult<Vec<(String, i64)>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT address, MAX(created_at) FROM authkeys GROUP BY address").map_err(db_error)?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db_error)?;
+    rows.collect::<Result<_, _>>().map_err(db_error)
+}
+
+pub(super) fn delete_expired(conn: &Connection, now: i64) -> StoreResult<usize> {
+    conn.prepare_cached("DELETE FROM authkeys WHERE expires_at <= ?1")
+        .and_then(|mut stmt| stmt.execute(params![now]))
+        .map_err(db_error)
+}
+
+pub(super) fn log_verify(conn: &Connection, entry: &VerifyLogEntry) -> StoreResult<()> {
+    conn.prepare_cached("INSERT INTO verify_log (at, peer, address, result) VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut stmt| stmt.execute(params![entry.at, entry.peer, entry.address, entry.result]))
+        .map_err(db_error)?;
+    Ok(())
+}
+
+pub(super) fn verify_log(conn: &Connection, since: i64, limit: usize) -> StoreResult<Vec<VerifyLogEntry>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn
+        .prepare_cached("SELECT at, peer, address, result FROM verify_log WHERE at >= ?1 ORDER BY id LIMIT ?2")
+        .map_err(db_error)?;
+    let rows = stmt
+        .query_map(params![since, limit], |r| {
+            Ok(VerifyLogEntry { at: r.get(0)?, peer: r.get(1)?, address: r.get(2)?, result: r.get(3)? })
+        })
+        .map_err(db_error)?;
+    rows.collect::<Result<_, _>>().map_err(db_error)
+}
