@@ -236,8 +236,10 @@ fn vouchmail(config: &std::path::Path, args: &[&str]) -> std::process::Output {
 /// and its users alice@ and bob@example.org. Returns the config.
 fn customer_store(dir: &std::path::Path) -> std::path::PathBuf {
     let config = customer_config(dir);
-    std::fs::create_dir_all(dir.join("customer-data")).unwrap();
-    assert!(vouchmail(&config, &["domain", "add", "example.org"]).status.success());
+    // The admin commands never create a store; init does, with the bootstrap domain.
+    assert!(vouchmail(&config, &["init"]).status.success());
+    let domains = vouchmail(&config, &["domain", "list"]);
+    assert!(String::from_utf8_lossy(&domains.stdout).contains("example.org\tpolicy=require"));
     for user in ["alice@example.org", "bob@example.org"] {
         let mut child = Command::new(binary())
             .arg("--config")
