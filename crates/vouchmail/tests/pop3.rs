@@ -456,7 +456,11 @@ async fn fetchmail(dir: &std::path::Path, rc: &str) -> (i32, String) {
         .args(["--nodetach", "--nosyslog", "-v", "-f"])
         .arg(&rc_path)
         .arg("-i")
-        .arg(dir.join("fetchids"));
+        .arg(dir.join("fetchids"))
+        // As root fetchmail keeps its lock in /var/run/fetchmail.pid: two tests running it
+        // at once would refuse each other ("another foreground fetchmail").
+        .arg("--pidfile")
+        .arg(dir.join("fetchmail.pid"));
     let out = run(cmd).await;
     let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let code = out.status.code().unwrap_or(-1);
