@@ -56,6 +56,8 @@ pub struct Odmr {
     etrn_running: Mutex<HashSet<String>>,
     atrn_interval: Duration,
     lease: i64,
+    /// The server's shared resolver, for ETRN delivery hosts.
+    dns: Arc<crate::dns::Dns>,
 }
 
 impl Odmr {
@@ -69,6 +71,7 @@ impl Odmr {
             etrn_running: Mutex::new(HashSet::new()),
             atrn_interval: Duration::from_secs(config.odmr.atrn_interval_secs),
             lease: (config.odmr.timeout_secs.max(600) * 2) as i64,
+            dns: crate::dns::Dns::for_config(config)?,
         }))
     }
 
@@ -177,10 +180,11 @@ impl Odmr {
         let odmr = Arc::clone(self);
         tokio::spawn(async move {
             let _running = running;
-            let addr = match tokio::net::lookup_host(&host).await.ok().and_then(|mut a| a.next()) {
+            let resolved = odmr.dns.socket_addrs(&host, 25).await;
+            let addr = match resolved.as_ref().ok().and_then(|a| a.first().copied()) {
                 Some(addr) => addr,
                 None => {
-                    tracing::warn!(%host, "ETRN: cannot resolve the delivery host");
+                    tracing::warn!(%host, error = ?resolved.err(), "ETRN: cannot resolve the delivery host");
                     let reply = Reply::new(451, EnhancedCode(4, 4, 0), format!("Cannot resolve {host}"));
                     odmr.delivery.conclude(entries, reply).await;
                     return;

@@ -45,6 +45,8 @@ pub struct FetchOptions {
     pub timeout: Duration,
     /// Connecting to `smtphost` and waiting for its replies.
     pub relay_timeouts: RelayTimeouts,
+    /// Name servers of the resolver that finds the provider (the server's shared one).
+    pub nameservers: Vec<std::net::SocketAddr>,
 }
 
 impl FetchOptions {
@@ -79,6 +81,7 @@ impl FetchOptions {
             helo: config.hostname.clone(),
             timeout: customer_timeout(config),
             relay_timeouts: RelayTimeouts::from_config(config, customer_timeout(config)),
+            nameservers: config.nameservers().to_vec(),
         })
     }
 
@@ -172,6 +175,23 @@ fn text(reply: &ServerReply) -> String {
     format!("{} {}", reply.code, reply.lines.join(" "))
 }
 
+/// Resolves the provider with the shared resolver (RFC 2645: port 366 when none is given)
+/// and connects to the first of its addresses that answers.
+async fn connect_provider(options: &FetchOptions) -> Result<TcpStream, String> {
+    let dns = crate::dns::Dns::shared(&options.nameservers)?;
+    let addrs =
+        dns.socket_addrs(&options.provider, 366).await.map_err(|e| format!("cannot resolve the provider {e}"))?;
+    let mut last = format!("no address for {}", options.provider);
+    for addr in addrs {
+        match tokio::time::timeout(Duration::from_secs(30), TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => return Ok(tcp),
+            Ok(Err(e)) => last = format!("cannot connect to {} ({addr}): {e}", options.provider),
+            Err(_) => last = format!("connecting to {} ({addr}) timed out", options.provider),
+        }
+    }
+    Err(last)
+}
+
 /// Connects, authenticates, sends ATRN and serves the reversed session.
 /// `local`: the MX session context to serve the reversed session into our own store.
 pub async fn fetch(options: &FetchOptions, local: Option<Arc<SmtpContext>>) -> Result<FetchOutcome, String> {
@@ -180,10 +200,7 @@ pub async fn fetch(options: &FetchOptions, local: Option<Arc<SmtpContext>>) -> R
     if local.as_ref().is_some_and(|c| c.session_config.trusted_relay && !options.trusts_provider()) {
         return Err("refusing to take unauthenticated mail as from a trusted relay".into());
     }
-    let tcp = tokio::time::timeout(Duration::from_secs(30), TcpStream::connect(&options.provider))
-        .await
-        .map_err(|_| format!("connecting to {} timed out", options.provider))?
-        .map_err(|e| format!("cannot connect to {}: {e}", options.provider))?;
+    let tcp = connect_provider(options).await?;
     let peer = tcp.peer_addr().map_err(|e| e.to_string())?;
     let mut line: Line<Box<dyn Stream>> =
         Line { stream: Box::new(tcp), parser: ReplyParser::default(), buffer: vec![0; 8192], timeout: options.timeout };

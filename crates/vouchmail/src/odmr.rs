@@ -100,9 +100,10 @@ pub async fn run(config: &Config, command: OdmrCommand) -> Result<ExitCode, Stri
         helo: config.hostname.clone(),
         timeout: customer_timeout(config),
         relay_timeouts: RelayTimeouts::from_config(config, customer_timeout(config)),
+        nameservers: config.nameservers().to_vec(),
     };
     // Without --smtphost the reversed session goes into our own store.
-    let store = if smtphost.is_none() { Some(super::open_store(config)?) } else { None };
+    let store = if smtphost.is_none() { Some(super::open_existing_store(config)?) } else { None };
     let local = match &store {
         Some(store) => Some(vouchmail_server::customer_context(
             config,
