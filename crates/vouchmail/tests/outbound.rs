@@ -438,18 +438,19 @@ impl Deployment {
     }
 
     async fn serve(&self) -> Child {
+        let log = self.dir.path().join(format!("serve-{}.log", free_port("127.0.0.1")));
         let child = Command::new(binary())
             .arg("--config")
             .arg(&self.config)
             .arg("serve")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(self.dir.path().join(format!("serve-{}.log", free_port("127.0.0.1")))).unwrap(),
-            )
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        wait_until!("vouchmail to listen", 20, std::net::TcpStream::connect(self.mx).is_ok());
+        // Ready once it says so: a first start bootstraps its domain after binding.
+        let running = || std::fs::read_to_string(&log).unwrap_or_default().contains("vouchmail is running");
+        wait_until!("vouchmail to start", 20, running());
         child
     }
 

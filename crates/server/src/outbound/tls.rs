@@ -24,21 +24,36 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Accepts any certificate but still checks the handshake signatures, so the session is
-/// encrypted to whoever holds the key (unauthenticated encryption, RFC 7435).
+/// Accepts any certificate (unauthenticated encryption, RFC 7435), or with `pin` exactly the
+/// one with that SHA-256 fingerprint. Either way the handshake signatures are checked, so
+/// the session is encrypted to whoever holds the certificate's key.
 #[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
+struct KeyHolder {
+    pin: Option<[u8; 32]>,
+    provider: Arc<CryptoProvider>,
+}
 
-impl ServerCertVerifier for AnyCertificate {
+impl KeyHolder {
+    fn any() -> KeyHolder {
+        KeyHolder { pin: None, provider: provider() }
+    }
+}
+
+impl ServerCertVerifier for KeyHolder {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
+        end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        match self.pin {
+            Some(sha256) if Sha256::digest(end_entity.as_ref()).as_slice() != sha256 => {
+                Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
+            }
+            _ => Ok(ServerCertVerified::assertion()),
+        }
     }
 
     fn verify_tls12_signature(
@@ -47,7 +62,7 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -56,11 +71,11 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -78,7 +93,7 @@ impl Connectors {
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
+            .with_custom_certificate_verifier(Arc::new(KeyHolder::any()))
             .with_no_client_auth();
         let bundle = ca_file.unwrap_or(Path::new(SYSTEM_BUNDLE));
         let verified = match load_roots(bundle) {
@@ -190,53 +205,6 @@ pub fn fingerprint_text(der: &[u8]) -> String {
     Sha256::digest(der).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
-/// Accepts exactly one certificate, by fingerprint; the handshake signatures are still
-/// checked, so the server holds its key.
-#[derive(Debug)]
-struct PinnedCertificate {
-    sha256: [u8; 32],
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedCertificate {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if Sha256::digest(end_entity.as_ref()).as_slice() == self.sha256 {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// The certificate the server presented, whatever the verdict on it: a refusal can then
 /// say which certificate was refused.
 #[derive(Debug, Clone, Default)]
@@ -313,8 +281,8 @@ pub fn client_connector(
                 .build()
                 .map_err(|e| format!("CA certificates: {e}"))?
         }
-        ServerTrust::Fingerprint(sha256) => Arc::new(PinnedCertificate { sha256: *sha256, provider: provider() }),
-        ServerTrust::Insecure => Arc::new(AnyCertificate(provider())),
+        ServerTrust::Fingerprint(sha256) => Arc::new(KeyHolder { pin: Some(*sha256), provider: provider() }),
+        ServerTrust::Insecure => Arc::new(KeyHolder::any()),
     };
     let presented = Presented::default();
     let verifier = Arc::new(Recording { inner: verifier, presented: presented.clone() });
