@@ -423,3 +423,30 @@ async fn past_the_memory_budget_data_gets_452() {
     // The session goes on, and a small message fits.
     assert_eq!(c.send_message("a@remote.test", &["user@local.test"], "Subject: s\r\n\r\nsmall\r\n").await.code, 250);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_success_on_a_local_delivery_returns_a_delivered_dsn() {
+    let server = TestServer::start_with_users(|_| {}, &["bob@local.test"]).await;
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO client.test").await;
+    assert_eq!(c.cmd("MAIL FROM:<user@local.test> ENVID=track-1").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<bob@local.test> NOTIFY=SUCCESS ORCPT=rfc822;bob@local.test").await.code, 250);
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send_raw(b"Subject: with receipt\r\n\r\nhello\r\n.\r\n").await;
+    assert_eq!(c.read_reply().await.unwrap().code, 250);
+    assert_eq!(server.inbox("bob@local.test").await.len(), 1);
+    // RFC 3461 4.1 / RFC 3464: a "delivered" report to the sender, headers only, no
+    // Diagnostic-Code (no server replied; we delivered it).
+    let notices = server.inbox("user@local.test").await;
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    let dsn = &notices[0];
+    assert!(dsn.contains("multipart/report; report-type=delivery-status"), "{dsn}");
+    assert!(dsn.contains("Action: delivered"), "{dsn}");
+    assert!(dsn.contains("Final-Recipient: rfc822; bob@local.test"), "{dsn}");
+    assert!(dsn.contains("Original-Envelope-Id: track-1"), "{dsn}");
+    assert!(dsn.contains("Subject: with receipt"), "{dsn}");
+    assert!(!dsn.contains("Diagnostic-Code"), "{dsn}");
+    // Without NOTIFY=SUCCESS nothing comes back.
+    assert_eq!(c.send_message("user@local.test", &["bob@local.test"], "Subject: plain\r\n\r\nx\r\n").await.code, 250);
+    assert_eq!(server.inbox("user@local.test").await.len(), 1);
+}

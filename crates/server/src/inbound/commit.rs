@@ -11,7 +11,12 @@ use vouchmail_proto::smtp::session::{Envelope, Service};
 use vouchmail_proto::smtp::trace::{self, AuthResult, ReceivedInfo};
 use vouchmail_store::{Delivery, NewMessage, RecipientDsn, SpooledBody, Store, StoreError};
 
+use vouchmail_proto::dsn::{Action, RecipientStatus, Return};
+use vouchmail_proto::smtp::reply::EnhancedCode;
+use vouchmail_store::StoredMessage;
+
 use super::resolve::store_reply;
+use crate::outbound::notify::{self, NotifyWanted};
 
 /// Who the client is, for the trace fields.
 #[derive(Debug, Clone)]
@@ -126,8 +131,19 @@ pub async fn commit_message(
             }
         }
         let message_size = message.size();
+        let success_wanted = success_statuses(&message, now);
+        let original = (!success_wanted.is_empty()).then(|| StoredMessage {
+            id: 0,
+            queue_id: message.queue_id.clone(),
+            envelope: message.envelope.clone(),
+            received_at: message.received_at,
+            data: message.data[..headers::body_start(&message.data)].to_vec(),
+        });
         match store.commit_message(message).await {
             Ok(committed) => {
+                if let Some(original) = original {
+                    send_success_notice(store, hostname, original, &success_wanted, now).await;
+                }
                 tracing::info!(
                     queue_id = %committed.queue_id,
                     from = %sender,
@@ -144,6 +160,58 @@ pub async fn commit_message(
         }
     }
     Err(Reply::local_error("Temporary local problem, please try again later"))
+}
+
+/// RFC 3461 4.1: recipients delivered into a local mailbox here that asked for
+/// NOTIFY=SUCCESS get a "delivered" DSN (RFC 3464 2.3.3), as Postfix sends.
+fn success_statuses(message: &NewMessage, now: SystemTime) -> Vec<RecipientStatus> {
+    message
+        .deliveries
+        .iter()
+        .filter(|(delivery, dsn)| {
+            matches!(delivery, Delivery::Mailbox { .. }) && NotifyWanted::from_stored(dsn.notify.as_deref()).success
+        })
+        .map(|(delivery, dsn)| RecipientStatus {
+            final_recipient: match delivery {
+                Delivery::Mailbox { recipient, .. }
+                | Delivery::Queue { recipient }
+                | Delivery::Held { recipient, .. } => recipient.clone(),
+            },
+            original_recipient: dsn.orcpt.clone(),
+            action: Action::Delivered,
+            status: EnhancedCode(2, 0, 0),
+            remote_mta: None,
+            // RFC 3464 2.3.6: no server replied; this server delivered it.
+            diagnostic: None,
+            last_attempt: Some(now),
+            will_retry_until: None,
+        })
+        .collect()
+}
+
+/// Commits the success notice for `statuses` (headers only, RFC 3461 4.3). The message is
+/// already accepted; a notice that cannot be made is logged, never a reason to refuse it.
+async fn send_success_notice(
+    store: &dyn Store,
+    hostname: &str,
+    original: StoredMessage,
+    statuses: &[RecipientStatus],
+    now: SystemTime,
+) {
+    let now = vouchmail_proto::time::unix_seconds(now);
+    match notify::notice(store, hostname, &original, statuses, Return::Headers, now).await {
+        Ok(Some(notice)) => {
+            let id = notice.queue_id.clone();
+            match store.commit_message(notice).await {
+                Ok(_) => tracing::info!(queue_id = %original.queue_id, notice = %id, "success notification"),
+                Err(e) => {
+                    tracing::error!(error = %e, queue_id = %original.queue_id, "cannot store a success notification")
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot address a success notification"),
+    }
 }
 
 /// RCPT checked the quota against the declared SIZE only; the message as received may be
