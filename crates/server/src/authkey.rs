@@ -342,7 +342,7 @@ async fn run_connection(
         let read = tokio::select! {
             r = stream.read(&mut buf) => r,
             _ = tokio::time::sleep_until(deadline) => {
-                tracing::debug!(%peer, "VERIFY connection idle; closing");
+                tracing::info!(%peer, "VERIFY: no complete request within the timeout; closing");
                 return;
             }
             _ = shutdown.wait_for(|s| *s) => return,
