@@ -14,6 +14,12 @@ const MAX_TEXT_LINE: usize = 1000;
 /// client must send at least this much per data timeout (RFC 5321 4.5.3.2.5).
 const DATA_PROGRESS_OCTETS: u64 = 8 * 1024;
 
+/// 452 4.3.1: the driver's in-flight message memory is used up (RFC 5321 4.3.2 allows 452
+/// for DATA); the client tries again later.
+pub(super) fn out_of_message_memory() -> Reply {
+    Reply::insufficient_storage("Insufficient system storage, try again later")
+}
+
 impl<R> Session<R> {
     pub(super) fn handle_data(&mut self) {
         let Some(transaction) = self.transaction.as_ref() else {
@@ -26,9 +32,8 @@ impl<R> Session<R> {
         if transaction.recipients.is_empty() {
             return self.error(Reply::no_valid_recipients("No valid recipients"));
         }
-        // RFC 5321 4.3.2 lets DATA be answered 452.
         if self.memory_pressure {
-            return self.error(Reply::insufficient_storage("Insufficient system storage, try again later"));
+            return self.error(out_of_message_memory());
         }
         self.reply(Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
         self.start_body();
@@ -150,7 +155,7 @@ impl<R> Session<R> {
                 }
                 t.bdat_received = t.bdat_received.saturating_add(size);
                 if first && memory_pressure {
-                    Some(Reply::insufficient_storage("Insufficient system storage, try again later"))
+                    Some(out_of_message_memory())
                 } else {
                     (t.bdat_received > max_size)
                         .then(|| Reply::too_big("Message size exceeds fixed maximum message size"))

@@ -374,7 +374,7 @@ impl<R> Session<R> {
     /// The message being received does not fit the driver's memory budget: the rest of it
     /// is read and dropped, and the end of data is answered 452 4.3.1.
     pub fn memory_exhausted(&mut self) {
-        self.refuse_body(Reply::insufficient_storage("Insufficient system storage, try again later"));
+        self.refuse_body(data::out_of_message_memory());
     }
 
     /// The driver could not write an [`Event::BodyChunk`]: the end of data gets 451 4.3.0.
