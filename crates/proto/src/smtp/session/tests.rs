@@ -120,6 +120,11 @@ impl Harness {
                     };
                     self.session.atrn_verdict(verdict);
                 }
+                Event::Etrn { node } if node == "empty.example" => self.session.etrn_verdict(Reply::new(
+                    251,
+                    crate::smtp::reply::EnhancedCode(2, 0, 0),
+                    format!("No messages waiting for node {node}"),
+                )),
                 Event::Etrn { node } => self.session.etrn_verdict(Reply::new(
                     250,
                     crate::smtp::reply::EnhancedCode(2, 0, 0),
@@ -923,5 +928,18 @@ fn etrn_past_the_cap_is_458_without_the_driver_and_counts_as_an_error() {
     assert_eq!(h.codes(b"ETRN a.example\r\nETRN a.example\r\n"), ["458 4.7.0", "458 4.7.0"]);
     // The fourth error closes the session.
     assert_eq!(h.codes(b"ETRN a.example\r\n"), ["458 4.7.0", "421 4.7.0"]);
+    assert!(h.session.is_closed());
+}
+
+#[test]
+fn etrn_251_counts_towards_the_error_limit() {
+    let mut config = SessionConfig::new(Service::Mx, "mx.local.example");
+    config.etrn = true;
+    config.max_errors = 3;
+    let mut h = Harness::with(config);
+    h.send(b"EHLO c\r\n");
+    assert_eq!(h.codes(b"ETRN empty.example\r\nETRN empty.example\r\n"), ["251 2.0.0", "251 2.0.0"]);
+    // The third 251 reaches max_errors: the session ends.
+    assert_eq!(h.codes(b"ETRN empty.example\r\n"), ["251 2.0.0", "421 4.7.0"]);
     assert!(h.session.is_closed());
 }

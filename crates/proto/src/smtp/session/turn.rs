@@ -74,7 +74,10 @@ impl<R> Session<R> {
             return;
         }
         self.state = State::Command;
-        if reply.is_positive() {
+        // RFC 1985 makes 251 ("no messages waiting") a success, but each one cost a store
+        // trip for nothing: counted with the errors, a client polling ETRN in a loop ends
+        // in 421 like any other misbehaving client (issue 14).
+        if reply.is_positive() && reply.code != 251 {
             self.reply(reply);
         } else {
             self.error(reply);
