@@ -49,7 +49,7 @@ async fn forged_authentication_results_for_our_name_are_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_policy_refuses_unauthenticated_senders() {
     let server = TestServer::start().await;
-    server.add_domain("strict.test", SenderPolicy::Require).await;
+    server.add_domain("strict.test", SenderPolicy::REJECT).await;
     server.add_user("boss@strict.test").await;
     let (mut c, _) = SmtpConn::connect(server.mx()).await;
     c.cmd("EHLO client.test").await;
@@ -256,7 +256,7 @@ async fn swaks_delivers_with_pipelining() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swaks_sees_the_require_policy() {
     let server = TestServer::start().await;
-    server.store.set_domain_policy("local.test", SenderPolicy::Require).await.unwrap();
+    server.store.set_domain_policy("local.test", SenderPolicy::REJECT).await.unwrap();
     let mut cmd = Command::new(tool("swaks"));
     cmd.args(["--server", &server.mx().to_string(), "--from", "sender@remote.test", "--to", "user@local.test"]);
     let out = run(cmd).await;

@@ -40,7 +40,8 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Domain `local.test` (policy `tag`) with account `user@local.test`.
+    /// Domain `local.test` (policy `accept`: unauthenticated MX mail is delivered to INBOX,
+    /// marked `none`) with account `user@local.test`.
     pub async fn start() -> TestServer {
         TestServer::start_with(|_| {}).await
     }
@@ -66,7 +67,7 @@ impl TestServer {
         config.listeners.pop3 = vec!["127.0.0.1:0".parse().unwrap()];
         config.listeners.pop3s = vec!["127.0.0.1:0".parse().unwrap()];
         config.bootstrap.domain = "local.test".into();
-        config.bootstrap.policy = "tag".into();
+        config.bootstrap.policy = "accept".into();
         config.bootstrap.postmaster = false;
         // Remote mail stays queued unless a test turns delivery on (tests/outbound.rs).
         config.outbound.enabled = false;

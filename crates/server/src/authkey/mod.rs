@@ -13,15 +13,44 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use vouchmail_proto::authkey::codec::KEY_LEN;
 use vouchmail_proto::authkey::{parse_datagram, udp_reply, Event, Request, Response, Session, Verdict};
-use vouchmail_store::{AuthKey, AuthKeySettings, Store, StoreResult, VerifyLogEntry};
+use vouchmail_store::{Account, AuthKey, AuthKeySettings, NewMessage, Store, StoreResult, VerifyLogEntry};
+
+pub mod sender;
+pub mod verifier;
 
 use crate::config;
+use crate::dns::Dns;
 use crate::driver::accept_loop;
 use crate::limits::ConnectionLimiter;
 use crate::tasks::TaskTracker;
 
 fn unix_now() -> i64 {
     vouchmail_proto::time::unix_seconds(SystemTime::now())
+}
+
+/// What the SMTP sessions use of AuthKeys: the sender side's settings and the recipient
+/// side's verifier (SPEC 7.4, 7.5).
+pub struct AuthKeys {
+    pub verifier: verifier::Verifier,
+    pub dns: Arc<Dns>,
+    /// Phase II: key mail stays in the mailbox.
+    pub keep_key_mail: bool,
+    /// Stamp X-Auth-Key on local users' mail.
+    pub stamp: bool,
+    /// Check X-Auth-Key on MX mail.
+    pub verify: bool,
+}
+
+impl AuthKeys {
+    pub fn new(config: &config::AuthKey, dns: Arc<Dns>, store: Arc<dyn Store>) -> Arc<AuthKeys> {
+        Arc::new(AuthKeys {
+            verifier: verifier::Verifier::new(config, Arc::clone(&dns), store),
+            dns,
+            keep_key_mail: config.keep_key_mail,
+            stamp: config.stamp,
+            verify: config.verify,
+        })
+    }
 }
 
 /// SPEC 7.1: the alphabet of a key.
@@ -67,12 +96,26 @@ pub fn first_key_due(address: &str, agi_secs: u64, from: i64) -> i64 {
 
 /// The generator: every tick, deletes expired keys and makes a new key for every account
 /// whose newest key is an AGI old (SPEC 7.1).
-pub async fn run_generator(store: Arc<dyn Store>, settings: config::AuthKey, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_generator(
+    store: Arc<dyn Store>,
+    settings: config::AuthKey,
+    hostname: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let started = unix_now();
     let tick = Duration::from_secs(settings.tick_secs.max(1));
     let default = AuthKeySettings { agi_secs: settings.default_agi_secs.max(1), avt_secs: settings.default_avt_secs };
+    let mail = settings.mail_keys.then(|| KeyMail {
+        from: if settings.key_mail_from.is_empty() {
+            format!("authkey@{hostname}")
+        } else {
+            settings.key_mail_from.clone()
+        },
+        hostname: hostname.clone(),
+        keep: settings.keep_key_mail,
+    });
     loop {
-        if let Err(e) = generate_due(store.as_ref(), default, started, unix_now()).await {
+        if let Err(e) = generate_due(store.as_ref(), default, mail.as_ref(), started, unix_now()).await {
             tracing::warn!(error = %e, "AuthKey generation failed; retrying at the next tick");
         }
         tokio::select! {
@@ -83,7 +126,13 @@ pub async fn run_generator(store: Arc<dyn Store>, settings: config::AuthKey, mut
 }
 
 /// One pass of the generator at `now`; returns how many keys it made.
-pub async fn generate_due(store: &dyn Store, default: AuthKeySettings, started: i64, now: i64) -> StoreResult<usize> {
+pub async fn generate_due(
+    store: &dyn Store,
+    default: AuthKeySettings,
+    mail: Option<&KeyMail>,
+    started: i64,
+    now: i64,
+) -> StoreResult<usize> {
     let deleted = store.delete_expired_authkeys(now).await?;
     if deleted > 0 {
         tracing::info!(deleted, "expired AuthKeys deleted");
@@ -104,12 +153,84 @@ pub async fn generate_due(store: &dyn Store, default: AuthKeySettings, started: 
         let avt = settings.avt_secs.min(i64::MAX as u64 / 4) as i64;
         // SPEC 7.1: expiry = now + AGI + AVT.
         let expires_at = now.saturating_add(agi).saturating_add(avt);
-        store.add_authkey(AuthKey { address: account.address.clone(), key, created_at: now, expires_at }).await?;
-        // Mailing the key with X-New-Auth-Key (SPEC 7.3) is not done here.
+        store
+            .add_authkey(AuthKey { address: account.address.clone(), key: key.clone(), created_at: now, expires_at })
+            .await?;
         tracing::info!(address = %account.address, expires_at, "new AuthKey generated");
+        if let Some(mail) = mail {
+            mail.deliver(store, &account, &key, now).await?;
+        }
         made += 1;
     }
     Ok(made)
+}
+
+/// SPEC 7.3: new keys mailed to their addresses with `X-New-Auth-Key`.
+#[derive(Debug, Clone)]
+pub struct KeyMail {
+    /// The configured From address.
+    pub from: String,
+    pub hostname: String,
+    /// Phase II: the key mail stays in the mailbox (`keep_key_mail`).
+    pub keep: bool,
+}
+
+impl KeyMail {
+    /// The key mail for a local account. The account's SMTP server is this one, so the
+    /// mail takes the local part of the delivery path: the sender side records the key
+    /// (SPEC 7.4: key mail from this same server counts) and, in phase II, the message is
+    /// stored in its INBOX.
+    async fn deliver(&self, store: &dyn Store, account: &Account, key: &str, now: i64) -> StoreResult<()> {
+        let source = format!("{} (this server)", self.hostname);
+        sender::record_key(store, &account.address, key, source).await?;
+        if !self.keep {
+            return Ok(());
+        }
+        let message = self.message(account, key, now);
+        store.commit_message(message).await?;
+        tracing::info!(address = %account.address, "AuthKey mailed");
+        Ok(())
+    }
+
+    pub fn message(&self, account: &Account, key: &str, now: i64) -> NewMessage {
+        let hostname = &self.hostname;
+        let queue_id = crate::inbound::commit::new_queue_id();
+        let date = vouchmail_proto::time::rfc5322_date(crate::outbound::notify::unix_time(now));
+        let header = [
+            ("Authentication-Results", format!("{hostname}; none")),
+            ("Received", format!("by {hostname} (vouchmail) id {queue_id}; {date}")),
+            ("From", format!("<{}>", self.from)),
+            ("To", format!("<{}>", account.address)),
+            ("Date", date.clone()),
+            ("Message-ID", format!("<{}.authkey@{hostname}>", queue_id.to_lowercase())),
+            ("Subject", "Your new AuthKey".to_string()),
+            (sender::NEW_KEY_HEADER, key.to_string()),
+            ("Auto-Submitted", "auto-generated".to_string()),
+        ];
+        let fields: Vec<(&str, &str)> = header.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let body = "\r\nThis message carries the new AuthKey of this address in its X-New-Auth-Key header.\r\n\
+                    Your mail server adds it to the mail you send (SPEC 7.4); there is nothing to do.\r\n";
+        let data = vouchmail_proto::headers::prepend(&fields, body.as_bytes());
+        NewMessage {
+            queue_id,
+            envelope: vouchmail_store::Envelope {
+                sender: self.from.clone(),
+                auth_results: "none".into(),
+                ..Default::default()
+            },
+            received_at: now,
+            data,
+            spooled: None,
+            deliveries: vec![(
+                vouchmail_store::Delivery::Mailbox {
+                    account_id: account.id,
+                    folder: vouchmail_store::Folder::Inbox,
+                    recipient: account.address.clone(),
+                },
+                vouchmail_store::RecipientDsn::default(),
+            )],
+        }
+    }
 }
 
 /// Per-source-IP token buckets for UDP: a spoofed flood costs one map entry per source,
