@@ -239,7 +239,7 @@ fn customer_store(dir: &std::path::Path) -> std::path::PathBuf {
     // The admin commands never create a store; init does, with the bootstrap domain.
     assert!(vouchmail(&config, &["init"]).status.success());
     let domains = vouchmail(&config, &["domain", "list"]);
-    assert!(String::from_utf8_lossy(&domains.stdout).contains("example.org\tpolicy=require"));
+    assert!(String::from_utf8_lossy(&domains.stdout).contains("example.org\tpolicy=reject"));
     for user in ["alice@example.org", "bob@example.org"] {
         let mut child = Command::new(binary())
             .arg("--config")

@@ -92,6 +92,18 @@ impl TestServer {
         TestServer { dir, store, server: Some(server), config }
     }
 
+    /// Stops the server, closes the store, and starts both again from what is on disk
+    /// (listeners on new ephemeral ports).
+    pub async fn restart(mut self) -> TestServer {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        self.store.shutdown().await;
+        let store = Arc::new(SqliteStore::open(&self.config.store_path()).expect("store"));
+        let server = vouchmail_server::start(&self.config, Arc::clone(&store) as Arc<dyn Store>).await.expect("start");
+        TestServer { dir: self.dir, store, server: Some(server), config: self.config }
+    }
+
     pub fn mx(&self) -> SocketAddr {
         self.server.as_ref().expect("running").mx_addrs[0]
     }
