@@ -177,7 +177,8 @@ pub trait Store: Send + Sync {
     fn newest_authkeys(&self) -> StoreFuture<'_, Vec<(String, i64)>>;
     /// Deletes every key expired at `now`; returns how many.
     fn delete_expired_authkeys(&self, now: i64) -> StoreFuture<'_, usize>;
-    fn log_verify(&self, entry: VerifyLogEntry) -> StoreFuture<'_, ()>;
+    /// Appends rows to the VERIFY log, in one transaction.
+    fn log_verify(&self, entries: Vec<VerifyLogEntry>) -> StoreFuture<'_, ()>;
     /// VERIFY log rows at or after `since`, oldest first, at most `limit`.
     fn verify_log(&self, since: i64, limit: usize) -> StoreFuture<'_, Vec<VerifyLogEntry>>;
 

@@ -1225,8 +1225,8 @@ impl Store for SqliteStore {
         self.write(move |conn| authkey::delete_expired(conn, now))
     }
 
-    fn log_verify(&self, entry: VerifyLogEntry) -> StoreFuture<'_, ()> {
-        self.write(move |conn| authkey::log_verify(conn, &entry))
+    fn log_verify(&self, entries: Vec<VerifyLogEntry>) -> StoreFuture<'_, ()> {
+        self.write(move |conn| entries.iter().try_for_each(|entry| authkey::log_verify(conn, entry)))
     }
 
     fn verify_log(&self, since: i64, limit: usize) -> StoreFuture<'_, Vec<VerifyLogEntry>> {

@@ -95,7 +95,7 @@ async fn server_keys_verify_over_udp_and_tcp() {
     let mut log = Vec::new();
     for _ in 0..50 {
         log = server.store.verify_log(0, 100).await.unwrap();
-        if log.len() >= 5 {
+        if log.len() >= 6 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -108,6 +108,7 @@ async fn server_keys_verify_over_udp_and_tcp() {
         ("udp", "ERROR bad key"),
         ("tcp", "VALIDKEY"),
         ("tcp", "INVALIDKEY"),
+        ("tcp", "ERROR unknown command"),
     ] {
         assert!(results.contains(&want), "{want:?} not in {results:?}");
     }

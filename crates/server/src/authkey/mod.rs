@@ -283,14 +283,74 @@ pub struct VerifyContext {
     pub limiter: Arc<ConnectionLimiter>,
     pub udp_limit: UdpRateLimit,
     pub idle_timeout: Duration,
+    keys: KeyCache,
     /// To the VERIFY log writer; full: the entry is dropped (the tracing line remains).
     log: mpsc::Sender<VerifyLogEntry>,
 }
 
+/// An address's unexpired keys, as read from the store at most `KEY_CACHE_TTL` ago: a busy
+/// sender's VERIFYs need no store read each. A key made by `vouchmail authkey rotate` (in
+/// another process) answers VALIDKEY within that time; expiry is checked on every answer.
+#[derive(Default)]
+struct KeyCache {
+    entries: Mutex<HashMap<String, (Instant, Keys)>>,
+}
+
+/// Keys with their expiry (Unix time).
+type Keys = Arc<Vec<(String, i64)>>;
+
+const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Addresses cached at most; past it the cache starts over (a flood of made-up addresses
+/// costs store reads, never memory).
+const KEY_CACHE_MAX: usize = 65_536;
+
+/// Every key is compared in constant time, with no early exit.
+fn verdict(keys: &[(String, i64)], key: &str, now: i64) -> Verdict {
+    let mut valid = false;
+    for (stored, expires_at) in keys {
+        valid |= vouchmail_proto::sasl::ct_eq(stored.as_bytes(), key.as_bytes()) & (*expires_at > now);
+    }
+    if valid {
+        Verdict::Valid
+    } else {
+        Verdict::Invalid
+    }
+}
+
+impl KeyCache {
+    /// The address's keys if read less than `KEY_CACHE_TTL` ago.
+    fn cached(&self, address: &str) -> Option<Keys> {
+        let entries = self.lock();
+        let (at, keys) = entries.get(address).or_else(|| entries.get(&address.to_lowercase()))?;
+        (at.elapsed() < KEY_CACHE_TTL).then(|| Arc::clone(keys))
+    }
+
+    async fn get(&self, store: &dyn Store, address: &str, now: i64) -> StoreResult<Keys> {
+        if let Some(keys) = self.cached(address) {
+            return Ok(keys);
+        }
+        let address = address.to_lowercase();
+        let fresh = Instant::now();
+        let keys: Keys =
+            Arc::new(store.authkeys(&address, now).await?.into_iter().map(|k| (k.key, k.expires_at)).collect());
+        let mut entries = self.lock();
+        if entries.len() >= KEY_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(address, (fresh, Arc::clone(&keys)));
+        Ok(keys)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Keys)>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Entries waiting for the VERIFY log writer at most.
 const LOG_QUEUE: usize = 4096;
-/// Log writes in flight at once (they share group commits).
-const LOG_WRITES: usize = 32;
+/// Log writes in flight at once (they share group commits), and rows per write at most.
+const LOG_WRITES: usize = 4;
+const LOG_BATCH: usize = 1024;
 
 impl VerifyContext {
     /// The context, and the VERIFY log writer to run until the senders are gone.
@@ -304,15 +364,24 @@ impl VerifyContext {
             limiter: ConnectionLimiter::new(config.max_connections, config.max_connections_per_ip),
             udp_limit: UdpRateLimit::new(config.udp_rate_per_sec, config.udp_burst),
             idle_timeout: Duration::from_secs(config.idle_timeout_secs.max(1)),
+            keys: KeyCache::default(),
             log,
         });
         (context, log_writer(store, rx))
     }
 
-    /// SPEC 7.2: VALIDKEY when the key is one of the address's unexpired keys.
+    /// SPEC 7.2: VALIDKEY when the key is one of the address's unexpired keys. Every key
+    /// is compared in constant time, with no early exit.
     async fn verify(&self, request: &Request) -> StoreResult<Verdict> {
-        let valid = self.store.authkey_valid(request.address(), request.key(), unix_now()).await?;
-        Ok(if valid { Verdict::Valid } else { Verdict::Invalid })
+        let now = unix_now();
+        let keys = self.keys.get(self.store.as_ref(), request.address(), now).await?;
+        Ok(verdict(&keys, request.key(), now))
+    }
+
+    /// The answer from the key cache alone, when it holds the address (no store read).
+    fn cached_verify(&self, request: &Request) -> Option<Verdict> {
+        let now = unix_now();
+        self.keys.cached(request.address()).map(|keys| verdict(&keys, request.key(), now))
     }
 
     /// SPEC 7.1: every VERIFY is logged for reports.
@@ -332,13 +401,21 @@ impl VerifyContext {
 
 async fn log_writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<VerifyLogEntry>) {
     let mut writes = tokio::task::JoinSet::new();
-    while let Some(entry) = rx.recv().await {
+    while let Some(first) = rx.recv().await {
+        // What queued up meanwhile goes in the same transaction: one fsync for many rows.
+        let mut entries = vec![first];
+        while entries.len() < LOG_BATCH {
+            match rx.try_recv() {
+                Ok(entry) => entries.push(entry),
+                Err(_) => break,
+            }
+        }
         while writes.len() >= LOG_WRITES {
             writes.join_next().await;
         }
         let store = Arc::clone(&store);
         writes.spawn(async move {
-            if let Err(e) = store.log_verify(entry).await {
+            if let Err(e) = store.log_verify(entries).await {
                 tracing::warn!(error = %e, "cannot write the VERIFY log");
             }
         });
@@ -355,6 +432,10 @@ pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, String> {
 
 /// UDP: one datagram in, at most one out (SPEC 7.2, the codec's `udp_reply` rule).
 pub async fn serve_udp(socket: UdpSocket, context: Arc<VerifyContext>, mut shutdown: watch::Receiver<bool>) {
+    let socket = Arc::new(socket);
+    // Requests are answered concurrently (each waits for the store), at most this many at
+    // once; past it the loop stops reading and the kernel's buffer holds the rest.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(UDP_IN_FLIGHT));
     // Larger than 512 octets, so that an oversized datagram is seen as such.
     let mut buf = vec![0u8; 2048];
     loop {
@@ -378,27 +459,50 @@ pub async fn serve_udp(socket: UdpSocket, context: Arc<VerifyContext>, mut shutd
             tracing::debug!(%peer, len = n, "VERIFY datagram over 512 octets; no reply");
             continue;
         };
-        let answer = match parsed {
-            Ok(request) => match context.verify(&request).await {
-                Ok(verdict) => {
-                    context.record("udp", peer, request.address(), verdict.as_str());
-                    Response::Reply(request.reply(verdict))
-                }
-                Err(e) => {
-                    // No answer: the asking server retries, then tries TCP (temperror).
-                    tracing::error!(error = %e, %peer, "store error answering VERIFY");
-                    continue;
-                }
-            },
+        let request = match parsed {
+            Ok(request) => request,
             Err(e) => {
                 context.record("udp", peer, "-", &format!("ERROR {}", e.reason().as_str()));
-                Response::Error(e.reply())
+                send_udp_reply(&socket, datagram, &Response::Error(e.reply()), peer).await;
+                continue;
             }
         };
-        if let Some(reply) = udp_reply(datagram, &answer) {
-            if let Err(e) = socket.send_to(&reply, peer).await {
-                tracing::debug!(error = %e, %peer, "VERIFY reply not sent");
+        // The common case, a sender seen within the last second: answered at once.
+        if let Some(verdict) = context.cached_verify(&request) {
+            context.record("udp", peer, request.address(), verdict.as_str());
+            send_udp_reply(&socket, datagram, &Response::Reply(request.reply(verdict)), peer).await;
+            continue;
+        }
+        let permit = tokio::select! {
+            p = Arc::clone(&in_flight).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let (socket, context, datagram) = (Arc::clone(&socket), Arc::clone(&context), datagram.to_vec());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match context.verify(&request).await {
+                Ok(verdict) => {
+                    context.record("udp", peer, request.address(), verdict.as_str());
+                    send_udp_reply(&socket, &datagram, &Response::Reply(request.reply(verdict)), peer).await;
+                }
+                // No answer: the asking server retries, then tries TCP (temperror).
+                Err(e) => tracing::error!(error = %e, %peer, "store error answering VERIFY"),
             }
+        });
+    }
+}
+
+/// VERIFY answers in flight at once on one UDP socket.
+const UDP_IN_FLIGHT: usize = 64;
+
+/// SPEC 7.2: the reply, only when the codec's size rule allows it.
+async fn send_udp_reply(socket: &UdpSocket, datagram: &[u8], answer: &Response, peer: SocketAddr) {
+    if let Some(reply) = udp_reply(datagram, answer) {
+        if let Err(e) = socket.send_to(&reply, peer).await {
+            tracing::debug!(error = %e, %peer, "VERIFY reply not sent");
         }
     }
 }
@@ -449,6 +553,9 @@ async fn run_connection(
                 return;
             }
             answered = true;
+        }
+        for error in session.take_errors() {
+            context.record("tcp", peer, "-", &error);
         }
         let output = session.take_output();
         if !output.is_empty() {

@@ -391,7 +391,7 @@ async fn authkey_settings_keys_and_verify_log() {
 
     for (at, result) in [(200, "VALIDKEY"), (300, "INVALIDKEY")] {
         let entry = VerifyLogEntry { at, peer: "udp 192.0.2.1:4000".into(), address: a.into(), result: result.into() };
-        store.log_verify(entry).await.unwrap();
+        store.log_verify(vec![entry]).await.unwrap();
     }
     let log = store.verify_log(250, 10).await.unwrap();
     assert_eq!(log.len(), 1);
