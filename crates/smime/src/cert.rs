@@ -53,14 +53,14 @@ impl PrivateKey {
     /// or PKCS#1 (`RSA PRIVATE KEY`). Also takes DER PKCS#8.
     pub fn parse(bytes: &[u8]) -> Result<PrivateKey> {
         let key = if let Some(der) = pem_block(bytes, "PRIVATE KEY")? {
-            RsaPrivateKey::from_pkcs8_der(&der).map_err(|e| Error::Parse(format!("private key: {e}")))?
+            RsaPrivateKey::from_pkcs8_der(&der).map_err(|e| Error::Parse(format!("private key does not parse: {e}")))?
         } else if let Some(der) = pem_block(bytes, "RSA PRIVATE KEY")? {
-            RsaPrivateKey::from_pkcs1_der(&der).map_err(|e| Error::Parse(format!("private key: {e}")))?
+            RsaPrivateKey::from_pkcs1_der(&der).map_err(|e| Error::Parse(format!("private key does not parse: {e}")))?
         } else if pem_block(bytes, "ENCRYPTED PRIVATE KEY")?.is_some() {
-            return Err(Error::Parse("private key: encrypted keys are not supported".into()));
+            return Err(Error::Parse("private key is encrypted, which is not supported".into()));
         } else {
             RsaPrivateKey::from_pkcs8_der(bytes)
-                .map_err(|_| Error::Parse("private key: neither PEM nor PKCS#8 DER".into()))?
+                .map_err(|_| Error::Parse("private key does not parse: neither PEM nor PKCS#8 DER".into()))?
         };
         Ok(PrivateKey { key })
     }
@@ -94,7 +94,8 @@ impl Certificate {
 
     /// Reads a DER certificate; nothing may follow it.
     pub fn from_der(der: &[u8]) -> Result<Certificate> {
-        let cert = x509_cert::Certificate::from_der(der).map_err(|e| Error::Parse(format!("certificate: {e}")))?;
+        let cert = x509_cert::Certificate::from_der(der)
+            .map_err(|e| Error::Parse(format!("certificate does not parse: {e}")))?;
         Ok(Certificate { cert })
     }
 
@@ -161,7 +162,7 @@ impl Certificate {
         if !names.iter().any(|n| n.eq_ignore_ascii_case(address)) {
             return Err(reject(format!("certificate is for {}, not {address}", names.join(", "))));
         }
-        let key = self.rsa_public_key().map_err(|e| reject(e.to_string()))?;
+        let key = self.rsa_public_key()?;
         let bits = key.size() * 8;
         if bits < MIN_RSA_BITS {
             return Err(reject(format!("certificate's RSA key has {bits} bits, fewer than {MIN_RSA_BITS}")));
@@ -183,17 +184,19 @@ impl Certificate {
         Ok(())
     }
 
-    /// The RSA public key, or an error if the key is not RSA or is larger than 4096 bits.
+    /// The RSA public key; [`Error::Certificate`] if the key is not RSA or is larger than
+    /// 4096 bits.
     pub(crate) fn rsa_public_key(&self) -> Result<RsaPublicKey> {
         let spki = &self.cert.tbs_certificate.subject_public_key_info;
         if spki.algorithm.oid != oids::RSA_ENCRYPTION {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Certificate(format!(
                 "certificate's key is not RSA ({}); only RSA key transport is supported",
                 spki.algorithm.oid
             )));
         }
-        let der = spki.to_der().map_err(|e| Error::Parse(e.to_string()))?;
-        RsaPublicKey::from_public_key_der(&der).map_err(|e| Error::Parse(format!("certificate's RSA key: {e}")))
+        let der = spki.to_der().map_err(|e| Error::Crypto(e.to_string()))?;
+        RsaPublicKey::from_public_key_der(&der)
+            .map_err(|e| Error::Certificate(format!("certificate's RSA key is not usable: {e}")))
     }
 
     pub(crate) fn inner(&self) -> &x509_cert::Certificate {
@@ -292,14 +295,20 @@ fn self_signed(address: &str, days: u32, not_before: SystemTime, key: &RsaPrivat
     let spki_der = public.to_public_key_der().map_err(crypto)?;
     let spki = SubjectPublicKeyInfoOwned::from_der(spki_der.as_bytes()).map_err(crypto)?;
 
-    // Subject CN=<address>. The address is the subject's identity; the rfc822Name below is
-    // what S/MIME agents match (RFC 8550 section 3).
-    let cn = AttributeTypeAndValue {
-        oid: oids::COMMON_NAME,
-        value: Any::encode_from(&Utf8StringRef::new(address).map_err(crypto)?).map_err(crypto)?,
+    // Subject CN=<address>; the rfc822Name below is what S/MIME agents match (RFC 8550
+    // section 3). An address longer than ub-common-name (64, RFC 5280 appendix A.1) gets
+    // an empty subject instead, and then the subjectAltName must be critical (RFC 5280
+    // section 4.2.1.6).
+    let with_cn = address.len() <= 64;
+    let name: Name = if with_cn {
+        let cn = AttributeTypeAndValue {
+            oid: oids::COMMON_NAME,
+            value: Any::encode_from(&Utf8StringRef::new(address).map_err(crypto)?).map_err(crypto)?,
+        };
+        RdnSequence(vec![RelativeDistinguishedName(SetOfVec::try_from(vec![cn]).map_err(crypto)?)])
+    } else {
+        RdnSequence(Vec::new())
     };
-    let rdn = RelativeDistinguishedName(SetOfVec::try_from(vec![cn]).map_err(crypto)?);
-    let name: Name = RdnSequence(vec![rdn]);
 
     // A positive serial of at most 20 octets, unpredictable (RFC 5280 section 4.1.2.2).
     let mut serial = [0u8; 16];
@@ -322,10 +331,10 @@ fn self_signed(address: &str, days: u32, not_before: SystemTime, key: &RsaPrivat
         extension(oids::CE_KEY_USAGE, true, &KeyUsage(KeyUsages::DigitalSignature | KeyUsages::KeyEncipherment))?,
         // RFC 8550 section 4.4.4: emailProtection. Not critical, as most S/MIME certificates.
         extension(oids::CE_EXT_KEY_USAGE, false, &ExtendedKeyUsage(vec![oids::KP_EMAIL_PROTECTION]))?,
-        // RFC 5280 section 4.2.1.6: not critical, since the subject is not empty.
+        // RFC 5280 section 4.2.1.6: critical only when the subject is empty.
         extension(
             oids::CE_SUBJECT_ALT_NAME,
-            false,
+            !with_cn,
             &SubjectAltName(vec![GeneralName::Rfc822Name(Ia5String::new(address).map_err(crypto)?)]),
         )?,
         extension(oids::CE_SUBJECT_KEY_IDENTIFIER, false, &OctetString::new(key_id.clone()).map_err(crypto)?)?,
@@ -372,9 +381,11 @@ fn pem_block(bytes: &[u8], label: &str) -> Result<Option<Vec<u8>>> {
     let Some(start) = find(bytes, begin.as_bytes()) else { return Ok(None) };
     let body = &bytes[start + begin.len()..];
     let Some(stop) = find(body, end.as_bytes()) else {
-        return Err(Error::Parse(format!("PEM {label} without its END line")));
+        return Err(Error::Parse(format!("PEM {label} without its END line does not parse")));
     };
-    crate::message::decode_base64(&body[..stop]).map(Some).map_err(|_| Error::Parse(format!("PEM {label}: bad base64")))
+    crate::message::decode_base64(&body[..stop])
+        .map(Some)
+        .map_err(|_| Error::Parse(format!("PEM {label} does not parse: bad base64")))
 }
 
 pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

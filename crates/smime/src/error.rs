@@ -11,10 +11,11 @@ pub enum Error {
     /// A value given by the caller is unusable (an address, a number of days, a header value,
     /// a key that does not belong to the certificate, an empty recipient list).
     InvalidInput(String),
-    /// A private key or certificate does not parse.
+    /// A private key or certificate does not parse; the string says which and why.
     Parse(String),
-    /// The certificate parses but is not usable for the address at this time; the string is
-    /// the reason ("certificate expired on 2026-01-01T00:00:00Z").
+    /// The certificate parses but is not usable (for the address, at this time, or at all:
+    /// its key is not RSA); the string is the reason ("certificate expired on
+    /// 2026-01-01T00:00:00Z").
     Certificate(String),
     /// The message is not an S/MIME enveloped-data message, or its CMS structure is broken.
     Malformed(String),
@@ -37,7 +38,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InvalidInput(s) => write!(f, "invalid input: {s}"),
-            Error::Parse(s) => write!(f, "does not parse: {s}"),
+            Error::Parse(s) => f.write_str(s),
             Error::Certificate(s) => f.write_str(s),
             Error::Malformed(s) => write!(f, "malformed S/MIME message: {s}"),
             Error::Unsupported(s) => write!(f, "unsupported S/MIME message: {s}"),

@@ -362,6 +362,8 @@ fn certificate_inspection_and_validation() {
         assert!(matches!(Certificate::parse(bad), Err(Error::Parse(_))), "{bad:?}");
     }
     assert!(matches!(PrivateKey::parse(b"nope"), Err(Error::Parse(_))));
+    let e = Certificate::parse(b"hello").unwrap_err().to_string();
+    assert!(e.starts_with("certificate does not parse: "), "{e}");
     // Bad keygen input.
     assert!(matches!(keygen("no-at-sign", 30), Err(Error::InvalidInput(_))));
     assert!(matches!(keygen("a b@c", 30), Err(Error::InvalidInput(_))));
@@ -449,6 +451,27 @@ fn certificates_openssl_makes_are_judged() {
         "subjectAltName=email:ec@example.test",
     ]);
     let ec = Certificate::parse(&std::fs::read(&c).unwrap()).unwrap();
-    assert!(ec.validate_for("ec@example.test", now).is_err());
+    let e = ec.validate_for("ec@example.test", now).unwrap_err();
+    assert!(e.to_string().starts_with("certificate's key is not RSA"), "{e}");
     assert!(matches!(encrypt(ENTITY, &[ec]), Err(Error::InvalidInput(_))));
+}
+
+#[test]
+fn keygen_long_address_has_empty_subject_and_critical_san() {
+    let address = format!("{}@example.test", "a".repeat(60));
+    let (key_pem, cert_pem) = keygen(&address, 1).unwrap();
+    let cert = Certificate::parse(cert_pem.as_bytes()).unwrap();
+    assert_eq!(cert.subject(), "");
+    cert.validate_for(&address, SystemTime::now() + Duration::from_secs(1)).unwrap();
+    let key = PrivateKey::parse(key_pem.as_bytes()).unwrap();
+    assert_eq!(decrypt(&encrypt(ENTITY, std::slice::from_ref(&cert)).unwrap(), &key, &cert).unwrap(), ENTITY);
+    if !have_openssl() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("long.crt");
+    std::fs::write(&c, &cert_pem).unwrap();
+    let text = String::from_utf8(openssl(&["x509", "-noout", "-text", "-in", path(&c)])).unwrap();
+    assert!(text.contains("X509v3 Subject Alternative Name: critical"), "{text}");
+    assert!(text.contains(&format!("email:{address}")), "{text}");
 }
