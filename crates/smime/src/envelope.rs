@@ -41,14 +41,15 @@ pub fn canonicalize(entity: &[u8]) -> Vec<u8> {
 /// Encrypts a MIME entity for every certificate: a DER `ContentInfo` holding EnvelopedData
 /// (RFC 5652 section 6.1) with AES-256-CBC content encryption (RFC 3565; RFC 8551 section
 /// 2.7 makes it a MUST), and one KeyTransRecipientInfo per certificate, identified by
-/// issuerAndSerialNumber, its key wrapped with RSAES-PKCS1-v1_5 (RFC 3370 section 4.2). The
-/// entity is first put in canonical form ([`canonicalize`]).
+/// issuerAndSerialNumber, its key wrapped with RSAES-PKCS1-v1_5 (RFC 3370 section 4.2); a
+/// certificate given twice gets one. The entity is first put in canonical form
+/// ([`canonicalize`]).
 pub fn encrypt(entity: &[u8], recipients: &[Certificate]) -> Result<Vec<u8>> {
     if recipients.is_empty() {
         return Err(Error::InvalidInput("no recipient certificates".into()));
     }
     let content = canonicalize(entity);
-    let mut keys = Vec::with_capacity(recipients.len());
+    let mut keys: Vec<(RecipientIdentifier, RsaPublicKey)> = Vec::with_capacity(recipients.len());
     for cert in recipients {
         let key = cert
             .rsa_public_key()
@@ -58,7 +59,10 @@ pub fn encrypt(entity: &[u8], recipients: &[Certificate]) -> Result<Vec<u8>> {
             issuer: tbs.issuer.clone(),
             serial_number: tbs.serial_number.clone(),
         });
-        keys.push((rid, key));
+        // The same certificate twice (the sender among the recipients) needs one entry.
+        if !keys.iter().any(|(r, _)| *r == rid) {
+            keys.push((rid, key));
+        }
     }
     // One generator per recipient builder (each holds it mutably until `build_with_rng`),
     // and one for the content key and IV; all are the operating system's.

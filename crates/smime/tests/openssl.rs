@@ -232,7 +232,9 @@ fn openssl_encrypts_ours_decrypts_every_cipher_and_form() {
 #[test]
 fn three_recipients_each_decrypt() {
     let ids = ours();
-    let certs: Vec<Certificate> = ids.iter().map(Identity::cert).collect();
+    let mut certs: Vec<Certificate> = ids.iter().map(Identity::cert).collect();
+    // The sender's own certificate given again is one recipient info, not two.
+    certs.push(ids[0].cert());
     let msg = encrypt_message(ENTITY, &certs, &headers()).unwrap();
     for id in ids {
         assert_eq!(decrypt(&msg, &id.key(), &id.cert()).unwrap(), ENTITY, "{}", id.address);
@@ -243,6 +245,10 @@ fn three_recipients_each_decrypt() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("msg.eml");
     std::fs::write(&file, &msg).unwrap();
+    let der = dir.path().join("msg.der");
+    std::fs::write(&der, extract_cms(&msg).unwrap()).unwrap();
+    let dump = String::from_utf8(openssl(&["cms", "-cmsout", "-print", "-inform", "DER", "-in", path(&der)])).unwrap();
+    assert_eq!(dump.matches("d.ktri:").count(), 3, "{dump}");
     for id in ids {
         let (k, c) = id.write(dir.path());
         let plain = openssl(&["cms", "-decrypt", "-in", path(&file), "-recip", path(&c), "-inkey", path(&k)]);
