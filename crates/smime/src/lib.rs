@@ -7,6 +7,31 @@
 //! panics on what a peer sent (a fuzz target, `fuzz/fuzz_targets/smime_decrypt.rs`, holds
 //! [`decrypt`] to that).
 //!
+//! ```
+//! use std::time::SystemTime;
+//! use vouchmail_smime::{decrypt, encrypt_message, keygen, Certificate, OuterHeaders, PrivateKey};
+//!
+//! // `vouchmail client keygen`: the files the profile's key_file and cert_file name.
+//! let (key_pem, cert_pem) = keygen("glen@galkam.test", 365)?;
+//! // PUBCERT's check, and `send`'s on what CERT returned.
+//! let cert = Certificate::parse(cert_pem.as_bytes())?;
+//! cert.validate_for("glen@galkam.test", SystemTime::now())?;
+//! // `send`: the inner MIME entity to every recipient (and the sender).
+//! let headers = OuterHeaders {
+//!     from: "glen@galkam.test".into(),
+//!     to: vec!["glen@galkam.test".into()],
+//!     date: "Wed, 02 Dec 2026 09:00:00 +0000".into(),
+//!     message_id: "1@galkam.test".into(),
+//!     subject: Some("Results".into()),
+//! };
+//! let entity = b"Content-Type: text/plain\r\n\r\nHello\r\n";
+//! let message = encrypt_message(entity, &[cert.clone()], &headers)?;
+//! // `fetch`: Ok is `RECEIPT ... DECRYPTED`, any Err `RECEIPT ... FAILED`.
+//! let key = PrivateKey::parse(key_pem.as_bytes())?;
+//! assert_eq!(decrypt(&message, &key, &cert)?, entity);
+//! # Ok::<(), vouchmail_smime::Error>(())
+//! ```
+//!
 //! # RUSTSEC-2023-0071 (Marvin attack) and the `rsa` crate
 //! `rsa` 0.9's PKCS#1 v1.5 decryption is not constant-time, so an attacker who can time
 //! many decryptions of chosen ciphertexts could recover the plaintext of one. Here the
