@@ -353,6 +353,23 @@ async fn forged_missing_and_unreachable_keys_meet_the_policy() {
     // The real key, sent by the stranger: valid is valid (the key is what authenticates).
     let reply = stranger_sends(&f, "stolen-but-valid", &format!("X-Auth-Key: {key}\r\n")).await;
     assert_eq!(reply.code, 250, "{reply:?}");
+    // A key valid until now + AGI + AVT (here 3 s), then not: forged.
+    let short = vouchmail_store::AuthKey {
+        address: GLEN.into(),
+        key: "E".repeat(64),
+        created_at: now(),
+        expires_at: now() + 3,
+    };
+    f.galkam.store.add_authkey(short.clone()).await.unwrap();
+    // The AS reads an address's keys from the store at most once a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let valid = udp(f.as_addr, format!("VERIFY e1 {GLEN} {}\r\n", short.key).as_bytes()).await;
+    assert_eq!(valid.as_deref(), Some(format!("VERIFY_REPLY e1 {GLEN} VALIDKEY\r\n").as_str()));
+    while now() <= short.expires_at {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reply = stranger_sends(&f, "after-expiry", &format!("X-Auth-Key: {}\r\n", short.key)).await;
+    assert_eq!(reply.status(), "550 5.7.1", "{reply:?}");
     // Unreachable AS: temperror, 451 since the forged action refuses.
     f.galkam.server.take().unwrap().shutdown().await;
     let reply = stranger_sends(&f, "unreachable", &format!("X-Auth-Key: {}\r\n", "U".repeat(64))).await;
