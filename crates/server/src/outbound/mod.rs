@@ -246,6 +246,9 @@ impl HeldDelivery {
         entries: Vec<LeasedEntry>,
     ) -> Progress {
         let engine = &self.engine;
+        // The engine's counters are cumulative; this session's are the difference (exact
+        // unless another reversed session of this engine runs at the same time).
+        let before = engine.progress();
         let jobs = jobs_of(entries, engine.settings.max_recipients.max(1));
         // No STARTTLS inside the reversed session: it is already inside TLS if the
         // customer started it, and the customer cannot ask us to.
@@ -298,7 +301,12 @@ impl HeldDelivery {
         }
         // Outcomes of the other paths are recorded in the background; wait for them too.
         engine.workers.wait(Duration::from_secs(60)).await;
-        engine.progress()
+        let after = engine.progress();
+        Progress {
+            delivered: after.delivered.saturating_sub(before.delivered),
+            bounced: after.bounced.saturating_sub(before.bounced),
+            deferred: after.deferred.saturating_sub(before.deferred),
+        }
     }
 
     /// Concludes entries without a delivery attempt (held mail whose lifetime is over).
