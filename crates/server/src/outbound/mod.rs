@@ -726,8 +726,11 @@ impl Engine {
                 original_recipient: entry.dsn.orcpt.clone(),
                 action,
                 status: code,
-                remote_mta: remote.map(str::to_string),
-                diagnostic: reply.map(|r| r.to_string()),
+                // RFC 3464 2.3.5, 2.3.6: the remote MTA and its diagnostic only when a server
+                // replied; otherwise our own words say what happened.
+                remote_mta: remote.filter(|_| reply.is_some_and(|r| r.from_peer)).map(str::to_string),
+                diagnostic: reply.filter(|r| r.from_peer).map(|r| r.to_string()),
+                detail: reply.filter(|r| !r.from_peer).map(|r| r.text.to_string()),
                 last_attempt: Some(unix_time(now)),
                 will_retry_until: until.map(unix_time),
             }
