@@ -233,13 +233,17 @@ async fn glen_key(f: &Federation) -> String {
 
 /// Glen sends to abc555 through galkam's submission port, as a mail client does.
 async fn glen_sends(f: &Federation, subject: &str, extra_header: &str) {
+    glen_sends_to(f, &[ABC], subject, extra_header).await
+}
+
+async fn glen_sends_to(f: &Federation, to: &[&str], subject: &str, extra_header: &str) {
     let (mut c, _) = SmtpConn::connect(f.galkam.submission()).await;
     assert_eq!(c.cmd("EHLO glen-laptop").await.code, 250);
     assert_eq!(c.cmd(&format!("AUTH PLAIN {}", auth_plain(GLEN, PASSWORD))).await.code, 235);
     let body = format!(
         "From: Glen <{GLEN}>\r\nTo: <{ABC}>\r\nSubject: {subject}\r\n{extra_header}Message-ID: <{subject}@galkam.test>\r\n\r\nHello\r\n"
     );
-    let reply = c.send_message(GLEN, &[ABC], &body).await;
+    let reply = c.send_message(GLEN, to, &body).await;
     assert_eq!(reply.code, 250, "{reply:?}");
     c.cmd("QUIT").await;
 }
@@ -280,13 +284,17 @@ async fn a_mailed_key_is_stamped_and_verified_over_udp_then_cached() {
     let received = f.galkam.store.sender_key(GLEN).await.unwrap().expect("key recorded");
     assert_eq!(received.key, key);
 
-    glen_sends(&f, "first", "").await;
+    // One message to abc555 and to a local colleague of glen's.
+    glen_sends_to(&f, &[ABC, "user@galkam.test"], "first", "").await;
     let (folder, stored) = arrived(&f.lrsupport, ABC, "first").await;
     assert_eq!(folder, Folder::Inbox, "{stored}");
     assert!(stored.contains(&format!("x-authkey=pass header.from={GLEN}")), "{stored}");
     assert!(stored.contains("X-Auth-Key-Status: valid\r\n"), "{stored}");
     // SPEC 7.5: the key does not travel on into the mailbox.
     assert!(!stored.contains(&key), "{stored}");
+    // The stamp is put on the copy that leaves: the local copy never holds glen's key.
+    let (_, local) = arrived(&f.galkam, "user@galkam.test", "first").await;
+    assert!(!local.contains("X-Auth-Key") && !local.contains(&key), "{local}");
     let sent = f.lrsupport.store.verify_sent_log(0, 100).await.unwrap();
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert!(sent[0].server.starts_with("udp ") && sent[0].result == "VALIDKEY", "{sent:?}");
