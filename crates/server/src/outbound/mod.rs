@@ -240,13 +240,15 @@ impl HeldDelivery {
     }
 
     /// Runs the SMTP client over `stream` (the peer's greeting may already be in
-    /// `prebuffered`) and delivers every leased entry, then QUIT. Returns the counts.
+    /// `prebuffered`; `tls`: the stream is inside TLS) and delivers every leased entry, then
+    /// QUIT. Returns the counts.
     pub async fn deliver_over(
         &self,
         stream: Box<dyn session::Stream>,
         prebuffered: &[u8],
         target: &Target,
         entries: Vec<LeasedEntry>,
+        tls: bool,
     ) -> Progress {
         let engine = &self.engine;
         // The engine's counters are cumulative; this session's are the difference (exact
@@ -273,7 +275,7 @@ impl HeldDelivery {
             timeouts,
         };
         let mut pending = jobs.into_iter();
-        match Session::over(stream, prebuffered, target, config).await {
+        match Session::over(stream, prebuffered, target, config, tls).await {
             Ok(mut session) => {
                 for job in pending.by_ref() {
                     if engine.deliver(&mut session, job).await {
