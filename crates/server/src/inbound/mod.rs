@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use vouchmail_proto::smtp::address::{Address, ReversePath};
 use vouchmail_proto::smtp::reply::{EnhancedCode, Reply};
-use vouchmail_proto::smtp::session::{Event, Session, SessionConfig, TlsInfo};
+use vouchmail_proto::smtp::session::{Event, MessengerAnswer, Session, SessionConfig, TlsInfo};
 use vouchmail_store::{Delivery, Store};
 
 use crate::auth_limit::AuthLimiter;
@@ -46,6 +46,8 @@ pub struct SmtpContext {
     pub spool_dir: std::path::PathBuf,
     /// In-flight message memory, shared by every SMTP listener (`smtp.max_inflight_bytes`).
     pub memory: Arc<MemoryBudget>,
+    /// The Messenger verbs' answers (SPEC 8); None where the listener is not a Messenger one.
+    pub messenger: Option<Arc<crate::messenger::Messenger>>,
 }
 
 /// Accepts connections until shutdown; each runs in its own task.
@@ -242,6 +244,14 @@ async fn run_session(
                         }
                         Err(reply) => session.atrn_verdict(Err(reply)),
                     }
+                }
+                Event::Messenger(request) => {
+                    let user = session.authenticated().map(str::to_string);
+                    let answer = match &context.messenger {
+                        Some(messenger) => Box::pin(messenger.answer(request, user.as_deref(), peer)).await,
+                        None => MessengerAnswer::Reply(Reply::not_implemented("Command not implemented")),
+                    };
+                    session.messenger_verdict(answer);
                 }
                 Event::Etrn { node } => {
                     let reply = Box::pin(context.odmr.etrn(&node)).await;
