@@ -317,6 +317,9 @@ impl FederationClient {
         line: &str,
         limits: (usize, usize),
     ) -> Result<(RawReply, IpAddr), ClientError> {
+        if line.contains(['\r', '\n']) {
+            return Err(ClientError::Failed("a command line may not hold CR or LF".into()));
+        }
         let (mut connection, reused) = self.checkout(domain).await?;
         let reply = match connection.command(line, limits).await {
             Ok(reply) => reply,
@@ -332,5 +335,110 @@ impl FederationClient {
             self.checkin(connection);
         }
         Ok((reply, ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::net::TcpListener;
+    use vouchmail_testkit::dns::TestDns;
+
+    /// What a fake home server saw: (source address, every command line).
+    type Seen = Arc<Mutex<Vec<(IpAddr, Vec<String>)>>>;
+
+    /// A home server that greets, answers EHLO without STARTTLS, answers CERT with a fixed
+    /// multi-line reply, and closes after `per_connection` CERTs.
+    async fn fake_home(ip: &str, per_connection: usize) -> (SocketAddr, Seen) {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Seen = Arc::default();
+        let record = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((stream, peer)) = listener.accept().await {
+                let record = Arc::clone(&record);
+                tokio::spawn(async move {
+                    let index = {
+                        let mut seen = record.lock().unwrap();
+                        seen.push((peer.ip(), Vec::new()));
+                        seen.len() - 1
+                    };
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    write.write_all(b"220 home.test ESMTP\r\n").await.unwrap();
+                    let mut certs = 0;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        record.lock().unwrap()[index].1.push(line.clone());
+                        let reply: &[u8] = match line.split(' ').next().unwrap_or("") {
+                            "EHLO" => b"250-home.test\r\n250-PIPELINING\r\n250 CERT\r\n",
+                            "CERT" => b"250-a@home.test\r\n250------BEGIN CERTIFICATE-----\r\n250 -----END CERTIFICATE-----\r\n",
+                            "QUIT" => b"221 bye\r\n",
+                            _ => b"500 what\r\n",
+                        };
+                        write.write_all(reply).await.unwrap();
+                        if line.starts_with("CERT") {
+                            certs += 1;
+                            if certs == per_connection {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    fn options(source: &str) -> ClientOptions {
+        ClientOptions {
+            hostname: "mail.galkam.test".into(),
+            source_address: Some(source.parse().unwrap()),
+            port: 21025,
+            starttls: true,
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(5),
+            idle: Duration::from_secs(30),
+            max_idle_per_peer: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_from_the_source_address_with_our_name_and_reuses_the_connection() {
+        let (addr, seen) = fake_home("127.0.0.3", usize::MAX).await;
+        let (closing, closing_seen) = fake_home("127.0.0.3", 1).await;
+        let dns = TestDns::builder()
+            .srv("_messenger._tcp.home.test", 10, 1, addr.port(), "mail.home.test")
+            .srv("_messenger._tcp.closing.test", 10, 1, closing.port(), "mail.home.test")
+            .a("mail.home.test", "127.0.0.3")
+            .start()
+            .await;
+        let client = FederationClient::new(Dns::shared(&[dns.addr()]).unwrap(), options("127.0.0.2")).unwrap();
+        for _ in 0..3 {
+            let (reply, ip) = client.call("home.test", "CERT a@home.test", SMALL_REPLY).await.unwrap();
+            assert_eq!(reply.code, 250);
+            assert_eq!(
+                reply.wire,
+                b"250-a@home.test\r\n250------BEGIN CERTIFICATE-----\r\n250 -----END CERTIFICATE-----\r\n"
+            );
+            assert_eq!(ip, "127.0.0.3".parse::<IpAddr>().unwrap());
+        }
+        let sessions = seen.lock().unwrap().clone();
+        assert_eq!(sessions.len(), 1, "one connection for three calls: {sessions:?}");
+        assert_eq!(sessions[0].0, "127.0.0.2".parse::<IpAddr>().unwrap(), "bound to the source address");
+        assert_eq!(sessions[0].1[0], "EHLO mail.galkam.test");
+        // A kept connection the peer closed is replaced without the caller noticing.
+        for _ in 0..2 {
+            let (reply, _) = client.call("closing.test", "CERT a@home.test", SMALL_REPLY).await.unwrap();
+            assert_eq!(reply.code, 250);
+        }
+        assert_eq!(closing_seen.lock().unwrap().len(), 2);
+        // Nothing listening, or nothing in DNS: unreachable.
+        assert!(matches!(
+            client.call("nowhere.test", "CERT a@nowhere.test", SMALL_REPLY).await,
+            Err(ClientError::Unreachable(_))
+        ));
+        let line = client.call("home.test", "CERT a\r\nQUIT", SMALL_REPLY).await;
+        assert!(matches!(line, Err(ClientError::Failed(_))), "no CR or LF in a command line");
     }
 }
