@@ -34,6 +34,7 @@ use super::data::DataDecoder;
 use super::reply::Reply;
 use crate::sasl::{Mechanism, ServerSession};
 
+pub use pubcert::MAX_PEM;
 pub use spill::{MAX_HEADER_SECTION, SPILL_CHUNK};
 pub use starttls::TlsInfo;
 
