@@ -501,3 +501,57 @@ async fn cli_cert_and_directory_commands() {
     assert!(ok(run(vouchmail(&["directory", "list"])).await).contains("unpublished"));
     assert!(fails(run(vouchmail(&["directory", "publish", "nobody@lrsupport.test"])).await).contains("not found"));
 }
+
+/// `bench/messenger.sh`: CERT lookups per second over one reused Messenger session, local
+/// (lrsupport answers for its own mailbox) and relayed one hop (glen asks galkam, which
+/// relays to lrsupport over its kept connection), then with several sessions at once.
+/// Ignored in ordinary runs; `N` lookups per session (default 2000), `SESSIONS` (default 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_cert_lookups() {
+    let n: usize = std::env::var("N").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let sessions: usize = std::env::var("SESSIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let f = Federation::start(|c| {
+        c.messenger.pull_interval_secs = 0;
+        c.messenger.max_idle_per_peer = 16;
+    })
+    .await;
+    store_certificate(&f.lrsupport, "abc555@lrsupport.test", &certificate("abc555@lrsupport.test", 2000, 2090)).await;
+    let expected = LineClient::connect(f.lrsupport.messenger()).await.cmd("CERT abc555@lrsupport.test").await;
+
+    async fn run(addr: SocketAddr, login: Option<&str>, n: usize, expected: &[u8]) -> Duration {
+        let mut c = LineClient::connect(addr).await;
+        if let Some(user) = login {
+            c.login(user).await;
+        }
+        // One warm-up lookup (the relay's first connection and TLS handshake).
+        assert_eq!(c.cmd("CERT abc555@lrsupport.test").await, expected);
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            assert_eq!(c.cmd("CERT abc555@lrsupport.test").await, expected);
+        }
+        start.elapsed()
+    }
+    let report = |what: &str, count: usize, elapsed: Duration| {
+        let rate = count as f64 / elapsed.as_secs_f64();
+        println!("BENCH {what}: {count} CERT lookups in {:.3} s: {rate:.0}/s", elapsed.as_secs_f64());
+    };
+    let local = run(f.lrsupport.messenger(), None, n, &expected).await;
+    report("local, 1 session", n, local);
+    let relayed = run(f.galkam.messenger(), Some("glen@galkam.test"), n, &expected).await;
+    report("relayed one hop, 1 session", n, relayed);
+    for (what, addr, login) in
+        [("local", f.lrsupport.messenger(), None), ("relayed one hop", f.galkam.messenger(), Some("glen@galkam.test"))]
+    {
+        let start = std::time::Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..sessions {
+            let expected = expected.clone();
+            tasks.push(tokio::spawn(async move { run(addr, login, n, &expected).await }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        report(&format!("{what}, {sessions} sessions"), n * sessions, start.elapsed());
+    }
+}

@@ -17,10 +17,10 @@
 use std::sync::{Arc, OnceLock};
 
 use vouchmail_proto::headers;
+use vouchmail_proto::messenger::replies;
 use vouchmail_proto::sasl::{CramMd5Secret, Mechanism, Secrets};
 use vouchmail_proto::smtp::client::ReplyParser;
 use vouchmail_proto::smtp::reply::{EnhancedCode, Reply};
-use vouchmail_proto::messenger::replies;
 use vouchmail_proto::smtp::session::{
     Event, MessengerAnswer, MessengerRequest, Service, Session, SessionConfig, TlsInfo,
 };
@@ -364,8 +364,9 @@ fn run(service: Service, knobs: u8, verdicts: &[u8], input: &[u8], splits: &[u8]
                     // A home server's reply, as the federation client passes it on.
                     (MessengerRequest::Cert(_), 1) => MessengerAnswer::Relayed {
                         code: 250,
-                        wire: b"250-a@remote.test\r\n250------BEGIN CERTIFICATE-----\r\n250 -----END CERTIFICATE-----\r\n"
-                            .to_vec(),
+                        wire:
+                            b"250-a@remote.test\r\n250------BEGIN CERTIFICATE-----\r\n250 -----END CERTIFICATE-----\r\n"
+                                .to_vec(),
                     },
                     (MessengerRequest::Cert(_), 2) => MessengerAnswer::Relayed {
                         code: 550,
