@@ -732,6 +732,7 @@ impl Store for SqliteStore {
                 .map_err(db_error)?;
             conn.execute("DELETE FROM accounts WHERE id = ?1", params![id]).map_err(db_error)?;
             conn.execute("DELETE FROM login_clients WHERE account = ?1", params![address]).map_err(db_error)?;
+            messenger::forget_account(conn, &address)?;
             for message_id in message_ids {
                 delete_if_orphan(conn, message_id)?;
             }

@@ -45,7 +45,7 @@ pub fn parse_der(der: &[u8]) -> Result<CheckedCertificate, String> {
     let seconds = |t: &x509_cert::time::Time| i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX);
     let mut emails = Vec::new();
     for extension in cert.tbs_certificate.extensions.iter().flatten() {
-        if extension.extn_id != SubjectAltName_OID {
+        if extension.extn_id != SUBJECT_ALT_NAME {
             continue;
         }
         let san = SubjectAltName::from_der(extension.extn_value.as_bytes())
@@ -86,8 +86,7 @@ pub fn check_pem_for(pem: &str, address: &str, now: i64) -> Result<CheckedCertif
 }
 
 /// id-ce-subjectAltName (RFC 5280 4.2.1.6).
-#[allow(non_upper_case_globals)]
-const SubjectAltName_OID: x509_cert::der::oid::ObjectIdentifier =
+const SUBJECT_ALT_NAME: x509_cert::der::oid::ObjectIdentifier =
     x509_cert::der::oid::ObjectIdentifier::new_unwrap("2.5.29.17");
 
 #[cfg(test)]

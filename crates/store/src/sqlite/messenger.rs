@@ -317,3 +317,14 @@ pub(super) fn record_peer_error(conn: &Connection, domain: &str, at: i64, error:
     .map_err(db_error)?;
     Ok(())
 }
+
+/// An account is going: its certificate and directory entry go with it, and the Entity
+/// Index changes that withdrawing a published entry makes are logged (SPEC 8.4).
+pub(super) fn forget_account(conn: &Connection, address: &str) -> StoreResult<()> {
+    if let Some(before) = get_directory_entry(conn, address)? {
+        log_changes(conn, Some(&before), None)?;
+        conn.execute("DELETE FROM directory WHERE address = ?1", params![address]).map_err(db_error)?;
+    }
+    conn.execute("DELETE FROM certificates WHERE address = ?1", params![address]).map_err(db_error)?;
+    Ok(())
+}

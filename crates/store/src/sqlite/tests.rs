@@ -479,6 +479,14 @@ async fn messenger_certificates_directory_serials_and_peer_pulls() {
     };
     store.apply_peer_pull(withdraw).await.unwrap();
     assert!(store.learnt_mailboxes_for_id("G1").await.unwrap().is_empty());
+    // A removed account takes its entry with it, and peers are told.
+    store.set_directory_published("abc555@lrsupport.test", true).await.unwrap();
+    let (_, before) = store.entity_changes_since(0, 100).await.unwrap();
+    store.remove_account("abc555@lrsupport.test").await.unwrap();
+    let (changes, after) = store.entity_changes_since(before, 100).await.unwrap();
+    assert_eq!((changes.len(), after), (2, before + 2));
+    assert!(changes.iter().all(|c| c.op == EntityOp::Del));
+    assert!(store.list_directory().await.unwrap().is_empty());
     store.record_peer_error("galkam.test", 102, "unreachable").await.unwrap();
     assert_eq!(store.list_messenger_peers().await.unwrap()[0].last_error.as_deref(), Some("unreachable"));
 }
