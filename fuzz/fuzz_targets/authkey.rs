@@ -7,6 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use vouchmail_proto::authkey::codec::{MAX_DATAGRAM, UDP_REPLY_SLACK};
+use vouchmail_proto::authkey::record::parse_as_record;
 use vouchmail_proto::authkey::{
     parse_request, parse_response, udp_reply, Event, PendingVerify, Response, Session, Verdict,
 };
@@ -55,6 +56,11 @@ fn run(input: &[u8], splits: &[u8]) -> Vec<u8> {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // SPEC 7.3: TXT record text (from DNS, so from the network), one record per line.
+    let records: Vec<String> = String::from_utf8_lossy(data).lines().map(str::to_string).collect();
+    if let Some((host, port)) = parse_as_record(&records) {
+        assert!(!host.is_empty() && port != 0);
+    }
     // The request parser on the whole input, as one UDP datagram.
     match parse_request(data) {
         Ok(request) => {

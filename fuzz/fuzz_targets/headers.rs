@@ -29,6 +29,12 @@ fuzz_target!(|data: &[u8]| {
 
     let _ = headers::count(data, "Received");
     let _ = headers::first_value(data, "Subject");
+    // SPEC 7.5: the one From mailbox, when there is one, is a plain local@domain.
+    if let Some(from) = headers::from_address(data) {
+        let (local, domain) = from.rsplit_once('@').expect("an @");
+        assert!(!local.is_empty() && !domain.is_empty(), "{from}");
+        assert!(!from.chars().any(|c| c.is_whitespace() || c.is_control() || "<>,;:".contains(c)), "{from}");
+    }
 
     let text = String::from_utf8_lossy(data);
     let decoded = headers::decode_encoded_words(&text);

@@ -182,6 +182,70 @@ pub fn count(msg: &[u8], name: &str) -> usize {
     fields(msg).filter(|f| f.name_is(name)).count()
 }
 
+/// The one mailbox of the From field (RFC 5322 3.6.2), lower-cased in its domain: the
+/// `addr-spec` inside angle brackets, or the bare `addr-spec`. None when there is no From,
+/// several From fields, a From with several mailboxes or a group, or nothing that looks
+/// like `local@domain` (SPEC 7.5 needs exactly one address to verify).
+pub fn from_address(msg: &[u8]) -> Option<String> {
+    let mut froms = fields(msg).filter(|f| f.name_is("From"));
+    let value = froms.next()?.unfolded_value();
+    if froms.next().is_some() {
+        return None;
+    }
+    let value = strip_comments(&value);
+    let spec = match (value.rfind('<'), value.rfind('>')) {
+        (Some(open), Some(close)) if open < close => {
+            // A display name may hold a comma only inside quotes; one `<` pair is one mailbox.
+            if value.matches('<').count() != 1 {
+                return None;
+            }
+            value[open + 1..close].trim().to_string()
+        }
+        (None, None) => value.trim().to_string(),
+        _ => return None,
+    };
+    if spec.contains([',', ';', ':', ' ', '<', '>']) {
+        return None;
+    }
+    let (local, domain) = spec.rsplit_once('@')?;
+    if local.is_empty() || domain.is_empty() || !domain.contains('.') && domain != "localhost" {
+        return None;
+    }
+    Some(format!("{local}@{}", domain.to_lowercase()))
+}
+
+/// Removes RFC 5322 comments (parenthesised, nestable) outside quoted strings.
+fn strip_comments(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let (mut depth, mut quoted, mut escaped) = (0usize, false, false);
+    for c in value.chars() {
+        if escaped {
+            escaped = false;
+            if depth == 0 {
+                out.push(c);
+            }
+            continue;
+        }
+        match c {
+            '\\' => {
+                escaped = true;
+                if depth == 0 {
+                    out.push(c);
+                }
+            }
+            '"' if depth == 0 => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '(' if !quoted => depth += 1,
+            ')' if !quoted && depth > 0 => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// A copy of `msg` without the header fields for which `remove` returns true. The body
 /// and every other byte are copied unchanged.
 pub fn remove_fields(msg: &[u8], mut remove: impl FnMut(&Field<'_>) -> bool) -> Vec<u8> {
@@ -881,6 +945,24 @@ Authentication-Results: mx.example.org; in the body\r\n"
             let _ = decode_encoded_words(&text);
             let out = prepend(&[(text.as_ref(), text.as_ref())], &msg);
             assert!(out.ends_with(&msg));
+        }
+    }
+
+    #[test]
+    fn from_address_takes_the_one_mailbox() {
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (b"From: Glen <glen@Galkam.TEST>\r\n\r\nx", Some("glen@galkam.test")),
+            (b"From: glen@galkam.test (Glen)\r\n\r\n", Some("glen@galkam.test")),
+            (b"From: \"Smith, Glen\" <glen@galkam.test>\r\n\r\n", Some("glen@galkam.test")),
+            (b"From: a@x.test, b@x.test\r\n\r\n", None),
+            (b"From: <a@x.test>\r\nFrom: <b@x.test>\r\n\r\n", None),
+            (b"From: undisclosed:;\r\n\r\n", None),
+            (b"From: nobody\r\n\r\n", None),
+            (b"Subject: no from\r\n\r\n", None),
+            (b"From: <postmaster@localhost>\r\n\r\n", Some("postmaster@localhost")),
+        ];
+        for (msg, want) in cases {
+            assert_eq!(from_address(msg).as_deref(), *want, "{}", String::from_utf8_lossy(msg));
         }
     }
 }

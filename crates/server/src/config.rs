@@ -360,6 +360,26 @@ pub struct AuthKey {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub idle_timeout_secs: u64,
+    /// Answer VERIFY over UDP as well as TCP on each `listeners.authkey` address.
+    pub udp: bool,
+    /// Mail each new key to its address with `X-New-Auth-Key` (SPEC 7.3); off: this
+    /// server's sender side reads the newest key directly (SPEC 7.3, same server).
+    pub mail_keys: bool,
+    /// The From of key mail; empty: `authkey@<hostname>`.
+    pub key_mail_from: String,
+    /// Sender side (SPEC 7.4): keep key mail in the mailbox (phase II) instead of dropping it.
+    pub keep_key_mail: bool,
+    /// Sender side: stamp `X-Auth-Key` on mail local users send from an address with a key.
+    pub stamp: bool,
+    /// Recipient side (SPEC 7.5): check `X-Auth-Key` on mail arriving at the MX.
+    pub verify: bool,
+    /// Recipient side: the wait for each of the UDP tries, the number of tries, and the
+    /// TCP exchange's deadline.
+    pub udp_timeout_ms: u64,
+    pub udp_tries: u32,
+    pub tcp_timeout_secs: u64,
+    /// Recipient side: how long a key seen valid is reused without asking (at most 3600).
+    pub cache_secs: u64,
 }
 
 impl Default for AuthKey {
@@ -375,6 +395,16 @@ impl Default for AuthKey {
             max_connections: 200,
             max_connections_per_ip: 10,
             idle_timeout_secs: 60,
+            udp: true,
+            mail_keys: false,
+            key_mail_from: String::new(),
+            keep_key_mail: false,
+            stamp: true,
+            verify: true,
+            udp_timeout_ms: 1000,
+            udp_tries: 3,
+            tcp_timeout_secs: 10,
+            cache_secs: 3600,
         }
     }
 }
@@ -437,8 +467,9 @@ impl Default for Messenger {
 pub struct Bootstrap {
     /// The first local domain; empty for none.
     pub domain: String,
-    /// Its sender policy: "tag" in the dev default, so a first unauthenticated test
-    /// message is delivered and marked `none`.
+    /// Its sender policy (SPEC 2): one action for both cases, or
+    /// `unauthenticated=ACTION,forged=ACTION`. The dev default `unauthenticated=junk,
+    /// forged=reject` delivers a first unauthenticated test message into Junk, marked `none`.
     pub policy: String,
     /// Create postmaster@<domain> with a generated password, printed once.
     pub postmaster: bool,
@@ -446,7 +477,7 @@ pub struct Bootstrap {
 
 impl Default for Bootstrap {
     fn default() -> Self {
-        Bootstrap { domain: "localhost".into(), policy: "tag".into(), postmaster: true }
+        Bootstrap { domain: "localhost".into(), policy: "unauthenticated=junk,forged=reject".into(), postmaster: true }
     }
 }
 
@@ -661,8 +692,14 @@ impl Config {
         for fetch in &self.odmr.fetch {
             fetch.trust().map_err(|e| format!("odmr.fetch for {}: {e}", fetch.provider))?;
         }
-        if self.bootstrap.policy.parse::<vouchmail_store::SenderPolicy>().is_err() {
-            return Err(format!("bootstrap.policy '{}' must be require, tag or accept", self.bootstrap.policy));
+        if let Err(e) = self.bootstrap.policy.parse::<vouchmail_store::SenderPolicy>() {
+            return Err(format!("bootstrap.policy '{}': {e}", self.bootstrap.policy));
+        }
+        if self.authkey.udp_tries > 10 {
+            return Err("authkey.udp_tries must be at most 10 (SPEC 7.2 asks for 3)".into());
+        }
+        if self.authkey.cache_secs > 3600 {
+            return Err("authkey.cache_secs must be at most 3600 (SPEC 7.5: at most 1 hour)".into());
         }
         Ok(())
     }

@@ -141,6 +141,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     let odmr = odmr::Odmr::new(config, Arc::clone(&store))?;
     let messenger = messenger::Messenger::new(config, Arc::clone(&store))?;
     let memory = spool::MemoryBudget::new(config.smtp.max_inflight_bytes);
+    let authkeys = authkey::AuthKeys::new(&config.authkey, dns::Dns::for_config(config)?, Arc::clone(&store));
     for (kind, addrs) in listeners {
         // One count per role: a flood on the MX must not lock out submission users. The
         // Messenger port has limits of its own (SPEC 8; the AUTH limits are shared).
@@ -161,6 +162,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             odmr: Arc::clone(&odmr),
             spool_dir: config.data_dir.join("spool"),
             memory: Arc::clone(&memory),
+            authkeys: Arc::clone(&authkeys),
             messenger: (kind == Listener::Messenger).then(|| Arc::clone(&messenger)),
         });
         for addr in addrs {
@@ -219,7 +221,13 @@ fn start_authkey(
     server: &mut RunningServer,
 ) -> Result<(), String> {
     if config.authkey.server {
-        sessions.spawn(authkey::run_generator(Arc::clone(store), config.authkey.clone(), shutdown_rx.clone()));
+        let hostname = config.hostname.clone();
+        sessions.spawn(authkey::run_generator(
+            Arc::clone(store),
+            config.authkey.clone(),
+            hostname,
+            shutdown_rx.clone(),
+        ));
     }
     if config.listeners.authkey.is_empty() {
         return Ok(());
@@ -229,8 +237,8 @@ fn start_authkey(
         let listener = driver::listen(*addr)?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         // The same port for UDP, also when the configured port is 0.
-        let udp = authkey::bind_udp(local)?;
-        tracing::info!(service = "authkey", %local, "listening (TCP and UDP)");
+        let udp = if config.authkey.udp { Some(authkey::bind_udp(local)?) } else { None };
+        tracing::info!(service = "authkey", %local, udp = udp.is_some(), "listening");
         server.authkey_addrs.push(local);
         server.listeners.push(tokio::spawn(authkey::serve_tcp(
             listener,
@@ -238,7 +246,9 @@ fn start_authkey(
             shutdown_rx.clone(),
             sessions.clone(),
         )));
-        server.listeners.push(tokio::spawn(authkey::serve_udp(udp, Arc::clone(&context), shutdown_rx.clone())));
+        if let Some(udp) = udp {
+            server.listeners.push(tokio::spawn(authkey::serve_udp(udp, Arc::clone(&context), shutdown_rx.clone())));
+        }
     }
     // Ends when the listeners (holding the context) are gone, after writing what is queued.
     drop(context);
@@ -390,9 +400,10 @@ pub fn customer_context(
         postmaster,
         tls: None,
         implicit_tls: false,
-        odmr: odmr::Odmr::new(config, store)?,
+        odmr: odmr::Odmr::new(config, Arc::clone(&store))?,
         spool_dir: config.data_dir.join("spool"),
         memory: spool::MemoryBudget::new(config.smtp.max_inflight_bytes),
+        authkeys: authkey::AuthKeys::new(&config.authkey, dns::Dns::for_config(config)?, store),
         messenger: None,
     }))
 }

@@ -179,9 +179,21 @@ pub trait Store: Send + Sync {
     fn newest_authkeys(&self) -> StoreFuture<'_, Vec<(String, i64)>>;
     /// Deletes every key expired at `now`; returns how many.
     fn delete_expired_authkeys(&self, now: i64) -> StoreFuture<'_, usize>;
-    fn log_verify(&self, entry: VerifyLogEntry) -> StoreFuture<'_, ()>;
+    /// Appends rows to the VERIFY log, in one transaction.
+    fn log_verify(&self, entries: Vec<VerifyLogEntry>) -> StoreFuture<'_, ()>;
     /// VERIFY log rows at or after `since`, oldest first, at most `limit`.
     fn verify_log(&self, since: i64, limit: usize) -> StoreFuture<'_, Vec<VerifyLogEntry>>;
+
+    // AuthKeys, the sending and receiving side (SPEC 7.4, 7.5).
+    /// Records the key received by mail for a local address (the newest replaces the last).
+    fn record_sender_key(&self, key: SenderKey) -> StoreFuture<'_, ()>;
+    fn sender_key(&self, address: &str) -> StoreFuture<'_, Option<SenderKey>>;
+    /// Remembers that the key with this hash was valid for `address` until `expires_at`.
+    fn cache_verified_key(&self, address: &str, key_hash: &str, now: i64, expires_at: i64) -> StoreFuture<'_, ()>;
+    fn verified_key_cached(&self, address: &str, key_hash: &str, now: i64) -> StoreFuture<'_, bool>;
+    fn log_verify_sent(&self, entry: VerifySentEntry) -> StoreFuture<'_, ()>;
+    /// Rows of VERIFY sent at or after `since`, oldest first, at most `limit`.
+    fn verify_sent_log(&self, since: i64, limit: usize) -> StoreFuture<'_, Vec<VerifySentEntry>>;
 
     // The Messenger federation (SPEC 8.1, 8.4).
     /// Stores (or replaces) the certificate of a local account.

@@ -18,8 +18,9 @@ use vouchmail_proto::sasl::secrets::{SecretFields, Secrets};
 
 use crate::{
     Account, AuthKey, AuthKeySettings, CertMapping, CertMatch, CommittedMessage, Domain, Folder, MailboxEntry,
-    NewAccount, NewMessage, QueueEntry, QueueState, RecipientDsn, SenderPolicy, SettingsSource, Store, StoreError,
-    StoreFuture, StoreResult, TrackingEvent, TrackingKind, VerifyLogEntry,
+    NewAccount, NewMessage, PolicyAction, QueueEntry, QueueState, RecipientDsn, SenderKey, SenderPolicy,
+    SettingsSource, Store, StoreError, StoreFuture, StoreResult, TrackingEvent, TrackingKind, VerifyLogEntry,
+    VerifySentEntry,
 };
 
 /// Jobs committed together at most.
@@ -184,9 +185,36 @@ CREATE TABLE verify_log (
 );
 CREATE INDEX verify_log_at ON verify_log(at);
 "#,
-    // Migration 9 is issue 10's (AuthKeys: received keys, verification cache); it lands in
-    // this place when the branches meet. Until then it changes nothing.
-    "-- reserved for migration 9 (AuthKeys, issue 10)",
+    // SPEC 2: one sender policy with two cases (the old single `policy` column allowed only
+    // require/tag/accept), and AuthKeys on the sending and receiving side (SPEC 7.4, 7.5):
+    // keys received by mail, the verification cache and every VERIFY sent.
+    r#"
+ALTER TABLE domains ADD COLUMN unauthenticated TEXT NOT NULL DEFAULT 'reject';
+ALTER TABLE domains ADD COLUMN forged TEXT NOT NULL DEFAULT 'reject';
+UPDATE domains SET unauthenticated = CASE policy WHEN 'tag' THEN 'junk' WHEN 'accept' THEN 'accept' ELSE 'reject' END;
+ALTER TABLE domains DROP COLUMN policy;
+CREATE TABLE sender_keys (
+    address TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    source TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE authkey_cache (
+    address TEXT NOT NULL,
+    key_hash TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (address, key_hash)
+) WITHOUT ROWID;
+CREATE INDEX authkey_cache_expiry ON authkey_cache(expires_at);
+CREATE TABLE verify_sent (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    server TEXT NOT NULL,
+    address TEXT NOT NULL,
+    result TEXT NOT NULL
+);
+CREATE INDEX verify_sent_at ON verify_sent(at);
+"#,
     // Migration 10: the Messenger federation (SPEC 8.1, 8.4). Certificates per address with
     // their validity; the directory and its published IDs (an ID names one local mailbox);
     // this server's own Entity Index changes, whose AUTOINCREMENT rowid is the serial that
@@ -515,16 +543,22 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 
 /// The held-for accounts come along in one trip, newline-separated (no address contains a
 /// line break), in the order they were set.
-const DOMAIN_COLUMNS: &str = "name, policy, catch_all, created_at,
+const DOMAIN_COLUMNS: &str = "name, unauthenticated, catch_all, created_at,
     (SELECT group_concat(account, char(10) ORDER BY rowid) FROM held_accounts WHERE domain = domains.name),
-    etrn_host";
+    etrn_host, forged";
 
 fn row_to_domain(row: &Row<'_>) -> rusqlite::Result<Domain> {
-    let policy: String = row.get(1)?;
+    let unauthenticated: String = row.get(1)?;
+    let forged: String = row.get(6)?;
     let held_for: Option<String> = row.get(4)?;
+    // A value this version does not know (written by a newer one) reads as the strictest.
+    let policy = SenderPolicy {
+        unauthenticated: unauthenticated.parse().unwrap_or(PolicyAction::Reject),
+        forged: forged.parse().unwrap_or(PolicyAction::Reject),
+    };
     Ok(Domain {
         name: row.get(0)?,
-        policy: policy.parse().unwrap_or_default(),
+        policy,
         catch_all: row.get(2)?,
         created_at: row.get(3)?,
         held_for: held_for
@@ -605,8 +639,8 @@ impl Store for SqliteStore {
         let name = name.to_ascii_lowercase();
         self.write(move |conn| {
             conn.execute(
-                "INSERT INTO domains (name, policy, created_at) VALUES (?1, ?2, ?3)",
-                params![name, policy.as_str(), now()],
+                "INSERT INTO domains (name, unauthenticated, forged, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, policy.unauthenticated.as_str(), policy.forged.as_str(), now()],
             )
             .map_err(|e| {
                 if is_unique_violation(&e) {
@@ -657,7 +691,10 @@ impl Store for SqliteStore {
         let name = name.to_ascii_lowercase();
         self.write(move |conn| {
             let n = conn
-                .execute("UPDATE domains SET policy = ?2 WHERE name = ?1", params![name, policy.as_str()])
+                .execute(
+                    "UPDATE domains SET unauthenticated = ?2, forged = ?3 WHERE name = ?1",
+                    params![name, policy.unauthenticated.as_str(), policy.forged.as_str()],
+                )
                 .map_err(db_error)?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("domain {name}")));
@@ -1240,8 +1277,8 @@ impl Store for SqliteStore {
         self.write(move |conn| authkey::delete_expired(conn, now))
     }
 
-    fn log_verify(&self, entry: VerifyLogEntry) -> StoreFuture<'_, ()> {
-        self.write(move |conn| authkey::log_verify(conn, &entry))
+    fn log_verify(&self, entries: Vec<VerifyLogEntry>) -> StoreFuture<'_, ()> {
+        self.write(move |conn| entries.iter().try_for_each(|entry| authkey::log_verify(conn, entry)))
     }
 
     fn verify_log(&self, since: i64, limit: usize) -> StoreFuture<'_, Vec<VerifyLogEntry>> {
@@ -1321,6 +1358,33 @@ impl Store for SqliteStore {
     fn record_peer_error(&self, domain: &str, at: i64, error: &str) -> StoreFuture<'_, ()> {
         let (domain, error) = (domain.to_ascii_lowercase(), error.to_string());
         self.write(move |conn| messenger::record_peer_error(conn, &domain, at, &error))
+    }
+
+    fn record_sender_key(&self, key: SenderKey) -> StoreFuture<'_, ()> {
+        self.write(move |conn| authkey::record_sender_key(conn, &key))
+    }
+
+    fn sender_key(&self, address: &str) -> StoreFuture<'_, Option<SenderKey>> {
+        let address = address.to_string();
+        self.read(move |conn| authkey::sender_key(conn, &address))
+    }
+
+    fn cache_verified_key(&self, address: &str, key_hash: &str, now: i64, expires_at: i64) -> StoreFuture<'_, ()> {
+        let (address, key_hash) = (address.to_string(), key_hash.to_string());
+        self.write(move |conn| authkey::cache_key(conn, &address, &key_hash, now, expires_at))
+    }
+
+    fn verified_key_cached(&self, address: &str, key_hash: &str, now: i64) -> StoreFuture<'_, bool> {
+        let (address, key_hash) = (address.to_string(), key_hash.to_string());
+        self.read(move |conn| authkey::key_cached(conn, &address, &key_hash, now))
+    }
+
+    fn log_verify_sent(&self, entry: VerifySentEntry) -> StoreFuture<'_, ()> {
+        self.write(move |conn| authkey::log_verify_sent(conn, &entry))
+    }
+
+    fn verify_sent_log(&self, since: i64, limit: usize) -> StoreFuture<'_, Vec<VerifySentEntry>> {
+        self.read(move |conn| authkey::verify_sent(conn, since, limit))
     }
 
     fn list_tracking_events(&self, after_id: i64, limit: usize) -> StoreFuture<'_, Vec<TrackingEvent>> {

@@ -5,44 +5,147 @@ use std::str::FromStr;
 
 use vouchmail_proto::sasl::secrets::Secrets;
 
-/// What a local domain does with mail whose sender is not authenticated (SPEC 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SenderPolicy {
-    /// Refuse it (550 5.7.1): the seeds' rule.
-    #[default]
-    Require,
-    /// Accept it, marked unauthenticated.
-    Tag,
-    /// Accept it.
+/// What a local domain does with one case of unauthenticated mail (SPEC 2: the six actions
+/// of the Simplicato recipient server, seeds 001/002).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PolicyAction {
+    /// Delivered to INBOX.
     Accept,
+    /// Delivered to the Junk folder ("accept as spam").
+    Junk,
+    /// Refused with 550 5.7.1.
+    Reject,
+    /// Refused, with a reply text telling the sender how to authenticate.
+    RejectNotifySender,
+    /// Refused, and a short notice goes to the recipient's INBOX.
+    RejectNotifyRecipient,
+    /// Both of the above.
+    RejectNotifyBoth,
 }
 
-impl SenderPolicy {
+impl PolicyAction {
+    pub const ALL: [PolicyAction; 6] = [
+        PolicyAction::Accept,
+        PolicyAction::Junk,
+        PolicyAction::Reject,
+        PolicyAction::RejectNotifySender,
+        PolicyAction::RejectNotifyRecipient,
+        PolicyAction::RejectNotifyBoth,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
-            SenderPolicy::Require => "require",
-            SenderPolicy::Tag => "tag",
-            SenderPolicy::Accept => "accept",
+            PolicyAction::Accept => "accept",
+            PolicyAction::Junk => "junk",
+            PolicyAction::Reject => "reject",
+            PolicyAction::RejectNotifySender => "reject-notify-sender",
+            PolicyAction::RejectNotifyRecipient => "reject-notify-recipient",
+            PolicyAction::RejectNotifyBoth => "reject-notify-both",
         }
+    }
+
+    /// The message is delivered (to INBOX or Junk).
+    pub fn delivers(&self) -> bool {
+        matches!(self, PolicyAction::Accept | PolicyAction::Junk)
+    }
+
+    /// The refusal's text explains how to authenticate.
+    pub fn notifies_sender(&self) -> bool {
+        matches!(self, PolicyAction::RejectNotifySender | PolicyAction::RejectNotifyBoth)
+    }
+
+    /// The recipient gets a notice of the refused message.
+    pub fn notifies_recipient(&self) -> bool {
+        matches!(self, PolicyAction::RejectNotifyRecipient | PolicyAction::RejectNotifyBoth)
     }
 }
 
-impl fmt::Display for SenderPolicy {
+impl fmt::Display for PolicyAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
+impl FromStr for PolicyAction {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.to_ascii_lowercase();
+        // SPEC 2: the old names stay valid.
+        let name = match lower.as_str() {
+            "require" => "reject",
+            "tag" => "junk",
+            other => other,
+        };
+        PolicyAction::ALL.into_iter().find(|a| a.as_str() == name).ok_or_else(|| {
+            format!(
+                "unknown sender policy action '{s}' (expected accept, junk, reject, reject-notify-sender, \
+                 reject-notify-recipient or reject-notify-both; require and tag are old names of reject and junk)"
+            )
+        })
+    }
+}
+
+/// A local domain's sender policy (SPEC 2): the action for mail no method authenticated,
+/// set separately for `unauthenticated` (no method passed, no AuthKey) and `forged` (an
+/// `X-Auth-Key` the sender's Authentication Server called INVALIDKEY).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SenderPolicy {
+    pub unauthenticated: PolicyAction,
+    pub forged: PolicyAction,
+}
+
+impl SenderPolicy {
+    /// The default: both cases refused (the seeds' rule).
+    pub const REJECT: SenderPolicy = SenderPolicy::uniform(PolicyAction::Reject);
+    pub const JUNK: SenderPolicy = SenderPolicy::uniform(PolicyAction::Junk);
+    pub const ACCEPT: SenderPolicy = SenderPolicy::uniform(PolicyAction::Accept);
+
+    /// The same action for both cases.
+    pub const fn uniform(action: PolicyAction) -> SenderPolicy {
+        SenderPolicy { unauthenticated: action, forged: action }
+    }
+}
+
+impl Default for SenderPolicy {
+    fn default() -> Self {
+        SenderPolicy::REJECT
+    }
+}
+
+/// One action when both cases agree (`reject`), else `unauthenticated=junk,forged=reject`.
+impl fmt::Display for SenderPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.unauthenticated == self.forged {
+            f.write_str(self.unauthenticated.as_str())
+        } else {
+            write!(f, "unauthenticated={},forged={}", self.unauthenticated, self.forged)
+        }
+    }
+}
+
+/// Parses what Display writes: one action for both cases, or `unauthenticated=A,forged=B`
+/// (either part may be left out; it then defaults to `reject`).
 impl FromStr for SenderPolicy {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "require" => Ok(SenderPolicy::Require),
-            "tag" => Ok(SenderPolicy::Tag),
-            "accept" => Ok(SenderPolicy::Accept),
-            other => Err(format!("unknown sender policy '{other}' (expected require, tag or accept)")),
+        if !s.contains('=') {
+            return s.trim().parse().map(SenderPolicy::uniform);
         }
+        let mut policy = SenderPolicy::REJECT;
+        for part in s.split(',') {
+            let (case, action) = part.split_once('=').ok_or_else(|| format!("'{part}' is not CASE=ACTION"))?;
+            let action: PolicyAction = action.trim().parse()?;
+            match case.trim().to_ascii_lowercase().as_str() {
+                "unauthenticated" => policy.unauthenticated = action,
+                "forged" => policy.forged = action,
+                other => {
+                    return Err(format!("unknown sender policy case '{other}' (expected unauthenticated or forged)"))
+                }
+            }
+        }
+        Ok(policy)
     }
 }
 
@@ -472,9 +575,44 @@ pub struct VerifyLogEntry {
     pub result: String,
 }
 
+/// A key this server's sender side holds for a local address (SPEC 7.4), received by mail
+/// from the domain's Authentication Server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderKey {
+    pub address: String,
+    pub key: String,
+    pub received_at: i64,
+    /// Who handed it over, e.g. `as.example.org 192.0.2.7` (for the operator).
+    pub source: String,
+}
+
+/// One VERIFY this server sent as a recipient (SPEC 7.5: every VERIFY sent is in the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifySentEntry {
+    pub at: i64,
+    /// The Authentication Server asked, with transport, e.g. `udp 192.0.2.7:2884`.
+    pub server: String,
+    pub address: String,
+    /// `VALIDKEY`, `INVALIDKEY`, or why there was no answer.
+    pub result: String,
+}
+
 #[cfg(test)]
 mod tests {
-    use super::CertMatch;
+    use super::{CertMatch, PolicyAction, SenderPolicy};
+
+    #[test]
+    fn sender_policies_parse_old_and_new_names() {
+        assert_eq!("require".parse(), Ok(SenderPolicy::REJECT));
+        assert_eq!("tag".parse(), Ok(SenderPolicy::JUNK));
+        assert_eq!("Reject-Notify-Both".parse::<PolicyAction>(), Ok(PolicyAction::RejectNotifyBoth));
+        let mixed = SenderPolicy { unauthenticated: PolicyAction::Junk, forged: PolicyAction::RejectNotifySender };
+        assert_eq!(mixed.to_string(), "unauthenticated=junk,forged=reject-notify-sender");
+        assert_eq!(mixed.to_string().parse(), Ok(mixed));
+        assert_eq!(SenderPolicy::ACCEPT.to_string(), "accept");
+        assert!("sometimes".parse::<SenderPolicy>().unwrap_err().contains("unknown sender policy action"));
+        assert!("spoofed=accept".parse::<SenderPolicy>().unwrap_err().contains("spoofed"));
+    }
 
     #[test]
     fn subjects_compare_in_every_usual_spelling() {

@@ -2,13 +2,16 @@
 //! allows both), and every bad input gets one clear line and a non-zero exit.
 
 use std::io::Read;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use clap::Subcommand;
+use vouchmail_proto::authkey::Verdict;
 use vouchmail_proto::headers;
 use vouchmail_proto::sasl::{Secrets, SecretsPolicy};
 use vouchmail_proto::smtp::address::Address;
 use vouchmail_proto::time::rfc3339;
+use vouchmail_server::authkey::verifier;
 use vouchmail_store::{AuthKey, AuthKeySettings, CertMatch, Folder, NewAccount, SenderPolicy, Store};
 
 use crate::progress::ProgressBar;
@@ -18,9 +21,16 @@ pub enum DomainCommand {
     /// Add a local domain.
     Add {
         name: String,
-        /// Sender policy: require (refuse unauthenticated senders), tag or accept.
-        #[arg(long, default_value = "require")]
+        /// Sender policy for both cases (SPEC 2): accept, junk, reject, reject-notify-sender,
+        /// reject-notify-recipient or reject-notify-both (require = reject, tag = junk).
+        #[arg(long, default_value = "reject")]
         policy: String,
+        /// The action for mail no method authenticated (overrides --policy for this case).
+        #[arg(long, value_name = "ACTION")]
+        unauthenticated: Option<String>,
+        /// The action for mail whose X-Auth-Key its Authentication Server called invalid.
+        #[arg(long, value_name = "ACTION")]
+        forged: Option<String>,
         /// Hold the domain's mail for these ODMR customer accounts (RFC 2645) instead of
         /// delivering it: they take it with ATRN.
         #[arg(long, value_delimiter = ',', value_name = "ACCOUNT[,ACCOUNT]")]
@@ -41,8 +51,22 @@ pub enum DomainCommand {
     List,
     /// Remove a local domain (it must have no accounts left).
     Remove { name: String },
-    /// Change a domain's sender policy.
-    Policy { name: String, policy: String },
+    /// Change a domain's sender policy (SPEC 2): one action for both cases, or each case
+    /// with --unauthenticated and --forged.
+    #[command(arg_required_else_help = true)]
+    Policy {
+        name: String,
+        /// accept, junk, reject, reject-notify-sender, reject-notify-recipient or
+        /// reject-notify-both, for both cases.
+        #[arg(required_unless_present_any = ["unauthenticated", "forged"])]
+        policy: Option<String>,
+        /// The action for mail no method authenticated.
+        #[arg(long, value_name = "ACTION")]
+        unauthenticated: Option<String>,
+        /// The action for mail with an X-Auth-Key its Authentication Server called invalid.
+        #[arg(long, value_name = "ACTION")]
+        forged: Option<String>,
+    },
     /// Set (or with --off clear) the account that receives mail for unknown addresses.
     CatchAll {
         name: String,
@@ -215,11 +239,26 @@ fn pem_fingerprint(path: &std::path::Path) -> Result<String, String> {
     Ok(sha2::Sha256::digest(&der).iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// A policy with the cases given on the command line replaced.
+fn with_cases(
+    mut policy: SenderPolicy,
+    unauthenticated: Option<String>,
+    forged: Option<String>,
+) -> Result<SenderPolicy, String> {
+    if let Some(action) = unauthenticated {
+        policy.unauthenticated = action.parse().map_err(|e| format!("--unauthenticated: {e}"))?;
+    }
+    if let Some(action) = forged {
+        policy.forged = action.parse().map_err(|e| format!("--forged: {e}"))?;
+    }
+    Ok(policy)
+}
+
 pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), String> {
     match command {
-        DomainCommand::Add { name, policy, held_for, etrn_host } => {
+        DomainCommand::Add { name, policy, unauthenticated, forged, held_for, etrn_host } => {
             let name = parse_domain(&name)?;
-            let policy: SenderPolicy = policy.parse()?;
+            let policy = with_cases(policy.parse()?, unauthenticated, forged)?;
             let held_for = parse_accounts(&held_for)?;
             check_etrn_host(etrn_host.as_deref())?;
             store.add_domain(&name, policy).await.map_err(|e| e.to_string())?;
@@ -259,9 +298,16 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Str
             store.remove_domain(&name).await.map_err(|e| e.to_string())?;
             println!("removed domain {name}");
         }
-        DomainCommand::Policy { name, policy } => {
+        DomainCommand::Policy { name, policy, unauthenticated, forged } => {
             let name = parse_domain(&name)?;
-            let policy: SenderPolicy = policy.parse()?;
+            let current = match policy {
+                Some(policy) => policy.parse()?,
+                None => {
+                    let domain = store.get_domain(&name).await.map_err(|e| e.to_string())?;
+                    domain.ok_or_else(|| format!("no local domain {name}"))?.policy
+                }
+            };
+            let policy = with_cases(current, unauthenticated, forged)?;
             store.set_domain_policy(&name, policy).await.map_err(|e| e.to_string())?;
             println!("domain {name} now has policy {policy}");
         }
@@ -564,8 +610,10 @@ pub enum AuthKeyCommand {
         #[arg(long)]
         avt: String,
     },
-    /// The address's settings and unexpired keys.
-    List { address: String },
+    /// Every account's settings and newest key, or one address's (as `show`).
+    List { address: Option<String> },
+    /// An address's settings, unexpired keys, and the key its sender side stamps.
+    Show { address: String },
     /// Make a new key for the address now.
     Rotate { address: String },
     /// The VERIFY log.
@@ -576,6 +624,15 @@ pub enum AuthKeyCommand {
     },
     /// The DNS TXT record naming this server as the domain's Authentication Server.
     Dns { domain: String },
+    /// Ask an Authentication Server whether KEY is valid for ADDRESS (SPEC 7.2: UDP, 3
+    /// tries, then TCP). Without --server, the one the address's domain names in DNS.
+    /// Exit 0 for VALIDKEY, 1 for INVALIDKEY or no answer.
+    Verify {
+        address: String,
+        key: String,
+        #[arg(long, value_name = "HOST:PORT")]
+        server: Option<String>,
+    },
 }
 
 /// `7200m`, `2h`, `30` (seconds).
@@ -598,12 +655,13 @@ fn parse_interval(text: &str) -> Result<u64, String> {
 
 /// SPEC 7.1 settings and keys, the VERIFY log, and the SPEC 7.3 TXT record.
 pub async fn authkey(
-    store: &dyn Store,
+    store_arc: Arc<dyn Store>,
     command: AuthKeyCommand,
     config: &vouchmail_server::config::Config,
 ) -> Result<(), String> {
     let now = vouchmail_proto::time::unix_seconds(std::time::SystemTime::now());
     let err = |e: vouchmail_store::StoreError| e.to_string();
+    let store = store_arc.as_ref();
     match command {
         AuthKeyCommand::Set { target, agi, avt } => {
             let target =
@@ -612,7 +670,32 @@ pub async fn authkey(
             store.set_authkey_settings(&target, Some(settings)).await.map_err(err)?;
             println!("{target}: AGI {}s, AVT {}s", settings.agi_secs, settings.avt_secs);
         }
-        AuthKeyCommand::List { address } => {
+        AuthKeyCommand::List { address: None } => {
+            for account in store.list_accounts().await.map_err(err)? {
+                let settings = store.authkey_settings(&account.address).await.map_err(err)?;
+                let (s, source) = settings.map_or(
+                    (
+                        AuthKeySettings {
+                            agi_secs: config.authkey.default_agi_secs,
+                            avt_secs: config.authkey.default_avt_secs,
+                        },
+                        "default".to_string(),
+                    ),
+                    |(s, source)| (s, format!("{source:?}").to_lowercase()),
+                );
+                let keys = store.authkeys(&account.address, now).await.map_err(err)?;
+                let newest = keys.first().map_or("no key yet".to_string(), |k| {
+                    format!(
+                        "{} keys, newest created {}, expires {}",
+                        keys.len(),
+                        time_text(k.created_at),
+                        time_text(k.expires_at)
+                    )
+                });
+                println!("{}	AGI {}s AVT {}s ({source})	{newest}", account.address, s.agi_secs, s.avt_secs);
+            }
+        }
+        AuthKeyCommand::List { address: Some(address) } | AuthKeyCommand::Show { address } => {
             let address = parse_address(&address)?.to_string();
             match store.authkey_settings(&address).await.map_err(err)? {
                 Some((s, source)) => println!("AGI {}s, AVT {}s ({source:?})", s.agi_secs, s.avt_secs),
@@ -623,6 +706,10 @@ pub async fn authkey(
             }
             for k in store.authkeys(&address, now).await.map_err(err)? {
                 println!("{}\tcreated {}\texpires {}", k.key, time_text(k.created_at), time_text(k.expires_at));
+            }
+            match store.sender_key(&address).await.map_err(err)? {
+                Some(k) => println!("received key {}\tat {}\tfrom {}", k.key, time_text(k.received_at), k.source),
+                None => println!("no key received by mail"),
             }
         }
         AuthKeyCommand::Rotate { address } => {
@@ -654,6 +741,35 @@ pub async fn authkey(
             // SPEC 7.3: the port may be left out when it is 2884.
             let host = if port == 2884 { config.hostname.clone() } else { format!("{}:{port}", config.hostname) };
             println!("{domain}. IN TXT \"AS={host}\"");
+        }
+        AuthKeyCommand::Verify { address, key, server } => {
+            let address = parse_address(&address)?.to_string();
+            if !vouchmail_proto::authkey::codec::is_valid_key(key.as_bytes()) {
+                return Err("KEY must be 64 characters of A-Z, a-z and 0-9 (SPEC 7.1)".into());
+            }
+            let dns = vouchmail_server::dns::Dns::for_config(config)?;
+            let servers = match server {
+                Some(text) => dns.socket_addrs(&text, verifier::DEFAULT_PORT).await?,
+                None => {
+                    let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+                    let records = dns.txt(domain).await.map_err(|e| format!("TXT {domain}: {e}"))?;
+                    let (host, port) = verifier::parse_as_record(&records)
+                        .ok_or_else(|| format!("{domain} publishes no AS= TXT record; pass --server HOST:PORT"))?;
+                    dns.socket_addrs(&format!("{host}:{port}"), port).await?
+                }
+            };
+            let verifier = verifier::Verifier::new(&config.authkey, dns, store_arc);
+            match verifier.ask(&servers, &address, &key).await {
+                Some((Verdict::Valid, via)) => println!("VALIDKEY\t{address}\t{via}"),
+                Some((Verdict::Invalid, via)) => {
+                    println!("INVALIDKEY\t{address}\t{via}");
+                    return Err(format!("the key is not valid for {address}"));
+                }
+                None => {
+                    let tried: Vec<String> = servers.iter().map(ToString::to_string).collect();
+                    return Err(format!("no answer from {} (UDP and TCP)", tried.join(", ")));
+                }
+            }
         }
     }
     Ok(())

@@ -118,7 +118,7 @@ fn main() -> ExitCode {
                     Command::Alias(c) => admin::alias(store.as_ref(), c).await,
                     Command::Mailbox(c) => admin::mailbox(store.as_ref(), c).await,
                     Command::Queue(c) => admin::queue(Arc::clone(&store) as Arc<dyn Store>, c, &config).await,
-                    Command::Authkey(c) => admin::authkey(store.as_ref(), c, &config).await,
+                    Command::Authkey(c) => admin::authkey(Arc::clone(&store) as Arc<dyn Store>, c, &config).await,
                     Command::Cert(c) => messenger::cert(store.as_ref(), c).await,
                     Command::Directory(c) => messenger::directory(store.as_ref(), c).await,
                     Command::Serve | Command::Init | Command::Odmr(_) => unreachable!("handled above"),

@@ -1,15 +1,19 @@
 //! The Authentication Server of AuthKeys (SPEC 7.1, 7.2): keys the server makes answer
 //! VERIFY over UDP and TCP; wrong, malformed, oversized and expired requests do not pass.
+//! Two servers with the test DNS: the sender side stamps, the recipient side verifies, and
+//! the six sender-policy actions (SPEC 2, 7.3–7.5).
 
 mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::TestServer;
+use common::{SmtpConn, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use vouchmail_store::Store;
+use vouchmail_server::config::Config;
+use vouchmail_store::{Folder, PolicyAction, SenderPolicy, Store};
+use vouchmail_testkit::dns::TestDns;
 
 const USER: &str = "user@local.test";
 
@@ -91,7 +95,7 @@ async fn server_keys_verify_over_udp_and_tcp() {
     let mut log = Vec::new();
     for _ in 0..50 {
         log = server.store.verify_log(0, 100).await.unwrap();
-        if log.len() >= 5 {
+        if log.len() >= 6 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -104,6 +108,7 @@ async fn server_keys_verify_over_udp_and_tcp() {
         ("udp", "ERROR bad key"),
         ("tcp", "VALIDKEY"),
         ("tcp", "INVALIDKEY"),
+        ("tcp", "ERROR unknown command"),
     ] {
         assert!(results.contains(&want), "{want:?} not in {results:?}");
     }
@@ -128,4 +133,351 @@ async fn keys_expire_after_agi_plus_avt() {
     assert!(server.store.authkeys(USER, now()).await.unwrap().iter().all(|k| k.key != key));
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(!server.store.authkeys(USER, now()).await.unwrap().is_empty());
+}
+
+// ---- Two servers: the sender side stamps, the recipient side verifies (SPEC 7.3–7.5) ----
+
+const GLEN: &str = "glen@galkam.test";
+const ABC: &str = "abc555@lrsupport.test";
+const PASSWORD: &str = "pw-glen";
+
+/// A port free on `ip` for TCP (and, being just released, almost surely for UDP too): the
+/// AS port must be in the DNS record before the server that listens on it starts.
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+}
+
+fn auth_plain(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"))
+}
+
+/// galkam.test (127.0.0.2): the sender's server and its Authentication Server on
+/// `as_port`, mailing keys (kept in the mailbox, phase II); delivery to lrsupport's MX.
+/// lrsupport.test (127.0.0.3): the recipient's MX, verifying.
+struct Federation {
+    _dns: TestDns,
+    galkam: TestServer,
+    lrsupport: TestServer,
+    as_addr: SocketAddr,
+}
+
+fn on(ip: &str) -> Vec<SocketAddr> {
+    vec![format!("{ip}:0").parse().unwrap()]
+}
+
+async fn federation(policy: SenderPolicy, galkam_udp: bool, adjust: impl FnOnce(&mut Config)) -> Federation {
+    let as_port = free_port("127.0.0.2");
+    let dns = TestDns::builder()
+        .txt("galkam.test", "v=spf1 -all")
+        .txt("galkam.test", &format!("AS=as.galkam.test:{as_port}"))
+        .a("as.galkam.test", "127.0.0.2")
+        .mx("galkam.test", 10, "mx.galkam.test")
+        .a("mx.galkam.test", "127.0.0.2")
+        .mx("lrsupport.test", 10, "mx.lrsupport.test")
+        .a("mx.lrsupport.test", "127.0.0.3")
+        .start()
+        .await;
+    let nameservers = vec![dns.addr()];
+    let ns = nameservers.clone();
+    let lrsupport = TestServer::start_with_users(
+        |c| {
+            c.hostname = "mx.lrsupport.test".into();
+            c.bootstrap.domain = "lrsupport.test".into();
+            c.bootstrap.policy = policy.to_string();
+            c.listeners.mx = on("127.0.0.3");
+            c.dns.nameservers = ns;
+            c.authkey.udp_timeout_ms = 300;
+            c.authkey.tcp_timeout_secs = 3;
+            adjust(c);
+        },
+        &[ABC],
+    )
+    .await;
+    let mx_port = lrsupport.mx().port();
+    let galkam = TestServer::start_with(|c| {
+        c.hostname = "mx.galkam.test".into();
+        c.bootstrap.domain = "galkam.test".into();
+        c.listeners.mx = on("127.0.0.2");
+        c.listeners.submission = on("127.0.0.2");
+        c.listeners.authkey = vec![format!("127.0.0.2:{as_port}").parse().unwrap()];
+        c.auth.allow_plaintext_passwords = true;
+        c.authkey.server = true;
+        c.authkey.udp = galkam_udp;
+        c.authkey.tick_secs = 1;
+        // The first key within 2 s; glen_key() then slows the generator down.
+        c.authkey.default_agi_secs = 2;
+        c.authkey.mail_keys = true;
+        c.authkey.keep_key_mail = true;
+        c.dns.nameservers = nameservers;
+        c.outbound.enabled = true;
+        c.outbound.port = mx_port;
+        c.outbound.retry_min_secs = 1;
+        c.outbound.poll_interval_ms = 50;
+    })
+    .await;
+    let secrets = vouchmail_proto::sasl::Secrets::from_password(PASSWORD).unwrap();
+    let account = vouchmail_store::NewAccount { address: GLEN.into(), secrets, quota_bytes: 0 };
+    galkam.store.add_account(account).await.unwrap();
+    let as_addr = verify_addr(&galkam);
+    Federation { _dns: dns, galkam, lrsupport, as_addr }
+}
+
+/// Glen's first key; later keys only after an hour, so a test sees one key throughout.
+async fn glen_key(f: &Federation) -> String {
+    let key = first_key(&f.galkam, GLEN).await;
+    let slow = vouchmail_store::AuthKeySettings { agi_secs: 3600, avt_secs: 3600 };
+    f.galkam.store.set_authkey_settings("galkam.test", Some(slow)).await.unwrap();
+    key
+}
+
+/// Glen sends to abc555 through galkam's submission port, as a mail client does.
+async fn glen_sends(f: &Federation, subject: &str, extra_header: &str) {
+    let (mut c, _) = SmtpConn::connect(f.galkam.submission()).await;
+    assert_eq!(c.cmd("EHLO glen-laptop").await.code, 250);
+    assert_eq!(c.cmd(&format!("AUTH PLAIN {}", auth_plain(GLEN, PASSWORD))).await.code, 235);
+    let body = format!(
+        "From: Glen <{GLEN}>\r\nTo: <{ABC}>\r\nSubject: {subject}\r\n{extra_header}Message-ID: <{subject}@galkam.test>\r\n\r\nHello\r\n"
+    );
+    let reply = c.send_message(GLEN, &[ABC], &body).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    c.cmd("QUIT").await;
+}
+
+async fn messages(server: &TestServer, address: &str, folder: Folder) -> Vec<String> {
+    // RFC 5322 2.2.3: unfolded, so a test can match a whole field.
+    let unfold = |m: Vec<u8>| String::from_utf8_lossy(&m).replace("\r\n ", " ").replace("\r\n\t", " ");
+    server.mailbox(address, folder).await.into_iter().map(unfold).collect()
+}
+
+/// Waits until `address` has a message whose Subject is `subject`, in any folder.
+async fn arrived(server: &TestServer, address: &str, subject: &str) -> (Folder, String) {
+    for _ in 0..200 {
+        for folder in Folder::ALL {
+            if let Some(m) = messages(server, address, folder)
+                .await
+                .into_iter()
+                .find(|m| m.contains(&format!("Subject: {subject}\r\n")))
+            {
+                return (folder, m);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no message '{subject}' for {address}");
+}
+
+#[tokio::test]
+async fn a_mailed_key_is_stamped_and_verified_over_udp_then_cached() {
+    let f = federation(SenderPolicy::REJECT, true, |_| {}).await;
+    // Seed 001: the key arrives by mail from galkam's Authentication Server.
+    let key = glen_key(&f).await;
+    wait_until!(
+        "the key mail",
+        10,
+        messages(&f.galkam, GLEN, Folder::Inbox).await.iter().any(|m| m.contains(&format!("X-New-Auth-Key: {key}")))
+    );
+    let received = f.galkam.store.sender_key(GLEN).await.unwrap().expect("key recorded");
+    assert_eq!(received.key, key);
+
+    glen_sends(&f, "first", "").await;
+    let (folder, stored) = arrived(&f.lrsupport, ABC, "first").await;
+    assert_eq!(folder, Folder::Inbox, "{stored}");
+    assert!(stored.contains(&format!("x-authkey=pass header.from={GLEN}")), "{stored}");
+    assert!(stored.contains("X-Auth-Key-Status: valid\r\n"), "{stored}");
+    // SPEC 7.5: the key does not travel on into the mailbox.
+    assert!(!stored.contains(&key), "{stored}");
+    let sent = f.lrsupport.store.verify_sent_log(0, 100).await.unwrap();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].server.starts_with("udp ") && sent[0].result == "VALIDKEY", "{sent:?}");
+    // The AS saw the request over UDP.
+    wait_until!(
+        "the VERIFY log row",
+        10,
+        f.galkam.store.verify_log(0, 10).await.unwrap().iter().any(|e| e.peer.starts_with("udp "))
+    );
+
+    // A cached valid key is not verified again.
+    glen_sends(&f, "second", "").await;
+    let (_, stored) = arrived(&f.lrsupport, ABC, "second").await;
+    assert!(stored.contains("x-authkey=pass"), "{stored}");
+    assert_eq!(f.lrsupport.store.verify_sent_log(0, 100).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn with_udp_dropped_the_check_goes_over_tcp() {
+    // galkam answers VERIFY over TCP only; its UDP port is a socket that drops everything.
+    let f = federation(SenderPolicy::REJECT, false, |_| {}).await;
+    let _black_hole = std::net::UdpSocket::bind(f.as_addr).unwrap();
+    glen_key(&f).await;
+    wait_until!("the key recorded", 10, f.galkam.store.sender_key(GLEN).await.unwrap().is_some());
+    glen_sends(&f, "over-tcp", "").await;
+    let (folder, stored) = arrived(&f.lrsupport, ABC, "over-tcp").await;
+    assert_eq!(folder, Folder::Inbox);
+    assert!(stored.contains("x-authkey=pass"), "{stored}");
+    let sent = f.lrsupport.store.verify_sent_log(0, 100).await.unwrap();
+    let transports: Vec<&str> = sent.iter().map(|e| e.server.split(' ').next().unwrap()).collect();
+    assert_eq!(transports, ["udp", "udp", "udp", "tcp"], "{sent:?}");
+    assert!(sent[..3].iter().all(|e| e.result.contains("timeout")), "{sent:?}");
+}
+
+/// One unauthenticated message from a stranger at 127.0.0.9 to lrsupport's MX.
+async fn stranger_sends(f: &Federation, subject: &str, key_header: &str) -> common::Reply {
+    let (mut c, _) = SmtpConn::connect_from(f.lrsupport.mx(), "127.0.0.9".parse().unwrap()).await;
+    assert_eq!(c.cmd("EHLO stranger.test").await.code, 250);
+    let body = format!("From: <{GLEN}>\r\nTo: <{ABC}>\r\nSubject: {subject}\r\n{key_header}\r\nbody\r\n");
+    let reply = c.send_message(GLEN, &[ABC], &body).await;
+    c.cmd("QUIT").await;
+    reply
+}
+
+#[tokio::test]
+async fn forged_missing_and_unreachable_keys_meet_the_policy() {
+    let policy = SenderPolicy { unauthenticated: PolicyAction::Junk, forged: PolicyAction::RejectNotifyBoth };
+    let mut f = federation(policy, true, |_| {}).await;
+    let key = glen_key(&f).await;
+    // Missing key: the unauthenticated case, junk.
+    assert_eq!(stranger_sends(&f, "no-key", "").await.code, 250);
+    let (folder, stored) = arrived(&f.lrsupport, ABC, "no-key").await;
+    assert_eq!(folder, Folder::Junk);
+    assert!(stored.contains("X-Auth-Key-Status: none"), "{stored}");
+    assert!(stored.contains(&format!("x-authkey=none header.from={GLEN}")), "{stored}");
+    // A forged key: the forged case, refused with instructions and a notice to abc555.
+    let forged = "F".repeat(64);
+    let reply = stranger_sends(&f, "forged", &format!("X-Auth-Key: {forged}\r\n")).await;
+    assert_eq!(reply.status(), "550 5.7.1", "{reply:?}");
+    assert!(reply.text().contains("INVALIDKEY") && reply.text().contains("SMTP AUTH"), "{reply:?}");
+    let (folder, notice) = arrived(&f.lrsupport, ABC, &format!("Refused message from <{GLEN}>")).await;
+    assert_eq!(folder, Folder::Inbox);
+    assert!(notice.contains("Subject: forged") && !notice.contains("body\r\n"), "{notice}");
+    // The real key, sent by the stranger: valid is valid (the key is what authenticates).
+    let reply = stranger_sends(&f, "stolen-but-valid", &format!("X-Auth-Key: {key}\r\n")).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    // A key valid until now + AGI + AVT (here 3 s), then not: forged.
+    let short = vouchmail_store::AuthKey {
+        address: GLEN.into(),
+        key: "E".repeat(64),
+        created_at: now(),
+        expires_at: now() + 3,
+    };
+    f.galkam.store.add_authkey(short.clone()).await.unwrap();
+    // The AS reads an address's keys from the store at most once a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let valid = udp(f.as_addr, format!("VERIFY e1 {GLEN} {}\r\n", short.key).as_bytes()).await;
+    assert_eq!(valid.as_deref(), Some(format!("VERIFY_REPLY e1 {GLEN} VALIDKEY\r\n").as_str()));
+    while now() <= short.expires_at {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reply = stranger_sends(&f, "after-expiry", &format!("X-Auth-Key: {}\r\n", short.key)).await;
+    assert_eq!(reply.status(), "550 5.7.1", "{reply:?}");
+    // Unreachable AS: temperror, 451 since the forged action refuses.
+    f.galkam.server.take().unwrap().shutdown().await;
+    let reply = stranger_sends(&f, "unreachable", &format!("X-Auth-Key: {}\r\n", "U".repeat(64))).await;
+    assert_eq!(reply.status(), "451 4.7.0", "{reply:?}");
+}
+
+#[tokio::test]
+async fn each_action_is_seen_from_outside() {
+    let f = federation(SenderPolicy::REJECT, true, |_| {}).await;
+    let cases = [
+        (PolicyAction::Accept, 250, Some(Folder::Inbox), false),
+        (PolicyAction::Junk, 250, Some(Folder::Junk), false),
+        (PolicyAction::Reject, 550, None, false),
+        (PolicyAction::RejectNotifySender, 550, None, false),
+        (PolicyAction::RejectNotifyRecipient, 550, None, true),
+        (PolicyAction::RejectNotifyBoth, 550, None, true),
+    ];
+    for (action, code, folder, notice) in cases {
+        let policy = SenderPolicy { unauthenticated: action, forged: PolicyAction::Reject };
+        f.lrsupport.store.set_domain_policy("lrsupport.test", policy).await.unwrap();
+        let subject = format!("case-{action}");
+        let reply = stranger_sends(&f, &subject, "").await;
+        assert_eq!(reply.code, code, "{action}: {reply:?}");
+        assert_eq!(reply.text().contains("SMTP AUTH"), action.notifies_sender(), "{action}: {reply:?}");
+        if let Some(folder) = folder {
+            assert_eq!(arrived(&f.lrsupport, ABC, &subject).await.0, folder, "{action}");
+        }
+        let refused = format!("Subject: Refused message from <{GLEN}>");
+        let notices = |all: Vec<String>| {
+            all.iter().filter(|m| m.contains(&refused) && m.contains(&format!("Subject: {subject}\r\n"))).count()
+        };
+        if notice {
+            wait_until!("the notice", 10, notices(messages(&f.lrsupport, ABC, Folder::Inbox).await) == 1);
+        } else {
+            assert_eq!(notices(messages(&f.lrsupport, ABC, Folder::Inbox).await), 0, "{action}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn recipients_with_other_policies_wait_for_their_own_transaction() {
+    let f = federation(SenderPolicy::ACCEPT, true, |_| {}).await;
+    f.lrsupport.store.add_domain("other.test", SenderPolicy::JUNK).await.unwrap();
+    f.lrsupport.add_user("x@other.test").await;
+    f.lrsupport.store.add_domain("same.test", SenderPolicy::ACCEPT).await.unwrap();
+    f.lrsupport.add_user("y@same.test").await;
+    let (mut c, _) = SmtpConn::connect(f.lrsupport.mx()).await;
+    c.cmd("EHLO stranger.test").await;
+    c.cmd(&format!("MAIL FROM:<{GLEN}>")).await;
+    assert_eq!(c.cmd(&format!("RCPT TO:<{ABC}>")).await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<y@same.test>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<x@other.test>").await.status(), "450 4.5.3");
+}
+
+#[tokio::test]
+async fn key_mail_counts_only_from_the_domains_authentication_server() {
+    // lrsupport's users get keys from an AS at 127.0.0.2 (DNS: AS=as.lrsupport.test).
+    let dns = TestDns::builder()
+        .txt("lrsupport.test", "AS=as.lrsupport.test")
+        .a("as.lrsupport.test", "127.0.0.2")
+        .start()
+        .await;
+    let ns = vec![dns.addr()];
+    let server = TestServer::start_with_users(
+        |c| {
+            c.bootstrap.domain = "lrsupport.test".into();
+            c.bootstrap.policy = "reject".into();
+            c.listeners.mx = on("127.0.0.3");
+            c.dns.nameservers = ns;
+        },
+        &[ABC],
+    )
+    .await;
+    let key = "K".repeat(63) + "1";
+    let key_mail =
+        |key: &str| format!("From: <as@lrsupport.test>\r\nSubject: key\r\nX-New-Auth-Key: {key}\r\n\r\nnew key\r\n");
+    // From a stranger's IP: not recorded, and (unauthenticated, policy reject) refused.
+    let (mut c, _) = SmtpConn::connect_from(server.mx(), "127.0.0.9".parse().unwrap()).await;
+    c.cmd("EHLO as.evil.test").await;
+    assert_eq!(c.send_message("as@lrsupport.test", &[ABC], &key_mail(&key)).await.code, 550);
+    assert!(server.store.sender_key(ABC).await.unwrap().is_none());
+    // From the AS's address: recorded and dropped (phase I).
+    let (mut c, _) = SmtpConn::connect_from(server.mx(), "127.0.0.2".parse().unwrap()).await;
+    c.cmd("EHLO as.lrsupport.test").await;
+    assert_eq!(c.send_message("as@lrsupport.test", &[ABC], &key_mail(&key)).await.code, 250);
+    assert_eq!(server.store.sender_key(ABC).await.unwrap().map(|k| k.key), Some(key.clone()));
+    assert!(server.mailbox(ABC, Folder::Inbox).await.is_empty(), "phase I drops key mail");
+    // The key survives a restart, as does the cache.
+    let server = server.restart().await;
+    assert_eq!(server.store.sender_key(ABC).await.unwrap().map(|k| k.key), Some(key));
+}
+
+#[tokio::test]
+async fn forwarded_mail_is_not_stamped() {
+    let f = federation(SenderPolicy::ACCEPT, true, |_| {}).await;
+    glen_key(&f).await;
+    wait_until!("the key recorded", 10, f.galkam.store.sender_key(GLEN).await.unwrap().is_some());
+    // An alias at galkam forwarding to abc555: mail arriving at galkam's MX passes through.
+    f.galkam.store.set_domain_policy("galkam.test", SenderPolicy::ACCEPT).await.unwrap();
+    f.galkam.store.add_alias("fwd@galkam.test", &[ABC.to_string()]).await.unwrap();
+    let (mut c, _) = SmtpConn::connect_from(f.galkam.mx(), "127.0.0.9".parse().unwrap()).await;
+    c.cmd("EHLO outside.test").await;
+    let body = format!("From: <{GLEN}>\r\nTo: <fwd@galkam.test>\r\nSubject: forwarded\r\n\r\nhi\r\n");
+    assert_eq!(c.send_message(GLEN, &["fwd@galkam.test"], &body).await.code, 250);
+    let (_, stored) = arrived(&f.lrsupport, ABC, "forwarded").await;
+    assert!(stored.contains("X-Auth-Key-Status: none") && stored.contains("x-authkey=none"), "{stored}");
+    // A message a user stamps itself keeps its own key (none added).
+    glen_sends(&f, "own-key", &format!("X-Auth-Key: {}\r\n", "Z".repeat(64))).await;
+    let (_, stored) = arrived(&f.lrsupport, ABC, "own-key").await;
+    assert!(stored.contains("X-Auth-Key-Status: invalid"), "{stored}");
 }

@@ -218,7 +218,7 @@ async fn the_seed_story_cert_relayed_by_address_and_by_provider_number_and_the_r
     publish(&f.lrsupport, "abc555@lrsupport.test", "Ann Brown", &["1234567F"]).await;
     // The rogue holds a "lrsupport.test" of its own and claims the provider number for it,
     // and publishes an ID of its own mailbox, which galkam may keep.
-    f.rogue.add_domain("lrsupport.test", SenderPolicy::Require).await;
+    f.rogue.add_domain("lrsupport.test", SenderPolicy::REJECT).await;
     f.rogue.store.add_account(account("fake@lrsupport.test")).await.unwrap();
     f.rogue.store.add_account(account("rob@rogue.test")).await.unwrap();
     store_certificate(&f.rogue, "fake@lrsupport.test", &certificate("fake@lrsupport.test", 2000, 2090)).await;

@@ -23,7 +23,7 @@ async fn provider_with(messages: usize, adjust: impl FnOnce(&mut vouchmail_serve
     let secrets = Secrets::from_password(PASSWORD).unwrap();
     server.store.add_account(NewAccount { address: "cust@local.test".into(), secrets, quota_bytes: 0 }).await.unwrap();
     for domain in ["example.org", "example.net"] {
-        server.store.add_domain(domain, SenderPolicy::Accept).await.unwrap();
+        server.store.add_domain(domain, SenderPolicy::ACCEPT).await.unwrap();
         server.store.set_domain_held(domain, &["cust@local.test".to_string()], None).await.unwrap();
     }
     let (mut c, _) = SmtpConn::connect(server.mx()).await;
@@ -110,7 +110,7 @@ async fn repeated_atrn_within_the_interval_is_450() {
     let strict = TestServer::start_with(|c| c.odmr.atrn_interval_secs = 3600).await;
     let secrets = Secrets::from_password(PASSWORD).unwrap();
     strict.store.add_account(NewAccount { address: "cust@local.test".into(), secrets, quota_bytes: 0 }).await.unwrap();
-    strict.store.add_domain("example.org", SenderPolicy::Accept).await.unwrap();
+    strict.store.add_domain("example.org", SenderPolicy::ACCEPT).await.unwrap();
     strict.store.set_domain_held("example.org", &["cust@local.test".to_string()], None).await.unwrap();
     let (mut s, _) = SmtpConn::connect(strict.mx()).await;
     s.cmd("EHLO x").await;
@@ -239,7 +239,7 @@ fn customer_store(dir: &std::path::Path) -> std::path::PathBuf {
     // The admin commands never create a store; init does, with the bootstrap domain.
     assert!(vouchmail(&config, &["init"]).status.success());
     let domains = vouchmail(&config, &["domain", "list"]);
-    assert!(String::from_utf8_lossy(&domains.stdout).contains("example.org\tpolicy=require"));
+    assert!(String::from_utf8_lossy(&domains.stdout).contains("example.org\tpolicy=reject"));
     for user in ["alice@example.org", "bob@example.org"] {
         let mut child = Command::new(binary())
             .arg("--config")
@@ -777,7 +777,7 @@ async fn held_mail_expires_with_a_dsn() {
     })
     .await;
     server.add_user("cust@local.test").await;
-    server.store.add_domain("example.org", SenderPolicy::Accept).await.unwrap();
+    server.store.add_domain("example.org", SenderPolicy::ACCEPT).await.unwrap();
     server.store.set_domain_held("example.org", &["cust@local.test".to_string()], None).await.unwrap();
     let (mut c, _) = SmtpConn::connect(server.mx()).await;
     c.cmd("EHLO sender.test").await;

@@ -24,7 +24,9 @@ async fn delivers_to_mailbox_with_trace_fields() {
     // RFC 5322 2.2.3: unfold before matching.
     let message = &inbox[0].replace("\r\n ", " ").replace("\r\n\t", " ");
     assert!(
-        message.starts_with("Authentication-Results: mx.local.test; none\r\nReceived: from client.test ([127.0.0.1])"),
+        message.starts_with(
+            "Authentication-Results: mx.local.test; x-authkey=none header.from=a@remote.test\r\nReceived: from client.test ([127.0.0.1])"
+        ),
         "{message}"
     );
     assert!(message.contains("by mx.local.test (vouchmail) with ESMTP id"));
@@ -47,9 +49,10 @@ async fn forged_authentication_results_for_our_name_are_removed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn require_policy_refuses_unauthenticated_senders() {
-    let server = TestServer::start().await;
-    server.add_domain("strict.test", SenderPolicy::Require).await;
+async fn reject_policy_refuses_unauthenticated_senders_at_rcpt_when_nothing_can_pass_later() {
+    // No AuthKey check: no method could pass after the body, so RCPT refuses (SPEC 2).
+    let server = TestServer::start_with(|c| c.authkey.verify = false).await;
+    server.add_domain("strict.test", SenderPolicy::REJECT).await;
     server.add_user("boss@strict.test").await;
     let (mut c, _) = SmtpConn::connect(server.mx()).await;
     c.cmd("EHLO client.test").await;
@@ -59,6 +62,25 @@ async fn require_policy_refuses_unauthenticated_senders() {
     assert_eq!(c.cmd("RCPT TO:<nobody@strict.test>").await.status(), "550 5.7.1");
     assert_eq!(c.cmd("RCPT TO:<user@local.test>").await.status(), "250 2.1.5");
     assert_eq!(c.cmd("RCPT TO:<nobody@local.test>").await.status(), "550 5.1.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_policy_decides_at_the_end_of_data_when_an_authkey_could_pass() {
+    let server = TestServer::start().await;
+    server.add_domain("strict.test", SenderPolicy::REJECT).await;
+    server.add_user("boss@strict.test").await;
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO client.test").await;
+    c.cmd("MAIL FROM:<a@remote.test>").await;
+    assert_eq!(c.cmd("RCPT TO:<boss@strict.test>").await.status(), "250 2.1.5");
+    // SPEC 2: another policy in the same transaction waits for its own.
+    assert_eq!(c.cmd("RCPT TO:<user@local.test>").await.status(), "450 4.5.3");
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send_raw(b"From: <a@remote.test>\r\nSubject: s\r\n\r\nx\r\n.\r\n").await;
+    let reply = c.read_reply().await.unwrap();
+    assert_eq!(reply.status(), "550 5.7.1", "{reply:?}");
+    assert!(reply.text().contains("a@remote.test is not authenticated"), "{reply:?}");
+    assert!(server.mailbox("boss@strict.test", Folder::Inbox).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,7 +278,7 @@ async fn swaks_delivers_with_pipelining() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swaks_sees_the_require_policy() {
     let server = TestServer::start().await;
-    server.store.set_domain_policy("local.test", SenderPolicy::Require).await.unwrap();
+    server.store.set_domain_policy("local.test", SenderPolicy::REJECT).await.unwrap();
     let mut cmd = Command::new(tool("swaks"));
     cmd.args(["--server", &server.mx().to_string(), "--from", "sender@remote.test", "--to", "user@local.test"]);
     let out = run(cmd).await;

@@ -6,9 +6,11 @@
 //!   written in request order).
 //! - [`client`]: the asking side: builds a request with a fresh seq and checks that the
 //!   answer echoes it.
+//! - [`record`]: the `AS=` TXT record that names a domain's Authentication Server.
 
 pub mod client;
 pub mod codec;
+pub mod record;
 pub mod server;
 
 pub use client::{ClientError, PendingVerify};

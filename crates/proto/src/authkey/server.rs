@@ -57,6 +57,8 @@ pub struct Session {
     slots: VecDeque<Slot>,
     unanswered: usize,
     output: Vec<u8>,
+    /// ERROR lines queued since the last [`Session::take_errors`], for the VERIFY log.
+    errors: Vec<String>,
 }
 
 impl Session {
@@ -99,7 +101,11 @@ impl Session {
                             return Some(Event::Verify(request));
                         }
                         // SPEC 7.2: a malformed request gets ERROR, in its turn.
-                        Err(e) => self.push_ready(e.reply().to_crlf_line()),
+                        Err(e) => {
+                            let reply = e.reply();
+                            self.errors.push(format!("ERROR {}", reply.reason()));
+                            self.push_ready(reply.to_crlf_line());
+                        }
                     }
                 }
                 // No LF within MAX_LINE octets: whatever follows, the line is too long.
@@ -107,6 +113,7 @@ impl Session {
                     // Later lines may already be buffered; skipping finds this one's end.
                     self.input.drain(..MAX_LINE);
                     self.skipping = true;
+                    self.errors.push(format!("ERROR {}", Reason::LineTooLong.as_str()));
                     self.push_ready(too_long());
                 }
                 None => return None,
@@ -123,6 +130,12 @@ impl Session {
         self.unanswered -= 1;
         self.flush();
         Ok(())
+    }
+
+    /// `ERROR <reason>` for each ERROR reply queued since the last call (SPEC 7.1: every
+    /// VERIFY is logged, malformed ones too).
+    pub fn take_errors(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.errors)
     }
 
     /// Requests given out by [`Session::poll_event`] and not answered yet.
@@ -190,6 +203,15 @@ mod tests {
         }
         assert_eq!(s.unanswered(), 0);
         (String::from_utf8(out).unwrap(), seqs)
+    }
+
+    #[test]
+    fn malformed_lines_are_reported_for_the_log() {
+        let mut s = Session::new();
+        s.feed(format!("HELLO\r\nVERIFY 5 a@b short\r\n{}\n", "x".repeat(MAX_LINE + 5)).as_bytes());
+        assert_eq!(s.poll_event(), None);
+        assert_eq!(s.take_errors(), ["ERROR unknown command", "ERROR bad key", "ERROR line too long"]);
+        assert!(s.take_errors().is_empty());
     }
 
     fn other_key() -> String {

@@ -141,6 +141,14 @@ impl Reply {
         /// 452 4.5.3 too many recipients (RFC 5321 4.5.3.1.10)
         too_many_recipients, 452, 4, 5, 3);
     reply_ctor!(
+        /// 450 4.5.3: this recipient's domain has another sender policy than the
+        /// transaction's first; send it in its own transaction (SPEC 2)
+        policy_differs, 450, 4, 5, 3);
+    reply_ctor!(
+        /// 451 4.7.0: the sender's authentication could not be checked now (SPEC 2
+        /// temperror: its Authentication Server or DNS did not answer)
+        auth_temperror, 451, 4, 7, 0);
+    reply_ctor!(
         /// 500 5.5.1 command unrecognized
         unrecognized, 500, 5, 5, 1);
     reply_ctor!(

@@ -66,6 +66,41 @@ pub enum AuthResult {
     /// Relayed by a trusted peer (our ODMR provider in a reversed session, a configured
     /// relay): SPEC 2 `x-trusted-relay=pass`.
     TrustedRelay,
+    /// The From address's `X-Auth-Key` checked with its domain's Authentication Server
+    /// (SPEC 7.5): `x-authkey=pass|fail|none|temperror header.from=<address>`.
+    AuthKey { result: AuthKeyResult, from: String },
+}
+
+/// The outcome of an AuthKey check (SPEC 7.5), as `X-Auth-Key-Status` and in
+/// Authentication-Results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthKeyResult {
+    Pass,
+    Fail,
+    None,
+    TempError,
+}
+
+impl AuthKeyResult {
+    /// The Authentication-Results result keyword (RFC 8601 2.7).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthKeyResult::Pass => "pass",
+            AuthKeyResult::Fail => "fail",
+            AuthKeyResult::None => "none",
+            AuthKeyResult::TempError => "temperror",
+        }
+    }
+
+    /// The `X-Auth-Key-Status` value (SPEC 7.5).
+    pub fn status(self) -> &'static str {
+        match self {
+            AuthKeyResult::Pass => "valid",
+            AuthKeyResult::Fail => "invalid",
+            AuthKeyResult::None => "none",
+            AuthKeyResult::TempError => "temperror",
+        }
+    }
 }
 
 /// The value of our Authentication-Results field (RFC 8601 2.2).
@@ -79,6 +114,9 @@ pub fn authentication_results_value(authserv_id: &str, results: &[AuthResult]) -
             AuthResult::None => {}
             AuthResult::SmtpAuth { user } => value.push_str(&format!("; auth=pass smtp.auth={}", quote_value(user))),
             AuthResult::TrustedRelay => value.push_str("; x-trusted-relay=pass"),
+            AuthResult::AuthKey { result, from } => {
+                value.push_str(&format!("; x-authkey={} header.from={}", result.as_str(), quote_value(from)))
+            }
         }
     }
     value
@@ -159,5 +197,7 @@ mod tests {
             "mx.example; auth=pass smtp.auth=alice@mx.example"
         );
         assert_eq!(quote_value("a b"), "\"a b\"");
+        let key = AuthResult::AuthKey { result: AuthKeyResult::TempError, from: "glen@galkam.test".into() };
+        assert_eq!(authentication_results_value("mx", &[key]), "mx; x-authkey=temperror header.from=glen@galkam.test");
     }
 }

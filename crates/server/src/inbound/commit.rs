@@ -9,13 +9,13 @@ use vouchmail_proto::smtp::command::{BodyType, DsnReturn};
 use vouchmail_proto::smtp::reply::Reply;
 use vouchmail_proto::smtp::session::{Envelope, Service};
 use vouchmail_proto::smtp::trace::{self, AuthResult, ReceivedInfo};
-use vouchmail_store::{Delivery, NewMessage, RecipientDsn, SpooledBody, Store, StoreError};
+use vouchmail_store::{Delivery, Folder, NewMessage, RecipientDsn, SpooledBody, Store, StoreError};
 
 use vouchmail_proto::dsn::{Action, RecipientStatus, Return};
 use vouchmail_proto::smtp::reply::EnhancedCode;
 use vouchmail_store::StoredMessage;
 
-use super::resolve::store_reply;
+use super::resolve::{store_reply, Resolved};
 use crate::outbound::notify::{self, NotifyWanted};
 
 /// Who the client is, for the trace fields.
@@ -47,15 +47,12 @@ pub async fn commit_message(
     store: &dyn Store,
     hostname: &str,
     client: &ClientInfo<'_>,
-    envelope: Envelope<Vec<Delivery>>,
+    envelope: Envelope<Resolved>,
     spooled: Option<SpooledBody>,
+    auth_result: AuthResult,
+    folder: Folder,
 ) -> Result<String, Reply> {
     let now = SystemTime::now();
-    let auth_result = match client.authenticated {
-        Some(user) => AuthResult::SmtpAuth { user: user.to_string() },
-        None if client.trusted_relay => AuthResult::TrustedRelay,
-        None => AuthResult::None,
-    };
     // RFC 8601 5: remove any Authentication-Results claiming to be ours from outside.
     let mut body = headers::remove_authentication_results_for(&envelope.body, hostname);
     // Mail from local users' clients: the submission and the Messenger ports (SPEC 8).
@@ -76,10 +73,17 @@ pub async fn commit_message(
             notify: recipient.params.notify.map(|n| n.to_wire()),
             orcpt: recipient.params.orcpt.as_ref().map(|(kind, addr)| format!("{kind};{addr}")),
         };
-        for delivery in &recipient.resolved {
+        for delivery in &recipient.resolved.deliveries {
+            // SPEC 2: the sender policy's folder (junk) for local mailboxes.
+            let delivery = match delivery {
+                Delivery::Mailbox { account_id, recipient, .. } => {
+                    Delivery::Mailbox { account_id: *account_id, folder, recipient: recipient.clone() }
+                }
+                other => other.clone(),
+            };
             // One copy per mailbox even when several recipients (aliases) lead to it.
-            if !deliveries.iter().any(|(d, _)| d == delivery) {
-                deliveries.push((delivery.clone(), dsn.clone()));
+            if !deliveries.iter().any(|(d, _)| *d == delivery) {
+                deliveries.push((delivery, dsn.clone()));
             }
         }
     }
@@ -239,6 +243,7 @@ fn auth_method_text(result: &AuthResult) -> String {
         AuthResult::None => "none".to_string(),
         AuthResult::SmtpAuth { user } => format!("auth=pass smtp.auth={user}"),
         AuthResult::TrustedRelay => "x-trusted-relay=pass".to_string(),
+        AuthResult::AuthKey { result, from } => format!("x-authkey={} header.from={from}", result.as_str()),
     }
 }
 

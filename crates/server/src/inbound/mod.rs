@@ -2,6 +2,7 @@
 //! state machine of `vouchmail_proto::smtp::session`.
 
 pub mod commit;
+pub mod policy;
 pub mod resolve;
 
 use std::net::SocketAddr;
@@ -14,9 +15,10 @@ use tokio::sync::watch;
 use vouchmail_proto::smtp::address::{Address, ReversePath};
 use vouchmail_proto::smtp::reply::{EnhancedCode, Reply};
 use vouchmail_proto::smtp::session::{Event, MessengerAnswer, Session, SessionConfig, TlsInfo};
-use vouchmail_store::{Delivery, Store};
+use vouchmail_store::Store;
 
 use crate::auth_limit::AuthLimiter;
+use crate::authkey::AuthKeys;
 use crate::driver::{accept_loop, off_async, upgrade, AuthGuard, AuthRefusal, ReadDeadline};
 use crate::limits::{ConnectionLimiter, Refusal};
 use crate::odmr::Odmr;
@@ -24,7 +26,8 @@ use crate::spool::{MemoryBudget, MemoryCharge, Spool};
 use crate::tasks::TaskTracker;
 use crate::tls::{self, MaybeTls, Tls};
 use commit::{commit_message, ClientInfo};
-use resolve::{resolve_recipient, store_reply, SenderContext};
+use policy::Decision;
+use resolve::{resolve_recipient, store_reply, Resolved, SenderContext};
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -46,6 +49,8 @@ pub struct SmtpContext {
     pub spool_dir: std::path::PathBuf,
     /// In-flight message memory, shared by every SMTP listener (`smtp.max_inflight_bytes`).
     pub memory: Arc<MemoryBudget>,
+    /// AuthKeys: stamping on the sender side, verification on the recipient side.
+    pub authkeys: Arc<AuthKeys>,
     /// The Messenger verbs' answers (SPEC 8); None where the listener is not a Messenger one.
     pub messenger: Option<Arc<crate::messenger::Messenger>>,
 }
@@ -80,7 +85,7 @@ async fn refuse(mut stream: TcpStream, context: &SmtpContext, refusal: Refusal) 
 }
 
 async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &SmtpContext, shutdown: watch::Receiver<bool>) {
-    let mut session: Session<Vec<Delivery>> = Session::new(Arc::clone(&context.session_config));
+    let mut session: Session<Resolved> = Session::new(Arc::clone(&context.session_config));
     let stream = if context.implicit_tls {
         let Some(tls) = &context.tls else { return };
         // RFC 8314 3.3: the handshake comes first, then the greeting inside TLS.
@@ -100,7 +105,7 @@ async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &SmtpConte
 /// Serves an SMTP session over a stream the caller set up (the ODMR customer's reversed
 /// session); returns the number of messages accepted.
 pub async fn serve_stream(stream: Box<dyn crate::stream::Stream>, peer: SocketAddr, context: &SmtpContext) -> u64 {
-    let session: Session<Vec<Delivery>> = Session::new(Arc::clone(&context.session_config));
+    let session: Session<Resolved> = Session::new(Arc::clone(&context.session_config));
     let (_never, shutdown) = watch::channel(false);
     run_session(MaybeTls::Other(stream), peer, context, session, shutdown).await
 }
@@ -143,7 +148,7 @@ async fn run_session(
     mut stream: MaybeTls,
     peer: SocketAddr,
     context: &SmtpContext,
-    mut session: Session<Vec<Delivery>>,
+    mut session: Session<Resolved>,
     mut shutdown: watch::Receiver<bool>,
 ) -> u64 {
     let mut buffer = vec![0u8; 8192];
@@ -165,6 +170,8 @@ async fn run_session(
                         authenticated: session.authenticated(),
                         declared_size: session.mail_params().and_then(|p| p.size).unwrap_or(0),
                         trusted_relay: context.session_config.trusted_relay,
+                        later_methods: context.authkeys.verify,
+                        transaction_policy: session.recipients().iter().find_map(|r| r.resolved.policy),
                     };
                     let verdict =
                         Box::pin(resolve_recipient(context.store.as_ref(), &context.postmaster, &path, sender)).await;
@@ -176,7 +183,7 @@ async fn run_session(
                         session.spill_failed();
                     }
                 }
-                Event::Message(envelope) => {
+                Event::Message(mut envelope) => {
                     let spooled = match envelope.spilled {
                         0 => Ok(None),
                         len => spool.take(len).map(Some).ok_or(()),
@@ -195,7 +202,18 @@ async fn run_session(
                     let hostname = &context.session_config.hostname;
                     let verdict = match spooled {
                         Ok(spooled) => {
-                            Box::pin(commit_message(context.store.as_ref(), hostname, &client, envelope, spooled)).await
+                            let store = context.store.as_ref();
+                            let decision =
+                                Box::pin(policy::decide(&context.authkeys, store, hostname, &client, &mut envelope))
+                                    .await;
+                            match decision {
+                                Decision::Deliver { auth, folder } => {
+                                    Box::pin(commit_message(store, hostname, &client, envelope, spooled, auth, folder))
+                                        .await
+                                }
+                                Decision::KeyRecorded => Ok("key recorded".to_string()),
+                                Decision::Refuse(reply) => Err(reply),
+                            }
                         }
                         Err(()) => {
                             tracing::error!(%peer, "the spooled message data is incomplete");

@@ -21,6 +21,19 @@ pub struct SenderContext<'a> {
     pub declared_size: u64,
     /// The client is a trusted relay (SPEC 2: `x-trusted-relay=pass`).
     pub trusted_relay: bool,
+    /// A method that is known only after the body (an AuthKey) could still pass.
+    pub later_methods: bool,
+    /// The sender policy of the transaction's recipients so far (SPEC 2: one per transaction).
+    pub transaction_policy: Option<SenderPolicy>,
+}
+
+/// What RCPT found for one recipient: where it goes, and its local domain's sender policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub deliveries: Vec<Delivery>,
+    pub policy: Option<SenderPolicy>,
+    /// The local domain of the recipient as given (before aliases).
+    pub domain: Option<String>,
 }
 
 /// Maps a store failure to the SMTP reply: temporary unless the store says otherwise.
@@ -35,7 +48,7 @@ pub async fn resolve_recipient(
     postmaster: &Address,
     path: &ForwardPath,
     sender: SenderContext<'_>,
-) -> Result<Vec<Delivery>, Reply> {
+) -> Result<Resolved, Reply> {
     let address = match path {
         // RFC 5321 4.5.1: <postmaster> without a domain must be accepted.
         ForwardPath::Postmaster => postmaster.clone(),
@@ -47,28 +60,52 @@ pub async fn resolve_recipient(
     let Some(domain) = &record.domain else {
         // SPEC 3: an authenticated user may send anywhere; nobody else may relay.
         if sender.authenticated.is_some() {
-            return Ok(vec![Delivery::Queue { recipient: address }]);
+            return Ok(Resolved {
+                deliveries: vec![Delivery::Queue { recipient: address }],
+                policy: None,
+                domain: None,
+            });
         }
         return Err(Reply::not_authorized("Relaying denied"));
     };
     check_policy(domain, sender)?;
+    let (policy, domain_name) = (domain.policy, domain.name.clone());
     let mut deliveries = Vec::new();
     let mut seen = HashSet::new();
     place(store, &address, record, 0, sender, &mut seen, &mut deliveries).await?;
     if deliveries.is_empty() {
         return Err(Reply::unknown_user("No such user here"));
     }
-    Ok(deliveries)
+    Ok(Resolved { deliveries, policy: Some(policy), domain: Some(domain_name) })
 }
 
-/// SPEC 2: the recipient domain's sender policy. Until the authentication methods exist,
-/// `require` refuses every unauthenticated sender; `tag` and `accept` take the message.
+/// SPEC 2: the recipient domain's sender policy, as far as RCPT can tell. An
+/// unauthenticated sender is refused here only when no method could still pass after the
+/// body and the action is a plain refusal (a notice to the recipient needs the message's
+/// header). Recipients whose policy differs from the transaction's get 450 4.5.3, so the
+/// client sends them in a transaction of their own.
 fn check_policy(domain: &Domain, sender: SenderContext<'_>) -> Result<(), Reply> {
-    if sender.authenticated.is_none() && !sender.trusted_relay && domain.policy == SenderPolicy::Require {
-        return Err(Reply::not_authorized(format!(
-            "Sender not authenticated; {} accepts mail only from authenticated senders",
+    if sender.authenticated.is_some() || sender.trusted_relay {
+        return Ok(());
+    }
+    if sender.transaction_policy.is_some_and(|p| p != domain.policy) {
+        return Err(Reply::policy_differs(format!(
+            "{} has another sender policy than this transaction's other recipients; send to it separately",
             domain.name
         )));
+    }
+    let action = domain.policy.unauthenticated;
+    if !sender.later_methods && !action.delivers() && !action.notifies_recipient() {
+        let text = if action.notifies_sender() {
+            format!(
+                "Sender not authenticated; {} accepts mail only from authenticated senders: send through your \
+                 own provider's server with SMTP AUTH",
+                domain.name
+            )
+        } else {
+            format!("Sender not authenticated; {} accepts mail only from authenticated senders", domain.name)
+        };
+        return Err(Reply::not_authorized(text));
     }
     Ok(())
 }

@@ -4,7 +4,9 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::db_error;
-use crate::{AuthKey, AuthKeySettings, SettingsSource, StoreError, StoreResult, VerifyLogEntry};
+use crate::{
+    AuthKey, AuthKeySettings, SenderKey, SettingsSource, StoreError, StoreResult, VerifyLogEntry, VerifySentEntry,
+};
 
 /// Settings of an address, or of a domain (a target without `@`); lower-cased by the caller.
 pub(super) fn set_settings(conn: &Connection, target: &str, settings: Option<AuthKeySettings>) -> StoreResult<()> {
@@ -98,6 +100,75 @@ pub(super) fn verify_log(conn: &Connection, since: i64, limit: usize) -> StoreRe
     let rows = stmt
         .query_map(params![since, limit], |r| {
             Ok(VerifyLogEntry { at: r.get(0)?, peer: r.get(1)?, address: r.get(2)?, result: r.get(3)? })
+        })
+        .map_err(db_error)?;
+    rows.collect::<Result<_, _>>().map_err(db_error)
+}
+
+/// SPEC 7.4: the newest key received for a local address replaces the one before.
+pub(super) fn record_sender_key(conn: &Connection, key: &SenderKey) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO sender_keys (address, key, received_at, source) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(address) DO UPDATE SET key = excluded.key, received_at = excluded.received_at,
+             source = excluded.source",
+    )
+    .and_then(|mut stmt| stmt.execute(params![key.address.to_lowercase(), key.key, key.received_at, key.source]))
+    .map_err(db_error)?;
+    Ok(())
+}
+
+pub(super) fn sender_key(conn: &Connection, address: &str) -> StoreResult<Option<SenderKey>> {
+    conn.prepare_cached("SELECT address, key, received_at, source FROM sender_keys WHERE address = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row(params![address.to_lowercase()], |r| {
+                Ok(SenderKey { address: r.get(0)?, key: r.get(1)?, received_at: r.get(2)?, source: r.get(3)? })
+            })
+            .optional()
+        })
+        .map_err(db_error)
+}
+
+/// SPEC 7.5: remembers a key seen valid; expired entries go at the same time.
+pub(super) fn cache_key(
+    conn: &Connection,
+    address: &str,
+    key_hash: &str,
+    now: i64,
+    expires_at: i64,
+) -> StoreResult<()> {
+    conn.prepare_cached("DELETE FROM authkey_cache WHERE expires_at <= ?1")
+        .and_then(|mut stmt| stmt.execute(params![now]))
+        .map_err(db_error)?;
+    conn.prepare_cached(
+        "INSERT INTO authkey_cache (address, key_hash, expires_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(address, key_hash) DO UPDATE SET expires_at = excluded.expires_at",
+    )
+    .and_then(|mut stmt| stmt.execute(params![address.to_lowercase(), key_hash, expires_at]))
+    .map_err(db_error)?;
+    Ok(())
+}
+
+pub(super) fn key_cached(conn: &Connection, address: &str, key_hash: &str, now: i64) -> StoreResult<bool> {
+    conn.prepare_cached("SELECT 1 FROM authkey_cache WHERE address = ?1 AND key_hash = ?2 AND expires_at > ?3")
+        .and_then(|mut stmt| stmt.exists(params![address.to_lowercase(), key_hash, now]))
+        .map_err(db_error)
+}
+
+pub(super) fn log_verify_sent(conn: &Connection, entry: &VerifySentEntry) -> StoreResult<()> {
+    conn.prepare_cached("INSERT INTO verify_sent (at, server, address, result) VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut stmt| stmt.execute(params![entry.at, entry.server, entry.address, entry.result]))
+        .map_err(db_error)?;
+    Ok(())
+}
+
+pub(super) fn verify_sent(conn: &Connection, since: i64, limit: usize) -> StoreResult<Vec<VerifySentEntry>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn
+        .prepare_cached("SELECT at, server, address, result FROM verify_sent WHERE at >= ?1 ORDER BY id LIMIT ?2")
+        .map_err(db_error)?;
+    let rows = stmt
+        .query_map(params![since, limit], |r| {
+            Ok(VerifySentEntry { at: r.get(0)?, server: r.get(1)?, address: r.get(2)?, result: r.get(3)? })
         })
         .map_err(db_error)?;
     rows.collect::<Result<_, _>>().map_err(db_error)

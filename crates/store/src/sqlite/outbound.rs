@@ -340,7 +340,7 @@ mod tests {
     async fn lease_deliver_defer_and_delete() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db")).unwrap();
-        store.add_domain("local.test", SenderPolicy::Tag).await.unwrap();
+        store.add_domain("local.test", SenderPolicy::JUNK).await.unwrap();
         let now = 1_000;
         store.commit_message(message("Q1", &["x@r.test", "y@r.test"], now)).await.unwrap();
         assert_eq!(store.next_due().await.unwrap(), Some(now));

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::Delivery;
+use crate::{Delivery, PolicyAction, SenderKey, VerifySentEntry};
 
 fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
     let dir = tempfile::tempdir().unwrap();
@@ -31,10 +31,10 @@ fn message(queue_id: &str, deliveries: Vec<Delivery>) -> NewMessage {
 #[tokio::test]
 async fn domains_and_accounts() {
     let (_dir, store) = store();
-    store.add_domain("Example.ORG", SenderPolicy::Tag).await.unwrap();
-    assert!(matches!(store.add_domain("example.org", SenderPolicy::Require).await, Err(StoreError::Conflict(_))));
+    store.add_domain("Example.ORG", SenderPolicy::JUNK).await.unwrap();
+    assert!(matches!(store.add_domain("example.org", SenderPolicy::REJECT).await, Err(StoreError::Conflict(_))));
     let domain = store.get_domain("EXAMPLE.org").await.unwrap().unwrap();
-    assert_eq!((domain.name.as_str(), domain.policy), ("example.org", SenderPolicy::Tag));
+    assert_eq!((domain.name.as_str(), domain.policy), ("example.org", SenderPolicy::JUNK));
     assert!(matches!(store.add_account(account("a@unknown.example")).await, Err(StoreError::Invalid(_))));
     let id = store.add_account(account("Alice@example.org")).await.unwrap();
     assert!(matches!(store.add_account(account("alice@example.org")).await, Err(StoreError::Conflict(_))));
@@ -50,7 +50,7 @@ async fn domains_and_accounts() {
 #[tokio::test]
 async fn aliases() {
     let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::Require).await.unwrap();
+    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
     store.add_account(account("a@example.org")).await.unwrap();
     store.add_alias("team@example.org", &["a@example.org".into(), "x@remote.example".into()]).await.unwrap();
     assert_eq!(store.alias_targets("Team@example.org").await.unwrap(), ["a@example.org", "x@remote.example"]);
@@ -68,7 +68,7 @@ async fn aliases() {
 #[tokio::test]
 async fn commit_delivers_locally_and_queues_remote() {
     let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::Require).await.unwrap();
+    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
     let a = store.add_account(account("a@example.org")).await.unwrap();
     let b = store.add_account(account("b@example.org")).await.unwrap();
     let committed = store
@@ -111,7 +111,7 @@ async fn commit_delivers_locally_and_queues_remote() {
 #[tokio::test]
 async fn removing_the_last_reference_deletes_the_message() {
     let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::Require).await.unwrap();
+    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
     let a = store.add_account(account("a@example.org")).await.unwrap();
     store
         .commit_message(message(
@@ -127,7 +127,7 @@ async fn removing_the_last_reference_deletes_the_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_commits_are_grouped_and_all_durable() {
     let (dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::Require).await.unwrap();
+    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
     let a = store.add_account(account("a@example.org")).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..300 {
@@ -169,7 +169,7 @@ async fn closed_store_reports_unavailable() {
 #[tokio::test]
 async fn deleting_mailbox_entries_keeps_counters_and_collects_orphans() {
     let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::Require).await.unwrap();
+    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
     let a = store.add_account(account("a@example.org")).await.unwrap();
     let b = store.add_account(account("b@example.org")).await.unwrap();
     let inbox = |account_id, recipient: &str| Delivery::Mailbox {
@@ -199,7 +199,7 @@ async fn deleting_mailbox_entries_keeps_counters_and_collects_orphans() {
 #[tokio::test]
 async fn unique_ids_are_not_reused_after_deletion() {
     let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::Require).await.unwrap();
+    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
     let a = store.add_account(account("a@example.org")).await.unwrap();
     let d = || Delivery::Mailbox { account_id: a, folder: Folder::Inbox, recipient: "a@example.org".into() };
     store.commit_message(message("Q1", vec![d()])).await.unwrap();
@@ -214,7 +214,7 @@ async fn unique_ids_are_not_reused_after_deletion() {
 #[tokio::test]
 async fn downloads_are_recorded_once_per_message_and_recipient() {
     let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::Require).await.unwrap();
+    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
     let a = store.add_account(account("a@example.org")).await.unwrap();
     let b = store.add_account(account("b@example.org")).await.unwrap();
     let mut m = message(
@@ -253,9 +253,9 @@ async fn downloads_are_recorded_once_per_message_and_recipient() {
 #[tokio::test]
 async fn held_domains_match_the_account_exactly() {
     let (_dir, store) = store();
-    store.add_domain("p", SenderPolicy::Require).await.unwrap();
+    store.add_domain("p", SenderPolicy::REJECT).await.unwrap();
     for domain in ["held.example", "other.example"] {
-        store.add_domain(domain, SenderPolicy::Accept).await.unwrap();
+        store.add_domain(domain, SenderPolicy::ACCEPT).await.unwrap();
     }
     for address in ["custx1@p", "cust_1@p", "cust%@p"] {
         store.add_account(account(address)).await.unwrap();
@@ -324,7 +324,7 @@ async fn held_for_lists_move_to_their_own_rows() {
 #[tokio::test]
 async fn logins_are_remembered_per_account_and_client_until_forgotten() {
     let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::Require).await.unwrap();
+    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
     store.add_account(account("a@example.org")).await.unwrap();
     assert_eq!(store.last_login_from("a@example.org", "192.0.2.1").await.unwrap(), None);
     store.remember_login("A@example.org", "192.0.2.1", 1_000, 0).await.unwrap();
@@ -357,7 +357,7 @@ async fn get_or_init_meta_keeps_the_first_value() {
 #[tokio::test]
 async fn authkey_settings_keys_and_verify_log() {
     let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::Require).await.unwrap();
+    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
     let a = "alice@example.org";
     assert_eq!(store.authkey_settings(a).await.unwrap(), None);
     let domain = AuthKeySettings { agi_secs: 7200 * 60, avt_secs: 2880 * 60 };
@@ -391,7 +391,7 @@ async fn authkey_settings_keys_and_verify_log() {
 
     for (at, result) in [(200, "VALIDKEY"), (300, "INVALIDKEY")] {
         let entry = VerifyLogEntry { at, peer: "udp 192.0.2.1:4000".into(), address: a.into(), result: result.into() };
-        store.log_verify(entry).await.unwrap();
+        store.log_verify(vec![entry]).await.unwrap();
     }
     let log = store.verify_log(250, 10).await.unwrap();
     assert_eq!(log.len(), 1);
@@ -403,7 +403,7 @@ async fn authkey_settings_keys_and_verify_log() {
 async fn messenger_certificates_directory_serials_and_peer_pulls() {
     use crate::{DirectoryRecord, EntityOp, PeerPull, StoredCertificate};
     let (_dir, store) = store();
-    store.add_domain("lrsupport.test", SenderPolicy::Require).await.unwrap();
+    store.add_domain("lrsupport.test", SenderPolicy::REJECT).await.unwrap();
     store.add_account(account("abc555@lrsupport.test")).await.unwrap();
     store.add_account(account("other@lrsupport.test")).await.unwrap();
     let cert = StoredCertificate {
@@ -489,4 +489,71 @@ async fn messenger_certificates_directory_serials_and_peer_pulls() {
     assert!(store.list_directory().await.unwrap().is_empty());
     store.record_peer_error("galkam.test", 102, "unreachable").await.unwrap();
     assert_eq!(store.list_messenger_peers().await.unwrap()[0].last_error.as_deref(), Some("unreachable"));
+}
+
+#[tokio::test]
+async fn old_single_policies_become_the_unauthenticated_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..8] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 8;
+             INSERT INTO domains (name, policy, created_at) VALUES
+               ('a.example', 'require', 0), ('b.example', 'tag', 0), ('c.example', 'accept', 0);",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let policies: Vec<(String, PolicyAction, PolicyAction)> = store
+        .list_domains()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.name, d.policy.unauthenticated, d.policy.forged))
+        .collect();
+    let expected = [
+        ("a.example".to_string(), PolicyAction::Reject, PolicyAction::Reject),
+        ("b.example".to_string(), PolicyAction::Junk, PolicyAction::Reject),
+        ("c.example".to_string(), PolicyAction::Accept, PolicyAction::Reject),
+    ];
+    assert_eq!(policies, expected);
+    let mixed = SenderPolicy { unauthenticated: PolicyAction::Junk, forged: PolicyAction::RejectNotifyBoth };
+    store.set_domain_policy("a.example", mixed).await.unwrap();
+    assert_eq!(store.get_domain("a.example").await.unwrap().unwrap().policy, mixed);
+}
+
+#[tokio::test]
+async fn sender_keys_cache_and_verify_sent_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        let key = |k: &str, at| SenderKey {
+            address: "A@example.org".into(),
+            key: k.into(),
+            received_at: at,
+            source: "as".into(),
+        };
+        store.record_sender_key(key("first", 1)).await.unwrap();
+        store.record_sender_key(key("second", 2)).await.unwrap();
+        store.cache_verified_key("a@example.org", "h1", 100, 200).await.unwrap();
+        let sent = VerifySentEntry {
+            at: 5,
+            server: "udp 192.0.2.1:2884".into(),
+            address: "a@b".into(),
+            result: "VALIDKEY".into(),
+        };
+        store.log_verify_sent(sent).await.unwrap();
+        store.shutdown().await;
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.sender_key("a@EXAMPLE.org").await.unwrap().map(|k| k.key), Some("second".into()));
+    assert!(store.verified_key_cached("a@example.org", "h1", 150).await.unwrap());
+    assert!(!store.verified_key_cached("a@example.org", "h1", 200).await.unwrap(), "expired at 200");
+    assert!(!store.verified_key_cached("a@example.org", "h2", 150).await.unwrap());
+    assert_eq!(store.verify_sent_log(0, 10).await.unwrap().len(), 1);
 }

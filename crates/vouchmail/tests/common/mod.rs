@@ -40,7 +40,8 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Domain `local.test` (policy `tag`) with account `user@local.test`.
+    /// Domain `local.test` (policy `accept`: unauthenticated MX mail is delivered to INBOX,
+    /// marked `none`) with account `user@local.test`.
     pub async fn start() -> TestServer {
         TestServer::start_with(|_| {}).await
     }
@@ -67,7 +68,7 @@ impl TestServer {
         config.listeners.pop3s = vec!["127.0.0.1:0".parse().unwrap()];
         config.listeners.messenger = vec!["127.0.0.1:0".parse().unwrap()];
         config.bootstrap.domain = "local.test".into();
-        config.bootstrap.policy = "tag".into();
+        config.bootstrap.policy = "accept".into();
         config.bootstrap.postmaster = false;
         // Remote mail stays queued unless a test turns delivery on (tests/outbound.rs).
         config.outbound.enabled = false;
@@ -90,6 +91,18 @@ impl TestServer {
         }
         let server = vouchmail_server::start(&config, Arc::clone(&store) as Arc<dyn Store>).await.expect("start");
         TestServer { dir, store, server: Some(server), config }
+    }
+
+    /// Stops the server, closes the store, and starts both again from what is on disk
+    /// (listeners on new ephemeral ports).
+    pub async fn restart(mut self) -> TestServer {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        self.store.shutdown().await;
+        let store = Arc::new(SqliteStore::open(&self.config.store_path()).expect("store"));
+        let server = vouchmail_server::start(&self.config, Arc::clone(&store) as Arc<dyn Store>).await.expect("start");
+        TestServer { dir: self.dir, store, server: Some(server), config: self.config }
     }
 
     pub fn mx(&self) -> SocketAddr {

@@ -462,6 +462,11 @@ impl<R> Session<R> {
         self.transaction.as_ref().map(|t| &t.from)
     }
 
+    /// The recipients accepted so far in the open transaction.
+    pub fn recipients(&self) -> &[Recipient<R>] {
+        self.transaction.as_ref().map_or(&[], |t| t.recipients.as_slice())
+    }
+
     pub fn mail_params(&self) -> Option<&MailParams> {
         self.transaction.as_ref().map(|t| &t.params)
     }

@@ -13,15 +13,44 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use vouchmail_proto::authkey::codec::KEY_LEN;
 use vouchmail_proto::authkey::{parse_datagram, udp_reply, Event, Request, Response, Session, Verdict};
-use vouchmail_store::{AuthKey, AuthKeySettings, Store, StoreResult, VerifyLogEntry};
+use vouchmail_store::{Account, AuthKey, AuthKeySettings, NewMessage, Store, StoreResult, VerifyLogEntry};
+
+pub mod sender;
+pub mod verifier;
 
 use crate::config;
+use crate::dns::Dns;
 use crate::driver::accept_loop;
 use crate::limits::ConnectionLimiter;
 use crate::tasks::TaskTracker;
 
 fn unix_now() -> i64 {
     vouchmail_proto::time::unix_seconds(SystemTime::now())
+}
+
+/// What the SMTP sessions use of AuthKeys: the sender side's settings and the recipient
+/// side's verifier (SPEC 7.4, 7.5).
+pub struct AuthKeys {
+    pub verifier: verifier::Verifier,
+    pub dns: Arc<Dns>,
+    /// Phase II: key mail stays in the mailbox.
+    pub keep_key_mail: bool,
+    /// Stamp X-Auth-Key on local users' mail.
+    pub stamp: bool,
+    /// Check X-Auth-Key on MX mail.
+    pub verify: bool,
+}
+
+impl AuthKeys {
+    pub fn new(config: &config::AuthKey, dns: Arc<Dns>, store: Arc<dyn Store>) -> Arc<AuthKeys> {
+        Arc::new(AuthKeys {
+            verifier: verifier::Verifier::new(config, Arc::clone(&dns), store),
+            dns,
+            keep_key_mail: config.keep_key_mail,
+            stamp: config.stamp,
+            verify: config.verify,
+        })
+    }
 }
 
 /// SPEC 7.1: the alphabet of a key.
@@ -67,12 +96,26 @@ pub fn first_key_due(address: &str, agi_secs: u64, from: i64) -> i64 {
 
 /// The generator: every tick, deletes expired keys and makes a new key for every account
 /// whose newest key is an AGI old (SPEC 7.1).
-pub async fn run_generator(store: Arc<dyn Store>, settings: config::AuthKey, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_generator(
+    store: Arc<dyn Store>,
+    settings: config::AuthKey,
+    hostname: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let started = unix_now();
     let tick = Duration::from_secs(settings.tick_secs.max(1));
     let default = AuthKeySettings { agi_secs: settings.default_agi_secs.max(1), avt_secs: settings.default_avt_secs };
+    let mail = settings.mail_keys.then(|| KeyMail {
+        from: if settings.key_mail_from.is_empty() {
+            format!("authkey@{hostname}")
+        } else {
+            settings.key_mail_from.clone()
+        },
+        hostname: hostname.clone(),
+        keep: settings.keep_key_mail,
+    });
     loop {
-        if let Err(e) = generate_due(store.as_ref(), default, started, unix_now()).await {
+        if let Err(e) = generate_due(store.as_ref(), default, mail.as_ref(), started, unix_now()).await {
             tracing::warn!(error = %e, "AuthKey generation failed; retrying at the next tick");
         }
         tokio::select! {
@@ -83,7 +126,13 @@ pub async fn run_generator(store: Arc<dyn Store>, settings: config::AuthKey, mut
 }
 
 /// One pass of the generator at `now`; returns how many keys it made.
-pub async fn generate_due(store: &dyn Store, default: AuthKeySettings, started: i64, now: i64) -> StoreResult<usize> {
+pub async fn generate_due(
+    store: &dyn Store,
+    default: AuthKeySettings,
+    mail: Option<&KeyMail>,
+    started: i64,
+    now: i64,
+) -> StoreResult<usize> {
     let deleted = store.delete_expired_authkeys(now).await?;
     if deleted > 0 {
         tracing::info!(deleted, "expired AuthKeys deleted");
@@ -104,12 +153,84 @@ pub async fn generate_due(store: &dyn Store, default: AuthKeySettings, started: 
         let avt = settings.avt_secs.min(i64::MAX as u64 / 4) as i64;
         // SPEC 7.1: expiry = now + AGI + AVT.
         let expires_at = now.saturating_add(agi).saturating_add(avt);
-        store.add_authkey(AuthKey { address: account.address.clone(), key, created_at: now, expires_at }).await?;
-        // Mailing the key with X-New-Auth-Key (SPEC 7.3) is not done here.
+        store
+            .add_authkey(AuthKey { address: account.address.clone(), key: key.clone(), created_at: now, expires_at })
+            .await?;
         tracing::info!(address = %account.address, expires_at, "new AuthKey generated");
+        if let Some(mail) = mail {
+            mail.deliver(store, &account, &key, now).await?;
+        }
         made += 1;
     }
     Ok(made)
+}
+
+/// SPEC 7.3: new keys mailed to their addresses with `X-New-Auth-Key`.
+#[derive(Debug, Clone)]
+pub struct KeyMail {
+    /// The configured From address.
+    pub from: String,
+    pub hostname: String,
+    /// Phase II: the key mail stays in the mailbox (`keep_key_mail`).
+    pub keep: bool,
+}
+
+impl KeyMail {
+    /// The key mail for a local account. The account's SMTP server is this one, so the
+    /// mail takes the local part of the delivery path: the sender side records the key
+    /// (SPEC 7.4: key mail from this same server counts) and, in phase II, the message is
+    /// stored in its INBOX.
+    async fn deliver(&self, store: &dyn Store, account: &Account, key: &str, now: i64) -> StoreResult<()> {
+        let source = format!("{} (this server)", self.hostname);
+        sender::record_key(store, &account.address, key, source).await?;
+        if !self.keep {
+            return Ok(());
+        }
+        let message = self.message(account, key, now);
+        store.commit_message(message).await?;
+        tracing::info!(address = %account.address, "AuthKey mailed");
+        Ok(())
+    }
+
+    pub fn message(&self, account: &Account, key: &str, now: i64) -> NewMessage {
+        let hostname = &self.hostname;
+        let queue_id = crate::inbound::commit::new_queue_id();
+        let date = vouchmail_proto::time::rfc5322_date(crate::outbound::notify::unix_time(now));
+        let header = [
+            ("Authentication-Results", format!("{hostname}; none")),
+            ("Received", format!("by {hostname} (vouchmail) id {queue_id}; {date}")),
+            ("From", format!("<{}>", self.from)),
+            ("To", format!("<{}>", account.address)),
+            ("Date", date.clone()),
+            ("Message-ID", format!("<{}.authkey@{hostname}>", queue_id.to_lowercase())),
+            ("Subject", "Your new AuthKey".to_string()),
+            (sender::NEW_KEY_HEADER, key.to_string()),
+            ("Auto-Submitted", "auto-generated".to_string()),
+        ];
+        let fields: Vec<(&str, &str)> = header.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let body = "\r\nThis message carries the new AuthKey of this address in its X-New-Auth-Key header.\r\n\
+                    Your mail server adds it to the mail you send (SPEC 7.4); there is nothing to do.\r\n";
+        let data = vouchmail_proto::headers::prepend(&fields, body.as_bytes());
+        NewMessage {
+            queue_id,
+            envelope: vouchmail_store::Envelope {
+                sender: self.from.clone(),
+                auth_results: "none".into(),
+                ..Default::default()
+            },
+            received_at: now,
+            data,
+            spooled: None,
+            deliveries: vec![(
+                vouchmail_store::Delivery::Mailbox {
+                    account_id: account.id,
+                    folder: vouchmail_store::Folder::Inbox,
+                    recipient: account.address.clone(),
+                },
+                vouchmail_store::RecipientDsn::default(),
+            )],
+        }
+    }
 }
 
 /// Per-source-IP token buckets for UDP: a spoofed flood costs one map entry per source,
@@ -162,14 +283,74 @@ pub struct VerifyContext {
     pub limiter: Arc<ConnectionLimiter>,
     pub udp_limit: UdpRateLimit,
     pub idle_timeout: Duration,
+    keys: KeyCache,
     /// To the VERIFY log writer; full: the entry is dropped (the tracing line remains).
     log: mpsc::Sender<VerifyLogEntry>,
 }
 
+/// An address's unexpired keys, as read from the store at most `KEY_CACHE_TTL` ago: a busy
+/// sender's VERIFYs need no store read each. A key made by `vouchmail authkey rotate` (in
+/// another process) answers VALIDKEY within that time; expiry is checked on every answer.
+#[derive(Default)]
+struct KeyCache {
+    entries: Mutex<HashMap<String, (Instant, Keys)>>,
+}
+
+/// Keys with their expiry (Unix time).
+type Keys = Arc<Vec<(String, i64)>>;
+
+const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Addresses cached at most; past it the cache starts over (a flood of made-up addresses
+/// costs store reads, never memory).
+const KEY_CACHE_MAX: usize = 65_536;
+
+/// Every key is compared in constant time, with no early exit.
+fn verdict(keys: &[(String, i64)], key: &str, now: i64) -> Verdict {
+    let mut valid = false;
+    for (stored, expires_at) in keys {
+        valid |= vouchmail_proto::sasl::ct_eq(stored.as_bytes(), key.as_bytes()) & (*expires_at > now);
+    }
+    if valid {
+        Verdict::Valid
+    } else {
+        Verdict::Invalid
+    }
+}
+
+impl KeyCache {
+    /// The address's keys if read less than `KEY_CACHE_TTL` ago.
+    fn cached(&self, address: &str) -> Option<Keys> {
+        let entries = self.lock();
+        let (at, keys) = entries.get(address).or_else(|| entries.get(&address.to_lowercase()))?;
+        (at.elapsed() < KEY_CACHE_TTL).then(|| Arc::clone(keys))
+    }
+
+    async fn get(&self, store: &dyn Store, address: &str, now: i64) -> StoreResult<Keys> {
+        if let Some(keys) = self.cached(address) {
+            return Ok(keys);
+        }
+        let address = address.to_lowercase();
+        let fresh = Instant::now();
+        let keys: Keys =
+            Arc::new(store.authkeys(&address, now).await?.into_iter().map(|k| (k.key, k.expires_at)).collect());
+        let mut entries = self.lock();
+        if entries.len() >= KEY_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(address, (fresh, Arc::clone(&keys)));
+        Ok(keys)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Keys)>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Entries waiting for the VERIFY log writer at most.
 const LOG_QUEUE: usize = 4096;
-/// Log writes in flight at once (they share group commits).
-const LOG_WRITES: usize = 32;
+/// Log writes in flight at once (they share group commits), and rows per write at most.
+const LOG_WRITES: usize = 4;
+const LOG_BATCH: usize = 1024;
 
 impl VerifyContext {
     /// The context, and the VERIFY log writer to run until the senders are gone.
@@ -183,15 +364,24 @@ impl VerifyContext {
             limiter: ConnectionLimiter::new(config.max_connections, config.max_connections_per_ip),
             udp_limit: UdpRateLimit::new(config.udp_rate_per_sec, config.udp_burst),
             idle_timeout: Duration::from_secs(config.idle_timeout_secs.max(1)),
+            keys: KeyCache::default(),
             log,
         });
         (context, log_writer(store, rx))
     }
 
-    /// SPEC 7.2: VALIDKEY when the key is one of the address's unexpired keys.
+    /// SPEC 7.2: VALIDKEY when the key is one of the address's unexpired keys. Every key
+    /// is compared in constant time, with no early exit.
     async fn verify(&self, request: &Request) -> StoreResult<Verdict> {
-        let valid = self.store.authkey_valid(request.address(), request.key(), unix_now()).await?;
-        Ok(if valid { Verdict::Valid } else { Verdict::Invalid })
+        let now = unix_now();
+        let keys = self.keys.get(self.store.as_ref(), request.address(), now).await?;
+        Ok(verdict(&keys, request.key(), now))
+    }
+
+    /// The answer from the key cache alone, when it holds the address (no store read).
+    fn cached_verify(&self, request: &Request) -> Option<Verdict> {
+        let now = unix_now();
+        self.keys.cached(request.address()).map(|keys| verdict(&keys, request.key(), now))
     }
 
     /// SPEC 7.1: every VERIFY is logged for reports.
@@ -211,13 +401,21 @@ impl VerifyContext {
 
 async fn log_writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<VerifyLogEntry>) {
     let mut writes = tokio::task::JoinSet::new();
-    while let Some(entry) = rx.recv().await {
+    while let Some(first) = rx.recv().await {
+        // What queued up meanwhile goes in the same transaction: one fsync for many rows.
+        let mut entries = vec![first];
+        while entries.len() < LOG_BATCH {
+            match rx.try_recv() {
+                Ok(entry) => entries.push(entry),
+                Err(_) => break,
+            }
+        }
         while writes.len() >= LOG_WRITES {
             writes.join_next().await;
         }
         let store = Arc::clone(&store);
         writes.spawn(async move {
-            if let Err(e) = store.log_verify(entry).await {
+            if let Err(e) = store.log_verify(entries).await {
                 tracing::warn!(error = %e, "cannot write the VERIFY log");
             }
         });
@@ -234,6 +432,10 @@ pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, String> {
 
 /// UDP: one datagram in, at most one out (SPEC 7.2, the codec's `udp_reply` rule).
 pub async fn serve_udp(socket: UdpSocket, context: Arc<VerifyContext>, mut shutdown: watch::Receiver<bool>) {
+    let socket = Arc::new(socket);
+    // Requests are answered concurrently (each waits for the store), at most this many at
+    // once; past it the loop stops reading and the kernel's buffer holds the rest.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(UDP_IN_FLIGHT));
     // Larger than 512 octets, so that an oversized datagram is seen as such.
     let mut buf = vec![0u8; 2048];
     loop {
@@ -257,27 +459,50 @@ pub async fn serve_udp(socket: UdpSocket, context: Arc<VerifyContext>, mut shutd
             tracing::debug!(%peer, len = n, "VERIFY datagram over 512 octets; no reply");
             continue;
         };
-        let answer = match parsed {
-            Ok(request) => match context.verify(&request).await {
-                Ok(verdict) => {
-                    context.record("udp", peer, request.address(), verdict.as_str());
-                    Response::Reply(request.reply(verdict))
-                }
-                Err(e) => {
-                    // No answer: the asking server retries, then tries TCP (temperror).
-                    tracing::error!(error = %e, %peer, "store error answering VERIFY");
-                    continue;
-                }
-            },
+        let request = match parsed {
+            Ok(request) => request,
             Err(e) => {
                 context.record("udp", peer, "-", &format!("ERROR {}", e.reason().as_str()));
-                Response::Error(e.reply())
+                send_udp_reply(&socket, datagram, &Response::Error(e.reply()), peer).await;
+                continue;
             }
         };
-        if let Some(reply) = udp_reply(datagram, &answer) {
-            if let Err(e) = socket.send_to(&reply, peer).await {
-                tracing::debug!(error = %e, %peer, "VERIFY reply not sent");
+        // The common case, a sender seen within the last second: answered at once.
+        if let Some(verdict) = context.cached_verify(&request) {
+            context.record("udp", peer, request.address(), verdict.as_str());
+            send_udp_reply(&socket, datagram, &Response::Reply(request.reply(verdict)), peer).await;
+            continue;
+        }
+        let permit = tokio::select! {
+            p = Arc::clone(&in_flight).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let (socket, context, datagram) = (Arc::clone(&socket), Arc::clone(&context), datagram.to_vec());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match context.verify(&request).await {
+                Ok(verdict) => {
+                    context.record("udp", peer, request.address(), verdict.as_str());
+                    send_udp_reply(&socket, &datagram, &Response::Reply(request.reply(verdict)), peer).await;
+                }
+                // No answer: the asking server retries, then tries TCP (temperror).
+                Err(e) => tracing::error!(error = %e, %peer, "store error answering VERIFY"),
             }
+        });
+    }
+}
+
+/// VERIFY answers in flight at once on one UDP socket.
+const UDP_IN_FLIGHT: usize = 64;
+
+/// SPEC 7.2: the reply, only when the codec's size rule allows it.
+async fn send_udp_reply(socket: &UdpSocket, datagram: &[u8], answer: &Response, peer: SocketAddr) {
+    if let Some(reply) = udp_reply(datagram, answer) {
+        if let Err(e) = socket.send_to(&reply, peer).await {
+            tracing::debug!(error = %e, %peer, "VERIFY reply not sent");
         }
     }
 }
@@ -328,6 +553,9 @@ async fn run_connection(
                 return;
             }
             answered = true;
+        }
+        for error in session.take_errors() {
+            context.record("tcp", peer, "-", &error);
         }
         let output = session.take_output();
         if !output.is_empty() {
