@@ -91,3 +91,6 @@ impl Messenger {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
