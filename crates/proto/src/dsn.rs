@@ -52,8 +52,12 @@ pub struct RecipientStatus {
     pub status: EnhancedCode,
     /// The host that gave the diagnostic (RFC 3464 2.3.5).
     pub remote_mta: Option<String>,
-    /// The SMTP reply, e.g. `550 5.1.1 No such user` (RFC 3464 2.3.6, type smtp).
+    /// The SMTP reply, e.g. `550 5.1.1 No such user` (RFC 3464 2.3.6, type smtp): only a
+    /// reply a server really sent.
     pub diagnostic: Option<String>,
+    /// What happened when no server replied (a refused connection, a timeout), for the
+    /// human-readable part only.
+    pub detail: Option<String>,
     pub last_attempt: Option<SystemTime>,
     /// For delays: when we give up (RFC 3464 2.3.8).
     pub will_retry_until: Option<SystemTime>,
@@ -234,10 +238,11 @@ fn human_text(report: &Report<'_>, kind: Action) -> String {
     }
     text.push_str("\r\n");
     for r in report.recipients {
-        let what = match (&r.remote_mta, &r.diagnostic) {
-            (Some(host), Some(diag)) => format!("host {host} said: {diag}"),
-            (None, Some(diag)) => diag.clone(),
-            (_, None) => format!("{} ({})", r.action.as_str(), r.status),
+        let what = match (&r.remote_mta, &r.diagnostic, &r.detail) {
+            (Some(host), Some(diag), _) => format!("host {host} said: {diag}"),
+            (None, Some(diag), _) => diag.clone(),
+            (_, None, Some(detail)) => format!("{detail} ({})", r.status),
+            (_, None, None) => format!("{} ({})", r.action.as_str(), r.status),
         };
         let what: String = what.chars().filter(|c| !c.is_control()).collect();
         text.push_str(&format!("<{}>: {what}\r\n", r.final_recipient.replace(['\r', '\n'], "")));
@@ -300,6 +305,7 @@ mod tests {
             status: EnhancedCode(5, 1, 1),
             remote_mta: Some("mx.remote.example".into()),
             diagnostic: Some("550 5.1.1 No such user\nhere".into()),
+            detail: None,
             last_attempt: Some(UNIX_EPOCH + Duration::from_secs(60)),
             will_retry_until: None,
         }

@@ -13,6 +13,7 @@
 //! # }
 //! ```
 
+pub mod accounts;
 pub mod auth_limit;
 pub mod authkey;
 pub mod bootstrap;

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use vouchmail_proto::sasl::{self, ClientSession, Credentials, Mechanism};
 use vouchmail_proto::smtp::client::reply::{ReplyParser, ServerReply};
+use vouchmail_proto::smtp::session::TlsInfo;
 
 use crate::inbound::SmtpContext;
 use crate::outbound::tls::{self, ServerTrust};
@@ -209,6 +210,7 @@ pub async fn fetch(options: &FetchOptions, local: Option<Arc<SmtpContext>>) -> R
         return Ok(FetchOutcome::Refused(text(&greeting)));
     }
     let mut ehlo = line.command(&format!("EHLO {}", options.helo)).await?;
+    let mut tls_info = None;
     if ehlo.code != 250 {
         return Ok(FetchOutcome::Refused(text(&ehlo)));
     }
@@ -230,6 +232,16 @@ pub async fn fetch(options: &FetchOptions, local: Option<Arc<SmtpContext>>) -> R
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => return Err(handshake_error(options, &e, presented.fingerprint())),
         };
+        let (_, connection) = tls.get_ref();
+        tls_info = Some(TlsInfo {
+            version: connection
+                .protocol_version()
+                .map(|v| format!("{v:?}").replace("TLSv1_", "TLSv1."))
+                .unwrap_or_default(),
+            cipher: connection.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())).unwrap_or_default(),
+            channel_binding: None,
+            external_identity: None,
+        });
         if !options.trust.authenticates() {
             tracing::warn!(provider = %options.provider, certificate = ?presented.fingerprint(), "ODMR: the provider's certificate is not checked (insecure); its mail is not from a trusted relay");
         }
@@ -273,11 +285,11 @@ pub async fn fetch(options: &FetchOptions, local: Option<Arc<SmtpContext>>) -> R
     let stream = line.stream;
     match (&options.smtphost, local) {
         (Some(host), _) => {
-            relay::relay(stream, host, options.relay_timeouts).await?;
-            Ok(FetchOutcome::Taken { messages: None })
+            let messages = relay::relay(stream, host, options.relay_timeouts).await?;
+            Ok(FetchOutcome::Taken { messages })
         }
         (None, Some(context)) => {
-            let messages = crate::inbound::serve_stream(stream, peer, &context).await;
+            let messages = crate::inbound::serve_stream(stream, peer, &context, tls_info).await;
             Ok(FetchOutcome::Taken { messages: Some(messages) })
         }
         (None, None) => Err("nowhere to put the mail: give --smtphost or a local store".into()),

@@ -92,7 +92,12 @@ pub enum UserCommand {
     /// List accounts.
     List,
     /// Remove an account and its mailbox.
-    Remove { address: String },
+    Remove {
+        address: String,
+        /// Also remove what still points at it (alias targets, held domains, catch-alls).
+        #[arg(long)]
+        force: bool,
+    },
     /// Set a new password (and so every stored secret kind).
     Passwd {
         address: String,
@@ -124,14 +129,24 @@ pub enum UserCommand {
 pub enum AliasCommand {
     /// Make ALIAS deliver to every TARGET (local accounts, other aliases or remote addresses).
     Add {
+        /// The alias address (in a local domain).
         alias: String,
+        /// Where its mail goes; local targets must exist, and none may lead back to ALIAS.
         #[arg(required = true)]
         targets: Vec<String>,
+        /// Accept local targets that do not exist yet (created later).
+        #[arg(long)]
+        allow_missing: bool,
     },
     /// List aliases, one line per target.
     List,
     /// Remove an alias, or only one of its targets.
-    Remove { alias: String, target: Option<String> },
+    Remove {
+        /// The alias address.
+        alias: String,
+        /// Only this target of it.
+        target: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -353,10 +368,14 @@ pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolic
                 println!("{}\tmessages={}\tused={}\tquota={quota}", a.address, a.message_count, a.used_bytes);
             }
         }
-        UserCommand::Remove { address } => {
+        UserCommand::Remove { address, force } => {
             let address = parse_address(&address)?.to_string();
-            store.remove_account(&address).await.map_err(|e| e.to_string())?;
-            println!("removed user {address}");
+            let refs = vouchmail_server::accounts::remove_account(store, &address, force).await?;
+            if refs.is_empty() {
+                println!("removed user {address}");
+            } else {
+                println!("removed user {address} and its use by {}", refs.describe());
+            }
         }
         UserCommand::Passwd { address, password_stdin } => {
             let address = parse_address(&address)?.to_string();
@@ -410,10 +429,11 @@ pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolic
 
 pub async fn alias(store: &dyn Store, command: AliasCommand) -> Result<(), String> {
     match command {
-        AliasCommand::Add { alias, targets } => {
+        AliasCommand::Add { alias, targets, allow_missing } => {
             let alias = parse_address(&alias)?.to_string();
             let targets =
                 targets.iter().map(|t| parse_address(t).map(|a| a.to_string())).collect::<Result<Vec<_>, _>>()?;
+            vouchmail_server::accounts::check_new_alias(store, &alias, &targets, allow_missing).await?;
             store.add_alias(&alias, &targets).await.map_err(|e| e.to_string())?;
             println!("{alias} -> {}", targets.join(", "));
         }
@@ -424,7 +444,7 @@ pub async fn alias(store: &dyn Store, command: AliasCommand) -> Result<(), Strin
         }
         AliasCommand::Remove { alias, target } => {
             let alias = parse_address(&alias)?.to_string();
-            store.remove_alias(&alias, target.as_deref()).await.map_err(|e| e.to_string())?;
+            vouchmail_server::accounts::remove_alias(store, &alias, target.as_deref()).await?;
             println!("removed {alias}{}", target.map(|t| format!(" -> {t}")).unwrap_or_default());
         }
     }

@@ -118,7 +118,10 @@ pub async fn run(config: &Config, command: OdmrCommand) -> Result<ExitCode, Stri
     }
     match outcome? {
         FetchOutcome::Taken { messages: Some(n) } => {
-            println!("took {n} message(s) from {provider}");
+            match smtphost.as_deref() {
+                Some(host) => println!("took {n} message(s) from {provider} into {host}"),
+                None => println!("took {n} message(s) from {provider}"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         FetchOutcome::Taken { messages: None } => {

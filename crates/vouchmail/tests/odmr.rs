@@ -313,6 +313,9 @@ async fn our_customer_into_its_own_mailboxes_with_and_without_tls() {
         let shown = vouchmail(&config, &["mailbox", "show", "alice@example.org", &id]);
         let message = String::from_utf8_lossy(&shown.stdout);
         assert!(message.contains("Authentication-Results: customer.example; x-trusted-relay=pass"), "{message}");
+        // RFC 3848: the reversed session runs inside the customer's TLS when it started it.
+        let protocol = if tls { " with ESMTPS id " } else { " with ESMTP id " };
+        assert!(message.replace("\r\n\t", " ").replace("\r\n ", " ").contains(protocol), "{message}");
         // Nothing left: a second fetch says so with exit status 1.
         let out = vouchmail(&config, &args[..]);
         assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
@@ -448,6 +451,12 @@ async fn our_customer_relays_to_an_smtphost() {
     // bob does not exist at the smtphost: its 550 bounces those recipients at the provider.
     wait_until!("the outcomes", 20, !queue_states(&server).await.iter().any(|(r, _)| r.ends_with("@example.org")));
     assert_eq!(host.inbox("alice@example.org").await.len(), 2);
+    // Issue 9: the success line counts what the SMTP host accepted.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("took 2 message(s) from ") && stdout.contains(&format!("into {smtphost_addr}")),
+        "{stdout}"
+    );
     let states = queue_states(&server).await;
     assert!(!states.iter().any(|(r, _)| r.ends_with("@example.org")), "{states:?}");
 }

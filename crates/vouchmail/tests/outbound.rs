@@ -214,6 +214,25 @@ async fn a_null_mx_bounces_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounce_for_a_refused_connection_quotes_no_server() {
+    let dns = remote_dns().await;
+    // Nothing listens there: every attempt is a refused connection.
+    let closed = std::net::TcpListener::bind("127.0.0.2:0").unwrap().local_addr().unwrap().port();
+    let server = start(&dns, closed, |c| c.outbound.lifetime_secs = 2).await;
+    send(server.mx(), "user@local.test", &["fwd@local.test"], BODY).await;
+    let bounce = &wait_inbox(&server, "user@local.test", 1).await[0];
+    assert!(bounce.contains("Action: failed\r\n"), "{bounce}");
+    // RFC 3464 2.3.5, 2.3.6: no server replied, so no Remote-MTA and no Diagnostic-Code,
+    // and the human part says what happened instead of quoting a made-up reply.
+    assert!(!bounce.contains("Diagnostic-Code") && !bounce.contains("Remote-MTA"), "{bounce}");
+    assert!(!bounce.contains("said:") && !bounce.contains("421"), "{bounce}");
+    assert!(bounce.contains("Cannot connect to mx.remote.test [127.0.0.2"), "{bounce}");
+    let summary = python_dsn_summary(bounce).await;
+    assert!(summary.ends_with("|failed|5.4.7|rfc822; bob@remote.test|None"), "{summary}");
+    wait_queue_empty(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delay_warning_then_a_bounce_when_the_lifetime_ends() {
     let dns = remote_dns().await;
     let peer = Peer::builder("127.0.0.2")

@@ -180,6 +180,28 @@ fn first_start_creates_postmaster_and_cli_works_beside_the_server() {
     assert!(!ok && err.lines().count() == 1 && err.contains("no answer from 127.0.0.1:9"), "{err}");
     let (ok, out, _) = d.cli(&["user", "list"], None);
     assert!(ok && out.contains("alice@local.test") && out.contains("postmaster@local.test"), "{out}");
+    // Issue 9 item 8: aliases and users.
+    let refused = |args: &[&str], expected: &str| {
+        let (ok, _, err) = d.cli(args, None);
+        assert!(!ok && err.lines().count() == 1 && err.contains(expected), "{args:?}: {err}");
+    };
+    refused(&["alias", "add", "a1@local.test", "a2@local.test"], "a2@local.test is neither an account nor an alias");
+    assert!(d.cli(&["alias", "add", "a1@local.test", "a2@local.test", "--allow-missing"], None).0);
+    refused(
+        &["alias", "add", "a2@local.test", "a1@local.test"],
+        "alias loop: a2@local.test -> a1@local.test -> a2@local.test",
+    );
+    refused(&["alias", "add", "a3@local.test", "a3@local.test"], "alias loop");
+    refused(
+        &["alias", "remove", "a1@local.test", "alice@local.test"],
+        "alice@local.test is not a target of a1@local.test",
+    );
+    assert!(d.cli(&["alias", "add", "team@local.test", "alice@local.test"], None).0);
+    refused(&["user", "remove", "alice@local.test"], "still used by alias(es) team@local.test; pass --force");
+    let (ok, out, _) = d.cli(&["user", "remove", "alice@local.test", "--force"], None);
+    assert!(ok && out.contains("removed user alice@local.test and its use by alias(es) team@local.test"), "{out}");
+    let (_, out, _) = d.cli(&["alias", "list"], None);
+    assert!(!out.contains("alice@local.test"), "{out}");
     server.stop();
 }
 

@@ -18,22 +18,35 @@ impl fmt::Display for EnhancedCode {
 }
 
 /// A single SMTP reply: code, optional enhanced code, text (possibly several lines).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Reply {
     pub code: u16,
     pub enhanced: Option<EnhancedCode>,
     pub text: Cow<'static, str>,
+    /// A server sent it (read off the wire by the client), rather than this program
+    /// standing in for one (a refused connection, a timeout). A DSN quotes only those as
+    /// `Diagnostic-Code` (RFC 3464 2.3.6).
+    pub from_peer: bool,
 }
+
+/// Replies are equal by what they say, wherever they came from.
+impl PartialEq for Reply {
+    fn eq(&self, other: &Reply) -> bool {
+        self.code == other.code && self.enhanced == other.enhanced && self.text == other.text
+    }
+}
+
+impl Eq for Reply {}
 
 impl Reply {
     pub fn new(code: u16, enhanced: EnhancedCode, text: impl Into<Cow<'static, str>>) -> Reply {
-        Reply { code, enhanced: Some(enhanced), text: text.into() }
+        Reply { code, enhanced: Some(enhanced), text: text.into(), from_peer: false }
     }
 
     /// A reply without an enhanced code (greeting, EHLO: RFC 2034 3 applies to the
     /// replies of mail transactions, not to the banner).
     pub fn plain(code: u16, text: impl Into<Cow<'static, str>>) -> Reply {
-        Reply { code, enhanced: None, text: text.into() }
+        Reply { code, enhanced: None, text: text.into(), from_peer: false }
     }
 
     /// 4yz: the client may try again later (RFC 5321 4.2.1).

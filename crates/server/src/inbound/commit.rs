@@ -188,6 +188,7 @@ fn success_statuses(message: &NewMessage, now: SystemTime) -> Vec<RecipientStatu
             remote_mta: None,
             // RFC 3464 2.3.6: no server replied; this server delivered it.
             diagnostic: None,
+            detail: None,
             last_attempt: Some(now),
             will_retry_until: None,
         })

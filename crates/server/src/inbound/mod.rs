@@ -103,9 +103,19 @@ async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &SmtpConte
 }
 
 /// Serves an SMTP session over a stream the caller set up (the ODMR customer's reversed
-/// session); returns the number of messages accepted.
-pub async fn serve_stream(stream: Box<dyn crate::stream::Stream>, peer: SocketAddr, context: &SmtpContext) -> u64 {
-    let session: Session<Resolved> = Session::new(Arc::clone(&context.session_config));
+/// session, inside the TLS the caller started when `tls` says so); returns the number of
+/// messages accepted.
+pub async fn serve_stream(
+    stream: Box<dyn crate::stream::Stream>,
+    peer: SocketAddr,
+    context: &SmtpContext,
+    tls: Option<TlsInfo>,
+) -> u64 {
+    let mut session: Session<Resolved> = Session::new(Arc::clone(&context.session_config));
+    if let Some(info) = tls {
+        // The trace fields then say ESMTPS (RFC 3848), as for any session inside TLS.
+        session.tls_started(info);
+    }
     let (_never, shutdown) = watch::channel(false);
     run_session(MaybeTls::Other(stream), peer, context, session, shutdown).await
 }

@@ -173,7 +173,8 @@ async fn place(
     if depth == 0 {
         return Ok(());
     }
-    // An alias pointing at a local address that does not exist: refuse rather than lose it.
+    // An alias pointing at a local address that does not exist: refuse rather than lose
+    // it, without naming the internal target to the sender (issue 9 item 8).
     tracing::warn!(address, "alias target does not exist");
-    Err(Reply::unknown_user(format!("Alias target {address} does not exist")))
+    Err(Reply::unknown_user("No such user here"))
 }

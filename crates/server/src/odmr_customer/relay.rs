@@ -57,8 +57,10 @@ enum Owed {
     Rcpt,
     /// The 354 (or a refusal) after DATA.
     DataInit,
-    /// The reply after the data's final "." or a BDAT chunk.
-    DataTerm,
+    /// The reply after the data's final "." or a BDAT chunk; `last`: it ends a message.
+    DataTerm {
+        last: bool,
+    },
     StartTls,
     /// EHLO, RSET, QUIT, AUTH lines and the like.
     Command,
@@ -71,7 +73,7 @@ impl Owed {
             Owed::Mail => t.mail,
             Owed::Rcpt => t.rcpt,
             Owed::DataInit => t.data_init,
-            Owed::DataTerm => t.data_term,
+            Owed::DataTerm { .. } => t.data_term,
             Owed::StartTls | Owed::Command => t.command,
         }
     }
@@ -82,7 +84,7 @@ impl Owed {
             Owed::Mail => "MAIL",
             Owed::Rcpt => "RCPT",
             Owed::DataInit => "DATA",
-            Owed::DataTerm => "the end of the data",
+            Owed::DataTerm { .. } => "the end of the data",
             Owed::StartTls => "STARTTLS",
             Owed::Command => "a command",
         }
@@ -140,6 +142,8 @@ struct Watch {
     command: Vec<u8>,
     /// The start of the host's current reply line, and whether it was cut short.
     reply: Vec<u8>,
+    /// Messages the host accepted (a 2xx to the end of a message's data).
+    accepted: u64,
 }
 
 /// How much of a line is kept to read it.
@@ -147,7 +151,13 @@ const LINE_KEPT: usize = 64;
 
 impl Watch {
     fn new() -> Watch {
-        Watch { mode: Mode::Command, owed: VecDeque::from([Owed::Greeting]), command: Vec::new(), reply: Vec::new() }
+        Watch {
+            mode: Mode::Command,
+            owed: VecDeque::from([Owed::Greeting]),
+            command: Vec::new(),
+            reply: Vec::new(),
+            accepted: 0,
+        }
     }
 
     fn turn(&self) -> Turn {
@@ -193,7 +203,7 @@ impl Watch {
                         // CRLF "." CRLF: the data ended; what follows is commands again.
                         Some(used) => {
                             self.mode = Mode::Command;
-                            self.owe(Owed::DataTerm);
+                            self.owe(Owed::DataTerm { last: true });
                             bytes = &bytes[used..];
                         }
                         None => {
@@ -235,8 +245,10 @@ impl Watch {
             "STARTTLS" => self.owe(Owed::StartTls),
             "BDAT" => {
                 // RFC 3030 2: BDAT <size> [LAST], then exactly <size> octets.
-                self.owe(Owed::DataTerm);
-                if let Some(size) = words.next().and_then(|s| s.parse::<u64>().ok()).filter(|&s| s > 0) {
+                let size = words.next().and_then(|s| s.parse::<u64>().ok());
+                let last = words.next().is_some_and(|w| w.eq_ignore_ascii_case("LAST"));
+                self.owe(Owed::DataTerm { last });
+                if let Some(size) = size.filter(|&s| s > 0) {
                     self.mode = Mode::Chunk(size);
                 }
             }
@@ -271,6 +283,7 @@ impl Watch {
         match (self.owed.pop_front(), code) {
             (Some(Owed::DataInit), b"354") => self.mode = Mode::Data(DataAt::LineStart),
             (Some(Owed::StartTls), b"220") => self.mode = Mode::Opaque,
+            (Some(Owed::DataTerm { last: true }), [b'2', ..]) => self.accepted += 1,
             _ => {}
         }
     }
@@ -279,7 +292,12 @@ impl Watch {
 /// Pumps the reversed session between the provider and the SMTP host: the host's 220
 /// becomes our greeting, and the provider talks to the host directly. Ends when either
 /// side closes; fails when the side whose turn it is stays silent past its timeout.
-pub(super) async fn relay(mut provider: Box<dyn Stream>, host: &str, timeouts: RelayTimeouts) -> Result<(), String> {
+/// Returns how many messages the host accepted (unknown, None, once the two started TLS).
+pub(super) async fn relay(
+    mut provider: Box<dyn Stream>,
+    host: &str,
+    timeouts: RelayTimeouts,
+) -> Result<Option<u64>, String> {
     let mut smtp = tokio::time::timeout(timeouts.connect, TcpStream::connect(host))
         .await
         .map_err(|_| format!("connecting to the SMTP host {host} timed out"))?
@@ -293,7 +311,7 @@ pub(super) async fn relay(mut provider: Box<dyn Stream>, host: &str, timeouts: R
         let provider_moved = tokio::select! {
             read = provider.read(&mut from_provider) => {
                 let n = match read {
-                    Ok(0) | Err(_) => return finish(&mut smtp).await,
+                    Ok(0) | Err(_) => return finish(&mut smtp, &watch).await,
                     Ok(n) => n,
                 };
                 watch.provider_sent(&from_provider[..n]);
@@ -307,7 +325,7 @@ pub(super) async fn relay(mut provider: Box<dyn Stream>, host: &str, timeouts: R
             }
             read = smtp.read(&mut from_host) => {
                 let n = match read {
-                    Ok(0) | Err(_) => return finish(&mut provider).await,
+                    Ok(0) | Err(_) => return finish(&mut provider, &watch).await,
                     Ok(n) => n,
                 };
                 watch.host_sent(&from_host[..n]);
@@ -341,9 +359,9 @@ pub(super) async fn relay(mut provider: Box<dyn Stream>, host: &str, timeouts: R
 }
 
 /// One side closed: the other learns it (the host then ends the session).
-async fn finish(other: &mut (impl tokio::io::AsyncWrite + Unpin)) -> Result<(), String> {
+async fn finish(other: &mut (impl tokio::io::AsyncWrite + Unpin), watch: &Watch) -> Result<Option<u64>, String> {
     let _ = tokio::time::timeout(Duration::from_secs(5), other.shutdown()).await;
-    Ok(())
+    Ok((watch.mode != Mode::Opaque).then_some(watch.accepted))
 }
 
 #[cfg(test)]
@@ -400,12 +418,12 @@ mod tests {
                 Turn::Host(Rcpt),
                 Turn::Provider,
                 Turn::Provider,
-                Turn::Host(DataTerm),
+                Turn::Host(DataTerm { last: true }),
                 Turn::Host(Command),
                 Turn::Provider,
             ]
         );
-        assert_eq!(Turn::Host(DataTerm).timeout(&timeouts()), Duration::from_secs(600));
+        assert_eq!(Turn::Host(DataTerm { last: true }).timeout(&timeouts()), Duration::from_secs(600));
         assert_eq!(Turn::Host(DataInit).timeout(&timeouts()), Duration::from_secs(120));
     }
 
@@ -421,11 +439,11 @@ mod tests {
             watch.provider_sent(format!("x{a}").as_bytes());
             assert_eq!(watch.turn(), Turn::Provider, "split {split}");
             watch.provider_sent(b.as_bytes());
-            assert_eq!(watch.turn(), Turn::Host(Owed::DataTerm), "split {split}");
+            assert_eq!(watch.turn(), Turn::Host(Owed::DataTerm { last: true }), "split {split}");
         }
         // An empty message: "." right after the 354.
         let t = turns(&["S:220 hi\r\n", "C:DATA\r\n", "S:354 go\r\n", "C:.\r\n"]);
-        assert_eq!(t.last(), Some(&Turn::Host(Owed::DataTerm)));
+        assert_eq!(t.last(), Some(&Turn::Host(Owed::DataTerm { last: true })));
         // A refused DATA leaves the provider in commands.
         let t = turns(&["S:220 hi\r\n", "C:DATA\r\n", "S:554 no\r\n", "C:QUIT\r\n"]);
         assert_eq!(t.last(), Some(&Turn::Host(Owed::Command)));
@@ -435,11 +453,26 @@ mod tests {
     fn bdat_chunks_are_skipped_and_starttls_ends_the_reading() {
         let t = turns(&["S:220 hi\r\n", "C:BDAT 12 LAST\r\nDATA\r\nQUIT\r\n", "S:250 ok\r\n"]);
         // The chunk "DATA\r\nQUIT\r\n" (12 octets) is data, not two commands.
-        assert_eq!(t[2], Turn::Host(Owed::DataTerm));
+        assert_eq!(t[2], Turn::Host(Owed::DataTerm { last: true }));
         assert_eq!(t[3], Turn::Provider);
         let t = turns(&["S:220 hi\r\n", "C:STARTTLS\r\n", "S:220 go ahead\r\n", "C:\x16\x03\x01binary"]);
         assert_eq!(t[3], Turn::Either);
         assert_eq!(t[4], Turn::Either);
+    }
+
+    #[test]
+    fn messages_the_host_accepted_are_counted() {
+        let mut watch = Watch::new();
+        watch.host_sent(b"220 hi\r\n");
+        watch.provider_sent(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n");
+        watch.host_sent(b"250 ok\r\n250 ok\r\n354 go\r\n");
+        watch.provider_sent(b"x\r\n.\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 3\r\nabcBDAT 0 LAST\r\n");
+        watch.host_sent(b"250 stored\r\n250 ok\r\n250 ok\r\n250 chunk\r\n250 stored\r\n");
+        watch.provider_sent(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n");
+        watch.host_sent(b"250 ok\r\n250 ok\r\n354 go\r\n");
+        watch.provider_sent(b"x\r\n.\r\n");
+        watch.host_sent(b"452 4.3.1 later\r\n");
+        assert_eq!(watch.accepted, 2);
     }
 
     #[test]

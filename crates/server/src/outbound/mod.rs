@@ -246,6 +246,9 @@ impl HeldDelivery {
         entries: Vec<LeasedEntry>,
     ) -> Progress {
         let engine = &self.engine;
+        // The engine's counters are cumulative; this session's are the difference (exact
+        // unless another reversed session of this engine runs at the same time).
+        let before = engine.progress();
         let jobs = jobs_of(entries, engine.settings.max_recipients.max(1));
         // No STARTTLS inside the reversed session: it is already inside TLS if the
         // customer started it, and the customer cannot ask us to.
@@ -298,7 +301,12 @@ impl HeldDelivery {
         }
         // Outcomes of the other paths are recorded in the background; wait for them too.
         engine.workers.wait(Duration::from_secs(60)).await;
-        engine.progress()
+        let after = engine.progress();
+        Progress {
+            delivered: after.delivered.saturating_sub(before.delivered),
+            bounced: after.bounced.saturating_sub(before.bounced),
+            deferred: after.deferred.saturating_sub(before.deferred),
+        }
     }
 
     /// Concludes entries without a delivery attempt (held mail whose lifetime is over).
@@ -718,8 +726,11 @@ impl Engine {
                 original_recipient: entry.dsn.orcpt.clone(),
                 action,
                 status: code,
-                remote_mta: remote.map(str::to_string),
-                diagnostic: reply.map(|r| r.to_string()),
+                // RFC 3464 2.3.5, 2.3.6: the remote MTA and its diagnostic only when a server
+                // replied; otherwise our own words say what happened.
+                remote_mta: remote.filter(|_| reply.is_some_and(|r| r.from_peer)).map(str::to_string),
+                diagnostic: reply.filter(|r| r.from_peer).map(|r| r.to_string()),
+                detail: reply.filter(|r| !r.from_peer).map(|r| r.text.to_string()),
                 last_attempt: Some(unix_time(now)),
                 will_retry_until: until.map(unix_time),
             }

@@ -22,7 +22,7 @@ pub struct ServerReply {
 impl ServerReply {
     /// As a [`Reply`]: the lines joined with '\n'.
     pub fn to_reply(&self) -> Reply {
-        Reply { code: self.code, enhanced: self.enhanced, text: Cow::Owned(self.lines.join("\n")) }
+        Reply { code: self.code, enhanced: self.enhanced, text: Cow::Owned(self.lines.join("\n")), from_peer: true }
     }
 }
 

@@ -1,0 +1,179 @@
+//! Rules for changing aliases and accounts, above the storage backends (issue 9 item 8):
+//! no alias loop of any length, no local target that does not exist (unless the operator
+//! says it comes later), and no account removed while something still points at it.
+
+use std::collections::{HashMap, HashSet};
+
+use vouchmail_store::{Store, StoreError};
+
+fn err(e: StoreError) -> String {
+    e.to_string()
+}
+
+/// May `alias` get `targets`? Local targets must be accounts or aliases (unless
+/// `allow_missing`), and no target may lead back to `alias` through other aliases.
+pub async fn check_new_alias(
+    store: &dyn Store,
+    alias: &str,
+    targets: &[String],
+    allow_missing: bool,
+) -> Result<(), String> {
+    let alias = alias.to_lowercase();
+    if store.get_account(&alias).await.map_err(err)?.is_some() {
+        return Err(format!("{alias} is an account; an alias cannot have its name"));
+    }
+    // The alias graph as it will be: every alias's targets, this one's included.
+    let mut graph: HashMap<String, Vec<String>> = HashMap::new();
+    for (from, to) in store.list_aliases().await.map_err(err)? {
+        graph.entry(from.to_lowercase()).or_default().push(to.to_lowercase());
+    }
+    graph.entry(alias.clone()).or_default().extend(targets.iter().map(|t| t.to_lowercase()));
+    for target in targets {
+        let target = target.to_lowercase();
+        if let Some(path) = path_back(&graph, &target, &alias) {
+            return Err(format!("alias loop: {alias} -> {}", path.join(" -> ")));
+        }
+        let record = store.lookup_recipient(&target).await.map_err(err)?;
+        let local = record.domain.is_some();
+        let exists = record.account.is_some() || graph.contains_key(&target);
+        if local && !exists && !allow_missing {
+            return Err(format!(
+                "{target} is neither an account nor an alias here; add it first, or pass --allow-missing if it comes later"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The alias path from `start` to `goal`, if there is one (breadth-first, so the shortest).
+fn path_back(graph: &HashMap<String, Vec<String>>, start: &str, goal: &str) -> Option<Vec<String>> {
+    let mut previous: HashMap<String, String> = HashMap::new();
+    let mut seen: HashSet<String> = HashSet::from([start.to_string()]);
+    let mut queue = std::collections::VecDeque::from([start.to_string()]);
+    while let Some(node) = queue.pop_front() {
+        if node == goal {
+            let mut path = vec![node.clone()];
+            let mut at = node;
+            while let Some(p) = previous.get(&at) {
+                path.push(p.clone());
+                at = p.clone();
+            }
+            path.reverse();
+            return Some(path);
+        }
+        for next in graph.get(&node).into_iter().flatten() {
+            if seen.insert(next.clone()) {
+                previous.insert(next.clone(), node.clone());
+                queue.push_back(next.clone());
+            }
+        }
+    }
+    None
+}
+
+/// What still points at an account: aliases, held domains, catch-alls.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct References {
+    pub aliases: Vec<String>,
+    pub held_domains: Vec<String>,
+    pub catch_alls: Vec<String>,
+}
+
+impl References {
+    pub fn is_empty(&self) -> bool {
+        self.aliases.is_empty() && self.held_domains.is_empty() && self.catch_alls.is_empty()
+    }
+
+    /// e.g. `aliases team@x.test; held domain example.org; catch-all of x.test`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.aliases.is_empty() {
+            parts.push(format!("alias(es) {}", self.aliases.join(", ")));
+        }
+        if !self.held_domains.is_empty() {
+            parts.push(format!("held domain(s) {}", self.held_domains.join(", ")));
+        }
+        if !self.catch_alls.is_empty() {
+            parts.push(format!("catch-all of {}", self.catch_alls.join(", ")));
+        }
+        parts.join("; ")
+    }
+}
+
+pub async fn references(store: &dyn Store, address: &str) -> Result<References, String> {
+    let address = address.to_lowercase();
+    let mut refs = References::default();
+    for (alias, target) in store.list_aliases().await.map_err(err)? {
+        if target.eq_ignore_ascii_case(&address) && !refs.aliases.contains(&alias) {
+            refs.aliases.push(alias);
+        }
+    }
+    for domain in store.list_domains().await.map_err(err)? {
+        if domain.held_for.iter().any(|a| a.eq_ignore_ascii_case(&address)) {
+            refs.held_domains.push(domain.name.clone());
+        }
+        if domain.catch_all.as_deref().is_some_and(|c| c.eq_ignore_ascii_case(&address)) {
+            refs.catch_alls.push(domain.name);
+        }
+    }
+    Ok(refs)
+}
+
+/// Removes the account; with `force` first everything that points at it (alias targets,
+/// held-domain accounts, catch-alls), else refuses naming them.
+pub async fn remove_account(store: &dyn Store, address: &str, force: bool) -> Result<References, String> {
+    let address = address.to_lowercase();
+    if store.get_account(&address).await.map_err(err)?.is_none() {
+        return Err(format!("user {address} not found"));
+    }
+    let refs = references(store, &address).await?;
+    if !refs.is_empty() && !force {
+        return Err(format!("{address} is still used by {}; pass --force to remove those too", refs.describe()));
+    }
+    for alias in &refs.aliases {
+        store.remove_alias(alias, Some(&address)).await.map_err(err)?;
+    }
+    for domain in store.list_domains().await.map_err(err)? {
+        if refs.held_domains.contains(&domain.name) {
+            let rest: Vec<String> =
+                domain.held_for.iter().filter(|a| !a.eq_ignore_ascii_case(&address)).cloned().collect();
+            store.set_domain_held(&domain.name, &rest, domain.etrn_host.as_deref()).await.map_err(err)?;
+        }
+        if refs.catch_alls.contains(&domain.name) {
+            store.set_catch_all(&domain.name, None).await.map_err(err)?;
+        }
+    }
+    store.remove_account(&address).await.map_err(err)?;
+    Ok(refs)
+}
+
+/// `alias remove ALIAS [TARGET]` with a message that says what is wrong.
+pub async fn remove_alias(store: &dyn Store, alias: &str, target: Option<&str>) -> Result<(), String> {
+    let alias = alias.to_lowercase();
+    let targets = store.alias_targets(&alias).await.map_err(err)?;
+    if targets.is_empty() {
+        return Err(format!("{alias} is not an alias"));
+    }
+    if let Some(target) = target {
+        if !targets.iter().any(|t| t.eq_ignore_ascii_case(target)) {
+            return Err(format!("{target} is not a target of {alias}"));
+        }
+    }
+    store.remove_alias(&alias, target).await.map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loops_of_any_length_are_found() {
+        let mut graph: HashMap<String, Vec<String>> = HashMap::new();
+        for (a, b) in [("a", "b"), ("b", "c"), ("c", "d"), ("x", "y")] {
+            graph.entry(a.into()).or_default().push(b.into());
+        }
+        graph.entry("d".into()).or_default().push("a".into());
+        assert_eq!(path_back(&graph, "b", "a"), Some(vec!["b".into(), "c".into(), "d".into(), "a".into()]));
+        assert_eq!(path_back(&graph, "y", "x"), None);
+    }
+}
