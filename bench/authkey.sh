@@ -62,6 +62,7 @@ submissions = []
 odmr = []
 pop3 = []
 pop3s = []
+messenger = []
 authkey = ["127.0.0.1:$AS_PORT"]
 
 [dns]

@@ -46,6 +46,7 @@ submissions = []
 odmr = []
 pop3 = []
 pop3s = []
+messenger = []
 [smtp]
 max_message_size = $((MSG_LEN + 1048576))
 [bootstrap]

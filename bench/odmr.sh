@@ -48,6 +48,7 @@ submission = []
 submissions = []
 pop3 = []
 pop3s = []
+messenger = []
 [smtp]
 max_connections = 5000
 max_connections_per_ip = 5000

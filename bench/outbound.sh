@@ -114,6 +114,7 @@ submissions = []
 odmr = []
 pop3 = []
 pop3s = []
+messenger = []
 
 [bootstrap]
 domain = "bench.example"

@@ -6,6 +6,7 @@
 pub mod authkey;
 pub mod dsn;
 pub mod headers;
+pub mod messenger;
 pub mod pop3;
 pub mod sasl;
 pub mod smtp;

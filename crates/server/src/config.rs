@@ -31,6 +31,8 @@ pub struct Config {
     pub dns: Dns,
     /// The Authentication Server of AuthKeys (SPEC 7.1).
     pub authkey: AuthKey,
+    /// The Messenger federation (SPEC 8): this server as a client of its peers.
+    pub messenger: Messenger,
 }
 
 /// DNS (issue 10): one resolver, with its cache, for outbound, ETRN, the ODMR customer and
@@ -59,6 +61,7 @@ impl Default for Config {
             odmr: Odmr::default(),
             dns: Dns::default(),
             authkey: AuthKey::default(),
+            messenger: Messenger::default(),
         }
     }
 }
@@ -82,6 +85,9 @@ pub struct Listeners {
     /// AuthKey VERIFY, TCP and UDP on each address (standard port 2884, SPEC 7.2). Off by
     /// default.
     pub authkey: Vec<SocketAddr>,
+    /// The Messenger port: federation and secure-messaging clients (standard port 21025,
+    /// SPEC 8).
+    pub messenger: Vec<SocketAddr>,
 }
 
 impl Default for Listeners {
@@ -94,6 +100,7 @@ impl Default for Listeners {
             pop3: vec![([127, 0, 0, 1], 2110).into()],
             pop3s: vec![([127, 0, 0, 1], 2995).into()],
             authkey: Vec::new(),
+            messenger: vec![([127, 0, 0, 1], 21025).into()],
         }
     }
 }
@@ -402,6 +409,58 @@ impl Default for AuthKey {
     }
 }
 
+/// The Messenger federation (SPEC 8): how this server calls its peers (CERT relay, Entity
+/// Index pulls) and how its own Messenger listener is limited.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Messenger {
+    /// The name this server gives in EHLO to peers, and by which they find its addresses
+    /// (SPEC 8, 8.2); empty: `hostname`.
+    pub hostname: String,
+    /// The local address calls to peers are made from, so that a peer can check it is an
+    /// address of `hostname`; unset: the system's choice.
+    pub source_address: Option<std::net::IpAddr>,
+    /// Domains whose home servers' Entity Index entries are pulled (SPEC 8.4); every home
+    /// server this server talks to is added.
+    pub peers: Vec<String>,
+    /// Seconds between pulls of the peers' `ENTITIES`; 0 turns the scheduled pull off.
+    pub pull_interval_secs: u64,
+    /// Port of the MX and address fallbacks of home-server discovery (SPEC 8: 21025).
+    pub port: u16,
+    /// Use STARTTLS with peers that offer it (SPEC 8). The peer's certificate is not
+    /// checked (as outbound `tls = "may"`); turn off only for tests.
+    pub starttls: bool,
+    /// Seconds to wait for a TCP connection to a peer, and for each of its replies.
+    pub connect_timeout_secs: u64,
+    pub command_timeout_secs: u64,
+    /// Seconds an idle connection to a peer is kept for the next call; 0: none is kept.
+    pub idle_secs: u64,
+    /// Idle connections kept per peer.
+    pub max_idle_per_peer: usize,
+    /// The Messenger listener's own connection limits (in total, and from one IP).
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for Messenger {
+    fn default() -> Self {
+        Messenger {
+            hostname: String::new(),
+            source_address: None,
+            peers: Vec::new(),
+            pull_interval_secs: 300,
+            port: 21025,
+            starttls: true,
+            connect_timeout_secs: 10,
+            command_timeout_secs: 30,
+            idle_secs: 60,
+            max_idle_per_peer: 4,
+            max_connections: 500,
+            max_connections_per_ip: 20,
+        }
+    }
+}
+
 /// What the first start creates in an empty store.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -629,6 +688,7 @@ impl Config {
             return Err("auth.scram_iterations must be at least 4096 (RFC 7677 4)".into());
         }
         self.validate_outbound()?;
+        self.validate_messenger()?;
         for fetch in &self.odmr.fetch {
             fetch.trust().map_err(|e| format!("odmr.fetch for {}: {e}", fetch.provider))?;
         }
@@ -642,6 +702,34 @@ impl Config {
             return Err("authkey.cache_secs must be at most 3600 (SPEC 7.5: at most 1 hour)".into());
         }
         Ok(())
+    }
+
+    fn validate_messenger(&self) -> Result<(), String> {
+        let m = &self.messenger;
+        if m.hostname.contains(char::is_whitespace) {
+            return Err("messenger.hostname must be a host name".into());
+        }
+        if m.port == 0 || m.connect_timeout_secs == 0 || m.command_timeout_secs == 0 {
+            return Err("messenger.port, connect_timeout_secs and command_timeout_secs must be at least 1".into());
+        }
+        if m.max_connections == 0 || m.max_connections_per_ip == 0 {
+            return Err("messenger.max_connections and max_connections_per_ip must be at least 1".into());
+        }
+        for peer in &m.peers {
+            if peer.is_empty() || peer.contains(|c: char| c.is_whitespace() || c == '@' || c == ':') {
+                return Err(format!("messenger.peers: '{peer}' must be a domain name"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The name this server gives its Messenger peers (SPEC 8).
+    pub fn messenger_hostname(&self) -> &str {
+        if self.messenger.hostname.is_empty() {
+            &self.hostname
+        } else {
+            &self.messenger.hostname
+        }
     }
 
     fn validate_outbound(&self) -> Result<(), String> {

@@ -22,6 +22,7 @@ pub mod dns;
 mod driver;
 pub mod inbound;
 pub mod limits;
+pub mod messenger;
 pub mod odmr;
 pub mod odmr_customer;
 pub mod outbound;
@@ -61,6 +62,8 @@ pub struct RunningServer {
     pub pop3s_addrs: Vec<SocketAddr>,
     /// VERIFY (SPEC 7.2): TCP and UDP on each of these.
     pub authkey_addrs: Vec<SocketAddr>,
+    /// The Messenger port (SPEC 8).
+    pub messenger_addrs: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
     sessions: TaskTracker,
@@ -115,6 +118,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         pop3_addrs: Vec::new(),
         pop3s_addrs: Vec::new(),
         authkey_addrs: Vec::new(),
+        messenger_addrs: Vec::new(),
         shutdown,
         listeners: Vec::new(),
         sessions: sessions.clone(),
@@ -133,13 +137,21 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         (Listener::Submission, &config.listeners.submission),
         (Listener::Submissions, &config.listeners.submissions),
         (Listener::Odmr, &config.listeners.odmr),
+        (Listener::Messenger, &config.listeners.messenger),
     ];
     let odmr = odmr::Odmr::new(config, Arc::clone(&store))?;
+    let messenger = messenger::Messenger::new(config, Arc::clone(&store))?;
     let memory = spool::MemoryBudget::new(config.smtp.max_inflight_bytes);
     let authkeys = authkey::AuthKeys::new(&config.authkey, dns::Dns::for_config(config)?, Arc::clone(&store));
     for (kind, addrs) in listeners {
-        // One count per role: a flood on the MX must not lock out submission users.
-        let limiter = ConnectionLimiter::new(config.smtp.max_connections, config.smtp.max_connections_per_ip);
+        // One count per role: a flood on the MX must not lock out submission users. The
+        // Messenger port has limits of its own (SPEC 8; the AUTH limits are shared).
+        let limiter = match kind {
+            Listener::Messenger => {
+                ConnectionLimiter::new(config.messenger.max_connections, config.messenger.max_connections_per_ip)
+            }
+            _ => ConnectionLimiter::new(config.smtp.max_connections, config.smtp.max_connections_per_ip),
+        };
         let context = Arc::new(SmtpContext {
             session_config: Arc::new(session_config(config, kind, Some(&fake_salt_key))?),
             store: Arc::clone(&store),
@@ -152,6 +164,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             spool_dir: config.data_dir.join("spool"),
             memory: Arc::clone(&memory),
             authkeys: Arc::clone(&authkeys),
+            messenger: (kind == Listener::Messenger).then(|| Arc::clone(&messenger)),
         });
         for addr in addrs {
             let listener = driver::listen(*addr)?;
@@ -162,6 +175,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
                 Listener::Submission => server.submission_addrs.push(local),
                 Listener::Submissions => server.submissions_addrs.push(local),
                 Listener::Odmr => server.odmr_addrs.push(local),
+                Listener::Messenger => server.messenger_addrs.push(local),
             }
             let handle = tokio::spawn(inbound::serve_listener(
                 listener,
@@ -171,6 +185,12 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             ));
             server.listeners.push(handle);
         }
+    }
+    // SPEC 8.4: the scheduled pull of the peers' Entity Index entries.
+    if config.messenger.pull_interval_secs > 0 {
+        let interval = Duration::from_secs(config.messenger.pull_interval_secs);
+        let peers = config.messenger.peers.clone();
+        sessions.spawn(Arc::clone(&messenger).run_pulls(peers, interval, shutdown_rx.clone()));
     }
     for entry in &config.odmr.fetch {
         let options = odmr_customer::FetchOptions::from_schedule(config, entry)?;
@@ -315,6 +335,7 @@ enum Listener {
     Submission,
     Submissions,
     Odmr,
+    Messenger,
 }
 
 fn session_config(
@@ -326,6 +347,7 @@ fn session_config(
         Listener::Mx => Service::Mx,
         Listener::Submission | Listener::Submissions => Service::Submission,
         Listener::Odmr => Service::Odmr,
+        Listener::Messenger => Service::Messenger,
     };
     let mut session = SessionConfig::new(service, config.hostname.clone());
     session.max_message_size = config.smtp.max_message_size;
@@ -383,5 +405,6 @@ pub fn customer_context(
         spool_dir: config.data_dir.join("spool"),
         memory: spool::MemoryBudget::new(config.smtp.max_inflight_bytes),
         authkeys: authkey::AuthKeys::new(&config.authkey, dns::Dns::for_config(config)?, store),
+        messenger: None,
     }))
 }

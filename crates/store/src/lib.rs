@@ -4,12 +4,14 @@
 //! Callers hold an `Arc<dyn Store>`; methods return boxed futures so the trait stays
 //! object-safe and implementations may run blocking work on their own threads.
 
+mod messenger;
 mod sqlite;
 mod types;
 
 use std::future::Future;
 use std::pin::Pin;
 
+pub use messenger::*;
 pub use sqlite::SqliteStore;
 pub use types::*;
 
@@ -192,6 +194,37 @@ pub trait Store: Send + Sync {
     fn log_verify_sent(&self, entry: VerifySentEntry) -> StoreFuture<'_, ()>;
     /// Rows of VERIFY sent at or after `since`, oldest first, at most `limit`.
     fn verify_sent_log(&self, since: i64, limit: usize) -> StoreFuture<'_, Vec<VerifySentEntry>>;
+
+    // The Messenger federation (SPEC 8.1, 8.4).
+    /// Stores (or replaces) the certificate of a local account.
+    fn put_certificate(&self, cert: StoredCertificate) -> StoreFuture<'_, ()>;
+    fn get_certificate(&self, address: &str) -> StoreFuture<'_, Option<StoredCertificate>>;
+    fn remove_certificate(&self, address: &str) -> StoreFuture<'_, ()>;
+    fn list_certificates(&self) -> StoreFuture<'_, Vec<StoredCertificate>>;
+    /// Sets a local account's directory details (name, organisation, role, IDs), keeping
+    /// whether it is published; Entity Index changes get their serials in the same
+    /// transaction. Conflict when another entry has one of the IDs.
+    fn set_directory_entry(&self, record: DirectoryRecord) -> StoreFuture<'_, ()>;
+    /// Publishes or withdraws an entry (with the Entity Index changes that makes).
+    fn set_directory_published(&self, address: &str, published: bool) -> StoreFuture<'_, ()>;
+    fn get_directory_entry(&self, address: &str) -> StoreFuture<'_, Option<DirectoryRecord>>;
+    fn list_directory(&self) -> StoreFuture<'_, Vec<DirectoryRecord>>;
+    /// The mailbox a published ID of this server's own published entries names.
+    fn directory_mailbox_for_id(&self, published_id: &str) -> StoreFuture<'_, Option<String>>;
+    /// This server's own Entity Index changes after `since`, the latest per (ID, mailbox),
+    /// by serial, at most `limit`; and the serial to report as the highest (the last one
+    /// listed when `limit` cut the list).
+    fn entity_changes_since(&self, since: i64, limit: usize) -> StoreFuture<'_, (Vec<EntityChangeRow>, i64)>;
+    /// The mailboxes peers said a published ID names, most recently learnt first.
+    fn learnt_mailboxes_for_id(&self, published_id: &str) -> StoreFuture<'_, Vec<String>>;
+    fn list_learnt_entities(&self) -> StoreFuture<'_, Vec<LearntEntity>>;
+    /// Remembers a peer to pull from (once; `configured` is only ever raised).
+    fn note_messenger_peer(&self, domain: &str, configured: bool) -> StoreFuture<'_, ()>;
+    fn list_messenger_peers(&self) -> StoreFuture<'_, Vec<MessengerPeer>>;
+    /// Applies one pull's result and the peer's new last serial, in one transaction.
+    fn apply_peer_pull(&self, pull: PeerPull) -> StoreFuture<'_, ()>;
+    /// Records a failed pull.
+    fn record_peer_error(&self, domain: &str, at: i64, error: &str) -> StoreFuture<'_, ()>;
 
     /// SPEC 7.2: VALIDKEY when `key` is one of the address's unexpired keys. Every key is
     /// compared in constant time (never with SQL `=`), so the answer's timing tells

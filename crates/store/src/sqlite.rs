@@ -215,6 +215,57 @@ CREATE TABLE verify_sent (
 );
 CREATE INDEX verify_sent_at ON verify_sent(at);
 "#,
+    // Migration 10: the Messenger federation (SPEC 8.1, 8.4). Certificates per address with
+    // their validity; the directory and its published IDs (an ID names one local mailbox);
+    // this server's own Entity Index changes, whose AUTOINCREMENT rowid is the serial that
+    // ENTITIES reports (never reused); entries learnt from peers; the peers and the last
+    // serial seen from each.
+    r#"
+CREATE TABLE certificates (
+    address TEXT PRIMARY KEY,
+    der BLOB NOT NULL,
+    not_before INTEGER NOT NULL,
+    not_after INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    stored_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE directory (
+    address TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    organisation TEXT NOT NULL,
+    role TEXT NOT NULL,
+    published INTEGER NOT NULL DEFAULT 0,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE directory_ids (
+    published_id TEXT PRIMARY KEY,
+    address TEXT NOT NULL REFERENCES directory(address) ON DELETE CASCADE
+) WITHOUT ROWID;
+CREATE INDEX directory_ids_address ON directory_ids(address);
+CREATE TABLE entity_changes (
+    serial INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL CHECK (op IN ('ADD','DEL')),
+    published_id TEXT NOT NULL,
+    mailbox TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX entity_changes_pair ON entity_changes(published_id, mailbox, serial);
+CREATE TABLE entity_index (
+    published_id TEXT NOT NULL,
+    mailbox TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    learnt_at INTEGER NOT NULL,
+    PRIMARY KEY (published_id, mailbox, peer)
+) WITHOUT ROWID;
+CREATE INDEX entity_index_peer ON entity_index(peer);
+CREATE TABLE messenger_peers (
+    domain TEXT PRIMARY KEY,
+    configured INTEGER NOT NULL DEFAULT 0,
+    last_serial INTEGER NOT NULL DEFAULT 0,
+    last_pull INTEGER,
+    last_error TEXT
+) WITHOUT ROWID;
+"#,
 ];
 
 type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
@@ -718,6 +769,7 @@ impl Store for SqliteStore {
                 .map_err(db_error)?;
             conn.execute("DELETE FROM accounts WHERE id = ?1", params![id]).map_err(db_error)?;
             conn.execute("DELETE FROM login_clients WHERE account = ?1", params![address]).map_err(db_error)?;
+            messenger::forget_account(conn, &address)?;
             for message_id in message_ids {
                 delete_if_orphan(conn, message_id)?;
             }
@@ -1233,6 +1285,81 @@ impl Store for SqliteStore {
         self.read(move |conn| authkey::verify_log(conn, since, limit))
     }
 
+    fn put_certificate(&self, mut cert: crate::StoredCertificate) -> StoreFuture<'_, ()> {
+        cert.address = cert.address.to_lowercase();
+        self.write(move |conn| messenger::put_certificate(conn, &cert))
+    }
+
+    fn get_certificate(&self, address: &str) -> StoreFuture<'_, Option<crate::StoredCertificate>> {
+        let address = address.to_lowercase();
+        self.read(move |conn| messenger::get_certificate(conn, &address))
+    }
+
+    fn remove_certificate(&self, address: &str) -> StoreFuture<'_, ()> {
+        let address = address.to_lowercase();
+        self.write(move |conn| messenger::remove_certificate(conn, &address))
+    }
+
+    fn list_certificates(&self) -> StoreFuture<'_, Vec<crate::StoredCertificate>> {
+        self.read(messenger::list_certificates)
+    }
+
+    fn set_directory_entry(&self, mut record: crate::DirectoryRecord) -> StoreFuture<'_, ()> {
+        record.address = record.address.to_lowercase();
+        self.write(move |conn| messenger::set_directory_entry(conn, record))
+    }
+
+    fn set_directory_published(&self, address: &str, published: bool) -> StoreFuture<'_, ()> {
+        let address = address.to_lowercase();
+        self.write(move |conn| messenger::set_directory_published(conn, &address, published))
+    }
+
+    fn get_directory_entry(&self, address: &str) -> StoreFuture<'_, Option<crate::DirectoryRecord>> {
+        let address = address.to_lowercase();
+        self.read(move |conn| messenger::get_directory_entry(conn, &address))
+    }
+
+    fn list_directory(&self) -> StoreFuture<'_, Vec<crate::DirectoryRecord>> {
+        self.read(messenger::list_directory)
+    }
+
+    fn directory_mailbox_for_id(&self, published_id: &str) -> StoreFuture<'_, Option<String>> {
+        let id = published_id.to_ascii_uppercase();
+        self.read(move |conn| messenger::directory_mailbox_for_id(conn, &id))
+    }
+
+    fn entity_changes_since(&self, since: i64, limit: usize) -> StoreFuture<'_, (Vec<crate::EntityChangeRow>, i64)> {
+        self.read(move |conn| messenger::entity_changes_since(conn, since, limit))
+    }
+
+    fn learnt_mailboxes_for_id(&self, published_id: &str) -> StoreFuture<'_, Vec<String>> {
+        let id = published_id.to_ascii_uppercase();
+        self.read(move |conn| messenger::learnt_mailboxes_for_id(conn, &id))
+    }
+
+    fn list_learnt_entities(&self) -> StoreFuture<'_, Vec<crate::LearntEntity>> {
+        self.read(messenger::list_learnt_entities)
+    }
+
+    fn note_messenger_peer(&self, domain: &str, configured: bool) -> StoreFuture<'_, ()> {
+        let domain = domain.to_ascii_lowercase();
+        self.write(move |conn| messenger::note_peer(conn, &domain, configured))
+    }
+
+    fn list_messenger_peers(&self) -> StoreFuture<'_, Vec<crate::MessengerPeer>> {
+        self.read(messenger::list_peers)
+    }
+
+    fn apply_peer_pull(&self, mut pull: crate::PeerPull) -> StoreFuture<'_, ()> {
+        pull.peer = pull.peer.to_ascii_lowercase();
+        self.write(move |conn| messenger::apply_peer_pull(conn, &pull))
+    }
+
+    fn record_peer_error(&self, domain: &str, at: i64, error: &str) -> StoreFuture<'_, ()> {
+        let (domain, error) = (domain.to_ascii_lowercase(), error.to_string());
+        self.write(move |conn| messenger::record_peer_error(conn, &domain, at, &error))
+    }
+
     fn record_sender_key(&self, key: SenderKey) -> StoreFuture<'_, ()> {
         self.write(move |conn| authkey::record_sender_key(conn, &key))
     }
@@ -1293,6 +1420,7 @@ const HEADER_SCAN_BYTES: i64 = 64 * 1024;
 
 mod authkey;
 mod held;
+mod messenger;
 mod outbound;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! The `vouchmail` binary: the server and the admin commands, all on one store.
 
 mod admin;
+mod messenger;
 mod odmr;
 mod progress;
 
@@ -48,6 +49,12 @@ enum Command {
     /// AuthKeys of the Authentication Server (SPEC 7.1).
     #[command(subcommand)]
     Authkey(admin::AuthKeyCommand),
+    /// Users' certificates for the Messenger CERT lookups (SPEC 8.1).
+    #[command(subcommand)]
+    Cert(messenger::CertCommand),
+    /// The directory and its published IDs, the Entity Index (SPEC 8.4).
+    #[command(subcommand)]
+    Directory(messenger::DirectoryCommand),
     /// On-Demand Mail Relay customer (RFC 2645).
     #[command(subcommand)]
     Odmr(odmr::OdmrCommand),
@@ -112,6 +119,8 @@ fn main() -> ExitCode {
                     Command::Mailbox(c) => admin::mailbox(store.as_ref(), c).await,
                     Command::Queue(c) => admin::queue(Arc::clone(&store) as Arc<dyn Store>, c, &config).await,
                     Command::Authkey(c) => admin::authkey(Arc::clone(&store) as Arc<dyn Store>, c, &config).await,
+                    Command::Cert(c) => messenger::cert(store.as_ref(), c).await,
+                    Command::Directory(c) => messenger::directory(store.as_ref(), c).await,
                     Command::Serve | Command::Init | Command::Odmr(_) => unreachable!("handled above"),
                 };
                 store.shutdown().await;

@@ -436,7 +436,7 @@ impl Deployment {
         let mx: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1")).parse().unwrap();
         let text = format!(
             "hostname = \"mx.local.test\"\ndata_dir = \"{}\"\nshutdown_grace_secs = 2\n\
-             [listeners]\nmx = [\"{mx}\"]\nsubmission = []\nsubmissions = []\nodmr = []\npop3 = []\npop3s = []\n\
+             [listeners]\nmx = [\"{mx}\"]\nsubmission = []\nsubmissions = []\nodmr = []\npop3 = []\npop3s = []\nmessenger = []\n\
              [bootstrap]\ndomain = \"local.test\"\npolicy = \"accept\"\npostmaster = false\n\
              [outbound]\nenabled = {outbound_enabled}\nnameservers = [\"{}\"]\nport = {peer_port}\n\
              retry_min_secs = 1\nretry_max_secs = 2\nlease_secs = 2\npoll_interval_ms = 50\nconnection_idle_secs = 0\n",

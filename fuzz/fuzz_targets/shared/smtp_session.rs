@@ -1,4 +1,5 @@
-//! The driver shared by the `session_mx`, `session_submission` and `session_odmr` targets:
+//! The driver shared by the `session_mx`, `session_submission`, `session_odmr` and
+//! `session_messenger` targets:
 //! the SMTP server session for one service, fed client lines (raw, or canned commands the
 //! fuzzer picks by number so it gets past EHLO and AUTH quickly), with every event
 //! answered the way the server's driver answers it, accept or refuse as the input says.
@@ -16,10 +17,13 @@
 use std::sync::{Arc, OnceLock};
 
 use vouchmail_proto::headers;
+use vouchmail_proto::messenger::replies;
 use vouchmail_proto::sasl::{CramMd5Secret, Mechanism, Secrets};
 use vouchmail_proto::smtp::client::ReplyParser;
 use vouchmail_proto::smtp::reply::{EnhancedCode, Reply};
-use vouchmail_proto::smtp::session::{Event, Service, Session, SessionConfig, TlsInfo};
+use vouchmail_proto::smtp::session::{
+    Event, MessengerAnswer, MessengerRequest, Service, Session, SessionConfig, TlsInfo,
+};
 
 /// Canned client lines (see `expand`).
 const COMMANDS: &[&str] = &[
@@ -62,6 +66,14 @@ const COMMANDS: &[&str] = &[
     "ATRN fuzz.test,other.test",
     "ETRN fuzz.test",
     "ETRN @fuzz.test",
+    "CERT u@fuzz.test",
+    "CERT <a@remote.test>",
+    "CERT 1234567F",
+    "PUBCERT",
+    "-----BEGIN CERTIFICATE-----",
+    "ENTITIES",
+    "ENTITIES 7",
+    "BOOK smith",
     // Whole steps, so that a few bytes get deep into a session.
     "EHLO client.fuzz.test\r\nAUTH PLAIN AHUAc2VjcmV0",
     "MAIL FROM:<u@fuzz.test>\r\nRCPT TO:<a@fuzz.test>\r\nDATA\r\nSubject: hi\r\n\r\nline one\r\nline two\r\n.",
@@ -100,7 +112,7 @@ fn config(service: Service, knobs: u8) -> Arc<SessionConfig> {
     static CONFIGS: OnceLock<Vec<Arc<SessionConfig>>> = OnceLock::new();
     let all = CONFIGS.get_or_init(|| {
         let mut all = Vec::new();
-        for service in [Service::Mx, Service::Submission, Service::Odmr] {
+        for service in [Service::Mx, Service::Submission, Service::Odmr, Service::Messenger] {
             for knobs in 0..32u8 {
                 let mut c = SessionConfig::new(service, "mx.fuzz.test");
                 c.max_message_size = MAX_MESSAGE_SIZE;
@@ -127,6 +139,7 @@ fn config(service: Service, knobs: u8) -> Arc<SessionConfig> {
         Service::Mx => 0,
         Service::Submission => 1,
         Service::Odmr => 2,
+        Service::Messenger => 3,
     };
     Arc::clone(&all[index * 32 + usize::from(knobs & 31)])
 }
@@ -201,8 +214,19 @@ fn check_event(service: Service, session: &Session<()>, event: &Event<()>) {
     if matches!(event, Event::CheckRecipient { .. } | Event::Message(_) | Event::CheckSender { .. }) {
         assert_ne!(service, Service::Odmr, "{event:?} on ODMR");
         assert!(session.greeting().is_some(), "{event:?} before HELO");
-        if service == Service::Submission || matches!(event, Event::CheckSender { .. }) {
+        let needs_auth = matches!(service, Service::Submission | Service::Messenger);
+        if needs_auth || matches!(event, Event::CheckSender { .. }) {
             assert!(session.authenticated().is_some(), "{event:?} without AUTH on {service:?}");
+        }
+    }
+    if let Event::Messenger(request) = event {
+        assert_eq!(service, Service::Messenger, "{request:?} outside the Messenger port");
+        assert!(session.greeting().is_some(), "{request:?} before HELO");
+        if matches!(request, MessengerRequest::Pubcert { .. } | MessengerRequest::Book { .. }) {
+            assert!(session.authenticated().is_some(), "{request:?} without AUTH");
+        }
+        if let MessengerRequest::Pubcert { pem } = request {
+            assert!(pem.len() <= vouchmail_proto::smtp::session::MAX_PEM, "PEM of {} octets", pem.len());
         }
     }
     if let Event::Atrn { .. } = event {
@@ -332,6 +356,27 @@ fn run(service: Service, knobs: u8, verdicts: &[u8], input: &[u8], splits: &[u8]
                     Reply::new(250, EnhancedCode(2, 0, 0), "Queuing started")
                 } else {
                     Reply::new(458, EnhancedCode(4, 0, 0), "Unable to queue messages")
+                }),
+                Event::Messenger(request) => session.messenger_verdict(match (request, v % 4) {
+                    (MessengerRequest::Cert(target), 0) => {
+                        MessengerAnswer::Reply(replies::cert_found(&target.to_string(), b"der"))
+                    }
+                    // A home server's reply, as the federation client passes it on.
+                    (MessengerRequest::Cert(_), 1) => MessengerAnswer::Relayed {
+                        code: 250,
+                        wire:
+                            b"250-a@remote.test\r\n250------BEGIN CERTIFICATE-----\r\n250 -----END CERTIFICATE-----\r\n"
+                                .to_vec(),
+                    },
+                    (MessengerRequest::Cert(_), 2) => MessengerAnswer::Relayed {
+                        code: 550,
+                        wire: b"550 5.1.1 No such address or published ID: x\r\n".to_vec(),
+                    },
+                    (MessengerRequest::Entities { since }, _) => MessengerAnswer::Reply(replies::entities(&[], *since)),
+                    (MessengerRequest::Book { .. }, _) => MessengerAnswer::Reply(replies::book(&[])),
+                    (MessengerRequest::Pubcert { .. }, 0) => MessengerAnswer::Reply(replies::pubcert_stored("u")),
+                    (MessengerRequest::Pubcert { .. }, _) => MessengerAnswer::Reply(replies::pubcert_refused("bad")),
+                    (_, _) => MessengerAnswer::Reply(replies::home_unreachable("remote.test")),
                 }),
                 // AuthFinished, and whatever needs no answer.
                 _ => {}

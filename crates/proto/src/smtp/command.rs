@@ -41,6 +41,14 @@ pub enum Command {
     Etrn(String),
     /// RFC 2645 5.2.1: `ATRN [domain[,domain]...]`.
     Atrn(Vec<String>),
+    /// SPEC 8.1: `CERT <address>` or `CERT <published-id>` (Messenger port).
+    Cert(crate::messenger::CertTarget),
+    /// SPEC 8.1: `PUBCERT`, then the PEM lines.
+    Pubcert,
+    /// SPEC 8.4: `ENTITIES [<since-serial>]`.
+    Entities(u64),
+    /// SPEC 8.4: `BOOK <query>`.
+    Book(String),
 }
 
 /// BODY= values (RFC 6152, RFC 3030).
@@ -183,6 +191,10 @@ pub fn parse_command(line: &[u8]) -> Result<Command, SmtpError> {
         "ETRN" if !arg.is_empty() => Ok(Command::Etrn(arg.to_string())),
         "ETRN" => Err(Reply::syntax("Syntax: ETRN domain")),
         "ATRN" => parse_atrn(arg),
+        "CERT" => Ok(Command::Cert(crate::messenger::parse_cert_argument(arg)?)),
+        "PUBCERT" => no_arg(Command::Pubcert),
+        "ENTITIES" => Ok(Command::Entities(crate::messenger::parse_entities_argument(arg)?)),
+        "BOOK" => Ok(Command::Book(crate::messenger::parse_book_query(arg)?)),
         _ => Err(Reply::unrecognized("Command unrecognized")),
     }
 }

@@ -55,7 +55,8 @@ pub async fn commit_message(
     let now = SystemTime::now();
     // RFC 8601 5: remove any Authentication-Results claiming to be ours from outside.
     let mut body = headers::remove_authentication_results_for(&envelope.body, hostname);
-    if client.service == Service::Submission {
+    // Mail from local users' clients: the submission and the Messenger ports (SPEC 8).
+    if matches!(client.service, Service::Submission | Service::Messenger) {
         body = complete_submission_header(body, hostname, now);
     }
     let ar_value = trace::authentication_results_value(hostname, std::slice::from_ref(&auth_result));

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use vouchmail_proto::smtp::address::{Address, ReversePath};
 use vouchmail_proto::smtp::reply::{EnhancedCode, Reply};
-use vouchmail_proto::smtp::session::{Event, Session, SessionConfig, TlsInfo};
+use vouchmail_proto::smtp::session::{Event, MessengerAnswer, Session, SessionConfig, TlsInfo};
 use vouchmail_store::Store;
 
 use crate::auth_limit::AuthLimiter;
@@ -51,6 +51,8 @@ pub struct SmtpContext {
     pub memory: Arc<MemoryBudget>,
     /// AuthKeys: stamping on the sender side, verification on the recipient side.
     pub authkeys: Arc<AuthKeys>,
+    /// The Messenger verbs' answers (SPEC 8); None where the listener is not a Messenger one.
+    pub messenger: Option<Arc<crate::messenger::Messenger>>,
 }
 
 /// Accepts connections until shutdown; each runs in its own task.
@@ -270,6 +272,14 @@ async fn run_session(
                         }
                         Err(reply) => session.atrn_verdict(Err(reply)),
                     }
+                }
+                Event::Messenger(request) => {
+                    let user = session.authenticated().map(str::to_string);
+                    let answer = match &context.messenger {
+                        Some(messenger) => Box::pin(messenger.answer(request, user.as_deref(), peer)).await,
+                        None => MessengerAnswer::Reply(Reply::not_implemented("Command not implemented")),
+                    };
+                    session.messenger_verdict(answer);
                 }
                 Event::Etrn { node } => {
                     let reply = Box::pin(context.odmr.etrn(&node)).await;

@@ -400,6 +400,98 @@ async fn authkey_settings_keys_and_verify_log() {
 }
 
 #[tokio::test]
+async fn messenger_certificates_directory_serials_and_peer_pulls() {
+    use crate::{DirectoryRecord, EntityOp, PeerPull, StoredCertificate};
+    let (_dir, store) = store();
+    store.add_domain("lrsupport.test", SenderPolicy::REJECT).await.unwrap();
+    store.add_account(account("abc555@lrsupport.test")).await.unwrap();
+    store.add_account(account("other@lrsupport.test")).await.unwrap();
+    let cert = StoredCertificate {
+        address: "ABC555@lrsupport.test".into(),
+        der: vec![1, 2, 3],
+        not_before: 10,
+        not_after: 20,
+        fingerprint: "ab".into(),
+        stored_at: 5,
+    };
+    store.put_certificate(cert.clone()).await.unwrap();
+    let stored = store.get_certificate("abc555@lrsupport.test").await.unwrap().unwrap();
+    assert_eq!((stored.address.as_str(), stored.der.as_slice()), ("abc555@lrsupport.test", &[1u8, 2, 3][..]));
+    let stranger = StoredCertificate { address: "nobody@lrsupport.test".into(), ..cert };
+    assert!(matches!(store.put_certificate(stranger).await, Err(StoreError::NotFound(_))));
+    assert_eq!(store.list_certificates().await.unwrap().len(), 1);
+    store.remove_certificate("abc555@lrsupport.test").await.unwrap();
+    assert!(matches!(store.remove_certificate("abc555@lrsupport.test").await, Err(StoreError::NotFound(_))));
+
+    // Unpublished entries make no serials; publishing, ID edits and withdrawal do.
+    let record = |ids: &[&str]| DirectoryRecord {
+        address: "abc555@lrsupport.test".into(),
+        name: "Ann Brown".into(),
+        organisation: "LR Support".into(),
+        role: "GP".into(),
+        ids: ids.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    store.set_directory_entry(record(&["1234567f"])).await.unwrap();
+    assert_eq!(store.entity_changes_since(0, 100).await.unwrap(), (vec![], 0));
+    assert_eq!(store.directory_mailbox_for_id("1234567F").await.unwrap(), None, "not published yet");
+    store.set_directory_published("abc555@lrsupport.test", true).await.unwrap();
+    assert_eq!(store.directory_mailbox_for_id("1234567f").await.unwrap().as_deref(), Some("abc555@lrsupport.test"));
+    store.set_directory_entry(record(&["1234567F", "X9"])).await.unwrap();
+    let (changes, highest) = store.entity_changes_since(0, 100).await.unwrap();
+    assert_eq!(
+        changes.iter().map(|c| (c.op, c.published_id.as_str())).collect::<Vec<_>>(),
+        [(EntityOp::Add, "1234567F"), (EntityOp::Add, "X9")]
+    );
+    assert_eq!(highest, 2);
+    store.set_directory_published("abc555@lrsupport.test", false).await.unwrap();
+    let (changes, highest) = store.entity_changes_since(2, 100).await.unwrap();
+    assert_eq!(changes.iter().map(|c| c.op).collect::<Vec<_>>(), [EntityOp::Del, EntityOp::Del]);
+    assert_eq!(highest, 4);
+    // Only the latest change per entry is listed; a cut list reports its last serial.
+    let (changes, highest) = store.entity_changes_since(0, 1).await.unwrap();
+    assert_eq!((changes.len(), highest), (1, changes[0].serial));
+    assert!(changes.iter().all(|c| c.op == EntityOp::Del));
+    // An ID names one local mailbox.
+    let mut taken = record(&["X9"]);
+    taken.address = "other@lrsupport.test".into();
+    assert!(matches!(store.set_directory_entry(taken).await, Err(StoreError::Conflict(_))));
+
+    // Peers' entries.
+    store.note_messenger_peer("galkam.test", true).await.unwrap();
+    let pull = PeerPull {
+        peer: "galkam.test".into(),
+        add: vec![("G1".into(), "glen@galkam.test".into())],
+        last_serial: 7,
+        at: 100,
+        ..Default::default()
+    };
+    store.apply_peer_pull(pull).await.unwrap();
+    assert_eq!(store.learnt_mailboxes_for_id("g1").await.unwrap(), vec!["glen@galkam.test"]);
+    let peers = store.list_messenger_peers().await.unwrap();
+    assert_eq!((peers[0].configured, peers[0].last_serial), (true, 7));
+    let withdraw = PeerPull {
+        peer: "galkam.test".into(),
+        remove: vec![("G1".into(), "glen@galkam.test".into())],
+        last_serial: 8,
+        at: 101,
+        ..Default::default()
+    };
+    store.apply_peer_pull(withdraw).await.unwrap();
+    assert!(store.learnt_mailboxes_for_id("G1").await.unwrap().is_empty());
+    // A removed account takes its entry with it, and peers are told.
+    store.set_directory_published("abc555@lrsupport.test", true).await.unwrap();
+    let (_, before) = store.entity_changes_since(0, 100).await.unwrap();
+    store.remove_account("abc555@lrsupport.test").await.unwrap();
+    let (changes, after) = store.entity_changes_since(before, 100).await.unwrap();
+    assert_eq!((changes.len(), after), (2, before + 2));
+    assert!(changes.iter().all(|c| c.op == EntityOp::Del));
+    assert!(store.list_directory().await.unwrap().is_empty());
+    store.record_peer_error("galkam.test", 102, "unreachable").await.unwrap();
+    assert_eq!(store.list_messenger_peers().await.unwrap()[0].last_error.as_deref(), Some("unreachable"));
+}
+
+#[tokio::test]
 async fn old_single_policies_become_the_unauthenticated_case() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");

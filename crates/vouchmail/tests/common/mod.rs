@@ -66,6 +66,7 @@ impl TestServer {
         config.odmr.atrn_interval_secs = 0;
         config.listeners.pop3 = vec!["127.0.0.1:0".parse().unwrap()];
         config.listeners.pop3s = vec!["127.0.0.1:0".parse().unwrap()];
+        config.listeners.messenger = vec!["127.0.0.1:0".parse().unwrap()];
         config.bootstrap.domain = "local.test".into();
         config.bootstrap.policy = "accept".into();
         config.bootstrap.postmaster = false;
@@ -122,6 +123,10 @@ impl TestServer {
 
     pub fn pop3(&self) -> SocketAddr {
         self.server.as_ref().expect("running").pop3_addrs[0]
+    }
+
+    pub fn messenger(&self) -> SocketAddr {
+        self.server.as_ref().expect("running").messenger_addrs[0]
     }
 
     pub fn pop3s(&self) -> SocketAddr {

@@ -51,6 +51,12 @@ impl<R> Session<R> {
             "SMTPUTF8".to_string(),            // RFC 6531
             "CHUNKING".to_string(),            // RFC 3030
         ]);
+        if self.config.service == Service::Messenger {
+            // SPEC 8: the Messenger verbs this server answers. NOTIFY, RECEIPT, TRACK and the
+            // RCRAM-MD5 mechanisms come with remote authentication and delivery
+            // notifications (issue 11's part 2) and are not offered before they work.
+            extensions.extend(["CERT", "PUBCERT", "ENTITIES", "BOOK"].map(String::from));
+        }
         extensions
     }
 }

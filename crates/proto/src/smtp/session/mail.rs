@@ -50,8 +50,9 @@ impl<R> Session<R> {
         if self.transaction.is_some() {
             return Err(Reply::bad_sequence("Nested MAIL command"));
         }
-        // SPEC 2: the submission port always requires authentication (RFC 4954 6).
-        if self.config.service == Service::Submission && self.authenticated.is_none() {
+        // SPEC 2: the submission and messenger ports always require authentication
+        // (RFC 4954 6; SPEC 8: MAIL, RCPT and DATA need an authenticated sender).
+        if matches!(self.config.service, Service::Submission | Service::Messenger) && self.authenticated.is_none() {
             return Err(Reply::auth_required("Authentication required"));
         }
         // RFC 1870 6.1: a declared size over our limit is refused at once.

@@ -9,12 +9,17 @@
 //! reading input, so pipelined commands are executed strictly in order.
 //!
 //! One file per stage: `ehlo` (greeting, HELO/EHLO), `starttls`, `auth`, `mail`, `rcpt`,
-//! `data` (DATA and BDAT).
+//! `data` (DATA and BDAT), `turn` (ATRN, ETRN), and the Messenger verbs (SPEC 8): `cert`,
+//! `pubcert`, `entities`, `book`.
 
 mod auth;
+mod book;
+mod cert;
 mod data;
 mod ehlo;
+mod entities;
 mod mail;
+mod pubcert;
 mod rcpt;
 mod spill;
 mod starttls;
@@ -29,6 +34,7 @@ use super::data::DataDecoder;
 use super::reply::Reply;
 use crate::sasl::{Mechanism, ServerSession};
 
+pub use pubcert::MAX_PEM;
 pub use spill::{MAX_HEADER_SECTION, SPILL_CHUNK};
 pub use starttls::TlsInfo;
 
@@ -47,6 +53,9 @@ pub enum Service {
     /// Port 366: the On-Demand Mail Relay provider (RFC 2645): EHLO, AUTH, ATRN, QUIT
     /// (and STARTTLS, RSET, NOOP); the roles reverse after a successful ATRN.
     Odmr,
+    /// Port 21025: the Messenger federation and secure-messaging clients (SPEC 8): the
+    /// submission rules plus CERT, PUBCERT, ENTITIES and BOOK.
+    Messenger,
 }
 
 /// Settings of one listener's sessions. Shared by all its connections.
@@ -177,6 +186,33 @@ pub enum Event<R> {
     Atrn { domains: Vec<String> },
     /// ETRN (RFC 1985): answer with [`Session::etrn_verdict`].
     Etrn { node: String },
+    /// A Messenger verb (SPEC 8) the driver answers with the store or the federation
+    /// client: call [`Session::messenger_verdict`].
+    Messenger(MessengerRequest),
+}
+
+/// What a Messenger verb asks of the driver (SPEC 8.1, 8.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessengerRequest {
+    /// CERT: the session's authentication decides whether a remote lookup is allowed
+    /// (SPEC 8.1: 530 5.7.0 otherwise); the driver knows what is local.
+    Cert(crate::messenger::CertTarget),
+    /// PUBCERT by the authenticated local user: validate and store the PEM text.
+    Pubcert { pem: String },
+    /// ENTITIES: this server's own entry changes after `since`.
+    Entities { since: u64 },
+    /// BOOK by an authenticated session.
+    Book { query: String },
+}
+
+/// The driver's answer to [`Event::Messenger`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessengerAnswer {
+    /// A reply of ours.
+    Reply(Reply),
+    /// A home server's reply, passed on unchanged (SPEC 8.1): its code and its octets as
+    /// the federation client read and checked them.
+    Relayed { code: u16, wire: Vec<u8> },
 }
 
 /// The HELO/EHLO the client gave.
@@ -213,6 +249,9 @@ enum State {
     AwaitingSecrets,
     AwaitingAtrn,
     AwaitingEtrn,
+    /// Reading the PEM lines of PUBCERT (SPEC 8.1) up to the line `.`.
+    Pubcert(pubcert::PemReader),
+    AwaitingMessenger,
     /// ATRN succeeded: the connection now belongs to the provider's SMTP client.
     Reversed,
     Closed,
@@ -338,6 +377,7 @@ impl<R> Session<R> {
                 | State::AwaitingSecrets
                 | State::AwaitingAtrn
                 | State::AwaitingEtrn
+                | State::AwaitingMessenger
         )
     }
 
@@ -450,7 +490,14 @@ impl<R> Session<R> {
                 | State::AwaitingSecrets
                 | State::AwaitingAtrn
                 | State::AwaitingEtrn
+                | State::AwaitingMessenger
                 | State::Reversed => return None,
+                State::Pubcert(_) => {
+                    let line = self.next_line()?;
+                    if let Some(event) = self.handle_pem_line(&line) {
+                        return Some(event);
+                    }
+                }
                 State::Auth => {
                     let line = self.next_line()?;
                     if let Some(event) = self.handle_auth_response(&line) {
@@ -504,6 +551,11 @@ impl<R> Session<R> {
             let sasl_line = matches!(self.state, State::Auth) || starts_with_ignore_case(&line, b"AUTH ");
             let limit = if sasl_line { MAX_AUTH_LINE } else { MAX_COMMAND_LINE };
             if std::mem::take(&mut self.discarding_long_line) || line.len() + 2 > limit {
+                if let State::Pubcert(reader) = &mut self.state {
+                    // Not a PEM line: the upload is refused at its end, with one reply.
+                    reader.overflow();
+                    continue;
+                }
                 if matches!(self.state, State::Auth) {
                     // RFC 4954 4: an over-long exchange line ends the exchange.
                     self.finish_auth_failure(crate::sasl::SaslError::LineTooLong);
@@ -565,6 +617,10 @@ impl<R> Session<R> {
             }
             Command::Etrn(node) => return self.handle_etrn(node),
             Command::Atrn(domains) => return self.handle_atrn(domains),
+            Command::Cert(target) => return self.handle_cert(target),
+            Command::Pubcert => self.handle_pubcert(),
+            Command::Entities(since) => return self.handle_entities(since),
+            Command::Book(query) => return self.handle_book(query),
         }
         None
     }
@@ -583,7 +639,30 @@ impl<R> Session<R> {
                     | Command::Rset
                     | Command::Noop
             ),
-            Service::Mx | Service::Submission => !matches!(command, Command::Atrn(_)),
+            // SPEC 8: the Messenger port is ESMTP with its own verbs; ATRN and ETRN belong
+            // to the ODMR and MX ports.
+            Service::Messenger => !matches!(command, Command::Atrn(_) | Command::Etrn(_)),
+            Service::Mx | Service::Submission => !is_messenger_verb(command) && !matches!(command, Command::Atrn(_)),
+        }
+    }
+
+    /// The driver's answer to [`Event::Messenger`]. Negative replies, ours or relayed,
+    /// count towards `max_errors`.
+    pub fn messenger_verdict(&mut self, answer: MessengerAnswer) {
+        if !matches!(self.state, State::AwaitingMessenger) {
+            return;
+        }
+        self.state = State::Command;
+        match answer {
+            MessengerAnswer::Reply(reply) if reply.is_positive() => self.reply(reply),
+            MessengerAnswer::Reply(reply) => self.error(reply),
+            MessengerAnswer::Relayed { code, wire } => {
+                // SPEC 8.1: the home server's reply, unchanged.
+                self.output.extend_from_slice(&wire);
+                if code >= 400 {
+                    self.count_error();
+                }
+            }
         }
     }
 
@@ -598,6 +677,11 @@ impl<R> Session<R> {
     /// Queues a negative reply and counts it; too many end the session.
     fn error(&mut self, reply: Reply) {
         self.reply(reply);
+        self.count_error();
+    }
+
+    /// Counts a negative reply already queued; too many end the session.
+    fn count_error(&mut self) {
         self.errors += 1;
         if self.errors >= self.config.max_errors {
             let text = format!("{} Too many errors, closing connection", self.config.hostname);
@@ -621,6 +705,10 @@ enum DataProgress<R> {
     NeedInput,
     Continue,
     Event(Event<R>),
+}
+
+fn is_messenger_verb(command: &Command) -> bool {
+    matches!(command, Command::Cert(_) | Command::Pubcert | Command::Entities(_) | Command::Book(_))
 }
 
 fn starts_with_ignore_case(line: &[u8], prefix: &[u8]) -> bool {

@@ -27,6 +27,8 @@ struct Harness {
     /// What the session spilled ([`Event::BodyChunk`]), as a driver's spool file would hold it.
     spool: Vec<u8>,
     fail_spill: bool,
+    /// Every Messenger request the session raised.
+    messenger: Vec<MessengerRequest>,
 }
 
 /// `user@local.example` / `pencil`, derived once (Argon2id is slow in debug builds).
@@ -49,6 +51,7 @@ impl Harness {
             block_auth: false,
             spool: Vec::new(),
             fail_spill: false,
+            messenger: Vec::new(),
         };
         let greeting = h.output();
         assert_eq!(greeting, "220 mx.local.example ESMTP vouchmail\r\n");
@@ -125,6 +128,10 @@ impl Harness {
                     crate::smtp::reply::EnhancedCode(2, 0, 0),
                     format!("No messages waiting for node {node}"),
                 )),
+                Event::Messenger(request) => {
+                    self.messenger.push(request.clone());
+                    self.session.messenger_verdict(messenger_answer(&request));
+                }
                 Event::Etrn { node } => self.session.etrn_verdict(Reply::new(
                     250,
                     crate::smtp::reply::EnhancedCode(2, 0, 0),
@@ -941,5 +948,153 @@ fn etrn_251_counts_towards_the_error_limit() {
     assert_eq!(h.codes(b"ETRN empty.example\r\nETRN empty.example\r\n"), ["251 2.0.0", "251 2.0.0"]);
     // The third 251 reaches max_errors: the session ends.
     assert_eq!(h.codes(b"ETRN empty.example\r\n"), ["251 2.0.0", "421 4.7.0"]);
+    assert!(h.session.is_closed());
+}
+
+/// A stand-in for the Messenger driver: local.example is ours, everything else is relayed
+/// from a home server that does not know the address.
+fn messenger_answer(request: &MessengerRequest) -> MessengerAnswer {
+    use crate::messenger::{replies, CertTarget};
+    match request {
+        MessengerRequest::Cert(CertTarget::Address(a)) if a.domain() == "local.example" => {
+            MessengerAnswer::Reply(replies::cert_found(&a.to_string(), b"certificate"))
+        }
+        MessengerRequest::Cert(CertTarget::Address(_)) => {
+            MessengerAnswer::Relayed { code: 550, wire: b"550 5.1.1 No such address or published ID: x\r\n".to_vec() }
+        }
+        MessengerRequest::Cert(CertTarget::PublishedId(id)) => {
+            MessengerAnswer::Reply(replies::cert_unknown(id.as_str()))
+        }
+        MessengerRequest::Pubcert { pem } if pem.starts_with("-----BEGIN CERTIFICATE-----\n") => {
+            MessengerAnswer::Reply(replies::pubcert_stored("user@local.example"))
+        }
+        MessengerRequest::Pubcert { .. } => MessengerAnswer::Reply(replies::pubcert_refused("Not a certificate")),
+        MessengerRequest::Entities { since } => MessengerAnswer::Reply(replies::entities(&[], *since)),
+        MessengerRequest::Book { .. } => MessengerAnswer::Reply(replies::book(&[])),
+    }
+}
+
+fn messenger_harness() -> Harness {
+    let mut config = auth_config(Service::Messenger);
+    config.allow_plaintext_passwords = true;
+    let mut h = Harness::with(config);
+    h.send(b"EHLO c\r\n");
+    h
+}
+
+fn messenger_login(h: &mut Harness) {
+    let login = format!("AUTH PLAIN {}\r\n", b64("\0user@local.example\0pencil"));
+    assert_eq!(h.codes(login.as_bytes()), ["235 2.7.0"]);
+}
+
+#[test]
+fn messenger_ehlo_offers_its_verbs_and_not_atrn_or_etrn() {
+    let mut h = Harness::with(auth_config(Service::Messenger));
+    let out = h.send(b"EHLO c\r\n");
+    for keyword in ["250-CERT\r\n", "250-PUBCERT\r\n", "250-ENTITIES\r\n", "250 BOOK\r\n", "250-STARTTLS\r\n"] {
+        assert!(out.contains(keyword), "{keyword} in {out}");
+    }
+    assert!(!out.contains("ETRN") && !out.contains("ATRN"), "{out}");
+    assert_eq!(h.codes(b"ATRN\r\n"), ["502 5.5.1"]);
+    assert_eq!(h.codes(b"ETRN example.org\r\n"), ["502 5.5.1"]);
+}
+
+#[test]
+fn messenger_verbs_are_502_on_other_ports() {
+    for service in [Service::Mx, Service::Submission] {
+        let mut h = Harness::with(SessionConfig::new(service, "mx.local.example"));
+        h.send(b"EHLO c\r\n");
+        for verb in ["CERT a@local.example", "PUBCERT", "ENTITIES", "BOOK x"] {
+            assert_eq!(h.codes(format!("{verb}\r\n").as_bytes()), ["502 5.5.1"], "{verb} on {service:?}");
+        }
+        assert!(h.messenger.is_empty());
+    }
+}
+
+#[test]
+fn messenger_mail_needs_authentication() {
+    let mut h = messenger_harness();
+    assert_eq!(h.codes(b"MAIL FROM:<user@local.example>\r\n"), ["530 5.7.0"]);
+    messenger_login(&mut h);
+    assert_eq!(h.codes(b"MAIL FROM:<user@local.example>\r\n"), ["250 2.1.0"]);
+}
+
+#[test]
+fn cert_local_relayed_and_syntax() {
+    let mut h = messenger_harness();
+    let out = h.send(b"CERT user@local.example\r\n");
+    assert!(out.starts_with("250-user@local.example\r\n250------BEGIN CERTIFICATE-----\r\n"), "{out}");
+    assert!(out.ends_with("250 -----END CERTIFICATE-----\r\n"), "{out}");
+    // A relayed reply is passed on octet for octet.
+    assert_eq!(h.send(b"CERT abc@remote.example\r\n"), "550 5.1.1 No such address or published ID: x\r\n");
+    assert_eq!(h.codes(b"CERT 1234567F\r\n"), ["550 5.1.1"]);
+    assert_eq!(h.codes(b"CERT\r\nCERT a b\r\nCERT 12/3\r\n"), ["501 5.5.4", "501 5.5.4", "501 5.5.4"]);
+    assert_eq!(h.messenger.len(), 3, "syntax errors never reach the driver");
+}
+
+#[test]
+fn cert_needs_ehlo_first() {
+    let mut h = Harness::with(auth_config(Service::Messenger));
+    assert_eq!(h.codes(b"CERT user@local.example\r\n"), ["503 5.5.1"]);
+    assert_eq!(h.codes(b"ENTITIES\r\n"), ["503 5.5.1"]);
+}
+
+#[test]
+fn pubcert_needs_local_auth_and_reads_pem_lines() {
+    let mut h = messenger_harness();
+    assert_eq!(h.codes(b"PUBCERT\r\n"), ["530 5.7.0"]);
+    messenger_login(&mut h);
+    assert_eq!(h.codes(b"PUBCERT\r\n"), ["354 Send"]);
+    // Pipelined with the command after it; the dot-stuffed line is unstuffed.
+    let out = h.codes(b"-----BEGIN CERTIFICATE-----\r\n..QUJD\r\n-----END CERTIFICATE-----\r\n.\r\nNOOP\r\n");
+    assert_eq!(out, ["250 2.0.0", "250 2.0.0"]);
+    assert_eq!(
+        h.messenger.last(),
+        Some(&MessengerRequest::Pubcert {
+            pem: "-----BEGIN CERTIFICATE-----\n.QUJD\n-----END CERTIFICATE-----\n".into()
+        })
+    );
+    assert_eq!(h.codes(b"PUBCERT\r\nnot a certificate\r\n.\r\n"), ["354 Send", "554 5.7.0"]);
+}
+
+#[test]
+fn pubcert_too_large_is_one_554_after_the_dot() {
+    let mut h = messenger_harness();
+    messenger_login(&mut h);
+    h.send(b"PUBCERT\r\n");
+    let long_line = format!("{}\r\n", "A".repeat(600));
+    let mut upload = long_line.repeat(3);
+    upload.push_str(".\r\n");
+    assert_eq!(h.codes(upload.as_bytes()), ["554 5.7.0"]);
+    let count = h.messenger.len();
+    let mut big = "QUJD\r\n".repeat(super::pubcert::MAX_PEM / 5 + 10);
+    big.push_str(".\r\n");
+    h.send(b"PUBCERT\r\n");
+    assert_eq!(h.codes(big.as_bytes()), ["554 5.7.0"]);
+    assert_eq!(h.messenger.len(), count, "a refused upload never reaches the driver");
+}
+
+#[test]
+fn entities_for_anyone_book_only_when_authenticated() {
+    let mut h = messenger_harness();
+    assert_eq!(h.send(b"ENTITIES 7\r\n"), "250 7\r\n");
+    assert_eq!(h.send(b"ENTITIES\r\n"), "250 0\r\n");
+    assert_eq!(h.codes(b"ENTITIES x\r\n"), ["501 5.5.4"]);
+    assert_eq!(h.codes(b"BOOK smith\r\n"), ["530 5.7.0"]);
+    assert_eq!(h.codes(b"BOOK\r\n"), ["501 5.5.4"]);
+    messenger_login(&mut h);
+    assert_eq!(h.send(b"BOOK smith\r\n"), "250 0 entries\r\n");
+    assert_eq!(h.messenger.last(), Some(&MessengerRequest::Book { query: "smith".into() }));
+}
+
+#[test]
+fn relayed_errors_count_towards_max_errors() {
+    let mut config = auth_config(Service::Messenger);
+    config.max_errors = 2;
+    let mut h = Harness::with(config);
+    h.send(b"EHLO c\r\n");
+    h.send(b"CERT a@remote.example\r\n");
+    let out = h.send(b"CERT b@remote.example\r\n");
+    assert!(out.ends_with("421 4.7.0 mx.local.example Too many errors, closing connection\r\n"), "{out}");
     assert!(h.session.is_closed());
 }

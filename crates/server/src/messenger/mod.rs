@@ -1,0 +1,96 @@
+//! The Messenger federation (SPEC 8, seed 000), server side: the answers the Messenger
+//! listener's sessions get for CERT, PUBCERT, ENTITIES and BOOK, and the scheduled pull
+//! of peers' Entity Index entries.
+//!
+//! The listener is the ordinary SMTP driver (`inbound`) with the `Messenger` session
+//! profile; each Messenger verb reaches [`Messenger::answer`] as an event.
+//!
+//! - `discovery`: home-server discovery (SRV, MX, address).
+//! - `client`: the federation client (also for part 2: RCRAM-MD5, NOTIFY, `client`).
+//! - `cert`: CERT, local and relayed, and PUBCERT.
+//! - `entities`: ENTITIES, BOOK, and the pull of peers.
+//! - `x509`: the checks of a user's certificate.
+
+pub mod cert;
+pub mod client;
+pub mod discovery;
+pub mod entities;
+pub mod x509;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use vouchmail_proto::smtp::session::{MessengerAnswer, MessengerRequest};
+use vouchmail_store::Store;
+
+use crate::config::Config;
+use client::FederationClient;
+
+fn now() -> i64 {
+    vouchmail_proto::time::unix_seconds(SystemTime::now())
+}
+
+/// What every Messenger session of one server shares.
+pub struct Messenger {
+    store: Arc<dyn Store>,
+    client: Arc<FederationClient>,
+    /// Domains already recorded as peers in this run (SPEC 8.4: "every home server it has
+    /// talked to"), so a relayed CERT costs no store write after the first.
+    noted_peers: Mutex<HashSet<String>>,
+}
+
+impl Messenger {
+    pub fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Messenger>, String> {
+        let client = Arc::new(FederationClient::from_config(config)?);
+        Ok(Arc::new(Messenger { store, client, noted_peers: Mutex::new(HashSet::new()) }))
+    }
+
+    pub fn client(&self) -> &Arc<FederationClient> {
+        &self.client
+    }
+
+    /// Answers one Messenger verb of a session. `authenticated`: the session's
+    /// authenticated identity, if any.
+    pub async fn answer(
+        &self,
+        request: MessengerRequest,
+        authenticated: Option<&str>,
+        peer: SocketAddr,
+    ) -> MessengerAnswer {
+        match request {
+            MessengerRequest::Cert(target) => {
+                let answer = self.cert(&target, authenticated).await;
+                let code = match &answer {
+                    MessengerAnswer::Reply(r) => r.code,
+                    MessengerAnswer::Relayed { code, .. } => *code,
+                };
+                tracing::info!(%peer, user = ?authenticated, %target, code, "CERT");
+                answer
+            }
+            MessengerRequest::Pubcert { pem } => {
+                let user = authenticated.unwrap_or_default();
+                let reply = self.pubcert(user, &pem).await;
+                tracing::info!(%peer, %user, reply = %reply, "PUBCERT");
+                MessengerAnswer::Reply(reply)
+            }
+            MessengerRequest::Entities { since } => MessengerAnswer::Reply(self.entities(since).await),
+            MessengerRequest::Book { query } => MessengerAnswer::Reply(self.book(&query).await),
+        }
+    }
+
+    /// Remembers a domain whose home server answered, for the Entity Index pulls.
+    async fn note_peer(&self, domain: &str) {
+        let first = self.noted_peers.lock().unwrap_or_else(|p| p.into_inner()).insert(domain.to_string());
+        if first {
+            if let Err(e) = self.store.note_messenger_peer(domain, false).await {
+                tracing::warn!(%domain, error = %e, "cannot record the Messenger peer");
+                self.noted_peers.lock().unwrap_or_else(|p| p.into_inner()).remove(domain);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,166 @@
+//! The Messenger data (SPEC 8.1, 8.4): certificates per address, the directory, this
+//! server's own Entity Index changes (with serials) and the entries learnt from peers.
+//!
+//! The rule every backend applies the same way lives here: which Entity Index changes
+//! (and so which serials) an edit of the directory makes.
+
+use std::collections::BTreeSet;
+
+/// A user's certificate as stored (SPEC 8.1: per address, with its validity).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCertificate {
+    /// Lower case.
+    pub address: String,
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+    /// Validity (unix seconds), from the certificate.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// SHA-256 of the DER, hex.
+    pub fingerprint: String,
+    pub stored_at: i64,
+}
+
+/// A local user's directory details (SPEC 8.4).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DirectoryRecord {
+    /// Lower case; an account of this server.
+    pub address: String,
+    pub name: String,
+    pub organisation: String,
+    pub role: String,
+    /// Published IDs, upper case, sorted, no duplicates.
+    pub ids: Vec<String>,
+    /// Published: visible to BOOK, and its IDs are in the Entity Index.
+    pub published: bool,
+    pub updated_at: i64,
+}
+
+/// Whether an Entity Index entry was added or withdrawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntityOp {
+    Add,
+    Del,
+}
+
+impl EntityOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityOp::Add => "ADD",
+            EntityOp::Del => "DEL",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<EntityOp> {
+        match text {
+            "ADD" => Some(EntityOp::Add),
+            "DEL" => Some(EntityOp::Del),
+            _ => None,
+        }
+    }
+}
+
+/// One change of this server's own entries, with its serial (SPEC 8.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityChangeRow {
+    pub serial: i64,
+    pub op: EntityOp,
+    pub published_id: String,
+    pub mailbox: String,
+}
+
+/// An entry learnt from a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearntEntity {
+    pub published_id: String,
+    pub mailbox: String,
+    /// The peer (a domain) that published it.
+    pub peer: String,
+    pub learnt_at: i64,
+}
+
+/// A server this one pulls ENTITIES from (SPEC 8.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessengerPeer {
+    /// The peer's domain, whose home server is asked.
+    pub domain: String,
+    /// Named in `[messenger] peers` (else: a home server this server talked to).
+    pub configured: bool,
+    /// The highest serial seen from it.
+    pub last_serial: i64,
+    pub last_pull: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// What a pull from a peer changes, applied in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PeerPull {
+    pub peer: String,
+    /// Entries kept (the peer is the home server of the mailbox's domain).
+    pub add: Vec<(String, String)>,
+    /// Entries the peer withdrew.
+    pub remove: Vec<(String, String)>,
+    /// Drop everything learnt from the peer first (it started its serials again).
+    pub reset: bool,
+    pub last_serial: i64,
+    pub at: i64,
+}
+
+/// The Entity Index changes an edit of one directory entry makes (SPEC 8.4: "serials for
+/// every change, additions and removals"): IDs that stop being published get DEL, IDs
+/// that start get ADD; nothing else changes the index.
+pub fn entity_changes(
+    before: Option<&DirectoryRecord>,
+    after: Option<&DirectoryRecord>,
+) -> Vec<(EntityOp, String, String)> {
+    let published = |r: Option<&DirectoryRecord>| -> BTreeSet<(String, String)> {
+        r.filter(|r| r.published)
+            .map(|r| r.ids.iter().map(|id| (id.clone(), r.address.clone())).collect())
+            .unwrap_or_default()
+    };
+    let (old, new) = (published(before), published(after));
+    let mut out: Vec<(EntityOp, String, String)> =
+        old.difference(&new).map(|(id, mailbox)| (EntityOp::Del, id.clone(), mailbox.clone())).collect();
+    out.extend(new.difference(&old).map(|(id, mailbox)| (EntityOp::Add, id.clone(), mailbox.clone())));
+    out
+}
+
+/// Published IDs as stored: upper case, sorted, unique.
+pub fn normalize_ids(ids: &[String]) -> Vec<String> {
+    let set: BTreeSet<String> =
+        ids.iter().map(|id| id.trim().to_ascii_uppercase()).filter(|id| !id.is_empty()).collect();
+    set.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(ids: &[&str], published: bool) -> DirectoryRecord {
+        DirectoryRecord {
+            address: "abc@lrsupport.test".into(),
+            ids: ids.iter().map(|s| s.to_string()).collect(),
+            published,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn changes_follow_publication_and_ids() {
+        let a = "abc@lrsupport.test".to_string();
+        assert_eq!(entity_changes(None, Some(&record(&["X"], false))), vec![]);
+        assert_eq!(
+            entity_changes(Some(&record(&["X"], false)), Some(&record(&["X"], true))),
+            vec![(EntityOp::Add, "X".into(), a.clone())]
+        );
+        assert_eq!(
+            entity_changes(Some(&record(&["X", "Y"], true)), Some(&record(&["Y", "Z"], true))),
+            vec![(EntityOp::Del, "X".into(), a.clone()), (EntityOp::Add, "Z".into(), a.clone())]
+        );
+        assert_eq!(
+            entity_changes(Some(&record(&["Y"], true)), Some(&record(&["Y"], false))),
+            vec![(EntityOp::Del, "Y".into(), a)]
+        );
+        assert_eq!(normalize_ids(&["b".into(), " a ".into(), "B".into(), "".into()]), vec!["A", "B"]);
+    }
+}

@@ -1,0 +1,174 @@
+//! Admin commands of the Messenger federation (SPEC 8.1, 8.4, 12): users' certificates
+//! and the directory whose published IDs make this server's Entity Index.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Subcommand;
+use vouchmail_proto::messenger::replies::pem_from_der;
+use vouchmail_proto::messenger::PublishedId;
+use vouchmail_proto::smtp::address::Address;
+use vouchmail_proto::time::{rfc3339, unix_seconds};
+use vouchmail_server::messenger::x509;
+use vouchmail_store::{DirectoryRecord, Store, StoredCertificate};
+
+#[derive(Subcommand)]
+pub enum CertCommand {
+    /// Store a user's certificate (PEM). It must parse, be current, and name the address
+    /// in subjectAltName rfc822Name, as for PUBCERT.
+    Import {
+        address: String,
+        file: std::path::PathBuf,
+    },
+    /// Print a user's certificate (PEM) to standard output.
+    Show {
+        address: String,
+    },
+    Remove {
+        address: String,
+    },
+    /// Every stored certificate: address, end of validity, SHA-256 fingerprint.
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum DirectoryCommand {
+    /// Set a local user's directory details; the IDs replace the earlier ones. Whether
+    /// the entry is published does not change.
+    Set {
+        address: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long = "org")]
+        organisation: String,
+        #[arg(long)]
+        role: String,
+        /// A published ID (e.g. a provider number); repeat for several.
+        #[arg(long = "id", value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Publish the entry: BOOK lists it and its IDs go into the Entity Index.
+    Publish { address: String },
+    /// Withdraw it (peers drop its IDs at their next pull).
+    Unpublish { address: String },
+    /// The directory; with --index also the entries learnt from peers, and the peers.
+    List {
+        #[arg(long)]
+        index: bool,
+    },
+}
+
+fn time_text(unix: i64) -> String {
+    rfc3339(UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64))
+}
+
+fn address_text(text: &str) -> Result<String, String> {
+    Address::parse(text).map(|a| a.to_string().to_lowercase()).map_err(|e| format!("{text}: {e}"))
+}
+
+fn field(name: &str, value: &str) -> Result<String, String> {
+    if value.chars().any(char::is_control) || value.chars().count() > 200 {
+        return Err(format!("--{name}: at most 200 characters, no control characters"));
+    }
+    Ok(value.trim().to_string())
+}
+
+pub async fn cert(store: &dyn Store, command: CertCommand) -> Result<(), String> {
+    match command {
+        CertCommand::Import { address, file } => {
+            let address = address_text(&address)?;
+            let pem = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let now = unix_seconds(SystemTime::now());
+            let checked = x509::check_pem_for(&pem, &address, now).map_err(|e| format!("{}: {e}", file.display()))?;
+            let fingerprint = checked.fingerprint.clone();
+            let not_after = checked.not_after;
+            store
+                .put_certificate(StoredCertificate {
+                    address: address.clone(),
+                    der: checked.der,
+                    not_before: checked.not_before,
+                    not_after: checked.not_after,
+                    fingerprint: checked.fingerprint,
+                    stored_at: now,
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "stored the certificate of {address} (valid until {}, SHA-256 {fingerprint})",
+                time_text(not_after)
+            );
+        }
+        CertCommand::Show { address } => {
+            let address = address_text(&address)?;
+            let cert = store.get_certificate(&address).await.map_err(|e| e.to_string())?;
+            let cert = cert.ok_or_else(|| format!("no certificate for {address}"))?;
+            print!("{}", pem_from_der(&cert.der));
+        }
+        CertCommand::Remove { address } => {
+            let address = address_text(&address)?;
+            store.remove_certificate(&address).await.map_err(|e| e.to_string())?;
+            println!("removed the certificate of {address}");
+        }
+        CertCommand::List => {
+            let now = unix_seconds(SystemTime::now());
+            for cert in store.list_certificates().await.map_err(|e| e.to_string())? {
+                let state = if now > cert.not_after { "  EXPIRED" } else { "" };
+                println!("{}  until {}  {}{state}", cert.address, time_text(cert.not_after), cert.fingerprint);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn directory(store: &dyn Store, command: DirectoryCommand) -> Result<(), String> {
+    match command {
+        DirectoryCommand::Set { address, name, organisation, role, ids } => {
+            let address = address_text(&address)?;
+            let mut parsed = Vec::new();
+            for id in &ids {
+                let id = PublishedId::parse(id.trim())
+                    .ok_or_else(|| format!("--id {id}: 1 to 64 of A-Z, a-z, 0-9, '.', '_' and '-'"))?;
+                parsed.push(id.to_string());
+            }
+            let record = DirectoryRecord {
+                address: address.clone(),
+                name: field("name", &name)?,
+                organisation: field("org", &organisation)?,
+                role: field("role", &role)?,
+                ids: parsed,
+                ..Default::default()
+            };
+            store.set_directory_entry(record).await.map_err(|e| e.to_string())?;
+            println!("directory entry of {address} set");
+        }
+        DirectoryCommand::Publish { address } => {
+            let address = address_text(&address)?;
+            store.set_directory_published(&address, true).await.map_err(|e| e.to_string())?;
+            println!("published {address}");
+        }
+        DirectoryCommand::Unpublish { address } => {
+            let address = address_text(&address)?;
+            store.set_directory_published(&address, false).await.map_err(|e| e.to_string())?;
+            println!("withdrew {address}");
+        }
+        DirectoryCommand::List { index } => {
+            for r in store.list_directory().await.map_err(|e| e.to_string())? {
+                let state = if r.published { "published" } else { "unpublished" };
+                println!("{}  {state}  {} | {} | {} | {}", r.address, r.name, r.organisation, r.role, r.ids.join(";"));
+            }
+            if index {
+                println!("-- learnt from peers");
+                for e in store.list_learnt_entities().await.map_err(|e| e.to_string())? {
+                    println!("{} {}  from {}  {}", e.published_id, e.mailbox, e.peer, time_text(e.learnt_at));
+                }
+                println!("-- peers");
+                for p in store.list_messenger_peers().await.map_err(|e| e.to_string())? {
+                    let origin = if p.configured { "configured" } else { "talked to" };
+                    let last = p.last_pull.map(time_text).unwrap_or_else(|| "never".into());
+                    let error = p.last_error.map(|e| format!("  last error: {e}")).unwrap_or_default();
+                    println!("{}  {origin}  serial {}  pulled {last}{error}", p.domain, p.last_serial);
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,557 @@
+//! The Messenger federation, part 1 (SPEC 8.1, 8.4; seed 000): three servers on
+//! 127.0.0.2 (galkam.test), 127.0.0.3 (lrsupport.test) and 127.0.0.4 (rogue.test), found
+//! through the in-process test DNS (SRV records), relaying CERT, resolving published IDs
+//! through the Entity Index, and refusing a rogue server's claims.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use common::{run, SmtpConn, TestServer};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use vouchmail_proto::sasl::Secrets;
+use vouchmail_server::messenger::x509;
+use vouchmail_store::{DirectoryRecord, Folder, SenderPolicy, Store, StoredCertificate};
+use vouchmail_testkit::dns::TestDns;
+
+const PASSWORD: &str = "pencil";
+
+fn secrets() -> Secrets {
+    static SECRETS: std::sync::OnceLock<Secrets> = std::sync::OnceLock::new();
+    SECRETS.get_or_init(|| Secrets::from_password(PASSWORD).unwrap()).clone()
+}
+
+fn now() -> i64 {
+    vouchmail_proto::time::unix_seconds(SystemTime::now())
+}
+
+/// A self-signed certificate naming `email` (subjectAltName rfc822Name), valid from the
+/// start of year `from` to the start of year `to`.
+fn certificate(email: &str, from: i32, to: i32) -> String {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![rcgen::SanType::Rfc822Name(email.try_into().unwrap())];
+    params.distinguished_name.push(rcgen::DnType::CommonName, email);
+    params.not_before = rcgen::date_time_ymd(from, 1, 1);
+    params.not_after = rcgen::date_time_ymd(to, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    params.self_signed(&key).unwrap().pem()
+}
+
+/// Stores a certificate for a user as `vouchmail cert import` does, checked.
+async fn store_certificate(server: &TestServer, address: &str, pem: &str) {
+    let checked = x509::check_pem_for(pem, address, now()).unwrap();
+    let cert = StoredCertificate {
+        address: address.into(),
+        der: checked.der,
+        not_before: checked.not_before,
+        not_after: checked.not_after,
+        fingerprint: checked.fingerprint,
+        stored_at: now(),
+    };
+    server.store.put_certificate(cert).await.unwrap();
+}
+
+async fn publish(server: &TestServer, address: &str, name: &str, ids: &[&str]) {
+    let record = DirectoryRecord {
+        address: address.into(),
+        name: name.into(),
+        organisation: "Practice, Inc".into(),
+        role: "GP".into(),
+        ids: ids.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    server.store.set_directory_entry(record).await.unwrap();
+    server.store.set_directory_published(address, true).await.unwrap();
+}
+
+/// A free port on a loopback address (bound and released, so the server can take it).
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+}
+
+struct Federation {
+    _dns: TestDns,
+    galkam: TestServer,
+    lrsupport: TestServer,
+    rogue: TestServer,
+}
+
+/// (domain, loopback address) of the three servers.
+const SERVERS: [(&str, &str); 3] =
+    [("galkam.test", "127.0.0.2"), ("lrsupport.test", "127.0.0.3"), ("rogue.test", "127.0.0.4")];
+
+impl Federation {
+    /// The three servers; galkam pulls lrsupport and rogue every second. `adjust` is
+    /// applied to each config after the federation's settings.
+    async fn start(adjust: impl Fn(&mut vouchmail_server::config::Config)) -> Federation {
+        let ports: Vec<u16> = SERVERS.iter().map(|(_, ip)| free_port(ip)).collect();
+        let mut zone = TestDns::builder();
+        for ((domain, ip), port) in SERVERS.iter().zip(&ports) {
+            let host = format!("mail.{domain}");
+            zone = zone.srv(&format!("_messenger._tcp.{domain}"), 10, 1, *port, &host).a(&host, ip);
+        }
+        // A domain whose home server listens nowhere: 451 4.4.1.
+        zone = zone
+            .srv("_messenger._tcp.down.test", 10, 1, free_port("127.0.0.5"), "mail.down.test")
+            .a("mail.down.test", "127.0.0.5");
+        let dns = zone.start().await;
+        let mut servers = Vec::new();
+        for ((domain, ip), port) in SERVERS.iter().zip(&ports) {
+            let server = TestServer::start_with(|c| {
+                c.hostname = format!("mail.{domain}");
+                c.bootstrap.domain = domain.to_string();
+                c.bootstrap.policy = "require".into();
+                c.listeners.messenger = vec![SocketAddr::new(ip.parse().unwrap(), *port)];
+                c.dns.nameservers = vec![dns.addr()];
+                c.messenger.source_address = Some(ip.parse().unwrap());
+                c.messenger.pull_interval_secs = 1;
+                c.messenger.connect_timeout_secs = 2;
+                c.auth.allow_plaintext_passwords = true;
+                if *domain == "galkam.test" {
+                    c.messenger.peers = vec!["lrsupport.test".into(), "rogue.test".into()];
+                }
+                adjust(c);
+            })
+            .await;
+            servers.push(server);
+        }
+        let rogue = servers.pop().unwrap();
+        let lrsupport = servers.pop().unwrap();
+        let galkam = servers.pop().unwrap();
+        galkam.store.add_account(account("glen@galkam.test")).await.unwrap();
+        lrsupport.store.add_account(account("abc555@lrsupport.test")).await.unwrap();
+        lrsupport.store.add_account(account("nocert@lrsupport.test")).await.unwrap();
+        Federation { _dns: dns, galkam, lrsupport, rogue }
+    }
+}
+
+fn account(address: &str) -> vouchmail_store::NewAccount {
+    vouchmail_store::NewAccount { address: address.into(), secrets: secrets(), quota_bytes: 0 }
+}
+
+/// A plain line client on a Messenger port: every reply as the octets received.
+struct LineClient {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl LineClient {
+    async fn connect(addr: SocketAddr) -> LineClient {
+        let (read, writer) = TcpStream::connect(addr).await.unwrap().into_split();
+        let mut client = LineClient { reader: BufReader::new(read), writer };
+        let greeting = client.read().await;
+        assert!(greeting.starts_with(b"220 "), "{}", String::from_utf8_lossy(&greeting));
+        let ehlo = client.cmd("EHLO client.test").await;
+        assert!(String::from_utf8_lossy(&ehlo).contains("250-CERT\r\n"));
+        client
+    }
+
+    /// One whole reply, as received, CRLFs included.
+    async fn read(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            let n = tokio::time::timeout(Duration::from_secs(30), self.reader.read_until(b'\n', &mut line))
+                .await
+                .expect("reply in time")
+                .unwrap();
+            assert!(n > 0, "connection closed after {}", String::from_utf8_lossy(&out));
+            assert!(line.ends_with(b"\r\n"), "every line ends in CRLF: {line:?}");
+            out.extend_from_slice(&line);
+            if line.get(3) == Some(&b' ') {
+                return out;
+            }
+        }
+    }
+
+    async fn cmd(&mut self, line: &str) -> Vec<u8> {
+        self.writer.write_all(format!("{line}\r\n").as_bytes()).await.unwrap();
+        self.read().await
+    }
+
+    /// The reply's code and enhanced code ("550 5.1.1") from its last line.
+    async fn status(&mut self, line: &str) -> String {
+        let reply = String::from_utf8(self.cmd(line).await).unwrap();
+        let last = reply.trim_end().rsplit("\r\n").next().unwrap().to_string();
+        last.split(' ').take(2).collect::<Vec<_>>().join(" ")
+    }
+
+    async fn login(&mut self, user: &str) {
+        let response = STANDARD.encode(format!("\0{user}\0{PASSWORD}"));
+        let reply = self.cmd(&format!("AUTH PLAIN {response}")).await;
+        assert!(reply.starts_with(b"235 "), "{}", String::from_utf8_lossy(&reply));
+    }
+}
+
+/// The PEM text of a CERT success reply, and the address of its first line.
+fn pem_of(reply: &[u8]) -> (String, String) {
+    let text = String::from_utf8(reply.to_vec()).unwrap();
+    let lines: Vec<&str> = text.trim_end_matches("\r\n").split("\r\n").collect();
+    assert!(lines.len() >= 4, "{text}");
+    assert!(lines[..lines.len() - 1].iter().all(|l| l.starts_with("250-")), "{text}");
+    assert_eq!(lines[1], "250------BEGIN CERTIFICATE-----", "{text}");
+    assert_eq!(lines[lines.len() - 1], "250 -----END CERTIFICATE-----", "{text}");
+    let pem: String = lines[1..].iter().map(|l| format!("{}\n", &l[4..])).collect();
+    (lines[0][4..].to_string(), pem)
+}
+
+/// What `openssl x509` says the certificate names (its rfc822Names, one a line).
+async fn openssl_emails(dir: &std::path::Path, pem: &str) -> String {
+    let file = dir.join("cert.pem");
+    std::fs::write(&file, pem).unwrap();
+    let mut cmd = Command::new("openssl");
+    cmd.args(["x509", "-noout", "-email", "-in"]).arg(&file);
+    let out = run(cmd).await;
+    assert!(out.status.success(), "openssl x509: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_lowercase()
+}
+
+#[tokio::test]
+async fn the_seed_story_cert_relayed_by_address_and_by_provider_number_and_the_rogue_refused() {
+    let f = Federation::start(|_| {}).await;
+    store_certificate(&f.lrsupport, "abc555@lrsupport.test", &certificate("abc555@lrsupport.test", 2000, 2090)).await;
+    publish(&f.lrsupport, "abc555@lrsupport.test", "Ann Brown", &["1234567F"]).await;
+    // The rogue holds a "lrsupport.test" of its own and claims the provider number for it,
+    // and publishes an ID of its own mailbox, which galkam may keep.
+    f.rogue.add_domain("lrsupport.test", SenderPolicy::REJECT).await;
+    f.rogue.store.add_account(account("fake@lrsupport.test")).await.unwrap();
+    f.rogue.store.add_account(account("rob@rogue.test")).await.unwrap();
+    store_certificate(&f.rogue, "fake@lrsupport.test", &certificate("fake@lrsupport.test", 2000, 2090)).await;
+    publish(&f.rogue, "fake@lrsupport.test", "Not Ann", &["1234567F"]).await;
+    publish(&f.rogue, "rob@rogue.test", "Rob", &["ROGUE1"]).await;
+
+    // What lrsupport itself answers, to anyone, for its own mailbox.
+    let mut direct = LineClient::connect(f.lrsupport.messenger()).await;
+    let home_reply = direct.cmd("CERT abc555@lrsupport.test").await;
+    let (resolved, pem) = pem_of(&home_reply);
+    assert_eq!(resolved, "abc555@lrsupport.test");
+    assert_eq!(openssl_emails(f.galkam.dir.path(), &pem).await, "abc555@lrsupport.test");
+
+    // glen asks his own server, which relays to lrsupport and passes the reply on unchanged.
+    let mut glen = LineClient::connect(f.galkam.messenger()).await;
+    glen.login("glen@galkam.test").await;
+    assert_eq!(glen.cmd("CERT abc555@lrsupport.test").await, home_reply, "relayed byte for byte");
+    // Again on the same session: the federation client reuses its connection.
+    assert_eq!(glen.cmd("CERT <ABC555@lrsupport.test>").await, home_reply);
+
+    // The scheduled pull brings lrsupport's entry (lrsupport is the home server of
+    // lrsupport.test) and the rogue's own entry, never the rogue's claim for lrsupport.test.
+    wait_until!("galkam learns ROGUE1 and 1234567F", 20, {
+        let ids: Vec<String> =
+            f.galkam.store.list_learnt_entities().await.unwrap().into_iter().map(|e| e.published_id).collect();
+        ids.contains(&"ROGUE1".to_string()) && ids.contains(&"1234567F".to_string())
+    });
+    let learnt = f.galkam.store.list_learnt_entities().await.unwrap();
+    let claims: Vec<(String, String, String)> =
+        learnt.iter().map(|e| (e.published_id.clone(), e.mailbox.clone(), e.peer.clone())).collect();
+    assert!(
+        claims.contains(&("1234567F".into(), "abc555@lrsupport.test".into(), "lrsupport.test".into())),
+        "{claims:?}"
+    );
+    assert!(claims.contains(&("ROGUE1".into(), "rob@rogue.test".into(), "rogue.test".into())), "{claims:?}");
+    assert!(!claims.iter().any(|c| c.1 == "fake@lrsupport.test"), "the rogue's claim is dropped: {claims:?}");
+
+    // CERT by provider number: resolved through galkam's Entity Index, then relayed.
+    assert_eq!(glen.cmd("CERT 1234567F").await, home_reply);
+    assert_eq!(glen.cmd("CERT 1234567f").await, home_reply, "IDs ignore case");
+
+    // lrsupport withdraws the entry: gone from galkam after the next pull.
+    f.lrsupport.store.set_directory_published("abc555@lrsupport.test", false).await.unwrap();
+    wait_until!("galkam drops 1234567F", 20, {
+        f.galkam.store.learnt_mailboxes_for_id("1234567F").await.unwrap().is_empty()
+    });
+    assert_eq!(glen.status("CERT 1234567F").await, "550 5.1.1");
+    // The address still works.
+    assert_eq!(glen.cmd("CERT abc555@lrsupport.test").await, home_reply);
+    let peers = f.galkam.store.list_messenger_peers().await.unwrap();
+    assert!(peers.iter().all(|p| p.last_error.is_none()), "{peers:?}");
+}
+
+#[tokio::test]
+async fn every_cert_reply_code() {
+    let f = Federation::start(|_| {}).await;
+    publish(&f.lrsupport, "abc555@lrsupport.test", "Ann Brown", &["1234567F"]).await;
+    let mut anonymous = LineClient::connect(f.lrsupport.messenger()).await;
+    // Local lookups need no authentication.
+    assert_eq!(anonymous.status("CERT nobody@lrsupport.test").await, "550 5.1.1");
+    assert_eq!(anonymous.status("CERT nocert@lrsupport.test").await, "550 5.3.0");
+    assert_eq!(anonymous.status("CERT 1234567F").await, "550 5.3.0", "a local published ID is a local lookup");
+    // An expired certificate counts as none.
+    let expired = certificate("abc555@lrsupport.test", 2000, 2001);
+    let checked = x509::parse_der(&x509::first_pem_certificate(&expired).unwrap()).unwrap();
+    f.lrsupport
+        .store
+        .put_certificate(StoredCertificate {
+            address: "abc555@lrsupport.test".into(),
+            der: checked.der,
+            not_before: checked.not_before,
+            not_after: checked.not_after,
+            fingerprint: checked.fingerprint,
+            stored_at: now(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status("CERT abc555@lrsupport.test").await, "550 5.3.0");
+    // Remote lookups (relay or Entity Index) need an authenticated session.
+    assert_eq!(anonymous.status("CERT glen@galkam.test").await, "530 5.7.0");
+    assert_eq!(anonymous.status("CERT ELSEWHERE9").await, "530 5.7.0");
+    for bad in ["CERT", "CERT a b", "CERT <a@b", "CERT 12/34", "CERT a@"] {
+        assert_eq!(anonymous.status(bad).await, "501 5.5.4", "{bad}");
+    }
+
+    let mut glen = LineClient::connect(f.galkam.messenger()).await;
+    glen.login("glen@galkam.test").await;
+    assert_eq!(glen.status("CERT ELSEWHERE9").await, "550 5.1.1", "an ID nobody published");
+    assert_eq!(glen.status("CERT x@down.test").await, "451 4.4.1", "home server not listening");
+    assert_eq!(glen.status("CERT x@nowhere.test").await, "451 4.4.1", "no home server in DNS");
+    // The home server's own refusal comes back as it gave it.
+    assert_eq!(glen.cmd("CERT nobody@lrsupport.test").await, anonymous.cmd("CERT nobody@lrsupport.test").await);
+    assert_eq!(glen.status("CERT nocert@lrsupport.test").await, "550 5.3.0");
+    // The relayed CERT reached lrsupport unauthenticated, from galkam's source address,
+    // and lrsupport became one of galkam's peers.
+    wait_until!("lrsupport recorded as a peer", 10, {
+        f.galkam.store.list_messenger_peers().await.unwrap().iter().any(|p| p.domain == "lrsupport.test")
+    });
+}
+
+#[tokio::test]
+async fn pubcert_checks_the_certificate_and_cert_then_serves_it() {
+    let f = Federation::start(|_| {}).await;
+    let mut c = LineClient::connect(f.lrsupport.messenger()).await;
+    assert_eq!(c.status("PUBCERT").await, "530 5.7.0");
+    c.login("abc555@lrsupport.test").await;
+    let upload = |pem: &str| -> String {
+        let mut out = String::new();
+        for line in pem.lines() {
+            if line.starts_with('.') {
+                out.push('.');
+            }
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+        out.push_str(".\r\n");
+        out
+    };
+    for (pem, why) in [
+        ("not a certificate\n".to_string(), "not PEM"),
+        (certificate("glen@galkam.test", 2000, 2090), "names someone else"),
+        (certificate("abc555@lrsupport.test", 2000, 2001), "expired"),
+        (certificate("abc555@lrsupport.test", 2090, 2091), "not yet valid"),
+    ] {
+        assert!(c.cmd("PUBCERT").await.starts_with(b"354 "));
+        c.writer.write_all(upload(&pem).as_bytes()).await.unwrap();
+        let reply = String::from_utf8(c.read().await).unwrap();
+        assert!(reply.starts_with("554 5.7.0 "), "{why}: {reply}");
+    }
+    let good = certificate("abc555@lrsupport.test", 2000, 2090);
+    assert!(c.cmd("PUBCERT").await.starts_with(b"354 "));
+    c.writer.write_all(upload(&good).as_bytes()).await.unwrap();
+    assert_eq!(
+        String::from_utf8(c.read().await).unwrap(),
+        "250 2.0.0 Certificate stored for abc555@lrsupport.test\r\n"
+    );
+    let (resolved, pem) = pem_of(&c.cmd("CERT abc555@lrsupport.test").await);
+    assert_eq!(resolved, "abc555@lrsupport.test");
+    assert_eq!(
+        x509::first_pem_certificate(&pem).unwrap(),
+        x509::first_pem_certificate(&good).unwrap(),
+        "the stored certificate comes back"
+    );
+    assert_eq!(openssl_emails(f.lrsupport.dir.path(), &pem).await, "abc555@lrsupport.test");
+}
+
+#[tokio::test]
+async fn entities_for_any_peer_and_book_for_authenticated_sessions() {
+    let f = Federation::start(|c| c.messenger.pull_interval_secs = 0).await;
+    publish(&f.lrsupport, "abc555@lrsupport.test", "Ann Brown", &["1234567F", "B2"]).await;
+    let mut peer = LineClient::connect(f.lrsupport.messenger()).await;
+    assert_eq!(
+        String::from_utf8(peer.cmd("ENTITIES").await).unwrap(),
+        "250-1 ADD 1234567F abc555@lrsupport.test\r\n250-2 ADD B2 abc555@lrsupport.test\r\n250 2\r\n"
+    );
+    assert_eq!(String::from_utf8(peer.cmd("ENTITIES 2").await).unwrap(), "250 2\r\n");
+    f.lrsupport.store.set_directory_published("abc555@lrsupport.test", false).await.unwrap();
+    assert_eq!(
+        String::from_utf8(peer.cmd("ENTITIES 2").await).unwrap(),
+        "250-3 DEL 1234567F abc555@lrsupport.test\r\n250-4 DEL B2 abc555@lrsupport.test\r\n250 4\r\n"
+    );
+    assert_eq!(peer.status("ENTITIES -1").await, "501 5.5.4");
+    f.lrsupport.store.set_directory_published("abc555@lrsupport.test", true).await.unwrap();
+
+    assert_eq!(peer.status("BOOK brown").await, "530 5.7.0");
+    peer.login("abc555@lrsupport.test").await;
+    assert_eq!(
+        String::from_utf8(peer.cmd("BOOK BROWN").await).unwrap(),
+        "250-abc555@lrsupport.test,Ann Brown,\"Practice, Inc\",GP,1234567F;B2\r\n250 1 entries\r\n"
+    );
+    assert_eq!(String::from_utf8(peer.cmd("BOOK 567f").await).unwrap().lines().count(), 2, "by ID");
+    assert_eq!(String::from_utf8(peer.cmd("BOOK nobody").await).unwrap(), "250 0 entries\r\n");
+    assert_eq!(peer.status("BOOK").await, "501 5.5.4");
+    // Unpublished entries are not in the book.
+    f.lrsupport.store.set_directory_published("abc555@lrsupport.test", false).await.unwrap();
+    assert_eq!(String::from_utf8(peer.cmd("BOOK brown").await).unwrap(), "250 0 entries\r\n");
+}
+
+#[tokio::test]
+async fn the_messenger_port_needs_authenticated_senders_and_has_its_own_limits() {
+    let f = Federation::start(|c| {
+        c.messenger.max_connections_per_ip = 2;
+        c.auth.max_failures_per_ip = 2;
+        c.messenger.pull_interval_secs = 0;
+    })
+    .await;
+    let server = &f.lrsupport;
+    let (mut c, _) = SmtpConn::connect(server.messenger()).await;
+    c.cmd("EHLO client.test").await;
+    assert_eq!(c.cmd("MAIL FROM:<abc555@lrsupport.test>").await.status(), "530 5.7.0");
+    let login = STANDARD.encode(format!("\0abc555@lrsupport.test\0{PASSWORD}"));
+    assert_eq!(c.cmd(&format!("AUTH PLAIN {login}")).await.code, 235);
+    let reply =
+        c.send_message("abc555@lrsupport.test", &["nocert@lrsupport.test"], "Subject: hi\r\n\r\nhello\r\n").await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    wait_until!("delivered", 10, !server.mailbox("nocert@lrsupport.test", Folder::Inbox).await.is_empty());
+    let stored = server.inbox("nocert@lrsupport.test").await.remove(0).replace("\r\n ", " ");
+    assert!(stored.contains("auth=pass smtp.auth=abc555@lrsupport.test"), "{stored}");
+
+    // Its own connection limit: a third connection from the same address is refused,
+    // while the submission port still takes one.
+    let (_second, _) = SmtpConn::connect(server.messenger()).await;
+    let (_third, refused) = SmtpConn::connect(server.messenger()).await;
+    assert_eq!(refused.status(), "421 4.7.0");
+    let (_submission, greeting) = SmtpConn::connect(server.submission()).await;
+    assert_eq!(greeting.code, 220);
+    drop(c);
+
+    // The AUTH failure limits are those of every other port: failures on submission block
+    // AUTH on the Messenger port from the same client network.
+    let (mut sub, _) = SmtpConn::connect_from(server.submission(), IpAddr::from([127, 0, 0, 9])).await;
+    sub.cmd("EHLO client.test").await;
+    let wrong = STANDARD.encode("\0abc555@lrsupport.test\0wrong");
+    for _ in 0..2 {
+        sub.cmd(&format!("AUTH PLAIN {wrong}")).await;
+    }
+    let (mut m, _) = SmtpConn::connect_from(server.messenger(), IpAddr::from([127, 0, 0, 9])).await;
+    m.cmd("EHLO client.test").await;
+    assert_eq!(m.cmd(&format!("AUTH PLAIN {login}")).await.status(), "454 4.7.0");
+}
+
+/// `vouchmail cert ...` and `vouchmail directory ...` on a store.
+#[tokio::test]
+async fn cli_cert_and_directory_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vouchmail.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname = \"mail.lrsupport.test\"\ndata_dir = \"{}\"\n[bootstrap]\ndomain = \"lrsupport.test\"\npostmaster = false\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let vouchmail = |args: &[&str]| {
+        let mut cmd = Command::new(common::binary());
+        cmd.arg("--config").arg(&config).args(args);
+        cmd
+    };
+    let out = run(vouchmail(&["init"])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ok = |out: std::process::Output| -> String {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let fails = |out: std::process::Output| -> String {
+        assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let mut add = vouchmail(&["user", "add", "abc555@lrsupport.test"]);
+    add.stdin(std::process::Stdio::null());
+    ok(run(add).await);
+    let pem_file = dir.path().join("abc.pem");
+    std::fs::write(&pem_file, certificate("abc555@lrsupport.test", 2000, 2090)).unwrap();
+    let wrong_file = dir.path().join("glen.pem");
+    std::fs::write(&wrong_file, certificate("glen@galkam.test", 2000, 2090)).unwrap();
+    let pem = pem_file.to_str().unwrap();
+    assert!(fails(run(vouchmail(&["cert", "import", "abc555@lrsupport.test", wrong_file.to_str().unwrap()])).await)
+        .contains("does not name abc555@lrsupport.test"));
+    let nobody_file = dir.path().join("nobody.pem");
+    std::fs::write(&nobody_file, certificate("nobody@lrsupport.test", 2000, 2090)).unwrap();
+    let nobody = nobody_file.to_str().unwrap();
+    assert!(fails(run(vouchmail(&["cert", "import", "nobody@lrsupport.test", nobody])).await).contains("not found"));
+    assert!(ok(run(vouchmail(&["cert", "import", "abc555@lrsupport.test", pem])).await).contains("stored"));
+    assert!(
+        ok(run(vouchmail(&["cert", "list"])).await).starts_with("abc555@lrsupport.test  until 2090-01-01T00:00:00Z")
+    );
+    let shown = ok(run(vouchmail(&["cert", "show", "abc555@lrsupport.test"])).await);
+    assert_eq!(openssl_emails(dir.path(), &shown).await, "abc555@lrsupport.test");
+    ok(run(vouchmail(&["cert", "remove", "abc555@lrsupport.test"])).await);
+    assert!(fails(run(vouchmail(&["cert", "show", "abc555@lrsupport.test"])).await).contains("no certificate"));
+
+    let set = ["directory", "set", "abc555@lrsupport.test", "--name", "Ann Brown", "--org", "LR", "--role", "GP"];
+    ok(run(vouchmail(&[&set[..], &["--id", "1234567f", "--id", "B2"]].concat())).await);
+    assert!(fails(run(vouchmail(&[&set[..], &["--id", "12/34"]].concat())).await).contains("--id"));
+    ok(run(vouchmail(&["directory", "publish", "abc555@lrsupport.test"])).await);
+    let listed = ok(run(vouchmail(&["directory", "list", "--index"])).await);
+    assert!(listed.contains("abc555@lrsupport.test  published  Ann Brown | LR | GP | 1234567F;B2"), "{listed}");
+    ok(run(vouchmail(&["directory", "unpublish", "abc555@lrsupport.test"])).await);
+    assert!(ok(run(vouchmail(&["directory", "list"])).await).contains("unpublished"));
+    assert!(fails(run(vouchmail(&["directory", "publish", "nobody@lrsupport.test"])).await).contains("not found"));
+}
+
+/// `bench/messenger.sh`: CERT lookups per second over one reused Messenger session, local
+/// (lrsupport answers for its own mailbox) and relayed one hop (glen asks galkam, which
+/// relays to lrsupport over its kept connection), then with several sessions at once.
+/// Ignored in ordinary runs; `N` lookups per session (default 2000), `SESSIONS` (default 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_cert_lookups() {
+    let n: usize = std::env::var("N").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let sessions: usize = std::env::var("SESSIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let f = Federation::start(|c| {
+        c.messenger.pull_interval_secs = 0;
+        c.messenger.max_idle_per_peer = 16;
+    })
+    .await;
+    store_certificate(&f.lrsupport, "abc555@lrsupport.test", &certificate("abc555@lrsupport.test", 2000, 2090)).await;
+    let expected = LineClient::connect(f.lrsupport.messenger()).await.cmd("CERT abc555@lrsupport.test").await;
+
+    async fn run(addr: SocketAddr, login: Option<&str>, n: usize, expected: &[u8]) -> Duration {
+        let mut c = LineClient::connect(addr).await;
+        if let Some(user) = login {
+            c.login(user).await;
+        }
+        // One warm-up lookup (the relay's first connection and TLS handshake).
+        assert_eq!(c.cmd("CERT abc555@lrsupport.test").await, expected);
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            assert_eq!(c.cmd("CERT abc555@lrsupport.test").await, expected);
+        }
+        start.elapsed()
+    }
+    let report = |what: &str, count: usize, elapsed: Duration| {
+        let rate = count as f64 / elapsed.as_secs_f64();
+        println!("BENCH {what}: {count} CERT lookups in {:.3} s: {rate:.0}/s", elapsed.as_secs_f64());
+    };
+    let local = run(f.lrsupport.messenger(), None, n, &expected).await;
+    report("local, 1 session", n, local);
+    let relayed = run(f.galkam.messenger(), Some("glen@galkam.test"), n, &expected).await;
+    report("relayed one hop, 1 session", n, relayed);
+    for (what, addr, login) in
+        [("local", f.lrsupport.messenger(), None), ("relayed one hop", f.galkam.messenger(), Some("glen@galkam.test"))]
+    {
+        let start = std::time::Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..sessions {
+            let expected = expected.clone();
+            tasks.push(tokio::spawn(async move { run(addr, login, n, &expected).await }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        report(&format!("{what}, {sessions} sessions"), n * sessions, start.elapsed());
+    }
+}

@@ -1,0 +1,12 @@
+//! The SMTP server session of the Messenger port (SPEC 8: the submission rules plus CERT,
+//! PUBCERT, ENTITIES and BOOK, relayed replies passed on), driven the way the server
+//! driver drives it; fuzz_targets/shared/smtp_session.rs says what is checked.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use vouchmail_proto::smtp::session::Service;
+
+#[path = "shared/smtp_session.rs"]
+mod smtp_session;
+
+fuzz_target!(|data: &[u8]| smtp_session::fuzz(Service::Messenger, data));
