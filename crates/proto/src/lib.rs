@@ -7,6 +7,8 @@ pub mod authkey;
 pub mod dsn;
 pub mod headers;
 pub mod pop3;
+pub mod rcram;
 pub mod sasl;
 pub mod smtp;
 pub mod time;
+pub mod tracking;
