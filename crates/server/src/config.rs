@@ -31,6 +31,8 @@ pub struct Config {
     pub dns: Dns,
     /// The Authentication Server of AuthKeys (SPEC 7.1).
     pub authkey: AuthKey,
+    /// The Messenger federation (SPEC 8): here, the delivery of tracking records (8.3).
+    pub messenger: Messenger,
 }
 
 /// DNS (issue 10): one resolver, with its cache, for outbound, ETRN, the ODMR customer and
@@ -59,6 +61,7 @@ impl Default for Config {
             odmr: Odmr::default(),
             dns: Dns::default(),
             authkey: AuthKey::default(),
+            messenger: Messenger::default(),
         }
     }
 }
@@ -402,6 +405,26 @@ impl Default for AuthKey {
     }
 }
 
+/// The Messenger federation (SPEC 8). Messenger part 1 adds the listener's and the
+/// federation client's keys to this section; these are the NOTIFY outbox's (SPEC 8.3).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Messenger {
+    /// Seconds before the first retry of a NOTIFY whose home server did not take it; the
+    /// wait doubles each time up to `notify_retry_max_secs`.
+    pub notify_retry_min_secs: u64,
+    pub notify_retry_max_secs: u64,
+    /// A tracking record not delivered within this many seconds is dropped, with a log
+    /// line (SPEC 8.3: up to 5 days).
+    pub notify_lifetime_secs: u64,
+}
+
+impl Default for Messenger {
+    fn default() -> Self {
+        Messenger { notify_retry_min_secs: 60, notify_retry_max_secs: 3600, notify_lifetime_secs: 5 * 86400 }
+    }
+}
+
 /// What the first start creates in an empty store.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -629,6 +652,13 @@ impl Config {
             return Err("auth.scram_iterations must be at least 4096 (RFC 7677 4)".into());
         }
         self.validate_outbound()?;
+        let m = &self.messenger;
+        if m.notify_retry_min_secs == 0 || m.notify_retry_max_secs < m.notify_retry_min_secs {
+            return Err("messenger.notify_retry_min_secs must be at least 1 and at most notify_retry_max_secs".into());
+        }
+        if m.notify_lifetime_secs == 0 {
+            return Err("messenger.notify_lifetime_secs must be at least 1".into());
+        }
         for fetch in &self.odmr.fetch {
             fetch.trust().map_err(|e| format!("odmr.fetch for {}: {e}", fetch.provider))?;
         }
