@@ -36,6 +36,9 @@ pub const VERIFY_MECHANISM: &str = "X-RCRAM-VERIFY";
 pub const MAX_AGE_SECS: i64 = 300;
 /// SPEC 8.2 step 3: at least 64 bits of randomness.
 pub const MIN_RANDOM_BYTES: usize = 8;
+/// The longest random part a client accepts (other servers may write it in another form
+/// than hex, but not without bound).
+pub const MAX_RANDOM_CHARS: usize = 128;
 
 /// A challenge `<random.unixtime.rcram.<verifier>@<home>>` (SPEC 8.2 step 3).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -77,6 +80,9 @@ impl Challenge {
         if random.len() < MIN_RANDOM_BYTES {
             return Err(ChallengeError::TooLittleRandom);
         }
+        if random.len() * 2 > MAX_RANDOM_CHARS {
+            return Err(ChallengeError::Malformed("random part too long"));
+        }
         if !valid_name(verifier) {
             return Err(ChallengeError::Malformed("verifier name"));
         }
@@ -109,7 +115,10 @@ impl Challenge {
             .filter(|tag| tag.eq_ignore_ascii_case("rcram."))
             .and_then(|_| rest.get(6..))
             .ok_or(ChallengeError::Malformed("no 'rcram.'"))?;
-        if random.is_empty() || !random.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if random.is_empty()
+            || random.len() > MAX_RANDOM_CHARS
+            || !random.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(ChallengeError::Malformed("random part"));
         }
         if unixtime.is_empty() || unixtime.len() > 18 || !unixtime.bytes().all(|b| b.is_ascii_digit()) {
@@ -214,6 +223,15 @@ pub fn check_answer(response: &[u8], challenge: &str, secret: &sasl::CramMd5Secr
     let (user, hex) = text.rsplit_once(' ')?;
     let digest = sasl::secrets::decode_hex(hex).and_then(|d| <[u8; 16]>::try_from(d).ok())?;
     (!user.is_empty() && sasl::ct_eq(&secret.hmac(challenge.as_bytes()), &digest)).then(|| user.to_string())
+}
+
+/// SPEC 8.2 step 5 on the home server, after [`ChallengeRegistry::take`] gave `issued` for
+/// `challenge`: the answer must name the address the challenge was issued for (without
+/// case) and carry the right digest for that account's CRAM-MD5 secret (`None`: the
+/// account has none, or is unknown). True: `235 2.7.0`; false: `535 5.7.8`.
+pub fn verify_answer(issued: &Issued, challenge: &str, response: &[u8], secret: Option<&sasl::CramMd5Secret>) -> bool {
+    let Some(secret) = secret else { return false };
+    check_answer(response, challenge, secret).is_some_and(|user| user.eq_ignore_ascii_case(&issued.address))
 }
 
 /// One challenge the home server issued and has not yet seen answered.
@@ -654,6 +672,25 @@ mod tests {
         assert_eq!(registry.issue(&[9; 8], NOW, "a.test", "b.test", "x@b.test"), Err(RegistryError::Full));
         assert!(registry.issue(&[9; 8], NOW + 301, "a.test", "b.test", "x@b.test").is_ok());
         assert_eq!(registry.len(), 1);
+    }
+
+    #[test]
+    fn home_server_verifies_the_answer_for_the_issued_address_only() {
+        let mut registry = ChallengeRegistry::default();
+        let c = registry.issue(&RANDOM, NOW, "mx.lrsupport.test", "mx.galkam.test", "glen@galkam.test").unwrap();
+        let secret = CramMd5Secret::from_password("s3cret");
+        let issued = registry.take(&c.text(), NOW + 1).unwrap();
+        let good = answer("Glen@galkam.test", "s3cret", c.text().as_bytes()).unwrap();
+        assert!(verify_answer(&issued, &c.text(), &good, Some(&secret)));
+        assert!(!verify_answer(&issued, &c.text(), &good, None));
+        let wrong_password = answer("glen@galkam.test", "guess", c.text().as_bytes()).unwrap();
+        assert!(!verify_answer(&issued, &c.text(), &wrong_password, Some(&secret)));
+        // Another account's right answer to this challenge does not log in as glen.
+        let other = answer("ann@galkam.test", "s3cret", c.text().as_bytes()).unwrap();
+        assert!(!verify_answer(&issued, &c.text(), &other, Some(&secret)));
+        // An answer to another challenge does not fit this one.
+        let elsewhere = answer("glen@galkam.test", "s3cret", b"<1.2.rcram.rogue.test@mx.galkam.test>").unwrap();
+        assert!(!verify_answer(&issued, &c.text(), &elsewhere, Some(&secret)));
     }
 
     #[test]

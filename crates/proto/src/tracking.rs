@@ -151,7 +151,9 @@ impl Record {
             fields.try_into().map_err(|_| RecordError::Csv("a record has six fields"))?;
         let record = Record {
             // SPEC 8.3: RFC 3339, UTC.
-            timestamp: parse_rfc3339_utc(&timestamp).ok_or(RecordError::Field("timestamp"))?,
+            timestamp: parse_rfc3339_utc(&timestamp)
+                .filter(|&t| format_timestamp(t).is_some())
+                .ok_or(RecordError::Field("timestamp"))?,
             message_id,
             sender,
             recipient,
@@ -545,6 +547,7 @@ mod tests {
             &format!("{EXAMPLE},extra"),
             &EXAMPLE.replace("2026-12-01T10:00:00Z", "2026-12-01T11:00:00+01:00"),
             &EXAMPLE.replace("2026-12-01T10:00:00Z", "yesterday"),
+            &EXAMPLE.replace("2026-12-01T10:00:00Z", "1969-12-31T23:59:59Z"),
             &EXAMPLE.replace("<id@galkam.test>", "id@galkam.test"),
             &EXAMPLE.replace("<id@galkam.test>", "<>"),
             &EXAMPLE.replace("<id@galkam.test>", "<id @galkam.test>"),

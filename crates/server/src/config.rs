@@ -787,6 +787,16 @@ mod tests {
     }
 
     #[test]
+    fn messenger_notify_keys() {
+        let config = Config::parse("[messenger]\nnotify_retry_min_secs = 5\nnotify_retry_max_secs = 50\n").unwrap();
+        assert_eq!((config.messenger.notify_retry_min_secs, config.messenger.notify_retry_max_secs), (5, 50));
+        assert_eq!(Config::default().messenger.notify_lifetime_secs, 5 * 86400);
+        assert!(Config::parse("[messenger]\nnotify_retry_min_secs = 0").is_err());
+        assert!(Config::parse("[messenger]\nnotify_retry_min_secs = 10\nnotify_retry_max_secs = 5").is_err());
+        assert!(Config::parse("[messenger]\nnotify_lifetime_secs = 0").is_err());
+    }
+
+    #[test]
     fn example_file_parses() {
         let example = include_str!("../../../vouchmail.example.toml");
         Config::parse(example).unwrap();
