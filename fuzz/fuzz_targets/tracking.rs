@@ -9,8 +9,27 @@ use libfuzzer_sys::fuzz_target;
 use vouchmail_proto::smtp::client::ReplyParser;
 use vouchmail_proto::tracking::{
     parse_notify_argument, parse_receipt_argument, parse_track_answer, parse_track_argument, track_command_line,
-    track_reply, Record, MAX_RECORD_LEN,
+    track_reply, NotifyClient, Record, MAX_RECORD_LEN,
 };
+
+const EXAMPLE: &str =
+    "2026-12-01T10:00:00Z,<id@galkam.test>,glen@galkam.test,abc555@lrsupport.test,downloaded,mx.lrsupport.test";
+
+/// The NOTIFY client against any server bytes: every line it sends is one valid record's
+/// command, and it ends with one outcome per record.
+fn check_notify_client(server: &[u8]) {
+    let mut client = NotifyClient::new(vec![EXAMPLE.to_string(); 3]);
+    client.start();
+    let mut sent = client.take_output();
+    client.feed(server);
+    sent.extend(client.take_output());
+    client.on_closed();
+    assert!(client.is_done());
+    assert_eq!(client.outcomes().len(), 3);
+    for line in sent.split_inclusive(|&b| b == b'\n') {
+        assert_eq!(line, format!("NOTIFY {EXAMPLE}\r\n").as_bytes());
+    }
+}
 
 fn check_record(record: &Record) {
     let line = record.to_line().expect("a parsed record writes");
@@ -20,6 +39,7 @@ fn check_record(record: &Record) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    check_notify_client(data);
     let Ok(text) = std::str::from_utf8(data) else {
         // The TRACK answer parser sees what the reply reader makes of any bytes.
         let mut parser = ReplyParser::default();

@@ -18,6 +18,7 @@
 use std::fmt;
 use std::time::{Duration, UNIX_EPOCH};
 
+use crate::smtp::client::ReplyParser;
 use crate::smtp::reply::Reply;
 use crate::time::{parse_rfc3339, parse_rfc3339_utc, rfc3339};
 
@@ -464,10 +465,149 @@ pub fn parse_track_answer(code: u16, lines: &[String]) -> Result<Vec<Record>, Tr
         .collect()
 }
 
+/// Most records one TRACK answer lists (the server's limit, and what the client's reader
+/// takes: see [`track_answer_parser`]).
+pub const MAX_TRACK_RECORDS: usize = 10_000;
+
+/// Client side: a reply reader for the TRACK answer, which may have up to
+/// [`MAX_TRACK_RECORDS`] record lines and the count line (more than an SMTP reply).
+pub fn track_answer_parser() -> ReplyParser {
+    ReplyParser::with_max_lines(MAX_TRACK_RECORDS + 1)
+}
+
+/// The outcome of one `NOTIFY <record>` at a home server (SPEC 8.3), for the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyOutcome {
+    /// `250`: stored, or stored before.
+    Delivered,
+    /// The home server could not be reached, or answered 4xx: try again later.
+    Temporary(String),
+    /// The home server refused the record for good (5xx: 550 5.7.1 not its recipient
+    /// domain's home server, 550 5.1.1 unknown sender, 501 5.5.4 malformed): drop it.
+    Permanent(String),
+}
+
+impl NotifyOutcome {
+    /// What a reply to NOTIFY means (RFC 5321 4.2.1: 2yz done, 4yz transient, 5yz
+    /// permanent; anything else breaks the protocol and is tried again later).
+    pub fn from_reply(reply: &Reply) -> NotifyOutcome {
+        match reply.code {
+            200..=299 => NotifyOutcome::Delivered,
+            500..=599 => NotifyOutcome::Permanent(reply.to_string()),
+            _ => NotifyOutcome::Temporary(reply.to_string()),
+        }
+    }
+}
+
+/// The command line for one record (without CRLF).
+pub fn notify_command_line(record: &str) -> String {
+    format!("NOTIFY {record}")
+}
+
+/// The client side of a run of `NOTIFY <record>` commands on a session that is past EHLO
+/// (SPEC 8.3): one command at a time (no PIPELINING is assumed), one outcome per record.
+/// Drive it like the other client machines: [`NotifyClient::start`], write
+/// [`NotifyClient::take_output`], [`NotifyClient::feed`] what arrives, until
+/// [`NotifyClient::is_done`]; then [`NotifyClient::outcomes`]. A record that is not a
+/// valid record line is not sent (a permanent failure).
+#[derive(Debug)]
+pub struct NotifyClient {
+    records: Vec<String>,
+    outcomes: Vec<NotifyOutcome>,
+    parser: ReplyParser,
+    output: Vec<u8>,
+    started: bool,
+    broken: bool,
+}
+
+impl NotifyClient {
+    pub fn new(records: Vec<String>) -> NotifyClient {
+        NotifyClient {
+            records,
+            outcomes: Vec::new(),
+            parser: ReplyParser::default(),
+            output: Vec::new(),
+            started: false,
+            broken: false,
+        }
+    }
+
+    /// Sends the first command.
+    pub fn start(&mut self) {
+        if !self.started {
+            self.started = true;
+            self.send_next();
+        }
+    }
+
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.output)
+    }
+
+    /// Every record has its outcome.
+    pub fn is_done(&self) -> bool {
+        self.outcomes.len() == self.records.len()
+    }
+
+    /// One outcome per record, in order (only complete once [`NotifyClient::is_done`]).
+    pub fn outcomes(&self) -> &[NotifyOutcome] {
+        &self.outcomes
+    }
+
+    pub fn into_outcomes(self) -> Vec<NotifyOutcome> {
+        self.outcomes
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.is_done() || !self.started {
+            return;
+        }
+        self.parser.feed(bytes);
+        while !self.is_done() {
+            match self.parser.next_reply() {
+                Ok(Some(reply)) => {
+                    self.outcomes.push(NotifyOutcome::from_reply(&reply.to_reply()));
+                    self.send_next();
+                }
+                Ok(None) => return,
+                Err(e) => return self.on_broken(&format!("protocol error: {}", e.0)),
+            }
+        }
+    }
+
+    /// The connection closed or timed out: the records not answered are tried later.
+    pub fn on_closed(&mut self) {
+        self.on_broken("connection lost");
+    }
+
+    fn on_broken(&mut self, why: &str) {
+        self.broken = true;
+        while !self.is_done() {
+            self.outcomes.push(NotifyOutcome::Temporary(why.to_string()));
+        }
+    }
+
+    fn send_next(&mut self) {
+        while let Some(record) = self.records.get(self.outcomes.len()) {
+            if self.broken {
+                return;
+            }
+            // Checked again here, so nothing but one valid record can go on the line.
+            match Record::parse(record) {
+                Ok(_) => {
+                    self.output.extend_from_slice(notify_command_line(record).as_bytes());
+                    self.output.extend_from_slice(b"\r\n");
+                    return;
+                }
+                Err(e) => self.outcomes.push(NotifyOutcome::Permanent(format!("not sent: {e}"))),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::smtp::client::ReplyParser;
 
     /// SPEC 8.3's example record.
     const EXAMPLE: &str =
@@ -649,5 +789,49 @@ mod tests {
         ] {
             assert!(matches!(parse_track_answer(250, &bad), Err(TrackAnswerError::Malformed(_))), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn notify_client_sends_each_record_and_classifies_the_replies() {
+        let second = EXAMPLE.replace("downloaded", "decrypted");
+        let records = vec![EXAMPLE.to_string(), "bad\r\nRCPT TO:<x@y>".to_string(), second.clone(), EXAMPLE.into()];
+        let mut client = NotifyClient::new(records);
+        client.start();
+        assert_eq!(client.take_output(), format!("NOTIFY {EXAMPLE}\r\n").into_bytes());
+        client.feed(b"250 2.0.0 Tracking record stored\r\n");
+        // The malformed record is never sent.
+        assert_eq!(client.take_output(), format!("NOTIFY {second}\r\n").into_bytes());
+        client.feed(b"550 5.7.1 You are not the home server of lrsupport.test\r\n451 4.3");
+        assert_eq!(client.take_output(), format!("NOTIFY {EXAMPLE}\r\n").into_bytes());
+        assert!(!client.is_done());
+        client.feed(b".0 later\r\n");
+        assert!(client.is_done());
+        let outcomes = client.into_outcomes();
+        assert_eq!(outcomes[0], NotifyOutcome::Delivered);
+        assert!(matches!(&outcomes[1], NotifyOutcome::Permanent(why) if why.contains("not sent")));
+        assert!(matches!(&outcomes[2], NotifyOutcome::Permanent(why) if why.starts_with("550 5.7.1")));
+        assert!(matches!(&outcomes[3], NotifyOutcome::Temporary(why) if why.starts_with("451 4.3.0")));
+        // A lost connection leaves the rest for later.
+        let mut client = NotifyClient::new(vec![EXAMPLE.into(), EXAMPLE.into()]);
+        client.start();
+        client.take_output();
+        client.feed(b"250 ok\r\n");
+        client.on_closed();
+        assert_eq!(
+            client.into_outcomes(),
+            [NotifyOutcome::Delivered, NotifyOutcome::Temporary("connection lost".into())]
+        );
+        let mut client = NotifyClient::new(vec![]);
+        client.start();
+        assert!(client.is_done() && client.take_output().is_empty());
+    }
+
+    #[test]
+    fn track_answers_may_be_longer_than_an_smtp_reply() {
+        let records = vec![example(); 1000];
+        let mut parser = track_answer_parser();
+        parser.feed(&track_reply(&records).to_wire());
+        let reply = parser.next_reply().unwrap().unwrap();
+        assert_eq!(parse_track_answer(reply.code, &reply.lines).unwrap().len(), 1000);
     }
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{watch, Notify};
 use vouchmail_proto::smtp::reply::Reply;
+pub use vouchmail_proto::tracking::NotifyOutcome;
 use vouchmail_proto::tracking::{self, Receipt, Record};
 use vouchmail_store::{
     NewTrackingEvent, NotifyStored, OutboxEntry, OutboxUpdate, Store, TrackingOutcome, TrackingRoute, TrackingSubject,
@@ -107,7 +108,7 @@ pub async fn notify_reply(store: &dyn Store, record: Record) -> Reply {
 }
 
 /// Most records one TRACK answer lists.
-pub const TRACK_LIMIT: usize = 10_000;
+pub const TRACK_LIMIT: usize = tracking::MAX_TRACK_RECORDS;
 
 /// `TRACK [<since>]` for an authenticated local `user` (SPEC 8.3): its Tracking records,
 /// oldest first, as `250-<record>` lines and `250 <n> records`.
@@ -121,21 +122,11 @@ pub async fn track_reply(store: &dyn Store, user: &str, since: Option<i64>) -> R
     }
 }
 
-/// The outcome of one `NOTIFY <record>` at a home server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotifyOutcome {
-    /// `250`: stored (or stored before).
-    Delivered,
-    /// The home server could not be reached, or answered 4xx: try again later.
-    Temporary(String),
-    /// The home server refused the record for good (5xx): drop it.
-    Permanent(String),
-}
-
 /// Delivers tracking records to the home server of a domain (SPEC 8.3): the Messenger
 /// federation client implements it. `records` are record lines, each to be sent as
 /// `NOTIFY <record>`; the answer has one outcome per record, in order (missing ones count
-/// as temporary failures).
+/// as temporary failures). `vouchmail_proto::tracking::NotifyClient` speaks the commands on
+/// a connection and gives these outcomes.
 pub trait NotifySender: Send + Sync {
     fn send<'a>(
         &'a self,
