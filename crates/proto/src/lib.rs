@@ -8,6 +8,8 @@ pub mod dsn;
 pub mod headers;
 pub mod messenger;
 pub mod pop3;
+pub mod rcram;
 pub mod sasl;
 pub mod smtp;
 pub mod time;
+pub mod tracking;

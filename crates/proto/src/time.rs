@@ -93,6 +93,83 @@ pub fn rfc3339(t: SystemTime) -> String {
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
+/// Parses an RFC 3339 5.6 `date-time` into seconds since the Unix epoch (UTC). Any
+/// `time-offset` is accepted (`Z` or `+hh:mm`/`-hh:mm`) and applied; `T`/`Z` may be lower
+/// case (RFC 3339 5.6 NOTE); a fractional second is truncated; a leap second (`:60`) counts
+/// as the next second. None for anything else, including out-of-range fields.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    parse_rfc3339_offset(text).map(|(secs, _)| secs)
+}
+
+/// [`parse_rfc3339`] for a time that must be in UTC: the offset is `Z` or `+00:00`.
+pub fn parse_rfc3339_utc(text: &str) -> Option<i64> {
+    match parse_rfc3339_offset(text) {
+        Some((secs, 0)) => Some(secs),
+        _ => None,
+    }
+}
+
+/// The time and its offset from UTC in seconds (`-00:00`, "unknown local offset", is 0).
+fn parse_rfc3339_offset(text: &str) -> Option<(i64, i64)> {
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        let part = b.get(range)?;
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        part.iter().try_fold(0u32, |acc, d| acc.checked_mul(10)?.checked_add(u32::from(d - b'0')))
+    };
+    // full-date "T" partial-time: YYYY-MM-DDTHH:MM:SS
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    let leap_year = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap_year => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day == 0 || day > month_days || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut rest = &text[19..];
+    // time-secfrac = "." 1*DIGIT
+    if let Some(frac) = rest.strip_prefix('.') {
+        let len = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if len == 0 {
+            return None;
+        }
+        rest = &frac[len..];
+    }
+    let offset = match rest.as_bytes() {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let all = [*h1, *h2, *m1, *m2];
+            if !all.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let hours = i64::from((h1 - b'0') * 10 + (h2 - b'0'));
+            let minutes = i64::from((m1 - b'0') * 10 + (m2 - b'0'));
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let value = hours * 3600 + minutes * 60;
+            if *sign == b'-' {
+                -value
+            } else {
+                value
+            }
+        }
+        _ => return None,
+    };
+    let local = civil_to_unix_seconds(i64::from(year), month, day, hour, minute, second);
+    Some((local - offset, offset))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +262,36 @@ mod tests {
             prev = c;
             t += 86_400;
         }
+    }
+
+    #[test]
+    fn rfc3339_parsing() {
+        assert_eq!(parse_rfc3339("1985-04-12T23:20:50Z"), Some(482_196_050));
+        // RFC 3339 5.8 examples.
+        assert_eq!(parse_rfc3339("1985-04-12T23:20:50.52Z"), Some(482_196_050));
+        assert_eq!(parse_rfc3339("1996-12-19T16:39:57-08:00"), parse_rfc3339("1996-12-20T00:39:57Z"));
+        assert_eq!(parse_rfc3339("1990-12-31T23:59:60Z"), parse_rfc3339("1991-01-01T00:00:00Z"));
+        assert_eq!(parse_rfc3339("2026-12-01t10:00:00z"), parse_rfc3339("2026-12-01T10:00:00Z"));
+        assert_eq!(parse_rfc3339_utc("2026-12-01T10:00:00+00:00"), parse_rfc3339("2026-12-01T10:00:00Z"));
+        assert_eq!(parse_rfc3339_utc("1996-12-19T16:39:57-08:00"), None);
+        let t = parse_rfc3339("2026-12-01T10:00:00Z").unwrap();
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(t as u64)), "2026-12-01T10:00:00Z");
+        for bad in [
+            "",
+            "2026-12-01",
+            "2026-12-01T10:00:00",
+            "2026-13-01T10:00:00Z",
+            "2026-02-29T10:00:00Z",
+            "2026-12-01T24:00:00Z",
+            "2026-12-01T10:00:00.Z",
+            "2026-12-01T10:00:00+0100",
+            "2026-12-01 10:00:00Z",
+            "+026-12-01T10:00:00Z",
+            "2026-12-01T10:00:00Zjunk",
+            "2026-12-01T10:00:00\u{e9}",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+        assert!(parse_rfc3339("2024-02-29T00:00:00Z").is_some());
     }
 }

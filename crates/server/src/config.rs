@@ -31,7 +31,8 @@ pub struct Config {
     pub dns: Dns,
     /// The Authentication Server of AuthKeys (SPEC 7.1).
     pub authkey: AuthKey,
-    /// The Messenger federation (SPEC 8): this server as a client of its peers.
+    /// The Messenger federation (SPEC 8): this server as a client of its peers, and the
+    /// delivery of tracking records (8.3).
     pub messenger: Messenger,
 }
 
@@ -440,6 +441,13 @@ pub struct Messenger {
     /// The Messenger listener's own connection limits (in total, and from one IP).
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Seconds before the first retry of a NOTIFY whose home server did not take it; the
+    /// wait doubles each time up to `notify_retry_max_secs`.
+    pub notify_retry_min_secs: u64,
+    pub notify_retry_max_secs: u64,
+    /// A tracking record not delivered within this many seconds is dropped, with a log
+    /// line (SPEC 8.3: up to 5 days).
+    pub notify_lifetime_secs: u64,
 }
 
 impl Default for Messenger {
@@ -457,6 +465,9 @@ impl Default for Messenger {
             max_idle_per_peer: 4,
             max_connections: 500,
             max_connections_per_ip: 20,
+            notify_retry_min_secs: 60,
+            notify_retry_max_secs: 3600,
+            notify_lifetime_secs: 5 * 86400,
         }
     }
 }
@@ -689,6 +700,13 @@ impl Config {
         }
         self.validate_outbound()?;
         self.validate_messenger()?;
+        let m = &self.messenger;
+        if m.notify_retry_min_secs == 0 || m.notify_retry_max_secs < m.notify_retry_min_secs {
+            return Err("messenger.notify_retry_min_secs must be at least 1 and at most notify_retry_max_secs".into());
+        }
+        if m.notify_lifetime_secs == 0 {
+            return Err("messenger.notify_lifetime_secs must be at least 1".into());
+        }
         for fetch in &self.odmr.fetch {
             fetch.trust().map_err(|e| format!("odmr.fetch for {}: {e}", fetch.provider))?;
         }
@@ -842,6 +860,16 @@ mod tests {
         assert!(Config::parse(&format!("{fetch}tls_insecure = true\ntls_ca = \"ca.pem\"")).is_err());
         let pinned = Config::parse(&format!("{fetch}tls_fingerprint = \"{}\"", "AB:".repeat(31) + "AB")).unwrap();
         assert_eq!(pinned.odmr.fetch[0].trust().unwrap(), crate::outbound::tls::ServerTrust::Fingerprint([0xab; 32]));
+    }
+
+    #[test]
+    fn messenger_notify_keys() {
+        let config = Config::parse("[messenger]\nnotify_retry_min_secs = 5\nnotify_retry_max_secs = 50\n").unwrap();
+        assert_eq!((config.messenger.notify_retry_min_secs, config.messenger.notify_retry_max_secs), (5, 50));
+        assert_eq!(Config::default().messenger.notify_lifetime_secs, 5 * 86400);
+        assert!(Config::parse("[messenger]\nnotify_retry_min_secs = 0").is_err());
+        assert!(Config::parse("[messenger]\nnotify_retry_min_secs = 10\nnotify_retry_max_secs = 5").is_err());
+        assert!(Config::parse("[messenger]\nnotify_lifetime_secs = 0").is_err());
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod spool;
 pub mod stream;
 pub mod tasks;
 pub mod tls;
+pub mod tracking;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

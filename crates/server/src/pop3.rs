@@ -198,11 +198,17 @@ async fn run_session(
                 }
                 Event::Downloaded { number } => {
                     if let Some((user, id)) = maildrop_entry(&maildrop, number) {
-                        match context.store.record_download(user, id).await {
-                            Ok(first) => tracing::debug!(%user, id, first, "downloaded"),
-                            // The message went out; failing to note it must not fail RETR.
-                            Err(e) => tracing::warn!(error = %e, %user, id, "cannot record the downloaded event"),
-                        }
+                        // SPEC 8.3, 9: the `downloaded` event once per message, and its
+                        // tracking record routed to the sender. The message went out;
+                        // failing to note it must not fail RETR (it is logged).
+                        let event = vouchmail_store::NewTrackingEvent {
+                            recipient: user.to_string(),
+                            subject: vouchmail_store::TrackingSubject::Mailbox(id),
+                            kind: vouchmail_store::TrackingKind::Downloaded,
+                            at: vouchmail_proto::time::unix_seconds(std::time::SystemTime::now()),
+                            reporting_server: context.session_config.hostname.clone(),
+                        };
+                        crate::tracking::record_event(context.store.as_ref(), event).await;
                     }
                 }
                 Event::Update { deleted } => {

@@ -6,6 +6,7 @@
 
 mod messenger;
 mod sqlite;
+pub mod tracking;
 mod types;
 
 use std::future::Future;
@@ -13,6 +14,10 @@ use std::pin::Pin;
 
 pub use messenger::*;
 pub use sqlite::SqliteStore;
+pub use tracking::{
+    NewTrackingEvent, NotifyStored, OutboxCounts, OutboxEntry, OutboxState, OutboxUpdate, StoredTrackingRecord,
+    TrackingOutcome, TrackingRoute, TrackingSubject,
+};
 pub use types::*;
 
 /// Result of a store operation.
@@ -164,6 +169,35 @@ pub trait Store: Send + Sync {
     fn record_download(&self, address: &str, mailbox_id: i64) -> StoreFuture<'_, bool>;
     /// Tracking events with an id above `after_id`, oldest first, at most `limit`.
     fn list_tracking_events(&self, after_id: i64, limit: usize) -> StoreFuture<'_, Vec<TrackingEvent>>;
+
+    // Delivery notifications (SPEC 8.3): records, the Tracking folder, the NOTIFY outbox.
+    /// Records an event once per message, recipient and event (the `tracking_events` of
+    /// `record_download`), and for a tracked message (`tracking::is_tracked`) makes its
+    /// record and routes it in the same transaction: into the local sender's Tracking
+    /// folder, or into the NOTIFY outbox for the sender's domain. POP3 RETR and RECEIPT use
+    /// this; `NotFound` is RECEIPT's 550 5.1.0.
+    fn track_event(&self, event: NewTrackingEvent) -> StoreFuture<'_, TrackingOutcome>;
+    /// Receiving NOTIFY (SPEC 8.3): stores the record in its sender's Tracking folder, once
+    /// per (message, recipient, event). The caller has checked the peer is the home server
+    /// of the record's recipient domain.
+    fn store_notified_record(&self, record: vouchmail_proto::tracking::Record) -> StoreFuture<'_, NotifyStored>;
+    /// The Tracking folder of a local user: records with a timestamp at or after `since`
+    /// (all with None), oldest first, at most `limit` (TRACK, `vouchmail tracking list`).
+    fn tracking_records(
+        &self,
+        owner: &str,
+        since: Option<i64>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<StoredTrackingRecord>>;
+    /// Leases up to `limit` due NOTIFY outbox entries until `lease_until` (as `lease_due`).
+    fn lease_notifies(&self, now: i64, lease_until: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>>;
+    /// Records the outcomes of leased outbox entries.
+    fn finish_notifies(&self, updates: Vec<OutboxUpdate>, now: i64) -> StoreFuture<'_, ()>;
+    /// When the next outbox entry is due (or a lease ends).
+    fn next_notify_due(&self) -> StoreFuture<'_, Option<i64>>;
+    /// Outbox entries still to send, oldest first.
+    fn list_notify_outbox(&self) -> StoreFuture<'_, Vec<OutboxEntry>>;
+    fn notify_outbox_counts(&self) -> StoreFuture<'_, OutboxCounts>;
 
     // AuthKeys, the Authentication Server side (SPEC 7.1).
     /// Sets (or with `None` clears) the AuthKey settings of `target`: an address, or a

@@ -16,6 +16,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::oneshot;
 use vouchmail_proto::sasl::secrets::{SecretFields, Secrets};
 
+use crate::tracking::{
+    NewTrackingEvent, NotifyStored, OutboxCounts, OutboxEntry, OutboxUpdate, StoredTrackingRecord, TrackingOutcome,
+};
 use crate::{
     Account, AuthKey, AuthKeySettings, CertMapping, CertMatch, CommittedMessage, Domain, Folder, MailboxEntry,
     NewAccount, NewMessage, PolicyAction, QueueEntry, QueueState, RecipientDsn, SenderKey, SenderPolicy,
@@ -265,6 +268,44 @@ CREATE TABLE messenger_peers (
     last_pull INTEGER,
     last_error TEXT
 ) WITHOUT ROWID;
+"#,
+    // Migration 11: delivery notifications (SPEC 8.3). `tracked`: the event's message had an
+    // authenticated sender, so it makes a record. The Tracking folder of a local
+    // sender is its rows of tracking_records; the NOTIFY outbox keeps sent and dropped
+    // entries as history and so that a record is never queued twice.
+    r#"
+ALTER TABLE tracking_events ADD COLUMN tracked INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX tracking_events_recipient ON tracking_events(recipient, message_id);
+CREATE TABLE tracking_records (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner TEXT NOT NULL,
+    occurred_at INTEGER NOT NULL,
+    message_id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    event TEXT NOT NULL CHECK (event IN ('downloaded','decrypted','decrypt_failed')),
+    reporting_server TEXT NOT NULL,
+    stored_at INTEGER NOT NULL,
+    UNIQUE (owner, message_id, recipient, event)
+);
+CREATE INDEX tracking_records_owner ON tracking_records(owner, occurred_at, id);
+CREATE TABLE notify_outbox (
+    id INTEGER PRIMARY KEY,
+    record TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    event TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending','inflight','sent','dropped')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt INTEGER NOT NULL,
+    lease_until INTEGER,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (domain, message_id, recipient, event)
+);
+CREATE INDEX notify_outbox_due ON notify_outbox(state, next_attempt) WHERE state IN ('pending','inflight');
 "#,
 ];
 
@@ -1413,6 +1454,44 @@ impl Store for SqliteStore {
             rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
         })
     }
+
+    fn track_event(&self, event: NewTrackingEvent) -> StoreFuture<'_, TrackingOutcome> {
+        self.write(move |conn| tracking::track_event(conn, &event))
+    }
+
+    fn store_notified_record(&self, record: vouchmail_proto::tracking::Record) -> StoreFuture<'_, NotifyStored> {
+        self.write(move |conn| tracking::insert_record(conn, &record, now()))
+    }
+
+    fn tracking_records(
+        &self,
+        owner: &str,
+        since: Option<i64>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<StoredTrackingRecord>> {
+        let owner = owner.to_lowercase();
+        self.read(move |conn| tracking::records(conn, &owner, since, limit))
+    }
+
+    fn lease_notifies(&self, now: i64, lease_until: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        self.write(move |conn| tracking::lease(conn, now, lease_until, limit))
+    }
+
+    fn finish_notifies(&self, updates: Vec<OutboxUpdate>, now: i64) -> StoreFuture<'_, ()> {
+        self.write(move |conn| tracking::finish(conn, &updates, now))
+    }
+
+    fn next_notify_due(&self) -> StoreFuture<'_, Option<i64>> {
+        self.read(tracking::next_due)
+    }
+
+    fn list_notify_outbox(&self) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        self.read(tracking::pending)
+    }
+
+    fn notify_outbox_counts(&self) -> StoreFuture<'_, OutboxCounts> {
+        self.read(tracking::counts)
+    }
 }
 
 /// How much of a message `record_download` reads to find its Message-ID field.
@@ -1424,3 +1503,6 @@ mod messenger;
 mod outbound;
 #[cfg(test)]
 mod tests;
+mod tracking;
+#[cfg(test)]
+mod tracking_tests;

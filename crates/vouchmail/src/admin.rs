@@ -163,6 +163,22 @@ pub enum MailboxCommand {
 }
 
 #[derive(Subcommand)]
+pub enum TrackingCommand {
+    /// The Tracking folder of a local user (SPEC 8.3), oldest first: one line per record
+    /// (time, event, Message-ID, recipient, reporting server), or with --csv the records as
+    /// TRACK sends them, after a CSV header line.
+    List {
+        address: String,
+        /// Only records at or after this time (RFC 3339, e.g. 2026-12-01T10:00:00Z).
+        #[arg(long, value_name = "RFC3339")]
+        since: Option<String>,
+        /// Print the records in their CSV form (RFC 4180).
+        #[arg(long)]
+        csv: bool,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum QueueCommand {
     /// Entries not yet delivered: queue id, state, attempts, next attempt, size, sender, recipient.
     List,
@@ -482,6 +498,23 @@ pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), S
                     entry.size
                 );
             }
+            // SPEC 8.3: the Tracking folder holds the user's tracking records (rows, not
+            // messages): listed after the messages, ids prefixed with T.
+            if folder.is_none() || folder == Some(Folder::Tracking) {
+                for stored in store.tracking_records(&address, None, usize::MAX).await.map_err(|e| e.to_string())? {
+                    let r = &stored.record;
+                    let line = r.to_line().unwrap_or_default();
+                    println!(
+                        "T{}\t{}\t{}\t[Tracking] {} {}\t{}",
+                        stored.id,
+                        time_text(r.timestamp),
+                        r.recipient,
+                        r.event,
+                        r.message_id,
+                        line.len()
+                    );
+                }
+            }
         }
         MailboxCommand::Show { address, id } => {
             let address = parse_address(&address)?.to_string();
@@ -490,6 +523,44 @@ pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), S
             };
             use std::io::Write;
             std::io::stdout().write_all(&data).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// `vouchmail tracking` (SPEC 8.3, 12).
+pub async fn tracking(store: &dyn Store, command: TrackingCommand) -> Result<(), String> {
+    match command {
+        TrackingCommand::List { address, since, csv } => {
+            let address = parse_address(&address)?.to_string();
+            let since = since
+                .map(|s| {
+                    vouchmail_proto::time::parse_rfc3339(&s)
+                        .ok_or_else(|| format!("--since '{s}' is not an RFC 3339 time (e.g. 2026-12-01T10:00:00Z)"))
+                })
+                .transpose()?;
+            if store.get_account(&address).await.map_err(|e| e.to_string())?.is_none() {
+                return Err(format!("no user {address}"));
+            }
+            let records = store.tracking_records(&address, since, usize::MAX).await.map_err(|e| e.to_string())?;
+            if csv {
+                println!("{}", vouchmail_proto::tracking::CSV_HEADER);
+            }
+            for stored in records {
+                let r = &stored.record;
+                if csv {
+                    println!("{}", r.to_line().map_err(|e| e.to_string())?);
+                } else {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        time_text(r.timestamp),
+                        r.event,
+                        r.message_id,
+                        r.recipient,
+                        r.reporting_server
+                    );
+                }
+            }
         }
     }
     Ok(())

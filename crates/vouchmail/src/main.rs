@@ -46,6 +46,9 @@ enum Command {
     /// Inspect and manage the queue.
     #[command(subcommand)]
     Queue(admin::QueueCommand),
+    /// Delivery notifications: the tracking records of local users (SPEC 8.3).
+    #[command(subcommand)]
+    Tracking(admin::TrackingCommand),
     /// AuthKeys of the Authentication Server (SPEC 7.1).
     #[command(subcommand)]
     Authkey(admin::AuthKeyCommand),
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
                     Command::User(c) => admin::user(store.as_ref(), c, &config.auth.secrets_policy()).await,
                     Command::Alias(c) => admin::alias(store.as_ref(), c).await,
                     Command::Mailbox(c) => admin::mailbox(store.as_ref(), c).await,
+                    Command::Tracking(c) => admin::tracking(store.as_ref(), c).await,
                     Command::Queue(c) => admin::queue(Arc::clone(&store) as Arc<dyn Store>, c, &config).await,
                     Command::Authkey(c) => admin::authkey(Arc::clone(&store) as Arc<dyn Store>, c, &config).await,
                     Command::Cert(c) => messenger::cert(store.as_ref(), c).await,

@@ -278,6 +278,77 @@ impl Reply {
     }
 }
 
+/// The replies of remote authentication (SPEC 8.2) and delivery notifications (SPEC 8.3).
+/// The TRACK answer is built by `tracking::track_reply` (its wire format has no enhanced
+/// codes).
+impl Reply {
+    /// 235 2.7.0 to a client authenticated through its home server (SPEC 8.2 step 6).
+    pub fn rcram_authenticated(address: &str) -> Reply {
+        Reply::new(235, EnhancedCode(2, 7, 0), format!("Authenticated as {address} (remote)"))
+    }
+
+    /// 235 2.7.0 on the home server to an X-RCRAM-VERIFY exchange (SPEC 8.2 step 5): the
+    /// answer is right; the connection may not send mail.
+    pub fn rcram_verified() -> Reply {
+        Reply::new(235, EnhancedCode(2, 7, 0), "Authentication successful (verification only)")
+    }
+
+    /// 535 5.7.0 on the home server: the caller's IP is not an address of the verifier name
+    /// it gave (SPEC 8.2 step 3).
+    pub fn rcram_verifier_refused(verifier: &str) -> Reply {
+        Reply::new(535, EnhancedCode(5, 7, 0), format!("Your address is not an address of {verifier}"))
+    }
+
+    /// 535 5.7.8: unknown address, or a wrong, replayed or expired answer (SPEC 8.2).
+    pub fn rcram_bad_credentials() -> Reply {
+        Reply::new(535, EnhancedCode(5, 7, 8), "Authentication credentials invalid")
+    }
+
+    /// 454 4.7.0: the home server cannot be reached, or does not offer X-RCRAM-VERIFY
+    /// (SPEC 8.2 step 6).
+    pub fn rcram_home_unavailable(domain: &str) -> Reply {
+        Reply::new(454, EnhancedCode(4, 7, 0), format!("Cannot verify you with the home server of {domain} now"))
+    }
+
+    /// 503 5.7.0: MAIL on a connection whose 235 was an X-RCRAM-VERIFY (SPEC 8.2).
+    pub fn verification_only() -> Reply {
+        Reply::new(503, EnhancedCode(5, 7, 0), "This connection was authenticated for verification only")
+    }
+
+    /// 553 5.7.1: MAIL FROM another address than the one remotely authenticated (SPEC 8.2).
+    pub fn rcram_sender_mismatch(address: &str) -> Reply {
+        Reply::new(553, EnhancedCode(5, 7, 1), format!("You may only send as {address}"))
+    }
+
+    /// 550 5.7.1: RCPT to a mailbox that is not local, after a remote authentication
+    /// (SPEC 8.2).
+    pub fn rcram_relay_denied() -> Reply {
+        Reply::new(550, EnhancedCode(5, 7, 1), "Remotely authenticated clients may only send to local mailboxes")
+    }
+
+    /// 250 2.0.0: a NOTIFY record stored (or already stored), or a RECEIPT recorded
+    /// (SPEC 8.3).
+    pub fn tracking_stored() -> Reply {
+        Reply::new(250, EnhancedCode(2, 0, 0), "Tracking record stored")
+    }
+
+    /// 550 5.1.0: RECEIPT for a message not delivered to this user (SPEC 8.3).
+    pub fn receipt_no_such_message(message_id: &str) -> Reply {
+        Reply::new(550, EnhancedCode(5, 1, 0), format!("No message {message_id} was delivered to you"))
+    }
+
+    /// 550 5.7.1: NOTIFY from an IP that is not an address of the home server of the
+    /// record's recipient domain (SPEC 8.3).
+    pub fn notify_not_home_server(domain: &str) -> Reply {
+        Reply::new(550, EnhancedCode(5, 7, 1), format!("You are not the home server of {domain}"))
+    }
+
+    /// 550 5.1.1: NOTIFY for a sender that is not local (SPEC 8.3).
+    pub fn notify_unknown_sender(sender: &str) -> Reply {
+        Reply::new(550, EnhancedCode(5, 1, 1), format!("{sender} is not a local mailbox"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,5 +401,28 @@ mod tests {
         assert!(Reply::local_error("x").is_temporary());
         assert!(!Reply::unknown_user("x").is_temporary());
         assert!(Reply::ok("x").is_positive());
+    }
+
+    #[test]
+    fn messenger_replies_are_the_spec_codes() {
+        // SPEC 8.2 and 8.3, code and enhanced code of each.
+        let cases = [
+            (Reply::rcram_authenticated("glen@galkam.test"), "235 2.7.0 Authenticated as glen@galkam.test (remote)"),
+            (Reply::rcram_verified(), "235 2.7.0 "),
+            (Reply::rcram_verifier_refused("mx.x.test"), "535 5.7.0 "),
+            (Reply::rcram_bad_credentials(), "535 5.7.8 "),
+            (Reply::rcram_home_unavailable("galkam.test"), "454 4.7.0 "),
+            (Reply::verification_only(), "503 5.7.0 "),
+            (Reply::rcram_sender_mismatch("glen@galkam.test"), "553 5.7.1 "),
+            (Reply::rcram_relay_denied(), "550 5.7.1 "),
+            (Reply::tracking_stored(), "250 2.0.0 "),
+            (Reply::receipt_no_such_message("<a@b>"), "550 5.1.0 "),
+            (Reply::notify_not_home_server("lrsupport.test"), "550 5.7.1 "),
+            (Reply::notify_unknown_sender("x@galkam.test"), "550 5.1.1 "),
+        ];
+        for (reply, start) in cases {
+            let wire = String::from_utf8(reply.to_wire()).unwrap();
+            assert!(wire.starts_with(start), "{wire}");
+        }
     }
 }

@@ -31,15 +31,28 @@ impl ServerReply {
 pub struct ReplySyntaxError(pub String);
 
 /// Incremental reader of replies; input may arrive in any split.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReplyParser {
     buffer: Vec<u8>,
     lines: Vec<String>,
     code: Option<u16>,
     enhanced: Option<EnhancedCode>,
+    max_lines: usize,
+}
+
+impl Default for ReplyParser {
+    fn default() -> ReplyParser {
+        ReplyParser::with_max_lines(MAX_LINES)
+    }
 }
 
 impl ReplyParser {
+    /// A reader that takes replies of up to `max_lines` lines (the default is 256), for
+    /// answers that are lists, such as TRACK's (SPEC 8.3).
+    pub fn with_max_lines(max_lines: usize) -> ReplyParser {
+        ReplyParser { buffer: Vec::new(), lines: Vec::new(), code: None, enhanced: None, max_lines }
+    }
+
     pub fn feed(&mut self, bytes: &[u8]) {
         self.buffer.extend_from_slice(bytes);
     }
@@ -50,7 +63,7 @@ impl ReplyParser {
     }
 
     pub fn clear(&mut self) {
-        *self = ReplyParser::default();
+        *self = ReplyParser::with_max_lines(self.max_lines);
     }
 
     /// The next complete reply, if one is buffered.
@@ -94,7 +107,7 @@ impl ReplyParser {
                 self.enhanced = enhanced;
             }
             self.lines.push(rest.to_string());
-            if self.lines.len() > MAX_LINES {
+            if self.lines.len() > self.max_lines {
                 return Err(ReplySyntaxError("reply has too many lines".into()));
             }
             if last {
@@ -181,6 +194,21 @@ mod tests {
         assert_eq!(p.next_reply().unwrap(), None);
         p.feed(b"\n");
         assert_eq!(p.next_reply().unwrap().unwrap().lines, ["go"]);
+    }
+
+    #[test]
+    fn the_line_count_limit_is_the_parsers() {
+        let mut long = "250-x\r\n".repeat(300);
+        long.push_str("250 end\r\n");
+        let mut p = ReplyParser::default();
+        p.feed(long.as_bytes());
+        assert!(p.next_reply().is_err());
+        let mut p = ReplyParser::with_max_lines(1000);
+        p.feed(long.as_bytes());
+        assert_eq!(p.next_reply().unwrap().unwrap().lines.len(), 301);
+        p.clear();
+        p.feed(long.as_bytes());
+        assert!(p.next_reply().unwrap().is_some());
     }
 
     #[test]

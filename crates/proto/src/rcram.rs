@@ -1,0 +1,796 @@
+//! Remote authentication, RCRAM-MD5 (SPEC 8.2), with the challenge bound to the verifier.
+//!
+//! The seed's design relays a user's CRAM-MD5 exchange through the server the user logs in
+//! to (the *verifier*) to the user's *home server*. As the seed describes it, a rogue
+//! verifier could ask the home server for a challenge, hand it to the user, and use the
+//! user's answer to log in as the user somewhere else. SPEC 8.2 closes that: the home server
+//! issues the challenge `<random.unixtime.rcram.<verifier's name>@<home server's name>>`,
+//! only to a caller whose IP is an address of that verifier name, and accepts an answer to
+//! it once; the user's client answers only a challenge naming the host it dialed, issued
+//! within 5 minutes. A rogue that asks for a challenge bound to another server is refused
+//! by the home server (its IP is not that server's); one bound to itself is refused by the
+//! client, which dialed someone else.
+//!
+//! Here, with no I/O:
+//! - [`Challenge`]: building the bound challenge and parsing it back.
+//! - [`check_binding`]: the client's check (step 4).
+//! - [`answer`]: the CRAM-MD5 answer (RFC 2195), by the crate's CRAM-MD5 client.
+//! - [`ChallengeRegistry`]: the home server's issued challenges, each accepted once.
+//! - [`parse_rcram_argument`], [`parse_verify_arguments`]: the AUTH arguments of steps 1-2.
+//! - [`RcramClient`]: the client side of `AUTH RCRAM-MD5 <address>` as a state machine.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::time::Duration;
+
+use crate::sasl::{self, ClientSession, Credentials, Mechanism, SaslError};
+use crate::smtp::client::{ReplyParser, ServerReply};
+use crate::smtp::reply::{EnhancedCode, Reply};
+
+/// The mechanism name the client uses with the verifier (SPEC 8.2 step 1).
+pub const MECHANISM: &str = "RCRAM-MD5";
+/// The mechanism name the verifier uses with the home server (SPEC 8.2 step 2).
+pub const VERIFY_MECHANISM: &str = "X-RCRAM-VERIFY";
+/// SPEC 8.2 step 4: the client answers only a challenge issued within 5 minutes; the home
+/// server forgets an unanswered challenge after as long.
+pub const MAX_AGE_SECS: i64 = 300;
+/// SPEC 8.2 step 3: at least 64 bits of randomness.
+pub const MIN_RANDOM_BYTES: usize = 8;
+/// The longest random part a client accepts (other servers may write it in another form
+/// than hex, but not without bound).
+pub const MAX_RANDOM_CHARS: usize = 128;
+
+/// A challenge `<random.unixtime.rcram.<verifier>@<home>>` (SPEC 8.2 step 3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Challenge {
+    /// The random part, as written (this crate writes lower-case hex).
+    pub random: String,
+    /// Seconds since the Unix epoch when it was issued.
+    pub unixtime: i64,
+    /// The verifier's name: the server the client must have dialed.
+    pub verifier: String,
+    /// The home server's name.
+    pub home: String,
+}
+
+/// Why a challenge (or an AUTH argument) is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChallengeError {
+    /// Not of the form `<random.unixtime.rcram.<verifier>@<home>>`.
+    Malformed(&'static str),
+    /// Fewer than 64 random bits.
+    TooLittleRandom,
+}
+
+impl fmt::Display for ChallengeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChallengeError::Malformed(why) => write!(f, "malformed RCRAM challenge: {why}"),
+            ChallengeError::TooLittleRandom => write!(f, "an RCRAM challenge needs at least 64 random bits"),
+        }
+    }
+}
+
+impl std::error::Error for ChallengeError {}
+
+impl Challenge {
+    /// The challenge a home server issues (SPEC 8.2 step 3). `random` comes from the OS
+    /// source (at least [`MIN_RANDOM_BYTES`]); the caller passes it in so this stays pure.
+    pub fn new(random: &[u8], unixtime: i64, verifier: &str, home: &str) -> Result<Challenge, ChallengeError> {
+        if random.len() < MIN_RANDOM_BYTES {
+            return Err(ChallengeError::TooLittleRandom);
+        }
+        if random.len() * 2 > MAX_RANDOM_CHARS {
+            return Err(ChallengeError::Malformed("random part too long"));
+        }
+        if !valid_name(verifier) {
+            return Err(ChallengeError::Malformed("verifier name"));
+        }
+        if !valid_name(home) {
+            return Err(ChallengeError::Malformed("home server name"));
+        }
+        if unixtime < 0 {
+            return Err(ChallengeError::Malformed("unixtime"));
+        }
+        Ok(Challenge {
+            random: random.iter().map(|b| format!("{b:02x}")).collect(),
+            unixtime,
+            verifier: verifier.to_ascii_lowercase(),
+            home: home.to_ascii_lowercase(),
+        })
+    }
+
+    /// Parses the decoded text of a `334` challenge.
+    pub fn parse(text: &[u8]) -> Result<Challenge, ChallengeError> {
+        let text = std::str::from_utf8(text).map_err(|_| ChallengeError::Malformed("not UTF-8"))?;
+        let inner = text
+            .strip_prefix('<')
+            .and_then(|t| t.strip_suffix('>'))
+            .ok_or(ChallengeError::Malformed("not in angle brackets"))?;
+        let (left, home) = inner.rsplit_once('@').ok_or(ChallengeError::Malformed("no '@'"))?;
+        let (random, rest) = left.split_once('.').ok_or(ChallengeError::Malformed("no random part"))?;
+        let (unixtime, rest) = rest.split_once('.').ok_or(ChallengeError::Malformed("no unixtime"))?;
+        let verifier = rest
+            .get(..6)
+            .filter(|tag| tag.eq_ignore_ascii_case("rcram."))
+            .and_then(|_| rest.get(6..))
+            .ok_or(ChallengeError::Malformed("no 'rcram.'"))?;
+        if random.is_empty()
+            || random.len() > MAX_RANDOM_CHARS
+            || !random.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ChallengeError::Malformed("random part"));
+        }
+        if unixtime.is_empty() || unixtime.len() > 18 || !unixtime.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ChallengeError::Malformed("unixtime"));
+        }
+        let unixtime = unixtime.parse::<i64>().map_err(|_| ChallengeError::Malformed("unixtime"))?;
+        if !valid_name(verifier) {
+            return Err(ChallengeError::Malformed("verifier name"));
+        }
+        if !valid_name(home) {
+            return Err(ChallengeError::Malformed("home server name"));
+        }
+        Ok(Challenge { random: random.to_string(), unixtime, verifier: verifier.to_string(), home: home.to_string() })
+    }
+
+    /// The challenge text, as CRAM-MD5 signs it and the `334` line carries it (base64).
+    pub fn text(&self) -> String {
+        format!("<{}.{}.rcram.{}@{}>", self.random, self.unixtime, self.verifier, self.home)
+    }
+}
+
+impl fmt::Display for Challenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+/// A host name (RFC 1123 2.1 letters, digits, hyphens, dots), one trailing dot allowed.
+fn valid_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Host names compare without case and without a trailing dot.
+fn same_host(a: &str, b: &str) -> bool {
+    a.strip_suffix('.').unwrap_or(a).eq_ignore_ascii_case(b.strip_suffix('.').unwrap_or(b))
+}
+
+/// Why the client will not answer a challenge (it sends `*`, SPEC 8.2 step 4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindingError {
+    /// Not an RCRAM challenge at all (a plain CRAM-MD5 one, say).
+    Malformed(ChallengeError),
+    /// Bound to another server than the one dialed: the relay attack of issue 12.
+    WrongVerifier { named: String, dialed: String },
+    /// Issued more than 5 minutes before (or after) now.
+    Stale { age_secs: i64 },
+}
+
+impl fmt::Display for BindingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BindingError::Malformed(e) => write!(f, "{e}"),
+            BindingError::WrongVerifier { named, dialed } => {
+                write!(f, "the challenge is bound to {named}, not to {dialed} (the server dialed)")
+            }
+            BindingError::Stale { age_secs } => {
+                write!(f, "the challenge is {age_secs} seconds from now, more than {MAX_AGE_SECS}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BindingError {}
+
+/// SPEC 8.2 step 4, the client's check: the name after `rcram.` is the host it dialed
+/// (`dialed`: the name discovery or the profile gave it, never one the server said),
+/// without case, and unixtime is within 5 minutes of `now`.
+pub fn check_binding(challenge: &[u8], dialed: &str, now: i64) -> Result<Challenge, BindingError> {
+    let parsed = Challenge::parse(challenge).map_err(BindingError::Malformed)?;
+    if !same_host(&parsed.verifier, dialed) {
+        return Err(BindingError::WrongVerifier { named: parsed.verifier, dialed: dialed.to_string() });
+    }
+    let age_secs = now.saturating_sub(parsed.unixtime);
+    if age_secs.unsigned_abs() > MAX_AGE_SECS.unsigned_abs() {
+        return Err(BindingError::Stale { age_secs });
+    }
+    Ok(parsed)
+}
+
+/// The CRAM-MD5 answer (RFC 2195 2): `<address> <hex HMAC-MD5(secret, challenge)>`, raw
+/// (base64 it with [`sasl::encode_response`]). Computed by the crate's CRAM-MD5 client.
+pub fn answer(address: &str, password: &str, challenge: &[u8]) -> Result<Vec<u8>, SaslError> {
+    ClientSession::new(Mechanism::CramMd5, Credentials::new(address, password)).step(challenge)
+}
+
+/// Checks a raw RCRAM answer on the home server, against the account's CRAM-MD5 secret and
+/// the challenge it issued: the address it names and whether the digest is right. The
+/// server side is the crate's CRAM-MD5 server ([`crate::sasl::ServerSession`] with
+/// `ServerOptions::cram_challenge`); this is the same check for a driver that holds the
+/// challenge itself (as the [`ChallengeRegistry`] does).
+pub fn check_answer(response: &[u8], challenge: &str, secret: &sasl::CramMd5Secret) -> Option<String> {
+    let text = std::str::from_utf8(response).ok()?;
+    let (user, hex) = text.rsplit_once(' ')?;
+    let digest = sasl::secrets::decode_hex(hex).and_then(|d| <[u8; 16]>::try_from(d).ok())?;
+    (!user.is_empty() && sasl::ct_eq(&secret.hmac(challenge.as_bytes()), &digest)).then(|| user.to_string())
+}
+
+/// SPEC 8.2 step 5 on the home server, after [`ChallengeRegistry::take`] gave `issued` for
+/// `challenge`: the answer must name the address the challenge was issued for (without
+/// case) and carry the right digest for that account's CRAM-MD5 secret (`None`: the
+/// account has none, or is unknown). True: `235 2.7.0`; false: `535 5.7.8`.
+pub fn verify_answer(issued: &Issued, challenge: &str, response: &[u8], secret: Option<&sasl::CramMd5Secret>) -> bool {
+    let Some(secret) = secret else { return false };
+    check_answer(response, challenge, secret).is_some_and(|user| user.eq_ignore_ascii_case(&issued.address))
+}
+
+/// One challenge the home server issued and has not yet seen answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// The address `AUTH X-RCRAM-VERIFY` named; the answer must be for it.
+    pub address: String,
+    /// The verifier the challenge is bound to.
+    pub verifier: String,
+    pub issued_at: i64,
+}
+
+/// Why the registry refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryError {
+    /// Too many challenges outstanding (a flood): answer 454 4.7.0.
+    Full,
+    /// The random part repeats a challenge still outstanding (a broken random source).
+    Duplicate,
+    /// The challenge could not be built.
+    Challenge(ChallengeError),
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegistryError::Full => f.write_str("too many RCRAM challenges outstanding"),
+            RegistryError::Duplicate => f.write_str("the random part repeats an outstanding challenge"),
+            RegistryError::Challenge(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for RegistryError {}
+
+/// The home server's issued challenges (SPEC 8.2 steps 3 and 5): each is remembered until
+/// it is answered or [`MAX_AGE_SECS`] pass, and accepted once. Taking a challenge removes
+/// it whatever the answer, so a challenge is never answered twice; a challenge that was
+/// never issued, or expired, is refused. Plain data: the server keeps one behind a mutex.
+#[derive(Debug)]
+pub struct ChallengeRegistry {
+    outstanding: HashMap<String, Issued>,
+    /// Issue order, for expiry.
+    order: VecDeque<(i64, String)>,
+    lifetime_secs: i64,
+    max_outstanding: usize,
+}
+
+impl ChallengeRegistry {
+    pub fn new(lifetime: Duration, max_outstanding: usize) -> ChallengeRegistry {
+        ChallengeRegistry {
+            outstanding: HashMap::new(),
+            order: VecDeque::new(),
+            lifetime_secs: i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX),
+            max_outstanding,
+        }
+    }
+
+    /// Challenges outstanding (after the last purge).
+    pub fn len(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.outstanding.is_empty()
+    }
+
+    /// Issues a challenge bound to `verifier` for `address` (the caller has checked the
+    /// verifier's IP and that the address is local, SPEC 8.2 step 3).
+    pub fn issue(
+        &mut self,
+        random: &[u8],
+        now: i64,
+        verifier: &str,
+        home: &str,
+        address: &str,
+    ) -> Result<Challenge, RegistryError> {
+        self.purge(now);
+        if self.outstanding.len() >= self.max_outstanding {
+            return Err(RegistryError::Full);
+        }
+        let challenge = Challenge::new(random, now, verifier, home).map_err(RegistryError::Challenge)?;
+        let text = challenge.text();
+        if self.outstanding.contains_key(&text) {
+            return Err(RegistryError::Duplicate);
+        }
+        let issued = Issued { address: address.to_lowercase(), verifier: challenge.verifier.clone(), issued_at: now };
+        self.outstanding.insert(text.clone(), issued);
+        self.order.push_back((now, text));
+        Ok(challenge)
+    }
+
+    /// Takes the challenge for checking its answer (SPEC 8.2 step 5): Some only once, and
+    /// only while it is current. The caller then checks the digest against the account's
+    /// secret and that the answer names `Issued::address`.
+    pub fn take(&mut self, challenge: &str, now: i64) -> Option<Issued> {
+        let issued = self.outstanding.remove(challenge)?;
+        let age = now.saturating_sub(issued.issued_at);
+        (age <= self.lifetime_secs && age >= -self.lifetime_secs).then_some(issued)
+    }
+
+    /// Forgets every challenge older than the lifetime.
+    pub fn purge(&mut self, now: i64) {
+        while let Some((at, _)) = self.order.front() {
+            if now.saturating_sub(*at) <= self.lifetime_secs {
+                break;
+            }
+            if let Some((at, text)) = self.order.pop_front() {
+                if self.outstanding.get(&text).is_some_and(|i| i.issued_at == at) {
+                    self.outstanding.remove(&text);
+                }
+            }
+        }
+        // Challenges taken early leave their slot in `order` behind: compact now and then.
+        if self.order.len() > self.outstanding.len() * 2 + 16 {
+            let outstanding = &self.outstanding;
+            self.order.retain(|(at, text)| outstanding.get(text).is_some_and(|i| i.issued_at == *at));
+        }
+    }
+}
+
+impl Default for ChallengeRegistry {
+    fn default() -> Self {
+        ChallengeRegistry::new(Duration::from_secs(MAX_AGE_SECS as u64), 10_000)
+    }
+}
+
+/// `AUTH RCRAM-MD5 <address>` (SPEC 8.2 step 1): the argument after the mechanism name is
+/// one address, `local@domain`.
+pub fn parse_rcram_argument(argument: Option<&str>) -> Result<String, ChallengeError> {
+    let mut words = argument.unwrap_or("").split(' ').filter(|w| !w.is_empty());
+    match (words.next(), words.next()) {
+        (Some(address), None) if valid_address(address) => Ok(address.to_string()),
+        _ => Err(ChallengeError::Malformed("AUTH RCRAM-MD5 needs one address")),
+    }
+}
+
+/// `AUTH X-RCRAM-VERIFY <address> <verifier's name>` (SPEC 8.2 step 2).
+pub fn parse_verify_arguments(arguments: &str) -> Result<(String, String), ChallengeError> {
+    let mut words = arguments.split(' ').filter(|w| !w.is_empty());
+    match (words.next(), words.next(), words.next()) {
+        (Some(address), Some(verifier), None) if valid_address(address) && valid_name(verifier) => {
+            Ok((address.to_string(), verifier.to_string()))
+        }
+        _ => Err(ChallengeError::Malformed("AUTH X-RCRAM-VERIFY needs an address and a host name")),
+    }
+}
+
+fn valid_address(address: &str) -> bool {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !local.contains(|c: char| c.is_control() || c.is_whitespace() || c == '<' || c == '>')
+                && valid_name(domain)
+        }
+        None => false,
+    }
+}
+
+/// How an RCRAM-MD5 login from the user's seat ended (SPEC 8.2 step 6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcramOutcome {
+    /// `235 2.7.0 Authenticated as <address> (remote)`.
+    Authenticated(Reply),
+    /// The verifier or home server refused the credentials: `535`.
+    Refused(Reply),
+    /// The home server cannot be reached or does not offer X-RCRAM-VERIFY: `454 4.7.0`
+    /// (any 4xx).
+    Temporary(Reply),
+    /// The challenge was not bound to the dialed host, or stale: we sent `*` and the server
+    /// answered (usually 501).
+    Cancelled { why: BindingError, reply: Reply },
+    /// Anything else (another code, a broken reply, the connection lost).
+    Failed(Reply),
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcramEvent {
+    /// The exchange is over.
+    Done(RcramOutcome),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Start,
+    /// `AUTH RCRAM-MD5 <address>` sent; a 334 or a final reply is due.
+    AwaitChallenge,
+    /// The answer sent; the final reply is due.
+    AwaitResult,
+    /// `*` sent; the server's reply to it is due.
+    AwaitCancel,
+    Done,
+}
+
+/// The client side of `AUTH RCRAM-MD5 <address>` (SPEC 8.2 steps 1, 4 and 6), on a session
+/// that is past EHLO (and STARTTLS). Drive it like [`crate::smtp::client::Client`]: call
+/// [`RcramClient::start`], write [`RcramClient::take_output`], [`RcramClient::feed`] what
+/// the server sends, until [`RcramClient::poll_event`] gives the outcome.
+#[derive(Debug)]
+pub struct RcramClient {
+    address: String,
+    password: String,
+    dialed: String,
+    now: i64,
+    parser: ReplyParser,
+    phase: Phase,
+    output: Vec<u8>,
+    events: VecDeque<RcramEvent>,
+    cancelled: Option<BindingError>,
+}
+
+impl RcramClient {
+    /// `dialed`: the host name the connection was made to (from discovery or the profile,
+    /// SPEC 8.2 step 4); `now`: Unix seconds, for the age check.
+    pub fn new(address: &str, password: &str, dialed: &str, now: i64) -> RcramClient {
+        RcramClient {
+            address: address.to_string(),
+            password: password.to_string(),
+            dialed: dialed.to_string(),
+            now,
+            parser: ReplyParser::default(),
+            phase: Phase::Start,
+            output: Vec::new(),
+            events: VecDeque::new(),
+            cancelled: None,
+        }
+    }
+
+    /// Sends `AUTH RCRAM-MD5 <address>`.
+    pub fn start(&mut self) {
+        if self.phase != Phase::Start {
+            return;
+        }
+        self.output.extend_from_slice(format!("AUTH {MECHANISM} {}\r\n", self.address).as_bytes());
+        self.phase = Phase::AwaitChallenge;
+    }
+
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.output)
+    }
+
+    pub fn poll_event(&mut self) -> Option<RcramEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// Bytes from the server.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        self.parser.feed(bytes);
+        while self.phase != Phase::Done {
+            match self.parser.next_reply() {
+                Ok(Some(reply)) => self.on_reply(reply),
+                Ok(None) => return,
+                Err(e) => {
+                    let reply = Reply::new(421, EnhancedCode(4, 5, 0), format!("Protocol error: {}", e.0));
+                    self.finish(RcramOutcome::Failed(reply));
+                }
+            }
+        }
+    }
+
+    /// The connection closed or timed out before the exchange ended.
+    pub fn on_closed(&mut self) {
+        if self.phase != Phase::Done {
+            let reply = crate::smtp::client::connection_lost("Connection lost during RCRAM-MD5");
+            self.finish(RcramOutcome::Failed(reply));
+        }
+    }
+
+    fn finish(&mut self, outcome: RcramOutcome) {
+        self.phase = Phase::Done;
+        self.events.push_back(RcramEvent::Done(outcome));
+    }
+
+    fn on_reply(&mut self, server: ServerReply) {
+        let reply = server.to_reply();
+        match (self.phase, reply.code) {
+            (Phase::AwaitChallenge, 334) => self.on_challenge(&server),
+            (Phase::AwaitCancel, _) => {
+                let why = self.cancelled.take().unwrap_or(BindingError::Malformed(ChallengeError::Malformed("")));
+                self.finish(RcramOutcome::Cancelled { why, reply });
+            }
+            (Phase::AwaitResult, 235) => {
+                self.finish(RcramOutcome::Authenticated(reply));
+            }
+            (Phase::AwaitChallenge | Phase::AwaitResult, 535) => self.finish(RcramOutcome::Refused(reply)),
+            (Phase::AwaitChallenge | Phase::AwaitResult, 400..=499) => self.finish(RcramOutcome::Temporary(reply)),
+            // A 235 before we answered anything proves nothing; a 334 after the answer is
+            // not part of CRAM-MD5.
+            _ => self.finish(RcramOutcome::Failed(reply)),
+        }
+    }
+
+    fn on_challenge(&mut self, server: &ServerReply) {
+        let text = server.lines.first().map_or("", |l| l.trim());
+        let decoded = match sasl::decode_challenge(text.as_bytes()) {
+            Ok(d) => d,
+            Err(_) => return self.cancel(BindingError::Malformed(ChallengeError::Malformed("not base64"))),
+        };
+        if let Err(why) = check_binding(&decoded, &self.dialed, self.now) {
+            return self.cancel(why);
+        }
+        match answer(&self.address, &self.password, &decoded) {
+            Ok(response) => {
+                self.output.extend_from_slice(sasl::encode_response(&response).as_bytes());
+                self.output.extend_from_slice(b"\r\n");
+                self.phase = Phase::AwaitResult;
+            }
+            Err(_) => self.cancel(BindingError::Malformed(ChallengeError::Malformed("cannot answer"))),
+        }
+    }
+
+    /// RFC 4954 4: `*` cancels the exchange.
+    fn cancel(&mut self, why: BindingError) {
+        self.output.extend_from_slice(b"*\r\n");
+        self.cancelled = Some(why);
+        self.phase = Phase::AwaitCancel;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sasl::{CramMd5Secret, ServerOptions, ServerSession, ServerStep};
+
+    const NOW: i64 = 1_796_119_200; // 2026-12-01T10:00:00Z
+    const RANDOM: [u8; 8] = [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef];
+
+    #[test]
+    fn builds_and_parses_the_bound_challenge() {
+        let c = Challenge::new(&RANDOM, NOW, "mx.lrsupport.test", "mx.galkam.test").unwrap();
+        assert_eq!(c.text(), "<0123456789abcdef.1796119200.rcram.mx.lrsupport.test@mx.galkam.test>");
+        assert_eq!(Challenge::parse(c.text().as_bytes()).unwrap(), c);
+        assert_eq!(Challenge::new(&RANDOM[..7], NOW, "a.test", "b.test"), Err(ChallengeError::TooLittleRandom));
+        assert!(Challenge::new(&RANDOM, NOW, "a test", "b.test").is_err());
+        assert!(Challenge::new(&RANDOM, NOW, "a.test", "").is_err());
+        for bad in [
+            "",
+            "<1896.697170952@postoffice.reston.mci.net>",
+            "<1.2.rcram.@home.test>",
+            "<1.2.rcram.v.test@>",
+            "<1.2.cram.v.test@home.test>",
+            "<.2.rcram.v.test@home.test>",
+            "<1..rcram.v.test@home.test>",
+            "<1.x.rcram.v.test@home.test>",
+            "1.2.rcram.v.test@home.test",
+            "<1.2.rcram.v.test@home.test",
+            "<1.2.rcram.v_x.test@home.test>",
+            "<1.99999999999999999999.rcram.v.test@home.test>",
+        ] {
+            assert!(Challenge::parse(bad.as_bytes()).is_err(), "{bad}");
+        }
+        assert!(Challenge::parse(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn client_checks_the_binding_and_the_age() {
+        let c = Challenge::new(&RANDOM, NOW, "mx.lrsupport.test", "mx.galkam.test").unwrap().text();
+        assert!(check_binding(c.as_bytes(), "mx.lrsupport.test", NOW).is_ok());
+        assert!(check_binding(c.as_bytes(), "MX.LRSupport.test.", NOW + MAX_AGE_SECS).is_ok());
+        assert!(check_binding(c.as_bytes(), "mx.lrsupport.test", NOW - MAX_AGE_SECS).is_ok());
+        assert_eq!(
+            check_binding(c.as_bytes(), "mx.lrsupport.test", NOW + MAX_AGE_SECS + 1),
+            Err(BindingError::Stale { age_secs: MAX_AGE_SECS + 1 })
+        );
+        assert!(matches!(
+            check_binding(c.as_bytes(), "mx.lrsupport.test", NOW - MAX_AGE_SECS - 1),
+            Err(BindingError::Stale { .. })
+        ));
+        // The relay attack: the rogue got a challenge bound to itself (or to lrsupport) and
+        // hands it to a client that dialed someone else.
+        assert!(matches!(check_binding(c.as_bytes(), "rogue.test", NOW), Err(BindingError::WrongVerifier { .. })));
+        assert!(matches!(check_binding(c.as_bytes(), "lrsupport.test", NOW), Err(BindingError::WrongVerifier { .. })));
+        // A plain CRAM-MD5 challenge is not answered.
+        assert!(matches!(
+            check_binding(b"<1896.697170952@postoffice.reston.mci.net>", "postoffice.reston.mci.net", NOW),
+            Err(BindingError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn answer_is_rfc2195_cram_md5() {
+        // RFC 2195 2's example.
+        let response = answer("tim", "tanstaaftanstaaf", b"<1896.697170952@postoffice.reston.mci.net>").unwrap();
+        assert_eq!(response, b"tim b913a602c7eda7a495b4e6e7334d3890");
+        let secret = CramMd5Secret::from_password("tanstaaftanstaaf");
+        assert_eq!(
+            check_answer(&response, "<1896.697170952@postoffice.reston.mci.net>", &secret).as_deref(),
+            Some("tim")
+        );
+        assert_eq!(check_answer(&response, "<1897.697170952@postoffice.reston.mci.net>", &secret), None);
+        assert_eq!(check_answer(b"tim zz", "<x>", &secret), None);
+    }
+
+    #[test]
+    fn answer_verifies_at_the_home_server_through_the_sasl_server() {
+        let challenge = Challenge::new(&RANDOM, NOW, "mx.lrsupport.test", "mx.galkam.test").unwrap().text();
+        let options = ServerOptions { cram_challenge: Some(challenge.clone()), ..ServerOptions::default() };
+        let mut server = ServerSession::new(Mechanism::CramMd5, &options);
+        assert_eq!(server.start(None), ServerStep::Challenge(challenge.clone().into_bytes()));
+        let response = answer("glen@galkam.test", "s3cret", challenge.as_bytes()).unwrap();
+        assert_eq!(server.step(&response), ServerStep::NeedSecrets { authcid: "glen@galkam.test".into() });
+        let secrets = sasl::Secrets { cram_md5: Some(CramMd5Secret::from_password("s3cret")), ..Default::default() };
+        assert!(matches!(server.provide_secrets(Some(&secrets)), ServerStep::Success { .. }));
+    }
+
+    #[test]
+    fn registry_accepts_each_challenge_once_and_only_while_current() {
+        let mut registry = ChallengeRegistry::new(Duration::from_secs(300), 3);
+        let c = registry.issue(&RANDOM, NOW, "mx.lrsupport.test", "mx.galkam.test", "Glen@galkam.test").unwrap();
+        assert_eq!(registry.len(), 1);
+        // The same random part again (a broken source) is refused while it is outstanding.
+        assert_eq!(
+            registry.issue(&RANDOM, NOW, "mx.lrsupport.test", "mx.galkam.test", "glen@galkam.test"),
+            Err(RegistryError::Duplicate)
+        );
+        let issued = registry.take(&c.text(), NOW + 10).unwrap();
+        assert_eq!(issued.address, "glen@galkam.test");
+        assert_eq!(issued.verifier, "mx.lrsupport.test");
+        // Answered twice: refused the second time.
+        assert_eq!(registry.take(&c.text(), NOW + 11), None);
+        // Never issued.
+        assert_eq!(registry.take("<1.2.rcram.a.test@b.test>", NOW), None);
+        // Expired.
+        let c = registry.issue(&[7; 8], NOW, "a.test", "b.test", "x@b.test").unwrap();
+        assert_eq!(registry.take(&c.text(), NOW + 301), None);
+        // Full, and purged as time passes.
+        for i in 0..3u8 {
+            registry.issue(&[i; 8], NOW, "a.test", "b.test", "x@b.test").unwrap();
+        }
+        assert_eq!(registry.issue(&[9; 8], NOW, "a.test", "b.test", "x@b.test"), Err(RegistryError::Full));
+        assert!(registry.issue(&[9; 8], NOW + 301, "a.test", "b.test", "x@b.test").is_ok());
+        assert_eq!(registry.len(), 1);
+    }
+
+    #[test]
+    fn home_server_verifies_the_answer_for_the_issued_address_only() {
+        let mut registry = ChallengeRegistry::default();
+        let c = registry.issue(&RANDOM, NOW, "mx.lrsupport.test", "mx.galkam.test", "glen@galkam.test").unwrap();
+        let secret = CramMd5Secret::from_password("s3cret");
+        let issued = registry.take(&c.text(), NOW + 1).unwrap();
+        let good = answer("Glen@galkam.test", "s3cret", c.text().as_bytes()).unwrap();
+        assert!(verify_answer(&issued, &c.text(), &good, Some(&secret)));
+        assert!(!verify_answer(&issued, &c.text(), &good, None));
+        let wrong_password = answer("glen@galkam.test", "guess", c.text().as_bytes()).unwrap();
+        assert!(!verify_answer(&issued, &c.text(), &wrong_password, Some(&secret)));
+        // Another account's right answer to this challenge does not log in as glen.
+        let other = answer("ann@galkam.test", "s3cret", c.text().as_bytes()).unwrap();
+        assert!(!verify_answer(&issued, &c.text(), &other, Some(&secret)));
+        // An answer to another challenge does not fit this one.
+        let elsewhere = answer("glen@galkam.test", "s3cret", b"<1.2.rcram.rogue.test@mx.galkam.test>").unwrap();
+        assert!(!verify_answer(&issued, &c.text(), &elsewhere, Some(&secret)));
+    }
+
+    #[test]
+    fn auth_arguments() {
+        assert_eq!(parse_rcram_argument(Some("glen@galkam.test")).unwrap(), "glen@galkam.test");
+        assert!(parse_rcram_argument(None).is_err());
+        assert!(parse_rcram_argument(Some("glen")).is_err());
+        assert!(parse_rcram_argument(Some("glen@galkam.test extra")).is_err());
+        assert_eq!(
+            parse_verify_arguments("glen@galkam.test mx.lrsupport.test").unwrap(),
+            ("glen@galkam.test".to_string(), "mx.lrsupport.test".to_string())
+        );
+        assert!(parse_verify_arguments("glen@galkam.test").is_err());
+        assert!(parse_verify_arguments("glen@galkam.test mx lrsupport").is_err());
+        assert!(parse_verify_arguments("glen@galkam.test mx_lrsupport").is_err());
+    }
+
+    fn b64(text: &str) -> String {
+        sasl::encode_challenge(text.as_bytes())
+    }
+
+    fn run(client: &mut RcramClient, server_lines: &[&str]) -> (Vec<String>, Option<RcramOutcome>) {
+        client.start();
+        let mut sent = vec![String::from_utf8(client.take_output()).unwrap()];
+        for line in server_lines {
+            client.feed(format!("{line}\r\n").as_bytes());
+            let out = client.take_output();
+            if !out.is_empty() {
+                sent.push(String::from_utf8(out).unwrap());
+            }
+        }
+        let outcome = client.poll_event().map(|RcramEvent::Done(o)| o);
+        (sent, outcome)
+    }
+
+    #[test]
+    fn client_logs_in_with_a_bound_challenge() {
+        let challenge = Challenge::new(&RANDOM, NOW, "mx.lrsupport.test", "mx.galkam.test").unwrap().text();
+        let mut client = RcramClient::new("glen@galkam.test", "s3cret", "mx.lrsupport.test", NOW + 5);
+        let (sent, outcome) = run(
+            &mut client,
+            &[&format!("334 {}", b64(&challenge)), "235 2.7.0 Authenticated as glen@galkam.test (remote)"],
+        );
+        assert_eq!(sent[0], "AUTH RCRAM-MD5 glen@galkam.test\r\n");
+        let expected = answer("glen@galkam.test", "s3cret", challenge.as_bytes()).unwrap();
+        assert_eq!(sent[1], format!("{}\r\n", sasl::encode_response(&expected)));
+        assert!(matches!(outcome, Some(RcramOutcome::Authenticated(r)) if r.code == 235));
+        assert!(client.is_done());
+    }
+
+    #[test]
+    fn client_refuses_a_challenge_bound_elsewhere_or_stale() {
+        let rogue = Challenge::new(&RANDOM, NOW, "rogue.test", "mx.galkam.test").unwrap().text();
+        let mut client = RcramClient::new("glen@galkam.test", "s3cret", "mx.lrsupport.test", NOW);
+        let (sent, outcome) =
+            run(&mut client, &[&format!("334 {}", b64(&rogue)), "501 5.0.0 Authentication cancelled"]);
+        assert_eq!(sent[1], "*\r\n");
+        assert!(matches!(
+            outcome,
+            Some(RcramOutcome::Cancelled { why: BindingError::WrongVerifier { .. }, reply }) if reply.code == 501
+        ));
+        let old = Challenge::new(&RANDOM, NOW - 600, "mx.lrsupport.test", "mx.galkam.test").unwrap().text();
+        let mut client = RcramClient::new("glen@galkam.test", "s3cret", "mx.lrsupport.test", NOW);
+        let (sent, outcome) = run(&mut client, &[&format!("334 {}", b64(&old)), "501 5.0.0 cancelled"]);
+        assert_eq!(sent[1], "*\r\n");
+        assert!(matches!(outcome, Some(RcramOutcome::Cancelled { why: BindingError::Stale { .. }, .. })));
+        // A plain CRAM-MD5 challenge (the legacy proxy) and garbage are refused too.
+        for line in [format!("334 {}", b64("<1896.697170952@postoffice.reston.mci.net>")), "334 !!!".to_string()] {
+            let mut client = RcramClient::new("glen@galkam.test", "s3cret", "mx.lrsupport.test", NOW);
+            let (sent, outcome) = run(&mut client, &[&line, "501 5.0.0 cancelled"]);
+            assert_eq!(sent[1], "*\r\n");
+            assert!(matches!(outcome, Some(RcramOutcome::Cancelled { .. })));
+        }
+    }
+
+    #[test]
+    fn client_reports_refusals_and_temporary_failures() {
+        let challenge = Challenge::new(&RANDOM, NOW, "mx.lrsupport.test", "mx.galkam.test").unwrap().text();
+        type Case<'a> = (&'a [&'a str], fn(&RcramOutcome) -> bool);
+        let cases: [Case; 5] = [
+            (&["454 4.7.0 Home server unreachable"], |o| matches!(o, RcramOutcome::Temporary(r) if r.code == 454)),
+            (&["535 5.7.8 Authentication credentials invalid"], |o| matches!(o, RcramOutcome::Refused(_))),
+            (&["334 CHALLENGE_PLACEHOLDER", "535 5.7.8 Authentication credentials invalid"], |o| {
+                matches!(o, RcramOutcome::Refused(_))
+            }),
+            // A 235 before any answer proves nothing.
+            (&["235 2.7.0 ok"], |o| matches!(o, RcramOutcome::Failed(_))),
+            (&["504 5.5.4 Unrecognized authentication type"], |o| matches!(o, RcramOutcome::Failed(_))),
+        ];
+        for (lines, check) in cases {
+            let lines: Vec<String> =
+                lines.iter().map(|l| l.replace("CHALLENGE_PLACEHOLDER", &b64(&challenge))).collect();
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let mut client = RcramClient::new("glen@galkam.test", "s3cret", "mx.lrsupport.test", NOW);
+            let (_, outcome) = run(&mut client, &lines);
+            assert!(check(outcome.as_ref().unwrap()), "{lines:?}: {outcome:?}");
+        }
+        let mut client = RcramClient::new("glen@galkam.test", "s3cret", "mx.lrsupport.test", NOW);
+        client.start();
+        client.on_closed();
+        assert!(matches!(client.poll_event(), Some(RcramEvent::Done(RcramOutcome::Failed(r))) if r.code == 421));
+    }
+}

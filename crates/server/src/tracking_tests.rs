@@ -1,0 +1,242 @@
+//! The NOTIFY outbox sender with a fake home server (the federation client is not built
+//! yet), and the replies of RECEIPT, NOTIFY and TRACK.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use vouchmail_proto::sasl::Secrets;
+use vouchmail_store::{
+    Delivery, Envelope, Folder, NewAccount, NewMessage, RecipientDsn, SenderPolicy, SqliteStore, TrackingKind,
+};
+
+use super::*;
+
+const AT: i64 = 1_796_119_200; // 2026-12-01T10:00:00Z
+
+/// A home server per domain that is up, down (temporary failures) or refusing.
+#[derive(Default)]
+struct FakeHomeServers {
+    behaviour: Mutex<HashMap<String, NotifyOutcome>>,
+    delivered: Mutex<Vec<(String, String)>>,
+    calls: Mutex<Vec<(String, usize)>>,
+}
+
+impl FakeHomeServers {
+    fn set(&self, domain: &str, outcome: NotifyOutcome) {
+        self.behaviour.lock().unwrap().insert(domain.to_string(), outcome);
+    }
+
+    fn delivered(&self) -> Vec<(String, String)> {
+        self.delivered.lock().unwrap().clone()
+    }
+}
+
+impl NotifySender for FakeHomeServers {
+    fn send<'a>(
+        &'a self,
+        domain: &'a str,
+        records: &'a [String],
+    ) -> Pin<Box<dyn Future<Output = Vec<NotifyOutcome>> + Send + 'a>> {
+        Box::pin(async move {
+            self.calls.lock().unwrap().push((domain.to_string(), records.len()));
+            let outcome = self.behaviour.lock().unwrap().get(domain).cloned().unwrap_or(NotifyOutcome::Delivered);
+            if outcome == NotifyOutcome::Delivered {
+                let mut delivered = self.delivered.lock().unwrap();
+                delivered.extend(records.iter().map(|r| (domain.to_string(), r.clone())));
+            }
+            vec![outcome; records.len()]
+        })
+    }
+}
+
+fn settings() -> OutboxSettings {
+    OutboxSettings {
+        retry_min_secs: 60,
+        retry_max_secs: 120,
+        lifetime_secs: 5 * 86400,
+        lease_secs: 600,
+        batch: 100,
+        poll_interval: Duration::from_millis(20),
+    }
+}
+
+fn open(dir: &tempfile::TempDir) -> Arc<SqliteStore> {
+    Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap())
+}
+
+async fn setup(dir: &tempfile::TempDir) -> (Arc<SqliteStore>, i64) {
+    let store = open(dir);
+    store.add_domain("lrsupport.test", SenderPolicy::REJECT).await.unwrap();
+    let id = store
+        .add_account(NewAccount {
+            address: "abc555@lrsupport.test".into(),
+            secrets: Secrets::default(),
+            quota_bytes: 0,
+        })
+        .await
+        .unwrap();
+    (store, id)
+}
+
+/// A message from `sender` (remotely authenticated) downloaded by abc555 at `at`.
+async fn downloaded(store: &SqliteStore, account: i64, queue_id: &str, sender: &str, at: i64) {
+    let message = NewMessage {
+        queue_id: queue_id.into(),
+        envelope: Envelope {
+            sender: sender.into(),
+            auth_results: format!("x-rcram=pass smtp.auth={sender}"),
+            ..Default::default()
+        },
+        received_at: at - 10,
+        data: format!("Message-ID: <{queue_id}@x.test>\r\n\r\nbody\r\n").into_bytes(),
+        spooled: None,
+        deliveries: vec![(
+            Delivery::Mailbox { account_id: account, folder: Folder::Inbox, recipient: "abc555@lrsupport.test".into() },
+            RecipientDsn::default(),
+        )],
+    };
+    let queue_id = store.commit_message(message).await.unwrap().queue_id;
+    let entry = store.list_mailbox("abc555@lrsupport.test", None).await.unwrap();
+    let id = entry.iter().find(|e| e.queue_id == queue_id).unwrap().id;
+    let event = NewTrackingEvent {
+        recipient: "abc555@lrsupport.test".into(),
+        subject: TrackingSubject::Mailbox(id),
+        kind: TrackingKind::Downloaded,
+        at,
+        reporting_server: "mx.lrsupport.test".into(),
+    };
+    let outcome = record_event(store, event.clone()).await.unwrap();
+    assert!(matches!(outcome, TrackingOutcome::Recorded { route: TrackingRoute::Outbox { .. }, .. }));
+    // Idempotent: the second RETR makes nothing.
+    assert_eq!(record_event(store, event).await.unwrap(), TrackingOutcome::Duplicate);
+}
+
+#[tokio::test]
+async fn records_wait_while_the_home_server_is_down_survive_a_restart_and_arrive_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, account) = setup(&dir).await;
+    downloaded(&store, account, "Q1", "glen@galkam.test", AT).await;
+    downloaded(&store, account, "Q2", "ann@galkam.test", AT).await;
+    downloaded(&store, account, "Q3", "bob@other.test", AT).await;
+    let home = Arc::new(FakeHomeServers::default());
+    home.set("galkam.test", NotifyOutcome::Temporary("connection refused".into()));
+    let outbox = Outbox::new(store.clone(), home.clone(), settings());
+    let pass = outbox.run_once(AT).await;
+    assert_eq!(pass, OutboxPass { sent: 1, retried: 2, dropped: 0 });
+    // Grouped by domain: one call per domain with all of its records.
+    let mut calls = home.calls.lock().unwrap().clone();
+    calls.sort();
+    assert_eq!(calls, [("galkam.test".to_string(), 2), ("other.test".to_string(), 1)]);
+    // The server restarts: the records are in the store.
+    drop(outbox);
+    store.shutdown().await;
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(store.list_notify_outbox().await.unwrap().len(), 2);
+    let outbox = Outbox::new(store.clone(), home.clone(), settings());
+    // Not before the backoff.
+    assert_eq!(outbox.run_once(AT + 59).await.handled(), 0);
+    home.set("galkam.test", NotifyOutcome::Delivered);
+    assert_eq!(outbox.run_once(AT + 60).await, OutboxPass { sent: 2, retried: 0, dropped: 0 });
+    assert_eq!(outbox.run_once(AT + 100_000).await.handled(), 0);
+    // Each record arrived once.
+    let delivered = home.delivered();
+    assert_eq!(delivered.len(), 3);
+    let mut lines: Vec<&str> = delivered.iter().map(|(_, r)| r.as_str()).collect();
+    lines.sort();
+    lines.dedup();
+    assert_eq!(lines.len(), 3);
+    let glen = delivered.iter().find(|(_, r)| r.contains("glen@galkam.test")).unwrap();
+    assert_eq!(
+        glen,
+        &(
+            "galkam.test".to_string(),
+            "2026-12-01T10:00:00Z,<Q1@x.test>,glen@galkam.test,abc555@lrsupport.test,downloaded,mx.lrsupport.test"
+                .to_string()
+        )
+    );
+    let counts = store.notify_outbox_counts().await.unwrap();
+    assert_eq!((counts.pending, counts.inflight, counts.sent, counts.dropped), (0, 0, 3, 0));
+}
+
+#[tokio::test]
+async fn records_are_dropped_after_their_lifetime_or_a_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, account) = setup(&dir).await;
+    downloaded(&store, account, "Q1", "glen@galkam.test", AT).await;
+    downloaded(&store, account, "Q2", "bob@other.test", AT).await;
+    let home = Arc::new(FakeHomeServers::default());
+    home.set("galkam.test", NotifyOutcome::Temporary("451 4.3.0 later".into()));
+    home.set("other.test", NotifyOutcome::Permanent("550 5.1.1 no such sender".into()));
+    let settings = OutboxSettings { lifetime_secs: 300, ..settings() };
+    let outbox = Outbox::new(store.clone(), home.clone(), settings);
+    assert_eq!(outbox.run_once(AT).await, OutboxPass { sent: 0, retried: 1, dropped: 1 });
+    // Backoff 60, then 120 (the maximum): tries at +60 and +180; the next would be at +300.
+    assert_eq!(outbox.run_once(AT + 60).await.retried, 1);
+    assert_eq!(outbox.run_once(AT + 179).await.handled(), 0);
+    assert_eq!(outbox.run_once(AT + 180).await, OutboxPass { sent: 0, retried: 0, dropped: 1 });
+    assert_eq!(outbox.run_once(AT + 100_000).await.handled(), 0);
+    let counts = store.notify_outbox_counts().await.unwrap();
+    assert_eq!((counts.pending, counts.dropped), (0, 2));
+    assert!(home.delivered().is_empty());
+    assert_eq!(settings.backoff(1), 60);
+    assert_eq!(settings.backoff(2), 120);
+    assert_eq!(settings.backoff(40), 120);
+}
+
+#[tokio::test]
+async fn the_task_sends_and_stops_on_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, account) = setup(&dir).await;
+    let now = now();
+    downloaded(&store, account, "Q1", "glen@galkam.test", now).await;
+    let home = Arc::new(FakeHomeServers::default());
+    let outbox = Outbox::new(store.clone(), home.clone(), settings());
+    let (stop, shutdown) = watch::channel(false);
+    let tasks = TaskTracker::default();
+    outbox.spawn(shutdown, &tasks);
+    for _ in 0..200 {
+        if !home.delivered().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(home.delivered().len(), 1);
+    stop.send(true).unwrap();
+    assert_eq!(tasks.wait(Duration::from_secs(5)).await, 0);
+}
+
+#[tokio::test]
+async fn receipt_notify_and_track_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, account) = setup(&dir).await;
+    downloaded(&store, account, "Q1", "glen@galkam.test", AT).await;
+    let receipt = tracking::parse_receipt_argument("<Q1@x.test> DECRYPTED").unwrap();
+    let reply = receipt_reply(store.as_ref(), "abc555@lrsupport.test", &receipt, "mx.lrsupport.test").await;
+    assert_eq!(reply.to_wire(), b"250 2.0.0 Tracking record stored\r\n");
+    // Each event once: a second RECEIPT is 250 and queues nothing more.
+    let again = receipt_reply(store.as_ref(), "abc555@lrsupport.test", &receipt, "mx.lrsupport.test").await;
+    assert_eq!(again.code, 250);
+    assert_eq!(store.list_notify_outbox().await.unwrap().len(), 2);
+    let unknown = tracking::parse_receipt_argument("<nope@x.test> FAILED").unwrap();
+    let reply = receipt_reply(store.as_ref(), "abc555@lrsupport.test", &unknown, "mx.lrsupport.test").await;
+    assert!(reply.to_wire().starts_with(b"550 5.1.0 "));
+    // NOTIFY for a local sender (abc555 sent a message to someone at galkam).
+    let record = tracking::parse_notify_argument(
+        "2026-12-01T10:00:00Z,<id@lrsupport.test>,abc555@lrsupport.test,glen@galkam.test,downloaded,mx.galkam.test",
+    )
+    .unwrap();
+    assert_eq!(notify_reply(store.as_ref(), record.clone()).await.to_wire(), b"250 2.0.0 Tracking record stored\r\n");
+    assert_eq!(notify_reply(store.as_ref(), record.clone()).await.code, 250);
+    let stranger = Record { sender: "x@galkam.test".into(), ..record.clone() };
+    assert!(notify_reply(store.as_ref(), stranger).await.to_wire().starts_with(b"550 5.1.1 "));
+    let decrypted = Record { event: tracking::Event::Decrypted, timestamp: AT + 60, ..record.clone() };
+    notify_reply(store.as_ref(), decrypted.clone()).await;
+    // TRACK: oldest first, and since a time.
+    let all = track_reply(store.as_ref(), "abc555@lrsupport.test", None).await;
+    let expected = format!("250-{}\r\n250-{}\r\n250 2 records\r\n", record, decrypted);
+    assert_eq!(String::from_utf8(all.to_wire()).unwrap(), expected);
+    let since = track_reply(store.as_ref(), "abc555@lrsupport.test", Some(AT + 1)).await;
+    assert_eq!(String::from_utf8(since.to_wire()).unwrap(), format!("250-{decrypted}\r\n250 1 records\r\n"));
+    assert_eq!(track_reply(store.as_ref(), "glen@galkam.test", None).await.to_wire(), b"250 0 records\r\n");
+}

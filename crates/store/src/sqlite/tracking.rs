@@ -1,0 +1,341 @@
+//! Delivery notifications in SQLite (SPEC 8.3): events, records in the Tracking folder, and
+//! the NOTIFY outbox. The rules (what is tracked, where a record goes) are in
+//! `crate::tracking`; this is the storage.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use vouchmail_proto::tracking::{valid_message_id, Record};
+
+use super::{db_error, HEADER_SCAN_BYTES};
+use crate::tracking::{
+    is_tracked, NewTrackingEvent, NotifyStored, OutboxCounts, OutboxEntry, OutboxState, OutboxUpdate,
+    StoredTrackingRecord, TrackingOutcome, TrackingRoute, TrackingSubject,
+};
+use crate::{StoreResult, TrackingKind};
+
+/// What the store knows of the message an event is about.
+struct Subject {
+    queue_id: String,
+    message_id: String,
+    sender: String,
+    tracked: bool,
+}
+
+fn header_message_id(head: &[u8]) -> String {
+    vouchmail_proto::headers::first_value(head, "Message-ID").map(|v| v.trim().to_string()).unwrap_or_default()
+}
+
+fn find_subject(conn: &Connection, recipient: &str, subject: &TrackingSubject) -> StoreResult<Option<Subject>> {
+    match subject {
+        TrackingSubject::Mailbox(id) => {
+            let found: Option<(String, String, String, Vec<u8>)> = conn
+                .prepare_cached(
+                    "SELECT m.queue_id, m.sender, m.auth_results, substr(m.data, 1, ?3)
+                     FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
+                     WHERE a.address = ?1 AND b.id = ?2",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![recipient, id, HEADER_SCAN_BYTES], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
+                    .optional()
+                })
+                .map_err(db_error)?;
+            Ok(found.map(|(queue_id, sender, auth_results, head)| Subject {
+                queue_id,
+                message_id: header_message_id(&head),
+                tracked: is_tracked(&auth_results, &sender),
+                sender,
+            }))
+        }
+        TrackingSubject::MessageId(message_id) => {
+            // Downloaded before (the message may be deleted since): the first event says
+            // which message it was and whether it is tracked.
+            let seen: Option<(String, String, bool)> = conn
+                .prepare_cached(
+                    "SELECT queue_id, sender, tracked FROM tracking_events
+                     WHERE recipient = ?1 AND message_id = ?2 ORDER BY id LIMIT 1",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![recipient, message_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
+                })
+                .map_err(db_error)?;
+            if let Some((queue_id, sender, tracked)) = seen {
+                return Ok(Some(Subject { queue_id, message_id: message_id.clone(), sender, tracked }));
+            }
+            // Still in the mailbox, never downloaded.
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT m.queue_id, m.sender, m.auth_results, substr(m.data, 1, ?2)
+                     FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
+                     WHERE a.address = ?1 ORDER BY b.id",
+                )
+                .map_err(db_error)?;
+            let mut rows = stmt.query(params![recipient, HEADER_SCAN_BYTES]).map_err(db_error)?;
+            while let Some(row) = rows.next().map_err(db_error)? {
+                let head: Vec<u8> = row.get(3).map_err(db_error)?;
+                if header_message_id(&head) == *message_id {
+                    let sender: String = row.get(1).map_err(db_error)?;
+                    let auth_results: String = row.get(2).map_err(db_error)?;
+                    return Ok(Some(Subject {
+                        queue_id: row.get(0).map_err(db_error)?,
+                        message_id: message_id.clone(),
+                        tracked: is_tracked(&auth_results, &sender),
+                        sender,
+                    }));
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// SPEC 8.3: records the event once per message and recipient, then makes and routes its
+/// record, in the caller's transaction.
+pub(super) fn track_event(conn: &Connection, event: &NewTrackingEvent) -> StoreResult<TrackingOutcome> {
+    let recipient = event.recipient.to_lowercase();
+    let Some(subject) = find_subject(conn, &recipient, &event.subject)? else {
+        return Ok(TrackingOutcome::NotFound);
+    };
+    let inserted = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO tracking_events (occurred_at, queue_id, message_id, sender, recipient, event, tracked)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                event.at,
+                subject.queue_id,
+                subject.message_id,
+                subject.sender,
+                recipient,
+                event.kind.as_str(),
+                subject.tracked
+            ])
+        })
+        .map_err(db_error)?;
+    if inserted == 0 {
+        return Ok(TrackingOutcome::Duplicate);
+    }
+    if !subject.tracked {
+        return Ok(TrackingOutcome::Recorded { record: None, route: TrackingRoute::Untracked });
+    }
+    if !valid_message_id(&subject.message_id) {
+        let reason = "the message has no Message-ID".to_string();
+        return Ok(TrackingOutcome::Recorded { record: None, route: TrackingRoute::Unroutable { reason } });
+    }
+    let record = Record {
+        timestamp: event.at,
+        message_id: subject.message_id.clone(),
+        sender: subject.sender.clone(),
+        recipient: recipient.clone(),
+        event: event.kind.into(),
+        reporting_server: event.reporting_server.clone(),
+    };
+    let line = match record.to_line() {
+        Ok(line) => line,
+        Err(e) => {
+            let route = TrackingRoute::Unroutable { reason: format!("no record can be made: {e}") };
+            return Ok(TrackingOutcome::Recorded { record: None, route });
+        }
+    };
+    let domain = record.sender_domain().to_ascii_lowercase();
+    let local: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM domains WHERE name = ?1)")
+        .and_then(|mut stmt| stmt.query_row(params![domain], |r| r.get(0)))
+        .map_err(db_error)?;
+    let route = if local {
+        // SPEC 8.3: a local sender's record goes into its Tracking folder.
+        match insert_record(conn, &record, event.at)? {
+            NotifyStored::UnknownSender => {
+                TrackingRoute::Unroutable { reason: format!("{} has no mailbox here", record.sender) }
+            }
+            NotifyStored::Stored | NotifyStored::Duplicate => {
+                TrackingRoute::Folder { owner: record.sender.to_lowercase() }
+            }
+        }
+    } else {
+        // SPEC 8.3: a remote sender's record is queued durably for its home server.
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO notify_outbox (record, domain, message_id, recipient, event, state, attempts,
+                                                  next_attempt, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?6)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![line, domain, record.message_id, record.recipient, event.kind.as_str(), event.at])
+        })
+        .map_err(db_error)?;
+        TrackingRoute::Outbox { domain }
+    };
+    Ok(TrackingOutcome::Recorded { record: Some(record), route })
+}
+
+/// Into the Tracking folder of the record's sender, once per (message, recipient, event).
+pub(super) fn insert_record(conn: &Connection, record: &Record, now: i64) -> StoreResult<NotifyStored> {
+    let owner = record.sender.to_lowercase();
+    let exists: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM accounts WHERE address = ?1)")
+        .and_then(|mut stmt| stmt.query_row(params![owner], |r| r.get(0)))
+        .map_err(db_error)?;
+    if !exists {
+        return Ok(NotifyStored::UnknownSender);
+    }
+    let kind: TrackingKind = record.event.into();
+    let n = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO tracking_records (owner, occurred_at, message_id, sender, recipient, event,
+                                                     reporting_server, stored_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                owner,
+                record.timestamp,
+                record.message_id,
+                record.sender,
+                record.recipient.to_lowercase(),
+                kind.as_str(),
+                record.reporting_server,
+                now
+            ])
+        })
+        .map_err(db_error)?;
+    Ok(if n == 1 { NotifyStored::Stored } else { NotifyStored::Duplicate })
+}
+
+fn row_to_stored(row: &Row<'_>) -> rusqlite::Result<Option<StoredTrackingRecord>> {
+    let event: String = row.get(6)?;
+    let Some(kind) = TrackingKind::parse(&event) else { return Ok(None) };
+    Ok(Some(StoredTrackingRecord {
+        id: row.get(0)?,
+        owner: row.get(1)?,
+        record: Record {
+            timestamp: row.get(2)?,
+            message_id: row.get(3)?,
+            sender: row.get(4)?,
+            recipient: row.get(5)?,
+            event: kind.into(),
+            reporting_server: row.get(7)?,
+        },
+        stored_at: row.get(8)?,
+    }))
+}
+
+/// The owner's records at or after `since`, oldest first.
+pub(super) fn records(
+    conn: &Connection,
+    owner: &str,
+    since: Option<i64>,
+    limit: usize,
+) -> StoreResult<Vec<StoredTrackingRecord>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, owner, occurred_at, message_id, sender, recipient, event, reporting_server, stored_at
+             FROM tracking_records WHERE owner = ?1 AND occurred_at >= ?2 ORDER BY occurred_at, id LIMIT ?3",
+        )
+        .map_err(db_error)?;
+    let rows = stmt.query_map(params![owner, since.unwrap_or(i64::MIN), limit], row_to_stored).map_err(db_error)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.extend(row.map_err(db_error)?);
+    }
+    Ok(out)
+}
+
+const OUTBOX_COLUMNS: &str = "id, record, domain, state, attempts, next_attempt, last_error, created_at";
+
+fn row_to_outbox(row: &Row<'_>) -> rusqlite::Result<OutboxEntry> {
+    let state: String = row.get(3)?;
+    Ok(OutboxEntry {
+        id: row.get(0)?,
+        record: row.get(1)?,
+        domain: row.get(2)?,
+        state: OutboxState::parse(&state).unwrap_or(OutboxState::Pending),
+        attempts: u32::try_from(row.get::<_, i64>(4)?).unwrap_or(u32::MAX),
+        next_attempt: row.get(5)?,
+        last_error: row.get(6)?,
+        created_at: row.get(7)?,
+    })
+}
+
+/// Leases up to `limit` due entries (pending and due, or in flight with an expired lease:
+/// their sender died) until `lease_until`, oldest due first.
+pub(super) fn lease(conn: &Connection, now: i64, lease_until: i64, limit: usize) -> StoreResult<Vec<OutboxEntry>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "UPDATE notify_outbox SET state = 'inflight', lease_until = ?2, updated_at = ?1
+             WHERE id IN (SELECT id FROM notify_outbox
+                          WHERE (state = 'pending' AND next_attempt <= ?1)
+                             OR (state = 'inflight' AND (lease_until IS NULL OR lease_until <= ?1))
+                          ORDER BY next_attempt, id LIMIT ?3)
+             RETURNING {OUTBOX_COLUMNS}"
+        ))
+        .map_err(db_error)?;
+    let rows = stmt.query_map(params![now, lease_until, limit], row_to_outbox).map_err(db_error)?;
+    let mut out = rows.collect::<Result<Vec<_>, _>>().map_err(db_error)?;
+    out.sort_by_key(|e| (e.next_attempt, e.id));
+    Ok(out)
+}
+
+/// Records the outcomes of leased entries; entries no longer in flight are left alone.
+pub(super) fn finish(conn: &Connection, updates: &[OutboxUpdate], now: i64) -> StoreResult<()> {
+    for update in updates {
+        let (id, state, next_attempt, attempted, error) = match update {
+            OutboxUpdate::Sent { id } => (*id, OutboxState::Sent, None, 1, None),
+            OutboxUpdate::Retry { id, next_attempt, error } => {
+                (*id, OutboxState::Pending, Some(*next_attempt), 1, Some(error.as_str()))
+            }
+            OutboxUpdate::Drop { id, reason } => (*id, OutboxState::Dropped, None, 1, Some(reason.as_str())),
+            OutboxUpdate::Release { id } => (*id, OutboxState::Pending, Some(now), 0, None),
+        };
+        conn.prepare_cached(
+            "UPDATE notify_outbox SET state = ?2, next_attempt = COALESCE(?3, next_attempt), attempts = attempts + ?4,
+                    last_error = COALESCE(?5, last_error), lease_until = NULL, updated_at = ?6
+             WHERE id = ?1 AND state = 'inflight'",
+        )
+        .and_then(|mut stmt| stmt.execute(params![id, state.as_str(), next_attempt, attempted, error, now]))
+        .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// The earliest time a pending entry is due, or an in-flight lease ends.
+pub(super) fn next_due(conn: &Connection) -> StoreResult<Option<i64>> {
+    conn.query_row(
+        "SELECT MIN(CASE state WHEN 'pending' THEN next_attempt ELSE COALESCE(lease_until, 0) END)
+         FROM notify_outbox WHERE state IN ('pending','inflight')",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(db_error)
+}
+
+/// Entries still to send (pending and in flight), oldest first.
+pub(super) fn pending(conn: &Connection) -> StoreResult<Vec<OutboxEntry>> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM notify_outbox WHERE state IN ('pending','inflight') ORDER BY id"
+        ))
+        .map_err(db_error)?;
+    let rows = stmt.query_map([], row_to_outbox).map_err(db_error)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+}
+
+pub(super) fn counts(conn: &Connection) -> StoreResult<OutboxCounts> {
+    let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM notify_outbox GROUP BY state").map_err(db_error)?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(db_error)?;
+    let mut counts = OutboxCounts::default();
+    for row in rows {
+        let (state, n) = row.map_err(db_error)?;
+        let n = u64::try_from(n).unwrap_or(0);
+        match OutboxState::parse(&state) {
+            Some(OutboxState::Pending) => counts.pending = n,
+            Some(OutboxState::InFlight) => counts.inflight = n,
+            Some(OutboxState::Sent) => counts.sent = n,
+            Some(OutboxState::Dropped) => counts.dropped = n,
+            None => {}
+        }
+    }
+    Ok(counts)
+}

@@ -1,0 +1,207 @@
+//! Delivery notifications (SPEC 8.3): the records the store keeps and the domain rules
+//! every backend applies the same way.
+//!
+//! - An event (`downloaded` at the first POP3 RETR, `decrypted`/`decrypt_failed` from
+//!   RECEIPT) is recorded once per message and recipient in `tracking_events`, as before.
+//! - A *record* is made from it only for a message that came from an authenticated sender
+//!   (SPEC 8.3: through the messenger port with RCRAM-MD5, or from a local user): its stored
+//!   Authentication-Results method is `auth=pass` or `x-rcram=pass` ([`is_tracked`]).
+//! - The record is routed in the same transaction ([`TrackingRoute`]): a local sender's goes
+//!   into its Tracking folder, a remote sender's into the NOTIFY outbox for the sender's
+//!   domain.
+//!
+//! The Tracking folder is not made of mailbox messages: it is the sender's rows of
+//! `tracking_records`, unique per (message, recipient, event), listed oldest first (TRACK,
+//! `vouchmail tracking list`, and `vouchmail mailbox list --folder Tracking`). So records
+//! do not count towards the quota, are not POP3 messages (which would be tracked in turn),
+//! and a duplicate NOTIFY is found by a key rather than by reading messages.
+
+use vouchmail_proto::tracking::{Event, Record};
+
+use crate::TrackingKind;
+
+impl From<Event> for TrackingKind {
+    fn from(event: Event) -> TrackingKind {
+        match event {
+            Event::Downloaded => TrackingKind::Downloaded,
+            Event::Decrypted => TrackingKind::Decrypted,
+            Event::DecryptFailed => TrackingKind::DecryptFailed,
+        }
+    }
+}
+
+impl From<TrackingKind> for Event {
+    fn from(kind: TrackingKind) -> Event {
+        match kind {
+            TrackingKind::Downloaded => Event::Downloaded,
+            TrackingKind::Decrypted => Event::Decrypted,
+            TrackingKind::DecryptFailed => Event::DecryptFailed,
+        }
+    }
+}
+
+/// SPEC 8.3: records are made only for messages whose sender was authenticated through the
+/// messenger port (`x-rcram=pass`) or as a local user (`auth=pass`), and that have a
+/// sender to go back to.
+pub fn is_tracked(auth_results: &str, sender: &str) -> bool {
+    let method = auth_results.split([' ', ';']).next().unwrap_or("");
+    !sender.is_empty() && (method.eq_ignore_ascii_case("auth=pass") || method.eq_ignore_ascii_case("x-rcram=pass"))
+}
+
+/// Which message an event is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackingSubject {
+    /// A mailbox entry of the recipient (POP3 RETR).
+    Mailbox(i64),
+    /// A message by its Message-ID, angle brackets included (RECEIPT): one that was
+    /// delivered to the recipient, still in the mailbox or downloaded before.
+    MessageId(String),
+}
+
+/// An event to record (SPEC 8.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTrackingEvent {
+    /// The local recipient, the mailbox owner.
+    pub recipient: String,
+    pub subject: TrackingSubject,
+    pub kind: TrackingKind,
+    /// Unix time of the event: the record's timestamp.
+    pub at: i64,
+    /// This server's name, the record's `reporting_server`.
+    pub reporting_server: String,
+}
+
+/// Where the record of a newly recorded event went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackingRoute {
+    /// Not a tracked message (see [`is_tracked`]): the event is kept, no record made.
+    Untracked,
+    /// Into the local sender's Tracking folder.
+    Folder { owner: String },
+    /// Into the NOTIFY outbox, for the home server of the sender's domain.
+    Outbox { domain: String },
+    /// A tracked message whose record cannot be made or delivered (no Message-ID, a
+    /// sender in a local domain without a mailbox, a record too long for a NOTIFY line):
+    /// the caller logs it.
+    Unroutable { reason: String },
+}
+
+/// The result of [`crate::Store::track_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackingOutcome {
+    /// First time for this message, recipient and event: recorded, and the record routed.
+    Recorded { record: Option<Record>, route: TrackingRoute },
+    /// Recorded before: nothing done (SPEC 8.3, each event once per message and recipient).
+    Duplicate,
+    /// No such message was delivered to the recipient (RECEIPT: 550 5.1.0).
+    NotFound,
+}
+
+/// The result of [`crate::Store::store_notified_record`] (receiving NOTIFY, SPEC 8.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyStored {
+    /// Stored in the sender's Tracking folder: 250 2.0.0.
+    Stored,
+    /// The same message, recipient and event is there already: 250 2.0.0, not stored twice.
+    Duplicate,
+    /// The sender is not a local mailbox: 550 5.1.1.
+    UnknownSender,
+}
+
+/// One record in a local user's Tracking folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTrackingRecord {
+    /// Increasing, never reused.
+    pub id: i64,
+    /// The local sender whose folder holds it (lower case).
+    pub owner: String,
+    pub record: Record,
+    /// When it was stored here.
+    pub stored_at: i64,
+}
+
+/// State of a NOTIFY outbox entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxState {
+    /// Waiting for its next attempt.
+    Pending,
+    /// Leased by a sender until its lease ends.
+    InFlight,
+    /// Delivered (kept as history, and so that the same record is never queued again).
+    Sent,
+    /// Given up: refused for good, or its lifetime ran out.
+    Dropped,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::InFlight => "inflight",
+            OutboxState::Sent => "sent",
+            OutboxState::Dropped => "dropped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OutboxState> {
+        [OutboxState::Pending, OutboxState::InFlight, OutboxState::Sent, OutboxState::Dropped]
+            .into_iter()
+            .find(|state| state.as_str() == s)
+    }
+}
+
+/// One record waiting to be sent as `NOTIFY <record>` (SPEC 8.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    /// The record line, as sent.
+    pub record: String,
+    /// The sender's domain: its home server gets the NOTIFY.
+    pub domain: String,
+    pub state: OutboxState,
+    pub attempts: u32,
+    pub next_attempt: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+}
+
+/// The outcome of one NOTIFY attempt, to record with [`crate::Store::finish_notifies`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboxUpdate {
+    /// Delivered (the home server said 250): done.
+    Sent { id: i64 },
+    /// Try again at `next_attempt`.
+    Retry { id: i64, next_attempt: i64, error: String },
+    /// Given up for good.
+    Drop { id: i64, reason: String },
+    /// Not tried (shutting down): due again at once, no attempt counted.
+    Release { id: i64 },
+}
+
+/// Entries of the outbox by state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxCounts {
+    pub pending: u64,
+    pub inflight: u64,
+    pub sent: u64,
+    pub dropped: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_authenticated_senders_are_tracked() {
+        assert!(is_tracked("auth=pass smtp.auth=glen@galkam.test", "glen@galkam.test"));
+        assert!(is_tracked("x-rcram=pass smtp.auth=glen@galkam.test", "glen@galkam.test"));
+        assert!(!is_tracked("x-rcram=pass smtp.auth=glen@galkam.test", ""));
+        for other in ["none", "x-trusted-relay=pass", "x-authkey=pass header.from=a@b", "auth=fail", "auth=passx"] {
+            assert!(!is_tracked(other, "glen@galkam.test"), "{other}");
+        }
+        for event in Event::ALL {
+            assert_eq!(Event::from(TrackingKind::from(event)), event);
+            assert_eq!(TrackingKind::from(event).as_str(), event.as_str());
+        }
+    }
+}

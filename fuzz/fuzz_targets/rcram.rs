@@ -1,0 +1,70 @@
+//! Remote authentication (SPEC 8.2): the bound challenge's parser and the client's check,
+//! the AUTH arguments, and the RCRAM-MD5 client state machine. Never panic; a challenge
+//! that parses writes back to itself; the client answers only a challenge bound to the host
+//! it dialed and issued within 5 minutes (else it sends `*`); its output does not depend on
+//! how the server's bytes are split.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use vouchmail_proto::rcram::{
+    check_binding, parse_rcram_argument, parse_verify_arguments, Challenge, RcramClient, RcramEvent, RcramOutcome,
+    MAX_AGE_SECS,
+};
+use vouchmail_proto::sasl;
+
+const DIALED: &str = "mx.lrsupport.test";
+const NOW: i64 = 1_796_119_200;
+
+/// Feeds `input` in chunks; returns what the client sent and how it ended.
+fn run(input: &[u8], splits: &[u8]) -> (Vec<u8>, Option<RcramOutcome>) {
+    let mut client = RcramClient::new("glen@galkam.test", "s3cret", DIALED, NOW);
+    client.start();
+    let mut output = client.take_output();
+    let mut pos = 0;
+    let mut k = 0;
+    while pos < input.len() && !client.is_done() {
+        let step = splits.get(k % splits.len().max(1)).map_or(input.len(), |&s| usize::from(s) + 1);
+        k += 1;
+        let n = step.min(input.len() - pos);
+        client.feed(&input[pos..pos + n]);
+        output.extend(client.take_output());
+        pos += n;
+    }
+    let outcome = client.poll_event().map(|RcramEvent::Done(o)| o);
+    (output, outcome)
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(challenge) = Challenge::parse(data) {
+        assert_eq!(Challenge::parse(challenge.text().as_bytes()).as_ref(), Ok(&challenge));
+    }
+    if let Ok(bound) = check_binding(data, DIALED, NOW) {
+        assert!(bound.verifier.trim_end_matches('.').eq_ignore_ascii_case(DIALED));
+        assert!((NOW - bound.unixtime).abs() <= MAX_AGE_SECS);
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(address) = parse_rcram_argument(Some(text)) {
+            assert_eq!(parse_rcram_argument(Some(&address)).as_ref(), Ok(&address));
+        }
+        let _ = parse_verify_arguments(text);
+    }
+
+    // The client against whatever the server says, first as a 334 of the input itself.
+    let mut as_challenge = format!("334 {}\r\n", sasl::encode_challenge(data)).into_bytes();
+    as_challenge.extend_from_slice(b"235 2.7.0 ok\r\n");
+    let (output, outcome) = run(&as_challenge, &[]);
+    let answered = output.split(|&b| b == b'\n').nth(1).is_some_and(|l| !l.is_empty() && l != b"*\r");
+    assert_eq!(answered, check_binding(data, DIALED, NOW).is_ok());
+    if answered {
+        assert!(matches!(outcome, Some(RcramOutcome::Authenticated(_))));
+    }
+
+    let Some((&nsplits, rest)) = data.split_first() else { return };
+    let (splits, input) = rest.split_at(usize::from(nsplits % 8).min(rest.len()));
+    let whole = run(input, &[]);
+    assert_eq!(run(input, splits), whole);
+    assert_eq!(run(input, &[0]), whole);
+    for line in whole.0.split_inclusive(|&b| b == b'\n') {
+        assert!(line.ends_with(b"\r\n"));
+    }
+});
