@@ -35,8 +35,8 @@ pub enum ClientCommand {
     Cert { target: String },
     /// Encrypt a message (FILE, or - for standard input) to each recipient and send it.
     Send {
-        /// A recipient address or published ID; repeat for several.
-        #[arg(long = "to", value_name = "ADDRESS|ID", required = true, num_args = 1..)]
+        /// A recipient address or published ID; repeat (or separate by commas) for several.
+        #[arg(long = "to", value_name = "ADDRESS|ID", required = true, value_delimiter = ',')]
         to: Vec<String>,
         #[arg(long)]
         subject: Option<String>,
