@@ -411,7 +411,7 @@ impl Default for AuthKey {
 }
 
 /// The Messenger federation (SPEC 8): how this server calls its peers (CERT relay, Entity
-/// Index pulls) and how its own Messenger listener is limited.
+/// Index pulls), how its own Messenger listener is limited, and the NOTIFY outbox (8.3).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Messenger {

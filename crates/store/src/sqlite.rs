@@ -269,8 +269,8 @@ CREATE TABLE messenger_peers (
     last_error TEXT
 ) WITHOUT ROWID;
 "#,
-    // Migration 11: delivery notifications (SPEC 8.3). `tracked`: the event's message had an
-    // authenticated sender, so it makes a record. The Tracking folder of a local
+    // Migration 11: delivery notifications (SPEC 8.3), after Messenger part 1's 10.
+    // `tracked`: the event's message had an authenticated sender, so it makes a record. The Tracking folder of a local
     // sender is its rows of tracking_records; the NOTIFY outbox keeps sent and dropped
     // entries as history and so that a record is never queued twice.
     r#"
