@@ -199,27 +199,7 @@ fn random_hex(bytes: usize) -> String {
 
 /// A header's value in a message's header section (unfolded), first occurrence.
 pub fn header_value(message: &[u8], name: &str) -> Option<String> {
-    let end = find(message, b"\r\n\r\n").or_else(|| find(message, b"\n\n")).unwrap_or(message.len());
-    let head = String::from_utf8_lossy(&message[..end]).replace("\r\n", "\n");
-    let mut value: Option<String> = None;
-    for line in head.split('\n') {
-        if line.starts_with([' ', '\t']) {
-            if let Some(v) = value.as_mut() {
-                v.push(' ');
-                v.push_str(line.trim());
-            }
-            continue;
-        }
-        if value.is_some() {
-            break;
-        }
-        if let Some((n, v)) = line.split_once(':') {
-            if n.trim().eq_ignore_ascii_case(name) {
-                value = Some(v.trim().to_string());
-            }
-        }
-    }
-    value
+    vouchmail_proto::headers::first_value(message, name).map(|v| v.trim().to_string())
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -744,26 +724,10 @@ fn mbox_date() -> String {
     format!("{day} {month} {d:2} {h:02}:{mi:02}:{s:02} {y}")
 }
 
-/// A CERT reply (SPEC 8.1): `250-<address>`, then the PEM lines.
+/// A CERT reply (SPEC 8.1), by `vouchmail_proto::messenger::replies::parse_cert_answer`.
 pub fn parse_cert_reply(target: &str, reply: &RawReply) -> Result<(String, String), ClientError> {
-    if reply.code != 250 {
-        return Err(ClientError::new(format!("CERT {target}: {} {}", reply.code, one_line(reply))));
-    }
-    let Some((address, pem_lines)) = reply.lines.split_first() else {
-        return Err(ClientError::new(format!("CERT {target}: empty answer")));
-    };
-    let address = address.trim().to_string();
-    let valid = address.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
-        && !address.contains(char::is_whitespace);
-    if !valid || pem_lines.first().map(|l| l.trim()) != Some("-----BEGIN CERTIFICATE-----") {
-        return Err(ClientError::new(format!("CERT {target}: malformed answer")));
-    }
-    let mut pem = String::new();
-    for line in pem_lines {
-        pem.push_str(line.trim());
-        pem.push('\n');
-    }
-    Ok((address, pem))
+    vouchmail_proto::messenger::replies::parse_cert_answer(reply.code, &reply.lines)
+        .map_err(|e| ClientError::new(format!("CERT {target}: {e}")))
 }
 
 #[cfg(test)]
