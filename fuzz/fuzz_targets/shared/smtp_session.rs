@@ -22,7 +22,7 @@ use vouchmail_proto::sasl::{CramMd5Secret, Mechanism, Secrets};
 use vouchmail_proto::smtp::client::ReplyParser;
 use vouchmail_proto::smtp::reply::{EnhancedCode, Reply};
 use vouchmail_proto::smtp::session::{
-    Event, MessengerAnswer, MessengerRequest, Service, Session, SessionConfig, TlsInfo,
+    Event, MessengerAnswer, MessengerRequest, RcramVerdict, Service, Session, SessionConfig, TlsInfo,
 };
 
 /// Canned client lines (see `expand`).
@@ -357,6 +357,24 @@ fn run(service: Service, knobs: u8, verdicts: &[u8], input: &[u8], splits: &[u8]
                 } else {
                     Reply::new(458, EnhancedCode(4, 0, 0), "Unable to queue messages")
                 }),
+                // SPEC 8.2: the RCRAM steps get the driver's verdicts in turn.
+                Event::Messenger(
+                    request @ (MessengerRequest::RcramStart { .. }
+                    | MessengerRequest::RcramAnswer { .. }
+                    | MessengerRequest::VerifyStart { .. }
+                    | MessengerRequest::VerifyAnswer { .. }),
+                ) => {
+                    let start = matches!(request, MessengerRequest::RcramStart { .. } | MessengerRequest::VerifyStart { .. });
+                    let verdict = match (v % 4, start, matches!(request, MessengerRequest::RcramStart { .. })) {
+                        (0, true, true) => RcramVerdict::Relayed334 { wire: b"334 PDEuMi5yY3JhbS52QGg+\r\n".to_vec() },
+                        (0, true, false) => RcramVerdict::Issued { challenge: "<1.2.rcram.v@h>".into() },
+                        (0, false, _) => RcramVerdict::Success,
+                        (1, _, _) => RcramVerdict::Refused(Reply::rcram_bad_credentials()),
+                        _ => RcramVerdict::Unavailable(Reply::rcram_home_unavailable("remote.test")),
+                    };
+                    next = session.rcram_verdict(verdict);
+                }
+                Event::Messenger(MessengerRequest::RcramCancel) => {}
                 Event::Messenger(request) => session.messenger_verdict(match (request, v % 4) {
                     (MessengerRequest::Cert(target), 0) => {
                         MessengerAnswer::Reply(replies::cert_found(&target.to_string(), b"der"))
