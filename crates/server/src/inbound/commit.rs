@@ -26,6 +26,8 @@ pub struct ClientInfo<'a> {
     pub extended: bool,
     pub tls: bool,
     pub authenticated: Option<&'a str>,
+    /// `authenticated` was verified by the address's home server (SPEC 8.2 RCRAM-MD5).
+    pub remote_auth: bool,
     pub service: Service,
     pub trusted_relay: bool,
 }
@@ -244,6 +246,7 @@ fn auth_method_text(result: &AuthResult) -> String {
         AuthResult::None => "none".to_string(),
         AuthResult::SmtpAuth { user } => format!("auth=pass smtp.auth={user}"),
         AuthResult::TrustedRelay => "x-trusted-relay=pass".to_string(),
+        AuthResult::Rcram { user } => format!("x-rcram=pass smtp.auth={user}"),
         AuthResult::AuthKey { result, from } => format!("x-authkey={} header.from={from}", result.as_str()),
     }
 }

@@ -48,7 +48,10 @@ pub async fn decide(
     envelope: &mut Envelope<Resolved>,
 ) -> Decision {
     let mut rewrite = Rewrite::default();
-    let decision = if let Some(user) = client.authenticated {
+    let decision = if let Some(user) = client.authenticated.filter(|_| client.remote_auth) {
+        // SPEC 8.2: authenticated by its home server; no AuthKey stamp (not our user).
+        Decision::Deliver { auth: AuthResult::Rcram { user: user.to_string() }, folder: Folder::Inbox }
+    } else if let Some(user) = client.authenticated {
         stamp(authkeys, store, client, envelope, &mut rewrite).await;
         Decision::Deliver { auth: AuthResult::SmtpAuth { user: user.to_string() }, folder: Folder::Inbox }
     } else if client.trusted_relay {

@@ -41,6 +41,7 @@ use super::data::DataDecoder;
 use super::reply::Reply;
 use crate::sasl::{Mechanism, ServerSession};
 
+pub use auth::sasl_reply;
 pub use pubcert::MAX_PEM;
 pub use rcram::RcramVerdict;
 pub use spill::{MAX_HEADER_SECTION, SPILL_CHUNK};
@@ -233,6 +234,21 @@ pub enum MessengerRequest {
     VerifyStart { address: String, verifier: String },
     /// SPEC 8.2 step 5, on the home server: the decoded answer to `challenge`.
     VerifyAnswer { address: String, challenge: String, response: Vec<u8> },
+}
+
+impl MessengerRequest {
+    /// A step of RCRAM-MD5 or X-RCRAM-VERIFY (SPEC 8.2), answered with
+    /// [`Session::rcram_verdict`] (or, for `RcramCancel`, not at all).
+    pub fn is_rcram(&self) -> bool {
+        matches!(
+            self,
+            MessengerRequest::RcramStart { .. }
+                | MessengerRequest::RcramAnswer { .. }
+                | MessengerRequest::RcramCancel
+                | MessengerRequest::VerifyStart { .. }
+                | MessengerRequest::VerifyAnswer { .. }
+        )
+    }
 }
 
 /// The driver's answer to [`Event::Messenger`].
