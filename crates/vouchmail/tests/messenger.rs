@@ -807,3 +807,96 @@ async fn the_relay_attack_and_every_refusal_of_rcram_and_notify() {
     assert_eq!(peer.status(&format!("NOTIFY {stranger}")).await, "550 5.1.1");
     assert_eq!(peer.status("NOTIFY not,a,record").await, "501 5.5.4");
 }
+
+/// Benchmark (bench/rcram_notify.sh, docs/bench.md): RCRAM-MD5 logins per second through
+/// one verifier (lrsupport) to one home server (galkam), each a new client session and a
+/// new verifier-to-home connection (EHLO, STARTTLS, X-RCRAM-VERIFY, answer); then NOTIFY
+/// records delivered per second from lrsupport's outbox to galkam (SPEC 8.3). Ignored in
+/// ordinary runs; `RCRAM_N` logins per session (default 200), `SESSIONS` (default 8),
+/// `NOTIFY_N` records (default 1000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_rcram_logins_and_notify_records() {
+    let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (n, sessions, records) = (env("RCRAM_N", 200), env("SESSIONS", 8), env("NOTIFY_N", 1000));
+    let mut f = Federation::start(|c| {
+        c.messenger.pull_interval_secs = 0;
+        c.messenger.notify_retry_min_secs = 1;
+        c.messenger.notify_retry_max_secs = 1;
+    })
+    .await;
+    async fn logins(addr: SocketAddr, n: usize) -> Duration {
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            let mut c = LineClient::connect(addr).await;
+            let outcome = c.rcram("glen@galkam.test", PASSWORD, "mail.lrsupport.test").await;
+            assert!(matches!(outcome, RcramOutcome::Authenticated(_)), "{outcome:?}");
+        }
+        start.elapsed()
+    }
+    let addr = f.lrsupport.messenger();
+    logins(addr, 5).await; // warm-up
+    let one = logins(addr, n).await;
+    println!(
+        "BENCH RCRAM-MD5, 1 session: {n} logins in {:.3} s: {:.0}/s",
+        one.as_secs_f64(),
+        n as f64 / one.as_secs_f64()
+    );
+    let start = std::time::Instant::now();
+    let tasks: Vec<_> = (0..sessions).map(|_| tokio::spawn(logins(addr, n))).collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let all = start.elapsed();
+    let total = n * sessions;
+    println!(
+        "BENCH RCRAM-MD5, {sessions} sessions: {total} logins in {:.3} s: {:.0}/s",
+        all.as_secs_f64(),
+        total as f64 / all.as_secs_f64()
+    );
+
+    // NOTIFY: lrsupport is stopped while `records` downloads by abc555 of glen's messages
+    // fill its outbox; timed from its restart until galkam holds every record.
+    f.lrsupport.server.take().unwrap().shutdown().await;
+    let account = f.lrsupport.store.get_account("abc555@lrsupport.test").await.unwrap().unwrap();
+    for i in 0..records {
+        let message = vouchmail_store::NewMessage {
+            queue_id: format!("B{i:06}"),
+            envelope: vouchmail_store::Envelope {
+                sender: "glen@galkam.test".into(),
+                auth_results: "x-rcram=pass smtp.auth=glen@galkam.test".into(),
+                ..Default::default()
+            },
+            received_at: now(),
+            data: format!("Message-ID: <b{i}@galkam.test>\r\nSubject: b\r\n\r\nbody\r\n").into_bytes(),
+            spooled: None,
+            deliveries: vec![(
+                vouchmail_store::Delivery::Mailbox {
+                    account_id: account.id,
+                    folder: Folder::Inbox,
+                    recipient: "abc555@lrsupport.test".into(),
+                },
+                vouchmail_store::RecipientDsn::default(),
+            )],
+        };
+        f.lrsupport.store.commit_message(message).await.unwrap();
+        let event = vouchmail_store::NewTrackingEvent {
+            recipient: "abc555@lrsupport.test".into(),
+            subject: vouchmail_store::TrackingSubject::MessageId(format!("<b{i}@galkam.test>")),
+            kind: vouchmail_proto::tracking::Event::Downloaded.into(),
+            at: now(),
+            reporting_server: "mail.lrsupport.test".into(),
+        };
+        f.lrsupport.store.track_event(event).await.unwrap();
+    }
+    assert_eq!(f.lrsupport.store.list_notify_outbox().await.unwrap().len(), records);
+    let start = std::time::Instant::now();
+    f.lrsupport = f.lrsupport.restart().await;
+    wait_until!("every record reaches galkam", 600, glen_records(&f.galkam).await.len() == records);
+    let elapsed = start.elapsed();
+    println!(
+        "BENCH NOTIFY: {records} records delivered in {:.3} s: {:.0}/s",
+        elapsed.as_secs_f64(),
+        records as f64 / elapsed.as_secs_f64()
+    );
+}
