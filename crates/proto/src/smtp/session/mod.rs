@@ -63,7 +63,8 @@ pub enum Service {
     /// (and STARTTLS, RSET, NOOP); the roles reverse after a successful ATRN.
     Odmr,
     /// Port 21025: the Messenger federation and secure-messaging clients (SPEC 8): the
-    /// submission rules plus CERT, PUBCERT, ENTITIES and BOOK.
+    /// submission rules plus CERT, PUBCERT, ENTITIES, BOOK, NOTIFY, RECEIPT, TRACK and the
+    /// RCRAM-MD5 / X-RCRAM-VERIFY mechanisms.
     Messenger,
 }
 
