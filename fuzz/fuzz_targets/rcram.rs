@@ -8,8 +8,33 @@
 use libfuzzer_sys::fuzz_target;
 use vouchmail_proto::rcram::{
     check_binding, parse_rcram_argument, parse_verify_arguments, Challenge, RcramClient, RcramEvent, RcramOutcome,
-    MAX_AGE_SECS,
+    RelayEvent, VerifierRelay, MAX_AGE_SECS,
 };
+
+/// The verifier's relay with the input as the home server's bytes (and the client's answer
+/// line): every line to the client is one CRLF-terminated line with no other control
+/// characters, and it ends with exactly one outcome.
+fn check_relay(home: &[u8], client: &[u8]) {
+    let mut relay = VerifierRelay::new("glen@galkam.test", DIALED);
+    relay.home_ready(&["mx.galkam.test".to_string(), "AUTH X-RCRAM-VERIFY".to_string()]);
+    relay.feed_home(home);
+    relay.client_line(client);
+    relay.feed_home(home);
+    relay.home_unreachable();
+    let mut done = 0;
+    while let Some(event) = relay.poll_event() {
+        match event {
+            RelayEvent::ToClient(bytes) | RelayEvent::ToHome(bytes) => {
+                assert!(bytes.ends_with(b"\r\n"));
+                let body = &bytes[..bytes.len() - 2];
+                assert!(!body.iter().any(|&b| b == b'\r' || b == b'\n'));
+            }
+            RelayEvent::ReadClient => {}
+            RelayEvent::Done(_) => done += 1,
+        }
+    }
+    assert_eq!(done, 1);
+}
 use vouchmail_proto::sasl;
 
 const DIALED: &str = "mx.lrsupport.test";
@@ -35,6 +60,8 @@ fn run(input: &[u8], splits: &[u8]) -> (Vec<u8>, Option<RcramOutcome>) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    let cut = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+    check_relay(&data[..cut], data.get(cut + 1..).unwrap_or(&[]));
     if let Ok(challenge) = Challenge::parse(data) {
         assert_eq!(Challenge::parse(challenge.text().as_bytes()).as_ref(), Ok(&challenge));
     }

@@ -18,6 +18,7 @@
 //! - [`ChallengeRegistry`]: the home server's issued challenges, each accepted once.
 //! - [`parse_rcram_argument`], [`parse_verify_arguments`]: the AUTH arguments of steps 1-2.
 //! - [`RcramClient`]: the client side of `AUTH RCRAM-MD5 <address>` as a state machine.
+//! - [`VerifierRelay`]: the verifier's relay between the client and the home server.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -559,6 +560,200 @@ impl RcramClient {
     }
 }
 
+/// True when a home server's EHLO lines (as [`ServerReply::lines`] keeps them) offer
+/// `AUTH X-RCRAM-VERIFY` (SPEC 8: among the AUTH mechanisms).
+pub fn offers_verify(ehlo_lines: &[String]) -> bool {
+    ehlo_lines.iter().skip(1).any(|line| {
+        let mut words = line.split([' ', '=']).filter(|w| !w.is_empty());
+        words.next().is_some_and(|k| k.eq_ignore_ascii_case("AUTH"))
+            && words.any(|m| m.eq_ignore_ascii_case(VERIFY_MECHANISM))
+    })
+}
+
+/// How a relayed RCRAM-MD5 exchange ended on the verifier (SPEC 8.2 step 6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayOutcome {
+    /// `235 2.7.0 Authenticated as <address> (remote)`: the session may now send as it
+    /// (MAIL FROM that address only, RCPT local mailboxes only).
+    Authenticated(String),
+    /// `535 5.7.8` (counts towards the AUTH limits of the IP and the address).
+    Refused,
+    /// `454 4.7.0`: the home server is unreachable, does not offer X-RCRAM-VERIFY, or
+    /// failed (also counted).
+    Temporary,
+    /// The client sent `*`: `501 5.0.0`.
+    Cancelled,
+    /// The client's answer was not base64: `501 5.5.2`.
+    Malformed,
+}
+
+/// What the verifier's driver must do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayEvent {
+    /// Write these bytes to the client (a `334` line exactly as the home server sent it,
+    /// or the final reply).
+    ToClient(Vec<u8>),
+    /// Write these bytes to the home server.
+    ToHome(Vec<u8>),
+    /// Read the client's next line and give it to [`VerifierRelay::client_line`].
+    ReadClient,
+    /// The exchange is over; the home server connection may be reused or closed.
+    Done(RelayOutcome),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RelayPhase {
+    Connecting,
+    AwaitChallenge,
+    AwaitClient,
+    AwaitResult,
+    AwaitCancel,
+    Done,
+}
+
+/// The verifier's side of `AUTH RCRAM-MD5 <address>` (SPEC 8.2 steps 2, 4, 5, 6): it speaks
+/// `AUTH X-RCRAM-VERIFY <address> <verifier's name>` to the address domain's home server
+/// (found by discovery, on a session past EHLO), relays the home server's `334` line to the
+/// client unchanged and the client's answer to the home server, and gives the client the
+/// result. No I/O: the driver calls [`VerifierRelay::home_ready`] (or
+/// [`VerifierRelay::home_unreachable`]), then feeds both sides and acts on
+/// [`VerifierRelay::poll_event`].
+#[derive(Debug)]
+pub struct VerifierRelay {
+    address: String,
+    verifier: String,
+    phase: RelayPhase,
+    home: ReplyParser,
+    events: VecDeque<RelayEvent>,
+}
+
+impl VerifierRelay {
+    /// `address`: from [`parse_rcram_argument`]; `verifier`: this server's configured name.
+    pub fn new(address: &str, verifier: &str) -> VerifierRelay {
+        VerifierRelay {
+            address: address.to_string(),
+            verifier: verifier.to_string(),
+            phase: RelayPhase::Connecting,
+            home: ReplyParser::default(),
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<RelayEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.phase == RelayPhase::Done
+    }
+
+    /// The home server's session is past EHLO; `ehlo_lines` are its EHLO reply's lines.
+    pub fn home_ready(&mut self, ehlo_lines: &[String]) {
+        if self.phase != RelayPhase::Connecting {
+            return;
+        }
+        if !offers_verify(ehlo_lines) {
+            // SPEC 8.2 step 6: no X-RCRAM-VERIFY (the legacy CRAM-MD5 proxy is opt-in and
+            // not done here).
+            return self.finish(RelayOutcome::Temporary);
+        }
+        let line = format!("AUTH {VERIFY_MECHANISM} {} {}\r\n", self.address, self.verifier);
+        self.events.push_back(RelayEvent::ToHome(line.into_bytes()));
+        self.phase = RelayPhase::AwaitChallenge;
+    }
+
+    /// The home server cannot be reached, or its connection broke or timed out.
+    pub fn home_unreachable(&mut self) {
+        if self.phase != RelayPhase::Done {
+            self.finish(RelayOutcome::Temporary);
+        }
+    }
+
+    /// Bytes from the home server.
+    pub fn feed_home(&mut self, bytes: &[u8]) {
+        if self.phase == RelayPhase::Done {
+            return;
+        }
+        self.home.feed(bytes);
+        while self.phase != RelayPhase::Done {
+            match self.home.next_reply() {
+                Ok(Some(reply)) => self.on_home_reply(reply),
+                Ok(None) => return,
+                Err(_) => return self.finish(RelayOutcome::Temporary),
+            }
+        }
+    }
+
+    fn on_home_reply(&mut self, reply: ServerReply) {
+        match (self.phase, reply.code) {
+            // No control characters (a bare CR) go on to the client.
+            (RelayPhase::AwaitChallenge, 334)
+                if reply.lines.len() == 1 && !reply.lines.iter().any(|l| l.contains(char::is_control)) =>
+            {
+                // SPEC 8.2 step 4: relayed unchanged (a 334 line carries no enhanced code).
+                let text = reply.lines.first().map_or("", String::as_str);
+                self.events.push_back(RelayEvent::ToClient(format!("334 {text}\r\n").into_bytes()));
+                self.events.push_back(RelayEvent::ReadClient);
+                self.phase = RelayPhase::AwaitClient;
+            }
+            (RelayPhase::AwaitResult, 235) => self.finish(RelayOutcome::Authenticated(self.address.clone())),
+            // 535 5.7.0 (our IP is not the verifier name's) or 5.7.8: to the client, the
+            // credentials could not be verified.
+            (RelayPhase::AwaitChallenge | RelayPhase::AwaitResult, 535) => self.finish(RelayOutcome::Refused),
+            (RelayPhase::AwaitCancel, _) => self.finish(RelayOutcome::Cancelled),
+            _ => self.finish(RelayOutcome::Temporary),
+        }
+    }
+
+    /// The client's line answering the relayed `334` (without CRLF).
+    pub fn client_line(&mut self, line: &[u8]) {
+        if self.phase != RelayPhase::AwaitClient {
+            return;
+        }
+        match sasl::decode_response(line) {
+            Ok(_) => {
+                let line = line.strip_suffix(b"\n").unwrap_or(line);
+                let mut out = line.strip_suffix(b"\r").unwrap_or(line).to_vec();
+                out.extend_from_slice(b"\r\n");
+                self.events.push_back(RelayEvent::ToHome(out));
+                self.phase = RelayPhase::AwaitResult;
+            }
+            // RFC 4954 4: "*" cancels; the home server is told too.
+            Err(SaslError::Cancelled) => {
+                self.events.push_back(RelayEvent::ToHome(b"*\r\n".to_vec()));
+                self.phase = RelayPhase::AwaitCancel;
+            }
+            Err(_) => {
+                self.events.push_back(RelayEvent::ToHome(b"*\r\n".to_vec()));
+                self.finish(RelayOutcome::Malformed);
+            }
+        }
+    }
+
+    fn finish(&mut self, outcome: RelayOutcome) {
+        let reply = match &outcome {
+            RelayOutcome::Authenticated(address) => Reply::rcram_authenticated(address),
+            RelayOutcome::Refused => Reply::rcram_bad_credentials(),
+            RelayOutcome::Temporary => Reply::rcram_home_unavailable(domain_of(&self.address)),
+            RelayOutcome::Cancelled => {
+                let e = SaslError::Cancelled;
+                Reply::new(e.code(), EnhancedCode(5, 0, 0), e.text())
+            }
+            RelayOutcome::Malformed => {
+                let e = SaslError::Malformed;
+                Reply::new(e.code(), EnhancedCode(5, 5, 2), e.text())
+            }
+        };
+        self.events.push_back(RelayEvent::ToClient(reply.to_wire()));
+        self.events.push_back(RelayEvent::Done(outcome));
+        self.phase = RelayPhase::Done;
+    }
+}
+
+fn domain_of(address: &str) -> &str {
+    address.rsplit_once('@').map_or(address, |(_, d)| d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -792,5 +987,106 @@ mod tests {
         client.start();
         client.on_closed();
         assert!(matches!(client.poll_event(), Some(RcramEvent::Done(RcramOutcome::Failed(r))) if r.code == 421));
+    }
+
+    fn drain(relay: &mut VerifierRelay) -> Vec<RelayEvent> {
+        std::iter::from_fn(|| relay.poll_event()).collect()
+    }
+
+    fn ehlo(lines: &[&str]) -> Vec<String> {
+        lines.iter().map(|l| l.to_string()).collect()
+    }
+
+    fn last_to_client(events: &[RelayEvent]) -> String {
+        events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                RelayEvent::ToClient(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn verifier_relays_the_bound_challenge_and_the_answer() {
+        let home_ehlo = ehlo(&["mx.galkam.test", "PIPELINING", "AUTH CRAM-MD5 X-RCRAM-VERIFY"]);
+        assert!(offers_verify(&home_ehlo));
+        assert!(!offers_verify(&ehlo(&["mx.galkam.test", "AUTH CRAM-MD5 PLAIN"])));
+        let mut relay = VerifierRelay::new("glen@galkam.test", "mx.lrsupport.test");
+        relay.home_ready(&home_ehlo);
+        assert_eq!(
+            drain(&mut relay),
+            [RelayEvent::ToHome(b"AUTH X-RCRAM-VERIFY glen@galkam.test mx.lrsupport.test\r\n".to_vec())]
+        );
+        let challenge = Challenge::new(&RANDOM, NOW, "mx.lrsupport.test", "mx.galkam.test").unwrap().text();
+        let line = format!("334 {}\r\n", b64(&challenge));
+        relay.feed_home(line.as_bytes());
+        assert_eq!(drain(&mut relay), [RelayEvent::ToClient(line.into_bytes()), RelayEvent::ReadClient]);
+        // The client (which dialed mx.lrsupport.test) answers; the answer goes on unchanged.
+        let response = sasl::encode_response(&answer("glen@galkam.test", "s3cret", challenge.as_bytes()).unwrap());
+        relay.client_line(response.as_bytes());
+        assert_eq!(drain(&mut relay), [RelayEvent::ToHome(format!("{response}\r\n").into_bytes())]);
+        relay.feed_home(b"235 2.7.0 Authentication successful (verification only)\r\n");
+        assert_eq!(
+            drain(&mut relay),
+            [
+                RelayEvent::ToClient(b"235 2.7.0 Authenticated as glen@galkam.test (remote)\r\n".to_vec()),
+                RelayEvent::Done(RelayOutcome::Authenticated("glen@galkam.test".into())),
+            ]
+        );
+        assert!(relay.is_done());
+    }
+
+    #[test]
+    fn verifier_gives_the_client_the_spec_replies_for_every_failure() {
+        let home_ehlo = ehlo(&["mx.galkam.test", "AUTH X-RCRAM-VERIFY"]);
+        // No X-RCRAM-VERIFY, or unreachable: 454 4.7.0.
+        let mut relay = VerifierRelay::new("glen@galkam.test", "mx.lrsupport.test");
+        relay.home_ready(&ehlo(&["mx.galkam.test", "AUTH CRAM-MD5"]));
+        let events = drain(&mut relay);
+        assert!(last_to_client(&events).starts_with("454 4.7.0 "));
+        assert_eq!(events.last(), Some(&RelayEvent::Done(RelayOutcome::Temporary)));
+        let mut relay = VerifierRelay::new("glen@galkam.test", "mx.lrsupport.test");
+        relay.home_unreachable();
+        assert!(last_to_client(&drain(&mut relay)).starts_with("454 4.7.0 "));
+        // The home server refuses at once (535 5.7.0: we are not who we say; 5.7.8 unknown).
+        for refusal in ["535 5.7.0 not an address of mx.lrsupport.test", "535 5.7.8 invalid"] {
+            let mut relay = VerifierRelay::new("glen@galkam.test", "mx.lrsupport.test");
+            relay.home_ready(&home_ehlo);
+            relay.feed_home(format!("{refusal}\r\n").as_bytes());
+            let events = drain(&mut relay);
+            assert!(last_to_client(&events).starts_with("535 5.7.8 "), "{refusal}");
+            assert_eq!(events.last(), Some(&RelayEvent::Done(RelayOutcome::Refused)));
+        }
+        // A wrong answer; a cancel; garbage; a broken home server.
+        let challenge = format!("334 {}\r\n", b64("<1.2.rcram.mx.lrsupport.test@mx.galkam.test>"));
+        let cases: [(&[u8], &str, &str, RelayOutcome); 4] = [
+            (b"Z2xlbiBiYWQ=", "535 5.7.8 invalid\r\n", "535 5.7.8 ", RelayOutcome::Refused),
+            (b"*", "501 5.0.0 cancelled\r\n", "501 5.0.0 ", RelayOutcome::Cancelled),
+            (b"not base64!", "", "501 5.5.2 ", RelayOutcome::Malformed),
+            (b"Z2xlbiBiYWQ=", "garbage\r\n", "454 4.7.0 ", RelayOutcome::Temporary),
+        ];
+        for (client, home, expected, outcome) in cases {
+            let mut relay = VerifierRelay::new("glen@galkam.test", "mx.lrsupport.test");
+            relay.home_ready(&home_ehlo);
+            relay.feed_home(challenge.as_bytes());
+            drain(&mut relay);
+            relay.client_line(client);
+            relay.feed_home(home.as_bytes());
+            let events = drain(&mut relay);
+            assert!(last_to_client(&events).starts_with(expected), "{events:?}");
+            assert_eq!(events.last(), Some(&RelayEvent::Done(outcome)));
+        }
+        // A 235 before any answer was relayed proves nothing.
+        let mut relay = VerifierRelay::new("glen@galkam.test", "mx.lrsupport.test");
+        relay.home_ready(&home_ehlo);
+        relay.feed_home(b"235 2.7.0 ok\r\n");
+        assert_eq!(drain(&mut relay).last(), Some(&RelayEvent::Done(RelayOutcome::Temporary)));
+        // A challenge line with a bare CR is not passed on.
+        let mut relay = VerifierRelay::new("glen@galkam.test", "mx.lrsupport.test");
+        relay.home_ready(&home_ehlo);
+        relay.feed_home(b"334 abc\rdef\r\n");
+        assert_eq!(drain(&mut relay).last(), Some(&RelayEvent::Done(RelayOutcome::Temporary)));
     }
 }

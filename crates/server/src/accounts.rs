@@ -177,3 +177,104 @@ mod tests {
         assert_eq!(path_back(&graph, "y", "x"), None);
     }
 }
+
+/// A local domain's name as stored: lower case, IDNA A-labels (UTS 46), checked label by
+/// label so a refusal says what is wrong. IP literals and single labels other than
+/// `localhost` are refused unless `allow_unusual` (issue 9 item 9).
+pub fn normalize_domain(text: &str, allow_unusual: bool) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("the domain name is empty".into());
+    }
+    if text.ends_with('.') {
+        return Err(format!("'{text}': leave out the trailing dot"));
+    }
+    let literal = text.starts_with('[') || text.parse::<std::net::IpAddr>().is_ok();
+    if literal {
+        return if allow_unusual {
+            Ok(text.to_ascii_lowercase())
+        } else {
+            Err(format!("'{text}' is an IP address, not a domain name (pass --allow-unusual to use it anyway)"))
+        };
+    }
+    if let Some(c) = text.chars().find(|c| *c == '_' || c.is_whitespace() || "@,;:<>()[]\\\"".contains(*c)) {
+        return Err(format!(
+            "'{text}' is not a valid domain name: it holds {c:?}, and a label has letters, digits and hyphens only (RFC 1035 2.3.1, RFC 5890)"
+        ));
+    }
+    let ascii = idna::domain_to_ascii(text).map_err(|_| format!("'{text}' is not a valid internationalized name"))?;
+    if ascii.len() > 253 {
+        return Err(format!("'{text}' is longer than 253 octets"));
+    }
+    for label in ascii.split('.') {
+        if label.is_empty() {
+            return Err(format!("'{text}' has an empty label (two dots in a row)"));
+        }
+        if label.len() > 63 {
+            return Err(format!("'{text}': the label '{label}' is longer than 63 octets"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("'{text}': the label '{label}' starts or ends with a hyphen"));
+        }
+    }
+    if !ascii.contains('.') && ascii != "localhost" && !allow_unusual {
+        return Err(format!(
+            "'{text}' is a single label; mail domains have a dot (pass --allow-unusual to use it anyway)"
+        ));
+    }
+    Ok(ascii)
+}
+
+/// The A-label form of a domain that has U-labels; None when it is ASCII already (or
+/// not a valid IDN, which then matches no local domain).
+pub fn ascii_domain(domain: &str) -> Option<String> {
+    if domain.is_ascii() {
+        return None;
+    }
+    idna::domain_to_ascii(domain).ok()
+}
+
+/// `local@domain` with the domain in A-labels, for looking it up (SMTPUTF8 senders may
+/// name a local domain in U-labels).
+pub fn ascii_address(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => match ascii_domain(domain) {
+            Some(ascii) => format!("{local}@{ascii}"),
+            None => address.to_string(),
+        },
+        None => address.to_string(),
+    }
+}
+
+/// The U-label form of a stored name, when it differs (for display).
+pub fn unicode_name(ascii: &str) -> Option<String> {
+    let (unicode, result) = idna::domain_to_unicode(ascii);
+    (result.is_ok() && unicode != ascii).then_some(unicode)
+}
+
+#[cfg(test)]
+mod domain_tests {
+    use super::*;
+
+    #[test]
+    fn domains_are_stored_as_a_labels_and_refusals_say_why() {
+        assert_eq!(normalize_domain("Bücher.Example", false), Ok("xn--bcher-kva.example".into()));
+        assert_eq!(unicode_name("xn--bcher-kva.example").as_deref(), Some("bücher.example"));
+        assert_eq!(unicode_name("example.org"), None);
+        assert_eq!(normalize_domain("localhost", false), Ok("localhost".into()));
+        for (bad, why) in [
+            ("example.org.", "trailing dot"),
+            ("my_domain.org", "'_'"),
+            (&format!("{}.org", "a".repeat(64)), "longer than 63"),
+            ("a..org", "empty label"),
+            ("-a.org", "hyphen"),
+            ("intranet", "single label"),
+            ("192.0.2.1", "IP address"),
+            ("[192.0.2.1]", "IP address"),
+        ] {
+            let e = normalize_domain(bad, false).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert_eq!(normalize_domain("intranet", true), Ok("intranet".into()));
+    }
+}

@@ -38,6 +38,9 @@ pub enum DomainCommand {
         /// host:port that ETRN for this held domain delivers to (RFC 1985).
         #[arg(long, value_name = "HOST:PORT", requires = "held_for")]
         etrn_host: Option<String>,
+        /// Allow an IP address or a single label other than localhost as the name.
+        #[arg(long)]
+        allow_unusual: bool,
     },
     /// Make a domain held for ODMR customer accounts, or (with no accounts) not held.
     Held {
@@ -202,18 +205,41 @@ pub enum QueueCommand {
     Flush,
 }
 
+/// An address, its domain in the stored form (A-labels) so `bücher.example` and
+/// `xn--bcher-kva.example` name the same accounts.
 fn parse_address(text: &str) -> Result<Address, String> {
-    Address::parse(text).map_err(|e| format!("'{text}' is not a valid address: {e}"))
+    let address = Address::parse(text).map_err(|e| format!("'{text}' is not a valid address: {e}"))?;
+    match vouchmail_server::accounts::ascii_domain(address.domain()) {
+        Some(ascii) => Address::from_parts(address.local(), &ascii).map_err(|e| format!("'{text}': {e}")),
+        None => Ok(address),
+    }
 }
 
+/// A domain name as stored (A-labels); names an existing domain, so unusual forms pass.
 fn parse_domain(text: &str) -> Result<String, String> {
-    // A domain is valid when postmaster@domain is a valid address.
-    let address =
-        parse_address(&format!("postmaster@{text}")).map_err(|_| format!("'{text}' is not a valid domain name"))?;
-    if text.starts_with('[') {
-        return Err(format!("'{text}' is an address literal, not a domain name"));
+    vouchmail_server::accounts::normalize_domain(text, true)
+}
+
+/// `NAME (U-LABELS)` for an internationalized name, else NAME.
+fn domain_text(ascii: &str) -> String {
+    match vouchmail_server::accounts::unicode_name(ascii) {
+        Some(unicode) => format!("{ascii} ({unicode})"),
+        None => ascii.to_string(),
     }
-    Ok(address.domain().to_string())
+}
+
+/// What a sender policy means for mail from the internet, in one sentence.
+fn policy_meaning(policy: &SenderPolicy) -> String {
+    let what = |action: vouchmail_store::PolicyAction| match action {
+        vouchmail_store::PolicyAction::Accept => "delivered",
+        vouchmail_store::PolicyAction::Junk => "delivered to Junk",
+        _ => "refused (550 5.7.1)",
+    };
+    format!(
+        "mail from the internet whose sender no method authenticated is {}, with a forged AuthKey {}",
+        what(policy.unauthenticated),
+        what(policy.forged)
+    )
 }
 
 fn parse_accounts(accounts: &[String]) -> Result<Vec<String>, String> {
@@ -287,8 +313,8 @@ fn with_cases(
 
 pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), String> {
     match command {
-        DomainCommand::Add { name, policy, unauthenticated, forged, held_for, etrn_host } => {
-            let name = parse_domain(&name)?;
+        DomainCommand::Add { name, policy, unauthenticated, forged, held_for, etrn_host, allow_unusual } => {
+            let name = vouchmail_server::accounts::normalize_domain(&name, allow_unusual)?;
             let policy = with_cases(policy.parse()?, unauthenticated, forged)?;
             let held_for = parse_accounts(&held_for)?;
             check_etrn_host(etrn_host.as_deref())?;
@@ -299,9 +325,14 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Str
                     let _ = store.remove_domain(&name).await;
                     return Err(e.to_string());
                 }
-                println!("added domain {name} (policy {policy}), held for {}", held_for.join(", "));
+                println!(
+                    "added domain {} (policy {policy}), held for {}: {}",
+                    domain_text(&name),
+                    held_for.join(", "),
+                    policy_meaning(&policy)
+                );
             } else {
-                println!("added domain {name} (policy {policy})");
+                println!("added domain {} (policy {policy})", domain_text(&name));
             }
         }
         DomainCommand::Held { name, accounts, etrn_host } => {
@@ -321,7 +352,7 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Str
                 let held =
                     if d.held_for.is_empty() { String::new() } else { format!(" held-for={}", d.held_for.join(",")) };
                 let etrn = d.etrn_host.map(|h| format!(" etrn-host={h}")).unwrap_or_default();
-                println!("{}\tpolicy={}{catch_all}{held}{etrn}", d.name, d.policy);
+                println!("{}\tpolicy={}{catch_all}{held}{etrn}", domain_text(&d.name), d.policy);
             }
         }
         DomainCommand::Remove { name } => {

@@ -202,6 +202,20 @@ fn first_start_creates_postmaster_and_cli_works_beside_the_server() {
     assert!(ok && out.contains("removed user alice@local.test and its use by alias(es) team@local.test"), "{out}");
     let (_, out, _) = d.cli(&["alias", "list"], None);
     assert!(!out.contains("alice@local.test"), "{out}");
+    // Issue 9 item 9: domains.
+    refused(&["domain", "add", "example.org."], "leave out the trailing dot");
+    refused(&["domain", "add", "my_domain.org"], "'_'");
+    refused(&["domain", "add", "intranet"], "single label");
+    refused(&["domain", "add", "192.0.2.1"], "--allow-unusual");
+    let (ok, out, _) = d.cli(&["domain", "add", "intranet", "--allow-unusual", "--policy", "accept"], None);
+    assert!(ok && out.contains("added domain intranet"), "{out}");
+    let (ok, out, _) = d.cli(&["domain", "add", "Bücher.Example"], None);
+    assert!(ok && out.contains("added domain xn--bcher-kva.example (bücher.example)"), "{out}");
+    assert!(d.cli(&["user", "add", "jörg@bücher.example", "--password-stdin"], Some("pw\n")).0);
+    let (_, out, _) = d.cli(&["user", "list"], None);
+    assert!(out.contains("jörg@xn--bcher-kva.example"), "{out}");
+    let (ok, out, _) = d.cli(&["domain", "add", "held.test", "--held-for", "postmaster@local.test"], None);
+    assert!(ok && out.contains("(policy reject), held for postmaster@local.test: mail from the internet"), "{out}");
     server.stop();
 }
 

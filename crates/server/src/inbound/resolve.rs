@@ -56,7 +56,7 @@ pub async fn resolve_recipient(
         ForwardPath::Postmaster => postmaster.clone(),
         ForwardPath::Mailbox(address) => address.clone(),
     };
-    let address = address.to_string().to_lowercase();
+    let address = crate::accounts::ascii_address(&address.to_string().to_lowercase());
     // One store trip answers the common case (a local account) completely.
     let record = store.lookup_recipient(&address).await.map_err(|e| store_reply(&e))?;
     let Some(domain) = &record.domain else {
