@@ -182,6 +182,32 @@ pub fn count(msg: &[u8], name: &str) -> usize {
     fields(msg).filter(|f| f.name_is(name)).count()
 }
 
+/// A copy of `msg` with `fields` inserted after the trace fields at its top (Received,
+/// Return-Path, Authentication-Results: RFC 5321 4.4, RFC 8601 5 keep those first).
+pub fn insert_after_trace(fields: &[(&str, &str)], msg: &[u8]) -> Vec<u8> {
+    let trace = ["Received", "Return-Path", "Authentication-Results"];
+    let at = fields_of_msg_top(msg, &trace);
+    let mut out = Vec::with_capacity(msg.len() + 128);
+    out.extend_from_slice(msg.get(..at).unwrap_or(&[]));
+    for (name, value) in fields {
+        write_field(name, value, &mut out);
+    }
+    out.extend_from_slice(msg.get(at..).unwrap_or(&[]));
+    out
+}
+
+/// Where the leading run of fields named in `names` ends.
+fn fields_of_msg_top(msg: &[u8], names: &[&str]) -> usize {
+    let mut end = 0;
+    for f in fields(msg) {
+        if !names.iter().any(|n| f.name_is(n)) {
+            break;
+        }
+        end = f.range().end;
+    }
+    end
+}
+
 /// The one mailbox of the From field (RFC 5322 3.6.2), lower-cased in its domain: the
 /// `addr-spec` inside angle brackets, or the bare `addr-spec`. None when there is no From,
 /// several From fields, a From with several mailboxes or a group, or nothing that looks
@@ -964,5 +990,16 @@ Authentication-Results: mx.example.org; in the body\r\n"
         for (msg, want) in cases {
             assert_eq!(from_address(msg).as_deref(), *want, "{}", String::from_utf8_lossy(msg));
         }
+    }
+
+    #[test]
+    fn fields_go_after_the_trace_block() {
+        let msg = b"Authentication-Results: mx; none\r\nReceived: from a\r\n by b\r\nFrom: <x@y.test>\r\n\r\nbody\r\n";
+        let out = insert_after_trace(&[("X-Auth-Key", "k")], msg);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "Authentication-Results: mx; none\r\nReceived: from a\r\n by b\r\nX-Auth-Key: k\r\nFrom: <x@y.test>\r\n\r\nbody\r\n"
+        );
+        assert!(insert_after_trace(&[("X-A", "1")], b"From: a\r\n\r\n").starts_with(b"X-A: 1\r\nFrom"));
     }
 }

@@ -117,6 +117,7 @@ impl Odmr {
         peer: SocketAddr,
         account: &str,
         domains: &[String],
+        tls: bool,
     ) {
         let entries = match self.store.lease_held(domains, now(), now() + self.lease).await {
             Ok(entries) => entries,
@@ -127,8 +128,8 @@ impl Odmr {
         };
         let count = entries.len();
         let target = Target { host: format!("odmr:{account}"), addr: peer };
-        let done = self.delivery.deliver_over(stream, &unread, &target, entries).await;
-        tracing::info!(%account, %peer, ?domains, recipients = count, delivered = done.delivered, deferred = done.deferred, bounced = done.bounced, "ODMR session done");
+        let done = self.delivery.deliver_over(stream, &unread, &target, entries, tls).await;
+        tracing::info!(%account, %peer, ?domains, tls, recipients = count, delivered = done.delivered, deferred = done.deferred, bounced = done.bounced, "ODMR session done");
     }
 
     /// ETRN (RFC 1985 5): deliver a held domain's mail to its configured host. Any peer may
@@ -193,7 +194,7 @@ impl Odmr {
             let target = Target { host: host.clone(), addr };
             match tokio::time::timeout(Duration::from_secs(30), TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
-                    let done = odmr.delivery.deliver_over(Box::new(stream), &[], &target, entries).await;
+                    let done = odmr.delivery.deliver_over(Box::new(stream), &[], &target, entries, false).await;
                     tracing::info!(%host, delivered = done.delivered, "ETRN delivery done");
                 }
                 _ => {

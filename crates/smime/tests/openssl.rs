@@ -406,16 +406,17 @@ fn certificates_openssl_makes_are_judged() {
         openssl(&args);
         Certificate::parse(&std::fs::read(&c).unwrap()).unwrap()
     };
-    // openssl starts validity at the current second.
-    let now = SystemTime::now() + Duration::from_secs(2);
+    // openssl starts validity at the current second; read the clock after each certificate
+    // is made (making an RSA key can take seconds on a loaded machine).
+    let now = || SystemTime::now() + Duration::from_secs(2);
     let sign_only = make(&["-addext", "keyUsage=critical,digitalSignature"]);
-    let e = sign_only.validate_for("sig@example.test", now).unwrap_err();
+    let e = sign_only.validate_for("sig@example.test", now()).unwrap_err();
     assert_eq!(e.to_string(), "certificate's keyUsage does not allow keyEncipherment");
     let tls = make(&["-addext", "extendedKeyUsage=serverAuth"]);
-    let e = tls.validate_for("sig@example.test", now).unwrap_err();
+    let e = tls.validate_for("sig@example.test", now()).unwrap_err();
     assert_eq!(e.to_string(), "certificate's extendedKeyUsage does not include emailProtection");
     let ok = make(&["-addext", "extendedKeyUsage=emailProtection", "-addext", "keyUsage=keyEncipherment"]);
-    ok.validate_for("sig@example.test", now).unwrap();
+    ok.validate_for("sig@example.test", now()).unwrap();
     // No rfc822Name at all.
     openssl(&[
         "req",
@@ -434,7 +435,7 @@ fn certificates_openssl_makes_are_judged() {
     ]);
     let bare = Certificate::parse(&std::fs::read(&c).unwrap()).unwrap();
     assert!(bare.addresses().is_empty());
-    let e = bare.validate_for("x@example.test", now).unwrap_err();
+    let e = bare.validate_for("x@example.test", now()).unwrap_err();
     assert_eq!(e.to_string(), "certificate has no rfc822Name in subjectAltName");
     // An EC certificate cannot be encrypted to.
     openssl(&[
@@ -457,7 +458,7 @@ fn certificates_openssl_makes_are_judged() {
         "subjectAltName=email:ec@example.test",
     ]);
     let ec = Certificate::parse(&std::fs::read(&c).unwrap()).unwrap();
-    let e = ec.validate_for("ec@example.test", now).unwrap_err();
+    let e = ec.validate_for("ec@example.test", now()).unwrap_err();
     assert!(e.to_string().starts_with("certificate's key is not RSA"), "{e}");
     assert!(matches!(encrypt(ENTITY, &[ec]), Err(Error::InvalidInput(_))));
 }

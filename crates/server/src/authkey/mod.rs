@@ -35,8 +35,6 @@ pub struct AuthKeys {
     pub dns: Arc<Dns>,
     /// Phase II: key mail stays in the mailbox.
     pub keep_key_mail: bool,
-    /// Stamp X-Auth-Key on local users' mail.
-    pub stamp: bool,
     /// Check X-Auth-Key on MX mail.
     pub verify: bool,
 }
@@ -47,7 +45,6 @@ impl AuthKeys {
             verifier: verifier::Verifier::new(config, Arc::clone(&dns), store),
             dns,
             keep_key_mail: config.keep_key_mail,
-            stamp: config.stamp,
             verify: config.verify,
         })
     }

@@ -120,7 +120,8 @@ pub async fn commit_message(
                 }),
                 dsn_envid: params.envid.clone(),
                 auth_param: params.auth.as_ref().map(|a| a.to_wire()),
-                authenticated_as: client.authenticated.map(str::to_string),
+                // A remote RCRAM-MD5 identity is not a local user: no AuthKey stamp later.
+                authenticated_as: client.authenticated.filter(|_| !client.remote_auth).map(str::to_string),
                 auth_results: method.clone(),
                 body_8bit: params.body == BodyType::EightBitMime,
                 smtputf8: params.smtputf8,

@@ -359,7 +359,8 @@ async fn run_session(
         if let Some((account, domains)) = reversed.take().filter(|_| session.is_reversed()) {
             // RFC 2645 5.3: the roles reverse on this connection, inside TLS if started.
             let unread = session.take_unread_input();
-            Box::pin(context.odmr.reverse(Box::new(stream), unread, peer, &account, &domains)).await;
+            let tls = session.is_tls();
+            Box::pin(context.odmr.reverse(Box::new(stream), unread, peer, &account, &domains, tls)).await;
             return session.messages_accepted();
         }
         if session.is_closed() {

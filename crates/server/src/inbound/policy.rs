@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use vouchmail_proto::headers;
 use vouchmail_proto::smtp::reply::Reply;
-use vouchmail_proto::smtp::session::{Envelope, Service};
+use vouchmail_proto::smtp::session::Envelope;
 use vouchmail_proto::smtp::trace::{AuthKeyResult, AuthResult};
 use vouchmail_proto::time::rfc5322_date;
 use vouchmail_store::{Delivery, Envelope as StoredEnvelope, Folder, NewMessage, PolicyAction, RecipientDsn, Store};
@@ -48,11 +48,11 @@ pub async fn decide(
     envelope: &mut Envelope<Resolved>,
 ) -> Decision {
     let mut rewrite = Rewrite::default();
+    // SPEC 7.4: a local user's mail is stamped with X-Auth-Key as it leaves (outbound).
     let decision = if let Some(user) = client.authenticated.filter(|_| client.remote_auth) {
-        // SPEC 8.2: authenticated by its home server; no AuthKey stamp (not our user).
+        // SPEC 8.2: authenticated by its home server (`x-rcram=pass`), not a local user.
         Decision::Deliver { auth: AuthResult::Rcram { user: user.to_string() }, folder: Folder::Inbox }
     } else if let Some(user) = client.authenticated {
-        stamp(authkeys, store, client, envelope, &mut rewrite).await;
         Decision::Deliver { auth: AuthResult::SmtpAuth { user: user.to_string() }, folder: Folder::Inbox }
     } else if client.trusted_relay {
         Decision::Deliver { auth: AuthResult::TrustedRelay, folder: Folder::Inbox }
@@ -71,30 +71,6 @@ fn apply(envelope: &mut Envelope<Resolved>, rewrite: &Rewrite) {
     if !rewrite.add.is_empty() {
         let fields: Vec<(&str, &str)> = rewrite.add.iter().map(|(n, v)| (*n, v.as_str())).collect();
         envelope.body = headers::prepend(&fields, &envelope.body);
-    }
-}
-
-/// SPEC 7.4: mail a local user sends (submission, or the messenger port with local AUTH)
-/// from an address with a key gets `X-Auth-Key` and `X-Auth-Agent`.
-async fn stamp(
-    authkeys: &AuthKeys,
-    store: &dyn Store,
-    client: &ClientInfo<'_>,
-    envelope: &Envelope<Resolved>,
-    rewrite: &mut Rewrite,
-) {
-    if !authkeys.stamp || client.service == Service::Mx || client.service == Service::Odmr {
-        return;
-    }
-    let sender = match &envelope.from {
-        vouchmail_proto::smtp::address::ReversePath::Mailbox(a) => a.to_string(),
-        // Bounces and notices are never stamped.
-        vouchmail_proto::smtp::address::ReversePath::Null => return,
-    };
-    match sender::stamp_fields(store, &sender, &envelope.body).await {
-        Ok(fields) => rewrite.add.extend(fields),
-        // The message is the user's; a missing stamp is logged, not a reason to refuse it.
-        Err(e) => tracing::warn!(error = %e, %sender, "cannot read the sender's AuthKey; not stamped"),
     }
 }
 

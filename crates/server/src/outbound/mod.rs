@@ -59,6 +59,8 @@ struct Settings {
     max_recipients: usize,
     max_messages_per_connection: usize,
     idle: Duration,
+    /// SPEC 7.4: stamp X-Auth-Key on local users' mail as it leaves (`authkey.stamp`).
+    stamp_authkeys: bool,
 }
 
 /// The SMTP client's reply timeouts from `[outbound]` (RFC 5321 4.5.3.2); the ODMR
@@ -94,6 +96,7 @@ impl Settings {
             max_recipients: o.max_recipients_per_transaction,
             max_messages_per_connection: o.max_messages_per_connection,
             idle: Duration::from_secs(o.connection_idle_secs),
+            stamp_authkeys: config.authkey.stamp,
         }
     }
 
@@ -237,13 +240,15 @@ impl HeldDelivery {
     }
 
     /// Runs the SMTP client over `stream` (the peer's greeting may already be in
-    /// `prebuffered`) and delivers every leased entry, then QUIT. Returns the counts.
+    /// `prebuffered`; `tls`: the stream is inside TLS) and delivers every leased entry, then
+    /// QUIT. Returns the counts.
     pub async fn deliver_over(
         &self,
         stream: Box<dyn session::Stream>,
         prebuffered: &[u8],
         target: &Target,
         entries: Vec<LeasedEntry>,
+        tls: bool,
     ) -> Progress {
         let engine = &self.engine;
         // The engine's counters are cumulative; this session's are the difference (exact
@@ -270,7 +275,7 @@ impl HeldDelivery {
             timeouts,
         };
         let mut pending = jobs.into_iter();
-        match Session::over(stream, prebuffered, target, config).await {
+        match Session::over(stream, prebuffered, target, config, tls).await {
             Ok(mut session) => {
                 for job in pending.by_ref() {
                     if engine.deliver(&mut session, job).await {
@@ -680,6 +685,7 @@ impl Engine {
                 return false;
             }
         };
+        let message = self.stamp(message).await;
         let outbound = outbound_message(&message, &job.entries);
         let started = std::time::Instant::now();
         let (result, broken) = match session.send(outbound).await {
@@ -703,6 +709,28 @@ impl Engine {
             engine.conclude(job, Some(message), result.replies, Some(&remote), result.dsn_relayed).await;
         });
         broken
+    }
+
+    /// SPEC 7.4: mail a local user sent (the envelope says who authenticated) leaves with
+    /// the sender address's current AuthKey, unless it carries one. Added here, on the copy
+    /// that goes out, so a local recipient's copy never holds the sender's key, and the key
+    /// is the current one however long the message waited. Forwarded, relayed and bounce
+    /// messages have no authenticated sender and are never stamped.
+    async fn stamp(&self, mut message: StoredMessage) -> StoredMessage {
+        if !self.settings.stamp_authkeys || message.envelope.authenticated_as.is_none() {
+            return message;
+        }
+        let sender = message.envelope.sender.clone();
+        match crate::authkey::sender::stamp_fields(self.store.as_ref(), &sender, &message.data).await {
+            Ok(fields) if !fields.is_empty() => {
+                let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                message.data = vouchmail_proto::headers::insert_after_trace(&fields, &message.data);
+            }
+            Ok(_) => {}
+            // The message still goes; unstamped, the recipient judges it by its policy.
+            Err(e) => tracing::warn!(error = %e, %sender, "cannot read the sender's AuthKey; sent without"),
+        }
+        message
     }
 
     /// Turns replies into queue updates and notices, and records them durably.

@@ -87,18 +87,20 @@ impl Session {
     /// Runs the client over a connection that is already open, whose peer speaks first
     /// (RFC 2645 5.3: after ATRN the customer sends the greeting). `prebuffered` holds bytes
     /// of it already read.
+    /// `tls`: the stream runs inside TLS the caller set up (an ODMR reversed session).
     pub async fn over(
         stream: Box<dyn Stream>,
         prebuffered: &[u8],
         target: &Target,
         config: ClientConfig,
+        tls: bool,
     ) -> Result<Session, OpenError> {
         let mut session = Session {
             conn: Conn::Other(stream),
             client: Client::new(config),
             buffer: vec![0; 16 * 1024],
             target: target.clone(),
-            tls: false,
+            tls,
         };
         if !prebuffered.is_empty() {
             session.client.feed(prebuffered);
