@@ -900,3 +900,24 @@ async fn bench_rcram_logins_and_notify_records() {
         records as f64 / elapsed.as_secs_f64()
     );
 }
+
+#[tokio::test]
+async fn rcram_failures_count_towards_the_auth_limits() {
+    let f = Federation::start(|c| {
+        c.auth.max_failures_per_ip = 2;
+        c.auth.max_failures_per_account = 2;
+    })
+    .await;
+    let mut c = LineClient::connect(f.lrsupport.messenger()).await;
+    for _ in 0..2 {
+        match c.rcram("glen@galkam.test", "wrong", "mail.lrsupport.test").await {
+            RcramOutcome::Refused(reply) => assert!(reply.to_string().starts_with("535 5.7.8 "), "{reply}"),
+            other => panic!("expected 535: {other:?}"),
+        }
+    }
+    // Over the limit: even the right password gets 454 4.7.0 from this IP for a while.
+    match c.rcram("glen@galkam.test", PASSWORD, "mail.lrsupport.test").await {
+        RcramOutcome::Temporary(reply) => assert!(reply.to_string().starts_with("454 4.7.0 "), "{reply}"),
+        other => panic!("expected 454: {other:?}"),
+    }
+}
