@@ -621,7 +621,7 @@ async fn download_all(server: &TestServer, address: &str) -> Vec<Vec<u8>> {
 
 /// glen's Tracking folder at galkam: (message id, event) of each record, oldest first.
 async fn glen_records(galkam: &TestServer) -> Vec<(String, String)> {
-    let records = galkam.store.tracking_records("glen@galkam.test", None, 100).await.unwrap();
+    let records = galkam.store.tracking_records("glen@galkam.test", None, 100_000).await.unwrap();
     records.into_iter().map(|r| (r.record.message_id, r.record.event.as_str().to_string())).collect()
 }
 
