@@ -12,7 +12,7 @@ use vouchmail_proto::smtp::reply::Reply;
 use vouchmail_proto::tracking::{self, NotifyOutcome, Record};
 
 use super::client::{FederationClient, SMALL_REPLY};
-use super::discovery::home_addresses;
+use super::discovery::{home_addresses, DiscoveryError};
 use super::Messenger;
 use crate::tracking::NotifySender;
 
@@ -22,7 +22,15 @@ impl Messenger {
     pub(super) async fn notify(&self, record: Record, peer: SocketAddr) -> Reply {
         let domain = record.recipient_domain().to_ascii_lowercase();
         let port = self.client.options().port;
-        let addresses = home_addresses(self.client.dns(), &domain, port).await.unwrap_or_default();
+        let addresses = match home_addresses(self.client.dns(), &domain, port).await {
+            Ok(addresses) => addresses,
+            Err(DiscoveryError::None(_)) => Vec::new(),
+            // A DNS failure is no verdict: the sender keeps the record and tries again.
+            Err(DiscoveryError::Temporary(why)) => {
+                tracing::warn!(%peer, %domain, %why, "NOTIFY: cannot find the recipient domain's home server now");
+                return Reply::local_error("Cannot check your address now, try again later");
+            }
+        };
         if !addresses.contains(&peer.ip()) {
             tracing::warn!(%peer, %domain, sender = %record.sender, "NOTIFY refused: not from the recipient domain's home server");
             return Reply::notify_not_home_server(&domain);

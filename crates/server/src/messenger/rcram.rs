@@ -152,7 +152,15 @@ impl Messenger {
             ));
         }
         // SPEC 8.2 step 3: the connecting IP must be an address of the verifier's name.
-        let addresses = self.client.dns().addresses(verifier).await.unwrap_or_default();
+        let addresses = match self.client.dns().addresses(verifier).await {
+            Ok(addresses) => addresses,
+            Err(e) if e.is_absent() => Vec::new(),
+            // A DNS failure is no verdict on the caller: 454, not a counted failure.
+            Err(e) => {
+                tracing::warn!(%peer, %verifier, error = %e, "X-RCRAM-VERIFY: cannot resolve the verifier name now");
+                return RcramVerdict::Unavailable(Reply::rcram_home_unavailable(domain_of(address)));
+            }
+        };
         if !addresses.contains(&peer.ip()) {
             tracing::warn!(%peer, %address, %verifier, "X-RCRAM-VERIFY: the caller is not an address of the verifier name");
             return RcramVerdict::Refused(Reply::rcram_verifier_refused(verifier));
