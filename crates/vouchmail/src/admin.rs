@@ -167,11 +167,13 @@ pub enum MailboxCommand {
 
 #[derive(Subcommand)]
 pub enum TrackingCommand {
-    /// The Tracking folder of a local user (SPEC 8.3), oldest first: one line per record
-    /// (time, event, Message-ID, recipient, reporting server), or with --csv the records as
-    /// TRACK sends them, after a CSV header line.
+    /// The Tracking folder of a local user (SPEC 8.3), or of every user, oldest first: one
+    /// line per record (time, event, Message-ID, recipient, reporting server; the sender
+    /// first when listing every user), or with --csv the records as TRACK sends them, after
+    /// a CSV header line.
     List {
-        address: String,
+        /// The sender whose records to show (default: every local user's).
+        address: Option<String>,
         /// Only records at or after this time (RFC 3339, e.g. 2026-12-01T10:00:00Z).
         #[arg(long, value_name = "RFC3339")]
         since: Option<String>,
@@ -563,33 +565,45 @@ pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), S
 pub async fn tracking(store: &dyn Store, command: TrackingCommand) -> Result<(), String> {
     match command {
         TrackingCommand::List { address, since, csv } => {
-            let address = parse_address(&address)?.to_string();
             let since = since
                 .map(|s| {
                     vouchmail_proto::time::parse_rfc3339(&s)
                         .ok_or_else(|| format!("--since '{s}' is not an RFC 3339 time (e.g. 2026-12-01T10:00:00Z)"))
                 })
                 .transpose()?;
-            if store.get_account(&address).await.map_err(|e| e.to_string())?.is_none() {
-                return Err(format!("no user {address}"));
-            }
-            let records = store.tracking_records(&address, since, usize::MAX).await.map_err(|e| e.to_string())?;
+            let every = address.is_none();
+            let owners = match address {
+                Some(address) => {
+                    let address = parse_address(&address)?.to_string();
+                    if store.get_account(&address).await.map_err(|e| e.to_string())?.is_none() {
+                        return Err(format!("no user {address}"));
+                    }
+                    vec![address]
+                }
+                None => {
+                    store.list_accounts().await.map_err(|e| e.to_string())?.into_iter().map(|a| a.address).collect()
+                }
+            };
             if csv {
                 println!("{}", vouchmail_proto::tracking::CSV_HEADER);
             }
-            for stored in records {
-                let r = &stored.record;
-                if csv {
-                    println!("{}", r.to_line().map_err(|e| e.to_string())?);
-                } else {
-                    println!(
-                        "{}\t{}\t{}\t{}\t{}",
-                        time_text(r.timestamp),
-                        r.event,
-                        r.message_id,
-                        r.recipient,
-                        r.reporting_server
-                    );
+            for owner in owners {
+                let records = store.tracking_records(&owner, since, usize::MAX).await.map_err(|e| e.to_string())?;
+                for stored in records {
+                    let r = &stored.record;
+                    if csv {
+                        println!("{}", r.to_line().map_err(|e| e.to_string())?);
+                    } else {
+                        let sender = if every { format!("{owner}\t") } else { String::new() };
+                        println!(
+                            "{sender}{}\t{}\t{}\t{}\t{}",
+                            time_text(r.timestamp),
+                            r.event,
+                            r.message_id,
+                            r.recipient,
+                            r.reporting_server
+                        );
+                    }
                 }
             }
         }

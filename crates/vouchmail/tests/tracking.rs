@@ -87,6 +87,9 @@ async fn retr_makes_records_for_local_and_remote_senders_once() {
     let (ok, out, _) = cli(&server, &["tracking", "list", "nurse@local.test"]);
     assert!(ok);
     assert!(out.contains("\tdownloaded\t<Q1@origin.test>\tuser@local.test\tmx.local.test"), "{out}");
+    // Without ADDRESS: every local user's records, each line led by its sender.
+    let (ok, out, _) = cli(&server, &["tracking", "list"]);
+    assert!(ok && out.contains("nurse@local.test\t") && out.contains("\tdownloaded\t<Q1@origin.test>"), "{out}");
     let (ok, out, _) = cli(&server, &["tracking", "list", "nurse@local.test", "--since", "2999-01-01T00:00:00Z"]);
     assert!(ok && out.is_empty(), "{out}");
     let (ok, out, _) = cli(&server, &["mailbox", "list", "nurse@local.test", "--folder", "Tracking"]);
