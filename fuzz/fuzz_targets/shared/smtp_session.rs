@@ -215,6 +215,8 @@ fn check_event(service: Service, session: &Session<()>, event: &Event<()>) {
         assert_ne!(service, Service::Odmr, "{event:?} on ODMR");
         assert!(session.greeting().is_some(), "{event:?} before HELO");
         let needs_auth = matches!(service, Service::Submission | Service::Messenger);
+        // SPEC 8.2: a 235 to X-RCRAM-VERIFY never lets mail through.
+        assert!(!session.is_verified_only(), "{event:?} on a verification-only session");
         if needs_auth || matches!(event, Event::CheckSender { .. }) {
             assert!(session.authenticated().is_some(), "{event:?} without AUTH on {service:?}");
         }
@@ -224,6 +226,14 @@ fn check_event(service: Service, session: &Session<()>, event: &Event<()>) {
         assert!(session.greeting().is_some(), "{request:?} before HELO");
         if matches!(request, MessengerRequest::Pubcert { .. } | MessengerRequest::Book { .. }) {
             assert!(session.authenticated().is_some(), "{request:?} without AUTH");
+        }
+        // SPEC 8.1, 8.3: PUBCERT, RECEIPT and TRACK only for a local user, never a remote
+        // RCRAM-MD5 identity.
+        if matches!(
+            request,
+            MessengerRequest::Pubcert { .. } | MessengerRequest::Receipt(_) | MessengerRequest::Track { .. }
+        ) {
+            assert!(session.local_user().is_some(), "{request:?} without local AUTH");
         }
         if let MessengerRequest::Pubcert { pem } = request {
             assert!(pem.len() <= vouchmail_proto::smtp::session::MAX_PEM, "PEM of {} octets", pem.len());
@@ -364,7 +374,8 @@ fn run(service: Service, knobs: u8, verdicts: &[u8], input: &[u8], splits: &[u8]
                     | MessengerRequest::VerifyStart { .. }
                     | MessengerRequest::VerifyAnswer { .. }),
                 ) => {
-                    let start = matches!(request, MessengerRequest::RcramStart { .. } | MessengerRequest::VerifyStart { .. });
+                    let start =
+                        matches!(request, MessengerRequest::RcramStart { .. } | MessengerRequest::VerifyStart { .. });
                     let verdict = match (v % 4, start, matches!(request, MessengerRequest::RcramStart { .. })) {
                         (0, true, true) => RcramVerdict::Relayed334 { wire: b"334 PDEuMi5yY3JhbS52QGg+\r\n".to_vec() },
                         (0, true, false) => RcramVerdict::Issued { challenge: "<1.2.rcram.v@h>".into() },
