@@ -448,6 +448,10 @@ pub struct Messenger {
     /// A tracking record not delivered within this many seconds is dropped, with a log
     /// line (SPEC 8.3: up to 5 days).
     pub notify_lifetime_secs: u64,
+    /// SPEC 8.2 step 6: when a home server does not offer X-RCRAM-VERIFY, proxy its plain
+    /// `AUTH CRAM-MD5` instead of answering 454 4.7.0. Off by default: an unbound challenge
+    /// is what the relay attack of issue 12 uses (the client's check refuses it anyway).
+    pub legacy_rcram: bool,
 }
 
 impl Default for Messenger {
@@ -468,6 +472,7 @@ impl Default for Messenger {
             notify_retry_min_secs: 60,
             notify_retry_max_secs: 3600,
             notify_lifetime_secs: 5 * 86400,
+            legacy_rcram: false,
         }
     }
 }

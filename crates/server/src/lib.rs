@@ -188,6 +188,11 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             server.listeners.push(handle);
         }
     }
+    // SPEC 8.3: the NOTIFY outbox, sending remote senders' tracking records to the home
+    // servers of their domains over the federation client, retried while they are down.
+    let sender = Arc::new(messenger::notify::FederationNotifySender::new(Arc::clone(messenger.client())));
+    let outbox = tracking::Outbox::new(Arc::clone(&store), sender, tracking::OutboxSettings::from_config(config));
+    outbox.spawn(shutdown_rx.clone(), &sessions);
     // SPEC 8.4: the scheduled pull of the peers' Entity Index entries.
     if config.messenger.pull_interval_secs > 0 {
         let interval = Duration::from_secs(config.messenger.pull_interval_secs);

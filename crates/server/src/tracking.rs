@@ -158,7 +158,8 @@ impl OutboxSettings {
             lifetime_secs: i64::try_from(m.notify_lifetime_secs).unwrap_or(i64::MAX),
             lease_secs: 600,
             batch: 200,
-            poll_interval: Duration::from_secs(30),
+            // A queued record waits at most this long (no sooner than the first retry would).
+            poll_interval: Duration::from_secs(m.notify_retry_min_secs.clamp(1, 30)),
         }
     }
 

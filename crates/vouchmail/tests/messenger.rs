@@ -1,4 +1,4 @@
-//! The Messenger federation, part 1 (SPEC 8.1, 8.4; seed 000): three servers on
+//! The Messenger federation (SPEC 8.1 to 8.4; seed 000): three servers on
 //! 127.0.0.2 (galkam.test), 127.0.0.3 (lrsupport.test) and 127.0.0.4 (rogue.test), found
 //! through the in-process test DNS (SRV records), relaying CERT, resolving published IDs
 //! through the Entity Index, and refusing a rogue server's claims.
@@ -553,5 +553,371 @@ async fn bench_cert_lookups() {
             task.await.unwrap();
         }
         report(&format!("{what}, {sessions} sessions"), n * sessions, start.elapsed());
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Messenger part 2 (issue 12): remote authentication, RCRAM-MD5 (SPEC 8.2), and delivery
+// notifications, NOTIFY / RECEIPT / TRACK (SPEC 8.3), across the same three servers.
+
+use vouchmail_proto::rcram::{self, RcramClient, RcramEvent, RcramOutcome};
+use vouchmail_server::pop3_client::Pop3Client;
+use vouchmail_store::OutboxState;
+
+impl LineClient {
+    /// A client whose connection comes from `local` (a server's own address).
+    async fn connect_from(addr: SocketAddr, local: IpAddr) -> LineClient {
+        let (read, writer) = common::connect_from(addr, local).await.into_split();
+        let mut client = LineClient { reader: BufReader::new(read), writer };
+        let greeting = client.read().await;
+        assert!(greeting.starts_with(b"220 "), "{}", String::from_utf8_lossy(&greeting));
+        client.cmd("EHLO peer.test").await;
+        client
+    }
+
+    /// `AUTH RCRAM-MD5 <address>` from the user's seat, by the project's client (SPEC 8.2
+    /// steps 1, 4, 6): `dialed` is the host name the client connected to.
+    async fn rcram(&mut self, address: &str, password: &str, dialed: &str) -> RcramOutcome {
+        let mut client = RcramClient::new(address, password, dialed, now());
+        client.start();
+        loop {
+            let out = client.take_output();
+            if !out.is_empty() {
+                self.writer.write_all(&out).await.unwrap();
+            }
+            if let Some(RcramEvent::Done(outcome)) = client.poll_event() {
+                return outcome;
+            }
+            let reply = self.read().await;
+            client.feed(&reply);
+        }
+    }
+
+    /// Sends one message; the status of the end of data.
+    async fn message(&mut self, from: &str, to: &str, message_id: &str) -> String {
+        assert_eq!(self.status(&format!("MAIL FROM:<{from}>")).await, "250 2.1.0");
+        assert_eq!(self.status(&format!("RCPT TO:<{to}>")).await, "250 2.1.5");
+        assert_eq!(self.status("DATA").await.split(' ').next(), Some("354"));
+        let body =
+            format!("From: {from}\r\nTo: {to}\r\nMessage-ID: {message_id}\r\nSubject: results\r\n\r\nencrypted\r\n.");
+        self.status(&body).await
+    }
+}
+
+/// `address` downloads every message of its inbox over POP3 (RETR: the `downloaded` event).
+async fn download_all(server: &TestServer, address: &str) -> Vec<Vec<u8>> {
+    let stream = TcpStream::connect(server.pop3()).await.unwrap();
+    let (mut pop, _) = Pop3Client::connect(stream).await.unwrap();
+    let credentials = vouchmail_proto::sasl::Credentials::new(address, PASSWORD);
+    pop.authenticate(vouchmail_proto::sasl::Mechanism::ScramSha256, credentials).await.unwrap();
+    let count = server.store.list_mailbox(address, Some(Folder::Inbox)).await.unwrap().len();
+    let mut messages = Vec::new();
+    for n in 1..=count as u32 {
+        messages.push(pop.retr(n).await.unwrap());
+    }
+    pop.quit().await.unwrap();
+    messages
+}
+
+/// glen's Tracking folder at galkam: (message id, event) of each record, oldest first.
+async fn glen_records(galkam: &TestServer) -> Vec<(String, String)> {
+    let records = galkam.store.tracking_records("glen@galkam.test", None, 100_000).await.unwrap();
+    records.into_iter().map(|r| (r.record.message_id, r.record.event.as_str().to_string())).collect()
+}
+
+#[tokio::test]
+async fn rcram_login_at_lrsupport_then_downloaded_and_decrypted_reach_glen_also_after_an_outage() {
+    let mut f = Federation::start(|c| {
+        c.messenger.notify_retry_min_secs = 1;
+        c.messenger.notify_retry_max_secs = 1;
+    })
+    .await;
+    // glen has no account at lrsupport: RCRAM-MD5, verified by galkam (SPEC 8.2).
+    let mut glen = LineClient::connect(f.lrsupport.messenger()).await;
+    let ehlo = String::from_utf8(glen.cmd("EHLO glen.test").await).unwrap();
+    assert!(ehlo.contains(" RCRAM-MD5 X-RCRAM-VERIFY\r\n"), "{ehlo}");
+    for verb in ["NOTIFY", "RECEIPT", "TRACK"] {
+        assert!(ehlo.contains(&format!("250-{verb}\r\n")), "{verb} in {ehlo}");
+    }
+    match glen.rcram("glen@galkam.test", PASSWORD, "mail.lrsupport.test").await {
+        RcramOutcome::Authenticated(reply) => {
+            assert_eq!(reply.to_string(), "235 2.7.0 Authenticated as glen@galkam.test (remote)")
+        }
+        other => panic!("RCRAM-MD5 login failed: {other:?}"),
+    }
+    // After a remote authentication: MAIL FROM only that address, RCPT only local
+    // mailboxes; CERT and BOOK allowed; no local-user verbs.
+    assert_eq!(glen.status("MAIL FROM:<other@galkam.test>").await, "553 5.7.1");
+    assert_eq!(glen.status("MAIL FROM:<glen@galkam.test>").await, "250 2.1.0");
+    assert_eq!(glen.status("RCPT TO:<friend@galkam.test>").await, "550 5.7.1");
+    assert_eq!(glen.status("RSET").await, "250 2.0.0");
+    assert_eq!(glen.status("BOOK Brown").await, "250 0");
+    assert_eq!(glen.status("CERT abc555@lrsupport.test").await, "550 5.3.0");
+    assert_eq!(glen.status("TRACK").await, "530 5.7.0");
+    assert_eq!(glen.message("glen@galkam.test", "abc555@lrsupport.test", "<story1@galkam.test>").await, "250 2.0.0");
+    let stored = f.lrsupport.mailbox("abc555@lrsupport.test", Folder::Inbox).await;
+    // The Authentication-Results field, unfolded (RFC 5322 2.2.3).
+    let text = String::from_utf8_lossy(&stored[0]).replace("\r\n ", " ");
+    assert!(text.contains("x-rcram=pass smtp.auth=glen@galkam.test"), "{text}");
+
+    // abc555 downloads it and reports the decryption.
+    assert_eq!(download_all(&f.lrsupport, "abc555@lrsupport.test").await.len(), 1);
+    let mut abc = LineClient::connect(f.lrsupport.messenger()).await;
+    abc.login("abc555@lrsupport.test").await;
+    assert_eq!(abc.status("RECEIPT <story1@galkam.test> DECRYPTED").await, "250 2.0.0");
+    assert_eq!(abc.status("RECEIPT <story1@galkam.test> DECRYPTED").await, "250 2.0.0", "once, still 250");
+    assert_eq!(abc.status("RECEIPT <never@galkam.test> FAILED").await, "550 5.1.0");
+    assert_eq!(abc.status("RECEIPT story1@galkam.test DECRYPTED").await, "501 5.5.4");
+    let expected = vec![
+        ("<story1@galkam.test>".to_string(), "downloaded".to_string()),
+        ("<story1@galkam.test>".into(), "decrypted".into()),
+    ];
+    wait_until!("both records reach glen's Tracking folder", 20, glen_records(&f.galkam).await == expected);
+
+    // TRACK at galkam shows both, oldest first.
+    let mut home = LineClient::connect(f.galkam.messenger()).await;
+    home.login("glen@galkam.test").await;
+    let track = String::from_utf8(home.cmd("TRACK").await).unwrap();
+    let lines: Vec<&str> = track.trim_end().split("\r\n").collect();
+    assert_eq!(lines.len(), 3, "{track}");
+    assert!(
+        lines[0].starts_with("250-")
+            && lines[0].ends_with(
+                ",<story1@galkam.test>,glen@galkam.test,abc555@lrsupport.test,downloaded,mail.lrsupport.test"
+            ),
+        "{track}"
+    );
+    assert!(lines[1].ends_with(",decrypted,mail.lrsupport.test"), "{track}");
+    assert_eq!(lines[2], "250 2 records");
+    assert_eq!(home.status("TRACK 2100-01-01T00:00:00Z").await, "250 0");
+    assert_eq!(home.status("TRACK soon").await, "501 5.5.4");
+    drop(home);
+
+    // galkam stops: a second message's records wait in lrsupport's outbox.
+    let mut glen = LineClient::connect(f.lrsupport.messenger()).await;
+    assert!(matches!(
+        glen.rcram("glen@galkam.test", PASSWORD, "mail.lrsupport.test").await,
+        RcramOutcome::Authenticated(_)
+    ));
+    assert_eq!(glen.message("glen@galkam.test", "abc555@lrsupport.test", "<story2@galkam.test>").await, "250 2.0.0");
+    drop(glen);
+    f.galkam.server.take().unwrap().shutdown().await;
+    // With the home server down, RCRAM-MD5 cannot be verified: 454 4.7.0.
+    let mut late = LineClient::connect(f.lrsupport.messenger()).await;
+    match late.rcram("glen@galkam.test", PASSWORD, "mail.lrsupport.test").await {
+        RcramOutcome::Temporary(reply) => assert!(reply.to_string().starts_with("454 4.7.0 "), "{reply}"),
+        other => panic!("expected 454: {other:?}"),
+    }
+    download_all(&f.lrsupport, "abc555@lrsupport.test").await;
+    assert_eq!(abc.status("RECEIPT <story2@galkam.test> DECRYPTED").await, "250 2.0.0");
+    wait_until!("lrsupport retried the records", 20, {
+        let outbox = f.lrsupport.store.list_notify_outbox().await.unwrap();
+        let story2: Vec<_> = outbox.iter().filter(|e| e.record.contains("<story2@galkam.test>")).collect();
+        story2.len() == 2 && story2.iter().all(|e| e.state == OutboxState::Pending && e.attempts >= 1)
+    });
+    assert_eq!(glen_records(&f.galkam).await.len(), 2, "nothing new while galkam is down");
+    f.galkam = f.galkam.restart().await;
+    wait_until!("the waiting records arrive after galkam restarts", 30, glen_records(&f.galkam).await.len() == 4);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let records = glen_records(&f.galkam).await;
+    assert_eq!(
+        records[2..],
+        [
+            ("<story2@galkam.test>".to_string(), "downloaded".to_string()),
+            ("<story2@galkam.test>".into(), "decrypted".into())
+        ],
+        "once each: {records:?}"
+    );
+    let outbox = f.lrsupport.store.list_notify_outbox().await.unwrap();
+    assert!(outbox.iter().all(|e| e.state == OutboxState::Sent), "{outbox:?}");
+}
+
+#[tokio::test]
+async fn the_relay_attack_and_every_refusal_of_rcram_and_notify() {
+    let f = Federation::start(|_| {}).await;
+    let rogue_ip: IpAddr = "127.0.0.4".parse().unwrap();
+    let lrsupport_ip: IpAddr = "127.0.0.3".parse().unwrap();
+
+    // The relay attack: the rogue logs in as glen at lrsupport, gets the challenge galkam
+    // bound to lrsupport (relayed to it unchanged), and hands it to glen's client, which
+    // dialed the rogue: the client refuses with `*`.
+    let mut rogue_at_lrsupport = LineClient::connect_from(f.lrsupport.messenger(), rogue_ip).await;
+    let challenge_line = rogue_at_lrsupport.cmd("AUTH RCRAM-MD5 glen@galkam.test").await;
+    let text = String::from_utf8(challenge_line.clone()).unwrap();
+    assert!(text.starts_with("334 ") && text.ends_with("\r\n"), "{text}");
+    let challenge = STANDARD.decode(text[4..].trim_end()).unwrap();
+    let parsed = rcram::Challenge::parse(&challenge).unwrap();
+    assert_eq!(parsed.verifier, "mail.lrsupport.test");
+    let mut glen = RcramClient::new("glen@galkam.test", PASSWORD, "mail.rogue.test", now());
+    glen.start();
+    glen.take_output();
+    glen.feed(&challenge_line);
+    assert_eq!(glen.take_output(), b"*\r\n", "glen's client cancels a challenge bound to another host");
+    glen.feed(b"501 5.0.0 Authentication cancelled\r\n");
+    assert!(matches!(glen.poll_event(), Some(RcramEvent::Done(RcramOutcome::Cancelled { .. }))));
+    // Without glen's answer the rogue has nothing to relay: a guess is refused.
+    let guess = STANDARD.encode("glen@galkam.test 00000000000000000000000000000000");
+    assert_eq!(rogue_at_lrsupport.status(&guess).await, "535 5.7.8");
+
+    // The rogue asks galkam directly, claiming to be lrsupport from its own IP: 535 5.7.0.
+    let mut rogue_at_galkam = LineClient::connect_from(f.galkam.messenger(), rogue_ip).await;
+    assert_eq!(rogue_at_galkam.status("AUTH X-RCRAM-VERIFY glen@galkam.test mail.lrsupport.test").await, "535 5.7.0");
+    // Nor can it inject NOTIFY records for galkam's users: 550 5.7.1.
+    let record =
+        "2026-12-01T10:00:00Z,<fake@galkam.test>,glen@galkam.test,abc555@lrsupport.test,decrypted,mail.lrsupport.test";
+    assert_eq!(rogue_at_galkam.status(&format!("NOTIFY {record}")).await, "550 5.7.1");
+
+    // From lrsupport's own address: the other refusals and the verification-only 235.
+    let mut verifier = LineClient::connect_from(f.galkam.messenger(), lrsupport_ip).await;
+    assert_eq!(verifier.status("AUTH X-RCRAM-VERIFY nobody@galkam.test mail.lrsupport.test").await, "535 5.7.8");
+    assert_eq!(verifier.status("AUTH X-RCRAM-VERIFY glen@galkam.test").await, "501 5.5.4");
+    let reply =
+        String::from_utf8(verifier.cmd("AUTH X-RCRAM-VERIFY glen@galkam.test mail.lrsupport.test").await).unwrap();
+    assert!(reply.starts_with("334 "), "{reply}");
+    let challenge = STANDARD.decode(reply[4..].trim_end()).unwrap();
+    let bound = rcram::check_binding(&challenge, "mail.lrsupport.test", now()).unwrap();
+    assert!(std::str::from_utf8(&challenge).unwrap().ends_with("@mail.galkam.test>"), "{bound:?}");
+    let answer = STANDARD.encode(rcram::answer("glen@galkam.test", PASSWORD, &challenge).unwrap());
+    assert_eq!(verifier.status(&answer).await, "235 2.7.0");
+    // SPEC 8.2: that 235 grants verification only.
+    assert_eq!(verifier.status("MAIL FROM:<glen@galkam.test>").await, "503 5.7.0");
+    // The same answer again, to a new exchange: refused (each challenge is answered once).
+    let mut replay = LineClient::connect_from(f.galkam.messenger(), lrsupport_ip).await;
+    let reply = replay.cmd("AUTH X-RCRAM-VERIFY glen@galkam.test mail.lrsupport.test").await;
+    assert!(reply.starts_with(b"334 "));
+    assert_eq!(replay.status(&answer).await, "535 5.7.8");
+    // A wrong password through the verifier: 535 5.7.8 to the client.
+    let mut wrong = LineClient::connect(f.lrsupport.messenger()).await;
+    match wrong.rcram("glen@galkam.test", "not the password", "mail.lrsupport.test").await {
+        RcramOutcome::Refused(reply) => assert!(reply.to_string().starts_with("535 5.7.8 "), "{reply}"),
+        other => panic!("expected 535: {other:?}"),
+    }
+    // A domain whose home server cannot be reached: 454 4.7.0.
+    match wrong.rcram("someone@down.test", PASSWORD, "mail.lrsupport.test").await {
+        RcramOutcome::Temporary(reply) => assert!(reply.to_string().starts_with("454 4.7.0 "), "{reply}"),
+        other => panic!("expected 454: {other:?}"),
+    }
+
+    // NOTIFY from lrsupport's address (the home server of the recipient's domain).
+    let mut peer = LineClient::connect_from(f.galkam.messenger(), lrsupport_ip).await;
+    assert_eq!(peer.status(&format!("NOTIFY {record}")).await, "250 2.0.0");
+    assert_eq!(peer.status(&format!("NOTIFY {record}")).await, "250 2.0.0", "a duplicate is 250");
+    assert_eq!(glen_records(&f.galkam).await.len(), 1, "and stored once");
+    let stranger = record.replace("glen@galkam.test", "nobody@galkam.test");
+    assert_eq!(peer.status(&format!("NOTIFY {stranger}")).await, "550 5.1.1");
+    assert_eq!(peer.status("NOTIFY not,a,record").await, "501 5.5.4");
+}
+
+/// Benchmark (bench/rcram_notify.sh, docs/bench.md): RCRAM-MD5 logins per second through
+/// one verifier (lrsupport) to one home server (galkam), each a new client session and a
+/// new verifier-to-home connection (EHLO, STARTTLS, X-RCRAM-VERIFY, answer); then NOTIFY
+/// records delivered per second from lrsupport's outbox to galkam (SPEC 8.3). Ignored in
+/// ordinary runs; `RCRAM_N` logins per session (default 200), `SESSIONS` (default 8),
+/// `NOTIFY_N` records (default 1000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_rcram_logins_and_notify_records() {
+    let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (n, sessions, records) = (env("RCRAM_N", 200), env("SESSIONS", 8), env("NOTIFY_N", 1000));
+    let mut f = Federation::start(|c| {
+        c.messenger.pull_interval_secs = 0;
+        c.messenger.notify_retry_min_secs = 1;
+        c.messenger.notify_retry_max_secs = 1;
+    })
+    .await;
+    async fn logins(addr: SocketAddr, n: usize) -> Duration {
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            let mut c = LineClient::connect(addr).await;
+            let outcome = c.rcram("glen@galkam.test", PASSWORD, "mail.lrsupport.test").await;
+            assert!(matches!(outcome, RcramOutcome::Authenticated(_)), "{outcome:?}");
+        }
+        start.elapsed()
+    }
+    let addr = f.lrsupport.messenger();
+    logins(addr, 5).await; // warm-up
+    let one = logins(addr, n).await;
+    println!(
+        "BENCH RCRAM-MD5, 1 session: {n} logins in {:.3} s: {:.0}/s",
+        one.as_secs_f64(),
+        n as f64 / one.as_secs_f64()
+    );
+    let start = std::time::Instant::now();
+    let tasks: Vec<_> = (0..sessions).map(|_| tokio::spawn(logins(addr, n))).collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let all = start.elapsed();
+    let total = n * sessions;
+    println!(
+        "BENCH RCRAM-MD5, {sessions} sessions: {total} logins in {:.3} s: {:.0}/s",
+        all.as_secs_f64(),
+        total as f64 / all.as_secs_f64()
+    );
+
+    // NOTIFY: lrsupport is stopped while `records` downloads by abc555 of glen's messages
+    // fill its outbox; timed from its restart until galkam holds every record.
+    f.lrsupport.server.take().unwrap().shutdown().await;
+    let account = f.lrsupport.store.get_account("abc555@lrsupport.test").await.unwrap().unwrap();
+    for i in 0..records {
+        let message = vouchmail_store::NewMessage {
+            queue_id: format!("B{i:06}"),
+            envelope: vouchmail_store::Envelope {
+                sender: "glen@galkam.test".into(),
+                auth_results: "x-rcram=pass smtp.auth=glen@galkam.test".into(),
+                ..Default::default()
+            },
+            received_at: now(),
+            data: format!("Message-ID: <b{i}@galkam.test>\r\nSubject: b\r\n\r\nbody\r\n").into_bytes(),
+            spooled: None,
+            deliveries: vec![(
+                vouchmail_store::Delivery::Mailbox {
+                    account_id: account.id,
+                    folder: Folder::Inbox,
+                    recipient: "abc555@lrsupport.test".into(),
+                },
+                vouchmail_store::RecipientDsn::default(),
+            )],
+        };
+        f.lrsupport.store.commit_message(message).await.unwrap();
+        let event = vouchmail_store::NewTrackingEvent {
+            recipient: "abc555@lrsupport.test".into(),
+            subject: vouchmail_store::TrackingSubject::MessageId(format!("<b{i}@galkam.test>")),
+            kind: vouchmail_proto::tracking::Event::Downloaded.into(),
+            at: now(),
+            reporting_server: "mail.lrsupport.test".into(),
+        };
+        f.lrsupport.store.track_event(event).await.unwrap();
+    }
+    assert_eq!(f.lrsupport.store.list_notify_outbox().await.unwrap().len(), records);
+    let start = std::time::Instant::now();
+    f.lrsupport = f.lrsupport.restart().await;
+    wait_until!("every record reaches galkam", 600, glen_records(&f.galkam).await.len() == records);
+    let elapsed = start.elapsed();
+    println!(
+        "BENCH NOTIFY: {records} records delivered in {:.3} s: {:.0}/s",
+        elapsed.as_secs_f64(),
+        records as f64 / elapsed.as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn rcram_failures_count_towards_the_auth_limits() {
+    let f = Federation::start(|c| {
+        c.auth.max_failures_per_ip = 2;
+        c.auth.max_failures_per_account = 2;
+    })
+    .await;
+    let mut c = LineClient::connect(f.lrsupport.messenger()).await;
+    for _ in 0..2 {
+        match c.rcram("glen@galkam.test", "wrong", "mail.lrsupport.test").await {
+            RcramOutcome::Refused(reply) => assert!(reply.to_string().starts_with("535 5.7.8 "), "{reply}"),
+            other => panic!("expected 535: {other:?}"),
+        }
+    }
+    // Over the limit: even the right password gets 454 4.7.0 from this IP for a while.
+    match c.rcram("glen@galkam.test", PASSWORD, "mail.lrsupport.test").await {
+        RcramOutcome::Temporary(reply) => assert!(reply.to_string().starts_with("454 4.7.0 "), "{reply}"),
+        other => panic!("expected 454: {other:?}"),
     }
 }

@@ -22,7 +22,7 @@ use vouchmail_proto::sasl::{CramMd5Secret, Mechanism, Secrets};
 use vouchmail_proto::smtp::client::ReplyParser;
 use vouchmail_proto::smtp::reply::{EnhancedCode, Reply};
 use vouchmail_proto::smtp::session::{
-    Event, MessengerAnswer, MessengerRequest, Service, Session, SessionConfig, TlsInfo,
+    Event, MessengerAnswer, MessengerRequest, RcramVerdict, Service, Session, SessionConfig, TlsInfo,
 };
 
 /// Canned client lines (see `expand`).
@@ -215,6 +215,8 @@ fn check_event(service: Service, session: &Session<()>, event: &Event<()>) {
         assert_ne!(service, Service::Odmr, "{event:?} on ODMR");
         assert!(session.greeting().is_some(), "{event:?} before HELO");
         let needs_auth = matches!(service, Service::Submission | Service::Messenger);
+        // SPEC 8.2: a 235 to X-RCRAM-VERIFY never lets mail through.
+        assert!(!session.is_verified_only(), "{event:?} on a verification-only session");
         if needs_auth || matches!(event, Event::CheckSender { .. }) {
             assert!(session.authenticated().is_some(), "{event:?} without AUTH on {service:?}");
         }
@@ -224,6 +226,14 @@ fn check_event(service: Service, session: &Session<()>, event: &Event<()>) {
         assert!(session.greeting().is_some(), "{request:?} before HELO");
         if matches!(request, MessengerRequest::Pubcert { .. } | MessengerRequest::Book { .. }) {
             assert!(session.authenticated().is_some(), "{request:?} without AUTH");
+        }
+        // SPEC 8.1, 8.3: PUBCERT, RECEIPT and TRACK only for a local user, never a remote
+        // RCRAM-MD5 identity.
+        if matches!(
+            request,
+            MessengerRequest::Pubcert { .. } | MessengerRequest::Receipt(_) | MessengerRequest::Track { .. }
+        ) {
+            assert!(session.local_user().is_some(), "{request:?} without local AUTH");
         }
         if let MessengerRequest::Pubcert { pem } = request {
             assert!(pem.len() <= vouchmail_proto::smtp::session::MAX_PEM, "PEM of {} octets", pem.len());
@@ -357,6 +367,25 @@ fn run(service: Service, knobs: u8, verdicts: &[u8], input: &[u8], splits: &[u8]
                 } else {
                     Reply::new(458, EnhancedCode(4, 0, 0), "Unable to queue messages")
                 }),
+                // SPEC 8.2: the RCRAM steps get the driver's verdicts in turn.
+                Event::Messenger(
+                    request @ (MessengerRequest::RcramStart { .. }
+                    | MessengerRequest::RcramAnswer { .. }
+                    | MessengerRequest::VerifyStart { .. }
+                    | MessengerRequest::VerifyAnswer { .. }),
+                ) => {
+                    let start =
+                        matches!(request, MessengerRequest::RcramStart { .. } | MessengerRequest::VerifyStart { .. });
+                    let verdict = match (v % 4, start, matches!(request, MessengerRequest::RcramStart { .. })) {
+                        (0, true, true) => RcramVerdict::Relayed334 { wire: b"334 PDEuMi5yY3JhbS52QGg+\r\n".to_vec() },
+                        (0, true, false) => RcramVerdict::Issued { challenge: "<1.2.rcram.v@h>".into() },
+                        (0, false, _) => RcramVerdict::Success,
+                        (1, _, _) => RcramVerdict::Refused(Reply::rcram_bad_credentials()),
+                        _ => RcramVerdict::Unavailable(Reply::rcram_home_unavailable("remote.test")),
+                    };
+                    next = session.rcram_verdict(verdict);
+                }
+                Event::Messenger(MessengerRequest::RcramCancel) => {}
                 Event::Messenger(request) => session.messenger_verdict(match (request, v % 4) {
                     (MessengerRequest::Cert(target), 0) => {
                         MessengerAnswer::Reply(replies::cert_found(&target.to_string(), b"der"))

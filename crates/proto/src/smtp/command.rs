@@ -49,6 +49,12 @@ pub enum Command {
     Entities(u64),
     /// SPEC 8.4: `BOOK <query>`.
     Book(String),
+    /// `NOTIFY <record>` (SPEC 8.3).
+    Notify(crate::tracking::Record),
+    /// `RECEIPT <message-id> DECRYPTED|FAILED` (SPEC 8.3).
+    Receipt(crate::tracking::Receipt),
+    /// `TRACK [<since>]` (SPEC 8.3): None for all records.
+    Track(Option<i64>),
 }
 
 /// BODY= values (RFC 6152, RFC 3030).
@@ -195,6 +201,10 @@ pub fn parse_command(line: &[u8]) -> Result<Command, SmtpError> {
         "PUBCERT" => no_arg(Command::Pubcert),
         "ENTITIES" => Ok(Command::Entities(crate::messenger::parse_entities_argument(arg)?)),
         "BOOK" => Ok(Command::Book(crate::messenger::parse_book_query(arg)?)),
+        // SPEC 8.3: a malformed argument is 501 5.5.4.
+        "NOTIFY" => crate::tracking::parse_notify_argument(arg).map(Command::Notify).map_err(|e| e.to_reply()),
+        "RECEIPT" => crate::tracking::parse_receipt_argument(arg).map(Command::Receipt).map_err(|e| e.to_reply()),
+        "TRACK" => crate::tracking::parse_track_argument(arg).map(Command::Track).map_err(|e| e.to_reply()),
         _ => Err(Reply::unrecognized("Command unrecognized")),
     }
 }
@@ -365,7 +375,14 @@ fn parse_bdat(arg: &str) -> Result<Command, SmtpError> {
 fn parse_auth(arg: &str) -> Result<Command, SmtpError> {
     let mut words = arg.split(' ').filter(|w| !w.is_empty());
     let mechanism = words.next().ok_or_else(|| Reply::syntax("Syntax: AUTH mechanism [initial-response]"))?;
-    let initial_response = words.next().map(str::to_string);
+    let mut initial_response = words.next().map(str::to_string);
+    // SPEC 8.2 step 2: `AUTH X-RCRAM-VERIFY <address> <verifier's name>` has two arguments.
+    if mechanism.eq_ignore_ascii_case(crate::rcram::VERIFY_MECHANISM) {
+        if let (Some(first), Some(second)) = (initial_response.as_mut(), words.next()) {
+            first.push(' ');
+            first.push_str(second);
+        }
+    }
     if words.next().is_some() {
         return Err(Reply::syntax("Syntax: AUTH mechanism [initial-response]"));
     }

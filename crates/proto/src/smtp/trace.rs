@@ -66,6 +66,9 @@ pub enum AuthResult {
     /// Relayed by a trusted peer (our ODMR provider in a reversed session, a configured
     /// relay): SPEC 2 `x-trusted-relay=pass`.
     TrustedRelay,
+    /// SMTP AUTH with RCRAM-MD5 on the Messenger port, verified by the address's home
+    /// server (SPEC 8.2): `x-rcram=pass smtp.auth=<address>`.
+    Rcram { user: String },
     /// The From address's `X-Auth-Key` checked with its domain's Authentication Server
     /// (SPEC 7.5): `x-authkey=pass|fail|none|temperror header.from=<address>`.
     AuthKey { result: AuthKeyResult, from: String },
@@ -114,6 +117,7 @@ pub fn authentication_results_value(authserv_id: &str, results: &[AuthResult]) -
             AuthResult::None => {}
             AuthResult::SmtpAuth { user } => value.push_str(&format!("; auth=pass smtp.auth={}", quote_value(user))),
             AuthResult::TrustedRelay => value.push_str("; x-trusted-relay=pass"),
+            AuthResult::Rcram { user } => value.push_str(&format!("; x-rcram=pass smtp.auth={}", quote_value(user))),
             AuthResult::AuthKey { result, from } => {
                 value.push_str(&format!("; x-authkey={} header.from={}", result.as_str(), quote_value(from)))
             }
@@ -197,6 +201,10 @@ mod tests {
             "mx.example; auth=pass smtp.auth=alice@mx.example"
         );
         assert_eq!(quote_value("a b"), "\"a b\"");
+        assert_eq!(
+            authentication_results_value("mx", &[AuthResult::Rcram { user: "glen@galkam.test".into() }]),
+            "mx; x-rcram=pass smtp.auth=glen@galkam.test"
+        );
         let key = AuthResult::AuthKey { result: AuthKeyResult::TempError, from: "glen@galkam.test".into() };
         assert_eq!(authentication_results_value("mx", &[key]), "mx; x-authkey=temperror header.from=glen@galkam.test");
     }

@@ -26,6 +26,8 @@ pub struct ClientInfo<'a> {
     pub extended: bool,
     pub tls: bool,
     pub authenticated: Option<&'a str>,
+    /// `authenticated` was verified by the address's home server (SPEC 8.2 RCRAM-MD5).
+    pub remote_auth: bool,
     pub service: Service,
     pub trusted_relay: bool,
 }
@@ -118,7 +120,8 @@ pub async fn commit_message(
                 }),
                 dsn_envid: params.envid.clone(),
                 auth_param: params.auth.as_ref().map(|a| a.to_wire()),
-                authenticated_as: client.authenticated.map(str::to_string),
+                // A remote RCRAM-MD5 identity is not a local user: no AuthKey stamp later.
+                authenticated_as: client.authenticated.filter(|_| !client.remote_auth).map(str::to_string),
                 auth_results: method.clone(),
                 body_8bit: params.body == BodyType::EightBitMime,
                 smtputf8: params.smtputf8,
@@ -244,6 +247,7 @@ fn auth_method_text(result: &AuthResult) -> String {
         AuthResult::None => "none".to_string(),
         AuthResult::SmtpAuth { user } => format!("auth=pass smtp.auth={user}"),
         AuthResult::TrustedRelay => "x-trusted-relay=pass".to_string(),
+        AuthResult::Rcram { user } => format!("x-rcram=pass smtp.auth={user}"),
         AuthResult::AuthKey { result, from } => format!("x-authkey={} header.from={from}", result.as_str()),
     }
 }

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use vouchmail_proto::smtp::address::{Address, ReversePath};
 use vouchmail_proto::smtp::reply::{EnhancedCode, Reply};
-use vouchmail_proto::smtp::session::{Event, MessengerAnswer, Session, SessionConfig, TlsInfo};
+use vouchmail_proto::smtp::session::{Event, MessengerAnswer, MessengerRequest, Session, SessionConfig, TlsInfo};
 use vouchmail_store::Store;
 
 use crate::auth_limit::AuthLimiter;
@@ -168,6 +168,7 @@ async fn run_session(
     let mut spool = Spool::new(&context.spool_dir);
     let mut memory = MemoryCharge::new(&context.memory);
     let mut deadline = ReadDeadline::new(session.read_timeout());
+    let mut rcram_link = crate::messenger::rcram::RcramLink::default();
     tracing::debug!(%peer, "session started");
     'session: loop {
         session.set_memory_pressure(context.memory.is_exhausted());
@@ -178,6 +179,7 @@ async fn run_session(
                 Event::CheckRecipient { path, .. } => {
                     let sender = SenderContext {
                         authenticated: session.authenticated(),
+                        remote_auth: session.is_remote_authenticated(),
                         declared_size: session.mail_params().and_then(|p| p.size).unwrap_or(0),
                         trusted_relay: context.session_config.trusted_relay,
                         later_methods: context.authkeys.verify,
@@ -205,6 +207,7 @@ async fn run_session(
                         extended: greeting.as_ref().is_some_and(|g| g.extended),
                         tls: session.is_tls(),
                         authenticated: session.authenticated(),
+                        remote_auth: session.is_remote_authenticated(),
                         service: context.session_config.service,
                         trusted_relay: context.session_config.trusted_relay,
                     };
@@ -271,6 +274,41 @@ async fn run_session(
                             reversed = Some((account, granted));
                         }
                         Err(reply) => session.atrn_verdict(Err(reply)),
+                    }
+                }
+                Event::Messenger(request) if request.is_rcram() => {
+                    // SPEC 8.2: the RCRAM steps, with this session's exchange (verifier)
+                    // and the AUTH limits.
+                    let Some(messenger) = &context.messenger else {
+                        session.messenger_verdict(MessengerAnswer::Reply(Reply::not_implemented(
+                            "Command not implemented",
+                        )));
+                        continue;
+                    };
+                    let limiter = context.auth_limiter.as_ref();
+                    let verdict = match request {
+                        MessengerRequest::RcramStart { address } => {
+                            Some(Box::pin(messenger.rcram_start(&mut rcram_link, &address, peer, limiter)).await)
+                        }
+                        MessengerRequest::RcramAnswer { address, line } => {
+                            Some(Box::pin(messenger.rcram_answer(&mut rcram_link, &address, &line, peer)).await)
+                        }
+                        MessengerRequest::VerifyStart { address, verifier } => {
+                            Some(Box::pin(messenger.verify_start(&address, &verifier, peer, limiter)).await)
+                        }
+                        MessengerRequest::VerifyAnswer { address, challenge, response } => {
+                            Some(Box::pin(messenger.verify_answer(&address, &challenge, &response, peer)).await)
+                        }
+                        _ => {
+                            rcram_link.cancel();
+                            None
+                        }
+                    };
+                    if let Some(verdict) = verdict {
+                        next = session.rcram_verdict(verdict);
+                        if next.is_some() {
+                            continue;
+                        }
                     }
                 }
                 Event::Messenger(request) => {

@@ -49,7 +49,10 @@ pub async fn decide(
 ) -> Decision {
     let mut rewrite = Rewrite::default();
     // SPEC 7.4: a local user's mail is stamped with X-Auth-Key as it leaves (outbound).
-    let decision = if let Some(user) = client.authenticated {
+    let decision = if let Some(user) = client.authenticated.filter(|_| client.remote_auth) {
+        // SPEC 8.2: authenticated by its home server (`x-rcram=pass`), not a local user.
+        Decision::Deliver { auth: AuthResult::Rcram { user: user.to_string() }, folder: Folder::Inbox }
+    } else if let Some(user) = client.authenticated {
         Decision::Deliver { auth: AuthResult::SmtpAuth { user: user.to_string() }, folder: Folder::Inbox }
     } else if client.trusted_relay {
         Decision::Deliver { auth: AuthResult::TrustedRelay, folder: Folder::Inbox }

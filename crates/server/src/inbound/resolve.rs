@@ -17,6 +17,8 @@ const MAX_ALIAS_DEPTH: usize = 8;
 pub struct SenderContext<'a> {
     /// The local user the client authenticated as.
     pub authenticated: Option<&'a str>,
+    /// `authenticated` is a remote RCRAM-MD5 identity (SPEC 8.2): local mailboxes only.
+    pub remote_auth: bool,
     /// The SIZE the client declared, for the quota check.
     pub declared_size: u64,
     /// The client is a trusted relay (SPEC 2: `x-trusted-relay=pass`).
@@ -58,6 +60,10 @@ pub async fn resolve_recipient(
     // One store trip answers the common case (a local account) completely.
     let record = store.lookup_recipient(&address).await.map_err(|e| store_reply(&e))?;
     let Some(domain) = &record.domain else {
+        // SPEC 8.2: a remotely authenticated client sends to local mailboxes only.
+        if sender.remote_auth {
+            return Err(Reply::rcram_relay_denied());
+        }
         // SPEC 3: an authenticated user may send anywhere; nobody else may relay.
         if sender.authenticated.is_some() {
             return Ok(Resolved {

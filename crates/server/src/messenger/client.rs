@@ -87,6 +87,8 @@ pub struct PeerConnection {
     pub addr: SocketAddr,
     /// EHLO keywords of the last EHLO (upper case).
     pub extensions: Vec<String>,
+    /// The SASL mechanisms of the EHLO `AUTH` line (upper case), e.g. X-RCRAM-VERIFY.
+    pub auth_mechanisms: Vec<String>,
     pub tls: bool,
     command_timeout: Duration,
 }
@@ -100,6 +102,11 @@ impl PeerConnection {
 
     pub fn offers(&self, keyword: &str) -> bool {
         self.extensions.iter().any(|k| k.eq_ignore_ascii_case(keyword))
+    }
+
+    /// The peer lists this SASL mechanism in EHLO (RFC 4954 3).
+    pub fn offers_auth(&self, mechanism: &str) -> bool {
+        self.auth_mechanisms.iter().any(|m| m.eq_ignore_ascii_case(mechanism))
     }
 
     async fn read_reply(&mut self, limits: (usize, usize)) -> Result<RawReply, ClientError> {
@@ -230,6 +237,7 @@ impl FederationClient {
             host: host.to_string(),
             addr,
             extensions: Vec::new(),
+            auth_mechanisms: Vec::new(),
             tls: false,
             command_timeout: self.options.command_timeout,
         };
@@ -274,6 +282,13 @@ impl FederationClient {
             return Err(ClientError::Unreachable(format!("EHLO refused: {} {}", reply.code, reply.last_line())));
         }
         connection.extensions = reply.ehlo_keywords();
+        connection.auth_mechanisms = reply
+            .lines
+            .iter()
+            .skip(1)
+            .filter_map(|l| l.split_once(' ').filter(|(k, _)| k.eq_ignore_ascii_case("AUTH")).map(|(_, m)| m))
+            .flat_map(|m| m.split(' ').filter(|w| !w.is_empty()).map(str::to_ascii_uppercase))
+            .collect();
         Ok(())
     }
 

@@ -9,12 +9,17 @@
 //! - `client`: the federation client (also for part 2: RCRAM-MD5, NOTIFY, `client`).
 //! - `cert`: CERT, local and relayed, and PUBCERT.
 //! - `entities`: ENTITIES, BOOK, and the pull of peers.
+//! - `rcram`: RCRAM-MD5 as verifier and as home server (SPEC 8.2).
+//! - `notify`: NOTIFY, RECEIPT and TRACK answers, and the NOTIFY sender over the
+//!   federation client (SPEC 8.3).
 //! - `x509`: the checks of a user's certificate.
 
 pub mod cert;
 pub mod client;
 pub mod discovery;
 pub mod entities;
+pub mod notify;
+pub mod rcram;
 pub mod x509;
 
 use std::collections::HashSet;
@@ -39,12 +44,25 @@ pub struct Messenger {
     /// Domains already recorded as peers in this run (SPEC 8.4: "every home server it has
     /// talked to"), so a relayed CERT costs no store write after the first.
     noted_peers: Mutex<HashSet<String>>,
+    /// The name given as verifier and in issued challenges (`[messenger] hostname`).
+    hostname: String,
+    /// `[messenger] legacy_rcram`.
+    legacy_rcram: bool,
+    /// Challenges issued as home server, each accepted once (SPEC 8.2).
+    registry: Mutex<vouchmail_proto::rcram::ChallengeRegistry>,
 }
 
 impl Messenger {
     pub fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Messenger>, String> {
         let client = Arc::new(FederationClient::from_config(config)?);
-        Ok(Arc::new(Messenger { store, client, noted_peers: Mutex::new(HashSet::new()) }))
+        Ok(Arc::new(Messenger {
+            store,
+            client,
+            noted_peers: Mutex::new(HashSet::new()),
+            hostname: config.messenger_hostname().to_string(),
+            legacy_rcram: config.messenger.legacy_rcram,
+            registry: Mutex::new(vouchmail_proto::rcram::ChallengeRegistry::default()),
+        }))
     }
 
     pub fn client(&self) -> &Arc<FederationClient> {
@@ -77,6 +95,22 @@ impl Messenger {
             }
             MessengerRequest::Entities { since } => MessengerAnswer::Reply(self.entities(since).await),
             MessengerRequest::Book { query } => MessengerAnswer::Reply(self.book(&query).await),
+            MessengerRequest::Notify(record) => MessengerAnswer::Reply(self.notify(record, peer).await),
+            MessengerRequest::Receipt(receipt) => {
+                let user = authenticated.unwrap_or_default();
+                let reply = crate::tracking::receipt_reply(self.store.as_ref(), user, &receipt, &self.hostname).await;
+                tracing::info!(%peer, %user, message_id = %receipt.message_id, reply = %reply, "RECEIPT");
+                MessengerAnswer::Reply(reply)
+            }
+            MessengerRequest::Track { since } => {
+                let user = authenticated.unwrap_or_default();
+                MessengerAnswer::Reply(crate::tracking::track_reply(self.store.as_ref(), user, since).await)
+            }
+            // The RCRAM steps are answered by `rcram.rs` (they need the session's link).
+            other => {
+                tracing::error!(%peer, request = ?other, "RCRAM request without its exchange");
+                MessengerAnswer::Reply(vouchmail_proto::smtp::reply::Reply::local_error("Local error in processing"))
+            }
         }
     }
 

@@ -46,7 +46,12 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         log.lock().unwrap().push(Seen { from, tls, line: line.clone() });
         let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
         let reply = match verb.as_str() {
-            "EHLO" if tls => "250-home.test\r\n250 ENTITIES\r\n".to_string(),
+            // An older home server: CRAM-MD5, no X-RCRAM-VERIFY (SPEC 8.2 step 6).
+            "EHLO" if tls => "250-home.test\r\n250-AUTH CRAM-MD5\r\n250 ENTITIES\r\n".to_string(),
+            "AUTH" if line.eq_ignore_ascii_case("AUTH CRAM-MD5") => "334 PDEyMy40NTZAaG9tZS50ZXN0Pg==\r\n".to_string(),
+            _ if log.lock().unwrap().iter().rev().nth(1).is_some_and(|s| s.line == "AUTH CRAM-MD5") => {
+                "235 2.7.0 Authentication successful\r\n".to_string()
+            }
             "EHLO" => "250-home.test\r\n250-STARTTLS\r\n250 ENTITIES\r\n".to_string(),
             "STARTTLS" if !tls => {
                 reader.get_mut().write_all(b"220 2.0.0 Ready to start TLS\r\n").await.ok()?;
@@ -187,4 +192,41 @@ async fn a_pull_keeps_only_what_the_peer_may_publish_and_starts_again_when_seria
     script.lock().unwrap().push_back("250-9 ADD bad\r\n250 9\r\n".into());
     assert!(messenger.pull_peer(&peer().await).await.is_err());
     assert_eq!(learnt().await, [("P9".to_string(), "dan@peer.test".to_string())]);
+}
+
+#[tokio::test]
+async fn rcram_to_a_home_server_without_x_rcram_verify_is_454_unless_legacy_mode() {
+    use vouchmail_proto::smtp::session::RcramVerdict;
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, log) = fake_home("127.0.0.3", dir.path(), Arc::default()).await;
+    let dns = TestDns::builder()
+        .srv("_messenger._tcp.home.test", 10, 1, addr.port(), "mail.home.test")
+        .a("mail.home.test", "127.0.0.3")
+        .start()
+        .await;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    let limiter = crate::auth_limit::AuthLimiter::new(5, 10, std::time::Duration::from_secs(60));
+    let peer: SocketAddr = "127.0.0.9:4000".parse().unwrap();
+    let mut link = super::rcram::RcramLink::default();
+    let messenger = Messenger::new(&config(dir.path(), dns.addr()), Arc::clone(&store)).unwrap();
+    let verdict = messenger.rcram_start(&mut link, "ann@home.test", peer, &limiter).await;
+    match verdict {
+        RcramVerdict::Unavailable(reply) => assert!(reply.to_string().starts_with("454 4.7.0 "), "{reply}"),
+        other => panic!("expected 454: {other:?}"),
+    }
+    assert!(!log.lock().unwrap().iter().any(|s| s.line.starts_with("AUTH")), "no AUTH sent");
+
+    // legacy_rcram: the plain CRAM-MD5 exchange is proxied, lines unchanged.
+    let mut legacy = config(dir.path(), dns.addr());
+    legacy.messenger.legacy_rcram = true;
+    let messenger = Messenger::new(&legacy, Arc::clone(&store)).unwrap();
+    let verdict = messenger.rcram_start(&mut link, "ann@home.test", peer, &limiter).await;
+    assert_eq!(verdict, RcramVerdict::Relayed334 { wire: b"334 PDEyMy40NTZAaG9tZS50ZXN0Pg==\r\n".to_vec() });
+    let verdict = messenger.rcram_answer(&mut link, "ann@home.test", "YW5uQGhvbWUudGVzdCAwMTIz", peer).await;
+    assert_eq!(verdict, RcramVerdict::Success);
+    let lines: Vec<String> = log.lock().unwrap().iter().map(|s| s.line.clone()).collect();
+    assert!(
+        lines.contains(&"AUTH CRAM-MD5".to_string()) && lines.contains(&"YW5uQGhvbWUudGVzdCAwMTIz".to_string()),
+        "{lines:?}"
+    );
 }

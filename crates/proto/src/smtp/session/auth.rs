@@ -2,7 +2,7 @@
 //! mail transaction, none after a successful one, `=` for an empty initial response, `*`
 //! to cancel.
 
-use super::{Event, Session, State};
+use super::{Event, Service, Session, State};
 use crate::sasl::{self, Mechanism, SaslError, Secrets, ServerOptions, ServerSession, ServerStep};
 use crate::smtp::reply::{EnhancedCode, Reply};
 
@@ -24,7 +24,10 @@ impl<R> Session<R> {
     }
 
     pub(super) fn handle_auth(&mut self, mechanism: &str, initial_response: Option<&str>) -> Option<Event<R>> {
-        if self.config.auth_mechanisms.is_empty() {
+        let rcram = self.config.service == Service::Messenger
+            && (mechanism.eq_ignore_ascii_case(crate::rcram::MECHANISM)
+                || mechanism.eq_ignore_ascii_case(crate::rcram::VERIFY_MECHANISM));
+        if self.config.auth_mechanisms.is_empty() && !rcram {
             self.error(Reply::not_implemented("AUTH is not available"));
             return None;
         }
@@ -33,7 +36,7 @@ impl<R> Session<R> {
             return None;
         }
         // RFC 4954 4: a second AUTH after success is refused.
-        if self.authenticated.is_some() {
+        if self.authenticated.is_some() || self.verified_only {
             self.error(Reply::bad_sequence("Already authenticated"));
             return None;
         }
@@ -41,6 +44,13 @@ impl<R> Session<R> {
         if self.transaction.is_some() {
             self.error(Reply::bad_sequence("AUTH not allowed inside a mail transaction"));
             return None;
+        }
+        // SPEC 8.2: the two RCRAM mechanisms of the Messenger port are stages of their own.
+        if rcram && mechanism.eq_ignore_ascii_case(crate::rcram::MECHANISM) {
+            return self.handle_rcram(initial_response);
+        }
+        if rcram {
+            return self.handle_rcram_verify(initial_response);
         }
         let channel = self.sasl_channel();
         let chosen = sasl::select_mechanism(mechanism, &self.config.auth_mechanisms, &channel)

@@ -35,8 +35,12 @@ impl<R> Session<R> {
         }
         // RFC 4954 3, and never after a successful AUTH (RFC 4954 4).
         let mechanisms = self.offered_mechanisms();
-        if !mechanisms.is_empty() && self.authenticated.is_none() {
-            let names: Vec<&str> = mechanisms.iter().map(|m| m.name()).collect();
+        let mut names: Vec<&str> = mechanisms.iter().map(|m| m.name()).collect();
+        if self.config.service == Service::Messenger {
+            // SPEC 8: RCRAM-MD5 and X-RCRAM-VERIFY among the AUTH mechanisms.
+            names.extend([crate::rcram::MECHANISM, crate::rcram::VERIFY_MECHANISM]);
+        }
+        if !names.is_empty() && self.authenticated.is_none() && !self.verified_only {
             extensions.push(format!("AUTH {}", names.join(" ")));
         }
         if odmr {
@@ -52,10 +56,8 @@ impl<R> Session<R> {
             "CHUNKING".to_string(),            // RFC 3030
         ]);
         if self.config.service == Service::Messenger {
-            // SPEC 8: the Messenger verbs this server answers. NOTIFY, RECEIPT, TRACK and the
-            // RCRAM-MD5 mechanisms come with remote authentication and delivery
-            // notifications (issue 11's part 2) and are not offered before they work.
-            extensions.extend(["CERT", "PUBCERT", "ENTITIES", "BOOK"].map(String::from));
+            // SPEC 8: the Messenger verbs this server answers.
+            extensions.extend(["CERT", "PUBCERT", "NOTIFY", "RECEIPT", "TRACK", "ENTITIES", "BOOK"].map(String::from));
         }
         extensions
     }

@@ -23,7 +23,19 @@ impl<R> Session<R> {
             ReversePath::Null => "Sender <> OK".to_string(),
             ReversePath::Mailbox(address) => format!("Sender <{address}> OK"),
         };
-        let check = self.authenticated.is_some().then(|| from.clone());
+        // SPEC 8.2: a remotely authenticated client sends only as its own address; the
+        // session knows it, no store is asked.
+        if self.is_remote_authenticated() {
+            let own = from.address().is_some_and(|a| {
+                self.authenticated.as_deref().is_some_and(|user| a.to_string().eq_ignore_ascii_case(user))
+            });
+            if !own {
+                let user = self.authenticated.clone().unwrap_or_default();
+                self.error(Reply::rcram_sender_mismatch(&user));
+                return None;
+            }
+        }
+        let check = self.local_user().is_some().then(|| from.clone());
         self.transaction = Some(Transaction {
             from,
             params,
@@ -52,6 +64,10 @@ impl<R> Session<R> {
         }
         // SPEC 2: the submission and messenger ports always require authentication
         // (RFC 4954 6; SPEC 8: MAIL, RCPT and DATA need an authenticated sender).
+        // SPEC 8.2: a 235 to X-RCRAM-VERIFY grants verification only.
+        if self.verified_only {
+            return Err(Reply::verification_only());
+        }
         if matches!(self.config.service, Service::Submission | Service::Messenger) && self.authenticated.is_none() {
             return Err(Reply::auth_required("Authentication required"));
         }

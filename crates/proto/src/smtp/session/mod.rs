@@ -10,7 +10,9 @@
 //!
 //! One file per stage: `ehlo` (greeting, HELO/EHLO), `starttls`, `auth`, `mail`, `rcpt`,
 //! `data` (DATA and BDAT), `turn` (ATRN, ETRN), and the Messenger verbs (SPEC 8): `cert`,
-//! `pubcert`, `entities`, `book`.
+//! `pubcert`, `entities`, `book`, remote authentication (SPEC 8.2: `rcram` on the
+//! verifier, `rcram_verify` on the home server), and delivery notifications (SPEC 8.3:
+//! `notify`, `receipt`, `track`).
 
 mod auth;
 mod book;
@@ -19,10 +21,15 @@ mod data;
 mod ehlo;
 mod entities;
 mod mail;
+mod notify;
 mod pubcert;
 mod rcpt;
+mod rcram;
+mod rcram_verify;
+mod receipt;
 mod spill;
 mod starttls;
+mod track;
 mod turn;
 
 use std::sync::Arc;
@@ -34,7 +41,9 @@ use super::data::DataDecoder;
 use super::reply::Reply;
 use crate::sasl::{Mechanism, ServerSession};
 
+pub use auth::sasl_reply;
 pub use pubcert::MAX_PEM;
+pub use rcram::RcramVerdict;
 pub use spill::{MAX_HEADER_SECTION, SPILL_CHUNK};
 pub use starttls::TlsInfo;
 
@@ -54,7 +63,8 @@ pub enum Service {
     /// (and STARTTLS, RSET, NOOP); the roles reverse after a successful ATRN.
     Odmr,
     /// Port 21025: the Messenger federation and secure-messaging clients (SPEC 8): the
-    /// submission rules plus CERT, PUBCERT, ENTITIES and BOOK.
+    /// submission rules plus CERT, PUBCERT, ENTITIES, BOOK, NOTIFY, RECEIPT, TRACK and the
+    /// RCRAM-MD5 / X-RCRAM-VERIFY mechanisms.
     Messenger,
 }
 
@@ -203,6 +213,43 @@ pub enum MessengerRequest {
     Entities { since: u64 },
     /// BOOK by an authenticated session.
     Book { query: String },
+    /// SPEC 8.3 `NOTIFY <record>` (any peer): the driver checks the peer's IP against the
+    /// home server of the record's recipient domain, then stores it.
+    Notify(crate::tracking::Record),
+    /// SPEC 8.3 `RECEIPT` by the authenticated local user.
+    Receipt(crate::tracking::Receipt),
+    /// SPEC 8.3 `TRACK [<since>]` by the authenticated local user.
+    Track { since: Option<i64> },
+    /// SPEC 8.2 step 2, on the verifier: ask the address domain's home server for a
+    /// challenge with `AUTH X-RCRAM-VERIFY`; answer with [`Session::rcram_verdict`].
+    RcramStart { address: String },
+    /// SPEC 8.2 step 5, on the verifier: relay the client's answer line unchanged to the
+    /// home server; answer with [`Session::rcram_verdict`].
+    RcramAnswer { address: String, line: String },
+    /// The client cancelled with `*` (RFC 4954 4): drop the exchange with the home server.
+    /// No answer is needed.
+    RcramCancel,
+    /// SPEC 8.2 step 3, on the home server: `AUTH X-RCRAM-VERIFY <address> <verifier>`.
+    /// Check the peer's IP against the verifier's name, the address, then issue a bound
+    /// challenge; answer with [`Session::rcram_verdict`].
+    VerifyStart { address: String, verifier: String },
+    /// SPEC 8.2 step 5, on the home server: the decoded answer to `challenge`.
+    VerifyAnswer { address: String, challenge: String, response: Vec<u8> },
+}
+
+impl MessengerRequest {
+    /// A step of RCRAM-MD5 or X-RCRAM-VERIFY (SPEC 8.2), answered with
+    /// [`Session::rcram_verdict`] (or, for `RcramCancel`, not at all).
+    pub fn is_rcram(&self) -> bool {
+        matches!(
+            self,
+            MessengerRequest::RcramStart { .. }
+                | MessengerRequest::RcramAnswer { .. }
+                | MessengerRequest::RcramCancel
+                | MessengerRequest::VerifyStart { .. }
+                | MessengerRequest::VerifyAnswer { .. }
+        )
+    }
 }
 
 /// The driver's answer to [`Event::Messenger`].
@@ -252,6 +299,10 @@ enum State {
     /// Reading the PEM lines of PUBCERT (SPEC 8.1) up to the line `.`.
     Pubcert(pubcert::PemReader),
     AwaitingMessenger,
+    /// An RCRAM-MD5 or X-RCRAM-VERIFY step waits for the driver (SPEC 8.2).
+    AwaitingRcram,
+    /// Inside an RCRAM-MD5 or X-RCRAM-VERIFY exchange, waiting for the client's answer.
+    RcramResponse,
     /// ATRN succeeded: the connection now belongs to the provider's SMTP client.
     Reversed,
     Closed,
@@ -282,6 +333,14 @@ pub struct Session<R> {
     greeting: Option<Greeting>,
     tls: Option<TlsInfo>,
     authenticated: Option<String>,
+    /// `authenticated` came from the address's home server (SPEC 8.2 RCRAM-MD5), not from
+    /// a local account.
+    remote: bool,
+    /// A 235 to X-RCRAM-VERIFY: this connection verified an answer and may not send mail
+    /// (SPEC 8.2: 503 5.7.0).
+    verified_only: bool,
+    /// The RCRAM-MD5 / X-RCRAM-VERIFY exchange in progress.
+    rcram: Option<rcram::Exchange>,
     sasl: Option<ServerSession>,
     transaction: Option<Transaction<R>>,
     errors: u32,
@@ -316,6 +375,9 @@ impl<R> Session<R> {
             greeting: None,
             tls: None,
             authenticated: None,
+            remote: false,
+            verified_only: false,
+            rcram: None,
             sasl: None,
             transaction: None,
             errors: 0,
@@ -378,6 +440,7 @@ impl<R> Session<R> {
                 | State::AwaitingAtrn
                 | State::AwaitingEtrn
                 | State::AwaitingMessenger
+                | State::AwaitingRcram
         )
     }
 
@@ -457,6 +520,22 @@ impl<R> Session<R> {
         self.authenticated.as_deref()
     }
 
+    /// True when the authenticated identity was verified by its home server (SPEC 8.2):
+    /// MAIL FROM only that address, RCPT only local mailboxes, `x-rcram=pass`.
+    pub fn is_remote_authenticated(&self) -> bool {
+        self.remote && self.authenticated.is_some()
+    }
+
+    /// The local user the client authenticated as (not a remote RCRAM-MD5 identity).
+    pub fn local_user(&self) -> Option<&str> {
+        self.authenticated.as_deref().filter(|_| !self.remote)
+    }
+
+    /// True after a 235 to X-RCRAM-VERIFY (SPEC 8.2: verification only).
+    pub fn is_verified_only(&self) -> bool {
+        self.verified_only
+    }
+
     /// The reverse-path of the open transaction.
     pub fn sender(&self) -> Option<&ReversePath> {
         self.transaction.as_ref().map(|t| &t.from)
@@ -491,7 +570,14 @@ impl<R> Session<R> {
                 | State::AwaitingAtrn
                 | State::AwaitingEtrn
                 | State::AwaitingMessenger
+                | State::AwaitingRcram
                 | State::Reversed => return None,
+                State::RcramResponse => {
+                    let line = self.next_line()?;
+                    if let Some(event) = self.handle_rcram_response(&line) {
+                        return Some(event);
+                    }
+                }
                 State::Pubcert(_) => {
                     let line = self.next_line()?;
                     if let Some(event) = self.handle_pem_line(&line) {
@@ -548,7 +634,8 @@ impl<R> Session<R> {
             if line.last() == Some(&b'\r') {
                 line.pop();
             }
-            let sasl_line = matches!(self.state, State::Auth) || starts_with_ignore_case(&line, b"AUTH ");
+            let sasl_line =
+                matches!(self.state, State::Auth | State::RcramResponse) || starts_with_ignore_case(&line, b"AUTH ");
             let limit = if sasl_line { MAX_AUTH_LINE } else { MAX_COMMAND_LINE };
             if std::mem::take(&mut self.discarding_long_line) || line.len() + 2 > limit {
                 if let State::Pubcert(reader) = &mut self.state {
@@ -559,6 +646,10 @@ impl<R> Session<R> {
                 if matches!(self.state, State::Auth) {
                     // RFC 4954 4: an over-long exchange line ends the exchange.
                     self.finish_auth_failure(crate::sasl::SaslError::LineTooLong);
+                    continue;
+                }
+                if matches!(self.state, State::RcramResponse) {
+                    self.abandon_rcram(crate::sasl::SaslError::LineTooLong);
                     continue;
                 }
                 self.error(Reply::line_too_long("Line too long"));
@@ -621,6 +712,9 @@ impl<R> Session<R> {
             Command::Pubcert => self.handle_pubcert(),
             Command::Entities(since) => return self.handle_entities(since),
             Command::Book(query) => return self.handle_book(query),
+            Command::Notify(record) => return self.handle_notify(record),
+            Command::Receipt(receipt) => return self.handle_receipt(receipt),
+            Command::Track(since) => return self.handle_track(since),
         }
         None
     }
@@ -697,6 +791,7 @@ impl<R> Session<R> {
             self.input.clear();
             self.transaction = None;
             self.sasl = None;
+            self.rcram = None;
         }
     }
 }
@@ -708,7 +803,16 @@ enum DataProgress<R> {
 }
 
 fn is_messenger_verb(command: &Command) -> bool {
-    matches!(command, Command::Cert(_) | Command::Pubcert | Command::Entities(_) | Command::Book(_))
+    matches!(
+        command,
+        Command::Cert(_)
+            | Command::Pubcert
+            | Command::Entities(_)
+            | Command::Book(_)
+            | Command::Notify(_)
+            | Command::Receipt(_)
+            | Command::Track(_)
+    )
 }
 
 fn starts_with_ignore_case(line: &[u8], prefix: &[u8]) -> bool {

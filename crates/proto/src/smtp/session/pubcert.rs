@@ -30,7 +30,7 @@ impl<R> Session<R> {
             return;
         }
         // SPEC 8.1: only a locally authenticated user publishes its own certificate.
-        if self.authenticated.is_none() {
+        if self.local_user().is_none() {
             self.error(replies::pubcert_needs_local_auth());
             return;
         }

@@ -51,6 +51,9 @@ impl<R> Session<R> {
         self.tls = Some(info);
         self.greeting = None;
         self.authenticated = None;
+        self.remote = false;
+        self.verified_only = false;
+        self.rcram = None;
         self.transaction = None;
         self.sasl = None;
         self.input.clear();

@@ -130,7 +130,14 @@ impl Harness {
                 )),
                 Event::Messenger(request) => {
                     self.messenger.push(request.clone());
-                    self.session.messenger_verdict(messenger_answer(&request));
+                    if let Some(verdict) = rcram_answer(&request) {
+                        if let Some(event) = self.session.rcram_verdict(verdict) {
+                            next = Some(event);
+                            continue;
+                        }
+                    } else if request != MessengerRequest::RcramCancel {
+                        self.session.messenger_verdict(messenger_answer(&request));
+                    }
                 }
                 Event::Etrn { node } => self.session.etrn_verdict(Reply::new(
                     250,
@@ -971,7 +978,201 @@ fn messenger_answer(request: &MessengerRequest) -> MessengerAnswer {
         MessengerRequest::Pubcert { .. } => MessengerAnswer::Reply(replies::pubcert_refused("Not a certificate")),
         MessengerRequest::Entities { since } => MessengerAnswer::Reply(replies::entities(&[], *since)),
         MessengerRequest::Book { .. } => MessengerAnswer::Reply(replies::book(&[])),
+        MessengerRequest::Notify(record) if record.sender_domain() == "local.example" => {
+            MessengerAnswer::Reply(Reply::tracking_stored())
+        }
+        MessengerRequest::Notify(record) if record.sender_domain() == "rogue.example" => {
+            MessengerAnswer::Reply(Reply::notify_not_home_server(record.recipient_domain()))
+        }
+        MessengerRequest::Notify(record) => MessengerAnswer::Reply(Reply::notify_unknown_sender(&record.sender)),
+        MessengerRequest::Receipt(receipt) if receipt.message_id == "<known@x.example>" => {
+            MessengerAnswer::Reply(Reply::tracking_stored())
+        }
+        MessengerRequest::Receipt(receipt) => {
+            MessengerAnswer::Reply(Reply::receipt_no_such_message(&receipt.message_id))
+        }
+        MessengerRequest::Track { .. } => MessengerAnswer::Reply(crate::tracking::track_reply(&[])),
+        other => panic!("not a messenger_verdict request: {other:?}"),
     }
+}
+
+/// The RCRAM half of the stand-in driver (SPEC 8.2): home.example's home server knows
+/// `user@home.example` and its answer `right`; down.example's cannot be reached. As a
+/// home server, this one refuses the verifier name `rogue.example` from the caller's IP,
+/// knows only `user@local.example`, and takes the answer `good`.
+fn rcram_answer(request: &MessengerRequest) -> Option<RcramVerdict> {
+    Some(match request {
+        MessengerRequest::RcramStart { address } if address.ends_with("@down.example") => {
+            RcramVerdict::Unavailable(Reply::rcram_home_unavailable("down.example"))
+        }
+        MessengerRequest::RcramStart { .. } => {
+            RcramVerdict::Relayed334 { wire: b"334 PDEuMi5yY3JhbS5teC5sb2NhbC5leGFtcGxlQGhvbWU+\r\n".to_vec() }
+        }
+        MessengerRequest::RcramAnswer { line, .. } if *line == b64("user@home.example right") => RcramVerdict::Success,
+        MessengerRequest::RcramAnswer { .. } => RcramVerdict::Refused(Reply::rcram_bad_credentials()),
+        MessengerRequest::VerifyStart { verifier, .. } if verifier == "rogue.example" => {
+            RcramVerdict::Refused(Reply::rcram_verifier_refused(verifier))
+        }
+        MessengerRequest::VerifyStart { address, .. } if address != "user@local.example" => {
+            RcramVerdict::Refused(Reply::rcram_bad_credentials())
+        }
+        MessengerRequest::VerifyStart { verifier, .. } => {
+            RcramVerdict::Issued { challenge: format!("<1.2.rcram.{verifier}@mx.local.example>") }
+        }
+        MessengerRequest::VerifyAnswer { response, .. } if response == b"user@local.example good" => {
+            RcramVerdict::Success
+        }
+        MessengerRequest::VerifyAnswer { .. } => RcramVerdict::Refused(Reply::rcram_bad_credentials()),
+        _ => return None,
+    })
+}
+
+fn rcram_login(h: &mut Harness) {
+    assert_eq!(h.send(b"AUTH RCRAM-MD5 user@home.example\r\n"), "334 PDEuMi5yY3JhbS5teC5sb2NhbC5leGFtcGxlQGhvbWU+\r\n");
+    let answer = format!("{}\r\n", b64("user@home.example right"));
+    assert_eq!(h.send(answer.as_bytes()), "235 2.7.0 Authenticated as user@home.example (remote)\r\n");
+}
+
+#[test]
+fn messenger_ehlo_offers_tracking_verbs_and_rcram_mechanisms() {
+    let mut h = Harness::with(auth_config(Service::Messenger));
+    let out = h.send(b"EHLO c\r\n");
+    for keyword in ["250-NOTIFY\r\n", "250-RECEIPT\r\n", "250-TRACK\r\n", " RCRAM-MD5 X-RCRAM-VERIFY\r\n"] {
+        assert!(out.contains(keyword), "{keyword} in {out}");
+    }
+    let mut mx = Harness::ready();
+    let out = mx.send(b"EHLO c\r\n");
+    assert!(!out.contains("RCRAM") && !out.contains("NOTIFY"), "{out}");
+    let record =
+        "2026-12-01T10:00:00Z,<id@local.example>,glen@local.example,abc@remote.example,downloaded,mx.remote.example";
+    let verbs = format!("NOTIFY {record}\r\nRECEIPT <a@b> FAILED\r\nTRACK\r\n");
+    assert_eq!(mx.codes(verbs.as_bytes()), ["502 5.5.1", "502 5.5.1", "502 5.5.1"]);
+}
+
+#[test]
+fn rcram_relays_the_challenge_and_the_answer_unchanged() {
+    let mut h = messenger_harness();
+    rcram_login(&mut h);
+    assert_eq!(h.messenger[0], MessengerRequest::RcramStart { address: "user@home.example".into() });
+    assert_eq!(
+        h.messenger[1],
+        MessengerRequest::RcramAnswer { address: "user@home.example".into(), line: b64("user@home.example right") }
+    );
+    assert!(h.session.is_remote_authenticated());
+    assert_eq!(h.session.local_user(), None);
+    // SPEC 8.2: MAIL FROM only that address, RCPT decided by the driver, CERT and BOOK
+    // allowed; PUBCERT, RECEIPT and TRACK need a local account.
+    assert_eq!(h.codes(b"MAIL FROM:<other@home.example>\r\n"), ["553 5.7.1"]);
+    assert_eq!(h.codes(b"MAIL FROM:<>\r\n"), ["553 5.7.1"]);
+    assert_eq!(h.codes(b"MAIL FROM:<User@home.example>\r\n"), ["250 2.1.0"]);
+    assert_eq!(h.codes(b"RSET\r\nBOOK smith\r\n"), ["250 2.0.0", "250 0"]);
+    assert_eq!(h.codes(b"PUBCERT\r\nTRACK\r\nRECEIPT <known@x.example> DECRYPTED\r\n"), ["530 5.7.0"; 3]);
+    assert_eq!(h.codes(b"AUTH RCRAM-MD5 user@home.example\r\n"), ["503 5.5.1"]);
+    assert!(h.auth_outcomes.is_empty());
+}
+
+#[test]
+fn rcram_refusals_count_and_unreachable_is_454() {
+    let mut h = messenger_harness();
+    h.send(b"AUTH RCRAM-MD5 user@home.example\r\n");
+    let wrong = format!("{}\r\n", b64("user@home.example wrong"));
+    assert_eq!(h.codes(wrong.as_bytes()), ["535 5.7.8"]);
+    assert_eq!(h.auth_outcomes, [(Some("user@home.example".to_string()), false)]);
+    assert_eq!(h.codes(b"AUTH RCRAM-MD5 user@down.example\r\n"), ["454 4.7.0"]);
+    assert_eq!(h.auth_outcomes.len(), 1, "454 is not a failed attempt");
+    // Cancel: 501, the driver drops its exchange; not a failed attempt.
+    h.send(b"AUTH RCRAM-MD5 user@home.example\r\n");
+    assert_eq!(h.codes(b"*\r\n"), ["501 5.0.0"]);
+    assert_eq!(h.messenger.last(), Some(&MessengerRequest::RcramCancel));
+    assert_eq!(h.auth_outcomes.len(), 1);
+    // Syntax: one address.
+    assert_eq!(h.codes(b"AUTH RCRAM-MD5\r\nAUTH RCRAM-MD5 nobody\r\n"), ["501 5.5.4", "501 5.5.4"]);
+    assert_eq!(h.codes(b"MAIL FROM:<user@home.example>\r\n"), ["530 5.7.0"]);
+    rcram_login(&mut h);
+}
+
+#[test]
+fn rcram_is_only_on_the_messenger_port() {
+    let mut h = Harness::with(auth_config(Service::Submission));
+    h.send(b"EHLO c\r\n");
+    let codes = h.codes(b"AUTH RCRAM-MD5 user@home.example\r\nAUTH X-RCRAM-VERIFY a@b.example v.example\r\n");
+    assert_eq!(codes.len(), 2);
+    assert!(codes.iter().all(|c| c.starts_with('5')), "{codes:?}");
+    assert!(h.messenger.is_empty());
+}
+
+#[test]
+fn x_rcram_verify_issues_a_bound_challenge_and_grants_verification_only() {
+    let mut h = messenger_harness();
+    let out = h.send(b"AUTH X-RCRAM-VERIFY user@local.example verifier.example\r\n");
+    assert_eq!(out, format!("334 {}\r\n", b64("<1.2.rcram.verifier.example@mx.local.example>")));
+    let answer = format!("{}\r\n", b64("user@local.example good"));
+    assert_eq!(h.codes(answer.as_bytes()), ["235 2.7.0"]);
+    assert_eq!(
+        h.messenger[1],
+        MessengerRequest::VerifyAnswer {
+            address: "user@local.example".into(),
+            challenge: "<1.2.rcram.verifier.example@mx.local.example>".into(),
+            response: b"user@local.example good".to_vec(),
+        }
+    );
+    assert!(h.session.is_verified_only());
+    assert_eq!(h.session.authenticated(), None);
+    // SPEC 8.2: MAIL on this connection gets 503 5.7.0; no second AUTH.
+    assert_eq!(h.codes(b"MAIL FROM:<user@local.example>\r\n"), ["503 5.7.0"]);
+    assert_eq!(h.codes(b"AUTH PLAIN AHVzZXJAbG9jYWwuZXhhbXBsZQBwZW5jaWw=\r\n"), ["503 5.5.1"]);
+    assert!(!h.send(b"EHLO c\r\n").contains("AUTH"));
+}
+
+#[test]
+fn x_rcram_verify_refusals() {
+    let mut h = messenger_harness();
+    assert_eq!(h.codes(b"AUTH X-RCRAM-VERIFY user@local.example rogue.example\r\n"), ["535 5.7.0"]);
+    assert_eq!(h.codes(b"AUTH X-RCRAM-VERIFY nobody@local.example v.example\r\n"), ["535 5.7.8"]);
+    h.send(b"AUTH X-RCRAM-VERIFY user@local.example v.example\r\n");
+    let wrong = format!("{}\r\n", b64("user@local.example bad"));
+    assert_eq!(h.codes(wrong.as_bytes()), ["535 5.7.8"]);
+    assert_eq!(h.auth_outcomes.len(), 3, "every refusal counts");
+    h.send(b"AUTH X-RCRAM-VERIFY user@local.example v.example\r\n");
+    assert_eq!(h.codes(b"not base64!\r\n"), ["501 5.5.2"]);
+    assert_eq!(
+        h.codes(b"AUTH X-RCRAM-VERIFY user@local.example\r\nAUTH X-RCRAM-VERIFY a b c\r\n"),
+        ["501 5.5.4", "501 5.5.4"]
+    );
+    assert_eq!(h.codes(b"MAIL FROM:<user@local.example>\r\n"), ["530 5.7.0"]);
+}
+
+#[test]
+fn notify_receipt_and_track() {
+    let mut h = messenger_harness();
+    let record =
+        "2026-12-01T10:00:00Z,<id@local.example>,glen@local.example,abc@remote.example,downloaded,mx.remote.example";
+    // NOTIFY needs no authentication (the driver checks the caller's IP).
+    assert_eq!(h.codes(format!("NOTIFY {record}\r\n").as_bytes()), ["250 2.0.0"]);
+    let rogue = record.replace("glen@local.example", "glen@rogue.example");
+    assert_eq!(h.codes(format!("NOTIFY {rogue}\r\n").as_bytes()), ["550 5.7.1"]);
+    let remote = record.replace("glen@local.example", "glen@other.example");
+    assert_eq!(h.codes(format!("NOTIFY {remote}\r\n").as_bytes()), ["550 5.1.1"]);
+    assert_eq!(h.codes(b"NOTIFY\r\nNOTIFY a,b,c\r\n"), ["501 5.5.4", "501 5.5.4"]);
+    assert_eq!(h.messenger.len(), 3, "a malformed record never reaches the driver");
+    // RECEIPT and TRACK need a local user.
+    assert_eq!(h.codes(b"RECEIPT <known@x.example> DECRYPTED\r\nTRACK\r\n"), ["530 5.7.0", "530 5.7.0"]);
+    messenger_login(&mut h);
+    assert_eq!(h.codes(b"RECEIPT <known@x.example> DECRYPTED\r\n"), ["250 2.0.0"]);
+    assert_eq!(h.codes(b"RECEIPT <other@x.example> failed\r\n"), ["550 5.1.0"]);
+    assert_eq!(h.codes(b"RECEIPT known@x.example DECRYPTED\r\nRECEIPT <a@b> MAYBE\r\n"), ["501 5.5.4", "501 5.5.4"]);
+    assert_eq!(h.send(b"TRACK\r\n"), "250 0 records\r\n");
+    assert_eq!(h.send(b"TRACK 2026-12-01T10:00:00Z\r\n"), "250 0 records\r\n");
+    assert_eq!(h.messenger.last(), Some(&MessengerRequest::Track { since: Some(1_796_119_200) }));
+    assert_eq!(h.codes(b"TRACK yesterday\r\n"), ["501 5.5.4"]);
+}
+
+#[test]
+fn notify_needs_ehlo_first() {
+    let mut h = Harness::with(auth_config(Service::Messenger));
+    let record =
+        "2026-12-01T10:00:00Z,<id@local.example>,glen@local.example,abc@remote.example,downloaded,mx.remote.example";
+    assert_eq!(h.codes(format!("NOTIFY {record}\r\n").as_bytes()), ["503 5.5.1"]);
 }
 
 fn messenger_harness() -> Harness {
