@@ -17,6 +17,7 @@ pub mod accounts;
 pub mod auth_limit;
 pub mod authkey;
 pub mod bootstrap;
+pub mod client;
 pub mod config;
 pub mod dns;
 mod driver;

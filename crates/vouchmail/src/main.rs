@@ -1,6 +1,8 @@
 //! The `vouchmail` binary: the server and the admin commands, all on one store.
 
 mod admin;
+mod client;
+mod demo;
 mod messenger;
 mod odmr;
 mod progress;
@@ -61,6 +63,16 @@ enum Command {
     /// On-Demand Mail Relay customer (RFC 2645).
     #[command(subcommand)]
     Odmr(odmr::OdmrCommand),
+    /// The user's client of the Messenger federation (SPEC 10): keygen, pubcert, cert,
+    /// send, fetch, receipt, track, book.
+    Client(client::ClientArgs),
+    /// Three federated servers on 127.0.0.2-4 with an in-process DNS, walking the seed's
+    /// story step by step (SPEC 10). Exit 0 only if every step did what it should.
+    Demo {
+        /// Keep the demo's directory (profiles, stores, fetched mail) and print its path.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 /// Where the config comes from when `--config` is absent, as a system service expects.
@@ -79,6 +91,21 @@ fn main() -> ExitCode {
         libc::umask(0o077);
     }
     let cli = Cli::parse();
+    // The client and the demo need no server configuration.
+    if matches!(cli.command, Command::Client(_) | Command::Demo { .. }) {
+        let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                eprintln!("vouchmail: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match cli.command {
+            Command::Client(args) => runtime.block_on(client::run(args)),
+            Command::Demo { keep } => runtime.block_on(demo::run(keep)),
+            _ => ExitCode::FAILURE,
+        };
+    }
     let config = match Config::load(config_path(cli.config).as_deref()) {
         Ok(config) if tracing_subscriber::EnvFilter::try_new(&config.log).is_err() => {
             eprintln!(
@@ -125,7 +152,9 @@ fn main() -> ExitCode {
                     Command::Authkey(c) => admin::authkey(Arc::clone(&store) as Arc<dyn Store>, c, &config).await,
                     Command::Cert(c) => messenger::cert(store.as_ref(), c).await,
                     Command::Directory(c) => messenger::directory(store.as_ref(), c).await,
-                    Command::Serve | Command::Init | Command::Odmr(_) => unreachable!("handled above"),
+                    Command::Serve | Command::Init | Command::Odmr(_) | Command::Client(_) | Command::Demo { .. } => {
+                        unreachable!("handled above")
+                    }
                 };
                 store.shutdown().await;
                 result

@@ -43,6 +43,43 @@ pub fn cert_found(address: &str, der: &[u8]) -> Reply {
     Reply::plain(250, text)
 }
 
+/// The client's reading of a CERT answer (SPEC 8.1): `250-<address>`, then the PEM lines.
+/// `lines` are the reply's texts (code and separator removed). Returns the resolved
+/// address and the PEM (lines ending in `\n`), or why it is not one, as one line.
+pub fn parse_cert_answer(code: u16, lines: &[String]) -> Result<(String, String), String> {
+    if code != 250 {
+        return Err(format!("{code} {}", lines.join(" / ").replace(['\r', '\n'], " ")));
+    }
+    let Some((address, pem_lines)) = lines.split_first() else {
+        return Err("empty answer".into());
+    };
+    let address = address.trim();
+    let valid = address.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+        && !address.contains(|c: char| c.is_whitespace() || c.is_control());
+    if !valid {
+        return Err("malformed answer: the first line is not an address".into());
+    }
+    let (Some(first), Some(last)) = (pem_lines.first(), pem_lines.last()) else {
+        return Err("malformed answer: no certificate".into());
+    };
+    if first.trim() != "-----BEGIN CERTIFICATE-----"
+        || last.trim() != "-----END CERTIFICATE-----"
+        || pem_lines.len() < 3
+    {
+        return Err("malformed answer: not a PEM certificate".into());
+    }
+    let mut pem = String::new();
+    for line in pem_lines {
+        let line = line.trim();
+        if line.contains(|c: char| c.is_control()) {
+            return Err("malformed answer: a control character in the PEM".into());
+        }
+        pem.push_str(line);
+        pem.push('\n');
+    }
+    Ok((address.to_string(), pem))
+}
+
 /// 550 5.1.1: no such address or published ID (SPEC 8.1).
 pub fn cert_unknown(what: &str) -> Reply {
     Reply::new(550, EnhancedCode(5, 1, 1), format!("No such address or published ID: {what}"))
