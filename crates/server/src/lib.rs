@@ -370,9 +370,6 @@ fn session_config(
     }
     session.etrn = service == Service::Mx && config.odmr.etrn;
     session.max_etrn = config.odmr.max_etrn_per_session;
-    // RFC 2034: enhanced codes only where ENHANCEDSTATUSCODES is advertised; the ODMR
-    // profile does not advertise it.
-    session.enhanced_status_codes = service != Service::Odmr;
     session.allow_plaintext_passwords = config.auth.allow_plaintext_passwords;
     session.scram_iterations = config.auth.scram_iterations;
     session.scram_fake_salt_key = fake_salt_key.cloned();

@@ -14,12 +14,14 @@ use vouchmail_proto::time::rfc3339;
 use vouchmail_server::authkey::verifier;
 use vouchmail_store::{AuthKey, AuthKeySettings, CertMatch, Folder, NewAccount, SenderPolicy, Store};
 
+use crate::listing::{print_json, write_stdout, Listing};
 use crate::progress::ProgressBar;
 
 #[derive(Subcommand)]
 pub enum DomainCommand {
     /// Add a local domain.
     Add {
+        /// The domain name; an internationalized one is stored as A-labels (xn--...).
         name: String,
         /// Sender policy for both cases (SPEC 2): accept, junk, reject, reject-notify-sender,
         /// reject-notify-recipient or reject-notify-both (require = reject, tag = junk).
@@ -44,20 +46,31 @@ pub enum DomainCommand {
     },
     /// Make a domain held for ODMR customer accounts, or (with no accounts) not held.
     Held {
+        /// A local domain.
         name: String,
+        /// The customer accounts that take its mail with ATRN; none: not held any more.
         #[arg(value_delimiter = ',', value_name = "ACCOUNT[,ACCOUNT]")]
         accounts: Vec<String>,
+        /// host:port that ETRN for this held domain delivers to (RFC 1985).
         #[arg(long, value_name = "HOST:PORT")]
         etrn_host: Option<String>,
     },
-    /// List local domains.
-    List,
+    /// List local domains: name, sender policy, catch-all, held for, ETRN host.
+    List {
+        /// Print a JSON array of objects instead (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a local domain (it must have no accounts left).
-    Remove { name: String },
+    Remove {
+        /// The local domain.
+        name: String,
+    },
     /// Change a domain's sender policy (SPEC 2): one action for both cases, or each case
     /// with --unauthenticated and --forged.
     #[command(arg_required_else_help = true)]
     Policy {
+        /// A local domain.
         name: String,
         /// accept, junk, reject, reject-notify-sender, reject-notify-recipient or
         /// reject-notify-both, for both cases.
@@ -72,9 +85,12 @@ pub enum DomainCommand {
     },
     /// Set (or with --off clear) the account that receives mail for unknown addresses.
     CatchAll {
+        /// A local domain.
         name: String,
+        /// The account that receives the mail for the domain's unknown addresses.
         #[arg(conflicts_with = "off", required_unless_present = "off")]
         account: Option<String>,
+        /// No catch-all: mail for unknown addresses is refused (550 5.1.1).
         #[arg(long)]
         off: bool,
     },
@@ -84,18 +100,24 @@ pub enum DomainCommand {
 pub enum UserCommand {
     /// Add an account. Without --password-stdin a password is generated and printed once.
     Add {
+        /// The account's address, in a local domain.
         address: String,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
-        /// Mailbox quota in bytes (0: none).
-        #[arg(long, default_value_t = 0)]
+        /// Mailbox quota in bytes; 0 (the default) means no quota.
+        #[arg(long, default_value_t = 0, value_name = "BYTES")]
         quota: u64,
     },
-    /// List accounts.
-    List,
+    /// List accounts: address, messages, bytes used, quota.
+    List {
+        /// Print a JSON array of objects instead (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove an account and its mailbox.
     Remove {
+        /// The account.
         address: String,
         /// Also remove what still points at it (alias targets, held domains, catch-alls).
         #[arg(long)]
@@ -103,14 +125,24 @@ pub enum UserCommand {
     },
     /// Set a new password (and so every stored secret kind).
     Passwd {
+        /// The account.
         address: String,
+        /// Read the new password from the first line of standard input (else one is
+        /// generated and printed once).
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Set the mailbox quota in bytes (0: none).
-    Quota { address: String, bytes: u64 },
+    /// Set the mailbox quota. A message that would take the mailbox over it is refused
+    /// for now (452 4.2.2), so the sender retries.
+    Quota {
+        /// The account.
+        address: String,
+        /// The quota in bytes; 0 means no quota.
+        bytes: u64,
+    },
     /// Map a TLS client certificate to the account, for SASL EXTERNAL.
     CertMap {
+        /// The account the certificate logs in as.
         address: String,
         /// Subject DN (RFC 4514), trusted only for certificates verified by tls.client_ca.
         #[arg(long, group = "what")]
@@ -123,9 +155,18 @@ pub enum UserCommand {
         cert: Option<std::path::PathBuf>,
     },
     /// Remove a certificate mapping (by its subject or fingerprint).
-    CertUnmap { address: String, value: String },
-    /// List certificate mappings.
-    CertMaps,
+    CertUnmap {
+        /// The account.
+        address: String,
+        /// The mapping's subject DN or fingerprint, as `user cert-maps` shows it.
+        value: String,
+    },
+    /// List certificate mappings: account, kind, subject DN or fingerprint.
+    CertMaps {
+        /// Print a JSON array of objects instead (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -142,7 +183,11 @@ pub enum AliasCommand {
         allow_missing: bool,
     },
     /// List aliases, one line per target.
-    List,
+    List {
+        /// Print a JSON array of objects instead (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove an alias, or only one of its targets.
     Remove {
         /// The alias address.
@@ -154,15 +199,25 @@ pub enum AliasCommand {
 
 #[derive(Subcommand)]
 pub enum MailboxCommand {
-    /// One line per message: id, date, from, subject, size.
+    /// One line per message: id, date, folder, from, subject, size; the Tracking folder's
+    /// records after them (ids T1, T2, ...).
     List {
+        /// The account.
         address: String,
         /// INBOX, Junk or Tracking (default: all folders).
         #[arg(long)]
         folder: Option<String>,
+        /// Print a JSON array of objects instead (for scripts).
+        #[arg(long)]
+        json: bool,
     },
     /// Print one message as stored.
-    Show { address: String, id: i64 },
+    Show {
+        /// The account.
+        address: String,
+        /// The message's id, as `mailbox list` shows it.
+        id: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -178,28 +233,42 @@ pub enum TrackingCommand {
         #[arg(long, value_name = "RFC3339")]
         since: Option<String>,
         /// Print the records in their CSV form (RFC 4180).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "json")]
         csv: bool,
+        /// Print a JSON array of objects instead (for scripts).
+        #[arg(long)]
+        json: bool,
     },
 }
 
 #[derive(Subcommand)]
 pub enum QueueCommand {
     /// Entries not yet delivered: queue id, state, attempts, next attempt, size, sender, recipient.
-    List,
+    List {
+        /// Print a JSON array of objects instead (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// A message's entries (any state), then its header.
-    Show { queue_id: String },
+    Show {
+        /// A queue id, as `queue list` shows it.
+        queue_id: String,
+    },
     /// Delete the pending entries of messages (or with --all, of every message).
     Delete {
+        /// Queue ids, as `queue list` shows them.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         queue_ids: Vec<String>,
+        /// Every message with pending entries.
         #[arg(long)]
         all: bool,
     },
     /// Make deferred messages due now (or with --all, every one); a running server sends them.
     Retry {
+        /// Queue ids, as `queue list` shows them.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         queue_ids: Vec<String>,
+        /// Every deferred message.
         #[arg(long)]
         all: bool,
     },
@@ -348,14 +417,29 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Str
                 println!("domain {name} is held for {}", accounts.join(", "));
             }
         }
-        DomainCommand::List => {
+        DomainCommand::List { json } => {
+            let mut listing = Listing::new(&["DOMAIN", "POLICY", "CATCH-ALL", "HELD-FOR", "ETRN-HOST"]);
             for d in store.list_domains().await.map_err(|e| e.to_string())? {
-                let catch_all = d.catch_all.map(|c| format!(" catch-all={c}")).unwrap_or_default();
-                let held =
-                    if d.held_for.is_empty() { String::new() } else { format!(" held-for={}", d.held_for.join(",")) };
-                let etrn = d.etrn_host.map(|h| format!(" etrn-host={h}")).unwrap_or_default();
-                println!("{}\tpolicy={}{catch_all}{held}{etrn}", domain_text(&d.name), d.policy);
+                let object = serde_json::json!({
+                    "domain": d.name,
+                    "unicode": vouchmail_server::accounts::unicode_name(&d.name),
+                    "policy": d.policy.to_string(),
+                    "unauthenticated": d.policy.unauthenticated.to_string(),
+                    "forged": d.policy.forged.to_string(),
+                    "catch_all": d.catch_all,
+                    "held_for": d.held_for,
+                    "etrn_host": d.etrn_host,
+                });
+                let cells = vec![
+                    domain_text(&d.name),
+                    d.policy.to_string(),
+                    d.catch_all.unwrap_or_default(),
+                    d.held_for.join(","),
+                    d.etrn_host.unwrap_or_default(),
+                ];
+                listing.push(cells, object);
             }
+            listing.print(json)?;
         }
         DomainCommand::Remove { name } => {
             let name = parse_domain(&name)?;
@@ -411,11 +495,26 @@ pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolic
                 println!("added user {address}");
             }
         }
-        UserCommand::List => {
+        UserCommand::List { json } => {
+            let mut listing = Listing::new(&["ADDRESS", "MESSAGES", "USED", "QUOTA"]);
             for a in store.list_accounts().await.map_err(|e| e.to_string())? {
-                let quota = if a.quota_bytes == 0 { "none".to_string() } else { a.quota_bytes.to_string() };
-                println!("{}\tmessages={}\tused={}\tquota={quota}", a.address, a.message_count, a.used_bytes);
+                // 0 means no quota, everywhere: "none" here, null in JSON.
+                let quota = (a.quota_bytes > 0).then_some(a.quota_bytes);
+                let object = serde_json::json!({
+                    "address": a.address,
+                    "messages": a.message_count,
+                    "used_bytes": a.used_bytes,
+                    "quota_bytes": quota,
+                });
+                let cells = vec![
+                    a.address,
+                    a.message_count.to_string(),
+                    a.used_bytes.to_string(),
+                    quota.map_or("none".to_string(), |q| q.to_string()),
+                ];
+                listing.push(cells, object);
             }
+            listing.print(json)?;
         }
         UserCommand::Remove { address, force } => {
             let address = parse_address(&address)?.to_string();
@@ -462,15 +561,22 @@ pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolic
             store.remove_cert_mapping(&address, &value).await.map_err(|e| e.to_string())?;
             println!("removed the certificate mapping of {address}");
         }
-        UserCommand::CertMaps => {
+        UserCommand::CertMaps { json } => {
+            let mut listing = Listing::new(&["ADDRESS", "KIND", "VALUE"]);
             for m in store.list_cert_mappings().await.map_err(|e| e.to_string())? {
-                println!("{}\t{}\t{}", m.address, m.kind.as_str(), m.value);
+                let object = serde_json::json!({"address": m.address, "kind": m.kind.as_str(), "value": m.value});
+                listing.push(vec![m.address, m.kind.as_str().to_string(), m.value], object);
             }
+            listing.print(json)?;
         }
         UserCommand::Quota { address, bytes } => {
             let address = parse_address(&address)?.to_string();
             store.set_quota(&address, bytes).await.map_err(|e| e.to_string())?;
-            println!("quota of {address} is now {bytes} bytes");
+            if bytes == 0 {
+                println!("{address} has no quota now");
+            } else {
+                println!("quota of {address} is now {bytes} bytes");
+            }
         }
     }
     Ok(())
@@ -486,10 +592,13 @@ pub async fn alias(store: &dyn Store, command: AliasCommand) -> Result<(), Strin
             store.add_alias(&alias, &targets).await.map_err(|e| e.to_string())?;
             println!("{alias} -> {}", targets.join(", "));
         }
-        AliasCommand::List => {
+        AliasCommand::List { json } => {
+            let mut listing = Listing::new(&["ALIAS", "TARGET"]);
             for (alias, target) in store.list_aliases().await.map_err(|e| e.to_string())? {
-                println!("{alias}\t{target}");
+                let object = serde_json::json!({"alias": alias, "target": target});
+                listing.push(vec![alias, target], object);
             }
+            listing.print(json)?;
         }
         AliasCommand::Remove { alias, target } => {
             let alias = parse_address(&alias)?.to_string();
@@ -513,41 +622,63 @@ fn display_header(message: &[u8], name: &str) -> String {
 
 pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), String> {
     match command {
-        MailboxCommand::List { address, folder } => {
+        MailboxCommand::List { address, folder, json } => {
             let address = parse_address(&address)?.to_string();
             let folder = folder.map(|f| f.parse::<Folder>()).transpose()?;
+            let mut listing = Listing::new(&["ID", "RECEIVED", "FOLDER", "FROM", "SUBJECT", "SIZE"]);
             for entry in store.list_mailbox(&address, folder).await.map_err(|e| e.to_string())? {
                 let message = store.get_mailbox_message(&address, entry.id).await.map_err(|e| e.to_string())?;
                 let data = message.map(|(_, data)| data).unwrap_or_default();
                 let from = display_header(&data, "From");
                 let subject = display_header(&data, "Subject");
-                let folder = if entry.folder == Folder::Inbox { String::new() } else { format!("[{}] ", entry.folder) };
-                println!(
-                    "{}\t{}\t{}\t{folder}{}\t{}",
-                    entry.id,
+                let object = serde_json::json!({
+                    "id": entry.id,
+                    "received": time_text(entry.received_at),
+                    "folder": entry.folder.to_string(),
+                    "from": from,
+                    "subject": subject,
+                    "size": entry.size,
+                });
+                let cells = vec![
+                    entry.id.to_string(),
                     time_text(entry.received_at),
+                    entry.folder.to_string(),
                     from,
                     subject,
-                    entry.size
-                );
+                    entry.size.to_string(),
+                ];
+                listing.push(cells, object);
             }
             // SPEC 8.3: the Tracking folder holds the user's tracking records (rows, not
-            // messages): listed after the messages, ids prefixed with T.
+            // messages): listed after the messages, ids prefixed with T. Its FROM is the
+            // server that reported the event, its SUBJECT the event, recipient and
+            // Message-ID, its SIZE that of the record's CSV line.
             if folder.is_none() || folder == Some(Folder::Tracking) {
                 for stored in store.tracking_records(&address, None, usize::MAX).await.map_err(|e| e.to_string())? {
-                    let r = &stored.record;
-                    let line = r.to_line().unwrap_or_default();
-                    println!(
-                        "T{}\t{}\t{}\t[Tracking] {} {}\t{}",
-                        stored.id,
+                    let r = stored.record;
+                    let size = r.to_line().map(|line| line.len()).unwrap_or_default();
+                    let object = serde_json::json!({
+                        "id": stored.id,
+                        "received": time_text(r.timestamp),
+                        "folder": Folder::Tracking.to_string(),
+                        "event": r.event.to_string(),
+                        "recipient": r.recipient,
+                        "message_id": r.message_id,
+                        "reporting_server": r.reporting_server,
+                        "size": size,
+                    });
+                    let cells = vec![
+                        format!("T{}", stored.id),
                         time_text(r.timestamp),
-                        r.recipient,
-                        r.event,
-                        r.message_id,
-                        line.len()
-                    );
+                        Folder::Tracking.to_string(),
+                        r.reporting_server,
+                        format!("{} {} {}", r.event, r.recipient, r.message_id),
+                        size.to_string(),
+                    ];
+                    listing.push(cells, object);
                 }
             }
+            listing.print(json)?;
         }
         MailboxCommand::Show { address, id } => {
             let address = parse_address(&address)?.to_string();
@@ -564,7 +695,7 @@ pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), S
 /// `vouchmail tracking` (SPEC 8.3, 12).
 pub async fn tracking(store: &dyn Store, command: TrackingCommand) -> Result<(), String> {
     match command {
-        TrackingCommand::List { address, since, csv } => {
+        TrackingCommand::List { address, since, csv, json } => {
             let since = since
                 .map(|s| {
                     vouchmail_proto::time::parse_rfc3339(&s)
@@ -584,27 +715,41 @@ pub async fn tracking(store: &dyn Store, command: TrackingCommand) -> Result<(),
                     store.list_accounts().await.map_err(|e| e.to_string())?.into_iter().map(|a| a.address).collect()
                 }
             };
-            if csv {
-                println!("{}", vouchmail_proto::tracking::CSV_HEADER);
-            }
+            let mut csv_text = format!("{}\n", vouchmail_proto::tracking::CSV_HEADER);
+            // The sender column only when listing every user's records.
+            let headers: &'static [&'static str] = if every {
+                &["SENDER", "TIME", "EVENT", "MESSAGE-ID", "RECIPIENT", "REPORTED-BY"]
+            } else {
+                &["TIME", "EVENT", "MESSAGE-ID", "RECIPIENT", "REPORTED-BY"]
+            };
+            let mut listing = Listing::new(headers);
             for owner in owners {
                 let records = store.tracking_records(&owner, since, usize::MAX).await.map_err(|e| e.to_string())?;
                 for stored in records {
-                    let r = &stored.record;
+                    let r = stored.record;
                     if csv {
-                        println!("{}", r.to_line().map_err(|e| e.to_string())?);
-                    } else {
-                        let sender = if every { format!("{owner}\t") } else { String::new() };
-                        println!(
-                            "{sender}{}\t{}\t{}\t{}\t{}",
-                            time_text(r.timestamp),
-                            r.event,
-                            r.message_id,
-                            r.recipient,
-                            r.reporting_server
-                        );
+                        csv_text.push_str(&r.to_line().map_err(|e| e.to_string())?);
+                        csv_text.push('\n');
+                        continue;
                     }
+                    let object = serde_json::json!({
+                        "sender": r.sender,
+                        "timestamp": time_text(r.timestamp),
+                        "event": r.event.to_string(),
+                        "message_id": r.message_id,
+                        "recipient": r.recipient,
+                        "reporting_server": r.reporting_server,
+                    });
+                    let mut cells = if every { vec![owner.clone()] } else { Vec::new() };
+                    cells.extend([time_text(r.timestamp), r.event.to_string(), r.message_id, r.recipient]);
+                    cells.push(r.reporting_server);
+                    listing.push(cells, object);
                 }
+            }
+            if csv {
+                write_stdout(&csv_text)?;
+            } else {
+                listing.print(json)?;
             }
         }
     }
@@ -618,21 +763,37 @@ pub async fn queue(
 ) -> Result<(), String> {
     let store_ref = store.as_ref();
     match command {
-        QueueCommand::List => {
+        QueueCommand::List { json } => {
             let entries = store.list_queue().await.map_err(|e| e.to_string())?;
-            for e in &entries {
-                let sender = if e.sender.is_empty() { "<>" } else { &e.sender };
-                println!(
-                    "{}\t{}\tattempts={}\tnext={}\tsize={}\t{sender}\t{}",
+            let mut listing =
+                Listing::new(&["QUEUE-ID", "STATE", "ATTEMPTS", "NEXT-ATTEMPT", "SIZE", "SENDER", "RECIPIENT"]);
+            for e in entries {
+                let object = serde_json::json!({
+                    "queue_id": e.queue_id,
+                    "state": e.state.to_string(),
+                    "attempts": e.attempts,
+                    "next_attempt": time_text(e.next_attempt),
+                    "size": e.size,
+                    "sender": e.sender,
+                    "recipient": e.recipient,
+                    "last_reply": e.last_reply,
+                });
+                // The null sender of a DSN shows as <>.
+                let sender = if e.sender.is_empty() { "<>".to_string() } else { e.sender };
+                let cells = vec![
                     e.queue_id,
-                    e.state,
-                    e.attempts,
+                    e.state.to_string(),
+                    e.attempts.to_string(),
                     time_text(e.next_attempt),
-                    e.size,
-                    e.recipient
-                );
+                    e.size.to_string(),
+                    sender,
+                    e.recipient,
+                ];
+                listing.push(cells, object);
             }
-            eprintln!("{} queued recipient(s)", entries.len());
+            let count = listing.len();
+            listing.print(json)?;
+            eprintln!("{count} queued recipient(s)");
         }
         QueueCommand::Show { queue_id } => {
             let Some((entries, data)) = store.get_queued_message(&queue_id).await.map_err(|e| e.to_string())? else {
@@ -738,6 +899,7 @@ async fn pending_queue_ids(store: &dyn Store) -> Result<Vec<String>, String> {
 pub enum AuthKeyCommand {
     /// Set the AGI and AVT of an address, or of a domain (the default of its addresses).
     Set {
+        /// An address, or a domain (the default for its addresses).
         target: String,
         /// Key generation interval: seconds, or with s, m, h or d (e.g. 7200m).
         #[arg(long)]
@@ -747,25 +909,49 @@ pub enum AuthKeyCommand {
         avt: String,
     },
     /// Every account's settings and newest key, or one address's (as `show`).
-    List { address: Option<String> },
+    List {
+        /// Only this address, shown as `show` does.
+        address: Option<String>,
+        /// Print a JSON array of objects instead (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// An address's settings, unexpired keys, and the key its sender side stamps.
-    Show { address: String },
+    Show {
+        /// A local address.
+        address: String,
+        /// Print a JSON array of objects instead (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Make a new key for the address now.
-    Rotate { address: String },
-    /// The VERIFY log.
+    Rotate {
+        /// A local address.
+        address: String,
+    },
+    /// The VERIFY log: time, peer, address, result.
     Log {
         /// Only entries at or after this Unix time.
         #[arg(long, default_value_t = 0)]
         since: i64,
+        /// Print a JSON array of objects instead (for scripts).
+        #[arg(long)]
+        json: bool,
     },
     /// The DNS TXT record naming this server as the domain's Authentication Server.
-    Dns { domain: String },
+    Dns {
+        /// The domain whose senders' keys this server vouches for.
+        domain: String,
+    },
     /// Ask an Authentication Server whether KEY is valid for ADDRESS (SPEC 7.2: UDP, 3
     /// tries, then TCP). Without --server, the one the address's domain names in DNS.
     /// Exit 0 for VALIDKEY, 1 for INVALIDKEY or no answer.
     Verify {
+        /// The sender address the key is for.
         address: String,
+        /// The key: 64 characters of A-Z, a-z and 0-9, as an X-Auth-Key field carries it.
         key: String,
+        /// The Authentication Server to ask (default port 2884).
         #[arg(long, value_name = "HOST:PORT")]
         server: Option<String>,
     },
@@ -789,6 +975,22 @@ fn parse_interval(text: &str) -> Result<u64, String> {
     n.checked_mul(scale).ok_or_else(|| format!("interval {text:?} is too large"))
 }
 
+/// An address's AGI and AVT, and where they come from: `address`, `domain` or `default`
+/// (the configuration's).
+async fn settings_of(
+    store: &dyn Store,
+    config: &vouchmail_server::config::Config,
+    address: &str,
+) -> Result<(AuthKeySettings, String), String> {
+    Ok(match store.authkey_settings(address).await.map_err(|e| e.to_string())? {
+        Some((s, source)) => (s, format!("{source:?}").to_lowercase()),
+        None => (
+            AuthKeySettings { agi_secs: config.authkey.default_agi_secs, avt_secs: config.authkey.default_avt_secs },
+            "default".to_string(),
+        ),
+    })
+}
+
 /// SPEC 7.1 settings and keys, the VERIFY log, and the SPEC 7.3 TXT record.
 pub async fn authkey(
     store_arc: Arc<dyn Store>,
@@ -806,57 +1008,78 @@ pub async fn authkey(
             store.set_authkey_settings(&target, Some(settings)).await.map_err(err)?;
             println!("{target}: AGI {}s, AVT {}s", settings.agi_secs, settings.avt_secs);
         }
-        AuthKeyCommand::List { address: None } => {
+        AuthKeyCommand::List { address: None, json } => {
+            let mut listing =
+                Listing::new(&["ADDRESS", "AGI", "AVT", "SETTINGS", "KEYS", "NEWEST-CREATED", "NEWEST-EXPIRES"]);
             for account in store.list_accounts().await.map_err(err)? {
-                let settings = store.authkey_settings(&account.address).await.map_err(err)?;
-                let (s, source) = settings.map_or(
-                    (
-                        AuthKeySettings {
-                            agi_secs: config.authkey.default_agi_secs,
-                            avt_secs: config.authkey.default_avt_secs,
-                        },
-                        "default".to_string(),
-                    ),
-                    |(s, source)| (s, format!("{source:?}").to_lowercase()),
-                );
+                let (s, source) = settings_of(store, config, &account.address).await?;
                 let keys = store.authkeys(&account.address, now).await.map_err(err)?;
-                let newest = keys.first().map_or("no key yet".to_string(), |k| {
-                    format!(
-                        "{} keys, newest created {}, expires {}",
-                        keys.len(),
-                        time_text(k.created_at),
-                        time_text(k.expires_at)
-                    )
+                let newest = keys.first();
+                let object = serde_json::json!({
+                    "address": account.address,
+                    "agi_secs": s.agi_secs,
+                    "avt_secs": s.avt_secs,
+                    "settings": source,
+                    "keys": keys.len(),
+                    "newest_created": newest.map(|k| time_text(k.created_at)),
+                    "newest_expires": newest.map(|k| time_text(k.expires_at)),
                 });
-                println!("{}	AGI {}s AVT {}s ({source})	{newest}", account.address, s.agi_secs, s.avt_secs);
+                let cells = vec![
+                    account.address,
+                    format!("{}s", s.agi_secs),
+                    format!("{}s", s.avt_secs),
+                    source,
+                    keys.len().to_string(),
+                    newest.map(|k| time_text(k.created_at)).unwrap_or_default(),
+                    newest.map(|k| time_text(k.expires_at)).unwrap_or_default(),
+                ];
+                listing.push(cells, object);
             }
+            listing.print(json)?;
         }
-        AuthKeyCommand::List { address: Some(address) } | AuthKeyCommand::Show { address } => {
+        AuthKeyCommand::List { address: Some(address), json } | AuthKeyCommand::Show { address, json } => {
             let address = parse_address(&address)?.to_string();
-            match store.authkey_settings(&address).await.map_err(err)? {
-                Some((s, source)) => println!("AGI {}s, AVT {}s ({source:?})", s.agi_secs, s.avt_secs),
-                None => println!(
-                    "AGI {}s, AVT {}s (configured default)",
-                    config.authkey.default_agi_secs, config.authkey.default_avt_secs
-                ),
+            let (s, source) = settings_of(store, config, &address).await?;
+            let keys = store.authkeys(&address, now).await.map_err(err)?;
+            let received = store.sender_key(&address).await.map_err(err)?;
+            if json {
+                let keys: Vec<serde_json::Value> = keys
+                    .iter()
+                    .map(|k| {
+                        serde_json::json!({
+                            "key": k.key,
+                            "created": time_text(k.created_at),
+                            "expires": time_text(k.expires_at),
+                        })
+                    })
+                    .collect();
+                let received = received.map(|k| {
+                    serde_json::json!({"key": k.key, "received": time_text(k.received_at), "source": k.source})
+                });
+                return print_json(&serde_json::json!({
+                    "address": address,
+                    "agi_secs": s.agi_secs,
+                    "avt_secs": s.avt_secs,
+                    "settings": source,
+                    "keys": keys,
+                    "received_key": received,
+                }));
             }
-            for k in store.authkeys(&address, now).await.map_err(err)? {
-                println!("{}\tcreated {}\texpires {}", k.key, time_text(k.created_at), time_text(k.expires_at));
+            println!("AGI {}s, AVT {}s ({source})", s.agi_secs, s.avt_secs);
+            let mut listing = Listing::new(&["KEY", "CREATED", "EXPIRES"]);
+            for k in keys {
+                let cells = vec![k.key, time_text(k.created_at), time_text(k.expires_at)];
+                listing.push(cells, serde_json::Value::Null);
             }
-            match store.sender_key(&address).await.map_err(err)? {
+            write_stdout(&listing.text())?;
+            match received {
                 Some(k) => println!("received key {}\tat {}\tfrom {}", k.key, time_text(k.received_at), k.source),
                 None => println!("no key received by mail"),
             }
         }
         AuthKeyCommand::Rotate { address } => {
             let address = parse_address(&address)?.to_string();
-            let settings = store.authkey_settings(&address).await.map_err(err)?.map_or(
-                AuthKeySettings {
-                    agi_secs: config.authkey.default_agi_secs,
-                    avt_secs: config.authkey.default_avt_secs,
-                },
-                |(s, _)| s,
-            );
+            let (settings, _) = settings_of(store, config, &address).await?;
             let key = vouchmail_server::authkey::generate_key().map_err(|e| format!("OS random source: {e}"))?;
             let span = settings.agi_secs.saturating_add(settings.avt_secs).min(i64::MAX as u64 / 2) as i64;
             let expires_at = now.saturating_add(span);
@@ -866,10 +1089,18 @@ pub async fn authkey(
                 .map_err(err)?;
             println!("{address}\t{key}\texpires {}", time_text(expires_at));
         }
-        AuthKeyCommand::Log { since } => {
+        AuthKeyCommand::Log { since, json } => {
+            let mut listing = Listing::new(&["TIME", "PEER", "ADDRESS", "RESULT"]);
             for e in store.verify_log(since, usize::MAX).await.map_err(err)? {
-                println!("{}\t{}\t{}\t{}", time_text(e.at), e.peer, e.address, e.result);
+                let object = serde_json::json!({
+                    "time": time_text(e.at),
+                    "peer": e.peer,
+                    "address": e.address,
+                    "result": e.result,
+                });
+                listing.push(vec![time_text(e.at), e.peer, e.address, e.result], object);
             }
+            listing.print(json)?;
         }
         AuthKeyCommand::Dns { domain } => {
             let domain = parse_domain(&domain)?;

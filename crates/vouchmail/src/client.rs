@@ -32,17 +32,22 @@ pub enum ClientCommand {
     /// Upload the certificate to the home server (PUBCERT).
     Pubcert,
     /// Print the certificate (PEM) of an address or published ID.
-    Cert { target: String },
+    Cert {
+        /// An address (user@domain) or a published ID (e.g. a provider number).
+        target: String,
+    },
     /// Encrypt a message (FILE, or - for standard input) to each recipient and send it.
     Send {
         /// A recipient address or published ID; repeat (or separate by commas) for several.
         #[arg(long = "to", value_name = "ADDRESS|ID", required = true, value_delimiter = ',')]
         to: Vec<String>,
+        /// The Subject of the message (outside the encryption, as S/MIME leaves it).
         #[arg(long)]
         subject: Option<String>,
         /// Deliver to each recipient's home server with RCRAM-MD5 instead of the own one.
         #[arg(long)]
         direct: bool,
+        /// The message text: a file, or - for standard input.
         file: String,
     },
     /// Download, decrypt and store new mail; send RECEIPT for each message.
@@ -55,14 +60,24 @@ pub enum ClientCommand {
         mbox: Option<PathBuf>,
     },
     /// Tell the home server a message was decrypted (or not).
-    Receipt { message_id: String, outcome: String },
-    /// The tracking records of messages sent (RFC 3339 --since).
+    Receipt {
+        /// The Message-ID of the message, with or without <>.
+        message_id: String,
+        /// DECRYPTED or FAILED (SPEC 8.3; any case).
+        outcome: String,
+    },
+    /// The tracking records of messages sent, as CSV lines (SPEC 8.3).
     Track {
-        #[arg(long)]
+        /// Only records at or after this time (RFC 3339, e.g. 2026-12-01T10:00:00Z).
+        #[arg(long, value_name = "RFC3339")]
         since: Option<String>,
     },
     /// Search the directory.
-    Book { query: String },
+    Book {
+        /// Text to look for in the published entries' name, organisation, role, mailbox or
+        /// ID (case-insensitive; at most 50 entries come back).
+        query: String,
+    },
 }
 
 pub async fn run(args: ClientArgs) -> ExitCode {

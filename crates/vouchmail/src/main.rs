@@ -3,6 +3,7 @@
 mod admin;
 mod client;
 mod demo;
+mod listing;
 mod messenger;
 mod odmr;
 mod progress;
@@ -84,6 +85,9 @@ fn config_path(given: Option<PathBuf>) -> Option<PathBuf> {
         .or_else(|| Some(PathBuf::from(SYSTEM_CONFIG)).filter(|p| p.exists()))
 }
 
+/// Exit status (README "Exit status"): 0 done, 1 refused or failed (one line on standard
+/// error says why), 2 usage: the command line or the configuration is not understood
+/// (clap exits 2 for the command line by itself).
 fn main() -> ExitCode {
     // Issue 9: everything we create (store, spool, keys, lock) is ours alone.
     // SAFETY: umask only sets the process's file mode mask; it cannot fail.
@@ -132,7 +136,7 @@ fn main() -> ExitCode {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("vouchmail: {e}");
-                ExitCode::from(2)
+                ExitCode::FAILURE
             }
         };
     }
@@ -320,5 +324,42 @@ impl StopSignals {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Issue 9: `--help` explains every command, positional argument and flag.
+    #[test]
+    fn every_command_and_argument_has_a_help_line() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>, seen: &mut usize) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") || arg.is_hide_set() {
+                    continue;
+                }
+                *seen += 1;
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(path.clone());
+                }
+                walk(sub, &path, missing, seen);
+            }
+        }
+        let mut command = Cli::command();
+        command.build();
+        let (mut missing, mut seen) = (Vec::new(), 0);
+        walk(&command, "vouchmail", &mut missing, &mut seen);
+        assert!(missing.is_empty(), "no help line for: {missing:#?}");
+        assert!(seen > 100, "only {seen} arguments seen: the walk missed the subcommands");
+        command.debug_assert();
     }
 }

@@ -11,23 +11,34 @@ use vouchmail_proto::time::{rfc3339, unix_seconds};
 use vouchmail_server::messenger::x509;
 use vouchmail_store::{DirectoryRecord, Store, StoredCertificate};
 
+use crate::listing::{print_json, write_stdout, Listing};
+
 #[derive(Subcommand)]
 pub enum CertCommand {
     /// Store a user's certificate (PEM). It must parse, be current, and name the address
     /// in subjectAltName rfc822Name, as for PUBCERT.
     Import {
+        /// The local user.
         address: String,
+        /// The PEM certificate file.
         file: std::path::PathBuf,
     },
     /// Print a user's certificate (PEM) to standard output.
     Show {
+        /// The local user.
         address: String,
     },
+    /// Remove a user's certificate: CERT lookups for it find none.
     Remove {
+        /// The local user.
         address: String,
     },
-    /// Every stored certificate: address, end of validity, SHA-256 fingerprint.
-    List,
+    /// Every stored certificate: address, end of validity, SHA-256 fingerprint, state.
+    List {
+        /// Print a JSON array of objects instead (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -35,11 +46,15 @@ pub enum DirectoryCommand {
     /// Set a local user's directory details; the IDs replace the earlier ones. Whether
     /// the entry is published does not change.
     Set {
+        /// The local user.
         address: String,
+        /// The person's name, as BOOK shows it.
         #[arg(long)]
         name: String,
+        /// The organisation.
         #[arg(long = "org")]
         organisation: String,
+        /// The person's role in it.
         #[arg(long)]
         role: String,
         /// A published ID (e.g. a provider number); repeat for several.
@@ -47,13 +62,24 @@ pub enum DirectoryCommand {
         ids: Vec<String>,
     },
     /// Publish the entry: BOOK lists it and its IDs go into the Entity Index.
-    Publish { address: String },
+    Publish {
+        /// The local user.
+        address: String,
+    },
     /// Withdraw it (peers drop its IDs at their next pull).
-    Unpublish { address: String },
+    Unpublish {
+        /// The local user.
+        address: String,
+    },
     /// The directory; with --index also the entries learnt from peers, and the peers.
     List {
+        /// Also the Entity Index learnt from peers, and the peers.
         #[arg(long)]
         index: bool,
+        /// Print JSON instead (for scripts): an array of the entries, or with --index an
+        /// object with "directory", "learnt" and "peers".
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -108,12 +134,21 @@ pub async fn cert(store: &dyn Store, command: CertCommand) -> Result<(), String>
             store.remove_certificate(&address).await.map_err(|e| e.to_string())?;
             println!("removed the certificate of {address}");
         }
-        CertCommand::List => {
+        CertCommand::List { json } => {
             let now = unix_seconds(SystemTime::now());
+            let mut listing = Listing::new(&["ADDRESS", "VALID-UNTIL", "SHA-256", "STATE"]);
             for cert in store.list_certificates().await.map_err(|e| e.to_string())? {
-                let state = if now > cert.not_after { "  EXPIRED" } else { "" };
-                println!("{}  until {}  {}{state}", cert.address, time_text(cert.not_after), cert.fingerprint);
+                let state = if now > cert.not_after { "expired" } else { "current" };
+                let object = serde_json::json!({
+                    "address": cert.address,
+                    "valid_until": time_text(cert.not_after),
+                    "sha256": cert.fingerprint,
+                    "state": state,
+                });
+                let cells = vec![cert.address, time_text(cert.not_after), cert.fingerprint, state.to_string()];
+                listing.push(cells, object);
             }
+            listing.print(json)?;
         }
     }
     Ok(())
@@ -150,24 +185,62 @@ pub async fn directory(store: &dyn Store, command: DirectoryCommand) -> Result<(
             store.set_directory_published(&address, false).await.map_err(|e| e.to_string())?;
             println!("withdrew {address}");
         }
-        DirectoryCommand::List { index } => {
+        DirectoryCommand::List { index, json } => {
+            let mut directory = Listing::new(&["ADDRESS", "STATE", "NAME", "ORGANISATION", "ROLE", "IDS"]);
             for r in store.list_directory().await.map_err(|e| e.to_string())? {
                 let state = if r.published { "published" } else { "unpublished" };
-                println!("{}  {state}  {} | {} | {} | {}", r.address, r.name, r.organisation, r.role, r.ids.join(";"));
+                let object = serde_json::json!({
+                    "address": r.address,
+                    "published": r.published,
+                    "name": r.name,
+                    "organisation": r.organisation,
+                    "role": r.role,
+                    "ids": r.ids,
+                });
+                let cells = vec![r.address, state.to_string(), r.name, r.organisation, r.role, r.ids.join(";")];
+                directory.push(cells, object);
             }
-            if index {
-                println!("-- learnt from peers");
-                for e in store.list_learnt_entities().await.map_err(|e| e.to_string())? {
-                    println!("{} {}  from {}  {}", e.published_id, e.mailbox, e.peer, time_text(e.learnt_at));
-                }
-                println!("-- peers");
-                for p in store.list_messenger_peers().await.map_err(|e| e.to_string())? {
-                    let origin = if p.configured { "configured" } else { "talked to" };
-                    let last = p.last_pull.map(time_text).unwrap_or_else(|| "never".into());
-                    let error = p.last_error.map(|e| format!("  last error: {e}")).unwrap_or_default();
-                    println!("{}  {origin}  serial {}  pulled {last}{error}", p.domain, p.last_serial);
-                }
+            if !index {
+                return directory.print(json);
             }
+            let mut learnt = Listing::new(&["ID", "MAILBOX", "FROM-PEER", "LEARNT"]);
+            for e in store.list_learnt_entities().await.map_err(|e| e.to_string())? {
+                let object = serde_json::json!({
+                    "id": e.published_id,
+                    "mailbox": e.mailbox,
+                    "peer": e.peer,
+                    "learnt": time_text(e.learnt_at),
+                });
+                learnt.push(vec![e.published_id, e.mailbox, e.peer, time_text(e.learnt_at)], object);
+            }
+            let mut peers = Listing::new(&["PEER", "ORIGIN", "SERIAL", "PULLED", "LAST-ERROR"]);
+            for p in store.list_messenger_peers().await.map_err(|e| e.to_string())? {
+                let origin = if p.configured { "configured" } else { "talked to" };
+                let object = serde_json::json!({
+                    "domain": p.domain,
+                    "configured": p.configured,
+                    "serial": p.last_serial,
+                    "pulled": p.last_pull.map(time_text),
+                    "last_error": p.last_error,
+                });
+                let pulled = p.last_pull.map(time_text).unwrap_or_else(|| "never".into());
+                let cells = vec![p.domain, origin.to_string(), p.last_serial.to_string(), pulled];
+                peers.push([cells, vec![p.last_error.unwrap_or_default()]].concat(), object);
+            }
+            if json {
+                return print_json(&serde_json::json!({
+                    "directory": directory.into_json(),
+                    "learnt": learnt.into_json(),
+                    "peers": peers.into_json(),
+                }));
+            }
+            let text = format!(
+                "{}\nlearnt from peers (the Entity Index)\n{}\npeers\n{}",
+                directory.text(),
+                learnt.text(),
+                peers.text()
+            );
+            write_stdout(&text)?;
         }
     }
     Ok(())

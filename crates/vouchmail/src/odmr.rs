@@ -12,20 +12,20 @@ use vouchmail_store::Store;
 
 #[derive(Subcommand)]
 pub enum OdmrCommand {
-    /// Take the mail a provider holds for our domains. Exit status: 0 mail taken, 1 no mail
-    /// waiting, 2 refused or failed.
+    /// Take the mail a provider holds for our domains. Exit status: 0 mail taken or none
+    /// waiting (the line printed says which), 1 refused or failed, 2 usage.
     Fetch {
         /// The provider's ODMR service, host:port (standard port 366).
         #[arg(long, value_name = "HOST:PORT")]
         provider: String,
         /// Our account at the provider.
-        #[arg(long)]
+        #[arg(long, value_name = "ACCOUNT")]
         user: String,
         /// File whose first line is the password (CRAM-MD5). Without it: standard input.
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
         /// Domains to ask for (default: every domain the account may take).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', value_name = "DOMAIN[,DOMAIN]")]
         domains: Vec<String>,
         /// Relay the reversed session to this SMTP host instead of our own store.
         #[arg(long, value_name = "HOST:PORT")]
@@ -50,6 +50,7 @@ pub enum OdmrCommand {
         /// Client certificate (PEM) for SASL EXTERNAL instead of CRAM-MD5; implies --tls.
         #[arg(long, requires = "key")]
         cert: Option<PathBuf>,
+        /// The client certificate's private key (PEM).
         #[arg(long, requires = "cert")]
         key: Option<PathBuf>,
     },
@@ -130,11 +131,11 @@ pub async fn run(config: &Config, command: OdmrCommand) -> Result<ExitCode, Stri
         }
         FetchOutcome::NoMail => {
             println!("no mail waiting at {provider}");
-            Ok(ExitCode::from(1))
+            Ok(ExitCode::SUCCESS)
         }
         FetchOutcome::Refused(reply) => {
             eprintln!("vouchmail: {provider} refused: {reply}");
-            Ok(ExitCode::from(2))
+            Ok(ExitCode::FAILURE)
         }
     }
 }

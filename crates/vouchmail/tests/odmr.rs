@@ -71,16 +71,22 @@ async fn atrn_reply_codes() {
     assert_eq!(queue_states(&server).await.len(), 2);
     let (mut c, _) = SmtpConn::connect(server.odmr()).await;
     c.cmd("EHLO customer.example").await;
-    // RFC 2645 5.2.1: 530 before AUTH; 5.4: 502 for other commands; no enhanced codes.
-    assert_eq!(c.cmd("ATRN example.org").await.lines, ["530 Authentication required"]);
+    // RFC 2645 5.2.1: 530 before AUTH; 5.4: 502 for other commands. RFC 2034: the ODMR
+    // listener offers ENHANCEDSTATUSCODES, so every reply has its code.
+    assert_eq!(c.cmd("ATRN example.org").await.lines, ["530 5.7.0 Authentication required"]);
     assert_eq!(c.cmd("MAIL FROM:<a@b.example>").await.code, 502);
     assert_eq!(c.cmd("HELO x").await.code, 502);
     let mut c = authenticated(&server).await;
     assert_eq!(c.cmd("ATRN example.org,other.example").await.code, 450);
-    assert_eq!(c.cmd("ATRN example.net").await.lines, ["453 You have no mail"]);
+    assert_eq!(c.cmd("ATRN example.net").await.lines, ["453 4.0.0 You have no mail"]);
     // Nothing was sent by the refusals.
     assert!(queue_states(&server).await.iter().all(|(_, s)| *s == QueueState::Queued));
     assert_eq!(c.cmd("QUIT").await.code, 221);
+    // STARTTLS on the ODMR listener carries its enhanced code like every other reply.
+    let (mut t, _) = SmtpConn::connect(server.odmr()).await;
+    let ehlo = t.cmd("EHLO customer.example").await;
+    assert!(ehlo.lines.iter().any(|l| l == "250-ENHANCEDSTATUSCODES"), "{:?}", ehlo.lines);
+    assert_eq!(t.cmd("STARTTLS").await.status(), "220 2.0.0");
 }
 
 /// RFC 2645 5.2.1: an account takes only the domains held for it. `_` in an account name
@@ -94,8 +100,8 @@ async fn atrn_refuses_a_look_alike_accounts_domain() {
     }
     server.store.set_domain_held("example.org", &["custx1@local.test".to_string()], None).await.unwrap();
     let mut c = authenticated_as(&server, "cust_1@local.test").await;
-    assert_eq!(c.cmd("ATRN example.org").await.lines, ["450 ATRN request refused: not authorized for example.org"]);
-    assert_eq!(c.cmd("ATRN").await.lines, ["450 ATRN request refused: no domains are held for you"]);
+    assert_eq!(c.cmd("ATRN example.org").await.lines, ["450 4.7.1 ATRN request refused: not authorized for example.org"]);
+    assert_eq!(c.cmd("ATRN").await.lines, ["450 4.7.1 ATRN request refused: no domains are held for you"]);
     assert_eq!(c.cmd("QUIT").await.code, 221);
     // The mail waits for its own customer.
     assert!(queue_states(&server).await.iter().all(|(_, s)| *s == QueueState::Queued));
@@ -173,7 +179,7 @@ async fn serve_reversed(
 async fn per_recipient_replies_update_the_queue() {
     let server = provider(1).await;
     let mut c = authenticated(&server).await;
-    assert_eq!(c.cmd("ATRN example.org").await.lines, ["250 OK now reversing the connection"]);
+    assert_eq!(c.cmd("ATRN example.org").await.lines, ["250 2.0.0 OK now reversing the connection"]);
     let answer = |line: &str| if line.contains("alice") { "250 ok" } else { "550 no such user" };
     assert_eq!(serve_reversed(&mut c, answer, None).await, 1);
     // alice delivered, bob bounced (5xx), and the bounce went to the sender (queued remote).

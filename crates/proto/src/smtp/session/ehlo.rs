@@ -43,13 +43,14 @@ impl<R> Session<R> {
         if !names.is_empty() && self.authenticated.is_none() && !self.verified_only {
             extensions.push(format!("AUTH {}", names.join(" ")));
         }
+        // RFC 2034: every listener, ODMR included, gives RFC 3463 codes in its replies.
+        extensions.push("ENHANCEDSTATUSCODES".to_string());
         if odmr {
             // RFC 2645 5.1.1: the EHLO response MUST include AUTH and ATRN.
             extensions.push("ATRN".to_string());
             return extensions;
         }
         extensions.extend([
-            "ENHANCEDSTATUSCODES".to_string(), // RFC 2034
             "8BITMIME".to_string(),            // RFC 6152
             "DSN".to_string(),                 // RFC 3461
             "SMTPUTF8".to_string(),            // RFC 6531

@@ -111,8 +111,6 @@ pub struct SessionConfig {
     /// The client is a trusted relay (e.g. our ODMR provider in a reversed session):
     /// its mail counts as authenticated (`x-trusted-relay=pass`).
     pub trusted_relay: bool,
-    /// Include RFC 3463 codes in replies (RFC 2034: where ENHANCEDSTATUSCODES is offered).
-    pub enhanced_status_codes: bool,
     /// Octets of message body kept in memory; beyond it the part after the header section
     /// goes to the driver's spool ([`Event::BodyChunk`]).
     pub memory_body_limit: usize,
@@ -138,7 +136,6 @@ impl SessionConfig {
             etrn: false,
             max_etrn: 10,
             trusted_relay: false,
-            enhanced_status_codes: true,
             memory_body_limit: 128 * 1024,
         }
     }
@@ -761,10 +758,7 @@ impl<R> Session<R> {
     }
 
     /// Queues a positive or informational reply.
-    fn reply(&mut self, mut reply: Reply) {
-        if !self.config.enhanced_status_codes {
-            reply.enhanced = None;
-        }
+    fn reply(&mut self, reply: Reply) {
         reply.write_to(&mut self.output);
     }
 

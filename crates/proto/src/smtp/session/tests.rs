@@ -740,10 +740,10 @@ fn odmr_harness() -> Harness {
 }
 
 #[test]
-fn odmr_ehlo_offers_auth_and_atrn_only() {
+fn odmr_ehlo_offers_auth_atrn_and_enhanced_codes_only() {
     let mut h = odmr_harness();
     let out = h.send(b"EHLO customer.example\r\n");
-    assert_eq!(out, "250-mx.local.example\r\n250-AUTH CRAM-MD5 PLAIN\r\n250 ATRN\r\n");
+    assert_eq!(out, "250-mx.local.example\r\n250-AUTH CRAM-MD5 PLAIN\r\n250-ENHANCEDSTATUSCODES\r\n250 ATRN\r\n");
 }
 
 #[test]
