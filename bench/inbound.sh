@@ -150,10 +150,11 @@ fi
 echo "benchpassword" | "$VM" --config "$VM_CONF" user add "$RCPT" --password-stdin >/dev/null \
     || die "vouchmail user add $RCPT"
 vm_count() { # messages in the account, from the CLI (same store as the running server)
-    "$VM" --config "$VM_CONF" user list | grep -F "$RCPT" | grep -o 'messages=[0-9]*' | cut -d= -f2 \
+    # Columns: ADDRESS MESSAGES USED QUOTA, under a header row.
+    "$VM" --config "$VM_CONF" user list | awk -v r="$RCPT" '$1 == r { print $2; found = 1 } END { if (!found) print -1 }' \
         || echo -1
 }
-[ "$(vm_count)" = 0 ] || die "vouchmail user list does not show messages=0 for $RCPT"
+[ "$(vm_count)" = 0 ] || die "vouchmail user list does not show 0 messages for $RCPT"
 
 # ---------------------------------------------------------------- private Postfix
 PF=$TMP/pf

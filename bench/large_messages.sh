@@ -70,7 +70,7 @@ smtp-source -c -s "$SESSIONS" -m "$SESSIONS" -l "$MSG_LEN" -f sender@client.exam
     -t postmaster@bench.example "127.0.0.1:$PORT" > "$TMP/source.out" 2>&1 || die "smtp-source failed: $(tail -3 "$TMP/source.out")"
 end=$(date +%s.%N)
 peak=$(kib x VmHWM)
-stored=$("$BIN" --config "$TMP/vouchmail.toml" mailbox list postmaster@bench.example | wc -l)
+stored=$("$BIN" --config "$TMP/vouchmail.toml" mailbox list postmaster@bench.example | tail -n +2 | wc -l)
 
 inflight_mib=$(awk -v s="$SESSIONS" -v l="$MSG_LEN" 'BEGIN { printf "%.0f", s * l / 1048576 }')
 grown=$(( peak - base ))

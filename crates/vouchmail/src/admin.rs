@@ -132,8 +132,12 @@ pub enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Set the mailbox quota. A message that would take the mailbox over it is refused
-    /// for now (452 4.2.2), so the sender retries.
+    /// Set the mailbox quota in bytes (0: none).
+    ///
+    /// A message that would take the mailbox over its quota is refused for now (452
+    /// 4.2.2), at RCPT when the client declared its SIZE, else at the end of DATA; the
+    /// sender keeps it and retries, and it is accepted once mail has been deleted (POP3
+    /// DELE) or the quota raised. Tracking records do not count.
     Quota {
         /// The account.
         address: String,
@@ -733,6 +737,7 @@ pub async fn tracking(store: &dyn Store, command: TrackingCommand) -> Result<(),
                         continue;
                     }
                     let object = serde_json::json!({
+                        "owner": owner,
                         "sender": r.sender,
                         "timestamp": time_text(r.timestamp),
                         "event": r.event.to_string(),

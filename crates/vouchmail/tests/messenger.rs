@@ -483,9 +483,11 @@ async fn cli_cert_and_directory_commands() {
     let nobody = nobody_file.to_str().unwrap();
     assert!(fails(run(vouchmail(&["cert", "import", "nobody@lrsupport.test", nobody])).await).contains("not found"));
     assert!(ok(run(vouchmail(&["cert", "import", "abc555@lrsupport.test", pem])).await).contains("stored"));
-    assert!(
-        ok(run(vouchmail(&["cert", "list"])).await).starts_with("abc555@lrsupport.test  until 2090-01-01T00:00:00Z")
-    );
+    let listed = ok(run(vouchmail(&["cert", "list"])).await);
+    let row = listed.lines().nth(1).unwrap_or_default();
+    assert!(listed.starts_with("ADDRESS ") && row.starts_with("abc555@lrsupport.test  2090-01-01T00:00:00Z"), "{listed}");
+    let listed: serde_json::Value = serde_json::from_str(&ok(run(vouchmail(&["cert", "list", "--json"])).await)).unwrap();
+    assert_eq!((listed[0]["address"].as_str(), listed[0]["state"].as_str()), (Some("abc555@lrsupport.test"), Some("current")));
     let shown = ok(run(vouchmail(&["cert", "show", "abc555@lrsupport.test"])).await);
     assert_eq!(openssl_emails(dir.path(), &shown).await, "abc555@lrsupport.test");
     ok(run(vouchmail(&["cert", "remove", "abc555@lrsupport.test"])).await);
@@ -496,7 +498,11 @@ async fn cli_cert_and_directory_commands() {
     assert!(fails(run(vouchmail(&[&set[..], &["--id", "12/34"]].concat())).await).contains("--id"));
     ok(run(vouchmail(&["directory", "publish", "abc555@lrsupport.test"])).await);
     let listed = ok(run(vouchmail(&["directory", "list", "--index"])).await);
-    assert!(listed.contains("abc555@lrsupport.test  published  Ann Brown | LR | GP | 1234567F;B2"), "{listed}");
+    assert!(listed.contains("abc555@lrsupport.test  published  Ann Brown  LR            GP    1234567F;B2"), "{listed}");
+    let listed = ok(run(vouchmail(&["directory", "list", "--index", "--json"])).await);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["directory"][0]["ids"], serde_json::json!(["1234567F", "B2"]));
+    assert!(listed["learnt"].is_array() && listed["peers"].is_array(), "{listed}");
     ok(run(vouchmail(&["directory", "unpublish", "abc555@lrsupport.test"])).await);
     assert!(ok(run(vouchmail(&["directory", "list"])).await).contains("unpublished"));
     assert!(fails(run(vouchmail(&["directory", "publish", "nobody@lrsupport.test"])).await).contains("not found"));

@@ -553,7 +553,7 @@ async fn cli_flush_retry_and_delete() {
     assert!(d.cli(&["alias", "add", "fwd@local.test", "bob@remote.test"]).0);
     send(d.mx, "user@local.test", &["fwd@local.test"], BODY).await;
     let (ok, out, _) = d.cli(&["queue", "list"]);
-    assert!(ok && out.contains("\tqueued\t") && out.contains("bob@remote.test"), "{out}");
+    assert!(ok && out.contains("  queued  ") && out.contains("bob@remote.test"), "{out}");
 
     // The server does not deliver (outbound off); flush does, from the CLI process.
     let (ok, out, err) = d.cli(&["queue", "flush"]);
@@ -565,9 +565,10 @@ async fn cli_flush_retry_and_delete() {
     send(d.mx, "user@local.test", &["fwd@local.test"], BODY).await;
     let (_, out, _) = d.cli(&["queue", "flush"]);
     assert_eq!(out.trim(), "flushed 1 of 1 entry: delivered 0, deferred 1, bounced 0");
-    let (_, list, _) = d.cli(&["queue", "list"]);
-    assert!(list.contains("\tdeferred\tattempts=1\t"), "{list}");
-    let queue_id = list.split('\t').next().unwrap().to_string();
+    let (_, list, _) = d.cli(&["queue", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!((list[0]["state"].as_str(), list[0]["attempts"].as_u64()), (Some("deferred"), Some(1)), "{list}");
+    let queue_id = list[0]["queue_id"].as_str().unwrap().to_string();
     let (ok, out, _) = d.cli(&["queue", "retry", &queue_id]);
     assert!(ok && out.trim() == "1 entry due now", "{out}");
     let (ok, out, _) = d.cli(&["queue", "delete", "--all"]);

@@ -56,6 +56,22 @@ impl Deployment {
         )
     }
 
+    /// A list command with `--json`: its array of objects.
+    fn list(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let (ok, out, err) = self.cli(&[args, &["--json"]].concat(), None);
+        assert!(ok, "{args:?}: {err}");
+        match serde_json::from_str(&out) {
+            Ok(serde_json::Value::Array(rows)) => rows,
+            other => panic!("{args:?} --json: not an array: {other:?} in {out}"),
+        }
+    }
+
+    /// The exit status of an admin command.
+    fn status(&self, args: &[&str]) -> Option<i32> {
+        let out = Command::new(binary()).arg("--config").arg(&self.config).args(args).output().unwrap();
+        out.status.code()
+    }
+
     /// Starts `vouchmail serve`; returns the process, its MX address and the first line it
     /// printed on stdout, if any.
     fn serve(&self) -> (ServerProcess, SocketAddr, String) {
@@ -125,9 +141,8 @@ impl Drop for ServerProcess {
 }
 
 fn subjects_in_mailbox(deployment: &Deployment, address: &str) -> Vec<String> {
-    let (ok, out, err) = deployment.cli(&["mailbox", "list", address], None);
-    assert!(ok, "{err}");
-    out.lines().map(|l| l.split('\t').nth(3).unwrap_or("").to_string()).collect()
+    let rows = deployment.list(&["mailbox", "list", address]);
+    rows.iter().map(|row| row["subject"].as_str().unwrap_or_default().to_string()).collect()
 }
 
 #[test]
@@ -135,8 +150,15 @@ fn first_start_creates_postmaster_and_cli_works_beside_the_server() {
     let d = Deployment::new();
     let (server, _addr, stdout) = d.serve();
     assert!(stdout.starts_with("Created postmaster@local.test with password "), "{stdout}");
+    // Issue 9 item 10: a header row for people, --json for scripts.
     let (ok, out, _) = d.cli(&["domain", "list"], None);
-    assert!(ok && out.contains("local.test\tpolicy=accept"), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(ok && lines.len() == 2, "{out}");
+    assert!(lines[0].starts_with("DOMAIN ") && lines[0].contains(" POLICY ") && lines[0].ends_with("ETRN-HOST"), "{out}");
+    assert!(lines[1].starts_with("local.test ") && lines[1].contains(" accept "), "{out}");
+    let domains = d.list(&["domain", "list"]);
+    assert_eq!((domains[0]["domain"].as_str(), domains[0]["policy"].as_str()), (Some("local.test"), Some("accept")));
+    assert_eq!(domains[0]["held_for"], serde_json::json!([]));
     let (ok, out, _) = d.cli(&["user", "add", "alice@local.test", "--password-stdin"], Some("secret\n"));
     assert!(ok, "{out}");
     // Bad input: one clear line, non-zero exit.
@@ -172,14 +194,32 @@ fn first_start_creates_postmaster_and_cli_works_beside_the_server() {
     assert!(ok && out.contains("now has policy unauthenticated=junk,forged=reject"), "{out}");
     let (ok, out, _) = d.cli(&["domain", "policy", "strict.test", "--forged", "reject-notify-both"], None);
     assert!(ok && out.contains("unauthenticated=junk,forged=reject-notify-both"), "{out}");
-    let (ok, out, _) = d.cli(&["domain", "list"], None);
-    assert!(ok && out.contains("strict.test\tpolicy=unauthenticated=junk,forged=reject-notify-both"), "{out}");
+    let strict = d.list(&["domain", "list"]).into_iter().find(|row| row["domain"] == "strict.test").unwrap();
+    assert_eq!(strict["policy"], "unauthenticated=junk,forged=reject-notify-both");
+    assert_eq!((strict["unauthenticated"].as_str(), strict["forged"].as_str()), (Some("junk"), Some("reject-notify-both")));
     // Nothing answers VERIFY here: a one-line error and exit 1.
     let key = "k".repeat(64);
     let (ok, _, err) = d.cli(&["authkey", "verify", "alice@local.test", &key, "--server", "127.0.0.1:9"], None);
     assert!(!ok && err.lines().count() == 1 && err.contains("no answer from 127.0.0.1:9"), "{err}");
     let (ok, out, _) = d.cli(&["user", "list"], None);
     assert!(ok && out.contains("alice@local.test") && out.contains("postmaster@local.test"), "{out}");
+    assert!(out.starts_with("ADDRESS ") && out.lines().nth(1).is_some_and(|l| l.ends_with(" none")), "{out}");
+    // Quota 0 means no quota, in what is set, said and listed.
+    let (ok, out, _) = d.cli(&["user", "quota", "alice@local.test", "5000"], None);
+    assert!(ok && out.contains("quota of alice@local.test is now 5000 bytes"), "{out}");
+    let quota = |d: &Deployment| {
+        let users = d.list(&["user", "list"]);
+        users.into_iter().find(|u| u["address"] == "alice@local.test").map(|u| u["quota_bytes"].clone())
+    };
+    assert_eq!(quota(&d), Some(serde_json::json!(5000)));
+    let (ok, out, _) = d.cli(&["user", "quota", "alice@local.test", "0"], None);
+    assert!(ok && out.contains("alice@local.test has no quota now"), "{out}");
+    assert_eq!(quota(&d), Some(serde_json::Value::Null));
+    // Exit status (README): 0 done, 1 refused, 2 usage.
+    assert_eq!(d.status(&["user", "list"]), Some(0));
+    assert_eq!(d.status(&["user", "quota", "ghost@local.test", "0"]), Some(1));
+    assert_eq!(d.status(&["user", "quota", "alice@local.test", "lots"]), Some(2));
+    assert_eq!(d.status(&["user", "frobnicate"]), Some(2));
     // Issue 9 item 8: aliases and users.
     let refused = |args: &[&str], expected: &str| {
         let (ok, _, err) = d.cli(args, None);
@@ -201,7 +241,7 @@ fn first_start_creates_postmaster_and_cli_works_beside_the_server() {
     let (ok, out, _) = d.cli(&["user", "remove", "alice@local.test", "--force"], None);
     assert!(ok && out.contains("removed user alice@local.test and its use by alias(es) team@local.test"), "{out}");
     let (_, out, _) = d.cli(&["alias", "list"], None);
-    assert!(!out.contains("alice@local.test"), "{out}");
+    assert!(out.starts_with("ALIAS ") && !out.contains("alice@local.test"), "{out}");
     // Issue 9 item 9: domains.
     refused(&["domain", "add", "example.org."], "leave out the trailing dot");
     refused(&["domain", "add", "my_domain.org"], "'_'");
@@ -232,11 +272,13 @@ fn mailbox_and_queue_commands_show_delivered_and_queued_mail() {
         assert_eq!(c.send_message("s@remote.test", &["team@local.test"], body).await.code, 250);
     });
     let (ok, out, _) = d.cli(&["mailbox", "list", "postmaster@local.test"], None);
-    assert!(ok);
-    let fields: Vec<&str> = out.trim_end().split('\t').collect();
-    assert_eq!(fields.len(), 5, "{out}");
-    assert_eq!((fields[2], fields[3]), ("Sender <s@remote.test>", "Grüße"));
-    let (ok, shown, _) = d.cli(&["mailbox", "show", "postmaster@local.test", fields[0]], None);
+    assert!(ok && out.lines().count() == 2 && out.starts_with("ID "), "{out}");
+    assert!(out.lines().nth(1).is_some_and(|l| l.contains(" INBOX ") && l.contains("  Sender <s@remote.test>  Grüße  ")), "{out}");
+    let rows = d.list(&["mailbox", "list", "postmaster@local.test"]);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0]["from"].as_str(), rows[0]["subject"].as_str()), (Some("Sender <s@remote.test>"), Some("Grüße")));
+    let id = rows[0]["id"].to_string();
+    let (ok, shown, _) = d.cli(&["mailbox", "show", "postmaster@local.test", &id], None);
     assert!(
         ok && shown
             .replace("\r\n ", " ")
@@ -244,16 +286,18 @@ fn mailbox_and_queue_commands_show_delivered_and_queued_mail() {
             && shown.ends_with("hi\r\n")
     );
     let (ok, queue, _) = d.cli(&["queue", "list"], None);
-    assert!(ok && queue.contains("far@remote.test") && queue.contains("queued"), "{queue}");
-    let queue_id = queue.split('\t').next().unwrap().to_string();
+    assert!(ok && queue.starts_with("QUEUE-ID ") && queue.contains("far@remote.test"), "{queue}");
+    let queue = d.list(&["queue", "list"]);
+    assert_eq!((queue.len(), queue[0]["recipient"].as_str()), (1, Some("far@remote.test")), "{queue:?}");
+    assert_eq!(queue[0]["state"], "queued");
+    let queue_id = queue[0]["queue_id"].as_str().unwrap().to_string();
     let (ok, show, _) = d.cli(&["queue", "show", &queue_id], None);
     assert!(
         ok && show.contains("postmaster@local.test\tdelivered") && show.contains("far@remote.test\tqueued"),
         "{show}"
     );
     assert!(d.cli(&["queue", "delete", &queue_id], None).0);
-    let (_, queue, _) = d.cli(&["queue", "list"], None);
-    assert!(queue.is_empty());
+    assert!(d.list(&["queue", "list"]).is_empty());
     // The delivered copy stays.
     assert_eq!(subjects_in_mailbox(&d, "postmaster@local.test").len(), 1);
     server.stop();

@@ -86,15 +86,20 @@ async fn retr_makes_records_for_local_and_remote_senders_once() {
     assert_eq!(lines[1], record.to_line().unwrap());
     let (ok, out, _) = cli(&server, &["tracking", "list", "nurse@local.test"]);
     assert!(ok);
-    assert!(out.contains("\tdownloaded\t<Q1@origin.test>\tuser@local.test\tmx.local.test"), "{out}");
+    assert!(out.starts_with("TIME ") && out.contains("  downloaded  <Q1@origin.test>  user@local.test  mx.local.test"), "{out}");
     // Without ADDRESS: every local user's records, each line led by its sender.
     let (ok, out, _) = cli(&server, &["tracking", "list"]);
-    assert!(ok && out.contains("nurse@local.test\t") && out.contains("\tdownloaded\t<Q1@origin.test>"), "{out}");
+    assert!(ok && out.starts_with("SENDER ") && out.contains("\nnurse@local.test  "), "{out}");
+    assert!(out.contains("  downloaded  <Q1@origin.test>"), "{out}");
+    let (ok, out, _) = cli(&server, &["tracking", "list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(ok && rows[0]["owner"] == "nurse@local.test" && rows[0]["event"] == "downloaded", "{out}");
     let (ok, out, _) = cli(&server, &["tracking", "list", "nurse@local.test", "--since", "2999-01-01T00:00:00Z"]);
-    assert!(ok && out.is_empty(), "{out}");
+    assert!(ok && out.lines().count() == 1, "{out}");
     let (ok, out, _) = cli(&server, &["mailbox", "list", "nurse@local.test", "--folder", "Tracking"]);
     assert!(ok);
-    assert!(out.starts_with('T') && out.contains("[Tracking] downloaded <Q1@origin.test>"), "{out}");
+    let row = out.lines().nth(1).unwrap_or_default();
+    assert!(row.starts_with('T') && row.contains("  Tracking  mx.local.test  downloaded user@local.test <Q1@origin.test>"), "{out}");
     let (ok, _, err) = cli(&server, &["tracking", "list", "nurse@local.test", "--since", "yesterday"]);
     assert!(!ok && err.contains("RFC 3339"), "{err}");
     let (ok, _, err) = cli(&server, &["tracking", "list", "ghost@local.test"]);
