@@ -1058,9 +1058,9 @@ pub async fn authkey(
                         })
                     })
                     .collect();
-                let received = received.map(|k| {
-                    serde_json::json!({"key": k.key, "received": time_text(k.received_at), "source": k.source})
-                });
+                let received = received.map(
+                    |k| serde_json::json!({"key": k.key, "received": time_text(k.received_at), "source": k.source}),
+                );
                 return print_json(&serde_json::json!({
                     "address": address,
                     "agi_secs": s.agi_secs,

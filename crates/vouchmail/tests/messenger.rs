@@ -485,9 +485,16 @@ async fn cli_cert_and_directory_commands() {
     assert!(ok(run(vouchmail(&["cert", "import", "abc555@lrsupport.test", pem])).await).contains("stored"));
     let listed = ok(run(vouchmail(&["cert", "list"])).await);
     let row = listed.lines().nth(1).unwrap_or_default();
-    assert!(listed.starts_with("ADDRESS ") && row.starts_with("abc555@lrsupport.test  2090-01-01T00:00:00Z"), "{listed}");
-    let listed: serde_json::Value = serde_json::from_str(&ok(run(vouchmail(&["cert", "list", "--json"])).await)).unwrap();
-    assert_eq!((listed[0]["address"].as_str(), listed[0]["state"].as_str()), (Some("abc555@lrsupport.test"), Some("current")));
+    assert!(
+        listed.starts_with("ADDRESS ") && row.starts_with("abc555@lrsupport.test  2090-01-01T00:00:00Z"),
+        "{listed}"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(run(vouchmail(&["cert", "list", "--json"])).await)).unwrap();
+    assert_eq!(
+        (listed[0]["address"].as_str(), listed[0]["state"].as_str()),
+        (Some("abc555@lrsupport.test"), Some("current"))
+    );
     let shown = ok(run(vouchmail(&["cert", "show", "abc555@lrsupport.test"])).await);
     assert_eq!(openssl_emails(dir.path(), &shown).await, "abc555@lrsupport.test");
     ok(run(vouchmail(&["cert", "remove", "abc555@lrsupport.test"])).await);
@@ -498,7 +505,10 @@ async fn cli_cert_and_directory_commands() {
     assert!(fails(run(vouchmail(&[&set[..], &["--id", "12/34"]].concat())).await).contains("--id"));
     ok(run(vouchmail(&["directory", "publish", "abc555@lrsupport.test"])).await);
     let listed = ok(run(vouchmail(&["directory", "list", "--index"])).await);
-    assert!(listed.contains("abc555@lrsupport.test  published  Ann Brown  LR            GP    1234567F;B2"), "{listed}");
+    assert!(
+        listed.contains("abc555@lrsupport.test  published  Ann Brown  LR            GP    1234567F;B2"),
+        "{listed}"
+    );
     let listed = ok(run(vouchmail(&["directory", "list", "--index", "--json"])).await);
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed["directory"][0]["ids"], serde_json::json!(["1234567F", "B2"]));

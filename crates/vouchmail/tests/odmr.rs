@@ -100,7 +100,10 @@ async fn atrn_refuses_a_look_alike_accounts_domain() {
     }
     server.store.set_domain_held("example.org", &["custx1@local.test".to_string()], None).await.unwrap();
     let mut c = authenticated_as(&server, "cust_1@local.test").await;
-    assert_eq!(c.cmd("ATRN example.org").await.lines, ["450 4.7.1 ATRN request refused: not authorized for example.org"]);
+    assert_eq!(
+        c.cmd("ATRN example.org").await.lines,
+        ["450 4.7.1 ATRN request refused: not authorized for example.org"]
+    );
     assert_eq!(c.cmd("ATRN").await.lines, ["450 4.7.1 ATRN request refused: no domains are held for you"]);
     assert_eq!(c.cmd("QUIT").await.code, 221);
     // The mail waits for its own customer.

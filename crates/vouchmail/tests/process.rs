@@ -154,7 +154,10 @@ fn first_start_creates_postmaster_and_cli_works_beside_the_server() {
     let (ok, out, _) = d.cli(&["domain", "list"], None);
     let lines: Vec<&str> = out.lines().collect();
     assert!(ok && lines.len() == 2, "{out}");
-    assert!(lines[0].starts_with("DOMAIN ") && lines[0].contains(" POLICY ") && lines[0].ends_with("ETRN-HOST"), "{out}");
+    assert!(
+        lines[0].starts_with("DOMAIN ") && lines[0].contains(" POLICY ") && lines[0].ends_with("ETRN-HOST"),
+        "{out}"
+    );
     assert!(lines[1].starts_with("local.test ") && lines[1].contains(" accept "), "{out}");
     let domains = d.list(&["domain", "list"]);
     assert_eq!((domains[0]["domain"].as_str(), domains[0]["policy"].as_str()), (Some("local.test"), Some("accept")));
@@ -196,7 +199,10 @@ fn first_start_creates_postmaster_and_cli_works_beside_the_server() {
     assert!(ok && out.contains("unauthenticated=junk,forged=reject-notify-both"), "{out}");
     let strict = d.list(&["domain", "list"]).into_iter().find(|row| row["domain"] == "strict.test").unwrap();
     assert_eq!(strict["policy"], "unauthenticated=junk,forged=reject-notify-both");
-    assert_eq!((strict["unauthenticated"].as_str(), strict["forged"].as_str()), (Some("junk"), Some("reject-notify-both")));
+    assert_eq!(
+        (strict["unauthenticated"].as_str(), strict["forged"].as_str()),
+        (Some("junk"), Some("reject-notify-both"))
+    );
     // Nothing answers VERIFY here: a one-line error and exit 1.
     let key = "k".repeat(64);
     let (ok, _, err) = d.cli(&["authkey", "verify", "alice@local.test", &key, "--server", "127.0.0.1:9"], None);
@@ -273,10 +279,16 @@ fn mailbox_and_queue_commands_show_delivered_and_queued_mail() {
     });
     let (ok, out, _) = d.cli(&["mailbox", "list", "postmaster@local.test"], None);
     assert!(ok && out.lines().count() == 2 && out.starts_with("ID "), "{out}");
-    assert!(out.lines().nth(1).is_some_and(|l| l.contains(" INBOX ") && l.contains("  Sender <s@remote.test>  Grüße  ")), "{out}");
+    assert!(
+        out.lines().nth(1).is_some_and(|l| l.contains(" INBOX ") && l.contains("  Sender <s@remote.test>  Grüße  ")),
+        "{out}"
+    );
     let rows = d.list(&["mailbox", "list", "postmaster@local.test"]);
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!((rows[0]["from"].as_str(), rows[0]["subject"].as_str()), (Some("Sender <s@remote.test>"), Some("Grüße")));
+    assert_eq!(
+        (rows[0]["from"].as_str(), rows[0]["subject"].as_str()),
+        (Some("Sender <s@remote.test>"), Some("Grüße"))
+    );
     let id = rows[0]["id"].to_string();
     let (ok, shown, _) = d.cli(&["mailbox", "show", "postmaster@local.test", &id], None);
     assert!(

@@ -86,7 +86,10 @@ async fn retr_makes_records_for_local_and_remote_senders_once() {
     assert_eq!(lines[1], record.to_line().unwrap());
     let (ok, out, _) = cli(&server, &["tracking", "list", "nurse@local.test"]);
     assert!(ok);
-    assert!(out.starts_with("TIME ") && out.contains("  downloaded  <Q1@origin.test>  user@local.test  mx.local.test"), "{out}");
+    assert!(
+        out.starts_with("TIME ") && out.contains("  downloaded  <Q1@origin.test>  user@local.test  mx.local.test"),
+        "{out}"
+    );
     // Without ADDRESS: every local user's records, each line led by its sender.
     let (ok, out, _) = cli(&server, &["tracking", "list"]);
     assert!(ok && out.starts_with("SENDER ") && out.contains("\nnurse@local.test  "), "{out}");
@@ -99,7 +102,10 @@ async fn retr_makes_records_for_local_and_remote_senders_once() {
     let (ok, out, _) = cli(&server, &["mailbox", "list", "nurse@local.test", "--folder", "Tracking"]);
     assert!(ok);
     let row = out.lines().nth(1).unwrap_or_default();
-    assert!(row.starts_with('T') && row.contains("  Tracking  mx.local.test  downloaded user@local.test <Q1@origin.test>"), "{out}");
+    assert!(
+        row.starts_with('T') && row.contains("  Tracking  mx.local.test  downloaded user@local.test <Q1@origin.test>"),
+        "{out}"
+    );
     let (ok, _, err) = cli(&server, &["tracking", "list", "nurse@local.test", "--since", "yesterday"]);
     assert!(!ok && err.contains("RFC 3339"), "{err}");
     let (ok, _, err) = cli(&server, &["tracking", "list", "ghost@local.test"]);

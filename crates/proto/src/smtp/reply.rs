@@ -182,6 +182,10 @@ impl Reply {
     reply_ctor!(
         /// 503 5.5.1 bad sequence of commands
         bad_sequence, 503, 5, 5, 1);
+    /// 503 5.5.1: a command before the greeting (RFC 5321 4.1.4: EHLO or HELO first).
+    pub fn greet_first() -> Reply {
+        Reply::bad_sequence("Send HELO/EHLO first")
+    }
     reply_ctor!(
         /// 530 5.7.0 authentication required (RFC 4954 6)
         auth_required, 530, 5, 7, 0);
@@ -212,8 +216,8 @@ impl Reply {
 }
 
 /// The replies of ATRN (RFC 2645 7) and ETRN (RFC 1985 5). The enhanced code's class is
-/// always the reply's (RFC 3463 2); a session leaves enhanced codes out where it does not
-/// advertise ENHANCEDSTATUSCODES (RFC 2034), as on the ODMR port.
+/// always the reply's (RFC 3463 2); every listener, the ODMR one included, advertises
+/// ENHANCEDSTATUSCODES (RFC 2034).
 impl Reply {
     /// 250 2.0.0: the roles reverse (RFC 2645 5.2.1).
     pub fn atrn_reversing() -> Reply {

@@ -7,7 +7,7 @@ use crate::smtp::reply::Reply;
 impl<R> Session<R> {
     pub(super) fn handle_book(&mut self, query: String) -> Option<Event<R>> {
         if self.greeting.is_none() {
-            self.error(Reply::bad_sequence("Send HELO/EHLO first"));
+            self.error(Reply::greet_first());
             return None;
         }
         if self.authenticated.is_none() {

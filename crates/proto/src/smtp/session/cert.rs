@@ -9,7 +9,7 @@ use crate::smtp::reply::Reply;
 impl<R> Session<R> {
     pub(super) fn handle_cert(&mut self, target: CertTarget) -> Option<Event<R>> {
         if self.greeting.is_none() {
-            self.error(Reply::bad_sequence("Send HELO/EHLO first"));
+            self.error(Reply::greet_first());
             return None;
         }
         self.state = State::AwaitingMessenger;

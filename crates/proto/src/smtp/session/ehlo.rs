@@ -51,10 +51,10 @@ impl<R> Session<R> {
             return extensions;
         }
         extensions.extend([
-            "8BITMIME".to_string(),            // RFC 6152
-            "DSN".to_string(),                 // RFC 3461
-            "SMTPUTF8".to_string(),            // RFC 6531
-            "CHUNKING".to_string(),            // RFC 3030
+            "8BITMIME".to_string(), // RFC 6152
+            "DSN".to_string(),      // RFC 3461
+            "SMTPUTF8".to_string(), // RFC 6531
+            "CHUNKING".to_string(), // RFC 3030
         ]);
         if self.config.service == Service::Messenger {
             // SPEC 8: the Messenger verbs this server answers.

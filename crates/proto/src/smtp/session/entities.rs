@@ -6,7 +6,7 @@ use crate::smtp::reply::Reply;
 impl<R> Session<R> {
     pub(super) fn handle_entities(&mut self, since: u64) -> Option<Event<R>> {
         if self.greeting.is_none() {
-            self.error(Reply::bad_sequence("Send HELO/EHLO first"));
+            self.error(Reply::greet_first());
             return None;
         }
         self.state = State::AwaitingMessenger;

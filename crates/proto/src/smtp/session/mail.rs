@@ -57,7 +57,7 @@ impl<R> Session<R> {
 
     fn check_mail(&self, from: &ReversePath, params: &MailParams) -> Result<(), SmtpError> {
         if self.greeting.is_none() {
-            return Err(Reply::bad_sequence("Send HELO/EHLO first"));
+            return Err(Reply::greet_first());
         }
         if self.transaction.is_some() {
             return Err(Reply::bad_sequence("Nested MAIL command"));

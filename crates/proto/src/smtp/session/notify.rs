@@ -11,7 +11,7 @@ use crate::tracking::Record;
 impl<R> Session<R> {
     pub(super) fn handle_notify(&mut self, record: Record) -> Option<Event<R>> {
         if self.greeting.is_none() {
-            self.error(Reply::bad_sequence("Send HELO/EHLO first"));
+            self.error(Reply::greet_first());
             return None;
         }
         self.state = State::AwaitingMessenger;

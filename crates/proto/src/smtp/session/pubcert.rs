@@ -26,7 +26,7 @@ impl PemReader {
 impl<R> Session<R> {
     pub(super) fn handle_pubcert(&mut self) {
         if self.greeting.is_none() {
-            self.error(Reply::bad_sequence("Send HELO/EHLO first"));
+            self.error(Reply::greet_first());
             return;
         }
         // SPEC 8.1: only a locally authenticated user publishes its own certificate.

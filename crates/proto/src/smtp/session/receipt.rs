@@ -20,7 +20,7 @@ impl<R> Session<R> {
     /// (530 5.7.0). False when refused (the reply is queued).
     pub(super) fn check_local_user(&mut self) -> bool {
         if self.greeting.is_none() {
-            self.error(Reply::bad_sequence("Send HELO/EHLO first"));
+            self.error(Reply::greet_first());
             return false;
         }
         if self.local_user().is_none() {

@@ -48,7 +48,7 @@ impl<R> Session<R> {
             return None;
         }
         if self.greeting.is_none() {
-            self.error(Reply::bad_sequence("Send HELO/EHLO first"));
+            self.error(Reply::greet_first());
             return None;
         }
         // RFC 1985 5: not inside a mail transaction.
