@@ -259,19 +259,4 @@ pub trait Store: Send + Sync {
     fn apply_peer_pull(&self, pull: PeerPull) -> StoreFuture<'_, ()>;
     /// Records a failed pull.
     fn record_peer_error(&self, domain: &str, at: i64, error: &str) -> StoreFuture<'_, ()>;
-
-    /// SPEC 7.2: VALIDKEY when `key` is one of the address's unexpired keys. Every key is
-    /// compared in constant time (never with SQL `=`), so the answer's timing tells
-    /// nothing about how much of a guess was right.
-    fn authkey_valid<'a>(&'a self, address: &'a str, key: &'a str, now: i64) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let keys = self.authkeys(address, now).await?;
-            let mut valid = false;
-            for stored in &keys {
-                // No early exit: every key is compared.
-                valid |= vouchmail_proto::sasl::ct_eq(stored.key.as_bytes(), key.as_bytes());
-            }
-            Ok(valid)
-        })
-    }
 }

@@ -301,17 +301,8 @@ const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
 /// costs store reads, never memory).
 const KEY_CACHE_MAX: usize = 65_536;
 
-/// Every key is compared in constant time, with no early exit.
 fn verdict(keys: &[(String, i64)], key: &str, now: i64) -> Verdict {
-    let mut valid = false;
-    for (stored, expires_at) in keys {
-        valid |= vouchmail_proto::sasl::ct_eq(stored.as_bytes(), key.as_bytes()) & (*expires_at > now);
-    }
-    if valid {
-        Verdict::Valid
-    } else {
-        Verdict::Invalid
-    }
+    vouchmail_proto::authkey::check_key(keys.iter().map(|(k, expires_at)| (k.as_str(), *expires_at)), key, now)
 }
 
 impl KeyCache {
