@@ -27,6 +27,7 @@ pub mod messenger;
 pub mod odmr;
 pub mod odmr_customer;
 pub mod outbound;
+pub mod own_message;
 pub mod pop3;
 pub mod pop3_client;
 pub mod spool;

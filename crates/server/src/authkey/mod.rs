@@ -22,6 +22,7 @@ use crate::config;
 use crate::dns::Dns;
 use crate::driver::accept_loop;
 use crate::limits::ConnectionLimiter;
+use crate::own_message::OwnMessage;
 use crate::tasks::TaskTracker;
 
 fn unix_now() -> i64 {
@@ -193,40 +194,27 @@ impl KeyMail {
         let hostname = &self.hostname;
         let queue_id = crate::inbound::commit::new_queue_id();
         let date = vouchmail_proto::time::rfc5322_date(crate::outbound::notify::unix_time(now));
-        let header = [
-            ("Authentication-Results", format!("{hostname}; none")),
-            ("Received", format!("by {hostname} (vouchmail) id {queue_id}; {date}")),
-            ("From", format!("<{}>", self.from)),
-            ("To", format!("<{}>", account.address)),
-            ("Date", date.clone()),
-            ("Message-ID", format!("<{}.authkey@{hostname}>", queue_id.to_lowercase())),
-            ("Subject", "Your new AuthKey".to_string()),
-            (sender::NEW_KEY_HEADER, key.to_string()),
-            ("Auto-Submitted", "auto-generated".to_string()),
+        let (from, to) = (format!("<{}>", self.from), format!("<{}>", account.address));
+        let message_id = format!("<{}.authkey@{hostname}>", queue_id.to_lowercase());
+        let fields = [
+            ("From", from.as_str()),
+            ("To", to.as_str()),
+            ("Date", date.as_str()),
+            ("Message-ID", message_id.as_str()),
+            ("Subject", "Your new AuthKey"),
+            (sender::NEW_KEY_HEADER, key),
+            ("Auto-Submitted", "auto-generated"),
         ];
-        let fields: Vec<(&str, &str)> = header.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let body = "\r\nThis message carries the new AuthKey of this address in its X-New-Auth-Key header.\r\n\
                     Your mail server adds it to the mail you send (SPEC 7.4); there is nothing to do.\r\n";
-        let data = vouchmail_proto::headers::prepend(&fields, body.as_bytes());
-        NewMessage {
-            queue_id,
-            envelope: vouchmail_store::Envelope {
-                sender: self.from.clone(),
-                auth_results: "none".into(),
-                ..Default::default()
-            },
-            received_at: now,
-            data,
-            spooled: None,
-            deliveries: vec![(
-                vouchmail_store::Delivery::Mailbox {
-                    account_id: account.id,
-                    folder: vouchmail_store::Folder::Inbox,
-                    recipient: account.address.clone(),
-                },
-                vouchmail_store::RecipientDsn::default(),
-            )],
-        }
+        let mailbox = vouchmail_store::Delivery::Mailbox {
+            account_id: account.id,
+            folder: vouchmail_store::Folder::Inbox,
+            recipient: account.address.clone(),
+        };
+        let message =
+            OwnMessage { hostname, queue_id, sender: self.from.clone(), fields: &fields, rest: body.as_bytes(), now };
+        message.build(vec![mailbox])
     }
 }
 

@@ -11,12 +11,13 @@ use vouchmail_proto::smtp::reply::Reply;
 use vouchmail_proto::smtp::session::Envelope;
 use vouchmail_proto::smtp::trace::{AuthKeyResult, AuthResult};
 use vouchmail_proto::time::rfc5322_date;
-use vouchmail_store::{Delivery, Envelope as StoredEnvelope, Folder, NewMessage, PolicyAction, RecipientDsn, Store};
+use vouchmail_store::{Delivery, Folder, PolicyAction, Store};
 
 use super::commit::{new_queue_id, ClientInfo};
 use super::resolve::{store_reply, Resolved};
 use crate::authkey::sender::{self, NEW_KEY_HEADER};
 use crate::authkey::AuthKeys;
+use crate::own_message::OwnMessage;
 
 /// What happens to a received message.
 #[derive(Debug)]
@@ -204,6 +205,9 @@ async fn notify_recipients(store: &dyn Store, hostname: &str, envelope: &Envelop
     let original_from = field("From").unwrap_or_else(|| "(none)".into());
     let subject = field("Subject").unwrap_or_else(|| "(none)".into());
     let now = SystemTime::now();
+    let date = rfc5322_date(now);
+    let from = format!("Mail Delivery System <MAILER-DAEMON@{hostname}>");
+    let notice_subject = format!("Refused message from {}", sanitize(&original_from));
     for delivery in deliveries(envelope) {
         let Delivery::Mailbox { account_id, recipient, .. } = delivery else { continue };
         let queue_id = new_queue_id();
@@ -212,36 +216,30 @@ async fn notify_recipients(store: &dyn Store, hostname: &str, envelope: &Envelop
              From:    {original_from}\r\n  Subject: {subject}\r\n\r\nIts content was not kept. The sending server \
              was told that the message was refused.\r\n"
         );
-        let header = [
-            ("Authentication-Results", format!("{hostname}; none")),
-            ("Received", format!("by {hostname} (vouchmail) id {queue_id}; {}", rfc5322_date(now))),
-            ("From", format!("Mail Delivery System <MAILER-DAEMON@{hostname}>")),
-            ("To", format!("<{recipient}>")),
-            ("Date", rfc5322_date(now)),
-            ("Message-ID", format!("<{}.refused@{hostname}>", queue_id.to_lowercase())),
-            ("Subject", format!("Refused message from {}", sanitize(&original_from))),
-            ("Auto-Submitted", "auto-generated".to_string()),
-            ("MIME-Version", "1.0".to_string()),
-            ("Content-Type", "text/plain; charset=utf-8".to_string()),
+        let to = format!("<{recipient}>");
+        let message_id = format!("<{}.refused@{hostname}>", queue_id.to_lowercase());
+        let fields = [
+            ("From", from.as_str()),
+            ("To", to.as_str()),
+            ("Date", date.as_str()),
+            ("Message-ID", message_id.as_str()),
+            ("Subject", notice_subject.as_str()),
+            ("Auto-Submitted", "auto-generated"),
+            ("MIME-Version", "1.0"),
+            ("Content-Type", "text/plain; charset=utf-8"),
         ];
-        let fields: Vec<(&str, &str)> = header.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        let data = headers::prepend(&fields, format!("\r\n{body}").as_bytes());
-        let notice = NewMessage {
+        let rest = format!("\r\n{body}");
+        let mailbox =
+            Delivery::Mailbox { account_id: *account_id, folder: Folder::Inbox, recipient: recipient.clone() };
+        let notice = OwnMessage {
+            hostname,
             queue_id: queue_id.clone(),
-            envelope: StoredEnvelope {
-                sender: String::new(),
-                auth_results: "none".into(),
-                body_8bit: !data.is_ascii(),
-                ..StoredEnvelope::default()
-            },
-            received_at: vouchmail_proto::time::unix_seconds(now),
-            data,
-            spooled: None,
-            deliveries: vec![(
-                Delivery::Mailbox { account_id: *account_id, folder: Folder::Inbox, recipient: recipient.clone() },
-                RecipientDsn::default(),
-            )],
-        };
+            sender: String::new(),
+            fields: &fields,
+            rest: rest.as_bytes(),
+            now: vouchmail_proto::time::unix_seconds(now),
+        }
+        .build(vec![mailbox]);
         match store.commit_message(notice).await {
             Ok(_) => tracing::info!(%recipient, notice = %queue_id, "refused-message notice stored"),
             Err(e) => tracing::error!(%recipient, error = %e, "cannot store a refused-message notice"),

@@ -5,13 +5,11 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vouchmail_proto::dsn::{self, RecipientStatus, Return};
-use vouchmail_proto::headers;
-use vouchmail_proto::smtp::client::has_8bit;
 use vouchmail_proto::smtp::reply::{EnhancedCode, Reply};
-use vouchmail_proto::time::rfc5322_date;
-use vouchmail_store::{Delivery, Envelope, Folder, NewMessage, RecipientDsn, Store, StoreError, StoredMessage};
+use vouchmail_store::{Delivery, Folder, NewMessage, Store, StoreError, StoredMessage};
 
 use crate::inbound::commit::new_queue_id;
+use crate::own_message::OwnMessage;
 
 /// Alias chains deeper than this are not followed for notices.
 const MAX_DEPTH: usize = 8;
@@ -77,30 +75,14 @@ pub async fn notice(
         original: &original.data,
         return_content,
     };
-    let body = dsn::build(&report);
-    // RFC 5321 4.4: our trace field; RFC 8601: the one Authentication-Results of ours.
-    let received = format!("by {hostname} (vouchmail) id {queue_id}; {}", rfc5322_date(unix_time(now)));
-    let data =
-        headers::prepend(&[("Authentication-Results", &format!("{hostname}; none")), ("Received", &received)], &body);
+    let report = dsn::build(&report);
     let deliveries = deliveries_for(store, sender).await?;
     if deliveries.is_empty() {
         tracing::warn!(to = sender, queue_id = %original.queue_id, "no mailbox for a delivery notice; dropped");
         return Ok(None);
     }
-    Ok(Some(NewMessage {
-        queue_id,
-        envelope: Envelope {
-            sender: String::new(),
-            auth_results: "none".into(),
-            body_8bit: has_8bit(&data),
-            smtputf8: !sender.is_ascii(),
-            ..Envelope::default()
-        },
-        received_at: now,
-        data,
-        spooled: None,
-        deliveries: deliveries.into_iter().map(|d| (d, RecipientDsn::default())).collect(),
-    }))
+    let notice = OwnMessage { hostname, queue_id, sender: String::new(), fields: &[], rest: &report, now };
+    Ok(Some(notice.build(deliveries)))
 }
 
 /// Where a notice to `address` goes: a local account's INBOX (through aliases and the
