@@ -38,6 +38,9 @@ pub fn check_key<'a>(keys: impl IntoIterator<Item = (&'a str, i64)>, key: &str, 
 
 /// A well-formed key for the tests: 64 of `[A-Za-z0-9]`.
 #[cfg(test)]
+pub(crate) const TEST_KEY: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01";
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -53,6 +56,3 @@ mod tests {
         assert_eq!(check_key([], &k1, 100), Verdict::Invalid);
     }
 }
-
-#[cfg(test)]
-pub(crate) const TEST_KEY: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01";

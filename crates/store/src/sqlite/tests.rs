@@ -386,7 +386,7 @@ async fn authkey_settings_keys_and_verify_log() {
         store_ref.authkeys(a, at).await.unwrap().into_iter().map(|k| k.key).collect::<Vec<_>>()
     };
     assert_eq!(unexpired(114).await, [k2.clone(), k1.clone()]);
-    assert_eq!(unexpired(115).await, [k2.clone()], "expired at expires_at");
+    assert_eq!(unexpired(115).await, std::slice::from_ref(&k2), "expired at expires_at");
     assert!(store.authkeys("bob@example.org", 100).await.unwrap().is_empty());
     assert_eq!(store.delete_expired_authkeys(120).await.unwrap(), 1);
     assert_eq!(store.authkeys(a, 0).await.unwrap().len(), 1);
