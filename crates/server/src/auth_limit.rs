@@ -150,9 +150,21 @@ impl AuthLimiter {
             None => 0,
         };
         let count = if familiar { ip_count } else { ip_count.max(account_count) };
-        // 250 ms, 500 ms, 1 s, ... up to MAX_DELAY.
-        let delay = Duration::from_millis(250u64.saturating_mul(1u64 << count.saturating_sub(1).min(10)));
-        delay.min(MAX_DELAY)
+        delay_after(count)
+    }
+
+    /// Records a failed X-RCRAM-VERIFY answer (SPEC 8.2) for the account only. The
+    /// connecting IP is a verifier's and stands for all its clients, which it counts by
+    /// their own IPs; counting it here would let one stranger at the verifier block every
+    /// user there.
+    pub fn record_relayed_failure(&self, account: &str, familiar: bool) -> Duration {
+        let key = self.account_key(account);
+        let count = self.by_account.lock().unwrap_or_else(|p| p.into_inner()).bump(key, self.window);
+        if familiar {
+            Duration::ZERO
+        } else {
+            delay_after(count)
+        }
     }
 
     #[cfg(test)]
@@ -161,6 +173,12 @@ impl AuthLimiter {
         let accounts = self.by_account.lock().unwrap_or_else(|p| p.into_inner()).map.len();
         (ips, accounts)
     }
+}
+
+/// The wait before answering the `count`th failure: 250 ms, 500 ms, 1 s, ... up to
+/// MAX_DELAY.
+fn delay_after(count: u32) -> Duration {
+    Duration::from_millis(250u64.saturating_mul(1u64 << count.saturating_sub(1).min(10))).min(MAX_DELAY)
 }
 
 #[cfg(test)]
@@ -188,6 +206,20 @@ mod tests {
         limiter.record_failure(a, None, false);
         assert!(limiter.ip_blocked(a));
         assert!(limiter.record_failure(a, None, false) <= MAX_DELAY);
+    }
+
+    #[test]
+    fn a_verifiers_relayed_failures_count_for_the_account_only() {
+        let limiter = AuthLimiter::new(2, 2, Duration::from_secs(60));
+        for account in ["u@x", "v@x", "w@x"] {
+            assert!(limiter.record_relayed_failure(account, false) > Duration::ZERO);
+        }
+        // One failure each: no account over its limit, and no network counted at all.
+        assert!(["u@x", "v@x", "w@x"].iter().all(|a| !limiter.account_blocked(a)));
+        limiter.record_relayed_failure("u@x", false);
+        assert!(limiter.account_blocked("u@x"));
+        assert_eq!(limiter.entries().0, 0, "no network counted");
+        assert_eq!(limiter.record_relayed_failure("u@x", true), Duration::ZERO, "a familiar verifier is not slowed");
     }
 
     #[test]

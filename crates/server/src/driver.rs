@@ -127,15 +127,7 @@ impl AuthGuard {
         peer: SocketAddr,
         authcid: &str,
     ) -> Result<Option<Secrets>, AuthRefusal> {
-        if limiter.ip_blocked(peer.ip()) {
-            tracing::warn!(%peer, %authcid, "authentication refused: too many recent failures from this network");
-            return Err(AuthRefusal::Blocked);
-        }
-        // One indexed read, and only while the account is over its limit.
-        if limiter.account_blocked(authcid) && !self.is_familiar(store, peer, authcid).await? {
-            tracing::warn!(%peer, %authcid, "authentication refused: too many recent failures for this account");
-            return Err(AuthRefusal::Blocked);
-        }
+        self.admit(store, limiter, peer, authcid).await?;
         match store.get_account(authcid).await {
             Ok(account) => Ok(account.map(|a| a.secrets)),
             Err(e) => {
@@ -143,6 +135,29 @@ impl AuthGuard {
                 Err(AuthRefusal::Unavailable)
             }
         }
+    }
+
+    /// Whether an attempt for `account` may start: not while the client network is over
+    /// its failure limit, nor while the account is over its limit, unless this network has
+    /// logged in to it within FAMILIAR_FOR (SPEC 3: strangers cannot lock the owner out).
+    /// For SASL here and for RCRAM-MD5 and X-RCRAM-VERIFY (SPEC 8.2) alike.
+    pub(crate) async fn admit(
+        &mut self,
+        store: &dyn Store,
+        limiter: &AuthLimiter,
+        peer: SocketAddr,
+        account: &str,
+    ) -> Result<(), AuthRefusal> {
+        if limiter.ip_blocked(peer.ip()) {
+            tracing::warn!(%peer, %account, "authentication refused: too many recent failures from this network");
+            return Err(AuthRefusal::Blocked);
+        }
+        // One indexed read, and only while the account is over its limit.
+        if limiter.account_blocked(account) && !self.is_familiar(store, peer, account).await? {
+            tracing::warn!(%peer, %account, "authentication refused: too many recent failures for this account");
+            return Err(AuthRefusal::Blocked);
+        }
+        Ok(())
     }
 
     async fn is_familiar(&mut self, store: &dyn Store, peer: SocketAddr, account: &str) -> Result<bool, AuthRefusal> {
@@ -161,7 +176,9 @@ impl AuthGuard {
     }
 
     /// An exchange ended: a success is remembered for the client network, a failure is
-    /// counted. Returns how long to wait before the failure reply.
+    /// counted. Returns how long to wait before the failure reply. `via_verifier`: an
+    /// X-RCRAM-VERIFY answer, whose failure counts for the account only (SPEC 8.2; see
+    /// [`AuthLimiter::record_relayed_failure`]).
     pub(crate) async fn finished(
         &mut self,
         store: &dyn Store,
@@ -169,6 +186,7 @@ impl AuthGuard {
         peer: SocketAddr,
         authcid: Option<&str>,
         success: bool,
+        via_verifier: bool,
     ) -> Duration {
         match authcid {
             Some(account) if success => {
@@ -180,7 +198,10 @@ impl AuthGuard {
             _ => {
                 let familiar =
                     authcid.is_some_and(|a| self.familiar_to.as_deref().is_some_and(|f| f.eq_ignore_ascii_case(a)));
-                limiter.record_failure(peer.ip(), authcid, familiar)
+                match authcid {
+                    Some(account) if via_verifier => limiter.record_relayed_failure(account, familiar),
+                    _ => limiter.record_failure(peer.ip(), authcid, familiar),
+                }
             }
         }
     }

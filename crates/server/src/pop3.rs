@@ -166,7 +166,7 @@ async fn run_session(
                 Event::AuthFinished { authcid, success } => {
                     let store = context.store.as_ref();
                     let limiter = &context.auth_limiter;
-                    let delay = Box::pin(auth.finished(store, limiter, peer, authcid.as_deref(), success)).await;
+                    let delay = Box::pin(auth.finished(store, limiter, peer, authcid.as_deref(), success, false)).await;
                     if !success {
                         tracing::warn!(%peer, user = ?authcid, "POP3 authentication failed");
                         // The growing delay slows password guessing (SPEC 3).

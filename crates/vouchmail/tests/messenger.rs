@@ -937,3 +937,46 @@ async fn rcram_failures_count_towards_the_auth_limits() {
         other => panic!("expected 454: {other:?}"),
     }
 }
+
+/// RCRAM-MD5 through lrsupport for `address`, from a client at `from`.
+async fn rcram_from(f: &Federation, from: &str, address: &str, password: &str) -> RcramOutcome {
+    let mut c = LineClient::connect_from(f.lrsupport.messenger(), from.parse().unwrap()).await;
+    c.rcram(address, password, "mail.lrsupport.test").await
+}
+
+/// SPEC 3 and 8.2: a stranger's wrong passwords, relayed by a verifier, neither lock the
+/// owner out (at the verifier or at the home server) nor block the verifier's other users
+/// at the home server: there the verifier's IP stands for all its clients.
+#[tokio::test]
+async fn strangers_rcram_failures_lock_out_neither_the_owner_nor_the_verifiers_other_users() {
+    let f = Federation::start(|c| {
+        c.auth.max_failures_per_ip = 2;
+        c.auth.max_failures_per_account = 2;
+    })
+    .await;
+    f.galkam.store.add_account(account("nurse@galkam.test")).await.unwrap();
+    // glen logs in from his usual seat: it becomes familiar to lrsupport, and lrsupport
+    // to galkam, for glen.
+    let seat = "127.0.0.1";
+    assert!(matches!(rcram_from(&f, seat, "glen@galkam.test", PASSWORD).await, RcramOutcome::Authenticated(_)));
+    // Strangers, each from its own address: two wrong guesses, then glen's account is over
+    // its limit for anyone new to it.
+    for (n, stranger) in ["127.0.0.60", "127.0.0.61", "127.0.0.62"].into_iter().enumerate() {
+        match (n, rcram_from(&f, stranger, "glen@galkam.test", "wrong").await) {
+            (0 | 1, RcramOutcome::Refused(reply)) => assert!(reply.to_string().starts_with("535 5.7.8 "), "{reply}"),
+            (2, RcramOutcome::Temporary(reply)) => assert!(reply.to_string().starts_with("454 4.7.0 "), "{reply}"),
+            (n, other) => panic!("guess {n}: {other:?}"),
+        }
+    }
+    // glen from his seat still gets in: familiar at both servers.
+    match rcram_from(&f, seat, "glen@galkam.test", PASSWORD).await {
+        RcramOutcome::Authenticated(_) => {}
+        other => panic!("the owner was locked out: {other:?}"),
+    }
+    // Another user of the same verifier, from a new address: galkam counted the failures
+    // for glen's account, not for lrsupport's IP.
+    match rcram_from(&f, "127.0.0.70", "nurse@galkam.test", PASSWORD).await {
+        RcramOutcome::Authenticated(_) => {}
+        other => panic!("the verifier was blocked at the home server: {other:?}"),
+    }
+}

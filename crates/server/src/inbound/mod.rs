@@ -12,9 +12,12 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use vouchmail_proto::sasl::SaslError;
 use vouchmail_proto::smtp::address::{Address, ReversePath};
 use vouchmail_proto::smtp::reply::{EnhancedCode, Reply};
-use vouchmail_proto::smtp::session::{Event, MessengerAnswer, MessengerRequest, Session, SessionConfig, TlsInfo};
+use vouchmail_proto::smtp::session::{
+    sasl_reply, Event, MessengerAnswer, MessengerRequest, RcramVerdict, Session, SessionConfig, TlsInfo,
+};
 use vouchmail_store::Store;
 
 use crate::auth_limit::AuthLimiter;
@@ -285,10 +288,19 @@ async fn run_session(
                         )));
                         continue;
                     };
-                    let limiter = context.auth_limiter.as_ref();
+                    let (store, limiter) = (context.store.as_ref(), context.auth_limiter.as_ref());
                     let verdict = match request {
+                        // SPEC 8.2 / SPEC 3: the AUTH limits hold for remote logins too, with
+                        // the same exemption for familiar clients (at the home server, the
+                        // verifier is the client).
+                        MessengerRequest::RcramStart { address } | MessengerRequest::VerifyStart { address, .. }
+                            if Box::pin(auth.admit(store, limiter, peer, &address)).await.is_err() =>
+                        {
+                            rcram_link.cancel();
+                            Some(RcramVerdict::Unavailable(sasl_reply(SaslError::Temporary)))
+                        }
                         MessengerRequest::RcramStart { address } => {
-                            Some(Box::pin(messenger.rcram_start(&mut rcram_link, &address, peer, limiter)).await)
+                            Some(Box::pin(messenger.rcram_start(&mut rcram_link, &address, peer)).await)
                         }
                         MessengerRequest::RcramAnswer { address, line } => {
                             Some(Box::pin(messenger.rcram_answer(&mut rcram_link, &address, &line, peer)).await)
@@ -324,11 +336,14 @@ async fn run_session(
                     tracing::info!(%peer, %node, reply = %reply, "ETRN");
                     session.etrn_verdict(reply);
                 }
-                Event::AuthFinished { authcid, success } => {
+                Event::AuthFinished { authcid, success, via_verifier } => {
                     let store = context.store.as_ref();
                     let limiter = &context.auth_limiter;
-                    let delay = Box::pin(auth.finished(store, limiter, peer, authcid.as_deref(), success)).await;
-                    if success {
+                    let delay =
+                        Box::pin(auth.finished(store, limiter, peer, authcid.as_deref(), success, via_verifier)).await;
+                    if success && via_verifier {
+                        tracing::info!(%peer, user = ?authcid, "verified for a verifier (X-RCRAM-VERIFY)");
+                    } else if success {
                         tracing::info!(%peer, user = ?authcid, "authenticated");
                     } else {
                         tracing::warn!(%peer, user = ?authcid, "authentication failed");

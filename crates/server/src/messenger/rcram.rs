@@ -49,23 +49,10 @@ fn domain_of(address: &str) -> &str {
 
 impl Messenger {
     /// Verifier, steps 2 to 4: ask the home server for a challenge bound to us.
-    pub async fn rcram_start(
-        &self,
-        link: &mut RcramLink,
-        address: &str,
-        peer: SocketAddr,
-        limiter: &AuthLimiter,
-    ) -> RcramVerdict {
+    pub async fn rcram_start(&self, link: &mut RcramLink, address: &str, peer: SocketAddr) -> RcramVerdict {
         link.cancel();
         let domain = domain_of(address).to_ascii_lowercase();
         let unavailable = || RcramVerdict::Unavailable(Reply::rcram_home_unavailable(&domain));
-        // SPEC 8.2 / SPEC 3: the AUTH limits hold for remote logins too.
-        if limiter.ip_blocked(peer.ip()) || limiter.account_blocked(address) {
-            tracing::warn!(%peer, %address, "RCRAM-MD5 refused: too many recent failures");
-            return RcramVerdict::Unavailable(vouchmail_proto::smtp::session::sasl_reply(
-                vouchmail_proto::sasl::SaslError::Temporary,
-            ));
-        }
         let mut connection = match self.client.connect(&domain).await {
             Ok(connection) => connection,
             Err(e) => {
@@ -138,6 +125,7 @@ impl Messenger {
     }
 
     /// Home server, step 3: check the caller and the address, issue the bound challenge.
+    /// The driver has applied the AUTH limits (the verifier being the client).
     pub async fn verify_start(
         &self,
         address: &str,
@@ -145,12 +133,6 @@ impl Messenger {
         peer: SocketAddr,
         limiter: &AuthLimiter,
     ) -> RcramVerdict {
-        if limiter.ip_blocked(peer.ip()) || limiter.account_blocked(address) {
-            tracing::warn!(%peer, %address, "X-RCRAM-VERIFY refused: too many recent failures");
-            return RcramVerdict::Unavailable(vouchmail_proto::smtp::session::sasl_reply(
-                vouchmail_proto::sasl::SaslError::Temporary,
-            ));
-        }
         // SPEC 8.2 step 3: the connecting IP must be an address of the verifier's name.
         let addresses = match self.client.dns().addresses(verifier).await {
             Ok(addresses) => addresses,
@@ -163,6 +145,9 @@ impl Messenger {
         };
         if !addresses.contains(&peer.ip()) {
             tracing::warn!(%peer, %address, %verifier, "X-RCRAM-VERIFY: the caller is not an address of the verifier name");
+            // Not the verifier it claims to be, so no stand-in for anyone's clients: its
+            // own network counts the failure too (the session counts the address).
+            limiter.record_failure(peer.ip(), None, false);
             return RcramVerdict::Refused(Reply::rcram_verifier_refused(verifier));
         }
         match self.cram_secret(address).await {

@@ -205,11 +205,10 @@ async fn rcram_to_a_home_server_without_x_rcram_verify_is_454_unless_legacy_mode
         .start()
         .await;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
-    let limiter = crate::auth_limit::AuthLimiter::new(5, 10, std::time::Duration::from_secs(60));
     let peer: SocketAddr = "127.0.0.9:4000".parse().unwrap();
     let mut link = super::rcram::RcramLink::default();
     let messenger = Messenger::new(&config(dir.path(), dns.addr()), Arc::clone(&store)).unwrap();
-    let verdict = messenger.rcram_start(&mut link, "ann@home.test", peer, &limiter).await;
+    let verdict = messenger.rcram_start(&mut link, "ann@home.test", peer).await;
     match verdict {
         RcramVerdict::Unavailable(reply) => assert!(reply.to_string().starts_with("454 4.7.0 "), "{reply}"),
         other => panic!("expected 454: {other:?}"),
@@ -220,7 +219,7 @@ async fn rcram_to_a_home_server_without_x_rcram_verify_is_454_unless_legacy_mode
     let mut legacy = config(dir.path(), dns.addr());
     legacy.messenger.legacy_rcram = true;
     let messenger = Messenger::new(&legacy, Arc::clone(&store)).unwrap();
-    let verdict = messenger.rcram_start(&mut link, "ann@home.test", peer, &limiter).await;
+    let verdict = messenger.rcram_start(&mut link, "ann@home.test", peer).await;
     assert_eq!(verdict, RcramVerdict::Relayed334 { wire: b"334 PDEyMy40NTZAaG9tZS50ZXN0Pg==\r\n".to_vec() });
     let verdict = messenger.rcram_answer(&mut link, "ann@home.test", "YW5uQGhvbWUudGVzdCAwMTIz", peer).await;
     assert_eq!(verdict, RcramVerdict::Success);

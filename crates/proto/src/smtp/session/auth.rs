@@ -135,7 +135,7 @@ impl<R> Session<R> {
                 self.state = State::Command;
                 self.reply(Reply::new(235, EnhancedCode(2, 7, 0), "Authentication successful"));
                 self.authenticated = Some(authcid.clone());
-                Some(Event::AuthFinished { authcid: Some(authcid), success: true })
+                Some(Event::AuthFinished { authcid: Some(authcid), success: true, via_verifier: false })
             }
             ServerStep::Failure(error) => {
                 self.finish_auth_failure(error);
@@ -153,7 +153,7 @@ impl<R> Session<R> {
         let counts =
             matches!(error, SaslError::BadCredentials | SaslError::AuthzDenied | SaslError::MechanismUnavailable);
         if counts {
-            self.pending_events.push_back(Event::AuthFinished { authcid, success: false });
+            self.pending_events.push_back(Event::AuthFinished { authcid, success: false, via_verifier: false });
         }
     }
 }

@@ -187,7 +187,9 @@ pub enum Event<R> {
     /// or [`Session::auth_unavailable`] when they cannot be read now.
     LookupSecrets { authcid: String },
     /// An AUTH exchange ended (for failure counting and the growing delay); no answer needed.
-    AuthFinished { authcid: Option<String>, success: bool },
+    /// `via_verifier`: an X-RCRAM-VERIFY exchange (SPEC 8.2), whose connecting IP is a
+    /// verifier's, standing for all of its clients (it counts them by their own IPs).
+    AuthFinished { authcid: Option<String>, success: bool, via_verifier: bool },
     /// ODMR ATRN by the authenticated account (empty: every domain it may take): answer
     /// with [`Session::atrn_verdict`]; on success the roles reverse (RFC 2645 5.2.1).
     Atrn { domains: Vec<String> },

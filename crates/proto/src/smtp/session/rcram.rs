@@ -131,20 +131,21 @@ impl<R> Session<R> {
             RcramVerdict::Success => {
                 self.rcram = None;
                 self.state = State::Command;
-                match exchange {
-                    Exchange::Relay { address } => {
-                        // Step 6: authenticated as the address, remotely.
-                        self.reply(Reply::rcram_authenticated(&address));
-                        self.authenticated = Some(address);
-                        self.remote = true;
-                    }
-                    Exchange::Verify { .. } => {
-                        // A 235 to X-RCRAM-VERIFY grants verification only.
-                        self.reply(Reply::rcram_verified());
-                        self.verified_only = true;
-                    }
+                let via_verifier = matches!(exchange, Exchange::Verify { .. });
+                let address = exchange.address().to_string();
+                if via_verifier {
+                    // A 235 to X-RCRAM-VERIFY grants verification only.
+                    self.reply(Reply::rcram_verified());
+                    self.verified_only = true;
+                } else {
+                    // Step 6: authenticated as the address, remotely.
+                    self.reply(Reply::rcram_authenticated(&address));
+                    self.authenticated = Some(address.clone());
+                    self.remote = true;
                 }
-                None
+                // A success makes the client (or verifier) familiar to the address, so that
+                // strangers' failures cannot lock it out (SPEC 3).
+                Some(Event::AuthFinished { authcid: Some(address), success: true, via_verifier })
             }
             RcramVerdict::Refused(reply) => {
                 self.rcram = None;
@@ -152,7 +153,12 @@ impl<R> Session<R> {
                 self.error(reply);
                 // SPEC 8.2: failures count towards the AUTH limits for the client and the
                 // address.
-                Some(Event::AuthFinished { authcid: Some(exchange.address().to_string()), success: false })
+                let via_verifier = matches!(exchange, Exchange::Verify { .. });
+                Some(Event::AuthFinished {
+                    authcid: Some(exchange.address().to_string()),
+                    success: false,
+                    via_verifier,
+                })
             }
             RcramVerdict::Unavailable(reply) => {
                 self.rcram = None;

@@ -22,7 +22,8 @@ struct Harness {
     session: Session<String>,
     messages: Vec<Envelope<String>>,
     commit_result: Option<Reply>,
-    auth_outcomes: Vec<(Option<String>, bool)>,
+    /// (authcid, success, via_verifier) of each AuthFinished.
+    auth_outcomes: Vec<(Option<String>, bool, bool)>,
     block_auth: bool,
     /// What the session spilled ([`Event::BodyChunk`]), as a driver's spool file would hold it.
     spool: Vec<u8>,
@@ -100,7 +101,9 @@ impl Harness {
                         continue;
                     }
                 }
-                Event::AuthFinished { authcid, success } => self.auth_outcomes.push((authcid, success)),
+                Event::AuthFinished { authcid, success, via_verifier } => {
+                    self.auth_outcomes.push((authcid, success, via_verifier))
+                }
                 Event::BodyChunk { offset, chunk } => {
                     if offset == 0 {
                         self.spool.clear();
@@ -597,7 +600,7 @@ fn auth_plain_with_initial_response_then_rules() {
     let ir = b64("\0user@local.example\0pencil");
     assert_eq!(h.codes(format!("AUTH PLAIN {ir}\r\n").as_bytes()), ["235 2.7.0"]);
     assert_eq!(h.session.authenticated(), Some("user@local.example"));
-    assert_eq!(h.auth_outcomes, [(Some("user@local.example".to_string()), true)]);
+    assert_eq!(h.auth_outcomes, [(Some("user@local.example".to_string()), true, false)]);
     assert_eq!(h.codes(format!("AUTH PLAIN {ir}\r\n").as_bytes()), ["503 5.5.1"]);
     // No AUTH line in EHLO after success.
     assert!(!h.send(b"EHLO c\r\n").contains("AUTH"));
@@ -630,7 +633,7 @@ fn bad_password_is_535_and_counted_and_session_stays_usable() {
     let mut h = tls_harness(Service::Submission);
     let ir = b64("\0user@local.example\0wrong");
     assert_eq!(h.codes(format!("AUTH PLAIN {ir}\r\n").as_bytes()), ["535 5.7.8"]);
-    assert_eq!(h.auth_outcomes, [(Some("user@local.example".to_string()), false)]);
+    assert_eq!(h.auth_outcomes, [(Some("user@local.example".to_string()), false, false)]);
     let unknown = b64("\0ghost@local.example\0pencil");
     assert_eq!(h.codes(format!("AUTH PLAIN {unknown}\r\n").as_bytes()), ["535 5.7.8"]);
     assert_eq!(h.codes(b"NOOP\r\n"), ["250 2.0.0"]);
@@ -1068,7 +1071,8 @@ fn rcram_relays_the_challenge_and_the_answer_unchanged() {
     assert_eq!(h.codes(b"RSET\r\nBOOK smith\r\n"), ["250 2.0.0", "250 0"]);
     assert_eq!(h.codes(b"PUBCERT\r\nTRACK\r\nRECEIPT <known@x.example> DECRYPTED\r\n"), ["530 5.7.0"; 3]);
     assert_eq!(h.codes(b"AUTH RCRAM-MD5 user@home.example\r\n"), ["503 5.5.1"]);
-    assert!(h.auth_outcomes.is_empty());
+    // The success is reported, so the client becomes familiar to the address (SPEC 3).
+    assert_eq!(h.auth_outcomes, [(Some("user@home.example".to_string()), true, false)]);
 }
 
 #[test]
@@ -1077,7 +1081,7 @@ fn rcram_refusals_count_and_unreachable_is_454() {
     h.send(b"AUTH RCRAM-MD5 user@home.example\r\n");
     let wrong = format!("{}\r\n", b64("user@home.example wrong"));
     assert_eq!(h.codes(wrong.as_bytes()), ["535 5.7.8"]);
-    assert_eq!(h.auth_outcomes, [(Some("user@home.example".to_string()), false)]);
+    assert_eq!(h.auth_outcomes, [(Some("user@home.example".to_string()), false, false)]);
     assert_eq!(h.codes(b"AUTH RCRAM-MD5 user@down.example\r\n"), ["454 4.7.0"]);
     assert_eq!(h.auth_outcomes.len(), 1, "454 is not a failed attempt");
     // Cancel: 501, the driver drops its exchange; not a failed attempt.
@@ -1118,6 +1122,8 @@ fn x_rcram_verify_issues_a_bound_challenge_and_grants_verification_only() {
     );
     assert!(h.session.is_verified_only());
     assert_eq!(h.session.authenticated(), None);
+    // Reported as a verifier's success: the driver remembers the verifier, logs in no one.
+    assert_eq!(h.auth_outcomes, [(Some("user@local.example".to_string()), true, true)]);
     // SPEC 8.2: MAIL on this connection gets 503 5.7.0; no second AUTH.
     assert_eq!(h.codes(b"MAIL FROM:<user@local.example>\r\n"), ["503 5.7.0"]);
     assert_eq!(h.codes(b"AUTH PLAIN AHVzZXJAbG9jYWwuZXhhbXBsZQBwZW5jaWw=\r\n"), ["503 5.5.1"]);
@@ -1133,6 +1139,8 @@ fn x_rcram_verify_refusals() {
     let wrong = format!("{}\r\n", b64("user@local.example bad"));
     assert_eq!(h.codes(wrong.as_bytes()), ["535 5.7.8"]);
     assert_eq!(h.auth_outcomes.len(), 3, "every refusal counts");
+    // For the address only: the IP is the verifier's, which counts its clients itself.
+    assert!(h.auth_outcomes.iter().all(|(_, success, via_verifier)| !success && *via_verifier));
     h.send(b"AUTH X-RCRAM-VERIFY user@local.example v.example\r\n");
     assert_eq!(h.codes(b"not base64!\r\n"), ["501 5.5.2"]);
     assert_eq!(
