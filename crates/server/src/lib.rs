@@ -192,7 +192,8 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     // SPEC 8.3: the NOTIFY outbox, sending remote senders' tracking records to the home
     // servers of their domains over the federation client, retried while they are down.
     let sender = Arc::new(messenger::notify::FederationNotifySender::new(Arc::clone(messenger.client())));
-    let outbox = tracking::Outbox::new(Arc::clone(&store), sender, tracking::OutboxSettings::from_config(config));
+    let settings = tracking::OutboxSettings::from_config(config);
+    let outbox = tracking::Outbox::new(Arc::clone(&store), sender, settings, messenger.outbox_bell().clone());
     outbox.spawn(shutdown_rx.clone(), &sessions);
     // SPEC 8.4: the scheduled pull of the peers' Entity Index entries.
     if config.messenger.pull_interval_secs > 0 {
@@ -209,7 +210,12 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         let interval = Duration::from_secs(entry.interval_secs.max(10));
         sessions.spawn(odmr_customer::run_scheduled(options, interval, local, shutdown_rx.clone()));
     }
-    let shared = Pop3Shared { tls: &tls, auth_limiter: &auth_limiter, fake_salt_key: &fake_salt_key };
+    let shared = Pop3Shared {
+        tls: &tls,
+        auth_limiter: &auth_limiter,
+        fake_salt_key: &fake_salt_key,
+        outbox_bell: messenger.outbox_bell(),
+    };
     start_pop3(config, &store, shared, &shutdown_rx, &sessions, &mut server).await?;
     start_authkey(config, &store, &shutdown_rx, &sessions, &mut server)?;
     if config.outbound.enabled {
@@ -270,6 +276,7 @@ struct Pop3Shared<'a> {
     tls: &'a Tls,
     auth_limiter: &'a Arc<AuthLimiter>,
     fake_salt_key: &'a SiteSecret,
+    outbox_bell: &'a tracking::OutboxBell,
 }
 
 /// The POP3 listeners (SPEC 9): pop3 with STLS and pop3s with implicit TLS, sharing one
@@ -294,6 +301,7 @@ async fn start_pop3(
             locks: Arc::clone(&locks),
             tls: Some(shared.tls.clone()),
             implicit_tls,
+            outbox_bell: shared.outbox_bell.clone(),
         });
         for addr in addrs {
             let listener = driver::listen(*addr)?;

@@ -31,6 +31,8 @@ pub struct Pop3Context {
     pub tls: Option<Tls>,
     /// Port 995: TLS from the first byte (RFC 8314).
     pub implicit_tls: bool,
+    /// Rung when a download queues a tracking record for NOTIFY (SPEC 8.3).
+    pub outbox_bell: crate::tracking::OutboxBell,
 }
 
 /// The maildrops open in a session on this node (RFC 1939 8: exclusive access). One node
@@ -208,7 +210,7 @@ async fn run_session(
                             at: vouchmail_proto::time::unix_seconds(std::time::SystemTime::now()),
                             reporting_server: context.session_config.hostname.clone(),
                         };
-                        crate::tracking::record_event(context.store.as_ref(), event).await;
+                        crate::tracking::record_event(context.store.as_ref(), event, &context.outbox_bell).await;
                     }
                 }
                 Event::Update { deleted } => {

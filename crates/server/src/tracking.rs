@@ -37,7 +37,9 @@ fn now() -> i64 {
 
 /// Records an event and logs where its record went. Never fails: a download that went out
 /// must not fail because it could not be noted (the error is logged).
-pub async fn record_event(store: &dyn Store, event: NewTrackingEvent) -> Option<TrackingOutcome> {
+/// A record queued for NOTIFY rings `bell`, so the outbox sends it now rather than at its
+/// next poll.
+pub async fn record_event(store: &dyn Store, event: NewTrackingEvent, bell: &OutboxBell) -> Option<TrackingOutcome> {
     let (recipient, kind) = (event.recipient.clone(), event.kind);
     match store.track_event(event).await {
         Ok(outcome) => {
@@ -50,7 +52,8 @@ pub async fn record_event(store: &dyn Store, event: NewTrackingEvent) -> Option<
                         tracing::info!(%recipient, %kind, %owner, "tracking record into the sender's Tracking folder")
                     }
                     TrackingRoute::Outbox { domain } => {
-                        tracing::info!(%recipient, %kind, %domain, "tracking record queued for NOTIFY")
+                        tracing::info!(%recipient, %kind, %domain, "tracking record queued for NOTIFY");
+                        bell.ring();
                     }
                     TrackingRoute::Unroutable { reason } => {
                         tracing::warn!(%recipient, %kind, %reason, "tracking record not made")
@@ -73,7 +76,13 @@ pub async fn record_event(store: &dyn Store, event: NewTrackingEvent) -> Option<
 /// `RECEIPT <message-id> DECRYPTED|FAILED` from `user` (an authenticated local session),
 /// SPEC 8.3: `250 2.0.0` (also when recorded before: each event once), `550 5.1.0` when no
 /// such message was delivered to the user, `451 4.3.0` when the store fails.
-pub async fn receipt_reply(store: &dyn Store, user: &str, receipt: &Receipt, reporting_server: &str) -> Reply {
+pub async fn receipt_reply(
+    store: &dyn Store,
+    user: &str,
+    receipt: &Receipt,
+    reporting_server: &str,
+    bell: &OutboxBell,
+) -> Reply {
     let event = NewTrackingEvent {
         recipient: user.to_string(),
         subject: TrackingSubject::MessageId(receipt.message_id.clone()),
@@ -81,7 +90,7 @@ pub async fn receipt_reply(store: &dyn Store, user: &str, receipt: &Receipt, rep
         at: now(),
         reporting_server: reporting_server.to_string(),
     };
-    match record_event(store, event).await {
+    match record_event(store, event, bell).await {
         Some(TrackingOutcome::NotFound) => Reply::receipt_no_such_message(&receipt.message_id),
         Some(_) => Reply::tracking_stored(),
         None => Reply::local_error("Cannot record the receipt now, try again later"),
@@ -185,22 +194,33 @@ impl OutboxPass {
     }
 }
 
+/// Makes the running outbox look at its entries now. Cloned into whatever queues records
+/// (POP3 RETR, RECEIPT); a ring while the outbox is busy is kept for its next wait.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxBell(Arc<Notify>);
+
+impl OutboxBell {
+    pub fn ring(&self) {
+        self.0.notify_one();
+    }
+}
+
 /// The NOTIFY outbox sender.
 pub struct Outbox {
     store: Arc<dyn Store>,
     sender: Arc<dyn NotifySender>,
     settings: OutboxSettings,
-    wake: Notify,
+    bell: OutboxBell,
 }
 
 impl Outbox {
-    pub fn new(store: Arc<dyn Store>, sender: Arc<dyn NotifySender>, settings: OutboxSettings) -> Arc<Outbox> {
-        Arc::new(Outbox { store, sender, settings, wake: Notify::new() })
-    }
-
-    /// Makes the running sender look at the outbox now (e.g. after a record was queued).
-    pub fn wake(&self) {
-        self.wake.notify_one();
+    pub fn new(
+        store: Arc<dyn Store>,
+        sender: Arc<dyn NotifySender>,
+        settings: OutboxSettings,
+        bell: OutboxBell,
+    ) -> Arc<Outbox> {
+        Arc::new(Outbox { store, sender, settings, bell })
     }
 
     /// Starts the sender as a server task; it stops when `shutdown` turns true.
@@ -229,7 +249,7 @@ impl Outbox {
             }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.wake.notified() => {}
+                _ = self.bell.0.notified() => {}
                 _ = shutdown.changed() => {}
             }
         }

@@ -80,6 +80,18 @@ async fn setup(dir: &tempfile::TempDir) -> (Arc<SqliteStore>, i64) {
 
 /// A message from `sender` (remotely authenticated) downloaded by abc555 at `at`.
 async fn downloaded(store: &SqliteStore, account: i64, queue_id: &str, sender: &str, at: i64) {
+    downloaded_ringing(store, account, queue_id, sender, at, &OutboxBell::default()).await;
+}
+
+/// As [`downloaded`], ringing `bell` as POP3 does.
+async fn downloaded_ringing(
+    store: &SqliteStore,
+    account: i64,
+    queue_id: &str,
+    sender: &str,
+    at: i64,
+    bell: &OutboxBell,
+) {
     let message = NewMessage {
         queue_id: queue_id.into(),
         envelope: Envelope {
@@ -105,10 +117,10 @@ async fn downloaded(store: &SqliteStore, account: i64, queue_id: &str, sender: &
         at,
         reporting_server: "mx.lrsupport.test".into(),
     };
-    let outcome = record_event(store, event.clone()).await.unwrap();
+    let outcome = record_event(store, event.clone(), bell).await.unwrap();
     assert!(matches!(outcome, TrackingOutcome::Recorded { route: TrackingRoute::Outbox { .. }, .. }));
     // Idempotent: the second RETR makes nothing.
-    assert_eq!(record_event(store, event).await.unwrap(), TrackingOutcome::Duplicate);
+    assert_eq!(record_event(store, event, bell).await.unwrap(), TrackingOutcome::Duplicate);
 }
 
 #[tokio::test]
@@ -120,7 +132,7 @@ async fn records_wait_while_the_home_server_is_down_survive_a_restart_and_arrive
     downloaded(&store, account, "Q3", "bob@other.test", AT).await;
     let home = Arc::new(FakeHomeServers::default());
     home.set("galkam.test", NotifyOutcome::Temporary("connection refused".into()));
-    let outbox = Outbox::new(store.clone(), home.clone(), settings());
+    let outbox = Outbox::new(store.clone(), home.clone(), settings(), OutboxBell::default());
     let pass = outbox.run_once(AT).await;
     assert_eq!(pass, OutboxPass { sent: 1, retried: 2, dropped: 0 });
     // Grouped by domain: one call per domain with all of its records.
@@ -133,7 +145,7 @@ async fn records_wait_while_the_home_server_is_down_survive_a_restart_and_arrive
     drop(store);
     let store = open(&dir);
     assert_eq!(store.list_notify_outbox().await.unwrap().len(), 2);
-    let outbox = Outbox::new(store.clone(), home.clone(), settings());
+    let outbox = Outbox::new(store.clone(), home.clone(), settings(), OutboxBell::default());
     // Not before the backoff.
     assert_eq!(outbox.run_once(AT + 59).await.handled(), 0);
     home.set("galkam.test", NotifyOutcome::Delivered);
@@ -169,7 +181,7 @@ async fn records_are_dropped_after_their_lifetime_or_a_refusal() {
     home.set("galkam.test", NotifyOutcome::Temporary("451 4.3.0 later".into()));
     home.set("other.test", NotifyOutcome::Permanent("550 5.1.1 no such sender".into()));
     let settings = OutboxSettings { lifetime_secs: 300, ..settings() };
-    let outbox = Outbox::new(store.clone(), home.clone(), settings);
+    let outbox = Outbox::new(store.clone(), home.clone(), settings, OutboxBell::default());
     assert_eq!(outbox.run_once(AT).await, OutboxPass { sent: 0, retried: 1, dropped: 1 });
     // Backoff 60, then 120 (the maximum): tries at +60 and +180; the next would be at +300.
     assert_eq!(outbox.run_once(AT + 60).await.retried, 1);
@@ -191,7 +203,7 @@ async fn the_task_sends_and_stops_on_shutdown() {
     let now = now();
     downloaded(&store, account, "Q1", "glen@galkam.test", now).await;
     let home = Arc::new(FakeHomeServers::default());
-    let outbox = Outbox::new(store.clone(), home.clone(), settings());
+    let outbox = Outbox::new(store.clone(), home.clone(), settings(), OutboxBell::default());
     let (stop, shutdown) = watch::channel(false);
     let tasks = TaskTracker::default();
     outbox.spawn(shutdown, &tasks);
@@ -206,20 +218,59 @@ async fn the_task_sends_and_stops_on_shutdown() {
     assert_eq!(tasks.wait(Duration::from_secs(5)).await, 0);
 }
 
+/// A queued record goes out when it is queued, not at the outbox's next poll (here an
+/// hour away).
+#[tokio::test]
+async fn a_queued_record_rings_the_outbox_awake() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, account) = setup(&dir).await;
+    let home = Arc::new(FakeHomeServers::default());
+    let bell = OutboxBell::default();
+    let settings = OutboxSettings { poll_interval: Duration::from_secs(3600), ..settings() };
+    let outbox = Outbox::new(store.clone(), home.clone(), settings, bell.clone());
+    let (stop, shutdown) = watch::channel(false);
+    let tasks = TaskTracker::default();
+    // The first record is there when the task starts: its first pass sends it, then it
+    // has nothing due and waits its hour.
+    downloaded(&store, account, "Q1", "glen@galkam.test", now()).await;
+    outbox.spawn(shutdown, &tasks);
+    let until = |n: usize| {
+        let home = home.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while home.delivered().len() < n && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            home.delivered().len()
+        }
+    };
+    assert_eq!(until(1).await, 1);
+    downloaded_ringing(&store, account, "Q2", "ann@galkam.test", now(), &bell).await;
+    assert_eq!(until(2).await, 2, "the ring woke the outbox");
+    stop.send(true).unwrap();
+    assert_eq!(tasks.wait(Duration::from_secs(5)).await, 0);
+}
+
 #[tokio::test]
 async fn receipt_notify_and_track_replies() {
     let dir = tempfile::tempdir().unwrap();
     let (store, account) = setup(&dir).await;
     downloaded(&store, account, "Q1", "glen@galkam.test", AT).await;
     let receipt = tracking::parse_receipt_argument("<Q1@x.test> DECRYPTED").unwrap();
-    let reply = receipt_reply(store.as_ref(), "abc555@lrsupport.test", &receipt, "mx.lrsupport.test").await;
+    let reply =
+        receipt_reply(store.as_ref(), "abc555@lrsupport.test", &receipt, "mx.lrsupport.test", &OutboxBell::default())
+            .await;
     assert_eq!(reply.to_wire(), b"250 2.0.0 Tracking record stored\r\n");
     // Each event once: a second RECEIPT is 250 and queues nothing more.
-    let again = receipt_reply(store.as_ref(), "abc555@lrsupport.test", &receipt, "mx.lrsupport.test").await;
+    let again =
+        receipt_reply(store.as_ref(), "abc555@lrsupport.test", &receipt, "mx.lrsupport.test", &OutboxBell::default())
+            .await;
     assert_eq!(again.code, 250);
     assert_eq!(store.list_notify_outbox().await.unwrap().len(), 2);
     let unknown = tracking::parse_receipt_argument("<nope@x.test> FAILED").unwrap();
-    let reply = receipt_reply(store.as_ref(), "abc555@lrsupport.test", &unknown, "mx.lrsupport.test").await;
+    let reply =
+        receipt_reply(store.as_ref(), "abc555@lrsupport.test", &unknown, "mx.lrsupport.test", &OutboxBell::default())
+            .await;
     assert!(reply.to_wire().starts_with(b"550 5.1.0 "));
     // NOTIFY for a local sender (abc555 sent a message to someone at galkam).
     let record = tracking::parse_notify_argument(

@@ -50,6 +50,8 @@ pub struct Messenger {
     legacy_rcram: bool,
     /// Challenges issued as home server, each accepted once (SPEC 8.2).
     registry: Mutex<vouchmail_proto::rcram::ChallengeRegistry>,
+    /// Rung when a RECEIPT queues a record for NOTIFY (SPEC 8.3).
+    outbox_bell: crate::tracking::OutboxBell,
 }
 
 impl Messenger {
@@ -62,7 +64,13 @@ impl Messenger {
             hostname: config.messenger_hostname().to_string(),
             legacy_rcram: config.messenger.legacy_rcram,
             registry: Mutex::new(vouchmail_proto::rcram::ChallengeRegistry::default()),
+            outbox_bell: crate::tracking::OutboxBell::default(),
         }))
+    }
+
+    /// What rings the NOTIFY outbox; the server's outbox and POP3 share it.
+    pub fn outbox_bell(&self) -> &crate::tracking::OutboxBell {
+        &self.outbox_bell
     }
 
     pub fn client(&self) -> &Arc<FederationClient> {
@@ -98,7 +106,14 @@ impl Messenger {
             MessengerRequest::Notify(record) => MessengerAnswer::Reply(self.notify(record, peer).await),
             MessengerRequest::Receipt(receipt) => {
                 let user = authenticated.unwrap_or_default();
-                let reply = crate::tracking::receipt_reply(self.store.as_ref(), user, &receipt, &self.hostname).await;
+                let reply = crate::tracking::receipt_reply(
+                    self.store.as_ref(),
+                    user,
+                    &receipt,
+                    &self.hostname,
+                    &self.outbox_bell,
+                )
+                .await;
                 tracing::info!(%peer, %user, message_id = %receipt.message_id, reply = %reply, "RECEIPT");
                 MessengerAnswer::Reply(reply)
             }
