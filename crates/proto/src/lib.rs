@@ -4,6 +4,7 @@
 //! events and bytes come out. The server crate wraps these in thin tokio drivers.
 
 pub mod authkey;
+pub mod csv;
 pub mod dsn;
 pub mod headers;
 pub mod messenger;

@@ -129,13 +129,8 @@ impl Record {
             self.event.as_str(),
             self.reporting_server.as_str(),
         ];
-        let mut line = String::new();
-        for (i, field) in fields.iter().enumerate() {
-            if i > 0 {
-                line.push(',');
-            }
-            write_field(field, &mut line);
-        }
+        // No field may hold a line break (checked above), so the record is one line.
+        let line = crate::csv::record(fields);
         if line.len() > MAX_RECORD_LEN {
             return Err(RecordError::TooLong);
         }
@@ -147,7 +142,10 @@ impl Record {
         if line.len() > MAX_RECORD_LEN {
             return Err(RecordError::TooLong);
         }
-        let fields = split_csv(line)?;
+        let fields = crate::csv::parse_record(line, FIELD_NAMES.len()).map_err(|e| match e.0 {
+            "too many fields" => RecordError::Csv("a record has six fields"),
+            why => RecordError::Csv(why),
+        })?;
         let [timestamp, message_id, sender, recipient, event, reporting_server]: [String; 6] =
             fields.try_into().map_err(|_| RecordError::Csv("a record has six fields"))?;
         let record = Record {
@@ -215,70 +213,6 @@ fn format_timestamp(secs: i64) -> Option<String> {
     const YEAR_10000: i64 = 253_402_300_800;
     let secs = u64::try_from(secs).ok().filter(|&s| (s as i64) < YEAR_10000)?;
     Some(rfc3339(UNIX_EPOCH + Duration::from_secs(secs)))
-}
-
-/// RFC 4180 2.6, 2.7: quoted when it holds `,` or `"`, with `"` doubled.
-fn write_field(field: &str, out: &mut String) {
-    if field.contains([',', '"']) {
-        out.push('"');
-        for ch in field.chars() {
-            if ch == '"' {
-                out.push('"');
-            }
-            out.push(ch);
-        }
-        out.push('"');
-    } else {
-        out.push_str(field);
-    }
-}
-
-/// RFC 4180 2: fields separated by commas; a field is either unquoted (no `"`) or quoted
-/// from its first to its last character, `""` standing for `"`.
-fn split_csv(line: &str) -> Result<Vec<String>, RecordError> {
-    let mut fields = Vec::new();
-    let mut chars = line.chars().peekable();
-    loop {
-        let mut field = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    None => return Err(RecordError::Csv("unterminated quoted field")),
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        field.push('"');
-                    }
-                    Some('"') => break,
-                    Some(ch) => field.push(ch),
-                }
-            }
-            match chars.next() {
-                None => {
-                    fields.push(field);
-                    return Ok(fields);
-                }
-                Some(',') => fields.push(field),
-                Some(_) => return Err(RecordError::Csv("text after a quoted field")),
-            }
-        } else {
-            loop {
-                match chars.next() {
-                    None => {
-                        fields.push(field);
-                        return Ok(fields);
-                    }
-                    Some(',') => break,
-                    Some('"') => return Err(RecordError::Csv("a quote inside an unquoted field")),
-                    Some(ch) => field.push(ch),
-                }
-            }
-            fields.push(field);
-        }
-        if fields.len() > FIELD_NAMES.len() {
-            return Err(RecordError::Csv("a record has six fields"));
-        }
-    }
 }
 
 /// A Message-ID as the field holds it (RFC 5322 3.6.4 `msg-id`, leniently): `<`, at least

@@ -244,11 +244,16 @@ fn check_address(address: &str) -> Result<()> {
     }
 }
 
+/// How far before now a new certificate's validity starts, so that a peer whose clock is
+/// behind ours does not refuse it as not yet valid (PUBCERT, CERT answers, decryption).
+pub const KEYGEN_BACKDATE: Duration = Duration::from_secs(3600);
+
 /// Makes an RSA key of [`KEYGEN_RSA_BITS`] and a self-signed S/MIME certificate for
-/// `address`, valid from now for `days` days. Returns `(key_pem, cert_pem)`: the key as
-/// PKCS#8 PEM, the certificate as PEM.
+/// `address`, valid for `days` days from [`KEYGEN_BACKDATE`] ago. Returns
+/// `(key_pem, cert_pem)`: the key as PKCS#8 PEM, the certificate as PEM.
 pub fn keygen(address: &str, days: u32) -> Result<(String, String)> {
-    keygen_with(address, days, SystemTime::now(), KEYGEN_RSA_BITS)
+    let not_before = SystemTime::now().checked_sub(KEYGEN_BACKDATE).unwrap_or(SystemTime::UNIX_EPOCH);
+    keygen_with(address, days, not_before, KEYGEN_RSA_BITS)
 }
 
 /// [`keygen`] with the start of validity and the key size chosen (2048 to 4096 bits).

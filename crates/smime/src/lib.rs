@@ -50,7 +50,9 @@ mod error;
 mod message;
 mod oids;
 
-pub use cert::{keygen, keygen_with, Certificate, PrivateKey, KEYGEN_RSA_BITS, MAX_DAYS, MIN_RSA_BITS};
+pub use cert::{
+    keygen, keygen_with, Certificate, PrivateKey, KEYGEN_BACKDATE, KEYGEN_RSA_BITS, MAX_DAYS, MIN_RSA_BITS,
+};
 pub use envelope::{canonicalize, decrypt, encrypt, encrypt_message};
 pub use error::{Error, Result};
 pub use message::{extract_cms, wrap_message, OuterHeaders, BASE64_LINE};

@@ -30,73 +30,16 @@ impl DirectoryEntry {
     /// The CSV record of the BOOK answer (without `250-`).
     pub fn book_line(&self) -> String {
         let ids = self.ids.join(";");
-        [self.mailbox.as_str(), &self.name, &self.organisation, &self.role, &ids]
-            .iter()
-            .map(|field| csv_field(field))
-            .collect::<Vec<_>>()
-            .join(",")
+        crate::csv::record([self.mailbox.as_str(), &self.name, &self.organisation, &self.role, &ids])
     }
 
     /// Reads a BOOK line back (the client side: `vouchmail client book`).
     pub fn parse_book_line(line: &str) -> Result<DirectoryEntry, String> {
-        let fields = parse_csv_record(line)?;
+        let fields = crate::csv::parse_record(line, 5).map_err(|e| e.to_string())?;
         let [mailbox, name, organisation, role, ids]: [String; 5] =
             fields.try_into().map_err(|f: Vec<String>| format!("{} fields, not 5", f.len()))?;
         let ids = ids.split(';').filter(|s| !s.is_empty()).map(str::to_string).collect();
         Ok(DirectoryEntry { mailbox, name, organisation, role, ids })
-    }
-}
-
-/// RFC 4180 2.6/2.7: quoted when it holds a comma, a quote or a line break; quotes doubled.
-pub fn csv_field(field: &str) -> String {
-    if field.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", field.replace('"', "\"\""))
-    } else {
-        field.to_string()
-    }
-}
-
-/// One CSV record (RFC 4180 2) on one line.
-pub fn parse_csv_record(line: &str) -> Result<Vec<String>, String> {
-    let mut fields = Vec::new();
-    let mut chars = line.chars().peekable();
-    loop {
-        let mut field = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    None => return Err("unterminated quoted field".into()),
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        field.push('"');
-                    }
-                    Some('"') => break,
-                    Some(c) => field.push(c),
-                }
-            }
-            match chars.next() {
-                None => {
-                    fields.push(field);
-                    return Ok(fields);
-                }
-                Some(',') => fields.push(field),
-                Some(_) => return Err("text after a quoted field".into()),
-            }
-        } else {
-            loop {
-                match chars.next() {
-                    None => {
-                        fields.push(field);
-                        return Ok(fields);
-                    }
-                    Some(',') => break,
-                    Some('"') => return Err("quote inside an unquoted field".into()),
-                    Some(c) => field.push(c),
-                }
-            }
-            fields.push(field);
-        }
     }
 }
 
@@ -131,11 +74,9 @@ mod tests {
     }
 
     #[test]
-    fn csv_errors() {
-        assert!(parse_csv_record("\"open").is_err());
-        assert!(parse_csv_record("\"a\"b").is_err());
-        assert!(parse_csv_record("a\"b").is_err());
-        assert_eq!(parse_csv_record("a,,b").unwrap(), vec!["a", "", "b"]);
-        assert!(DirectoryEntry::parse_book_line("a,b").is_err());
+    fn book_lines_with_the_wrong_shape() {
+        assert_eq!(DirectoryEntry::parse_book_line("a,b").unwrap_err(), "2 fields, not 5");
+        assert_eq!(DirectoryEntry::parse_book_line("a,b,c,d,e,f").unwrap_err(), "too many fields");
+        assert_eq!(DirectoryEntry::parse_book_line("\"a,b,c,d,e").unwrap_err(), "unterminated quoted field");
     }
 }
