@@ -178,7 +178,10 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
         .map_err(|e| ClientError::new(format!("{}: {e}", path.display())))?;
     use std::os::unix::fs::PermissionsExt;
     let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
-    file.write_all(bytes).map_err(|e| ClientError::new(format!("{}: {e}", path.display())))
+    // On disk before anything depends on it (a fetched message before its DELE).
+    file.write_all(bytes)
+        .and_then(|_| file.sync_all())
+        .map_err(|e| ClientError::new(format!("{}: {e}", path.display())))
 }
 
 fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, ClientError> {
@@ -663,6 +666,13 @@ impl Client {
             pop.dele(number).await.map_err(pop_err)?;
             fetched.push(Fetched { uid, message_id, decrypted, written_to, receipt: Err("not sent".into()) });
         }
+        // RFC 1939 6: the deletions take effect at QUIT; the new files' names must be on
+        // disk first, or a crash could lose mail the server no longer has.
+        if let (FetchTarget::Dir(dir), false) = (target, fetched.is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| ClientError::new(format!("{}: {e}", dir.display())))?;
+        }
         pop.quit().await.map_err(pop_err)?;
         Ok(fetched)
     }
@@ -707,7 +717,10 @@ impl Client {
                     out.push(b'\n');
                 }
                 out.push(b'\n');
-                file.write_all(&out).map_err(|e| ClientError::new(format!("{}: {e}", path.display())))?;
+                // On disk before the DELE that follows.
+                file.write_all(&out)
+                    .and_then(|_| file.sync_data())
+                    .map_err(|e| ClientError::new(format!("{}: {e}", path.display())))?;
                 Ok(path.clone())
             }
         }
