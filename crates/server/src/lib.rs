@@ -35,6 +35,7 @@ pub mod stream;
 pub mod tasks;
 pub mod tls;
 pub mod tracking;
+pub mod x509;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -94,9 +94,7 @@ impl Tls {
         let (_, connection) = stream.get_ref();
         let cert = connection.peer_certificates()?.first()?;
         let fingerprint = hex(&Sha256::digest(cert.as_ref()));
-        let subject = x509_parser::parse_x509_certificate(cert.as_ref())
-            .map(|(_, c)| c.subject().to_string())
-            .unwrap_or_default();
+        let subject = crate::x509::subject_of(cert.as_ref()).unwrap_or_default();
         Some(ClientCertificate { fingerprint, subject, ca_verified: self.ca_configured })
     }
 }
@@ -158,18 +156,7 @@ fn self_signed(config: &Config) -> Result<(PathBuf, PathBuf), String> {
 /// The DNS names (SAN) a PEM certificate file names; None if it does not parse.
 fn names_of(path: &Path) -> Option<Vec<String>> {
     let der = CertificateDer::from_pem_file(path).ok()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
-    let san = cert.subject_alternative_name().ok()??;
-    Some(
-        san.value
-            .general_names
-            .iter()
-            .filter_map(|n| match n {
-                x509_parser::extensions::GeneralName::DNSName(name) => Some(name.to_string()),
-                _ => None,
-            })
-            .collect(),
-    )
+    crate::x509::dns_names(der.as_ref())
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
@@ -251,9 +238,7 @@ mod tests {
         let (cert, _) = self_signed(&config).unwrap();
         assert_eq!(names_of(&cert), Some(vec!["mx.one.test".to_string()]));
         let der = CertificateDer::from_pem_file(&cert).unwrap();
-        let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
-        let cn = parsed.subject().iter_common_name().next().unwrap().as_str().unwrap().to_string();
-        assert_eq!(cn, "mx.one.test");
+        assert_eq!(crate::x509::subject_of(der.as_ref()).as_deref(), Some("CN=mx.one.test"));
         let first = std::fs::read(&cert).unwrap();
         self_signed(&config).unwrap();
         assert_eq!(std::fs::read(&cert).unwrap(), first, "kept while the name holds");

@@ -20,7 +20,8 @@ pub mod discovery;
 pub mod entities;
 pub mod notify;
 pub mod rcram;
-pub mod x509;
+/// The user-certificate checks live with the rest of certificate parsing.
+pub use crate::x509;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

@@ -1,7 +1,8 @@
-//! Checking a user's certificate for PUBCERT and `vouchmail cert import` (SPEC 8.1): it
-//! must parse, be current, and name the user's address in a subjectAltName rfc822Name.
-//! Parsing only (RustCrypto `x509-cert`); no chain is built: the certificate is the
-//! user's own, for others to encrypt to.
+//! Reading certificates, with RustCrypto `x509-cert` (the one X.509 parser of the server):
+//! the checks of a user's certificate for PUBCERT and `vouchmail cert import` (SPEC 8.1:
+//! it must parse, be current, and name the user's address in a subjectAltName
+//! rfc822Name; no chain is built, the certificate is the user's own, for others to encrypt
+//! to), a TLS client certificate's subject (SASL EXTERNAL), and the DNS names of our own.
 
 use sha2::Digest;
 use x509_cert::der::{Decode, Encode};
@@ -43,19 +44,13 @@ pub fn parse_der(der: &[u8]) -> Result<CheckedCertificate, String> {
     let cert = Certificate::from_der(der).map_err(|e| format!("certificate does not parse: {e}"))?;
     let validity = &cert.tbs_certificate.validity;
     let seconds = |t: &x509_cert::time::Time| i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX);
-    let mut emails = Vec::new();
-    for extension in cert.tbs_certificate.extensions.iter().flatten() {
-        if extension.extn_id != SUBJECT_ALT_NAME {
-            continue;
-        }
-        let san = SubjectAltName::from_der(extension.extn_value.as_bytes())
-            .map_err(|e| format!("subjectAltName does not parse: {e}"))?;
-        for name in san.0 {
-            if let GeneralName::Rfc822Name(email) = name {
-                emails.push(email.as_str().to_string());
-            }
-        }
-    }
+    let emails = subject_alt_names(&cert)?
+        .into_iter()
+        .filter_map(|name| match name {
+            GeneralName::Rfc822Name(email) => Some(email.as_str().to_string()),
+            _ => None,
+        })
+        .collect();
     // Re-encoded: what is stored is exactly one certificate, whatever followed it.
     let der = cert.to_der().map_err(|e| format!("certificate does not encode: {e}"))?;
     let fingerprint = sha2::Sha256::digest(&der).iter().map(|b| format!("{b:02x}")).collect();
@@ -83,6 +78,41 @@ pub fn check_pem_for(pem: &str, address: &str, now: i64) -> Result<CheckedCertif
         return Err(format!("certificate does not name {address} in subjectAltName rfc822Name"));
     }
     Ok(checked)
+}
+
+/// The entries of the certificate's subjectAltName extensions (RFC 5280 4.2.1.6).
+fn subject_alt_names(cert: &Certificate) -> Result<Vec<GeneralName>, String> {
+    let mut names = Vec::new();
+    for extension in cert.tbs_certificate.extensions.iter().flatten() {
+        if extension.extn_id != SUBJECT_ALT_NAME {
+            continue;
+        }
+        let san = SubjectAltName::from_der(extension.extn_value.as_bytes())
+            .map_err(|e| format!("subjectAltName does not parse: {e}"))?;
+        names.extend(san.0);
+    }
+    Ok(names)
+}
+
+/// The subject DN of a DER certificate in the RFC 4514 form (`CN=a,O=b`); None if it does
+/// not parse.
+pub fn subject_of(der: &[u8]) -> Option<String> {
+    Certificate::from_der(der).ok().map(|cert| cert.tbs_certificate.subject.to_string())
+}
+
+/// The dNSName entries of a DER certificate's subjectAltName; None if it does not parse.
+pub fn dns_names(der: &[u8]) -> Option<Vec<String>> {
+    let cert = Certificate::from_der(der).ok()?;
+    let names = subject_alt_names(&cert).ok()?;
+    Some(
+        names
+            .into_iter()
+            .filter_map(|name| match name {
+                GeneralName::DnsName(dns) => Some(dns.as_str().to_string()),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 /// id-ce-subjectAltName (RFC 5280 4.2.1.6).
