@@ -354,19 +354,7 @@ fn secrets_for(password: &str, policy: &SecretsPolicy) -> Result<Secrets, String
 /// SHA-256 fingerprint (hex) of the first certificate in a PEM file.
 fn pem_fingerprint(path: &std::path::Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let body: String = text
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE-----"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END CERTIFICATE-----"))
-        .collect();
-    use base64::Engine;
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body.trim())
-        .map_err(|_| format!("{} holds no PEM certificate", path.display()))?;
-    if der.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
-    }
+    let der = vouchmail_server::x509::first_pem_certificate(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     use sha2::Digest;
     Ok(sha2::Sha256::digest(&der).iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -559,3 +559,26 @@ fn a_first_start_that_fails_on_its_config_keeps_the_password_for_the_next() {
     assert!(stdout.starts_with("Created postmaster@local.test with password "), "{stdout}");
     server.stop();
 }
+
+/// `user cert-map --cert FILE` maps the certificate's SHA-256 fingerprint; a file with no
+/// PEM certificate is named in a one-line refusal.
+#[test]
+fn cert_map_takes_a_pem_file_and_refuses_one_without_a_certificate() {
+    let d = Deployment::new();
+    assert!(Command::new(binary()).arg("--config").arg(&d.config).arg("init").output().unwrap().status.success());
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["client.test".to_string()]).unwrap().self_signed(&key).unwrap();
+    let dir = d.config.parent().unwrap();
+    let pem = dir.join("client.pem");
+    std::fs::write(&pem, cert.pem()).unwrap();
+    use sha2::Digest;
+    let expected: String = sha2::Sha256::digest(cert.der()).iter().map(|b| format!("{b:02x}")).collect();
+    let (ok, out, err) = d.cli(&["user", "cert-map", "postmaster@local.test", "--cert", pem.to_str().unwrap()], None);
+    assert!(ok && out.contains(&expected), "{out}{err}");
+    let maps = d.list(&["user", "cert-maps"]);
+    assert_eq!((maps[0]["kind"].as_str(), maps[0]["value"].as_str()), (Some("fingerprint"), Some(expected.as_str())));
+    let bad = dir.join("bad.pem");
+    std::fs::write(&bad, "not a certificate\n").unwrap();
+    let (ok, _, err) = d.cli(&["user", "cert-map", "postmaster@local.test", "--cert", bad.to_str().unwrap()], None);
+    assert!(!ok && err.lines().count() == 1 && err.contains("bad.pem: no PEM certificate"), "{err}");
+}
