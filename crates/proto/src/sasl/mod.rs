@@ -125,6 +125,12 @@ pub enum SaslError {
 }
 
 impl SaslError {
+    /// Whether the failure was a guess at a password, for the AUTH failure limits (SPEC
+    /// 3): a cancel, a syntax slip or a local failure is not.
+    pub fn counts_as_guess(self) -> bool {
+        matches!(self, SaslError::BadCredentials | SaslError::AuthzDenied | SaslError::MechanismUnavailable)
+    }
+
     /// SMTP reply code (RFC 4954 4, 6).
     pub fn code(self) -> u16 {
         match self {

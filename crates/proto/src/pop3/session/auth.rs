@@ -204,10 +204,7 @@ impl Session {
         let authcid = self.sasl.take().and_then(|s| s.authcid().map(str::to_string));
         self.state = State::Authorization { user: None };
         self.error(Reply::sasl(error));
-        // A cancel or a syntax slip is not a guess at a password.
-        let counts =
-            matches!(error, SaslError::BadCredentials | SaslError::AuthzDenied | SaslError::MechanismUnavailable);
-        if counts {
+        if error.counts_as_guess() {
             self.pending_events.push_back(Event::AuthFinished { authcid, success: false });
         }
     }
