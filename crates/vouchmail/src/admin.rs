@@ -968,6 +968,24 @@ fn parse_interval(text: &str) -> Result<u64, String> {
     n.checked_mul(scale).ok_or_else(|| format!("interval {text:?} is too large"))
 }
 
+/// `text` as the address of an existing account (the keys are its, SPEC 7.1).
+async fn local_account(store: &dyn Store, text: &str) -> Result<String, String> {
+    let address = parse_address(text)?.to_string();
+    match store.get_account(&address).await.map_err(|e| e.to_string())? {
+        Some(account) => Ok(account.address),
+        None => Err(format!("no user {address}")),
+    }
+}
+
+/// `text` as a local domain's stored name.
+async fn local_domain(store: &dyn Store, text: &str) -> Result<String, String> {
+    let name = parse_domain(text)?;
+    match store.get_domain(&name).await.map_err(|e| e.to_string())? {
+        Some(domain) => Ok(domain.name),
+        None => Err(format!("no local domain {name}")),
+    }
+}
+
 /// An address's AGI and AVT, and where they come from: `address`, `domain` or `default`
 /// (the configuration's).
 async fn settings_of(
@@ -995,8 +1013,11 @@ pub async fn authkey(
     let store = store_arc.as_ref();
     match command {
         AuthKeyCommand::Set { target, agi, avt } => {
-            let target =
-                if target.contains('@') { parse_address(&target)?.to_string() } else { parse_domain(&target)? };
+            let target = if target.contains('@') {
+                local_account(store, &target).await?
+            } else {
+                local_domain(store, &target).await?
+            };
             let settings = AuthKeySettings { agi_secs: parse_interval(&agi)?, avt_secs: parse_interval(&avt)? };
             store.set_authkey_settings(&target, Some(settings)).await.map_err(err)?;
             println!("{target}: AGI {}s, AVT {}s", settings.agi_secs, settings.avt_secs);
@@ -1031,7 +1052,7 @@ pub async fn authkey(
             listing.print(json)?;
         }
         AuthKeyCommand::List { address: Some(address), json } | AuthKeyCommand::Show { address, json } => {
-            let address = parse_address(&address)?.to_string();
+            let address = local_account(store, &address).await?;
             let (s, source) = settings_of(store, config, &address).await?;
             let keys = store.authkeys(&address, now).await.map_err(err)?;
             let received = store.sender_key(&address).await.map_err(err)?;
@@ -1071,7 +1092,7 @@ pub async fn authkey(
             }
         }
         AuthKeyCommand::Rotate { address } => {
-            let address = parse_address(&address)?.to_string();
+            let address = local_account(store, &address).await?;
             let (settings, _) = settings_of(store, config, &address).await?;
             let key = vouchmail_server::authkey::generate_key().map_err(|e| format!("OS random source: {e}"))?;
             let span = settings.agi_secs.saturating_add(settings.avt_secs).min(i64::MAX as u64 / 2) as i64;
@@ -1096,7 +1117,7 @@ pub async fn authkey(
             listing.print(json)?;
         }
         AuthKeyCommand::Dns { domain } => {
-            let domain = parse_domain(&domain)?;
+            let domain = local_domain(store, &domain).await?;
             let port = config.listeners.authkey.first().map_or(2884, |a| a.port());
             // SPEC 7.3: the port may be left out when it is 2884.
             let host = if port == 2884 { config.hostname.clone() } else { format!("{}:{port}", config.hostname) };

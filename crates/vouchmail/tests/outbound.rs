@@ -13,7 +13,7 @@ use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use common::postfix::Postfix;
-use common::{binary, tool, SmtpConn, TestServer};
+use common::{binary, python_dsn_summary, tool, SmtpConn, TestServer};
 use vouchmail_server::config::{Config, Route};
 use vouchmail_store::Store;
 use vouchmail_testkit::dns::TestDns;
@@ -66,36 +66,6 @@ async fn wait_queue_empty(server: &TestServer) {
 async fn wait_inbox(server: &TestServer, address: &str, n: usize) -> Vec<String> {
     wait_until!(format!("{n} message(s) for {address}"), 20, server.inbox(address).await.len() >= n);
     server.inbox(address).await
-}
-
-/// Parses a DSN with Python's `email` module; returns "type|parts|action|status|...".
-async fn python_dsn_summary(message: &str) -> String {
-    let script = r#"
-import email, sys
-from email import policy
-m = email.message_from_bytes(sys.stdin.buffer.read(), policy=policy.default)
-parts = list(m.iter_parts())
-status = parts[1].get_payload()
-recipients = status[1:]
-out = [m.get_content_type(), m.get_param('report-type'), str(len(parts)),
-       parts[0].get_content_type(), parts[1].get_content_type(), parts[2].get_content_type(),
-       str(status[0]['Reporting-MTA'])]
-for r in recipients:
-    out += [str(r['Action']), str(r['Status']), str(r['Final-Recipient']), str(r['Diagnostic-Code'])]
-print('|'.join(out))
-"#;
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child.stdin.take().unwrap().write_all(message.as_bytes()).unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
-    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -184,6 +184,10 @@ fn first_start_creates_postmaster_and_cli_works_beside_the_server() {
         (vec!["domain", "policy", "nowhere.test", "--forged", "junk"], "no local domain nowhere.test"),
         (vec!["authkey", "verify", "alice@local.test", "short"], "64 characters"),
         (vec!["authkey", "show", "not an address"], "not a valid address"),
+        (vec!["authkey", "rotate", "nobody@local.test"], "no user nobody@local.test"),
+        (vec!["authkey", "set", "nobody@local.test", "--agi", "2h", "--avt", "1h"], "no user nobody@local.test"),
+        (vec!["authkey", "set", "nosuch.example", "--agi", "2h", "--avt", "1h"], "no local domain nosuch.example"),
+        (vec!["authkey", "dns", "nosuch.example"], "no local domain nosuch.example"),
     ] {
         let (ok, _, err) = d.cli(&args, Some("pw\n"));
         assert!(!ok, "{args:?} succeeded");

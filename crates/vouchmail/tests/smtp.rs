@@ -139,7 +139,14 @@ async fn aliases_catch_all_and_quota() {
     server.store.set_quota("b@local.test", 10).await.unwrap();
     c.cmd("MAIL FROM:<a@remote.test>").await;
     assert_eq!(c.cmd("RCPT TO:<b@local.test>").await.status(), "452 4.2.2");
-    assert_eq!(c.cmd("RCPT TO:<team@local.test>").await.status(), "452 4.2.2");
+    // Through an alias or the catch-all, the full account is not named (issue 9).
+    let via_alias = c.cmd("RCPT TO:<team@local.test>").await;
+    assert_eq!(via_alias.status(), "452 4.2.2");
+    assert!(!via_alias.lines.concat().contains("b@local.test"), "{:?}", via_alias.lines);
+    server.store.set_quota("catch@local.test", 10).await.unwrap();
+    let via_catch_all = c.cmd("RCPT TO:<whoever@local.test>").await;
+    assert_eq!(via_catch_all.status(), "452 4.2.2");
+    assert!(!via_catch_all.lines.concat().contains("catch@"), "{:?}", via_catch_all.lines);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -468,6 +475,17 @@ async fn notify_success_on_a_local_delivery_returns_a_delivered_dsn() {
     assert!(dsn.contains("Original-Envelope-Id: track-1"), "{dsn}");
     assert!(dsn.contains("Subject: with receipt"), "{dsn}");
     assert!(!dsn.contains("Diagnostic-Code"), "{dsn}");
+    // As a mail reader parses it (RFC 3464 with Python's email): three parts, headers only
+    // returned (RET=HDRS is the default for a success), one recipient delivered, 2.0.0.
+    let summary = common::python_dsn_summary(dsn).await;
+    let fields: Vec<&str> = summary.split('|').collect();
+    assert_eq!(
+        &fields[..6],
+        ["multipart/report", "delivery-status", "3", "text/plain", "message/delivery-status", "text/rfc822-headers"],
+        "{summary}"
+    );
+    assert_eq!(fields[6], "dns; mx.local.test", "{summary}");
+    assert_eq!(&fields[7..], ["delivered", "2.0.0", "rfc822; bob@local.test", "None"], "{summary}");
     // Without NOTIFY=SUCCESS nothing comes back.
     assert_eq!(c.send_message("user@local.test", &["bob@local.test"], "Subject: plain\r\n\r\nx\r\n").await.code, 250);
     assert_eq!(server.inbox("user@local.test").await.len(), 1);

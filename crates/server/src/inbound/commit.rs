@@ -232,7 +232,9 @@ async fn over_quota(store: &dyn Store, message: &NewMessage) -> Option<Reply> {
         let Delivery::Mailbox { recipient, .. } = delivery else { continue };
         match store.get_account(recipient).await {
             Ok(Some(account)) if account.over_quota(size) => {
-                return Some(Reply::mailbox_full(format!("Mailbox of {recipient} is full")));
+                // The account may be behind an alias or a catch-all: not named.
+                tracing::info!(%recipient, size, "over quota at the end of DATA");
+                return Some(Reply::mailbox_full("A recipient's mailbox is full, try again later"));
             }
             Ok(_) => {}
             Err(e) => return Some(store_reply(&e)),

@@ -159,7 +159,9 @@ async fn place(
     }
     if let Some(account) = record.account {
         if account.over_quota(sender.declared_size) {
-            return Err(Reply::mailbox_full(format!("Mailbox of {address} is full")));
+            // Issue 9: never the name behind an alias or catch-all; the client knows
+            // which recipient this reply is for.
+            return Err(Reply::mailbox_full("Mailbox full, try again later"));
         }
         out.push(Delivery::Mailbox { account_id: account.id, folder: Folder::Inbox, recipient: account.address });
         return Ok(());

@@ -302,3 +302,35 @@ pub fn tool(name: &str) -> PathBuf {
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vouchmail"))
 }
+
+/// Parses a DSN with Python's `email` module; returns "type|parts|action|status|...".
+pub async fn python_dsn_summary(message: &str) -> String {
+    let script = r#"
+import email, sys
+from email import policy
+m = email.message_from_bytes(sys.stdin.buffer.read(), policy=policy.default)
+parts = list(m.iter_parts())
+status = parts[1].get_payload()
+recipients = status[1:]
+out = [m.get_content_type(), m.get_param('report-type'), str(len(parts)),
+       parts[0].get_content_type(), parts[1].get_content_type(), parts[2].get_content_type(),
+       str(status[0]['Reporting-MTA'])]
+for r in recipients:
+    out += [str(r['Action']), str(r['Status']), str(r['Final-Recipient']), str(r['Diagnostic-Code'])]
+print('|'.join(out))
+"#;
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child.stdin.take().unwrap().write_all(message.as_bytes()).unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
