@@ -126,29 +126,44 @@ pub async fn remove_account(store: &dyn Store, address: &str, force: bool) -> Re
     if store.get_account(&address).await.map_err(err)?.is_none() {
         return Err(format!("user {address} not found"));
     }
-    let refs = references(store, &address).await?;
+    let refs = clear_references(store, &address, force).await?;
+    store.remove_account(&address).await.map_err(err)?;
+    Ok(refs)
+}
+
+/// Before `address` goes away: refuses, naming them, while aliases, held domains or
+/// catch-alls point at it; with `force` removes those references.
+async fn clear_references(store: &dyn Store, address: &str, force: bool) -> Result<References, String> {
+    let refs = references(store, address).await?;
     if !refs.is_empty() && !force {
         return Err(format!("{address} is still used by {}; pass --force to remove those too", refs.describe()));
     }
     for alias in &refs.aliases {
-        store.remove_alias(alias, Some(&address)).await.map_err(err)?;
+        store.remove_alias(alias, Some(address)).await.map_err(err)?;
     }
     for domain in store.list_domains().await.map_err(err)? {
         if refs.held_domains.contains(&domain.name) {
             let rest: Vec<String> =
-                domain.held_for.iter().filter(|a| !a.eq_ignore_ascii_case(&address)).cloned().collect();
+                domain.held_for.iter().filter(|a| !a.eq_ignore_ascii_case(address)).cloned().collect();
             store.set_domain_held(&domain.name, &rest, domain.etrn_host.as_deref()).await.map_err(err)?;
         }
         if refs.catch_alls.contains(&domain.name) {
             store.set_catch_all(&domain.name, None).await.map_err(err)?;
         }
     }
-    store.remove_account(&address).await.map_err(err)?;
     Ok(refs)
 }
 
 /// `alias remove ALIAS [TARGET]` with a message that says what is wrong.
-pub async fn remove_alias(store: &dyn Store, alias: &str, target: Option<&str>) -> Result<(), String> {
+/// When the alias goes away (all of it, or its last target), what pointed at it is
+/// refused or, with `force`, removed too, as for `user remove`: nothing is left pointing
+/// at an address that no longer exists.
+pub async fn remove_alias(
+    store: &dyn Store,
+    alias: &str,
+    target: Option<&str>,
+    force: bool,
+) -> Result<References, String> {
     let alias = alias.to_lowercase();
     let targets = store.alias_targets(&alias).await.map_err(err)?;
     if targets.is_empty() {
@@ -159,7 +174,11 @@ pub async fn remove_alias(store: &dyn Store, alias: &str, target: Option<&str>) 
             return Err(format!("{target} is not a target of {alias}"));
         }
     }
-    store.remove_alias(&alias, target).await.map_err(err)
+    let whole = target.is_none() || targets.len() == 1;
+    let is_account = store.get_account(&alias).await.map_err(err)?.is_some();
+    let refs = if whole && !is_account { clear_references(store, &alias, force).await? } else { References::default() };
+    store.remove_alias(&alias, target).await.map_err(err)?;
+    Ok(refs)
 }
 
 #[cfg(test)]

@@ -1122,6 +1122,7 @@ impl Store for SqliteStore {
     fn remove_cert_mapping(&self, address: &str, value: &str) -> StoreFuture<'_, ()> {
         let address = address.to_lowercase();
         let values = [CertMatch::Fingerprint.normalize(value), CertMatch::Subject.normalize(value)];
+        let given = value.trim().to_string();
         self.write(move |conn| {
             let n = conn
                 .execute(
@@ -1131,7 +1132,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(db_error)?;
             if n == 0 {
-                return Err(StoreError::NotFound(format!("certificate mapping {} of {address}", values[1])));
+                return Err(StoreError::NotFound(format!("certificate mapping '{given}' of {address}")));
             }
             Ok(())
         })

@@ -198,6 +198,10 @@ pub enum AliasCommand {
         alias: String,
         /// Only this target of it.
         target: Option<String>,
+        /// When the alias goes away, also remove what still points at it (other aliases'
+        /// targets, held domains, catch-alls).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -404,9 +408,9 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Str
             check_etrn_host(etrn_host.as_deref())?;
             store.set_domain_held(&name, &accounts, etrn_host.as_deref()).await.map_err(|e| e.to_string())?;
             if accounts.is_empty() {
-                println!("domain {name} is no longer held");
+                println!("domain {} is no longer held", domain_text(&name));
             } else {
-                println!("domain {name} is held for {}", accounts.join(", "));
+                println!("domain {} is held for {}", domain_text(&name), accounts.join(", "));
             }
         }
         DomainCommand::List { json } => {
@@ -436,7 +440,7 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Str
         DomainCommand::Remove { name } => {
             let name = parse_domain(&name)?;
             store.remove_domain(&name).await.map_err(|e| e.to_string())?;
-            println!("removed domain {name}");
+            println!("removed domain {}", domain_text(&name));
         }
         DomainCommand::Policy { name, policy, unauthenticated, forged } => {
             let name = parse_domain(&name)?;
@@ -449,7 +453,7 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Str
             };
             let policy = with_cases(current, unauthenticated, forged)?;
             store.set_domain_policy(&name, policy).await.map_err(|e| e.to_string())?;
-            println!("domain {name} now has policy {policy}");
+            println!("domain {} now has policy {policy}", domain_text(&name));
         }
         DomainCommand::CatchAll { name, account, off } => {
             let name = parse_domain(&name)?;
@@ -459,8 +463,8 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Str
             };
             store.set_catch_all(&name, account.as_deref()).await.map_err(|e| e.to_string())?;
             match account {
-                Some(a) => println!("mail for unknown addresses at {name} goes to {a}"),
-                None => println!("domain {name} has no catch-all"),
+                Some(a) => println!("mail for unknown addresses at {} goes to {a}", domain_text(&name)),
+                None => println!("domain {} has no catch-all", domain_text(&name)),
             }
         }
     }
@@ -592,10 +596,11 @@ pub async fn alias(store: &dyn Store, command: AliasCommand) -> Result<(), Strin
             }
             listing.print(json)?;
         }
-        AliasCommand::Remove { alias, target } => {
+        AliasCommand::Remove { alias, target, force } => {
             let alias = parse_address(&alias)?.to_string();
-            vouchmail_server::accounts::remove_alias(store, &alias, target.as_deref()).await?;
-            println!("removed {alias}{}", target.map(|t| format!(" -> {t}")).unwrap_or_default());
+            let refs = vouchmail_server::accounts::remove_alias(store, &alias, target.as_deref(), force).await?;
+            let also = if refs.is_empty() { String::new() } else { format!(" and its use by {}", refs.describe()) };
+            println!("removed {alias}{}{also}", target.map(|t| format!(" -> {t}")).unwrap_or_default());
         }
     }
     Ok(())

@@ -110,7 +110,8 @@ fn main() -> ExitCode {
             _ => ExitCode::FAILURE,
         };
     }
-    let config = match Config::load(config_path(cli.config).as_deref()) {
+    let config_file = config_path(cli.config);
+    let config = match Config::load(config_file.as_deref()) {
         Ok(config) if tracing_subscriber::EnvFilter::try_new(&config.log).is_err() => {
             eprintln!(
                 "vouchmail: log: '{}' is not a tracing filter (e.g. \"info\" or \"vouchmail_server=debug\")",
@@ -132,7 +133,7 @@ fn main() -> ExitCode {
         }
     };
     if let Command::Odmr(command) = cli.command {
-        return match runtime.block_on(odmr::run(&config, command)) {
+        return match runtime.block_on(odmr::run(&config, config_file.as_deref(), command)) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("vouchmail: {e}");
@@ -145,7 +146,7 @@ fn main() -> ExitCode {
             Command::Serve => serve(config).await,
             Command::Init => init(config).await,
             command => {
-                let store = open_existing_store(&config)?;
+                let store = open_existing_store(&config, config_file.as_deref())?;
                 let result = match command {
                     Command::Domain(c) => admin::domain(store.as_ref(), c).await,
                     Command::User(c) => admin::user(store.as_ref(), c, &config.auth.secrets_policy()).await,
@@ -176,13 +177,21 @@ fn main() -> ExitCode {
 
 /// The admin commands work on a store that exists: never a new empty one made by
 /// accident in the working directory.
-fn open_existing_store(config: &Config) -> Result<Arc<SqliteStore>, String> {
+/// `config_file`: where the config came from (None: the dev defaults).
+fn open_existing_store(config: &Config, config_file: Option<&std::path::Path>) -> Result<Arc<SqliteStore>, String> {
     let path = config.store_path();
     if !path.exists() {
-        return Err(format!(
-            "no store at {}; pass --config FILE (or set VOUCHMAIL_CONFIG), or create one with vouchmail init",
-            path.display()
-        ));
+        return Err(match config_file {
+            None => format!(
+                "no store at {}; pass --config FILE (or set VOUCHMAIL_CONFIG), or create one with vouchmail init",
+                path.display()
+            ),
+            Some(file) => format!(
+                "no store at {} (the data_dir of {}); create it with vouchmail init, or check data_dir",
+                path.display(),
+                file.display()
+            ),
+        });
     }
     open_store(config)
 }
@@ -197,8 +206,9 @@ fn init_logging(config: &Config) {
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // rustls warns about every client that sends an IP address as SNI (msmtp, fetchmail,
-    // Python do): noise for an operator, unless rustls is asked for by name.
-    if !filter.to_string().contains("rustls") {
+    // Python do): noise at info level, shown from debug on (or when rustls is named).
+    let debugging = filter.max_level_hint().is_some_and(|level| level >= tracing::level_filters::LevelFilter::DEBUG);
+    if !debugging && !filter.to_string().contains("rustls") {
         if let Ok(quiet) = "rustls=error".parse() {
             filter = filter.add_directive(quiet);
         }

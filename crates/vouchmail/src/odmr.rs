@@ -60,7 +60,11 @@ fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or("").to_string()
 }
 
-pub async fn run(config: &Config, command: OdmrCommand) -> Result<ExitCode, String> {
+pub async fn run(
+    config: &Config,
+    config_file: Option<&std::path::Path>,
+    command: OdmrCommand,
+) -> Result<ExitCode, String> {
     let OdmrCommand::Fetch {
         provider,
         user,
@@ -104,7 +108,7 @@ pub async fn run(config: &Config, command: OdmrCommand) -> Result<ExitCode, Stri
         nameservers: config.nameservers().to_vec(),
     };
     // Without --smtphost the reversed session goes into our own store.
-    let store = if smtphost.is_none() { Some(super::open_existing_store(config)?) } else { None };
+    let store = if smtphost.is_none() { Some(super::open_existing_store(config, config_file)?) } else { None };
     let local = match &store {
         Some(store) => Some(vouchmail_server::customer_context(
             config,

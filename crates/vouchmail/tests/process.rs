@@ -252,6 +252,26 @@ fn first_start_creates_postmaster_and_cli_works_beside_the_server() {
     assert!(ok && out.contains("removed user alice@local.test and its use by alias(es) team@local.test"), "{out}");
     let (_, out, _) = d.cli(&["alias", "list"], None);
     assert!(out.starts_with("ALIAS ") && !out.contains("alice@local.test"), "{out}");
+    // Held domains and catch-alls are named too.
+    assert!(d.cli(&["user", "add", "carol@local.test", "--password-stdin"], Some("pw\n")).0);
+    assert!(d.cli(&["domain", "catch-all", "local.test", "carol@local.test"], None).0);
+    assert!(d.cli(&["domain", "add", "held2.test", "--held-for", "carol@local.test"], None).0);
+    refused(
+        &["user", "remove", "carol@local.test"],
+        "still used by held domain(s) held2.test; catch-all of local.test; pass --force",
+    );
+    assert!(d.cli(&["user", "remove", "carol@local.test", "--force"], None).0);
+    let local = d.list(&["domain", "list"]).into_iter().find(|row| row["domain"] == "local.test").unwrap();
+    assert_eq!(local["catch_all"], serde_json::Value::Null);
+    // An alias that other aliases point at is not removed from under them.
+    assert!(d.cli(&["alias", "add", "a4@local.test", "a1@local.test"], None).0);
+    refused(&["alias", "remove", "a1@local.test"], "a1@local.test is still used by alias(es) a4@local.test");
+    let (ok, out, _) = d.cli(&["alias", "remove", "a1@local.test", "--force"], None);
+    assert!(ok && out.contains("removed a1@local.test and its use by alias(es) a4@local.test"), "{out}");
+    refused(
+        &["user", "cert-unmap", "postmaster@local.test", "abc"],
+        "certificate mapping 'abc' of postmaster@local.test",
+    );
     // Issue 9 item 9: domains.
     refused(&["domain", "add", "example.org."], "leave out the trailing dot");
     refused(&["domain", "add", "my_domain.org"], "'_'");
@@ -534,6 +554,10 @@ fn admin_commands_never_create_a_store_by_accident() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no store at ./vouchmail-data/vouchmail.db; pass --config FILE"), "{stderr}");
+    // With a config whose store is not made yet, the message says so rather than ask for one.
+    let fresh = Deployment::new();
+    let (ok, _, err) = fresh.cli(&["domain", "list"], None);
+    assert!(!ok && err.contains("(the data_dir of ") && err.contains("create it with vouchmail init"), "{err}");
     assert!(!empty.path().join("vouchmail-data").exists(), "nothing was created");
     // VOUCHMAIL_CONFIG is read when --config is absent; init makes the store.
     let d = Deployment::new();

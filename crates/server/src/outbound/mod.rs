@@ -117,6 +117,8 @@ struct Job {
     domain: String,
     message_id: i64,
     entries: Vec<LeasedEntry>,
+    /// Also counts this job's outcomes (one reversed session's, beside the engine's).
+    tally: Option<Arc<Stats>>,
 }
 
 /// Transactions waiting for a connection to one destination.
@@ -146,6 +148,22 @@ pub struct Stats {
     pub delivered: AtomicU64,
     pub bounced: AtomicU64,
     pub deferred: AtomicU64,
+}
+
+impl Stats {
+    fn add(&self, delivered: u64, bounced: u64, deferred: u64) {
+        self.delivered.fetch_add(delivered, Ordering::Relaxed);
+        self.bounced.fetch_add(bounced, Ordering::Relaxed);
+        self.deferred.fetch_add(deferred, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> Progress {
+        Progress {
+            delivered: self.delivered.load(Ordering::Relaxed),
+            bounced: self.bounced.load(Ordering::Relaxed),
+            deferred: self.deferred.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// A snapshot of [`Stats`].
@@ -251,10 +269,9 @@ impl HeldDelivery {
         tls: bool,
     ) -> Progress {
         let engine = &self.engine;
-        // The engine's counters are cumulative; this session's are the difference (exact
-        // unless another reversed session of this engine runs at the same time).
-        let before = engine.progress();
-        let jobs = jobs_of(entries, engine.settings.max_recipients.max(1));
+        // This session's own counts, exact also while other reversed sessions run.
+        let tally = Arc::new(Stats::default());
+        let jobs = jobs_of(entries, engine.settings.max_recipients.max(1), Some(Arc::clone(&tally)));
         // No STARTTLS inside the reversed session: it is already inside TLS if the
         // customer started it, and the customer cannot ask us to.
         let t = engine.settings.timeouts;
@@ -306,17 +323,12 @@ impl HeldDelivery {
         }
         // Outcomes of the other paths are recorded in the background; wait for them too.
         engine.workers.wait(Duration::from_secs(60)).await;
-        let after = engine.progress();
-        Progress {
-            delivered: after.delivered.saturating_sub(before.delivered),
-            bounced: after.bounced.saturating_sub(before.bounced),
-            deferred: after.deferred.saturating_sub(before.deferred),
-        }
+        tally.snapshot()
     }
 
     /// Concludes entries without a delivery attempt (held mail whose lifetime is over).
     pub async fn conclude(&self, entries: Vec<LeasedEntry>, reply: Reply) -> Progress {
-        for job in jobs_of(entries, usize::MAX) {
+        for job in jobs_of(entries, usize::MAX, None) {
             let replies = vec![reply.clone(); job.entries.len()];
             self.engine.conclude(job, None, replies, None, false).await;
         }
@@ -325,7 +337,7 @@ impl HeldDelivery {
 }
 
 /// Groups leased entries into transactions: one message, at most `max` recipients.
-fn jobs_of(entries: Vec<LeasedEntry>, max: usize) -> Vec<Job> {
+fn jobs_of(entries: Vec<LeasedEntry>, max: usize, tally: Option<Arc<Stats>>) -> Vec<Job> {
     let mut jobs: Vec<Job> = Vec::new();
     for leased in entries {
         let domain = leased.entry.recipient.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
@@ -333,7 +345,12 @@ fn jobs_of(entries: Vec<LeasedEntry>, max: usize) -> Vec<Job> {
             Some(job) if job.message_id == leased.entry.message_id && job.entries.len() < max => {
                 job.entries.push(leased)
             }
-            _ => jobs.push(Job { domain, message_id: leased.entry.message_id, entries: vec![leased] }),
+            _ => jobs.push(Job {
+                domain,
+                message_id: leased.entry.message_id,
+                entries: vec![leased],
+                tally: tally.clone(),
+            }),
         }
     }
     jobs
@@ -358,11 +375,7 @@ impl Engine {
     }
 
     fn progress(&self) -> Progress {
-        Progress {
-            delivered: self.stats.delivered.load(Ordering::Relaxed),
-            bounced: self.stats.bounced.load(Ordering::Relaxed),
-            deferred: self.stats.deferred.load(Ordering::Relaxed),
-        }
+        self.stats.snapshot()
     }
 
     fn leased_count(&self) -> usize {
@@ -450,7 +463,9 @@ impl Engine {
             });
             match open {
                 Some(job) => job.entries.push(entry),
-                None => jobs.push(Job { domain, message_id: entry.entry.message_id, entries: vec![entry] }),
+                None => {
+                    jobs.push(Job { domain, message_id: entry.entry.message_id, entries: vec![entry], tally: None })
+                }
             }
         }
         for job in jobs {
@@ -748,6 +763,8 @@ impl Engine {
         let mut failed: Vec<RecipientStatus> = Vec::new();
         let mut delayed: Vec<RecipientStatus> = Vec::new();
         let mut relayed: Vec<RecipientStatus> = Vec::new();
+        // (delivered, bounced, deferred) of this job.
+        let mut counts = (0u64, 0u64, 0u64);
         let status = |entry: &vouchmail_store::QueueEntry, action, code, reply: Option<&Reply>, until: Option<i64>| {
             RecipientStatus {
                 final_recipient: entry.recipient.clone(),
@@ -782,13 +799,13 @@ impl Engine {
                 if wanted.success && !dsn_relayed {
                     relayed.push(status(entry, Action::Relayed, EnhancedCode(2, 0, 0), Some(&reply), None));
                 }
-                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                counts.0 += 1;
             } else if !reply.is_temporary() {
                 update.state = QueueState::Bounced;
                 if wanted.failure {
                     failed.push(status(entry, Action::Failed, enhanced_of(&reply), Some(&reply), None));
                 }
-                self.stats.bounced.fetch_add(1, Ordering::Relaxed);
+                counts.1 += 1;
             } else if now >= expires {
                 // RFC 3463 X.4.7: delivery time expired; the last reply says why.
                 update.state = QueueState::Bounced;
@@ -796,7 +813,7 @@ impl Engine {
                 if wanted.failure {
                     failed.push(status(entry, Action::Failed, EnhancedCode(5, 4, 7), Some(&reply), None));
                 }
-                self.stats.bounced.fetch_add(1, Ordering::Relaxed);
+                counts.1 += 1;
             } else {
                 update.next_attempt = now.saturating_add(s.backoff(attempts)).min(expires);
                 let warn_at = entry.created_at.saturating_add(s.delay_warning);
@@ -804,9 +821,12 @@ impl Engine {
                     delayed.push(status(entry, Action::Delayed, enhanced_of(&reply), Some(&reply), Some(expires)));
                     update.delay_warned = true;
                 }
-                self.stats.deferred.fetch_add(1, Ordering::Relaxed);
+                counts.2 += 1;
             }
             updates.push(update);
+        }
+        for stats in std::iter::once(&self.stats).chain(job.tally.as_deref()) {
+            stats.add(counts.0, counts.1, counts.2);
         }
         let ids: Vec<i64> = updates.iter().map(|u| u.id).collect();
         let wants_notice = !(failed.is_empty() && delayed.is_empty() && relayed.is_empty());
