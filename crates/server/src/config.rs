@@ -770,16 +770,21 @@ impl Config {
         if o.lease_secs == 0 {
             return Err("outbound.lease_secs must be at least 1".into());
         }
-        for route in o.routes.iter().chain(o.relay.as_ref()) {
-            if route.host.is_empty() {
-                return Err("every outbound route and the relay need a host".into());
-            }
-            if !route.tls.is_empty() && !tls_ok(&route.tls) {
-                return Err(format!("route tls '{}' must be none, may, encrypt or verify", route.tls));
-            }
+        if let Some(n) = o.routes.iter().position(|r| r.domain.is_empty()) {
+            return Err(format!("outbound.route[{n}].domain: every [[outbound.route]] needs a domain"));
         }
-        if o.routes.iter().any(|r| r.domain.is_empty()) {
-            return Err("every [[outbound.route]] needs a domain".into());
+        // The key of each field, and which route it is.
+        let routes = o.routes.iter().enumerate().map(|(n, r)| (format!("outbound.route[{n}]"), format!(" (for {})", r.domain), r));
+        for (key, which, route) in routes.chain(o.relay.iter().map(|r| ("outbound.relay".into(), String::new(), r))) {
+            // The parser the router uses, so that what loads also routes.
+            crate::outbound::route::split_host_port(&route.host).map_err(|e| format!("{key}.host{which}: {e}"))?;
+            if !route.tls.is_empty() && !tls_ok(&route.tls) {
+                return Err(format!("{key}.tls{which}: '{}' must be none, may, encrypt or verify", route.tls));
+            }
+            let has_password = route.password.is_some() || route.password_file.is_some();
+            if route.username.is_some() != has_password {
+                return Err(format!("{key}{which}: username and password (or password_file) go together"));
+            }
         }
         Ok(())
     }
