@@ -106,14 +106,36 @@ impl Drop for RunningServer {
     }
 }
 
+/// The checks of [`start`] that need only the configuration (issue 9): `vouchmail serve`
+/// and `init` run them before the store is made, so that a first start that would fail on
+/// its configuration does not print the postmaster password and lose it.
+pub fn check_config(config: &Config) -> Result<(), String> {
+    // Unset, a self-signed certificate is made at start: nothing to check here.
+    if config.tls.cert.is_some() || config.tls.key.is_some() {
+        Tls::from_config(config)?;
+    }
+    postmaster_of(config)?;
+    let dns = dns::Dns::for_config(config)?;
+    outbound::route::Router::new(&config.outbound, &config.hostname, dns)?;
+    outbound::tls::Connectors::new(config.outbound.ca_file.as_deref()).map_err(|e| format!("outbound.ca_file: {e}"))?;
+    messenger::client::FederationClient::from_config(config)?;
+    for (n, entry) in config.odmr.fetch.iter().enumerate() {
+        odmr_customer::FetchOptions::from_schedule(config, entry).map_err(|e| format!("odmr.fetch[{n}]: {e}"))?;
+    }
+    Ok(())
+}
+
+fn postmaster_of(config: &Config) -> Result<Address, String> {
+    let domain =
+        if config.bootstrap.domain.is_empty() { config.hostname.as_str() } else { config.bootstrap.domain.as_str() };
+    Address::parse(&format!("postmaster@{domain}")).map_err(|e| format!("bootstrap.domain: postmaster address: {e}"))
+}
+
 /// Binds every configured listener and starts serving.
 pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServer, String> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let sessions = TaskTracker::default();
-    let postmaster_domain =
-        if config.bootstrap.domain.is_empty() { config.hostname.as_str() } else { config.bootstrap.domain.as_str() };
-    let postmaster =
-        Address::parse(&format!("postmaster@{postmaster_domain}")).map_err(|e| format!("postmaster address: {e}"))?;
+    let postmaster = postmaster_of(config)?;
     let mut server = RunningServer {
         mx_addrs: Vec::new(),
         submission_addrs: Vec::new(),

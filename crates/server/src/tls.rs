@@ -44,7 +44,8 @@ fn provider() -> Arc<CryptoProvider> {
 
 impl Tls {
     /// Loads the configured certificate, or creates (once) a self-signed one for the host
-    /// name in the data folder.
+    /// name in the data folder. `Config::load` has already checked that each configured
+    /// file holds PEM of its kind, naming the key; this stays for configs built in code.
     pub fn from_config(config: &Config) -> Result<Tls, String> {
         let (cert_path, key_path) = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => (cert.clone(), key.clone()),
@@ -85,7 +86,7 @@ impl Tls {
             None => builder.with_no_client_auth(),
         };
         let server_config =
-            builder.with_single_cert(certs, key).map_err(|e| format!("certificate and key do not match: {e}"))?;
+            builder.with_single_cert(certs, key).map_err(|e| format!("tls.cert and tls.key do not match: {e}"))?;
         Ok(Tls { acceptor: TlsAcceptor::from(Arc::new(server_config)), ca_configured })
     }
 

@@ -132,6 +132,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Issue 9: what `serve` would refuse in its configuration is refused before `serve` or
+    // `init` creates anything (and prints the postmaster password).
+    if matches!(cli.command, Command::Serve | Command::Init) {
+        if let Err(e) = runtime.block_on(async { vouchmail_server::check_config(&config) }) {
+            eprintln!("vouchmail: {e}");
+            return ExitCode::from(2);
+        }
+    }
     if let Command::Odmr(command) = cli.command {
         return match runtime.block_on(odmr::run(&config, config_file.as_deref(), command)) {
             Ok(code) => code,
@@ -222,6 +230,9 @@ fn init_logging(config: &Config) {
 }
 
 async fn init(config: Config) -> Result<(), String> {
+    for warning in config.warnings() {
+        eprintln!("vouchmail: warning: {warning}");
+    }
     let existed = config.store_path().exists();
     let store = open_store(&config)?;
     let created = bootstrap(&config, store.as_ref()).await?;
@@ -294,6 +305,9 @@ fn warn_if_exposed(config: &Config) {
 
 async fn serve(config: Config) -> Result<(), String> {
     init_logging(&config);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let signals = StopSignals::install();
     let _lock = lock_data_dir(&config)?;
     warn_if_exposed(&config);

@@ -75,6 +75,12 @@ impl Deployment {
     /// Starts `vouchmail serve`; returns the process, its MX address and the first line it
     /// printed on stdout, if any.
     fn serve(&self) -> (ServerProcess, SocketAddr, String) {
+        let (server, addr, stdout, _) = self.serve_logging();
+        (server, addr, stdout)
+    }
+
+    /// `serve`, also returning what it logged on stderr until it was running.
+    fn serve_logging(&self) -> (ServerProcess, SocketAddr, String, Vec<String>) {
         let mut child = Command::new(binary())
             .arg("--config")
             .arg(&self.config)
@@ -89,6 +95,7 @@ impl Deployment {
         std::thread::spawn(move || {
             let mut sent = false;
             let mut addr = None;
+            let mut log = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if !sent {
                     if let Some(found) = line.split("service=Mx local=").nth(1) {
@@ -96,13 +103,16 @@ impl Deployment {
                     }
                     // Ready once it says so (after the first start's bootstrap).
                     if line.contains("vouchmail is running") {
-                        let _ = tx.send(addr.clone().unwrap_or_default());
+                        let _ = tx.send((addr.clone().unwrap_or_default(), std::mem::take(&mut log)));
                         sent = true;
+                    } else {
+                        log.push(line);
                     }
                 }
             }
         });
-        let addr: SocketAddr = rx.recv_timeout(Duration::from_secs(60)).expect("server did not start").parse().unwrap();
+        let (addr, log) = rx.recv_timeout(Duration::from_secs(60)).expect("server did not start");
+        let addr: SocketAddr = addr.parse().unwrap();
         // What serve prints on stdout (the generated password on first start).
         let stdout = child.stdout.take().unwrap();
         let (out_tx, out_rx) = std::sync::mpsc::channel();
@@ -112,7 +122,18 @@ impl Deployment {
             }
         });
         let stdout = out_rx.recv_timeout(Duration::from_millis(200)).unwrap_or_default();
-        (ServerProcess(child), addr, stdout)
+        (ServerProcess(child), addr, stdout, log)
+    }
+
+    /// Runs `serve` or `init` that must fail: (exit status, stdout, stderr).
+    fn refused(&self, command: &str) -> (Option<i32>, String, String) {
+        let out = Command::new(binary()).arg("--config").arg(&self.config).arg(command).output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    }
+
+    fn store_exists(&self) -> bool {
+        self.config.parent().unwrap().join("data").join("vouchmail.db").exists()
     }
 }
 
@@ -609,4 +630,77 @@ fn cert_map_takes_a_pem_file_and_refuses_one_without_a_certificate() {
     std::fs::write(&bad, "not a certificate\n").unwrap();
     let (ok, _, err) = d.cli(&["user", "cert-map", "postmaster@local.test", "--cert", bad.to_str().unwrap()], None);
     assert!(!ok && err.lines().count() == 1 && err.contains("bad.pem: no PEM certificate"), "{err}");
+}
+
+/// Issue 9: a bad `tls.cert` (missing, or not PEM) is refused by `serve` and `init` with
+/// exit 2 naming the key, before any store or account exists; the next good start prints
+/// the postmaster password, once.
+#[test]
+fn a_first_start_with_a_bad_tls_cert_exits_2_and_keeps_the_password() {
+    let d = Deployment::new();
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    let dir = d.config.parent().unwrap().to_path_buf();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["mx.local.test".to_string()]).unwrap().self_signed(&key).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("junk.pem"), "not a certificate\n").unwrap();
+    for (file, expected) in [
+        ("missing.pem", format!("tls.cert: cannot read {}", dir.join("missing.pem").display())),
+        ("junk.pem", format!("tls.cert: {} holds no PEM certificate", dir.join("junk.pem").display())),
+    ] {
+        std::fs::write(&d.config, format!("{good}[tls]\ncert = \"{file}\"\nkey = \"key.pem\"\n")).unwrap();
+        for command in ["serve", "init"] {
+            let (code, stdout, stderr) = d.refused(command);
+            assert_eq!(code, Some(2), "{command} {file}: {stderr}");
+            assert!(stderr.contains(&expected), "{command} {file}: {stderr}");
+            assert!(!stdout.contains("password"), "{stdout}");
+            assert!(!d.store_exists(), "{command} {file} made a store");
+        }
+    }
+    std::fs::write(&d.config, format!("{good}[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n")).unwrap();
+    let (server, _addr, stdout) = d.serve();
+    assert!(stdout.starts_with("Created postmaster@local.test with password "), "{stdout}");
+    server.stop();
+    let (server, _addr, stdout) = d.serve();
+    assert!(!stdout.contains("password"), "{stdout}");
+    server.stop();
+}
+
+/// Issue 9: a relay host that the router could not parse is refused at load, exit 2,
+/// naming the key.
+#[test]
+fn a_bad_relay_host_exits_2_naming_the_key() {
+    let d = Deployment::new();
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, format!("{good}[outbound.relay]\nhost = \"relay.example:notaport\"\n")).unwrap();
+    for command in ["serve", "init"] {
+        let (code, stdout, stderr) = d.refused(command);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains("outbound.relay.host: 'relay.example:notaport' is not host[:port]"), "{stderr}");
+        assert!(!stdout.contains("password") && !d.store_exists(), "{stdout}");
+    }
+}
+
+/// Issue 9, RFC 5321 4.5.3.2: a timeout below the RFC minimum is logged as a warning naming
+/// the key and the rule (`init` prints it); 0 is refused with exit 2.
+#[test]
+fn a_short_timeout_is_warned_of_and_zero_is_refused() {
+    let d = Deployment::new();
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, format!("{good}[smtp]\ncommand_timeout_secs = 0\n")).unwrap();
+    let (code, stdout, stderr) = d.refused("serve");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("smtp.command_timeout_secs must be at least 1"), "{stderr}");
+    assert!(!stdout.contains("password") && !d.store_exists(), "{stdout}");
+    std::fs::write(&d.config, format!("{good}[smtp]\ncommand_timeout_secs = 2\n")).unwrap();
+    let warned = |line: &str| {
+        line.contains("smtp.command_timeout_secs = 2 is below the RFC minimum of 300 seconds (RFC 5321 4.5.3.2.7")
+    };
+    let init = Command::new(binary()).arg("--config").arg(&d.config).arg("init").output().unwrap();
+    let stderr = String::from_utf8_lossy(&init.stderr);
+    assert!(init.status.success() && stderr.lines().any(warned), "{stderr}");
+    let (server, _addr, _stdout, log) = d.serve_logging();
+    assert!(log.iter().any(|l| l.contains("WARN") && warned(l)), "{log:#?}");
+    server.stop();
 }

@@ -112,26 +112,34 @@ fn read_password(file: &Path) -> Result<String, String> {
     Ok(text.lines().next().unwrap_or("").to_string())
 }
 
-/// `host`, `host:port`, `1.2.3.4:port`, `[::1]:port`, `::1` (port 25 if absent).
-fn split_host_port(text: &str) -> Result<(String, u16), String> {
+/// `host`, `host:port`, `1.2.3.4:port`, `[::1]:port`, `::1` (port 25 if absent). Also run
+/// on every route and the relay when the config loads (`Config::validate_outbound`).
+pub fn split_host_port(text: &str) -> Result<(String, u16), String> {
     let bad = || format!("'{text}' is not host[:port]");
+    let (host, port) = split(text).ok_or_else(bad)?;
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    Ok((host, port))
+}
+
+fn split(text: &str) -> Option<(String, u16)> {
     if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        let (host, after) = rest.split_once(']')?;
         let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| bad())?,
+            Some(p) => p.parse().ok()?,
             None if after.is_empty() => 25,
-            None => return Err(bad()),
+            None => return None,
         };
-        return Ok((host.to_string(), port));
+        return Some((host.to_string(), port));
     }
     if text.parse::<IpAddr>().is_ok() {
-        return Ok((text.to_string(), 25));
+        return Some((text.to_string(), 25));
     }
     match text.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => Ok((host.to_string(), port.parse().map_err(|_| bad())?)),
-        Some(_) => Err(bad()),
-        None if text.is_empty() => Err(bad()),
-        None => Ok((text.to_string(), 25)),
+        Some((host, port)) if !host.contains(':') => Some((host.to_string(), port.parse().ok()?)),
+        Some(_) => None,
+        None => Some((text.to_string(), 25)),
     }
 }
 
@@ -382,6 +390,9 @@ mod tests {
         assert_eq!(split_host_port("::1").unwrap(), ("::1".into(), 25));
         assert!(split_host_port("a:b:c").is_err());
         assert!(split_host_port("mx:port").is_err());
+        for bad in ["", ":25", "[]:25", "relay.example:notaport", "mx.example:70000", "two words"] {
+            assert!(split_host_port(bad).is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]
