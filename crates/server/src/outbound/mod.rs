@@ -942,6 +942,45 @@ mod tests {
         assert!(success.success && success.delay && !success.failure);
     }
 
+    /// Two reversed sessions at once (two ODMR customers): each reports its own counts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overlapping_held_deliveries_count_their_own_outcomes() {
+        use vouchmail_store::{Delivery, Envelope, NewMessage, RecipientDsn, SqliteStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+        let held = |n: usize, domain: &str| NewMessage {
+            queue_id: format!("Q{domain}{n}"),
+            envelope: Envelope { sender: "s@remote.test".into(), auth_results: "none".into(), ..Default::default() },
+            received_at: now(),
+            data: format!("Subject: {n}\r\n\r\nx\r\n").into_bytes(),
+            spooled: None,
+            deliveries: vec![(
+                Delivery::Held { recipient: format!("u@{domain}"), domain: domain.into() },
+                RecipientDsn::default(),
+            )],
+        };
+        for (domain, count) in [("a.test", 5), ("b.test", 1)] {
+            for n in 0..count {
+                store.commit_message(held(n, domain)).await.unwrap();
+            }
+        }
+        let delivery = HeldDelivery::new(&Config::default(), Arc::clone(&store)).unwrap();
+        let session = |domain: &'static str| {
+            let (store, delivery) = (Arc::clone(&store), &delivery);
+            async move {
+                let peer = vouchmail_testkit::smtp_peer::Peer::builder("127.0.0.1").start();
+                let entries = store.lease_held(&[domain.to_string()], now(), now() + 60).await.unwrap();
+                let stream = tokio::net::TcpStream::connect(peer.addr()).await.unwrap();
+                let target = Target { host: format!("odmr:{domain}"), addr: peer.addr() };
+                delivery.deliver_over(Box::new(stream), &[], &target, entries, false).await
+            }
+        };
+        let (a, b) = tokio::join!(session("a.test"), session("b.test"));
+        assert_eq!(a, Progress { delivered: 5, bounced: 0, deferred: 0 });
+        assert_eq!(b, Progress { delivered: 1, bounced: 0, deferred: 0 });
+        assert_eq!(delivery.engine.progress().delivered, 6, "the engine counts both");
+    }
+
     #[test]
     fn auth_identity_for_the_next_hop() {
         let mut message = StoredMessage {
