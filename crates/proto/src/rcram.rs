@@ -148,9 +148,13 @@ impl fmt::Display for Challenge {
 }
 
 /// A host name (RFC 1123 2.1 letters, digits, hyphens, dots), one trailing dot allowed.
+/// Not an address in dotted-decimal form (RFC 1123 2.1: the top-level label is never all
+/// digits): a verifier must name itself, so that the home server's forward-DNS check of
+/// its IP means something (SPEC 8.2 step 3).
 fn valid_name(name: &str) -> bool {
     let name = name.strip_suffix('.').unwrap_or(name);
     !name.is_empty()
+        && !name.rsplit('.').next().is_some_and(|top| top.bytes().all(|b| b.is_ascii_digit()))
         && name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()

@@ -94,8 +94,15 @@ pub struct AuthLimiter {
     /// Keyed by a keyed hash of the lower-cased name: fixed-size keys however long the
     /// names a client sends, and collisions nobody can aim for.
     by_account: Mutex<Counts<u64>>,
+    /// Failures relayed by each verifier's network (X-RCRAM-VERIFY, SPEC 8.2): a budget
+    /// [`VERIFIER_FACTOR`] times a client's, since a verifier speaks for many users.
+    by_verifier: Mutex<Counts<IpAddr>>,
     hasher: RandomState,
 }
+
+/// How many clients' worth of failures a verifier may relay before it is refused for
+/// the addresses it is not familiar with.
+pub const VERIFIER_FACTOR: u32 = 10;
 
 impl AuthLimiter {
     pub fn new(max_per_ip: u32, max_per_account: u32, window: Duration) -> AuthLimiter {
@@ -110,6 +117,7 @@ impl AuthLimiter {
             window,
             by_ip: Mutex::new(Counts::new(capacity)),
             by_account: Mutex::new(Counts::new(capacity)),
+            by_verifier: Mutex::new(Counts::new(capacity)),
             hasher: RandomState::new(),
         }
     }
@@ -153,18 +161,27 @@ impl AuthLimiter {
         delay_after(count)
     }
 
-    /// Records a failed X-RCRAM-VERIFY answer (SPEC 8.2) for the account only. The
-    /// connecting IP is a verifier's and stands for all its clients, which it counts by
-    /// their own IPs; counting it here would let one stranger at the verifier block every
-    /// user there.
-    pub fn record_relayed_failure(&self, account: &str, familiar: bool) -> Duration {
+    /// Records a failed X-RCRAM-VERIFY answer (SPEC 8.2): for the account, and in the
+    /// verifier's own larger budget, not the client limit of its network. The verifier
+    /// stands for all its clients, which it counts by their own IPs; counting it as one
+    /// client would let one stranger there block every user of it.
+    pub fn record_relayed_failure(&self, verifier: IpAddr, account: &str, familiar: bool) -> Duration {
         let key = self.account_key(account);
-        let count = self.by_account.lock().unwrap_or_else(|p| p.into_inner()).bump(key, self.window);
+        let account_count = self.by_account.lock().unwrap_or_else(|p| p.into_inner()).bump(key, self.window);
+        let verifier_count =
+            self.by_verifier.lock().unwrap_or_else(|p| p.into_inner()).bump(client_network(verifier), self.window);
         if familiar {
             Duration::ZERO
         } else {
-            delay_after(count)
+            delay_after(account_count.max(verifier_count / VERIFIER_FACTOR))
         }
+    }
+
+    /// Whether a verifier has relayed its budget of failures: it is refused for the
+    /// addresses it is not familiar with.
+    pub fn verifier_blocked(&self, verifier: IpAddr) -> bool {
+        let counts = self.by_verifier.lock().unwrap_or_else(|p| p.into_inner());
+        counts.current(&client_network(verifier), self.window) >= self.max_per_ip.saturating_mul(VERIFIER_FACTOR)
     }
 
     #[cfg(test)]
@@ -211,15 +228,24 @@ mod tests {
     #[test]
     fn a_verifiers_relayed_failures_count_for_the_account_only() {
         let limiter = AuthLimiter::new(2, 2, Duration::from_secs(60));
+        let verifier = ip("192.0.2.1");
         for account in ["u@x", "v@x", "w@x"] {
-            assert!(limiter.record_relayed_failure(account, false) > Duration::ZERO);
+            assert!(limiter.record_relayed_failure(verifier, account, false) > Duration::ZERO);
         }
-        // One failure each: no account over its limit, and no network counted at all.
+        // One failure each: no account over its limit, and the verifier's network is no
+        // client over its limit either.
         assert!(["u@x", "v@x", "w@x"].iter().all(|a| !limiter.account_blocked(a)));
-        limiter.record_relayed_failure("u@x", false);
+        assert!(!limiter.ip_blocked(verifier) && !limiter.verifier_blocked(verifier));
+        limiter.record_relayed_failure(verifier, "u@x", false);
         assert!(limiter.account_blocked("u@x"));
-        assert_eq!(limiter.entries().0, 0, "no network counted");
-        assert_eq!(limiter.record_relayed_failure("u@x", true), Duration::ZERO, "a familiar verifier is not slowed");
+        assert_eq!(limiter.entries().0, 0, "no client network counted");
+        let familiar = limiter.record_relayed_failure(verifier, "u@x", true);
+        assert_eq!(familiar, Duration::ZERO, "a familiar verifier is not slowed");
+        // Its own budget: VERIFIER_FACTOR times a client's.
+        for n in 0..(2 * VERIFIER_FACTOR) {
+            limiter.record_relayed_failure(verifier, &format!("spray{n}@x"), false);
+        }
+        assert!(limiter.verifier_blocked(verifier) && !limiter.verifier_blocked(ip("198.51.100.1")));
     }
 
     #[test]

@@ -160,6 +160,24 @@ impl AuthGuard {
         Ok(())
     }
 
+    /// [`AuthGuard::admit`] for a verifier's X-RCRAM-VERIFY (SPEC 8.2): also refused,
+    /// for the addresses it is not familiar with, once it has relayed its budget of
+    /// failures ([`AuthLimiter::verifier_blocked`]).
+    pub(crate) async fn admit_verifier(
+        &mut self,
+        store: &dyn Store,
+        limiter: &AuthLimiter,
+        peer: SocketAddr,
+        account: &str,
+    ) -> Result<(), AuthRefusal> {
+        self.admit(store, limiter, peer, account).await?;
+        if limiter.verifier_blocked(peer.ip()) && !self.is_familiar(store, peer, account).await? {
+            tracing::warn!(%peer, %account, "X-RCRAM-VERIFY refused: this verifier relayed too many recent failures");
+            return Err(AuthRefusal::Blocked);
+        }
+        Ok(())
+    }
+
     async fn is_familiar(&mut self, store: &dyn Store, peer: SocketAddr, account: &str) -> Result<bool, AuthRefusal> {
         if self.familiar_to.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(account)) {
             return Ok(true);
@@ -199,7 +217,7 @@ impl AuthGuard {
                 let familiar =
                     authcid.is_some_and(|a| self.familiar_to.as_deref().is_some_and(|f| f.eq_ignore_ascii_case(a)));
                 match authcid {
-                    Some(account) if via_verifier => limiter.record_relayed_failure(account, familiar),
+                    Some(account) if via_verifier => limiter.record_relayed_failure(peer.ip(), account, familiar),
                     _ => limiter.record_failure(peer.ip(), authcid, familiar),
                 }
             }

@@ -402,8 +402,9 @@ impl CertMatch {
     }
 
     /// Fingerprints in lower-case hex without separators. Subjects as their attributes
-    /// `TYPE=value`, sorted and joined by commas, so that the RFC 4514 form (`CN=a,O=b`),
-    /// OpenSSL's default (`O = b, CN = a`) and the TLS layer's form all compare equal.
+    /// `TYPE=value`, sorted and joined by commas, so that the RFC 4514 form (`CN=a,O=b`,
+    /// with `\,` escapes and `+` between the parts of one RDN), OpenSSL's default
+    /// (`O = b, CN = a`) and its slash form (`/O=b/CN=a`) all compare equal.
     pub fn normalize(&self, value: &str) -> String {
         match self {
             CertMatch::Fingerprint => {
@@ -411,11 +412,21 @@ impl CertMatch {
             }
             CertMatch::Subject => {
                 let value = value.trim().trim_start_matches("subject=").trim();
-                let mut parts: Vec<String> = value
-                    .split([',', '/'])
+                let mut parts: Vec<String> = subject_attributes(value)
+                    .into_iter()
                     .filter_map(|part| {
                         let (key, val) = part.split_once('=')?;
-                        Some(format!("{}={}", key.trim().to_ascii_uppercase(), val.trim()))
+                        // Separators inside a value stay escaped, so that the result
+                        // normalizes to itself.
+                        let val: String = val
+                            .trim()
+                            .chars()
+                            .flat_map(|c| {
+                                let escape = matches!(c, '\\' | ',' | '+' | '/').then_some('\\');
+                                escape.into_iter().chain(std::iter::once(c))
+                            })
+                            .collect();
+                        Some(format!("{}={val}", key.trim().to_ascii_uppercase()))
                     })
                     .collect();
                 parts.sort();
@@ -597,6 +608,33 @@ pub struct VerifySentEntry {
     pub result: String,
 }
 
+/// The `TYPE=value` attributes of a subject DN: split at `,`, `+` and `/` outside escapes,
+/// with RFC 4514 2.4 escapes (`\,` and `\2C`) undone in the values.
+fn subject_attributes(dn: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut chars = dn.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let hex: String = chars.clone().take(2).collect();
+                match u8::from_str_radix(&hex, 16) {
+                    Ok(byte) if hex.len() == 2 && byte.is_ascii() => {
+                        current.push(char::from(byte));
+                        chars.next();
+                        chars.next();
+                    }
+                    _ => current.extend(chars.next()),
+                }
+            }
+            ',' | '+' | '/' => parts.push(std::mem::take(&mut current)),
+            c => current.push(c),
+        }
+    }
+    parts.push(current);
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::{CertMatch, PolicyAction, SenderPolicy};
@@ -624,5 +662,11 @@ mod tests {
             assert_eq!(CertMatch::Subject.normalize(spelling), canonical, "{spelling}");
         }
         assert_eq!(CertMatch::Fingerprint.normalize("AB:cd:01"), "abcd01");
+        // RFC 4514 as x509-cert writes it: escaped commas, `+` in a multi-valued RDN.
+        let acme = CertMatch::Subject.normalize("CN=bob,O=Acme\\, Inc.");
+        assert_eq!(acme, "CN=bob,O=Acme\\, Inc.");
+        assert_eq!(CertMatch::Subject.normalize("O = Acme\\2C Inc., CN = bob"), acme);
+        assert_eq!(CertMatch::Subject.normalize(&acme), acme, "normalizes to itself");
+        assert_eq!(CertMatch::Subject.normalize("CN=a+UID=b"), CertMatch::Subject.normalize("UID = b, CN = a"));
     }
 }

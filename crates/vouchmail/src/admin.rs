@@ -654,8 +654,9 @@ pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), S
                 for stored in store.tracking_records(&address, None, usize::MAX).await.map_err(|e| e.to_string())? {
                     let r = stored.record;
                     let size = r.to_line().map(|line| line.len()).unwrap_or_default();
+                    // Not "id": a record is no message for `mailbox show`.
                     let object = serde_json::json!({
-                        "id": stored.id,
+                        "tracking_id": stored.id,
                         "received": time_text(r.timestamp),
                         "folder": Folder::Tracking.to_string(),
                         "event": r.event.to_string(),
@@ -910,7 +911,8 @@ pub enum AuthKeyCommand {
     List {
         /// Only this address, shown as `show` does.
         address: Option<String>,
-        /// Print a JSON array of objects instead (for scripts).
+        /// Print JSON instead (for scripts): an array of objects, or with ADDRESS one
+        /// object as `show --json`.
         #[arg(long)]
         json: bool,
     },
@@ -918,7 +920,7 @@ pub enum AuthKeyCommand {
     Show {
         /// A local address.
         address: String,
-        /// Print a JSON array of objects instead (for scripts).
+        /// Print one JSON object instead (for scripts).
         #[arg(long)]
         json: bool,
     },
@@ -1084,17 +1086,17 @@ pub async fn authkey(
                     "received_key": received,
                 }));
             }
-            println!("AGI {}s, AVT {}s ({source})", s.agi_secs, s.avt_secs);
             let mut listing = Listing::new(&["KEY", "CREATED", "EXPIRES"]);
             for k in keys {
                 let cells = vec![k.key, time_text(k.created_at), time_text(k.expires_at)];
                 listing.push(cells, serde_json::Value::Null);
             }
-            write_stdout(&listing.text())?;
-            match received {
-                Some(k) => println!("received key {}\tat {}\tfrom {}", k.key, time_text(k.received_at), k.source),
-                None => println!("no key received by mail"),
-            }
+            let received = match received {
+                Some(k) => format!("received key {}\tat {}\tfrom {}", k.key, time_text(k.received_at), k.source),
+                None => "no key received by mail".to_string(),
+            };
+            let settings = format!("AGI {}s, AVT {}s ({source})", s.agi_secs, s.avt_secs);
+            write_stdout(&format!("{settings}\n{}{received}\n", listing.text()))?;
         }
         AuthKeyCommand::Rotate { address } => {
             let address = local_account(store, &address).await?;

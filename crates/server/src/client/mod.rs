@@ -690,6 +690,7 @@ impl Client {
             }
             FetchTarget::Mbox(path) => {
                 use std::os::unix::fs::OpenOptionsExt;
+                let created = !path.exists();
                 let mut file = std::fs::OpenOptions::new()
                     .append(true)
                     .create(true)
@@ -721,6 +722,13 @@ impl Client {
                 file.write_all(&out)
                     .and_then(|_| file.sync_data())
                     .map_err(|e| ClientError::new(format!("{}: {e}", path.display())))?;
+                // A new mbox's name must be on disk too before the server deletes.
+                if created {
+                    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                    std::fs::File::open(folder)
+                        .and_then(|d| d.sync_all())
+                        .map_err(|e| ClientError::new(format!("{}: {e}", folder.display())))?;
+                }
                 Ok(path.clone())
             }
         }

@@ -293,10 +293,15 @@ async fn run_session(
                         // SPEC 8.2 / SPEC 3: the AUTH limits hold for remote logins too, with
                         // the same exemption for familiar clients (at the home server, the
                         // verifier is the client).
-                        MessengerRequest::RcramStart { address } | MessengerRequest::VerifyStart { address, .. }
+                        MessengerRequest::RcramStart { address }
                             if Box::pin(auth.admit(store, limiter, peer, &address)).await.is_err() =>
                         {
                             rcram_link.cancel();
+                            Some(RcramVerdict::Unavailable(sasl_reply(SaslError::Temporary)))
+                        }
+                        MessengerRequest::VerifyStart { address, .. }
+                            if Box::pin(auth.admit_verifier(store, limiter, peer, &address)).await.is_err() =>
+                        {
                             Some(RcramVerdict::Unavailable(sasl_reply(SaslError::Temporary)))
                         }
                         MessengerRequest::RcramStart { address } => {

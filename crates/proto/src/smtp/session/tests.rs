@@ -1147,6 +1147,8 @@ fn x_rcram_verify_refusals() {
         h.codes(b"AUTH X-RCRAM-VERIFY user@local.example\r\nAUTH X-RCRAM-VERIFY a b c\r\n"),
         ["501 5.5.4", "501 5.5.4"]
     );
+    // A verifier names itself: an IP literal would pass any forward-DNS check (SPEC 8.2).
+    assert_eq!(h.codes(b"AUTH X-RCRAM-VERIFY user@local.example 203.0.113.5\r\n"), ["501 5.5.4"]);
     assert_eq!(h.codes(b"MAIL FROM:<user@local.example>\r\n"), ["530 5.7.0"]);
 }
 
