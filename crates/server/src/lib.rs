@@ -21,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod dns;
 mod driver;
+pub mod files;
 pub mod inbound;
 pub mod limits;
 pub mod messenger;

@@ -161,16 +161,7 @@ fn names_of(path: &Path) -> Option<Vec<String>> {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    file.write_all(bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    crate::files::write_private(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Asks for a client certificate and accepts any: the handshake still proves the client

@@ -168,20 +168,7 @@ fn now() -> i64 {
 
 /// Writes a private file (mode 600), replacing it.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| ClientError::new(format!("{}: {e}", path.display())))?;
-    use std::os::unix::fs::PermissionsExt;
-    let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
-    // On disk before anything depends on it (a fetched message before its DELE).
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .map_err(|e| ClientError::new(format!("{}: {e}", path.display())))
+    crate::files::write_private(path, bytes).map_err(|e| ClientError::new(format!("{}: {e}", path.display())))
 }
 
 fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, ClientError> {
