@@ -13,30 +13,14 @@
 //! # }
 //! ```
 
-pub mod accounts;
-pub mod auth_limit;
-pub mod authkey;
-pub mod bootstrap;
-pub mod client;
+pub mod auth;
 pub mod config;
-pub mod dns;
-mod driver;
-pub mod files;
-pub mod inbound;
-pub mod limits;
-pub mod messenger;
-pub mod odmr;
-pub mod odmr_customer;
-pub mod outbound;
-pub mod own_message;
-pub mod pop3;
-pub mod pop3_client;
-pub mod spool;
-pub mod stream;
-pub mod tasks;
-pub mod tls;
-pub mod tracking;
-pub mod x509;
+pub mod federation;
+pub mod jobs;
+pub mod listen;
+pub mod net;
+pub mod rules;
+pub mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,12 +34,13 @@ use vouchmail_proto::smtp::address::Address;
 use vouchmail_proto::smtp::session::{Service, SessionConfig};
 use vouchmail_store::Store;
 
-use auth_limit::AuthLimiter;
+use auth::limits::AuthLimiter;
 use config::Config;
-use inbound::SmtpContext;
-use limits::ConnectionLimiter;
-use tasks::TaskTracker;
-use tls::Tls;
+use listen::limits::ConnectionLimiter;
+use listen::smtp::SmtpContext;
+use net::dns;
+use net::tls::Tls;
+use support::tasks::TaskTracker;
 
 /// A started server; drop it or call [`RunningServer::shutdown`] to stop.
 pub struct RunningServer {
@@ -117,11 +102,12 @@ pub fn check_config(config: &Config) -> Result<(), String> {
     }
     postmaster_of(config)?;
     let dns = dns::Dns::for_config(config)?;
-    outbound::route::Router::new(&config.outbound, &config.hostname, dns)?;
-    outbound::tls::Connectors::new(config.outbound.ca_file.as_deref()).map_err(|e| format!("outbound.ca_file: {e}"))?;
-    messenger::client::FederationClient::from_config(config)?;
+    net::route::Router::new(&config.outbound, &config.hostname, dns)?;
+    net::client_tls::Connectors::new(config.outbound.ca_file.as_deref())
+        .map_err(|e| format!("outbound.ca_file: {e}"))?;
+    net::federation::FederationClient::from_config(config)?;
     for (n, entry) in config.odmr.fetch.iter().enumerate() {
-        odmr_customer::FetchOptions::from_schedule(config, entry).map_err(|e| format!("odmr.fetch[{n}]: {e}"))?;
+        jobs::odmr_fetch::FetchOptions::from_schedule(config, entry).map_err(|e| format!("odmr.fetch[{n}]: {e}"))?;
     }
     Ok(())
 }
@@ -153,7 +139,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         _dns: dns::Dns::for_config(config)?,
     };
     let tls = Tls::from_config(config)?;
-    let fake_salt_key = bootstrap::scram_fake_salt_key(store.as_ref()).await?;
+    let fake_salt_key = rules::bootstrap::scram_fake_salt_key(store.as_ref()).await?;
     let auth_limiter = Arc::new(AuthLimiter::new(
         config.auth.max_failures_per_ip,
         config.auth.max_failures_per_account,
@@ -166,10 +152,10 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         (Listener::Odmr, &config.listeners.odmr),
         (Listener::Messenger, &config.listeners.messenger),
     ];
-    let odmr = odmr::Odmr::new(config, Arc::clone(&store))?;
-    let messenger = messenger::Messenger::new(config, Arc::clone(&store))?;
-    let memory = spool::MemoryBudget::new(config.smtp.max_inflight_bytes);
-    let authkeys = authkey::AuthKeys::new(&config.authkey, dns::Dns::for_config(config)?, Arc::clone(&store));
+    let odmr = jobs::held::Odmr::new(config, Arc::clone(&store))?;
+    let messenger = federation::Messenger::new(config, Arc::clone(&store))?;
+    let memory = listen::smtp::spool::MemoryBudget::new(config.smtp.max_inflight_bytes);
+    let authkeys = auth::authkey::AuthKeys::new(&config.authkey, dns::Dns::for_config(config)?, Arc::clone(&store));
     for (kind, addrs) in listeners {
         // One count per role: a flood on the MX must not lock out submission users. The
         // Messenger port has limits of its own (SPEC 8; the AUTH limits are shared).
@@ -194,7 +180,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             messenger: (kind == Listener::Messenger).then(|| Arc::clone(&messenger)),
         });
         for addr in addrs {
-            let listener = driver::listen(*addr)?;
+            let listener = listen::listen(*addr)?;
             let local = listener.local_addr().map_err(|e| e.to_string())?;
             tracing::info!(service = ?kind, %local, "listening");
             match kind {
@@ -204,7 +190,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
                 Listener::Odmr => server.odmr_addrs.push(local),
                 Listener::Messenger => server.messenger_addrs.push(local),
             }
-            let handle = tokio::spawn(inbound::serve_listener(
+            let handle = tokio::spawn(listen::smtp::serve_listener(
                 listener,
                 Arc::clone(&context),
                 shutdown_rx.clone(),
@@ -215,9 +201,9 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     }
     // SPEC 8.3: the NOTIFY outbox, sending remote senders' tracking records to the home
     // servers of their domains over the federation client, retried while they are down.
-    let sender = Arc::new(messenger::notify::FederationNotifySender::new(Arc::clone(messenger.client())));
-    let settings = tracking::OutboxSettings::from_config(config);
-    let outbox = tracking::Outbox::new(Arc::clone(&store), sender, settings, messenger.outbox_bell().clone());
+    let sender = Arc::new(federation::notify::FederationNotifySender::new(Arc::clone(messenger.client())));
+    let settings = rules::tracking::OutboxSettings::from_config(config);
+    let outbox = rules::tracking::Outbox::new(Arc::clone(&store), sender, settings, messenger.outbox_bell().clone());
     outbox.spawn(shutdown_rx.clone(), &sessions);
     // SPEC 8.4: the scheduled pull of the peers' Entity Index entries.
     if config.messenger.pull_interval_secs > 0 {
@@ -226,13 +212,13 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         sessions.spawn(Arc::clone(&messenger).run_pulls(peers, interval, shutdown_rx.clone()));
     }
     for entry in &config.odmr.fetch {
-        let options = odmr_customer::FetchOptions::from_schedule(config, entry)?;
+        let options = jobs::odmr_fetch::FetchOptions::from_schedule(config, entry)?;
         let local = match entry.smtphost {
             Some(_) => None,
             None => Some(customer_context(config, Arc::clone(&store), options.trusts_provider())?),
         };
         let interval = Duration::from_secs(entry.interval_secs.max(10));
-        sessions.spawn(odmr_customer::run_scheduled(options, interval, local, shutdown_rx.clone()));
+        sessions.spawn(jobs::odmr_fetch::run_scheduled(options, interval, local, shutdown_rx.clone()));
     }
     let shared = Pop3Shared {
         tls: &tls,
@@ -243,7 +229,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     start_pop3(config, &store, shared, &shutdown_rx, &sessions, &mut server).await?;
     start_authkey(config, &store, &shutdown_rx, &sessions, &mut server)?;
     if config.outbound.enabled {
-        outbound::spawn(config, Arc::clone(&store), shutdown_rx.clone(), &sessions)?;
+        jobs::outbound::spawn(config, Arc::clone(&store), shutdown_rx.clone(), &sessions)?;
         let lifetime = config.outbound.lifetime_secs as i64;
         sessions.spawn(Arc::clone(&odmr).sweep_expired(lifetime, shutdown_rx.clone()));
     }
@@ -261,7 +247,7 @@ fn start_authkey(
 ) -> Result<(), String> {
     if config.authkey.server {
         let hostname = config.hostname.clone();
-        sessions.spawn(authkey::run_generator(
+        sessions.spawn(auth::authkey::run_generator(
             Arc::clone(store),
             config.authkey.clone(),
             hostname,
@@ -271,22 +257,26 @@ fn start_authkey(
     if config.listeners.authkey.is_empty() {
         return Ok(());
     }
-    let (context, log_writer) = authkey::VerifyContext::new(&config.authkey, Arc::clone(store));
+    let (context, log_writer) = auth::authkey::VerifyContext::new(&config.authkey, Arc::clone(store));
     for addr in &config.listeners.authkey {
-        let listener = driver::listen(*addr)?;
+        let listener = listen::listen(*addr)?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         // The same port for UDP, also when the configured port is 0.
-        let udp = if config.authkey.udp { Some(authkey::bind_udp(local)?) } else { None };
+        let udp = if config.authkey.udp { Some(auth::authkey::bind_udp(local)?) } else { None };
         tracing::info!(service = "authkey", %local, udp = udp.is_some(), "listening");
         server.authkey_addrs.push(local);
-        server.listeners.push(tokio::spawn(authkey::serve_tcp(
+        server.listeners.push(tokio::spawn(auth::authkey::serve_tcp(
             listener,
             Arc::clone(&context),
             shutdown_rx.clone(),
             sessions.clone(),
         )));
         if let Some(udp) = udp {
-            server.listeners.push(tokio::spawn(authkey::serve_udp(udp, Arc::clone(&context), shutdown_rx.clone())));
+            server.listeners.push(tokio::spawn(auth::authkey::serve_udp(
+                udp,
+                Arc::clone(&context),
+                shutdown_rx.clone(),
+            )));
         }
     }
     // Ends when the listeners (holding the context) are gone, after writing what is queued.
@@ -300,7 +290,7 @@ struct Pop3Shared<'a> {
     tls: &'a Tls,
     auth_limiter: &'a Arc<AuthLimiter>,
     fake_salt_key: &'a SiteSecret,
-    outbox_bell: &'a tracking::OutboxBell,
+    outbox_bell: &'a rules::tracking::OutboxBell,
 }
 
 /// The POP3 listeners (SPEC 9): pop3 with STLS and pop3s with implicit TLS, sharing one
@@ -314,10 +304,10 @@ async fn start_pop3(
     server: &mut RunningServer,
 ) -> Result<(), String> {
     let limiter = ConnectionLimiter::new(config.pop3.max_connections, config.pop3.max_connections_per_ip);
-    let locks = Arc::new(pop3::MailboxLocks::default());
+    let locks = Arc::new(listen::pop3::MailboxLocks::default());
     for implicit_tls in [false, true] {
         let addrs = if implicit_tls { &config.listeners.pop3s } else { &config.listeners.pop3 };
-        let context = Arc::new(pop3::Pop3Context {
+        let context = Arc::new(listen::pop3::Pop3Context {
             session_config: Arc::new(pop3_session_config(config, implicit_tls, shared.fake_salt_key)?),
             store: Arc::clone(store),
             limiter: Arc::clone(&limiter),
@@ -328,7 +318,7 @@ async fn start_pop3(
             outbox_bell: shared.outbox_bell.clone(),
         });
         for addr in addrs {
-            let listener = driver::listen(*addr)?;
+            let listener = listen::listen(*addr)?;
             let local = listener.local_addr().map_err(|e| e.to_string())?;
             let service = if implicit_tls { "pop3s" } else { "pop3" };
             tracing::info!(service, %local, "listening");
@@ -337,7 +327,7 @@ async fn start_pop3(
             } else {
                 server.pop3_addrs.push(local);
             }
-            let handle = tokio::spawn(pop3::serve_listener(
+            let handle = tokio::spawn(listen::pop3::serve_listener(
                 listener,
                 Arc::clone(&context),
                 shutdown_rx.clone(),
@@ -414,7 +404,7 @@ fn session_config(
 /// The MX session context an ODMR customer serves its reversed session with: mail goes
 /// into this store like MX mail. `trusted_relay`: the provider is a trusted relay (SPEC 2),
 /// which it is only when the customer knows it is talking to its provider
-/// ([`odmr_customer::FetchOptions::trusts_provider`]); otherwise its mail is judged as any
+/// ([`jobs::odmr_fetch::FetchOptions::trusts_provider`]); otherwise its mail is judged as any
 /// unauthenticated MX mail, by the recipient domain's sender policy.
 pub fn customer_context(
     config: &Config,
@@ -438,10 +428,10 @@ pub fn customer_context(
         postmaster,
         tls: None,
         implicit_tls: false,
-        odmr: odmr::Odmr::new(config, Arc::clone(&store))?,
+        odmr: jobs::held::Odmr::new(config, Arc::clone(&store))?,
         spool_dir: config.data_dir.join("spool"),
-        memory: spool::MemoryBudget::new(config.smtp.max_inflight_bytes),
-        authkeys: authkey::AuthKeys::new(&config.authkey, dns::Dns::for_config(config)?, store),
+        memory: listen::smtp::spool::MemoryBudget::new(config.smtp.max_inflight_bytes),
+        authkeys: auth::authkey::AuthKeys::new(&config.authkey, dns::Dns::for_config(config)?, store),
         messenger: None,
     }))
 }

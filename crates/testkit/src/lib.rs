@@ -2,4 +2,5 @@
 //! ([`dns::TestDns`]) and a scripted SMTP server ([`smtp_peer::Peer`]), both on loopback.
 
 pub mod dns;
+pub mod layout;
 pub mod smtp_peer;

@@ -11,7 +11,7 @@ use vouchmail_proto::headers;
 use vouchmail_proto::sasl::{Secrets, SecretsPolicy};
 use vouchmail_proto::smtp::address::Address;
 use vouchmail_proto::time::rfc3339;
-use vouchmail_server::authkey::verifier;
+use vouchmail_server::auth::authkey::verifier;
 use vouchmail_store::{AuthKey, AuthKeySettings, CertMatch, Folder, NewAccount, SenderPolicy, Store};
 
 use crate::listing::{print_json, write_stdout, Listing};
@@ -288,7 +288,7 @@ pub enum QueueCommand {
 /// `xn--bcher-kva.example` name the same accounts.
 fn parse_address(text: &str) -> Result<Address, String> {
     let address = Address::parse(text).map_err(|e| format!("'{text}' is not a valid address: {e}"))?;
-    match vouchmail_server::accounts::ascii_domain(address.domain()) {
+    match vouchmail_server::rules::accounts::ascii_domain(address.domain()) {
         Some(ascii) => Address::from_parts(address.local(), &ascii).map_err(|e| format!("'{text}': {e}")),
         None => Ok(address),
     }
@@ -296,12 +296,12 @@ fn parse_address(text: &str) -> Result<Address, String> {
 
 /// A domain name as stored (A-labels); names an existing domain, so unusual forms pass.
 fn parse_domain(text: &str) -> Result<String, String> {
-    vouchmail_server::accounts::normalize_domain(text, true)
+    vouchmail_server::rules::accounts::normalize_domain(text, true)
 }
 
 /// `NAME (U-LABELS)` for an internationalized name, else NAME.
 fn domain_text(ascii: &str) -> String {
-    match vouchmail_server::accounts::unicode_name(ascii) {
+    match vouchmail_server::rules::accounts::unicode_name(ascii) {
         Some(unicode) => format!("{ascii} ({unicode})"),
         None => ascii.to_string(),
     }
@@ -358,7 +358,8 @@ fn secrets_for(password: &str, policy: &SecretsPolicy) -> Result<Secrets, String
 /// SHA-256 fingerprint (hex) of the first certificate in a PEM file.
 fn pem_fingerprint(path: &std::path::Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let der = vouchmail_server::x509::first_pem_certificate(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let der =
+        vouchmail_server::net::x509::first_pem_certificate(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     use sha2::Digest;
     Ok(sha2::Sha256::digest(&der).iter().map(|b| format!("{b:02x}")).collect())
 }
@@ -381,7 +382,7 @@ fn with_cases(
 pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), String> {
     match command {
         DomainCommand::Add { name, policy, unauthenticated, forged, held_for, etrn_host, allow_unusual } => {
-            let name = vouchmail_server::accounts::normalize_domain(&name, allow_unusual)?;
+            let name = vouchmail_server::rules::accounts::normalize_domain(&name, allow_unusual)?;
             let policy = with_cases(policy.parse()?, unauthenticated, forged)?;
             let held_for = parse_accounts(&held_for)?;
             check_etrn_host(etrn_host.as_deref())?;
@@ -418,7 +419,7 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Str
             for d in store.list_domains().await.map_err(|e| e.to_string())? {
                 let object = serde_json::json!({
                     "domain": d.name,
-                    "unicode": vouchmail_server::accounts::unicode_name(&d.name),
+                    "unicode": vouchmail_server::rules::accounts::unicode_name(&d.name),
                     "policy": d.policy.to_string(),
                     "unauthenticated": d.policy.unauthenticated.to_string(),
                     "forged": d.policy.forged.to_string(),
@@ -478,7 +479,7 @@ pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolic
             let (password, generated) = if password_stdin {
                 (read_password_stdin()?, false)
             } else {
-                (vouchmail_server::bootstrap::generate_password(20)?, true)
+                (vouchmail_server::rules::bootstrap::generate_password(20)?, true)
             };
             let secrets = secrets_for(&password, policy)?;
             store
@@ -514,7 +515,7 @@ pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolic
         }
         UserCommand::Remove { address, force } => {
             let address = parse_address(&address)?.to_string();
-            let refs = vouchmail_server::accounts::remove_account(store, &address, force).await?;
+            let refs = vouchmail_server::rules::accounts::remove_account(store, &address, force).await?;
             if refs.is_empty() {
                 println!("removed user {address}");
             } else {
@@ -529,7 +530,7 @@ pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolic
             let (password, generated) = if password_stdin {
                 (read_password_stdin()?, false)
             } else {
-                (vouchmail_server::bootstrap::generate_password(20)?, true)
+                (vouchmail_server::rules::bootstrap::generate_password(20)?, true)
             };
             store.set_secrets(&address, secrets_for(&password, policy)?).await.map_err(|e| e.to_string())?;
             if generated {
@@ -584,7 +585,7 @@ pub async fn alias(store: &dyn Store, command: AliasCommand) -> Result<(), Strin
             let alias = parse_address(&alias)?.to_string();
             let targets =
                 targets.iter().map(|t| parse_address(t).map(|a| a.to_string())).collect::<Result<Vec<_>, _>>()?;
-            vouchmail_server::accounts::check_new_alias(store, &alias, &targets, allow_missing).await?;
+            vouchmail_server::rules::accounts::check_new_alias(store, &alias, &targets, allow_missing).await?;
             store.add_alias(&alias, &targets).await.map_err(|e| e.to_string())?;
             println!("{alias} -> {}", targets.join(", "));
         }
@@ -598,7 +599,7 @@ pub async fn alias(store: &dyn Store, command: AliasCommand) -> Result<(), Strin
         }
         AliasCommand::Remove { alias, target, force } => {
             let alias = parse_address(&alias)?.to_string();
-            let refs = vouchmail_server::accounts::remove_alias(store, &alias, target.as_deref(), force).await?;
+            let refs = vouchmail_server::rules::accounts::remove_alias(store, &alias, target.as_deref(), force).await?;
             let also = if refs.is_empty() { String::new() } else { format!(" and its use by {}", refs.describe()) };
             println!("removed {alias}{}{also}", target.map(|t| format!(" -> {t}")).unwrap_or_default());
         }
@@ -857,7 +858,7 @@ pub async fn queue(
             let total = counts.queued + counts.deferred;
             let bar = std::sync::Arc::new(std::sync::Mutex::new(ProgressBar::new("flush", total)));
             let shown = std::sync::Arc::clone(&bar);
-            let result = vouchmail_server::outbound::flush(config, store, move |p| {
+            let result = vouchmail_server::jobs::outbound::flush(config, store, move |p| {
                 if let Ok(mut bar) = shown.lock() {
                     let detail = format!("delivered {} deferred {} bounced {}", p.delivered, p.deferred, p.bounced);
                     bar.set(p.done(), &detail);
@@ -1101,7 +1102,7 @@ pub async fn authkey(
         AuthKeyCommand::Rotate { address } => {
             let address = local_account(store, &address).await?;
             let (settings, _) = settings_of(store, config, &address).await?;
-            let key = vouchmail_server::authkey::generate_key().map_err(|e| format!("OS random source: {e}"))?;
+            let key = vouchmail_server::auth::authkey::generate_key().map_err(|e| format!("OS random source: {e}"))?;
             let span = settings.agi_secs.saturating_add(settings.avt_secs).min(i64::MAX as u64 / 2) as i64;
             let expires_at = now.saturating_add(span);
             store
@@ -1135,7 +1136,7 @@ pub async fn authkey(
             if !vouchmail_proto::authkey::codec::is_valid_key(key.as_bytes()) {
                 return Err("KEY must be 64 characters of A-Z, a-z and 0-9 (SPEC 7.1)".into());
             }
-            let dns = vouchmail_server::dns::Dns::for_config(config)?;
+            let dns = vouchmail_server::net::dns::Dns::for_config(config)?;
             let servers = match server {
                 Some(text) => dns.socket_addrs(&text, verifier::DEFAULT_PORT).await?,
                 None => {

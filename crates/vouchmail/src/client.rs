@@ -1,12 +1,12 @@
 //! `vouchmail client --profile FILE <command>` (SPEC 10): a thin shell over
-//! `vouchmail_server::client`. Every failure is one line on stderr and exit status 1.
+//! `vouchmail_client`. Every failure is one line on stderr and exit status 1.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use vouchmail_server::client::{Client, ClientError, FetchTarget, KEYGEN_DAYS};
+use vouchmail_client::{Client, ClientError, FetchTarget, KEYGEN_DAYS};
 
 #[derive(Args)]
 pub struct ClientArgs {

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use vouchmail_client::{write_private, Client, FetchTarget};
 use vouchmail_proto::messenger::{RawReply, RawReplyParser};
 use vouchmail_proto::sasl::Secrets;
 use vouchmail_proto::tracking::{Event, Record};
-use vouchmail_server::client::{write_private, Client, FetchTarget};
 use vouchmail_server::config::Config;
 use vouchmail_server::RunningServer;
 use vouchmail_store::{DirectoryRecord, NewAccount, SenderPolicy, SqliteStore, Store};
@@ -162,7 +162,7 @@ async fn start_node(
     config.messenger.notify_retry_max_secs = 2;
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let store = Arc::new(SqliteStore::open(&config.store_path()).map_err(|e| e.to_string())?);
-    vouchmail_server::bootstrap::bootstrap(&config, store.as_ref()).await.map_err(|e| e.to_string())?;
+    vouchmail_server::rules::bootstrap::bootstrap(&config, store.as_ref()).await.map_err(|e| e.to_string())?;
     let server = vouchmail_server::start(&config, Arc::clone(&store) as Arc<dyn Store>).await?;
     Ok(Node {
         domain: domain.to_string(),
@@ -583,7 +583,7 @@ async fn walk(dir: &Path, dns: SocketAddr, nodes: &[Node]) -> Result<Report, Str
     let listener = TcpListener::bind(SocketAddr::new(rogue.ip, 0)).await.map_err(|e| e.to_string())?;
     let fake = listener.local_addr().map_err(|e| e.to_string())?;
     let verifier = tokio::spawn(fake_rogue_verifier(listener));
-    let refused = match vouchmail_server::client::session::Session::open(
+    let refused = match vouchmail_client::session::Session::open(
         "mail.rogue.test",
         fake,
         None,

@@ -247,7 +247,7 @@ async fn init(config: Config) -> Result<(), String> {
 
 /// First start: the domain and postmaster. True when something was created.
 async fn bootstrap(config: &Config, store: &SqliteStore) -> Result<bool, String> {
-    match vouchmail_server::bootstrap::bootstrap(config, store).await? {
+    match vouchmail_server::rules::bootstrap::bootstrap(config, store).await? {
         Some((address, password)) => {
             // Shown once: only its hash is stored.
             println!("Created {address} with password {password}");

@@ -8,7 +8,7 @@ use vouchmail_proto::messenger::replies::pem_from_der;
 use vouchmail_proto::messenger::PublishedId;
 use vouchmail_proto::smtp::address::Address;
 use vouchmail_proto::time::{rfc3339, unix_seconds};
-use vouchmail_server::messenger::x509;
+use vouchmail_server::federation::x509;
 use vouchmail_store::{DirectoryRecord, Store, StoredCertificate};
 
 use crate::listing::{print_json, write_stdout, Listing};

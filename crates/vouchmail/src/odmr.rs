@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use clap::Subcommand;
 use vouchmail_server::config::Config;
-use vouchmail_server::odmr_customer::{customer_timeout, fetch, FetchOptions, FetchOutcome, RelayTimeouts};
-use vouchmail_server::outbound::tls::ServerTrust;
+use vouchmail_server::jobs::odmr_fetch::{customer_timeout, fetch, FetchOptions, FetchOutcome, RelayTimeouts};
+use vouchmail_server::net::client_tls::ServerTrust;
 use vouchmail_store::Store;
 
 #[derive(Subcommand)]

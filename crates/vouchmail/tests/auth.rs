@@ -14,7 +14,7 @@ use common::{run, tool, SmtpConn, TestServer};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use vouchmail_proto::pop3::RespCode;
 use vouchmail_proto::sasl::{self, ClientSession, Credentials, Mechanism, Secrets};
-use vouchmail_server::pop3_client::{Pop3Client, Pop3ClientError};
+use vouchmail_server::net::pop3_client::{Pop3Client, Pop3ClientError};
 use vouchmail_store::{CertMatch, NewAccount, SqliteStore, Store};
 
 const PASSWORD: &str = "correct horse battery";

@@ -15,8 +15,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
 use common::{binary, run, TestServer};
+use vouchmail_client::session::Session;
 use vouchmail_proto::sasl::Secrets;
-use vouchmail_server::client::session::Session;
 use vouchmail_store::{DirectoryRecord, Folder, NewAccount, Store, StoredCertificate};
 use vouchmail_testkit::dns::TestDns;
 
@@ -90,8 +90,8 @@ impl Site {
     /// Injects raw octets into `to`'s mailbox as `from`, by the client library's session
     /// (local AUTH on the Messenger port).
     async fn inject(&self, from: &str, to: &str, message: &[u8]) {
-        let tls = vouchmail_server::outbound::tls::Connectors::new(Some(&self.ca())).unwrap();
-        let connector = tls.for_policy(vouchmail_server::outbound::route::TlsPolicy::Verify).cloned();
+        let tls = vouchmail_server::net::client_tls::Connectors::new(Some(&self.ca())).unwrap();
+        let connector = tls.for_policy(vouchmail_server::net::route::TlsPolicy::Verify).cloned();
         let mut session = Session::open(
             HOST,
             self.server.messenger(),

@@ -15,7 +15,7 @@ use common::{run, SmtpConn, TestServer};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use vouchmail_proto::sasl::Secrets;
-use vouchmail_server::messenger::x509;
+use vouchmail_server::federation::x509;
 use vouchmail_store::{DirectoryRecord, Folder, SenderPolicy, Store, StoredCertificate};
 use vouchmail_testkit::dns::TestDns;
 
@@ -577,7 +577,7 @@ async fn bench_cert_lookups() {
 // notifications, NOTIFY / RECEIPT / TRACK (SPEC 8.3), across the same three servers.
 
 use vouchmail_proto::rcram::{self, RcramClient, RcramEvent, RcramOutcome};
-use vouchmail_server::pop3_client::Pop3Client;
+use vouchmail_server::net::pop3_client::Pop3Client;
 use vouchmail_store::OutboxState;
 
 impl LineClient {

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use vouchmail_proto::pop3::RespCode;
 use vouchmail_proto::sasl::secrets::Secrets;
 use vouchmail_proto::sasl::{Credentials, Mechanism};
-use vouchmail_server::pop3_client::{Pop3Client, Pop3ClientError};
+use vouchmail_server::net::pop3_client::{Pop3Client, Pop3ClientError};
 use vouchmail_store::{Folder, Store, TrackingKind};
 
 const USER: &str = "user@local.test";

@@ -12,7 +12,7 @@ use common::{binary, TestServer};
 use tokio::net::TcpStream;
 use vouchmail_proto::sasl::secrets::Secrets;
 use vouchmail_proto::sasl::{Credentials, Mechanism};
-use vouchmail_server::pop3_client::Pop3Client;
+use vouchmail_server::net::pop3_client::Pop3Client;
 use vouchmail_store::{Delivery, Envelope, Folder, NewMessage, RecipientDsn, Store};
 
 const USER: &str = "user@local.test";

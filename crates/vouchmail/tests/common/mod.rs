@@ -74,7 +74,7 @@ impl TestServer {
         config.outbound.enabled = false;
         adjust(&mut config);
         let store = Arc::new(SqliteStore::open(&config.store_path()).expect("store"));
-        vouchmail_server::bootstrap::bootstrap(&config, store.as_ref()).await.expect("bootstrap");
+        vouchmail_server::rules::bootstrap::bootstrap(&config, store.as_ref()).await.expect("bootstrap");
         if !config.bootstrap.domain.is_empty() {
             store
                 .add_account(NewAccount {

@@ -1,0 +1,210 @@
+//! The directory and the Entity Index (SPEC 8.4): ENTITIES for any peer, BOOK for an
+//! authenticated session, and the scheduled pull of peers' entries, keeping an entry only
+//! when the peer is the home server of the mailbox's domain.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use vouchmail_proto::messenger::entities::parse_entities_reply;
+use vouchmail_proto::messenger::{replies, DirectoryEntry, EntityChange, EntityOp, PublishedId};
+use vouchmail_proto::smtp::address::Address;
+use vouchmail_proto::smtp::reply::Reply;
+use vouchmail_store::{EntityOp as StoreOp, MessengerPeer, PeerPull};
+
+use super::{now, Messenger};
+use crate::net::discovery::home_addresses;
+use crate::net::federation::LARGE_REPLY;
+
+/// Most change lines one ENTITIES answer holds; the peer asks again from the last serial.
+pub const MAX_ENTITIES: usize = 10_000;
+
+/// What one pull of a peer did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullOutcome {
+    pub added: usize,
+    pub removed: usize,
+    /// Entries the peer may not publish (it is not their domain's home server).
+    pub dropped: usize,
+    pub highest: i64,
+}
+
+impl Messenger {
+    /// SPEC 8.4: `250-<serial> ADD|DEL <id> <mailbox>` lines after `since`, then the
+    /// highest serial.
+    pub(super) async fn entities(&self, since: u64) -> Reply {
+        let since = i64::try_from(since).unwrap_or(i64::MAX);
+        let (rows, highest) = match self.store.entity_changes_since(since, MAX_ENTITIES).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(error = %e, "ENTITIES: cannot read the entity changes");
+                return Reply::local_error("Local error in processing, try again later");
+            }
+        };
+        let mut changes = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id = PublishedId::parse(&row.published_id);
+            let mailbox = Address::parse(&row.mailbox);
+            let (Some(id), Ok(mailbox)) = (id, mailbox) else {
+                tracing::warn!(serial = row.serial, id = %row.published_id, mailbox = %row.mailbox, "ENTITIES: a stored change does not parse; left out");
+                continue;
+            };
+            let op = match row.op {
+                StoreOp::Add => EntityOp::Add,
+                StoreOp::Del => EntityOp::Del,
+            };
+            changes.push(EntityChange { serial: row.serial.max(0) as u64, op, id, mailbox });
+        }
+        replies::entities(&changes, highest.max(0) as u64)
+    }
+
+    /// SPEC 8.4: the published entries matching `query`, at most 50.
+    pub(super) async fn book(&self, query: &str) -> Reply {
+        let records = match self.store.list_directory().await {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::error!(error = %e, "BOOK: cannot read the directory");
+                return Reply::local_error("Local error in processing, try again later");
+            }
+        };
+        let entries: Vec<DirectoryEntry> = records
+            .into_iter()
+            .filter(|r| r.published)
+            .map(|r| DirectoryEntry {
+                mailbox: r.address,
+                name: r.name,
+                organisation: r.organisation,
+                role: r.role,
+                ids: r.ids,
+            })
+            .filter(|e| e.matches(query))
+            .take(vouchmail_proto::messenger::directory::BOOK_LIMIT)
+            .collect();
+        replies::book(&entries)
+    }
+
+    /// Pulls `ENTITIES <last serial>` from one peer and applies what it may publish.
+    pub async fn pull_peer(&self, peer: &MessengerPeer) -> Result<PullOutcome, String> {
+        let line = format!("ENTITIES {}", peer.last_serial.max(0));
+        let (reply, ip) = self.client.call(&peer.domain, &line, LARGE_REPLY).await.map_err(|e| e.to_string())?;
+        if reply.code != 250 {
+            return Err(format!("ENTITIES answered {} {}", reply.code, reply.last_line()));
+        }
+        let (mut changes, mut highest) = parse_entities_reply(&reply.lines)?;
+        // A peer whose serials went back started again (a new store): learn it anew.
+        let reset = (highest as i64) < peer.last_serial;
+        if reset {
+            tracing::warn!(peer = %peer.domain, highest, last = peer.last_serial, "Messenger peer's serials went back; pulling all its entries again");
+            let (again, _) =
+                self.client.call(&peer.domain, "ENTITIES 0", LARGE_REPLY).await.map_err(|e| e.to_string())?;
+            (changes, highest) = parse_entities_reply(&again.lines)?;
+        }
+        let mut outcome = PullOutcome { highest: highest as i64, ..PullOutcome::default() };
+        // The last change of each entry wins.
+        let mut latest: HashMap<(String, String), EntityOp> = HashMap::new();
+        for change in changes {
+            latest.insert((change.id.to_string(), change.mailbox.to_string().to_lowercase()), change.op);
+        }
+        let mut homes: HashMap<String, Result<Vec<IpAddr>, String>> = HashMap::new();
+        let mut pull =
+            PeerPull { peer: peer.domain.clone(), reset, last_serial: highest as i64, at: now(), ..Default::default() };
+        for ((id, mailbox), op) in latest {
+            if op == EntityOp::Del {
+                pull.remove.push((id, mailbox));
+                outcome.removed += 1;
+                continue;
+            }
+            let domain = mailbox.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
+            if self.may_publish(&domain, ip, &mut homes).await {
+                pull.add.push((id, mailbox));
+                outcome.added += 1;
+            } else {
+                // SPEC 8.4: other entries are dropped and logged; an earlier copy goes too.
+                tracing::warn!(peer = %peer.domain, %ip, %id, %mailbox, "Entity Index entry dropped: the peer is not the home server of the mailbox's domain");
+                pull.remove.push((id, mailbox));
+                outcome.dropped += 1;
+            }
+        }
+        self.store.apply_peer_pull(pull).await.map_err(|e| e.to_string())?;
+        Ok(outcome)
+    }
+
+    /// Whether the peer at `ip` is the home server of `domain` (SPEC 8.4, by DNS). Never
+    /// for a domain of this server: its entries are ours to publish.
+    async fn may_publish(
+        &self,
+        domain: &str,
+        ip: IpAddr,
+        homes: &mut HashMap<String, Result<Vec<IpAddr>, String>>,
+    ) -> bool {
+        match self.store.get_domain(domain).await {
+            Ok(None) => {}
+            Ok(Some(_)) => return false,
+            Err(e) => {
+                tracing::warn!(%domain, error = %e, "cannot read the domain; entry not kept");
+                return false;
+            }
+        }
+        if !homes.contains_key(domain) {
+            let found =
+                home_addresses(self.client.dns(), domain, self.client.options().port).await.map_err(|e| e.to_string());
+            homes.insert(domain.to_string(), found);
+        }
+        match homes.get(domain) {
+            Some(Ok(addresses)) => addresses.contains(&ip),
+            Some(Err(e)) => {
+                tracing::info!(%domain, error = %e, "no home server address for the domain; entry not kept");
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Pulls every peer once: the configured ones and every home server talked to.
+    pub async fn pull_all(&self) {
+        let peers = match self.store.list_messenger_peers().await {
+            Ok(peers) => peers,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the Messenger peers");
+                return;
+            }
+        };
+        for peer in peers {
+            match self.pull_peer(&peer).await {
+                Ok(outcome) => tracing::debug!(peer = %peer.domain, ?outcome, "Entity Index pulled"),
+                Err(error) => {
+                    tracing::info!(peer = %peer.domain, %error, "Entity Index pull failed");
+                    if let Err(e) = self.store.record_peer_error(&peer.domain, now(), &error).await {
+                        tracing::warn!(error = %e, "cannot record the failed pull");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The scheduled pull (SPEC 8.4), every `interval`, until shutdown.
+    pub async fn run_pulls(
+        self: Arc<Self>,
+        configured: Vec<String>,
+        interval: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        for domain in &configured {
+            if let Err(e) = self.store.note_messenger_peer(&domain.to_ascii_lowercase(), true).await {
+                tracing::warn!(%domain, error = %e, "cannot record the configured Messenger peer");
+            }
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            tokio::select! {
+                _ = self.pull_all() => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}

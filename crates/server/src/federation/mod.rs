@@ -1,0 +1,144 @@
+//! The Messenger federation (SPEC 8, seed 000), server side: the answers the Messenger
+//! listener's sessions get for CERT, PUBCERT, ENTITIES and BOOK, and the scheduled pull
+//! of peers' Entity Index entries.
+//!
+//! The listener is the ordinary SMTP driver (`inbound`) with the `Messenger` session
+//! profile; each Messenger verb reaches [`Messenger::answer`] as an event.
+//!
+//! - `discovery`: home-server discovery (SRV, MX, address).
+//! - `client`: the federation client (also for part 2: RCRAM-MD5, NOTIFY, `client`).
+//! - `cert`: CERT, local and relayed, and PUBCERT.
+//! - `entities`: ENTITIES, BOOK, and the pull of peers.
+//! - `rcram`: RCRAM-MD5 as verifier and as home server (SPEC 8.2).
+//! - `notify`: NOTIFY, RECEIPT and TRACK answers, and the NOTIFY sender over the
+//!   federation client (SPEC 8.3).
+//! - `x509`: the checks of a user's certificate.
+
+pub mod cert;
+pub mod entities;
+pub mod notify;
+pub mod rcram;
+/// The user-certificate checks live with the rest of certificate parsing.
+pub use crate::net::x509;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use vouchmail_proto::smtp::session::{MessengerAnswer, MessengerRequest};
+use vouchmail_store::Store;
+
+use crate::config::Config;
+use crate::net::federation::FederationClient;
+
+fn now() -> i64 {
+    vouchmail_proto::time::unix_seconds(SystemTime::now())
+}
+
+/// What every Messenger session of one server shares.
+pub struct Messenger {
+    store: Arc<dyn Store>,
+    client: Arc<FederationClient>,
+    /// Domains already recorded as peers in this run (SPEC 8.4: "every home server it has
+    /// talked to"), so a relayed CERT costs no store write after the first.
+    noted_peers: Mutex<HashSet<String>>,
+    /// The name given as verifier and in issued challenges (`[messenger] hostname`).
+    hostname: String,
+    /// `[messenger] legacy_rcram`.
+    legacy_rcram: bool,
+    /// Challenges issued as home server, each accepted once (SPEC 8.2).
+    registry: Mutex<vouchmail_proto::rcram::ChallengeRegistry>,
+    /// Rung when a RECEIPT queues a record for NOTIFY (SPEC 8.3).
+    outbox_bell: crate::rules::tracking::OutboxBell,
+}
+
+impl Messenger {
+    pub fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Messenger>, String> {
+        let client = Arc::new(FederationClient::from_config(config)?);
+        Ok(Arc::new(Messenger {
+            store,
+            client,
+            noted_peers: Mutex::new(HashSet::new()),
+            hostname: config.messenger_hostname().to_string(),
+            legacy_rcram: config.messenger.legacy_rcram,
+            registry: Mutex::new(vouchmail_proto::rcram::ChallengeRegistry::default()),
+            outbox_bell: crate::rules::tracking::OutboxBell::default(),
+        }))
+    }
+
+    /// What rings the NOTIFY outbox; the server's outbox and POP3 share it.
+    pub fn outbox_bell(&self) -> &crate::rules::tracking::OutboxBell {
+        &self.outbox_bell
+    }
+
+    pub fn client(&self) -> &Arc<FederationClient> {
+        &self.client
+    }
+
+    /// Answers one Messenger verb of a session. `authenticated`: the session's
+    /// authenticated identity, if any.
+    pub async fn answer(
+        &self,
+        request: MessengerRequest,
+        authenticated: Option<&str>,
+        peer: SocketAddr,
+    ) -> MessengerAnswer {
+        match request {
+            MessengerRequest::Cert(target) => {
+                let answer = self.cert(&target, authenticated).await;
+                let code = match &answer {
+                    MessengerAnswer::Reply(r) => r.code,
+                    MessengerAnswer::Relayed { code, .. } => *code,
+                };
+                tracing::info!(%peer, user = ?authenticated, %target, code, "CERT");
+                answer
+            }
+            MessengerRequest::Pubcert { pem } => {
+                let user = authenticated.unwrap_or_default();
+                let reply = self.pubcert(user, &pem).await;
+                tracing::info!(%peer, %user, reply = %reply, "PUBCERT");
+                MessengerAnswer::Reply(reply)
+            }
+            MessengerRequest::Entities { since } => MessengerAnswer::Reply(self.entities(since).await),
+            MessengerRequest::Book { query } => MessengerAnswer::Reply(self.book(&query).await),
+            MessengerRequest::Notify(record) => MessengerAnswer::Reply(self.notify(record, peer).await),
+            MessengerRequest::Receipt(receipt) => {
+                let user = authenticated.unwrap_or_default();
+                let reply = crate::rules::tracking::receipt_reply(
+                    self.store.as_ref(),
+                    user,
+                    &receipt,
+                    &self.hostname,
+                    &self.outbox_bell,
+                )
+                .await;
+                tracing::info!(%peer, %user, message_id = %receipt.message_id, reply = %reply, "RECEIPT");
+                MessengerAnswer::Reply(reply)
+            }
+            MessengerRequest::Track { since } => {
+                let user = authenticated.unwrap_or_default();
+                MessengerAnswer::Reply(crate::rules::tracking::track_reply(self.store.as_ref(), user, since).await)
+            }
+            // The RCRAM steps are answered by `rcram.rs` (they need the session's link).
+            other => {
+                tracing::error!(%peer, request = ?other, "RCRAM request without its exchange");
+                MessengerAnswer::Reply(vouchmail_proto::smtp::reply::Reply::local_error("Local error in processing"))
+            }
+        }
+    }
+
+    /// Remembers a domain whose home server answered, for the Entity Index pulls.
+    async fn note_peer(&self, domain: &str) {
+        let first = self.noted_peers.lock().unwrap_or_else(|p| p.into_inner()).insert(domain.to_string());
+        if first {
+            if let Err(e) = self.store.note_messenger_peer(domain, false).await {
+                tracing::warn!(%domain, error = %e, "cannot record the Messenger peer");
+                self.noted_peers.lock().unwrap_or_else(|p| p.into_inner()).remove(domain);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,231 @@
+//! The federation client against scripted home servers: STARTTLS when offered (and EHLO
+//! again inside TLS), and the rules of an Entity Index pull (SPEC 8.4): entries kept only
+//! from the home server of their domain, never for a local domain, withdrawals applied,
+//! and a peer whose serials went back learnt anew.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use vouchmail_store::{SenderPolicy, SqliteStore, Store};
+use vouchmail_testkit::dns::TestDns;
+
+use super::Messenger;
+use crate::config::Config;
+use crate::net::federation::{FederationClient, SMALL_REPLY};
+
+/// One command line a fake home server received, and whether it came inside TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    from: IpAddr,
+    tls: bool,
+    line: String,
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+/// The ENTITIES replies to give, in order (the last one repeats).
+type Script = Arc<Mutex<VecDeque<String>>>;
+
+async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    from: IpAddr,
+    tls: bool,
+    log: &Log,
+    script: &Script,
+) -> Option<S> {
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end().to_string();
+        log.lock().unwrap().push(Seen { from, tls, line: line.clone() });
+        let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+        let reply = match verb.as_str() {
+            // An older home server: CRAM-MD5, no X-RCRAM-VERIFY (SPEC 8.2 step 6).
+            "EHLO" if tls => "250-home.test\r\n250-AUTH CRAM-MD5\r\n250 ENTITIES\r\n".to_string(),
+            "AUTH" if line.eq_ignore_ascii_case("AUTH CRAM-MD5") => "334 PDEyMy40NTZAaG9tZS50ZXN0Pg==\r\n".to_string(),
+            _ if log.lock().unwrap().iter().rev().nth(1).is_some_and(|s| s.line == "AUTH CRAM-MD5") => {
+                "235 2.7.0 Authentication successful\r\n".to_string()
+            }
+            "EHLO" => "250-home.test\r\n250-STARTTLS\r\n250 ENTITIES\r\n".to_string(),
+            "STARTTLS" if !tls => {
+                reader.get_mut().write_all(b"220 2.0.0 Ready to start TLS\r\n").await.ok()?;
+                return Some(reader.into_inner());
+            }
+            "ENTITIES" => {
+                let mut script = script.lock().unwrap();
+                let reply = if script.len() > 1 { script.pop_front() } else { script.front().cloned() };
+                reply.unwrap_or_else(|| "250 0\r\n".into())
+            }
+            "CERT" => "550 5.1.1 No such address or published ID\r\n".to_string(),
+            "QUIT" => "221 2.0.0 Bye\r\n".to_string(),
+            _ => "500 5.5.1 What\r\n".to_string(),
+        };
+        reader.get_mut().write_all(reply.as_bytes()).await.ok()?;
+    }
+}
+
+/// A home server on `ip` that offers STARTTLS (with the self-signed certificate of a
+/// vouchmail data folder) and answers ENTITIES from `script`.
+async fn fake_home(ip: &str, dir: &std::path::Path, script: Script) -> (SocketAddr, Log) {
+    let config = Config { hostname: "home.test".into(), data_dir: dir.to_path_buf(), ..Config::default() };
+    let acceptor: TlsAcceptor = crate::net::tls::Tls::from_config(&config).unwrap().acceptor;
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log: Log = Arc::default();
+    let record = Arc::clone(&log);
+    tokio::spawn(async move {
+        while let Ok((mut stream, peer)) = listener.accept().await {
+            let (log, script, acceptor) = (Arc::clone(&record), Arc::clone(&script), acceptor.clone());
+            tokio::spawn(async move {
+                stream.write_all(b"220 home.test ESMTP\r\n").await.unwrap();
+                if let Some(plain) = session(stream, peer.ip(), false, &log, &script).await {
+                    if let Ok(tls) = acceptor.accept(plain).await {
+                        session(tls, peer.ip(), true, &log, &script).await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, log)
+}
+
+fn config(dir: &std::path::Path, dns: SocketAddr) -> Config {
+    let mut config = Config { hostname: "mail.galkam.test".into(), data_dir: dir.to_path_buf(), ..Config::default() };
+    config.dns.nameservers = vec![dns];
+    config.messenger.source_address = Some("127.0.0.2".parse().unwrap());
+    config.messenger.connect_timeout_secs = 2;
+    config.messenger.command_timeout_secs = 5;
+    config
+}
+
+#[tokio::test]
+async fn starttls_when_offered_then_ehlo_again_inside_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, log) = fake_home("127.0.0.3", dir.path(), Arc::default()).await;
+    let dns = TestDns::builder()
+        .srv("_messenger._tcp.home.test", 10, 1, addr.port(), "mail.home.test")
+        .a("mail.home.test", "127.0.0.3")
+        .start()
+        .await;
+    let client = FederationClient::from_config(&config(dir.path(), dns.addr())).unwrap();
+    let (reply, _) = client.call("home.test", "CERT a@home.test", SMALL_REPLY).await.unwrap();
+    assert_eq!(reply.wire, b"550 5.1.1 No such address or published ID\r\n");
+    let seen: Vec<(bool, String)> = log.lock().unwrap().iter().map(|s| (s.tls, s.line.clone())).collect();
+    assert_eq!(
+        seen,
+        [
+            (false, "EHLO mail.galkam.test".to_string()),
+            (false, "STARTTLS".to_string()),
+            (true, "EHLO mail.galkam.test".to_string()),
+            (true, "CERT a@home.test".to_string()),
+        ]
+    );
+    assert!(log.lock().unwrap().iter().all(|s| s.from == "127.0.0.2".parse::<IpAddr>().unwrap()));
+
+    // With STARTTLS turned off the same peer is spoken to in the clear.
+    let mut plain = config(dir.path(), dns.addr());
+    plain.messenger.starttls = false;
+    let client = FederationClient::from_config(&plain).unwrap();
+    client.call("home.test", "CERT b@home.test", SMALL_REPLY).await.unwrap();
+    let last = log.lock().unwrap().last().cloned().unwrap();
+    assert_eq!((last.tls, last.line.as_str()), (false, "CERT b@home.test"));
+}
+
+#[tokio::test]
+async fn a_pull_keeps_only_what_the_peer_may_publish_and_starts_again_when_serials_go_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let script: Script = Arc::new(Mutex::new(VecDeque::from([
+        // peer.test's own mailbox: kept. other.test's: its home server is elsewhere.
+        // galkam.test is ours: never learnt from a peer.
+        "250-1 ADD P1 ann@peer.test\r\n250-2 ADD P2 bob@other.test\r\n250-3 ADD P3 glen@galkam.test\r\n\
+         250-4 ADD P4 cat@peer.test\r\n250 4\r\n"
+            .to_string(),
+        "250-5 DEL P4 cat@peer.test\r\n250 5\r\n".to_string(),
+        // The peer's store started again: its highest serial is below the last one seen,
+        // so the whole list is asked for again (ENTITIES 0).
+        "250 1\r\n".to_string(),
+        "250-1 ADD P9 dan@peer.test\r\n250 1\r\n".to_string(),
+    ])));
+    let (addr, log) = fake_home("127.0.0.3", dir.path(), Arc::clone(&script)).await;
+    let dns = TestDns::builder()
+        .srv("_messenger._tcp.peer.test", 10, 1, addr.port(), "mail.peer.test")
+        .a("mail.peer.test", "127.0.0.3")
+        .a("other.test", "127.0.0.9")
+        .start()
+        .await;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    store.add_domain("galkam.test", SenderPolicy::REJECT).await.unwrap();
+    let messenger = Messenger::new(&config(dir.path(), dns.addr()), Arc::clone(&store)).unwrap();
+    store.note_messenger_peer("peer.test", true).await.unwrap();
+    let learnt = || async {
+        let mut pairs: Vec<(String, String)> =
+            store.list_learnt_entities().await.unwrap().into_iter().map(|e| (e.published_id, e.mailbox)).collect();
+        pairs.sort();
+        pairs
+    };
+    let peer = || async { store.list_messenger_peers().await.unwrap().remove(0) };
+
+    let outcome = messenger.pull_peer(&peer().await).await.unwrap();
+    assert_eq!((outcome.added, outcome.dropped, outcome.highest), (2, 2, 4));
+    assert_eq!(learnt().await, [("P1".into(), "ann@peer.test".into()), ("P4".into(), "cat@peer.test".into())]);
+    assert_eq!(peer().await.last_serial, 4);
+
+    let outcome = messenger.pull_peer(&peer().await).await.unwrap();
+    assert_eq!((outcome.removed, outcome.highest), (1, 5));
+    assert_eq!(learnt().await, [("P1".to_string(), "ann@peer.test".to_string())]);
+
+    messenger.pull_peer(&peer().await).await.unwrap();
+    assert_eq!(learnt().await, [("P9".to_string(), "dan@peer.test".to_string())], "learnt anew");
+    assert_eq!(peer().await.last_serial, 1);
+    let asked: Vec<String> =
+        log.lock().unwrap().iter().filter(|s| s.line.starts_with("ENTITIES")).map(|s| s.line.clone()).collect();
+    assert_eq!(asked, ["ENTITIES 0", "ENTITIES 4", "ENTITIES 5", "ENTITIES 0"]);
+
+    // A peer that answers nonsense: the pull fails and nothing changes.
+    script.lock().unwrap().clear();
+    script.lock().unwrap().push_back("250-9 ADD bad\r\n250 9\r\n".into());
+    assert!(messenger.pull_peer(&peer().await).await.is_err());
+    assert_eq!(learnt().await, [("P9".to_string(), "dan@peer.test".to_string())]);
+}
+
+#[tokio::test]
+async fn rcram_to_a_home_server_without_x_rcram_verify_is_454_unless_legacy_mode() {
+    use vouchmail_proto::smtp::session::RcramVerdict;
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, log) = fake_home("127.0.0.3", dir.path(), Arc::default()).await;
+    let dns = TestDns::builder()
+        .srv("_messenger._tcp.home.test", 10, 1, addr.port(), "mail.home.test")
+        .a("mail.home.test", "127.0.0.3")
+        .start()
+        .await;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    let peer: SocketAddr = "127.0.0.9:4000".parse().unwrap();
+    let mut link = super::rcram::RcramLink::default();
+    let messenger = Messenger::new(&config(dir.path(), dns.addr()), Arc::clone(&store)).unwrap();
+    let verdict = messenger.rcram_start(&mut link, "ann@home.test", peer).await;
+    match verdict {
+        RcramVerdict::Unavailable(reply) => assert!(reply.to_string().starts_with("454 4.7.0 "), "{reply}"),
+        other => panic!("expected 454: {other:?}"),
+    }
+    assert!(!log.lock().unwrap().iter().any(|s| s.line.starts_with("AUTH")), "no AUTH sent");
+
+    // legacy_rcram: the plain CRAM-MD5 exchange is proxied, lines unchanged.
+    let mut legacy = config(dir.path(), dns.addr());
+    legacy.messenger.legacy_rcram = true;
+    let messenger = Messenger::new(&legacy, Arc::clone(&store)).unwrap();
+    let verdict = messenger.rcram_start(&mut link, "ann@home.test", peer).await;
+    assert_eq!(verdict, RcramVerdict::Relayed334 { wire: b"334 PDEyMy40NTZAaG9tZS50ZXN0Pg==\r\n".to_vec() });
+    let verdict = messenger.rcram_answer(&mut link, "ann@home.test", "YW5uQGhvbWUudGVzdCAwMTIz", peer).await;
+    assert_eq!(verdict, RcramVerdict::Success);
+    let lines: Vec<String> = log.lock().unwrap().iter().map(|s| s.line.clone()).collect();
+    assert!(
+        lines.contains(&"AUTH CRAM-MD5".to_string()) && lines.contains(&"YW5uQGhvbWUudGVzdCAwMTIz".to_string()),
+        "{lines:?}"
+    );
+}

@@ -1,0 +1,6 @@
+//! Background jobs: outbound delivery and its scheduler, held mail for ODMR customers
+//! (RFC 2645) and its expiry, and the ODMR customer's scheduled fetch.
+
+pub mod held;
+pub mod odmr_fetch;
+pub mod outbound;

@@ -1,0 +1,329 @@
+//! On-Demand Mail Relay, customer side (RFC 2645): connect to the provider, authenticate
+//! (CRAM-MD5, or EXTERNAL with a client certificate), ATRN, then serve the reversed SMTP
+//! session: into our own store with the MX session engine, or relayed byte for byte to an
+//! SMTP host (as fetchmail's `smtphost` does).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::CertificateError;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use vouchmail_proto::sasl::{self, ClientSession, Credentials, Mechanism};
+use vouchmail_proto::smtp::client::reply::{ReplyParser, ServerReply};
+use vouchmail_proto::smtp::session::TlsInfo;
+
+use crate::listen::smtp::SmtpContext;
+use crate::net::client_tls::{self, ServerTrust};
+use crate::net::stream::Stream;
+
+mod relay;
+pub use relay::RelayTimeouts;
+
+/// What `vouchmail odmr fetch` (or a scheduled fetch) asks for.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// host:port of the provider's ODMR service.
+    pub provider: String,
+    pub user: String,
+    /// For CRAM-MD5; None with a client certificate (EXTERNAL).
+    pub password: Option<String>,
+    /// ATRN domains; empty asks for every domain the account may take.
+    pub domains: Vec<String>,
+    /// Relay the reversed session to this host:port instead of storing locally.
+    pub smtphost: Option<String>,
+    /// STARTTLS before authenticating.
+    pub tls: bool,
+    /// How the provider's certificate is checked, with `tls`. Only a provider that the
+    /// check authenticated is a trusted relay (SPEC 2).
+    pub trust: ServerTrust,
+    /// Client certificate and key for SASL EXTERNAL (implies TLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Our name in EHLO.
+    pub helo: String,
+    /// RFC 2645 5.2.1: at least 10 minutes around ATRN.
+    pub timeout: Duration,
+    /// Connecting to `smtphost` and waiting for its replies.
+    pub relay_timeouts: RelayTimeouts,
+    /// Name servers of the resolver that finds the provider (the server's shared one).
+    pub nameservers: Vec<std::net::SocketAddr>,
+}
+
+impl FetchOptions {
+    /// The options of a `[[odmr.fetch]]` entry.
+    pub fn from_schedule(
+        config: &crate::config::Config,
+        entry: &crate::config::ScheduledFetch,
+    ) -> Result<FetchOptions, String> {
+        let password = match (&entry.cert, &entry.password_file) {
+            (Some(_), _) => None,
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            ),
+            (None, None) => return Err(format!("odmr.fetch for {}: password_file or cert is needed", entry.provider)),
+        };
+        let trust = entry.trust().map_err(|e| format!("odmr.fetch for {}: {e}", entry.provider))?;
+        Ok(FetchOptions {
+            provider: entry.provider.clone(),
+            user: entry.user.clone(),
+            password,
+            domains: entry.domains.clone(),
+            smtphost: entry.smtphost.clone(),
+            // Asking how to check the certificate, or presenting one, means TLS.
+            tls: entry.tls || entry.cert.is_some() || !trust.is_default(),
+            trust,
+            client_cert: entry.cert.clone().zip(entry.key.clone()),
+            helo: config.hostname.clone(),
+            timeout: customer_timeout(config),
+            relay_timeouts: RelayTimeouts::from_config(config, customer_timeout(config)),
+            nameservers: config.nameservers().to_vec(),
+        })
+    }
+
+    /// Whether the reversed session counts as a trusted relay's (SPEC 2): not when TLS
+    /// accepted any certificate. Without TLS the operator chose to trust the network path
+    /// to the provider, as for configured peer networks.
+    pub fn trusts_provider(&self) -> bool {
+        !self.tls || self.trust.authenticates()
+    }
+
+    /// The host part of `provider` (host:port, [v6]:port), for the certificate check.
+    fn provider_host(&self) -> &str {
+        let p = self.provider.as_str();
+        if let Some(rest) = p.strip_prefix('[') {
+            return rest.split_once(']').map(|(h, _)| h).unwrap_or(rest);
+        }
+        match p.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => p,
+        }
+    }
+}
+
+/// RFC 2645 5.2.1: the timeout around ATRN and for the provider in the reversed session
+/// is at least 10 minutes.
+pub fn customer_timeout(config: &crate::config::Config) -> Duration {
+    Duration::from_secs(config.odmr.timeout_secs.max(600))
+}
+
+/// Runs the configured fetches on their schedules until shutdown.
+pub async fn run_scheduled(
+    options: FetchOptions,
+    interval: Duration,
+    local: Option<Arc<SmtpContext>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match fetch(&options, local.clone()).await {
+            Ok(outcome) => tracing::info!(provider = %options.provider, ?outcome, "scheduled ODMR fetch"),
+            Err(e) => tracing::warn!(provider = %options.provider, error = %e, "scheduled ODMR fetch failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// How a fetch ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchOutcome {
+    /// The roles reversed; `messages` were accepted (counted when stored locally).
+    Taken { messages: Option<u64> },
+    /// 453: nothing waiting.
+    NoMail,
+    /// The provider refused (450, 451, 530, 535, ...): its reply.
+    Refused(String),
+}
+
+struct Line<S> {
+    stream: S,
+    parser: ReplyParser,
+    buffer: Vec<u8>,
+    timeout: Duration,
+}
+
+impl<S: Stream> Line<S> {
+    async fn reply(&mut self) -> Result<ServerReply, String> {
+        loop {
+            match self.parser.next_reply() {
+                Ok(Some(reply)) => return Ok(reply),
+                Ok(None) => {}
+                Err(e) => return Err(format!("bad reply from the provider: {}", e.0)),
+            }
+            let read = tokio::time::timeout(self.timeout, self.stream.read(&mut self.buffer)).await;
+            match read {
+                Err(_) => return Err("the provider did not answer in time".into()),
+                Ok(Ok(0)) | Ok(Err(_)) => return Err("the provider closed the connection".into()),
+                Ok(Ok(n)) => self.parser.feed(&self.buffer[..n]),
+            }
+        }
+    }
+
+    async fn command(&mut self, line: &str) -> Result<ServerReply, String> {
+        self.stream.write_all(format!("{line}\r\n").as_bytes()).await.map_err(|e| format!("write failed: {e}"))?;
+        self.reply().await
+    }
+}
+
+fn text(reply: &ServerReply) -> String {
+    format!("{} {}", reply.code, reply.lines.join(" "))
+}
+
+/// Resolves the provider with the shared resolver (RFC 2645: port 366 when none is given)
+/// and connects to the first of its addresses that answers.
+async fn connect_provider(options: &FetchOptions) -> Result<TcpStream, String> {
+    let dns = crate::net::dns::Dns::shared(&options.nameservers)?;
+    let addrs =
+        dns.socket_addrs(&options.provider, 366).await.map_err(|e| format!("cannot resolve the provider {e}"))?;
+    let mut last = format!("no address for {}", options.provider);
+    for addr in addrs {
+        match tokio::time::timeout(Duration::from_secs(30), TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => return Ok(tcp),
+            Ok(Err(e)) => last = format!("cannot connect to {} ({addr}): {e}", options.provider),
+            Err(_) => last = format!("connecting to {} ({addr}) timed out", options.provider),
+        }
+    }
+    Err(last)
+}
+
+/// Connects, authenticates, sends ATRN and serves the reversed session.
+/// `local`: the MX session context to serve the reversed session into our own store.
+pub async fn fetch(options: &FetchOptions, local: Option<Arc<SmtpContext>>) -> Result<FetchOutcome, String> {
+    // SPEC 2: a provider whose certificate nobody checked is not a trusted relay; the local
+    // context must have been made for that (customer_context with trusts_provider()).
+    if local.as_ref().is_some_and(|c| c.session_config.trusted_relay && !options.trusts_provider()) {
+        return Err("refusing to take unauthenticated mail as from a trusted relay".into());
+    }
+    let tcp = connect_provider(options).await?;
+    let peer = tcp.peer_addr().map_err(|e| e.to_string())?;
+    let mut line: Line<Box<dyn Stream>> =
+        Line { stream: Box::new(tcp), parser: ReplyParser::default(), buffer: vec![0; 8192], timeout: options.timeout };
+    let greeting = line.reply().await?;
+    if greeting.code != 220 {
+        return Ok(FetchOutcome::Refused(text(&greeting)));
+    }
+    let mut ehlo = line.command(&format!("EHLO {}", options.helo)).await?;
+    let mut tls_info = None;
+    if ehlo.code != 250 {
+        return Ok(FetchOutcome::Refused(text(&ehlo)));
+    }
+    if options.tls || options.client_cert.is_some() {
+        // Built first: a missing CA file fails before we ask the provider for anything.
+        let cert = options.client_cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        let (connector, presented) = client_tls::client_connector(&options.trust, cert)?;
+        let host = options.provider_host();
+        let name = client_tls::server_name(host).ok_or_else(|| format!("{host} is not a TLS server name"))?;
+        let reply = line.command("STARTTLS").await?;
+        if reply.code != 220 {
+            return Ok(FetchOutcome::Refused(text(&reply)));
+        }
+        // RFC 3207 4.2: nothing from before the handshake carries over.
+        let Line { stream, buffer, timeout, .. } = line;
+        let handshake = tokio::time::timeout(timeout, connector.connect(name, stream)).await;
+        let tls = match handshake {
+            Err(_) => return Err(format!("TLS handshake with {} timed out", options.provider)),
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return Err(handshake_error(options, &e, presented.fingerprint())),
+        };
+        let (_, connection) = tls.get_ref();
+        tls_info = Some(TlsInfo {
+            version: connection
+                .protocol_version()
+                .map(|v| format!("{v:?}").replace("TLSv1_", "TLSv1."))
+                .unwrap_or_default(),
+            cipher: connection.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())).unwrap_or_default(),
+            channel_binding: None,
+            external_identity: None,
+        });
+        if !options.trust.authenticates() {
+            tracing::warn!(provider = %options.provider, certificate = ?presented.fingerprint(), "ODMR: the provider's certificate is not checked (insecure); its mail is not from a trusted relay");
+        }
+        line = Line { stream: Box::new(tls), parser: ReplyParser::default(), buffer, timeout };
+        ehlo = line.command(&format!("EHLO {}", options.helo)).await?;
+        if ehlo.code != 250 {
+            return Ok(FetchOutcome::Refused(text(&ehlo)));
+        }
+    }
+    if !ehlo.lines.iter().any(|l| l.eq_ignore_ascii_case("ATRN")) {
+        return Ok(FetchOutcome::Refused("the provider does not offer ATRN".into()));
+    }
+    // RFC 2645 5.1.2: CRAM-MD5 is the mechanism every provider supports.
+    let auth = if options.client_cert.is_some() {
+        line.command("AUTH EXTERNAL =").await?
+    } else {
+        let password = options.password.clone().ok_or("a password is needed for CRAM-MD5")?;
+        let mut client = ClientSession::new(Mechanism::CramMd5, Credentials::new(options.user.clone(), password));
+        let mut reply = line.command("AUTH CRAM-MD5").await?;
+        while reply.code == 334 {
+            let challenge = sasl::decode_challenge(reply.lines.first().map(String::as_bytes).unwrap_or_default())
+                .map_err(|e| format!("bad challenge: {e}"))?;
+            let response = client.step(&challenge).map_err(|e| format!("CRAM-MD5: {e}"))?;
+            reply = line.command(&sasl::encode_response(&response)).await?;
+        }
+        reply
+    };
+    if auth.code != 235 {
+        return Ok(FetchOutcome::Refused(text(&auth)));
+    }
+    let atrn =
+        if options.domains.is_empty() { "ATRN".to_string() } else { format!("ATRN {}", options.domains.join(",")) };
+    let reply = line.command(&atrn).await?;
+    match reply.code {
+        250 => {}
+        453 => return Ok(FetchOutcome::NoMail),
+        _ => return Ok(FetchOutcome::Refused(text(&reply))),
+    }
+    // RFC 2645 5.3: we are the server now. Anything the provider sent already is not
+    // expected (it waits for our greeting), so the parser's leftovers are dropped.
+    let stream = line.stream;
+    match (&options.smtphost, local) {
+        (Some(host), _) => {
+            let messages = relay::relay(stream, host, options.relay_timeouts).await?;
+            Ok(FetchOutcome::Taken { messages })
+        }
+        (None, Some(context)) => {
+            let messages = crate::listen::smtp::serve_stream(stream, peer, &context, tls_info).await;
+            Ok(FetchOutcome::Taken { messages: Some(messages) })
+        }
+        (None, None) => Err("nowhere to put the mail: give --smtphost or a local store".into()),
+    }
+}
+
+/// Why a handshake failed, in words an operator can act on: a refused certificate names
+/// the options that would accept it and its fingerprint (to compare out of band).
+fn handshake_error(options: &FetchOptions, error: &std::io::Error, presented: Option<String>) -> String {
+    let provider = &options.provider;
+    let Some(problem) = client_tls::certificate_error(error) else {
+        return format!("TLS handshake with {provider} failed: {error}");
+    };
+    let seen = presented.map(|f| format!(" (its SHA-256 fingerprint is {f})")).unwrap_or_default();
+    let why = match (&options.trust, problem) {
+        (ServerTrust::Fingerprint(_), _) => "it is not the certificate of the fingerprint given".to_string(),
+        (ServerTrust::SystemRoots, CertificateError::UnknownIssuer) => {
+            "no CA of the system's bundle issued it (self-signed, or a private CA)".to_string()
+        }
+        (ServerTrust::CaFile(path), CertificateError::UnknownIssuer) => {
+            format!("no CA certificate in {} issued it", path.display())
+        }
+        (_, problem) => problem.to_string(),
+    };
+    let name_problem =
+        matches!(problem, CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. });
+    let remedy = if name_problem {
+        "Give --provider a name the certificate is for, or pin it (--tls-fingerprint HEX, or tls_fingerprint)"
+    } else {
+        "To accept it, give the CA that issued it (--tls-ca FILE, or tls_ca) or pin it (--tls-fingerprint HEX, or \
+         tls_fingerprint)"
+    };
+    format!(
+        "the certificate of {provider} was refused: {why}{seen}. {remedy}; --tls-insecure (tls_insecure) takes the \
+         mail without checking, as from an unauthenticated relay"
+    )
+}

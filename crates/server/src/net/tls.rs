@@ -1,0 +1,241 @@
+//! TLS with rustls: the server certificate (configured, or self-signed on first start),
+//! optional client certificates for SASL EXTERNAL, and a stream that is plain or TLS.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+
+/// A verified client certificate's facts, for mapping it to an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// SHA-256 of the DER certificate, lower-case hex.
+    pub fingerprint: String,
+    /// The subject distinguished name (RFC 4514 form).
+    pub subject: String,
+    /// True when the certificate chains to the configured client CA; otherwise only its
+    /// fingerprint may be trusted (the handshake proved the key, nothing vouched for the name).
+    pub ca_verified: bool,
+}
+
+/// The server side TLS setup shared by every listener.
+#[derive(Clone)]
+pub struct Tls {
+    pub acceptor: TlsAcceptor,
+    /// Whether client certificates are checked against a CA.
+    ca_configured: bool,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl Tls {
+    /// Loads the configured certificate, or creates (once) a self-signed one for the host
+    /// name in the data folder. `Config::load` has already checked that each configured
+    /// file holds PEM of its kind, naming the key; this stays for configs built in code.
+    pub fn from_config(config: &Config) -> Result<Tls, String> {
+        let (cert_path, key_path) = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            (None, None) => self_signed(config)?,
+            _ => return Err("tls.cert and tls.key must be set together".into()),
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+            .map_err(|e| format!("cannot read {}: {e}", cert_path.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("bad certificate in {}: {e}", cert_path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("no certificate in {}", cert_path.display()));
+        }
+        let key = PrivateKeyDer::from_pem_file(&key_path)
+            .map_err(|e| format!("cannot read the key {}: {e}", key_path.display()))?;
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let ca_configured = config.tls.client_ca.is_some();
+        let builder = match &config.tls.client_ca {
+            Some(ca_path) => {
+                let mut roots = RootCertStore::empty();
+                for cert in CertificateDer::pem_file_iter(ca_path)
+                    .map_err(|e| format!("cannot read {}: {e}", ca_path.display()))?
+                {
+                    let cert = cert.map_err(|e| format!("bad certificate in {}: {e}", ca_path.display()))?;
+                    roots.add(cert).map_err(|e| format!("bad CA certificate in {}: {e}", ca_path.display()))?;
+                }
+                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| format!("client CA: {e}"))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None if config.tls.request_client_cert => {
+                builder.with_client_cert_verifier(Arc::new(AnyClientCert(provider())))
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let server_config =
+            builder.with_single_cert(certs, key).map_err(|e| format!("tls.cert and tls.key do not match: {e}"))?;
+        Ok(Tls { acceptor: TlsAcceptor::from(Arc::new(server_config)), ca_configured })
+    }
+
+    /// The client certificate of a finished handshake, if one was presented.
+    pub fn client_certificate(&self, stream: &TlsStream<TcpStream>) -> Option<ClientCertificate> {
+        let (_, connection) = stream.get_ref();
+        let cert = connection.peer_certificates()?.first()?;
+        let fingerprint = hex(&Sha256::digest(cert.as_ref()));
+        let subject = crate::net::x509::subject_of(cert.as_ref()).unwrap_or_default();
+        Some(ClientCertificate { fingerprint, subject, ca_verified: self.ca_configured })
+    }
+}
+
+/// The RFC 9266 tls-exporter channel binding of a connection (for SCRAM-SHA-256-PLUS).
+pub fn channel_binding(stream: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
+    let (_, connection) = stream.get_ref();
+    // RFC 9266 2: only with TLS 1.3 (or 1.2 with extended master secret, which rustls
+    // always negotiates, but we keep to 1.3 to be safe).
+    if connection.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return None;
+    }
+    connection.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None).ok()
+}
+
+/// Protocol version and cipher suite, for logs and the Received field.
+pub fn describe(stream: &TlsStream<TcpStream>) -> (String, String) {
+    let (_, connection) = stream.get_ref();
+    let version = connection.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
+    let cipher = connection.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())).unwrap_or_default();
+    (version.replace("TLSv1_", "TLSv1."), cipher)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Creates `<data_dir>/tls/cert.pem` and `key.pem` naming the host name (CN and SAN), and
+/// makes them again when the configured host name is no longer the one they name.
+fn self_signed(config: &Config) -> Result<(PathBuf, PathBuf), String> {
+    let dir = config.data_dir.join("tls");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if cert_path.exists() && key_path.exists() {
+        match names_of(&cert_path) {
+            Some(names) if names.iter().any(|n| n.eq_ignore_ascii_case(&config.hostname)) => {
+                return Ok((cert_path, key_path));
+            }
+            names => tracing::info!(
+                cert = %cert_path.display(),
+                old = ?names.unwrap_or_default(),
+                hostname = %config.hostname,
+                "the self-signed certificate names another host; making a new one"
+            ),
+        }
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut params = rcgen::CertificateParams::new(vec![config.hostname.clone()])
+        .map_err(|e| format!("cannot make a certificate for {}: {e}", config.hostname))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, config.hostname.clone());
+    let key = rcgen::KeyPair::generate().map_err(|e| format!("cannot generate a key: {e}"))?;
+    let cert = params.self_signed(&key).map_err(|e| format!("cannot generate a certificate: {e}"))?;
+    write_private(&key_path, key.serialize_pem().as_bytes())?;
+    std::fs::write(&cert_path, cert.pem()).map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
+    tracing::info!(cert = %cert_path.display(), hostname = %config.hostname, "created a self-signed certificate");
+    Ok((cert_path, key_path))
+}
+
+/// The DNS names (SAN) a PEM certificate file names; None if it does not parse.
+fn names_of(path: &Path) -> Option<Vec<String>> {
+    let der = CertificateDer::from_pem_file(path).ok()?;
+    crate::net::x509::dns_names(der.as_ref())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    crate::support::files::write_private(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Asks for a client certificate and accepts any: the handshake still proves the client
+/// holds its key, so the certificate can be pinned by fingerprint (`user cert-map
+/// --fingerprint`). Names in it are not trusted.
+#[derive(Debug)]
+struct AnyClientCert(Arc<CryptoProvider>);
+
+impl ClientCertVerifier for AnyClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A server-side connection before or after STARTTLS.
+pub type MaybeTls = crate::net::stream::Connection<TlsStream<TcpStream>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_self_signed_certificate_names_the_hostname_and_follows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config =
+            Config { hostname: "mx.one.test".into(), data_dir: dir.path().to_path_buf(), ..Config::default() };
+        let (cert, _) = self_signed(&config).unwrap();
+        assert_eq!(names_of(&cert), Some(vec!["mx.one.test".to_string()]));
+        let der = CertificateDer::from_pem_file(&cert).unwrap();
+        assert_eq!(crate::net::x509::subject_of(der.as_ref()).as_deref(), Some("CN=mx.one.test"));
+        let first = std::fs::read(&cert).unwrap();
+        self_signed(&config).unwrap();
+        assert_eq!(std::fs::read(&cert).unwrap(), first, "kept while the name holds");
+        config.hostname = "mx.two.test".into();
+        self_signed(&config).unwrap();
+        assert_eq!(names_of(&cert), Some(vec!["mx.two.test".to_string()]));
+    }
+}

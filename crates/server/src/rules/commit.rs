@@ -1,0 +1,272 @@
+//! End of DATA: add our trace fields and commit the message durably (SPEC 5).
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use vouchmail_proto::headers;
+use vouchmail_proto::smtp::address::{ForwardPath, ReversePath};
+use vouchmail_proto::smtp::command::{BodyType, DsnReturn};
+use vouchmail_proto::smtp::reply::Reply;
+use vouchmail_proto::smtp::session::{Envelope, Service};
+use vouchmail_proto::smtp::trace::{self, AuthResult, ReceivedInfo};
+use vouchmail_store::{Delivery, Folder, NewMessage, RecipientDsn, SpooledBody, Store, StoreError};
+
+use vouchmail_proto::dsn::{Action, RecipientStatus, Return};
+use vouchmail_proto::smtp::reply::EnhancedCode;
+use vouchmail_store::StoredMessage;
+
+use super::recipient::{store_reply, Resolved};
+use crate::rules::dsn::{self, NotifyWanted};
+
+/// Who the client is, for the trace fields.
+#[derive(Debug, Clone)]
+pub struct ClientInfo<'a> {
+    pub peer_ip: IpAddr,
+    pub helo: &'a str,
+    pub extended: bool,
+    pub tls: bool,
+    pub authenticated: Option<&'a str>,
+    /// `authenticated` was verified by the address's home server (SPEC 8.2 RCRAM-MD5).
+    pub remote_auth: bool,
+    pub service: Service,
+    pub trusted_relay: bool,
+}
+
+/// A fresh queue id: 16 hex digits from the OS random source.
+pub fn new_queue_id() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // Never expected; the time keeps ids distinct enough, and the store refuses duplicates.
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        bytes = (nanos as u64).to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// Builds the stored form of the message and commits it; returns the queue id once the
+/// message and its queue entries are on stable storage.
+pub async fn commit_message(
+    store: &dyn Store,
+    hostname: &str,
+    client: &ClientInfo<'_>,
+    envelope: Envelope<Resolved>,
+    spooled: Option<SpooledBody>,
+    auth_result: AuthResult,
+    folder: Folder,
+) -> Result<String, Reply> {
+    let now = SystemTime::now();
+    // RFC 8601 5: remove any Authentication-Results claiming to be ours from outside.
+    let mut body = headers::remove_authentication_results_for(&envelope.body, hostname);
+    // Mail from local users' clients: the submission and the Messenger ports (SPEC 8).
+    if matches!(client.service, Service::Submission | Service::Messenger) {
+        body = complete_submission_header(body, hostname, now);
+    }
+    let ar_value = trace::authentication_results_value(hostname, std::slice::from_ref(&auth_result));
+    let single_recipient = match envelope.recipients.as_slice() {
+        [only] => Some(match &only.path {
+            ForwardPath::Postmaster => "postmaster".to_string(),
+            ForwardPath::Mailbox(a) => a.to_string(),
+        }),
+        _ => None,
+    };
+    let mut deliveries: Vec<(Delivery, RecipientDsn)> = Vec::new();
+    for recipient in &envelope.recipients {
+        let dsn = RecipientDsn {
+            notify: recipient.params.notify.map(|n| n.to_wire()),
+            orcpt: recipient.params.orcpt.as_ref().map(|(kind, addr)| format!("{kind};{addr}")),
+        };
+        for delivery in &recipient.resolved.deliveries {
+            // SPEC 2: the sender policy's folder (junk) for local mailboxes.
+            let delivery = match delivery {
+                Delivery::Mailbox { account_id, recipient, .. } => {
+                    Delivery::Mailbox { account_id: *account_id, folder, recipient: recipient.clone() }
+                }
+                other => other.clone(),
+            };
+            // One copy per mailbox even when several recipients (aliases) lead to it.
+            if !deliveries.iter().any(|(d, _)| *d == delivery) {
+                deliveries.push((delivery, dsn.clone()));
+            }
+        }
+    }
+    let sender = match &envelope.from {
+        ReversePath::Null => String::new(),
+        ReversePath::Mailbox(a) => a.to_string(),
+    };
+    let params = &envelope.params;
+    let method = auth_method_text(&auth_result);
+    let protocol =
+        trace::with_protocol(client.extended, client.tls, client.authenticated.is_some(), envelope.params.smtputf8);
+    for _attempt in 0..3 {
+        let queue_id = new_queue_id();
+        let received = trace::received_value(&ReceivedInfo {
+            helo: client.helo,
+            peer_ip: client.peer_ip,
+            by: hostname,
+            protocol,
+            queue_id: &queue_id,
+            single_recipient: single_recipient.as_deref(),
+            time: now,
+        });
+        // RFC 5321 4.4 and RFC 8601 5: our trace fields go on top.
+        let data = headers::prepend(&[("Authentication-Results", &ar_value), ("Received", &received)], &body);
+        let message = NewMessage {
+            queue_id: queue_id.clone(),
+            envelope: vouchmail_store::Envelope {
+                sender: sender.clone(),
+                dsn_ret: params.ret.map(|r| match r {
+                    DsnReturn::Full => "FULL".to_string(),
+                    DsnReturn::Headers => "HDRS".to_string(),
+                }),
+                dsn_envid: params.envid.clone(),
+                auth_param: params.auth.as_ref().map(|a| a.to_wire()),
+                // A remote RCRAM-MD5 identity is not a local user: no AuthKey stamp later.
+                authenticated_as: client.authenticated.filter(|_| !client.remote_auth).map(str::to_string),
+                auth_results: method.clone(),
+                body_8bit: params.body == BodyType::EightBitMime,
+                smtputf8: params.smtputf8,
+            },
+            received_at: vouchmail_proto::time::unix_seconds(now),
+            data,
+            spooled: spooled.clone(),
+            deliveries: deliveries.clone(),
+        };
+        // RCPT checked the declared SIZE; only a message larger than that needs a look.
+        let declared = params.size.unwrap_or(0);
+        if message.size() > declared {
+            if let Some(reply) = over_quota(store, &message).await {
+                return Err(reply);
+            }
+        }
+        let message_size = message.size();
+        let success_wanted = success_statuses(&message, now);
+        let original = (!success_wanted.is_empty()).then(|| StoredMessage {
+            id: 0,
+            queue_id: message.queue_id.clone(),
+            envelope: message.envelope.clone(),
+            received_at: message.received_at,
+            data: message.data[..headers::body_start(&message.data)].to_vec(),
+        });
+        match store.commit_message(message).await {
+            Ok(committed) => {
+                if let Some(original) = original {
+                    send_success_notice(store, hostname, original, &success_wanted, now).await;
+                }
+                tracing::info!(
+                    queue_id = %committed.queue_id,
+                    from = %sender,
+                    recipients = envelope.recipients.len(),
+                    size = message_size,
+                    sender_auth = %method,
+                    "message accepted"
+                );
+                return Ok(committed.queue_id);
+            }
+            // A queue id collision: draw another.
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(store_reply(&e)),
+        }
+    }
+    Err(Reply::local_error("Temporary local problem, please try again later"))
+}
+
+/// RFC 3461 4.1: recipients delivered into a local mailbox here that asked for
+/// NOTIFY=SUCCESS get a "delivered" DSN (RFC 3464 2.3.3), as Postfix sends.
+fn success_statuses(message: &NewMessage, now: SystemTime) -> Vec<RecipientStatus> {
+    message
+        .deliveries
+        .iter()
+        .filter(|(delivery, dsn)| {
+            matches!(delivery, Delivery::Mailbox { .. }) && NotifyWanted::from_stored(dsn.notify.as_deref()).success
+        })
+        .map(|(delivery, dsn)| RecipientStatus {
+            final_recipient: match delivery {
+                Delivery::Mailbox { recipient, .. }
+                | Delivery::Queue { recipient }
+                | Delivery::Held { recipient, .. } => recipient.clone(),
+            },
+            original_recipient: dsn.orcpt.clone(),
+            action: Action::Delivered,
+            status: EnhancedCode(2, 0, 0),
+            remote_mta: None,
+            // RFC 3464 2.3.6: no server replied; this server delivered it.
+            diagnostic: None,
+            detail: None,
+            last_attempt: Some(now),
+            will_retry_until: None,
+        })
+        .collect()
+}
+
+/// Commits the success notice for `statuses` (headers only, RFC 3461 4.3). The message is
+/// already accepted; a notice that cannot be made is logged, never a reason to refuse it.
+async fn send_success_notice(
+    store: &dyn Store,
+    hostname: &str,
+    original: StoredMessage,
+    statuses: &[RecipientStatus],
+    now: SystemTime,
+) {
+    let now = vouchmail_proto::time::unix_seconds(now);
+    match dsn::notice(store, hostname, &original, statuses, Return::Headers, now).await {
+        Ok(Some(notice)) => {
+            let id = notice.queue_id.clone();
+            match store.commit_message(notice).await {
+                Ok(_) => tracing::info!(queue_id = %original.queue_id, notice = %id, "success notification"),
+                Err(e) => {
+                    tracing::error!(error = %e, queue_id = %original.queue_id, "cannot store a success notification")
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot address a success notification"),
+    }
+}
+
+/// RCPT checked the quota against the declared SIZE only; the message as received may be
+/// larger. A local mailbox it no longer fits refuses the whole message for now (452
+/// 4.2.2), so the sender keeps it and retries, as for a full mailbox at RCPT.
+async fn over_quota(store: &dyn Store, message: &NewMessage) -> Option<Reply> {
+    let size = message.size();
+    for (delivery, _) in &message.deliveries {
+        let Delivery::Mailbox { recipient, .. } = delivery else { continue };
+        match store.get_account(recipient).await {
+            Ok(Some(account)) if account.over_quota(size) => {
+                // The account may be behind an alias or a catch-all: not named.
+                tracing::info!(%recipient, size, "over quota at the end of DATA");
+                return Some(Reply::mailbox_full("A recipient's mailbox is full, try again later"));
+            }
+            Ok(_) => {}
+            Err(e) => return Some(store_reply(&e)),
+        }
+    }
+    None
+}
+
+/// The method part recorded with the message (SPEC 2 table).
+fn auth_method_text(result: &AuthResult) -> String {
+    match result {
+        AuthResult::None => "none".to_string(),
+        AuthResult::SmtpAuth { user } => format!("auth=pass smtp.auth={user}"),
+        AuthResult::TrustedRelay => "x-trusted-relay=pass".to_string(),
+        AuthResult::Rcram { user } => format!("x-rcram=pass smtp.auth={user}"),
+        AuthResult::AuthKey { result, from } => format!("x-authkey={} header.from={from}", result.as_str()),
+    }
+}
+
+/// RFC 6409 8.3 and 8.4: a submission server may add a missing Date and Message-ID.
+fn complete_submission_header(body: Vec<u8>, hostname: &str, now: SystemTime) -> Vec<u8> {
+    let date = vouchmail_proto::time::rfc5322_date(now);
+    let message_id = format!("<{}@{hostname}>", new_queue_id().to_lowercase());
+    let mut missing: Vec<(&str, &str)> = Vec::new();
+    if headers::first_value(&body, "Date").is_none() {
+        missing.push(("Date", &date));
+    }
+    if headers::first_value(&body, "Message-ID").is_none() {
+        missing.push(("Message-ID", &message_id));
+    }
+    if missing.is_empty() {
+        return body;
+    }
+    headers::prepend(&missing, &body)
+}

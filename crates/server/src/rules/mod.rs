@@ -1,0 +1,12 @@
+//! The rules, once, above the store: accounts and aliases, first start, who a recipient
+//! is, the sender policy's decision on a message, committing it with our trace fields,
+//! the messages we write ourselves (DSNs), and where a tracking record goes.
+
+pub mod accounts;
+pub mod bootstrap;
+pub mod commit;
+pub mod dsn;
+pub mod own_message;
+pub mod recipient;
+pub mod sender_policy;
+pub mod tracking;

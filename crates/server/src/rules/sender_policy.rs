@@ -1,0 +1,253 @@
+//! End of DATA: how was the sender authenticated, and what does the recipient domain's
+//! sender policy do with the message (SPEC 2, 7.4, 7.5)?
+//!
+//! The decision is made here, after the body, because an `X-Auth-Key` is only known then
+//! (SPEC 2). RCPT refuses early only when no method could still pass (resolve.rs).
+
+use std::time::SystemTime;
+
+use vouchmail_proto::headers;
+use vouchmail_proto::smtp::reply::Reply;
+use vouchmail_proto::smtp::session::Envelope;
+use vouchmail_proto::smtp::trace::{AuthKeyResult, AuthResult};
+use vouchmail_proto::time::rfc5322_date;
+use vouchmail_store::{Delivery, Folder, PolicyAction, Store};
+
+use super::commit::{new_queue_id, ClientInfo};
+use super::recipient::{store_reply, Resolved};
+use crate::auth::authkey::sender::{self, NEW_KEY_HEADER};
+use crate::auth::authkey::AuthKeys;
+use crate::rules::own_message::OwnMessage;
+
+/// What happens to a received message.
+#[derive(Debug)]
+pub enum Decision {
+    /// Store it, recorded as `auth`, into `folder` for local mailboxes.
+    Deliver { auth: AuthResult, folder: Folder },
+    /// A key mail whose key was recorded and whose message is dropped (SPEC 7.4 phase I).
+    KeyRecorded,
+    /// Refuse it with this reply.
+    Refuse(Reply),
+}
+
+/// The header section fields this server adds or removes, decided with the outcome.
+#[derive(Debug, Default)]
+pub struct Rewrite {
+    /// SPEC 7.5: the final recipient's server removes every X-Auth-Key and
+    /// X-Auth-Key-Status (a relay passes them on untouched).
+    pub strip_key_headers: bool,
+    /// Fields to put on top (X-Auth-Key-Status; the sender side's X-Auth-Key and agent).
+    pub add: Vec<(&'static str, String)>,
+}
+
+/// Decides, and rewrites `envelope.body` as decided.
+pub async fn decide(
+    authkeys: &AuthKeys,
+    store: &dyn Store,
+    hostname: &str,
+    client: &ClientInfo<'_>,
+    envelope: &mut Envelope<Resolved>,
+) -> Decision {
+    let mut rewrite = Rewrite::default();
+    // SPEC 7.4: a local user's mail is stamped with X-Auth-Key as it leaves (outbound).
+    let decision = if let Some(user) = client.authenticated.filter(|_| client.remote_auth) {
+        // SPEC 8.2: authenticated by its home server (`x-rcram=pass`), not a local user.
+        Decision::Deliver { auth: AuthResult::Rcram { user: user.to_string() }, folder: Folder::Inbox }
+    } else if let Some(user) = client.authenticated {
+        Decision::Deliver { auth: AuthResult::SmtpAuth { user: user.to_string() }, folder: Folder::Inbox }
+    } else if client.trusted_relay {
+        Decision::Deliver { auth: AuthResult::TrustedRelay, folder: Folder::Inbox }
+    } else {
+        recipient_side(authkeys, store, hostname, client, envelope, &mut rewrite).await
+    };
+    apply(envelope, &rewrite);
+    decision
+}
+
+fn apply(envelope: &mut Envelope<Resolved>, rewrite: &Rewrite) {
+    if rewrite.strip_key_headers {
+        envelope.body =
+            headers::remove_fields(&envelope.body, |f| f.name_is(sender::KEY_HEADER) || f.name_is("X-Auth-Key-Status"));
+    }
+    if !rewrite.add.is_empty() {
+        let fields: Vec<(&str, &str)> = rewrite.add.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        envelope.body = headers::prepend(&fields, &envelope.body);
+    }
+}
+
+/// The MX, no other method passed: key mail, then the AuthKey check, then the policy.
+async fn recipient_side(
+    authkeys: &AuthKeys,
+    store: &dyn Store,
+    hostname: &str,
+    client: &ClientInfo<'_>,
+    envelope: &Envelope<Resolved>,
+    rewrite: &mut Rewrite,
+) -> Decision {
+    let mailboxes: Vec<&str> = deliveries(envelope)
+        .filter_map(|d| match d {
+            Delivery::Mailbox { recipient, .. } => Some(recipient.as_str()),
+            _ => None,
+        })
+        .collect();
+    if let Some(key) = sender::new_key_in(&envelope.body) {
+        if let Some(decision) = take_key_mail(authkeys, store, client, &mailboxes, &key).await {
+            return decision;
+        }
+    }
+    // SPEC 7.5: only the final recipient's server verifies and removes the key headers.
+    let final_here = !mailboxes.is_empty();
+    let from = headers::from_address(&envelope.body);
+    let key = headers::first_value(&envelope.body, sender::KEY_HEADER);
+    let result = match (&from, authkeys.verify) {
+        (Some(from), true) => authkeys.verifier.check(from, key.as_deref()).await,
+        _ => AuthKeyResult::None,
+    };
+    if final_here {
+        rewrite.strip_key_headers = true;
+        rewrite.add.push(("X-Auth-Key-Status", result.status().to_string()));
+    }
+    let auth = match &from {
+        Some(from) => AuthResult::AuthKey { result, from: from.clone() },
+        None => AuthResult::None,
+    };
+    if result == AuthKeyResult::Pass {
+        return Decision::Deliver { auth, folder: Folder::Inbox };
+    }
+    // RCPT made every recipient of the transaction share one policy (450 4.5.3 otherwise).
+    let policy = envelope.recipients.iter().find_map(|r| r.resolved.policy).unwrap_or_default();
+    let action = match result {
+        AuthKeyResult::Fail | AuthKeyResult::TempError => policy.forged,
+        _ => policy.unauthenticated,
+    };
+    let from_text = from.as_deref().unwrap_or("(no From address)");
+    match action {
+        PolicyAction::Accept => return Decision::Deliver { auth, folder: Folder::Inbox },
+        PolicyAction::Junk => return Decision::Deliver { auth, folder: Folder::Junk },
+        _ => {}
+    }
+    // SPEC 2: temperror is 451 unless the action delivers; the sender retries later.
+    if result == AuthKeyResult::TempError {
+        tracing::info!(from = %from_text, "AuthKey check failed for now; 451");
+        return Decision::Refuse(Reply::auth_temperror(format!(
+            "Cannot check the AuthKey of {from_text} now (its Authentication Server did not answer); try again later"
+        )));
+    }
+    let reason = if result == AuthKeyResult::Fail {
+        format!("the X-Auth-Key of {from_text} is not valid (its Authentication Server said INVALIDKEY)")
+    } else {
+        format!("the sender {from_text} is not authenticated")
+    };
+    if action.notifies_recipient() {
+        notify_recipients(store, hostname, envelope, &reason).await;
+    }
+    tracing::info!(from = %from_text, %action, ?result, "refused by the sender policy");
+    let domain =
+        envelope.recipients.first().and_then(|r| r.resolved.domain.clone()).unwrap_or_else(|| hostname.to_string());
+    let text = if action.notifies_sender() {
+        format!(
+            "Refused: {reason}. {domain} accepts mail only from authenticated senders: send through your own \
+             provider's server with SMTP AUTH, or have your domain publish an Authentication Server (AS= TXT \
+             record) and send with a valid X-Auth-Key"
+        )
+    } else {
+        format!("Refused: {reason}")
+    };
+    Decision::Refuse(Reply::not_authorized(text))
+}
+
+fn deliveries(envelope: &Envelope<Resolved>) -> impl Iterator<Item = &Delivery> {
+    envelope.recipients.iter().flat_map(|r| r.resolved.deliveries.iter())
+}
+
+/// SPEC 7.4: a key mail counts only when it comes from the Authentication Server of each
+/// recipient's domain. `None`: not taken, handle it as any other message.
+async fn take_key_mail(
+    authkeys: &AuthKeys,
+    store: &dyn Store,
+    client: &ClientInfo<'_>,
+    mailboxes: &[&str],
+    key: &str,
+) -> Option<Decision> {
+    if mailboxes.is_empty() {
+        return None;
+    }
+    let mut sources = Vec::new();
+    for address in mailboxes {
+        match sender::check_key_source(&authkeys.dns, address, client.peer_ip).await {
+            Ok(host) => sources.push(format!("{host} {}", client.peer_ip)),
+            Err(why) => {
+                tracing::warn!(%address, peer = %client.peer_ip, %why, "{NEW_KEY_HEADER} not recorded");
+                return None;
+            }
+        }
+    }
+    for (address, source) in mailboxes.iter().zip(sources) {
+        if let Err(e) = sender::record_key(store, address, key, source).await {
+            return Some(Decision::Refuse(store_reply(&e)));
+        }
+        tracing::info!(%address, peer = %client.peer_ip, "new AuthKey received from the Authentication Server");
+    }
+    Some(if authkeys.keep_key_mail {
+        // Phase II: the key mail stays in the mailbox.
+        Decision::Deliver { auth: AuthResult::None, folder: Folder::Inbox }
+    } else {
+        Decision::KeyRecorded
+    })
+}
+
+/// SPEC 2 reject-notify-recipient: a short notice (date, From, Subject, reason; never the
+/// body) into each local recipient's INBOX. Failing to store it is logged; the refusal
+/// stands either way.
+async fn notify_recipients(store: &dyn Store, hostname: &str, envelope: &Envelope<Resolved>, reason: &str) {
+    let field = |name: &str| headers::first_value(&envelope.body, name).map(|v| headers::decode_encoded_words(&v));
+    let original_date = field("Date").unwrap_or_else(|| "(none)".into());
+    let original_from = field("From").unwrap_or_else(|| "(none)".into());
+    let subject = field("Subject").unwrap_or_else(|| "(none)".into());
+    let now = SystemTime::now();
+    let date = rfc5322_date(now);
+    let from = format!("Mail Delivery System <MAILER-DAEMON@{hostname}>");
+    let notice_subject = format!("Refused message from {}", sanitize(&original_from));
+    for delivery in deliveries(envelope) {
+        let Delivery::Mailbox { account_id, recipient, .. } = delivery else { continue };
+        let queue_id = new_queue_id();
+        let body = format!(
+            "A message for you was refused by {hostname}: {reason}.\r\n\r\n  Date:    {original_date}\r\n  \
+             From:    {original_from}\r\n  Subject: {subject}\r\n\r\nIts content was not kept. The sending server \
+             was told that the message was refused.\r\n"
+        );
+        let to = format!("<{recipient}>");
+        let message_id = format!("<{}.refused@{hostname}>", queue_id.to_lowercase());
+        let fields = [
+            ("From", from.as_str()),
+            ("To", to.as_str()),
+            ("Date", date.as_str()),
+            ("Message-ID", message_id.as_str()),
+            ("Subject", notice_subject.as_str()),
+            ("Auto-Submitted", "auto-generated"),
+            ("MIME-Version", "1.0"),
+            ("Content-Type", "text/plain; charset=utf-8"),
+        ];
+        let rest = format!("\r\n{body}");
+        let mailbox =
+            Delivery::Mailbox { account_id: *account_id, folder: Folder::Inbox, recipient: recipient.clone() };
+        let notice = OwnMessage {
+            hostname,
+            queue_id: queue_id.clone(),
+            sender: String::new(),
+            fields: &fields,
+            rest: rest.as_bytes(),
+            now: vouchmail_proto::time::unix_seconds(now),
+        }
+        .build(vec![mailbox]);
+        match store.commit_message(notice).await {
+            Ok(_) => tracing::info!(%recipient, notice = %queue_id, "refused-message notice stored"),
+            Err(e) => tracing::error!(%recipient, error = %e, "cannot store a refused-message notice"),
+        }
+    }
+}
+
+/// A header value taken from a stranger's message, safe to put in ours.
+fn sanitize(value: &str) -> String {
+    value.chars().filter(|c| !c.is_control()).take(200).collect()
+}

@@ -1,0 +1,5 @@
+//! The bottom room: helpers that know no protocol, listener or store rule (files only we
+//! may read, the task tracker shutdown waits on, the clock, queue ids).
+
+pub mod files;
+pub mod tasks;
