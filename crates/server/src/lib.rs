@@ -247,7 +247,7 @@ fn start_authkey(
 ) -> Result<(), String> {
     if config.authkey.server {
         let hostname = config.hostname.clone();
-        sessions.spawn(auth::authkey::run_generator(
+        sessions.spawn(jobs::keygen::run_generator(
             Arc::clone(store),
             config.authkey.clone(),
             hostname,
@@ -257,22 +257,22 @@ fn start_authkey(
     if config.listeners.authkey.is_empty() {
         return Ok(());
     }
-    let (context, log_writer) = auth::authkey::VerifyContext::new(&config.authkey, Arc::clone(store));
+    let (context, log_writer) = listen::authkey::VerifyContext::new(&config.authkey, Arc::clone(store));
     for addr in &config.listeners.authkey {
         let listener = listen::listen(*addr)?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         // The same port for UDP, also when the configured port is 0.
-        let udp = if config.authkey.udp { Some(auth::authkey::bind_udp(local)?) } else { None };
+        let udp = if config.authkey.udp { Some(listen::authkey::bind_udp(local)?) } else { None };
         tracing::info!(service = "authkey", %local, udp = udp.is_some(), "listening");
         server.authkey_addrs.push(local);
-        server.listeners.push(tokio::spawn(auth::authkey::serve_tcp(
+        server.listeners.push(tokio::spawn(listen::authkey::serve_tcp(
             listener,
             Arc::clone(&context),
             shutdown_rx.clone(),
             sessions.clone(),
         )));
         if let Some(udp) = udp {
-            server.listeners.push(tokio::spawn(auth::authkey::serve_udp(
+            server.listeners.push(tokio::spawn(listen::authkey::serve_udp(
                 udp,
                 Arc::clone(&context),
                 shutdown_rx.clone(),
@@ -410,7 +410,7 @@ pub fn customer_context(
     config: &Config,
     store: Arc<dyn Store>,
     trusted_relay: bool,
-) -> Result<Arc<SmtpContext>, String> {
+) -> Result<Arc<dyn jobs::odmr_fetch::ReversedServer>, String> {
     // No AUTH in this session, so no fake salts either.
     let mut session = session_config(config, Listener::Mx, None)?;
     session.trusted_relay = trusted_relay;

@@ -21,20 +21,16 @@ pub mod rcram;
 /// The user-certificate checks live with the rest of certificate parsing.
 pub use crate::net::x509;
 
+use crate::support::time::unix_now as now;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use vouchmail_proto::smtp::session::{MessengerAnswer, MessengerRequest};
 use vouchmail_store::Store;
 
 use crate::config::Config;
 use crate::net::federation::FederationClient;
-
-fn now() -> i64 {
-    vouchmail_proto::time::unix_seconds(SystemTime::now())
-}
 
 /// What every Messenger session of one server shares.
 pub struct Messenger {

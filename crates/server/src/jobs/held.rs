@@ -5,10 +5,11 @@
 //! decides ATRN, then runs the provider's SMTP client over the same connection once the
 //! roles are reversed. ETRN on the MX listener delivers to the domain's configured host.
 
+use crate::support::time::unix_now as now;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -22,10 +23,6 @@ use crate::net::stream::Stream;
 
 /// How often expired held mail is looked for, at most.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(60);
-
-fn now() -> i64 {
-    vouchmail_proto::time::unix_seconds(SystemTime::now())
-}
 
 /// A held domain with an ETRN delivery under way; dropping it ends the claim.
 struct EtrnRunning {

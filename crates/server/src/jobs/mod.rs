@@ -2,5 +2,6 @@
 //! (RFC 2645) and its expiry, and the ODMR customer's scheduled fetch.
 
 pub mod held;
+pub mod keygen;
 pub mod odmr_fetch;
 pub mod outbound;

@@ -3,7 +3,10 @@
 //! session: into our own store with the MX session engine, or relayed byte for byte to an
 //! SMTP host (as fetchmail's `smtphost` does).
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +17,6 @@ use vouchmail_proto::sasl::{self, ClientSession, Credentials, Mechanism};
 use vouchmail_proto::smtp::client::reply::{ReplyParser, ServerReply};
 use vouchmail_proto::smtp::session::TlsInfo;
 
-use crate::listen::smtp::SmtpContext;
 use crate::net::client_tls::{self, ServerTrust};
 use crate::net::stream::Stream;
 
@@ -112,11 +114,27 @@ pub fn customer_timeout(config: &crate::config::Config) -> Duration {
     Duration::from_secs(config.odmr.timeout_secs.max(600))
 }
 
+/// Serves the reversed session into our own store: the MX session engine of the listener
+/// room, handed in where the server is wired (a job does not reach up into listeners).
+pub trait ReversedServer: Send + Sync {
+    /// Serves an SMTP session over `stream` (inside TLS when `tls` says so); returns the
+    /// number of messages accepted.
+    fn serve<'a>(
+        &'a self,
+        stream: Box<dyn Stream>,
+        peer: SocketAddr,
+        tls: Option<TlsInfo>,
+    ) -> Pin<Box<dyn Future<Output = u64> + Send + 'a>>;
+
+    /// The session treats the provider as a trusted relay (SPEC 2).
+    fn trusts_provider(&self) -> bool;
+}
+
 /// Runs the configured fetches on their schedules until shutdown.
 pub async fn run_scheduled(
     options: FetchOptions,
     interval: Duration,
-    local: Option<Arc<SmtpContext>>,
+    local: Option<Arc<dyn ReversedServer>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -195,10 +213,10 @@ async fn connect_provider(options: &FetchOptions) -> Result<TcpStream, String> {
 
 /// Connects, authenticates, sends ATRN and serves the reversed session.
 /// `local`: the MX session context to serve the reversed session into our own store.
-pub async fn fetch(options: &FetchOptions, local: Option<Arc<SmtpContext>>) -> Result<FetchOutcome, String> {
+pub async fn fetch(options: &FetchOptions, local: Option<Arc<dyn ReversedServer>>) -> Result<FetchOutcome, String> {
     // SPEC 2: a provider whose certificate nobody checked is not a trusted relay; the local
     // context must have been made for that (customer_context with trusts_provider()).
-    if local.as_ref().is_some_and(|c| c.session_config.trusted_relay && !options.trusts_provider()) {
+    if local.as_ref().is_some_and(|c| c.trusts_provider() && !options.trusts_provider()) {
         return Err("refusing to take unauthenticated mail as from a trusted relay".into());
     }
     let tcp = connect_provider(options).await?;
@@ -289,7 +307,7 @@ pub async fn fetch(options: &FetchOptions, local: Option<Arc<SmtpContext>>) -> R
             Ok(FetchOutcome::Taken { messages })
         }
         (None, Some(context)) => {
-            let messages = crate::listen::smtp::serve_stream(stream, peer, &context, tls_info).await;
+            let messages = context.serve(stream, peer, tls_info).await;
             Ok(FetchOutcome::Taken { messages: Some(messages) })
         }
         (None, None) => Err("nowhere to put the mail: give --smtphost or a local store".into()),

@@ -13,10 +13,11 @@
 //! crash (or a lost connection after the final "." but before the reply, RFC 1047) between
 //! the two leaves it in flight until its lease ends, and it is sent again.
 
+use crate::support::time::unix_now as now;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::{watch, Notify, Semaphore};
 use vouchmail_proto::dsn::{Action, RecipientStatus, Return};
@@ -29,8 +30,9 @@ use crate::config::Config;
 use crate::net::client_tls::Connectors;
 use crate::net::route::{Destination, Router, Target, TlsPolicy};
 use crate::net::smtp_client::Session;
-use crate::rules::dsn::{enhanced_of, unix_time, NotifyWanted};
+use crate::rules::dsn::{enhanced_of, NotifyWanted};
 use crate::support::tasks::TaskTracker;
+use crate::support::time::unix_time;
 
 /// Entries leased at once.
 const LEASE_BATCH: usize = 500;
@@ -101,10 +103,6 @@ impl Settings {
         let doublings = attempts.saturating_sub(1).min(30);
         self.retry_min.saturating_mul(1i64 << doublings).min(self.retry_max)
     }
-}
-
-fn now() -> i64 {
-    vouchmail_proto::time::unix_seconds(SystemTime::now())
 }
 
 /// One transaction's worth of work: recipients of one message in one domain.

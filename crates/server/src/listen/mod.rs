@@ -2,24 +2,22 @@
 //! fetching an account's secrets under the AUTH failure limits, and running CPU-heavy
 //! session work (Argon2id) off the async workers.
 
+pub mod authkey;
 pub mod limits;
 pub mod pop3;
 pub mod smtp;
 
+use crate::support::time::unix_now;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use vouchmail_proto::sasl::Secrets;
-use vouchmail_proto::smtp::session::TlsInfo;
 use vouchmail_store::Store;
 
 use crate::auth::limits::{client_network, AuthLimiter};
-use crate::listen::smtp::handshake;
-use crate::net::tls::{MaybeTls, Tls};
 use crate::support::tasks::TaskTracker;
 
 /// Pending connections the kernel keeps for each listener (Postfix asks for far more than
@@ -67,32 +65,12 @@ pub(crate) async fn accept_loop<F, Fut>(
     }
 }
 
-/// Writes `pending` (the 220 / +OK to STARTTLS or STLS) and runs the TLS handshake on the
-/// connection, replacing it in place. None: the connection is unusable and must be closed.
-pub(crate) async fn upgrade(
-    stream: &mut MaybeTls,
-    pending: &[u8],
-    tls: Option<&Tls>,
-    store: &dyn Store,
-) -> Option<TlsInfo> {
-    stream.write_all(pending).await.ok()?;
-    let tls = tls?;
-    let MaybeTls::Plain(tcp) = std::mem::replace(stream, MaybeTls::Closed) else { return None };
-    let (tls_stream, info) = handshake(tls, tcp, store).await?;
-    *stream = MaybeTls::Tls(tls_stream);
-    Some(info)
-}
-
 /// How long a client network stays familiar to an account after a successful login
 /// (SPEC 3: strangers' failures must not lock the owner out).
 const FAMILIAR_FOR: i64 = 30 * 24 * 3600;
 /// A remembered login is written again at most this often, so that a client logging in
 /// every few minutes costs a read, not a durable write, each time.
 const REFRESH_LOGIN_AFTER: i64 = 24 * 3600;
-
-fn unix_now() -> i64 {
-    vouchmail_proto::time::unix_seconds(SystemTime::now())
-}
 
 /// How a client network is named in the store's login records: its IPv4 address, or its
 /// IPv6 /64.

@@ -15,8 +15,8 @@ use vouchmail_store::{Folder, Store, StoreError};
 
 use crate::auth::limits::AuthLimiter;
 use crate::listen::limits::{ConnectionLimiter, Refusal};
-use crate::listen::smtp::handshake;
-use crate::listen::{accept_loop, off_async, upgrade, AuthGuard, AuthRefusal, ReadDeadline};
+use crate::listen::{accept_loop, off_async, AuthGuard, AuthRefusal, ReadDeadline};
+use crate::net::tls::{handshake, upgrade};
 use crate::net::tls::{MaybeTls, Tls};
 use crate::support::tasks::TaskTracker;
 

@@ -3,7 +3,7 @@
 //! against CA certificates ("verify"); and the ODMR customer's, which checks its provider
 //! by CA, by fingerprint, or (only when asked) not at all.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio_rustls::TlsConnector;
 
 use super::route::TlsPolicy;
+pub use crate::config::values::{parse_fingerprint, ServerTrust};
 
 /// Where Debian keeps the system's CA bundle.
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -142,62 +143,6 @@ fn load_roots(path: &Path) -> Result<RootCertStore, String> {
 /// The TLS server name for a host: a DNS name, or an IP address for literals.
 pub fn server_name(host: &str) -> Option<ServerName<'static>> {
     ServerName::try_from(host.to_string()).ok()
-}
-
-/// How a TLS client checks the server it dialed: the ODMR customer checking its provider,
-/// whose reversed session it then takes as a trusted relay's (SPEC 2).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum ServerTrust {
-    /// The system's CA bundle; the certificate must be valid for the host name dialed.
-    #[default]
-    SystemRoots,
-    /// These PEM CA certificates; the certificate must be valid for the host name dialed.
-    CaFile(PathBuf),
-    /// Exactly this certificate, by the SHA-256 of its DER. Pinned, so its names and dates
-    /// are not checked (as Postfix's `fingerprint` level).
-    Fingerprint([u8; 32]),
-    /// Any certificate: encrypted, but nobody is authenticated (RFC 7435).
-    Insecure,
-}
-
-impl ServerTrust {
-    /// From the options `--tls-ca`, `--tls-fingerprint`, `--tls-insecure` (at most one).
-    pub fn from_options(ca: Option<&Path>, fingerprint: Option<&str>, insecure: bool) -> Result<ServerTrust, String> {
-        match (ca, fingerprint, insecure) {
-            (None, None, false) => Ok(ServerTrust::SystemRoots),
-            (Some(ca), None, false) => Ok(ServerTrust::CaFile(ca.to_path_buf())),
-            (None, Some(hex), false) => parse_fingerprint(hex).map(ServerTrust::Fingerprint),
-            (None, None, true) => Ok(ServerTrust::Insecure),
-            _ => Err("give at most one of the TLS CA file, the certificate fingerprint and insecure".into()),
-        }
-    }
-
-    /// Anything but `Insecure` checks that the server is who we dialed.
-    pub fn authenticates(&self) -> bool {
-        *self != ServerTrust::Insecure
-    }
-
-    /// Whether the options asked for something other than the default.
-    pub fn is_default(&self) -> bool {
-        *self == ServerTrust::SystemRoots
-    }
-}
-
-/// A SHA-256 fingerprint in hex, either case, with or without colons (as `openssl x509
-/// -fingerprint -sha256` prints it).
-pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
-    let digits: Vec<u8> = text.trim().bytes().filter(|&b| b != b':').collect();
-    let bad = || format!("{text:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)");
-    // from_str_radix alone would take a sign ("+a").
-    if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        let pair = std::str::from_utf8(pair).map_err(|_| bad())?;
-        *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
-    }
-    Ok(out)
 }
 
 /// SHA-256 of a DER certificate, as colon-separated upper-case hex (openssl's spelling).

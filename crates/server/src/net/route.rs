@@ -13,6 +13,7 @@ use vouchmail_proto::sasl::Credentials;
 use vouchmail_proto::smtp::client::TlsMode;
 use vouchmail_proto::smtp::reply::{EnhancedCode, Reply};
 
+pub use crate::config::values::split_host_port;
 use crate::config::{Outbound, Route};
 
 /// STARTTLS policy of a destination (Postfix's `smtp_tls_security_level`).
@@ -110,37 +111,6 @@ impl RouteSpec {
 fn read_password(file: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     Ok(text.lines().next().unwrap_or("").to_string())
-}
-
-/// `host`, `host:port`, `1.2.3.4:port`, `[::1]:port`, `::1` (port 25 if absent). Also run
-/// on every route and the relay when the config loads (`Config::validate_outbound`).
-pub fn split_host_port(text: &str) -> Result<(String, u16), String> {
-    let bad = || format!("'{text}' is not host[:port]");
-    let (host, port) = split(text).ok_or_else(bad)?;
-    if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(bad());
-    }
-    Ok((host, port))
-}
-
-fn split(text: &str) -> Option<(String, u16)> {
-    if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().ok()?,
-            None if after.is_empty() => 25,
-            None => return None,
-        };
-        return Some((host.to_string(), port));
-    }
-    if text.parse::<IpAddr>().is_ok() {
-        return Some((text.to_string(), 25));
-    }
-    match text.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => Some((host.to_string(), port.parse().ok()?)),
-        Some(_) => None,
-        None => Some((text.to_string(), 25)),
-    }
 }
 
 /// Decides and resolves destinations.

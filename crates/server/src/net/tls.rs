@@ -17,6 +17,10 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use vouchmail_proto::smtp::session::TlsInfo;
+use vouchmail_store::Store;
 
 /// A verified client certificate's facts, for mapping it to an account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,6 +221,53 @@ impl ClientCertVerifier for AnyClientCert {
 
 /// A server-side connection before or after STARTTLS.
 pub type MaybeTls = crate::net::stream::Connection<TlsStream<TcpStream>>;
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs the server side of a TLS handshake and gathers what the session needs to know.
+pub async fn handshake(
+    tls: &Tls,
+    stream: TcpStream,
+    store: &dyn Store,
+) -> Option<(Box<tokio_rustls::server::TlsStream<TcpStream>>, TlsInfo)> {
+    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await;
+    let stream = match accepted {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            return None;
+        }
+    };
+    let (version, cipher) = describe(&stream);
+    let mut external_identity = None;
+    if let Some(cert) = tls.client_certificate(&stream) {
+        // A name is trusted only when a configured CA vouched for it.
+        let subject = cert.ca_verified.then_some(cert.subject.as_str());
+        match store.cert_mapping_account(&cert.fingerprint, subject).await {
+            Ok(account) => external_identity = account,
+            Err(e) => tracing::warn!(error = %e, "cannot look up the client certificate mapping"),
+        }
+        tracing::debug!(fingerprint = %cert.fingerprint, subject = %cert.subject, account = ?external_identity, "client certificate");
+    }
+    let info = TlsInfo { version, cipher, channel_binding: channel_binding(&stream), external_identity };
+    Some((Box::new(stream), info))
+}
+
+/// Writes `pending` (the 220 / +OK to STARTTLS or STLS) and runs the TLS handshake on the
+/// connection, replacing it in place. None: the connection is unusable and must be closed.
+pub async fn upgrade(stream: &mut MaybeTls, pending: &[u8], tls: Option<&Tls>, store: &dyn Store) -> Option<TlsInfo> {
+    stream.write_all(pending).await.ok()?;
+    let tls = tls?;
+    let MaybeTls::Plain(tcp) = std::mem::replace(stream, MaybeTls::Closed) else { return None };
+    let (tls_stream, info) = handshake(tls, tcp, store).await?;
+    *stream = MaybeTls::Tls(tls_stream);
+    Some(info)
+}
 
 #[cfg(test)]
 mod tests {

@@ -17,6 +17,7 @@ use vouchmail_store::StoredMessage;
 
 use super::recipient::{store_reply, Resolved};
 use crate::rules::dsn::{self, NotifyWanted};
+use crate::support::queue_id::new_queue_id;
 
 /// Who the client is, for the trace fields.
 #[derive(Debug, Clone)]
@@ -30,17 +31,6 @@ pub struct ClientInfo<'a> {
     pub remote_auth: bool,
     pub service: Service,
     pub trusted_relay: bool,
-}
-
-/// A fresh queue id: 16 hex digits from the OS random source.
-pub fn new_queue_id() -> String {
-    let mut bytes = [0u8; 8];
-    if getrandom::getrandom(&mut bytes).is_err() {
-        // Never expected; the time keeps ids distinct enough, and the store refuses duplicates.
-        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        bytes = (nanos as u64).to_be_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
 
 /// Builds the stored form of the message and commits it; returns the queue id once the

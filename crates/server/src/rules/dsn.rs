@@ -2,14 +2,14 @@
 //! report for each outcome, and the notice as a message ready to commit.
 
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vouchmail_proto::dsn::{self, RecipientStatus, Return};
 use vouchmail_proto::smtp::reply::{EnhancedCode, Reply};
 use vouchmail_store::{Delivery, Folder, NewMessage, Store, StoreError, StoredMessage};
 
-use crate::rules::commit::new_queue_id;
 use crate::rules::own_message::OwnMessage;
+use crate::support::queue_id::new_queue_id;
+use crate::support::time::unix_time;
 
 /// Alias chains deeper than this are not followed for notices.
 const MAX_DEPTH: usize = 8;
@@ -32,10 +32,6 @@ impl NotifyWanted {
             }
         }
     }
-}
-
-pub fn unix_time(secs: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
 }
 
 /// The enhanced code of a reply, or a generic one of its class (RFC 3463 3.1).

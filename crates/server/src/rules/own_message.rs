@@ -7,13 +7,13 @@ use vouchmail_proto::smtp::client::has_8bit;
 use vouchmail_proto::time::rfc5322_date;
 use vouchmail_store::{Delivery, Envelope, NewMessage, RecipientDsn};
 
-use crate::rules::dsn::unix_time;
+use crate::support::time::unix_time;
 
 /// One message of ours, before it is committed.
 pub struct OwnMessage<'a> {
     /// This server's name, in the trace fields.
     pub hostname: &'a str,
-    /// From [`crate::rules::commit::new_queue_id`]; the caller may put it in a Message-ID.
+    /// From [`crate::support::queue_id::new_queue_id`]; the caller may put it in a Message-ID.
     pub queue_id: String,
     /// The envelope sender: empty (the null sender) for notices, so that nothing ever
     /// answers them with another (RFC 5321 4.5.5).

@@ -13,11 +13,12 @@ use vouchmail_proto::smtp::trace::{AuthKeyResult, AuthResult};
 use vouchmail_proto::time::rfc5322_date;
 use vouchmail_store::{Delivery, Folder, PolicyAction, Store};
 
-use super::commit::{new_queue_id, ClientInfo};
+use super::commit::ClientInfo;
 use super::recipient::{store_reply, Resolved};
 use crate::auth::authkey::sender::{self, NEW_KEY_HEADER};
 use crate::auth::authkey::AuthKeys;
 use crate::rules::own_message::OwnMessage;
+use crate::support::queue_id::new_queue_id;
 
 /// What happens to a received message.
 #[derive(Debug)]

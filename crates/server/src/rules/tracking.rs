@@ -14,11 +14,12 @@
 //! 250; if this server dies in between, the record is sent again and the home server's
 //! idempotent NOTIFY (same message, recipient, event: 250, not stored twice) keeps it once.
 
+use crate::support::time::unix_now as now;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 use vouchmail_proto::smtp::reply::Reply;
@@ -30,10 +31,6 @@ use vouchmail_store::{
 
 use crate::config::Config;
 use crate::support::tasks::TaskTracker;
-
-fn now() -> i64 {
-    vouchmail_proto::time::unix_seconds(SystemTime::now())
-}
 
 /// Records an event and logs where its record went. Never fails: a download that went out
 /// must not fail because it could not be noted (the error is logged).

@@ -2,4 +2,6 @@
 //! may read, the task tracker shutdown waits on, the clock, queue ids).
 
 pub mod files;
+pub mod queue_id;
 pub mod tasks;
+pub mod time;

@@ -7,9 +7,9 @@ use vouchmail_proto::authkey::codec::is_valid_key;
 use vouchmail_proto::headers;
 use vouchmail_store::{SenderKey, Store, StoreResult};
 
-use super::unix_now;
 use super::verifier::parse_as_record;
 use crate::net::dns::Dns;
+use crate::support::time::unix_now;
 
 /// SPEC 7.3: the header that carries a new key.
 pub const NEW_KEY_HEADER: &str = "X-New-Auth-Key";

@@ -16,9 +16,9 @@ use vouchmail_proto::authkey::Verdict;
 use vouchmail_proto::smtp::trace::AuthKeyResult;
 use vouchmail_store::{Store, VerifySentEntry};
 
-use super::unix_now;
 use crate::config;
 use crate::net::dns::Dns;
+use crate::support::time::unix_now;
 
 pub use vouchmail_proto::authkey::record::{parse_as_record, DEFAULT_PORT};
 

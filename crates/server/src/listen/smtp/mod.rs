@@ -5,7 +5,6 @@ pub mod spool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -23,15 +22,12 @@ use crate::auth::limits::AuthLimiter;
 use crate::jobs::held::Odmr;
 use crate::listen::limits::{ConnectionLimiter, Refusal};
 use crate::listen::smtp::spool::{MemoryBudget, MemoryCharge, Spool};
-use crate::listen::{accept_loop, off_async, upgrade, AuthGuard, AuthRefusal, ReadDeadline};
-use crate::net::tls::{self, MaybeTls, Tls};
+use crate::listen::{accept_loop, off_async, AuthGuard, AuthRefusal, ReadDeadline};
+use crate::net::tls::{handshake, upgrade, MaybeTls, Tls};
 use crate::rules::commit::{commit_message, ClientInfo};
 use crate::rules::recipient::{resolve_recipient, store_reply, Resolved, SenderContext};
 use crate::rules::sender_policy::{self as policy, Decision};
 use crate::support::tasks::TaskTracker;
-
-/// How long a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What every session of one listener shares.
 pub struct SmtpContext {
@@ -103,6 +99,22 @@ async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &SmtpConte
     run_session(stream, peer, context, session, shutdown).await;
 }
 
+/// The ODMR customer's reversed session (RFC 2645 5.3), kept in our own store.
+impl crate::jobs::odmr_fetch::ReversedServer for SmtpContext {
+    fn serve<'a>(
+        &'a self,
+        stream: Box<dyn crate::net::stream::Stream>,
+        peer: SocketAddr,
+        tls: Option<TlsInfo>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = u64> + Send + 'a>> {
+        Box::pin(serve_stream(stream, peer, self, tls))
+    }
+
+    fn trusts_provider(&self) -> bool {
+        self.session_config.trusted_relay
+    }
+}
+
 /// Serves an SMTP session over a stream the caller set up (the ODMR customer's reversed
 /// session, inside the TLS the caller started when `tls` says so); returns the number of
 /// messages accepted.
@@ -119,39 +131,6 @@ pub async fn serve_stream(
     }
     let (_never, shutdown) = watch::channel(false);
     run_session(MaybeTls::Other(stream), peer, context, session, shutdown).await
-}
-
-/// Runs the server side of a TLS handshake and gathers what the session needs to know.
-pub(crate) async fn handshake(
-    tls: &Tls,
-    stream: TcpStream,
-    store: &dyn Store,
-) -> Option<(Box<tokio_rustls::server::TlsStream<TcpStream>>, TlsInfo)> {
-    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await;
-    let stream = match accepted {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "TLS handshake failed");
-            return None;
-        }
-        Err(_) => {
-            tracing::debug!("TLS handshake timed out");
-            return None;
-        }
-    };
-    let (version, cipher) = tls::describe(&stream);
-    let mut external_identity = None;
-    if let Some(cert) = tls.client_certificate(&stream) {
-        // A name is trusted only when a configured CA vouched for it.
-        let subject = cert.ca_verified.then_some(cert.subject.as_str());
-        match store.cert_mapping_account(&cert.fingerprint, subject).await {
-            Ok(account) => external_identity = account,
-            Err(e) => tracing::warn!(error = %e, "cannot look up the client certificate mapping"),
-        }
-        tracing::debug!(fingerprint = %cert.fingerprint, subject = %cert.subject, account = ?external_identity, "client certificate");
-    }
-    let info = TlsInfo { version, cipher, channel_binding: tls::channel_binding(&stream), external_identity };
-    Some((Box::new(stream), info))
 }
 
 /// Drives one SMTP session over a connection until it ends.

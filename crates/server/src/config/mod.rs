@@ -1,9 +1,12 @@
 //! The TOML configuration. Every key has a default (SPEC 1 dev defaults), so a file needs
 //! only the keys it changes; `vouchmail.example.toml` documents each one.
 
+pub mod values;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use values::ServerTrust;
 
 use serde::Deserialize;
 
@@ -211,12 +214,8 @@ pub struct ScheduledFetch {
 
 impl ScheduledFetch {
     /// How the provider's certificate is checked.
-    pub fn trust(&self) -> Result<crate::net::client_tls::ServerTrust, String> {
-        crate::net::client_tls::ServerTrust::from_options(
-            self.tls_ca.as_deref(),
-            self.tls_fingerprint.as_deref(),
-            self.tls_insecure,
-        )
+    pub fn trust(&self) -> Result<ServerTrust, String> {
+        ServerTrust::from_options(self.tls_ca.as_deref(), self.tls_fingerprint.as_deref(), self.tls_insecure)
     }
 }
 
@@ -887,7 +886,7 @@ impl Config {
             .map(|(n, r)| (format!("outbound.route[{n}]"), format!(" (for {})", r.domain), r));
         for (key, which, route) in routes.chain(o.relay.iter().map(|r| ("outbound.relay".into(), String::new(), r))) {
             // The parser the router uses, so that what loads also routes.
-            crate::net::route::split_host_port(&route.host).map_err(|e| format!("{key}.host{which}: {e}"))?;
+            values::split_host_port(&route.host).map_err(|e| format!("{key}.host{which}: {e}"))?;
             if !route.tls.is_empty() && !tls_ok(&route.tls) {
                 return Err(format!("{key}.tls{which}: '{}' must be none, may, encrypt or verify", route.tls));
             }
@@ -1072,7 +1071,7 @@ mod tests {
         assert!(Config::parse(&format!("{fetch}tls_fingerprint = \"12:34\"")).unwrap_err().contains("fingerprint"));
         assert!(Config::parse(&format!("{fetch}tls_insecure = true\ntls_ca = \"ca.pem\"")).is_err());
         let pinned = Config::parse(&format!("{fetch}tls_fingerprint = \"{}\"", "AB:".repeat(31) + "AB")).unwrap();
-        assert_eq!(pinned.odmr.fetch[0].trust().unwrap(), crate::net::client_tls::ServerTrust::Fingerprint([0xab; 32]));
+        assert_eq!(pinned.odmr.fetch[0].trust().unwrap(), ServerTrust::Fingerprint([0xab; 32]));
     }
 
     #[test]
@@ -1087,7 +1086,7 @@ mod tests {
 
     #[test]
     fn example_file_parses() {
-        let example = include_str!("../../../vouchmail.example.toml");
+        let example = include_str!("../../../../vouchmail.example.toml");
         Config::parse(example).unwrap();
     }
 
