@@ -8,7 +8,10 @@
 //! (POP3, decryption, RECEIPT, SPEC 8.3), receipt, TRACK and BOOK. Every failure is a
 //! [`ClientError`]: one line, naming the server and what it answered.
 
+pub mod error;
 pub mod session;
+
+pub use error::ClientError;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -38,25 +41,6 @@ pub const MESSENGER_PORT: u16 = 21025;
 pub const POP3_PORT: u16 = 110;
 /// Validity of a certificate `keygen` makes, in days.
 pub const KEYGEN_DAYS: u32 = 730;
-
-/// A failure, as one line for the user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientError(pub String);
-
-impl ClientError {
-    pub fn new(text: impl Into<String>) -> ClientError {
-        // One line, whatever a server put in its text.
-        ClientError(text.into().replace(['\r', '\n'], " "))
-    }
-}
-
-impl std::fmt::Display for ClientError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ClientError {}
 
 /// The TOML profile (SPEC 10). Relative paths are relative to the profile's directory.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -13,7 +13,7 @@ use vouchmail_proto::messenger::{RawReply, RawReplyParser};
 use vouchmail_proto::rcram::{RcramClient, RcramEvent, RcramOutcome};
 use vouchmail_proto::sasl::{self, ClientSession, Credentials, Mechanism};
 
-use super::ClientError;
+use crate::error::ClientError;
 use vouchmail_server::net::client_tls::server_name;
 use vouchmail_server::net::stream::Connection;
 

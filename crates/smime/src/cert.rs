@@ -27,6 +27,7 @@ use x509_cert::time::{Time, Validity};
 
 use crate::error::{Error, Result};
 use crate::oids;
+use crate::text::find;
 
 /// Smallest RSA modulus accepted for keys and certificates (RFC 8551 section 4.1: agents
 /// SHOULD NOT use less than 2048 bits). The largest is the `rsa` crate's limit, 4096.
@@ -388,18 +389,14 @@ fn pem_block(bytes: &[u8], label: &str) -> Result<Option<Vec<u8>>> {
     let Some(stop) = find(body, end.as_bytes()) else {
         return Err(Error::Parse(format!("PEM {label} without its END line does not parse")));
     };
-    crate::message::decode_base64(&body[..stop])
+    crate::text::decode_base64(&body[..stop])
         .map(Some)
         .map_err(|_| Error::Parse(format!("PEM {label} does not parse: bad base64")))
 }
 
-pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 fn pem_encode(label: &str, der: &[u8]) -> String {
     let mut out = format!("-----BEGIN {label}-----\n");
-    for line in crate::message::encode_base64_lines(der, 64) {
+    for line in crate::text::encode_base64_lines(der, 64) {
         out.push_str(&line);
         out.push('\n');
     }

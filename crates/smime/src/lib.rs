@@ -49,6 +49,7 @@ mod envelope;
 mod error;
 mod message;
 mod oids;
+mod text;
 
 pub use cert::{
     keygen, keygen_with, Certificate, PrivateKey, KEYGEN_BACKDATE, KEYGEN_RSA_BITS, MAX_DAYS, MIN_RSA_BITS,

@@ -5,6 +5,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 use crate::error::{Error, Result};
+use crate::text::{decode_base64, encode_base64_lines};
 
 /// The headers a sent message carries outside its encryption (RFC 8551 section 3.2.1 puts
 /// only the MIME entity inside; these stay readable for transport). Values must not contain
@@ -23,18 +24,6 @@ pub struct OuterHeaders {
 
 /// Line length of the base64 body: RFC 2045 section 6.8 allows at most 76.
 pub const BASE64_LINE: usize = 76;
-
-pub(crate) fn encode_base64_lines(bytes: &[u8], width: usize) -> Vec<String> {
-    let text = STANDARD.encode(bytes);
-    // Base64 output is ASCII, so every byte offset is a char boundary.
-    text.as_bytes().chunks(width).map(|c| String::from_utf8_lossy(c).into_owned()).collect()
-}
-
-/// Decodes base64 ignoring whitespace anywhere (line breaks of any width).
-pub(crate) fn decode_base64(text: &[u8]) -> std::result::Result<Vec<u8>, base64::DecodeError> {
-    let clean: Vec<u8> = text.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
-    STANDARD.decode(clean)
-}
 
 fn check_value(name: &str, value: &str) -> Result<()> {
     if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
@@ -157,7 +146,7 @@ pub fn extract_cms(message: &[u8]) -> Result<Vec<u8>> {
         if message.starts_with(begin.as_bytes()) {
             let end = format!("-----END {label}-----");
             let body = &message[begin.len()..];
-            let stop = crate::cert::find(body, end.as_bytes())
+            let stop = crate::text::find(body, end.as_bytes())
                 .ok_or_else(|| Error::Malformed(format!("PEM {label} without its END line")))?;
             return decode_base64(&body[..stop]).map_err(|_| Error::Malformed("bad base64 in PEM".into()));
         }

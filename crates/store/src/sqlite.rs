@@ -10,20 +10,24 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::oneshot;
 use vouchmail_proto::sasl::secrets::{SecretFields, Secrets};
 
+use crate::error::{StoreError, StoreFuture, StoreResult};
+use crate::interface::Store;
 use crate::tracking::{
     NewTrackingEvent, NotifyStored, OutboxCounts, OutboxEntry, OutboxUpdate, StoredTrackingRecord, TrackingOutcome,
 };
-use crate::{
+use crate::types::{
     Account, AuthKey, AuthKeySettings, CertMapping, CertMatch, CommittedMessage, Domain, Folder, MailboxEntry,
-    NewAccount, NewMessage, PolicyAction, QueueEntry, QueueState, RecipientDsn, SenderKey, SenderPolicy,
-    SettingsSource, Store, StoreError, StoreFuture, StoreResult, TrackingEvent, TrackingKind, VerifyLogEntry,
-    VerifySentEntry,
+    NewAccount, NewMessage, PolicyAction, QueueEntry, SenderKey, SenderPolicy, SettingsSource, TrackingEvent,
+    TrackingKind, VerifyLogEntry, VerifySentEntry,
+};
+use base::{
+    db_error, delete_if_orphan, is_unique_violation, now, row_to_queue_entry, HEADER_SCAN_BYTES, QUEUE_COLUMNS,
 };
 
 /// Jobs committed together at most.
@@ -562,24 +566,12 @@ fn secrets_from_columns(argon2: Option<String>, scram_sha256: Option<String>, cr
     })
 }
 
-fn db_error(e: rusqlite::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
 fn domain_of(address: &str) -> StoreResult<&str> {
     address
         .rsplit_once('@')
         .map(|(_, d)| d)
         .filter(|d| !d.is_empty())
         .ok_or_else(|| StoreError::Invalid(format!("'{address}' is not an address")))
-}
-
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(err, _) if err.code == rusqlite::ErrorCode::ConstraintViolation)
 }
 
 /// The held-for accounts come along in one trip, newline-separated (no address contains a
@@ -625,26 +617,6 @@ fn row_to_account(row: &Row<'_>) -> rusqlite::Result<Account> {
     })
 }
 
-const QUEUE_COLUMNS: &str = "q.id, m.queue_id, q.message_id, m.sender, q.recipient, q.notify, q.orcpt, q.state, q.attempts, q.next_attempt, q.last_reply, q.created_at, m.size";
-
-fn row_to_queue_entry(row: &Row<'_>) -> rusqlite::Result<QueueEntry> {
-    let state: String = row.get(7)?;
-    Ok(QueueEntry {
-        id: row.get(0)?,
-        queue_id: row.get(1)?,
-        message_id: row.get(2)?,
-        sender: row.get(3)?,
-        recipient: row.get(4)?,
-        dsn: RecipientDsn { notify: row.get(5)?, orcpt: row.get(6)? },
-        state: QueueState::parse(&state).unwrap_or(QueueState::Queued),
-        attempts: row.get::<_, i64>(8)? as u32,
-        next_attempt: row.get(9)?,
-        last_reply: row.get(10)?,
-        created_at: row.get(11)?,
-        size: row.get::<_, i64>(12)? as u64,
-    })
-}
-
 fn row_to_mailbox_entry(row: &Row<'_>) -> rusqlite::Result<MailboxEntry> {
     let folder: String = row.get(1)?;
     Ok(MailboxEntry {
@@ -655,24 +627,6 @@ fn row_to_mailbox_entry(row: &Row<'_>) -> rusqlite::Result<MailboxEntry> {
         received_at: row.get(4)?,
         size: row.get::<_, i64>(5)? as u64,
     })
-}
-
-/// Deletes a message once no mailbox entry and no queue entry refers to it any more.
-fn delete_if_orphan(conn: &Connection, message_id: i64) -> StoreResult<()> {
-    let orphan: bool = conn
-        .query_row(
-            "SELECT NOT EXISTS (SELECT 1 FROM mailbox WHERE message_id = ?1)
-                AND NOT EXISTS (SELECT 1 FROM queue WHERE message_id = ?1 AND state NOT IN ('delivered','bounced'))",
-            params![message_id],
-            |r| r.get(0),
-        )
-        .map_err(db_error)?;
-    if orphan {
-        // Finished queue entries are history only; they go first (they reference the message).
-        conn.execute("DELETE FROM queue WHERE message_id = ?1", params![message_id]).map_err(db_error)?;
-        conn.execute("DELETE FROM messages WHERE id = ?1", params![message_id]).map_err(db_error)?;
-    }
-    Ok(())
 }
 
 impl Store for SqliteStore {
@@ -917,7 +871,7 @@ impl Store for SqliteStore {
         self.read(move |conn| lookup_alias_targets(conn, &alias))
     }
 
-    fn lookup_recipient(&self, address: &str) -> StoreFuture<'_, crate::RecipientRecord> {
+    fn lookup_recipient(&self, address: &str) -> StoreFuture<'_, crate::types::RecipientRecord> {
         let address = address.to_lowercase();
         self.read(move |conn| {
             let domain_name = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
@@ -930,7 +884,7 @@ impl Store for SqliteStore {
                 (Some(_), None) => lookup_alias_targets(conn, &address)?,
                 _ => Vec::new(),
             };
-            Ok(crate::RecipientRecord { domain, account, alias_targets })
+            Ok(crate::types::RecipientRecord { domain, account, alias_targets })
         })
     }
 
@@ -1173,7 +1127,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn lease_due(&self, now: i64, lease_until: i64, limit: usize) -> StoreFuture<'_, Vec<crate::LeasedEntry>> {
+    fn lease_due(&self, now: i64, lease_until: i64, limit: usize) -> StoreFuture<'_, Vec<crate::types::LeasedEntry>> {
         self.write(move |conn| outbound::lease_due(conn, now, lease_until, limit))
     }
 
@@ -1181,11 +1135,15 @@ impl Store for SqliteStore {
         self.write(move |conn| outbound::renew_leases(conn, &ids, lease_until))
     }
 
-    fn get_message(&self, message_id: i64) -> StoreFuture<'_, Option<crate::StoredMessage>> {
+    fn get_message(&self, message_id: i64) -> StoreFuture<'_, Option<crate::types::StoredMessage>> {
         self.read(move |conn| outbound::get_message(conn, message_id))
     }
 
-    fn record_delivery(&self, updates: Vec<crate::QueueUpdate>, notices: Vec<NewMessage>) -> StoreFuture<'_, ()> {
+    fn record_delivery(
+        &self,
+        updates: Vec<crate::types::QueueUpdate>,
+        notices: Vec<NewMessage>,
+    ) -> StoreFuture<'_, ()> {
         self.write(move |conn| outbound::record_delivery(conn, &updates, &notices))
     }
 
@@ -1198,7 +1156,7 @@ impl Store for SqliteStore {
         self.read(outbound::next_due)
     }
 
-    fn queue_counts(&self) -> StoreFuture<'_, crate::QueueCounts> {
+    fn queue_counts(&self) -> StoreFuture<'_, crate::types::QueueCounts> {
         self.read(outbound::queue_counts)
     }
 
@@ -1220,7 +1178,12 @@ impl Store for SqliteStore {
         self.read(move |conn| held::count(conn, &domains))
     }
 
-    fn lease_held(&self, domains: &[String], now: i64, lease_until: i64) -> StoreFuture<'_, Vec<crate::LeasedEntry>> {
+    fn lease_held(
+        &self,
+        domains: &[String],
+        now: i64,
+        lease_until: i64,
+    ) -> StoreFuture<'_, Vec<crate::types::LeasedEntry>> {
         let domains = domains.to_vec();
         self.write(move |conn| held::lease(conn, &domains, now, lease_until))
     }
@@ -1230,7 +1193,7 @@ impl Store for SqliteStore {
         created_before: i64,
         now: i64,
         lease_until: i64,
-    ) -> StoreFuture<'_, Vec<crate::LeasedEntry>> {
+    ) -> StoreFuture<'_, Vec<crate::types::LeasedEntry>> {
         self.write(move |conn| held::lease_expired(conn, created_before, now, lease_until))
     }
 
@@ -1327,12 +1290,12 @@ impl Store for SqliteStore {
         self.read(move |conn| authkey::verify_log(conn, since, limit))
     }
 
-    fn put_certificate(&self, mut cert: crate::StoredCertificate) -> StoreFuture<'_, ()> {
+    fn put_certificate(&self, mut cert: crate::messenger::StoredCertificate) -> StoreFuture<'_, ()> {
         cert.address = cert.address.to_lowercase();
         self.write(move |conn| messenger::put_certificate(conn, &cert))
     }
 
-    fn get_certificate(&self, address: &str) -> StoreFuture<'_, Option<crate::StoredCertificate>> {
+    fn get_certificate(&self, address: &str) -> StoreFuture<'_, Option<crate::messenger::StoredCertificate>> {
         let address = address.to_lowercase();
         self.read(move |conn| messenger::get_certificate(conn, &address))
     }
@@ -1342,11 +1305,11 @@ impl Store for SqliteStore {
         self.write(move |conn| messenger::remove_certificate(conn, &address))
     }
 
-    fn list_certificates(&self) -> StoreFuture<'_, Vec<crate::StoredCertificate>> {
+    fn list_certificates(&self) -> StoreFuture<'_, Vec<crate::messenger::StoredCertificate>> {
         self.read(messenger::list_certificates)
     }
 
-    fn set_directory_entry(&self, mut record: crate::DirectoryRecord) -> StoreFuture<'_, ()> {
+    fn set_directory_entry(&self, mut record: crate::messenger::DirectoryRecord) -> StoreFuture<'_, ()> {
         record.address = record.address.to_lowercase();
         self.write(move |conn| messenger::set_directory_entry(conn, record))
     }
@@ -1356,12 +1319,12 @@ impl Store for SqliteStore {
         self.write(move |conn| messenger::set_directory_published(conn, &address, published))
     }
 
-    fn get_directory_entry(&self, address: &str) -> StoreFuture<'_, Option<crate::DirectoryRecord>> {
+    fn get_directory_entry(&self, address: &str) -> StoreFuture<'_, Option<crate::messenger::DirectoryRecord>> {
         let address = address.to_lowercase();
         self.read(move |conn| messenger::get_directory_entry(conn, &address))
     }
 
-    fn list_directory(&self) -> StoreFuture<'_, Vec<crate::DirectoryRecord>> {
+    fn list_directory(&self) -> StoreFuture<'_, Vec<crate::messenger::DirectoryRecord>> {
         self.read(messenger::list_directory)
     }
 
@@ -1370,7 +1333,11 @@ impl Store for SqliteStore {
         self.read(move |conn| messenger::directory_mailbox_for_id(conn, &id))
     }
 
-    fn entity_changes_since(&self, since: i64, limit: usize) -> StoreFuture<'_, (Vec<crate::EntityChangeRow>, i64)> {
+    fn entity_changes_since(
+        &self,
+        since: i64,
+        limit: usize,
+    ) -> StoreFuture<'_, (Vec<crate::messenger::EntityChangeRow>, i64)> {
         self.read(move |conn| messenger::entity_changes_since(conn, since, limit))
     }
 
@@ -1379,7 +1346,7 @@ impl Store for SqliteStore {
         self.read(move |conn| messenger::learnt_mailboxes_for_id(conn, &id))
     }
 
-    fn list_learnt_entities(&self) -> StoreFuture<'_, Vec<crate::LearntEntity>> {
+    fn list_learnt_entities(&self) -> StoreFuture<'_, Vec<crate::messenger::LearntEntity>> {
         self.read(messenger::list_learnt_entities)
     }
 
@@ -1388,11 +1355,11 @@ impl Store for SqliteStore {
         self.write(move |conn| messenger::note_peer(conn, &domain, configured))
     }
 
-    fn list_messenger_peers(&self) -> StoreFuture<'_, Vec<crate::MessengerPeer>> {
+    fn list_messenger_peers(&self) -> StoreFuture<'_, Vec<crate::messenger::MessengerPeer>> {
         self.read(messenger::list_peers)
     }
 
-    fn apply_peer_pull(&self, mut pull: crate::PeerPull) -> StoreFuture<'_, ()> {
+    fn apply_peer_pull(&self, mut pull: crate::messenger::PeerPull) -> StoreFuture<'_, ()> {
         pull.peer = pull.peer.to_ascii_lowercase();
         self.write(move |conn| messenger::apply_peer_pull(conn, &pull))
     }
@@ -1495,10 +1462,8 @@ impl Store for SqliteStore {
     }
 }
 
-/// How much of a message `record_download` reads to find its Message-ID field.
-const HEADER_SCAN_BYTES: i64 = 64 * 1024;
-
 mod authkey;
+mod base;
 mod held;
 mod messenger;
 mod outbound;

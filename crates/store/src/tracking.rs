@@ -18,7 +18,7 @@
 
 use vouchmail_proto::tracking::{Event, Record};
 
-use crate::TrackingKind;
+use crate::types::TrackingKind;
 
 impl From<Event> for TrackingKind {
     fn from(event: Event) -> TrackingKind {
@@ -86,7 +86,7 @@ pub enum TrackingRoute {
     Unroutable { reason: String },
 }
 
-/// The result of [`crate::Store::track_event`].
+/// The result of [`crate::interface::Store::track_event`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrackingOutcome {
     /// First time for this message, recipient and event: recorded, and the record routed.
@@ -97,7 +97,7 @@ pub enum TrackingOutcome {
     NotFound,
 }
 
-/// The result of [`crate::Store::store_notified_record`] (receiving NOTIFY, SPEC 8.3).
+/// The result of [`crate::interface::Store::store_notified_record`] (receiving NOTIFY, SPEC 8.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotifyStored {
     /// Stored in the sender's Tracking folder: 250 2.0.0.
@@ -165,7 +165,7 @@ pub struct OutboxEntry {
     pub created_at: i64,
 }
 
-/// The outcome of one NOTIFY attempt, to record with [`crate::Store::finish_notifies`].
+/// The outcome of one NOTIFY attempt, to record with [`crate::interface::Store::finish_notifies`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutboxUpdate {
     /// Delivered (the home server said 250): done.

@@ -7,6 +7,7 @@ mod listing;
 mod messenger;
 mod odmr;
 mod progress;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -154,7 +155,7 @@ fn main() -> ExitCode {
             Command::Serve => serve(config).await,
             Command::Init => init(config).await,
             command => {
-                let store = open_existing_store(&config, config_file.as_deref())?;
+                let store = store::open_existing_store(&config, config_file.as_deref())?;
                 let result = match command {
                     Command::Domain(c) => admin::domain(store.as_ref(), c).await,
                     Command::User(c) => admin::user(store.as_ref(), c, &config.auth.secrets_policy()).await,
@@ -183,32 +184,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// The admin commands work on a store that exists: never a new empty one made by
-/// accident in the working directory.
-/// `config_file`: where the config came from (None: the dev defaults).
-fn open_existing_store(config: &Config, config_file: Option<&std::path::Path>) -> Result<Arc<SqliteStore>, String> {
-    let path = config.store_path();
-    if !path.exists() {
-        return Err(match config_file {
-            None => format!(
-                "no store at {}; pass --config FILE (or set VOUCHMAIL_CONFIG), or create one with vouchmail init",
-                path.display()
-            ),
-            Some(file) => format!(
-                "no store at {} (the data_dir of {}); create it with vouchmail init, or check data_dir",
-                path.display(),
-                file.display()
-            ),
-        });
-    }
-    open_store(config)
-}
-
-fn open_store(config: &Config) -> Result<Arc<SqliteStore>, String> {
-    let path = config.store_path();
-    SqliteStore::open(&path).map(Arc::new).map_err(|e| format!("{}: {e}", path.display()))
-}
-
 fn init_logging(config: &Config) {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))
@@ -234,7 +209,7 @@ async fn init(config: Config) -> Result<(), String> {
         eprintln!("vouchmail: warning: {warning}");
     }
     let existed = config.store_path().exists();
-    let store = open_store(&config)?;
+    let store = store::open_store(&config)?;
     let created = bootstrap(&config, store.as_ref()).await?;
     store.shutdown().await;
     if existed && !created {
@@ -311,7 +286,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let signals = StopSignals::install();
     let _lock = lock_data_dir(&config)?;
     warn_if_exposed(&config);
-    let store = open_store(&config)?;
+    let store = store::open_store(&config)?;
     // Issue 9: the listeners, TLS and routes come up first; only then does a first start
     // create the domain and print the postmaster password, so a start that fails on the
     // configuration does not use the password up unseen.

@@ -108,7 +108,7 @@ pub async fn run(
         nameservers: config.nameservers().to_vec(),
     };
     // Without --smtphost the reversed session goes into our own store.
-    let store = if smtphost.is_none() { Some(super::open_existing_store(config, config_file)?) } else { None };
+    let store = if smtphost.is_none() { Some(crate::store::open_existing_store(config, config_file)?) } else { None };
     let local = match &store {
         Some(store) => Some(vouchmail_server::customer_context(
             config,

@@ -2,4 +2,5 @@
 //! the stamping of our users' mail and the check of another domain's.
 
 pub mod authkey;
+pub mod guard;
 pub mod limits;

@@ -13,9 +13,10 @@ use vouchmail_proto::pop3::reply::Reply;
 use vouchmail_proto::pop3::session::{Event, MessageInfo, Session, SessionConfig};
 use vouchmail_store::{Folder, Store, StoreError};
 
+use crate::auth::guard::{AuthGuard, AuthRefusal};
 use crate::auth::limits::AuthLimiter;
 use crate::listen::limits::{ConnectionLimiter, Refusal};
-use crate::listen::{accept_loop, off_async, AuthGuard, AuthRefusal, ReadDeadline};
+use crate::listen::{accept_loop, off_async, ReadDeadline};
 use crate::net::tls::{handshake, upgrade};
 use crate::net::tls::{MaybeTls, Tls};
 use crate::support::tasks::TaskTracker;

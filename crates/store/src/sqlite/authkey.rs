@@ -3,10 +3,9 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::db_error;
-use crate::{
-    AuthKey, AuthKeySettings, SenderKey, SettingsSource, StoreError, StoreResult, VerifyLogEntry, VerifySentEntry,
-};
+use super::base::db_error;
+use crate::error::{StoreError, StoreResult};
+use crate::types::{AuthKey, AuthKeySettings, SenderKey, SettingsSource, VerifyLogEntry, VerifySentEntry};
 
 /// Settings of an address, or of a domain (a target without `@`); lower-cased by the caller.
 pub(super) fn set_settings(conn: &Connection, target: &str, settings: Option<AuthKeySettings>) -> StoreResult<()> {

@@ -3,8 +3,9 @@
 
 use rusqlite::{params, params_from_iter, Connection};
 
-use super::{db_error, row_to_queue_entry, QUEUE_COLUMNS};
-use crate::{LeasedEntry, StoreError, StoreResult};
+use super::base::{db_error, row_to_queue_entry, QUEUE_COLUMNS};
+use crate::error::{StoreError, StoreResult};
+use crate::types::LeasedEntry;
 
 /// Replaces the accounts a domain is held for (lower-cased by the caller), one row each.
 pub(super) fn set_domain_held(

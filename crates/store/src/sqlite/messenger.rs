@@ -3,11 +3,11 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{db_error, now};
+use super::base::{db_error, now};
+use crate::error::{StoreError, StoreResult};
 use crate::messenger::{entity_changes, normalize_ids};
-use crate::{
-    DirectoryRecord, EntityChangeRow, EntityOp, LearntEntity, MessengerPeer, PeerPull, StoreError, StoreResult,
-    StoredCertificate,
+use crate::messenger::{
+    DirectoryRecord, EntityChangeRow, EntityOp, LearntEntity, MessengerPeer, PeerPull, StoredCertificate,
 };
 
 fn account_exists(conn: &Connection, address: &str) -> StoreResult<bool> {

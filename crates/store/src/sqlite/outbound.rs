@@ -6,10 +6,10 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{db_error, delete_if_orphan, is_unique_violation, row_to_queue_entry, QUEUE_COLUMNS};
-use crate::{
-    Delivery, Envelope, LeasedEntry, NewMessage, QueueCounts, QueueState, QueueUpdate, SpooledBody, StoreError,
-    StoreResult, StoredMessage,
+use super::base::{db_error, delete_if_orphan, is_unique_violation, row_to_queue_entry, QUEUE_COLUMNS};
+use crate::error::{StoreError, StoreResult};
+use crate::types::{
+    Delivery, Envelope, LeasedEntry, NewMessage, QueueCounts, QueueState, QueueUpdate, SpooledBody, StoredMessage,
 };
 
 pub(super) fn lease_due(conn: &Connection, now: i64, lease_until: i64, limit: usize) -> StoreResult<Vec<LeasedEntry>> {
@@ -88,7 +88,7 @@ pub(super) fn get_message(conn: &Connection, message_id: i64) -> StoreResult<Opt
 }
 
 pub(super) fn record_delivery(conn: &Connection, updates: &[QueueUpdate], notices: &[NewMessage]) -> StoreResult<()> {
-    let now = super::now();
+    let now = super::base::now();
     let mut touched = Vec::new();
     {
         let mut stmt = conn
@@ -307,9 +307,9 @@ pub(super) fn queue_counts(conn: &Connection) -> StoreResult<QueueCounts> {
 #[cfg(test)]
 mod tests {
     use super::super::SqliteStore;
-    use crate::{
-        Delivery, Envelope, NewMessage, QueueState, QueueUpdate, RecipientDsn, SenderPolicy, Store, StoreError,
-    };
+    use crate::error::StoreError;
+    use crate::interface::Store;
+    use crate::types::{Delivery, Envelope, NewMessage, QueueState, QueueUpdate, RecipientDsn, SenderPolicy};
 
     fn message(queue_id: &str, recipients: &[&str], now: i64) -> NewMessage {
         NewMessage {

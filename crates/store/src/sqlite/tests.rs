@@ -1,7 +1,8 @@
+use crate::types::{QueueState, RecipientDsn};
 use std::sync::Arc;
 
 use super::*;
-use crate::{Delivery, PolicyAction, SenderKey, VerifySentEntry};
+use crate::types::{Delivery, PolicyAction, SenderKey, VerifySentEntry};
 
 fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
     let dir = tempfile::tempdir().unwrap();
@@ -16,7 +17,7 @@ fn account(address: &str) -> NewAccount {
 fn message(queue_id: &str, deliveries: Vec<Delivery>) -> NewMessage {
     NewMessage {
         queue_id: queue_id.into(),
-        envelope: crate::Envelope {
+        envelope: crate::types::Envelope {
             sender: "s@remote.example".into(),
             auth_results: "none".into(),
             ..Default::default()
@@ -403,7 +404,7 @@ async fn authkey_settings_keys_and_verify_log() {
 
 #[tokio::test]
 async fn messenger_certificates_directory_serials_and_peer_pulls() {
-    use crate::{DirectoryRecord, EntityOp, PeerPull, StoredCertificate};
+    use crate::messenger::{DirectoryRecord, EntityOp, PeerPull, StoredCertificate};
     let (_dir, store) = store();
     store.add_domain("lrsupport.test", SenderPolicy::REJECT).await.unwrap();
     store.add_account(account("abc555@lrsupport.test")).await.unwrap();

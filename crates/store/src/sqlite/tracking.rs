@@ -5,12 +5,13 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use vouchmail_proto::tracking::{valid_message_id, Record};
 
-use super::{db_error, HEADER_SCAN_BYTES};
+use super::base::{db_error, HEADER_SCAN_BYTES};
+use crate::error::StoreResult;
 use crate::tracking::{
     is_tracked, NewTrackingEvent, NotifyStored, OutboxCounts, OutboxEntry, OutboxState, OutboxUpdate,
     StoredTrackingRecord, TrackingOutcome, TrackingRoute, TrackingSubject,
 };
-use crate::{StoreResult, TrackingKind};
+use crate::types::TrackingKind;
 
 /// What the store knows of the message an event is about.
 struct Subject {

@@ -1,12 +1,13 @@
 //! Delivery notifications (SPEC 8.3) in the SQLite store.
 
+use crate::types::RecipientDsn;
 use std::sync::Arc;
 
 use vouchmail_proto::tracking::{Event, Record};
 
 use super::*;
 use crate::tracking::{OutboxState, TrackingRoute, TrackingSubject};
-use crate::Delivery;
+use crate::types::Delivery;
 
 const AT: i64 = 1_796_119_200; // 2026-12-01T10:00:00Z
 
@@ -35,7 +36,7 @@ async fn setup(dir: &tempfile::TempDir) -> (Arc<SqliteStore>, i64) {
 async fn deliver(store: &SqliteStore, abc: i64, queue_id: &str, sender: &str, auth: &str, message_id: &str) -> i64 {
     let message = NewMessage {
         queue_id: queue_id.into(),
-        envelope: crate::Envelope { sender: sender.into(), auth_results: auth.into(), ..Default::default() },
+        envelope: crate::types::Envelope { sender: sender.into(), auth_results: auth.into(), ..Default::default() },
         received_at: AT - 100,
         data: format!("Message-ID: {message_id}\r\nSubject: t\r\n\r\nbody\r\n").into_bytes(),
         spooled: None,

@@ -2,6 +2,7 @@
 //! mail transaction, none after a successful one, `=` for an empty initial response, `*`
 //! to cancel.
 
+use super::parts::sasl_reply;
 use super::{Event, Service, Session, State};
 use crate::sasl::{self, Mechanism, SaslError, Secrets, ServerOptions, ServerSession, ServerStep};
 use crate::smtp::reply::{EnhancedCode, Reply};
@@ -153,12 +154,4 @@ impl<R> Session<R> {
             self.pending_events.push_back(Event::AuthFinished { authcid, success: false, via_verifier: false });
         }
     }
-}
-
-/// The SMTP reply for a SASL failure.
-pub fn sasl_reply(error: SaslError) -> Reply {
-    let mut parts = error.enhanced().split('.').map(|p| p.parse::<u16>().unwrap_or(0));
-    let class = parts.next().unwrap_or(5) as u8;
-    let enhanced = EnhancedCode(class, parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    Reply::new(error.code(), enhanced, error.text())
 }

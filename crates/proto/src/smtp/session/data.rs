@@ -1,5 +1,6 @@
 //! DATA (RFC 5321 4.1.1.4) and BDAT (RFC 3030), and the end of a mail transaction.
 
+use super::parts::out_of_message_memory;
 use super::{DataProgress, Envelope, Event, Session, State};
 use crate::headers;
 use crate::smtp::data::{DataDecoder, DataEnd};
@@ -13,12 +14,6 @@ const MAX_TEXT_LINE: usize = 1000;
 /// Message data octets that count as one unit of progress for the read deadline: a
 /// client must send at least this much per data timeout (RFC 5321 4.5.3.2.5).
 const DATA_PROGRESS_OCTETS: u64 = 8 * 1024;
-
-/// 452 4.3.1: the driver's in-flight message memory is used up (RFC 5321 4.3.2 allows 452
-/// for DATA); the client tries again later.
-pub(super) fn out_of_message_memory() -> Reply {
-    Reply::insufficient_storage("Insufficient system storage, try again later")
-}
 
 impl<R> Session<R> {
     pub(super) fn handle_data(&mut self) {

@@ -22,6 +22,7 @@ mod ehlo;
 mod entities;
 mod mail;
 mod notify;
+mod parts;
 mod pubcert;
 mod rcpt;
 mod rcram;
@@ -41,11 +42,8 @@ use super::data::DataDecoder;
 use super::reply::Reply;
 use crate::sasl::{Mechanism, ServerSession};
 
-pub use auth::sasl_reply;
-pub use pubcert::MAX_PEM;
-pub use rcram::RcramVerdict;
+pub use parts::{sasl_reply, RcramVerdict, TlsInfo, MAX_PEM};
 pub use spill::{MAX_HEADER_SECTION, SPILL_CHUNK};
-pub use starttls::TlsInfo;
 
 /// Longest command line, CRLF included (RFC 5321 4.5.3.1.4).
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -296,7 +294,7 @@ enum State {
     AwaitingAtrn,
     AwaitingEtrn,
     /// Reading the PEM lines of PUBCERT (SPEC 8.1) up to the line `.`.
-    Pubcert(pubcert::PemReader),
+    Pubcert(parts::PemReader),
     AwaitingMessenger,
     /// An RCRAM-MD5 or X-RCRAM-VERIFY step waits for the driver (SPEC 8.2).
     AwaitingRcram,
@@ -339,7 +337,7 @@ pub struct Session<R> {
     /// (SPEC 8.2: 503 5.7.0).
     verified_only: bool,
     /// The RCRAM-MD5 / X-RCRAM-VERIFY exchange in progress.
-    rcram: Option<rcram::Exchange>,
+    rcram: Option<parts::Exchange>,
     sasl: Option<ServerSession>,
     transaction: Option<Transaction<R>>,
     errors: u32,
@@ -476,7 +474,7 @@ impl<R> Session<R> {
     /// The message being received does not fit the driver's memory budget: the rest of it
     /// is read and dropped, and the end of data is answered 452 4.3.1.
     pub fn memory_exhausted(&mut self) {
-        self.refuse_body(data::out_of_message_memory());
+        self.refuse_body(parts::out_of_message_memory());
     }
 
     /// The driver could not write an [`Event::BodyChunk`]: the end of data gets 451 4.3.0.

@@ -2,26 +2,10 @@
 //! the PEM lines up to a line `.` (dot-stuffed as DATA, RFC 5321 4.5.2), then the driver
 //! validates and stores it.
 
+use super::parts::{PemReader, MAX_PEM};
 use super::{Event, MessengerRequest, Session, State};
 use crate::messenger::replies;
 use crate::smtp::reply::Reply;
-
-/// Most octets of PEM text one upload may hold (a certificate with a chain fits easily).
-pub const MAX_PEM: usize = 32 * 1024;
-
-/// The PEM lines read so far.
-#[derive(Debug, Default)]
-pub(super) struct PemReader {
-    text: String,
-    /// Too large, a line over the limit, or not text: refused at the end.
-    refused: Option<&'static str>,
-}
-
-impl PemReader {
-    pub(super) fn overflow(&mut self) {
-        self.refused.get_or_insert("Certificate upload too large");
-    }
-}
 
 impl<R> Session<R> {
     pub(super) fn handle_pubcert(&mut self) {

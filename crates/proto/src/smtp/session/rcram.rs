@@ -8,46 +8,11 @@
 //! The home server's verdict becomes ours (step 6): `235 2.7.0 Authenticated as <address>
 //! (remote)`, `535 5.7.8`, or `454 4.7.0` when it cannot be asked.
 
-use super::auth::sasl_reply;
+use super::parts::{sasl_reply, Exchange, RcramVerdict};
 use super::{Event, MessengerRequest, Session, State};
 use crate::rcram;
 use crate::sasl::SaslError;
 use crate::smtp::reply::Reply;
-
-/// The RCRAM exchange in progress.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Exchange {
-    /// On the verifier: the client's `AUTH RCRAM-MD5 <address>`.
-    Relay { address: String },
-    /// On the home server: `AUTH X-RCRAM-VERIFY <address> <verifier>`; `challenge` once
-    /// issued.
-    Verify { address: String, challenge: Option<String> },
-}
-
-impl Exchange {
-    fn address(&self) -> &str {
-        match self {
-            Exchange::Relay { address } | Exchange::Verify { address, .. } => address,
-        }
-    }
-}
-
-/// The driver's answer to an RCRAM request (SPEC 8.2).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RcramVerdict {
-    /// Verifier, step 4: the home server's `334` line, as read, passed on unchanged.
-    Relayed334 { wire: Vec<u8> },
-    /// Home server, step 3: the bound challenge issued for this exchange (the session
-    /// sends it base64-encoded in a `334`).
-    Issued { challenge: String },
-    /// Step 5 / 6: the answer is right. On the verifier the client is now authenticated as
-    /// the address (remotely); on the home server the connection is verification-only.
-    Success,
-    /// A refusal that counts as a failed attempt (`535 5.7.0`, `535 5.7.8`).
-    Refused(Reply),
-    /// Cannot be decided now (`454 4.7.0`); not a failed attempt.
-    Unavailable(Reply),
-}
 
 impl<R> Session<R> {
     /// `AUTH RCRAM-MD5 <address>` (SPEC 8.2 step 1). Sequence checks as for any AUTH.

@@ -18,7 +18,7 @@ impl<R> Session<R> {
                 return None;
             }
         };
-        self.rcram = Some(super::rcram::Exchange::Verify { address: address.clone(), challenge: None });
+        self.rcram = Some(super::parts::Exchange::Verify { address: address.clone(), challenge: None });
         self.state = State::AwaitingRcram;
         Some(Event::Messenger(MessengerRequest::VerifyStart { address, verifier }))
     }

@@ -1,19 +1,8 @@
 //! STARTTLS (RFC 3207) and the state reset the SMTP AUTH design team asked for (seed 004).
 
+use super::parts::TlsInfo;
 use super::{Event, Session, State};
 use crate::smtp::reply::{EnhancedCode, Reply};
-
-/// What the driver learned from the TLS handshake.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsInfo {
-    /// e.g. "TLSv1.3".
-    pub version: String,
-    pub cipher: String,
-    /// tls-exporter channel binding (RFC 9266), for SCRAM-SHA-256-PLUS.
-    pub channel_binding: Option<Vec<u8>>,
-    /// The account a verified client certificate maps to, for SASL EXTERNAL.
-    pub external_identity: Option<String>,
-}
 
 impl<R> Session<R> {
     pub(super) fn handle_starttls(&mut self) -> Option<Event<R>> {

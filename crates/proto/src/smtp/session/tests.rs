@@ -1278,7 +1278,7 @@ fn pubcert_too_large_is_one_554_after_the_dot() {
     upload.push_str(".\r\n");
     assert_eq!(h.codes(upload.as_bytes()), ["554 5.7.0"]);
     let count = h.messenger.len();
-    let mut big = "QUJD\r\n".repeat(super::pubcert::MAX_PEM / 5 + 10);
+    let mut big = "QUJD\r\n".repeat(super::MAX_PEM / 5 + 10);
     big.push_str(".\r\n");
     h.send(b"PUBCERT\r\n");
     assert_eq!(h.codes(big.as_bytes()), ["554 5.7.0"]);

@@ -1,0 +1,174 @@
+//! Fetching an account's secrets under the AUTH failure limits (SPEC 3), and counting each
+//! outcome: what every listener with AUTH (SMTP, POP3, the Messenger's RCRAM) does the
+//! same way.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use vouchmail_proto::sasl::Secrets;
+use vouchmail_store::Store;
+
+use crate::auth::limits::{client_network, AuthLimiter};
+use crate::support::time::unix_now;
+
+/// How long a client network stays familiar to an account after a successful login
+/// (SPEC 3: strangers' failures must not lock the owner out).
+const FAMILIAR_FOR: i64 = 30 * 24 * 3600;
+/// A remembered login is written again at most this often, so that a client logging in
+/// every few minutes costs a read, not a durable write, each time.
+const REFRESH_LOGIN_AFTER: i64 = 24 * 3600;
+
+/// How a client network is named in the store's login records: its IPv4 address, or its
+/// IPv6 /64.
+fn login_client(ip: IpAddr) -> String {
+    match client_network(ip) {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("{v6}/64"),
+    }
+}
+
+/// Why a SASL exchange gets no secrets; both answer 454 4.7.0 / `-ERR [SYS/TEMP]` and
+/// neither counts as a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthRefusal {
+    /// The client network, or (for a client new to it) the account, hit the failure limit.
+    Blocked,
+    /// The store could not answer.
+    Unavailable,
+}
+
+/// One connection's side of the AUTH failure limits (SPEC 3).
+#[derive(Debug, Default)]
+pub struct AuthGuard {
+    /// An account this connection's client network is known to have logged in to.
+    familiar_to: Option<String>,
+}
+
+impl AuthGuard {
+    /// The account's stored secrets for a SASL exchange; `Ok(None)` for an unknown account
+    /// (the mechanism then fails as for a wrong password). The per-account limit holds only
+    /// for client networks that never logged in to the account within FAMILIAR_FOR.
+    pub async fn secrets(
+        &mut self,
+        store: &dyn Store,
+        limiter: &AuthLimiter,
+        peer: SocketAddr,
+        authcid: &str,
+    ) -> Result<Option<Secrets>, AuthRefusal> {
+        self.admit(store, limiter, peer, authcid).await?;
+        match store.get_account(authcid).await {
+            Ok(account) => Ok(account.map(|a| a.secrets)),
+            Err(e) => {
+                tracing::error!(error = %e, "store error during authentication");
+                Err(AuthRefusal::Unavailable)
+            }
+        }
+    }
+
+    /// Whether an attempt for `account` may start: not while the client network is over
+    /// its failure limit, nor while the account is over its limit, unless this network has
+    /// logged in to it within FAMILIAR_FOR (SPEC 3: strangers cannot lock the owner out).
+    /// For SASL here and for RCRAM-MD5 and X-RCRAM-VERIFY (SPEC 8.2) alike.
+    pub async fn admit(
+        &mut self,
+        store: &dyn Store,
+        limiter: &AuthLimiter,
+        peer: SocketAddr,
+        account: &str,
+    ) -> Result<(), AuthRefusal> {
+        if limiter.ip_blocked(peer.ip()) {
+            tracing::warn!(%peer, %account, "authentication refused: too many recent failures from this network");
+            return Err(AuthRefusal::Blocked);
+        }
+        // One indexed read, and only while the account is over its limit.
+        if limiter.account_blocked(account) && !self.is_familiar(store, peer, account).await? {
+            tracing::warn!(%peer, %account, "authentication refused: too many recent failures for this account");
+            return Err(AuthRefusal::Blocked);
+        }
+        Ok(())
+    }
+
+    /// [`AuthGuard::admit`] for a verifier's X-RCRAM-VERIFY (SPEC 8.2): also refused,
+    /// for the addresses it is not familiar with, once it has relayed its budget of
+    /// failures ([`AuthLimiter::verifier_blocked`]).
+    pub async fn admit_verifier(
+        &mut self,
+        store: &dyn Store,
+        limiter: &AuthLimiter,
+        peer: SocketAddr,
+        account: &str,
+    ) -> Result<(), AuthRefusal> {
+        self.admit(store, limiter, peer, account).await?;
+        if limiter.verifier_blocked(peer.ip()) && !self.is_familiar(store, peer, account).await? {
+            tracing::warn!(%peer, %account, "X-RCRAM-VERIFY refused: this verifier relayed too many recent failures");
+            return Err(AuthRefusal::Blocked);
+        }
+        Ok(())
+    }
+
+    async fn is_familiar(&mut self, store: &dyn Store, peer: SocketAddr, account: &str) -> Result<bool, AuthRefusal> {
+        if self.familiar_to.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(account)) {
+            return Ok(true);
+        }
+        let last = store.last_login_from(account, &login_client(peer.ip())).await.map_err(|e| {
+            tracing::error!(error = %e, "store error reading the login record");
+            AuthRefusal::Unavailable
+        })?;
+        let familiar = last.is_some_and(|t| t >= unix_now() - FAMILIAR_FOR);
+        if familiar {
+            self.familiar_to = Some(account.to_string());
+        }
+        Ok(familiar)
+    }
+
+    /// An exchange ended: a success is remembered for the client network, a failure is
+    /// counted. Returns how long to wait before the failure reply. `via_verifier`: an
+    /// X-RCRAM-VERIFY answer, whose failure counts for the account only (SPEC 8.2; see
+    /// [`AuthLimiter::record_relayed_failure`]).
+    pub async fn finished(
+        &mut self,
+        store: &dyn Store,
+        limiter: &AuthLimiter,
+        peer: SocketAddr,
+        authcid: Option<&str>,
+        success: bool,
+        via_verifier: bool,
+    ) -> Duration {
+        match authcid {
+            Some(account) if success => {
+                self.remember_login(store, peer, account).await;
+                self.familiar_to = Some(account.to_string());
+                Duration::ZERO
+            }
+            _ if success => Duration::ZERO,
+            _ => {
+                let familiar =
+                    authcid.is_some_and(|a| self.familiar_to.as_deref().is_some_and(|f| f.eq_ignore_ascii_case(a)));
+                match authcid {
+                    Some(account) if via_verifier => limiter.record_relayed_failure(peer.ip(), account, familiar),
+                    _ => limiter.record_failure(peer.ip(), authcid, familiar),
+                }
+            }
+        }
+    }
+
+    /// Awaited, so the login is on record before the session goes on: a failure here only
+    /// costs the client its familiarity, never the login.
+    async fn remember_login(&self, store: &dyn Store, peer: SocketAddr, account: &str) {
+        let client = login_client(peer.ip());
+        let now = unix_now();
+        let last = match store.last_login_from(account, &client).await {
+            Ok(last) => last,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the login record");
+                None
+            }
+        };
+        if last.is_some_and(|t| t > now - REFRESH_LOGIN_AFTER) {
+            return;
+        }
+        if let Err(e) = store.remember_login(account, &client, now, now - FAMILIAR_FOR).await {
+            tracing::warn!(error = %e, %account, %client, "cannot record the login");
+        }
+    }
+}

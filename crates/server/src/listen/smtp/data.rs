@@ -1,0 +1,58 @@
+//! DATA: the body as it arrives (spooled past the memory limit), then at its end the
+//! sender policy's decision and the durable commit (SPEC 2, 5), whose outcome is the reply.
+
+use vouchmail_proto::smtp::reply::Reply;
+use vouchmail_proto::smtp::session::Envelope;
+
+use super::context::{Connection, SmtpSession};
+use crate::rules::commit::{commit_message, ClientInfo};
+use crate::rules::recipient::Resolved;
+use crate::rules::sender_policy::{decide, Decision};
+
+impl Connection<'_> {
+    pub async fn body_chunk(&mut self, session: &mut SmtpSession, offset: u64, chunk: Vec<u8>) {
+        if let Err(e) = self.spool.write(offset, chunk).await {
+            tracing::error!(peer = %self.peer, error = %e, "cannot spool message data");
+            session.spill_failed();
+        }
+    }
+
+    pub async fn message(&mut self, session: &mut SmtpSession, mut envelope: Envelope<Resolved>) {
+        let context = self.context;
+        let spooled = match envelope.spilled {
+            0 => Ok(None),
+            len => self.spool.take(len).map(Some).ok_or(()),
+        };
+        let greeting = session.greeting().cloned();
+        let client = ClientInfo {
+            peer_ip: self.peer.ip(),
+            helo: greeting.as_ref().map(|g| g.name.as_str()).unwrap_or("unknown"),
+            extended: greeting.as_ref().is_some_and(|g| g.extended),
+            tls: session.is_tls(),
+            authenticated: session.authenticated(),
+            remote_auth: session.is_remote_authenticated(),
+            service: context.session_config.service,
+            trusted_relay: context.session_config.trusted_relay,
+        };
+        // Boxed: the big futures of rare steps stay off every idle session's task.
+        let hostname = &context.session_config.hostname;
+        let verdict = match spooled {
+            Ok(spooled) => {
+                let store = self.store();
+                let decision = Box::pin(decide(&context.authkeys, store, hostname, &client, &mut envelope)).await;
+                match decision {
+                    Decision::Deliver { auth, folder } => {
+                        Box::pin(commit_message(store, hostname, &client, envelope, spooled, auth, folder)).await
+                    }
+                    Decision::KeyRecorded => Ok("key recorded".to_string()),
+                    Decision::Refuse(reply) => Err(reply),
+                }
+            }
+            Err(()) => {
+                tracing::error!(peer = %self.peer, "the spooled message data is incomplete");
+                Err(Reply::local_error("Local error in processing, try again later"))
+            }
+        };
+        session.message_verdict(verdict);
+    }
+}

@@ -1,0 +1,209 @@
+//! The one interface over everything durable (issue 21 splits it by concern).
+
+use crate::error::StoreFuture;
+use crate::messenger::*;
+use crate::tracking::*;
+use crate::types::*;
+
+/// Everything durable. All addresses and domain names passed in are lower-cased by the
+/// caller's address type (domains) or here (local parts are matched case-insensitively,
+/// as Postfix and Exim do by default).
+pub trait Store: Send + Sync {
+    // Domains.
+    fn add_domain(&self, name: &str, policy: SenderPolicy) -> StoreFuture<'_, ()>;
+    fn remove_domain(&self, name: &str) -> StoreFuture<'_, ()>;
+    fn get_domain(&self, name: &str) -> StoreFuture<'_, Option<Domain>>;
+    fn list_domains(&self) -> StoreFuture<'_, Vec<Domain>>;
+    fn set_domain_policy(&self, name: &str, policy: SenderPolicy) -> StoreFuture<'_, ()>;
+    /// The account that receives mail for unknown local parts of the domain, or none.
+    fn set_catch_all(&self, name: &str, account: Option<&str>) -> StoreFuture<'_, ()>;
+
+    // Accounts.
+    fn add_account(&self, account: NewAccount) -> StoreFuture<'_, i64>;
+    fn remove_account(&self, address: &str) -> StoreFuture<'_, ()>;
+    fn get_account(&self, address: &str) -> StoreFuture<'_, Option<Account>>;
+    fn list_accounts(&self) -> StoreFuture<'_, Vec<Account>>;
+    fn set_secrets(&self, address: &str, secrets: vouchmail_proto::sasl::secrets::Secrets) -> StoreFuture<'_, ()>;
+    fn set_quota(&self, address: &str, quota_bytes: u64) -> StoreFuture<'_, ()>;
+
+    // Aliases.
+    fn add_alias(&self, alias: &str, targets: &[String]) -> StoreFuture<'_, ()>;
+    /// Removes one target of the alias, or the whole alias with `None`.
+    fn remove_alias(&self, alias: &str, target: Option<&str>) -> StoreFuture<'_, ()>;
+    fn alias_targets(&self, alias: &str) -> StoreFuture<'_, Vec<String>>;
+    /// Everything RCPT needs about one address in one trip: its domain, the account, and
+    /// (when there is no account) its alias targets.
+    fn lookup_recipient(&self, address: &str) -> StoreFuture<'_, RecipientRecord>;
+    fn list_aliases(&self) -> StoreFuture<'_, Vec<(String, String)>>;
+
+    // Messages, queue and mailboxes.
+    /// Stores the message once, one queue entry per delivery, and the mailbox entries of
+    /// local deliveries, all in one transaction. Returns when the transaction is on stable
+    /// storage (fsync'd); commits of concurrent callers share one fsync.
+    fn commit_message(&self, message: NewMessage) -> StoreFuture<'_, CommittedMessage>;
+    fn list_mailbox(&self, address: &str, folder: Option<Folder>) -> StoreFuture<'_, Vec<MailboxEntry>>;
+    fn get_mailbox_message(&self, address: &str, id: i64) -> StoreFuture<'_, Option<(MailboxEntry, Vec<u8>)>>;
+    /// Queue entries not yet delivered or bounced.
+    fn list_queue(&self) -> StoreFuture<'_, Vec<QueueEntry>>;
+    /// Every queue entry of one message (any state) and the message text.
+    fn get_queued_message(&self, queue_id: &str) -> StoreFuture<'_, Option<(Vec<QueueEntry>, Vec<u8>)>>;
+    /// Deletes the pending entries of a message; returns how many were deleted.
+    fn delete_queued_message(&self, queue_id: &str) -> StoreFuture<'_, usize>;
+
+    // Small settings.
+    fn get_meta(&self, key: &str) -> StoreFuture<'_, Option<String>>;
+    fn set_meta(&self, key: &str, value: &str) -> StoreFuture<'_, ()>;
+    /// The setting's value; when it has none, `value` is stored first. Atomic: every
+    /// caller (and every node on a shared store) gets the same value.
+    fn get_or_init_meta(&self, key: &str, value: &str) -> StoreFuture<'_, String>;
+
+    // Client networks accounts logged in from (the AUTH failure limits, SPEC 3).
+    /// When the account last logged in from `client` (a network the caller names), if
+    /// that is remembered.
+    fn last_login_from(&self, account: &str, client: &str) -> StoreFuture<'_, Option<i64>>;
+    /// Remembers a login of the account from `client` at `at`, and forgets every login (of
+    /// any account) from before `forget_before`.
+    fn remember_login(&self, account: &str, client: &str, at: i64, forget_before: i64) -> StoreFuture<'_, ()>;
+
+    // Client certificates for SASL EXTERNAL.
+    fn add_cert_mapping(&self, address: &str, kind: CertMatch, value: &str) -> StoreFuture<'_, ()>;
+    fn remove_cert_mapping(&self, address: &str, value: &str) -> StoreFuture<'_, ()>;
+    /// The account a certificate maps to: by fingerprint, or by subject when given (only
+    /// for certificates verified against the configured client CA).
+    fn cert_mapping_account(&self, fingerprint: &str, subject: Option<&str>) -> StoreFuture<'_, Option<String>>;
+    fn list_cert_mappings(&self) -> StoreFuture<'_, Vec<CertMapping>>;
+
+    // Outbound delivery (SPEC 5): leases, outcomes, retries.
+    /// Marks up to `limit` due entries in flight until `lease_until` and returns them:
+    /// queued or deferred entries whose next attempt is due, and in-flight entries whose lease
+    /// has expired (their deliverer died). No two deliverers hold one entry while its lease runs.
+    fn lease_due(&self, now: i64, lease_until: i64, limit: usize) -> StoreFuture<'_, Vec<LeasedEntry>>;
+    /// Extends the leases of in-flight entries still being worked on.
+    fn renew_leases(&self, ids: Vec<i64>, lease_until: i64) -> StoreFuture<'_, ()>;
+    /// A stored message with its envelope.
+    fn get_message(&self, message_id: i64) -> StoreFuture<'_, Option<StoredMessage>>;
+    /// Records delivery outcomes of in-flight entries and commits the notifications (DSNs) they
+    /// cause, in one durable transaction; a message with nothing left to deliver and no mailbox
+    /// copy is deleted.
+    fn record_delivery(&self, updates: Vec<QueueUpdate>, notices: Vec<NewMessage>) -> StoreFuture<'_, ()>;
+    /// Makes the queued and deferred entries of one message (or of all) due at `now`; returns
+    /// how many.
+    fn retry_queued(&self, queue_id: Option<&str>, now: i64) -> StoreFuture<'_, usize>;
+    /// The earliest time a pending entry becomes due (or an in-flight lease ends).
+    fn next_due(&self) -> StoreFuture<'_, Option<i64>>;
+    fn queue_counts(&self) -> StoreFuture<'_, QueueCounts>;
+
+    // Held domains (ODMR, RFC 2645): mail kept until a customer account takes it.
+    /// Makes a local domain held for `accounts` (empty: no longer held), with an optional
+    /// ETRN delivery host.
+    fn set_domain_held(&self, name: &str, accounts: &[String], etrn_host: Option<&str>) -> StoreFuture<'_, ()>;
+    /// The held domains an account may take with ATRN.
+    fn held_domains_for(&self, account: &str) -> StoreFuture<'_, Vec<String>>;
+    /// Pending held entries of these domains.
+    fn count_held(&self, domains: &[String]) -> StoreFuture<'_, usize>;
+    /// Leases every pending held entry of these domains (for an ATRN or ETRN delivery).
+    fn lease_held(&self, domains: &[String], now: i64, lease_until: i64) -> StoreFuture<'_, Vec<LeasedEntry>>;
+    /// Leases held entries created before `created_before`: their lifetime is over.
+    fn lease_expired_held(&self, created_before: i64, now: i64, lease_until: i64) -> StoreFuture<'_, Vec<LeasedEntry>>;
+    // Mailbox download (POP3, SPEC 9) and tracking events (SPEC 8).
+    /// Removes these mailbox entries of the account (any folder) in one transaction, keeps
+    /// its size and count right, and deletes each message no longer referenced. Ids that
+    /// are not the account's, or gone already, are skipped. Returns how many were removed.
+    fn delete_mailbox_entries(&self, address: &str, ids: &[i64]) -> StoreFuture<'_, usize>;
+    /// Records the `downloaded` event of a mailbox entry's message for the account, once
+    /// per (message, recipient): true when this call recorded it, false when it was
+    /// recorded before. NotFound when the entry is not the account's.
+    fn record_download(&self, address: &str, mailbox_id: i64) -> StoreFuture<'_, bool>;
+    /// Tracking events with an id above `after_id`, oldest first, at most `limit`.
+    fn list_tracking_events(&self, after_id: i64, limit: usize) -> StoreFuture<'_, Vec<TrackingEvent>>;
+
+    // Delivery notifications (SPEC 8.3): records, the Tracking folder, the NOTIFY outbox.
+    /// Records an event once per message, recipient and event (the `tracking_events` of
+    /// `record_download`), and for a tracked message (`tracking::is_tracked`) makes its
+    /// record and routes it in the same transaction: into the local sender's Tracking
+    /// folder, or into the NOTIFY outbox for the sender's domain. POP3 RETR and RECEIPT use
+    /// this; `NotFound` is RECEIPT's 550 5.1.0.
+    fn track_event(&self, event: NewTrackingEvent) -> StoreFuture<'_, TrackingOutcome>;
+    /// Receiving NOTIFY (SPEC 8.3): stores the record in its sender's Tracking folder, once
+    /// per (message, recipient, event). The caller has checked the peer is the home server
+    /// of the record's recipient domain.
+    fn store_notified_record(&self, record: vouchmail_proto::tracking::Record) -> StoreFuture<'_, NotifyStored>;
+    /// The Tracking folder of a local user: records with a timestamp at or after `since`
+    /// (all with None), oldest first, at most `limit` (TRACK, `vouchmail tracking list`).
+    fn tracking_records(
+        &self,
+        owner: &str,
+        since: Option<i64>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<StoredTrackingRecord>>;
+    /// Leases up to `limit` due NOTIFY outbox entries until `lease_until` (as `lease_due`).
+    fn lease_notifies(&self, now: i64, lease_until: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>>;
+    /// Records the outcomes of leased outbox entries.
+    fn finish_notifies(&self, updates: Vec<OutboxUpdate>, now: i64) -> StoreFuture<'_, ()>;
+    /// When the next outbox entry is due (or a lease ends).
+    fn next_notify_due(&self) -> StoreFuture<'_, Option<i64>>;
+    /// Outbox entries still to send, oldest first.
+    fn list_notify_outbox(&self) -> StoreFuture<'_, Vec<OutboxEntry>>;
+    fn notify_outbox_counts(&self) -> StoreFuture<'_, OutboxCounts>;
+
+    // AuthKeys, the Authentication Server side (SPEC 7.1).
+    /// Sets (or with `None` clears) the AuthKey settings of `target`: an address, or a
+    /// domain name (no `@`) for the default of the domain's addresses.
+    fn set_authkey_settings(&self, target: &str, settings: Option<AuthKeySettings>) -> StoreFuture<'_, ()>;
+    /// The address's own settings, else its domain's default, else None (the caller then
+    /// uses the configured default).
+    fn authkey_settings(&self, address: &str) -> StoreFuture<'_, Option<(AuthKeySettings, SettingsSource)>>;
+    fn add_authkey(&self, key: AuthKey) -> StoreFuture<'_, ()>;
+    /// The address's keys not expired at `now`, newest first.
+    fn authkeys(&self, address: &str, now: i64) -> StoreFuture<'_, Vec<AuthKey>>;
+    /// For every address with a key, when its newest key was made.
+    fn newest_authkeys(&self) -> StoreFuture<'_, Vec<(String, i64)>>;
+    /// Deletes every key expired at `now`; returns how many.
+    fn delete_expired_authkeys(&self, now: i64) -> StoreFuture<'_, usize>;
+    /// Appends rows to the VERIFY log, in one transaction.
+    fn log_verify(&self, entries: Vec<VerifyLogEntry>) -> StoreFuture<'_, ()>;
+    /// VERIFY log rows at or after `since`, oldest first, at most `limit`.
+    fn verify_log(&self, since: i64, limit: usize) -> StoreFuture<'_, Vec<VerifyLogEntry>>;
+
+    // AuthKeys, the sending and receiving side (SPEC 7.4, 7.5).
+    /// Records the key received by mail for a local address (the newest replaces the last).
+    fn record_sender_key(&self, key: SenderKey) -> StoreFuture<'_, ()>;
+    fn sender_key(&self, address: &str) -> StoreFuture<'_, Option<SenderKey>>;
+    /// Remembers that the key with this hash was valid for `address` until `expires_at`.
+    fn cache_verified_key(&self, address: &str, key_hash: &str, now: i64, expires_at: i64) -> StoreFuture<'_, ()>;
+    fn verified_key_cached(&self, address: &str, key_hash: &str, now: i64) -> StoreFuture<'_, bool>;
+    fn log_verify_sent(&self, entry: VerifySentEntry) -> StoreFuture<'_, ()>;
+    /// Rows of VERIFY sent at or after `since`, oldest first, at most `limit`.
+    fn verify_sent_log(&self, since: i64, limit: usize) -> StoreFuture<'_, Vec<VerifySentEntry>>;
+
+    // The Messenger federation (SPEC 8.1, 8.4).
+    /// Stores (or replaces) the certificate of a local account.
+    fn put_certificate(&self, cert: StoredCertificate) -> StoreFuture<'_, ()>;
+    fn get_certificate(&self, address: &str) -> StoreFuture<'_, Option<StoredCertificate>>;
+    fn remove_certificate(&self, address: &str) -> StoreFuture<'_, ()>;
+    fn list_certificates(&self) -> StoreFuture<'_, Vec<StoredCertificate>>;
+    /// Sets a local account's directory details (name, organisation, role, IDs), keeping
+    /// whether it is published; Entity Index changes get their serials in the same
+    /// transaction. Conflict when another entry has one of the IDs.
+    fn set_directory_entry(&self, record: DirectoryRecord) -> StoreFuture<'_, ()>;
+    /// Publishes or withdraws an entry (with the Entity Index changes that makes).
+    fn set_directory_published(&self, address: &str, published: bool) -> StoreFuture<'_, ()>;
+    fn get_directory_entry(&self, address: &str) -> StoreFuture<'_, Option<DirectoryRecord>>;
+    fn list_directory(&self) -> StoreFuture<'_, Vec<DirectoryRecord>>;
+    /// The mailbox a published ID of this server's own published entries names.
+    fn directory_mailbox_for_id(&self, published_id: &str) -> StoreFuture<'_, Option<String>>;
+    /// This server's own Entity Index changes after `since`, the latest per (ID, mailbox),
+    /// by serial, at most `limit`; and the serial to report as the highest (the last one
+    /// listed when `limit` cut the list).
+    fn entity_changes_since(&self, since: i64, limit: usize) -> StoreFuture<'_, (Vec<EntityChangeRow>, i64)>;
+    /// The mailboxes peers said a published ID names, most recently learnt first.
+    fn learnt_mailboxes_for_id(&self, published_id: &str) -> StoreFuture<'_, Vec<String>>;
+    fn list_learnt_entities(&self) -> StoreFuture<'_, Vec<LearntEntity>>;
+    /// Remembers a peer to pull from (once; `configured` is only ever raised).
+    fn note_messenger_peer(&self, domain: &str, configured: bool) -> StoreFuture<'_, ()>;
+    fn list_messenger_peers(&self) -> StoreFuture<'_, Vec<MessengerPeer>>;
+    /// Applies one pull's result and the peer's new last serial, in one transaction.
+    fn apply_peer_pull(&self, pull: PeerPull) -> StoreFuture<'_, ()>;
+    /// Records a failed pull.
+    fn record_peer_error(&self, domain: &str, at: i64, error: &str) -> StoreFuture<'_, ()>;
+}
