@@ -1,6 +1,7 @@
 //! The bottom room: helpers that know no protocol, listener or store rule (files only we
 //! may read, the task tracker shutdown waits on, the clock, queue ids).
 
+pub mod error;
 pub mod files;
 pub mod queue_id;
 pub mod tasks;
