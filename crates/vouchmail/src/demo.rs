@@ -176,7 +176,9 @@ async fn start_node(
 }
 
 async fn add_user(node: &Node, address: &str, password: &str) -> Result<(), String> {
-    let secrets = Secrets::from_password(password).map_err(|e| e.to_string())?;
+    let mut salts = [0u8; vouchmail_proto::sasl::SALTS_LEN];
+    getrandom::getrandom(&mut salts).map_err(|e| format!("random source: {e}"))?;
+    let secrets = Secrets::from_password(password, &salts).map_err(|e| e.to_string())?;
     node.store
         .add_account(NewAccount { address: address.into(), secrets, quota_bytes: 0 })
         .await
