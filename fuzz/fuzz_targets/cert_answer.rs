@@ -6,13 +6,13 @@
 
 use libfuzzer_sys::fuzz_target;
 use vouchmail_proto::messenger::replies::parse_cert_answer;
-use vouchmail_proto::messenger::RawReplyParser;
+use vouchmail_proto::messenger::{ReplyLimits, ReplyParser};
 
 fuzz_target!(|data: &[u8]| {
-    let mut parser = RawReplyParser::new(20_000, 1 << 20);
+    let mut parser = ReplyParser::strict(ReplyLimits::new(20_000, 1 << 20));
     parser.feed(data);
     while let Ok(Some(reply)) = parser.next_reply() {
-        match parse_cert_answer(reply.code, &reply.lines) {
+        match parse_cert_answer(reply.code, &reply.texts()) {
             Ok((address, pem)) => {
                 assert_eq!(reply.code, 250);
                 assert!(address.contains('@') && !address.contains(|c: char| c.is_whitespace() || c.is_control()));

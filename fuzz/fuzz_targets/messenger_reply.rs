@@ -1,19 +1,18 @@
-//! The federation client's reply reader (SPEC 8.1: a relayed reply is passed on
-//! unchanged) on arbitrary peer bytes. Checked: no panic; the replies and the error do not
+//! The strict reply reader the federation client uses (SPEC 8.1: a relayed reply is passed
+//! on unchanged) on arbitrary peer bytes. Checked: no panic; the replies and the error do not
 //! depend on how the input is split; each reply's octets are exactly the input's lines,
 //! every one `ddd-` or `ddd ` with one code, CRLF-ended, with no other CR, LF or NUL, so
 //! passing them on can never inject a line; the limits hold.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vouchmail_proto::messenger::reply::{ReplyError, MAX_LINE};
-use vouchmail_proto::messenger::{RawReply, RawReplyParser};
+use vouchmail_proto::smtp::client::reply::{ReplyLimits, ReplyParser, ReplySyntaxError, ServerReply, MAX_LINE};
 
 const MAX_LINES: usize = 64;
 const MAX_BYTES: usize = 16 * 1024;
 
-fn run(input: &[u8], splits: &[u8]) -> (Vec<RawReply>, Option<ReplyError>) {
-    let mut parser = RawReplyParser::new(MAX_LINES, MAX_BYTES);
+fn run(input: &[u8], splits: &[u8]) -> (Vec<ServerReply>, Option<ReplySyntaxError>) {
+    let mut parser = ReplyParser::strict(ReplyLimits::new(MAX_LINES, MAX_BYTES));
     let mut replies = Vec::new();
     let mut pos = 0;
     let mut k = 0;
@@ -35,7 +34,8 @@ fn run(input: &[u8], splits: &[u8]) -> (Vec<RawReply>, Option<ReplyError>) {
     (replies, None)
 }
 
-fn check(reply: &RawReply) {
+fn check(reply: &ServerReply) {
+    let texts = reply.texts();
     assert!((200..600).contains(&reply.code));
     assert!(!reply.lines.is_empty() && reply.lines.len() <= MAX_LINES);
     assert!(reply.wire.len() <= MAX_BYTES);
@@ -43,7 +43,8 @@ fn check(reply: &RawReply) {
     let lines: Vec<&str> = text.strip_suffix("\r\n").expect("ends in CRLF").split("\r\n").collect();
     assert_eq!(lines.len(), reply.lines.len());
     let code = reply.code.to_string();
-    for (i, (line, parsed)) in lines.iter().zip(&reply.lines).enumerate() {
+    assert_eq!(texts.len(), reply.lines.len());
+    for (i, (line, parsed)) in lines.iter().zip(&texts).enumerate() {
         assert!(!line.contains(['\r', '\n', '\0']), "{line:?}");
         assert!(line.starts_with(&code));
         let last = i + 1 == lines.len();

@@ -33,7 +33,8 @@ fn secrets() -> Secrets {
 /// Feeds `input` in chunks of the given sizes, answering every event; returns the output
 /// and the events seen.
 fn run(input: &[u8], splits: &[u8]) -> (Vec<u8>, Vec<Event>) {
-    let mut session = Session::new(config());
+    let mut session =
+        Session::new(config(), vouchmail_proto::sasl::Fresh::new(1_700_000_000, [1; vouchmail_proto::sasl::SEED_LEN]));
     let mut output = session.take_output();
     let mut events = Vec::new();
     let mut pos = 0;

@@ -9,7 +9,8 @@ fuzz_target!(|input: (u8, Vec<Vec<u8>>)| {
     let (which, responses) = input;
     let mechanism = Mechanism::ALL[usize::from(which) % Mechanism::ALL.len()];
     let options = ServerOptions { channel_binding: Some(vec![1; 32]), ..ServerOptions::default() };
-    let mut server = ServerSession::new(mechanism, &options);
+    let fresh = vouchmail_proto::sasl::Fresh::new(1_700_000_000, [1; vouchmail_proto::sasl::SEED_LEN]);
+    let mut server = ServerSession::new(mechanism, &options, fresh);
     let mut responses = responses.into_iter();
     let mut step = match responses.next() {
         Some(first) => match decode_response(&first) {

@@ -15,7 +15,10 @@ fuzz_target!(|input: (u8, Vec<u8>)| {
     config.max_message_size = 4096;
     config.starttls = true;
     config.auth_mechanisms = Mechanism::ALL.to_vec();
-    let mut session: Session<()> = Session::new(Arc::new(config));
+    let mut session: Session<()> = Session::new(
+        Arc::new(config),
+        vouchmail_proto::sasl::Fresh::new(1_700_000_000, [1; vouchmail_proto::sasl::SEED_LEN]),
+    );
     let step = usize::from(split.max(1));
     let mut output = session.take_output();
     for chunk in bytes.chunks(step) {

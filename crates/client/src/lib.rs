@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use tokio_rustls::TlsConnector;
-use vouchmail_proto::messenger::RawReply;
+use vouchmail_proto::messenger::ServerReply;
 use vouchmail_proto::sasl::{Credentials, Mechanism};
 use vouchmail_proto::time::{rfc5322_date, unix_seconds};
 use vouchmail_proto::tracking::{self, Receipt, ReceiptOutcome, Record};
@@ -500,7 +500,7 @@ impl Client {
         }
         let reply = session.command(&tracking::track_command_line(since)).await?;
         session.quit().await;
-        tracking::parse_track_answer(reply.code, &reply.lines).map_err(|e| ClientError::new(e.to_string()))
+        tracking::parse_track_answer(reply.code, &reply.texts()).map_err(|e| ClientError::new(e.to_string()))
     }
 
     /// `book QUERY`: the directory lines (SPEC 8.4).
@@ -514,7 +514,7 @@ impl Client {
         if reply.code != 250 {
             return Err(ClientError::new(format!("BOOK: {} {}", reply.code, one_line(&reply))));
         }
-        let mut lines = reply.lines;
+        let mut lines = reply.texts();
         lines.pop();
         Ok(lines)
     }
@@ -720,8 +720,8 @@ fn mbox_date() -> String {
 }
 
 /// A CERT reply (SPEC 8.1), by `vouchmail_proto::messenger::replies::parse_cert_answer`.
-pub fn parse_cert_reply(target: &str, reply: &RawReply) -> Result<(String, String), ClientError> {
-    vouchmail_proto::messenger::replies::parse_cert_answer(reply.code, &reply.lines)
+pub fn parse_cert_reply(target: &str, reply: &ServerReply) -> Result<(String, String), ClientError> {
+    vouchmail_proto::messenger::replies::parse_cert_answer(reply.code, &reply.texts())
         .map_err(|e| ClientError::new(format!("CERT {target}: {e}")))
 }
 
@@ -745,23 +745,21 @@ mod tests {
 
     #[test]
     fn cert_replies_parse_or_fail_on_one_line() {
-        let ok = RawReply {
-            code: 250,
-            lines: vec![
-                "abc@lr.test".into(),
-                "-----BEGIN CERTIFICATE-----".into(),
-                "AAAA".into(),
-                "-----END CERTIFICATE-----".into(),
-            ],
-            wire: Vec::new(),
+        let reply = |wire: &[u8]| {
+            let mut parser = vouchmail_proto::messenger::ReplyParser::default();
+            parser.feed(wire);
+            parser.next_reply().unwrap().unwrap()
         };
+        let ok = reply(
+            b"250-abc@lr.test\r\n250------BEGIN CERTIFICATE-----\r\n250-AAAA\r\n250 -----END CERTIFICATE-----\r\n",
+        );
         let (a, pem) = parse_cert_reply("1234567F", &ok).unwrap();
         assert_eq!(a, "abc@lr.test");
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\nAAAA\n"));
-        let no = RawReply { code: 550, lines: vec!["5.1.1 No such\r\nthing".into()], wire: Vec::new() };
+        let no = reply(b"550-5.1.1 No such\r\n550 thing\r\n");
         let e = parse_cert_reply("x", &no).unwrap_err();
         assert!(!e.0.contains('\n') && e.0.contains("550"), "{e}");
-        let bad = RawReply { code: 250, lines: vec!["not an address".into()], wire: Vec::new() };
+        let bad = reply(b"250 not an address\r\n");
         assert!(parse_cert_reply("x", &bad).is_err());
     }
 }

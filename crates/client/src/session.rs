@@ -1,7 +1,7 @@
 //! One client session on a Messenger port (SPEC 8): greeting, EHLO, STARTTLS when offered
 //! (the server's certificate verified), local AUTH CRAM-MD5 (RFC 2195, RFC 4954),
 //! RCRAM-MD5 (SPEC 8.2, by the I/O-free [`RcramClient`]), and a mail transaction. A thin
-//! tokio shell: the replies are parsed by `vouchmail_proto::messenger::RawReplyParser`.
+//! tokio shell: the replies are parsed by `vouchmail_proto::messenger::ReplyParser` (strict).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use vouchmail_proto::messenger::{RawReply, RawReplyParser};
+use vouchmail_proto::messenger::{ReplyLimits, ReplyParser, ServerReply};
 use vouchmail_proto::rcram::{RcramClient, RcramEvent, RcramOutcome};
 use vouchmail_proto::sasl::{self, ClientSession, Credentials, Mechanism};
 
@@ -25,7 +25,7 @@ const MAX_BYTES: usize = 4 * 1024 * 1024;
 
 pub struct Session {
     stream: Stream,
-    parser: RawReplyParser,
+    parser: ReplyParser,
     /// The host name dialed (from the profile or discovery, never from the server).
     pub host: String,
     pub addr: SocketAddr,
@@ -51,7 +51,7 @@ impl Session {
             .map_err(|e| ClientError::new(format!("{host} ({addr}): {e}")))?;
         let mut session = Session {
             stream: Connection::Plain(tcp),
-            parser: RawReplyParser::new(MAX_LINES, MAX_BYTES),
+            parser: ReplyParser::strict(ReplyLimits::new(MAX_LINES, MAX_BYTES)),
             host: host.to_string(),
             addr,
             ehlo: Vec::new(),
@@ -82,7 +82,7 @@ impl Session {
                 .map_err(|e| ClientError::new(format!("{host}: TLS: {e}")))?;
             session.stream = Connection::Tls(Box::new(stream));
             // RFC 3207 4.2: greet again.
-            session.parser = RawReplyParser::new(MAX_LINES, MAX_BYTES);
+            session.parser = ReplyParser::strict(ReplyLimits::new(MAX_LINES, MAX_BYTES));
             session.hello(ehlo_name).await?;
         }
         Ok(session)
@@ -111,11 +111,11 @@ impl Session {
     }
 
     /// A one-line error naming the host and what it said.
-    pub fn refused(&self, what: &str, reply: &RawReply) -> ClientError {
+    pub fn refused(&self, what: &str, reply: &ServerReply) -> ClientError {
         ClientError::new(format!("{}: {what}: {} {}", self.host, reply.code, one_line(reply)))
     }
 
-    async fn read_reply(&mut self) -> Result<RawReply, ClientError> {
+    async fn read_reply(&mut self) -> Result<ServerReply, ClientError> {
         let mut buffer = [0u8; 8192];
         loop {
             match self.parser.next_reply() {
@@ -146,7 +146,7 @@ impl Session {
     }
 
     /// One command line (CRLF added) and its reply. The line must hold no CR or LF.
-    pub async fn command(&mut self, line: &str) -> Result<RawReply, ClientError> {
+    pub async fn command(&mut self, line: &str) -> Result<ServerReply, ClientError> {
         if line.contains(['\r', '\n']) {
             return Err(ClientError::new("a command may not hold CR or LF"));
         }
@@ -156,7 +156,7 @@ impl Session {
 
     /// Lines (each without CR/LF) then a line `.`, dot-stuffed (RFC 5321 4.5.2), and the
     /// reply: the body of DATA and of PUBCERT (SPEC 8.1).
-    pub async fn send_block(&mut self, text: &[u8]) -> Result<RawReply, ClientError> {
+    pub async fn send_block(&mut self, text: &[u8]) -> Result<ServerReply, ClientError> {
         let mut wire = Vec::with_capacity(text.len() + text.len() / 40 + 8);
         for line in split_lines(text) {
             if line.first() == Some(&b'.') {
@@ -239,7 +239,7 @@ impl Session {
     }
 
     /// MAIL, RCPT for each recipient, DATA (RFC 5321 3.3).
-    pub async fn transaction(&mut self, from: &str, to: &[String], message: &[u8]) -> Result<RawReply, ClientError> {
+    pub async fn transaction(&mut self, from: &str, to: &[String], message: &[u8]) -> Result<ServerReply, ClientError> {
         let reply = self.command(&format!("MAIL FROM:<{from}>")).await?;
         if reply.code != 250 {
             return Err(self.refused(&format!("MAIL FROM:<{from}>"), &reply));
@@ -272,8 +272,8 @@ impl Session {
 }
 
 /// The reply's text on one line (multi-line replies joined by ` / `).
-pub fn one_line(reply: &RawReply) -> String {
-    reply.lines.join(" / ")
+pub fn one_line(reply: &ServerReply) -> String {
+    reply.texts().join(" / ")
 }
 
 /// Splits text into lines at LF, CRLF or a lone CR; no trailing empty line.

@@ -836,7 +836,7 @@ mod tests {
     fn answer_verifies_at_the_home_server_through_the_sasl_server() {
         let challenge = Challenge::new(&RANDOM, NOW, "mx.lrsupport.test", "mx.galkam.test").unwrap().text();
         let options = ServerOptions { cram_challenge: Some(challenge.clone()), ..ServerOptions::default() };
-        let mut server = ServerSession::new(Mechanism::CramMd5, &options);
+        let mut server = ServerSession::new(Mechanism::CramMd5, &options, sasl::Fresh::new(0, [0; sasl::SEED_LEN]));
         assert_eq!(server.start(None), ServerStep::Challenge(challenge.clone().into_bytes()));
         let response = answer("glen@galkam.test", "s3cret", challenge.as_bytes()).unwrap();
         assert_eq!(server.step(&response), ServerStep::NeedSecrets { authcid: "glen@galkam.test".into() });

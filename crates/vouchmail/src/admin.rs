@@ -352,7 +352,9 @@ fn read_password_stdin() -> Result<String, String> {
 }
 
 fn secrets_for(password: &str, policy: &SecretsPolicy) -> Result<Secrets, String> {
-    Secrets::from_password_with(password, policy).map_err(|e| e.to_string())
+    let mut salts = [0u8; vouchmail_proto::sasl::SALTS_LEN];
+    getrandom::getrandom(&mut salts).map_err(|e| format!("random source: {e}"))?;
+    Secrets::from_password_with(password, policy, &salts).map_err(|e| e.to_string())
 }
 
 /// SHA-256 fingerprint (hex) of the first certificate in a PEM file.

@@ -17,7 +17,7 @@ use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use vouchmail_client::{write_private, Client, FetchTarget};
-use vouchmail_proto::messenger::{RawReply, RawReplyParser};
+use vouchmail_proto::messenger::{ReplyLimits, ReplyParser, ServerReply};
 use vouchmail_proto::sasl::Secrets;
 use vouchmail_proto::tracking::{Event, Record};
 use vouchmail_server::config::Config;
@@ -176,7 +176,9 @@ async fn start_node(
 }
 
 async fn add_user(node: &Node, address: &str, password: &str) -> Result<(), String> {
-    let secrets = Secrets::from_password(password).map_err(|e| e.to_string())?;
+    let mut salts = [0u8; vouchmail_proto::sasl::SALTS_LEN];
+    getrandom::getrandom(&mut salts).map_err(|e| format!("random source: {e}"))?;
+    let secrets = Secrets::from_password(password, &salts).map_err(|e| e.to_string())?;
     node.store
         .add_account(NewAccount { address: address.into(), secrets, quota_bytes: 0 })
         .await
@@ -226,7 +228,7 @@ fn profile(
 /// A plain line session from a chosen local address (the rogue's), replies raw.
 struct Raw {
     stream: TcpStream,
-    parser: RawReplyParser,
+    parser: ReplyParser,
 }
 
 impl Raw {
@@ -237,12 +239,12 @@ impl Raw {
             .await
             .map_err(|_| format!("{to}: connect timed out"))?
             .map_err(|e| format!("{to}: {e}"))?;
-        let mut raw = Raw { stream, parser: RawReplyParser::new(1000, 1 << 20) };
+        let mut raw = Raw { stream, parser: ReplyParser::strict(ReplyLimits::new(1000, 1 << 20)) };
         raw.reply().await?;
         Ok(raw)
     }
 
-    async fn reply(&mut self) -> Result<RawReply, String> {
+    async fn reply(&mut self) -> Result<ServerReply, String> {
         let mut buffer = [0u8; 4096];
         loop {
             if let Some(reply) = self.parser.next_reply().map_err(|e| e.to_string())? {
@@ -259,18 +261,18 @@ impl Raw {
         }
     }
 
-    async fn cmd(&mut self, line: &str) -> Result<RawReply, String> {
+    async fn cmd(&mut self, line: &str) -> Result<ServerReply, String> {
         self.stream.write_all(format!("{line}\r\n").as_bytes()).await.map_err(|e| e.to_string())?;
         self.reply().await
     }
 }
 
-fn offers(ehlo: &RawReply, keyword: &str) -> bool {
+fn offers(ehlo: &ServerReply, keyword: &str) -> bool {
     ehlo.lines.iter().skip(1).any(|l| l.split(' ').any(|w| w.eq_ignore_ascii_case(keyword)))
 }
 
-fn reply_text(r: &RawReply) -> String {
-    format!("{} {}", r.code, r.lines.join(" / "))
+fn reply_text(r: &ServerReply) -> String {
+    format!("{} {}", r.code, r.texts().join(" / "))
 }
 
 /// A rogue verifier: it hands out a challenge bound to lrsupport (SPEC 8.2: one that the

@@ -20,7 +20,7 @@ use vouchmail_store::{CertMatch, NewAccount, SqliteStore, Store};
 const PASSWORD: &str = "correct horse battery";
 
 async fn with_alice(server: &TestServer) {
-    let secrets = Secrets::from_password(PASSWORD).unwrap();
+    let secrets = Secrets::from_password(PASSWORD, &[6; vouchmail_proto::sasl::SALTS_LEN]).unwrap();
     let account = NewAccount { address: "alice@local.test".into(), secrets, quota_bytes: 0 };
     server.store.add_account(account).await.unwrap();
 }

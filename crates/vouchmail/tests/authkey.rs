@@ -216,7 +216,8 @@ async fn federation(policy: SenderPolicy, galkam_udp: bool, adjust: impl FnOnce(
         c.outbound.poll_interval_ms = 50;
     })
     .await;
-    let secrets = vouchmail_proto::sasl::Secrets::from_password(PASSWORD).unwrap();
+    let secrets =
+        vouchmail_proto::sasl::Secrets::from_password(PASSWORD, &[6; vouchmail_proto::sasl::SALTS_LEN]).unwrap();
     let account = vouchmail_store::NewAccount { address: GLEN.into(), secrets, quota_bytes: 0 };
     galkam.store.add_account(account).await.unwrap();
     let as_addr = verify_addr(&galkam);

@@ -44,7 +44,7 @@ impl Site {
         })
         .await;
         for user in users {
-            let secrets = Secrets::from_password(&password_of(user)).unwrap();
+            let secrets = Secrets::from_password(&password_of(user), &[6; vouchmail_proto::sasl::SALTS_LEN]).unwrap();
             server.store.add_account(NewAccount { address: user.to_string(), secrets, quota_bytes: 0 }).await.unwrap();
         }
         Site { dns, server, dir: tempfile::tempdir().unwrap() }

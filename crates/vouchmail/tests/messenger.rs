@@ -23,7 +23,7 @@ const PASSWORD: &str = "pencil";
 
 fn secrets() -> Secrets {
     static SECRETS: std::sync::OnceLock<Secrets> = std::sync::OnceLock::new();
-    SECRETS.get_or_init(|| Secrets::from_password(PASSWORD).unwrap()).clone()
+    SECRETS.get_or_init(|| Secrets::from_password(PASSWORD, &[6; vouchmail_proto::sasl::SALTS_LEN]).unwrap()).clone()
 }
 
 fn now() -> i64 {

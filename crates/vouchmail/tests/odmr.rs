@@ -20,7 +20,7 @@ async fn provider(messages: usize) -> TestServer {
 
 async fn provider_with(messages: usize, adjust: impl FnOnce(&mut vouchmail_server::config::Config)) -> TestServer {
     let server = TestServer::start_with(adjust).await;
-    let secrets = Secrets::from_password(PASSWORD).unwrap();
+    let secrets = Secrets::from_password(PASSWORD, &[6; vouchmail_proto::sasl::SALTS_LEN]).unwrap();
     server.store.add_account(NewAccount { address: "cust@local.test".into(), secrets, quota_bytes: 0 }).await.unwrap();
     for domain in ["example.org", "example.net"] {
         server.store.add_domain(domain, SenderPolicy::ACCEPT).await.unwrap();
@@ -95,7 +95,7 @@ async fn atrn_reply_codes() {
 async fn atrn_refuses_a_look_alike_accounts_domain() {
     let server = provider(1).await;
     for user in ["custx1@local.test", "cust_1@local.test"] {
-        let secrets = Secrets::from_password(PASSWORD).unwrap();
+        let secrets = Secrets::from_password(PASSWORD, &[6; vouchmail_proto::sasl::SALTS_LEN]).unwrap();
         server.store.add_account(NewAccount { address: user.into(), secrets, quota_bytes: 0 }).await.unwrap();
     }
     server.store.set_domain_held("example.org", &["custx1@local.test".to_string()], None).await.unwrap();
@@ -117,7 +117,7 @@ async fn repeated_atrn_within_the_interval_is_450() {
     let server = provider(1).await;
     // The kit sets the interval to 0; a provider with the default interval refuses a repeat.
     let strict = TestServer::start_with(|c| c.odmr.atrn_interval_secs = 3600).await;
-    let secrets = Secrets::from_password(PASSWORD).unwrap();
+    let secrets = Secrets::from_password(PASSWORD, &[6; vouchmail_proto::sasl::SALTS_LEN]).unwrap();
     strict.store.add_account(NewAccount { address: "cust@local.test".into(), secrets, quota_bytes: 0 }).await.unwrap();
     strict.store.add_domain("example.org", SenderPolicy::ACCEPT).await.unwrap();
     strict.store.set_domain_held("example.org", &["cust@local.test".to_string()], None).await.unwrap();

@@ -587,7 +587,7 @@ async fn mail_from_an_authenticated_user_carries_auth_identity() {
     let dns = remote_dns().await;
     let peer = Peer::builder("127.0.0.2").extensions(&["PIPELINING", "8BITMIME", "AUTH PLAIN"]).start();
     let server = start(&dns, peer.port(), |c| c.auth.allow_plaintext_passwords = true).await;
-    let secrets = vouchmail_proto::sasl::Secrets::from_password("pw").unwrap();
+    let secrets = vouchmail_proto::sasl::Secrets::from_password("pw", &[6; vouchmail_proto::sasl::SALTS_LEN]).unwrap();
     server.store.set_secrets("user@local.test", secrets).await.unwrap();
     let (mut c, _) = SmtpConn::connect(server.submission()).await;
     c.cmd("EHLO client.test").await;

@@ -24,7 +24,9 @@ const PASSWORD: &str = "pop3 secret";
 /// The user's secrets, derived once (Argon2id is slow in debug builds).
 fn secrets() -> Secrets {
     static SECRETS: OnceLock<Secrets> = OnceLock::new();
-    SECRETS.get_or_init(|| Secrets::from_password(PASSWORD).expect("secrets")).clone()
+    SECRETS
+        .get_or_init(|| Secrets::from_password(PASSWORD, &[6; vouchmail_proto::sasl::SALTS_LEN]).expect("secrets"))
+        .clone()
 }
 
 /// A server whose `user@local.test` has a password and `count` messages in its INBOX,

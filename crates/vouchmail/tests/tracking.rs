@@ -48,7 +48,11 @@ fn cli(server: &TestServer, args: &[&str]) -> (bool, String, String) {
 #[tokio::test]
 async fn retr_makes_records_for_local_and_remote_senders_once() {
     let server = TestServer::start_with_users(|_| {}, &["nurse@local.test"]).await;
-    server.store.set_secrets(USER, Secrets::from_password(PASSWORD).unwrap()).await.unwrap();
+    server
+        .store
+        .set_secrets(USER, Secrets::from_password(PASSWORD, &[6; vouchmail_proto::sasl::SALTS_LEN]).unwrap())
+        .await
+        .unwrap();
     commit(&server, "Q1", "Nurse@local.test", "auth=pass smtp.auth=nurse@local.test").await;
     commit(&server, "Q2", "glen@galkam.test", "x-rcram=pass smtp.auth=glen@galkam.test").await;
     commit(&server, "Q3", "spam@elsewhere.test", "none").await;

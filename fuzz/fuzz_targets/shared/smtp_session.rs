@@ -267,7 +267,10 @@ fn check_event(service: Service, session: &Session<()>, event: &Event<()>) {
 
 /// One session over `input`, fed in chunks of the given sizes.
 fn run(service: Service, knobs: u8, verdicts: &[u8], input: &[u8], splits: &[u8]) -> Outcome {
-    let mut session: Session<()> = Session::new(config(service, knobs));
+    let mut session: Session<()> = Session::new(
+        config(service, knobs),
+        vouchmail_proto::sasl::Fresh::new(1_700_000_000, [1; vouchmail_proto::sasl::SEED_LEN]),
+    );
     // Spool writes get their own answers, so that the others do not depend on spilling.
     let mut spill_verdicts = Verdicts { bytes: verdicts, next: 0 };
     let mut verdicts = Verdicts { bytes: verdicts, next: 0 };

@@ -5,8 +5,10 @@
 //! - [`replies`]: every reply of those verbs, built in one place (SPEC 8.1, 8.4 wire formats).
 //! - [`entities`]: the Entity Index change lines of `ENTITIES` (SPEC 8.4), both ways.
 //! - [`directory`]: directory entries and their `BOOK` CSV line (SPEC 8.4, RFC 4180).
-//! - [`reply`]: the federation client's reader of a peer's replies, which keeps the exact
-//!   octets so a relayed CERT reply is passed on unchanged (SPEC 8.1).
+//!
+//! A peer's replies are read by the crate's one reply reader,
+//! [`crate::smtp::client::ReplyParser`] (strict: exact octets, so a relayed CERT reply is
+//! passed on unchanged, SPEC 8.1), re-exported here.
 //!
 //! The session stages that use them are `cert.rs`, `pubcert.rs`, `entities.rs` and
 //! `book.rs` in `smtp::session`.
@@ -15,12 +17,11 @@ pub mod command;
 pub mod directory;
 pub mod entities;
 pub mod replies;
-pub mod reply;
 
+pub use crate::smtp::client::reply::{ReplyLimits, ReplyParser, ReplySyntaxError, ServerReply};
 pub use command::{parse_book_query, parse_cert_argument, parse_entities_argument, CertTarget, PublishedId};
 pub use directory::DirectoryEntry;
 pub use entities::{EntityChange, EntityOp};
-pub use reply::{RawReply, RawReplyParser};
 
 /// The standard Messenger port (SPEC 1, 8).
 pub const PORT: u16 = 21025;

@@ -5,7 +5,7 @@ use base64::Engine;
 
 use super::scram::{self, ServerFinal};
 use super::secrets::{CramMd5Secret, MIN_SCRAM_ITERATIONS};
-use super::{ct_eq, random_nonce, Mechanism, SaslError};
+use super::{ct_eq, nonce_from, Mechanism, SaslError, NONCE_RANDOM_LEN};
 
 /// Largest SCRAM iteration count the client will compute, so a hostile server cannot
 /// make it spin.
@@ -74,10 +74,17 @@ impl ClientSession {
         ClientSession { mechanism, credentials, nonce: None, channel_binding: None, state: State::Start }
     }
 
-    /// Uses this SCRAM client nonce instead of a random one (tests).
+    /// Uses exactly this SCRAM client nonce (tests, RFC examples).
     pub fn with_nonce(mut self, nonce: impl Into<String>) -> ClientSession {
         self.nonce = Some(nonce.into());
         self
+    }
+
+    /// The SCRAM client nonce, made of octets from the OS random source that the driver
+    /// read (RFC 5802 5.1 `r`: fresh for every exchange). SCRAM needs one: without it the
+    /// first message fails with [`SaslError::Temporary`]. Other mechanisms ignore it.
+    pub fn with_random_nonce(self, random: &[u8; NONCE_RANDOM_LEN]) -> ClientSession {
+        self.with_nonce(nonce_from(random))
     }
 
     /// tls-exporter channel-binding data of the TLS connection (RFC 9266). Required by
@@ -197,7 +204,8 @@ impl ClientSession {
                 let nonce = match &self.nonce {
                     Some(n) if scram::valid_nonce(n) => n.clone(),
                     Some(_) => return Err(SaslError::Malformed),
-                    None => random_nonce()?,
+                    // No random source given: a nonce of our own making would be guessable.
+                    None => return Err(SaslError::Temporary),
                 };
                 let gs2_header = format!("{flag},{authz},");
                 let bare = format!("n={},r={nonce}", scram::encode_saslname(&creds.authcid));

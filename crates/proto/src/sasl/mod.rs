@@ -20,7 +20,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 pub use client::{ClientSession, Credentials};
-pub use secrets::{CramMd5Secret, ScramSecret, SecretFields, Secrets, SecretsError, SecretsPolicy};
+pub use secrets::{CramMd5Secret, ScramSecret, SecretFields, Secrets, SecretsError, SecretsPolicy, SALTS_LEN};
 pub use server::{ServerOptions, ServerSession, ServerStep, SiteSecret};
 
 /// A SASL mechanism this crate implements.
@@ -111,7 +111,7 @@ pub enum SaslError {
     /// -PLUS without binding data). On the wire identical to `BadCredentials`, so that it
     /// does not reveal which accounts exist.
     MechanismUnavailable,
-    /// A local failure (the OS random source): 454 4.7.0.
+    /// A local failure (the store cannot be read; a client given no nonce): 454 4.7.0.
     Temporary,
     /// Driver use: AUTH names a mechanism not offered: 504 5.5.4 (RFC 4954 4).
     UnknownMechanism,
@@ -317,14 +317,59 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Random bytes from the OS; failure is a temporary error.
-pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], SaslError> {
-    let mut buf = [0u8; N];
-    getrandom::getrandom(&mut buf).map_err(|_| SaslError::Temporary)?;
-    Ok(buf)
+/// Length of [`Fresh::seed`].
+pub const SEED_LEN: usize = 32;
+
+/// Random octets a SCRAM client nonce is made of ([`ClientSession::with_random_nonce`]):
+/// 18 octets, 24 base64 characters, as the server's own nonce.
+pub const NONCE_RANDOM_LEN: usize = 18;
+
+/// What an exchange needs from outside the state machine: the clock and the OS random
+/// source. The driver reads both and hands them in, so the mechanisms never do I/O and
+/// tests are deterministic.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Fresh {
+    /// Unix time in seconds (the CRAM-MD5 challenge's timestamp, RFC 2195 2).
+    pub unix_time: u64,
+    /// Octets from the OS random source, used for one exchange only (or as the seed of a
+    /// session's exchanges, see [`Fresh::nth`]).
+    pub seed: [u8; SEED_LEN],
 }
 
-/// A random nonce of printable characters without `,` (RFC 5802 7 `printable`).
-pub(crate) fn random_nonce() -> Result<String, SaslError> {
-    Ok(STANDARD.encode(random_bytes::<18>()?))
+impl Fresh {
+    pub fn new(unix_time: u64, seed: [u8; SEED_LEN]) -> Fresh {
+        Fresh { unix_time, seed }
+    }
+
+    /// The values of a session's `n`-th exchange (a session may run several AUTHs): a
+    /// different seed for each, all derived from this one, at `unix_time`.
+    pub fn nth(&self, n: u64, unix_time: u64) -> Fresh {
+        let mut label = b"vouchmail exchange ".to_vec();
+        label.extend_from_slice(&n.to_be_bytes());
+        Fresh { unix_time, seed: scram::hmac(&self.seed, &label) }
+    }
+
+    /// `N` (at most 32) octets for one purpose. HMAC-SHA-256 of the seed under a label, so
+    /// the CRAM-MD5 random part, the SCRAM nonce and a fake salt are independent of each
+    /// other although they come from one seed.
+    pub(crate) fn derive<const N: usize>(&self, label: &str) -> [u8; N] {
+        let mac = scram::hmac(&self.seed, label.as_bytes());
+        let mut out = [0u8; N];
+        let n = N.min(mac.len());
+        out[..n].copy_from_slice(&mac[..n]);
+        out
+    }
+}
+
+impl fmt::Debug for Fresh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The seed decides nonces: never printed.
+        f.debug_struct("Fresh").field("unix_time", &self.unix_time).finish_non_exhaustive()
+    }
+}
+
+/// A nonce of printable characters without `,` (RFC 5802 7 `printable`): base64 of the
+/// random octets.
+pub(crate) fn nonce_from(random: &[u8; NONCE_RANDOM_LEN]) -> String {
+    STANDARD.encode(random)
 }

@@ -19,6 +19,10 @@ use super::{ct_eq, md5_state, scram};
 /// RFC 7677 4: the iteration count SHOULD be at least 4096.
 pub const MIN_SCRAM_ITERATIONS: u32 = 4096;
 
+/// Random octets [`Secrets::from_password`] takes: a 16-octet Argon2id salt and a
+/// 16-octet SCRAM salt.
+pub const SALTS_LEN: usize = 32;
+
 /// Which secrets to derive from a password.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SecretsPolicy {
@@ -64,25 +68,29 @@ impl fmt::Debug for SecretFields {
 }
 
 impl Secrets {
-    /// Derives every secret kind from a password, with the default policy.
-    pub fn from_password(password: &str) -> Result<Secrets, SecretsError> {
-        Secrets::from_password_with(password, &SecretsPolicy::default())
+    /// Derives every secret kind from a password, with the default policy. `salts`: octets
+    /// from the OS random source, read by the caller (see [`Secrets::from_password_with`]).
+    pub fn from_password(password: &str, salts: &[u8; SALTS_LEN]) -> Result<Secrets, SecretsError> {
+        Secrets::from_password_with(password, &SecretsPolicy::default(), salts)
     }
 
-    /// Derives the secrets `policy` asks for from a password.
-    pub fn from_password_with(password: &str, policy: &SecretsPolicy) -> Result<Secrets, SecretsError> {
+    /// Derives the secrets `policy` asks for from a password. `salts`: fresh octets from the
+    /// OS random source; the first 16 salt the Argon2id hash, the last 16 the SCRAM keys
+    /// (RFC 5802 5.1 `s`), so the two never share a salt.
+    pub fn from_password_with(
+        password: &str,
+        policy: &SecretsPolicy,
+        salts: &[u8; SALTS_LEN],
+    ) -> Result<Secrets, SecretsError> {
         if policy.scram_iterations < MIN_SCRAM_ITERATIONS {
             return Err(SecretsError::Policy);
         }
-        let mut salt = [0u8; 16];
-        getrandom::getrandom(&mut salt).map_err(|_| SecretsError::Random)?;
-        let phc_salt = SaltString::encode_b64(&salt).map_err(|_| SecretsError::Random)?;
+        let (salt, scram_salt) = salts.split_at(SALTS_LEN / 2);
+        let phc_salt = SaltString::encode_b64(salt).map_err(|_| SecretsError::Random)?;
         let hash = Argon2::default().hash_password(password.as_bytes(), &phc_salt).map_err(|_| SecretsError::Hash)?;
-        let mut scram_salt = [0u8; 16];
-        getrandom::getrandom(&mut scram_salt).map_err(|_| SecretsError::Random)?;
         Ok(Secrets {
             argon2: Some(hash.to_string()),
-            scram_sha256: Some(ScramSecret::derive(password, &scram_salt, policy.scram_iterations)),
+            scram_sha256: Some(ScramSecret::derive(password, scram_salt, policy.scram_iterations)),
             cram_md5: policy.cram_md5.then(|| CramMd5Secret::from_password(password)),
         })
     }
@@ -307,6 +315,7 @@ pub(crate) fn decode_hex(hex: &str) -> Option<Vec<u8>> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretsError {
+    /// The salt could not be encoded for the Argon2id hash.
     Random,
     Hash,
     /// A stored secret string does not parse.
@@ -318,7 +327,7 @@ pub enum SecretsError {
 impl fmt::Display for SecretsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SecretsError::Random => f.write_str("the OS random source failed"),
+            SecretsError::Random => f.write_str("the salt cannot be used"),
             SecretsError::Hash => f.write_str("password hashing failed"),
             SecretsError::Format => f.write_str("a stored secret is malformed"),
             SecretsError::Policy => f.write_str("SCRAM iteration count below 4096"),
@@ -332,9 +341,22 @@ impl std::error::Error for SecretsError {}
 mod tests {
     use super::*;
 
+    /// Fixed salts: the derivation is deterministic.
+    const SALTS: [u8; SALTS_LEN] = *b"argon2 salt 16o.scram salt 16oc.";
+
+    #[test]
+    fn the_two_salts_are_the_callers_halves() {
+        let s = Secrets::from_password("pencil", &SALTS).unwrap();
+        assert_eq!(s.scram_sha256.as_ref().unwrap().salt, b"scram salt 16oc.");
+        let phc = s.argon2.as_deref().unwrap();
+        let salt = PasswordHash::new(phc).unwrap().salt.unwrap().to_string();
+        assert_eq!(salt, SaltString::encode_b64(b"argon2 salt 16o.").unwrap().as_str());
+        assert_eq!(Secrets::from_password("pencil", &SALTS).unwrap(), s, "same salts, same secrets");
+    }
+
     #[test]
     fn from_password_derives_every_kind_and_verifies() {
-        let s = Secrets::from_password("pencil").unwrap();
+        let s = Secrets::from_password("pencil", &SALTS).unwrap();
         assert!(s.argon2.is_some() && s.scram_sha256.is_some() && s.cram_md5.is_some());
         assert_eq!(s.scram_sha256.as_ref().unwrap().iterations, 4096);
         assert!(s.verify_password("pencil"));
@@ -344,11 +366,11 @@ mod tests {
     #[test]
     fn policy_switches_cram_off_and_rejects_weak_iterations() {
         let policy = SecretsPolicy { cram_md5: false, scram_iterations: 5000 };
-        let s = Secrets::from_password_with("x", &policy).unwrap();
+        let s = Secrets::from_password_with("x", &policy, &SALTS).unwrap();
         assert!(s.cram_md5.is_none());
         assert_eq!(s.scram_sha256.unwrap().iterations, 5000);
         let weak = SecretsPolicy { cram_md5: true, scram_iterations: 4095 };
-        assert_eq!(Secrets::from_password_with("x", &weak), Err(SecretsError::Policy));
+        assert_eq!(Secrets::from_password_with("x", &weak, &SALTS), Err(SecretsError::Policy));
     }
 
     #[test]
@@ -364,7 +386,7 @@ mod tests {
 
     #[test]
     fn fields_round_trip() {
-        let s = Secrets::from_password("tanstaaftanstaaf").unwrap();
+        let s = Secrets::from_password("tanstaaftanstaaf", &SALTS).unwrap();
         let f = s.to_fields();
         assert!(f.scram_sha256.as_deref().unwrap().starts_with("SCRAM-SHA-256$4096$"));
         assert!(f.cram_md5.as_deref().unwrap().starts_with("CRAM-MD5$"));
@@ -413,7 +435,7 @@ mod tests {
 
     #[test]
     fn debug_redacts() {
-        let s = Secrets::from_password("secret").unwrap();
+        let s = Secrets::from_password("secret", &SALTS).unwrap();
         let shown = format!("{s:?} {:?}", s.to_fields());
         assert!(!shown.contains("argon2id") && !shown.contains("CRAM-MD5$"), "{shown}");
     }

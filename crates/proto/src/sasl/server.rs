@@ -1,14 +1,13 @@
 //! Server side of every mechanism, as one state machine.
 
 use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 use super::scram::{self, CbFlag, ClientFirst};
 use super::secrets::{decode_hex, Secrets, MIN_SCRAM_ITERATIONS};
-use super::{ct_eq, random_bytes, random_nonce, Mechanism, SaslError};
+use super::{ct_eq, nonce_from, Fresh, Mechanism, SaslError};
 
 /// What the server needs to know about the connection and site for one exchange.
 #[derive(Clone)]
@@ -16,11 +15,10 @@ pub struct ServerOptions {
     /// This server's host name, for the CRAM-MD5 challenge `<random.time@hostname>`.
     pub hostname: String,
     /// The random part of the CRAM-MD5 challenge and the SCRAM server nonce (printable
-    /// ASCII without `,`). None: fresh random bytes. Set it only in tests.
+    /// ASCII without `,`). None: made from the session's [`Fresh`] seed. Set it only in
+    /// tests (RFC examples).
     pub nonce: Option<String>,
-    /// Unix time for the CRAM-MD5 challenge. None: the system clock.
-    pub timestamp: Option<u64>,
-    /// The exact CRAM-MD5 challenge to send, overriding the three fields above (e.g. an
+    /// The exact CRAM-MD5 challenge to send, overriding the fields above (e.g. an
     /// X-RCRAM-VERIFY challenge `<random.time.rcram.<server>@<home>>`).
     pub cram_challenge: Option<String>,
     /// tls-exporter channel-binding data (RFC 9266) of this TLS connection. Some means
@@ -40,7 +38,6 @@ impl Default for ServerOptions {
         ServerOptions {
             hostname: "localhost".to_owned(),
             nonce: None,
-            timestamp: None,
             cram_challenge: None,
             channel_binding: None,
             external_identity: None,
@@ -105,6 +102,7 @@ pub enum ServerStep {
 pub struct ServerSession {
     mechanism: Mechanism,
     options: ServerOptions,
+    fresh: Fresh,
     authcid: Option<String>,
     state: State,
 }
@@ -176,8 +174,10 @@ const LOGIN_USERNAME: &[u8] = b"Username:";
 const LOGIN_PASSWORD: &[u8] = b"Password:";
 
 impl ServerSession {
-    pub fn new(mechanism: Mechanism, options: &ServerOptions) -> ServerSession {
-        ServerSession { mechanism, options: options.clone(), authcid: None, state: State::Start }
+    /// `fresh`: the time and random seed of this exchange, from the driver (never reuse a
+    /// seed: it makes the challenge or nonce).
+    pub fn new(mechanism: Mechanism, options: &ServerOptions, fresh: Fresh) -> ServerSession {
+        ServerSession { mechanism, options: options.clone(), fresh, authcid: None, state: State::Start }
     }
 
     pub fn mechanism(&self) -> Mechanism {
@@ -334,18 +334,12 @@ impl ServerSession {
         let challenge = match &self.options.cram_challenge {
             Some(c) => c.clone(),
             None => {
+                // 64 random bits written in decimal, as before the seed came from outside.
                 let random = match &self.options.nonce {
                     Some(n) => n.clone(),
-                    None => match random_bytes::<8>() {
-                        Ok(b) => u64::from_be_bytes(b).to_string(),
-                        Err(e) => return self.fail(e),
-                    },
+                    None => u64::from_be_bytes(self.fresh.derive::<8>("cram-md5 challenge")).to_string(),
                 };
-                let time = self
-                    .options
-                    .timestamp
-                    .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
-                format!("<{random}.{time}@{}>", self.options.hostname)
+                format!("<{random}.{}@{}>", self.fresh.unix_time, self.options.hostname)
             }
         };
         self.state = State::CramResponse { challenge: challenge.clone() };
@@ -423,10 +417,7 @@ impl ServerSession {
         };
         let server_nonce = match &self.options.nonce {
             Some(n) => n.clone(),
-            None => match random_nonce() {
-                Ok(n) => n,
-                Err(e) => return self.fail(e),
-            },
+            None => nonce_from(&self.fresh.derive("scram server nonce")),
         };
         let nonce = format!("{}{server_nonce}", first.nonce);
         let server_first = format!("r={nonce},s={},i={iterations}", STANDARD.encode(&salt));
@@ -449,7 +440,7 @@ impl ServerSession {
                 let mac = scram::hmac(key.as_bytes(), format!("fake-salt:{}", username.to_lowercase()).as_bytes());
                 Ok(mac[..16].to_vec())
             }
-            None => Ok(random_bytes::<16>()?.to_vec()),
+            None => Ok(self.fresh.derive::<16>("scram fake salt").to_vec()),
         }
     }
 

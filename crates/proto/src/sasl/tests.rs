@@ -7,6 +7,10 @@ use base64::Engine;
 const RFC2195_CHALLENGE: &str = "<1896.697170952@postoffice.reston.mci.net>";
 const RFC7677_SALT: &str = "W22ZaJ0SNY7soEsUEjb6gQ==";
 const RFC7677_SNONCE: &str = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+/// A fixed clock and seed: the exchanges are deterministic.
+const FRESH: Fresh = Fresh { unix_time: 697170952, seed: [7; SEED_LEN] };
+/// The random octets of the tests' SCRAM client nonces.
+const CLIENT_RANDOM: [u8; NONCE_RANDOM_LEN] = [9; NONCE_RANDOM_LEN];
 
 /// Fast secrets for tests (no Argon2id; PLAIN/LOGIN fall back to the SCRAM keys).
 fn quick_secrets(password: &str) -> Secrets {
@@ -33,7 +37,7 @@ type Outcome = Result<(String, Option<String>), SaslError>;
 
 /// Drives a client and a server against each other through the base64 line coding.
 fn exchange(mut client: ClientSession, options: &ServerOptions) -> Outcome {
-    let mut server = ServerSession::new(client.mechanism(), options);
+    let mut server = ServerSession::new(client.mechanism(), options, FRESH);
     let initial = client.initial_response()?;
     let mut step = match initial {
         Some(ir) => {
@@ -64,7 +68,7 @@ fn exchange(mut client: ClientSession, options: &ServerOptions) -> Outcome {
 }
 
 fn client(mechanism: Mechanism, user: &str, password: &str) -> ClientSession {
-    ClientSession::new(mechanism, Credentials::new(user, password))
+    ClientSession::new(mechanism, Credentials::new(user, password)).with_random_nonce(&CLIENT_RANDOM)
 }
 
 fn ok(user: &str) -> Outcome {
@@ -128,10 +132,9 @@ fn rfc2195_server() {
     let options = ServerOptions {
         hostname: "postoffice.reston.mci.net".into(),
         nonce: Some("1896".into()),
-        timestamp: Some(697170952),
         ..ServerOptions::default()
     };
-    let mut server = ServerSession::new(Mechanism::CramMd5, &options);
+    let mut server = ServerSession::new(Mechanism::CramMd5, &options, FRESH);
     let ServerStep::Challenge(challenge) = server.start(None) else { panic!() };
     assert_eq!(challenge, RFC2195_CHALLENGE.as_bytes());
     // RFC 2195 2, base64 as on the wire.
@@ -157,7 +160,7 @@ fn rfc2195_client() {
 fn cram_failures() {
     let options = ServerOptions { cram_challenge: Some(RFC2195_CHALLENGE.into()), ..Default::default() };
     let run = |response: &[u8], secrets: Option<Secrets>| {
-        let mut server = ServerSession::new(Mechanism::CramMd5, &options);
+        let mut server = ServerSession::new(Mechanism::CramMd5, &options, FRESH);
         assert!(matches!(server.start(None), ServerStep::Challenge(_)));
         match server.step(response) {
             ServerStep::NeedSecrets { .. } => server.provide_secrets(secrets.as_ref()),
@@ -182,18 +185,50 @@ fn cram_failures() {
         assert_eq!(run(bad, lookup("tim")), ServerStep::Failure(SaslError::Malformed));
     }
     // RFC 4954 4: no initial response for a server-first mechanism.
-    let mut server = ServerSession::new(Mechanism::CramMd5, &options);
+    let mut server = ServerSession::new(Mechanism::CramMd5, &options, FRESH);
     assert_eq!(server.start(Some(b"")), ServerStep::Failure(SaslError::UnexpectedInitialResponse));
 }
 
 #[test]
 fn cram_random_challenge_is_a_msg_id() {
     let options = ServerOptions { hostname: "mx.example".into(), ..Default::default() };
-    let mut server = ServerSession::new(Mechanism::CramMd5, &options);
+    let mut server = ServerSession::new(Mechanism::CramMd5, &options, FRESH);
     let ServerStep::Challenge(c) = server.start(None) else { panic!() };
     let c = String::from_utf8(c).unwrap();
     assert!(c.starts_with('<') && c.ends_with("@mx.example>"), "{c}");
     assert_eq!(c.matches('.').count(), 2, "{c}");
+    // RFC 2195 2: <random.timestamp@hostname>, the time and randomness the driver's.
+    let (random, rest) = c[1..].split_once('.').unwrap();
+    assert!(random.parse::<u64>().is_ok(), "{c}");
+    assert_eq!(rest, "697170952@mx.example>");
+    let challenge = |fresh: Fresh| {
+        let mut server = ServerSession::new(Mechanism::CramMd5, &options, fresh);
+        let ServerStep::Challenge(c) = server.start(None) else { panic!() };
+        String::from_utf8(c).unwrap()
+    };
+    assert_eq!(challenge(FRESH), c, "deterministic");
+    assert_ne!(challenge(Fresh::new(697170952, [8; SEED_LEN])), c, "another seed, another challenge");
+    // A session's exchanges each get their own values, at the session's clock.
+    let seed = Fresh::new(1, [7; SEED_LEN]);
+    assert_ne!(challenge(seed.nth(1, 50)), challenge(seed.nth(2, 50)));
+    assert!(challenge(seed.nth(1, 50)).ends_with(".50@mx.example>"));
+}
+
+#[test]
+fn scram_nonces_come_from_the_drivers_random_octets() {
+    // Server: 18 derived octets, 24 base64 characters after the client's nonce.
+    let mut server = ServerSession::new(Mechanism::ScramSha256, &ServerOptions::default(), FRESH);
+    server.start(Some(b"n,,n=user,r=abc"));
+    let ServerStep::Challenge(first) = server.provide_secrets(lookup("user").as_ref()) else { panic!() };
+    let first = String::from_utf8(first).unwrap();
+    let nonce = first.strip_prefix("r=abc").unwrap().split(',').next().unwrap();
+    assert_eq!(nonce.len(), 24, "{first}");
+    // Client: base64 of the octets given; none given is a local failure, not a weak nonce.
+    let mut c = client(Mechanism::ScramSha256, "user", "pencil");
+    let first = String::from_utf8(c.initial_response().unwrap().unwrap()).unwrap();
+    assert_eq!(first, format!("n,,n=user,r={}", STANDARD.encode(CLIENT_RANDOM)));
+    let mut c = ClientSession::new(Mechanism::ScramSha256, Credentials::new("user", "pencil"));
+    assert_eq!(c.initial_response(), Err(SaslError::Temporary));
 }
 
 // ---- RFC 4616 PLAIN ----
@@ -201,7 +236,7 @@ fn cram_random_challenge_is_a_msg_id() {
 #[test]
 fn rfc4616_examples() {
     // RFC 4616 4, first example: empty challenge, then the message.
-    let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default());
+    let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default(), FRESH);
     assert_eq!(server.start(None), ServerStep::Challenge(Vec::new()));
     assert_eq!(server.step(b"\0tim\0tanstaaftanstaaf"), ServerStep::NeedSecrets { authcid: "tim".into() });
     assert_eq!(
@@ -209,14 +244,14 @@ fn rfc4616_examples() {
         ServerStep::Success { authcid: "tim".into(), authzid: None }
     );
     // Second example: Kurt asks to act as Ursel; the caller decides (the RFC's server says no).
-    let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default());
+    let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default(), FRESH);
     assert_eq!(server.start(Some(b"Ursel\0Kurt\0xipj3plmq")), ServerStep::NeedSecrets { authcid: "Kurt".into() });
     assert_eq!(
         server.provide_secrets(lookup("Kurt").as_ref()),
         ServerStep::Success { authcid: "Kurt".into(), authzid: Some("Ursel".into()) }
     );
     // An authzid equal to the authcid asks for nothing more.
-    let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default());
+    let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default(), FRESH);
     server.start(Some(b"tim\0tim\0tanstaaftanstaaf"));
     assert_eq!(
         server.provide_secrets(lookup("tim").as_ref()),
@@ -236,7 +271,7 @@ fn plain_client_message() {
 #[test]
 fn plain_failures() {
     let run = |message: &[u8], secrets: Option<Secrets>| {
-        let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default());
+        let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default(), FRESH);
         match server.start(Some(message)) {
             ServerStep::NeedSecrets { .. } => server.provide_secrets(secrets.as_ref()),
             other => other,
@@ -252,11 +287,11 @@ fn plain_failures() {
 
 #[test]
 fn plain_with_argon2() {
-    let secrets = Secrets::from_password("correct horse").unwrap();
-    let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default());
+    let secrets = Secrets::from_password("correct horse", &[1; SALTS_LEN]).unwrap();
+    let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default(), FRESH);
     server.start(Some(b"\0al\0correct horse"));
     assert!(matches!(server.provide_secrets(Some(&secrets)), ServerStep::Success { .. }));
-    let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default());
+    let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default(), FRESH);
     server.start(Some(b"\0al\0wrong horse"));
     assert_eq!(server.provide_secrets(Some(&secrets)), ServerStep::Failure(SaslError::BadCredentials));
 }
@@ -265,17 +300,17 @@ fn plain_with_argon2() {
 
 #[test]
 fn login_flows() {
-    let mut server = ServerSession::new(Mechanism::Login, &ServerOptions::default());
+    let mut server = ServerSession::new(Mechanism::Login, &ServerOptions::default(), FRESH);
     assert_eq!(server.start(None), ServerStep::Challenge(b"Username:".to_vec()));
     assert_eq!(server.step(b"tim"), ServerStep::Challenge(b"Password:".to_vec()));
     assert_eq!(server.step(b"tanstaaftanstaaf"), ServerStep::NeedSecrets { authcid: "tim".into() });
     assert!(matches!(server.provide_secrets(lookup("tim").as_ref()), ServerStep::Success { .. }));
     // Initial response carrying the user name.
-    let mut server = ServerSession::new(Mechanism::Login, &ServerOptions::default());
+    let mut server = ServerSession::new(Mechanism::Login, &ServerOptions::default(), FRESH);
     assert_eq!(server.start(Some(b"tim")), ServerStep::Challenge(b"Password:".to_vec()));
     assert_eq!(server.step(b"nope"), ServerStep::NeedSecrets { authcid: "tim".into() });
     assert_eq!(server.provide_secrets(lookup("tim").as_ref()), ServerStep::Failure(SaslError::BadCredentials));
-    let mut server = ServerSession::new(Mechanism::Login, &ServerOptions::default());
+    let mut server = ServerSession::new(Mechanism::Login, &ServerOptions::default(), FRESH);
     server.start(None);
     assert_eq!(server.step(b""), ServerStep::Failure(SaslError::Malformed));
 }
@@ -299,7 +334,7 @@ fn rfc7677_options() -> ServerOptions {
 
 #[test]
 fn rfc7677_server() {
-    let mut server = ServerSession::new(Mechanism::ScramSha256, &rfc7677_options());
+    let mut server = ServerSession::new(Mechanism::ScramSha256, &rfc7677_options(), FRESH);
     assert_eq!(server.start(Some(C_FIRST.as_bytes())), ServerStep::NeedSecrets { authcid: "user".into() });
     assert_eq!(server.provide_secrets(Some(&rfc7677_secrets())), ServerStep::Challenge(S_FIRST.into()));
     assert_eq!(server.step(C_FINAL.as_bytes()), ServerStep::Challenge(S_FINAL.into()));
@@ -353,7 +388,7 @@ fn scram_client_rejects_bad_server() {
 #[test]
 fn scram_server_failures() {
     let start = |first: &str| {
-        let mut server = ServerSession::new(Mechanism::ScramSha256, &rfc7677_options());
+        let mut server = ServerSession::new(Mechanism::ScramSha256, &rfc7677_options(), FRESH);
         let step = server.start(Some(first.as_bytes()));
         (server, step)
     };
@@ -386,7 +421,7 @@ fn scram_server_failures() {
 fn scram_unknown_user_continues_with_fake_salt() {
     let options = ServerOptions { fake_salt_key: Some(SiteSecret::new(b"site secret".to_vec())), ..Default::default() };
     let server_first = |user: &str| {
-        let mut server = ServerSession::new(Mechanism::ScramSha256, &options);
+        let mut server = ServerSession::new(Mechanism::ScramSha256, &options, FRESH);
         server.start(Some(format!("n,,n={user},r=abc").as_bytes()));
         let ServerStep::Challenge(sf) = server.provide_secrets(lookup(user).as_ref()) else { panic!() };
         String::from_utf8(sf).unwrap()
@@ -425,19 +460,19 @@ fn scram_plus_channel_binding() {
     let y = client(Mechanism::ScramSha256, "user", "pencil").with_channel_binding(cb);
     assert_eq!(exchange(y, &ServerOptions::default()), ok("user"));
     // Unsupported binding type.
-    let mut server = ServerSession::new(Mechanism::ScramSha256Plus, &options);
+    let mut server = ServerSession::new(Mechanism::ScramSha256Plus, &options, FRESH);
     assert_eq!(server.start(Some(b"p=tls-unique,,n=user,r=abc")), ServerStep::Failure(SaslError::MechanismUnavailable));
-    let mut server = ServerSession::new(Mechanism::ScramSha256Plus, &options);
+    let mut server = ServerSession::new(Mechanism::ScramSha256Plus, &options, FRESH);
     assert_eq!(server.start(Some(b"n,,n=user,r=abc")), ServerStep::Failure(SaslError::Malformed));
 }
 
 #[test]
 fn scram_authzid_and_escaped_names() {
     let creds = Credentials::new("user", "pencil").with_authzid("ad,min=");
-    let c = ClientSession::new(Mechanism::ScramSha256, creds);
+    let c = ClientSession::new(Mechanism::ScramSha256, creds).with_random_nonce(&CLIENT_RANDOM);
     assert_eq!(exchange(c, &ServerOptions::default()), Ok(("user".into(), Some("ad,min=".into()))));
     let creds = Credentials::new("user", "pencil").with_authzid("user");
-    let c = ClientSession::new(Mechanism::ScramSha256, creds);
+    let c = ClientSession::new(Mechanism::ScramSha256, creds).with_random_nonce(&CLIENT_RANDOM);
     assert_eq!(exchange(c, &ServerOptions::default()), ok("user"));
 }
 
@@ -446,16 +481,16 @@ fn scram_authzid_and_escaped_names() {
 #[test]
 fn external() {
     let options = ServerOptions { external_identity: Some("relay.example".into()), ..Default::default() };
-    let mut server = ServerSession::new(Mechanism::External, &options);
+    let mut server = ServerSession::new(Mechanism::External, &options, FRESH);
     // AUTH EXTERNAL = (SPEC 3: empty initial response).
     assert_eq!(server.start(Some(b"")), ServerStep::Success { authcid: "relay.example".into(), authzid: None });
-    let mut server = ServerSession::new(Mechanism::External, &options);
+    let mut server = ServerSession::new(Mechanism::External, &options, FRESH);
     assert_eq!(server.start(None), ServerStep::Challenge(Vec::new()));
     assert_eq!(
         server.step(b"other@example"),
         ServerStep::Success { authcid: "relay.example".into(), authzid: Some("other@example".into()) }
     );
-    let mut server = ServerSession::new(Mechanism::External, &ServerOptions::default());
+    let mut server = ServerSession::new(Mechanism::External, &ServerOptions::default(), FRESH);
     assert_eq!(server.start(Some(b"")), ServerStep::Failure(SaslError::MechanismUnavailable));
     let c = ClientSession::new(Mechanism::External, Credentials::default());
     assert_eq!(exchange(c, &options), ok("relay.example"));
@@ -497,7 +532,7 @@ fn round_trip_without_initial_response() {
     // The driver may skip the initial response (e.g. POP3 without SASL-IR).
     for m in [Mechanism::Plain, Mechanism::ScramSha256] {
         let mut c = client(m, "user", "pencil");
-        let mut server = ServerSession::new(m, &ServerOptions::default());
+        let mut server = ServerSession::new(m, &ServerOptions::default(), FRESH);
         let mut step = server.start(None);
         let result = loop {
             step = match step {
@@ -513,13 +548,13 @@ fn round_trip_without_initial_response() {
 
 #[test]
 fn misuse_after_the_end_fails_cleanly() {
-    let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default());
+    let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default(), FRESH);
     server.start(Some(b"\0tim\0tanstaaftanstaaf"));
     server.provide_secrets(lookup("tim").as_ref());
     assert_eq!(server.step(b"more"), ServerStep::Failure(SaslError::Malformed));
     assert_eq!(server.provide_secrets(None), ServerStep::Failure(SaslError::Malformed));
     assert_eq!(server.start(None), ServerStep::Failure(SaslError::Malformed));
-    let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default());
+    let mut server = ServerSession::new(Mechanism::Plain, &ServerOptions::default(), FRESH);
     assert_eq!(server.provide_secrets(None), ServerStep::Failure(SaslError::Malformed));
     let mut c = client(Mechanism::Plain, "a", "b");
     c.initial_response().unwrap();

@@ -18,6 +18,19 @@ const FAMILIAR_FOR: i64 = 30 * 24 * 3600;
 /// every few minutes costs a read, not a durable write, each time.
 const REFRESH_LOGIN_AFTER: i64 = 24 * 3600;
 
+/// Unix time for the sessions' AUTH exchanges (the proto state machines read no clock).
+pub fn sasl_clock() -> u64 {
+    u64::try_from(unix_now()).unwrap_or(0)
+}
+
+/// The clock and a seed from the OS random source for a session's AUTH challenges and
+/// nonces (the proto state machines read neither). None when the random source fails.
+pub fn sasl_fresh() -> Option<vouchmail_proto::sasl::Fresh> {
+    let mut seed = [0u8; vouchmail_proto::sasl::SEED_LEN];
+    getrandom::getrandom(&mut seed).ok()?;
+    Some(vouchmail_proto::sasl::Fresh::new(sasl_clock(), seed))
+}
+
 /// How a client network is named in the store's login records: its IPv4 address, or its
 /// IPv6 /64.
 fn login_client(ip: IpAddr) -> String {

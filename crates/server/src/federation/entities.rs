@@ -92,14 +92,14 @@ impl Messenger {
         if reply.code != 250 {
             return Err(format!("ENTITIES answered {} {}", reply.code, reply.last_line()));
         }
-        let (mut changes, mut highest) = parse_entities_reply(&reply.lines)?;
+        let (mut changes, mut highest) = parse_entities_reply(&reply.texts())?;
         // A peer whose serials went back started again (a new store): learn it anew.
         let reset = (highest as i64) < peer.last_serial;
         if reset {
             tracing::warn!(peer = %peer.domain, highest, last = peer.last_serial, "Messenger peer's serials went back; pulling all its entries again");
             let (again, _) =
                 self.client.call(&peer.domain, "ENTITIES 0", LARGE_REPLY).await.map_err(|e| e.to_string())?;
-            (changes, highest) = parse_entities_reply(&again.lines)?;
+            (changes, highest) = parse_entities_reply(&again.texts())?;
         }
         let mut outcome = PullOutcome { highest: highest as i64, ..PullOutcome::default() };
         // The last change of each entry wins.

@@ -283,6 +283,7 @@ impl HeldDelivery {
             credentials: None,
             allow_cleartext_auth: false,
             timeouts,
+            ..ClientConfig::new(engine.settings.helo_name.clone())
         };
         let mut pending = jobs.into_iter();
         match Session::over(stream, prebuffered, target, config, tls).await {
@@ -653,6 +654,7 @@ impl Engine {
             credentials: destination.credentials.clone(),
             allow_cleartext_auth: destination.allow_cleartext_auth,
             timeouts: self.settings.timeouts,
+            ..ClientConfig::new(self.settings.helo_name.clone())
         }
     }
 

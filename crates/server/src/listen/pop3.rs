@@ -98,7 +98,11 @@ async fn refuse(mut stream: TcpStream, refusal: Refusal) {
 }
 
 async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &Pop3Context, shutdown: watch::Receiver<bool>) {
-    let mut session = Session::new(Arc::clone(&context.session_config));
+    let Some(fresh) = crate::auth::guard::sasl_fresh() else {
+        tracing::error!(%peer, "POP3: no OS random source; connection closed");
+        return;
+    };
+    let mut session = Session::new(Arc::clone(&context.session_config), fresh);
     let stream = if context.implicit_tls {
         let Some(tls) = &context.tls else { return };
         // RFC 8314 3.3: the handshake comes first, then the greeting inside TLS.
@@ -267,7 +271,10 @@ async fn run_session(
                     session.on_timeout();
                 }
                 Ok(Ok(0)) | Ok(Err(_)) => break,
-                Ok(Ok(n)) => session.feed(&buffer[..n]),
+                Ok(Ok(n)) => {
+                    session.set_clock(crate::auth::guard::sasl_clock());
+                    session.feed(&buffer[..n]);
+                }
             },
             _ = shutdown.wait_for(|s| *s), if !shutting_down => shutting_down = true,
         }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
-use vouchmail_proto::messenger::{RawReply, RawReplyParser};
+use vouchmail_proto::messenger::{ReplyLimits, ReplyParser, ServerReply};
 
 use super::discovery::{home_servers, DiscoveryError};
 use crate::config::Config;
@@ -79,7 +79,7 @@ impl ClientOptions {
 /// One open session with a domain's home server, greeted and (when offered) encrypted.
 pub struct PeerConnection {
     stream: PeerStream,
-    parser: RawReplyParser,
+    parser: ReplyParser,
     /// The domain whose home server this is.
     pub domain: String,
     /// The host discovery gave, and the address connected to.
@@ -109,8 +109,8 @@ impl PeerConnection {
         self.auth_mechanisms.iter().any(|m| m.eq_ignore_ascii_case(mechanism))
     }
 
-    async fn read_reply(&mut self, limits: (usize, usize)) -> Result<RawReply, ClientError> {
-        self.parser.set_limits(limits.0, limits.1);
+    async fn read_reply(&mut self, limits: (usize, usize)) -> Result<ServerReply, ClientError> {
+        self.parser.set_limits(ReplyLimits::new(limits.0, limits.1));
         let mut buffer = [0u8; 8192];
         loop {
             match self.parser.next_reply() {
@@ -130,7 +130,7 @@ impl PeerConnection {
 
     /// Sends one command line (CRLF added) and reads its reply. `line` must hold no CR or
     /// LF: callers build it from parsed values only.
-    pub async fn command(&mut self, line: &str, limits: (usize, usize)) -> Result<RawReply, ClientError> {
+    pub async fn command(&mut self, line: &str, limits: (usize, usize)) -> Result<ServerReply, ClientError> {
         if line.contains(['\r', '\n']) {
             return Err(ClientError::Failed("a command line may not hold CR or LF".into()));
         }
@@ -232,7 +232,7 @@ impl FederationClient {
         let tcp = self.tcp(addr).await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
         let mut connection = PeerConnection {
             stream: Connection::Plain(tcp),
-            parser: RawReplyParser::new(SMALL_REPLY.0, SMALL_REPLY.1),
+            parser: ReplyParser::strict(ReplyLimits::new(SMALL_REPLY.0, SMALL_REPLY.1)),
             domain: domain.to_ascii_lowercase(),
             host: host.to_string(),
             addr,
@@ -270,7 +270,7 @@ impl FederationClient {
             connection.stream = Connection::Tls(Box::new(stream));
             connection.tls = true;
             // RFC 3207 4.2: everything is forgotten; greet again.
-            connection.parser = RawReplyParser::new(SMALL_REPLY.0, SMALL_REPLY.1);
+            connection.parser = ReplyParser::strict(ReplyLimits::new(SMALL_REPLY.0, SMALL_REPLY.1));
             self.ehlo(&mut connection).await?;
         }
         Ok(connection)
@@ -331,7 +331,7 @@ impl FederationClient {
         domain: &str,
         line: &str,
         limits: (usize, usize),
-    ) -> Result<(RawReply, IpAddr), ClientError> {
+    ) -> Result<(ServerReply, IpAddr), ClientError> {
         if line.contains(['\r', '\n']) {
             return Err(ClientError::Failed("a command line may not hold CR or LF".into()));
         }

@@ -128,7 +128,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pop3Client<S> {
 
     /// RFC 5034 AUTH with one of the shared SASL mechanisms.
     pub async fn authenticate(&mut self, mechanism: Mechanism, credentials: Credentials) -> Pop3Result<Reply> {
-        self.authenticate_with(ClientSession::new(mechanism, credentials)).await
+        // RFC 5802 5.1: a SCRAM client nonce from the OS random source.
+        let mut random = [0u8; sasl::NONCE_RANDOM_LEN];
+        getrandom::getrandom(&mut random).map_err(|_| Pop3ClientError::Sasl(sasl::SaslError::Temporary))?;
+        self.authenticate_with(ClientSession::new(mechanism, credentials).with_random_nonce(&random)).await
     }
 
     /// AUTH with a prepared SASL client (e.g. with channel binding for -PLUS).

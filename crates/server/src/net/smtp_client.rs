@@ -43,6 +43,14 @@ fn connect_failure(target: &Target, error: impl std::fmt::Display) -> Reply {
     Reply::new(421, EnhancedCode(4, 4, 1), format!("Cannot connect to {} [{}]: {error}", target.host, target.addr))
 }
 
+/// Octets from the OS random source for a SCRAM client nonce (RFC 5802 5.1).
+fn scram_random() -> Result<[u8; vouchmail_proto::sasl::NONCE_RANDOM_LEN], Reply> {
+    let mut random = [0u8; vouchmail_proto::sasl::NONCE_RANDOM_LEN];
+    getrandom::getrandom(&mut random)
+        .map_err(|e| Reply::new(451, EnhancedCode(4, 3, 0), format!("No OS random source: {e}")))?;
+    Ok(random)
+}
+
 impl Session {
     /// Connects and runs greeting, EHLO, STARTTLS and AUTH until the session is ready.
     pub async fn open(
@@ -57,9 +65,10 @@ impl Session {
             Err(_) => return Err(OpenError { reply: connect_failure(target, "timed out"), tls_handshake: false }),
         };
         let _ = stream.set_nodelay(true);
+        let scram_random = scram_random().map_err(|reply| OpenError { reply, tls_handshake: false })?;
         let mut session = Session {
             conn: Conn::Plain(stream),
-            client: Client::new(config),
+            client: Client::new(config, scram_random),
             buffer: vec![0; 16 * 1024],
             target: target.clone(),
             tls: false,
@@ -76,7 +85,7 @@ impl Session {
                     session.close().await;
                     return Err(OpenError { reply, tls_handshake: false });
                 }
-                ClientEvent::Done(_) | ClientEvent::Closed => {
+                ClientEvent::Done(_) | ClientEvent::Closed | ClientEvent::Reply(_) | ClientEvent::Auth(_) => {
                     let reply = connection_lost("Unexpected end of the session setup");
                     return Err(OpenError { reply, tls_handshake: false });
                 }
@@ -95,9 +104,10 @@ impl Session {
         config: ClientConfig,
         tls: bool,
     ) -> Result<Session, OpenError> {
+        let scram_random = scram_random().map_err(|reply| OpenError { reply, tls_handshake: false })?;
         let mut session = Session {
             conn: Conn::Other(stream),
-            client: Client::new(config),
+            client: Client::new(config, scram_random),
             buffer: vec![0; 16 * 1024],
             target: target.clone(),
             tls,
@@ -112,7 +122,11 @@ impl Session {
                 session.close().await;
                 Err(OpenError { reply, tls_handshake: false })
             }
-            ClientEvent::StartTls | ClientEvent::Done(_) | ClientEvent::Closed => {
+            ClientEvent::StartTls
+            | ClientEvent::Done(_)
+            | ClientEvent::Closed
+            | ClientEvent::Reply(_)
+            | ClientEvent::Auth(_) => {
                 let reply = connection_lost("Unexpected end of the session setup");
                 Err(OpenError { reply, tls_handshake: false })
             }
@@ -194,7 +208,11 @@ impl Session {
                     self.close().await;
                     return Err((result, reply));
                 }
-                ClientEvent::Ready | ClientEvent::StartTls | ClientEvent::Closed => {
+                ClientEvent::Ready
+                | ClientEvent::StartTls
+                | ClientEvent::Closed
+                | ClientEvent::Reply(_)
+                | ClientEvent::Auth(_) => {
                     let reply = connection_lost("SMTP session out of step");
                     self.close().await;
                     let result = result.unwrap_or_else(|| TransactionResult {

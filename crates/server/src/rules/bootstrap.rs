@@ -44,8 +44,10 @@ pub async fn bootstrap(config: &Config, store: &dyn Store) -> Result<Option<(Str
         let postmaster = format!("postmaster@{domain}");
         if config.bootstrap.postmaster && store.get_account(&postmaster).await.map_err(|e| e.to_string())?.is_none() {
             let password = generate_password(20)?;
-            let secrets =
-                Secrets::from_password_with(&password, &config.auth.secrets_policy()).map_err(|e| e.to_string())?;
+            let mut salts = [0u8; vouchmail_proto::sasl::SALTS_LEN];
+            getrandom::getrandom(&mut salts).map_err(|e| format!("random source: {e}"))?;
+            let secrets = Secrets::from_password_with(&password, &config.auth.secrets_policy(), &salts)
+                .map_err(|e| e.to_string())?;
             store
                 .add_account(NewAccount { address: postmaster.clone(), secrets, quota_bytes: 0 })
                 .await

@@ -216,7 +216,7 @@ mod tests {
 
     #[test]
     fn a_peer_refusal_passes_its_reply_on() {
-        let reply = Reply::new(550, EnhancedCode(5, 1, 1), "No such user".into());
+        let reply = Reply::new(550, EnhancedCode(5, 1, 1), "No such user");
         let error = Error::refused("mx.example", "RCPT TO:<a@example>", reply.clone());
         assert!(!error.is_temporary());
         assert_eq!(error.reply(), reply);

@@ -87,7 +87,8 @@ impl Session {
             return None;
         }
         let message = format!("\0{user}\0{password}");
-        let mut server = ServerSession::new(Mechanism::Plain, &self.sasl_options());
+        let fresh = self.next_fresh();
+        let mut server = ServerSession::new(Mechanism::Plain, &self.sasl_options(), fresh);
         let step = server.start(Some(message.as_bytes()));
         self.sasl = Some(server);
         self.apply_sasl_step(step)
@@ -113,7 +114,8 @@ impl Session {
             }
         };
         self.state = State::Authorization { user: None };
-        let mut server = ServerSession::new(mechanism, &self.sasl_options());
+        let fresh = self.next_fresh();
+        let mut server = ServerSession::new(mechanism, &self.sasl_options(), fresh);
         let step = server.start(initial.as_deref());
         self.sasl = Some(server);
         self.apply_sasl_step(step)

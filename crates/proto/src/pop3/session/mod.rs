@@ -162,6 +162,12 @@ pub struct Session {
     /// The authenticated user, from the successful login on.
     user: Option<String>,
     sasl: Option<ServerSession>,
+    /// The driver's clock and random seed; each AUTH exchange gets its own values from it.
+    fresh: crate::sasl::Fresh,
+    /// AUTH exchanges started, numbering their [`crate::sasl::Fresh::nth`] values.
+    exchanges: u64,
+    /// Unix time as last given by the driver.
+    clock: u64,
     maildrop: Vec<Entry>,
     errors: u32,
     /// Set while skipping the rest of an over-long line.
@@ -175,7 +181,9 @@ pub struct Session {
 impl Session {
     /// Starts a session; the greeting is queued at once (RFC 1939 4). It carries no
     /// timestamp: APOP is not offered.
-    pub fn new(config: Arc<SessionConfig>) -> Session {
+    /// `fresh`: the time now and a seed from the OS random source, for the AUTH challenges
+    /// and nonces.
+    pub fn new(config: Arc<SessionConfig>, fresh: crate::sasl::Fresh) -> Session {
         let mut session = Session {
             config,
             state: State::Authorization { user: None },
@@ -184,6 +192,9 @@ impl Session {
             tls: None,
             user: None,
             sasl: None,
+            fresh,
+            exchanges: 0,
+            clock: fresh.unix_time,
             maildrop: Vec::new(),
             errors: 0,
             discarding_long_line: false,
@@ -197,6 +208,18 @@ impl Session {
 
     pub fn config(&self) -> &SessionConfig {
         &self.config
+    }
+
+    /// The time now (Unix seconds), for the AUTH exchanges that follow; without it they use
+    /// the time the session started with.
+    pub fn set_clock(&mut self, unix_time: u64) {
+        self.clock = unix_time;
+    }
+
+    /// The time and random seed of the next AUTH exchange.
+    fn next_fresh(&mut self) -> crate::sasl::Fresh {
+        self.exchanges += 1;
+        self.fresh.nth(self.exchanges, self.clock)
     }
 
     /// Adds received bytes.

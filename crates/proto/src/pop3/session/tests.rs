@@ -10,7 +10,7 @@ use crate::sasl::{ClientSession, Credentials, Mechanism, Secrets};
 /// `mrose` / `tanstaaf`, derived once (Argon2id is slow in debug builds).
 fn mrose_secrets() -> &'static Secrets {
     static SECRETS: std::sync::OnceLock<Secrets> = std::sync::OnceLock::new();
-    SECRETS.get_or_init(|| Secrets::from_password("tanstaaf").unwrap())
+    SECRETS.get_or_init(|| Secrets::from_password("tanstaaf", &[3; crate::sasl::SALTS_LEN]).unwrap())
 }
 
 /// A message of exactly `size` octets whose body starts with `first_line`.
@@ -57,7 +57,7 @@ impl Harness {
         config.auth_mechanisms = Mechanism::ALL.to_vec();
         adjust(&mut config);
         let mut h = Harness {
-            session: Session::new(Arc::new(config)),
+            session: Session::new(Arc::new(config), crate::sasl::Fresh::new(1_700_000_000, [5; crate::sasl::SEED_LEN])),
             maildrop: vec![
                 ("uid-one".into(), message("one", "first", 120)),
                 ("uid-two".into(), message("two", ".starts with a dot", 200)),
@@ -163,7 +163,7 @@ impl Harness {
 
 /// What a SASL client would answer, run against the session until a status line.
 fn sasl_exchange(h: &mut Harness, mechanism: Mechanism, credentials: Credentials) -> String {
-    let mut client = ClientSession::new(mechanism, credentials);
+    let mut client = ClientSession::new(mechanism, credentials).with_random_nonce(&[4; crate::sasl::NONCE_RANDOM_LEN]);
     if mechanism == Mechanism::ScramSha256Plus {
         client = client.with_channel_binding(vec![7; 32]);
     }

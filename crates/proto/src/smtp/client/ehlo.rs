@@ -27,6 +27,10 @@ pub struct Capabilities {
     pub auth: bool,
     /// The mechanisms we know among those announced.
     pub auth_mechanisms: Vec<Mechanism>,
+    /// Every announced mechanism name, upper-cased, known or not (e.g. RCRAM-MD5).
+    pub auth_names: Vec<String>,
+    /// Every EHLO keyword, upper-cased (e.g. CERT, ENTITIES, ATRN).
+    pub keywords: Vec<String>,
 }
 
 impl Capabilities {
@@ -38,7 +42,11 @@ impl Capabilities {
             let Some(keyword) = words.next() else {
                 continue;
             };
-            match keyword.to_ascii_uppercase().as_str() {
+            let upper = keyword.to_ascii_uppercase();
+            if !caps.keywords.contains(&upper) {
+                caps.keywords.push(upper.clone());
+            }
+            match upper.as_str() {
                 "PIPELINING" => caps.pipelining = true,
                 "SIZE" => {
                     // RFC 1870 4: an absent or zero value means no fixed maximum.
@@ -54,6 +62,10 @@ impl Capabilities {
                 "AUTH" => {
                     caps.auth = true;
                     for name in words {
+                        let upper = name.to_ascii_uppercase();
+                        if !caps.auth_names.contains(&upper) {
+                            caps.auth_names.push(upper);
+                        }
                         if let Some(m) = Mechanism::from_name(name) {
                             if !caps.auth_mechanisms.contains(&m) {
                                 caps.auth_mechanisms.push(m);
@@ -65,6 +77,16 @@ impl Capabilities {
             }
         }
         caps
+    }
+
+    /// The server announced this EHLO keyword (RFC 5321 4.1.1.1), in any case.
+    pub fn offers(&self, keyword: &str) -> bool {
+        self.keywords.iter().any(|k| k.eq_ignore_ascii_case(keyword))
+    }
+
+    /// The server lists this SASL mechanism on its AUTH line (RFC 4954 3), in any case.
+    pub fn offers_auth(&self, mechanism: &str) -> bool {
+        self.auth_names.iter().any(|m| m.eq_ignore_ascii_case(mechanism))
     }
 }
 
@@ -105,5 +127,20 @@ mod tests {
         assert_eq!(caps.size, Some(0));
         assert!(caps.pipelining);
         assert!(!caps.auth);
+    }
+
+    #[test]
+    fn any_keyword_and_mechanism_can_be_asked_for() {
+        // SPEC 8: the Messenger verbs and mechanisms this crate has no field for.
+        let caps = Capabilities::from_ehlo(&lines(&[
+            "home.test",
+            "cert",
+            "ENTITIES",
+            "AUTH CRAM-MD5 rcram-md5 X-RCRAM-VERIFY",
+        ]));
+        assert!(caps.offers("CERT") && caps.offers("entities") && !caps.offers("ATRN"));
+        assert!(caps.offers_auth("RCRAM-MD5") && caps.offers_auth("x-rcram-verify") && caps.offers_auth("CRAM-MD5"));
+        assert!(!caps.offers_auth("PLAIN"));
+        assert_eq!(caps.auth_mechanisms, [Mechanism::CramMd5]);
     }
 }

@@ -13,8 +13,21 @@
 //! (RFC 6531), STARTTLS (RFC 3207), AUTH with [`ClientSession`] (RFC 4954), the MAIL AUTH=
 //! parameter (RFC 4954 5), DSN parameters (RFC 3461), several recipients per transaction,
 //! RSET before reusing a connection whose last transaction did not complete, QUIT.
+//!
+//! Besides mail transactions, the session runs any command for a shell that speaks another
+//! verb set over SMTP (the Messenger's CERT, ENTITIES, BOOK, TRACK and PUBCERT, SPEC 8; ODMR's
+//! ATRN, RFC 2645): [`Client::command`] sends one line and reports the whole reply
+//! ([`ClientEvent::Reply`], exact octets kept), [`Client::send_block`] sends dot-stuffed
+//! lines after a 354, [`Client::authenticate`] runs AUTH on demand
+//! ([`ClientEvent::Auth`]), [`Client::pump`] lends the connection to another sans-I/O
+//! [`Exchange`] (RCRAM-MD5, SPEC 8.2), and [`Client::release`] hands the connection back
+//! with the bytes read beyond the last reply (after ATRN's 250 the roles reverse).
+//!
+//! The client reads only the replies it awaits: bytes that arrive when none is awaited stay
+//! unread ([`Client::take_unread_input`]) and are read as the reply to the next command.
 
 pub mod ehlo;
+mod exchange;
 pub mod reply;
 #[cfg(test)]
 mod tests;
@@ -23,13 +36,14 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::sasl::{self, ClientSession, Credentials, Mechanism};
+use crate::sasl::{self, ClientSession, Credentials, Mechanism, SaslError, NONCE_RANDOM_LEN};
 use crate::smtp::command::{xtext_encode, DsnReturn};
 use crate::smtp::data::dot_stuff;
 use crate::smtp::reply::{EnhancedCode, Reply};
 
 pub use ehlo::Capabilities;
-pub use reply::{ReplyParser, ServerReply};
+pub use exchange::Exchange;
+pub use reply::{ReplyLimits, ReplyParser, ReplySyntaxError, ServerReply};
 
 /// When to use STARTTLS (RFC 3207), like Postfix's `smtp_tls_security_level`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,6 +106,11 @@ pub struct ClientConfig {
     /// Allow PLAIN and LOGIN without TLS.
     pub allow_cleartext_auth: bool,
     pub timeouts: Timeouts,
+    /// Read replies strictly ([`ReplyParser::strict`]): for replies passed on unchanged
+    /// (a relayed CERT reply, SPEC 8.1). Off for delivery to any server.
+    pub strict_replies: bool,
+    /// The limits of every reply, unless [`Client::command_with_limits`] sets its own.
+    pub reply_limits: ReplyLimits,
 }
 
 impl ClientConfig {
@@ -102,6 +121,8 @@ impl ClientConfig {
             credentials: None,
             allow_cleartext_auth: false,
             timeouts: Timeouts::default(),
+            strict_replies: false,
+            reply_limits: ReplyLimits::default(),
         }
     }
 }
@@ -169,7 +190,53 @@ pub enum ClientEvent {
     Failed(Reply),
     /// QUIT was answered, or the server closed after it.
     Closed,
+    /// The reply to [`Client::command`] or [`Client::send_block`], whole and with its exact
+    /// octets; the session is ready again.
+    Reply(ServerReply),
+    /// How [`Client::authenticate`] ended. The session is ready again, unless `Failed`
+    /// follows (the server's SCRAM proof was wrong).
+    Auth(AuthOutcome),
 }
+
+/// How an AUTH started with [`Client::authenticate`] ended (RFC 4954 4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// 235 (and, for SCRAM, the server proved it knows the password).
+    Success,
+    /// The server refused (535, 534, 538, 504, 454...): its reply as received.
+    Refused(ServerReply),
+    /// Our side gave up: a challenge we could not answer (we cancelled with `*`, RFC 4954 4,
+    /// and the server answered), or a wrong SCRAM server proof. Why, as a reply.
+    Failed(Reply),
+}
+
+/// Why a command was not sent. Nothing went to the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandError {
+    /// The line holds a CR or LF: it would end the command early and send the rest as a
+    /// command of its own (RFC 5321 2.3.8).
+    LineBreak,
+    /// The session is not ready: still in setup, a reply awaited, an exchange running, or
+    /// closed.
+    NotReady,
+    /// [`Client::send_block`] without a 354 to the command before it (RFC 5321 4.1.1.4).
+    NoGoAhead,
+    /// The SASL client could not begin (e.g. SCRAM without a nonce).
+    Sasl(SaslError),
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandError::LineBreak => f.write_str("a command line may not hold CR or LF"),
+            CommandError::NotReady => f.write_str("the SMTP session is not ready for a command"),
+            CommandError::NoGoAhead => f.write_str("a block of lines goes only after a 354 reply"),
+            CommandError::Sasl(e) => write!(f, "AUTH: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
 
 /// What a reply answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +247,10 @@ enum Expect {
     StartTls,
     Auth,
     Rset,
+    /// The reply to [`Client::command`].
+    Command,
+    /// The reply to [`Client::send_block`] (like the final "." of DATA).
+    Block,
     Mail,
     Rcpt(usize),
     Data,
@@ -195,8 +266,14 @@ enum Phase {
     TlsHandshake,
     Ready,
     Transaction,
+    /// A command's, a block's or an on-demand AUTH's reply is awaited.
+    Busy,
+    /// Another exchange runs over the session ([`Client::pump`]).
+    Exchange,
     Quitting,
     Closed,
+    /// Handed back with [`Client::release`].
+    Released,
 }
 
 #[derive(Debug)]
@@ -231,6 +308,13 @@ pub struct Client {
     transactions: u64,
     /// Why we cancelled an AUTH exchange, reported once the server answers the "*".
     pending_auth_failure: Option<Reply>,
+    /// The AUTH running was started by [`Client::authenticate`]: its end is an event, not
+    /// the end of setup.
+    auth_on_demand: bool,
+    /// The last command was answered 354: a block may follow.
+    go_ahead: bool,
+    /// Random octets for a SCRAM client nonce at setup (RFC 5802 5.1).
+    scram_random: [u8; NONCE_RANDOM_LEN],
 }
 
 fn made_up(code: u16, enhanced: EnhancedCode, text: impl Into<String>) -> Reply {
@@ -255,11 +339,18 @@ pub fn connection_lost(text: impl Into<String>) -> Reply {
 }
 
 impl Client {
-    /// A session on a fresh connection; the server speaks first.
-    pub fn new(config: ClientConfig) -> Client {
+    /// A session on a fresh connection; the server speaks first. `scram_random`: octets
+    /// from the OS random source, the nonce of a SCRAM-SHA-256 login at setup (RFC 5802
+    /// 5.1; unused by the other mechanisms).
+    pub fn new(config: ClientConfig, scram_random: [u8; NONCE_RANDOM_LEN]) -> Client {
+        let parser = if config.strict_replies {
+            ReplyParser::strict(config.reply_limits)
+        } else {
+            ReplyParser::lenient(config.reply_limits)
+        };
         Client {
             config,
-            parser: ReplyParser::default(),
+            parser,
             phase: Phase::Setup,
             awaiting: VecDeque::from([Expect::Greeting]),
             unsent: VecDeque::new(),
@@ -273,6 +364,9 @@ impl Client {
             needs_rset: false,
             transactions: 0,
             pending_auth_failure: None,
+            auth_on_demand: false,
+            go_ahead: false,
+            scram_random,
         }
     }
 
@@ -294,8 +388,9 @@ impl Client {
         self.phase == Phase::Ready
     }
 
+    /// Closed, or handed back with [`Client::release`].
     pub fn is_closed(&self) -> bool {
-        self.phase == Phase::Closed
+        matches!(self.phase, Phase::Closed | Phase::Released)
     }
 
     /// Transactions completed on this session.
@@ -311,27 +406,33 @@ impl Client {
         std::mem::take(&mut self.output)
     }
 
-    /// How long to wait for the reply now awaited; `None` when no reply is awaited.
+    /// How long to wait for the reply now awaited (or for the server's part of an
+    /// exchange); `None` when nothing is awaited.
     pub fn timeout(&self) -> Option<Duration> {
         let t = &self.config.timeouts;
+        if self.phase == Phase::Exchange {
+            return Some(t.command);
+        }
         self.awaiting.front().map(|e| match e {
             Expect::Greeting => t.greeting,
             Expect::Mail => t.mail,
             Expect::Rcpt(_) => t.rcpt,
             Expect::Data => t.data_init,
-            Expect::Dot | Expect::DotDiscard => t.data_term,
+            Expect::Dot | Expect::DotDiscard | Expect::Block => t.data_term,
             _ => t.command,
         })
     }
 
-    /// Bytes from the server.
+    /// Bytes from the server. Only awaited replies are read; the rest stays unread.
     pub fn feed(&mut self, bytes: &[u8]) {
-        if self.phase == Phase::Closed {
+        if self.is_closed() {
             return;
         }
         self.parser.feed(bytes);
         loop {
-            if self.phase == Phase::Closed || self.phase == Phase::TlsHandshake {
+            // Nothing awaited (ready, an exchange running): the bytes are someone else's,
+            // e.g. the reversed session's after ATRN (RFC 2645 4).
+            if self.is_closed() || self.phase == Phase::TlsHandshake || self.awaiting.is_empty() {
                 return;
             }
             match self.parser.next_reply() {
@@ -349,7 +450,7 @@ impl Client {
     /// The server closed the connection (or it broke).
     pub fn on_closed(&mut self) {
         match self.phase {
-            Phase::Closed => {}
+            Phase::Closed | Phase::Released => {}
             Phase::Quitting => {
                 self.phase = Phase::Closed;
                 self.events.push_back(ClientEvent::Closed);
@@ -361,7 +462,7 @@ impl Client {
     /// No reply within [`Client::timeout`].
     pub fn on_timeout(&mut self) {
         match self.phase {
-            Phase::Closed => {}
+            Phase::Closed | Phase::Released => {}
             Phase::Quitting => {
                 self.phase = Phase::Closed;
                 self.events.push_back(ClientEvent::Closed);
@@ -435,10 +536,123 @@ impl Client {
         }
     }
 
+    /// Sends one command line (CRLF added) when ready; its reply comes as
+    /// [`ClientEvent::Reply`], read within [`ClientConfig::reply_limits`].
+    pub fn command(&mut self, line: &str) -> Result<(), CommandError> {
+        self.command_with_limits(line, self.config.reply_limits)
+    }
+
+    /// [`Client::command`] with limits of its own for the reply (an ENTITIES, BOOK or TRACK
+    /// answer is far larger than an EHLO reply); the next replies are read within the
+    /// configured limits again.
+    pub fn command_with_limits(&mut self, line: &str, limits: ReplyLimits) -> Result<(), CommandError> {
+        // RFC 5321 2.3.8: CR and LF only as the line end.
+        if line.contains(['\r', '\n']) {
+            return Err(CommandError::LineBreak);
+        }
+        if self.phase != Phase::Ready {
+            return Err(CommandError::NotReady);
+        }
+        self.go_ahead = false;
+        self.parser.set_limits(limits);
+        self.phase = Phase::Busy;
+        self.send_line(line.to_string(), Expect::Command);
+        Ok(())
+    }
+
+    /// Sends `text` as lines (each ended by CRLF, whatever line ends it had), dot-stuffed,
+    /// then a line "." (RFC 5321 4.5.2): a DATA body, or a PUBCERT certificate (SPEC 8.1).
+    /// Only right after a 354 to [`Client::command`]; the reply comes as
+    /// [`ClientEvent::Reply`].
+    pub fn send_block(&mut self, text: &[u8]) -> Result<(), CommandError> {
+        if self.phase != Phase::Ready {
+            return Err(CommandError::NotReady);
+        }
+        // RFC 5321 4.1.1.4: the data only after the server's go-ahead.
+        if !std::mem::take(&mut self.go_ahead) {
+            return Err(CommandError::NoGoAhead);
+        }
+        dot_stuff(text, &mut self.output);
+        self.parser.set_limits(self.config.reply_limits);
+        self.phase = Phase::Busy;
+        self.awaiting.push_back(Expect::Block);
+        Ok(())
+    }
+
+    /// Runs AUTH (RFC 4954 4) now, with a SASL client the caller prepared (mechanism,
+    /// credentials, for SCRAM a nonce; EXTERNAL with empty credentials for a TLS client
+    /// certificate). The outcome comes as [`ClientEvent::Auth`].
+    pub fn authenticate(&mut self, session: ClientSession) -> Result<(), CommandError> {
+        if self.phase != Phase::Ready {
+            return Err(CommandError::NotReady);
+        }
+        let mut session = session;
+        let initial = session.initial_response().map_err(CommandError::Sasl)?;
+        let line = auth_line(session.mechanism(), initial);
+        self.sasl = Some(session);
+        self.go_ahead = false;
+        self.auth_on_demand = true;
+        self.pending_auth_failure = None;
+        self.parser.set_limits(self.config.reply_limits);
+        self.phase = Phase::Busy;
+        self.send_line(line, Expect::Auth);
+        Ok(())
+    }
+
+    /// Lends the session to another sans-I/O exchange that speaks on it (RCRAM-MD5, SPEC
+    /// 8.2): hands it the bytes read and not yet taken, and takes its output as ours to
+    /// send. Call it when ready (with the exchange started), then after every
+    /// [`Client::feed`] until the exchange is done; the session is ready again then. When
+    /// the connection was lost meanwhile, the exchange is told so.
+    pub fn pump(&mut self, exchange: &mut dyn Exchange) -> Result<(), CommandError> {
+        match self.phase {
+            Phase::Ready => {
+                self.go_ahead = false;
+                self.phase = Phase::Exchange;
+            }
+            Phase::Exchange => {}
+            Phase::Closed => {
+                exchange.on_closed();
+                return Err(CommandError::NotReady);
+            }
+            _ => return Err(CommandError::NotReady),
+        }
+        let input = self.parser.take_unread();
+        if !input.is_empty() {
+            exchange.feed(&input);
+        }
+        self.output.extend_from_slice(&exchange.take_output());
+        if exchange.is_done() {
+            self.phase = Phase::Ready;
+        }
+        Ok(())
+    }
+
+    /// The bytes read beyond the last awaited reply, taken out (none while a reply is
+    /// awaited: they are that reply's).
+    pub fn take_unread_input(&mut self) -> Vec<u8> {
+        if !self.awaiting.is_empty() {
+            return Vec::new();
+        }
+        self.parser.take_unread()
+    }
+
+    /// Ends the client without QUIT and hands back the bytes read beyond the last reply:
+    /// after a 250 to ATRN (RFC 2645 4) the connection belongs to the reversed session, where
+    /// we are the server. Output not yet taken is dropped.
+    pub fn release(&mut self) -> Vec<u8> {
+        self.phase = Phase::Released;
+        self.awaiting.clear();
+        self.unsent.clear();
+        self.output.clear();
+        self.sasl = None;
+        self.parser.take_unread()
+    }
+
     /// Ends the session politely (RFC 5321 4.1.1.10).
     pub fn quit(&mut self) {
         match self.phase {
-            Phase::Closed | Phase::Quitting => {}
+            Phase::Closed | Phase::Quitting | Phase::Released => {}
             _ => {
                 self.unsent.clear();
                 self.awaiting.clear();
@@ -544,7 +758,13 @@ impl Client {
                     self.after_tls_decision();
                 }
             }
-            Expect::Auth => self.on_auth_reply(reply),
+            Expect::Auth => self.on_auth_reply(reply, server),
+            Expect::Command | Expect::Block => {
+                self.go_ahead = expect == Expect::Command && server.code == 354;
+                self.parser.set_limits(self.config.reply_limits);
+                self.phase = Phase::Ready;
+                self.events.push_back(ClientEvent::Reply(server));
+            }
             Expect::Rset => {
                 if reply.code / 100 == 2 {
                     self.send_next_unsent();
@@ -627,20 +847,20 @@ impl Client {
             self.fail_setup(made_up(454, EnhancedCode(4, 7, 0), why));
             return;
         };
-        let mut session = ClientSession::new(mechanism, credentials);
+        let mut session = ClientSession::new(mechanism, credentials).with_random_nonce(&self.scram_random);
         let line = match session.initial_response() {
-            Ok(Some(initial)) => format!("AUTH {} {}", mechanism.name(), sasl::encode_initial_response(&initial)),
-            Ok(None) => format!("AUTH {}", mechanism.name()),
+            Ok(initial) => auth_line(mechanism, initial),
             Err(e) => {
                 self.fail_setup(made_up(454, EnhancedCode(4, 7, 0), format!("AUTH: {e}")));
                 return;
             }
         };
         self.sasl = Some(session);
+        self.auth_on_demand = false;
         self.send_line(line, Expect::Auth);
     }
 
-    fn on_auth_reply(&mut self, reply: Reply) {
+    fn on_auth_reply(&mut self, reply: Reply, server: ServerReply) {
         match reply.code {
             334 => {
                 let step = sasl::decode_challenge(reply.text.trim().as_bytes())
@@ -664,28 +884,59 @@ impl Client {
                 match finished {
                     Some(Ok(())) => {
                         self.authenticated = true;
-                        self.become_ready();
+                        if self.auth_on_demand {
+                            self.auth_done(AuthOutcome::Success);
+                        } else {
+                            self.become_ready();
+                        }
                     }
-                    Some(Err(e)) => self.fail_setup(made_up(
-                        454,
-                        EnhancedCode(4, 7, 0),
-                        format!("The server's authentication proof failed: {e}"),
-                    )),
+                    Some(Err(e)) => {
+                        // RFC 5802 3: a server that cannot prove it knows the password is
+                        // not the one we meant to talk to; the session ends either way.
+                        let why = made_up(
+                            454,
+                            EnhancedCode(4, 7, 0),
+                            format!("The server's authentication proof failed: {e}"),
+                        );
+                        if self.auth_on_demand {
+                            self.events.push_back(ClientEvent::Auth(AuthOutcome::Failed(why.clone())));
+                        }
+                        self.fail_setup(why);
+                    }
                     None => {
+                        // A 235 to our "*": the server took a cancelled exchange as success.
                         let reply = self
                             .pending_auth_failure
                             .take()
                             .unwrap_or_else(|| made_up(454, EnhancedCode(4, 7, 0), "AUTH: unexpected 235"));
+                        if self.auth_on_demand {
+                            self.events.push_back(ClientEvent::Auth(AuthOutcome::Failed(reply.clone())));
+                        }
                         self.fail_setup(reply);
                     }
                 }
             }
             _ => {
                 self.sasl = None;
-                let reply = self.pending_auth_failure.take().unwrap_or(reply);
-                self.fail_setup(reply);
+                let cancelled = self.pending_auth_failure.take();
+                if self.auth_on_demand {
+                    // RFC 4954 4: the exchange is over; the session goes on unauthenticated.
+                    let outcome = match cancelled {
+                        Some(why) => AuthOutcome::Failed(why),
+                        None => AuthOutcome::Refused(server),
+                    };
+                    self.auth_done(outcome);
+                } else {
+                    self.fail_setup(cancelled.unwrap_or(reply));
+                }
             }
         }
+    }
+
+    fn auth_done(&mut self, outcome: AuthOutcome) {
+        self.auth_on_demand = false;
+        self.phase = Phase::Ready;
+        self.events.push_back(ClientEvent::Auth(outcome));
     }
 
     /// Refusals decided before anything is sent (RFC 1870, 6152, 6531).
@@ -893,6 +1144,14 @@ impl Client {
         if lost.is_none() && self.phase == Phase::Transaction {
             self.phase = Phase::Ready;
         }
+    }
+}
+
+/// RFC 4954 4: `AUTH <mechanism> [<initial response>]`, `=` for an empty one.
+fn auth_line(mechanism: Mechanism, initial: Option<Vec<u8>>) -> String {
+    match initial {
+        Some(initial) => format!("AUTH {} {}", mechanism.name(), sasl::encode_initial_response(&initial)),
+        None => format!("AUTH {}", mechanism.name()),
     }
 }
 

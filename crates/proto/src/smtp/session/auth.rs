@@ -69,7 +69,8 @@ impl<R> Session<R> {
             self.config.scram_iterations,
             self.config.scram_fake_salt_key.as_ref(),
         );
-        let mut server = ServerSession::new(mechanism, &options);
+        let fresh = self.next_fresh();
+        let mut server = ServerSession::new(mechanism, &options, fresh);
         let step = server.start(initial.as_deref());
         self.sasl = Some(server);
         self.apply_sasl_step(step)

@@ -339,6 +339,12 @@ pub struct Session<R> {
     /// The RCRAM-MD5 / X-RCRAM-VERIFY exchange in progress.
     rcram: Option<parts::Exchange>,
     sasl: Option<ServerSession>,
+    /// The driver's clock and random seed; each AUTH exchange gets its own values from it.
+    fresh: crate::sasl::Fresh,
+    /// AUTH exchanges started, numbering their [`crate::sasl::Fresh::nth`] values.
+    exchanges: u64,
+    /// Unix time as last given by the driver.
+    clock: u64,
     transaction: Option<Transaction<R>>,
     errors: u32,
     /// ETRN commands so far (against `max_etrn`); STARTTLS does not reset it.
@@ -362,8 +368,9 @@ pub struct Session<R> {
 }
 
 impl<R> Session<R> {
-    /// Starts a session; the 220 greeting is queued at once (RFC 5321 4.3.1).
-    pub fn new(config: Arc<SessionConfig>) -> Session<R> {
+    /// Starts a session; the 220 greeting is queued at once (RFC 5321 4.3.1). `fresh`: the
+    /// time now and a seed from the OS random source, for the AUTH challenges and nonces.
+    pub fn new(config: Arc<SessionConfig>, fresh: crate::sasl::Fresh) -> Session<R> {
         let mut session = Session {
             config,
             state: State::Command,
@@ -376,6 +383,9 @@ impl<R> Session<R> {
             verified_only: false,
             rcram: None,
             sasl: None,
+            fresh,
+            exchanges: 0,
+            clock: fresh.unix_time,
             transaction: None,
             errors: 0,
             etrn_commands: 0,
@@ -395,6 +405,18 @@ impl<R> Session<R> {
 
     pub fn config(&self) -> &SessionConfig {
         &self.config
+    }
+
+    /// The time now (Unix seconds), for the AUTH exchanges that follow; without it they use
+    /// the time the session started with.
+    pub fn set_clock(&mut self, unix_time: u64) {
+        self.clock = unix_time;
+    }
+
+    /// The time and random seed of the next AUTH exchange.
+    fn next_fresh(&mut self) -> crate::sasl::Fresh {
+        self.exchanges += 1;
+        self.fresh.nth(self.exchanges, self.clock)
     }
 
     /// Adds received bytes.

@@ -35,7 +35,7 @@ struct Harness {
 /// `user@local.example` / `pencil`, derived once (Argon2id is slow in debug builds).
 fn user_secrets() -> &'static crate::sasl::Secrets {
     static SECRETS: std::sync::OnceLock<crate::sasl::Secrets> = std::sync::OnceLock::new();
-    SECRETS.get_or_init(|| crate::sasl::Secrets::from_password("pencil").unwrap())
+    SECRETS.get_or_init(|| crate::sasl::Secrets::from_password("pencil", &[3; crate::sasl::SALTS_LEN]).unwrap())
 }
 
 impl Harness {
@@ -45,7 +45,7 @@ impl Harness {
 
     fn with(config: SessionConfig) -> Harness {
         let mut h = Harness {
-            session: Session::new(Arc::new(config)),
+            session: Session::new(Arc::new(config), crate::sasl::Fresh::new(1_700_000_000, [5; crate::sasl::SEED_LEN])),
             messages: Vec::new(),
             commit_result: None,
             auth_outcomes: Vec::new(),
@@ -677,7 +677,8 @@ fn every_mechanism_against_the_client_side() {
         [Mechanism::ScramSha256Plus, Mechanism::ScramSha256, Mechanism::CramMd5, Mechanism::Plain, Mechanism::Login]
     {
         let mut h = tls_harness(Service::Submission);
-        let mut client = ClientSession::new(mechanism, Credentials::new("user@local.example", "pencil"));
+        let mut client = ClientSession::new(mechanism, Credentials::new("user@local.example", "pencil"))
+            .with_random_nonce(&[4; crate::sasl::NONCE_RANDOM_LEN]);
         if mechanism == Mechanism::ScramSha256Plus {
             client = client.with_channel_binding(vec![7; 32]);
         }

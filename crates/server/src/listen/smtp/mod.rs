@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use vouchmail_proto::smtp::reply::Reply;
 use vouchmail_proto::smtp::session::{Event, Session, TlsInfo};
 
+use crate::auth::guard::{sasl_clock, sasl_fresh};
 use crate::listen::limits::Refusal;
 use crate::listen::{accept_loop, ReadDeadline};
 use crate::net::tls::{handshake, MaybeTls};
@@ -58,7 +59,11 @@ async fn refuse(mut stream: TcpStream, context: &SmtpContext, refusal: Refusal) 
 }
 
 async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &SmtpContext, shutdown: watch::Receiver<bool>) {
-    let mut session: SmtpSession = Session::new(Arc::clone(&context.session_config));
+    let Some(fresh) = sasl_fresh() else {
+        tracing::error!(%peer, "no OS random source; connection closed");
+        return;
+    };
+    let mut session: SmtpSession = Session::new(Arc::clone(&context.session_config), fresh);
     let stream = if context.implicit_tls {
         let Some(tls) = &context.tls else { return };
         // RFC 8314 3.3: the handshake comes first, then the greeting inside TLS.
@@ -100,7 +105,11 @@ pub async fn serve_stream(
     context: &SmtpContext,
     tls: Option<TlsInfo>,
 ) -> u64 {
-    let mut session: SmtpSession = Session::new(Arc::clone(&context.session_config));
+    let Some(fresh) = sasl_fresh() else {
+        tracing::error!(%peer, "no OS random source; connection closed");
+        return 0;
+    };
+    let mut session: SmtpSession = Session::new(Arc::clone(&context.session_config), fresh);
     if let Some(info) = tls {
         // The trace fields then say ESMTPS (RFC 3848), as for any session inside TLS.
         session.tls_started(info);
@@ -205,7 +214,10 @@ async fn run_session(
                     session.on_timeout();
                 }
                 Ok(Ok(0)) | Ok(Err(_)) => break,
-                Ok(Ok(n)) => session.feed(&buffer[..n]),
+                Ok(Ok(n)) => {
+                    session.set_clock(sasl_clock());
+                    session.feed(&buffer[..n]);
+                }
             },
             _ = shutdown.wait_for(|s| *s), if !shutting_down => shutting_down = true,
         }
