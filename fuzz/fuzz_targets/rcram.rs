@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vouchmail_proto::rcram::{
+use vouchmail_proto::messenger::rcram::{
     check_binding, parse_rcram_argument, parse_verify_arguments, Challenge, RcramClient, RcramEvent, RcramOutcome,
     RelayEvent, VerifierRelay, MAX_AGE_SECS,
 };

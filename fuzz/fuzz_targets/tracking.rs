@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use vouchmail_proto::smtp::client::ReplyParser;
-use vouchmail_proto::tracking::{
+use vouchmail_proto::messenger::tracking::{
     parse_notify_argument, parse_receipt_argument, parse_track_answer, parse_track_argument, track_command_line,
     track_reply, NotifyClient, Record, MAX_RECORD_LEN,
 };

@@ -22,10 +22,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use tokio_rustls::TlsConnector;
+use vouchmail_proto::messenger::tracking::{self, Receipt, ReceiptOutcome, Record};
 use vouchmail_proto::messenger::ServerReply;
 use vouchmail_proto::sasl::{Credentials, Mechanism};
 use vouchmail_proto::time::{rfc5322_date, unix_seconds};
-use vouchmail_proto::tracking::{self, Receipt, ReceiptOutcome, Record};
 use vouchmail_smime::{Certificate, OuterHeaders, PrivateKey};
 
 use session::{one_line, Session};

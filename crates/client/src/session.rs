@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use vouchmail_proto::messenger::rcram::{RcramClient, RcramEvent, RcramOutcome};
 use vouchmail_proto::messenger::{ReplyLimits, ReplyParser, ServerReply};
-use vouchmail_proto::rcram::{RcramClient, RcramEvent, RcramOutcome};
 use vouchmail_proto::sasl::{self, ClientSession, Credentials, Mechanism};
 
 use crate::error::ClientError;
@@ -201,7 +201,7 @@ impl Session {
     /// Remote authentication (SPEC 8.2) on a server where `address` has no account, with
     /// the challenge checked against the host dialed ([`Session::host`]).
     pub async fn login_remote(&mut self, address: &str, password: &str, now: i64) -> Result<(), ClientError> {
-        if !self.offers_auth(vouchmail_proto::rcram::MECHANISM) {
+        if !self.offers_auth(vouchmail_proto::messenger::rcram::MECHANISM) {
             return Err(ClientError::new(format!(
                 "{} does not offer AUTH RCRAM-MD5 (remote authentication, SPEC 8.2, is not available there)",
                 self.host

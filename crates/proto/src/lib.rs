@@ -9,8 +9,6 @@ pub mod dsn;
 pub mod headers;
 pub mod messenger;
 pub mod pop3;
-pub mod rcram;
 pub mod sasl;
 pub mod smtp;
 pub mod time;
-pub mod tracking;

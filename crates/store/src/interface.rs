@@ -127,7 +127,10 @@ pub trait Store: Send + Sync {
     /// Receiving NOTIFY (SPEC 8.3): stores the record in its sender's Tracking folder, once
     /// per (message, recipient, event). The caller has checked the peer is the home server
     /// of the record's recipient domain.
-    fn store_notified_record(&self, record: vouchmail_proto::tracking::Record) -> StoreFuture<'_, NotifyStored>;
+    fn store_notified_record(
+        &self,
+        record: vouchmail_proto::messenger::tracking::Record,
+    ) -> StoreFuture<'_, NotifyStored>;
     /// The Tracking folder of a local user: records with a timestamp at or after `since`
     /// (all with None), oldest first, at most `limit` (TRACK, `vouchmail tracking list`).
     fn tracking_records(

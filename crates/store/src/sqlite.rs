@@ -1427,7 +1427,10 @@ impl Store for SqliteStore {
         self.write(move |conn| tracking::track_event(conn, &event))
     }
 
-    fn store_notified_record(&self, record: vouchmail_proto::tracking::Record) -> StoreFuture<'_, NotifyStored> {
+    fn store_notified_record(
+        &self,
+        record: vouchmail_proto::messenger::tracking::Record,
+    ) -> StoreFuture<'_, NotifyStored> {
         self.write(move |conn| tracking::insert_record(conn, &record, now()))
     }
 

@@ -16,7 +16,7 @@
 //! do not count towards the quota, are not POP3 messages (which would be tracked in turn),
 //! and a duplicate NOTIFY is found by a key rather than by reading messages.
 
-use vouchmail_proto::tracking::{Event, Record};
+use vouchmail_proto::messenger::tracking::{Event, Record};
 
 use crate::types::TrackingKind;
 

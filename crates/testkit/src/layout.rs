@@ -255,17 +255,15 @@ impl Graph {
     }
 
     /// Arrows from a lower room up: `(from, to)` for each file that uses a file of a room
-    /// ranked above its own. `rooms` lists the rooms bottom first; the crate root and any
-    /// room not listed rank above all.
+    /// ranked above its own. `rooms` lists the rooms bottom first, each a module path
+    /// (`net`, or `smtp::client` for a room inside a folder); a file belongs to the room
+    /// of the longest listed prefix of its module path.
     pub fn upward(&self, rooms: &[&str]) -> Vec<(String, String)> {
-        let rank = |file: &String| -> usize {
-            let module = &self.modules[file];
-            module.first().and_then(|room| rooms.iter().position(|r| r == room)).unwrap_or(rooms.len())
-        };
         let mut found = Vec::new();
         for (from, targets) in &self.uses {
             for to in targets {
-                if rank(to) > rank(from) {
+                let (Some(a), Some(b)) = (self.room_of(from, rooms), self.room_of(to, rooms)) else { continue };
+                if b > a {
                     found.push((from.clone(), to.clone()));
                 }
             }
@@ -273,14 +271,26 @@ impl Graph {
         found
     }
 
-    /// Top-level modules not named in `rooms` (other than the crate root's own file).
+    /// The rank of a file's room; the crate root ranks above all. None: in no room.
+    fn room_of(&self, file: &str, rooms: &[&str]) -> Option<usize> {
+        let module = &self.modules[file];
+        if module.is_empty() {
+            return Some(rooms.len());
+        }
+        rooms
+            .iter()
+            .enumerate()
+            .filter(|(_, room)| {
+                let path: Vec<&str> = room.split("::").collect();
+                module.len() >= path.len() && module.iter().zip(&path).all(|(m, p)| m == p)
+            })
+            .max_by_key(|(_, room)| room.split("::").count())
+            .map(|(rank, _)| rank)
+    }
+
+    /// Files in none of `rooms` (the crate root's own file aside).
     pub fn unranked(&self, rooms: &[&str]) -> BTreeSet<String> {
-        self.modules
-            .values()
-            .filter_map(|m| m.first())
-            .filter(|room| !rooms.contains(&room.as_str()))
-            .cloned()
-            .collect()
+        self.modules.keys().filter(|file| self.room_of(file, rooms).is_none()).cloned().collect()
     }
 }
 

@@ -8,7 +8,28 @@ use vouchmail_testkit::layout::read_crate;
 
 /// Each crate, with its rooms from the bottom up (empty: files only, no rooms).
 const CRATES: &[(&str, &[&str])] = &[
-    ("proto", &[]),
+    (
+        "proto",
+        &[
+            "time",
+            "csv",
+            "headers",
+            "sasl",
+            "smtp::address",
+            "smtp::reply",
+            "smtp::data",
+            "smtp::trace",
+            "smtp::xtext",
+            "smtp::client",
+            "messenger",
+            "smtp::command",
+            "smtp::session",
+            "smtp",
+            "dsn",
+            "pop3",
+            "authkey",
+        ],
+    ),
     ("server", &["support", "config", "net", "auth", "rules", "federation", "jobs", "listen"]),
     ("client", &[]),
     ("store", &[]),
@@ -35,7 +56,7 @@ fn no_circles_and_no_arrows_up() {
         }
         if !rooms.is_empty() {
             for room in graph.unranked(rooms) {
-                problems.push(format!("{name}: room `{room}` is not ranked in tests/layout.rs"));
+                problems.push(format!("{name}: {room} is in no room listed in tests/layout.rs"));
             }
             for (from, to) in graph.upward(rooms) {
                 problems.push(format!("{name}: arrow up: {from} uses {to}"));

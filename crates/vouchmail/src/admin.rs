@@ -716,7 +716,7 @@ pub async fn tracking(store: &dyn Store, command: TrackingCommand) -> Result<(),
                     store.list_accounts().await.map_err(|e| e.to_string())?.into_iter().map(|a| a.address).collect()
                 }
             };
-            let mut csv_text = format!("{}\n", vouchmail_proto::tracking::CSV_HEADER);
+            let mut csv_text = format!("{}\n", vouchmail_proto::messenger::tracking::CSV_HEADER);
             // The sender column only when listing every user's records.
             let headers: &'static [&'static str] = if every {
                 &["SENDER", "TIME", "EVENT", "MESSAGE-ID", "RECIPIENT", "REPORTED-BY"]

@@ -576,7 +576,7 @@ async fn bench_cert_lookups() {
 // Messenger part 2 (issue 12): remote authentication, RCRAM-MD5 (SPEC 8.2), and delivery
 // notifications, NOTIFY / RECEIPT / TRACK (SPEC 8.3), across the same three servers.
 
-use vouchmail_proto::rcram::{self, RcramClient, RcramEvent, RcramOutcome};
+use vouchmail_proto::messenger::rcram::{self, RcramClient, RcramEvent, RcramOutcome};
 use vouchmail_server::net::pop3_client::Pop3Client;
 use vouchmail_store::OutboxState;
 
@@ -899,7 +899,7 @@ async fn bench_rcram_logins_and_notify_records() {
         let event = vouchmail_store::NewTrackingEvent {
             recipient: "abc555@lrsupport.test".into(),
             subject: vouchmail_store::TrackingSubject::MessageId(format!("<b{i}@galkam.test>")),
-            kind: vouchmail_proto::tracking::Event::Downloaded.into(),
+            kind: vouchmail_proto::messenger::tracking::Event::Downloaded.into(),
             at: now(),
             reporting_server: "mail.lrsupport.test".into(),
         };

@@ -16,7 +16,9 @@
 pub mod command;
 pub mod directory;
 pub mod entities;
+pub mod rcram;
 pub mod replies;
+pub mod tracking;
 
 pub use crate::smtp::client::reply::{ReplyLimits, ReplyParser, ReplySyntaxError, ServerReply};
 pub use command::{parse_book_query, parse_cert_argument, parse_entities_argument, CertTarget, PublishedId};

@@ -5,6 +5,7 @@
 
 use super::address::{parse_forward_path, parse_reverse_path, ForwardPath, ReversePath};
 use super::reply::{Reply, SmtpError};
+pub use super::xtext::{xtext_decode, xtext_encode, DsnReturn};
 
 /// A parsed SMTP command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,9 +51,9 @@ pub enum Command {
     /// SPEC 8.4: `BOOK <query>`.
     Book(String),
     /// `NOTIFY <record>` (SPEC 8.3).
-    Notify(crate::tracking::Record),
+    Notify(crate::messenger::tracking::Record),
     /// `RECEIPT <message-id> DECRYPTED|FAILED` (SPEC 8.3).
-    Receipt(crate::tracking::Receipt),
+    Receipt(crate::messenger::tracking::Receipt),
     /// `TRACK [<since>]` (SPEC 8.3): None for all records.
     Track(Option<i64>),
 }
@@ -64,13 +65,6 @@ pub enum BodyType {
     SevenBit,
     EightBitMime,
     BinaryMime,
-}
-
-/// RET= (RFC 3461 4.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DsnReturn {
-    Full,
-    Headers,
 }
 
 /// The AUTH= parameter of MAIL (RFC 4954 5).
@@ -202,9 +196,13 @@ pub fn parse_command(line: &[u8]) -> Result<Command, SmtpError> {
         "ENTITIES" => Ok(Command::Entities(crate::messenger::parse_entities_argument(arg)?)),
         "BOOK" => Ok(Command::Book(crate::messenger::parse_book_query(arg)?)),
         // SPEC 8.3: a malformed argument is 501 5.5.4.
-        "NOTIFY" => crate::tracking::parse_notify_argument(arg).map(Command::Notify).map_err(|e| e.to_reply()),
-        "RECEIPT" => crate::tracking::parse_receipt_argument(arg).map(Command::Receipt).map_err(|e| e.to_reply()),
-        "TRACK" => crate::tracking::parse_track_argument(arg).map(Command::Track).map_err(|e| e.to_reply()),
+        "NOTIFY" => {
+            crate::messenger::tracking::parse_notify_argument(arg).map(Command::Notify).map_err(|e| e.to_reply())
+        }
+        "RECEIPT" => {
+            crate::messenger::tracking::parse_receipt_argument(arg).map(Command::Receipt).map_err(|e| e.to_reply())
+        }
+        "TRACK" => crate::messenger::tracking::parse_track_argument(arg).map(Command::Track).map_err(|e| e.to_reply()),
         _ => Err(Reply::unrecognized("Command unrecognized")),
     }
 }
@@ -377,7 +375,7 @@ fn parse_auth(arg: &str) -> Result<Command, SmtpError> {
     let mechanism = words.next().ok_or_else(|| Reply::syntax("Syntax: AUTH mechanism [initial-response]"))?;
     let mut initial_response = words.next().map(str::to_string);
     // SPEC 8.2 step 2: `AUTH X-RCRAM-VERIFY <address> <verifier's name>` has two arguments.
-    if mechanism.eq_ignore_ascii_case(crate::rcram::VERIFY_MECHANISM) {
+    if mechanism.eq_ignore_ascii_case(crate::messenger::rcram::VERIFY_MECHANISM) {
         if let (Some(first), Some(second)) = (initial_response.as_mut(), words.next()) {
             first.push(' ');
             first.push_str(second);
@@ -404,51 +402,6 @@ fn parse_atrn(arg: &str) -> Result<Command, SmtpError> {
         domains.push(domain.to_ascii_lowercase());
     }
     Ok(Command::Atrn(domains))
-}
-
-/// Decodes RFC 3461 4 xtext: `+XX` hex escapes; other characters `!`..`~` except `+`, `=`.
-pub fn xtext_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                if !hex.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) {
-                    return None;
-                }
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'=' => return None,
-            b if (b'!'..=b'~').contains(&b) => {
-                out.push(b);
-                i += 1;
-            }
-            // RFC 6533 allows UTF-8 in utf-8-xtext; accept it when SMTPUTF8 clients send it.
-            b if b >= 0x80 => {
-                out.push(b);
-                i += 1;
-            }
-            _ => return None,
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// Encodes text as RFC 3461 xtext.
-pub fn xtext_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("+{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -7,3 +7,4 @@ pub mod data;
 pub mod reply;
 pub mod session;
 pub mod trace;
+pub mod xtext;

@@ -44,7 +44,7 @@ pub struct Messenger {
     /// `[messenger] legacy_rcram`.
     legacy_rcram: bool,
     /// Challenges issued as home server, each accepted once (SPEC 8.2).
-    registry: Mutex<vouchmail_proto::rcram::ChallengeRegistry>,
+    registry: Mutex<vouchmail_proto::messenger::rcram::ChallengeRegistry>,
     /// Rung when a RECEIPT queues a record for NOTIFY (SPEC 8.3).
     outbox_bell: crate::rules::tracking::OutboxBell,
 }
@@ -58,7 +58,7 @@ impl Messenger {
             noted_peers: Mutex::new(HashSet::new()),
             hostname: config.messenger_hostname().to_string(),
             legacy_rcram: config.messenger.legacy_rcram,
-            registry: Mutex::new(vouchmail_proto::rcram::ChallengeRegistry::default()),
+            registry: Mutex::new(vouchmail_proto::messenger::rcram::ChallengeRegistry::default()),
             outbox_bell: crate::rules::tracking::OutboxBell::default(),
         }))
     }

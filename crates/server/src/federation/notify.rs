@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use vouchmail_proto::messenger::tracking::{self, NotifyOutcome, Record};
 use vouchmail_proto::smtp::reply::Reply;
-use vouchmail_proto::tracking::{self, NotifyOutcome, Record};
 
 use super::Messenger;
 use crate::net::discovery::{home_addresses, DiscoveryError};

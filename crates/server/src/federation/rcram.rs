@@ -15,7 +15,7 @@
 
 use std::net::SocketAddr;
 
-use vouchmail_proto::rcram::{self, RegistryError};
+use vouchmail_proto::messenger::rcram::{self, RegistryError};
 use vouchmail_proto::smtp::reply::Reply;
 use vouchmail_proto::smtp::session::RcramVerdict;
 

@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
+pub use vouchmail_proto::messenger::tracking::NotifyOutcome;
+use vouchmail_proto::messenger::tracking::{self, Receipt, Record};
 use vouchmail_proto::smtp::reply::Reply;
-pub use vouchmail_proto::tracking::NotifyOutcome;
-use vouchmail_proto::tracking::{self, Receipt, Record};
 use vouchmail_store::{
     NewTrackingEvent, NotifyStored, OutboxEntry, OutboxUpdate, Store, TrackingOutcome, TrackingRoute, TrackingSubject,
 };
@@ -131,7 +131,7 @@ pub async fn track_reply(store: &dyn Store, user: &str, since: Option<i64>) -> R
 /// Delivers tracking records to the home server of a domain (SPEC 8.3): the Messenger
 /// federation client implements it. `records` are record lines, each to be sent as
 /// `NOTIFY <record>`; the answer has one outcome per record, in order (missing ones count
-/// as temporary failures). `vouchmail_proto::tracking::NotifyClient` speaks the commands on
+/// as temporary failures). `vouchmail_proto::messenger::tracking::NotifyClient` speaks the commands on
 /// a connection and gives these outcomes.
 pub trait NotifySender: Send + Sync {
     fn send<'a>(

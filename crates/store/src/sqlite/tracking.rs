@@ -3,7 +3,7 @@
 //! `crate::tracking`; this is the storage.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use vouchmail_proto::tracking::{valid_message_id, Record};
+use vouchmail_proto::messenger::tracking::{valid_message_id, Record};
 
 use super::base::{db_error, HEADER_SCAN_BYTES};
 use crate::error::StoreResult;

@@ -3,7 +3,7 @@
 use crate::types::RecipientDsn;
 use std::sync::Arc;
 
-use vouchmail_proto::tracking::{Event, Record};
+use vouchmail_proto::messenger::tracking::{Event, Record};
 
 use super::*;
 use crate::tracking::{OutboxState, TrackingRoute, TrackingSubject};

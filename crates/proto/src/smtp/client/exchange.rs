@@ -2,8 +2,6 @@
 //! such as the RCRAM-MD5 login (SPEC 8.2): it reads the server's bytes and writes its own
 //! for a while, then the session is the client's again.
 
-use crate::rcram::RcramClient;
-
 /// What [`super::Client::pump`] needs of an exchange.
 pub trait Exchange {
     /// Bytes from the server.
@@ -14,22 +12,4 @@ pub trait Exchange {
     fn is_done(&self) -> bool;
     /// The connection closed or timed out before it was done.
     fn on_closed(&mut self);
-}
-
-impl Exchange for RcramClient {
-    fn feed(&mut self, bytes: &[u8]) {
-        RcramClient::feed(self, bytes);
-    }
-
-    fn take_output(&mut self) -> Vec<u8> {
-        RcramClient::take_output(self)
-    }
-
-    fn is_done(&self) -> bool {
-        RcramClient::is_done(self)
-    }
-
-    fn on_closed(&mut self) {
-        RcramClient::on_closed(self);
-    }
 }

@@ -37,9 +37,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::sasl::{self, ClientSession, Credentials, Mechanism, SaslError, NONCE_RANDOM_LEN};
-use crate::smtp::command::{xtext_encode, DsnReturn};
 use crate::smtp::data::dot_stuff;
 use crate::smtp::reply::{EnhancedCode, Reply};
+use crate::smtp::xtext::{xtext_encode, DsnReturn};
 
 pub use ehlo::Capabilities;
 pub use exchange::Exchange;

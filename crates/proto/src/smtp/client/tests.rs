@@ -682,7 +682,7 @@ fn an_exchange_runs_over_the_session_then_it_is_ready_again() {
 
 #[test]
 fn rcram_md5_runs_as_an_exchange() {
-    use crate::rcram::{RcramClient, RcramEvent, RcramOutcome};
+    use crate::messenger::rcram::{RcramClient, RcramEvent, RcramOutcome};
     let mut c = ready(config(), &["AUTH RCRAM-MD5"]);
     assert!(c.capabilities().offers_auth("RCRAM-MD5"));
     let mut rcram = RcramClient::new("a@home.test", "pw", "mx.verifier.test", 1_700_000_000);

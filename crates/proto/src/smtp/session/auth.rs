@@ -26,8 +26,8 @@ impl<R> Session<R> {
 
     pub(super) fn handle_auth(&mut self, mechanism: &str, initial_response: Option<&str>) -> Option<Event<R>> {
         let rcram = self.config.service == Service::Messenger
-            && (mechanism.eq_ignore_ascii_case(crate::rcram::MECHANISM)
-                || mechanism.eq_ignore_ascii_case(crate::rcram::VERIFY_MECHANISM));
+            && (mechanism.eq_ignore_ascii_case(crate::messenger::rcram::MECHANISM)
+                || mechanism.eq_ignore_ascii_case(crate::messenger::rcram::VERIFY_MECHANISM));
         if self.config.auth_mechanisms.is_empty() && !rcram {
             self.error(Reply::not_implemented("AUTH is not available"));
             return None;
@@ -47,7 +47,7 @@ impl<R> Session<R> {
             return None;
         }
         // SPEC 8.2: the two RCRAM mechanisms of the Messenger port are stages of their own.
-        if rcram && mechanism.eq_ignore_ascii_case(crate::rcram::MECHANISM) {
+        if rcram && mechanism.eq_ignore_ascii_case(crate::messenger::rcram::MECHANISM) {
             return self.handle_rcram(initial_response);
         }
         if rcram {

@@ -38,7 +38,7 @@ impl<R> Session<R> {
         let mut names: Vec<&str> = mechanisms.iter().map(|m| m.name()).collect();
         if self.config.service == Service::Messenger {
             // SPEC 8: RCRAM-MD5 and X-RCRAM-VERIFY among the AUTH mechanisms.
-            names.extend([crate::rcram::MECHANISM, crate::rcram::VERIFY_MECHANISM]);
+            names.extend([crate::messenger::rcram::MECHANISM, crate::messenger::rcram::VERIFY_MECHANISM]);
         }
         if !names.is_empty() && self.authenticated.is_none() && !self.verified_only {
             extensions.push(format!("AUTH {}", names.join(" ")));

@@ -212,9 +212,9 @@ pub enum MessengerRequest {
     Book { query: String },
     /// SPEC 8.3 `NOTIFY <record>` (any peer): the driver checks the peer's IP against the
     /// home server of the record's recipient domain, then stores it.
-    Notify(crate::tracking::Record),
+    Notify(crate::messenger::tracking::Record),
     /// SPEC 8.3 `RECEIPT` by the authenticated local user.
-    Receipt(crate::tracking::Receipt),
+    Receipt(crate::messenger::tracking::Receipt),
     /// SPEC 8.3 `TRACK [<since>]` by the authenticated local user.
     Track { since: Option<i64> },
     /// SPEC 8.2 step 2, on the verifier: ask the address domain's home server for a

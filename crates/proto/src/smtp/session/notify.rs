@@ -5,8 +5,8 @@
 //! No authentication: the caller is a server, known by its address.
 
 use super::{Event, MessengerRequest, Session, State};
+use crate::messenger::tracking::Record;
 use crate::smtp::reply::Reply;
-use crate::tracking::Record;
 
 impl<R> Session<R> {
     pub(super) fn handle_notify(&mut self, record: Record) -> Option<Event<R>> {

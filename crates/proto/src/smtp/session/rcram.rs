@@ -10,7 +10,7 @@
 
 use super::parts::{sasl_reply, Exchange, RcramVerdict};
 use super::{Event, MessengerRequest, Session, State};
-use crate::rcram;
+use crate::messenger::rcram;
 use crate::sasl::SaslError;
 use crate::smtp::reply::Reply;
 

@@ -6,7 +6,7 @@
 //! verification only: MAIL on this connection gets `503 5.7.0`.
 
 use super::{Event, MessengerRequest, Session, State};
-use crate::rcram;
+use crate::messenger::rcram;
 use crate::smtp::reply::Reply;
 
 impl<R> Session<R> {

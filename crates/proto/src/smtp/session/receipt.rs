@@ -4,8 +4,8 @@
 //! the user; each event is recorded once per message and recipient.
 
 use super::{Event, MessengerRequest, Session, State};
+use crate::messenger::tracking::Receipt;
 use crate::smtp::reply::Reply;
-use crate::tracking::Receipt;
 
 impl<R> Session<R> {
     pub(super) fn handle_receipt(&mut self, receipt: Receipt) -> Option<Event<R>> {

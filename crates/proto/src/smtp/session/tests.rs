@@ -995,7 +995,7 @@ fn messenger_answer(request: &MessengerRequest) -> MessengerAnswer {
         MessengerRequest::Receipt(receipt) => {
             MessengerAnswer::Reply(Reply::receipt_no_such_message(&receipt.message_id))
         }
-        MessengerRequest::Track { .. } => MessengerAnswer::Reply(crate::tracking::track_reply(&[])),
+        MessengerRequest::Track { .. } => MessengerAnswer::Reply(crate::messenger::tracking::track_reply(&[])),
         other => panic!("not a messenger_verdict request: {other:?}"),
     }
 }

@@ -758,6 +758,25 @@ fn domain_of(address: &str) -> &str {
     address.rsplit_once('@').map_or(address, |(_, d)| d)
 }
 
+/// RCRAM-MD5 runs over the SMTP client's session ([`crate::smtp::client::Client::pump`]).
+impl crate::smtp::client::Exchange for RcramClient {
+    fn feed(&mut self, bytes: &[u8]) {
+        RcramClient::feed(self, bytes);
+    }
+
+    fn take_output(&mut self) -> Vec<u8> {
+        RcramClient::take_output(self)
+    }
+
+    fn is_done(&self) -> bool {
+        RcramClient::is_done(self)
+    }
+
+    fn on_closed(&mut self) {
+        RcramClient::on_closed(self);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
