@@ -222,7 +222,7 @@ fn readable(message: &[u8], entity: &[u8]) -> Vec<u8> {
 
 impl Client {
     pub fn new(profile: Profile) -> Result<Client, ClientError> {
-        let dns = Dns::shared(&profile.nameservers).map_err(ClientError::new)?;
+        let dns = Dns::shared(&profile.nameservers).map_err(|e| ClientError::new(e.to_string()))?;
         let connectors = Connectors::new(profile.tls_ca_file.as_deref())
             .map_err(|e| ClientError::new(format!("tls_ca_file: {e}")))?;
         let tls = connectors.for_policy(TlsPolicy::Verify).cloned();

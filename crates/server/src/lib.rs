@@ -22,6 +22,7 @@ pub mod net;
 pub mod rules;
 pub mod support;
 
+use crate::support::error::{Error, ErrorKind};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,7 +96,7 @@ impl Drop for RunningServer {
 /// The checks of [`start`] that need only the configuration (issue 9): `vouchmail serve`
 /// and `init` run them before the store is made, so that a first start that would fail on
 /// its configuration does not print the postmaster password and lose it.
-pub fn check_config(config: &Config) -> Result<(), String> {
+pub fn check_config(config: &Config) -> Result<(), Error> {
     // Unset, a self-signed certificate is made at start: nothing to check here.
     if config.tls.cert.is_some() || config.tls.key.is_some() {
         Tls::from_config(config)?;
@@ -104,22 +105,24 @@ pub fn check_config(config: &Config) -> Result<(), String> {
     let dns = dns::Dns::for_config(config)?;
     net::route::Router::new(&config.outbound, &config.hostname, dns)?;
     net::client_tls::Connectors::new(config.outbound.ca_file.as_deref())
-        .map_err(|e| format!("outbound.ca_file: {e}"))?;
-    net::federation::FederationClient::from_config(config)?;
+        .map_err(|e| Error::new(ErrorKind::Config, format!("outbound.ca_file: {e}")))?;
+    net::federation::FederationClient::from_config(config).map_err(|e| Error::new(ErrorKind::Config, e))?;
     for (n, entry) in config.odmr.fetch.iter().enumerate() {
-        jobs::odmr_fetch::FetchOptions::from_schedule(config, entry).map_err(|e| format!("odmr.fetch[{n}]: {e}"))?;
+        jobs::odmr_fetch::FetchOptions::from_schedule(config, entry)
+            .map_err(|e| Error::new(ErrorKind::Config, format!("odmr.fetch[{n}]: {e}")))?;
     }
     Ok(())
 }
 
-fn postmaster_of(config: &Config) -> Result<Address, String> {
+fn postmaster_of(config: &Config) -> Result<Address, Error> {
     let domain =
         if config.bootstrap.domain.is_empty() { config.hostname.as_str() } else { config.bootstrap.domain.as_str() };
-    Address::parse(&format!("postmaster@{domain}")).map_err(|e| format!("bootstrap.domain: postmaster address: {e}"))
+    Address::parse(&format!("postmaster@{domain}"))
+        .map_err(|e| Error::new(ErrorKind::Config, format!("bootstrap.domain: postmaster address: {e}")))
 }
 
 /// Binds every configured listener and starts serving.
-pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServer, String> {
+pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServer, Error> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let sessions = TaskTracker::default();
     let postmaster = postmaster_of(config)?;
@@ -153,7 +156,8 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         (Listener::Messenger, &config.listeners.messenger),
     ];
     let odmr = jobs::held::Odmr::new(config, Arc::clone(&store))?;
-    let messenger = federation::Messenger::new(config, Arc::clone(&store))?;
+    let messenger =
+        federation::Messenger::new(config, Arc::clone(&store)).map_err(|e| Error::new(ErrorKind::Config, e))?;
     let memory = listen::smtp::spool::MemoryBudget::new(config.smtp.max_inflight_bytes);
     let authkeys = auth::authkey::AuthKeys::new(&config.authkey, dns::Dns::for_config(config)?, Arc::clone(&store));
     for (kind, addrs) in listeners {
@@ -181,7 +185,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         });
         for addr in addrs {
             let listener = listen::listen(*addr)?;
-            let local = listener.local_addr().map_err(|e| e.to_string())?;
+            let local = listener.local_addr().map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?;
             tracing::info!(service = ?kind, %local, "listening");
             match kind {
                 Listener::Mx => server.mx_addrs.push(local),
@@ -212,7 +216,8 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         sessions.spawn(Arc::clone(&messenger).run_pulls(peers, interval, shutdown_rx.clone()));
     }
     for entry in &config.odmr.fetch {
-        let options = jobs::odmr_fetch::FetchOptions::from_schedule(config, entry)?;
+        let options = jobs::odmr_fetch::FetchOptions::from_schedule(config, entry)
+            .map_err(|e| Error::new(ErrorKind::Config, e))?;
         let local = match entry.smtphost {
             Some(_) => None,
             None => Some(customer_context(config, Arc::clone(&store), options.trusts_provider())?),
@@ -229,7 +234,8 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     start_pop3(config, &store, shared, &shutdown_rx, &sessions, &mut server).await?;
     start_authkey(config, &store, &shutdown_rx, &sessions, &mut server)?;
     if config.outbound.enabled {
-        jobs::outbound::spawn(config, Arc::clone(&store), shutdown_rx.clone(), &sessions)?;
+        jobs::outbound::spawn(config, Arc::clone(&store), shutdown_rx.clone(), &sessions)
+            .map_err(|e| Error::new(ErrorKind::Config, e))?;
         let lifetime = config.outbound.lifetime_secs as i64;
         sessions.spawn(Arc::clone(&odmr).sweep_expired(lifetime, shutdown_rx.clone()));
     }
@@ -244,7 +250,7 @@ fn start_authkey(
     shutdown_rx: &watch::Receiver<bool>,
     sessions: &TaskTracker,
     server: &mut RunningServer,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     if config.authkey.server {
         let hostname = config.hostname.clone();
         sessions.spawn(jobs::keygen::run_generator(
@@ -260,7 +266,7 @@ fn start_authkey(
     let (context, log_writer) = listen::authkey::VerifyContext::new(&config.authkey, Arc::clone(store));
     for addr in &config.listeners.authkey {
         let listener = listen::listen(*addr)?;
-        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        let local = listener.local_addr().map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?;
         // The same port for UDP, also when the configured port is 0.
         let udp = if config.authkey.udp { Some(listen::authkey::bind_udp(local)?) } else { None };
         tracing::info!(service = "authkey", %local, udp = udp.is_some(), "listening");
@@ -302,7 +308,7 @@ async fn start_pop3(
     shutdown_rx: &watch::Receiver<bool>,
     sessions: &TaskTracker,
     server: &mut RunningServer,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let limiter = ConnectionLimiter::new(config.pop3.max_connections, config.pop3.max_connections_per_ip);
     let locks = Arc::new(listen::pop3::MailboxLocks::default());
     for implicit_tls in [false, true] {
@@ -319,7 +325,7 @@ async fn start_pop3(
         });
         for addr in addrs {
             let listener = listen::listen(*addr)?;
-            let local = listener.local_addr().map_err(|e| e.to_string())?;
+            let local = listener.local_addr().map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?;
             let service = if implicit_tls { "pop3s" } else { "pop3" };
             tracing::info!(service, %local, "listening");
             if implicit_tls {
@@ -343,7 +349,7 @@ fn pop3_session_config(
     config: &Config,
     implicit_tls: bool,
     fake_salt_key: &SiteSecret,
-) -> Result<Pop3SessionConfig, String> {
+) -> Result<Pop3SessionConfig, Error> {
     let mut session = Pop3SessionConfig::new(config.hostname.clone());
     // RFC 2595 4: STLS on the port that starts in the clear.
     session.starttls = !implicit_tls;
@@ -368,11 +374,7 @@ enum Listener {
     Messenger,
 }
 
-fn session_config(
-    config: &Config,
-    kind: Listener,
-    fake_salt_key: Option<&SiteSecret>,
-) -> Result<SessionConfig, String> {
+fn session_config(config: &Config, kind: Listener, fake_salt_key: Option<&SiteSecret>) -> Result<SessionConfig, Error> {
     let service = match kind {
         Listener::Mx => Service::Mx,
         Listener::Submission | Listener::Submissions => Service::Submission,
@@ -410,7 +412,7 @@ pub fn customer_context(
     config: &Config,
     store: Arc<dyn Store>,
     trusted_relay: bool,
-) -> Result<Arc<dyn jobs::odmr_fetch::ReversedServer>, String> {
+) -> Result<Arc<dyn jobs::odmr_fetch::ReversedServer>, Error> {
     // No AUTH in this session, so no fake salts either.
     let mut session = session_config(config, Listener::Mx, None)?;
     session.trusted_relay = trusted_relay;
@@ -419,7 +421,8 @@ pub fn customer_context(
     session.starttls = false;
     let postmaster_domain =
         if config.bootstrap.domain.is_empty() { config.hostname.as_str() } else { config.bootstrap.domain.as_str() };
-    let postmaster = Address::parse(&format!("postmaster@{postmaster_domain}")).map_err(|e| e.to_string())?;
+    let postmaster = Address::parse(&format!("postmaster@{postmaster_domain}"))
+        .map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?;
     Ok(Arc::new(SmtpContext {
         session_config: Arc::new(session),
         store: Arc::clone(&store),

@@ -1,6 +1,7 @@
 //! Admin subcommands. They work on the same store as a running server (SQLite in WAL mode
 //! allows both), and every bad input gets one clear line and a non-zero exit.
 
+use crate::error::CliError;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -286,17 +287,20 @@ pub enum QueueCommand {
 
 /// An address, its domain in the stored form (A-labels) so `bücher.example` and
 /// `xn--bcher-kva.example` name the same accounts.
-fn parse_address(text: &str) -> Result<Address, String> {
-    let address = Address::parse(text).map_err(|e| format!("'{text}' is not a valid address: {e}"))?;
+fn parse_address(text: &str) -> Result<Address, CliError> {
+    let address =
+        Address::parse(text).map_err(|e| CliError::failed(format!("'{text}' is not a valid address: {e}")))?;
     match vouchmail_server::rules::accounts::ascii_domain(address.domain()) {
-        Some(ascii) => Address::from_parts(address.local(), &ascii).map_err(|e| format!("'{text}': {e}")),
+        Some(ascii) => {
+            Address::from_parts(address.local(), &ascii).map_err(|e| CliError::failed(format!("'{text}': {e}")))
+        }
         None => Ok(address),
     }
 }
 
 /// A domain name as stored (A-labels); names an existing domain, so unusual forms pass.
-fn parse_domain(text: &str) -> Result<String, String> {
-    vouchmail_server::rules::accounts::normalize_domain(text, true)
+fn parse_domain(text: &str) -> Result<String, CliError> {
+    Ok(vouchmail_server::rules::accounts::normalize_domain(text, true)?)
 }
 
 /// `NAME (U-LABELS)` for an internationalized name, else NAME.
@@ -321,7 +325,7 @@ fn policy_meaning(policy: &SenderPolicy) -> String {
     )
 }
 
-fn parse_accounts(accounts: &[String]) -> Result<Vec<String>, String> {
+fn parse_accounts(accounts: &[String]) -> Result<Vec<String>, CliError> {
     accounts
         .iter()
         .map(|a| a.trim())
@@ -330,38 +334,39 @@ fn parse_accounts(accounts: &[String]) -> Result<Vec<String>, String> {
         .collect()
 }
 
-fn check_etrn_host(host: Option<&str>) -> Result<(), String> {
+fn check_etrn_host(host: Option<&str>) -> Result<(), CliError> {
     match host {
         Some(h) if h.rsplit_once(':').is_none_or(|(name, port)| name.is_empty() || port.parse::<u16>().is_err()) => {
-            Err(format!("'{h}' is not host:port"))
+            Err(CliError::failed(format!("'{h}' is not host:port")))
         }
         _ => Ok(()),
     }
 }
 
-fn read_password_stdin() -> Result<String, String> {
+fn read_password_stdin() -> Result<String, CliError> {
     let mut input = String::new();
     std::io::stdin()
         .read_to_string(&mut input)
-        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+        .map_err(|e| CliError::failed(format!("cannot read the password from standard input: {e}")))?;
     let password = input.lines().next().unwrap_or("").to_string();
     if password.is_empty() {
-        return Err("the password on standard input is empty".into());
+        return Err(CliError::failed("the password on standard input is empty"));
     }
     Ok(password)
 }
 
-fn secrets_for(password: &str, policy: &SecretsPolicy) -> Result<Secrets, String> {
+fn secrets_for(password: &str, policy: &SecretsPolicy) -> Result<Secrets, CliError> {
     let mut salts = [0u8; vouchmail_proto::sasl::SALTS_LEN];
-    getrandom::getrandom(&mut salts).map_err(|e| format!("random source: {e}"))?;
-    Secrets::from_password_with(password, policy, &salts).map_err(|e| e.to_string())
+    getrandom::getrandom(&mut salts).map_err(|e| CliError::failed(format!("random source: {e}")))?;
+    Secrets::from_password_with(password, policy, &salts).map_err(|e| CliError::failed(e.to_string()))
 }
 
 /// SHA-256 fingerprint (hex) of the first certificate in a PEM file.
-fn pem_fingerprint(path: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let der =
-        vouchmail_server::net::x509::first_pem_certificate(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+fn pem_fingerprint(path: &std::path::Path) -> Result<String, CliError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| CliError::failed(format!("cannot read {}: {e}", path.display())))?;
+    let der = vouchmail_server::net::x509::first_pem_certificate(&text)
+        .map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
     use sha2::Digest;
     Ok(sha2::Sha256::digest(&der).iter().map(|b| format!("{b:02x}")).collect())
 }
@@ -371,29 +376,29 @@ fn with_cases(
     mut policy: SenderPolicy,
     unauthenticated: Option<String>,
     forged: Option<String>,
-) -> Result<SenderPolicy, String> {
+) -> Result<SenderPolicy, CliError> {
     if let Some(action) = unauthenticated {
-        policy.unauthenticated = action.parse().map_err(|e| format!("--unauthenticated: {e}"))?;
+        policy.unauthenticated = action.parse().map_err(|e| CliError::failed(format!("--unauthenticated: {e}")))?;
     }
     if let Some(action) = forged {
-        policy.forged = action.parse().map_err(|e| format!("--forged: {e}"))?;
+        policy.forged = action.parse().map_err(|e| CliError::failed(format!("--forged: {e}")))?;
     }
     Ok(policy)
 }
 
-pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), String> {
+pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), CliError> {
     match command {
         DomainCommand::Add { name, policy, unauthenticated, forged, held_for, etrn_host, allow_unusual } => {
             let name = vouchmail_server::rules::accounts::normalize_domain(&name, allow_unusual)?;
-            let policy = with_cases(policy.parse()?, unauthenticated, forged)?;
+            let policy = with_cases(policy.parse().map_err(CliError::failed)?, unauthenticated, forged)?;
             let held_for = parse_accounts(&held_for)?;
             check_etrn_host(etrn_host.as_deref())?;
-            store.add_domain(&name, policy).await.map_err(|e| e.to_string())?;
+            store.add_domain(&name, policy).await.map_err(|e| CliError::failed(e.to_string()))?;
             if !held_for.is_empty() {
                 if let Err(e) = store.set_domain_held(&name, &held_for, etrn_host.as_deref()).await {
                     // Leave nothing half-made behind.
                     let _ = store.remove_domain(&name).await;
-                    return Err(e.to_string());
+                    return Err(CliError::failed(e.to_string()));
                 }
                 println!(
                     "added domain {} (policy {policy}), held for {}: {}",
@@ -409,7 +414,10 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Str
             let name = parse_domain(&name)?;
             let accounts = parse_accounts(&accounts)?;
             check_etrn_host(etrn_host.as_deref())?;
-            store.set_domain_held(&name, &accounts, etrn_host.as_deref()).await.map_err(|e| e.to_string())?;
+            store
+                .set_domain_held(&name, &accounts, etrn_host.as_deref())
+                .await
+                .map_err(|e| CliError::failed(e.to_string()))?;
             if accounts.is_empty() {
                 println!("domain {} is no longer held", domain_text(&name));
             } else {
@@ -418,7 +426,7 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Str
         }
         DomainCommand::List { json } => {
             let mut listing = Listing::new(&["DOMAIN", "POLICY", "CATCH-ALL", "HELD-FOR", "ETRN-HOST"]);
-            for d in store.list_domains().await.map_err(|e| e.to_string())? {
+            for d in store.list_domains().await.map_err(|e| CliError::failed(e.to_string()))? {
                 let object = serde_json::json!({
                     "domain": d.name,
                     "unicode": vouchmail_server::rules::accounts::unicode_name(&d.name),
@@ -442,20 +450,20 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Str
         }
         DomainCommand::Remove { name } => {
             let name = parse_domain(&name)?;
-            store.remove_domain(&name).await.map_err(|e| e.to_string())?;
+            store.remove_domain(&name).await.map_err(|e| CliError::failed(e.to_string()))?;
             println!("removed domain {}", domain_text(&name));
         }
         DomainCommand::Policy { name, policy, unauthenticated, forged } => {
             let name = parse_domain(&name)?;
             let current = match policy {
-                Some(policy) => policy.parse()?,
+                Some(policy) => policy.parse().map_err(CliError::failed)?,
                 None => {
-                    let domain = store.get_domain(&name).await.map_err(|e| e.to_string())?;
-                    domain.ok_or_else(|| format!("no local domain {name}"))?.policy
+                    let domain = store.get_domain(&name).await.map_err(|e| CliError::failed(e.to_string()))?;
+                    domain.ok_or_else(|| CliError::failed(format!("no local domain {name}")))?.policy
                 }
             };
             let policy = with_cases(current, unauthenticated, forged)?;
-            store.set_domain_policy(&name, policy).await.map_err(|e| e.to_string())?;
+            store.set_domain_policy(&name, policy).await.map_err(|e| CliError::failed(e.to_string()))?;
             println!("domain {} now has policy {policy}", domain_text(&name));
         }
         DomainCommand::CatchAll { name, account, off } => {
@@ -464,7 +472,7 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Str
                 (Some(a), false) => Some(parse_address(&a)?.to_string()),
                 _ => None,
             };
-            store.set_catch_all(&name, account.as_deref()).await.map_err(|e| e.to_string())?;
+            store.set_catch_all(&name, account.as_deref()).await.map_err(|e| CliError::failed(e.to_string()))?;
             match account {
                 Some(a) => println!("mail for unknown addresses at {} goes to {a}", domain_text(&name)),
                 None => println!("domain {} has no catch-all", domain_text(&name)),
@@ -474,7 +482,7 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Str
     Ok(())
 }
 
-pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolicy) -> Result<(), String> {
+pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolicy) -> Result<(), CliError> {
     match command {
         UserCommand::Add { address, password_stdin, quota } => {
             let address = parse_address(&address)?.to_string().to_lowercase();
@@ -487,7 +495,7 @@ pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolic
             store
                 .add_account(NewAccount { address: address.clone(), secrets, quota_bytes: quota })
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| CliError::failed(e.to_string()))?;
             if generated {
                 println!("added user {address} with password {password}");
             } else {
@@ -496,7 +504,7 @@ pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolic
         }
         UserCommand::List { json } => {
             let mut listing = Listing::new(&["ADDRESS", "MESSAGES", "USED", "QUOTA"]);
-            for a in store.list_accounts().await.map_err(|e| e.to_string())? {
+            for a in store.list_accounts().await.map_err(|e| CliError::failed(e.to_string()))? {
                 // 0 means no quota, everywhere: "none" here, null in JSON.
                 let quota = (a.quota_bytes > 0).then_some(a.quota_bytes);
                 let object = serde_json::json!({
@@ -526,15 +534,18 @@ pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolic
         }
         UserCommand::Passwd { address, password_stdin } => {
             let address = parse_address(&address)?.to_string();
-            if store.get_account(&address).await.map_err(|e| e.to_string())?.is_none() {
-                return Err(format!("user {address} not found"));
+            if store.get_account(&address).await.map_err(|e| CliError::failed(e.to_string()))?.is_none() {
+                return Err(CliError::failed(format!("user {address} not found")));
             }
             let (password, generated) = if password_stdin {
                 (read_password_stdin()?, false)
             } else {
                 (vouchmail_server::rules::bootstrap::generate_password(20)?, true)
             };
-            store.set_secrets(&address, secrets_for(&password, policy)?).await.map_err(|e| e.to_string())?;
+            store
+                .set_secrets(&address, secrets_for(&password, policy)?)
+                .await
+                .map_err(|e| CliError::failed(e.to_string()))?;
             if generated {
                 println!("new password for {address}: {password}");
             } else {
@@ -547,22 +558,22 @@ pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolic
                 (Some(subject), _, _) => (CertMatch::Subject, subject),
                 (_, Some(fingerprint), _) => (CertMatch::Fingerprint, fingerprint),
                 (_, _, Some(path)) => (CertMatch::Fingerprint, pem_fingerprint(&path)?),
-                _ => return Err("give --subject, --fingerprint or --cert".into()),
+                _ => return Err(CliError::failed("give --subject, --fingerprint or --cert")),
             };
             if kind == CertMatch::Fingerprint && CertMatch::Fingerprint.normalize(&value).len() != 64 {
-                return Err(format!("'{value}' is not a SHA-256 fingerprint (64 hex digits)"));
+                return Err(CliError::failed(format!("'{value}' is not a SHA-256 fingerprint (64 hex digits)")));
             }
-            store.add_cert_mapping(&address, kind, &value).await.map_err(|e| e.to_string())?;
+            store.add_cert_mapping(&address, kind, &value).await.map_err(|e| CliError::failed(e.to_string()))?;
             println!("{} {} now authenticates as {address} with EXTERNAL", kind.as_str(), kind.normalize(&value));
         }
         UserCommand::CertUnmap { address, value } => {
             let address = parse_address(&address)?.to_string();
-            store.remove_cert_mapping(&address, &value).await.map_err(|e| e.to_string())?;
+            store.remove_cert_mapping(&address, &value).await.map_err(|e| CliError::failed(e.to_string()))?;
             println!("removed the certificate mapping of {address}");
         }
         UserCommand::CertMaps { json } => {
             let mut listing = Listing::new(&["ADDRESS", "KIND", "VALUE"]);
-            for m in store.list_cert_mappings().await.map_err(|e| e.to_string())? {
+            for m in store.list_cert_mappings().await.map_err(|e| CliError::failed(e.to_string()))? {
                 let object = serde_json::json!({"address": m.address, "kind": m.kind.as_str(), "value": m.value});
                 listing.push(vec![m.address, m.kind.as_str().to_string(), m.value], object);
             }
@@ -570,7 +581,7 @@ pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolic
         }
         UserCommand::Quota { address, bytes } => {
             let address = parse_address(&address)?.to_string();
-            store.set_quota(&address, bytes).await.map_err(|e| e.to_string())?;
+            store.set_quota(&address, bytes).await.map_err(|e| CliError::failed(e.to_string()))?;
             if bytes == 0 {
                 println!("{address} has no quota now");
             } else {
@@ -581,19 +592,19 @@ pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolic
     Ok(())
 }
 
-pub async fn alias(store: &dyn Store, command: AliasCommand) -> Result<(), String> {
+pub async fn alias(store: &dyn Store, command: AliasCommand) -> Result<(), CliError> {
     match command {
         AliasCommand::Add { alias, targets, allow_missing } => {
             let alias = parse_address(&alias)?.to_string();
             let targets =
                 targets.iter().map(|t| parse_address(t).map(|a| a.to_string())).collect::<Result<Vec<_>, _>>()?;
             vouchmail_server::rules::accounts::check_new_alias(store, &alias, &targets, allow_missing).await?;
-            store.add_alias(&alias, &targets).await.map_err(|e| e.to_string())?;
+            store.add_alias(&alias, &targets).await.map_err(|e| CliError::failed(e.to_string()))?;
             println!("{alias} -> {}", targets.join(", "));
         }
         AliasCommand::List { json } => {
             let mut listing = Listing::new(&["ALIAS", "TARGET"]);
-            for (alias, target) in store.list_aliases().await.map_err(|e| e.to_string())? {
+            for (alias, target) in store.list_aliases().await.map_err(|e| CliError::failed(e.to_string()))? {
                 let object = serde_json::json!({"alias": alias, "target": target});
                 listing.push(vec![alias, target], object);
             }
@@ -620,14 +631,15 @@ fn display_header(message: &[u8], name: &str) -> String {
     decoded.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().to_string()
 }
 
-pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), String> {
+pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), CliError> {
     match command {
         MailboxCommand::List { address, folder, json } => {
             let address = parse_address(&address)?.to_string();
-            let folder = folder.map(|f| f.parse::<Folder>()).transpose()?;
+            let folder = folder.map(|f| f.parse::<Folder>().map_err(CliError::failed)).transpose()?;
             let mut listing = Listing::new(&["ID", "RECEIVED", "FOLDER", "FROM", "SUBJECT", "SIZE"]);
-            for entry in store.list_mailbox(&address, folder).await.map_err(|e| e.to_string())? {
-                let message = store.get_mailbox_message(&address, entry.id).await.map_err(|e| e.to_string())?;
+            for entry in store.list_mailbox(&address, folder).await.map_err(|e| CliError::failed(e.to_string()))? {
+                let message =
+                    store.get_mailbox_message(&address, entry.id).await.map_err(|e| CliError::failed(e.to_string()))?;
                 let data = message.map(|(_, data)| data).unwrap_or_default();
                 let from = display_header(&data, "From");
                 let subject = display_header(&data, "Subject");
@@ -654,7 +666,11 @@ pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), S
             // server that reported the event, its SUBJECT the event, recipient and
             // Message-ID, its SIZE that of the record's CSV line.
             if folder.is_none() || folder == Some(Folder::Tracking) {
-                for stored in store.tracking_records(&address, None, usize::MAX).await.map_err(|e| e.to_string())? {
+                for stored in store
+                    .tracking_records(&address, None, usize::MAX)
+                    .await
+                    .map_err(|e| CliError::failed(e.to_string()))?
+                {
                     let r = stored.record;
                     let size = r.to_line().map(|line| line.len()).unwrap_or_default();
                     // Not "id": a record is no message for `mailbox show`.
@@ -683,38 +699,45 @@ pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), S
         }
         MailboxCommand::Show { address, id } => {
             let address = parse_address(&address)?.to_string();
-            let Some((_, data)) = store.get_mailbox_message(&address, id).await.map_err(|e| e.to_string())? else {
-                return Err(format!("no message {id} in the mailbox of {address}"));
+            let Some((_, data)) =
+                store.get_mailbox_message(&address, id).await.map_err(|e| CliError::failed(e.to_string()))?
+            else {
+                return Err(CliError::failed(format!("no message {id} in the mailbox of {address}")));
             };
             use std::io::Write;
-            std::io::stdout().write_all(&data).map_err(|e| e.to_string())?;
+            std::io::stdout().write_all(&data).map_err(|e| CliError::failed(e.to_string()))?;
         }
     }
     Ok(())
 }
 
 /// `vouchmail tracking` (SPEC 8.3, 12).
-pub async fn tracking(store: &dyn Store, command: TrackingCommand) -> Result<(), String> {
+pub async fn tracking(store: &dyn Store, command: TrackingCommand) -> Result<(), CliError> {
     match command {
         TrackingCommand::List { address, since, csv, json } => {
             let since = since
                 .map(|s| {
-                    vouchmail_proto::time::parse_rfc3339(&s)
-                        .ok_or_else(|| format!("--since '{s}' is not an RFC 3339 time (e.g. 2026-12-01T10:00:00Z)"))
+                    vouchmail_proto::time::parse_rfc3339(&s).ok_or_else(|| {
+                        CliError::failed(format!("--since '{s}' is not an RFC 3339 time (e.g. 2026-12-01T10:00:00Z)"))
+                    })
                 })
                 .transpose()?;
             let every = address.is_none();
             let owners = match address {
                 Some(address) => {
                     let address = parse_address(&address)?.to_string();
-                    if store.get_account(&address).await.map_err(|e| e.to_string())?.is_none() {
-                        return Err(format!("no user {address}"));
+                    if store.get_account(&address).await.map_err(|e| CliError::failed(e.to_string()))?.is_none() {
+                        return Err(CliError::failed(format!("no user {address}")));
                     }
                     vec![address]
                 }
-                None => {
-                    store.list_accounts().await.map_err(|e| e.to_string())?.into_iter().map(|a| a.address).collect()
-                }
+                None => store
+                    .list_accounts()
+                    .await
+                    .map_err(|e| CliError::failed(e.to_string()))?
+                    .into_iter()
+                    .map(|a| a.address)
+                    .collect(),
             };
             let mut csv_text = format!("{}\n", vouchmail_proto::messenger::tracking::CSV_HEADER);
             // The sender column only when listing every user's records.
@@ -725,11 +748,14 @@ pub async fn tracking(store: &dyn Store, command: TrackingCommand) -> Result<(),
             };
             let mut listing = Listing::new(headers);
             for owner in owners {
-                let records = store.tracking_records(&owner, since, usize::MAX).await.map_err(|e| e.to_string())?;
+                let records = store
+                    .tracking_records(&owner, since, usize::MAX)
+                    .await
+                    .map_err(|e| CliError::failed(e.to_string()))?;
                 for stored in records {
                     let r = stored.record;
                     if csv {
-                        csv_text.push_str(&r.to_line().map_err(|e| e.to_string())?);
+                        csv_text.push_str(&r.to_line().map_err(|e| CliError::failed(e.to_string()))?);
                         csv_text.push('\n');
                         continue;
                     }
@@ -762,11 +788,11 @@ pub async fn queue(
     store: std::sync::Arc<dyn Store>,
     command: QueueCommand,
     config: &vouchmail_server::config::Config,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     let store_ref = store.as_ref();
     match command {
         QueueCommand::List { json } => {
-            let entries = store.list_queue().await.map_err(|e| e.to_string())?;
+            let entries = store.list_queue().await.map_err(|e| CliError::failed(e.to_string()))?;
             let mut listing =
                 Listing::new(&["QUEUE-ID", "STATE", "ATTEMPTS", "NEXT-ATTEMPT", "SIZE", "SENDER", "RECIPIENT"]);
             for e in entries {
@@ -798,8 +824,10 @@ pub async fn queue(
             eprintln!("{count} queued recipient(s)");
         }
         QueueCommand::Show { queue_id } => {
-            let Some((entries, data)) = store.get_queued_message(&queue_id).await.map_err(|e| e.to_string())? else {
-                return Err(format!("queue id {queue_id} not found"));
+            let Some((entries, data)) =
+                store.get_queued_message(&queue_id).await.map_err(|e| CliError::failed(e.to_string()))?
+            else {
+                return Err(CliError::failed(format!("queue id {queue_id} not found")));
             };
             for e in &entries {
                 let reply = e.last_reply.as_deref().unwrap_or("-");
@@ -815,7 +843,7 @@ pub async fn queue(
             println!();
             let end = headers::header_end(&data);
             use std::io::Write;
-            std::io::stdout().write_all(&data[..end.min(data.len())]).map_err(|e| e.to_string())?;
+            std::io::stdout().write_all(&data[..end.min(data.len())]).map_err(|e| CliError::failed(e.to_string()))?;
         }
         QueueCommand::Delete { queue_ids, all } => {
             let queue_ids = if all { pending_queue_ids(store_ref).await? } else { queue_ids };
@@ -823,7 +851,8 @@ pub async fn queue(
             let mut bar = ProgressBar::new("delete", queue_ids.len() as u64);
             let mut total = 0;
             for (i, queue_id) in queue_ids.iter().enumerate() {
-                let deleted = store.delete_queued_message(queue_id).await.map_err(|e| e.to_string())?;
+                let deleted =
+                    store.delete_queued_message(queue_id).await.map_err(|e| CliError::failed(e.to_string()))?;
                 total += deleted;
                 if single {
                     println!("deleted {deleted} pending entr{} of {queue_id}", if deleted == 1 { "y" } else { "ies" });
@@ -842,13 +871,14 @@ pub async fn queue(
         QueueCommand::Retry { queue_ids, all } => {
             let now = vouchmail_proto::time::unix_seconds(std::time::SystemTime::now());
             if all {
-                let n = store.retry_queued(None, now).await.map_err(|e| e.to_string())?;
+                let n = store.retry_queued(None, now).await.map_err(|e| CliError::failed(e.to_string()))?;
                 println!("{n} entr{} due now", if n == 1 { "y" } else { "ies" });
             } else {
                 let mut bar = ProgressBar::new("retry", queue_ids.len() as u64);
                 let mut total = 0;
                 for (i, queue_id) in queue_ids.iter().enumerate() {
-                    total += store.retry_queued(Some(queue_id), now).await.map_err(|e| e.to_string())?;
+                    total +=
+                        store.retry_queued(Some(queue_id), now).await.map_err(|e| CliError::failed(e.to_string()))?;
                     bar.set(i as u64 + 1, queue_id);
                 }
                 bar.finish();
@@ -856,7 +886,7 @@ pub async fn queue(
             }
         }
         QueueCommand::Flush => {
-            let counts = store.queue_counts().await.map_err(|e| e.to_string())?;
+            let counts = store.queue_counts().await.map_err(|e| CliError::failed(e.to_string()))?;
             let total = counts.queued + counts.deferred;
             let bar = std::sync::Arc::new(std::sync::Mutex::new(ProgressBar::new("flush", total)));
             let shown = std::sync::Arc::clone(&bar);
@@ -866,7 +896,8 @@ pub async fn queue(
                     bar.set(p.done(), &detail);
                 }
             })
-            .await?;
+            .await
+            .map_err(CliError::failed)?;
             if let Ok(mut bar) = bar.lock() {
                 let detail =
                     format!("delivered {} deferred {} bounced {}", result.delivered, result.deferred, result.bounced);
@@ -887,9 +918,9 @@ pub async fn queue(
 }
 
 /// The queue ids with pending entries, each once.
-async fn pending_queue_ids(store: &dyn Store) -> Result<Vec<String>, String> {
+async fn pending_queue_ids(store: &dyn Store) -> Result<Vec<String>, CliError> {
     let mut ids: Vec<String> = Vec::new();
-    for entry in store.list_queue().await.map_err(|e| e.to_string())? {
+    for entry in store.list_queue().await.map_err(|e| CliError::failed(e.to_string()))? {
         if ids.last() != Some(&entry.queue_id) && !ids.contains(&entry.queue_id) {
             ids.push(entry.queue_id);
         }
@@ -961,38 +992,39 @@ pub enum AuthKeyCommand {
 }
 
 /// `7200m`, `2h`, `30` (seconds).
-fn parse_interval(text: &str) -> Result<u64, String> {
+fn parse_interval(text: &str) -> Result<u64, CliError> {
     let text = text.trim();
     let (digits, unit) = match text.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_lowercase()),
         _ => (text, 's'),
     };
-    let n: u64 = digits.parse().map_err(|_| format!("bad interval {text:?}: a number with s, m, h or d"))?;
+    let n: u64 =
+        digits.parse().map_err(|_| CliError::failed(format!("bad interval {text:?}: a number with s, m, h or d")))?;
     let scale = match unit {
         's' => 1,
         'm' => 60,
         'h' => 3600,
         'd' => 86400,
-        _ => return Err(format!("bad interval {text:?}: the unit is s, m, h or d")),
+        _ => return Err(CliError::failed(format!("bad interval {text:?}: the unit is s, m, h or d"))),
     };
-    n.checked_mul(scale).ok_or_else(|| format!("interval {text:?} is too large"))
+    n.checked_mul(scale).ok_or_else(|| CliError::failed(format!("interval {text:?} is too large")))
 }
 
 /// `text` as the address of an existing account (the keys are its, SPEC 7.1).
-async fn local_account(store: &dyn Store, text: &str) -> Result<String, String> {
+async fn local_account(store: &dyn Store, text: &str) -> Result<String, CliError> {
     let address = parse_address(text)?.to_string();
-    match store.get_account(&address).await.map_err(|e| e.to_string())? {
+    match store.get_account(&address).await.map_err(|e| CliError::failed(e.to_string()))? {
         Some(account) => Ok(account.address),
-        None => Err(format!("no user {address}")),
+        None => Err(CliError::failed(format!("no user {address}"))),
     }
 }
 
 /// `text` as a local domain's stored name.
-async fn local_domain(store: &dyn Store, text: &str) -> Result<String, String> {
+async fn local_domain(store: &dyn Store, text: &str) -> Result<String, CliError> {
     let name = parse_domain(text)?;
-    match store.get_domain(&name).await.map_err(|e| e.to_string())? {
+    match store.get_domain(&name).await.map_err(|e| CliError::failed(e.to_string()))? {
         Some(domain) => Ok(domain.name),
-        None => Err(format!("no local domain {name}")),
+        None => Err(CliError::failed(format!("no local domain {name}"))),
     }
 }
 
@@ -1002,8 +1034,8 @@ async fn settings_of(
     store: &dyn Store,
     config: &vouchmail_server::config::Config,
     address: &str,
-) -> Result<(AuthKeySettings, String), String> {
-    Ok(match store.authkey_settings(address).await.map_err(|e| e.to_string())? {
+) -> Result<(AuthKeySettings, String), CliError> {
+    Ok(match store.authkey_settings(address).await.map_err(|e| CliError::failed(e.to_string()))? {
         Some((s, source)) => (s, format!("{source:?}").to_lowercase()),
         None => (
             AuthKeySettings { agi_secs: config.authkey.default_agi_secs, avt_secs: config.authkey.default_avt_secs },
@@ -1017,9 +1049,8 @@ pub async fn authkey(
     store_arc: Arc<dyn Store>,
     command: AuthKeyCommand,
     config: &vouchmail_server::config::Config,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     let now = vouchmail_proto::time::unix_seconds(std::time::SystemTime::now());
-    let err = |e: vouchmail_store::StoreError| e.to_string();
     let store = store_arc.as_ref();
     match command {
         AuthKeyCommand::Set { target, agi, avt } => {
@@ -1029,15 +1060,15 @@ pub async fn authkey(
                 local_domain(store, &target).await?
             };
             let settings = AuthKeySettings { agi_secs: parse_interval(&agi)?, avt_secs: parse_interval(&avt)? };
-            store.set_authkey_settings(&target, Some(settings)).await.map_err(err)?;
+            store.set_authkey_settings(&target, Some(settings)).await?;
             println!("{target}: AGI {}s, AVT {}s", settings.agi_secs, settings.avt_secs);
         }
         AuthKeyCommand::List { address: None, json } => {
             let mut listing =
                 Listing::new(&["ADDRESS", "AGI", "AVT", "SETTINGS", "KEYS", "NEWEST-CREATED", "NEWEST-EXPIRES"]);
-            for account in store.list_accounts().await.map_err(err)? {
+            for account in store.list_accounts().await? {
                 let (s, source) = settings_of(store, config, &account.address).await?;
-                let keys = store.authkeys(&account.address, now).await.map_err(err)?;
+                let keys = store.authkeys(&account.address, now).await?;
                 let newest = keys.first();
                 let object = serde_json::json!({
                     "address": account.address,
@@ -1064,8 +1095,8 @@ pub async fn authkey(
         AuthKeyCommand::List { address: Some(address), json } | AuthKeyCommand::Show { address, json } => {
             let address = local_account(store, &address).await?;
             let (s, source) = settings_of(store, config, &address).await?;
-            let keys = store.authkeys(&address, now).await.map_err(err)?;
-            let received = store.sender_key(&address).await.map_err(err)?;
+            let keys = store.authkeys(&address, now).await?;
+            let received = store.sender_key(&address).await?;
             if json {
                 let keys: Vec<serde_json::Value> = keys
                     .iter()
@@ -1104,18 +1135,18 @@ pub async fn authkey(
         AuthKeyCommand::Rotate { address } => {
             let address = local_account(store, &address).await?;
             let (settings, _) = settings_of(store, config, &address).await?;
-            let key = vouchmail_server::auth::authkey::generate_key().map_err(|e| format!("OS random source: {e}"))?;
+            let key = vouchmail_server::auth::authkey::generate_key()
+                .map_err(|e| CliError::failed(format!("OS random source: {e}")))?;
             let span = settings.agi_secs.saturating_add(settings.avt_secs).min(i64::MAX as u64 / 2) as i64;
             let expires_at = now.saturating_add(span);
             store
                 .add_authkey(AuthKey { address: address.clone(), key: key.clone(), created_at: now, expires_at })
-                .await
-                .map_err(err)?;
+                .await?;
             println!("{address}\t{key}\texpires {}", time_text(expires_at));
         }
         AuthKeyCommand::Log { since, json } => {
             let mut listing = Listing::new(&["TIME", "PEER", "ADDRESS", "RESULT"]);
-            for e in store.verify_log(since, usize::MAX).await.map_err(err)? {
+            for e in store.verify_log(since, usize::MAX).await? {
                 let object = serde_json::json!({
                     "time": time_text(e.at),
                     "peer": e.peer,
@@ -1136,16 +1167,17 @@ pub async fn authkey(
         AuthKeyCommand::Verify { address, key, server } => {
             let address = parse_address(&address)?.to_string();
             if !vouchmail_proto::authkey::codec::is_valid_key(key.as_bytes()) {
-                return Err("KEY must be 64 characters of A-Z, a-z and 0-9 (SPEC 7.1)".into());
+                return Err(CliError::failed("KEY must be 64 characters of A-Z, a-z and 0-9 (SPEC 7.1)"));
             }
             let dns = vouchmail_server::net::dns::Dns::for_config(config)?;
             let servers = match server {
                 Some(text) => dns.socket_addrs(&text, verifier::DEFAULT_PORT).await?,
                 None => {
                     let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
-                    let records = dns.txt(domain).await.map_err(|e| format!("TXT {domain}: {e}"))?;
-                    let (host, port) = verifier::parse_as_record(&records)
-                        .ok_or_else(|| format!("{domain} publishes no AS= TXT record; pass --server HOST:PORT"))?;
+                    let records = dns.txt(domain).await.map_err(|e| CliError::failed(format!("TXT {domain}: {e}")))?;
+                    let (host, port) = verifier::parse_as_record(&records).ok_or_else(|| {
+                        CliError::failed(format!("{domain} publishes no AS= TXT record; pass --server HOST:PORT"))
+                    })?;
                     dns.socket_addrs(&format!("{host}:{port}"), port).await?
                 }
             };
@@ -1154,11 +1186,11 @@ pub async fn authkey(
                 Some((Verdict::Valid, via)) => println!("VALIDKEY\t{address}\t{via}"),
                 Some((Verdict::Invalid, via)) => {
                     println!("INVALIDKEY\t{address}\t{via}");
-                    return Err(format!("the key is not valid for {address}"));
+                    return Err(CliError::failed(format!("the key is not valid for {address}")));
                 }
                 None => {
                     let tried: Vec<String> = servers.iter().map(ToString::to_string).collect();
-                    return Err(format!("no answer from {} (UDP and TCP)", tried.join(", ")));
+                    return Err(CliError::failed(format!("no answer from {} (UDP and TCP)", tried.join(", "))));
                 }
             }
         }

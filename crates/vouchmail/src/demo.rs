@@ -7,6 +7,7 @@
 //! RCRAM-MD5, RECEIPT, NOTIFY and TRACK wiring of the Messenger listener) or `SKIP` (an
 //! earlier step it needs did not pass). The exit status is 0 only when every step is `ok`.
 
+use crate::error::CliError;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -99,11 +100,10 @@ struct Node {
     cert_pem: PathBuf,
 }
 
-fn free_port(ip: IpAddr) -> Result<u16, String> {
-    std::net::TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("cannot bind {ip}: {e} (the demo needs the loopback addresses 127.0.0.2-4)"))
+fn free_port(ip: IpAddr) -> Result<u16, CliError> {
+    std::net::TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| {
+        CliError::failed(format!("cannot bind {ip}: {e} (the demo needs the loopback addresses 127.0.0.2-4)"))
+    })
 }
 
 fn random_password() -> String {
@@ -115,10 +115,13 @@ fn random_password() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn make_dir() -> Result<PathBuf, String> {
+fn make_dir() -> Result<PathBuf, CliError> {
     use std::os::unix::fs::DirBuilderExt;
     let dir = std::env::temp_dir().join(format!("vouchmail-demo-{}-{}", std::process::id(), &random_password()[..8]));
-    std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| CliError::failed(format!("{}: {e}", dir.display())))?;
     Ok(dir)
 }
 
@@ -129,8 +132,8 @@ async fn start_node(
     ip: &str,
     messenger_port: u16,
     peers: &[&str],
-) -> Result<Node, String> {
-    let ip: IpAddr = ip.parse().map_err(|_| format!("bad address {ip}"))?;
+) -> Result<Node, CliError> {
+    let ip: IpAddr = ip.parse().map_err(|_| CliError::failed(format!("bad address {ip}")))?;
     let messenger = SocketAddr::new(ip, messenger_port);
     let pop3 = SocketAddr::new(ip, free_port(ip)?);
     let data_dir = dir.join(domain);
@@ -160,9 +163,11 @@ async fn start_node(
     config.messenger.peers = peers.iter().map(|p| p.to_string()).collect();
     config.messenger.notify_retry_min_secs = 1;
     config.messenger.notify_retry_max_secs = 2;
-    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-    let store = Arc::new(SqliteStore::open(&config.store_path()).map_err(|e| e.to_string())?);
-    vouchmail_server::rules::bootstrap::bootstrap(&config, store.as_ref()).await.map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&data_dir).map_err(|e| CliError::failed(format!("{}: {e}", data_dir.display())))?;
+    let store = Arc::new(SqliteStore::open(&config.store_path()).map_err(|e| CliError::failed(e.to_string()))?);
+    vouchmail_server::rules::bootstrap::bootstrap(&config, store.as_ref())
+        .await
+        .map_err(|e| CliError::failed(e.to_string()))?;
     let server = vouchmail_server::start(&config, Arc::clone(&store) as Arc<dyn Store>).await?;
     Ok(Node {
         domain: domain.to_string(),
@@ -175,18 +180,18 @@ async fn start_node(
     })
 }
 
-async fn add_user(node: &Node, address: &str, password: &str) -> Result<(), String> {
+async fn add_user(node: &Node, address: &str, password: &str) -> Result<(), CliError> {
     let mut salts = [0u8; vouchmail_proto::sasl::SALTS_LEN];
-    getrandom::getrandom(&mut salts).map_err(|e| format!("random source: {e}"))?;
-    let secrets = Secrets::from_password(password, &salts).map_err(|e| e.to_string())?;
+    getrandom::getrandom(&mut salts).map_err(|e| CliError::failed(format!("random source: {e}")))?;
+    let secrets = Secrets::from_password(password, &salts).map_err(|e| CliError::failed(e.to_string()))?;
     node.store
         .add_account(NewAccount { address: address.into(), secrets, quota_bytes: 0 })
         .await
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|e| CliError::failed(e.to_string()))
 }
 
-async fn publish(node: &Node, address: &str, name: &str, ids: &[&str]) -> Result<(), String> {
+async fn publish(node: &Node, address: &str, name: &str, ids: &[&str]) -> Result<(), CliError> {
     let record = DirectoryRecord {
         address: address.into(),
         name: name.into(),
@@ -195,8 +200,8 @@ async fn publish(node: &Node, address: &str, name: &str, ids: &[&str]) -> Result
         ids: ids.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
-    node.store.set_directory_entry(record).await.map_err(|e| e.to_string())?;
-    node.store.set_directory_published(address, true).await.map_err(|e| e.to_string())
+    node.store.set_directory_entry(record).await.map_err(|e| CliError::failed(e.to_string()))?;
+    node.store.set_directory_published(address, true).await.map_err(|e| CliError::failed(e.to_string()))
 }
 
 /// Writes a profile (and its password file) for a user of `node`.
@@ -207,10 +212,10 @@ fn profile(
     password: &str,
     dns: SocketAddr,
     ca: &Path,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, CliError> {
     let local = address.split('@').next().unwrap_or("user");
     let secret = dir.join(format!("{local}.secret"));
-    write_private(&secret, format!("{password}\n").as_bytes()).map_err(|e| e.to_string())?;
+    write_private(&secret, format!("{password}\n").as_bytes()).map_err(|e| CliError::failed(e.to_string()))?;
     let text = format!(
         "address = \"{address}\"\nhome_server = \"mail.{d}:{mp}\"\npop3_server = \"mail.{d}:{pp}\"\n\
          secret_file = \"{local}.secret\"\nkey_file = \"{local}.key\"\ncert_file = \"{local}.crt\"\n\
@@ -221,7 +226,7 @@ fn profile(
         ca = ca.display(),
     );
     let path = dir.join(format!("{local}.toml"));
-    write_private(&path, text.as_bytes()).map_err(|e| e.to_string())?;
+    write_private(&path, text.as_bytes()).map_err(|e| CliError::failed(e.to_string()))?;
     Ok(path)
 }
 
@@ -232,37 +237,37 @@ struct Raw {
 }
 
 impl Raw {
-    async fn connect(from: IpAddr, to: SocketAddr) -> Result<Raw, String> {
-        let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-        socket.bind(SocketAddr::new(from, 0)).map_err(|e| e.to_string())?;
+    async fn connect(from: IpAddr, to: SocketAddr) -> Result<Raw, CliError> {
+        let socket = TcpSocket::new_v4().map_err(|e| CliError::failed(e.to_string()))?;
+        socket.bind(SocketAddr::new(from, 0)).map_err(|e| CliError::failed(e.to_string()))?;
         let stream = tokio::time::timeout(Duration::from_secs(5), socket.connect(to))
             .await
-            .map_err(|_| format!("{to}: connect timed out"))?
-            .map_err(|e| format!("{to}: {e}"))?;
+            .map_err(|_| CliError::failed(format!("{to}: connect timed out")))?
+            .map_err(|e| CliError::failed(format!("{to}: {e}")))?;
         let mut raw = Raw { stream, parser: ReplyParser::strict(ReplyLimits::new(1000, 1 << 20)) };
         raw.reply().await?;
         Ok(raw)
     }
 
-    async fn reply(&mut self) -> Result<ServerReply, String> {
+    async fn reply(&mut self) -> Result<ServerReply, CliError> {
         let mut buffer = [0u8; 4096];
         loop {
-            if let Some(reply) = self.parser.next_reply().map_err(|e| e.to_string())? {
+            if let Some(reply) = self.parser.next_reply().map_err(|e| CliError::failed(e.to_string()))? {
                 return Ok(reply);
             }
             let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buffer))
                 .await
-                .map_err(|_| "no reply in time".to_string())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|_| CliError::failed("no reply in time".to_string()))?
+                .map_err(|e| CliError::failed(e.to_string()))?;
             if n == 0 {
-                return Err("connection closed".into());
+                return Err(CliError::failed("connection closed"));
             }
             self.parser.feed(&buffer[..n]);
         }
     }
 
-    async fn cmd(&mut self, line: &str) -> Result<ServerReply, String> {
-        self.stream.write_all(format!("{line}\r\n").as_bytes()).await.map_err(|e| e.to_string())?;
+    async fn cmd(&mut self, line: &str) -> Result<ServerReply, CliError> {
+        self.stream.write_all(format!("{line}\r\n").as_bytes()).await.map_err(|e| CliError::failed(e.to_string()))?;
         self.reply().await
     }
 }
@@ -309,17 +314,17 @@ async fn fake_rogue_verifier(listener: TcpListener) -> Option<String> {
     }
 }
 
-async fn wait_for<F, Fut, T>(secs: u64, mut probe: F) -> Result<T, String>
+async fn wait_for<F, Fut, T>(secs: u64, mut probe: F) -> Result<T, CliError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>, String>>,
+    Fut: std::future::Future<Output = Result<Option<T>, CliError>>,
 {
     let end = Instant::now() + Duration::from_secs(secs);
     loop {
         match probe().await {
             Ok(Some(t)) => return Ok(t),
             Ok(None) if Instant::now() < end => tokio::time::sleep(Duration::from_millis(200)).await,
-            Ok(None) => return Err(format!("not within {secs} s")),
+            Ok(None) => return Err(CliError::failed(format!("not within {secs} s"))),
             Err(e) => return Err(e),
         }
     }
@@ -349,11 +354,11 @@ pub async fn run(keep: bool) -> ExitCode {
     }
 }
 
-async fn story(dir: &Path) -> Result<bool, String> {
+async fn story(dir: &Path) -> Result<bool, CliError> {
     // The zone: each domain's Messenger home server by SRV (SPEC 8), its A record.
     let mut ports = Vec::new();
     for (_, ip) in SERVERS {
-        let ip: IpAddr = ip.parse().map_err(|_| "bad address".to_string())?;
+        let ip: IpAddr = ip.parse().map_err(|_| CliError::failed("bad address".to_string()))?;
         ports.push(free_port(ip)?);
     }
     // The servers take their Messenger ports from the zone, so the zone comes first.
@@ -393,22 +398,26 @@ async fn story(dir: &Path) -> Result<bool, String> {
     Ok(ok == report.steps.len())
 }
 
-async fn walk(dir: &Path, dns: SocketAddr, nodes: &[Node]) -> Result<Report, String> {
+async fn walk(dir: &Path, dns: SocketAddr, nodes: &[Node]) -> Result<Report, CliError> {
     let (galkam, lrsupport, rogue) = (&nodes[0], &nodes[1], &nodes[2]);
     let mut report = Report { steps: Vec::new() };
     // Every server's TLS certificate is self-signed for its host name: the clients trust
     // these three.
     let mut bundle = Vec::new();
     for node in nodes {
-        bundle.extend(std::fs::read(&node.cert_pem).map_err(|e| format!("{}: {e}", node.cert_pem.display()))?);
+        bundle.extend(
+            std::fs::read(&node.cert_pem).map_err(|e| CliError::failed(format!("{}: {e}", node.cert_pem.display())))?,
+        );
     }
     let ca = dir.join("servers-ca.pem");
-    write_private(&ca, &bundle).map_err(|e| e.to_string())?;
+    write_private(&ca, &bundle).map_err(|e| CliError::failed(e.to_string()))?;
     let (glen_pw, abc_pw) = (random_password(), random_password());
     add_user(galkam, GLEN, &glen_pw).await?;
     add_user(lrsupport, ABC, &abc_pw).await?;
-    let glen = Client::from_file(&profile(dir, galkam, GLEN, &glen_pw, dns, &ca)?).map_err(|e| e.to_string())?;
-    let abc = Client::from_file(&profile(dir, lrsupport, ABC, &abc_pw, dns, &ca)?).map_err(|e| e.to_string())?;
+    let glen = Client::from_file(&profile(dir, galkam, GLEN, &glen_pw, dns, &ca)?)
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    let abc = Client::from_file(&profile(dir, lrsupport, ABC, &abc_pw, dns, &ca)?)
+        .map_err(|e| CliError::failed(e.to_string()))?;
 
     // 1-2: keys and certificates, uploaded to the own servers.
     let keys = match (glen.keygen(365, true), abc.keygen(365, true)) {
@@ -431,7 +440,11 @@ async fn walk(dir: &Path, dns: SocketAddr, nodes: &[Node]) -> Result<Report, Str
     // 3: lrsupport publishes abc555 with the provider number; the rogue claims it too.
     let published = async {
         publish(lrsupport, ABC, "Dr A. B. Cole", &[PROVIDER_NUMBER]).await?;
-        rogue.store.add_domain("lrsupport.test", SenderPolicy::REJECT).await.map_err(|e| e.to_string())?;
+        rogue
+            .store
+            .add_domain("lrsupport.test", SenderPolicy::REJECT)
+            .await
+            .map_err(|e| CliError::failed(e.to_string()))?;
         add_user(rogue, "fake@lrsupport.test", &random_password()).await?;
         publish(rogue, "fake@lrsupport.test", "Not Dr Cole", &[PROVIDER_NUMBER]).await
     }
@@ -440,7 +453,7 @@ async fn walk(dir: &Path, dns: SocketAddr, nodes: &[Node]) -> Result<Report, Str
         "directory: lrsupport publishes abc555 with provider number 1234567F; the rogue claims 1234567F for a fake lrsupport.test mailbox",
         match published {
             Ok(()) => Outcome::Ok("published".into()),
-            Err(e) => Outcome::Fail(e),
+            Err(e) => Outcome::Fail(e.to_string()),
         },
     );
 
@@ -463,11 +476,11 @@ async fn walk(dir: &Path, dns: SocketAddr, nodes: &[Node]) -> Result<Report, Str
 
     // 5: the Entity Index.
     let learnt = wait_for(20, || async {
-        let learnt = galkam.store.list_learnt_entities().await.map_err(|e| e.to_string())?;
+        let learnt = galkam.store.list_learnt_entities().await.map_err(|e| CliError::failed(e.to_string()))?;
         let good = learnt.iter().any(|e| e.published_id.eq_ignore_ascii_case(PROVIDER_NUMBER) && e.mailbox == ABC);
         let bad = learnt.iter().any(|e| e.mailbox == "fake@lrsupport.test");
         if bad {
-            return Err("galkam kept the rogue's claim for fake@lrsupport.test".into());
+            return Err(CliError::failed("galkam kept the rogue's claim for fake@lrsupport.test"));
         }
         Ok(good.then_some(()))
     })
@@ -478,7 +491,7 @@ async fn walk(dir: &Path, dns: SocketAddr, nodes: &[Node]) -> Result<Report, Str
             Ok(()) => {
                 Outcome::Ok("1234567F -> abc555@lrsupport.test (peer lrsupport.test); the rogue's entry dropped".into())
             }
-            Err(e) => Outcome::Fail(e),
+            Err(e) => Outcome::Fail(e.to_string()),
         },
     );
 
@@ -565,7 +578,7 @@ async fn walk(dir: &Path, dns: SocketAddr, nodes: &[Node]) -> Result<Report, Str
                 vec![Event::Downloaded]
             };
             let found = wait_for(20, || async {
-                let records: Vec<Record> = glen.track(None).await.map_err(|e| e.to_string())?;
+                let records: Vec<Record> = glen.track(None).await.map_err(|e| CliError::failed(e.to_string()))?;
                 let mine: Vec<&Record> = records.iter().filter(|r| &r.message_id == id).collect();
                 let all = wanted.iter().all(|w| mine.iter().any(|r| r.event == *w && r.recipient == ABC));
                 Ok(all.then(|| mine.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(" | ")))
@@ -582,8 +595,9 @@ async fn walk(dir: &Path, dns: SocketAddr, nodes: &[Node]) -> Result<Report, Str
         .step("track: the downloaded and decrypted records arrive at glen's Tracking folder (NOTIFY, TRACK)", tracking);
 
     // 12: the relay attack, the client's side: a challenge bound to lrsupport from the rogue.
-    let listener = TcpListener::bind(SocketAddr::new(rogue.ip, 0)).await.map_err(|e| e.to_string())?;
-    let fake = listener.local_addr().map_err(|e| e.to_string())?;
+    let listener =
+        TcpListener::bind(SocketAddr::new(rogue.ip, 0)).await.map_err(|e| CliError::failed(e.to_string()))?;
+    let fake = listener.local_addr().map_err(|e| CliError::failed(e.to_string()))?;
     let verifier = tokio::spawn(fake_rogue_verifier(listener));
     let refused = match vouchmail_client::session::Session::open(
         "mail.rogue.test",
@@ -620,7 +634,7 @@ async fn walk(dir: &Path, dns: SocketAddr, nodes: &[Node]) -> Result<Report, Str
         }
         let reply = raw.cmd(&format!("AUTH X-RCRAM-VERIFY {GLEN} mail.lrsupport.test")).await?;
         let _ = raw.cmd("QUIT").await;
-        Ok::<Outcome, String>(if reply.code == 535 {
+        Ok::<Outcome, CliError>(if reply.code == 535 {
             Outcome::Ok(format!("galkam to the rogue's address: {}", reply_text(&reply)))
         } else {
             Outcome::Fail(format!("galkam answered {}", reply_text(&reply)))
@@ -629,7 +643,7 @@ async fn walk(dir: &Path, dns: SocketAddr, nodes: &[Node]) -> Result<Report, Str
     .await;
     report.step(
         "relay attack (home server): the rogue asks galkam for glen's challenge bound to lrsupport; refused",
-        verify.unwrap_or_else(Outcome::Fail),
+        verify.unwrap_or_else(|e| Outcome::Fail(e.to_string())),
     );
 
     // 14: NOTIFY injection.
@@ -648,10 +662,10 @@ async fn walk(dir: &Path, dns: SocketAddr, nodes: &[Node]) -> Result<Report, Str
             event: Event::Decrypted,
             reporting_server: "mail.lrsupport.test".into(),
         };
-        let line = record.to_line().map_err(|e| e.to_string())?;
+        let line = record.to_line().map_err(|e| CliError::failed(e.to_string()))?;
         let reply = raw.cmd(&format!("NOTIFY {line}")).await?;
         let _ = raw.cmd("QUIT").await;
-        Ok::<Outcome, String>(if reply.code == 550 {
+        Ok::<Outcome, CliError>(if reply.code == 550 {
             Outcome::Ok(format!("galkam to the rogue: {}", reply_text(&reply)))
         } else {
             Outcome::Fail(format!("galkam answered {}", reply_text(&reply)))
@@ -660,7 +674,7 @@ async fn walk(dir: &Path, dns: SocketAddr, nodes: &[Node]) -> Result<Report, Str
     .await;
     report.step(
         "NOTIFY injection: the rogue claims abc555 decrypted a message of glen's; refused",
-        notify.unwrap_or_else(Outcome::Fail),
+        notify.unwrap_or_else(|e| Outcome::Fail(e.to_string())),
     );
     Ok(report)
 }

@@ -2,6 +2,7 @@
 //! with `--json`, for scripts, one JSON array of objects whose keys stay the same from
 //! release to release.
 
+use crate::error::CliError;
 use std::io::Write;
 
 use serde_json::Value;
@@ -59,7 +60,7 @@ impl Listing {
     }
 
     /// Prints the table, or with `json` the array.
-    pub fn print(self, json: bool) -> Result<(), String> {
+    pub fn print(self, json: bool) -> Result<(), CliError> {
         if json {
             print_json(&self.into_json())
         } else {
@@ -80,14 +81,16 @@ fn shown(cell: &str) -> String {
 }
 
 /// One JSON document on one line.
-pub fn print_json(value: &Value) -> Result<(), String> {
+pub fn print_json(value: &Value) -> Result<(), CliError> {
     write_stdout(&format!("{value}\n"))
 }
 
 /// Standard output; a reader that went away (`| head`) is not an error.
-pub fn write_stdout(text: &str) -> Result<(), String> {
+pub fn write_stdout(text: &str) -> Result<(), CliError> {
     match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("cannot write to standard output: {e}")),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::failed(format!("cannot write to standard output: {e}")))
+        }
         _ => Ok(()),
     }
 }

@@ -3,12 +3,14 @@
 mod admin;
 mod client;
 mod demo;
+mod error;
 mod listing;
 mod messenger;
 mod odmr;
 mod progress;
 mod store;
 
+use crate::error::CliError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -146,7 +148,7 @@ fn main() -> ExitCode {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("vouchmail: {e}");
-                ExitCode::FAILURE
+                e.exit_code()
             }
         };
     }
@@ -179,7 +181,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vouchmail: {e}");
-            ExitCode::FAILURE
+            e.exit_code()
         }
     }
 }
@@ -204,7 +206,7 @@ fn init_logging(config: &Config) {
         .init();
 }
 
-async fn init(config: Config) -> Result<(), String> {
+async fn init(config: Config) -> Result<(), CliError> {
     for warning in config.warnings() {
         eprintln!("vouchmail: warning: {warning}");
     }
@@ -221,7 +223,7 @@ async fn init(config: Config) -> Result<(), String> {
 }
 
 /// First start: the domain and postmaster. True when something was created.
-async fn bootstrap(config: &Config, store: &SqliteStore) -> Result<bool, String> {
+async fn bootstrap(config: &Config, store: &SqliteStore) -> Result<bool, CliError> {
     match vouchmail_server::rules::bootstrap::bootstrap(config, store).await? {
         Some((address, password)) => {
             // Shown once: only its hash is stored.
@@ -235,31 +237,31 @@ async fn bootstrap(config: &Config, store: &SqliteStore) -> Result<bool, String>
 
 /// One server per store: an exclusive lock on `<data_dir>/vouchmail.lock`, holding our PID,
 /// kept while the process lives. The admin commands do not take it.
-fn lock_data_dir(config: &Config) -> Result<std::fs::File, String> {
+fn lock_data_dir(config: &Config) -> Result<std::fs::File, CliError> {
     use std::io::{Read, Seek, Write};
     use std::os::unix::io::AsRawFd;
     let path = config.data_dir.join("vouchmail.lock");
     std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+        .map_err(|e| CliError::failed(format!("cannot create {}: {e}", config.data_dir.display())))?;
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        .map_err(|e| CliError::failed(format!("cannot open {}: {e}", path.display())))?;
     // SAFETY: flock on a descriptor we own; it only reports success or failure.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let mut pid = String::new();
         let _ = file.read_to_string(&mut pid);
-        return Err(format!(
+        return Err(CliError::failed(format!(
             "another vouchmail serve (pid {}) is using {}; stop it first",
             pid.trim(),
             config.data_dir.display()
-        ));
+        )));
     }
     let written = file.set_len(0).and_then(|_| file.rewind()).and_then(|_| writeln!(file, "{}", std::process::id()));
-    written.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    written.map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))?;
     Ok(file)
 }
 
@@ -278,7 +280,7 @@ fn warn_if_exposed(config: &Config) {
     }
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(config: Config) -> Result<(), CliError> {
     init_logging(&config);
     for warning in config.warnings() {
         tracing::warn!("{warning}");

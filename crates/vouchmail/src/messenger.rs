@@ -1,6 +1,7 @@
 //! Admin commands of the Messenger federation (SPEC 8.1, 8.4, 12): users' certificates
 //! and the directory whose published IDs make this server's Entity Index.
 
+use crate::error::CliError;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Subcommand;
@@ -87,24 +88,26 @@ fn time_text(unix: i64) -> String {
     rfc3339(UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64))
 }
 
-fn address_text(text: &str) -> Result<String, String> {
-    Address::parse(text).map(|a| a.to_string().to_lowercase()).map_err(|e| format!("{text}: {e}"))
+fn address_text(text: &str) -> Result<String, CliError> {
+    Address::parse(text).map(|a| a.to_string().to_lowercase()).map_err(|e| CliError::failed(format!("{text}: {e}")))
 }
 
-fn field(name: &str, value: &str) -> Result<String, String> {
+fn field(name: &str, value: &str) -> Result<String, CliError> {
     if value.chars().any(char::is_control) || value.chars().count() > 200 {
-        return Err(format!("--{name}: at most 200 characters, no control characters"));
+        return Err(CliError::failed(format!("--{name}: at most 200 characters, no control characters")));
     }
     Ok(value.trim().to_string())
 }
 
-pub async fn cert(store: &dyn Store, command: CertCommand) -> Result<(), String> {
+pub async fn cert(store: &dyn Store, command: CertCommand) -> Result<(), CliError> {
     match command {
         CertCommand::Import { address, file } => {
             let address = address_text(&address)?;
-            let pem = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let pem = std::fs::read_to_string(&file)
+                .map_err(|e| CliError::failed(format!("cannot read {}: {e}", file.display())))?;
             let now = unix_seconds(SystemTime::now());
-            let checked = x509::check_pem_for(&pem, &address, now).map_err(|e| format!("{}: {e}", file.display()))?;
+            let checked = x509::check_pem_for(&pem, &address, now)
+                .map_err(|e| CliError::failed(format!("{}: {e}", file.display())))?;
             let fingerprint = checked.fingerprint.clone();
             let not_after = checked.not_after;
             store
@@ -117,7 +120,7 @@ pub async fn cert(store: &dyn Store, command: CertCommand) -> Result<(), String>
                     stored_at: now,
                 })
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| CliError::failed(e.to_string()))?;
             println!(
                 "stored the certificate of {address} (valid until {}, SHA-256 {fingerprint})",
                 time_text(not_after)
@@ -125,19 +128,19 @@ pub async fn cert(store: &dyn Store, command: CertCommand) -> Result<(), String>
         }
         CertCommand::Show { address } => {
             let address = address_text(&address)?;
-            let cert = store.get_certificate(&address).await.map_err(|e| e.to_string())?;
-            let cert = cert.ok_or_else(|| format!("no certificate for {address}"))?;
+            let cert = store.get_certificate(&address).await.map_err(|e| CliError::failed(e.to_string()))?;
+            let cert = cert.ok_or_else(|| CliError::failed(format!("no certificate for {address}")))?;
             print!("{}", pem_from_der(&cert.der));
         }
         CertCommand::Remove { address } => {
             let address = address_text(&address)?;
-            store.remove_certificate(&address).await.map_err(|e| e.to_string())?;
+            store.remove_certificate(&address).await.map_err(|e| CliError::failed(e.to_string()))?;
             println!("removed the certificate of {address}");
         }
         CertCommand::List { json } => {
             let now = unix_seconds(SystemTime::now());
             let mut listing = Listing::new(&["ADDRESS", "VALID-UNTIL", "SHA-256", "STATE"]);
-            for cert in store.list_certificates().await.map_err(|e| e.to_string())? {
+            for cert in store.list_certificates().await.map_err(|e| CliError::failed(e.to_string()))? {
                 let state = if now > cert.not_after { "expired" } else { "current" };
                 let object = serde_json::json!({
                     "address": cert.address,
@@ -154,14 +157,15 @@ pub async fn cert(store: &dyn Store, command: CertCommand) -> Result<(), String>
     Ok(())
 }
 
-pub async fn directory(store: &dyn Store, command: DirectoryCommand) -> Result<(), String> {
+pub async fn directory(store: &dyn Store, command: DirectoryCommand) -> Result<(), CliError> {
     match command {
         DirectoryCommand::Set { address, name, organisation, role, ids } => {
             let address = address_text(&address)?;
             let mut parsed = Vec::new();
             for id in &ids {
-                let id = PublishedId::parse(id.trim())
-                    .ok_or_else(|| format!("--id {id}: 1 to 64 of A-Z, a-z, 0-9, '.', '_' and '-'"))?;
+                let id = PublishedId::parse(id.trim()).ok_or_else(|| {
+                    CliError::failed(format!("--id {id}: 1 to 64 of A-Z, a-z, 0-9, '.', '_' and '-'"))
+                })?;
                 parsed.push(id.to_string());
             }
             let record = DirectoryRecord {
@@ -172,22 +176,22 @@ pub async fn directory(store: &dyn Store, command: DirectoryCommand) -> Result<(
                 ids: parsed,
                 ..Default::default()
             };
-            store.set_directory_entry(record).await.map_err(|e| e.to_string())?;
+            store.set_directory_entry(record).await.map_err(|e| CliError::failed(e.to_string()))?;
             println!("directory entry of {address} set");
         }
         DirectoryCommand::Publish { address } => {
             let address = address_text(&address)?;
-            store.set_directory_published(&address, true).await.map_err(|e| e.to_string())?;
+            store.set_directory_published(&address, true).await.map_err(|e| CliError::failed(e.to_string()))?;
             println!("published {address}");
         }
         DirectoryCommand::Unpublish { address } => {
             let address = address_text(&address)?;
-            store.set_directory_published(&address, false).await.map_err(|e| e.to_string())?;
+            store.set_directory_published(&address, false).await.map_err(|e| CliError::failed(e.to_string()))?;
             println!("withdrew {address}");
         }
         DirectoryCommand::List { index, json } => {
             let mut directory = Listing::new(&["ADDRESS", "STATE", "NAME", "ORGANISATION", "ROLE", "IDS"]);
-            for r in store.list_directory().await.map_err(|e| e.to_string())? {
+            for r in store.list_directory().await.map_err(|e| CliError::failed(e.to_string()))? {
                 let state = if r.published { "published" } else { "unpublished" };
                 let object = serde_json::json!({
                     "address": r.address,
@@ -204,7 +208,7 @@ pub async fn directory(store: &dyn Store, command: DirectoryCommand) -> Result<(
                 return directory.print(json);
             }
             let mut learnt = Listing::new(&["ID", "MAILBOX", "FROM-PEER", "LEARNT"]);
-            for e in store.list_learnt_entities().await.map_err(|e| e.to_string())? {
+            for e in store.list_learnt_entities().await.map_err(|e| CliError::failed(e.to_string()))? {
                 let object = serde_json::json!({
                     "id": e.published_id,
                     "mailbox": e.mailbox,
@@ -214,7 +218,7 @@ pub async fn directory(store: &dyn Store, command: DirectoryCommand) -> Result<(
                 learnt.push(vec![e.published_id, e.mailbox, e.peer, time_text(e.learnt_at)], object);
             }
             let mut peers = Listing::new(&["PEER", "ORIGIN", "SERIAL", "PULLED", "LAST-ERROR"]);
-            for p in store.list_messenger_peers().await.map_err(|e| e.to_string())? {
+            for p in store.list_messenger_peers().await.map_err(|e| CliError::failed(e.to_string()))? {
                 let origin = if p.configured { "configured" } else { "talked to" };
                 let object = serde_json::json!({
                     "domain": p.domain,

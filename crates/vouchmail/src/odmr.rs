@@ -1,5 +1,6 @@
 //! `vouchmail odmr fetch`: the ODMR customer (RFC 2645).
 
+use crate::error::CliError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -64,7 +65,7 @@ pub async fn run(
     config: &Config,
     config_file: Option<&std::path::Path>,
     command: OdmrCommand,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode, CliError> {
     let OdmrCommand::Fetch {
         provider,
         user,
@@ -82,16 +83,19 @@ pub async fn run(
     let password = match (&cert, &password_file) {
         (Some(_), _) => None,
         (None, Some(path)) => Some(first_line(
-            &std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+            &std::fs::read_to_string(path)
+                .map_err(|e| CliError::failed(format!("cannot read {}: {e}", path.display())))?,
         )),
         (None, None) => {
             let mut input = String::new();
-            std::io::stdin().read_line(&mut input).map_err(|e| format!("cannot read the password: {e}"))?;
+            std::io::stdin()
+                .read_line(&mut input)
+                .map_err(|e| CliError::failed(format!("cannot read the password: {e}")))?;
             Some(first_line(&input))
         }
     };
     if password.as_deref() == Some("") {
-        return Err("the password is empty".into());
+        return Err(CliError::failed("the password is empty"));
     }
     let options = FetchOptions {
         provider: provider.clone(),
@@ -121,7 +125,7 @@ pub async fn run(
     if let Some(store) = store {
         store.shutdown().await;
     }
-    match outcome? {
+    match outcome.map_err(CliError::failed)? {
         FetchOutcome::Taken { messages: Some(n) } => {
             match smtphost.as_deref() {
                 Some(host) => println!("took {n} message(s) from {provider} into {host}"),

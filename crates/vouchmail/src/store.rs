@@ -1,5 +1,6 @@
 //! Opening the store the config names: the admin commands never make a new empty one.
 
+use crate::error::CliError;
 use std::sync::Arc;
 
 use vouchmail_server::config::Config;
@@ -8,10 +9,13 @@ use vouchmail_store::SqliteStore;
 /// The admin commands work on a store that exists: never a new empty one made by
 /// accident in the working directory.
 /// `config_file`: where the config came from (None: the dev defaults).
-pub fn open_existing_store(config: &Config, config_file: Option<&std::path::Path>) -> Result<Arc<SqliteStore>, String> {
+pub fn open_existing_store(
+    config: &Config,
+    config_file: Option<&std::path::Path>,
+) -> Result<Arc<SqliteStore>, CliError> {
     let path = config.store_path();
     if !path.exists() {
-        return Err(match config_file {
+        return Err(CliError::failed(match config_file {
             None => format!(
                 "no store at {}; pass --config FILE (or set VOUCHMAIL_CONFIG), or create one with vouchmail init",
                 path.display()
@@ -21,12 +25,12 @@ pub fn open_existing_store(config: &Config, config_file: Option<&std::path::Path
                 path.display(),
                 file.display()
             ),
-        });
+        }));
     }
     open_store(config)
 }
 
-pub fn open_store(config: &Config) -> Result<Arc<SqliteStore>, String> {
+pub fn open_store(config: &Config) -> Result<Arc<SqliteStore>, CliError> {
     let path = config.store_path();
-    SqliteStore::open(&path).map(Arc::new).map_err(|e| format!("{}: {e}", path.display()))
+    SqliteStore::open(&path).map(Arc::new).map_err(|e| CliError::failed(format!("{}: {e}", path.display())))
 }

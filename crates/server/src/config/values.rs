@@ -2,13 +2,14 @@
 //! and how a TLS server is trusted. Checked when the config loads, so that what loads also
 //! works; the network room uses them as they are.
 
+use crate::support::error::{Error, ErrorKind};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 /// `host`, `host:port`, `1.2.3.4:port`, `[::1]:port`, `::1` (port 25 if absent). Also run
 /// on every route and the relay when the config loads (`Config::validate_outbound`).
-pub fn split_host_port(text: &str) -> Result<(String, u16), String> {
-    let bad = || format!("'{text}' is not host[:port]");
+pub fn split_host_port(text: &str) -> Result<(String, u16), Error> {
+    let bad = || Error::new(ErrorKind::Config, format!("'{text}' is not host[:port]"));
     let (host, port) = split(text).ok_or_else(bad)?;
     if host.is_empty() || host.contains(char::is_whitespace) {
         return Err(bad());
@@ -54,13 +55,16 @@ pub enum ServerTrust {
 
 impl ServerTrust {
     /// From the options `--tls-ca`, `--tls-fingerprint`, `--tls-insecure` (at most one).
-    pub fn from_options(ca: Option<&Path>, fingerprint: Option<&str>, insecure: bool) -> Result<ServerTrust, String> {
+    pub fn from_options(ca: Option<&Path>, fingerprint: Option<&str>, insecure: bool) -> Result<ServerTrust, Error> {
         match (ca, fingerprint, insecure) {
             (None, None, false) => Ok(ServerTrust::SystemRoots),
             (Some(ca), None, false) => Ok(ServerTrust::CaFile(ca.to_path_buf())),
             (None, Some(hex), false) => parse_fingerprint(hex).map(ServerTrust::Fingerprint),
             (None, None, true) => Ok(ServerTrust::Insecure),
-            _ => Err("give at most one of the TLS CA file, the certificate fingerprint and insecure".into()),
+            _ => Err(Error::new(
+                ErrorKind::Config,
+                "give at most one of the TLS CA file, the certificate fingerprint and insecure",
+            )),
         }
     }
 
@@ -77,9 +81,11 @@ impl ServerTrust {
 
 /// A SHA-256 fingerprint in hex, either case, with or without colons (as `openssl x509
 /// -fingerprint -sha256` prints it).
-pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], Error> {
     let digits: Vec<u8> = text.trim().bytes().filter(|&b| b != b':').collect();
-    let bad = || format!("{text:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)");
+    let bad = || {
+        Error::new(ErrorKind::Config, format!("{text:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)"))
+    };
     // from_str_radix alone would take a sign ("+a").
     if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
         return Err(bad());

@@ -99,7 +99,7 @@ impl Messenger {
         let user = user.to_lowercase();
         let checked = match x509::check_pem_for(pem, &user, now()) {
             Ok(checked) => checked,
-            Err(reason) => return replies::pubcert_refused(&reason),
+            Err(reason) => return replies::pubcert_refused(reason.message()),
         };
         let cert = StoredCertificate {
             address: user.clone(),

@@ -197,7 +197,7 @@ fn text(reply: &ServerReply) -> String {
 /// Resolves the provider with the shared resolver (RFC 2645: port 366 when none is given)
 /// and connects to the first of its addresses that answers.
 async fn connect_provider(options: &FetchOptions) -> Result<TcpStream, String> {
-    let dns = crate::net::dns::Dns::shared(&options.nameservers)?;
+    let dns = crate::net::dns::Dns::shared(&options.nameservers).map_err(|e| e.to_string())?;
     let addrs =
         dns.socket_addrs(&options.provider, 366).await.map_err(|e| format!("cannot resolve the provider {e}"))?;
     let mut last = format!("no address for {}", options.provider);
@@ -235,7 +235,7 @@ pub async fn fetch(options: &FetchOptions, local: Option<Arc<dyn ReversedServer>
     if options.tls || options.client_cert.is_some() {
         // Built first: a missing CA file fails before we ask the provider for anything.
         let cert = options.client_cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
-        let (connector, presented) = client_tls::client_connector(&options.trust, cert)?;
+        let (connector, presented) = client_tls::client_connector(&options.trust, cert).map_err(|e| e.to_string())?;
         let host = options.provider_host();
         let name = client_tls::server_name(host).ok_or_else(|| format!("{host} is not a TLS server name"))?;
         let reply = line.command("STARTTLS").await?;

@@ -355,8 +355,13 @@ impl Engine {
         let o = &config.outbound;
         Ok(Arc::new(Engine {
             settings: Settings::from_config(config),
-            router: Router::new(o, &config.hostname, crate::net::dns::Dns::for_config(config)?)?,
-            tls: Connectors::new(o.ca_file.as_deref())?,
+            router: Router::new(
+                o,
+                &config.hostname,
+                crate::net::dns::Dns::for_config(config).map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?,
+            tls: Connectors::new(o.ca_file.as_deref()).map_err(|e| e.to_string())?,
             store,
             connections: Arc::new(Semaphore::new(o.max_connections)),
             destinations: Mutex::new(HashMap::new()),

@@ -2,6 +2,7 @@
 //! address, thin tokio shells around the sans-I/O codec and session of
 //! `vouchmail_proto::authkey`, answering from the store.
 
+use crate::support::error::{Error, ErrorKind};
 use crate::support::time::unix_now;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -202,10 +203,11 @@ async fn log_writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<VerifyLogEntry
 }
 
 /// Binds the UDP socket of a VERIFY address (the TCP listener's, so port 0 gets one port).
-pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, String> {
-    let socket = std::net::UdpSocket::bind(addr).map_err(|e| format!("cannot bind UDP {addr}: {e}"))?;
-    socket.set_nonblocking(true).map_err(|e| e.to_string())?;
-    UdpSocket::from_std(socket).map_err(|e| format!("UDP {addr}: {e}"))
+pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, Error> {
+    let socket = std::net::UdpSocket::bind(addr)
+        .map_err(|e| Error::new(ErrorKind::Network, format!("cannot bind UDP {addr}: {e}")))?;
+    socket.set_nonblocking(true).map_err(|e| Error::new(ErrorKind::Network, e.to_string()))?;
+    UdpSocket::from_std(socket).map_err(|e| Error::new(ErrorKind::Network, format!("UDP {addr}: {e}")))
 }
 
 /// UDP: one datagram in, at most one out (SPEC 7.2, the codec's `udp_reply` rule).

@@ -7,6 +7,7 @@ pub mod limits;
 pub mod pop3;
 pub mod smtp;
 
+use crate::support::error::{Error, ErrorKind};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,14 +22,14 @@ use crate::support::tasks::TaskTracker;
 const LISTEN_BACKLOG: u32 = 1024;
 
 /// Binds a listening socket with address reuse and a deep backlog.
-pub(crate) fn listen(addr: SocketAddr) -> Result<TcpListener, String> {
+pub(crate) fn listen(addr: SocketAddr) -> Result<TcpListener, Error> {
     let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
     let bound = socket.and_then(|socket| {
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
         socket.listen(LISTEN_BACKLOG)
     });
-    bound.map_err(|e| format!("cannot listen on {addr}: {e}"))
+    bound.map_err(|e| Error::new(ErrorKind::Network, format!("cannot listen on {addr}: {e}")))
 }
 
 /// Accepts connections until shutdown and runs `handle` for each in its own tracked task.

@@ -3,6 +3,7 @@
 //! against CA certificates ("verify"); and the ODMR customer's, which checks its provider
 //! by CA, by fingerprint, or (only when asked) not at all.
 
+use crate::support::error::{Error, ErrorKind};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -89,10 +90,10 @@ pub struct Connectors {
 
 impl Connectors {
     /// `ca_file`: CA certificates for "verify" (default: the system bundle, if present).
-    pub fn new(ca_file: Option<&Path>) -> Result<Connectors, String> {
+    pub fn new(ca_file: Option<&Path>) -> Result<Connectors, Error> {
         let any = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| Error::new(ErrorKind::Tls, e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(KeyHolder::any()))
             .with_no_client_auth();
@@ -101,7 +102,7 @@ impl Connectors {
             Ok(roots) => Some(
                 ClientConfig::builder_with_provider(provider())
                     .with_safe_default_protocol_versions()
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| Error::new(ErrorKind::Tls, e.to_string()))?
                     .with_root_certificates(roots)
                     .with_no_client_auth(),
             ),
@@ -127,15 +128,18 @@ impl Connectors {
     }
 }
 
-fn load_roots(path: &Path) -> Result<RootCertStore, String> {
+fn load_roots(path: &Path) -> Result<RootCertStore, Error> {
     let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read {}: {e}", path.display()))? {
-        let cert = cert.map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
+    for cert in CertificateDer::pem_file_iter(path)
+        .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot read {}: {e}", path.display())))?
+    {
+        let cert =
+            cert.map_err(|e| Error::new(ErrorKind::Tls, format!("bad certificate in {}: {e}", path.display())))?;
         // Skip certificates rustls cannot use rather than failing the whole bundle.
         let _ = roots.add(cert);
     }
     if roots.is_empty() {
-        return Err(format!("no CA certificate in {}", path.display()));
+        return Err(Error::new(ErrorKind::Tls, format!("no CA certificate in {}", path.display())));
     }
     Ok(roots)
 }
@@ -211,20 +215,21 @@ impl ServerCertVerifier for Recording {
 pub fn client_connector(
     trust: &ServerTrust,
     client: Option<(&Path, &Path)>,
-) -> Result<(TlsConnector, Presented), String> {
+) -> Result<(TlsConnector, Presented), Error> {
     let verifier: Arc<dyn ServerCertVerifier> = match trust {
         ServerTrust::SystemRoots | ServerTrust::CaFile(_) => {
             let roots = match trust {
                 ServerTrust::CaFile(path) => load_roots(path)?,
                 _ => load_roots(Path::new(SYSTEM_BUNDLE)).map_err(|e| {
-                    format!(
-                        "no system CA certificates to check the server against ({e}); give a CA file or a fingerprint"
+                    Error::config(
+                        "tls_ca",
+                        format!("no system CA certificates to check the server against ({e}); give a CA file or a fingerprint"),
                     )
                 })?,
             };
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()
-                .map_err(|e| format!("CA certificates: {e}"))?
+                .map_err(|e| Error::new(ErrorKind::Tls, format!("CA certificates: {e}")))?
         }
         ServerTrust::Fingerprint(sha256) => Arc::new(KeyHolder { pin: Some(*sha256), provider: provider() }),
         ServerTrust::Insecure => Arc::new(KeyHolder::any()),
@@ -233,19 +238,21 @@ pub fn client_connector(
     let verifier = Arc::new(Recording { inner: verifier, presented: presented.clone() });
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| Error::new(ErrorKind::Tls, e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let config = match client {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
             let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                .map_err(|e| format!("cannot read {}: {e}", cert.display()))?
+                .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot read {}: {e}", cert.display())))?
                 .collect::<Result<_, _>>()
-                .map_err(|e| format!("bad certificate in {}: {e}", cert.display()))?;
+                .map_err(|e| Error::new(ErrorKind::Tls, format!("bad certificate in {}: {e}", cert.display())))?;
             let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("cannot read the key {}: {e}", key.display()))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))?
+                .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot read the key {}: {e}", key.display())))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| Error::new(ErrorKind::Tls, format!("client certificate: {e}")))?
         }
     };
     Ok((TlsConnector::from(Arc::new(config)), presented))

@@ -5,6 +5,7 @@
 //! cache) for the same name servers: `[dns] nameservers`, else the old
 //! `outbound.nameservers`, else the system's.
 
+use crate::support::error::{Error, ErrorKind};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -87,12 +88,12 @@ fn registry() -> &'static Registry {
 impl Dns {
     /// The resolver for this configuration, shared with every other part that uses the
     /// same name servers.
-    pub fn for_config(config: &Config) -> Result<Arc<Dns>, String> {
+    pub fn for_config(config: &Config) -> Result<Arc<Dns>, Error> {
         Dns::shared(config.nameservers())
     }
 
     /// The resolver for these name servers (empty: the system's), made once while in use.
-    pub fn shared(nameservers: &[SocketAddr]) -> Result<Arc<Dns>, String> {
+    pub fn shared(nameservers: &[SocketAddr]) -> Result<Arc<Dns>, Error> {
         let mut live = registry().lock().unwrap_or_else(|p| p.into_inner());
         live.retain(|_, dns| dns.strong_count() > 0);
         if let Some(dns) = live.get(nameservers).and_then(Weak::upgrade) {
@@ -138,17 +139,17 @@ impl Dns {
 
     /// `host:port` (or `[v6]:port`, or `host` with `default_port`) resolved to socket
     /// addresses.
-    pub async fn socket_addrs(&self, text: &str, default_port: u16) -> Result<Vec<SocketAddr>, String> {
+    pub async fn socket_addrs(&self, text: &str, default_port: u16) -> Result<Vec<SocketAddr>, Error> {
         if let Ok(addr) = text.parse::<SocketAddr>() {
             return Ok(vec![addr]);
         }
         let (host, port) = match text.rsplit_once(':') {
             Some((host, port)) if !host.contains(':') || host.ends_with(']') => {
-                (host, port.parse::<u16>().map_err(|_| format!("bad port in {text}"))?)
+                (host, port.parse::<u16>().map_err(|_| Error::new(ErrorKind::Dns, format!("bad port in {text}")))?)
             }
             _ => (text, default_port),
         };
-        let ips = self.addresses(host).await.map_err(|e| format!("{host}: {e}"))?;
+        let ips = self.addresses(host).await.map_err(|e| Error::new(ErrorKind::Dns, format!("{host}: {e}")))?;
         Ok(ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect())
     }
 
@@ -207,7 +208,7 @@ fn fqdn(name: &str) -> String {
     format!("{}.", name.trim_end_matches('.'))
 }
 
-fn build_resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, String> {
+fn build_resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, Error> {
     let provider = TokioRuntimeProvider::default();
     let mut builder = if nameservers.is_empty() {
         match TokioResolver::builder(provider.clone()) {
@@ -233,7 +234,7 @@ fn build_resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, String> {
     let options = builder.options_mut();
     options.timeout = Duration::from_secs(5);
     options.attempts = 2;
-    builder.build().map_err(|e| format!("cannot build the DNS resolver: {e}"))
+    builder.build().map_err(|e| Error::new(ErrorKind::Dns, format!("cannot build the DNS resolver: {e}")))
 }
 
 #[cfg(test)]

@@ -167,7 +167,13 @@ pub struct FederationClient {
 impl FederationClient {
     pub fn new(dns: Arc<Dns>, options: ClientOptions) -> Result<FederationClient, String> {
         let tls = if options.starttls {
-            Some(Connectors::new(None)?.for_policy(TlsPolicy::May).cloned().ok_or("no TLS connector")?)
+            Some(
+                Connectors::new(None)
+                    .map_err(|e| e.to_string())?
+                    .for_policy(TlsPolicy::May)
+                    .cloned()
+                    .ok_or("no TLS connector")?,
+            )
         } else {
             None
         };
@@ -175,7 +181,7 @@ impl FederationClient {
     }
 
     pub fn from_config(config: &Config) -> Result<FederationClient, String> {
-        FederationClient::new(Dns::for_config(config)?, ClientOptions::from_config(config))
+        FederationClient::new(Dns::for_config(config).map_err(|e| e.to_string())?, ClientOptions::from_config(config))
     }
 
     pub fn options(&self) -> &ClientOptions {

@@ -1,6 +1,7 @@
 //! Where mail for a domain goes: static routes and the relay host (like Postfix's transport
 //! map and relayhost), otherwise the domain's MX hosts (RFC 5321 5.1, RFC 7505).
 
+use crate::support::error::{Error, ErrorKind};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
@@ -77,7 +78,7 @@ struct RouteSpec {
 }
 
 impl RouteSpec {
-    fn from_config(route: &Route, default_tls: TlsPolicy) -> Result<RouteSpec, String> {
+    fn from_config(route: &Route, default_tls: TlsPolicy) -> Result<RouteSpec, Error> {
         let (host, port) = split_host_port(&route.host)?;
         let password = match (&route.password, &route.password_file) {
             (Some(p), _) => Some(p.clone()),
@@ -87,7 +88,12 @@ impl RouteSpec {
         let credentials = match (&route.username, password) {
             (Some(user), Some(password)) => Some(Credentials::new(user.clone(), password)),
             (None, None) => None,
-            _ => return Err(format!("route to {}: username and password go together", route.host)),
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!("route to {}: username and password go together", route.host),
+                ))
+            }
         };
         Ok(RouteSpec {
             domain: route.domain.to_ascii_lowercase(),
@@ -108,8 +114,9 @@ impl RouteSpec {
     }
 }
 
-fn read_password(file: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+fn read_password(file: &Path) -> Result<String, Error> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Error::new(ErrorKind::Config, format!("cannot read {}: {e}", file.display())))?;
     Ok(text.lines().next().unwrap_or("").to_string())
 }
 
@@ -130,10 +137,10 @@ fn made_up(code: u16, e: (u8, u16, u16), text: impl Into<String>) -> Reply {
 }
 
 impl Router {
-    pub fn new(config: &Outbound, hostname: &str, dns: Arc<Dns>) -> Result<Router, String> {
+    pub fn new(config: &Outbound, hostname: &str, dns: Arc<Dns>) -> Result<Router, Error> {
         let mx_tls = TlsPolicy::parse(&config.tls);
         let routes =
-            config.routes.iter().map(|r| RouteSpec::from_config(r, mx_tls)).collect::<Result<Vec<_>, String>>()?;
+            config.routes.iter().map(|r| RouteSpec::from_config(r, mx_tls)).collect::<Result<Vec<_>, Error>>()?;
         let relay = config.relay.as_ref().map(|r| RouteSpec::from_config(r, mx_tls)).transpose()?;
         let mut own_names = vec![hostname.to_ascii_lowercase()];
         if !config.helo_name.is_empty() {

@@ -1,6 +1,7 @@
 //! TLS with rustls: the server certificate (configured, or self-signed on first start),
 //! optional client certificates for SASL EXTERNAL, and a stream that is plain or TLS.
 
+use crate::support::error::{Error, ErrorKind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -50,38 +51,42 @@ impl Tls {
     /// Loads the configured certificate, or creates (once) a self-signed one for the host
     /// name in the data folder. `Config::load` has already checked that each configured
     /// file holds PEM of its kind, naming the key; this stays for configs built in code.
-    pub fn from_config(config: &Config) -> Result<Tls, String> {
+    pub fn from_config(config: &Config) -> Result<Tls, Error> {
         let (cert_path, key_path) = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => (cert.clone(), key.clone()),
             (None, None) => self_signed(config)?,
-            _ => return Err("tls.cert and tls.key must be set together".into()),
+            _ => return Err(Error::new(ErrorKind::Tls, "tls.cert and tls.key must be set together")),
         };
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
-            .map_err(|e| format!("cannot read {}: {e}", cert_path.display()))?
+            .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot read {}: {e}", cert_path.display())))?
             .collect::<Result<_, _>>()
-            .map_err(|e| format!("bad certificate in {}: {e}", cert_path.display()))?;
+            .map_err(|e| Error::new(ErrorKind::Tls, format!("bad certificate in {}: {e}", cert_path.display())))?;
         if certs.is_empty() {
-            return Err(format!("no certificate in {}", cert_path.display()));
+            return Err(Error::new(ErrorKind::Tls, format!("no certificate in {}", cert_path.display())));
         }
         let key = PrivateKeyDer::from_pem_file(&key_path)
-            .map_err(|e| format!("cannot read the key {}: {e}", key_path.display()))?;
+            .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot read the key {}: {e}", key_path.display())))?;
         let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::new(ErrorKind::Tls, e.to_string()))?;
         let ca_configured = config.tls.client_ca.is_some();
         let builder = match &config.tls.client_ca {
             Some(ca_path) => {
                 let mut roots = RootCertStore::empty();
                 for cert in CertificateDer::pem_file_iter(ca_path)
-                    .map_err(|e| format!("cannot read {}: {e}", ca_path.display()))?
+                    .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot read {}: {e}", ca_path.display())))?
                 {
-                    let cert = cert.map_err(|e| format!("bad certificate in {}: {e}", ca_path.display()))?;
-                    roots.add(cert).map_err(|e| format!("bad CA certificate in {}: {e}", ca_path.display()))?;
+                    let cert = cert.map_err(|e| {
+                        Error::new(ErrorKind::Tls, format!("bad certificate in {}: {e}", ca_path.display()))
+                    })?;
+                    roots.add(cert).map_err(|e| {
+                        Error::new(ErrorKind::Tls, format!("bad CA certificate in {}: {e}", ca_path.display()))
+                    })?;
                 }
                 let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
                     .allow_unauthenticated()
                     .build()
-                    .map_err(|e| format!("client CA: {e}"))?;
+                    .map_err(|e| Error::new(ErrorKind::Tls, format!("client CA: {e}")))?;
                 builder.with_client_cert_verifier(verifier)
             }
             None if config.tls.request_client_cert => {
@@ -89,8 +94,9 @@ impl Tls {
             }
             None => builder.with_no_client_auth(),
         };
-        let server_config =
-            builder.with_single_cert(certs, key).map_err(|e| format!("tls.cert and tls.key do not match: {e}"))?;
+        let server_config = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| Error::new(ErrorKind::Tls, format!("tls.cert and tls.key do not match: {e}")))?;
         Ok(Tls { acceptor: TlsAcceptor::from(Arc::new(server_config)), ca_configured })
     }
 
@@ -129,7 +135,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Creates `<data_dir>/tls/cert.pem` and `key.pem` naming the host name (CN and SAN), and
 /// makes them again when the configured host name is no longer the one they name.
-fn self_signed(config: &Config) -> Result<(PathBuf, PathBuf), String> {
+fn self_signed(config: &Config) -> Result<(PathBuf, PathBuf), Error> {
     let dir = config.data_dir.join("tls");
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     if cert_path.exists() && key_path.exists() {
@@ -145,15 +151,20 @@ fn self_signed(config: &Config) -> Result<(PathBuf, PathBuf), String> {
             ),
         }
     }
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot create {}: {e}", dir.display())))?;
     let mut params = rcgen::CertificateParams::new(vec![config.hostname.clone()])
-        .map_err(|e| format!("cannot make a certificate for {}: {e}", config.hostname))?;
+        .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot make a certificate for {}: {e}", config.hostname)))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::CommonName, config.hostname.clone());
-    let key = rcgen::KeyPair::generate().map_err(|e| format!("cannot generate a key: {e}"))?;
-    let cert = params.self_signed(&key).map_err(|e| format!("cannot generate a certificate: {e}"))?;
+    let key =
+        rcgen::KeyPair::generate().map_err(|e| Error::new(ErrorKind::Tls, format!("cannot generate a key: {e}")))?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot generate a certificate: {e}")))?;
     write_private(&key_path, key.serialize_pem().as_bytes())?;
-    std::fs::write(&cert_path, cert.pem()).map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
+    std::fs::write(&cert_path, cert.pem())
+        .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot write {}: {e}", cert_path.display())))?;
     tracing::info!(cert = %cert_path.display(), hostname = %config.hostname, "created a self-signed certificate");
     Ok((cert_path, key_path))
 }
@@ -164,8 +175,9 @@ fn names_of(path: &Path) -> Option<Vec<String>> {
     crate::net::x509::dns_names(der.as_ref())
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    crate::support::files::write_private(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    crate::support::files::write_private(path, bytes)
+        .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot write {}: {e}", path.display())))
 }
 
 /// Asks for a client certificate and accepts any: the handshake still proves the client

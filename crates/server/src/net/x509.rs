@@ -4,6 +4,7 @@
 //! rfc822Name; no chain is built, the certificate is the user's own, for others to encrypt
 //! to), a TLS client certificate's subject (SASL EXTERNAL), and the DNS names of our own.
 
+use crate::support::error::{Error, ErrorKind};
 use sha2::Digest;
 use x509_cert::der::{Decode, Encode};
 use x509_cert::ext::pkix::name::GeneralName;
@@ -26,22 +27,26 @@ const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
 const END: &str = "-----END CERTIFICATE-----";
 
 /// The DER of the first `CERTIFICATE` block of PEM text (RFC 7468 5.1).
-pub fn first_pem_certificate(pem: &str) -> Result<Vec<u8>, String> {
-    let start = pem.find(BEGIN).ok_or("no PEM certificate (-----BEGIN CERTIFICATE----- missing)")?;
+pub fn first_pem_certificate(pem: &str) -> Result<Vec<u8>, Error> {
+    let start =
+        pem.find(BEGIN).ok_or_else(|| Error::invalid("no PEM certificate (-----BEGIN CERTIFICATE----- missing)"))?;
     let body = &pem[start + BEGIN.len()..];
-    let end = body.find(END).ok_or("PEM certificate not ended by -----END CERTIFICATE-----")?;
+    let end = body.find(END).ok_or_else(|| Error::invalid("PEM certificate not ended by -----END CERTIFICATE-----"))?;
     let text: String = body[..end].chars().filter(|c| !c.is_ascii_whitespace()).collect();
     use base64::Engine;
-    let der = base64::engine::general_purpose::STANDARD.decode(text).map_err(|_| "PEM certificate is not base64")?;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|_| Error::invalid("PEM certificate is not base64"))?;
     if der.is_empty() {
-        return Err("empty PEM certificate".into());
+        return Err(Error::new(ErrorKind::Invalid, "empty PEM certificate"));
     }
     Ok(der)
 }
 
 /// Parses a DER certificate and reads what the checks need.
-pub fn parse_der(der: &[u8]) -> Result<CheckedCertificate, String> {
-    let cert = Certificate::from_der(der).map_err(|e| format!("certificate does not parse: {e}"))?;
+pub fn parse_der(der: &[u8]) -> Result<CheckedCertificate, Error> {
+    let cert = Certificate::from_der(der)
+        .map_err(|e| Error::new(ErrorKind::Invalid, format!("certificate does not parse: {e}")))?;
     let validity = &cert.tbs_certificate.validity;
     let seconds = |t: &x509_cert::time::Time| i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX);
     let emails = subject_alt_names(&cert)?
@@ -52,7 +57,7 @@ pub fn parse_der(der: &[u8]) -> Result<CheckedCertificate, String> {
         })
         .collect();
     // Re-encoded: what is stored is exactly one certificate, whatever followed it.
-    let der = cert.to_der().map_err(|e| format!("certificate does not encode: {e}"))?;
+    let der = cert.to_der().map_err(|e| Error::new(ErrorKind::Invalid, format!("certificate does not encode: {e}")))?;
     let fingerprint = sha2::Sha256::digest(&der).iter().map(|b| format!("{b:02x}")).collect();
     Ok(CheckedCertificate {
         der,
@@ -66,29 +71,32 @@ pub fn parse_der(der: &[u8]) -> Result<CheckedCertificate, String> {
 /// SPEC 8.1: the certificate parses, is current at `now`, and one of its rfc822Names is
 /// `address` (compared without regard to case, as the store keeps addresses). The error
 /// is the reason given with `554 5.7.0`.
-pub fn check_pem_for(pem: &str, address: &str, now: i64) -> Result<CheckedCertificate, String> {
+pub fn check_pem_for(pem: &str, address: &str, now: i64) -> Result<CheckedCertificate, Error> {
     let checked = parse_der(&first_pem_certificate(pem)?)?;
     if now < checked.not_before {
-        return Err("certificate is not valid yet".into());
+        return Err(Error::new(ErrorKind::Invalid, "certificate is not valid yet"));
     }
     if now > checked.not_after {
-        return Err("certificate has expired".into());
+        return Err(Error::new(ErrorKind::Invalid, "certificate has expired"));
     }
     if !checked.emails.iter().any(|e| e.eq_ignore_ascii_case(address)) {
-        return Err(format!("certificate does not name {address} in subjectAltName rfc822Name"));
+        return Err(Error::new(
+            ErrorKind::Invalid,
+            format!("certificate does not name {address} in subjectAltName rfc822Name"),
+        ));
     }
     Ok(checked)
 }
 
 /// The entries of the certificate's subjectAltName extensions (RFC 5280 4.2.1.6).
-fn subject_alt_names(cert: &Certificate) -> Result<Vec<GeneralName>, String> {
+fn subject_alt_names(cert: &Certificate) -> Result<Vec<GeneralName>, Error> {
     let mut names = Vec::new();
     for extension in cert.tbs_certificate.extensions.iter().flatten() {
         if extension.extn_id != SUBJECT_ALT_NAME {
             continue;
         }
         let san = SubjectAltName::from_der(extension.extn_value.as_bytes())
-            .map_err(|e| format!("subjectAltName does not parse: {e}"))?;
+            .map_err(|e| Error::new(ErrorKind::Invalid, format!("subjectAltName does not parse: {e}")))?;
         names.extend(san.0);
     }
     Ok(names)
@@ -145,12 +153,12 @@ mod tests {
         assert_eq!(checked.emails, vec!["Abc555@lrsupport.test"]);
         assert_eq!(checked.fingerprint.len(), 64);
         assert_eq!(first_pem_certificate(&pem).unwrap(), checked.der);
-        let other = check_pem_for(&pem, "glen@galkam.test", now()).unwrap_err();
+        let other = check_pem_for(&pem, "glen@galkam.test", now()).unwrap_err().to_string();
         assert!(other.contains("does not name glen@galkam.test"), "{other}");
         let expired = make("a@b.test", 2000, 2001);
-        assert!(check_pem_for(&expired, "a@b.test", now()).unwrap_err().contains("expired"));
+        assert!(check_pem_for(&expired, "a@b.test", now()).unwrap_err().to_string().contains("expired"));
         let future = make("a@b.test", 2090, 2091);
-        assert!(check_pem_for(&future, "a@b.test", now()).unwrap_err().contains("not valid yet"));
+        assert!(check_pem_for(&future, "a@b.test", now()).unwrap_err().to_string().contains("not valid yet"));
     }
 
     #[test]

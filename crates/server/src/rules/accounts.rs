@@ -2,13 +2,10 @@
 //! no alias loop of any length, no local target that does not exist (unless the operator
 //! says it comes later), and no account removed while something still points at it.
 
+use crate::support::error::{Error, ErrorKind};
 use std::collections::{HashMap, HashSet};
 
-use vouchmail_store::{Store, StoreError};
-
-fn err(e: StoreError) -> String {
-    e.to_string()
-}
+use vouchmail_store::Store;
 
 /// May `alias` get `targets`? Local targets must be accounts or aliases (unless
 /// `allow_missing`), and no target may lead back to `alias` through other aliases.
@@ -17,29 +14,29 @@ pub async fn check_new_alias(
     alias: &str,
     targets: &[String],
     allow_missing: bool,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let alias = alias.to_lowercase();
-    if store.get_account(&alias).await.map_err(err)?.is_some() {
-        return Err(format!("{alias} is an account; an alias cannot have its name"));
+    if store.get_account(&alias).await?.is_some() {
+        return Err(Error::new(ErrorKind::Invalid, format!("{alias} is an account; an alias cannot have its name")));
     }
     // The alias graph as it will be: every alias's targets, this one's included.
     let mut graph: HashMap<String, Vec<String>> = HashMap::new();
-    for (from, to) in store.list_aliases().await.map_err(err)? {
+    for (from, to) in store.list_aliases().await? {
         graph.entry(from.to_lowercase()).or_default().push(to.to_lowercase());
     }
     graph.entry(alias.clone()).or_default().extend(targets.iter().map(|t| t.to_lowercase()));
     for target in targets {
         let target = target.to_lowercase();
         if let Some(path) = path_back(&graph, &target, &alias) {
-            return Err(format!("alias loop: {alias} -> {}", path.join(" -> ")));
+            return Err(Error::new(ErrorKind::Invalid, format!("alias loop: {alias} -> {}", path.join(" -> "))));
         }
-        let record = store.lookup_recipient(&target).await.map_err(err)?;
+        let record = store.lookup_recipient(&target).await?;
         let local = record.domain.is_some();
         let exists = record.account.is_some() || graph.contains_key(&target);
         if local && !exists && !allow_missing {
-            return Err(format!(
+            return Err(Error::new(ErrorKind::Invalid, format!(
                 "{target} is neither an account nor an alias here; add it first, or pass --allow-missing if it comes later"
-            ));
+            )));
         }
     }
     Ok(())
@@ -100,15 +97,15 @@ impl References {
     }
 }
 
-pub async fn references(store: &dyn Store, address: &str) -> Result<References, String> {
+pub async fn references(store: &dyn Store, address: &str) -> Result<References, Error> {
     let address = address.to_lowercase();
     let mut refs = References::default();
-    for (alias, target) in store.list_aliases().await.map_err(err)? {
+    for (alias, target) in store.list_aliases().await? {
         if target.eq_ignore_ascii_case(&address) && !refs.aliases.contains(&alias) {
             refs.aliases.push(alias);
         }
     }
-    for domain in store.list_domains().await.map_err(err)? {
+    for domain in store.list_domains().await? {
         if domain.held_for.iter().any(|a| a.eq_ignore_ascii_case(&address)) {
             refs.held_domains.push(domain.name.clone());
         }
@@ -121,34 +118,37 @@ pub async fn references(store: &dyn Store, address: &str) -> Result<References, 
 
 /// Removes the account; with `force` first everything that points at it (alias targets,
 /// held-domain accounts, catch-alls), else refuses naming them.
-pub async fn remove_account(store: &dyn Store, address: &str, force: bool) -> Result<References, String> {
+pub async fn remove_account(store: &dyn Store, address: &str, force: bool) -> Result<References, Error> {
     let address = address.to_lowercase();
-    if store.get_account(&address).await.map_err(err)?.is_none() {
-        return Err(format!("user {address} not found"));
+    if store.get_account(&address).await?.is_none() {
+        return Err(Error::new(ErrorKind::Invalid, format!("user {address} not found")));
     }
     let refs = clear_references(store, &address, force).await?;
-    store.remove_account(&address).await.map_err(err)?;
+    store.remove_account(&address).await?;
     Ok(refs)
 }
 
 /// Before `address` goes away: refuses, naming them, while aliases, held domains or
 /// catch-alls point at it; with `force` removes those references.
-async fn clear_references(store: &dyn Store, address: &str, force: bool) -> Result<References, String> {
+async fn clear_references(store: &dyn Store, address: &str, force: bool) -> Result<References, Error> {
     let refs = references(store, address).await?;
     if !refs.is_empty() && !force {
-        return Err(format!("{address} is still used by {}; pass --force to remove those too", refs.describe()));
+        return Err(Error::new(
+            ErrorKind::Invalid,
+            format!("{address} is still used by {}; pass --force to remove those too", refs.describe()),
+        ));
     }
     for alias in &refs.aliases {
-        store.remove_alias(alias, Some(address)).await.map_err(err)?;
+        store.remove_alias(alias, Some(address)).await?;
     }
-    for domain in store.list_domains().await.map_err(err)? {
+    for domain in store.list_domains().await? {
         if refs.held_domains.contains(&domain.name) {
             let rest: Vec<String> =
                 domain.held_for.iter().filter(|a| !a.eq_ignore_ascii_case(address)).cloned().collect();
-            store.set_domain_held(&domain.name, &rest, domain.etrn_host.as_deref()).await.map_err(err)?;
+            store.set_domain_held(&domain.name, &rest, domain.etrn_host.as_deref()).await?;
         }
         if refs.catch_alls.contains(&domain.name) {
-            store.set_catch_all(&domain.name, None).await.map_err(err)?;
+            store.set_catch_all(&domain.name, None).await?;
         }
     }
     Ok(refs)
@@ -163,21 +163,21 @@ pub async fn remove_alias(
     alias: &str,
     target: Option<&str>,
     force: bool,
-) -> Result<References, String> {
+) -> Result<References, Error> {
     let alias = alias.to_lowercase();
-    let targets = store.alias_targets(&alias).await.map_err(err)?;
+    let targets = store.alias_targets(&alias).await?;
     if targets.is_empty() {
-        return Err(format!("{alias} is not an alias"));
+        return Err(Error::new(ErrorKind::Invalid, format!("{alias} is not an alias")));
     }
     if let Some(target) = target {
         if !targets.iter().any(|t| t.eq_ignore_ascii_case(target)) {
-            return Err(format!("{target} is not a target of {alias}"));
+            return Err(Error::new(ErrorKind::Invalid, format!("{target} is not a target of {alias}")));
         }
     }
     let whole = target.is_none() || targets.len() == 1;
-    let is_account = store.get_account(&alias).await.map_err(err)?.is_some();
+    let is_account = store.get_account(&alias).await?.is_some();
     let refs = if whole && !is_account { clear_references(store, &alias, force).await? } else { References::default() };
-    store.remove_alias(&alias, target).await.map_err(err)?;
+    store.remove_alias(&alias, target).await?;
     Ok(refs)
 }
 
@@ -200,45 +200,56 @@ mod tests {
 /// A local domain's name as stored: lower case, IDNA A-labels (UTS 46), checked label by
 /// label so a refusal says what is wrong. IP literals and single labels other than
 /// `localhost` are refused unless `allow_unusual` (issue 9 item 9).
-pub fn normalize_domain(text: &str, allow_unusual: bool) -> Result<String, String> {
+pub fn normalize_domain(text: &str, allow_unusual: bool) -> Result<String, Error> {
     let text = text.trim();
     if text.is_empty() {
-        return Err("the domain name is empty".into());
+        return Err(Error::new(ErrorKind::Invalid, "the domain name is empty"));
     }
     if text.ends_with('.') {
-        return Err(format!("'{text}': leave out the trailing dot"));
+        return Err(Error::new(ErrorKind::Invalid, format!("'{text}': leave out the trailing dot")));
     }
     let literal = text.starts_with('[') || text.parse::<std::net::IpAddr>().is_ok();
     if literal {
         return if allow_unusual {
             Ok(text.to_ascii_lowercase())
         } else {
-            Err(format!("'{text}' is an IP address, not a domain name (pass --allow-unusual to use it anyway)"))
+            Err(Error::new(
+                ErrorKind::Invalid,
+                format!("'{text}' is an IP address, not a domain name (pass --allow-unusual to use it anyway)"),
+            ))
         };
     }
     if let Some(c) = text.chars().find(|c| *c == '_' || c.is_whitespace() || "@,;:<>()[]\\\"".contains(*c)) {
-        return Err(format!(
+        return Err(Error::new(ErrorKind::Invalid, format!(
             "'{text}' is not a valid domain name: it holds {c:?}, and a label has letters, digits and hyphens only (RFC 1035 2.3.1, RFC 5890)"
-        ));
+        )));
     }
-    let ascii = idna::domain_to_ascii(text).map_err(|_| format!("'{text}' is not a valid internationalized name"))?;
+    let ascii = idna::domain_to_ascii(text)
+        .map_err(|_| Error::new(ErrorKind::Invalid, format!("'{text}' is not a valid internationalized name")))?;
     if ascii.len() > 253 {
-        return Err(format!("'{text}' is longer than 253 octets"));
+        return Err(Error::new(ErrorKind::Invalid, format!("'{text}' is longer than 253 octets")));
     }
     for label in ascii.split('.') {
         if label.is_empty() {
-            return Err(format!("'{text}' has an empty label (two dots in a row)"));
+            return Err(Error::new(ErrorKind::Invalid, format!("'{text}' has an empty label (two dots in a row)")));
         }
         if label.len() > 63 {
-            return Err(format!("'{text}': the label '{label}' is longer than 63 octets"));
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("'{text}': the label '{label}' is longer than 63 octets"),
+            ));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err(format!("'{text}': the label '{label}' starts or ends with a hyphen"));
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("'{text}': the label '{label}' starts or ends with a hyphen"),
+            ));
         }
     }
     if !ascii.contains('.') && ascii != "localhost" && !allow_unusual {
-        return Err(format!(
-            "'{text}' is a single label; mail domains have a dot (pass --allow-unusual to use it anyway)"
+        return Err(Error::new(
+            ErrorKind::Invalid,
+            format!("'{text}' is a single label; mail domains have a dot (pass --allow-unusual to use it anyway)"),
         ));
     }
     Ok(ascii)
@@ -291,7 +302,7 @@ mod domain_tests {
             ("192.0.2.1", "IP address"),
             ("[192.0.2.1]", "IP address"),
         ] {
-            let e = normalize_domain(bad, false).unwrap_err();
+            let e = normalize_domain(bad, false).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
         assert_eq!(normalize_domain("intranet", true), Ok("intranet".into()));

@@ -1,5 +1,6 @@
 //! First start: the dev-default domain and the postmaster account (SPEC 1).
 
+use crate::support::error::{Error, ErrorKind};
 use vouchmail_proto::sasl::secrets::Secrets;
 use vouchmail_proto::sasl::SiteSecret;
 use vouchmail_store::{NewAccount, SenderPolicy, Store};
@@ -11,12 +12,12 @@ const BOOTSTRAPPED: &str = "bootstrapped";
 pub const SCRAM_FAKE_SALT_SECRET: &str = "scram_fake_salt_secret";
 
 /// A password of `len` characters from `[A-Za-z0-9]`, from the OS random source.
-pub fn generate_password(len: usize) -> Result<String, String> {
+pub fn generate_password(len: usize) -> Result<String, Error> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut out = String::with_capacity(len);
     while out.len() < len {
         let mut bytes = [0u8; 64];
-        getrandom::getrandom(&mut bytes).map_err(|e| format!("random source: {e}"))?;
+        getrandom::getrandom(&mut bytes).map_err(|e| Error::new(ErrorKind::System, format!("random source: {e}")))?;
         // Rejection sampling keeps every character equally likely.
         for b in bytes {
             if (b as usize) < 256 - 256 % ALPHABET.len() && out.len() < len {
@@ -29,33 +30,32 @@ pub fn generate_password(len: usize) -> Result<String, String> {
 
 /// Creates what the config's `[bootstrap]` asks for, once per store. Returns the postmaster
 /// address and its generated password when one was created, so it can be shown once.
-pub async fn bootstrap(config: &Config, store: &dyn Store) -> Result<Option<(String, String)>, String> {
-    if store.get_meta(BOOTSTRAPPED).await.map_err(|e| e.to_string())?.is_some() {
+pub async fn bootstrap(config: &Config, store: &dyn Store) -> Result<Option<(String, String)>, Error> {
+    if store.get_meta(BOOTSTRAPPED).await?.is_some() {
         return Ok(None);
     }
     let mut created = None;
     let domain = config.bootstrap.domain.to_ascii_lowercase();
     if !domain.is_empty() {
-        let policy: SenderPolicy = config.bootstrap.policy.parse()?;
-        if store.get_domain(&domain).await.map_err(|e| e.to_string())?.is_none() {
-            store.add_domain(&domain, policy).await.map_err(|e| e.to_string())?;
+        let policy: SenderPolicy =
+            config.bootstrap.policy.parse().map_err(|e: String| Error::config("bootstrap.policy", e))?;
+        if store.get_domain(&domain).await?.is_none() {
+            store.add_domain(&domain, policy).await?;
             tracing::info!(%domain, %policy, "created the first local domain");
         }
         let postmaster = format!("postmaster@{domain}");
-        if config.bootstrap.postmaster && store.get_account(&postmaster).await.map_err(|e| e.to_string())?.is_none() {
+        if config.bootstrap.postmaster && store.get_account(&postmaster).await?.is_none() {
             let password = generate_password(20)?;
             let mut salts = [0u8; vouchmail_proto::sasl::SALTS_LEN];
-            getrandom::getrandom(&mut salts).map_err(|e| format!("random source: {e}"))?;
+            getrandom::getrandom(&mut salts)
+                .map_err(|e| Error::new(ErrorKind::System, format!("random source: {e}")))?;
             let secrets = Secrets::from_password_with(&password, &config.auth.secrets_policy(), &salts)
-                .map_err(|e| e.to_string())?;
-            store
-                .add_account(NewAccount { address: postmaster.clone(), secrets, quota_bytes: 0 })
-                .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Error::system(format!("password hash: {e}")))?;
+            store.add_account(NewAccount { address: postmaster.clone(), secrets, quota_bytes: 0 }).await?;
             created = Some((postmaster, password));
         }
     }
-    store.set_meta(BOOTSTRAPPED, "1").await.map_err(|e| e.to_string())?;
+    store.set_meta(BOOTSTRAPPED, "1").await?;
     Ok(created)
 }
 
@@ -63,19 +63,23 @@ pub async fn bootstrap(config: &Config, store: &dyn Store) -> Result<Option<(Str
 /// first start and kept in the store, so the salt of an unknown name stays the same across
 /// attempts, restarts and the nodes sharing a store, as a real account's does, and SCRAM
 /// does not tell which accounts exist.
-pub async fn scram_fake_salt_key(store: &dyn Store) -> Result<SiteSecret, String> {
-    let stored = match store.get_meta(SCRAM_FAKE_SALT_SECRET).await.map_err(|e| e.to_string())? {
+pub async fn scram_fake_salt_key(store: &dyn Store) -> Result<SiteSecret, Error> {
+    let stored = match store.get_meta(SCRAM_FAKE_SALT_SECRET).await? {
         Some(stored) => stored,
         None => {
             let mut bytes = [0u8; 32];
-            getrandom::getrandom(&mut bytes).map_err(|e| format!("random source: {e}"))?;
+            getrandom::getrandom(&mut bytes)
+                .map_err(|e| Error::new(ErrorKind::System, format!("random source: {e}")))?;
             let fresh: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
             // Another process may have stored one meanwhile: everyone uses the stored one.
-            store.get_or_init_meta(SCRAM_FAKE_SALT_SECRET, &fresh).await.map_err(|e| e.to_string())?
+            store.get_or_init_meta(SCRAM_FAKE_SALT_SECRET, &fresh).await?
         }
     };
     if stored.len() < 32 {
-        return Err(format!("the store's {SCRAM_FAKE_SALT_SECRET} is too short; delete it to make a new one"));
+        return Err(Error::new(
+            ErrorKind::System,
+            format!("the store's {SCRAM_FAKE_SALT_SECRET} is too short; delete it to make a new one"),
+        ));
     }
     Ok(SiteSecret::new(stored.into_bytes()))
 }

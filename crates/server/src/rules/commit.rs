@@ -157,7 +157,8 @@ pub async fn commit_message(
             Err(e) => return Err(store_reply(&e)),
         }
     }
-    Err(Reply::local_error("Temporary local problem, please try again later"))
+    // Every id drawn collided: the random source is broken, which a retry may outlive.
+    Err(crate::support::error::Error::system("no free queue id").reply())
 }
 
 /// RFC 3461 4.1: recipients delivered into a local mailbox here that asked for

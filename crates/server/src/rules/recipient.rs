@@ -38,10 +38,11 @@ pub struct Resolved {
     pub domain: Option<String>,
 }
 
-/// Maps a store failure to the SMTP reply: temporary unless the store says otherwise.
+/// Maps a store failure to the SMTP reply: 451 when the store says it is temporary, else
+/// 5xx (`support::error::Error::reply`, the one place errors become replies).
 pub fn store_reply(error: &StoreError) -> Reply {
     tracing::error!(%error, "store error during SMTP transaction");
-    Reply::local_error("Temporary local problem, please try again later")
+    crate::support::error::Error::from(error.clone()).reply()
 }
 
 /// Resolves one RCPT to its deliveries, or the reply that refuses it.

@@ -30,6 +30,7 @@ use vouchmail_store::{
 };
 
 use crate::config::Config;
+use crate::rules::recipient::store_reply;
 use crate::support::tasks::TaskTracker;
 
 /// Records an event and logs where its record went. Never fails: a download that went out
@@ -108,7 +109,7 @@ pub async fn notify_reply(store: &dyn Store, record: Record) -> Reply {
         Ok(NotifyStored::UnknownSender) => Reply::notify_unknown_sender(&sender),
         Err(e) => {
             tracing::error!(error = %e, "cannot store a NOTIFY record");
-            Reply::local_error("Cannot store the record now, try again later")
+            store_reply(&e)
         }
     }
 }
@@ -123,7 +124,7 @@ pub async fn track_reply(store: &dyn Store, user: &str, since: Option<i64>) -> R
         Ok(records) => tracking::track_reply(&records.into_iter().map(|r| r.record).collect::<Vec<_>>()),
         Err(e) => {
             tracing::error!(error = %e, "cannot read tracking records");
-            Reply::local_error("Cannot read your records now, try again later")
+            store_reply(&e)
         }
     }
 }

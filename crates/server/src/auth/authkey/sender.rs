@@ -1,6 +1,7 @@
 //! The sending side of AuthKeys (SPEC 7.4): taking a new key from key mail, and stamping
 //! `X-Auth-Key` on what local users send.
 
+use crate::support::error::{Error, ErrorKind};
 use std::net::IpAddr;
 
 use vouchmail_proto::authkey::codec::is_valid_key;
@@ -34,15 +35,21 @@ pub fn new_key_in(message: &[u8]) -> Option<String> {
 /// SPEC 7.4: key mail for `address` counts only when the connecting IP is an address of
 /// the Authentication Server that the address's domain names in DNS. Returns the AS host
 /// when it is, or why not.
-pub async fn check_key_source(dns: &Dns, address: &str, peer: IpAddr) -> Result<String, String> {
-    let Some((_, domain)) = address.rsplit_once('@') else { return Err(format!("'{address}' has no domain")) };
-    let records = dns.txt(domain).await.map_err(|e| format!("TXT {domain}: {e}"))?;
-    let (host, _) = parse_as_record(&records).ok_or_else(|| format!("{domain} publishes no AS= record"))?;
-    let ips = dns.addresses(&host).await.map_err(|e| format!("{host}: {e}"))?;
+pub async fn check_key_source(dns: &Dns, address: &str, peer: IpAddr) -> Result<String, Error> {
+    let Some((_, domain)) = address.rsplit_once('@') else {
+        return Err(Error::new(ErrorKind::Network, format!("'{address}' has no domain")));
+    };
+    let records = dns.txt(domain).await.map_err(|e| Error::new(ErrorKind::Network, format!("TXT {domain}: {e}")))?;
+    let (host, _) = parse_as_record(&records)
+        .ok_or_else(|| Error::new(ErrorKind::Network, format!("{domain} publishes no AS= record")))?;
+    let ips = dns.addresses(&host).await.map_err(|e| Error::new(ErrorKind::Network, format!("{host}: {e}")))?;
     if ips.contains(&peer) {
         Ok(host)
     } else {
-        Err(format!("{peer} is not an address of {domain}'s Authentication Server {host}"))
+        Err(Error::new(
+            ErrorKind::Network,
+            format!("{peer} is not an address of {domain}'s Authentication Server {host}"),
+        ))
     }
 }
 

@@ -3,6 +3,7 @@
 //! domain's Authentication Server (its `AS=` TXT record, SPEC 7.3) with VERIFY over UDP (3
 //! tries) and then TCP (SPEC 7.2). Every VERIFY sent is logged in the store.
 
+use crate::support::error::{Error, ErrorKind};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,10 +137,10 @@ impl Verifier {
     }
 
     /// SPEC 7.5: every VERIFY sent is in the store.
-    async fn log(&self, server: &str, address: &str, outcome: &Result<Verdict, String>) {
+    async fn log(&self, server: &str, address: &str, outcome: &Result<Verdict, Error>) {
         let result = match outcome {
             Ok(verdict) => verdict.as_str().to_string(),
-            Err(why) => why.clone(),
+            Err(why) => why.to_string(),
         };
         tracing::info!(%server, %address, %result, "VERIFY sent");
         let entry =
@@ -151,27 +152,28 @@ impl Verifier {
 }
 
 /// A request with a fresh random seq (SPEC 7.2: chosen by the asking server).
-pub fn new_pending(address: &str, key: &str) -> Result<PendingVerify, String> {
+pub fn new_pending(address: &str, key: &str) -> Result<PendingVerify, Error> {
     let mut random = [0u8; RANDOM_SEQ_LEN];
-    getrandom::getrandom(&mut random).map_err(|e| format!("OS random: {e}"))?;
-    PendingVerify::with_random_seq(&random, address, key).map_err(|e| e.as_str().to_string())
+    getrandom::getrandom(&mut random).map_err(|e| Error::new(ErrorKind::Network, format!("OS random: {e}")))?;
+    PendingVerify::with_random_seq(&random, address, key).map_err(|e| Error::invalid(e.as_str()))
 }
 
 /// One UDP try: a datagram out, and the first answer that echoes our seq and address
 /// within the timeout. Other datagrams (stale, spoofed) are ignored.
-pub async fn verify_udp(pending: &PendingVerify, server: SocketAddr, timeout: Duration) -> Result<Verdict, String> {
-    let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(|_| "bind")?;
-    let socket = UdpSocket::bind(bind).await.map_err(|e| format!("udp bind: {e}"))?;
+pub async fn verify_udp(pending: &PendingVerify, server: SocketAddr, timeout: Duration) -> Result<Verdict, Error> {
+    let bind: SocketAddr =
+        if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(|_| Error::system("bind address"))?;
+    let socket = UdpSocket::bind(bind).await.map_err(|e| Error::new(ErrorKind::Network, format!("udp bind: {e}")))?;
     // Connected: the kernel drops datagrams from any other source.
-    socket.connect(server).await.map_err(|e| format!("udp connect: {e}"))?;
-    socket.send(&pending.to_wire()).await.map_err(|e| format!("udp send: {e}"))?;
+    socket.connect(server).await.map_err(|e| Error::new(ErrorKind::Network, format!("udp connect: {e}")))?;
+    socket.send(&pending.to_wire()).await.map_err(|e| Error::new(ErrorKind::Network, format!("udp send: {e}")))?;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut buf = [0u8; 1024];
     loop {
         let n = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
-            Err(_) => return Err("no answer (timeout)".into()),
+            Err(_) => return Err(Error::new(ErrorKind::Network, "no answer (timeout)")),
             // ICMP port unreachable arrives as an error on a connected socket.
-            Ok(Err(e)) => return Err(format!("udp: {e}")),
+            Ok(Err(e)) => return Err(Error::new(ErrorKind::Network, format!("udp: {e}"))),
             Ok(Ok(n)) => n,
         };
         match pending.check(&buf[..n]) {
@@ -182,26 +184,33 @@ pub async fn verify_udp(pending: &PendingVerify, server: SocketAddr, timeout: Du
 }
 
 /// VERIFY over TCP: one line out, one answer line back (SPEC 7.2).
-pub async fn verify_tcp(pending: &PendingVerify, server: SocketAddr, timeout: Duration) -> Result<Verdict, String> {
+pub async fn verify_tcp(pending: &PendingVerify, server: SocketAddr, timeout: Duration) -> Result<Verdict, Error> {
     let exchange = async {
-        let mut stream = TcpStream::connect(server).await.map_err(|e| format!("tcp connect: {e}"))?;
-        stream.write_all(&pending.to_wire()).await.map_err(|e| format!("tcp send: {e}"))?;
+        let mut stream = TcpStream::connect(server)
+            .await
+            .map_err(|e| Error::new(ErrorKind::Network, format!("tcp connect: {e}")))?;
+        stream
+            .write_all(&pending.to_wire())
+            .await
+            .map_err(|e| Error::new(ErrorKind::Network, format!("tcp send: {e}")))?;
         let mut reader = BufReader::new(stream);
         let mut line = Vec::new();
         let n = (&mut reader)
             .take(MAX_ANSWER as u64)
             .read_until(b'\n', &mut line)
             .await
-            .map_err(|e| format!("tcp read: {e}"))?;
+            .map_err(|e| Error::new(ErrorKind::Network, format!("tcp read: {e}")))?;
         if n == 0 {
-            return Err("connection closed without an answer".to_string());
+            return Err(Error::new(ErrorKind::Network, "connection closed without an answer".to_string()));
         }
         if !line.ends_with(b"\n") {
-            return Err("answer line too long".to_string());
+            return Err(Error::new(ErrorKind::Network, "answer line too long".to_string()));
         }
-        pending.check(&line).map_err(|e| e.to_string())
+        pending.check(&line).map_err(|e| Error::new(ErrorKind::Network, e.to_string()))
     };
-    tokio::time::timeout(timeout, exchange).await.unwrap_or_else(|_| Err("no answer (timeout)".into()))
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| Err(Error::new(ErrorKind::Network, "no answer (timeout)")))
 }
 
 #[cfg(test)]
