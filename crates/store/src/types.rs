@@ -1,5 +1,6 @@
 //! Records the store keeps.
 
+use crate::error::StoreError;
 use std::fmt;
 use std::str::FromStr;
 
@@ -67,7 +68,7 @@ impl fmt::Display for PolicyAction {
 }
 
 impl FromStr for PolicyAction {
-    type Err = String;
+    type Err = StoreError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let lower = s.to_ascii_lowercase();
@@ -78,10 +79,10 @@ impl FromStr for PolicyAction {
             other => other,
         };
         PolicyAction::ALL.into_iter().find(|a| a.as_str() == name).ok_or_else(|| {
-            format!(
+            StoreError::Invalid(format!(
                 "unknown sender policy action '{s}' (expected accept, junk, reject, reject-notify-sender, \
                  reject-notify-recipient or reject-notify-both; require and tag are old names of reject and junk)"
-            )
+            ))
         })
     }
 }
@@ -127,7 +128,7 @@ impl fmt::Display for SenderPolicy {
 /// Parses what Display writes: one action for both cases, or `unauthenticated=A,forged=B`
 /// (either part may be left out; it then defaults to `reject`).
 impl FromStr for SenderPolicy {
-    type Err = String;
+    type Err = StoreError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if !s.contains('=') {
@@ -135,13 +136,16 @@ impl FromStr for SenderPolicy {
         }
         let mut policy = SenderPolicy::REJECT;
         for part in s.split(',') {
-            let (case, action) = part.split_once('=').ok_or_else(|| format!("'{part}' is not CASE=ACTION"))?;
+            let (case, action) =
+                part.split_once('=').ok_or_else(|| StoreError::Invalid(format!("'{part}' is not CASE=ACTION")))?;
             let action: PolicyAction = action.trim().parse()?;
             match case.trim().to_ascii_lowercase().as_str() {
                 "unauthenticated" => policy.unauthenticated = action,
                 "forged" => policy.forged = action,
                 other => {
-                    return Err(format!("unknown sender policy case '{other}' (expected unauthenticated or forged)"))
+                    return Err(StoreError::Invalid(format!(
+                        "unknown sender policy case '{other}' (expected unauthenticated or forged)"
+                    )))
                 }
             }
         }
@@ -189,13 +193,13 @@ impl fmt::Display for Folder {
 }
 
 impl FromStr for Folder {
-    type Err = String;
+    type Err = StoreError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Folder::ALL
             .into_iter()
             .find(|f| f.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown folder '{s}' (expected INBOX, Junk or Tracking)"))
+            .ok_or_else(|| StoreError::Invalid(format!("unknown folder '{s}' (expected INBOX, Junk or Tracking)")))
     }
 }
 
@@ -648,8 +652,8 @@ mod tests {
         assert_eq!(mixed.to_string(), "unauthenticated=junk,forged=reject-notify-sender");
         assert_eq!(mixed.to_string().parse(), Ok(mixed));
         assert_eq!(SenderPolicy::ACCEPT.to_string(), "accept");
-        assert!("sometimes".parse::<SenderPolicy>().unwrap_err().contains("unknown sender policy action"));
-        assert!("spoofed=accept".parse::<SenderPolicy>().unwrap_err().contains("spoofed"));
+        assert!("sometimes".parse::<SenderPolicy>().unwrap_err().to_string().contains("unknown sender policy action"));
+        assert!("spoofed=accept".parse::<SenderPolicy>().unwrap_err().to_string().contains("spoofed"));
     }
 
     #[test]

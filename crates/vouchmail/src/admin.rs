@@ -390,7 +390,7 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Cli
     match command {
         DomainCommand::Add { name, policy, unauthenticated, forged, held_for, etrn_host, allow_unusual } => {
             let name = vouchmail_server::rules::accounts::normalize_domain(&name, allow_unusual)?;
-            let policy = with_cases(policy.parse().map_err(CliError::failed)?, unauthenticated, forged)?;
+            let policy = with_cases(policy.parse()?, unauthenticated, forged)?;
             let held_for = parse_accounts(&held_for)?;
             check_etrn_host(etrn_host.as_deref())?;
             store.add_domain(&name, policy).await.map_err(|e| CliError::failed(e.to_string()))?;
@@ -456,7 +456,7 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Cli
         DomainCommand::Policy { name, policy, unauthenticated, forged } => {
             let name = parse_domain(&name)?;
             let current = match policy {
-                Some(policy) => policy.parse().map_err(CliError::failed)?,
+                Some(policy) => policy.parse()?,
                 None => {
                     let domain = store.get_domain(&name).await.map_err(|e| CliError::failed(e.to_string()))?;
                     domain.ok_or_else(|| CliError::failed(format!("no local domain {name}")))?.policy
@@ -635,7 +635,7 @@ pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), C
     match command {
         MailboxCommand::List { address, folder, json } => {
             let address = parse_address(&address)?.to_string();
-            let folder = folder.map(|f| f.parse::<Folder>().map_err(CliError::failed)).transpose()?;
+            let folder = folder.map(|f| f.parse::<Folder>().map_err(CliError::from)).transpose()?;
             let mut listing = Listing::new(&["ID", "RECEIVED", "FOLDER", "FROM", "SUBJECT", "SIZE"]);
             for entry in store.list_mailbox(&address, folder).await.map_err(|e| CliError::failed(e.to_string()))? {
                 let message =

@@ -93,7 +93,7 @@ impl Connectors {
     pub fn new(ca_file: Option<&Path>) -> Result<Connectors, Error> {
         let any = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| Error::new(ErrorKind::Tls, e.to_string()))?
+            .map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(KeyHolder::any()))
             .with_no_client_auth();
@@ -102,7 +102,7 @@ impl Connectors {
             Ok(roots) => Some(
                 ClientConfig::builder_with_provider(provider())
                     .with_safe_default_protocol_versions()
-                    .map_err(|e| Error::new(ErrorKind::Tls, e.to_string()))?
+                    .map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?
                     .with_root_certificates(roots)
                     .with_no_client_auth(),
             ),
@@ -131,15 +131,15 @@ impl Connectors {
 fn load_roots(path: &Path) -> Result<RootCertStore, Error> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(path)
-        .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot read {}: {e}", path.display())))?
+        .map_err(|e| Error::new(ErrorKind::Config, format!("cannot read {}: {e}", path.display())))?
     {
         let cert =
-            cert.map_err(|e| Error::new(ErrorKind::Tls, format!("bad certificate in {}: {e}", path.display())))?;
+            cert.map_err(|e| Error::new(ErrorKind::Config, format!("bad certificate in {}: {e}", path.display())))?;
         // Skip certificates rustls cannot use rather than failing the whole bundle.
         let _ = roots.add(cert);
     }
     if roots.is_empty() {
-        return Err(Error::new(ErrorKind::Tls, format!("no CA certificate in {}", path.display())));
+        return Err(Error::new(ErrorKind::Config, format!("no CA certificate in {}", path.display())));
     }
     Ok(roots)
 }
@@ -229,7 +229,7 @@ pub fn client_connector(
             };
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()
-                .map_err(|e| Error::new(ErrorKind::Tls, format!("CA certificates: {e}")))?
+                .map_err(|e| Error::new(ErrorKind::Config, format!("CA certificates: {e}")))?
         }
         ServerTrust::Fingerprint(sha256) => Arc::new(KeyHolder { pin: Some(*sha256), provider: provider() }),
         ServerTrust::Insecure => Arc::new(KeyHolder::any()),
@@ -238,21 +238,21 @@ pub fn client_connector(
     let verifier = Arc::new(Recording { inner: verifier, presented: presented.clone() });
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::new(ErrorKind::Tls, e.to_string()))?
+        .map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let config = match client {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
             let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot read {}: {e}", cert.display())))?
+                .map_err(|e| Error::new(ErrorKind::Config, format!("cannot read {}: {e}", cert.display())))?
                 .collect::<Result<_, _>>()
-                .map_err(|e| Error::new(ErrorKind::Tls, format!("bad certificate in {}: {e}", cert.display())))?;
+                .map_err(|e| Error::new(ErrorKind::Config, format!("bad certificate in {}: {e}", cert.display())))?;
             let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot read the key {}: {e}", key.display())))?;
+                .map_err(|e| Error::new(ErrorKind::Config, format!("cannot read the key {}: {e}", key.display())))?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| Error::new(ErrorKind::Tls, format!("client certificate: {e}")))?
+                .map_err(|e| Error::new(ErrorKind::Config, format!("client certificate: {e}")))?
         }
     };
     Ok((TlsConnector::from(Arc::new(config)), presented))

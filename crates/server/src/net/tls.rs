@@ -55,38 +55,38 @@ impl Tls {
         let (cert_path, key_path) = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => (cert.clone(), key.clone()),
             (None, None) => self_signed(config)?,
-            _ => return Err(Error::new(ErrorKind::Tls, "tls.cert and tls.key must be set together")),
+            _ => return Err(Error::new(ErrorKind::Config, "tls.cert and tls.key must be set together")),
         };
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
-            .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot read {}: {e}", cert_path.display())))?
+            .map_err(|e| Error::new(ErrorKind::Config, format!("cannot read {}: {e}", cert_path.display())))?
             .collect::<Result<_, _>>()
-            .map_err(|e| Error::new(ErrorKind::Tls, format!("bad certificate in {}: {e}", cert_path.display())))?;
+            .map_err(|e| Error::new(ErrorKind::Config, format!("bad certificate in {}: {e}", cert_path.display())))?;
         if certs.is_empty() {
-            return Err(Error::new(ErrorKind::Tls, format!("no certificate in {}", cert_path.display())));
+            return Err(Error::new(ErrorKind::Config, format!("no certificate in {}", cert_path.display())));
         }
         let key = PrivateKeyDer::from_pem_file(&key_path)
-            .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot read the key {}: {e}", key_path.display())))?;
+            .map_err(|e| Error::new(ErrorKind::Config, format!("cannot read the key {}: {e}", key_path.display())))?;
         let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| Error::new(ErrorKind::Tls, e.to_string()))?;
+            .map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?;
         let ca_configured = config.tls.client_ca.is_some();
         let builder = match &config.tls.client_ca {
             Some(ca_path) => {
                 let mut roots = RootCertStore::empty();
                 for cert in CertificateDer::pem_file_iter(ca_path)
-                    .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot read {}: {e}", ca_path.display())))?
+                    .map_err(|e| Error::new(ErrorKind::Config, format!("cannot read {}: {e}", ca_path.display())))?
                 {
                     let cert = cert.map_err(|e| {
-                        Error::new(ErrorKind::Tls, format!("bad certificate in {}: {e}", ca_path.display()))
+                        Error::new(ErrorKind::Config, format!("bad certificate in {}: {e}", ca_path.display()))
                     })?;
                     roots.add(cert).map_err(|e| {
-                        Error::new(ErrorKind::Tls, format!("bad CA certificate in {}: {e}", ca_path.display()))
+                        Error::new(ErrorKind::Config, format!("bad CA certificate in {}: {e}", ca_path.display()))
                     })?;
                 }
                 let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
                     .allow_unauthenticated()
                     .build()
-                    .map_err(|e| Error::new(ErrorKind::Tls, format!("client CA: {e}")))?;
+                    .map_err(|e| Error::new(ErrorKind::Config, format!("client CA: {e}")))?;
                 builder.with_client_cert_verifier(verifier)
             }
             None if config.tls.request_client_cert => {
@@ -96,7 +96,7 @@ impl Tls {
         };
         let server_config = builder
             .with_single_cert(certs, key)
-            .map_err(|e| Error::new(ErrorKind::Tls, format!("tls.cert and tls.key do not match: {e}")))?;
+            .map_err(|e| Error::new(ErrorKind::Config, format!("tls.cert and tls.key do not match: {e}")))?;
         Ok(Tls { acceptor: TlsAcceptor::from(Arc::new(server_config)), ca_configured })
     }
 
@@ -152,19 +152,20 @@ fn self_signed(config: &Config) -> Result<(PathBuf, PathBuf), Error> {
         }
     }
     std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot create {}: {e}", dir.display())))?;
-    let mut params = rcgen::CertificateParams::new(vec![config.hostname.clone()])
-        .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot make a certificate for {}: {e}", config.hostname)))?;
+        .map_err(|e| Error::new(ErrorKind::Config, format!("cannot create {}: {e}", dir.display())))?;
+    let mut params = rcgen::CertificateParams::new(vec![config.hostname.clone()]).map_err(|e| {
+        Error::new(ErrorKind::Config, format!("cannot make a certificate for {}: {e}", config.hostname))
+    })?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::CommonName, config.hostname.clone());
     let key =
-        rcgen::KeyPair::generate().map_err(|e| Error::new(ErrorKind::Tls, format!("cannot generate a key: {e}")))?;
+        rcgen::KeyPair::generate().map_err(|e| Error::new(ErrorKind::Config, format!("cannot generate a key: {e}")))?;
     let cert = params
         .self_signed(&key)
-        .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot generate a certificate: {e}")))?;
+        .map_err(|e| Error::new(ErrorKind::Config, format!("cannot generate a certificate: {e}")))?;
     write_private(&key_path, key.serialize_pem().as_bytes())?;
     std::fs::write(&cert_path, cert.pem())
-        .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot write {}: {e}", cert_path.display())))?;
+        .map_err(|e| Error::new(ErrorKind::Config, format!("cannot write {}: {e}", cert_path.display())))?;
     tracing::info!(cert = %cert_path.display(), hostname = %config.hostname, "created a self-signed certificate");
     Ok((cert_path, key_path))
 }
@@ -177,7 +178,7 @@ fn names_of(path: &Path) -> Option<Vec<String>> {
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     crate::support::files::write_private(path, bytes)
-        .map_err(|e| Error::new(ErrorKind::Tls, format!("cannot write {}: {e}", path.display())))
+        .map_err(|e| Error::new(ErrorKind::Config, format!("cannot write {}: {e}", path.display())))
 }
 
 /// Asks for a client certificate and accepts any: the handshake still proves the client

@@ -37,8 +37,11 @@ pub async fn bootstrap(config: &Config, store: &dyn Store) -> Result<Option<(Str
     let mut created = None;
     let domain = config.bootstrap.domain.to_ascii_lowercase();
     if !domain.is_empty() {
-        let policy: SenderPolicy =
-            config.bootstrap.policy.parse().map_err(|e: String| Error::config("bootstrap.policy", e))?;
+        let policy: SenderPolicy = config
+            .bootstrap
+            .policy
+            .parse()
+            .map_err(|e: vouchmail_store::StoreError| Error::config("bootstrap.policy", e.to_string()))?;
         if store.get_domain(&domain).await?.is_none() {
             store.add_domain(&domain, policy).await?;
             tracing::info!(%domain, %policy, "created the first local domain");

@@ -37,11 +37,11 @@ pub fn new_key_in(message: &[u8]) -> Option<String> {
 /// when it is, or why not.
 pub async fn check_key_source(dns: &Dns, address: &str, peer: IpAddr) -> Result<String, Error> {
     let Some((_, domain)) = address.rsplit_once('@') else {
-        return Err(Error::new(ErrorKind::Network, format!("'{address}' has no domain")));
+        return Err(Error::invalid(format!("'{address}' has no domain")));
     };
-    let records = dns.txt(domain).await.map_err(|e| Error::new(ErrorKind::Network, format!("TXT {domain}: {e}")))?;
-    let (host, _) = parse_as_record(&records)
-        .ok_or_else(|| Error::new(ErrorKind::Network, format!("{domain} publishes no AS= record")))?;
+    let records = dns.txt(domain).await.map_err(|e| Error::dns(format!("TXT {domain}"), e.to_string()))?;
+    let (host, _) =
+        parse_as_record(&records).ok_or_else(|| Error::dns(domain, "publishes no AS= record").temporary(false))?;
     let ips = dns.addresses(&host).await.map_err(|e| Error::new(ErrorKind::Network, format!("{host}: {e}")))?;
     if ips.contains(&peer) {
         Ok(host)

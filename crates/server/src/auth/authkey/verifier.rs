@@ -154,7 +154,7 @@ impl Verifier {
 /// A request with a fresh random seq (SPEC 7.2: chosen by the asking server).
 pub fn new_pending(address: &str, key: &str) -> Result<PendingVerify, Error> {
     let mut random = [0u8; RANDOM_SEQ_LEN];
-    getrandom::getrandom(&mut random).map_err(|e| Error::new(ErrorKind::Network, format!("OS random: {e}")))?;
+    getrandom::getrandom(&mut random).map_err(|e| Error::system(format!("OS random: {e}")))?;
     PendingVerify::with_random_seq(&random, address, key).map_err(|e| Error::invalid(e.as_str()))
 }
 
@@ -204,9 +204,9 @@ pub async fn verify_tcp(pending: &PendingVerify, server: SocketAddr, timeout: Du
             return Err(Error::new(ErrorKind::Network, "connection closed without an answer".to_string()));
         }
         if !line.ends_with(b"\n") {
-            return Err(Error::new(ErrorKind::Network, "answer line too long".to_string()));
+            return Err(Error::new(ErrorKind::Protocol, "answer line too long"));
         }
-        pending.check(&line).map_err(|e| Error::new(ErrorKind::Network, e.to_string()))
+        pending.check(&line).map_err(|e| Error::new(ErrorKind::Protocol, e.to_string()))
     };
     tokio::time::timeout(timeout, exchange)
         .await
