@@ -206,8 +206,9 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     // SPEC 8.3: the NOTIFY outbox, sending remote senders' tracking records to the home
     // servers of their domains over the federation client, retried while they are down.
     let sender = Arc::new(federation::notify::FederationNotifySender::new(Arc::clone(messenger.client())));
-    let settings = rules::tracking::OutboxSettings::from_config(config);
-    let outbox = rules::tracking::Outbox::new(Arc::clone(&store), sender, settings, messenger.outbox_bell().clone());
+    let settings = jobs::notify_outbox::OutboxSettings::from_config(config);
+    let outbox =
+        jobs::notify_outbox::Outbox::new(Arc::clone(&store), sender, settings, messenger.outbox_bell().clone());
     outbox.spawn(shutdown_rx.clone(), &sessions);
     // SPEC 8.4: the scheduled pull of the peers' Entity Index entries.
     if config.messenger.pull_interval_secs > 0 {

@@ -3,5 +3,6 @@
 
 pub mod held;
 pub mod keygen;
+pub mod notify_outbox;
 pub mod odmr_fetch;
 pub mod outbound;

@@ -2,6 +2,8 @@
 //! yet), and the replies of RECEIPT, NOTIFY and TRACK.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 
 use vouchmail_proto::sasl::Secrets;
@@ -10,6 +12,9 @@ use vouchmail_store::{
 };
 
 use super::*;
+use crate::rules::tracking::*;
+use vouchmail_proto::messenger::tracking::{self, Record};
+use vouchmail_store::{NewTrackingEvent, TrackingOutcome, TrackingRoute, TrackingSubject};
 
 const AT: i64 = 1_796_119_200; // 2026-12-01T10:00:00Z
 
