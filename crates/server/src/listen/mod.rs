@@ -7,7 +7,6 @@ pub mod limits;
 pub mod pop3;
 pub mod smtp;
 
-use crate::support::error::{Error, ErrorKind};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,6 +14,12 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use vouchmail_proto::sasl::Secrets;
+use vouchmail_store::Store;
+
+use crate::auth::guard::{AuthGuard, AuthRefusal};
+use crate::auth::limits::AuthLimiter;
+use crate::support::error::{Error, ErrorKind};
 use crate::support::tasks::TaskTracker;
 
 /// Pending connections the kernel keeps for each listener (Postfix asks for far more than
@@ -82,6 +87,43 @@ where
     })
     .await
     .ok()
+}
+
+/// What a session state machine with SASL AUTH answers once its account's secrets are
+/// looked up (SMTP and POP3 alike).
+pub(crate) trait SecretsConsumer: Send + 'static {
+    type Event: Send + 'static;
+    /// The network or the account is over its failure limit (SPEC 3).
+    fn auth_blocked(&mut self);
+    /// The store could not be asked: a temporary failure.
+    fn auth_unavailable(&mut self);
+    /// The verification (Argon2id and the like: CPU-heavy).
+    fn provide_secrets(&mut self, secrets: Option<&Secrets>) -> Option<Self::Event>;
+}
+
+/// The AUTH step every listener takes the same way: the secrets fetched under the failure
+/// limits, then verified off the async workers. The session back with the event the
+/// verification produced; None when the verification task failed (close the connection).
+pub(crate) async fn lookup_secrets<S: SecretsConsumer>(
+    auth: &mut AuthGuard,
+    store: &dyn Store,
+    limiter: &AuthLimiter,
+    peer: SocketAddr,
+    authcid: &str,
+    mut session: S,
+) -> Option<(S, Option<S::Event>)> {
+    match Box::pin(auth.secrets(store, limiter, peer, authcid)).await {
+        Err(AuthRefusal::Blocked) => session.auth_blocked(),
+        Err(AuthRefusal::Unavailable) => session.auth_unavailable(),
+        Ok(secrets) => {
+            let verified = off_async(session, move |s| s.provide_secrets(secrets.as_ref())).await;
+            if verified.is_none() {
+                tracing::error!(%peer, "AUTH verification task failed; closing the session");
+            }
+            return verified;
+        }
+    }
+    Some((session, None))
 }
 
 /// Concurrent AUTH verifications: one per core, at least two.

@@ -5,8 +5,7 @@
 use vouchmail_proto::smtp::session::Event;
 
 use super::context::{Connection, SmtpSession};
-use crate::auth::guard::AuthRefusal;
-use crate::listen::off_async;
+use crate::listen::lookup_secrets;
 use crate::rules::recipient::Resolved;
 
 impl Connection<'_> {
@@ -14,23 +13,11 @@ impl Connection<'_> {
     /// verification task failed and the connection must close.
     pub async fn lookup_secrets(
         &mut self,
-        mut session: SmtpSession,
+        session: SmtpSession,
         authcid: String,
     ) -> Option<(SmtpSession, Option<Event<Resolved>>)> {
         let (store, limiter) = (self.store(), &self.context.auth_limiter);
-        match Box::pin(self.auth.secrets(store, limiter, self.peer, &authcid)).await {
-            Err(AuthRefusal::Blocked) => session.auth_blocked(),
-            Err(AuthRefusal::Unavailable) => session.auth_unavailable(),
-            Ok(secrets) => {
-                let Some((returned, event)) = off_async(session, move |s| s.provide_secrets(secrets.as_ref())).await
-                else {
-                    tracing::error!(peer = %self.peer, "AUTH verification task failed; closing the session");
-                    return None;
-                };
-                return Some((returned, event));
-            }
-        }
-        Some((session, None))
+        lookup_secrets(&mut self.auth, store, limiter, self.peer, &authcid, session).await
     }
 
     pub async fn auth_finished(&mut self, authcid: Option<String>, success: bool, via_verifier: bool) {

@@ -80,3 +80,19 @@ impl<'a> Connection<'a> {
         self.context.store.as_ref()
     }
 }
+
+impl crate::listen::SecretsConsumer for SmtpSession {
+    type Event = vouchmail_proto::smtp::session::Event<Resolved>;
+
+    fn auth_blocked(&mut self) {
+        Session::auth_blocked(self);
+    }
+
+    fn auth_unavailable(&mut self) {
+        Session::auth_unavailable(self);
+    }
+
+    fn provide_secrets(&mut self, secrets: Option<&vouchmail_proto::sasl::Secrets>) -> Option<Self::Event> {
+        Session::provide_secrets(self, secrets)
+    }
+}

@@ -1,0 +1,167 @@
+//! The POP3 listeners (pop3 with STLS, pop3s with implicit TLS): a thin tokio shell around
+//! the session state machine of `vouchmail_proto::pop3::session`, serving each account's
+//! INBOX from the store (SPEC 9).
+
+mod auth;
+mod context;
+mod maildrop;
+
+pub use context::{MailboxLock, MailboxLocks, Pop3Context};
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use vouchmail_proto::pop3::reply::Reply;
+use vouchmail_proto::pop3::session::{Event, Session};
+
+use crate::auth::guard::{sasl_clock, sasl_fresh};
+use crate::listen::limits::Refusal;
+use crate::listen::{accept_loop, ReadDeadline};
+use crate::net::tls::{handshake, MaybeTls};
+use crate::support::tasks::TaskTracker;
+use context::Connection;
+
+/// Accepts connections until shutdown; each runs in its own task.
+pub async fn serve_listener(
+    listener: TcpListener,
+    context: Arc<Pop3Context>,
+    shutdown: watch::Receiver<bool>,
+    tasks: TaskTracker,
+) {
+    accept_loop(listener, shutdown, tasks, move |stream, peer, shutdown| {
+        let context = Arc::clone(&context);
+        async move {
+            match context.limiter.try_acquire(peer.ip()) {
+                Ok(_slot) => run_connection(stream, peer, &context, shutdown).await,
+                Err(refusal) => refuse(stream, refusal).await,
+            }
+        }
+    })
+    .await
+}
+
+async fn refuse(mut stream: TcpStream, refusal: Refusal) {
+    let reply = match refusal {
+        Refusal::TooManyTotal => Reply::sys_temp("Too many connections, try again later"),
+        Refusal::TooManyFromIp => Reply::sys_temp("Too many connections from your address, try again later"),
+    };
+    let _ = stream.write_all(&reply.to_wire()).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &Pop3Context, shutdown: watch::Receiver<bool>) {
+    let Some(fresh) = sasl_fresh() else {
+        tracing::error!(%peer, "POP3: no OS random source; connection closed");
+        return;
+    };
+    let mut session = Session::new(Arc::clone(&context.session_config), fresh);
+    let stream = if context.implicit_tls {
+        let Some(tls) = &context.tls else { return };
+        // RFC 8314 3.3: the handshake comes first, then the greeting inside TLS.
+        match handshake(tls, stream, context.store.as_ref()).await {
+            Some((stream, info)) => {
+                session.tls_started(info);
+                MaybeTls::Tls(stream)
+            }
+            None => return,
+        }
+    } else {
+        MaybeTls::Plain(stream)
+    };
+    run_session(stream, peer, context, session, shutdown).await;
+}
+
+/// Drives one POP3 session over a connection until it ends: each event goes to its stage
+/// (`auth.rs`, `maildrop.rs`), then the output is written and the next command read.
+async fn run_session(
+    stream: MaybeTls,
+    peer: SocketAddr,
+    context: &Pop3Context,
+    mut session: Session,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut buffer = vec![0u8; 8192];
+    let mut shutting_down = *shutdown.borrow();
+    let mut conn = Connection::new(stream, peer, context);
+    let mut deadline = ReadDeadline::new(session.read_timeout());
+    tracing::debug!(%peer, "POP3 session started");
+    loop {
+        let mut next = session.poll_event();
+        while let Some(event) = next {
+            next = match event {
+                Event::StartTls => {
+                    if !conn.start_tls(&mut session).await {
+                        return;
+                    }
+                    None
+                }
+                Event::LookupSecrets { authcid } => match conn.lookup_secrets(session, authcid).await {
+                    Some((returned, event)) => {
+                        session = returned;
+                        event
+                    }
+                    None => return,
+                },
+                Event::AuthFinished { authcid, success } => {
+                    conn.auth_finished(authcid, success).await;
+                    None
+                }
+                Event::OpenMailbox { user } => {
+                    conn.open_mailbox(&mut session, user).await;
+                    None
+                }
+                Event::Fetch { number, top } => {
+                    conn.fetch(&mut session, number, top).await;
+                    None
+                }
+                Event::Downloaded { number } => {
+                    conn.downloaded(number).await;
+                    None
+                }
+                Event::Update { deleted } => {
+                    conn.update(&mut session, deleted).await;
+                    None
+                }
+            };
+            if next.is_none() {
+                next = session.poll_event();
+            }
+        }
+        if shutting_down && session.is_idle() {
+            session.on_shutdown();
+        }
+        let output = session.take_output();
+        if !output.is_empty() && conn.stream.write_all(&output).await.is_err() {
+            break;
+        }
+        deadline.refresh(session.progress(), !output.is_empty(), session.read_timeout());
+        if session.is_closed() {
+            let _ = conn.stream.shutdown().await;
+            break;
+        }
+        // Commands left for after a large write: run them before reading more.
+        if session.has_buffered_command() {
+            continue;
+        }
+        tokio::select! {
+            read = tokio::time::timeout_at(deadline.at(), conn.stream.read(&mut buffer)) => match read {
+                Err(_elapsed) => {
+                    tracing::info!(%peer, "POP3: no complete command within the autologout timer; closing");
+                    session.on_timeout();
+                }
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => {
+                    session.set_clock(sasl_clock());
+                    session.feed(&buffer[..n]);
+                }
+            },
+            _ = shutdown.wait_for(|s| *s), if !shutting_down => shutting_down = true,
+        }
+    }
+    // A dropped connection never reaches UPDATE: nothing is deleted (RFC 1939 6).
+    drop(conn);
+    tracing::debug!(%peer, "POP3 session ended");
+}
