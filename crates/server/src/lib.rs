@@ -229,7 +229,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     start_pop3(config, &store, shared, &shutdown_rx, &sessions, &mut server).await?;
     start_authkey(config, &store, &shutdown_rx, &sessions, &mut server)?;
     if config.outbound.enabled {
-        jobs::outbound::spawn(config, Arc::clone(&store), shutdown_rx.clone(), &sessions)?;
+        jobs::outbound::spawn(config, Arc::clone(&store), shutdown_rx.clone(), &sessions).map_err(|e| e.to_string())?;
         let lifetime = config.outbound.lifetime_secs as i64;
         sessions.spawn(Arc::clone(&odmr).sweep_expired(lifetime, shutdown_rx.clone()));
     }

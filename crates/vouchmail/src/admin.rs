@@ -866,7 +866,8 @@ pub async fn queue(
                     bar.set(p.done(), &detail);
                 }
             })
-            .await?;
+            .await
+            .map_err(|e| e.to_string())?;
             if let Ok(mut bar) = bar.lock() {
                 let detail =
                     format!("delivered {} deferred {} bounced {}", result.delivered, result.deferred, result.bounced);

@@ -62,7 +62,9 @@ impl Odmr {
         // RFC 2645 5.2.1: the timeout for ATRN and the reversed session is at least 10 minutes.
         let timeout = Duration::from_secs(config.odmr.timeout_secs.max(600));
         Ok(Arc::new(Odmr {
-            delivery: HeldDelivery::new(config, Arc::clone(&store))?.with_min_timeout(timeout),
+            delivery: HeldDelivery::new(config, Arc::clone(&store))
+                .map_err(|e| e.to_string())?
+                .with_min_timeout(timeout),
             store,
             last_atrn: Mutex::new(HashMap::new()),
             etrn_running: Mutex::new(HashSet::new()),
