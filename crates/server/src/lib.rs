@@ -105,7 +105,7 @@ pub fn check_config(config: &Config) -> Result<(), String> {
     net::route::Router::new(&config.outbound, &config.hostname, dns)?;
     net::client_tls::Connectors::new(config.outbound.ca_file.as_deref())
         .map_err(|e| format!("outbound.ca_file: {e}"))?;
-    net::federation::FederationClient::from_config(config)?;
+    net::federation::FederationClient::from_config(config).map_err(|e| e.to_string())?;
     for (n, entry) in config.odmr.fetch.iter().enumerate() {
         jobs::odmr_fetch::FetchOptions::from_schedule(config, entry).map_err(|e| format!("odmr.fetch[{n}]: {e}"))?;
     }
@@ -153,7 +153,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         (Listener::Messenger, &config.listeners.messenger),
     ];
     let odmr = jobs::held::Odmr::new(config, Arc::clone(&store))?;
-    let messenger = federation::Messenger::new(config, Arc::clone(&store))?;
+    let messenger = federation::Messenger::new(config, Arc::clone(&store)).map_err(|e| e.to_string())?;
     let memory = listen::smtp::spool::MemoryBudget::new(config.smtp.max_inflight_bytes);
     let authkeys = auth::authkey::AuthKeys::new(&config.authkey, dns::Dns::for_config(config)?, Arc::clone(&store));
     for (kind, addrs) in listeners {
