@@ -212,7 +212,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         sessions.spawn(Arc::clone(&messenger).run_pulls(peers, interval, shutdown_rx.clone()));
     }
     for entry in &config.odmr.fetch {
-        let options = jobs::odmr_fetch::FetchOptions::from_schedule(config, entry)?;
+        let options = jobs::odmr_fetch::FetchOptions::from_schedule(config, entry).map_err(|e| e.to_string())?;
         let local = match entry.smtphost {
             Some(_) => None,
             None => Some(customer_context(config, Arc::clone(&store), options.trusts_provider())?),

@@ -121,7 +121,7 @@ pub async fn run(
     if let Some(store) = store {
         store.shutdown().await;
     }
-    match outcome? {
+    match outcome.map_err(|e| e.to_string())? {
         FetchOutcome::Taken { messages: Some(n) } => {
             match smtphost.as_deref() {
                 Some(host) => println!("took {n} message(s) from {provider} into {host}"),
