@@ -123,10 +123,10 @@ pub struct Fetched {
     pub uid: String,
     pub message_id: Option<String>,
     /// Ok: decrypted; Err: why not (the message is written as received).
-    pub decrypted: Result<(), String>,
+    pub decrypted: Result<(), ClientError>,
     pub written_to: PathBuf,
     /// The RECEIPT sent: Ok, or why it was not.
-    pub receipt: Result<(), String>,
+    pub receipt: Result<(), ClientError>,
 }
 
 /// A sent message.
@@ -588,18 +588,18 @@ impl Client {
             Ok(mut session) => {
                 for f in fetched.iter_mut() {
                     let Some(id) = f.message_id.clone() else {
-                        f.receipt = Err("the message has no Message-ID".into());
+                        f.receipt = Err(ClientError::new("the message has no Message-ID"));
                         continue;
                     };
                     let outcome = if f.decrypted.is_ok() { ReceiptOutcome::Decrypted } else { ReceiptOutcome::Failed };
                     let receipt = Receipt { message_id: id, outcome };
-                    f.receipt = Client::receipt_on(&mut session, &receipt).await.map_err(|e| e.0);
+                    f.receipt = Client::receipt_on(&mut session, &receipt).await;
                 }
                 session.quit().await;
             }
             Err(e) => {
                 for f in fetched.iter_mut() {
-                    f.receipt = Err(e.0.clone());
+                    f.receipt = Err(e.clone());
                 }
             }
         }
@@ -634,11 +634,17 @@ impl Client {
             // Attacker-made CMS: any failure is a FAILED receipt, never a crash.
             let (bytes, decrypted) = match vouchmail_smime::decrypt(&message, key, cert) {
                 Ok(entity) => (readable(&message, &entity), Ok(())),
-                Err(e) => (message.clone(), Err(e.to_string())),
+                Err(e) => (message.clone(), Err(ClientError::new(e.to_string()))),
             };
             let written_to = self.write_fetched(target, &uid, &bytes)?;
             pop.dele(number).await.map_err(pop_err)?;
-            fetched.push(Fetched { uid, message_id, decrypted, written_to, receipt: Err("not sent".into()) });
+            fetched.push(Fetched {
+                uid,
+                message_id,
+                decrypted,
+                written_to,
+                receipt: Err(ClientError::new("not sent")),
+            });
         }
         // RFC 1939 6: the deletions take effect at QUIT; the new files' names must be on
         // disk first, or a crash could lose mail the server no longer has.

@@ -104,9 +104,8 @@ pub fn check_config(config: &Config) -> Result<(), Error> {
     postmaster_of(config)?;
     let dns = dns::Dns::for_config(config)?;
     net::route::Router::new(&config.outbound, &config.hostname, dns)?;
-    net::client_tls::Connectors::new(config.outbound.ca_file.as_deref())
-        .map_err(|e| Error::new(ErrorKind::Config, format!("outbound.ca_file: {e}")))?;
-    net::federation::FederationClient::from_config(config).map_err(|e| Error::new(ErrorKind::Config, e))?;
+    net::client_tls::Connectors::new(config.outbound.ca_file.as_deref()).map_err(|e| e.about("outbound.ca_file"))?;
+    net::federation::FederationClient::from_config(config)?;
     for (n, entry) in config.odmr.fetch.iter().enumerate() {
         jobs::odmr_fetch::FetchOptions::from_schedule(config, entry)
             .map_err(|e| Error::new(ErrorKind::Config, format!("odmr.fetch[{n}]: {e}")))?;
@@ -156,8 +155,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         (Listener::Messenger, &config.listeners.messenger),
     ];
     let odmr = jobs::held::Odmr::new(config, Arc::clone(&store))?;
-    let messenger =
-        federation::Messenger::new(config, Arc::clone(&store)).map_err(|e| Error::new(ErrorKind::Config, e))?;
+    let messenger = federation::Messenger::new(config, Arc::clone(&store))?;
     let memory = listen::smtp::spool::MemoryBudget::new(config.smtp.max_inflight_bytes);
     let authkeys = auth::authkey::AuthKeys::new(&config.authkey, dns::Dns::for_config(config)?, Arc::clone(&store));
     for (kind, addrs) in listeners {
@@ -217,8 +215,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         sessions.spawn(Arc::clone(&messenger).run_pulls(peers, interval, shutdown_rx.clone()));
     }
     for entry in &config.odmr.fetch {
-        let options = jobs::odmr_fetch::FetchOptions::from_schedule(config, entry)
-            .map_err(|e| Error::new(ErrorKind::Config, e))?;
+        let options = jobs::odmr_fetch::FetchOptions::from_schedule(config, entry)?;
         let local = match entry.smtphost {
             Some(_) => None,
             None => Some(customer_context(config, Arc::clone(&store), options.trusts_provider())?),
@@ -235,8 +232,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     start_pop3(config, &store, shared, &shutdown_rx, &sessions, &mut server).await?;
     start_authkey(config, &store, &shutdown_rx, &sessions, &mut server)?;
     if config.outbound.enabled {
-        jobs::outbound::spawn(config, Arc::clone(&store), shutdown_rx.clone(), &sessions)
-            .map_err(|e| Error::new(ErrorKind::Config, e))?;
+        jobs::outbound::spawn(config, Arc::clone(&store), shutdown_rx.clone(), &sessions)?;
         let lifetime = config.outbound.lifetime_secs as i64;
         sessions.spawn(Arc::clone(&odmr).sweep_expired(lifetime, shutdown_rx.clone()));
     }

@@ -896,8 +896,7 @@ pub async fn queue(
                     bar.set(p.done(), &detail);
                 }
             })
-            .await
-            .map_err(CliError::failed)?;
+            .await?;
             if let Ok(mut bar) = bar.lock() {
                 let detail =
                     format!("delivered {} deferred {} bounced {}", result.delivered, result.deferred, result.bounced);

@@ -15,13 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 use vouchmail_client::{write_private, Client, FetchTarget};
 use vouchmail_proto::messenger::tracking::{Event, Record};
-use vouchmail_proto::messenger::{ReplyLimits, ReplyParser, ServerReply};
 use vouchmail_proto::sasl::Secrets;
+use vouchmail_proto::smtp::client::{ClientConfig, ReplyLimits, Timeouts, TlsMode};
 use vouchmail_server::config::Config;
+use vouchmail_server::net::smtp_client::{Session, Target};
 use vouchmail_server::RunningServer;
 use vouchmail_store::{DirectoryRecord, NewAccount, SenderPolicy, SqliteStore, Store};
 use vouchmail_testkit::dns::TestDns;
@@ -230,54 +231,32 @@ fn profile(
     Ok(path)
 }
 
-/// A plain line session from a chosen local address (the rogue's), replies raw.
-struct Raw {
-    stream: TcpStream,
-    parser: ReplyParser,
+/// A session from a chosen local address (the rogue's) on the server's one SMTP client
+/// shell: greeting and EHLO as `mail.rogue.test`, no TLS, strict replies.
+async fn rogue_session(from: IpAddr, to: SocketAddr) -> Result<Session, String> {
+    let config = ClientConfig {
+        tls: TlsMode::Never,
+        timeouts: Timeouts::all(Duration::from_secs(10)),
+        strict_replies: true,
+        reply_limits: ReplyLimits::new(1000, 1 << 20),
+        ..ClientConfig::new("mail.rogue.test")
+    };
+    let target = Target { host: to.ip().to_string(), addr: to };
+    let mut session =
+        Session::connect(&target, Some(from), Duration::from_secs(5), config).await.map_err(|e| e.to_string())?;
+    session.start(None).await.map_err(|e| e.to_string())?;
+    Ok(session)
 }
 
-impl Raw {
-    async fn connect(from: IpAddr, to: SocketAddr) -> Result<Raw, CliError> {
-        let socket = TcpSocket::new_v4().map_err(|e| CliError::failed(e.to_string()))?;
-        socket.bind(SocketAddr::new(from, 0)).map_err(|e| CliError::failed(e.to_string()))?;
-        let stream = tokio::time::timeout(Duration::from_secs(5), socket.connect(to))
-            .await
-            .map_err(|_| CliError::failed(format!("{to}: connect timed out")))?
-            .map_err(|e| CliError::failed(format!("{to}: {e}")))?;
-        let mut raw = Raw { stream, parser: ReplyParser::strict(ReplyLimits::new(1000, 1 << 20)) };
-        raw.reply().await?;
-        Ok(raw)
-    }
-
-    async fn reply(&mut self) -> Result<ServerReply, CliError> {
-        let mut buffer = [0u8; 4096];
-        loop {
-            if let Some(reply) = self.parser.next_reply().map_err(|e| CliError::failed(e.to_string()))? {
-                return Ok(reply);
-            }
-            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buffer))
-                .await
-                .map_err(|_| CliError::failed("no reply in time".to_string()))?
-                .map_err(|e| CliError::failed(e.to_string()))?;
-            if n == 0 {
-                return Err(CliError::failed("connection closed"));
-            }
-            self.parser.feed(&buffer[..n]);
-        }
-    }
-
-    async fn cmd(&mut self, line: &str) -> Result<ServerReply, CliError> {
-        self.stream.write_all(format!("{line}\r\n").as_bytes()).await.map_err(|e| CliError::failed(e.to_string()))?;
-        self.reply().await
-    }
-}
-
-fn offers(ehlo: &ServerReply, keyword: &str) -> bool {
-    ehlo.lines.iter().skip(1).any(|l| l.split(' ').any(|w| w.eq_ignore_ascii_case(keyword)))
-}
-
-fn reply_text(r: &ServerReply) -> String {
-    format!("{} {}", r.code, r.texts().join(" / "))
+/// Sends the rogue's `line`; `ok` when the server answers `code`.
+async fn refused_to_rogue(mut rogue: Session, line: &str, code: u16, said: &str) -> Result<Outcome, String> {
+    let reply = rogue.command(line).await.map_err(|e| e.to_string())?;
+    rogue.quit().await;
+    Ok(if reply.code == code {
+        Outcome::Ok(format!("{said}: {}", reply.one_line()))
+    } else {
+        Outcome::Fail(format!("galkam answered {}", reply.one_line()))
+    })
 }
 
 /// A rogue verifier: it hands out a challenge bound to lrsupport (SPEC 8.2: one that the
@@ -552,7 +531,7 @@ async fn walk(dir: &Path, dns: SocketAddr, nodes: &[Node]) -> Result<Report, Cli
                             Outcome::Ok(format!("decrypted with abc555's key: {}", f.written_to.display()))
                         }
                         Ok(()) => Outcome::Fail("decrypted, but the text is not the one sent".into()),
-                        Err(e) => Outcome::Fail(e.clone()),
+                        Err(e) => Outcome::Fail(e.to_string()),
                     };
                     let receipt = match &f.receipt {
                         Ok(()) => Outcome::Ok(format!("RECEIPT {id} DECRYPTED: 250")),
@@ -627,18 +606,12 @@ async fn walk(dir: &Path, dns: SocketAddr, nodes: &[Node]) -> Result<Report, Cli
 
     // 13: the relay attack, the home server's side.
     let verify = async {
-        let mut raw = Raw::connect(rogue.ip, galkam.messenger).await?;
-        let ehlo = raw.cmd("EHLO mail.rogue.test").await?;
-        if !offers(&ehlo, "X-RCRAM-VERIFY") {
+        let rogue = rogue_session(rogue.ip, galkam.messenger).await?;
+        if !rogue.capabilities().offers_auth("X-RCRAM-VERIFY") {
             return Ok(Outcome::Missing("galkam does not offer AUTH X-RCRAM-VERIFY (SPEC 8.2)".into()));
         }
-        let reply = raw.cmd(&format!("AUTH X-RCRAM-VERIFY {GLEN} mail.lrsupport.test")).await?;
-        let _ = raw.cmd("QUIT").await;
-        Ok::<Outcome, CliError>(if reply.code == 535 {
-            Outcome::Ok(format!("galkam to the rogue's address: {}", reply_text(&reply)))
-        } else {
-            Outcome::Fail(format!("galkam answered {}", reply_text(&reply)))
-        })
+        let line = format!("AUTH X-RCRAM-VERIFY {GLEN} mail.lrsupport.test");
+        refused_to_rogue(rogue, &line, 535, "galkam to the rogue's address").await
     }
     .await;
     report.step(
@@ -649,9 +622,8 @@ async fn walk(dir: &Path, dns: SocketAddr, nodes: &[Node]) -> Result<Report, Cli
     // 14: NOTIFY injection.
     let forged_id = "<forged.1@rogue.test>";
     let notify = async {
-        let mut raw = Raw::connect(rogue.ip, galkam.messenger).await?;
-        let ehlo = raw.cmd("EHLO mail.rogue.test").await?;
-        if !offers(&ehlo, "NOTIFY") {
+        let rogue = rogue_session(rogue.ip, galkam.messenger).await?;
+        if !rogue.capabilities().offers("NOTIFY") {
             return Ok(Outcome::Missing("galkam does not offer NOTIFY (SPEC 8.3)".into()));
         }
         let record = Record {
@@ -662,14 +634,8 @@ async fn walk(dir: &Path, dns: SocketAddr, nodes: &[Node]) -> Result<Report, Cli
             event: Event::Decrypted,
             reporting_server: "mail.lrsupport.test".into(),
         };
-        let line = record.to_line().map_err(|e| CliError::failed(e.to_string()))?;
-        let reply = raw.cmd(&format!("NOTIFY {line}")).await?;
-        let _ = raw.cmd("QUIT").await;
-        Ok::<Outcome, CliError>(if reply.code == 550 {
-            Outcome::Ok(format!("galkam to the rogue: {}", reply_text(&reply)))
-        } else {
-            Outcome::Fail(format!("galkam answered {}", reply_text(&reply)))
-        })
+        let line = record.to_line().map_err(|e| e.to_string())?;
+        refused_to_rogue(rogue, &format!("NOTIFY {line}"), 550, "galkam to the rogue").await
     }
     .await;
     report.step(

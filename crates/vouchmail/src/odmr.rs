@@ -125,7 +125,7 @@ pub async fn run(
     if let Some(store) = store {
         store.shutdown().await;
     }
-    match outcome.map_err(CliError::failed)? {
+    match outcome? {
         FetchOutcome::Taken { messages: Some(n) } => {
             match smtphost.as_deref() {
                 Some(host) => println!("took {n} message(s) from {provider} into {host}"),

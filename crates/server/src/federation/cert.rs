@@ -10,7 +10,8 @@ use vouchmail_proto::smtp::session::MessengerAnswer;
 use vouchmail_store::{StoreError, StoredCertificate};
 
 use super::{now, x509, Messenger};
-use crate::net::federation::{ClientError, SMALL_REPLY};
+use crate::net::federation::SMALL_REPLY;
+use crate::support::error::ErrorKind;
 
 fn local_error() -> Reply {
     Reply::local_error("Local error in processing, try again later")
@@ -87,7 +88,7 @@ impl Messenger {
                 MessengerAnswer::Relayed { code: reply.code, wire: reply.wire }
             }
             Err(e) => {
-                let level_unreachable = matches!(e, ClientError::Unreachable(_));
+                let level_unreachable = matches!(e.kind(), ErrorKind::Network | ErrorKind::Dns | ErrorKind::Tls);
                 tracing::warn!(%address, error = %e, unreachable = level_unreachable, "CERT relay failed");
                 MessengerAnswer::Reply(replies::home_unreachable(&domain))
             }

@@ -17,6 +17,8 @@ use vouchmail_store::{EntityOp as StoreOp, MessengerPeer, PeerPull};
 use super::{now, Messenger};
 use crate::net::discovery::home_addresses;
 use crate::net::federation::LARGE_REPLY;
+use crate::support::error::Error;
+use vouchmail_proto::messenger::ServerReply;
 
 /// Most change lines one ENTITIES answer holds; the peer asks again from the last serial.
 pub const MAX_ENTITIES: usize = 10_000;
@@ -86,20 +88,22 @@ impl Messenger {
     }
 
     /// Pulls `ENTITIES <last serial>` from one peer and applies what it may publish.
-    pub async fn pull_peer(&self, peer: &MessengerPeer) -> Result<PullOutcome, String> {
+    pub async fn pull_peer(&self, peer: &MessengerPeer) -> Result<PullOutcome, Error> {
         let line = format!("ENTITIES {}", peer.last_serial.max(0));
-        let (reply, ip) = self.client.call(&peer.domain, &line, LARGE_REPLY).await.map_err(|e| e.to_string())?;
+        let (reply, ip) = self.client.call(&peer.domain, &line, LARGE_REPLY).await?;
         if reply.code != 250 {
-            return Err(format!("ENTITIES answered {} {}", reply.code, reply.last_line()));
+            return Err(Error::refused(&peer.domain, "ENTITIES", reply.to_reply()));
         }
-        let (mut changes, mut highest) = parse_entities_reply(&reply.texts())?;
+        let parse = |reply: &ServerReply| {
+            parse_entities_reply(&reply.texts()).map_err(|e| Error::protocol(&peer.domain, format!("ENTITIES: {e}")))
+        };
+        let (mut changes, mut highest) = parse(&reply)?;
         // A peer whose serials went back started again (a new store): learn it anew.
         let reset = (highest as i64) < peer.last_serial;
         if reset {
             tracing::warn!(peer = %peer.domain, highest, last = peer.last_serial, "Messenger peer's serials went back; pulling all its entries again");
-            let (again, _) =
-                self.client.call(&peer.domain, "ENTITIES 0", LARGE_REPLY).await.map_err(|e| e.to_string())?;
-            (changes, highest) = parse_entities_reply(&again.texts())?;
+            let (again, _) = self.client.call(&peer.domain, "ENTITIES 0", LARGE_REPLY).await?;
+            (changes, highest) = parse(&again)?;
         }
         let mut outcome = PullOutcome { highest: highest as i64, ..PullOutcome::default() };
         // The last change of each entry wins.
@@ -107,7 +111,7 @@ impl Messenger {
         for change in changes {
             latest.insert((change.id.to_string(), change.mailbox.to_string().to_lowercase()), change.op);
         }
-        let mut homes: HashMap<String, Result<Vec<IpAddr>, String>> = HashMap::new();
+        let mut homes: HashMap<String, Vec<IpAddr>> = HashMap::new();
         let mut pull =
             PeerPull { peer: peer.domain.clone(), reset, last_serial: highest as i64, at: now(), ..Default::default() };
         for ((id, mailbox), op) in latest {
@@ -127,18 +131,13 @@ impl Messenger {
                 outcome.dropped += 1;
             }
         }
-        self.store.apply_peer_pull(pull).await.map_err(|e| e.to_string())?;
+        self.store.apply_peer_pull(pull).await?;
         Ok(outcome)
     }
 
     /// Whether the peer at `ip` is the home server of `domain` (SPEC 8.4, by DNS). Never
     /// for a domain of this server: its entries are ours to publish.
-    async fn may_publish(
-        &self,
-        domain: &str,
-        ip: IpAddr,
-        homes: &mut HashMap<String, Result<Vec<IpAddr>, String>>,
-    ) -> bool {
+    async fn may_publish(&self, domain: &str, ip: IpAddr, homes: &mut HashMap<String, Vec<IpAddr>>) -> bool {
         match self.store.get_domain(domain).await {
             Ok(None) => {}
             Ok(Some(_)) => return false,
@@ -148,18 +147,16 @@ impl Messenger {
             }
         }
         if !homes.contains_key(domain) {
-            let found =
-                home_addresses(self.client.dns(), domain, self.client.options().port).await.map_err(|e| e.to_string());
+            let found = match home_addresses(self.client.dns(), domain, self.client.options().port).await {
+                Ok(addresses) => addresses,
+                Err(e) => {
+                    tracing::info!(%domain, error = %e, "no home server address for the domain; its entries not kept");
+                    Vec::new()
+                }
+            };
             homes.insert(domain.to_string(), found);
         }
-        match homes.get(domain) {
-            Some(Ok(addresses)) => addresses.contains(&ip),
-            Some(Err(e)) => {
-                tracing::info!(%domain, error = %e, "no home server address for the domain; entry not kept");
-                false
-            }
-            None => false,
-        }
+        homes.get(domain).is_some_and(|addresses| addresses.contains(&ip))
     }
 
     /// Pulls every peer once: the configured ones and every home server talked to.
@@ -176,7 +173,7 @@ impl Messenger {
                 Ok(outcome) => tracing::debug!(peer = %peer.domain, ?outcome, "Entity Index pulled"),
                 Err(error) => {
                     tracing::info!(peer = %peer.domain, %error, "Entity Index pull failed");
-                    if let Err(e) = self.store.record_peer_error(&peer.domain, now(), &error).await {
+                    if let Err(e) = self.store.record_peer_error(&peer.domain, now(), &error.to_string()).await {
                         tracing::warn!(error = %e, "cannot record the failed pull");
                     }
                 }

@@ -50,7 +50,7 @@ pub struct Messenger {
 }
 
 impl Messenger {
-    pub fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Messenger>, String> {
+    pub fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Messenger>, crate::support::error::Error> {
         let client = Arc::new(FederationClient::from_config(config)?);
         Ok(Arc::new(Messenger {
             store,

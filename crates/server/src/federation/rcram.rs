@@ -60,14 +60,14 @@ impl Messenger {
                 return unavailable();
             }
         };
-        let legacy = !connection.offers_auth(rcram::VERIFY_MECHANISM);
+        let legacy = !connection.capabilities().offers_auth(rcram::VERIFY_MECHANISM);
         let line = if !legacy {
             format!("AUTH {} {address} {}", rcram::VERIFY_MECHANISM, self.hostname)
-        } else if self.legacy_rcram && connection.offers_auth("CRAM-MD5") {
+        } else if self.legacy_rcram && connection.capabilities().offers_auth("CRAM-MD5") {
             // Opt-in legacy mode (SPEC 8.2 step 6): the plain CRAM-MD5 exchange, proxied.
             "AUTH CRAM-MD5".to_string()
         } else {
-            tracing::warn!(%peer, %address, host = %connection.host, "RCRAM-MD5: the home server lacks X-RCRAM-VERIFY");
+            tracing::warn!(%peer, %address, host = %connection.host(), "RCRAM-MD5: the home server lacks X-RCRAM-VERIFY");
             tokio::spawn(connection.quit());
             return unavailable();
         };

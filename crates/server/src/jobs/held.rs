@@ -5,7 +5,7 @@
 //! decides ATRN, then runs the provider's SMTP client over the same connection once the
 //! roles are reversed. ETRN on the MX listener delivers to the domain's configured host.
 
-use crate::support::error::{Error, ErrorKind};
+use crate::support::error::Error;
 use crate::support::time::unix_now as now;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -63,9 +63,7 @@ impl Odmr {
         // RFC 2645 5.2.1: the timeout for ATRN and the reversed session is at least 10 minutes.
         let timeout = Duration::from_secs(config.odmr.timeout_secs.max(600));
         Ok(Arc::new(Odmr {
-            delivery: HeldDelivery::new(config, Arc::clone(&store))
-                .map_err(|e| Error::new(ErrorKind::Config, e))?
-                .with_min_timeout(timeout),
+            delivery: HeldDelivery::new(config, Arc::clone(&store))?.with_min_timeout(timeout),
             store,
             last_atrn: Mutex::new(HashMap::new()),
             etrn_running: Mutex::new(HashSet::new()),

@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::CertificateError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use vouchmail_proto::sasl::{self, ClientSession, Credentials, Mechanism};
-use vouchmail_proto::smtp::client::reply::{ReplyParser, ServerReply};
+use vouchmail_proto::sasl::{ClientSession, Credentials, Mechanism};
+use vouchmail_proto::smtp::client::{AuthOutcome, ClientConfig, ServerReply, Timeouts, TlsMode};
 use vouchmail_proto::smtp::session::TlsInfo;
 
 use crate::net::client_tls::{self, ServerTrust};
+use crate::net::smtp_client::{OpenError, Session, Target};
 use crate::net::stream::Stream;
+use crate::support::error::{Error, ErrorKind};
 
 mod relay;
 pub use relay::RelayTimeouts;
@@ -57,20 +57,21 @@ impl FetchOptions {
     pub fn from_schedule(
         config: &crate::config::Config,
         entry: &crate::config::ScheduledFetch,
-    ) -> Result<FetchOptions, String> {
+    ) -> Result<FetchOptions, Error> {
+        let key = || format!("odmr.fetch for {}", entry.provider);
         let password = match (&entry.cert, &entry.password_file) {
             (Some(_), _) => None,
             (None, Some(path)) => Some(
                 std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                    .map_err(|e| Error::file(path, &e))?
                     .lines()
                     .next()
                     .unwrap_or("")
                     .to_string(),
             ),
-            (None, None) => return Err(format!("odmr.fetch for {}: password_file or cert is needed", entry.provider)),
+            (None, None) => return Err(Error::config(key(), "password_file or cert is needed")),
         };
-        let trust = entry.trust().map_err(|e| format!("odmr.fetch for {}: {e}", entry.provider))?;
+        let trust = entry.trust().map_err(|e| e.about(key()))?;
         Ok(FetchOptions {
             provider: entry.provider.clone(),
             user: entry.user.clone(),
@@ -160,52 +161,24 @@ pub enum FetchOutcome {
     Refused(String),
 }
 
-struct Line<S> {
-    stream: S,
-    parser: ReplyParser,
-    buffer: Vec<u8>,
-    timeout: Duration,
-}
-
-impl<S: Stream> Line<S> {
-    async fn reply(&mut self) -> Result<ServerReply, String> {
-        loop {
-            match self.parser.next_reply() {
-                Ok(Some(reply)) => return Ok(reply),
-                Ok(None) => {}
-                Err(e) => return Err(format!("bad reply from the provider: {}", e.0)),
-            }
-            let read = tokio::time::timeout(self.timeout, self.stream.read(&mut self.buffer)).await;
-            match read {
-                Err(_) => return Err("the provider did not answer in time".into()),
-                Ok(Ok(0)) | Ok(Err(_)) => return Err("the provider closed the connection".into()),
-                Ok(Ok(n)) => self.parser.feed(&self.buffer[..n]),
-            }
-        }
-    }
-
-    async fn command(&mut self, line: &str) -> Result<ServerReply, String> {
-        self.stream.write_all(format!("{line}\r\n").as_bytes()).await.map_err(|e| format!("write failed: {e}"))?;
-        self.reply().await
-    }
-}
-
 fn text(reply: &ServerReply) -> String {
     format!("{} {}", reply.code, reply.lines.join(" "))
 }
 
 /// Resolves the provider with the shared resolver (RFC 2645: port 366 when none is given)
 /// and connects to the first of its addresses that answers.
-async fn connect_provider(options: &FetchOptions) -> Result<TcpStream, String> {
-    let dns = crate::net::dns::Dns::shared(&options.nameservers).map_err(|e| e.to_string())?;
-    let addrs =
-        dns.socket_addrs(&options.provider, 366).await.map_err(|e| format!("cannot resolve the provider {e}"))?;
-    let mut last = format!("no address for {}", options.provider);
+async fn connect_provider(options: &FetchOptions, config: ClientConfig) -> Result<Session, Error> {
+    let dns = crate::net::dns::Dns::shared(&options.nameservers).map_err(|e| e.about("nameservers"))?;
+    let addrs = dns
+        .socket_addrs(&options.provider, 366)
+        .await
+        .map_err(|e| Error::dns(&options.provider, format!("cannot resolve the provider: {e}")))?;
+    let mut last = Error::dns(&options.provider, "no address");
     for addr in addrs {
-        match tokio::time::timeout(Duration::from_secs(30), TcpStream::connect(addr)).await {
-            Ok(Ok(tcp)) => return Ok(tcp),
-            Ok(Err(e)) => last = format!("cannot connect to {} ({addr}): {e}", options.provider),
-            Err(_) => last = format!("connecting to {} ({addr}) timed out", options.provider),
+        let target = Target { host: options.provider_host().to_string(), addr };
+        match Session::connect(&target, None, Duration::from_secs(30), config.clone()).await {
+            Ok(session) => return Ok(session),
+            Err(e) => last = e.error().about(&options.provider),
         }
     }
     Err(last)
@@ -213,94 +186,93 @@ async fn connect_provider(options: &FetchOptions) -> Result<TcpStream, String> {
 
 /// Connects, authenticates, sends ATRN and serves the reversed session.
 /// `local`: the MX session context to serve the reversed session into our own store.
-pub async fn fetch(options: &FetchOptions, local: Option<Arc<dyn ReversedServer>>) -> Result<FetchOutcome, String> {
+pub async fn fetch(options: &FetchOptions, local: Option<Arc<dyn ReversedServer>>) -> Result<FetchOutcome, Error> {
     // SPEC 2: a provider whose certificate nobody checked is not a trusted relay; the local
     // context must have been made for that (customer_context with trusts_provider()).
     if local.as_ref().is_some_and(|c| c.trusts_provider() && !options.trusts_provider()) {
-        return Err("refusing to take unauthenticated mail as from a trusted relay".into());
+        return Err(Error::invalid("refusing to take unauthenticated mail as from a trusted relay"));
     }
-    let tcp = connect_provider(options).await?;
-    let peer = tcp.peer_addr().map_err(|e| e.to_string())?;
-    let mut line: Line<Box<dyn Stream>> =
-        Line { stream: Box::new(tcp), parser: ReplyParser::default(), buffer: vec![0; 8192], timeout: options.timeout };
-    let greeting = line.reply().await?;
-    if greeting.code != 220 {
-        return Ok(FetchOutcome::Refused(text(&greeting)));
-    }
-    let mut ehlo = line.command(&format!("EHLO {}", options.helo)).await?;
-    let mut tls_info = None;
-    if ehlo.code != 250 {
-        return Ok(FetchOutcome::Refused(text(&ehlo)));
-    }
-    if options.tls || options.client_cert.is_some() {
-        // Built first: a missing CA file fails before we ask the provider for anything.
+    let tls = options.tls || options.client_cert.is_some();
+    // Built first: a missing CA file fails before we ask the provider for anything.
+    let connector = if tls {
         let cert = options.client_cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
-        let (connector, presented) = client_tls::client_connector(&options.trust, cert).map_err(|e| e.to_string())?;
         let host = options.provider_host();
-        let name = client_tls::server_name(host).ok_or_else(|| format!("{host} is not a TLS server name"))?;
-        let reply = line.command("STARTTLS").await?;
-        if reply.code != 220 {
-            return Ok(FetchOutcome::Refused(text(&reply)));
+        if client_tls::server_name(host).is_none() {
+            return Err(Error::config("provider", format!("{host} is not a TLS server name")));
         }
-        // RFC 3207 4.2: nothing from before the handshake carries over.
-        let Line { stream, buffer, timeout, .. } = line;
-        let handshake = tokio::time::timeout(timeout, connector.connect(name, stream)).await;
-        let tls = match handshake {
-            Err(_) => return Err(format!("TLS handshake with {} timed out", options.provider)),
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return Err(handshake_error(options, &e, presented.fingerprint())),
+        Some(client_tls::client_connector(&options.trust, cert).map_err(|e| e.about(options.provider.clone()))?)
+    } else {
+        None
+    };
+    let config = ClientConfig {
+        tls: if tls { TlsMode::Required } else { TlsMode::Never },
+        timeouts: Timeouts::all(options.timeout),
+        ..ClientConfig::new(options.helo.clone())
+    };
+    let mut session = connect_provider(options, config).await?;
+    let peer = session.target.addr;
+    if let Err(e) = session.start(connector.as_ref().map(|(c, _)| c)).await {
+        return match e.refused() {
+            // The provider said no to the greeting, EHLO or STARTTLS.
+            Some(reply) => Ok(FetchOutcome::Refused(format!("{} {}", reply.code, reply.text.replace('\n', " ")))),
+            None => Err(setup_error(options, &e, connector.as_ref().and_then(|(_, p)| p.fingerprint()))),
         };
-        let (_, connection) = tls.get_ref();
-        tls_info = Some(TlsInfo {
-            version: connection
-                .protocol_version()
-                .map(|v| format!("{v:?}").replace("TLSv1_", "TLSv1."))
-                .unwrap_or_default(),
-            cipher: connection.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())).unwrap_or_default(),
-            channel_binding: None,
-            external_identity: None,
-        });
-        if !options.trust.authenticates() {
-            tracing::warn!(provider = %options.provider, certificate = ?presented.fingerprint(), "ODMR: the provider's certificate is not checked (insecure); its mail is not from a trusted relay");
-        }
-        line = Line { stream: Box::new(tls), parser: ReplyParser::default(), buffer, timeout };
-        ehlo = line.command(&format!("EHLO {}", options.helo)).await?;
-        if ehlo.code != 250 {
-            return Ok(FetchOutcome::Refused(text(&ehlo)));
-        }
     }
-    if !ehlo.lines.iter().any(|l| l.eq_ignore_ascii_case("ATRN")) {
+    let tls_info = session.tls_connection().map(|connection| TlsInfo {
+        version: connection
+            .protocol_version()
+            .map(|v| format!("{v:?}").replace("TLSv1_", "TLSv1."))
+            .unwrap_or_default(),
+        cipher: connection.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())).unwrap_or_default(),
+        channel_binding: None,
+        external_identity: None,
+    });
+    if let Some((_, presented)) = connector.as_ref().filter(|_| !options.trust.authenticates()) {
+        tracing::warn!(provider = %options.provider, certificate = ?presented.fingerprint(), "ODMR: the provider's certificate is not checked (insecure); its mail is not from a trusted relay");
+    }
+    if !session.capabilities().offers("ATRN") {
+        session.quit().await;
         return Ok(FetchOutcome::Refused("the provider does not offer ATRN".into()));
     }
     // RFC 2645 5.1.2: CRAM-MD5 is the mechanism every provider supports.
-    let auth = if options.client_cert.is_some() {
-        line.command("AUTH EXTERNAL =").await?
+    let sasl = if options.client_cert.is_some() {
+        ClientSession::new(Mechanism::External, Credentials::new("", ""))
     } else {
-        let password = options.password.clone().ok_or("a password is needed for CRAM-MD5")?;
-        let mut client = ClientSession::new(Mechanism::CramMd5, Credentials::new(options.user.clone(), password));
-        let mut reply = line.command("AUTH CRAM-MD5").await?;
-        while reply.code == 334 {
-            let challenge = sasl::decode_challenge(reply.lines.first().map(String::as_bytes).unwrap_or_default())
-                .map_err(|e| format!("bad challenge: {e}"))?;
-            let response = client.step(&challenge).map_err(|e| format!("CRAM-MD5: {e}"))?;
-            reply = line.command(&sasl::encode_response(&response)).await?;
-        }
-        reply
+        let password =
+            options.password.clone().ok_or_else(|| Error::config("password", "a password is needed for CRAM-MD5"))?;
+        ClientSession::new(Mechanism::CramMd5, Credentials::new(options.user.clone(), password))
     };
-    if auth.code != 235 {
-        return Ok(FetchOutcome::Refused(text(&auth)));
+    match session.authenticate(sasl).await? {
+        AuthOutcome::Success => {}
+        AuthOutcome::Refused(reply) => {
+            session.quit().await;
+            return Ok(FetchOutcome::Refused(text(&reply)));
+        }
+        AuthOutcome::Failed(why) => {
+            session.quit().await;
+            return Err(Error::protocol(&options.provider, format!("AUTH: {why}")));
+        }
     }
     let atrn =
         if options.domains.is_empty() { "ATRN".to_string() } else { format!("ATRN {}", options.domains.join(",")) };
-    let reply = line.command(&atrn).await?;
+    let reply = session.command(&atrn).await?;
     match reply.code {
         250 => {}
-        453 => return Ok(FetchOutcome::NoMail),
-        _ => return Ok(FetchOutcome::Refused(text(&reply))),
+        453 => {
+            session.quit().await;
+            return Ok(FetchOutcome::NoMail);
+        }
+        _ => {
+            session.quit().await;
+            return Ok(FetchOutcome::Refused(text(&reply)));
+        }
     }
     // RFC 2645 5.3: we are the server now. Anything the provider sent already is not
-    // expected (it waits for our greeting), so the parser's leftovers are dropped.
-    let stream = line.stream;
+    // expected (it waits for our greeting), so what was read beyond the 250 is dropped.
+    let (stream, unread) = session.release();
+    if !unread.is_empty() {
+        tracing::debug!(provider = %options.provider, octets = unread.len(), "ODMR: the provider spoke before our greeting; dropped");
+    }
     match (&options.smtphost, local) {
         (Some(host), _) => {
             let messages = relay::relay(stream, host, options.relay_timeouts).await?;
@@ -310,16 +282,25 @@ pub async fn fetch(options: &FetchOptions, local: Option<Arc<dyn ReversedServer>
             let messages = context.serve(stream, peer, tls_info).await;
             Ok(FetchOutcome::Taken { messages: Some(messages) })
         }
-        (None, None) => Err("nowhere to put the mail: give --smtphost or a local store".into()),
+        (None, None) => Err(Error::config("smtphost", "nowhere to put the mail: give --smtphost or a local store")),
+    }
+}
+
+/// A setup that failed on our side or on the connection: a refused certificate in words an
+/// operator can act on.
+fn setup_error(options: &FetchOptions, error: &OpenError, presented: Option<String>) -> Error {
+    match &error.tls_handshake {
+        Some(handshake) => handshake_error(options, handshake, presented),
+        None => error.error(),
     }
 }
 
 /// Why a handshake failed, in words an operator can act on: a refused certificate names
 /// the options that would accept it and its fingerprint (to compare out of band).
-fn handshake_error(options: &FetchOptions, error: &std::io::Error, presented: Option<String>) -> String {
+fn handshake_error(options: &FetchOptions, error: &std::io::Error, presented: Option<String>) -> Error {
     let provider = &options.provider;
     let Some(problem) = client_tls::certificate_error(error) else {
-        return format!("TLS handshake with {provider} failed: {error}");
+        return Error::tls(provider, format!("TLS handshake failed: {error}"));
     };
     let seen = presented.map(|f| format!(" (its SHA-256 fingerprint is {f})")).unwrap_or_default();
     let why = match (&options.trust, problem) {
@@ -340,8 +321,9 @@ fn handshake_error(options: &FetchOptions, error: &std::io::Error, presented: Op
         "To accept it, give the CA that issued it (--tls-ca FILE, or tls_ca) or pin it (--tls-fingerprint HEX, or \
          tls_fingerprint)"
     };
-    format!(
+    let text = format!(
         "the certificate of {provider} was refused: {why}{seen}. {remedy}; --tls-insecure (tls_insecure) takes the \
          mail without checking, as from an unauthenticated relay"
-    )
+    );
+    Error::new(ErrorKind::Tls, text)
 }

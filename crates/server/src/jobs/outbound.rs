@@ -31,6 +31,7 @@ use crate::net::client_tls::Connectors;
 use crate::net::route::{Destination, Router, Target, TlsPolicy};
 use crate::net::smtp_client::Session;
 use crate::rules::dsn::{enhanced_of, NotifyWanted};
+use crate::support::error::Error;
 use crate::support::tasks::TaskTracker;
 use crate::support::time::unix_time;
 
@@ -196,7 +197,7 @@ pub fn spawn(
     store: Arc<dyn Store>,
     shutdown: watch::Receiver<bool>,
     tasks: &TaskTracker,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let engine = Engine::new(config, store)?;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     tasks.spawn(async move {
@@ -212,8 +213,8 @@ pub async fn flush(
     config: &Config,
     store: Arc<dyn Store>,
     progress: impl Fn(Progress) + Send + Sync + 'static,
-) -> Result<Progress, String> {
-    store.retry_queued(None, now()).await.map_err(|e| e.to_string())?;
+) -> Result<Progress, Error> {
+    store.retry_queued(None, now()).await?;
     let engine = Engine::new(config, store)?;
     let (_stop, shutdown) = watch::channel(false);
     let reporter = {
@@ -241,7 +242,7 @@ pub struct HeldDelivery {
 }
 
 impl HeldDelivery {
-    pub fn new(config: &Config, store: Arc<dyn Store>) -> Result<HeldDelivery, String> {
+    pub fn new(config: &Config, store: Arc<dyn Store>) -> Result<HeldDelivery, Error> {
         Ok(HeldDelivery { engine: Engine::new(config, store)?, min_timeout: Duration::ZERO })
     }
 
@@ -351,17 +352,13 @@ fn jobs_of(entries: Vec<LeasedEntry>, max: usize, tally: Option<Arc<Stats>>) -> 
 }
 
 impl Engine {
-    fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Engine>, String> {
+    fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Engine>, Error> {
         let o = &config.outbound;
+        let dns = crate::net::dns::Dns::for_config(config).map_err(|e| e.about("nameservers"))?;
         Ok(Arc::new(Engine {
             settings: Settings::from_config(config),
-            router: Router::new(
-                o,
-                &config.hostname,
-                crate::net::dns::Dns::for_config(config).map_err(|e| e.to_string())?,
-            )
-            .map_err(|e| e.to_string())?,
-            tls: Connectors::new(o.ca_file.as_deref()).map_err(|e| e.to_string())?,
+            router: Router::new(o, &config.hostname, dns).map_err(|e| e.about("outbound"))?,
+            tls: Connectors::new(o.ca_file.as_deref()).map_err(|e| e.about("outbound.ca_file"))?,
             store,
             connections: Arc::new(Semaphore::new(o.max_connections)),
             destinations: Mutex::new(HashMap::new()),
@@ -634,7 +631,7 @@ impl Engine {
             let connector = self.tls.for_policy(destination.tls);
             match Session::open(target, config, connector, self.settings.connect_timeout).await {
                 Ok(session) => return Ok(session),
-                Err(e) if e.tls_handshake && destination.tls == TlsPolicy::May => {
+                Err(e) if e.tls_handshake.is_some() && destination.tls == TlsPolicy::May => {
                     // Opportunistic TLS that fails its handshake: like Postfix, try in the clear.
                     tracing::info!(host = %target.host, reason = %e.reply, "TLS handshake failed; retrying without TLS");
                     let config = self.client_config(destination, TlsMode::Never);
@@ -703,7 +700,7 @@ impl Engine {
         let message = self.stamp(message).await;
         let outbound = outbound_message(&message, &job.entries);
         let started = std::time::Instant::now();
-        let (result, broken) = match session.send(outbound).await {
+        let (result, broken) = match session.send_message(outbound).await {
             Ok(result) => (result, false),
             Err((result, _)) => (result, true),
         };

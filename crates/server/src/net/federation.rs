@@ -1,51 +1,30 @@
 //! The federation client (SPEC 8): server-to-server calls on the Messenger port. It finds
 //! a domain's home server by discovery, connects from `[messenger] source_address`, sends
 //! EHLO with this server's Messenger hostname, uses STARTTLS when offered, and keeps idle
-//! connections per domain for the next call. CERT relay and Entity Index pulls use it; so
-//! will the RCRAM-MD5 verifier, the NOTIFY outbox and `vouchmail client` (part 2).
+//! connections per domain for the next call. CERT relay, Entity Index pulls, the RCRAM-MD5
+//! verifier and the NOTIFY outbox use it. Every session runs over the one SMTP client shell
+//! ([`crate::net::smtp_client`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
-use vouchmail_proto::messenger::{ReplyLimits, ReplyParser, ServerReply};
+use vouchmail_proto::smtp::client::{Capabilities, ClientConfig, ReplyLimits, ServerReply, Timeouts, TlsMode};
 
 use super::discovery::{home_servers, DiscoveryError};
 use crate::config::Config;
-use crate::net::client_tls::{server_name, Connectors};
+use crate::net::client_tls::Connectors;
 use crate::net::dns::Dns;
 use crate::net::route::TlsPolicy;
-use crate::net::stream::Connection;
-
-/// A connection to a peer, in the clear or inside TLS.
-type PeerStream = Connection<tokio_rustls::client::TlsStream<TcpStream>>;
+use crate::net::smtp_client::{Session, Target};
+use crate::support::error::Error;
 
 /// Limits of an ordinary reply (EHLO, CERT): a certificate chain fits.
-pub const SMALL_REPLY: (usize, usize) = (512, 64 * 1024);
+pub const SMALL_REPLY: ReplyLimits = ReplyLimits::new(512, 64 * 1024);
 /// Limits of an ENTITIES reply.
-pub const LARGE_REPLY: (usize, usize) = (20_000, 2 * 1024 * 1024);
-
-/// Why a call failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientError {
-    /// No home server could be found or reached (SPEC 8.1: 451 4.4.1).
-    Unreachable(String),
-    /// The peer broke the protocol or the connection dropped mid-call.
-    Failed(String),
-}
-
-impl std::fmt::Display for ClientError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ClientError::Unreachable(why) => write!(f, "unreachable: {why}"),
-            ClientError::Failed(why) => write!(f, "failed: {why}"),
-        }
-    }
-}
+pub const LARGE_REPLY: ReplyLimits = ReplyLimits::new(20_000, 2 * 1024 * 1024);
 
 /// How the client calls (from `[messenger]`).
 #[derive(Debug, Clone)]
@@ -74,84 +53,57 @@ impl ClientOptions {
             max_idle_per_peer: m.max_idle_per_peer,
         }
     }
+
+    /// The SMTP client's settings: our Messenger name in EHLO, STARTTLS when offered (and
+    /// a refusal ends the call), strict replies (a CERT reply is passed on unchanged).
+    fn session_config(&self) -> ClientConfig {
+        ClientConfig {
+            tls: if self.starttls { TlsMode::WhenOffered } else { TlsMode::Never },
+            timeouts: Timeouts::all(self.command_timeout),
+            strict_replies: true,
+            reply_limits: SMALL_REPLY,
+            ..ClientConfig::new(self.hostname.clone())
+        }
+    }
 }
 
 /// One open session with a domain's home server, greeted and (when offered) encrypted.
 pub struct PeerConnection {
-    stream: PeerStream,
-    parser: ReplyParser,
+    session: Session,
     /// The domain whose home server this is.
     pub domain: String,
-    /// The host discovery gave, and the address connected to.
-    pub host: String,
-    pub addr: SocketAddr,
-    /// EHLO keywords of the last EHLO (upper case).
-    pub extensions: Vec<String>,
-    /// The SASL mechanisms of the EHLO `AUTH` line (upper case), e.g. X-RCRAM-VERIFY.
-    pub auth_mechanisms: Vec<String>,
-    pub tls: bool,
-    command_timeout: Duration,
 }
 
 impl PeerConnection {
     /// The peer's address: what "the peer is the home server of a domain" is checked
     /// against (SPEC 8.4).
     pub fn peer_ip(&self) -> IpAddr {
-        self.addr.ip()
+        self.session.peer_ip()
     }
 
-    pub fn offers(&self, keyword: &str) -> bool {
-        self.extensions.iter().any(|k| k.eq_ignore_ascii_case(keyword))
+    /// The host discovery gave.
+    pub fn host(&self) -> &str {
+        &self.session.target.host
     }
 
-    /// The peer lists this SASL mechanism in EHLO (RFC 4954 3).
-    pub fn offers_auth(&self, mechanism: &str) -> bool {
-        self.auth_mechanisms.iter().any(|m| m.eq_ignore_ascii_case(mechanism))
+    pub fn is_tls(&self) -> bool {
+        self.session.tls
     }
 
-    async fn read_reply(&mut self, limits: (usize, usize)) -> Result<ServerReply, ClientError> {
-        self.parser.set_limits(ReplyLimits::new(limits.0, limits.1));
-        let mut buffer = [0u8; 8192];
-        loop {
-            match self.parser.next_reply() {
-                Ok(Some(reply)) => return Ok(reply),
-                Ok(None) => {}
-                Err(e) => return Err(ClientError::Failed(format!("{}: {e}", self.host))),
-            }
-            let read = tokio::time::timeout(self.command_timeout, self.stream.read(&mut buffer)).await;
-            match read {
-                Ok(Ok(0)) => return Err(ClientError::Failed(format!("{} closed the connection", self.host))),
-                Ok(Ok(n)) => self.parser.feed(&buffer[..n]),
-                Ok(Err(e)) => return Err(ClientError::Failed(format!("{}: {e}", self.host))),
-                Err(_) => return Err(ClientError::Failed(format!("{}: no reply within the timeout", self.host))),
-            }
-        }
+    /// What the peer announced in EHLO (keywords, SASL mechanisms).
+    pub fn capabilities(&self) -> &Capabilities {
+        self.session.capabilities()
     }
 
-    /// Sends one command line (CRLF added) and reads its reply. `line` must hold no CR or
-    /// LF: callers build it from parsed values only.
-    pub async fn command(&mut self, line: &str, limits: (usize, usize)) -> Result<ServerReply, ClientError> {
-        if line.contains(['\r', '\n']) {
-            return Err(ClientError::Failed("a command line may not hold CR or LF".into()));
-        }
-        let wire = format!("{line}\r\n");
-        let written = tokio::time::timeout(self.command_timeout, self.stream.write_all(wire.as_bytes())).await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(ClientError::Failed(format!("{}: {e}", self.host))),
-            Err(_) => return Err(ClientError::Failed(format!("{}: write timed out", self.host))),
-        }
-        self.read_reply(limits).await
+    /// Sends one command line and reads its reply within `limits`. `line` must hold no CR
+    /// or LF: callers build it from parsed values only.
+    pub async fn command(&mut self, line: &str, limits: ReplyLimits) -> Result<ServerReply, Error> {
+        self.session.command_with_limits(line, limits).await
     }
 
-    /// QUIT and close (RFC 5321 4.1.1.10), without waiting long for the peer.
-    pub async fn quit(mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            let _ = self.stream.write_all(b"QUIT\r\n").await;
-            let _ = self.read_reply(SMALL_REPLY).await;
-            let _ = self.stream.shutdown().await;
-        })
-        .await;
+    /// QUIT and close (RFC 5321 4.1.1.10).
+    pub async fn quit(self) {
+        self.session.quit().await;
     }
 }
 
@@ -165,14 +117,14 @@ pub struct FederationClient {
 }
 
 impl FederationClient {
-    pub fn new(dns: Arc<Dns>, options: ClientOptions) -> Result<FederationClient, String> {
+    pub fn new(dns: Arc<Dns>, options: ClientOptions) -> Result<FederationClient, Error> {
         let tls = if options.starttls {
+            let connectors = Connectors::new(None).map_err(|e| e.about("messenger client"))?;
             Some(
-                Connectors::new(None)
-                    .map_err(|e| e.to_string())?
+                connectors
                     .for_policy(TlsPolicy::May)
                     .cloned()
-                    .ok_or("no TLS connector")?,
+                    .ok_or_else(|| Error::tls("messenger client", "no TLS connector"))?,
             )
         } else {
             None
@@ -180,8 +132,9 @@ impl FederationClient {
         Ok(FederationClient { dns, options, tls, pool: Mutex::new(HashMap::new()) })
     }
 
-    pub fn from_config(config: &Config) -> Result<FederationClient, String> {
-        FederationClient::new(Dns::for_config(config).map_err(|e| e.to_string())?, ClientOptions::from_config(config))
+    pub fn from_config(config: &Config) -> Result<FederationClient, Error> {
+        let dns = Dns::for_config(config).map_err(|e| e.about("nameservers"))?;
+        FederationClient::new(dns, ClientOptions::from_config(config))
     }
 
     pub fn options(&self) -> &ClientOptions {
@@ -194,9 +147,13 @@ impl FederationClient {
 
     /// A new connection to `domain`'s home server: each discovered host and each of its
     /// addresses in turn, until one greets with 220 and answers EHLO.
-    pub async fn connect(&self, domain: &str) -> Result<PeerConnection, ClientError> {
+    /// No home server found or reachable is a temporary DNS or network error (SPEC 8.1:
+    /// 451 4.4.1).
+    pub async fn connect(&self, domain: &str) -> Result<PeerConnection, Error> {
         let servers = home_servers(&self.dns, domain, self.options.port).await.map_err(|e| match e {
-            DiscoveryError::None(why) | DiscoveryError::Temporary(why) => ClientError::Unreachable(why),
+            DiscoveryError::None(why) | DiscoveryError::Temporary(why) => {
+                Error::dns(format!("home server of {domain}"), why).temporary(true)
+            }
         })?;
         let mut errors = Vec::new();
         for server in servers {
@@ -218,88 +175,25 @@ impl FederationClient {
                 }
             }
         }
-        Err(ClientError::Unreachable(format!("home server of {domain}: {}", errors.join("; "))))
+        Err(Error::network(format!("home server of {domain}"), errors.join("; ")))
     }
 
-    async fn tcp(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-        // SPEC 8: bound to the configured source address, so the peer can check who calls.
-        if let Some(source) = self.options.source_address.filter(|s| s.is_ipv4() == addr.is_ipv4()) {
-            socket.bind(SocketAddr::new(source, 0))?;
-        }
-        let stream = tokio::time::timeout(self.options.connect_timeout, socket.connect(addr))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
-    }
-
-    async fn open(&self, domain: &str, host: &str, addr: SocketAddr) -> Result<PeerConnection, ClientError> {
-        let tcp = self.tcp(addr).await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
-        let mut connection = PeerConnection {
-            stream: Connection::Plain(tcp),
-            parser: ReplyParser::strict(ReplyLimits::new(SMALL_REPLY.0, SMALL_REPLY.1)),
-            domain: domain.to_ascii_lowercase(),
-            host: host.to_string(),
-            addr,
-            extensions: Vec::new(),
-            auth_mechanisms: Vec::new(),
-            tls: false,
-            command_timeout: self.options.command_timeout,
+    async fn open(&self, domain: &str, host: &str, addr: SocketAddr) -> Result<PeerConnection, Error> {
+        let target = Target { host: host.to_string(), addr };
+        let config = self.options.session_config();
+        // SPEC 8: from the configured source address, so the peer can check who calls.
+        let source = self.options.source_address;
+        let open = async {
+            let mut session = Session::connect(&target, source, self.options.connect_timeout, config).await?;
+            session.start(self.tls.as_ref()).await?;
+            Ok(session)
         };
-        let greeting = connection.read_reply(SMALL_REPLY).await?;
-        if greeting.code != 220 {
-            return Err(ClientError::Unreachable(format!("greeting {} {}", greeting.code, greeting.last_line())));
-        }
-        self.ehlo(&mut connection).await?;
-        if let Some(tls) = self.tls.as_ref().filter(|_| connection.offers("STARTTLS")) {
-            let reply = connection.command("STARTTLS", SMALL_REPLY).await?;
-            if reply.code != 220 {
-                return Err(ClientError::Unreachable(format!(
-                    "STARTTLS refused: {} {}",
-                    reply.code,
-                    reply.last_line()
-                )));
-            }
-            let name = server_name(host)
-                .or_else(|| server_name(&addr.ip().to_string()))
-                .ok_or_else(|| ClientError::Failed(format!("{host} is not a TLS server name")))?;
-            let Connection::Plain(tcp) = std::mem::replace(&mut connection.stream, Connection::Closed) else {
-                return Err(ClientError::Failed("connection not in the clear".into()));
-            };
-            let handshake = tokio::time::timeout(self.options.command_timeout, tls.connect(name, tcp)).await;
-            let stream = match handshake {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return Err(ClientError::Unreachable(format!("TLS handshake: {e}"))),
-                Err(_) => return Err(ClientError::Unreachable("TLS handshake timed out".into())),
-            };
-            connection.stream = Connection::Tls(Box::new(stream));
-            connection.tls = true;
-            // RFC 3207 4.2: everything is forgotten; greet again.
-            connection.parser = ReplyParser::strict(ReplyLimits::new(SMALL_REPLY.0, SMALL_REPLY.1));
-            self.ehlo(&mut connection).await?;
-        }
-        Ok(connection)
-    }
-
-    async fn ehlo(&self, connection: &mut PeerConnection) -> Result<(), ClientError> {
-        let reply = connection.command(&format!("EHLO {}", self.options.hostname), SMALL_REPLY).await?;
-        if reply.code != 250 {
-            return Err(ClientError::Unreachable(format!("EHLO refused: {} {}", reply.code, reply.last_line())));
-        }
-        connection.extensions = reply.ehlo_keywords();
-        connection.auth_mechanisms = reply
-            .lines
-            .iter()
-            .skip(1)
-            .filter_map(|l| l.split_once(' ').filter(|(k, _)| k.eq_ignore_ascii_case("AUTH")).map(|(_, m)| m))
-            .flat_map(|m| m.split(' ').filter(|w| !w.is_empty()).map(str::to_ascii_uppercase))
-            .collect();
-        Ok(())
+        let session = open.await.map_err(|e: crate::net::smtp_client::OpenError| e.error())?;
+        Ok(PeerConnection { session, domain: domain.to_ascii_lowercase() })
     }
 
     /// An idle connection to `domain`'s home server if one is kept, else a new one.
-    pub async fn checkout(&self, domain: &str) -> Result<(PeerConnection, bool), ClientError> {
+    pub async fn checkout(&self, domain: &str) -> Result<(PeerConnection, bool), Error> {
         let domain = domain.to_ascii_lowercase();
         let idle = self.options.idle;
         let reused = {
@@ -332,14 +226,9 @@ impl FederationClient {
     /// One command to `domain`'s home server on a kept or new connection. A kept
     /// connection the peer closed meanwhile is replaced once. Returns the reply and the
     /// address of the peer that gave it.
-    pub async fn call(
-        &self,
-        domain: &str,
-        line: &str,
-        limits: (usize, usize),
-    ) -> Result<(ServerReply, IpAddr), ClientError> {
+    pub async fn call(&self, domain: &str, line: &str, limits: ReplyLimits) -> Result<(ServerReply, IpAddr), Error> {
         if line.contains(['\r', '\n']) {
-            return Err(ClientError::Failed("a command line may not hold CR or LF".into()));
+            return Err(Error::invalid("a command line may not hold CR or LF"));
         }
         let (mut connection, reused) = self.checkout(domain).await?;
         let reply = match connection.command(line, limits).await {
@@ -362,7 +251,8 @@ impl FederationClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncBufReadExt, BufReader};
+    use crate::support::error::ErrorKind;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     use tokio::net::TcpListener;
     use vouchmail_testkit::dns::TestDns;
 
@@ -454,12 +344,11 @@ mod tests {
             assert_eq!(reply.code, 250);
         }
         assert_eq!(closing_seen.lock().unwrap().len(), 2);
-        // Nothing listening, or nothing in DNS: unreachable.
-        assert!(matches!(
-            client.call("nowhere.test", "CERT a@nowhere.test", SMALL_REPLY).await,
-            Err(ClientError::Unreachable(_))
-        ));
-        let line = client.call("home.test", "CERT a\r\nQUIT", SMALL_REPLY).await;
-        assert!(matches!(line, Err(ClientError::Failed(_))), "no CR or LF in a command line");
+        // Nothing listening, or nothing in DNS: unreachable, for now.
+        let nowhere = client.call("nowhere.test", "CERT a@nowhere.test", SMALL_REPLY).await.unwrap_err();
+        assert!(matches!(nowhere.kind(), ErrorKind::Dns | ErrorKind::Network), "{nowhere}");
+        assert!(nowhere.is_temporary());
+        let line = client.call("home.test", "CERT a\r\nQUIT", SMALL_REPLY).await.unwrap_err();
+        assert_eq!(line.kind(), ErrorKind::Invalid, "no CR or LF in a command line");
     }
 }

@@ -53,6 +53,10 @@ pub enum TlsMode {
     /// When the server offers it; otherwise, or when it refuses, go on in the clear.
     #[default]
     Opportunistic,
+    /// When the server offers it, and then the session fails if it refuses; without the
+    /// offer, go on in the clear (the Messenger clients, SPEC 8: a server that announces
+    /// STARTTLS and then refuses it is not talked to in the clear).
+    WhenOffered,
     /// The session fails unless TLS is established.
     Required,
 }
@@ -752,7 +756,7 @@ impl Client {
                     }
                     self.phase = Phase::TlsHandshake;
                     self.events.push_back(ClientEvent::StartTls);
-                } else if self.config.tls == TlsMode::Required {
+                } else if matches!(self.config.tls, TlsMode::Required | TlsMode::WhenOffered) {
                     self.fail_setup(reply);
                 } else {
                     self.after_tls_decision();
@@ -808,7 +812,7 @@ impl Client {
                     ));
                     return;
                 }
-                TlsMode::Opportunistic => {}
+                TlsMode::Opportunistic | TlsMode::WhenOffered => {}
             }
         }
         self.after_tls_decision();

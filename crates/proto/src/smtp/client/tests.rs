@@ -720,6 +720,39 @@ fn required_tls_never_falls_back_to_plaintext() {
 }
 
 #[test]
+fn tls_when_offered_goes_on_in_the_clear_only_without_the_offer() {
+    let mut cfg = config();
+    cfg.tls = TlsMode::WhenOffered;
+    // Not offered: in the clear.
+    let mut c = Client::new(cfg.clone(), NONCE);
+    step(&mut c, "220 mx\r\n");
+    let (out, events) = step(&mut c, "250-mx\r\n250 CERT\r\n");
+    assert_eq!(out, "");
+    assert_eq!(events, vec![ClientEvent::Ready]);
+    assert!(!c.is_tls());
+    // Offered: STARTTLS, and a refusal ends the session.
+    let mut c = Client::new(cfg.clone(), NONCE);
+    step(&mut c, "220 mx\r\n");
+    let (out, _) = step(&mut c, "250-mx\r\n250 STARTTLS\r\n");
+    assert_eq!(out, "STARTTLS\r\n");
+    let (out, events) = step(&mut c, "454 4.7.0 TLS not available due to temporary reason\r\n");
+    assert_eq!(out, "QUIT\r\n");
+    assert!(matches!(&events[..], [ClientEvent::Failed(r)] if r.code == 454 && r.from_peer));
+    assert!(c.is_closed());
+    // Offered and taken: EHLO again inside TLS.
+    let mut c = Client::new(cfg, NONCE);
+    step(&mut c, "220 mx\r\n");
+    step(&mut c, "250-mx\r\n250 STARTTLS\r\n");
+    let (_, events) = step(&mut c, "220 2.0.0 Go ahead\r\n");
+    assert_eq!(events, vec![ClientEvent::StartTls]);
+    c.tls_started();
+    assert_eq!(c.take_output(), b"EHLO client.example\r\n");
+    let (_, events) = step(&mut c, "250-mx\r\n250 CERT\r\n");
+    assert_eq!(events, vec![ClientEvent::Ready]);
+    assert!(c.is_tls());
+}
+
+#[test]
 fn scram_at_setup_uses_the_nonce_given() {
     let mut cfg = config();
     cfg.credentials = Some(Credentials::new("user", "pencil"));

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use vouchmail_proto::smtp::client::Timeouts;
 
 use crate::net::stream::Stream;
+use crate::support::error::Error;
 
 /// RFC 5321 4.5.3.2.5: each block of data written must be taken within 3 minutes.
 const DATA_BLOCK: Duration = Duration::from_secs(180);
@@ -297,11 +298,12 @@ pub(super) async fn relay(
     mut provider: Box<dyn Stream>,
     host: &str,
     timeouts: RelayTimeouts,
-) -> Result<Option<u64>, String> {
+) -> Result<Option<u64>, Error> {
+    let smtp_host = format!("SMTP host {host}");
     let mut smtp = tokio::time::timeout(timeouts.connect, TcpStream::connect(host))
         .await
-        .map_err(|_| format!("connecting to the SMTP host {host} timed out"))?
-        .map_err(|e| format!("cannot connect to the SMTP host {host}: {e}"))?;
+        .map_err(|_| Error::network(&smtp_host, "connecting timed out"))?
+        .map_err(|e| Error::network(&smtp_host, format!("cannot connect: {e}")))?;
     let mut watch = Watch::new();
     let (mut from_provider, mut from_host) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
     let mut turn = watch.turn();
@@ -318,8 +320,11 @@ pub(super) async fn relay(
                 let write = tokio::time::timeout(timeouts.data_block(), smtp.write_all(&from_provider[..n])).await;
                 match write {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(format!("writing to the SMTP host {host} failed: {e}")),
-                    Err(_) => return Err(format!("the SMTP host {host} took no data for {:?}", timeouts.data_block())),
+                    Ok(Err(e)) => return Err(Error::network(&smtp_host, format!("writing failed: {e}"))),
+                    Err(_) => {
+                        let why = format!("took no data for {:?}", timeouts.data_block());
+                        return Err(Error::network(&smtp_host, why));
+                    }
                 }
                 true
             }
@@ -331,16 +336,16 @@ pub(super) async fn relay(
                 watch.host_sent(&from_host[..n]);
                 let write = tokio::time::timeout(timeouts.provider, provider.write_all(&from_host[..n])).await;
                 if !matches!(write, Ok(Ok(()))) {
-                    return Err("the provider took no more of the session".into());
+                    return Err(Error::network("the provider", "took no more of the session"));
                 }
                 false
             }
             _ = tokio::time::sleep_until(deadline) => {
                 let waited = turn.timeout(&timeouts).as_secs();
                 return Err(match turn {
-                    Turn::Host(owed) => format!("the SMTP host {host} did not answer {} within {waited} s", owed.what()),
-                    Turn::Provider => format!("the provider sent nothing for {waited} s"),
-                    Turn::Either => format!("the session with {host} was silent for {waited} s"),
+                    Turn::Host(owed) => Error::network(&smtp_host, format!("did not answer {} within {waited} s", owed.what())),
+                    Turn::Provider => Error::network("the provider", format!("sent nothing for {waited} s")),
+                    Turn::Either => Error::network(&smtp_host, format!("the session was silent for {waited} s")),
                 });
             }
         };
@@ -359,7 +364,7 @@ pub(super) async fn relay(
 }
 
 /// One side closed: the other learns it (the host then ends the session).
-async fn finish(other: &mut (impl tokio::io::AsyncWrite + Unpin), watch: &Watch) -> Result<Option<u64>, String> {
+async fn finish(other: &mut (impl tokio::io::AsyncWrite + Unpin), watch: &Watch) -> Result<Option<u64>, Error> {
     let _ = tokio::time::timeout(Duration::from_secs(5), other.shutdown()).await;
     Ok((watch.mode != Mode::Opaque).then_some(watch.accepted))
 }
