@@ -6,6 +6,9 @@
 //! panic.
 #![no_main]
 
+#[path = "shared/script.rs"]
+mod script;
+
 use std::collections::VecDeque;
 
 use libfuzzer_sys::fuzz_target;
@@ -73,25 +76,6 @@ fn kind(c: &Command) -> Kind {
     }
 }
 
-/// The bytes from the fuzzer's script: each byte stands for a canned line, `LINES[b % len]`,
-/// except 0xFF, which starts a raw line: the bytes after it up to and including the next LF.
-fn expand(script: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < script.len() {
-        let b = script[i];
-        if b != 0xFF {
-            out.extend_from_slice(LINES[usize::from(b) % LINES.len()].as_bytes());
-            i += 1;
-            continue;
-        }
-        let start = i + 1;
-        let end = script[start..].iter().position(|&c| c == b'\n').map_or(script.len(), |p| start + p + 1);
-        out.extend_from_slice(&script[start..end]);
-        i = end;
-    }
-    out
-}
 
 fn check_status_round_trip(line: &[u8]) {
     if let Ok(status) = parse_status(line) {
@@ -211,7 +195,7 @@ fuzz_target!(|data: &[u8]| {
     let rest = &data[2..];
     let (cmds, rest) = rest.split_at(ncmds.min(rest.len()));
     let (splits, script) = rest.split_at(nsplits.min(rest.len()));
-    let input = expand(script);
+    let input = script::expand(script, LINES, b"");
 
     let whole = run(cmds, pipelined, &input, &[]);
     assert_eq!(run(cmds, pipelined, &input, splits), whole);

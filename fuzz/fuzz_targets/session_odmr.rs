@@ -2,6 +2,9 @@
 //! driven the way the server driver drives it; fuzz_targets/shared/smtp_session.rs says what is checked.
 #![no_main]
 
+#[path = "shared/script.rs"]
+mod script;
+
 use libfuzzer_sys::fuzz_target;
 use vouchmail_proto::smtp::session::Service;
 

@@ -6,6 +6,9 @@
 //! closed.
 #![no_main]
 
+#[path = "shared/script.rs"]
+mod script;
+
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
@@ -42,25 +45,6 @@ const REPLIES: &[&str] = &[
     "535 5.7.8 Authentication failed\r\n",
 ];
 
-/// The bytes from the fuzzer's script: each byte stands for a canned reply, `REPLIES[b % len]`,
-/// except 0xFF, which starts a raw line: the bytes after it up to and including the next LF.
-fn expand(script: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < script.len() {
-        let b = script[i];
-        if b != 0xFF {
-            out.extend_from_slice(REPLIES[usize::from(b) % REPLIES.len()].as_bytes());
-            i += 1;
-            continue;
-        }
-        let start = i + 1;
-        let end = script[start..].iter().position(|&c| c == b'\n').map_or(script.len(), |p| start + p + 1);
-        out.extend_from_slice(&script[start..end]);
-        i = end;
-    }
-    out
-}
 
 fn config(knobs: u8) -> ClientConfig {
     let mut c = ClientConfig::new("client.fuzz.test");
@@ -125,7 +109,7 @@ fuzz_target!(|data: &[u8]| {
     let (config_knobs, message_knobs, split, script) = (data[0], data[1], data[2], &data[4..]);
     let messages = usize::from(data[3] & 3);
     let end_by_timeout = data[3] & 4 != 0;
-    let input = expand(script);
+    let input = script::expand(script, REPLIES, b"");
     let step = usize::from(split) + 1;
 
     let mut client = Client::new(config(config_knobs), [0x5a; vouchmail_proto::sasl::NONCE_RANDOM_LEN]);

@@ -192,7 +192,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
                 Listener::Odmr => server.odmr_addrs.push(local),
                 Listener::Messenger => server.messenger_addrs.push(local),
             }
-            let handle = tokio::spawn(listen::smtp::serve_listener(
+            let handle = tokio::spawn(listen::serve_listener(
                 listener,
                 Arc::clone(&context),
                 shutdown_rx.clone(),
@@ -212,7 +212,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     if config.messenger.pull_interval_secs > 0 {
         let interval = Duration::from_secs(config.messenger.pull_interval_secs);
         let peers = config.messenger.peers.clone();
-        sessions.spawn(Arc::clone(&messenger).run_pulls(peers, interval, shutdown_rx.clone()));
+        sessions.spawn(jobs::entity_pulls::run(Arc::clone(&messenger), peers, interval, shutdown_rx.clone()));
     }
     for entry in &config.odmr.fetch {
         let options = jobs::odmr_fetch::FetchOptions::from_schedule(config, entry)?;
@@ -268,7 +268,7 @@ fn start_authkey(
         let udp = if config.authkey.udp { Some(listen::authkey::bind_udp(local)?) } else { None };
         tracing::info!(service = "authkey", %local, udp = udp.is_some(), "listening");
         server.authkey_addrs.push(local);
-        server.listeners.push(tokio::spawn(listen::authkey::serve_tcp(
+        server.listeners.push(tokio::spawn(listen::serve_listener(
             listener,
             Arc::clone(&context),
             shutdown_rx.clone(),
@@ -330,7 +330,7 @@ async fn start_pop3(
             } else {
                 server.pop3_addrs.push(local);
             }
-            let handle = tokio::spawn(listen::pop3::serve_listener(
+            let handle = tokio::spawn(listen::serve_listener(
                 listener,
                 Arc::clone(&context),
                 shutdown_rx.clone(),

@@ -36,29 +36,8 @@ pub struct DirectoryRecord {
     pub updated_at: i64,
 }
 
-/// Whether an Entity Index entry was added or withdrawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntityOp {
-    Add,
-    Del,
-}
-
-impl EntityOp {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntityOp::Add => "ADD",
-            EntityOp::Del => "DEL",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<EntityOp> {
-        match text {
-            "ADD" => Some(EntityOp::Add),
-            "DEL" => Some(EntityOp::Del),
-            _ => None,
-        }
-    }
-}
+/// Whether an Entity Index entry was added or withdrawn: the wire's own values.
+pub use vouchmail_proto::messenger::EntityOp;
 
 /// One change of this server's own entries, with its serial (SPEC 8.4).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use vouchmail_server::support::error::Error;
 
 use base64::Engine;
 use tokio::io::AsyncWriteExt;
@@ -233,7 +234,7 @@ fn profile(
 
 /// A session from a chosen local address (the rogue's) on the server's one SMTP client
 /// shell: greeting and EHLO as `mail.rogue.test`, no TLS, strict replies.
-async fn rogue_session(from: IpAddr, to: SocketAddr) -> Result<Session, String> {
+async fn rogue_session(from: IpAddr, to: SocketAddr) -> Result<Session, Error> {
     let config = ClientConfig {
         tls: TlsMode::Never,
         timeouts: Timeouts::all(Duration::from_secs(10)),
@@ -243,14 +244,14 @@ async fn rogue_session(from: IpAddr, to: SocketAddr) -> Result<Session, String> 
     };
     let target = Target { host: to.ip().to_string(), addr: to };
     let mut session =
-        Session::connect(&target, Some(from), Duration::from_secs(5), config).await.map_err(|e| e.to_string())?;
-    session.start(None).await.map_err(|e| e.to_string())?;
+        Session::connect(&target, Some(from), Duration::from_secs(5), config).await.map_err(|e| e.error())?;
+    session.start(None).await.map_err(|e| e.error())?;
     Ok(session)
 }
 
 /// Sends the rogue's `line`; `ok` when the server answers `code`.
-async fn refused_to_rogue(mut rogue: Session, line: &str, code: u16, said: &str) -> Result<Outcome, String> {
-    let reply = rogue.command(line).await.map_err(|e| e.to_string())?;
+async fn refused_to_rogue(mut rogue: Session, line: &str, code: u16, said: &str) -> Result<Outcome, Error> {
+    let reply = rogue.command(line).await?;
     rogue.quit().await;
     Ok(if reply.code == code {
         Outcome::Ok(format!("{said}: {}", reply.one_line()))
@@ -634,7 +635,7 @@ async fn walk(dir: &Path, dns: SocketAddr, nodes: &[Node]) -> Result<Report, Cli
             event: Event::Decrypted,
             reporting_server: "mail.lrsupport.test".into(),
         };
-        let line = record.to_line().map_err(|e| e.to_string())?;
+        let line = record.to_line().map_err(|e| Error::invalid(e.to_string()))?;
         refused_to_rogue(rogue, &format!("NOTIFY {line}"), 550, "galkam to the rogue").await
     }
     .await;

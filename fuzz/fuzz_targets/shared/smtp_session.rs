@@ -81,26 +81,6 @@ const COMMANDS: &[&str] = &[
     "MAIL FROM:<u@fuzz.test>\r\nRCPT TO:<a@fuzz.test>\r\nBDAT 35 LAST\r\nSubject: hi\r\n\r\nline one\r\nline two",
 ];
 
-/// The bytes from the fuzzer's script: each byte stands for a canned command, `COMMANDS[b % len]` and CRLF,
-/// except 0xFF, which starts a raw line: the bytes after it up to and including the next LF.
-fn expand(script: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < script.len() {
-        let b = script[i];
-        if b != 0xFF {
-            out.extend_from_slice(COMMANDS[usize::from(b) % COMMANDS.len()].as_bytes());
-            out.extend_from_slice(b"\r\n");
-            i += 1;
-            continue;
-        }
-        let start = i + 1;
-        let end = script[start..].iter().position(|&c| c == b'\n').map_or(script.len(), |p| start + p + 1);
-        out.extend_from_slice(&script[start..end]);
-        i = end;
-    }
-    out
-}
 
 const MAX_MESSAGE_SIZE: usize = 2048;
 const MAX_RECIPIENTS: usize = 3;
@@ -491,7 +471,7 @@ pub fn fuzz(service: Service, data: &[u8]) {
     let [knobs, nsplits, nverdicts, rest @ ..] = data else { return };
     let (splits, rest) = rest.split_at(usize::from(nsplits % 8).min(rest.len()));
     let (verdicts, script) = rest.split_at(usize::from(nverdicts % 16).min(rest.len()));
-    let input = expand(script);
+    let input = super::script::expand(script, COMMANDS, b"\r\n");
 
     let whole = masked(run(service, *knobs, verdicts, &input, &[]));
     check_output(&whole.output);

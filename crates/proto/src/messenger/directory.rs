@@ -2,6 +2,8 @@
 //! `<mailbox>,<name>,<organisation>,<role>,<id;id...>`, one CSV record (RFC 4180: a field
 //! holding `,` or `"` is quoted, its quotes doubled).
 
+use super::error::ParseError;
+
 /// Most entries one BOOK answer lists (SPEC 8.4).
 pub const BOOK_LIMIT: usize = 50;
 
@@ -34,10 +36,10 @@ impl DirectoryEntry {
     }
 
     /// Reads a BOOK line back (the client side: `vouchmail client book`).
-    pub fn parse_book_line(line: &str) -> Result<DirectoryEntry, String> {
-        let fields = crate::csv::parse_record(line, 5).map_err(|e| e.to_string())?;
+    pub fn parse_book_line(line: &str) -> Result<DirectoryEntry, ParseError> {
+        let fields = crate::csv::parse_record(line, 5).map_err(|e| ParseError::new(e.to_string()))?;
         let [mailbox, name, organisation, role, ids]: [String; 5] =
-            fields.try_into().map_err(|f: Vec<String>| format!("{} fields, not 5", f.len()))?;
+            fields.try_into().map_err(|f: Vec<String>| ParseError::new(format!("{} fields, not 5", f.len())))?;
         let ids = ids.split(';').filter(|s| !s.is_empty()).map(str::to_string).collect();
         Ok(DirectoryEntry { mailbox, name, organisation, role, ids })
     }
@@ -75,8 +77,11 @@ mod tests {
 
     #[test]
     fn book_lines_with_the_wrong_shape() {
-        assert_eq!(DirectoryEntry::parse_book_line("a,b").unwrap_err(), "2 fields, not 5");
-        assert_eq!(DirectoryEntry::parse_book_line("a,b,c,d,e,f").unwrap_err(), "too many fields");
-        assert_eq!(DirectoryEntry::parse_book_line("\"a,b,c,d,e").unwrap_err(), "unterminated quoted field");
+        assert_eq!(DirectoryEntry::parse_book_line("a,b").unwrap_err().to_string(), "2 fields, not 5");
+        assert_eq!(DirectoryEntry::parse_book_line("a,b,c,d,e,f").unwrap_err().to_string(), "too many fields");
+        assert_eq!(
+            DirectoryEntry::parse_book_line("\"a,b,c,d,e").unwrap_err().to_string(),
+            "unterminated quoted field"
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! Written by the answering server ([`super::replies::entities`]) and read back by the
 //! pulling one ([`parse_entities_reply`]); both sides use the one line format here.
 
+use super::error::ParseError;
 use std::fmt;
 
 use super::command::PublishedId;
@@ -55,18 +56,19 @@ impl EntityChange {
 
     /// Parses `<serial> ADD|DEL <published-id> <mailbox>`: exactly four fields, one space
     /// apart, serial in decimal.
-    pub fn parse_line(line: &str) -> Result<EntityChange, String> {
+    pub fn parse_line(line: &str) -> Result<EntityChange, ParseError> {
         let mut fields = line.split(' ');
         let (Some(serial), Some(op), Some(id), Some(mailbox), None) =
             (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
         else {
-            return Err(format!("not four fields: {}", clip(line)));
+            return Err(ParseError::new(format!("not four fields: {}", clip(line))));
         };
         Ok(EntityChange {
-            serial: parse_serial(serial).ok_or_else(|| format!("bad serial: {}", clip(serial)))?,
-            op: EntityOp::parse(op).ok_or_else(|| format!("bad operation: {}", clip(op)))?,
-            id: PublishedId::parse(id).ok_or_else(|| format!("bad published ID: {}", clip(id)))?,
-            mailbox: Address::parse(mailbox).map_err(|e| format!("bad mailbox {}: {e}", clip(mailbox)))?,
+            serial: parse_serial(serial).ok_or_else(|| ParseError::new(format!("bad serial: {}", clip(serial))))?,
+            op: EntityOp::parse(op).ok_or_else(|| ParseError::new(format!("bad operation: {}", clip(op))))?,
+            id: PublishedId::parse(id).ok_or_else(|| ParseError::new(format!("bad published ID: {}", clip(id))))?,
+            mailbox: Address::parse(mailbox)
+                .map_err(|e| ParseError::new(format!("bad mailbox {}: {e}", clip(mailbox))))?,
         })
     }
 }
@@ -89,20 +91,20 @@ pub fn parse_serial(text: &str) -> Option<u64> {
 /// the changes, in ascending serial order, and the highest serial of the last line. Any
 /// line out of shape, serials not ascending, or a change above the highest serial makes
 /// the whole reply unusable.
-pub fn parse_entities_reply(lines: &[String]) -> Result<(Vec<EntityChange>, u64), String> {
+pub fn parse_entities_reply(lines: &[String]) -> Result<(Vec<EntityChange>, u64), ParseError> {
     let Some((last, changes)) = lines.split_last() else {
-        return Err("empty reply".into());
+        return Err(ParseError::new("empty reply"));
     };
-    let highest = parse_serial(last).ok_or_else(|| format!("bad highest serial: {}", clip(last)))?;
+    let highest = parse_serial(last).ok_or_else(|| ParseError::new(format!("bad highest serial: {}", clip(last))))?;
     let mut out = Vec::with_capacity(changes.len());
     let mut previous = 0u64;
     for line in changes {
         let change = EntityChange::parse_line(line)?;
         if change.serial <= previous && !out.is_empty() {
-            return Err(format!("serials not ascending at {}", change.serial));
+            return Err(ParseError::new(format!("serials not ascending at {}", change.serial)));
         }
         if change.serial > highest {
-            return Err(format!("serial {} above the highest {highest}", change.serial));
+            return Err(ParseError::new(format!("serial {} above the highest {highest}", change.serial)));
         }
         previous = change.serial;
         out.push(change);

@@ -16,6 +16,7 @@
 pub mod command;
 pub mod directory;
 pub mod entities;
+pub mod error;
 pub mod rcram;
 pub mod replies;
 pub mod tracking;
@@ -24,6 +25,7 @@ pub use crate::smtp::client::reply::{ReplyLimits, ReplyParser, ReplySyntaxError,
 pub use command::{parse_book_query, parse_cert_argument, parse_entities_argument, CertTarget, PublishedId};
 pub use directory::DirectoryEntry;
 pub use entities::{EntityChange, EntityOp};
+pub use error::ParseError;
 
 /// The standard Messenger port (SPEC 1, 8).
 pub const PORT: u16 = 21025;

@@ -4,6 +4,7 @@
 //! SPEC 8.1 and 8.4 fix them octet for octet (`250-<resolved address>`, `250-<serial> ADD
 //! ...`), and RFC 2034 3 does not ask for one outside a mail transaction's replies.
 
+use super::error::ParseError;
 use base64::Engine;
 
 use super::directory::DirectoryEntry;
@@ -46,33 +47,33 @@ pub fn cert_found(address: &str, der: &[u8]) -> Reply {
 /// The client's reading of a CERT answer (SPEC 8.1): `250-<address>`, then the PEM lines.
 /// `lines` are the reply's texts (code and separator removed). Returns the resolved
 /// address and the PEM (lines ending in `\n`), or why it is not one, as one line.
-pub fn parse_cert_answer(code: u16, lines: &[String]) -> Result<(String, String), String> {
+pub fn parse_cert_answer(code: u16, lines: &[String]) -> Result<(String, String), ParseError> {
     if code != 250 {
-        return Err(format!("{code} {}", lines.join(" / ").replace(['\r', '\n'], " ")));
+        return Err(ParseError::new(format!("{code} {}", lines.join(" / ").replace(['\r', '\n'], " "))));
     }
     let Some((address, pem_lines)) = lines.split_first() else {
-        return Err("empty answer".into());
+        return Err(ParseError::new("empty answer"));
     };
     let address = address.trim();
     let valid = address.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
         && !address.contains(|c: char| c.is_whitespace() || c.is_control());
     if !valid {
-        return Err("malformed answer: the first line is not an address".into());
+        return Err(ParseError::new("malformed answer: the first line is not an address"));
     }
     let (Some(first), Some(last)) = (pem_lines.first(), pem_lines.last()) else {
-        return Err("malformed answer: no certificate".into());
+        return Err(ParseError::new("malformed answer: no certificate"));
     };
     if first.trim() != "-----BEGIN CERTIFICATE-----"
         || last.trim() != "-----END CERTIFICATE-----"
         || pem_lines.len() < 3
     {
-        return Err("malformed answer: not a PEM certificate".into());
+        return Err(ParseError::new("malformed answer: not a PEM certificate"));
     }
     let mut pem = String::new();
     for line in pem_lines {
         let line = line.trim();
         if line.contains(|c: char| c.is_control()) {
-            return Err("malformed answer: a control character in the PEM".into());
+            return Err(ParseError::new("malformed answer: a control character in the PEM"));
         }
         pem.push_str(line);
         pem.push('\n');

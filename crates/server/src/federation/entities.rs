@@ -4,15 +4,12 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::watch;
 use vouchmail_proto::messenger::entities::parse_entities_reply;
 use vouchmail_proto::messenger::{replies, DirectoryEntry, EntityChange, EntityOp, PublishedId};
 use vouchmail_proto::smtp::address::Address;
 use vouchmail_proto::smtp::reply::Reply;
-use vouchmail_store::{EntityOp as StoreOp, MessengerPeer, PeerPull};
+use vouchmail_store::{MessengerPeer, PeerPull};
 
 use super::{now, Messenger};
 use crate::net::discovery::home_addresses;
@@ -53,11 +50,7 @@ impl Messenger {
                 tracing::warn!(serial = row.serial, id = %row.published_id, mailbox = %row.mailbox, "ENTITIES: a stored change does not parse; left out");
                 continue;
             };
-            let op = match row.op {
-                StoreOp::Add => EntityOp::Add,
-                StoreOp::Del => EntityOp::Del,
-            };
-            changes.push(EntityChange { serial: row.serial.max(0) as u64, op, id, mailbox });
+            changes.push(EntityChange { serial: row.serial.max(0) as u64, op: row.op, id, mailbox });
         }
         replies::entities(&changes, highest.max(0) as u64)
     }
@@ -181,26 +174,11 @@ impl Messenger {
         }
     }
 
-    /// The scheduled pull (SPEC 8.4), every `interval`, until shutdown.
-    pub async fn run_pulls(
-        self: Arc<Self>,
-        configured: Vec<String>,
-        interval: Duration,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        for domain in &configured {
+    /// Records the configured peers (SPEC 8.4: pulled whether or not they ever called).
+    pub async fn note_configured_peers(&self, configured: &[String]) {
+        for domain in configured {
             if let Err(e) = self.store.note_messenger_peer(&domain.to_ascii_lowercase(), true).await {
                 tracing::warn!(%domain, error = %e, "cannot record the configured Messenger peer");
-            }
-        }
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = shutdown.wait_for(|s| *s) => return,
-            }
-            tokio::select! {
-                _ = self.pull_all() => {}
-                _ = shutdown.wait_for(|s| *s) => return,
             }
         }
     }

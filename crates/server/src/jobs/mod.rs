@@ -1,6 +1,8 @@
 //! Background jobs: outbound delivery and its scheduler, held mail for ODMR customers
-//! (RFC 2645) and its expiry, and the ODMR customer's scheduled fetch.
+//! (RFC 2645) and its expiry, the ODMR customer's scheduled fetch, the NOTIFY outbox, the
+//! Entity Index pulls and the AuthKey generator.
 
+pub mod entity_pulls;
 pub mod held;
 pub mod keygen;
 pub mod notify_outbox;

@@ -10,16 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use vouchmail_proto::authkey::{parse_datagram, udp_reply, Event, Request, Response, Session, Verdict};
 use vouchmail_store::{Store, StoreResult, VerifyLogEntry};
 
 use crate::config;
-use crate::listen::accept_loop;
 use crate::listen::limits::ConnectionLimiter;
-use crate::support::tasks::TaskTracker;
+use crate::listen::limits::Refusal;
+use crate::listen::Service;
 
 /// Per-source-IP token buckets for UDP: a spoofed flood costs one map entry per source,
 /// and the map is bounded.
@@ -287,27 +287,21 @@ async fn send_udp_reply(socket: &UdpSocket, datagram: &[u8], answer: &Response, 
     }
 }
 
-/// TCP: accepts connections until shutdown, within the connection limits.
-pub async fn serve_tcp(
-    listener: TcpListener,
-    context: Arc<VerifyContext>,
-    shutdown: watch::Receiver<bool>,
-    tasks: TaskTracker,
-) {
-    accept_loop(listener, shutdown, tasks, move |stream, peer, shutdown| {
-        let context = Arc::clone(&context);
-        async move {
-            match context.limiter.try_acquire(peer.ip()) {
-                Ok(_slot) => run_connection(stream, peer, &context, shutdown).await,
-                Err(refusal) => tracing::warn!(%peer, ?refusal, "VERIFY connection refused"),
-            }
-        }
-    })
-    .await;
+/// VERIFY over TCP, within the connection limits.
+impl Service for VerifyContext {
+    fn limiter(&self) -> &Arc<ConnectionLimiter> {
+        &self.limiter
+    }
+
+    async fn serve(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
+        run_connection(stream, peer, &self, shutdown).await;
+    }
+
+    async fn refuse(self: Arc<Self>, _stream: TcpStream, peer: SocketAddr, refusal: Refusal) {
+        tracing::warn!(%peer, ?refusal, "VERIFY connection refused");
+    }
 }
 
-/// One TCP connection: the proto [`Session`] (pipelining, line limit, replies in order),
-/// closed after `idle_timeout` without a complete request.
 async fn run_connection(
     mut stream: TcpStream,
     peer: SocketAddr,

@@ -9,18 +9,24 @@ pub mod smtp;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use vouchmail_proto::smtp::session::TlsInfo;
 
 use vouchmail_proto::sasl::Secrets;
 use vouchmail_store::Store;
 
+use crate::auth::guard::sasl_clock;
 use crate::auth::guard::{AuthGuard, AuthRefusal};
 use crate::auth::limits::AuthLimiter;
+use crate::net::tls::{handshake, MaybeTls, Tls};
 use crate::support::error::{Error, ErrorKind};
 use crate::support::tasks::TaskTracker;
+use limits::{ConnectionLimiter, Refusal};
 
 /// Pending connections the kernel keeps for each listener (Postfix asks for far more than
 /// the 128 of many defaults; the kernel caps it at net.core.somaxconn).
@@ -37,16 +43,37 @@ pub(crate) fn listen(addr: SocketAddr) -> Result<TcpListener, Error> {
     bound.map_err(|e| Error::new(ErrorKind::Network, format!("cannot listen on {addr}: {e}")))
 }
 
-/// Accepts connections until shutdown and runs `handle` for each in its own tracked task.
-pub(crate) async fn accept_loop<F, Fut>(
+/// What a TCP listener serves (SMTP, POP3, VERIFY): each connection within its limits,
+/// and the refusal of one over them.
+pub trait Service: Send + Sync + 'static {
+    /// Connections in total and per client IP (SPEC 3).
+    fn limiter(&self) -> &Arc<ConnectionLimiter>;
+
+    /// Serves one accepted connection until it ends.
+    fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Answers a connection over the limits, then drops it.
+    fn refuse(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        refusal: Refusal,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// Accepts connections until shutdown; each runs in its own task, holding its slot of the
+/// connection limits while it runs.
+pub async fn serve_listener<S: Service>(
     listener: TcpListener,
+    service: Arc<S>,
     shutdown: watch::Receiver<bool>,
     tasks: TaskTracker,
-    handle: F,
-) where
-    F: Fn(TcpStream, SocketAddr, watch::Receiver<bool>) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
+) {
     let mut stop = shutdown.clone();
     loop {
         let accepted = tokio::select! {
@@ -63,7 +90,14 @@ pub(crate) async fn accept_loop<F, Fut>(
             }
         };
         let _ = stream.set_nodelay(true);
-        tasks.spawn(handle(stream, peer, shutdown.clone()));
+        let service = Arc::clone(&service);
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            match service.limiter().try_acquire(peer.ip()) {
+                Ok(_slot) => service.serve(stream, peer, shutdown).await,
+                Err(refusal) => service.refuse(stream, peer, refusal).await,
+            }
+        });
     }
 }
 
@@ -89,9 +123,10 @@ where
     .ok()
 }
 
-/// What a session state machine with SASL AUTH answers once its account's secrets are
-/// looked up (SMTP and POP3 alike).
-pub(crate) trait SecretsConsumer: Send + 'static {
+/// What the shells need of a protocol session state machine (SMTP and POP3 alike): the
+/// answers to its AUTH secrets lookup, and the input side. [`session_shell!`] implements
+/// it by forwarding to the session's own methods of the same names.
+pub(crate) trait SessionShell: Send + 'static {
     type Event: Send + 'static;
     /// The network or the account is over its failure limit (SPEC 3).
     fn auth_blocked(&mut self);
@@ -99,12 +134,89 @@ pub(crate) trait SecretsConsumer: Send + 'static {
     fn auth_unavailable(&mut self);
     /// The verification (Argon2id and the like: CPU-heavy).
     fn provide_secrets(&mut self, secrets: Option<&Secrets>) -> Option<Self::Event>;
+    /// Bytes from the client.
+    fn feed(&mut self, bytes: &[u8]);
+    /// No complete command within the session's timeout.
+    fn on_timeout(&mut self);
+    /// The time for AUTH challenges (the state machines read no clock).
+    fn set_clock(&mut self, unix: u64);
+}
+
+/// `impl SessionShell for $session` forwarding to its inherent methods.
+macro_rules! session_shell {
+    ($session:ty, $event:ty) => {
+        impl $crate::listen::SessionShell for $session {
+            type Event = $event;
+            fn auth_blocked(&mut self) {
+                <$session>::auth_blocked(self)
+            }
+            fn auth_unavailable(&mut self) {
+                <$session>::auth_unavailable(self)
+            }
+            fn provide_secrets(&mut self, secrets: Option<&vouchmail_proto::sasl::Secrets>) -> Option<$event> {
+                <$session>::provide_secrets(self, secrets)
+            }
+            fn feed(&mut self, bytes: &[u8]) {
+                <$session>::feed(self, bytes)
+            }
+            fn on_timeout(&mut self) {
+                <$session>::on_timeout(self)
+            }
+            fn set_clock(&mut self, unix: u64) {
+                <$session>::set_clock(self, unix)
+            }
+        }
+    };
+}
+pub(crate) use session_shell;
+
+/// Waits for the client's next bytes and gives them to the session, or tells it of the
+/// timeout (RFC 5321 4.5.3.2, RFC 1939 3); notes a shutdown. False: the connection closed.
+pub(crate) async fn read_input<S: SessionShell>(
+    session: &mut S,
+    stream: &mut MaybeTls,
+    buffer: &mut [u8],
+    deadline: &ReadDeadline,
+    shutdown: &mut watch::Receiver<bool>,
+    shutting_down: &mut bool,
+    peer: SocketAddr,
+) -> bool {
+    tokio::select! {
+        read = tokio::time::timeout_at(deadline.at(), stream.read(buffer)) => match read {
+            Err(_elapsed) => {
+                tracing::info!(%peer, "no complete command or data block within the timeout; closing");
+                session.on_timeout();
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => return false,
+            Ok(Ok(n)) => {
+                session.set_clock(sasl_clock());
+                session.feed(&buffer[..n]);
+            }
+        },
+        _ = shutdown.wait_for(|s| *s), if !*shutting_down => *shutting_down = true,
+    }
+    true
+}
+
+/// The stream a new connection is served over: for implicit TLS (RFC 8314 3.3) the
+/// handshake comes first, then the greeting inside TLS. None: the handshake failed.
+pub(crate) async fn open_stream(
+    stream: TcpStream,
+    implicit_tls: bool,
+    tls: Option<&Tls>,
+    store: &dyn Store,
+) -> Option<(MaybeTls, Option<TlsInfo>)> {
+    if !implicit_tls {
+        return Some((MaybeTls::Plain(stream), None));
+    }
+    let (stream, info) = handshake(tls?, stream, store).await?;
+    Some((MaybeTls::Tls(stream), Some(info)))
 }
 
 /// The AUTH step every listener takes the same way: the secrets fetched under the failure
 /// limits, then verified off the async workers. The session back with the event the
 /// verification produced; None when the verification task failed (close the connection).
-pub(crate) async fn lookup_secrets<S: SecretsConsumer>(
+pub(crate) async fn lookup_secrets<S: SessionShell>(
     auth: &mut AuthGuard,
     store: &dyn Store,
     limiter: &AuthLimiter,

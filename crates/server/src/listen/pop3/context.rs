@@ -90,21 +90,7 @@ impl<'a> Connection<'a> {
     }
 }
 
-impl crate::listen::SecretsConsumer for Session {
-    type Event = vouchmail_proto::pop3::session::Event;
-
-    fn auth_blocked(&mut self) {
-        Session::auth_blocked(self);
-    }
-
-    fn auth_unavailable(&mut self) {
-        Session::auth_unavailable(self);
-    }
-
-    fn provide_secrets(&mut self, secrets: Option<&vouchmail_proto::sasl::Secrets>) -> Option<Self::Event> {
-        Session::provide_secrets(self, secrets)
-    }
-}
+crate::listen::session_shell!(Session, vouchmail_proto::pop3::session::Event);
 
 #[cfg(test)]
 mod tests {

@@ -11,45 +11,36 @@ pub use context::{MailboxLock, MailboxLocks, Pop3Context};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use vouchmail_proto::pop3::reply::Reply;
 use vouchmail_proto::pop3::session::{Event, Session};
 
-use crate::auth::guard::{sasl_clock, sasl_fresh};
+use crate::auth::guard::sasl_fresh;
+use crate::listen::limits::ConnectionLimiter;
 use crate::listen::limits::Refusal;
-use crate::listen::{accept_loop, ReadDeadline};
-use crate::net::tls::{handshake, MaybeTls};
-use crate::support::tasks::TaskTracker;
+use crate::listen::{open_stream, read_input, ReadDeadline, Service};
+use crate::net::tls::MaybeTls;
 use context::Connection;
 
-/// Accepts connections until shutdown; each runs in its own task.
-pub async fn serve_listener(
-    listener: TcpListener,
-    context: Arc<Pop3Context>,
-    shutdown: watch::Receiver<bool>,
-    tasks: TaskTracker,
-) {
-    accept_loop(listener, shutdown, tasks, move |stream, peer, shutdown| {
-        let context = Arc::clone(&context);
-        async move {
-            match context.limiter.try_acquire(peer.ip()) {
-                Ok(_slot) => run_connection(stream, peer, &context, shutdown).await,
-                Err(refusal) => refuse(stream, refusal).await,
-            }
-        }
-    })
-    .await
-}
+impl Service for Pop3Context {
+    fn limiter(&self) -> &Arc<ConnectionLimiter> {
+        &self.limiter
+    }
 
-async fn refuse(mut stream: TcpStream, refusal: Refusal) {
-    let reply = match refusal {
-        Refusal::TooManyTotal => Reply::sys_temp("Too many connections, try again later"),
-        Refusal::TooManyFromIp => Reply::sys_temp("Too many connections from your address, try again later"),
-    };
-    let _ = stream.write_all(&reply.to_wire()).await;
-    let _ = stream.shutdown().await;
+    async fn serve(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
+        run_connection(stream, peer, &self, shutdown).await;
+    }
+
+    async fn refuse(self: Arc<Self>, mut stream: TcpStream, _peer: SocketAddr, refusal: Refusal) {
+        let reply = match refusal {
+            Refusal::TooManyTotal => Reply::sys_temp("Too many connections, try again later"),
+            Refusal::TooManyFromIp => Reply::sys_temp("Too many connections from your address, try again later"),
+        };
+        let _ = stream.write_all(&reply.to_wire()).await;
+        let _ = stream.shutdown().await;
+    }
 }
 
 async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &Pop3Context, shutdown: watch::Receiver<bool>) {
@@ -58,19 +49,14 @@ async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &Pop3Conte
         return;
     };
     let mut session = Session::new(Arc::clone(&context.session_config), fresh);
-    let stream = if context.implicit_tls {
-        let Some(tls) = &context.tls else { return };
-        // RFC 8314 3.3: the handshake comes first, then the greeting inside TLS.
-        match handshake(tls, stream, context.store.as_ref()).await {
-            Some((stream, info)) => {
-                session.tls_started(info);
-                MaybeTls::Tls(stream)
-            }
-            None => return,
-        }
-    } else {
-        MaybeTls::Plain(stream)
+    let Some((stream, tls)) =
+        open_stream(stream, context.implicit_tls, context.tls.as_ref(), context.store.as_ref()).await
+    else {
+        return;
     };
+    if let Some(info) = tls {
+        session.tls_started(info);
+    }
     run_session(stream, peer, context, session, shutdown).await;
 }
 
@@ -146,19 +132,9 @@ async fn run_session(
         if session.has_buffered_command() {
             continue;
         }
-        tokio::select! {
-            read = tokio::time::timeout_at(deadline.at(), conn.stream.read(&mut buffer)) => match read {
-                Err(_elapsed) => {
-                    tracing::info!(%peer, "POP3: no complete command within the autologout timer; closing");
-                    session.on_timeout();
-                }
-                Ok(Ok(0)) | Ok(Err(_)) => break,
-                Ok(Ok(n)) => {
-                    session.set_clock(sasl_clock());
-                    session.feed(&buffer[..n]);
-                }
-            },
-            _ = shutdown.wait_for(|s| *s), if !shutting_down => shutting_down = true,
+        let (stream, peer) = (&mut conn.stream, conn.peer);
+        if !read_input(&mut session, stream, &mut buffer, &deadline, &mut shutdown, &mut shutting_down, peer).await {
+            break;
         }
     }
     // A dropped connection never reaches UPDATE: nothing is deleted (RFC 1939 6).

@@ -81,18 +81,4 @@ impl<'a> Connection<'a> {
     }
 }
 
-impl crate::listen::SecretsConsumer for SmtpSession {
-    type Event = vouchmail_proto::smtp::session::Event<Resolved>;
-
-    fn auth_blocked(&mut self) {
-        Session::auth_blocked(self);
-    }
-
-    fn auth_unavailable(&mut self) {
-        Session::auth_unavailable(self);
-    }
-
-    fn provide_secrets(&mut self, secrets: Option<&vouchmail_proto::sasl::Secrets>) -> Option<Self::Event> {
-        Session::provide_secrets(self, secrets)
-    }
-}
+crate::listen::session_shell!(SmtpSession, vouchmail_proto::smtp::session::Event<Resolved>);

@@ -16,46 +16,37 @@ pub use context::SmtpContext;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use vouchmail_proto::smtp::reply::Reply;
 use vouchmail_proto::smtp::session::{Event, Session, TlsInfo};
 
-use crate::auth::guard::{sasl_clock, sasl_fresh};
+use crate::auth::guard::sasl_fresh;
+use crate::listen::limits::ConnectionLimiter;
 use crate::listen::limits::Refusal;
-use crate::listen::{accept_loop, ReadDeadline};
-use crate::net::tls::{handshake, MaybeTls};
-use crate::support::tasks::TaskTracker;
+use crate::listen::{open_stream, read_input, ReadDeadline, Service};
+use crate::net::tls::MaybeTls;
 use context::{Connection, SmtpSession};
 
-/// Accepts connections until shutdown; each runs in its own task.
-pub async fn serve_listener(
-    listener: TcpListener,
-    context: Arc<SmtpContext>,
-    shutdown: watch::Receiver<bool>,
-    tasks: TaskTracker,
-) {
-    accept_loop(listener, shutdown, tasks, move |stream, peer, shutdown| {
-        let context = Arc::clone(&context);
-        async move {
-            match context.limiter.try_acquire(peer.ip()) {
-                Ok(_slot) => run_connection(stream, peer, &context, shutdown).await,
-                Err(refusal) => refuse(stream, &context, refusal).await,
-            }
-        }
-    })
-    .await
-}
+impl Service for SmtpContext {
+    fn limiter(&self) -> &Arc<ConnectionLimiter> {
+        &self.limiter
+    }
 
-async fn refuse(mut stream: TcpStream, context: &SmtpContext, refusal: Refusal) {
-    let text = match refusal {
-        Refusal::TooManyTotal => "Too many connections, try again later",
-        Refusal::TooManyFromIp => "Too many connections from your address, try again later",
-    };
-    let reply = Reply::too_many(format!("{} {text}", context.session_config.hostname));
-    let _ = stream.write_all(&reply.to_wire()).await;
-    let _ = stream.shutdown().await;
+    async fn serve(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
+        run_connection(stream, peer, &self, shutdown).await;
+    }
+
+    async fn refuse(self: Arc<Self>, mut stream: TcpStream, _peer: SocketAddr, refusal: Refusal) {
+        let text = match refusal {
+            Refusal::TooManyTotal => "Too many connections, try again later",
+            Refusal::TooManyFromIp => "Too many connections from your address, try again later",
+        };
+        let reply = Reply::too_many(format!("{} {text}", self.session_config.hostname));
+        let _ = stream.write_all(&reply.to_wire()).await;
+        let _ = stream.shutdown().await;
+    }
 }
 
 async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &SmtpContext, shutdown: watch::Receiver<bool>) {
@@ -64,19 +55,14 @@ async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &SmtpConte
         return;
     };
     let mut session: SmtpSession = Session::new(Arc::clone(&context.session_config), fresh);
-    let stream = if context.implicit_tls {
-        let Some(tls) = &context.tls else { return };
-        // RFC 8314 3.3: the handshake comes first, then the greeting inside TLS.
-        match Box::pin(handshake(tls, stream, context.store.as_ref())).await {
-            Some((stream, info)) => {
-                session.tls_started(info);
-                MaybeTls::Tls(stream)
-            }
-            None => return,
-        }
-    } else {
-        MaybeTls::Plain(stream)
+    let Some((stream, tls)) =
+        Box::pin(open_stream(stream, context.implicit_tls, context.tls.as_ref(), context.store.as_ref())).await
+    else {
+        return;
     };
+    if let Some(info) = tls {
+        session.tls_started(info);
+    }
     run_session(stream, peer, context, session, shutdown).await;
 }
 
@@ -207,19 +193,9 @@ async fn run_session(
             let _ = conn.stream.shutdown().await;
             break;
         }
-        tokio::select! {
-            read = tokio::time::timeout_at(deadline.at(), conn.stream.read(&mut buffer)) => match read {
-                Err(_elapsed) => {
-                    tracing::info!(%peer, "no complete command or data block within the timeout; closing");
-                    session.on_timeout();
-                }
-                Ok(Ok(0)) | Ok(Err(_)) => break,
-                Ok(Ok(n)) => {
-                    session.set_clock(sasl_clock());
-                    session.feed(&buffer[..n]);
-                }
-            },
-            _ = shutdown.wait_for(|s| *s), if !shutting_down => shutting_down = true,
+        let stream = &mut conn.stream;
+        if !read_input(&mut session, stream, &mut buffer, &deadline, &mut shutdown, &mut shutting_down, peer).await {
+            break;
         }
     }
     end(&session, peer)
