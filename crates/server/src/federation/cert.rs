@@ -11,6 +11,7 @@ use vouchmail_store::{StoreError, StoredCertificate};
 
 use super::{now, x509, Messenger};
 use crate::net::federation::SMALL_REPLY;
+use crate::rules::recipient::store_reply;
 use crate::support::error::ErrorKind;
 
 fn local_error() -> Reply {
@@ -19,7 +20,7 @@ fn local_error() -> Reply {
 
 fn store_failed(what: &str, e: &StoreError) -> MessengerAnswer {
     tracing::error!(error = %e, "CERT: cannot read {what}");
-    MessengerAnswer::Reply(local_error())
+    MessengerAnswer::Reply(store_reply(e))
 }
 
 impl Messenger {
@@ -115,7 +116,7 @@ impl Messenger {
             Err(StoreError::NotFound(_)) => replies::pubcert_needs_local_auth(),
             Err(e) => {
                 tracing::error!(error = %e, %user, "PUBCERT: cannot store the certificate");
-                local_error()
+                store_reply(&e)
             }
         }
     }

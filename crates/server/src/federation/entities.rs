@@ -14,6 +14,7 @@ use vouchmail_store::{MessengerPeer, PeerPull};
 use super::{now, Messenger};
 use crate::net::discovery::home_addresses;
 use crate::net::federation::LARGE_REPLY;
+use crate::rules::recipient::store_reply;
 use crate::support::error::Error;
 use vouchmail_proto::messenger::ServerReply;
 
@@ -39,7 +40,7 @@ impl Messenger {
             Ok(found) => found,
             Err(e) => {
                 tracing::error!(error = %e, "ENTITIES: cannot read the entity changes");
-                return Reply::local_error("Local error in processing, try again later");
+                return store_reply(&e);
             }
         };
         let mut changes = Vec::with_capacity(rows.len());
@@ -61,7 +62,7 @@ impl Messenger {
             Ok(records) => records,
             Err(e) => {
                 tracing::error!(error = %e, "BOOK: cannot read the directory");
-                return Reply::local_error("Local error in processing, try again later");
+                return store_reply(&e);
             }
         };
         let entries: Vec<DirectoryEntry> = records
