@@ -37,7 +37,7 @@ use vouchmail_server::net::route::TlsPolicy;
 
 /// The Messenger port (SPEC 8).
 pub const MESSENGER_PORT: u16 = 21025;
-/// POP3 (RFC 1939), used with STLS when offered (SPEC 10).
+/// POP3 (RFC 1939), always inside STLS (SPEC 10).
 pub const POP3_PORT: u16 = 110;
 /// Validity of a certificate `keygen` makes, in days.
 pub const KEYGEN_DAYS: u32 = 730;
@@ -532,7 +532,7 @@ impl Client {
         }
     }
 
-    /// `fetch`: downloads every message over POP3 (STLS when offered), decrypts it,
+    /// `fetch`: downloads every message over POP3 (inside STLS), decrypts it,
     /// writes it, deletes it from the server, then sends RECEIPT DECRYPTED or FAILED for
     /// each (SPEC 10). A message that does not decrypt is written as received, and its
     /// receipt is FAILED.
@@ -562,23 +562,22 @@ impl Client {
             |e: vouchmail_server::net::pop3_client::Pop3ClientError| ClientError::new(format!("POP3 {host}: {e}"));
         let (mut pop, _) = Pop3Client::connect(tcp).await.map_err(pop_err)?;
         let capa = pop.capa().await.map_err(pop_err)?;
-        let downloaded = if capa.has("STLS") {
-            let tls = self.tls.clone().ok_or_else(|| {
-                ClientError::new(format!(
-                    "POP3 {host} offers STLS but no CA certificates are available (set tls_ca_file)"
-                ))
-            })?;
-            let tcp = pop.stls().await.map_err(pop_err)?;
-            let name = vouchmail_server::net::client_tls::server_name(&host)
-                .ok_or_else(|| ClientError::new(format!("{host} is not a TLS server name")))?;
-            let stream = tokio::time::timeout(self.timeout, tls.connect(name, tcp))
-                .await
-                .map_err(|_| ClientError::new(format!("POP3 {host}: TLS handshake timed out")))?
-                .map_err(|e| ClientError::new(format!("POP3 {host}: TLS: {e}")))?;
-            self.download(Pop3Client::resume(stream), &host, &key, &cert, target).await?
-        } else {
-            self.download(pop, &host, &key, &cert, target).await?
-        };
+        // SPEC 10 Trust: only inside TLS; a POP3 server without STLS is an error, never a
+        // plaintext session (the login would cross the wire in the clear).
+        if !capa.has("STLS") {
+            return Err(ClientError::new(format!("POP3 {host} offers no STLS; the client talks only inside TLS")));
+        }
+        let tls = self.tls.clone().ok_or_else(|| {
+            ClientError::new(format!("no CA certificates are available to check POP3 {host} (set tls_ca_file)"))
+        })?;
+        let tcp = pop.stls().await.map_err(pop_err)?;
+        let name = vouchmail_server::net::client_tls::server_name(&host)
+            .ok_or_else(|| ClientError::new(format!("{host} is not a TLS server name")))?;
+        let stream = tokio::time::timeout(self.timeout, tls.connect(name, tcp))
+            .await
+            .map_err(|_| ClientError::new(format!("POP3 {host}: TLS handshake timed out")))?
+            .map_err(|e| ClientError::new(format!("POP3 {host}: TLS: {e}")))?;
+        let downloaded = self.download(Pop3Client::resume(stream), &host, &key, &cert, target).await?;
         let mut fetched = downloaded;
         if fetched.is_empty() {
             return Ok(fetched);

@@ -14,7 +14,6 @@ use vouchmail_proto::messenger::ServerReply;
 use vouchmail_proto::sasl::{ClientSession, Credentials, Mechanism};
 use vouchmail_proto::smtp::client::{AuthOutcome, ClientConfig, ReplyLimits, Timeouts, TlsMode};
 use vouchmail_server::net::smtp_client::{self, Target};
-use vouchmail_server::support::error::ErrorKind;
 
 use crate::error::ClientError;
 
@@ -40,8 +39,15 @@ impl Session {
         ehlo_name: &str,
         timeout: Duration,
     ) -> Result<Session, ClientError> {
+        // SPEC 10 Trust: only inside TLS whose certificate verifies; a server that offers
+        // no STARTTLS is an error, never a plaintext session.
+        let Some(tls) = tls else {
+            return Err(ClientError::new(format!(
+                "no CA certificates are available to check {host} (set tls_ca_file)"
+            )));
+        };
         let config = ClientConfig {
-            tls: TlsMode::WhenOffered,
+            tls: TlsMode::Required,
             timeouts: Timeouts::all(timeout),
             strict_replies: true,
             reply_limits: ReplyLimits::new(MAX_LINES, MAX_BYTES),
@@ -51,14 +57,8 @@ impl Session {
         let mut inner = smtp_client::Session::connect(&target, None, timeout, config)
             .await
             .map_err(|e| ClientError::from(e.error()))?;
-        if let Err(e) = inner.start(tls).await {
-            let error = e.error();
-            if tls.is_none() && error.kind() == ErrorKind::Tls {
-                return Err(ClientError::new(format!(
-                    "{host} offers STARTTLS but no CA certificates are available to check it (set tls_ca_file)"
-                )));
-            }
-            return Err(error.into());
+        if let Err(e) = inner.start(Some(tls)).await {
+            return Err(e.error().into());
         }
         Ok(Session { inner, host: host.to_string(), addr })
     }

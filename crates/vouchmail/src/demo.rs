@@ -262,13 +262,32 @@ async fn refused_to_rogue(mut rogue: Session, line: &str, code: u16, said: &str)
 
 /// A rogue verifier: it hands out a challenge bound to lrsupport (SPEC 8.2: one that the
 /// rogue could use to log in there as the user). Returns what the client sent after it.
-async fn fake_rogue_verifier(listener: TcpListener) -> Option<String> {
-    let (stream, _) = listener.accept().await.ok()?;
-    let (read, mut write) = stream.into_split();
-    let mut lines = tokio::io::BufReader::new(read);
+async fn fake_rogue_verifier(listener: TcpListener, tls: vouchmail_server::net::tls::Tls) -> Option<String> {
     use tokio::io::AsyncBufReadExt;
-    write.write_all(b"220 mail.rogue.test ESMTP\r\n").await.ok()?;
+    let (stream, _) = listener.accept().await.ok()?;
+    // SPEC 10 Trust: the client speaks only inside TLS, so the rogue offers STARTTLS with a
+    // certificate for its own name; what must stop the client is the bound challenge.
+    let mut plain = tokio::io::BufReader::new(stream);
+    plain.get_mut().write_all(b"220 mail.rogue.test ESMTP\r\n").await.ok()?;
     let mut line = String::new();
+    loop {
+        line.clear();
+        if plain.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        let upper = line.trim().to_ascii_uppercase();
+        if upper.starts_with("EHLO") {
+            plain.get_mut().write_all(b"250-mail.rogue.test\r\n250 STARTTLS\r\n").await.ok()?;
+        } else if upper == "STARTTLS" {
+            plain.get_mut().write_all(b"220 2.0.0 Ready to start TLS\r\n").await.ok()?;
+            break;
+        } else {
+            plain.get_mut().write_all(b"530 5.7.0 Must issue a STARTTLS command first\r\n").await.ok()?;
+        }
+    }
+    let stream = tls.acceptor.accept(plain.into_inner()).await.ok()?;
+    let (read, mut write) = tokio::io::split(stream);
+    let mut lines = tokio::io::BufReader::new(read);
     loop {
         line.clear();
         if lines.read_line(&mut line).await.ok()? == 0 {
@@ -292,6 +311,16 @@ async fn fake_rogue_verifier(listener: TcpListener) -> Option<String> {
             write.write_all(b"502 5.5.2 Not here\r\n").await.ok()?;
         }
     }
+}
+
+/// The rogue's TLS: a certificate for its own name, made as a server makes one on first
+/// start, and a connector that trusts it (as if a public CA had signed it).
+fn rogue_tls(dir: &Path) -> Result<(vouchmail_server::net::tls::Tls, Option<tokio_rustls::TlsConnector>), CliError> {
+    let config = Config { hostname: "mail.rogue.test".into(), data_dir: dir.join("rogue-fake"), ..Config::default() };
+    let tls = vouchmail_server::net::tls::Tls::from_config(&config)?;
+    let ca = config.data_dir.join("tls").join("cert.pem");
+    let connectors = vouchmail_server::net::client_tls::Connectors::new(Some(&ca))?;
+    Ok((tls, connectors.for_policy(vouchmail_server::net::route::TlsPolicy::Verify).cloned()))
 }
 
 async fn wait_for<F, Fut, T>(secs: u64, mut probe: F) -> Result<T, CliError>
@@ -578,11 +607,12 @@ async fn walk(dir: &Path, dns: SocketAddr, nodes: &[Node]) -> Result<Report, Cli
     let listener =
         TcpListener::bind(SocketAddr::new(rogue.ip, 0)).await.map_err(|e| CliError::failed(e.to_string()))?;
     let fake = listener.local_addr().map_err(|e| CliError::failed(e.to_string()))?;
-    let verifier = tokio::spawn(fake_rogue_verifier(listener));
+    let (rogue_tls, trusting) = rogue_tls(dir)?;
+    let verifier = tokio::spawn(fake_rogue_verifier(listener, rogue_tls));
     let refused = match vouchmail_client::session::Session::open(
         "mail.rogue.test",
         fake,
-        None,
+        trusting.as_ref(),
         "client.galkam.test",
         Duration::from_secs(5),
     )

@@ -107,6 +107,76 @@ impl Site {
     }
 }
 
+/// SPEC 10 Trust (issue 19 item 9): a server that offers no STARTTLS is an error, never a
+/// plaintext session; the password is never sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_without_starttls_is_refused_not_talked_to_in_the_clear() {
+    let site = Site::start(&[]).await;
+    let plain = vouchmail_testkit::smtp_peer::Peer::builder("127.0.0.1").extensions(&["AUTH CRAM-MD5", "CERT"]).start();
+    let tls = vouchmail_server::net::client_tls::Connectors::new(Some(&site.ca())).unwrap();
+    let connector = tls.for_policy(vouchmail_server::net::route::TlsPolicy::Verify).cloned();
+    let opened =
+        Session::open(HOST, plain.addr(), connector.as_ref(), "test.galkam.test", Duration::from_secs(10)).await;
+    let error = opened.err().expect("a session in the clear was opened").to_string();
+    assert!(error.contains("STARTTLS"), "{error}");
+    assert!(!plain.commands().iter().any(|c| c.starts_with("AUTH")), "{:?}", plain.commands());
+    // Without any CA to check a server with, nothing is sent at all.
+    let opened = Session::open(HOST, plain.addr(), None, "test.galkam.test", Duration::from_secs(10)).await;
+    assert!(opened.err().expect("opened without a CA").to_string().contains("tls_ca_file"));
+}
+
+/// SPEC 10 Trust (issue 19 item 9): a POP3 server without STLS is an error; the client
+/// sends no login in the clear.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pop3_server_without_stls_gets_no_login() {
+    use std::io::{BufRead, BufReader, Write};
+    let site = Site::start(&["glen@galkam.test"]).await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let pop3 = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let heard = std::thread::spawn(move || {
+        // Bounded: a client that never dials fails the test, not hangs it.
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        let stream = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(_) if std::time::Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => panic!("the client never dialed the POP3 server: {e}"),
+            }
+        };
+        stream.set_nonblocking(false).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        writer.write_all(b"+OK POP3 ready\r\n").unwrap();
+        let mut lines = Vec::new();
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            lines.push(line.clone());
+            let answer: &[u8] =
+                if line.eq_ignore_ascii_case("CAPA") { b"+OK\r\nUSER\r\nSASL CRAM-MD5\r\n.\r\n" } else { b"+OK\r\n" };
+            if writer.write_all(answer).is_err() || line.eq_ignore_ascii_case("QUIT") {
+                break;
+            }
+        }
+        lines
+    });
+    let profile = site.profile("glen@galkam.test");
+    ok(&client(&profile, &["keygen"]).await);
+    let text = std::fs::read_to_string(&profile).unwrap();
+    let text = text.replace(
+        &format!("pop3_server = \"{HOST}:{}\"", site.server.pop3().port()),
+        &format!("pop3_server = \"{HOST}:{}\"", pop3.port()),
+    );
+    std::fs::write(&profile, text).unwrap();
+    let out = client(&profile, &["fetch", "--to", site.dir.path().join("mail").to_str().unwrap()]).await;
+    one_line_error(&out, "offers no STLS");
+    let heard = heard.join().unwrap();
+    assert!(
+        !heard.iter().any(|l| l.starts_with("USER") || l.starts_with("PASS") || l.starts_with("AUTH")),
+        "{heard:?}"
+    );
+}
+
 async fn client(profile: &Path, args: &[&str]) -> Output {
     let mut command = Command::new(binary());
     command.arg("client").arg("--profile").arg(profile).args(args);

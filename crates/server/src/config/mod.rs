@@ -718,7 +718,7 @@ impl Config {
                 "seconds",
                 Some((600, "RFC 1939 3, autologout timer")),
             ),
-            // Shorter values are raised to 600 where it is used (odmr.rs, odmr_customer.rs).
+            // Shorter values are raised to 600 where it is used (jobs/held.rs, jobs/odmr_fetch.rs).
             t(
                 "odmr.timeout_secs",
                 self.odmr.timeout_secs,
