@@ -193,6 +193,27 @@ pub fn entity_of(input: &[u8]) -> Vec<u8> {
     entity
 }
 
+/// RFC 2045 3, RFC 8551 3.1: the content of an S/MIME message is a MIME entity: a header
+/// section of well-formed fields with a Content-Type, then an empty line.
+fn is_mime_entity(entity: &[u8]) -> bool {
+    let Some(end) = find(entity, b"\r\n\r\n").or_else(|| find(entity, b"\n\n")) else { return false };
+    let Ok(head) = std::str::from_utf8(&entity[..end]) else { return false };
+    let mut content_type = false;
+    for line in head.split('\n').map(|l| l.trim_end_matches('\r')) {
+        // RFC 5322 2.2.3: a folded line continues the field above it.
+        if line.starts_with([' ', '\t']) {
+            continue;
+        }
+        let Some((name, _)) = line.split_once(':') else { return false };
+        // RFC 5322 3.6.8: a field name is printable US-ASCII but the colon.
+        if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b)) {
+            return false;
+        }
+        content_type |= name.eq_ignore_ascii_case("content-type");
+    }
+    content_type
+}
+
 /// What `fetch` writes for a decrypted message: the outer headers but the MIME ones, then
 /// the decrypted entity.
 fn readable(message: &[u8], entity: &[u8]) -> Vec<u8> {
@@ -632,6 +653,11 @@ impl Client {
                 header_value(&message, "Message-ID").filter(|id| tracking::valid_message_id(id) && !id.contains(' '));
             // Attacker-made CMS: any failure is a FAILED receipt, never a crash.
             let (bytes, decrypted) = match vouchmail_smime::decrypt(&message, key, cert) {
+                // SPEC 10: what decrypts must be a MIME entity; CBC decrypts a damaged or
+                // forged ciphertext into garbage, which is no DECRYPTED.
+                Ok(entity) if !is_mime_entity(&entity) => {
+                    (message.clone(), Err(ClientError::new("decrypted content is not a MIME entity")))
+                }
                 Ok(entity) => (readable(&message, &entity), Ok(())),
                 Err(e) => (message.clone(), Err(ClientError::new(e.to_string()))),
             };
@@ -725,9 +751,18 @@ fn mbox_date() -> String {
 }
 
 /// A CERT reply (SPEC 8.1), by `vouchmail_proto::messenger::replies::parse_cert_answer`.
+/// An answer for an address must name that address (SPEC 10 Trust: a server, or whoever
+/// is on the path, must not hand us someone else's certificate for it); for a published
+/// ID, the address it resolved to is used and shown.
 pub fn parse_cert_reply(target: &str, reply: &ServerReply) -> Result<(String, String), ClientError> {
-    vouchmail_proto::messenger::replies::parse_cert_answer(reply.code, &reply.texts())
-        .map_err(|e| ClientError::new(format!("CERT {target}: {e}")))
+    let (address, pem) = vouchmail_proto::messenger::replies::parse_cert_answer(reply.code, &reply.texts())
+        .map_err(|e| ClientError::new(format!("CERT {target}: {e}")))?;
+    if target.contains('@') && !address.eq_ignore_ascii_case(target) {
+        return Err(ClientError::new(format!(
+            "CERT {target}: the answer is for {address}, not the address asked for; not used"
+        )));
+    }
+    Ok((address, pem))
 }
 
 #[cfg(test)]
@@ -746,6 +781,28 @@ mod tests {
         assert!(entity_of(b"hello").starts_with(b"Content-Type: text/plain; charset=utf-8\r\n"));
         let e = b"content-type: text/html\r\n\r\n<p>x</p>";
         assert_eq!(entity_of(e), e.to_vec());
+    }
+
+    #[test]
+    fn only_a_mime_entity_counts_as_decrypted() {
+        assert!(is_mime_entity(b"Content-Type: text/plain\r\n\r\nhello"));
+        assert!(is_mime_entity(b"MIME-Version: 1.0\nContent-Type: multipart/mixed;\n boundary=x\n\n--x--\n"));
+        assert!(!is_mime_entity(b"\x8f\x01garbage\xff\r\n\r\nmore"));
+        assert!(!is_mime_entity(b"hello, no header at all"));
+        assert!(!is_mime_entity(b"Subject: no content type\r\n\r\nbody"));
+        assert!(!is_mime_entity(b"not a field line\r\nContent-Type: text/plain\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_cert_answer_for_another_address_is_not_used() {
+        let mut parser = vouchmail_proto::messenger::ReplyParser::default();
+        parser.feed(b"250-mallory@evil.test\r\n250------BEGIN CERTIFICATE-----\r\n250-AAAA\r\n250 -----END CERTIFICATE-----\r\n");
+        let reply = parser.next_reply().unwrap().unwrap();
+        let error = parse_cert_reply("abc@lr.test", &reply).unwrap_err().to_string();
+        assert!(error.contains("not the address asked for"), "{error}");
+        // A published ID resolves to whatever address the answer names.
+        assert_eq!(parse_cert_reply("1234567F", &reply).unwrap().0, "mallory@evil.test");
+        assert_eq!(parse_cert_reply("MALLORY@evil.test", &reply).unwrap().0, "mallory@evil.test");
     }
 
     #[test]
