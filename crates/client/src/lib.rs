@@ -9,9 +9,11 @@
 //! [`ClientError`]: one line, naming the server and what it answered.
 
 pub mod error;
+pub mod known;
 pub mod session;
 
 pub use error::ClientError;
+use known::KnownCerts;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -68,6 +70,9 @@ pub struct Profile {
     /// Seconds to wait for a connection and for each reply.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// `known_certs` beside the profile: key continuity (SPEC 10, [`known`]).
+    #[serde(skip)]
+    pub known_certs: PathBuf,
 }
 
 fn default_timeout() -> u64 {
@@ -89,6 +94,7 @@ impl Profile {
         if let Some(ca) = profile.tls_ca_file.as_mut().filter(|p| p.is_relative()) {
             *ca = base.join(&*ca);
         }
+        profile.known_certs = base.join("known_certs");
         profile.check()?;
         Ok(profile)
     }
@@ -385,6 +391,21 @@ impl Client {
         parse_cert_reply(target, &reply)
     }
 
+    /// `cert --accept`: looks the address up, checks the certificate as `send` does, and
+    /// remembers it in place of the one known (SPEC 10 key continuity). Returns the new and
+    /// the old fingerprint.
+    pub async fn accept_cert(&self, target: &str) -> Result<(String, String, Option<String>), ClientError> {
+        let mut session = self.home().await?;
+        let found = Client::recipient(&mut session, target).await;
+        session.quit().await;
+        let (address, cert) = found?;
+        let der = cert.to_der().map_err(|e| ClientError::new(format!("certificate of {address}: {e}")))?;
+        let fingerprint = known::fingerprint(&der);
+        let mut known = KnownCerts::load(self.profile.known_certs.clone())?;
+        let old = known.accept(&address, &fingerprint, now())?;
+        Ok((address, fingerprint, old.map(|k| k.fingerprint)))
+    }
+
     /// `cert`: the certificate of an address or published ID, through the home server.
     pub async fn cert(&self, target: &str) -> Result<(String, String), ClientError> {
         let mut session = self.home().await?;
@@ -420,8 +441,12 @@ impl Client {
             .map_err(|e| ClientError::new(format!("own certificate (cert_file): {e}")))?;
         let mut recipients: BTreeMap<String, Certificate> = BTreeMap::new();
         let mut order = Vec::new();
+        let mut known = KnownCerts::load(self.profile.known_certs.clone())?;
         for target in to {
             let (address, cert) = Client::recipient(session, target).await?;
+            // SPEC 10 Trust: key continuity; a changed certificate is refused until accepted.
+            let der = cert.to_der().map_err(|e| ClientError::new(format!("certificate of {address}: {e}")))?;
+            known.check(&address, &known::fingerprint(&der), now())?;
             let key = address.to_ascii_lowercase();
             recipients.entry(key).or_insert_with(|| {
                 order.push(address.clone());

@@ -35,6 +35,10 @@ pub enum ClientCommand {
     Cert {
         /// An address (user@domain) or a published ID (e.g. a provider number).
         target: String,
+        /// Remember this certificate as the address's, in place of the one known (key
+        /// continuity: `send` refuses a changed certificate until it is accepted).
+        #[arg(long)]
+        accept: bool,
     },
     /// Encrypt a message (FILE, or - for standard input) to each recipient and send it.
     Send {
@@ -109,7 +113,15 @@ async fn run_inner(args: ClientArgs) -> Result<ExitCode, ClientError> {
             let reply = client.pubcert().await?;
             let _ = writeln!(out, "{reply}");
         }
-        ClientCommand::Cert { target } => {
+        ClientCommand::Cert { target, accept: true } => {
+            let (address, new, old) = client.accept_cert(&target).await?;
+            let _ = match old {
+                Some(old) if old != new => writeln!(out, "accepted {new} for {address} (was {old})"),
+                Some(_) => writeln!(out, "{address}: {new} was already the known certificate"),
+                None => writeln!(out, "accepted {new} for {address}"),
+            };
+        }
+        ClientCommand::Cert { target, accept: false } => {
             let (address, pem) = client.cert(&target).await?;
             if !address.eq_ignore_ascii_case(&target) {
                 eprintln!("{target} is {address}");

@@ -177,6 +177,33 @@ async fn a_pop3_server_without_stls_gets_no_login() {
     );
 }
 
+/// SPEC 10 Trust (issue 19 item 9): key continuity. A correspondent's certificate is
+/// remembered when first used; a different one (the server, or someone on its path, hands
+/// out another key) is refused, showing both fingerprints, until `cert --accept`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_certificate_is_refused_until_accepted() {
+    let site = Site::start(&["glen@galkam.test", "ann@galkam.test"]).await;
+    enrol(&site, &["glen@galkam.test", "ann@galkam.test"]).await;
+    let glen = site.profile("glen@galkam.test");
+    let send = || client_stdin(&glen, &["send", "--to", "ann@galkam.test", "-"], b"hello ann\n");
+    ok(&send().await);
+    let known = std::fs::read_to_string(site.dir.path().join("known_certs")).unwrap();
+    assert!(known.starts_with("ann@galkam.test "), "{known}");
+    // Ann's certificate is replaced on the server (here by ann herself; an attacker's
+    // would look the same to glen).
+    let ann = site.profile("ann@galkam.test");
+    std::fs::remove_file(site.key("ann@galkam.test")).unwrap();
+    std::fs::remove_file(site.cert("ann@galkam.test")).unwrap();
+    ok(&client(&ann, &["keygen"]).await);
+    ok(&client(&ann, &["pubcert"]).await);
+    let refused = send().await;
+    let error = one_line_error(&refused, "changed");
+    assert!(error.contains("--accept ann@galkam.test"), "{error}");
+    let accepted = ok(&client(&glen, &["cert", "--accept", "ann@galkam.test"]).await);
+    assert!(accepted.contains("accepted") && accepted.contains("(was "), "{accepted}");
+    ok(&send().await);
+}
+
 async fn client(profile: &Path, args: &[&str]) -> Output {
     let mut command = Command::new(binary());
     command.arg("client").arg("--profile").arg(profile).args(args);
