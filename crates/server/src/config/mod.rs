@@ -434,6 +434,9 @@ pub struct Messenger {
     /// Seconds to wait for a TCP connection to a peer, and for each of its replies.
     pub connect_timeout_secs: u64,
     pub command_timeout_secs: u64,
+    /// Seconds one federation call may take in all (SPEC 8: a peer that trickles a byte
+    /// now and then, never hitting the per-read timeout, delays only its own call).
+    pub call_deadline_secs: u64,
     /// Seconds an idle connection to a peer is kept for the next call; 0: none is kept.
     pub idle_secs: u64,
     /// Idle connections kept per peer.
@@ -465,6 +468,7 @@ impl Default for Messenger {
             starttls: true,
             connect_timeout_secs: 10,
             command_timeout_secs: 30,
+            call_deadline_secs: 60,
             idle_secs: 60,
             max_idle_per_peer: 4,
             max_connections: 500,
@@ -702,7 +706,7 @@ impl Config {
     }
 
     /// Every timeout key: its value, its unit, and the minimum an RFC asks for, if any.
-    fn timeouts(&self) -> [Timeout; 12] {
+    fn timeouts(&self) -> [Timeout; 13] {
         const SMTP_SERVER: &str = "RFC 5321 4.5.3.2.7, server timeout";
         const SMTP_DATA_BLOCK: &str = "RFC 5321 4.5.3.2.5, data block";
         const SMTP_CLIENT: &str = "RFC 5321 4.5.3.2.1-3, 220 greeting, MAIL and RCPT; 4.5.3.2.4: 120 for DATA";
@@ -730,6 +734,7 @@ impl Config {
             t("outbound.data_timeout_secs", o.data_timeout_secs, "seconds", Some((600, SMTP_DATA_TERM))),
             t("messenger.connect_timeout_secs", m.connect_timeout_secs, "seconds", None),
             t("messenger.command_timeout_secs", m.command_timeout_secs, "seconds", None),
+            t("messenger.call_deadline_secs", m.call_deadline_secs, "seconds", None),
             t("authkey.idle_timeout_secs", a.idle_timeout_secs, "seconds", None),
             t("authkey.udp_timeout_ms", a.udp_timeout_ms, "milliseconds", None),
             t("authkey.tcp_timeout_secs", a.tcp_timeout_secs, "seconds", None),

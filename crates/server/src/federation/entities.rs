@@ -153,23 +153,25 @@ impl Messenger {
         homes.get(domain).is_some_and(|addresses| addresses.contains(&ip))
     }
 
-    /// Pulls every peer once: the configured ones and every home server talked to.
-    pub async fn pull_all(&self) {
-        let peers = match self.store.list_messenger_peers().await {
+    /// The peers to pull: the configured ones and every home server talked to.
+    pub async fn peers_to_pull(&self) -> Vec<MessengerPeer> {
+        match self.store.list_messenger_peers().await {
             Ok(peers) => peers,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list the Messenger peers");
-                return;
+                Vec::new()
             }
-        };
-        for peer in peers {
-            match self.pull_peer(&peer).await {
-                Ok(outcome) => tracing::debug!(peer = %peer.domain, ?outcome, "Entity Index pulled"),
-                Err(error) => {
-                    tracing::info!(peer = %peer.domain, %error, "Entity Index pull failed");
-                    if let Err(e) = self.store.record_peer_error(&peer.domain, now(), &error.to_string()).await {
-                        tracing::warn!(error = %e, "cannot record the failed pull");
-                    }
+        }
+    }
+
+    /// Pulls one peer and records a failure against it.
+    pub async fn pull_and_record(&self, peer: &MessengerPeer) {
+        match self.pull_peer(peer).await {
+            Ok(outcome) => tracing::debug!(peer = %peer.domain, ?outcome, "Entity Index pulled"),
+            Err(error) => {
+                tracing::info!(peer = %peer.domain, %error, "Entity Index pull failed");
+                if let Err(e) = self.store.record_peer_error(&peer.domain, now(), &error.to_string()).await {
+                    tracing::warn!(error = %e, "cannot record the failed pull");
                 }
             }
         }

@@ -22,8 +22,26 @@ pub async fn run(
             _ = shutdown.wait_for(|s| *s) => return,
         }
         tokio::select! {
-            _ = messenger.pull_all() => {}
+            _ = pull_all(&messenger) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// Peers pulled at once.
+const PARALLEL_PEERS: usize = 8;
+
+/// Every peer once, several at once: each pull has the federation client's call deadline,
+/// so a peer that trickles delays only its own pull (SPEC 8, issue 19 item 7).
+async fn pull_all(messenger: &Arc<Messenger>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(PARALLEL_PEERS));
+    let mut pulls = tokio::task::JoinSet::new();
+    for peer in messenger.peers_to_pull().await {
+        let (messenger, slots) = (Arc::clone(messenger), Arc::clone(&slots));
+        pulls.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            messenger.pull_and_record(&peer).await;
+        });
+    }
+    while pulls.join_next().await.is_some() {}
 }

@@ -23,6 +23,9 @@ use crate::config::Config;
 use crate::rules::tracking::{NotifyOutcome, NotifySender, OutboxBell};
 use crate::support::tasks::TaskTracker;
 use crate::support::time::unix_now as now;
+
+/// Home servers sent to at once in one pass.
+const PARALLEL_PEERS: usize = 16;
 /// How the outbox sender retries (`[messenger]` keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxSettings {
@@ -35,6 +38,8 @@ pub struct OutboxSettings {
     pub batch: usize,
     /// The longest sleep between looks at the outbox.
     pub poll_interval: Duration,
+    /// One home server's batch in all (SPEC 8: a slow peer delays only its own records).
+    pub call_deadline: Duration,
 }
 
 impl OutboxSettings {
@@ -48,6 +53,7 @@ impl OutboxSettings {
             batch: 200,
             // A queued record waits at most this long (no sooner than the first retry would).
             poll_interval: Duration::from_secs(m.notify_retry_min_secs.clamp(1, 30)),
+            call_deadline: Duration::from_secs(m.call_deadline_secs),
         }
     }
 
@@ -143,12 +149,25 @@ impl Outbox {
                 by_domain.entry(entry.domain.clone()).or_default().push(entry);
             }
         }
+        // One task per home server, at most PARALLEL_PEERS at once, each under the call
+        // deadline: a peer that trickles holds its own records back, and only so long.
         let mut sends = tokio::task::JoinSet::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(PARALLEL_PEERS));
+        let deadline = self.settings.call_deadline;
         for (domain, entries) in by_domain {
             let sender = Arc::clone(&self.sender);
+            let slots = Arc::clone(&slots);
             sends.spawn(async move {
+                let _slot = slots.acquire_owned().await;
                 let lines: Vec<String> = entries.iter().map(|e| e.record.clone()).collect();
-                let outcomes = sender.send(&domain, &lines).await;
+                let outcomes = match tokio::time::timeout(deadline, sender.send(&domain, &lines)).await {
+                    Ok(outcomes) => outcomes,
+                    Err(_) => {
+                        let why = format!("{domain}: no answer within the call deadline of {} s", deadline.as_secs());
+                        tracing::info!(%domain, "NOTIFY: the home server did not answer within the call deadline");
+                        vec![NotifyOutcome::Temporary(why); lines.len()]
+                    }
+                };
                 (entries, outcomes)
             });
         }

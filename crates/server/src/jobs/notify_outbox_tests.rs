@@ -62,7 +62,41 @@ fn settings() -> OutboxSettings {
         lease_secs: 600,
         batch: 100,
         poll_interval: Duration::from_millis(20),
+        call_deadline: Duration::from_secs(60),
     }
+}
+
+/// Issue 19 item 7: a home server that never finishes answering (slow.test) holds back
+/// only its own records, and only until the call deadline; galkam's go out in that pass.
+struct OneStalls;
+
+impl NotifySender for OneStalls {
+    fn send<'a>(
+        &'a self,
+        domain: &'a str,
+        records: &'a [String],
+    ) -> Pin<Box<dyn Future<Output = Vec<NotifyOutcome>> + Send + 'a>> {
+        Box::pin(async move {
+            if domain == "slow.test" {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            vec![NotifyOutcome::Delivered; records.len()]
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_stalling_home_server_holds_back_only_its_own_records_until_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, account) = setup(&dir).await;
+    downloaded(&store, account, "Q1", "glen@galkam.test", AT).await;
+    downloaded(&store, account, "Q2", "sam@slow.test", AT).await;
+    let settings = OutboxSettings { call_deadline: Duration::from_secs(1), ..settings() };
+    let outbox = Outbox::new(store.clone(), Arc::new(OneStalls), settings, OutboxBell::default());
+    let started = std::time::Instant::now();
+    let pass = outbox.run_once(AT).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(pass, OutboxPass { sent: 1, retried: 1, dropped: 0 });
 }
 
 fn open(dir: &tempfile::TempDir) -> Arc<SqliteStore> {

@@ -35,6 +35,8 @@ pub struct ClientOptions {
     pub starttls: bool,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
+    /// One call in all, whatever the per-read timeouts allow (SPEC 8).
+    pub call_deadline: Duration,
     pub idle: Duration,
     pub max_idle_per_peer: usize,
 }
@@ -49,6 +51,7 @@ impl ClientOptions {
             starttls: m.starttls,
             connect_timeout: Duration::from_secs(m.connect_timeout_secs),
             command_timeout: Duration::from_secs(m.command_timeout_secs),
+            call_deadline: Duration::from_secs(m.call_deadline_secs),
             idle: Duration::from_secs(m.idle_secs),
             max_idle_per_peer: m.max_idle_per_peer,
         }
@@ -230,6 +233,24 @@ impl FederationClient {
         if line.contains(['\r', '\n']) {
             return Err(Error::invalid("a command line may not hold CR or LF"));
         }
+        // SPEC 8: an overall deadline, so a peer that trickles (each read in time, the
+        // reply never complete) holds only this call, and only so long.
+        let deadline = self.options.call_deadline;
+        match tokio::time::timeout(deadline, self.call_unbounded(domain, line, limits)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::network(
+                domain,
+                format!("no complete answer within the call deadline of {} s", deadline.as_secs()),
+            )),
+        }
+    }
+
+    async fn call_unbounded(
+        &self,
+        domain: &str,
+        line: &str,
+        limits: ReplyLimits,
+    ) -> Result<(ServerReply, IpAddr), Error> {
         let (mut connection, reused) = self.checkout(domain).await?;
         let reply = match connection.command(line, limits).await {
             Ok(reply) => reply,
@@ -309,6 +330,7 @@ mod tests {
             starttls: true,
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(5),
+            call_deadline: Duration::from_secs(60),
             idle: Duration::from_secs(30),
             max_idle_per_peer: 2,
         }
@@ -350,5 +372,56 @@ mod tests {
         assert!(nowhere.is_temporary());
         let line = client.call("home.test", "CERT a\r\nQUIT", SMALL_REPLY).await.unwrap_err();
         assert_eq!(line.kind(), ErrorKind::Invalid, "no CR or LF in a command line");
+    }
+
+    /// Issue 19 item 7: a peer that answers CERT one byte at a time, each byte within the
+    /// per-read timeout, is cut off at the call's deadline; another peer's call meanwhile
+    /// is not held up.
+    #[tokio::test]
+    async fn a_trickling_peer_is_cut_off_at_the_call_deadline() {
+        let listener = TcpListener::bind(("127.0.0.3", 0)).await.unwrap();
+        let slow = listener.local_addr().unwrap();
+        let trickler = tokio::spawn(async move {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            let _ = write.write_all(b"220 slow.test ESMTP\r\n").await;
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("EHLO") {
+                    let _ = write.write_all(b"250-slow.test\r\n250 CERT\r\n").await;
+                    continue;
+                }
+                // Bounded: at most 60 bytes, one every 200 ms.
+                for byte in b"250-a@slow.test\r\n250-".iter().cycle().take(60) {
+                    if write.write_all(&[*byte]).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                return;
+            }
+        });
+        let (fast, _) = fake_home("127.0.0.3", usize::MAX).await;
+        let dns = TestDns::builder()
+            .srv("_messenger._tcp.slow.test", 10, 1, slow.port(), "mail.home.test")
+            .srv("_messenger._tcp.home.test", 10, 1, fast.port(), "mail.home.test")
+            .a("mail.home.test", "127.0.0.3")
+            .start()
+            .await;
+        let options = ClientOptions { call_deadline: Duration::from_secs(2), ..options("127.0.0.2") };
+        let client = Arc::new(FederationClient::new(Dns::shared(&[dns.addr()]).unwrap(), options).unwrap());
+        let started = std::time::Instant::now();
+        let slow_call = {
+            let client = Arc::clone(&client);
+            tokio::spawn(async move { client.call("slow.test", "CERT a@slow.test", SMALL_REPLY).await })
+        };
+        let (reply, _) = client.call("home.test", "CERT a@home.test", SMALL_REPLY).await.unwrap();
+        assert_eq!(reply.code, 250);
+        assert!(started.elapsed() < Duration::from_secs(2), "the fast peer waited for the slow one");
+        let error = slow_call.await.unwrap().unwrap_err();
+        assert!(error.to_string().contains("call deadline"), "{error}");
+        assert!(error.is_temporary());
+        assert!(started.elapsed() < Duration::from_secs(6), "cut off at the deadline: {:?}", started.elapsed());
+        trickler.abort();
     }
 }
