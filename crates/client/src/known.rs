@@ -102,7 +102,8 @@ impl KnownCerts {
     fn save(&self) -> Result<(), ClientError> {
         let text: String =
             self.entries.iter().map(|(a, k)| format!("{a} {} {}\n", k.fingerprint, k.first_seen)).collect();
-        crate::write_private(&self.path, text.as_bytes())
+        vouchmail_server::support::files::write_private(&self.path, text.as_bytes())
+            .map_err(|e| ClientError::new(format!("{}: {e}", self.path.display())))
     }
 }
 

@@ -199,8 +199,13 @@ pub trait Store: Send + Sync {
     /// by serial, at most `limit`; and the serial to report as the highest (the last one
     /// listed when `limit` cut the list).
     fn entity_changes_since(&self, since: i64, limit: usize) -> StoreFuture<'_, (Vec<EntityChangeRow>, i64)>;
-    /// The mailboxes peers said a published ID names, most recently learnt first.
+    /// The mailboxes peers said a published ID names, first learnt first (a peer's
+    /// re-sending an entry does not make it newer).
     fn learnt_mailboxes_for_id(&self, published_id: &str) -> StoreFuture<'_, Vec<String>>;
+    /// Forgets what every peer said about `published_id` naming `mailbox`; how many entries.
+    fn forget_learnt_binding(&self, published_id: &str, mailbox: &str) -> StoreFuture<'_, usize>;
+    /// How many Entity Index entries were learnt from `peer`.
+    fn count_learnt_for_peer(&self, peer: &str) -> StoreFuture<'_, usize>;
     fn list_learnt_entities(&self) -> StoreFuture<'_, Vec<LearntEntity>>;
     /// Remembers a peer to pull from (once; `configured` is only ever raised).
     fn note_messenger_peer(&self, domain: &str, configured: bool) -> StoreFuture<'_, ()>;

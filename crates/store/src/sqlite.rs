@@ -1346,6 +1346,16 @@ impl Store for SqliteStore {
         self.read(move |conn| messenger::learnt_mailboxes_for_id(conn, &id))
     }
 
+    fn forget_learnt_binding(&self, published_id: &str, mailbox: &str) -> StoreFuture<'_, usize> {
+        let (id, mailbox) = (published_id.to_ascii_uppercase(), mailbox.to_lowercase());
+        self.write(move |conn| messenger::forget_learnt_binding(conn, &id, &mailbox))
+    }
+
+    fn count_learnt_for_peer(&self, peer: &str) -> StoreFuture<'_, usize> {
+        let peer = peer.to_ascii_lowercase();
+        self.read(move |conn| messenger::count_learnt_for_peer(conn, &peer))
+    }
+
     fn list_learnt_entities(&self) -> StoreFuture<'_, Vec<crate::messenger::LearntEntity>> {
         self.read(messenger::list_learnt_entities)
     }

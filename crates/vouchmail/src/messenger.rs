@@ -3,6 +3,7 @@
 
 use crate::error::CliError;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use vouchmail_server::rules::entity_index::Binding;
 
 use clap::Subcommand;
 use vouchmail_proto::messenger::replies::pem_from_der;
@@ -71,6 +72,21 @@ pub enum DirectoryCommand {
     Unpublish {
         /// The local user.
         address: String,
+    },
+    /// Published IDs claimed for more than one mailbox (SPEC 8.4): the binding CERT answers
+    /// with (the local directory, else the first mailbox learnt) and the later claims.
+    Conflicts {
+        /// Print JSON instead (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Settle a conflict: ID names MAILBOX; the other claims are forgotten (a peer that
+    /// sends one again makes it a new conflict, never the binding).
+    Resolve {
+        /// The published ID.
+        id: String,
+        /// The mailbox it names.
+        mailbox: String,
     },
     /// The directory; with --index also the entries learnt from peers, and the peers.
     List {
@@ -245,6 +261,43 @@ pub async fn directory(store: &dyn Store, command: DirectoryCommand) -> Result<(
                 peers.text()
             );
             write_stdout(&text)?;
+        }
+        DirectoryCommand::Conflicts { json } => {
+            let mut listing = Listing::new(&["ID", "BOUND-TO", "BY", "CLAIMED-FOR", "FROM-PEER", "LEARNT"]);
+            for conflict in vouchmail_server::rules::entity_index::conflicts(store).await? {
+                let (bound, by) = match &conflict.bound {
+                    Binding::Local(mailbox) => (mailbox.clone(), "local directory".to_string()),
+                    Binding::Learnt(e) => (e.mailbox.clone(), e.peer.clone()),
+                };
+                for claim in conflict.claims {
+                    let object = serde_json::json!({
+                        "id": conflict.published_id,
+                        "bound_to": bound,
+                        "bound_by": by,
+                        "claimed_for": claim.mailbox,
+                        "peer": claim.peer,
+                        "learnt": time_text(claim.learnt_at),
+                    });
+                    let cells = vec![
+                        conflict.published_id.clone(),
+                        bound.clone(),
+                        by.clone(),
+                        claim.mailbox,
+                        claim.peer,
+                        time_text(claim.learnt_at),
+                    ];
+                    listing.push(cells, object);
+                }
+            }
+            listing.print(json)?;
+        }
+        DirectoryCommand::Resolve { id, mailbox } => {
+            let forgotten = vouchmail_server::rules::entity_index::resolve(store, &id, &mailbox).await?;
+            println!(
+                "{} names {}; {forgotten} other claim(s) forgotten",
+                id.to_ascii_uppercase(),
+                mailbox.to_lowercase()
+            );
         }
     }
     Ok(())

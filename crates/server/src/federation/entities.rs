@@ -14,6 +14,7 @@ use vouchmail_store::{MessengerPeer, PeerPull};
 use super::{now, Messenger};
 use crate::net::discovery::home_addresses;
 use crate::net::federation::LARGE_REPLY;
+use crate::rules::entity_index::MAX_ENTRIES_PER_PEER;
 use crate::rules::recipient::store_reply;
 use crate::support::error::Error;
 use vouchmail_proto::messenger::ServerReply;
@@ -108,6 +109,9 @@ impl Messenger {
         let mut homes: HashMap<String, Vec<IpAddr>> = HashMap::new();
         let mut pull =
             PeerPull { peer: peer.domain.clone(), reset, last_serial: highest as i64, at: now(), ..Default::default() };
+        // SPEC 8.4: at most MAX_ENTRIES_PER_PEER entries from one peer.
+        let held = if reset { 0 } else { self.store.count_learnt_for_peer(&peer.domain).await? };
+        let mut room = MAX_ENTRIES_PER_PEER.saturating_sub(held);
         for ((id, mailbox), op) in latest {
             if op == EntityOp::Del {
                 pull.remove.push((id, mailbox));
@@ -115,7 +119,13 @@ impl Messenger {
                 continue;
             }
             let domain = mailbox.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
+            if room == 0 {
+                tracing::warn!(peer = %peer.domain, %id, %mailbox, "Entity Index entry dropped: the peer holds the most entries one peer may");
+                outcome.dropped += 1;
+                continue;
+            }
             if self.may_publish(&domain, ip, &mut homes).await {
+                room -= 1;
                 pull.add.push((id, mailbox));
                 outcome.added += 1;
             } else {

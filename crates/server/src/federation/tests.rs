@@ -194,6 +194,65 @@ async fn a_pull_keeps_only_what_the_peer_may_publish_and_starts_again_when_seria
     assert_eq!(learnt().await, [("P9".to_string(), "dan@peer.test".to_string())]);
 }
 
+/// Issue 19 item 4, the Entity Index hijack: rogue.test publishes lrsupport's provider
+/// number for a mailbox of its own, later, and re-sends it at every pull. The first binding
+/// stays (CERT by the ID keeps answering with it), the claim is a conflict the operator
+/// sees, and resolving it keeps the chosen binding.
+#[tokio::test]
+async fn a_later_claim_on_a_published_id_is_a_conflict_not_the_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let honest: Script =
+        Arc::new(Mutex::new(VecDeque::from(["250-1 ADD 1234567F abc555@lrsupport.test\r\n250 1\r\n".to_string()])));
+    let rogue: Script =
+        Arc::new(Mutex::new(VecDeque::from(["250-7 ADD 1234567F aaa@rogue.test\r\n250 7\r\n".to_string()])));
+    let (honest_addr, _) = fake_home("127.0.0.3", dir.path(), honest).await;
+    let (rogue_addr, _) = fake_home("127.0.0.4", dir.path(), Arc::clone(&rogue)).await;
+    let dns = TestDns::builder()
+        .srv("_messenger._tcp.lrsupport.test", 10, 1, honest_addr.port(), "mail.lrsupport.test")
+        .a("mail.lrsupport.test", "127.0.0.3")
+        .srv("_messenger._tcp.rogue.test", 10, 1, rogue_addr.port(), "mail.rogue.test")
+        .a("mail.rogue.test", "127.0.0.4")
+        .start()
+        .await;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    let messenger = Messenger::new(&config(dir.path(), dns.addr()), Arc::clone(&store)).unwrap();
+    store.note_messenger_peer("lrsupport.test", true).await.unwrap();
+    let peer = |domain: &'static str| {
+        let store = Arc::clone(&store);
+        async move { store.list_messenger_peers().await.unwrap().into_iter().find(|p| p.domain == domain).unwrap() }
+    };
+    messenger.pull_peer(&peer("lrsupport.test").await).await.unwrap();
+    store.note_messenger_peer("rogue.test", true).await.unwrap();
+    // The rogue re-sends its claim at every pull (here: from serial 0 each time).
+    for _ in 0..2 {
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        messenger.pull_peer(&peer("lrsupport.test").await).await.unwrap();
+        let mut rogue_peer = peer("rogue.test").await;
+        rogue_peer.last_serial = 0;
+        messenger.pull_peer(&rogue_peer).await.unwrap();
+    }
+    let bound = store.learnt_mailboxes_for_id("1234567F").await.unwrap();
+    assert_eq!(bound[0], "abc555@lrsupport.test", "the first binding answers CERT by the ID: {bound:?}");
+    let conflicts = crate::rules::entity_index::conflicts(store.as_ref()).await.unwrap();
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!(conflicts[0].bound.mailbox(), "abc555@lrsupport.test");
+    assert_eq!(conflicts[0].claims.iter().map(|c| c.mailbox.as_str()).collect::<Vec<_>>(), ["aaa@rogue.test"]);
+    // The operator confirms the binding: the claim is forgotten, and when the rogue sends it
+    // again it is a conflict again, never the binding.
+    assert_eq!(
+        crate::rules::entity_index::resolve(store.as_ref(), "1234567f", "abc555@lrsupport.test").await.unwrap(),
+        1
+    );
+    assert!(crate::rules::entity_index::conflicts(store.as_ref()).await.unwrap().is_empty());
+    let mut rogue_peer = peer("rogue.test").await;
+    rogue_peer.last_serial = 0;
+    messenger.pull_peer(&rogue_peer).await.unwrap();
+    assert_eq!(store.learnt_mailboxes_for_id("1234567F").await.unwrap()[0], "abc555@lrsupport.test");
+    assert_eq!(crate::rules::entity_index::conflicts(store.as_ref()).await.unwrap().len(), 1);
+    let wrong = crate::rules::entity_index::resolve(store.as_ref(), "1234567F", "x@nowhere.test").await.unwrap_err();
+    assert!(wrong.to_string().contains("neither"), "{wrong}");
+}
+
 #[tokio::test]
 async fn rcram_to_a_home_server_without_x_rcram_verify_is_454_unless_legacy_mode() {
     use vouchmail_proto::smtp::session::RcramVerdict;

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod bootstrap;
 pub mod commit;
 pub mod dsn;
+pub mod entity_index;
 pub mod mail_from;
 pub mod own_message;
 pub mod recipient;

@@ -231,7 +231,7 @@ pub(super) fn learnt_mailboxes_for_id(conn: &Connection, id: &str) -> StoreResul
     let mut stmt = conn
         .prepare_cached(
             "SELECT mailbox FROM entity_index WHERE published_id = ?1 GROUP BY mailbox
-             ORDER BY MAX(learnt_at) DESC, mailbox",
+             ORDER BY MIN(learnt_at), mailbox",
         )
         .map_err(db_error)?;
     let rows = stmt.query_map(params![id], |r| r.get(0)).map_err(db_error)?;
@@ -295,7 +295,7 @@ pub(super) fn apply_peer_pull(conn: &Connection, pull: &PeerPull) -> StoreResult
     for (id, mailbox) in &pull.add {
         conn.prepare_cached(
             "INSERT INTO entity_index (published_id, mailbox, peer, learnt_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(published_id, mailbox, peer) DO UPDATE SET learnt_at = excluded.learnt_at",
+             ON CONFLICT(published_id, mailbox, peer) DO NOTHING",
         )
         .and_then(|mut stmt| stmt.execute(params![id, mailbox, pull.peer, pull.at]))
         .map_err(db_error)?;
@@ -306,6 +306,17 @@ pub(super) fn apply_peer_pull(conn: &Connection, pull: &PeerPull) -> StoreResult
     )
     .map_err(db_error)?;
     Ok(())
+}
+
+pub(super) fn forget_learnt_binding(conn: &Connection, id: &str, mailbox: &str) -> StoreResult<usize> {
+    conn.execute("DELETE FROM entity_index WHERE published_id = ?1 AND mailbox = ?2", params![id, mailbox])
+        .map_err(db_error)
+}
+
+pub(super) fn count_learnt_for_peer(conn: &Connection, peer: &str) -> StoreResult<usize> {
+    conn.query_row("SELECT COUNT(*) FROM entity_index WHERE peer = ?1", params![peer], |r| r.get::<_, i64>(0))
+        .map(|n| n.max(0) as usize)
+        .map_err(db_error)
 }
 
 pub(super) fn record_peer_error(conn: &Connection, domain: &str, at: i64, error: &str) -> StoreResult<()> {
