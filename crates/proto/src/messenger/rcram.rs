@@ -19,6 +19,8 @@
 //! - [`parse_rcram_argument`], [`parse_verify_arguments`]: the AUTH arguments of steps 1-2.
 //! - [`RcramClient`]: the client side of `AUTH RCRAM-MD5 <address>` as a state machine.
 //! - [`VerifierRelay`]: the verifier's relay between the client and the home server.
+//! - [`decode_answer`], [`answer_is_for`]: the verifier's reading of a client's CRAM-MD5
+//!   answer in the legacy mode (step 6).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -228,6 +230,77 @@ pub fn check_answer(response: &[u8], challenge: &str, secret: &sasl::CramMd5Secr
     let (user, hex) = text.rsplit_once(' ')?;
     let digest = sasl::secrets::decode_hex(hex).and_then(|d| <[u8; 16]>::try_from(d).ok())?;
     (!user.is_empty() && sasl::ct_eq(&secret.hmac(challenge.as_bytes()), &digest)).then(|| user.to_string())
+}
+
+/// A client's CRAM-MD5 answer (RFC 2195 2), decoded: the user name it names and its
+/// digest. The verifier reads it only in the legacy mode (SPEC 8.2 step 6), where the home
+/// server's plain CRAM-MD5 would log the client in as whichever user the answer names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CramAnswer {
+    /// The user name before the last space, as sent.
+    pub user: String,
+    /// The 16 octets of the HMAC-MD5 digest (32 hex digits on the wire).
+    pub digest: [u8; 16],
+}
+
+/// Why a client's answer line is not a CRAM-MD5 answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerError {
+    /// `*` (RFC 4954 4).
+    Cancelled,
+    /// Not base64 (RFC 4954 4).
+    NotBase64,
+    /// Not UTF-8 text, or a control character in it.
+    NotText,
+    /// No `<user> <digest>` (RFC 2195 2): no space, or an empty user name.
+    NoUser,
+    /// The digest is not 32 hex digits.
+    BadDigest,
+}
+
+impl fmt::Display for AnswerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AnswerError::Cancelled => "the client cancelled",
+            AnswerError::NotBase64 => "the answer is not base64",
+            AnswerError::NotText => "the answer is not text",
+            AnswerError::NoUser => "the answer names no user",
+            AnswerError::BadDigest => "the answer's digest is not 32 hex digits",
+        })
+    }
+}
+
+impl std::error::Error for AnswerError {}
+
+/// Decodes a client's answer line (base64, CRLF already removed or not) into the user name
+/// and digest of RFC 2195 2: `<user> <32 hex digits>`, split at the last space.
+pub fn decode_answer(line: &[u8]) -> Result<CramAnswer, AnswerError> {
+    let raw = sasl::decode_response(line).map_err(|e| match e {
+        SaslError::Cancelled => AnswerError::Cancelled,
+        _ => AnswerError::NotBase64,
+    })?;
+    let text = std::str::from_utf8(&raw).map_err(|_| AnswerError::NotText)?;
+    if text.contains(char::is_control) {
+        return Err(AnswerError::NotText);
+    }
+    let (user, hex) = text.rsplit_once(' ').ok_or(AnswerError::NoUser)?;
+    if user.is_empty() {
+        return Err(AnswerError::NoUser);
+    }
+    let digest = (hex.len() == 32)
+        .then(|| sasl::secrets::decode_hex(hex))
+        .flatten()
+        .and_then(|d| <[u8; 16]>::try_from(d).ok())
+        .ok_or(AnswerError::BadDigest)?;
+    Ok(CramAnswer { user: user.to_string(), digest })
+}
+
+/// SPEC 8.2 step 6, legacy mode: the verifier relays the client's answer only when it
+/// decodes and its user name is exactly `address`, the address of `AUTH RCRAM-MD5
+/// <address>` (step 1). Any other answer would log the client in at the home server as
+/// someone else while the verifier grants it `address`.
+pub fn answer_is_for(line: &[u8], address: &str) -> bool {
+    decode_answer(line).is_ok_and(|answer| answer.user == address)
 }
 
 /// SPEC 8.2 step 5 on the home server, after [`ChallengeRegistry::take`] gave `issued` for
@@ -909,6 +982,49 @@ mod tests {
         // An answer to another challenge does not fit this one.
         let elsewhere = answer("glen@galkam.test", "s3cret", b"<1.2.rcram.rogue.test@mx.galkam.test>").unwrap();
         assert!(!verify_answer(&issued, &c.text(), &elsewhere, Some(&secret)));
+    }
+
+    #[test]
+    fn a_legacy_answer_decodes_to_its_user_and_digest() {
+        // RFC 2195 2's example.
+        let line = b"dGltIGI5MTNhNjAyYzdlZGE3YTQ5NWI0ZTZlNzMzNGQzODkw";
+        let decoded = decode_answer(line).unwrap();
+        assert_eq!(decoded.user, "tim");
+        assert_eq!(decoded.digest[..2], [0xb9, 0x13]);
+        assert_eq!(decode_answer(b"dGltIGI5MTNhNjAyYzdlZGE3YTQ5NWI0ZTZlNzMzNGQzODkw\r\n"), Ok(decoded));
+        // The user is everything before the last space.
+        let spaced = sasl::encode_response(b"a b@h.test 00112233445566778899aabbccddeeff");
+        assert_eq!(decode_answer(spaced.as_bytes()).unwrap().user, "a b@h.test");
+        let b64 = |t: &[u8]| sasl::encode_response(t);
+        for (line, error) in [
+            (b"*".to_vec(), AnswerError::Cancelled),
+            (b"not base64!".to_vec(), AnswerError::NotBase64),
+            (b64(b"\xff\xfe 00112233445566778899aabbccddeeff").into_bytes(), AnswerError::NotText),
+            (b64(b"tim\r\n 00112233445566778899aabbccddeeff").into_bytes(), AnswerError::NotText),
+            (b64(b"00112233445566778899aabbccddeeff").into_bytes(), AnswerError::NoUser),
+            (b64(b" 00112233445566778899aabbccddeeff").into_bytes(), AnswerError::NoUser),
+            (b64(b"tim 0011").into_bytes(), AnswerError::BadDigest),
+            (b64(b"tim 00112233445566778899aabbccddeezz").into_bytes(), AnswerError::BadDigest),
+            (b64(b"tim \xc3\xa900112233445566778899aabbccddee").into_bytes(), AnswerError::BadDigest),
+            (b"".to_vec(), AnswerError::NoUser),
+        ] {
+            assert_eq!(decode_answer(&line), Err(error), "{}", String::from_utf8_lossy(&line));
+        }
+    }
+
+    #[test]
+    fn a_legacy_answer_is_relayed_only_for_the_address_claimed() {
+        let challenge = b"<1896.697170952@postoffice.reston.mci.net>";
+        let ceo = sasl::encode_response(&answer("ceo@h.test", "s3cret", challenge).unwrap());
+        let mallory = sasl::encode_response(&answer("mallory@h.test", "mine", challenge).unwrap());
+        assert!(answer_is_for(ceo.as_bytes(), "ceo@h.test"));
+        // Mallory's own answer to `AUTH RCRAM-MD5 ceo@h.test` (issue 19, item 3).
+        assert!(!answer_is_for(mallory.as_bytes(), "ceo@h.test"));
+        // Exact: no case folding, no trailing text.
+        assert!(!answer_is_for(ceo.as_bytes(), "CEO@h.test"));
+        assert!(!answer_is_for(ceo.as_bytes(), "ceo@h.test.evil"));
+        assert!(!answer_is_for(b"*", "ceo@h.test"));
+        assert!(!answer_is_for(b"!!", "ceo@h.test"));
     }
 
     #[test]

@@ -107,6 +107,16 @@ impl Messenger {
         let Some(mut connection) = link.connection.take() else {
             return RcramVerdict::Unavailable(Reply::rcram_home_unavailable(&domain));
         };
+        // SPEC 8.2 step 6, legacy mode: plain CRAM-MD5 logs in whichever user the answer
+        // names, so the answer is relayed only when it names exactly the address of step 1
+        // (else mallory's own answer to `AUTH RCRAM-MD5 ceo@h` would make her ceo@h here).
+        if link.legacy && !rcram::answer_is_for(line.as_bytes(), address) {
+            tracing::warn!(%peer, %address, "RCRAM-MD5 (legacy): the answer names another user; not relayed");
+            // Dropped, not QUIT: inside the exchange the home server would read QUIT as an
+            // answer.
+            drop(connection);
+            return RcramVerdict::Refused(Reply::rcram_bad_credentials());
+        }
         let verdict = match connection.command(line, SMALL_REPLY).await {
             Ok(reply) if reply.code == 235 => RcramVerdict::Success,
             Ok(reply) if reply.code == 535 => RcramVerdict::Refused(Reply::rcram_bad_credentials()),
