@@ -322,11 +322,17 @@ pub struct Issued {
     pub issued_at: i64,
 }
 
+/// SPEC 8.2 step 3: challenges one verifier may have outstanding at once.
+pub const MAX_OUTSTANDING_PER_VERIFIER: usize = 32;
+
 /// Why the registry refuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistryError {
     /// Too many challenges outstanding (a flood): answer 454 4.7.0.
     Full,
+    /// This verifier has [`MAX_OUTSTANDING_PER_VERIFIER`] challenges outstanding
+    /// (SPEC 8.2 step 3): answer 454 4.7.0.
+    VerifierFull,
     /// The random part repeats a challenge still outstanding (a broken random source).
     Duplicate,
     /// The challenge could not be built.
@@ -337,6 +343,7 @@ impl fmt::Display for RegistryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RegistryError::Full => f.write_str("too many RCRAM challenges outstanding"),
+            RegistryError::VerifierFull => f.write_str("too many RCRAM challenges outstanding for this verifier"),
             RegistryError::Duplicate => f.write_str("the random part repeats an outstanding challenge"),
             RegistryError::Challenge(e) => write!(f, "{e}"),
         }
@@ -348,14 +355,20 @@ impl std::error::Error for RegistryError {}
 /// The home server's issued challenges (SPEC 8.2 steps 3 and 5): each is remembered until
 /// it is answered or [`MAX_AGE_SECS`] pass, and accepted once. Taking a challenge removes
 /// it whatever the answer, so a challenge is never answered twice; a challenge that was
-/// never issued, or expired, is refused. Plain data: the server keeps one behind a mutex.
+/// never issued, or expired, is refused. Each verifier has at most
+/// [`MAX_OUTSTANDING_PER_VERIFIER`] outstanding (SPEC 8.2 step 3); a cancelled exchange
+/// gives its challenge back with [`ChallengeRegistry::forget`]. Plain data: the server
+/// keeps one behind a mutex.
 #[derive(Debug)]
 pub struct ChallengeRegistry {
     outstanding: HashMap<String, Issued>,
     /// Issue order, for expiry.
     order: VecDeque<(i64, String)>,
+    /// Outstanding challenges by verifier name (as in [`Issued::verifier`]).
+    per_verifier: HashMap<String, usize>,
     lifetime_secs: i64,
     max_outstanding: usize,
+    max_per_verifier: usize,
 }
 
 impl ChallengeRegistry {
@@ -363,9 +376,34 @@ impl ChallengeRegistry {
         ChallengeRegistry {
             outstanding: HashMap::new(),
             order: VecDeque::new(),
+            per_verifier: HashMap::new(),
             lifetime_secs: i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX),
             max_outstanding,
+            max_per_verifier: MAX_OUTSTANDING_PER_VERIFIER,
         }
+    }
+
+    /// As [`ChallengeRegistry::new`], with another cap per verifier.
+    pub fn with_max_per_verifier(mut self, max_per_verifier: usize) -> ChallengeRegistry {
+        self.max_per_verifier = max_per_verifier;
+        self
+    }
+
+    /// Challenges outstanding for `verifier` (after the last purge).
+    pub fn outstanding_for(&self, verifier: &str) -> usize {
+        self.per_verifier.get(&verifier.to_ascii_lowercase()).copied().unwrap_or(0)
+    }
+
+    /// Removes an outstanding challenge and its verifier's count.
+    fn remove(&mut self, challenge: &str) -> Option<Issued> {
+        let issued = self.outstanding.remove(challenge)?;
+        if let Some(count) = self.per_verifier.get_mut(&issued.verifier) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_verifier.remove(&issued.verifier);
+            }
+        }
+        Some(issued)
     }
 
     /// Challenges outstanding (after the last purge).
@@ -392,11 +430,16 @@ impl ChallengeRegistry {
             return Err(RegistryError::Full);
         }
         let challenge = Challenge::new(random, now, verifier, home).map_err(RegistryError::Challenge)?;
+        // SPEC 8.2 step 3: at most 32 outstanding per verifier.
+        if self.outstanding_for(&challenge.verifier) >= self.max_per_verifier {
+            return Err(RegistryError::VerifierFull);
+        }
         let text = challenge.text();
         if self.outstanding.contains_key(&text) {
             return Err(RegistryError::Duplicate);
         }
         let issued = Issued { address: address.to_lowercase(), verifier: challenge.verifier.clone(), issued_at: now };
+        *self.per_verifier.entry(issued.verifier.clone()).or_insert(0) += 1;
         self.outstanding.insert(text.clone(), issued);
         self.order.push_back((now, text));
         Ok(challenge)
@@ -406,7 +449,7 @@ impl ChallengeRegistry {
     /// only while it is current. The caller then checks the digest against the account's
     /// secret and that the answer names `Issued::address`.
     pub fn take(&mut self, challenge: &str, now: i64) -> Option<Issued> {
-        let issued = self.outstanding.remove(challenge)?;
+        let issued = self.remove(challenge)?;
         let age = now.saturating_sub(issued.issued_at);
         (age <= self.lifetime_secs && age >= -self.lifetime_secs).then_some(issued)
     }
@@ -419,7 +462,7 @@ impl ChallengeRegistry {
             }
             if let Some((at, text)) = self.order.pop_front() {
                 if self.outstanding.get(&text).is_some_and(|i| i.issued_at == at) {
-                    self.outstanding.remove(&text);
+                    self.remove(&text);
                 }
             }
         }
@@ -428,6 +471,15 @@ impl ChallengeRegistry {
             let outstanding = &self.outstanding;
             self.order.retain(|(at, text)| outstanding.get(text).is_some_and(|i| i.issued_at == *at));
         }
+    }
+}
+
+impl ChallengeRegistry {
+    /// Gives back a challenge whose exchange ended without an answer (a `*` cancel, SPEC
+    /// 8.2 step 3, or the verifier's connection gone): it frees its verifier's slot and can
+    /// never be answered. True when it was outstanding.
+    pub fn forget(&mut self, challenge: &str) -> bool {
+        self.remove(challenge).is_some()
     }
 }
 
@@ -963,6 +1015,35 @@ mod tests {
         assert_eq!(registry.issue(&[9; 8], NOW, "a.test", "b.test", "x@b.test"), Err(RegistryError::Full));
         assert!(registry.issue(&[9; 8], NOW + 301, "a.test", "b.test", "x@b.test").is_ok());
         assert_eq!(registry.len(), 1);
+    }
+
+    #[test]
+    fn a_verifier_has_at_most_32_challenges_outstanding_and_a_cancel_frees_one() {
+        let mut registry = ChallengeRegistry::default();
+        let mut issued = Vec::new();
+        for i in 0..MAX_OUTSTANDING_PER_VERIFIER as u64 {
+            let c = registry.issue(&i.to_be_bytes(), NOW, "Mx.Lrsupport.test", "mx.galkam.test", "g@galkam.test");
+            issued.push(c.unwrap().text());
+        }
+        assert_eq!(registry.outstanding_for("mx.lrsupport.test"), MAX_OUTSTANDING_PER_VERIFIER);
+        let next = |r: &mut ChallengeRegistry, verifier: &str, n: u64| {
+            r.issue(&(1000 + n).to_be_bytes(), NOW, verifier, "mx.galkam.test", "g@galkam.test")
+        };
+        assert_eq!(next(&mut registry, "mx.lrsupport.test", 0), Err(RegistryError::VerifierFull));
+        // Another verifier is not held up.
+        assert!(next(&mut registry, "mx.other.test", 1).is_ok());
+        // A cancel gives one back, and the cancelled challenge can no longer be answered.
+        assert!(registry.forget(&issued[0]));
+        assert!(!registry.forget(&issued[0]));
+        assert_eq!(registry.take(&issued[0], NOW), None);
+        assert!(next(&mut registry, "mx.lrsupport.test", 2).is_ok());
+        assert_eq!(next(&mut registry, "mx.lrsupport.test", 3), Err(RegistryError::VerifierFull));
+        // So does an answer, and expiry frees them all.
+        assert!(registry.take(&issued[1], NOW).is_some());
+        assert!(next(&mut registry, "mx.lrsupport.test", 4).is_ok());
+        assert_eq!(next(&mut registry, "mx.lrsupport.test", 5), Err(RegistryError::VerifierFull));
+        registry.purge(NOW + MAX_AGE_SECS + 1);
+        assert_eq!((registry.len(), registry.outstanding_for("mx.lrsupport.test")), (0, 0));
     }
 
     #[test]
