@@ -2,13 +2,14 @@
 //! the AUTH arguments, and the RCRAM-MD5 client state machine. Never panic; a challenge
 //! that parses writes back to itself; the client answers only a challenge bound to the host
 //! it dialed and issued within 5 minutes (else it sends `*`); its output does not depend on
-//! how the server's bytes are split.
+//! how the server's bytes are split; the legacy mode's reading of a client's answer
+//! (SPEC 8.2 step 6) gives a user name only as the answer wrote it, and the same again.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use vouchmail_proto::messenger::rcram::{
-    check_binding, parse_rcram_argument, parse_verify_arguments, Challenge, RcramClient, RcramEvent, RcramOutcome,
-    RelayEvent, VerifierRelay, MAX_AGE_SECS,
+    answer_is_for, check_binding, decode_answer, parse_rcram_argument, parse_verify_arguments, Challenge, RcramClient,
+    RcramEvent, RcramOutcome, RelayEvent, VerifierRelay, MAX_AGE_SECS,
 };
 
 /// The verifier's relay with the input as the home server's bytes (and the client's answer
@@ -59,7 +60,26 @@ fn run(input: &[u8], splits: &[u8]) -> (Vec<u8>, Option<RcramOutcome>) {
     (output, outcome)
 }
 
+/// SPEC 8.2 step 6: a decoded answer names a non-empty user without control characters,
+/// written back it decodes the same, and it is "for" exactly that user.
+fn check_answer_decoding(line: &[u8]) {
+    if let Ok(answer) = decode_answer(line) {
+        assert!(!answer.user.is_empty() && !answer.user.contains(char::is_control));
+        let hex: String = answer.digest.iter().map(|b| format!("{b:02x}")).collect();
+        let again = sasl::encode_response(format!("{} {hex}", answer.user).as_bytes());
+        assert_eq!(decode_answer(again.as_bytes()).as_ref(), Ok(&answer));
+        assert!(answer_is_for(line, &answer.user));
+    } else {
+        assert!(!answer_is_for(line, "glen@galkam.test"));
+    }
+    let encoded = sasl::encode_response(line);
+    if let Ok(answer) = decode_answer(encoded.as_bytes()) {
+        assert!(line.starts_with(answer.user.as_bytes()));
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
+    check_answer_decoding(data);
     let cut = data.iter().position(|&b| b == 0).unwrap_or(data.len());
     check_relay(&data[..cut], data.get(cut + 1..).unwrap_or(&[]));
     if let Ok(challenge) = Challenge::parse(data) {

@@ -142,11 +142,14 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     };
     let tls = Tls::from_config(config)?;
     let fake_salt_key = rules::bootstrap::scram_fake_salt_key(store.as_ref()).await?;
-    let auth_limiter = Arc::new(AuthLimiter::new(
-        config.auth.max_failures_per_ip,
-        config.auth.max_failures_per_account,
-        Duration::from_secs(config.auth.failure_window_secs),
-    ));
+    let auth_limiter = Arc::new(
+        AuthLimiter::new(
+            config.auth.max_failures_per_ip,
+            config.auth.max_failures_per_account,
+            Duration::from_secs(config.auth.failure_window_secs),
+        )
+        .with_max_per_verifier(config.auth.max_failures_per_verifier),
+    );
     let listeners = [
         (Listener::Mx, &config.listeners.mx),
         (Listener::Submission, &config.listeners.submission),
@@ -385,6 +388,7 @@ fn session_config(config: &Config, kind: Listener, fake_salt_key: Option<&SiteSe
     session.max_errors = config.smtp.max_errors;
     session.command_timeout = config.command_timeout();
     session.data_timeout = config.data_timeout();
+    session.rcram_answer_timeout = Duration::from_secs(config.messenger.rcram_answer_timeout_secs);
     // RFC 3207: STARTTLS on the ports that start in the clear.
     session.starttls = kind != Listener::Submissions;
     if service != Service::Mx || config.auth.on_mx {

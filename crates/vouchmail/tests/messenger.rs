@@ -955,8 +955,8 @@ async fn strangers_rcram_failures_lock_out_neither_the_owner_nor_the_verifiers_o
     })
     .await;
     f.galkam.store.add_account(account("nurse@galkam.test")).await.unwrap();
-    // glen logs in from his usual seat: it becomes familiar to lrsupport, and lrsupport
-    // to galkam, for glen.
+    // glen logs in from his usual seat: it becomes familiar to lrsupport for glen (the
+    // verifier never becomes familiar to galkam, SPEC 8.2 step 3).
     let seat = "127.0.0.1";
     assert!(matches!(rcram_from(&f, seat, "glen@galkam.test", PASSWORD).await, RcramOutcome::Authenticated(_)));
     // Strangers, each from its own address: two wrong guesses, then glen's account is over
@@ -968,7 +968,8 @@ async fn strangers_rcram_failures_lock_out_neither_the_owner_nor_the_verifiers_o
             (n, other) => panic!("guess {n}: {other:?}"),
         }
     }
-    // glen from his seat still gets in: familiar at both servers.
+    // glen from his seat still gets in: familiar at lrsupport, and galkam holds a verifier
+    // to its own budget, not to the address's limit.
     match rcram_from(&f, seat, "glen@galkam.test", PASSWORD).await {
         RcramOutcome::Authenticated(_) => {}
         other => panic!("the owner was locked out: {other:?}"),
@@ -979,4 +980,163 @@ async fn strangers_rcram_failures_lock_out_neither_the_owner_nor_the_verifiers_o
         RcramOutcome::Authenticated(_) => {}
         other => panic!("the verifier was blocked at the home server: {other:?}"),
     }
+}
+
+/// The home server's side of an X-RCRAM-VERIFY exchange, from `verifier`'s address: the
+/// status of the AUTH line, then (after a 334) of `answer` (None: `*`).
+async fn verify_once(conn: &mut LineClient, address: &str, answer: Option<&str>) -> (String, Option<String>) {
+    let reply =
+        String::from_utf8(conn.cmd(&format!("AUTH X-RCRAM-VERIFY {address} mail.lrsupport.test")).await).unwrap();
+    let status = reply.split(' ').take(2).collect::<Vec<_>>().join(" ");
+    if !reply.starts_with("334 ") {
+        return (status.trim_end().to_string(), None);
+    }
+    let line = match answer {
+        Some(answer) => STANDARD.encode(format!("{address} {answer}")),
+        None => "*".to_string(),
+    };
+    (reply[..3].to_string(), Some(conn.status(&line).await))
+}
+
+/// Issue 19, item 2 (SPEC 8.2 step 3): a verifier is not a user. lrsupport relays glen's
+/// good login to galkam, which used to make lrsupport "familiar" to glen's account there:
+/// its guesses then had no limit and no delay. Now they count against the verifier, and
+/// past `max_failures_per_verifier` every X-RCRAM-VERIFY from it gets 454 4.7.0, for
+/// every address; a cancel counts too.
+#[tokio::test]
+async fn a_verifier_that_relayed_a_good_login_cannot_guess_without_limit() {
+    const LIMIT: usize = 3;
+    let f = Federation::start(|c| {
+        c.auth.max_failures_per_verifier = LIMIT as u32;
+        // One session for all 1,000 guesses.
+        c.smtp.max_errors = 10_000;
+    })
+    .await;
+    f.galkam.store.add_account(account("nurse@galkam.test")).await.unwrap();
+    // A good login through lrsupport, as glen's client makes it.
+    assert!(matches!(rcram_from(&f, "127.0.0.1", "glen@galkam.test", PASSWORD).await, RcramOutcome::Authenticated(_)));
+    let lrsupport_ip: IpAddr = "127.0.0.3".parse().unwrap();
+    let mut verifier = LineClient::connect_from(f.galkam.messenger(), lrsupport_ip).await;
+    let (mut refused, mut blocked) = (0, 0);
+    let started = std::time::Instant::now();
+    for n in 0..1000 {
+        // A cancel is a failure too (SPEC 8.2 step 3).
+        let answer = if n == 1 { None } else { Some("00000000000000000000000000000000") };
+        match verify_once(&mut verifier, "glen@galkam.test", answer).await {
+            (code, Some(status)) if code == "334" => {
+                assert!(status == "535 5.7.8" || status == "501 5.0.0", "guess {n}: {status}");
+                refused += 1;
+            }
+            (status, None) if status == "454 4.7.0" => blocked += 1,
+            // The session's error limit: a new connection, as an attacker would.
+            (status, None) if status.starts_with("421") => {
+                verifier = LineClient::connect_from(f.galkam.messenger(), lrsupport_ip).await;
+            }
+            other => panic!("guess {n}: {other:?}"),
+        }
+    }
+    assert_eq!((refused, blocked), (LIMIT, 1000 - LIMIT), "guesses answered before the verifier's limit");
+    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+    // For every address, and for glen's own good login through that verifier too.
+    let mut fresh = LineClient::connect_from(f.galkam.messenger(), lrsupport_ip).await;
+    assert_eq!(verify_once(&mut fresh, "nurse@galkam.test", None).await.0, "454 4.7.0");
+    match rcram_from(&f, "127.0.0.1", "glen@galkam.test", PASSWORD).await {
+        RcramOutcome::Temporary(reply) => assert!(reply.to_string().starts_with("454 4.7.0 "), "{reply}"),
+        other => panic!("expected 454 from a blocked verifier: {other:?}"),
+    }
+    // galkam still takes glen's own login, and another verifier's exchanges.
+    let mut glen = LineClient::connect(f.galkam.messenger()).await;
+    glen.login("glen@galkam.test").await;
+    let rogue_ip: IpAddr = "127.0.0.4".parse().unwrap();
+    let mut other = LineClient::connect_from(f.galkam.messenger(), rogue_ip).await;
+    let reply = other.cmd("AUTH X-RCRAM-VERIFY glen@galkam.test mail.rogue.test").await;
+    assert!(reply.starts_with(b"334 "), "{}", String::from_utf8_lossy(&reply));
+}
+
+/// SPEC 8.2 step 3: at most 32 challenges outstanding per verifier; a cancel frees one,
+/// and so does the end of the verifier's connection.
+#[tokio::test]
+async fn a_verifier_holds_at_most_32_challenges() {
+    let f = Federation::start(|c| c.messenger.max_connections_per_ip = 40).await;
+    let lrsupport_ip: IpAddr = "127.0.0.3".parse().unwrap();
+    let challenge = || async {
+        let mut c = LineClient::connect_from(f.galkam.messenger(), lrsupport_ip).await;
+        let reply = String::from_utf8(c.cmd("AUTH X-RCRAM-VERIFY glen@galkam.test mail.lrsupport.test").await).unwrap();
+        (c, reply)
+    };
+    let mut held = Vec::new();
+    for n in 0..32 {
+        let (c, reply) = challenge().await;
+        assert!(reply.starts_with("334 "), "{n}: {reply}");
+        held.push(c);
+    }
+    let (mut over, reply) = challenge().await;
+    assert!(reply.starts_with("454 4.7.0 "), "the 33rd: {reply}");
+    // Another verifier is not held up.
+    let mut rogue = LineClient::connect_from(f.galkam.messenger(), "127.0.0.4".parse().unwrap()).await;
+    assert!(rogue.cmd("AUTH X-RCRAM-VERIFY glen@galkam.test mail.rogue.test").await.starts_with(b"334 "));
+    // A cancel frees its challenge (and counts as a failure).
+    assert_eq!(held[0].status("*").await, "501 5.0.0");
+    let reply = String::from_utf8(over.cmd("AUTH X-RCRAM-VERIFY glen@galkam.test mail.lrsupport.test").await).unwrap();
+    assert!(reply.starts_with("334 "), "after a cancel: {reply}");
+    assert!(challenge().await.1.starts_with("454 4.7.0 "));
+    // So does a verifier's connection that ends.
+    drop(held.pop());
+    wait_until!("a dropped connection frees its challenge", 10, challenge().await.1.starts_with("334 "));
+}
+
+/// Issue 19, item 6 (SPEC 8.2 step 7): silent RCRAM-MD5 clients used to hold every
+/// connection from the verifier to the home server for 300 s, so no one else could log in
+/// there (nor CERT, nor NOTIFY). Now a client network holds at most 2 unfinished
+/// exchanges, a home domain 16, and a client has the answer timeout (here 5 s) to answer.
+#[tokio::test]
+async fn silent_rcram_clients_do_not_hold_the_links_to_a_home_server() {
+    let f = Federation::start(|c| c.messenger.rcram_answer_timeout_secs = 5).await;
+    f.galkam.store.add_account(account("nurse@galkam.test")).await.unwrap();
+    let addr = f.lrsupport.messenger();
+    let silent_client = |from: String| async move {
+        let mut c = LineClient::connect_from(addr, from.parse().unwrap()).await;
+        let reply = String::from_utf8(c.cmd("AUTH RCRAM-MD5 glen@galkam.test").await).unwrap();
+        (c, reply)
+    };
+    // Past the answer timeout a silent client is dropped, and its link freed.
+    async fn timed_out(silent: Vec<LineClient>) {
+        for mut c in silent {
+            let reply = String::from_utf8(c.read().await).unwrap();
+            assert!(reply.starts_with("421 4.4.2 "), "{reply}");
+        }
+    }
+    // Twenty silent clients claiming glen, from one network: two get their challenge, the
+    // rest 454.
+    let mut silent = Vec::new();
+    for n in 0..20 {
+        let (c, reply) = silent_client("127.0.0.50".into()).await;
+        if n < 2 {
+            assert!(reply.starts_with("334 "), "{n}: {reply}");
+            silent.push(c);
+        } else {
+            assert!(reply.starts_with("454 4.7.0 "), "{n}: {reply}");
+        }
+    }
+    // Another user's login to the same home server works.
+    assert!(matches!(rcram_from(&f, "127.0.0.1", "nurse@galkam.test", PASSWORD).await, RcramOutcome::Authenticated(_)));
+    timed_out(silent).await;
+
+    // Twenty silent clients, each from its own address: sixteen hold, four get 454.
+    let mut silent = Vec::new();
+    for n in 0..20 {
+        let (c, reply) = silent_client(format!("127.0.1.{}", n + 1)).await;
+        if n < 16 {
+            assert!(reply.starts_with("334 "), "{n}: {reply}");
+            silent.push(c);
+        } else {
+            assert!(reply.starts_with("454 4.7.0 "), "{n}: {reply}");
+        }
+    }
+    // galkam still has connections for lrsupport's CERT relays.
+    let mut cert = LineClient::connect(addr).await;
+    cert.login("abc555@lrsupport.test").await;
+    assert_eq!(cert.status("CERT glen@galkam.test").await, "550 5.3.0");
+    timed_out(silent).await;
+    assert!(matches!(rcram_from(&f, "127.0.0.1", "nurse@galkam.test", PASSWORD).await, RcramOutcome::Authenticated(_)));
 }

@@ -19,6 +19,8 @@
 //! - [`parse_rcram_argument`], [`parse_verify_arguments`]: the AUTH arguments of steps 1-2.
 //! - [`RcramClient`]: the client side of `AUTH RCRAM-MD5 <address>` as a state machine.
 //! - [`VerifierRelay`]: the verifier's relay between the client and the home server.
+//! - [`decode_answer`], [`answer_is_for`]: the verifier's reading of a client's CRAM-MD5
+//!   answer in the legacy mode (step 6).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -230,6 +232,77 @@ pub fn check_answer(response: &[u8], challenge: &str, secret: &sasl::CramMd5Secr
     (!user.is_empty() && sasl::ct_eq(&secret.hmac(challenge.as_bytes()), &digest)).then(|| user.to_string())
 }
 
+/// A client's CRAM-MD5 answer (RFC 2195 2), decoded: the user name it names and its
+/// digest. The verifier reads it only in the legacy mode (SPEC 8.2 step 6), where the home
+/// server's plain CRAM-MD5 would log the client in as whichever user the answer names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CramAnswer {
+    /// The user name before the last space, as sent.
+    pub user: String,
+    /// The 16 octets of the HMAC-MD5 digest (32 hex digits on the wire).
+    pub digest: [u8; 16],
+}
+
+/// Why a client's answer line is not a CRAM-MD5 answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerError {
+    /// `*` (RFC 4954 4).
+    Cancelled,
+    /// Not base64 (RFC 4954 4).
+    NotBase64,
+    /// Not UTF-8 text, or a control character in it.
+    NotText,
+    /// No `<user> <digest>` (RFC 2195 2): no space, or an empty user name.
+    NoUser,
+    /// The digest is not 32 hex digits.
+    BadDigest,
+}
+
+impl fmt::Display for AnswerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AnswerError::Cancelled => "the client cancelled",
+            AnswerError::NotBase64 => "the answer is not base64",
+            AnswerError::NotText => "the answer is not text",
+            AnswerError::NoUser => "the answer names no user",
+            AnswerError::BadDigest => "the answer's digest is not 32 hex digits",
+        })
+    }
+}
+
+impl std::error::Error for AnswerError {}
+
+/// Decodes a client's answer line (base64, CRLF already removed or not) into the user name
+/// and digest of RFC 2195 2: `<user> <32 hex digits>`, split at the last space.
+pub fn decode_answer(line: &[u8]) -> Result<CramAnswer, AnswerError> {
+    let raw = sasl::decode_response(line).map_err(|e| match e {
+        SaslError::Cancelled => AnswerError::Cancelled,
+        _ => AnswerError::NotBase64,
+    })?;
+    let text = std::str::from_utf8(&raw).map_err(|_| AnswerError::NotText)?;
+    if text.contains(char::is_control) {
+        return Err(AnswerError::NotText);
+    }
+    let (user, hex) = text.rsplit_once(' ').ok_or(AnswerError::NoUser)?;
+    if user.is_empty() {
+        return Err(AnswerError::NoUser);
+    }
+    let digest = (hex.len() == 32)
+        .then(|| sasl::secrets::decode_hex(hex))
+        .flatten()
+        .and_then(|d| <[u8; 16]>::try_from(d).ok())
+        .ok_or(AnswerError::BadDigest)?;
+    Ok(CramAnswer { user: user.to_string(), digest })
+}
+
+/// SPEC 8.2 step 6, legacy mode: the verifier relays the client's answer only when it
+/// decodes and its user name is exactly `address`, the address of `AUTH RCRAM-MD5
+/// <address>` (step 1). Any other answer would log the client in at the home server as
+/// someone else while the verifier grants it `address`.
+pub fn answer_is_for(line: &[u8], address: &str) -> bool {
+    decode_answer(line).is_ok_and(|answer| answer.user == address)
+}
+
 /// SPEC 8.2 step 5 on the home server, after [`ChallengeRegistry::take`] gave `issued` for
 /// `challenge`: the answer must name the address the challenge was issued for (without
 /// case) and carry the right digest for that account's CRAM-MD5 secret (`None`: the
@@ -249,11 +322,17 @@ pub struct Issued {
     pub issued_at: i64,
 }
 
+/// SPEC 8.2 step 3: challenges one verifier may have outstanding at once.
+pub const MAX_OUTSTANDING_PER_VERIFIER: usize = 32;
+
 /// Why the registry refuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistryError {
     /// Too many challenges outstanding (a flood): answer 454 4.7.0.
     Full,
+    /// This verifier has [`MAX_OUTSTANDING_PER_VERIFIER`] challenges outstanding
+    /// (SPEC 8.2 step 3): answer 454 4.7.0.
+    VerifierFull,
     /// The random part repeats a challenge still outstanding (a broken random source).
     Duplicate,
     /// The challenge could not be built.
@@ -264,6 +343,7 @@ impl fmt::Display for RegistryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RegistryError::Full => f.write_str("too many RCRAM challenges outstanding"),
+            RegistryError::VerifierFull => f.write_str("too many RCRAM challenges outstanding for this verifier"),
             RegistryError::Duplicate => f.write_str("the random part repeats an outstanding challenge"),
             RegistryError::Challenge(e) => write!(f, "{e}"),
         }
@@ -275,14 +355,20 @@ impl std::error::Error for RegistryError {}
 /// The home server's issued challenges (SPEC 8.2 steps 3 and 5): each is remembered until
 /// it is answered or [`MAX_AGE_SECS`] pass, and accepted once. Taking a challenge removes
 /// it whatever the answer, so a challenge is never answered twice; a challenge that was
-/// never issued, or expired, is refused. Plain data: the server keeps one behind a mutex.
+/// never issued, or expired, is refused. Each verifier has at most
+/// [`MAX_OUTSTANDING_PER_VERIFIER`] outstanding (SPEC 8.2 step 3); a cancelled exchange
+/// gives its challenge back with [`ChallengeRegistry::forget`]. Plain data: the server
+/// keeps one behind a mutex.
 #[derive(Debug)]
 pub struct ChallengeRegistry {
     outstanding: HashMap<String, Issued>,
     /// Issue order, for expiry.
     order: VecDeque<(i64, String)>,
+    /// Outstanding challenges by verifier name (as in [`Issued::verifier`]).
+    per_verifier: HashMap<String, usize>,
     lifetime_secs: i64,
     max_outstanding: usize,
+    max_per_verifier: usize,
 }
 
 impl ChallengeRegistry {
@@ -290,9 +376,34 @@ impl ChallengeRegistry {
         ChallengeRegistry {
             outstanding: HashMap::new(),
             order: VecDeque::new(),
+            per_verifier: HashMap::new(),
             lifetime_secs: i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX),
             max_outstanding,
+            max_per_verifier: MAX_OUTSTANDING_PER_VERIFIER,
         }
+    }
+
+    /// As [`ChallengeRegistry::new`], with another cap per verifier.
+    pub fn with_max_per_verifier(mut self, max_per_verifier: usize) -> ChallengeRegistry {
+        self.max_per_verifier = max_per_verifier;
+        self
+    }
+
+    /// Challenges outstanding for `verifier` (after the last purge).
+    pub fn outstanding_for(&self, verifier: &str) -> usize {
+        self.per_verifier.get(&verifier.to_ascii_lowercase()).copied().unwrap_or(0)
+    }
+
+    /// Removes an outstanding challenge and its verifier's count.
+    fn remove(&mut self, challenge: &str) -> Option<Issued> {
+        let issued = self.outstanding.remove(challenge)?;
+        if let Some(count) = self.per_verifier.get_mut(&issued.verifier) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_verifier.remove(&issued.verifier);
+            }
+        }
+        Some(issued)
     }
 
     /// Challenges outstanding (after the last purge).
@@ -319,11 +430,16 @@ impl ChallengeRegistry {
             return Err(RegistryError::Full);
         }
         let challenge = Challenge::new(random, now, verifier, home).map_err(RegistryError::Challenge)?;
+        // SPEC 8.2 step 3: at most 32 outstanding per verifier.
+        if self.outstanding_for(&challenge.verifier) >= self.max_per_verifier {
+            return Err(RegistryError::VerifierFull);
+        }
         let text = challenge.text();
         if self.outstanding.contains_key(&text) {
             return Err(RegistryError::Duplicate);
         }
         let issued = Issued { address: address.to_lowercase(), verifier: challenge.verifier.clone(), issued_at: now };
+        *self.per_verifier.entry(issued.verifier.clone()).or_insert(0) += 1;
         self.outstanding.insert(text.clone(), issued);
         self.order.push_back((now, text));
         Ok(challenge)
@@ -333,7 +449,7 @@ impl ChallengeRegistry {
     /// only while it is current. The caller then checks the digest against the account's
     /// secret and that the answer names `Issued::address`.
     pub fn take(&mut self, challenge: &str, now: i64) -> Option<Issued> {
-        let issued = self.outstanding.remove(challenge)?;
+        let issued = self.remove(challenge)?;
         let age = now.saturating_sub(issued.issued_at);
         (age <= self.lifetime_secs && age >= -self.lifetime_secs).then_some(issued)
     }
@@ -346,7 +462,7 @@ impl ChallengeRegistry {
             }
             if let Some((at, text)) = self.order.pop_front() {
                 if self.outstanding.get(&text).is_some_and(|i| i.issued_at == at) {
-                    self.outstanding.remove(&text);
+                    self.remove(&text);
                 }
             }
         }
@@ -355,6 +471,15 @@ impl ChallengeRegistry {
             let outstanding = &self.outstanding;
             self.order.retain(|(at, text)| outstanding.get(text).is_some_and(|i| i.issued_at == *at));
         }
+    }
+}
+
+impl ChallengeRegistry {
+    /// Gives back a challenge whose exchange ended without an answer (a `*` cancel, SPEC
+    /// 8.2 step 3, or the verifier's connection gone): it frees its verifier's slot and can
+    /// never be answered. True when it was outstanding.
+    pub fn forget(&mut self, challenge: &str) -> bool {
+        self.remove(challenge).is_some()
     }
 }
 
@@ -893,6 +1018,35 @@ mod tests {
     }
 
     #[test]
+    fn a_verifier_has_at_most_32_challenges_outstanding_and_a_cancel_frees_one() {
+        let mut registry = ChallengeRegistry::default();
+        let mut issued = Vec::new();
+        for i in 0..MAX_OUTSTANDING_PER_VERIFIER as u64 {
+            let c = registry.issue(&i.to_be_bytes(), NOW, "Mx.Lrsupport.test", "mx.galkam.test", "g@galkam.test");
+            issued.push(c.unwrap().text());
+        }
+        assert_eq!(registry.outstanding_for("mx.lrsupport.test"), MAX_OUTSTANDING_PER_VERIFIER);
+        let next = |r: &mut ChallengeRegistry, verifier: &str, n: u64| {
+            r.issue(&(1000 + n).to_be_bytes(), NOW, verifier, "mx.galkam.test", "g@galkam.test")
+        };
+        assert_eq!(next(&mut registry, "mx.lrsupport.test", 0), Err(RegistryError::VerifierFull));
+        // Another verifier is not held up.
+        assert!(next(&mut registry, "mx.other.test", 1).is_ok());
+        // A cancel gives one back, and the cancelled challenge can no longer be answered.
+        assert!(registry.forget(&issued[0]));
+        assert!(!registry.forget(&issued[0]));
+        assert_eq!(registry.take(&issued[0], NOW), None);
+        assert!(next(&mut registry, "mx.lrsupport.test", 2).is_ok());
+        assert_eq!(next(&mut registry, "mx.lrsupport.test", 3), Err(RegistryError::VerifierFull));
+        // So does an answer, and expiry frees them all.
+        assert!(registry.take(&issued[1], NOW).is_some());
+        assert!(next(&mut registry, "mx.lrsupport.test", 4).is_ok());
+        assert_eq!(next(&mut registry, "mx.lrsupport.test", 5), Err(RegistryError::VerifierFull));
+        registry.purge(NOW + MAX_AGE_SECS + 1);
+        assert_eq!((registry.len(), registry.outstanding_for("mx.lrsupport.test")), (0, 0));
+    }
+
+    #[test]
     fn home_server_verifies_the_answer_for_the_issued_address_only() {
         let mut registry = ChallengeRegistry::default();
         let c = registry.issue(&RANDOM, NOW, "mx.lrsupport.test", "mx.galkam.test", "glen@galkam.test").unwrap();
@@ -909,6 +1063,49 @@ mod tests {
         // An answer to another challenge does not fit this one.
         let elsewhere = answer("glen@galkam.test", "s3cret", b"<1.2.rcram.rogue.test@mx.galkam.test>").unwrap();
         assert!(!verify_answer(&issued, &c.text(), &elsewhere, Some(&secret)));
+    }
+
+    #[test]
+    fn a_legacy_answer_decodes_to_its_user_and_digest() {
+        // RFC 2195 2's example.
+        let line = b"dGltIGI5MTNhNjAyYzdlZGE3YTQ5NWI0ZTZlNzMzNGQzODkw";
+        let decoded = decode_answer(line).unwrap();
+        assert_eq!(decoded.user, "tim");
+        assert_eq!(decoded.digest[..2], [0xb9, 0x13]);
+        assert_eq!(decode_answer(b"dGltIGI5MTNhNjAyYzdlZGE3YTQ5NWI0ZTZlNzMzNGQzODkw\r\n"), Ok(decoded));
+        // The user is everything before the last space.
+        let spaced = sasl::encode_response(b"a b@h.test 00112233445566778899aabbccddeeff");
+        assert_eq!(decode_answer(spaced.as_bytes()).unwrap().user, "a b@h.test");
+        let b64 = |t: &[u8]| sasl::encode_response(t);
+        for (line, error) in [
+            (b"*".to_vec(), AnswerError::Cancelled),
+            (b"not base64!".to_vec(), AnswerError::NotBase64),
+            (b64(b"\xff\xfe 00112233445566778899aabbccddeeff").into_bytes(), AnswerError::NotText),
+            (b64(b"tim\r\n 00112233445566778899aabbccddeeff").into_bytes(), AnswerError::NotText),
+            (b64(b"00112233445566778899aabbccddeeff").into_bytes(), AnswerError::NoUser),
+            (b64(b" 00112233445566778899aabbccddeeff").into_bytes(), AnswerError::NoUser),
+            (b64(b"tim 0011").into_bytes(), AnswerError::BadDigest),
+            (b64(b"tim 00112233445566778899aabbccddeezz").into_bytes(), AnswerError::BadDigest),
+            (b64(b"tim \xc3\xa900112233445566778899aabbccddee").into_bytes(), AnswerError::BadDigest),
+            (b"".to_vec(), AnswerError::NoUser),
+        ] {
+            assert_eq!(decode_answer(&line), Err(error), "{}", String::from_utf8_lossy(&line));
+        }
+    }
+
+    #[test]
+    fn a_legacy_answer_is_relayed_only_for_the_address_claimed() {
+        let challenge = b"<1896.697170952@postoffice.reston.mci.net>";
+        let ceo = sasl::encode_response(&answer("ceo@h.test", "s3cret", challenge).unwrap());
+        let mallory = sasl::encode_response(&answer("mallory@h.test", "mine", challenge).unwrap());
+        assert!(answer_is_for(ceo.as_bytes(), "ceo@h.test"));
+        // Mallory's own answer to `AUTH RCRAM-MD5 ceo@h.test` (issue 19, item 3).
+        assert!(!answer_is_for(mallory.as_bytes(), "ceo@h.test"));
+        // Exact: no case folding, no trailing text.
+        assert!(!answer_is_for(ceo.as_bytes(), "CEO@h.test"));
+        assert!(!answer_is_for(ceo.as_bytes(), "ceo@h.test.evil"));
+        assert!(!answer_is_for(b"*", "ceo@h.test"));
+        assert!(!answer_is_for(b"!!", "ceo@h.test"));
     }
 
     #[test]

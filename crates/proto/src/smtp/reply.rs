@@ -314,6 +314,16 @@ impl Reply {
         Reply::new(454, EnhancedCode(4, 7, 0), format!("Cannot verify you with the home server of {domain} now"))
     }
 
+    /// 454 4.7.0 on the verifier: this client, or the clients of this home domain, hold
+    /// as many unfinished RCRAM-MD5 exchanges as allowed (SPEC 8.2 step 7).
+    pub fn rcram_busy(domain: &str) -> Reply {
+        Reply::new(
+            454,
+            EnhancedCode(4, 7, 0),
+            format!("Too many unfinished RCRAM-MD5 exchanges for you or for {domain}, try again later"),
+        )
+    }
+
     /// 503 5.7.0: MAIL on a connection whose 235 was an X-RCRAM-VERIFY (SPEC 8.2).
     pub fn verification_only() -> Reply {
         Reply::new(503, EnhancedCode(5, 7, 0), "This connection was authenticated for verification only")
@@ -416,6 +426,7 @@ mod tests {
             (Reply::rcram_verifier_refused("mx.x.test"), "535 5.7.0 "),
             (Reply::rcram_bad_credentials(), "535 5.7.8 "),
             (Reply::rcram_home_unavailable("galkam.test"), "454 4.7.0 "),
+            (Reply::rcram_busy("galkam.test"), "454 4.7.0 "),
             (Reply::verification_only(), "503 5.7.0 "),
             (Reply::rcram_sender_mismatch("glen@galkam.test"), "553 5.7.1 "),
             (Reply::rcram_relay_denied(), "550 5.7.1 "),

@@ -81,7 +81,8 @@ impl AuthGuard {
     /// Whether an attempt for `account` may start: not while the client network is over
     /// its failure limit, nor while the account is over its limit, unless this network has
     /// logged in to it within FAMILIAR_FOR (SPEC 3: strangers cannot lock the owner out).
-    /// For SASL here and for RCRAM-MD5 and X-RCRAM-VERIFY (SPEC 8.2) alike.
+    /// For SASL here and for RCRAM-MD5 on the verifier (SPEC 8.2); a verifier's
+    /// X-RCRAM-VERIFY has [`AuthGuard::admit_verifier`].
     pub async fn admit(
         &mut self,
         store: &dyn Store,
@@ -101,18 +102,20 @@ impl AuthGuard {
         Ok(())
     }
 
-    /// [`AuthGuard::admit`] for a verifier's X-RCRAM-VERIFY (SPEC 8.2): also refused,
-    /// for the addresses it is not familiar with, once it has relayed its budget of
-    /// failures ([`AuthLimiter::verifier_blocked`]).
-    pub async fn admit_verifier(
-        &mut self,
-        store: &dyn Store,
-        limiter: &AuthLimiter,
-        peer: SocketAddr,
-        account: &str,
-    ) -> Result<(), AuthRefusal> {
-        self.admit(store, limiter, peer, account).await?;
-        if limiter.verifier_blocked(peer.ip()) && !self.is_familiar(store, peer, account).await? {
+    /// Whether a verifier's X-RCRAM-VERIFY may start (SPEC 8.2 step 3). A verifier is a
+    /// server, not a user: it is never familiar to an account, and is held by its own
+    /// budget, `[auth] max_failures_per_verifier` ([`AuthLimiter::verifier_blocked`]),
+    /// for every address alike; and, as any caller, not while its network is over the
+    /// client limit. The account's own limit does not stop it: the verifier speaks for
+    /// the account's owner too, whom strangers' guesses must not lock out (SPEC 3); their
+    /// guesses are stopped at the verifier by its client and address limits, and a
+    /// verifier that relays them anyway spends its own budget.
+    pub fn admit_verifier(&self, limiter: &AuthLimiter, peer: SocketAddr, account: &str) -> Result<(), AuthRefusal> {
+        if limiter.ip_blocked(peer.ip()) {
+            tracing::warn!(%peer, %account, "X-RCRAM-VERIFY refused: too many recent failures from this network");
+            return Err(AuthRefusal::Blocked);
+        }
+        if limiter.verifier_blocked(peer.ip()) {
             tracing::warn!(%peer, %account, "X-RCRAM-VERIFY refused: this verifier relayed too many recent failures");
             return Err(AuthRefusal::Blocked);
         }
@@ -136,8 +139,9 @@ impl AuthGuard {
 
     /// An exchange ended: a success is remembered for the client network, a failure is
     /// counted. Returns how long to wait before the failure reply. `via_verifier`: an
-    /// X-RCRAM-VERIFY answer, whose failure counts for the account only (SPEC 8.2; see
-    /// [`AuthLimiter::record_relayed_failure`]).
+    /// X-RCRAM-VERIFY exchange (SPEC 8.2 step 3): its success makes no one familiar (a
+    /// verifier is not a user), its failure counts for the account and against the
+    /// verifier ([`AuthLimiter::record_relayed_failure`]).
     pub async fn finished(
         &mut self,
         store: &dyn Store,
@@ -148,19 +152,19 @@ impl AuthGuard {
         via_verifier: bool,
     ) -> Duration {
         match authcid {
+            // SPEC 8.2 step 3: a verifier never becomes familiar to an account.
+            _ if success && via_verifier => Duration::ZERO,
             Some(account) if success => {
                 self.remember_login(store, peer, account).await;
                 self.familiar_to = Some(account.to_string());
                 Duration::ZERO
             }
             _ if success => Duration::ZERO,
+            Some(account) if via_verifier => limiter.record_relayed_failure(peer.ip(), account),
             _ => {
                 let familiar =
                     authcid.is_some_and(|a| self.familiar_to.as_deref().is_some_and(|f| f.eq_ignore_ascii_case(a)));
-                match authcid {
-                    Some(account) if via_verifier => limiter.record_relayed_failure(peer.ip(), account, familiar),
-                    _ => limiter.record_failure(peer.ip(), authcid, familiar),
-                }
+                limiter.record_failure(peer.ip(), authcid, familiar)
             }
         }
     }

@@ -89,20 +89,24 @@ impl<K: Hash + Eq + Clone> Counts<K> {
 pub struct AuthLimiter {
     max_per_ip: u32,
     max_per_account: u32,
+    /// `[auth] max_failures_per_verifier` (SPEC 8.2 step 3).
+    max_per_verifier: u32,
     window: Duration,
     by_ip: Mutex<Counts<IpAddr>>,
     /// Keyed by a keyed hash of the lower-cased name: fixed-size keys however long the
     /// names a client sends, and collisions nobody can aim for.
     by_account: Mutex<Counts<u64>>,
-    /// Failures relayed by each verifier's network (X-RCRAM-VERIFY, SPEC 8.2): a budget
-    /// [`VERIFIER_FACTOR`] times a client's, since a verifier speaks for many users.
+    /// Failures relayed by each verifier's network (X-RCRAM-VERIFY, SPEC 8.2 step 3): a
+    /// budget of its own, since a verifier speaks for many users.
     by_verifier: Mutex<Counts<IpAddr>>,
     hasher: RandomState,
 }
 
-/// How many clients' worth of failures a verifier may relay before it is refused for
-/// the addresses it is not familiar with.
-pub const VERIFIER_FACTOR: u32 = 10;
+/// `[auth] max_failures_per_verifier` by default (SPEC 8.2 step 3: 50 per window).
+pub const DEFAULT_MAX_PER_VERIFIER: u32 = 50;
+/// How many of a verifier's relayed failures weigh as one of a client's in the delay
+/// before a failure reply (it speaks for many clients, which it slows itself).
+const VERIFIER_DELAY_FACTOR: u32 = 10;
 
 impl AuthLimiter {
     pub fn new(max_per_ip: u32, max_per_account: u32, window: Duration) -> AuthLimiter {
@@ -114,12 +118,19 @@ impl AuthLimiter {
         AuthLimiter {
             max_per_ip,
             max_per_account,
+            max_per_verifier: DEFAULT_MAX_PER_VERIFIER,
             window,
             by_ip: Mutex::new(Counts::new(capacity)),
             by_account: Mutex::new(Counts::new(capacity)),
             by_verifier: Mutex::new(Counts::new(capacity)),
             hasher: RandomState::new(),
         }
+    }
+
+    /// Sets `[auth] max_failures_per_verifier` (SPEC 8.2 step 3).
+    pub fn with_max_per_verifier(mut self, max_per_verifier: u32) -> AuthLimiter {
+        self.max_per_verifier = max_per_verifier;
+        self
     }
 
     fn account_key(&self, account: &str) -> u64 {
@@ -161,27 +172,25 @@ impl AuthLimiter {
         delay_after(count)
     }
 
-    /// Records a failed X-RCRAM-VERIFY answer (SPEC 8.2): for the account, and in the
-    /// verifier's own larger budget, not the client limit of its network. The verifier
-    /// stands for all its clients, which it counts by their own IPs; counting it as one
-    /// client would let one stranger there block every user of it.
-    pub fn record_relayed_failure(&self, verifier: IpAddr, account: &str, familiar: bool) -> Duration {
+    /// Records a failed X-RCRAM-VERIFY exchange (a wrong answer or a cancel, SPEC 8.2
+    /// step 3): for the account, and against the verifier's own budget, not the client
+    /// limit of its network. The verifier stands for all its clients, which it counts by
+    /// their own IPs; counting it as one client would let one stranger there block every
+    /// user of it. A verifier is never familiar to an account, so it always waits.
+    pub fn record_relayed_failure(&self, verifier: IpAddr, account: &str) -> Duration {
         let key = self.account_key(account);
         let account_count = self.by_account.lock().unwrap_or_else(|p| p.into_inner()).bump(key, self.window);
         let verifier_count =
             self.by_verifier.lock().unwrap_or_else(|p| p.into_inner()).bump(client_network(verifier), self.window);
-        if familiar {
-            Duration::ZERO
-        } else {
-            delay_after(account_count.max(verifier_count / VERIFIER_FACTOR))
-        }
+        delay_after(account_count.max(verifier_count / VERIFIER_DELAY_FACTOR))
     }
 
-    /// Whether a verifier has relayed its budget of failures: it is refused for the
-    /// addresses it is not familiar with.
+    /// Whether a verifier has relayed `max_failures_per_verifier` failures within the
+    /// window: every X-RCRAM-VERIFY from it is refused for now, whatever the address
+    /// (SPEC 8.2 step 3).
     pub fn verifier_blocked(&self, verifier: IpAddr) -> bool {
         let counts = self.by_verifier.lock().unwrap_or_else(|p| p.into_inner());
-        counts.current(&client_network(verifier), self.window) >= self.max_per_ip.saturating_mul(VERIFIER_FACTOR)
+        counts.current(&client_network(verifier), self.window) >= self.max_per_verifier
     }
 
     #[cfg(test)]
@@ -226,26 +235,27 @@ mod tests {
     }
 
     #[test]
-    fn a_verifiers_relayed_failures_count_for_the_account_only() {
-        let limiter = AuthLimiter::new(2, 2, Duration::from_secs(60));
+    fn a_verifiers_relayed_failures_count_for_the_account_and_against_the_verifier() {
+        let limiter = AuthLimiter::new(2, 2, Duration::from_secs(60)).with_max_per_verifier(6);
         let verifier = ip("192.0.2.1");
         for account in ["u@x", "v@x", "w@x"] {
-            assert!(limiter.record_relayed_failure(verifier, account, false) > Duration::ZERO);
+            assert!(limiter.record_relayed_failure(verifier, account) > Duration::ZERO);
         }
         // One failure each: no account over its limit, and the verifier's network is no
         // client over its limit either.
         assert!(["u@x", "v@x", "w@x"].iter().all(|a| !limiter.account_blocked(a)));
         assert!(!limiter.ip_blocked(verifier) && !limiter.verifier_blocked(verifier));
-        limiter.record_relayed_failure(verifier, "u@x", false);
+        limiter.record_relayed_failure(verifier, "u@x");
         assert!(limiter.account_blocked("u@x"));
         assert_eq!(limiter.entries().0, 0, "no client network counted");
-        let familiar = limiter.record_relayed_failure(verifier, "u@x", true);
-        assert_eq!(familiar, Duration::ZERO, "a familiar verifier is not slowed");
-        // Its own budget: VERIFIER_FACTOR times a client's.
-        for n in 0..(2 * VERIFIER_FACTOR) {
-            limiter.record_relayed_failure(verifier, &format!("spray{n}@x"), false);
-        }
+        // Never familiar: always slowed, by the account's failures.
+        assert!(limiter.record_relayed_failure(verifier, "u@x") >= Duration::from_secs(1));
+        // Its own budget, max_failures_per_verifier: the sixth failure blocks it.
+        assert!(!limiter.verifier_blocked(verifier));
+        limiter.record_relayed_failure(verifier, "spray@x");
         assert!(limiter.verifier_blocked(verifier) && !limiter.verifier_blocked(ip("198.51.100.1")));
+        assert!(!limiter.ip_blocked(verifier), "as a client it is not blocked");
+        assert_eq!(AuthLimiter::new(2, 2, Duration::from_secs(60)).max_per_verifier, DEFAULT_MAX_PER_VERIFIER);
     }
 
     #[test]

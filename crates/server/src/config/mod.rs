@@ -264,6 +264,11 @@ pub struct Auth {
     pub max_failures_per_ip: u32,
     pub max_failures_per_account: u32,
     pub failure_window_secs: u64,
+    /// SPEC 8.2 step 3: failed X-RCRAM-VERIFY exchanges (wrong answers and cancels) one
+    /// verifier (by its network, as a client's) may relay within `failure_window_secs`;
+    /// past it, every X-RCRAM-VERIFY from it gets 454 4.7.0, whatever the address. A
+    /// verifier is never familiar to an account, so this is its only allowance.
+    pub max_failures_per_verifier: u32,
     /// Accounts trusted to assert another identity with MAIL FROM AUTH= (RFC 4954 5).
     pub trusted_relays: Vec<String>,
 }
@@ -281,6 +286,7 @@ impl Default for Auth {
             max_failures_per_ip: 10,
             max_failures_per_account: 10,
             failure_window_secs: 900,
+            max_failures_per_verifier: 50,
             trusted_relays: Vec::new(),
         }
     }
@@ -455,6 +461,10 @@ pub struct Messenger {
     /// `AUTH CRAM-MD5` instead of answering 454 4.7.0. Off by default: an unbound challenge
     /// is what the relay attack of issue 12 uses (the client's check refuses it anyway).
     pub legacy_rcram: bool,
+    /// SPEC 8.2 step 7: seconds a client has to answer a relayed RCRAM-MD5 challenge while
+    /// this server, as verifier, holds a link to the home server for it; then the session
+    /// closes and the link is freed.
+    pub rcram_answer_timeout_secs: u64,
 }
 
 impl Default for Messenger {
@@ -477,6 +487,7 @@ impl Default for Messenger {
             notify_retry_max_secs: 3600,
             notify_lifetime_secs: 5 * 86400,
             legacy_rcram: false,
+            rcram_answer_timeout_secs: 30,
         }
     }
 }
@@ -706,7 +717,7 @@ impl Config {
     }
 
     /// Every timeout key: its value, its unit, and the minimum an RFC asks for, if any.
-    fn timeouts(&self) -> [Timeout; 13] {
+    fn timeouts(&self) -> [Timeout; 14] {
         const SMTP_SERVER: &str = "RFC 5321 4.5.3.2.7, server timeout";
         const SMTP_DATA_BLOCK: &str = "RFC 5321 4.5.3.2.5, data block";
         const SMTP_CLIENT: &str = "RFC 5321 4.5.3.2.1-3, 220 greeting, MAIL and RCPT; 4.5.3.2.4: 120 for DATA";
@@ -735,6 +746,7 @@ impl Config {
             t("messenger.connect_timeout_secs", m.connect_timeout_secs, "seconds", None),
             t("messenger.command_timeout_secs", m.command_timeout_secs, "seconds", None),
             t("messenger.call_deadline_secs", m.call_deadline_secs, "seconds", None),
+            t("messenger.rcram_answer_timeout_secs", m.rcram_answer_timeout_secs, "seconds", None),
             t("authkey.idle_timeout_secs", a.idle_timeout_secs, "seconds", None),
             t("authkey.udp_timeout_ms", a.udp_timeout_ms, "milliseconds", None),
             t("authkey.tcp_timeout_secs", a.tcp_timeout_secs, "seconds", None),

@@ -43,10 +43,22 @@ pub struct Messenger {
     hostname: String,
     /// `[messenger] legacy_rcram`.
     legacy_rcram: bool,
-    /// Challenges issued as home server, each accepted once (SPEC 8.2).
-    registry: Mutex<vouchmail_proto::messenger::rcram::ChallengeRegistry>,
+    /// Challenges issued as home server, each accepted once (SPEC 8.2); shared with the
+    /// sessions' links, which give back a challenge never answered.
+    registry: Arc<Mutex<vouchmail_proto::messenger::rcram::ChallengeRegistry>>,
+    /// Unfinished RCRAM-MD5 exchanges as verifier, by client and home domain (SPEC 8.2
+    /// step 7).
+    exchanges: Arc<Mutex<Exchanges>>,
     /// Rung when a RECEIPT queues a record for NOTIFY (SPEC 8.3).
     outbox_bell: crate::rules::tracking::OutboxBell,
+}
+
+/// The unfinished RCRAM-MD5 exchanges this server holds as verifier, by client network and
+/// by home domain (SPEC 8.2 step 7; `rcram.rs` keeps the counts).
+#[derive(Debug, Default)]
+struct Exchanges {
+    by_client: std::collections::HashMap<std::net::IpAddr, usize>,
+    by_home: std::collections::HashMap<String, usize>,
 }
 
 impl Messenger {
@@ -58,7 +70,8 @@ impl Messenger {
             noted_peers: Mutex::new(HashSet::new()),
             hostname: config.messenger_hostname().to_string(),
             legacy_rcram: config.messenger.legacy_rcram,
-            registry: Mutex::new(vouchmail_proto::messenger::rcram::ChallengeRegistry::default()),
+            registry: Arc::new(Mutex::new(vouchmail_proto::messenger::rcram::ChallengeRegistry::default())),
+            exchanges: Arc::default(),
             outbox_bell: crate::rules::tracking::OutboxBell::default(),
         }))
     }

@@ -5,41 +5,127 @@
 //! `AUTH X-RCRAM-VERIFY <address> <our messenger hostname>` from the bound source address
 //! (the federation client); its `334` and then the client's answer line are relayed
 //! unchanged, and its verdict becomes ours. One connection per exchange, held in the
-//! session's [`RcramLink`]; it is never put back in the pool (it is inside an AUTH).
+//! session's [`RcramLink`]; it is never put back in the pool (it is inside an AUTH). At
+//! most [`MAX_EXCHANGES_PER_CLIENT`] unfinished exchanges per client network and
+//! [`MAX_EXCHANGES_PER_HOME`] per home domain (SPEC 8.2 step 7, `454 4.7.0` beyond); the
+//! session gives the client `[messenger] rcram_answer_timeout_secs` to answer, then closes,
+//! dropping the link. In the legacy mode the client's answer is relayed only when it names
+//! the address claimed (step 6).
 //!
 //! As the *home server*: the caller's IP must be an address of the verifier name it gave
 //! (forward DNS, `535 5.7.0`), the address a local account with a CRAM-MD5 secret
 //! (`535 5.7.8`); then a challenge bound to the verifier is issued from the one-shot
 //! registry (random from the OS source, unixtime, accepted once), and the answer is
 //! checked against the account's secret (`235 2.7.0` verification only, or `535 5.7.8`).
+//! A verifier has at most 32 challenges outstanding (the registry's cap); a cancel frees
+//! its challenge (and counts as a failure, by the driver), and so does the end of the
+//! verifier's connection.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
-use vouchmail_proto::messenger::rcram::{self, RegistryError};
+use vouchmail_proto::messenger::rcram::{self, ChallengeRegistry, RegistryError};
 use vouchmail_proto::smtp::reply::Reply;
 use vouchmail_proto::smtp::session::RcramVerdict;
 
-use super::{now, Messenger};
-use crate::auth::limits::AuthLimiter;
+use super::{now, Exchanges, Messenger};
+use crate::auth::limits::{client_network, AuthLimiter};
 use crate::net::federation::{PeerConnection, SMALL_REPLY};
 
 /// Random octets of a challenge (SPEC 8.2: at least 64 bits).
 const CHALLENGE_RANDOM: usize = 16;
 
-/// One session's exchange with a home server, while the client answers (verifier side).
+/// SPEC 8.2 step 7: unfinished RCRAM-MD5 exchanges one client network may hold at the
+/// verifier.
+pub const MAX_EXCHANGES_PER_CLIENT: usize = 2;
+/// SPEC 8.2 step 7: unfinished RCRAM-MD5 exchanges with one home domain, from all
+/// clients: fewer than a home server's connections per IP (20 by default), so that CERT,
+/// NOTIFY and the pulls still get through to it.
+pub const MAX_EXCHANGES_PER_HOME: usize = 16;
+
+/// One unfinished exchange's place in [`Exchanges`], given back when dropped.
+struct ExchangeSlot {
+    exchanges: Arc<Mutex<Exchanges>>,
+    client: IpAddr,
+    home: String,
+}
+
+impl ExchangeSlot {
+    /// A place for an exchange of `client` with `home`'s home server, if both are under
+    /// their caps (SPEC 8.2 step 7).
+    fn hold(exchanges: &Arc<Mutex<Exchanges>>, client: IpAddr, home: &str) -> Option<ExchangeSlot> {
+        let client = client_network(client);
+        let mut held = exchanges.lock().unwrap_or_else(|p| p.into_inner());
+        let by_client = held.by_client.get(&client).copied().unwrap_or(0);
+        let by_home = held.by_home.get(home).copied().unwrap_or(0);
+        if by_client >= MAX_EXCHANGES_PER_CLIENT || by_home >= MAX_EXCHANGES_PER_HOME {
+            return None;
+        }
+        *held.by_client.entry(client).or_insert(0) += 1;
+        *held.by_home.entry(home.to_string()).or_insert(0) += 1;
+        Some(ExchangeSlot { exchanges: Arc::clone(exchanges), client, home: home.to_string() })
+    }
+}
+
+impl Drop for ExchangeSlot {
+    fn drop(&mut self) {
+        let mut held = self.exchanges.lock().unwrap_or_else(|p| p.into_inner());
+        let Exchanges { by_client, by_home } = &mut *held;
+        release(by_client, &self.client);
+        release(by_home, &self.home);
+    }
+}
+
+fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(count) = counts.get_mut(key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(key);
+        }
+    }
+}
+
+/// A challenge this home server issued on a connection and has not seen answered: given
+/// back to the registry when dropped (the verifier's connection ended), so that it frees
+/// its verifier's slot (SPEC 8.2 step 3) and can never be answered.
+struct IssuedChallenge {
+    registry: Arc<Mutex<ChallengeRegistry>>,
+    challenge: String,
+}
+
+impl Drop for IssuedChallenge {
+    fn drop(&mut self) {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner()).forget(&self.challenge);
+    }
+}
+
+/// One session's RCRAM state: as verifier, the exchange with a home server while the
+/// client answers; as home server, the challenge issued to the verifier.
 #[derive(Default)]
 pub struct RcramLink {
     connection: Option<PeerConnection>,
     /// The exchange is the legacy CRAM-MD5 proxy (`[messenger] legacy_rcram`).
     legacy: bool,
+    /// The exchange's place under the caps of SPEC 8.2 step 7, while it is unfinished.
+    slot: Option<ExchangeSlot>,
+    /// Home server: the challenge issued on this connection, while unanswered.
+    issued: Option<IssuedChallenge>,
 }
 
 impl RcramLink {
-    /// Drops the exchange (the client cancelled, or the session ends).
+    /// Drops the exchange (the client cancelled or timed out, or the session ends): the
+    /// connection is closed, not sent QUIT or `*`, which the home server would count as a
+    /// failed answer against us (SPEC 8.2 step 3); it frees the challenge when the
+    /// connection ends. Frees the exchange's place (step 7).
     pub fn cancel(&mut self) {
-        if let Some(connection) = self.connection.take() {
-            tokio::spawn(connection.quit());
-        }
+        self.connection = None;
+        self.slot = None;
+    }
+
+    /// Unfinished exchanges this link holds a place for (0 or 1).
+    pub fn holds_exchange(&self) -> bool {
+        self.slot.is_some()
     }
 }
 
@@ -52,6 +138,11 @@ impl Messenger {
     pub async fn rcram_start(&self, link: &mut RcramLink, address: &str, peer: SocketAddr) -> RcramVerdict {
         link.cancel();
         let domain = domain_of(address).to_ascii_lowercase();
+        // SPEC 8.2 step 7: a place under the caps first, before any connection is made.
+        let Some(slot) = ExchangeSlot::hold(&self.exchanges, peer.ip(), &domain) else {
+            tracing::warn!(%peer, %address, "RCRAM-MD5 refused: too many unfinished exchanges for this client or domain");
+            return RcramVerdict::Unavailable(Reply::rcram_busy(&domain));
+        };
         let unavailable = || RcramVerdict::Unavailable(Reply::rcram_home_unavailable(&domain));
         let mut connection = match self.client.connect(&domain).await {
             Ok(connection) => connection,
@@ -75,6 +166,7 @@ impl Messenger {
             Ok(reply) if reply.code == 334 && reply.lines.len() == 1 => {
                 link.connection = Some(connection);
                 link.legacy = legacy;
+                link.slot = Some(slot);
                 RcramVerdict::Relayed334 { wire: reply.wire }
             }
             Ok(reply) if reply.code == 535 && reply.last_line().starts_with("5.7.8") => {
@@ -104,9 +196,21 @@ impl Messenger {
         peer: SocketAddr,
     ) -> RcramVerdict {
         let domain = domain_of(address).to_ascii_lowercase();
+        // The exchange ends here, whatever the verdict: its place is given back.
+        let _slot = link.slot.take();
         let Some(mut connection) = link.connection.take() else {
             return RcramVerdict::Unavailable(Reply::rcram_home_unavailable(&domain));
         };
+        // SPEC 8.2 step 6, legacy mode: plain CRAM-MD5 logs in whichever user the answer
+        // names, so the answer is relayed only when it names exactly the address of step 1
+        // (else mallory's own answer to `AUTH RCRAM-MD5 ceo@h` would make her ceo@h here).
+        if link.legacy && !rcram::answer_is_for(line.as_bytes(), address) {
+            tracing::warn!(%peer, %address, "RCRAM-MD5 (legacy): the answer names another user; not relayed");
+            // Dropped, not QUIT: inside the exchange the home server would read QUIT as an
+            // answer.
+            drop(connection);
+            return RcramVerdict::Refused(Reply::rcram_bad_credentials());
+        }
         let verdict = match connection.command(line, SMALL_REPLY).await {
             Ok(reply) if reply.code == 235 => RcramVerdict::Success,
             Ok(reply) if reply.code == 535 => RcramVerdict::Refused(Reply::rcram_bad_credentials()),
@@ -128,11 +232,13 @@ impl Messenger {
     /// The driver has applied the AUTH limits (the verifier being the client).
     pub async fn verify_start(
         &self,
+        link: &mut RcramLink,
         address: &str,
         verifier: &str,
         peer: SocketAddr,
         limiter: &AuthLimiter,
     ) -> RcramVerdict {
+        link.issued = None;
         // SPEC 8.2 step 3: the connecting IP must be an address of the verifier's name.
         let addresses = match self.client.dns().addresses(verifier).await {
             Ok(addresses) => addresses,
@@ -170,9 +276,17 @@ impl Messenger {
         match issued {
             Ok(challenge) => {
                 tracing::info!(%peer, %address, %verifier, "X-RCRAM-VERIFY challenge issued");
-                RcramVerdict::Issued { challenge: challenge.text() }
+                let challenge = challenge.text();
+                link.issued =
+                    Some(IssuedChallenge { registry: Arc::clone(&self.registry), challenge: challenge.clone() });
+                RcramVerdict::Issued { challenge }
             }
-            Err(e @ (RegistryError::Full | RegistryError::Duplicate | RegistryError::Challenge(_))) => {
+            Err(
+                e @ (RegistryError::Full
+                | RegistryError::VerifierFull
+                | RegistryError::Duplicate
+                | RegistryError::Challenge(_)),
+            ) => {
                 tracing::warn!(%peer, %address, error = %e, "X-RCRAM-VERIFY: no challenge issued");
                 RcramVerdict::Unavailable(Reply::rcram_home_unavailable(domain_of(address)))
             }
@@ -182,12 +296,15 @@ impl Messenger {
     /// Home server, step 5: the answer to the challenge issued on this connection, once.
     pub async fn verify_answer(
         &self,
+        link: &mut RcramLink,
         address: &str,
         challenge: &str,
         response: &[u8],
         peer: SocketAddr,
     ) -> RcramVerdict {
         let issued = self.registry.lock().unwrap_or_else(|p| p.into_inner()).take(challenge, now());
+        // Taken (or gone): nothing left to give back when the connection ends.
+        link.issued = None;
         let Some(issued) = issued else {
             tracing::warn!(%peer, %address, "X-RCRAM-VERIFY: the challenge was answered before, or expired");
             return RcramVerdict::Refused(Reply::rcram_bad_credentials());
@@ -202,6 +319,15 @@ impl Messenger {
         } else {
             RcramVerdict::Refused(Reply::rcram_bad_credentials())
         }
+    }
+
+    /// Home server, SPEC 8.2 step 3: the verifier cancelled the exchange (`*`) or sent no
+    /// answer; the challenge is freed. The driver counts the failure, for the address and
+    /// against the verifier.
+    pub fn verify_cancel(&self, link: &mut RcramLink, address: &str, challenge: &str, peer: SocketAddr) {
+        link.issued = None;
+        self.registry.lock().unwrap_or_else(|p| p.into_inner()).forget(challenge);
+        tracing::info!(%peer, %address, "X-RCRAM-VERIFY cancelled by the verifier");
     }
 
     async fn cram_secret(&self, address: &str) -> Result<Option<vouchmail_proto::sasl::CramMd5Secret>, Reply> {

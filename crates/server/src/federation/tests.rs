@@ -37,6 +37,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     script: &Script,
 ) -> Option<S> {
     let mut reader = BufReader::new(stream);
+    let mut previous = String::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).await.ok()? == 0 {
@@ -44,14 +45,14 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         }
         let line = line.trim_end().to_string();
         log.lock().unwrap().push(Seen { from, tls, line: line.clone() });
+        let after_auth = std::mem::replace(&mut previous, line.clone()) == "AUTH CRAM-MD5";
         let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
         let reply = match verb.as_str() {
             // An older home server: CRAM-MD5, no X-RCRAM-VERIFY (SPEC 8.2 step 6).
             "EHLO" if tls => "250-home.test\r\n250-AUTH CRAM-MD5\r\n250 ENTITIES\r\n".to_string(),
             "AUTH" if line.eq_ignore_ascii_case("AUTH CRAM-MD5") => "334 PDEyMy40NTZAaG9tZS50ZXN0Pg==\r\n".to_string(),
-            _ if log.lock().unwrap().iter().rev().nth(1).is_some_and(|s| s.line == "AUTH CRAM-MD5") => {
-                "235 2.7.0 Authentication successful\r\n".to_string()
-            }
+            // Its users' answers to that challenge are checked as a real one would (RFC 2195).
+            _ if after_auth => legacy_verdict(&line).to_string(),
             "EHLO" => "250-home.test\r\n250-STARTTLS\r\n250 ENTITIES\r\n".to_string(),
             "STARTTLS" if !tls => {
                 reader.get_mut().write_all(b"220 2.0.0 Ready to start TLS\r\n").await.ok()?;
@@ -67,6 +68,32 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             _ => "500 5.5.1 What\r\n".to_string(),
         };
         reader.get_mut().write_all(reply.as_bytes()).await.ok()?;
+    }
+}
+
+/// The legacy home server's users and passwords.
+const LEGACY_USERS: [(&str, &str); 2] = [("ann@home.test", "s3cret"), ("mallory@home.test", "mine")];
+/// Its one CRAM-MD5 challenge (`334 PDEyMy40NTZAaG9tZS50ZXN0Pg==`).
+const LEGACY_CHALLENGE: &[u8] = b"<123.456@home.test>";
+
+/// The legacy home server's verdict on a CRAM-MD5 answer: whichever user the answer names.
+fn legacy_verdict(line: &str) -> &'static str {
+    use vouchmail_proto::sasl::CramMd5Secret;
+    let Ok(response) = vouchmail_proto::sasl::decode_response(line.as_bytes()) else {
+        return "501 5.5.2 Malformed\r\n";
+    };
+    let good = LEGACY_USERS.iter().any(|(user, password)| {
+        vouchmail_proto::messenger::rcram::check_answer(
+            &response,
+            "<123.456@home.test>",
+            &CramMd5Secret::from_password(password),
+        )
+        .is_some_and(|named| named == *user)
+    });
+    if good {
+        "235 2.7.0 Authentication successful\r\n"
+    } else {
+        "535 5.7.8 Authentication credentials invalid\r\n"
     }
 }
 
@@ -280,11 +307,59 @@ async fn rcram_to_a_home_server_without_x_rcram_verify_is_454_unless_legacy_mode
     let messenger = Messenger::new(&legacy, Arc::clone(&store)).unwrap();
     let verdict = messenger.rcram_start(&mut link, "ann@home.test", peer).await;
     assert_eq!(verdict, RcramVerdict::Relayed334 { wire: b"334 PDEyMy40NTZAaG9tZS50ZXN0Pg==\r\n".to_vec() });
-    let verdict = messenger.rcram_answer(&mut link, "ann@home.test", "YW5uQGhvbWUudGVzdCAwMTIz", peer).await;
+    let ann = legacy_answer("ann@home.test", "s3cret");
+    let verdict = messenger.rcram_answer(&mut link, "ann@home.test", &ann, peer).await;
     assert_eq!(verdict, RcramVerdict::Success);
     let lines: Vec<String> = log.lock().unwrap().iter().map(|s| s.line.clone()).collect();
-    assert!(
-        lines.contains(&"AUTH CRAM-MD5".to_string()) && lines.contains(&"YW5uQGhvbWUudGVzdCAwMTIz".to_string()),
-        "{lines:?}"
-    );
+    assert!(lines.contains(&"AUTH CRAM-MD5".to_string()) && lines.contains(&ann), "{lines:?}");
+}
+
+/// A user's CRAM-MD5 answer to the legacy home server's challenge, base64.
+fn legacy_answer(user: &str, password: &str) -> String {
+    let raw = vouchmail_proto::messenger::rcram::answer(user, password, LEGACY_CHALLENGE).unwrap();
+    vouchmail_proto::sasl::encode_response(&raw)
+}
+
+/// Issue 19, item 3 (SPEC 8.2 step 6): in the legacy mode, mallory claims ceo's address
+/// (`AUTH RCRAM-MD5 ceo@home.test`) and answers the plain challenge as herself. The home
+/// server would take that answer (it is mallory's, and right); the verifier must not relay
+/// it, and must not say she is ceo.
+#[tokio::test]
+async fn legacy_rcram_refuses_an_answer_for_another_user_without_relaying_it() {
+    use vouchmail_proto::smtp::session::RcramVerdict;
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, log) = fake_home("127.0.0.3", dir.path(), Arc::default()).await;
+    let dns = TestDns::builder()
+        .srv("_messenger._tcp.home.test", 10, 1, addr.port(), "mail.home.test")
+        .a("mail.home.test", "127.0.0.3")
+        .start()
+        .await;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    let peer: SocketAddr = "127.0.0.9:4000".parse().unwrap();
+    let mut legacy = config(dir.path(), dns.addr());
+    legacy.messenger.legacy_rcram = true;
+    let messenger = Messenger::new(&legacy, Arc::clone(&store)).unwrap();
+    let mallory = legacy_answer("mallory@home.test", "mine");
+    // The home server itself takes mallory's answer, as mallory.
+    assert_eq!(legacy_verdict(&mallory), "235 2.7.0 Authentication successful\r\n");
+    let attacks = [
+        ("ceo@home.test", mallory.clone()),
+        // Not a CRAM-MD5 answer at all, and a near miss of the address.
+        ("ceo@home.test", vouchmail_proto::sasl::encode_response(b"ceo@home.test")),
+        ("ceo@home.test", legacy_answer("ceo@home.test.", "mine")),
+    ];
+    for (claimed, answer) in attacks {
+        let mut link = super::rcram::RcramLink::default();
+        let verdict = messenger.rcram_start(&mut link, claimed, peer).await;
+        assert!(matches!(verdict, RcramVerdict::Relayed334 { .. }), "{verdict:?}");
+        match messenger.rcram_answer(&mut link, claimed, &answer, peer).await {
+            RcramVerdict::Refused(reply) => assert!(reply.to_string().starts_with("535 5.7.8 "), "{reply}"),
+            other => panic!("{claimed} with {answer}: expected 535 5.7.8, got {other:?}"),
+        }
+        assert!(!log.lock().unwrap().iter().any(|s| s.line == answer), "{answer} was relayed");
+    }
+    // Her answer for her own address is relayed as before.
+    let mut link = super::rcram::RcramLink::default();
+    messenger.rcram_start(&mut link, "mallory@home.test", peer).await;
+    assert_eq!(messenger.rcram_answer(&mut link, "mallory@home.test", &mallory, peer).await, RcramVerdict::Success);
 }

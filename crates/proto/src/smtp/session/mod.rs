@@ -85,6 +85,9 @@ pub struct SessionConfig {
     pub command_timeout: Duration,
     /// Waiting for the next block of message data (RFC 5321 4.5.3.2.5: 3 minutes).
     pub data_timeout: Duration,
+    /// Waiting for a client's answer to a relayed RCRAM-MD5 challenge (SPEC 8.2 step 7:
+    /// 30 s), while the verifier holds a link to the home server for it.
+    pub rcram_answer_timeout: Duration,
     /// STARTTLS is offered (RFC 3207) while the connection is not yet encrypted.
     pub starttls: bool,
     /// SASL mechanisms offered with AUTH (RFC 4954); empty turns AUTH off. PLAIN and LOGIN
@@ -125,6 +128,7 @@ impl SessionConfig {
             max_errors: 20,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            rcram_answer_timeout: Duration::from_secs(30),
             starttls: false,
             auth_mechanisms: Vec::new(),
             allow_plaintext_passwords: false,
@@ -232,11 +236,15 @@ pub enum MessengerRequest {
     VerifyStart { address: String, verifier: String },
     /// SPEC 8.2 step 5, on the home server: the decoded answer to `challenge`.
     VerifyAnswer { address: String, challenge: String, response: Vec<u8> },
+    /// SPEC 8.2 step 3, on the home server: the verifier cancelled (`*`) or sent no
+    /// answer at all (not base64) to `challenge`. The session has replied; the driver
+    /// frees the challenge and counts a failure for the address and against the verifier.
+    VerifyCancel { address: String, challenge: String },
 }
 
 impl MessengerRequest {
     /// A step of RCRAM-MD5 or X-RCRAM-VERIFY (SPEC 8.2), answered with
-    /// [`Session::rcram_verdict`] (or, for `RcramCancel`, not at all).
+    /// [`Session::rcram_verdict`] (or, for `RcramCancel` and `VerifyCancel`, not at all).
     pub fn is_rcram(&self) -> bool {
         matches!(
             self,
@@ -245,6 +253,7 @@ impl MessengerRequest {
                 | MessengerRequest::RcramCancel
                 | MessengerRequest::VerifyStart { .. }
                 | MessengerRequest::VerifyAnswer { .. }
+                | MessengerRequest::VerifyCancel { .. }
         )
     }
 }
@@ -508,6 +517,11 @@ impl<R> Session<R> {
     pub fn read_timeout(&self) -> Duration {
         match self.state {
             State::Data(_) | State::Bdat { .. } => self.config.data_timeout,
+            // SPEC 8.2 step 7: a client that does not answer in time loses the exchange
+            // (the session closes, and with it the link to the home server).
+            State::RcramResponse if matches!(self.rcram, Some(parts::Exchange::Relay { .. })) => {
+                self.config.rcram_answer_timeout.min(self.config.command_timeout)
+            }
             _ => self.config.command_timeout,
         }
     }

@@ -33,10 +33,18 @@ impl<R> Session<R> {
     /// is the answer, relayed unchanged (verifier) or checked (home server).
     pub(super) fn handle_rcram_response(&mut self, line: &[u8]) -> Option<Event<R>> {
         if line == b"*" {
-            let relay = matches!(self.rcram, Some(Exchange::Relay { .. }));
+            let exchange = self.rcram.clone();
             self.abandon_rcram(SaslError::Cancelled);
-            // The verifier drops its exchange with the home server.
-            return relay.then_some(Event::Messenger(MessengerRequest::RcramCancel));
+            return match exchange {
+                // The verifier drops its exchange with the home server.
+                Some(Exchange::Relay { .. }) => Some(Event::Messenger(MessengerRequest::RcramCancel)),
+                // SPEC 8.2 step 3: the home server frees the challenge and counts the cancel
+                // as a failure.
+                Some(Exchange::Verify { address, challenge: Some(challenge) }) => {
+                    Some(Event::Messenger(MessengerRequest::VerifyCancel { address, challenge }))
+                }
+                Some(Exchange::Verify { challenge: None, .. }) | None => None,
+            };
         }
         match self.rcram.clone() {
             Some(Exchange::Relay { address }) => {
@@ -52,8 +60,9 @@ impl<R> Session<R> {
             }
             Some(Exchange::Verify { address, challenge: Some(challenge) }) => {
                 let Ok(response) = crate::sasl::decode_response(line) else {
+                    // No answer: as a cancel (SPEC 8.2 step 3).
                     self.abandon_rcram(SaslError::Malformed);
-                    return None;
+                    return Some(Event::Messenger(MessengerRequest::VerifyCancel { address, challenge }));
                 };
                 self.state = State::AwaitingRcram;
                 Some(Event::Messenger(MessengerRequest::VerifyAnswer { address, challenge, response }))

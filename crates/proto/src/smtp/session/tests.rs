@@ -138,7 +138,8 @@ impl Harness {
                             next = Some(event);
                             continue;
                         }
-                    } else if request != MessengerRequest::RcramCancel {
+                    } else if !matches!(request, MessengerRequest::RcramCancel | MessengerRequest::VerifyCancel { .. })
+                    {
                         self.session.messenger_verdict(messenger_answer(&request));
                     }
                 }
@@ -1096,6 +1097,23 @@ fn rcram_refusals_count_and_unreachable_is_454() {
     rcram_login(&mut h);
 }
 
+/// SPEC 8.2 step 7: a client has 30 s (not the command timeout) to answer a relayed
+/// challenge; then the session closes, and the driver's link with it.
+#[test]
+fn a_relayed_challenge_is_answered_within_the_rcram_answer_timeout() {
+    let mut h = messenger_harness();
+    assert_eq!(h.session.read_timeout(), Duration::from_secs(300));
+    h.send(b"AUTH RCRAM-MD5 user@home.example\r\n");
+    assert_eq!(h.session.read_timeout(), Duration::from_secs(30));
+    h.session.on_timeout();
+    assert_eq!(h.codes(b""), ["421 4.4.2"]);
+    assert!(h.session.is_closed());
+    // The home server's side waits as for any command.
+    let mut h = messenger_harness();
+    h.send(b"AUTH X-RCRAM-VERIFY user@local.example v.example\r\n");
+    assert_eq!(h.session.read_timeout(), Duration::from_secs(300));
+}
+
 #[test]
 fn rcram_is_only_on_the_messenger_port() {
     let mut h = Harness::with(auth_config(Service::Submission));
@@ -1144,6 +1162,19 @@ fn x_rcram_verify_refusals() {
     assert!(h.auth_outcomes.iter().all(|(_, success, via_verifier)| !success && *via_verifier));
     h.send(b"AUTH X-RCRAM-VERIFY user@local.example v.example\r\n");
     assert_eq!(h.codes(b"not base64!\r\n"), ["501 5.5.2"]);
+    // SPEC 8.2 step 3: no answer is a cancel; the driver frees the challenge and counts it.
+    let cancel = MessengerRequest::VerifyCancel {
+        address: "user@local.example".into(),
+        challenge: "<1.2.rcram.v.example@mx.local.example>".into(),
+    };
+    assert_eq!(h.messenger.last(), Some(&cancel));
+    h.send(b"AUTH X-RCRAM-VERIFY user@local.example v.example\r\n");
+    assert_eq!(h.codes(b"*\r\n"), ["501 5.0.0"]);
+    assert_eq!(h.messenger.last(), Some(&cancel));
+    // A cancel before any challenge was issued has nothing to free.
+    let before = h.messenger.len();
+    h.send(b"AUTH X-RCRAM-VERIFY nobody@local.example v.example\r\n");
+    assert_eq!(h.messenger.len(), before + 1);
     assert_eq!(
         h.codes(b"AUTH X-RCRAM-VERIFY user@local.example\r\nAUTH X-RCRAM-VERIFY a b c\r\n"),
         ["501 5.5.4", "501 5.5.4"]

@@ -34,16 +34,16 @@ impl Connection<'_> {
         let link = &mut self.rcram_link;
         let verdict = match request {
             // SPEC 8.2 / SPEC 3: the AUTH limits hold for remote logins too, with the same
-            // exemption for familiar clients (at the home server, the verifier is the
-            // client).
+            // exemption for familiar clients.
             MessengerRequest::RcramStart { address }
                 if Box::pin(self.auth.admit(store, limiter, peer, &address)).await.is_err() =>
             {
                 link.cancel();
                 Some(RcramVerdict::Unavailable(sasl_reply(SaslError::Temporary)))
             }
+            // SPEC 8.2 step 3: a verifier is never familiar; its own budget holds.
             MessengerRequest::VerifyStart { address, .. }
-                if Box::pin(self.auth.admit_verifier(store, limiter, peer, &address)).await.is_err() =>
+                if self.auth.admit_verifier(limiter, peer, &address).is_err() =>
             {
                 Some(RcramVerdict::Unavailable(sasl_reply(SaslError::Temporary)))
             }
@@ -54,10 +54,17 @@ impl Connection<'_> {
                 Some(Box::pin(messenger.rcram_answer(link, &address, &line, peer)).await)
             }
             MessengerRequest::VerifyStart { address, verifier } => {
-                Some(Box::pin(messenger.verify_start(&address, &verifier, peer, limiter)).await)
+                Some(Box::pin(messenger.verify_start(link, &address, &verifier, peer, limiter)).await)
             }
             MessengerRequest::VerifyAnswer { address, challenge, response } => {
-                Some(Box::pin(messenger.verify_answer(&address, &challenge, &response, peer)).await)
+                Some(Box::pin(messenger.verify_answer(link, &address, &challenge, &response, peer)).await)
+            }
+            // SPEC 8.2 step 3: the session has answered the cancel; the challenge is freed
+            // and the cancel counts as a failed attempt (for the address, against the
+            // verifier).
+            MessengerRequest::VerifyCancel { address, challenge } => {
+                messenger.verify_cancel(link, &address, &challenge, peer);
+                return Some(Event::AuthFinished { authcid: Some(address), success: false, via_verifier: true });
             }
             _ => {
                 link.cancel();
