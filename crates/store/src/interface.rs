@@ -41,6 +41,9 @@ pub trait Store: Send + Sync {
     /// local deliveries, all in one transaction. Returns when the transaction is on stable
     /// storage (fsync'd); commits of concurrent callers share one fsync.
     fn commit_message(&self, message: NewMessage) -> StoreFuture<'_, CommittedMessage>;
+    /// Stores several messages as [`Store::commit_message`] does each, all in one
+    /// transaction: all of them or none (the copies of one received message, SPEC 7.5).
+    fn commit_messages(&self, messages: Vec<NewMessage>) -> StoreFuture<'_, Vec<CommittedMessage>>;
     fn list_mailbox(&self, address: &str, folder: Option<Folder>) -> StoreFuture<'_, Vec<MailboxEntry>>;
     fn get_mailbox_message(&self, address: &str, id: i64) -> StoreFuture<'_, Option<(MailboxEntry, Vec<u8>)>>;
     /// Queue entries not yet delivered or bounced.

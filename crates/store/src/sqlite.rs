@@ -904,6 +904,17 @@ impl Store for SqliteStore {
         })
     }
 
+    fn commit_messages(&self, messages: Vec<NewMessage>) -> StoreFuture<'_, Vec<CommittedMessage>> {
+        self.write(move |conn| {
+            let mut committed = Vec::with_capacity(messages.len());
+            for message in messages {
+                let message_id = outbound::insert_message(conn, &message)?;
+                committed.push(CommittedMessage { message_id, queue_id: message.queue_id });
+            }
+            Ok(committed)
+        })
+    }
+
     fn list_mailbox(&self, address: &str, folder: Option<Folder>) -> StoreFuture<'_, Vec<MailboxEntry>> {
         let address = address.to_lowercase();
         self.read(move |conn| {

@@ -611,11 +611,17 @@ impl LineClient {
 
     /// Sends one message; the status of the end of data.
     async fn message(&mut self, from: &str, to: &str, message_id: &str) -> String {
+        self.message_with(from, to, message_id, "").await
+    }
+
+    /// Sends one message with these header fields (each ending in CRLF) too.
+    async fn message_with(&mut self, from: &str, to: &str, message_id: &str, fields: &str) -> String {
         assert_eq!(self.status(&format!("MAIL FROM:<{from}>")).await, "250 2.1.0");
         assert_eq!(self.status(&format!("RCPT TO:<{to}>")).await, "250 2.1.5");
         assert_eq!(self.status("DATA").await.split(' ').next(), Some("354"));
-        let body =
-            format!("From: {from}\r\nTo: {to}\r\nMessage-ID: {message_id}\r\nSubject: results\r\n\r\nencrypted\r\n.");
+        let body = format!(
+            "From: {from}\r\nTo: {to}\r\nMessage-ID: {message_id}\r\nSubject: results\r\n{fields}\r\nencrypted\r\n."
+        );
         self.status(&body).await
     }
 }
@@ -822,6 +828,29 @@ async fn the_relay_attack_and_every_refusal_of_rcram_and_notify() {
     let stranger = record.replace("glen@galkam.test", "nobody@galkam.test");
     assert_eq!(peer.status(&format!("NOTIFY {stranger}")).await, "550 5.1.1");
     assert_eq!(peer.status("NOTIFY not,a,record").await, "501 5.5.4");
+}
+
+/// Issue 19 item 5 (SPEC 7.5): a remotely authenticated sender's message keeps no outside
+/// `X-Auth-Key` or `X-Auth-Key-Status` in the recipient's mailbox (today it kept both).
+#[tokio::test]
+async fn rcram_mail_reaches_the_mailbox_without_outside_key_fields() {
+    let f = Federation::start(|_| {}).await;
+    let mut glen = LineClient::connect(f.lrsupport.messenger()).await;
+    assert!(matches!(
+        glen.rcram("glen@galkam.test", PASSWORD, "mail.lrsupport.test").await,
+        RcramOutcome::Authenticated(_)
+    ));
+    let forged = "X-Auth-Key-Status: VALID\r\nX-Auth-Key: ForgedKeyForgedKeyForgedKeyForgedKey\r\n";
+    let status = glen.message_with("glen@galkam.test", "abc555@lrsupport.test", "<hygiene@galkam.test>", forged).await;
+    assert_eq!(status, "250 2.0.0");
+    let stored = f.lrsupport.mailbox("abc555@lrsupport.test", Folder::Inbox).await;
+    let text = String::from_utf8_lossy(&stored[0]).replace("\r\n ", " ");
+    assert!(text.contains("x-rcram=pass smtp.auth=glen@galkam.test"), "{text}");
+    let key_fields: Vec<_> = vouchmail_proto::headers::fields(&stored[0])
+        .filter(|f| f.name_is("X-Auth-Key") || f.name_is("X-Auth-Key-Status"))
+        .map(|f| f.name().to_string())
+        .collect();
+    assert!(key_fields.is_empty(), "{key_fields:?} in {text}");
 }
 
 /// Benchmark (bench/rcram_notify.sh, docs/bench.md): RCRAM-MD5 logins per second through
