@@ -785,8 +785,8 @@ async fn the_relay_attack_and_every_refusal_of_rcram_and_notify() {
     let mut rogue_at_galkam = LineClient::connect_from(f.galkam.messenger(), rogue_ip).await;
     assert_eq!(rogue_at_galkam.status("AUTH X-RCRAM-VERIFY glen@galkam.test mail.lrsupport.test").await, "535 5.7.0");
     // Nor can it inject NOTIFY records for galkam's users: 550 5.7.1.
-    let record =
-        "2026-12-01T10:00:00Z,<fake@galkam.test>,glen@galkam.test,abc555@lrsupport.test,decrypted,mail.lrsupport.test";
+    let record = notify_record(now(), "fake", "decrypted");
+    let record = record.as_str();
     assert_eq!(rogue_at_galkam.status(&format!("NOTIFY {record}")).await, "550 5.7.1");
 
     // From lrsupport's own address: the other refusals and the verification-only 235.
@@ -828,6 +828,35 @@ async fn the_relay_attack_and_every_refusal_of_rcram_and_notify() {
     let stranger = record.replace("glen@galkam.test", "nobody@galkam.test");
     assert_eq!(peer.status(&format!("NOTIFY {stranger}")).await, "550 5.1.1");
     assert_eq!(peer.status("NOTIFY not,a,record").await, "501 5.5.4");
+}
+
+/// A record for glen@galkam.test about abc555@lrsupport.test, reported by lrsupport.
+fn notify_record(at: i64, id: &str, event: &str) -> String {
+    let time = vouchmail_proto::time::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(at as u64));
+    format!("{time},<{id}@galkam.test>,glen@galkam.test,abc555@lrsupport.test,{event},mail.lrsupport.test")
+}
+
+/// Issue 19 item 8 (SPEC 8.3): the home server of the recipient's domain is the one peer
+/// NOTIFY takes records from, and even it cannot forge their times (an hour ahead, or 31
+/// days old: `501 5.5.4`) nor fill a sender's Tracking folder: past `notify_max_per_day`
+/// records a day (here 2) it gets `452 4.5.3`.
+#[tokio::test]
+async fn notify_refuses_forged_times_and_caps_a_domains_records_per_day() {
+    let f = Federation::start(|c| c.messenger.notify_max_per_day = 2).await;
+    let lrsupport_ip: IpAddr = "127.0.0.3".parse().unwrap();
+    let mut peer = LineClient::connect_from(f.galkam.messenger(), lrsupport_ip).await;
+    let ahead = notify_record(now() + 3600, "ahead", "downloaded");
+    assert_eq!(peer.status(&format!("NOTIFY {ahead}")).await, "501 5.5.4");
+    let old = notify_record(now() - 31 * 86_400, "old", "downloaded");
+    assert_eq!(peer.status(&format!("NOTIFY {old}")).await, "501 5.5.4");
+    assert!(glen_records(&f.galkam).await.is_empty());
+    for n in 0..2 {
+        let record = notify_record(now(), &format!("m{n}"), "downloaded");
+        assert_eq!(peer.status(&format!("NOTIFY {record}")).await, "250 2.0.0");
+    }
+    let third = notify_record(now(), "m2", "downloaded");
+    assert_eq!(peer.status(&format!("NOTIFY {third}")).await, "452 4.5.3");
+    assert_eq!(glen_records(&f.galkam).await.len(), 2);
 }
 
 /// Issue 19 item 5 (SPEC 7.5): a remotely authenticated sender's message keeps no outside
