@@ -41,6 +41,9 @@ pub trait Store: Send + Sync {
     /// local deliveries, all in one transaction. Returns when the transaction is on stable
     /// storage (fsync'd); commits of concurrent callers share one fsync.
     fn commit_message(&self, message: NewMessage) -> StoreFuture<'_, CommittedMessage>;
+    /// Stores several messages as [`Store::commit_message`] does each, all in one
+    /// transaction: all of them or none (the copies of one received message, SPEC 7.5).
+    fn commit_messages(&self, messages: Vec<NewMessage>) -> StoreFuture<'_, Vec<CommittedMessage>>;
     fn list_mailbox(&self, address: &str, folder: Option<Folder>) -> StoreFuture<'_, Vec<MailboxEntry>>;
     fn get_mailbox_message(&self, address: &str, id: i64) -> StoreFuture<'_, Option<(MailboxEntry, Vec<u8>)>>;
     /// Queue entries not yet delivered or bounced.
@@ -125,14 +128,27 @@ pub trait Store: Send + Sync {
     /// this; `NotFound` is RECEIPT's 550 5.1.0.
     fn track_event(&self, event: NewTrackingEvent) -> StoreFuture<'_, TrackingOutcome>;
     /// Receiving NOTIFY (SPEC 8.3): stores the record in its sender's Tracking folder, once
-    /// per (message, recipient, event). The caller has checked the peer is the home server
-    /// of the record's recipient domain.
+    /// per (message, recipient, event), as stored at `now` (Unix seconds). The caller has
+    /// checked the peer is the home server of the record's recipient domain, the record's
+    /// time and the day's cap.
     fn store_notified_record(
         &self,
         record: vouchmail_proto::messenger::tracking::Record,
+        now: i64,
     ) -> StoreFuture<'_, NotifyStored>;
+    /// How many records the Tracking folder of `owner` holds about recipients in
+    /// `recipient_domain` that were stored at or after `stored_from` and before
+    /// `stored_until` (the NOTIFY cap per day, SPEC 8.3).
+    fn count_tracking_records(
+        &self,
+        owner: &str,
+        recipient_domain: &str,
+        stored_from: i64,
+        stored_until: i64,
+    ) -> StoreFuture<'_, u64>;
     /// The Tracking folder of a local user: records with a timestamp at or after `since`
-    /// (all with None), oldest first, at most `limit` (TRACK, `vouchmail tracking list`).
+    /// (all with None), oldest first; when there are more than `limit`, the newest `limit`
+    /// (TRACK, `vouchmail tracking list`).
     fn tracking_records(
         &self,
         owner: &str,

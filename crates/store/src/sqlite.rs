@@ -311,6 +311,11 @@ CREATE TABLE notify_outbox (
 );
 CREATE INDEX notify_outbox_due ON notify_outbox(state, next_attempt) WHERE state IN ('pending','inflight');
 "#,
+    // Migration 12: the records a sender's Tracking folder received in a day, counted at
+    // every NOTIFY against `[messenger] notify_max_per_day` (SPEC 8.3).
+    r#"
+CREATE INDEX tracking_records_owner_stored ON tracking_records(owner, stored_at);
+"#,
 ];
 
 type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
@@ -904,6 +909,17 @@ impl Store for SqliteStore {
         })
     }
 
+    fn commit_messages(&self, messages: Vec<NewMessage>) -> StoreFuture<'_, Vec<CommittedMessage>> {
+        self.write(move |conn| {
+            let mut committed = Vec::with_capacity(messages.len());
+            for message in messages {
+                let message_id = outbound::insert_message(conn, &message)?;
+                committed.push(CommittedMessage { message_id, queue_id: message.queue_id });
+            }
+            Ok(committed)
+        })
+    }
+
     fn list_mailbox(&self, address: &str, folder: Option<Folder>) -> StoreFuture<'_, Vec<MailboxEntry>> {
         let address = address.to_lowercase();
         self.read(move |conn| {
@@ -1440,8 +1456,21 @@ impl Store for SqliteStore {
     fn store_notified_record(
         &self,
         record: vouchmail_proto::messenger::tracking::Record,
+        now: i64,
     ) -> StoreFuture<'_, NotifyStored> {
-        self.write(move |conn| tracking::insert_record(conn, &record, now()))
+        self.write(move |conn| tracking::insert_record(conn, &record, now))
+    }
+
+    fn count_tracking_records(
+        &self,
+        owner: &str,
+        recipient_domain: &str,
+        stored_from: i64,
+        stored_until: i64,
+    ) -> StoreFuture<'_, u64> {
+        let owner = owner.to_lowercase();
+        let domain = recipient_domain.to_lowercase();
+        self.read(move |conn| tracking::count_records(conn, &owner, &domain, stored_from, stored_until))
     }
 
     fn tracking_records(

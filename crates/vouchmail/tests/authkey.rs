@@ -491,3 +491,120 @@ async fn forwarded_mail_is_not_stamped() {
     let (_, stored) = arrived(&f.lrsupport, ABC, "own-key").await;
     assert!(stored.contains("X-Auth-Key-Status: invalid"), "{stored}");
 }
+
+// ---- Header hygiene (issue 19 item 5, SPEC 7.5 last paragraph) ----
+
+/// Fields an outsider writes to pass as verified: a status in upper case, one in the
+/// obsolete syntax (white space before the colon), and a key of its own.
+const FORGED_FIELDS: &str =
+    "X-Auth-Key-Status: VALID\r\nx-auth-key-status : valid\r\nX-Auth-Key: ForgedKeyForgedKeyForgedKeyForgedKey\r\n";
+
+/// local.test (policy accept) with user@local.test (password PASSWORD, AUTH PLAIN allowed
+/// in the clear) and a test DNS that knows no name: a From domain has no `AS=` record.
+async fn hygiene_server() -> (TestDns, TestServer) {
+    let dns = TestDns::builder().start().await;
+    let ns = vec![dns.addr()];
+    let server = TestServer::start_with(|c| {
+        c.auth.allow_plaintext_passwords = true;
+        c.dns.nameservers = ns;
+    })
+    .await;
+    let secrets =
+        vouchmail_proto::sasl::Secrets::from_password(PASSWORD, &[6; vouchmail_proto::sasl::SALTS_LEN]).unwrap();
+    server.store.set_secrets(USER, secrets).await.unwrap();
+    (dns, server)
+}
+
+/// The unfolded header section's fields named X-Auth-Key or X-Auth-Key-Status (any case,
+/// any spacing before the colon), as `name: value` lines.
+fn key_fields(message: &[u8]) -> Vec<String> {
+    vouchmail_proto::headers::fields(message)
+        .filter(|f| f.name_is("X-Auth-Key") || f.name_is("X-Auth-Key-Status"))
+        .map(|f| format!("{}: {}", f.name(), f.unfolded_value()))
+        .collect()
+}
+
+/// The stored message of `address` with this Subject.
+async fn stored_with_subject(server: &TestServer, address: &str, subject: &str) -> Vec<u8> {
+    let all = server.mailbox(address, Folder::Inbox).await;
+    let wanted = format!("Subject: {subject}\r\n");
+    all.into_iter()
+        .find(|m| String::from_utf8_lossy(m).contains(&wanted))
+        .unwrap_or_else(|| panic!("no message '{subject}' for {address}"))
+}
+
+fn forged_message(from: &str, subject: &str) -> String {
+    format!("From: <{from}>\r\nTo: <{USER}>\r\nSubject: {subject}\r\n{FORGED_FIELDS}Message-ID: <{subject}@test>\r\n\r\nhi\r\n")
+}
+
+#[tokio::test]
+async fn outside_key_fields_never_reach_a_mailbox_after_local_auth_or_the_mx() {
+    let (_dns, server) = hygiene_server().await;
+    // A local user's client (SMTP AUTH on submission): today the forged fields stay.
+    let (mut c, _) = SmtpConn::connect(server.submission()).await;
+    assert_eq!(c.cmd("EHLO laptop").await.code, 250);
+    assert_eq!(c.cmd(&format!("AUTH PLAIN {}", auth_plain(USER, PASSWORD))).await.code, 235);
+    let reply = c.send_message(USER, &[USER], &forged_message(USER, "by-auth")).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let stored = stored_with_subject(&server, USER, "by-auth").await;
+    assert!(String::from_utf8_lossy(&stored).contains("auth=pass smtp.auth=user@local.test"));
+    // No key was checked: no status at all, ours or theirs.
+    assert_eq!(key_fields(&stored), Vec::<String>::new(), "{}", String::from_utf8_lossy(&stored));
+
+    // A stranger at the MX: only this server's own status (the forged key is malformed:
+    // `invalid`, the forged case; the policy here accepts it).
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    assert_eq!(c.cmd("EHLO stranger.test").await.code, 250);
+    let reply = c.send_message("s@stranger.test", &[USER], &forged_message("s@stranger.test", "by-mx")).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let stored = stored_with_subject(&server, USER, "by-mx").await;
+    assert_eq!(key_fields(&stored), ["X-Auth-Key-Status: invalid"], "{}", String::from_utf8_lossy(&stored));
+}
+
+#[tokio::test]
+async fn a_forwarded_copy_keeps_the_senders_key_byte_for_byte() {
+    let (_dns, server) = hygiene_server().await;
+    server.store.add_alias("fwd@local.test", &["friend@remote.test".to_string()]).await.unwrap();
+    // A key field as a sender's server may write it: folded, odd spacing.
+    let key_field = "X-Auth-Key:   SendersKey0123456789\r\n\tSendersKeyContinued\r\n";
+    let body = format!(
+        "From: <s@stranger.test>\r\nTo: <fwd@local.test>\r\nSubject: both\r\n{key_field}X-Auth-Key-Status: VALID\r\n\r\nhi\r\n"
+    );
+    // One transaction: a local mailbox and an alias that forwards to a remote address.
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    assert_eq!(c.cmd("EHLO stranger.test").await.code, 250);
+    let reply = c.send_message("s@stranger.test", &[USER, "fwd@local.test"], &body).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    // The mailbox copy: only our own status.
+    let stored = stored_with_subject(&server, USER, "both").await;
+    assert_eq!(key_fields(&stored), ["X-Auth-Key-Status: invalid"], "{}", String::from_utf8_lossy(&stored));
+    // The forwarded copy: the sender's fields exactly as they arrived (a forwarder passes
+    // them on untouched; the final recipient's server verifies), and no status of ours.
+    let forwarded = queued_copy(&server, "friend@remote.test").await;
+    let text = String::from_utf8_lossy(&forwarded);
+    assert!(text.contains(&format!("\r\n{key_field}X-Auth-Key-Status: VALID\r\n")), "{text}");
+    assert_eq!(key_fields(&forwarded).len(), 2, "{text}");
+
+    // The same from a local user through submission: the local copy loses the key, the
+    // copy that leaves keeps it (and so is not stamped again, SPEC 7.4).
+    let (mut c, _) = SmtpConn::connect(server.submission()).await;
+    assert_eq!(c.cmd("EHLO laptop").await.code, 250);
+    assert_eq!(c.cmd(&format!("AUTH PLAIN {}", auth_plain(USER, PASSWORD))).await.code, 235);
+    let body = format!("From: <{USER}>\r\nTo: <x@remote.test>\r\nSubject: mine\r\n{key_field}\r\nhi\r\n");
+    let reply = c.send_message(USER, &[USER, "x@remote.test"], &body).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let stored = stored_with_subject(&server, USER, "mine").await;
+    assert_eq!(key_fields(&stored), Vec::<String>::new(), "{}", String::from_utf8_lossy(&stored));
+    let onward = queued_copy(&server, "x@remote.test").await;
+    assert!(String::from_utf8_lossy(&onward).contains(&format!("\r\n{key_field}")));
+}
+
+/// The stored message queued for `recipient` (outbound delivery is off in the kit).
+async fn queued_copy(server: &TestServer, recipient: &str) -> Vec<u8> {
+    let queue = server.store.list_queue().await.unwrap();
+    let entry = queue
+        .iter()
+        .find(|e| e.recipient == recipient)
+        .unwrap_or_else(|| panic!("nothing queued for {recipient}: {queue:?}"));
+    server.store.get_queued_message(&entry.queue_id).await.unwrap().expect("queued").1
+}

@@ -611,11 +611,17 @@ impl LineClient {
 
     /// Sends one message; the status of the end of data.
     async fn message(&mut self, from: &str, to: &str, message_id: &str) -> String {
+        self.message_with(from, to, message_id, "").await
+    }
+
+    /// Sends one message with these header fields (each ending in CRLF) too.
+    async fn message_with(&mut self, from: &str, to: &str, message_id: &str, fields: &str) -> String {
         assert_eq!(self.status(&format!("MAIL FROM:<{from}>")).await, "250 2.1.0");
         assert_eq!(self.status(&format!("RCPT TO:<{to}>")).await, "250 2.1.5");
         assert_eq!(self.status("DATA").await.split(' ').next(), Some("354"));
-        let body =
-            format!("From: {from}\r\nTo: {to}\r\nMessage-ID: {message_id}\r\nSubject: results\r\n\r\nencrypted\r\n.");
+        let body = format!(
+            "From: {from}\r\nTo: {to}\r\nMessage-ID: {message_id}\r\nSubject: results\r\n{fields}\r\nencrypted\r\n."
+        );
         self.status(&body).await
     }
 }
@@ -779,8 +785,8 @@ async fn the_relay_attack_and_every_refusal_of_rcram_and_notify() {
     let mut rogue_at_galkam = LineClient::connect_from(f.galkam.messenger(), rogue_ip).await;
     assert_eq!(rogue_at_galkam.status("AUTH X-RCRAM-VERIFY glen@galkam.test mail.lrsupport.test").await, "535 5.7.0");
     // Nor can it inject NOTIFY records for galkam's users: 550 5.7.1.
-    let record =
-        "2026-12-01T10:00:00Z,<fake@galkam.test>,glen@galkam.test,abc555@lrsupport.test,decrypted,mail.lrsupport.test";
+    let record = notify_record(now(), "fake", "decrypted");
+    let record = record.as_str();
     assert_eq!(rogue_at_galkam.status(&format!("NOTIFY {record}")).await, "550 5.7.1");
 
     // From lrsupport's own address: the other refusals and the verification-only 235.
@@ -822,6 +828,58 @@ async fn the_relay_attack_and_every_refusal_of_rcram_and_notify() {
     let stranger = record.replace("glen@galkam.test", "nobody@galkam.test");
     assert_eq!(peer.status(&format!("NOTIFY {stranger}")).await, "550 5.1.1");
     assert_eq!(peer.status("NOTIFY not,a,record").await, "501 5.5.4");
+}
+
+/// A record for glen@galkam.test about abc555@lrsupport.test, reported by lrsupport.
+fn notify_record(at: i64, id: &str, event: &str) -> String {
+    let time = vouchmail_proto::time::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(at as u64));
+    format!("{time},<{id}@galkam.test>,glen@galkam.test,abc555@lrsupport.test,{event},mail.lrsupport.test")
+}
+
+/// Issue 19 item 8 (SPEC 8.3): the home server of the recipient's domain is the one peer
+/// NOTIFY takes records from, and even it cannot forge their times (an hour ahead, or 31
+/// days old: `501 5.5.4`) nor fill a sender's Tracking folder: past `notify_max_per_day`
+/// records a day (here 2) it gets `452 4.5.3`.
+#[tokio::test]
+async fn notify_refuses_forged_times_and_caps_a_domains_records_per_day() {
+    let f = Federation::start(|c| c.messenger.notify_max_per_day = 2).await;
+    let lrsupport_ip: IpAddr = "127.0.0.3".parse().unwrap();
+    let mut peer = LineClient::connect_from(f.galkam.messenger(), lrsupport_ip).await;
+    let ahead = notify_record(now() + 3600, "ahead", "downloaded");
+    assert_eq!(peer.status(&format!("NOTIFY {ahead}")).await, "501 5.5.4");
+    let old = notify_record(now() - 31 * 86_400, "old", "downloaded");
+    assert_eq!(peer.status(&format!("NOTIFY {old}")).await, "501 5.5.4");
+    assert!(glen_records(&f.galkam).await.is_empty());
+    for n in 0..2 {
+        let record = notify_record(now(), &format!("m{n}"), "downloaded");
+        assert_eq!(peer.status(&format!("NOTIFY {record}")).await, "250 2.0.0");
+    }
+    let third = notify_record(now(), "m2", "downloaded");
+    assert_eq!(peer.status(&format!("NOTIFY {third}")).await, "452 4.5.3");
+    assert_eq!(glen_records(&f.galkam).await.len(), 2);
+}
+
+/// Issue 19 item 5 (SPEC 7.5): a remotely authenticated sender's message keeps no outside
+/// `X-Auth-Key` or `X-Auth-Key-Status` in the recipient's mailbox (today it kept both).
+#[tokio::test]
+async fn rcram_mail_reaches_the_mailbox_without_outside_key_fields() {
+    let f = Federation::start(|_| {}).await;
+    let mut glen = LineClient::connect(f.lrsupport.messenger()).await;
+    assert!(matches!(
+        glen.rcram("glen@galkam.test", PASSWORD, "mail.lrsupport.test").await,
+        RcramOutcome::Authenticated(_)
+    ));
+    let forged = "X-Auth-Key-Status: VALID\r\nX-Auth-Key: ForgedKeyForgedKeyForgedKeyForgedKey\r\n";
+    let status = glen.message_with("glen@galkam.test", "abc555@lrsupport.test", "<hygiene@galkam.test>", forged).await;
+    assert_eq!(status, "250 2.0.0");
+    let stored = f.lrsupport.mailbox("abc555@lrsupport.test", Folder::Inbox).await;
+    let text = String::from_utf8_lossy(&stored[0]).replace("\r\n ", " ");
+    assert!(text.contains("x-rcram=pass smtp.auth=glen@galkam.test"), "{text}");
+    let key_fields: Vec<_> = vouchmail_proto::headers::fields(&stored[0])
+        .filter(|f| f.name_is("X-Auth-Key") || f.name_is("X-Auth-Key-Status"))
+        .map(|f| f.name().to_string())
+        .collect();
+    assert!(key_fields.is_empty(), "{key_fields:?} in {text}");
 }
 
 /// Benchmark (bench/rcram_notify.sh, docs/bench.md): RCRAM-MD5 logins per second through

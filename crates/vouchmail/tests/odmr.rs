@@ -810,3 +810,26 @@ async fn held_mail_expires_with_a_dsn() {
     assert!(inbox[0].contains("multipart/report") && inbox[0].contains("alice@example.org"), "{}", inbox[0]);
     assert!(queue_states(&server).await.is_empty());
 }
+
+/// Issue 19 item 5 (SPEC 7.5): the provider relays held mail with an outsider's
+/// `X-Auth-Key` and `X-Auth-Key-Status` untouched; the customer, taking it from a trusted
+/// relay, stores it without them (today it kept both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_relay_mail_reaches_the_mailbox_without_outside_key_fields() {
+    let server = provider(0).await;
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO sender.test").await;
+    let body = "Subject: forged\r\nX-Auth-Key-Status: VALID\r\nX-Auth-Key: ForgedKeyForgedKeyForgedKey\r\n\r\nx\r\n";
+    assert_eq!(c.send_message("s@remote.test", &["alice@example.org"], body).await.code, 250);
+    // The held copy is relayed on: the provider leaves the fields alone.
+    let queue = server.store.list_queue().await.unwrap();
+    let (_, held) = server.store.get_queued_message(&queue[0].queue_id).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&held).contains("X-Auth-Key-Status: VALID\r\nX-Auth-Key: Forged"));
+    let config = customer_store(server.dir.path());
+    let out = fetch_with(&config, &server.odmr().to_string(), &[]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let message = newest_message(&config, "alice@example.org");
+    assert!(message.contains("customer.example; x-trusted-relay=pass"), "{message}");
+    assert!(message.contains("Subject: forged"), "{message}");
+    assert!(!message.to_ascii_lowercase().contains("x-auth-key"), "{message}");
+}

@@ -357,6 +357,16 @@ impl Reply {
         Reply::new(550, EnhancedCode(5, 7, 1), format!("You are not the home server of {domain}"))
     }
 
+    /// 452 4.5.3: NOTIFY past the day's cap of records from the recipient's domain for
+    /// one sender (SPEC 8.3, `[messenger] notify_max_per_day`).
+    pub fn notify_over_daily_cap(domain: &str, sender: &str) -> Reply {
+        Reply::new(
+            452,
+            EnhancedCode(4, 5, 3),
+            format!("Too many tracking records from {domain} for {sender} today, try again tomorrow"),
+        )
+    }
+
     /// 550 5.1.1: NOTIFY for a sender that is not local (SPEC 8.3).
     pub fn notify_unknown_sender(sender: &str) -> Reply {
         Reply::new(550, EnhancedCode(5, 1, 1), format!("{sender} is not a local mailbox"))

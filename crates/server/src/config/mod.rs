@@ -457,6 +457,9 @@ pub struct Messenger {
     /// A tracking record not delivered within this many seconds is dropped, with a log
     /// line (SPEC 8.3: up to 5 days).
     pub notify_lifetime_secs: u64,
+    /// Receiving NOTIFY (SPEC 8.3): at most this many records a day (UTC, by arrival) from
+    /// one recipient domain's home server for one local sender; past it `452 4.5.3`.
+    pub notify_max_per_day: u64,
     /// SPEC 8.2 step 6: when a home server does not offer X-RCRAM-VERIFY, proxy its plain
     /// `AUTH CRAM-MD5` instead of answering 454 4.7.0. Off by default: an unbound challenge
     /// is what the relay attack of issue 12 uses (the client's check refuses it anyway).
@@ -486,6 +489,7 @@ impl Default for Messenger {
             notify_retry_min_secs: 60,
             notify_retry_max_secs: 3600,
             notify_lifetime_secs: 5 * 86400,
+            notify_max_per_day: 10_000,
             legacy_rcram: false,
             rcram_answer_timeout_secs: 30,
         }
@@ -857,6 +861,9 @@ impl Config {
         if m.notify_lifetime_secs == 0 {
             return Err(Error::new(ErrorKind::Config, "messenger.notify_lifetime_secs must be at least 1"));
         }
+        if m.notify_max_per_day == 0 {
+            return Err(Error::new(ErrorKind::Config, "messenger.notify_max_per_day must be at least 1"));
+        }
         for fetch in &self.odmr.fetch {
             fetch
                 .trust()
@@ -1150,6 +1157,9 @@ mod tests {
         assert!(Config::parse("[messenger]\nnotify_retry_min_secs = 0").is_err());
         assert!(Config::parse("[messenger]\nnotify_retry_min_secs = 10\nnotify_retry_max_secs = 5").is_err());
         assert!(Config::parse("[messenger]\nnotify_lifetime_secs = 0").is_err());
+        assert_eq!(Config::default().messenger.notify_max_per_day, 10_000);
+        assert_eq!(Config::parse("[messenger]\nnotify_max_per_day = 3").unwrap().messenger.notify_max_per_day, 3);
+        assert!(Config::parse("[messenger]\nnotify_max_per_day = 0").is_err());
     }
 
     #[test]

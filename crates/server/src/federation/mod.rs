@@ -43,6 +43,8 @@ pub struct Messenger {
     hostname: String,
     /// `[messenger] legacy_rcram`.
     legacy_rcram: bool,
+    /// `[messenger] notify_max_per_day` (SPEC 8.3).
+    notify_max_per_day: u64,
     /// Challenges issued as home server, each accepted once (SPEC 8.2); shared with the
     /// sessions' links, which give back a challenge never answered.
     registry: Arc<Mutex<vouchmail_proto::messenger::rcram::ChallengeRegistry>>,
@@ -70,6 +72,7 @@ impl Messenger {
             noted_peers: Mutex::new(HashSet::new()),
             hostname: config.messenger_hostname().to_string(),
             legacy_rcram: config.messenger.legacy_rcram,
+            notify_max_per_day: config.messenger.notify_max_per_day,
             registry: Arc::new(Mutex::new(vouchmail_proto::messenger::rcram::ChallengeRegistry::default())),
             exchanges: Arc::default(),
             outbox_bell: crate::rules::tracking::OutboxBell::default(),

@@ -15,6 +15,7 @@ use super::Messenger;
 use crate::net::discovery::{home_addresses, DiscoveryError};
 use crate::net::federation::{FederationClient, SMALL_REPLY};
 use crate::rules::tracking::NotifySender;
+use crate::support::time::unix_now as now;
 
 impl Messenger {
     /// `NOTIFY <record>` from `peer` (SPEC 8.3): `550 5.7.1` unless the peer's IP is an
@@ -35,7 +36,7 @@ impl Messenger {
             tracing::warn!(%peer, %domain, sender = %record.sender, "NOTIFY refused: not from the recipient domain's home server");
             return Reply::notify_not_home_server(&domain);
         }
-        crate::rules::tracking::notify_reply(self.store.as_ref(), record).await
+        crate::rules::tracking::notify_reply(self.store.as_ref(), record, self.notify_max_per_day, now()).await
     }
 }
 

@@ -316,12 +316,13 @@ async fn receipt_notify_and_track_replies() {
         "2026-12-01T10:00:00Z,<id@lrsupport.test>,abc555@lrsupport.test,glen@galkam.test,downloaded,mx.galkam.test",
     )
     .unwrap();
-    assert_eq!(notify_reply(store.as_ref(), record.clone()).await.to_wire(), b"250 2.0.0 Tracking record stored\r\n");
-    assert_eq!(notify_reply(store.as_ref(), record.clone()).await.code, 250);
+    let notify = |record: Record| notify_reply(store.as_ref(), record, 10_000, AT + 120);
+    assert_eq!(notify(record.clone()).await.to_wire(), b"250 2.0.0 Tracking record stored\r\n");
+    assert_eq!(notify(record.clone()).await.code, 250);
     let stranger = Record { sender: "x@galkam.test".into(), ..record.clone() };
-    assert!(notify_reply(store.as_ref(), stranger).await.to_wire().starts_with(b"550 5.1.1 "));
+    assert!(notify(stranger).await.to_wire().starts_with(b"550 5.1.1 "));
     let decrypted = Record { event: tracking::Event::Decrypted, timestamp: AT + 60, ..record.clone() };
-    notify_reply(store.as_ref(), decrypted.clone()).await;
+    notify(decrypted.clone()).await;
     // TRACK: oldest first, and since a time.
     let all = track_reply(store.as_ref(), "abc555@lrsupport.test", None).await;
     let expected = format!("250-{}\r\n250-{}\r\n250 2 records\r\n", record, decrypted);
@@ -329,4 +330,105 @@ async fn receipt_notify_and_track_replies() {
     let since = track_reply(store.as_ref(), "abc555@lrsupport.test", Some(AT + 1)).await;
     assert_eq!(String::from_utf8(since.to_wire()).unwrap(), format!("250-{decrypted}\r\n250 1 records\r\n"));
     assert_eq!(track_reply(store.as_ref(), "glen@galkam.test", None).await.to_wire(), b"250 0 records\r\n");
+}
+
+/// Issue 19 item 8, SPEC 8.3: a home server forging timestamps into a local sender's
+/// Tracking folder (an hour ahead, a year old) is refused `501 5.5.4`; the window's edges
+/// pass.
+#[tokio::test]
+async fn notify_refuses_timestamps_ahead_or_too_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = setup(&dir).await;
+    let now = AT;
+    let record = |n: i64, timestamp: i64| Record {
+        timestamp,
+        message_id: format!("<{n}@lrsupport.test>"),
+        sender: "abc555@lrsupport.test".into(),
+        recipient: "glen@galkam.test".into(),
+        event: tracking::Event::Downloaded,
+        reporting_server: "mx.galkam.test".into(),
+    };
+    for (n, timestamp) in [(1, now + 3600), (2, now + 301), (3, now - 365 * 86_400), (4, now - 30 * 86_400 - 1)] {
+        let reply = notify_reply(store.as_ref(), record(n, timestamp), 10_000, now).await;
+        assert!(reply.to_wire().starts_with(b"501 5.5.4 "), "{n}: {reply}");
+    }
+    assert!(store.tracking_records("abc555@lrsupport.test", None, 100).await.unwrap().is_empty());
+    for (n, timestamp) in [(5, now + 300), (6, now - 30 * 86_400), (7, now)] {
+        assert_eq!(notify_reply(store.as_ref(), record(n, timestamp), 10_000, now).await.code, 250, "{n}");
+    }
+    assert_eq!(store.tracking_records("abc555@lrsupport.test", None, 100).await.unwrap().len(), 3);
+}
+
+/// Issue 19 item 8, SPEC 8.3: past `notify_max_per_day` records a UTC day from one
+/// recipient domain for one local sender, NOTIFY is `452 4.5.3`; another domain, another
+/// sender and the next day are not held back, and a duplicate past the cap stores nothing.
+#[tokio::test]
+async fn notify_past_the_days_cap_is_452() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = setup(&dir).await;
+    store
+        .add_account(NewAccount { address: "nurse@lrsupport.test".into(), secrets: Secrets::default(), quota_bytes: 0 })
+        .await
+        .unwrap();
+    let (day_start, day_end) = utc_day(AT);
+    let record = |n: usize, sender: &str, recipient: &str| Record {
+        timestamp: day_start,
+        message_id: format!("<{n}@lrsupport.test>"),
+        sender: sender.into(),
+        recipient: recipient.into(),
+        event: tracking::Event::Downloaded,
+        reporting_server: "mx.galkam.test".into(),
+    };
+    let notify = |record: Record, now: i64| notify_reply(store.as_ref(), record, 3, now);
+    for n in 0..3 {
+        let at = day_start + 60 * n as i64;
+        assert_eq!(notify(record(n, "abc555@lrsupport.test", "glen@galkam.test"), at).await.code, 250);
+    }
+    let reply = notify(record(3, "abc555@lrsupport.test", "Ann@GALKAM.test"), day_start + 3600).await;
+    assert!(reply.to_wire().starts_with(b"452 4.5.3 "), "{reply}");
+    assert_eq!(store.tracking_records("abc555@lrsupport.test", None, 100).await.unwrap().len(), 3);
+    // Another reporting domain, another local sender: their own counts.
+    assert_eq!(notify(record(4, "abc555@lrsupport.test", "x@other.test"), day_start + 3600).await.code, 250);
+    assert_eq!(notify(record(5, "nurse@lrsupport.test", "glen@galkam.test"), day_start + 3600).await.code, 250);
+    // The next UTC day starts a new count.
+    assert_eq!(notify(record(6, "abc555@lrsupport.test", "glen@galkam.test"), day_end - 1).await.code, 452);
+    assert_eq!(notify(record(6, "abc555@lrsupport.test", "glen@galkam.test"), day_end).await.code, 250);
+}
+
+/// SPEC 8.3: TRACK past its limit answers with the newest records, oldest first.
+#[tokio::test]
+async fn track_past_its_limit_lists_the_newest_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = setup(&dir).await;
+    let extra = 3;
+    let mut records = Vec::new();
+    for n in 0..TRACK_LIMIT + extra {
+        records.push(Record {
+            timestamp: AT + n as i64,
+            message_id: format!("<{n}@lrsupport.test>"),
+            sender: "abc555@lrsupport.test".into(),
+            recipient: "glen@galkam.test".into(),
+            event: tracking::Event::Downloaded,
+            reporting_server: "mx.galkam.test".into(),
+        });
+    }
+    // Side by side (the store commits them in batches), newest first: the records' times
+    // decide, not the order they arrived in.
+    let tasks: Vec<_> = records
+        .iter()
+        .rev()
+        .map(|r| {
+            let (store, r) = (Arc::clone(&store), r.clone());
+            tokio::spawn(async move { store.store_notified_record(r, AT).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), vouchmail_store::NotifyStored::Stored);
+    }
+    let reply = String::from_utf8(track_reply(store.as_ref(), "abc555@lrsupport.test", None).await.to_wire()).unwrap();
+    let lines: Vec<&str> = reply.trim_end().split("\r\n").collect();
+    assert_eq!(lines.len(), TRACK_LIMIT + 1);
+    assert_eq!(lines[0], format!("250-{}", records[extra]));
+    assert_eq!(lines[TRACK_LIMIT - 1], format!("250-{}", records[TRACK_LIMIT + extra - 1]));
+    assert_eq!(lines[TRACK_LIMIT], format!("250 {TRACK_LIMIT} records"));
 }

@@ -16,6 +16,8 @@ use vouchmail_proto::smtp::reply::EnhancedCode;
 use vouchmail_store::StoredMessage;
 
 use super::recipient::{store_reply, Resolved};
+use crate::auth::authkey::sender::KEY_HEADER;
+use crate::auth::authkey::verifier::STATUS_HEADER;
 use crate::rules::dsn::{self, NotifyWanted};
 use crate::support::queue_id::new_queue_id;
 
@@ -33,17 +35,47 @@ pub struct ClientInfo<'a> {
     pub trusted_relay: bool,
 }
 
+/// A message's deliveries, each with its recipient's DSN request.
+type Deliveries = Vec<(Delivery, RecipientDsn)>;
+
+/// The sender policy's decision on a message to store (`sender_policy::decide`).
+#[derive(Debug)]
+pub struct Delivered {
+    /// How the sender was authenticated (SPEC 2), recorded in Authentication-Results.
+    pub auth: AuthResult,
+    /// The folder of the local mailboxes' copies (SPEC 2: `junk`).
+    pub folder: Folder,
+    /// SPEC 7.5: the `X-Auth-Key-Status` value this server, the final recipient's,
+    /// adds to the copies in its mailboxes; None when it did not check a key.
+    pub key_status: Option<&'static str>,
+}
+
+/// SPEC 7.5: the copy for local mailboxes carries no `X-Auth-Key` and no
+/// `X-Auth-Key-Status` but the one this server writes, whatever method authenticated the
+/// sender; a copy that goes on (an alias's remote target, held mail) keeps them as they
+/// arrived, for the final recipient's server to verify.
+pub fn mailbox_copy(body: &[u8], key_status: Option<&str>) -> Vec<u8> {
+    let stripped = headers::remove_fields(body, |f| f.name_is(KEY_HEADER) || f.name_is(STATUS_HEADER));
+    match key_status {
+        Some(status) => headers::prepend(&[(STATUS_HEADER, status)], &stripped),
+        None => stripped,
+    }
+}
+
 /// Builds the stored form of the message and commits it; returns the queue id once the
 /// message and its queue entries are on stable storage.
+///
+/// When the copy for local mailboxes differs from the one that goes on (SPEC 7.5, see
+/// [`mailbox_copy`]), the two are stored as two messages in one commit: both or neither.
 pub async fn commit_message(
     store: &dyn Store,
     hostname: &str,
     client: &ClientInfo<'_>,
     envelope: Envelope<Resolved>,
     spooled: Option<SpooledBody>,
-    auth_result: AuthResult,
-    folder: Folder,
+    delivered: Delivered,
 ) -> Result<String, Reply> {
+    let Delivered { auth: auth_result, folder, key_status } = delivered;
     let now = SystemTime::now();
     // RFC 8601 5: remove any Authentication-Results claiming to be ours from outside.
     let mut body = headers::remove_authentication_results_for(&envelope.body, hostname);
@@ -79,6 +111,19 @@ pub async fn commit_message(
             }
         }
     }
+    // SPEC 7.5: the mailboxes' copy and the onward copy, one message when they are equal.
+    let (mailboxes, onward): (Vec<_>, Vec<_>) =
+        deliveries.into_iter().partition(|(d, _)| matches!(d, Delivery::Mailbox { .. }));
+    let mailbox_body = mailbox_copy(&body, key_status);
+    let copies: Vec<(Vec<u8>, Deliveries)> = if onward.is_empty() {
+        vec![(mailbox_body, mailboxes)]
+    } else if mailboxes.is_empty() {
+        vec![(body, onward)]
+    } else if mailbox_body == body {
+        vec![(body, mailboxes.into_iter().chain(onward).collect())]
+    } else {
+        vec![(mailbox_body, mailboxes), (body, onward)]
+    };
     let sender = match &envelope.from {
         ReversePath::Null => String::new(),
         ReversePath::Mailbox(a) => a.to_string(),
@@ -88,69 +133,85 @@ pub async fn commit_message(
     let protocol =
         trace::with_protocol(client.extended, client.tls, client.authenticated.is_some(), envelope.params.smtputf8);
     for _attempt in 0..3 {
-        let queue_id = new_queue_id();
-        let received = trace::received_value(&ReceivedInfo {
-            helo: client.helo,
-            peer_ip: client.peer_ip,
-            by: hostname,
-            protocol,
-            queue_id: &queue_id,
-            single_recipient: single_recipient.as_deref(),
-            time: now,
-        });
-        // RFC 5321 4.4 and RFC 8601 5: our trace fields go on top.
-        let data = headers::prepend(&[("Authentication-Results", &ar_value), ("Received", &received)], &body);
-        let message = NewMessage {
-            queue_id: queue_id.clone(),
-            envelope: vouchmail_store::Envelope {
-                sender: sender.clone(),
-                dsn_ret: params.ret.map(|r| match r {
-                    DsnReturn::Full => "FULL".to_string(),
-                    DsnReturn::Headers => "HDRS".to_string(),
-                }),
-                dsn_envid: params.envid.clone(),
-                auth_param: params.auth.as_ref().map(|a| a.to_wire()),
-                // A remote RCRAM-MD5 identity is not a local user: no AuthKey stamp later.
-                authenticated_as: client.authenticated.filter(|_| !client.remote_auth).map(str::to_string),
-                auth_results: method.clone(),
-                body_8bit: params.body == BodyType::EightBitMime,
-                smtputf8: params.smtputf8,
-            },
-            received_at: vouchmail_proto::time::unix_seconds(now),
-            data,
-            spooled: spooled.clone(),
-            deliveries: deliveries.clone(),
-        };
+        let mut messages = Vec::with_capacity(copies.len());
+        for (body, deliveries) in &copies {
+            let queue_id = new_queue_id();
+            let received = trace::received_value(&ReceivedInfo {
+                helo: client.helo,
+                peer_ip: client.peer_ip,
+                by: hostname,
+                protocol,
+                queue_id: &queue_id,
+                single_recipient: single_recipient.as_deref(),
+                time: now,
+            });
+            // RFC 5321 4.4 and RFC 8601 5: our trace fields go on top.
+            let data = headers::prepend(&[("Authentication-Results", &ar_value), ("Received", &received)], body);
+            messages.push(NewMessage {
+                queue_id,
+                envelope: vouchmail_store::Envelope {
+                    sender: sender.clone(),
+                    dsn_ret: params.ret.map(|r| match r {
+                        DsnReturn::Full => "FULL".to_string(),
+                        DsnReturn::Headers => "HDRS".to_string(),
+                    }),
+                    dsn_envid: params.envid.clone(),
+                    auth_param: params.auth.as_ref().map(|a| a.to_wire()),
+                    // A remote RCRAM-MD5 identity is not a local user: no AuthKey stamp later.
+                    authenticated_as: client.authenticated.filter(|_| !client.remote_auth).map(str::to_string),
+                    auth_results: method.clone(),
+                    body_8bit: params.body == BodyType::EightBitMime,
+                    smtputf8: params.smtputf8,
+                },
+                received_at: vouchmail_proto::time::unix_seconds(now),
+                data,
+                spooled: spooled.clone(),
+                deliveries: deliveries.clone(),
+            });
+        }
         // RCPT checked the declared SIZE; only a message larger than that needs a look.
         let declared = params.size.unwrap_or(0);
-        if message.size() > declared {
-            if let Some(reply) = over_quota(store, &message).await {
-                return Err(reply);
+        for message in &messages {
+            if message.size() > declared {
+                if let Some(reply) = over_quota(store, message).await {
+                    return Err(reply);
+                }
             }
         }
-        let message_size = message.size();
-        let success_wanted = success_statuses(&message, now);
-        let original = (!success_wanted.is_empty()).then(|| StoredMessage {
-            id: 0,
-            queue_id: message.queue_id.clone(),
-            envelope: message.envelope.clone(),
-            received_at: message.received_at,
-            data: message.data[..headers::body_start(&message.data)].to_vec(),
-        });
-        match store.commit_message(message).await {
+        let message_size = messages.first().map_or(0, NewMessage::size);
+        let mut notices = Vec::new();
+        for message in &messages {
+            let success_wanted = success_statuses(message, now);
+            if !success_wanted.is_empty() {
+                let original = StoredMessage {
+                    id: 0,
+                    queue_id: message.queue_id.clone(),
+                    envelope: message.envelope.clone(),
+                    received_at: message.received_at,
+                    data: message.data[..headers::body_start(&message.data)].to_vec(),
+                };
+                notices.push((original, success_wanted));
+            }
+        }
+        let committed = match messages.len() {
+            1 => store.commit_message(messages.remove(0)).await.map(|c| vec![c]),
+            _ => store.commit_messages(messages).await,
+        };
+        match committed {
             Ok(committed) => {
-                if let Some(original) = original {
+                for (original, success_wanted) in notices {
                     send_success_notice(store, hostname, original, &success_wanted, now).await;
                 }
+                let queue_ids: Vec<&str> = committed.iter().map(|c| c.queue_id.as_str()).collect();
                 tracing::info!(
-                    queue_id = %committed.queue_id,
+                    queue_id = %queue_ids.join(" "),
                     from = %sender,
                     recipients = envelope.recipients.len(),
                     size = message_size,
                     sender_auth = %method,
                     "message accepted"
                 );
-                return Ok(committed.queue_id);
+                return Ok(queue_ids.join(" "));
             }
             // A queue id collision: draw another.
             Err(StoreError::Conflict(_)) => continue,

@@ -13,7 +13,7 @@ use vouchmail_proto::smtp::trace::{AuthKeyResult, AuthResult};
 use vouchmail_proto::time::rfc5322_date;
 use vouchmail_store::{Delivery, Folder, PolicyAction, Store};
 
-use super::commit::ClientInfo;
+use super::commit::{ClientInfo, Delivered};
 use super::recipient::{store_reply, Resolved};
 use crate::auth::authkey::sender::{self, NEW_KEY_HEADER};
 use crate::auth::authkey::AuthKeys;
@@ -23,56 +23,34 @@ use crate::support::queue_id::new_queue_id;
 /// What happens to a received message.
 #[derive(Debug)]
 pub enum Decision {
-    /// Store it, recorded as `auth`, into `folder` for local mailboxes.
-    Deliver { auth: AuthResult, folder: Folder },
+    /// Store it as decided (the folder, the method, our key status).
+    Deliver(Delivered),
     /// A key mail whose key was recorded and whose message is dropped (SPEC 7.4 phase I).
     KeyRecorded,
     /// Refuse it with this reply.
     Refuse(Reply),
 }
 
-/// The header section fields this server adds or removes, decided with the outcome.
-#[derive(Debug, Default)]
-pub struct Rewrite {
-    /// SPEC 7.5: the final recipient's server removes every X-Auth-Key and
-    /// X-Auth-Key-Status (a relay passes them on untouched).
-    pub strip_key_headers: bool,
-    /// Fields to put on top (X-Auth-Key-Status; the sender side's X-Auth-Key and agent).
-    pub add: Vec<(&'static str, String)>,
-}
-
-/// Decides, and rewrites `envelope.body` as decided.
+/// Decides. The message itself is left as it arrived: the copies are made as it is
+/// committed (`commit::commit_message`), each with its own header fields (SPEC 7.5).
 pub async fn decide(
     authkeys: &AuthKeys,
     store: &dyn Store,
     hostname: &str,
     client: &ClientInfo<'_>,
-    envelope: &mut Envelope<Resolved>,
+    envelope: &Envelope<Resolved>,
 ) -> Decision {
-    let mut rewrite = Rewrite::default();
     // SPEC 7.4: a local user's mail is stamped with X-Auth-Key as it leaves (outbound).
-    let decision = if let Some(user) = client.authenticated.filter(|_| client.remote_auth) {
+    let deliver = |auth| Decision::Deliver(Delivered { auth, folder: Folder::Inbox, key_status: None });
+    if let Some(user) = client.authenticated.filter(|_| client.remote_auth) {
         // SPEC 8.2: authenticated by its home server (`x-rcram=pass`), not a local user.
-        Decision::Deliver { auth: AuthResult::Rcram { user: user.to_string() }, folder: Folder::Inbox }
+        deliver(AuthResult::Rcram { user: user.to_string() })
     } else if let Some(user) = client.authenticated {
-        Decision::Deliver { auth: AuthResult::SmtpAuth { user: user.to_string() }, folder: Folder::Inbox }
+        deliver(AuthResult::SmtpAuth { user: user.to_string() })
     } else if client.trusted_relay {
-        Decision::Deliver { auth: AuthResult::TrustedRelay, folder: Folder::Inbox }
+        deliver(AuthResult::TrustedRelay)
     } else {
-        recipient_side(authkeys, store, hostname, client, envelope, &mut rewrite).await
-    };
-    apply(envelope, &rewrite);
-    decision
-}
-
-fn apply(envelope: &mut Envelope<Resolved>, rewrite: &Rewrite) {
-    if rewrite.strip_key_headers {
-        envelope.body =
-            headers::remove_fields(&envelope.body, |f| f.name_is(sender::KEY_HEADER) || f.name_is("X-Auth-Key-Status"));
-    }
-    if !rewrite.add.is_empty() {
-        let fields: Vec<(&str, &str)> = rewrite.add.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        envelope.body = headers::prepend(&fields, &envelope.body);
+        recipient_side(authkeys, store, hostname, client, envelope).await
     }
 }
 
@@ -83,7 +61,6 @@ async fn recipient_side(
     hostname: &str,
     client: &ClientInfo<'_>,
     envelope: &Envelope<Resolved>,
-    rewrite: &mut Rewrite,
 ) -> Decision {
     let mailboxes: Vec<&str> = deliveries(envelope)
         .filter_map(|d| match d {
@@ -96,7 +73,8 @@ async fn recipient_side(
             return decision;
         }
     }
-    // SPEC 7.5: only the final recipient's server verifies and removes the key headers.
+    // SPEC 7.5: only the final recipient's server verifies; the copies for its mailboxes
+    // carry its X-Auth-Key-Status (the commit removes every one that came with the message).
     let final_here = !mailboxes.is_empty();
     let from = headers::from_address(&envelope.body);
     let key = headers::first_value(&envelope.body, sender::KEY_HEADER);
@@ -104,16 +82,14 @@ async fn recipient_side(
         (Some(from), true) => authkeys.verifier.check(from, key.as_deref()).await,
         _ => AuthKeyResult::None,
     };
-    if final_here {
-        rewrite.strip_key_headers = true;
-        rewrite.add.push(("X-Auth-Key-Status", result.status().to_string()));
-    }
+    let key_status = final_here.then(|| result.status());
     let auth = match &from {
         Some(from) => AuthResult::AuthKey { result, from: from.clone() },
         None => AuthResult::None,
     };
+    let deliver = |auth, folder| Decision::Deliver(Delivered { auth, folder, key_status });
     if result == AuthKeyResult::Pass {
-        return Decision::Deliver { auth, folder: Folder::Inbox };
+        return deliver(auth, Folder::Inbox);
     }
     // RCPT made every recipient of the transaction share one policy (450 4.5.3 otherwise).
     let policy = envelope.recipients.iter().find_map(|r| r.resolved.policy).unwrap_or_default();
@@ -123,8 +99,8 @@ async fn recipient_side(
     };
     let from_text = from.as_deref().unwrap_or("(no From address)");
     match action {
-        PolicyAction::Accept => return Decision::Deliver { auth, folder: Folder::Inbox },
-        PolicyAction::Junk => return Decision::Deliver { auth, folder: Folder::Junk },
+        PolicyAction::Accept => return deliver(auth, Folder::Inbox),
+        PolicyAction::Junk => return deliver(auth, Folder::Junk),
         _ => {}
     }
     // SPEC 2: temperror is 451 unless the action delivers; the sender retries later.
@@ -191,7 +167,7 @@ async fn take_key_mail(
     }
     Some(if authkeys.keep_key_mail {
         // Phase II: the key mail stays in the mailbox.
-        Decision::Deliver { auth: AuthResult::None, folder: Folder::Inbox }
+        Decision::Deliver(Delivered { auth: AuthResult::None, folder: Folder::Inbox, key_status: None })
     } else {
         Decision::KeyRecorded
     })

@@ -84,12 +84,52 @@ pub async fn receipt_reply(
     }
 }
 
+/// SPEC 8.3: a NOTIFY record's timestamp may be at most this far ahead of our clock...
+pub const NOTIFY_MAX_AHEAD_SECS: i64 = 5 * 60;
+/// ...and at most this old.
+pub const NOTIFY_MAX_AGE_SECS: i64 = 30 * 86_400;
+
+/// SPEC 8.3: whether a NOTIFY record's timestamp is in the window the home server takes
+/// (`now - 30 days ..= now + 5 minutes`); outside it the record is `501 5.5.4`.
+pub fn notify_time_acceptable(timestamp: i64, now: i64) -> bool {
+    timestamp <= now.saturating_add(NOTIFY_MAX_AHEAD_SECS) && timestamp >= now.saturating_sub(NOTIFY_MAX_AGE_SECS)
+}
+
+/// The UTC day `now` falls in, as `[start, end)` in Unix seconds.
+pub fn utc_day(now: i64) -> (i64, i64) {
+    let start = now - now.rem_euclid(86_400);
+    (start, start.saturating_add(86_400))
+}
+
 /// `NOTIFY <record>` from a peer already checked to be the home server of the record's
-/// recipient domain (SPEC 8.3): `250 2.0.0` stored or stored before, `550 5.1.1` when the
-/// sender is not a local mailbox, `451 4.3.0` when the store fails.
-pub async fn notify_reply(store: &dyn Store, record: Record) -> Reply {
+/// recipient domain, arriving at `now` (SPEC 8.3): `501 5.5.4` for a timestamp more than 5
+/// minutes ahead or more than 30 days old; `452 4.5.3` once the sender's Tracking folder
+/// received `max_per_day` records about that domain's recipients this UTC day; else
+/// `250 2.0.0` stored or stored before, `550 5.1.1` when the sender is not a local
+/// mailbox; a store failure by its temporariness (`store_reply`).
+///
+/// The count and the insert are two steps: sessions of one peer storing at the same moment
+/// may pass the cap by as many records as they run at once.
+pub async fn notify_reply(store: &dyn Store, record: Record, max_per_day: u64, now: i64) -> Reply {
     let sender = record.sender.clone();
-    match store.store_notified_record(record).await {
+    let domain = record.recipient_domain().to_ascii_lowercase();
+    if !notify_time_acceptable(record.timestamp, now) {
+        tracing::warn!(%sender, %domain, timestamp = record.timestamp, now, "NOTIFY refused: timestamp out of range");
+        return Reply::syntax("Record timestamp more than 5 minutes ahead or more than 30 days old");
+    }
+    let (day_start, day_end) = utc_day(now);
+    match store.count_tracking_records(&sender, &domain, day_start, day_end).await {
+        Ok(n) if n >= max_per_day => {
+            tracing::warn!(%sender, %domain, max_per_day, "NOTIFY refused: the day's cap is reached");
+            return Reply::notify_over_daily_cap(&domain, &sender);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "cannot count tracking records");
+            return store_reply(&e);
+        }
+    }
+    match store.store_notified_record(record, now).await {
         Ok(NotifyStored::Stored) => {
             tracing::info!(%sender, "NOTIFY record stored in the Tracking folder");
             Reply::tracking_stored()
@@ -107,7 +147,8 @@ pub async fn notify_reply(store: &dyn Store, record: Record) -> Reply {
 pub const TRACK_LIMIT: usize = tracking::MAX_TRACK_RECORDS;
 
 /// `TRACK [<since>]` for an authenticated local `user` (SPEC 8.3): its Tracking records,
-/// oldest first, as `250-<record>` lines and `250 <n> records`.
+/// oldest first, as `250-<record>` lines and `250 <n> records`; past [`TRACK_LIMIT`]
+/// records, the newest ones (the store gives the newest `limit`).
 pub async fn track_reply(store: &dyn Store, user: &str, since: Option<i64>) -> Reply {
     match store.tracking_records(user, since, TRACK_LIMIT).await {
         Ok(records) => tracking::track_reply(&records.into_iter().map(|r| r.record).collect::<Vec<_>>()),
@@ -144,5 +185,31 @@ impl OutboxBell {
     /// Waits for the next ring (or one kept from while nobody waited).
     pub async fn rung(&self) {
         self.0.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_796_119_200; // 2026-12-01T10:00:00Z
+
+    #[test]
+    fn the_notify_time_window() {
+        assert!(notify_time_acceptable(NOW, NOW));
+        assert!(notify_time_acceptable(NOW + 300, NOW));
+        assert!(!notify_time_acceptable(NOW + 301, NOW));
+        assert!(notify_time_acceptable(NOW - 30 * 86_400, NOW));
+        assert!(!notify_time_acceptable(NOW - 30 * 86_400 - 1, NOW));
+        assert!(!notify_time_acceptable(i64::MAX, NOW) && !notify_time_acceptable(i64::MIN, NOW));
+    }
+
+    #[test]
+    fn the_utc_day() {
+        let midnight = NOW - 10 * 3600;
+        assert_eq!(utc_day(NOW), (midnight, midnight + 86_400));
+        assert_eq!(utc_day(midnight), (midnight, midnight + 86_400));
+        assert_eq!(utc_day(midnight - 1), (midnight - 86_400, midnight));
+        assert_eq!(utc_day(-1), (-86_400, 0));
     }
 }

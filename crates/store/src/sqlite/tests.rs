@@ -560,3 +560,25 @@ async fn sender_keys_cache_and_verify_sent_survive_a_reopen() {
     assert!(!store.verified_key_cached("a@example.org", "h2", 150).await.unwrap());
     assert_eq!(store.verify_sent_log(0, 10).await.unwrap().len(), 1);
 }
+
+/// The copies of one received message (SPEC 7.5) are stored together or not at all.
+#[tokio::test]
+async fn commit_messages_is_all_or_nothing() {
+    let (_dir, store) = store();
+    store.add_domain("example.org", SenderPolicy::ACCEPT).await.unwrap();
+    let id = store.add_account(account("a@example.org")).await.unwrap();
+    let mailbox = || Delivery::Mailbox { account_id: id, folder: Folder::Inbox, recipient: "a@example.org".into() };
+    let onward = || Delivery::Queue { recipient: "x@remote.example".into() };
+    store.commit_message(message("TAKEN", vec![onward()])).await.unwrap();
+    // The second copy's queue id is in use: neither is stored.
+    let both = vec![message("FIRST", vec![mailbox()]), message("TAKEN", vec![onward()])];
+    assert!(matches!(store.commit_messages(both).await, Err(StoreError::Conflict(_))));
+    assert!(store.list_mailbox("a@example.org", None).await.unwrap().is_empty());
+    assert_eq!(store.list_queue().await.unwrap().len(), 1);
+    let both = vec![message("FIRST", vec![mailbox()]), message("SECOND", vec![onward()])];
+    let committed = store.commit_messages(both).await.unwrap();
+    let ids: Vec<&str> = committed.iter().map(|c| c.queue_id.as_str()).collect();
+    assert_eq!(ids, ["FIRST", "SECOND"]);
+    assert_eq!(store.list_mailbox("a@example.org", None).await.unwrap().len(), 1);
+    assert_eq!(store.list_queue().await.unwrap().len(), 2);
+}

@@ -221,7 +221,7 @@ fn row_to_stored(row: &Row<'_>) -> rusqlite::Result<Option<StoredTrackingRecord>
     }))
 }
 
-/// The owner's records at or after `since`, oldest first.
+/// The owner's records at or after `since`, oldest first: the newest `limit` of them.
 pub(super) fn records(
     conn: &Connection,
     owner: &str,
@@ -232,7 +232,8 @@ pub(super) fn records(
     let mut stmt = conn
         .prepare_cached(
             "SELECT id, owner, occurred_at, message_id, sender, recipient, event, reporting_server, stored_at
-             FROM tracking_records WHERE owner = ?1 AND occurred_at >= ?2 ORDER BY occurred_at, id LIMIT ?3",
+             FROM tracking_records WHERE owner = ?1 AND occurred_at >= ?2
+             ORDER BY occurred_at DESC, id DESC LIMIT ?3",
         )
         .map_err(db_error)?;
     let rows = stmt.query_map(params![owner, since.unwrap_or(i64::MIN), limit], row_to_stored).map_err(db_error)?;
@@ -240,7 +241,24 @@ pub(super) fn records(
     for row in rows {
         out.extend(row.map_err(db_error)?);
     }
+    out.reverse();
     Ok(out)
+}
+
+/// How many of the owner's records about recipients in `domain` were stored in
+/// `[from, until)`. The domain is matched as the whole part after the recipient's last `@`.
+pub(super) fn count_records(conn: &Connection, owner: &str, domain: &str, from: i64, until: i64) -> StoreResult<u64> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM tracking_records
+             WHERE owner = ?1 AND stored_at >= ?3 AND stored_at < ?4
+               AND length(recipient) > length(?2)
+               AND substr(recipient, length(recipient) - length(?2) + 1) = ?2
+               AND substr(recipient, length(recipient) - length(?2), 1) = '@'",
+        )
+        .and_then(|mut stmt| stmt.query_row(params![owner, domain, from, until], |r| r.get(0)))
+        .map_err(db_error)?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 const OUTBOX_COLUMNS: &str = "id, record, domain, state, attempts, next_attempt, last_error, created_at";

@@ -155,7 +155,8 @@ async fn a_local_senders_records_go_into_its_tracking_folder() {
     assert_eq!(records[1].record.event, Event::DecryptFailed);
     assert_eq!(records[0].record.sender, "Nurse@lrsupport.test");
     assert_eq!(store.tracking_records("nurse@lrsupport.test", Some(AT + 1), 100).await.unwrap(), records[1..]);
-    assert_eq!(store.tracking_records("nurse@lrsupport.test", Some(AT), 1).await.unwrap(), records[..1]);
+    // SPEC 8.3: past the limit, the newest records (TRACK past 10,000).
+    assert_eq!(store.tracking_records("nurse@lrsupport.test", Some(AT), 1).await.unwrap(), records[1..]);
     assert!(store.tracking_records("abc555@lrsupport.test", None, 100).await.unwrap().is_empty());
     assert!(store.list_notify_outbox().await.unwrap().is_empty());
     // Not a mailbox message: the mailbox and its quota are untouched.
@@ -191,14 +192,74 @@ async fn notified_records_are_stored_once_for_local_senders_only() {
         "2026-12-01T10:00:00Z,<id@lrsupport.test>,nurse@lrsupport.test,abc555@galkam.test,downloaded,mx.galkam.test",
     )
     .unwrap();
-    assert_eq!(store.store_notified_record(record.clone()).await.unwrap(), NotifyStored::Stored);
+    assert_eq!(store.store_notified_record(record.clone(), AT).await.unwrap(), NotifyStored::Stored);
     let later = Record { timestamp: AT + 99, ..record.clone() };
-    assert_eq!(store.store_notified_record(later).await.unwrap(), NotifyStored::Duplicate);
+    assert_eq!(store.store_notified_record(later, AT).await.unwrap(), NotifyStored::Duplicate);
     let remote = Record { sender: "glen@galkam.test".into(), ..record.clone() };
-    assert_eq!(store.store_notified_record(remote).await.unwrap(), NotifyStored::UnknownSender);
+    assert_eq!(store.store_notified_record(remote, AT).await.unwrap(), NotifyStored::UnknownSender);
     let nobody = Record { sender: "nobody@lrsupport.test".into(), ..record.clone() };
-    assert_eq!(store.store_notified_record(nobody).await.unwrap(), NotifyStored::UnknownSender);
+    assert_eq!(store.store_notified_record(nobody, AT).await.unwrap(), NotifyStored::UnknownSender);
     let stored = store.tracking_records("nurse@lrsupport.test", None, 10).await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].record, record);
+    assert_eq!(stored[0].stored_at, AT);
+}
+
+/// The count behind `[messenger] notify_max_per_day` (SPEC 8.3): one owner's records about
+/// one recipient domain, by the time they were stored.
+#[tokio::test]
+async fn records_are_counted_per_owner_recipient_domain_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = setup(&dir).await;
+    let record = |n: usize, recipient: &str| Record {
+        timestamp: AT,
+        message_id: format!("<{n}@lrsupport.test>"),
+        sender: "nurse@lrsupport.test".into(),
+        recipient: recipient.into(),
+        event: Event::Downloaded,
+        reporting_server: "mx.galkam.test".into(),
+    };
+    for (n, recipient, at) in [
+        (1, "a@galkam.test", AT),
+        (2, "B@Galkam.test", AT + 10),
+        (3, "c@galkam.test", AT + 100),
+        (4, "d@sub.galkam.test", AT),
+        (5, "e@xgalkam.test", AT),
+    ] {
+        assert_eq!(store.store_notified_record(record(n, recipient), at).await.unwrap(), NotifyStored::Stored);
+    }
+    let count = |owner: &'static str, domain: &'static str, from: i64, until: i64| {
+        let store = &store;
+        async move { store.count_tracking_records(owner, domain, from, until).await.unwrap() }
+    };
+    assert_eq!(count("nurse@lrsupport.test", "galkam.test", AT, AT + 100).await, 2);
+    assert_eq!(count("Nurse@lrsupport.test", "GALKAM.test", AT, AT + 101).await, 3);
+    assert_eq!(count("nurse@lrsupport.test", "galkam.test", AT + 1, AT + 101).await, 2);
+    assert_eq!(count("nurse@lrsupport.test", "sub.galkam.test", AT, AT + 101).await, 1);
+    assert_eq!(count("abc555@lrsupport.test", "galkam.test", AT, AT + 101).await, 0);
+}
+
+/// SPEC 8.3: TRACK past its limit gives the newest records, listed oldest first.
+#[tokio::test]
+async fn past_the_limit_the_newest_records_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = setup(&dir).await;
+    for n in 0..5i64 {
+        let record = Record {
+            // Stored out of order: the records' own times decide.
+            timestamp: AT + (n * 3) % 5,
+            message_id: format!("<{n}@lrsupport.test>"),
+            sender: "nurse@lrsupport.test".into(),
+            recipient: "a@galkam.test".into(),
+            event: Event::Downloaded,
+            reporting_server: "mx.galkam.test".into(),
+        };
+        store.store_notified_record(record, AT).await.unwrap();
+    }
+    let times = |records: Vec<crate::tracking::StoredTrackingRecord>| {
+        records.into_iter().map(|r| r.record.timestamp - AT).collect::<Vec<_>>()
+    };
+    assert_eq!(times(store.tracking_records("nurse@lrsupport.test", None, 10).await.unwrap()), [0, 1, 2, 3, 4]);
+    assert_eq!(times(store.tracking_records("nurse@lrsupport.test", None, 3).await.unwrap()), [2, 3, 4]);
+    assert_eq!(times(store.tracking_records("nurse@lrsupport.test", Some(AT + 3), 3).await.unwrap()), [3, 4]);
 }

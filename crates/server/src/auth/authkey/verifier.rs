@@ -23,6 +23,9 @@ use crate::support::time::unix_now;
 
 pub use vouchmail_proto::authkey::record::{parse_as_record, DEFAULT_PORT};
 
+/// SPEC 7.5: the field the final recipient's server adds with its result.
+pub const STATUS_HEADER: &str = "X-Auth-Key-Status";
+
 /// A VERIFY answer line is short; anything longer is not one.
 const MAX_ANSWER: usize = 600;
 /// SPEC 7.5: a cached key is reused at most this long.

@@ -17,7 +17,7 @@ impl Connection<'_> {
         }
     }
 
-    pub async fn message(&mut self, session: &mut SmtpSession, mut envelope: Envelope<Resolved>) {
+    pub async fn message(&mut self, session: &mut SmtpSession, envelope: Envelope<Resolved>) {
         let context = self.context;
         let spooled = match envelope.spilled {
             0 => Ok(None),
@@ -39,10 +39,10 @@ impl Connection<'_> {
         let verdict = match spooled {
             Ok(spooled) => {
                 let store = self.store();
-                let decision = Box::pin(decide(&context.authkeys, store, hostname, &client, &mut envelope)).await;
+                let decision = Box::pin(decide(&context.authkeys, store, hostname, &client, &envelope)).await;
                 match decision {
-                    Decision::Deliver { auth, folder } => {
-                        Box::pin(commit_message(store, hostname, &client, envelope, spooled, auth, folder)).await
+                    Decision::Deliver(delivered) => {
+                        Box::pin(commit_message(store, hostname, &client, envelope, spooled, delivered)).await
                     }
                     Decision::KeyRecorded => Ok("key recorded".to_string()),
                     Decision::Refuse(reply) => Err(reply),
