@@ -1,5 +1,7 @@
 //! The one interface over everything durable (issue 21 splits it by concern).
 
+use std::ops::Range;
+
 use crate::error::StoreFuture;
 use crate::messenger::*;
 use crate::tracking::*;
@@ -137,15 +139,9 @@ pub trait Store: Send + Sync {
         now: i64,
     ) -> StoreFuture<'_, NotifyStored>;
     /// How many records the Tracking folder of `owner` holds about recipients in
-    /// `recipient_domain` that were stored at or after `stored_from` and before
-    /// `stored_until` (the NOTIFY cap per day, SPEC 8.3).
-    fn count_tracking_records(
-        &self,
-        owner: &str,
-        recipient_domain: &str,
-        stored_from: i64,
-        stored_until: i64,
-    ) -> StoreFuture<'_, u64>;
+    /// `recipient_domain` that were stored within `stored` (unix seconds, end excluded: the
+    /// NOTIFY cap per day, SPEC 8.3).
+    fn count_tracking_records(&self, owner: &str, recipient_domain: &str, stored: Range<i64>) -> StoreFuture<'_, u64>;
     /// The Tracking folder of a local user: records with a timestamp at or after `since`
     /// (all with None), oldest first; when there are more than `limit`, the newest `limit`
     /// (TRACK, `vouchmail tracking list`).

@@ -7,6 +7,7 @@
 //! of connections on tokio's blocking threads; WAL lets them run beside the writer and
 //! beside other processes (the CLI) using the same file.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -1461,16 +1462,9 @@ impl Store for SqliteStore {
         self.write(move |conn| tracking::insert_record(conn, &record, now))
     }
 
-    fn count_tracking_records(
-        &self,
-        owner: &str,
-        recipient_domain: &str,
-        stored_from: i64,
-        stored_until: i64,
-    ) -> StoreFuture<'_, u64> {
-        let owner = owner.to_lowercase();
-        let domain = recipient_domain.to_lowercase();
-        self.read(move |conn| tracking::count_records(conn, &owner, &domain, stored_from, stored_until))
+    fn count_tracking_records(&self, owner: &str, recipient_domain: &str, stored: Range<i64>) -> StoreFuture<'_, u64> {
+        let (owner, domain) = (owner.to_lowercase(), recipient_domain.to_lowercase());
+        self.read(move |conn| tracking::count_records(conn, &owner, &domain, stored.start, stored.end))
     }
 
     fn tracking_records(

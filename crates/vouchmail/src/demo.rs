@@ -262,6 +262,16 @@ async fn refused_to_rogue(mut rogue: Session, line: &str, code: u16, said: &str)
 
 /// A rogue verifier: it hands out a challenge bound to lrsupport (SPEC 8.2: one that the
 /// rogue could use to log in there as the user). Returns what the client sent after it.
+/// The client's next command line, upper case; None when it closed.
+async fn next_command<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> Option<String> {
+    use tokio::io::AsyncBufReadExt;
+    let mut line = String::new();
+    match reader.read_line(&mut line).await.ok()? {
+        0 => None,
+        _ => Some(line.trim().to_ascii_uppercase()),
+    }
+}
+
 async fn fake_rogue_verifier(listener: TcpListener, tls: vouchmail_server::net::tls::Tls) -> Option<String> {
     use tokio::io::AsyncBufReadExt;
     let (stream, _) = listener.accept().await.ok()?;
@@ -269,13 +279,8 @@ async fn fake_rogue_verifier(listener: TcpListener, tls: vouchmail_server::net::
     // certificate for its own name; what must stop the client is the bound challenge.
     let mut plain = tokio::io::BufReader::new(stream);
     plain.get_mut().write_all(b"220 mail.rogue.test ESMTP\r\n").await.ok()?;
-    let mut line = String::new();
     loop {
-        line.clear();
-        if plain.read_line(&mut line).await.ok()? == 0 {
-            return None;
-        }
-        let upper = line.trim().to_ascii_uppercase();
+        let upper = next_command(&mut plain).await?;
         if upper.starts_with("EHLO") {
             plain.get_mut().write_all(b"250-mail.rogue.test\r\n250 STARTTLS\r\n").await.ok()?;
         } else if upper == "STARTTLS" {
@@ -289,11 +294,7 @@ async fn fake_rogue_verifier(listener: TcpListener, tls: vouchmail_server::net::
     let (read, mut write) = tokio::io::split(stream);
     let mut lines = tokio::io::BufReader::new(read);
     loop {
-        line.clear();
-        if lines.read_line(&mut line).await.ok()? == 0 {
-            return None;
-        }
-        let upper = line.trim().to_ascii_uppercase();
+        let upper = next_command(&mut lines).await?;
         if upper.starts_with("EHLO") {
             write.write_all(b"250-mail.rogue.test\r\n250 AUTH RCRAM-MD5\r\n").await.ok()?;
         } else if upper.starts_with("AUTH RCRAM-MD5") {

@@ -322,6 +322,16 @@ mod tests {
         (addr, seen)
     }
 
+    /// DNS naming mail.home.test (127.0.0.3), on these ports, the home server of two domains.
+    async fn two_homes(first: (&str, u16), second: (&str, u16)) -> TestDns {
+        TestDns::builder()
+            .srv(&format!("_messenger._tcp.{}", first.0), 10, 1, first.1, "mail.home.test")
+            .srv(&format!("_messenger._tcp.{}", second.0), 10, 1, second.1, "mail.home.test")
+            .a("mail.home.test", "127.0.0.3")
+            .start()
+            .await
+    }
+
     fn options(source: &str) -> ClientOptions {
         ClientOptions {
             hostname: "mail.galkam.test".into(),
@@ -340,12 +350,7 @@ mod tests {
     async fn calls_from_the_source_address_with_our_name_and_reuses_the_connection() {
         let (addr, seen) = fake_home("127.0.0.3", usize::MAX).await;
         let (closing, closing_seen) = fake_home("127.0.0.3", 1).await;
-        let dns = TestDns::builder()
-            .srv("_messenger._tcp.home.test", 10, 1, addr.port(), "mail.home.test")
-            .srv("_messenger._tcp.closing.test", 10, 1, closing.port(), "mail.home.test")
-            .a("mail.home.test", "127.0.0.3")
-            .start()
-            .await;
+        let dns = two_homes(("home.test", addr.port()), ("closing.test", closing.port())).await;
         let client = FederationClient::new(Dns::shared(&[dns.addr()]).unwrap(), options("127.0.0.2")).unwrap();
         for _ in 0..3 {
             let (reply, ip) = client.call("home.test", "CERT a@home.test", SMALL_REPLY).await.unwrap();
@@ -402,12 +407,7 @@ mod tests {
             }
         });
         let (fast, _) = fake_home("127.0.0.3", usize::MAX).await;
-        let dns = TestDns::builder()
-            .srv("_messenger._tcp.slow.test", 10, 1, slow.port(), "mail.home.test")
-            .srv("_messenger._tcp.home.test", 10, 1, fast.port(), "mail.home.test")
-            .a("mail.home.test", "127.0.0.3")
-            .start()
-            .await;
+        let dns = two_homes(("slow.test", slow.port()), ("home.test", fast.port())).await;
         let options = ClientOptions { call_deadline: Duration::from_secs(2), ..options("127.0.0.2") };
         let client = Arc::new(FederationClient::new(Dns::shared(&[dns.addr()]).unwrap(), options).unwrap());
         let started = std::time::Instant::now();

@@ -118,7 +118,7 @@ pub async fn notify_reply(store: &dyn Store, record: Record, max_per_day: u64, n
         return Reply::syntax("Record timestamp more than 5 minutes ahead or more than 30 days old");
     }
     let (day_start, day_end) = utc_day(now);
-    match store.count_tracking_records(&sender, &domain, day_start, day_end).await {
+    match store.count_tracking_records(&sender, &domain, day_start..day_end).await {
         Ok(n) if n >= max_per_day => {
             tracing::warn!(%sender, %domain, max_per_day, "NOTIFY refused: the day's cap is reached");
             return Reply::notify_over_daily_cap(&domain, &sender);

@@ -230,7 +230,7 @@ async fn records_are_counted_per_owner_recipient_domain_and_time() {
     }
     let count = |owner: &'static str, domain: &'static str, from: i64, until: i64| {
         let store = &store;
-        async move { store.count_tracking_records(owner, domain, from, until).await.unwrap() }
+        async move { store.count_tracking_records(owner, domain, from..until).await.unwrap() }
     };
     assert_eq!(count("nurse@lrsupport.test", "galkam.test", AT, AT + 100).await, 2);
     assert_eq!(count("Nurse@lrsupport.test", "GALKAM.test", AT, AT + 101).await, 3);
