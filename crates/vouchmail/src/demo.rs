@@ -127,13 +127,31 @@ fn make_dir() -> Result<PathBuf, CliError> {
     Ok(dir)
 }
 
+/// SPEC 8 "Trust between servers": the servers verify each other. Each one's certificate
+/// (made as on a first start) goes into one CA file they all trust, as if a public CA had
+/// signed them; the rogue's too, as a rogue can have a certificate for its own name.
+fn federation_ca(dir: &Path) -> Result<PathBuf, CliError> {
+    let mut bundle = String::new();
+    for (domain, _) in SERVERS {
+        let config = Config { hostname: format!("mail.{domain}"), data_dir: dir.join(domain), ..Config::default() };
+        vouchmail_server::net::tls::Tls::from_config(&config)?;
+        let cert = config.data_dir.join("tls").join("cert.pem");
+        bundle.push_str(
+            &std::fs::read_to_string(&cert).map_err(|e| CliError::failed(format!("{}: {e}", cert.display())))?,
+        );
+    }
+    let path = dir.join("federation-ca.pem");
+    write_private(&path, bundle.as_bytes()).map_err(|e| CliError::failed(e.to_string()))?;
+    Ok(path)
+}
+
 async fn start_node(
     dir: &Path,
     dns: SocketAddr,
-    domain: &str,
-    ip: &str,
+    (domain, ip): (&str, &str),
     messenger_port: u16,
     peers: &[&str],
+    ca_file: &Path,
 ) -> Result<Node, CliError> {
     let ip: IpAddr = ip.parse().map_err(|_| CliError::failed(format!("bad address {ip}")))?;
     let messenger = SocketAddr::new(ip, messenger_port);
@@ -165,6 +183,8 @@ async fn start_node(
     config.messenger.peers = peers.iter().map(|p| p.to_string()).collect();
     config.messenger.notify_retry_min_secs = 1;
     config.messenger.notify_retry_max_secs = 2;
+    config.messenger.peer_tls = "verify".into();
+    config.messenger.ca_file = Some(ca_file.to_path_buf());
     std::fs::create_dir_all(&data_dir).map_err(|e| CliError::failed(format!("{}: {e}", data_dir.display())))?;
     let store = Arc::new(SqliteStore::open(&config.store_path()).map_err(|e| CliError::failed(e.to_string()))?);
     vouchmail_server::rules::bootstrap::bootstrap(&config, store.as_ref())
@@ -381,9 +401,10 @@ async fn story(dir: &Path) -> Result<bool, CliError> {
     let dns = zone.start().await;
     println!("vouchmail demo (SPEC 10, seed 000): DNS on {}", dns.addr());
     let peers: [&[&str]; 3] = [&["lrsupport.test", "rogue.test"], &["galkam.test"], &[]];
+    let ca_file = federation_ca(dir)?;
     let mut nodes = Vec::new();
     for (((domain, ip), port), peers) in SERVERS.iter().zip(&messenger_ports).zip(peers) {
-        let node = start_node(dir, dns.addr(), domain, ip, *port, peers).await?;
+        let node = start_node(dir, dns.addr(), (domain, ip), *port, peers, &ca_file).await?;
         println!("  {domain}: Messenger {} POP3 {}", node.messenger, node.pop3);
         nodes.push(node);
     }

@@ -434,12 +434,19 @@ pub struct Messenger {
     pub pull_interval_secs: u64,
     /// Port of the MX and address fallbacks of home-server discovery (SPEC 8: 21025).
     pub port: u16,
-    /// Use STARTTLS with peers that offer it (SPEC 8). The peer's certificate is not
-    /// checked (as outbound `tls = "may"`); turn off only for tests.
+    /// With `peer_tls = "insecure"`: STARTTLS with peers that offer it; turn off only for
+    /// tests. With "verify" STARTTLS is always required.
     pub starttls: bool,
     /// Seconds to wait for a TCP connection to a peer, and for each of its replies.
     pub connect_timeout_secs: u64,
     pub command_timeout_secs: u64,
+    /// SPEC 8 "Trust between servers": `verify` (STARTTLS required, the peer's certificate
+    /// verified for the host name discovery gave, against the system's roots plus
+    /// `ca_file`) or `insecure` (labs only: any certificate, STARTTLS when offered; warned
+    /// at every start).
+    pub peer_tls: String,
+    /// Extra CA certificates (PEM) the peers' certificates are verified against.
+    pub ca_file: Option<PathBuf>,
     /// Seconds one federation call may take in all (SPEC 8: a peer that trickles a byte
     /// now and then, never hitting the per-read timeout, delays only its own call).
     pub call_deadline_secs: u64,
@@ -482,6 +489,8 @@ impl Default for Messenger {
             connect_timeout_secs: 10,
             command_timeout_secs: 30,
             call_deadline_secs: 60,
+            peer_tls: "verify".into(),
+            ca_file: None,
             idle_secs: 60,
             max_idle_per_peer: 4,
             max_connections: 500,
@@ -693,6 +702,7 @@ impl Config {
             ("tls.key".to_string(), &self.tls.key, PrivateKey),
             ("tls.client_ca".to_string(), &self.tls.client_ca, Certificates),
             ("outbound.ca_file".to_string(), &self.outbound.ca_file, Certificates),
+            ("messenger.ca_file".to_string(), &self.messenger.ca_file, Certificates),
         ];
         for (n, fetch) in self.odmr.fetch.iter().enumerate() {
             files.push((format!("odmr.fetch[{n}].cert"), &fetch.cert, Certificates));
@@ -760,7 +770,8 @@ impl Config {
     /// What is allowed but not advised: each timeout below its RFC minimum (short timeouts
     /// are for tests and lab setups). `serve` logs these at start, `init` prints them.
     pub fn warnings(&self) -> Vec<String> {
-        self.timeouts()
+        let mut warnings: Vec<String> = self
+            .timeouts()
             .iter()
             .filter_map(|t| {
                 let (minimum, rule) = t.minimum?;
@@ -768,7 +779,16 @@ impl Config {
                     format!("{} = {} is below the RFC minimum of {minimum} {} ({rule})", t.key, t.value, t.unit)
                 })
             })
-            .collect()
+            .collect();
+        // SPEC 8: said at every start, so a lab setting does not go to production unseen.
+        if self.messenger.peer_tls == "insecure" {
+            warnings.push(
+                "messenger.peer_tls = \"insecure\": peers' certificates are not verified, and anyone on the path \
+                 can answer for a home server (labs only)"
+                    .into(),
+            );
+        }
+        warnings
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -779,7 +799,9 @@ impl Config {
         };
         resolve(&mut self.data_dir);
         let tls = &mut self.tls;
-        for path in [&mut tls.cert, &mut tls.key, &mut tls.client_ca, &mut self.outbound.ca_file] {
+        for path in
+            [&mut tls.cert, &mut tls.key, &mut tls.client_ca, &mut self.outbound.ca_file, &mut self.messenger.ca_file]
+        {
             path.iter_mut().for_each(resolve);
         }
         for fetch in &mut self.odmr.fetch {
@@ -891,6 +913,9 @@ impl Config {
         }
         if m.port == 0 {
             return Err(Error::new(ErrorKind::Config, "messenger.port must be at least 1"));
+        }
+        if m.peer_tls != "verify" && m.peer_tls != "insecure" {
+            return Err(Error::config("messenger.peer_tls", format!("'{}' must be verify or insecure", m.peer_tls)));
         }
         if m.max_connections == 0 || m.max_connections_per_ip == 0 {
             return Err(Error::new(
@@ -1183,5 +1208,19 @@ mod tests {
         assert!(Config::parse("[outbound]\ntls = \"sometimes\"").unwrap_err().to_string().contains("sometimes"));
         assert!(Config::parse("[[outbound.route]]\nhost = \"x\"").unwrap_err().to_string().contains("domain"));
         assert!(Config::parse("[outbound]\nretry_min_secs = 10\nretry_max_secs = 5").is_err());
+    }
+
+    #[test]
+    fn peer_tls_is_verify_or_insecure_and_insecure_is_warned_of() {
+        assert_eq!(Config::default().messenger.peer_tls, "verify");
+        assert!(Config::default().warnings().iter().all(|w| !w.contains("peer_tls")));
+        let error = Config::parse("[messenger]\npeer_tls = \"sometimes\"\n").unwrap_err().to_string();
+        assert!(error.starts_with("messenger.peer_tls: "), "{error}");
+        let lab = Config::parse("[messenger]\npeer_tls = \"insecure\"\n").unwrap();
+        assert!(
+            lab.warnings().iter().any(|w| w.starts_with("messenger.peer_tls = \"insecure\"")),
+            "{:?}",
+            lab.warnings()
+        );
     }
 }

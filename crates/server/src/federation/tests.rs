@@ -128,7 +128,42 @@ fn config(dir: &std::path::Path, dns: SocketAddr) -> Config {
     config.messenger.source_address = Some("127.0.0.2".parse().unwrap());
     config.messenger.connect_timeout_secs = 2;
     config.messenger.command_timeout_secs = 5;
+    // The fake home servers' certificates name home.test, whatever discovery says.
+    config.messenger.peer_tls = "insecure".into();
     config
+}
+
+/// Issue 19 item 1 (SPEC 8 "Trust between servers"): with `peer_tls = "verify"` a call
+/// goes only inside TLS whose certificate verifies for the host name discovery gave. A
+/// peer with a valid certificate for another name (a man in the middle) and a peer that
+/// offers no STARTTLS get no command at all.
+#[tokio::test]
+async fn verified_tls_between_servers_refuses_another_name_and_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, log) = fake_home("127.0.0.3", dir.path(), Arc::default()).await;
+    let plain = vouchmail_testkit::smtp_peer::Peer::builder("127.0.0.5").extensions(&["CERT"]).start();
+    let dns = TestDns::builder()
+        .srv("_messenger._tcp.right.test", 10, 1, addr.port(), "home.test")
+        .srv("_messenger._tcp.wrong.test", 10, 1, addr.port(), "mail.wrong.test")
+        .srv("_messenger._tcp.plain.test", 10, 1, plain.addr().port(), "mail.plain.test")
+        .a("home.test", "127.0.0.3")
+        .a("mail.wrong.test", "127.0.0.3")
+        .a("mail.plain.test", "127.0.0.5")
+        .start()
+        .await;
+    let mut verify = config(dir.path(), dns.addr());
+    verify.messenger.peer_tls = "verify".into();
+    verify.messenger.ca_file = Some(dir.path().join("tls").join("cert.pem"));
+    let client = FederationClient::from_config(&verify).unwrap();
+    let (reply, _) = client.call("right.test", "CERT a@right.test", SMALL_REPLY).await.unwrap();
+    assert_eq!(reply.code, 550, "the certificate names the host discovery gave");
+    assert!(log.lock().unwrap().iter().any(|s| s.tls && s.line == "CERT a@right.test"));
+    let wrong = client.call("wrong.test", "CERT a@wrong.test", SMALL_REPLY).await.unwrap_err();
+    assert!(wrong.is_temporary(), "{wrong}");
+    assert!(!log.lock().unwrap().iter().any(|s| s.line.contains("wrong.test")), "nothing sent to another name");
+    let cleartext = client.call("plain.test", "CERT a@plain.test", SMALL_REPLY).await.unwrap_err();
+    assert!(cleartext.to_string().contains("STARTTLS"), "{cleartext}");
+    assert!(!plain.commands().iter().any(|c| c.starts_with("CERT")), "no plaintext fallback: {:?}", plain.commands());
 }
 
 #[tokio::test]

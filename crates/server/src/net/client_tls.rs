@@ -128,6 +128,25 @@ impl Connectors {
     }
 }
 
+/// A connector that verifies a server's certificate for the name dialed against the
+/// system's roots plus `extra` (SPEC 8: the federation's `[messenger] ca_file`). None when
+/// no root is available at all.
+pub fn verifying(extra: Option<&Path>) -> Result<Option<TlsConnector>, Error> {
+    let mut roots = load_roots(Path::new(SYSTEM_BUNDLE)).unwrap_or_else(|_| RootCertStore::empty());
+    if let Some(path) = extra {
+        roots.roots.extend(load_roots(path)?.roots);
+    }
+    if roots.is_empty() {
+        return Ok(None);
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(TlsConnector::from(Arc::new(config))))
+}
+
 fn load_roots(path: &Path) -> Result<RootCertStore, Error> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(path)

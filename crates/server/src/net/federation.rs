@@ -33,6 +33,10 @@ pub struct ClientOptions {
     pub source_address: Option<IpAddr>,
     pub port: u16,
     pub starttls: bool,
+    /// SPEC 8: STARTTLS required and the peer's certificate verified (`peer_tls =
+    /// "verify"`), against the system's roots plus `ca_file`.
+    pub verify_peers: bool,
+    pub ca_file: Option<std::path::PathBuf>,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
     /// One call in all, whatever the per-read timeouts allow (SPEC 8).
@@ -49,6 +53,8 @@ impl ClientOptions {
             source_address: m.source_address,
             port: m.port,
             starttls: m.starttls,
+            verify_peers: m.peer_tls != "insecure",
+            ca_file: m.ca_file.clone(),
             connect_timeout: Duration::from_secs(m.connect_timeout_secs),
             command_timeout: Duration::from_secs(m.command_timeout_secs),
             call_deadline: Duration::from_secs(m.call_deadline_secs),
@@ -61,7 +67,12 @@ impl ClientOptions {
     /// a refusal ends the call), strict replies (a CERT reply is passed on unchanged).
     fn session_config(&self) -> ClientConfig {
         ClientConfig {
-            tls: if self.starttls { TlsMode::WhenOffered } else { TlsMode::Never },
+            // SPEC 8 "Trust between servers": no plaintext fallback when verifying.
+            tls: match (self.verify_peers, self.starttls) {
+                (true, _) => TlsMode::Required,
+                (false, true) => TlsMode::WhenOffered,
+                (false, false) => TlsMode::Never,
+            },
             timeouts: Timeouts::all(self.command_timeout),
             strict_replies: true,
             reply_limits: SMALL_REPLY,
@@ -121,7 +132,16 @@ pub struct FederationClient {
 
 impl FederationClient {
     pub fn new(dns: Arc<Dns>, options: ClientOptions) -> Result<FederationClient, Error> {
-        let tls = if options.starttls {
+        let tls = if options.verify_peers {
+            // SPEC 8 "Trust between servers": verified, or no call at all.
+            let connector = crate::net::client_tls::verifying(options.ca_file.as_deref())
+                .map_err(|e| e.about("messenger.ca_file"))?;
+            if connector.is_none() {
+                // The server still starts; every federation call fails, saying why.
+                tracing::warn!("no CA certificates to verify Messenger peers against: set [messenger] ca_file (or install the system's CA bundle)");
+            }
+            connector
+        } else if options.starttls {
             let connectors = Connectors::new(None).map_err(|e| e.about("messenger client"))?;
             Some(
                 connectors
@@ -338,6 +358,8 @@ mod tests {
             source_address: Some(source.parse().unwrap()),
             port: 21025,
             starttls: true,
+            verify_peers: false,
+            ca_file: None,
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(5),
             call_deadline: Duration::from_secs(60),
