@@ -14,6 +14,7 @@ pub mod session;
 
 pub use error::ClientError;
 use known::KnownCerts;
+use vouchmail_server::support::time::unix_now as now;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -27,7 +28,7 @@ use tokio_rustls::TlsConnector;
 use vouchmail_proto::messenger::tracking::{self, Receipt, ReceiptOutcome, Record};
 use vouchmail_proto::messenger::ServerReply;
 use vouchmail_proto::sasl::{Credentials, Mechanism};
-use vouchmail_proto::time::{rfc5322_date, unix_seconds};
+use vouchmail_proto::time::rfc5322_date;
 use vouchmail_smime::{Certificate, OuterHeaders, PrivateKey};
 
 use session::{one_line, Session};
@@ -150,10 +151,6 @@ pub struct Client {
     dns: Arc<Dns>,
     tls: Option<TlsConnector>,
     timeout: Duration,
-}
-
-fn now() -> i64 {
-    unix_seconds(SystemTime::now())
 }
 
 /// Writes a private file (mode 600), replacing it.

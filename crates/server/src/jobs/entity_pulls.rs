@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::federation::Messenger;
+use crate::support::tasks::run_bounded;
 
 /// Pulls every `interval` until shutdown.
 pub async fn run(
@@ -34,14 +35,9 @@ const PARALLEL_PEERS: usize = 8;
 /// Every peer once, several at once: each pull has the federation client's call deadline,
 /// so a peer that trickles delays only its own pull (SPEC 8, issue 19 item 7).
 async fn pull_all(messenger: &Arc<Messenger>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(PARALLEL_PEERS));
-    let mut pulls = tokio::task::JoinSet::new();
-    for peer in messenger.peers_to_pull().await {
-        let (messenger, slots) = (Arc::clone(messenger), Arc::clone(&slots));
-        pulls.spawn(async move {
-            let _slot = slots.acquire_owned().await;
-            messenger.pull_and_record(&peer).await;
-        });
-    }
-    while pulls.join_next().await.is_some() {}
+    run_bounded(messenger.peers_to_pull().await, PARALLEL_PEERS, |peer| {
+        let messenger = Arc::clone(messenger);
+        async move { messenger.pull_and_record(&peer).await }
+    })
+    .await;
 }

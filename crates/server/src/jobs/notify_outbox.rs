@@ -21,7 +21,7 @@ use vouchmail_store::{OutboxEntry, OutboxUpdate, Store};
 
 use crate::config::Config;
 use crate::rules::tracking::{NotifyOutcome, NotifySender, OutboxBell};
-use crate::support::tasks::TaskTracker;
+use crate::support::tasks::{run_bounded, TaskTracker};
 use crate::support::time::unix_now as now;
 
 /// Home servers sent to at once in one pass.
@@ -151,14 +151,12 @@ impl Outbox {
         }
         // One task per home server, at most PARALLEL_PEERS at once, each under the call
         // deadline: a peer that trickles holds its own records back, and only so long.
-        let mut sends = tokio::task::JoinSet::new();
-        let slots = Arc::new(tokio::sync::Semaphore::new(PARALLEL_PEERS));
+        // A sender that panicked is left out: its entries are leased and come back after
+        // the lease.
         let deadline = self.settings.call_deadline;
-        for (domain, entries) in by_domain {
+        let sent = run_bounded(by_domain, PARALLEL_PEERS, |(domain, entries)| {
             let sender = Arc::clone(&self.sender);
-            let slots = Arc::clone(&slots);
-            sends.spawn(async move {
-                let _slot = slots.acquire_owned().await;
+            async move {
                 let lines: Vec<String> = entries.iter().map(|e| e.record.clone()).collect();
                 let outcomes = match tokio::time::timeout(deadline, sender.send(&domain, &lines)).await {
                     Ok(outcomes) => outcomes,
@@ -169,14 +167,10 @@ impl Outbox {
                     }
                 };
                 (entries, outcomes)
-            });
-        }
-        while let Some(joined) = sends.join_next().await {
-            let Ok((entries, outcomes)) = joined else {
-                // A sender that panicked: its entries are leased and come back after the lease.
-                tracing::error!("NOTIFY outbox: a sender task failed");
-                continue;
-            };
+            }
+        })
+        .await;
+        for (entries, outcomes) in sent {
             let mut outcomes = outcomes.into_iter();
             for entry in entries {
                 let outcome =

@@ -20,8 +20,7 @@ use vouchmail_proto::smtp::session::TlsInfo;
 use vouchmail_proto::sasl::Secrets;
 use vouchmail_store::Store;
 
-use crate::auth::guard::sasl_clock;
-use crate::auth::guard::{AuthGuard, AuthRefusal};
+use crate::auth::guard::{sasl_clock, AuthGuard, AuthRefusal};
 use crate::auth::limits::AuthLimiter;
 use crate::net::tls::{handshake, MaybeTls, Tls};
 use crate::support::error::{Error, ErrorKind};
@@ -107,7 +106,7 @@ pub async fn serve_listener<S: Service>(
 /// 19 MiB), so a burst of AUTH can neither exhaust memory nor take every blocking thread
 /// from the store's reads; the others wait their turn.
 /// None if the task failed (the session is lost; close the connection).
-pub(crate) async fn off_async<S, T, F>(session: S, work: F) -> Option<(S, T)>
+async fn off_async<S, T, F>(session: S, work: F) -> Option<(S, T)>
 where
     S: Send + 'static,
     T: Send + 'static,

@@ -60,3 +60,32 @@ impl TaskTracker {
         }
     }
 }
+
+/// Runs `work` on each item in its own task, at most `limit` at once, and gives the
+/// results of those that finished, in the order they finished. A task that panicked is
+/// logged and left out (its caller's state, e.g. a lease, brings its work back later).
+pub async fn run_bounded<I, F, Fut>(items: I, limit: usize, work: F) -> Vec<Fut::Output>
+where
+    I: IntoIterator,
+    F: Fn(I::Item) -> Fut,
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    let slots = Arc::new(tokio::sync::Semaphore::new(limit.max(1)));
+    let mut running = tokio::task::JoinSet::new();
+    for item in items {
+        let (slots, task) = (Arc::clone(&slots), work(item));
+        running.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            task.await
+        });
+    }
+    let mut done = Vec::new();
+    while let Some(joined) = running.join_next().await {
+        match joined {
+            Ok(output) => done.push(output),
+            Err(e) => tracing::error!(error = %e, "a bounded task failed"),
+        }
+    }
+    done
+}
