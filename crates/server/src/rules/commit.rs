@@ -114,15 +114,17 @@ pub async fn commit_message(
     // SPEC 7.5: the mailboxes' copy and the onward copy, one message when they are equal.
     let (mailboxes, onward): (Vec<_>, Vec<_>) =
         deliveries.into_iter().partition(|(d, _)| matches!(d, Delivery::Mailbox { .. }));
-    let mailbox_body = mailbox_copy(&body, key_status);
+    // The mailboxes' copy is made only when there are mailboxes (mail that only goes on,
+    // relayed or forwarded, is not copied for nothing).
     let copies: Vec<(Vec<u8>, Deliveries)> = if onward.is_empty() {
-        vec![(mailbox_body, mailboxes)]
+        vec![(mailbox_copy(&body, key_status), mailboxes)]
     } else if mailboxes.is_empty() {
         vec![(body, onward)]
-    } else if mailbox_body == body {
-        vec![(body, mailboxes.into_iter().chain(onward).collect())]
     } else {
-        vec![(mailbox_body, mailboxes), (body, onward)]
+        match mailbox_copy(&body, key_status) {
+            same if same == body => vec![(body, mailboxes.into_iter().chain(onward).collect())],
+            mailbox_body => vec![(mailbox_body, mailboxes), (body, onward)],
+        }
     };
     let sender = match &envelope.from {
         ReversePath::Null => String::new(),
