@@ -141,6 +141,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         _dns: dns::Dns::for_config(config)?,
     };
     let tls = Tls::from_config(config)?;
+    let peer_tls = Tls::for_peers(config)?;
     let fake_salt_key = rules::bootstrap::scram_fake_salt_key(store.as_ref()).await?;
     let auth_limiter = Arc::new(
         AuthLimiter::new(
@@ -176,7 +177,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             limiter,
             auth_limiter: Arc::clone(&auth_limiter),
             postmaster: postmaster.clone(),
-            tls: Some(tls.clone()),
+            tls: Some(if kind == Listener::Messenger { peer_tls.clone() } else { tls.clone() }),
             implicit_tls: kind == Listener::Submissions,
             odmr: Arc::clone(&odmr),
             spool_dir: config.data_dir.join("spool"),

@@ -219,8 +219,11 @@ pub trait Store: Send + Sync {
     /// How many Entity Index entries were learnt from `peer`.
     fn count_learnt_for_peer(&self, peer: &str) -> StoreFuture<'_, usize>;
     fn list_learnt_entities(&self) -> StoreFuture<'_, Vec<LearntEntity>>;
-    /// Remembers a peer to pull from (once; `configured` is only ever raised).
-    fn note_messenger_peer(&self, domain: &str, configured: bool) -> StoreFuture<'_, ()>;
+    /// Remembers a peer to pull from, which answered at `answered_at` if given
+    /// (`configured` is only ever raised, `last_success` only moved forward).
+    fn note_messenger_peer(&self, domain: &str, configured: bool, answered_at: Option<i64>) -> StoreFuture<'_, ()>;
+    /// Drops a peer and every Entity Index entry learnt from it; how many entries went.
+    fn forget_messenger_peer(&self, domain: &str) -> StoreFuture<'_, usize>;
     fn list_messenger_peers(&self) -> StoreFuture<'_, Vec<MessengerPeer>>;
     /// Applies one pull's result and the peer's new last serial, in one transaction.
     fn apply_peer_pull(&self, pull: PeerPull) -> StoreFuture<'_, ()>;

@@ -69,6 +69,8 @@ pub struct MessengerPeer {
     pub last_serial: i64,
     pub last_pull: Option<i64>,
     pub last_error: Option<String>,
+    /// When it last answered: a verified call or a successful pull.
+    pub last_success: Option<i64>,
 }
 
 /// What a pull from a peer changes, applied in one transaction.

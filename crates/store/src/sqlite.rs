@@ -317,6 +317,13 @@ CREATE INDEX notify_outbox_due ON notify_outbox(state, next_attempt) WHERE state
     r#"
 CREATE INDEX tracking_records_owner_stored ON tracking_records(owner, stored_at);
 "#,
+    // Migration 13: when each Messenger peer last answered (a verified call or a pull), so
+    // that one unreachable for 30 days can be dropped (SPEC 8.4). Peers known before get
+    // their 30 days from now.
+    r#"
+ALTER TABLE messenger_peers ADD COLUMN last_success INTEGER;
+UPDATE messenger_peers SET last_success = CAST(strftime('%s','now') AS INTEGER);
+"#,
 ];
 
 type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
@@ -1377,9 +1384,14 @@ impl Store for SqliteStore {
         self.read(messenger::list_learnt_entities)
     }
 
-    fn note_messenger_peer(&self, domain: &str, configured: bool) -> StoreFuture<'_, ()> {
+    fn note_messenger_peer(&self, domain: &str, configured: bool, answered_at: Option<i64>) -> StoreFuture<'_, ()> {
         let domain = domain.to_ascii_lowercase();
-        self.write(move |conn| messenger::note_peer(conn, &domain, configured))
+        self.write(move |conn| messenger::note_peer(conn, &domain, configured, answered_at))
+    }
+
+    fn forget_messenger_peer(&self, domain: &str) -> StoreFuture<'_, usize> {
+        let domain = domain.to_ascii_lowercase();
+        self.write(move |conn| messenger::forget_peer(conn, &domain))
     }
 
     fn list_messenger_peers(&self) -> StoreFuture<'_, Vec<crate::messenger::MessengerPeer>> {

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use vouchmail_proto::sasl::Secrets;
 use vouchmail_server::federation::x509;
 use vouchmail_store::{DirectoryRecord, Folder, SenderPolicy, Store, StoredCertificate};
+use vouchmail_testkit::ca::TestCa;
 use vouchmail_testkit::dns::TestDns;
 
 const PASSWORD: &str = "pencil";
@@ -76,6 +77,8 @@ fn free_port(ip: &str) -> u16 {
 
 struct Federation {
     _dns: TestDns,
+    /// The test CA's folder: its certificate and each server's.
+    _ca: tempfile::TempDir,
     galkam: TestServer,
     lrsupport: TestServer,
     rogue: TestServer,
@@ -100,9 +103,18 @@ impl Federation {
             .srv("_messenger._tcp.down.test", 10, 1, free_port("127.0.0.5"), "mail.down.test")
             .a("mail.down.test", "127.0.0.5");
         let dns = zone.start().await;
+        // SPEC 8 "Trust between servers": each server's certificate, for its name, from
+        // one test CA that every server trusts; calls are verified both ways.
+        let ca_dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new(ca_dir.path(), "Federation test CA");
         let mut servers = Vec::new();
         for ((domain, ip), port) in SERVERS.iter().zip(&ports) {
+            let issued = ca.issue(&[&format!("mail.{domain}")]);
             let server = TestServer::start_with(|c| {
+                c.tls.cert = Some(issued.cert.clone());
+                c.tls.key = Some(issued.key.clone());
+                c.messenger.ca_file = Some(ca.ca_file());
+                c.messenger.peer_tls = "verify".into();
                 c.hostname = format!("mail.{domain}");
                 c.bootstrap.domain = domain.to_string();
                 c.bootstrap.policy = "require".into();
@@ -126,7 +138,7 @@ impl Federation {
         galkam.store.add_account(account("glen@galkam.test")).await.unwrap();
         lrsupport.store.add_account(account("abc555@lrsupport.test")).await.unwrap();
         lrsupport.store.add_account(account("nocert@lrsupport.test")).await.unwrap();
-        Federation { _dns: dns, galkam, lrsupport, rogue }
+        Federation { _dns: dns, _ca: ca_dir, galkam, lrsupport, rogue }
     }
 }
 
@@ -1197,4 +1209,42 @@ async fn silent_rcram_clients_do_not_hold_the_links_to_a_home_server() {
     assert_eq!(cert.status("CERT glen@galkam.test").await, "550 5.3.0");
     timed_out(silent).await;
     assert!(matches!(rcram_from(&f, "127.0.0.1", "nurse@galkam.test", PASSWORD).await, RcramOutcome::Authenticated(_)));
+}
+
+/// Issue 19, item 1 (SPEC 8 "Trust between servers", 8.2 step 3): lrsupport calls galkam
+/// from an address its name does not resolve to (NAT, renumbering). Its client
+/// certificate, issued by the federation's CA for mail.lrsupport.test, names it, so galkam
+/// issues the challenge; the same call with a self-signed certificate nothing vouches for
+/// falls back to forward DNS and is refused, 535 5.7.0 at galkam, which lrsupport gives
+/// its client as 454 4.7.0 (step 6: the home server would not verify for it).
+#[tokio::test]
+async fn a_verifier_known_by_its_client_certificate_needs_no_forward_dns() {
+    // A loopback address that DNS gives to no name.
+    const NAT: &str = "127.0.0.9";
+    let f = Federation::start(|c| {
+        if c.bootstrap.domain == "lrsupport.test" {
+            c.messenger.source_address = Some(NAT.parse().unwrap());
+        }
+    })
+    .await;
+    match rcram_from(&f, "127.0.0.1", "glen@galkam.test", PASSWORD).await {
+        RcramOutcome::Authenticated(reply) => {
+            assert!(reply.to_string().starts_with("235 2.7.0 Authenticated as glen@galkam.test"), "{reply}")
+        }
+        other => panic!("a verifier named by its verified client certificate was refused: {other:?}"),
+    }
+
+    let f = Federation::start(|c| {
+        if c.bootstrap.domain == "lrsupport.test" {
+            c.messenger.source_address = Some(NAT.parse().unwrap());
+            // The self-signed certificate the server makes itself: no CA vouches for it.
+            c.tls.cert = None;
+            c.tls.key = None;
+        }
+    })
+    .await;
+    match rcram_from(&f, "127.0.0.1", "glen@galkam.test", PASSWORD).await {
+        RcramOutcome::Temporary(reply) => assert!(reply.to_string().starts_with("454 4.7.0 "), "{reply}"),
+        other => panic!("a verifier neither named by a verified certificate nor by DNS was let in: {other:?}"),
+    }
 }

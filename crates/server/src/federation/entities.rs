@@ -163,15 +163,35 @@ impl Messenger {
         homes.get(domain).is_some_and(|addresses| addresses.contains(&ip))
     }
 
-    /// The peers to pull: the configured ones and every home server talked to.
+    /// The peers to pull: the configured ones and every home server talked to. A learnt
+    /// peer that has not answered for [`PEER_UNREACHABLE_SECS`] is dropped first, with its
+    /// entries (SPEC 8.4); a configured one is the operator's to remove.
     pub async fn peers_to_pull(&self) -> Vec<MessengerPeer> {
-        match self.store.list_messenger_peers().await {
+        let peers = match self.store.list_messenger_peers().await {
             Ok(peers) => peers,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list the Messenger peers");
-                Vec::new()
+                return Vec::new();
+            }
+        };
+        let now = now();
+        let mut kept = Vec::with_capacity(peers.len());
+        for peer in peers {
+            if !is_abandoned(&peer, now) {
+                kept.push(peer);
+                continue;
+            }
+            match self.store.forget_messenger_peer(&peer.domain).await {
+                Ok(entries) => tracing::info!(
+                    peer = %peer.domain,
+                    entries,
+                    last_success = ?peer.last_success,
+                    "Messenger peer unreachable for 30 days: dropped with its Entity Index entries"
+                ),
+                Err(e) => tracing::warn!(peer = %peer.domain, error = %e, "cannot drop the unreachable peer"),
             }
         }
+        kept
     }
 
     /// Pulls one peer and records a failure against it.
@@ -190,9 +210,18 @@ impl Messenger {
     /// Records the configured peers (SPEC 8.4: pulled whether or not they ever called).
     pub async fn note_configured_peers(&self, configured: &[String]) {
         for domain in configured {
-            if let Err(e) = self.store.note_messenger_peer(&domain.to_ascii_lowercase(), true).await {
+            if let Err(e) = self.store.note_messenger_peer(&domain.to_ascii_lowercase(), true, None).await {
                 tracing::warn!(%domain, error = %e, "cannot record the configured Messenger peer");
             }
         }
     }
+}
+
+/// SPEC 8.4: a peer not reachable for 30 days is dropped with its entries.
+pub const PEER_UNREACHABLE_SECS: i64 = 30 * 86_400;
+
+/// Whether `peer` is a learnt one that has not answered for [`PEER_UNREACHABLE_SECS`]. A
+/// learnt peer was noted when it answered a verified call, so it always has a time.
+fn is_abandoned(peer: &MessengerPeer, now: i64) -> bool {
+    !peer.configured && peer.last_success.is_some_and(|at| now - at > PEER_UNREACHABLE_SECS)
 }

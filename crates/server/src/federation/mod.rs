@@ -140,11 +140,16 @@ impl Messenger {
         }
     }
 
-    /// Remembers a domain whose home server answered, for the Entity Index pulls.
+    /// Remembers a domain whose home server answered a verified call, for the Entity Index
+    /// pulls (SPEC 8.4: only after a verified call; with `peer_tls = "insecure"` no call
+    /// is, and only the configured peers are pulled).
     async fn note_peer(&self, domain: &str) {
+        if !self.client.options().verify_peers {
+            return;
+        }
         let first = self.noted_peers.lock().unwrap_or_else(|p| p.into_inner()).insert(domain.to_string());
         if first {
-            if let Err(e) = self.store.note_messenger_peer(domain, false).await {
+            if let Err(e) = self.store.note_messenger_peer(domain, false, Some(now())).await {
                 tracing::warn!(%domain, error = %e, "cannot record the Messenger peer");
                 self.noted_peers.lock().unwrap_or_else(|p| p.into_inner()).remove(domain);
             }

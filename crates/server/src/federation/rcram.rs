@@ -12,8 +12,9 @@
 //! dropping the link. In the legacy mode the client's answer is relayed only when it names
 //! the address claimed (step 6).
 //!
-//! As the *home server*: the caller's IP must be an address of the verifier name it gave
-//! (forward DNS, `535 5.7.0`), the address a local account with a CRAM-MD5 secret
+//! As the *home server*: the caller must present a TLS client certificate that verifies
+//! against the federation's roots for the verifier name it gave, or else connect from an
+//! address of that name (forward DNS); `535 5.7.0` otherwise. The address a local account with a CRAM-MD5 secret
 //! (`535 5.7.8`); then a challenge bound to the verifier is issued from the one-shot
 //! registry (random from the OS source, unixtime, accepted once), and the answer is
 //! checked against the account's secret (`235 2.7.0` verification only, or `535 5.7.8`).
@@ -43,6 +44,13 @@ pub const MAX_EXCHANGES_PER_CLIENT: usize = 2;
 /// clients: fewer than a home server's connections per IP (20 by default), so that CERT,
 /// NOTIFY and the pulls still get through to it.
 pub const MAX_EXCHANGES_PER_HOME: usize = 16;
+
+/// Who called X-RCRAM-VERIFY: the connection's address and the certificate chain it
+/// presented in TLS (empty when none).
+pub struct Caller<'a> {
+    pub ip: SocketAddr,
+    pub chain: &'a [rustls::pki_types::CertificateDer<'static>],
+}
 
 /// One unfinished exchange's place in [`Exchanges`], given back when dropped.
 struct ExchangeSlot {
@@ -235,26 +243,18 @@ impl Messenger {
         link: &mut RcramLink,
         address: &str,
         verifier: &str,
-        peer: SocketAddr,
+        caller: Caller<'_>,
         limiter: &AuthLimiter,
     ) -> RcramVerdict {
         link.issued = None;
-        // SPEC 8.2 step 3: the connecting IP must be an address of the verifier's name.
-        let addresses = match self.client.dns().addresses(verifier).await {
-            Ok(addresses) => addresses,
-            Err(e) if e.is_absent() => Vec::new(),
-            // A DNS failure is no verdict on the caller: 454, not a counted failure.
-            Err(e) => {
-                tracing::warn!(%peer, %verifier, error = %e, "X-RCRAM-VERIFY: cannot resolve the verifier name now");
-                return RcramVerdict::Unavailable(Reply::rcram_home_unavailable(domain_of(address)));
-            }
-        };
-        if !addresses.contains(&peer.ip()) {
-            tracing::warn!(%peer, %address, %verifier, "X-RCRAM-VERIFY: the caller is not an address of the verifier name");
-            // Not the verifier it claims to be, so no stand-in for anyone's clients: its
-            // own network counts the failure too (the session counts the address).
-            limiter.record_failure(peer.ip(), None, false);
-            return RcramVerdict::Refused(Reply::rcram_verifier_refused(verifier));
+        let peer = caller.ip;
+        // SPEC 8.2 step 3 (revised): a client certificate that verifies against the
+        // federation's roots and names the verifier is who it is, wherever it connects
+        // from (NAT, renumbering); else the connecting IP must be an address of its name.
+        if self.client.vouches_for(caller.chain, verifier) {
+            tracing::debug!(%peer, %verifier, "X-RCRAM-VERIFY: the verifier's client certificate names it");
+        } else if let Some(refused) = self.check_forward_dns(verifier, address, peer, limiter).await {
+            return refused;
         }
         match self.cram_secret(address).await {
             Ok(Some(_)) => {}
@@ -291,6 +291,34 @@ impl Messenger {
                 RcramVerdict::Unavailable(Reply::rcram_home_unavailable(domain_of(address)))
             }
         }
+    }
+
+    /// SPEC 8.2 step 3: the connecting IP must be an address of the verifier's name. The
+    /// refusal, if it is not.
+    async fn check_forward_dns(
+        &self,
+        verifier: &str,
+        address: &str,
+        peer: SocketAddr,
+        limiter: &AuthLimiter,
+    ) -> Option<RcramVerdict> {
+        let addresses = match self.client.dns().addresses(verifier).await {
+            Ok(addresses) => addresses,
+            Err(e) if e.is_absent() => Vec::new(),
+            // A DNS failure is no verdict on the caller: 454, not a counted failure.
+            Err(e) => {
+                tracing::warn!(%peer, %verifier, error = %e, "X-RCRAM-VERIFY: cannot resolve the verifier name now");
+                return Some(RcramVerdict::Unavailable(Reply::rcram_home_unavailable(domain_of(address))));
+            }
+        };
+        if addresses.contains(&peer.ip()) {
+            return None;
+        }
+        tracing::warn!(%peer, %address, %verifier, "X-RCRAM-VERIFY: the caller is neither named by a verified client certificate nor an address of the verifier name");
+        // Not the verifier it claims to be, so no stand-in for anyone's clients: its own
+        // network counts the failure too (the session counts the address).
+        limiter.record_failure(peer.ip(), None, false);
+        Some(RcramVerdict::Refused(Reply::rcram_verifier_refused(verifier)))
     }
 
     /// Home server, step 5: the answer to the challenge issued on this connection, once.

@@ -224,7 +224,7 @@ async fn a_pull_keeps_only_what_the_peer_may_publish_and_starts_again_when_seria
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
     store.add_domain("galkam.test", SenderPolicy::REJECT).await.unwrap();
     let messenger = Messenger::new(&config(dir.path(), dns.addr()), Arc::clone(&store)).unwrap();
-    store.note_messenger_peer("peer.test", true).await.unwrap();
+    store.note_messenger_peer("peer.test", true, None).await.unwrap();
     let learnt = || async {
         let mut pairs: Vec<(String, String)> =
             store.list_learnt_entities().await.unwrap().into_iter().map(|e| (e.published_id, e.mailbox)).collect();
@@ -278,13 +278,13 @@ async fn a_later_claim_on_a_published_id_is_a_conflict_not_the_binding() {
         .await;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
     let messenger = Messenger::new(&config(dir.path(), dns.addr()), Arc::clone(&store)).unwrap();
-    store.note_messenger_peer("lrsupport.test", true).await.unwrap();
+    store.note_messenger_peer("lrsupport.test", true, None).await.unwrap();
     let peer = |domain: &'static str| {
         let store = Arc::clone(&store);
         async move { store.list_messenger_peers().await.unwrap().into_iter().find(|p| p.domain == domain).unwrap() }
     };
     messenger.pull_peer(&peer("lrsupport.test").await).await.unwrap();
-    store.note_messenger_peer("rogue.test", true).await.unwrap();
+    store.note_messenger_peer("rogue.test", true, None).await.unwrap();
     // The rogue re-sends its claim at every pull (here: from serial 0 each time).
     for _ in 0..2 {
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
@@ -397,4 +397,36 @@ async fn legacy_rcram_refuses_an_answer_for_another_user_without_relaying_it() {
     let mut link = super::rcram::RcramLink::default();
     messenger.rcram_start(&mut link, "mallory@home.test", peer).await;
     assert_eq!(messenger.rcram_answer(&mut link, "mallory@home.test", &mallory, peer).await, RcramVerdict::Success);
+}
+
+/// Issue 19 item 4 (SPEC 8.4): a learnt peer that has not answered for 30 days is dropped
+/// with every entry learnt from it when the pulls next list their peers; one that answered
+/// within 30 days stays, and so does a configured peer, answered or not.
+#[tokio::test]
+async fn a_learnt_peer_unreachable_for_thirty_days_is_dropped_with_its_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = TestDns::builder().start().await;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    let messenger = Messenger::new(&config(dir.path(), dns.addr()), Arc::clone(&store)).unwrap();
+    let now = crate::support::time::unix_now();
+    let day = 86_400;
+    for (peer, answered) in [("old.test", now - 31 * day), ("fresh.test", now - 29 * day)] {
+        let id = format!("ID-{peer}");
+        let pull = vouchmail_store::PeerPull {
+            peer: peer.into(),
+            add: vec![(id, format!("ann@{peer}"))],
+            last_serial: 1,
+            at: answered,
+            ..Default::default()
+        };
+        store.apply_peer_pull(pull).await.unwrap();
+    }
+    store.note_messenger_peer("configured.test", true, None).await.unwrap();
+    let mut kept: Vec<String> = messenger.peers_to_pull().await.into_iter().map(|p| p.domain).collect();
+    kept.sort();
+    assert_eq!(kept, ["configured.test", "fresh.test"]);
+    let listed: Vec<String> = store.list_messenger_peers().await.unwrap().into_iter().map(|p| p.domain).collect();
+    assert!(!listed.contains(&"old.test".to_string()), "{listed:?}");
+    let learnt: Vec<String> = store.list_learnt_entities().await.unwrap().into_iter().map(|e| e.published_id).collect();
+    assert_eq!(learnt, ["ID-fresh.test"], "the old peer's entries went with it");
 }

@@ -128,23 +128,79 @@ impl Connectors {
     }
 }
 
-/// A connector that verifies a server's certificate for the name dialed against the
-/// system's roots plus `extra` (SPEC 8: the federation's `[messenger] ca_file`). None when
-/// no root is available at all.
-pub fn verifying(extra: Option<&Path>) -> Result<Option<TlsConnector>, Error> {
-    let mut roots = load_roots(Path::new(SYSTEM_BUNDLE)).unwrap_or_else(|_| RootCertStore::empty());
-    if let Some(path) = extra {
-        roots.roots.extend(load_roots(path)?.roots);
+/// The federation's trust (SPEC 8 "Trust between servers"): the system's roots plus
+/// `[messenger] ca_file`, used both ways: to verify a peer's server certificate when we
+/// call it, and to check that a client certificate a peer presented names its host.
+#[derive(Clone)]
+pub struct PeerTrust {
+    roots: Arc<RootCertStore>,
+    verifier: Arc<WebPkiServerVerifier>,
+}
+
+impl PeerTrust {
+    /// None when no root is available at all.
+    pub fn load(extra: Option<&Path>) -> Result<Option<PeerTrust>, Error> {
+        let mut roots = load_roots(Path::new(SYSTEM_BUNDLE)).unwrap_or_else(|_| RootCertStore::empty());
+        if let Some(path) = extra {
+            roots.roots.extend(load_roots(path)?.roots);
+        }
+        if roots.is_empty() {
+            return Ok(None);
+        }
+        let roots = Arc::new(roots);
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::clone(&roots), provider())
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Config, format!("CA certificates: {e}")))?;
+        Ok(Some(PeerTrust { roots, verifier }))
     }
-    if roots.is_empty() {
-        return Ok(None);
+
+    /// A connector that verifies a server's certificate for the name dialed and, when
+    /// `identity` is given, presents it as our client certificate (SPEC 8.2 step 3).
+    pub fn connector(&self, identity: Option<&ClientIdentity>) -> Result<TlsConnector, Error> {
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?
+            .with_root_certificates(Arc::clone(&self.roots));
+        let config = match identity {
+            None => builder.with_no_client_auth(),
+            Some(identity) => builder
+                .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
+                .map_err(|e| Error::new(ErrorKind::Config, format!("client certificate: {e}")))?,
+        };
+        Ok(TlsConnector::from(Arc::new(config)))
     }
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Some(TlsConnector::from(Arc::new(config))))
+
+    /// Whether `chain` (a peer's client certificate and its intermediates, whose key the
+    /// handshake proved) verifies against these roots as a server certificate for `host`:
+    /// the same test a call to `host` would apply (SPEC 8.2 step 3).
+    pub fn vouches_for(&self, chain: &[CertificateDer<'_>], host: &str) -> bool {
+        let (Some((end_entity, intermediates)), Some(name)) = (chain.split_first(), server_name(host)) else {
+            return false;
+        };
+        self.verifier.verify_server_cert(end_entity, intermediates, &name, &[], UnixTime::now()).is_ok()
+    }
+}
+
+/// A certificate chain and its key, presented as a TLS client certificate.
+pub struct ClientIdentity {
+    chain: Vec<CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl ClientIdentity {
+    /// Reads a PEM chain and its PEM key.
+    pub fn load(cert: &Path, key: &Path) -> Result<ClientIdentity, Error> {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .map_err(|e| Error::new(ErrorKind::Config, format!("cannot read {}: {e}", cert.display())))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::new(ErrorKind::Config, format!("bad certificate in {}: {e}", cert.display())))?;
+        if chain.is_empty() {
+            return Err(Error::new(ErrorKind::Config, format!("no certificate in {}", cert.display())));
+        }
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| Error::new(ErrorKind::Config, format!("cannot read the key {}: {e}", key.display())))?;
+        Ok(ClientIdentity { chain, key })
+    }
 }
 
 fn load_roots(path: &Path) -> Result<RootCertStore, Error> {
@@ -263,14 +319,9 @@ pub fn client_connector(
     let config = match client {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                .map_err(|e| Error::new(ErrorKind::Config, format!("cannot read {}: {e}", cert.display())))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| Error::new(ErrorKind::Config, format!("bad certificate in {}: {e}", cert.display())))?;
-            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| Error::new(ErrorKind::Config, format!("cannot read the key {}: {e}", key.display())))?;
+            let identity = ClientIdentity::load(cert, key)?;
             builder
-                .with_client_auth_cert(chain, key)
+                .with_client_auth_cert(identity.chain, identity.key)
                 .map_err(|e| Error::new(ErrorKind::Config, format!("client certificate: {e}")))?
         }
     };

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use vouchmail_proto::smtp::client::{Capabilities, ClientConfig, ReplyLimits, Ser
 
 use super::discovery::{home_servers, DiscoveryError};
 use crate::config::Config;
-use crate::net::client_tls::Connectors;
+use crate::net::client_tls::{ClientIdentity, Connectors, PeerTrust};
 use crate::net::dns::Dns;
 use crate::net::route::TlsPolicy;
 use crate::net::smtp_client::{Session, Target};
@@ -37,6 +38,10 @@ pub struct ClientOptions {
     /// "verify"`), against the system's roots plus `ca_file`.
     pub verify_peers: bool,
     pub ca_file: Option<std::path::PathBuf>,
+    /// Our certificate and key, presented as a TLS client certificate so that a home
+    /// server can know us by it (SPEC 8.2 step 3): the configured `[tls]` pair, or the
+    /// self-signed one in the data folder. Not presented when unreadable.
+    pub identity: Option<(PathBuf, PathBuf)>,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
     /// One call in all, whatever the per-read timeouts allow (SPEC 8).
@@ -55,6 +60,7 @@ impl ClientOptions {
             starttls: m.starttls,
             verify_peers: m.peer_tls != "insecure",
             ca_file: m.ca_file.clone(),
+            identity: Some(crate::net::tls::certificate_files(config)),
             connect_timeout: Duration::from_secs(m.connect_timeout_secs),
             command_timeout: Duration::from_secs(m.command_timeout_secs),
             call_deadline: Duration::from_secs(m.call_deadline_secs),
@@ -126,16 +132,25 @@ pub struct FederationClient {
     dns: Arc<Dns>,
     options: ClientOptions,
     tls: Option<TlsConnector>,
+    /// What vouches for a peer, both ways (SPEC 8); None without roots.
+    trust: Option<PeerTrust>,
     /// Idle connections by domain, with when each went idle.
     pool: Mutex<HashMap<String, Vec<(PeerConnection, Instant)>>>,
 }
 
 impl FederationClient {
     pub fn new(dns: Arc<Dns>, options: ClientOptions) -> Result<FederationClient, Error> {
+        let trust = PeerTrust::load(options.ca_file.as_deref()).map_err(|e| e.about("messenger.ca_file"))?;
         let tls = if options.verify_peers {
             // SPEC 8 "Trust between servers": verified, or no call at all.
-            let connector = crate::net::client_tls::verifying(options.ca_file.as_deref())
-                .map_err(|e| e.about("messenger.ca_file"))?;
+            let identity = options.identity.as_ref().and_then(|(cert, key)| match ClientIdentity::load(cert, key) {
+                Ok(identity) => Some(identity),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no client certificate for Messenger calls");
+                    None
+                }
+            });
+            let connector = trust.as_ref().map(|trust| trust.connector(identity.as_ref())).transpose()?;
             if connector.is_none() {
                 // The server still starts; every federation call fails, saying why.
                 tracing::warn!("no CA certificates to verify Messenger peers against: set [messenger] ca_file (or install the system's CA bundle)");
@@ -152,7 +167,7 @@ impl FederationClient {
         } else {
             None
         };
-        Ok(FederationClient { dns, options, tls, pool: Mutex::new(HashMap::new()) })
+        Ok(FederationClient { dns, options, tls, trust, pool: Mutex::new(HashMap::new()) })
     }
 
     pub fn from_config(config: &Config) -> Result<FederationClient, Error> {
@@ -166,6 +181,12 @@ impl FederationClient {
 
     pub fn dns(&self) -> &Arc<Dns> {
         &self.dns
+    }
+
+    /// Whether a peer's verified client certificate chain names `host` (SPEC 8.2 step 3),
+    /// against the roots our calls use.
+    pub fn vouches_for(&self, chain: &[rustls::pki_types::CertificateDer<'_>], host: &str) -> bool {
+        self.trust.as_ref().is_some_and(|trust| trust.vouches_for(chain, host))
     }
 
     /// A new connection to `domain`'s home server: each discovered host and each of its
@@ -360,6 +381,7 @@ mod tests {
             starttls: true,
             verify_peers: false,
             ca_file: None,
+            identity: None,
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(5),
             call_deadline: Duration::from_secs(60),

@@ -52,6 +52,17 @@ impl Tls {
     /// name in the data folder. `Config::load` has already checked that each configured
     /// file holds PEM of its kind, naming the key; this stays for configs built in code.
     pub fn from_config(config: &Config) -> Result<Tls, Error> {
+        Tls::build(config, false)
+    }
+
+    /// For the Messenger listener: also asks every client for a certificate and takes any
+    /// whose key the handshake proves, so that a home server can check one presented by
+    /// a verifier against the federation's roots (SPEC 8.2 step 3, [`peer_chain`]).
+    pub fn for_peers(config: &Config) -> Result<Tls, Error> {
+        Tls::build(config, true)
+    }
+
+    fn build(config: &Config, ask_peers: bool) -> Result<Tls, Error> {
         let (cert_path, key_path) = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => (cert.clone(), key.clone()),
             (None, None) => self_signed(config)?,
@@ -89,7 +100,7 @@ impl Tls {
                     .map_err(|e| Error::new(ErrorKind::Config, format!("client CA: {e}")))?;
                 builder.with_client_cert_verifier(verifier)
             }
-            None if config.tls.request_client_cert => {
+            None if config.tls.request_client_cert || ask_peers => {
                 builder.with_client_cert_verifier(Arc::new(AnyClientCert(provider())))
             }
             None => builder.with_no_client_auth(),
@@ -108,6 +119,23 @@ impl Tls {
         let subject = crate::net::x509::subject_of(cert.as_ref()).unwrap_or_default();
         Some(ClientCertificate { fingerprint, subject, ca_verified: self.ca_configured })
     }
+}
+
+/// The certificate files the server presents: the configured pair, or where the
+/// self-signed one is kept (made by [`Tls::from_config`] at start).
+pub fn certificate_files(config: &Config) -> (PathBuf, PathBuf) {
+    match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => (config.data_dir.join("tls").join("cert.pem"), config.data_dir.join("tls").join("key.pem")),
+    }
+}
+
+/// The certificate chain the peer presented in this connection's TLS handshake (its key
+/// proven by the handshake, nothing else checked yet), if any.
+pub fn peer_chain(stream: &MaybeTls) -> Option<Vec<CertificateDer<'static>>> {
+    let MaybeTls::Tls(tls) = stream else { return None };
+    let (_, connection) = tls.get_ref();
+    connection.peer_certificates().map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
 }
 
 /// The RFC 9266 tls-exporter channel binding of a connection (for SCRAM-SHA-256-PLUS).
@@ -136,11 +164,17 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Creates `<data_dir>/tls/cert.pem` and `key.pem` naming the host name (CN and SAN), and
 /// makes them again when the configured host name is no longer the one they name.
 fn self_signed(config: &Config) -> Result<(PathBuf, PathBuf), Error> {
+    let (cert_path, key_path) = certificate_files(config);
     let dir = config.data_dir.join("tls");
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    // The Messenger name too, when it differs: the certificate is also what the
+    // federation client presents (SPEC 8.2 step 3).
+    let mut wanted = vec![config.hostname.clone()];
+    if !config.messenger_hostname().eq_ignore_ascii_case(&config.hostname) {
+        wanted.push(config.messenger_hostname().to_string());
+    }
     if cert_path.exists() && key_path.exists() {
         match names_of(&cert_path) {
-            Some(names) if names.iter().any(|n| n.eq_ignore_ascii_case(&config.hostname)) => {
+            Some(names) if wanted.iter().all(|w| names.iter().any(|n| n.eq_ignore_ascii_case(w))) => {
                 return Ok((cert_path, key_path));
             }
             names => tracing::info!(
@@ -153,7 +187,7 @@ fn self_signed(config: &Config) -> Result<(PathBuf, PathBuf), Error> {
     }
     std::fs::create_dir_all(&dir)
         .map_err(|e| Error::new(ErrorKind::Config, format!("cannot create {}: {e}", dir.display())))?;
-    let mut params = rcgen::CertificateParams::new(vec![config.hostname.clone()]).map_err(|e| {
+    let mut params = rcgen::CertificateParams::new(wanted).map_err(|e| {
         Error::new(ErrorKind::Config, format!("cannot make a certificate for {}: {e}", config.hostname))
     })?;
     params.distinguished_name = rcgen::DistinguishedName::new();

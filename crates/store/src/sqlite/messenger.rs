@@ -252,20 +252,28 @@ pub(super) fn list_learnt_entities(conn: &Connection) -> StoreResult<Vec<LearntE
     rows.collect::<Result<_, _>>().map_err(db_error)
 }
 
-pub(super) fn note_peer(conn: &Connection, domain: &str, configured: bool) -> StoreResult<()> {
+pub(super) fn note_peer(conn: &Connection, domain: &str, configured: bool, success: Option<i64>) -> StoreResult<()> {
     conn.prepare_cached(
-        "INSERT INTO messenger_peers (domain, configured) VALUES (?1, ?2)
-         ON CONFLICT(domain) DO UPDATE SET configured = MAX(configured, excluded.configured)",
+        "INSERT INTO messenger_peers (domain, configured, last_success) VALUES (?1, ?2, ?3)
+         ON CONFLICT(domain) DO UPDATE SET configured = MAX(configured, excluded.configured),
+             last_success = MAX(COALESCE(last_success, 0), COALESCE(excluded.last_success, 0))",
     )
-    .and_then(|mut stmt| stmt.execute(params![domain, configured as i64]))
+    .and_then(|mut stmt| stmt.execute(params![domain, configured as i64, success]))
     .map_err(db_error)?;
     Ok(())
+}
+
+pub(super) fn forget_peer(conn: &Connection, domain: &str) -> StoreResult<usize> {
+    let entries = conn.execute("DELETE FROM entity_index WHERE peer = ?1", params![domain]).map_err(db_error)?;
+    conn.execute("DELETE FROM messenger_peers WHERE domain = ?1", params![domain]).map_err(db_error)?;
+    Ok(entries)
 }
 
 pub(super) fn list_peers(conn: &Connection) -> StoreResult<Vec<MessengerPeer>> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT domain, configured, last_serial, last_pull, last_error FROM messenger_peers ORDER BY domain",
+            "SELECT domain, configured, last_serial, last_pull, last_error, last_success FROM messenger_peers
+             ORDER BY domain",
         )
         .map_err(db_error)?;
     let rows = stmt
@@ -276,6 +284,7 @@ pub(super) fn list_peers(conn: &Connection) -> StoreResult<Vec<MessengerPeer>> {
                 last_serial: r.get(2)?,
                 last_pull: r.get(3)?,
                 last_error: r.get(4)?,
+                last_success: r.get(5)?,
             })
         })
         .map_err(db_error)?;
@@ -283,7 +292,7 @@ pub(super) fn list_peers(conn: &Connection) -> StoreResult<Vec<MessengerPeer>> {
 }
 
 pub(super) fn apply_peer_pull(conn: &Connection, pull: &PeerPull) -> StoreResult<()> {
-    note_peer(conn, &pull.peer, false)?;
+    note_peer(conn, &pull.peer, false, Some(pull.at))?;
     if pull.reset {
         conn.execute("DELETE FROM entity_index WHERE peer = ?1", params![pull.peer]).map_err(db_error)?;
     }
@@ -320,7 +329,7 @@ pub(super) fn count_learnt_for_peer(conn: &Connection, peer: &str) -> StoreResul
 }
 
 pub(super) fn record_peer_error(conn: &Connection, domain: &str, at: i64, error: &str) -> StoreResult<()> {
-    note_peer(conn, domain, false)?;
+    note_peer(conn, domain, false, None)?;
     conn.execute(
         "UPDATE messenger_peers SET last_pull = ?2, last_error = ?3 WHERE domain = ?1",
         params![domain, at, error],

@@ -461,7 +461,7 @@ async fn messenger_certificates_directory_serials_and_peer_pulls() {
     assert!(matches!(store.set_directory_entry(taken).await, Err(StoreError::Conflict(_))));
 
     // Peers' entries.
-    store.note_messenger_peer("galkam.test", true).await.unwrap();
+    store.note_messenger_peer("galkam.test", true, None).await.unwrap();
     let pull = PeerPull {
         peer: "galkam.test".into(),
         add: vec![("G1".into(), "glen@galkam.test".into())],

@@ -72,8 +72,9 @@ impl TestServer {
         config.bootstrap.postmaster = false;
         // Remote mail stays queued unless a test turns delivery on (tests/outbound.rs).
         config.outbound.enabled = false;
-        // Each test server makes its own self-signed certificate; `vouchmail demo` (and its
-        // test in tests/client.rs) walks the federation with peer_tls = "verify".
+        // Each test server makes its own self-signed certificate, which no peer could
+        // verify; the federation of tests/messenger.rs uses certificates
+        // from a test CA with peer_tls = "verify", as does `vouchmail demo`.
         config.messenger.peer_tls = "insecure".into();
         adjust(&mut config);
         let store = Arc::new(SqliteStore::open(&config.store_path()).expect("store"));

@@ -7,6 +7,8 @@ use vouchmail_proto::smtp::reply::Reply;
 use vouchmail_proto::smtp::session::{sasl_reply, Event, MessengerAnswer, MessengerRequest, RcramVerdict};
 
 use super::context::{Connection, SmtpSession};
+use crate::federation::rcram::Caller;
+use crate::net::tls::peer_chain;
 use crate::rules::recipient::Resolved;
 
 impl Connection<'_> {
@@ -54,7 +56,9 @@ impl Connection<'_> {
                 Some(Box::pin(messenger.rcram_answer(link, &address, &line, peer)).await)
             }
             MessengerRequest::VerifyStart { address, verifier } => {
-                Some(Box::pin(messenger.verify_start(link, &address, &verifier, peer, limiter)).await)
+                let chain = peer_chain(&self.stream).unwrap_or_default();
+                let caller = Caller { ip: peer, chain: &chain };
+                Some(Box::pin(messenger.verify_start(link, &address, &verifier, caller, limiter)).await)
             }
             MessengerRequest::VerifyAnswer { address, challenge, response } => {
                 Some(Box::pin(messenger.verify_answer(link, &address, &challenge, &response, peer)).await)
