@@ -76,7 +76,6 @@ fn kind(c: &Command) -> Kind {
     }
 }
 
-
 fn check_status_round_trip(line: &[u8]) {
     if let Ok(status) = parse_status(line) {
         if !status.text.chars().any(char::is_control) {

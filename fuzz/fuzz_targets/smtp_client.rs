@@ -45,7 +45,6 @@ const REPLIES: &[&str] = &[
     "535 5.7.8 Authentication failed\r\n",
 ];
 
-
 fn config(knobs: u8) -> ClientConfig {
     let mut c = ClientConfig::new("client.fuzz.test");
     c.tls = match knobs & 3 {

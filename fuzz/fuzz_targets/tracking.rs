@@ -6,11 +6,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vouchmail_proto::smtp::client::ReplyParser;
 use vouchmail_proto::messenger::tracking::{
     parse_notify_argument, parse_receipt_argument, parse_track_answer, parse_track_argument, track_command_line,
     track_reply, NotifyClient, Record, MAX_RECORD_LEN,
 };
+use vouchmail_proto::smtp::client::ReplyParser;
 
 const EXAMPLE: &str =
     "2026-12-01T10:00:00Z,<id@galkam.test>,glen@galkam.test,abc555@lrsupport.test,downloaded,mx.lrsupport.test";

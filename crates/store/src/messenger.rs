@@ -58,6 +58,19 @@ pub struct LearntEntity {
     pub learnt_at: i64,
 }
 
+/// SPEC 8.4: the binding rule (`vouchmail_proto::messenger::bindings`) reads learnt rows.
+impl vouchmail_proto::messenger::bindings::Claim for LearntEntity {
+    fn published_id(&self) -> &str {
+        &self.published_id
+    }
+    fn mailbox(&self) -> &str {
+        &self.mailbox
+    }
+    fn learnt_at(&self) -> i64 {
+        self.learnt_at
+    }
+}
+
 /// A server this one pulls ENTITIES from (SPEC 8.4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessengerPeer {

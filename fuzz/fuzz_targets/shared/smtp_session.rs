@@ -81,7 +81,6 @@ const COMMANDS: &[&str] = &[
     "MAIL FROM:<u@fuzz.test>\r\nRCPT TO:<a@fuzz.test>\r\nBDAT 35 LAST\r\nSubject: hi\r\n\r\nline one\r\nline two",
 ];
 
-
 const MAX_MESSAGE_SIZE: usize = 2048;
 const MAX_RECIPIENTS: usize = 3;
 const MAX_HOPS: usize = 3;

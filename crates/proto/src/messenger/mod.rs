@@ -13,6 +13,7 @@
 //! The session stages that use them are `cert.rs`, `pubcert.rs`, `entities.rs` and
 //! `book.rs` in `smtp::session`.
 
+pub mod bindings;
 pub mod command;
 pub mod directory;
 pub mod entities;

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use vouchmail_proto::messenger::bindings::{contests, Bound, Contest};
 use vouchmail_store::{LearntEntity, Store};
 
 use crate::support::error::Error;
@@ -13,35 +14,13 @@ use crate::support::error::Error;
 /// Most entries one peer may have in the Entity Index (SPEC 8.4).
 pub const MAX_ENTRIES_PER_PEER: usize = 100_000;
 
-/// Where an ID's binding comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Binding {
-    /// This server's own published directory entry.
-    Local(String),
-    /// The first mailbox a peer published it for.
-    Learnt(LearntEntity),
-}
-
-impl Binding {
-    pub fn mailbox(&self) -> &str {
-        match self {
-            Binding::Local(mailbox) => mailbox,
-            Binding::Learnt(entity) => &entity.mailbox,
-        }
-    }
-}
+/// Where an ID's binding comes from: the local directory or a learnt entry.
+pub type Binding = Bound<LearntEntity>;
 
 /// A published ID claimed for more than one mailbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Conflict {
-    pub published_id: String,
-    /// What CERT by the ID answers with.
-    pub bound: Binding,
-    /// The other mailboxes peers claimed it for, first learnt first.
-    pub claims: Vec<LearntEntity>,
-}
+pub type Conflict = Contest<LearntEntity>;
 
-/// Every conflict, by ID.
+/// Every conflict, by ID (the rule: [`vouchmail_proto::messenger::bindings`]).
 pub async fn conflicts(store: &dyn Store) -> Result<Vec<Conflict>, Error> {
     let mut local: BTreeMap<String, String> = BTreeMap::new();
     for record in store.list_directory().await?.into_iter().filter(|r| r.published) {
@@ -49,25 +28,7 @@ pub async fn conflicts(store: &dyn Store) -> Result<Vec<Conflict>, Error> {
             local.insert(id, record.address.clone());
         }
     }
-    let mut learnt: BTreeMap<String, Vec<LearntEntity>> = BTreeMap::new();
-    for entity in store.list_learnt_entities().await? {
-        learnt.entry(entity.published_id.clone()).or_default().push(entity);
-    }
-    let mut found = Vec::new();
-    for (id, mut entities) in learnt {
-        // First learnt first; the same mailbox from several peers is one binding.
-        entities.sort_by(|a, b| (a.learnt_at, &a.mailbox).cmp(&(b.learnt_at, &b.mailbox)));
-        let bound = match local.get(&id) {
-            Some(mailbox) => Binding::Local(mailbox.clone()),
-            None => Binding::Learnt(entities[0].clone()),
-        };
-        let claims: Vec<LearntEntity> =
-            entities.into_iter().filter(|e| !e.mailbox.eq_ignore_ascii_case(bound.mailbox())).collect();
-        if !claims.is_empty() {
-            found.push(Conflict { published_id: id, bound, claims });
-        }
-    }
-    Ok(found)
+    Ok(contests(&local, store.list_learnt_entities().await?))
 }
 
 /// The operator's decision: `published_id` names `mailbox`. The other claims are forgotten
@@ -84,12 +45,12 @@ pub async fn resolve(store: &dyn Store, published_id: &str, mailbox: &str) -> Re
     let mut claimants: Vec<String> = conflict.claims.iter().map(|c| c.mailbox.to_lowercase()).collect();
     let bound = conflict.bound.mailbox().to_lowercase();
     match conflict.bound {
-        Binding::Local(_) if keep != bound => {
+        Bound::Local(_) if keep != bound => {
             return Err(Error::invalid(format!(
                 "{id} is this server's own (published by {bound}); the local directory always wins"
             )));
         }
-        Binding::Learnt(_) if keep != bound => {
+        Bound::Learnt(_) if keep != bound => {
             if !claimants.contains(&keep) {
                 return Err(Error::invalid(format!("{keep} is neither the binding of {id} nor a claim")));
             }
