@@ -1,4 +1,5 @@
-//! The one interface over everything durable (issue 21 splits it by concern).
+//! The interface over everything durable, split by concern (issue 21): a backend
+//! implements each trait; [`Store`] is all of them, what callers hold.
 
 use std::ops::Range;
 
@@ -7,11 +8,8 @@ use crate::messenger::*;
 use crate::tracking::*;
 use crate::types::*;
 
-/// Everything durable. All addresses and domain names passed in are lower-cased by the
-/// caller's address type (domains) or here (local parts are matched case-insensitively,
-/// as Postfix and Exim do by default).
-pub trait Store: Send + Sync {
-    // Domains.
+/// Domains, accounts, aliases, held domains and client-certificate mappings: who this server serves.
+pub trait AccountStore: Send + Sync {
     fn add_domain(&self, name: &str, policy: SenderPolicy) -> StoreFuture<'_, ()>;
     fn remove_domain(&self, name: &str) -> StoreFuture<'_, ()>;
     fn get_domain(&self, name: &str) -> StoreFuture<'_, Option<Domain>>;
@@ -19,16 +17,12 @@ pub trait Store: Send + Sync {
     fn set_domain_policy(&self, name: &str, policy: SenderPolicy) -> StoreFuture<'_, ()>;
     /// The account that receives mail for unknown local parts of the domain, or none.
     fn set_catch_all(&self, name: &str, account: Option<&str>) -> StoreFuture<'_, ()>;
-
-    // Accounts.
     fn add_account(&self, account: NewAccount) -> StoreFuture<'_, i64>;
     fn remove_account(&self, address: &str) -> StoreFuture<'_, ()>;
     fn get_account(&self, address: &str) -> StoreFuture<'_, Option<Account>>;
     fn list_accounts(&self) -> StoreFuture<'_, Vec<Account>>;
     fn set_secrets(&self, address: &str, secrets: vouchmail_proto::sasl::secrets::Secrets) -> StoreFuture<'_, ()>;
     fn set_quota(&self, address: &str, quota_bytes: u64) -> StoreFuture<'_, ()>;
-
-    // Aliases.
     fn add_alias(&self, alias: &str, targets: &[String]) -> StoreFuture<'_, ()>;
     /// Removes one target of the alias, or the whole alias with `None`.
     fn remove_alias(&self, alias: &str, target: Option<&str>) -> StoreFuture<'_, ()>;
@@ -37,8 +31,21 @@ pub trait Store: Send + Sync {
     /// (when there is no account) its alias targets.
     fn lookup_recipient(&self, address: &str) -> StoreFuture<'_, RecipientRecord>;
     fn list_aliases(&self) -> StoreFuture<'_, Vec<(String, String)>>;
+    fn add_cert_mapping(&self, address: &str, kind: CertMatch, value: &str) -> StoreFuture<'_, ()>;
+    fn remove_cert_mapping(&self, address: &str, value: &str) -> StoreFuture<'_, ()>;
+    /// The account a certificate maps to: by fingerprint, or by subject when given (only
+    /// for certificates verified against the configured client CA).
+    fn cert_mapping_account(&self, fingerprint: &str, subject: Option<&str>) -> StoreFuture<'_, Option<String>>;
+    fn list_cert_mappings(&self) -> StoreFuture<'_, Vec<CertMapping>>;
+    /// Makes a local domain held for `accounts` (empty: no longer held), with an optional
+    /// ETRN delivery host.
+    fn set_domain_held(&self, name: &str, accounts: &[String], etrn_host: Option<&str>) -> StoreFuture<'_, ()>;
+    /// The held domains an account may take with ATRN.
+    fn held_domains_for(&self, account: &str) -> StoreFuture<'_, Vec<String>>;
+}
 
-    // Messages, queue and mailboxes.
+/// Messages and the queue: the durable commit of a received message, outbound leases, outcomes and retries (SPEC 5), held mail (ODMR).
+pub trait QueueStore: Send + Sync {
     /// Stores the message once, one queue entry per delivery, and the mailbox entries of
     /// local deliveries, all in one transaction. Returns when the transaction is on stable
     /// storage (fsync'd); commits of concurrent callers share one fsync.
@@ -46,39 +53,12 @@ pub trait Store: Send + Sync {
     /// Stores several messages as [`Store::commit_message`] does each, all in one
     /// transaction: all of them or none (the copies of one received message, SPEC 7.5).
     fn commit_messages(&self, messages: Vec<NewMessage>) -> StoreFuture<'_, Vec<CommittedMessage>>;
-    fn list_mailbox(&self, address: &str, folder: Option<Folder>) -> StoreFuture<'_, Vec<MailboxEntry>>;
-    fn get_mailbox_message(&self, address: &str, id: i64) -> StoreFuture<'_, Option<(MailboxEntry, Vec<u8>)>>;
     /// Queue entries not yet delivered or bounced.
     fn list_queue(&self) -> StoreFuture<'_, Vec<QueueEntry>>;
     /// Every queue entry of one message (any state) and the message text.
     fn get_queued_message(&self, queue_id: &str) -> StoreFuture<'_, Option<(Vec<QueueEntry>, Vec<u8>)>>;
     /// Deletes the pending entries of a message; returns how many were deleted.
     fn delete_queued_message(&self, queue_id: &str) -> StoreFuture<'_, usize>;
-
-    // Small settings.
-    fn get_meta(&self, key: &str) -> StoreFuture<'_, Option<String>>;
-    fn set_meta(&self, key: &str, value: &str) -> StoreFuture<'_, ()>;
-    /// The setting's value; when it has none, `value` is stored first. Atomic: every
-    /// caller (and every node on a shared store) gets the same value.
-    fn get_or_init_meta(&self, key: &str, value: &str) -> StoreFuture<'_, String>;
-
-    // Client networks accounts logged in from (the AUTH failure limits, SPEC 3).
-    /// When the account last logged in from `client` (a network the caller names), if
-    /// that is remembered.
-    fn last_login_from(&self, account: &str, client: &str) -> StoreFuture<'_, Option<i64>>;
-    /// Remembers a login of the account from `client` at `at`, and forgets every login (of
-    /// any account) from before `forget_before`.
-    fn remember_login(&self, account: &str, client: &str, at: i64, forget_before: i64) -> StoreFuture<'_, ()>;
-
-    // Client certificates for SASL EXTERNAL.
-    fn add_cert_mapping(&self, address: &str, kind: CertMatch, value: &str) -> StoreFuture<'_, ()>;
-    fn remove_cert_mapping(&self, address: &str, value: &str) -> StoreFuture<'_, ()>;
-    /// The account a certificate maps to: by fingerprint, or by subject when given (only
-    /// for certificates verified against the configured client CA).
-    fn cert_mapping_account(&self, fingerprint: &str, subject: Option<&str>) -> StoreFuture<'_, Option<String>>;
-    fn list_cert_mappings(&self) -> StoreFuture<'_, Vec<CertMapping>>;
-
-    // Outbound delivery (SPEC 5): leases, outcomes, retries.
     /// Marks up to `limit` due entries in flight until `lease_until` and returns them:
     /// queued or deferred entries whose next attempt is due, and in-flight entries whose lease
     /// has expired (their deliverer died). No two deliverers hold one entry while its lease runs.
@@ -97,20 +77,18 @@ pub trait Store: Send + Sync {
     /// The earliest time a pending entry becomes due (or an in-flight lease ends).
     fn next_due(&self) -> StoreFuture<'_, Option<i64>>;
     fn queue_counts(&self) -> StoreFuture<'_, QueueCounts>;
-
-    // Held domains (ODMR, RFC 2645): mail kept until a customer account takes it.
-    /// Makes a local domain held for `accounts` (empty: no longer held), with an optional
-    /// ETRN delivery host.
-    fn set_domain_held(&self, name: &str, accounts: &[String], etrn_host: Option<&str>) -> StoreFuture<'_, ()>;
-    /// The held domains an account may take with ATRN.
-    fn held_domains_for(&self, account: &str) -> StoreFuture<'_, Vec<String>>;
     /// Pending held entries of these domains.
     fn count_held(&self, domains: &[String]) -> StoreFuture<'_, usize>;
     /// Leases every pending held entry of these domains (for an ATRN or ETRN delivery).
     fn lease_held(&self, domains: &[String], now: i64, lease_until: i64) -> StoreFuture<'_, Vec<LeasedEntry>>;
     /// Leases held entries created before `created_before`: their lifetime is over.
     fn lease_expired_held(&self, created_before: i64, now: i64, lease_until: i64) -> StoreFuture<'_, Vec<LeasedEntry>>;
-    // Mailbox download (POP3, SPEC 9) and tracking events (SPEC 8).
+}
+
+/// Mailboxes: listing, reading, deleting and the download event (SPEC 9).
+pub trait MailboxStore: Send + Sync {
+    fn list_mailbox(&self, address: &str, folder: Option<Folder>) -> StoreFuture<'_, Vec<MailboxEntry>>;
+    fn get_mailbox_message(&self, address: &str, id: i64) -> StoreFuture<'_, Option<(MailboxEntry, Vec<u8>)>>;
     /// Removes these mailbox entries of the account (any folder) in one transaction, keeps
     /// its size and count right, and deletes each message no longer referenced. Ids that
     /// are not the account's, or gone already, are skipped. Returns how many were removed.
@@ -119,10 +97,12 @@ pub trait Store: Send + Sync {
     /// per (message, recipient): true when this call recorded it, false when it was
     /// recorded before. NotFound when the entry is not the account's.
     fn record_download(&self, address: &str, mailbox_id: i64) -> StoreFuture<'_, bool>;
+}
+
+/// Delivery tracking (SPEC 8.3): events, records, the Tracking folder and the NOTIFY outbox.
+pub trait TrackingStore: Send + Sync {
     /// Tracking events with an id above `after_id`, oldest first, at most `limit`.
     fn list_tracking_events(&self, after_id: i64, limit: usize) -> StoreFuture<'_, Vec<TrackingEvent>>;
-
-    // Delivery notifications (SPEC 8.3): records, the Tracking folder, the NOTIFY outbox.
     /// Records an event once per message, recipient and event (the `tracking_events` of
     /// `record_download`), and for a tracked message (`tracking::is_tracked`) makes its
     /// record and routes it in the same transaction: into the local sender's Tracking
@@ -160,8 +140,10 @@ pub trait Store: Send + Sync {
     /// Outbox entries still to send, oldest first.
     fn list_notify_outbox(&self) -> StoreFuture<'_, Vec<OutboxEntry>>;
     fn notify_outbox_counts(&self) -> StoreFuture<'_, OutboxCounts>;
+}
 
-    // AuthKeys, the Authentication Server side (SPEC 7.1).
+/// AuthKeys (SPEC 7): the Authentication Server's keys and log, the sender's key and the recipient's verification cache.
+pub trait AuthKeyStore: Send + Sync {
     /// Sets (or with `None` clears) the AuthKey settings of `target`: an address, or a
     /// domain name (no `@`) for the default of the domain's addresses.
     fn set_authkey_settings(&self, target: &str, settings: Option<AuthKeySettings>) -> StoreFuture<'_, ()>;
@@ -179,8 +161,6 @@ pub trait Store: Send + Sync {
     fn log_verify(&self, entries: Vec<VerifyLogEntry>) -> StoreFuture<'_, ()>;
     /// VERIFY log rows at or after `since`, oldest first, at most `limit`.
     fn verify_log(&self, since: i64, limit: usize) -> StoreFuture<'_, Vec<VerifyLogEntry>>;
-
-    // AuthKeys, the sending and receiving side (SPEC 7.4, 7.5).
     /// Records the key received by mail for a local address (the newest replaces the last).
     fn record_sender_key(&self, key: SenderKey) -> StoreFuture<'_, ()>;
     fn sender_key(&self, address: &str) -> StoreFuture<'_, Option<SenderKey>>;
@@ -190,8 +170,10 @@ pub trait Store: Send + Sync {
     fn log_verify_sent(&self, entry: VerifySentEntry) -> StoreFuture<'_, ()>;
     /// Rows of VERIFY sent at or after `since`, oldest first, at most `limit`.
     fn verify_sent_log(&self, since: i64, limit: usize) -> StoreFuture<'_, Vec<VerifySentEntry>>;
+}
 
-    // The Messenger federation (SPEC 8.1, 8.4).
+/// The Messenger federation (SPEC 8.1, 8.4): certificates, the directory, the Entity Index and its peers.
+pub trait FederationStore: Send + Sync {
     /// Stores (or replaces) the certificate of a local account.
     fn put_certificate(&self, cert: StoredCertificate) -> StoreFuture<'_, ()>;
     fn get_certificate(&self, address: &str) -> StoreFuture<'_, Option<StoredCertificate>>;
@@ -229,4 +211,36 @@ pub trait Store: Send + Sync {
     fn apply_peer_pull(&self, pull: PeerPull) -> StoreFuture<'_, ()>;
     /// Records a failed pull.
     fn record_peer_error(&self, domain: &str, at: i64, error: &str) -> StoreFuture<'_, ()>;
+}
+
+/// Small settings and the state every node shares: meta values, the client networks accounts logged in from (SPEC 3).
+pub trait NodeStore: Send + Sync {
+    /// Finishes the writes already sent and closes the store: later calls fail
+    /// `Unavailable`. For a restart in one process, and a clean stop.
+    fn close(&self) -> StoreFuture<'_, ()>;
+    fn get_meta(&self, key: &str) -> StoreFuture<'_, Option<String>>;
+    fn set_meta(&self, key: &str, value: &str) -> StoreFuture<'_, ()>;
+    /// The setting's value; when it has none, `value` is stored first. Atomic: every
+    /// caller (and every node on a shared store) gets the same value.
+    fn get_or_init_meta(&self, key: &str, value: &str) -> StoreFuture<'_, String>;
+    /// When the account last logged in from `client` (a network the caller names), if
+    /// that is remembered.
+    fn last_login_from(&self, account: &str, client: &str) -> StoreFuture<'_, Option<i64>>;
+    /// Remembers a login of the account from `client` at `at`, and forgets every login (of
+    /// any account) from before `forget_before`.
+    fn remember_login(&self, account: &str, client: &str, at: i64, forget_before: i64) -> StoreFuture<'_, ()>;
+}
+
+/// Everything durable: every concern's trait. All addresses and domain names passed in
+/// are lower-cased by the caller's address type (domains) or by the backend (local parts
+/// are matched case-insensitively, as Postfix and Exim do by default).
+pub trait Store:
+    AccountStore + QueueStore + MailboxStore + TrackingStore + AuthKeyStore + FederationStore + NodeStore
+{
+}
+
+impl<
+        T: AccountStore + QueueStore + MailboxStore + TrackingStore + AuthKeyStore + FederationStore + NodeStore + ?Sized,
+    > Store for T
+{
 }

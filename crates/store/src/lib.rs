@@ -1,7 +1,9 @@
 //! The vouchmail store: one interface over everything durable, with the embedded SQLite
 //! implementation (PostgreSQL implements the same trait for several nodes).
 //!
-//! Callers hold an `Arc<dyn Store>`; methods return boxed futures so the trait stays
+//! The interface is split by concern (`AccountStore`, `QueueStore`, `MailboxStore`,
+//! `TrackingStore`, `AuthKeyStore`, `FederationStore`, `NodeStore`); [`Store`] combines
+//! them. Callers hold an `Arc<dyn Store>`; methods return boxed futures so the traits stay
 //! object-safe and implementations may run blocking work on their own threads.
 
 mod error;
@@ -12,7 +14,17 @@ pub mod tracking;
 mod types;
 
 pub use error::{StoreError, StoreFuture, StoreResult};
-pub use interface::Store;
+pub use interface::{
+    AccountStore, AuthKeyStore, FederationStore, MailboxStore, NodeStore, QueueStore, Store, TrackingStore,
+};
+
+/// Every concern's trait, for code that calls a concrete backend (`SqliteStore`) rather
+/// than a `dyn Store`: `use vouchmail_store::prelude::*;`.
+pub mod prelude {
+    pub use crate::interface::{
+        AccountStore, AuthKeyStore, FederationStore, MailboxStore, NodeStore, QueueStore, Store, TrackingStore,
+    };
+}
 pub use messenger::*;
 pub use sqlite::SqliteStore;
 pub use tracking::{

@@ -25,7 +25,8 @@ use vouchmail_proto::smtp::client::{ClientConfig, ReplyLimits, Timeouts, TlsMode
 use vouchmail_server::config::Config;
 use vouchmail_server::net::smtp_client::{Session, Target};
 use vouchmail_server::RunningServer;
-use vouchmail_store::{DirectoryRecord, NewAccount, SenderPolicy, SqliteStore, Store};
+use vouchmail_store::prelude::*;
+use vouchmail_store::{DirectoryRecord, NewAccount, SenderPolicy, SqliteStore};
 use vouchmail_testkit::dns::TestDns;
 
 const GLEN: &str = "glen@galkam.test";

@@ -12,7 +12,7 @@ use common::{SmtpConn, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use vouchmail_server::config::Config;
-use vouchmail_store::{Folder, PolicyAction, SenderPolicy, Store};
+use vouchmail_store::{Folder, PolicyAction, SenderPolicy};
 use vouchmail_testkit::dns::TestDns;
 
 const USER: &str = "user@local.test";

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use common::{binary, run, TestServer};
 use vouchmail_client::session::Session;
 use vouchmail_proto::sasl::Secrets;
-use vouchmail_store::{DirectoryRecord, Folder, NewAccount, Store, StoredCertificate};
+use vouchmail_store::{DirectoryRecord, Folder, NewAccount, StoredCertificate};
 use vouchmail_testkit::dns::TestDns;
 
 const DOMAIN: &str = "galkam.test";

@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use vouchmail_proto::sasl::Secrets;
 use vouchmail_server::federation::x509;
-use vouchmail_store::{DirectoryRecord, Folder, SenderPolicy, Store, StoredCertificate};
+use vouchmail_store::{DirectoryRecord, Folder, SenderPolicy, StoredCertificate};
 use vouchmail_testkit::ca::TestCa;
 use vouchmail_testkit::dns::TestDns;
 

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::{binary, run, tool, Reply, SmtpConn, TestServer};
 use vouchmail_proto::sasl::{self, ClientSession, Credentials, Mechanism, Secrets};
-use vouchmail_store::{NewAccount, QueueState, SenderPolicy, Store};
+use vouchmail_store::{NewAccount, QueueState, SenderPolicy};
 
 const PASSWORD: &str = "odmr secret";
 

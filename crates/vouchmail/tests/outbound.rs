@@ -14,7 +14,6 @@ use std::time::Duration;
 use common::postfix::Postfix;
 use common::{binary, python_dsn_summary, tool, SmtpConn, TestServer};
 use vouchmail_server::config::{Config, Route};
-use vouchmail_store::Store;
 use vouchmail_testkit::dns::TestDns;
 use vouchmail_testkit::smtp_peer::{Message, Peer, Stage};
 

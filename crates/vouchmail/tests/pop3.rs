@@ -16,7 +16,7 @@ use vouchmail_proto::pop3::RespCode;
 use vouchmail_proto::sasl::secrets::Secrets;
 use vouchmail_proto::sasl::{Credentials, Mechanism};
 use vouchmail_server::net::pop3_client::{Pop3Client, Pop3ClientError};
-use vouchmail_store::{Folder, Store, TrackingKind};
+use vouchmail_store::{Folder, TrackingKind};
 
 const USER: &str = "user@local.test";
 const PASSWORD: &str = "pop3 secret";

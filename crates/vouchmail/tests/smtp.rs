@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{run, tool, SmtpConn, TestServer};
-use vouchmail_store::{Folder, SenderPolicy, Store};
+use vouchmail_store::{Folder, SenderPolicy};
 
 const BODY: &str = "From: a@remote.test\r\nTo: user@local.test\r\nSubject: hello\r\n\r\nbody line\r\n..leading dot\r\n";
 

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use vouchmail_proto::sasl::secrets::Secrets;
 use vouchmail_proto::sasl::{Credentials, Mechanism};
 use vouchmail_server::net::pop3_client::Pop3Client;
-use vouchmail_store::{Delivery, Envelope, Folder, NewMessage, RecipientDsn, Store};
+use vouchmail_store::{Delivery, Envelope, Folder, NewMessage, RecipientDsn};
 
 const USER: &str = "user@local.test";
 const PASSWORD: &str = "tracking secret";

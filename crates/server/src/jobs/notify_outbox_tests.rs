@@ -14,6 +14,7 @@ use vouchmail_store::{
 use super::*;
 use crate::rules::tracking::*;
 use vouchmail_proto::messenger::tracking::{self, Record};
+use vouchmail_store::prelude::*;
 use vouchmail_store::{NewTrackingEvent, TrackingOutcome, TrackingRoute, TrackingSubject};
 
 const AT: i64 = 1_796_119_200; // 2026-12-01T10:00:00Z

@@ -1,6 +1,9 @@
 //! AuthKeys of the Authentication Server (SPEC 7.1): settings, keys and the VERIFY log.
 //! Only storing and fetching; the key comparison is in the trait (constant time).
 
+use super::writer::SqliteStore;
+use crate::error::StoreFuture;
+use crate::interface::AuthKeyStore;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::base::db_error;
@@ -171,4 +174,68 @@ pub(super) fn verify_sent(conn: &Connection, since: i64, limit: usize) -> StoreR
         })
         .map_err(db_error)?;
     rows.collect::<Result<_, _>>().map_err(db_error)
+}
+
+impl AuthKeyStore for SqliteStore {
+    fn set_authkey_settings(&self, target: &str, settings: Option<AuthKeySettings>) -> StoreFuture<'_, ()> {
+        let target = target.to_lowercase();
+        self.write(move |conn| set_settings(conn, &target, settings))
+    }
+
+    fn authkey_settings(&self, address: &str) -> StoreFuture<'_, Option<(AuthKeySettings, SettingsSource)>> {
+        let address = address.to_lowercase();
+        self.read(move |conn| settings(conn, &address))
+    }
+
+    fn add_authkey(&self, key: AuthKey) -> StoreFuture<'_, ()> {
+        self.write(move |conn| add(conn, &key))
+    }
+
+    fn authkeys(&self, address: &str, now: i64) -> StoreFuture<'_, Vec<AuthKey>> {
+        let address = address.to_lowercase();
+        self.read(move |conn| unexpired(conn, &address, now))
+    }
+
+    fn newest_authkeys(&self) -> StoreFuture<'_, Vec<(String, i64)>> {
+        self.read(newest)
+    }
+
+    fn delete_expired_authkeys(&self, now: i64) -> StoreFuture<'_, usize> {
+        self.write(move |conn| delete_expired(conn, now))
+    }
+
+    fn log_verify(&self, entries: Vec<VerifyLogEntry>) -> StoreFuture<'_, ()> {
+        self.write(move |conn| entries.iter().try_for_each(|entry| log_verify(conn, entry)))
+    }
+
+    fn verify_log(&self, since: i64, limit: usize) -> StoreFuture<'_, Vec<VerifyLogEntry>> {
+        self.read(move |conn| verify_log(conn, since, limit))
+    }
+
+    fn record_sender_key(&self, key: SenderKey) -> StoreFuture<'_, ()> {
+        self.write(move |conn| record_sender_key(conn, &key))
+    }
+
+    fn sender_key(&self, address: &str) -> StoreFuture<'_, Option<SenderKey>> {
+        let address = address.to_string();
+        self.read(move |conn| sender_key(conn, &address))
+    }
+
+    fn cache_verified_key(&self, address: &str, key_hash: &str, now: i64, expires_at: i64) -> StoreFuture<'_, ()> {
+        let (address, key_hash) = (address.to_string(), key_hash.to_string());
+        self.write(move |conn| cache_key(conn, &address, &key_hash, now, expires_at))
+    }
+
+    fn verified_key_cached(&self, address: &str, key_hash: &str, now: i64) -> StoreFuture<'_, bool> {
+        let (address, key_hash) = (address.to_string(), key_hash.to_string());
+        self.read(move |conn| key_cached(conn, &address, &key_hash, now))
+    }
+
+    fn log_verify_sent(&self, entry: VerifySentEntry) -> StoreFuture<'_, ()> {
+        self.write(move |conn| log_verify_sent(conn, &entry))
+    }
+
+    fn verify_sent_log(&self, since: i64, limit: usize) -> StoreFuture<'_, Vec<VerifySentEntry>> {
+        self.read(move |conn| verify_sent(conn, since, limit))
+    }
 }

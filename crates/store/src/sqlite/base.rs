@@ -3,10 +3,14 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::{StoreError, StoreResult};
-use crate::types::{QueueEntry, QueueState, RecipientDsn};
+use vouchmail_proto::sasl::secrets::{SecretFields, Secrets};
+
+use crate::types::{
+    Account, Domain, Folder, MailboxEntry, PolicyAction, QueueEntry, QueueState, RecipientDsn, SenderPolicy,
+};
 
 pub(super) fn db_error(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
@@ -60,3 +64,126 @@ pub(super) fn delete_if_orphan(conn: &Connection, message_id: i64) -> StoreResul
 
 /// How much of a message `record_download` reads to find its Message-ID field.
 pub(super) const HEADER_SCAN_BYTES: i64 = 64 * 1024;
+
+pub(super) fn lookup_domain(conn: &Connection, name: &str) -> StoreResult<Option<Domain>> {
+    conn.prepare_cached(&format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = ?1"))
+        .and_then(|mut stmt| stmt.query_row(params![name], row_to_domain).optional())
+        .map_err(db_error)
+}
+
+pub(super) fn lookup_account(conn: &Connection, address: &str) -> StoreResult<Option<Account>> {
+    conn.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE address = ?1"))
+        .and_then(|mut stmt| stmt.query_row(params![address], row_to_account).optional())
+        .map_err(db_error)
+}
+
+pub(super) fn lookup_alias_targets(conn: &Connection, alias: &str) -> StoreResult<Vec<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT target FROM aliases WHERE alias = ?1 ORDER BY target").map_err(db_error)?;
+    let rows = stmt.query_map(params![alias], |r| r.get(0)).map_err(db_error)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+}
+
+/// Runs a job inside a savepoint: its failure is rolled back alone.
+pub(super) fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+    run_cached(conn, "SAVEPOINT job")?;
+    match f(conn) {
+        Ok(value) => {
+            run_cached(conn, "RELEASE job")?;
+            Ok(value)
+        }
+        Err(e) => {
+            let _ = run_cached(conn, "ROLLBACK TO job");
+            let _ = run_cached(conn, "RELEASE job");
+            Err(e)
+        }
+    }
+}
+
+/// Runs a parameterless statement through the statement cache: these run for every write,
+/// and parsing them each time shows in profiles.
+pub(super) fn run_cached(conn: &Connection, sql: &str) -> StoreResult<()> {
+    conn.prepare_cached(sql).and_then(|mut stmt| stmt.execute([])).map(|_| ()).map_err(db_error)
+}
+
+/// One text column per secret kind (SPEC 4): Argon2id, SCRAM-SHA-256, CRAM-MD5.
+pub(super) fn secrets_to_columns(secrets: &Secrets) -> (Option<String>, Option<String>, Option<String>) {
+    let fields = secrets.to_fields();
+    (fields.argon2, fields.scram_sha256, fields.cram_md5)
+}
+
+/// A column that does not parse is treated as absent (that mechanism then fails), and logged.
+pub(super) fn secrets_from_columns(
+    argon2: Option<String>,
+    scram_sha256: Option<String>,
+    cram_md5: Option<String>,
+) -> Secrets {
+    let fields = SecretFields { argon2, scram_sha256, cram_md5 };
+    Secrets::from_fields(&fields).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "stored secrets do not parse");
+        Secrets { argon2: fields.argon2.clone(), ..Secrets::default() }
+    })
+}
+
+pub(super) fn domain_of(address: &str) -> StoreResult<&str> {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| StoreError::Invalid(format!("'{address}' is not an address")))
+}
+
+/// The held-for accounts come along in one trip, newline-separated (no address contains a
+/// line break), in the order they were set.
+pub(super) const DOMAIN_COLUMNS: &str = "name, unauthenticated, catch_all, created_at,
+    (SELECT group_concat(account, char(10) ORDER BY rowid) FROM held_accounts WHERE domain = domains.name),
+    etrn_host, forged";
+
+pub(super) fn row_to_domain(row: &Row<'_>) -> rusqlite::Result<Domain> {
+    let unauthenticated: String = row.get(1)?;
+    let forged: String = row.get(6)?;
+    let held_for: Option<String> = row.get(4)?;
+    // A value this version does not know (written by a newer one) reads as the strictest.
+    let policy = SenderPolicy {
+        unauthenticated: unauthenticated.parse().unwrap_or(PolicyAction::Reject),
+        forged: forged.parse().unwrap_or(PolicyAction::Reject),
+    };
+    Ok(Domain {
+        name: row.get(0)?,
+        policy,
+        catch_all: row.get(2)?,
+        created_at: row.get(3)?,
+        held_for: held_for
+            .map(|h| h.split('\n').filter(|a| !a.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default(),
+        etrn_host: row.get(5)?,
+    })
+}
+
+pub(super) const ACCOUNT_COLUMNS: &str = "id, address, domain, secret_argon2, secret_scram_sha256, secret_cram_md5, quota_bytes, used_bytes, message_count, created_at";
+
+pub(super) fn row_to_account(row: &Row<'_>) -> rusqlite::Result<Account> {
+    let secrets = secrets_from_columns(row.get(3)?, row.get(4)?, row.get(5)?);
+    Ok(Account {
+        id: row.get(0)?,
+        address: row.get(1)?,
+        domain: row.get(2)?,
+        secrets,
+        quota_bytes: row.get::<_, i64>(6)? as u64,
+        used_bytes: row.get::<_, i64>(7)? as u64,
+        message_count: row.get::<_, i64>(8)? as u64,
+        created_at: row.get(9)?,
+    })
+}
+
+pub(super) fn row_to_mailbox_entry(row: &Row<'_>) -> rusqlite::Result<MailboxEntry> {
+    let folder: String = row.get(1)?;
+    Ok(MailboxEntry {
+        id: row.get(0)?,
+        folder: folder.parse().unwrap_or(Folder::Inbox),
+        message_id: row.get(2)?,
+        queue_id: row.get(3)?,
+        received_at: row.get(4)?,
+        size: row.get::<_, i64>(5)? as u64,
+    })
+}

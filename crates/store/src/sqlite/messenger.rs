@@ -1,6 +1,9 @@
 //! The Messenger data in SQLite (SPEC 8.1, 8.4); which serials a directory edit makes is
 //! decided in `crate::messenger`, shared with every backend.
 
+use super::writer::SqliteStore;
+use crate::error::StoreFuture;
+use crate::interface::FederationStore;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::base::{db_error, now};
@@ -347,4 +350,100 @@ pub(super) fn forget_account(conn: &Connection, address: &str) -> StoreResult<()
     }
     conn.execute("DELETE FROM certificates WHERE address = ?1", params![address]).map_err(db_error)?;
     Ok(())
+}
+
+impl FederationStore for SqliteStore {
+    fn put_certificate(&self, mut cert: crate::messenger::StoredCertificate) -> StoreFuture<'_, ()> {
+        cert.address = cert.address.to_lowercase();
+        self.write(move |conn| put_certificate(conn, &cert))
+    }
+
+    fn get_certificate(&self, address: &str) -> StoreFuture<'_, Option<crate::messenger::StoredCertificate>> {
+        let address = address.to_lowercase();
+        self.read(move |conn| get_certificate(conn, &address))
+    }
+
+    fn remove_certificate(&self, address: &str) -> StoreFuture<'_, ()> {
+        let address = address.to_lowercase();
+        self.write(move |conn| remove_certificate(conn, &address))
+    }
+
+    fn list_certificates(&self) -> StoreFuture<'_, Vec<crate::messenger::StoredCertificate>> {
+        self.read(list_certificates)
+    }
+
+    fn set_directory_entry(&self, mut record: crate::messenger::DirectoryRecord) -> StoreFuture<'_, ()> {
+        record.address = record.address.to_lowercase();
+        self.write(move |conn| set_directory_entry(conn, record))
+    }
+
+    fn set_directory_published(&self, address: &str, published: bool) -> StoreFuture<'_, ()> {
+        let address = address.to_lowercase();
+        self.write(move |conn| set_directory_published(conn, &address, published))
+    }
+
+    fn get_directory_entry(&self, address: &str) -> StoreFuture<'_, Option<crate::messenger::DirectoryRecord>> {
+        let address = address.to_lowercase();
+        self.read(move |conn| get_directory_entry(conn, &address))
+    }
+
+    fn list_directory(&self) -> StoreFuture<'_, Vec<crate::messenger::DirectoryRecord>> {
+        self.read(list_directory)
+    }
+
+    fn directory_mailbox_for_id(&self, published_id: &str) -> StoreFuture<'_, Option<String>> {
+        let id = published_id.to_ascii_uppercase();
+        self.read(move |conn| directory_mailbox_for_id(conn, &id))
+    }
+
+    fn entity_changes_since(
+        &self,
+        since: i64,
+        limit: usize,
+    ) -> StoreFuture<'_, (Vec<crate::messenger::EntityChangeRow>, i64)> {
+        self.read(move |conn| entity_changes_since(conn, since, limit))
+    }
+
+    fn learnt_mailboxes_for_id(&self, published_id: &str) -> StoreFuture<'_, Vec<String>> {
+        let id = published_id.to_ascii_uppercase();
+        self.read(move |conn| learnt_mailboxes_for_id(conn, &id))
+    }
+
+    fn forget_learnt_binding(&self, published_id: &str, mailbox: &str) -> StoreFuture<'_, usize> {
+        let (id, mailbox) = (published_id.to_ascii_uppercase(), mailbox.to_lowercase());
+        self.write(move |conn| forget_learnt_binding(conn, &id, &mailbox))
+    }
+
+    fn count_learnt_for_peer(&self, peer: &str) -> StoreFuture<'_, usize> {
+        let peer = peer.to_ascii_lowercase();
+        self.read(move |conn| count_learnt_for_peer(conn, &peer))
+    }
+
+    fn list_learnt_entities(&self) -> StoreFuture<'_, Vec<crate::messenger::LearntEntity>> {
+        self.read(list_learnt_entities)
+    }
+
+    fn note_messenger_peer(&self, domain: &str, configured: bool, answered_at: Option<i64>) -> StoreFuture<'_, ()> {
+        let domain = domain.to_ascii_lowercase();
+        self.write(move |conn| note_peer(conn, &domain, configured, answered_at))
+    }
+
+    fn forget_messenger_peer(&self, domain: &str) -> StoreFuture<'_, usize> {
+        let domain = domain.to_ascii_lowercase();
+        self.write(move |conn| forget_peer(conn, &domain))
+    }
+
+    fn list_messenger_peers(&self) -> StoreFuture<'_, Vec<crate::messenger::MessengerPeer>> {
+        self.read(list_peers)
+    }
+
+    fn apply_peer_pull(&self, mut pull: crate::messenger::PeerPull) -> StoreFuture<'_, ()> {
+        pull.peer = pull.peer.to_ascii_lowercase();
+        self.write(move |conn| apply_peer_pull(conn, &pull))
+    }
+
+    fn record_peer_error(&self, domain: &str, at: i64, error: &str) -> StoreFuture<'_, ()> {
+        let (domain, error) = (domain.to_ascii_lowercase(), error.to_string());
+        self.write(move |conn| record_peer_error(conn, &domain, at, &error))
+    }
 }

@@ -308,7 +308,7 @@ pub(super) fn queue_counts(conn: &Connection) -> StoreResult<QueueCounts> {
 mod tests {
     use super::super::SqliteStore;
     use crate::error::StoreError;
-    use crate::interface::Store;
+    use crate::prelude::*;
     use crate::types::{Delivery, Envelope, NewMessage, QueueState, QueueUpdate, RecipientDsn, SenderPolicy};
 
     fn message(queue_id: &str, recipients: &[&str], now: i64) -> NewMessage {

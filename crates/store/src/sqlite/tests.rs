@@ -1,8 +1,14 @@
 use crate::types::{QueueState, RecipientDsn};
 use std::sync::Arc;
 
+use super::schema::MIGRATIONS;
 use super::*;
+use crate::error::StoreError;
+use crate::prelude::*;
+use crate::types::*;
 use crate::types::{Delivery, PolicyAction, SenderKey, VerifySentEntry};
+use rusqlite::Connection;
+use vouchmail_proto::sasl::secrets::Secrets;
 
 fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
     let dir = tempfile::tempdir().unwrap();

@@ -2,6 +2,12 @@
 //! the NOTIFY outbox. The rules (what is tracked, where a record goes) are in
 //! `crate::tracking`; this is the storage.
 
+use super::writer::SqliteStore;
+use crate::error::StoreFuture;
+use crate::interface::TrackingStore;
+use crate::types::*;
+use std::ops::Range;
+
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use vouchmail_proto::messenger::tracking::{valid_message_id, Record};
 
@@ -357,4 +363,80 @@ pub(super) fn counts(conn: &Connection) -> StoreResult<OutboxCounts> {
         }
     }
     Ok(counts)
+}
+
+impl TrackingStore for SqliteStore {
+    fn list_tracking_events(&self, after_id: i64, limit: usize) -> StoreFuture<'_, Vec<TrackingEvent>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, occurred_at, queue_id, message_id, sender, recipient, event FROM tracking_events
+                     WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )
+                .map_err(db_error)?;
+            let rows = stmt
+                .query_map(params![after_id, limit], |r| {
+                    let kind: String = r.get(6)?;
+                    Ok(TrackingEvent {
+                        id: r.get(0)?,
+                        occurred_at: r.get(1)?,
+                        queue_id: r.get(2)?,
+                        message_id: r.get(3)?,
+                        sender: r.get(4)?,
+                        recipient: r.get(5)?,
+                        kind: TrackingKind::parse(&kind).unwrap_or(TrackingKind::Downloaded),
+                    })
+                })
+                .map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
+    }
+
+    fn track_event(&self, event: NewTrackingEvent) -> StoreFuture<'_, TrackingOutcome> {
+        self.write(move |conn| track_event(conn, &event))
+    }
+
+    fn store_notified_record(
+        &self,
+        record: vouchmail_proto::messenger::tracking::Record,
+        now: i64,
+    ) -> StoreFuture<'_, NotifyStored> {
+        self.write(move |conn| insert_record(conn, &record, now))
+    }
+
+    fn count_tracking_records(&self, owner: &str, recipient_domain: &str, stored: Range<i64>) -> StoreFuture<'_, u64> {
+        let (owner, domain) = (owner.to_lowercase(), recipient_domain.to_lowercase());
+        self.read(move |conn| count_records(conn, &owner, &domain, stored.start, stored.end))
+    }
+
+    fn tracking_records(
+        &self,
+        owner: &str,
+        since: Option<i64>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<StoredTrackingRecord>> {
+        let owner = owner.to_lowercase();
+        self.read(move |conn| records(conn, &owner, since, limit))
+    }
+
+    fn lease_notifies(&self, now: i64, lease_until: i64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        self.write(move |conn| lease(conn, now, lease_until, limit))
+    }
+
+    fn finish_notifies(&self, updates: Vec<OutboxUpdate>, now: i64) -> StoreFuture<'_, ()> {
+        self.write(move |conn| finish(conn, &updates, now))
+    }
+
+    fn next_notify_due(&self) -> StoreFuture<'_, Option<i64>> {
+        self.read(next_due)
+    }
+
+    fn list_notify_outbox(&self) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        self.read(pending)
+    }
+
+    fn notify_outbox_counts(&self) -> StoreFuture<'_, OutboxCounts> {
+        self.read(counts)
+    }
 }

@@ -6,8 +6,12 @@ use std::sync::Arc;
 use vouchmail_proto::messenger::tracking::{Event, Record};
 
 use super::*;
+use crate::prelude::*;
+use crate::tracking::*;
 use crate::tracking::{OutboxState, TrackingRoute, TrackingSubject};
 use crate::types::Delivery;
+use crate::types::*;
+use vouchmail_proto::sasl::secrets::Secrets;
 
 const AT: i64 = 1_796_119_200; // 2026-12-01T10:00:00Z
 

@@ -34,7 +34,7 @@ use vouchmail_store::{Folder, NewAccount, SenderPolicy, SqliteStore, Store};
 /// A server started in-process on 127.0.0.1 with ephemeral ports and its own store.
 pub struct TestServer {
     pub dir: tempfile::TempDir,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn Store>,
     pub server: Option<RunningServer>,
     pub config: Config,
 }
@@ -77,7 +77,7 @@ impl TestServer {
         // from a test CA with peer_tls = "verify", as does `vouchmail demo`.
         config.messenger.peer_tls = "insecure".into();
         adjust(&mut config);
-        let store = Arc::new(SqliteStore::open(&config.store_path()).expect("store"));
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store_path()).expect("store"));
         vouchmail_server::rules::bootstrap::bootstrap(&config, store.as_ref()).await.expect("bootstrap");
         if !config.bootstrap.domain.is_empty() {
             store
@@ -93,7 +93,7 @@ impl TestServer {
             let account = NewAccount { address: user.to_string(), secrets: Default::default(), quota_bytes: 0 };
             store.add_account(account).await.expect("account");
         }
-        let server = vouchmail_server::start(&config, Arc::clone(&store) as Arc<dyn Store>).await.expect("start");
+        let server = vouchmail_server::start(&config, Arc::clone(&store)).await.expect("start");
         TestServer { dir, store, server: Some(server), config }
     }
 
@@ -103,9 +103,9 @@ impl TestServer {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
-        self.store.shutdown().await;
-        let store = Arc::new(SqliteStore::open(&self.config.store_path()).expect("store"));
-        let server = vouchmail_server::start(&self.config, Arc::clone(&store) as Arc<dyn Store>).await.expect("start");
+        self.store.close().await.expect("close");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&self.config.store_path()).expect("store"));
+        let server = vouchmail_server::start(&self.config, Arc::clone(&store)).await.expect("start");
         TestServer { dir: self.dir, store, server: Some(server), config: self.config }
     }
 

@@ -1,0 +1,107 @@
+//! Mailboxes in SQLite: listing, reading, deleting, the download event.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::base::*;
+use super::writer::SqliteStore;
+use crate::error::{StoreError, StoreFuture};
+use crate::interface::MailboxStore;
+use crate::types::*;
+
+impl MailboxStore for SqliteStore {
+    fn list_mailbox(&self, address: &str, folder: Option<Folder>) -> StoreFuture<'_, Vec<MailboxEntry>> {
+        let address = address.to_lowercase();
+        self.read(move |conn| {
+            let account: Option<i64> = conn
+                .query_row("SELECT id FROM accounts WHERE address = ?1", params![address], |r| r.get(0))
+                .optional()
+                .map_err(db_error)?;
+            let Some(account) = account else {
+                return Err(StoreError::NotFound(format!("user {address}")));
+            };
+            let mut stmt = conn
+                .prepare(
+                    "SELECT b.id, b.folder, b.message_id, m.queue_id, b.received_at, b.size
+                     FROM mailbox b JOIN messages m ON m.id = b.message_id
+                     WHERE b.account_id = ?1 AND (?2 IS NULL OR b.folder = ?2) ORDER BY b.id",
+                )
+                .map_err(db_error)?;
+            let rows =
+                stmt.query_map(params![account, folder.map(|f| f.as_str())], row_to_mailbox_entry).map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
+    }
+
+    fn get_mailbox_message(&self, address: &str, id: i64) -> StoreFuture<'_, Option<(MailboxEntry, Vec<u8>)>> {
+        let address = address.to_lowercase();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT b.id, b.folder, b.message_id, m.queue_id, b.received_at, b.size, m.data
+                 FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
+                 WHERE a.address = ?1 AND b.id = ?2",
+                params![address, id],
+                |row| Ok((row_to_mailbox_entry(row)?, row.get::<_, Vec<u8>>(6)?)),
+            )
+            .optional()
+            .map_err(db_error)
+        })
+    }
+
+    fn delete_mailbox_entries(&self, address: &str, ids: &[i64]) -> StoreFuture<'_, usize> {
+        let address = address.to_lowercase();
+        let ids = ids.to_vec();
+        self.write(move |conn| {
+            let mut removed = 0;
+            for id in ids {
+                let entry: Option<(i64, i64, i64)> = conn
+                    .prepare_cached(
+                        "SELECT b.account_id, b.message_id, b.size FROM mailbox b JOIN accounts a ON a.id = b.account_id
+                         WHERE a.address = ?1 AND b.id = ?2",
+                    )
+                    .and_then(|mut stmt| stmt.query_row(params![address, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+                    .optional()
+                    .map_err(db_error)?;
+                let Some((account_id, message_id, size)) = entry else { continue };
+                conn.execute("DELETE FROM mailbox WHERE id = ?1", params![id]).map_err(db_error)?;
+                conn.prepare_cached(
+                    "UPDATE accounts SET used_bytes = MAX(used_bytes - ?2, 0), message_count = MAX(message_count - 1, 0)
+                     WHERE id = ?1",
+                )
+                .and_then(|mut stmt| stmt.execute(params![account_id, size]))
+                .map_err(db_error)?;
+                delete_if_orphan(conn, message_id)?;
+                removed += 1;
+            }
+            Ok(removed)
+        })
+    }
+
+    fn record_download(&self, address: &str, mailbox_id: i64) -> StoreFuture<'_, bool> {
+        let address = address.to_lowercase();
+        self.write(move |conn| {
+            // The header section is enough to find the Message-ID.
+            let found: Option<(String, String, Vec<u8>)> = conn
+                .query_row(
+                    "SELECT m.queue_id, m.sender, substr(m.data, 1, ?3)
+                     FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
+                     WHERE a.address = ?1 AND b.id = ?2",
+                    params![address, mailbox_id, HEADER_SCAN_BYTES],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(db_error)?;
+            let Some((queue_id, sender, head)) = found else {
+                return Err(StoreError::NotFound(format!("message {mailbox_id} of {address}")));
+            };
+            let message_id = vouchmail_proto::headers::first_value(&head, "Message-ID").unwrap_or_default();
+            let n = conn
+                .execute(
+                    "INSERT OR IGNORE INTO tracking_events (occurred_at, queue_id, message_id, sender, recipient, event)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![now(), queue_id, message_id, sender, address, TrackingKind::Downloaded.as_str()],
+                )
+                .map_err(db_error)?;
+            Ok(n == 1)
+        })
+    }
+}
