@@ -29,6 +29,8 @@ use vouchmail_proto::messenger::tracking::{self, Receipt, ReceiptOutcome, Record
 use vouchmail_proto::messenger::ServerReply;
 use vouchmail_proto::sasl::{Credentials, Mechanism};
 use vouchmail_proto::time::rfc5322_date;
+/// The content encryption `send` uses (`--cipher`), re-exported for the CLI.
+pub use vouchmail_smime::ContentCipher;
 use vouchmail_smime::{Certificate, OuterHeaders, PrivateKey};
 
 use session::{one_line, Session};
@@ -422,12 +424,14 @@ impl Client {
     }
 
     /// Encrypts `input` to every recipient (looked up with CERT) and the sender, as S/MIME
-    /// (SPEC 10), returning the message and the resolved recipients.
+    /// (SPEC 10) with `cipher` (EnvelopedData with AES-256-CBC, or AuthEnvelopedData with
+    /// AES-256-GCM), returning the message and the resolved recipients.
     pub async fn compose(
         &self,
         session: &mut Session,
         to: &[String],
         subject: Option<&str>,
+        cipher: ContentCipher,
         input: &[u8],
     ) -> Result<(Vec<u8>, String, Vec<String>), ClientError> {
         if to.is_empty() {
@@ -460,13 +464,14 @@ impl Client {
             message_id: message_id.clone(),
             subject: subject.map(str::to_string),
         };
-        let message = vouchmail_smime::encrypt_message(&entity_of(input), &certs, &headers)
+        let message = vouchmail_smime::encrypt_message_with(&entity_of(input), &certs, &headers, cipher)
             .map_err(|e| ClientError::new(format!("encryption: {e}")))?;
         Ok((message, message_id, order))
     }
 
-    /// `send`: encrypted to the recipients, delivered through the home server, or with
-    /// `direct` to each recipient domain's home server with RCRAM-MD5 (SPEC 8.2).
+    /// `send`: encrypted to the recipients with the default cipher (AES-256-CBC), delivered
+    /// through the home server, or with `direct` to each recipient domain's home server
+    /// with RCRAM-MD5 (SPEC 8.2). [`Client::send_with`] chooses the cipher.
     pub async fn send(
         &self,
         to: &[String],
@@ -474,8 +479,21 @@ impl Client {
         direct: bool,
         input: &[u8],
     ) -> Result<Sent, ClientError> {
+        self.send_with(to, subject, direct, ContentCipher::default(), input).await
+    }
+
+    /// `send --cipher`: [`Client::send`] with the content encryption given (SPEC 10:
+    /// `aes256-gcm` makes S/MIME 4.0 AuthEnvelopedData).
+    pub async fn send_with(
+        &self,
+        to: &[String],
+        subject: Option<&str>,
+        direct: bool,
+        cipher: ContentCipher,
+        input: &[u8],
+    ) -> Result<Sent, ClientError> {
         let mut home = self.home().await?;
-        let (message, message_id, recipients) = self.compose(&mut home, to, subject, input).await?;
+        let (message, message_id, recipients) = self.compose(&mut home, to, subject, cipher, input).await?;
         let mut via = Vec::new();
         if !direct {
             let reply = home.transaction(&self.profile.address, &recipients, &message).await?;
@@ -673,7 +691,9 @@ impl Client {
             let message = pop.retr(number).await.map_err(pop_err)?;
             let message_id =
                 header_value(&message, "Message-ID").filter(|id| tracking::valid_message_id(id) && !id.contains(' '));
-            // Attacker-made CMS: any failure is a FAILED receipt, never a crash.
+            // Attacker-made CMS: any failure is a FAILED receipt, never a crash. That
+            // includes AuthEnvelopedData whose ICV does not check (RFC 5083 2.2): damaged or
+            // forged, it gives no content at all.
             let (bytes, decrypted) = match vouchmail_smime::decrypt(&message, key, cert) {
                 // SPEC 10: what decrypts must be a MIME entity; CBC decrypts a damaged or
                 // forged ciphertext into garbage, which is no DECRYPTED.

@@ -17,7 +17,8 @@ pub enum Error {
     /// its key is not RSA); the string is the reason ("certificate expired on
     /// 2026-01-01T00:00:00Z").
     Certificate(String),
-    /// The message is not an S/MIME enveloped-data message, or its CMS structure is broken.
+    /// The message is not an S/MIME enveloped-data or authEnveloped-data message, or its
+    /// CMS structure is broken.
     Malformed(String),
     /// Well-formed, but uses something this crate does not implement (another smime-type,
     /// another content or key-encryption algorithm).
@@ -25,9 +26,9 @@ pub enum Error {
     /// No recipient info of the message names the given certificate: the message was
     /// encrypted for somebody else.
     NotForUs,
-    /// The content-encryption key or the content did not decrypt. Deliberately one variant
-    /// for both, so that nothing tells a failed RSA unwrap from a failed content decryption
-    /// (RFC 3218 2.3).
+    /// The content-encryption key or the content did not decrypt, or (AuthEnvelopedData,
+    /// RFC 5083 2.2) its ICV did not check. Deliberately one variant for all, so that
+    /// nothing tells a failed RSA unwrap from a failed content decryption (RFC 3218 2.3).
     Decryption,
     /// An internal cryptographic operation failed (random numbers, RSA key generation or
     /// encryption, encoding).

@@ -1,9 +1,11 @@
 //! S/MIME 4.0 (RFC 8551) for the `vouchmail client`: the user's key and certificate,
-//! inspection of other users' certificates, and CMS EnvelopedData (RFC 5652) encryption
-//! and decryption that interoperate with `openssl smime` and `openssl cms`.
+//! inspection of other users' certificates, and CMS EnvelopedData (RFC 5652, AES-CBC) and
+//! AuthEnvelopedData (RFC 5083, AES-GCM per RFC 5084; [`encrypt_with`] and
+//! [`ContentCipher`]) encryption and decryption that interoperate with `openssl smime` and
+//! `openssl cms`.
 //!
-//! Pure Rust (RustCrypto's `cms`, `x509-cert`, `rsa`, `aes`, `cbc`, `des`), so the binary
-//! builds without libssl. Every function returns an [`Error`] for bad input and never
+//! Pure Rust (RustCrypto's `cms`, `x509-cert`, `rsa`, `aes`, `cbc`, `aes-gcm`, `des`), so
+//! the binary builds without libssl. Every function returns an [`Error`] for bad input and never
 //! panics on what a peer sent (a fuzz target, `fuzz/fuzz_targets/smime_decrypt.rs`, holds
 //! [`decrypt`] to that).
 //!
@@ -47,6 +49,7 @@ mod ber;
 mod cert;
 mod envelope;
 mod error;
+mod gcm;
 mod message;
 mod oids;
 mod text;
@@ -54,6 +57,8 @@ mod text;
 pub use cert::{
     keygen, keygen_with, Certificate, PrivateKey, KEYGEN_BACKDATE, KEYGEN_RSA_BITS, MAX_DAYS, MIN_RSA_BITS,
 };
-pub use envelope::{canonicalize, decrypt, encrypt, encrypt_message};
+pub use envelope::{
+    canonicalize, decrypt, encrypt, encrypt_message, encrypt_message_with, encrypt_with, ContentCipher,
+};
 pub use error::{Error, Result};
 pub use message::{extract_cms, wrap_message, OuterHeaders, BASE64_LINE};

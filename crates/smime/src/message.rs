@@ -4,7 +4,9 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
+use crate::ber::{CLASS_UNIVERSAL, TAG_OID};
 use crate::error::{Error, Result};
+use crate::oids;
 use crate::text::{decode_base64, encode_base64_lines};
 
 /// The headers a sent message carries outside its encryption (RFC 8551 section 3.2.1 puts
@@ -54,9 +56,24 @@ fn encode_subject(subject: &str) -> String {
     words.join("\r\n ")
 }
 
-/// Wraps a DER `ContentInfo` (from [`crate::encrypt`]) as an RFC 8551 section 3.2 message:
-/// the caller's headers, `MIME-Version`, `Content-Type: application/pkcs7-mime;
-/// smime-type=enveloped-data; name=smime.p7m` (section 3.2.2),
+/// The `smime-type` of a ContentInfo (RFC 8551 section 3.2.2): `authEnveloped-data` for
+/// AuthEnvelopedData (RFC 5083), `enveloped-data` for anything else (what
+/// [`crate::encrypt`] made before there was a choice).
+fn smime_type(content_info_der: &[u8]) -> &'static str {
+    let content_type = crate::ber::read(content_info_der)
+        .ok()
+        .and_then(|(info, _)| info.children().ok())
+        .and_then(|parts| parts.first().filter(|t| t.is(CLASS_UNIVERSAL, false, TAG_OID)).map(|t| t.contents.to_vec()));
+    match content_type {
+        Some(oid) if oid == oids::ID_AUTH_ENVELOPED_DATA.as_bytes() => "authEnveloped-data",
+        _ => "enveloped-data",
+    }
+}
+
+/// Wraps a DER `ContentInfo` (from [`crate::encrypt`] or [`crate::encrypt_with`]) as an
+/// RFC 8551 section 3.2 message: the caller's headers, `MIME-Version`, `Content-Type:
+/// application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m` (section 3.2.2;
+/// `smime-type=authEnveloped-data` for AuthEnvelopedData),
 /// `Content-Disposition: attachment; filename=smime.p7m` (section 3.2.1) and a base64
 /// body in lines of 76. Lines end in CRLF.
 pub fn wrap_message(content_info_der: &[u8], headers: &OuterHeaders) -> Result<Vec<u8>> {
@@ -86,7 +103,10 @@ pub fn wrap_message(content_info_der: &[u8], headers: &OuterHeaders) -> Result<V
         out.push_str(&format!("Message-ID: <{id}>\r\n"));
     }
     out.push_str("MIME-Version: 1.0\r\n");
-    out.push_str("Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n");
+    out.push_str(&format!(
+        "Content-Type: application/pkcs7-mime; smime-type={}; name=smime.p7m\r\n",
+        smime_type(content_info_der)
+    ));
     out.push_str("Content-Transfer-Encoding: base64\r\n");
     out.push_str("Content-Disposition: attachment; filename=smime.p7m\r\n");
     out.push_str("\r\n");
@@ -161,10 +181,11 @@ pub fn extract_cms(message: &[u8]) -> Result<Vec<u8>> {
         return Err(Error::Malformed(format!("Content-Type {media} is not application/pkcs7-mime")));
     }
     // RFC 8551 section 3.2.2: smime-type tells what the CMS object is; absent, find out
-    // from the object itself.
+    // from the object itself. Both encrypted kinds are read: enveloped-data and (RFC 5083,
+    // S/MIME 4.0) authEnveloped-data; the CMS content type then decides which it is.
     if let Some(kind) = parameter(content_type, "smime-type") {
-        if !kind.eq_ignore_ascii_case("enveloped-data") {
-            return Err(Error::Unsupported(format!("smime-type={kind}, not enveloped-data")));
+        if !kind.eq_ignore_ascii_case("enveloped-data") && !kind.eq_ignore_ascii_case("authEnveloped-data") {
+            return Err(Error::Unsupported(format!("smime-type={kind}, not enveloped-data or authEnveloped-data")));
         }
     }
     let encoding = header("content-transfer-encoding").unwrap_or("7bit").to_ascii_lowercase();
@@ -208,6 +229,8 @@ mod tests {
         assert_eq!(extract_cms(msg).unwrap(), vec![0x30, 0x00]);
         let lf = b"Content-Type: application/pkcs7-mime\nContent-Transfer-Encoding: BASE64\n\nMA\nA=\n";
         assert_eq!(extract_cms(lf).unwrap(), vec![0x30, 0x00]);
+        let auth = b"Content-Type: application/pkcs7-mime; smime-type=authEnveloped-data; name=\"smime.p7m\"\r\nContent-Transfer-Encoding: base64\r\n\r\nMAA=\r\n";
+        assert_eq!(extract_cms(auth).unwrap(), vec![0x30, 0x00]);
         let signed = b"Content-Type: application/pkcs7-mime; smime-type=signed-data\r\n\r\nMAA=\r\n";
         assert!(matches!(extract_cms(signed), Err(Error::Unsupported(_))));
         assert!(matches!(extract_cms(b"Content-Type: text/plain\r\n\r\nhi"), Err(Error::Malformed(_))));

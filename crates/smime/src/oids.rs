@@ -2,6 +2,8 @@
 
 use const_oid::ObjectIdentifier as Oid;
 
+/// id-data, RFC 5652 section 4.
+pub const ID_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.1");
 /// id-signedData, RFC 5652 section 5.1.
 pub const ID_SIGNED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.2");
 /// id-envelopedData, RFC 5652 section 6.1.
@@ -18,6 +20,10 @@ pub const SHA256_WITH_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.11");
 pub const AES128_CBC: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.2");
 pub const AES192_CBC: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.22");
 pub const AES256_CBC: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.42");
+/// id-aes128-GCM, id-aes192-GCM, id-aes256-GCM: RFC 5084 section 3.2.
+pub const AES128_GCM: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.6");
+pub const AES192_GCM: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.26");
+pub const AES256_GCM: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.46");
 /// des-ede3-cbc, RFC 3370 section 5.1.
 pub const DES_EDE3_CBC: Oid = Oid::new_unwrap("1.2.840.113549.3.7");
 /// id-at-commonName, RFC 5280 appendix A.1.

@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use vouchmail_smime::{
-    decrypt, encrypt, encrypt_message, extract_cms, keygen, Certificate, Error, OuterHeaders, PrivateKey,
+    decrypt, encrypt, encrypt_message, encrypt_message_with, encrypt_with, extract_cms, keygen, Certificate,
+    ContentCipher, Error, OuterHeaders, PrivateKey,
 };
 
 const ENTITY: &[u8] = b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nPatient 1234567F: results attached.\r\nGr\xc3\xbc\xc3\x9fe, Glen\r\n";
@@ -19,6 +20,13 @@ fn have_openssl() -> bool {
         eprintln!("SKIPPED: no openssl binary on PATH (scripts/test.sh installs it)");
     }
     ok
+}
+
+/// openssl's exit status and stderr, for the runs that must fail.
+fn openssl_fails(args: &[&str]) -> String {
+    let out = Command::new("openssl").args(args).output().expect("run openssl");
+    assert!(!out.status.success(), "openssl {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn openssl(args: &[&str]) -> Vec<u8> {
@@ -483,4 +491,112 @@ fn keygen_long_address_has_empty_subject_and_critical_san() {
     let text = String::from_utf8(openssl(&["x509", "-noout", "-text", "-in", path(&c)])).unwrap();
     assert!(text.contains("X509v3 Subject Alternative Name: critical"), "{text}");
     assert!(text.contains(&format!("email:{address}")), "{text}");
+}
+
+/// SPEC 10, issue 19 item 9: `send --cipher aes256-gcm` is S/MIME 4.0 AuthEnvelopedData
+/// (RFC 5083) with id-aes256-GCM, a 12-octet nonce and a 16-octet ICV (RFC 5084 3.2), which
+/// `openssl cms -decrypt` reads; a changed ciphertext octet makes openssl refuse it too.
+#[test]
+fn ours_gcm_decrypts_in_openssl_cms() {
+    if !have_openssl() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ids = ours();
+    let certs: Vec<Certificate> = ids[..2].iter().map(Identity::cert).collect();
+    let msg = encrypt_message_with(ENTITY, &certs, &headers(), ContentCipher::Aes256Gcm).unwrap();
+    let text = String::from_utf8(msg.clone()).unwrap();
+    assert!(text.contains("smime-type=authEnveloped-data; name=smime.p7m\r\n"), "{text}");
+    let file = dir.path().join("gcm.eml");
+    std::fs::write(&file, &msg).unwrap();
+    for id in &ids[..2] {
+        let (k, c) = id.write(dir.path());
+        let plain = openssl(&["cms", "-decrypt", "-in", path(&file), "-recip", path(&c), "-inkey", path(&k)]);
+        assert_eq!(plain, ENTITY, "{}", id.address);
+        assert_eq!(decrypt(&msg, &id.key(), &id.cert()).unwrap(), ENTITY, "{}", id.address);
+    }
+    // What openssl sees: AuthEnvelopedData, aes-256-gcm, GCMParameters with a 12-octet
+    // nonce and aes-ICVlen 16, a 16-octet mac, two ktri.
+    let der = dir.path().join("gcm.der");
+    std::fs::write(&der, extract_cms(&msg).unwrap()).unwrap();
+    let dump = String::from_utf8(openssl(&["cms", "-cmsout", "-print", "-inform", "DER", "-in", path(&der)])).unwrap();
+    assert!(dump.contains("id-smime-ct-authEnvelopedData"), "{dump}");
+    assert!(dump.contains("aes-256-gcm"), "{dump}");
+    assert_eq!(dump.matches("d.ktri:").count(), 2, "{dump}");
+    let parsed = String::from_utf8(openssl(&["asn1parse", "-inform", "DER", "-in", path(&der)])).unwrap();
+    let lines: Vec<&str> = parsed.lines().collect();
+    let at = lines.iter().position(|l| l.ends_with(":aes-256-gcm")).unwrap_or_else(|| panic!("{parsed}"));
+    assert!(lines[at + 1].contains("cons: SEQUENCE"), "{parsed}");
+    assert!(lines[at + 2].contains("l=  12 prim: OCTET STRING"), "nonce: {parsed}");
+    assert!(lines[at + 3].contains("prim: INTEGER") && lines[at + 3].ends_with(":10"), "ICV length: {parsed}");
+    let last = lines.last().unwrap();
+    assert!(last.contains("l=  16 prim: OCTET STRING"), "mac: {parsed}");
+
+    // A flipped ciphertext octet: openssl refuses it (the tag), and so do we.
+    let mut bad = extract_cms(&msg).unwrap();
+    let n = bad.len();
+    bad[n - 19] ^= 0x01;
+    let bad_file = dir.path().join("bad.der");
+    std::fs::write(&bad_file, &bad).unwrap();
+    let (k, c) = ids[0].write(dir.path());
+    openssl_fails(&[
+        "cms",
+        "-decrypt",
+        "-inform",
+        "DER",
+        "-in",
+        path(&bad_file),
+        "-recip",
+        path(&c),
+        "-inkey",
+        path(&k),
+    ]);
+    assert_eq!(decrypt(&bad, &ids[0].key(), &ids[0].cert()), Err(Error::Decryption));
+}
+
+/// The other way: `openssl cms -encrypt -aes-256-gcm` (and the other AES-GCM key sizes,
+/// forms and recipient identifiers) read by ours; a changed octet of its ciphertext or ICV
+/// fails the tag check (Error::Decryption, which `fetch` reports as FAILED).
+#[test]
+fn openssl_gcm_encrypts_ours_decrypts_and_checks_the_tag() {
+    if !have_openssl() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let id = openssl_identity(dir.path(), "them@example.test");
+    let c = dir.path().join("o.crt");
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, ENTITY).unwrap();
+    let (key, cert) = (id.key(), id.cert());
+    let cases: &[&[&str]] = &[
+        &["cms", "-encrypt", "-aes-256-gcm"],
+        &["cms", "-encrypt", "-aes-128-gcm"],
+        &["cms", "-encrypt", "-aes-192-gcm"],
+        &["cms", "-encrypt", "-aes-256-gcm", "-keyid"], // subjectKeyIdentifier
+        &["cms", "-encrypt", "-aes-256-gcm", "-outform", "DER"],
+        &["cms", "-encrypt", "-aes-256-gcm", "-outform", "PEM"],
+        &["cms", "-encrypt", "-aes-256-gcm", "-stream", "-outform", "DER"], // BER
+    ];
+    for case in cases {
+        let mut args: Vec<&str> = case.to_vec();
+        args.extend(["-in", path(&input), path(&c)]);
+        let msg = openssl(&args);
+        let got = decrypt(&msg, &key, &cert).unwrap_or_else(|e| panic!("{case:?}: {e}"));
+        assert_eq!(got, ENTITY, "{case:?}");
+    }
+    // openssl's S/MIME message says smime-type=authEnveloped-data.
+    let msg = openssl(&["cms", "-encrypt", "-aes-256-gcm", "-in", path(&input), path(&c)]);
+    assert!(String::from_utf8_lossy(&msg).contains("smime-type=authEnveloped-data"));
+    // Every octet of the ciphertext and the ICV is checked.
+    let der = openssl(&["cms", "-encrypt", "-aes-256-gcm", "-outform", "DER", "-in", path(&input), path(&c)]);
+    let n = der.len();
+    assert_eq!(&der[n - 18..n - 16], [0x04, 0x10], "DER ends with the 16-octet mac");
+    for at in (n - 18 - ENTITY.len()..n - 18).chain(n - 16..n) {
+        let mut bad = der.clone();
+        bad[at] ^= 0x20;
+        assert_eq!(decrypt(&bad, &key, &cert), Err(Error::Decryption), "octet {at} of {n}");
+    }
+    // The same for what we make, read by ours: the cipher does not change who may read.
+    let ours = encrypt_with(ENTITY, std::slice::from_ref(&cert), ContentCipher::Aes256Gcm).unwrap();
+    assert_eq!(decrypt(&ours, &key, &cert).unwrap(), ENTITY);
 }

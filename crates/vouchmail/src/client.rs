@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use vouchmail_client::{Client, ClientError, FetchTarget, KEYGEN_DAYS};
+use vouchmail_client::{Client, ClientError, ContentCipher, FetchTarget, KEYGEN_DAYS};
 
 #[derive(Args)]
 pub struct ClientArgs {
@@ -51,6 +51,11 @@ pub enum ClientCommand {
         /// Deliver to each recipient's home server with RCRAM-MD5 instead of the own one.
         #[arg(long)]
         direct: bool,
+        /// Content encryption: aes256-cbc (EnvelopedData, read by every S/MIME agent) or
+        /// aes256-gcm (S/MIME 4.0 AuthEnvelopedData, RFC 5083: tampering is detected;
+        /// `openssl cms -decrypt` reads it, `openssl smime` does not).
+        #[arg(long, value_name = "aes256-cbc|aes256-gcm", default_value = "aes256-cbc")]
+        cipher: String,
         /// The message text: a file, or - for standard input.
         file: String,
     },
@@ -128,9 +133,16 @@ async fn run_inner(args: ClientArgs) -> Result<ExitCode, ClientError> {
             }
             let _ = write!(out, "{pem}");
         }
-        ClientCommand::Send { to, subject, direct, file } => {
+        ClientCommand::Send { to, subject, direct, cipher, file } => {
+            // Parsed here rather than by clap, so that a wrong name is one line (exit 1)
+            // like every other failure.
+            let cipher: ContentCipher = cipher.parse().map_err(|_| {
+                ClientError::new(format!(
+                    "unknown cipher {cipher:?}: --cipher takes aes256-cbc (the default) or aes256-gcm"
+                ))
+            })?;
             let input = read_input(&file)?;
-            let sent = client.send(&to, subject.as_deref(), direct, &input).await?;
+            let sent = client.send_with(&to, subject.as_deref(), direct, cipher, &input).await?;
             let _ = writeln!(out, "sent {} to {}", sent.message_id, sent.recipients.join(", "));
             for via in sent.via {
                 let _ = writeln!(out, "  {via}");

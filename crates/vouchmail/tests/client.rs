@@ -204,6 +204,94 @@ async fn a_changed_certificate_is_refused_until_accepted() {
     ok(&send().await);
 }
 
+/// SPEC 10 Trust (issue 19 item 9): `send --cipher aes256-gcm` makes S/MIME 4.0
+/// AuthEnvelopedData that `openssl cms -decrypt` reads, for the recipient and the sender's
+/// own copy; `fetch` reads it and openssl's (`cms -encrypt -aes-256-gcm`), and reports one
+/// with a changed ciphertext octet FAILED (the ICV check); an unknown cipher is one line;
+/// without --cipher the message stays enveloped-data (AES-256-CBC).
+#[tokio::test(flavor = "multi_thread")]
+async fn send_cipher_aes256_gcm_reads_in_openssl_cms_and_a_tampered_one_is_failed() {
+    let users = ["glen@galkam.test", "ann@galkam.test"];
+    let site = Site::start(&users).await;
+    enrol(&site, &users).await;
+    let keys = with_keys(&site);
+    let glen = site.profile("glen@galkam.test");
+    let body = format!("Hello Ann,\nauthenticated results: {}\n", "1234567F ok. ".repeat(12));
+
+    one_line_error(
+        &client_stdin(&glen, &["send", "--cipher", "aes128-ecb", "--to", "ann@galkam.test", "-"], b"x").await,
+        "unknown cipher \"aes128-ecb\"",
+    );
+    assert!(inbox(&site, "ann@galkam.test").await.is_empty(), "nothing sent with an unknown cipher");
+    let sent = ok(&client_stdin(
+        &glen,
+        &["send", "--cipher", "aes256-gcm", "--to", "ann@galkam.test", "--subject", "GCM", "-"],
+        body.as_bytes(),
+    )
+    .await);
+    let message_id = sent.split_whitespace().nth(1).unwrap().to_string();
+    let delivered = inbox(&site, "ann@galkam.test").await.pop().unwrap();
+    let raw = text(&delivered);
+    assert!(raw.contains("Content-Type: application/pkcs7-mime; smime-type=authEnveloped-data"), "{raw}");
+    assert!(!raw.contains("authenticated results"), "the body is encrypted");
+    for user in users {
+        let (key, cert) = keys(user);
+        let plain = openssl_decrypt("cms", &delivered, &key, &cert, site.dir.path()).await;
+        assert!(plain.contains("authenticated results: 1234567F ok."), "{user}: {plain}");
+    }
+    // The default is unchanged: enveloped-data, which openssl smime reads too.
+    ok(&client_stdin(&glen, &["send", "--to", "ann@galkam.test", "-"], b"default cipher\n").await);
+    let default = inbox(&site, "ann@galkam.test").await.pop().unwrap();
+    assert!(text(&default).contains("smime-type=enveloped-data;"), "{}", text(&default));
+    let (key, cert) = keys("ann@galkam.test");
+    assert!(openssl_decrypt("smime", &default, &key, &cert, site.dir.path()).await.contains("default cipher"));
+
+    // A changed octet in the ciphertext: a base64 character 40 from the end of the body is
+    // about 30 octets from the end of the CMS object, past the 18 of the mac, in the
+    // ciphertext (over 150 octets here). With CBC this would decrypt to garbage; with GCM
+    // it does not decrypt at all.
+    let body_at = raw.find("\r\n\r\n").unwrap() + 4;
+    let b64: Vec<usize> = raw[body_at..]
+        .char_indices()
+        .filter(|(_, c)| c.is_ascii_alphanumeric() || *c == '+' || *c == '/')
+        .map(|(i, _)| body_at + i)
+        .collect();
+    let at = b64[b64.len() - 40];
+    let mut tampered = raw.clone().into_bytes();
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    let tampered = text(&tampered).replace(&message_id, "<gcm-tampered.1@galkam.test>").into_bytes();
+    site.inject("glen@galkam.test", "ann@galkam.test", &tampered).await;
+    // openssl cms -encrypt -aes-256-gcm -> our fetch.
+    let input = site.dir.path().join("gcm-body.txt");
+    std::fs::write(&input, "Content-Type: text/plain\r\n\r\nGCM from openssl.\r\n").unwrap();
+    let mut encrypt = Command::new("openssl");
+    encrypt
+        .args(["cms", "-encrypt", "-aes-256-gcm", "-in"])
+        .arg(&input)
+        .args(["-from", "glen@galkam.test", "-to", "ann@galkam.test", "-subject", "openssl GCM"])
+        .arg(site.cert("ann@galkam.test"));
+    let mut by_openssl = ok(&run(encrypt).await).into_bytes();
+    assert!(text(&by_openssl).contains("smime-type=authEnveloped-data"));
+    by_openssl.splice(0..0, b"Message-ID: <openssl-gcm.1@galkam.test>\r\n".iter().copied());
+    site.inject("glen@galkam.test", "ann@galkam.test", &by_openssl).await;
+    // Four messages: ours with GCM, ours with the default, the tampered one, openssl's.
+    let ann = site.profile("ann@galkam.test");
+    let mail = site.dir.path().join("ann-gcm");
+    let fetch = client(&ann, &["fetch", "--to", mail.to_str().unwrap()]).await;
+    let out = text(&fetch.stdout);
+    assert!(out.contains(&format!("{message_id} DECRYPTED")), "{out}");
+    assert!(out.contains("<openssl-gcm.1@galkam.test> DECRYPTED"), "{out}");
+    assert!(out.contains("<gcm-tampered.1@galkam.test> FAILED (decryption failed)"), "{out}");
+    assert!(out.contains("4 messages"), "{out}");
+    let texts: Vec<String> = std::fs::read_dir(&mail)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect();
+    assert!(texts.iter().any(|t| t.contains("authenticated results") && t.contains("Subject: GCM")), "{texts:?}");
+    assert!(texts.iter().any(|t| t.contains("GCM from openssl.")), "{texts:?}");
+    receipts_state(&fetch, 4);
+}
+
 async fn client(profile: &Path, args: &[&str]) -> Output {
     let mut command = Command::new(binary());
     command.arg("client").arg("--profile").arg(profile).args(args);
