@@ -450,7 +450,7 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Cli
         }
         DomainCommand::Remove { name } => {
             let name = parse_domain(&name)?;
-            store.remove_domain(&name).await.map_err(|e| CliError::failed(e.to_string()))?;
+            vouchmail_server::rules::accounts::remove_domain(store, &name).await?;
             println!("removed domain {}", domain_text(&name));
         }
         DomainCommand::Policy { name, policy, unauthenticated, forged } => {

@@ -1,6 +1,8 @@
 //! Rules for changing aliases and accounts, above the storage backends (issue 9 item 8):
 //! no alias loop of any length, no local target that does not exist (unless the operator
-//! says it comes later), and no account removed while something still points at it.
+//! says it comes later), no alias outside a local domain or named as an account, no
+//! account removed while something still points at it, and no domain removed while it has
+//! accounts.
 
 use crate::support::error::{Error, ErrorKind};
 use std::collections::{HashMap, HashSet};
@@ -16,6 +18,11 @@ pub async fn check_new_alias(
     allow_missing: bool,
 ) -> Result<(), Error> {
     let alias = alias.to_lowercase();
+    // An alias lives in a domain of this server (SPEC 3: RCPT resolves it there).
+    let domain = alias.rsplit_once('@').map_or("", |(_, d)| d);
+    if domain.is_empty() || store.get_domain(domain).await?.is_none() {
+        return Err(Error::new(ErrorKind::Invalid, format!("domain {domain} of {alias} is not a local domain")));
+    }
     if store.get_account(&alias).await?.is_some() {
         return Err(Error::new(ErrorKind::Invalid, format!("{alias} is an account; an alias cannot have its name")));
     }
@@ -116,6 +123,25 @@ pub async fn references(store: &dyn Store, address: &str) -> Result<References, 
     Ok(refs)
 }
 
+/// Removes a domain (and its aliases): refused while it has accounts, which must go first,
+/// each through [`remove_account`] so nothing is left pointing at them (SPEC 11: whether a
+/// domain may be removed is decided here, not in a backend).
+pub async fn remove_domain(store: &dyn Store, name: &str) -> Result<(), Error> {
+    let name = name.to_ascii_lowercase();
+    if store.get_domain(&name).await?.is_none() {
+        return Err(Error::new(ErrorKind::Invalid, format!("domain {name} not found")));
+    }
+    let accounts = store.list_accounts().await?.into_iter().filter(|a| a.domain.eq_ignore_ascii_case(&name)).count();
+    if accounts > 0 {
+        return Err(Error::new(
+            ErrorKind::Invalid,
+            format!("domain {name} still has {accounts} account(s); remove them first"),
+        ));
+    }
+    store.remove_domain(&name).await?;
+    Ok(())
+}
+
 /// Removes the account; with `force` first everything that points at it (alias targets,
 /// held-domain accounts, catch-alls), else refuses naming them.
 pub async fn remove_account(store: &dyn Store, address: &str, force: bool) -> Result<References, Error> {
@@ -194,6 +220,37 @@ mod tests {
         graph.entry("d".into()).or_default().push("a".into());
         assert_eq!(path_back(&graph, "b", "a"), Some(vec!["b".into(), "c".into(), "d".into(), "a".into()]));
         assert_eq!(path_back(&graph, "y", "x"), None);
+    }
+
+    fn account(address: &str) -> vouchmail_store::NewAccount {
+        vouchmail_store::NewAccount { address: address.into(), secrets: Default::default(), quota_bytes: 0 }
+    }
+
+    /// SPEC 11: the alias and domain rules live here, above the backends, which only store.
+    #[tokio::test]
+    async fn aliases_need_a_local_domain_and_no_account_and_domains_go_without_accounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = vouchmail_store::SqliteStore::open(&dir.path().join("store.db")).unwrap();
+        let store: &dyn Store = &store;
+        store.add_domain("example.org", vouchmail_store::SenderPolicy::REJECT).await.unwrap();
+        store.add_account(account("a@example.org")).await.unwrap();
+        let targets = ["b@remote.example".to_string()];
+        let refused = |r: Result<(), Error>| r.unwrap_err().to_string();
+        assert!(
+            refused(check_new_alias(store, "t@nowhere.example", &targets, false).await).contains("not a local domain")
+        );
+        assert!(refused(check_new_alias(store, "a@example.org", &targets, false).await).contains("is an account"));
+        let own = ["team@example.org".to_string()];
+        assert!(refused(check_new_alias(store, "team@example.org", &own, false).await).contains("alias loop"));
+        check_new_alias(store, "team@example.org", &targets, false).await.unwrap();
+        store.add_alias("team@example.org", &targets).await.unwrap();
+
+        let message = refused(remove_domain(store, "example.org").await);
+        assert!(message.contains("still has 1 account(s)"), "{message}");
+        remove_account(store, "a@example.org", false).await.unwrap();
+        remove_domain(store, "example.org").await.unwrap();
+        assert!(store.list_aliases().await.unwrap().is_empty(), "the domain's aliases went with it");
+        assert!(refused(remove_domain(store, "example.org").await).contains("not found"));
     }
 }
 

@@ -18,7 +18,7 @@ impl AccountStore for SqliteStore {
                 params![name, policy.unauthenticated.as_str(), policy.forged.as_str(), now()],
             )
             .map_err(|e| {
-                if is_unique_violation(&e) {
+                if is_constraint_violation(&e) {
                     StoreError::Conflict(format!("domain {name} exists already"))
                 } else {
                     db_error(e)
@@ -31,19 +31,19 @@ impl AccountStore for SqliteStore {
     fn remove_domain(&self, name: &str) -> StoreFuture<'_, ()> {
         let name = name.to_ascii_lowercase();
         self.write(move |conn| {
-            let accounts: i64 = conn
-                .query_row("SELECT COUNT(*) FROM accounts WHERE domain = ?1", params![name], |r| r.get(0))
-                .map_err(db_error)?;
-            if accounts > 0 {
-                return Err(StoreError::Conflict(format!(
-                    "domain {name} still has {accounts} account(s); remove them first"
-                )));
-            }
-            let removed = conn.execute("DELETE FROM domains WHERE name = ?1", params![name]).map_err(db_error)?;
+            // Its aliases go with it; its accounts must have gone first (the foreign key
+            // refuses otherwise; the rule is `rules::accounts::remove_domain`).
+            conn.execute("DELETE FROM aliases WHERE alias LIKE '%@' || ?1", params![name]).map_err(db_error)?;
+            let removed = conn.execute("DELETE FROM domains WHERE name = ?1", params![name]).map_err(|e| {
+                if is_constraint_violation(&e) {
+                    StoreError::Conflict(format!("domain {name} still has accounts"))
+                } else {
+                    db_error(e)
+                }
+            })?;
             if removed == 0 {
                 return Err(StoreError::NotFound(format!("domain {name}")));
             }
-            conn.execute("DELETE FROM aliases WHERE alias LIKE '%@' || ?1", params![name]).map_err(db_error)?;
             Ok(())
         })
     }
@@ -118,7 +118,7 @@ impl AccountStore for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![address, domain, argon2, scram, cram, account.quota_bytes as i64, now()],
             )
-            .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict(format!("user {address} exists already")) } else { db_error(e) })?;
+            .map_err(|e| if is_constraint_violation(&e) { StoreError::Conflict(format!("user {address} exists already")) } else { db_error(e) })?;
             Ok(conn.last_insert_rowid())
         })
     }
@@ -201,28 +201,11 @@ impl AccountStore for SqliteStore {
     }
 
     fn add_alias(&self, alias: &str, targets: &[String]) -> StoreFuture<'_, ()> {
+        // The checks (a local domain, not an account, no loop) are `rules::accounts`'.
         let alias = alias.to_lowercase();
         let targets: Vec<String> = targets.iter().map(|t| t.to_lowercase()).collect();
         self.write(move |conn| {
-            let domain = domain_of(&alias)?.to_string();
-            let known: Option<String> = conn
-                .query_row("SELECT name FROM domains WHERE name = ?1", params![domain], |r| r.get(0))
-                .optional()
-                .map_err(db_error)?;
-            if known.is_none() {
-                return Err(StoreError::Invalid(format!("domain {domain} is not a local domain")));
-            }
-            let is_account: Option<i64> = conn
-                .query_row("SELECT id FROM accounts WHERE address = ?1", params![alias], |r| r.get(0))
-                .optional()
-                .map_err(db_error)?;
-            if is_account.is_some() {
-                return Err(StoreError::Conflict(format!("{alias} is a user; an alias cannot have the same address")));
-            }
             for target in &targets {
-                if *target == alias {
-                    return Err(StoreError::Invalid(format!("alias {alias} cannot point to itself")));
-                }
                 conn.execute("INSERT OR IGNORE INTO aliases (alias, target) VALUES (?1, ?2)", params![alias, target])
                     .map_err(db_error)?;
             }
@@ -291,7 +274,7 @@ impl AccountStore for SqliteStore {
                 params![id, kind.as_str(), value],
             )
             .map_err(|e| {
-                if is_unique_violation(&e) {
+                if is_constraint_violation(&e) {
                     StoreError::Conflict(format!("that certificate {} is mapped already", kind.as_str()))
                 } else {
                     db_error(e)

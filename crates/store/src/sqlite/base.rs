@@ -20,7 +20,8 @@ pub(super) fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-pub(super) fn is_unique_violation(e: &rusqlite::Error) -> bool {
+/// A UNIQUE, FOREIGN KEY or CHECK constraint refused the statement.
+pub(super) fn is_constraint_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(err, _) if err.code == rusqlite::ErrorCode::ConstraintViolation)
 }
 

@@ -6,7 +6,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::base::{db_error, delete_if_orphan, is_unique_violation, row_to_queue_entry, QUEUE_COLUMNS};
+use super::base::{db_error, delete_if_orphan, is_constraint_violation, row_to_queue_entry, QUEUE_COLUMNS};
 use crate::error::{StoreError, StoreResult};
 use crate::types::{
     Delivery, Envelope, LeasedEntry, NewMessage, QueueCounts, QueueState, QueueUpdate, SpooledBody, StoredMessage,
@@ -169,7 +169,7 @@ pub(super) fn insert_message(conn: &Connection, message: &NewMessage) -> StoreRe
         ])
     })
     .map_err(|e| {
-        if is_unique_violation(&e) {
+        if is_constraint_violation(&e) {
             StoreError::Conflict(format!("queue id {} in use", message.queue_id))
         } else {
             db_error(e)

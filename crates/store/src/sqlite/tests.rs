@@ -61,11 +61,6 @@ async fn aliases() {
     store.add_account(account("a@example.org")).await.unwrap();
     store.add_alias("team@example.org", &["a@example.org".into(), "x@remote.example".into()]).await.unwrap();
     assert_eq!(store.alias_targets("Team@example.org").await.unwrap(), ["a@example.org", "x@remote.example"]);
-    assert!(matches!(store.add_alias("a@example.org", &["b@example.org".into()]).await, Err(StoreError::Conflict(_))));
-    assert!(matches!(
-        store.add_alias("t@nowhere.example", &["b@example.org".into()]).await,
-        Err(StoreError::Invalid(_))
-    ));
     store.remove_alias("team@example.org", Some("x@remote.example")).await.unwrap();
     assert_eq!(store.list_aliases().await.unwrap(), [("team@example.org".to_string(), "a@example.org".to_string())]);
     store.remove_alias("team@example.org", None).await.unwrap();
