@@ -193,9 +193,9 @@ pub trait FederationStore: Send + Sync {
     /// by serial, at most `limit`; and the serial to report as the highest (the last one
     /// listed when `limit` cut the list).
     fn entity_changes_since(&self, since: i64, limit: usize) -> StoreFuture<'_, (Vec<EntityChangeRow>, i64)>;
-    /// The mailboxes peers said a published ID names, first learnt first (a peer's
-    /// re-sending an entry does not make it newer).
-    fn learnt_mailboxes_for_id(&self, published_id: &str) -> StoreFuture<'_, Vec<String>>;
+    /// Every entry learnt for a published ID, in no particular order (which one binds it
+    /// is `vouchmail_proto::messenger::bindings::first_learnt`'s rule, SPEC 8.4).
+    fn learnt_entities_for_id(&self, published_id: &str) -> StoreFuture<'_, Vec<LearntEntity>>;
     /// Forgets what every peer said about `published_id` naming `mailbox`; how many entries.
     fn forget_learnt_binding(&self, published_id: &str, mailbox: &str) -> StoreFuture<'_, usize>;
     /// How many Entity Index entries were learnt from `peer`.

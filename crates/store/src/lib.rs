@@ -9,6 +9,7 @@
 mod error;
 mod interface;
 mod messenger;
+pub mod rules;
 mod sqlite;
 pub mod tracking;
 mod types;

@@ -16,7 +16,7 @@
 //! do not count towards the quota, are not POP3 messages (which would be tracked in turn),
 //! and a duplicate NOTIFY is found by a key rather than by reading messages.
 
-use vouchmail_proto::messenger::tracking::{Event, Record};
+use vouchmail_proto::messenger::tracking::{valid_message_id, Event, Record};
 
 use crate::types::TrackingKind;
 
@@ -46,6 +46,76 @@ impl From<TrackingKind> for Event {
 pub fn is_tracked(auth_results: &str, sender: &str) -> bool {
     let method = auth_results.split([' ', ';']).next().unwrap_or("");
     !sender.is_empty() && (method.eq_ignore_ascii_case("auth=pass") || method.eq_ignore_ascii_case("x-rcram=pass"))
+}
+
+/// What a backend found of the message an event is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackedMessage {
+    pub queue_id: String,
+    /// Its Message-ID field, angle brackets included ("" when it has none).
+    pub message_id: String,
+    pub sender: String,
+    /// Whether events about it make records ([`is_tracked`]).
+    pub tracked: bool,
+}
+
+impl TrackedMessage {
+    /// From the stored message: its sender, Authentication-Results method and first
+    /// octets (where the Message-ID field is looked for).
+    pub fn from_stored(queue_id: String, sender: String, auth_results: &str, head: &[u8]) -> TrackedMessage {
+        let message_id =
+            vouchmail_proto::headers::first_value(head, "Message-ID").map(|v| v.trim().to_string()).unwrap_or_default();
+        TrackedMessage { queue_id, message_id, tracked: is_tracked(auth_results, &sender), sender }
+    }
+}
+
+/// What a newly recorded event makes (SPEC 8.3), decided once for every backend: the
+/// backend then stores the record where this says, in the event's transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordPlan {
+    /// No record: the route says why (untracked, or unroutable).
+    None(TrackingRoute),
+    /// Into the Tracking folder of the record's sender, a local one.
+    Folder(Record),
+    /// Into the NOTIFY outbox for the sender's domain, as this line.
+    Outbox { record: Record, line: String, domain: String },
+}
+
+/// SPEC 8.3: the record an event about `message` makes and where it goes. `is_local` says
+/// whether a domain is one of this server's (asked only when a record is made).
+pub fn plan_record<E>(
+    event: &NewTrackingEvent,
+    message: &TrackedMessage,
+    is_local: impl FnOnce(&str) -> Result<bool, E>,
+) -> Result<RecordPlan, E> {
+    if !message.tracked {
+        return Ok(RecordPlan::None(TrackingRoute::Untracked));
+    }
+    if !valid_message_id(&message.message_id) {
+        let reason = "the message has no Message-ID".to_string();
+        return Ok(RecordPlan::None(TrackingRoute::Unroutable { reason }));
+    }
+    let record = Record {
+        timestamp: event.at,
+        message_id: message.message_id.clone(),
+        sender: message.sender.clone(),
+        recipient: event.recipient.to_lowercase(),
+        event: event.kind.into(),
+        reporting_server: event.reporting_server.clone(),
+    };
+    let line = match record.to_line() {
+        Ok(line) => line,
+        Err(e) => {
+            let reason = format!("no record can be made: {e}");
+            return Ok(RecordPlan::None(TrackingRoute::Unroutable { reason }));
+        }
+    };
+    let domain = record.sender_domain().to_ascii_lowercase();
+    if is_local(&domain)? {
+        Ok(RecordPlan::Folder(record))
+    } else {
+        Ok(RecordPlan::Outbox { record, line, domain })
+    }
 }
 
 /// Which message an event is about.
@@ -190,6 +260,44 @@ pub struct OutboxCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event() -> NewTrackingEvent {
+        NewTrackingEvent {
+            recipient: "ABC555@lrsupport.test".into(),
+            subject: TrackingSubject::Mailbox(1),
+            kind: TrackingKind::Downloaded,
+            at: 1_796_119_200,
+            reporting_server: "mx.lrsupport.test".into(),
+        }
+    }
+
+    fn message(auth_results: &str, head: &[u8]) -> TrackedMessage {
+        TrackedMessage::from_stored("Q1".into(), "glen@galkam.test".into(), auth_results, head)
+    }
+
+    #[test]
+    fn a_record_goes_to_the_local_senders_folder_or_the_remote_senders_outbox() {
+        let tracked = message("x-rcram=pass smtp.auth=glen@galkam.test", b"Message-ID: <m1@galkam.test>\r\n\r\n");
+        let local = plan_record::<()>(&event(), &tracked, |d| Ok(d == "galkam.test")).unwrap();
+        let RecordPlan::Folder(record) = local else { panic!("{local:?}") };
+        assert_eq!(
+            (record.recipient.as_str(), record.message_id.as_str()),
+            ("abc555@lrsupport.test", "<m1@galkam.test>")
+        );
+        let remote = plan_record::<()>(&event(), &tracked, |_| Ok(false)).unwrap();
+        let RecordPlan::Outbox { domain, line, .. } = remote else { panic!("{remote:?}") };
+        assert_eq!(domain, "galkam.test");
+        assert!(line.starts_with("2026-12-01T10:00:00Z,<m1@galkam.test>,glen@galkam.test,"), "{line}");
+    }
+
+    #[test]
+    fn no_record_for_an_untracked_message_or_one_without_message_id() {
+        let asked = |_: &str| -> Result<bool, ()> { panic!("locality asked without a record") };
+        let untracked = message("none", b"Message-ID: <m1@galkam.test>\r\n\r\n");
+        assert_eq!(plan_record(&event(), &untracked, asked), Ok(RecordPlan::None(TrackingRoute::Untracked)));
+        let no_id = message("auth=pass", b"Subject: x\r\n\r\n");
+        assert!(matches!(plan_record(&event(), &no_id, asked), Ok(RecordPlan::None(TrackingRoute::Unroutable { .. }))));
+    }
 
     #[test]
     fn only_authenticated_senders_are_tracked() {

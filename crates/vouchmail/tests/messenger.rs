@@ -275,7 +275,7 @@ async fn the_seed_story_cert_relayed_by_address_and_by_provider_number_and_the_r
     // lrsupport withdraws the entry: gone from galkam after the next pull.
     f.lrsupport.store.set_directory_published("abc555@lrsupport.test", false).await.unwrap();
     wait_until!("galkam drops 1234567F", 20, {
-        f.galkam.store.learnt_mailboxes_for_id("1234567F").await.unwrap().is_empty()
+        f.galkam.store.learnt_entities_for_id("1234567F").await.unwrap().is_empty()
     });
     assert_eq!(glen.status("CERT 1234567F").await, "550 5.1.1");
     // The address still works.

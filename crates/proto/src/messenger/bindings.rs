@@ -44,6 +44,18 @@ impl<T: Claim> Bound<T> {
     }
 }
 
+/// First learnt first; ties by mailbox, so that the answer never depends on the order the
+/// entries came in.
+fn learnt_order<T: Claim>(a: &T, b: &T) -> std::cmp::Ordering {
+    (a.learnt_at(), a.mailbox()).cmp(&(b.learnt_at(), b.mailbox()))
+}
+
+/// The learnt entry an ID is bound to, among `entries` learnt for it (SPEC 8.4: the first
+/// mailbox it was learnt for), when the local directory does not publish it.
+pub fn first_learnt<T: Claim>(entries: &[T]) -> Option<&T> {
+    entries.iter().min_by(|a, b| learnt_order(*a, *b))
+}
+
 /// Every contested ID, by ID: `local` maps this server's published IDs to their mailboxes;
 /// `learnt` is every entry learnt from peers, in any order. The same mailbox learnt from
 /// several peers is one binding, compared without regard to case.
@@ -54,8 +66,7 @@ pub fn contests<T: Claim + Clone>(local: &BTreeMap<String, String>, learnt: Vec<
     }
     let mut found = Vec::new();
     for (id, mut entries) in by_id {
-        // First learnt first; ties by mailbox so that the answer never depends on order.
-        entries.sort_by(|a, b| (a.learnt_at(), a.mailbox()).cmp(&(b.learnt_at(), b.mailbox())));
+        entries.sort_by(learnt_order);
         let bound = match (local.get(&id), entries.first()) {
             (Some(mailbox), _) => Bound::Local(mailbox.clone()),
             (None, Some(first)) => Bound::Learnt(first.clone()),

@@ -3,6 +3,7 @@
 //! in the local directory, then in the Entity Index, and handled as the mailbox it names.
 //! PUBCERT stores a checked certificate for the authenticated user.
 
+use vouchmail_proto::messenger::bindings::first_learnt;
 use vouchmail_proto::messenger::{replies, CertTarget};
 use vouchmail_proto::smtp::address::Address;
 use vouchmail_proto::smtp::reply::Reply;
@@ -40,8 +41,9 @@ impl Messenger {
                     if authenticated.is_none() {
                         return MessengerAnswer::Reply(replies::remote_lookup_needs_auth());
                     }
-                    match self.store.learnt_mailboxes_for_id(id.as_str()).await {
-                        Ok(mailboxes) => match mailboxes.iter().find_map(|m| Address::parse(m).ok()) {
+                    // SPEC 8.4: the first mailbox it was learnt for, whatever came later.
+                    match self.store.learnt_entities_for_id(id.as_str()).await {
+                        Ok(entries) => match first_learnt(&entries).and_then(|e| Address::parse(&e.mailbox).ok()) {
                             Some(address) => address,
                             None => return MessengerAnswer::Reply(replies::cert_unknown(id.as_str())),
                         },

@@ -7,7 +7,7 @@ use crate::interface::AuthKeyStore;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::base::db_error;
-use crate::error::{StoreError, StoreResult};
+use crate::error::StoreResult;
 use crate::types::{AuthKey, AuthKeySettings, SenderKey, SettingsSource, VerifyLogEntry, VerifySentEntry};
 
 /// Settings of an address, or of a domain (a target without `@`); lower-cased by the caller.
@@ -16,11 +16,7 @@ pub(super) fn set_settings(conn: &Connection, target: &str, settings: Option<Aut
         conn.execute("DELETE FROM authkey_settings WHERE target = ?1", params![target]).map_err(db_error)?;
         return Ok(());
     };
-    let agi = i64::try_from(settings.agi_secs).map_err(|_| StoreError::Invalid("AGI too large".into()))?;
-    let avt = i64::try_from(settings.avt_secs).map_err(|_| StoreError::Invalid("AVT too large".into()))?;
-    if agi == 0 {
-        return Err(StoreError::Invalid("AGI must be at least one second".into()));
-    }
+    let (agi, avt) = crate::rules::check_authkey_settings(&settings)?;
     conn.execute(
         "INSERT INTO authkey_settings (target, agi_secs, avt_secs) VALUES (?1, ?2, ?3)
          ON CONFLICT(target) DO UPDATE SET agi_secs = excluded.agi_secs, avt_secs = excluded.avt_secs",
@@ -42,13 +38,14 @@ fn settings_of(conn: &Connection, target: &str) -> StoreResult<Option<AuthKeySet
         .map_err(db_error)
 }
 
-/// The address's own settings, else its domain's.
+/// The settings that hold for an address (`crate::rules::effective_authkey_settings`).
 pub(super) fn settings(conn: &Connection, address: &str) -> StoreResult<Option<(AuthKeySettings, SettingsSource)>> {
-    if let Some(own) = settings_of(conn, address)? {
-        return Ok(Some((own, SettingsSource::Address)));
-    }
-    let Some((_, domain)) = address.rsplit_once('@') else { return Ok(None) };
-    Ok(settings_of(conn, domain)?.map(|s| (s, SettingsSource::Domain)))
+    let own = settings_of(conn, address)?;
+    let domain = match address.rsplit_once('@') {
+        Some((_, domain)) if own.is_none() => settings_of(conn, domain)?,
+        _ => None,
+    };
+    Ok(crate::rules::effective_authkey_settings(own, domain))
 }
 
 pub(super) fn add(conn: &Connection, key: &AuthKey) -> StoreResult<()> {

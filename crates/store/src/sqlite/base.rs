@@ -47,15 +47,15 @@ pub(super) fn row_to_queue_entry(row: &Row<'_>) -> rusqlite::Result<QueueEntry> 
 
 /// Deletes a message once no mailbox entry and no queue entry refers to it any more.
 pub(super) fn delete_if_orphan(conn: &Connection, message_id: i64) -> StoreResult<()> {
-    let orphan: bool = conn
+    let (in_a_mailbox, still_queued): (bool, bool) = conn
         .query_row(
-            "SELECT NOT EXISTS (SELECT 1 FROM mailbox WHERE message_id = ?1)
-                AND NOT EXISTS (SELECT 1 FROM queue WHERE message_id = ?1 AND state NOT IN ('delivered','bounced'))",
+            "SELECT EXISTS (SELECT 1 FROM mailbox WHERE message_id = ?1),
+                    EXISTS (SELECT 1 FROM queue WHERE message_id = ?1 AND state NOT IN ('delivered','bounced'))",
             params![message_id],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .map_err(db_error)?;
-    if orphan {
+    if crate::rules::is_orphan(in_a_mailbox, still_queued) {
         // Finished queue entries are history only; they go first (they reference the message).
         conn.execute("DELETE FROM queue WHERE message_id = ?1", params![message_id]).map_err(db_error)?;
         conn.execute("DELETE FROM messages WHERE id = ?1", params![message_id]).map_err(db_error)?;

@@ -137,15 +137,15 @@ pub(super) fn set_directory_entry(conn: &Connection, mut record: DirectoryRecord
     let before = get_directory_entry(conn, &record.address)?;
     record.published = before.as_ref().is_some_and(|b| b.published);
     record.updated_at = now();
+    let mut owners = Vec::new();
     for id in &record.ids {
         let owner: Option<String> = conn
             .query_row("SELECT address FROM directory_ids WHERE published_id = ?1", params![id], |r| r.get(0))
             .optional()
             .map_err(db_error)?;
-        if let Some(owner) = owner.filter(|o| *o != record.address) {
-            return Err(StoreError::Conflict(format!("published ID {id} belongs to {owner}")));
-        }
+        owners.extend(owner.map(|o| (id.as_str(), o)));
     }
+    crate::rules::check_ids_free(&record.address, owners.iter().map(|(id, o)| (*id, o.as_str())))?;
     conn.execute(
         "INSERT INTO directory (address, name, organisation, role, published, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -230,15 +230,16 @@ pub(super) fn entity_changes_since(
     Ok((changes, highest))
 }
 
-pub(super) fn learnt_mailboxes_for_id(conn: &Connection, id: &str) -> StoreResult<Vec<String>> {
+pub(super) fn learnt_entities_for_id(conn: &Connection, id: &str) -> StoreResult<Vec<LearntEntity>> {
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT mailbox FROM entity_index WHERE published_id = ?1 GROUP BY mailbox
-             ORDER BY MIN(learnt_at), mailbox",
-        )
+        .prepare_cached("SELECT published_id, mailbox, peer, learnt_at FROM entity_index WHERE published_id = ?1")
         .map_err(db_error)?;
-    let rows = stmt.query_map(params![id], |r| r.get(0)).map_err(db_error)?;
+    let rows = stmt.query_map(params![id], row_to_learnt).map_err(db_error)?;
     rows.collect::<Result<_, _>>().map_err(db_error)
+}
+
+fn row_to_learnt(r: &Row<'_>) -> rusqlite::Result<LearntEntity> {
+    Ok(LearntEntity { published_id: r.get(0)?, mailbox: r.get(1)?, peer: r.get(2)?, learnt_at: r.get(3)? })
 }
 
 pub(super) fn list_learnt_entities(conn: &Connection) -> StoreResult<Vec<LearntEntity>> {
@@ -247,11 +248,7 @@ pub(super) fn list_learnt_entities(conn: &Connection) -> StoreResult<Vec<LearntE
             "SELECT published_id, mailbox, peer, learnt_at FROM entity_index ORDER BY published_id, mailbox, peer",
         )
         .map_err(db_error)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok(LearntEntity { published_id: r.get(0)?, mailbox: r.get(1)?, peer: r.get(2)?, learnt_at: r.get(3)? })
-        })
-        .map_err(db_error)?;
+    let rows = stmt.query_map([], row_to_learnt).map_err(db_error)?;
     rows.collect::<Result<_, _>>().map_err(db_error)
 }
 
@@ -404,9 +401,9 @@ impl FederationStore for SqliteStore {
         self.read(move |conn| entity_changes_since(conn, since, limit))
     }
 
-    fn learnt_mailboxes_for_id(&self, published_id: &str) -> StoreFuture<'_, Vec<String>> {
+    fn learnt_entities_for_id(&self, published_id: &str) -> StoreFuture<'_, Vec<LearntEntity>> {
         let id = published_id.to_ascii_uppercase();
-        self.read(move |conn| learnt_mailboxes_for_id(conn, &id))
+        self.read(move |conn| learnt_entities_for_id(conn, &id))
     }
 
     fn forget_learnt_binding(&self, published_id: &str, mailbox: &str) -> StoreFuture<'_, usize> {

@@ -101,12 +101,7 @@ pub(super) fn record_delivery(conn: &Connection, updates: &[QueueUpdate], notice
             )
             .map_err(db_error)?;
         for u in updates {
-            if !matches!(
-                u.state,
-                QueueState::Delivered | QueueState::Bounced | QueueState::Deferred | QueueState::Queued
-            ) {
-                return Err(StoreError::Invalid(format!("cannot record state {}", u.state)));
-            }
+            crate::rules::check_outcome(u)?;
             let message_id: Option<i64> = stmt
                 .query_row(
                     params![

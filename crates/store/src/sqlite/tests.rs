@@ -471,7 +471,8 @@ async fn messenger_certificates_directory_serials_and_peer_pulls() {
         ..Default::default()
     };
     store.apply_peer_pull(pull).await.unwrap();
-    assert_eq!(store.learnt_mailboxes_for_id("g1").await.unwrap(), vec!["glen@galkam.test"]);
+    let learnt = store.learnt_entities_for_id("g1").await.unwrap();
+    assert_eq!(learnt.iter().map(|e| e.mailbox.as_str()).collect::<Vec<_>>(), ["glen@galkam.test"]);
     let peers = store.list_messenger_peers().await.unwrap();
     assert_eq!((peers[0].configured, peers[0].last_serial), (true, 7));
     let withdraw = PeerPull {
@@ -482,7 +483,7 @@ async fn messenger_certificates_directory_serials_and_peer_pulls() {
         ..Default::default()
     };
     store.apply_peer_pull(withdraw).await.unwrap();
-    assert!(store.learnt_mailboxes_for_id("G1").await.unwrap().is_empty());
+    assert!(store.learnt_entities_for_id("G1").await.unwrap().is_empty());
     // A removed account takes its entry with it, and peers are told.
     store.set_directory_published("abc555@lrsupport.test", true).await.unwrap();
     let (_, before) = store.entity_changes_since(0, 100).await.unwrap();

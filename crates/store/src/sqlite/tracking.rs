@@ -9,29 +9,17 @@ use crate::types::*;
 use std::ops::Range;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use vouchmail_proto::messenger::tracking::{valid_message_id, Record};
+use vouchmail_proto::messenger::tracking::Record;
 
 use super::base::{db_error, HEADER_SCAN_BYTES};
 use crate::error::StoreResult;
 use crate::tracking::{
-    is_tracked, NewTrackingEvent, NotifyStored, OutboxCounts, OutboxEntry, OutboxState, OutboxUpdate,
-    StoredTrackingRecord, TrackingOutcome, TrackingRoute, TrackingSubject,
+    plan_record, NewTrackingEvent, NotifyStored, OutboxCounts, OutboxEntry, OutboxState, OutboxUpdate, RecordPlan,
+    StoredTrackingRecord, TrackedMessage, TrackingOutcome, TrackingRoute, TrackingSubject,
 };
 use crate::types::TrackingKind;
 
-/// What the store knows of the message an event is about.
-struct Subject {
-    queue_id: String,
-    message_id: String,
-    sender: String,
-    tracked: bool,
-}
-
-fn header_message_id(head: &[u8]) -> String {
-    vouchmail_proto::headers::first_value(head, "Message-ID").map(|v| v.trim().to_string()).unwrap_or_default()
-}
-
-fn find_subject(conn: &Connection, recipient: &str, subject: &TrackingSubject) -> StoreResult<Option<Subject>> {
+fn find_subject(conn: &Connection, recipient: &str, subject: &TrackingSubject) -> StoreResult<Option<TrackedMessage>> {
     match subject {
         TrackingSubject::Mailbox(id) => {
             let found: Option<(String, String, String, Vec<u8>)> = conn
@@ -47,11 +35,8 @@ fn find_subject(conn: &Connection, recipient: &str, subject: &TrackingSubject) -
                     .optional()
                 })
                 .map_err(db_error)?;
-            Ok(found.map(|(queue_id, sender, auth_results, head)| Subject {
-                queue_id,
-                message_id: header_message_id(&head),
-                tracked: is_tracked(&auth_results, &sender),
-                sender,
+            Ok(found.map(|(queue_id, sender, auth_results, head)| {
+                TrackedMessage::from_stored(queue_id, sender, &auth_results, &head)
             }))
         }
         TrackingSubject::MessageId(message_id) => {
@@ -67,7 +52,7 @@ fn find_subject(conn: &Connection, recipient: &str, subject: &TrackingSubject) -
                 })
                 .map_err(db_error)?;
             if let Some((queue_id, sender, tracked)) = seen {
-                return Ok(Some(Subject { queue_id, message_id: message_id.clone(), sender, tracked }));
+                return Ok(Some(TrackedMessage { queue_id, message_id: message_id.clone(), sender, tracked }));
             }
             // Still in the mailbox, never downloaded.
             let mut stmt = conn
@@ -80,15 +65,11 @@ fn find_subject(conn: &Connection, recipient: &str, subject: &TrackingSubject) -
             let mut rows = stmt.query(params![recipient, HEADER_SCAN_BYTES]).map_err(db_error)?;
             while let Some(row) = rows.next().map_err(db_error)? {
                 let head: Vec<u8> = row.get(3).map_err(db_error)?;
-                if header_message_id(&head) == *message_id {
-                    let sender: String = row.get(1).map_err(db_error)?;
-                    let auth_results: String = row.get(2).map_err(db_error)?;
-                    return Ok(Some(Subject {
-                        queue_id: row.get(0).map_err(db_error)?,
-                        message_id: message_id.clone(),
-                        tracked: is_tracked(&auth_results, &sender),
-                        sender,
-                    }));
+                let (queue_id, sender, auth_results): (String, String, String) =
+                    (row.get(0).map_err(db_error)?, row.get(1).map_err(db_error)?, row.get(2).map_err(db_error)?);
+                let found = TrackedMessage::from_stored(queue_id, sender, &auth_results, &head);
+                if found.message_id == *message_id {
+                    return Ok(Some(found));
                 }
             }
             Ok(None)
@@ -96,8 +77,8 @@ fn find_subject(conn: &Connection, recipient: &str, subject: &TrackingSubject) -
     }
 }
 
-/// SPEC 8.3: records the event once per message and recipient, then makes and routes its
-/// record, in the caller's transaction.
+/// SPEC 8.3: records the event once per message and recipient, then stores its record
+/// where [`plan_record`] says, in the caller's transaction.
 pub(super) fn track_event(conn: &Connection, event: &NewTrackingEvent) -> StoreResult<TrackingOutcome> {
     let recipient = event.recipient.to_lowercase();
     let Some(subject) = find_subject(conn, &recipient, &event.subject)? else {
@@ -123,55 +104,36 @@ pub(super) fn track_event(conn: &Connection, event: &NewTrackingEvent) -> StoreR
     if inserted == 0 {
         return Ok(TrackingOutcome::Duplicate);
     }
-    if !subject.tracked {
-        return Ok(TrackingOutcome::Recorded { record: None, route: TrackingRoute::Untracked });
-    }
-    if !valid_message_id(&subject.message_id) {
-        let reason = "the message has no Message-ID".to_string();
-        return Ok(TrackingOutcome::Recorded { record: None, route: TrackingRoute::Unroutable { reason } });
-    }
-    let record = Record {
-        timestamp: event.at,
-        message_id: subject.message_id.clone(),
-        sender: subject.sender.clone(),
-        recipient: recipient.clone(),
-        event: event.kind.into(),
-        reporting_server: event.reporting_server.clone(),
+    let is_local = |domain: &str| -> StoreResult<bool> {
+        conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM domains WHERE name = ?1)")
+            .and_then(|mut stmt| stmt.query_row(params![domain], |r| r.get(0)))
+            .map_err(db_error)
     };
-    let line = match record.to_line() {
-        Ok(line) => line,
-        Err(e) => {
-            let route = TrackingRoute::Unroutable { reason: format!("no record can be made: {e}") };
-            return Ok(TrackingOutcome::Recorded { record: None, route });
+    let (record, route) = match plan_record(event, &subject, is_local)? {
+        RecordPlan::None(route) => return Ok(TrackingOutcome::Recorded { record: None, route }),
+        RecordPlan::Folder(record) => {
+            let route = match insert_record(conn, &record, event.at)? {
+                NotifyStored::UnknownSender => {
+                    TrackingRoute::Unroutable { reason: format!("{} has no mailbox here", record.sender) }
+                }
+                NotifyStored::Stored | NotifyStored::Duplicate => {
+                    TrackingRoute::Folder { owner: record.sender.to_lowercase() }
+                }
+            };
+            (record, route)
         }
-    };
-    let domain = record.sender_domain().to_ascii_lowercase();
-    let local: bool = conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM domains WHERE name = ?1)")
-        .and_then(|mut stmt| stmt.query_row(params![domain], |r| r.get(0)))
-        .map_err(db_error)?;
-    let route = if local {
-        // SPEC 8.3: a local sender's record goes into its Tracking folder.
-        match insert_record(conn, &record, event.at)? {
-            NotifyStored::UnknownSender => {
-                TrackingRoute::Unroutable { reason: format!("{} has no mailbox here", record.sender) }
-            }
-            NotifyStored::Stored | NotifyStored::Duplicate => {
-                TrackingRoute::Folder { owner: record.sender.to_lowercase() }
-            }
+        RecordPlan::Outbox { record, line, domain } => {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO notify_outbox (record, domain, message_id, recipient, event, state, attempts,
+                                                      next_attempt, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?6)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![line, domain, record.message_id, record.recipient, event.kind.as_str(), event.at])
+            })
+            .map_err(db_error)?;
+            (record, TrackingRoute::Outbox { domain })
         }
-    } else {
-        // SPEC 8.3: a remote sender's record is queued durably for its home server.
-        conn.prepare_cached(
-            "INSERT OR IGNORE INTO notify_outbox (record, domain, message_id, recipient, event, state, attempts,
-                                                  next_attempt, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?6)",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![line, domain, record.message_id, record.recipient, event.kind.as_str(), event.at])
-        })
-        .map_err(db_error)?;
-        TrackingRoute::Outbox { domain }
     };
     Ok(TrackingOutcome::Recorded { record: Some(record), route })
 }
