@@ -311,7 +311,7 @@ async fn start_pop3(
     server: &mut RunningServer,
 ) -> Result<(), Error> {
     let limiter = ConnectionLimiter::new(config.pop3.max_connections, config.pop3.max_connections_per_ip);
-    let locks = Arc::new(listen::pop3::MailboxLocks::default());
+    let locks = rules::maildrop_lock::MaildropLocks::new(Arc::clone(store));
     for implicit_tls in [false, true] {
         let addrs = if implicit_tls { &config.listeners.pop3s } else { &config.listeners.pop3 };
         let context = Arc::new(listen::pop3::Pop3Context {

@@ -229,6 +229,15 @@ pub trait NodeStore: Send + Sync {
     /// Remembers a login of the account from `client` at `at`, and forgets every login (of
     /// any account) from before `forget_before`.
     fn remember_login(&self, account: &str, client: &str, at: i64, forget_before: i64) -> StoreFuture<'_, ()>;
+    /// Takes the named lease for `holder` until `until` when it is free, expired (its
+    /// `until` before `now`) or already `holder`'s (then renewed); true when `holder` has
+    /// it. Atomic across every node on the store (SPEC 11: POP3 maildrop locks).
+    fn try_lease(&self, name: &str, holder: &str, now: i64, until: i64) -> StoreFuture<'_, bool>;
+    /// Gives the named lease back, if `holder` still has it.
+    fn release_lease(&self, name: &str, holder: &str) -> StoreFuture<'_, ()>;
+    /// Sets the named mark to `now` when it is unset or not after `not_after`; true when
+    /// it was set. Atomic across every node (SPEC 11: the ATRN interval per account).
+    fn mark_if_older(&self, name: &str, now: i64, not_after: i64) -> StoreFuture<'_, bool>;
 }
 
 /// Everything durable: every concern's trait. All addresses and domain names passed in

@@ -7,10 +7,10 @@
 
 use crate::support::error::Error;
 use crate::support::time::unix_now as now;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -48,8 +48,6 @@ impl Drop for EtrnRunning {
 pub struct Odmr {
     store: Arc<dyn Store>,
     delivery: HeldDelivery,
-    /// When each account last had an ATRN accepted.
-    last_atrn: Mutex<HashMap<String, Instant>>,
     /// Held domains with an ETRN delivery running.
     etrn_running: Mutex<HashSet<String>>,
     atrn_interval: Duration,
@@ -65,7 +63,6 @@ impl Odmr {
         Ok(Arc::new(Odmr {
             delivery: HeldDelivery::new(config, Arc::clone(&store))?.with_min_timeout(timeout),
             store,
-            last_atrn: Mutex::new(HashMap::new()),
             etrn_running: Mutex::new(HashSet::new()),
             atrn_interval: Duration::from_secs(config.odmr.atrn_interval_secs),
             lease: (config.odmr.timeout_secs.max(600) * 2) as i64,
@@ -89,12 +86,6 @@ impl Odmr {
             tracing::warn!(%account, domain = %denied, "ODMR: ATRN for a domain the account may not take");
             return Err(Reply::atrn_refused(&format!("not authorized for {denied}")));
         }
-        {
-            let last = self.last_atrn.lock().unwrap_or_else(|p| p.into_inner());
-            if last.get(account).is_some_and(|t| t.elapsed() < self.atrn_interval) {
-                return Err(Reply::atrn_refused("too soon after the previous ATRN, try again later"));
-            }
-        }
         let pending = self.store.count_held(&domains).await.map_err(|e| {
             tracing::error!(error = %e, "ODMR: cannot count held mail");
             Reply::atrn_unavailable()
@@ -102,7 +93,17 @@ impl Odmr {
         if pending == 0 {
             return Err(Reply::atrn_no_mail());
         }
-        self.last_atrn.lock().unwrap_or_else(|p| p.into_inner()).insert(account.to_string(), Instant::now());
+        // RFC 2645 5.2.1: at most one ATRN per interval for an account, on any node (SPEC
+        // 11: the mark is in the store, set only when this one is granted).
+        let now = now();
+        let interval = self.atrn_interval.as_secs() as i64;
+        let granted = self.store.mark_if_older(&format!("atrn:{account}"), now, now - interval).await.map_err(|e| {
+            tracing::error!(error = %e, "ODMR: cannot record the ATRN");
+            Reply::atrn_unavailable()
+        })?;
+        if !granted {
+            return Err(Reply::atrn_refused("too soon after the previous ATRN, try again later"));
+        }
         Ok(domains)
     }
 

@@ -8,6 +8,7 @@ pub mod commit;
 pub mod dsn;
 pub mod entity_index;
 pub mod mail_from;
+pub mod maildrop_lock;
 pub mod own_message;
 pub mod recipient;
 pub mod sender_policy;

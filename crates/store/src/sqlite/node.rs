@@ -1,4 +1,5 @@
-//! Meta values and the client networks accounts logged in from, in SQLite.
+//! Meta values, the client networks accounts logged in from, and the leases and marks
+//! every node shares, in SQLite.
 
 use rusqlite::{params, OptionalExtension};
 
@@ -70,6 +71,45 @@ impl NodeStore for SqliteStore {
                 .and_then(|mut stmt| stmt.execute(params![forget_before]))
                 .map_err(db_error)?;
             Ok(())
+        })
+    }
+
+    fn try_lease(&self, name: &str, holder: &str, now: i64, until: i64) -> StoreFuture<'_, bool> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.write(move |conn| {
+            let taken = conn
+                .prepare_cached(
+                    "INSERT INTO node_leases (name, holder, until) VALUES (?1, ?2, ?4)
+                     ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+                     WHERE node_leases.holder = excluded.holder OR node_leases.until < ?3",
+                )
+                .and_then(|mut stmt| stmt.execute(params![name, holder, now, until]))
+                .map_err(db_error)?;
+            Ok(taken == 1)
+        })
+    }
+
+    fn release_lease(&self, name: &str, holder: &str) -> StoreFuture<'_, ()> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM node_leases WHERE name = ?1 AND holder = ?2")
+                .and_then(|mut stmt| stmt.execute(params![name, holder]))
+                .map_err(db_error)?;
+            Ok(())
+        })
+    }
+
+    fn mark_if_older(&self, name: &str, now: i64, not_after: i64) -> StoreFuture<'_, bool> {
+        let name = name.to_string();
+        self.write(move |conn| {
+            let set = conn
+                .prepare_cached(
+                    "INSERT INTO node_marks (name, at) VALUES (?1, ?2)
+                     ON CONFLICT(name) DO UPDATE SET at = excluded.at WHERE node_marks.at <= ?3",
+                )
+                .and_then(|mut stmt| stmt.execute(params![name, now, not_after]))
+                .map_err(db_error)?;
+            Ok(set == 1)
         })
     }
 }

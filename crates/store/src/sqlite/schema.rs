@@ -301,6 +301,19 @@ CREATE INDEX tracking_records_owner_stored ON tracking_records(owner, stored_at)
 ALTER TABLE messenger_peers ADD COLUMN last_success INTEGER;
 UPDATE messenger_peers SET last_success = CAST(strftime('%s','now') AS INTEGER);
 "#,
+    // Migration 14: state every node shares (SPEC 11): leases with expiry (a POP3 maildrop
+    // held by a session on some node) and marks (when an account last had an ATRN).
+    r#"
+CREATE TABLE node_leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE node_marks (
+    name TEXT PRIMARY KEY,
+    at INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The store holds every mailbox and the password hashes: its folder is made 700 and the

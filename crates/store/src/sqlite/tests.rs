@@ -584,3 +584,21 @@ async fn commit_messages_is_all_or_nothing() {
     assert_eq!(store.list_mailbox("a@example.org", None).await.unwrap().len(), 1);
     assert_eq!(store.list_queue().await.unwrap().len(), 2);
 }
+
+/// SPEC 11: leases and marks are atomic check-and-set state every node shares.
+#[tokio::test]
+async fn leases_and_marks() {
+    let (_dir, store) = store();
+    assert!(store.try_lease("pop3:a@x", "n1/1", 100, 220).await.unwrap());
+    assert!(!store.try_lease("pop3:a@x", "n2/1", 150, 270).await.unwrap(), "held until 220");
+    assert!(store.try_lease("pop3:a@x", "n1/1", 200, 320).await.unwrap(), "its holder renews it");
+    assert!(store.try_lease("pop3:a@x", "n2/1", 321, 441).await.unwrap(), "expired: taken over");
+    store.release_lease("pop3:a@x", "n1/1").await.unwrap();
+    assert!(!store.try_lease("pop3:a@x", "n1/2", 322, 442).await.unwrap(), "only its holder releases it");
+    store.release_lease("pop3:a@x", "n2/1").await.unwrap();
+    assert!(store.try_lease("pop3:a@x", "n1/2", 323, 443).await.unwrap());
+
+    assert!(store.mark_if_older("atrn:a@x", 1000, 970).await.unwrap(), "unset");
+    assert!(!store.mark_if_older("atrn:a@x", 1010, 980).await.unwrap(), "set at 1000, after 980");
+    assert!(store.mark_if_older("atrn:a@x", 1030, 1000).await.unwrap(), "set at 1000, not after 1000");
+}

@@ -1,9 +1,8 @@
-//! What every session of one POP3 listener shares, the maildrop locks (RFC 1939 8), and
-//! what one connection holds while its session runs.
+//! What every session of one POP3 listener shares (the maildrop locks of RFC 1939 8 are
+//! `rules::maildrop_lock`), and what one connection holds while its session runs.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use vouchmail_proto::pop3::session::{Session, SessionConfig};
 use vouchmail_store::Store;
@@ -12,6 +11,7 @@ use crate::auth::guard::AuthGuard;
 use crate::auth::limits::AuthLimiter;
 use crate::listen::limits::ConnectionLimiter;
 use crate::net::tls::{MaybeTls, Tls};
+use crate::rules::maildrop_lock::{MaildropLock, MaildropLocks};
 
 /// What every session of one listener shares.
 pub struct Pop3Context {
@@ -19,8 +19,8 @@ pub struct Pop3Context {
     pub store: Arc<dyn Store>,
     pub limiter: Arc<ConnectionLimiter>,
     pub auth_limiter: Arc<AuthLimiter>,
-    /// Shared by every POP3 listener of the server: one session per maildrop.
-    pub locks: Arc<MailboxLocks>,
+    /// Shared by every POP3 listener of the server: one session per maildrop, on any node.
+    pub locks: Arc<MaildropLocks>,
     pub tls: Option<Tls>,
     /// Port 995: TLS from the first byte (RFC 8314).
     pub implicit_tls: bool,
@@ -28,45 +28,12 @@ pub struct Pop3Context {
     pub outbox_bell: crate::rules::tracking::OutboxBell,
 }
 
-/// The maildrops open in a session on this node (RFC 1939 8: exclusive access). One node
-/// needs no more than this map; a shared store would need a lease in the store.
-#[derive(Debug, Default)]
-pub struct MailboxLocks {
-    held: Mutex<HashSet<String>>,
-}
-
-impl MailboxLocks {
-    /// Takes the maildrop of `user`, or None when another session holds it.
-    pub fn try_lock(self: &Arc<Self>, user: &str) -> Option<MailboxLock> {
-        let key = user.to_lowercase();
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.insert(key.clone()).then(|| MailboxLock { locks: Arc::clone(self), key })
-    }
-
-    pub fn is_locked(&self, user: &str) -> bool {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).contains(&user.to_lowercase())
-    }
-}
-
-/// Held while a session has the maildrop open; released on drop.
-#[derive(Debug)]
-pub struct MailboxLock {
-    locks: Arc<MailboxLocks>,
-    key: String,
-}
-
-impl Drop for MailboxLock {
-    fn drop(&mut self) {
-        self.locks.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
-    }
-}
-
 /// The open maildrop of a session: the lock and the mailbox entry id of each message
 /// number.
 pub struct OpenMaildrop {
     pub user: String,
     pub ids: Vec<i64>,
-    pub _lock: MailboxLock,
+    pub _lock: MaildropLock,
 }
 
 /// One connection's driver: what the stages act on besides the session.
@@ -91,21 +58,3 @@ impl<'a> Connection<'a> {
 }
 
 crate::listen::session_shell!(Session, vouchmail_proto::pop3::session::Event);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_lock_per_maildrop_released_on_drop() {
-        let locks = Arc::new(MailboxLocks::default());
-        let lock = locks.try_lock("User@x").unwrap();
-        assert!(locks.try_lock("user@X").is_none());
-        assert!(locks.is_locked("USER@x"));
-        let other = locks.try_lock("other@x").unwrap();
-        drop(lock);
-        assert!(!locks.is_locked("user@x"));
-        assert!(locks.try_lock("user@x").is_some());
-        drop(other);
-    }
-}

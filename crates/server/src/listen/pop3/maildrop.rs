@@ -84,7 +84,14 @@ impl Connection<'_> {
 
 /// Locks and lists the user's INBOX.
 async fn open_maildrop(context: &Pop3Context, user: &str) -> Result<(OpenMaildrop, Vec<MessageInfo>), Reply> {
-    let lock = context.locks.try_lock(user).ok_or_else(Reply::in_use)?;
+    let lock = match context.locks.try_lock(user).await {
+        Ok(Some(lock)) => lock,
+        Ok(None) => return Err(Reply::in_use()),
+        Err(e) => {
+            tracing::error!(error = %e, "store error locking a POP3 maildrop");
+            return Err(Reply::mailbox_unavailable());
+        }
+    };
     let entries = context.store.list_mailbox(user, Some(Folder::Inbox)).await.map_err(|e| match e {
         StoreError::NotFound(_) => Reply::no_maildrop(),
         e => {

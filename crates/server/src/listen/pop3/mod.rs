@@ -6,7 +6,7 @@ mod auth;
 mod context;
 mod maildrop;
 
-pub use context::{MailboxLock, MailboxLocks, Pop3Context};
+pub use context::Pop3Context;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
