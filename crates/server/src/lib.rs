@@ -149,7 +149,8 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             config.auth.max_failures_per_account,
             Duration::from_secs(config.auth.failure_window_secs),
         )
-        .with_max_per_verifier(config.auth.max_failures_per_verifier),
+        .with_max_per_verifier(config.auth.max_failures_per_verifier)
+        .shared_through(Arc::clone(&store)),
     );
     let listeners = [
         (Listener::Mx, &config.listeners.mx),

@@ -238,6 +238,12 @@ pub trait NodeStore: Send + Sync {
     /// Sets the named mark to `now` when it is unset or not after `not_after`; true when
     /// it was set. Atomic across every node (SPEC 11: the ATRN interval per account).
     fn mark_if_older(&self, name: &str, now: i64, not_after: i64) -> StoreFuture<'_, bool>;
+    /// Records one event at `at` under each name, and forgets every event (of any name)
+    /// from before `forget_before` (SPEC 3 and 11: failed AUTH attempts, counted on every
+    /// node).
+    fn add_events(&self, names: Vec<String>, at: i64, forget_before: i64) -> StoreFuture<'_, ()>;
+    /// How many events each name has had since `since`, in the order given.
+    fn count_events(&self, names: Vec<String>, since: i64) -> StoreFuture<'_, Vec<u64>>;
 }
 
 /// Everything durable: every concern's trait. All addresses and domain names passed in

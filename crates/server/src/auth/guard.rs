@@ -90,12 +90,21 @@ impl AuthGuard {
         peer: SocketAddr,
         account: &str,
     ) -> Result<(), AuthRefusal> {
-        if limiter.ip_blocked(peer.ip()) {
+        // This node's counts first; then every node's (SPEC 11), one read.
+        let (mut network_over, mut account_over) = (limiter.ip_blocked(peer.ip()), limiter.account_blocked(account));
+        if !network_over && !account_over {
+            (network_over, account_over) = limiter.shared_blocked(peer.ip(), account).await.unwrap_or_else(|e| {
+                // The local counts still hold: a store that is down locks no one out.
+                tracing::warn!(error = %e, "cannot read the other nodes' AUTH failures");
+                (false, false)
+            });
+        }
+        if network_over {
             tracing::warn!(%peer, %account, "authentication refused: too many recent failures from this network");
             return Err(AuthRefusal::Blocked);
         }
         // One indexed read, and only while the account is over its limit.
-        if limiter.account_blocked(account) && !self.is_familiar(store, peer, account).await? {
+        if account_over && !self.is_familiar(store, peer, account).await? {
             tracing::warn!(%peer, %account, "authentication refused: too many recent failures for this account");
             return Err(AuthRefusal::Blocked);
         }

@@ -8,8 +8,13 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use vouchmail_store::{Store, StoreError};
+
+use crate::support::time::unix_now;
 
 /// Longest delay before a failure reply.
 const MAX_DELAY: Duration = Duration::from_secs(8);
@@ -85,7 +90,6 @@ impl<K: Hash + Eq + Clone> Counts<K> {
     }
 }
 
-#[derive(Debug)]
 pub struct AuthLimiter {
     max_per_ip: u32,
     max_per_account: u32,
@@ -100,6 +104,9 @@ pub struct AuthLimiter {
     /// budget of its own, since a verifier speaks for many users.
     by_verifier: Mutex<Counts<IpAddr>>,
     hasher: RandomState,
+    /// Where the failures of every node are counted too (SPEC 11): this node's are
+    /// written there, and an attempt is refused when the nodes together reach a limit.
+    shared: Option<Arc<dyn Store>>,
 }
 
 /// `[auth] max_failures_per_verifier` by default (SPEC 8.2 step 3: 50 per window).
@@ -124,6 +131,7 @@ impl AuthLimiter {
             by_account: Mutex::new(Counts::new(capacity)),
             by_verifier: Mutex::new(Counts::new(capacity)),
             hasher: RandomState::new(),
+            shared: None,
         }
     }
 
@@ -131,6 +139,37 @@ impl AuthLimiter {
     pub fn with_max_per_verifier(mut self, max_per_verifier: u32) -> AuthLimiter {
         self.max_per_verifier = max_per_verifier;
         self
+    }
+
+    /// Counts failures in `store` too, with every node that uses it (SPEC 11).
+    pub fn shared_through(mut self, store: Arc<dyn Store>) -> AuthLimiter {
+        self.shared = Some(store);
+        self
+    }
+
+    /// Writes this failure where every node counts it; the attempt's reply does not wait
+    /// for it (a store that is down leaves the local counts, which still hold).
+    fn share(&self, names: Vec<String>) {
+        let (Some(store), Ok(runtime)) = (&self.shared, tokio::runtime::Handle::try_current()) else { return };
+        let store = Arc::clone(store);
+        let now = unix_now();
+        let forget_before = now - self.window.as_secs() as i64;
+        runtime.spawn(async move {
+            if let Err(e) = store.add_events(names, now, forget_before).await {
+                tracing::warn!(error = %e, "cannot record a failed AUTH for the other nodes");
+            }
+        });
+    }
+
+    /// Whether the client's network, and the account, are over their limits counting the
+    /// failures of every node (SPEC 11): (network, account). Both false without a shared
+    /// store.
+    pub async fn shared_blocked(&self, ip: IpAddr, account: &str) -> Result<(bool, bool), StoreError> {
+        let Some(store) = &self.shared else { return Ok((false, false)) };
+        let since = unix_now() - self.window.as_secs() as i64;
+        let counts = store.count_events(vec![network_name(ip), account_name(account)], since).await?;
+        let over = |n: usize, max: u32| counts.get(n).is_some_and(|c| *c >= u64::from(max));
+        Ok((over(0, self.max_per_ip), over(1, self.max_per_account)))
     }
 
     fn account_key(&self, account: &str) -> u64 {
@@ -168,6 +207,9 @@ impl AuthLimiter {
             }
             None => 0,
         };
+        let mut shared = vec![network_name(ip)];
+        shared.extend(account.map(account_name));
+        self.share(shared);
         let count = if familiar { ip_count } else { ip_count.max(account_count) };
         delay_after(count)
     }
@@ -182,6 +224,7 @@ impl AuthLimiter {
         let account_count = self.by_account.lock().unwrap_or_else(|p| p.into_inner()).bump(key, self.window);
         let verifier_count =
             self.by_verifier.lock().unwrap_or_else(|p| p.into_inner()).bump(client_network(verifier), self.window);
+        self.share(vec![account_name(account)]);
         delay_after(account_count.max(verifier_count / VERIFIER_DELAY_FACTOR))
     }
 
@@ -201,6 +244,18 @@ impl AuthLimiter {
     }
 }
 
+/// The shared store's name for a network's failures.
+fn network_name(ip: IpAddr) -> String {
+    format!("auth:net:{}", client_network(ip))
+}
+
+/// The shared store's name for an account's failures: a digest of the lower-cased name, a
+/// fixed size however long the name a client sent, and the same on every node.
+fn account_name(account: &str) -> String {
+    let digest = Sha256::digest(account.to_lowercase().as_bytes());
+    format!("auth:account:{}", crate::net::tls::hex(&digest[..16]))
+}
+
 /// The wait before answering the `count`th failure: 250 ms, 500 ms, 1 s, ... up to
 /// MAX_DELAY.
 fn delay_after(count: u32) -> Duration {
@@ -209,6 +264,39 @@ fn delay_after(count: u32) -> Duration {
 
 #[cfg(test)]
 mod tests {
+
+    /// SPEC 11: two nodes on one store. Failures on node A put the network and the account
+    /// over their limits on node B too, which counted none itself.
+    #[tokio::test]
+    async fn failures_on_one_node_count_on_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(vouchmail_store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let window = Duration::from_secs(60);
+        let a = AuthLimiter::new(3, 2, window).shared_through(Arc::clone(&store));
+        let b = AuthLimiter::new(3, 2, window).shared_through(Arc::clone(&store));
+        let (client, other) = (ip("192.0.2.1"), ip("192.0.2.9"));
+        a.record_failure(client, Some("U@x.test"), false);
+        a.record_failure(other, Some("u@x.test"), false);
+        let mut seen = (false, false);
+        for _ in 0..100 {
+            seen = b.shared_blocked(other, "u@X.TEST").await.unwrap();
+            if seen.1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(seen, (false, true), "the account is over its limit on node B");
+        assert!(!b.account_blocked("u@x.test"), "node B counted nothing itself");
+        a.record_failure(client, None, false);
+        a.record_failure(client, None, false);
+        for _ in 0..100 {
+            if b.shared_blocked(client, "v@x.test").await.unwrap().0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the network's failures on node A did not count on node B");
+    }
     use super::*;
 
     fn ip(text: &str) -> IpAddr {

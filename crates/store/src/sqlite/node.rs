@@ -112,4 +112,31 @@ impl NodeStore for SqliteStore {
             Ok(set == 1)
         })
     }
+
+    fn add_events(&self, names: Vec<String>, at: i64, forget_before: i64) -> StoreFuture<'_, ()> {
+        self.write(move |conn| {
+            let mut insert =
+                conn.prepare_cached("INSERT INTO node_events (name, at) VALUES (?1, ?2)").map_err(db_error)?;
+            for name in &names {
+                insert.execute(params![name, at]).map_err(db_error)?;
+            }
+            conn.prepare_cached("DELETE FROM node_events WHERE at < ?1")
+                .and_then(|mut stmt| stmt.execute(params![forget_before]))
+                .map_err(db_error)?;
+            Ok(())
+        })
+    }
+
+    fn count_events(&self, names: Vec<String>, since: i64) -> StoreFuture<'_, Vec<u64>> {
+        self.read(move |conn| {
+            let mut count = conn
+                .prepare_cached("SELECT COUNT(*) FROM node_events WHERE name = ?1 AND at >= ?2")
+                .map_err(db_error)?;
+            names
+                .iter()
+                .map(|name| count.query_row(params![name, since], |r| r.get::<_, i64>(0)).map(|n| n.max(0) as u64))
+                .collect::<Result<_, _>>()
+                .map_err(db_error)
+        })
+    }
 }

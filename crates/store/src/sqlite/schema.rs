@@ -302,7 +302,8 @@ ALTER TABLE messenger_peers ADD COLUMN last_success INTEGER;
 UPDATE messenger_peers SET last_success = CAST(strftime('%s','now') AS INTEGER);
 "#,
     // Migration 14: state every node shares (SPEC 11): leases with expiry (a POP3 maildrop
-    // held by a session on some node) and marks (when an account last had an ATRN).
+    // held by a session on some node), marks (when an account last had an ATRN), and
+    // timed events counted within a window (failed AUTH attempts per network and account).
     r#"
 CREATE TABLE node_leases (
     name TEXT PRIMARY KEY,
@@ -313,6 +314,12 @@ CREATE TABLE node_marks (
     name TEXT PRIMARY KEY,
     at INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE node_events (
+    name TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX node_events_name_at ON node_events(name, at);
+CREATE INDEX node_events_at ON node_events(at);
 "#,
 ];
 

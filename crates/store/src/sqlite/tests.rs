@@ -601,4 +601,12 @@ async fn leases_and_marks() {
     assert!(store.mark_if_older("atrn:a@x", 1000, 970).await.unwrap(), "unset");
     assert!(!store.mark_if_older("atrn:a@x", 1010, 980).await.unwrap(), "set at 1000, after 980");
     assert!(store.mark_if_older("atrn:a@x", 1030, 1000).await.unwrap(), "set at 1000, not after 1000");
+
+    store.add_events(vec!["auth:net:a".into(), "auth:account:u".into()], 100, 0).await.unwrap();
+    store.add_events(vec!["auth:net:a".into()], 150, 0).await.unwrap();
+    let names = vec!["auth:net:a".to_string(), "auth:account:u".to_string(), "auth:net:b".to_string()];
+    assert_eq!(store.count_events(names.clone(), 100).await.unwrap(), [2, 1, 0]);
+    assert_eq!(store.count_events(names.clone(), 120).await.unwrap(), [1, 0, 0]);
+    store.add_events(vec!["auth:net:b".into()], 200, 150).await.unwrap();
+    assert_eq!(store.count_events(names, 0).await.unwrap(), [1, 0, 1], "events before 150 forgotten");
 }
