@@ -233,6 +233,9 @@ pub trait NodeStore: Send + Sync {
     /// `until` before `now`) or already `holder`'s (then renewed); true when `holder` has
     /// it. Atomic across every node on the store (SPEC 11: POP3 maildrop locks).
     fn try_lease(&self, name: &str, holder: &str, now: i64, until: i64) -> StoreFuture<'_, bool>;
+    /// How many leases whose names start with `prefix` are live at `now` (SPEC 8.2 step 3:
+    /// a verifier's outstanding challenges on every node).
+    fn count_leases(&self, prefix: &str, now: i64) -> StoreFuture<'_, u64>;
     /// Gives the named lease back, if `holder` still has it.
     fn release_lease(&self, name: &str, holder: &str) -> StoreFuture<'_, ()>;
     /// Sets the named mark to `now` when it is unset or not after `not_after`; true when

@@ -26,9 +26,10 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use vouchmail_proto::messenger::rcram::{self, ChallengeRegistry, RegistryError};
+use vouchmail_proto::messenger::rcram::{self, ChallengeRegistry, RegistryError, MAX_OUTSTANDING_PER_VERIFIER};
 use vouchmail_proto::smtp::reply::Reply;
 use vouchmail_proto::smtp::session::RcramVerdict;
+use vouchmail_store::Store;
 
 use super::{now, Exchanges, Messenger};
 use crate::auth::limits::{client_network, AuthLimiter};
@@ -100,12 +101,29 @@ fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
 struct IssuedChallenge {
     registry: Arc<Mutex<ChallengeRegistry>>,
     challenge: String,
+    /// Its place among the verifier's outstanding challenges on every node (SPEC 11).
+    lease: Option<(Arc<dyn Store>, String)>,
 }
 
 impl Drop for IssuedChallenge {
     fn drop(&mut self) {
         self.registry.lock().unwrap_or_else(|p| p.into_inner()).forget(&self.challenge);
+        if let (Some((store, name)), Ok(runtime)) = (self.lease.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(async move {
+                if let Err(e) = store.release_lease(&name, LEASE_HOLDER).await {
+                    tracing::warn!(lease = %name, error = %e, "cannot free an RCRAM challenge's place; it expires");
+                }
+            });
+        }
     }
+}
+
+/// Who holds a challenge's lease: the lease's name is unique (it holds the challenge).
+const LEASE_HOLDER: &str = "x-rcram-verify";
+
+/// The lease names of a verifier's outstanding challenges start with this.
+fn verifier_leases(verifier: &str) -> String {
+    format!("rcram:{}:", verifier.to_ascii_lowercase())
 }
 
 /// One session's RCRAM state: as verifier, the exchange with a home server while the
@@ -261,6 +279,16 @@ impl Messenger {
             Ok(None) => return RcramVerdict::Refused(Reply::rcram_bad_credentials()),
             Err(reply) => return RcramVerdict::Unavailable(reply),
         }
+        // SPEC 8.2 step 3: at most 32 outstanding per verifier, on every node (SPEC 11).
+        let prefix = verifier_leases(verifier);
+        match self.store.count_leases(&prefix, now()).await {
+            Ok(n) if n >= MAX_OUTSTANDING_PER_VERIFIER as u64 => {
+                tracing::warn!(%peer, %verifier, outstanding = n, "X-RCRAM-VERIFY: the verifier has too many challenges outstanding");
+                return RcramVerdict::Unavailable(Reply::rcram_home_unavailable(domain_of(address)));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot count the verifier's challenges on other nodes"),
+        }
         let mut random = [0u8; CHALLENGE_RANDOM];
         if getrandom::getrandom(&mut random).is_err() {
             tracing::error!("X-RCRAM-VERIFY: no OS random source");
@@ -277,8 +305,17 @@ impl Messenger {
             Ok(challenge) => {
                 tracing::info!(%peer, %address, %verifier, "X-RCRAM-VERIFY challenge issued");
                 let challenge = challenge.text();
+                let name = format!("{prefix}{challenge}");
+                let now = now();
+                let lease = match self.store.try_lease(&name, LEASE_HOLDER, now, now + rcram::MAX_AGE_SECS).await {
+                    Ok(_) => Some((Arc::clone(&self.store), name)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot record the challenge for the other nodes");
+                        None
+                    }
+                };
                 link.issued =
-                    Some(IssuedChallenge { registry: Arc::clone(&self.registry), challenge: challenge.clone() });
+                    Some(IssuedChallenge { registry: Arc::clone(&self.registry), challenge: challenge.clone(), lease });
                 RcramVerdict::Issued { challenge }
             }
             Err(

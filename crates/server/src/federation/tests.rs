@@ -434,3 +434,45 @@ async fn a_learnt_peer_unreachable_for_thirty_days_is_dropped_with_its_entries()
     let learnt: Vec<String> = store.list_learnt_entities().await.unwrap().into_iter().map(|e| e.published_id).collect();
     assert_eq!(learnt, ["ID-fresh.test"], "the old peer's entries went with it");
 }
+
+/// SPEC 8.2 step 3 and 11: a verifier has at most 32 challenges outstanding on all the
+/// nodes of one store together. 32 on node A leave none for it on node B; one answered
+/// (or its connection gone) frees a place on both.
+#[tokio::test]
+async fn a_verifiers_outstanding_challenges_are_counted_across_nodes() {
+    use vouchmail_proto::smtp::session::RcramVerdict;
+    let dir = tempfile::tempdir().unwrap();
+    let dns = TestDns::builder().a("mail.verifier.test", "127.0.0.9").start().await;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+    store.add_domain("galkam.test", SenderPolicy::REJECT).await.unwrap();
+    let secrets =
+        vouchmail_proto::sasl::Secrets::from_password("pencil", &[6; vouchmail_proto::sasl::SALTS_LEN]).unwrap();
+    let account = vouchmail_store::NewAccount { address: "glen@galkam.test".into(), secrets, quota_bytes: 0 };
+    store.add_account(account).await.unwrap();
+    let node_a = Messenger::new(&config(dir.path(), dns.addr()), Arc::clone(&store)).unwrap();
+    let node_b = Messenger::new(&config(dir.path(), dns.addr()), Arc::clone(&store)).unwrap();
+    let limiter = crate::auth::limits::AuthLimiter::new(1000, 1000, std::time::Duration::from_secs(60));
+    let caller = || super::rcram::Caller { ip: "127.0.0.9:4000".parse().unwrap(), chain: &[] };
+    let mut links: Vec<super::rcram::RcramLink> = Vec::new();
+    for n in 0..vouchmail_proto::messenger::rcram::MAX_OUTSTANDING_PER_VERIFIER {
+        let mut link = super::rcram::RcramLink::default();
+        let verdict =
+            node_a.verify_start(&mut link, "glen@galkam.test", "mail.verifier.test", caller(), &limiter).await;
+        assert!(matches!(verdict, RcramVerdict::Issued { .. }), "challenge {n}: {verdict:?}");
+        links.push(link);
+    }
+    let mut link = super::rcram::RcramLink::default();
+    let verdict = node_b.verify_start(&mut link, "glen@galkam.test", "mail.verifier.test", caller(), &limiter).await;
+    assert!(matches!(verdict, RcramVerdict::Unavailable(_)), "node B issued a 33rd: {verdict:?}");
+    // One connection ends on node A: its place is free on node B.
+    links.pop();
+    for _ in 0..100 {
+        let verdict =
+            node_b.verify_start(&mut link, "glen@galkam.test", "mail.verifier.test", caller(), &limiter).await;
+        if matches!(verdict, RcramVerdict::Issued { .. }) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the freed place was not seen on node B");
+}

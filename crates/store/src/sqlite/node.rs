@@ -89,6 +89,19 @@ impl NodeStore for SqliteStore {
         })
     }
 
+    fn count_leases(&self, prefix: &str, now: i64) -> StoreFuture<'_, u64> {
+        let prefix = prefix.to_string();
+        self.read(move |conn| {
+            // substr, not LIKE: a name may hold `_` or `%`.
+            conn.prepare_cached(
+                "SELECT COUNT(*) FROM node_leases WHERE substr(name, 1, length(?1)) = ?1 AND until >= ?2",
+            )
+            .and_then(|mut stmt| stmt.query_row(params![prefix, now], |r| r.get::<_, i64>(0)))
+            .map(|n| n.max(0) as u64)
+            .map_err(db_error)
+        })
+    }
+
     fn release_lease(&self, name: &str, holder: &str) -> StoreFuture<'_, ()> {
         let (name, holder) = (name.to_string(), holder.to_string());
         self.write(move |conn| {

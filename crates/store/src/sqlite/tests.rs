@@ -597,6 +597,11 @@ async fn leases_and_marks() {
     assert!(!store.try_lease("pop3:a@x", "n1/2", 322, 442).await.unwrap(), "only its holder releases it");
     store.release_lease("pop3:a@x", "n2/1").await.unwrap();
     assert!(store.try_lease("pop3:a@x", "n1/2", 323, 443).await.unwrap());
+    store.try_lease("rcram:v.test:c1", "n1", 400, 700).await.unwrap();
+    store.try_lease("rcram:v.test:c2", "n2", 400, 500).await.unwrap();
+    store.try_lease("rcram:v_test:c3", "n2", 400, 700).await.unwrap();
+    assert_eq!(store.count_leases("rcram:v.test:", 450).await.unwrap(), 2);
+    assert_eq!(store.count_leases("rcram:v.test:", 600).await.unwrap(), 1, "c2 expired at 500");
 
     assert!(store.mark_if_older("atrn:a@x", 1000, 970).await.unwrap(), "unset");
     assert!(!store.mark_if_older("atrn:a@x", 1010, 980).await.unwrap(), "set at 1000, after 980");
