@@ -6,8 +6,9 @@
 //! The first byte picks how the rest is used, so that the fuzzer gets deep without a
 //! corpus: as the whole message; as the base64 body of an `application/pkcs7-mime`
 //! message; or as edits to one of three valid messages for the test key (made by `openssl
-//! cms -encrypt -aes256`, `openssl smime -encrypt -stream` in BER with DES-EDE3, and
-//! `openssl cms -encrypt -aes128 -keyid`). Checked: no panic, the errors have a text, a
+//! cms -encrypt -aes256`, `openssl smime -encrypt -stream` in BER with DES-EDE3,
+//! `openssl cms -encrypt -aes128 -keyid`, and AuthEnvelopedData by `openssl cms -encrypt
+//! -aes-256-gcm`, which no edit may make decrypt to other content). Checked: no panic, the errors have a text, a
 //! decryption never yields more octets than the message held, and an unedited seed
 //! decrypts to its text.
 #![no_main]
@@ -21,11 +22,15 @@ use vouchmail_smime::{decrypt, Certificate, PrivateKey};
 const KEY: &str = include_str!("shared/smime/fuzz.key");
 const CERT: &str = include_str!("shared/smime/fuzz.crt");
 const SEED_TEXT: &[u8] = b"Content-Type: text/plain\r\n\r\nfuzz\r\n";
-const SEEDS: [&[u8]; 3] = [
+const SEEDS: [&[u8]; 4] = [
     include_bytes!("shared/smime/aes256.der"),
     include_bytes!("shared/smime/des3-ber.der"),
     include_bytes!("shared/smime/aes128-keyid.der"),
+    include_bytes!("shared/smime/aes256-gcm.der"),
 ];
+/// The AuthEnvelopedData seed (RFC 5083): whatever is edited, it decrypts to its own text
+/// or not at all (the GCM tag).
+const AUTHENTICATED_SEED: usize = 3;
 
 fn identity() -> &'static (PrivateKey, Certificate) {
     static ID: OnceLock<(PrivateKey, Certificate)> = OnceLock::new();
@@ -58,7 +63,8 @@ fuzz_target!(|data: &[u8]| {
         2 => {
             // Edits to a valid message: pairs of (position, xor), then a cut.
             let Some((&which, edits)) = rest.split_first() else { return };
-            let mut message = SEEDS[usize::from(which) % SEEDS.len()].to_vec();
+            let seed = usize::from(which) % SEEDS.len();
+            let mut message = SEEDS[seed].to_vec();
             if edits.is_empty() {
                 let (key, cert) = identity();
                 assert_eq!(decrypt(&message, key, cert).as_deref(), Ok(SEED_TEXT));
@@ -73,6 +79,12 @@ fuzz_target!(|data: &[u8]| {
                 message.truncate(keep);
             }
             check(&message);
+            if seed == AUTHENTICATED_SEED {
+                let (key, cert) = identity();
+                if let Ok(text) = decrypt(&message, key, cert) {
+                    assert_eq!(text, SEED_TEXT, "an edited AuthEnvelopedData decrypted to other content");
+                }
+            }
         }
         _ => {
             // A certificate from a peer: parse it and ask everything of it.
