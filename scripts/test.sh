@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole vouchmail test suite on a fresh Debian machine with Rust.
 # Installs the third-party tools the interop tests drive (swaks, Postfix's smtp-source and
-# smtp-sink, Python 3, fetchmail for POP3) with apt-get when they are missing.
+# smtp-sink, Python 3, fetchmail for POP3) and PostgreSQL (the store's second backend) with
+# apt-get when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,9 @@ have fetchmail || need+=(fetchmail)
 have smtp-source || need+=(postfix)
 have openssl || need+=(openssl)
 have python3 || need+=(python3)
+# The store tests run on PostgreSQL too, each test process in a throwaway cluster of its
+# own made with these binaries (crates/testkit/src/pg.rs); Debian's cluster is not used.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     SUDO=""
@@ -25,7 +29,16 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    if [[ " ${need[*]} " == *" postgresql "* ]] && command -v pg_lsclusters >/dev/null; then
+        # The package may have started a cluster of its own: the tests do not need it.
+        pg_lsclusters --no-header | while read -r version cluster _; do
+            $SUDO pg_ctlcluster "$version" "$cluster" stop >/dev/null 2>&1 || true
+        done
+    fi
 fi
+# With PostgreSQL installed, its tests must run: a cluster that cannot start fails them
+# rather than letting them pass as skipped.
+export VOUCHMAIL_REQUIRE_POSTGRES=1
 export PATH="$PATH:/usr/sbin"
 
 cargo fmt --all --check

@@ -1,5 +1,6 @@
 //! The vouchmail store: one interface over everything durable, with the embedded SQLite
-//! implementation (PostgreSQL implements the same trait for several nodes).
+//! implementation and PostgreSQL for several nodes (`postgres`: so far the connection,
+//! the schema and `NodeStore`; the other concerns follow).
 //!
 //! The interface is split by concern (`AccountStore`, `QueueStore`, `MailboxStore`,
 //! `TrackingStore`, `AuthKeyStore`, `FederationStore`, `NodeStore`); [`Store`] combines
@@ -9,6 +10,7 @@
 mod error;
 mod interface;
 mod messenger;
+mod postgres;
 pub mod rules;
 mod sqlite;
 pub mod tracking;
@@ -27,6 +29,7 @@ pub mod prelude {
     };
 }
 pub use messenger::*;
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 pub use tracking::{
     NewTrackingEvent, NotifyStored, OutboxCounts, OutboxEntry, OutboxState, OutboxUpdate, StoredTrackingRecord,

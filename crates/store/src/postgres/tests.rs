@@ -1,0 +1,212 @@
+//! The PostgreSQL store's own machinery, on a throwaway cluster (skipped when PostgreSQL is
+//! not installed): migrations once under racing nodes, durable sessions, TLS, errors,
+//! closing. What every backend must do alike is in `tests/backends/`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::error::SqlState;
+use vouchmail_testkit::pg::{database_for, TestPostgres};
+
+use super::base::{db_error, from_state};
+use super::schema::MIGRATIONS;
+use super::*;
+use crate::error::StoreError;
+use crate::interface::NodeStore;
+
+/// A plain client on `url`, for looking behind the store's back.
+async fn raw(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+async fn versions(url: &str) -> Vec<i64> {
+    let rows = raw(url).await.query("SELECT version FROM schema_version ORDER BY version", &[]).await.unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_nodes_migrate_once() {
+    let Some(url) = database_for("racing_nodes_migrate_once") else { return };
+    let connect = || PostgresStore::connect(PostgresOptions::new(url.clone()));
+    let (a, b, c) = tokio::join!(connect(), connect(), connect());
+    for store in [a, b, c] {
+        store.expect("every node connects");
+    }
+    let all: Vec<i64> = (1..=MIGRATIONS.len() as i64).collect();
+    assert_eq!(versions(&url).await, all, "each migration applied once");
+    // And a later start finds nothing to do.
+    PostgresStore::connect(PostgresOptions::new(url.clone())).await.unwrap();
+    assert_eq!(versions(&url).await, all);
+}
+
+/// Tables, columns and indexes by the same names as the SQLite store's, so the SQL of the
+/// two reads alike: a new SQLite migration fails this until PostgreSQL has one too.
+#[tokio::test]
+async fn the_schema_names_what_sqlites_names() {
+    let Some(url) = database_for("the_schema_names_what_sqlites_names") else { return };
+    PostgresStore::connect(PostgresOptions::new(url.clone())).await.unwrap();
+    let client = raw(&url).await;
+    let mut postgres = BTreeMap::<String, BTreeSet<String>>::new();
+    for row in client
+        .query("SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'", &[])
+        .await
+        .unwrap()
+    {
+        postgres.entry(row.get(0)).or_default().insert(row.get(1));
+    }
+    let indexes = client.query("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'", &[]).await.unwrap();
+    let postgres_indexes: BTreeSet<String> = indexes.iter().map(|r| r.get(0)).collect();
+    // The PostgreSQL store's own bookkeeping, and SQLite's implicit rowid made explicit.
+    postgres.remove("schema_version");
+    postgres.get_mut("held_accounts").unwrap().remove("rowid");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    crate::SqliteStore::open(&path).unwrap().close();
+    let sqlite = rusqlite::Connection::open(&path).unwrap();
+    let names = |sql: &str| -> Vec<String> {
+        let mut stmt = sqlite.prepare(sql).unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    };
+    let mut expected = BTreeMap::new();
+    for table in names("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'") {
+        let columns = names(&format!("SELECT name FROM pragma_table_info('{table}')"));
+        expected.insert(table, columns.into_iter().collect::<BTreeSet<_>>());
+    }
+    assert_eq!(postgres, expected);
+    let expected_indexes: BTreeSet<String> =
+        names("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'").into_iter().collect();
+    // PostgreSQL names its primary-key and unique indexes itself (SQLite's are sqlite_autoindex_*).
+    let named: BTreeSet<String> =
+        postgres_indexes.into_iter().filter(|i| !i.ends_with("_pkey") && !i.ends_with("_key")).collect();
+    assert_eq!(named, expected_indexes);
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let Some(url) = database_for("a_newer_schema_is_refused") else { return };
+    PostgresStore::connect(PostgresOptions::new(url.clone())).await.unwrap();
+    raw(&url).await.execute("INSERT INTO schema_version (version, applied_at) VALUES (999, 0)", &[]).await.unwrap();
+    let error = PostgresStore::connect(PostgresOptions::new(url.clone())).await.err().expect("refused");
+    assert!(matches!(&error, StoreError::Unavailable(m) if m.contains("version 999, newer")), "{error}");
+}
+
+/// SPEC 11: a commit is durable when it returns, whatever the database's own default.
+#[tokio::test]
+async fn every_session_commits_synchronously() {
+    let Some(url) = database_for("every_session_commits_synchronously") else { return };
+    let db = url.rsplit('/').next().unwrap();
+    raw(&url).await.batch_execute(&format!("ALTER DATABASE {db} SET synchronous_commit = off")).await.unwrap();
+    assert_eq!(raw(&url).await.query_one("SHOW synchronous_commit", &[]).await.unwrap().get::<_, String>(0), "off");
+    let mut options = PostgresOptions::new(url.clone());
+    options.max_connections = 3;
+    let store = PostgresStore::connect(options).await.unwrap();
+    // Three sessions at once: each its own connection.
+    let (a, b, c) = tokio::join!(store.conn(), store.conn(), store.conn());
+    for conn in [a.unwrap(), b.unwrap(), c.unwrap()] {
+        let value: String = conn.query_one("SHOW synchronous_commit", &[]).await.unwrap().get(0);
+        assert_eq!(value, "on");
+    }
+}
+
+#[tokio::test]
+async fn tls_when_the_url_asks_verified_against_ca_file() {
+    let Some(pg) = TestPostgres::shared() else {
+        eprintln!("tls_when_the_url_asks: skipped on PostgreSQL: not installed");
+        return;
+    };
+    let url = pg.create_database("tls");
+    for (host, mode) in [("127.0.0.1", "verify-full"), ("localhost", "require")] {
+        let url = format!("{}?sslmode={mode}", url.replace("127.0.0.1", host));
+        // The server's certificate is from the test CA, not a system root: refused.
+        let error = PostgresStore::connect(PostgresOptions::new(url.clone())).await.err().expect("unverified");
+        assert!(error.is_temporary(), "{error}");
+        let mut options = PostgresOptions::new(url);
+        options.ca_file = Some(pg.ca_file().to_path_buf());
+        let store = PostgresStore::connect(options).await.expect("verified against ca_file");
+        let conn = store.conn().await.unwrap();
+        let ssl: bool =
+            conn.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.unwrap().get(0);
+        assert!(ssl, "{host} {mode}: the session is encrypted");
+    }
+    // Without sslmode: no TLS.
+    let store = PostgresStore::connect(PostgresOptions::new(url)).await.unwrap();
+    let conn = store.conn().await.unwrap();
+    let ssl: bool =
+        conn.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.unwrap().get(0);
+    assert!(!ssl);
+}
+
+#[tokio::test]
+async fn server_errors_become_store_errors() {
+    let Some(url) = database_for("server_errors_become_store_errors") else { return };
+    let store = PostgresStore::connect(PostgresOptions::new(url)).await.unwrap();
+    let conn = store.conn().await.unwrap();
+    conn.execute("INSERT INTO meta (key, value) VALUES ('k', 'v')", &[]).await.unwrap();
+    let duplicate = conn.execute("INSERT INTO meta (key, value) VALUES ('k', 'v')", &[]).await.unwrap_err();
+    assert!(matches!(db_error(duplicate), StoreError::Conflict(_)));
+    let nul = conn.execute("INSERT INTO meta (key, value) VALUES ('n', $1)", &[&"a\0b"]).await.unwrap_err();
+    assert!(matches!(db_error(nul), StoreError::Invalid(_)));
+    let folder = conn
+        .execute(
+            "INSERT INTO mailbox (account_id, folder, message_id, received_at, size) VALUES (1, 'Spam', 1, 0, 0)",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(db_error(folder), StoreError::Invalid(_)), "a CHECK refuses the value");
+}
+
+#[test]
+fn sqlstates_map_by_class() {
+    let conflict = |s: &SqlState| matches!(from_state(s, "m"), StoreError::Conflict(_));
+    let invalid = |s: &SqlState| matches!(from_state(s, "m"), StoreError::Invalid(_));
+    let temporary = |s: &SqlState| from_state(s, "m").is_temporary();
+    assert!(conflict(&SqlState::UNIQUE_VIOLATION) && conflict(&SqlState::FOREIGN_KEY_VIOLATION));
+    assert!(invalid(&SqlState::CHECK_VIOLATION) && invalid(&SqlState::NOT_NULL_VIOLATION));
+    assert!(invalid(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE) && invalid(&SqlState::CHARACTER_NOT_IN_REPERTOIRE));
+    for state in [
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+        SqlState::CONNECTION_FAILURE,
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::TOO_MANY_CONNECTIONS,
+        SqlState::DISK_FULL,
+        SqlState::LOCK_NOT_AVAILABLE,
+        SqlState::UNDEFINED_TABLE,
+    ] {
+        assert!(temporary(&state), "{state:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable() {
+    // A port nobody listens on: a free one, closed again.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let error = PostgresStore::connect(PostgresOptions::new(format!("postgres://u@127.0.0.1:{port}/d")))
+        .await
+        .err()
+        .expect("refused");
+    assert!(error.is_temporary(), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_waits_for_running_work_then_refuses() {
+    let Some(url) = database_for("close_waits_for_running_work_then_refuses") else { return };
+    let store = std::sync::Arc::new(PostgresStore::connect(PostgresOptions::new(url)).await.unwrap());
+    let conn = store.conn().await.unwrap();
+    let running = tokio::spawn(async move {
+        conn.batch_execute("SELECT pg_sleep(0.3); INSERT INTO meta (key, value) VALUES ('late', 'v')").await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    store.close().await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(150), "close waited for the running statement");
+    running.await.unwrap().expect("the running work finished");
+    let error = store.get_meta("late").await.unwrap_err();
+    assert!(matches!(&error, StoreError::Unavailable(m) if m.contains("closed")), "{error}");
+}
