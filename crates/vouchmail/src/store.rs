@@ -3,7 +3,7 @@
 use crate::error::CliError;
 use std::sync::Arc;
 
-use vouchmail_server::config::Config;
+use vouchmail_server::config::{Config, StoreBackend};
 use vouchmail_store::SqliteStore;
 
 /// The admin commands work on a store that exists: never a new empty one made by
@@ -13,6 +13,7 @@ pub fn open_existing_store(
     config: &Config,
     config_file: Option<&std::path::Path>,
 ) -> Result<Arc<SqliteStore>, CliError> {
+    sqlite_only(config)?;
     let path = config.store_path();
     if !path.exists() {
         return Err(CliError::failed(match config_file {
@@ -31,6 +32,18 @@ pub fn open_existing_store(
 }
 
 pub fn open_store(config: &Config) -> Result<Arc<SqliteStore>, CliError> {
+    sqlite_only(config)?;
     let path = config.store_path();
     SqliteStore::open(&path).map(Arc::new).map_err(|e| CliError::failed(format!("{}: {e}", path.display())))
+}
+
+/// Issue 21 is bringing the PostgreSQL store in steps; until it implements every concern,
+/// a config that asks for it is refused rather than served from SQLite unnoticed.
+fn sqlite_only(config: &Config) -> Result<(), CliError> {
+    match config.store.backend {
+        StoreBackend::Sqlite => Ok(()),
+        StoreBackend::Postgres => {
+            Err(CliError::failed("store.backend = \"postgres\": the PostgreSQL store cannot serve yet; use \"sqlite\""))
+        }
+    }
 }

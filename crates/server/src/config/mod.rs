@@ -38,6 +38,34 @@ pub struct Config {
     /// The Messenger federation (SPEC 8): this server as a client of its peers, and the
     /// delivery of tracking records (8.3).
     pub messenger: Messenger,
+    /// Which store, and where (SPEC 11).
+    pub store: StoreConfig,
+}
+
+/// The store (SPEC 11): the embedded SQLite in `data_dir`, or a PostgreSQL database that
+/// several nodes share.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    /// PostgreSQL: `postgres://user@host:port/database`, with `?sslmode=require` or
+    /// `verify-full` for TLS. Never a password (it would show in `ps` and in logs).
+    pub url: Option<String>,
+    /// PostgreSQL: the file whose first line is the password.
+    pub password_file: Option<PathBuf>,
+    /// PostgreSQL over TLS: PEM CA certificates the server's certificate is verified
+    /// against, beside the system's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// `<data_dir>/vouchmail.db`: one node.
+    #[default]
+    Sqlite,
+    /// `store.url`: several nodes on one database.
+    Postgres,
 }
 
 /// DNS (issue 10): one resolver, with its cache, for outbound, ETRN, the ODMR customer and
@@ -67,6 +95,7 @@ impl Default for Config {
             dns: Dns::default(),
             authkey: AuthKey::default(),
             messenger: Messenger::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -703,6 +732,7 @@ impl Config {
             ("tls.client_ca".to_string(), &self.tls.client_ca, Certificates),
             ("outbound.ca_file".to_string(), &self.outbound.ca_file, Certificates),
             ("messenger.ca_file".to_string(), &self.messenger.ca_file, Certificates),
+            ("store.ca_file".to_string(), &self.store.ca_file, Certificates),
         ];
         for (n, fetch) in self.odmr.fetch.iter().enumerate() {
             files.push((format!("odmr.fetch[{n}].cert"), &fetch.cert, Certificates));
@@ -720,6 +750,7 @@ impl Config {
         let routes = self.outbound.routes.iter().enumerate();
         secrets.extend(routes.map(|(n, r)| (format!("outbound.route[{n}].password_file"), &r.password_file)));
         secrets.extend(self.outbound.relay.iter().map(|r| ("outbound.relay.password_file".into(), &r.password_file)));
+        secrets.push(("store.password_file".into(), &self.store.password_file));
         for (key, path) in secrets {
             if let Some(path) = path {
                 std::fs::File::open(path).map_err(|e| {
@@ -799,9 +830,15 @@ impl Config {
         };
         resolve(&mut self.data_dir);
         let tls = &mut self.tls;
-        for path in
-            [&mut tls.cert, &mut tls.key, &mut tls.client_ca, &mut self.outbound.ca_file, &mut self.messenger.ca_file]
-        {
+        for path in [
+            &mut tls.cert,
+            &mut tls.key,
+            &mut tls.client_ca,
+            &mut self.outbound.ca_file,
+            &mut self.messenger.ca_file,
+            &mut self.store.password_file,
+            &mut self.store.ca_file,
+        ] {
             path.iter_mut().for_each(resolve);
         }
         for fetch in &mut self.odmr.fetch {
@@ -873,6 +910,7 @@ impl Config {
         }
         self.validate_outbound()?;
         self.validate_messenger()?;
+        self.validate_store()?;
         let m = &self.messenger;
         if m.notify_retry_min_secs == 0 || m.notify_retry_max_secs < m.notify_retry_min_secs {
             return Err(Error::new(
@@ -994,8 +1032,63 @@ impl Config {
         Ok(())
     }
 
+    /// `[store]`: the keys of the backend in use, and a URL the PostgreSQL store can use
+    /// (SPEC 11), checked with the store's own reading of it.
+    fn validate_store(&self) -> Result<(), Error> {
+        let store = &self.store;
+        match store.backend {
+            StoreBackend::Sqlite => {
+                let set = [
+                    ("url", store.url.is_some()),
+                    ("password_file", store.password_file.is_some()),
+                    ("ca_file", store.ca_file.is_some()),
+                ];
+                if let Some((key, _)) = set.iter().find(|(_, set)| *set) {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        format!("store.{key} is only for backend = \"postgres\" (store.backend is \"sqlite\")"),
+                    ));
+                }
+            }
+            StoreBackend::Postgres => {
+                let url = store.url.as_deref().ok_or_else(|| {
+                    Error::new(ErrorKind::Config, "store.url is needed with store.backend = \"postgres\"")
+                })?;
+                vouchmail_store::PostgresOptions::check_url(url)
+                    .map_err(|e| Error::new(ErrorKind::Config, format!("store.url: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The SQLite store's file (`store.backend = "sqlite"`).
     pub fn store_path(&self) -> PathBuf {
         self.data_dir.join("vouchmail.db")
+    }
+
+    /// How to reach the PostgreSQL store (`store.backend = "postgres"`), with the password
+    /// read from `store.password_file`; None for SQLite.
+    pub fn postgres_options(&self) -> Result<Option<vouchmail_store::PostgresOptions>, Error> {
+        let store = &self.store;
+        let (StoreBackend::Postgres, Some(url)) = (store.backend, &store.url) else {
+            return Ok(None);
+        };
+        let mut options = vouchmail_store::PostgresOptions::new(url.clone());
+        if let Some(path) = &store.password_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::new(ErrorKind::Config, format!("store.password_file: cannot read {}: {e}", path.display()))
+            })?;
+            let password = text.lines().next().unwrap_or("");
+            if password.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!("store.password_file: the first line of {} is empty", path.display()),
+                ));
+            }
+            options.password = Some(password.to_string());
+        }
+        options.ca_file = store.ca_file.clone();
+        Ok(Some(options))
     }
 
     /// The name servers of the shared resolver: `dns.nameservers`, else the older
@@ -1208,6 +1301,53 @@ mod tests {
         assert!(Config::parse("[outbound]\ntls = \"sometimes\"").unwrap_err().to_string().contains("sometimes"));
         assert!(Config::parse("[[outbound.route]]\nhost = \"x\"").unwrap_err().to_string().contains("domain"));
         assert!(Config::parse("[outbound]\nretry_min_secs = 10\nretry_max_secs = 5").is_err());
+    }
+
+    /// SPEC 11, issue 21: `[store]` picks the backend; a PostgreSQL password only ever
+    /// comes from a file.
+    #[test]
+    fn store_backend_url_and_password_file() {
+        assert_eq!(Config::default().store.backend, StoreBackend::Sqlite);
+        assert!(Config::default().postgres_options().unwrap().is_none());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pg.pass"), "s3cret\nignored\n").unwrap();
+        let file = dir.path().join("vouchmail.toml");
+        let text = "[store]\nbackend = \"postgres\"\nurl = \"postgres://mail@db.example:5432/vouchmail?sslmode=verify-full\"\n\
+                    password_file = \"pg.pass\"\n";
+        std::fs::write(&file, text).unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert_eq!(config.store.password_file, Some(dir.path().join("pg.pass")), "relative to the file");
+        let options = config.postgres_options().unwrap().unwrap();
+        assert_eq!(options.url, "postgres://mail@db.example:5432/vouchmail?sslmode=verify-full");
+        assert_eq!(options.password.as_deref(), Some("s3cret"));
+
+        for (text, expected) in [
+            (
+                "[store]\nbackend = \"postgres\"\nurl = \"postgres://mail:s3cret@db.example/vouchmail\"\n",
+                "store.url: must not hold a password: put it in the file named by store.password_file",
+            ),
+            (
+                "[store]\nbackend = \"postgres\"\nurl = \"postgres://mail@db.example/v?password=s3cret\"\n",
+                "store.url: must not hold a password",
+            ),
+            ("[store]\nbackend = \"postgres\"\n", "store.url is needed with store.backend = \"postgres\""),
+            (
+                "[store]\nbackend = \"postgres\"\nurl = \"postgres://mail@db.example/v?sslmode=prefer\"\n",
+                "store.url: sslmode=prefer is not supported",
+            ),
+            ("[store]\nurl = \"postgres://mail@db.example/v\"\n", "store.url is only for backend = \"postgres\""),
+            ("[store]\nca_file = \"ca.pem\"\n", "store.ca_file is only for backend = \"postgres\""),
+        ] {
+            let error = Config::parse(text).unwrap_err().to_string();
+            assert!(error.contains(expected), "{text}: {error}");
+            assert!(!error.contains("s3cret"), "the password is not repeated: {error}");
+        }
+        let error = Config::parse("[store]\nbackend = \"mysql\"\n").unwrap_err().to_string();
+        assert!(error.contains("unknown variant `mysql`, expected `sqlite` or `postgres`"), "{error}");
+        assert!(Config::parse("[store]\nbakend = \"sqlite\"\n").unwrap_err().to_string().contains("bakend"));
+        let missing = "[store]\nbackend = \"postgres\"\nurl = \"postgres://m@db.example/v\"\npassword_file = \"/nonexistent/pg.pass\"\n";
+        let error = Config::parse(missing).and_then(|c| c.check_files()).unwrap_err().to_string();
+        assert!(error.starts_with("store.password_file: cannot read /nonexistent/pg.pass"), "{error}");
     }
 
     #[test]
