@@ -7,6 +7,7 @@
 //! them. Callers hold an `Arc<dyn Store>`; methods return boxed futures so the traits stay
 //! object-safe and implementations may run blocking work on their own threads.
 
+pub mod copy;
 mod error;
 mod interface;
 mod messenger;

@@ -70,6 +70,10 @@ enum Command {
     /// The user's client of the Messenger federation (SPEC 10): keygen, pubcert, cert,
     /// send, fetch, receipt, track, book.
     Client(client::ClientArgs),
+    /// The store itself: `migrate --to postgres://...` copies the SQLite store into
+    /// PostgreSQL (SPEC 11).
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Three federated servers on 127.0.0.2-4 with an in-process DNS, walking the seed's
     /// story step by step (SPEC 10). Exit 0 only if every step did what it should.
     Demo {
@@ -156,6 +160,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve(config).await,
             Command::Init => init(config).await,
+            Command::Store(c) => store::store(&config, c).await,
             command => {
                 let store = store::open_existing_store(&config, config_file.as_deref())?;
                 let result = match command {
@@ -168,7 +173,12 @@ fn main() -> ExitCode {
                     Command::Authkey(c) => admin::authkey(Arc::clone(&store) as Arc<dyn Store>, c, &config).await,
                     Command::Cert(c) => messenger::cert(store.as_ref(), c).await,
                     Command::Directory(c) => messenger::directory(store.as_ref(), c).await,
-                    Command::Serve | Command::Init | Command::Odmr(_) | Command::Client(_) | Command::Demo { .. } => {
+                    Command::Serve
+                    | Command::Init
+                    | Command::Store(_)
+                    | Command::Odmr(_)
+                    | Command::Client(_)
+                    | Command::Demo { .. } => {
                         unreachable!("handled above")
                     }
                 };

@@ -47,3 +47,74 @@ fn sqlite_only(config: &Config) -> Result<(), CliError> {
         }
     }
 }
+
+/// `vouchmail store ...`: the store itself.
+#[derive(clap::Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Copy this server's SQLite store (data_dir/vouchmail.db) into an empty PostgreSQL
+    /// database, everything in one transaction, with a progress bar; then set
+    /// `[store] backend = "postgres"` and `url` to serve from it (stop the server first).
+    Migrate {
+        /// postgres://user@host:port/database (add ?sslmode=require or verify-full for
+        /// TLS); never a password: give it with --password-file.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// A file whose first line is the database password.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<std::path::PathBuf>,
+        /// PEM CA certificates the database server's certificate is verified against,
+        /// beside the system's roots.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<std::path::PathBuf>,
+    },
+}
+
+pub async fn store(config: &Config, command: StoreCommand) -> Result<(), CliError> {
+    match command {
+        StoreCommand::Migrate { to, password_file, ca_file } => {
+            vouchmail_store::PostgresOptions::check_url(&to).map_err(|e| CliError::usage(format!("--to: {e}")))?;
+            let source = config.store_path();
+            if !source.exists() {
+                return Err(CliError::failed(format!("no store at {} to copy", source.display())));
+            }
+            let mut options = vouchmail_store::PostgresOptions::new(to);
+            if let Some(path) = password_file {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| CliError::failed(format!("--password-file: cannot read {}: {e}", path.display())))?;
+                let password = text.lines().next().unwrap_or("").to_string();
+                if password.is_empty() {
+                    return Err(CliError::failed(format!(
+                        "--password-file: the first line of {} is empty",
+                        path.display()
+                    )));
+                }
+                options.password = Some(password);
+            }
+            options.ca_file = ca_file;
+            let target = vouchmail_store::PostgresStore::connect(options)
+                .await
+                .map_err(|e| CliError::failed(format!("the PostgreSQL database: {e}")))?;
+            let mut bar: Option<crate::progress::ProgressBar> = None;
+            let copied = vouchmail_store::copy::sqlite_to_postgres(&source, &target, |p| {
+                let bar = bar.get_or_insert_with(|| crate::progress::ProgressBar::new("copying", p.all_total));
+                bar.set(p.all_copied, &format!("{} {}/{}", p.table, p.copied, p.total));
+            })
+            .await;
+            target.shutdown().await;
+            if let Some(bar) = bar.as_mut() {
+                bar.finish();
+            }
+            let report = copied.map_err(|e| CliError::failed(format!("nothing copied: {e}")))?;
+            let rows: u64 = report.iter().map(|(_, n)| n).sum();
+            for (table, n) in report.iter().filter(|(_, n)| *n > 0) {
+                println!("{table:<24} {n:>10}");
+            }
+            println!(
+                "copied {rows} rows in {} tables from {}; serve from it with [store] backend = \"postgres\" and url",
+                report.len(),
+                source.display()
+            );
+            Ok(())
+        }
+    }
+}

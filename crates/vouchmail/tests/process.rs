@@ -703,3 +703,24 @@ fn a_short_timeout_is_warned_of_and_zero_is_refused() {
     assert!(log.iter().any(|l| l.contains("WARN") && warned(l)), "{log:#?}");
     server.stop();
 }
+
+/// Issue 21 item 5: `store migrate --to postgres://...` copies the store into an empty
+/// PostgreSQL database and says what it copied; a second time the target is not empty and
+/// nothing is copied; a URL with a password is a usage error that never echoes it.
+#[test]
+fn store_migrate_copies_into_an_empty_postgresql_database_once() {
+    let Some(url) = vouchmail_testkit::pg::database_for("cli_store_migrate") else { return };
+    let d = Deployment::new();
+    assert!(d.cli(&["init"], None).0);
+    assert!(d.cli(&["user", "add", "ann@local.test", "--password-stdin"], Some("pencil\n")).0);
+    let (ok, out, err) = d.cli(&["store", "migrate", "--to", &url], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("accounts") && out.contains("copied "), "{out}");
+    let (ok, _, err) = d.cli(&["store", "migrate", "--to", &url], None);
+    assert!(!ok);
+    assert!(err.contains("not empty") && err.contains("nothing copied"), "{err}");
+    let with_password = url.replacen("postgres://", "postgres://user:s3cret@", 1);
+    assert_eq!(d.status(&["store", "migrate", "--to", &with_password]), Some(2));
+    let (_, _, err) = d.cli(&["store", "migrate", "--to", &with_password], None);
+    assert!(!err.contains("s3cret"), "{err}");
+}

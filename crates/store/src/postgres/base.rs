@@ -10,7 +10,7 @@ use crate::error::StoreError;
 /// A tokio-postgres error as the store's: see [`from_state`] for errors the server
 /// reported; everything else (the connection refused, closed or timed out, a TLS
 /// failure, a protocol error) is worth retrying.
-pub(super) fn db_error(e: tokio_postgres::Error) -> StoreError {
+pub(crate) fn db_error(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
         Some(db) => from_state(db.code(), db.message()),
         None => StoreError::Unavailable(e.to_string()),

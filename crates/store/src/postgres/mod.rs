@@ -25,5 +25,6 @@ mod schema;
 mod tests;
 mod tls;
 
+pub(crate) use base::db_error;
 pub use options::PostgresOptions;
 pub use pool::PostgresStore;

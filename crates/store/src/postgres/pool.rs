@@ -54,7 +54,7 @@ impl PostgresStore {
     }
 
     /// A connection from the pool (back to it when dropped).
-    pub(super) async fn conn(&self) -> StoreResult<Object> {
+    pub(crate) async fn conn(&self) -> StoreResult<Object> {
         self.pool.get().await.map_err(pool_error)
     }
 
