@@ -16,10 +16,13 @@
 //! `node` implements [`crate::NodeStore`] over the shared `base`; `options` reads the URL,
 //! `tls` makes the TLS client, `schema` holds the migrations, `pool` the handle.
 
+mod accounts;
 mod base;
+mod messages;
 mod node;
 mod options;
 mod pool;
+mod rows;
 mod schema;
 #[cfg(test)]
 mod tests;
