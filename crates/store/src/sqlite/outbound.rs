@@ -8,9 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::base::{db_error, delete_if_orphan, is_constraint_violation, row_to_queue_entry, QUEUE_COLUMNS};
 use crate::error::{StoreError, StoreResult};
-use crate::types::{
-    Delivery, Envelope, LeasedEntry, NewMessage, QueueCounts, QueueState, QueueUpdate, SpooledBody, StoredMessage,
-};
+use crate::types::{Delivery, Envelope, LeasedEntry, NewMessage, QueueCounts, QueueUpdate, SpooledBody, StoredMessage};
 
 pub(super) fn lease_due(conn: &Connection, now: i64, lease_until: i64, limit: usize) -> StoreResult<Vec<LeasedEntry>> {
     let ids: Vec<i64> = {
@@ -176,13 +174,7 @@ pub(super) fn insert_message(conn: &Connection, message: &NewMessage) -> StoreRe
     }
     let now = message.received_at;
     for (delivery, dsn) in &message.deliveries {
-        let (recipient, state, held_domain) = match delivery {
-            Delivery::Mailbox { recipient, .. } => (recipient, QueueState::Delivered, None),
-            Delivery::Queue { recipient } => (recipient, QueueState::Queued, None),
-            // RFC 2645: kept until the customer's ATRN; the scheduler leaves it alone.
-            Delivery::Held { recipient, domain } => (recipient, QueueState::Queued, Some(domain)),
-        };
-        let last_reply = (state == QueueState::Delivered).then_some("delivered to mailbox");
+        let entry = crate::rules::queue_entry_for(delivery);
         conn.prepare_cached(
             "INSERT INTO queue (message_id, recipient, notify, orcpt, state, attempts, next_attempt, last_reply,
                                 created_at, updated_at, held_domain)
@@ -191,13 +183,13 @@ pub(super) fn insert_message(conn: &Connection, message: &NewMessage) -> StoreRe
         .and_then(|mut stmt| {
             stmt.execute(params![
                 message_id,
-                recipient,
+                entry.recipient,
                 dsn.notify,
                 dsn.orcpt,
-                state.as_str(),
+                entry.state.as_str(),
                 now,
-                last_reply,
-                held_domain
+                entry.last_reply,
+                entry.held_domain
             ])
         })
         .map_err(db_error)?;
@@ -297,92 +289,4 @@ pub(super) fn queue_counts(conn: &Connection) -> StoreResult<QueueCounts> {
         }
     }
     Ok(counts)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::SqliteStore;
-    use crate::error::StoreError;
-    use crate::prelude::*;
-    use crate::types::{Delivery, Envelope, NewMessage, QueueState, QueueUpdate, RecipientDsn, SenderPolicy};
-
-    fn message(queue_id: &str, recipients: &[&str], now: i64) -> NewMessage {
-        NewMessage {
-            queue_id: queue_id.into(),
-            envelope: Envelope { sender: "a@local.test".into(), auth_results: "none".into(), ..Envelope::default() },
-            received_at: now,
-            data: b"Subject: x\r\n\r\nhi\r\n".to_vec(),
-            spooled: None,
-            deliveries: recipients
-                .iter()
-                .map(|r| (Delivery::Queue { recipient: r.to_string() }, RecipientDsn::default()))
-                .collect(),
-        }
-    }
-
-    fn update(id: i64, state: QueueState, next: i64) -> QueueUpdate {
-        QueueUpdate {
-            id,
-            state,
-            last_reply: Some(format!("{state}")),
-            next_attempt: next,
-            attempted: true,
-            delay_warned: false,
-        }
-    }
-
-    #[tokio::test]
-    async fn lease_deliver_defer_and_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
-        store.add_domain("local.test", SenderPolicy::JUNK).await.unwrap();
-        let now = 1_000;
-        store.commit_message(message("Q1", &["x@r.test", "y@r.test"], now)).await.unwrap();
-        assert_eq!(store.next_due().await.unwrap(), Some(now));
-        // Not due before its time.
-        assert!(store.lease_due(now - 1, now + 60, 10).await.unwrap().is_empty());
-        let leased = store.lease_due(now, now + 60, 10).await.unwrap();
-        assert_eq!(leased.len(), 2);
-        // Leased entries are not handed out twice while the lease runs...
-        assert!(store.lease_due(now + 59, now + 120, 10).await.unwrap().is_empty());
-        assert_eq!(store.queue_counts().await.unwrap().inflight, 2);
-        let msg = store.get_message(leased[0].entry.message_id).await.unwrap().unwrap();
-        assert_eq!(msg.queue_id, "Q1");
-        // ... but are once it ran out (the deliverer died).
-        let again = store.lease_due(now + 60, now + 120, 10).await.unwrap();
-        assert_eq!(again.len(), 2);
-        store
-            .record_delivery(
-                vec![
-                    update(again[0].entry.id, QueueState::Delivered, now),
-                    update(again[1].entry.id, QueueState::Deferred, now + 300),
-                ],
-                vec![],
-            )
-            .await
-            .unwrap();
-        let counts = store.queue_counts().await.unwrap();
-        assert_eq!((counts.deferred, counts.inflight), (1, 0));
-        assert_eq!(store.next_due().await.unwrap(), Some(now + 300));
-        assert_eq!(store.retry_queued(Some("Q1"), now + 1).await.unwrap(), 1);
-        assert_eq!(
-            store.retry_queued(Some("nope"), now).await.unwrap_err(),
-            StoreError::NotFound("queue id nope".into())
-        );
-        let last = store.lease_due(now + 1, now + 60, 10).await.unwrap();
-        assert_eq!(last.len(), 1);
-        assert_eq!(last[0].entry.attempts, 1);
-        // The last outcome finishes the message: it is deleted, and a notice is committed with it.
-        store
-            .record_delivery(
-                vec![update(last[0].entry.id, QueueState::Bounced, now)],
-                vec![message("DSN1", &["a@elsewhere.test"], now)],
-            )
-            .await
-            .unwrap();
-        assert!(store.get_queued_message("Q1").await.unwrap().is_none());
-        let queue = store.list_queue().await.unwrap();
-        assert_eq!(queue.len(), 1);
-        assert_eq!(queue[0].queue_id, "DSN1");
-    }
 }

@@ -1,4 +1,4 @@
-use crate::types::{QueueState, RecipientDsn};
+use crate::types::RecipientDsn;
 use std::sync::Arc;
 
 use super::schema::MIGRATIONS;
@@ -36,119 +36,6 @@ fn message(queue_id: &str, deliveries: Vec<Delivery>) -> NewMessage {
 }
 
 #[tokio::test]
-async fn domains_and_accounts() {
-    let (_dir, store) = store();
-    store.add_domain("Example.ORG", SenderPolicy::JUNK).await.unwrap();
-    assert!(matches!(store.add_domain("example.org", SenderPolicy::REJECT).await, Err(StoreError::Conflict(_))));
-    let domain = store.get_domain("EXAMPLE.org").await.unwrap().unwrap();
-    assert_eq!((domain.name.as_str(), domain.policy), ("example.org", SenderPolicy::JUNK));
-    assert!(matches!(store.add_account(account("a@unknown.example")).await, Err(StoreError::Invalid(_))));
-    let id = store.add_account(account("Alice@example.org")).await.unwrap();
-    assert!(matches!(store.add_account(account("alice@example.org")).await, Err(StoreError::Conflict(_))));
-    let alice = store.get_account("ALICE@example.org").await.unwrap().unwrap();
-    assert_eq!((alice.id, alice.address.as_str(), alice.domain.as_str()), (id, "alice@example.org", "example.org"));
-    assert!(matches!(store.remove_domain("example.org").await, Err(StoreError::Conflict(_))));
-    store.remove_account("alice@example.org").await.unwrap();
-    assert!(matches!(store.remove_account("alice@example.org").await, Err(StoreError::NotFound(_))));
-    store.remove_domain("example.org").await.unwrap();
-    assert!(store.list_domains().await.unwrap().is_empty());
-}
-
-#[tokio::test]
-async fn aliases() {
-    let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
-    store.add_account(account("a@example.org")).await.unwrap();
-    store.add_alias("team@example.org", &["a@example.org".into(), "x@remote.example".into()]).await.unwrap();
-    assert_eq!(store.alias_targets("Team@example.org").await.unwrap(), ["a@example.org", "x@remote.example"]);
-    store.remove_alias("team@example.org", Some("x@remote.example")).await.unwrap();
-    assert_eq!(store.list_aliases().await.unwrap(), [("team@example.org".to_string(), "a@example.org".to_string())]);
-    store.remove_alias("team@example.org", None).await.unwrap();
-    assert!(matches!(store.remove_alias("team@example.org", None).await, Err(StoreError::NotFound(_))));
-}
-
-#[tokio::test]
-async fn commit_delivers_locally_and_queues_remote() {
-    let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
-    let a = store.add_account(account("a@example.org")).await.unwrap();
-    let b = store.add_account(account("b@example.org")).await.unwrap();
-    let committed = store
-        .commit_message(message(
-            "Q1",
-            vec![
-                Delivery::Mailbox { account_id: a, folder: Folder::Inbox, recipient: "a@example.org".into() },
-                Delivery::Mailbox { account_id: b, folder: Folder::Junk, recipient: "b@example.org".into() },
-                Delivery::Queue { recipient: "x@remote.example".into() },
-            ],
-        ))
-        .await
-        .unwrap();
-    assert_eq!(committed.queue_id, "Q1");
-    let inbox = store.list_mailbox("a@example.org", Some(Folder::Inbox)).await.unwrap();
-    assert_eq!(inbox.len(), 1);
-    assert!(store.list_mailbox("b@example.org", Some(Folder::Inbox)).await.unwrap().is_empty());
-    let junk = store.list_mailbox("b@example.org", Some(Folder::Junk)).await.unwrap();
-    assert_eq!(junk.len(), 1);
-    // One stored copy for all recipients.
-    assert_eq!(inbox[0].message_id, junk[0].message_id);
-    let (entry, data) = store.get_mailbox_message("a@example.org", inbox[0].id).await.unwrap().unwrap();
-    assert_eq!(entry.queue_id, "Q1");
-    assert_eq!(data, b"Subject: t\r\n\r\nbody\r\n");
-    assert!(store.get_mailbox_message("b@example.org", inbox[0].id).await.unwrap().is_none());
-    let alice = store.get_account("a@example.org").await.unwrap().unwrap();
-    assert_eq!((alice.message_count, alice.used_bytes), (1, data.len() as u64));
-    let queue = store.list_queue().await.unwrap();
-    assert_eq!(queue.len(), 1);
-    assert_eq!((queue[0].recipient.as_str(), queue[0].state), ("x@remote.example", QueueState::Queued));
-    let (entries, _) = store.get_queued_message("Q1").await.unwrap().unwrap();
-    assert_eq!(entries.len(), 3);
-    assert_eq!(store.delete_queued_message("Q1").await.unwrap(), 1);
-    assert!(store.list_queue().await.unwrap().is_empty());
-    // The mailboxes still hold the message.
-    assert!(store.get_mailbox_message("a@example.org", inbox[0].id).await.unwrap().is_some());
-    assert!(matches!(store.commit_message(message("Q1", vec![])).await, Err(StoreError::Conflict(_))));
-}
-
-#[tokio::test]
-async fn removing_the_last_reference_deletes_the_message() {
-    let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
-    let a = store.add_account(account("a@example.org")).await.unwrap();
-    store
-        .commit_message(message(
-            "Q2",
-            vec![Delivery::Mailbox { account_id: a, folder: Folder::Inbox, recipient: "a@example.org".into() }],
-        ))
-        .await
-        .unwrap();
-    store.remove_account("a@example.org").await.unwrap();
-    assert!(store.get_queued_message("Q2").await.unwrap().is_none());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_commits_are_grouped_and_all_durable() {
-    let (dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
-    let a = store.add_account(account("a@example.org")).await.unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..300 {
-        let store = Arc::clone(&store);
-        tasks.push(tokio::spawn(async move {
-            let d = Delivery::Mailbox { account_id: a, folder: Folder::Inbox, recipient: "a@example.org".into() };
-            store.commit_message(message(&format!("C{i}"), vec![d])).await
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
-    store.close();
-    drop(store);
-    let reopened = SqliteStore::open(&dir.path().join("store.db")).unwrap();
-    assert_eq!(reopened.list_mailbox("a@example.org", None).await.unwrap().len(), 300);
-}
-
-#[tokio::test]
 async fn meta_and_reopen_keeps_schema() {
     let (dir, store) = store();
     store.set_meta("k", "v1").await.unwrap();
@@ -166,51 +53,6 @@ async fn closed_store_reports_unavailable() {
     store.close();
     let err = store.set_meta("k", "v").await.unwrap_err();
     assert!(err.is_temporary());
-}
-
-#[tokio::test]
-async fn deleting_mailbox_entries_keeps_counters_and_collects_orphans() {
-    let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
-    let a = store.add_account(account("a@example.org")).await.unwrap();
-    let b = store.add_account(account("b@example.org")).await.unwrap();
-    let inbox = |account_id, recipient: &str| Delivery::Mailbox {
-        account_id,
-        folder: Folder::Inbox,
-        recipient: recipient.into(),
-    };
-    // Q1 goes to both accounts, Q2 to `a` only.
-    store.commit_message(message("Q1", vec![inbox(a, "a@example.org"), inbox(b, "b@example.org")])).await.unwrap();
-    store.commit_message(message("Q2", vec![inbox(a, "a@example.org")])).await.unwrap();
-    let entries = store.list_mailbox("a@example.org", Some(Folder::Inbox)).await.unwrap();
-    let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
-    let b_id = store.list_mailbox("b@example.org", None).await.unwrap()[0].id;
-    // b's entry is not a's to delete; unknown ids are skipped.
-    assert_eq!(store.delete_mailbox_entries("A@example.org", &[ids[0], ids[1], b_id, 9999]).await.unwrap(), 2);
-    assert!(store.list_mailbox("a@example.org", None).await.unwrap().is_empty());
-    let alice = store.get_account("a@example.org").await.unwrap().unwrap();
-    assert_eq!((alice.message_count, alice.used_bytes), (0, 0));
-    // Q1 is still referenced by b's mailbox; Q2 is gone.
-    assert!(store.get_queued_message("Q1").await.unwrap().is_some());
-    assert!(store.get_queued_message("Q2").await.unwrap().is_none());
-    assert_eq!(store.delete_mailbox_entries("b@example.org", &[b_id]).await.unwrap(), 1);
-    assert!(store.get_queued_message("Q1").await.unwrap().is_none());
-    assert_eq!(store.delete_mailbox_entries("b@example.org", &[b_id]).await.unwrap(), 0);
-}
-
-#[tokio::test]
-async fn unique_ids_are_not_reused_after_deletion() {
-    let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
-    let a = store.add_account(account("a@example.org")).await.unwrap();
-    let d = || Delivery::Mailbox { account_id: a, folder: Folder::Inbox, recipient: "a@example.org".into() };
-    store.commit_message(message("Q1", vec![d()])).await.unwrap();
-    let first = store.list_mailbox("a@example.org", None).await.unwrap().remove(0);
-    store.delete_mailbox_entries("a@example.org", &[first.id]).await.unwrap();
-    store.commit_message(message("Q2", vec![d()])).await.unwrap();
-    let second = store.list_mailbox("a@example.org", None).await.unwrap().remove(0);
-    assert_ne!(first.unique_id(), second.unique_id());
-    assert_eq!(second.unique_id(), format!("{}.Q2", second.id));
 }
 
 #[tokio::test]
@@ -253,42 +95,6 @@ async fn downloads_are_recorded_once_per_message_and_recipient() {
 }
 
 #[tokio::test]
-async fn held_domains_match_the_account_exactly() {
-    let (_dir, store) = store();
-    store.add_domain("p", SenderPolicy::REJECT).await.unwrap();
-    for domain in ["held.example", "other.example"] {
-        store.add_domain(domain, SenderPolicy::ACCEPT).await.unwrap();
-    }
-    for address in ["custx1@p", "cust_1@p", "cust%@p"] {
-        store.add_account(account(address)).await.unwrap();
-    }
-    store.set_domain_held("held.example", &["CustX1@p".into()], None).await.unwrap();
-    assert_eq!(store.held_domains_for("custx1@P").await.unwrap(), ["held.example"]);
-    // `_` and `%` are characters of the name, not wildcards.
-    assert!(store.held_domains_for("cust_1@p").await.unwrap().is_empty());
-    assert!(store.held_domains_for("cust%@p").await.unwrap().is_empty());
-    assert!(store.held_domains_for("%").await.unwrap().is_empty());
-    store.set_domain_held("other.example", &["cust_1@p".into(), "custx1@p".into()], Some("h:25")).await.unwrap();
-    assert_eq!(store.held_domains_for("cust_1@p").await.unwrap(), ["other.example"]);
-    assert_eq!(store.held_domains_for("custx1@p").await.unwrap(), ["held.example", "other.example"]);
-    let other = store.get_domain("other.example").await.unwrap().unwrap();
-    assert_eq!(other.held_for, ["cust_1@p", "custx1@p"]);
-    assert_eq!(other.etrn_host.as_deref(), Some("h:25"));
-    // Replaced, then released, then gone with the domain.
-    store.set_domain_held("other.example", &["cust%@p".into()], None).await.unwrap();
-    assert_eq!(store.held_domains_for("cust%@p").await.unwrap(), ["other.example"]);
-    assert!(store.held_domains_for("cust_1@p").await.unwrap().is_empty());
-    store.set_domain_held("other.example", &[], None).await.unwrap();
-    assert!(store.get_domain("other.example").await.unwrap().unwrap().held_for.is_empty());
-    assert!(matches!(
-        store.set_domain_held("held.example", &["nobody@p".into()], None).await,
-        Err(StoreError::NotFound(_))
-    ));
-    store.remove_domain("held.example").await.unwrap();
-    assert!(store.held_domains_for("custx1@p").await.unwrap().is_empty());
-}
-
-#[tokio::test]
 async fn held_for_lists_move_to_their_own_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
@@ -321,31 +127,6 @@ async fn held_for_lists_move_to_their_own_rows() {
     let expected: Vec<(String, Vec<String>)> =
         expected.iter().map(|(d, a)| (d.to_string(), a.iter().map(|s| s.to_string()).collect())).collect();
     assert_eq!(held, expected);
-}
-
-#[tokio::test]
-async fn logins_are_remembered_per_account_and_client_until_forgotten() {
-    let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
-    store.add_account(account("a@example.org")).await.unwrap();
-    assert_eq!(store.last_login_from("a@example.org", "192.0.2.1").await.unwrap(), None);
-    store.remember_login("A@example.org", "192.0.2.1", 1_000, 0).await.unwrap();
-    store.remember_login("a@example.org", "2001:db8::/64", 2_000, 0).await.unwrap();
-    store.remember_login("b@example.org", "192.0.2.1", 1_500, 0).await.unwrap();
-    assert_eq!(store.last_login_from("a@EXAMPLE.org", "192.0.2.1").await.unwrap(), Some(1_000));
-    assert_eq!(store.last_login_from("a@example.org", "192.0.2.2").await.unwrap(), None);
-    // A later login moves the time on; an older report never moves it back.
-    store.remember_login("a@example.org", "192.0.2.1", 3_000, 0).await.unwrap();
-    store.remember_login("a@example.org", "192.0.2.1", 2_500, 0).await.unwrap();
-    assert_eq!(store.last_login_from("a@example.org", "192.0.2.1").await.unwrap(), Some(3_000));
-    // Old logins of every account are forgotten.
-    store.remember_login("a@example.org", "192.0.2.1", 4_000, 2_001).await.unwrap();
-    assert_eq!(store.last_login_from("a@example.org", "2001:db8::/64").await.unwrap(), None);
-    assert_eq!(store.last_login_from("b@example.org", "192.0.2.1").await.unwrap(), None);
-    assert_eq!(store.last_login_from("a@example.org", "192.0.2.1").await.unwrap(), Some(4_000));
-    // And all of an account's with the account.
-    store.remove_account("a@example.org").await.unwrap();
-    assert_eq!(store.last_login_from("a@example.org", "192.0.2.1").await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -561,28 +342,6 @@ async fn sender_keys_cache_and_verify_sent_survive_a_reopen() {
     assert!(!store.verified_key_cached("a@example.org", "h1", 200).await.unwrap(), "expired at 200");
     assert!(!store.verified_key_cached("a@example.org", "h2", 150).await.unwrap());
     assert_eq!(store.verify_sent_log(0, 10).await.unwrap().len(), 1);
-}
-
-/// The copies of one received message (SPEC 7.5) are stored together or not at all.
-#[tokio::test]
-async fn commit_messages_is_all_or_nothing() {
-    let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::ACCEPT).await.unwrap();
-    let id = store.add_account(account("a@example.org")).await.unwrap();
-    let mailbox = || Delivery::Mailbox { account_id: id, folder: Folder::Inbox, recipient: "a@example.org".into() };
-    let onward = || Delivery::Queue { recipient: "x@remote.example".into() };
-    store.commit_message(message("TAKEN", vec![onward()])).await.unwrap();
-    // The second copy's queue id is in use: neither is stored.
-    let both = vec![message("FIRST", vec![mailbox()]), message("TAKEN", vec![onward()])];
-    assert!(matches!(store.commit_messages(both).await, Err(StoreError::Conflict(_))));
-    assert!(store.list_mailbox("a@example.org", None).await.unwrap().is_empty());
-    assert_eq!(store.list_queue().await.unwrap().len(), 1);
-    let both = vec![message("FIRST", vec![mailbox()]), message("SECOND", vec![onward()])];
-    let committed = store.commit_messages(both).await.unwrap();
-    let ids: Vec<&str> = committed.iter().map(|c| c.queue_id.as_str()).collect();
-    assert_eq!(ids, ["FIRST", "SECOND"]);
-    assert_eq!(store.list_mailbox("a@example.org", None).await.unwrap().len(), 1);
-    assert_eq!(store.list_queue().await.unwrap().len(), 2);
 }
 
 /// SPEC 11: leases and marks are atomic check-and-set state every node shares.
