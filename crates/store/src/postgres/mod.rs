@@ -16,7 +16,10 @@
 //! `node` implements [`crate::NodeStore`] over the shared `base`; `options` reads the URL,
 //! `tls` makes the TLS client, `schema` holds the migrations, `pool` the handle.
 
+mod authkey;
 mod base;
+mod cursors;
+mod messenger;
 mod node;
 mod options;
 mod pool;
@@ -24,6 +27,7 @@ mod schema;
 #[cfg(test)]
 mod tests;
 mod tls;
+mod tracking;
 
 pub use options::PostgresOptions;
 pub use pool::PostgresStore;

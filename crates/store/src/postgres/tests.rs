@@ -210,3 +210,60 @@ async fn close_waits_for_running_work_then_refuses() {
     let error = store.get_meta("late").await.unwrap_err();
     assert!(matches!(&error, StoreError::Unavailable(m) if m.contains("closed")), "{error}");
 }
+
+/// The cursor lock (`cursors`): a second writer of a cursor table gets its id only once
+/// the first writer's transaction has ended, so ids become visible in order; another
+/// table's writer is not held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursor_ids_are_handed_out_in_commit_order() {
+    use super::cursors::{lock, Cursor};
+    let Some(url) = database_for("cursor_ids_are_handed_out_in_commit_order") else { return };
+    let store = std::sync::Arc::new(PostgresStore::connect(PostgresOptions::new(url.clone())).await.unwrap());
+    const INSERT: &str = "INSERT INTO entity_changes (op, published_id, mailbox, at) VALUES ('ADD', $1, 'm@x', 0)
+                          RETURNING serial";
+    let mut first = store.conn().await.unwrap();
+    let tx = first.transaction().await.unwrap();
+    lock(&tx, Cursor::EntityChanges).await.unwrap();
+    let serial_a: i64 = tx.query_one(INSERT, &[&"A"]).await.unwrap().get(0);
+    let second = {
+        let store = std::sync::Arc::clone(&store);
+        tokio::spawn(async move {
+            let mut conn = store.conn().await.unwrap();
+            let tx = conn.transaction().await.unwrap();
+            lock(&tx, Cursor::EntityChanges).await.unwrap();
+            let serial: i64 = tx.query_one(INSERT, &[&"B"]).await.unwrap().get(0);
+            tx.commit().await.unwrap();
+            serial
+        })
+    };
+    // The tracking events' lock is another one: free.
+    let mut other = store.conn().await.unwrap();
+    let other_tx = other.transaction().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), lock(&other_tx, Cursor::TrackingEvents))
+        .await
+        .expect("another cursor's lock is not held up")
+        .unwrap();
+    other_tx.rollback().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second writer waits for the first's transaction");
+    let visible = raw(&url).await.query("SELECT serial FROM entity_changes", &[]).await.unwrap();
+    assert!(visible.is_empty(), "nothing committed yet");
+    tx.commit().await.unwrap();
+    let serial_b = tokio::time::timeout(Duration::from_secs(10), second).await.expect("then it goes on").unwrap();
+    assert!(serial_b > serial_a, "{serial_a} then {serial_b}");
+    // A writer that rolls back leaves a gap, never a late row.
+    let mut conn = store.conn().await.unwrap();
+    let tx = conn.transaction().await.unwrap();
+    lock(&tx, Cursor::EntityChanges).await.unwrap();
+    tx.query_one(INSERT, &[&"C"]).await.unwrap();
+    tx.rollback().await.unwrap();
+    let serials: Vec<i64> = raw(&url)
+        .await
+        .query("SELECT serial FROM entity_changes ORDER BY serial", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(serials, [serial_a, serial_b]);
+}

@@ -6,7 +6,7 @@ use super::*;
 use crate::error::StoreError;
 use crate::prelude::*;
 use crate::types::*;
-use crate::types::{Delivery, PolicyAction, SenderKey, VerifySentEntry};
+use crate::types::{Delivery, PolicyAction};
 use rusqlite::Connection;
 use vouchmail_proto::sasl::secrets::Secrets;
 
@@ -357,53 +357,6 @@ async fn get_or_init_meta_keeps_the_first_value() {
 }
 
 #[tokio::test]
-async fn authkey_settings_keys_and_verify_log() {
-    let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
-    let a = "alice@example.org";
-    assert_eq!(store.authkey_settings(a).await.unwrap(), None);
-    let domain = AuthKeySettings { agi_secs: 7200 * 60, avt_secs: 2880 * 60 };
-    store.set_authkey_settings("Example.ORG", Some(domain)).await.unwrap();
-    assert_eq!(store.authkey_settings("ALICE@example.org").await.unwrap(), Some((domain, SettingsSource::Domain)));
-    let own = AuthKeySettings { agi_secs: 10, avt_secs: 5 };
-    store.set_authkey_settings(a, Some(own)).await.unwrap();
-    assert_eq!(store.authkey_settings(a).await.unwrap(), Some((own, SettingsSource::Address)));
-    assert!(matches!(
-        store.set_authkey_settings(a, Some(AuthKeySettings { agi_secs: 0, avt_secs: 1 })).await,
-        Err(StoreError::Invalid(_))
-    ));
-    store.set_authkey_settings(a, None).await.unwrap();
-    assert_eq!(store.authkey_settings(a).await.unwrap(), Some((domain, SettingsSource::Domain)));
-
-    let k1 = "a".repeat(64);
-    let k2 = "b".repeat(64);
-    store.add_authkey(AuthKey { address: a.into(), key: k1.clone(), created_at: 100, expires_at: 115 }).await.unwrap();
-    store.add_authkey(AuthKey { address: a.into(), key: k2.clone(), created_at: 110, expires_at: 125 }).await.unwrap();
-    let keys = store.authkeys("Alice@Example.org", 110).await.unwrap();
-    assert_eq!(keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(), [k2.as_str(), k1.as_str()]);
-    assert_eq!(store.newest_authkeys().await.unwrap(), [(a.to_string(), 110)]);
-    // The store returns the unexpired keys; matching them is proto's check_key.
-    let store_ref = &store;
-    let unexpired = |at: i64| async move {
-        store_ref.authkeys(a, at).await.unwrap().into_iter().map(|k| k.key).collect::<Vec<_>>()
-    };
-    assert_eq!(unexpired(114).await, [k2.clone(), k1.clone()]);
-    assert_eq!(unexpired(115).await, std::slice::from_ref(&k2), "expired at expires_at");
-    assert!(store.authkeys("bob@example.org", 100).await.unwrap().is_empty());
-    assert_eq!(store.delete_expired_authkeys(120).await.unwrap(), 1);
-    assert_eq!(store.authkeys(a, 0).await.unwrap().len(), 1);
-
-    for (at, result) in [(200, "VALIDKEY"), (300, "INVALIDKEY")] {
-        let entry = VerifyLogEntry { at, peer: "udp 192.0.2.1:4000".into(), address: a.into(), result: result.into() };
-        store.log_verify(vec![entry]).await.unwrap();
-    }
-    let log = store.verify_log(250, 10).await.unwrap();
-    assert_eq!(log.len(), 1);
-    assert_eq!((log[0].at, log[0].result.as_str()), (300, "INVALIDKEY"));
-    assert_eq!(store.verify_log(0, 1).await.unwrap().len(), 1);
-}
-
-#[tokio::test]
 async fn messenger_certificates_directory_serials_and_peer_pulls() {
     use crate::messenger::{DirectoryRecord, EntityOp, PeerPull, StoredCertificate};
     let (_dir, store) = store();
@@ -529,38 +482,6 @@ async fn old_single_policies_become_the_unauthenticated_case() {
     let mixed = SenderPolicy { unauthenticated: PolicyAction::Junk, forged: PolicyAction::RejectNotifyBoth };
     store.set_domain_policy("a.example", mixed).await.unwrap();
     assert_eq!(store.get_domain("a.example").await.unwrap().unwrap().policy, mixed);
-}
-
-#[tokio::test]
-async fn sender_keys_cache_and_verify_sent_survive_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.db");
-    {
-        let store = SqliteStore::open(&path).unwrap();
-        let key = |k: &str, at| SenderKey {
-            address: "A@example.org".into(),
-            key: k.into(),
-            received_at: at,
-            source: "as".into(),
-        };
-        store.record_sender_key(key("first", 1)).await.unwrap();
-        store.record_sender_key(key("second", 2)).await.unwrap();
-        store.cache_verified_key("a@example.org", "h1", 100, 200).await.unwrap();
-        let sent = VerifySentEntry {
-            at: 5,
-            server: "udp 192.0.2.1:2884".into(),
-            address: "a@b".into(),
-            result: "VALIDKEY".into(),
-        };
-        store.log_verify_sent(sent).await.unwrap();
-        store.shutdown().await;
-    }
-    let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(store.sender_key("a@EXAMPLE.org").await.unwrap().map(|k| k.key), Some("second".into()));
-    assert!(store.verified_key_cached("a@example.org", "h1", 150).await.unwrap());
-    assert!(!store.verified_key_cached("a@example.org", "h1", 200).await.unwrap(), "expired at 200");
-    assert!(!store.verified_key_cached("a@example.org", "h2", 150).await.unwrap());
-    assert_eq!(store.verify_sent_log(0, 10).await.unwrap().len(), 1);
 }
 
 /// The copies of one received message (SPEC 7.5) are stored together or not at all.

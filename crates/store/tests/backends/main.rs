@@ -12,4 +12,5 @@
 #[macro_use]
 mod support;
 
+mod authkey;
 mod node;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use vouchmail_store::{NodeStore, PostgresOptions, PostgresStore, SqliteStore};
+use vouchmail_store::{AuthKeyStore, NodeStore, PostgresOptions, PostgresStore, SqliteStore};
 
 /// One store under test, with what it needs to be opened again.
 pub enum Backend {
@@ -29,6 +29,14 @@ impl Backend {
 
     /// The store as its node-state concern.
     pub fn node(&self) -> &dyn NodeStore {
+        match self {
+            Backend::Sqlite { store, .. } => store,
+            Backend::Postgres { store, .. } => store,
+        }
+    }
+
+    /// The store as its AuthKey concern.
+    pub fn authkey(&self) -> &dyn AuthKeyStore {
         match self {
             Backend::Sqlite { store, .. } => store,
             Backend::Postgres { store, .. } => store,
