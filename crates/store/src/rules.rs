@@ -5,7 +5,88 @@
 //! changes in [`crate::messenger`].
 
 use crate::error::{StoreError, StoreResult};
-use crate::types::{AuthKeySettings, QueueState, QueueUpdate, SettingsSource};
+use crate::types::{
+    AuthKeySettings, Delivery, Folder, PolicyAction, QueueState, QueueUpdate, SenderPolicy, SettingsSource,
+};
+use vouchmail_proto::sasl::secrets::{SecretFields, Secrets};
+
+/// The queue entry one delivery of a committed message becomes (SPEC 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewQueueEntry<'a> {
+    pub recipient: &'a str,
+    pub state: QueueState,
+    pub last_reply: Option<&'static str>,
+    /// Set for mail of a held (ODMR customer) domain.
+    pub held_domain: Option<&'a str>,
+}
+
+/// SPEC 5: what a delivery becomes in the queue when its message is committed: a local
+/// mailbox's copy is delivered in that very transaction (its entry is history, recorded
+/// `delivered`); a remote recipient's waits `queued` for the scheduler; a held domain's
+/// waits `queued` too, marked with its domain, until the customer's ATRN or ETRN
+/// (RFC 2645), and the scheduler leaves it alone.
+pub fn queue_entry_for(delivery: &Delivery) -> NewQueueEntry<'_> {
+    match delivery {
+        Delivery::Mailbox { recipient, .. } => NewQueueEntry {
+            recipient,
+            state: QueueState::Delivered,
+            last_reply: Some("delivered to mailbox"),
+            held_domain: None,
+        },
+        Delivery::Queue { recipient } => {
+            NewQueueEntry { recipient, state: QueueState::Queued, last_reply: None, held_domain: None }
+        }
+        Delivery::Held { recipient, domain } => {
+            NewQueueEntry { recipient, state: QueueState::Queued, last_reply: None, held_domain: Some(domain) }
+        }
+    }
+}
+
+/// The domain of an account's address: what follows its last `@`; an address without one
+/// (or with nothing after it) is refused.
+pub fn account_domain(address: &str) -> StoreResult<&str> {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| StoreError::Invalid(format!("'{address}' is not an address")))
+}
+
+/// How much of a message is read to find its Message-ID field (RFC 5322 3.6.4) for a
+/// tracking event: the header section is enough, and a body is never read whole for it.
+pub const HEADER_SCAN_BYTES: i64 = 64 * 1024;
+
+/// A sender policy as stored (SPEC 2): an action this version does not know (written by
+/// a newer one) reads as the strictest, `reject`.
+pub fn stored_policy(unauthenticated: &str, forged: &str) -> SenderPolicy {
+    SenderPolicy {
+        unauthenticated: unauthenticated.parse().unwrap_or(PolicyAction::Reject),
+        forged: forged.parse().unwrap_or(PolicyAction::Reject),
+    }
+}
+
+/// An account's secrets as stored, one column per mechanism (SPEC 4: Argon2id,
+/// SCRAM-SHA-256, CRAM-MD5): a column that does not parse counts as absent (that
+/// mechanism then fails), and is logged.
+pub fn stored_secrets(argon2: Option<String>, scram_sha256: Option<String>, cram_md5: Option<String>) -> Secrets {
+    let fields = SecretFields { argon2, scram_sha256, cram_md5 };
+    Secrets::from_fields(&fields).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "stored secrets do not parse");
+        Secrets { argon2: fields.argon2.clone(), ..Secrets::default() }
+    })
+}
+
+/// A queue entry's state as stored: one this version does not know reads as `queued`, so
+/// the entry is tried again rather than lost (SPEC 5).
+pub fn stored_queue_state(state: &str) -> QueueState {
+    QueueState::parse(state).unwrap_or(QueueState::Queued)
+}
+
+/// A mailbox entry's folder as stored: one this version does not know reads as INBOX, so
+/// the message stays visible.
+pub fn stored_folder(folder: &str) -> Folder {
+    folder.parse().unwrap_or(Folder::Inbox)
+}
 
 /// SPEC 5: a delivery attempt ends an entry `Delivered`, `Bounced` or `Deferred`, or hands
 /// it back untried (`Queued`); nothing else may be recorded for a leased entry.
@@ -85,5 +166,37 @@ mod tests {
         assert_eq!(effective_authkey_settings(None, Some(d)), Some((d, SettingsSource::Domain)));
         assert!(check_ids_free("a@x.test", [("P1", "a@x.test")]).is_ok());
         assert!(matches!(check_ids_free("a@x.test", [("P1", "b@x.test")]), Err(StoreError::Conflict(_))));
+    }
+
+    #[test]
+    fn deliveries_become_queue_entries_and_stored_values_read_safely() {
+        let mailbox = Delivery::Mailbox { account_id: 1, folder: Folder::Junk, recipient: "a@x.test".into() };
+        let entry = queue_entry_for(&mailbox);
+        assert_eq!(
+            (entry.state, entry.last_reply, entry.held_domain),
+            (QueueState::Delivered, Some("delivered to mailbox"), None)
+        );
+        let remote = Delivery::Queue { recipient: "b@y.test".into() };
+        assert_eq!(
+            queue_entry_for(&remote),
+            NewQueueEntry { recipient: "b@y.test", state: QueueState::Queued, last_reply: None, held_domain: None }
+        );
+        let held = Delivery::Held { recipient: "c@h.test".into(), domain: "h.test".into() };
+        assert_eq!(
+            (queue_entry_for(&held).state, queue_entry_for(&held).held_domain),
+            (QueueState::Queued, Some("h.test"))
+        );
+        assert_eq!(
+            stored_policy("junk", "from-the-future"),
+            SenderPolicy { unauthenticated: PolicyAction::Junk, forged: PolicyAction::Reject }
+        );
+        assert_eq!(stored_queue_state("deferred"), QueueState::Deferred);
+        assert_eq!(stored_queue_state("parked"), QueueState::Queued);
+        assert_eq!(stored_folder("junk"), Folder::Junk);
+        assert_eq!(stored_folder("Archive"), Folder::Inbox);
+        assert_eq!(account_domain("a@b@x.test"), Ok("x.test"));
+        assert!(matches!(account_domain("a@"), Err(StoreError::Invalid(_))));
+        let secrets = stored_secrets(Some("not a hash".into()), None, None);
+        assert!(secrets.scram_sha256.is_none() && secrets.cram_md5.is_none());
     }
 }

@@ -16,13 +16,16 @@
 //! `node` implements [`crate::NodeStore`] over the shared `base`; `options` reads the URL,
 //! `tls` makes the TLS client, `schema` holds the migrations, `pool` the handle.
 
+mod accounts;
 mod authkey;
 mod base;
 mod cursors;
+mod messages;
 mod messenger;
 mod node;
 mod options;
 mod pool;
+mod rows;
 mod schema;
 #[cfg(test)]
 mod tests;

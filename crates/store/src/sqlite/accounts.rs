@@ -32,8 +32,14 @@ impl AccountStore for SqliteStore {
         let name = name.to_ascii_lowercase();
         self.write(move |conn| {
             // Its aliases go with it; its accounts must have gone first (the foreign key
-            // refuses otherwise; the rule is `rules::accounts::remove_domain`).
-            conn.execute("DELETE FROM aliases WHERE alias LIKE '%@' || ?1", params![name]).map_err(db_error)?;
+            // refuses otherwise; the rule is `rules::accounts::remove_domain`). The
+            // domain is compared as a suffix, not a LIKE pattern: `_` in a name is no
+            // wildcard (removing a_b.test leaves axb.test's aliases).
+            conn.execute(
+                "DELETE FROM aliases WHERE substr(alias, length(alias) - length(?1)) = '@' || ?1",
+                params![name],
+            )
+            .map_err(db_error)?;
             let removed = conn.execute("DELETE FROM domains WHERE name = ?1", params![name]).map_err(|e| {
                 if is_constraint_violation(&e) {
                     StoreError::Conflict(format!("domain {name} still has accounts"))
@@ -104,7 +110,7 @@ impl AccountStore for SqliteStore {
     fn add_account(&self, account: NewAccount) -> StoreFuture<'_, i64> {
         self.write(move |conn| {
             let address = account.address.to_lowercase();
-            let domain = domain_of(&address)?.to_string();
+            let domain = crate::rules::account_domain(&address)?.to_string();
             let known: Option<String> = conn
                 .query_row("SELECT name FROM domains WHERE name = ?1", params![domain], |r| r.get(0))
                 .optional()

@@ -6,11 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::{StoreError, StoreResult};
-use vouchmail_proto::sasl::secrets::{SecretFields, Secrets};
+use vouchmail_proto::sasl::secrets::Secrets;
 
-use crate::types::{
-    Account, Domain, Folder, MailboxEntry, PolicyAction, QueueEntry, QueueState, RecipientDsn, SenderPolicy,
-};
+use crate::types::{Account, Domain, MailboxEntry, QueueEntry, RecipientDsn};
 
 pub(super) fn db_error(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
@@ -36,7 +34,7 @@ pub(super) fn row_to_queue_entry(row: &Row<'_>) -> rusqlite::Result<QueueEntry> 
         sender: row.get(3)?,
         recipient: row.get(4)?,
         dsn: RecipientDsn { notify: row.get(5)?, orcpt: row.get(6)? },
-        state: QueueState::parse(&state).unwrap_or(QueueState::Queued),
+        state: crate::rules::stored_queue_state(&state),
         attempts: row.get::<_, i64>(8)? as u32,
         next_attempt: row.get(9)?,
         last_reply: row.get(10)?,
@@ -64,7 +62,7 @@ pub(super) fn delete_if_orphan(conn: &Connection, message_id: i64) -> StoreResul
 }
 
 /// How much of a message `record_download` reads to find its Message-ID field.
-pub(super) const HEADER_SCAN_BYTES: i64 = 64 * 1024;
+pub(super) const HEADER_SCAN_BYTES: i64 = crate::rules::HEADER_SCAN_BYTES;
 
 pub(super) fn lookup_domain(conn: &Connection, name: &str) -> StoreResult<Option<Domain>> {
     conn.prepare_cached(&format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = ?1"))
@@ -113,27 +111,6 @@ pub(super) fn secrets_to_columns(secrets: &Secrets) -> (Option<String>, Option<S
     (fields.argon2, fields.scram_sha256, fields.cram_md5)
 }
 
-/// A column that does not parse is treated as absent (that mechanism then fails), and logged.
-pub(super) fn secrets_from_columns(
-    argon2: Option<String>,
-    scram_sha256: Option<String>,
-    cram_md5: Option<String>,
-) -> Secrets {
-    let fields = SecretFields { argon2, scram_sha256, cram_md5 };
-    Secrets::from_fields(&fields).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "stored secrets do not parse");
-        Secrets { argon2: fields.argon2.clone(), ..Secrets::default() }
-    })
-}
-
-pub(super) fn domain_of(address: &str) -> StoreResult<&str> {
-    address
-        .rsplit_once('@')
-        .map(|(_, d)| d)
-        .filter(|d| !d.is_empty())
-        .ok_or_else(|| StoreError::Invalid(format!("'{address}' is not an address")))
-}
-
 /// The held-for accounts come along in one trip, newline-separated (no address contains a
 /// line break), in the order they were set.
 pub(super) const DOMAIN_COLUMNS: &str = "name, unauthenticated, catch_all, created_at,
@@ -144,14 +121,9 @@ pub(super) fn row_to_domain(row: &Row<'_>) -> rusqlite::Result<Domain> {
     let unauthenticated: String = row.get(1)?;
     let forged: String = row.get(6)?;
     let held_for: Option<String> = row.get(4)?;
-    // A value this version does not know (written by a newer one) reads as the strictest.
-    let policy = SenderPolicy {
-        unauthenticated: unauthenticated.parse().unwrap_or(PolicyAction::Reject),
-        forged: forged.parse().unwrap_or(PolicyAction::Reject),
-    };
     Ok(Domain {
         name: row.get(0)?,
-        policy,
+        policy: crate::rules::stored_policy(&unauthenticated, &forged),
         catch_all: row.get(2)?,
         created_at: row.get(3)?,
         held_for: held_for
@@ -164,7 +136,7 @@ pub(super) fn row_to_domain(row: &Row<'_>) -> rusqlite::Result<Domain> {
 pub(super) const ACCOUNT_COLUMNS: &str = "id, address, domain, secret_argon2, secret_scram_sha256, secret_cram_md5, quota_bytes, used_bytes, message_count, created_at";
 
 pub(super) fn row_to_account(row: &Row<'_>) -> rusqlite::Result<Account> {
-    let secrets = secrets_from_columns(row.get(3)?, row.get(4)?, row.get(5)?);
+    let secrets = crate::rules::stored_secrets(row.get(3)?, row.get(4)?, row.get(5)?);
     Ok(Account {
         id: row.get(0)?,
         address: row.get(1)?,
@@ -181,7 +153,7 @@ pub(super) fn row_to_mailbox_entry(row: &Row<'_>) -> rusqlite::Result<MailboxEnt
     let folder: String = row.get(1)?;
     Ok(MailboxEntry {
         id: row.get(0)?,
-        folder: folder.parse().unwrap_or(Folder::Inbox),
+        folder: crate::rules::stored_folder(&folder),
         message_id: row.get(2)?,
         queue_id: row.get(3)?,
         received_at: row.get(4)?,

@@ -8,9 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::base::{db_error, delete_if_orphan, is_constraint_violation, row_to_queue_entry, QUEUE_COLUMNS};
 use crate::error::{StoreError, StoreResult};
-use crate::types::{
-    Delivery, Envelope, LeasedEntry, NewMessage, QueueCounts, QueueState, QueueUpdate, SpooledBody, StoredMessage,
-};
+use crate::types::{Delivery, Envelope, LeasedEntry, NewMessage, QueueCounts, QueueUpdate, SpooledBody, StoredMessage};
 
 pub(super) fn lease_due(conn: &Connection, now: i64, lease_until: i64, limit: usize) -> StoreResult<Vec<LeasedEntry>> {
     let ids: Vec<i64> = {
@@ -176,13 +174,7 @@ pub(super) fn insert_message(conn: &Connection, message: &NewMessage) -> StoreRe
     }
     let now = message.received_at;
     for (delivery, dsn) in &message.deliveries {
-        let (recipient, state, held_domain) = match delivery {
-            Delivery::Mailbox { recipient, .. } => (recipient, QueueState::Delivered, None),
-            Delivery::Queue { recipient } => (recipient, QueueState::Queued, None),
-            // RFC 2645: kept until the customer's ATRN; the scheduler leaves it alone.
-            Delivery::Held { recipient, domain } => (recipient, QueueState::Queued, Some(domain)),
-        };
-        let last_reply = (state == QueueState::Delivered).then_some("delivered to mailbox");
+        let entry = crate::rules::queue_entry_for(delivery);
         conn.prepare_cached(
             "INSERT INTO queue (message_id, recipient, notify, orcpt, state, attempts, next_attempt, last_reply,
                                 created_at, updated_at, held_domain)
@@ -191,13 +183,13 @@ pub(super) fn insert_message(conn: &Connection, message: &NewMessage) -> StoreRe
         .and_then(|mut stmt| {
             stmt.execute(params![
                 message_id,
-                recipient,
+                entry.recipient,
                 dsn.notify,
                 dsn.orcpt,
-                state.as_str(),
+                entry.state.as_str(),
                 now,
-                last_reply,
-                held_domain
+                entry.last_reply,
+                entry.held_domain
             ])
         })
         .map_err(db_error)?;

@@ -36,38 +36,6 @@ fn message(queue_id: &str, deliveries: Vec<Delivery>) -> NewMessage {
 }
 
 #[tokio::test]
-async fn domains_and_accounts() {
-    let (_dir, store) = store();
-    store.add_domain("Example.ORG", SenderPolicy::JUNK).await.unwrap();
-    assert!(matches!(store.add_domain("example.org", SenderPolicy::REJECT).await, Err(StoreError::Conflict(_))));
-    let domain = store.get_domain("EXAMPLE.org").await.unwrap().unwrap();
-    assert_eq!((domain.name.as_str(), domain.policy), ("example.org", SenderPolicy::JUNK));
-    assert!(matches!(store.add_account(account("a@unknown.example")).await, Err(StoreError::Invalid(_))));
-    let id = store.add_account(account("Alice@example.org")).await.unwrap();
-    assert!(matches!(store.add_account(account("alice@example.org")).await, Err(StoreError::Conflict(_))));
-    let alice = store.get_account("ALICE@example.org").await.unwrap().unwrap();
-    assert_eq!((alice.id, alice.address.as_str(), alice.domain.as_str()), (id, "alice@example.org", "example.org"));
-    assert!(matches!(store.remove_domain("example.org").await, Err(StoreError::Conflict(_))));
-    store.remove_account("alice@example.org").await.unwrap();
-    assert!(matches!(store.remove_account("alice@example.org").await, Err(StoreError::NotFound(_))));
-    store.remove_domain("example.org").await.unwrap();
-    assert!(store.list_domains().await.unwrap().is_empty());
-}
-
-#[tokio::test]
-async fn aliases() {
-    let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
-    store.add_account(account("a@example.org")).await.unwrap();
-    store.add_alias("team@example.org", &["a@example.org".into(), "x@remote.example".into()]).await.unwrap();
-    assert_eq!(store.alias_targets("Team@example.org").await.unwrap(), ["a@example.org", "x@remote.example"]);
-    store.remove_alias("team@example.org", Some("x@remote.example")).await.unwrap();
-    assert_eq!(store.list_aliases().await.unwrap(), [("team@example.org".to_string(), "a@example.org".to_string())]);
-    store.remove_alias("team@example.org", None).await.unwrap();
-    assert!(matches!(store.remove_alias("team@example.org", None).await, Err(StoreError::NotFound(_))));
-}
-
-#[tokio::test]
 async fn commit_delivers_locally_and_queues_remote() {
     let (_dir, store) = store();
     store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
@@ -253,42 +221,6 @@ async fn downloads_are_recorded_once_per_message_and_recipient() {
 }
 
 #[tokio::test]
-async fn held_domains_match_the_account_exactly() {
-    let (_dir, store) = store();
-    store.add_domain("p", SenderPolicy::REJECT).await.unwrap();
-    for domain in ["held.example", "other.example"] {
-        store.add_domain(domain, SenderPolicy::ACCEPT).await.unwrap();
-    }
-    for address in ["custx1@p", "cust_1@p", "cust%@p"] {
-        store.add_account(account(address)).await.unwrap();
-    }
-    store.set_domain_held("held.example", &["CustX1@p".into()], None).await.unwrap();
-    assert_eq!(store.held_domains_for("custx1@P").await.unwrap(), ["held.example"]);
-    // `_` and `%` are characters of the name, not wildcards.
-    assert!(store.held_domains_for("cust_1@p").await.unwrap().is_empty());
-    assert!(store.held_domains_for("cust%@p").await.unwrap().is_empty());
-    assert!(store.held_domains_for("%").await.unwrap().is_empty());
-    store.set_domain_held("other.example", &["cust_1@p".into(), "custx1@p".into()], Some("h:25")).await.unwrap();
-    assert_eq!(store.held_domains_for("cust_1@p").await.unwrap(), ["other.example"]);
-    assert_eq!(store.held_domains_for("custx1@p").await.unwrap(), ["held.example", "other.example"]);
-    let other = store.get_domain("other.example").await.unwrap().unwrap();
-    assert_eq!(other.held_for, ["cust_1@p", "custx1@p"]);
-    assert_eq!(other.etrn_host.as_deref(), Some("h:25"));
-    // Replaced, then released, then gone with the domain.
-    store.set_domain_held("other.example", &["cust%@p".into()], None).await.unwrap();
-    assert_eq!(store.held_domains_for("cust%@p").await.unwrap(), ["other.example"]);
-    assert!(store.held_domains_for("cust_1@p").await.unwrap().is_empty());
-    store.set_domain_held("other.example", &[], None).await.unwrap();
-    assert!(store.get_domain("other.example").await.unwrap().unwrap().held_for.is_empty());
-    assert!(matches!(
-        store.set_domain_held("held.example", &["nobody@p".into()], None).await,
-        Err(StoreError::NotFound(_))
-    ));
-    store.remove_domain("held.example").await.unwrap();
-    assert!(store.held_domains_for("custx1@p").await.unwrap().is_empty());
-}
-
-#[tokio::test]
 async fn held_for_lists_move_to_their_own_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
@@ -321,31 +253,6 @@ async fn held_for_lists_move_to_their_own_rows() {
     let expected: Vec<(String, Vec<String>)> =
         expected.iter().map(|(d, a)| (d.to_string(), a.iter().map(|s| s.to_string()).collect())).collect();
     assert_eq!(held, expected);
-}
-
-#[tokio::test]
-async fn logins_are_remembered_per_account_and_client_until_forgotten() {
-    let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
-    store.add_account(account("a@example.org")).await.unwrap();
-    assert_eq!(store.last_login_from("a@example.org", "192.0.2.1").await.unwrap(), None);
-    store.remember_login("A@example.org", "192.0.2.1", 1_000, 0).await.unwrap();
-    store.remember_login("a@example.org", "2001:db8::/64", 2_000, 0).await.unwrap();
-    store.remember_login("b@example.org", "192.0.2.1", 1_500, 0).await.unwrap();
-    assert_eq!(store.last_login_from("a@EXAMPLE.org", "192.0.2.1").await.unwrap(), Some(1_000));
-    assert_eq!(store.last_login_from("a@example.org", "192.0.2.2").await.unwrap(), None);
-    // A later login moves the time on; an older report never moves it back.
-    store.remember_login("a@example.org", "192.0.2.1", 3_000, 0).await.unwrap();
-    store.remember_login("a@example.org", "192.0.2.1", 2_500, 0).await.unwrap();
-    assert_eq!(store.last_login_from("a@example.org", "192.0.2.1").await.unwrap(), Some(3_000));
-    // Old logins of every account are forgotten.
-    store.remember_login("a@example.org", "192.0.2.1", 4_000, 2_001).await.unwrap();
-    assert_eq!(store.last_login_from("a@example.org", "2001:db8::/64").await.unwrap(), None);
-    assert_eq!(store.last_login_from("b@example.org", "192.0.2.1").await.unwrap(), None);
-    assert_eq!(store.last_login_from("a@example.org", "192.0.2.1").await.unwrap(), Some(4_000));
-    // And all of an account's with the account.
-    store.remove_account("a@example.org").await.unwrap();
-    assert_eq!(store.last_login_from("a@example.org", "192.0.2.1").await.unwrap(), None);
 }
 
 #[tokio::test]

@@ -53,6 +53,40 @@ impl Backend {
         }
     }
 
+    /// The SQLite store itself, for the generic tests (`store:` and `two_nodes:` below).
+    pub fn sqlite_store(&self) -> &SqliteStore {
+        match self {
+            Backend::Sqlite { store, .. } => store,
+            Backend::Postgres { .. } => panic!("not SQLite"),
+        }
+    }
+
+    /// The PostgreSQL store itself, for the generic tests.
+    pub fn postgres_store(&self) -> &PostgresStore {
+        match self {
+            Backend::Postgres { store, .. } => store,
+            Backend::Sqlite { .. } => panic!("not PostgreSQL"),
+        }
+    }
+
+    /// A second SQLite handle on the same file.
+    pub fn another_sqlite(&self) -> SqliteStore {
+        match self {
+            Backend::Sqlite { path, .. } => SqliteStore::open(path).expect("SQLite store opens twice"),
+            Backend::Postgres { .. } => panic!("not SQLite"),
+        }
+    }
+
+    /// A second PostgreSQL store on the same database: another node.
+    pub async fn another_postgres(&self) -> PostgresStore {
+        match self {
+            Backend::Postgres { url, .. } => {
+                PostgresStore::connect(PostgresOptions::new(url.clone())).await.expect("PostgreSQL connects twice")
+            }
+            Backend::Sqlite { .. } => panic!("not PostgreSQL"),
+        }
+    }
+
     /// The backend itself, for tests that restart it or open it twice.
     pub fn itself(&mut self) -> &mut Backend {
         self
@@ -78,7 +112,49 @@ impl Backend {
 /// calling file), a module of that name with a `sqlite` and a `postgres` test that call
 /// it with `backend.VIEW()`: the concern's trait object (`node`), or the backend itself
 /// (`itself`) for a test that reopens it.
+///
+/// `on_every_backend!(store: test, ...)` calls each `test` with the concrete store
+/// (`&SqliteStore`, `&PostgresStore`): a test generic over the concerns it needs, such
+/// as `async fn t<S: AccountStore + QueueStore + MailboxStore + ?Sized>(store: &S)`,
+/// uses several at once without the whole `Store`. `two_nodes:` passes two handles on
+/// the same data, as two nodes have: `t(a: &S, b: &S)`.
 macro_rules! on_every_backend {
+    (store: $($test:ident),+ $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test]
+                async fn sqlite() {
+                    let backend = crate::support::Backend::sqlite();
+                    super::$test(backend.sqlite_store()).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    let Some(backend) = crate::support::Backend::postgres(module_path!()).await else { return };
+                    super::$test(backend.postgres_store()).await;
+                }
+            }
+        )+
+    };
+    (two_nodes: $($test:ident),+ $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test]
+                async fn sqlite() {
+                    let backend = crate::support::Backend::sqlite();
+                    let other = backend.another_sqlite();
+                    super::$test(backend.sqlite_store(), &other).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    let Some(backend) = crate::support::Backend::postgres(module_path!()).await else { return };
+                    let other = backend.another_postgres().await;
+                    super::$test(backend.postgres_store(), &other).await;
+                }
+            }
+        )+
+    };
     ($view:ident: $($test:ident),+ $(,)?) => {
         $(
             mod $test {

@@ -1,0 +1,91 @@
+//! Rows of the PostgreSQL store as the store's records: the column lists the concern files
+//! select and how each row reads, as `sqlite/base.rs` has them (what a stored value this
+//! version does not know reads as is `crate::rules`' decision), and the lookups several
+//! concerns share.
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+
+use super::base::db_error;
+use crate::error::StoreResult;
+use crate::types::{Account, Domain};
+
+/// The held-for accounts come along in one trip, newline-separated (no address contains a
+/// line break), in the order they were set (`rowid`): SQLite's group_concat with ORDER BY
+/// is string_agg here.
+pub(super) const DOMAIN_COLUMNS: &str = "name, unauthenticated, catch_all, created_at,
+    (SELECT string_agg(account, chr(10) ORDER BY rowid) FROM held_accounts WHERE domain = domains.name),
+    etrn_host, forged";
+
+pub(super) fn to_domain(row: &Row) -> StoreResult<Domain> {
+    let unauthenticated: String = row.try_get(1).map_err(db_error)?;
+    let forged: String = row.try_get(6).map_err(db_error)?;
+    let held_for: Option<String> = row.try_get(4).map_err(db_error)?;
+    Ok(Domain {
+        name: row.try_get(0).map_err(db_error)?,
+        policy: crate::rules::stored_policy(&unauthenticated, &forged),
+        catch_all: row.try_get(2).map_err(db_error)?,
+        created_at: row.try_get(3).map_err(db_error)?,
+        held_for: held_for
+            .map(|h| h.split('\n').filter(|a| !a.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default(),
+        etrn_host: row.try_get(5).map_err(db_error)?,
+    })
+}
+
+pub(super) const ACCOUNT_COLUMNS: &str = "id, address, domain, secret_argon2, secret_scram_sha256, secret_cram_md5, quota_bytes, used_bytes, message_count, created_at";
+
+pub(super) fn to_account(row: &Row) -> StoreResult<Account> {
+    let secrets = crate::rules::stored_secrets(
+        row.try_get(3).map_err(db_error)?,
+        row.try_get(4).map_err(db_error)?,
+        row.try_get(5).map_err(db_error)?,
+    );
+    Ok(Account {
+        id: row.try_get(0).map_err(db_error)?,
+        address: row.try_get(1).map_err(db_error)?,
+        domain: row.try_get(2).map_err(db_error)?,
+        secrets,
+        quota_bytes: row.try_get::<_, i64>(6).map_err(db_error)? as u64,
+        used_bytes: row.try_get::<_, i64>(7).map_err(db_error)? as u64,
+        message_count: row.try_get::<_, i64>(8).map_err(db_error)? as u64,
+        created_at: row.try_get(9).map_err(db_error)?,
+    })
+}
+
+pub(super) async fn lookup_domain(client: &impl GenericClient, name: &str) -> StoreResult<Option<Domain>> {
+    let statement = client
+        .prepare_cached(&format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = $1"))
+        .await
+        .map_err(db_error)?;
+    let row = client.query_opt(&statement, &[&name]).await.map_err(db_error)?;
+    row.as_ref().map(to_domain).transpose()
+}
+
+pub(super) async fn lookup_account(client: &impl GenericClient, address: &str) -> StoreResult<Option<Account>> {
+    let statement = client
+        .prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE address = $1"))
+        .await
+        .map_err(db_error)?;
+    let row = client.query_opt(&statement, &[&address]).await.map_err(db_error)?;
+    row.as_ref().map(to_account).transpose()
+}
+
+pub(super) async fn lookup_alias_targets(client: &impl GenericClient, alias: &str) -> StoreResult<Vec<String>> {
+    let statement =
+        client.prepare_cached("SELECT target FROM aliases WHERE alias = $1 ORDER BY target").await.map_err(db_error)?;
+    let rows = client.query(&statement, &[&alias]).await.map_err(db_error)?;
+    rows.iter().map(|r| r.try_get(0).map_err(db_error)).collect()
+}
+
+/// The id of the account with this address.
+pub(super) async fn account_id(client: &impl GenericClient, address: &str) -> StoreResult<Option<i64>> {
+    let statement = client.prepare_cached("SELECT id FROM accounts WHERE address = $1").await.map_err(db_error)?;
+    let row = client.query_opt(&statement, &[&address]).await.map_err(db_error)?;
+    row.map(|r| r.try_get(0)).transpose().map_err(db_error)
+}
+
+/// Whether the server refused the statement with this SQLSTATE.
+pub(super) fn refused_with(e: &tokio_postgres::Error, state: &tokio_postgres::error::SqlState) -> bool {
+    e.code() == Some(state)
+}
