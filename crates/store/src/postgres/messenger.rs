@@ -199,7 +199,6 @@ async fn set_directory_published(tx: &Transaction<'_>, address: &str, published:
 /// An account is going: its certificate and directory entry go with it, and the Entity
 /// Index changes that withdrawing a published entry makes are logged (SPEC 8.4). For
 /// `remove_account`, in its transaction.
-#[allow(dead_code)] // until `AccountStore for PostgresStore` (remove_account) calls it
 pub(super) async fn forget_account(tx: &Transaction<'_>, address: &str) -> StoreResult<()> {
     if let Some(before) = get_directory_entry(tx, address, true).await? {
         log_changes(tx, Some(&before), None).await?;

@@ -24,9 +24,8 @@ use crate::tracking::{
 };
 use crate::types::{TrackingEvent, TrackingKind};
 
-/// How much of a message is read to find its Message-ID field (SQLite's
-/// `HEADER_SCAN_BYTES`), as `substr`'s length argument (an `integer`).
-const SCAN: i32 = 64 * 1024;
+/// [`crate::rules::HEADER_SCAN_BYTES`] as `substr`'s length argument (an `integer`).
+const SCAN: i32 = crate::rules::HEADER_SCAN_BYTES as i32;
 
 /// Mailbox entries read at a time while looking for a Message-ID: the search stops at
 /// the first match, without fetching the whole mailbox's headers.

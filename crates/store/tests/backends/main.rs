@@ -15,4 +15,6 @@ mod support;
 
 mod accounts;
 mod authkey;
+mod federation;
 mod node;
+mod tracking;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use vouchmail_store::{AuthKeyStore, NodeStore, PostgresOptions, PostgresStore, SqliteStore};
+use vouchmail_store::{AuthKeyStore, FederationStore, NodeStore, PostgresOptions, PostgresStore, SqliteStore};
 
 /// One store under test, with what it needs to be opened again.
 pub enum Backend {
@@ -37,6 +37,14 @@ impl Backend {
 
     /// The store as its AuthKey concern.
     pub fn authkey(&self) -> &dyn AuthKeyStore {
+        match self {
+            Backend::Sqlite { store, .. } => store,
+            Backend::Postgres { store, .. } => store,
+        }
+    }
+
+    /// The store as its federation concern.
+    pub fn federation(&self) -> &dyn FederationStore {
         match self {
             Backend::Sqlite { store, .. } => store,
             Backend::Postgres { store, .. } => store,
