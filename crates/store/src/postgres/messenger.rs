@@ -88,14 +88,15 @@ async fn get_directory_entry(
     address: &str,
     for_update: bool,
 ) -> StoreResult<Option<DirectoryRecord>> {
-    let statement = if for_update {
+    if for_update {
         // The entry's row only: FOR UPDATE cannot lock the nullable side of an outer join.
-        client.prepare_cached("SELECT address FROM directory WHERE address = $1 FOR UPDATE").await.map_err(db_error)?
-    } else {
-        client.prepare_cached("SELECT address FROM directory WHERE address = $1").await.map_err(db_error)?
-    };
-    if client.query_opt(&statement, &[&address]).await.map_err(db_error)?.is_none() {
-        return Ok(None);
+        let lock = client
+            .prepare_cached("SELECT address FROM directory WHERE address = $1 FOR UPDATE")
+            .await
+            .map_err(db_error)?;
+        if client.query_opt(&lock, &[&address]).await.map_err(db_error)?.is_none() {
+            return Ok(None);
+        }
     }
     let statement = client
         .prepare_cached(&format!(
