@@ -267,3 +267,39 @@ async fn cursor_ids_are_handed_out_in_commit_order() {
         .collect();
     assert_eq!(serials, [serial_a, serial_b]);
 }
+
+/// SPEC 11: leasing NOTIFY outbox entries skips the ones another node is leasing at that
+/// moment instead of waiting for it, and never hands out one it has leased.
+#[tokio::test]
+async fn notify_leases_skip_entries_locked_by_another_node() {
+    use crate::interface::TrackingStore;
+    let Some(url) = database_for("notify_leases_skip_entries_locked_by_another_node") else { return };
+    let store = PostgresStore::connect(PostgresOptions::new(url.clone())).await.unwrap();
+    let client = raw(&url).await;
+    for n in 1..=3 {
+        client
+            .execute(
+                "INSERT INTO notify_outbox (record, domain, message_id, recipient, event, state, next_attempt,
+                                            created_at, updated_at)
+                 VALUES ('r', 'galkam.test', $1, 'a@x', 'downloaded', 'pending', 0, 0, 0)",
+                &[&format!("<{n}@galkam.test>")],
+            )
+            .await
+            .unwrap();
+    }
+    let mut other = raw(&url).await;
+    let tx = other.transaction().await.unwrap();
+    let locked: i64 =
+        tx.query_one("SELECT id FROM notify_outbox ORDER BY id LIMIT 1 FOR UPDATE", &[]).await.unwrap().get(0);
+    let leased = tokio::time::timeout(Duration::from_secs(5), store.lease_notifies(10, 100, 10))
+        .await
+        .expect("not waiting for the other node")
+        .unwrap();
+    let ids: Vec<i64> = leased.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(!ids.contains(&locked));
+    tx.rollback().await.unwrap();
+    let rest = store.lease_notifies(10, 100, 10).await.unwrap();
+    assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), [locked]);
+    assert!(store.lease_notifies(11, 100, 10).await.unwrap().is_empty());
+}
