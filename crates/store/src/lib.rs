@@ -1,6 +1,7 @@
 //! The vouchmail store: one interface over everything durable, with the embedded SQLite
 //! implementation and PostgreSQL for several nodes (`postgres`: so far the connection,
-//! the schema and `NodeStore`; the other concerns follow).
+//! the schema, `NodeStore`, `AccountStore`, `QueueStore` and `MailboxStore`; the other
+//! concerns follow).
 //!
 //! The interface is split by concern (`AccountStore`, `QueueStore`, `MailboxStore`,
 //! `TrackingStore`, `AuthKeyStore`, `FederationStore`, `NodeStore`); [`Store`] combines

@@ -12,19 +12,24 @@
 //! form, so the two backends read alike and a PostgreSQL-compatible distributed database
 //! can take PostgreSQL's place (SPEC 11).
 //!
-//! One file per concern will implement that concern's trait, as `sqlite/` does; for now
-//! `node` implements [`crate::NodeStore`] over the shared `base`; `options` reads the URL,
-//! `tls` makes the TLS client, `schema` holds the migrations, `pool` the handle.
+//! One file per concern implements that concern's trait, as `sqlite/` does (so far
+//! `node`, `accounts`, `queue`, `mailboxes`) over the shared `base` and `rows`;
+//! `messages` writes and removes messages for every concern, `commit` group-commits
+//! received ones (several sessions' messages in one transaction, SPEC 5); `options` reads
+//! the URL, `tls` makes the TLS client, `schema` holds the migrations, `pool` the handle.
 
 mod accounts;
 mod authkey;
 mod base;
+mod commit;
 mod cursors;
+mod mailboxes;
 mod messages;
 mod messenger;
 mod node;
 mod options;
 mod pool;
+mod queue;
 mod rows;
 mod schema;
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 
 use super::base::{db_error, pool_error};
+use super::commit::Committer;
 use super::options::{parse_url, PostgresOptions};
 use super::schema::migrate;
 use super::tls;
@@ -20,6 +21,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The PostgreSQL implementation of the store's traits.
 pub struct PostgresStore {
     pool: Pool,
+    /// Group commit of received messages (`commit`).
+    pub(super) committer: Committer,
 }
 
 impl PostgresStore {
@@ -46,7 +49,7 @@ impl PostgresStore {
             .recycle_timeout(connect_timeout)
             .build()
             .map_err(|e| StoreError::Unavailable(format!("cannot make the connection pool: {e}")))?;
-        let store = PostgresStore { pool };
+        let store = PostgresStore { committer: Committer::start(pool.clone()), pool };
         let mut conn = store.conn().await?;
         warn_unless_durable(&conn).await?;
         migrate(&mut conn).await?;

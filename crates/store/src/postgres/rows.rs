@@ -8,7 +8,7 @@ use tokio_postgres::Row;
 
 use super::base::db_error;
 use crate::error::StoreResult;
-use crate::types::{Account, Domain};
+use crate::types::{Account, Domain, MailboxEntry, QueueEntry, RecipientDsn};
 
 /// The held-for accounts come along in one trip, newline-separated (no address contains a
 /// line break), in the order they were set (`rowid`): SQLite's group_concat with ORDER BY
@@ -50,6 +50,42 @@ pub(super) fn to_account(row: &Row) -> StoreResult<Account> {
         used_bytes: row.try_get::<_, i64>(7).map_err(db_error)? as u64,
         message_count: row.try_get::<_, i64>(8).map_err(db_error)? as u64,
         created_at: row.try_get(9).map_err(db_error)?,
+    })
+}
+
+/// Over `queue q JOIN messages m ON m.id = q.message_id`.
+pub(super) const QUEUE_COLUMNS: &str = "q.id, m.queue_id, q.message_id, m.sender, q.recipient, q.notify, q.orcpt, q.state, q.attempts, q.next_attempt, q.last_reply, q.created_at, m.size";
+
+pub(super) fn to_queue_entry(row: &Row) -> StoreResult<QueueEntry> {
+    let state: String = row.try_get(7).map_err(db_error)?;
+    Ok(QueueEntry {
+        id: row.try_get(0).map_err(db_error)?,
+        queue_id: row.try_get(1).map_err(db_error)?,
+        message_id: row.try_get(2).map_err(db_error)?,
+        sender: row.try_get(3).map_err(db_error)?,
+        recipient: row.try_get(4).map_err(db_error)?,
+        dsn: RecipientDsn { notify: row.try_get(5).map_err(db_error)?, orcpt: row.try_get(6).map_err(db_error)? },
+        state: crate::rules::stored_queue_state(&state),
+        attempts: row.try_get::<_, i64>(8).map_err(db_error)? as u32,
+        next_attempt: row.try_get(9).map_err(db_error)?,
+        last_reply: row.try_get(10).map_err(db_error)?,
+        created_at: row.try_get(11).map_err(db_error)?,
+        size: row.try_get::<_, i64>(12).map_err(db_error)? as u64,
+    })
+}
+
+/// Over `mailbox b JOIN messages m ON m.id = b.message_id`.
+pub(super) const MAILBOX_COLUMNS: &str = "b.id, b.folder, b.message_id, m.queue_id, b.received_at, b.size";
+
+pub(super) fn to_mailbox_entry(row: &Row) -> StoreResult<MailboxEntry> {
+    let folder: String = row.try_get(1).map_err(db_error)?;
+    Ok(MailboxEntry {
+        id: row.try_get(0).map_err(db_error)?,
+        folder: crate::rules::stored_folder(&folder),
+        message_id: row.try_get(2).map_err(db_error)?,
+        queue_id: row.try_get(3).map_err(db_error)?,
+        received_at: row.try_get(4).map_err(db_error)?,
+        size: row.try_get::<_, i64>(5).map_err(db_error)? as u64,
     })
 }
 

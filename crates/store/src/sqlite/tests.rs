@@ -1,4 +1,4 @@
-use crate::types::{QueueState, RecipientDsn};
+use crate::types::RecipientDsn;
 use std::sync::Arc;
 
 use super::schema::MIGRATIONS;
@@ -36,87 +36,6 @@ fn message(queue_id: &str, deliveries: Vec<Delivery>) -> NewMessage {
 }
 
 #[tokio::test]
-async fn commit_delivers_locally_and_queues_remote() {
-    let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
-    let a = store.add_account(account("a@example.org")).await.unwrap();
-    let b = store.add_account(account("b@example.org")).await.unwrap();
-    let committed = store
-        .commit_message(message(
-            "Q1",
-            vec![
-                Delivery::Mailbox { account_id: a, folder: Folder::Inbox, recipient: "a@example.org".into() },
-                Delivery::Mailbox { account_id: b, folder: Folder::Junk, recipient: "b@example.org".into() },
-                Delivery::Queue { recipient: "x@remote.example".into() },
-            ],
-        ))
-        .await
-        .unwrap();
-    assert_eq!(committed.queue_id, "Q1");
-    let inbox = store.list_mailbox("a@example.org", Some(Folder::Inbox)).await.unwrap();
-    assert_eq!(inbox.len(), 1);
-    assert!(store.list_mailbox("b@example.org", Some(Folder::Inbox)).await.unwrap().is_empty());
-    let junk = store.list_mailbox("b@example.org", Some(Folder::Junk)).await.unwrap();
-    assert_eq!(junk.len(), 1);
-    // One stored copy for all recipients.
-    assert_eq!(inbox[0].message_id, junk[0].message_id);
-    let (entry, data) = store.get_mailbox_message("a@example.org", inbox[0].id).await.unwrap().unwrap();
-    assert_eq!(entry.queue_id, "Q1");
-    assert_eq!(data, b"Subject: t\r\n\r\nbody\r\n");
-    assert!(store.get_mailbox_message("b@example.org", inbox[0].id).await.unwrap().is_none());
-    let alice = store.get_account("a@example.org").await.unwrap().unwrap();
-    assert_eq!((alice.message_count, alice.used_bytes), (1, data.len() as u64));
-    let queue = store.list_queue().await.unwrap();
-    assert_eq!(queue.len(), 1);
-    assert_eq!((queue[0].recipient.as_str(), queue[0].state), ("x@remote.example", QueueState::Queued));
-    let (entries, _) = store.get_queued_message("Q1").await.unwrap().unwrap();
-    assert_eq!(entries.len(), 3);
-    assert_eq!(store.delete_queued_message("Q1").await.unwrap(), 1);
-    assert!(store.list_queue().await.unwrap().is_empty());
-    // The mailboxes still hold the message.
-    assert!(store.get_mailbox_message("a@example.org", inbox[0].id).await.unwrap().is_some());
-    assert!(matches!(store.commit_message(message("Q1", vec![])).await, Err(StoreError::Conflict(_))));
-}
-
-#[tokio::test]
-async fn removing_the_last_reference_deletes_the_message() {
-    let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
-    let a = store.add_account(account("a@example.org")).await.unwrap();
-    store
-        .commit_message(message(
-            "Q2",
-            vec![Delivery::Mailbox { account_id: a, folder: Folder::Inbox, recipient: "a@example.org".into() }],
-        ))
-        .await
-        .unwrap();
-    store.remove_account("a@example.org").await.unwrap();
-    assert!(store.get_queued_message("Q2").await.unwrap().is_none());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_commits_are_grouped_and_all_durable() {
-    let (dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
-    let a = store.add_account(account("a@example.org")).await.unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..300 {
-        let store = Arc::clone(&store);
-        tasks.push(tokio::spawn(async move {
-            let d = Delivery::Mailbox { account_id: a, folder: Folder::Inbox, recipient: "a@example.org".into() };
-            store.commit_message(message(&format!("C{i}"), vec![d])).await
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
-    store.close();
-    drop(store);
-    let reopened = SqliteStore::open(&dir.path().join("store.db")).unwrap();
-    assert_eq!(reopened.list_mailbox("a@example.org", None).await.unwrap().len(), 300);
-}
-
-#[tokio::test]
 async fn meta_and_reopen_keeps_schema() {
     let (dir, store) = store();
     store.set_meta("k", "v1").await.unwrap();
@@ -134,51 +53,6 @@ async fn closed_store_reports_unavailable() {
     store.close();
     let err = store.set_meta("k", "v").await.unwrap_err();
     assert!(err.is_temporary());
-}
-
-#[tokio::test]
-async fn deleting_mailbox_entries_keeps_counters_and_collects_orphans() {
-    let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
-    let a = store.add_account(account("a@example.org")).await.unwrap();
-    let b = store.add_account(account("b@example.org")).await.unwrap();
-    let inbox = |account_id, recipient: &str| Delivery::Mailbox {
-        account_id,
-        folder: Folder::Inbox,
-        recipient: recipient.into(),
-    };
-    // Q1 goes to both accounts, Q2 to `a` only.
-    store.commit_message(message("Q1", vec![inbox(a, "a@example.org"), inbox(b, "b@example.org")])).await.unwrap();
-    store.commit_message(message("Q2", vec![inbox(a, "a@example.org")])).await.unwrap();
-    let entries = store.list_mailbox("a@example.org", Some(Folder::Inbox)).await.unwrap();
-    let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
-    let b_id = store.list_mailbox("b@example.org", None).await.unwrap()[0].id;
-    // b's entry is not a's to delete; unknown ids are skipped.
-    assert_eq!(store.delete_mailbox_entries("A@example.org", &[ids[0], ids[1], b_id, 9999]).await.unwrap(), 2);
-    assert!(store.list_mailbox("a@example.org", None).await.unwrap().is_empty());
-    let alice = store.get_account("a@example.org").await.unwrap().unwrap();
-    assert_eq!((alice.message_count, alice.used_bytes), (0, 0));
-    // Q1 is still referenced by b's mailbox; Q2 is gone.
-    assert!(store.get_queued_message("Q1").await.unwrap().is_some());
-    assert!(store.get_queued_message("Q2").await.unwrap().is_none());
-    assert_eq!(store.delete_mailbox_entries("b@example.org", &[b_id]).await.unwrap(), 1);
-    assert!(store.get_queued_message("Q1").await.unwrap().is_none());
-    assert_eq!(store.delete_mailbox_entries("b@example.org", &[b_id]).await.unwrap(), 0);
-}
-
-#[tokio::test]
-async fn unique_ids_are_not_reused_after_deletion() {
-    let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
-    let a = store.add_account(account("a@example.org")).await.unwrap();
-    let d = || Delivery::Mailbox { account_id: a, folder: Folder::Inbox, recipient: "a@example.org".into() };
-    store.commit_message(message("Q1", vec![d()])).await.unwrap();
-    let first = store.list_mailbox("a@example.org", None).await.unwrap().remove(0);
-    store.delete_mailbox_entries("a@example.org", &[first.id]).await.unwrap();
-    store.commit_message(message("Q2", vec![d()])).await.unwrap();
-    let second = store.list_mailbox("a@example.org", None).await.unwrap().remove(0);
-    assert_ne!(first.unique_id(), second.unique_id());
-    assert_eq!(second.unique_id(), format!("{}.Q2", second.id));
 }
 
 #[tokio::test]
@@ -257,28 +131,6 @@ async fn old_single_policies_become_the_unauthenticated_case() {
     let mixed = SenderPolicy { unauthenticated: PolicyAction::Junk, forged: PolicyAction::RejectNotifyBoth };
     store.set_domain_policy("a.example", mixed).await.unwrap();
     assert_eq!(store.get_domain("a.example").await.unwrap().unwrap().policy, mixed);
-}
-
-/// The copies of one received message (SPEC 7.5) are stored together or not at all.
-#[tokio::test]
-async fn commit_messages_is_all_or_nothing() {
-    let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::ACCEPT).await.unwrap();
-    let id = store.add_account(account("a@example.org")).await.unwrap();
-    let mailbox = || Delivery::Mailbox { account_id: id, folder: Folder::Inbox, recipient: "a@example.org".into() };
-    let onward = || Delivery::Queue { recipient: "x@remote.example".into() };
-    store.commit_message(message("TAKEN", vec![onward()])).await.unwrap();
-    // The second copy's queue id is in use: neither is stored.
-    let both = vec![message("FIRST", vec![mailbox()]), message("TAKEN", vec![onward()])];
-    assert!(matches!(store.commit_messages(both).await, Err(StoreError::Conflict(_))));
-    assert!(store.list_mailbox("a@example.org", None).await.unwrap().is_empty());
-    assert_eq!(store.list_queue().await.unwrap().len(), 1);
-    let both = vec![message("FIRST", vec![mailbox()]), message("SECOND", vec![onward()])];
-    let committed = store.commit_messages(both).await.unwrap();
-    let ids: Vec<&str> = committed.iter().map(|c| c.queue_id.as_str()).collect();
-    assert_eq!(ids, ["FIRST", "SECOND"]);
-    assert_eq!(store.list_mailbox("a@example.org", None).await.unwrap().len(), 1);
-    assert_eq!(store.list_queue().await.unwrap().len(), 2);
 }
 
 /// SPEC 11: leases and marks are atomic check-and-set state every node shares.

@@ -3,10 +3,11 @@
 //! a fresh database of a throwaway cluster (`vouchmail_testkit::pg`); without PostgreSQL
 //! those runs pass with a note on standard error.
 //!
-//! A concern's tests live in a file of their own (`node.rs`, `accounts.rs`; the other
-//! concerns follow as `PostgresStore` implements them), each an `async fn` taking the
-//! concern's trait object, or generic over the concerns it needs (`accounts.rs`), listed
-//! in one [`on_every_backend!`] that makes a `sqlite` and a `postgres` test of it:
+//! A concern's tests live in a file of their own (`node.rs`, `accounts.rs`, `queue.rs`,
+//! `mailboxes.rs`; the other concerns follow as `PostgresStore` implements them), each an
+//! `async fn` taking the concern's trait object, or generic over the concerns it needs
+//! (`accounts.rs` on), listed in one [`on_every_backend!`] that makes a `sqlite` and a
+//! `postgres` test of it:
 //! `cargo test -p vouchmail-store --test backends node::` runs them, and a failure names
 //! its backend (`node::meta_values::postgres`).
 
@@ -16,5 +17,7 @@ mod support;
 mod accounts;
 mod authkey;
 mod federation;
+mod mailboxes;
 mod node;
+mod queue;
 mod tracking;
