@@ -1,38 +1,16 @@
-use crate::types::RecipientDsn;
 use std::sync::Arc;
 
 use super::schema::MIGRATIONS;
 use super::*;
-use crate::error::StoreError;
 use crate::prelude::*;
+use crate::types::PolicyAction;
 use crate::types::*;
-use crate::types::{Delivery, PolicyAction};
 use rusqlite::Connection;
-use vouchmail_proto::sasl::secrets::Secrets;
 
 fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("store.db")).unwrap();
     (dir, Arc::new(store))
-}
-
-fn account(address: &str) -> NewAccount {
-    NewAccount { address: address.into(), secrets: Secrets::default(), quota_bytes: 0 }
-}
-
-fn message(queue_id: &str, deliveries: Vec<Delivery>) -> NewMessage {
-    NewMessage {
-        queue_id: queue_id.into(),
-        envelope: crate::types::Envelope {
-            sender: "s@remote.example".into(),
-            auth_results: "none".into(),
-            ..Default::default()
-        },
-        received_at: 1_700_000_000,
-        data: b"Subject: t\r\n\r\nbody\r\n".to_vec(),
-        spooled: None,
-        deliveries: deliveries.into_iter().map(|d| (d, RecipientDsn::default())).collect(),
-    }
 }
 
 #[tokio::test]

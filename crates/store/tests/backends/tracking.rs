@@ -21,35 +21,12 @@ on_every_backend!(
 );
 on_every_backend!(two_nodes: a_record_notified_to_two_nodes_at_once_is_stored_once);
 
-// Until PostgresStore has QueueStore and MailboxStore (branch pg-core), the tests that
-// commit messages run on SQLite only.
-macro_rules! on_sqlite_for_now {
-    (store: $($test:ident),+ $(,)?) => {
-        $(mod $test {
-            #[tokio::test]
-            async fn sqlite() {
-                let backend = crate::support::Backend::sqlite();
-                super::$test(backend.sqlite_store()).await;
-            }
-        })+
-    };
-    (two_nodes: $($test:ident),+ $(,)?) => {
-        $(mod $test {
-            #[tokio::test]
-            async fn sqlite() {
-                let backend = crate::support::Backend::sqlite();
-                let other = backend.another_sqlite();
-                super::$test(backend.sqlite_store(), &other).await;
-            }
-        })+
-    };
-}
-on_sqlite_for_now!(
+on_every_backend!(
     store: downloads_are_recorded_once_per_message_and_recipient,
     a_local_senders_records_go_into_its_tracking_folder,
     unauthenticated_mail_makes_events_but_no_records,
 );
-on_sqlite_for_now!(
+on_every_backend!(
     two_nodes: a_remote_senders_records_wait_in_the_outbox_across_a_restart,
     two_nodes_never_lease_the_same_notify,
     event_ids_are_a_cursor_while_two_nodes_write,
