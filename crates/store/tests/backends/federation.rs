@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use vouchmail_proto::sasl::secrets::Secrets;
 use vouchmail_store::{
-    AccountStore, DirectoryRecord, EntityOp, FederationStore, NewAccount, NodeStore, PeerPull, SenderPolicy,
-    StoreError, StoredCertificate,
+    AccountStore, DirectoryRecord, EntityOp, FederationStore, NewAccount, PeerPull, SenderPolicy, StoreError,
+    StoredCertificate,
 };
 
 on_every_backend!(store: certificates_per_account, directory_edits_make_serials, removing_an_account_withdraws_its_entry);
@@ -16,8 +16,8 @@ on_every_backend!(federation: peers_and_what_they_published, peers_are_noted_for
 on_every_backend!(two_nodes: serials_are_a_cursor_while_two_nodes_edit, an_id_claimed_on_two_nodes_at_once_goes_to_one);
 
 /// The concerns these tests use: accounts to publish, and the federation data.
-pub trait Federated: AccountStore + FederationStore + NodeStore {}
-impl<T: AccountStore + FederationStore + NodeStore + ?Sized> Federated for T {}
+pub trait Federated: AccountStore + FederationStore {}
+impl<T: AccountStore + FederationStore + ?Sized> Federated for T {}
 
 const ABC: &str = "abc555@lrsupport.test";
 

@@ -9,10 +9,12 @@ use std::collections::BTreeSet;
 use vouchmail_proto::messenger::tracking::{Event, Record};
 use vouchmail_proto::sasl::secrets::Secrets;
 use vouchmail_store::{
-    AccountStore, Delivery, Envelope, Folder, MailboxStore, NewAccount, NewMessage, NewTrackingEvent, NodeStore,
-    NotifyStored, OutboxState, OutboxUpdate, QueueStore, RecipientDsn, SenderPolicy, StoreError, StoredTrackingRecord,
-    TrackingKind, TrackingOutcome, TrackingRoute, TrackingStore, TrackingSubject,
+    AccountStore, Delivery, Envelope, Folder, MailboxStore, NewAccount, NewMessage, NewTrackingEvent, NotifyStored,
+    OutboxState, OutboxUpdate, QueueStore, RecipientDsn, SenderPolicy, StoreError, StoredTrackingRecord, TrackingKind,
+    TrackingOutcome, TrackingRoute, TrackingStore, TrackingSubject,
 };
+
+use crate::support::Backend;
 
 on_every_backend!(
     store: notified_records_are_stored_once_for_local_senders_only,
@@ -26,15 +28,15 @@ on_every_backend!(
     a_local_senders_records_go_into_its_tracking_folder,
     unauthenticated_mail_makes_events_but_no_records,
 );
+on_every_backend!(itself: a_remote_senders_records_wait_in_the_outbox_across_a_restart);
 on_every_backend!(
-    two_nodes: a_remote_senders_records_wait_in_the_outbox_across_a_restart,
-    two_nodes_never_lease_the_same_notify,
+    two_nodes: two_nodes_never_lease_the_same_notify,
     event_ids_are_a_cursor_while_two_nodes_write,
 );
 
 /// The concerns these tests use: accounts to track, messages committed into mailboxes.
-pub trait Tracked: AccountStore + QueueStore + MailboxStore + TrackingStore + NodeStore {}
-impl<T: AccountStore + QueueStore + MailboxStore + TrackingStore + NodeStore + ?Sized> Tracked for T {}
+pub trait Tracked: AccountStore + QueueStore + MailboxStore + TrackingStore {}
+impl<T: AccountStore + QueueStore + MailboxStore + TrackingStore + ?Sized> Tracked for T {}
 
 const AT: i64 = 1_796_119_200; // 2026-12-01T10:00:00Z
 const RCRAM: &str = "x-rcram=pass smtp.auth=glen@galkam.test";
@@ -147,9 +149,10 @@ async fn downloads_are_recorded_once_per_message_and_recipient<S: Tracked + ?Siz
 }
 
 /// SPEC 8.3: a remote sender's records are queued durably for its domain's home server;
-/// the outbox survives a restart (the first node closes, the second carries on), an
-/// entry is leased by one sender at a time, retried, and dropped for good.
-async fn a_remote_senders_records_wait_in_the_outbox_across_a_restart<S: Tracked + ?Sized>(store: &S, other: &S) {
+/// the outbox survives a restart, an entry is leased by one sender at a time, retried,
+/// and dropped for good.
+async fn a_remote_senders_records_wait_in_the_outbox_across_a_restart(backend: &mut Backend) {
+    let store = backend.store();
     let abc = setup(store).await;
     let id = deliver(store, abc, "Q1", "glen@galkam.test", RCRAM, "<id@galkam.test>").await;
     let outcome = store.track_event(retr(id)).await.unwrap();
@@ -170,9 +173,9 @@ async fn a_remote_senders_records_wait_in_the_outbox_across_a_restart<S: Tracked
     assert_eq!(store.track_event(receipt).await.unwrap(), TrackingOutcome::Duplicate);
     let unknown = event(TrackingSubject::MessageId("<other@galkam.test>".into()), TrackingKind::Decrypted, AT);
     assert_eq!(store.track_event(unknown).await.unwrap(), TrackingOutcome::NotFound);
-    // Both wait in the outbox, and survive the first node's end.
-    store.close().await.unwrap();
-    let store = other;
+    // Both wait in the outbox, and survive a restart.
+    backend.reopen().await;
+    let store = backend.store();
     let pending = store.list_notify_outbox().await.unwrap();
     assert_eq!(pending.len(), 2);
     assert!(pending.iter().all(|e| e.domain == "galkam.test" && e.state == OutboxState::Pending));
