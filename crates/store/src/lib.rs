@@ -1,7 +1,5 @@
 //! The vouchmail store: one interface over everything durable, with the embedded SQLite
-//! implementation and PostgreSQL for several nodes (`postgres`: so far the connection,
-//! the schema, `NodeStore`, `AccountStore`, `QueueStore` and `MailboxStore`; the other
-//! concerns follow).
+//! implementation and PostgreSQL for several nodes (`postgres`).
 //!
 //! The interface is split by concern (`AccountStore`, `QueueStore`, `MailboxStore`,
 //! `TrackingStore`, `AuthKeyStore`, `FederationStore`, `NodeStore`); [`Store`] combines

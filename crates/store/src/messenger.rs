@@ -119,6 +119,23 @@ pub fn entity_changes(
     out
 }
 
+/// SPEC 8.4: a directory edit as stored: its IDs normalised ([`normalize_ids`]), whether
+/// it is published kept from the entry `before` it (only publishing changes that), and
+/// the time of the edit.
+pub fn edited_entry(mut record: DirectoryRecord, before: Option<&DirectoryRecord>, now: i64) -> DirectoryRecord {
+    record.ids = normalize_ids(&record.ids);
+    record.published = before.is_some_and(|b| b.published);
+    record.updated_at = now;
+    record
+}
+
+/// SPEC 8.4 (`250 <highest serial>` of ENTITIES): when `limit` cut the list of changes,
+/// the serial of the last one listed, so the peer asks again from there; otherwise None,
+/// and the highest serial there is (as of the same read) is reported.
+pub fn serial_of_cut_list(changes: &[EntityChangeRow], limit: usize) -> Option<i64> {
+    changes.last().filter(|_| changes.len() >= limit).map(|last| last.serial)
+}
+
 /// Published IDs as stored: upper case, sorted, unique.
 pub fn normalize_ids(ids: &[String]) -> Vec<String> {
     let set: BTreeSet<String> =
@@ -156,5 +173,21 @@ mod tests {
             vec![(EntityOp::Del, "Y".into(), a)]
         );
         assert_eq!(normalize_ids(&["b".into(), " a ".into(), "B".into(), "".into()]), vec!["A", "B"]);
+    }
+
+    #[test]
+    fn an_edit_keeps_publication_and_a_cut_list_reports_its_last_serial() {
+        let edit = DirectoryRecord { published: true, updated_at: 1, ..record(&["y", "x", "Y"], true) };
+        let stored = edited_entry(edit.clone(), None, 50);
+        assert_eq!(
+            (stored.ids.clone(), stored.published, stored.updated_at),
+            (vec!["X".into(), "Y".into()], false, 50)
+        );
+        let stored = edited_entry(edit, Some(&record(&[], true)), 60);
+        assert!(stored.published);
+        let row = |serial| EntityChangeRow { serial, op: EntityOp::Add, published_id: "X".into(), mailbox: "m".into() };
+        assert_eq!(serial_of_cut_list(&[row(3), row(7)], 2), Some(7));
+        assert_eq!(serial_of_cut_list(&[row(3), row(7)], 3), None);
+        assert_eq!(serial_of_cut_list(&[], 0), None);
     }
 }

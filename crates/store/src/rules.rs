@@ -114,6 +114,12 @@ pub fn check_authkey_settings(settings: &AuthKeySettings) -> StoreResult<(i64, i
     Ok((agi, avt))
 }
 
+/// The settings [`check_authkey_settings`] stored, read back: a value out of range (written
+/// by hand) reads as the nearest one allowed.
+pub fn stored_authkey_settings(agi_secs: i64, avt_secs: i64) -> AuthKeySettings {
+    AuthKeySettings { agi_secs: agi_secs.max(1) as u64, avt_secs: avt_secs.max(0) as u64 }
+}
+
 /// SPEC 7.1: an address's own AuthKey settings, else its domain's default.
 pub fn effective_authkey_settings(
     own: Option<AuthKeySettings>,
@@ -153,6 +159,8 @@ mod tests {
         let s = AuthKeySettings { agi_secs: 60, avt_secs: 3600 };
         assert_eq!(check_authkey_settings(&s).unwrap(), (60, 3600));
         assert!(check_authkey_settings(&AuthKeySettings { agi_secs: 0, avt_secs: 1 }).is_err());
+        assert_eq!(stored_authkey_settings(60, 3600), s);
+        assert_eq!(stored_authkey_settings(0, -1), AuthKeySettings { agi_secs: 1, avt_secs: 0 });
         let d = AuthKeySettings { agi_secs: 1, avt_secs: 2 };
         assert_eq!(effective_authkey_settings(Some(s), Some(d)), Some((s, SettingsSource::Address)));
         assert_eq!(effective_authkey_settings(None, Some(d)), Some((d, SettingsSource::Domain)));

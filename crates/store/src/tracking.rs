@@ -82,18 +82,54 @@ pub enum RecordPlan {
 }
 
 /// SPEC 8.3: the record an event about `message` makes and where it goes. `is_local` says
-/// whether a domain is one of this server's (asked only when a record is made).
+/// whether a domain is one of this server's (asked only when a record is made). A backend
+/// that asks asynchronously calls [`make_record`] and [`MadeRecord::place`] itself.
 pub fn plan_record<E>(
     event: &NewTrackingEvent,
     message: &TrackedMessage,
     is_local: impl FnOnce(&str) -> Result<bool, E>,
 ) -> Result<RecordPlan, E> {
+    match make_record(event, message) {
+        Err(route) => Ok(RecordPlan::None(route)),
+        Ok(made) => {
+            let local = is_local(&made.domain)?;
+            Ok(made.place(local))
+        }
+    }
+}
+
+/// A record made from an event, before where it goes is decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MadeRecord {
+    pub record: Record,
+    /// The record as a NOTIFY line.
+    pub line: String,
+    /// The sender's domain, lower case: whether it is one of this server's decides.
+    pub domain: String,
+}
+
+impl MadeRecord {
+    /// SPEC 8.3: a local sender's record goes into its Tracking folder, a remote sender's
+    /// into the NOTIFY outbox for its domain.
+    pub fn place(self, sender_domain_is_local: bool) -> RecordPlan {
+        let MadeRecord { record, line, domain } = self;
+        if sender_domain_is_local {
+            RecordPlan::Folder(record)
+        } else {
+            RecordPlan::Outbox { record, line, domain }
+        }
+    }
+}
+
+/// SPEC 8.3: the record an event about `message` makes, or why it makes none (the route
+/// to report: untracked, or unroutable).
+pub fn make_record(event: &NewTrackingEvent, message: &TrackedMessage) -> Result<MadeRecord, TrackingRoute> {
     if !message.tracked {
-        return Ok(RecordPlan::None(TrackingRoute::Untracked));
+        return Err(TrackingRoute::Untracked);
     }
     if !valid_message_id(&message.message_id) {
         let reason = "the message has no Message-ID".to_string();
-        return Ok(RecordPlan::None(TrackingRoute::Unroutable { reason }));
+        return Err(TrackingRoute::Unroutable { reason });
     }
     let record = Record {
         timestamp: event.at,
@@ -107,14 +143,22 @@ pub fn plan_record<E>(
         Ok(line) => line,
         Err(e) => {
             let reason = format!("no record can be made: {e}");
-            return Ok(RecordPlan::None(TrackingRoute::Unroutable { reason }));
+            return Err(TrackingRoute::Unroutable { reason });
         }
     };
     let domain = record.sender_domain().to_ascii_lowercase();
-    if is_local(&domain)? {
-        Ok(RecordPlan::Folder(record))
-    } else {
-        Ok(RecordPlan::Outbox { record, line, domain })
+    Ok(MadeRecord { record, line, domain })
+}
+
+/// SPEC 8.3: where a record planned for the Tracking folder ([`RecordPlan::Folder`]) went,
+/// given what storing it found: a sender in one of this server's domains without a
+/// mailbox here has no folder to hold it.
+pub fn folder_route(record: &Record, stored: NotifyStored) -> TrackingRoute {
+    match stored {
+        NotifyStored::UnknownSender => {
+            TrackingRoute::Unroutable { reason: format!("{} has no mailbox here", record.sender) }
+        }
+        NotifyStored::Stored | NotifyStored::Duplicate => TrackingRoute::Folder { owner: record.sender.to_lowercase() },
     }
 }
 
@@ -248,6 +292,43 @@ pub enum OutboxUpdate {
     Release { id: i64 },
 }
 
+/// What recording one [`OutboxUpdate`] does to its entry (still in flight; one no longer
+/// in flight is left alone), decided once for every backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxChange<'a> {
+    pub id: i64,
+    pub state: OutboxState,
+    /// The next attempt, or None to keep the one the entry has.
+    pub next_attempt: Option<i64>,
+    /// Whether an attempt is counted.
+    pub attempted: bool,
+    /// The error to keep as the entry's last one, or None to keep the one it has.
+    pub error: Option<&'a str>,
+}
+
+impl OutboxUpdate {
+    /// SPEC 8.3: sent is done; a retry waits for its time; a drop is final; an entry not
+    /// tried (released at shutdown) is due again at once (`now`), no attempt counted. The
+    /// lease ends in every case.
+    pub fn change(&self, now: i64) -> OutboxChange<'_> {
+        let change = |id: &i64, state, next_attempt, attempted, error| OutboxChange {
+            id: *id,
+            state,
+            next_attempt,
+            attempted,
+            error,
+        };
+        match self {
+            OutboxUpdate::Sent { id } => change(id, OutboxState::Sent, None, true, None),
+            OutboxUpdate::Retry { id, next_attempt, error } => {
+                change(id, OutboxState::Pending, Some(*next_attempt), true, Some(error.as_str()))
+            }
+            OutboxUpdate::Drop { id, reason } => change(id, OutboxState::Dropped, None, true, Some(reason.as_str())),
+            OutboxUpdate::Release { id } => change(id, OutboxState::Pending, Some(now), false, None),
+        }
+    }
+}
+
 /// Entries of the outbox by state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct OutboxCounts {
@@ -297,6 +378,38 @@ mod tests {
         assert_eq!(plan_record(&event(), &untracked, asked), Ok(RecordPlan::None(TrackingRoute::Untracked)));
         let no_id = message("auth=pass", b"Subject: x\r\n\r\n");
         assert!(matches!(plan_record(&event(), &no_id, asked), Ok(RecordPlan::None(TrackingRoute::Unroutable { .. }))));
+    }
+
+    #[test]
+    fn a_local_sender_without_a_mailbox_is_unroutable() {
+        let tracked = message("auth=pass", b"Message-ID: <m1@galkam.test>\r\n\r\n");
+        let made = make_record(&event(), &tracked).unwrap();
+        assert_eq!(made.domain, "galkam.test");
+        let RecordPlan::Folder(record) = made.clone().place(true) else { panic!() };
+        assert!(matches!(made.place(false), RecordPlan::Outbox { .. }));
+        assert_eq!(
+            folder_route(&record, NotifyStored::Stored),
+            TrackingRoute::Folder { owner: "glen@galkam.test".into() }
+        );
+        assert_eq!(
+            folder_route(&record, NotifyStored::Duplicate),
+            TrackingRoute::Folder { owner: "glen@galkam.test".into() }
+        );
+        assert!(matches!(folder_route(&record, NotifyStored::UnknownSender), TrackingRoute::Unroutable { .. }));
+    }
+
+    #[test]
+    fn outbox_outcomes() {
+        let change = |update: OutboxUpdate| {
+            let c = update.change(500);
+            (c.id, c.state, c.next_attempt, c.attempted, c.error.map(str::to_string))
+        };
+        assert_eq!(change(OutboxUpdate::Sent { id: 1 }), (1, OutboxState::Sent, None, true, None));
+        let retry = OutboxUpdate::Retry { id: 2, next_attempt: 900, error: "451".into() };
+        assert_eq!(change(retry), (2, OutboxState::Pending, Some(900), true, Some("451".into())));
+        let drop = OutboxUpdate::Drop { id: 3, reason: "550".into() };
+        assert_eq!(change(drop), (3, OutboxState::Dropped, None, true, Some("550".into())));
+        assert_eq!(change(OutboxUpdate::Release { id: 4 }), (4, OutboxState::Pending, Some(500), false, None));
     }
 
     #[test]

@@ -2,14 +2,13 @@
 //! PostgreSQL: the semantics of `sqlite/accounts.rs` and `sqlite/held.rs`, statement for
 //! statement, with one transaction where SQLite's writer ran one job.
 
-use deadpool_postgres::Transaction;
 use tokio_postgres::error::SqlState;
 
 use super::base::{db_error, now};
 use super::messages::delete_if_orphan;
 use super::pool::PostgresStore;
 use super::rows::*;
-use crate::error::{StoreError, StoreFuture, StoreResult};
+use crate::error::{StoreError, StoreFuture};
 use crate::interface::AccountStore;
 use crate::types::*;
 use vouchmail_proto::sasl::secrets::Secrets;
@@ -197,7 +196,7 @@ impl AccountStore for PostgresStore {
                 .map_err(db_error)?;
             tx.execute("DELETE FROM accounts WHERE id = $1", &[&id]).await.map_err(db_error)?;
             tx.execute("DELETE FROM login_clients WHERE account = $1", &[&address]).await.map_err(db_error)?;
-            forget_federation(&tx, &address).await?;
+            super::messenger::forget_account(&tx, &address).await?;
             for message_id in message_ids {
                 delete_if_orphan(&tx, message_id).await?;
             }
@@ -457,46 +456,6 @@ impl AccountStore for PostgresStore {
             rows.iter().map(|r| r.try_get(0).map_err(db_error)).collect()
         })
     }
-}
-
-/// An account is going: its certificate and directory entry go with it, and the Entity
-/// Index changes that withdrawing a published entry makes are logged with their serials
-/// (SPEC 8.4; which changes is `crate::messenger::entity_changes`), as `forget_account`
-/// of `sqlite/messenger.rs` does.
-async fn forget_federation(tx: &Transaction<'_>, address: &str) -> StoreResult<()> {
-    let entry = tx
-        .query_opt("SELECT published FROM directory WHERE address = $1 FOR UPDATE", &[&address])
-        .await
-        .map_err(db_error)?;
-    if let Some(entry) = entry {
-        let ids: Vec<String> = tx
-            .query("SELECT published_id FROM directory_ids WHERE address = $1 ORDER BY published_id", &[&address])
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()
-            .map_err(db_error)?;
-        let before = crate::messenger::DirectoryRecord {
-            address: address.to_string(),
-            ids,
-            published: entry.try_get(0).map_err(db_error)?,
-            ..Default::default()
-        };
-        let at = now();
-        for (op, id, mailbox) in crate::messenger::entity_changes(Some(&before), None) {
-            tx.execute(
-                "INSERT INTO entity_changes (op, published_id, mailbox, at) VALUES ($1, $2, $3, $4)",
-                &[&op.as_str(), &id, &mailbox, &at],
-            )
-            .await
-            .map_err(db_error)?;
-        }
-        // Its published IDs go with it (ON DELETE CASCADE).
-        tx.execute("DELETE FROM directory WHERE address = $1", &[&address]).await.map_err(db_error)?;
-    }
-    tx.execute("DELETE FROM certificates WHERE address = $1", &[&address]).await.map_err(db_error)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -50,6 +50,11 @@ pub(super) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     }
 }
 
+/// A count as a `LIMIT` argument (a `bigint`): beyond its range, no limit.
+pub(super) fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
 pub(super) fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }

@@ -5,8 +5,10 @@ use super::base::{db_error, now};
 use super::messages::{delete_orphans, AccountDeltas};
 use super::pool::PostgresStore;
 use super::rows::{account_id, to_mailbox_entry, MAILBOX_COLUMNS};
+use super::tracking::insert_event;
 use crate::error::{StoreError, StoreFuture};
 use crate::interface::MailboxStore;
+use crate::tracking::TrackedMessage;
 use crate::types::*;
 
 impl MailboxStore for PostgresStore {
@@ -103,9 +105,10 @@ impl MailboxStore for PostgresStore {
     fn record_download(&self, address: &str, mailbox_id: i64) -> StoreFuture<'_, bool> {
         let address = address.to_lowercase();
         Box::pin(async move {
-            let conn = self.conn().await?;
+            let mut conn = self.conn().await?;
+            let tx = conn.transaction().await.map_err(db_error)?;
             // The header section is enough to find the Message-ID.
-            let statement = conn
+            let statement = tx
                 .prepare_cached(
                     "SELECT m.queue_id, m.sender, substring(m.data FROM 1 FOR $3)
                      FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
@@ -114,28 +117,21 @@ impl MailboxStore for PostgresStore {
                 .await
                 .map_err(db_error)?;
             let scan = crate::rules::HEADER_SCAN_BYTES as i32;
-            let Some(row) = conn.query_opt(&statement, &[&address, &mailbox_id, &scan]).await.map_err(db_error)? else {
+            let Some(row) = tx.query_opt(&statement, &[&address, &mailbox_id, &scan]).await.map_err(db_error)? else {
                 return Err(StoreError::NotFound(format!("message {mailbox_id} of {address}")));
             };
-            let queue_id: String = row.try_get(0).map_err(db_error)?;
-            let sender: String = row.try_get(1).map_err(db_error)?;
             let head: &[u8] = row.try_get(2).map_err(db_error)?;
-            let message_id = vouchmail_proto::headers::first_value(head, "Message-ID").unwrap_or_default();
-            let insert = conn
-                .prepare_cached(
-                    "INSERT INTO tracking_events (occurred_at, queue_id, message_id, sender, recipient, event)
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                )
-                .await
-                .map_err(db_error)?;
-            let n = conn
-                .execute(
-                    &insert,
-                    &[&now(), &queue_id, &message_id, &sender, &address, &TrackingKind::Downloaded.as_str()],
-                )
-                .await
-                .map_err(db_error)?;
-            Ok(n == 1)
+            let message = TrackedMessage {
+                queue_id: row.try_get(0).map_err(db_error)?,
+                message_id: vouchmail_proto::headers::first_value(head, "Message-ID").unwrap_or_default(),
+                sender: row.try_get(1).map_err(db_error)?,
+                tracked: false,
+            };
+            // Through `tracking::insert_event`: event ids are a reader's cursor, handed out
+            // under the cursor lock (`cursors`).
+            let recorded = insert_event(&tx, now(), &message, &address, TrackingKind::Downloaded).await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(recorded)
         })
     }
 }

@@ -12,17 +12,21 @@
 //! form, so the two backends read alike and a PostgreSQL-compatible distributed database
 //! can take PostgreSQL's place (SPEC 11).
 //!
-//! One file per concern implements that concern's trait, as `sqlite/` does (so far
-//! `node`, `accounts`, `queue`, `mailboxes`) over the shared `base` and `rows`;
-//! `messages` writes and removes messages for every concern, `commit` group-commits
-//! received ones (several sessions' messages in one transaction, SPEC 5); `options` reads
+//! One file per concern implements that concern's trait, as `sqlite/` does (`node`,
+//! `accounts`, `queue`, `mailboxes`, `tracking`, `authkey`, `messenger`) over the shared
+//! `base` and `rows`; `messages` writes and removes messages for every concern, `commit`
+//! group-commits received ones (several sessions' messages in one transaction, SPEC 5),
+//! `cursors` hands out the ids readers follow as cursors in commit order; `options` reads
 //! the URL, `tls` makes the TLS client, `schema` holds the migrations, `pool` the handle.
 
 mod accounts;
+mod authkey;
 mod base;
 mod commit;
+mod cursors;
 mod mailboxes;
 mod messages;
+mod messenger;
 mod node;
 mod options;
 mod pool;
@@ -32,6 +36,7 @@ mod schema;
 #[cfg(test)]
 mod tests;
 mod tls;
+mod tracking;
 
 pub(crate) use base::db_error;
 pub use options::PostgresOptions;

@@ -210,3 +210,96 @@ async fn close_waits_for_running_work_then_refuses() {
     let error = store.get_meta("late").await.unwrap_err();
     assert!(matches!(&error, StoreError::Unavailable(m) if m.contains("closed")), "{error}");
 }
+
+/// The cursor lock (`cursors`): a second writer of a cursor table gets its id only once
+/// the first writer's transaction has ended, so ids become visible in order; another
+/// table's writer is not held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursor_ids_are_handed_out_in_commit_order() {
+    use super::cursors::{lock, Cursor};
+    let Some(url) = database_for("cursor_ids_are_handed_out_in_commit_order") else { return };
+    let store = std::sync::Arc::new(PostgresStore::connect(PostgresOptions::new(url.clone())).await.unwrap());
+    const INSERT: &str = "INSERT INTO entity_changes (op, published_id, mailbox, at) VALUES ('ADD', $1, 'm@x', 0)
+                          RETURNING serial";
+    let mut first = store.conn().await.unwrap();
+    let tx = first.transaction().await.unwrap();
+    lock(&tx, Cursor::EntityChanges).await.unwrap();
+    let serial_a: i64 = tx.query_one(INSERT, &[&"A"]).await.unwrap().get(0);
+    let second = {
+        let store = std::sync::Arc::clone(&store);
+        tokio::spawn(async move {
+            let mut conn = store.conn().await.unwrap();
+            let tx = conn.transaction().await.unwrap();
+            lock(&tx, Cursor::EntityChanges).await.unwrap();
+            let serial: i64 = tx.query_one(INSERT, &[&"B"]).await.unwrap().get(0);
+            tx.commit().await.unwrap();
+            serial
+        })
+    };
+    // The tracking events' lock is another one: free.
+    let mut other = store.conn().await.unwrap();
+    let other_tx = other.transaction().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), lock(&other_tx, Cursor::TrackingEvents))
+        .await
+        .expect("another cursor's lock is not held up")
+        .unwrap();
+    other_tx.rollback().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second writer waits for the first's transaction");
+    let visible = raw(&url).await.query("SELECT serial FROM entity_changes", &[]).await.unwrap();
+    assert!(visible.is_empty(), "nothing committed yet");
+    tx.commit().await.unwrap();
+    let serial_b = tokio::time::timeout(Duration::from_secs(10), second).await.expect("then it goes on").unwrap();
+    assert!(serial_b > serial_a, "{serial_a} then {serial_b}");
+    // A writer that rolls back leaves a gap, never a late row.
+    let mut conn = store.conn().await.unwrap();
+    let tx = conn.transaction().await.unwrap();
+    lock(&tx, Cursor::EntityChanges).await.unwrap();
+    tx.query_one(INSERT, &[&"C"]).await.unwrap();
+    tx.rollback().await.unwrap();
+    let serials: Vec<i64> = raw(&url)
+        .await
+        .query("SELECT serial FROM entity_changes ORDER BY serial", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(serials, [serial_a, serial_b]);
+}
+
+/// SPEC 11: leasing NOTIFY outbox entries skips the ones another node is leasing at that
+/// moment instead of waiting for it, and never hands out one it has leased.
+#[tokio::test]
+async fn notify_leases_skip_entries_locked_by_another_node() {
+    use crate::interface::TrackingStore;
+    let Some(url) = database_for("notify_leases_skip_entries_locked_by_another_node") else { return };
+    let store = PostgresStore::connect(PostgresOptions::new(url.clone())).await.unwrap();
+    let client = raw(&url).await;
+    for n in 1..=3 {
+        client
+            .execute(
+                "INSERT INTO notify_outbox (record, domain, message_id, recipient, event, state, next_attempt,
+                                            created_at, updated_at)
+                 VALUES ('r', 'galkam.test', $1, 'a@x', 'downloaded', 'pending', 0, 0, 0)",
+                &[&format!("<{n}@galkam.test>")],
+            )
+            .await
+            .unwrap();
+    }
+    let mut other = raw(&url).await;
+    let tx = other.transaction().await.unwrap();
+    let locked: i64 =
+        tx.query_one("SELECT id FROM notify_outbox ORDER BY id LIMIT 1 FOR UPDATE", &[]).await.unwrap().get(0);
+    let leased = tokio::time::timeout(Duration::from_secs(5), store.lease_notifies(10, 100, 10))
+        .await
+        .expect("not waiting for the other node")
+        .unwrap();
+    let ids: Vec<i64> = leased.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(!ids.contains(&locked));
+    tx.rollback().await.unwrap();
+    let rest = store.lease_notifies(10, 100, 10).await.unwrap();
+    assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), [locked]);
+    assert!(store.lease_notifies(11, 100, 10).await.unwrap().is_empty());
+}

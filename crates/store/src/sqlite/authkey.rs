@@ -29,11 +29,8 @@ pub(super) fn set_settings(conn: &Connection, target: &str, settings: Option<Aut
 fn settings_of(conn: &Connection, target: &str) -> StoreResult<Option<AuthKeySettings>> {
     conn.prepare_cached("SELECT agi_secs, avt_secs FROM authkey_settings WHERE target = ?1")
         .and_then(|mut stmt| {
-            stmt.query_row(params![target], |r| {
-                let (agi, avt): (i64, i64) = (r.get(0)?, r.get(1)?);
-                Ok(AuthKeySettings { agi_secs: agi.max(1) as u64, avt_secs: avt.max(0) as u64 })
-            })
-            .optional()
+            stmt.query_row(params![target], |r| Ok(crate::rules::stored_authkey_settings(r.get(0)?, r.get(1)?)))
+                .optional()
         })
         .map_err(db_error)
 }

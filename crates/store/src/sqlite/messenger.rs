@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::base::{db_error, now};
 use crate::error::{StoreError, StoreResult};
-use crate::messenger::{entity_changes, normalize_ids};
+use crate::messenger::{edited_entry, entity_changes, serial_of_cut_list};
 use crate::messenger::{
     DirectoryRecord, EntityChangeRow, EntityOp, LearntEntity, MessengerPeer, PeerPull, StoredCertificate,
 };
@@ -129,14 +129,12 @@ fn log_changes(
     Ok(())
 }
 
-pub(super) fn set_directory_entry(conn: &Connection, mut record: DirectoryRecord) -> StoreResult<()> {
+pub(super) fn set_directory_entry(conn: &Connection, record: DirectoryRecord) -> StoreResult<()> {
     if !account_exists(conn, &record.address)? {
         return Err(StoreError::NotFound(format!("user {}", record.address)));
     }
-    record.ids = normalize_ids(&record.ids);
     let before = get_directory_entry(conn, &record.address)?;
-    record.published = before.as_ref().is_some_and(|b| b.published);
-    record.updated_at = now();
+    let record = edited_entry(record, before.as_ref(), now());
     let mut owners = Vec::new();
     for id in &record.ids {
         let owner: Option<String> = conn
@@ -200,7 +198,11 @@ pub(super) fn entity_changes_since(
     since: i64,
     limit: usize,
 ) -> StoreResult<(Vec<EntityChangeRow>, i64)> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // One read transaction: the highest serial is of the same snapshot as the changes
+    // listed, so a change committed between the two reads is not reported as seen.
+    let tx = conn.unchecked_transaction().map_err(db_error)?;
+    let conn = &*tx;
+    let sql_limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut stmt = conn
         .prepare_cached(
             "SELECT serial, op, published_id, mailbox FROM entity_changes e
@@ -210,7 +212,7 @@ pub(super) fn entity_changes_since(
         )
         .map_err(db_error)?;
     let rows = stmt
-        .query_map(params![since, limit], |r| {
+        .query_map(params![since, sql_limit], |r| {
             let op: String = r.get(1)?;
             Ok(EntityChangeRow {
                 serial: r.get(0)?,
@@ -221,12 +223,14 @@ pub(super) fn entity_changes_since(
         })
         .map_err(db_error)?;
     let changes: Vec<EntityChangeRow> = rows.collect::<Result<_, _>>().map_err(db_error)?;
-    let highest = match changes.last() {
-        Some(last) if changes.len() as i64 == limit => last.serial,
-        _ => {
+    drop(stmt);
+    let highest = match serial_of_cut_list(&changes, limit) {
+        Some(serial) => serial,
+        None => {
             conn.query_row("SELECT COALESCE(MAX(serial), 0) FROM entity_changes", [], |r| r.get(0)).map_err(db_error)?
         }
     };
+    tx.commit().map_err(db_error)?;
     Ok((changes, highest))
 }
 

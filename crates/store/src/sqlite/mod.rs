@@ -24,8 +24,6 @@ mod schema;
 #[cfg(test)]
 mod tests;
 mod tracking;
-#[cfg(test)]
-mod tracking_tests;
 mod writer;
 
 pub use writer::SqliteStore;

@@ -1,38 +1,16 @@
-use crate::types::RecipientDsn;
 use std::sync::Arc;
 
 use super::schema::MIGRATIONS;
 use super::*;
-use crate::error::StoreError;
 use crate::prelude::*;
+use crate::types::PolicyAction;
 use crate::types::*;
-use crate::types::{Delivery, PolicyAction, SenderKey, VerifySentEntry};
 use rusqlite::Connection;
-use vouchmail_proto::sasl::secrets::Secrets;
 
 fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("store.db")).unwrap();
     (dir, Arc::new(store))
-}
-
-fn account(address: &str) -> NewAccount {
-    NewAccount { address: address.into(), secrets: Secrets::default(), quota_bytes: 0 }
-}
-
-fn message(queue_id: &str, deliveries: Vec<Delivery>) -> NewMessage {
-    NewMessage {
-        queue_id: queue_id.into(),
-        envelope: crate::types::Envelope {
-            sender: "s@remote.example".into(),
-            auth_results: "none".into(),
-            ..Default::default()
-        },
-        received_at: 1_700_000_000,
-        data: b"Subject: t\r\n\r\nbody\r\n".to_vec(),
-        spooled: None,
-        deliveries: deliveries.into_iter().map(|d| (d, RecipientDsn::default())).collect(),
-    }
 }
 
 #[tokio::test]
@@ -53,45 +31,6 @@ async fn closed_store_reports_unavailable() {
     store.close();
     let err = store.set_meta("k", "v").await.unwrap_err();
     assert!(err.is_temporary());
-}
-
-#[tokio::test]
-async fn downloads_are_recorded_once_per_message_and_recipient() {
-    let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
-    let a = store.add_account(account("a@example.org")).await.unwrap();
-    let b = store.add_account(account("b@example.org")).await.unwrap();
-    let mut m = message(
-        "Q1",
-        vec![
-            Delivery::Mailbox { account_id: a, folder: Folder::Inbox, recipient: "a@example.org".into() },
-            Delivery::Mailbox { account_id: b, folder: Folder::Inbox, recipient: "b@example.org".into() },
-        ],
-    );
-    m.data = b"Message-ID:\r\n <abc@remote.example>\r\nSubject: t\r\n\r\nbody\r\n".to_vec();
-    store.commit_message(m).await.unwrap();
-    let a_entry = store.list_mailbox("a@example.org", None).await.unwrap()[0].id;
-    let b_entry = store.list_mailbox("b@example.org", None).await.unwrap()[0].id;
-    assert!(store.record_download("a@example.org", a_entry).await.unwrap());
-    assert!(!store.record_download("a@example.org", a_entry).await.unwrap());
-    assert!(matches!(store.record_download("a@example.org", b_entry).await, Err(StoreError::NotFound(_))));
-    assert!(store.record_download("b@example.org", b_entry).await.unwrap());
-    let events = store.list_tracking_events(0, 10).await.unwrap();
-    assert_eq!(events.len(), 2);
-    let e = &events[0];
-    assert_eq!(
-        (e.queue_id.as_str(), e.message_id.as_str(), e.sender.as_str(), e.recipient.as_str(), e.kind),
-        ("Q1", "<abc@remote.example>", "s@remote.example", "a@example.org", TrackingKind::Downloaded)
-    );
-    assert!(e.occurred_at > 1_700_000_000);
-    assert_eq!(events[1].recipient, "b@example.org");
-    // The cursor and the limit.
-    assert_eq!(store.list_tracking_events(e.id, 10).await.unwrap(), events[1..]);
-    assert_eq!(store.list_tracking_events(0, 1).await.unwrap(), events[..1]);
-    // The record outlives the message.
-    store.delete_mailbox_entries("a@example.org", &[a_entry]).await.unwrap();
-    store.delete_mailbox_entries("b@example.org", &[b_entry]).await.unwrap();
-    assert_eq!(store.list_tracking_events(0, 10).await.unwrap(), events);
 }
 
 #[tokio::test]
@@ -138,146 +77,6 @@ async fn get_or_init_meta_keeps_the_first_value() {
 }
 
 #[tokio::test]
-async fn authkey_settings_keys_and_verify_log() {
-    let (_dir, store) = store();
-    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
-    let a = "alice@example.org";
-    assert_eq!(store.authkey_settings(a).await.unwrap(), None);
-    let domain = AuthKeySettings { agi_secs: 7200 * 60, avt_secs: 2880 * 60 };
-    store.set_authkey_settings("Example.ORG", Some(domain)).await.unwrap();
-    assert_eq!(store.authkey_settings("ALICE@example.org").await.unwrap(), Some((domain, SettingsSource::Domain)));
-    let own = AuthKeySettings { agi_secs: 10, avt_secs: 5 };
-    store.set_authkey_settings(a, Some(own)).await.unwrap();
-    assert_eq!(store.authkey_settings(a).await.unwrap(), Some((own, SettingsSource::Address)));
-    assert!(matches!(
-        store.set_authkey_settings(a, Some(AuthKeySettings { agi_secs: 0, avt_secs: 1 })).await,
-        Err(StoreError::Invalid(_))
-    ));
-    store.set_authkey_settings(a, None).await.unwrap();
-    assert_eq!(store.authkey_settings(a).await.unwrap(), Some((domain, SettingsSource::Domain)));
-
-    let k1 = "a".repeat(64);
-    let k2 = "b".repeat(64);
-    store.add_authkey(AuthKey { address: a.into(), key: k1.clone(), created_at: 100, expires_at: 115 }).await.unwrap();
-    store.add_authkey(AuthKey { address: a.into(), key: k2.clone(), created_at: 110, expires_at: 125 }).await.unwrap();
-    let keys = store.authkeys("Alice@Example.org", 110).await.unwrap();
-    assert_eq!(keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(), [k2.as_str(), k1.as_str()]);
-    assert_eq!(store.newest_authkeys().await.unwrap(), [(a.to_string(), 110)]);
-    // The store returns the unexpired keys; matching them is proto's check_key.
-    let store_ref = &store;
-    let unexpired = |at: i64| async move {
-        store_ref.authkeys(a, at).await.unwrap().into_iter().map(|k| k.key).collect::<Vec<_>>()
-    };
-    assert_eq!(unexpired(114).await, [k2.clone(), k1.clone()]);
-    assert_eq!(unexpired(115).await, std::slice::from_ref(&k2), "expired at expires_at");
-    assert!(store.authkeys("bob@example.org", 100).await.unwrap().is_empty());
-    assert_eq!(store.delete_expired_authkeys(120).await.unwrap(), 1);
-    assert_eq!(store.authkeys(a, 0).await.unwrap().len(), 1);
-
-    for (at, result) in [(200, "VALIDKEY"), (300, "INVALIDKEY")] {
-        let entry = VerifyLogEntry { at, peer: "udp 192.0.2.1:4000".into(), address: a.into(), result: result.into() };
-        store.log_verify(vec![entry]).await.unwrap();
-    }
-    let log = store.verify_log(250, 10).await.unwrap();
-    assert_eq!(log.len(), 1);
-    assert_eq!((log[0].at, log[0].result.as_str()), (300, "INVALIDKEY"));
-    assert_eq!(store.verify_log(0, 1).await.unwrap().len(), 1);
-}
-
-#[tokio::test]
-async fn messenger_certificates_directory_serials_and_peer_pulls() {
-    use crate::messenger::{DirectoryRecord, EntityOp, PeerPull, StoredCertificate};
-    let (_dir, store) = store();
-    store.add_domain("lrsupport.test", SenderPolicy::REJECT).await.unwrap();
-    store.add_account(account("abc555@lrsupport.test")).await.unwrap();
-    store.add_account(account("other@lrsupport.test")).await.unwrap();
-    let cert = StoredCertificate {
-        address: "ABC555@lrsupport.test".into(),
-        der: vec![1, 2, 3],
-        not_before: 10,
-        not_after: 20,
-        fingerprint: "ab".into(),
-        stored_at: 5,
-    };
-    store.put_certificate(cert.clone()).await.unwrap();
-    let stored = store.get_certificate("abc555@lrsupport.test").await.unwrap().unwrap();
-    assert_eq!((stored.address.as_str(), stored.der.as_slice()), ("abc555@lrsupport.test", &[1u8, 2, 3][..]));
-    let stranger = StoredCertificate { address: "nobody@lrsupport.test".into(), ..cert };
-    assert!(matches!(store.put_certificate(stranger).await, Err(StoreError::NotFound(_))));
-    assert_eq!(store.list_certificates().await.unwrap().len(), 1);
-    store.remove_certificate("abc555@lrsupport.test").await.unwrap();
-    assert!(matches!(store.remove_certificate("abc555@lrsupport.test").await, Err(StoreError::NotFound(_))));
-
-    // Unpublished entries make no serials; publishing, ID edits and withdrawal do.
-    let record = |ids: &[&str]| DirectoryRecord {
-        address: "abc555@lrsupport.test".into(),
-        name: "Ann Brown".into(),
-        organisation: "LR Support".into(),
-        role: "GP".into(),
-        ids: ids.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    };
-    store.set_directory_entry(record(&["1234567f"])).await.unwrap();
-    assert_eq!(store.entity_changes_since(0, 100).await.unwrap(), (vec![], 0));
-    assert_eq!(store.directory_mailbox_for_id("1234567F").await.unwrap(), None, "not published yet");
-    store.set_directory_published("abc555@lrsupport.test", true).await.unwrap();
-    assert_eq!(store.directory_mailbox_for_id("1234567f").await.unwrap().as_deref(), Some("abc555@lrsupport.test"));
-    store.set_directory_entry(record(&["1234567F", "X9"])).await.unwrap();
-    let (changes, highest) = store.entity_changes_since(0, 100).await.unwrap();
-    assert_eq!(
-        changes.iter().map(|c| (c.op, c.published_id.as_str())).collect::<Vec<_>>(),
-        [(EntityOp::Add, "1234567F"), (EntityOp::Add, "X9")]
-    );
-    assert_eq!(highest, 2);
-    store.set_directory_published("abc555@lrsupport.test", false).await.unwrap();
-    let (changes, highest) = store.entity_changes_since(2, 100).await.unwrap();
-    assert_eq!(changes.iter().map(|c| c.op).collect::<Vec<_>>(), [EntityOp::Del, EntityOp::Del]);
-    assert_eq!(highest, 4);
-    // Only the latest change per entry is listed; a cut list reports its last serial.
-    let (changes, highest) = store.entity_changes_since(0, 1).await.unwrap();
-    assert_eq!((changes.len(), highest), (1, changes[0].serial));
-    assert!(changes.iter().all(|c| c.op == EntityOp::Del));
-    // An ID names one local mailbox.
-    let mut taken = record(&["X9"]);
-    taken.address = "other@lrsupport.test".into();
-    assert!(matches!(store.set_directory_entry(taken).await, Err(StoreError::Conflict(_))));
-
-    // Peers' entries.
-    store.note_messenger_peer("galkam.test", true, None).await.unwrap();
-    let pull = PeerPull {
-        peer: "galkam.test".into(),
-        add: vec![("G1".into(), "glen@galkam.test".into())],
-        last_serial: 7,
-        at: 100,
-        ..Default::default()
-    };
-    store.apply_peer_pull(pull).await.unwrap();
-    let learnt = store.learnt_entities_for_id("g1").await.unwrap();
-    assert_eq!(learnt.iter().map(|e| e.mailbox.as_str()).collect::<Vec<_>>(), ["glen@galkam.test"]);
-    let peers = store.list_messenger_peers().await.unwrap();
-    assert_eq!((peers[0].configured, peers[0].last_serial), (true, 7));
-    let withdraw = PeerPull {
-        peer: "galkam.test".into(),
-        remove: vec![("G1".into(), "glen@galkam.test".into())],
-        last_serial: 8,
-        at: 101,
-        ..Default::default()
-    };
-    store.apply_peer_pull(withdraw).await.unwrap();
-    assert!(store.learnt_entities_for_id("G1").await.unwrap().is_empty());
-    // A removed account takes its entry with it, and peers are told.
-    store.set_directory_published("abc555@lrsupport.test", true).await.unwrap();
-    let (_, before) = store.entity_changes_since(0, 100).await.unwrap();
-    store.remove_account("abc555@lrsupport.test").await.unwrap();
-    let (changes, after) = store.entity_changes_since(before, 100).await.unwrap();
-    assert_eq!((changes.len(), after), (2, before + 2));
-    assert!(changes.iter().all(|c| c.op == EntityOp::Del));
-    assert!(store.list_directory().await.unwrap().is_empty());
-    store.record_peer_error("galkam.test", 102, "unreachable").await.unwrap();
-    assert_eq!(store.list_messenger_peers().await.unwrap()[0].last_error.as_deref(), Some("unreachable"));
-}
-
-#[tokio::test]
 async fn old_single_policies_become_the_unauthenticated_case() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
@@ -310,38 +109,6 @@ async fn old_single_policies_become_the_unauthenticated_case() {
     let mixed = SenderPolicy { unauthenticated: PolicyAction::Junk, forged: PolicyAction::RejectNotifyBoth };
     store.set_domain_policy("a.example", mixed).await.unwrap();
     assert_eq!(store.get_domain("a.example").await.unwrap().unwrap().policy, mixed);
-}
-
-#[tokio::test]
-async fn sender_keys_cache_and_verify_sent_survive_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.db");
-    {
-        let store = SqliteStore::open(&path).unwrap();
-        let key = |k: &str, at| SenderKey {
-            address: "A@example.org".into(),
-            key: k.into(),
-            received_at: at,
-            source: "as".into(),
-        };
-        store.record_sender_key(key("first", 1)).await.unwrap();
-        store.record_sender_key(key("second", 2)).await.unwrap();
-        store.cache_verified_key("a@example.org", "h1", 100, 200).await.unwrap();
-        let sent = VerifySentEntry {
-            at: 5,
-            server: "udp 192.0.2.1:2884".into(),
-            address: "a@b".into(),
-            result: "VALIDKEY".into(),
-        };
-        store.log_verify_sent(sent).await.unwrap();
-        store.shutdown().await;
-    }
-    let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(store.sender_key("a@EXAMPLE.org").await.unwrap().map(|k| k.key), Some("second".into()));
-    assert!(store.verified_key_cached("a@example.org", "h1", 150).await.unwrap());
-    assert!(!store.verified_key_cached("a@example.org", "h1", 200).await.unwrap(), "expired at 200");
-    assert!(!store.verified_key_cached("a@example.org", "h2", 150).await.unwrap());
-    assert_eq!(store.verify_sent_log(0, 10).await.unwrap().len(), 1);
 }
 
 /// SPEC 11: leases and marks are atomic check-and-set state every node shares.

@@ -14,8 +14,8 @@ use vouchmail_proto::messenger::tracking::Record;
 use super::base::{db_error, HEADER_SCAN_BYTES};
 use crate::error::StoreResult;
 use crate::tracking::{
-    plan_record, NewTrackingEvent, NotifyStored, OutboxCounts, OutboxEntry, OutboxState, OutboxUpdate, RecordPlan,
-    StoredTrackingRecord, TrackedMessage, TrackingOutcome, TrackingRoute, TrackingSubject,
+    folder_route, plan_record, NewTrackingEvent, NotifyStored, OutboxChange, OutboxCounts, OutboxEntry, OutboxState,
+    OutboxUpdate, RecordPlan, StoredTrackingRecord, TrackedMessage, TrackingOutcome, TrackingRoute, TrackingSubject,
 };
 use crate::types::TrackingKind;
 
@@ -112,14 +112,7 @@ pub(super) fn track_event(conn: &Connection, event: &NewTrackingEvent) -> StoreR
     let (record, route) = match plan_record(event, &subject, is_local)? {
         RecordPlan::None(route) => return Ok(TrackingOutcome::Recorded { record: None, route }),
         RecordPlan::Folder(record) => {
-            let route = match insert_record(conn, &record, event.at)? {
-                NotifyStored::UnknownSender => {
-                    TrackingRoute::Unroutable { reason: format!("{} has no mailbox here", record.sender) }
-                }
-                NotifyStored::Stored | NotifyStored::Duplicate => {
-                    TrackingRoute::Folder { owner: record.sender.to_lowercase() }
-                }
-            };
+            let route = folder_route(&record, insert_record(conn, &record, event.at)?);
             (record, route)
         }
         RecordPlan::Outbox { record, line, domain } => {
@@ -268,20 +261,13 @@ pub(super) fn lease(conn: &Connection, now: i64, lease_until: i64, limit: usize)
 /// Records the outcomes of leased entries; entries no longer in flight are left alone.
 pub(super) fn finish(conn: &Connection, updates: &[OutboxUpdate], now: i64) -> StoreResult<()> {
     for update in updates {
-        let (id, state, next_attempt, attempted, error) = match update {
-            OutboxUpdate::Sent { id } => (*id, OutboxState::Sent, None, 1, None),
-            OutboxUpdate::Retry { id, next_attempt, error } => {
-                (*id, OutboxState::Pending, Some(*next_attempt), 1, Some(error.as_str()))
-            }
-            OutboxUpdate::Drop { id, reason } => (*id, OutboxState::Dropped, None, 1, Some(reason.as_str())),
-            OutboxUpdate::Release { id } => (*id, OutboxState::Pending, Some(now), 0, None),
-        };
+        let OutboxChange { id, state, next_attempt, attempted, error } = update.change(now);
         conn.prepare_cached(
             "UPDATE notify_outbox SET state = ?2, next_attempt = COALESCE(?3, next_attempt), attempts = attempts + ?4,
                     last_error = COALESCE(?5, last_error), lease_until = NULL, updated_at = ?6
              WHERE id = ?1 AND state = 'inflight'",
         )
-        .and_then(|mut stmt| stmt.execute(params![id, state.as_str(), next_attempt, attempted, error, now]))
+        .and_then(|mut stmt| stmt.execute(params![id, state.as_str(), next_attempt, i64::from(attempted), error, now]))
         .map_err(db_error)?;
     }
     Ok(())

@@ -4,10 +4,10 @@
 //! those runs pass with a note on standard error.
 //!
 //! A concern's tests live in a file of their own (`node.rs`, `accounts.rs`, `queue.rs`,
-//! `mailboxes.rs`; the other concerns follow as `PostgresStore` implements them), each an
-//! `async fn` taking the concern's trait object, or generic over the concerns it needs
-//! (`accounts.rs` on), listed in one [`on_every_backend!`] that makes a `sqlite` and a
-//! `postgres` test of it:
+//! `mailboxes.rs`, `tracking.rs`, `authkey.rs`, `federation.rs`), each an `async fn`
+//! taking the concern's trait object, or generic over the concerns it needs (`accounts.rs`
+//! on), listed in one [`on_every_backend!`] that makes a `sqlite` and a `postgres` test of
+//! it:
 //! `cargo test -p vouchmail-store --test backends node::` runs them, and a failure names
 //! its backend (`node::meta_values::postgres`).
 
@@ -15,6 +15,9 @@
 mod support;
 
 mod accounts;
+mod authkey;
+mod federation;
 mod mailboxes;
 mod node;
 mod queue;
+mod tracking;

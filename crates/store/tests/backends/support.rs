@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use vouchmail_store::{NodeStore, PostgresOptions, PostgresStore, SqliteStore};
+use vouchmail_store::{AuthKeyStore, FederationStore, NodeStore, PostgresOptions, PostgresStore, SqliteStore, Store};
 
 /// One store under test, with what it needs to be opened again.
 pub enum Backend {
@@ -27,8 +27,33 @@ impl Backend {
         Some(Backend::Postgres { store, url })
     }
 
+    /// The whole store, every concern: what the server holds (`Arc<dyn Store>`), for a test
+    /// that also reopens the backend (`itself:`).
+    pub fn store(&self) -> &dyn Store {
+        match self {
+            Backend::Sqlite { store, .. } => store,
+            Backend::Postgres { store, .. } => store,
+        }
+    }
+
     /// The store as its node-state concern.
     pub fn node(&self) -> &dyn NodeStore {
+        match self {
+            Backend::Sqlite { store, .. } => store,
+            Backend::Postgres { store, .. } => store,
+        }
+    }
+
+    /// The store as its AuthKey concern.
+    pub fn authkey(&self) -> &dyn AuthKeyStore {
+        match self {
+            Backend::Sqlite { store, .. } => store,
+            Backend::Postgres { store, .. } => store,
+        }
+    }
+
+    /// The store as its federation concern.
+    pub fn federation(&self) -> &dyn FederationStore {
         match self {
             Backend::Sqlite { store, .. } => store,
             Backend::Postgres { store, .. } => store,
@@ -102,7 +127,8 @@ impl Backend {
 
 /// `on_every_backend!(VIEW: test, test, ...)` makes, for each `test` (an `async fn` in the
 /// calling file), a module of that name with a `sqlite` and a `postgres` test that call
-/// it with `backend.VIEW()`: the concern's trait object (`node`), or the backend itself
+/// it with `backend.VIEW()`: the concern's trait object (`node`, `authkey`, `federation`),
+/// the whole store (`store()`, from inside a test given the backend), or the backend itself
 /// (`itself`) for a test that reopens it.
 ///
 /// `on_every_backend!(store: test, ...)` calls each `test` with the concrete store
