@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use vouchmail_server::config::Config;
-use vouchmail_store::{SqliteStore, Store};
+use vouchmail_store::Store;
 
 #[derive(Parser)]
 #[command(name = "vouchmail", version, about = "A mail server that accepts only authenticated senders")]
@@ -162,15 +162,15 @@ fn main() -> ExitCode {
             Command::Init => init(config).await,
             Command::Store(c) => store::store(&config, c).await,
             command => {
-                let store = store::open_existing_store(&config, config_file.as_deref())?;
+                let store = store::open_existing_store(&config, config_file.as_deref()).await?;
                 let result = match command {
                     Command::Domain(c) => admin::domain(store.as_ref(), c).await,
                     Command::User(c) => admin::user(store.as_ref(), c, &config.auth.secrets_policy()).await,
                     Command::Alias(c) => admin::alias(store.as_ref(), c).await,
                     Command::Mailbox(c) => admin::mailbox(store.as_ref(), c).await,
                     Command::Tracking(c) => admin::tracking(store.as_ref(), c).await,
-                    Command::Queue(c) => admin::queue(Arc::clone(&store) as Arc<dyn Store>, c, &config).await,
-                    Command::Authkey(c) => admin::authkey(Arc::clone(&store) as Arc<dyn Store>, c, &config).await,
+                    Command::Queue(c) => admin::queue(Arc::clone(&store), c, &config).await,
+                    Command::Authkey(c) => admin::authkey(Arc::clone(&store), c, &config).await,
                     Command::Cert(c) => messenger::cert(store.as_ref(), c).await,
                     Command::Directory(c) => messenger::directory(store.as_ref(), c).await,
                     Command::Serve
@@ -182,7 +182,7 @@ fn main() -> ExitCode {
                         unreachable!("handled above")
                     }
                 };
-                store.shutdown().await;
+                let _ = store.close().await;
                 result
             }
         }
@@ -220,20 +220,27 @@ async fn init(config: Config) -> Result<(), CliError> {
     for warning in config.warnings() {
         eprintln!("vouchmail: warning: {warning}");
     }
-    let existed = config.store_path().exists();
-    let store = store::open_store(&config)?;
+    let existed =
+        config.store.backend == vouchmail_server::config::StoreBackend::Postgres || config.store_path().exists();
+    let store = store::open_store(&config).await?;
     let created = bootstrap(&config, store.as_ref()).await?;
-    store.shutdown().await;
+    let _ = store.close().await;
+    let place = match &config.store.url {
+        Some(url) if config.store.backend == vouchmail_server::config::StoreBackend::Postgres => {
+            format!("the PostgreSQL store at {url}")
+        }
+        _ => format!("the store at {}", config.store_path().display()),
+    };
     if existed && !created {
-        println!("the store at {} exists already; nothing to do", config.store_path().display());
+        println!("{place} exists already; nothing to do");
     } else {
-        println!("created the store at {}", config.store_path().display());
+        println!("created {place}");
     }
     Ok(())
 }
 
 /// First start: the domain and postmaster. True when something was created.
-async fn bootstrap(config: &Config, store: &SqliteStore) -> Result<bool, CliError> {
+async fn bootstrap(config: &Config, store: &dyn Store) -> Result<bool, CliError> {
     match vouchmail_server::rules::bootstrap::bootstrap(config, store).await? {
         Some((address, password)) => {
             // Shown once: only its hash is stored.
@@ -298,17 +305,17 @@ async fn serve(config: Config) -> Result<(), CliError> {
     let signals = StopSignals::install();
     let _lock = lock_data_dir(&config)?;
     warn_if_exposed(&config);
-    let store = store::open_store(&config)?;
+    let store = store::open_store(&config).await?;
     // Issue 9: the listeners, TLS and routes come up first; only then does a first start
     // create the domain and print the postmaster password, so a start that fails on the
     // configuration does not use the password up unseen.
-    let server = vouchmail_server::start(&config, Arc::clone(&store) as Arc<dyn Store>).await?;
+    let server = vouchmail_server::start(&config, Arc::clone(&store)).await?;
     bootstrap(&config, store.as_ref()).await?;
     tracing::info!(hostname = %config.hostname, data = %config.data_dir.display(), "vouchmail is running");
     signals.wait().await;
     tracing::info!("shutting down: no new connections; letting sessions finish");
     let cut = server.shutdown().await;
-    store.shutdown().await;
+    let _ = store.close().await;
     tracing::info!(cut_sessions = cut, "stopped");
     Ok(())
 }

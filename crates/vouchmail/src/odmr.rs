@@ -9,7 +9,6 @@ use clap::Subcommand;
 use vouchmail_server::config::Config;
 use vouchmail_server::jobs::odmr_fetch::{customer_timeout, fetch, FetchOptions, FetchOutcome, RelayTimeouts};
 use vouchmail_server::net::client_tls::ServerTrust;
-use vouchmail_store::Store;
 
 #[derive(Subcommand)]
 pub enum OdmrCommand {
@@ -112,18 +111,15 @@ pub async fn run(
         nameservers: config.nameservers().to_vec(),
     };
     // Without --smtphost the reversed session goes into our own store.
-    let store = if smtphost.is_none() { Some(crate::store::open_existing_store(config, config_file)?) } else { None };
+    let store =
+        if smtphost.is_none() { Some(crate::store::open_existing_store(config, config_file).await?) } else { None };
     let local = match &store {
-        Some(store) => Some(vouchmail_server::customer_context(
-            config,
-            Arc::clone(store) as Arc<dyn Store>,
-            options.trusts_provider(),
-        )?),
+        Some(store) => Some(vouchmail_server::customer_context(config, Arc::clone(store), options.trusts_provider())?),
         None => None,
     };
     let outcome = fetch(&options, local).await;
     if let Some(store) = store {
-        store.shutdown().await;
+        let _ = store.close().await;
     }
     match outcome? {
         FetchOutcome::Taken { messages: Some(n) } => {

@@ -4,18 +4,18 @@ use crate::error::CliError;
 use std::sync::Arc;
 
 use vouchmail_server::config::{Config, StoreBackend};
-use vouchmail_store::SqliteStore;
+use vouchmail_store::{PostgresStore, SqliteStore, Store};
 
 /// The admin commands work on a store that exists: never a new empty one made by
-/// accident in the working directory.
+/// accident in the working directory (SQLite), nor a schema made in a database nobody
+/// set up for us (PostgreSQL: it must exist, and `init` or `serve` migrate it).
 /// `config_file`: where the config came from (None: the dev defaults).
-pub fn open_existing_store(
+pub async fn open_existing_store(
     config: &Config,
     config_file: Option<&std::path::Path>,
-) -> Result<Arc<SqliteStore>, CliError> {
-    sqlite_only(config)?;
-    let path = config.store_path();
-    if !path.exists() {
+) -> Result<Arc<dyn Store>, CliError> {
+    if config.store.backend == StoreBackend::Sqlite && !config.store_path().exists() {
+        let path = config.store_path();
         return Err(CliError::failed(match config_file {
             None => format!(
                 "no store at {}; pass --config FILE (or set VOUCHMAIL_CONFIG), or create one with vouchmail init",
@@ -28,22 +28,21 @@ pub fn open_existing_store(
             ),
         }));
     }
-    open_store(config)
+    open_store(config).await
 }
 
-pub fn open_store(config: &Config) -> Result<Arc<SqliteStore>, CliError> {
-    sqlite_only(config)?;
-    let path = config.store_path();
-    SqliteStore::open(&path).map(Arc::new).map_err(|e| CliError::failed(format!("{}: {e}", path.display())))
-}
-
-/// Issue 21 is bringing the PostgreSQL store in steps; until it implements every concern,
-/// a config that asks for it is refused rather than served from SQLite unnoticed.
-fn sqlite_only(config: &Config) -> Result<(), CliError> {
-    match config.store.backend {
-        StoreBackend::Sqlite => Ok(()),
-        StoreBackend::Postgres => {
-            Err(CliError::failed("store.backend = \"postgres\": the PostgreSQL store cannot serve yet; use \"sqlite\""))
+/// The store `[store]` names: SQLite in data_dir, or PostgreSQL at `url` (SPEC 11).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, CliError> {
+    match config.postgres_options()? {
+        Some(options) => match PostgresStore::connect(options).await {
+            Ok(store) => Ok(Arc::new(store)),
+            Err(e) => Err(CliError::failed(format!("the PostgreSQL store (store.url): {e}"))),
+        },
+        None => {
+            let path = config.store_path();
+            SqliteStore::open(&path)
+                .map(|s| Arc::new(s) as Arc<dyn Store>)
+                .map_err(|e| CliError::failed(format!("{}: {e}", path.display())))
         }
     }
 }

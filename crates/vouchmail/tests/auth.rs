@@ -6,7 +6,6 @@ use std::path::Path;
 use std::process::Command;
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -15,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use vouchmail_proto::pop3::RespCode;
 use vouchmail_proto::sasl::{self, ClientSession, Credentials, Mechanism, Secrets};
 use vouchmail_server::net::pop3_client::{Pop3Client, Pop3ClientError};
-use vouchmail_store::{CertMatch, NewAccount, SqliteStore, Store};
+use vouchmail_store::{CertMatch, NewAccount};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -427,13 +426,12 @@ async fn failures_from_strangers_do_not_lock_out_a_familiar_address() {
 async fn a_store_error_during_auth_is_temporary_and_not_counted() {
     let server = TestServer::start_with(|c| c.auth.max_failures_per_ip = 2).await;
     with_alice(&server).await;
-    let db = rusqlite::Connection::open(server.config.store_path()).unwrap();
-    db.execute_batch("ALTER TABLE accounts RENAME TO accounts_away").unwrap();
+    common::raw_sql(&server, "ALTER TABLE accounts RENAME TO accounts_away").await;
     for _ in 0..4 {
         assert_eq!(cram_md5_from(&server, "127.0.0.1", PASSWORD).await, "454 4.7.0");
     }
     assert_eq!(pop3_cram_md5_from(&server, "127.0.0.1").await, Err(Some(RespCode::SysTemp)));
-    db.execute_batch("ALTER TABLE accounts_away RENAME TO accounts").unwrap();
+    common::raw_sql(&server, "ALTER TABLE accounts_away RENAME TO accounts").await;
     assert_eq!(cram_md5_from(&server, "127.0.0.1", PASSWORD).await, "235 2.7.0");
 }
 
@@ -480,7 +478,7 @@ fn salt_and_iterations(server_first: &[u8]) -> (String, String) {
 /// store; different unknown users get different salts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scram_salts_of_unknown_users_are_stable() {
-    let mut server = TestServer::start().await;
+    let server = TestServer::start().await;
     let ghost = smtp_scram_salt(server.submission(), "ghost@local.test").await;
     assert_eq!(ghost.1, "4096");
     assert_eq!(smtp_scram_salt(server.submission(), "ghost@local.test").await, ghost);
@@ -489,10 +487,7 @@ async fn scram_salts_of_unknown_users_are_stable() {
     let phantom = smtp_scram_salt(server.submission(), "phantom@local.test").await;
     assert_ne!(phantom.0, ghost.0);
     // A restart reads the same secret from the same store.
-    server.server.take().unwrap().shutdown().await;
-    let store = Arc::new(SqliteStore::open(&server.config.store_path()).unwrap());
-    let restarted = vouchmail_server::start(&server.config, store as Arc<dyn Store>).await.unwrap();
-    assert_eq!(smtp_scram_salt(restarted.submission_addrs[0], "ghost@local.test").await, ghost);
-    assert_eq!(pop3_scram_salt(restarted.pop3_addrs[0], "phantom@local.test").await, phantom);
-    restarted.shutdown().await;
+    let restarted = server.restart().await;
+    assert_eq!(smtp_scram_salt(restarted.submission(), "ghost@local.test").await, ghost);
+    assert_eq!(pop3_scram_salt(restarted.pop3(), "phantom@local.test").await, phantom);
 }

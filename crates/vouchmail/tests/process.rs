@@ -33,6 +33,17 @@ impl Deployment {
         Deployment { _dir: dir, config }
     }
 
+    /// A deployment whose store is the PostgreSQL database at `url` (SPEC 11): nodes of
+    /// one cluster are deployments with their own data_dir on the same database.
+    fn on_postgres(url: &str) -> Deployment {
+        let d = Deployment::new();
+        let mut text = std::fs::read_to_string(&d.config).unwrap();
+        text =
+            text.replacen("[listeners]", &format!("[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n[listeners]"), 1);
+        std::fs::write(&d.config, text).unwrap();
+        d
+    }
+
     /// Runs an admin command; returns (success, stdout, stderr).
     fn cli(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
         let mut child = Command::new(binary())
@@ -723,4 +734,30 @@ fn store_migrate_copies_into_an_empty_postgresql_database_once() {
     assert_eq!(d.status(&["store", "migrate", "--to", &with_password]), Some(2));
     let (_, _, err) = d.cli(&["store", "migrate", "--to", &with_password], None);
     assert!(!err.contains("s3cret"), "{err}");
+}
+
+/// Issue 21 item 5: two `vouchmail serve` on one PostgreSQL database, each with its own
+/// data_dir and address: the first start creates postmaster once; mail node A accepts is
+/// read by node B's admin commands; a user added through node B is node A's too.
+#[test]
+fn two_nodes_serve_one_postgresql_database() {
+    let Some(url) = vouchmail_testkit::pg::database_for("cli_two_nodes") else { return };
+    let (a, b) = (Deployment::on_postgres(&url), Deployment::on_postgres(&url));
+    let (node_a, addr_a, stdout) = a.serve();
+    assert!(stdout.starts_with("Created postmaster@local.test with password "), "{stdout}");
+    let (node_b, _addr_b, stdout) = b.serve();
+    assert!(stdout.is_empty(), "the second node made postmaster again: {stdout}");
+    assert!(b.cli(&["user", "add", "ann@local.test", "--password-stdin"], Some("pencil\n")).0);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (mut c, _) = SmtpConn::connect(addr_a).await;
+        c.cmd("EHLO cli.test").await;
+        let body = "From: s@remote.test\r\nSubject: across nodes\r\n\r\nhi\r\n";
+        assert_eq!(c.send_message("s@remote.test", &["ann@local.test"], body).await.code, 250);
+    });
+    let users = a.list(&["user", "list"]);
+    assert!(users.iter().any(|u| u["address"] == "ann@local.test"), "node A lists node B's user: {users:?}");
+    assert_eq!(subjects_in_mailbox(&b, "ann@local.test"), ["across nodes"]);
+    node_a.stop();
+    node_b.stop();
 }

@@ -36,7 +36,8 @@ async fn commit(server: &TestServer, queue_id: &str, sender: &str, auth: &str) {
 
 fn cli(server: &TestServer, args: &[&str]) -> (bool, String, String) {
     let config = server.dir.path().join("cli.toml");
-    std::fs::write(&config, format!("data_dir = {:?}\n", server.config.data_dir)).unwrap();
+    let text = format!("data_dir = {:?}\n{}", server.config.data_dir, common::store_config(&server.config));
+    std::fs::write(&config, text).unwrap();
     let out = Command::new(binary()).arg("--config").arg(&config).args(args).output().unwrap();
     (
         out.status.success(),

@@ -39,6 +39,55 @@ pub struct TestServer {
     pub config: Config,
 }
 
+/// `VOUCHMAIL_TEST_STORE=postgres` runs the servers of the tests on PostgreSQL, each on a
+/// database of its own in the test process's throwaway cluster (SPEC 11: one suite, both
+/// backends); else SQLite in the server's data_dir.
+fn wants_postgres() -> bool {
+    std::env::var("VOUCHMAIL_TEST_STORE").is_ok_and(|v| v == "postgres")
+}
+
+/// The store of a test server (a restarted one gets its own again: the URL is kept in the
+/// config).
+async fn open_test_store(config: &mut Config) -> Arc<dyn Store> {
+    if !wants_postgres() {
+        return Arc::new(SqliteStore::open(&config.store_path()).expect("store"));
+    }
+    if config.store.url.is_none() {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("server_{}_{n}", std::process::id());
+        let url = vouchmail_testkit::pg::database_for(&name).expect("VOUCHMAIL_TEST_STORE=postgres: no PostgreSQL");
+        config.store.backend = vouchmail_server::config::StoreBackend::Postgres;
+        config.store.url = Some(url);
+    }
+    let options = config.postgres_options().expect("store options").expect("a PostgreSQL URL");
+    Arc::new(vouchmail_store::PostgresStore::connect(options).await.expect("PostgreSQL store"))
+}
+
+/// The `[store]` lines of a config for the CLI to open this server's store ("" on SQLite,
+/// whose store is found by data_dir).
+pub fn store_config(config: &Config) -> String {
+    match &config.store.url {
+        Some(url) if wants_postgres() => format!("[store]\nbackend = \"postgres\"\nurl = {url:?}\n"),
+        _ => String::new(),
+    }
+}
+
+/// Runs one statement on the test server's database behind the store's back (to make the
+/// store fail, say), on whichever backend it uses.
+pub async fn raw_sql(server: &TestServer, sql: &str) {
+    match &server.config.store.url {
+        Some(url) if wants_postgres() => {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
+            tokio::spawn(connection);
+            client.batch_execute(sql).await.expect("statement");
+        }
+        _ => {
+            rusqlite::Connection::open(server.config.store_path()).expect("open").execute_batch(sql).expect("statement")
+        }
+    }
+}
+
 impl TestServer {
     /// Domain `local.test` (policy `accept`: unauthenticated MX mail is delivered to INBOX,
     /// marked `none`) with account `user@local.test`.
@@ -77,7 +126,7 @@ impl TestServer {
         // from a test CA with peer_tls = "verify", as does `vouchmail demo`.
         config.messenger.peer_tls = "insecure".into();
         adjust(&mut config);
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store_path()).expect("store"));
+        let store = open_test_store(&mut config).await;
         vouchmail_server::rules::bootstrap::bootstrap(&config, store.as_ref()).await.expect("bootstrap");
         if !config.bootstrap.domain.is_empty() {
             store
@@ -104,7 +153,7 @@ impl TestServer {
             server.shutdown().await;
         }
         self.store.close().await.expect("close");
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&self.config.store_path()).expect("store"));
+        let store = open_test_store(&mut self.config).await;
         let server = vouchmail_server::start(&self.config, Arc::clone(&store)).await.expect("start");
         TestServer { dir: self.dir, store, server: Some(server), config: self.config }
     }
