@@ -247,6 +247,12 @@ pub trait NodeStore: Send + Sync {
     fn add_events(&self, names: Vec<String>, at: i64, forget_before: i64) -> StoreFuture<'_, ()>;
     /// How many events each name has had since `since`, in the order given.
     fn count_events(&self, names: Vec<String>, since: i64) -> StoreFuture<'_, Vec<u64>>;
+    /// Tells the other nodes on the store that `topic` changed (SPEC 11: PostgreSQL
+    /// NOTIFY); nothing where there are no other nodes.
+    fn announce(&self, topic: &str) -> StoreFuture<'_, ()>;
+    /// The topics other nodes announce from now on; None where there are none (each
+    /// listener still polls: an announcement can be lost with a connection).
+    fn announcements(&self) -> Option<tokio::sync::broadcast::Receiver<String>>;
 }
 
 /// Everything durable: every concern's trait. All addresses and domain names passed in

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use vouchmail_store::{OutboxEntry, OutboxUpdate, Store};
 
 use crate::config::Config;
-use crate::rules::tracking::{NotifyOutcome, NotifySender, OutboxBell};
+use crate::rules::tracking::{announced, NotifyOutcome, NotifySender, OutboxBell, NOTIFY_OUTBOX_TOPIC};
 use crate::support::tasks::{run_bounded, TaskTracker};
 use crate::support::time::unix_now as now;
 
@@ -104,6 +104,9 @@ impl Outbox {
     }
 
     async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        // SPEC 11: records queued on other nodes wake this one too (PostgreSQL LISTEN);
+        // the poll below finds them anyway if an announcement is lost.
+        let mut announcements = self.store.announcements();
         loop {
             if *shutdown.borrow() {
                 break;
@@ -124,6 +127,7 @@ impl Outbox {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.bell.rung() => {}
+                _ = announced(&mut announcements, NOTIFY_OUTBOX_TOPIC) => {}
                 _ = shutdown.changed() => {}
             }
         }

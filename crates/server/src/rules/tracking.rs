@@ -22,6 +22,26 @@ use vouchmail_store::{NewTrackingEvent, NotifyStored, Store, TrackingOutcome, Tr
 
 use crate::rules::recipient::store_reply;
 
+/// What the store announces to the other nodes when a record is queued for NOTIFY.
+pub const NOTIFY_OUTBOX_TOPIC: &str = "notify_outbox";
+
+/// Waits until another node announces `topic` (or announcements were lost, when the
+/// caller had better look anyway); forever where the store has no other nodes.
+pub async fn announced(announcements: &mut Option<tokio::sync::broadcast::Receiver<String>>, topic: &str) {
+    use tokio::sync::broadcast::error::RecvError;
+    if let Some(receiver) = announcements {
+        loop {
+            match receiver.recv().await {
+                Ok(announced) if announced == topic => return,
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => return,
+                Err(RecvError::Closed) => break,
+            }
+        }
+    }
+    std::future::pending::<()>().await
+}
+
 /// Records an event and logs where its record went. Never fails: a download that went out
 /// must not fail because it could not be noted (the error is logged).
 /// A record queued for NOTIFY rings `bell`, so the outbox sends it now rather than at its
@@ -41,6 +61,10 @@ pub async fn record_event(store: &dyn Store, event: NewTrackingEvent, bell: &Out
                     TrackingRoute::Outbox { domain } => {
                         tracing::info!(%recipient, %kind, %domain, "tracking record queued for NOTIFY");
                         bell.ring();
+                        // SPEC 11: the other nodes' outboxes may send it too.
+                        if let Err(e) = store.announce(NOTIFY_OUTBOX_TOPIC).await {
+                            tracing::debug!(error = %e, "cannot tell the other nodes of the NOTIFY record");
+                        }
                     }
                     TrackingRoute::Unroutable { reason } => {
                         tracing::warn!(%recipient, %kind, %reason, "tracking record not made")

@@ -91,7 +91,9 @@ where
                     let _ = done_rx.await;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "PostgreSQL: cannot connect to LISTEN; other nodes' changes are polled"),
+            Err(e) => {
+                tracing::warn!(error = %e, "PostgreSQL: cannot connect to LISTEN; other nodes' changes are polled")
+            }
         }
         tokio::time::sleep(RECONNECT_AFTER).await;
     }

@@ -24,6 +24,7 @@ mod authkey;
 mod base;
 mod commit;
 mod cursors;
+mod listen;
 mod mailboxes;
 mod messages;
 mod messenger;

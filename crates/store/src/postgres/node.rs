@@ -193,4 +193,17 @@ impl NodeStore for PostgresStore {
             Ok(counts)
         })
     }
+
+    fn announce(&self, topic: &str) -> StoreFuture<'_, ()> {
+        let topic = topic.to_string();
+        Box::pin(async move {
+            let conn = self.conn().await?;
+            conn.execute("SELECT pg_notify($1, $2)", &[&super::listen::CHANNEL, &topic]).await.map_err(db_error)?;
+            Ok(())
+        })
+    }
+
+    fn announcements(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        Some(self.announcements.subscribe())
+    }
 }

@@ -7,6 +7,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 
 use super::base::{db_error, pool_error};
 use super::commit::Committer;
+use super::listen::Announcements;
 use super::options::{parse_url, PostgresOptions};
 use super::schema::migrate;
 use super::tls;
@@ -23,6 +24,8 @@ pub struct PostgresStore {
     pool: Pool,
     /// Group commit of received messages (`commit`).
     pub(super) committer: Committer,
+    /// What other nodes announce (LISTEN/NOTIFY, SPEC 11).
+    pub(super) announcements: Announcements,
 }
 
 impl PostgresStore {
@@ -49,7 +52,8 @@ impl PostgresStore {
             .recycle_timeout(connect_timeout)
             .build()
             .map_err(|e| StoreError::Unavailable(format!("cannot make the connection pool: {e}")))?;
-        let store = PostgresStore { committer: Committer::start(pool.clone()), pool };
+        let announcements = Announcements::start(&target, options.ca_file.as_deref())?;
+        let store = PostgresStore { committer: Committer::start(pool.clone()), pool, announcements };
         let mut conn = store.conn().await?;
         warn_unless_durable(&conn).await?;
         migrate(&mut conn).await?;

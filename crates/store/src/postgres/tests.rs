@@ -303,3 +303,39 @@ async fn notify_leases_skip_entries_locked_by_another_node() {
     assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), [locked]);
     assert!(store.lease_notifies(11, 100, 10).await.unwrap().is_empty());
 }
+
+/// SPEC 11: what one node announces reaches the others (LISTEN/NOTIFY), topic and all; a
+/// node whose listening connection is not up yet still gets later announcements.
+#[tokio::test]
+async fn an_announcement_reaches_the_other_nodes() {
+    use crate::interface::NodeStore;
+    let Some(url) = database_for("an_announcement_reaches_the_other_nodes") else { return };
+    let a = PostgresStore::connect(PostgresOptions::new(url.clone())).await.unwrap();
+    let b = PostgresStore::connect(PostgresOptions::new(url)).await.unwrap();
+    let mut heard = b.announcements().expect("PostgreSQL announces");
+    // B's LISTEN may not be up at once: announce until it hears, within a bound.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        a.announce("notify_outbox").await.unwrap();
+        match tokio::time::timeout(std::time::Duration::from_millis(200), heard.recv()).await {
+            Ok(Ok(topic)) => {
+                assert_eq!(topic, "notify_outbox");
+                break;
+            }
+            _ if tokio::time::Instant::now() < deadline => continue,
+            other => panic!("node B heard nothing: {other:?}"),
+        }
+    }
+    a.announce("other").await.unwrap();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match heard.recv().await {
+                Ok(topic) if topic == "notify_outbox" => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(next.unwrap(), "other");
+}

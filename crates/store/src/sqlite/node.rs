@@ -152,4 +152,13 @@ impl NodeStore for SqliteStore {
                 .map_err(db_error)
         })
     }
+
+    /// One process writes a SQLite store: its own bells are the announcements.
+    fn announce(&self, _topic: &str) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn announcements(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
 }
