@@ -16,7 +16,8 @@
 //! `accounts`, `queue`, `mailboxes`, `tracking`, `authkey`, `messenger`) over the shared
 //! `base` and `rows`; `messages` writes and removes messages for every concern, `commit`
 //! group-commits received ones (several sessions' messages in one transaction, SPEC 5),
-//! `cursors` hands out the ids readers follow as cursors in commit order; `options` reads
+//! `cursors` hands out the ids readers follow as cursors in commit order, `listen` hears
+//! what other nodes announce (LISTEN/NOTIFY); `options` reads
 //! the URL, `tls` makes the TLS client, `schema` holds the migrations, `pool` the handle.
 
 mod accounts;

@@ -26,14 +26,6 @@ async fn meta_and_reopen_keeps_schema() {
 }
 
 #[tokio::test]
-async fn closed_store_reports_unavailable() {
-    let (_dir, store) = store();
-    store.close();
-    let err = store.set_meta("k", "v").await.unwrap_err();
-    assert!(err.is_temporary());
-}
-
-#[tokio::test]
 async fn held_for_lists_move_to_their_own_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
@@ -69,14 +61,6 @@ async fn held_for_lists_move_to_their_own_rows() {
 }
 
 #[tokio::test]
-async fn get_or_init_meta_keeps_the_first_value() {
-    let (_dir, store) = store();
-    assert_eq!(store.get_or_init_meta("k", "first").await.unwrap(), "first");
-    assert_eq!(store.get_or_init_meta("k", "second").await.unwrap(), "first");
-    assert_eq!(store.get_meta("k").await.unwrap().as_deref(), Some("first"));
-}
-
-#[tokio::test]
 async fn old_single_policies_become_the_unauthenticated_case() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
@@ -109,35 +93,4 @@ async fn old_single_policies_become_the_unauthenticated_case() {
     let mixed = SenderPolicy { unauthenticated: PolicyAction::Junk, forged: PolicyAction::RejectNotifyBoth };
     store.set_domain_policy("a.example", mixed).await.unwrap();
     assert_eq!(store.get_domain("a.example").await.unwrap().unwrap().policy, mixed);
-}
-
-/// SPEC 11: leases and marks are atomic check-and-set state every node shares.
-#[tokio::test]
-async fn leases_and_marks() {
-    let (_dir, store) = store();
-    assert!(store.try_lease("pop3:a@x", "n1/1", 100, 220).await.unwrap());
-    assert!(!store.try_lease("pop3:a@x", "n2/1", 150, 270).await.unwrap(), "held until 220");
-    assert!(store.try_lease("pop3:a@x", "n1/1", 200, 320).await.unwrap(), "its holder renews it");
-    assert!(store.try_lease("pop3:a@x", "n2/1", 321, 441).await.unwrap(), "expired: taken over");
-    store.release_lease("pop3:a@x", "n1/1").await.unwrap();
-    assert!(!store.try_lease("pop3:a@x", "n1/2", 322, 442).await.unwrap(), "only its holder releases it");
-    store.release_lease("pop3:a@x", "n2/1").await.unwrap();
-    assert!(store.try_lease("pop3:a@x", "n1/2", 323, 443).await.unwrap());
-    store.try_lease("rcram:v.test:c1", "n1", 400, 700).await.unwrap();
-    store.try_lease("rcram:v.test:c2", "n2", 400, 500).await.unwrap();
-    store.try_lease("rcram:v_test:c3", "n2", 400, 700).await.unwrap();
-    assert_eq!(store.count_leases("rcram:v.test:", 450).await.unwrap(), 2);
-    assert_eq!(store.count_leases("rcram:v.test:", 600).await.unwrap(), 1, "c2 expired at 500");
-
-    assert!(store.mark_if_older("atrn:a@x", 1000, 970).await.unwrap(), "unset");
-    assert!(!store.mark_if_older("atrn:a@x", 1010, 980).await.unwrap(), "set at 1000, after 980");
-    assert!(store.mark_if_older("atrn:a@x", 1030, 1000).await.unwrap(), "set at 1000, not after 1000");
-
-    store.add_events(vec!["auth:net:a".into(), "auth:account:u".into()], 100, 0).await.unwrap();
-    store.add_events(vec!["auth:net:a".into()], 150, 0).await.unwrap();
-    let names = vec!["auth:net:a".to_string(), "auth:account:u".to_string(), "auth:net:b".to_string()];
-    assert_eq!(store.count_events(names.clone(), 100).await.unwrap(), [2, 1, 0]);
-    assert_eq!(store.count_events(names.clone(), 120).await.unwrap(), [1, 0, 0]);
-    store.add_events(vec!["auth:net:b".into()], 200, 150).await.unwrap();
-    assert_eq!(store.count_events(names, 0).await.unwrap(), [1, 0, 1], "events before 150 forgotten");
 }
