@@ -761,3 +761,66 @@ fn two_nodes_serve_one_postgresql_database() {
     node_a.stop();
     node_b.stop();
 }
+
+/// The POP3 address a `serve` logged while starting (the plain pop3 listener).
+fn pop3_address(log: &[String]) -> SocketAddr {
+    let line = log
+        .iter()
+        .find(|l| l.contains("listening") && l.contains("pop3") && !l.contains("pop3s"))
+        .expect("the pop3 listener's line");
+    let local = line.split("local=").nth(1).expect("local=").split_whitespace().next().unwrap();
+    local.parse().unwrap()
+}
+
+/// Issue 21 ("how it is checked"): two `vouchmail serve` processes on one PostgreSQL
+/// database. A POP3 session on node A makes node B answer `-ERR [IN-USE]`; failed logins
+/// on node B count on node A too.
+#[test]
+fn two_node_processes_share_pop3_locks_and_auth_failures() {
+    use vouchmail_proto::pop3::reply::RespCode;
+    use vouchmail_proto::sasl::{Credentials, Mechanism};
+    use vouchmail_server::net::pop3_client::{Pop3Client, Pop3ClientError};
+    let Some(url) = vouchmail_testkit::pg::database_for("cli_two_node_processes") else { return };
+    let node = |url: &str| {
+        let d = Deployment::on_postgres(url);
+        let mut text = std::fs::read_to_string(&d.config).unwrap();
+        text = text.replacen("pop3 = []", "pop3 = [\"127.0.0.1:0\"]", 1);
+        text.push_str("[auth]\nmax_failures_per_ip = 3\n");
+        std::fs::write(&d.config, text).unwrap();
+        d
+    };
+    let (a, b) = (node(&url), node(&url));
+    let (server_a, _, _, log_a) = a.serve_logging();
+    let (server_b, _, _, log_b) = b.serve_logging();
+    let (pop_a, pop_b) = (pop3_address(&log_a), pop3_address(&log_b));
+    assert!(a.cli(&["user", "add", "ann@local.test", "--password-stdin"], Some("pencil\n")).0);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let login = |addr: SocketAddr, password: &'static str| async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut pop, _) = Pop3Client::connect(stream).await.unwrap();
+            let result = pop.authenticate(Mechanism::ScramSha256, Credentials::new("ann@local.test", password)).await;
+            (pop, result)
+        };
+        let (held, result) = login(pop_a, "pencil").await;
+        assert!(result.is_ok(), "{result:?}");
+        let (_, result) = login(pop_b, "pencil").await;
+        match result {
+            Err(Pop3ClientError::Server(reply)) => assert_eq!(reply.code, Some(RespCode::InUse), "{reply:?}"),
+            other => panic!("node B let a second session open the maildrop: {other:?}"),
+        }
+        drop(held);
+        // Three wrong passwords on node B: node A refuses even the right one for a while.
+        for _ in 0..3 {
+            let (_, result) = login(pop_b, "wrong").await;
+            assert!(result.is_err());
+        }
+        let (_, result) = login(pop_a, "pencil").await;
+        match result {
+            Err(Pop3ClientError::Server(reply)) => assert_eq!(reply.code, Some(RespCode::SysTemp), "{reply:?}"),
+            other => panic!("node A did not count node B's failures: {other:?}"),
+        }
+    });
+    server_a.stop();
+    server_b.stop();
+}
