@@ -76,20 +76,8 @@ pub async fn store(config: &Config, command: StoreCommand) -> Result<(), CliErro
             if !source.exists() {
                 return Err(CliError::failed(format!("no store at {} to copy", source.display())));
             }
-            let mut options = vouchmail_store::PostgresOptions::new(to);
-            if let Some(path) = password_file {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| CliError::failed(format!("--password-file: cannot read {}: {e}", path.display())))?;
-                let password = text.lines().next().unwrap_or("").to_string();
-                if password.is_empty() {
-                    return Err(CliError::failed(format!(
-                        "--password-file: the first line of {} is empty",
-                        path.display()
-                    )));
-                }
-                options.password = Some(password);
-            }
-            options.ca_file = ca_file;
+            let options = vouchmail_server::config::postgres_options(&to, password_file.as_deref(), ca_file)
+                .map_err(|e| CliError::failed(format!("--password-file: {e}")))?;
             let target = vouchmail_store::PostgresStore::connect(options)
                 .await
                 .map_err(|e| CliError::failed(format!("the PostgreSQL database: {e}")))?;

@@ -1073,22 +1073,9 @@ impl Config {
         let (StoreBackend::Postgres, Some(url)) = (store.backend, &store.url) else {
             return Ok(None);
         };
-        let mut options = vouchmail_store::PostgresOptions::new(url.clone());
-        if let Some(path) = &store.password_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                Error::new(ErrorKind::Config, format!("store.password_file: cannot read {}: {e}", path.display()))
-            })?;
-            let password = text.lines().next().unwrap_or("");
-            if password.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::Config,
-                    format!("store.password_file: the first line of {} is empty", path.display()),
-                ));
-            }
-            options.password = Some(password.to_string());
-        }
-        options.ca_file = store.ca_file.clone();
-        Ok(Some(options))
+        postgres_options(url, store.password_file.as_deref(), store.ca_file.clone())
+            .map(Some)
+            .map_err(|e| e.about("store.password_file"))
     }
 
     /// The name servers of the shared resolver: `dns.nameservers`, else the older
@@ -1108,6 +1095,22 @@ impl Config {
     pub fn data_timeout(&self) -> Duration {
         Duration::from_secs(self.smtp.data_timeout_secs)
     }
+}
+
+/// How to reach a PostgreSQL store at `url` (no password in it), with the password from
+/// `password_file` (its first line) and extra CA certificates: for `[store]` and for
+/// `vouchmail store migrate --to`.
+pub fn postgres_options(
+    url: &str,
+    password_file: Option<&Path>,
+    ca_file: Option<PathBuf>,
+) -> Result<vouchmail_store::PostgresOptions, Error> {
+    let mut options = vouchmail_store::PostgresOptions::new(url);
+    if let Some(path) = password_file {
+        options.password = Some(crate::support::files::read_password_file(path)?);
+    }
+    options.ca_file = ca_file;
+    Ok(options)
 }
 
 #[cfg(test)]
