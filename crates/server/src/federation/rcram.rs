@@ -29,11 +29,11 @@ use std::sync::{Arc, Mutex};
 use vouchmail_proto::messenger::rcram::{self, ChallengeRegistry, RegistryError, MAX_OUTSTANDING_PER_VERIFIER};
 use vouchmail_proto::smtp::reply::Reply;
 use vouchmail_proto::smtp::session::RcramVerdict;
-use vouchmail_store::Store;
 
 use super::{now, Exchanges, Messenger};
 use crate::auth::limits::{client_network, AuthLimiter};
 use crate::net::federation::{PeerConnection, SMALL_REPLY};
+use crate::rules::lease::HeldLease;
 
 /// Random octets of a challenge (SPEC 8.2: at least 64 bits).
 const CHALLENGE_RANDOM: usize = 16;
@@ -101,20 +101,14 @@ fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
 struct IssuedChallenge {
     registry: Arc<Mutex<ChallengeRegistry>>,
     challenge: String,
-    /// Its place among the verifier's outstanding challenges on every node (SPEC 11).
-    lease: Option<(Arc<dyn Store>, String)>,
+    /// Its place among the verifier's outstanding challenges on every node (SPEC 11),
+    /// released with it.
+    _lease: Option<HeldLease>,
 }
 
 impl Drop for IssuedChallenge {
     fn drop(&mut self) {
         self.registry.lock().unwrap_or_else(|p| p.into_inner()).forget(&self.challenge);
-        if let (Some((store, name)), Ok(runtime)) = (self.lease.take(), tokio::runtime::Handle::try_current()) {
-            runtime.spawn(async move {
-                if let Err(e) = store.release_lease(&name, LEASE_HOLDER).await {
-                    tracing::warn!(lease = %name, error = %e, "cannot free an RCRAM challenge's place; it expires");
-                }
-            });
-        }
     }
 }
 
@@ -308,14 +302,17 @@ impl Messenger {
                 let name = format!("{prefix}{challenge}");
                 let now = now();
                 let lease = match self.store.try_lease(&name, LEASE_HOLDER, now, now + rcram::MAX_AGE_SECS).await {
-                    Ok(_) => Some((Arc::clone(&self.store), name)),
+                    Ok(_) => Some(HeldLease::new(Arc::clone(&self.store), name, LEASE_HOLDER.to_string())),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot record the challenge for the other nodes");
                         None
                     }
                 };
-                link.issued =
-                    Some(IssuedChallenge { registry: Arc::clone(&self.registry), challenge: challenge.clone(), lease });
+                link.issued = Some(IssuedChallenge {
+                    registry: Arc::clone(&self.registry),
+                    challenge: challenge.clone(),
+                    _lease: lease,
+                });
                 RcramVerdict::Issued { challenge }
             }
             Err(

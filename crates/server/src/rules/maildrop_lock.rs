@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use vouchmail_store::{Store, StoreError};
 
+use super::lease::HeldLease;
 use crate::support::time::unix_now;
 
 /// How long a lease holds unless renewed: a dead node's maildrops free after this.
@@ -58,37 +59,21 @@ impl MaildropLocks {
                 }
             }
         });
-        Ok(Some(MaildropLock { store: Arc::clone(&self.store), name, holder, renew }))
+        Ok(Some(MaildropLock { _lease: HeldLease::new(Arc::clone(&self.store), name, holder), renew }))
     }
 }
 
 /// Held while a session has the maildrop open; given back on drop.
+#[derive(Debug)]
 pub struct MaildropLock {
-    store: Arc<dyn Store>,
-    name: String,
-    holder: String,
+    _lease: HeldLease,
     renew: tokio::task::JoinHandle<()>,
 }
 
-impl std::fmt::Debug for MaildropLock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MaildropLock").field("name", &self.name).field("holder", &self.holder).finish()
-    }
-}
-
 impl Drop for MaildropLock {
+    /// Stops renewing; the lease then goes back as it drops.
     fn drop(&mut self) {
         self.renew.abort();
-        let (store, name, holder) =
-            (Arc::clone(&self.store), std::mem::take(&mut self.name), std::mem::take(&mut self.holder));
-        // Outside a runtime (a test's end) the lease simply expires.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(e) = store.release_lease(&name, &holder).await {
-                    tracing::warn!(lease = %name, error = %e, "POP3: cannot release the maildrop lease; it expires");
-                }
-            });
-        }
     }
 }
 

@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod commit;
 pub mod dsn;
 pub mod entity_index;
+pub mod lease;
 pub mod mail_from;
 pub mod maildrop_lock;
 pub mod own_message;
