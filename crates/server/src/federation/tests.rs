@@ -133,6 +133,18 @@ fn config(dir: &std::path::Path, dns: SocketAddr) -> Config {
     config
 }
 
+/// home.test's home server, the fake one on 127.0.0.3 (with no script), and the DNS that
+/// finds it (SRV `_messenger._tcp.home.test` to mail.home.test).
+async fn home_test(dir: &std::path::Path) -> (Log, TestDns) {
+    let (addr, log) = fake_home("127.0.0.3", dir, Arc::default()).await;
+    let dns = TestDns::builder()
+        .srv("_messenger._tcp.home.test", 10, 1, addr.port(), "mail.home.test")
+        .a("mail.home.test", "127.0.0.3")
+        .start()
+        .await;
+    (log, dns)
+}
+
 /// Issue 19 item 1 (SPEC 8 "Trust between servers"): with `peer_tls = "verify"` a call
 /// goes only inside TLS whose certificate verifies for the host name discovery gave. A
 /// peer with a valid certificate for another name (a man in the middle) and a peer that
@@ -169,12 +181,7 @@ async fn verified_tls_between_servers_refuses_another_name_and_plaintext() {
 #[tokio::test]
 async fn starttls_when_offered_then_ehlo_again_inside_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let (addr, log) = fake_home("127.0.0.3", dir.path(), Arc::default()).await;
-    let dns = TestDns::builder()
-        .srv("_messenger._tcp.home.test", 10, 1, addr.port(), "mail.home.test")
-        .a("mail.home.test", "127.0.0.3")
-        .start()
-        .await;
+    let (log, dns) = home_test(dir.path()).await;
     let client = FederationClient::from_config(&config(dir.path(), dns.addr())).unwrap();
     let (reply, _) = client.call("home.test", "CERT a@home.test", SMALL_REPLY).await.unwrap();
     assert_eq!(reply.wire, b"550 5.1.1 No such address or published ID\r\n");
@@ -323,12 +330,7 @@ async fn a_later_claim_on_a_published_id_is_a_conflict_not_the_binding() {
 async fn rcram_to_a_home_server_without_x_rcram_verify_is_454_unless_legacy_mode() {
     use vouchmail_proto::smtp::session::RcramVerdict;
     let dir = tempfile::tempdir().unwrap();
-    let (addr, log) = fake_home("127.0.0.3", dir.path(), Arc::default()).await;
-    let dns = TestDns::builder()
-        .srv("_messenger._tcp.home.test", 10, 1, addr.port(), "mail.home.test")
-        .a("mail.home.test", "127.0.0.3")
-        .start()
-        .await;
+    let (log, dns) = home_test(dir.path()).await;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
     let peer: SocketAddr = "127.0.0.9:4000".parse().unwrap();
     let mut link = super::rcram::RcramLink::default();
@@ -367,12 +369,7 @@ fn legacy_answer(user: &str, password: &str) -> String {
 async fn legacy_rcram_refuses_an_answer_for_another_user_without_relaying_it() {
     use vouchmail_proto::smtp::session::RcramVerdict;
     let dir = tempfile::tempdir().unwrap();
-    let (addr, log) = fake_home("127.0.0.3", dir.path(), Arc::default()).await;
-    let dns = TestDns::builder()
-        .srv("_messenger._tcp.home.test", 10, 1, addr.port(), "mail.home.test")
-        .a("mail.home.test", "127.0.0.3")
-        .start()
-        .await;
+    let (log, dns) = home_test(dir.path()).await;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
     let peer: SocketAddr = "127.0.0.9:4000".parse().unwrap();
     let mut legacy = config(dir.path(), dns.addr());
