@@ -35,6 +35,15 @@ impl FakeHomeServers {
     fn delivered(&self) -> Vec<(String, String)> {
         self.delivered.lock().unwrap().clone()
     }
+
+    /// How many records were delivered once `n` were, or when `within` ran out.
+    async fn delivered_at_least(&self, n: usize, within: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.delivered().len() < n && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.delivered().len()
+    }
 }
 
 impl NotifySender for FakeHomeServers {
@@ -247,13 +256,7 @@ async fn the_task_sends_and_stops_on_shutdown() {
     let (stop, shutdown) = watch::channel(false);
     let tasks = TaskTracker::default();
     outbox.spawn(shutdown, &tasks);
-    for _ in 0..200 {
-        if !home.delivered().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(home.delivered().len(), 1);
+    assert_eq!(home.delivered_at_least(1, Duration::from_secs(2)).await, 1);
     stop.send(true).unwrap();
     assert_eq!(tasks.wait(Duration::from_secs(5)).await, 0);
 }
@@ -274,19 +277,9 @@ async fn a_queued_record_rings_the_outbox_awake() {
     // has nothing due and waits its hour.
     downloaded(&store, account, "Q1", "glen@galkam.test", now()).await;
     outbox.spawn(shutdown, &tasks);
-    let until = |n: usize| {
-        let home = home.clone();
-        async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-            while home.delivered().len() < n && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            home.delivered().len()
-        }
-    };
-    assert_eq!(until(1).await, 1);
+    assert_eq!(home.delivered_at_least(1, Duration::from_secs(20)).await, 1);
     downloaded_ringing(&store, account, "Q2", "ann@galkam.test", now(), &bell).await;
-    assert_eq!(until(2).await, 2, "the ring woke the outbox");
+    assert_eq!(home.delivered_at_least(2, Duration::from_secs(20)).await, 2, "the ring woke the outbox");
     stop.send(true).unwrap();
     assert_eq!(tasks.wait(Duration::from_secs(5)).await, 0);
 }
