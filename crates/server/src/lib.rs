@@ -143,15 +143,18 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     let tls = Tls::from_config(config)?;
     let peer_tls = Tls::for_peers(config)?;
     let fake_salt_key = rules::bootstrap::scram_fake_salt_key(store.as_ref()).await?;
-    let auth_limiter = Arc::new(
-        AuthLimiter::new(
-            config.auth.max_failures_per_ip,
-            config.auth.max_failures_per_account,
-            Duration::from_secs(config.auth.failure_window_secs),
-        )
-        .with_max_per_verifier(config.auth.max_failures_per_verifier)
-        .shared_through(Arc::clone(&store)),
-    );
+    let mut auth_limiter = AuthLimiter::new(
+        config.auth.max_failures_per_ip,
+        config.auth.max_failures_per_account,
+        Duration::from_secs(config.auth.failure_window_secs),
+    )
+    .with_max_per_verifier(config.auth.max_failures_per_verifier);
+    // SPEC 11: several nodes count failures together; on SQLite this process is the only
+    // server (the data_dir lock), and its own counts are all there is.
+    if config.store.backend == config::StoreBackend::Postgres {
+        auth_limiter = auth_limiter.shared_through(Arc::clone(&store));
+    }
+    let auth_limiter = Arc::new(auth_limiter);
     let listeners = [
         (Listener::Mx, &config.listeners.mx),
         (Listener::Submission, &config.listeners.submission),
