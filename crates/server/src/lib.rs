@@ -315,7 +315,7 @@ async fn start_pop3(
     server: &mut RunningServer,
 ) -> Result<(), Error> {
     let limiter = ConnectionLimiter::new(config.pop3.max_connections, config.pop3.max_connections_per_ip);
-    let locks = rules::maildrop_lock::MaildropLocks::new(Arc::clone(store));
+    let locks = rules::maildrop_lock::MaildropLocks::new(Arc::clone(store), config.pop3.lock_lease_secs);
     for implicit_tls in [false, true] {
         let addrs = if implicit_tls { &config.listeners.pop3s } else { &config.listeners.pop3 };
         let context = Arc::new(listen::pop3::Pop3Context {

@@ -361,6 +361,9 @@ pub struct Pop3 {
     /// Simultaneous POP3 connections in total, and from one IP address.
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Seconds a maildrop lock (RFC 1939 8) holds unless its session renews it (every
+    /// third of this): the locks of a node that died free after this (SPEC 11).
+    pub lock_lease_secs: u64,
 }
 
 impl Default for Pop3 {
@@ -373,6 +376,7 @@ impl Default for Pop3 {
             max_errors: 20,
             max_connections: 1000,
             max_connections_per_ip: 20,
+            lock_lease_secs: 120,
         }
     }
 }
@@ -762,7 +766,7 @@ impl Config {
     }
 
     /// Every timeout key: its value, its unit, and the minimum an RFC asks for, if any.
-    fn timeouts(&self) -> [Timeout; 14] {
+    fn timeouts(&self) -> [Timeout; 15] {
         const SMTP_SERVER: &str = "RFC 5321 4.5.3.2.7, server timeout";
         const SMTP_DATA_BLOCK: &str = "RFC 5321 4.5.3.2.5, data block";
         const SMTP_CLIENT: &str = "RFC 5321 4.5.3.2.1-3, 220 greeting, MAIL and RCPT; 4.5.3.2.4: 120 for DATA";
@@ -778,6 +782,7 @@ impl Config {
                 "seconds",
                 Some((600, "RFC 1939 3, autologout timer")),
             ),
+            t("pop3.lock_lease_secs", self.pop3.lock_lease_secs, "seconds", None),
             // Shorter values are raised to 600 where it is used (jobs/held.rs, jobs/odmr_fetch.rs).
             t(
                 "odmr.timeout_secs",

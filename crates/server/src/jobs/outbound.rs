@@ -437,8 +437,14 @@ impl Engine {
             if ids.is_empty() {
                 continue;
             }
-            if let Err(e) = self.store.renew_leases(ids, now() + self.settings.lease).await {
-                tracing::warn!(error = %e, "outbound: cannot renew leases");
+            // A failed renewal is tried again at once (a few times): a lease that runs out
+            // under a live delivery lets another node send the message too.
+            for attempt in 1..=3 {
+                match self.store.renew_leases(ids.clone(), now() + self.settings.lease).await {
+                    Ok(()) => break,
+                    Err(e) => tracing::warn!(error = %e, attempt, "outbound: cannot renew leases"),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }

@@ -12,10 +12,9 @@ use vouchmail_store::{Store, StoreError};
 use super::lease::HeldLease;
 use crate::support::time::unix_now;
 
-/// How long a lease holds unless renewed: a dead node's maildrops free after this.
+/// How long a lease holds unless renewed, by default (`pop3.lock_lease_secs`): a dead
+/// node's maildrops free after this.
 pub const LEASE_SECS: i64 = 120;
-/// How often a live session renews its lease.
-const RENEW_EVERY: Duration = Duration::from_secs(40);
 
 /// The maildrop locks of this node.
 pub struct MaildropLocks {
@@ -24,15 +23,18 @@ pub struct MaildropLocks {
     /// restarted one) never take each other's lease for their own.
     node: String,
     sessions: AtomicU64,
+    /// Seconds a lease holds; a live session renews it every third of this.
+    lease_secs: i64,
 }
 
 impl MaildropLocks {
-    pub fn new(store: Arc<dyn Store>) -> Arc<MaildropLocks> {
+    pub fn new(store: Arc<dyn Store>, lease_secs: u64) -> Arc<MaildropLocks> {
         let mut random = [0u8; 8];
         // Without an OS random source the pid and time still set nodes apart.
         let _ = getrandom::getrandom(&mut random);
         let node = format!("{}-{}-{}", std::process::id(), unix_now(), u64::from_le_bytes(random));
-        Arc::new(MaildropLocks { store, node, sessions: AtomicU64::new(0) })
+        let lease_secs = i64::try_from(lease_secs.max(1)).unwrap_or(LEASE_SECS);
+        Arc::new(MaildropLocks { store, node, sessions: AtomicU64::new(0), lease_secs })
     }
 
     /// Takes the maildrop of `user` for one session, or None when a session (on any
@@ -41,15 +43,16 @@ impl MaildropLocks {
         let name = format!("pop3:{}", user.to_lowercase());
         let holder = format!("{}/{}", self.node, self.sessions.fetch_add(1, Ordering::Relaxed));
         let now = unix_now();
-        if !self.store.try_lease(&name, &holder, now, now + LEASE_SECS).await? {
+        let lease_secs = self.lease_secs;
+        if !self.store.try_lease(&name, &holder, now, now + lease_secs).await? {
             return Ok(None);
         }
         let (store, renew_name, renew_holder) = (Arc::clone(&self.store), name.clone(), holder.clone());
         let renew = tokio::spawn(async move {
             loop {
-                tokio::time::sleep(RENEW_EVERY).await;
+                tokio::time::sleep(Duration::from_millis(lease_secs as u64 * 1000 / 3)).await;
                 let now = unix_now();
-                match store.try_lease(&renew_name, &renew_holder, now, now + LEASE_SECS).await {
+                match store.try_lease(&renew_name, &renew_holder, now, now + lease_secs).await {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::error!(lease = %renew_name, "POP3: the maildrop lease was lost to another session");
@@ -87,7 +90,10 @@ mod tests {
     async fn one_session_per_maildrop_across_nodes_and_a_dead_nodes_lease_expires() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(vouchmail_store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
-        let (a, b) = (MaildropLocks::new(Arc::clone(&store)), MaildropLocks::new(Arc::clone(&store)));
+        let (a, b) = (
+            MaildropLocks::new(Arc::clone(&store), LEASE_SECS as u64),
+            MaildropLocks::new(Arc::clone(&store), LEASE_SECS as u64),
+        );
         let lock = a.try_lock("User@x.test").await.unwrap().expect("free");
         assert!(b.try_lock("user@X.TEST").await.unwrap().is_none(), "in use on the other node");
         assert!(a.try_lock("user@x.test").await.unwrap().is_none(), "in use for another session of the same node");

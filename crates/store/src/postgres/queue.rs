@@ -119,19 +119,21 @@ impl QueueStore for PostgresStore {
 
     fn renew_leases(&self, ids: Vec<i64>, lease_until: i64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let mut conn = self.conn().await?;
-            let tx = conn.transaction().await.map_err(db_error)?;
-            let statement = tx
-                .prepare_cached("UPDATE queue SET lease_until = $2 WHERE id = $1 AND state = 'inflight'")
+            let conn = self.conn().await?;
+            // One statement that locks the rows in ascending id, the order `record_delivery`
+            // locks them in: renewing in any other order deadlocks with the same node's
+            // outcomes, and a renewal lost that way lets the lease run out under a live
+            // delivery (another node then sends the message again).
+            let statement = conn
+                .prepare_cached(
+                    "UPDATE queue SET lease_until = $2
+                     WHERE id IN (SELECT id FROM queue WHERE id = ANY($1) AND state = 'inflight'
+                                  ORDER BY id FOR UPDATE)",
+                )
                 .await
                 .map_err(db_error)?;
-            // Pipelined: one round trip for them all.
-            let (statement, shared) = (&statement, &tx);
-            let renewals = ids.iter().map(|id| async move { shared.execute(statement, &[id, &lease_until]).await });
-            for renewed in futures_util::future::join_all(renewals).await {
-                renewed.map_err(db_error)?;
-            }
-            tx.commit().await.map_err(db_error)
+            conn.execute(&statement, &[&ids, &lease_until]).await.map_err(db_error)?;
+            Ok(())
         })
     }
 

@@ -2,6 +2,7 @@
 //! run third-party clients against it.
 #![allow(dead_code)]
 
+pub mod deployment;
 pub mod postfix;
 
 /// Polls a condition (it may `.await`) every 25 ms until it holds; fails the test with
