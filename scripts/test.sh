@@ -18,6 +18,10 @@ have fetchmail || need+=(fetchmail)
 have smtp-source || need+=(postfix)
 have openssl || need+=(openssl)
 have python3 || need+=(python3)
+# SPEC 13's tests sign with dkimpy (Ed25519 through PyNaCl) and read our
+# Authentication-Results with authres, both in Debian's Python (/usr/bin/python3).
+/usr/bin/python3 -c 'import dkim, nacl.signing' 2>/dev/null || need+=(python3-dkim python3-nacl)
+/usr/bin/python3 -c 'import authres' 2>/dev/null || need+=(python3-authres)
 # The store tests run on PostgreSQL too, each test process in a throwaway cluster of its
 # own made with these binaries (crates/testkit/src/pg.rs); Debian's cluster is not used.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
@@ -47,5 +51,5 @@ cargo test --workspace
 # SPEC 11, one suite on both backends: the store tests ran on both above; now the server
 # tests again, every test server on a database of its own in a throwaway PostgreSQL cluster.
 VOUCHMAIL_TEST_STORE=postgres cargo test -p vouchmail --test smtp --test pop3 --test auth --test authkey \
-    --test client --test messenger --test odmr --test outbound --test tracking
+    --test client --test messenger --test odmr --test outbound --test tracking --test sender_auth
 bash scripts/fuzz.sh

@@ -166,6 +166,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     let messenger = federation::Messenger::new(config, Arc::clone(&store))?;
     let memory = listen::smtp::spool::MemoryBudget::new(config.smtp.max_inflight_bytes);
     let authkeys = auth::authkey::AuthKeys::new(&config.authkey, dns::Dns::for_config(config)?, Arc::clone(&store));
+    let domain_verifier = domain_verifier(config)?;
     for (kind, addrs) in listeners {
         // One count per role: a flood on the MX must not lock out submission users. The
         // Messenger port has limits of its own (SPEC 8; the AUTH limits are shared).
@@ -187,6 +188,8 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             spool_dir: config.data_dir.join("spool"),
             memory: Arc::clone(&memory),
             authkeys: Arc::clone(&authkeys),
+            // SPEC 13 checks MX mail; the other listeners' senders authenticate themselves.
+            domain_verifier: domain_verifier.clone().filter(|_| kind == Listener::Mx),
             messenger: (kind == Listener::Messenger).then(|| Arc::clone(&messenger)),
         });
         for addr in addrs {
@@ -441,6 +444,18 @@ pub fn customer_context(
         spool_dir: config.data_dir.join("spool"),
         memory: listen::smtp::spool::MemoryBudget::new(config.smtp.max_inflight_bytes),
         authkeys: auth::authkey::AuthKeys::new(&config.authkey, dns::Dns::for_config(config)?, store),
+        domain_verifier: domain_verifier(config)?,
         messenger: None,
     }))
+}
+
+/// The SPF, DKIM, DMARC and iprev checks of MX mail (SPEC 13), on the shared resolver;
+/// None when `dmarc.verify` is off.
+fn domain_verifier(config: &Config) -> Result<Option<Arc<auth::sending_domain::DomainVerifier>>, Error> {
+    if !config.dmarc.verify {
+        return Ok(None);
+    }
+    let dns = dns::Dns::for_config(config)?;
+    let deadline = Duration::from_secs(config.dmarc.timeout_secs.max(1));
+    Ok(Some(auth::sending_domain::DomainVerifier::new(&dns, &config.hostname, deadline)))
 }

@@ -58,10 +58,11 @@ pub const HEADER_SCAN_BYTES: i64 = 64 * 1024;
 
 /// A sender policy as stored (SPEC 2): an action this version does not know (written by
 /// a newer one) reads as the strictest, `reject`.
-pub fn stored_policy(unauthenticated: &str, forged: &str) -> SenderPolicy {
+pub fn stored_policy(unauthenticated: &str, forged: &str, dmarc_counts: bool) -> SenderPolicy {
     SenderPolicy {
         unauthenticated: unauthenticated.parse().unwrap_or(PolicyAction::Reject),
         forged: forged.parse().unwrap_or(PolicyAction::Reject),
+        dmarc_counts,
     }
 }
 
@@ -187,8 +188,8 @@ mod tests {
             (QueueState::Queued, Some("h.test"))
         );
         assert_eq!(
-            stored_policy("junk", "from-the-future"),
-            SenderPolicy { unauthenticated: PolicyAction::Junk, forged: PolicyAction::Reject }
+            stored_policy("junk", "from-the-future", true),
+            SenderPolicy { unauthenticated: PolicyAction::Junk, forged: PolicyAction::Reject, dmarc_counts: true }
         );
         assert_eq!(stored_queue_state("deferred"), QueueState::Deferred);
         assert_eq!(stored_queue_state("parked"), QueueState::Queued);

@@ -94,6 +94,9 @@ impl FromStr for PolicyAction {
 pub struct SenderPolicy {
     pub unauthenticated: PolicyAction,
     pub forged: PolicyAction,
+    /// A DMARC pass (an aligned SPF or DKIM pass) authenticates the sender (SPEC 2, 13);
+    /// false: only the address-level methods count (the seeds' strict rule).
+    pub dmarc_counts: bool,
 }
 
 impl SenderPolicy {
@@ -104,7 +107,7 @@ impl SenderPolicy {
 
     /// The same action for both cases.
     pub const fn uniform(action: PolicyAction) -> SenderPolicy {
-        SenderPolicy { unauthenticated: action, forged: action }
+        SenderPolicy { unauthenticated: action, forged: action, dmarc_counts: true }
     }
 }
 
@@ -648,7 +651,11 @@ mod tests {
         assert_eq!("require".parse(), Ok(SenderPolicy::REJECT));
         assert_eq!("tag".parse(), Ok(SenderPolicy::JUNK));
         assert_eq!("Reject-Notify-Both".parse::<PolicyAction>(), Ok(PolicyAction::RejectNotifyBoth));
-        let mixed = SenderPolicy { unauthenticated: PolicyAction::Junk, forged: PolicyAction::RejectNotifySender };
+        let mixed = SenderPolicy {
+            unauthenticated: PolicyAction::Junk,
+            forged: PolicyAction::RejectNotifySender,
+            dmarc_counts: true,
+        };
         assert_eq!(mixed.to_string(), "unauthenticated=junk,forged=reject-notify-sender");
         assert_eq!(mixed.to_string().parse(), Ok(mixed));
         assert_eq!(SenderPolicy::ACCEPT.to_string(), "accept");

@@ -23,7 +23,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, SRV, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordSet, RrKey};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
@@ -77,8 +77,19 @@ impl ZoneBuilder {
         self.record(host, RData::AAAA(AAAA(address)))
     }
 
+    /// A TXT record; text longer than a character-string (255 octets, RFC 1035 3.3) is
+    /// split into several, as a DKIM RSA key must be (RFC 6376 3.6.2.2).
     pub fn txt(self, owner: &str, text: &str) -> Self {
-        self.record(owner, RData::TXT(TXT::new(vec![text.to_string()])))
+        let bytes = text.as_bytes();
+        let strings = bytes.chunks(255).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+        self.record(owner, RData::TXT(TXT::new(strings)))
+    }
+
+    /// The PTR record of `address` (in-addr.arpa or ip6.arpa) naming `host`.
+    pub fn ptr(self, address: &str, host: &str) -> Self {
+        let ip: IpAddr = address.parse().unwrap_or_else(|e| panic!("bad address {address:?}: {e}"));
+        let owner = Name::from(ip).to_ascii();
+        self.record(&owner, RData::PTR(PTR(name(host))))
     }
 
     /// `_service._proto.domain. SRV priority weight port target.`

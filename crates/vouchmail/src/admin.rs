@@ -75,7 +75,7 @@ pub enum DomainCommand {
         name: String,
         /// accept, junk, reject, reject-notify-sender, reject-notify-recipient or
         /// reject-notify-both, for both cases.
-        #[arg(required_unless_present_any = ["unauthenticated", "forged"])]
+        #[arg(required_unless_present_any = ["unauthenticated", "forged", "dmarc_counts"])]
         policy: Option<String>,
         /// The action for mail no method authenticated.
         #[arg(long, value_name = "ACTION")]
@@ -83,6 +83,11 @@ pub enum DomainCommand {
         /// The action for mail with an X-Auth-Key its Authentication Server called invalid.
         #[arg(long, value_name = "ACTION")]
         forged: Option<String>,
+        /// Whether a DMARC pass (an aligned SPF or DKIM pass of the From domain)
+        /// authenticates the sender (SPEC 2, 13; true by default). false: only the
+        /// address-level methods count (SMTP AUTH, RCRAM-MD5, AuthKeys, trusted relays).
+        #[arg(long, value_name = "true|false")]
+        dmarc_counts: Option<bool>,
     },
     /// Set (or with --off clear) the account that receives mail for unknown addresses.
     CatchAll {
@@ -425,7 +430,7 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Cli
             }
         }
         DomainCommand::List { json } => {
-            let mut listing = Listing::new(&["DOMAIN", "POLICY", "CATCH-ALL", "HELD-FOR", "ETRN-HOST"]);
+            let mut listing = Listing::new(&["DOMAIN", "POLICY", "DMARC", "CATCH-ALL", "HELD-FOR", "ETRN-HOST"]);
             for d in store.list_domains().await.map_err(|e| CliError::failed(e.to_string()))? {
                 let object = serde_json::json!({
                     "domain": d.name,
@@ -433,6 +438,7 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Cli
                     "policy": d.policy.to_string(),
                     "unauthenticated": d.policy.unauthenticated.to_string(),
                     "forged": d.policy.forged.to_string(),
+                    "dmarc_counts": d.policy.dmarc_counts,
                     "catch_all": d.catch_all,
                     "held_for": d.held_for,
                     "etrn_host": d.etrn_host,
@@ -440,6 +446,7 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Cli
                 let cells = vec![
                     domain_text(&d.name),
                     d.policy.to_string(),
+                    if d.policy.dmarc_counts { "counts" } else { "-" }.to_string(),
                     d.catch_all.unwrap_or_default(),
                     d.held_for.join(","),
                     d.etrn_host.unwrap_or_default(),
@@ -453,18 +460,19 @@ pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), Cli
             vouchmail_server::rules::accounts::remove_domain(store, &name).await?;
             println!("removed domain {}", domain_text(&name));
         }
-        DomainCommand::Policy { name, policy, unauthenticated, forged } => {
+        DomainCommand::Policy { name, policy, unauthenticated, forged, dmarc_counts } => {
             let name = parse_domain(&name)?;
-            let current = match policy {
+            let domain = store.get_domain(&name).await.map_err(|e| CliError::failed(e.to_string()))?;
+            let stored = domain.ok_or_else(|| CliError::failed(format!("no local domain {name}")))?.policy;
+            let mut current: SenderPolicy = match policy {
                 Some(policy) => policy.parse()?,
-                None => {
-                    let domain = store.get_domain(&name).await.map_err(|e| CliError::failed(e.to_string()))?;
-                    domain.ok_or_else(|| CliError::failed(format!("no local domain {name}")))?.policy
-                }
+                None => stored,
             };
+            current.dmarc_counts = dmarc_counts.unwrap_or(stored.dmarc_counts);
             let policy = with_cases(current, unauthenticated, forged)?;
             store.set_domain_policy(&name, policy).await.map_err(|e| CliError::failed(e.to_string()))?;
-            println!("domain {} now has policy {policy}", domain_text(&name));
+            let dmarc = if policy.dmarc_counts { "counts" } else { "does not count" };
+            println!("domain {} now has policy {policy}; a DMARC pass {dmarc}", domain_text(&name));
         }
         DomainCommand::CatchAll { name, account, off } => {
             let name = parse_domain(&name)?;

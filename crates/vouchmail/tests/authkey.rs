@@ -343,7 +343,11 @@ async fn stranger_sends(f: &Federation, subject: &str, key_header: &str) -> comm
 
 #[tokio::test]
 async fn forged_missing_and_unreachable_keys_meet_the_policy() {
-    let policy = SenderPolicy { unauthenticated: PolicyAction::Junk, forged: PolicyAction::RejectNotifyBoth };
+    let policy = SenderPolicy {
+        unauthenticated: PolicyAction::Junk,
+        forged: PolicyAction::RejectNotifyBoth,
+        dmarc_counts: true,
+    };
     let mut f = federation(policy, true, |_| {}).await;
     let key = glen_key(&f).await;
     // Missing key: the unauthenticated case, junk.
@@ -398,7 +402,7 @@ async fn each_action_is_seen_from_outside() {
         (PolicyAction::RejectNotifyBoth, 550, None, true),
     ];
     for (action, code, folder, notice) in cases {
-        let policy = SenderPolicy { unauthenticated: action, forged: PolicyAction::Reject };
+        let policy = SenderPolicy { unauthenticated: action, forged: PolicyAction::Reject, dmarc_counts: true };
         f.lrsupport.store.set_domain_policy("lrsupport.test", policy).await.unwrap();
         let subject = format!("case-{action}");
         let reply = stranger_sends(&f, &subject, "").await;

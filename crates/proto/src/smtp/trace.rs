@@ -72,6 +72,56 @@ pub enum AuthResult {
     /// The From address's `X-Auth-Key` checked with its domain's Authentication Server
     /// (SPEC 7.5): `x-authkey=pass|fail|none|temperror header.from=<address>`.
     AuthKey { result: AuthKeyResult, from: String },
+    /// A DMARC pass that the recipient domain counts (SPEC 2, 13): `dmarc=pass
+    /// header.from=<domain>`, written with the other [`MethodResult`]s of the message.
+    Dmarc { domain: String },
+}
+
+/// The result of one method that checks the sending domain (SPEC 13: `iprev`, `spf`,
+/// `dkim`, `dmarc`) as one resinfo of Authentication-Results (RFC 8601 2.2):
+/// `method=result (reason) ptype.property=value ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodResult {
+    pub method: &'static str,
+    /// RFC 8601 2.7 result keyword: pass, fail, softfail, neutral, none, temperror,
+    /// permerror, policy.
+    pub result: &'static str,
+    /// RFC 8601 2.2 `reason=`: why, in words, when it did not pass.
+    pub reason: Option<String>,
+    /// `ptype.property` and its value, in order (`smtp.mailfrom`, `header.d`, ...).
+    pub properties: Vec<(&'static str, String)>,
+}
+
+impl MethodResult {
+    pub fn new(method: &'static str, result: &'static str) -> MethodResult {
+        MethodResult { method, result, reason: None, properties: Vec::new() }
+    }
+
+    pub fn property(mut self, name: &'static str, value: impl Into<String>) -> MethodResult {
+        self.properties.push((name, value.into()));
+        self
+    }
+
+    pub fn reason(mut self, reason: impl Into<String>) -> MethodResult {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    fn write(&self, out: &mut String) {
+        out.push_str(self.method);
+        out.push('=');
+        out.push_str(self.result);
+        if let Some(reason) = &self.reason {
+            out.push_str(" reason=");
+            out.push_str(&quoted(reason));
+        }
+        for (name, value) in &self.properties {
+            out.push(' ');
+            out.push_str(name);
+            out.push('=');
+            out.push_str(&quote_value(value));
+        }
+    }
 }
 
 /// The outcome of an AuthKey check (SPEC 7.5), as `X-Auth-Key-Status` and in
@@ -106,24 +156,44 @@ impl AuthKeyResult {
     }
 }
 
-/// The value of our Authentication-Results field (RFC 8601 2.2).
-pub fn authentication_results_value(authserv_id: &str, results: &[AuthResult]) -> String {
-    if results.is_empty() || results.iter().all(|r| *r == AuthResult::None) {
-        return format!("{authserv_id}; none");
+/// The value of our Authentication-Results field (RFC 8601 2.2): the checks of the sending
+/// domain (`checks`, SPEC 13), then the SPEC 2 methods (`results`); `none` when there is
+/// neither. The field writer folds it (`headers::write_field`), so that many DKIM signatures
+/// keep every line within 78 octets where a value allows (RFC 5322 2.1.1).
+pub fn authentication_results_value(authserv_id: &str, checks: &[MethodResult], results: &[AuthResult]) -> String {
+    let mut resinfos: Vec<String> = Vec::new();
+    for check in checks {
+        let mut text = String::new();
+        check.write(&mut text);
+        resinfos.push(text);
     }
-    let mut value = authserv_id.to_string();
     for result in results {
         match result {
-            AuthResult::None => {}
-            AuthResult::SmtpAuth { user } => value.push_str(&format!("; auth=pass smtp.auth={}", quote_value(user))),
-            AuthResult::TrustedRelay => value.push_str("; x-trusted-relay=pass"),
-            AuthResult::Rcram { user } => value.push_str(&format!("; x-rcram=pass smtp.auth={}", quote_value(user))),
+            // Written by its check, with the SPF and DKIM results it stands on.
+            AuthResult::None | AuthResult::Dmarc { .. } => {}
+            AuthResult::SmtpAuth { user } => resinfos.push(format!("auth=pass smtp.auth={}", quote_value(user))),
+            AuthResult::TrustedRelay => resinfos.push("x-trusted-relay=pass".into()),
+            AuthResult::Rcram { user } => resinfos.push(format!("x-rcram=pass smtp.auth={}", quote_value(user))),
             AuthResult::AuthKey { result, from } => {
-                value.push_str(&format!("; x-authkey={} header.from={}", result.as_str(), quote_value(from)))
+                resinfos.push(format!("x-authkey={} header.from={}", result.as_str(), quote_value(from)))
             }
         }
     }
-    value
+    if resinfos.is_empty() {
+        return format!("{authserv_id}; none");
+    }
+    format!("{authserv_id}; {}", resinfos.join("; "))
+}
+
+/// A quoted-string (RFC 2045 5.1) of free text: controls dropped, `"` and `\` escaped.
+fn quoted(text: &str) -> String {
+    let escaped: String = text
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .flat_map(|c| if c == '"' || c == '\\' { vec!['\\', c] } else { vec![c] })
+        .collect();
+    format!("\"{escaped}\"")
 }
 
 /// RFC 8601 2.2 `value` is a token or a quoted-string (RFC 2045 5.1).
@@ -136,12 +206,7 @@ fn quote_value(value: &str) -> String {
     if value.contains('@') && !value.chars().any(|c| c.is_control() || c == ' ' || c == '"' || c == '\\' || c == ';') {
         return value.to_string();
     }
-    let escaped: String = value
-        .chars()
-        .filter(|c| !c.is_control())
-        .flat_map(|c| if c == '"' || c == '\\' { vec!['\\', c] } else { vec![c] })
-        .collect();
-    format!("\"{escaped}\"")
+    quoted(value)
 }
 
 #[cfg(test)]
@@ -195,17 +260,57 @@ mod tests {
 
     #[test]
     fn authentication_results_none_and_pass() {
-        assert_eq!(authentication_results_value("mx.example", &[AuthResult::None]), "mx.example; none");
+        assert_eq!(authentication_results_value("mx.example", &[], &[AuthResult::None]), "mx.example; none");
         assert_eq!(
-            authentication_results_value("mx.example", &[AuthResult::SmtpAuth { user: "alice@mx.example".into() }]),
+            authentication_results_value(
+                "mx.example",
+                &[],
+                &[AuthResult::SmtpAuth { user: "alice@mx.example".into() }]
+            ),
             "mx.example; auth=pass smtp.auth=alice@mx.example"
         );
         assert_eq!(quote_value("a b"), "\"a b\"");
         assert_eq!(
-            authentication_results_value("mx", &[AuthResult::Rcram { user: "glen@galkam.test".into() }]),
+            authentication_results_value("mx", &[], &[AuthResult::Rcram { user: "glen@galkam.test".into() }]),
             "mx; x-rcram=pass smtp.auth=glen@galkam.test"
         );
         let key = AuthResult::AuthKey { result: AuthKeyResult::TempError, from: "glen@galkam.test".into() };
-        assert_eq!(authentication_results_value("mx", &[key]), "mx; x-authkey=temperror header.from=glen@galkam.test");
+        assert_eq!(
+            authentication_results_value("mx", &[], &[key]),
+            "mx; x-authkey=temperror header.from=glen@galkam.test"
+        );
+    }
+
+    /// As RFC 8601 Appendix B.6's example, with our methods: the checks of the sending
+    /// domain first, then the SPEC 2 method; an IPv6 address and a reason are quoted.
+    #[test]
+    fn authentication_results_with_domain_checks() {
+        let checks = [
+            MethodResult::new("iprev", "pass").property("policy.iprev", "2001:db8::1"),
+            MethodResult::new("spf", "pass").property("smtp.mailfrom", "sender@example.com"),
+            MethodResult::new("dkim", "fail")
+                .reason("body hash did not verify")
+                .property("header.d", "example.com")
+                .property("header.s", "sel")
+                .property("header.b", "abc+/123"),
+            MethodResult::new("dmarc", "pass").property("header.from", "example.com"),
+        ];
+        let value = authentication_results_value(
+            "mx.example.org",
+            &checks,
+            &[AuthResult::Dmarc { domain: "example.com".into() }],
+        );
+        assert_eq!(
+            value,
+            "mx.example.org; iprev=pass policy.iprev=\"2001:db8::1\"; spf=pass smtp.mailfrom=sender@example.com; \
+             dkim=fail reason=\"body hash did not verify\" header.d=example.com header.s=sel header.b=\"abc+/123\"; \
+             dmarc=pass header.from=example.com"
+        );
+        let with_key = authentication_results_value(
+            "mx",
+            &checks[1..2],
+            &[AuthResult::AuthKey { result: AuthKeyResult::Pass, from: "a@example.com".into() }],
+        );
+        assert_eq!(with_key, "mx; spf=pass smtp.mailfrom=sender@example.com; x-authkey=pass header.from=a@example.com");
     }
 }

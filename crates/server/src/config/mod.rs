@@ -40,6 +40,25 @@ pub struct Config {
     pub messenger: Messenger,
     /// Which store, and where (SPEC 11).
     pub store: StoreConfig,
+    /// The sending domain's SPF, DKIM, DMARC and iprev on the MX (SPEC 13).
+    pub dmarc: Dmarc,
+}
+
+/// SPF, DKIM, DMARC and iprev of MX mail (SPEC 13).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dmarc {
+    /// Check every MX message that no other method authenticated: its Authentication-Results
+    /// carries the results, and a DMARC pass authenticates it where the domain counts it.
+    pub verify: bool,
+    /// Seconds the checks of one message may take; what has not answered is `temperror`.
+    pub timeout_secs: u64,
+}
+
+impl Default for Dmarc {
+    fn default() -> Self {
+        Dmarc { verify: true, timeout_secs: 20 }
+    }
 }
 
 /// The store (SPEC 11): the embedded SQLite in `data_dir`, or a PostgreSQL database that
@@ -96,6 +115,7 @@ impl Default for Config {
             authkey: AuthKey::default(),
             messenger: Messenger::default(),
             store: StoreConfig::default(),
+            dmarc: Dmarc::default(),
         }
     }
 }
@@ -766,7 +786,7 @@ impl Config {
     }
 
     /// Every timeout key: its value, its unit, and the minimum an RFC asks for, if any.
-    fn timeouts(&self) -> [Timeout; 15] {
+    fn timeouts(&self) -> [Timeout; 16] {
         const SMTP_SERVER: &str = "RFC 5321 4.5.3.2.7, server timeout";
         const SMTP_DATA_BLOCK: &str = "RFC 5321 4.5.3.2.5, data block";
         const SMTP_CLIENT: &str = "RFC 5321 4.5.3.2.1-3, 220 greeting, MAIL and RCPT; 4.5.3.2.4: 120 for DATA";
@@ -798,6 +818,7 @@ impl Config {
             t("messenger.call_deadline_secs", m.call_deadline_secs, "seconds", None),
             t("messenger.rcram_answer_timeout_secs", m.rcram_answer_timeout_secs, "seconds", None),
             t("authkey.idle_timeout_secs", a.idle_timeout_secs, "seconds", None),
+            t("dmarc.timeout_secs", self.dmarc.timeout_secs, "seconds", None),
             t("authkey.udp_timeout_ms", a.udp_timeout_ms, "milliseconds", None),
             t("authkey.tcp_timeout_secs", a.tcp_timeout_secs, "seconds", None),
         ]

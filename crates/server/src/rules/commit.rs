@@ -48,6 +48,9 @@ pub struct Delivered {
     /// SPEC 7.5: the `X-Auth-Key-Status` value this server, the final recipient's,
     /// adds to the copies in its mailboxes; None when it did not check a key.
     pub key_status: Option<&'static str>,
+    /// The sending domain's results (SPEC 13: iprev, spf, dkim, dmarc), for
+    /// Authentication-Results; empty when they were not checked.
+    pub checks: Vec<vouchmail_proto::smtp::trace::MethodResult>,
 }
 
 /// SPEC 7.5: the copy for local mailboxes carries no `X-Auth-Key` and no
@@ -75,7 +78,7 @@ pub async fn commit_message(
     spooled: Option<SpooledBody>,
     delivered: Delivered,
 ) -> Result<String, Reply> {
-    let Delivered { auth: auth_result, folder, key_status } = delivered;
+    let Delivered { auth: auth_result, folder, key_status, checks } = delivered;
     let now = SystemTime::now();
     // RFC 8601 5: remove any Authentication-Results claiming to be ours from outside.
     let mut body = headers::remove_authentication_results_for(&envelope.body, hostname);
@@ -83,7 +86,7 @@ pub async fn commit_message(
     if matches!(client.service, Service::Submission | Service::Messenger) {
         body = complete_submission_header(body, hostname, now);
     }
-    let ar_value = trace::authentication_results_value(hostname, std::slice::from_ref(&auth_result));
+    let ar_value = trace::authentication_results_value(hostname, &checks, std::slice::from_ref(&auth_result));
     let single_recipient = match envelope.recipients.as_slice() {
         [only] => Some(match &only.path {
             ForwardPath::Postmaster => "postmaster".to_string(),
@@ -305,6 +308,7 @@ fn auth_method_text(result: &AuthResult) -> String {
         AuthResult::TrustedRelay => "x-trusted-relay=pass".to_string(),
         AuthResult::Rcram { user } => format!("x-rcram=pass smtp.auth={user}"),
         AuthResult::AuthKey { result, from } => format!("x-authkey={} header.from={from}", result.as_str()),
+        AuthResult::Dmarc { domain } => format!("dmarc=pass header.from={domain}"),
     }
 }
 

@@ -25,6 +25,9 @@ pub struct SenderContext<'a> {
     pub trusted_relay: bool,
     /// A method that is known only after the body (an AuthKey) could still pass.
     pub later_methods: bool,
+    /// DMARC is checked after the body (SPEC 13): where a domain counts a pass, it too
+    /// could still authenticate the sender.
+    pub dmarc_checked: bool,
     /// The sender policy of the transaction's recipients so far (SPEC 2: one per transaction).
     pub transaction_policy: Option<SenderPolicy>,
 }
@@ -102,7 +105,8 @@ fn check_policy(domain: &Domain, sender: SenderContext<'_>) -> Result<(), Reply>
         )));
     }
     let action = domain.policy.unauthenticated;
-    if !sender.later_methods && !action.delivers() && !action.notifies_recipient() {
+    let later = sender.later_methods || (sender.dmarc_checked && domain.policy.dmarc_counts);
+    if !later && !action.delivers() && !action.notifies_recipient() {
         let text = if action.notifies_sender() {
             format!(
                 "Sender not authenticated; {} accepts mail only from authenticated senders: send through your \

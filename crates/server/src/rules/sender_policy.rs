@@ -1,15 +1,19 @@
 //! End of DATA: how was the sender authenticated, and what does the recipient domain's
 //! sender policy do with the message (SPEC 2, 7.4, 7.5)?
 //!
-//! The decision is made here, after the body, because an `X-Auth-Key` is only known then
-//! (SPEC 2). RCPT refuses early only when no method could still pass (resolve.rs).
+//! The decision is made here, after the body, because an `X-Auth-Key` and a DKIM
+//! signature are only known then (SPEC 2). RCPT refuses early only when no method could
+//! still pass (`rules::recipient`). On the MX the sending domain's SPF, DKIM, DMARC and
+//! iprev are checked too (SPEC 13, `auth::sending_domain`): all results go into
+//! Authentication-Results, a DMARC pass authenticates where the domain counts it, and the
+//! sending domain's own DMARC policy is applied to its failures.
 
 use std::time::SystemTime;
 
 use vouchmail_proto::headers;
 use vouchmail_proto::smtp::reply::Reply;
 use vouchmail_proto::smtp::session::Envelope;
-use vouchmail_proto::smtp::trace::{AuthKeyResult, AuthResult};
+use vouchmail_proto::smtp::trace::{AuthKeyResult, AuthResult, MethodResult};
 use vouchmail_proto::time::rfc5322_date;
 use vouchmail_store::{Delivery, Folder, PolicyAction, Store};
 
@@ -17,6 +21,7 @@ use super::commit::{ClientInfo, Delivered};
 use super::recipient::{store_reply, Resolved};
 use crate::auth::authkey::sender::{self, NEW_KEY_HEADER};
 use crate::auth::authkey::AuthKeys;
+use crate::auth::sending_domain::{CheckedEnvelope, DmarcPolicy, DmarcVerdict, DomainChecks, DomainVerifier};
 use crate::rules::own_message::OwnMessage;
 use crate::support::queue_id::new_queue_id;
 
@@ -31,17 +36,28 @@ pub enum Decision {
     Refuse(Reply),
 }
 
+/// The checks a message may go through at the end of DATA.
+pub struct SenderChecks<'a> {
+    pub authkeys: &'a AuthKeys,
+    /// SPF, DKIM, DMARC and iprev (SPEC 13); None when `dmarc.verify` is off.
+    pub domains: Option<&'a DomainVerifier>,
+}
+
 /// Decides. The message itself is left as it arrived: the copies are made as it is
 /// committed (`commit::commit_message`), each with its own header fields (SPEC 7.5).
+/// `message` is the whole message as received (the envelope's body and what was spooled),
+/// or None when it is too large to read back for DKIM.
 pub async fn decide(
-    authkeys: &AuthKeys,
+    checks: &SenderChecks<'_>,
     store: &dyn Store,
     hostname: &str,
     client: &ClientInfo<'_>,
     envelope: &Envelope<Resolved>,
+    message: Option<&[u8]>,
 ) -> Decision {
     // SPEC 7.4: a local user's mail is stamped with X-Auth-Key as it leaves (outbound).
-    let deliver = |auth| Decision::Deliver(Delivered { auth, folder: Folder::Inbox, key_status: None });
+    let deliver =
+        |auth| Decision::Deliver(Delivered { auth, folder: Folder::Inbox, key_status: None, checks: Vec::new() });
     if let Some(user) = client.authenticated.filter(|_| client.remote_auth) {
         // SPEC 8.2: authenticated by its home server (`x-rcram=pass`), not a local user.
         deliver(AuthResult::Rcram { user: user.to_string() })
@@ -50,18 +66,21 @@ pub async fn decide(
     } else if client.trusted_relay {
         deliver(AuthResult::TrustedRelay)
     } else {
-        recipient_side(authkeys, store, hostname, client, envelope).await
+        recipient_side(checks, store, hostname, client, envelope, message).await
     }
 }
 
-/// The MX, no other method passed: key mail, then the AuthKey check, then the policy.
+/// The MX, no other method passed: key mail, then the AuthKey check and the sending
+/// domain's checks, then the policy.
 async fn recipient_side(
-    authkeys: &AuthKeys,
+    checks: &SenderChecks<'_>,
     store: &dyn Store,
     hostname: &str,
     client: &ClientInfo<'_>,
     envelope: &Envelope<Resolved>,
+    message: Option<&[u8]>,
 ) -> Decision {
+    let authkeys = checks.authkeys;
     let mailboxes: Vec<&str> = deliveries(envelope)
         .filter_map(|d| match d {
             Delivery::Mailbox { recipient, .. } => Some(recipient.as_str()),
@@ -78,29 +97,57 @@ async fn recipient_side(
     let final_here = !mailboxes.is_empty();
     let from = headers::from_address(&envelope.body);
     let key = headers::first_value(&envelope.body, sender::KEY_HEADER);
-    let result = match (&from, authkeys.verify) {
-        (Some(from), true) => authkeys.verifier.check(from, key.as_deref()).await,
-        _ => AuthKeyResult::None,
+    let key_check = async {
+        match (&from, authkeys.verify) {
+            (Some(from), true) => authkeys.verifier.check(from, key.as_deref()).await,
+            _ => AuthKeyResult::None,
+        }
     };
+    // Both checks wait on other servers; they run at once.
+    let (result, domain_checks) = tokio::join!(key_check, check_domain(checks.domains, client, envelope, message));
     let key_status = final_here.then(|| result.status());
     let auth = match &from {
         Some(from) => AuthResult::AuthKey { result, from: from.clone() },
         None => AuthResult::None,
     };
-    let deliver = |auth, folder| Decision::Deliver(Delivered { auth, folder, key_status });
+    let DomainChecks { results: mut resinfos, dmarc } = domain_checks;
+    let deliver = |auth, folder, resinfos| Decision::Deliver(Delivered { auth, folder, key_status, checks: resinfos });
     if result == AuthKeyResult::Pass {
-        return deliver(auth, Folder::Inbox);
+        return deliver(auth, Folder::Inbox, resinfos);
     }
     // RCPT made every recipient of the transaction share one policy (450 4.5.3 otherwise).
     let policy = envelope.recipients.iter().find_map(|r| r.resolved.policy).unwrap_or_default();
-    let action = match result {
-        AuthKeyResult::Fail | AuthKeyResult::TempError => policy.forged,
-        _ => policy.unauthenticated,
-    };
+    // SPEC 2, 13: a DMARC pass authenticates the sender's domain where the domain counts
+    // it; an X-Auth-Key its server called invalid is a forgery whatever DMARC says.
+    if let (DmarcVerdict::Pass { domain }, true) = (&dmarc, policy.dmarc_counts) {
+        if result != AuthKeyResult::Fail {
+            if let AuthResult::AuthKey { result, from } = &auth {
+                resinfos.push(MethodResult::new("x-authkey", result.as_str()).property("header.from", from.clone()));
+            }
+            return deliver(AuthResult::Dmarc { domain: domain.clone() }, Folder::Inbox, resinfos);
+        }
+    }
+    let forged = matches!(result, AuthKeyResult::Fail | AuthKeyResult::TempError);
+    let action = if forged { policy.forged } else { policy.unauthenticated };
     let from_text = from.as_deref().unwrap_or("(no From address)");
+    // RFC 7489 6.3 and SPEC 13: the sending domain's own policy for its failures: reject
+    // unless the local action is accept, quarantine into Junk.
+    match &dmarc {
+        DmarcVerdict::Fail { domain, policy: DmarcPolicy::Reject } if action != PolicyAction::Accept => {
+            tracing::info!(from = %from_text, %domain, "refused by the sender domain's DMARC policy");
+            return Decision::Refuse(Reply::not_authorized(format!(
+                "Refused: {domain} publishes a DMARC policy of reject, and neither an aligned SPF nor an aligned \
+                 DKIM result passed for this message"
+            )));
+        }
+        DmarcVerdict::Fail { policy: DmarcPolicy::Quarantine, .. } if action.delivers() => {
+            return deliver(auth, Folder::Junk, resinfos);
+        }
+        _ => {}
+    }
     match action {
-        PolicyAction::Accept => return deliver(auth, Folder::Inbox),
-        PolicyAction::Junk => return deliver(auth, Folder::Junk),
+        PolicyAction::Accept => return deliver(auth, Folder::Inbox, resinfos),
+        PolicyAction::Junk => return deliver(auth, Folder::Junk, resinfos),
         _ => {}
     }
     // SPEC 2: temperror is 451 unless the action delivers; the sender retries later.
@@ -108,6 +155,12 @@ async fn recipient_side(
         tracing::info!(from = %from_text, "AuthKey check failed for now; 451");
         return Decision::Refuse(Reply::auth_temperror(format!(
             "Cannot check the AuthKey of {from_text} now (its Authentication Server did not answer); try again later"
+        )));
+    }
+    if let (DmarcVerdict::TempError { domain }, true) = (&dmarc, policy.dmarc_counts) {
+        tracing::info!(from = %from_text, %domain, "DMARC check failed for now; 451");
+        return Decision::Refuse(Reply::auth_temperror(format!(
+            "Cannot check the DMARC policy of {domain} now (DNS did not answer); try again later"
         )));
     }
     let reason = if result == AuthKeyResult::Fail {
@@ -124,13 +177,30 @@ async fn recipient_side(
     let text = if action.notifies_sender() {
         format!(
             "Refused: {reason}. {domain} accepts mail only from authenticated senders: send through your own \
-             provider's server with SMTP AUTH, or have your domain publish an Authentication Server (AS= TXT \
-             record) and send with a valid X-Auth-Key"
+             provider's server with SMTP AUTH, sign it with DKIM for a domain that publishes DMARC, or have your \
+             domain publish an Authentication Server (AS= TXT record) and send with a valid X-Auth-Key"
         )
     } else {
         format!("Refused: {reason}")
     };
     Decision::Refuse(Reply::not_authorized(text))
+}
+
+/// The sending domain's checks of an MX message (SPEC 13), when they are on; a message
+/// too large to read back is checked without its signatures.
+async fn check_domain(
+    verifier: Option<&DomainVerifier>,
+    client: &ClientInfo<'_>,
+    envelope: &Envelope<Resolved>,
+    message: Option<&[u8]>,
+) -> DomainChecks {
+    let Some(verifier) = verifier else { return DomainChecks::not_run() };
+    let mail_from = match &envelope.from {
+        vouchmail_proto::smtp::address::ReversePath::Null => String::new(),
+        vouchmail_proto::smtp::address::ReversePath::Mailbox(a) => a.to_string(),
+    };
+    let checked = CheckedEnvelope { peer_ip: client.peer_ip, helo: client.helo, mail_from: &mail_from };
+    verifier.check(checked, message.unwrap_or(&envelope.body)).await
 }
 
 fn deliveries(envelope: &Envelope<Resolved>) -> impl Iterator<Item = &Delivery> {
@@ -167,7 +237,12 @@ async fn take_key_mail(
     }
     Some(if authkeys.keep_key_mail {
         // Phase II: the key mail stays in the mailbox.
-        Decision::Deliver(Delivered { auth: AuthResult::None, folder: Folder::Inbox, key_status: None })
+        Decision::Deliver(Delivered {
+            auth: AuthResult::None,
+            folder: Folder::Inbox,
+            key_status: None,
+            checks: Vec::new(),
+        })
     } else {
         Decision::KeyRecorded
     })

@@ -20,19 +20,22 @@ impl AccountStore for PostgresStore {
             let conn = self.conn().await?;
             let statement = conn
                 .prepare_cached(
-                    "INSERT INTO domains (name, unauthenticated, forged, created_at) VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO domains (name, unauthenticated, forged, dmarc_counts, created_at) VALUES ($1, $2, $3, $4, $5)",
                 )
                 .await
                 .map_err(db_error)?;
-            conn.execute(&statement, &[&name, &policy.unauthenticated.as_str(), &policy.forged.as_str(), &now()])
-                .await
-                .map_err(|e| {
-                    if refused_with(&e, &SqlState::UNIQUE_VIOLATION) {
-                        StoreError::Conflict(format!("domain {name} exists already"))
-                    } else {
-                        db_error(e)
-                    }
-                })?;
+            conn.execute(
+                &statement,
+                &[&name, &policy.unauthenticated.as_str(), &policy.forged.as_str(), &policy.dmarc_counts, &now()],
+            )
+            .await
+            .map_err(|e| {
+                if refused_with(&e, &SqlState::UNIQUE_VIOLATION) {
+                    StoreError::Conflict(format!("domain {name} exists already"))
+                } else {
+                    db_error(e)
+                }
+            })?;
             Ok(())
         })
     }
@@ -87,8 +90,8 @@ impl AccountStore for PostgresStore {
             let conn = self.conn().await?;
             let n = conn
                 .execute(
-                    "UPDATE domains SET unauthenticated = $2, forged = $3 WHERE name = $1",
-                    &[&name, &policy.unauthenticated.as_str(), &policy.forged.as_str()],
+                    "UPDATE domains SET unauthenticated = $2, forged = $3, dmarc_counts = $4 WHERE name = $1",
+                    &[&name, &policy.unauthenticated.as_str(), &policy.forged.as_str(), &policy.dmarc_counts],
                 )
                 .await
                 .map_err(db_error)?;

@@ -15,15 +15,16 @@ use crate::types::{Account, Domain, MailboxEntry, QueueEntry, RecipientDsn};
 /// is string_agg here.
 pub(super) const DOMAIN_COLUMNS: &str = "name, unauthenticated, catch_all, created_at,
     (SELECT string_agg(account, chr(10) ORDER BY rowid) FROM held_accounts WHERE domain = domains.name),
-    etrn_host, forged";
+    etrn_host, forged, dmarc_counts";
 
 pub(super) fn to_domain(row: &Row) -> StoreResult<Domain> {
     let unauthenticated: String = row.try_get(1).map_err(db_error)?;
     let forged: String = row.try_get(6).map_err(db_error)?;
+    let dmarc_counts: bool = row.try_get(7).map_err(db_error)?;
     let held_for: Option<String> = row.try_get(4).map_err(db_error)?;
     Ok(Domain {
         name: row.try_get(0).map_err(db_error)?,
-        policy: crate::rules::stored_policy(&unauthenticated, &forged),
+        policy: crate::rules::stored_policy(&unauthenticated, &forged, dmarc_counts),
         catch_all: row.try_get(2).map_err(db_error)?,
         created_at: row.try_get(3).map_err(db_error)?,
         held_for: held_for

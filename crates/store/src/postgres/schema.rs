@@ -298,6 +298,11 @@ CREATE TABLE node_events (
 CREATE INDEX node_events_name_at ON node_events(name, at);
 CREATE INDEX node_events_at ON node_events(at);
 "#,
+    // Version 3 (SQLite's migration 15): whether a domain counts a DMARC pass as its
+    // senders' authentication (SPEC 2, 13), on for every domain.
+    r#"
+ALTER TABLE domains ADD COLUMN dmarc_counts BOOLEAN NOT NULL DEFAULT TRUE;
+"#,
 ];
 
 /// Applies the migrations not yet applied, in one transaction under the advisory lock:

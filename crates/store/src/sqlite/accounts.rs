@@ -14,8 +14,8 @@ impl AccountStore for SqliteStore {
         let name = name.to_ascii_lowercase();
         self.write(move |conn| {
             conn.execute(
-                "INSERT INTO domains (name, unauthenticated, forged, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![name, policy.unauthenticated.as_str(), policy.forged.as_str(), now()],
+                "INSERT INTO domains (name, unauthenticated, forged, dmarc_counts, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![name, policy.unauthenticated.as_str(), policy.forged.as_str(), policy.dmarc_counts, now()],
             )
             .map_err(|e| {
                 if is_constraint_violation(&e) {
@@ -73,8 +73,8 @@ impl AccountStore for SqliteStore {
         self.write(move |conn| {
             let n = conn
                 .execute(
-                    "UPDATE domains SET unauthenticated = ?2, forged = ?3 WHERE name = ?1",
-                    params![name, policy.unauthenticated.as_str(), policy.forged.as_str()],
+                    "UPDATE domains SET unauthenticated = ?2, forged = ?3, dmarc_counts = ?4 WHERE name = ?1",
+                    params![name, policy.unauthenticated.as_str(), policy.forged.as_str(), policy.dmarc_counts],
                 )
                 .map_err(db_error)?;
             if n == 0 {

@@ -115,15 +115,16 @@ pub(super) fn secrets_to_columns(secrets: &Secrets) -> (Option<String>, Option<S
 /// line break), in the order they were set.
 pub(super) const DOMAIN_COLUMNS: &str = "name, unauthenticated, catch_all, created_at,
     (SELECT group_concat(account, char(10) ORDER BY rowid) FROM held_accounts WHERE domain = domains.name),
-    etrn_host, forged";
+    etrn_host, forged, dmarc_counts";
 
 pub(super) fn row_to_domain(row: &Row<'_>) -> rusqlite::Result<Domain> {
     let unauthenticated: String = row.get(1)?;
     let forged: String = row.get(6)?;
+    let dmarc_counts: bool = row.get(7)?;
     let held_for: Option<String> = row.get(4)?;
     Ok(Domain {
         name: row.get(0)?,
-        policy: crate::rules::stored_policy(&unauthenticated, &forged),
+        policy: crate::rules::stored_policy(&unauthenticated, &forged, dmarc_counts),
         catch_all: row.get(2)?,
         created_at: row.get(3)?,
         held_for: held_for

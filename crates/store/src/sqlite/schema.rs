@@ -321,6 +321,11 @@ CREATE TABLE node_events (
 CREATE INDEX node_events_name_at ON node_events(name, at);
 CREATE INDEX node_events_at ON node_events(at);
 "#,
+    // Migration 15: whether a domain counts a DMARC pass as its senders' authentication
+    // (SPEC 2, 13): on for every domain, existing ones included.
+    r#"
+ALTER TABLE domains ADD COLUMN dmarc_counts INTEGER NOT NULL DEFAULT 1;
+"#,
 ];
 
 /// The store holds every mailbox and the password hashes: its folder is made 700 and the

@@ -90,7 +90,11 @@ async fn old_single_policies_become_the_unauthenticated_case() {
         ("c.example".to_string(), PolicyAction::Accept, PolicyAction::Reject),
     ];
     assert_eq!(policies, expected);
-    let mixed = SenderPolicy { unauthenticated: PolicyAction::Junk, forged: PolicyAction::RejectNotifyBoth };
+    let mixed = SenderPolicy {
+        unauthenticated: PolicyAction::Junk,
+        forged: PolicyAction::RejectNotifyBoth,
+        dmarc_counts: true,
+    };
     store.set_domain_policy("a.example", mixed).await.unwrap();
     assert_eq!(store.get_domain("a.example").await.unwrap().unwrap().policy, mixed);
 }

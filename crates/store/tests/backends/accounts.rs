@@ -55,8 +55,14 @@ async fn domains_and_accounts<S: AccountStore + ?Sized>(store: &S) {
 
 async fn domain_policies_and_catch_all<S: AccountStore + ?Sized>(store: &S) {
     store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
+    // SPEC 13: a new domain counts a DMARC pass; it may stop counting it.
+    assert!(store.get_domain("example.org").await.unwrap().unwrap().policy.dmarc_counts);
     store.add_account(account("a@example.org")).await.unwrap();
-    let mixed = SenderPolicy { unauthenticated: PolicyAction::Junk, forged: PolicyAction::RejectNotifyBoth };
+    let mixed = SenderPolicy {
+        unauthenticated: PolicyAction::Junk,
+        forged: PolicyAction::RejectNotifyBoth,
+        dmarc_counts: false,
+    };
     store.set_domain_policy("Example.org", mixed).await.unwrap();
     assert_eq!(store.get_domain("example.org").await.unwrap().unwrap().policy, mixed);
     assert!(matches!(store.set_domain_policy("nowhere.example", mixed).await, Err(StoreError::NotFound(_))));

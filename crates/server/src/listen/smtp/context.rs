@@ -12,6 +12,7 @@ use super::spool::{MemoryBudget, MemoryCharge, Spool};
 use crate::auth::authkey::AuthKeys;
 use crate::auth::guard::AuthGuard;
 use crate::auth::limits::AuthLimiter;
+use crate::auth::sending_domain::DomainVerifier;
 use crate::federation::rcram::RcramLink;
 use crate::federation::Messenger;
 use crate::jobs::held::Odmr;
@@ -38,6 +39,9 @@ pub struct SmtpContext {
     pub memory: Arc<MemoryBudget>,
     /// AuthKeys: stamping on the sender side, verification on the recipient side.
     pub authkeys: Arc<AuthKeys>,
+    /// The sending domain's SPF, DKIM, DMARC and iprev (SPEC 13): on the MX when
+    /// `dmarc.verify` is on.
+    pub domain_verifier: Option<Arc<DomainVerifier>>,
     /// The Messenger verbs' answers (SPEC 8); None where the listener is not a Messenger one.
     pub messenger: Option<Arc<Messenger>>,
 }

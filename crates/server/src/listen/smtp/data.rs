@@ -7,7 +7,11 @@ use vouchmail_proto::smtp::session::Envelope;
 use super::context::{Connection, SmtpSession};
 use crate::rules::commit::{commit_message, ClientInfo};
 use crate::rules::recipient::Resolved;
-use crate::rules::sender_policy::{decide, Decision};
+use crate::rules::sender_policy::{decide, Decision, SenderChecks};
+
+/// Messages larger than this are not read back from the spool for their DKIM
+/// signatures (SPEC 13): they are checked on what was kept in memory.
+const MAX_DKIM_CHECKED: u64 = 16 * 1024 * 1024;
 
 impl Connection<'_> {
     pub async fn body_chunk(&mut self, session: &mut SmtpSession, offset: u64, chunk: Vec<u8>) {
@@ -39,7 +43,17 @@ impl Connection<'_> {
         let verdict = match spooled {
             Ok(spooled) => {
                 let store = self.store();
-                let decision = Box::pin(decide(&context.authkeys, store, hostname, &client, &envelope)).await;
+                let checks = SenderChecks { authkeys: &context.authkeys, domains: context.domain_verifier.as_deref() };
+                // Only unauthenticated MX mail is checked; the spool is read back for it.
+                let whole = match (&spooled, &checks.domains, client.authenticated) {
+                    (Some(spooled), Some(_), None) => whole_message(&envelope.body, spooled).await,
+                    _ => None,
+                };
+                let message = match &spooled {
+                    Some(_) => whole.as_deref(),
+                    None => Some(envelope.body.as_slice()),
+                };
+                let decision = Box::pin(decide(&checks, store, hostname, &client, &envelope, message)).await;
                 match decision {
                     Decision::Deliver(delivered) => {
                         Box::pin(commit_message(store, hostname, &client, envelope, spooled, delivered)).await
@@ -55,4 +69,24 @@ impl Connection<'_> {
         };
         session.message_verdict(verdict);
     }
+}
+
+/// The message as received when part of it went to the spool: what is in memory and the
+/// spooled rest, read on a blocking thread; None past [`MAX_DKIM_CHECKED`] or when the
+/// spool cannot be read.
+async fn whole_message(head: &[u8], spooled: &vouchmail_store::SpooledBody) -> Option<Vec<u8>> {
+    if head.len() as u64 + spooled.len > MAX_DKIM_CHECKED {
+        return None;
+    }
+    let (file, len, mut whole) = (std::sync::Arc::clone(&spooled.file), spooled.len, head.to_vec());
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let mut rest = vec![0u8; usize::try_from(len).ok()?];
+        file.read_exact_at(&mut rest, 0).ok()?;
+        whole.extend_from_slice(&rest);
+        Some(whole)
+    })
+    .await
+    .ok()
+    .flatten()
 }

@@ -15,6 +15,7 @@ impl Connection<'_> {
             declared_size: session.mail_params().and_then(|p| p.size).unwrap_or(0),
             trusted_relay: context.session_config.trusted_relay,
             later_methods: context.authkeys.verify,
+            dmarc_checked: context.domain_verifier.is_some(),
             transaction_policy: session.recipients().iter().find_map(|r| r.resolved.policy),
         };
         let verdict = Box::pin(resolve_recipient(self.store(), &context.postmaster, &path, sender)).await;

@@ -1,0 +1,295 @@
+//! SPEC 13 on the MX: SPF, DKIM, DMARC and iprev of internet mail, against the test's own
+//! DNS, with messages signed by an independent signer (dkimpy) and our Authentication-Results
+//! read back by an independent RFC 8601 parser (Python's authres).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{SmtpConn, TestServer};
+use std::io::Write;
+use vouchmail_store::{Folder, SenderPolicy};
+use vouchmail_testkit::dns::{TestDns, ZoneBuilder};
+
+/// Debian's Python, where python3-dkim and python3-authres are installed (the README's
+/// test command installs them); the pyenv one on PATH may lack them.
+const PYTHON: &str = "/usr/bin/python3";
+
+/// Runs a Python script with `input` on stdin; its stdout.
+async fn python(script: &str, input: &[u8]) -> String {
+    let (script, input) = (script.to_string(), input.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(PYTHON)
+            .arg("-c")
+            .arg(&script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || stdin.write_all(&input));
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// The sending domain's keys, made by Python: an RSA-2048 key (PKCS#1 PEM, and its
+/// SubjectPublicKeyInfo for the TXT record) and an Ed25519 one (RFC 8463: the seed, and
+/// the raw public key).
+struct Keys {
+    rsa_pem: String,
+    rsa_public: String,
+    ed_seed: String,
+    ed_public: String,
+}
+
+async fn keys() -> Keys {
+    let script = r#"
+import base64, json, subprocess, nacl.signing
+pem = subprocess.run(["openssl", "genrsa", "-traditional", "2048"], capture_output=True, check=True).stdout
+der = subprocess.run(["openssl", "rsa", "-pubout", "-outform", "DER"], input=pem, capture_output=True, check=True).stdout
+key = nacl.signing.SigningKey.generate()
+print(json.dumps({"rsa_pem": pem.decode(), "rsa_public": base64.b64encode(der).decode(),
+                  "ed_seed": base64.b64encode(bytes(key)).decode(),
+                  "ed_public": base64.b64encode(bytes(key.verify_key)).decode()}))
+"#;
+    let v: serde_json::Value = serde_json::from_str(&python(script, b"").await).unwrap();
+    let field = |name: &str| v[name].as_str().unwrap().to_string();
+    Keys {
+        rsa_pem: field("rsa_pem"),
+        rsa_public: field("rsa_public"),
+        ed_seed: field("ed_seed"),
+        ed_public: field("ed_public"),
+    }
+}
+
+/// Signs `message` for sender.test with dkimpy: Ed25519 (selector `ed`) and RSA (`rsa`).
+async fn signed(keys: &Keys, message: &str) -> String {
+    let script = format!(
+        r#"
+import sys, dkim
+msg = sys.stdin.buffer.read()
+headers = [b"from", b"to", b"subject", b"date"]
+rsa = dkim.sign(msg, b"rsa", b"sender.test", {rsa:?}.encode(), include_headers=headers)
+ed = dkim.sign(msg, b"ed", b"sender.test", {ed:?}.encode(), signature_algorithm=b"ed25519-sha256", include_headers=headers)
+sys.stdout.buffer.write(ed + rsa + msg)
+"#,
+        rsa = keys.rsa_pem,
+        ed = keys.ed_seed
+    );
+    python(&script, message.as_bytes()).await
+}
+
+/// Our Authentication-Results of a stored message, parsed by authres: (method, result,
+/// {ptype.property: value}) for each resinfo.
+async fn parsed_results(stored: &[u8]) -> Vec<(String, String, serde_json::Map<String, serde_json::Value>)> {
+    let script = r#"
+import sys, json, email, authres
+msg = email.message_from_bytes(sys.stdin.buffer.read())
+header = msg["Authentication-Results"]
+parsed = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + str(header))
+assert parsed.authserv_id == "mx.local.test", parsed.authserv_id
+print(json.dumps([[r.method, r.result, {p.type + "." + p.name: p.value for p in r.properties}] for r in parsed.results]))
+"#;
+    let v: serde_json::Value = serde_json::from_str(&python(script, stored).await).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (r[0].as_str().unwrap().to_string(), r[1].as_str().unwrap().to_string(), r[2].as_object().unwrap().clone())
+        })
+        .collect()
+}
+
+/// The test's DNS: sender.test with SPF for 127.0.0.1, both DKIM keys and DMARC p=reject;
+/// quarantine.test (p=quarantine, no SPF); and 127.0.0.1 named client.sender.test both ways
+/// (iprev), its HELO name with SPF of its own.
+async fn dns(keys: &Keys) -> TestDns {
+    ZoneBuilder::default()
+        .txt("sender.test", "v=spf1 ip4:127.0.0.1 -all")
+        .txt("_dmarc.sender.test", "v=DMARC1; p=reject; rua=mailto:dmarc@sender.test")
+        .txt("rsa._domainkey.sender.test", &format!("v=DKIM1; k=rsa; p={}", keys.rsa_public))
+        .txt("ed._domainkey.sender.test", &format!("v=DKIM1; k=ed25519; p={}", keys.ed_public))
+        .txt("_dmarc.quarantine.test", "v=DMARC1; p=quarantine")
+        .txt("softfail.test", "v=spf1 ~all")
+        .txt("neutral.test", "v=spf1 ?all")
+        // RFC 7208 6.1: a redirect to a domain without an SPF record is a permerror.
+        .txt("broken.test", "v=spf1 redirect=nowhere.test")
+        .txt("client.sender.test", "v=spf1 a -all")
+        .a("client.sender.test", "127.0.0.1")
+        .ptr("127.0.0.1", "client.sender.test")
+        .start()
+        .await
+}
+
+/// A server whose local.test refuses unauthenticated mail (`policy`), checking SPEC 13
+/// against `dns`.
+async fn server(dns: SocketAddr, policy: SenderPolicy) -> TestServer {
+    let server = TestServer::start_with(|c| {
+        c.dns.nameservers = vec![dns];
+        c.dmarc.verify = true;
+        c.dmarc.timeout_secs = 3;
+    })
+    .await;
+    server.store.set_domain_policy("local.test", policy).await.unwrap();
+    server
+}
+
+/// Sends `message` on the MX as client.sender.test with MAIL FROM `from`; the reply to
+/// the end of the data.
+async fn send(server: &TestServer, from: &str, message: &str) -> common::Reply {
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO client.sender.test").await;
+    c.send_message(from, &["user@local.test"], message).await
+}
+
+fn message(from: &str, subject: &str) -> String {
+    format!(
+        "From: {from}\r\nTo: user@local.test\r\nSubject: {subject}\r\nDate: Sun, 06 Dec 2026 12:00:00 +0000\r\n\r\n\
+         Hello from the internet.\r\n"
+    )
+}
+
+fn result<'a>(
+    results: &'a [(String, String, serde_json::Map<String, serde_json::Value>)],
+    method: &str,
+) -> Vec<&'a (String, String, serde_json::Map<String, serde_json::Value>)> {
+    results.iter().filter(|r| r.0 == method).collect()
+}
+
+/// SPEC 2, 13: mail signed by dkimpy with both algorithms, from an SPF-authorized host, to a
+/// domain that refuses unauthenticated mail: DMARC passes, which authenticates it; the
+/// stored copy's one Authentication-Results (parsed by authres) has iprev, both SPF
+/// identities, one dkim per signature with header.d/s/b, and dmarc.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dkim_signed_message_of_a_dmarc_domain_is_authenticated() {
+    let keys = keys().await;
+    let dns = dns(&keys).await;
+    let server = server(dns.addr(), SenderPolicy::REJECT).await;
+    let text = signed(&keys, &message("alice@sender.test", "signed")).await;
+    let reply = send(&server, "alice@sender.test", &text).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let stored = server.mailbox("user@local.test", Folder::Inbox).await;
+    let results = parsed_results(&stored[0]).await;
+    let iprev = result(&results, "iprev");
+    assert_eq!(iprev[0].1, "pass", "{results:?}");
+    assert_eq!(iprev[0].2["policy.iprev"], "127.0.0.1");
+    let spf = result(&results, "spf");
+    assert_eq!((spf[0].1.as_str(), spf[0].2["smtp.helo"].as_str()), ("pass", Some("client.sender.test")));
+    assert_eq!((spf[1].1.as_str(), spf[1].2["smtp.mailfrom"].as_str()), ("pass", Some("alice@sender.test")));
+    let dkim = result(&results, "dkim");
+    assert_eq!(dkim.len(), 2, "{results:?}");
+    let selectors: Vec<&str> = dkim.iter().map(|d| d.2["header.s"].as_str().unwrap()).collect();
+    assert_eq!(selectors, ["ed", "rsa"]);
+    for d in &dkim {
+        assert_eq!((d.1.as_str(), d.2["header.d"].as_str()), ("pass", Some("sender.test")), "{d:?}");
+        assert_eq!(d.2["header.b"].as_str().unwrap().len(), 8);
+    }
+    let dmarc = result(&results, "dmarc");
+    assert_eq!((dmarc[0].1.as_str(), dmarc[0].2["header.from"].as_str()), ("pass", Some("sender.test")));
+    // The store records how it was authenticated.
+    let listed = server.store.list_mailbox("user@local.test", Some(Folder::Inbox)).await.unwrap();
+    let stored = server.store.get_message(listed[0].message_id).await.unwrap().unwrap();
+    assert_eq!(stored.envelope.auth_results, "dmarc=pass header.from=sender.test");
+}
+
+/// RFC 7489 6.3, SPEC 13: a message whose From domain publishes p=reject and that nothing
+/// aligned authenticates is refused 550 5.7.1 even where the local action is junk; where it
+/// is accept, it is delivered. A header changed after signing fails DKIM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dmarc_reject_domain_without_a_valid_signature_is_refused() {
+    let keys = keys().await;
+    let dns = dns(&keys).await;
+    let server = server(dns.addr(), SenderPolicy::JUNK).await;
+    // The MAIL FROM domain is another one (not aligned); the signature no longer matches.
+    let text = signed(&keys, &message("alice@sender.test", "original")).await.replace("original", "changed");
+    let reply = send(&server, "bounces@neutral.test", &text).await;
+    assert_eq!(reply.code, 550, "{reply:?}");
+    assert!(reply.text().contains("5.7.1") && reply.text().contains("sender.test"), "{reply:?}");
+    server.store.set_domain_policy("local.test", SenderPolicy::ACCEPT).await.unwrap();
+    let reply = send(&server, "bounces@neutral.test", &text).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let stored = server.mailbox("user@local.test", Folder::Inbox).await;
+    let results = parsed_results(&stored[0]).await;
+    assert!(result(&results, "dkim").iter().all(|d| d.1 == "fail"), "{results:?}");
+    let dmarc = result(&results, "dmarc");
+    assert_eq!((dmarc[0].1.as_str(), dmarc[0].2["policy.dmarc"].as_str()), ("fail", Some("reject")));
+}
+
+/// SPEC 13: p=quarantine failures go to Junk where the local action delivers; a domain
+/// that does not count DMARC (`dmarc_counts = false`) refuses even a DMARC pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_goes_to_junk_and_a_domain_may_not_count_dmarc() {
+    let keys = keys().await;
+    let dns = dns(&keys).await;
+    let server = server(dns.addr(), SenderPolicy::ACCEPT).await;
+    let reply = send(&server, "bob@quarantine.test", &message("bob@quarantine.test", "quarantined")).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    assert_eq!(server.mailbox("user@local.test", Folder::Junk).await.len(), 1);
+    assert!(server.mailbox("user@local.test", Folder::Inbox).await.is_empty());
+
+    let strict = SenderPolicy { dmarc_counts: false, ..SenderPolicy::REJECT };
+    server.store.set_domain_policy("local.test", strict).await.unwrap();
+    let text = signed(&keys, &message("alice@sender.test", "strict")).await;
+    let reply = send(&server, "alice@sender.test", &text).await;
+    assert_eq!(reply.code, 550, "{reply:?}");
+    server.store.set_domain_policy("local.test", SenderPolicy::REJECT).await.unwrap();
+    assert_eq!(send(&server, "alice@sender.test", &text).await.code, 250);
+}
+
+/// RFC 7208 2.6: the SPF results of MAIL FROM as the header shows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spf_results_reach_the_header() {
+    let keys = keys().await;
+    let dns = dns(&keys).await;
+    let server = server(dns.addr(), SenderPolicy::ACCEPT).await;
+    let cases = [
+        ("a@sender.test", "pass"),
+        ("a@softfail.test", "softfail"),
+        ("a@neutral.test", "neutral"),
+        ("a@broken.test", "permerror"),
+        ("a@nothing.test", "none"),
+    ];
+    for (from, _) in &cases {
+        assert_eq!(send(&server, from, &message(from, from)).await.code, 250);
+    }
+    let stored = server.mailbox("user@local.test", Folder::Inbox).await;
+    assert_eq!(stored.len(), cases.len());
+    for (message, (from, expected)) in stored.iter().zip(cases) {
+        let results = parsed_results(message).await;
+        let spf = result(&results, "spf");
+        assert_eq!((spf[1].1.as_str(), spf[1].2["smtp.mailfrom"].as_str()), (expected, Some(from)), "{results:?}");
+    }
+    // And SPF fail: sender.test authorizes only 127.0.0.1; from 127.0.0.2 it fails.
+    let (mut c, _) = SmtpConn::connect_from(server.mx(), "127.0.0.2".parse().unwrap()).await;
+    c.cmd("EHLO client.sender.test").await;
+    let reply = c.send_message("a@sender.test", &["user@local.test"], &message("a@sender.test", "from .2")).await;
+    // DMARC p=reject and nothing aligned passed, but the local action is accept, the one
+    // that takes such mail (SPEC 13).
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let stored = server.mailbox("user@local.test", Folder::Inbox).await;
+    let results = parsed_results(stored.last().unwrap()).await;
+    assert_eq!(result(&results, "spf")[1].1, "fail", "{results:?}");
+    assert_eq!(result(&results, "iprev")[0].1, "fail", "{results:?}");
+}
+
+/// SPEC 2, 13: a resolver that does not answer gives temperror, and a refusing policy
+/// answers 451 4.7.0 instead of 550, so the sender tries again later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_resolver_gives_temperror_and_451() {
+    // A UDP socket that reads nothing: every query times out.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let server = server(silent.local_addr().unwrap(), SenderPolicy::REJECT).await;
+    let started = std::time::Instant::now();
+    let reply = send(&server, "alice@sender.test", &message("alice@sender.test", "slow")).await;
+    assert_eq!(reply.code, 451, "{reply:?}");
+    assert!(reply.text().contains("4.7.0"), "{reply:?}");
+    assert!(started.elapsed() < Duration::from_secs(30), "the check outlived its deadline");
+}
