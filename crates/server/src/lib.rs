@@ -167,6 +167,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     let memory = listen::smtp::spool::MemoryBudget::new(config.smtp.max_inflight_bytes);
     let authkeys = auth::authkey::AuthKeys::new(&config.authkey, dns::Dns::for_config(config)?, Arc::clone(&store));
     let domain_verifier = domain_verifier(config)?;
+    let dkim = auth::dkim_sign::DkimSigning::new(Arc::clone(&store));
     for (kind, addrs) in listeners {
         // One count per role: a flood on the MX must not lock out submission users. The
         // Messenger port has limits of its own (SPEC 8; the AUTH limits are shared).
@@ -190,6 +191,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             authkeys: Arc::clone(&authkeys),
             // SPEC 13 checks MX mail; the other listeners' senders authenticate themselves.
             domain_verifier: domain_verifier.clone().filter(|_| kind == Listener::Mx),
+            dkim: Arc::clone(&dkim),
             messenger: (kind == Listener::Messenger).then(|| Arc::clone(&messenger)),
         });
         for addr in addrs {
@@ -443,8 +445,9 @@ pub fn customer_context(
         odmr: jobs::held::Odmr::new(config, Arc::clone(&store))?,
         spool_dir: config.data_dir.join("spool"),
         memory: listen::smtp::spool::MemoryBudget::new(config.smtp.max_inflight_bytes),
-        authkeys: auth::authkey::AuthKeys::new(&config.authkey, dns::Dns::for_config(config)?, store),
+        authkeys: auth::authkey::AuthKeys::new(&config.authkey, dns::Dns::for_config(config)?, Arc::clone(&store)),
         domain_verifier: domain_verifier(config)?,
+        dkim: auth::dkim_sign::DkimSigning::new(store),
         messenger: None,
     }))
 }

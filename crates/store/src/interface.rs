@@ -258,13 +258,36 @@ pub trait NodeStore: Send + Sync {
 /// Everything durable: every concern's trait. All addresses and domain names passed in
 /// are lower-cased by the caller's address type (domains) or by the backend (local parts
 /// are matched case-insensitively, as Postfix and Exim do by default).
+/// DKIM signing keys of the local domains (SPEC 13): the active ones sign, the others stay
+/// published until retired. Which key signs and how keys rotate is decided above the
+/// backends (`server::rules::dkim`).
+pub trait DkimKeyStore: Send + Sync {
+    /// Stores a new key: Conflict when its domain has that selector already, NotFound when
+    /// the domain is not local.
+    fn add_dkim_key(&self, key: DkimKey) -> StoreFuture<'_, ()>;
+    /// Every key, by domain, then oldest first.
+    fn list_dkim_keys(&self) -> StoreFuture<'_, Vec<DkimKey>>;
+    /// Whether the key signs; NotFound when there is no such key.
+    fn set_dkim_key_active(&self, domain: &str, selector: &str, active: bool) -> StoreFuture<'_, ()>;
+    /// Removes a key; NotFound when there is no such key.
+    fn remove_dkim_key(&self, domain: &str, selector: &str) -> StoreFuture<'_, ()>;
+}
+
 pub trait Store:
-    AccountStore + QueueStore + MailboxStore + TrackingStore + AuthKeyStore + FederationStore + NodeStore
+    AccountStore + QueueStore + MailboxStore + TrackingStore + AuthKeyStore + FederationStore + NodeStore + DkimKeyStore
 {
 }
 
 impl<
-        T: AccountStore + QueueStore + MailboxStore + TrackingStore + AuthKeyStore + FederationStore + NodeStore + ?Sized,
+        T: AccountStore
+            + QueueStore
+            + MailboxStore
+            + TrackingStore
+            + AuthKeyStore
+            + FederationStore
+            + NodeStore
+            + DkimKeyStore
+            + ?Sized,
     > Store for T
 {
 }

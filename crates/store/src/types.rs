@@ -156,6 +156,36 @@ impl FromStr for SenderPolicy {
     }
 }
 
+/// A DKIM signing key of a local domain (RFC 6376 3.6.1, RFC 8463).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DkimKey {
+    pub domain: String,
+    pub selector: String,
+    /// `rsa-sha256` or `ed25519-sha256`.
+    pub algorithm: String,
+    /// The private key, PKCS#8 DER: a secret, kept like the password hashes.
+    pub private_key: Vec<u8>,
+    /// The `p=` of the TXT record: base64 of the SubjectPublicKeyInfo (RSA) or of the raw
+    /// 32-octet key (Ed25519, RFC 8463 4.2).
+    pub public_key: String,
+    /// Signs new mail; an inactive key is still published until retired.
+    pub active: bool,
+    pub created_at: i64,
+}
+
+/// The private key never appears in logs or panics.
+impl std::fmt::Debug for DkimKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DkimKey")
+            .field("domain", &self.domain)
+            .field("selector", &self.selector)
+            .field("algorithm", &self.algorithm)
+            .field("active", &self.active)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Domain {
     pub name: String,

@@ -26,7 +26,7 @@ fn message(queue_id: &str, sender: &str, auth: &str, deliveries: Vec<Delivery>) 
 }
 
 /// A store with a record of every kind the issue names: users, aliases, held domains,
-/// queue, mailboxes, AuthKeys, certificates, directory, tracking and its outbox.
+/// queue, mailboxes, AuthKeys, certificates, directory, tracking and its outbox, DKIM keys.
 async fn filled(store: &SqliteStore) {
     store.add_domain("example.org", SenderPolicy::JUNK).await.unwrap();
     store.add_domain("held.example", SenderPolicy::REJECT).await.unwrap();
@@ -39,6 +39,17 @@ async fn filled(store: &SqliteStore) {
         .unwrap();
     store.add_alias("team@example.org", &["a@example.org".into(), "b@example.org".into()]).await.unwrap();
     store.set_catch_all("example.org", Some("a@example.org")).await.unwrap();
+    // A DKIM key (SPEC 13): binary private key, a boolean, text.
+    let key = vouchmail_store::DkimKey {
+        domain: "example.org".into(),
+        selector: "ed1".into(),
+        algorithm: "ed25519-sha256".into(),
+        private_key: vec![0x30, 0x51, 0x02, 0x01, 0x01, 0xff],
+        public_key: "MCowBQYDK2VwAyEA".into(),
+        active: true,
+        created_at: 1_800_000_000,
+    };
+    store.add_dkim_key(key).await.unwrap();
     store
         .set_domain_held("held.example", &["b@example.org".into(), "a@example.org".into()], Some("mx.held.example"))
         .await

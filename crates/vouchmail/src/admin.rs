@@ -56,6 +56,12 @@ pub enum DomainCommand {
         #[arg(long, value_name = "HOST:PORT")]
         etrn_host: Option<String>,
     },
+    /// Print the DNS records the domain should publish (SPEC 13): SPF, its DKIM keys,
+    /// DMARC, and AS= when this server is an Authentication Server.
+    Dns {
+        /// A local domain.
+        name: String,
+    },
     /// List local domains: name, sender policy, catch-all, held for, ETRN host.
     List {
         /// Print a JSON array of objects instead (for scripts).
@@ -235,6 +241,40 @@ pub enum MailboxCommand {
 }
 
 #[derive(Subcommand)]
+pub enum DkimCommand {
+    /// Make a DKIM key for a local domain; it signs from now on. Prints its TXT record.
+    New {
+        /// A local domain.
+        domain: String,
+        /// The selector (default: rsaYYYYMMDD or edYYYYMMDD).
+        #[arg(long)]
+        selector: Option<String>,
+        /// rsa-sha256 (2048 bits, verified everywhere) or ed25519-sha256 (RFC 8463).
+        #[arg(long, default_value = "rsa-sha256")]
+        algorithm: String,
+    },
+    /// List the keys: domain, selector, algorithm, whether it signs, when it was made.
+    List {
+        /// Print a JSON array of objects instead (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// New keys sign for the domain (one per algorithm it signs with); the old ones stay
+    /// published until retired. Prints the new TXT records.
+    Rotate {
+        /// A local domain.
+        domain: String,
+    },
+    /// Remove a key that no longer signs (after rotate); its TXT record can then go.
+    Retire {
+        /// A local domain.
+        domain: String,
+        /// The key's selector (`dkim list`).
+        selector: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum TrackingCommand {
     /// The Tracking folder of a local user (SPEC 8.3), or of every user, oldest first: one
     /// line per record (time, event, Message-ID, recipient, reporting server; the sender
@@ -391,8 +431,40 @@ fn with_cases(
     Ok(policy)
 }
 
-pub async fn domain(store: &dyn Store, command: DomainCommand) -> Result<(), CliError> {
+/// The DNS records `domain` should publish (SPEC 13), with `AS=` naming this server when
+/// it is an Authentication Server (its hostname, and the VERIFY port unless 2884).
+pub async fn records_to_publish(
+    store: &dyn Store,
+    config: &vouchmail_server::config::Config,
+    domain: &str,
+) -> Result<Vec<vouchmail_server::rules::dkim::DnsRecord>, CliError> {
+    let authentication_server = match config.listeners.authkey.first() {
+        Some(addr) if config.authkey.server && addr.port() == 2884 => Some(config.hostname.clone()),
+        Some(addr) if config.authkey.server => Some(format!("{}:{}", config.hostname, addr.port())),
+        _ => None,
+    };
+    let records = vouchmail_server::rules::dkim::records_to_publish(
+        store,
+        domain,
+        &config.hostname,
+        authentication_server.as_deref(),
+    )
+    .await?;
+    Ok(records)
+}
+
+pub async fn domain(
+    store: &dyn Store,
+    command: DomainCommand,
+    config: &vouchmail_server::config::Config,
+) -> Result<(), CliError> {
     match command {
+        DomainCommand::Dns { name } => {
+            let name = parse_domain(&name)?;
+            for record in records_to_publish(store, config, &name).await? {
+                println!("{record}");
+            }
+        }
         DomainCommand::Add { name, policy, unauthenticated, forged, held_for, etrn_host, allow_unusual } => {
             let name = vouchmail_server::rules::accounts::normalize_domain(&name, allow_unusual)?;
             let policy = with_cases(policy.parse()?, unauthenticated, forged)?;
@@ -1200,6 +1272,56 @@ pub async fn authkey(
                     return Err(CliError::failed(format!("no answer from {} (UDP and TCP)", tried.join(", "))));
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+pub async fn dkim(store: &dyn Store, command: DkimCommand) -> Result<(), CliError> {
+    use vouchmail_server::rules::dkim;
+    let print_record = |key: &vouchmail_store::DkimKey| {
+        let (name, value) = dkim::txt_record(key);
+        let record = dkim::DnsRecord {
+            name,
+            value,
+            purpose: format!("DKIM (RFC 6376) {} key {} of {}", key.algorithm, key.selector, key.domain),
+        };
+        println!("{record}");
+    };
+    match command {
+        DkimCommand::New { domain, selector, algorithm } => {
+            let domain = parse_domain(&domain)?;
+            let algorithm = dkim::Algorithm::parse(&algorithm)?;
+            let key = dkim::new_key(store, &domain, algorithm, selector.as_deref()).await?;
+            print_record(&key);
+        }
+        DkimCommand::List { json } => {
+            let mut listing = Listing::new(&["DOMAIN", "SELECTOR", "ALGORITHM", "SIGNS", "CREATED"]);
+            for key in store.list_dkim_keys().await? {
+                let created = rfc3339(UNIX_EPOCH + Duration::from_secs(key.created_at.max(0) as u64));
+                let object = serde_json::json!({
+                    "domain": key.domain,
+                    "selector": key.selector,
+                    "algorithm": key.algorithm,
+                    "active": key.active,
+                    "created": created,
+                    "public_key": key.public_key,
+                });
+                let signs = if key.active { "yes" } else { "no" }.to_string();
+                listing.push(vec![key.domain, key.selector, key.algorithm, signs, created], object);
+            }
+            listing.print(json)?;
+        }
+        DkimCommand::Rotate { domain } => {
+            let domain = parse_domain(&domain)?;
+            for key in dkim::rotate(store, &domain).await? {
+                print_record(&key);
+            }
+        }
+        DkimCommand::Retire { domain, selector } => {
+            let domain = parse_domain(&domain)?;
+            dkim::retire(store, &domain, &selector).await?;
+            println!("retired DKIM selector {selector} of {}; its TXT record can go", domain_text(&domain));
         }
     }
     Ok(())

@@ -58,6 +58,9 @@ enum Command {
     /// AuthKeys of the Authentication Server (SPEC 7.1).
     #[command(subcommand)]
     Authkey(admin::AuthKeyCommand),
+    /// DKIM signing keys of the local domains (SPEC 13).
+    #[command(subcommand)]
+    Dkim(admin::DkimCommand),
     /// Users' certificates for the Messenger CERT lookups (SPEC 8.1).
     #[command(subcommand)]
     Cert(messenger::CertCommand),
@@ -164,7 +167,8 @@ fn main() -> ExitCode {
             command => {
                 let store = store::open_existing_store(&config, config_file.as_deref()).await?;
                 let result = match command {
-                    Command::Domain(c) => admin::domain(store.as_ref(), c).await,
+                    Command::Domain(c) => admin::domain(store.as_ref(), c, &config).await,
+                    Command::Dkim(c) => admin::dkim(store.as_ref(), c).await,
                     Command::User(c) => admin::user(store.as_ref(), c, &config.auth.secrets_policy()).await,
                     Command::Alias(c) => admin::alias(store.as_ref(), c).await,
                     Command::Mailbox(c) => admin::mailbox(store.as_ref(), c).await,
@@ -239,17 +243,21 @@ async fn init(config: Config) -> Result<(), CliError> {
     Ok(())
 }
 
-/// First start: the domain and postmaster. True when something was created.
+/// First start: the domain, postmaster and DKIM keys. True when something was created.
 async fn bootstrap(config: &Config, store: &dyn Store) -> Result<bool, CliError> {
-    match vouchmail_server::rules::bootstrap::bootstrap(config, store).await? {
-        Some((address, password)) => {
-            // Shown once: only its hash is stored.
-            println!("Created {address} with password {password}");
-            println!("(shown only now; change it with: vouchmail user passwd {address} --password-stdin)");
-            Ok(true)
-        }
-        None => Ok(false),
+    let made = vouchmail_server::rules::bootstrap::bootstrap(config, store).await?;
+    if let Some((address, password)) = &made.postmaster {
+        // Shown once: only its hash is stored.
+        println!("Created {address} with password {password}");
+        println!("(shown only now; change it with: vouchmail user passwd {address} --password-stdin)");
     }
+    if let Some(domain) = &made.dkim_domain {
+        println!("Publish these DNS records for {domain} (again at any time: vouchmail domain dns {domain}):");
+        for record in admin::records_to_publish(store, config, domain).await? {
+            println!("{record}");
+        }
+    }
+    Ok(made.postmaster.is_some() || made.dkim_domain.is_some())
 }
 
 /// One server per store: an exclusive lock on `<data_dir>/vouchmail.lock`, holding our PID,

@@ -193,7 +193,9 @@ async fn a_bounce_for_a_refused_connection_quotes_no_server() {
     // RFC 3464 2.3.5, 2.3.6: no server replied, so no Remote-MTA and no Diagnostic-Code,
     // and the human part says what happened instead of quoting a made-up reply.
     assert!(!bounce.contains("Diagnostic-Code") && !bounce.contains("Remote-MTA"), "{bounce}");
-    assert!(!bounce.contains("said:") && !bounce.contains("421"), "{bounce}");
+    // (No reply line such as `421 ...`; a queue id or a date may well hold the digits.)
+    let made_up_reply = bounce.lines().any(|l| l.trim_start().starts_with("421") || l.contains(" 421 "));
+    assert!(!bounce.contains("said:") && !made_up_reply, "{bounce}");
     assert!(bounce.contains("Cannot connect to mx.remote.test [127.0.0.2"), "{bounce}");
     let summary = python_dsn_summary(bounce).await;
     assert!(summary.ends_with("|failed|5.4.7|rfc822; bob@remote.test|None"), "{summary}");

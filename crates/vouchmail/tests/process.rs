@@ -549,3 +549,49 @@ fn a_short_timeout_is_warned_of_and_zero_is_refused() {
     assert!(log.iter().any(|l| l.contains("WARN") && warned(l)), "{log:#?}");
     server.stop();
 }
+
+/// SPEC 13, issue 22 item 4: `init` makes an Ed25519 and an RSA key for the first domain
+/// and prints the records to publish; `domain dns` prints them again; `dkim new`, `rotate`
+/// (the new key signs, the old stays published) and `retire` (only a key that no longer
+/// signs) manage them.
+#[test]
+fn dkim_keys_are_made_at_first_start_and_rotated_from_the_cli() {
+    let d = Deployment::new();
+    let (ok, out, err) = d.cli(&["init"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("Publish these DNS records for local.test"), "{out}");
+    for expected in [
+        "local.test. 3600 IN TXT \"v=spf1 mx a:mx.local.test -all\"",
+        "_dmarc.local.test.",
+        "k=ed25519; p=",
+        "k=rsa; p=",
+    ] {
+        assert!(out.contains(expected), "{expected} in {out}");
+    }
+    let keys = d.list(&["dkim", "list"]);
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().all(|k| k["active"] == true && k["domain"] == "local.test"), "{keys:?}");
+    let (_, dns, _) = d.cli(&["domain", "dns", "local.test"], None);
+    for key in &keys {
+        let selector = key["selector"].as_str().unwrap();
+        assert!(dns.contains(&format!("{selector}._domainkey.local.test. 3600 IN TXT")), "{dns}");
+    }
+
+    let (ok, out, err) =
+        d.cli(&["dkim", "new", "local.test", "--selector", "extra", "--algorithm", "ed25519-sha256"], None);
+    assert!(ok && out.contains("extra._domainkey.local.test. 3600 IN TXT \"v=DKIM1; k=ed25519; p="), "{out}{err}");
+    let (ok, _, err) = d.cli(&["dkim", "new", "local.test", "--selector", "extra"], None);
+    assert!(!ok && err.contains("extra"), "a selector twice: {err}");
+    let (ok, _, err) = d.cli(&["dkim", "retire", "local.test", "extra"], None);
+    assert!(!ok && err.contains("dkim rotate local.test"), "an active key retired: {err}");
+    let (ok, out, err) = d.cli(&["dkim", "rotate", "local.test"], None);
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("IN TXT").count(), 3, "one new key per active one: {out}");
+    let keys = d.list(&["dkim", "list"]);
+    assert_eq!(keys.iter().filter(|k| k["active"] == true).count(), 3, "{keys:?}");
+    assert_eq!(keys.iter().filter(|k| k["active"] == false).count(), 3, "{keys:?}");
+    assert!(d.cli(&["dkim", "retire", "local.test", "extra"], None).0);
+    assert_eq!(d.list(&["dkim", "list"]).len(), 5);
+    let (ok, _, err) = d.cli(&["dkim", "new", "nowhere.test"], None);
+    assert!(!ok && err.contains("nowhere.test"), "{err}");
+}

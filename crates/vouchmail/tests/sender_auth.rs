@@ -19,11 +19,18 @@ const PYTHON: &str = "/usr/bin/python3";
 
 /// Runs a Python script with `input` on stdin; its stdout.
 async fn python(script: &str, input: &[u8]) -> String {
+    python_with(script, &[], input).await
+}
+
+/// Runs a Python script with arguments (`sys.argv[1:]`) and `input` on stdin; its stdout.
+async fn python_with(script: &str, args: &[&str], input: &[u8]) -> String {
     let (script, input) = (script.to_string(), input.to_vec());
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         let mut child = std::process::Command::new(PYTHON)
             .arg("-c")
             .arg(&script)
+            .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -90,15 +97,23 @@ sys.stdout.buffer.write(ed + rsa + msg)
 /// Our Authentication-Results of a stored message, parsed by authres: (method, result,
 /// {ptype.property: value}) for each resinfo.
 async fn parsed_results(stored: &[u8]) -> Vec<(String, String, serde_json::Map<String, serde_json::Value>)> {
+    parsed_results_of(stored, "mx.local.test").await
+}
+
+/// As [`parsed_results`], for the server named `authserv_id`.
+async fn parsed_results_of(
+    stored: &[u8],
+    authserv_id: &str,
+) -> Vec<(String, String, serde_json::Map<String, serde_json::Value>)> {
     let script = r#"
 import sys, json, email, authres
 msg = email.message_from_bytes(sys.stdin.buffer.read())
 header = msg["Authentication-Results"]
 parsed = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + str(header))
-assert parsed.authserv_id == "mx.local.test", parsed.authserv_id
+assert parsed.authserv_id == sys.argv[1], parsed.authserv_id
 print(json.dumps([[r.method, r.result, {p.type + "." + p.name: p.value for p in r.properties}] for r in parsed.results]))
 "#;
-    let v: serde_json::Value = serde_json::from_str(&python(script, stored).await).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&python_with(script, &[authserv_id], stored).await).unwrap();
     v.as_array()
         .unwrap()
         .iter()
@@ -292,4 +307,94 @@ async fn a_silent_resolver_gives_temperror_and_451() {
     assert_eq!(reply.code, 451, "{reply:?}");
     assert!(reply.text().contains("4.7.0"), "{reply:?}");
     assert!(started.elapsed() < Duration::from_secs(30), "the check outlived its deadline");
+}
+
+/// Makes local.test's DKIM keys (both algorithms) on `server`, as `vouchmail dkim new` does.
+async fn local_keys(server: &TestServer) -> Vec<vouchmail_store::DkimKey> {
+    use vouchmail_server::rules::dkim::{new_key, Algorithm};
+    let store = server.store.as_ref();
+    new_key(store, "local.test", Algorithm::Ed25519Sha256, Some("ed")).await.unwrap();
+    new_key(store, "local.test", Algorithm::RsaSha256, Some("rsa")).await.unwrap();
+    server.store.list_dkim_keys().await.unwrap()
+}
+
+/// SPEC 13: mail a local user submits (swaks, AUTH PLAIN inside STARTTLS) is signed for its
+/// From domain with both keys, Ed25519 first; dkimpy verifies both signatures against the
+/// published records; and another vouchmail, whose DNS publishes them with DMARC p=reject,
+/// takes the message as `dmarc=pass` into a domain that refuses unauthenticated mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_users_mail_is_signed_and_passes_dmarc_elsewhere() {
+    let a = TestServer::start().await;
+    let secrets = vouchmail_proto::sasl::Secrets::from_password("pencil", &[6; 32]).unwrap();
+    let alice = vouchmail_store::NewAccount { address: "alice@local.test".into(), secrets, quota_bytes: 0 };
+    a.store.add_account(alice).await.unwrap();
+    let keys = local_keys(&a).await;
+    let submission = a.submission().to_string();
+    let mut swaks = std::process::Command::new(common::tool("swaks"));
+    swaks.args(["-tls", "--server", &submission, "--auth", "PLAIN", "--auth-user", "alice@local.test"]);
+    swaks.args(["--auth-password", "pencil", "--from", "alice@local.test", "--to", "bob@other.test"]);
+    swaks.args(["--helo", "swaks.test", "--header", "Subject: signed by us", "--body", "Hello, with a signature.\n"]);
+    let out = common::run(swaks).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let queue = a.store.list_queue().await.unwrap();
+    let (_, data) = a.store.get_queued_message(&queue[0].queue_id).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&data).into_owned();
+    let signatures: Vec<&str> = text.lines().filter(|l| l.starts_with("DKIM-Signature:")).collect();
+    assert_eq!(signatures.len(), 2, "{text}");
+    assert!(signatures[0].contains("a=ed25519-sha256") && signatures[1].contains("a=rsa-sha256"), "{text}");
+
+    // dkimpy verifies each signature with the TXT records `dkim list`/`domain dns` print.
+    let records: serde_json::Map<String, serde_json::Value> = keys
+        .iter()
+        .map(|k| {
+            let (name, value) = vouchmail_server::rules::dkim::txt_record(k);
+            (format!("{name}."), serde_json::Value::String(value))
+        })
+        .collect();
+    let script = format!(
+        r#"
+import sys, dkim
+records = {records}
+def dns(name, timeout=5):
+    return records.get(name.decode(), "").encode()
+msg = sys.stdin.buffer.read()
+d = dkim.DKIM(msg)
+print(" ".join(str(d.verify(idx=i, dnsfunc=dns)) for i in range(2)))
+"#,
+        records = serde_json::Value::Object(records)
+    );
+    assert_eq!(python(&script, &data).await.trim(), "True True", "{text}");
+
+    // Another server checks it as the internet would: DMARC passes by DKIM alignment.
+    let mut zone = ZoneBuilder::default().txt("_dmarc.local.test", "v=DMARC1; p=reject");
+    for key in &keys {
+        let (name, value) = vouchmail_server::rules::dkim::txt_record(key);
+        zone = zone.txt(&name, &value);
+    }
+    let dns = zone.start().await;
+    let c = TestServer::start_with(|c| {
+        c.hostname = "mx.other.test".into();
+        c.bootstrap.domain = "other.test".into();
+        c.dns.nameservers = vec![dns.addr()];
+        c.dmarc.verify = true;
+        c.dmarc.timeout_secs = 3;
+    })
+    .await;
+    c.store.set_domain_policy("other.test", SenderPolicy::REJECT).await.unwrap();
+    c.store
+        .add_account(vouchmail_store::NewAccount {
+            address: "bob@other.test".into(),
+            secrets: Default::default(),
+            quota_bytes: 0,
+        })
+        .await
+        .unwrap();
+    let (mut conn, _) = SmtpConn::connect(c.mx()).await;
+    conn.cmd("EHLO mx.local.test").await;
+    let reply = conn.send_message("alice@local.test", &["bob@other.test"], &text).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let stored = c.mailbox("bob@other.test", Folder::Inbox).await;
+    let results = parsed_results_of(&stored[0], "mx.other.test").await;
+    assert!(result(&results, "dkim").iter().all(|d| d.1 == "pass"), "{results:?}");
+    assert_eq!(result(&results, "dmarc")[0].1, "pass", "{results:?}");
 }

@@ -3,6 +3,7 @@
 //! domain's SPF, DKIM, DMARC and iprev (SPEC 13).
 
 pub mod authkey;
+pub mod dkim_sign;
 pub mod guard;
 pub mod limits;
 pub mod sending_domain;

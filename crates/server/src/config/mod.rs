@@ -570,11 +570,19 @@ pub struct Bootstrap {
     pub policy: String,
     /// Create postmaster@<domain> with a generated password, printed once.
     pub postmaster: bool,
+    /// Make an Ed25519 and an RSA-2048 DKIM key for the domain (SPEC 13) and print the DNS
+    /// records to publish.
+    pub dkim: bool,
 }
 
 impl Default for Bootstrap {
     fn default() -> Self {
-        Bootstrap { domain: "localhost".into(), policy: "unauthenticated=junk,forged=reject".into(), postmaster: true }
+        Bootstrap {
+            domain: "localhost".into(),
+            policy: "unauthenticated=junk,forged=reject".into(),
+            postmaster: true,
+            dkim: true,
+        }
     }
 }
 

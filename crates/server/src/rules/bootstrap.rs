@@ -28,12 +28,22 @@ pub fn generate_password(len: usize) -> Result<String, Error> {
     Ok(out)
 }
 
-/// Creates what the config's `[bootstrap]` asks for, once per store. Returns the postmaster
-/// address and its generated password when one was created, so it can be shown once.
-pub async fn bootstrap(config: &Config, store: &dyn Store) -> Result<Option<(String, String)>, Error> {
+/// What a first start created.
+#[derive(Debug, Default)]
+pub struct Bootstrapped {
+    /// The postmaster address and its generated password, to be shown once.
+    pub postmaster: Option<(String, String)>,
+    /// The domain that got its DKIM keys (SPEC 13): its DNS records are to be shown.
+    pub dkim_domain: Option<String>,
+}
+
+/// Creates what the config's `[bootstrap]` asks for, once per store: the first domain,
+/// its postmaster, and its DKIM keys (an Ed25519 and an RSA-2048 one).
+pub async fn bootstrap(config: &Config, store: &dyn Store) -> Result<Bootstrapped, Error> {
     if store.get_meta(BOOTSTRAPPED).await?.is_some() {
-        return Ok(None);
+        return Ok(Bootstrapped::default());
     }
+    let mut made = Bootstrapped::default();
     let mut created = None;
     let domain = config.bootstrap.domain.to_ascii_lowercase();
     if !domain.is_empty() {
@@ -57,9 +67,18 @@ pub async fn bootstrap(config: &Config, store: &dyn Store) -> Result<Option<(Str
             store.add_account(NewAccount { address: postmaster.clone(), secrets, quota_bytes: 0 }).await?;
             created = Some((postmaster, password));
         }
+        let has_keys = store.list_dkim_keys().await?.iter().any(|k| k.domain == domain);
+        if config.bootstrap.dkim && !has_keys {
+            for algorithm in [super::dkim::Algorithm::Ed25519Sha256, super::dkim::Algorithm::RsaSha256] {
+                let key = super::dkim::new_key(store, &domain, algorithm, None).await?;
+                tracing::info!(%domain, selector = %key.selector, algorithm = %key.algorithm, "made a DKIM key");
+            }
+            made.dkim_domain = Some(domain.clone());
+        }
     }
     store.set_meta(BOOTSTRAPPED, "1").await?;
-    Ok(created)
+    made.postmaster = created;
+    Ok(made)
 }
 
 /// The key of the fake SCRAM salts for unknown users: made from the OS random source on

@@ -18,6 +18,7 @@ use vouchmail_store::StoredMessage;
 use super::recipient::{store_reply, Resolved};
 use crate::auth::authkey::sender::KEY_HEADER;
 use crate::auth::authkey::verifier::STATUS_HEADER;
+use crate::auth::dkim_sign::DkimSigning;
 use crate::rules::dsn::{self, NotifyWanted};
 use crate::support::queue_id::new_queue_id;
 
@@ -70,6 +71,9 @@ pub fn mailbox_copy(body: &[u8], key_status: Option<&str>) -> Vec<u8> {
 ///
 /// When the copy for local mailboxes differs from the one that goes on (SPEC 7.5, see
 /// [`mailbox_copy`]), the two are stored as two messages in one commit: both or neither.
+///
+/// `signing` DKIM-signs (SPEC 13) what our users send and what an alias of ours forwards;
+/// mail only passing through is not signed.
 pub async fn commit_message(
     store: &dyn Store,
     hostname: &str,
@@ -77,14 +81,25 @@ pub async fn commit_message(
     envelope: Envelope<Resolved>,
     spooled: Option<SpooledBody>,
     delivered: Delivered,
+    signing: Option<&DkimSigning>,
 ) -> Result<String, Reply> {
     let Delivered { auth: auth_result, folder, key_status, checks } = delivered;
     let now = SystemTime::now();
     // RFC 8601 5: remove any Authentication-Results claiming to be ours from outside.
     let mut body = headers::remove_authentication_results_for(&envelope.body, hostname);
     // Mail from local users' clients: the submission and the Messenger ports (SPEC 8).
+    let from_our_user = matches!(client.service, Service::Submission | Service::Messenger)
+        && client.authenticated.is_some()
+        && !client.remote_auth;
     if matches!(client.service, Service::Submission | Service::Messenger) {
         body = complete_submission_header(body, hostname, now);
+    }
+    // SPEC 13: a local user's mail is signed for its From domain, once, as it is accepted.
+    if let (Some(signing), true) = (signing, from_our_user) {
+        if let Some(domain) = headers::from_address(&body).and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_string()))
+        {
+            body = signed(signing, &domain, body, spooled.as_ref()).await;
+        }
     }
     let ar_value = trace::authentication_results_value(hostname, &checks, std::slice::from_ref(&auth_result));
     let single_recipient = match envelope.recipients.as_slice() {
@@ -119,14 +134,26 @@ pub async fn commit_message(
         deliveries.into_iter().partition(|(d, _)| matches!(d, Delivery::Mailbox { .. }));
     // The mailboxes' copy is made only when there are mailboxes (mail that only goes on,
     // relayed or forwarded, is not copied for nothing).
+    // SPEC 13: what an alias of ours forwards from the MX goes on signed by the alias's
+    // domain too, so that DMARC can pass downstream (the sender's own signature stays).
+    let forwarded_by = envelope
+        .recipients
+        .iter()
+        .find(|r| r.resolved.deliveries.iter().any(|d| matches!(d, Delivery::Queue { .. })))
+        .and_then(|r| r.resolved.domain.clone())
+        .filter(|_| client.service == Service::Mx && client.authenticated.is_none() && !client.trusted_relay);
+    let onward_body = match (signing, forwarded_by, onward.is_empty()) {
+        (Some(signing), Some(domain), false) => signed(signing, &domain, body.clone(), spooled.as_ref()).await,
+        _ => body.clone(),
+    };
     let copies: Vec<(Vec<u8>, Deliveries)> = if onward.is_empty() {
         vec![(mailbox_copy(&body, key_status), mailboxes)]
     } else if mailboxes.is_empty() {
-        vec![(body, onward)]
+        vec![(onward_body, onward)]
     } else {
         match mailbox_copy(&body, key_status) {
-            same if same == body => vec![(body, mailboxes.into_iter().chain(onward).collect())],
-            mailbox_body => vec![(mailbox_body, mailboxes), (body, onward)],
+            same if same == onward_body => vec![(onward_body, mailboxes.into_iter().chain(onward).collect())],
+            mailbox_body => vec![(mailbox_body, mailboxes), (onward_body, onward)],
         }
     };
     let sender = match &envelope.from {
@@ -310,6 +337,31 @@ fn auth_method_text(result: &AuthResult) -> String {
         AuthResult::AuthKey { result, from } => format!("x-authkey={} header.from={from}", result.as_str()),
         AuthResult::Dmarc { domain } => format!("dmarc=pass header.from={domain}"),
     }
+}
+
+/// Largest message read back from the spool to be signed; a larger one goes unsigned
+/// (logged).
+const MAX_SIGNED: u64 = 16 * 1024 * 1024;
+
+/// `body` with the DKIM-Signature fields of `domain`'s active keys in front; the signature
+/// covers the spooled rest too. Unchanged when the domain has no key.
+async fn signed(signing: &DkimSigning, domain: &str, body: Vec<u8>, spooled: Option<&SpooledBody>) -> Vec<u8> {
+    let fields = match spooled {
+        None => signing.sign(domain, &body).await,
+        Some(rest) => match crate::support::files::read_whole(&body, rest, MAX_SIGNED).await {
+            Some(whole) => signing.sign(domain, &whole).await,
+            None => {
+                tracing::warn!(%domain, size = body.len() as u64 + rest.len, "message too large to DKIM-sign; sent unsigned");
+                String::new()
+            }
+        },
+    };
+    if fields.is_empty() {
+        return body;
+    }
+    let mut out = fields.into_bytes();
+    out.extend_from_slice(&body);
+    out
 }
 
 /// RFC 6409 8.3 and 8.4: a submission server may add a missing Date and Message-ID.

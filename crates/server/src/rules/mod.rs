@@ -1,10 +1,11 @@
 //! The rules, once, above the store: accounts and aliases, first start, who a recipient
 //! is, the sender policy's decision on a message, committing it with our trace fields,
-//! the messages we write ourselves (DSNs), and where a tracking record goes.
+//! the messages we write ourselves (DSNs), where a tracking record goes, and DKIM keys.
 
 pub mod accounts;
 pub mod bootstrap;
 pub mod commit;
+pub mod dkim;
 pub mod dsn;
 pub mod entity_index;
 pub mod lease;

@@ -1,4 +1,4 @@
-//! Files only we may read: keys, secrets, fetched mail.
+//! Files only we may read: keys, secrets, fetched mail; and reading a spooled message back.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -24,4 +24,24 @@ pub fn read_password_file(path: &Path) -> Result<String, Error> {
         Some(line) if !line.is_empty() => Ok(line.to_string()),
         _ => Err(Error::new(ErrorKind::Config, format!("the first line of {} is empty", path.display()))),
     }
+}
+
+/// The message as received when part of it went to the spool: `head` (what is in memory)
+/// and the spooled rest, read on a blocking thread; None past `max` octets or when the
+/// spool cannot be read. For the checks that need the whole message at once (DKIM).
+pub async fn read_whole(head: &[u8], spooled: &vouchmail_store::SpooledBody, max: u64) -> Option<Vec<u8>> {
+    if head.len() as u64 + spooled.len > max {
+        return None;
+    }
+    let (file, len, mut whole) = (std::sync::Arc::clone(&spooled.file), spooled.len, head.to_vec());
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let mut rest = vec![0u8; usize::try_from(len).ok()?];
+        file.read_exact_at(&mut rest, 0).ok()?;
+        whole.extend_from_slice(&rest);
+        Some(whole)
+    })
+    .await
+    .ok()
+    .flatten()
 }

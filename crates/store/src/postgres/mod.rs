@@ -25,6 +25,7 @@ mod authkey;
 mod base;
 mod commit;
 mod cursors;
+mod dkim;
 mod listen;
 mod mailboxes;
 mod messages;

@@ -303,6 +303,19 @@ CREATE INDEX node_events_at ON node_events(at);
     r#"
 ALTER TABLE domains ADD COLUMN dmarc_counts BOOLEAN NOT NULL DEFAULT TRUE;
 "#,
+    // Version 4 (SQLite's migration 16): DKIM signing keys of the local domains (SPEC 13).
+    r#"
+CREATE TABLE dkim_keys (
+    domain TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
+    selector TEXT NOT NULL,
+    algorithm TEXT NOT NULL CHECK (algorithm IN ('rsa-sha256','ed25519-sha256')),
+    private_key BYTEA NOT NULL,
+    public_key TEXT NOT NULL,
+    active BOOLEAN NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (domain, selector)
+);
+"#,
 ];
 
 /// Applies the migrations not yet applied, in one transaction under the advisory lock:

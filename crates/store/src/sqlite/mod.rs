@@ -14,6 +14,7 @@
 mod accounts;
 mod authkey;
 mod base;
+mod dkim;
 mod held;
 mod mailboxes;
 mod messenger;

@@ -326,6 +326,19 @@ CREATE INDEX node_events_at ON node_events(at);
     r#"
 ALTER TABLE domains ADD COLUMN dmarc_counts INTEGER NOT NULL DEFAULT 1;
 "#,
+    // Migration 16: DKIM signing keys of the local domains (SPEC 13).
+    r#"
+CREATE TABLE dkim_keys (
+    domain TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
+    selector TEXT NOT NULL,
+    algorithm TEXT NOT NULL CHECK (algorithm IN ('rsa-sha256','ed25519-sha256')),
+    private_key BLOB NOT NULL,
+    public_key TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (domain, selector)
+);
+"#,
 ];
 
 /// The store holds every mailbox and the password hashes: its folder is made 700 and the

@@ -2,7 +2,9 @@
 //! mappings; and what removing an account takes with it.
 
 use vouchmail_proto::sasl::secrets::Secrets;
-use vouchmail_store::{AccountStore, CertMatch, NewAccount, NodeStore, PolicyAction, SenderPolicy, StoreError};
+use vouchmail_store::{
+    AccountStore, CertMatch, DkimKey, DkimKeyStore, NewAccount, NodeStore, PolicyAction, SenderPolicy, StoreError,
+};
 
 on_every_backend!(
     store: domains_and_accounts,
@@ -13,6 +15,7 @@ on_every_backend!(
     held_domains_match_the_account_exactly,
     certificate_mappings,
     removing_an_account_forgets_its_logins,
+    dkim_keys,
 );
 on_every_backend!(two_nodes: two_nodes_adding_one_name_race_for_it);
 
@@ -259,4 +262,35 @@ async fn two_nodes_adding_one_name_race_for_it<S: AccountStore + ?Sized>(a: &S, 
         };
         assert_eq!(b.get_account(&address).await.unwrap().map(|a| a.id), Some(id));
     }
+}
+
+fn dkim_key(domain: &str, selector: &str, created_at: i64) -> DkimKey {
+    DkimKey {
+        domain: domain.into(),
+        selector: selector.into(),
+        algorithm: "ed25519-sha256".into(),
+        private_key: vec![0x30, 0x51, selector.len() as u8],
+        public_key: "MCowBQYDK2VwAyEA".into(),
+        active: true,
+        created_at,
+    }
+}
+
+/// DkimKeyStore (SPEC 13): keys of local domains only, one per selector, listed by domain
+/// and age, made inactive, removed; they go with their domain.
+async fn dkim_keys<S: AccountStore + DkimKeyStore + ?Sized>(store: &S) {
+    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
+    assert!(matches!(store.add_dkim_key(dkim_key("nowhere.example", "s1", 1)).await, Err(StoreError::NotFound(_))));
+    store.add_dkim_key(dkim_key("Example.org", "s2", 2)).await.unwrap();
+    store.add_dkim_key(dkim_key("example.org", "s1", 1)).await.unwrap();
+    assert!(matches!(store.add_dkim_key(dkim_key("example.org", "s1", 3)).await, Err(StoreError::Conflict(_))));
+    let keys = store.list_dkim_keys().await.unwrap();
+    assert_eq!(keys, [dkim_key("example.org", "s1", 1), dkim_key("example.org", "s2", 2)]);
+    store.set_dkim_key_active("example.org", "s1", false).await.unwrap();
+    assert!(!store.list_dkim_keys().await.unwrap()[0].active);
+    assert!(matches!(store.set_dkim_key_active("example.org", "s9", true).await, Err(StoreError::NotFound(_))));
+    store.remove_dkim_key("example.org", "s1").await.unwrap();
+    assert!(matches!(store.remove_dkim_key("example.org", "s1").await, Err(StoreError::NotFound(_))));
+    store.remove_domain("example.org").await.unwrap();
+    assert!(store.list_dkim_keys().await.unwrap().is_empty(), "the keys went with their domain");
 }

@@ -10,6 +10,7 @@ use vouchmail_store::Store;
 
 use super::spool::{MemoryBudget, MemoryCharge, Spool};
 use crate::auth::authkey::AuthKeys;
+use crate::auth::dkim_sign::DkimSigning;
 use crate::auth::guard::AuthGuard;
 use crate::auth::limits::AuthLimiter;
 use crate::auth::sending_domain::DomainVerifier;
@@ -42,6 +43,8 @@ pub struct SmtpContext {
     /// The sending domain's SPF, DKIM, DMARC and iprev (SPEC 13): on the MX when
     /// `dmarc.verify` is on.
     pub domain_verifier: Option<Arc<DomainVerifier>>,
+    /// DKIM signing of what our users send and our aliases forward (SPEC 13).
+    pub dkim: Arc<DkimSigning>,
     /// The Messenger verbs' answers (SPEC 8); None where the listener is not a Messenger one.
     pub messenger: Option<Arc<Messenger>>,
 }

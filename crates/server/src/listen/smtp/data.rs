@@ -8,6 +8,7 @@ use super::context::{Connection, SmtpSession};
 use crate::rules::commit::{commit_message, ClientInfo};
 use crate::rules::recipient::Resolved;
 use crate::rules::sender_policy::{decide, Decision, SenderChecks};
+use crate::support::files::read_whole;
 
 /// Messages larger than this are not read back from the spool for their DKIM
 /// signatures (SPEC 13): they are checked on what was kept in memory.
@@ -46,7 +47,7 @@ impl Connection<'_> {
                 let checks = SenderChecks { authkeys: &context.authkeys, domains: context.domain_verifier.as_deref() };
                 // Only unauthenticated MX mail is checked; the spool is read back for it.
                 let whole = match (&spooled, &checks.domains, client.authenticated) {
-                    (Some(spooled), Some(_), None) => whole_message(&envelope.body, spooled).await,
+                    (Some(spooled), Some(_), None) => read_whole(&envelope.body, spooled, MAX_DKIM_CHECKED).await,
                     _ => None,
                 };
                 let message = match &spooled {
@@ -56,7 +57,8 @@ impl Connection<'_> {
                 let decision = Box::pin(decide(&checks, store, hostname, &client, &envelope, message)).await;
                 match decision {
                     Decision::Deliver(delivered) => {
-                        Box::pin(commit_message(store, hostname, &client, envelope, spooled, delivered)).await
+                        let signing = Some(context.dkim.as_ref());
+                        Box::pin(commit_message(store, hostname, &client, envelope, spooled, delivered, signing)).await
                     }
                     Decision::KeyRecorded => Ok("key recorded".to_string()),
                     Decision::Refuse(reply) => Err(reply),
@@ -69,24 +71,4 @@ impl Connection<'_> {
         };
         session.message_verdict(verdict);
     }
-}
-
-/// The message as received when part of it went to the spool: what is in memory and the
-/// spooled rest, read on a blocking thread; None past [`MAX_DKIM_CHECKED`] or when the
-/// spool cannot be read.
-async fn whole_message(head: &[u8], spooled: &vouchmail_store::SpooledBody) -> Option<Vec<u8>> {
-    if head.len() as u64 + spooled.len > MAX_DKIM_CHECKED {
-        return None;
-    }
-    let (file, len, mut whole) = (std::sync::Arc::clone(&spooled.file), spooled.len, head.to_vec());
-    tokio::task::spawn_blocking(move || {
-        use std::os::unix::fs::FileExt;
-        let mut rest = vec![0u8; usize::try_from(len).ok()?];
-        file.read_exact_at(&mut rest, 0).ok()?;
-        whole.extend_from_slice(&rest);
-        Some(whole)
-    })
-    .await
-    .ok()
-    .flatten()
 }
