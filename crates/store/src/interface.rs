@@ -27,6 +27,11 @@ pub trait AccountStore: Send + Sync {
     /// Removes one target of the alias, or the whole alias with `None`.
     fn remove_alias(&self, alias: &str, target: Option<&str>) -> StoreFuture<'_, ()>;
     fn alias_targets(&self, alias: &str) -> StoreFuture<'_, Vec<String>>;
+    /// Addresses other than its own and its aliases' that an account may send as (SPEC 3
+    /// `may_send_as`), in the order set.
+    fn send_as(&self, account: &str) -> StoreFuture<'_, Vec<String>>;
+    /// Replaces that list; NotFound when there is no such account.
+    fn set_send_as(&self, account: &str, addresses: &[String]) -> StoreFuture<'_, ()>;
     /// Everything RCPT needs about one address in one trip: its domain, the account, and
     /// (when there is no account) its alias targets.
     fn lookup_recipient(&self, address: &str) -> StoreFuture<'_, RecipientRecord>;

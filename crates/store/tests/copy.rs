@@ -50,6 +50,7 @@ async fn filled(store: &SqliteStore) {
         created_at: 1_800_000_000,
     };
     store.add_dkim_key(key).await.unwrap();
+    store.set_send_as("a@example.org", &["boss@example.org".into()]).await.unwrap();
     store
         .set_domain_held("held.example", &["b@example.org".into(), "a@example.org".into()], Some("mx.held.example"))
         .await

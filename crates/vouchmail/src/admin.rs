@@ -127,6 +127,18 @@ pub enum UserCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show, set or clear the addresses an account may send as besides its own and its
+    /// aliases' (SPEC 3 may_send_as): on submission, MAIL FROM and the From header.
+    SendAs {
+        /// The account.
+        address: String,
+        /// The addresses it may send as (replacing the list); none: show the list.
+        #[arg(conflicts_with = "clear")]
+        send_as: Vec<String>,
+        /// Empty the list.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Remove an account and its mailbox.
     Remove {
         /// The account.
@@ -658,6 +670,19 @@ pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolic
                 listing.push(vec![m.address, m.kind.as_str().to_string(), m.value], object);
             }
             listing.print(json)?;
+        }
+        UserCommand::SendAs { address, send_as, clear } => {
+            let address = parse_address(&address)?.to_string();
+            if clear || !send_as.is_empty() {
+                let list =
+                    send_as.iter().map(|a| parse_address(a).map(|a| a.to_string())).collect::<Result<Vec<_>, _>>()?;
+                store.set_send_as(&address, &list).await.map_err(|e| CliError::failed(e.to_string()))?;
+            }
+            let list = store.send_as(&address).await.map_err(|e| CliError::failed(e.to_string()))?;
+            match list.is_empty() {
+                true => println!("{address} sends only as itself and its aliases"),
+                false => println!("{address} may also send as {}", list.join(", ")),
+            }
         }
         UserCommand::Quota { address, bytes } => {
             let address = parse_address(&address)?.to_string();

@@ -594,4 +594,10 @@ fn dkim_keys_are_made_at_first_start_and_rotated_from_the_cli() {
     assert_eq!(d.list(&["dkim", "list"]).len(), 5);
     let (ok, _, err) = d.cli(&["dkim", "new", "nowhere.test"], None);
     assert!(!ok && err.contains("nowhere.test"), "{err}");
+    // SPEC 3: what else a user may send as.
+    assert!(d.cli(&["user", "add", "alice@local.test", "--password-stdin"], Some("pencil\n")).0);
+    let (ok, out, _) = d.cli(&["user", "send-as", "alice@local.test", "news@local.test", "ceo@other.test"], None);
+    assert!(ok && out.contains("may also send as news@local.test, ceo@other.test"), "{out}");
+    let (ok, out, _) = d.cli(&["user", "send-as", "alice@local.test", "--clear"], None);
+    assert!(ok && out.contains("sends only as itself and its aliases"), "{out}");
 }

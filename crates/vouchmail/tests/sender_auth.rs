@@ -398,3 +398,44 @@ print(" ".join(str(d.verify(idx=i, dnsfunc=dns)) for i in range(2)))
     assert!(result(&results, "dkim").iter().all(|d| d.1 == "pass"), "{results:?}");
     assert_eq!(result(&results, "dmarc")[0].1, "pass", "{results:?}");
 }
+
+/// SPEC 3 (issue 22 item 7): a user sends only as itself. A submission as alice with
+/// `From: ceo@bank.test` is refused 550 5.7.1 naming the address; her own address, an
+/// alias of hers and a `send-as` address are accepted and signed for the From domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_sends_only_as_an_address_it_owns() {
+    use base64::Engine;
+    let server = TestServer::start_with(|c| c.auth.allow_plaintext_passwords = true).await;
+    let secrets = vouchmail_proto::sasl::Secrets::from_password("pencil", &[6; 32]).unwrap();
+    let alice = vouchmail_store::NewAccount { address: "alice@local.test".into(), secrets, quota_bytes: 0 };
+    server.store.add_account(alice).await.unwrap();
+    server.store.add_alias("sales@local.test", &["alice@local.test".to_string()]).await.unwrap();
+    local_keys(&server).await;
+    let (mut c, _) = SmtpConn::connect(server.submission()).await;
+    c.cmd("EHLO alice.test").await;
+    let token = base64::engine::general_purpose::STANDARD.encode("\0alice@local.test\0pencil");
+    assert_eq!(c.cmd(&format!("AUTH PLAIN {token}")).await.code, 235);
+    let reply = c.send_message("alice@local.test", &["bob@remote.test"], &message("ceo@bank.test", "forged")).await;
+    assert_eq!(reply.code, 550, "{reply:?}");
+    assert!(reply.text().contains("5.7.1") && reply.text().contains("ceo@bank.test"), "{reply:?}");
+    let two = "From: alice@local.test, ceo@bank.test\r\nSubject: two\r\n\r\nx\r\n";
+    assert_eq!(c.send_message("alice@local.test", &["bob@remote.test"], two).await.code, 550);
+    for from in ["alice@local.test", "sales@local.test"] {
+        let reply = c.send_message("alice@local.test", &["bob@remote.test"], &message(from, from)).await;
+        assert_eq!(reply.code, 250, "{from}: {reply:?}");
+    }
+    let reply = c.send_message("alice@local.test", &["bob@remote.test"], &message("news@local.test", "news")).await;
+    assert_eq!(reply.code, 550, "{reply:?}");
+    server.store.set_send_as("alice@local.test", &["news@local.test".to_string()]).await.unwrap();
+    let reply = c.send_message("alice@local.test", &["bob@remote.test"], &message("news@local.test", "news")).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    // Each accepted message carries our signatures, d= the From domain (aligned).
+    let queue = server.store.list_queue().await.unwrap();
+    assert_eq!(queue.len(), 3);
+    for entry in &queue {
+        let (_, data) = server.store.get_queued_message(&entry.queue_id).await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&data);
+        assert_eq!(text.matches("DKIM-Signature:").count(), 2, "{text}");
+        assert!(text.contains("d=local.test"), "{text}");
+    }
+}

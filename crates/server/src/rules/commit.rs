@@ -92,7 +92,12 @@ pub async fn commit_message(
         && client.authenticated.is_some()
         && !client.remote_auth;
     if matches!(client.service, Service::Submission | Service::Messenger) {
-        body = complete_submission_header(body, hostname, now);
+        // The envelope sender (checked at MAIL: the user's), else the user.
+        let sender = match &envelope.from {
+            ReversePath::Mailbox(a) => Some(a.to_string()),
+            ReversePath::Null => client.authenticated.filter(|_| !client.remote_auth).map(str::to_string),
+        };
+        body = complete_submission_header(body, hostname, now, sender.as_deref());
     }
     // SPEC 13: a local user's mail is signed for its From domain, once, as it is accepted.
     if let (Some(signing), true) = (signing, from_our_user) {
@@ -365,10 +370,15 @@ async fn signed(signing: &DkimSigning, domain: &str, body: Vec<u8>, spooled: Opt
 }
 
 /// RFC 6409 8.3 and 8.4: a submission server may add a missing Date and Message-ID.
-fn complete_submission_header(body: Vec<u8>, hostname: &str, now: SystemTime) -> Vec<u8> {
+/// A missing From is written as the sender's own address (as Postfix's cleanup does), so
+/// that every message we send says who sent it and can be signed for that domain.
+fn complete_submission_header(body: Vec<u8>, hostname: &str, now: SystemTime, sender: Option<&str>) -> Vec<u8> {
     let date = vouchmail_proto::time::rfc5322_date(now);
     let message_id = format!("<{}@{hostname}>", new_queue_id().to_lowercase());
     let mut missing: Vec<(&str, &str)> = Vec::new();
+    if let (Some(sender), None) = (sender, headers::first_value(&body, "From")) {
+        missing.push(("From", sender));
+    }
     if headers::first_value(&body, "Date").is_none() {
         missing.push(("Date", &date));
     }

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use vouchmail_proto::headers;
 use vouchmail_proto::smtp::reply::Reply;
-use vouchmail_proto::smtp::session::Envelope;
+use vouchmail_proto::smtp::session::{Envelope, Service};
 use vouchmail_proto::smtp::trace::{AuthKeyResult, AuthResult, MethodResult};
 use vouchmail_proto::time::rfc5322_date;
 use vouchmail_store::{Delivery, Folder, PolicyAction, Store};
@@ -62,6 +62,13 @@ pub async fn decide(
         // SPEC 8.2: authenticated by its home server (`x-rcram=pass`), not a local user.
         deliver(AuthResult::Rcram { user: user.to_string() })
     } else if let Some(user) = client.authenticated {
+        // SPEC 3: our user's mail says it is from the user.
+        if matches!(client.service, Service::Submission | Service::Messenger) {
+            if let Err(reply) = super::mail_from::check_from_header(store, user, &envelope.body).await {
+                tracing::info!(%user, "refused: a From address the user does not own");
+                return Decision::Refuse(reply);
+            }
+        }
         deliver(AuthResult::SmtpAuth { user: user.to_string() })
     } else if client.trusted_relay {
         deliver(AuthResult::TrustedRelay)

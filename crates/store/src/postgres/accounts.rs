@@ -297,6 +297,43 @@ impl AccountStore for PostgresStore {
         Box::pin(async move { lookup_alias_targets(&self.conn().await?, &alias).await })
     }
 
+    fn send_as(&self, account: &str) -> StoreFuture<'_, Vec<String>> {
+        let account = account.to_lowercase();
+        Box::pin(async move {
+            let conn = self.conn().await?;
+            let rows = conn
+                .query(
+                    "SELECT s.address FROM send_as s JOIN accounts a ON a.id = s.account_id
+                     WHERE a.address = $1 ORDER BY s.position",
+                    &[&account],
+                )
+                .await
+                .map_err(db_error)?;
+            rows.iter().map(|r| r.try_get(0).map_err(db_error)).collect()
+        })
+    }
+
+    fn set_send_as(&self, account: &str, addresses: &[String]) -> StoreFuture<'_, ()> {
+        let account = account.to_lowercase();
+        let addresses: Vec<String> = addresses.iter().map(|a| a.to_lowercase()).collect();
+        Box::pin(async move {
+            let mut conn = self.conn().await?;
+            let tx = conn.transaction().await.map_err(db_error)?;
+            let id =
+                account_id(&tx, &account).await?.ok_or_else(|| StoreError::NotFound(format!("account {account}")))?;
+            tx.execute("DELETE FROM send_as WHERE account_id = $1", &[&id]).await.map_err(db_error)?;
+            for (position, address) in addresses.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO send_as (account_id, address, position) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    &[&id, address, &(position as i64)],
+                )
+                .await
+                .map_err(db_error)?;
+            }
+            tx.commit().await.map_err(db_error)
+        })
+    }
+
     fn lookup_recipient(&self, address: &str) -> StoreFuture<'_, RecipientRecord> {
         let address = address.to_lowercase();
         Box::pin(async move {

@@ -316,6 +316,16 @@ CREATE TABLE dkim_keys (
     PRIMARY KEY (domain, selector)
 );
 "#,
+    // Version 5 (SQLite's migration 17): the addresses an account may send as besides its
+    // own and its aliases' (SPEC 3 `may_send_as`).
+    r#"
+CREATE TABLE send_as (
+    account_id BIGINT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    address TEXT NOT NULL,
+    position BIGINT NOT NULL,
+    PRIMARY KEY (account_id, address)
+);
+"#,
 ];
 
 /// Applies the migrations not yet applied, in one transaction under the advisory lock:

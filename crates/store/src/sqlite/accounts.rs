@@ -240,6 +240,41 @@ impl AccountStore for SqliteStore {
         self.read(move |conn| lookup_alias_targets(conn, &alias))
     }
 
+    fn send_as(&self, account: &str) -> StoreFuture<'_, Vec<String>> {
+        let account = account.to_lowercase();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT s.address FROM send_as s JOIN accounts a ON a.id = s.account_id
+                     WHERE a.address = ?1 ORDER BY s.position",
+                )
+                .map_err(db_error)?;
+            let rows = stmt.query_map(params![account], |r| r.get(0)).map_err(db_error)?;
+            rows.collect::<Result<Vec<String>, _>>().map_err(db_error)
+        })
+    }
+
+    fn set_send_as(&self, account: &str, addresses: &[String]) -> StoreFuture<'_, ()> {
+        let account = account.to_lowercase();
+        let addresses: Vec<String> = addresses.iter().map(|a| a.to_lowercase()).collect();
+        self.write(move |conn| {
+            let id: Option<i64> = conn
+                .query_row("SELECT id FROM accounts WHERE address = ?1", params![account], |r| r.get(0))
+                .optional()
+                .map_err(db_error)?;
+            let id = id.ok_or_else(|| StoreError::NotFound(format!("account {account}")))?;
+            conn.execute("DELETE FROM send_as WHERE account_id = ?1", params![id]).map_err(db_error)?;
+            for (position, address) in addresses.iter().enumerate() {
+                conn.execute(
+                    "INSERT OR IGNORE INTO send_as (account_id, address, position) VALUES (?1, ?2, ?3)",
+                    params![id, address, position as i64],
+                )
+                .map_err(db_error)?;
+            }
+            Ok(())
+        })
+    }
+
     fn lookup_recipient(&self, address: &str) -> StoreFuture<'_, crate::types::RecipientRecord> {
         let address = address.to_lowercase();
         self.read(move |conn| {

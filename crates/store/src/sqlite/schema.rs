@@ -339,6 +339,16 @@ CREATE TABLE dkim_keys (
     PRIMARY KEY (domain, selector)
 );
 "#,
+    // Migration 17: the addresses an account may send as besides its own and its aliases'
+    // (SPEC 3 `may_send_as`).
+    r#"
+CREATE TABLE send_as (
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    address TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (account_id, address)
+);
+"#,
 ];
 
 /// The store holds every mailbox and the password hashes: its folder is made 700 and the

@@ -16,6 +16,7 @@ on_every_backend!(
     certificate_mappings,
     removing_an_account_forgets_its_logins,
     dkim_keys,
+    send_as_lists,
 );
 on_every_backend!(two_nodes: two_nodes_adding_one_name_race_for_it);
 
@@ -293,4 +294,21 @@ async fn dkim_keys<S: AccountStore + DkimKeyStore + ?Sized>(store: &S) {
     assert!(matches!(store.remove_dkim_key("example.org", "s1").await, Err(StoreError::NotFound(_))));
     store.remove_domain("example.org").await.unwrap();
     assert!(store.list_dkim_keys().await.unwrap().is_empty(), "the keys went with their domain");
+}
+
+/// SPEC 3 `may_send_as`: a list per account, replaced as a whole, kept in order, gone with
+/// the account.
+async fn send_as_lists<S: AccountStore + ?Sized>(store: &S) {
+    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
+    store.add_account(account("a@example.org")).await.unwrap();
+    assert!(store.send_as("a@example.org").await.unwrap().is_empty());
+    let list = ["Boss@Example.org".to_string(), "news@other.example".to_string()];
+    store.set_send_as("A@example.org", &list).await.unwrap();
+    assert_eq!(store.send_as("a@example.org").await.unwrap(), ["boss@example.org", "news@other.example"]);
+    store.set_send_as("a@example.org", &["x@example.org".to_string()]).await.unwrap();
+    assert_eq!(store.send_as("a@example.org").await.unwrap(), ["x@example.org"]);
+    assert!(matches!(store.set_send_as("nobody@example.org", &[]).await, Err(StoreError::NotFound(_))));
+    store.remove_account("a@example.org").await.unwrap();
+    store.add_account(account("a@example.org")).await.unwrap();
+    assert!(store.send_as("a@example.org").await.unwrap().is_empty(), "the list went with the account");
 }
