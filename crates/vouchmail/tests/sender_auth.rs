@@ -309,6 +309,30 @@ async fn a_silent_resolver_gives_temperror_and_451() {
     assert!(started.elapsed() < Duration::from_secs(30), "the check outlived its deadline");
 }
 
+/// dkimpy's verdict on each of the first two signatures of `message`, with `keys`
+/// published as `dkim list` and `domain dns` print them: "True True" when both verify.
+async fn dkimpy_verdicts(keys: &[vouchmail_store::DkimKey], message: &[u8]) -> String {
+    let records: serde_json::Map<String, serde_json::Value> = keys
+        .iter()
+        .map(|k| {
+            let (name, value) = vouchmail_server::rules::dkim::txt_record(k);
+            (format!("{name}."), serde_json::Value::String(value))
+        })
+        .collect();
+    let script = format!(
+        r#"
+import sys, dkim
+records = {records}
+def dns(name, timeout=5):
+    return records.get(name.decode(), "").encode()
+d = dkim.DKIM(sys.stdin.buffer.read())
+print(" ".join(str(d.verify(idx=i, dnsfunc=dns)) for i in range(2)))
+"#,
+        records = serde_json::Value::Object(records)
+    );
+    python(&script, message).await.trim().to_string()
+}
+
 /// Makes local.test's DKIM keys (both algorithms) on `server`, as `vouchmail dkim new` does.
 async fn local_keys(server: &TestServer) -> Vec<vouchmail_store::DkimKey> {
     use vouchmail_server::rules::dkim::{new_key, Algorithm};
@@ -344,26 +368,7 @@ async fn a_local_users_mail_is_signed_and_passes_dmarc_elsewhere() {
     assert!(signatures[0].contains("a=ed25519-sha256") && signatures[1].contains("a=rsa-sha256"), "{text}");
 
     // dkimpy verifies each signature with the TXT records `dkim list`/`domain dns` print.
-    let records: serde_json::Map<String, serde_json::Value> = keys
-        .iter()
-        .map(|k| {
-            let (name, value) = vouchmail_server::rules::dkim::txt_record(k);
-            (format!("{name}."), serde_json::Value::String(value))
-        })
-        .collect();
-    let script = format!(
-        r#"
-import sys, dkim
-records = {records}
-def dns(name, timeout=5):
-    return records.get(name.decode(), "").encode()
-msg = sys.stdin.buffer.read()
-d = dkim.DKIM(msg)
-print(" ".join(str(d.verify(idx=i, dnsfunc=dns)) for i in range(2)))
-"#,
-        records = serde_json::Value::Object(records)
-    );
-    assert_eq!(python(&script, &data).await.trim(), "True True", "{text}");
+    assert_eq!(dkimpy_verdicts(&keys, &data).await, "True True", "{text}");
 
     // Another server checks it as the internet would: DMARC passes by DKIM alignment.
     let mut zone = ZoneBuilder::default().txt("_dmarc.local.test", "v=DMARC1; p=reject");
@@ -438,4 +443,27 @@ async fn a_user_sends_only_as_an_address_it_owns() {
         assert_eq!(text.matches("DKIM-Signature:").count(), 2, "{text}");
         assert!(text.contains("d=local.test"), "{text}");
     }
+}
+
+/// SPEC 13: our own notices that go out are signed too: a success DSN (RFC 3461 NOTIFY=
+/// SUCCESS) to a remote sender, From MAILER-DAEMON@mx.local.test, is signed by local.test
+/// (relaxed alignment, RFC 7489 3.1.1), and dkimpy verifies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_to_a_remote_sender_is_signed() {
+    let server = TestServer::start().await;
+    let keys = local_keys(&server).await;
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO sender.test").await;
+    assert_eq!(c.cmd("MAIL FROM:<s@remote.test>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<user@local.test> NOTIFY=SUCCESS").await.code, 250);
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send_raw(message("s@remote.test", "tell me").as_bytes()).await;
+    c.send_raw(b".\r\n").await;
+    assert_eq!(c.read_reply().await.unwrap().code, 250);
+    let queue = server.store.list_queue().await.unwrap();
+    assert_eq!(queue.len(), 1, "the success notice waits for delivery: {queue:?}");
+    let (_, data) = server.store.get_queued_message(&queue[0].queue_id).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&data).into_owned();
+    assert!(text.contains("MAILER-DAEMON@mx.local.test") && text.matches("DKIM-Signature:").count() == 2, "{text}");
+    assert_eq!(dkimpy_verdicts(&keys, &data).await, "True True", "{text}");
 }

@@ -122,6 +122,42 @@ impl DkimSigning {
 }
 
 /// The signer of one key for `domain` and `selector`, relaxed/`body`.
+/// The DKIM-Signature fields for a message this server writes itself (a DSN, From
+/// `MAILER-DAEMON@<hostname>`): signed by the local domain that is `hostname` or the
+/// nearest parent of it with active keys, which DMARC's relaxed alignment accepts (RFC 7489
+/// 3.1.1); empty when there is none. Reads the keys from the store each time: notices
+/// are rare.
+pub async fn sign_own_message(store: &dyn Store, hostname: &str, message: &[u8]) -> String {
+    let keys = match store.list_dkim_keys().await {
+        Ok(keys) => keys,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the DKIM keys; the notice goes unsigned");
+            return String::new();
+        }
+    };
+    let hostname = hostname.to_ascii_lowercase();
+    let covers = |domain: &str| hostname == domain || hostname.ends_with(&format!(".{domain}"));
+    let Some(domain) =
+        keys.iter().filter(|k| k.active && covers(&k.domain)).map(|k| k.domain.clone()).max_by_key(|d| d.len())
+    else {
+        return String::new();
+    };
+    let which = usize::from(ends_in_blank_lines(message));
+    let mut fields = String::new();
+    for key in keys.iter().filter(|k| k.active && k.domain == domain) {
+        let signed = match load(key).map(|l| l.key) {
+            Some(Signing::Rsa(signers)) => signers[which].sign(message),
+            Some(Signing::Ed25519(signers)) => signers[which].sign(message),
+            None => continue,
+        };
+        match signed {
+            Ok(signature) => fields.push_str(&signature.to_header()),
+            Err(e) => tracing::error!(%domain, error = %e, "cannot DKIM-sign a notice"),
+        }
+    }
+    fields
+}
+
 fn signer<T: mail_auth::common::crypto::SigningKey<Hasher = Sha256>>(
     key: T,
     domain: &str,

@@ -77,8 +77,19 @@ pub async fn notice(
         tracing::warn!(to = sender, queue_id = %original.queue_id, "no mailbox for a delivery notice; dropped");
         return Ok(None);
     }
+    let goes_out = deliveries.iter().any(|d| matches!(d, Delivery::Queue { .. }));
     let notice = OwnMessage { hostname, queue_id, sender: String::new(), fields: &[], rest: &report, now };
-    Ok(Some(notice.build(deliveries)))
+    let mut message = notice.build(deliveries);
+    // SPEC 13: what we send out is DKIM-signed, our own notices too.
+    if goes_out {
+        let fields = crate::auth::dkim_sign::sign_own_message(store, hostname, &message.data).await;
+        if !fields.is_empty() {
+            let mut data = fields.into_bytes();
+            data.extend_from_slice(&message.data);
+            message.data = data;
+        }
+    }
+    Ok(Some(message))
 }
 
 /// Where a notice to `address` goes: a local account's INBOX (through aliases and the
