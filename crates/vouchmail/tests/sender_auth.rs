@@ -77,6 +77,22 @@ print(json.dumps({"rsa_pem": pem.decode(), "rsa_public": base64.b64encode(der).d
     }
 }
 
+/// Signs `message` for sender.test with dkimpy's rsa-sha1 (selector `rsa`), which RFC 8301
+/// retired.
+async fn signed_sha1(keys: &Keys, message: &str) -> String {
+    let script = format!(
+        r#"
+import sys, dkim
+msg = sys.stdin.buffer.read()
+sig = dkim.sign(msg, b"rsa", b"sender.test", {rsa:?}.encode(), signature_algorithm=b"rsa-sha1",
+                include_headers=[b"from", b"to", b"subject", b"date"])
+sys.stdout.buffer.write(sig + msg)
+"#,
+        rsa = keys.rsa_pem
+    );
+    python(&script, message.as_bytes()).await
+}
+
 /// Signs `message` for sender.test with dkimpy: Ed25519 (selector `ed`) and RSA (`rsa`).
 async fn signed(keys: &Keys, message: &str) -> String {
     let script = format!(
@@ -236,6 +252,12 @@ async fn a_dmarc_reject_domain_without_a_valid_signature_is_refused() {
     assert!(result(&results, "dkim").iter().all(|d| d.1 == "fail"), "{results:?}");
     let dmarc = result(&results, "dmarc");
     assert_eq!((dmarc[0].1.as_str(), dmarc[0].2["policy.dmarc"].as_str()), ("fail", Some("reject")));
+
+    // RFC 8301 3.1: a valid rsa-sha1 signature is `policy`, and DMARC does not pass on it.
+    server.store.set_domain_policy("local.test", SenderPolicy::JUNK).await.unwrap();
+    let text = signed_sha1(&keys, &message("alice@sender.test", "sha1")).await;
+    let reply = send(&server, "bounces@neutral.test", &text).await;
+    assert_eq!(reply.code, 550, "{reply:?}");
 }
 
 /// SPEC 13: p=quarantine failures go to Junk where the local action delivers; a domain
@@ -466,4 +488,78 @@ async fn a_notice_to_a_remote_sender_is_signed() {
     let text = String::from_utf8_lossy(&data).into_owned();
     assert!(text.contains("MAILER-DAEMON@mx.local.test") && text.matches("DKIM-Signature:").count() == 2, "{text}");
     assert_eq!(dkimpy_verdicts(&keys, &data).await, "True True", "{text}");
+}
+
+/// The first queued message of `server`, as it would go out.
+async fn first_queued(server: &TestServer) -> (String, String) {
+    let queue = server.store.list_queue().await.unwrap();
+    let entry = queue.first().expect("a queued message");
+    let (_, data) = server.store.get_queued_message(&entry.queue_id).await.unwrap().unwrap();
+    (entry.recipient.clone(), String::from_utf8(data).unwrap())
+}
+
+/// Issue 22 ("how it is checked"): a message from a local user on server A, forwarded by
+/// an alias on server B to server C, passes DMARC at C: A's signature arrives intact, and
+/// B adds its own for its domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_forwarded_by_an_alias_still_passes_dmarc() {
+    use vouchmail_server::rules::dkim::{new_key, txt_record, Algorithm};
+    let a = TestServer::start().await;
+    let secrets = vouchmail_proto::sasl::Secrets::from_password("pencil", &[6; 32]).unwrap();
+    let alice = vouchmail_store::NewAccount { address: "alice@local.test".into(), secrets, quota_bytes: 0 };
+    a.store.add_account(alice).await.unwrap();
+    let mut keys = local_keys(&a).await;
+    let b = TestServer::start_with(|c| {
+        c.hostname = "mx.fwd.test".into();
+        c.bootstrap.domain = "fwd.test".into();
+    })
+    .await;
+    b.store.add_alias("team@fwd.test", &["bob@other.test".to_string()]).await.unwrap();
+    keys.push(new_key(b.store.as_ref(), "fwd.test", Algorithm::Ed25519Sha256, Some("fwd")).await.unwrap());
+    let mut zone = ZoneBuilder::default().txt("_dmarc.local.test", "v=DMARC1; p=reject");
+    for key in &keys {
+        let (name, value) = txt_record(key);
+        zone = zone.txt(&name, &value);
+    }
+    let dns = zone.start().await;
+    let c = TestServer::start_with(|c| {
+        c.hostname = "mx.other.test".into();
+        c.bootstrap.domain = "other.test".into();
+        c.dns.nameservers = vec![dns.addr()];
+        c.dmarc.verify = true;
+        c.dmarc.timeout_secs = 3;
+    })
+    .await;
+    c.store.set_domain_policy("other.test", SenderPolicy::REJECT).await.unwrap();
+    let bob =
+        vouchmail_store::NewAccount { address: "bob@other.test".into(), secrets: Default::default(), quota_bytes: 0 };
+    c.store.add_account(bob).await.unwrap();
+
+    // A: alice submits to the alias; the message waits in A's queue.
+    let mut swaks = std::process::Command::new(common::tool("swaks"));
+    swaks.args(["-tls", "--server", &a.submission().to_string(), "--auth", "PLAIN", "--auth-user", "alice@local.test"]);
+    swaks.args(["--auth-password", "pencil", "--from", "alice@local.test", "--to", "team@fwd.test"]);
+    swaks.args(["--helo", "swaks.test", "--header", "Subject: via an alias", "--body", "Forward me.\n"]);
+    let out = common::run(swaks).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // A -> B, as A's delivery would; B's alias sends it on, signed for fwd.test as well.
+    let (to, text) = first_queued(&a).await;
+    assert_eq!(to, "team@fwd.test");
+    let (mut conn, _) = SmtpConn::connect(b.mx()).await;
+    conn.cmd("EHLO mx.local.test").await;
+    assert_eq!(conn.send_message("alice@local.test", &[&to], &text).await.code, 250);
+    let (to, text) = first_queued(&b).await;
+    assert_eq!(to, "bob@other.test");
+    assert!(text.contains("d=fwd.test") && text.contains("d=local.test"), "{text}");
+    // B -> C: DMARC passes on A's aligned signature.
+    let (mut conn, _) = SmtpConn::connect(c.mx()).await;
+    conn.cmd("EHLO mx.fwd.test").await;
+    let reply = conn.send_message("alice@local.test", &[&to], &text).await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let stored = c.mailbox("bob@other.test", Folder::Inbox).await;
+    let results = parsed_results_of(&stored[0], "mx.other.test").await;
+    let dkim = result(&results, "dkim");
+    assert_eq!(dkim.len(), 3, "{results:?}");
+    assert!(dkim.iter().all(|d| d.1 == "pass"), "{results:?}");
+    assert_eq!(result(&results, "dmarc")[0].1, "pass", "{results:?}");
 }

@@ -120,8 +120,10 @@ impl DomainVerifier {
             results.push(MethodResult::new("dkim", "none"));
         }
         results.extend(dkim.iter().map(dkim_result));
+        // RFC 8301 3.1: an rsa-sha1 signature is never valid, so it cannot make DMARC pass.
+        let accepted: Vec<DkimOutput<'_>> = dkim.iter().filter(|o| !is_sha1(o)).cloned().collect();
         let mail_from_domain = mail_from.rsplit_once('@').map_or(helo, |(_, domain)| domain);
-        let dmarc = auth.verify_dmarc(DmarcParameters::new(&parsed, &dkim, mail_from_domain, &spf_mail_from)).await;
+        let dmarc = auth.verify_dmarc(DmarcParameters::new(&parsed, &accepted, mail_from_domain, &spf_mail_from)).await;
         let verdict = dmarc_verdict(&dmarc, parsed.from());
         if let Some(result) = dmarc_result(&dmarc, &verdict) {
             results.push(result);
@@ -176,10 +178,17 @@ fn spf_result(output: &SpfOutput, property: &'static str, identity: &str) -> Met
     MethodResult::new("spf", result).property(property, identity)
 }
 
+fn is_sha1(output: &DkimOutput<'_>) -> bool {
+    output.signature().is_some_and(|s| s.a == mail_auth::common::crypto::Algorithm::RsaSha1)
+}
+
 /// RFC 8601 2.7.1: one dkim resinfo per signature, naming it by `header.d`, `header.s`
 /// and the first characters of `header.b` (RFC 6008), so two signatures are told apart.
+/// An rsa-sha1 signature is `policy` (RFC 8301 3.1: verifiers must not accept it).
 fn dkim_result(output: &DkimOutput<'_>) -> MethodResult {
+    let sha1 = (is_sha1(output), Some("rsa-sha1 is not accepted (RFC 8301)".to_string()));
     let (result, reason) = match output.result() {
+        _ if sha1.0 => ("policy", sha1.1),
         DkimResult::Pass => ("pass", None),
         DkimResult::Neutral(e) => ("neutral", Some(e.to_string())),
         DkimResult::Fail(e) => ("fail", Some(e.to_string())),
