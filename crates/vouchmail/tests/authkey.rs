@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{SmtpConn, TestServer};
+use common::{free_port, SmtpConn, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use vouchmail_server::config::Config;
@@ -139,12 +139,6 @@ async fn keys_expire_after_agi_plus_avt() {
 const GLEN: &str = "glen@galkam.test";
 const ABC: &str = "abc555@lrsupport.test";
 const PASSWORD: &str = "pw-glen";
-
-/// A port free on `ip` for TCP (and, being just released, almost surely for UDP too): the
-/// AS port must be in the DNS record before the server that listens on it starts.
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
-}
 
 fn auth_plain(user: &str, password: &str) -> String {
     use base64::Engine as _;

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use common::{run, SmtpConn, TestServer};
+use common::{free_port, run, SmtpConn, TestServer};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use vouchmail_proto::sasl::Secrets;
@@ -68,11 +68,6 @@ async fn publish(server: &TestServer, address: &str, name: &str, ids: &[&str]) {
     };
     server.store.set_directory_entry(record).await.unwrap();
     server.store.set_directory_published(address, true).await.unwrap();
-}
-
-/// A free port on a loopback address (bound and released, so the server can take it).
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
 }
 
 struct Federation {

@@ -5,14 +5,14 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use common::postfix::Postfix;
-use common::{binary, python_dsn_summary, tool, SmtpConn, TestServer};
+use common::{binary, free_port, python_dsn_summary, tool, SmtpConn, TestServer};
 use vouchmail_server::config::{Config, Route};
 use vouchmail_testkit::dns::TestDns;
 use vouchmail_testkit::smtp_peer::{Message, Peer, Stage};
@@ -320,11 +320,6 @@ async fn wrong_relay_password_defers_instead_of_bouncing() {
     let (entries, _) = server.store.get_queued_message(&entry.queue_id).await.unwrap().unwrap();
     assert!(entries[0].last_reply.as_deref().unwrap_or("").contains("535"), "{entries:?}");
     assert!(server.inbox("user@local.test").await.is_empty());
-}
-
-/// A free port on a loopback address (bound and released).
-fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -336,6 +336,25 @@ impl SmtpConn {
     }
 }
 
+/// A port free on `ip` for TCP and UDP, for a server that must be named in DNS before it
+/// starts. Taken below Linux's ephemeral range (32768-60999): a port the kernel handed out
+/// (`bind(0)`) and released may be handed to another test's socket before the server binds
+/// it, which made tests fail with "Address already in use".
+pub fn free_port(ip: &str) -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..1000 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+        let port = 20_000 + (hasher.finish() % 12_000) as u16;
+        let tcp = std::net::TcpListener::bind((ip, port));
+        let udp = std::net::UdpSocket::bind((ip, port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on {ip}");
+}
+
 /// A TCP connection to `addr` from the local address `local` (port chosen by the system).
 pub async fn connect_from(addr: SocketAddr, local: std::net::IpAddr) -> TcpStream {
     let socket = if local.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
