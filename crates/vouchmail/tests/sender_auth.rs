@@ -355,6 +355,49 @@ print(" ".join(str(d.verify(idx=i, dnsfunc=dns)) for i in range(2)))
     python(&script, message).await.trim().to_string()
 }
 
+/// alice@local.test, password "pencil", on `server`.
+async fn add_alice(server: &TestServer) {
+    let secrets = vouchmail_proto::sasl::Secrets::from_password("pencil", &[6; 32]).unwrap();
+    let alice = vouchmail_store::NewAccount { address: "alice@local.test".into(), secrets, quota_bytes: 0 };
+    server.store.add_account(alice).await.unwrap();
+}
+
+/// alice submits a message to `to` with swaks (AUTH PLAIN inside STARTTLS).
+async fn swaks_as_alice(server: &TestServer, to: &str, subject: &str) {
+    let mut swaks = std::process::Command::new(common::tool("swaks"));
+    swaks.args(["-tls", "--server", &server.submission().to_string(), "--auth", "PLAIN"]);
+    swaks.args(["--auth-user", "alice@local.test", "--auth-password", "pencil", "--from", "alice@local.test"]);
+    let subject = format!("Subject: {subject}");
+    swaks.args(["--to", to, "--helo", "swaks.test", "--header", &subject, "--body", "Hello, with a signature.\n"]);
+    let out = common::run(swaks).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// Server C as the internet sees our mail: mx.other.test, whose other.test refuses
+/// unauthenticated mail, with bob@other.test, checking SPEC 13 against a DNS that
+/// publishes `keys` and local.test's DMARC p=reject. The DNS lives as long as the handle.
+async fn checking_server(keys: &[vouchmail_store::DkimKey]) -> (TestDns, TestServer) {
+    let mut zone = ZoneBuilder::default().txt("_dmarc.local.test", "v=DMARC1; p=reject");
+    for key in keys {
+        let (name, value) = vouchmail_server::rules::dkim::txt_record(key);
+        zone = zone.txt(&name, &value);
+    }
+    let dns = zone.start().await;
+    let c = TestServer::start_with(|c| {
+        c.hostname = "mx.other.test".into();
+        c.bootstrap.domain = "other.test".into();
+        c.dns.nameservers = vec![dns.addr()];
+        c.dmarc.verify = true;
+        c.dmarc.timeout_secs = 3;
+    })
+    .await;
+    c.store.set_domain_policy("other.test", SenderPolicy::REJECT).await.unwrap();
+    let bob =
+        vouchmail_store::NewAccount { address: "bob@other.test".into(), secrets: Default::default(), quota_bytes: 0 };
+    c.store.add_account(bob).await.unwrap();
+    (dns, c)
+}
+
 /// Makes local.test's DKIM keys (both algorithms) on `server`, as `vouchmail dkim new` does.
 async fn local_keys(server: &TestServer) -> Vec<vouchmail_store::DkimKey> {
     use vouchmail_server::rules::dkim::{new_key, Algorithm};
@@ -371,17 +414,9 @@ async fn local_keys(server: &TestServer) -> Vec<vouchmail_store::DkimKey> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_users_mail_is_signed_and_passes_dmarc_elsewhere() {
     let a = TestServer::start().await;
-    let secrets = vouchmail_proto::sasl::Secrets::from_password("pencil", &[6; 32]).unwrap();
-    let alice = vouchmail_store::NewAccount { address: "alice@local.test".into(), secrets, quota_bytes: 0 };
-    a.store.add_account(alice).await.unwrap();
+    add_alice(&a).await;
     let keys = local_keys(&a).await;
-    let submission = a.submission().to_string();
-    let mut swaks = std::process::Command::new(common::tool("swaks"));
-    swaks.args(["-tls", "--server", &submission, "--auth", "PLAIN", "--auth-user", "alice@local.test"]);
-    swaks.args(["--auth-password", "pencil", "--from", "alice@local.test", "--to", "bob@other.test"]);
-    swaks.args(["--helo", "swaks.test", "--header", "Subject: signed by us", "--body", "Hello, with a signature.\n"]);
-    let out = common::run(swaks).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    swaks_as_alice(&a, "bob@other.test", "signed by us").await;
     let queue = a.store.list_queue().await.unwrap();
     let (_, data) = a.store.get_queued_message(&queue[0].queue_id).await.unwrap().unwrap();
     let text = String::from_utf8_lossy(&data).into_owned();
@@ -393,29 +428,7 @@ async fn a_local_users_mail_is_signed_and_passes_dmarc_elsewhere() {
     assert_eq!(dkimpy_verdicts(&keys, &data).await, "True True", "{text}");
 
     // Another server checks it as the internet would: DMARC passes by DKIM alignment.
-    let mut zone = ZoneBuilder::default().txt("_dmarc.local.test", "v=DMARC1; p=reject");
-    for key in &keys {
-        let (name, value) = vouchmail_server::rules::dkim::txt_record(key);
-        zone = zone.txt(&name, &value);
-    }
-    let dns = zone.start().await;
-    let c = TestServer::start_with(|c| {
-        c.hostname = "mx.other.test".into();
-        c.bootstrap.domain = "other.test".into();
-        c.dns.nameservers = vec![dns.addr()];
-        c.dmarc.verify = true;
-        c.dmarc.timeout_secs = 3;
-    })
-    .await;
-    c.store.set_domain_policy("other.test", SenderPolicy::REJECT).await.unwrap();
-    c.store
-        .add_account(vouchmail_store::NewAccount {
-            address: "bob@other.test".into(),
-            secrets: Default::default(),
-            quota_bytes: 0,
-        })
-        .await
-        .unwrap();
+    let (_dns, c) = checking_server(&keys).await;
     let (mut conn, _) = SmtpConn::connect(c.mx()).await;
     conn.cmd("EHLO mx.local.test").await;
     let reply = conn.send_message("alice@local.test", &["bob@other.test"], &text).await;
@@ -433,9 +446,7 @@ async fn a_local_users_mail_is_signed_and_passes_dmarc_elsewhere() {
 async fn a_user_sends_only_as_an_address_it_owns() {
     use base64::Engine;
     let server = TestServer::start_with(|c| c.auth.allow_plaintext_passwords = true).await;
-    let secrets = vouchmail_proto::sasl::Secrets::from_password("pencil", &[6; 32]).unwrap();
-    let alice = vouchmail_store::NewAccount { address: "alice@local.test".into(), secrets, quota_bytes: 0 };
-    server.store.add_account(alice).await.unwrap();
+    add_alice(&server).await;
     server.store.add_alias("sales@local.test", &["alice@local.test".to_string()]).await.unwrap();
     local_keys(&server).await;
     let (mut c, _) = SmtpConn::connect(server.submission()).await;
@@ -503,11 +514,9 @@ async fn first_queued(server: &TestServer) -> (String, String) {
 /// B adds its own for its domain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_forwarded_by_an_alias_still_passes_dmarc() {
-    use vouchmail_server::rules::dkim::{new_key, txt_record, Algorithm};
+    use vouchmail_server::rules::dkim::{new_key, Algorithm};
     let a = TestServer::start().await;
-    let secrets = vouchmail_proto::sasl::Secrets::from_password("pencil", &[6; 32]).unwrap();
-    let alice = vouchmail_store::NewAccount { address: "alice@local.test".into(), secrets, quota_bytes: 0 };
-    a.store.add_account(alice).await.unwrap();
+    add_alice(&a).await;
     let mut keys = local_keys(&a).await;
     let b = TestServer::start_with(|c| {
         c.hostname = "mx.fwd.test".into();
@@ -516,32 +525,10 @@ async fn mail_forwarded_by_an_alias_still_passes_dmarc() {
     .await;
     b.store.add_alias("team@fwd.test", &["bob@other.test".to_string()]).await.unwrap();
     keys.push(new_key(b.store.as_ref(), "fwd.test", Algorithm::Ed25519Sha256, Some("fwd")).await.unwrap());
-    let mut zone = ZoneBuilder::default().txt("_dmarc.local.test", "v=DMARC1; p=reject");
-    for key in &keys {
-        let (name, value) = txt_record(key);
-        zone = zone.txt(&name, &value);
-    }
-    let dns = zone.start().await;
-    let c = TestServer::start_with(|c| {
-        c.hostname = "mx.other.test".into();
-        c.bootstrap.domain = "other.test".into();
-        c.dns.nameservers = vec![dns.addr()];
-        c.dmarc.verify = true;
-        c.dmarc.timeout_secs = 3;
-    })
-    .await;
-    c.store.set_domain_policy("other.test", SenderPolicy::REJECT).await.unwrap();
-    let bob =
-        vouchmail_store::NewAccount { address: "bob@other.test".into(), secrets: Default::default(), quota_bytes: 0 };
-    c.store.add_account(bob).await.unwrap();
+    let (_dns, c) = checking_server(&keys).await;
 
     // A: alice submits to the alias; the message waits in A's queue.
-    let mut swaks = std::process::Command::new(common::tool("swaks"));
-    swaks.args(["-tls", "--server", &a.submission().to_string(), "--auth", "PLAIN", "--auth-user", "alice@local.test"]);
-    swaks.args(["--auth-password", "pencil", "--from", "alice@local.test", "--to", "team@fwd.test"]);
-    swaks.args(["--helo", "swaks.test", "--header", "Subject: via an alias", "--body", "Forward me.\n"]);
-    let out = common::run(swaks).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    swaks_as_alice(&a, "team@fwd.test", "via an alias").await;
     // A -> B, as A's delivery would; B's alias sends it on, signed for fwd.test as well.
     let (to, text) = first_queued(&a).await;
     assert_eq!(to, "team@fwd.test");
