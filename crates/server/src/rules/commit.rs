@@ -88,10 +88,9 @@ pub async fn commit_message(
     // RFC 8601 5: remove any Authentication-Results claiming to be ours from outside.
     let mut body = headers::remove_authentication_results_for(&envelope.body, hostname);
     // Mail from local users' clients: the submission and the Messenger ports (SPEC 8).
-    let from_our_user = matches!(client.service, Service::Submission | Service::Messenger)
-        && client.authenticated.is_some()
-        && !client.remote_auth;
-    if matches!(client.service, Service::Submission | Service::Messenger) {
+    let from_users_client = matches!(client.service, Service::Submission | Service::Messenger);
+    let from_our_user = from_users_client && client.authenticated.is_some() && !client.remote_auth;
+    if from_users_client {
         // The envelope sender (checked at MAIL: the user's), else the user.
         let sender = match &envelope.from {
             ReversePath::Mailbox(a) => Some(a.to_string()),
@@ -147,18 +146,20 @@ pub async fn commit_message(
         .find(|r| r.resolved.deliveries.iter().any(|d| matches!(d, Delivery::Queue { .. })))
         .and_then(|r| r.resolved.domain.clone())
         .filter(|_| client.service == Service::Mx && client.authenticated.is_none() && !client.trusted_relay);
-    let onward_body = match (signing, forwarded_by, onward.is_empty()) {
-        (Some(signing), Some(domain), false) => signed(signing, &domain, body.clone(), spooled.as_ref()).await,
-        _ => body.clone(),
+    // Copied only to be signed: local delivery (the common case) copies nothing here.
+    let signed_onward = match (signing, forwarded_by, onward.is_empty()) {
+        (Some(signing), Some(domain), false) => Some(signed(signing, &domain, body.clone(), spooled.as_ref()).await),
+        _ => None,
     };
     let copies: Vec<(Vec<u8>, Deliveries)> = if onward.is_empty() {
         vec![(mailbox_copy(&body, key_status), mailboxes)]
-    } else if mailboxes.is_empty() {
-        vec![(onward_body, onward)]
     } else {
-        match mailbox_copy(&body, key_status) {
-            same if same == onward_body => vec![(onward_body, mailboxes.into_iter().chain(onward).collect())],
-            mailbox_body => vec![(mailbox_body, mailboxes), (onward_body, onward)],
+        let mailbox_body = (!mailboxes.is_empty()).then(|| mailbox_copy(&body, key_status));
+        let onward_body = signed_onward.unwrap_or(body);
+        match mailbox_body {
+            None => vec![(onward_body, onward)],
+            Some(same) if same == onward_body => vec![(onward_body, mailboxes.into_iter().chain(onward).collect())],
+            Some(mailbox_body) => vec![(mailbox_body, mailboxes), (onward_body, onward)],
         }
     };
     let sender = match &envelope.from {
