@@ -22,6 +22,10 @@ have python3 || need+=(python3)
 # Authentication-Results with authres, both in Debian's Python (/usr/bin/python3).
 /usr/bin/python3 -c 'import dkim, nacl.signing' 2>/dev/null || need+=(python3-dkim python3-nacl)
 /usr/bin/python3 -c 'import authres' 2>/dev/null || need+=(python3-authres)
+# pyspf cross-checks our SPF results; lxml validates the DMARC aggregate report's XML
+# against RFC 7489 Appendix C's schema.
+/usr/bin/python3 -c 'import spf' 2>/dev/null || need+=(python3-spf)
+/usr/bin/python3 -c 'import lxml.etree' 2>/dev/null || need+=(python3-lxml)
 # The store tests run on PostgreSQL too, each test process in a throwaway cluster of its
 # own made with these binaries (crates/testkit/src/pg.rs); Debian's cluster is not used.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)

@@ -167,6 +167,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     let memory = listen::smtp::spool::MemoryBudget::new(config.smtp.max_inflight_bytes);
     let authkeys = auth::authkey::AuthKeys::new(&config.authkey, dns::Dns::for_config(config)?, Arc::clone(&store));
     let domain_verifier = domain_verifier(config)?;
+    let dmarc_reports = dmarc_reports(config, &store);
     let dkim = auth::dkim_sign::DkimSigning::new(Arc::clone(&store));
     for (kind, addrs) in listeners {
         // One count per role: a flood on the MX must not lock out submission users. The
@@ -191,6 +192,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             authkeys: Arc::clone(&authkeys),
             // SPEC 13 checks MX mail; the other listeners' senders authenticate themselves.
             domain_verifier: domain_verifier.clone().filter(|_| kind == Listener::Mx),
+            dmarc_reports: dmarc_reports.clone().filter(|_| kind == Listener::Mx),
             dkim: Arc::clone(&dkim),
             messenger: (kind == Listener::Messenger).then(|| Arc::clone(&messenger)),
         });
@@ -244,6 +246,11 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     };
     start_pop3(config, &store, shared, &shutdown_rx, &sessions, &mut server).await?;
     start_authkey(config, &store, &shutdown_rx, &sessions, &mut server)?;
+    if config.dmarc.verify && config.dmarc.reports {
+        let reporter = rules::dmarc_report::Reporter { hostname: config.hostname.clone() };
+        let verifier = dmarc_verifier(config)?;
+        sessions.spawn(jobs::dmarc_reports::run(Arc::clone(&store), verifier, reporter, shutdown_rx.clone()));
+    }
     if config.outbound.enabled {
         jobs::outbound::spawn(config, Arc::clone(&store), shutdown_rx.clone(), &sessions)?;
         let lifetime = config.outbound.lifetime_secs as i64;
@@ -447,6 +454,7 @@ pub fn customer_context(
         memory: listen::smtp::spool::MemoryBudget::new(config.smtp.max_inflight_bytes),
         authkeys: auth::authkey::AuthKeys::new(&config.authkey, dns::Dns::for_config(config)?, Arc::clone(&store)),
         domain_verifier: domain_verifier(config)?,
+        dmarc_reports: dmarc_reports(config, &store),
         dkim: auth::dkim_sign::DkimSigning::new(store),
         messenger: None,
     }))
@@ -458,7 +466,19 @@ fn domain_verifier(config: &Config) -> Result<Option<Arc<auth::sending_domain::D
     if !config.dmarc.verify {
         return Ok(None);
     }
+    dmarc_verifier(config).map(Some)
+}
+
+/// A verifier on the configured resolver, also for the DMARC report destinations (RFC
+/// 7489 7.1) where MX mail is not checked.
+pub fn dmarc_verifier(config: &Config) -> Result<Arc<auth::sending_domain::DomainVerifier>, Error> {
     let dns = dns::Dns::for_config(config)?;
     let deadline = Duration::from_secs(config.dmarc.timeout_secs.max(1));
-    Ok(Some(auth::sending_domain::DomainVerifier::new(&dns, &config.hostname, deadline)))
+    Ok(auth::sending_domain::DomainVerifier::new(&dns, &config.hostname, deadline))
+}
+
+/// The counting of DMARC results for aggregate reports: where MX mail is checked and
+/// `dmarc.reports` is on.
+fn dmarc_reports(config: &Config, store: &Arc<dyn Store>) -> Option<Arc<rules::dmarc_report::DmarcReports>> {
+    (config.dmarc.verify && config.dmarc.reports).then(|| rules::dmarc_report::DmarcReports::new(Arc::clone(store)))
 }

@@ -260,9 +260,6 @@ pub trait NodeStore: Send + Sync {
     fn announcements(&self) -> Option<tokio::sync::broadcast::Receiver<String>>;
 }
 
-/// Everything durable: every concern's trait. All addresses and domain names passed in
-/// are lower-cased by the caller's address type (domains) or by the backend (local parts
-/// are matched case-insensitively, as Postfix and Exim do by default).
 /// DKIM signing keys of the local domains (SPEC 13): the active ones sign, the others stay
 /// published until retired. Which key signs and how keys rotate is decided above the
 /// backends (`server::rules::dkim`).
@@ -278,8 +275,32 @@ pub trait DkimKeyStore: Send + Sync {
     fn remove_dkim_key(&self, domain: &str, selector: &str) -> StoreFuture<'_, ()>;
 }
 
+/// DMARC results waiting for their aggregate report (RFC 7489 7.2), counted per reporting
+/// period, policy domain and group of identical results. What a group holds (`record`) and
+/// the policy it was judged by (`policy`) are written and read above the backends
+/// (`server::rules::dmarc_report`); here they are opaque text.
+pub trait DmarcReportStore: Send + Sync {
+    /// Counts one message: one more in its group, created at 1; `policy` replaces the
+    /// group's policy (the newest one published wins).
+    fn count_dmarc_result(&self, period: i64, domain: &str, record: &str, policy: &str) -> StoreFuture<'_, ()>;
+    /// Removes and returns every group of the periods up to `up_to_period` (inclusive), at
+    /// once: of several nodes, one takes them, so one report is sent.
+    fn take_dmarc_results(&self, up_to_period: i64) -> StoreFuture<'_, Vec<DmarcResultCount>>;
+}
+
+/// Everything durable: every concern's trait. All addresses and domain names passed in
+/// are lower-cased by the caller's address type (domains) or by the backend (local parts
+/// are matched case-insensitively, as Postfix and Exim do by default).
 pub trait Store:
-    AccountStore + QueueStore + MailboxStore + TrackingStore + AuthKeyStore + FederationStore + NodeStore + DkimKeyStore
+    AccountStore
+    + QueueStore
+    + MailboxStore
+    + TrackingStore
+    + AuthKeyStore
+    + FederationStore
+    + NodeStore
+    + DkimKeyStore
+    + DmarcReportStore
 {
 }
 
@@ -292,6 +313,7 @@ impl<
             + FederationStore
             + NodeStore
             + DkimKeyStore
+            + DmarcReportStore
             + ?Sized,
     > Store for T
 {

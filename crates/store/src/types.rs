@@ -174,6 +174,19 @@ pub struct DkimKey {
 }
 
 /// The private key never appears in logs or panics.
+/// One group of identical DMARC results of a reporting period (RFC 7489 7.2): `count`
+/// messages. `record` and `policy` are the rules layer's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DmarcResultCount {
+    /// The start of the reporting period, Unix time.
+    pub period: i64,
+    /// The domain whose DMARC record was applied, which the report goes to.
+    pub domain: String,
+    pub record: String,
+    pub policy: String,
+    pub count: i64,
+}
+
 impl std::fmt::Debug for DkimKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DkimKey")

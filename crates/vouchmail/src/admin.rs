@@ -253,6 +253,17 @@ pub enum MailboxCommand {
 }
 
 #[derive(Subcommand)]
+pub enum DmarcCommand {
+    /// Queue the aggregate reports (RFC 7489 7.2) of the days that ended and not yet sent
+    /// (the server does this soon after each UTC midnight); prints one line per report.
+    Report {
+        /// Close the current day too, and send its reports now.
+        #[arg(long)]
+        now: bool,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum DkimCommand {
     /// Make a DKIM key for a local domain; it signs from now on. Prints its TXT record.
     New {
@@ -1298,6 +1309,33 @@ pub async fn authkey(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+pub async fn dmarc(
+    store: &dyn Store,
+    command: DmarcCommand,
+    config: &vouchmail_server::config::Config,
+) -> Result<(), CliError> {
+    use vouchmail_server::rules::dmarc_report::{period_of, send_reports, Reporter, PERIOD_SECS};
+    let DmarcCommand::Report { now: close_today } = command;
+    let now = vouchmail_proto::time::unix_seconds(std::time::SystemTime::now());
+    let up_to = if close_today { period_of(now) } else { period_of(now) - PERIOD_SECS };
+    let verifier = vouchmail_server::dmarc_verifier(config)?;
+    let reporter = Reporter { hostname: config.hostname.clone() };
+    let queued = send_reports(store, &verifier, &reporter, up_to, now).await?;
+    for report in &queued {
+        println!(
+            "queued {}\t{}\t{} records\tto {}",
+            report.queue_id,
+            report.domain,
+            report.records,
+            report.to.join(", ")
+        );
+    }
+    if queued.is_empty() {
+        println!("no DMARC aggregate report to send");
     }
     Ok(())
 }

@@ -61,6 +61,9 @@ enum Command {
     /// DKIM signing keys of the local domains (SPEC 13).
     #[command(subcommand)]
     Dkim(admin::DkimCommand),
+    /// DMARC aggregate reports (RFC 7489 7.2) to the domains that ask for them.
+    #[command(subcommand)]
+    Dmarc(admin::DmarcCommand),
     /// Users' certificates for the Messenger CERT lookups (SPEC 8.1).
     #[command(subcommand)]
     Cert(messenger::CertCommand),
@@ -169,6 +172,7 @@ fn main() -> ExitCode {
                 let result = match command {
                     Command::Domain(c) => admin::domain(store.as_ref(), c, &config).await,
                     Command::Dkim(c) => admin::dkim(store.as_ref(), c).await,
+                    Command::Dmarc(c) => admin::dmarc(store.as_ref(), c, &config).await,
                     Command::User(c) => admin::user(store.as_ref(), c, &config.auth.secrets_policy()).await,
                     Command::Alias(c) => admin::alias(store.as_ref(), c).await,
                     Command::Mailbox(c) => admin::mailbox(store.as_ref(), c).await,

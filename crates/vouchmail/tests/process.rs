@@ -600,4 +600,7 @@ fn dkim_keys_are_made_at_first_start_and_rotated_from_the_cli() {
     assert!(ok && out.contains("may also send as news@local.test, ceo@other.test"), "{out}");
     let (ok, out, _) = d.cli(&["user", "send-as", "alice@local.test", "--clear"], None);
     assert!(ok && out.contains("sends only as itself and its aliases"), "{out}");
+    // RFC 7489 7.2: nothing counted, nothing to report (sender_auth.rs sends one).
+    let (ok, out, err) = d.cli(&["dmarc", "report", "--now"], None);
+    assert!(ok && out.contains("no DMARC aggregate report to send"), "{out}{err}");
 }

@@ -139,13 +139,19 @@ print(json.dumps([[r.method, r.result, {p.type + "." + p.name: p.value for p in 
         .collect()
 }
 
-/// The test's DNS: sender.test with SPF for 127.0.0.1, both DKIM keys and DMARC p=reject;
+/// The test's DNS: sender.test with SPF for 127.0.0.1, both DKIM keys and DMARC p=reject
+/// (with aggregate reports);
 /// quarantine.test (p=quarantine, no SPF); and 127.0.0.1 named client.sender.test both ways
 /// (iprev), its HELO name with SPF of its own.
 async fn dns(keys: &Keys) -> TestDns {
     ZoneBuilder::default()
         .txt("sender.test", "v=spf1 ip4:127.0.0.1 -all")
-        .txt("_dmarc.sender.test", "v=DMARC1; p=reject; rua=mailto:dmarc@sender.test")
+        // RFC 7489 7.1: reports.test takes sender.test's reports; other.test does not.
+        .txt(
+            "_dmarc.sender.test",
+            "v=DMARC1; p=reject; rua=mailto:dmarc@sender.test,mailto:agg@reports.test!10m,mailto:nope@other.test",
+        )
+        .txt("sender.test._report._dmarc.reports.test", "v=DMARC1")
         .txt("rsa._domainkey.sender.test", &format!("v=DKIM1; k=rsa; p={}", keys.rsa_public))
         .txt("ed._domainkey.sender.test", &format!("v=DKIM1; k=ed25519; p={}", keys.ed_public))
         .txt("_dmarc.quarantine.test", "v=DMARC1; p=quarantine")
@@ -281,7 +287,25 @@ async fn quarantine_goes_to_junk_and_a_domain_may_not_count_dmarc() {
     assert_eq!(send(&server, "alice@sender.test", &text).await.code, 250);
 }
 
-/// RFC 7208 2.6: the SPF results of MAIL FROM as the header shows them.
+/// pyspf's (RFC 7208, an independent implementation) result for each (ip, MAIL FROM,
+/// HELO), asking the DNS server at `dns`.
+async fn pyspf(dns: SocketAddr, cases: &[(&str, &str, &str)]) -> Vec<String> {
+    let script = r#"
+import sys, json, spf, dns.resolver
+resolver = dns.resolver.Resolver(configure=False)
+resolver.nameservers = [sys.argv[1]]
+resolver.port = int(sys.argv[2])
+dns.resolver.default_resolver = resolver
+for ip, sender, helo in json.loads(sys.stdin.read()):
+    print(spf.check2(i=ip, s=sender, h=helo, timeout=3)[0])
+"#;
+    let input = serde_json::to_vec(cases).unwrap();
+    let (ip, port) = (dns.ip().to_string(), dns.port().to_string());
+    python_with(script, &[&ip, &port], &input).await.lines().map(str::to_string).collect()
+}
+
+/// RFC 7208 2.6: the SPF results of MAIL FROM as the header shows them: pass, softfail,
+/// neutral, permerror, none and fail, each the same as pyspf finds on the same records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spf_results_reach_the_header() {
     let keys = keys().await;
@@ -297,13 +321,6 @@ async fn spf_results_reach_the_header() {
     for (from, _) in &cases {
         assert_eq!(send(&server, from, &message(from, from)).await.code, 250);
     }
-    let stored = server.mailbox("user@local.test", Folder::Inbox).await;
-    assert_eq!(stored.len(), cases.len());
-    for (message, (from, expected)) in stored.iter().zip(cases) {
-        let results = parsed_results(message).await;
-        let spf = result(&results, "spf");
-        assert_eq!((spf[1].1.as_str(), spf[1].2["smtp.mailfrom"].as_str()), (expected, Some(from)), "{results:?}");
-    }
     // And SPF fail: sender.test authorizes only 127.0.0.1; from 127.0.0.2 it fails.
     let (mut c, _) = SmtpConn::connect_from(server.mx(), "127.0.0.2".parse().unwrap()).await;
     c.cmd("EHLO client.sender.test").await;
@@ -311,9 +328,22 @@ async fn spf_results_reach_the_header() {
     // DMARC p=reject and nothing aligned passed, but the local action is accept, the one
     // that takes such mail (SPEC 13).
     assert_eq!(reply.code, 250, "{reply:?}");
+    let mut checked: Vec<(&str, &str, &str)> =
+        cases.iter().map(|(from, _)| ("127.0.0.1", *from, "client.sender.test")).collect();
+    checked.push(("127.0.0.2", "a@sender.test", "client.sender.test"));
+    let expected: Vec<&str> = cases.iter().map(|(_, result)| *result).chain(["fail"]).collect();
     let stored = server.mailbox("user@local.test", Folder::Inbox).await;
+    assert_eq!(stored.len(), checked.len());
+    let mut ours = Vec::new();
+    for (message, (_, from, _)) in stored.iter().zip(&checked) {
+        let results = parsed_results(message).await;
+        let spf = result(&results, "spf");
+        assert_eq!(spf[1].2["smtp.mailfrom"].as_str(), Some(*from), "{results:?}");
+        ours.push(spf[1].1.clone());
+    }
+    assert_eq!(ours, expected);
+    assert_eq!(pyspf(dns.addr(), &checked).await, expected, "pyspf disagrees");
     let results = parsed_results(stored.last().unwrap()).await;
-    assert_eq!(result(&results, "spf")[1].1, "fail", "{results:?}");
     assert_eq!(result(&results, "iprev")[0].1, "fail", "{results:?}");
 }
 
@@ -329,6 +359,14 @@ async fn a_silent_resolver_gives_temperror_and_451() {
     assert_eq!(reply.code, 451, "{reply:?}");
     assert!(reply.text().contains("4.7.0"), "{reply:?}");
     assert!(started.elapsed() < Duration::from_secs(30), "the check outlived its deadline");
+    // Where the local action takes it, it is stored with spf=temperror, as pyspf finds too.
+    server.store.set_domain_policy("local.test", SenderPolicy::ACCEPT).await.unwrap();
+    assert_eq!(send(&server, "alice@sender.test", &message("alice@sender.test", "slow")).await.code, 250);
+    let stored = server.mailbox("user@local.test", Folder::Inbox).await;
+    let results = parsed_results(&stored[0]).await;
+    assert_eq!(result(&results, "spf")[0].1, "temperror", "{results:?}");
+    let checked = [("127.0.0.1", "alice@sender.test", "client.sender.test")];
+    assert_eq!(pyspf(silent.local_addr().unwrap(), &checked).await, ["temperror"], "pyspf disagrees");
 }
 
 /// dkimpy's verdict on each of the first two signatures of `message`, with `keys`
@@ -549,4 +587,74 @@ async fn mail_forwarded_by_an_alias_still_passes_dmarc() {
     assert_eq!(dkim.len(), 3, "{results:?}");
     assert!(dkim.iter().all(|d| d.1 == "pass"), "{results:?}");
     assert_eq!(result(&results, "dmarc")[0].1, "pass", "{results:?}");
+}
+
+/// RFC 7489 7.2, issue 22 item 5: a day of sender.test's passing and failing mail makes one
+/// aggregate report. Its XML (gzipped, in a MIME part) is valid against Appendix C's schema
+/// (lxml) and counts what happened; the message is DKIM-signed (dkimpy) and queued to the
+/// `rua` destinations that may receive it (7.1), not to the one that did not agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_days_results_make_one_aggregate_report() {
+    use vouchmail_server::rules::dmarc_report::{period_of, send_reports, Reporter};
+    let keys = keys().await;
+    let dns = dns(&keys).await;
+    let server = server(dns.addr(), SenderPolicy::JUNK).await;
+    let local = local_keys(&server).await;
+    let text = signed(&keys, &message("alice@sender.test", "signed")).await;
+    for _ in 0..2 {
+        assert_eq!(send(&server, "alice@sender.test", &text).await.code, 250);
+    }
+    // From 127.0.0.2, unsigned: SPF fails, and p=reject refuses it.
+    let (mut c, _) = SmtpConn::connect_from(server.mx(), "127.0.0.2".parse().unwrap()).await;
+    c.cmd("EHLO client.sender.test").await;
+    let reply = c.send_message("a@sender.test", &["user@local.test"], &message("a@sender.test", "forged")).await;
+    assert_eq!(reply.code, 550, "{reply:?}");
+    // The counts are written off the path of the reply.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let verifier = vouchmail_server::dmarc_verifier(&server.config).unwrap();
+    let reporter = Reporter { hostname: server.config.hostname.clone() };
+    let now = vouchmail_proto::time::unix_seconds(std::time::SystemTime::now());
+    let queued = send_reports(server.store.as_ref(), &verifier, &reporter, period_of(now), now).await.unwrap();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0].to, ["dmarc@sender.test", "agg@reports.test"]);
+    let queue = server.store.list_queue().await.unwrap();
+    let mut recipients: Vec<&str> = queue.iter().map(|e| e.recipient.as_str()).collect();
+    recipients.sort();
+    assert_eq!(recipients, ["agg@reports.test", "dmarc@sender.test"]);
+    let (_, data) = server.store.get_queued_message(&queue[0].queue_id).await.unwrap().unwrap();
+    assert_eq!(dkimpy_verdicts(&local, &data).await, "True True");
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/rfc7489-appendix-c.xsd");
+    let script = r#"
+import sys, gzip, email, email.policy
+from lxml import etree
+message = email.message_from_bytes(sys.stdin.buffer.read(), policy=email.policy.default)
+print(message["Subject"])
+part = next(p for p in message.walk() if p.get_content_type() == "application/gzip")
+print(part.get_filename())
+document = etree.fromstring(gzip.decompress(part.get_payload(decode=True)))
+etree.XMLSchema(etree.parse(sys.argv[1])).assertValid(document)
+print(document.findtext("policy_published/domain"), document.findtext("policy_published/p"))
+for r in document.iter("record"):
+    e = r.find("row/policy_evaluated")
+    print(r.findtext("row/source_ip"), r.findtext("row/count"), e.findtext("disposition"), e.findtext("dkim"),
+          e.findtext("spf"), r.findtext("identifiers/header_from"), len(r.findall("auth_results/dkim")),
+          ",".join(s.findtext("scope") + "=" + s.findtext("result") for s in r.findall("auth_results/spf")))
+"#;
+    let out = python_with(script, &[schema], &data).await;
+    let lines: Vec<&str> = out.lines().collect();
+    let id = queued[0].queue_id.to_ascii_lowercase();
+    assert_eq!(lines[0], format!("Report Domain: sender.test Submitter: mx.local.test Report-ID: <{id}>"));
+    assert!(lines[1].starts_with("mx.local.test!sender.test!") && lines[1].ends_with(".xml.gz"), "{out}");
+    assert_eq!(lines[2], "sender.test reject");
+    assert_eq!(
+        &lines[3..],
+        [
+            "127.0.0.1 2 none pass pass sender.test 2 helo=pass,mfrom=pass",
+            "127.0.0.2 1 reject fail fail sender.test 0 helo=fail,mfrom=fail",
+        ],
+        "{out}"
+    );
+    // Taken once: nothing is left to report.
+    assert!(send_reports(server.store.as_ref(), &verifier, &reporter, period_of(now), now).await.unwrap().is_empty());
 }

@@ -107,6 +107,11 @@ impl MethodResult {
         self
     }
 
+    /// The value of the first property called `name`.
+    pub fn value_of(&self, name: &str) -> Option<&str> {
+        self.properties.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+
     fn write(&self, out: &mut String) {
         out.push_str(self.method);
         out.push('=');

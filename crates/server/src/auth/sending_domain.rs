@@ -11,9 +11,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mail_auth::common::cache::NoCache;
 use mail_auth::dmarc::verify::DmarcParameters;
-use mail_auth::dmarc::Policy;
+use mail_auth::dmarc::{Alignment, Policy, Report};
 use mail_auth::spf::verify::SpfParameters;
+use mail_auth::Txt;
 use mail_auth::{
     AuthenticatedMessage, DkimOutput, DkimResult, DmarcOutput, DmarcResult, IprevOutput, IprevResult,
     MessageAuthenticator, SpfOutput, SpfResult,
@@ -45,18 +47,52 @@ pub enum DmarcVerdict {
 }
 
 /// The results of one message: resinfos for Authentication-Results, in the order iprev,
-/// spf (helo, mailfrom), dkim (one per signature), dmarc; and the DMARC verdict.
+/// spf (helo, mailfrom), dkim (one per signature), dmarc; the DMARC verdict; and, when the
+/// From domain asks for aggregate reports, what its report says of this message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainChecks {
     pub results: Vec<MethodResult>,
     pub dmarc: DmarcVerdict,
+    pub report: Option<DmarcFacts>,
 }
 
 impl DomainChecks {
     /// The checks were not run (turned off, or a session another method authenticated).
     pub fn not_run() -> DomainChecks {
-        DomainChecks { results: Vec::new(), dmarc: DmarcVerdict::None }
+        DomainChecks { results: Vec::new(), dmarc: DmarcVerdict::None, report: None }
     }
+}
+
+/// What an aggregate report (RFC 7489 7.2, Appendix C) says of one message: the policy
+/// published and the results, before the receiver's disposition is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DmarcFacts {
+    pub published: PublishedPolicy,
+    pub source_ip: IpAddr,
+    /// The RFC5321.MailFrom domain (the HELO name for the null sender).
+    pub envelope_from: String,
+    /// The RFC5322.From domain.
+    pub header_from: String,
+    /// Whether an aligned DKIM, an aligned SPF passed.
+    pub dkim_aligned: bool,
+    pub spf_aligned: bool,
+    /// Every signature: `d=`, `s=` and its result (RFC 8601 names).
+    pub dkim: Vec<(String, String, &'static str)>,
+    /// SPF: the checked domain, its scope (`helo`, `mfrom`) and result.
+    pub spf: Vec<(String, &'static str, &'static str)>,
+}
+
+/// The DMARC record that applied (RFC 7489 6.3), as Appendix C's `policy_published`, with
+/// the `rua` destinations (address, size limit in octets, 0 for none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedPolicy {
+    pub domain: String,
+    pub adkim: &'static str,
+    pub aspf: &'static str,
+    pub p: &'static str,
+    pub sp: &'static str,
+    pub fo: &'static str,
+    pub rua: Vec<(String, u64)>,
 }
 
 /// The envelope of the message being checked.
@@ -97,6 +133,16 @@ impl DomainVerifier {
         }
     }
 
+    /// RFC 7489 7.1: of `addresses` (the `rua` of `domain`'s record), those that may receive
+    /// its reports: in the domain itself, or in a domain that publishes
+    /// `<domain>._report._dmarc.<its domain>`. None when DNS did not answer.
+    pub async fn authorized_report_addresses(&self, domain: &str, addresses: &[String]) -> Option<Vec<String>> {
+        let no_cache: Option<&NoCache<Box<str>, Txt>> = None;
+        let check = self.authenticator.verify_dmarc_report_address(domain, addresses, no_cache);
+        let authorized = tokio::time::timeout(self.deadline, check).await.ok()??;
+        Some(authorized.into_iter().cloned().collect())
+    }
+
     async fn run(&self, envelope: CheckedEnvelope<'_>, message: &[u8]) -> DomainChecks {
         let auth = &self.authenticator;
         let CheckedEnvelope { peer_ip, helo, mail_from } = envelope;
@@ -113,7 +159,7 @@ impl DomainVerifier {
         let Some(parsed) = AuthenticatedMessage::parse(message) else {
             // Not a message mail-auth can read (no header at all): no signature, no From.
             results.push(MethodResult::new("dkim", "none"));
-            return DomainChecks { results, dmarc: DmarcVerdict::None };
+            return DomainChecks { results, dmarc: DmarcVerdict::None, report: None };
         };
         let dkim = auth.verify_dkim(&parsed).await;
         if dkim.is_empty() {
@@ -128,7 +174,8 @@ impl DomainVerifier {
         if let Some(result) = dmarc_result(&dmarc, &verdict) {
             results.push(result);
         }
-        DomainChecks { results, dmarc: verdict }
+        let report = report_facts(&dmarc, &verdict, peer_ip, mail_from_domain, &results);
+        DomainChecks { results, dmarc: verdict, report }
     }
 }
 
@@ -149,7 +196,69 @@ fn timed_out(envelope: CheckedEnvelope<'_>, message: &[u8]) -> DomainChecks {
         }
         None => DmarcVerdict::None,
     };
-    DomainChecks { results, dmarc }
+    DomainChecks { results, dmarc, report: None }
+}
+
+/// What the aggregate report of the policy domain says of this message (RFC 7489 7.2):
+/// only where a record asks for reports (`rua`) and gave a verdict.
+fn report_facts(
+    output: &DmarcOutput,
+    verdict: &DmarcVerdict,
+    source_ip: IpAddr,
+    mail_from_domain: &str,
+    results: &[MethodResult],
+) -> Option<DmarcFacts> {
+    let record = output.dmarc_record().filter(|r| !r.rua.is_empty())?;
+    let header_from = match verdict {
+        DmarcVerdict::Pass { domain } | DmarcVerdict::Fail { domain, .. } => domain.clone(),
+        DmarcVerdict::TempError { .. } | DmarcVerdict::None => return None,
+    };
+    let alignment = |a: Alignment| if a == Alignment::Strict { "s" } else { "r" };
+    let policy = |p: Policy| match p {
+        Policy::Reject => "reject",
+        Policy::Quarantine => "quarantine",
+        Policy::None | Policy::Unspecified => "none",
+    };
+    let published = PublishedPolicy {
+        domain: output.domain().to_ascii_lowercase(),
+        adkim: alignment(record.adkim),
+        aspf: alignment(record.aspf),
+        p: policy(record.p),
+        // RFC 7489 6.3: without `sp`, subdomains get `p`.
+        sp: policy(if record.sp == Policy::Unspecified { record.p } else { record.sp }),
+        fo: match record.fo {
+            Report::All => "0",
+            Report::Any => "1",
+            Report::Dkim => "d",
+            Report::Spf => "s",
+            Report::DkimSpf => "d:s",
+        },
+        rua: record.rua.iter().map(|u| (u.uri().to_string(), u.max_size() as u64)).collect(),
+    };
+    let named = |r: &MethodResult, key: &str| r.value_of(key).unwrap_or_default().to_string();
+    let dkim = results
+        .iter()
+        .filter(|r| r.method == "dkim" && r.value_of("header.d").is_some())
+        .map(|r| (named(r, "header.d"), named(r, "header.s"), r.result))
+        .collect();
+    let spf = results
+        .iter()
+        .filter(|r| r.method == "spf")
+        .map(|r| match r.value_of("smtp.helo") {
+            Some(helo) => (helo.to_string(), "helo", r.result),
+            None => (mail_from_domain.to_string(), "mfrom", r.result),
+        })
+        .collect();
+    Some(DmarcFacts {
+        published,
+        source_ip,
+        envelope_from: mail_from_domain.to_ascii_lowercase(),
+        header_from,
+        dkim_aligned: matches!(output.dkim_result(), DmarcResult::Pass),
+        spf_aligned: matches!(output.spf_result(), DmarcResult::Pass),
+        dkim,
+        spf,
+    })
 }
 
 /// RFC 8601 3: iprev, with the address checked as `policy.iprev`.

@@ -53,11 +53,14 @@ pub struct Dmarc {
     pub verify: bool,
     /// Seconds the checks of one message may take; what has not answered is `temperror`.
     pub timeout_secs: u64,
+    /// Count the results for the domains that ask for aggregate reports (`rua=`) and send
+    /// them each a report once a day (RFC 7489 7.2).
+    pub reports: bool,
 }
 
 impl Default for Dmarc {
     fn default() -> Self {
-        Dmarc { verify: true, timeout_secs: 20 }
+        Dmarc { verify: true, timeout_secs: 20, reports: true }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Background jobs: outbound delivery and its scheduler, held mail for ODMR customers
 //! (RFC 2645) and its expiry, the ODMR customer's scheduled fetch, the NOTIFY outbox, the
-//! Entity Index pulls and the AuthKey generator.
+//! Entity Index pulls, the AuthKey generator and the daily DMARC aggregate reports.
 
+pub mod dmarc_reports;
 pub mod entity_pulls;
 pub mod held;
 pub mod keygen;

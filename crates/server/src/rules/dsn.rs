@@ -94,7 +94,7 @@ pub async fn notice(
 
 /// Where a notice to `address` goes: a local account's INBOX (through aliases and the
 /// catch-all), the queue for a remote address, or held for a held domain's customer.
-async fn deliveries_for(store: &dyn Store, address: &str) -> Result<Vec<Delivery>, StoreError> {
+pub(crate) async fn deliveries_for(store: &dyn Store, address: &str) -> Result<Vec<Delivery>, StoreError> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     let mut pending = vec![(address.to_lowercase(), 0usize)];

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod bootstrap;
 pub mod commit;
 pub mod dkim;
+pub mod dmarc_report;
 pub mod dsn;
 pub mod entity_index;
 pub mod lease;

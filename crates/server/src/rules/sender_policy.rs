@@ -21,9 +21,13 @@ use super::commit::{ClientInfo, Delivered};
 use super::recipient::{store_reply, Resolved};
 use crate::auth::authkey::sender::{self, NEW_KEY_HEADER};
 use crate::auth::authkey::AuthKeys;
-use crate::auth::sending_domain::{CheckedEnvelope, DmarcPolicy, DmarcVerdict, DomainChecks, DomainVerifier};
+use crate::auth::sending_domain::{
+    CheckedEnvelope, DmarcFacts, DmarcPolicy, DmarcVerdict, DomainChecks, DomainVerifier,
+};
+use crate::rules::dmarc_report::{Disposition, DmarcReports};
 use crate::rules::own_message::OwnMessage;
 use crate::support::queue_id::new_queue_id;
+use crate::support::time::unix_now;
 
 /// What happens to a received message.
 #[derive(Debug)]
@@ -41,6 +45,9 @@ pub struct SenderChecks<'a> {
     pub authkeys: &'a AuthKeys,
     /// SPF, DKIM, DMARC and iprev (SPEC 13); None when `dmarc.verify` is off.
     pub domains: Option<&'a DomainVerifier>,
+    /// Counts DMARC results for the aggregate reports (RFC 7489 7.2); None when
+    /// `dmarc.reports` is off.
+    pub reports: Option<&'a DmarcReports>,
 }
 
 /// Decides. The message itself is left as it arrived: the copies are made as it is
@@ -73,12 +80,31 @@ pub async fn decide(
     } else if client.trusted_relay {
         deliver(AuthResult::TrustedRelay)
     } else {
-        recipient_side(checks, store, hostname, client, envelope, message).await
+        let mut facts = None;
+        let decision = recipient_side(checks, store, hostname, client, envelope, message, &mut facts).await;
+        if let (Some(facts), Some(reports), Some(disposition)) = (facts, checks.reports, disposition_of(&decision)) {
+            let envelope_to = envelope.recipients.first().and_then(|r| r.resolved.domain.clone());
+            reports.count(facts, disposition, envelope_to, unix_now());
+        }
+        decision
+    }
+}
+
+/// What a DMARC report says was done with the message (RFC 7489 Appendix C); None when
+/// nothing was, yet: a key mail, or a temporary refusal the sender will retry.
+fn disposition_of(decision: &Decision) -> Option<Disposition> {
+    match decision {
+        Decision::Deliver(Delivered { folder: Folder::Junk, .. }) => Some(Disposition::Quarantine),
+        Decision::Deliver(_) => Some(Disposition::None),
+        Decision::Refuse(reply) if reply.is_temporary() => None,
+        Decision::Refuse(_) => Some(Disposition::Reject),
+        Decision::KeyRecorded => None,
     }
 }
 
 /// The MX, no other method passed: key mail, then the AuthKey check and the sending
-/// domain's checks, then the policy.
+/// domain's checks, then the policy. What the aggregate report will say of the message is
+/// left in `report`.
 async fn recipient_side(
     checks: &SenderChecks<'_>,
     store: &dyn Store,
@@ -86,6 +112,7 @@ async fn recipient_side(
     client: &ClientInfo<'_>,
     envelope: &Envelope<Resolved>,
     message: Option<&[u8]>,
+    report: &mut Option<DmarcFacts>,
 ) -> Decision {
     let authkeys = checks.authkeys;
     let mailboxes: Vec<&str> = deliveries(envelope)
@@ -117,7 +144,8 @@ async fn recipient_side(
         Some(from) => AuthResult::AuthKey { result, from: from.clone() },
         None => AuthResult::None,
     };
-    let DomainChecks { results: mut resinfos, dmarc } = domain_checks;
+    let DomainChecks { results: mut resinfos, dmarc, report: facts } = domain_checks;
+    *report = facts;
     let deliver = |auth, folder, resinfos| Decision::Deliver(Delivered { auth, folder, key_status, checks: resinfos });
     if result == AuthKeyResult::Pass {
         return deliver(auth, Folder::Inbox, resinfos);

@@ -26,6 +26,7 @@ mod base;
 mod commit;
 mod cursors;
 mod dkim;
+mod dmarc;
 mod listen;
 mod mailboxes;
 mod messages;

@@ -326,6 +326,18 @@ CREATE TABLE send_as (
     PRIMARY KEY (account_id, address)
 );
 "#,
+    // Version 6 (SQLite's migration 18): DMARC results waiting for their aggregate report
+    // (RFC 7489 7.2).
+    r#"
+CREATE TABLE dmarc_results (
+    period BIGINT NOT NULL,
+    domain TEXT NOT NULL,
+    record TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    count BIGINT NOT NULL,
+    PRIMARY KEY (period, domain, record)
+);
+"#,
 ];
 
 /// Applies the migrations not yet applied, in one transaction under the advisory lock:

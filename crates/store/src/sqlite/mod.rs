@@ -8,13 +8,14 @@
 //! beside other processes (the CLI) using the same file.
 //!
 //! One file per concern implements that concern's trait (`accounts`, `queue`,
-//! `mailboxes`, `tracking`, `authkey`, `messenger`, `node`), over the shared `base`;
+//! `mailboxes`, `tracking`, `authkey`, `messenger`, `node`, `dkim`, `dmarc`), over the shared `base`;
 //! `schema` holds the migrations, `writer` the handle.
 
 mod accounts;
 mod authkey;
 mod base;
 mod dkim;
+mod dmarc;
 mod held;
 mod mailboxes;
 mod messenger;

@@ -349,6 +349,17 @@ CREATE TABLE send_as (
     PRIMARY KEY (account_id, address)
 );
 "#,
+    // Migration 18: DMARC results waiting for their aggregate report (RFC 7489 7.2).
+    r#"
+CREATE TABLE dmarc_results (
+    period INTEGER NOT NULL,
+    domain TEXT NOT NULL,
+    record TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (period, domain, record)
+);
+"#,
 ];
 
 /// The store holds every mailbox and the password hashes: its folder is made 700 and the

@@ -19,6 +19,7 @@ use crate::federation::Messenger;
 use crate::jobs::held::Odmr;
 use crate::listen::limits::ConnectionLimiter;
 use crate::net::tls::{MaybeTls, Tls};
+use crate::rules::dmarc_report::DmarcReports;
 use crate::rules::recipient::Resolved;
 
 /// What every session of one listener shares.
@@ -43,6 +44,8 @@ pub struct SmtpContext {
     /// The sending domain's SPF, DKIM, DMARC and iprev (SPEC 13): on the MX when
     /// `dmarc.verify` is on.
     pub domain_verifier: Option<Arc<DomainVerifier>>,
+    /// Counts MX results for the DMARC aggregate reports: when `dmarc.reports` is on.
+    pub dmarc_reports: Option<Arc<DmarcReports>>,
     /// DKIM signing of what our users send and our aliases forward (SPEC 13).
     pub dkim: Arc<DkimSigning>,
     /// The Messenger verbs' answers (SPEC 8); None where the listener is not a Messenger one.

@@ -44,7 +44,11 @@ impl Connection<'_> {
         let verdict = match spooled {
             Ok(spooled) => {
                 let store = self.store();
-                let checks = SenderChecks { authkeys: &context.authkeys, domains: context.domain_verifier.as_deref() };
+                let checks = SenderChecks {
+                    authkeys: &context.authkeys,
+                    domains: context.domain_verifier.as_deref(),
+                    reports: context.dmarc_reports.as_deref(),
+                };
                 // Only unauthenticated MX mail is checked; the spool is read back for it.
                 let whole = match (&spooled, &checks.domains, client.authenticated) {
                     (Some(spooled), Some(_), None) => read_whole(&envelope.body, spooled, MAX_DKIM_CHECKED).await,
