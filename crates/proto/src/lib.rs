@@ -7,6 +7,7 @@ pub mod authkey;
 pub mod csv;
 pub mod dsn;
 pub mod headers;
+pub mod imap;
 pub mod messenger;
 pub mod pop3;
 pub mod sasl;
