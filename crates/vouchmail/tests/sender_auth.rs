@@ -658,3 +658,163 @@ for r in document.iter("record"):
     // Taken once: nothing is left to report.
     assert!(send_reports(server.store.as_ref(), &verifier, &reporter, period_of(now), now).await.unwrap().is_empty());
 }
+
+// ---------------------------------------------------------------------------------------
+// Benchmark (bench/sender_auth.sh): what SPEC 13 costs. Ignored in the suite; run in a
+// release build.
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A message of about `size` octets from `from`: headers and lines of text.
+fn sized_message(from: &str, to: &str, size: usize) -> String {
+    let mut text = format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: load\r\nDate: Sun, 06 Dec 2026 12:00:00 +0000\r\n\
+         Message-ID: <load@client.sender.test>\r\n\r\n"
+    );
+    while text.len() < size {
+        text.push_str("The quick brown fox jumps over the lazy dog, again and again and again.\r\n");
+    }
+    text
+}
+
+/// `sessions` sessions at once, each sending `n` copies of `text` one transaction after
+/// another (after AUTH PLAIN as `auth` when given); every reply must be 250.
+async fn timed_load(
+    addr: SocketAddr,
+    auth: Option<&'static str>,
+    from: &'static str,
+    to: &'static str,
+    text: std::sync::Arc<String>,
+    n: usize,
+    sessions: usize,
+) -> Duration {
+    let start = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..sessions {
+        let text = std::sync::Arc::clone(&text);
+        tasks.push(tokio::spawn(async move {
+            let (mut c, _) = SmtpConn::connect(addr).await;
+            c.cmd("EHLO client.sender.test").await;
+            if let Some(user) = auth {
+                use base64::Engine;
+                let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0pencil"));
+                assert_eq!(c.cmd(&format!("AUTH PLAIN {token}")).await.code, 235);
+            }
+            for _ in 0..n {
+                let reply = c.send_message(from, &[to], &text).await;
+                assert_eq!(reply.code, 250, "{reply:?}");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    start.elapsed()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Issue 22's benchmark, both pairs interleaved REPEAT times, medians printed:
+/// - MX acceptance of DKIM-signed (Ed25519 and RSA) 4 KiB messages from an SPF-authorized
+///   host, with the checks of SPEC 13 on (iprev, SPF twice, both signatures, DMARC, the
+///   aggregate report's count) and off, DNS answers cached; target: on at least 0.70 of off.
+/// - Submission of 4 KiB messages by a local user to a remote address (queued for delivery),
+///   with the domain's two keys signing (Ed25519 and RSA-2048) and without keys; target:
+///   signing at least 0.80 of not signing.
+///
+/// The load runs in the same process as the servers, on the same cores, so the figures are
+/// below what separate machines would show; the ratios are the result.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn bench_sender_authentication() {
+    let n = env_number("N", 1000);
+    let sessions = env_number("SESSIONS", 8);
+    let repeat = env_number("REPEAT", 3);
+    let size = env_number("MSG_LEN", 4096);
+    let keys = keys().await;
+    let dns = dns(&keys).await;
+    let checking = server(dns.addr(), SenderPolicy::ACCEPT).await;
+    let plain = TestServer::start_with(|c| c.dns.nameservers = vec![dns.addr()]).await;
+    plain.store.set_domain_policy("local.test", SenderPolicy::ACCEPT).await.unwrap();
+    let signed_text =
+        std::sync::Arc::new(signed(&keys, &sized_message("alice@sender.test", "user@local.test", size)).await);
+    let submitting = |with_keys: bool| async move {
+        let server = TestServer::start_with(|c| c.auth.allow_plaintext_passwords = true).await;
+        add_alice(&server).await;
+        if with_keys {
+            local_keys(&server).await;
+        }
+        server
+    };
+    let signing = submitting(true).await;
+    let unsigned = submitting(false).await;
+    let submission_text = std::sync::Arc::new(sized_message("alice@local.test", "bob@remote.test", size));
+    let mx = |server: &TestServer, n| {
+        timed_load(server.mx(), None, "alice@sender.test", "user@local.test", signed_text.clone(), n, sessions)
+    };
+    let submit = |server: &TestServer, n| {
+        let text = submission_text.clone();
+        timed_load(
+            server.submission(),
+            Some("alice@local.test"),
+            "alice@local.test",
+            "bob@remote.test",
+            text,
+            n,
+            sessions,
+        )
+    };
+    // Warm-up: connections, caches, the DNS answers.
+    for server in [&checking, &plain] {
+        mx(server, 20).await;
+    }
+    for server in [&signing, &unsigned] {
+        submit(server, 20).await;
+    }
+    let (mut on, mut off, mut with, mut without) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let rate = |elapsed: Duration| (n * sessions) as f64 / elapsed.as_secs_f64();
+    for round in 0..repeat {
+        // The order alternates, so neither side always runs on a warmer machine.
+        if round % 2 == 0 {
+            on.push(rate(mx(&checking, n).await));
+            off.push(rate(mx(&plain, n).await));
+            with.push(rate(submit(&signing, n).await));
+            without.push(rate(submit(&unsigned, n).await));
+        } else {
+            off.push(rate(mx(&plain, n).await));
+            on.push(rate(mx(&checking, n).await));
+            without.push(rate(submit(&unsigned, n).await));
+            with.push(rate(submit(&signing, n).await));
+        }
+    }
+    // Delivery checks: every message is in the mailbox or the queue, and says what it is.
+    let total = 20 * sessions + repeat * n * sessions;
+    for server in [&checking, &plain] {
+        assert_eq!(server.store.list_mailbox("user@local.test", Some(Folder::Inbox)).await.unwrap().len(), total);
+    }
+    let inbox = checking.store.list_mailbox("user@local.test", Some(Folder::Inbox)).await.unwrap();
+    let first = checking.store.get_message(inbox[0].message_id).await.unwrap().unwrap();
+    assert_eq!(first.envelope.auth_results, "dmarc=pass header.from=sender.test");
+    for server in [&signing, &unsigned] {
+        assert_eq!(server.store.list_queue().await.unwrap().len(), total);
+    }
+    let (_, queued) = first_queued(&signing).await;
+    assert_eq!(queued.matches("DKIM-Signature:").count(), 2);
+    let (_, queued) = first_queued(&unsigned).await;
+    assert_eq!(queued.matches("DKIM-Signature:").count(), 0);
+
+    let (on, off, with, without) = (median(on), median(off), median(with), median(without));
+    let verdict = |ratio: f64, target: f64| if ratio >= target { "met" } else { "MISSED" };
+    println!("BENCH {} rounds of {sessions} sessions x {n} messages of {size} octets, medians", repeat);
+    println!("BENCH MX acceptance, SPEC 13 checks on:  {on:.0} msg/s");
+    println!("BENCH MX acceptance, SPEC 13 checks off: {off:.0} msg/s");
+    println!("BENCH ratio on/off {:.2} (target 0.70: {})", on / off, verdict(on / off, 0.70));
+    println!("BENCH submission, DKIM-signed (Ed25519 + RSA-2048): {with:.0} msg/s");
+    println!("BENCH submission, not signed:                       {without:.0} msg/s");
+    println!("BENCH ratio signed/unsigned {:.2} (target 0.80: {})", with / without, verdict(with / without, 0.80));
+}
