@@ -1,10 +1,12 @@
 //! The IMAP command reader and parser: never panic on any input; the events do not depend
 //! on how the input is split; memory stays within the limits plus one fed chunk; every
-//! error answer is one line; mailbox names survive a modified UTF-7 round trip.
+//! error answer is one line; mailbox names survive a modified UTF-7 round trip; the
+//! ENVELOPE of any input taken as a message is one parenthesised value.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use vouchmail_proto::imap::command::{parse_command, CommandBody, CommandReader, Limits, ReadEvent};
+use vouchmail_proto::imap::envelope::Envelope;
 use vouchmail_proto::imap::types::{decode_modified_utf7, encode_modified_utf7, MailboxName, NameEncoding};
 
 const LIMITS: Limits = Limits { max_line: 200, max_literal: 2000, max_command: 600 };
@@ -54,6 +56,10 @@ fuzz_target!(|data: &[u8]| {
     for encoding in [NameEncoding::ModifiedUtf7, NameEncoding::Utf8] {
         let _ = parse_command(data, encoding);
     }
+
+    // The ENVELOPE of the input taken as a message.
+    let envelope = Envelope::from_message(data).to_wire(NameEncoding::ModifiedUtf7);
+    assert!(envelope.starts_with(b"(") && envelope.ends_with(b")"));
 
     // Modified UTF-7 round trip of any name without control characters.
     if let Ok(text) = std::str::from_utf8(data) {

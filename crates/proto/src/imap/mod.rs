@@ -9,9 +9,11 @@
 //! Mailbox names of IMAP4rev1 clients are modified UTF-7 (RFC 3501 5.1.3).
 //!
 //! A driver feeds received octets to a [`CommandReader`], takes [`ReadEvent`]s from it,
-//! and writes [`StatusResponse`]s, [`Data`] and FETCH responses ([`response::write_fetch`]).
+//! and writes [`StatusResponse`]s, [`Data`] and FETCH responses ([`response::write_fetch`]);
+//! [`envelope::Envelope`] builds the ENVELOPE item from a message's header section.
 
 pub mod command;
+pub mod envelope;
 pub mod response;
 pub mod types;
 

@@ -658,7 +658,9 @@ pub enum FetchItem<'a> {
     Rfc822(Option<Cow<'a, [u8]>>),
     Rfc822Header(Option<Cow<'a, [u8]>>),
     Rfc822Text(Option<Cow<'a, [u8]>>),
-    /// A value rendered elsewhere (ENVELOPE, BODY, BODYSTRUCTURE): `name` SP `value`,
+    /// RFC 9051 7.5.2 ENVELOPE.
+    Envelope(Box<super::envelope::Envelope>),
+    /// A value rendered elsewhere (BODY, BODYSTRUCTURE): `name` SP `value`,
     /// `value` already in IMAP syntax.
     Raw {
         name: &'static str,
@@ -696,8 +698,12 @@ fn write_body(data: Option<&[u8]>, out: &mut Vec<u8>) {
     }
 }
 
-fn write_fetch_item(item: &FetchItem<'_>, _encoding: NameEncoding, out: &mut Vec<u8>) {
+fn write_fetch_item(item: &FetchItem<'_>, encoding: NameEncoding, out: &mut Vec<u8>) {
     match item {
+        FetchItem::Envelope(envelope) => {
+            out.extend_from_slice(b"ENVELOPE ");
+            envelope.write_to(encoding, out);
+        }
         FetchItem::Uid(uid) => push_fmt(out, format_args!("UID {uid}")),
         FetchItem::Flags(flags) => {
             out.extend_from_slice(b"FLAGS ");
