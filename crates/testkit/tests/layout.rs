@@ -27,6 +27,7 @@ const CRATES: &[(&str, &[&str])] = &[
             "smtp",
             "dsn",
             "pop3",
+            "imap",
             "authkey",
         ],
     ),

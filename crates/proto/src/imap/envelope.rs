@@ -2,7 +2,7 @@
 //! alone: date, subject, the address lists, In-Reply-To and Message-ID. Values are the
 //! header's text, unfolded and not decoded (RFC 9051 7.5.2: encoded words stay encoded).
 
-use super::response::write_nstring;
+use super::strings::write_nstring;
 use super::types::NameEncoding;
 use crate::headers;
 

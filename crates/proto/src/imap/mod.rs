@@ -15,6 +15,7 @@
 pub mod command;
 pub mod envelope;
 pub mod response;
+mod strings;
 pub mod types;
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Framing of commands in the byte stream (RFC 9051 2.2.1, 4.3, 7.5; RFC 7888): a command
 //! is lines joined by literals. The reader collects one command, literals inline, and hands
-//! it to [`super::parse_command`] when its last line ends. It asks for the `+` of each
+//! it to [`parse_command`] when its last line ends. It asks for the `+` of each
 //! acceptable synchronizing literal, refuses literals and lines over the [`Limits`]
 //! without buffering them, and then skips the rest of the refused command, so the next
 //! command parses.
@@ -9,8 +9,9 @@
 //! [`CommandReader::next_event`] until it returns `None`. The events are the same however
 //! the input is split.
 
-use super::{leading_tag, parse_command, CommandError, CommandErrorKind};
-use crate::imap::types::NameEncoding;
+use super::body::{Command, CommandError, CommandErrorKind};
+use super::parse::{leading_tag, parse_command};
+use crate::imap::types::{NameEncoding, Tag};
 
 /// RFC 7888 4 (LITERAL-): a non-synchronizing literal is at most 4096 octets.
 pub const MAX_NON_SYNC_LITERAL: u64 = 4096;
@@ -41,7 +42,7 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadEvent {
     /// A complete command.
-    Command(super::Command),
+    Command(Command),
     /// A refused command: send [`CommandError::response`]. The reader has already skipped
     /// (or will skip) the rest of it.
     Error(CommandError),
@@ -256,7 +257,7 @@ impl CommandReader {
     }
 
     /// The command's tag, looking only at its first `within` octets.
-    fn tag_within(&self, within: usize) -> Option<super::Tag> {
+    fn tag_within(&self, within: usize) -> Option<Tag> {
         if self.next_line != LineKind::Command {
             return None;
         }

@@ -1,8 +1,8 @@
 //! SEARCH criteria (RFC 9051 6.4.4, RFC 3501 6.4.4 for the IMAP4rev1-only keys, RFC 7162
 //! 3.1.5 for MODSEQ).
 
+use super::grammar::{date, flag, sequence_set};
 use super::lexer::{Cursor, SyntaxError};
-use super::{date, flag, sequence_set};
 use crate::imap::types::{EntryType, Flag, SearchKey};
 
 /// Deepest nesting of NOT, OR and parentheses: enough for any client, and the parser's
