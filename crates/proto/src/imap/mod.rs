@@ -11,10 +11,14 @@
 //! A driver feeds received octets to a [`CommandReader`], takes [`ReadEvent`]s from it,
 //! and writes [`StatusResponse`]s, [`Data`] and FETCH responses ([`response::write_fetch`]);
 //! [`envelope::Envelope`] builds the ENVELOPE item from a message's header section.
+//! [`session::Session`] is the server state machine over all of these: a tokio driver
+//! feeds it bytes and answers its [`session::Event`]s from the store.
 
 pub mod command;
 pub mod envelope;
+mod mime;
 pub mod response;
+pub mod session;
 mod strings;
 pub mod types;
 
