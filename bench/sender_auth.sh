@@ -8,7 +8,8 @@
 # The servers, the DNS and the load (SESSIONS sessions x N messages, connection reused) run
 # in the test process (crates/vouchmail/tests/sender_auth.rs, bench_sender_authentication,
 # release build); every message is checked in the mailbox or the queue afterwards.
-# Environment (defaults): N=1000 SESSIONS=8 REPEAT=3 MSG_LEN=4096.
+# Environment (defaults): N=1000 SESSIONS=8 REPEAT=3 MSG_LEN=4096 REPORTS=1 (0: the checking
+# server does not count DMARC results for aggregate reports, to see what counting costs).
 # Needs python3 with dkim and nacl (Debian: python3-dkim python3-nacl), openssl.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -173,6 +173,7 @@ async fn server(dns: SocketAddr, policy: SenderPolicy) -> TestServer {
         c.dns.nameservers = vec![dns];
         c.dmarc.verify = true;
         c.dmarc.timeout_secs = 3;
+        c.dmarc.reports = std::env::var("REPORTS").map_or(true, |v| v != "0");
     })
     .await;
     server.store.set_domain_policy("local.test", policy).await.unwrap();
@@ -427,6 +428,7 @@ async fn checking_server(keys: &[vouchmail_store::DkimKey]) -> (TestDns, TestSer
         c.dns.nameservers = vec![dns.addr()];
         c.dmarc.verify = true;
         c.dmarc.timeout_secs = 3;
+        c.dmarc.reports = std::env::var("REPORTS").map_or(true, |v| v != "0");
     })
     .await;
     c.store.set_domain_policy("other.test", SenderPolicy::REJECT).await.unwrap();

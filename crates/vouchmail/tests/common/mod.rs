@@ -262,6 +262,9 @@ impl SmtpConn {
     }
 
     async fn over(stream: TcpStream) -> (SmtpConn, Reply) {
+        // A command written after the body's last line must not wait out Nagle's algorithm
+        // against the server's delayed ACK (40 ms a message).
+        stream.set_nodelay(true).expect("TCP_NODELAY");
         let (read, write) = stream.into_split();
         let mut conn = SmtpConn { reader: BufReader::new(read), writer: write };
         let greeting = conn.read_reply().await.expect("greeting");
