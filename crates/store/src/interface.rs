@@ -275,6 +275,20 @@ pub trait DkimKeyStore: Send + Sync {
     fn remove_dkim_key(&self, domain: &str, selector: &str) -> StoreFuture<'_, ()>;
 }
 
+/// IMAP folders (SPEC 9): the folders of each account (every account has those of
+/// `rules::DEFAULT_FOLDERS`) and each folder's messages with their UIDs, flags and
+/// mod-sequences. A delivery numbers its message in its folder as it commits. Folder
+/// names are matched exactly, but INBOX in any case (RFC 9051 5.1).
+pub trait FolderStore: Send + Sync {
+    /// The account's folders with their message counts, by name; NotFound when there is
+    /// no such user.
+    fn list_folders(&self, address: &str) -> StoreFuture<'_, Vec<FolderInfo>>;
+    /// A folder and its messages in UID order (what SELECT shows, RFC 9051 6.3.2); None
+    /// when the account has no such folder, NotFound when there is no such user.
+    fn folder_messages(&self, address: &str, folder: &str)
+        -> StoreFuture<'_, Option<(FolderInfo, Vec<FolderMessage>)>>;
+}
+
 /// DMARC results waiting for their aggregate report (RFC 7489 7.2), counted per reporting
 /// period, policy domain and group of identical results. What a group holds (`record`) and
 /// the policy it was judged by (`policy`) are written and read above the backends
@@ -301,6 +315,7 @@ pub trait Store:
     + NodeStore
     + DkimKeyStore
     + DmarcReportStore
+    + FolderStore
 {
 }
 
@@ -314,6 +329,7 @@ impl<
             + NodeStore
             + DkimKeyStore
             + DmarcReportStore
+            + FolderStore
             + ?Sized,
     > Store for T
 {

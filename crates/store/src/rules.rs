@@ -5,9 +5,7 @@
 //! changes in [`crate::messenger`].
 
 use crate::error::{StoreError, StoreResult};
-use crate::types::{
-    AuthKeySettings, Delivery, Folder, PolicyAction, QueueState, QueueUpdate, SenderPolicy, SettingsSource,
-};
+use crate::types::{AuthKeySettings, Delivery, PolicyAction, QueueState, QueueUpdate, SenderPolicy, SettingsSource};
 use vouchmail_proto::sasl::secrets::{SecretFields, Secrets};
 
 /// The queue entry one delivery of a committed message becomes (SPEC 5).
@@ -83,10 +81,31 @@ pub fn stored_queue_state(state: &str) -> QueueState {
     QueueState::parse(state).unwrap_or(QueueState::Queued)
 }
 
-/// A mailbox entry's folder as stored: one this version does not know reads as INBOX, so
-/// the message stays visible.
-pub fn stored_folder(folder: &str) -> Folder {
-    folder.parse().unwrap_or(Folder::Inbox)
+/// SPEC 9: the folders every account has, with their special use (RFC 6154); the
+/// `Tracking` folder holds the tracking records (SPEC 8.3) and is read-only over IMAP.
+pub const DEFAULT_FOLDERS: [(&str, Option<&str>); 7] = [
+    ("INBOX", None),
+    ("Junk", Some("\\Junk")),
+    ("Sent", Some("\\Sent")),
+    ("Drafts", Some("\\Drafts")),
+    ("Trash", Some("\\Trash")),
+    ("Archive", Some("\\Archive")),
+    ("Tracking", None),
+];
+
+/// A folder name as stored: INBOX is INBOX in any case (RFC 9051 5.1); other names are
+/// kept as given.
+pub fn folder_name(name: &str) -> &str {
+    if name.eq_ignore_ascii_case("INBOX") {
+        "INBOX"
+    } else {
+        name
+    }
+}
+
+/// The special use of a folder name, for a folder a delivery finds missing.
+pub fn default_special_use(name: &str) -> Option<&'static str> {
+    DEFAULT_FOLDERS.iter().find(|(n, _)| *n == name).and_then(|(_, use_)| *use_)
 }
 
 /// SPEC 5: a delivery attempt ends an entry `Delivered`, `Bounced` or `Deferred`, or hands
@@ -143,6 +162,7 @@ pub fn check_ids_free<'a>(address: &str, owners: impl IntoIterator<Item = (&'a s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::Folder;
 
     #[test]
     fn outcomes_orphans_settings_and_ids() {
@@ -193,8 +213,8 @@ mod tests {
         );
         assert_eq!(stored_queue_state("deferred"), QueueState::Deferred);
         assert_eq!(stored_queue_state("parked"), QueueState::Queued);
-        assert_eq!(stored_folder("junk"), Folder::Junk);
-        assert_eq!(stored_folder("Archive"), Folder::Inbox);
+        assert_eq!(default_special_use("Junk"), Some("\\Junk"));
+        assert_eq!(default_special_use("INBOX"), None);
         assert_eq!(account_domain("a@b@x.test"), Ok("x.test"));
         assert!(matches!(account_domain("a@"), Err(StoreError::Invalid(_))));
         let secrets = stored_secrets(Some("not a hash".into()), None, None);

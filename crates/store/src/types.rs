@@ -174,6 +174,35 @@ pub struct DkimKey {
 }
 
 /// The private key never appears in logs or panics.
+/// A folder of an account (SPEC 9, RFC 9051 2.3.1.1, RFC 7162 3.1.1), with its counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderInfo {
+    pub name: String,
+    /// RFC 6154: `\Junk`, `\Sent`, ...
+    pub special_use: Option<String>,
+    pub uid_validity: u32,
+    /// The UID the next message will have at least.
+    pub uid_next: u32,
+    pub highest_modseq: u64,
+    pub subscribed: bool,
+    pub messages: u32,
+}
+
+/// One message of a folder as IMAP sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderMessage {
+    pub uid: u32,
+    /// The mailbox entry (what POP3 and `delete_mailbox_entries` name).
+    pub entry_id: i64,
+    pub message_id: i64,
+    /// System flags and keywords, as the client set them (`\Seen`, `$Forwarded`, ...).
+    pub flags: Vec<String>,
+    pub modseq: u64,
+    /// The internal date (RFC 9051 2.3.3): when it arrived, Unix time.
+    pub received_at: i64,
+    pub size: u64,
+}
+
 /// One group of identical DMARC results of a reporting period (RFC 7489 7.2): `count`
 /// messages. `record` and `policy` are the rules layer's text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -409,7 +438,10 @@ pub struct MailboxEntry {
     /// given again later (SQLite rowids), so use [`MailboxEntry::unique_id`] for anything
     /// that outlives the entry.
     pub id: i64,
-    pub folder: Folder,
+    /// The folder's name: INBOX, Junk, Tracking, or any folder of the account (SPEC 9).
+    pub folder: String,
+    /// The IMAP UID within its folder (RFC 9051 2.3.1.1): ascending, never given twice.
+    pub uid: u32,
     pub message_id: i64,
     pub queue_id: String,
     pub received_at: i64,

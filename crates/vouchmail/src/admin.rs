@@ -243,6 +243,15 @@ pub enum MailboxCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The account's folders (SPEC 9): name, special use, messages, UIDVALIDITY, UIDNEXT,
+    /// HIGHESTMODSEQ.
+    Folders {
+        /// The account.
+        address: String,
+        /// Print a JSON array of objects instead (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print one message as stored.
     Show {
         /// The account.
@@ -749,6 +758,32 @@ fn display_header(message: &[u8], name: &str) -> String {
 
 pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), CliError> {
     match command {
+        MailboxCommand::Folders { address, json } => {
+            let address = parse_address(&address)?.to_string();
+            const COLUMNS: [&str; 6] = ["FOLDER", "SPECIAL-USE", "MESSAGES", "UIDVALIDITY", "UIDNEXT", "HIGHESTMODSEQ"];
+            let mut listing = Listing::new(&COLUMNS);
+            for folder in store.list_folders(&address).await.map_err(|e| CliError::failed(e.to_string()))? {
+                let object = serde_json::json!({
+                    "folder": folder.name,
+                    "special_use": folder.special_use,
+                    "messages": folder.messages,
+                    "uid_validity": folder.uid_validity,
+                    "uid_next": folder.uid_next,
+                    "highest_modseq": folder.highest_modseq,
+                    "subscribed": folder.subscribed,
+                });
+                let cells = vec![
+                    folder.name,
+                    folder.special_use.unwrap_or_else(|| "-".into()),
+                    folder.messages.to_string(),
+                    folder.uid_validity.to_string(),
+                    folder.uid_next.to_string(),
+                    folder.highest_modseq.to_string(),
+                ];
+                listing.push(cells, object);
+            }
+            listing.print(json)?;
+        }
         MailboxCommand::List { address, folder, json } => {
             let address = parse_address(&address)?.to_string();
             let folder = folder.map(|f| f.parse::<Folder>().map_err(CliError::from)).transpose()?;
@@ -761,6 +796,7 @@ pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), C
                 let subject = display_header(&data, "Subject");
                 let object = serde_json::json!({
                     "id": entry.id,
+                    "uid": entry.uid,
                     "received": time_text(entry.received_at),
                     "folder": entry.folder.to_string(),
                     "from": from,

@@ -163,6 +163,7 @@ fn a_migrated_store_serves_the_same_mail_from_postgresql() {
             &["domain", "list"],
             &["queue", "list"],
             &["mailbox", "list", "ann@local.test"],
+            &["mailbox", "folders", "ann@local.test"],
         ]
         .iter()
         .map(|args| d.list(args))

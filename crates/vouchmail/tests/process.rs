@@ -31,6 +31,11 @@ fn first_start_creates_postmaster_and_cli_works_beside_the_server() {
     assert_eq!(domains[0]["held_for"], serde_json::json!([]));
     let (ok, out, _) = d.cli(&["user", "add", "alice@local.test", "--password-stdin"], Some("secret\n"));
     assert!(ok, "{out}");
+    // SPEC 9: every account has these folders.
+    let folders = d.list(&["mailbox", "folders", "alice@local.test"]);
+    let names: Vec<&str> = folders.iter().filter_map(|f| f["folder"].as_str()).collect();
+    assert_eq!(names, ["Archive", "Drafts", "INBOX", "Junk", "Sent", "Tracking", "Trash"], "{folders:?}");
+    assert!(folders.iter().all(|f| f["uid_next"] == 1 && f["messages"] == 0), "{folders:?}");
     // Bad input: one clear line, non-zero exit.
     for (args, expected) in [
         (vec!["user", "add", "alice@local.test", "--password-stdin"], "exists already"),
@@ -41,6 +46,7 @@ fn first_start_creates_postmaster_and_cli_works_beside_the_server() {
         (vec!["domain", "add", "local.test"], "exists already"),
         (vec!["domain", "remove", "local.test"], "account"),
         (vec!["mailbox", "list", "ghost@local.test"], "not found"),
+        (vec!["mailbox", "folders", "ghost@local.test"], "not found"),
         (vec!["mailbox", "list", "alice@local.test", "--folder", "Spam"], "unknown folder"),
         (vec!["queue", "show", "NOSUCHID"], "not found"),
         (vec!["alias", "add", "list@nowhere.test", "alice@local.test"], "not a local domain"),

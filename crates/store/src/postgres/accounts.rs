@@ -159,6 +159,7 @@ impl AccountStore for PostgresStore {
                     }
                 })?;
             let id: i64 = row.try_get(0).map_err(db_error)?;
+            super::folder_rows::create_default_folders(&tx, id).await?;
             tx.commit().await.map_err(db_error)?;
             Ok(id)
         })

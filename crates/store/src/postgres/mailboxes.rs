@@ -56,7 +56,7 @@ impl MailboxStore for PostgresStore {
             let Some(row) = conn.query_opt(&statement, &[&address, &id]).await.map_err(db_error)? else {
                 return Ok(None);
             };
-            Ok(Some((to_mailbox_entry(&row)?, row.try_get(6).map_err(db_error)?)))
+            Ok(Some((to_mailbox_entry(&row)?, row.try_get(7).map_err(db_error)?)))
         })
     }
 

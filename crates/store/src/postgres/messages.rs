@@ -7,7 +7,7 @@
 //! never wait for each other: queue entries in ascending id, then accounts in ascending id
 //! (with their mailbox entries), then existing messages in ascending id.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -32,30 +32,50 @@ const SPOOL_CHUNK: usize = 256 * 1024;
 /// Octets and mailbox entries that committed messages add to (or deletions take from)
 /// accounts, applied once at the end of the transaction.
 #[derive(Debug, Default)]
-pub(super) struct AccountDeltas(BTreeMap<i64, (i64, i64)>);
+pub(super) struct AccountDeltas(BTreeMap<i64, AccountDelta>);
+
+/// What a transaction changed of one account: its size and entry count, and the folders
+/// its new mailbox entries (still without UIDs) went into.
+#[derive(Debug, Default)]
+pub(super) struct AccountDelta {
+    bytes: i64,
+    entries: i64,
+    new_in: BTreeSet<String>,
+}
 
 impl AccountDeltas {
     pub(super) fn add(&mut self, account_id: i64, bytes: i64, entries: i64) {
         let delta = self.0.entry(account_id).or_default();
-        delta.0 += bytes;
-        delta.1 += entries;
+        delta.bytes += bytes;
+        delta.entries += entries;
+    }
+
+    /// A mailbox entry was inserted into `folder` without its UID.
+    pub(super) fn new_in(&mut self, account_id: i64, folder: &str) {
+        self.0.entry(account_id).or_default().new_in.insert(folder.to_string());
     }
 
     pub(super) fn merge(&mut self, other: AccountDeltas) {
-        for (account_id, (bytes, entries)) in other.0 {
-            self.add(account_id, bytes, entries);
+        for (account_id, delta) in other.0 {
+            let mine = self.0.entry(account_id).or_default();
+            mine.bytes += delta.bytes;
+            mine.entries += delta.entries;
+            mine.new_in.extend(delta.new_in);
         }
     }
 
     /// Applies the changes in ascending account id (a BTreeMap's order), all in one round
     /// trip: every transaction that changes several accounts' counts locks them in the
     /// same order, so two group commits on two nodes never deadlock over them. Counts
-    /// never go below zero (a deletion of what was never counted).
+    /// never go below zero (a deletion of what was never counted). Then the new entries
+    /// get their UIDs, folder by folder in the same order (RFC 9051 2.3.1.1): numbered as
+    /// the folder's row is locked here, at the end of the transaction, UIDs follow the
+    /// commit order, so no session ever sees a UID below one it saw before.
     pub(super) async fn apply(self, tx: &Transaction<'_>) -> StoreResult<()> {
         if self.0.is_empty() {
             return Ok(());
         }
-        let statement = tx
+        let counts = tx
             .prepare_cached(
                 "UPDATE accounts SET used_bytes = GREATEST(used_bytes + $2, 0),
                                      message_count = GREATEST(message_count + $3, 0)
@@ -63,13 +83,23 @@ impl AccountDeltas {
             )
             .await
             .map_err(db_error)?;
-        let statement = &statement;
-        let updates = self
-            .0
-            .iter()
-            .map(|(id, (bytes, entries))| async move { tx.execute(statement, &[id, bytes, entries]).await });
-        for result in futures_util::future::join_all(updates).await {
-            result.map_err(db_error)?;
+        let numbering = tx.prepare_cached(super::folder_rows::NUMBER_NEW_ENTRIES).await.map_err(db_error)?;
+        let (counts, numbering) = (&counts, &numbering);
+        let mut steps: Vec<Step<'_>> = Vec::new();
+        for (id, delta) in &self.0 {
+            let AccountDelta { bytes, entries, new_in } = delta;
+            steps.push(Box::pin(async move {
+                tx.execute(counts, &[id, bytes, entries]).await.map(|_| None).map_err(db_error)
+            }));
+            for folder in new_in {
+                steps.push(Box::pin(async move {
+                    super::folder_rows::ensure_folder(tx, *id, folder).await?;
+                    tx.execute(numbering, &[id, folder]).await.map(|_| None).map_err(db_error)
+                }));
+            }
+        }
+        for result in futures_util::future::join_all(steps).await {
+            result?;
         }
         Ok(())
     }
@@ -117,6 +147,7 @@ async fn statements(tx: &Transaction<'_>) -> StoreResult<Statements> {
         )
         .await
         .map_err(db_error)?,
+        // Without its UID: the end of the commit numbers it (`AccountDeltas::apply`).
         mailbox: prepare(
             "INSERT INTO mailbox (account_id, folder, message_id, received_at, size)
              VALUES ($1, $2, (SELECT id FROM messages WHERE queue_id = $3), $4, $5)",
@@ -297,6 +328,7 @@ fn entry_steps<'a>(
         }));
         if let Delivery::Mailbox { account_id, folder, .. } = delivery {
             deltas.add(*account_id, size, 1);
+            deltas.new_in(*account_id, folder.as_str());
             steps.push(Box::pin(async move {
                 tx.execute(&st.mailbox, &[account_id, &folder.as_str(), &queue_id, &now, &size])
                     .await

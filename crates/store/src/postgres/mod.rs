@@ -27,6 +27,8 @@ mod commit;
 mod cursors;
 mod dkim;
 mod dmarc;
+mod folder_rows;
+mod folders;
 mod listen;
 mod mailboxes;
 mod messages;

@@ -76,13 +76,14 @@ pub(super) fn to_queue_entry(row: &Row) -> StoreResult<QueueEntry> {
 }
 
 /// Over `mailbox b JOIN messages m ON m.id = b.message_id`.
-pub(super) const MAILBOX_COLUMNS: &str = "b.id, b.folder, b.message_id, m.queue_id, b.received_at, b.size";
+pub(super) const MAILBOX_COLUMNS: &str = "b.id, b.folder, b.message_id, m.queue_id, b.received_at, b.size, b.uid";
 
 pub(super) fn to_mailbox_entry(row: &Row) -> StoreResult<MailboxEntry> {
-    let folder: String = row.try_get(1).map_err(db_error)?;
     Ok(MailboxEntry {
         id: row.try_get(0).map_err(db_error)?,
-        folder: crate::rules::stored_folder(&folder),
+        folder: row.try_get(1).map_err(db_error)?,
+        // Without one only inside the transaction that commits it (`AccountDeltas`).
+        uid: row.try_get::<_, Option<i64>>(6).map_err(db_error)?.unwrap_or(0) as u32,
         message_id: row.try_get(2).map_err(db_error)?,
         queue_id: row.try_get(3).map_err(db_error)?,
         received_at: row.try_get(4).map_err(db_error)?,

@@ -12,7 +12,7 @@ use super::base::{db_error, from_state};
 use super::schema::MIGRATIONS;
 use super::*;
 use crate::error::StoreError;
-use crate::interface::NodeStore;
+use crate::interface::{FolderStore, NodeStore};
 
 /// A plain client on `url`, for looking behind the store's back.
 async fn raw(url: &str) -> tokio_postgres::Client {
@@ -80,8 +80,12 @@ async fn the_schema_names_what_sqlites_names() {
     let expected_indexes: BTreeSet<String> =
         names("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'").into_iter().collect();
     // PostgreSQL names its primary-key and unique indexes itself (SQLite's are sqlite_autoindex_*).
-    let named: BTreeSet<String> =
-        postgres_indexes.into_iter().filter(|i| !i.ends_with("_pkey") && !i.ends_with("_key")).collect();
+    // `mailbox_unnumbered` is PostgreSQL's own: it finds the entries a commit inserted
+    // before it numbers them (`messages::AccountDeltas`); SQLite numbers them as it inserts.
+    let named: BTreeSet<String> = postgres_indexes
+        .into_iter()
+        .filter(|i| !i.ends_with("_pkey") && !i.ends_with("_key") && i != "mailbox_unnumbered")
+        .collect();
     assert_eq!(named, expected_indexes);
 }
 
@@ -150,14 +154,11 @@ async fn server_errors_become_store_errors() {
     assert!(matches!(db_error(duplicate), StoreError::Conflict(_)));
     let nul = conn.execute("INSERT INTO meta (key, value) VALUES ('n', $1)", &[&"a\0b"]).await.unwrap_err();
     assert!(matches!(db_error(nul), StoreError::Invalid(_)));
-    let folder = conn
-        .execute(
-            "INSERT INTO mailbox (account_id, folder, message_id, received_at, size) VALUES (1, 'Spam', 1, 0, 0)",
-            &[],
-        )
+    let kind = conn
+        .execute("INSERT INTO cert_map (account_id, kind, value) VALUES (1, 'serial', 'x')", &[])
         .await
         .unwrap_err();
-    assert!(matches!(db_error(folder), StoreError::Invalid(_)), "a CHECK refuses the value");
+    assert!(matches!(db_error(kind), StoreError::Invalid(_)), "a CHECK refuses the value");
 }
 
 #[test]
@@ -338,4 +339,39 @@ async fn an_announcement_reaches_the_other_nodes() {
     .await
     .unwrap();
     assert_eq!(next.unwrap(), "other");
+}
+
+/// Version 7 (SPEC 9): an existing database's accounts get every folder, and their mail
+/// gets UIDs in arrival order per folder, each folder's next UID after its last.
+#[tokio::test]
+async fn existing_mail_is_numbered_into_folders() {
+    let Some(url) = database_for("existing_mail_is_numbered_into_folders") else { return };
+    let client = raw(&url).await;
+    client
+        .batch_execute("CREATE TABLE schema_version (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+        .await
+        .unwrap();
+    for (n, sql) in MIGRATIONS[..6].iter().enumerate() {
+        client.batch_execute(sql).await.unwrap();
+        client.execute("INSERT INTO schema_version VALUES ($1, 0)", &[&(n as i64 + 1)]).await.unwrap();
+    }
+    client
+        .batch_execute(
+            "INSERT INTO domains (name, created_at) VALUES ('example.org', 0);
+             INSERT INTO accounts (id, address, domain, created_at) VALUES (7, 'a@example.org', 'example.org', 0);
+             INSERT INTO messages (id, queue_id, sender, auth_results, body_8bit, smtputf8, received_at, size, data)
+                 VALUES (1, 'Q1', '', 'none', FALSE, FALSE, 0, 1, '\\x41');
+             INSERT INTO mailbox (id, account_id, folder, message_id, received_at, size) VALUES
+                 (10, 7, 'INBOX', 1, 0, 1), (11, 7, 'Junk', 1, 0, 1), (12, 7, 'INBOX', 1, 0, 1);",
+        )
+        .await
+        .unwrap();
+    let store = PostgresStore::connect(PostgresOptions::new(url)).await.unwrap();
+    let (inbox, messages) = store.folder_messages("a@example.org", "INBOX").await.unwrap().unwrap();
+    let numbered: Vec<(i64, u32)> = messages.iter().map(|m| (m.entry_id, m.uid)).collect();
+    assert_eq!(numbered, [(10, 1), (12, 2)]);
+    assert_eq!(inbox.uid_next, 3);
+    let (junk, messages) = store.folder_messages("a@example.org", "Junk").await.unwrap().unwrap();
+    assert_eq!((junk.uid_next, messages[0].uid, junk.special_use.as_deref()), (2, 1, Some("\\Junk")));
+    assert_eq!(store.list_folders("a@example.org").await.unwrap().len(), 7);
 }

@@ -125,7 +125,9 @@ impl AccountStore for SqliteStore {
                 params![address, domain, argon2, scram, cram, account.quota_bytes as i64, now()],
             )
             .map_err(|e| if is_constraint_violation(&e) { StoreError::Conflict(format!("user {address} exists already")) } else { db_error(e) })?;
-            Ok(conn.last_insert_rowid())
+            let id = conn.last_insert_rowid();
+            super::folders::create_default_folders(conn, id)?;
+            Ok(id)
         })
     }
 

@@ -151,10 +151,10 @@ pub(super) fn row_to_account(row: &Row<'_>) -> rusqlite::Result<Account> {
 }
 
 pub(super) fn row_to_mailbox_entry(row: &Row<'_>) -> rusqlite::Result<MailboxEntry> {
-    let folder: String = row.get(1)?;
     Ok(MailboxEntry {
         id: row.get(0)?,
-        folder: crate::rules::stored_folder(&folder),
+        folder: row.get(1)?,
+        uid: row.get::<_, i64>(6)? as u32,
         message_id: row.get(2)?,
         queue_id: row.get(3)?,
         received_at: row.get(4)?,

@@ -21,7 +21,7 @@ impl MailboxStore for SqliteStore {
             };
             let mut stmt = conn
                 .prepare(
-                    "SELECT b.id, b.folder, b.message_id, m.queue_id, b.received_at, b.size
+                    "SELECT b.id, b.folder, b.message_id, m.queue_id, b.received_at, b.size, b.uid
                      FROM mailbox b JOIN messages m ON m.id = b.message_id
                      WHERE b.account_id = ?1 AND (?2 IS NULL OR b.folder = ?2) ORDER BY b.id",
                 )
@@ -36,11 +36,11 @@ impl MailboxStore for SqliteStore {
         let address = address.to_lowercase();
         self.read(move |conn| {
             conn.query_row(
-                "SELECT b.id, b.folder, b.message_id, m.queue_id, b.received_at, b.size, m.data
+                "SELECT b.id, b.folder, b.message_id, m.queue_id, b.received_at, b.size, b.uid, m.data
                  FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
                  WHERE a.address = ?1 AND b.id = ?2",
                 params![address, id],
-                |row| Ok((row_to_mailbox_entry(row)?, row.get::<_, Vec<u8>>(6)?)),
+                |row| Ok((row_to_mailbox_entry(row)?, row.get::<_, Vec<u8>>(7)?)),
             )
             .optional()
             .map_err(db_error)

@@ -194,10 +194,12 @@ pub(super) fn insert_message(conn: &Connection, message: &NewMessage) -> StoreRe
         })
         .map_err(db_error)?;
         if let Delivery::Mailbox { account_id, folder, .. } = delivery {
+            let (uid, modseq) = super::folders::next_uid(conn, *account_id, folder.as_str())?;
             conn.prepare_cached(
-                "INSERT INTO mailbox (account_id, folder, message_id, received_at, size) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO mailbox (account_id, folder, message_id, received_at, size, uid, modseq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
-            .and_then(|mut stmt| stmt.execute(params![account_id, folder.as_str(), message_id, now, size]))
+            .and_then(|mut stmt| stmt.execute(params![account_id, folder.as_str(), message_id, now, size, uid, modseq]))
             .map_err(db_error)?;
             conn.prepare_cached(
                 "UPDATE accounts SET used_bytes = used_bytes + ?2, message_count = message_count + 1 WHERE id = ?1",

@@ -360,6 +360,53 @@ CREATE TABLE dmarc_results (
     PRIMARY KEY (period, domain, record)
 );
 "#,
+    // Migration 19: IMAP folders (SPEC 9). Every account gets the folders of SPEC 9, each
+    // with its UIDVALIDITY, the next UID and the highest mod-sequence (RFC 9051 2.3.1.1,
+    // RFC 7162); a mailbox entry gets its UID (existing ones numbered in arrival order),
+    // flags and mod-sequence, and may be in any folder of its account (the table is
+    // rebuilt without its check of three folder names).
+    r#"
+CREATE TABLE folders (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    special_use TEXT,
+    uid_validity INTEGER NOT NULL,
+    uid_next INTEGER NOT NULL,
+    highest_modseq INTEGER NOT NULL,
+    subscribed INTEGER NOT NULL,
+    UNIQUE (account_id, name)
+);
+CREATE TABLE mailbox_with_uids (
+    id INTEGER PRIMARY KEY,
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    folder TEXT NOT NULL,
+    message_id INTEGER NOT NULL REFERENCES messages(id),
+    received_at INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    flags TEXT NOT NULL DEFAULT '',
+    modseq INTEGER NOT NULL DEFAULT 1
+);
+INSERT INTO mailbox_with_uids (id, account_id, folder, message_id, received_at, size, uid)
+    SELECT id, account_id, folder, message_id, received_at, size,
+           ROW_NUMBER() OVER (PARTITION BY account_id, folder ORDER BY id)
+    FROM mailbox;
+DROP TABLE mailbox;
+ALTER TABLE mailbox_with_uids RENAME TO mailbox;
+CREATE UNIQUE INDEX mailbox_account ON mailbox(account_id, folder, uid);
+CREATE INDEX mailbox_message ON mailbox(message_id);
+INSERT INTO folders (account_id, name, special_use, uid_validity, uid_next, highest_modseq, subscribed)
+    SELECT a.id, f.name, f.special_use, CAST(strftime('%s', 'now') AS INTEGER),
+           COALESCE((SELECT MAX(b.uid) FROM mailbox b WHERE b.account_id = a.id AND b.folder = f.name), 0) + 1,
+           1, 1
+    FROM accounts a CROSS JOIN (
+        SELECT 'INBOX' AS name, NULL AS special_use UNION ALL SELECT 'Junk', '\Junk'
+        UNION ALL SELECT 'Sent', '\Sent' UNION ALL SELECT 'Drafts', '\Drafts'
+        UNION ALL SELECT 'Trash', '\Trash' UNION ALL SELECT 'Archive', '\Archive'
+        UNION ALL SELECT 'Tracking', NULL
+    ) f;
+"#,
 ];
 
 /// The store holds every mailbox and the password hashes: its folder is made 700 and the

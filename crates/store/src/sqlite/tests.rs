@@ -98,3 +98,35 @@ async fn old_single_policies_become_the_unauthenticated_case() {
     store.set_domain_policy("a.example", mixed).await.unwrap();
     assert_eq!(store.get_domain("a.example").await.unwrap().unwrap().policy, mixed);
 }
+
+/// Migration 19 (SPEC 9): an existing store's accounts get every folder, and their mail
+/// gets UIDs in arrival order per folder, each folder's next UID after its last.
+#[tokio::test]
+async fn existing_mail_is_numbered_into_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..18] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 18;
+             INSERT INTO domains (name, created_at) VALUES ('example.org', 0);
+             INSERT INTO accounts (id, address, domain, created_at) VALUES (7, 'a@example.org', 'example.org', 0);
+             INSERT INTO messages (id, queue_id, sender, auth_results, body_8bit, smtputf8, received_at, size, data)
+                 VALUES (1, 'Q1', '', 'none', 0, 0, 0, 1, x'41');
+             INSERT INTO mailbox (id, account_id, folder, message_id, received_at, size) VALUES
+                 (10, 7, 'INBOX', 1, 0, 1), (11, 7, 'Junk', 1, 0, 1), (12, 7, 'INBOX', 1, 0, 1);",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let (inbox, messages) = store.folder_messages("a@example.org", "INBOX").await.unwrap().unwrap();
+    let numbered: Vec<(i64, u32)> = messages.iter().map(|m| (m.entry_id, m.uid)).collect();
+    assert_eq!(numbered, [(10, 1), (12, 2)]);
+    assert_eq!(inbox.uid_next, 3);
+    let (junk, messages) = store.folder_messages("a@example.org", "Junk").await.unwrap().unwrap();
+    assert_eq!((junk.uid_next, messages[0].uid, junk.special_use.as_deref()), (2, 1, Some("\\Junk")));
+    assert_eq!(store.list_folders("a@example.org").await.unwrap().len(), 7);
+}

@@ -4,7 +4,7 @@
 //! those runs pass with a note on standard error.
 //!
 //! A concern's tests live in a file of their own (`node.rs`, `accounts.rs`, `queue.rs`,
-//! `mailboxes.rs`, `tracking.rs`, `authkey.rs`, `federation.rs`, `dmarc.rs`), each an `async fn`
+//! `mailboxes.rs`, `tracking.rs`, `authkey.rs`, `federation.rs`, `dmarc.rs`, `folders.rs`), each an `async fn`
 //! taking the concern's trait object, or generic over the concerns it needs (`accounts.rs`
 //! on), listed in one [`on_every_backend!`] that makes a `sqlite` and a `postgres` test of
 //! it:
@@ -18,6 +18,7 @@ mod accounts;
 mod authkey;
 mod dmarc;
 mod federation;
+mod folders;
 mod mailboxes;
 mod node;
 mod queue;

@@ -1,0 +1,113 @@
+//! FolderStore (SPEC 9): every account's folders, and UIDs and mod-sequences that only go
+//! up (RFC 9051 2.3.1.1, RFC 7162 3.1), also when two nodes deliver at once.
+
+use vouchmail_store::{
+    AccountStore, Delivery, Folder, FolderStore, MailboxStore, QueueStore, SenderPolicy, StoreError,
+};
+
+use crate::accounts::account;
+use crate::queue::message;
+
+on_every_backend!(
+    store: every_account_has_the_folders_of_spec_9,
+    deliveries_get_ascending_uids_never_given_twice,
+);
+on_every_backend!(two_nodes: two_nodes_delivering_to_one_folder_number_in_commit_order);
+
+fn to(account_id: i64, folder: Folder) -> Delivery {
+    Delivery::Mailbox { account_id, folder, recipient: "a@example.org".into() }
+}
+
+async fn every_account_has_the_folders_of_spec_9<S: AccountStore + FolderStore + ?Sized>(store: &S) {
+    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
+    store.add_account(account("a@example.org")).await.unwrap();
+    let folders = store.list_folders("A@example.org").await.unwrap();
+    let names: Vec<(&str, Option<&str>)> =
+        folders.iter().map(|f| (f.name.as_str(), f.special_use.as_deref())).collect();
+    assert_eq!(
+        names,
+        [
+            ("Archive", Some("\\Archive")),
+            ("Drafts", Some("\\Drafts")),
+            ("INBOX", None),
+            ("Junk", Some("\\Junk")),
+            ("Sent", Some("\\Sent")),
+            ("Tracking", None),
+            ("Trash", Some("\\Trash")),
+        ]
+    );
+    for folder in &folders {
+        assert!(folder.uid_validity > 1_700_000_000, "{folder:?}");
+        assert_eq!((folder.uid_next, folder.messages, folder.subscribed), (1, 0, true), "{folder:?}");
+    }
+    assert!(matches!(store.list_folders("nobody@example.org").await, Err(StoreError::NotFound(_))));
+    assert!(store.folder_messages("a@example.org", "Nowhere").await.unwrap().is_none());
+    assert!(matches!(store.folder_messages("nobody@example.org", "INBOX").await, Err(StoreError::NotFound(_))));
+}
+
+async fn deliveries_get_ascending_uids_never_given_twice<
+    S: AccountStore + QueueStore + MailboxStore + FolderStore + ?Sized,
+>(
+    store: &S,
+) {
+    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
+    let a = store.add_account(account("a@example.org")).await.unwrap();
+    for n in 1..=3 {
+        store.commit_message(message(&format!("Q{n}"), vec![to(a, Folder::Inbox)])).await.unwrap();
+    }
+    // One commit of two messages, one of them for Junk too.
+    store
+        .commit_messages(vec![
+            message("Q4", vec![to(a, Folder::Inbox), to(a, Folder::Junk)]),
+            message("Q5", vec![to(a, Folder::Inbox)]),
+        ])
+        .await
+        .unwrap();
+    let (inbox, messages) = store.folder_messages("a@example.org", "inbox").await.unwrap().unwrap();
+    let uids: Vec<u32> = messages.iter().map(|m| m.uid).collect();
+    assert_eq!(uids, [1, 2, 3, 4, 5]);
+    assert_eq!((inbox.name.as_str(), inbox.uid_next, inbox.messages), ("INBOX", 6, 5));
+    assert!(messages.windows(2).all(|w| w[0].modseq <= w[1].modseq), "{messages:?}");
+    assert!(messages[3].modseq > messages[2].modseq, "{messages:?}");
+    assert!(inbox.highest_modseq >= messages[4].modseq);
+    assert!(messages.iter().all(|m| m.flags.is_empty() && m.size > 0 && m.received_at == 1_700_000_000));
+    let (junk, in_junk) = store.folder_messages("a@example.org", "Junk").await.unwrap().unwrap();
+    assert_eq!((junk.uid_next, in_junk.len(), in_junk[0].uid), (2, 1, 1));
+    // POP3's view carries the same UIDs.
+    let entries = store.list_mailbox("a@example.org", Some(Folder::Inbox)).await.unwrap();
+    assert_eq!(entries.iter().map(|e| e.uid).collect::<Vec<_>>(), uids);
+    assert!(entries.iter().all(|e| e.folder == "INBOX"));
+    // The highest UID deleted (a POP3 DELE) is not given again.
+    let last = messages.last().unwrap().entry_id;
+    assert_eq!(store.delete_mailbox_entries("a@example.org", &[last]).await.unwrap(), 1);
+    store.commit_message(message("Q6", vec![to(a, Folder::Inbox)])).await.unwrap();
+    let (inbox, messages) = store.folder_messages("a@example.org", "INBOX").await.unwrap().unwrap();
+    assert_eq!(messages.iter().map(|m| m.uid).collect::<Vec<_>>(), [1, 2, 3, 4, 6]);
+    assert_eq!(inbox.uid_next, 7);
+    let listed = store.list_folders("a@example.org").await.unwrap();
+    let counts: Vec<u32> = listed.iter().map(|f| f.messages).collect();
+    assert_eq!(counts, [0, 0, 5, 1, 0, 0, 0]);
+}
+
+/// Two nodes commit to one folder at once: every message gets its own UID.
+async fn two_nodes_delivering_to_one_folder_number_in_commit_order<
+    S: AccountStore + QueueStore + FolderStore + ?Sized,
+>(
+    a: &S,
+    b: &S,
+) {
+    a.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
+    let id = a.add_account(account("a@example.org")).await.unwrap();
+    async fn deliver<S: QueueStore + ?Sized>(store: &S, id: i64, prefix: &str) {
+        for n in 0..20 {
+            store.commit_message(message(&format!("{prefix}{n}"), vec![to(id, Folder::Inbox)])).await.unwrap();
+        }
+    }
+    tokio::join!(deliver(a, id, "A"), deliver(b, id, "B"));
+    let (inbox, messages) = b.folder_messages("a@example.org", "INBOX").await.unwrap().unwrap();
+    let mut uids: Vec<u32> = messages.iter().map(|m| m.uid).collect();
+    assert_eq!(uids.len(), 40);
+    uids.dedup();
+    assert_eq!(uids.len(), 40, "a UID given twice");
+    assert_eq!(inbox.uid_next, 41);
+}
