@@ -287,6 +287,14 @@ pub trait FolderStore: Send + Sync {
     /// when the account has no such folder, NotFound when there is no such user.
     fn folder_messages(&self, address: &str, folder: &str)
         -> StoreFuture<'_, Option<(FolderInfo, Vec<FolderMessage>)>>;
+    /// STORE (RFC 9051 6.4.6, RFC 7162 3.1.3): changes the flags of the folder's messages
+    /// with these UIDs; every changed one gets the folder's next mod-sequence. NotFound
+    /// when the user or the folder does not exist.
+    fn store_flags(&self, address: &str, folder: &str, change: FlagChange) -> StoreFuture<'_, FlagsStored>;
+    /// EXPUNGE (RFC 9051 6.4.3, UID EXPUNGE RFC 4315 2.1): removes the folder's messages
+    /// flagged `\Deleted` (of these UIDs, when given), as `delete_mailbox_entries` does;
+    /// returns their UIDs, ascending. NotFound when the user or the folder does not exist.
+    fn expunge(&self, address: &str, folder: &str, uids: Option<Vec<u32>>) -> StoreFuture<'_, Vec<u32>>;
 }
 
 /// DMARC results waiting for their aggregate report (RFC 7489 7.2), counted per reporting

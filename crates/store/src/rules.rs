@@ -5,7 +5,9 @@
 //! changes in [`crate::messenger`].
 
 use crate::error::{StoreError, StoreResult};
-use crate::types::{AuthKeySettings, Delivery, PolicyAction, QueueState, QueueUpdate, SenderPolicy, SettingsSource};
+use crate::types::{
+    AuthKeySettings, Delivery, FlagOperation, PolicyAction, QueueState, QueueUpdate, SenderPolicy, SettingsSource,
+};
 use vouchmail_proto::sasl::secrets::{SecretFields, Secrets};
 
 /// The queue entry one delivery of a committed message becomes (SPEC 5).
@@ -101,6 +103,31 @@ pub fn folder_name(name: &str) -> &str {
     } else {
         name
     }
+}
+
+/// A message's flags after a STORE (RFC 9051 6.4.6), as stored: one space between them,
+/// each once (system flags matched in any case, RFC 9051 2.3.2), in the order first seen.
+/// `\Recent` is the server's to set and never stored (RFC 3501 2.3.2).
+pub fn stored_flags(current: &str, operation: FlagOperation, flags: &[String]) -> String {
+    let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    let wanted: Vec<&str> = flags.iter().map(String::as_str).filter(|f| !same(f, "\\Recent")).collect();
+    let kept: Vec<&str> = match operation {
+        FlagOperation::Replace => wanted,
+        FlagOperation::Add => current.split_whitespace().chain(wanted).collect(),
+        FlagOperation::Remove => current.split_whitespace().filter(|f| !wanted.iter().any(|w| same(w, f))).collect(),
+    };
+    let mut out: Vec<&str> = Vec::with_capacity(kept.len());
+    for flag in kept {
+        if !out.iter().any(|f| same(f, flag)) {
+            out.push(flag);
+        }
+    }
+    out.join(" ")
+}
+
+/// Whether stored flags hold `\Deleted` (what EXPUNGE removes, RFC 9051 6.4.3).
+pub fn is_deleted(flags: &str) -> bool {
+    flags.split_whitespace().any(|f| f.eq_ignore_ascii_case("\\Deleted"))
 }
 
 /// The special use of a folder name, for a folder a delivery finds missing.
@@ -219,5 +246,15 @@ mod tests {
         assert!(matches!(account_domain("a@"), Err(StoreError::Invalid(_))));
         let secrets = stored_secrets(Some("not a hash".into()), None, None);
         assert!(secrets.scram_sha256.is_none() && secrets.cram_md5.is_none());
+    }
+
+    #[test]
+    fn flags_are_stored_once_each_in_the_order_first_seen() {
+        let flags = |list: &[&str]| list.iter().map(|f| f.to_string()).collect::<Vec<_>>();
+        assert_eq!(stored_flags("", FlagOperation::Add, &flags(&["\\Seen", "$Work", "\\seen"])), "\\Seen $Work");
+        assert_eq!(stored_flags("\\Seen $Work", FlagOperation::Add, &flags(&["\\Flagged"])), "\\Seen $Work \\Flagged");
+        assert_eq!(stored_flags("\\Seen $Work", FlagOperation::Remove, &flags(&["\\SEEN"])), "$Work");
+        assert_eq!(stored_flags("\\Seen", FlagOperation::Replace, &flags(&["\\Deleted", "\\Recent"])), "\\Deleted");
+        assert!(is_deleted("$Work \\deleted") && !is_deleted("\\Seen"));
     }
 }

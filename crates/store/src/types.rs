@@ -203,6 +203,33 @@ pub struct FolderMessage {
     pub size: u64,
 }
 
+/// How STORE changes the flags of messages (RFC 9051 6.4.6): `+FLAGS`, `-FLAGS`, `FLAGS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagOperation {
+    Add,
+    Remove,
+    Replace,
+}
+
+/// A STORE: these flags, this way, on the messages with these UIDs; with CONDSTORE's
+/// `UNCHANGEDSINCE` (RFC 7162 3.1.3), only on those not changed since that mod-sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagChange {
+    pub uids: Vec<u32>,
+    pub operation: FlagOperation,
+    pub flags: Vec<String>,
+    pub unchanged_since: Option<u64>,
+}
+
+/// What a STORE did: the messages whose flags changed, as they are now (one new
+/// mod-sequence for all of them), and the UIDs UNCHANGEDSINCE kept from changing (RFC
+/// 7162 3.1.3 `MODIFIED`). UIDs not in the folder are in neither.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlagsStored {
+    pub changed: Vec<(u32, Vec<String>, u64)>,
+    pub refused: Vec<u32>,
+}
+
 /// One group of identical DMARC results of a reporting period (RFC 7489 7.2): `count`
 /// messages. `record` and `policy` are the rules layer's text.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,8 +6,8 @@ use super::base::*;
 use super::writer::SqliteStore;
 use crate::error::{StoreError, StoreFuture, StoreResult};
 use crate::interface::FolderStore;
-use crate::rules::{default_special_use, folder_name, DEFAULT_FOLDERS};
-use crate::types::{FolderInfo, FolderMessage};
+use crate::rules::{default_special_use, folder_name, is_deleted, stored_flags, DEFAULT_FOLDERS};
+use crate::types::{FlagChange, FlagsStored, FolderInfo, FolderMessage};
 
 const FOLDER_COLUMNS: &str = "f.name, f.special_use, f.uid_validity, f.uid_next, f.highest_modseq, f.subscribed,
      (SELECT COUNT(*) FROM mailbox b WHERE b.account_id = f.account_id AND b.folder = f.name)";
@@ -61,6 +61,41 @@ pub(super) fn next_uid(conn: &Connection, account_id: i64, folder: &str) -> Stor
     }
     create_folder(conn, account_id, folder, default_special_use(folder))?;
     take(conn)?.ok_or_else(|| StoreError::NotFound(format!("folder {folder}")))
+}
+
+/// The folder's next mod-sequence, taken (RFC 7162 3.1: every change gets a higher one).
+fn next_modseq(conn: &Connection, account_id: i64, folder: &str) -> StoreResult<i64> {
+    conn.prepare_cached(
+        "UPDATE folders SET highest_modseq = highest_modseq + 1 WHERE account_id = ?1 AND name = ?2
+         RETURNING highest_modseq",
+    )
+    .and_then(|mut stmt| stmt.query_row(params![account_id, folder], |r| r.get(0)).optional())
+    .map_err(db_error)?
+    .ok_or_else(|| StoreError::NotFound(format!("folder {folder}")))
+}
+
+fn folder_exists(conn: &Connection, account_id: i64, folder: &str) -> StoreResult<()> {
+    let found: Option<i64> = conn
+        .prepare_cached("SELECT id FROM folders WHERE account_id = ?1 AND name = ?2")
+        .and_then(|mut stmt| stmt.query_row(params![account_id, folder], |r| r.get(0)).optional())
+        .map_err(db_error)?;
+    found.map(|_| ()).ok_or_else(|| StoreError::NotFound(format!("folder {folder}")))
+}
+
+/// (entry id, message id, size, flags, modseq) of the folder's message with this UID.
+type Row5 = (i64, i64, i64, String, i64);
+
+fn entry_by_uid(conn: &Connection, account_id: i64, folder: &str, uid: u32) -> StoreResult<Option<Row5>> {
+    conn.prepare_cached(
+        "SELECT id, message_id, size, flags, modseq FROM mailbox WHERE account_id = ?1 AND folder = ?2 AND uid = ?3",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row(params![account_id, folder, uid], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()
+    })
+    .map_err(db_error)
 }
 
 fn account_id(conn: &Connection, address: &str) -> StoreResult<i64> {
@@ -126,6 +161,75 @@ impl FolderStore for SqliteStore {
             drop(stmt);
             tx.finish().map_err(db_error)?;
             Ok(Some((info, messages)))
+        })
+    }
+
+    fn store_flags(&self, address: &str, folder: &str, change: FlagChange) -> StoreFuture<'_, FlagsStored> {
+        let (address, folder) = (address.to_lowercase(), folder_name(folder).to_string());
+        self.write(move |conn| {
+            let account = account_id(conn, &address)?;
+            folder_exists(conn, account, &folder)?;
+            let mut stored = FlagsStored::default();
+            let mut updates = Vec::new();
+            let mut uids = change.uids.clone();
+            uids.sort_unstable();
+            uids.dedup();
+            for uid in uids {
+                let Some((id, _, _, flags, modseq)) = entry_by_uid(conn, account, &folder, uid)? else { continue };
+                // RFC 7162 3.1.3: a message changed after UNCHANGEDSINCE is left alone.
+                if change.unchanged_since.is_some_and(|since| modseq as u64 > since) {
+                    stored.refused.push(uid);
+                    continue;
+                }
+                let new = stored_flags(&flags, change.operation, &change.flags);
+                if new != flags {
+                    updates.push((id, uid, new));
+                }
+            }
+            if updates.is_empty() {
+                return Ok(stored);
+            }
+            let modseq = next_modseq(conn, account, &folder)?;
+            for (id, uid, flags) in updates {
+                conn.prepare_cached("UPDATE mailbox SET flags = ?2, modseq = ?3 WHERE id = ?1")
+                    .and_then(|mut stmt| stmt.execute(params![id, flags, modseq]))
+                    .map_err(db_error)?;
+                stored.changed.push((uid, flags.split_whitespace().map(str::to_string).collect(), modseq as u64));
+            }
+            Ok(stored)
+        })
+    }
+
+    fn expunge(&self, address: &str, folder: &str, uids: Option<Vec<u32>>) -> StoreFuture<'_, Vec<u32>> {
+        let (address, folder) = (address.to_lowercase(), folder_name(folder).to_string());
+        self.write(move |conn| {
+            let account = account_id(conn, &address)?;
+            folder_exists(conn, account, &folder)?;
+            let candidates: Vec<(u32, Row5)> = {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT uid, id, message_id, size, flags, modseq FROM mailbox
+                         WHERE account_id = ?1 AND folder = ?2 ORDER BY uid",
+                    )
+                    .map_err(db_error)?;
+                let rows = stmt
+                    .query_map(params![account, folder], |r| {
+                        Ok((r.get::<_, i64>(0)? as u32, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+                    })
+                    .map_err(db_error)?;
+                rows.collect::<Result<_, _>>().map_err(db_error)?
+            };
+            let mut expunged = Vec::new();
+            for (uid, (id, message_id, size, flags, _)) in candidates {
+                if is_deleted(&flags) && uids.as_ref().is_none_or(|set| set.contains(&uid)) {
+                    super::mailboxes::delete_entry(conn, id, account, message_id, size)?;
+                    expunged.push(uid);
+                }
+            }
+            if !expunged.is_empty() {
+                next_modseq(conn, account, &folder)?;
+            }
+            Ok(expunged)
         })
     }
 }

@@ -1,10 +1,10 @@
 //! Mailboxes in SQLite: listing, reading, deleting, the download event.
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::base::*;
 use super::writer::SqliteStore;
-use crate::error::{StoreError, StoreFuture};
+use crate::error::{StoreError, StoreFuture, StoreResult};
 use crate::interface::MailboxStore;
 use crate::types::*;
 
@@ -62,14 +62,7 @@ impl MailboxStore for SqliteStore {
                     .optional()
                     .map_err(db_error)?;
                 let Some((account_id, message_id, size)) = entry else { continue };
-                conn.execute("DELETE FROM mailbox WHERE id = ?1", params![id]).map_err(db_error)?;
-                conn.prepare_cached(
-                    "UPDATE accounts SET used_bytes = MAX(used_bytes - ?2, 0), message_count = MAX(message_count - 1, 0)
-                     WHERE id = ?1",
-                )
-                .and_then(|mut stmt| stmt.execute(params![account_id, size]))
-                .map_err(db_error)?;
-                delete_if_orphan(conn, message_id)?;
+                delete_entry(conn, id, account_id, message_id, size)?;
                 removed += 1;
             }
             Ok(removed)
@@ -104,4 +97,19 @@ impl MailboxStore for SqliteStore {
             Ok(n == 1)
         })
     }
+}
+
+/// Removes one mailbox entry, keeps its account's size and count right, and deletes its
+/// message when nothing refers to it any more (a POP3 DELE, an IMAP EXPUNGE).
+pub(super) fn delete_entry(conn: &Connection, id: i64, account_id: i64, message_id: i64, size: i64) -> StoreResult<()> {
+    conn.prepare_cached("DELETE FROM mailbox WHERE id = ?1")
+        .and_then(|mut stmt| stmt.execute(params![id]))
+        .map_err(db_error)?;
+    conn.prepare_cached(
+        "UPDATE accounts SET used_bytes = MAX(used_bytes - ?2, 0), message_count = MAX(message_count - 1, 0)
+         WHERE id = ?1",
+    )
+    .and_then(|mut stmt| stmt.execute(params![account_id, size]))
+    .map_err(db_error)?;
+    delete_if_orphan(conn, message_id)
 }
