@@ -295,6 +295,42 @@ pub trait FolderStore: Send + Sync {
     /// flagged `\Deleted` (of these UIDs, when given), as `delete_mailbox_entries` does;
     /// returns their UIDs, ascending. NotFound when the user or the folder does not exist.
     fn expunge(&self, address: &str, folder: &str, uids: Option<Vec<u32>>) -> StoreFuture<'_, Vec<u32>>;
+    /// RFC 9051 6.3.4 CREATE: Conflict when the account has it already (INBOX in any case),
+    /// NotFound when no such user.
+    /// The new folder is not subscribed (RFC 9051 6.3.4 leaves that to SUBSCRIBE); its
+    /// UIDVALIDITY is `rules::new_uid_validity`'s, never one an earlier folder of that name had.
+    fn create_folder(&self, address: &str, name: &str, special_use: Option<&str>) -> StoreFuture<'_, ()>;
+    /// RFC 9051 6.3.5 DELETE: the folder and its messages (as EXPUNGE removes them: the
+    /// account's used_bytes/message_count kept right, messages nothing refers to any more
+    /// deleted); NotFound when missing. (Which folders may not be deleted is a server rule,
+    /// not the store's.)
+    fn delete_folder(&self, address: &str, name: &str) -> StoreFuture<'_, ()>;
+    /// RFC 9051 6.3.6 RENAME: `from` and its subfolders (`from/...`, the hierarchy
+    /// delimiter is "/") take the new name; Conflict when `to` exists, NotFound when `from`
+    /// does not. Renaming INBOX moves all its messages into a new folder `to` (new UIDs
+    /// there) and leaves INBOX, empty.
+    fn rename_folder(&self, address: &str, from: &str, to: &str) -> StoreFuture<'_, ()>;
+    /// RFC 9051 6.3.7/6.3.8 SUBSCRIBE/UNSUBSCRIBE; NotFound when the folder does not exist.
+    fn subscribe_folder(&self, address: &str, name: &str, subscribed: bool) -> StoreFuture<'_, ()>;
+    /// COPY (RFC 9051 6.4.7) or, with `remove`, MOVE (RFC 6851): the messages of `from`
+    /// with these UIDs (those that exist), in UID order, into `to`, each with its flags and
+    /// internal date, new UIDs in `to` (one copy of the message itself: new mailbox rows
+    /// pointing at the same message row); the account's counts grow by the copies (a move
+    /// changes nothing in them), and `to`'s highest_modseq grows (and `from`'s when
+    /// removing). NotFound("folder ...") when either folder does not exist (the server
+    /// answers TRYCREATE).
+    fn copy_messages(
+        &self,
+        address: &str,
+        from: &str,
+        uids: Vec<u32>,
+        to: &str,
+        remove: bool,
+    ) -> StoreFuture<'_, CopiedMessages>;
+    /// APPEND (RFC 9051 6.3.12): stores a new message in the folder with these flags and
+    /// internal date; returns (UIDVALIDITY, UID). NotFound when the user or folder does not
+    /// exist.
+    fn append_message(&self, address: &str, folder: &str, message: AppendedMessage) -> StoreFuture<'_, (u32, u32)>;
 }
 
 /// DMARC results waiting for their aggregate report (RFC 7489 7.2), counted per reporting

@@ -105,6 +105,40 @@ pub fn folder_name(name: &str) -> &str {
     }
 }
 
+/// The UIDVALIDITY of a folder made now (CREATE, a delivery remaking a deleted folder, the
+/// new folder of an INBOX RENAME): RFC 9051 2.3.1.1 forbids giving a new folder the
+/// UIDVALIDITY an earlier folder of that name had, or a client would take the old UIDs it
+/// cached for the new folder's. The creation time is the RFC's suggestion, but a folder
+/// deleted and made again within one second would get the same one, so it is above
+/// `highest_given`, the highest UIDVALIDITY the account has given any folder (the backends
+/// remember it past the folder's deletion, `accounts.last_uid_validity`).
+pub fn new_uid_validity(now: i64, highest_given: i64) -> i64 {
+    now.max(highest_given.saturating_add(1))
+}
+
+/// The name a folder takes when `from` is renamed to `to` (RFC 9051 6.3.6): `from` itself
+/// and its inferiors (`from/...`, "/" is the hierarchy delimiter) move along; None for any
+/// other folder (`fromX` is no inferior of `from`).
+pub fn renamed_folder(name: &str, from: &str, to: &str) -> Option<String> {
+    if name == from {
+        return Some(to.to_string());
+    }
+    let rest = name.strip_prefix(from)?.strip_prefix('/')?;
+    Some(format!("{to}/{rest}"))
+}
+
+/// The order in which the folders of a RENAME are renamed one by one, so that no name is
+/// taken while its folder still has it: when the new names are longer than the old ones
+/// (`A` to `A/B`, where `A/B/x` may become `A/B/B/x` as `A/x` becomes `A/B/x`) the longest
+/// first, else the shortest first.
+pub fn rename_order(names: &mut [String], from: &str, to: &str) {
+    if to.len() > from.len() {
+        names.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    } else {
+        names.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+    }
+}
+
 /// A message's flags after a STORE (RFC 9051 6.4.6), as stored: one space between them,
 /// each once (system flags matched in any case, RFC 9051 2.3.2), in the order first seen.
 /// `\Recent` is the server's to set and never stored (RFC 3501 2.3.2).
@@ -256,5 +290,24 @@ mod tests {
         assert_eq!(stored_flags("\\Seen $Work", FlagOperation::Remove, &flags(&["\\SEEN"])), "$Work");
         assert_eq!(stored_flags("\\Seen", FlagOperation::Replace, &flags(&["\\Deleted", "\\Recent"])), "\\Deleted");
         assert!(is_deleted("$Work \\deleted") && !is_deleted("\\Seen"));
+    }
+
+    #[test]
+    fn new_folders_get_a_new_uid_validity_and_renames_take_inferiors_along() {
+        // Now, unless the account gave that (or more) already: then one above it.
+        assert_eq!(new_uid_validity(1_700_000_100, 1_700_000_000), 1_700_000_100);
+        assert_eq!(new_uid_validity(1_700_000_000, 1_700_000_000), 1_700_000_001);
+        assert_eq!(new_uid_validity(1_700_000_000, 1_700_000_005), 1_700_000_006);
+        assert_eq!(renamed_folder("A", "A", "B").as_deref(), Some("B"));
+        assert_eq!(renamed_folder("A/x/y", "A", "B/C").as_deref(), Some("B/C/x/y"));
+        assert_eq!(renamed_folder("AB", "A", "B"), None);
+        assert_eq!(renamed_folder("B/A", "A", "B"), None);
+        let mut names = vec!["A".to_string(), "A/B/x".to_string(), "A/x".to_string()];
+        rename_order(&mut names, "A", "A/B");
+        assert_eq!(names, ["A/B/x", "A/x", "A"]);
+        // `A/B` to `A`: `A/B/x` becomes `A/x` before `A/B/B/x` becomes `A/B/x`.
+        let mut names = vec!["A/B/B/x".to_string(), "A/B/x".to_string(), "A/B".to_string()];
+        rename_order(&mut names, "A/B", "A");
+        assert_eq!(names, ["A/B", "A/B/x", "A/B/B/x"]);
     }
 }

@@ -173,7 +173,6 @@ pub struct DkimKey {
     pub created_at: i64,
 }
 
-/// The private key never appears in logs or panics.
 /// A folder of an account (SPEC 9, RFC 9051 2.3.1.1, RFC 7162 3.1.1), with its counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FolderInfo {
@@ -230,6 +229,24 @@ pub struct FlagsStored {
     pub refused: Vec<u32>,
 }
 
+/// What a COPY or MOVE did (RFC 4315 3 COPYUID, RFC 6851 4.3): the target folder's
+/// UIDVALIDITY and each copied message's (source UID, new UID), ascending source UID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopiedMessages {
+    pub uid_validity: u32,
+    pub pairs: Vec<(u32, u32)>,
+}
+
+/// A message an APPEND stores (RFC 9051 6.3.12): its own queue id (unique among
+/// messages), its flags and internal date (Unix time), and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendedMessage {
+    pub queue_id: String,
+    pub flags: Vec<String>,
+    pub received_at: i64,
+    pub data: Vec<u8>,
+}
+
 /// One group of identical DMARC results of a reporting period (RFC 7489 7.2): `count`
 /// messages. `record` and `policy` are the rules layer's text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,6 +260,7 @@ pub struct DmarcResultCount {
     pub count: i64,
 }
 
+/// The private key never appears in logs or panics.
 impl std::fmt::Debug for DkimKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DkimKey")

@@ -371,6 +371,13 @@ INSERT INTO folders (account_id, name, special_use, uid_validity, uid_next, high
         ('Drafts', '\Drafts'), ('Trash', '\Trash'), ('Archive', '\Archive'), ('Tracking', NULL))
         AS f(name, special_use);
 "#,
+    // Version 8 (SQLite's migration 20): the highest UIDVALIDITY each account has given a
+    // folder, kept past the folder's deletion (RFC 9051 2.3.1.1, `rules::new_uid_validity`).
+    r#"
+ALTER TABLE accounts ADD COLUMN last_uid_validity BIGINT NOT NULL DEFAULT 0;
+UPDATE accounts SET last_uid_validity =
+    COALESCE((SELECT MAX(f.uid_validity) FROM folders f WHERE f.account_id = accounts.id), 0);
+"#,
 ];
 
 /// Applies the migrations not yet applied, in one transaction under the advisory lock:

@@ -126,7 +126,7 @@ impl AccountStore for SqliteStore {
             )
             .map_err(|e| if is_constraint_violation(&e) { StoreError::Conflict(format!("user {address} exists already")) } else { db_error(e) })?;
             let id = conn.last_insert_rowid();
-            super::folders::create_default_folders(conn, id)?;
+            super::folder_rows::create_default_folders(conn, id)?;
             Ok(id)
         })
     }

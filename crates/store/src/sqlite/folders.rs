@@ -3,11 +3,15 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::base::*;
+use super::folder_rows::{insert_folder, next_uid, take_uid_validity};
 use super::writer::SqliteStore;
 use crate::error::{StoreError, StoreFuture, StoreResult};
 use crate::interface::FolderStore;
-use crate::rules::{default_special_use, folder_name, is_deleted, stored_flags, DEFAULT_FOLDERS};
-use crate::types::{FlagChange, FlagsStored, FolderInfo, FolderMessage};
+use crate::rules::{folder_name, is_deleted, rename_order, renamed_folder, stored_flags};
+use crate::types::{
+    AppendedMessage, CopiedMessages, Envelope, FlagChange, FlagOperation, FlagsStored, FolderInfo, FolderMessage,
+    NewMessage,
+};
 
 const FOLDER_COLUMNS: &str = "f.name, f.special_use, f.uid_validity, f.uid_next, f.highest_modseq, f.subscribed,
      (SELECT COUNT(*) FROM mailbox b WHERE b.account_id = f.account_id AND b.folder = f.name)";
@@ -24,45 +28,6 @@ fn row_to_folder(row: &Row<'_>) -> rusqlite::Result<FolderInfo> {
     })
 }
 
-/// Makes the folders every account has (a new account's, in its own transaction).
-pub(super) fn create_default_folders(conn: &Connection, account_id: i64) -> StoreResult<()> {
-    for (name, special_use) in DEFAULT_FOLDERS {
-        create_folder(conn, account_id, name, special_use)?;
-    }
-    Ok(())
-}
-
-fn create_folder(conn: &Connection, account_id: i64, name: &str, special_use: Option<&str>) -> StoreResult<()> {
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO folders (account_id, name, special_use, uid_validity, uid_next, highest_modseq,
-                                        subscribed)
-         VALUES (?1, ?2, ?3, ?4, 1, 1, 1)",
-    )
-    .and_then(|mut stmt| stmt.execute(params![account_id, name, special_use, now()]))
-    .map_err(db_error)?;
-    Ok(())
-}
-
-/// The UID and mod-sequence of a message arriving in `folder` (RFC 9051 2.3.1.1: each new
-/// message a higher UID than all before it; RFC 7162 3.1: a higher mod-sequence). Inside
-/// the writer's transaction, so UIDs follow the commit order. A folder the account lacks
-/// (a delivery to a folder deleted meanwhile) is made again.
-pub(super) fn next_uid(conn: &Connection, account_id: i64, folder: &str) -> StoreResult<(i64, i64)> {
-    let take = |conn: &Connection| {
-        conn.prepare_cached(
-            "UPDATE folders SET uid_next = uid_next + 1, highest_modseq = highest_modseq + 1
-             WHERE account_id = ?1 AND name = ?2 RETURNING uid_next - 1, highest_modseq",
-        )
-        .and_then(|mut stmt| stmt.query_row(params![account_id, folder], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-        .map_err(db_error)
-    };
-    if let Some(numbers) = take(conn)? {
-        return Ok(numbers);
-    }
-    create_folder(conn, account_id, folder, default_special_use(folder))?;
-    take(conn)?.ok_or_else(|| StoreError::NotFound(format!("folder {folder}")))
-}
-
 /// The folder's next mod-sequence, taken (RFC 7162 3.1: every change gets a higher one).
 fn next_modseq(conn: &Connection, account_id: i64, folder: &str) -> StoreResult<i64> {
     conn.prepare_cached(
@@ -75,11 +40,79 @@ fn next_modseq(conn: &Connection, account_id: i64, folder: &str) -> StoreResult<
 }
 
 fn folder_exists(conn: &Connection, account_id: i64, folder: &str) -> StoreResult<()> {
-    let found: Option<i64> = conn
-        .prepare_cached("SELECT id FROM folders WHERE account_id = ?1 AND name = ?2")
+    uid_validity(conn, account_id, folder)?.map(|_| ()).ok_or_else(|| StoreError::NotFound(format!("folder {folder}")))
+}
+
+/// The folder's UIDVALIDITY, None when the account has no such folder.
+fn uid_validity(conn: &Connection, account_id: i64, folder: &str) -> StoreResult<Option<i64>> {
+    conn.prepare_cached("SELECT uid_validity FROM folders WHERE account_id = ?1 AND name = ?2")
         .and_then(|mut stmt| stmt.query_row(params![account_id, folder], |r| r.get(0)).optional())
+        .map_err(db_error)
+}
+
+/// Copies (or moves) the messages of `from` with these UIDs into `to`, in UID order, each
+/// a new mailbox entry of the same message with its flags and internal date and the next
+/// UID of `to` (RFC 9051 6.4.7, RFC 6851 3.3); a copy counts in the account as a delivery
+/// does, a move does not. MOVE's removal is an expunge of `from` (RFC 6851 4.3), so it
+/// takes a new mod-sequence there (RFC 7162 3.1).
+fn copy_entries(
+    conn: &Connection,
+    account: i64,
+    from: &str,
+    mut uids: Vec<u32>,
+    to: &str,
+    remove: bool,
+) -> StoreResult<CopiedMessages> {
+    folder_exists(conn, account, from)?;
+    let uid_validity = uid_validity(conn, account, to)?.ok_or_else(|| StoreError::NotFound(format!("folder {to}")))?;
+    uids.sort_unstable();
+    uids.dedup();
+    let mut pairs = Vec::new();
+    for uid in uids {
+        let entry: Option<(i64, i64, i64, String, i64)> = conn
+            .prepare_cached(
+                "SELECT id, message_id, size, flags, received_at FROM mailbox
+                 WHERE account_id = ?1 AND folder = ?2 AND uid = ?3",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![account, from, uid], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .optional()
+            })
+            .map_err(db_error)?;
+        let Some((id, message_id, size, flags, received_at)) = entry else { continue };
+        let (new_uid, modseq) = next_uid(conn, account, to)?;
+        conn.prepare_cached(
+            "INSERT INTO mailbox (account_id, folder, message_id, received_at, size, uid, flags, modseq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .and_then(|mut stmt| stmt.execute(params![account, to, message_id, received_at, size, new_uid, flags, modseq]))
         .map_err(db_error)?;
-    found.map(|_| ()).ok_or_else(|| StoreError::NotFound(format!("folder {folder}")))
+        if remove {
+            // The message stays referenced by its new entry: only the old entry goes.
+            conn.prepare_cached("DELETE FROM mailbox WHERE id = ?1")
+                .and_then(|mut stmt| stmt.execute(params![id]))
+                .map_err(db_error)?;
+        } else {
+            add_to_counts(conn, account, size)?;
+        }
+        pairs.push((uid, new_uid as u32));
+    }
+    if remove && !pairs.is_empty() {
+        next_modseq(conn, account, from)?;
+    }
+    Ok(CopiedMessages { uid_validity: uid_validity as u32, pairs })
+}
+
+/// One more message of `size` octets in the account (as a delivery counts one).
+fn add_to_counts(conn: &Connection, account: i64, size: i64) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE accounts SET used_bytes = used_bytes + ?2, message_count = message_count + 1 WHERE id = ?1",
+    )
+    .and_then(|mut stmt| stmt.execute(params![account, size]))
+    .map_err(db_error)?;
+    Ok(())
 }
 
 /// (entry id, message id, size, flags, modseq) of the folder's message with this UID.
@@ -230,6 +263,165 @@ impl FolderStore for SqliteStore {
                 next_modseq(conn, account, &folder)?;
             }
             Ok(expunged)
+        })
+    }
+
+    fn create_folder(&self, address: &str, name: &str, special_use: Option<&str>) -> StoreFuture<'_, ()> {
+        let (address, name) = (address.to_lowercase(), folder_name(name).to_string());
+        let special_use = special_use.map(str::to_string);
+        self.write(move |conn| {
+            let account = account_id(conn, &address)?;
+            if uid_validity(conn, account, &name)?.is_some() {
+                return Err(StoreError::Conflict(format!("folder {name} exists")));
+            }
+            let uid_validity = take_uid_validity(conn, account)?;
+            insert_folder(conn, account, &name, special_use.as_deref(), uid_validity, false)?;
+            Ok(())
+        })
+    }
+
+    fn delete_folder(&self, address: &str, name: &str) -> StoreFuture<'_, ()> {
+        let (address, name) = (address.to_lowercase(), folder_name(name).to_string());
+        self.write(move |conn| {
+            let account = account_id(conn, &address)?;
+            folder_exists(conn, account, &name)?;
+            let entries: Vec<(i64, i64, i64)> = {
+                let mut stmt = conn
+                    .prepare_cached("SELECT id, message_id, size FROM mailbox WHERE account_id = ?1 AND folder = ?2")
+                    .map_err(db_error)?;
+                let rows = stmt
+                    .query_map(params![account, name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .map_err(db_error)?;
+                rows.collect::<Result<_, _>>().map_err(db_error)?
+            };
+            // As EXPUNGE removes them (RFC 9051 6.3.5: the folder's messages go with it).
+            for (id, message_id, size) in entries {
+                super::mailboxes::delete_entry(conn, id, account, message_id, size)?;
+            }
+            conn.prepare_cached("DELETE FROM folders WHERE account_id = ?1 AND name = ?2")
+                .and_then(|mut stmt| stmt.execute(params![account, name]))
+                .map_err(db_error)?;
+            Ok(())
+        })
+    }
+
+    fn rename_folder(&self, address: &str, from: &str, to: &str) -> StoreFuture<'_, ()> {
+        let address = address.to_lowercase();
+        let (from, to) = (folder_name(from).to_string(), folder_name(to).to_string());
+        self.write(move |conn| {
+            let account = account_id(conn, &address)?;
+            folder_exists(conn, account, &from)?;
+            if uid_validity(conn, account, &to)?.is_some() {
+                return Err(StoreError::Conflict(format!("folder {to} exists")));
+            }
+            if from == "INBOX" {
+                // RFC 9051 6.3.6: INBOX's messages move to a new folder, INBOX stays (empty);
+                // its inferiors are not renamed.
+                let uid_validity = take_uid_validity(conn, account)?;
+                insert_folder(conn, account, &to, None, uid_validity, false)?;
+                let uids: Vec<u32> = {
+                    let mut stmt = conn
+                        .prepare_cached("SELECT uid FROM mailbox WHERE account_id = ?1 AND folder = 'INBOX'")
+                        .map_err(db_error)?;
+                    let rows = stmt.query_map(params![account], |r| r.get(0)).map_err(db_error)?;
+                    rows.collect::<Result<_, _>>().map_err(db_error)?
+                };
+                copy_entries(conn, account, &from, uids, &to, true)?;
+                return Ok(());
+            }
+            let names: Vec<String> = {
+                let mut stmt =
+                    conn.prepare_cached("SELECT name FROM folders WHERE account_id = ?1").map_err(db_error)?;
+                let rows = stmt.query_map(params![account], |r| r.get(0)).map_err(db_error)?;
+                rows.collect::<Result<_, _>>().map_err(db_error)?
+            };
+            let mut moving: Vec<String> =
+                names.iter().filter(|n| renamed_folder(n, &from, &to).is_some()).cloned().collect();
+            // An inferior's new name taken by a folder that stays is taken: `to` itself is
+            // checked above, `to/x` here.
+            for name in &moving {
+                if let Some(new) = renamed_folder(name, &from, &to) {
+                    if names.contains(&new) && !moving.contains(&new) {
+                        return Err(StoreError::Conflict(format!("folder {new} exists")));
+                    }
+                }
+            }
+            rename_order(&mut moving, &from, &to);
+            for old in moving {
+                let Some(new) = renamed_folder(&old, &from, &to) else { continue };
+                conn.prepare_cached("UPDATE folders SET name = ?3 WHERE account_id = ?1 AND name = ?2")
+                    .and_then(|mut stmt| stmt.execute(params![account, old, new]))
+                    .map_err(db_error)?;
+                // The messages keep their UIDs: UIDVALIDITY and UIDNEXT went with the folder.
+                conn.prepare_cached("UPDATE mailbox SET folder = ?3 WHERE account_id = ?1 AND folder = ?2")
+                    .and_then(|mut stmt| stmt.execute(params![account, old, new]))
+                    .map_err(db_error)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn subscribe_folder(&self, address: &str, name: &str, subscribed: bool) -> StoreFuture<'_, ()> {
+        let (address, name) = (address.to_lowercase(), folder_name(name).to_string());
+        self.write(move |conn| {
+            let account = account_id(conn, &address)?;
+            let changed = conn
+                .prepare_cached("UPDATE folders SET subscribed = ?3 WHERE account_id = ?1 AND name = ?2")
+                .and_then(|mut stmt| stmt.execute(params![account, name, subscribed]))
+                .map_err(db_error)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("folder {name}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn copy_messages(
+        &self,
+        address: &str,
+        from: &str,
+        uids: Vec<u32>,
+        to: &str,
+        remove: bool,
+    ) -> StoreFuture<'_, CopiedMessages> {
+        let address = address.to_lowercase();
+        let (from, to) = (folder_name(from).to_string(), folder_name(to).to_string());
+        self.write(move |conn| {
+            let account = account_id(conn, &address)?;
+            copy_entries(conn, account, &from, uids, &to, remove)
+        })
+    }
+
+    fn append_message(&self, address: &str, folder: &str, message: AppendedMessage) -> StoreFuture<'_, (u32, u32)> {
+        let (address, folder) = (address.to_lowercase(), folder_name(folder).to_string());
+        self.write(move |conn| {
+            let account = account_id(conn, &address)?;
+            let uid_validity = uid_validity(conn, account, &folder)?
+                .ok_or_else(|| StoreError::NotFound(format!("folder {folder}")))?;
+            let flags = stored_flags("", FlagOperation::Replace, &message.flags);
+            let size = message.data.len() as i64;
+            // The message row as a commit writes it, without queue entries: the mailbox
+            // entry below is its only reference.
+            let new = NewMessage {
+                queue_id: message.queue_id,
+                envelope: Envelope { sender: String::new(), auth_results: "none".into(), ..Default::default() },
+                received_at: message.received_at,
+                data: message.data,
+                spooled: None,
+                deliveries: Vec::new(),
+            };
+            let message_id = super::outbound::insert_message(conn, &new)?;
+            let (uid, modseq) = next_uid(conn, account, &folder)?;
+            conn.prepare_cached(
+                "INSERT INTO mailbox (account_id, folder, message_id, received_at, size, uid, flags, modseq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![account, folder, message_id, new.received_at, size, uid, flags, modseq])
+            })
+            .map_err(db_error)?;
+            add_to_counts(conn, account, size)?;
+            Ok((uid_validity as u32, uid as u32))
         })
     }
 }

@@ -16,6 +16,7 @@ mod authkey;
 mod base;
 mod dkim;
 mod dmarc;
+mod folder_rows;
 mod folders;
 mod held;
 mod mailboxes;

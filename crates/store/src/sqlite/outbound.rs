@@ -194,7 +194,7 @@ pub(super) fn insert_message(conn: &Connection, message: &NewMessage) -> StoreRe
         })
         .map_err(db_error)?;
         if let Delivery::Mailbox { account_id, folder, .. } = delivery {
-            let (uid, modseq) = super::folders::next_uid(conn, *account_id, folder.as_str())?;
+            let (uid, modseq) = super::folder_rows::next_uid(conn, *account_id, folder.as_str())?;
             conn.prepare_cached(
                 "INSERT INTO mailbox (account_id, folder, message_id, received_at, size, uid, modseq)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

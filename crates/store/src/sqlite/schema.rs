@@ -407,6 +407,14 @@ INSERT INTO folders (account_id, name, special_use, uid_validity, uid_next, high
         UNION ALL SELECT 'Tracking', NULL
     ) f;
 "#,
+    // Migration 20: the highest UIDVALIDITY each account has given a folder, kept past the
+    // folder's deletion, so that a folder made again never gets an earlier one's (RFC 9051
+    // 2.3.1.1, `rules::new_uid_validity`).
+    r#"
+ALTER TABLE accounts ADD COLUMN last_uid_validity INTEGER NOT NULL DEFAULT 0;
+UPDATE accounts SET last_uid_validity =
+    COALESCE((SELECT MAX(f.uid_validity) FROM folders f WHERE f.account_id = accounts.id), 0);
+"#,
 ];
 
 /// The store holds every mailbox and the password hashes: its folder is made 700 and the
