@@ -62,6 +62,8 @@ submissions = []
 odmr = []
 pop3 = []
 pop3s = []
+imap = []
+imaps = []
 messenger = []
 authkey = ["127.0.0.1:$AS_PORT"]
 

@@ -46,6 +46,8 @@ submissions = []
 odmr = []
 pop3 = []
 pop3s = []
+imap = []
+imaps = []
 messenger = []
 [smtp]
 max_message_size = $((MSG_LEN + 1048576))

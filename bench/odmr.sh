@@ -48,6 +48,8 @@ submission = []
 submissions = []
 pop3 = []
 pop3s = []
+imap = []
+imaps = []
 messenger = []
 [smtp]
 max_connections = 5000

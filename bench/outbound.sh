@@ -114,6 +114,8 @@ submissions = []
 odmr = []
 pop3 = []
 pop3s = []
+imap = []
+imaps = []
 messenger = []
 
 [bootstrap]

@@ -55,5 +55,5 @@ cargo test --workspace
 # SPEC 11, one suite on both backends: the store tests ran on both above; now the server
 # tests again, every test server on a database of its own in a throwaway PostgreSQL cluster.
 VOUCHMAIL_TEST_STORE=postgres cargo test -p vouchmail --test smtp --test pop3 --test auth --test authkey \
-    --test client --test messenger --test odmr --test outbound --test tracking --test sender_auth
+    --test client --test messenger --test odmr --test outbound --test tracking --test sender_auth --test imap
 bash scripts/fuzz.sh

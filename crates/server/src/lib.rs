@@ -51,6 +51,9 @@ pub struct RunningServer {
     pub odmr_addrs: Vec<SocketAddr>,
     pub pop3_addrs: Vec<SocketAddr>,
     pub pop3s_addrs: Vec<SocketAddr>,
+    /// IMAP with STARTTLS and over implicit TLS (SPEC 9).
+    pub imap_addrs: Vec<SocketAddr>,
+    pub imaps_addrs: Vec<SocketAddr>,
     /// VERIFY (SPEC 7.2): TCP and UDP on each of these.
     pub authkey_addrs: Vec<SocketAddr>,
     /// The Messenger port (SPEC 8).
@@ -132,6 +135,8 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         odmr_addrs: Vec::new(),
         pop3_addrs: Vec::new(),
         pop3s_addrs: Vec::new(),
+        imap_addrs: Vec::new(),
+        imaps_addrs: Vec::new(),
         authkey_addrs: Vec::new(),
         messenger_addrs: Vec::new(),
         shutdown,
@@ -244,7 +249,8 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         fake_salt_key: &fake_salt_key,
         outbox_bell: messenger.outbox_bell(),
     };
-    start_pop3(config, &store, shared, &shutdown_rx, &sessions, &mut server).await?;
+    start_pop3(config, &store, &shared, &shutdown_rx, &sessions, &mut server).await?;
+    start_imap(config, &store, &shared, &shutdown_rx, &sessions, &mut server)?;
     start_authkey(config, &store, &shutdown_rx, &sessions, &mut server)?;
     if config.dmarc.verify && config.dmarc.reports {
         let reporter = rules::dmarc_report::Reporter { hostname: config.hostname.clone() };
@@ -321,7 +327,7 @@ struct Pop3Shared<'a> {
 async fn start_pop3(
     config: &Config,
     store: &Arc<dyn Store>,
-    shared: Pop3Shared<'_>,
+    shared: &Pop3Shared<'_>,
     shutdown_rx: &watch::Receiver<bool>,
     sessions: &TaskTracker,
     server: &mut RunningServer,
@@ -360,6 +366,68 @@ async fn start_pop3(
         }
     }
     Ok(())
+}
+
+/// The IMAP listeners (SPEC 9): imap with STARTTLS and imaps with implicit TLS, with the
+/// AUTH failure limits of SMTP and POP3.
+fn start_imap(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    shared: &Pop3Shared<'_>,
+    shutdown_rx: &watch::Receiver<bool>,
+    sessions: &TaskTracker,
+    server: &mut RunningServer,
+) -> Result<(), Error> {
+    let limiter = ConnectionLimiter::new(config.imap.max_connections, config.imap.max_connections_per_ip);
+    for implicit_tls in [false, true] {
+        let addrs = if implicit_tls { &config.listeners.imaps } else { &config.listeners.imap };
+        let context = Arc::new(listen::imap::ImapContext {
+            session_config: Arc::new(imap_session_config(config, implicit_tls, shared.fake_salt_key)?),
+            store: Arc::clone(store),
+            limiter: Arc::clone(&limiter),
+            auth_limiter: Arc::clone(shared.auth_limiter),
+            tls: Some(shared.tls.clone()),
+            implicit_tls,
+            outbox_bell: shared.outbox_bell.clone(),
+            watch_interval: Duration::from_millis(config.imap.watch_interval_ms.max(10)),
+        });
+        for addr in addrs {
+            let listener = listen::listen(*addr)?;
+            let local = listener.local_addr().map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?;
+            let service = if implicit_tls { "imaps" } else { "imap" };
+            tracing::info!(service, %local, "listening");
+            if implicit_tls {
+                server.imaps_addrs.push(local);
+            } else {
+                server.imap_addrs.push(local);
+            }
+            let handle = tokio::spawn(listen::serve_listener(
+                listener,
+                Arc::clone(&context),
+                shutdown_rx.clone(),
+                sessions.clone(),
+            ));
+            server.listeners.push(handle);
+        }
+    }
+    Ok(())
+}
+
+fn imap_session_config(
+    config: &Config,
+    implicit_tls: bool,
+    fake_salt_key: &SiteSecret,
+) -> Result<vouchmail_proto::imap::session::SessionConfig, Error> {
+    let mut session = vouchmail_proto::imap::session::SessionConfig::new(config.hostname.clone());
+    // RFC 9051 6.2.1: STARTTLS on the port that starts in the clear.
+    session.starttls = !implicit_tls;
+    session.auth_mechanisms = config.auth.mechanisms()?;
+    session.allow_plaintext_passwords = config.imap.allow_plaintext_login;
+    session.max_errors = config.imap.max_errors;
+    session.autologout = Duration::from_secs(config.imap.autologout_secs);
+    session.scram_iterations = config.auth.scram_iterations;
+    session.scram_fake_salt_key = Some(fake_salt_key.clone());
+    Ok(session)
 }
 
 fn pop3_session_config(

@@ -25,6 +25,7 @@ pub struct Config {
     pub tls: Tls,
     pub auth: Auth,
     pub pop3: Pop3,
+    pub imap: Imap,
     pub bootstrap: Bootstrap,
     /// How long sessions may run on after SIGTERM before they are cut off.
     pub shutdown_grace_secs: u64,
@@ -110,6 +111,7 @@ impl Default for Config {
             tls: Tls::default(),
             auth: Auth::default(),
             pop3: Pop3::default(),
+            imap: Imap::default(),
             bootstrap: Bootstrap::default(),
             shutdown_grace_secs: 10,
             outbound: Outbound::default(),
@@ -139,6 +141,10 @@ pub struct Listeners {
     pub pop3: Vec<SocketAddr>,
     /// POP3 over implicit TLS (standard port 995, RFC 8314).
     pub pop3s: Vec<SocketAddr>,
+    /// IMAP with STARTTLS (standard port 143, SPEC 9).
+    pub imap: Vec<SocketAddr>,
+    /// IMAP over implicit TLS (standard port 993, RFC 8314).
+    pub imaps: Vec<SocketAddr>,
     /// AuthKey VERIFY, TCP and UDP on each address (standard port 2884, SPEC 7.2). Off by
     /// default.
     pub authkey: Vec<SocketAddr>,
@@ -156,6 +162,8 @@ impl Default for Listeners {
             odmr: vec![([127, 0, 0, 1], 3366).into()],
             pop3: vec![([127, 0, 0, 1], 2110).into()],
             pop3s: vec![([127, 0, 0, 1], 2995).into()],
+            imap: vec![([127, 0, 0, 1], 2143).into()],
+            imaps: vec![([127, 0, 0, 1], 2993).into()],
             authkey: Vec::new(),
             messenger: vec![([127, 0, 0, 1], 21025).into()],
         }
@@ -400,6 +408,39 @@ impl Default for Pop3 {
             max_connections: 1000,
             max_connections_per_ip: 20,
             lock_lease_secs: 120,
+        }
+    }
+}
+
+/// IMAP (SPEC 9): limits and timeouts of the `imap` and `imaps` listeners.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Imap {
+    /// LOGIN, and SASL PLAIN and LOGIN, on a connection without TLS (RFC 9051 6.2.3:
+    /// LOGINDISABLED otherwise). For loopback and tests only.
+    pub allow_plaintext_login: bool,
+    /// Seconds without a command (or, in IDLE, without DONE) before the session is closed
+    /// (RFC 9051 5.4: at least 30 minutes; less counts as 30 minutes).
+    pub autologout_secs: u64,
+    /// BAD responses and failed logins in one session before `* BYE`.
+    pub max_errors: u32,
+    /// Simultaneous IMAP connections in total, and from one IP address.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// How often a session with a mailbox selected looks for changes made elsewhere (other
+    /// sessions, POP3, deliveries, other nodes), in milliseconds (SPEC 9: within a second).
+    pub watch_interval_ms: u64,
+}
+
+impl Default for Imap {
+    fn default() -> Self {
+        Imap {
+            allow_plaintext_login: false,
+            autologout_secs: 1800,
+            max_errors: 20,
+            max_connections: 1000,
+            max_connections_per_ip: 20,
+            watch_interval_ms: 500,
         }
     }
 }

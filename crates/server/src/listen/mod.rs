@@ -3,6 +3,7 @@
 //! session work (Argon2id) off the async workers.
 
 pub mod authkey;
+pub mod imap;
 pub mod limits;
 pub mod pop3;
 pub mod smtp;

@@ -9,6 +9,7 @@ pub mod dkim;
 pub mod dmarc_report;
 pub mod dsn;
 pub mod entity_index;
+pub mod folders;
 pub mod lease;
 pub mod mail_from;
 pub mod maildrop_lock;

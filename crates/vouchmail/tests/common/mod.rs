@@ -116,6 +116,8 @@ impl TestServer {
         config.odmr.atrn_interval_secs = 0;
         config.listeners.pop3 = vec!["127.0.0.1:0".parse().unwrap()];
         config.listeners.pop3s = vec!["127.0.0.1:0".parse().unwrap()];
+        config.listeners.imap = vec!["127.0.0.1:0".parse().unwrap()];
+        config.listeners.imaps = vec!["127.0.0.1:0".parse().unwrap()];
         config.listeners.messenger = vec!["127.0.0.1:0".parse().unwrap()];
         config.bootstrap.domain = "local.test".into();
         config.bootstrap.policy = "accept".into();
@@ -192,6 +194,14 @@ impl TestServer {
 
     pub fn pop3s(&self) -> SocketAddr {
         self.server.as_ref().expect("running").pop3s_addrs[0]
+    }
+
+    pub fn imap(&self) -> SocketAddr {
+        self.server.as_ref().expect("running").imap_addrs[0]
+    }
+
+    pub fn imaps(&self) -> SocketAddr {
+        self.server.as_ref().expect("running").imaps_addrs[0]
     }
 
     pub async fn add_domain(&self, name: &str, policy: SenderPolicy) {

@@ -356,16 +356,18 @@ impl Session {
             if self.closed || self.is_awaiting_driver() || self.output.len() >= self.config.max_buffered_output {
                 return None;
             }
+            // Events go out in the order they happened: one queued while a command ran
+            // (MailboxClosed as SELECT leaves the old mailbox) before the command's own.
             if self.job.is_some() {
                 if let Some(event) = self.continue_job() {
-                    return Some(event);
+                    self.pending_events.push_back(event);
                 }
                 continue;
             }
             let read = self.reader.next_event()?;
             self.progress += 1;
             if let Some(event) = self.handle_read(read) {
-                return Some(event);
+                self.pending_events.push_back(event);
             }
         }
     }

@@ -342,6 +342,14 @@ fn select_as_in_rfc9051_6_3_2() {
     assert_eq!(out, "* OK [CLOSED] Previous mailbox is now closed\r\nA147 NO [NONEXISTENT] No such mailbox\r\n");
     assert!(h.session.selected_mailbox().is_none());
     assert!(h.events.contains(&"MailboxClosed".to_owned()));
+    // A SELECT of another mailbox: the driver hears the old one closed before the new one
+    // is asked for, so it does not stop watching the new one.
+    h.send("A148 SELECT INBOX\r\n");
+    h.events.clear();
+    h.send("A149 SELECT INBOX\r\n");
+    let order: Vec<&str> =
+        h.events.iter().map(String::as_str).filter(|e| *e == "MailboxClosed" || *e == "Select").collect();
+    assert_eq!(order, ["MailboxClosed", "Select"], "{:?}", h.events);
 }
 
 #[test]

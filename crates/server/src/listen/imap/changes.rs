@@ -1,0 +1,57 @@
+//! Changes made elsewhere to the selected folder (SPEC 9: deliveries, other IMAP or POP3
+//! sessions, other nodes on the store): the folder is read again every
+//! `imap.watch_interval_ms` and compared with what this session last saw, and the
+//! differences are pushed to the session, which reports them when RFC 9051 7.5.1 allows
+//! (at once during IDLE).
+
+use vouchmail_proto::imap::session::{Change, Session};
+
+use super::context::{Connection, Known};
+use super::mailboxes::{imap_flags, meta};
+
+impl Connection<'_> {
+    pub async fn watch(&mut self, session: &mut Session) {
+        let Some(selected) = &self.selected else { return };
+        let folder = selected.folder.clone();
+        let (info, messages) = match self.store().folder_messages(self.user(), &folder).await {
+            Ok(Some(found)) => found,
+            // Deleted or unreadable now: the next command's own store access answers.
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "store error watching an IMAP folder");
+                return;
+            }
+        };
+        let Some(selected) = &mut self.selected else { return };
+        if info.uid_validity != selected.uid_validity {
+            // Deleted and made again: the session's UIDs mean nothing now.
+            return;
+        }
+        let mut changes = Vec::new();
+        let mut now = std::collections::BTreeMap::new();
+        for message in &messages {
+            let known = Known { entry_id: message.entry_id, flags: message.flags.clone(), modseq: message.modseq };
+            match selected.messages.get(&message.uid) {
+                None => changes.push(Change::New(meta(message))),
+                Some(before) if before.modseq != known.modseq || before.flags != known.flags => {
+                    changes.push(Change::Flags {
+                        uid: message.uid,
+                        flags: imap_flags(&message.flags),
+                        modseq: message.modseq,
+                    });
+                }
+                Some(_) => {}
+            }
+            now.insert(message.uid, known);
+        }
+        for uid in selected.messages.keys() {
+            if !now.contains_key(uid) {
+                changes.push(Change::Expunged { uid: *uid });
+            }
+        }
+        selected.messages = now;
+        if !changes.is_empty() {
+            session.mailbox_changed(changes);
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! What every session of one IMAP listener shares, and what one connection holds while its
+//! session runs: the user once logged in, and the selected folder as this driver last saw
+//! it (for the changes it pushes, `watch.rs`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use vouchmail_proto::imap::session::{Session, SessionConfig};
+use vouchmail_store::Store;
+
+use crate::auth::guard::AuthGuard;
+use crate::auth::limits::AuthLimiter;
+use crate::listen::limits::ConnectionLimiter;
+use crate::net::tls::{MaybeTls, Tls};
+
+/// What every session of one listener shares.
+pub struct ImapContext {
+    pub session_config: Arc<SessionConfig>,
+    pub store: Arc<dyn Store>,
+    pub limiter: Arc<ConnectionLimiter>,
+    pub auth_limiter: Arc<AuthLimiter>,
+    pub tls: Option<Tls>,
+    /// Port 993: TLS from the first byte (RFC 8314).
+    pub implicit_tls: bool,
+    /// Rung when a download queues a tracking record for NOTIFY (SPEC 8.3).
+    pub outbox_bell: crate::rules::tracking::OutboxBell,
+    /// How often a selected folder is looked at for changes made elsewhere.
+    pub watch_interval: Duration,
+}
+
+/// The selected folder: its name as stored, and each message's entry id, flags and
+/// mod-sequence as last seen (by UID).
+pub struct Selected {
+    pub folder: String,
+    pub uid_validity: u32,
+    pub messages: BTreeMap<u32, Known>,
+}
+
+/// One message of the selected folder as last seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub entry_id: i64,
+    pub flags: Vec<String>,
+    pub modseq: u64,
+}
+
+/// One connection's driver: what the stages (a file each) act on besides the session.
+pub struct Connection<'a> {
+    pub stream: MaybeTls,
+    pub peer: SocketAddr,
+    pub context: &'a ImapContext,
+    /// AUTH failure accounting of this connection (SPEC 3).
+    pub auth: AuthGuard,
+    /// The account, once logged in.
+    pub user: Option<String>,
+    pub selected: Option<Selected>,
+}
+
+impl<'a> Connection<'a> {
+    pub fn new(stream: MaybeTls, peer: SocketAddr, context: &'a ImapContext) -> Connection<'a> {
+        Connection { stream, peer, context, auth: AuthGuard::default(), user: None, selected: None }
+    }
+
+    pub fn store(&self) -> &'a dyn Store {
+        self.context.store.as_ref()
+    }
+
+    /// The logged-in user; every event after login has one.
+    pub fn user(&self) -> &str {
+        self.user.as_deref().unwrap_or_default()
+    }
+}
+
+crate::listen::session_shell!(Session, vouchmail_proto::imap::session::Event);

@@ -1,0 +1,164 @@
+//! The commands of the selected state (RFC 9051 6.4): message data for FETCH and SEARCH,
+//! the `downloaded` tracking event of a whole body (SPEC 8.3, 9), STORE, COPY/MOVE
+//! (RFC 6851) and EXPUNGE, on the selected folder of the store.
+
+use vouchmail_proto::headers::body_start;
+use vouchmail_proto::imap::session::{Content, CopyUid, FlagUpdate, MessageData, Session, StoreOutcome};
+use vouchmail_proto::imap::types::{Flag, StoreMode};
+use vouchmail_store::{FlagChange, FlagOperation, StoreError};
+
+use super::context::{Connection, Known};
+use super::mailboxes::{failure, imap_flags, stored_flags};
+use crate::rules::folders;
+use vouchmail_proto::imap::session::Failure;
+
+impl Connection<'_> {
+    /// The selected folder's name, and the entry id of a UID in it.
+    fn entry_of(&self, uid: u32) -> Option<i64> {
+        self.selected.as_ref()?.messages.get(&uid).map(|k| k.entry_id)
+    }
+
+    fn folder(&self) -> String {
+        self.selected.as_ref().map(|s| s.folder.clone()).unwrap_or_default()
+    }
+
+    /// RFC 9051 6.4.5: the messages' data (the header section or all of it); `\Seen` set
+    /// on `mark_seen` first (a FETCH of body data in a read-write folder).
+    pub async fn fetch(&mut self, session: &mut Session, uids: Vec<u32>, content: Content, mark_seen: Vec<u32>) {
+        let mut seen_now = std::collections::BTreeMap::new();
+        if !mark_seen.is_empty() && !folders::is_read_only(&self.folder()) {
+            let change = FlagChange {
+                uids: mark_seen,
+                operation: FlagOperation::Add,
+                flags: vec!["\\Seen".into()],
+                unchanged_since: None,
+            };
+            match self.store().store_flags(self.user(), &self.folder(), change).await {
+                Ok(stored) => {
+                    for (uid, flags, modseq) in stored.changed {
+                        self.remember(uid, &flags, modseq);
+                        seen_now.insert(uid, (imap_flags(&flags), modseq));
+                    }
+                }
+                Err(e) => return session.fetched(Err(failure(e, "FETCH"))),
+            }
+        }
+        let mut data = Vec::with_capacity(uids.len());
+        for uid in uids {
+            let Some(entry) = self.entry_of(uid) else { continue };
+            match self.store().get_mailbox_message(self.user(), entry).await {
+                Ok(Some((_, mut bytes))) => {
+                    if content == Content::Header {
+                        bytes.truncate(body_start(&bytes).min(bytes.len()));
+                    }
+                    data.push(MessageData { uid, bytes, seen_set: seen_now.remove(&uid) });
+                }
+                // Expunged meanwhile: the session answers for what is left.
+                Ok(None) => {}
+                Err(e) => return session.fetched(Err(failure(e, "FETCH"))),
+            }
+        }
+        session.fetched(Ok(data));
+    }
+
+    /// SPEC 8.3, 9: the first whole-body FETCH records `downloaded`, once per message and
+    /// recipient (the store keeps it once), as POP3 RETR does.
+    pub async fn downloaded(&mut self, uids: Vec<u32>) {
+        for uid in uids {
+            let Some(entry) = self.entry_of(uid) else { continue };
+            let event = vouchmail_store::NewTrackingEvent {
+                recipient: self.user().to_string(),
+                subject: vouchmail_store::TrackingSubject::Mailbox(entry),
+                kind: vouchmail_store::TrackingKind::Downloaded,
+                at: crate::support::time::unix_now(),
+                reporting_server: self.context.session_config.hostname.clone(),
+            };
+            crate::rules::tracking::record_event(self.store(), event, &self.context.outbox_bell).await;
+        }
+    }
+
+    /// RFC 9051 6.4.6, RFC 7162 3.1.3.
+    pub async fn store_flags(
+        &mut self,
+        session: &mut Session,
+        uids: Vec<u32>,
+        mode: StoreMode,
+        flags: Vec<Flag>,
+        unchanged_since: Option<u64>,
+    ) {
+        if folders::is_read_only(&self.folder()) {
+            return session.stored(Err(Failure::no_perm()));
+        }
+        let operation = match mode {
+            StoreMode::Add => FlagOperation::Add,
+            StoreMode::Remove => FlagOperation::Remove,
+            StoreMode::Replace => FlagOperation::Replace,
+        };
+        let change = FlagChange { uids: uids.clone(), operation, flags: stored_flags(&flags), unchanged_since };
+        let stored = match self.store().store_flags(self.user(), &self.folder(), change).await {
+            Ok(stored) => stored,
+            Err(e) => return session.stored(Err(failure(e, "STORE"))),
+        };
+        for (uid, flags, modseq) in &stored.changed {
+            self.remember(*uid, flags, *modseq);
+        }
+        // Every message the command named, changed or not, with its flags now.
+        let updated = uids
+            .iter()
+            .filter(|uid| !stored.refused.contains(uid))
+            .filter_map(|uid| {
+                let known = self.selected.as_ref()?.messages.get(uid)?;
+                Some(FlagUpdate { uid: *uid, flags: imap_flags(&known.flags), modseq: known.modseq })
+            })
+            .collect();
+        session.stored(Ok(StoreOutcome { updated, modified: stored.refused }));
+    }
+
+    /// RFC 9051 6.4.7 COPY, RFC 6851 MOVE, with RFC 4315 COPYUID.
+    pub async fn copy(&mut self, session: &mut Session, uids: Vec<u32>, target: String, is_move: bool) {
+        if folders::is_read_only(&target) || (is_move && folders::is_read_only(&self.folder())) {
+            return session.copied(Err(Failure::no_perm()));
+        }
+        let result = self.store().copy_messages(self.user(), &self.folder(), uids, &target, is_move).await;
+        match result {
+            Ok(copied) => {
+                if is_move {
+                    if let Some(selected) = &mut self.selected {
+                        for (source, _) in &copied.pairs {
+                            selected.messages.remove(source);
+                        }
+                    }
+                }
+                let (source, destination) = copied.pairs.into_iter().unzip();
+                session.copied(Ok(CopyUid { uid_validity: copied.uid_validity, source, destination }));
+            }
+            Err(StoreError::NotFound(_)) => session.copied(Err(Failure::try_create())),
+            Err(e) => session.copied(Err(failure(e, "COPY"))),
+        }
+    }
+
+    /// RFC 9051 6.4.3 EXPUNGE (and CLOSE), RFC 4315 2.1 UID EXPUNGE.
+    pub async fn expunge(&mut self, session: &mut Session, uids: Option<Vec<u32>>) {
+        if folders::is_read_only(&self.folder()) {
+            return session.expunged(Ok(Vec::new()));
+        }
+        match self.store().expunge(self.user(), &self.folder(), uids).await {
+            Ok(expunged) => {
+                if let Some(selected) = &mut self.selected {
+                    for uid in &expunged {
+                        selected.messages.remove(uid);
+                    }
+                }
+                session.expunged(Ok(expunged));
+            }
+            Err(e) => session.expunged(Err(failure(e, "EXPUNGE"))),
+        }
+    }
+
+    /// What this session changed, so the watcher does not report it back.
+    fn remember(&mut self, uid: u32, flags: &[String], modseq: u64) {
+        if let Some(known) = self.selected.as_mut().and_then(|s| s.messages.get_mut(&uid)) {
+            *known = Known { entry_id: known.entry_id, flags: flags.to_vec(), modseq };
+        }
+    }
+}

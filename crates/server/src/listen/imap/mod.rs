@@ -1,0 +1,179 @@
+//! The IMAP listeners (imap with STARTTLS, imaps with implicit TLS, SPEC 9): a thin tokio
+//! shell around the session state machine of `vouchmail_proto::imap::session`, serving
+//! every folder of the account from the store. One file per stage: `auth` (STARTTLS,
+//! LOGIN, AUTHENTICATE), `mailboxes` (the authenticated state's folder commands),
+//! `messages` (the selected state), `changes` (changes made elsewhere, for IDLE and the
+//! next command).
+
+mod auth;
+mod changes;
+mod context;
+mod mailboxes;
+mod messages;
+
+pub use context::ImapContext;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use vouchmail_proto::imap::session::{Event, Session};
+
+use crate::auth::guard::{sasl_clock, sasl_fresh};
+use crate::listen::limits::{ConnectionLimiter, Refusal};
+use crate::listen::{open_stream, ReadDeadline, Service};
+use crate::net::tls::MaybeTls;
+use context::Connection;
+
+impl Service for ImapContext {
+    fn limiter(&self) -> &Arc<ConnectionLimiter> {
+        &self.limiter
+    }
+
+    async fn serve(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
+        run_connection(stream, peer, &self, shutdown).await;
+    }
+
+    async fn refuse(self: Arc<Self>, mut stream: TcpStream, _peer: SocketAddr, refusal: Refusal) {
+        // RFC 9051 7.1.5: BYE at once, with the reason.
+        let text = match refusal {
+            Refusal::TooManyTotal => "* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
+            Refusal::TooManyFromIp => "* BYE [UNAVAILABLE] Too many connections from your address, try again later\r\n",
+        };
+        let _ = stream.write_all(text.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    }
+}
+
+async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &ImapContext, shutdown: watch::Receiver<bool>) {
+    let Some(fresh) = sasl_fresh() else {
+        tracing::error!(%peer, "IMAP: no OS random source; connection closed");
+        return;
+    };
+    let Some((stream, tls)) =
+        open_stream(stream, context.implicit_tls, context.tls.as_ref(), context.store.as_ref()).await
+    else {
+        return;
+    };
+    let session = Session::new(Arc::clone(&context.session_config), fresh, tls);
+    run_session(stream, peer, context, session, shutdown).await;
+}
+
+/// Drives one IMAP session until it ends: each event goes to its stage, the output is
+/// written, then the next input is read, or (with a folder selected) the folder looked at
+/// for changes made elsewhere.
+async fn run_session(
+    stream: MaybeTls,
+    peer: SocketAddr,
+    context: &ImapContext,
+    mut session: Session,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    let mut shutting_down = *shutdown.borrow();
+    let mut conn = Connection::new(stream, peer, context);
+    let mut deadline = ReadDeadline::new(session.read_timeout());
+    let mut ticks = tokio::time::interval(context.watch_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::debug!(%peer, "IMAP session started");
+    loop {
+        let mut next = session.poll_event();
+        while let Some(event) = next {
+            next = match event {
+                // The session goes to a blocking thread to verify the password and back.
+                Event::LookupSecrets { authcid } => match conn.lookup_secrets(session, authcid).await {
+                    Some((returned, follow_up)) => {
+                        session = returned;
+                        follow_up
+                    }
+                    None => return,
+                },
+                event => {
+                    if !handle(&mut conn, &mut session, event).await {
+                        return;
+                    }
+                    None
+                }
+            };
+            if next.is_none() {
+                next = session.poll_event();
+            }
+        }
+        if shutting_down && session.is_idle() {
+            session.on_shutdown();
+        }
+        let output = session.take_output();
+        if !output.is_empty() && conn.stream.write_all(&output).await.is_err() {
+            break;
+        }
+        deadline.refresh(session.progress(), !output.is_empty(), session.read_timeout());
+        if session.is_closed() {
+            let _ = conn.stream.shutdown().await;
+            break;
+        }
+        // Commands left for after a large write: run them before reading more. Only after
+        // a write: `has_buffered_command` is also true for a command still incomplete (a
+        // literal on its way), which only more input completes.
+        if !output.is_empty() && session.has_buffered_command() {
+            continue;
+        }
+        let watching = conn.selected.is_some();
+        let mut look = false;
+        tokio::select! {
+            read = tokio::time::timeout_at(deadline.at(), conn.stream.read(&mut buffer)) => match read {
+                Err(_elapsed) => {
+                    tracing::info!(%peer, "IMAP autologout timer expired; closing");
+                    session.on_timeout();
+                }
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => {
+                    session.set_clock(sasl_clock());
+                    session.feed(&buffer[..n]);
+                }
+            },
+            _ = ticks.tick(), if watching => look = true,
+            _ = shutdown.wait_for(|s| *s), if !shutting_down => shutting_down = true,
+        }
+        // Outside the select: its shutdown branch's value may not live across an await.
+        if look {
+            conn.watch(&mut session).await;
+        }
+    }
+    tracing::debug!(%peer, "IMAP session ended");
+}
+
+/// One event to its stage. False: the connection must close.
+async fn handle(conn: &mut Connection<'_>, session: &mut Session, event: Event) -> bool {
+    match event {
+        Event::StartTls => return conn.start_tls(session).await,
+        // Handled by the loop, which owns the session it moves.
+        Event::LookupSecrets { .. } => {}
+        Event::AuthFinished { authcid, success } => {
+            conn.auth_finished(authcid, success).await;
+            if success {
+                conn.user = session.user().map(str::to_lowercase);
+            }
+        }
+        Event::Select { mailbox, .. } => conn.select(session, mailbox).await,
+        Event::MailboxClosed => conn.closed(),
+        Event::Create { mailbox, special_use } => conn.create(session, mailbox, special_use).await,
+        Event::Delete { mailbox } => conn.delete(session, mailbox).await,
+        Event::Rename { from, to } => conn.rename(session, from, to).await,
+        Event::Subscribe { mailbox, subscribe } => conn.subscribe(session, mailbox, subscribe).await,
+        Event::ListMailboxes { status } => conn.list(session, status).await,
+        Event::Status { mailbox } => conn.status(session, mailbox).await,
+        Event::Append { mailbox, flags, date, message } => conn.append(session, mailbox, flags, date, message).await,
+        Event::Quota => conn.quota(session).await,
+        Event::Idle | Event::IdleDone => {}
+        Event::Fetch { uids, content, mark_seen } => conn.fetch(session, uids, content, mark_seen).await,
+        Event::Downloaded { uids } => conn.downloaded(uids).await,
+        Event::Store { uids, mode, flags, unchanged_since } => {
+            conn.store_flags(session, uids, mode, flags, unchanged_since).await
+        }
+        Event::Copy { uids, target, is_move } => conn.copy(session, uids, target.as_str().to_string(), is_move).await,
+        Event::Expunge { uids } => conn.expunge(session, uids).await,
+    }
+    true
+}
