@@ -346,26 +346,37 @@ async fn start_pop3(
             implicit_tls,
             outbox_bell: shared.outbox_bell.clone(),
         });
-        for addr in addrs {
-            let listener = listen::listen(*addr)?;
-            let local = listener.local_addr().map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?;
-            let service = if implicit_tls { "pop3s" } else { "pop3" };
-            tracing::info!(service, %local, "listening");
-            if implicit_tls {
-                server.pop3s_addrs.push(local);
-            } else {
-                server.pop3_addrs.push(local);
-            }
-            let handle = tokio::spawn(listen::serve_listener(
-                listener,
-                Arc::clone(&context),
-                shutdown_rx.clone(),
-                sessions.clone(),
-            ));
-            server.listeners.push(handle);
+        let service = if implicit_tls { "pop3s" } else { "pop3" };
+        let locals = serve_on(addrs, &context, service, shutdown_rx, sessions, &mut server.listeners)?;
+        if implicit_tls {
+            server.pop3s_addrs.extend(locals);
+        } else {
+            server.pop3_addrs.extend(locals);
         }
     }
     Ok(())
+}
+
+/// Binds each of `addrs` and serves it with `context`; the addresses bound (a port 0
+/// resolved).
+fn serve_on<S: listen::Service>(
+    addrs: &[SocketAddr],
+    context: &Arc<S>,
+    service: &'static str,
+    shutdown_rx: &watch::Receiver<bool>,
+    sessions: &TaskTracker,
+    listeners: &mut Vec<JoinHandle<()>>,
+) -> Result<Vec<SocketAddr>, Error> {
+    let mut locals = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let listener = listen::listen(*addr)?;
+        let local = listener.local_addr().map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?;
+        tracing::info!(service, %local, "listening");
+        let serving = listen::serve_listener(listener, Arc::clone(context), shutdown_rx.clone(), sessions.clone());
+        listeners.push(tokio::spawn(serving));
+        locals.push(local);
+    }
+    Ok(locals)
 }
 
 /// The IMAP listeners (SPEC 9): imap with STARTTLS and imaps with implicit TLS, with the
@@ -391,23 +402,12 @@ fn start_imap(
             outbox_bell: shared.outbox_bell.clone(),
             watch_interval: Duration::from_millis(config.imap.watch_interval_ms.max(10)),
         });
-        for addr in addrs {
-            let listener = listen::listen(*addr)?;
-            let local = listener.local_addr().map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?;
-            let service = if implicit_tls { "imaps" } else { "imap" };
-            tracing::info!(service, %local, "listening");
-            if implicit_tls {
-                server.imaps_addrs.push(local);
-            } else {
-                server.imap_addrs.push(local);
-            }
-            let handle = tokio::spawn(listen::serve_listener(
-                listener,
-                Arc::clone(&context),
-                shutdown_rx.clone(),
-                sessions.clone(),
-            ));
-            server.listeners.push(handle);
+        let service = if implicit_tls { "imaps" } else { "imap" };
+        let locals = serve_on(addrs, &context, service, shutdown_rx, sessions, &mut server.listeners)?;
+        if implicit_tls {
+            server.imaps_addrs.extend(locals);
+        } else {
+            server.imap_addrs.extend(locals);
         }
     }
     Ok(())

@@ -23,7 +23,7 @@ use vouchmail_store::Store;
 
 use crate::auth::guard::{sasl_clock, AuthGuard, AuthRefusal};
 use crate::auth::limits::AuthLimiter;
-use crate::net::tls::{handshake, MaybeTls, Tls};
+use crate::net::tls::{handshake, upgrade, MaybeTls, Tls};
 use crate::support::error::{Error, ErrorKind};
 use crate::support::tasks::TaskTracker;
 use limits::{ConnectionLimiter, Refusal};
@@ -140,6 +140,10 @@ pub(crate) trait SessionShell: Send + 'static {
     fn on_timeout(&mut self);
     /// The time for AUTH challenges (the state machines read no clock).
     fn set_clock(&mut self, unix: u64);
+    /// The replies queued for the client.
+    fn take_output(&mut self) -> Vec<u8>;
+    /// The TLS handshake of STARTTLS/STLS succeeded.
+    fn tls_started(&mut self, info: TlsInfo);
 }
 
 /// `impl SessionShell for $session` forwarding to its inherent methods.
@@ -164,6 +168,12 @@ macro_rules! session_shell {
             }
             fn set_clock(&mut self, unix: u64) {
                 <$session>::set_clock(self, unix)
+            }
+            fn take_output(&mut self) -> Vec<u8> {
+                <$session>::take_output(self)
+            }
+            fn tls_started(&mut self, info: vouchmail_proto::smtp::session::TlsInfo) {
+                <$session>::tls_started(self, info)
             }
         }
     };
@@ -211,6 +221,46 @@ pub(crate) async fn open_stream(
     }
     let (stream, info) = handshake(tls?, stream, store).await?;
     Some((MaybeTls::Tls(stream), Some(info)))
+}
+
+/// STARTTLS (RFC 3207, RFC 2595 4, RFC 9051 6.2.1) as every listener takes it: the OK the
+/// session queued goes out in the clear, then the handshake (`net::tls::upgrade`). False:
+/// the handshake failed and the connection must close.
+pub(crate) async fn start_tls<S: SessionShell>(
+    session: &mut S,
+    stream: &mut MaybeTls,
+    tls: Option<&Tls>,
+    store: &dyn Store,
+) -> bool {
+    let pending = session.take_output();
+    match Box::pin(upgrade(stream, &pending, tls, store)).await {
+        Some(info) => {
+            session.tls_started(info);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The end of a POP3 or IMAP login, counted against the AUTH failure limits SMTP shares
+/// (SPEC 3); a failure is logged and waited out with the growing delay that slows
+/// password guessing.
+pub(crate) async fn mailbox_login_finished(
+    auth: &mut AuthGuard,
+    store: &dyn Store,
+    limiter: &AuthLimiter,
+    peer: SocketAddr,
+    authcid: Option<String>,
+    success: bool,
+    protocol: &'static str,
+) {
+    let delay = Box::pin(auth.finished(store, limiter, peer, authcid.as_deref(), success, false)).await;
+    if success {
+        tracing::info!(%peer, user = ?authcid, protocol, "mailbox login");
+    } else {
+        tracing::warn!(%peer, user = ?authcid, protocol, "authentication failed");
+        tokio::time::sleep(delay).await;
+    }
 }
 
 /// The AUTH step every listener takes the same way: the secrets fetched under the failure

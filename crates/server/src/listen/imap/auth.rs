@@ -5,21 +5,13 @@
 use vouchmail_proto::imap::session::{Event, Session};
 
 use super::context::Connection;
-use crate::listen::lookup_secrets;
-use crate::net::tls::upgrade;
+use crate::listen::{lookup_secrets, mailbox_login_finished};
 
 impl Connection<'_> {
     /// False: the handshake failed and the connection must close.
     pub async fn start_tls(&mut self, session: &mut Session) -> bool {
-        let pending = session.take_output();
         let (context, store) = (self.context, self.store());
-        match upgrade(&mut self.stream, &pending, context.tls.as_ref(), store).await {
-            Some(info) => {
-                session.tls_started(info);
-                true
-            }
-            None => false,
-        }
+        crate::listen::start_tls(session, &mut self.stream, context.tls.as_ref(), store).await
     }
 
     /// The session back with the event its verification produced; None when the
@@ -31,13 +23,6 @@ impl Connection<'_> {
 
     pub async fn auth_finished(&mut self, authcid: Option<String>, success: bool) {
         let (store, limiter, peer) = (self.store(), &self.context.auth_limiter, self.peer);
-        let delay = Box::pin(self.auth.finished(store, limiter, peer, authcid.as_deref(), success, false)).await;
-        if success {
-            tracing::info!(%peer, user = ?authcid, "IMAP login");
-        } else {
-            tracing::warn!(%peer, user = ?authcid, "IMAP authentication failed");
-            // The growing delay slows password guessing (SPEC 3).
-            tokio::time::sleep(delay).await;
-        }
+        mailbox_login_finished(&mut self.auth, store, limiter, peer, authcid, success, "IMAP").await;
     }
 }
