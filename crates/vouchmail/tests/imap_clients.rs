@@ -1,0 +1,303 @@
+//! IMAP (SPEC 9) against real third-party clients, each as its users run it: mbsync
+//! (isync) and offlineimap syncing every folder both ways with a Maildir, neomutt driven
+//! through its screen in tmux moving a message out of Junk, and fetchmail fetching INBOX.
+//! Each client speaks to the server over TLS where it can, verifying the server's
+//! certificate against a test CA, as it would on the internet. A missing client fails its
+//! test: scripts/test.sh installs them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use common::{tool, SmtpConn, TestServer};
+use vouchmail_proto::sasl::Secrets;
+use vouchmail_store::{FlagChange, FlagOperation, FolderMessage, SenderPolicy};
+use vouchmail_testkit::ca::TestCa;
+
+const USER: &str = "user@local.test";
+const PASSWORD: &str = "imap secret";
+/// Every external client runs under `timeout`, so a client that hangs on a server bug fails
+/// its test instead of stalling the suite.
+const CLIENT_TIMEOUT_SECS: &str = "60";
+
+fn secrets() -> Secrets {
+    static SECRETS: OnceLock<Secrets> = OnceLock::new();
+    SECRETS
+        .get_or_init(|| Secrets::from_password(PASSWORD, &[7; vouchmail_proto::sasl::SALTS_LEN]).expect("secrets"))
+        .clone()
+}
+
+/// A test server whose certificate a test CA issued for `localhost`, the name the clients
+/// connect to (mbsync checks DNS names only, not IP addresses), and the folder the CA's
+/// `ca.pem` is in.
+struct Fixture {
+    server: TestServer,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn start() -> Fixture {
+        Fixture::start_with(|_| {}).await
+    }
+
+    async fn start_with(adjust: impl FnOnce(&mut vouchmail_server::config::Config)) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = TestCa::new(&dir.path().join("ca"), "vouchmail IMAP clients test CA");
+        let issued = ca.issue(&["localhost", "127.0.0.1"]);
+        let server = TestServer::start_with(|c| {
+            c.tls.cert = Some(issued.cert.clone());
+            c.tls.key = Some(issued.key.clone());
+            // IDLE-capable clients hear of changes made elsewhere quickly.
+            c.imap.watch_interval_ms = 100;
+            adjust(c);
+        })
+        .await;
+        server.store.set_secrets(USER, secrets()).await.expect("secrets");
+        Fixture { server, dir }
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca").join("ca.pem")
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn imaps_port(&self) -> u16 {
+        self.server.imaps().port()
+    }
+
+    /// Delivers messages over the MX from an unauthenticated internet sender: to INBOX
+    /// under the domain's `accept` policy, to Junk under `junk` (SPEC 2).
+    async fn deliver(&self, policy: SenderPolicy, subjects: &[&str]) {
+        self.server.store.set_domain_policy("local.test", policy).await.expect("policy");
+        let (mut c, _) = SmtpConn::connect(self.server.mx()).await;
+        c.cmd("EHLO client.test").await;
+        for subject in subjects {
+            let id = subject.replace(' ', "-");
+            let body = format!(
+                "From: a@remote.test\r\nTo: {USER}\r\nMessage-ID: <{id}@remote.test>\r\nSubject: {subject}\r\n\r\nbody of {subject}\r\n"
+            );
+            assert_eq!(c.send_message("a@remote.test", &[USER], &body).await.code, 250, "{subject}");
+        }
+        c.cmd("QUIT").await;
+    }
+
+    /// A folder's messages as the store has them, with their text; empty when the folder
+    /// does not exist.
+    async fn folder(&self, name: &str) -> Vec<(FolderMessage, String)> {
+        let Some((_, messages)) = self.server.store.folder_messages(USER, name).await.expect("folder") else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for message in messages {
+            let (_, data) =
+                self.server.store.get_mailbox_message(USER, message.entry_id).await.expect("get").expect("exists");
+            out.push((message, String::from_utf8_lossy(&data).into_owned()));
+        }
+        out
+    }
+
+    async fn folder_names(&self) -> Vec<String> {
+        self.server.store.list_folders(USER).await.expect("folders").into_iter().map(|f| f.name).collect()
+    }
+
+    /// The UID of the message with this subject in a folder.
+    async fn uid_of(&self, folder: &str, subject: &str) -> u32 {
+        let messages = self.folder(folder).await;
+        let found = messages.iter().find(|(_, text)| text.contains(&format!("Subject: {subject}\r\n")));
+        found.unwrap_or_else(|| panic!("{subject} not in {folder}: {messages:?}")).0.uid
+    }
+}
+
+/// Runs a client under `timeout`, in `dir`, with HOME there too (so no client reads or
+/// writes the files of whoever runs the tests).
+async fn run_client(dir: &Path, program: &str, args: &[&str]) -> Output {
+    let mut command = Command::new(tool("timeout"));
+    command
+        .arg(CLIENT_TIMEOUT_SECS)
+        .arg(tool(program))
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .stdin(Stdio::null());
+    common::run(command).await
+}
+
+fn transcript(out: &Output) -> String {
+    format!(
+        "status {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The files of a Maildir folder (`new` and `cur`), with their text.
+fn maildir(folder: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    for sub in ["new", "cur"] {
+        let Ok(entries) = std::fs::read_dir(folder.join(sub)) else { continue };
+        for entry in entries {
+            let path = entry.expect("entry").path();
+            let text = String::from_utf8_lossy(&std::fs::read(&path).expect("read")).into_owned();
+            out.push((path, text));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The Maildir file of the message with this subject.
+fn maildir_file(folder: &Path, subject: &str) -> Option<PathBuf> {
+    let wanted = format!("Subject: {subject}\r\n");
+    let wanted_lf = format!("Subject: {subject}\n");
+    maildir(folder).into_iter().find(|(_, text)| text.contains(&wanted) || text.contains(&wanted_lf)).map(|(p, _)| p)
+}
+
+/// The Maildir flags of a message file (the letters after `:2,`).
+fn maildir_flags(path: &Path) -> String {
+    let name = path.file_name().expect("name").to_string_lossy().into_owned();
+    name.rsplit_once(":2,").map(|(_, flags)| flags.to_string()).unwrap_or_default()
+}
+
+/// Writes a new message into a Maildir folder (made if missing), as a mail client
+/// saving a sent message would: `tmp` then `new` (Maildir's delivery rule).
+fn maildir_add(folder: &Path, name: &str, text: &str) {
+    for sub in ["tmp", "new", "cur"] {
+        std::fs::create_dir_all(folder.join(sub)).expect("maildir");
+    }
+    let tmp = folder.join("tmp").join(name);
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, folder.join("new").join(name)).expect("rename");
+}
+
+/// Adds a Maildir flag to a message, as a mail client reading it would: the file moves to
+/// `cur` with the flag among the letters after `:2,`, kept in ASCII order (Maildir's rule).
+fn maildir_set_flag(path: &Path, flag: char) {
+    let name = path.file_name().expect("name").to_string_lossy().into_owned();
+    let (base, flags) = name.rsplit_once(":2,").unwrap_or((&name, ""));
+    let mut flags: Vec<char> = flags.chars().chain([flag]).collect();
+    flags.sort();
+    flags.dedup();
+    let folder = path.parent().and_then(Path::parent).expect("folder");
+    let target = folder.join("cur").join(format!("{base}:2,{}", flags.into_iter().collect::<String>()));
+    std::fs::rename(path, target).expect("rename");
+}
+
+fn has_flag(message: &FolderMessage, flag: &str) -> bool {
+    message.flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
+}
+
+/// mbsync (isync) over imaps, verifying the server against the test CA, syncs every folder
+/// both ways (Patterns *, Create Both, Expunge Both): the first run brings INBOX and Junk
+/// with their messages and the other folders of SPEC 9 into a Maildir; then a message
+/// saved locally in Sent, a new local folder with a message, a message read locally, a
+/// message flagged and another deleted on the server; the second run carries each change
+/// to the other side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mbsync_syncs_every_folder_both_ways() {
+    let f = Fixture::start().await;
+    f.deliver(SenderPolicy::ACCEPT, &["inbox one", "inbox two"]).await;
+    f.deliver(SenderPolicy::JUNK, &["junk one"]).await;
+    assert_eq!(f.folder("Junk").await.len(), 1, "the junk policy files the message in Junk");
+    let mail = f.path("mail");
+    std::fs::create_dir_all(&mail).unwrap();
+    let config = format!(
+        "IMAPAccount vouchmail\n\
+         Host localhost\n\
+         Port {port}\n\
+         User {USER}\n\
+         Pass \"{PASSWORD}\"\n\
+         SSLType IMAPS\n\
+         SystemCertificates no\n\
+         CertificateFile {ca}\n\
+         \n\
+         IMAPStore remote\n\
+         Account vouchmail\n\
+         \n\
+         MaildirStore local\n\
+         Path {mail}/\n\
+         Inbox {mail}/INBOX\n\
+         SubFolders Verbatim\n\
+         \n\
+         Channel everything\n\
+         Far :remote:\n\
+         Near :local:\n\
+         Patterns *\n\
+         Create Both\n\
+         Expunge Both\n\
+         SyncState *\n",
+        port = f.imaps_port(),
+        ca = f.ca_file().display(),
+        mail = mail.display(),
+    );
+    let rc = f.path("mbsyncrc");
+    std::fs::write(&rc, config).unwrap();
+    let rc = rc.to_string_lossy().into_owned();
+    let args = ["-V", "-c", &rc, "-a"];
+    let sync = || run_client(f.dir.path(), "mbsync", &args);
+
+    let out = sync().await;
+    assert!(out.status.success(), "first sync: {}", transcript(&out));
+    for name in ["INBOX", "Junk", "Sent", "Drafts", "Trash", "Archive"] {
+        assert!(mail.join(name).join("cur").is_dir(), "{name} made locally: {}", transcript(&out));
+    }
+    for subject in ["inbox one", "inbox two"] {
+        assert!(maildir_file(&mail.join("INBOX"), subject).is_some(), "{subject}: {}", transcript(&out));
+    }
+    assert!(maildir_file(&mail.join("Junk"), "junk one").is_some(), "junk one: {}", transcript(&out));
+
+    // Local changes: a sent message, a new folder with a message, a junk message read.
+    maildir_add(
+        &mail.join("Sent"),
+        "1700000000.M1P1.localhost",
+        "From: user@local.test\nTo: b@remote.test\nMessage-ID: <sent-locally@local.test>\nSubject: sent locally\n\nsent text\n",
+    );
+    maildir_add(
+        &mail.join("Projects"),
+        "1700000001.M2P1.localhost",
+        "From: b@remote.test\nTo: user@local.test\nSubject: filed locally\n\nproject text\n",
+    );
+    maildir_set_flag(&maildir_file(&mail.join("Junk"), "junk one").unwrap(), 'S');
+    // Server changes, as another client's STORE and EXPUNGE would make them.
+    let one = f.uid_of("INBOX", "inbox one").await;
+    let two = f.uid_of("INBOX", "inbox two").await;
+    let flag = |uids: Vec<u32>, flag: &str| FlagChange {
+        uids,
+        operation: FlagOperation::Add,
+        flags: vec![flag.to_string()],
+        unchanged_since: None,
+    };
+    f.server.store.store_flags(USER, "INBOX", flag(vec![one], "\\Flagged")).await.unwrap();
+    f.server.store.store_flags(USER, "INBOX", flag(vec![two], "\\Deleted")).await.unwrap();
+    assert_eq!(f.server.store.expunge(USER, "INBOX", None).await.unwrap(), vec![two]);
+
+    let out = sync().await;
+    assert!(out.status.success(), "second sync: {}", transcript(&out));
+    // The server has the local changes ...
+    let sent = f.folder("Sent").await;
+    assert!(
+        sent.iter().any(|(_, text)| text.contains("Subject: sent locally") && text.contains("sent text")),
+        "Sent on the server: {sent:?}\n{}",
+        transcript(&out)
+    );
+    assert!(f.folder_names().await.contains(&"Projects".to_string()), "{}", transcript(&out));
+    let projects = f.folder("Projects").await;
+    assert!(projects.iter().any(|(_, text)| text.contains("project text")), "{projects:?}");
+    let junk = f.folder("Junk").await;
+    assert!(has_flag(&junk[0].0, "\\Seen"), "read locally, \\Seen on the server: {junk:?}");
+    // ... and the Maildir the server's.
+    let one = maildir_file(&mail.join("INBOX"), "inbox one").expect("inbox one kept");
+    assert!(maildir_flags(&one).contains('F'), "flagged on the server: {one:?}");
+    assert!(maildir_file(&mail.join("INBOX"), "inbox two").is_none(), "expunged on the server: {}", transcript(&out));
+    // A third run finds nothing left to do: both sides agree.
+    let out = sync().await;
+    assert!(out.status.success(), "third sync: {}", transcript(&out));
+    assert_eq!(maildir(&mail.join("INBOX")).len(), 1);
+    assert_eq!(f.folder("INBOX").await.len(), 1);
+    assert_eq!(f.folder("Sent").await.len(), 1, "the sent message uploaded once");
+}
