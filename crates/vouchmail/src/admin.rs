@@ -13,6 +13,7 @@ use vouchmail_proto::sasl::{Secrets, SecretsPolicy};
 use vouchmail_proto::smtp::address::Address;
 use vouchmail_proto::time::rfc3339;
 use vouchmail_server::auth::authkey::verifier;
+use vouchmail_server::rules::{folders, tracking_folder};
 use vouchmail_store::{AuthKey, AuthKeySettings, CertMatch, Folder, NewAccount, SenderPolicy, Store};
 
 use crate::listing::{print_json, write_stdout, Listing};
@@ -762,7 +763,15 @@ pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), C
             let address = parse_address(&address)?.to_string();
             const COLUMNS: [&str; 6] = ["FOLDER", "SPECIAL-USE", "MESSAGES", "UIDVALIDITY", "UIDNEXT", "HIGHESTMODSEQ"];
             let mut listing = Listing::new(&COLUMNS);
-            for folder in store.list_folders(&address).await.map_err(|e| CliError::failed(e.to_string()))? {
+            for mut folder in store.list_folders(&address).await.map_err(|e| CliError::failed(e.to_string()))? {
+                // SPEC 9: the Tracking folder's messages are the account's records.
+                if folders::is_tracking(&folder.name) {
+                    let records = store
+                        .tracking_records(&address, None, tracking_folder::SHOWN_RECORDS)
+                        .await
+                        .map_err(|e| CliError::failed(e.to_string()))?;
+                    folder = tracking_folder::folder_state(folder, &records);
+                }
                 let object = serde_json::json!({
                     "folder": folder.name,
                     "special_use": folder.special_use,

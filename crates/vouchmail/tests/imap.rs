@@ -273,3 +273,58 @@ async fn idle_wakes_for_new_mail_and_a_pop3_deletion() {
     let fetched = imap.send("d FETCH 1:* (UID)", "d ").await;
     assert_eq!(fetched.iter().filter(|l| l.starts_with("* ")).count(), 2, "{fetched:?}");
 }
+
+/// A tracking record (SPEC 8.3) about a message `user` sent, as NOTIFY stores it.
+fn record(n: u32) -> vouchmail_proto::messenger::tracking::Record {
+    vouchmail_proto::messenger::tracking::Record {
+        timestamp: 1_796_119_200 + i64::from(n),
+        message_id: format!("<sent{n}@local.test>"),
+        sender: USER.into(),
+        recipient: format!("reader{n}@remote.test"),
+        event: vouchmail_proto::messenger::tracking::Event::Downloaded,
+        reporting_server: "mx.remote.test".into(),
+    }
+}
+
+/// SPEC 9: the Tracking folder is read-only and holds one text/csv message per tracking
+/// record; its messages can be copied out; IDLE there hears of a new record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tracking_folder_shows_each_record_as_a_csv_message() {
+    let server = server(0).await;
+    let now = vouchmail_server::support::time::unix_now();
+    for n in 1..=2 {
+        server.store.store_notified_record(record(n), now).await.expect("stored");
+    }
+    let mut imap = Lines::connect(&server).await;
+    imap.send(&format!("a LOGIN {USER} \"{PASSWORD}\""), "a ").await;
+    let selected = imap.send("b SELECT Tracking", "b ").await;
+    assert!(selected.iter().any(|l| l.starts_with("* 2 EXISTS")), "{selected:?}");
+    assert!(selected.last().unwrap().starts_with("b OK [READ-ONLY]"), "{selected:?}");
+    let fetched = imap.send("c FETCH 1:* (UID FLAGS BODY[])", "c ").await.concat();
+    assert!(fetched.contains("Content-Type: text/csv; charset=utf-8; header=present"), "{fetched}");
+    assert!(fetched.contains("Subject: downloaded by reader2@remote.test"), "{fetched}");
+    assert!(
+        fetched.contains(
+            "\r\n2026-12-01T10:00:01Z,<sent1@local.test>,user@local.test,reader1@remote.test,downloaded,mx.remote.test\r\n"
+        ),
+        "{fetched}"
+    );
+    assert!(fetched.contains("FLAGS (\\Seen)"), "{fetched}");
+    // Nothing changes there; a copy elsewhere is the user's own message.
+    assert!(imap.send("d STORE 1 +FLAGS (\\Flagged)", "d ").await.last().unwrap().starts_with("d NO"));
+    let copied = imap.send("e COPY 2 Archive", "e ").await;
+    assert!(copied.last().unwrap().starts_with("e OK [COPYUID "), "{copied:?}");
+    let (_, archived) = server.store.folder_messages(USER, "Archive").await.unwrap().unwrap();
+    assert_eq!(archived.len(), 1);
+    let (_, bytes) = server.store.get_mailbox_message(USER, archived[0].entry_id).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&bytes).contains("<sent2@local.test>,user@local.test,reader2@remote.test"));
+    // No `downloaded` record of a record: the folder's messages are not deliveries.
+    assert!(server.store.list_tracking_events(0, 100).await.unwrap().is_empty());
+    // A record arriving while the client is in IDLE shows at once.
+    assert!(imap.send("f IDLE", "+").await.last().unwrap().starts_with("+"));
+    server.store.store_notified_record(record(3), now).await.expect("stored");
+    imap.until("* 3 EXISTS").await;
+    assert!(imap.send("DONE", "f ").await.last().unwrap().starts_with("f OK"));
+    let status = imap.send("g STATUS Tracking (MESSAGES UNSEEN)", "g ").await;
+    assert!(status[0].contains("MESSAGES 3 UNSEEN 0"), "{status:?}");
+}

@@ -18,6 +18,11 @@ pub fn is_permanent(name: &str) -> bool {
 
 /// SPEC 9: Tracking is read-only; nothing is stored into it, nothing changed in it.
 pub fn is_read_only(name: &str) -> bool {
+    is_tracking(name)
+}
+
+/// The folder whose messages are the account's tracking records (`rules::tracking_folder`).
+pub fn is_tracking(name: &str) -> bool {
     name == TRACKING
 }
 

@@ -17,3 +17,4 @@ pub mod own_message;
 pub mod recipient;
 pub mod sender_policy;
 pub mod tracking;
+pub mod tracking_folder;

@@ -13,7 +13,7 @@ impl Connection<'_> {
     pub async fn watch(&mut self, session: &mut Session) {
         let Some(selected) = &self.selected else { return };
         let folder = selected.folder.clone();
-        let (info, messages) = match self.store().folder_messages(self.user(), &folder).await {
+        let (info, messages) = match self.folder_contents(&folder).await {
             Ok(Some(found)) => found,
             // Deleted or unreadable now: the next command's own store access answers.
             Ok(None) => return,

@@ -92,7 +92,7 @@ impl Connection<'_> {
     pub async fn select(&mut self, session: &mut Session, mailbox: MailboxName) {
         self.selected = None;
         let name = mailbox.as_str().to_string();
-        let found = match self.store().folder_messages(self.user(), &name).await {
+        let found = match self.folder_contents(&name).await {
             Ok(Some(found)) => found,
             Ok(None) => return session.selected(Err(Failure::nonexistent())),
             Err(e) => return session.selected(Err(failure(e, "SELECT"))),
@@ -164,7 +164,7 @@ impl Connection<'_> {
         let mut listed = Vec::with_capacity(folders.len());
         for folder in folders {
             let status = match &status {
-                Some(_) => match self.store().folder_messages(self.user(), &folder.name).await {
+                Some(_) => match self.folder_contents(&folder.name).await {
                     Ok(Some((info, messages))) => Some(status_of(&info, &messages)),
                     Ok(None) => None,
                     Err(e) => return session.listed(Err(failure(e, "LIST"))),
@@ -183,7 +183,7 @@ impl Connection<'_> {
     }
 
     pub async fn status(&mut self, session: &mut Session, mailbox: MailboxName) {
-        let result = match self.store().folder_messages(self.user(), mailbox.as_str()).await {
+        let result = match self.folder_contents(mailbox.as_str()).await {
             Ok(Some((info, messages))) => Ok(status_of(&info, &messages)),
             Ok(None) => Err(Failure::nonexistent()),
             Err(e) => Err(failure(e, "STATUS")),

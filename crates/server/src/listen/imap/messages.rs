@@ -5,11 +5,12 @@
 use vouchmail_proto::headers::body_start;
 use vouchmail_proto::imap::session::{Content, CopyUid, FlagUpdate, MessageData, Session, StoreOutcome};
 use vouchmail_proto::imap::types::{Flag, StoreMode};
-use vouchmail_store::{FlagChange, FlagOperation, StoreError};
+use vouchmail_store::{AppendedMessage, FlagChange, FlagOperation, StoreError};
 
 use super::context::{Connection, Known};
 use super::mailboxes::{failure, imap_flags, stored_flags};
-use crate::rules::folders;
+use crate::rules::{folders, tracking_folder};
+use crate::support::queue_id::new_queue_id;
 use vouchmail_proto::imap::session::Failure;
 
 impl Connection<'_> {
@@ -43,27 +44,51 @@ impl Connection<'_> {
                 Err(e) => return session.fetched(Err(failure(e, "FETCH"))),
             }
         }
-        let mut data = Vec::with_capacity(uids.len());
-        for uid in uids {
-            let Some(entry) = self.entry_of(uid) else { continue };
-            match self.store().get_mailbox_message(self.user(), entry).await {
-                Ok(Some((_, mut bytes))) => {
-                    if content == Content::Header {
-                        bytes.truncate(body_start(&bytes).min(bytes.len()));
-                    }
-                    data.push(MessageData { uid, bytes, seen_set: seen_now.remove(&uid) });
+        let messages = match self.messages(&uids).await {
+            Ok(messages) => messages,
+            Err(e) => return session.fetched(Err(failure(e, "FETCH"))),
+        };
+        let data = messages
+            .into_iter()
+            .map(|(uid, mut bytes)| {
+                if content == Content::Header {
+                    bytes.truncate(body_start(&bytes).min(bytes.len()));
                 }
-                // Expunged meanwhile: the session answers for what is left.
-                Ok(None) => {}
-                Err(e) => return session.fetched(Err(failure(e, "FETCH"))),
+                MessageData { uid, bytes, seen_set: seen_now.remove(&uid) }
+            })
+            .collect();
+        session.fetched(Ok(data));
+    }
+
+    /// The selected folder's messages with these UIDs, each as (UID, bytes); one expunged
+    /// meanwhile is left out (the session answers for what is left).
+    async fn messages(&mut self, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+        let mut messages = Vec::with_capacity(uids.len());
+        if folders::is_tracking(&self.folder()) {
+            let records = self.tracking_records().await?;
+            for &uid in uids {
+                if let Some(stored) = self.entry_of(uid).and_then(|entry| records.get(&entry)) {
+                    messages.push((uid, tracking_folder::tracking_message(stored, self.hostname())));
+                }
+            }
+            return Ok(messages);
+        }
+        for &uid in uids {
+            let Some(entry) = self.entry_of(uid) else { continue };
+            if let Some((_, bytes)) = self.store().get_mailbox_message(self.user(), entry).await? {
+                messages.push((uid, bytes));
             }
         }
-        session.fetched(Ok(data));
+        Ok(messages)
     }
 
     /// SPEC 8.3, 9: the first whole-body FETCH records `downloaded`, once per message and
     /// recipient (the store keeps it once), as POP3 RETR does.
     pub async fn downloaded(&mut self, uids: Vec<u32>) {
+        // The Tracking folder's messages are records, not deliveries.
+        if folders::is_tracking(&self.folder()) {
+            return;
+        }
         for uid in uids {
             let Some(entry) = self.entry_of(uid) else { continue };
             let event = vouchmail_store::NewTrackingEvent {
@@ -119,6 +144,9 @@ impl Connection<'_> {
         if folders::is_read_only(&target) || (is_move && folders::is_read_only(&self.folder())) {
             return session.copied(Err(Failure::no_perm()));
         }
+        if folders::is_tracking(&self.folder()) {
+            return self.copy_records(session, uids, &target).await;
+        }
         let result = self.store().copy_messages(self.user(), &self.folder(), uids, &target, is_move).await;
         match result {
             Ok(copied) => {
@@ -135,6 +163,36 @@ impl Connection<'_> {
             Err(StoreError::NotFound(_)) => session.copied(Err(Failure::try_create())),
             Err(e) => session.copied(Err(failure(e, "COPY"))),
         }
+    }
+
+    /// COPY out of the Tracking folder: each record's message appended to the target as a
+    /// message of its own (then the user's to change or delete).
+    async fn copy_records(&mut self, session: &mut Session, uids: Vec<u32>, target: &str) {
+        let records = match self.tracking_records().await {
+            Ok(records) => records,
+            Err(e) => return session.copied(Err(failure(e, "COPY"))),
+        };
+        let (mut uid_validity, mut source, mut destination) = (0, Vec::new(), Vec::new());
+        for uid in uids {
+            let Some(stored) = self.entry_of(uid).and_then(|entry| records.get(&entry)) else { continue };
+            // RFC 9051 6.4.7: the internal date kept (the record's flags are not the user's).
+            let appended = AppendedMessage {
+                queue_id: new_queue_id(),
+                flags: Vec::new(),
+                received_at: stored.stored_at,
+                data: tracking_folder::tracking_message(stored, self.hostname()),
+            };
+            match self.store().append_message(self.user(), target, appended).await {
+                Ok((validity, new_uid)) => {
+                    uid_validity = validity;
+                    source.push(uid);
+                    destination.push(new_uid);
+                }
+                Err(StoreError::NotFound(_)) => return session.copied(Err(Failure::try_create())),
+                Err(e) => return session.copied(Err(failure(e, "COPY"))),
+            }
+        }
+        session.copied(Ok(CopyUid { uid_validity, source, destination }));
     }
 
     /// RFC 9051 6.4.3 EXPUNGE (and CLOSE), RFC 4315 2.1 UID EXPUNGE.

@@ -7,6 +7,7 @@
 
 mod auth;
 mod changes;
+mod contents;
 mod context;
 mod mailboxes;
 mod messages;
