@@ -124,7 +124,10 @@ async fn run_client(dir: &Path, program: &str, args: &[&str]) -> Output {
         .current_dir(dir)
         .env("HOME", dir)
         .stdin(Stdio::null());
-    common::run(command).await
+    let out = common::run(command).await;
+    // Shown with the failure of whichever assertion comes later (the harness captures it).
+    eprintln!("{program} {args:?}: {}", transcript(&out));
+    out
 }
 
 fn transcript(out: &Output) -> String {
@@ -300,4 +303,84 @@ async fn mbsync_syncs_every_folder_both_ways() {
     assert_eq!(maildir(&mail.join("INBOX")).len(), 1);
     assert_eq!(f.folder("INBOX").await.len(), 1);
     assert_eq!(f.folder("Sent").await.len(), 1, "the sent message uploaded once");
+}
+
+/// offlineimap over imaps, verifying the server against the test CA: a one-shot sync brings
+/// every folder of SPEC 9 and the messages of INBOX and Junk into a Maildir; then a message
+/// saved in the local Sent and a message read locally go back to the server on the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offlineimap_syncs_folders_and_a_local_change() {
+    let f = Fixture::start().await;
+    f.deliver(SenderPolicy::ACCEPT, &["inbox one", "inbox two"]).await;
+    f.deliver(SenderPolicy::JUNK, &["junk one"]).await;
+    let mail = f.path("mail");
+    std::fs::create_dir_all(&mail).unwrap();
+    let config = format!(
+        "[general]\n\
+         accounts = vouchmail\n\
+         metadata = {meta}\n\
+         \n\
+         [Account vouchmail]\n\
+         localrepository = local\n\
+         remoterepository = remote\n\
+         \n\
+         [Repository local]\n\
+         type = Maildir\n\
+         localfolders = {mail}\n\
+         \n\
+         [Repository remote]\n\
+         type = IMAP\n\
+         remotehost = localhost\n\
+         remoteport = {port}\n\
+         remoteuser = {USER}\n\
+         remotepass = {PASSWORD}\n\
+         ssl = yes\n\
+         sslcacertfile = {ca}\n\
+         holdconnectionopen = no\n\
+         maxconnections = 1\n",
+        meta = f.path("offlineimap").display(),
+        mail = mail.display(),
+        port = f.imaps_port(),
+        ca = f.ca_file().display(),
+    );
+    let rc = f.path("offlineimaprc");
+    std::fs::write(&rc, config).unwrap();
+    let rc = rc.to_string_lossy().into_owned();
+    let args = ["-c", &rc, "-o", "-u", "basic"];
+    let sync = || run_client(f.dir.path(), "offlineimap", &args);
+
+    let out = sync().await;
+    assert!(out.status.success(), "first sync: {}", transcript(&out));
+    for name in ["INBOX", "Junk", "Sent", "Drafts", "Trash", "Archive"] {
+        assert!(mail.join(name).join("cur").is_dir(), "{name} made locally: {}", transcript(&out));
+    }
+    for subject in ["inbox one", "inbox two"] {
+        assert!(maildir_file(&mail.join("INBOX"), subject).is_some(), "{subject}: {}", transcript(&out));
+    }
+    assert!(maildir_file(&mail.join("Junk"), "junk one").is_some(), "junk one: {}", transcript(&out));
+
+    maildir_add(
+        &mail.join("Sent"),
+        "1700000000.M1P1.localhost",
+        "From: user@local.test\nTo: b@remote.test\nMessage-ID: <sent-by-offlineimap@local.test>\nSubject: sent locally\n\nsent text\n",
+    );
+    maildir_set_flag(&maildir_file(&mail.join("INBOX"), "inbox two").unwrap(), 'S');
+    let out = sync().await;
+    assert!(out.status.success(), "second sync: {}", transcript(&out));
+    let sent = f.folder("Sent").await;
+    assert!(
+        sent.iter().any(|(_, text)| text.contains("Subject: sent locally") && text.contains("sent text")),
+        "Sent on the server: {sent:?}\n{}",
+        transcript(&out)
+    );
+    let two = f.uid_of("INBOX", "inbox two").await;
+    let inbox = f.folder("INBOX").await;
+    let two = inbox.iter().find(|(m, _)| m.uid == two).unwrap();
+    assert!(has_flag(&two.0, "\\Seen"), "read locally, \\Seen on the server: {inbox:?}\n{}", transcript(&out));
+    // offlineimap keeps the uploaded message under the UID the server gave it (APPENDUID,
+    // RFC 4315 3): a third sync neither uploads it again nor fetches a second copy.
+    let out = sync().await;
+    assert!(out.status.success(), "third sync: {}", transcript(&out));
+    assert_eq!(f.folder("Sent").await.len(), 1, "{}", transcript(&out));
+    assert_eq!(maildir(&mail.join("Sent")).len(), 1, "{}", transcript(&out));
 }
