@@ -384,3 +384,203 @@ async fn offlineimap_syncs_folders_and_a_local_change() {
     assert_eq!(f.folder("Sent").await.len(), 1, "{}", transcript(&out));
     assert_eq!(maildir(&mail.join("Sent")).len(), 1, "{}", transcript(&out));
 }
+
+/// A tmux server of the test's own (`tmux -L`, so that tests running side by side do not
+/// share one), killed with everything in it when the guard goes, also when the test fails.
+struct Tmux {
+    socket: String,
+    home: PathBuf,
+}
+
+impl Tmux {
+    fn new(home: &Path) -> Tmux {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Tmux { socket: format!("vouchmail-imap-{}-{n}", std::process::id()), home: home.to_path_buf() }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(tool("timeout"));
+        // No tmux.conf of whoever runs the tests (-f /dev/null); HOME is the test's, which
+        // the tmux server and so the program in it inherit.
+        command.args(["10", &tool("tmux").to_string_lossy(), "-f", "/dev/null", "-L", &self.socket]);
+        command.args(args).current_dir(&self.home).env("HOME", &self.home).stdin(Stdio::null());
+        command
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        let out = common::run(self.command(args)).await;
+        assert!(out.status.success(), "tmux {args:?}: {}", transcript(&out));
+        out
+    }
+
+    async fn screen(&self, session: &str) -> String {
+        let out = common::run(self.command(&["capture-pane", "-p", "-t", session])).await;
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls the screen (every 200 ms, at most `secs`) until it shows `text`; the screen.
+    async fn wait_for(&self, session: &str, text: &str, secs: u64) -> String {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let screen = self.screen(session).await;
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(std::time::Instant::now() < end, "{text:?} not on the screen within {secs} s:\n{screen}");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn keys(&self, session: &str, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", session];
+        args.extend_from_slice(keys);
+        self.run(&args).await;
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.command(&["kill-server"]).output();
+    }
+}
+
+/// neomutt, as a user drives it in a terminal (tmux), over imaps verifying the server
+/// against the test CA: a message from an unauthenticated internet sender, filed in Junk by
+/// the junk policy (SPEC 2), shows in neomutt's index of Junk; saved to INBOX (`s`) and
+/// the folder synced (`$`), it is in INBOX on the server and gone from Junk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neomutt_moves_a_message_out_of_junk() {
+    let f = Fixture::start().await;
+    f.deliver(SenderPolicy::JUNK, &["not really spam"]).await;
+    assert_eq!(f.folder("Junk").await.len(), 1, "the junk policy files the message in Junk");
+    let muttrc = format!(
+        "set imap_user = \"{USER}\"\n\
+         set imap_pass = \"{PASSWORD}\"\n\
+         set folder = \"imaps://localhost:{port}/\"\n\
+         set spoolfile = \"+Junk\"\n\
+         set ssl_force_tls = yes\n\
+         set ssl_ca_certificates_file = \"{ca}\"\n\
+         set certificate_file = \"{certs}\"\n\
+         set header_cache = \"\"\n\
+         set message_cachedir = \"\"\n\
+         set mbox_type = Maildir\n\
+         set record = \"\"\n\
+         set postponed = \"+Drafts\"\n\
+         set confirmappend = no\n\
+         set confirmcreate = no\n\
+         set delete = yes\n\
+         set move = no\n\
+         set quit = yes\n\
+         set wait_key = no\n\
+         set imap_passive = yes\n\
+         set mail_check = 1\n\
+         set sidebar_visible = no\n",
+        port = f.imaps_port(),
+        ca = f.ca_file().display(),
+        certs = f.path("certificates").display(),
+    );
+    std::fs::write(f.path("muttrc"), muttrc).unwrap();
+    let tmux = Tmux::new(f.dir.path());
+    let session = "neomutt";
+    let neomutt =
+        format!("{} {CLIENT_TIMEOUT_SECS} {} -n -F muttrc", tool("timeout").display(), tool("neomutt").display());
+    tmux.run(&["new-session", "-d", "-s", session, "-x", "200", "-y", "50", &neomutt]).await;
+    tmux.wait_for(session, "not really spam", 20).await;
+    // Save to INBOX: the prompt offers a mailbox of its own (a save-hook default), which
+    // C-u clears before the name is typed.
+    tmux.keys(session, &["s"]).await;
+    tmux.wait_for(session, "Save to mailbox", 10).await;
+    tmux.keys(session, &["C-u", "=INBOX", "Enter"]).await;
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while f.folder("INBOX").await.is_empty() {
+        assert!(std::time::Instant::now() < end, "not saved to INBOX:\n{}", tmux.screen(session).await);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Saving marks the message deleted in Junk; `$` expunges it ($delete = yes: no question).
+    tmux.keys(session, &["$"]).await;
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !f.folder("Junk").await.is_empty() {
+        assert!(std::time::Instant::now() < end, "still in Junk:\n{}", tmux.screen(session).await);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let inbox = f.folder("INBOX").await;
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+    assert!(inbox[0].1.contains("Subject: not really spam"), "{inbox:?}");
+    tmux.keys(session, &["q"]).await;
+}
+
+/// Runs fetchmail with `rc` as its run control file, in the test's HOME; its exit status
+/// (0: mail fetched, 1: no new mail) and log.
+async fn fetchmail(dir: &Path, rc: &str) -> (i32, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let rc_path = dir.join("fetchmailrc");
+    std::fs::write(&rc_path, rc).unwrap();
+    // fetchmail refuses a run control file others can read.
+    std::fs::set_permissions(&rc_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let rc_path = rc_path.to_string_lossy().into_owned();
+    // As root fetchmail keeps its lock in /var/run/fetchmail.pid: two tests running it at
+    // once would refuse each other ("another foreground fetchmail").
+    let pid = dir.join("fetchmail.pid").to_string_lossy().into_owned();
+    let args = ["--nodetach", "--nosyslog", "-v", "-f", &rc_path, "--pidfile", &pid];
+    let out = run_client(dir, "fetchmail", &args).await;
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let code = out.status.code().unwrap_or(-1);
+    assert!(code == 0 || code == 1, "fetchmail failed: {log}");
+    (code, log)
+}
+
+/// fetchmail over imaps (the certificate checked against the test CA) fetches INBOX to an
+/// MDA: with `keep` the messages stay, marked \Seen; a later run without `keep` fetches only the new message and deletes it
+/// (STORE \Deleted, EXPUNGE); a third finds nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetchmail_fetches_inbox_keeping_then_deleting() {
+    let f = Fixture::start().await;
+    f.deliver(SenderPolicy::ACCEPT, &["fetch one", "fetch two"]).await;
+    let out = f.path("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // Each message to a file of its own (fetchmail runs the MDA with sh -c).
+    let rc = |keep: &str| {
+        format!(
+            "set no bouncemail\npoll localhost service {port} proto IMAP\n  user \"{USER}\" password \"{PASSWORD}\"\n  \
+             folder INBOX ssl sslcertck sslcertfile \"{ca}\" {keep}\n  mda \"cat > $(mktemp {out}/msg.XXXXXX)\"\n",
+            port = f.imaps_port(),
+            ca = f.ca_file().display(),
+            out = out.display(),
+        )
+    };
+    let files = || {
+        let mut texts: Vec<String> =
+            std::fs::read_dir(&out).unwrap().map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap()).collect();
+        texts.sort();
+        texts
+    };
+
+    let (code, log) = fetchmail(f.dir.path(), &rc("keep")).await;
+    assert_eq!(code, 0, "{log}");
+    let fetched = files();
+    assert_eq!(fetched.len(), 2, "{log}");
+    for subject in ["fetch one", "fetch two"] {
+        assert!(fetched.iter().any(|t| t.contains(&format!("body of {subject}"))), "{subject}: {fetched:?}\n{log}");
+    }
+    let inbox = f.folder("INBOX").await;
+    assert_eq!(inbox.len(), 2, "kept: {inbox:?}");
+    assert!(inbox.iter().all(|(m, _)| has_flag(m, "\\Seen")), "fetched, so \\Seen: {inbox:?}\n{log}");
+    // No `downloaded` event is asked for here: fetchmail fetches RFC822.HEADER and then
+    // BODY.PEEK[TEXT], never the whole body at once, which is what SPEC 9 counts.
+    assert!(log.contains("BODY.PEEK[TEXT]"), "{log}");
+
+    f.deliver(SenderPolicy::ACCEPT, &["fetch three"]).await;
+    let (code, log) = fetchmail(f.dir.path(), &rc("")).await;
+    assert_eq!(code, 0, "{log}");
+    let fetched = files();
+    assert_eq!(fetched.len(), 3, "only the new message: {fetched:?}\n{log}");
+    assert!(fetched.iter().any(|t| t.contains("body of fetch three")), "{fetched:?}\n{log}");
+    let inbox = f.folder("INBOX").await;
+    assert_eq!(inbox.len(), 2, "the new message deleted, the seen ones not fetched: {inbox:?}\n{log}");
+    assert!(inbox.iter().all(|(_, text)| !text.contains("fetch three")), "{inbox:?}");
+
+    let (code, log) = fetchmail(f.dir.path(), &rc("")).await;
+    assert_eq!(code, 1, "nothing new: {log}");
+    assert_eq!(files().len(), 3, "{log}");
+}
