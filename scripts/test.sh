@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole vouchmail test suite on a fresh Debian machine with Rust.
 # Installs the third-party tools the interop tests drive (swaks, Postfix's smtp-source and
-# smtp-sink, Python 3, fetchmail for POP3) and PostgreSQL (the store's second backend) with
+# smtp-sink, Python 3, fetchmail for POP3 and IMAP, the IMAP clients mbsync, offlineimap and
+# neomutt, and tmux to give neomutt a terminal) and PostgreSQL (the store's second backend) with
 # apt-get when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,11 @@ perl -MDigest::HMAC_MD5 -e1 2>/dev/null || need+=(libdigest-hmac-perl)
 have msmtp || need+=(msmtp)
 [ -d /usr/share/doc/gsasl-common ] || need+=(gsasl-common)
 have fetchmail || need+=(fetchmail)
+# tests/imap_clients.rs drives these IMAP clients (neomutt in a tmux pane).
+have mbsync || need+=(isync)
+have offlineimap || need+=(offlineimap3)
+have neomutt || need+=(neomutt)
+have tmux || need+=(tmux)
 have smtp-source || need+=(postfix)
 have openssl || need+=(openssl)
 have python3 || need+=(python3)
@@ -55,5 +61,6 @@ cargo test --workspace
 # SPEC 11, one suite on both backends: the store tests ran on both above; now the server
 # tests again, every test server on a database of its own in a throwaway PostgreSQL cluster.
 VOUCHMAIL_TEST_STORE=postgres cargo test -p vouchmail --test smtp --test pop3 --test auth --test authkey \
-    --test client --test messenger --test odmr --test outbound --test tracking --test sender_auth --test imap
+    --test client --test messenger --test odmr --test outbound --test tracking --test sender_auth --test imap \
+    --test imap_clients
 bash scripts/fuzz.sh
