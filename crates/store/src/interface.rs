@@ -283,6 +283,10 @@ pub trait FolderStore: Send + Sync {
     /// The account's folders with their message counts, by name; NotFound when there is
     /// no such user.
     fn list_folders(&self, address: &str) -> StoreFuture<'_, Vec<FolderInfo>>;
+    /// What a folder's numbers are now, read cheaply (one row): any change to its messages
+    /// changes them (IMAP sessions look at it to know whether to read the folder again).
+    /// None when there is no such folder (or no such user).
+    fn folder_version(&self, address: &str, folder: &str) -> StoreFuture<'_, Option<FolderVersion>>;
     /// A folder and its messages in UID order (what SELECT shows, RFC 9051 6.3.2); None
     /// when the account has no such folder, NotFound when there is no such user.
     fn folder_messages(&self, address: &str, folder: &str)

@@ -187,6 +187,16 @@ pub struct FolderInfo {
     pub messages: u32,
 }
 
+/// A folder's numbers, which change with every change to its messages: a new message takes
+/// the next UID, and a flag change or an expunge (IMAP's, or a POP3 DELE) a new
+/// mod-sequence (RFC 7162 3.1); a folder made again has a new UIDVALIDITY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FolderVersion {
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    pub highest_modseq: u64,
+}
+
 /// One message of a folder as IMAP sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FolderMessage {

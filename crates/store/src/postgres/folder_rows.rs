@@ -94,3 +94,21 @@ pub(super) async fn insert_folder(
         .map_err(db_error)?;
     Ok(inserted == 1)
 }
+
+/// The folder's next mod-sequence, taken at the end of a change (RFC 7162 3.1).
+pub(super) async fn next_modseq(
+    tx: &deadpool_postgres::Transaction<'_>,
+    account: i64,
+    folder: &str,
+) -> StoreResult<i64> {
+    let row = tx
+        .query_opt(
+            "UPDATE folders SET highest_modseq = highest_modseq + 1 WHERE account_id = $1 AND name = $2
+             RETURNING highest_modseq",
+            &[&account, &folder],
+        )
+        .await
+        .map_err(db_error)?;
+    let row = row.ok_or_else(|| StoreError::NotFound(format!("folder {folder}")))?;
+    row.try_get(0).map_err(db_error)
+}

@@ -5,7 +5,7 @@ use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::Row;
 
 use super::base::db_error;
-use super::folder_rows::{insert_folder, take_uid_validity};
+use super::folder_rows::{insert_folder, next_modseq, take_uid_validity};
 use super::messages::{delete_orphans, insert_messages, AccountDeltas};
 use super::pool::PostgresStore;
 use super::rows::account_id;
@@ -14,7 +14,7 @@ use crate::interface::FolderStore;
 use crate::rules::{folder_name, is_deleted, rename_order, renamed_folder, stored_flags};
 use crate::types::{
     AppendedMessage, CopiedMessages, Envelope, FlagChange, FlagOperation, FlagsStored, FolderInfo, FolderMessage,
-    NewMessage,
+    FolderVersion, NewMessage,
 };
 
 // Lock order of the changes here, as of a commit's (`messages::AccountDeltas::apply`):
@@ -170,20 +170,6 @@ async fn copy_entries(
     Ok(CopiedMessages { uid_validity: uid_validity as u32, pairs })
 }
 
-/// The folder's next mod-sequence, taken at the end of a change (RFC 7162 3.1).
-async fn next_modseq(tx: &deadpool_postgres::Transaction<'_>, account: i64, folder: &str) -> StoreResult<i64> {
-    let row = tx
-        .query_opt(
-            "UPDATE folders SET highest_modseq = highest_modseq + 1 WHERE account_id = $1 AND name = $2
-             RETURNING highest_modseq",
-            &[&account, &folder],
-        )
-        .await
-        .map_err(db_error)?;
-    let row = row.ok_or_else(|| StoreError::NotFound(format!("folder {folder}")))?;
-    row.try_get(0).map_err(db_error)
-}
-
 async fn folder_exists(client: &impl GenericClient, account: i64, folder: &str) -> StoreResult<()> {
     let found = client
         .query_opt("SELECT id FROM folders WHERE account_id = $1 AND name = $2", &[&account, &folder])
@@ -225,6 +211,28 @@ impl FolderStore for PostgresStore {
                 .await
                 .map_err(db_error)?;
             rows.iter().map(to_folder).collect()
+        })
+    }
+
+    fn folder_version(&self, address: &str, folder: &str) -> StoreFuture<'_, Option<FolderVersion>> {
+        let (address, folder) = (address.to_lowercase(), folder_name(folder).to_string());
+        Box::pin(async move {
+            let conn = self.conn().await?;
+            let statement = conn
+                .prepare_cached(
+                    "SELECT f.uid_validity, f.uid_next, f.highest_modseq FROM folders f
+                     JOIN accounts a ON a.id = f.account_id WHERE a.address = $1 AND f.name = $2",
+                )
+                .await
+                .map_err(db_error)?;
+            let Some(row) = conn.query_opt(&statement, &[&address, &folder]).await.map_err(db_error)? else {
+                return Ok(None);
+            };
+            Ok(Some(FolderVersion {
+                uid_validity: row.try_get::<_, i64>(0).map_err(db_error)? as u32,
+                uid_next: row.try_get::<_, i64>(1).map_err(db_error)? as u32,
+                highest_modseq: row.try_get::<_, i64>(2).map_err(db_error)? as u64,
+            }))
         })
     }
 

@@ -2,6 +2,7 @@
 //! semantics of `sqlite/mailboxes.rs`.
 
 use super::base::{db_error, now};
+use super::folder_rows::next_modseq;
 use super::messages::{delete_orphans, AccountDeltas};
 use super::pool::PostgresStore;
 use super::rows::{account_id, to_mailbox_entry, MAILBOX_COLUMNS};
@@ -79,20 +80,29 @@ impl MailboxStore for PostgresStore {
             // Each entry is deleted only if it is still there and the account's: a
             // concurrent deletion of the same entry counts once, in one of them.
             let statement = tx
-                .prepare_cached("DELETE FROM mailbox WHERE id = $1 AND account_id = $2 RETURNING message_id, size")
+                .prepare_cached(
+                    "DELETE FROM mailbox WHERE id = $1 AND account_id = $2 RETURNING message_id, size, folder",
+                )
                 .await
                 .map_err(db_error)?;
             let (statement, shared) = (&statement, &tx);
             let deletions = ids.iter().map(|id| async move { shared.query_opt(statement, &[id, &account]).await });
             let mut deltas = AccountDeltas::default();
             let mut messages = Vec::new();
+            let mut folders = std::collections::BTreeSet::new();
             for deleted in futures_util::future::join_all(deletions).await {
                 if let Some(row) = deleted.map_err(db_error)? {
                     messages.push(row.try_get::<_, i64>(0).map_err(db_error)?);
                     deltas.add(account, -row.try_get::<_, i64>(1).map_err(db_error)?, -1);
+                    folders.insert(row.try_get::<_, String>(2).map_err(db_error)?);
                 }
             }
             let removed = messages.len();
+            // An expunge to IMAP (SPEC 9): its folder takes a new mod-sequence (RFC 7162
+            // 3.1), which is also how IMAP sessions watching the folder notice it.
+            for folder in folders {
+                next_modseq(&tx, account, &folder).await?;
+            }
             // Counts never below zero, as on SQLite (one clamp of the sum is the same as
             // one per entry: they only go down).
             deltas.apply(&tx).await?;

@@ -75,3 +75,14 @@ pub(super) fn next_uid(conn: &Connection, account_id: i64, folder: &str) -> Stor
     insert_folder(conn, account_id, folder, default_special_use(folder), uid_validity, true)?;
     take(conn)?.ok_or_else(|| StoreError::NotFound(format!("folder {folder}")))
 }
+
+/// The folder's next mod-sequence, taken (RFC 7162 3.1: every change gets a higher one).
+pub(super) fn next_modseq(conn: &Connection, account_id: i64, folder: &str) -> StoreResult<i64> {
+    conn.prepare_cached(
+        "UPDATE folders SET highest_modseq = highest_modseq + 1 WHERE account_id = ?1 AND name = ?2
+         RETURNING highest_modseq",
+    )
+    .and_then(|mut stmt| stmt.query_row(params![account_id, folder], |r| r.get(0)).optional())
+    .map_err(db_error)?
+    .ok_or_else(|| StoreError::NotFound(format!("folder {folder}")))
+}

@@ -3,14 +3,14 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::base::*;
-use super::folder_rows::{insert_folder, next_uid, take_uid_validity};
+use super::folder_rows::{insert_folder, next_modseq, next_uid, take_uid_validity};
 use super::writer::SqliteStore;
 use crate::error::{StoreError, StoreFuture, StoreResult};
 use crate::interface::FolderStore;
 use crate::rules::{folder_name, is_deleted, rename_order, renamed_folder, stored_flags};
 use crate::types::{
     AppendedMessage, CopiedMessages, Envelope, FlagChange, FlagOperation, FlagsStored, FolderInfo, FolderMessage,
-    NewMessage,
+    FolderVersion, NewMessage,
 };
 
 const FOLDER_COLUMNS: &str = "f.name, f.special_use, f.uid_validity, f.uid_next, f.highest_modseq, f.subscribed,
@@ -26,17 +26,6 @@ fn row_to_folder(row: &Row<'_>) -> rusqlite::Result<FolderInfo> {
         subscribed: row.get(5)?,
         messages: row.get::<_, i64>(6)? as u32,
     })
-}
-
-/// The folder's next mod-sequence, taken (RFC 7162 3.1: every change gets a higher one).
-fn next_modseq(conn: &Connection, account_id: i64, folder: &str) -> StoreResult<i64> {
-    conn.prepare_cached(
-        "UPDATE folders SET highest_modseq = highest_modseq + 1 WHERE account_id = ?1 AND name = ?2
-         RETURNING highest_modseq",
-    )
-    .and_then(|mut stmt| stmt.query_row(params![account_id, folder], |r| r.get(0)).optional())
-    .map_err(db_error)?
-    .ok_or_else(|| StoreError::NotFound(format!("folder {folder}")))
 }
 
 fn folder_exists(conn: &Connection, account_id: i64, folder: &str) -> StoreResult<()> {
@@ -148,6 +137,27 @@ impl FolderStore for SqliteStore {
                 .map_err(db_error)?;
             let rows = stmt.query_map(params![account], row_to_folder).map_err(db_error)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
+    }
+
+    fn folder_version(&self, address: &str, folder: &str) -> StoreFuture<'_, Option<FolderVersion>> {
+        let (address, folder) = (address.to_lowercase(), folder_name(folder).to_string());
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT f.uid_validity, f.uid_next, f.highest_modseq FROM folders f
+                 JOIN accounts a ON a.id = f.account_id WHERE a.address = ?1 AND f.name = ?2",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![address, folder], |r| {
+                    Ok(FolderVersion {
+                        uid_validity: r.get::<_, i64>(0)? as u32,
+                        uid_next: r.get::<_, i64>(1)? as u32,
+                        highest_modseq: r.get::<_, i64>(2)? as u64,
+                    })
+                })
+                .optional()
+            })
+            .map_err(db_error)
         })
     }
 

@@ -3,6 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::base::*;
+use super::folder_rows::next_modseq;
 use super::writer::SqliteStore;
 use crate::error::{StoreError, StoreFuture, StoreResult};
 use crate::interface::MailboxStore;
@@ -52,18 +53,27 @@ impl MailboxStore for SqliteStore {
         let ids = ids.to_vec();
         self.write(move |conn| {
             let mut removed = 0;
+            let mut folders = std::collections::BTreeSet::new();
             for id in ids {
-                let entry: Option<(i64, i64, i64)> = conn
+                let entry: Option<(i64, i64, i64, String)> = conn
                     .prepare_cached(
-                        "SELECT b.account_id, b.message_id, b.size FROM mailbox b JOIN accounts a ON a.id = b.account_id
-                         WHERE a.address = ?1 AND b.id = ?2",
+                        "SELECT b.account_id, b.message_id, b.size, b.folder FROM mailbox b
+                         JOIN accounts a ON a.id = b.account_id WHERE a.address = ?1 AND b.id = ?2",
                     )
-                    .and_then(|mut stmt| stmt.query_row(params![address, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+                    .and_then(|mut stmt| {
+                        stmt.query_row(params![address, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    })
                     .optional()
                     .map_err(db_error)?;
-                let Some((account_id, message_id, size)) = entry else { continue };
+                let Some((account_id, message_id, size, folder)) = entry else { continue };
                 delete_entry(conn, id, account_id, message_id, size)?;
+                folders.insert((account_id, folder));
                 removed += 1;
+            }
+            // An expunge to IMAP (SPEC 9): its folder takes a new mod-sequence (RFC 7162
+            // 3.1), which is also how IMAP sessions watching the folder notice it.
+            for (account_id, folder) in folders {
+                next_modseq(conn, account_id, &folder)?;
             }
             Ok(removed)
         })

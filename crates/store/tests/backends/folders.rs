@@ -19,6 +19,7 @@ on_every_backend!(
     renaming_inbox_moves_its_messages,
     copy_then_move_give_new_uids_in_uid_order,
     append_stores_flags_and_internal_date,
+    every_change_moves_the_folder_version,
 );
 on_every_backend!(
     two_nodes: two_nodes_delivering_to_one_folder_number_in_commit_order,
@@ -476,4 +477,35 @@ async fn two_nodes_copying_into_one_folder_get_distinct_uids<S: AccountStore + Q
     assert_eq!(messages.iter().map(|m| m.uid).collect::<Vec<_>>(), given);
     assert_eq!((archive.uid_next, archive.messages), (81, 80));
     assert_eq!(counts(b).await, (84, 84 * SIZE));
+}
+
+/// What IMAP sessions watch (SPEC 9): a delivery, a flag change, an IMAP expunge and a POP3
+/// deletion each move the folder's version; a read does not.
+async fn every_change_moves_the_folder_version<S: AccountStore + QueueStore + MailboxStore + FolderStore + ?Sized>(
+    store: &S,
+) {
+    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
+    let a = store.add_account(account("a@example.org")).await.unwrap();
+    let version = || async { store.folder_version("A@example.org", "inbox").await.unwrap().expect("INBOX") };
+    let mut seen = vec![version().await];
+    for n in 1..=3 {
+        store.commit_message(message(&format!("Q{n}"), vec![to(a, Folder::Inbox)])).await.unwrap();
+    }
+    seen.push(version().await);
+    store.folder_messages("a@example.org", "INBOX").await.unwrap();
+    assert_eq!(version().await, seen[1], "a read changes nothing");
+    store.store_flags("a@example.org", "INBOX", change(&[1], FlagOperation::Add, &["\\Deleted"], None)).await.unwrap();
+    seen.push(version().await);
+    store.expunge("a@example.org", "INBOX", None).await.unwrap();
+    seen.push(version().await);
+    let entries = store.list_mailbox("a@example.org", Some(Folder::Inbox)).await.unwrap();
+    assert_eq!(store.delete_mailbox_entries("a@example.org", &[entries[0].id]).await.unwrap(), 1);
+    seen.push(version().await);
+    for pair in seen.windows(2) {
+        assert_ne!(pair[0], pair[1], "{seen:?}");
+    }
+    assert_eq!(seen[1].uid_next, 4);
+    assert!(seen.windows(2).all(|p| p[0].highest_modseq < p[1].highest_modseq), "{seen:?}");
+    assert!(store.folder_version("a@example.org", "Nowhere").await.unwrap().is_none());
+    assert!(store.folder_version("nobody@example.org", "INBOX").await.unwrap().is_none());
 }

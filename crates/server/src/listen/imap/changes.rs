@@ -1,6 +1,7 @@
 //! Changes made elsewhere to the selected folder (SPEC 9: deliveries, other IMAP or POP3
-//! sessions, other nodes on the store): the folder is read again every
-//! `imap.watch_interval_ms` and compared with what this session last saw, and the
+//! sessions, other nodes on the store): every `imap.watch_interval_ms` the folder's stamp
+//! (its UIDNEXT and HIGHESTMODSEQ, which every change moves) is looked at; when it moved,
+//! the folder is read again and compared with what this session last saw, and the
 //! differences are pushed to the session, which reports them when RFC 9051 7.5.1 allows
 //! (at once during IDLE).
 
@@ -12,7 +13,17 @@ use super::mailboxes::{imap_flags, meta};
 impl Connection<'_> {
     pub async fn watch(&mut self, session: &mut Session) {
         let Some(selected) = &self.selected else { return };
-        let folder = selected.folder.clone();
+        let (folder, before) = (selected.folder.clone(), selected.stamp);
+        // The folder is read again only when its stamp moved: an idle session costs one
+        // row per look.
+        let stamp = match self.folder_stamp(&folder).await {
+            Ok(stamp) if stamp.is_some() && stamp == before => return,
+            Ok(stamp) => stamp,
+            Err(e) => {
+                tracing::warn!(error = %e, "store error watching an IMAP folder");
+                return;
+            }
+        };
         let (info, messages) = match self.folder_contents(&folder).await {
             Ok(Some(found)) => found,
             // Deleted or unreadable now: the next command's own store access answers.
@@ -50,6 +61,7 @@ impl Connection<'_> {
             }
         }
         selected.messages = now;
+        selected.stamp = stamp;
         if !changes.is_empty() {
             session.mailbox_changed(changes);
         }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use vouchmail_store::{FolderInfo, FolderMessage, StoreError, StoredTrackingRecord};
 
-use super::context::Connection;
+use super::context::{Connection, FolderStamp};
 use crate::rules::folders;
 use crate::rules::tracking_folder::{self, SHOWN_RECORDS};
 
@@ -24,6 +24,18 @@ impl Connection<'_> {
         }
         let records = self.store().tracking_records(self.user(), None, SHOWN_RECORDS).await?;
         Ok(Some(tracking_folder::tracking_folder(info, &records, self.hostname())))
+    }
+
+    /// The folder's stamp now (one row or two, not the folder): None when it is gone.
+    pub async fn folder_stamp(&mut self, name: &str) -> Result<Option<FolderStamp>, StoreError> {
+        let Some(version) = self.store().folder_version(self.user(), name).await? else { return Ok(None) };
+        let newest_record = if folders::is_tracking(name) {
+            // The newest one: `limit` keeps the newest.
+            self.store().tracking_records(self.user(), None, 1).await?.first().map(|r| r.id)
+        } else {
+            None
+        };
+        Ok(Some(FolderStamp { version, newest_record }))
     }
 
     /// The account's tracking records by id (the entry ids of the Tracking folder's

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vouchmail_proto::imap::session::{Session, SessionConfig};
-use vouchmail_store::Store;
+use vouchmail_store::{FolderVersion, Store};
 
 use crate::auth::guard::AuthGuard;
 use crate::auth::limits::AuthLimiter;
@@ -36,6 +36,17 @@ pub struct Selected {
     pub folder: String,
     pub uid_validity: u32,
     pub messages: BTreeMap<u32, Known>,
+    /// The folder's stamp when `messages` was read (or just before): while it stays, the
+    /// folder has not changed.
+    pub stamp: Option<FolderStamp>,
+}
+
+/// What changes whenever a folder's contents do: its numbers in the store, and for the
+/// Tracking folder the newest record's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FolderStamp {
+    pub version: FolderVersion,
+    pub newest_record: Option<i64>,
 }
 
 /// One message of the selected folder as last seen.

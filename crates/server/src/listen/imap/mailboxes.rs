@@ -92,6 +92,8 @@ impl Connection<'_> {
     pub async fn select(&mut self, session: &mut Session, mailbox: MailboxName) {
         self.selected = None;
         let name = mailbox.as_str().to_string();
+        // Read before the folder: a change in between only makes the first look read it again.
+        let stamp = self.folder_stamp(&name).await.unwrap_or_default();
         let found = match self.folder_contents(&name).await {
             Ok(Some(found)) => found,
             Ok(None) => return session.selected(Err(Failure::nonexistent())),
@@ -113,7 +115,7 @@ impl Connection<'_> {
             new_keywords: !read_only,
             read_only,
         };
-        self.selected = Some(Selected { folder: info.name, uid_validity: info.uid_validity, messages: known });
+        self.selected = Some(Selected { folder: info.name, uid_validity: info.uid_validity, messages: known, stamp });
         session.selected(Ok(snapshot));
     }
 
