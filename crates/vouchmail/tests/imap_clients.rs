@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use common::{tool, SmtpConn, TestServer};
 use vouchmail_proto::sasl::Secrets;
-use vouchmail_store::{FlagChange, FlagOperation, FolderMessage, SenderPolicy};
+use vouchmail_store::{FlagChange, FlagOperation, FolderMessage, SenderPolicy, TrackingKind};
 use vouchmail_testkit::ca::TestCa;
 
 const USER: &str = "user@local.test";
@@ -103,6 +103,11 @@ impl Fixture {
 
     async fn folder_names(&self) -> Vec<String> {
         self.server.store.list_folders(USER).await.expect("folders").into_iter().map(|f| f.name).collect()
+    }
+
+    /// Whether the message with this UID in a folder has this flag.
+    async fn flagged(&self, folder: &str, uid: u32, flag: &str) -> bool {
+        self.folder(folder).await.iter().any(|(m, _)| m.uid == uid && has_flag(m, flag))
     }
 
     /// The UID of the message with this subject in a folder.
@@ -448,9 +453,11 @@ impl Drop for Tmux {
 /// neomutt, as a user drives it in a terminal (tmux), over imaps verifying the server
 /// against the test CA: a message from an unauthenticated internet sender, filed in Junk by
 /// the junk policy (SPEC 2), shows in neomutt's index of Junk; saved to INBOX (`s`) and
-/// the folder synced (`$`), it is in INBOX on the server and gone from Junk.
+/// the folder synced (`$`), it is in INBOX on the server and gone from Junk. Then in INBOX
+/// a message delivered meanwhile shows by itself (IDLE), reading it sets \Seen and records
+/// `downloaded`, and flagging and deleting it reach the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn neomutt_moves_a_message_out_of_junk() {
+async fn neomutt_moves_a_message_out_of_junk_and_reads_new_mail() {
     let f = Fixture::start().await;
     f.deliver(SenderPolicy::JUNK, &["not really spam"]).await;
     assert_eq!(f.folder("Junk").await.len(), 1, "the junk policy files the message in Junk");
@@ -475,6 +482,8 @@ async fn neomutt_moves_a_message_out_of_junk() {
          set wait_key = no\n\
          set imap_passive = yes\n\
          set mail_check = 1\n\
+         set timeout = 1\n\
+         set imap_idle = yes\n\
          set sidebar_visible = no\n",
         port = f.imaps_port(),
         ca = f.ca_file().display(),
@@ -507,6 +516,46 @@ async fn neomutt_moves_a_message_out_of_junk() {
     let inbox = f.folder("INBOX").await;
     assert_eq!(inbox.len(), 1, "{inbox:?}");
     assert!(inbox[0].1.contains("Subject: not really spam"), "{inbox:?}");
+
+    // In INBOX, a message delivered meanwhile shows by itself: neomutt IDLEs (RFC 2177).
+    tmux.keys(session, &["c"]).await;
+    tmux.wait_for(session, "Open mailbox", 10).await;
+    tmux.keys(session, &["C-u", "=INBOX", "Enter"]).await;
+    tmux.wait_for(session, "not really spam", 20).await;
+    f.deliver(SenderPolicy::ACCEPT, &["arrives while watching"]).await;
+    tmux.wait_for(session, "arrives while watching", 20).await;
+    // Read it: its whole body is fetched (SPEC 8.3, 9: `downloaded`, once) and \Seen set.
+    tmux.keys(session, &["/", "arrives", "Enter"]).await;
+    tmux.keys(session, &["Enter"]).await;
+    tmux.wait_for(session, "body of arrives while watching", 20).await;
+    tmux.keys(session, &["i"]).await;
+    let uid = f.uid_of("INBOX", "arrives while watching").await;
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !f.flagged("INBOX", uid, "\\Seen").await {
+        assert!(std::time::Instant::now() < end, "not \\Seen:\n{}", tmux.screen(session).await);
+        tmux.keys(session, &["$"]).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let events = f.server.store.list_tracking_events(0, 100).await.unwrap();
+    let downloaded = events
+        .iter()
+        .filter(|e| e.kind == TrackingKind::Downloaded && e.message_id == "<arrives-while-watching@remote.test>")
+        .count();
+    assert_eq!(downloaded, 1, "{events:?}");
+    // Flag it, then delete it: each synced with `$`.
+    tmux.keys(session, &["F", "$"]).await;
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !f.flagged("INBOX", uid, "\\Flagged").await {
+        assert!(std::time::Instant::now() < end, "not \\Flagged:\n{}", tmux.screen(session).await);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    tmux.keys(session, &["d", "$"]).await;
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while f.folder("INBOX").await.len() != 1 {
+        assert!(std::time::Instant::now() < end, "not expunged:\n{}", tmux.screen(session).await);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(f.folder("INBOX").await[0].1.contains("Subject: not really spam"));
     tmux.keys(session, &["q"]).await;
 }
 
@@ -531,7 +580,8 @@ async fn fetchmail(dir: &Path, rc: &str) -> (i32, String) {
 }
 
 /// fetchmail over imaps (the certificate checked against the test CA) fetches INBOX to an
-/// MDA: with `keep` the messages stay, marked \Seen; a later run without `keep` fetches only the new message and deletes it
+/// MDA: with `keep` the messages stay, marked \Seen; a later run without `keep` fetches
+/// only the new message and deletes it
 /// (STORE \Deleted, EXPUNGE); a third finds nothing new.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetchmail_fetches_inbox_keeping_then_deleting() {
