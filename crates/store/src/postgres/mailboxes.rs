@@ -61,6 +61,24 @@ impl MailboxStore for PostgresStore {
         })
     }
 
+    fn mailbox_messages(&self, address: &str, ids: &[i64]) -> StoreFuture<'_, Vec<(i64, Vec<u8>)>> {
+        let address = address.to_lowercase();
+        let ids = ids.to_vec();
+        Box::pin(async move {
+            let conn = self.conn().await?;
+            let statement = conn
+                .prepare_cached(
+                    "SELECT b.id, m.data
+                     FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
+                     WHERE a.address = $1 AND b.id = ANY($2)",
+                )
+                .await
+                .map_err(db_error)?;
+            let rows = conn.query(&statement, &[&address, &ids]).await.map_err(db_error)?;
+            rows.iter().map(|row| Ok((row.try_get(0).map_err(db_error)?, row.try_get(1).map_err(db_error)?))).collect()
+        })
+    }
+
     fn delete_mailbox_entries(&self, address: &str, ids: &[i64]) -> StoreFuture<'_, usize> {
         let address = address.to_lowercase();
         let ids = ids.to_vec();

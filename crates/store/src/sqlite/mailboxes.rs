@@ -48,6 +48,29 @@ impl MailboxStore for SqliteStore {
         })
     }
 
+    fn mailbox_messages(&self, address: &str, ids: &[i64]) -> StoreFuture<'_, Vec<(i64, Vec<u8>)>> {
+        let address = address.to_lowercase();
+        let ids = ids.to_vec();
+        self.read(move |conn| {
+            // One read transaction: the batch is one snapshot.
+            let tx = conn.unchecked_transaction().map_err(db_error)?;
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT m.data
+                     FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
+                     WHERE b.id = ?1 AND a.address = ?2",
+                )
+                .map_err(db_error)?;
+            let mut messages = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(data) = stmt.query_row(params![id, address], |r| r.get(0)).optional().map_err(db_error)? {
+                    messages.push((id, data));
+                }
+            }
+            Ok(messages)
+        })
+    }
+
     fn delete_mailbox_entries(&self, address: &str, ids: &[i64]) -> StoreFuture<'_, usize> {
         let address = address.to_lowercase();
         let ids = ids.to_vec();

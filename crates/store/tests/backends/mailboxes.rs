@@ -11,6 +11,7 @@ on_every_backend!(
     removing_the_last_reference_deletes_the_message,
     unique_ids_are_not_reused_after_deletion,
     a_download_is_recorded_once_per_message_and_recipient,
+    a_batch_of_messages_is_read_at_once,
 );
 on_every_backend!(two_nodes: two_nodes_deleting_one_entry_count_it_once);
 
@@ -132,4 +133,23 @@ async fn two_nodes_deleting_one_entry_count_it_once<S: AccountStore + QueueStore
     assert_eq!((alice.message_count, alice.used_bytes), (0, 0));
     assert!(b.list_queue().await.unwrap().is_empty());
     assert!(b.get_queued_message("Q0").await.unwrap().is_none());
+}
+
+/// IMAP FETCH reads a batch in one go: only the account's entries, each with its message.
+async fn a_batch_of_messages_is_read_at_once<S: AccountStore + QueueStore + MailboxStore + ?Sized>(store: &S) {
+    store.add_domain("example.org", SenderPolicy::REJECT).await.unwrap();
+    let a = store.add_account(account("a@example.org")).await.unwrap();
+    let b = store.add_account(account("b@example.org")).await.unwrap();
+    store.commit_message(message("Q1", vec![inbox(a, "a@example.org"), inbox(b, "b@example.org")])).await.unwrap();
+    store.commit_message(message("Q2", vec![inbox(a, "a@example.org")])).await.unwrap();
+    let ids: Vec<i64> = store.list_mailbox("a@example.org", None).await.unwrap().iter().map(|e| e.id).collect();
+    let b_id = store.list_mailbox("b@example.org", None).await.unwrap()[0].id;
+    let mut read = store.mailbox_messages("A@example.org", &[ids[1], b_id, 9999, ids[0]]).await.unwrap();
+    read.sort();
+    assert_eq!(read.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids);
+    for (id, data) in &read {
+        let (_, single) = store.get_mailbox_message("a@example.org", *id).await.unwrap().unwrap();
+        assert_eq!(data, &single);
+    }
+    assert!(store.mailbox_messages("nobody@example.org", &ids).await.unwrap().is_empty());
 }

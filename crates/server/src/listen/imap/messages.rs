@@ -73,9 +73,11 @@ impl Connection<'_> {
             }
             return Ok(messages);
         }
-        for &uid in uids {
-            let Some(entry) = self.entry_of(uid) else { continue };
-            if let Some((_, bytes)) = self.store().get_mailbox_message(self.user(), entry).await? {
+        let entries: std::collections::HashMap<i64, u32> =
+            uids.iter().filter_map(|&uid| Some((self.entry_of(uid)?, uid))).collect();
+        let ids: Vec<i64> = entries.keys().copied().collect();
+        for (entry, bytes) in self.store().mailbox_messages(self.user(), &ids).await? {
+            if let Some(&uid) = entries.get(&entry) {
                 messages.push((uid, bytes));
             }
         }
