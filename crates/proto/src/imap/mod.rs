@@ -8,12 +8,16 @@
 //! (RFC 4731, RFC 5182), BINARY (RFC 3516) and UTF8=ACCEPT mailbox names (RFC 6855).
 //! Mailbox names of IMAP4rev1 clients are modified UTF-7 (RFC 3501 5.1.3).
 //!
+//! [`client::Client`] is the other side: a sans-I/O IMAP client for tests, benchmarks and
+//! tools.
+//!
 //! A driver feeds received octets to a [`CommandReader`], takes [`ReadEvent`]s from it,
 //! and writes [`StatusResponse`]s, [`Data`] and FETCH responses ([`response::write_fetch`]);
 //! [`envelope::Envelope`] builds the ENVELOPE item from a message's header section.
 //! [`session::Session`] is the server state machine over all of these: a tokio driver
 //! feeds it bytes and answers its [`session::Event`]s from the store.
 
+pub mod client;
 pub mod command;
 pub mod envelope;
 mod mime;
