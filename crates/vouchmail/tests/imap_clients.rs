@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use common::{tool, SmtpConn, TestServer};
 use vouchmail_proto::sasl::Secrets;
-use vouchmail_store::{FlagChange, FlagOperation, FolderMessage, SenderPolicy, TrackingKind};
+use vouchmail_store::{AppendedMessage, FlagChange, FlagOperation, FolderMessage, SenderPolicy, TrackingKind};
 use vouchmail_testkit::ca::TestCa;
 
 const USER: &str = "user@local.test";
@@ -200,27 +200,16 @@ fn has_flag(message: &FolderMessage, flag: &str) -> bool {
     message.flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
 }
 
-/// mbsync (isync) over imaps, verifying the server against the test CA, syncs every folder
-/// both ways (Patterns *, Create Both, Expunge Both): the first run brings INBOX and Junk
-/// with their messages and the other folders of SPEC 9 into a Maildir; then a message
-/// saved locally in Sent, a new local folder with a message, a message read locally, a
-/// message flagged and another deleted on the server; the second run carries each change
-/// to the other side.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mbsync_syncs_every_folder_both_ways() {
-    let f = Fixture::start().await;
-    f.deliver(SenderPolicy::ACCEPT, &["inbox one", "inbox two"]).await;
-    f.deliver(SenderPolicy::JUNK, &["junk one"]).await;
-    assert_eq!(f.folder("Junk").await.len(), 1, "the junk policy files the message in Junk");
-    let mail = f.path("mail");
-    std::fs::create_dir_all(&mail).unwrap();
-    let config = format!(
+/// An mbsync configuration syncing every folder both ways between the server (`ssl`:
+/// mbsync's SSLType, IMAPS or STARTTLS) and a Maildir at `mail`.
+fn mbsync_config(f: &Fixture, mail: &Path, ssl: &str, port: u16) -> String {
+    format!(
         "IMAPAccount vouchmail\n\
          Host localhost\n\
          Port {port}\n\
          User {USER}\n\
          Pass \"{PASSWORD}\"\n\
-         SSLType IMAPS\n\
+         SSLType {ssl}\n\
          SystemCertificates no\n\
          CertificateFile {ca}\n\
          \n\
@@ -239,10 +228,26 @@ async fn mbsync_syncs_every_folder_both_ways() {
          Create Both\n\
          Expunge Both\n\
          SyncState *\n",
-        port = f.imaps_port(),
         ca = f.ca_file().display(),
         mail = mail.display(),
-    );
+    )
+}
+
+/// mbsync (isync) over imaps, verifying the server against the test CA, syncs every folder
+/// both ways (Patterns *, Create Both, Expunge Both): the first run brings INBOX and Junk
+/// with their messages and the other folders of SPEC 9 into a Maildir; then a message
+/// saved locally in Sent, a new local folder with a message, a message read locally, a
+/// message flagged and another deleted on the server; the second run carries each change
+/// to the other side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mbsync_syncs_every_folder_both_ways() {
+    let f = Fixture::start().await;
+    f.deliver(SenderPolicy::ACCEPT, &["inbox one", "inbox two"]).await;
+    f.deliver(SenderPolicy::JUNK, &["junk one"]).await;
+    assert_eq!(f.folder("Junk").await.len(), 1, "the junk policy files the message in Junk");
+    let mail = f.path("mail");
+    std::fs::create_dir_all(&mail).unwrap();
+    let config = mbsync_config(&f, &mail, "IMAPS", f.imaps_port());
     let rc = f.path("mbsyncrc");
     std::fs::write(&rc, config).unwrap();
     let rc = rc.to_string_lossy().into_owned();
@@ -633,4 +638,75 @@ async fn fetchmail_fetches_inbox_keeping_then_deleting() {
     let (code, log) = fetchmail(f.dir.path(), &rc("")).await;
     assert_eq!(code, 1, "nothing new: {log}");
     assert_eq!(files().len(), 3, "{log}");
+}
+
+/// mbsync over the clear port with STARTTLS (RFC 9051 6.2.1), through what a sync meets
+/// besides: a 1 MB message and an 8-bit one with bare LF line ends saved locally (mbsync
+/// APPENDs them with CRLF, the first in a synchronizing literal, RFC 9051 4.3), a nested
+/// local folder, a message deleted locally (STORE \Deleted and UID EXPUNGE, RFC 4315 2.1),
+/// and on the server a message moved to Archive and a new nested folder with a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mbsync_over_starttls_carries_big_and_8bit_messages_moves_and_deletions() {
+    let f = Fixture::start().await;
+    f.deliver(SenderPolicy::ACCEPT, &["keep me", "delete me locally", "move me on the server"]).await;
+    let mail = f.path("mail");
+    std::fs::create_dir_all(&mail).unwrap();
+    let rc = f.path("mbsyncrc");
+    std::fs::write(&rc, mbsync_config(&f, &mail, "STARTTLS", f.server.imap().port())).unwrap();
+    let rc = rc.to_string_lossy().into_owned();
+    let args = ["-V", "-c", &rc, "-a"];
+    let sync = || run_client(f.dir.path(), "mbsync", &args);
+    let out = sync().await;
+    assert!(out.status.success(), "first sync: {}", transcript(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Connection is now encrypted"), "{}", transcript(&out));
+    assert_eq!(maildir(&mail.join("INBOX")).len(), 3, "{}", transcript(&out));
+
+    // Local: a big message and an 8-bit one in a nested folder, a deletion in INBOX.
+    let line = "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\n";
+    let big = format!("From: user@local.test\nSubject: big one\n\n{}end of big\n", line.repeat(14_000));
+    maildir_add(&mail.join("Projects").join("2026"), "1700000002.M3P1.localhost", &big);
+    let eight_bit = "From: user@local.test\nSubject: eight bit\nContent-Type: text/plain; charset=utf-8\n\
+                     Content-Transfer-Encoding: 8bit\n\nGr\u{fc}\u{df}e aus K\u{f6}ln \u{2014} \u{1f600}\n";
+    maildir_add(&mail.join("Projects").join("2026"), "1700000003.M4P1.localhost", eight_bit);
+    std::fs::remove_file(maildir_file(&mail.join("INBOX"), "delete me locally").unwrap()).unwrap();
+    // Server: a message moved to Archive, a new nested folder with a message.
+    let moved = f.uid_of("INBOX", "move me on the server").await;
+    f.server.store.copy_messages(USER, "INBOX", vec![moved], "Archive", true).await.unwrap();
+    f.server.store.create_folder(USER, "Lists/rust", None).await.unwrap();
+    let appended = AppendedMessage {
+        queue_id: "IMAPCLIENTS1".into(),
+        flags: vec!["\\Seen".into()],
+        received_at: 1_700_000_000,
+        data: b"From: list@rust.test\r\nSubject: from the list\r\n\r\nlist text\r\n".to_vec(),
+    };
+    f.server.store.append_message(USER, "Lists/rust", appended).await.unwrap();
+
+    let out = sync().await;
+    assert!(out.status.success(), "second sync: {}", transcript(&out));
+    // The server has the local changes, line ends made CRLF and every byte kept.
+    let projects = f.folder("Projects/2026").await;
+    let big_text = projects.iter().find(|(_, t)| t.contains("Subject: big one")).map(|(_, t)| t.clone());
+    let big_text = big_text.unwrap_or_else(|| panic!("big one: {}", transcript(&out)));
+    // mbsync puts its own X-TUID header in what it uploads (to find the message's UID).
+    let without_tuid = |text: &str| text.lines().filter(|l| !l.starts_with("X-TUID: ")).collect::<Vec<_>>().join("\n");
+    let as_sent = big.replace('\n', "\r\n");
+    assert!(big_text.ends_with("\r\nend of big\r\n"), "big: {} bytes, not CRLF", big_text.len());
+    assert!(without_tuid(&big_text) == without_tuid(&as_sent), "big: {} bytes, sent {}", big_text.len(), as_sent.len());
+    let eight = projects.iter().find(|(_, t)| t.contains("Subject: eight bit")).map(|(_, t)| without_tuid(t));
+    let eight = eight.unwrap_or_else(|| panic!("eight bit: {}", transcript(&out)));
+    assert_eq!(eight, without_tuid(&eight_bit.replace('\n', "\r\n")), "{}", transcript(&out));
+    let inbox = f.folder("INBOX").await;
+    assert_eq!(inbox.len(), 1, "deleted locally, expunged on the server: {inbox:?}\n{}", transcript(&out));
+    assert!(inbox[0].1.contains("Subject: keep me"), "{inbox:?}");
+    // ... and the Maildir the server's.
+    assert!(maildir_file(&mail.join("INBOX"), "move me on the server").is_none(), "{}", transcript(&out));
+    assert!(maildir_file(&mail.join("Archive"), "move me on the server").is_some(), "{}", transcript(&out));
+    let list = maildir_file(&mail.join("Lists").join("rust"), "from the list");
+    let list = list.unwrap_or_else(|| panic!("Lists/rust: {}", transcript(&out)));
+    assert!(maildir_flags(&list).contains('S'), "{list:?}");
+    // A third run finds both sides agreeing.
+    let out = sync().await;
+    assert!(out.status.success(), "third sync: {}", transcript(&out));
+    assert_eq!(f.folder("Projects/2026").await.len(), 2, "{}", transcript(&out));
+    assert_eq!(maildir(&mail.join("Projects").join("2026")).len(), 2, "{}", transcript(&out));
 }
