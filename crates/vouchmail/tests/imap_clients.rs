@@ -316,8 +316,10 @@ async fn mbsync_syncs_every_folder_both_ways() {
 }
 
 /// offlineimap over imaps, verifying the server against the test CA: a one-shot sync brings
-/// every folder of SPEC 9 and the messages of INBOX and Junk into a Maildir; then a message
-/// saved in the local Sent and a message read locally go back to the server on the next.
+/// every folder of SPEC 9 and the messages of INBOX and Junk into a Maildir, and a folder
+/// with a non-ASCII name under its UTF-8 name; then a message saved in the local Sent, a
+/// message read locally and a new local folder with a non-ASCII name go back to the server
+/// on the next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offlineimap_syncs_folders_and_a_local_change() {
     let f = Fixture::start().await;
@@ -333,6 +335,7 @@ async fn offlineimap_syncs_folders_and_a_local_change() {
          [Account vouchmail]\n\
          localrepository = local\n\
          remoterepository = remote\n\
+         utf8foldernames = yes\n\
          \n\
          [Repository local]\n\
          type = Maildir\n\
@@ -353,6 +356,16 @@ async fn offlineimap_syncs_folders_and_a_local_change() {
         port = f.imaps_port(),
         ca = f.ca_file().display(),
     );
+    // A folder with a non-ASCII name, which an IMAP4rev1 client sees in modified UTF-7
+    // (RFC 3501 5.1.3) and offlineimap (utf8foldernames) makes UTF-8 again.
+    f.server.store.create_folder(USER, "Entw\u{fc}rfe", None).await.unwrap();
+    let draft = AppendedMessage {
+        queue_id: "IMAPCLIENTS2".into(),
+        flags: vec!["\\Draft".into()],
+        received_at: 1_700_000_000,
+        data: b"From: user@local.test\r\nSubject: unfinished\r\n\r\ndraft text\r\n".to_vec(),
+    };
+    f.server.store.append_message(USER, "Entw\u{fc}rfe", draft).await.unwrap();
     let rc = f.path("offlineimaprc");
     std::fs::write(&rc, config).unwrap();
     let rc = rc.to_string_lossy().into_owned();
@@ -368,11 +381,19 @@ async fn offlineimap_syncs_folders_and_a_local_change() {
         assert!(maildir_file(&mail.join("INBOX"), subject).is_some(), "{subject}: {}", transcript(&out));
     }
     assert!(maildir_file(&mail.join("Junk"), "junk one").is_some(), "junk one: {}", transcript(&out));
+    let draft = maildir_file(&mail.join("Entw\u{fc}rfe"), "unfinished");
+    let draft = draft.unwrap_or_else(|| panic!("Entw\u{fc}rfe: {}", transcript(&out)));
+    assert!(maildir_flags(&draft).contains('D'), "{draft:?}");
 
     maildir_add(
         &mail.join("Sent"),
         "1700000000.M1P1.localhost",
         "From: user@local.test\nTo: b@remote.test\nMessage-ID: <sent-by-offlineimap@local.test>\nSubject: sent locally\n\nsent text\n",
+    );
+    maildir_add(
+        &mail.join("Pr\u{fc}fung"),
+        "1700000001.M2P1.localhost",
+        "From: b@remote.test\nTo: user@local.test\nSubject: exam\n\nexam text\n",
     );
     maildir_set_flag(&maildir_file(&mail.join("INBOX"), "inbox two").unwrap(), 'S');
     let out = sync().await;
@@ -387,6 +408,8 @@ async fn offlineimap_syncs_folders_and_a_local_change() {
     let inbox = f.folder("INBOX").await;
     let two = inbox.iter().find(|(m, _)| m.uid == two).unwrap();
     assert!(has_flag(&two.0, "\\Seen"), "read locally, \\Seen on the server: {inbox:?}\n{}", transcript(&out));
+    let exam = f.folder("Pr\u{fc}fung").await;
+    assert!(exam.iter().any(|(_, t)| t.contains("exam text")), "{:?}\n{}", f.folder_names().await, transcript(&out));
     // offlineimap keeps the uploaded message under the UID the server gave it (APPENDUID,
     // RFC 4315 3): a third sync neither uploads it again nor fetches a second copy.
     let out = sync().await;
