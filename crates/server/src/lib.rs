@@ -425,6 +425,14 @@ fn imap_session_config(
     session.allow_plaintext_passwords = config.imap.allow_plaintext_login;
     session.max_errors = config.imap.max_errors;
     session.autologout = Duration::from_secs(config.imap.autologout_secs);
+    session.limits = vouchmail_proto::imap::command::Limits {
+        max_line: config.imap.max_line_length,
+        max_literal: match config.imap.max_append_size {
+            0 => config.smtp.max_message_size as u64,
+            size => size,
+        },
+        max_command: config.imap.max_command_size,
+    };
     session.scram_iterations = config.auth.scram_iterations;
     session.scram_fake_salt_key = Some(fake_salt_key.clone());
     Ok(session)

@@ -328,3 +328,28 @@ async fn the_tracking_folder_shows_each_record_as_a_csv_message() {
     let status = imap.send("g STATUS Tracking (MESSAGES UNSEEN)", "g ").await;
     assert!(status[0].contains("MESSAGES 3 UNSEEN 0"), "{status:?}");
 }
+
+/// SPEC 9 limits from the configuration: an APPEND larger than `imap.max_append_size` is
+/// refused before its literal is sent (RFC 9051 7.1 TOOBIG), a line longer than
+/// `imap.max_line_length` gets BAD, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_limits_refuse_large_appends_and_lines_and_the_session_survives() {
+    let server = TestServer::start_with(|c| {
+        c.imap.allow_plaintext_login = true;
+        c.imap.max_append_size = 100;
+        c.imap.max_line_length = 8192;
+    })
+    .await;
+    server.store.set_secrets(USER, secrets()).await.expect("secrets");
+    let mut imap = Lines::connect(&server).await;
+    imap.send(&format!("a LOGIN {USER} \"{PASSWORD}\""), "a ").await;
+    let refused = imap.send("b APPEND INBOX {200}", "b ").await;
+    assert!(refused.last().unwrap().contains("[TOOBIG]"), "{refused:?}");
+    let long = imap.send(&format!("c NOOP {}", "x".repeat(9000)), "").await;
+    assert!(long.last().unwrap().contains(" BAD "), "{long:?}");
+    // A message within the limit goes in.
+    assert!(imap.send("d APPEND INBOX {11}", "+").await.last().unwrap().starts_with("+"));
+    assert!(imap.send("Subject: x\r", "d ").await.last().unwrap().starts_with("d OK"));
+    let (_, messages) = server.store.folder_messages(USER, "INBOX").await.unwrap().unwrap();
+    assert_eq!(messages.len(), 1);
+}

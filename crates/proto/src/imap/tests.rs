@@ -838,7 +838,7 @@ fn literal_limits() {
     input.extend_from_slice(&[b'm'; 900]);
     input.extend_from_slice(b"\r\na2 APPEND INBOX {1001}\r\na3 NOOP\r\n");
     check_limited(&input, &[None, Some(CommandErrorKind::LiteralTooLarge), None]);
-    let mut input = b"a1 APPEND {900}\r\n".to_vec();
+    let mut input = b"a1 APPEND {5}\r\nINBOX {900}\r\n".to_vec();
     input.extend_from_slice(&[b'm'; 900]);
     input.extend_from_slice(b" {900}\r\na3 NOOP\r\n");
     check_limited(&input, &[Some(CommandErrorKind::LiteralTooLarge), None]);
@@ -853,6 +853,18 @@ fn literal_limits() {
     let whole = limited(&input, 0);
     assert!(whole.iter().any(|e| matches!(e, ReadEvent::Error(e) if e.kind == CommandErrorKind::LiteralTooLarge)));
     assert!(matches!(whole.last(), Some(ReadEvent::Command(Command { body: CommandBody::Noop, .. }))));
+    // The APPEND message is held to max_literal even where max_command has room; a
+    // mailbox name as a literal is not the message.
+    let limits = Limits { max_line: 1024, max_literal: 50, max_command: 4096 };
+    let mut reader = CommandReader::new(limits);
+    reader.feed(b"a1 APPEND INBOX (\\Seen) {100}\r\n");
+    assert!(matches!(reader.next_event(), Some(ReadEvent::Error(e)) if e.kind == CommandErrorKind::LiteralTooLarge));
+    let mut reader = CommandReader::new(limits);
+    reader.feed(b"a2 APPEND {60}\r\n");
+    assert_eq!(reader.next_event(), Some(ReadEvent::SendContinuation));
+    reader.feed(&[b'n'; 60]);
+    reader.feed(b" {20}\r\n");
+    assert_eq!(reader.next_event(), Some(ReadEvent::SendContinuation));
     // A literal8 outside APPEND is a syntax error, not a framing one.
     assert_eq!(error("a LOGIN ~{1}\r\nx y\r\n").kind, CommandErrorKind::Syntax);
 }

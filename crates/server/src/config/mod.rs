@@ -430,6 +430,12 @@ pub struct Imap {
     /// How often a session with a mailbox selected looks for changes made elsewhere (other
     /// sessions, POP3, deliveries, other nodes), in milliseconds (SPEC 9: within a second).
     pub watch_interval_ms: u64,
+    /// Longest command line, literals excluded (RFC 7162 4: at least 8192 octets).
+    pub max_line_length: usize,
+    /// Largest message APPEND takes, in octets (0: `smtp.max_message_size`).
+    pub max_append_size: u64,
+    /// Most octets of one command's lines and its literals other than an APPEND message.
+    pub max_command_size: usize,
 }
 
 impl Default for Imap {
@@ -441,6 +447,9 @@ impl Default for Imap {
             max_connections: 1000,
             max_connections_per_ip: 20,
             watch_interval_ms: 500,
+            max_line_length: vouchmail_proto::imap::command::Limits::default().max_line,
+            max_append_size: 0,
+            max_command_size: vouchmail_proto::imap::command::Limits::default().max_command,
         }
     }
 }
@@ -950,6 +959,12 @@ impl Config {
         if self.smtp.max_recipients < 1 {
             return Err(Error::new(ErrorKind::Config, "smtp.max_recipients must be at least 1"));
         }
+        if self.imap.max_line_length < 8192 || self.imap.max_command_size < self.imap.max_line_length {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "imap.max_line_length must be at least 8192 (RFC 7162 4) and imap.max_command_size at least that",
+            ));
+        }
         if self.smtp.max_message_size == 0 {
             return Err(Error::new(ErrorKind::Config, "smtp.max_message_size must be more than 0"));
         }
@@ -1199,6 +1214,7 @@ mod tests {
     fn bad_values_are_refused_naming_the_key() {
         for (text, expected) in [
             ("[smtp]\nmax_message_size = 0\n", "smtp.max_message_size"),
+            ("[imap]\nmax_line_length = 1000\n", "imap.max_line_length"),
             ("[smtp]\ncommand_timeout_secs = 0\n", "smtp.command_timeout_secs"),
             ("[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n", "tls.cert: cannot read"),
             ("[listeners]\nmx = [\"mx.example.org:25\"]\n", "host names are not allowed here"),

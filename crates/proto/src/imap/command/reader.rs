@@ -326,11 +326,12 @@ impl CommandReader {
             self.phase = Phase::SkipLiteral { remaining: marker.length };
             return Some(ReadEvent::Error(error));
         }
-        // The APPEND message may be large, once; every other literal counts against
+        // The APPEND message may be large, once, up to max_literal (RFC 9051 6.3.12: the
+        // literal after the mailbox, flags and date); every other literal counts against
         // max_command.
         let counted = self.command.len() - self.exempt;
         let small_room = self.limits.max_command.saturating_sub(counted) as u64;
-        let message = marker.length > small_room && self.exempt == 0 && self.is_append();
+        let message = self.exempt == 0 && self.is_append() && !self.is_append_mailbox(end);
         let allowed = if message { self.limits.max_literal } else { small_room };
         if marker.length > allowed {
             let error = CommandError::new(tag, CommandErrorKind::LiteralTooLarge, "Literal too large");
@@ -367,6 +368,12 @@ impl CommandReader {
             Some(marker) if literals_follow && !marker.synchronizing => Phase::SkipLiteral { remaining: marker.length },
             _ => Phase::Line,
         };
+    }
+
+    /// The literal announced at `end` is APPEND's mailbox name (`tag APPEND {n}` on the
+    /// first line), not its message.
+    fn is_append_mailbox(&self, end: usize) -> bool {
+        self.line_start == 0 && self.command[..end].split(|&b| b == b' ').filter(|w| !w.is_empty()).count() == 3
     }
 
     fn is_append(&self) -> bool {
