@@ -733,3 +733,91 @@ async fn mbsync_over_starttls_carries_big_and_8bit_messages_moves_and_deletions(
     assert_eq!(f.folder("Projects/2026").await.len(), 2, "{}", transcript(&out));
     assert_eq!(maildir(&mail.join("Projects").join("2026")).len(), 2, "{}", transcript(&out));
 }
+
+/// neomutt with a header cache and CONDSTORE (RFC 7162 3.1): opened again after a flag was
+/// set elsewhere, it asks only for what changed since the mod-sequence it kept
+/// (`CHANGEDSINCE`) and shows the message flagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neomutt_with_condstore_sees_a_flag_set_elsewhere() {
+    let f = Fixture::start().await;
+    f.deliver(SenderPolicy::ACCEPT, &["alpha message", "beta message"]).await;
+    let muttrc = format!(
+        "set imap_user = \"{USER}\"\n\
+         set imap_pass = \"{PASSWORD}\"\n\
+         set folder = \"imaps://localhost:{port}/\"\n\
+         set spoolfile = \"+INBOX\"\n\
+         set ssl_force_tls = yes\n\
+         set ssl_ca_certificates_file = \"{ca}\"\n\
+         set certificate_file = \"{certs}\"\n\
+         set header_cache = \"{hcache}\"\n\
+         set message_cachedir = \"\"\n\
+         set imap_condstore = yes\n\
+         set record = \"\"\n\
+         set quit = yes\n\
+         set wait_key = no\n\
+         set sidebar_visible = no\n\
+         set index_format = \"%4C %Z [%s]\"\n",
+        port = f.imaps_port(),
+        ca = f.ca_file().display(),
+        certs = f.path("certificates").display(),
+        hcache = f.path("hcache").display(),
+    );
+    std::fs::write(f.path("muttrc"), muttrc).unwrap();
+    let tmux = Tmux::new(f.dir.path());
+    let log = f.path("neomutt.log");
+    let neomutt = format!(
+        "{} {CLIENT_TIMEOUT_SECS} {} -n -F muttrc -d 2 -l {}",
+        tool("timeout").display(),
+        tool("neomutt").display(),
+        log.display()
+    );
+    tmux.run(&["new-session", "-d", "-s", "first", "-x", "200", "-y", "50", &neomutt]).await;
+    tmux.wait_for("first", "[beta message]", 20).await;
+    tmux.keys("first", &["q"]).await;
+    // neomutt writes its header cache as it leaves the folder.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while common::run(tmux.command(&["has-session", "-t", "first"])).await.status.success() {
+        assert!(std::time::Instant::now() < end, "neomutt did not quit:\n{}", tmux.screen("first").await);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let beta = f.uid_of("INBOX", "beta message").await;
+    let change = FlagChange {
+        uids: vec![beta],
+        operation: FlagOperation::Add,
+        flags: vec!["\\Flagged".into()],
+        unchanged_since: None,
+    };
+    f.server.store.store_flags(USER, "INBOX", change).await.unwrap();
+
+    let tmux = Tmux::new(f.dir.path());
+    tmux.run(&["new-session", "-d", "-s", "second", "-x", "200", "-y", "50", &neomutt]).await;
+    let screen = tmux.wait_for("second", "[beta message]", 20).await;
+    let mut line = screen.lines().find(|l| l.contains("[beta message]")).unwrap_or_default().to_string();
+    // %Z shows `!` for a flagged message.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !line.contains('!') {
+        assert!(std::time::Instant::now() < end, "beta not shown flagged: {line:?}\n{screen}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let screen = tmux.screen("second").await;
+        line = screen.lines().find(|l| l.contains("[beta message]")).unwrap_or_default().to_string();
+    }
+    let alpha = tmux.screen("second").await;
+    let alpha = alpha.lines().find(|l| l.contains("[alpha message]")).unwrap_or_default().to_string();
+    assert!(!alpha.contains('!'), "{alpha:?}");
+    tmux.keys("second", &["q"]).await;
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while common::run(tmux.command(&["has-session", "-t", "second"])).await.status.success() {
+        assert!(std::time::Instant::now() < end, "neomutt did not quit:\n{}", tmux.screen("second").await);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // neomutt numbers its logs (neomutt.log0, ...): the second run's is the newest.
+    let mut logs: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(f.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("neomutt.log"))
+        .map(|e| (e.metadata().unwrap().modified().unwrap(), std::fs::read_to_string(e.path()).unwrap_or_default()))
+        .collect();
+    logs.sort();
+    let log = logs.pop().map(|(_, text)| text).unwrap_or_default();
+    assert!(log.contains("CHANGEDSINCE"), "neomutt did not resync with CONDSTORE:\n{log}");
+}
