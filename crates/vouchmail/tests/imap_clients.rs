@@ -423,20 +423,28 @@ async fn offlineimap_syncs_folders_and_a_local_change() {
 struct Tmux {
     socket: String,
     home: PathBuf,
+    /// `timeout` and `tmux`, found before the guard exists: Drop must not panic looking.
+    timeout: PathBuf,
+    tmux: PathBuf,
 }
 
 impl Tmux {
     fn new(home: &Path) -> Tmux {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Tmux { socket: format!("vouchmail-imap-{}-{n}", std::process::id()), home: home.to_path_buf() }
+        Tmux {
+            socket: format!("vouchmail-imap-{}-{n}", std::process::id()),
+            home: home.to_path_buf(),
+            timeout: tool("timeout"),
+            tmux: tool("tmux"),
+        }
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(tool("timeout"));
+        let mut command = Command::new(&self.timeout);
         // No tmux.conf of whoever runs the tests (-f /dev/null); HOME is the test's, which
         // the tmux server and so the program in it inherit.
-        command.args(["10", &tool("tmux").to_string_lossy(), "-f", "/dev/null", "-L", &self.socket]);
+        command.arg("10").arg(&self.tmux).args(["-f", "/dev/null", "-L", &self.socket]);
         command.args(args).current_dir(&self.home).env("HOME", &self.home).stdin(Stdio::null());
         command
     }
