@@ -64,6 +64,7 @@ pop3 = []
 pop3s = []
 imap = []
 imaps = []
+admin = []
 messenger = []
 authkey = ["127.0.0.1:$AS_PORT"]
 

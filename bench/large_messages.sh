@@ -48,6 +48,7 @@ pop3 = []
 pop3s = []
 imap = []
 imaps = []
+admin = []
 messenger = []
 [smtp]
 max_message_size = $((MSG_LEN + 1048576))

@@ -50,6 +50,7 @@ pop3 = []
 pop3s = []
 imap = []
 imaps = []
+admin = []
 messenger = []
 [smtp]
 max_connections = 5000

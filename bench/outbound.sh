@@ -116,6 +116,7 @@ pop3 = []
 pop3s = []
 imap = []
 imaps = []
+admin = []
 messenger = []
 
 [bootstrap]

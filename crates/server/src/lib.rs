@@ -58,6 +58,10 @@ pub struct RunningServer {
     pub authkey_addrs: Vec<SocketAddr>,
     /// The Messenger port (SPEC 8).
     pub messenger_addrs: Vec<SocketAddr>,
+    /// Admin HTTP (SPEC 12).
+    pub admin_addrs: Vec<SocketAddr>,
+    /// The one registry of the server's metrics (`/metrics`).
+    pub metrics: Arc<support::metrics::Metrics>,
     shutdown: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
     sessions: TaskTracker,
@@ -139,6 +143,8 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         imaps_addrs: Vec::new(),
         authkey_addrs: Vec::new(),
         messenger_addrs: Vec::new(),
+        admin_addrs: Vec::new(),
+        metrics: Arc::new(support::metrics::Metrics::new()),
         shutdown,
         listeners: Vec::new(),
         sessions: sessions.clone(),
@@ -252,6 +258,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     start_pop3(config, &store, &shared, &shutdown_rx, &sessions, &mut server).await?;
     start_imap(config, &store, &shared, &shutdown_rx, &sessions, &mut server)?;
     start_authkey(config, &store, &shutdown_rx, &sessions, &mut server)?;
+    let admin = start_admin(config, &store, &tls, &shutdown_rx, &sessions, &mut server)?;
     if config.dmarc.verify && config.dmarc.reports {
         let reporter = rules::dmarc_report::Reporter { hostname: config.hostname.clone() };
         let verifier = dmarc_verifier(config)?;
@@ -262,7 +269,44 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         let lifetime = config.outbound.lifetime_secs as i64;
         sessions.spawn(Arc::clone(&odmr).sweep_expired(lifetime, shutdown_rx.clone()));
     }
+    // Every listener is bound by now (SPEC 12: `/healthz/ready`).
+    admin.listeners_bound.store(true, std::sync::atomic::Ordering::Release);
     Ok(server)
+}
+
+/// The admin HTTP listeners (SPEC 12): plain HTTP on loopback, HTTPS with the server's
+/// certificate on any other address.
+fn start_admin(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    tls: &Tls,
+    shutdown_rx: &watch::Receiver<bool>,
+    sessions: &TaskTracker,
+    server: &mut RunningServer,
+) -> Result<Arc<listen::admin::AdminState>, Error> {
+    let state = Arc::new(listen::admin::AdminState {
+        store: Arc::clone(store),
+        metrics: Arc::clone(&server.metrics),
+        hostname: config.hostname.clone(),
+        open_metrics: config.admin.open_metrics,
+        listeners_bound: std::sync::atomic::AtomicBool::new(false),
+    });
+    let timeout = Duration::from_secs(config.admin.request_timeout_secs.max(1));
+    let router = listen::admin::router(Arc::clone(&state), config.admin.max_body_bytes, timeout);
+    let limiter = ConnectionLimiter::new(config.admin.max_connections, config.admin.max_connections_per_ip);
+    for addr in &config.listeners.admin {
+        let context = Arc::new(listen::admin::AdminContext {
+            router: router.clone(),
+            state: Arc::clone(&state),
+            limiter: Arc::clone(&limiter),
+            tls: (!addr.ip().is_loopback()).then(|| tls.clone()),
+            header_timeout: timeout,
+        });
+        let locals =
+            serve_on(std::slice::from_ref(addr), &context, "admin", shutdown_rx, sessions, &mut server.listeners)?;
+        server.admin_addrs.extend(locals);
+    }
+    Ok(state)
 }
 
 /// The Authentication Server (SPEC 7.1, 7.2): the key generator when `[authkey] server`,

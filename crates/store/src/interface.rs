@@ -279,6 +279,19 @@ pub trait DkimKeyStore: Send + Sync {
     fn remove_dkim_key(&self, domain: &str, selector: &str) -> StoreFuture<'_, ()>;
 }
 
+/// The admin API's bearer tokens (SPEC 12), kept by their SHA-256 only.
+pub trait AdminTokenStore: Send + Sync {
+    /// Stores a new token; Conflict when a token (revoked ones included) has that name.
+    fn add_admin_token(&self, token: AdminToken) -> StoreFuture<'_, ()>;
+    /// Every token, oldest first.
+    fn admin_tokens(&self) -> StoreFuture<'_, Vec<AdminToken>>;
+    /// The token with this hash, revoked or not.
+    fn admin_token_by_hash(&self, hash: &str) -> StoreFuture<'_, Option<AdminToken>>;
+    /// Revokes the token of that name at `at`; NotFound when there is no such token not
+    /// yet revoked.
+    fn revoke_admin_token(&self, name: &str, at: i64) -> StoreFuture<'_, ()>;
+}
+
 /// IMAP folders (SPEC 9): the folders of each account (every account has those of
 /// `rules::DEFAULT_FOLDERS`) and each folder's messages with their UIDs, flags and
 /// mod-sequences. A delivery numbers its message in its folder as it commits. Folder
@@ -368,6 +381,7 @@ pub trait Store:
     + DkimKeyStore
     + DmarcReportStore
     + FolderStore
+    + AdminTokenStore
 {
 }
 
@@ -382,6 +396,7 @@ impl<
             + DkimKeyStore
             + DmarcReportStore
             + FolderStore
+            + AdminTokenStore
             + ?Sized,
     > Store for T
 {

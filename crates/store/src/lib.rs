@@ -18,16 +18,16 @@ mod types;
 
 pub use error::{StoreError, StoreFuture, StoreResult};
 pub use interface::{
-    AccountStore, AuthKeyStore, DkimKeyStore, DmarcReportStore, FederationStore, FolderStore, MailboxStore, NodeStore,
-    QueueStore, Store, TrackingStore,
+    AccountStore, AdminTokenStore, AuthKeyStore, DkimKeyStore, DmarcReportStore, FederationStore, FolderStore,
+    MailboxStore, NodeStore, QueueStore, Store, TrackingStore,
 };
 
 /// Every concern's trait, for code that calls a concrete backend (`SqliteStore`) rather
 /// than a `dyn Store`: `use vouchmail_store::prelude::*;`.
 pub mod prelude {
     pub use crate::interface::{
-        AccountStore, AuthKeyStore, DkimKeyStore, DmarcReportStore, FederationStore, FolderStore, MailboxStore,
-        NodeStore, QueueStore, Store, TrackingStore,
+        AccountStore, AdminTokenStore, AuthKeyStore, DkimKeyStore, DmarcReportStore, FederationStore, FolderStore,
+        MailboxStore, NodeStore, QueueStore, Store, TrackingStore,
     };
 }
 pub use messenger::*;

@@ -811,3 +811,13 @@ mod tests {
         assert_eq!(CertMatch::Subject.normalize("CN=a+UID=b"), CertMatch::Subject.normalize("UID = b, CN = a"));
     }
 }
+
+/// A bearer token of the admin API (SPEC 12): its name and when it was made and revoked.
+/// The token itself is never stored, only its SHA-256 (`hash`, lower-case hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    pub name: String,
+    pub hash: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}

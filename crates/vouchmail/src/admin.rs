@@ -746,7 +746,7 @@ pub async fn alias(store: &dyn Store, command: AliasCommand) -> Result<(), CliEr
     Ok(())
 }
 
-fn time_text(unix: i64) -> String {
+pub fn time_text(unix: i64) -> String {
     rfc3339(UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64))
 }
 

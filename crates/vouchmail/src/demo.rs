@@ -171,6 +171,7 @@ async fn start_node(
     config.listeners.pop3s = Vec::new();
     config.listeners.imap = Vec::new();
     config.listeners.imaps = Vec::new();
+    config.listeners.admin = Vec::new();
     config.listeners.authkey = Vec::new();
     config.listeners.pop3 = vec![pop3];
     config.listeners.messenger = vec![messenger];

@@ -9,6 +9,7 @@ mod messenger;
 mod odmr;
 mod progress;
 mod store;
+mod tokens;
 
 use crate::error::CliError;
 use std::path::PathBuf;
@@ -61,6 +62,9 @@ enum Command {
     /// DKIM signing keys of the local domains (SPEC 13).
     #[command(subcommand)]
     Dkim(admin::DkimCommand),
+    /// The admin HTTP API (SPEC 12): its bearer tokens.
+    #[command(subcommand)]
+    Admin(tokens::AdminCommand),
     /// DMARC aggregate reports (RFC 7489 7.2) to the domains that ask for them.
     #[command(subcommand)]
     Dmarc(admin::DmarcCommand),
@@ -173,6 +177,7 @@ fn main() -> ExitCode {
                     Command::Domain(c) => admin::domain(store.as_ref(), c, &config).await,
                     Command::Dkim(c) => admin::dkim(store.as_ref(), c).await,
                     Command::Dmarc(c) => admin::dmarc(store.as_ref(), c, &config).await,
+                    Command::Admin(c) => tokens::admin(store.as_ref(), c).await,
                     Command::User(c) => admin::user(store.as_ref(), c, &config.auth.secrets_policy()).await,
                     Command::Alias(c) => admin::alias(store.as_ref(), c).await,
                     Command::Mailbox(c) => admin::mailbox(store.as_ref(), c).await,

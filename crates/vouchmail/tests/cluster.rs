@@ -104,8 +104,8 @@ fn node(url: &str, listeners: &str, extra: &str) -> Deployment {
 }
 
 /// `[listeners]` of a node with an MX and POP3, or an MX and ODMR, on 127.0.0.1.
-const POP3_LISTENERS: &str = "mx = [\"127.0.0.1:0\"]\nsubmission = []\nsubmissions = []\nodmr = []\npop3 = [\"127.0.0.1:0\"]\npop3s = []\nimap = []\nimaps = []\nmessenger = []";
-const ODMR_LISTENERS: &str = "mx = [\"127.0.0.1:0\"]\nsubmission = []\nsubmissions = []\nodmr = [\"127.0.0.1:0\"]\npop3 = []\npop3s = []\nimap = []\nimaps = []\nmessenger = []";
+const POP3_LISTENERS: &str = "mx = [\"127.0.0.1:0\"]\nsubmission = []\nsubmissions = []\nodmr = []\npop3 = [\"127.0.0.1:0\"]\npop3s = []\nimap = []\nimaps = []\nadmin = []\nmessenger = []";
+const ODMR_LISTENERS: &str = "mx = [\"127.0.0.1:0\"]\nsubmission = []\nsubmissions = []\nodmr = [\"127.0.0.1:0\"]\npop3 = []\npop3s = []\nimap = []\nimaps = []\nadmin = []\nmessenger = []";
 
 /// Logs in to the POP3 listener at `addr` as ann@local.test with SCRAM-SHA-256.
 async fn pop3_login(
@@ -256,7 +256,7 @@ fn three_nodes_deliver_every_message_once_through_a_sigkill() {
     );
     let nodes: Vec<Deployment> = (2..5)
         .map(|k| {
-            let listeners = format!("mx = [\"127.0.0.{k}:0\"]\nsubmission = [\"127.0.0.{k}:0\"]\nsubmissions = []\nodmr = []\npop3 = []\npop3s = []\nimap = []\nimaps = []\nmessenger = []");
+            let listeners = format!("mx = [\"127.0.0.{k}:0\"]\nsubmission = [\"127.0.0.{k}:0\"]\nsubmissions = []\nodmr = []\npop3 = []\npop3s = []\nimap = []\nimaps = []\nadmin = []\nmessenger = []");
             let d = node(&url, &listeners, &outbound.replacen("[outbound]\n", &format!("[outbound]\nhelo_name = \"node{k}.local.test\"\n"), 1));
             d.configure(|text| text.replacen("[outbound]\nenabled = false\n", "", 1));
             d

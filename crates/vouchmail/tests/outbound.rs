@@ -405,7 +405,7 @@ impl Deployment {
         let retry_max = retry * 2;
         let text = format!(
             "hostname = \"mx.local.test\"\ndata_dir = \"{}\"\nshutdown_grace_secs = 2\n\
-             [listeners]\nmx = [\"{mx}\"]\nsubmission = []\nsubmissions = []\nodmr = []\npop3 = []\npop3s = []\nimap = []\nimaps = []\nmessenger = []\n\
+             [listeners]\nmx = [\"{mx}\"]\nsubmission = []\nsubmissions = []\nodmr = []\npop3 = []\npop3s = []\nimap = []\nimaps = []\nadmin = []\nmessenger = []\n\
              [bootstrap]\ndomain = \"local.test\"\npolicy = \"accept\"\npostmaster = false\n\
              [outbound]\nenabled = {outbound_enabled}\nnameservers = [\"{}\"]\nport = {peer_port}\n\
              retry_min_secs = {retry}\nretry_max_secs = {retry_max}\nlease_secs = 2\npoll_interval_ms = 50\nconnection_idle_secs = 0\n",

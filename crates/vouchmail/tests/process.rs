@@ -61,12 +61,27 @@ fn first_start_creates_postmaster_and_cli_works_beside_the_server() {
         (vec!["authkey", "set", "nobody@local.test", "--agi", "2h", "--avt", "1h"], "no user nobody@local.test"),
         (vec!["authkey", "set", "nosuch.example", "--agi", "2h", "--avt", "1h"], "no local domain nosuch.example"),
         (vec!["authkey", "dns", "nosuch.example"], "no local domain nosuch.example"),
+        (vec!["admin", "token", "create", "bad name"], "token name"),
+        (vec!["admin", "token", "revoke", "nobody"], "admin token nobody"),
     ] {
         let (ok, _, err) = d.cli(&args, Some("pw\n"));
         assert!(!ok, "{args:?} succeeded");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(expected), "{args:?}: {err}");
     }
+    // SPEC 12: a token is shown once; the list has names and times, never the token.
+    let (ok, token, _) = d.cli(&["admin", "token", "create", "ops"], None);
+    assert!(ok && token.starts_with("vmat_") && token.trim().len() == 48, "{token}");
+    let (ok, _, err) = d.cli(&["admin", "token", "create", "ops"], None);
+    assert!(!ok && err.contains("exists already"), "{err}");
+    let tokens = d.list(&["admin", "token", "list"]);
+    assert_eq!(
+        (tokens.len(), tokens[0]["name"].as_str(), &tokens[0]["revoked"]),
+        (1, Some("ops"), &serde_json::Value::Null)
+    );
+    let (ok, out, _) = d.cli(&["admin", "token", "revoke", "ops"], None);
+    assert!(ok && out.contains("token ops revoked"), "{out}");
+    assert!(d.list(&["admin", "token", "list"])[0]["revoked"].is_string());
     let (ok, out, _) = d.cli(&["domain", "add", "Strict.Test"], None);
     assert!(ok && out.contains("added domain strict.test (policy reject)"), "{out}");
     // SPEC 2: one case at a time; the other keeps its action.

@@ -43,6 +43,36 @@ pub struct Config {
     pub store: StoreConfig,
     /// The sending domain's SPF, DKIM, DMARC and iprev on the MX (SPEC 13).
     pub dmarc: Dmarc,
+    /// The admin HTTP listener (SPEC 12).
+    pub admin: Admin,
+}
+
+/// The admin HTTP listener (SPEC 12): metrics, health, the JSON API, the web console.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    /// `/metrics` and `/healthz/*` answer without a token to clients on loopback (other
+    /// clients always need one).
+    pub open_metrics: bool,
+    /// Largest request body, in octets (larger: 413).
+    pub max_body_bytes: usize,
+    /// Seconds a client may take to send a request's header, and a request may take in all.
+    pub request_timeout_secs: u64,
+    /// Simultaneous connections in total, and from one IP address.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            open_metrics: true,
+            max_body_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+            max_connections: 100,
+            max_connections_per_ip: 20,
+        }
+    }
 }
 
 /// SPF, DKIM, DMARC and iprev of MX mail (SPEC 13).
@@ -121,6 +151,7 @@ impl Default for Config {
             messenger: Messenger::default(),
             store: StoreConfig::default(),
             dmarc: Dmarc::default(),
+            admin: Admin::default(),
         }
     }
 }
@@ -151,6 +182,9 @@ pub struct Listeners {
     /// The Messenger port: federation and secure-messaging clients (standard port 21025,
     /// SPEC 8).
     pub messenger: Vec<SocketAddr>,
+    /// Admin HTTP (SPEC 12): metrics, health, the JSON API and the web console. TLS with
+    /// the server's certificate on any address but loopback.
+    pub admin: Vec<SocketAddr>,
 }
 
 impl Default for Listeners {
@@ -166,6 +200,7 @@ impl Default for Listeners {
             imaps: vec![([127, 0, 0, 1], 2993).into()],
             authkey: Vec::new(),
             messenger: vec![([127, 0, 0, 1], 21025).into()],
+            admin: vec![([127, 0, 0, 1], 8025).into()],
         }
     }
 }

@@ -2,6 +2,7 @@
 //! fetching an account's secrets under the AUTH failure limits, and running CPU-heavy
 //! session work (Argon2id) off the async workers.
 
+pub mod admin;
 pub mod authkey;
 pub mod imap;
 pub mod limits;

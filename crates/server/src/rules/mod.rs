@@ -3,6 +3,7 @@
 //! the messages we write ourselves (DSNs), where a tracking record goes, and DKIM keys.
 
 pub mod accounts;
+pub mod admin_tokens;
 pub mod bootstrap;
 pub mod commit;
 pub mod dkim;

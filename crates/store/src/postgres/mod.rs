@@ -21,6 +21,7 @@
 //! the URL, `tls` makes the TLS client, `schema` holds the migrations, `pool` the handle.
 
 mod accounts;
+mod admin_tokens;
 mod authkey;
 mod base;
 mod commit;

@@ -378,6 +378,16 @@ ALTER TABLE accounts ADD COLUMN last_uid_validity BIGINT NOT NULL DEFAULT 0;
 UPDATE accounts SET last_uid_validity =
     COALESCE((SELECT MAX(f.uid_validity) FROM folders f WHERE f.account_id = accounts.id), 0);
 "#,
+    // Version 9 (SQLite's migration 21): the admin API's bearer tokens (SPEC 12), by hash.
+    r#"
+CREATE TABLE admin_tokens (
+    id BIGSERIAL PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+"#,
 ];
 
 /// Applies the migrations not yet applied, in one transaction under the advisory lock:

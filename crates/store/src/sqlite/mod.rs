@@ -8,10 +8,11 @@
 //! beside other processes (the CLI) using the same file.
 //!
 //! One file per concern implements that concern's trait (`accounts`, `queue`,
-//! `mailboxes`, `tracking`, `authkey`, `messenger`, `node`, `dkim`, `dmarc`), over the shared `base`;
+//! `mailboxes`, `tracking`, `authkey`, `messenger`, `node`, `dkim`, `dmarc`, `admin_tokens`), over the shared `base`;
 //! `schema` holds the migrations, `writer` the handle.
 
 mod accounts;
+mod admin_tokens;
 mod authkey;
 mod base;
 mod dkim;

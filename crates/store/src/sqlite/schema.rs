@@ -415,6 +415,17 @@ ALTER TABLE accounts ADD COLUMN last_uid_validity INTEGER NOT NULL DEFAULT 0;
 UPDATE accounts SET last_uid_validity =
     COALESCE((SELECT MAX(f.uid_validity) FROM folders f WHERE f.account_id = accounts.id), 0);
 "#,
+    // Migration 21: the admin API's bearer tokens (SPEC 12): only each token's SHA-256 is
+    // kept; a revoked token keeps its row (and name), so using it is told apart (403).
+    "
+    CREATE TABLE admin_tokens (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        hash TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    ",
 ];
 
 /// The store holds every mailbox and the password hashes: its folder is made 700 and the

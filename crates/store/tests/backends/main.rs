@@ -15,6 +15,7 @@
 mod support;
 
 mod accounts;
+mod admin_tokens;
 mod authkey;
 mod dmarc;
 mod federation;

@@ -21,7 +21,7 @@ impl Deployment {
         let config = dir.path().join("vouchmail.toml");
         let text = format!(
             "hostname = \"mx.local.test\"\ndata_dir = \"{}\"\nshutdown_grace_secs = 2\n\
-             [listeners]\nmx = [\"127.0.0.1:0\"]\nsubmission = []\nsubmissions = []\nodmr = []\npop3 = []\npop3s = []\nimap = []\nimaps = []\nmessenger = []\n\
+             [listeners]\nmx = [\"127.0.0.1:0\"]\nsubmission = []\nsubmissions = []\nodmr = []\npop3 = []\npop3s = []\nimap = []\nimaps = []\nadmin = []\nmessenger = []\n\
              [bootstrap]\ndomain = \"local.test\"\npolicy = \"accept\"\npostmaster = true\n\
              [outbound]\nenabled = false\n[dmarc]\nverify = false\n",
             dir.path().join("data").display()

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod deployment;
+pub mod http;
 pub mod postfix;
 
 /// Polls a condition (it may `.await`) every 25 ms until it holds; fails the test with
@@ -118,6 +119,7 @@ impl TestServer {
         config.listeners.pop3s = vec!["127.0.0.1:0".parse().unwrap()];
         config.listeners.imap = vec!["127.0.0.1:0".parse().unwrap()];
         config.listeners.imaps = vec!["127.0.0.1:0".parse().unwrap()];
+        config.listeners.admin = vec!["127.0.0.1:0".parse().unwrap()];
         config.listeners.messenger = vec!["127.0.0.1:0".parse().unwrap()];
         config.bootstrap.domain = "local.test".into();
         config.bootstrap.policy = "accept".into();
@@ -202,6 +204,16 @@ impl TestServer {
 
     pub fn imaps(&self) -> SocketAddr {
         self.server.as_ref().expect("running").imaps_addrs[0]
+    }
+
+    /// The admin HTTP listener (SPEC 12), on loopback: plain HTTP.
+    pub fn admin(&self) -> SocketAddr {
+        self.server.as_ref().expect("running").admin_addrs[0]
+    }
+
+    /// A bearer token of the admin API, made as `vouchmail admin token create` makes one.
+    pub async fn admin_token(&self, name: &str) -> String {
+        vouchmail_server::rules::admin_tokens::create_token(self.store.as_ref(), name).await.expect("token")
     }
 
     pub async fn add_domain(&self, name: &str, policy: SenderPolicy) {
