@@ -4,6 +4,9 @@
 //! TLS with the server's certificate on any address but loopback, and a deadline for a
 //! request's header (a client that opens connections and says nothing holds nothing).
 
+mod api;
+mod autoconfig;
+mod console;
 mod routes;
 
 pub use routes::{error, router, AdminState, Operator};

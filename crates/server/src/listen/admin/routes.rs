@@ -44,12 +44,12 @@ pub fn router(state: Arc<AdminState>, max_body_bytes: usize, request_timeout: Du
         .route("/healthz/live", get(live))
         .route("/healthz/ready", get(ready))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), open_on_loopback));
-    let api = Router::new()
-        .route("/whoami", get(whoami))
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), require_token));
+    let api = super::api::routes().layer(middleware::from_fn_with_state(Arc::clone(&state), require_token));
     Router::new()
         .merge(open)
         .nest("/api/v1", api)
+        .merge(super::console::routes())
+        .merge(super::autoconfig::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn(move |request: Request, next: Next| deadline(request, next, request_timeout)))
@@ -147,8 +147,4 @@ async fn ready(State(state): State<Arc<AdminState>>) -> Response {
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, format!("the store fails: {e}")),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the store did not answer within a second"),
     }
-}
-
-async fn whoami(axum::Extension(Operator(name)): axum::Extension<Operator>) -> Response {
-    Json(serde_json::json!({ "token": name })).into_response()
 }
