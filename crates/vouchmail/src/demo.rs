@@ -314,7 +314,7 @@ async fn fake_rogue_verifier(listener: TcpListener, tls: vouchmail_server::net::
             plain.get_mut().write_all(b"530 5.7.0 Must issue a STARTTLS command first\r\n").await.ok()?;
         }
     }
-    let stream = tls.acceptor.accept(plain.into_inner()).await.ok()?;
+    let stream = tls.acceptor().accept(plain.into_inner()).await.ok()?;
     let (read, mut write) = tokio::io::split(stream);
     let mut lines = tokio::io::BufReader::new(read);
     loop {

@@ -168,7 +168,7 @@ fn main() -> ExitCode {
     }
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve => serve(config).await,
+            Command::Serve => serve(config, config_file).await,
             Command::Init => init(config).await,
             Command::Store(c) => store::store(&config, c).await,
             command => {
@@ -209,10 +209,34 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(config: &Config) {
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+/// Replaces the log filter of the running process (SIGHUP): the new `log`, or an error
+/// naming why it does not parse.
+type SetLogFilter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+fn init_logging(config: &Config) -> SetLogFilter {
+    // RUST_LOG, when set, wins at start and over reloads.
+    let from_env = std::env::var("RUST_LOG").is_ok();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(quiet_rustls(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_filter_reloading();
+    let handle = builder.reload_handle();
+    builder.init();
+    Box::new(move |log: &str| {
+        if from_env {
+            return Err("RUST_LOG is set and takes precedence".into());
+        }
+        let filter = tracing_subscriber::EnvFilter::try_new(log).map_err(|e| format!("'{log}': {e}"))?;
+        handle.reload(quiet_rustls(filter)).map_err(|e| e.to_string())
+    })
+}
+
+fn quiet_rustls(mut filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::EnvFilter {
     // rustls warns about every client that sends an IP address as SNI (msmtp, fetchmail,
     // Python do): noise at info level, shown from debug on (or when rustls is named).
     let debugging = filter.max_level_hint().is_some_and(|level| level >= tracing::level_filters::LevelFilter::DEBUG);
@@ -221,12 +245,7 @@ fn init_logging(config: &Config) {
             filter = filter.add_directive(quiet);
         }
     }
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    filter
 }
 
 async fn init(config: Config) -> Result<(), CliError> {
@@ -314,8 +333,8 @@ fn warn_if_exposed(config: &Config) {
     }
 }
 
-async fn serve(config: Config) -> Result<(), CliError> {
-    init_logging(&config);
+async fn serve(config: Config, config_file: Option<PathBuf>) -> Result<(), CliError> {
+    let set_log_filter = init_logging(&config);
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
@@ -326,15 +345,61 @@ async fn serve(config: Config) -> Result<(), CliError> {
     // Issue 9: the listeners, TLS and routes come up first; only then does a first start
     // create the domain and print the postmaster password, so a start that fails on the
     // configuration does not use the password up unseen.
-    let server = vouchmail_server::start(&config, Arc::clone(&store)).await?;
+    let mut server = vouchmail_server::start(&config, Arc::clone(&store)).await?;
     bootstrap(&config, store.as_ref()).await?;
     tracing::info!(hostname = %config.hostname, data = %config.data_dir.display(), "vouchmail is running");
-    signals.wait().await;
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let stop = signals.wait();
+    tokio::pin!(stop);
+    let mut log = config.log.clone();
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            Some(()) = async { hangups.as_mut()?.recv().await } => {
+                reload(&mut server, config_file.as_deref(), &mut log, &set_log_filter);
+            }
+        }
+    }
     tracing::info!("shutting down: no new connections; letting sessions finish");
     let cut = server.shutdown().await;
     let _ = store.close().await;
     tracing::info!(cut_sessions = cut, "stopped");
     Ok(())
+}
+
+/// SIGHUP (SPEC 12): the configuration file read again and what can change applied; one
+/// log line says what changed and what needs a restart. A file that does not load changes
+/// nothing.
+fn reload(
+    server: &mut vouchmail_server::RunningServer,
+    config_file: Option<&std::path::Path>,
+    log: &mut String,
+    set_log_filter: &SetLogFilter,
+) {
+    let new = match Config::load(config_file) {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: the configuration does not load; nothing changed");
+            return;
+        }
+    };
+    let mut done = server.reload(&new);
+    if new.log != *log {
+        match set_log_filter(&new.log) {
+            Ok(()) => {
+                done.applied.push(format!("log filter {}", new.log));
+                log.clone_from(&new.log);
+            }
+            Err(e) => done.failed.push(format!("log: {e}")),
+        }
+    }
+    let list = |items: &[String]| if items.is_empty() { "nothing".to_string() } else { items.join(", ") };
+    tracing::info!(
+        "configuration reloaded on SIGHUP: applied: {}; needs a restart: {}; failed: {}",
+        list(&done.applied),
+        list(&done.needs_restart),
+        list(&done.failed)
+    );
 }
 
 /// SIGTERM and SIGINT, listened for from the start of `serve`, so that a signal during

@@ -625,3 +625,110 @@ fn dkim_keys_are_made_at_first_start_and_rotated_from_the_cli() {
     let (ok, out, err) = d.cli(&["dmarc", "report", "--now"], None);
     assert!(ok && out.contains("no DMARC aggregate report to send"), "{out}{err}");
 }
+
+/// A self-signed certificate for `name`, made with openssl: (cert, key) paths.
+fn certificate(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+        .arg("-subj")
+        .arg(format!("/CN={name}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+    (cert, key)
+}
+
+/// The subject of the certificate a STARTTLS on `addr` shows (openssl s_client).
+fn presented_subject(addr: std::net::SocketAddr) -> String {
+    let out = Command::new("timeout")
+        .args(["10", "openssl", "s_client", "-starttls", "smtp", "-connect"])
+        .arg(addr.to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().find(|l| l.starts_with("subject=")).unwrap_or_default().to_string()
+}
+
+/// SPEC 12 (issue 24 item 7): SIGHUP while a submission session is open applies a new
+/// outbound route, a lower connection limit and a new certificate; one log line says so
+/// and names what needs a restart; the open session finishes its message, which goes by
+/// the new route.
+#[test]
+fn sighup_applies_a_route_a_limit_and_a_certificate_while_a_session_finishes() {
+    use vouchmail_testkit::smtp_peer::Peer;
+    let d = Deployment::new();
+    let dir = d.config.parent().unwrap().to_path_buf();
+    let (first_cert, first_key) = certificate(&dir, "first.test");
+    let (second_cert, second_key) = certificate(&dir, "second.test");
+    let (old_peer, new_peer) = (Peer::builder("127.0.0.1").start(), Peer::builder("127.0.0.1").start());
+    let settings = |cert: &std::path::Path, key: &std::path::Path, peer: &Peer, per_ip: u32| {
+        format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[smtp]\nmax_connections_per_ip = {per_ip}\n\
+             [outbound]\nretry_min_secs = 1\n[[outbound.route]]\ndomain = \"remote.test\"\nhost = \"127.0.0.1:{}\"\n",
+            cert.display(),
+            key.display(),
+            peer.port()
+        )
+    };
+    let base = std::fs::read_to_string(&d.config).unwrap().replace("[outbound]\nenabled = false\n", "");
+    let base = base.replace("submission = []", "submission = [\"127.0.0.1:0\"]");
+    // AUTH PLAIN before STARTTLS keeps the session simple; the certificate is read by
+    // openssl's own STARTTLS.
+    let base = format!("{base}[auth]\nallow_plaintext_passwords = true\n");
+    d.configure(|_| format!("{base}{}", settings(&first_cert, &first_key, &old_peer, 10)));
+    let (mut server, _, _, log) = d.serve_logging();
+    let (ok, _, err) = d.cli(&["user", "add", "alice@local.test", "--password-stdin"], Some("secret\n"));
+    assert!(ok, "{err}");
+    let submission = common::deployment::listener_address(&log, "Submission");
+    assert!(presented_subject(submission).contains("first.test"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // A session in the middle of its transaction when the signal comes.
+    let mut session = runtime.block_on(async {
+        let (mut c, _) = SmtpConn::connect(submission).await;
+        c.cmd("EHLO client.test").await;
+        let auth = c.cmd("AUTH PLAIN AGFsaWNlQGxvY2FsLnRlc3QAc2VjcmV0").await;
+        assert_eq!(auth.code, 235, "{auth:?}");
+        assert_eq!(c.cmd("MAIL FROM:<alice@local.test>").await.code, 250);
+        c
+    });
+    d.configure(|_| format!("{base}{}", settings(&second_cert, &second_key, &new_peer, 1)));
+    // A change that only a restart applies is named as such.
+    d.configure(|text| text.replace("shutdown_grace_secs = 2", "shutdown_grace_secs = 3"));
+    server.signal("HUP");
+    let line = server.log_line("configuration reloaded", Duration::from_secs(10));
+    for applied in ["tls certificate files read again", "smtp connection limits (", "outbound routes"] {
+        assert!(line.contains(applied), "{applied}: {line}");
+    }
+    assert!(line.contains("needs a restart: shutdown_grace_secs"), "{line}");
+    // The new limit: one connection per IP, and the open session is that one.
+    let refused = runtime.block_on(async { SmtpConn::connect(submission).await.1 });
+    assert_eq!(refused.code, 421, "{refused:?}");
+    // The open session finishes; its message goes by the new route.
+    runtime.block_on(async {
+        assert_eq!(session.cmd("RCPT TO:<bob@remote.test>").await.code, 250);
+        assert_eq!(session.cmd("DATA").await.code, 354);
+        let sent = session.cmd("From: alice@local.test\r\nSubject: after the reload\r\n\r\nhello\r\n.").await;
+        assert_eq!(sent.code, 250, "{sent:?}");
+        session.cmd("QUIT").await;
+    });
+    let end = Instant::now() + Duration::from_secs(20);
+    while new_peer.messages().is_empty() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!((new_peer.messages().len(), old_peer.messages().len()), (1, 0));
+    assert!(new_peer.messages()[0].text().contains("after the reload"));
+    // The next handshake shows the new certificate.
+    assert!(presented_subject(submission).contains("second.test"));
+    // A configuration that does not load changes nothing.
+    d.configure(|text| format!("{text}\n[nonsense\n"));
+    server.signal("HUP");
+    server.log_line("the configuration does not load", Duration::from_secs(10));
+    server.stop();
+}

@@ -101,7 +101,7 @@ fn legacy_verdict(line: &str) -> &'static str {
 /// vouchmail data folder) and answers ENTITIES from `script`.
 async fn fake_home(ip: &str, dir: &std::path::Path, script: Script) -> (SocketAddr, Log) {
     let config = Config { hostname: "home.test".into(), data_dir: dir.to_path_buf(), ..Config::default() };
-    let acceptor: TlsAcceptor = crate::net::tls::Tls::from_config(&config).unwrap().acceptor;
+    let acceptor: TlsAcceptor = crate::net::tls::Tls::from_config(&config).unwrap().acceptor();
     let listener = TcpListener::bind((ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let log: Log = Arc::default();

@@ -2,13 +2,15 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Counts open connections; a [`ConnectionSlot`] is held for each and frees itself on drop.
 #[derive(Debug)]
 pub struct ConnectionLimiter {
-    max_total: usize,
-    max_per_ip: usize,
+    /// Changed by a reload (SIGHUP); connections open beyond a lowered limit stay.
+    max_total: AtomicUsize,
+    max_per_ip: AtomicUsize,
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
 }
 
@@ -21,16 +23,26 @@ pub enum Refusal {
 
 impl ConnectionLimiter {
     pub fn new(max_total: usize, max_per_ip: usize) -> Arc<ConnectionLimiter> {
-        Arc::new(ConnectionLimiter { max_total, max_per_ip, open: Mutex::new((0, HashMap::new())) })
+        Arc::new(ConnectionLimiter {
+            max_total: AtomicUsize::new(max_total),
+            max_per_ip: AtomicUsize::new(max_per_ip),
+            open: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    /// New limits for the connections accepted from now on (a reload).
+    pub fn set_limits(&self, max_total: usize, max_per_ip: usize) {
+        self.max_total.store(max_total, Ordering::Relaxed);
+        self.max_per_ip.store(max_per_ip, Ordering::Relaxed);
     }
 
     pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, Refusal> {
         let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if open.0 >= self.max_total {
+        if open.0 >= self.max_total.load(Ordering::Relaxed) {
             return Err(Refusal::TooManyTotal);
         }
         let from_ip = open.1.entry(ip).or_insert(0);
-        if *from_ip >= self.max_per_ip {
+        if *from_ip >= self.max_per_ip.load(Ordering::Relaxed) {
             return Err(Refusal::TooManyFromIp);
         }
         *from_ip += 1;

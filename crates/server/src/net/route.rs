@@ -149,6 +149,11 @@ impl Router {
         Ok(Router { dns, routes, relay, mx_tls, port: config.port, own_names, prefer_ipv6: config.prefer_ipv6 })
     }
 
+    /// The same resolver (and its cache) with new settings (a reload).
+    pub fn reconfigured(&self, config: &Outbound, hostname: &str) -> Result<Router, Error> {
+        Router::new(config, hostname, Arc::clone(&self.dns))
+    }
+
     fn route_for(&self, domain: &str) -> Option<&RouteSpec> {
         self.routes.iter().find(|r| r.matches(domain)).or(self.relay.as_ref())
     }

@@ -2,6 +2,7 @@
 //! optional client certificates for SASL EXTERNAL, and a stream that is plain or TLS.
 
 use crate::support::error::{Error, ErrorKind};
+use crate::support::live::Live;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -35,10 +36,17 @@ pub struct ClientCertificate {
     pub ca_verified: bool,
 }
 
-/// The server side TLS setup shared by every listener.
+/// The server side TLS setup shared by every listener; every clone sees a reload (SIGHUP:
+/// new certificate files take effect for the next handshake).
 #[derive(Clone)]
 pub struct Tls {
-    pub acceptor: TlsAcceptor,
+    current: Live<Loaded>,
+    ask_peers: bool,
+}
+
+/// What one load of the certificate files made.
+struct Loaded {
+    acceptor: TlsAcceptor,
     /// Whether client certificates are checked against a CA.
     ca_configured: bool,
 }
@@ -63,6 +71,21 @@ impl Tls {
     }
 
     fn build(config: &Config, ask_peers: bool) -> Result<Tls, Error> {
+        Ok(Tls { current: Live::new(Tls::load(config, ask_peers)?), ask_peers })
+    }
+
+    /// Reads the certificate files again (SIGHUP); on an error the current ones stay.
+    pub fn reload(&self, config: &Config) -> Result<(), Error> {
+        self.current.set(Tls::load(config, self.ask_peers)?);
+        Ok(())
+    }
+
+    /// The acceptor of the files loaded last.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.current.get().acceptor.clone()
+    }
+
+    fn load(config: &Config, ask_peers: bool) -> Result<Loaded, Error> {
         let (cert_path, key_path) = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => (cert.clone(), key.clone()),
             (None, None) => self_signed(config)?,
@@ -108,7 +131,7 @@ impl Tls {
         let server_config = builder
             .with_single_cert(certs, key)
             .map_err(|e| Error::new(ErrorKind::Config, format!("tls.cert and tls.key do not match: {e}")))?;
-        Ok(Tls { acceptor: TlsAcceptor::from(Arc::new(server_config)), ca_configured })
+        Ok(Loaded { acceptor: TlsAcceptor::from(Arc::new(server_config)), ca_configured })
     }
 
     /// The client certificate of a finished handshake, if one was presented.
@@ -117,7 +140,7 @@ impl Tls {
         let cert = connection.peer_certificates()?.first()?;
         let fingerprint = hex(&Sha256::digest(cert.as_ref()));
         let subject = crate::net::x509::subject_of(cert.as_ref()).unwrap_or_default();
-        Some(ClientCertificate { fingerprint, subject, ca_verified: self.ca_configured })
+        Some(ClientCertificate { fingerprint, subject, ca_verified: self.current.get().ca_configured })
     }
 }
 
@@ -278,7 +301,7 @@ pub async fn handshake(
     stream: TcpStream,
     store: &dyn Store,
 ) -> Option<(Box<tokio_rustls::server::TlsStream<TcpStream>>, TlsInfo)> {
-    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await;
+    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await;
     let stream = match accepted {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod files;
+pub mod live;
 pub mod metrics;
 pub mod queue_id;
 pub mod tasks;

@@ -106,6 +106,7 @@ impl Deployment {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let (later_tx, later) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut sent = false;
             let mut addr = None;
@@ -122,9 +123,12 @@ impl Deployment {
                     } else {
                         log.push(line);
                     }
-                } else if line.contains("WARN") || line.contains("ERROR") {
-                    // Shown with the test's output when it fails.
-                    eprintln!("serve: {line}");
+                } else {
+                    if line.contains("WARN") || line.contains("ERROR") {
+                        // Shown with the test's output when it fails.
+                        eprintln!("serve: {line}");
+                    }
+                    let _ = later_tx.send(line);
                 }
             }
         });
@@ -139,7 +143,7 @@ impl Deployment {
             }
         });
         let stdout = out_rx.recv_timeout(Duration::from_millis(200)).unwrap_or_default();
-        (ServerProcess(child), addr, stdout, log)
+        (ServerProcess(child, later), addr, stdout, log)
     }
 
     /// Runs `serve` or `init` that must fail: (exit status, stdout, stderr).
@@ -154,10 +158,24 @@ impl Deployment {
     }
 }
 
-/// A running `vouchmail serve`, killed if a test ends early so no process outlives it.
-pub struct ServerProcess(pub Child);
+/// A running `vouchmail serve`, killed if a test ends early so no process outlives it; with
+/// what it logs after it started.
+pub struct ServerProcess(pub Child, pub std::sync::mpsc::Receiver<String>);
 
 impl ServerProcess {
+    /// The next log line containing `needle`, within `limit`.
+    pub fn log_line(&self, needle: &str, limit: Duration) -> String {
+        let end = std::time::Instant::now() + limit;
+        loop {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            match self.1.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {needle:?} within {limit:?}"),
+            }
+        }
+    }
+
     pub fn signal(&mut self, signal: &str) {
         let status = Command::new("kill").arg(format!("-{signal}")).arg(self.0.id().to_string()).status().unwrap();
         assert!(status.success());
