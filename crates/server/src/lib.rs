@@ -19,6 +19,7 @@ pub mod federation;
 pub mod jobs;
 pub mod listen;
 pub mod net;
+pub mod ops;
 pub mod rules;
 pub mod support;
 
@@ -290,6 +291,7 @@ fn start_admin(
         hostname: config.hostname.clone(),
         open_metrics: config.admin.open_metrics,
         listeners_bound: std::sync::atomic::AtomicBool::new(false),
+        ops: ops::Settings::from_config(config),
     });
     let timeout = Duration::from_secs(config.admin.request_timeout_secs.max(1));
     let router = listen::admin::router(Arc::clone(&state), config.admin.max_body_bytes, timeout);

@@ -31,7 +31,7 @@ const CRATES: &[(&str, &[&str])] = &[
             "authkey",
         ],
     ),
-    ("server", &["support", "config", "net", "auth", "rules", "federation", "jobs", "listen"]),
+    ("server", &["support", "config", "net", "auth", "rules", "federation", "jobs", "ops", "listen"]),
     ("client", &[]),
     ("store", &[]),
     ("smime", &[]),

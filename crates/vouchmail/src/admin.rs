@@ -4,17 +4,16 @@
 use crate::error::CliError;
 use std::io::Read;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use clap::Subcommand;
 use vouchmail_proto::authkey::Verdict;
-use vouchmail_proto::headers;
-use vouchmail_proto::sasl::{Secrets, SecretsPolicy};
+use vouchmail_proto::sasl::SecretsPolicy;
 use vouchmail_proto::smtp::address::Address;
-use vouchmail_proto::time::rfc3339;
 use vouchmail_server::auth::authkey::verifier;
-use vouchmail_server::rules::{folders, tracking_folder};
-use vouchmail_store::{AuthKey, AuthKeySettings, CertMatch, Folder, NewAccount, SenderPolicy, Store};
+use vouchmail_server::ops::mailboxes::MailboxItem;
+use vouchmail_server::ops::queue::QueueFilter;
+use vouchmail_server::ops::{self, domain_text, OpError, Settings};
+use vouchmail_store::{AuthKey, CertMatch, Store};
 
 use crate::listing::{print_json, write_stdout, Listing};
 use crate::progress::ProgressBar;
@@ -335,6 +334,12 @@ pub enum QueueCommand {
         /// Print a JSON array of objects instead (for scripts).
         #[arg(long)]
         json: bool,
+        /// Only entries in this state: queued, inflight or deferred.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only recipients in this domain.
+        #[arg(long)]
+        domain: Option<String>,
     },
     /// A message's entries (any state), then its header.
     Show {
@@ -350,75 +355,47 @@ pub enum QueueCommand {
         #[arg(long)]
         all: bool,
     },
-    /// Make deferred messages due now (or with --all, every one); a running server sends them.
+    /// Make deferred messages due now (or with --all, every one; with --domain, those to
+    /// one domain); a running server sends them.
     Retry {
         /// Queue ids, as `queue list` shows them.
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        #[arg(required_unless_present_any = ["all", "domain"], conflicts_with_all = ["all", "domain"])]
         queue_ids: Vec<String>,
         /// Every deferred message.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "domain")]
         all: bool,
+        /// Flush one domain: every message with a waiting recipient there.
+        #[arg(long)]
+        domain: Option<String>,
     },
     /// Deliver everything pending now, from this process, and wait for the outcome.
     Flush,
 }
 
-/// An address, its domain in the stored form (A-labels) so `bücher.example` and
-/// `xn--bcher-kva.example` name the same accounts.
+/// An operation's refusal as the CLI says it: one line, exit 1. The operations name a
+/// field as the API does (`forged: ...`); the CLI's words for it are its flags.
+impl From<OpError> for CliError {
+    fn from(error: OpError) -> CliError {
+        let message = error.to_string();
+        for field in ["unauthenticated", "forged", "since"] {
+            let prefix = format!("{field}: ");
+            if let Some(rest) = message.strip_prefix(&prefix) {
+                return CliError::failed(format!("--{field}: {rest}"));
+            }
+            if let Some(rest) = message.strip_prefix(&format!("{field} '")) {
+                return CliError::failed(format!("--{field} '{rest}"));
+            }
+        }
+        CliError::failed(message)
+    }
+}
+
 fn parse_address(text: &str) -> Result<Address, CliError> {
-    let address =
-        Address::parse(text).map_err(|e| CliError::failed(format!("'{text}' is not a valid address: {e}")))?;
-    match vouchmail_server::rules::accounts::ascii_domain(address.domain()) {
-        Some(ascii) => {
-            Address::from_parts(address.local(), &ascii).map_err(|e| CliError::failed(format!("'{text}': {e}")))
-        }
-        None => Ok(address),
-    }
+    Ok(ops::parse_address(text)?)
 }
 
-/// A domain name as stored (A-labels); names an existing domain, so unusual forms pass.
 fn parse_domain(text: &str) -> Result<String, CliError> {
-    Ok(vouchmail_server::rules::accounts::normalize_domain(text, true)?)
-}
-
-/// `NAME (U-LABELS)` for an internationalized name, else NAME.
-fn domain_text(ascii: &str) -> String {
-    match vouchmail_server::rules::accounts::unicode_name(ascii) {
-        Some(unicode) => format!("{ascii} ({unicode})"),
-        None => ascii.to_string(),
-    }
-}
-
-/// What a sender policy means for mail from the internet, in one sentence.
-fn policy_meaning(policy: &SenderPolicy) -> String {
-    let what = |action: vouchmail_store::PolicyAction| match action {
-        vouchmail_store::PolicyAction::Accept => "delivered",
-        vouchmail_store::PolicyAction::Junk => "delivered to Junk",
-        _ => "refused (550 5.7.1)",
-    };
-    format!(
-        "mail from the internet whose sender no method authenticated is {}, with a forged AuthKey {}",
-        what(policy.unauthenticated),
-        what(policy.forged)
-    )
-}
-
-fn parse_accounts(accounts: &[String]) -> Result<Vec<String>, CliError> {
-    accounts
-        .iter()
-        .map(|a| a.trim())
-        .filter(|a| !a.is_empty())
-        .map(|a| parse_address(a).map(|a| a.to_string().to_lowercase()))
-        .collect()
-}
-
-fn check_etrn_host(host: Option<&str>) -> Result<(), CliError> {
-    match host {
-        Some(h) if h.rsplit_once(':').is_none_or(|(name, port)| name.is_empty() || port.parse::<u16>().is_err()) => {
-            Err(CliError::failed(format!("'{h}' is not host:port")))
-        }
-        _ => Ok(()),
-    }
+    Ok(ops::parse_domain(text)?)
 }
 
 fn read_password_stdin() -> Result<String, CliError> {
@@ -433,12 +410,6 @@ fn read_password_stdin() -> Result<String, CliError> {
     Ok(password)
 }
 
-fn secrets_for(password: &str, policy: &SecretsPolicy) -> Result<Secrets, CliError> {
-    let mut salts = [0u8; vouchmail_proto::sasl::SALTS_LEN];
-    getrandom::getrandom(&mut salts).map_err(|e| CliError::failed(format!("random source: {e}")))?;
-    Secrets::from_password_with(password, policy, &salts).map_err(|e| CliError::failed(e.to_string()))
-}
-
 /// SHA-256 fingerprint (hex) of the first certificate in a PEM file.
 fn pem_fingerprint(path: &std::path::Path) -> Result<String, CliError> {
     let text =
@@ -449,20 +420,7 @@ fn pem_fingerprint(path: &std::path::Path) -> Result<String, CliError> {
     Ok(sha2::Sha256::digest(&der).iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// A policy with the cases given on the command line replaced.
-fn with_cases(
-    mut policy: SenderPolicy,
-    unauthenticated: Option<String>,
-    forged: Option<String>,
-) -> Result<SenderPolicy, CliError> {
-    if let Some(action) = unauthenticated {
-        policy.unauthenticated = action.parse().map_err(|e| CliError::failed(format!("--unauthenticated: {e}")))?;
-    }
-    if let Some(action) = forged {
-        policy.forged = action.parse().map_err(|e| CliError::failed(format!("--forged: {e}")))?;
-    }
-    Ok(policy)
-}
+use ops::to_object as object;
 
 /// The DNS records `domain` should publish (SPEC 13), with `AS=` naming this server when
 /// it is an Authentication Server (its hostname, and the VERIFY port unless 2884).
@@ -471,19 +429,7 @@ pub async fn records_to_publish(
     config: &vouchmail_server::config::Config,
     domain: &str,
 ) -> Result<Vec<vouchmail_server::rules::dkim::DnsRecord>, CliError> {
-    let authentication_server = match config.listeners.authkey.first() {
-        Some(addr) if config.authkey.server && addr.port() == 2884 => Some(config.hostname.clone()),
-        Some(addr) if config.authkey.server => Some(format!("{}:{}", config.hostname, addr.port())),
-        _ => None,
-    };
-    let records = vouchmail_server::rules::dkim::records_to_publish(
-        store,
-        domain,
-        &config.hostname,
-        authentication_server.as_deref(),
-    )
-    .await?;
-    Ok(records)
+    Ok(ops::domains::records_to_publish(store, &Settings::from_config(config), domain).await?)
 }
 
 pub async fn domain(
@@ -493,41 +439,36 @@ pub async fn domain(
 ) -> Result<(), CliError> {
     match command {
         DomainCommand::Dns { name } => {
-            let name = parse_domain(&name)?;
             for record in records_to_publish(store, config, &name).await? {
                 println!("{record}");
             }
         }
         DomainCommand::Add { name, policy, unauthenticated, forged, held_for, etrn_host, allow_unusual } => {
-            let name = vouchmail_server::rules::accounts::normalize_domain(&name, allow_unusual)?;
-            let policy = with_cases(policy.parse()?, unauthenticated, forged)?;
-            let held_for = parse_accounts(&held_for)?;
-            check_etrn_host(etrn_host.as_deref())?;
-            store.add_domain(&name, policy).await.map_err(|e| CliError::failed(e.to_string()))?;
-            if !held_for.is_empty() {
-                if let Err(e) = store.set_domain_held(&name, &held_for, etrn_host.as_deref()).await {
-                    // Leave nothing half-made behind.
-                    let _ = store.remove_domain(&name).await;
-                    return Err(CliError::failed(e.to_string()));
-                }
+            let new = ops::domains::NewDomain {
+                name,
+                policy: Some(policy),
+                unauthenticated,
+                forged,
+                dmarc_counts: None,
+                held_for,
+                etrn_host,
+                allow_unusual,
+            };
+            let added = ops::domains::add(store, new).await?;
+            let policy = added.policy;
+            if !added.held_for.is_empty() {
                 println!(
                     "added domain {} (policy {policy}), held for {}: {}",
-                    domain_text(&name),
-                    held_for.join(", "),
-                    policy_meaning(&policy)
+                    domain_text(&added.name),
+                    added.held_for.join(", "),
+                    ops::domains::policy_meaning(&policy)
                 );
             } else {
-                println!("added domain {} (policy {policy})", domain_text(&name));
+                println!("added domain {} (policy {policy})", domain_text(&added.name));
             }
         }
         DomainCommand::Held { name, accounts, etrn_host } => {
-            let name = parse_domain(&name)?;
-            let accounts = parse_accounts(&accounts)?;
-            check_etrn_host(etrn_host.as_deref())?;
-            store
-                .set_domain_held(&name, &accounts, etrn_host.as_deref())
-                .await
-                .map_err(|e| CliError::failed(e.to_string()))?;
+            let (name, accounts) = ops::domains::set_held(store, &name, &accounts, etrn_host.as_deref()).await?;
             if accounts.is_empty() {
                 println!("domain {} is no longer held", domain_text(&name));
             } else {
@@ -536,48 +477,30 @@ pub async fn domain(
         }
         DomainCommand::List { json } => {
             let mut listing = Listing::new(&["DOMAIN", "POLICY", "DMARC", "CATCH-ALL", "HELD-FOR", "ETRN-HOST"]);
-            for d in store.list_domains().await.map_err(|e| CliError::failed(e.to_string()))? {
-                let object = serde_json::json!({
-                    "domain": d.name,
-                    "unicode": vouchmail_server::rules::accounts::unicode_name(&d.name),
-                    "policy": d.policy.to_string(),
-                    "unauthenticated": d.policy.unauthenticated.to_string(),
-                    "forged": d.policy.forged.to_string(),
-                    "dmarc_counts": d.policy.dmarc_counts,
-                    "catch_all": d.catch_all,
-                    "held_for": d.held_for,
-                    "etrn_host": d.etrn_host,
-                });
+            for d in ops::domains::list(store).await? {
+                let info = ops::domains::DomainInfo::from(&d);
                 let cells = vec![
                     domain_text(&d.name),
-                    d.policy.to_string(),
-                    if d.policy.dmarc_counts { "counts" } else { "-" }.to_string(),
-                    d.catch_all.unwrap_or_default(),
-                    d.held_for.join(","),
-                    d.etrn_host.unwrap_or_default(),
+                    info.policy.clone(),
+                    if info.dmarc_counts { "counts" } else { "-" }.to_string(),
+                    info.catch_all.clone().unwrap_or_default(),
+                    info.held_for.join(","),
+                    info.etrn_host.clone().unwrap_or_default(),
                 ];
-                listing.push(cells, object);
+                listing.push(cells, object(&info));
             }
             listing.print(json)?;
         }
         DomainCommand::Remove { name } => {
-            let name = parse_domain(&name)?;
-            vouchmail_server::rules::accounts::remove_domain(store, &name).await?;
+            let name = ops::domains::remove(store, &name).await?;
             println!("removed domain {}", domain_text(&name));
         }
         DomainCommand::Policy { name, policy, unauthenticated, forged, dmarc_counts } => {
-            let name = parse_domain(&name)?;
-            let domain = store.get_domain(&name).await.map_err(|e| CliError::failed(e.to_string()))?;
-            let stored = domain.ok_or_else(|| CliError::failed(format!("no local domain {name}")))?.policy;
-            let mut current: SenderPolicy = match policy {
-                Some(policy) => policy.parse()?,
-                None => stored,
-            };
-            current.dmarc_counts = dmarc_counts.unwrap_or(stored.dmarc_counts);
-            let policy = with_cases(current, unauthenticated, forged)?;
-            store.set_domain_policy(&name, policy).await.map_err(|e| CliError::failed(e.to_string()))?;
+            let change = ops::domains::PolicyChange { policy, unauthenticated, forged, dmarc_counts };
+            let domain = ops::domains::set_policy(store, &name, change).await?;
+            let policy = domain.policy;
             let dmarc = if policy.dmarc_counts { "counts" } else { "does not count" };
-            println!("domain {} now has policy {policy}; a DMARC pass {dmarc}", domain_text(&name));
+            println!("domain {} now has policy {policy}; a DMARC pass {dmarc}", domain_text(&domain.name));
         }
         DomainCommand::CatchAll { name, account, off } => {
             let name = parse_domain(&name)?;
@@ -598,47 +521,30 @@ pub async fn domain(
 pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolicy) -> Result<(), CliError> {
     match command {
         UserCommand::Add { address, password_stdin, quota } => {
-            let address = parse_address(&address)?.to_string().to_lowercase();
-            let (password, generated) = if password_stdin {
-                (read_password_stdin()?, false)
-            } else {
-                (vouchmail_server::rules::bootstrap::generate_password(20)?, true)
-            };
-            let secrets = secrets_for(&password, policy)?;
-            store
-                .add_account(NewAccount { address: address.clone(), secrets, quota_bytes: quota })
-                .await
-                .map_err(|e| CliError::failed(e.to_string()))?;
-            if generated {
-                println!("added user {address} with password {password}");
-            } else {
-                println!("added user {address}");
+            let password = if password_stdin { Some(read_password_stdin()?) } else { None };
+            let new = ops::users::NewUser { address, password, quota_bytes: quota };
+            let added = ops::users::add(store, policy, new).await?;
+            match added.password {
+                Some(password) => println!("added user {} with password {password}", added.address),
+                None => println!("added user {}", added.address),
             }
         }
         UserCommand::List { json } => {
             let mut listing = Listing::new(&["ADDRESS", "MESSAGES", "USED", "QUOTA"]);
-            for a in store.list_accounts().await.map_err(|e| CliError::failed(e.to_string()))? {
+            for a in ops::users::list(store).await? {
                 // 0 means no quota, everywhere: "none" here, null in JSON.
-                let quota = (a.quota_bytes > 0).then_some(a.quota_bytes);
-                let object = serde_json::json!({
-                    "address": a.address,
-                    "messages": a.message_count,
-                    "used_bytes": a.used_bytes,
-                    "quota_bytes": quota,
-                });
                 let cells = vec![
-                    a.address,
-                    a.message_count.to_string(),
+                    a.address.clone(),
+                    a.messages.to_string(),
                     a.used_bytes.to_string(),
-                    quota.map_or("none".to_string(), |q| q.to_string()),
+                    a.quota_bytes.map_or("none".to_string(), |q| q.to_string()),
                 ];
-                listing.push(cells, object);
+                listing.push(cells, object(&a));
             }
             listing.print(json)?;
         }
         UserCommand::Remove { address, force } => {
-            let address = parse_address(&address)?.to_string();
-            let refs = vouchmail_server::rules::accounts::remove_account(store, &address, force).await?;
+            let (address, refs) = ops::users::remove(store, &address, force).await?;
             if refs.is_empty() {
                 println!("removed user {address}");
             } else {
@@ -646,23 +552,13 @@ pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolic
             }
         }
         UserCommand::Passwd { address, password_stdin } => {
-            let address = parse_address(&address)?.to_string();
-            if store.get_account(&address).await.map_err(|e| CliError::failed(e.to_string()))?.is_none() {
-                return Err(CliError::failed(format!("user {address} not found")));
-            }
-            let (password, generated) = if password_stdin {
-                (read_password_stdin()?, false)
-            } else {
-                (vouchmail_server::rules::bootstrap::generate_password(20)?, true)
-            };
-            store
-                .set_secrets(&address, secrets_for(&password, policy)?)
-                .await
-                .map_err(|e| CliError::failed(e.to_string()))?;
-            if generated {
-                println!("new password for {address}: {password}");
-            } else {
-                println!("password of {address} changed");
+            // Unknown users are refused before the password is read.
+            ops::users::get(store, &address).await?;
+            let password = if password_stdin { Some(read_password_stdin()?) } else { None };
+            let changed = ops::users::set_password(store, policy, &address, password).await?;
+            match changed.password {
+                Some(password) => println!("new password for {}: {password}", changed.address),
+                None => println!("password of {} changed", changed.address),
             }
         }
         UserCommand::CertMap { address, subject, fingerprint, cert } => {
@@ -706,8 +602,7 @@ pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolic
             }
         }
         UserCommand::Quota { address, bytes } => {
-            let address = parse_address(&address)?.to_string();
-            store.set_quota(&address, bytes).await.map_err(|e| CliError::failed(e.to_string()))?;
+            let address = ops::users::set_quota(store, &address, bytes).await?;
             if bytes == 0 {
                 println!("{address} has no quota now");
             } else {
@@ -721,24 +616,19 @@ pub async fn user(store: &dyn Store, command: UserCommand, policy: &SecretsPolic
 pub async fn alias(store: &dyn Store, command: AliasCommand) -> Result<(), CliError> {
     match command {
         AliasCommand::Add { alias, targets, allow_missing } => {
-            let alias = parse_address(&alias)?.to_string();
-            let targets =
-                targets.iter().map(|t| parse_address(t).map(|a| a.to_string())).collect::<Result<Vec<_>, _>>()?;
-            vouchmail_server::rules::accounts::check_new_alias(store, &alias, &targets, allow_missing).await?;
-            store.add_alias(&alias, &targets).await.map_err(|e| CliError::failed(e.to_string()))?;
+            let (alias, targets) =
+                ops::aliases::add(store, ops::aliases::NewAlias { alias, targets, allow_missing }).await?;
             println!("{alias} -> {}", targets.join(", "));
         }
         AliasCommand::List { json } => {
             let mut listing = Listing::new(&["ALIAS", "TARGET"]);
-            for (alias, target) in store.list_aliases().await.map_err(|e| CliError::failed(e.to_string()))? {
-                let object = serde_json::json!({"alias": alias, "target": target});
-                listing.push(vec![alias, target], object);
+            for row in ops::aliases::list(store).await? {
+                listing.push(vec![row.alias.clone(), row.target.clone()], object(&row));
             }
             listing.print(json)?;
         }
         AliasCommand::Remove { alias, target, force } => {
-            let alias = parse_address(&alias)?.to_string();
-            let refs = vouchmail_server::rules::accounts::remove_alias(store, &alias, target.as_deref(), force).await?;
+            let (alias, refs) = ops::aliases::remove(store, &alias, target.as_deref(), force).await?;
             let also = if refs.is_empty() { String::new() } else { format!(" and its use by {}", refs.describe()) };
             println!("removed {alias}{}{also}", target.map(|t| format!(" -> {t}")).unwrap_or_default());
         }
@@ -747,124 +637,59 @@ pub async fn alias(store: &dyn Store, command: AliasCommand) -> Result<(), CliEr
 }
 
 pub fn time_text(unix: i64) -> String {
-    rfc3339(UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64))
-}
-
-/// A header value for one-line display: encoded words decoded, tabs and newlines gone.
-fn display_header(message: &[u8], name: &str) -> String {
-    let value = headers::first_value(message, name).unwrap_or_default();
-    let decoded = headers::decode_encoded_words(&value);
-    decoded.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().to_string()
+    ops::time_text(unix)
 }
 
 pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), CliError> {
     match command {
         MailboxCommand::Folders { address, json } => {
-            let address = parse_address(&address)?.to_string();
             const COLUMNS: [&str; 6] = ["FOLDER", "SPECIAL-USE", "MESSAGES", "UIDVALIDITY", "UIDNEXT", "HIGHESTMODSEQ"];
             let mut listing = Listing::new(&COLUMNS);
-            for mut folder in store.list_folders(&address).await.map_err(|e| CliError::failed(e.to_string()))? {
-                // SPEC 9: the Tracking folder's messages are the account's records.
-                if folders::is_tracking(&folder.name) {
-                    let records = store
-                        .tracking_records(&address, None, tracking_folder::SHOWN_RECORDS)
-                        .await
-                        .map_err(|e| CliError::failed(e.to_string()))?;
-                    folder = tracking_folder::folder_state(folder, &records);
-                }
-                let object = serde_json::json!({
-                    "folder": folder.name,
-                    "special_use": folder.special_use,
-                    "messages": folder.messages,
-                    "uid_validity": folder.uid_validity,
-                    "uid_next": folder.uid_next,
-                    "highest_modseq": folder.highest_modseq,
-                    "subscribed": folder.subscribed,
-                });
+            for folder in ops::mailboxes::folders(store, &address).await? {
                 let cells = vec![
-                    folder.name,
-                    folder.special_use.unwrap_or_else(|| "-".into()),
+                    folder.folder.clone(),
+                    folder.special_use.clone().unwrap_or_else(|| "-".into()),
                     folder.messages.to_string(),
                     folder.uid_validity.to_string(),
                     folder.uid_next.to_string(),
                     folder.highest_modseq.to_string(),
                 ];
-                listing.push(cells, object);
+                listing.push(cells, object(&folder));
             }
             listing.print(json)?;
         }
         MailboxCommand::List { address, folder, json } => {
-            let address = parse_address(&address)?.to_string();
-            let folder = folder.map(|f| f.parse::<Folder>().map_err(CliError::from)).transpose()?;
+            let folder = folder.map(|f| ops::mailboxes::parse_folder(&f)).transpose()?;
             let mut listing = Listing::new(&["ID", "RECEIVED", "FOLDER", "FROM", "SUBJECT", "SIZE"]);
-            for entry in store.list_mailbox(&address, folder).await.map_err(|e| CliError::failed(e.to_string()))? {
-                let message =
-                    store.get_mailbox_message(&address, entry.id).await.map_err(|e| CliError::failed(e.to_string()))?;
-                let data = message.map(|(_, data)| data).unwrap_or_default();
-                let from = display_header(&data, "From");
-                let subject = display_header(&data, "Subject");
-                let object = serde_json::json!({
-                    "id": entry.id,
-                    "uid": entry.uid,
-                    "received": time_text(entry.received_at),
-                    "folder": entry.folder.to_string(),
-                    "from": from,
-                    "subject": subject,
-                    "size": entry.size,
-                });
-                let cells = vec![
-                    entry.id.to_string(),
-                    time_text(entry.received_at),
-                    entry.folder.to_string(),
-                    from,
-                    subject,
-                    entry.size.to_string(),
-                ];
-                listing.push(cells, object);
-            }
-            // SPEC 8.3: the Tracking folder holds the user's tracking records (rows, not
-            // messages): listed after the messages, ids prefixed with T. Its FROM is the
-            // server that reported the event, its SUBJECT the event, recipient and
-            // Message-ID, its SIZE that of the record's CSV line.
-            if folder.is_none() || folder == Some(Folder::Tracking) {
-                for stored in store
-                    .tracking_records(&address, None, usize::MAX)
-                    .await
-                    .map_err(|e| CliError::failed(e.to_string()))?
-                {
-                    let r = stored.record;
-                    let size = r.to_line().map(|line| line.len()).unwrap_or_default();
-                    // Not "id": a record is no message for `mailbox show`.
-                    let object = serde_json::json!({
-                        "tracking_id": stored.id,
-                        "received": time_text(r.timestamp),
-                        "folder": Folder::Tracking.to_string(),
-                        "event": r.event.to_string(),
-                        "recipient": r.recipient,
-                        "message_id": r.message_id,
-                        "reporting_server": r.reporting_server,
-                        "size": size,
-                    });
-                    let cells = vec![
-                        format!("T{}", stored.id),
-                        time_text(r.timestamp),
-                        Folder::Tracking.to_string(),
-                        r.reporting_server,
-                        format!("{} {} {}", r.event, r.recipient, r.message_id),
-                        size.to_string(),
-                    ];
-                    listing.push(cells, object);
-                }
+            for item in ops::mailboxes::list(store, &address, folder).await? {
+                // SPEC 8.3: the Tracking folder's records come after the messages, ids
+                // prefixed with T. Its FROM is the server that reported the event, its
+                // SUBJECT the event, recipient and Message-ID, its SIZE that of the
+                // record's CSV line.
+                let cells = match &item {
+                    MailboxItem::Message(m) => vec![
+                        m.id.to_string(),
+                        m.received.clone(),
+                        m.folder.clone(),
+                        m.from.clone(),
+                        m.subject.clone(),
+                        m.size.to_string(),
+                    ],
+                    MailboxItem::Tracking(t) => vec![
+                        format!("T{}", t.tracking_id),
+                        t.received.clone(),
+                        t.folder.clone(),
+                        t.reporting_server.clone(),
+                        format!("{} {} {}", t.event, t.recipient, t.message_id),
+                        t.size.to_string(),
+                    ],
+                };
+                listing.push(cells, object(&item));
             }
             listing.print(json)?;
         }
         MailboxCommand::Show { address, id } => {
-            let address = parse_address(&address)?.to_string();
-            let Some((_, data)) =
-                store.get_mailbox_message(&address, id).await.map_err(|e| CliError::failed(e.to_string()))?
-            else {
-                return Err(CliError::failed(format!("no message {id} in the mailbox of {address}")));
-            };
+            let data = ops::mailboxes::message(store, &address, id).await?;
             use std::io::Write;
             std::io::stdout().write_all(&data).map_err(|e| CliError::failed(e.to_string()))?;
         }
@@ -876,30 +701,9 @@ pub async fn mailbox(store: &dyn Store, command: MailboxCommand) -> Result<(), C
 pub async fn tracking(store: &dyn Store, command: TrackingCommand) -> Result<(), CliError> {
     match command {
         TrackingCommand::List { address, since, csv, json } => {
-            let since = since
-                .map(|s| {
-                    vouchmail_proto::time::parse_rfc3339(&s).ok_or_else(|| {
-                        CliError::failed(format!("--since '{s}' is not an RFC 3339 time (e.g. 2026-12-01T10:00:00Z)"))
-                    })
-                })
-                .transpose()?;
+            let since = since.map(|s| ops::tracking::parse_since(&s)).transpose()?;
             let every = address.is_none();
-            let owners = match address {
-                Some(address) => {
-                    let address = parse_address(&address)?.to_string();
-                    if store.get_account(&address).await.map_err(|e| CliError::failed(e.to_string()))?.is_none() {
-                        return Err(CliError::failed(format!("no user {address}")));
-                    }
-                    vec![address]
-                }
-                None => store
-                    .list_accounts()
-                    .await
-                    .map_err(|e| CliError::failed(e.to_string()))?
-                    .into_iter()
-                    .map(|a| a.address)
-                    .collect(),
-            };
+            let records = ops::tracking::list(store, address.as_deref(), since).await?;
             let mut csv_text = format!("{}\n", vouchmail_proto::messenger::tracking::CSV_HEADER);
             // The sender column only when listing every user's records.
             let headers: &'static [&'static str] = if every {
@@ -908,32 +712,17 @@ pub async fn tracking(store: &dyn Store, command: TrackingCommand) -> Result<(),
                 &["TIME", "EVENT", "MESSAGE-ID", "RECIPIENT", "REPORTED-BY"]
             };
             let mut listing = Listing::new(headers);
-            for owner in owners {
-                let records = store
-                    .tracking_records(&owner, since, usize::MAX)
-                    .await
-                    .map_err(|e| CliError::failed(e.to_string()))?;
-                for stored in records {
-                    let r = stored.record;
-                    if csv {
-                        csv_text.push_str(&r.to_line().map_err(|e| CliError::failed(e.to_string()))?);
-                        csv_text.push('\n');
-                        continue;
-                    }
-                    let object = serde_json::json!({
-                        "owner": owner,
-                        "sender": r.sender,
-                        "timestamp": time_text(r.timestamp),
-                        "event": r.event.to_string(),
-                        "message_id": r.message_id,
-                        "recipient": r.recipient,
-                        "reporting_server": r.reporting_server,
-                    });
-                    let mut cells = if every { vec![owner.clone()] } else { Vec::new() };
-                    cells.extend([time_text(r.timestamp), r.event.to_string(), r.message_id, r.recipient]);
-                    cells.push(r.reporting_server);
-                    listing.push(cells, object);
+            for (owner, stored) in records {
+                if csv {
+                    csv_text.push_str(&stored.record.to_line().map_err(|e| CliError::failed(e.to_string()))?);
+                    csv_text.push('\n');
+                    continue;
                 }
+                let row = ops::tracking::TrackingRow::new(&owner, &stored);
+                let mut cells = if every { vec![owner.clone()] } else { Vec::new() };
+                cells.extend([row.timestamp.clone(), row.event.clone(), row.message_id.clone(), row.recipient.clone()]);
+                cells.push(row.reporting_server.clone());
+                listing.push(cells, object(&row));
             }
             if csv {
                 write_stdout(&csv_text)?;
@@ -952,68 +741,47 @@ pub async fn queue(
 ) -> Result<(), CliError> {
     let store_ref = store.as_ref();
     match command {
-        QueueCommand::List { json } => {
-            let entries = store.list_queue().await.map_err(|e| CliError::failed(e.to_string()))?;
+        QueueCommand::List { json, state, domain } => {
+            let filter = QueueFilter::parse(state.as_deref(), domain.as_deref())?;
             let mut listing =
                 Listing::new(&["QUEUE-ID", "STATE", "ATTEMPTS", "NEXT-ATTEMPT", "SIZE", "SENDER", "RECIPIENT"]);
-            for e in entries {
-                let object = serde_json::json!({
-                    "queue_id": e.queue_id,
-                    "state": e.state.to_string(),
-                    "attempts": e.attempts,
-                    "next_attempt": time_text(e.next_attempt),
-                    "size": e.size,
-                    "sender": e.sender,
-                    "recipient": e.recipient,
-                    "last_reply": e.last_reply,
-                });
+            for e in ops::queue::list(store_ref, &filter).await? {
+                let row = ops::queue::QueueRow::from(&e);
                 // The null sender of a DSN shows as <>.
                 let sender = if e.sender.is_empty() { "<>".to_string() } else { e.sender };
                 let cells = vec![
                     e.queue_id,
-                    e.state.to_string(),
+                    row.state.clone(),
                     e.attempts.to_string(),
-                    time_text(e.next_attempt),
+                    row.next_attempt.clone(),
                     e.size.to_string(),
                     sender,
                     e.recipient,
                 ];
-                listing.push(cells, object);
+                listing.push(cells, object(&row));
             }
             let count = listing.len();
             listing.print(json)?;
             eprintln!("{count} queued recipient(s)");
         }
         QueueCommand::Show { queue_id } => {
-            let Some((entries, data)) =
-                store.get_queued_message(&queue_id).await.map_err(|e| CliError::failed(e.to_string()))?
-            else {
-                return Err(CliError::failed(format!("queue id {queue_id} not found")));
-            };
-            for e in &entries {
+            let (message, header) = ops::queue::show(store_ref, &queue_id).await?;
+            for e in &message.entries {
                 let reply = e.last_reply.as_deref().unwrap_or("-");
-                println!(
-                    "{}\t{}\tattempts={}\tnext={}\t{}",
-                    e.recipient,
-                    e.state,
-                    e.attempts,
-                    time_text(e.next_attempt),
-                    reply
-                );
+                println!("{}\t{}\tattempts={}\tnext={}\t{}", e.recipient, e.state, e.attempts, e.next_attempt, reply);
             }
             println!();
-            let end = headers::header_end(&data);
             use std::io::Write;
-            std::io::stdout().write_all(&data[..end.min(data.len())]).map_err(|e| CliError::failed(e.to_string()))?;
+            std::io::stdout().write_all(&header).map_err(|e| CliError::failed(e.to_string()))?;
         }
         QueueCommand::Delete { queue_ids, all } => {
-            let queue_ids = if all { pending_queue_ids(store_ref).await? } else { queue_ids };
+            let queue_ids =
+                if all { ops::queue::pending_queue_ids(store_ref, &QueueFilter::default()).await? } else { queue_ids };
             let single = !all && queue_ids.len() == 1;
             let mut bar = ProgressBar::new("delete", queue_ids.len() as u64);
             let mut total = 0;
             for (i, queue_id) in queue_ids.iter().enumerate() {
-                let deleted =
-                    store.delete_queued_message(queue_id).await.map_err(|e| CliError::failed(e.to_string()))?;
+                let deleted = ops::queue::delete(store_ref, queue_id).await?;
                 total += deleted;
                 if single {
                     println!("deleted {deleted} pending entr{} of {queue_id}", if deleted == 1 { "y" } else { "ies" });
@@ -1029,17 +797,24 @@ pub async fn queue(
                 );
             }
         }
-        QueueCommand::Retry { queue_ids, all } => {
-            let now = vouchmail_proto::time::unix_seconds(std::time::SystemTime::now());
-            if all {
-                let n = store.retry_queued(None, now).await.map_err(|e| CliError::failed(e.to_string()))?;
+        QueueCommand::Retry { queue_ids, all, domain } => {
+            if let Some(domain) = domain {
+                let flushed = ops::queue::flush_domain(store_ref, &domain).await?;
+                let n = flushed.entries;
+                println!(
+                    "{n} entr{} of {} message(s) to {} due now",
+                    if n == 1 { "y" } else { "ies" },
+                    flushed.messages,
+                    flushed.domain
+                );
+            } else if all {
+                let n = ops::queue::retry_all(store_ref).await?;
                 println!("{n} entr{} due now", if n == 1 { "y" } else { "ies" });
             } else {
                 let mut bar = ProgressBar::new("retry", queue_ids.len() as u64);
                 let mut total = 0;
                 for (i, queue_id) in queue_ids.iter().enumerate() {
-                    total +=
-                        store.retry_queued(Some(queue_id), now).await.map_err(|e| CliError::failed(e.to_string()))?;
+                    total += ops::queue::retry(store_ref, queue_id).await?;
                     bar.set(i as u64 + 1, queue_id);
                 }
                 bar.finish();
@@ -1075,17 +850,6 @@ pub async fn queue(
         }
     }
     Ok(())
-}
-
-/// The queue ids with pending entries, each once.
-async fn pending_queue_ids(store: &dyn Store) -> Result<Vec<String>, CliError> {
-    let mut ids: Vec<String> = Vec::new();
-    for entry in store.list_queue().await.map_err(|e| CliError::failed(e.to_string()))? {
-        if ids.last() != Some(&entry.queue_id) && !ids.contains(&entry.queue_id) {
-            ids.push(entry.queue_id);
-        }
-    }
-    Ok(ids)
 }
 
 #[derive(Subcommand)]
@@ -1151,59 +915,6 @@ pub enum AuthKeyCommand {
     },
 }
 
-/// `7200m`, `2h`, `30` (seconds).
-fn parse_interval(text: &str) -> Result<u64, CliError> {
-    let text = text.trim();
-    let (digits, unit) = match text.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_lowercase()),
-        _ => (text, 's'),
-    };
-    let n: u64 =
-        digits.parse().map_err(|_| CliError::failed(format!("bad interval {text:?}: a number with s, m, h or d")))?;
-    let scale = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86400,
-        _ => return Err(CliError::failed(format!("bad interval {text:?}: the unit is s, m, h or d"))),
-    };
-    n.checked_mul(scale).ok_or_else(|| CliError::failed(format!("interval {text:?} is too large")))
-}
-
-/// `text` as the address of an existing account (the keys are its, SPEC 7.1).
-async fn local_account(store: &dyn Store, text: &str) -> Result<String, CliError> {
-    let address = parse_address(text)?.to_string();
-    match store.get_account(&address).await.map_err(|e| CliError::failed(e.to_string()))? {
-        Some(account) => Ok(account.address),
-        None => Err(CliError::failed(format!("no user {address}"))),
-    }
-}
-
-/// `text` as a local domain's stored name.
-async fn local_domain(store: &dyn Store, text: &str) -> Result<String, CliError> {
-    let name = parse_domain(text)?;
-    match store.get_domain(&name).await.map_err(|e| CliError::failed(e.to_string()))? {
-        Some(domain) => Ok(domain.name),
-        None => Err(CliError::failed(format!("no local domain {name}"))),
-    }
-}
-
-/// An address's AGI and AVT, and where they come from: `address`, `domain` or `default`
-/// (the configuration's).
-async fn settings_of(
-    store: &dyn Store,
-    config: &vouchmail_server::config::Config,
-    address: &str,
-) -> Result<(AuthKeySettings, String), CliError> {
-    Ok(match store.authkey_settings(address).await.map_err(|e| CliError::failed(e.to_string()))? {
-        Some((s, source)) => (s, format!("{source:?}").to_lowercase()),
-        None => (
-            AuthKeySettings { agi_secs: config.authkey.default_agi_secs, avt_secs: config.authkey.default_avt_secs },
-            "default".to_string(),
-        ),
-    })
-}
-
 /// SPEC 7.1 settings and keys, the VERIFY log, and the SPEC 7.3 TXT record.
 pub async fn authkey(
     store_arc: Arc<dyn Store>,
@@ -1212,22 +923,21 @@ pub async fn authkey(
 ) -> Result<(), CliError> {
     let now = vouchmail_proto::time::unix_seconds(std::time::SystemTime::now());
     let store = store_arc.as_ref();
+    let settings = Settings::from_config(config);
     match command {
         AuthKeyCommand::Set { target, agi, avt } => {
-            let target = if target.contains('@') {
-                local_account(store, &target).await?
-            } else {
-                local_domain(store, &target).await?
+            let change = ops::authkeys::SettingsChange {
+                agi: ops::authkeys::Interval::Text(agi),
+                avt: ops::authkeys::Interval::Text(avt),
             };
-            let settings = AuthKeySettings { agi_secs: parse_interval(&agi)?, avt_secs: parse_interval(&avt)? };
-            store.set_authkey_settings(&target, Some(settings)).await?;
+            let (target, settings) = ops::authkeys::set(store, &target, &change).await?;
             println!("{target}: AGI {}s, AVT {}s", settings.agi_secs, settings.avt_secs);
         }
         AuthKeyCommand::List { address: None, json } => {
             let mut listing =
                 Listing::new(&["ADDRESS", "AGI", "AVT", "SETTINGS", "KEYS", "NEWEST-CREATED", "NEWEST-EXPIRES"]);
             for account in store.list_accounts().await? {
-                let (s, source) = settings_of(store, config, &account.address).await?;
+                let (s, source) = ops::authkeys::settings_of(store, &settings, &account.address).await?;
                 let keys = store.authkeys(&account.address, now).await?;
                 let newest = keys.first();
                 let object = serde_json::json!({
@@ -1253,48 +963,24 @@ pub async fn authkey(
             listing.print(json)?;
         }
         AuthKeyCommand::List { address: Some(address), json } | AuthKeyCommand::Show { address, json } => {
-            let address = local_account(store, &address).await?;
-            let (s, source) = settings_of(store, config, &address).await?;
-            let keys = store.authkeys(&address, now).await?;
-            let received = store.sender_key(&address).await?;
+            let shown = ops::authkeys::show(store, &settings, &address).await?;
             if json {
-                let keys: Vec<serde_json::Value> = keys
-                    .iter()
-                    .map(|k| {
-                        serde_json::json!({
-                            "key": k.key,
-                            "created": time_text(k.created_at),
-                            "expires": time_text(k.expires_at),
-                        })
-                    })
-                    .collect();
-                let received = received.map(
-                    |k| serde_json::json!({"key": k.key, "received": time_text(k.received_at), "source": k.source}),
-                );
-                return print_json(&serde_json::json!({
-                    "address": address,
-                    "agi_secs": s.agi_secs,
-                    "avt_secs": s.avt_secs,
-                    "settings": source,
-                    "keys": keys,
-                    "received_key": received,
-                }));
+                return print_json(&object(&shown));
             }
             let mut listing = Listing::new(&["KEY", "CREATED", "EXPIRES"]);
-            for k in keys {
-                let cells = vec![k.key, time_text(k.created_at), time_text(k.expires_at)];
-                listing.push(cells, serde_json::Value::Null);
+            for k in shown.keys {
+                listing.push(vec![k.key, k.created, k.expires], serde_json::Value::Null);
             }
-            let received = match received {
-                Some(k) => format!("received key {}\tat {}\tfrom {}", k.key, time_text(k.received_at), k.source),
+            let received = match shown.received_key {
+                Some(k) => format!("received key {}\tat {}\tfrom {}", k.key, k.received, k.source),
                 None => "no key received by mail".to_string(),
             };
-            let settings = format!("AGI {}s, AVT {}s ({source})", s.agi_secs, s.avt_secs);
+            let settings = format!("AGI {}s, AVT {}s ({})", shown.agi_secs, shown.avt_secs, shown.settings);
             write_stdout(&format!("{settings}\n{}{received}\n", listing.text()))?;
         }
         AuthKeyCommand::Rotate { address } => {
-            let address = local_account(store, &address).await?;
-            let (settings, _) = settings_of(store, config, &address).await?;
+            let address = ops::local_account(store, &address).await?;
+            let (settings, _) = ops::authkeys::settings_of(store, &settings, &address).await?;
             let key = vouchmail_server::auth::authkey::generate_key()
                 .map_err(|e| CliError::failed(format!("OS random source: {e}")))?;
             let span = settings.agi_secs.saturating_add(settings.avt_secs).min(i64::MAX as u64 / 2) as i64;
@@ -1318,7 +1004,7 @@ pub async fn authkey(
             listing.print(json)?;
         }
         AuthKeyCommand::Dns { domain } => {
-            let domain = local_domain(store, &domain).await?;
+            let domain = ops::local_domain(store, &domain).await?;
             let port = config.listeners.authkey.first().map_or(2884, |a| a.port());
             // SPEC 7.3: the port may be left out when it is 2884.
             let host = if port == 2884 { config.hostname.clone() } else { format!("{}:{port}", config.hostname) };
@@ -1386,49 +1072,29 @@ pub async fn dmarc(
 }
 
 pub async fn dkim(store: &dyn Store, command: DkimCommand) -> Result<(), CliError> {
-    use vouchmail_server::rules::dkim;
-    let print_record = |key: &vouchmail_store::DkimKey| {
-        let (name, value) = dkim::txt_record(key);
-        let record = dkim::DnsRecord {
-            name,
-            value,
-            purpose: format!("DKIM (RFC 6376) {} key {} of {}", key.algorithm, key.selector, key.domain),
-        };
-        println!("{record}");
-    };
     match command {
         DkimCommand::New { domain, selector, algorithm } => {
-            let domain = parse_domain(&domain)?;
-            let algorithm = dkim::Algorithm::parse(&algorithm)?;
-            let key = dkim::new_key(store, &domain, algorithm, selector.as_deref()).await?;
-            print_record(&key);
+            let new = ops::dkim::NewKey { selector, algorithm: Some(algorithm) };
+            let key = ops::dkim::new_key(store, &domain, &new).await?;
+            println!("{}", ops::dkim::record_of(&key));
         }
         DkimCommand::List { json } => {
             let mut listing = Listing::new(&["DOMAIN", "SELECTOR", "ALGORITHM", "SIGNS", "CREATED"]);
-            for key in store.list_dkim_keys().await? {
-                let created = rfc3339(UNIX_EPOCH + Duration::from_secs(key.created_at.max(0) as u64));
-                let object = serde_json::json!({
-                    "domain": key.domain,
-                    "selector": key.selector,
-                    "algorithm": key.algorithm,
-                    "active": key.active,
-                    "created": created,
-                    "public_key": key.public_key,
-                });
+            for key in ops::dkim::list(store).await? {
                 let signs = if key.active { "yes" } else { "no" }.to_string();
-                listing.push(vec![key.domain, key.selector, key.algorithm, signs, created], object);
+                let cells =
+                    vec![key.domain.clone(), key.selector.clone(), key.algorithm.clone(), signs, key.created.clone()];
+                listing.push(cells, object(&key));
             }
             listing.print(json)?;
         }
         DkimCommand::Rotate { domain } => {
-            let domain = parse_domain(&domain)?;
-            for key in dkim::rotate(store, &domain).await? {
-                print_record(&key);
+            for key in ops::dkim::rotate(store, &domain).await? {
+                println!("{}", ops::dkim::record_of(&key));
             }
         }
         DkimCommand::Retire { domain, selector } => {
-            let domain = parse_domain(&domain)?;
-            dkim::retire(store, &domain, &selector).await?;
+            let domain = ops::dkim::retire(store, &domain, &selector).await?;
             println!("retired DKIM selector {selector} of {}; its TXT record can go", domain_text(&domain));
         }
     }

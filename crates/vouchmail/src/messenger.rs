@@ -3,7 +3,6 @@
 
 use crate::error::CliError;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use vouchmail_server::rules::entity_index::Binding;
 
 use clap::Subcommand;
 use vouchmail_proto::messenger::replies::pem_from_der;
@@ -264,30 +263,12 @@ pub async fn directory(store: &dyn Store, command: DirectoryCommand) -> Result<(
         }
         DirectoryCommand::Conflicts { json } => {
             let mut listing = Listing::new(&["ID", "BOUND-TO", "BY", "CLAIMED-FOR", "FROM-PEER", "LEARNT"]);
-            for conflict in vouchmail_server::rules::entity_index::conflicts(store).await? {
-                let (bound, by) = match &conflict.bound {
-                    Binding::Local(mailbox) => (mailbox.clone(), "local directory".to_string()),
-                    Binding::Learnt(e) => (e.mailbox.clone(), e.peer.clone()),
-                };
-                for claim in conflict.claims {
-                    let object = serde_json::json!({
-                        "id": conflict.published_id,
-                        "bound_to": bound,
-                        "bound_by": by,
-                        "claimed_for": claim.mailbox,
-                        "peer": claim.peer,
-                        "learnt": time_text(claim.learnt_at),
-                    });
-                    let cells = vec![
-                        conflict.published_id.clone(),
-                        bound.clone(),
-                        by.clone(),
-                        claim.mailbox,
-                        claim.peer,
-                        time_text(claim.learnt_at),
-                    ];
-                    listing.push(cells, object);
-                }
+            // The same rows the admin API sends (GET /api/v1/directory/conflicts).
+            let rows = vouchmail_server::ops::directory::conflicts(store).await.map_err(CliError::from)?;
+            for row in rows {
+                let object = vouchmail_server::ops::to_object(&row);
+                let cells = vec![row.id, row.bound_to, row.bound_by, row.claimed_for, row.peer, row.learnt];
+                listing.push(cells, object);
             }
             listing.print(json)?;
         }

@@ -29,6 +29,10 @@ pub struct AdminState {
     pub open_metrics: bool,
     /// Set once every listener of the server is bound (`/healthz/ready`).
     pub listeners_bound: AtomicBool,
+    /// The IMAP, POP3 and submission ports as bound, for client autoconfiguration.
+    pub client_ports: super::autoconfig::ClientPorts,
+    /// What the API's operations need of the configuration (`crate::ops`).
+    pub ops: crate::ops::Settings,
 }
 
 /// The name of the token a request came with, for the handlers' logs.
