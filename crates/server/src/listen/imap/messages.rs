@@ -91,6 +91,9 @@ impl Connection<'_> {
         if folders::is_tracking(&self.folder()) {
             return;
         }
+        // A batch's events at once: the store commits them together (one fsync on SQLite,
+        // the pool's connections on PostgreSQL) instead of one after the other.
+        let mut recording = tokio::task::JoinSet::new();
         for uid in uids {
             let Some(entry) = self.entry_of(uid) else { continue };
             let event = vouchmail_store::NewTrackingEvent {
@@ -100,8 +103,10 @@ impl Connection<'_> {
                 at: crate::support::time::unix_now(),
                 reporting_server: self.context.session_config.hostname.clone(),
             };
-            crate::rules::tracking::record_event(self.store(), event, &self.context.outbox_bell).await;
+            let (store, bell) = (std::sync::Arc::clone(&self.context.store), self.context.outbox_bell.clone());
+            recording.spawn(async move { crate::rules::tracking::record_event(store.as_ref(), event, &bell).await });
         }
+        while recording.join_next().await.is_some() {}
     }
 
     /// RFC 9051 6.4.6, RFC 7162 3.1.3.
