@@ -24,11 +24,15 @@ pub enum TokenCommand {
     },
     /// The tokens: name, when made, when revoked.
     List {
+        /// Print a JSON array of objects instead (for scripts).
         #[arg(long)]
         json: bool,
     },
     /// Revoke a token: requests with it get 403 from now on.
-    Revoke { name: String },
+    Revoke {
+        /// The token's name, as `token list` shows it.
+        name: String,
+    },
 }
 
 pub async fn admin(store: &dyn Store, command: AdminCommand) -> Result<(), CliError> {
