@@ -2,8 +2,9 @@
 # Runs the whole vouchmail test suite on a fresh Debian machine with Rust.
 # Installs the third-party tools the interop tests drive (swaks, Postfix's smtp-source and
 # smtp-sink, Python 3, fetchmail for POP3 and IMAP, the IMAP clients mbsync, offlineimap and
-# neomutt, and tmux to give neomutt a terminal) and PostgreSQL (the store's second backend) with
-# apt-get when they are missing.
+# neomutt, tmux to give neomutt a terminal, and Chromium with its WebDriver and selenium for
+# the web console) and PostgreSQL (the store's second backend) with apt-get when they are
+# missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,10 @@ have mbsync || need+=(isync)
 have offlineimap || need+=(offlineimap3)
 have neomutt || need+=(neomutt)
 have tmux || need+=(tmux)
+# tests/console.rs drives the web console in headless Chromium through selenium.
+have chromium || need+=(chromium)
+have chromedriver || need+=(chromium-driver)
+/usr/bin/python3 -c 'import selenium' 2>/dev/null || need+=(python3-selenium)
 have smtp-source || need+=(postfix)
 have openssl || need+=(openssl)
 have python3 || need+=(python3)
@@ -32,6 +37,9 @@ have python3 || need+=(python3)
 # against RFC 7489 Appendix C's schema.
 /usr/bin/python3 -c 'import spf' 2>/dev/null || need+=(python3-spf)
 /usr/bin/python3 -c 'import lxml.etree' 2>/dev/null || need+=(python3-lxml)
+# tests/metrics.rs parses /metrics with the Prometheus client's own parser. (promtool, in
+# Debian's 100 MB prometheus package, is not installed: the test uses it only where present.)
+/usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || need+=(python3-prometheus-client)
 # The store tests run on PostgreSQL too, each test process in a throwaway cluster of its
 # own made with these binaries (crates/testkit/src/pg.rs); Debian's cluster is not used.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
@@ -62,5 +70,5 @@ cargo test --workspace
 # tests again, every test server on a database of its own in a throwaway PostgreSQL cluster.
 VOUCHMAIL_TEST_STORE=postgres cargo test -p vouchmail --test smtp --test pop3 --test auth --test authkey \
     --test client --test messenger --test odmr --test outbound --test tracking --test sender_auth --test imap \
-    --test imap_clients
+    --test imap_clients --test console
 bash scripts/fuzz.sh
