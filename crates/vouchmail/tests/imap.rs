@@ -347,9 +347,13 @@ async fn configured_limits_refuse_large_appends_and_lines_and_the_session_surviv
     assert!(refused.last().unwrap().contains("[TOOBIG]"), "{refused:?}");
     let long = imap.send(&format!("c NOOP {}", "x".repeat(9000)), "").await;
     assert!(long.last().unwrap().contains(" BAD "), "{long:?}");
-    // A message within the limit goes in.
+    // A message within the limit goes in; appended to the selected folder, it is
+    // announced before the tagged OK (RFC 9051 6.3.12).
+    assert!(imap.send("s SELECT INBOX", "s ").await.iter().any(|l| l.starts_with("* 0 EXISTS")));
     assert!(imap.send("d APPEND INBOX {11}", "+").await.last().unwrap().starts_with("+"));
-    assert!(imap.send("Subject: x\r", "d ").await.last().unwrap().starts_with("d OK"));
+    let appended = imap.send("Subject: x\r", "d ").await;
+    assert!(appended.last().unwrap().starts_with("d OK"), "{appended:?}");
+    assert!(appended.iter().any(|l| l.starts_with("* 1 EXISTS")), "{appended:?}");
     let (_, messages) = server.store.folder_messages(USER, "INBOX").await.unwrap().unwrap();
     assert_eq!(messages.len(), 1);
 }

@@ -223,7 +223,15 @@ impl Connection<'_> {
             data: message,
         };
         let result = match self.store().append_message(self.user(), name, appended).await {
-            Ok((uid_validity, uid)) => Ok(AppendUid { uid_validity, uid }),
+            Ok((uid_validity, uid)) => {
+                // RFC 9051 6.3.12: appended to the selected folder, the client hears of it
+                // (EXISTS) before the tagged OK.
+                let selected = self.selected.as_ref().map(|s| s.folder.clone());
+                if selected.is_some_and(|folder| vouchmail_store::rules::folder_name(name) == folder) {
+                    self.watch(session).await;
+                }
+                Ok(AppendUid { uid_validity, uid })
+            }
             Err(StoreError::NotFound(_)) => Err(Failure::try_create()),
             Err(e) => Err(failure(e, "APPEND")),
         };
