@@ -63,6 +63,8 @@ pub struct RunningServer {
     pub admin_addrs: Vec<SocketAddr>,
     /// The one registry of the server's metrics (`/metrics`).
     pub metrics: Arc<support::metrics::Metrics>,
+    /// What [`RunningServer::reload`] changes in place.
+    live: LiveParts,
     shutdown: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
     sessions: TaskTracker,
@@ -90,6 +92,129 @@ impl RunningServer {
     pub fn open_sessions(&self) -> usize {
         self.sessions.running()
     }
+
+    /// Applies what can change while sessions run (SIGHUP, SPEC 12): the TLS certificate
+    /// files (read again, for the next handshake), connection limits, and outbound routes;
+    /// names what changed and what waits for a restart. Sessions open go on unchanged. A
+    /// part that fails (a certificate that does not load) keeps its old value and is named.
+    pub fn reload(&mut self, new: &Config) -> Reloaded {
+        let mut done = Reloaded::default();
+        let old = self.live.config.clone();
+        for tls in &self.live.tls {
+            if let Err(e) = tls.reload(new) {
+                done.failed.push(format!("tls: {e}"));
+            }
+        }
+        if done.failed.is_empty() {
+            done.applied.push("tls certificate files read again".into());
+        }
+        let limits = |config: &Config, role: LimitRole| match role {
+            LimitRole::Smtp => (config.smtp.max_connections, config.smtp.max_connections_per_ip),
+            LimitRole::Messenger => (config.messenger.max_connections, config.messenger.max_connections_per_ip),
+            LimitRole::Pop3 => (config.pop3.max_connections, config.pop3.max_connections_per_ip),
+            LimitRole::Imap => (config.imap.max_connections, config.imap.max_connections_per_ip),
+            LimitRole::Admin => (config.admin.max_connections, config.admin.max_connections_per_ip),
+        };
+        for (role, limiter) in &self.live.limiters {
+            let (total, per_ip) = limits(new, *role);
+            if limits(&old, *role) != (total, per_ip) {
+                limiter.set_limits(total, per_ip);
+                let name = format!("{role:?} connection limits ({total} total, {per_ip} per IP)").to_lowercase();
+                if !done.applied.contains(&name) {
+                    done.applied.push(name);
+                }
+            }
+        }
+        // What the running delivery reads for each message: where mail goes and how.
+        let routing = |o: &config::Outbound| {
+            (o.relay.clone(), o.routes.clone(), o.port, o.tls.clone(), o.helo_name.clone(), o.prefer_ipv6)
+        };
+        if routing(&old.outbound) != routing(&new.outbound) {
+            match &self.live.routes {
+                Some(routes) => match routes.reload(new) {
+                    Ok(()) => done.applied.push("outbound routes".into()),
+                    Err(e) => done.failed.push(format!("outbound routes: {e}")),
+                },
+                None => done.needs_restart.push("outbound (delivery was off at start)".into()),
+            }
+        }
+        // Everything else needs a restart: compare with what was just applied taken in.
+        let mut applied = old.clone();
+        applied.tls = new.tls.clone();
+        applied.log = new.log.clone();
+        (applied.smtp.max_connections, applied.smtp.max_connections_per_ip) = limits(new, LimitRole::Smtp);
+        (applied.messenger.max_connections, applied.messenger.max_connections_per_ip) =
+            limits(new, LimitRole::Messenger);
+        (applied.pop3.max_connections, applied.pop3.max_connections_per_ip) = limits(new, LimitRole::Pop3);
+        (applied.imap.max_connections, applied.imap.max_connections_per_ip) = limits(new, LimitRole::Imap);
+        (applied.admin.max_connections, applied.admin.max_connections_per_ip) = limits(new, LimitRole::Admin);
+        if self.live.routes.is_some() {
+            let o = &mut applied.outbound;
+            (o.relay, o.routes, o.port, o.tls, o.helo_name, o.prefer_ipv6) = routing(&new.outbound);
+        }
+        done.needs_restart.extend(changed_sections(&applied, new));
+        self.live.config = applied;
+        done
+    }
+}
+
+/// Which connection limits a limiter has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LimitRole {
+    Smtp,
+    Messenger,
+    Pop3,
+    Imap,
+    Admin,
+}
+
+/// The parts of a running server a reload changes in place, and the configuration they
+/// were last set from.
+struct LiveParts {
+    config: Config,
+    tls: Vec<Tls>,
+    limiters: Vec<(LimitRole, Arc<ConnectionLimiter>)>,
+    routes: Option<jobs::outbound::Routes>,
+}
+
+/// What a reload did (one log line: `vouchmail serve` writes it).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    pub applied: Vec<String>,
+    pub needs_restart: Vec<String>,
+    pub failed: Vec<String>,
+}
+
+/// The sections of the configuration that differ (their names as in the file).
+fn changed_sections(a: &Config, b: &Config) -> Vec<String> {
+    let mut changed = Vec::new();
+    let mut check = |name: &str, same: bool| {
+        if !same {
+            changed.push(name.to_string());
+        }
+    };
+    check("hostname", a.hostname == b.hostname);
+    check("data_dir", a.data_dir == b.data_dir);
+    check("listeners", a.listeners == b.listeners);
+    check("smtp", a.smtp == b.smtp);
+    check("auth", a.auth == b.auth);
+    check("pop3", a.pop3 == b.pop3);
+    check("imap", a.imap == b.imap);
+    check("bootstrap", a.bootstrap == b.bootstrap);
+    check("shutdown_grace_secs", a.shutdown_grace_secs == b.shutdown_grace_secs);
+    check("outbound", a.outbound == b.outbound);
+    check("odmr", a.odmr == b.odmr);
+    check("dns", a.dns == b.dns);
+    check("authkey", a.authkey == b.authkey);
+    check("messenger", a.messenger == b.messenger);
+    check("store", a.store == b.store);
+    check("dmarc", a.dmarc == b.dmarc);
+    check("admin", a.admin == b.admin);
+    // A section this list does not name yet still counts.
+    if changed.is_empty() && a != b {
+        changed.push("other settings".into());
+    }
+    changed
 }
 
 impl Drop for RunningServer {
@@ -146,6 +271,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         messenger_addrs: Vec::new(),
         admin_addrs: Vec::new(),
         metrics: Arc::new(support::metrics::Metrics::new()),
+        live: LiveParts { config: config.clone(), tls: Vec::new(), limiters: Vec::new(), routes: None },
         shutdown,
         listeners: Vec::new(),
         sessions: sessions.clone(),
@@ -154,6 +280,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     };
     let tls = Tls::from_config(config)?;
     let peer_tls = Tls::for_peers(config)?;
+    server.live.tls = vec![tls.clone(), peer_tls.clone()];
     let fake_salt_key = rules::bootstrap::scram_fake_salt_key(store.as_ref()).await?;
     let mut auth_limiter = AuthLimiter::new(
         config.auth.max_failures_per_ip,
@@ -175,7 +302,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         (Listener::Messenger, &config.listeners.messenger),
     ];
     let odmr = jobs::held::Odmr::new(config, Arc::clone(&store))?;
-    let messenger = federation::Messenger::new(config, Arc::clone(&store))?;
+    let messenger = federation::Messenger::with_metrics(config, Arc::clone(&store), Arc::clone(&server.metrics))?;
     let memory = listen::smtp::spool::MemoryBudget::new(config.smtp.max_inflight_bytes);
     let authkeys = auth::authkey::AuthKeys::new(&config.authkey, dns::Dns::for_config(config)?, Arc::clone(&store));
     let domain_verifier = domain_verifier(config)?;
@@ -190,6 +317,8 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             }
             _ => ConnectionLimiter::new(config.smtp.max_connections, config.smtp.max_connections_per_ip),
         };
+        let role = if kind == Listener::Messenger { LimitRole::Messenger } else { LimitRole::Smtp };
+        server.live.limiters.push((role, Arc::clone(&limiter)));
         let context = Arc::new(SmtpContext {
             session_config: Arc::new(session_config(config, kind, Some(&fake_salt_key))?),
             store: Arc::clone(&store),
@@ -207,6 +336,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
             dmarc_reports: dmarc_reports.clone().filter(|_| kind == Listener::Mx),
             dkim: Arc::clone(&dkim),
             messenger: (kind == Listener::Messenger).then(|| Arc::clone(&messenger)),
+            metrics: support::metrics::ListenerMetrics::new(&server.metrics, kind.label()),
         });
         for addr in addrs {
             let listener = listen::listen(*addr)?;
@@ -230,7 +360,10 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
     }
     // SPEC 8.3: the NOTIFY outbox, sending remote senders' tracking records to the home
     // servers of their domains over the federation client, retried while they are down.
-    let sender = Arc::new(federation::notify::FederationNotifySender::new(Arc::clone(messenger.client())));
+    let sender = Arc::new(federation::notify::FederationNotifySender::new(
+        Arc::clone(messenger.client()),
+        Arc::clone(&server.metrics),
+    ));
     let settings = jobs::notify_outbox::OutboxSettings::from_config(config);
     let outbox =
         jobs::notify_outbox::Outbox::new(Arc::clone(&store), sender, settings, messenger.outbox_bell().clone());
@@ -245,7 +378,9 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         let options = jobs::odmr_fetch::FetchOptions::from_schedule(config, entry)?;
         let local = match entry.smtphost {
             Some(_) => None,
-            None => Some(customer_context(config, Arc::clone(&store), options.trusts_provider())?),
+            None => {
+                Some(customer_context_counted(config, Arc::clone(&store), options.trusts_provider(), &server.metrics)?)
+            }
         };
         let interval = Duration::from_secs(entry.interval_secs.max(10));
         sessions.spawn(jobs::odmr_fetch::run_scheduled(options, interval, local, shutdown_rx.clone()));
@@ -266,7 +401,13 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         sessions.spawn(jobs::dmarc_reports::run(Arc::clone(&store), verifier, reporter, shutdown_rx.clone()));
     }
     if config.outbound.enabled {
-        jobs::outbound::spawn(config, Arc::clone(&store), shutdown_rx.clone(), &sessions)?;
+        server.live.routes = Some(jobs::outbound::spawn(
+            config,
+            Arc::clone(&store),
+            Arc::clone(&server.metrics),
+            shutdown_rx.clone(),
+            &sessions,
+        )?);
         let lifetime = config.outbound.lifetime_secs as i64;
         sessions.spawn(Arc::clone(&odmr).sweep_expired(lifetime, shutdown_rx.clone()));
     }
@@ -291,11 +432,21 @@ fn start_admin(
         hostname: config.hostname.clone(),
         open_metrics: config.admin.open_metrics,
         listeners_bound: std::sync::atomic::AtomicBool::new(false),
+        // Bound before the admin listener: the ports clients are told are the real ones.
+        client_ports: listen::admin::ClientPorts {
+            imaps: listen::admin::ClientPorts::first(&server.imaps_addrs),
+            imap: listen::admin::ClientPorts::first(&server.imap_addrs),
+            pop3s: listen::admin::ClientPorts::first(&server.pop3s_addrs),
+            pop3: listen::admin::ClientPorts::first(&server.pop3_addrs),
+            submissions: listen::admin::ClientPorts::first(&server.submissions_addrs),
+            submission: listen::admin::ClientPorts::first(&server.submission_addrs),
+        },
         ops: ops::Settings::from_config(config),
     });
     let timeout = Duration::from_secs(config.admin.request_timeout_secs.max(1));
     let router = listen::admin::router(Arc::clone(&state), config.admin.max_body_bytes, timeout);
     let limiter = ConnectionLimiter::new(config.admin.max_connections, config.admin.max_connections_per_ip);
+    server.live.limiters.push((LimitRole::Admin, Arc::clone(&limiter)));
     for addr in &config.listeners.admin {
         let context = Arc::new(listen::admin::AdminContext {
             router: router.clone(),
@@ -332,7 +483,8 @@ fn start_authkey(
     if config.listeners.authkey.is_empty() {
         return Ok(());
     }
-    let (context, log_writer) = listen::authkey::VerifyContext::new(&config.authkey, Arc::clone(store));
+    let (context, log_writer) =
+        listen::authkey::VerifyContext::new(&config.authkey, Arc::clone(store), &server.metrics);
     for addr in &config.listeners.authkey {
         let listener = listen::listen(*addr)?;
         let local = listener.local_addr().map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?;
@@ -379,6 +531,7 @@ async fn start_pop3(
     server: &mut RunningServer,
 ) -> Result<(), Error> {
     let limiter = ConnectionLimiter::new(config.pop3.max_connections, config.pop3.max_connections_per_ip);
+    server.live.limiters.push((LimitRole::Pop3, Arc::clone(&limiter)));
     let locks = rules::maildrop_lock::MaildropLocks::new(Arc::clone(store), config.pop3.lock_lease_secs);
     for implicit_tls in [false, true] {
         let addrs = if implicit_tls { &config.listeners.pop3s } else { &config.listeners.pop3 };
@@ -391,6 +544,10 @@ async fn start_pop3(
             tls: Some(shared.tls.clone()),
             implicit_tls,
             outbox_bell: shared.outbox_bell.clone(),
+            metrics: support::metrics::ListenerMetrics::new(
+                &server.metrics,
+                if implicit_tls { "pop3s" } else { "pop3" },
+            ),
         });
         let service = if implicit_tls { "pop3s" } else { "pop3" };
         let locals = serve_on(addrs, &context, service, shutdown_rx, sessions, &mut server.listeners)?;
@@ -436,6 +593,7 @@ fn start_imap(
     server: &mut RunningServer,
 ) -> Result<(), Error> {
     let limiter = ConnectionLimiter::new(config.imap.max_connections, config.imap.max_connections_per_ip);
+    server.live.limiters.push((LimitRole::Imap, Arc::clone(&limiter)));
     for implicit_tls in [false, true] {
         let addrs = if implicit_tls { &config.listeners.imaps } else { &config.listeners.imap };
         let context = Arc::new(listen::imap::ImapContext {
@@ -447,6 +605,10 @@ fn start_imap(
             implicit_tls,
             outbox_bell: shared.outbox_bell.clone(),
             watch_interval: Duration::from_millis(config.imap.watch_interval_ms.max(10)),
+            metrics: support::metrics::ListenerMetrics::new(
+                &server.metrics,
+                if implicit_tls { "imaps" } else { "imap" },
+            ),
         });
         let service = if implicit_tls { "imaps" } else { "imap" };
         let locals = serve_on(addrs, &context, service, shutdown_rx, sessions, &mut server.listeners)?;
@@ -513,6 +675,19 @@ enum Listener {
     Messenger,
 }
 
+impl Listener {
+    /// The `listener` label of its metrics (SPEC 12).
+    fn label(self) -> &'static str {
+        match self {
+            Listener::Mx => "mx",
+            Listener::Submission => "submission",
+            Listener::Submissions => "submissions",
+            Listener::Odmr => "odmr",
+            Listener::Messenger => "messenger",
+        }
+    }
+}
+
 fn session_config(config: &Config, kind: Listener, fake_salt_key: Option<&SiteSecret>) -> Result<SessionConfig, Error> {
     let service = match kind {
         Listener::Mx => Service::Mx,
@@ -553,6 +728,17 @@ pub fn customer_context(
     store: Arc<dyn Store>,
     trusted_relay: bool,
 ) -> Result<Arc<dyn jobs::odmr_fetch::ReversedServer>, Error> {
+    // A fetch from the CLI has no /metrics: a registry of its own.
+    customer_context_counted(config, store, trusted_relay, &Arc::new(support::metrics::Metrics::new()))
+}
+
+/// [`customer_context`] counting into `metrics` as the `odmr_fetch` listener (SPEC 12).
+fn customer_context_counted(
+    config: &Config,
+    store: Arc<dyn Store>,
+    trusted_relay: bool,
+    metrics: &Arc<support::metrics::Metrics>,
+) -> Result<Arc<dyn jobs::odmr_fetch::ReversedServer>, Error> {
     // No AUTH in this session, so no fake salts either.
     let mut session = session_config(config, Listener::Mx, None)?;
     session.trusted_relay = trusted_relay;
@@ -579,6 +765,7 @@ pub fn customer_context(
         dmarc_reports: dmarc_reports(config, &store),
         dkim: auth::dkim_sign::DkimSigning::new(store),
         messenger: None,
+        metrics: support::metrics::ListenerMetrics::new(metrics, "odmr_fetch"),
     }))
 }
 

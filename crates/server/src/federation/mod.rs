@@ -31,6 +31,7 @@ use vouchmail_store::Store;
 
 use crate::config::Config;
 use crate::net::federation::FederationClient;
+use crate::support::metrics::Metrics;
 
 /// What every Messenger session of one server shares.
 pub struct Messenger {
@@ -53,6 +54,8 @@ pub struct Messenger {
     exchanges: Arc<Mutex<Exchanges>>,
     /// Rung when a RECEIPT queues a record for NOTIFY (SPEC 8.3).
     outbox_bell: crate::rules::tracking::OutboxBell,
+    /// The server's counters: CERT lookups and NOTIFY records received (SPEC 12).
+    metrics: Arc<Metrics>,
 }
 
 /// The unfinished RCRAM-MD5 exchanges this server holds as verifier, by client network and
@@ -64,7 +67,17 @@ struct Exchanges {
 }
 
 impl Messenger {
+    /// A Messenger counting into a registry of its own (tests, tools).
     pub fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Messenger>, crate::support::error::Error> {
+        Messenger::with_metrics(config, store, Arc::new(Metrics::new()))
+    }
+
+    /// A Messenger counting into the server's registry.
+    pub fn with_metrics(
+        config: &Config,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Messenger>, crate::support::error::Error> {
         let client = Arc::new(FederationClient::from_config(config)?);
         Ok(Arc::new(Messenger {
             store,
@@ -76,6 +89,7 @@ impl Messenger {
             registry: Arc::new(Mutex::new(vouchmail_proto::messenger::rcram::ChallengeRegistry::default())),
             exchanges: Arc::default(),
             outbox_bell: crate::rules::tracking::OutboxBell::default(),
+            metrics,
         }))
     }
 
@@ -99,10 +113,11 @@ impl Messenger {
         match request {
             MessengerRequest::Cert(target) => {
                 let answer = self.cert(&target, authenticated).await;
-                let code = match &answer {
-                    MessengerAnswer::Reply(r) => r.code,
-                    MessengerAnswer::Relayed { code, .. } => *code,
+                let (code, result) = match &answer {
+                    MessengerAnswer::Reply(r) => (r.code, cert_result(r)),
+                    MessengerAnswer::Relayed { code, .. } => (*code, "relayed"),
                 };
+                self.metrics.cert_lookups.with_label_values(&[result]).inc();
                 tracing::info!(%peer, user = ?authenticated, %target, code, "CERT");
                 answer
             }
@@ -114,7 +129,17 @@ impl Messenger {
             }
             MessengerRequest::Entities { since } => MessengerAnswer::Reply(self.entities(since).await),
             MessengerRequest::Book { query } => MessengerAnswer::Reply(self.book(&query).await),
-            MessengerRequest::Notify(record) => MessengerAnswer::Reply(self.notify(record, peer).await),
+            MessengerRequest::Notify(record) => {
+                let reply = self.notify(record, peer).await;
+                // RFC 5321 4.2.1: stored on 2yz; a 4yz the sender retries; a 5yz never.
+                let result = match reply.code {
+                    200..=299 => "stored",
+                    400..=499 => "deferred",
+                    _ => "refused",
+                };
+                self.metrics.notify_received.with_label_values(&[result]).inc();
+                MessengerAnswer::Reply(reply)
+            }
             MessengerRequest::Receipt(receipt) => {
                 let user = authenticated.unwrap_or_default();
                 let reply = crate::rules::tracking::receipt_reply(
@@ -154,6 +179,19 @@ impl Messenger {
                 self.noted_peers.lock().unwrap_or_else(|p| p.into_inner()).remove(domain);
             }
         }
+    }
+}
+
+/// The `result` label of a CERT answered here (SPEC 8.1 replies): found or none in our
+/// store is `local`, no such mailbox `unknown`, a remote lookup without AUTH `refused`,
+/// anything temporary (the store, the home server unreachable) `error`.
+fn cert_result(reply: &vouchmail_proto::smtp::reply::Reply) -> &'static str {
+    use vouchmail_proto::smtp::reply::EnhancedCode;
+    match (reply.code, reply.enhanced) {
+        (200..=299, _) | (_, Some(EnhancedCode(5, 3, 0))) => "local",
+        (_, Some(EnhancedCode(5, 1, 1))) => "unknown",
+        (530, _) => "refused",
+        _ => "error",
     }
 }
 

@@ -15,6 +15,7 @@ use super::Messenger;
 use crate::net::discovery::{home_addresses, DiscoveryError};
 use crate::net::federation::{FederationClient, SMALL_REPLY};
 use crate::rules::tracking::NotifySender;
+use crate::support::metrics::Metrics;
 use crate::support::time::unix_now as now;
 
 impl Messenger {
@@ -43,11 +44,25 @@ impl Messenger {
 /// The outbox's [`NotifySender`] over the federation client (SPEC 8.3).
 pub struct FederationNotifySender {
     client: Arc<FederationClient>,
+    /// Each record's outcome is counted (SPEC 12).
+    metrics: Arc<Metrics>,
 }
 
 impl FederationNotifySender {
-    pub fn new(client: Arc<FederationClient>) -> FederationNotifySender {
-        FederationNotifySender { client }
+    pub fn new(client: Arc<FederationClient>, metrics: Arc<Metrics>) -> FederationNotifySender {
+        FederationNotifySender { client, metrics }
+    }
+
+    /// SPEC 12: NOTIFY records sent, by outcome.
+    fn count(&self, outcomes: &[NotifyOutcome]) {
+        for outcome in outcomes {
+            let result = match outcome {
+                NotifyOutcome::Delivered => "delivered",
+                NotifyOutcome::Temporary(_) => "deferred",
+                NotifyOutcome::Permanent(_) => "failed",
+            };
+            self.metrics.notify_sent.with_label_values(&[result]).inc();
+        }
     }
 
     async fn send_all(&self, domain: &str, records: &[String]) -> Vec<NotifyOutcome> {
@@ -116,6 +131,10 @@ impl NotifySender for FederationNotifySender {
         domain: &'a str,
         records: &'a [String],
     ) -> Pin<Box<dyn Future<Output = Vec<NotifyOutcome>> + Send + 'a>> {
-        Box::pin(self.send_all(domain, records))
+        Box::pin(async move {
+            let outcomes = self.send_all(domain, records).await;
+            self.count(&outcomes);
+            outcomes
+        })
     }
 }

@@ -13,6 +13,7 @@
 //! crash (or a lost connection after the final "." but before the reply, RFC 1047) between
 //! the two leaves it in flight until its lease ends, and it is sent again.
 
+use crate::support::live::Live;
 use crate::support::time::unix_now as now;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -32,6 +33,7 @@ use crate::net::route::{Destination, Router, Target, TlsPolicy};
 use crate::net::smtp_client::Session;
 use crate::rules::dsn::{enhanced_of, NotifyWanted};
 use crate::support::error::Error;
+use crate::support::metrics::Metrics;
 use crate::support::tasks::TaskTracker;
 use crate::support::time::unix_time;
 
@@ -113,6 +115,8 @@ struct Job {
     entries: Vec<LeasedEntry>,
     /// Also counts this job's outcomes (one reversed session's, beside the engine's).
     tally: Option<Arc<Stats>>,
+    /// How long its SMTP transaction took, once it was tried over a connection.
+    elapsed: Option<Duration>,
 }
 
 /// Transactions waiting for a connection to one destination.
@@ -177,7 +181,8 @@ impl Progress {
 struct Engine {
     settings: Settings,
     store: Arc<dyn Store>,
-    router: Router,
+    /// Replaced by a reload (SIGHUP): deliveries started keep the routes they began with.
+    router: Live<Router>,
     tls: Connectors,
     connections: Arc<Semaphore>,
     destinations: Mutex<HashMap<String, Arc<DestQueue>>>,
@@ -188,6 +193,8 @@ struct Engine {
     workers: TaskTracker,
     /// Outcomes recorded or workers finished: the scheduler may lease more.
     wake: Notify,
+    /// The server's registry (SPEC 12): attempts by result and their duration.
+    metrics: Arc<Metrics>,
 }
 
 /// Starts the scheduler; it runs until `shutdown` turns true, then hands back the work it
@@ -195,15 +202,30 @@ struct Engine {
 pub fn spawn(
     config: &Config,
     store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
     tasks: &TaskTracker,
-) -> Result<(), Error> {
-    let engine = Engine::new(config, store)?;
+) -> Result<Routes, Error> {
+    let engine = Engine::with_metrics(config, store, metrics)?;
+    let routes = Routes(engine.router.clone());
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     tasks.spawn(async move {
         engine.run(shutdown, false, grace).await;
     });
-    Ok(())
+    Ok(routes)
+}
+
+/// The running delivery's routes, which a reload replaces (`[outbound]` relay, routes,
+/// port, tls, helo_name, prefer_ipv6).
+#[derive(Clone)]
+pub struct Routes(Live<Router>);
+
+impl Routes {
+    pub fn reload(&self, config: &Config) -> Result<(), Error> {
+        let router = self.0.get().reconfigured(&config.outbound, &config.hostname).map_err(|e| e.about("outbound"))?;
+        self.0.set(router);
+        Ok(())
+    }
 }
 
 /// Delivers everything pending now, in this process (`vouchmail queue flush`): makes every
@@ -345,6 +367,7 @@ fn jobs_of(entries: Vec<LeasedEntry>, max: usize, tally: Option<Arc<Stats>>) -> 
                 message_id: leased.entry.message_id,
                 entries: vec![leased],
                 tally: tally.clone(),
+                elapsed: None,
             }),
         }
     }
@@ -352,12 +375,17 @@ fn jobs_of(entries: Vec<LeasedEntry>, max: usize, tally: Option<Arc<Stats>>) -> 
 }
 
 impl Engine {
+    /// An engine counting into a registry of its own (a flush from the CLI, held mail).
     fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Engine>, Error> {
+        Engine::with_metrics(config, store, Arc::new(Metrics::new()))
+    }
+
+    fn with_metrics(config: &Config, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Result<Arc<Engine>, Error> {
         let o = &config.outbound;
         let dns = crate::net::dns::Dns::for_config(config).map_err(|e| e.about("nameservers"))?;
         Ok(Arc::new(Engine {
             settings: Settings::from_config(config),
-            router: Router::new(o, &config.hostname, dns).map_err(|e| e.about("outbound"))?,
+            router: Live::new(Router::new(o, &config.hostname, dns).map_err(|e| e.about("outbound"))?),
             tls: Connectors::new(o.ca_file.as_deref()).map_err(|e| e.about("outbound.ca_file"))?,
             store,
             connections: Arc::new(Semaphore::new(o.max_connections)),
@@ -367,6 +395,7 @@ impl Engine {
             stats: Stats::default(),
             workers: TaskTracker::default(),
             wake: Notify::new(),
+            metrics,
         }))
     }
 
@@ -465,13 +494,17 @@ impl Engine {
             });
             match open {
                 Some(job) => job.entries.push(entry),
-                None => {
-                    jobs.push(Job { domain, message_id: entry.entry.message_id, entries: vec![entry], tally: None })
-                }
+                None => jobs.push(Job {
+                    domain,
+                    message_id: entry.entry.message_id,
+                    entries: vec![entry],
+                    tally: None,
+                    elapsed: None,
+                }),
             }
         }
         for job in jobs {
-            let key = self.router.destination_key(&job.domain);
+            let key = self.router.get().destination_key(&job.domain);
             let queue = {
                 let Ok(mut map) = self.destinations.lock() else { return };
                 Arc::clone(map.entry(key.clone()).or_insert_with(|| {
@@ -567,7 +600,8 @@ impl Engine {
     async fn sessions(self: &Arc<Self>, queue: &DestQueue) {
         'connect: while !self.stopping.load(Ordering::SeqCst) {
             let Some(first) = queue.pop() else { break };
-            let destination = match self.router.resolve(&first.domain).await {
+            let router = self.router.get();
+            let destination = match router.resolve(&first.domain).await {
                 Ok(d) => d,
                 Err(reply) => {
                     self.fail_queue(queue, first, &reply, None).await;
@@ -720,6 +754,8 @@ impl Engine {
             reply = %result.replies.first().map(|r| r.to_string()).unwrap_or_default(),
             "delivery attempt"
         );
+        let mut job = job;
+        job.elapsed = Some(started.elapsed());
         // Record in the background: the connection goes on with the next message meanwhile.
         let engine = Arc::clone(self);
         self.workers.spawn(async move {
@@ -831,6 +867,7 @@ impl Engine {
         for stats in std::iter::once(&self.stats).chain(job.tally.as_deref()) {
             stats.add(counts.0, counts.1, counts.2);
         }
+        self.count_attempts(counts, job.elapsed);
         let ids: Vec<i64> = updates.iter().map(|u| u.id).collect();
         let wants_notice = !(failed.is_empty() && delayed.is_empty() && relayed.is_empty());
         let message = match (message, wants_notice) {
@@ -860,6 +897,23 @@ impl Engine {
             }
         }
         self.release(&ids);
+    }
+
+    /// SPEC 12: each recipient tried is an attempt, by its result; one tried over a
+    /// connection also adds its transaction's duration to the histogram.
+    fn count_attempts(&self, (delivered, bounced, deferred): (u64, u64, u64), elapsed: Option<Duration>) {
+        for (result, n) in [("delivered", delivered), ("bounced", bounced), ("deferred", deferred)] {
+            if n == 0 {
+                continue;
+            }
+            self.metrics.delivery_attempts.with_label_values(&[result]).inc_by(n);
+            if let Some(elapsed) = elapsed {
+                let histogram = self.metrics.delivery_duration.with_label_values(&[result]);
+                for _ in 0..n {
+                    histogram.observe(elapsed.as_secs_f64());
+                }
+            }
+        }
     }
 
     async fn notices(

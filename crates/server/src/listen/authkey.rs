@@ -20,6 +20,8 @@ use crate::config;
 use crate::listen::limits::ConnectionLimiter;
 use crate::listen::limits::Refusal;
 use crate::listen::Service;
+use crate::support::metrics::{ListenerMetrics, Metrics};
+use prometheus::IntCounter;
 
 /// Per-source-IP token buckets for UDP: a spoofed flood costs one map entry per source,
 /// and the map is bounded.
@@ -74,6 +76,31 @@ pub struct VerifyContext {
     keys: KeyCache,
     /// To the VERIFY log writer; full: the entry is dropped (the tracing line remains).
     log: mpsc::Sender<VerifyLogEntry>,
+    /// The server's counters (SPEC 12): TCP sessions, and every request by result.
+    metrics: ListenerMetrics,
+    verified: VerifyCounters,
+}
+
+/// The VERIFY counters by result, looked up once (SPEC 12).
+struct VerifyCounters {
+    valid: IntCounter,
+    invalid: IntCounter,
+    /// A malformed request, answered ERROR.
+    error: IntCounter,
+    /// The store failed: no answer (UDP) or the connection closed (TCP).
+    unavailable: IntCounter,
+}
+
+impl VerifyCounters {
+    fn new(metrics: &Metrics) -> VerifyCounters {
+        let counter = |result| metrics.verify_requests.with_label_values(&[result]);
+        VerifyCounters {
+            valid: counter("valid"),
+            invalid: counter("invalid"),
+            error: counter("error"),
+            unavailable: counter("unavailable"),
+        }
+    }
 }
 
 /// An address's unexpired keys, as read from the store at most `KEY_CACHE_TTL` ago: a busy
@@ -136,6 +163,7 @@ impl VerifyContext {
     pub fn new(
         config: &config::AuthKey,
         store: Arc<dyn Store>,
+        metrics: &Arc<Metrics>,
     ) -> (Arc<VerifyContext>, impl std::future::Future<Output = ()>) {
         let (log, rx) = mpsc::channel(LOG_QUEUE);
         let context = Arc::new(VerifyContext {
@@ -145,6 +173,8 @@ impl VerifyContext {
             idle_timeout: Duration::from_secs(config.idle_timeout_secs.max(1)),
             keys: KeyCache::default(),
             log,
+            metrics: ListenerMetrics::new(metrics, "authkey"),
+            verified: VerifyCounters::new(metrics),
         });
         (context, log_writer(store, rx))
     }
@@ -166,6 +196,11 @@ impl VerifyContext {
     /// SPEC 7.1: every VERIFY is logged for reports.
     fn record(&self, transport: &str, peer: SocketAddr, address: &str, result: &str) {
         tracing::info!(transport, %peer, %address, result, "VERIFY");
+        match result {
+            "VALIDKEY" => self.verified.valid.inc(),
+            "INVALIDKEY" => self.verified.invalid.inc(),
+            _ => self.verified.error.inc(),
+        }
         let entry = VerifyLogEntry {
             at: unix_now(),
             peer: format!("{transport} {peer}"),
@@ -269,7 +304,10 @@ pub async fn serve_udp(socket: UdpSocket, context: Arc<VerifyContext>, mut shutd
                     send_udp_reply(&socket, &datagram, &Response::Reply(request.reply(verdict)), peer).await;
                 }
                 // No answer: the asking server retries, then tries TCP (temperror).
-                Err(e) => tracing::error!(error = %e, %peer, "store error answering VERIFY"),
+                Err(e) => {
+                    context.verified.unavailable.inc();
+                    tracing::error!(error = %e, %peer, "store error answering VERIFY");
+                }
             }
         });
     }
@@ -308,6 +346,8 @@ async fn run_connection(
     context: &VerifyContext,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // SPEC 12: open and total VERIFY sessions over TCP.
+    let _counted = context.metrics.session();
     let mut session = Session::new();
     let mut buf = vec![0u8; 4096];
     let mut deadline = Instant::now() + context.idle_timeout;
@@ -317,6 +357,7 @@ async fn run_connection(
             let verdict = match context.verify(&request).await {
                 Ok(verdict) => verdict,
                 Err(e) => {
+                    context.verified.unavailable.inc();
                     tracing::error!(error = %e, %peer, "store error answering VERIFY; closing");
                     let _ = stream.write_all(&session.take_output()).await;
                     return;

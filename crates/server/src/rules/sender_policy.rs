@@ -26,6 +26,7 @@ use crate::auth::sending_domain::{
 };
 use crate::rules::dmarc_report::{Disposition, DmarcReports};
 use crate::rules::own_message::OwnMessage;
+use crate::support::metrics::Metrics;
 use crate::support::queue_id::new_queue_id;
 use crate::support::time::unix_now;
 
@@ -38,6 +39,10 @@ pub enum Decision {
     KeyRecorded,
     /// Refuse it with this reply.
     Refuse(Reply),
+    /// Refuse it with this reply: the sending domain's DMARC policy of reject (RFC 7489
+    /// 6.3). Apart from the other refusals only for the metrics (SPEC 12); the reply is
+    /// the usual 5.7.1.
+    RefuseByDmarc(Reply),
 }
 
 /// The checks a message may go through at the end of DATA.
@@ -48,6 +53,8 @@ pub struct SenderChecks<'a> {
     /// Counts DMARC results for the aggregate reports (RFC 7489 7.2); None when
     /// `dmarc.reports` is off.
     pub reports: Option<&'a DmarcReports>,
+    /// Counts the SPF, DKIM, DMARC and iprev results (SPEC 12).
+    pub metrics: Option<&'a Metrics>,
 }
 
 /// Decides. The message itself is left as it arrived: the copies are made as it is
@@ -97,7 +104,7 @@ fn disposition_of(decision: &Decision) -> Option<Disposition> {
         Decision::Deliver(Delivered { folder: Folder::Junk, .. }) => Some(Disposition::Quarantine),
         Decision::Deliver(_) => Some(Disposition::None),
         Decision::Refuse(reply) if reply.is_temporary() => None,
-        Decision::Refuse(_) => Some(Disposition::Reject),
+        Decision::Refuse(_) | Decision::RefuseByDmarc(_) => Some(Disposition::Reject),
         Decision::KeyRecorded => None,
     }
 }
@@ -146,6 +153,13 @@ async fn recipient_side(
     };
     let DomainChecks { results: mut resinfos, dmarc, report: facts } = domain_checks;
     *report = facts;
+    // SPEC 12: each result as Authentication-Results gives it (RFC 8601 2.7: the method
+    // and its result keyword, both from fixed sets).
+    if let Some(metrics) = checks.metrics {
+        for resinfo in &resinfos {
+            metrics.sender_auth_results.with_label_values(&[resinfo.method, resinfo.result]).inc();
+        }
+    }
     let deliver = |auth, folder, resinfos| Decision::Deliver(Delivered { auth, folder, key_status, checks: resinfos });
     if result == AuthKeyResult::Pass {
         return deliver(auth, Folder::Inbox, resinfos);
@@ -170,7 +184,7 @@ async fn recipient_side(
     match &dmarc {
         DmarcVerdict::Fail { domain, policy: DmarcPolicy::Reject } if action != PolicyAction::Accept => {
             tracing::info!(from = %from_text, %domain, "refused by the sender domain's DMARC policy");
-            return Decision::Refuse(Reply::not_authorized(format!(
+            return Decision::RefuseByDmarc(Reply::not_authorized(format!(
                 "Refused: {domain} publishes a DMARC policy of reject, and neither an aligned SPF nor an aligned \
                  DKIM result passed for this message"
             )));

@@ -53,6 +53,13 @@ impl Session {
         None
     }
 
+    /// The mechanism of the latest AUTH exchange as its SASL name (RFC 4422 3.1), or
+    /// `PASSWORD` for a password command outside SASL (IMAP LOGIN, POP3 USER/PASS): a
+    /// label from a fixed set for the driver's metrics (SPEC 12), never the client's text.
+    pub fn auth_mechanism(&self) -> &'static str {
+        self.auth_mechanism
+    }
+
     /// RFC 9051 6.2.1 STARTTLS.
     fn handle_starttls(&mut self, tag: Tag) -> Option<Event> {
         if self.tls.is_some() || !self.config.starttls {
@@ -93,6 +100,7 @@ impl Session {
             return None;
         }
         let message = format!("\0{username}\0{password}");
+        self.auth_mechanism = "PASSWORD";
         let fresh = self.next_fresh();
         let mut server = ServerSession::new(Mechanism::Plain, &self.sasl_options(), fresh);
         let step = server.start(Some(message.as_bytes()));
@@ -112,6 +120,7 @@ impl Session {
                 return None;
             }
         };
+        self.auth_mechanism = mechanism.name();
         let fresh = self.next_fresh();
         let mut server = ServerSession::new(mechanism, &self.sasl_options(), fresh);
         let step = server.start(initial.as_deref());

@@ -182,6 +182,8 @@ pub struct Session {
     /// RFC 5182: the UIDs of the last `SEARCH RETURN (SAVE)`, `$`.
     saved: Vec<u32>,
     sasl: Option<ServerSession>,
+    /// The mechanism of the latest AUTH exchange, for the driver's metrics (SPEC 12).
+    auth_mechanism: &'static str,
     fresh: crate::sasl::Fresh,
     exchanges: u64,
     clock: u64,
@@ -208,6 +210,7 @@ impl Session {
             view: None,
             saved: Vec::new(),
             sasl: None,
+            auth_mechanism: "none",
             fresh,
             exchanges: 0,
             clock: fresh.unix_time,

@@ -59,6 +59,13 @@ impl Session {
         None
     }
 
+    /// The mechanism of the latest AUTH exchange as its SASL name (RFC 4422 3.1), or
+    /// `PASSWORD` for a password command outside SASL (IMAP LOGIN, POP3 USER/PASS): a
+    /// label from a fixed set for the driver's metrics (SPEC 12), never the client's text.
+    pub fn auth_mechanism(&self) -> &'static str {
+        self.auth_mechanism
+    }
+
     /// RFC 1939 7 USER. The reply does not tell whether the user exists.
     fn handle_user(&mut self, name: String) {
         if !self.plaintext_allowed() {
@@ -87,6 +94,7 @@ impl Session {
             return None;
         }
         let message = format!("\0{user}\0{password}");
+        self.auth_mechanism = "PASSWORD";
         let fresh = self.next_fresh();
         let mut server = ServerSession::new(Mechanism::Plain, &self.sasl_options(), fresh);
         let step = server.start(Some(message.as_bytes()));
@@ -114,6 +122,7 @@ impl Session {
             }
         };
         self.state = State::Authorization { user: None };
+        self.auth_mechanism = mechanism.name();
         let fresh = self.next_fresh();
         let mut server = ServerSession::new(mechanism, &self.sasl_options(), fresh);
         let step = server.start(initial.as_deref());

@@ -162,6 +162,8 @@ pub struct Session {
     /// The authenticated user, from the successful login on.
     user: Option<String>,
     sasl: Option<ServerSession>,
+    /// The mechanism of the latest AUTH exchange, for the driver's metrics (SPEC 12).
+    auth_mechanism: &'static str,
     /// The driver's clock and random seed; each AUTH exchange gets its own values from it.
     fresh: crate::sasl::Fresh,
     /// AUTH exchanges started, numbering their [`crate::sasl::Fresh::nth`] values.
@@ -192,6 +194,7 @@ impl Session {
             tls: None,
             user: None,
             sasl: None,
+            auth_mechanism: "none",
             fresh,
             exchanges: 0,
             clock: fresh.unix_time,

@@ -8,6 +8,13 @@ use crate::sasl::{self, Mechanism, SaslError, Secrets, ServerOptions, ServerSess
 use crate::smtp::reply::{EnhancedCode, Reply};
 
 impl<R> Session<R> {
+    /// The mechanism of the latest AUTH exchange as its SASL name (RFC 4422 3.1), or
+    /// `PASSWORD` for a password command outside SASL (IMAP LOGIN, POP3 USER/PASS): a
+    /// label from a fixed set for the driver's metrics (SPEC 12), never the client's text.
+    pub fn auth_mechanism(&self) -> &'static str {
+        self.auth_mechanism
+    }
+
     /// What this connection offers the SASL mechanisms.
     fn sasl_channel(&self) -> sasl::Channel<'_> {
         let tls = self.tls.as_ref();
@@ -48,9 +55,11 @@ impl<R> Session<R> {
         }
         // SPEC 8.2: the two RCRAM mechanisms of the Messenger port are stages of their own.
         if rcram && mechanism.eq_ignore_ascii_case(crate::messenger::rcram::MECHANISM) {
+            self.auth_mechanism = crate::messenger::rcram::MECHANISM;
             return self.handle_rcram(initial_response);
         }
         if rcram {
+            self.auth_mechanism = crate::messenger::rcram::VERIFY_MECHANISM;
             return self.handle_rcram_verify(initial_response);
         }
         let channel = self.sasl_channel();
@@ -69,6 +78,7 @@ impl<R> Session<R> {
             self.config.scram_iterations,
             self.config.scram_fake_salt_key.as_ref(),
         );
+        self.auth_mechanism = mechanism.name();
         let fresh = self.next_fresh();
         let mut server = ServerSession::new(mechanism, &options, fresh);
         let step = server.start(initial.as_deref());

@@ -348,6 +348,8 @@ pub struct Session<R> {
     /// The RCRAM-MD5 / X-RCRAM-VERIFY exchange in progress.
     rcram: Option<parts::Exchange>,
     sasl: Option<ServerSession>,
+    /// The mechanism of the latest AUTH exchange, for the driver's metrics (SPEC 12).
+    auth_mechanism: &'static str,
     /// The driver's clock and random seed; each AUTH exchange gets its own values from it.
     fresh: crate::sasl::Fresh,
     /// AUTH exchanges started, numbering their [`crate::sasl::Fresh::nth`] values.
@@ -392,6 +394,7 @@ impl<R> Session<R> {
             verified_only: false,
             rcram: None,
             sasl: None,
+            auth_mechanism: "none",
             fresh,
             exchanges: 0,
             clock: fresh.unix_time,

@@ -8,8 +8,10 @@ mod api;
 mod autoconfig;
 mod console;
 mod routes;
+mod state;
 
-pub use routes::{error, router, AdminState, Operator};
+pub use routes::router;
+pub use state::{error, AdminState, ClientPorts, Operator};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! has a deadline.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,29 +15,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use vouchmail_store::Store;
 
 use crate::rules::admin_tokens::{check_token, TokenCheck};
-use crate::support::metrics::{self, Metrics};
+use crate::support::metrics;
 
-/// What every admin request may use.
-pub struct AdminState {
-    pub store: Arc<dyn Store>,
-    pub metrics: Arc<Metrics>,
-    pub hostname: String,
-    /// `/metrics` and health without a token from loopback.
-    pub open_metrics: bool,
-    /// Set once every listener of the server is bound (`/healthz/ready`).
-    pub listeners_bound: AtomicBool,
-    /// The IMAP, POP3 and submission ports as bound, for client autoconfiguration.
-    pub client_ports: super::autoconfig::ClientPorts,
-    /// What the API's operations need of the configuration (`crate::ops`).
-    pub ops: crate::ops::Settings,
-}
-
-/// The name of the token a request came with, for the handlers' logs.
-#[derive(Debug, Clone)]
-pub struct Operator(pub String);
+use super::state::{error, AdminState, Operator};
 
 /// The store must answer a readiness probe within this.
 const READY_WITHIN: Duration = Duration::from_secs(1);
@@ -58,11 +40,6 @@ pub fn router(state: Arc<AdminState>, max_body_bytes: usize, request_timeout: Du
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn(move |request: Request, next: Next| deadline(request, next, request_timeout)))
         .with_state(state)
-}
-
-/// An error of the admin HTTP layer as JSON: `{"error": "..."}` with its status.
-pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
 async fn not_found() -> Response {

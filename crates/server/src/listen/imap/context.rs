@@ -28,6 +28,8 @@ pub struct ImapContext {
     pub outbox_bell: crate::rules::tracking::OutboxBell,
     /// How often a selected folder is looked at for changes made elsewhere.
     pub watch_interval: Duration,
+    /// This listener's counters in the server's registry (SPEC 12).
+    pub metrics: crate::support::metrics::ListenerMetrics,
 }
 
 /// The selected folder: its name as stored, and each message's entry id, flags and
@@ -67,11 +69,13 @@ pub struct Connection<'a> {
     /// The account, once logged in.
     pub user: Option<String>,
     pub selected: Option<Selected>,
+    /// Counted in the IDLE gauge while the session idles (SPEC 12).
+    pub idling: Option<crate::support::metrics::GaugeGuard>,
 }
 
 impl<'a> Connection<'a> {
     pub fn new(stream: MaybeTls, peer: SocketAddr, context: &'a ImapContext) -> Connection<'a> {
-        Connection { stream, peer, context, auth: AuthGuard::default(), user: None, selected: None }
+        Connection { stream, peer, context, auth: AuthGuard::default(), user: None, selected: None, idling: None }
     }
 
     pub fn store(&self) -> &'a dyn Store {

@@ -26,6 +26,7 @@ use crate::auth::guard::{sasl_clock, sasl_fresh};
 use crate::listen::limits::{ConnectionLimiter, Refusal};
 use crate::listen::{open_stream, ReadDeadline, Service};
 use crate::net::tls::MaybeTls;
+use crate::support::metrics::GaugeGuard;
 use context::Connection;
 
 impl Service for ImapContext {
@@ -49,6 +50,8 @@ impl Service for ImapContext {
 }
 
 async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &ImapContext, shutdown: watch::Receiver<bool>) {
+    // SPEC 12: open and total sessions of this listener, closed however the session ends.
+    let _counted = context.metrics.session();
     let Some(fresh) = sasl_fresh() else {
         tracing::error!(%peer, "IMAP: no OS random source; connection closed");
         return;
@@ -152,7 +155,7 @@ async fn handle(conn: &mut Connection<'_>, session: &mut Session, event: Event) 
         // Handled by the loop, which owns the session it moves.
         Event::LookupSecrets { .. } => {}
         Event::AuthFinished { authcid, success } => {
-            conn.auth_finished(authcid, success).await;
+            conn.auth_finished(authcid, success, session.auth_mechanism()).await;
             if success {
                 conn.user = session.user().map(str::to_lowercase);
             }
@@ -167,7 +170,10 @@ async fn handle(conn: &mut Connection<'_>, session: &mut Session, event: Event) 
         Event::Status { mailbox } => conn.status(session, mailbox).await,
         Event::Append { mailbox, flags, date, message } => conn.append(session, mailbox, flags, date, message).await,
         Event::Quota => conn.quota(session).await,
-        Event::Idle | Event::IdleDone => {}
+        // SPEC 12: the IDLE gauge, held by the connection so that a session dropped while
+        // idling counts down too.
+        Event::Idle => conn.idling = Some(GaugeGuard::new(&conn.context.metrics.metrics.imap_idle)),
+        Event::IdleDone => conn.idling = None,
         Event::Fetch { uids, content, mark_seen } => conn.fetch(session, uids, content, mark_seen).await,
         Event::Downloaded { uids } => conn.downloaded(uids).await,
         Event::Store { uids, mode, flags, unchanged_since } => {

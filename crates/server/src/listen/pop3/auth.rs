@@ -20,7 +20,9 @@ impl Connection<'_> {
         lookup_secrets(&mut self.auth, store, limiter, self.peer, &authcid, session).await
     }
 
-    pub async fn auth_finished(&mut self, authcid: Option<String>, success: bool) {
+    /// `mechanism`: the session's name of the exchange's mechanism (a fixed set).
+    pub async fn auth_finished(&mut self, authcid: Option<String>, success: bool, mechanism: &'static str) {
+        self.context.metrics.auth(mechanism, success);
         let (store, limiter, peer) = (self.store(), &self.context.auth_limiter, self.peer);
         mailbox_login_finished(&mut self.auth, store, limiter, peer, authcid, success, "POP3").await;
     }

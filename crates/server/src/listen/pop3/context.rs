@@ -26,6 +26,8 @@ pub struct Pop3Context {
     pub implicit_tls: bool,
     /// Rung when a download queues a tracking record for NOTIFY (SPEC 8.3).
     pub outbox_bell: crate::rules::tracking::OutboxBell,
+    /// This listener's counters in the server's registry (SPEC 12).
+    pub metrics: crate::support::metrics::ListenerMetrics,
 }
 
 /// The open maildrop of a session: the lock and the mailbox entry id of each message

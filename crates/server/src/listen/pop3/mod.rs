@@ -44,6 +44,8 @@ impl Service for Pop3Context {
 }
 
 async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &Pop3Context, shutdown: watch::Receiver<bool>) {
+    // SPEC 12: open and total sessions of this listener, closed however the session ends.
+    let _counted = context.metrics.session();
     let Some(fresh) = sasl_fresh() else {
         tracing::error!(%peer, "POP3: no OS random source; connection closed");
         return;
@@ -92,7 +94,7 @@ async fn run_session(
                     None => return,
                 },
                 Event::AuthFinished { authcid, success } => {
-                    conn.auth_finished(authcid, success).await;
+                    conn.auth_finished(authcid, success, session.auth_mechanism()).await;
                     None
                 }
                 Event::OpenMailbox { user } => {

@@ -20,7 +20,15 @@ impl Connection<'_> {
         lookup_secrets(&mut self.auth, store, limiter, self.peer, &authcid, session).await
     }
 
-    pub async fn auth_finished(&mut self, authcid: Option<String>, success: bool, via_verifier: bool) {
+    /// `mechanism`: the session's name of the exchange's mechanism (a fixed set).
+    pub async fn auth_finished(
+        &mut self,
+        authcid: Option<String>,
+        success: bool,
+        via_verifier: bool,
+        mechanism: &'static str,
+    ) {
+        self.context.metrics.auth(mechanism, success);
         let (store, limiter, peer) = (self.store(), &self.context.auth_limiter, self.peer);
         let delay = Box::pin(self.auth.finished(store, limiter, peer, authcid.as_deref(), success, via_verifier)).await;
         if success && via_verifier {

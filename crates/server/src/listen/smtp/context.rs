@@ -21,6 +21,7 @@ use crate::listen::limits::ConnectionLimiter;
 use crate::net::tls::{MaybeTls, Tls};
 use crate::rules::dmarc_report::DmarcReports;
 use crate::rules::recipient::Resolved;
+use crate::support::metrics::ListenerMetrics;
 
 /// What every session of one listener shares.
 pub struct SmtpContext {
@@ -50,6 +51,8 @@ pub struct SmtpContext {
     pub dkim: Arc<DkimSigning>,
     /// The Messenger verbs' answers (SPEC 8); None where the listener is not a Messenger one.
     pub messenger: Option<Arc<Messenger>>,
+    /// This listener's counters in the server's registry (SPEC 12).
+    pub metrics: ListenerMetrics,
 }
 
 /// The session state machine with the recipients' resolutions it carries.

@@ -1,6 +1,8 @@
 //! DATA: the body as it arrives (spooled past the memory limit), then at its end the
 //! sender policy's decision and the durable commit (SPEC 2, 5), whose outcome is the reply.
 
+use std::time::Instant;
+
 use vouchmail_proto::smtp::reply::Reply;
 use vouchmail_proto::smtp::session::Envelope;
 
@@ -9,6 +11,7 @@ use crate::rules::commit::{commit_message, ClientInfo};
 use crate::rules::recipient::Resolved;
 use crate::rules::sender_policy::{decide, Decision, SenderChecks};
 use crate::support::files::read_whole;
+use crate::support::metrics::Refusal;
 
 /// Messages larger than this are not read back from the spool for their DKIM
 /// signatures (SPEC 13): they are checked on what was kept in memory.
@@ -41,6 +44,7 @@ impl Connection<'_> {
         };
         // Boxed: the big futures of rare steps stay off every idle session's task.
         let hostname = &context.session_config.hostname;
+        let mut dmarc_refusal = false;
         let verdict = match spooled {
             Ok(spooled) => {
                 let store = self.store();
@@ -48,6 +52,7 @@ impl Connection<'_> {
                     authkeys: &context.authkeys,
                     domains: context.domain_verifier.as_deref(),
                     reports: context.dmarc_reports.as_deref(),
+                    metrics: Some(&context.metrics.metrics),
                 };
                 // Only unauthenticated MX mail is checked; the spool is read back for it.
                 let whole = match (&spooled, &checks.domains, client.authenticated) {
@@ -62,10 +67,23 @@ impl Connection<'_> {
                 match decision {
                     Decision::Deliver(delivered) => {
                         let signing = Some(context.dkim.as_ref());
-                        Box::pin(commit_message(store, hostname, &client, envelope, spooled, delivered, signing)).await
+                        // SPEC 12: the commit latency of accepted mail, its copies made,
+                        // signed and stored durably.
+                        let started = Instant::now();
+                        let committed =
+                            Box::pin(commit_message(store, hostname, &client, envelope, spooled, delivered, signing))
+                                .await;
+                        let result = if committed.is_ok() { "ok" } else { "error" };
+                        let histogram = &context.metrics.metrics.store_commit_duration;
+                        histogram.with_label_values(&[result]).observe(started.elapsed().as_secs_f64());
+                        committed
                     }
                     Decision::KeyRecorded => Ok("key recorded".to_string()),
                     Decision::Refuse(reply) => Err(reply),
+                    Decision::RefuseByDmarc(reply) => {
+                        dmarc_refusal = true;
+                        Err(reply)
+                    }
                 }
             }
             Err(()) => {
@@ -73,6 +91,12 @@ impl Connection<'_> {
                 Err(Reply::local_error("Local error in processing, try again later"))
             }
         };
+        // SPEC 12: the end of DATA is where a message is accepted or refused.
+        match &verdict {
+            Ok(_) => context.metrics.accepted.inc(),
+            Err(_) if dmarc_refusal => context.metrics.refused(Refusal::Dmarc),
+            Err(reply) => context.metrics.refused_reply(reply),
+        }
         session.message_verdict(verdict);
     }
 }

@@ -9,6 +9,9 @@ impl Connection<'_> {
     pub async fn check_sender(&mut self, session: &mut SmtpSession, from: ReversePath) {
         let user = session.authenticated().unwrap_or_default().to_string();
         let verdict = Box::pin(check_sender(self.store(), &user, &from)).await;
+        if let Err(reply) = &verdict {
+            self.context.metrics.refused_reply(reply);
+        }
         session.sender_verdict(verdict);
     }
 }

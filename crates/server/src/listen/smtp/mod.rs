@@ -50,6 +50,8 @@ impl Service for SmtpContext {
 }
 
 async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &SmtpContext, shutdown: watch::Receiver<bool>) {
+    // SPEC 12: open and total sessions of this listener, closed however the session ends.
+    let _counted = context.metrics.session();
     let Some(fresh) = sasl_fresh() else {
         tracing::error!(%peer, "no OS random source; connection closed");
         return;
@@ -91,6 +93,7 @@ pub async fn serve_stream(
     context: &SmtpContext,
     tls: Option<TlsInfo>,
 ) -> u64 {
+    let _counted = context.metrics.session();
     let Some(fresh) = sasl_fresh() else {
         tracing::error!(%peer, "no OS random source; connection closed");
         return 0;
@@ -153,7 +156,7 @@ async fn run_session(
                     None => return 0,
                 },
                 Event::AuthFinished { authcid, success, via_verifier } => {
-                    conn.auth_finished(authcid, success, via_verifier).await;
+                    conn.auth_finished(authcid, success, via_verifier, session.auth_mechanism()).await;
                     None
                 }
                 Event::Atrn { domains } => {

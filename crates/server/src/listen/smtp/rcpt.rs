@@ -19,6 +19,9 @@ impl Connection<'_> {
             transaction_policy: session.recipients().iter().find_map(|r| r.resolved.policy),
         };
         let verdict = Box::pin(resolve_recipient(self.store(), &context.postmaster, &path, sender)).await;
+        if let Err(reply) = &verdict {
+            context.metrics.refused_reply(reply);
+        }
         session.recipient_verdict(verdict);
     }
 }
