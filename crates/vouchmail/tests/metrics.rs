@@ -162,9 +162,10 @@ fn secrets() -> Secrets {
     Secrets::from_password(PASSWORD, &[6; SALTS_LEN]).unwrap()
 }
 
-/// A message accepted on the MX, a RCPT refused there, a failed then a good AUTH on
-/// submission and the user's message to a remote peer delivered: each counter moves by
-/// exactly one, and nothing else moves.
+/// A message accepted on the MX, a RCPT refused there and a MAIL refused for its declared
+/// size, a MAIL before AUTH, a failed then a good AUTH on submission and the user's
+/// message to a remote peer delivered: each counter moves by exactly its amount, and
+/// nothing else moves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_traffic_and_a_delivery_move_exactly_their_counters() {
     let peer = Peer::builder("127.0.0.1").start();
@@ -188,10 +189,14 @@ async fn smtp_traffic_and_a_delivery_move_exactly_their_counters() {
     assert_eq!(mx.cmd("MAIL FROM:<a@client.test>").await.code, 250);
     let refused = mx.cmd("RCPT TO:<nobody@local.test>").await;
     assert_eq!(refused.code, 550, "{refused:?}");
+    assert_eq!(mx.cmd("RSET").await.code, 250);
+    // RFC 1870 6.1: a declared size over the limit, refused by the session itself.
+    assert_eq!(mx.cmd("MAIL FROM:<a@client.test> SIZE=100000000000").await.code, 552);
     assert_eq!(mx.cmd("QUIT").await.code, 221);
 
     let (mut submission, _) = SmtpConn::connect(server.submission()).await;
     assert_eq!(submission.cmd("EHLO client.test").await.code, 250);
+    assert_eq!(submission.cmd("MAIL FROM:<user@local.test>").await.code, 530, "AUTH first (RFC 4954 6)");
     let wrong = STANDARD.encode("\0user@local.test\0not the password");
     assert_eq!(submission.cmd(&format!("AUTH PLAIN {wrong}")).await.code, 535);
     let good = STANDARD.encode(format!("\0user@local.test\0{PASSWORD}"));
@@ -217,6 +222,8 @@ async fn smtp_traffic_and_a_delivery_move_exactly_their_counters() {
             ("vouchmail_messages_accepted_total{listener=\"mx\"}", 1.0),
             ("vouchmail_messages_accepted_total{listener=\"submission\"}", 1.0),
             ("vouchmail_messages_refused_total{listener=\"mx\",reason=\"recipient\"}", 1.0),
+            ("vouchmail_messages_refused_total{listener=\"mx\",reason=\"size\"}", 1.0),
+            ("vouchmail_messages_refused_total{listener=\"submission\",reason=\"auth_required\"}", 1.0),
             ("vouchmail_auth_attempts_total{listener=\"submission\",mechanism=\"PLAIN\",result=\"failure\"}", 1.0),
             ("vouchmail_auth_attempts_total{listener=\"submission\",mechanism=\"PLAIN\",result=\"success\"}", 1.0),
             (delivered, 1.0),

@@ -99,12 +99,12 @@ impl<R> Session<R> {
             DataEnd::Ok => self.finish_after(spilled_last, body, false),
             DataEnd::TooLarge => {
                 self.transaction = None;
-                self.error(Reply::too_big("Message size exceeds fixed maximum message size"));
+                self.refuse(Reply::too_big("Message size exceeds fixed maximum message size"));
                 DataProgress::Continue
             }
             DataEnd::LineTooLong => {
                 self.transaction = None;
-                self.error(Reply::line_too_long("Message has a line longer than 1000 octets"));
+                self.refuse(Reply::line_too_long("Message has a line longer than 1000 octets"));
                 DataProgress::Continue
             }
         }
@@ -199,7 +199,7 @@ impl<R> Session<R> {
         if let Some(reply) = error {
             // RFC 3030 2: after a refused chunk the transaction is over.
             self.transaction = None;
-            self.error(reply);
+            self.refuse(reply);
             return DataProgress::Continue;
         }
         if !last {
@@ -224,12 +224,12 @@ impl<R> Session<R> {
             return DataProgress::Continue;
         };
         if let Some(reply) = self.spill.refused.take() {
-            self.error(reply);
+            self.refuse(reply);
             return DataProgress::Continue;
         }
         // RFC 5321 6.3: too many Received fields means a mail loop.
         if headers::count(&body, "Received") > self.config.max_hops {
-            self.error(Reply::routing_loop("Too many hops, mail loop detected"));
+            self.refuse(Reply::routing_loop("Too many hops, mail loop detected"));
             return DataProgress::Continue;
         }
         self.state = State::AwaitingCommit;

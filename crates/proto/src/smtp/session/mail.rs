@@ -8,7 +8,7 @@ use crate::smtp::reply::{Reply, SmtpError};
 impl<R> Session<R> {
     pub(super) fn handle_mail(&mut self, from: ReversePath, mut params: MailParams) -> Option<Event<R>> {
         if let Err(reply) = self.check_mail(&from, &params) {
-            self.error(reply);
+            self.refuse(reply);
             return None;
         }
         // RFC 4954 5 and SPEC 3: an asserted AUTH= identity is kept only from an
@@ -31,7 +31,7 @@ impl<R> Session<R> {
             });
             if !own {
                 let user = self.authenticated.clone().unwrap_or_default();
-                self.error(Reply::rcram_sender_mismatch(&user));
+                self.refuse(Reply::rcram_sender_mismatch(&user));
                 return None;
             }
         }

@@ -350,6 +350,9 @@ pub struct Session<R> {
     sasl: Option<ServerSession>,
     /// The mechanism of the latest AUTH exchange, for the driver's metrics (SPEC 12).
     auth_mechanism: &'static str,
+    /// Refusals the session decided itself (not the driver's verdicts), until the driver
+    /// takes them for its metrics (SPEC 12).
+    refusals: Vec<Reply>,
     /// The driver's clock and random seed; each AUTH exchange gets its own values from it.
     fresh: crate::sasl::Fresh,
     /// AUTH exchanges started, numbering their [`crate::sasl::Fresh::nth`] values.
@@ -395,6 +398,7 @@ impl<R> Session<R> {
             rcram: None,
             sasl: None,
             auth_mechanism: "none",
+            refusals: Vec::new(),
             fresh,
             exchanges: 0,
             clock: fresh.unix_time,
@@ -799,6 +803,24 @@ impl<R> Session<R> {
     /// Queues a positive or informational reply.
     fn reply(&mut self, reply: Reply) {
         reply.write_to(&mut self.output);
+    }
+
+    /// Refuses a step of a mail transaction (MAIL, RCPT, the message) by the session's own
+    /// rules, noted for [`Session::take_refusals`]; a 503 out of sequence is an error, not a
+    /// refusal of mail.
+    fn refuse(&mut self, reply: Reply) {
+        if reply.code != 503 {
+            self.refusals.push(reply.clone());
+        }
+        self.error(reply);
+    }
+
+    /// The refusals the session made by its own rules since the last call (a size over
+    /// the limit, AUTH required, too many recipients, a mail loop, ...): the driver counts
+    /// them with the refusals it decides itself (SPEC 12). Empty without allocating when
+    /// there were none.
+    pub fn take_refusals(&mut self) -> Vec<Reply> {
+        std::mem::take(&mut self.refusals)
     }
 
     /// Queues a negative reply and counts it; too many end the session.

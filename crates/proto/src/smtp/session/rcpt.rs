@@ -18,13 +18,15 @@ impl<R> Session<R> {
         }
         // RFC 5321 4.5.3.1.10: 452 for too many recipients; the client sends the rest later.
         if transaction.recipients.len() >= max_recipients {
-            self.reply(Reply::too_many_recipients("Too many recipients"));
+            let reply = Reply::too_many_recipients("Too many recipients");
+            self.refusals.push(reply.clone());
+            self.reply(reply);
             return None;
         }
         // RFC 6531 3.4
         if let ForwardPath::Mailbox(address) = &to {
             if !address.is_ascii() && !transaction.params.smtputf8 {
-                self.error(Reply::utf8_not_permitted("Non-ASCII recipient address needs SMTPUTF8"));
+                self.refuse(Reply::utf8_not_permitted("Non-ASCII recipient address needs SMTPUTF8"));
                 return None;
             }
         }

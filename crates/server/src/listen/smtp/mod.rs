@@ -173,6 +173,11 @@ async fn run_session(
                 next = session.poll_event();
             }
         }
+        // SPEC 12: what the session refused by its own rules; the driver's own verdicts
+        // were counted where they were made.
+        for reply in session.take_refusals() {
+            context.metrics.refused_reply(&reply);
+        }
         if shutting_down && session.is_idle() {
             session.on_shutdown();
         }
