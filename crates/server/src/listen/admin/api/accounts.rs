@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::Extension;
 use serde::Deserialize;
 
-use super::super::routes::{AdminState, Operator};
+use super::super::state::{AdminState, Operator};
 use super::extract::{created, ok, ApiJson, ApiPath, ApiQuery, ApiResult, OptionalJson};
 use crate::ops::domains::{self, DomainInfo, NewDomain, PolicyChange, RecordInfo};
 use crate::ops::{aliases, users};

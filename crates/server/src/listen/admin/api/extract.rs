@@ -13,7 +13,7 @@ use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::super::routes::error;
+use super::super::state::error;
 use crate::ops::OpError;
 
 /// A JSON body, required.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Extension;
 
-use super::super::routes::{AdminState, Operator};
+use super::super::state::{AdminState, Operator};
 use super::extract::{created, ok, ApiJson, ApiPath, ApiResult, OptionalJson};
 use crate::ops::{authkeys, directory, dkim};
 

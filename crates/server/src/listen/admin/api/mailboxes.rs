@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use serde::Deserialize;
 
-use super::super::routes::AdminState;
+use super::super::state::AdminState;
 use super::extract::{ok, ApiPath, ApiQuery, ApiResult};
 use crate::ops::{mailboxes, tracking};
 

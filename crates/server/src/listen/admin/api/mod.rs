@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 
-use super::routes::{AdminState, Operator};
+use super::state::{AdminState, Operator};
 
 pub fn routes() -> Router<Arc<AdminState>> {
     Router::new()

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::Extension;
 use serde::Deserialize;
 
-use super::super::routes::{AdminState, Operator};
+use super::super::state::{AdminState, Operator};
 use super::extract::{ok, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::ops::queue::{self, QueueFilter, QueueRow};
 

@@ -17,7 +17,7 @@ use axum::routing::get;
 use axum::Router;
 use sha2::{Digest, Sha256};
 
-use super::routes::AdminState;
+use super::state::AdminState;
 
 const INDEX: &str = include_str!("index.html");
 const SCRIPT: &str = include_str!("console.js");
@@ -71,7 +71,7 @@ async fn index(State(state): State<Arc<AdminState>>) -> Response {
 
 async fn asset(Path((version, name)): Path<(String, String)>) -> Response {
     let Some(asset) = ASSETS.iter().find(|a| a.name == name) else {
-        return super::routes::error(StatusCode::NOT_FOUND, "no such page");
+        return super::state::error(StatusCode::NOT_FOUND, "no such page");
     };
     // An address with an older version (a page loaded before an upgrade) still gets the
     // file, but not for keeps: the next page load names the new one.
@@ -83,7 +83,7 @@ async fn asset(Path((version, name)): Path<(String, String)>) -> Response {
 async fn favicon() -> Response {
     match ASSETS.iter().find(|a| a.name == "icon.svg") {
         Some(icon) => respond(icon.content_type, "public, max-age=86400", icon.body.to_string()),
-        None => super::routes::error(StatusCode::NOT_FOUND, "no such page"),
+        None => super::state::error(StatusCode::NOT_FOUND, "no such page"),
     }
 }
 
