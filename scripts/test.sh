@@ -70,5 +70,5 @@ cargo test --workspace
 # tests again, every test server on a database of its own in a throwaway PostgreSQL cluster.
 VOUCHMAIL_TEST_STORE=postgres cargo test -p vouchmail --test smtp --test pop3 --test auth --test authkey \
     --test client --test messenger --test odmr --test outbound --test tracking --test sender_auth --test imap \
-    --test imap_clients --test console
+    --test imap_clients --test console --test admin --test admin_api --test metrics
 bash scripts/fuzz.sh
