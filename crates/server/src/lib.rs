@@ -100,13 +100,11 @@ impl RunningServer {
     pub fn reload(&mut self, new: &Config) -> Reloaded {
         let mut done = Reloaded::default();
         let old = self.live.config.clone();
-        for tls in &self.live.tls {
-            if let Err(e) = tls.reload(new) {
-                done.failed.push(format!("tls: {e}"));
-            }
-        }
-        if done.failed.is_empty() {
-            done.applied.push("tls certificate files read again".into());
+        // The listeners' and the Messenger's setups read the same files: one failure is
+        // named once.
+        match self.live.tls.iter().try_for_each(|tls| tls.reload(new)) {
+            Ok(()) => done.applied.push("tls certificate files read again".into()),
+            Err(e) => done.failed.push(format!("tls: {e}")),
         }
         let limits = |config: &Config, role: LimitRole| match role {
             LimitRole::Smtp => (config.smtp.max_connections, config.smtp.max_connections_per_ip),
@@ -535,6 +533,7 @@ async fn start_pop3(
     let locks = rules::maildrop_lock::MaildropLocks::new(Arc::clone(store), config.pop3.lock_lease_secs);
     for implicit_tls in [false, true] {
         let addrs = if implicit_tls { &config.listeners.pop3s } else { &config.listeners.pop3 };
+        let service = if implicit_tls { "pop3s" } else { "pop3" };
         let context = Arc::new(listen::pop3::Pop3Context {
             session_config: Arc::new(pop3_session_config(config, implicit_tls, shared.fake_salt_key)?),
             store: Arc::clone(store),
@@ -544,12 +543,8 @@ async fn start_pop3(
             tls: Some(shared.tls.clone()),
             implicit_tls,
             outbox_bell: shared.outbox_bell.clone(),
-            metrics: support::metrics::ListenerMetrics::new(
-                &server.metrics,
-                if implicit_tls { "pop3s" } else { "pop3" },
-            ),
+            metrics: support::metrics::ListenerMetrics::new(&server.metrics, service),
         });
-        let service = if implicit_tls { "pop3s" } else { "pop3" };
         let locals = serve_on(addrs, &context, service, shutdown_rx, sessions, &mut server.listeners)?;
         if implicit_tls {
             server.pop3s_addrs.extend(locals);
@@ -596,6 +591,7 @@ fn start_imap(
     server.live.limiters.push((LimitRole::Imap, Arc::clone(&limiter)));
     for implicit_tls in [false, true] {
         let addrs = if implicit_tls { &config.listeners.imaps } else { &config.listeners.imap };
+        let service = if implicit_tls { "imaps" } else { "imap" };
         let context = Arc::new(listen::imap::ImapContext {
             session_config: Arc::new(imap_session_config(config, implicit_tls, shared.fake_salt_key)?),
             store: Arc::clone(store),
@@ -605,12 +601,8 @@ fn start_imap(
             implicit_tls,
             outbox_bell: shared.outbox_bell.clone(),
             watch_interval: Duration::from_millis(config.imap.watch_interval_ms.max(10)),
-            metrics: support::metrics::ListenerMetrics::new(
-                &server.metrics,
-                if implicit_tls { "imaps" } else { "imap" },
-            ),
+            metrics: support::metrics::ListenerMetrics::new(&server.metrics, service),
         });
-        let service = if implicit_tls { "imaps" } else { "imap" };
         let locals = serve_on(addrs, &context, service, shutdown_rx, sessions, &mut server.listeners)?;
         if implicit_tls {
             server.imaps_addrs.extend(locals);
