@@ -192,7 +192,7 @@ impl Session {
         Data::Exists(view.exists()).write_to(encoding, &mut out);
         if rev1 {
             Data::Recent(0).write_to(encoding, &mut out);
-            if let Some(first) = view.messages.iter().position(|m| !m.flags.contains(&Flag::Seen)) {
+            if let Some(first) = view.messages().position(|m| !m.flags.contains(&Flag::Seen)) {
                 untagged("First unseen", ResponseCode::Unseen(first as u32 + 1)).write_to(&mut out);
             }
         }

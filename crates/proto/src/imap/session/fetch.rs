@@ -3,7 +3,8 @@
 
 use std::borrow::Cow;
 
-use super::model::{Content, MessageMeta};
+use super::model::Content;
+use super::view::MessageRef;
 use crate::headers;
 use crate::imap::envelope::Envelope;
 use crate::imap::mime::Part;
@@ -41,7 +42,7 @@ fn attribute_content(attribute: &FetchAttribute) -> Option<Content> {
 /// (RFC 9051 6.4.5). With CONDSTORE on, FLAGS comes with MODSEQ (RFC 7162 3.2).
 pub(super) fn items<'a>(
     attributes: &[FetchAttribute],
-    meta: &MessageMeta,
+    meta: MessageRef<'_>,
     bytes: &'a [u8],
     flags_changed: bool,
     condstore: bool,
@@ -52,7 +53,7 @@ pub(super) fn items<'a>(
     for attribute in attributes {
         let item = match attribute {
             FetchAttribute::Uid => FetchItem::Uid(meta.uid),
-            FetchAttribute::Flags => FetchItem::Flags(meta.flags.clone()),
+            FetchAttribute::Flags => FetchItem::Flags(meta.flags.to_vec()),
             FetchAttribute::InternalDate => FetchItem::InternalDate(meta.internal_date),
             FetchAttribute::Rfc822Size => FetchItem::Rfc822Size(meta.size),
             FetchAttribute::ModSeq => FetchItem::ModSeq(meta.modseq),
@@ -92,7 +93,7 @@ pub(super) fn items<'a>(
     }
     let has = |items: &[FetchItem<'_>], f: fn(&FetchItem<'_>) -> bool| items.iter().any(f);
     if flags_changed && !has(&items, |i| matches!(i, FetchItem::Flags(_))) {
-        items.push(FetchItem::Flags(meta.flags.clone()));
+        items.push(FetchItem::Flags(meta.flags.to_vec()));
     }
     if condstore
         && has(&items, |i| matches!(i, FetchItem::Flags(_)))

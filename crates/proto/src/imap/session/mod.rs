@@ -118,6 +118,8 @@ enum Pending {
         uid: bool,
         silent: bool,
         name: &'static str,
+        /// The UIDs the command named, in its order.
+        uids: Vec<u32>,
     },
     Copy {
         tag: Tag,

@@ -189,7 +189,8 @@ pub struct FlagUpdate {
 /// The driver's answer to [`Event::Store`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreOutcome {
-    /// The messages STORE changed (or left as they were), with their flags now.
+    /// The messages STORE changed, with their flags now (those it named and left as they
+    /// were may be left out: the session reports them with the flags it knows).
     pub updated: Vec<FlagUpdate>,
     /// RFC 7162 3.1.3: UIDs left alone because their mod-sequence was above
     /// UNCHANGEDSINCE.

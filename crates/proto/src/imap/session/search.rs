@@ -5,7 +5,8 @@
 //! depends on it; only those are loaded. Strings match as case-insensitive substrings;
 //! header values are compared with their encoded words decoded (RFC 2047).
 
-use super::model::{Content, MessageMeta};
+use super::model::Content;
+use super::view::MessageRef;
 use crate::headers;
 use crate::imap::types::{Date, Flag, SearchKey, SequenceSet};
 
@@ -43,7 +44,7 @@ pub(super) fn content_needed(key: &SearchKey) -> Option<Content> {
 pub(super) fn matches(
     key: &SearchKey,
     seq: u32,
-    meta: &MessageMeta,
+    meta: &MessageRef<'_>,
     content: Option<&[u8]>,
     cx: &Context<'_>,
 ) -> Option<bool> {
@@ -163,8 +164,7 @@ mod tests {
 
     #[test]
     fn undecided_until_content() {
-        let meta =
-            MessageMeta { uid: 7, flags: vec![Flag::Seen], internal_date: DateTime::utc(0), size: 100, modseq: 3 };
+        let meta = MessageRef { uid: 7, flags: &[Flag::Seen], internal_date: DateTime::utc(0), size: 100, modseq: 3 };
         let cx = Context { exists: 1, largest_uid: 7, saved: &[] };
         let key = SearchKey::And(vec![SearchKey::Seen, SearchKey::Subject("hello".into())]);
         assert_eq!(matches(&key, 1, &meta, None, &cx), None);

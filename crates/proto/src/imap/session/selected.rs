@@ -5,7 +5,9 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::model::{Content, CopyUid, Failure, MessageData, StoreOutcome, FETCH_BATCH_MESSAGES, FETCH_BATCH_OCTETS};
+use super::model::{
+    Content, CopyUid, Failure, FlagUpdate, MessageData, StoreOutcome, FETCH_BATCH_MESSAGES, FETCH_BATCH_OCTETS,
+};
 use super::search::Context;
 use super::view::{has_flag, Resolved};
 use super::{Event, FetchJob, Job, Pending, SearchJob, Session, Wait};
@@ -71,7 +73,7 @@ impl Session {
                     self.complete(&tag, name, false);
                     return None;
                 }
-                self.wait = Wait::Driver(Pending::Store { tag, uid, silent: action.silent, name });
+                self.wait = Wait::Driver(Pending::Store { tag, uid, silent: action.silent, name, uids: uids.clone() });
                 return Some(Event::Store {
                     uids,
                     mode: action.mode,
@@ -109,7 +111,7 @@ impl Session {
     fn resolve_uids(&mut self, tag: &Tag, set: &SequenceSet, uid: bool) -> Option<Vec<u32>> {
         let view = self.view.as_ref()?;
         match view.resolve(set, uid, &self.saved) {
-            Resolved::Indexes(indexes) => Some(indexes.into_iter().map(|i| view.messages[i].uid).collect()),
+            Resolved::Indexes(indexes) => Some(indexes.into_iter().map(|i| view.uid_at(i)).collect()),
             Resolved::Invalid => {
                 self.bad_tagged(tag, "Invalid message sequence number");
                 None
@@ -132,7 +134,7 @@ impl Session {
             self.enabled.condstore = true;
         }
         if let (Some(since), Some(view)) = (changed_since, self.view.as_ref()) {
-            uids.retain(|u| view.index_of(*u).is_some_and(|i| view.messages[i].modseq > since));
+            uids.retain(|u| view.index_of(*u).is_some_and(|i| view.message(i).modseq > since));
             if !attributes.contains(&FetchAttribute::ModSeq) {
                 attributes.push(FetchAttribute::ModSeq);
             }
@@ -184,7 +186,7 @@ impl Session {
         let mark_seen = match (&self.view, job.mark_seen) {
             (Some(view), true) => uids
                 .iter()
-                .filter(|&&u| view.index_of(u).is_some_and(|i| !has_flag(&view.messages[i].flags, &Flag::Seen)))
+                .filter(|&&u| view.index_of(u).is_some_and(|i| !has_flag(view.message(i).flags, &Flag::Seen)))
                 .copied()
                 .collect(),
             _ => Vec::new(),
@@ -201,7 +203,7 @@ impl Session {
         let mut octets = 0u64;
         while let Some(&uid) = queue.front() {
             let size = match (content, &self.view) {
-                (Content::Full, Some(view)) => view.index_of(uid).map_or(0, |i| view.messages[i].size),
+                (Content::Full, Some(view)) => view.index_of(uid).map_or(0, |i| view.message(i).size),
                 _ => 4096,
             };
             if !batch.is_empty()
@@ -223,7 +225,7 @@ impl Session {
         let Some(view) = self.view.as_ref() else { return false };
         let Some(index) = view.index_of(uid) else { return false };
         let items =
-            super::fetch::items(&job.attributes, &view.messages[index], bytes, flags_changed, condstore, encoding);
+            super::fetch::items(&job.attributes, view.message(index), bytes, flags_changed, condstore, encoding);
         write_fetch(index as u32 + 1, &items, encoding, &mut self.output);
         true
     }
@@ -260,7 +262,7 @@ impl Session {
                     };
                     let mut flags_changed = false;
                     if let (Some((flags, modseq)), Some(view)) = (data.seen_set, self.view.as_mut()) {
-                        flags_changed = view.set_flags(uid, flags, modseq);
+                        flags_changed = view.set_flags(uid, &flags, modseq);
                     }
                     if self.write_fetch_response(&job, uid, &data.bytes, flags_changed) {
                         if whole {
@@ -277,15 +279,11 @@ impl Session {
             }
             Some(Job::Search(mut job)) => {
                 let Some(view) = self.view.as_ref() else { return };
-                let cx = Context {
-                    exists: view.exists(),
-                    largest_uid: view.messages.last().map_or(0, |m| m.uid),
-                    saved: &self.saved,
-                };
+                let cx = Context { exists: view.exists(), largest_uid: view.largest_uid(), saved: &self.saved };
                 for uid in uids {
                     let (Some(data), Some(index)) = (by_uid.remove(&uid), view.index_of(uid)) else { continue };
                     let seq = index as u32 + 1;
-                    if super::search::matches(&job.criteria, seq, &view.messages[index], Some(&data.bytes), &cx)
+                    if super::search::matches(&job.criteria, seq, &view.message(index), Some(&data.bytes), &cx)
                         == Some(true)
                     {
                         job.matches.push(uid);
@@ -300,7 +298,7 @@ impl Session {
     /// RFC 9051 6.4.6 (RFC 7162 3.1.3): the driver's answer to [`Event::Store`].
     pub fn stored(&mut self, result: Result<StoreOutcome, Failure>) {
         let Some(pending) = self.take_pending() else { return };
-        let Pending::Store { tag, uid, silent, name } = pending else {
+        let Pending::Store { tag, uid, silent, name, uids: named } = pending else {
             self.wait = Wait::Driver(pending);
             return;
         };
@@ -311,8 +309,20 @@ impl Session {
         let encoding = self.encoding();
         let condstore = self.enabled.condstore;
         let Some(view) = self.view.as_mut() else { return };
-        for update in outcome.updated {
-            if !view.set_flags(update.uid, update.flags, update.modseq) {
+        let mut changed: HashMap<u32, FlagUpdate> = outcome.updated.into_iter().map(|u| (u.uid, u)).collect();
+        for named_uid in named.into_iter().filter(|u| !outcome.modified.contains(u)) {
+            // A message STORE left as it was is reported with the flags the view has.
+            let update = match changed.remove(&named_uid) {
+                Some(update) => update,
+                None => match view.index_of(named_uid) {
+                    Some(index) => {
+                        let message = view.message(index);
+                        FlagUpdate { uid: named_uid, flags: message.flags.to_vec(), modseq: message.modseq }
+                    }
+                    None => continue,
+                },
+            };
+            if !view.set_flags(update.uid, &update.flags, update.modseq) {
                 continue;
             }
             // RFC 9051 6.4.6: the new flags unless .SILENT; RFC 7162 3.2: with CONDSTORE the
@@ -321,7 +331,7 @@ impl Session {
                 if !silent {
                     view.write_flags(index, uid, condstore, encoding, &mut self.output);
                 } else if condstore {
-                    let mut items = vec![crate::imap::response::FetchItem::ModSeq(view.messages[index].modseq)];
+                    let mut items = vec![crate::imap::response::FetchItem::ModSeq(view.message(index).modseq)];
                     if uid {
                         items.insert(0, crate::imap::response::FetchItem::Uid(update.uid));
                     }
@@ -447,15 +457,11 @@ impl Session {
         }
         let content = super::search::content_needed(&criteria);
         let view = self.view.as_ref()?;
-        let cx = Context {
-            exists: view.exists(),
-            largest_uid: view.messages.last().map_or(0, |m| m.uid),
-            saved: &self.saved,
-        };
+        let cx = Context { exists: view.exists(), largest_uid: view.largest_uid(), saved: &self.saved };
         let mut matches = Vec::new();
         let mut queue = VecDeque::new();
-        for (index, meta) in view.messages.iter().enumerate() {
-            match super::search::matches(&criteria, index as u32 + 1, meta, None, &cx) {
+        for (index, meta) in view.messages().enumerate() {
+            match super::search::matches(&criteria, index as u32 + 1, &meta, None, &cx) {
                 Some(true) => matches.push(meta.uid),
                 Some(false) => {}
                 None => queue.push_back(meta.uid),
@@ -484,7 +490,7 @@ impl Session {
         let Some(view) = self.view.as_ref() else { return };
         job.matches.sort_unstable();
         let modseq = if job.criteria.uses_modseq() {
-            job.matches.iter().filter_map(|&u| view.index_of(u).map(|i| view.messages[i].modseq)).max()
+            job.matches.iter().filter_map(|&u| view.index_of(u).map(|i| view.message(i).modseq)).max()
         } else {
             None
         };

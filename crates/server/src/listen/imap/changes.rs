@@ -7,7 +7,7 @@
 
 use vouchmail_proto::imap::session::{Change, Session};
 
-use super::context::{Connection, Known};
+use super::context::Connection;
 use super::mailboxes::{imap_flags, meta};
 
 impl Connection<'_> {
@@ -39,28 +39,27 @@ impl Connection<'_> {
             return;
         }
         let mut changes = Vec::new();
-        let mut now = std::collections::BTreeMap::new();
         for message in &messages {
-            let known = Known { entry_id: message.entry_id, flags: message.flags.clone(), modseq: message.modseq };
-            match selected.messages.get(&message.uid) {
-                None => changes.push(Change::New(meta(message))),
-                Some(before) if before.modseq != known.modseq || before.flags != known.flags => {
-                    changes.push(Change::Flags {
-                        uid: message.uid,
-                        flags: imap_flags(&message.flags),
-                        modseq: message.modseq,
-                    });
-                }
-                Some(_) => {}
-            }
-            now.insert(message.uid, known);
-        }
-        for uid in selected.messages.keys() {
-            if !now.contains_key(uid) {
-                changes.push(Change::Expunged { uid: *uid });
+            if !selected.contains(message.uid) {
+                changes.push(Change::New(meta(message)));
+            } else if message.modseq > selected.seen_modseq {
+                // Changed since it was read (by this session too: the session drops what
+                // it already knows).
+                changes.push(Change::Flags {
+                    uid: message.uid,
+                    flags: imap_flags(&message.flags),
+                    modseq: message.modseq,
+                });
             }
         }
-        selected.messages = now;
+        let mut now: Vec<u32> = messages.iter().map(|m| m.uid).collect();
+        now.sort_unstable();
+        for &uid in selected.uids() {
+            if now.binary_search(&uid).is_err() {
+                changes.push(Change::Expunged { uid });
+            }
+        }
+        selected.read(&messages);
         selected.stamp = stamp;
         if !changes.is_empty() {
             session.mailbox_changed(changes);

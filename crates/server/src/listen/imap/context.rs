@@ -2,13 +2,12 @@
 //! session runs: the user once logged in, and the selected folder as this driver last saw
 //! it (for the changes it pushes, `watch.rs`).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use vouchmail_proto::imap::session::{Session, SessionConfig};
-use vouchmail_store::{FolderVersion, Store};
+use vouchmail_store::{FolderMessage, FolderVersion, Store};
 
 use crate::auth::guard::AuthGuard;
 use crate::auth::limits::AuthLimiter;
@@ -32,15 +31,61 @@ pub struct ImapContext {
     pub metrics: crate::support::metrics::ListenerMetrics,
 }
 
-/// The selected folder: its name as stored, and each message's entry id, flags and
-/// mod-sequence as last seen (by UID).
+/// The selected folder: its name as stored, and its messages as last seen, in 12 bytes
+/// each (the session's view has their flags; a session may idle for hours on a large
+/// folder).
 pub struct Selected {
     pub folder: String,
     pub uid_validity: u32,
-    pub messages: BTreeMap<u32, Known>,
-    /// The folder's stamp when `messages` was read (or just before): while it stays, the
-    /// folder has not changed.
+    /// The UIDs, ascending.
+    uids: Vec<u32>,
+    /// The entry id of each UID (same index).
+    entries: Vec<i64>,
+    /// The highest mod-sequence of the messages read: a message above it changed since
+    /// (RFC 7162 3.1: every change takes a new, higher mod-sequence of its folder).
+    pub seen_modseq: u64,
+    /// The folder's stamp when the messages were read (or just before): while it stays,
+    /// the folder has not changed.
     pub stamp: Option<FolderStamp>,
+}
+
+impl Selected {
+    pub fn new(folder: String, uid_validity: u32, messages: &[FolderMessage], stamp: Option<FolderStamp>) -> Selected {
+        let mut selected =
+            Selected { folder, uid_validity, uids: Vec::new(), entries: Vec::new(), seen_modseq: 0, stamp };
+        selected.read(messages);
+        selected
+    }
+
+    /// Takes the folder's messages as read now.
+    pub fn read(&mut self, messages: &[FolderMessage]) {
+        let mut sorted: Vec<(u32, i64)> = messages.iter().map(|m| (m.uid, m.entry_id)).collect();
+        sorted.sort_unstable();
+        sorted.dedup_by_key(|(uid, _)| *uid);
+        self.uids = sorted.iter().map(|(uid, _)| *uid).collect();
+        self.entries = sorted.iter().map(|(_, entry)| *entry).collect();
+        self.seen_modseq = messages.iter().map(|m| m.modseq).max().unwrap_or(0);
+    }
+
+    pub fn contains(&self, uid: u32) -> bool {
+        self.uids.binary_search(&uid).is_ok()
+    }
+
+    pub fn entry_of(&self, uid: u32) -> Option<i64> {
+        self.uids.binary_search(&uid).ok().map(|index| self.entries[index])
+    }
+
+    pub fn uids(&self) -> &[u32] {
+        &self.uids
+    }
+
+    /// After this session's own EXPUNGE or MOVE.
+    pub fn remove(&mut self, uid: u32) {
+        if let Ok(index) = self.uids.binary_search(&uid) {
+            self.uids.remove(index);
+            self.entries.remove(index);
+        }
+    }
 }
 
 /// What changes whenever a folder's contents do: its numbers in the store, and for the
@@ -49,14 +94,6 @@ pub struct Selected {
 pub struct FolderStamp {
     pub version: FolderVersion,
     pub newest_record: Option<i64>,
-}
-
-/// One message of the selected folder as last seen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Known {
-    pub entry_id: i64,
-    pub flags: Vec<String>,
-    pub modseq: u64,
 }
 
 /// One connection's driver: what the stages (a file each) act on besides the session.

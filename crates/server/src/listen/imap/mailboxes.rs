@@ -2,8 +2,6 @@
 //! SELECT/EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE, LIST, STATUS, APPEND, and QUOTA (RFC
 //! 9208), over the store's folders (SPEC 9) and the folder rules (`rules::folders`).
 
-use std::collections::BTreeMap;
-
 use vouchmail_proto::imap::response::{QuotaResource, ResponseCode};
 use vouchmail_proto::imap::session::{
     AppendUid, Failure, MailboxInfo, MailboxSnapshot, MailboxStatus, MessageMeta, Session,
@@ -11,7 +9,7 @@ use vouchmail_proto::imap::session::{
 use vouchmail_proto::imap::types::{DateTime, Flag, MailboxAttribute, MailboxName, StatusItem};
 use vouchmail_store::{AppendedMessage, FolderMessage, StoreError};
 
-use super::context::{Connection, Known, Selected};
+use super::context::{Connection, Selected};
 use crate::rules::folders;
 use crate::support::queue_id::new_queue_id;
 use crate::support::time::unix_now;
@@ -100,10 +98,6 @@ impl Connection<'_> {
             Err(e) => return session.selected(Err(failure(e, "SELECT"))),
         };
         let (info, messages) = found;
-        let known: BTreeMap<u32, Known> = messages
-            .iter()
-            .map(|m| (m.uid, Known { entry_id: m.entry_id, flags: m.flags.clone(), modseq: m.modseq }))
-            .collect();
         let system = [Flag::Seen, Flag::Answered, Flag::Flagged, Flag::Deleted, Flag::Draft];
         let read_only = folders::is_read_only(&info.name);
         let snapshot = MailboxSnapshot {
@@ -115,7 +109,7 @@ impl Connection<'_> {
             new_keywords: !read_only,
             read_only,
         };
-        self.selected = Some(Selected { folder: info.name, uid_validity: info.uid_validity, messages: known, stamp });
+        self.selected = Some(Selected::new(info.name, info.uid_validity, &messages, stamp));
         session.selected(Ok(snapshot));
     }
 

@@ -7,7 +7,7 @@ use vouchmail_proto::imap::session::{Content, CopyUid, FlagUpdate, MessageData, 
 use vouchmail_proto::imap::types::{Flag, StoreMode};
 use vouchmail_store::{AppendedMessage, FlagChange, FlagOperation, StoreError};
 
-use super::context::{Connection, Known};
+use super::context::Connection;
 use super::mailboxes::{failure, imap_flags, stored_flags};
 use crate::rules::{folders, tracking_folder};
 use crate::support::queue_id::new_queue_id;
@@ -16,7 +16,7 @@ use vouchmail_proto::imap::session::Failure;
 impl Connection<'_> {
     /// The selected folder's name, and the entry id of a UID in it.
     fn entry_of(&self, uid: u32) -> Option<i64> {
-        self.selected.as_ref()?.messages.get(&uid).map(|k| k.entry_id)
+        self.selected.as_ref()?.entry_of(uid)
     }
 
     fn folder(&self) -> String {
@@ -37,7 +37,6 @@ impl Connection<'_> {
             match self.store().store_flags(self.user(), &self.folder(), change).await {
                 Ok(stored) => {
                     for (uid, flags, modseq) in stored.changed {
-                        self.remember(uid, &flags, modseq);
                         seen_now.insert(uid, (imap_flags(&flags), modseq));
                     }
                 }
@@ -131,17 +130,11 @@ impl Connection<'_> {
             Ok(stored) => stored,
             Err(e) => return session.stored(Err(failure(e, "STORE"))),
         };
-        for (uid, flags, modseq) in &stored.changed {
-            self.remember(*uid, flags, *modseq);
-        }
-        // Every message the command named, changed or not, with its flags now.
-        let updated = uids
-            .iter()
-            .filter(|uid| !stored.refused.contains(uid))
-            .filter_map(|uid| {
-                let known = self.selected.as_ref()?.messages.get(uid)?;
-                Some(FlagUpdate { uid: *uid, flags: imap_flags(&known.flags), modseq: known.modseq })
-            })
+        // The session reports the messages named and left as they were with the flags it knows.
+        let updated = stored
+            .changed
+            .into_iter()
+            .map(|(uid, flags, modseq)| FlagUpdate { uid, flags: imap_flags(&flags), modseq })
             .collect();
         session.stored(Ok(StoreOutcome { updated, modified: stored.refused }));
     }
@@ -160,7 +153,7 @@ impl Connection<'_> {
                 if is_move {
                     if let Some(selected) = &mut self.selected {
                         for (source, _) in &copied.pairs {
-                            selected.messages.remove(source);
+                            selected.remove(*source);
                         }
                     }
                 }
@@ -211,19 +204,12 @@ impl Connection<'_> {
             Ok(expunged) => {
                 if let Some(selected) = &mut self.selected {
                     for uid in &expunged {
-                        selected.messages.remove(uid);
+                        selected.remove(*uid);
                     }
                 }
                 session.expunged(Ok(expunged));
             }
             Err(e) => session.expunged(Err(failure(e, "EXPUNGE"))),
-        }
-    }
-
-    /// What this session changed, so the watcher does not report it back.
-    fn remember(&mut self, uid: u32, flags: &[String], modseq: u64) {
-        if let Some(known) = self.selected.as_mut().and_then(|s| s.messages.get_mut(&uid)) {
-            *known = Known { entry_id: known.entry_id, flags: flags.to_vec(), modseq };
         }
     }
 }
