@@ -9,7 +9,10 @@
 #              delivers it to a Maildir. Its rate is given to completion (the last message in
 #              the Maildir) and, separately, to acceptance (smtp-source done).
 #   smtp-sink  accepts and discards: the ceiling of the load generator on this machine.
-# Then holds IDLE_CONNS idle connections to vouchmail and reads its VmRSS.
+# Then holds IDLE_CONNS idle connections to vouchmail and reads its VmRSS before, with them
+# and after they close; then floods it with FLOOD_CONNS short sessions (up to IDLE_CONNS at
+# once: greeting, EHLO, QUIT) and reads it again. Issue 25 item 3: at most 12 KiB per idle
+# connection, and the RSS back within 4 MB of the reading before once they have closed.
 #
 # Each measurement is repeated REPEAT times (interleaved: vouchmail, Postfix, smtp-sink, new
 # connections then reuse, and again) and the table shows the medians.
@@ -22,6 +25,8 @@
 # Environment (defaults): N=10000 REPEAT=3 SESSIONS=20 MSG_LEN=4096 IDLE_CONNS=1000
 #   DRAIN_TIMEOUT=120 (seconds to wait for Postfix's queue to drain) KEEP_TMP=0 NO_BUILD=0
 #   VM_PORT PF_PORT SINK_PORT BASE_PORT (default: free ports picked at start) BASELINE (unset)
+#   FLOOD_CONNS=N MEMORY_ONLY=0 (1: only the memory part; no Postfix, smtp-sink or load runs)
+#   VM_BIN (a vouchmail binary to run instead of building target/release/vouchmail)
 # Needs root (the private Postfix runs its daemons as the postfix user), Postfix
 # (smtp-source, smtp-sink, postfix), python3. Traffic is on 127.0.0.1 only.
 # Exit status is non-zero only when setup fails; a failed check is printed, not fatal.
@@ -42,6 +47,8 @@ REPEAT=${REPEAT:-3}
 RCPT=bench@bench.example
 FROM=sender@client.example
 BASELINE=${BASELINE:-}
+FLOOD_CONNS=${FLOOD_CONNS:-$N}
+MEMORY_ONLY=${MEMORY_ONLY:-0}
 
 [ "$(id -u)" -eq 0 ] || die "run as root (the private Postfix needs it)"
 for t in smtp-source smtp-sink postfix postconf postqueue python3 awk; do
@@ -125,6 +132,12 @@ if [ -n "$BASELINE" ]; then
         || die "the baseline's user list does not show 0 messages for $RCPT"
 fi
 
+declare -A R   # results: R[server,mode]
+declare -A CPU # vouchmail's CPU ms per message: CPU[vm|base,mode,rep]
+CHECKS_OK=1
+TARGETS_OK=1
+BENCH_START=$SECONDS
+if [ "$MEMORY_ONLY" != 1 ]; then
 # ---------------------------------------------------------------- private Postfix
 pf_start "$PF_PORT"
 
@@ -134,9 +147,6 @@ SINK_PID=$!
 wait_port "$SINK_PORT" 20 || { cat "$TMP/sink.err" >&2; die "smtp-sink did not listen on 127.0.0.1:$SINK_PORT"; }
 
 # ---------------------------------------------------------------- measuring
-declare -A R   # results: R[server,mode]
-declare -A CPU # vouchmail's CPU ms per message: CPU[vm|base,mode,rep]
-CHECKS_OK=1
 STEP=0         # alternates the order of vouchmail and the baseline
 
 # One vouchmail run ($mode, $flag, $rep): vm (this build) or base (BASELINE).
@@ -166,7 +176,6 @@ echo "== N=$N messages per run, $REPEAT runs per figure (median), $SESSIONS sess
 echo "== ports: vouchmail $VM_PORT, postfix $PF_PORT, smtp-sink $SINK_PORT; temp dir $TMP"
 [ -n "$BASELINE" ] && echo "== baseline: $BASELINE on port $BASE_PORT"
 
-BENCH_START=$SECONDS
 # Warm-up (not counted): one small run per server, so that no run pays for first use.
 load_checked "$VM_PORT" "" "$WARMUP"
 [ -n "$BASELINE" ] && load_checked "$BASE_PORT" "" "$WARMUP"
@@ -240,7 +249,6 @@ echo
 echo "== results, msg/s (Postfix: to the last delivery into the Maildir; [to acceptance only])"
 printf '%-6s %10s %17s %7s %7s %10s %8s  %-9s %-9s\n' \
     mode vouchmail "postfix [acc]" vm/pf "[acc]" smtp-sink vm/sink ">=3x pf" ">=1/3 sink"
-TARGETS_OK=1
 for mode in new reuse; do
     r_pf=$(ratio "${R[vm,$mode]}" "${R[pf,$mode]}")
     r_pfa=$(ratio "${R[vm,$mode]}" "${R[pfa,$mode]}")
@@ -259,11 +267,18 @@ if [ "$REPEAT" -gt 1 ]; then
     done
     echo ")"
 fi
+else
+    echo "== MEMORY_ONLY=1: no load runs"
+fi # MEMORY_ONLY
 
 # ---------------------------------------------------------------- memory with idle connections
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+dmib() { awk -v k="$1" 'BEGIN { printf "%+.1f", k / 1024 }'; } # a change, signed
+# "met" when the RSS ($1 KiB) is within 4 MB (4,000,000 bytes) of $2 KiB, else "NOT met".
+within_4mb() { awk -v a="$1" -v b="$2" 'BEGIN { print ((a - b) * 1024 <= 4000000) ? "met" : "NOT met" }'; }
 # Opens IDLE_CONNS idle connections to a vouchmail ($1 = pid, $2 = port, $3 = its name in
-# the output), prints its VmRSS before and with them, and sets RSS0 and RSS1 (KiB).
+# the output), prints its VmRSS before, with them and after they closed, and sets RSS0,
+# RSS1 and RSS2 (KiB).
 idle_memory() {
     local pid=$1 port=$2 name=$3 line greeted conn_errors est
     rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status"; }
@@ -311,17 +326,92 @@ EOF
     printf '   %s VmRSS: %s MiB before, %s MiB with the connections open (%s KiB per connection)\n' \
         "$name" "$(mib "$RSS0")" "$(mib "$RSS1")" \
         "$(awk -v a="$RSS0" -v b="$RSS1" -v n="$IDLE_CONNS" 'BEGIN { printf "%.1f", (b - a) / n }')"
+    # Closed connections free their memory at once; a trim of the allocator (if any) may
+    # follow a moment later: 3 s covers both.
+    sleep 3
+    RSS2=$(rss_kib)
+    printf '   VmRSS after closing them: %s MiB (%s MiB from before)\n' "$(mib "$RSS2")" "$(dmib $((RSS2 - RSS0)))"
     if [ "$name" = vouchmail ]; then
+        local t
         mem_ok=$(awk -v k="$RSS1" 'BEGIN { print (k < 64 * 1024) ? "met" : "MISSED" }')
         echo "   target VmRSS < 64 MiB with $IDLE_CONNS idle connections: $mem_ok"
+        t=$(awk -v a="$RSS0" -v b="$RSS1" -v n="$IDLE_CONNS" 'BEGIN { print ((b - a) / n <= 12) ? "met" : "NOT met" }')
+        [ "$t" = met ] || mem_ok=MISSED
+        echo "   target at most 12 KiB per idle connection (issue 25): $t"
+        t=$(within_4mb "$RSS2" "$RSS0"); [ "$t" = met ] || mem_ok=MISSED
+        echo "   target VmRSS back within 4 MB of before once they closed (issue 25): $t"
     fi
-    sleep 1
-    printf '   VmRSS after closing them: %s MiB\n' "$(mib "$(rss_kib)")"
+}
+# FLOOD_CONNS short sessions (greeting, EHLO, QUIT), up to IDLE_CONNS at once, against a
+# vouchmail ($1 = pid, $2 = port, $3 = its name); prints its VmRSS at the highest reading
+# seen during the flood and after it, against RSS0 (the reading before the idle connections).
+flood_memory() {
+    local pid=$1 port=$2 name=$3 line peak after t
+    rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status"; }
+    line=$(python3 - "$port" "$FLOOD_CONNS" "$IDLE_CONNS" "$pid" 2>"$TMP/flood.err" <<'EOF'
+import asyncio, resource, sys
+port, total, width, pid = (int(a) for a in sys.argv[1:5])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, width + 64)), hard))
+done = failed = peak = 0
+def rss():
+    with open("/proc/%d/status" % pid) as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+async def reply(r):
+    while True:  # to the last line of a (multiline) reply
+        line = await r.readline()
+        if len(line) < 4 or line[3:4] != b"-":
+            return line
+async def one(gate):
+    global done, failed
+    async with gate:
+        try:
+            r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 30)
+            try:
+                ok = (await reply(r)).startswith(b"220")
+                w.write(b"EHLO flood.example\r\n")
+                ok = (await reply(r)).startswith(b"250") and ok
+                w.write(b"QUIT\r\n")
+                ok = (await reply(r)).startswith(b"221") and ok
+            finally:
+                w.close()
+            done += ok
+            failed += not ok
+        except (OSError, asyncio.TimeoutError) as e:
+            failed += 1
+            sys.stderr.write("flood: %s\n" % e)
+async def main():
+    global peak
+    gate = asyncio.Semaphore(width)
+    tasks = [asyncio.ensure_future(one(gate)) for _ in range(total)]
+    while not all(t.done() for t in tasks):
+        peak = max(peak, rss())
+        await asyncio.sleep(0.05)
+asyncio.run(main())
+print(done, failed, peak)
+EOF
+) || true
+    sleep 3
+    after=$(rss_kib)
+    peak=$(echo "$line" | awk '{ print $3 }')
+    [ -s "$TMP/flood.err" ] && { echo "   flood client errors:"; sort "$TMP/flood.err" | uniq -c | head -5 | sed 's/^/     /'; }
+    printf '   %s of %s sessions ended with 221 (failed %s), up to %s at once\n' \
+        "$(echo "$line" | awk '{ print $1 }')" "$FLOOD_CONNS" "$(echo "$line" | awk '{ print $2 }')" "$IDLE_CONNS"
+    printf '   %s VmRSS: %s MiB before the idle connections, %s MiB at the highest reading in the flood, %s MiB after (%s MiB from before)\n' \
+        "$name" "$(mib "$RSS0")" "$(mib "${peak:-0}")" "$(mib "$after")" "$(dmib $((after - RSS0)))"
+    RSS3=$after
+    if [ "$name" = vouchmail ]; then
+        t=$(within_4mb "$after" "$RSS0"); [ "$t" = met ] || mem_ok=MISSED
+        echo "   target VmRSS back within 4 MB of before after the flood (issue 25): $t"
+    fi
 }
 echo
 echo "== memory: $IDLE_CONNS idle connections to vouchmail"
 idle_memory "$VM_PID" "$VM_PORT" vouchmail
-VM_RSS0=$RSS0 VM_RSS1=$RSS1
+echo
+echo "== memory: a flood of $FLOOD_CONNS connections to vouchmail"
+flood_memory "$VM_PID" "$VM_PORT" vouchmail
+VM_RSS0=$RSS0 VM_RSS1=$RSS1 VM_RSS2=$RSS2 VM_RSS3=$RSS3
 
 # ---------------------------------------------------------------- regression check
 median3() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 }
@@ -331,7 +421,10 @@ if [ -n "$BASELINE" ]; then
     echo
     echo "== memory: $IDLE_CONNS idle connections to the baseline"
     idle_memory "$BASE_PID" "$BASE_PORT" baseline
-    BASE_RSS0=$RSS0 BASE_RSS1=$RSS1
+    echo
+    echo "== memory: a flood of $FLOOD_CONNS connections to the baseline"
+    flood_memory "$BASE_PID" "$BASE_PORT" baseline
+    BASE_RSS0=$RSS0 BASE_RSS1=$RSS1 BASE_RSS2=$RSS2 BASE_RSS3=$RSS3
     for mode in new reuse; do
         for k in vm base; do
             vals=()
@@ -346,6 +439,7 @@ if [ -n "$BASELINE" ]; then
     printf '%-30s %14s %14s %7s  %s\n' "" "this build" baseline ratio "within 5%"
     REGRESSION_OK=1
     for mode in new reuse; do
+        [ "$MEMORY_ONLY" = 1 ] && break
         r=$(ratio "${R[vm,$mode]}" "${R[base,$mode]}" 3)
         t=$(meets "$r" 0.95); [ "$t" = met ] || REGRESSION_OK=0
         printf '%-30s %14s %14s %7s  %s\n' "msg/s, $mode" "${R[vm,$mode]}" "${R[base,$mode]}" "$r" "$t"
@@ -359,9 +453,11 @@ if [ -n "$BASELINE" ]; then
     printf '%-30s %14s %14s %7s  %s\n' "KiB per idle connection" "$kib_vm" "$kib_base" "$r" "$t"
     printf '%-30s %14s %14s\n' "VmRSS MiB before / with them" "$(mib "$VM_RSS0") / $(mib "$VM_RSS1")" \
         "$(mib "$BASE_RSS0") / $(mib "$BASE_RSS1")"
-    echo "(each run's msg/s: new: this build ${R[vm,new,all]} | baseline ${R[base,new,all]};" \
+    printf '%-30s %14s %14s\n' "VmRSS MiB closed / flood" "$(mib "$VM_RSS2") / $(mib "$VM_RSS3")" \
+        "$(mib "$BASE_RSS2") / $(mib "$BASE_RSS3")"
+    [ "$MEMORY_ONLY" = 1 ] || echo "(each run's msg/s: new: this build ${R[vm,new,all]} | baseline ${R[base,new,all]};" \
         "reuse: this build ${R[vm,reuse,all]} | baseline ${R[base,reuse,all]})"
-    echo "(each run's CPU ms/msg: new: this build ${CPU[vm,new,all]} | baseline ${CPU[base,new,all]};" \
+    [ "$MEMORY_ONLY" = 1 ] || echo "(each run's CPU ms/msg: new: this build ${CPU[vm,new,all]} | baseline ${CPU[base,new,all]};" \
         "reuse: this build ${CPU[vm,reuse,all]} | baseline ${CPU[base,reuse,all]})"
     if [ "$REGRESSION_OK" = 1 ]; then
         echo "== regression check: within 5% of the baseline"

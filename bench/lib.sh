@@ -35,8 +35,14 @@ stop_pid() {
 
 # ---------------------------------------------------------------- build
 # cargo build --release -p vouchmail, retried while another edit may be in progress.
-# Unless NO_BUILD=1. Sets VM to the binary.
+# Unless NO_BUILD=1. Sets VM to the binary: VM_BIN when set (a copy that a concurrent build
+# in the same target dir cannot replace mid-run; implies no build), else the release build.
 build_vouchmail() {
+    if [ -n "${VM_BIN:-}" ]; then
+        VM=$(cd "$(dirname "$VM_BIN")" && pwd)/$(basename "$VM_BIN")
+        [ -x "$VM" ] || die "VM_BIN=$VM_BIN is not an executable"
+        return 0
+    fi
     if [ "${NO_BUILD:-0}" != 1 ]; then
         echo "== building vouchmail (release)"
         local ok=0 attempt
