@@ -49,6 +49,10 @@ pub use spill::{MAX_HEADER_SECTION, SPILL_CHUNK};
 pub const MAX_COMMAND_LINE: usize = 512;
 /// Longest AUTH command line (RFC 4954 4: at least 12288 octets must be accepted).
 pub const MAX_AUTH_LINE: usize = 12288;
+/// Room an empty input buffer keeps while the session waits ([`Session::release_idle_buffers`]):
+/// enough for a command line (RFC 5321 4.5.3.1.4), so a session that sends commands one at a
+/// time does not allocate anew for each.
+const IDLE_INPUT_CAPACITY: usize = MAX_COMMAND_LINE;
 
 /// Which service a session runs for; it decides what the client must do before mail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -439,6 +443,16 @@ impl<R> Session<R> {
     pub fn feed(&mut self, bytes: &[u8]) {
         if !matches!(self.state, State::Closed) {
             self.input.extend_from_slice(bytes);
+        }
+    }
+
+    /// Gives back the room of an input buffer that a burst of input (a message body,
+    /// pipelined commands) grew and that is now empty, before the driver waits for the
+    /// client: a session waiting between commands then holds next to nothing (issue 25).
+    /// Changes nothing the session does.
+    pub fn release_idle_buffers(&mut self) {
+        if self.input.is_empty() && self.input.capacity() > IDLE_INPUT_CAPACITY {
+            self.input = Vec::new();
         }
     }
 

@@ -209,6 +209,22 @@ fn full_transaction_with_data() {
 }
 
 #[test]
+fn an_idle_session_gives_back_the_input_room_a_message_grew() {
+    let mut h = Harness::ready();
+    assert_eq!(h.codes(b"MAIL FROM:<a@remote.example>\r\nRCPT TO:<u@local.example>\r\n"), ["250 2.1.0", "250 2.1.5"]);
+    assert_eq!(h.send(b"DATA\r\n"), "354 End data with <CR><LF>.<CR><LF>\r\n");
+    let body = format!("Subject: big\r\n\r\n{}.\r\n", "0123456789abcdef\r\n".repeat(4096));
+    assert_eq!(h.send(body.as_bytes()), "250 2.0.0 Ok: queued as Q1\r\n");
+    assert!(h.session.input.is_empty() && h.session.input.capacity() > IDLE_INPUT_CAPACITY);
+    h.session.release_idle_buffers();
+    assert_eq!(h.session.input.capacity(), 0);
+    // Half a command line stays where it is, and the session goes on as before.
+    h.session.feed(b"NO");
+    h.session.release_idle_buffers();
+    assert_eq!(h.codes(b"OP\r\n"), ["250 2.0.0"]);
+}
+
+#[test]
 fn pipelined_transaction_in_one_write() {
     let mut h = Harness::ready();
     let out = h.codes(b"MAIL FROM:<a@r.example>\r\nRCPT TO:<u@local.example>\r\nRCPT TO:<x@elsewhere.example>\r\nRCPT TO:<v@local.example>\r\nDATA\r\nhello\r\n.\r\nQUIT\r\n");

@@ -69,8 +69,9 @@ pub struct Connection<'a> {
     pub spool: Spool,
     /// What this session holds of the shared message memory (issue 14).
     pub memory: MemoryCharge,
-    /// The RCRAM exchange relayed to a home server (SPEC 8.2), if any.
-    pub rcram_link: RcramLink,
+    /// The RCRAM exchange relayed to a home server (SPEC 8.2), if any; boxed on first use
+    /// (only Messenger sessions have one), as it is larger than the rest of a session.
+    pub rcram_link: Option<Box<RcramLink>>,
     /// ATRN granted (RFC 2645): the account and its domains, for the role reversal.
     pub reversed: Option<(String, Vec<String>)>,
 }
@@ -84,7 +85,7 @@ impl<'a> Connection<'a> {
             auth: AuthGuard::default(),
             spool: Spool::new(&context.spool_dir),
             memory: MemoryCharge::new(&context.memory),
-            rcram_link: RcramLink::default(),
+            rcram_link: None,
             reversed: None,
         }
     }

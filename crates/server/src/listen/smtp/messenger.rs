@@ -33,7 +33,7 @@ impl Connection<'_> {
             return None;
         };
         let (store, limiter, peer) = (self.store(), self.context.auth_limiter.as_ref(), self.peer);
-        let link = &mut self.rcram_link;
+        let link = self.rcram_link.get_or_insert_with(Box::default);
         let verdict = match request {
             // SPEC 8.2 / SPEC 3: the AUTH limits hold for remote logins too, with the same
             // exemption for familiar clients.

@@ -25,7 +25,7 @@ use vouchmail_proto::smtp::session::{Event, Session, TlsInfo};
 use crate::auth::guard::sasl_fresh;
 use crate::listen::limits::ConnectionLimiter;
 use crate::listen::limits::Refusal;
-use crate::listen::{open_stream, read_input, ReadDeadline, Service};
+use crate::listen::{open_stream, read_input_scratch, ReadDeadline, Service};
 use crate::net::tls::MaybeTls;
 use context::{Connection, SmtpSession};
 
@@ -35,7 +35,10 @@ impl Service for SmtpContext {
     }
 
     async fn serve(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
-        run_connection(stream, peer, &self, shutdown).await;
+        // Boxed (issue 25: memory per idle connection): the task around this future
+        // (`TaskTracker::spawn`) keeps a second copy of what it awaits, so the session's
+        // state lives once, in this box, and the task itself stays a few hundred octets.
+        Box::pin(run_connection(stream, peer, &self, shutdown)).await;
     }
 
     async fn refuse(self: Arc<Self>, mut stream: TcpStream, _peer: SocketAddr, refusal: Refusal) {
@@ -56,7 +59,7 @@ async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &SmtpConte
         tracing::error!(%peer, "no OS random source; connection closed");
         return;
     };
-    let mut session: SmtpSession = Session::new(Arc::clone(&context.session_config), fresh);
+    let mut session = new_session(context, fresh);
     let Some((stream, tls)) =
         Box::pin(open_stream(stream, context.implicit_tls, context.tls.as_ref(), context.store.as_ref())).await
     else {
@@ -98,7 +101,7 @@ pub async fn serve_stream(
         tracing::error!(%peer, "no OS random source; connection closed");
         return 0;
     };
-    let mut session: SmtpSession = Session::new(Arc::clone(&context.session_config), fresh);
+    let mut session = new_session(context, fresh);
     if let Some(info) = tls {
         // The trace fields then say ESMTPS (RFC 3848), as for any session inside TLS.
         session.tls_started(info);
@@ -107,16 +110,22 @@ pub async fn serve_stream(
     run_session(MaybeTls::Other(stream), peer, context, session, shutdown).await
 }
 
+/// A new session, boxed (issue 25): the futures that hand it on (`run_connection` to
+/// `run_session`) each keep room for what they were given, so the session itself is
+/// kept once, on the heap, and they keep a pointer.
+fn new_session(context: &SmtpContext, fresh: vouchmail_proto::sasl::Fresh) -> Box<SmtpSession> {
+    Box::new(Session::new(Arc::clone(&context.session_config), fresh))
+}
+
 /// Drives one SMTP session over a connection until it ends: each event goes to its stage
 /// (a file each), then the output is written and the next input read.
 async fn run_session(
     stream: MaybeTls,
     peer: SocketAddr,
     context: &SmtpContext,
-    mut session: SmtpSession,
+    mut session: Box<SmtpSession>,
     mut shutdown: watch::Receiver<bool>,
 ) -> u64 {
-    let mut buffer = vec![0u8; 8192];
     let mut shutting_down = *shutdown.borrow();
     let mut conn = Connection::new(stream, peer, context);
     let mut deadline = ReadDeadline::new(session.read_timeout());
@@ -126,48 +135,52 @@ async fn run_session(
         let mut next = session.poll_event();
         while let Some(event) = next {
             next = match event {
+                // Each step boxed (issue 25): a future awaited here takes room in this
+                // session's state for as long as the connection lasts, idle or not; boxed,
+                // only while it runs.
                 Event::CheckRecipient { path, .. } => {
-                    conn.check_recipient(&mut session, path).await;
+                    Box::pin(conn.check_recipient(&mut session, path)).await;
                     None
                 }
                 Event::CheckSender { from } => {
-                    conn.check_sender(&mut session, from).await;
+                    Box::pin(conn.check_sender(&mut session, from)).await;
                     None
                 }
                 Event::BodyChunk { offset, chunk } => {
-                    conn.body_chunk(&mut session, offset, chunk).await;
+                    Box::pin(conn.body_chunk(&mut session, offset, chunk)).await;
                     None
                 }
                 Event::Message(envelope) => {
-                    conn.message(&mut session, envelope).await;
+                    Box::pin(conn.message(&mut session, envelope)).await;
                     None
                 }
                 Event::StartTls => {
-                    if !conn.start_tls(&mut session).await {
+                    if !Box::pin(conn.start_tls(&mut session)).await {
                         return end(&session, peer);
                     }
                     None
                 }
-                Event::LookupSecrets { authcid } => match conn.lookup_secrets(session, authcid).await {
+                Event::LookupSecrets { authcid } => match Box::pin(conn.lookup_secrets(*session, authcid)).await {
                     Some((returned, event)) => {
-                        session = returned;
+                        *session = returned;
                         event
                     }
                     None => return 0,
                 },
                 Event::AuthFinished { authcid, success, via_verifier } => {
-                    conn.auth_finished(authcid, success, via_verifier, session.auth_mechanism()).await;
+                    let mechanism = session.auth_mechanism();
+                    Box::pin(conn.auth_finished(authcid, success, via_verifier, mechanism)).await;
                     None
                 }
                 Event::Atrn { domains } => {
-                    conn.atrn(&mut session, domains).await;
+                    Box::pin(conn.atrn(&mut session, domains)).await;
                     None
                 }
                 Event::Etrn { node } => {
-                    conn.etrn(&mut session, node).await;
+                    Box::pin(conn.etrn(&mut session, node)).await;
                     None
                 }
-                Event::Messenger(request) => conn.messenger(&mut session, request).await,
+                Event::Messenger(request) => Box::pin(conn.messenger(&mut session, request)).await,
             };
             if next.is_none() {
                 next = session.poll_event();
@@ -193,16 +206,21 @@ async fn run_session(
             break;
         }
         deadline.refresh(session.progress(), !output.is_empty(), session.read_timeout());
-        conn = match conn.reverse_if_granted(&mut session).await {
-            Ok(()) => return session.messages_accepted(),
-            Err(conn) => conn,
-        };
+        if conn.reversed.is_some() {
+            conn = match Box::pin(conn.reverse_if_granted(&mut session)).await {
+                Ok(()) => return session.messages_accepted(),
+                Err(conn) => conn,
+            };
+        }
         if session.is_closed() {
             let _ = conn.stream.shutdown().await;
             break;
         }
+        // Issue 25: what the session holds while it waits for the client is trimmed, and
+        // the read needs no buffer of its own (`read_input_scratch`).
+        session.release_idle_buffers();
         let stream = &mut conn.stream;
-        if !read_input(&mut session, stream, &mut buffer, &deadline, &mut shutdown, &mut shutting_down, peer).await {
+        if !read_input_scratch(&mut *session, stream, &deadline, &mut shutdown, &mut shutting_down, peer).await {
             break;
         }
     }
