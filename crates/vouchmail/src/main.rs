@@ -117,6 +117,46 @@ fn keep_large_blocks_returnable() {
     }
 }
 
+/// Issue 25: the memory a burst of connections used goes back to the system once it is
+/// over. glibc keeps what is freed in its arenas (one per thread, up to 8 per core) and
+/// gives back only the free top of each heap, which a block still in use above it holds
+/// down: measured, the RSS stayed at its peak after 1,000 connections closed. The
+/// listeners say when a burst is over (`limits::on_quiet`); a thread of the lowest
+/// priority then trims every arena (`malloc_trim`, which also returns whole free pages
+/// inside the heaps), a second later so that the closed sessions' tasks have ended, and
+/// once for every closing of the burst that asked meanwhile.
+fn give_back_after_bursts() {
+    static WAKE: std::sync::OnceLock<std::sync::mpsc::SyncSender<()>> = std::sync::OnceLock::new();
+    let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+    if WAKE.set(wake).is_err() {
+        return;
+    }
+    let trimmer = std::thread::Builder::new().name("malloc-trim".into()).spawn(move || {
+        // SAFETY: setpriority only lowers this thread's own scheduling priority (Linux
+        // keeps it per thread); a failure leaves it as it was.
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
+        }
+        while woken.recv().is_ok() {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            while woken.try_recv().is_ok() {}
+            // SAFETY: malloc_trim only returns free memory of the allocator to the system;
+            // it takes each arena's lock as malloc does.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    });
+    if trimmer.is_ok() {
+        vouchmail_server::listen::limits::on_quiet(|| {
+            if let Some(wake) = WAKE.get() {
+                // Full: a trim is due already, which covers this one.
+                let _ = wake.try_send(());
+            }
+        });
+    }
+}
+
 fn main() -> ExitCode {
     // Issue 9: everything we create (store, spool, keys, lock) is ours alone.
     // SAFETY: umask only sets the process's file mode mask; it cannot fail.
@@ -352,6 +392,7 @@ async fn serve(config: Config, config_file: Option<PathBuf>) -> Result<(), CliEr
         tracing::warn!("{warning}");
     }
     let signals = StopSignals::install();
+    give_back_after_bursts();
     let _lock = lock_data_dir(&config)?;
     warn_if_exposed(&config);
     let store = store::open_store(&config).await?;

@@ -1,9 +1,56 @@
-//! Connection limits, in total and per client IP (SPEC 3).
+//! Connection limits, in total and per client IP (SPEC 3), and the moment a burst of
+//! connections is over (issue 25: when memory they freed can go back to the system).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Called when a burst of connections is over; see [`on_quiet`].
+static QUIET_HOOK: OnceLock<fn()> = OnceLock::new();
+/// The connections of every listener.
+static ALL: Bursts = Bursts::new();
+
+/// Sets the function called when the connections open over all listeners have fallen to
+/// half of the most open at once since its last call, from at least [`Bursts::MIN_PEAK`]:
+/// the memory the closed sessions freed is then worth giving back to the system, which
+/// the allocator would otherwise keep. Called on the thread that closed a connection, so
+/// it must only signal. Set once; false if it was set already.
+pub fn on_quiet(hook: fn()) -> bool {
+    QUIET_HOOK.set(hook).is_ok()
+}
+
+/// Connections open and the most open at once, to tell when a burst is over.
+#[derive(Debug)]
+struct Bursts {
+    open: AtomicUsize,
+    /// The most open at once since the last burst ended.
+    peak: AtomicUsize,
+}
+
+impl Bursts {
+    /// A smaller peak is not worth a call: about 64 sessions' memory (a few hundred KiB).
+    const MIN_PEAK: usize = 64;
+
+    const fn new() -> Bursts {
+        Bursts { open: AtomicUsize::new(0), peak: AtomicUsize::new(0) }
+    }
+
+    fn opened(&self) {
+        let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(open, Ordering::Relaxed);
+    }
+
+    /// True when this closing ends a burst: the open connections are down to half the
+    /// peak. The peak then starts over from them, and only one closing gets true for it.
+    fn closed(&self) -> bool {
+        let open = self.open.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        let peak = self.peak.load(Ordering::Relaxed);
+        peak >= Self::MIN_PEAK
+            && open <= peak / 2
+            && self.peak.compare_exchange(peak, open, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+}
 
 /// Counts open connections; a [`ConnectionSlot`] is held for each and frees itself on drop.
 #[derive(Debug)]
@@ -47,6 +94,7 @@ impl ConnectionLimiter {
         }
         *from_ip += 1;
         open.0 += 1;
+        ALL.opened();
         Ok(ConnectionSlot { limiter: Arc::clone(self), ip })
     }
 
@@ -71,6 +119,12 @@ impl Drop for ConnectionSlot {
                 open.1.remove(&self.ip);
             }
         }
+        drop(open);
+        if ALL.closed() {
+            if let Some(hook) = QUIET_HOOK.get() {
+                hook();
+            }
+        }
     }
 }
 
@@ -91,5 +145,28 @@ mod tests {
         drop(s1);
         assert_eq!(limiter.open_connections(), 2);
         limiter.try_acquire(a).unwrap();
+    }
+
+    #[test]
+    fn a_burst_ends_when_half_its_peak_has_closed() {
+        let bursts = Bursts::new();
+        // Too few to count as a burst.
+        for _ in 0..Bursts::MIN_PEAK - 1 {
+            bursts.opened();
+        }
+        assert!((0..Bursts::MIN_PEAK - 1).all(|_| !bursts.closed()));
+        for _ in 0..100 {
+            bursts.opened();
+        }
+        // 100 open at the peak: the 50th closing ends it, once.
+        let ends: Vec<bool> = (0..100).map(|_| bursts.closed()).collect();
+        assert_eq!(ends.iter().filter(|&&end| end).count(), 1);
+        assert!(ends[49]);
+        // The peak started over from 50: under the minimum, no more calls.
+        for _ in 0..20 {
+            bursts.opened();
+        }
+        assert!((0..20).all(|_| !bursts.closed()));
+        assert_eq!(bursts.open.load(Ordering::Relaxed), 0);
     }
 }
