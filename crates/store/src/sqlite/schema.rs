@@ -454,6 +454,9 @@ pub(super) fn create_private(path: &Path) -> StoreResult<()> {
     Ok(())
 }
 
+/// Octets of the database file mapped (SQLite caps it at its compile-time maximum).
+const MMAP_SIZE: u64 = 1 << 30;
+
 pub(super) fn open_connection(path: &Path) -> StoreResult<Connection> {
     let conn =
         Connection::open(path).map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
@@ -461,6 +464,11 @@ pub(super) fn open_connection(path: &Path) -> StoreResult<Connection> {
     // SPEC 11: WAL, and synchronous=FULL so a commit is on disk when it returns.
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
         .map_err(db_error)?;
+    // Pages are read from a shared mapping of the file rather than copied by a read(2) into
+    // each connection's own cache (2 MB, so a large mailbox never stays in it): an IMAP
+    // SEARCH over 10,000 messages spent a third of its time in pread. Writes still go
+    // through the WAL. https://sqlite.org/mmap.html
+    conn.execute_batch(&format!("PRAGMA mmap_size={MMAP_SIZE};")).map_err(db_error)?;
     Ok(conn)
 }
 

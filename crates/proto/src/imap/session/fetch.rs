@@ -70,8 +70,15 @@ pub(super) fn items<'a>(
                 FetchItem::Raw { name, value: Cow::Owned(value) }
             }
             FetchAttribute::BodySection { section, partial, .. } => {
-                let part = structure.get_or_insert_with(|| Part::parse(bytes, 0, bytes.len(), false, 0));
-                let data = section_data(bytes, part, section).map(|d| slice(d, *partial));
+                // The message's own sections need no MIME structure (most FETCHes: BODY[],
+                // BODY[HEADER], BODY[HEADER.FIELDS (...)]).
+                let data = if section.part.is_empty() {
+                    message_section(bytes, section.text.as_ref())
+                } else {
+                    let part = structure.get_or_insert_with(|| Part::parse(bytes, 0, bytes.len(), false, 0));
+                    section_data(bytes, part, section)
+                };
+                let data = data.map(|d| slice(d, *partial));
                 FetchItem::BodySection {
                     section: section.clone(),
                     origin: partial.map(|p| p.offset),
@@ -111,6 +118,17 @@ fn header(message: &[u8]) -> &[u8] {
 
 fn text(message: &[u8]) -> &[u8] {
     &message[headers::body_start(message).min(message.len())..]
+}
+
+/// RFC 9051 6.4.5 section text of the message itself (an empty part number).
+fn message_section<'a>(message: &'a [u8], text: Option<&SectionText>) -> Option<Cow<'a, [u8]>> {
+    Some(match text {
+        None => Cow::Borrowed(message),
+        Some(SectionText::Mime | SectionText::Header) => Cow::Borrowed(header(message)),
+        Some(SectionText::Text) => Cow::Borrowed(self::text(message)),
+        Some(SectionText::HeaderFields(names)) => Cow::Owned(header_fields(message, names, true)),
+        Some(SectionText::HeaderFieldsNot(names)) => Cow::Owned(header_fields(message, names, false)),
+    })
 }
 
 /// RFC 9051 6.4.5 section text of the part `section.part` names; None when it names none.

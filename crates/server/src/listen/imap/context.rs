@@ -108,11 +108,22 @@ pub struct Connection<'a> {
     pub selected: Option<Selected>,
     /// Counted in the IDLE gauge while the session idles (SPEC 12).
     pub idling: Option<crate::support::metrics::GaugeGuard>,
+    /// `downloaded` events being recorded (`messages.rs`).
+    pub recording: tokio::task::JoinSet<()>,
 }
 
 impl<'a> Connection<'a> {
     pub fn new(stream: MaybeTls, peer: SocketAddr, context: &'a ImapContext) -> Connection<'a> {
-        Connection { stream, peer, context, auth: AuthGuard::default(), user: None, selected: None, idling: None }
+        Connection {
+            stream,
+            peer,
+            context,
+            auth: AuthGuard::default(),
+            user: None,
+            selected: None,
+            idling: None,
+            recording: tokio::task::JoinSet::new(),
+        }
     }
 
     pub fn store(&self) -> &'a dyn Store {

@@ -84,15 +84,15 @@ impl Connection<'_> {
     }
 
     /// SPEC 8.3, 9: the first whole-body FETCH records `downloaded`, once per message and
-    /// recipient (the store keeps it once), as POP3 RETR does.
-    pub async fn downloaded(&mut self, uids: Vec<u32>) {
+    /// recipient (the store keeps it once), as POP3 RETR does. The events are recorded
+    /// while the FETCH goes on (the store commits those of a batch together: one fsync on
+    /// SQLite, the pool's connections on PostgreSQL); [`Connection::recorded`] waits for
+    /// them before the client is sent any of it.
+    pub fn downloaded(&mut self, uids: Vec<u32>) {
         // The Tracking folder's messages are records, not deliveries.
         if folders::is_tracking(&self.folder()) {
             return;
         }
-        // A batch's events at once: the store commits them together (one fsync on SQLite,
-        // the pool's connections on PostgreSQL) instead of one after the other.
-        let mut recording = tokio::task::JoinSet::new();
         for uid in uids {
             let Some(entry) = self.entry_of(uid) else { continue };
             let event = vouchmail_store::NewTrackingEvent {
@@ -103,9 +103,15 @@ impl Connection<'_> {
                 reporting_server: self.context.session_config.hostname.clone(),
             };
             let (store, bell) = (std::sync::Arc::clone(&self.context.store), self.context.outbox_bell.clone());
-            recording.spawn(async move { crate::rules::tracking::record_event(store.as_ref(), event, &bell).await });
+            self.recording.spawn(async move {
+                crate::rules::tracking::record_event(store.as_ref(), event, &bell).await;
+            });
         }
-        while recording.join_next().await.is_some() {}
+    }
+
+    /// Waits until the `downloaded` events under way are recorded (or failed, logged).
+    pub async fn recorded(&mut self) {
+        while self.recording.join_next().await.is_some() {}
     }
 
     /// RFC 9051 6.4.6, RFC 7162 3.1.3.

@@ -108,6 +108,8 @@ async fn run_session(
         if shutting_down && session.is_idle() {
             session.on_shutdown();
         }
+        // SPEC 9: a body goes out once its `downloaded` event is recorded.
+        conn.recorded().await;
         let output = session.take_output();
         if !output.is_empty() && conn.stream.write_all(&output).await.is_err() {
             break;
@@ -175,7 +177,7 @@ async fn handle(conn: &mut Connection<'_>, session: &mut Session, event: Event) 
         Event::Idle => conn.idling = Some(GaugeGuard::new(&conn.context.metrics.metrics.imap_idle)),
         Event::IdleDone => conn.idling = None,
         Event::Fetch { uids, content, mark_seen } => conn.fetch(session, uids, content, mark_seen).await,
-        Event::Downloaded { uids } => conn.downloaded(uids).await,
+        Event::Downloaded { uids } => conn.downloaded(uids),
         Event::Store { uids, mode, flags, unchanged_since } => {
             conn.store_flags(session, uids, mode, flags, unchanged_since).await
         }
