@@ -96,8 +96,14 @@ pub trait MailboxStore: Send + Sync {
     fn get_mailbox_message(&self, address: &str, id: i64) -> StoreFuture<'_, Option<(MailboxEntry, Vec<u8>)>>;
     /// The messages of these mailbox entries of the account, as (entry id, message), in
     /// one read (an IMAP FETCH batch); entries that are not the account's, or gone, are
-    /// left out.
-    fn mailbox_messages(&self, address: &str, ids: &[i64]) -> StoreFuture<'_, Vec<(i64, Vec<u8>)>>;
+    /// left out. `prefix`: only each message's first octets, up to that many (an IMAP
+    /// FETCH or SEARCH of header fields needs no body).
+    fn mailbox_messages(
+        &self,
+        address: &str,
+        ids: &[i64],
+        prefix: Option<usize>,
+    ) -> StoreFuture<'_, Vec<(i64, Vec<u8>)>>;
     /// Removes these mailbox entries of the account (any folder) in one transaction, keeps
     /// its size and count right, and deletes each message no longer referenced. Ids that
     /// are not the account's, or gone already, are skipped. Returns how many were removed.

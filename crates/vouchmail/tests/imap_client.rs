@@ -133,6 +133,34 @@ async fn the_rust_client_walks_through_a_session() {
     imap.logout().await.unwrap();
 }
 
+/// Header sections are read from the store as a prefix of each message (64 KiB): one longer
+/// than that is read whole, so FETCH and SEARCH of header fields still see all of it.
+#[tokio::test]
+async fn a_header_section_longer_than_the_prefix_read_is_seen_whole() {
+    let server = server(0).await;
+    let tcp = tokio::net::TcpStream::connect(server.imap()).await.unwrap();
+    let (mut imap, _) = ImapClient::connect(tcp).await.unwrap();
+    imap.login(USER, PASSWORD).await.unwrap();
+    let mut header = b"From: user@local.test\r\nSubject: long header\r\n".to_vec();
+    let mut n = 0;
+    while header.len() < 70 * 1024 {
+        header.extend_from_slice(format!("X-Filler-{n}: a field that makes the header section long\r\n").as_bytes());
+        n += 1;
+    }
+    header.extend_from_slice(b"X-Last: needle\r\n\r\n");
+    let message = [&header[..], b"body\r\n"].concat();
+    let reply = imap.command(&append_request("INBOX", imap.encoding, None, &message)).await.unwrap();
+    assert!(reply.completion.code.as_ref().and_then(|c| c.append_uid()).is_some(), "{reply:?}");
+    imap.append("INBOX", None, b"From: user@local.test\r\nSubject: short\r\n\r\nbody\r\n").await.unwrap();
+    imap.select("INBOX").await.unwrap();
+    let fetched = imap.fetch("1:2", "(BODY.PEEK[HEADER])").await.unwrap();
+    assert_eq!(fetched[0].body("HEADER"), Some(&header[..]));
+    assert!(fetched[1].body("HEADER").is_some_and(|h| h.ends_with(b"Subject: short\r\n\r\n")), "{fetched:?}");
+    assert_eq!(imap.search("HEADER X-Last needle").await.unwrap(), [1]);
+    assert_eq!(imap.search("SUBJECT short").await.unwrap(), [2]);
+    imap.logout().await.unwrap();
+}
+
 /// RFC 8314 implicit TLS: the same client over imaps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_client_over_imaps() {

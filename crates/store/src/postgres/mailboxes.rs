@@ -61,20 +61,41 @@ impl MailboxStore for PostgresStore {
         })
     }
 
-    fn mailbox_messages(&self, address: &str, ids: &[i64]) -> StoreFuture<'_, Vec<(i64, Vec<u8>)>> {
+    fn mailbox_messages(
+        &self,
+        address: &str,
+        ids: &[i64],
+        prefix: Option<usize>,
+    ) -> StoreFuture<'_, Vec<(i64, Vec<u8>)>> {
         let address = address.to_lowercase();
         let ids = ids.to_vec();
         Box::pin(async move {
             let conn = self.conn().await?;
-            let statement = conn
-                .prepare_cached(
-                    "SELECT b.id, m.data
-                     FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
-                     WHERE a.address = $1 AND b.id = ANY($2)",
-                )
-                .await
-                .map_err(db_error)?;
-            let rows = conn.query(&statement, &[&address, &ids]).await.map_err(db_error)?;
+            let rows = match prefix {
+                None => {
+                    let statement = conn
+                        .prepare_cached(
+                            "SELECT b.id, m.data
+                             FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
+                             WHERE a.address = $1 AND b.id = ANY($2)",
+                        )
+                        .await
+                        .map_err(db_error)?;
+                    conn.query(&statement, &[&address, &ids]).await.map_err(db_error)?
+                }
+                Some(prefix) => {
+                    let statement = conn
+                        .prepare_cached(
+                            "SELECT b.id, substring(m.data FROM 1 FOR $3)
+                             FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
+                             WHERE a.address = $1 AND b.id = ANY($2)",
+                        )
+                        .await
+                        .map_err(db_error)?;
+                    let prefix = i32::try_from(prefix).unwrap_or(i32::MAX);
+                    conn.query(&statement, &[&address, &ids, &prefix]).await.map_err(db_error)?
+                }
+            };
             rows.iter().map(|row| Ok((row.try_get(0).map_err(db_error)?, row.try_get(1).map_err(db_error)?))).collect()
         })
     }

@@ -48,26 +48,33 @@ impl MailboxStore for SqliteStore {
         })
     }
 
-    fn mailbox_messages(&self, address: &str, ids: &[i64]) -> StoreFuture<'_, Vec<(i64, Vec<u8>)>> {
+    fn mailbox_messages(
+        &self,
+        address: &str,
+        ids: &[i64],
+        prefix: Option<usize>,
+    ) -> StoreFuture<'_, Vec<(i64, Vec<u8>)>> {
         let address = address.to_lowercase();
-        let ids = ids.to_vec();
+        // One statement for the batch (its ids as a JSON array): one snapshot, and no
+        // statement run, account lookup and reset per message.
+        let ids = format!("[{}]", ids.iter().map(i64::to_string).collect::<Vec<_>>().join(","));
         self.read(move |conn| {
-            // One read transaction: the batch is one snapshot.
-            let tx = conn.unchecked_transaction().map_err(db_error)?;
-            let mut stmt = tx
-                .prepare_cached(
-                    "SELECT m.data
-                     FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
-                     WHERE b.id = ?1 AND a.address = ?2",
-                )
+            let data = if prefix.is_some() { "substr(m.data, 1, ?3)" } else { "m.data" };
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT b.id, {data}
+                     FROM mailbox b JOIN messages m ON m.id = b.message_id
+                     WHERE b.id IN (SELECT value FROM json_each(?2))
+                       AND b.account_id = (SELECT id FROM accounts WHERE address = ?1)"
+                ))
                 .map_err(db_error)?;
-            let mut messages = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(data) = stmt.query_row(params![id, address], |r| r.get(0)).optional().map_err(db_error)? {
-                    messages.push((id, data));
-                }
-            }
-            Ok(messages)
+            let prefix = prefix.map(|p| i64::try_from(p).unwrap_or(i64::MAX));
+            let read = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
+            let rows = match prefix {
+                Some(prefix) => stmt.query_map(params![address, ids, prefix], read),
+                None => stmt.query_map(params![address, ids], read),
+            };
+            rows.and_then(|rows| rows.collect()).map_err(db_error)
         })
     }
 

@@ -144,12 +144,19 @@ async fn a_batch_of_messages_is_read_at_once<S: AccountStore + QueueStore + Mail
     store.commit_message(message("Q2", vec![inbox(a, "a@example.org")])).await.unwrap();
     let ids: Vec<i64> = store.list_mailbox("a@example.org", None).await.unwrap().iter().map(|e| e.id).collect();
     let b_id = store.list_mailbox("b@example.org", None).await.unwrap()[0].id;
-    let mut read = store.mailbox_messages("A@example.org", &[ids[1], b_id, 9999, ids[0]]).await.unwrap();
+    let mut read = store.mailbox_messages("A@example.org", &[ids[1], b_id, 9999, ids[0]], None).await.unwrap();
     read.sort();
     assert_eq!(read.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids);
-    for (id, data) in &read {
+    let mut prefixes = store.mailbox_messages("a@example.org", &ids, Some(10)).await.unwrap();
+    prefixes.sort();
+    for ((id, data), (prefix_id, prefix)) in read.iter().zip(&prefixes) {
         let (_, single) = store.get_mailbox_message("a@example.org", *id).await.unwrap().unwrap();
         assert_eq!(data, &single);
+        assert!(data.len() > 10);
+        assert_eq!((prefix_id, &prefix[..]), (id, &data[..10]));
     }
-    assert!(store.mailbox_messages("nobody@example.org", &ids).await.unwrap().is_empty());
+    let whole = store.mailbox_messages("a@example.org", &ids[..1], Some(1 << 20)).await.unwrap();
+    assert_eq!(whole, read[..1]);
+    assert!(store.mailbox_messages("a@example.org", &[], None).await.unwrap().is_empty());
+    assert!(store.mailbox_messages("nobody@example.org", &ids, None).await.unwrap().is_empty());
 }

@@ -21,6 +21,12 @@ pub const MAX_BUFFERED_OUTPUT: usize = 1 << 20;
 pub const FETCH_BATCH_OCTETS: u64 = 256 * 1024;
 /// Messages asked for in one [`Event::Fetch`].
 pub const FETCH_BATCH_MESSAGES: usize = 64;
+/// The same for header sections ([`Content::Header`]: SEARCH of header keys, FETCH of
+/// headers and envelopes), counting a message as at most [`HEADER_ESTIMATE`] octets:
+/// smaller items, so more per store read (each read costs a hop to the store's thread).
+pub const HEADER_BATCH_MESSAGES: usize = 512;
+pub const HEADER_BATCH_OCTETS: u64 = 1024 * 1024;
+pub const HEADER_ESTIMATE: u64 = 16 * 1024;
 
 /// Settings of one listener's sessions, shared by all its connections.
 #[derive(Debug, Clone)]

@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 
 use super::model::{
     Content, CopyUid, Failure, FlagUpdate, MessageData, StoreOutcome, FETCH_BATCH_MESSAGES, FETCH_BATCH_OCTETS,
+    HEADER_BATCH_MESSAGES, HEADER_BATCH_OCTETS, HEADER_ESTIMATE,
 };
 use super::search::Context;
 use super::view::{has_flag, Resolved};
@@ -197,18 +198,20 @@ impl Session {
     }
 
     /// The next UIDs to load: up to [`FETCH_BATCH_MESSAGES`] or [`FETCH_BATCH_OCTETS`]
-    /// (by the sizes in the view), at least one.
+    /// (by the sizes in the view; for header sections the `HEADER_` limits), at least one.
     fn take_batch(&self, queue: &mut VecDeque<u32>, content: Content) -> Vec<u32> {
+        let (max_messages, max_octets, estimate) = match content {
+            Content::Full => (FETCH_BATCH_MESSAGES, FETCH_BATCH_OCTETS, u64::MAX),
+            Content::Header => (HEADER_BATCH_MESSAGES, HEADER_BATCH_OCTETS, HEADER_ESTIMATE),
+        };
         let mut batch = Vec::new();
         let mut octets = 0u64;
         while let Some(&uid) = queue.front() {
-            let size = match (content, &self.view) {
-                (Content::Full, Some(view)) => view.index_of(uid).map_or(0, |i| view.message(i).size),
-                _ => 4096,
+            let size = match &self.view {
+                Some(view) => view.index_of(uid).map_or(0, |i| view.message(i).size).min(estimate),
+                None => 0,
             };
-            if !batch.is_empty()
-                && (batch.len() >= FETCH_BATCH_MESSAGES || octets.saturating_add(size) > FETCH_BATCH_OCTETS)
-            {
+            if !batch.is_empty() && (batch.len() >= max_messages || octets.saturating_add(size) > max_octets) {
                 break;
             }
             octets = octets.saturating_add(size);

@@ -13,6 +13,10 @@ use crate::rules::{folders, tracking_folder};
 use crate::support::queue_id::new_queue_id;
 use vouchmail_proto::imap::session::Failure;
 
+/// Octets of each message read for a FETCH or SEARCH of header fields: a header section
+/// is almost always far shorter, and a body (attachments) far longer.
+const HEADER_PREFIX: usize = 64 * 1024;
+
 impl Connection<'_> {
     /// The selected folder's name, and the entry id of a UID in it.
     fn entry_of(&self, uid: u32) -> Option<i64> {
@@ -43,7 +47,7 @@ impl Connection<'_> {
                 Err(e) => return session.fetched(Err(failure(e, "FETCH"))),
             }
         }
-        let messages = match self.messages(&uids).await {
+        let messages = match self.messages(&uids, content).await {
             Ok(messages) => messages,
             Err(e) => return session.fetched(Err(failure(e, "FETCH"))),
         };
@@ -59,9 +63,10 @@ impl Connection<'_> {
         session.fetched(Ok(data));
     }
 
-    /// The selected folder's messages with these UIDs, each as (UID, bytes); one expunged
-    /// meanwhile is left out (the session answers for what is left).
-    async fn messages(&mut self, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+    /// The selected folder's messages with these UIDs, each as (UID, bytes): whole, or for
+    /// [`Content::Header`] at least their header section. One expunged meanwhile is left
+    /// out (the session answers for what is left).
+    async fn messages(&mut self, uids: &[u32], content: Content) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
         let mut messages = Vec::with_capacity(uids.len());
         if folders::is_tracking(&self.folder()) {
             let records = self.tracking_records().await?;
@@ -75,9 +80,21 @@ impl Connection<'_> {
         let entries: std::collections::HashMap<i64, u32> =
             uids.iter().filter_map(|&uid| Some((self.entry_of(uid)?, uid))).collect();
         let ids: Vec<i64> = entries.keys().copied().collect();
-        for (entry, bytes) in self.store().mailbox_messages(self.user(), &ids).await? {
-            if let Some(&uid) = entries.get(&entry) {
+        let prefix = (content == Content::Header).then_some(HEADER_PREFIX);
+        let mut cut_short = Vec::new();
+        for (entry, bytes) in self.store().mailbox_messages(self.user(), &ids, prefix).await? {
+            // A header section longer than the prefix: that message is read whole.
+            if prefix.is_some() && bytes.len() >= HEADER_PREFIX && body_start(&bytes) >= bytes.len() {
+                cut_short.push(entry);
+            } else if let Some(&uid) = entries.get(&entry) {
                 messages.push((uid, bytes));
+            }
+        }
+        if !cut_short.is_empty() {
+            for (entry, bytes) in self.store().mailbox_messages(self.user(), &cut_short, None).await? {
+                if let Some(&uid) = entries.get(&entry) {
+                    messages.push((uid, bytes));
+                }
             }
         }
         Ok(messages)
