@@ -59,13 +59,20 @@ impl MailboxStore for SqliteStore {
         // statement run, account lookup and reset per message.
         let ids = format!("[{}]", ids.iter().map(i64::to_string).collect::<Vec<_>>().join(","));
         self.read(move |conn| {
-            let data = if prefix.is_some() { "substr(m.data, 1, ?3)" } else { "m.data" };
+            // substr makes a copy: only for a message longer than the prefix.
+            let data = if prefix.is_some() {
+                "CASE WHEN length(m.data) > ?3 THEN substr(m.data, 1, ?3) ELSE m.data END"
+            } else {
+                "m.data"
+            };
+            // CROSS JOIN: each id looked up by rowid, not the account's entries scanned for
+            // the ids (which the planner prefers otherwise).
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT b.id, {data}
-                     FROM mailbox b JOIN messages m ON m.id = b.message_id
-                     WHERE b.id IN (SELECT value FROM json_each(?2))
-                       AND b.account_id = (SELECT id FROM accounts WHERE address = ?1)"
+                     FROM json_each(?2) AS j CROSS JOIN mailbox b ON b.id = j.value
+                          JOIN messages m ON m.id = b.message_id
+                     WHERE b.account_id = (SELECT id FROM accounts WHERE address = ?1)"
                 ))
                 .map_err(db_error)?;
             let prefix = prefix.map(|p| i64::try_from(p).unwrap_or(i64::MAX));
