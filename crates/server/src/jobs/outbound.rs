@@ -189,6 +189,12 @@ struct Engine {
     /// Entries leased and not yet recorded.
     leased: Mutex<HashSet<i64>>,
     stopping: AtomicBool,
+    /// A flush (`vouchmail queue flush`) whose scheduler found nothing more due: a worker
+    /// whose destination queue is empty leaves at once instead of holding its connection
+    /// for `connection_idle_secs`, since the flush ends only when every worker has (that
+    /// wait was half of bench/outbound.sh's time, see docs/profiles.md). A job leased
+    /// later still gets a worker: `dispatch` starts one when none is active.
+    drained: AtomicBool,
     stats: Stats,
     workers: TaskTracker,
     /// Outcomes recorded or workers finished: the scheduler may lease more.
@@ -392,6 +398,7 @@ impl Engine {
             destinations: Mutex::new(HashMap::new()),
             leased: Mutex::new(HashSet::new()),
             stopping: AtomicBool::new(false),
+            drained: AtomicBool::new(false),
             stats: Stats::default(),
             workers: TaskTracker::default(),
             wake: Notify::new(),
@@ -429,6 +436,9 @@ impl Engine {
                 match self.store.lease_due(now, now + self.settings.lease, room).await {
                     Ok(entries) => {
                         leased_now = entries.len();
+                        if leased_now > 0 {
+                            self.drained.store(false, Ordering::SeqCst);
+                        }
                         self.dispatch(entries);
                     }
                     Err(e) => tracing::error!(error = %e, "outbound: cannot lease queue entries"),
@@ -438,6 +448,10 @@ impl Engine {
             }
             if leased_now == room && room > 0 {
                 continue; // More may be due.
+            }
+            if drain && leased_now == 0 && room > 0 && due.is_none_or(|d| d > now) {
+                self.drained.store(true, Ordering::SeqCst);
+                self.wake_idle_workers();
             }
             if drain && leased_now == 0 && self.leased_count() == 0 && self.workers.running() == 0 {
                 break;
@@ -645,15 +659,26 @@ impl Engine {
         }
     }
 
+    /// Wakes the workers waiting for work with an idle connection (they see `drained`).
+    fn wake_idle_workers(&self) {
+        let queues: Vec<Arc<DestQueue>> =
+            self.destinations.lock().map(|m| m.values().cloned().collect()).unwrap_or_default();
+        for queue in queues {
+            queue.arrived.notify_waiters();
+        }
+    }
+
     /// Keeps the connection for a while in case more mail for the destination comes.
     async fn wait_for_job(&self, queue: &DestQueue) -> Option<Job> {
         if self.settings.idle.is_zero() {
             return None;
         }
         queue.idle.fetch_add(1, Ordering::SeqCst);
+        // Made before `drained` is read: a wake-up sent after the read still reaches it.
         let arrived = queue.arrived.notified();
         let job = match queue.pop() {
             Some(j) => Some(j),
+            None if self.drained.load(Ordering::SeqCst) => None,
             None => {
                 let _ = tokio::time::timeout(self.settings.idle, arrived).await;
                 queue.pop()
