@@ -245,7 +245,7 @@ thread_local! {
 
 /// Reads what the client sent into the thread's buffer and feeds it to the session (with
 /// the clock, as [`read_input`]); the number of octets, 0 at the end of the stream.
-async fn read_into<S: SessionShell>(session: &mut S, stream: &mut MaybeTls) -> std::io::Result<usize> {
+pub(crate) async fn read_into<S: SessionShell>(session: &mut S, stream: &mut MaybeTls) -> std::io::Result<usize> {
     use std::task::Poll;
     std::future::poll_fn(|cx| {
         SCRATCH.with(|scratch| {

@@ -158,6 +158,20 @@ impl CommandReader {
         !self.command.is_empty() || self.consumed < self.input.len() || self.phase != Phase::Line
     }
 
+    /// Gives back buffers that grew (a long command, an APPEND, pipelined commands) and
+    /// hold nothing now, before the driver waits for the client: a session waiting
+    /// between commands then holds next to nothing (issue 25). Changes nothing else.
+    pub fn release_idle_buffers(&mut self) {
+        const KEPT: usize = 1024;
+        if self.consumed == self.input.len() && self.input.capacity() > KEPT {
+            self.input = Vec::new();
+            self.consumed = 0;
+        }
+        if self.command.is_empty() && self.command.capacity() > KEPT {
+            self.command = Vec::new();
+        }
+    }
+
     /// Octets held: input not yet read and the command being assembled.
     pub fn buffered(&self) -> usize {
         self.input.len() - self.consumed + self.command.len()
@@ -434,6 +448,24 @@ mod tests {
         assert_eq!(literal_marker(b"{}"), None);
         assert_eq!(literal_marker(b"{1a}"), None);
         assert_eq!(literal_marker(b"{99999999999999999999999}").map(|m| m.length), Some(u64::MAX));
+    }
+
+    #[test]
+    fn buffers_that_grew_are_given_back_only_when_they_hold_nothing() {
+        let mut reader = CommandReader::new(Limits::default());
+        let line = format!("a1 SEARCH SUBJECT \"{}\"\r\n", "x".repeat(5000));
+        let (first, rest) = line.as_bytes().split_at(3000);
+        reader.feed(first);
+        assert_eq!(reader.next_event(), None);
+        reader.release_idle_buffers();
+        reader.feed(rest);
+        let Some(ReadEvent::Command(command)) = reader.next_event() else { panic!("no command") };
+        assert_eq!(command.tag.as_str(), "a1");
+        assert!(reader.input.capacity() > 1024 || reader.command.capacity() > 1024);
+        reader.release_idle_buffers();
+        assert_eq!((reader.input.capacity(), reader.command.capacity()), (0, 0));
+        reader.feed(b"a2 NOOP\r\n");
+        assert!(matches!(reader.next_event(), Some(ReadEvent::Command(c)) if c.tag.as_str() == "a2"));
     }
 
     #[test]

@@ -249,6 +249,12 @@ impl Session {
         }
     }
 
+    /// Before the driver waits for the client: buffers that grew and hold nothing now are
+    /// given back (see [`CommandReader::release_idle_buffers`]).
+    pub fn release_idle_buffers(&mut self) {
+        self.reader.release_idle_buffers();
+    }
+
     /// Bytes to send to the client.
     pub fn take_output(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.output)

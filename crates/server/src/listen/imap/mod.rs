@@ -17,14 +17,14 @@ pub use context::ImapContext;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use vouchmail_proto::imap::session::{Event, Session};
 
-use crate::auth::guard::{sasl_clock, sasl_fresh};
+use crate::auth::guard::sasl_fresh;
 use crate::listen::limits::{ConnectionLimiter, Refusal};
-use crate::listen::{open_stream, ReadDeadline, Service};
+use crate::listen::{open_stream, read_into, ReadDeadline, Service};
 use crate::net::tls::MaybeTls;
 use crate::support::metrics::GaugeGuard;
 use context::Connection;
@@ -35,7 +35,9 @@ impl Service for ImapContext {
     }
 
     async fn serve(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
-        run_connection(stream, peer, &self, shutdown).await;
+        // Boxed: the task that runs this future keeps a copy of it (issue 25: memory per
+        // idle connection).
+        Box::pin(run_connection(stream, peer, &self, shutdown)).await;
     }
 
     async fn refuse(self: Arc<Self>, mut stream: TcpStream, _peer: SocketAddr, refusal: Refusal) {
@@ -56,12 +58,14 @@ async fn run_connection(stream: TcpStream, peer: SocketAddr, context: &ImapConte
         tracing::error!(%peer, "IMAP: no OS random source; connection closed");
         return;
     };
+    // Boxed: the TLS handshake's future would otherwise take room in every session's.
     let Some((stream, tls)) =
-        open_stream(stream, context.implicit_tls, context.tls.as_ref(), context.store.as_ref()).await
+        Box::pin(open_stream(stream, context.implicit_tls, context.tls.as_ref(), context.store.as_ref())).await
     else {
         return;
     };
-    let session = Session::new(Arc::clone(&context.session_config), fresh, tls);
+    // Boxed once: the futures it passes through then hold a pointer, not a copy.
+    let session = Box::new(Session::new(Arc::clone(&context.session_config), fresh, tls));
     run_session(stream, peer, context, session, shutdown).await;
 }
 
@@ -72,10 +76,9 @@ async fn run_session(
     stream: MaybeTls,
     peer: SocketAddr,
     context: &ImapContext,
-    mut session: Session,
+    mut session: Box<Session>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut buffer = vec![0u8; 16 * 1024];
     let mut shutting_down = *shutdown.borrow();
     let mut conn = Connection::new(stream, peer, context);
     let mut deadline = ReadDeadline::new(session.read_timeout());
@@ -87,15 +90,17 @@ async fn run_session(
         while let Some(event) = next {
             next = match event {
                 // The session goes to a blocking thread to verify the password and back.
-                Event::LookupSecrets { authcid } => match conn.lookup_secrets(session, authcid).await {
+                Event::LookupSecrets { authcid } => match Box::pin(conn.lookup_secrets(*session, authcid)).await {
                     Some((returned, follow_up)) => {
-                        session = returned;
+                        *session = returned;
                         follow_up
                     }
                     None => return,
                 },
                 event => {
-                    if !handle(&mut conn, &mut session, event).await {
+                    // Each step's future is boxed while it runs: the session's own future,
+                    // held by every idle connection, then holds none of them (issue 25).
+                    if !Box::pin(handle(&mut conn, &mut session, event)).await {
                         return;
                     }
                     None
@@ -109,7 +114,9 @@ async fn run_session(
             session.on_shutdown();
         }
         // SPEC 9: a body goes out once its `downloaded` event is recorded.
-        conn.recorded().await;
+        if !conn.recording.is_empty() {
+            conn.recorded().await;
+        }
         let output = session.take_output();
         if !output.is_empty() && conn.stream.write_all(&output).await.is_err() {
             break;
@@ -125,26 +132,26 @@ async fn run_session(
         if !output.is_empty() && session.has_buffered_command() {
             continue;
         }
+        session.release_idle_buffers();
         let watching = conn.selected.is_some();
         let mut look = false;
         tokio::select! {
-            read = tokio::time::timeout_at(deadline.at(), conn.stream.read(&mut buffer)) => match read {
+            // Read into the worker thread's buffer and fed at once: an idle session holds
+            // no read buffer of its own.
+            read = tokio::time::timeout_at(deadline.at(), read_into(&mut *session, &mut conn.stream)) => match read {
                 Err(_elapsed) => {
                     tracing::info!(%peer, "IMAP autologout timer expired; closing");
                     session.on_timeout();
                 }
                 Ok(Ok(0)) | Ok(Err(_)) => break,
-                Ok(Ok(n)) => {
-                    session.set_clock(sasl_clock());
-                    session.feed(&buffer[..n]);
-                }
+                Ok(Ok(_)) => {}
             },
             _ = ticks.tick(), if watching => look = true,
             _ = shutdown.wait_for(|s| *s), if !shutting_down => shutting_down = true,
         }
         // Outside the select: its shutdown branch's value may not live across an await.
         if look {
-            conn.watch(&mut session).await;
+            Box::pin(conn.watch(&mut session)).await;
         }
     }
     tracing::debug!(%peer, "IMAP session ended");
