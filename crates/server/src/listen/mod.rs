@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use vouchmail_proto::smtp::session::TlsInfo;
@@ -183,36 +183,10 @@ pub(crate) use session_shell;
 
 /// Waits for the client's next bytes and gives them to the session, or tells it of the
 /// timeout (RFC 5321 4.5.3.2, RFC 1939 3); notes a shutdown. False: the connection closed.
+/// The bytes are read into a buffer of the worker thread and given to the session at once,
+/// so a session waiting for its client holds no read buffer of its own (issue 25: 8 KiB
+/// of each idle connection's memory).
 pub(crate) async fn read_input<S: SessionShell>(
-    session: &mut S,
-    stream: &mut MaybeTls,
-    buffer: &mut [u8],
-    deadline: &ReadDeadline,
-    shutdown: &mut watch::Receiver<bool>,
-    shutting_down: &mut bool,
-    peer: SocketAddr,
-) -> bool {
-    tokio::select! {
-        read = tokio::time::timeout_at(deadline.at(), stream.read(buffer)) => match read {
-            Err(_elapsed) => {
-                tracing::info!(%peer, "no complete command or data block within the timeout; closing");
-                session.on_timeout();
-            }
-            Ok(Ok(0)) | Ok(Err(_)) => return false,
-            Ok(Ok(n)) => {
-                session.set_clock(sasl_clock());
-                session.feed(&buffer[..n]);
-            }
-        },
-        _ = shutdown.wait_for(|s| *s), if !*shutting_down => *shutting_down = true,
-    }
-    true
-}
-
-/// [`read_input`] without a buffer of the session's own: the bytes are read into a buffer
-/// of the worker thread and given to the session at once, so a session waiting for its
-/// client holds no read buffer at all (issue 25: 8 KiB of each idle connection's memory).
-pub(crate) async fn read_input_scratch<S: SessionShell>(
     session: &mut S,
     stream: &mut MaybeTls,
     deadline: &ReadDeadline,

@@ -71,7 +71,6 @@ async fn run_session(
     mut session: Session,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut buffer = vec![0u8; 8192];
     let mut shutting_down = *shutdown.borrow();
     let mut conn = Connection::new(stream, peer, context);
     let mut deadline = ReadDeadline::new(session.read_timeout());
@@ -135,7 +134,7 @@ async fn run_session(
             continue;
         }
         let (stream, peer) = (&mut conn.stream, conn.peer);
-        if !read_input(&mut session, stream, &mut buffer, &deadline, &mut shutdown, &mut shutting_down, peer).await {
+        if !read_input(&mut session, stream, &deadline, &mut shutdown, &mut shutting_down, peer).await {
             break;
         }
     }

@@ -25,7 +25,7 @@ use vouchmail_proto::smtp::session::{Event, Session, TlsInfo};
 use crate::auth::guard::sasl_fresh;
 use crate::listen::limits::ConnectionLimiter;
 use crate::listen::limits::Refusal;
-use crate::listen::{open_stream, read_input_scratch, ReadDeadline, Service};
+use crate::listen::{open_stream, read_input, ReadDeadline, Service};
 use crate::net::tls::MaybeTls;
 use context::{Connection, SmtpSession};
 
@@ -217,10 +217,10 @@ async fn run_session(
             break;
         }
         // Issue 25: what the session holds while it waits for the client is trimmed, and
-        // the read needs no buffer of its own (`read_input_scratch`).
+        // the read needs no buffer of its own (`read_input`).
         session.release_idle_buffers();
         let stream = &mut conn.stream;
-        if !read_input_scratch(&mut *session, stream, &deadline, &mut shutdown, &mut shutting_down, peer).await {
+        if !read_input(&mut *session, stream, &deadline, &mut shutdown, &mut shutting_down, peer).await {
             break;
         }
     }
