@@ -11,6 +11,7 @@ mod error;
 mod interface;
 mod messenger;
 mod postgres;
+mod recipient_cache;
 pub mod rules;
 mod sqlite;
 pub mod tracking;

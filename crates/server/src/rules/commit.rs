@@ -166,6 +166,7 @@ pub async fn commit_message(
         ReversePath::Null => String::new(),
         ReversePath::Mailbox(a) => a.to_string(),
     };
+    let quota_free = envelope.recipients.iter().all(|r| r.resolved.quota_free);
     let params = &envelope.params;
     let method = auth_method_text(&auth_result);
     let protocol =
@@ -207,9 +208,10 @@ pub async fn commit_message(
                 deliveries: deliveries.clone(),
             });
         }
-        // RCPT checked the declared SIZE; only a message larger than that needs a look.
+        // RCPT checked the declared SIZE; only a message larger than that needs a look,
+        // and only when a mailbox it goes to had a quota then.
         let declared = params.size.unwrap_or(0);
-        for message in &messages {
+        for message in messages.iter().filter(|_| !quota_free) {
             if message.size() > declared {
                 if let Some(reply) = over_quota(store, message).await {
                     return Err(reply);

@@ -39,6 +39,9 @@ pub struct Resolved {
     pub policy: Option<SenderPolicy>,
     /// The local domain of the recipient as given (before aliases).
     pub domain: Option<String>,
+    /// Every local mailbox it reaches had no quota when RCPT looked (SPEC 5): the end of
+    /// DATA need not look again, whatever the message's size.
+    pub quota_free: bool,
 }
 
 /// Maps a store failure to the SMTP reply: 451 when the store says it is temporary, else
@@ -74,19 +77,24 @@ pub async fn resolve_recipient(
                 deliveries: vec![Delivery::Queue { recipient: address }],
                 policy: None,
                 domain: None,
+                quota_free: true,
             });
         }
         return Err(Reply::not_authorized("Relaying denied"));
     };
     check_policy(domain, sender)?;
     let (policy, domain_name) = (domain.policy, domain.name.clone());
-    let mut deliveries = Vec::new();
-    let mut seen = HashSet::new();
-    place(store, &address, record, 0, sender, &mut seen, &mut deliveries).await?;
-    if deliveries.is_empty() {
+    let mut expansion = Expansion { sender, seen: HashSet::new(), out: Vec::new(), quota_free: true };
+    place(store, &address, &record, 0, &mut expansion).await?;
+    if expansion.out.is_empty() {
         return Err(Reply::unknown_user("No such user here"));
     }
-    Ok(Resolved { deliveries, policy: Some(policy), domain: Some(domain_name) })
+    Ok(Resolved {
+        deliveries: expansion.out,
+        policy: Some(policy),
+        domain: Some(domain_name),
+        quota_free: expansion.quota_free,
+    })
 }
 
 /// SPEC 2: the recipient domain's sender policy, as far as RCPT can tell. An
@@ -121,66 +129,71 @@ fn check_policy(domain: &Domain, sender: SenderContext<'_>) -> Result<(), Reply>
     Ok(())
 }
 
+/// What one RCPT's expansion carries along: who sends, the addresses seen (alias loops),
+/// the deliveries found.
+struct Expansion<'a> {
+    sender: SenderContext<'a>,
+    seen: HashSet<String>,
+    out: Vec<Delivery>,
+    quota_free: bool,
+}
+
 /// Follows accounts, aliases and the catch-all; local targets become mailbox deliveries and
 /// remote alias targets queue entries.
-async fn expand(
-    store: &dyn Store,
-    address: &str,
-    depth: usize,
-    sender: SenderContext<'_>,
-    seen: &mut HashSet<String>,
-    out: &mut Vec<Delivery>,
-) -> Result<(), Reply> {
+async fn expand(store: &dyn Store, address: &str, depth: usize, expansion: &mut Expansion<'_>) -> Result<(), Reply> {
     let record = store.lookup_recipient(address).await.map_err(|e| store_reply(&e))?;
-    place(store, address, record, depth, sender, seen, out).await
+    place(store, address, &record, depth, expansion).await
 }
 
 /// Where one looked-up address goes.
 async fn place(
     store: &dyn Store,
     address: &str,
-    record: RecipientRecord,
+    record: &RecipientRecord,
     depth: usize,
-    sender: SenderContext<'_>,
-    seen: &mut HashSet<String>,
-    out: &mut Vec<Delivery>,
+    expansion: &mut Expansion<'_>,
 ) -> Result<(), Reply> {
-    if !seen.insert(address.to_string()) {
+    if !expansion.seen.insert(address.to_string()) {
         return Ok(());
     }
     if depth > MAX_ALIAS_DEPTH {
         tracing::warn!(address, "alias chain too deep");
         return Err(Reply::local_error("Alias expansion too deep"));
     }
-    let Some(domain) = record.domain else {
-        out.push(Delivery::Queue { recipient: address.to_string() });
+    let Some(domain) = &record.domain else {
+        expansion.out.push(Delivery::Queue { recipient: address.to_string() });
         return Ok(());
     };
     // RFC 2645: a held domain's mail waits for its customer; any local part is accepted,
     // the customer's server decides.
     if !domain.held_for.is_empty() {
-        out.push(Delivery::Held { recipient: address.to_string(), domain: domain.name });
+        expansion.out.push(Delivery::Held { recipient: address.to_string(), domain: domain.name.clone() });
         return Ok(());
     }
-    if let Some(account) = record.account {
-        if account.over_quota(sender.declared_size) {
+    if let Some(account) = &record.account {
+        if account.over_quota(expansion.sender.declared_size) {
             // Issue 9: never the name behind an alias or catch-all; the client knows
             // which recipient this reply is for.
             return Err(Reply::mailbox_full("Mailbox full, try again later"));
         }
-        out.push(Delivery::Mailbox { account_id: account.id, folder: Folder::Inbox, recipient: account.address });
+        expansion.quota_free &= account.quota_bytes == 0;
+        expansion.out.push(Delivery::Mailbox {
+            account_id: account.id,
+            folder: Folder::Inbox,
+            recipient: account.address.clone(),
+        });
         return Ok(());
     }
     if !record.alias_targets.is_empty() {
-        for target in record.alias_targets {
-            Box::pin(expand(store, &target, depth + 1, sender, seen, out)).await?;
+        for target in &record.alias_targets {
+            Box::pin(expand(store, target, depth + 1, expansion)).await?;
         }
         return Ok(());
     }
     // A local address that is neither account nor alias: the catch-all, if the domain has one.
-    if let Some(catch_all) = domain.catch_all {
+    if let Some(catch_all) = &domain.catch_all {
         if depth == 0 {
-            return Box::pin(expand(store, &catch_all, depth + 1, sender, seen, out)).await;
+            return Box::pin(expand(store, catch_all, depth + 1, expansion)).await;
         }
     }
     if depth == 0 {

@@ -12,7 +12,7 @@ use vouchmail_proto::sasl::secrets::Secrets;
 impl AccountStore for SqliteStore {
     fn add_domain(&self, name: &str, policy: SenderPolicy) -> StoreFuture<'_, ()> {
         let name = name.to_ascii_lowercase();
-        self.write(move |conn| {
+        self.write_accounts(move |conn| {
             conn.execute(
                 "INSERT INTO domains (name, unauthenticated, forged, dmarc_counts, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![name, policy.unauthenticated.as_str(), policy.forged.as_str(), policy.dmarc_counts, now()],
@@ -30,7 +30,7 @@ impl AccountStore for SqliteStore {
 
     fn remove_domain(&self, name: &str) -> StoreFuture<'_, ()> {
         let name = name.to_ascii_lowercase();
-        self.write(move |conn| {
+        self.write_accounts(move |conn| {
             // Its aliases go with it; its accounts must have gone first (the foreign key
             // refuses otherwise; the rule is `rules::accounts::remove_domain`). The
             // domain is compared as a suffix, not a LIKE pattern: `_` in a name is no
@@ -70,7 +70,7 @@ impl AccountStore for SqliteStore {
 
     fn set_domain_policy(&self, name: &str, policy: SenderPolicy) -> StoreFuture<'_, ()> {
         let name = name.to_ascii_lowercase();
-        self.write(move |conn| {
+        self.write_accounts(move |conn| {
             let n = conn
                 .execute(
                     "UPDATE domains SET unauthenticated = ?2, forged = ?3, dmarc_counts = ?4 WHERE name = ?1",
@@ -87,7 +87,7 @@ impl AccountStore for SqliteStore {
     fn set_catch_all(&self, name: &str, account: Option<&str>) -> StoreFuture<'_, ()> {
         let name = name.to_ascii_lowercase();
         let account = account.map(str::to_lowercase);
-        self.write(move |conn| {
+        self.write_accounts(move |conn| {
             if let Some(account) = &account {
                 let exists: Option<i64> = conn
                     .query_row("SELECT id FROM accounts WHERE address = ?1", params![account], |r| r.get(0))
@@ -108,7 +108,7 @@ impl AccountStore for SqliteStore {
     }
 
     fn add_account(&self, account: NewAccount) -> StoreFuture<'_, i64> {
-        self.write(move |conn| {
+        self.write_accounts(move |conn| {
             let address = account.address.to_lowercase();
             let domain = crate::rules::account_domain(&address)?.to_string();
             let known: Option<String> = conn
@@ -133,7 +133,7 @@ impl AccountStore for SqliteStore {
 
     fn remove_account(&self, address: &str) -> StoreFuture<'_, ()> {
         let address = address.to_lowercase();
-        self.write(move |conn| {
+        self.write_accounts(move |conn| {
             let id: Option<i64> = conn
                 .query_row("SELECT id FROM accounts WHERE address = ?1", params![address], |r| r.get(0))
                 .optional()
@@ -177,7 +177,7 @@ impl AccountStore for SqliteStore {
 
     fn set_secrets(&self, address: &str, secrets: Secrets) -> StoreFuture<'_, ()> {
         let address = address.to_lowercase();
-        self.write(move |conn| {
+        self.write_accounts(move |conn| {
             let (argon2, scram, cram) = secrets_to_columns(&secrets);
             let n = conn
                 .execute(
@@ -194,7 +194,7 @@ impl AccountStore for SqliteStore {
 
     fn set_quota(&self, address: &str, quota_bytes: u64) -> StoreFuture<'_, ()> {
         let address = address.to_lowercase();
-        self.write(move |conn| {
+        self.write_accounts(move |conn| {
             let n = conn
                 .execute(
                     "UPDATE accounts SET quota_bytes = ?2 WHERE address = ?1",
@@ -212,7 +212,7 @@ impl AccountStore for SqliteStore {
         // The checks (a local domain, not an account, no loop) are `rules::accounts`'.
         let alias = alias.to_lowercase();
         let targets: Vec<String> = targets.iter().map(|t| t.to_lowercase()).collect();
-        self.write(move |conn| {
+        self.write_accounts(move |conn| {
             for target in &targets {
                 conn.execute("INSERT OR IGNORE INTO aliases (alias, target) VALUES (?1, ?2)", params![alias, target])
                     .map_err(db_error)?;
@@ -224,7 +224,7 @@ impl AccountStore for SqliteStore {
     fn remove_alias(&self, alias: &str, target: Option<&str>) -> StoreFuture<'_, ()> {
         let alias = alias.to_lowercase();
         let target = target.map(str::to_lowercase);
-        self.write(move |conn| {
+        self.write_accounts(move |conn| {
             let n = match &target {
                 Some(t) => conn.execute("DELETE FROM aliases WHERE alias = ?1 AND target = ?2", params![alias, t]),
                 None => conn.execute("DELETE FROM aliases WHERE alias = ?1", params![alias]),
@@ -259,7 +259,7 @@ impl AccountStore for SqliteStore {
     fn set_send_as(&self, account: &str, addresses: &[String]) -> StoreFuture<'_, ()> {
         let account = account.to_lowercase();
         let addresses: Vec<String> = addresses.iter().map(|a| a.to_lowercase()).collect();
-        self.write(move |conn| {
+        self.write_accounts(move |conn| {
             let id: Option<i64> = conn
                 .query_row("SELECT id FROM accounts WHERE address = ?1", params![account], |r| r.get(0))
                 .optional()
@@ -279,7 +279,13 @@ impl AccountStore for SqliteStore {
 
     fn lookup_recipient(&self, address: &str) -> StoreFuture<'_, crate::types::RecipientRecord> {
         let address = address.to_lowercase();
-        self.read(move |conn| {
+        // Issue 25: the hot path of RCPT; the rule of what is kept is `recipient_cache`'s.
+        if let Some(record) = self.recipients.get(&address) {
+            return Box::pin(async move { Ok(record) });
+        }
+        let generation = self.recipients.generation();
+        let key = address.clone();
+        let read = self.read(move |conn| {
             let domain_name = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
             let domain = lookup_domain(conn, domain_name)?;
             let account = match &domain {
@@ -291,6 +297,11 @@ impl AccountStore for SqliteStore {
                 _ => Vec::new(),
             };
             Ok(crate::types::RecipientRecord { domain, account, alias_targets })
+        });
+        Box::pin(async move {
+            let record = read.await?;
+            self.recipients.keep(generation, key, &record);
+            Ok(record)
         })
     }
 
@@ -306,7 +317,7 @@ impl AccountStore for SqliteStore {
     fn add_cert_mapping(&self, address: &str, kind: CertMatch, value: &str) -> StoreFuture<'_, ()> {
         let address = address.to_lowercase();
         let value = kind.normalize(value);
-        self.write(move |conn| {
+        self.write_accounts(move |conn| {
             let id: Option<i64> = conn
                 .query_row("SELECT id FROM accounts WHERE address = ?1", params![address], |r| r.get(0))
                 .optional()
@@ -331,7 +342,7 @@ impl AccountStore for SqliteStore {
         let address = address.to_lowercase();
         let values = [CertMatch::Fingerprint.normalize(value), CertMatch::Subject.normalize(value)];
         let given = value.trim().to_string();
-        self.write(move |conn| {
+        self.write_accounts(move |conn| {
             let n = conn
                 .execute(
                     "DELETE FROM cert_map WHERE value IN (?2, ?3)
@@ -386,7 +397,7 @@ impl AccountStore for SqliteStore {
         // Lower-cased here and on lookup: account names compare case-insensitively.
         let accounts: Vec<String> = accounts.iter().map(|a| a.to_lowercase()).filter(|a| !a.is_empty()).collect();
         let etrn_host = etrn_host.map(str::to_string);
-        self.write(move |conn| super::held::set_domain_held(conn, &name, &accounts, etrn_host.as_deref()))
+        self.write_accounts(move |conn| super::held::set_domain_held(conn, &name, &accounts, etrn_host.as_deref()))
     }
 
     fn held_domains_for(&self, account: &str) -> StoreFuture<'_, Vec<String>> {

@@ -12,9 +12,16 @@ use tokio::sync::oneshot;
 use super::base::{in_savepoint, run_cached};
 use super::schema::{create_private, migrate, open_connection};
 use crate::error::{StoreError, StoreFuture, StoreResult};
+use crate::recipient_cache::RecipientCache;
 
 /// Jobs committed together at most.
 const MAX_BATCH: usize = 512;
+
+/// Read connections kept open between reads. About as many as are read with at once: the
+/// outbound engine's connections each read their next message (20 by default), and a
+/// connection opened per read past the pool showed in profiles (issue 25, docs/profiles.md).
+/// Each keeps its own page cache, so the pool is not unbounded.
+const READERS_KEPT: usize = 32;
 
 type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
@@ -25,6 +32,8 @@ pub struct SqliteStore {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
+    /// RCPT's lookups, kept for a moment (the rule is in `recipient_cache`).
+    pub(super) recipients: Arc<RecipientCache>,
 }
 
 impl SqliteStore {
@@ -43,6 +52,7 @@ impl SqliteStore {
             writer_thread: Mutex::new(Some(thread)),
             readers: Arc::new(Mutex::new(Vec::new())),
             path: path.to_path_buf(),
+            recipients: Arc::default(),
         })
     }
 
@@ -77,10 +87,32 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
+        self.write_then(f, None)
+    }
+
+    /// [`SqliteStore::write`] of a change to domains, accounts, aliases or held domains:
+    /// once its transaction has ended, the recipient cache forgets what it kept (even if the
+    /// caller has stopped waiting).
+    pub(super) fn write_accounts<T, F>(&self, f: F) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.write_then(f, Some(Arc::clone(&self.recipients)))
+    }
+
+    fn write_then<T, F>(&self, f: F, changes: Option<Arc<RecipientCache>>) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
         let (reply, response) = oneshot::channel::<StoreResult<T>>();
         let job: Job = Box::new(move |conn: &Connection| {
             let result = in_savepoint(conn, f);
             Box::new(move |commit: StoreResult<()>| {
+                if let Some(cache) = changes {
+                    cache.changed();
+                }
                 let _ = reply.send(commit.and(result));
             })
         });
@@ -110,7 +142,7 @@ impl SqliteStore {
                 };
                 let result = f(&conn);
                 if let Ok(mut p) = pool.lock() {
-                    if p.len() < 8 {
+                    if p.len() < READERS_KEPT {
                         p.push(conn);
                     }
                 }
