@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use crate::error::StoreFuture;
+use crate::error::{StoreError, StoreFuture};
 use crate::messenger::*;
 use crate::tracking::*;
 use crate::types::*;
@@ -96,8 +96,9 @@ pub trait MailboxStore: Send + Sync {
     fn get_mailbox_message(&self, address: &str, id: i64) -> StoreFuture<'_, Option<(MailboxEntry, Vec<u8>)>>;
     /// The messages of these mailbox entries of the account, as (entry id, message), in
     /// one read (an IMAP FETCH batch); entries that are not the account's, or gone, are
-    /// left out. `prefix`: only each message's first octets, up to that many (an IMAP
-    /// FETCH or SEARCH of header fields needs no body).
+    /// left out. `prefix` (an IMAP FETCH or SEARCH of header fields needs no body): each
+    /// message's header section as stored beside it (`NewMessage::header_section`), or
+    /// for a message stored without one its first octets, up to that many.
     fn mailbox_messages(
         &self,
         address: &str,
@@ -123,7 +124,15 @@ pub trait TrackingStore: Send + Sync {
     /// record and routes it in the same transaction: into the local sender's Tracking
     /// folder, or into the NOTIFY outbox for the sender's domain. POP3 RETR and RECEIPT use
     /// this; `NotFound` is RECEIPT's 550 5.1.0.
-    fn track_event(&self, event: NewTrackingEvent) -> StoreFuture<'_, TrackingOutcome>;
+    fn track_event(&self, event: NewTrackingEvent) -> StoreFuture<'_, TrackingOutcome> {
+        Box::pin(async move {
+            let mut outcomes = self.track_events(vec![event]).await?;
+            outcomes.pop().ok_or_else(|| StoreError::Unavailable("no outcome for the tracking event".into()))
+        })
+    }
+    /// [`TrackingStore::track_event`] for several events in one durable write (one commit):
+    /// the outcomes in the order of the events. An IMAP FETCH batch's `downloaded` events.
+    fn track_events(&self, events: Vec<NewTrackingEvent>) -> StoreFuture<'_, Vec<TrackingOutcome>>;
     /// Receiving NOTIFY (SPEC 8.3): stores the record in its sender's Tracking folder, once
     /// per (message, recipient, event), as stored at `now` (Unix seconds). The caller has
     /// checked the peer is the home server of the record's recipient domain, the record's

@@ -409,10 +409,64 @@ pub struct NewMessage {
     pub deliveries: Vec<(Delivery, RecipientDsn)>,
 }
 
+/// The longest header section the store keeps a copy of ([`NewMessage::header_section`]);
+/// a longer one is read from the message itself.
+pub const MAX_STORED_HEADER: usize = 256 * 1024;
+
 impl NewMessage {
     /// Octets of the whole message.
     pub fn size(&self) -> u64 {
         self.data.len() as u64 + self.spooled.as_ref().map_or(0, |s| s.len)
+    }
+
+    /// [`NewMessage::header_section`] of a message that goes into a mailbox (a delivery,
+    /// or an IMAP APPEND, which has no deliveries), where IMAP reads it; None for one only
+    /// queued for other servers.
+    pub fn header_section_to_keep(&self) -> Option<Vec<u8>> {
+        let into_mailbox = self.deliveries.is_empty()
+            || self.deliveries.iter().any(|(delivery, _)| matches!(delivery, Delivery::Mailbox { .. }));
+        into_mailbox.then(|| self.header_section()).flatten()
+    }
+
+    /// The message's header section up to and including the empty line that ends it
+    /// (RFC 5322 2.1), which the store keeps beside the message: IMAP's header FETCHes,
+    /// ENVELOPE and SEARCH of header fields read it instead of the message, whatever the
+    /// size of its body (as Dovecot answers them from its cache file). None when there is
+    /// no empty line in the first [`MAX_STORED_HEADER`] octets (then they read the message).
+    pub fn header_section(&self) -> Option<Vec<u8>> {
+        if let Some(end) = header_section_end(&self.data) {
+            return self.data.get(..end).map(<[u8]>::to_vec);
+        }
+        // A large message: its start is in `data`, the rest in the spool file.
+        let spooled = self.spooled.as_ref()?;
+        let want = MAX_STORED_HEADER.saturating_sub(self.data.len()).min(usize::try_from(spooled.len).ok()?);
+        let mut head = self.data.clone();
+        head.resize(self.data.len() + want, 0);
+        let mut read = self.data.len();
+        while read < head.len() {
+            use std::os::unix::fs::FileExt;
+            let offset = (read - self.data.len()) as u64;
+            match spooled.file.read_at(head.get_mut(read..)?, offset) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+        head.truncate(read);
+        let end = header_section_end(&head)?;
+        head.truncate(end);
+        Some(head)
+    }
+}
+
+/// Where the header section of `message` ends, after its empty line; None without one in
+/// the first [`MAX_STORED_HEADER`] octets.
+fn header_section_end(message: &[u8]) -> Option<usize> {
+    let head = message.get(..message.len().min(MAX_STORED_HEADER))?;
+    let end = vouchmail_proto::headers::header_end(head);
+    match head.get(end..) {
+        Some(rest) if rest.starts_with(b"\r\n") => Some(end + 2),
+        Some(rest) if rest.starts_with(b"\n") => Some(end + 1),
+        _ => None,
     }
 }
 
@@ -774,7 +828,41 @@ fn subject_attributes(dn: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{CertMatch, PolicyAction, SenderPolicy};
+    use super::{CertMatch, NewMessage, PolicyAction, SenderPolicy, SpooledBody, MAX_STORED_HEADER};
+
+    fn new_message(data: &[u8], spooled: Option<SpooledBody>) -> NewMessage {
+        NewMessage {
+            queue_id: "Q".into(),
+            envelope: Default::default(),
+            received_at: 0,
+            data: data.to_vec(),
+            spooled,
+            deliveries: Vec::new(),
+        }
+    }
+
+    fn spool(content: &[u8]) -> SpooledBody {
+        use std::io::Write;
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(content).unwrap();
+        SpooledBody { file: std::sync::Arc::new(file), len: content.len() as u64 }
+    }
+
+    /// RFC 5322 2.1: the header section kept beside a message ends with its empty line,
+    /// also when it continues into the spool file; none without one.
+    #[test]
+    fn the_header_section_is_found_in_memory_or_in_the_spool_file() {
+        let header = |data: &[u8], spooled| new_message(data, spooled).header_section();
+        assert_eq!(header(b"A: 1\r\nB: 2\r\n\r\nbody\r\n\r\nmore", None).unwrap(), b"A: 1\r\nB: 2\r\n\r\n");
+        assert_eq!(header(b"A: 1\n\nbody", None).unwrap(), b"A: 1\n\n");
+        assert_eq!(header(b"A: 1\r\n", None), None, "no empty line");
+        assert_eq!(header(b"A: 1\r\nnot a field\r\n\r\n", None), None, "the section ends without one");
+        let split = header(b"Received: x\r\nA: ", Some(spool(b"1\r\n\r\nbody")));
+        assert_eq!(split.unwrap(), b"Received: x\r\nA: 1\r\n\r\n");
+        assert_eq!(header(b"Received: x\r\n", Some(spool(b"A: 1\r\n"))), None);
+        let long = format!("A: {}\r\n\r\n", "x".repeat(MAX_STORED_HEADER));
+        assert_eq!(header(b"", Some(spool(long.as_bytes()))), None, "longer than kept");
+    }
 
     #[test]
     fn sender_policies_parse_old_and_new_names() {

@@ -47,41 +47,63 @@ pub async fn announced(announcements: &mut Option<tokio::sync::broadcast::Receiv
 /// A record queued for NOTIFY rings `bell`, so the outbox sends it now rather than at its
 /// next poll.
 pub async fn record_event(store: &dyn Store, event: NewTrackingEvent, bell: &OutboxBell) -> Option<TrackingOutcome> {
-    let (recipient, kind) = (event.recipient.clone(), event.kind);
-    match store.track_event(event).await {
-        Ok(outcome) => {
-            match &outcome {
-                TrackingOutcome::Recorded { route, .. } => match route {
-                    TrackingRoute::Untracked => {
-                        tracing::debug!(%recipient, %kind, "tracking event (untracked message)")
-                    }
-                    TrackingRoute::Folder { owner } => {
-                        tracing::info!(%recipient, %kind, %owner, "tracking record into the sender's Tracking folder")
-                    }
-                    TrackingRoute::Outbox { domain } => {
-                        tracing::info!(%recipient, %kind, %domain, "tracking record queued for NOTIFY");
-                        bell.ring();
-                        // SPEC 11: the other nodes' outboxes may send it too.
-                        if let Err(e) = store.announce(NOTIFY_OUTBOX_TOPIC).await {
-                            tracing::debug!(error = %e, "cannot tell the other nodes of the NOTIFY record");
-                        }
-                    }
-                    TrackingRoute::Unroutable { reason } => {
-                        tracing::warn!(%recipient, %kind, %reason, "tracking record not made")
-                    }
-                },
-                TrackingOutcome::Duplicate => tracing::debug!(%recipient, %kind, "tracking event recorded before"),
-                TrackingOutcome::NotFound => {
-                    tracing::debug!(%recipient, %kind, "tracking event for an unknown message")
-                }
-            }
-            Some(outcome)
-        }
+    record_events(store, vec![event], bell).await.and_then(|mut outcomes| outcomes.pop())
+}
+
+/// [`record_event`] for several events in one store write (an IMAP FETCH batch's
+/// `downloaded` events): their outcomes in order, or None when the store failed (logged).
+pub async fn record_events(
+    store: &dyn Store,
+    events: Vec<NewTrackingEvent>,
+    bell: &OutboxBell,
+) -> Option<Vec<TrackingOutcome>> {
+    let noted: Vec<(String, vouchmail_store::TrackingKind)> =
+        events.iter().map(|event| (event.recipient.clone(), event.kind)).collect();
+    let outcomes = match store.track_events(events).await {
+        Ok(outcomes) => outcomes,
         Err(e) => {
-            tracing::warn!(error = %e, %recipient, %kind, "cannot record the tracking event");
-            None
+            for (recipient, kind) in &noted {
+                tracing::warn!(error = %e, %recipient, %kind, "cannot record the tracking event");
+            }
+            return None;
+        }
+    };
+    let mut queued = false;
+    for ((recipient, kind), outcome) in noted.iter().zip(&outcomes) {
+        queued |= log_outcome(recipient, *kind, outcome);
+    }
+    if queued {
+        bell.ring();
+        // SPEC 11: the other nodes' outboxes may send it too.
+        if let Err(e) = store.announce(NOTIFY_OUTBOX_TOPIC).await {
+            tracing::debug!(error = %e, "cannot tell the other nodes of the NOTIFY record");
         }
     }
+    Some(outcomes)
+}
+
+/// Logs where an event's record went; true when it was queued for NOTIFY.
+fn log_outcome(recipient: &str, kind: vouchmail_store::TrackingKind, outcome: &TrackingOutcome) -> bool {
+    match outcome {
+        TrackingOutcome::Recorded { route, .. } => match route {
+            TrackingRoute::Untracked => {
+                tracing::debug!(%recipient, %kind, "tracking event (untracked message)")
+            }
+            TrackingRoute::Folder { owner } => {
+                tracing::info!(%recipient, %kind, %owner, "tracking record into the sender's Tracking folder")
+            }
+            TrackingRoute::Outbox { domain } => {
+                tracing::info!(%recipient, %kind, %domain, "tracking record queued for NOTIFY");
+                return true;
+            }
+            TrackingRoute::Unroutable { reason } => {
+                tracing::warn!(%recipient, %kind, %reason, "tracking record not made")
+            }
+        },
+        TrackingOutcome::Duplicate => tracing::debug!(%recipient, %kind, "tracking event recorded before"),
+        TrackingOutcome::NotFound => tracing::debug!(%recipient, %kind, "tracking event for an unknown message"),
+    }
+    false
 }
 
 /// `RECEIPT <message-id> DECRYPTED|FAILED` from `user` (an authenticated local session),

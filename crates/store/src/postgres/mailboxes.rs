@@ -86,8 +86,11 @@ impl MailboxStore for PostgresStore {
                 Some(prefix) => {
                     let statement = conn
                         .prepare_cached(
-                            "SELECT b.id, substring(m.data FROM 1 FOR $3)
+                            // The stored header section; the prefix for a message stored
+                            // without one (COALESCE reads the message only then).
+                            "SELECT b.id, COALESCE(h.header, substring(m.data FROM 1 FOR $3))
                              FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
+                                  LEFT JOIN message_headers h ON h.message_id = b.message_id
                              WHERE a.address = $1 AND b.id = ANY($2)",
                         )
                         .await
@@ -159,8 +162,9 @@ impl MailboxStore for PostgresStore {
             // The header section is enough to find the Message-ID.
             let statement = tx
                 .prepare_cached(
-                    "SELECT m.queue_id, m.sender, substring(m.data FROM 1 FOR $3)
+                    "SELECT m.queue_id, m.sender, COALESCE(h.header, substring(m.data FROM 1 FOR $3))
                      FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
+                          LEFT JOIN message_headers h ON h.message_id = b.message_id
                      WHERE a.address = $1 AND b.id = $2",
                 )
                 .await

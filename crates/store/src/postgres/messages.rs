@@ -123,6 +123,7 @@ struct Statements {
     queue: Statement,
     mailbox: Statement,
     copy: Statement,
+    header: Statement,
     savepoint: Statement,
     release: Statement,
 }
@@ -157,6 +158,12 @@ async fn statements(tx: &Transaction<'_>) -> StoreResult<Statements> {
         copy: prepare(
             "COPY messages (queue_id, sender, dsn_ret, dsn_envid, auth_param, authenticated_as, auth_results,
                             body_8bit, smtputf8, received_at, size, data) FROM STDIN (FORMAT binary)",
+        )
+        .await
+        .map_err(db_error)?,
+        header: prepare(
+            "INSERT INTO message_headers (message_id, header)
+             VALUES ((SELECT id FROM messages WHERE queue_id = $1), $2)",
         )
         .await
         .map_err(db_error)?,
@@ -306,6 +313,11 @@ fn entry_steps<'a>(
     let now = message.received_at;
     let size = message.size() as i64;
     let mut steps: Vec<Step<'a>> = Vec::new();
+    if let Some(header) = message.header_section_to_keep() {
+        steps.push(Box::pin(async move {
+            tx.execute(&st.header, &[&queue_id, &header.as_slice()]).await.map(|_| None).map_err(commit_error)
+        }));
+    }
     for (delivery, dsn) in &message.deliveries {
         let entry = crate::rules::queue_entry_for(delivery);
         steps.push(Box::pin(async move {

@@ -388,6 +388,14 @@ CREATE TABLE admin_tokens (
     revoked_at BIGINT
 );
 "#,
+    // Version 10 (SQLite's migration 22): each message's header section, beside it
+    // (`NewMessage::header_section`), for IMAP header FETCHes, ENVELOPE and SEARCH.
+    r#"
+CREATE TABLE message_headers (
+    message_id BIGINT PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+    header BYTEA NOT NULL
+);
+"#,
 ];
 
 /// Applies the migrations not yet applied, in one transaction under the advisory lock:

@@ -49,8 +49,9 @@ async fn find_subject(
         TrackingSubject::Mailbox(id) => {
             let statement = tx
                 .prepare_cached(
-                    "SELECT m.queue_id, m.sender, m.auth_results, substr(m.data, 1, $3)
+                    "SELECT m.queue_id, m.sender, m.auth_results, COALESCE(h.header, substr(m.data, 1, $3))
                      FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
+                          LEFT JOIN message_headers h ON h.message_id = b.message_id
                      WHERE a.address = $1 AND b.id = $2",
                 )
                 .await
@@ -79,8 +80,9 @@ async fn find_subject(
             // Still in the mailbox, never downloaded.
             let statement = tx
                 .prepare_cached(
-                    "SELECT m.queue_id, m.sender, m.auth_results, substr(m.data, 1, $2)
+                    "SELECT m.queue_id, m.sender, m.auth_results, COALESCE(h.header, substr(m.data, 1, $2))
                      FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
+                          LEFT JOIN message_headers h ON h.message_id = b.message_id
                      WHERE a.address = $1 ORDER BY b.id",
                 )
                 .await
@@ -292,13 +294,16 @@ impl TrackingStore for PostgresStore {
         })
     }
 
-    fn track_event(&self, event: NewTrackingEvent) -> StoreFuture<'_, TrackingOutcome> {
+    fn track_events(&self, events: Vec<NewTrackingEvent>) -> StoreFuture<'_, Vec<TrackingOutcome>> {
         Box::pin(async move {
             let mut conn = self.conn().await?;
             let tx = conn.transaction().await.map_err(db_error)?;
-            let outcome = track_event(&tx, &event).await?;
+            let mut outcomes = Vec::with_capacity(events.len());
+            for event in &events {
+                outcomes.push(track_event(&tx, event).await?);
+            }
             tx.commit().await.map_err(db_error)?;
-            Ok(outcome)
+            Ok(outcomes)
         })
     }
 

@@ -59,22 +59,25 @@ impl MailboxStore for SqliteStore {
         // statement run, account lookup and reset per message.
         let ids = format!("[{}]", ids.iter().map(i64::to_string).collect::<Vec<_>>().join(","));
         self.read(move |conn| {
-            // substr makes a copy: only for a message longer than the prefix.
-            let data = if prefix.is_some() {
-                "CASE WHEN length(m.data) > ?3 THEN substr(m.data, 1, ?3) ELSE m.data END"
-            } else {
-                "m.data"
-            };
             // CROSS JOIN: each id looked up by rowid, not the account's entries scanned for
             // the ids (which the planner prefers otherwise).
-            let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT b.id, {data}
-                     FROM json_each(?2) AS j CROSS JOIN mailbox b ON b.id = j.value
-                          JOIN messages m ON m.id = b.message_id
-                     WHERE b.account_id = (SELECT id FROM accounts WHERE address = ?1)"
-                ))
-                .map_err(db_error)?;
+            let sql = if prefix.is_some() {
+                // The stored header section; for a message stored without one, the prefix
+                // (substr makes a copy: only for a message longer than the prefix). COALESCE
+                // reads the message only when there is no header row.
+                "SELECT b.id, COALESCE(h.header,
+                        (SELECT CASE WHEN length(m.data) > ?3 THEN substr(m.data, 1, ?3) ELSE m.data END
+                         FROM messages m WHERE m.id = b.message_id))
+                 FROM json_each(?2) AS j CROSS JOIN mailbox b ON b.id = j.value
+                      LEFT JOIN message_headers h ON h.message_id = b.message_id
+                 WHERE b.account_id = (SELECT id FROM accounts WHERE address = ?1)"
+            } else {
+                "SELECT b.id, m.data
+                 FROM json_each(?2) AS j CROSS JOIN mailbox b ON b.id = j.value
+                      JOIN messages m ON m.id = b.message_id
+                 WHERE b.account_id = (SELECT id FROM accounts WHERE address = ?1)"
+            };
+            let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
             let prefix = prefix.map(|p| i64::try_from(p).unwrap_or(i64::MAX));
             let read = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
             let rows = match prefix {
@@ -122,8 +125,9 @@ impl MailboxStore for SqliteStore {
             // The header section is enough to find the Message-ID.
             let found: Option<(String, String, Vec<u8>)> = conn
                 .query_row(
-                    "SELECT m.queue_id, m.sender, substr(m.data, 1, ?3)
+                    "SELECT m.queue_id, m.sender, COALESCE(h.header, substr(m.data, 1, ?3))
                      FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
+                          LEFT JOIN message_headers h ON h.message_id = b.message_id
                      WHERE a.address = ?1 AND b.id = ?2",
                     params![address, mailbox_id, HEADER_SCAN_BYTES],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),

@@ -172,6 +172,11 @@ pub(super) fn insert_message(conn: &Connection, message: &NewMessage) -> StoreRe
     if let Some(spooled) = &message.spooled {
         write_spooled(conn, message_id, &message.data, spooled)?;
     }
+    if let Some(header) = message.header_section_to_keep() {
+        conn.prepare_cached("INSERT INTO message_headers (message_id, header) VALUES (?1, ?2)")
+            .and_then(|mut stmt| stmt.execute(params![message_id, header]))
+            .map_err(db_error)?;
+    }
     let now = message.received_at;
     for (delivery, dsn) in &message.deliveries {
         let entry = crate::rules::queue_entry_for(delivery);

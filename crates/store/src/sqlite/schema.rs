@@ -426,6 +426,16 @@ UPDATE accounts SET last_uid_validity =
         revoked_at INTEGER
     );
     ",
+    // Migration 22: each message's header section, beside it (`NewMessage::header_section`):
+    // IMAP header FETCHes, ENVELOPE and SEARCH of header fields read this short row, not
+    // the message (SQLite loads a whole value to cut a prefix of it). Messages stored
+    // before have none; those are read as before.
+    "
+    CREATE TABLE message_headers (
+        message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+        header BLOB NOT NULL
+    );
+    ",
 ];
 
 /// The store holds every mailbox and the password hashes: its folder is made 700 and the

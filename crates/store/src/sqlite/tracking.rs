@@ -24,8 +24,9 @@ fn find_subject(conn: &Connection, recipient: &str, subject: &TrackingSubject) -
         TrackingSubject::Mailbox(id) => {
             let found: Option<(String, String, String, Vec<u8>)> = conn
                 .prepare_cached(
-                    "SELECT m.queue_id, m.sender, m.auth_results, substr(m.data, 1, ?3)
+                    "SELECT m.queue_id, m.sender, m.auth_results, COALESCE(h.header, substr(m.data, 1, ?3))
                      FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
+                          LEFT JOIN message_headers h ON h.message_id = b.message_id
                      WHERE a.address = ?1 AND b.id = ?2",
                 )
                 .and_then(|mut stmt| {
@@ -57,8 +58,9 @@ fn find_subject(conn: &Connection, recipient: &str, subject: &TrackingSubject) -
             // Still in the mailbox, never downloaded.
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT m.queue_id, m.sender, m.auth_results, substr(m.data, 1, ?2)
+                    "SELECT m.queue_id, m.sender, m.auth_results, COALESCE(h.header, substr(m.data, 1, ?2))
                      FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
+                          LEFT JOIN message_headers h ON h.message_id = b.message_id
                      WHERE a.address = ?1 ORDER BY b.id",
                 )
                 .map_err(db_error)?;
@@ -341,8 +343,8 @@ impl TrackingStore for SqliteStore {
         })
     }
 
-    fn track_event(&self, event: NewTrackingEvent) -> StoreFuture<'_, TrackingOutcome> {
-        self.write(move |conn| track_event(conn, &event))
+    fn track_events(&self, events: Vec<NewTrackingEvent>) -> StoreFuture<'_, Vec<TrackingOutcome>> {
+        self.write(move |conn| events.iter().map(|event| track_event(conn, event)).collect())
     }
 
     fn store_notified_record(

@@ -27,6 +27,7 @@ on_every_backend!(
     store: downloads_are_recorded_once_per_message_and_recipient,
     a_local_senders_records_go_into_its_tracking_folder,
     unauthenticated_mail_makes_events_but_no_records,
+    a_batch_of_events_is_recorded_in_one_write_with_an_outcome_each,
 );
 on_every_backend!(itself: a_remote_senders_records_wait_in_the_outbox_across_a_restart);
 on_every_backend!(
@@ -291,6 +292,27 @@ async fn unauthenticated_mail_makes_events_but_no_records<S: Tracked + ?Sized>(s
     other.recipient = "nurse@lrsupport.test".into();
     assert_eq!(store.track_event(other).await.unwrap(), TrackingOutcome::NotFound);
     assert_eq!(store.track_event(retr(id + 1000)).await.unwrap(), TrackingOutcome::NotFound);
+}
+
+/// An IMAP FETCH batch's `downloaded` events in one write: each gets the outcome it
+/// would get alone, in order (a duplicate within the batch too), and nothing is lost.
+async fn a_batch_of_events_is_recorded_in_one_write_with_an_outcome_each<S: Tracked + ?Sized>(store: &S) {
+    let abc = setup(store).await;
+    let tracked = deliver(store, abc, "Q1", "glen@galkam.test", RCRAM, "<t1@galkam.test>").await;
+    let plain = deliver(store, abc, "Q2", "glen@galkam.test", "none", "<p1@galkam.test>").await;
+    let before = store.track_event(retr(plain)).await.unwrap();
+    assert_eq!(before, TrackingOutcome::Recorded { record: None, route: TrackingRoute::Untracked });
+    let outcomes = store.track_events(vec![retr(tracked), retr(plain), retr(tracked), retr(plain + 1000)]).await;
+    let outcomes = outcomes.unwrap();
+    assert_eq!(outcomes.len(), 4, "{outcomes:?}");
+    assert!(
+        matches!(&outcomes[0], TrackingOutcome::Recorded { record: Some(_), route: TrackingRoute::Outbox { domain } } if domain == "galkam.test"),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[1..], [TrackingOutcome::Duplicate, TrackingOutcome::Duplicate, TrackingOutcome::NotFound]);
+    assert_eq!(store.list_tracking_events(0, 10).await.unwrap().len(), 2);
+    assert_eq!(store.list_notify_outbox().await.unwrap().len(), 1);
+    assert_eq!(store.track_events(Vec::new()).await.unwrap(), []);
 }
 
 async fn notified_records_are_stored_once_for_local_senders_only<S: AccountStore + TrackingStore + ?Sized>(store: &S) {

@@ -292,7 +292,9 @@ pub enum Event {
     /// Message data for FETCH or SEARCH in the selected mailbox: answer `fetched` with
     /// `content` of each UID that still exists. `mark_seen`: set `\Seen` on these (RFC
     /// 9051 6.4.5: a FETCH of body data of a read-write mailbox) and report their flags.
-    Fetch { uids: Vec<u32>, content: Content, mark_seen: Vec<u32> },
+    /// `next`: the UIDs the following event of this FETCH or SEARCH will ask for, with the
+    /// same content (empty for the last batch): the driver may read them ahead.
+    Fetch { uids: Vec<u32>, content: Content, mark_seen: Vec<u32>, next: Vec<u32> },
     /// FETCH sent the whole body of these messages (`BODY[]`, `RFC822`, `BINARY[]`):
     /// record the `downloaded` tracking event (SPEC 9) for those not yet recorded. No
     /// answer.

@@ -125,10 +125,31 @@ pub(super) fn matches(
 /// Any field named `name` whose decoded value contains `needle` (an empty needle: the
 /// field exists, RFC 9051 6.4.4 HEADER).
 fn header_contains(message: &[u8], name: &str, needle: &str) -> bool {
-    headers::fields(message).filter(|f| f.name_is(name)).any(|f| {
+    let mut fields = headers::fields(message).filter(|f| f.name_is(name)).peekable();
+    if fields.peek().is_none() {
+        return false;
+    }
+    let ascii_needle = needle.is_ascii();
+    let needle = needle.to_lowercase();
+    fields.any(|f| {
+        let blank = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+        let raw = f.raw_value();
+        let start = raw.iter().position(|b| !blank(b)).unwrap_or(raw.len());
+        let end = raw.iter().rposition(|b| !blank(b)).map_or(start, |i| i + 1);
+        let raw = raw.get(start..end).unwrap_or(&[]);
+        // Most values are plain ASCII on one line, with no encoded words: no unfolding or
+        // decoding to do, and ASCII case folding is the whole of it.
+        if ascii_needle && raw.is_ascii() && !raw.contains(&b'\n') && !raw.windows(2).any(|w| w == b"=?") {
+            return ascii_contains_ignore_case(raw, needle.as_bytes());
+        }
         let value = headers::decode_encoded_words(&f.unfolded_value());
-        value.to_lowercase().contains(&needle.to_lowercase())
+        value.to_lowercase().contains(&needle)
     })
+}
+
+/// Whether `haystack` contains `needle` (lower-case ASCII), ASCII case ignored.
+fn ascii_contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// Case-insensitive substring of raw bytes (UTF-8, invalid sequences replaced).
@@ -177,5 +198,24 @@ mod tests {
             content_needed(&SearchKey::Or(Box::new(SearchKey::Body("x".into())), Box::new(SearchKey::All))),
             Some(Content::Full)
         );
+    }
+
+    /// RFC 9051 6.4.4: a case-insensitive substring of the field's value as read (unfolded,
+    /// encoded words decoded); the plain-ASCII shortcut answers as the full path does.
+    #[test]
+    fn header_values_match_as_decoded_whatever_the_path() {
+        let message = b"Subject:  Wg MTG notes \r\nTo: a@example.org,\r\n b@example.org\r\n\
+                        Cc: =?iso-8859-1?q?Andr=E9?= <andre@example.org>\r\nFrom: K\xc3\xa4the <k@example.org>\r\n\r\nbody";
+        let has = |name, needle| header_contains(message, name, needle);
+        assert!(has("subject", "wg mtg"));
+        assert!(has("SUBJECT", "MTG NOTES"));
+        assert!(!has("Subject", "notes  "), "the value is trimmed");
+        assert!(!has("Subject", "body"));
+        assert!(has("To", "org, b@"), "folded lines are unfolded");
+        assert!(has("Cc", "andr\u{e9}"), "encoded words are decoded");
+        assert!(has("Cc", "ANDR\u{c9}"));
+        assert!(has("From", "k\u{e4}the"), "UTF-8 values are folded as Unicode");
+        assert!(has("Subject", ""));
+        assert!(!has("Bcc", ""), "no such field");
     }
 }

@@ -184,6 +184,7 @@ impl Session {
             return None;
         };
         let uids = self.take_batch(&mut job.queue, content);
+        let next = self.peek_batch(&job.queue, content);
         let mark_seen = match (&self.view, job.mark_seen) {
             (Some(view), true) => uids
                 .iter()
@@ -194,31 +195,41 @@ impl Session {
         };
         self.job = Some(Job::Fetch(job));
         self.wait = Wait::Driver(Pending::Batch { uids: uids.clone() });
-        Some(Event::Fetch { uids, content, mark_seen })
+        Some(Event::Fetch { uids, content, mark_seen, next })
     }
 
     /// The next UIDs to load: up to [`FETCH_BATCH_MESSAGES`] or [`FETCH_BATCH_OCTETS`]
     /// (by the sizes in the view; for header sections the `HEADER_` limits), at least one.
     fn take_batch(&self, queue: &mut VecDeque<u32>, content: Content) -> Vec<u32> {
+        let len = self.batch_len(queue, content);
+        queue.drain(..len).collect()
+    }
+
+    /// The batch after this one, as [`Session::take_batch`] will take it (the driver may
+    /// read it ahead while this one is answered); empty at the end.
+    fn peek_batch(&self, queue: &VecDeque<u32>, content: Content) -> Vec<u32> {
+        queue.iter().take(self.batch_len(queue, content)).copied().collect()
+    }
+
+    fn batch_len(&self, queue: &VecDeque<u32>, content: Content) -> usize {
         let (max_messages, max_octets, estimate) = match content {
             Content::Full => (FETCH_BATCH_MESSAGES, FETCH_BATCH_OCTETS, u64::MAX),
             Content::Header => (HEADER_BATCH_MESSAGES, HEADER_BATCH_OCTETS, HEADER_ESTIMATE),
         };
-        let mut batch = Vec::new();
+        let mut len = 0;
         let mut octets = 0u64;
-        while let Some(&uid) = queue.front() {
+        for &uid in queue {
             let size = match &self.view {
                 Some(view) => view.index_of(uid).map_or(0, |i| view.message(i).size).min(estimate),
                 None => 0,
             };
-            if !batch.is_empty() && (batch.len() >= max_messages || octets.saturating_add(size) > max_octets) {
+            if len > 0 && (len >= max_messages || octets.saturating_add(size) > max_octets) {
                 break;
             }
             octets = octets.saturating_add(size);
-            batch.push(uid);
-            queue.pop_front();
+            len += 1;
         }
-        batch
+        len
     }
 
     /// `* n FETCH (...)` for one message still in the view; false when it is not.
@@ -483,9 +494,10 @@ impl Session {
         }
         let uids = self.take_batch(&mut job.queue, job.content);
         let content = job.content;
+        let next = self.peek_batch(&job.queue, content);
         self.job = Some(Job::Search(job));
         self.wait = Wait::Driver(Pending::Batch { uids: uids.clone() });
-        Some(Event::Fetch { uids, content, mark_seen: Vec::new() })
+        Some(Event::Fetch { uids, content, mark_seen: Vec::new(), next })
     }
 
     /// The SEARCH (IMAP4rev1 without RETURN) or ESEARCH response, then the tagged OK.

@@ -38,6 +38,8 @@ struct Harness {
     auth_outcomes: Vec<(Option<String>, bool)>,
     downloaded: Vec<u32>,
     events: Vec<String>,
+    /// Each Event::Fetch's UIDs and the `next` it announced.
+    batches: Vec<(Vec<u32>, Vec<u32>)>,
 }
 
 impl Harness {
@@ -73,6 +75,7 @@ impl Harness {
             auth_outcomes: Vec::new(),
             downloaded: Vec::new(),
             events: Vec::new(),
+            batches: Vec::new(),
         }
     }
 
@@ -124,7 +127,8 @@ impl Harness {
                     };
                     self.session.selected(result);
                 }
-                Event::Fetch { uids, mark_seen, .. } => {
+                Event::Fetch { uids, mark_seen, next, .. } => {
+                    self.batches.push((uids.clone(), next));
                     let mailbox = self.selected_mailbox();
                     let mut data = Vec::new();
                     for uid in uids {
@@ -544,5 +548,39 @@ fn random_input_never_panics() {
             h.run();
             let _ = h.output();
         }
+    }
+}
+
+/// Each batch of a FETCH or SEARCH announces the next one (the driver reads it ahead):
+/// exactly the UIDs the following event asks for, and nothing after the last.
+#[test]
+fn each_batch_announces_the_next() {
+    let mut h = Harness::new(|_| {});
+    let inbox = h.store.get_mut("INBOX").unwrap();
+    for _ in 0..150 {
+        let uid = inbox.uid_next;
+        inbox.uid_next += 1;
+        let meta = MessageMeta {
+            uid,
+            flags: Vec::new(),
+            internal_date: DateTime { unix: 837_566_605, offset_minutes: 0 },
+            size: MESSAGE.len() as u64,
+            modseq: 1,
+        };
+        inbox.messages.push((meta, MESSAGE.to_vec()));
+    }
+    h.login();
+    h.send("a1 SELECT INBOX\r\n");
+    for command in ["a2 FETCH 1:* BODY.PEEK[]\r\n", "a3 SEARCH BODY afternoon\r\n"] {
+        h.batches.clear();
+        let out = h.send(command);
+        assert!(out.contains(" OK "), "{out}");
+        assert!(h.batches.len() >= 2, "{command}: {:?}", h.batches.len());
+        let all: Vec<u32> = h.batches.iter().flat_map(|(uids, _)| uids.clone()).collect();
+        assert_eq!(all, (1..=153).collect::<Vec<u32>>(), "{command}");
+        for pair in h.batches.windows(2) {
+            assert_eq!(pair[0].1, pair[1].0, "{command}");
+        }
+        assert_eq!(h.batches.last().map(|(_, next)| next.len()), Some(0), "{command}");
     }
 }

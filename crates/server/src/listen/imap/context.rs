@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vouchmail_proto::imap::session::{Session, SessionConfig};
-use vouchmail_store::{FolderMessage, FolderVersion, Store};
+use vouchmail_proto::imap::session::{Content, Session, SessionConfig};
+use vouchmail_store::{FolderMessage, FolderVersion, Store, StoreError};
 
 use crate::auth::guard::AuthGuard;
 use crate::auth::limits::AuthLimiter;
@@ -96,6 +96,24 @@ pub struct FolderStamp {
     pub newest_record: Option<i64>,
 }
 
+/// The next batch of a FETCH or SEARCH (the session's `next`), read from the store while
+/// the session answers the current one: on two cores the store's thread and the session's
+/// then work at once.
+pub struct ReadAhead {
+    pub uids: Vec<u32>,
+    pub content: Content,
+    pub read: tokio::task::JoinHandle<Result<StoredBatch, StoreError>>,
+}
+
+/// A batch as the store gives it: (mailbox entry id, message or header section).
+pub type StoredBatch = Vec<(i64, Vec<u8>)>;
+
+impl ReadAhead {
+    pub fn cancel(self) {
+        self.read.abort();
+    }
+}
+
 /// One connection's driver: what the stages (a file each) act on besides the session.
 pub struct Connection<'a> {
     pub stream: MaybeTls,
@@ -110,6 +128,8 @@ pub struct Connection<'a> {
     pub idling: Option<crate::support::metrics::GaugeGuard>,
     /// `downloaded` events being recorded (`messages.rs`).
     pub recording: tokio::task::JoinSet<()>,
+    /// The next batch of the running FETCH or SEARCH, being read (`messages.rs`).
+    pub read_ahead: Option<Box<ReadAhead>>,
 }
 
 impl<'a> Connection<'a> {
@@ -123,6 +143,7 @@ impl<'a> Connection<'a> {
             selected: None,
             idling: None,
             recording: tokio::task::JoinSet::new(),
+            read_ahead: None,
         }
     }
 

@@ -2,12 +2,12 @@
 //! the `downloaded` tracking event of a whole body (SPEC 8.3, 9), STORE, COPY/MOVE
 //! (RFC 6851) and EXPUNGE, on the selected folder of the store.
 
-use vouchmail_proto::headers::body_start;
+use vouchmail_proto::headers::header_end;
 use vouchmail_proto::imap::session::{Content, CopyUid, FlagUpdate, MessageData, Session, StoreOutcome};
 use vouchmail_proto::imap::types::{Flag, StoreMode};
 use vouchmail_store::{AppendedMessage, FlagChange, FlagOperation, StoreError};
 
-use super::context::Connection;
+use super::context::{Connection, ReadAhead};
 use super::mailboxes::{failure, imap_flags, stored_flags};
 use crate::rules::{folders, tracking_folder};
 use crate::support::queue_id::new_queue_id;
@@ -18,6 +18,21 @@ use vouchmail_proto::imap::session::Failure;
 const HEADER_PREFIX: usize = 64 * 1024;
 
 impl Connection<'_> {
+    /// Starts reading the batch the session will ask for after this one, if any.
+    fn read_ahead(&mut self, next: Vec<u32>, content: Content) {
+        if let Some(stale) = self.read_ahead.take() {
+            stale.cancel();
+        }
+        if next.is_empty() || folders::is_tracking(&self.folder()) {
+            return;
+        }
+        let ids: Vec<i64> = next.iter().filter_map(|&uid| self.entry_of(uid)).collect();
+        let (store, user) = (std::sync::Arc::clone(&self.context.store), self.user().to_string());
+        let prefix = (content == Content::Header).then_some(HEADER_PREFIX);
+        let read = tokio::spawn(async move { store.mailbox_messages(&user, &ids, prefix).await });
+        self.read_ahead = Some(Box::new(ReadAhead { uids: next, content, read }));
+    }
+
     /// The selected folder's name, and the entry id of a UID in it.
     fn entry_of(&self, uid: u32) -> Option<i64> {
         self.selected.as_ref()?.entry_of(uid)
@@ -28,8 +43,16 @@ impl Connection<'_> {
     }
 
     /// RFC 9051 6.4.5: the messages' data (the header section or all of it); `\Seen` set
-    /// on `mark_seen` first (a FETCH of body data in a read-write folder).
-    pub async fn fetch(&mut self, session: &mut Session, uids: Vec<u32>, content: Content, mark_seen: Vec<u32>) {
+    /// on `mark_seen` first (a FETCH of body data in a read-write folder). `next`: the
+    /// batch after this one, read ahead.
+    pub async fn fetch(
+        &mut self,
+        session: &mut Session,
+        uids: Vec<u32>,
+        content: Content,
+        mark_seen: Vec<u32>,
+        next: Vec<u32>,
+    ) {
         let mut seen_now = std::collections::BTreeMap::new();
         if !mark_seen.is_empty() && !folders::is_read_only(&self.folder()) {
             let change = FlagChange {
@@ -47,18 +70,15 @@ impl Connection<'_> {
                 Err(e) => return session.fetched(Err(failure(e, "FETCH"))),
             }
         }
-        let messages = match self.messages(&uids, content).await {
+        let messages = match self.messages(&uids, content, next).await {
             Ok(messages) => messages,
             Err(e) => return session.fetched(Err(failure(e, "FETCH"))),
         };
+        // For `Content::Header` the bytes may go on past the header section (a prefix):
+        // the session reads no further than the header's empty line.
         let data = messages
             .into_iter()
-            .map(|(uid, mut bytes)| {
-                if content == Content::Header {
-                    bytes.truncate(body_start(&bytes).min(bytes.len()));
-                }
-                MessageData { uid, bytes, seen_set: seen_now.remove(&uid) }
-            })
+            .map(|(uid, bytes)| MessageData { uid, bytes, seen_set: seen_now.remove(&uid) })
             .collect();
         session.fetched(Ok(data));
     }
@@ -66,7 +86,12 @@ impl Connection<'_> {
     /// The selected folder's messages with these UIDs, each as (UID, bytes): whole, or for
     /// [`Content::Header`] at least their header section. One expunged meanwhile is left
     /// out (the session answers for what is left).
-    async fn messages(&mut self, uids: &[u32], content: Content) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+    async fn messages(
+        &mut self,
+        uids: &[u32],
+        content: Content,
+        next: Vec<u32>,
+    ) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
         let mut messages = Vec::with_capacity(uids.len());
         if folders::is_tracking(&self.folder()) {
             let records = self.tracking_records().await?;
@@ -79,12 +104,25 @@ impl Connection<'_> {
         }
         let entries: std::collections::HashMap<i64, u32> =
             uids.iter().filter_map(|&uid| Some((self.entry_of(uid)?, uid))).collect();
-        let ids: Vec<i64> = entries.keys().copied().collect();
         let prefix = (content == Content::Header).then_some(HEADER_PREFIX);
+        let current = self.read_ahead.take();
+        self.read_ahead(next, content);
+        let rows = match current {
+            Some(ahead) if ahead.uids == uids && ahead.content == content => {
+                ahead.read.await.map_err(|e| StoreError::Unavailable(format!("the read ahead failed: {e}")))??
+            }
+            stale => {
+                if let Some(stale) = stale {
+                    stale.cancel();
+                }
+                let ids: Vec<i64> = entries.keys().copied().collect();
+                self.store().mailbox_messages(self.user(), &ids, prefix).await?
+            }
+        };
         let mut cut_short = Vec::new();
-        for (entry, bytes) in self.store().mailbox_messages(self.user(), &ids, prefix).await? {
-            // A header section longer than the prefix: that message is read whole.
-            if prefix.is_some() && bytes.len() >= HEADER_PREFIX && body_start(&bytes) >= bytes.len() {
+        for (entry, bytes) in rows {
+            // A header section longer than the prefix (no end in it): read whole.
+            if prefix.is_some() && bytes.len() >= HEADER_PREFIX && header_end(&bytes) >= bytes.len() {
                 cut_short.push(entry);
             } else if let Some(&uid) = entries.get(&entry) {
                 messages.push((uid, bytes));
@@ -101,29 +139,34 @@ impl Connection<'_> {
     }
 
     /// SPEC 8.3, 9: the first whole-body FETCH records `downloaded`, once per message and
-    /// recipient (the store keeps it once), as POP3 RETR does. The events are recorded
-    /// while the FETCH goes on (the store commits those of a batch together: one fsync on
-    /// SQLite, the pool's connections on PostgreSQL); [`Connection::recorded`] waits for
-    /// them before the client is sent any of it.
+    /// recipient (the store keeps it once), as POP3 RETR does. A batch's events are one
+    /// store write (one commit), made while the FETCH reads its next batch;
+    /// [`Connection::recorded`] waits for them before the client is sent any of it.
     pub fn downloaded(&mut self, uids: Vec<u32>) {
         // The Tracking folder's messages are records, not deliveries.
         if folders::is_tracking(&self.folder()) {
             return;
         }
-        for uid in uids {
-            let Some(entry) = self.entry_of(uid) else { continue };
-            let event = vouchmail_store::NewTrackingEvent {
+        let at = crate::support::time::unix_now();
+        let events: Vec<_> = uids
+            .into_iter()
+            .filter_map(|uid| self.entry_of(uid))
+            .map(|entry| vouchmail_store::NewTrackingEvent {
                 recipient: self.user().to_string(),
                 subject: vouchmail_store::TrackingSubject::Mailbox(entry),
                 kind: vouchmail_store::TrackingKind::Downloaded,
-                at: crate::support::time::unix_now(),
+                at,
                 reporting_server: self.context.session_config.hostname.clone(),
-            };
-            let (store, bell) = (std::sync::Arc::clone(&self.context.store), self.context.outbox_bell.clone());
-            self.recording.spawn(async move {
-                crate::rules::tracking::record_event(store.as_ref(), event, &bell).await;
-            });
+            })
+            .collect();
+        if events.is_empty() {
+            return;
         }
+        // One store write for the batch: one writer job and commit, not one per message.
+        let (store, bell) = (std::sync::Arc::clone(&self.context.store), self.context.outbox_bell.clone());
+        self.recording.spawn(async move {
+            crate::rules::tracking::record_events(store.as_ref(), events, &bell).await;
+        });
     }
 
     /// Waits until the `downloaded` events under way are recorded (or failed, logged).

@@ -133,6 +133,10 @@ async fn run_session(
             continue;
         }
         session.release_idle_buffers();
+        // A batch read ahead for a job that ended early (a failure) is not wanted now.
+        if let Some(ahead) = conn.read_ahead.take() {
+            ahead.cancel();
+        }
         let watching = conn.selected.is_some();
         let mut look = false;
         tokio::select! {
@@ -183,7 +187,7 @@ async fn handle(conn: &mut Connection<'_>, session: &mut Session, event: Event) 
         // idling counts down too.
         Event::Idle => conn.idling = Some(GaugeGuard::new(&conn.context.metrics.metrics.imap_idle)),
         Event::IdleDone => conn.idling = None,
-        Event::Fetch { uids, content, mark_seen } => conn.fetch(session, uids, content, mark_seen).await,
+        Event::Fetch { uids, content, mark_seen, next } => conn.fetch(session, uids, content, mark_seen, next).await,
         Event::Downloaded { uids } => conn.downloaded(uids),
         Event::Store { uids, mode, flags, unchanged_since } => {
             conn.store_flags(session, uids, mode, flags, unchanged_since).await
