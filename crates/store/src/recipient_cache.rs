@@ -6,7 +6,8 @@
 //! when it names an account without a quota in one of our domains. Every change this store
 //! makes to domains, accounts, aliases or held domains empties the cache once it is
 //! committed, so what this process changes (the admin API, the server's own rules) is seen
-//! at once. A change made elsewhere (the CLI, another node on the same PostgreSQL database,
+//! at once (on PostgreSQL, a change whose caller stopped waiting before it ended is seen
+//! as another node's). A change made elsewhere (the CLI, another node on the same PostgreSQL database,
 //! SPEC 11) is seen at most [`RECIPIENT_TTL`] late, with nothing to invalidate across
 //! processes: a new account, domain or alias and an unknown address are always read from
 //! the database (nothing refused is remembered); an account removed elsewhere may pass

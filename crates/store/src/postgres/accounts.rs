@@ -13,10 +13,26 @@ use crate::interface::AccountStore;
 use crate::types::*;
 use vouchmail_proto::sasl::secrets::Secrets;
 
+impl PostgresStore {
+    /// A change to domains, accounts, aliases or held domains: once it has ended, the
+    /// recipient cache forgets what it kept (a change whose caller stopped waiting is seen
+    /// within the cache's time, as another node's).
+    fn changing<'a, T: Send + 'a>(
+        &'a self,
+        change: impl std::future::Future<Output = crate::error::StoreResult<T>> + Send + 'a,
+    ) -> StoreFuture<'a, T> {
+        Box::pin(async move {
+            let result = change.await;
+            self.recipients.changed();
+            result
+        })
+    }
+}
+
 impl AccountStore for PostgresStore {
     fn add_domain(&self, name: &str, policy: SenderPolicy) -> StoreFuture<'_, ()> {
         let name = name.to_ascii_lowercase();
-        Box::pin(async move {
+        self.changing(async move {
             let conn = self.conn().await?;
             let statement = conn
                 .prepare_cached(
@@ -42,7 +58,7 @@ impl AccountStore for PostgresStore {
 
     fn remove_domain(&self, name: &str) -> StoreFuture<'_, ()> {
         let name = name.to_ascii_lowercase();
-        Box::pin(async move {
+        self.changing(async move {
             let mut conn = self.conn().await?;
             let tx = conn.transaction().await.map_err(db_error)?;
             // Its aliases go with it; its accounts must have gone first (the foreign key
@@ -86,7 +102,7 @@ impl AccountStore for PostgresStore {
 
     fn set_domain_policy(&self, name: &str, policy: SenderPolicy) -> StoreFuture<'_, ()> {
         let name = name.to_ascii_lowercase();
-        Box::pin(async move {
+        self.changing(async move {
             let conn = self.conn().await?;
             let n = conn
                 .execute(
@@ -105,7 +121,7 @@ impl AccountStore for PostgresStore {
     fn set_catch_all(&self, name: &str, account: Option<&str>) -> StoreFuture<'_, ()> {
         let name = name.to_ascii_lowercase();
         let account = account.map(str::to_lowercase);
-        Box::pin(async move {
+        self.changing(async move {
             let mut conn = self.conn().await?;
             let tx = conn.transaction().await.map_err(db_error)?;
             if let Some(account) = &account {
@@ -125,7 +141,7 @@ impl AccountStore for PostgresStore {
     }
 
     fn add_account(&self, account: NewAccount) -> StoreFuture<'_, i64> {
-        Box::pin(async move {
+        self.changing(async move {
             let address = account.address.to_lowercase();
             let domain = crate::rules::account_domain(&address)?.to_string();
             let not_local = || {
@@ -167,7 +183,7 @@ impl AccountStore for PostgresStore {
 
     fn remove_account(&self, address: &str) -> StoreFuture<'_, ()> {
         let address = address.to_lowercase();
-        Box::pin(async move {
+        self.changing(async move {
             let mut conn = self.conn().await?;
             let tx = conn.transaction().await.map_err(db_error)?;
             // Locked first: a commit delivering into this mailbox right now holds a key
@@ -226,7 +242,7 @@ impl AccountStore for PostgresStore {
 
     fn set_secrets(&self, address: &str, secrets: Secrets) -> StoreFuture<'_, ()> {
         let address = address.to_lowercase();
-        Box::pin(async move {
+        self.changing(async move {
             let fields = secrets.to_fields();
             let conn = self.conn().await?;
             let n = conn
@@ -245,7 +261,7 @@ impl AccountStore for PostgresStore {
 
     fn set_quota(&self, address: &str, quota_bytes: u64) -> StoreFuture<'_, ()> {
         let address = address.to_lowercase();
-        Box::pin(async move {
+        self.changing(async move {
             let conn = self.conn().await?;
             let n = conn
                 .execute("UPDATE accounts SET quota_bytes = $2 WHERE address = $1", &[&address, &(quota_bytes as i64)])
@@ -262,7 +278,7 @@ impl AccountStore for PostgresStore {
         // The checks (a local domain, not an account, no loop) are `rules::accounts`'.
         let alias = alias.to_lowercase();
         let targets: Vec<String> = targets.iter().map(|t| t.to_lowercase()).collect();
-        Box::pin(async move {
+        self.changing(async move {
             let mut conn = self.conn().await?;
             let tx = conn.transaction().await.map_err(db_error)?;
             let insert = tx
@@ -279,7 +295,7 @@ impl AccountStore for PostgresStore {
     fn remove_alias(&self, alias: &str, target: Option<&str>) -> StoreFuture<'_, ()> {
         let alias = alias.to_lowercase();
         let target = target.map(str::to_lowercase);
-        Box::pin(async move {
+        self.changing(async move {
             let conn = self.conn().await?;
             let n = match &target {
                 Some(t) => conn.execute("DELETE FROM aliases WHERE alias = $1 AND target = $2", &[&alias, t]).await,
@@ -317,7 +333,7 @@ impl AccountStore for PostgresStore {
     fn set_send_as(&self, account: &str, addresses: &[String]) -> StoreFuture<'_, ()> {
         let account = account.to_lowercase();
         let addresses: Vec<String> = addresses.iter().map(|a| a.to_lowercase()).collect();
-        Box::pin(async move {
+        self.changing(async move {
             let mut conn = self.conn().await?;
             let tx = conn.transaction().await.map_err(db_error)?;
             let id =
@@ -337,6 +353,11 @@ impl AccountStore for PostgresStore {
 
     fn lookup_recipient(&self, address: &str) -> StoreFuture<'_, RecipientRecord> {
         let address = address.to_lowercase();
+        // Issue 25: the hot path of RCPT; the rule of what is kept is `recipient_cache`'s.
+        if let Some(record) = self.recipients.get(&address) {
+            return Box::pin(async move { Ok(record) });
+        }
+        let generation = self.recipients.generation();
         Box::pin(async move {
             let conn = self.conn().await?;
             let domain_name = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
@@ -349,7 +370,9 @@ impl AccountStore for PostgresStore {
                 (Some(_), None) => lookup_alias_targets(&conn, &address).await?,
                 _ => Vec::new(),
             };
-            Ok(RecipientRecord { domain, account, alias_targets })
+            let record = RecipientRecord { domain, account, alias_targets };
+            self.recipients.keep(generation, address, &record);
+            Ok(record)
         })
     }
 
@@ -365,7 +388,7 @@ impl AccountStore for PostgresStore {
     fn add_cert_mapping(&self, address: &str, kind: CertMatch, value: &str) -> StoreFuture<'_, ()> {
         let address = address.to_lowercase();
         let value = kind.normalize(value);
-        Box::pin(async move {
+        self.changing(async move {
             let conn = self.conn().await?;
             // One statement: the account's id and the mapping together, nothing when
             // there is no such account.
@@ -393,7 +416,7 @@ impl AccountStore for PostgresStore {
         let address = address.to_lowercase();
         let values = [CertMatch::Fingerprint.normalize(value), CertMatch::Subject.normalize(value)];
         let given = value.trim().to_string();
-        Box::pin(async move {
+        self.changing(async move {
             let conn = self.conn().await?;
             let n = conn
                 .execute(
@@ -456,7 +479,7 @@ impl AccountStore for PostgresStore {
         // Lower-cased here and on lookup: account names compare case-insensitively.
         let accounts: Vec<String> = accounts.iter().map(|a| a.to_lowercase()).filter(|a| !a.is_empty()).collect();
         let etrn_host = etrn_host.map(str::to_string);
-        Box::pin(async move {
+        self.changing(async move {
             let mut conn = self.conn().await?;
             let tx = conn.transaction().await.map_err(db_error)?;
             for account in &accounts {

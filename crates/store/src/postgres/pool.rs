@@ -12,6 +12,7 @@ use super::options::{parse_url, PostgresOptions};
 use super::schema::migrate;
 use super::tls;
 use crate::error::{StoreError, StoreResult};
+use crate::recipient_cache::RecipientCache;
 
 /// How long a caller waits for a free connection before the store counts as unavailable
 /// (a 451 to an SMTP client, which retries).
@@ -26,6 +27,8 @@ pub struct PostgresStore {
     pub(super) committer: Committer,
     /// What other nodes announce (LISTEN/NOTIFY, SPEC 11).
     pub(super) announcements: Announcements,
+    /// RCPT's lookups, kept for a moment (issue 25; the rule is in `recipient_cache`).
+    pub(super) recipients: RecipientCache,
 }
 
 impl PostgresStore {
@@ -53,7 +56,12 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Unavailable(format!("cannot make the connection pool: {e}")))?;
         let announcements = Announcements::start(&target, options.ca_file.as_deref())?;
-        let store = PostgresStore { committer: Committer::start(pool.clone()), pool, announcements };
+        let store = PostgresStore {
+            committer: Committer::start(pool.clone()),
+            pool,
+            announcements,
+            recipients: RecipientCache::default(),
+        };
         let mut conn = store.conn().await?;
         warn_unless_durable(&conn).await?;
         migrate(&mut conn).await?;
