@@ -201,17 +201,24 @@ impl Session {
     /// The next UIDs to load: up to [`FETCH_BATCH_MESSAGES`] or [`FETCH_BATCH_OCTETS`]
     /// (by the sizes in the view; for header sections the `HEADER_` limits), at least one.
     fn take_batch(&self, queue: &mut VecDeque<u32>, content: Content) -> Vec<u32> {
-        let len = self.batch_len(queue, content);
+        let (len, _) = self.batch_len(queue, content);
         queue.drain(..len).collect()
     }
 
     /// The batch after this one, as [`Session::take_batch`] will take it (the driver may
-    /// read it ahead while this one is answered); empty at the end.
+    /// read it ahead while this one is answered); empty at the end, and for a message
+    /// larger than a batch, which is not held twice.
     fn peek_batch(&self, queue: &VecDeque<u32>, content: Content) -> Vec<u32> {
-        queue.iter().take(self.batch_len(queue, content)).copied().collect()
+        let (len, oversized) = self.batch_len(queue, content);
+        if oversized {
+            return Vec::new();
+        }
+        queue.iter().take(len).copied().collect()
     }
 
-    fn batch_len(&self, queue: &VecDeque<u32>, content: Content) -> usize {
+    /// How many UIDs from the front of `queue` make the next batch, and whether they pass
+    /// the batch's octets (one message larger than a batch).
+    fn batch_len(&self, queue: &VecDeque<u32>, content: Content) -> (usize, bool) {
         let (max_messages, max_octets, estimate) = match content {
             Content::Full => (FETCH_BATCH_MESSAGES, FETCH_BATCH_OCTETS, u64::MAX),
             Content::Header => (HEADER_BATCH_MESSAGES, HEADER_BATCH_OCTETS, HEADER_ESTIMATE),
@@ -229,7 +236,7 @@ impl Session {
             octets = octets.saturating_add(size);
             len += 1;
         }
-        len
+        (len, octets > max_octets)
     }
 
     /// `* n FETCH (...)` for one message still in the view; false when it is not.

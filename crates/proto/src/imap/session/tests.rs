@@ -583,4 +583,11 @@ fn each_batch_announces_the_next() {
         }
         assert_eq!(h.batches.last().map(|(_, next)| next.len()), Some(0), "{command}");
     }
+    // A message larger than a batch is not read ahead (it would be held twice).
+    let inbox = h.store.get_mut("INBOX").unwrap();
+    inbox.messages[1].0.size = FETCH_BATCH_OCTETS + 1;
+    h.send("a4 SELECT INBOX\r\n");
+    h.batches.clear();
+    h.send("a5 FETCH 1:3 BODY.PEEK[]\r\n");
+    assert_eq!(h.batches, [(vec![1], vec![]), (vec![2], vec![3]), (vec![3], vec![])]);
 }

@@ -128,6 +128,8 @@ pub struct Connection<'a> {
     pub idling: Option<crate::support::metrics::GaugeGuard>,
     /// `downloaded` events being recorded (`messages.rs`).
     pub recording: tokio::task::JoinSet<()>,
+    /// Mailbox entries whose `downloaded` events are still to be recorded (`messages.rs`).
+    pub downloads: Vec<i64>,
     /// The next batch of the running FETCH or SEARCH, being read (`messages.rs`).
     pub read_ahead: Option<Box<ReadAhead>>,
 }
@@ -143,6 +145,7 @@ impl<'a> Connection<'a> {
             selected: None,
             idling: None,
             recording: tokio::task::JoinSet::new(),
+            downloads: Vec::new(),
             read_ahead: None,
         }
     }

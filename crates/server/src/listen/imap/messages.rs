@@ -17,6 +17,10 @@ use vouchmail_proto::imap::session::Failure;
 /// is almost always far shorter, and a body (attachments) far longer.
 const HEADER_PREFIX: usize = 64 * 1024;
 
+/// `downloaded` events recorded in one store write: one commit for many, whose index pages
+/// they share (a write per FETCH batch of 64 dirtied nearly a page per event).
+const DOWNLOADS_PER_WRITE: usize = 256;
+
 impl Connection<'_> {
     /// Starts reading the batch the session will ask for after this one, if any.
     fn read_ahead(&mut self, next: Vec<u32>, content: Content) {
@@ -139,18 +143,30 @@ impl Connection<'_> {
     }
 
     /// SPEC 8.3, 9: the first whole-body FETCH records `downloaded`, once per message and
-    /// recipient (the store keeps it once), as POP3 RETR does. A batch's events are one
-    /// store write (one commit), made while the FETCH reads its next batch;
-    /// [`Connection::recorded`] waits for them before the client is sent any of it.
+    /// recipient (the store keeps it once), as POP3 RETR does. The events are gathered and
+    /// recorded [`DOWNLOADS_PER_WRITE`] at a time while the FETCH goes on;
+    /// [`Connection::recorded`] records the rest and waits for all of them before the
+    /// client is sent any of the bodies.
     pub fn downloaded(&mut self, uids: Vec<u32>) {
         // The Tracking folder's messages are records, not deliveries.
         if folders::is_tracking(&self.folder()) {
             return;
         }
+        let entries: Vec<i64> = uids.into_iter().filter_map(|uid| self.entry_of(uid)).collect();
+        self.downloads.extend(entries);
+        if self.downloads.len() >= DOWNLOADS_PER_WRITE {
+            self.record_downloads();
+        }
+    }
+
+    /// The gathered `downloaded` events as one store write, under way.
+    fn record_downloads(&mut self) {
+        if self.downloads.is_empty() {
+            return;
+        }
         let at = crate::support::time::unix_now();
-        let events: Vec<_> = uids
+        let events: Vec<_> = std::mem::take(&mut self.downloads)
             .into_iter()
-            .filter_map(|uid| self.entry_of(uid))
             .map(|entry| vouchmail_store::NewTrackingEvent {
                 recipient: self.user().to_string(),
                 subject: vouchmail_store::TrackingSubject::Mailbox(entry),
@@ -159,18 +175,16 @@ impl Connection<'_> {
                 reporting_server: self.context.session_config.hostname.clone(),
             })
             .collect();
-        if events.is_empty() {
-            return;
-        }
-        // One store write for the batch: one writer job and commit, not one per message.
         let (store, bell) = (std::sync::Arc::clone(&self.context.store), self.context.outbox_bell.clone());
         self.recording.spawn(async move {
             crate::rules::tracking::record_events(store.as_ref(), events, &bell).await;
         });
     }
 
-    /// Waits until the `downloaded` events under way are recorded (or failed, logged).
+    /// Records the gathered `downloaded` events and waits until all under way are
+    /// recorded (or failed, logged).
     pub async fn recorded(&mut self) {
+        self.record_downloads();
         while self.recording.join_next().await.is_some() {}
     }
 

@@ -114,7 +114,7 @@ async fn run_session(
             session.on_shutdown();
         }
         // SPEC 9: a body goes out once its `downloaded` event is recorded.
-        if !conn.recording.is_empty() {
+        if !conn.recording.is_empty() || !conn.downloads.is_empty() {
             conn.recorded().await;
         }
         let output = session.take_output();
