@@ -161,6 +161,47 @@ async fn a_header_section_longer_than_the_prefix_read_is_seen_whole() {
     imap.logout().await.unwrap();
 }
 
+/// SPEC 8.3, 9: a FETCH of more bodies than the session's output buffers hold (1 MiB) goes
+/// on while their `downloaded` events are written, and still sends none before its event is
+/// recorded: every body arrives whole, and once the FETCH has answered, every event is in
+/// the store, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_of_many_bodies_records_each_download_before_sending_it() {
+    let server = server(0).await;
+    let count = 48;
+    let filler = "a line of a long body, so that the FETCH fills several output buffers\r\n".repeat(1000);
+    let (mut c, _) = SmtpConn::connect(server.mx()).await;
+    c.cmd("EHLO client.test").await;
+    for n in 1..=count {
+        let body = format!(
+            "From: a@remote.test\r\nTo: {USER}\r\nMessage-ID: <big{n}@remote.test>\r\nSubject: big {n}\r\n\r\n{filler}end {n}\r\n"
+        );
+        assert_eq!(c.send_message("a@remote.test", &[USER], &body).await.code, 250);
+    }
+    c.cmd("QUIT").await;
+    let tcp = tokio::net::TcpStream::connect(server.imap()).await.unwrap();
+    let (mut imap, _) = ImapClient::connect(tcp).await.unwrap();
+    imap.login(USER, PASSWORD).await.unwrap();
+    imap.select("INBOX").await.unwrap();
+    let fetched = imap.fetch("1:*", "(BODY.PEEK[])").await.unwrap();
+    let events = server.store.list_tracking_events(0, 1000).await.unwrap();
+    assert_eq!(fetched.len(), count);
+    let total: usize = fetched.iter().map(|f| f.body("").map_or(0, <[u8]>::len)).sum();
+    assert!(total > 3 << 20, "{total} octets: not several output buffers");
+    for (n, message) in (1..=count).zip(&fetched) {
+        let body = message.body("").expect("body");
+        assert!(body.ends_with(format!("\r\n{filler}end {n}\r\n").as_bytes()), "message {n} is not whole");
+    }
+    let mut downloaded: Vec<&str> = events.iter().map(|e| e.message_id.as_str()).collect();
+    downloaded.sort_unstable();
+    downloaded.dedup();
+    assert_eq!((events.len(), downloaded.len()), (count, count), "{events:?}");
+    // Fetched again: no second event.
+    imap.fetch("1:*", "(BODY.PEEK[])").await.unwrap();
+    assert_eq!(server.store.list_tracking_events(0, 1000).await.unwrap().len(), count);
+    imap.logout().await.unwrap();
+}
+
 /// RFC 8314 implicit TLS: the same client over imaps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_client_over_imaps() {

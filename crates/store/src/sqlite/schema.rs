@@ -479,6 +479,11 @@ pub(super) fn open_connection(path: &Path) -> StoreResult<Connection> {
     // SEARCH over 10,000 messages spent a third of its time in pread. Writes still go
     // through the WAL. https://sqlite.org/mmap.html
     conn.execute_batch(&format!("PRAGMA mmap_size={MMAP_SIZE};")).map_err(db_error)?;
+    // Each write job runs in a savepoint, whose statement journal spilled into a temporary
+    // file past 64 KiB: an IMAP FETCH's batch of `downloaded` events created, wrote and
+    // unlinked one per commit. In memory it is bounded by the pages one job changes.
+    // https://sqlite.org/tempfiles.html#statement_journals
+    conn.execute_batch("PRAGMA temp_store=MEMORY;").map_err(db_error)?;
     Ok(conn)
 }
 

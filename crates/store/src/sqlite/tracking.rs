@@ -81,9 +81,42 @@ fn find_subject(conn: &Connection, recipient: &str, subject: &TrackingSubject) -
 
 /// SPEC 8.3: records the event once per message and recipient, then stores its record
 /// where [`plan_record`] says, in the caller's transaction.
-pub(super) fn track_event(conn: &Connection, event: &NewTrackingEvent) -> StoreResult<TrackingOutcome> {
+fn track_event(conn: &Connection, event: &NewTrackingEvent) -> StoreResult<TrackingOutcome> {
+    let found = find_subject(conn, &event.recipient.to_lowercase(), &event.subject)?;
+    track_found(conn, event, found)
+}
+
+/// The mailbox entries' messages looked up on a read connection, before the write: the
+/// single writer's time is every writer's (an IMAP FETCH's batch of `downloaded` events
+/// spent half of it here). An entry read here and expunged before the write is still
+/// recorded, as it would have been a moment earlier: the download happened. Events by
+/// Message-ID (RECEIPT) are looked up in the write, where the batch's own events count.
+fn find_mailbox_subjects(conn: &Connection, events: &[NewTrackingEvent]) -> StoreResult<Vec<Found>> {
+    events
+        .iter()
+        .map(|event| match &event.subject {
+            TrackingSubject::Mailbox(_) => {
+                find_subject(conn, &event.recipient.to_lowercase(), &event.subject).map(Found::Looked)
+            }
+            TrackingSubject::MessageId(_) => Ok(Found::InWrite),
+        })
+        .collect()
+}
+
+/// An event's message as [`find_mailbox_subjects`] left it.
+enum Found {
+    Looked(Option<TrackedMessage>),
+    InWrite,
+}
+
+/// [`track_event`] once the event's message is known (None: no such message).
+fn track_found(
+    conn: &Connection,
+    event: &NewTrackingEvent,
+    found: Option<TrackedMessage>,
+) -> StoreResult<TrackingOutcome> {
     let recipient = event.recipient.to_lowercase();
-    let Some(subject) = find_subject(conn, &recipient, &event.subject)? else {
+    let Some(subject) = found else {
         return Ok(TrackingOutcome::NotFound);
     };
     let inserted = conn
@@ -344,7 +377,25 @@ impl TrackingStore for SqliteStore {
     }
 
     fn track_events(&self, events: Vec<NewTrackingEvent>) -> StoreFuture<'_, Vec<TrackingOutcome>> {
-        self.write(move |conn| events.iter().map(|event| track_event(conn, event)).collect())
+        Box::pin(async move {
+            let (events, found) = self
+                .read(move |conn| {
+                    let found = find_mailbox_subjects(conn, &events)?;
+                    Ok((events, found))
+                })
+                .await?;
+            self.write(move |conn| {
+                events
+                    .iter()
+                    .zip(found)
+                    .map(|(event, found)| match found {
+                        Found::Looked(found) => track_found(conn, event, found),
+                        Found::InWrite => track_event(conn, event),
+                    })
+                    .collect()
+            })
+            .await
+        })
     }
 
     fn store_notified_record(

@@ -349,6 +349,12 @@ impl Session {
         !self.closed && !self.is_awaiting_driver() && (self.reader.has_partial_input() || self.job.is_some())
     }
 
+    /// True while a command answered in steps (FETCH, SEARCH) has steps left: polling
+    /// again goes on with it, with no input needed.
+    pub fn is_running_command(&self) -> bool {
+        !self.closed && !self.is_awaiting_driver() && self.job.is_some()
+    }
+
     /// How mailbox names and strings go out on this connection.
     fn encoding(&self) -> NameEncoding {
         if self.enabled.imap4rev2 || self.enabled.utf8_accept {

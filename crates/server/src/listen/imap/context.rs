@@ -114,6 +114,13 @@ impl ReadAhead {
     }
 }
 
+/// Output held until the writes of its bodies' `downloaded` events are done (SPEC 9,
+/// `messages.rs`).
+pub struct HeldOutput {
+    pub output: Vec<u8>,
+    pub writes: tokio::task::JoinSet<()>,
+}
+
 /// One connection's driver: what the stages (a file each) act on besides the session.
 pub struct Connection<'a> {
     pub stream: MaybeTls,
@@ -132,6 +139,8 @@ pub struct Connection<'a> {
     pub downloads: Vec<i64>,
     /// The next batch of the running FETCH or SEARCH, being read (`messages.rs`).
     pub read_ahead: Option<Box<ReadAhead>>,
+    /// Output waiting for its `downloaded` events to be recorded, oldest first (`messages.rs`).
+    pub held: std::collections::VecDeque<HeldOutput>,
 }
 
 impl<'a> Connection<'a> {
@@ -146,6 +155,7 @@ impl<'a> Connection<'a> {
             idling: None,
             recording: tokio::task::JoinSet::new(),
             downloads: Vec::new(),
+            held: std::collections::VecDeque::new(),
             read_ahead: None,
         }
     }

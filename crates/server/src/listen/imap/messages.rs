@@ -7,7 +7,7 @@ use vouchmail_proto::imap::session::{Content, CopyUid, FlagUpdate, MessageData, 
 use vouchmail_proto::imap::types::{Flag, StoreMode};
 use vouchmail_store::{AppendedMessage, FlagChange, FlagOperation, StoreError};
 
-use super::context::{Connection, ReadAhead};
+use super::context::{Connection, HeldOutput, ReadAhead};
 use super::mailboxes::{failure, imap_flags, stored_flags};
 use crate::rules::{folders, tracking_folder};
 use crate::support::queue_id::new_queue_id;
@@ -20,6 +20,10 @@ const HEADER_PREFIX: usize = 64 * 1024;
 /// `downloaded` events recorded in one store write: one commit for many, whose index pages
 /// they share (a write per FETCH batch of 64 dirtied nearly a page per event).
 const DOWNLOADS_PER_WRITE: usize = 256;
+
+/// Octets of a FETCH's output held while their `downloaded` events are written: two of the
+/// session's output buffers, one going out while the next is made.
+const MAX_HELD_OUTPUT: usize = 2 << 20;
 
 impl Connection<'_> {
     /// Starts reading the batch the session will ask for after this one, if any.
@@ -145,8 +149,8 @@ impl Connection<'_> {
     /// SPEC 8.3, 9: the first whole-body FETCH records `downloaded`, once per message and
     /// recipient (the store keeps it once), as POP3 RETR does. The events are gathered and
     /// recorded [`DOWNLOADS_PER_WRITE`] at a time while the FETCH goes on;
-    /// [`Connection::recorded`] records the rest and waits for all of them before the
-    /// client is sent any of the bodies.
+    /// [`Connection::releasable_output`] records the rest and lets no body out before its
+    /// event is recorded.
     pub fn downloaded(&mut self, uids: Vec<u32>) {
         // The Tracking folder's messages are records, not deliveries.
         if folders::is_tracking(&self.folder()) {
@@ -181,11 +185,37 @@ impl Connection<'_> {
         });
     }
 
-    /// Records the gathered `downloaded` events and waits until all under way are
-    /// recorded (or failed, logged).
-    pub async fn recorded(&mut self) {
+    /// SPEC 8.3, 9: of the session's `output`, what may be written now: a body goes out
+    /// only once its `downloaded` event is recorded. While the command `going_on` has
+    /// batches left, output whose events are still being written is held (up to
+    /// [`MAX_HELD_OUTPUT`]) and the session runs its next batch meanwhile, so the writes
+    /// do not stop the FETCH; at its end everything is waited for.
+    pub async fn releasable_output(&mut self, output: Vec<u8>, going_on: bool) -> Vec<u8> {
+        if self.recording.is_empty() && self.downloads.is_empty() && self.held.is_empty() {
+            return output;
+        }
         self.record_downloads();
-        while self.recording.join_next().await.is_some() {}
+        let writes = std::mem::take(&mut self.recording);
+        self.held.push_back(HeldOutput { output, writes });
+        let mut release = Vec::new();
+        loop {
+            let held: usize = self.held.iter().map(|h| h.output.len()).sum();
+            let Some(front) = self.held.front_mut() else { break };
+            while front.writes.try_join_next().is_some() {}
+            if !front.writes.is_empty() {
+                if going_on && held <= MAX_HELD_OUTPUT {
+                    break;
+                }
+                while front.writes.join_next().await.is_some() {}
+            }
+            let Some(front) = self.held.pop_front() else { break };
+            if release.is_empty() {
+                release = front.output;
+            } else {
+                release.extend_from_slice(&front.output);
+            }
+        }
+        release
     }
 
     /// RFC 9051 6.4.6, RFC 7162 3.1.3.

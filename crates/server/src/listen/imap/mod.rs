@@ -103,6 +103,12 @@ async fn run_session(
                     if !Box::pin(handle(&mut conn, &mut session, event)).await {
                         return;
                     }
+                    // A FETCH batch of bodies waiting for their `downloaded` events is let
+                    // out on its own as soon as they are recorded, not with the session's
+                    // whole output buffer (SPEC 9).
+                    if !conn.downloads.is_empty() {
+                        break;
+                    }
                     None
                 }
             };
@@ -114,10 +120,8 @@ async fn run_session(
             session.on_shutdown();
         }
         // SPEC 9: a body goes out once its `downloaded` event is recorded.
-        if !conn.recording.is_empty() || !conn.downloads.is_empty() {
-            conn.recorded().await;
-        }
-        let output = session.take_output();
+        let going_on = session.is_running_command();
+        let output = conn.releasable_output(session.take_output(), going_on).await;
         if !output.is_empty() && conn.stream.write_all(&output).await.is_err() {
             break;
         }
@@ -130,6 +134,10 @@ async fn run_session(
         // a write: `has_buffered_command` is also true for a command still incomplete (a
         // literal on its way), which only more input completes.
         if !output.is_empty() && session.has_buffered_command() {
+            continue;
+        }
+        // The next batch of a FETCH while the last one's events are written.
+        if going_on && !conn.held.is_empty() {
             continue;
         }
         session.release_idle_buffers();
