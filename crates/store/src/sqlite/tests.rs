@@ -3,6 +3,7 @@ use std::sync::Arc;
 use super::schema::MIGRATIONS;
 use super::*;
 use crate::prelude::*;
+use crate::tracking::{NewTrackingEvent, TrackingOutcome, TrackingSubject};
 use crate::types::PolicyAction;
 use crate::types::*;
 use rusqlite::Connection;
@@ -129,4 +130,49 @@ async fn existing_mail_is_numbered_into_folders() {
     let (junk, messages) = store.folder_messages("a@example.org", "Junk").await.unwrap().unwrap();
     assert_eq!((junk.uid_next, messages[0].uid, junk.special_use.as_deref()), (2, 1, Some("\\Junk")));
     assert_eq!(store.list_folders("a@example.org").await.unwrap().len(), 7);
+}
+
+/// Migration 23: tracking_events rebuilt without AUTOINCREMENT keeps every event and its
+/// id, and the next event's id still comes after the largest (readers page by id).
+#[tokio::test]
+async fn tracking_events_keep_their_ids_without_autoincrement() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..22] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 22;
+             INSERT INTO domains (name, created_at) VALUES ('example.org', 0);
+             INSERT INTO accounts (id, address, domain, created_at) VALUES (7, 'a@example.org', 'example.org', 0);
+             INSERT INTO messages (id, queue_id, sender, auth_results, body_8bit, smtputf8, received_at, size, data)
+                 VALUES (1, 'Q1', 'b@remote.example', 'none', 0, 0, 0, 30, CAST('Message-ID: <m1@remote.example>' || char(13,10,13,10) AS BLOB));
+             INSERT INTO mailbox (id, account_id, folder, message_id, received_at, size, uid) VALUES (10, 7, 'INBOX', 1, 0, 30, 1);
+             INSERT INTO tracking_events (id, occurred_at, queue_id, message_id, sender, recipient, event, tracked) VALUES
+                 (5, 1, 'Q0', '<m0@remote.example>', 'b@remote.example', 'a@example.org', 'downloaded', 0),
+                 (41, 2, 'Q0', '<m0@remote.example>', 'b@remote.example', 'a@example.org', 'decrypted', 0);",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let event = NewTrackingEvent {
+        recipient: "a@example.org".into(),
+        subject: TrackingSubject::Mailbox(10),
+        kind: TrackingKind::Downloaded,
+        at: 3,
+        reporting_server: "mx.example.org".into(),
+    };
+    assert!(matches!(store.track_event(event.clone()).await.unwrap(), TrackingOutcome::Recorded { .. }));
+    assert_eq!(store.track_event(event).await.unwrap(), TrackingOutcome::Duplicate);
+    let events = store.list_tracking_events(0, 10).await.unwrap();
+    let ids: Vec<(i64, &str)> = events.iter().map(|e| (e.id, e.message_id.as_str())).collect();
+    assert_eq!(ids, [(5, "<m0@remote.example>"), (41, "<m0@remote.example>"), (42, "<m1@remote.example>")]);
+    store.close();
+    let conn = Connection::open(&path).unwrap();
+    let sequences: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sqlite_sequence WHERE name = 'tracking_events'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sequences, 0);
 }
