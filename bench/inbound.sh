@@ -247,16 +247,20 @@ done
 # ---------------------------------------------------------------- table
 echo
 echo "== results, msg/s (Postfix: to the last delivery into the Maildir; [to acceptance only])"
-printf '%-6s %10s %17s %7s %7s %10s %8s  %-9s %-9s\n' \
-    mode vouchmail "postfix [acc]" vm/pf "[acc]" smtp-sink vm/sink ">=3x pf" ">=1/3 sink"
+# Targets: at least 3x Postfix (issue 2); of smtp-sink, at least 0.5 with a new connection
+# per message and 0.4 with reuse (issue 25, which raised issue 2's 1/3).
+printf '%-6s %10s %17s %7s %7s %10s %8s  %-9s %-14s\n' \
+    mode vouchmail "postfix [acc]" vm/pf "[acc]" smtp-sink vm/sink ">=3x pf" "of sink (25)"
 for mode in new reuse; do
     r_pf=$(ratio "${R[vm,$mode]}" "${R[pf,$mode]}")
     r_pfa=$(ratio "${R[vm,$mode]}" "${R[pfa,$mode]}")
     r_sink=$(ratio "${R[vm,$mode]}" "${R[sink,$mode]}" 3)
-    t1=$(meets "$r_pf" 3); t2=$(meets "$(ratio "${R[vm,$mode]}" "${R[sink,$mode]}" 6)" 0.333333)
+    sink_target=0.5
+    [ "$mode" = reuse ] && sink_target=0.4
+    t1=$(meets "$r_pf" 3); t2=$(meets "$(ratio "${R[vm,$mode]}" "${R[sink,$mode]}" 6)" "$sink_target")
     [ "$t1" = met ] && [ "$t2" = met ] || TARGETS_OK=0
-    printf '%-6s %10s %17s %7s %7s %10s %8s  %-9s %-9s\n' "$mode" "${R[vm,$mode]}" \
-        "${R[pf,$mode]} [${R[pfa,$mode]}]" "$r_pf" "[$r_pfa]" "${R[sink,$mode]}" "$r_sink" "$t1" "$t2"
+    printf '%-6s %10s %17s %7s %7s %10s %8s  %-9s %-14s\n' "$mode" "${R[vm,$mode]}" \
+        "${R[pf,$mode]} [${R[pfa,$mode]}]" "$r_pf" "[$r_pfa]" "${R[sink,$mode]}" "$r_sink" "$t1" ">=$sink_target $t2"
 done
 echo "(new: a new connection per message; reuse: smtp-source -d, several messages per connection)"
 if [ "$REPEAT" -gt 1 ]; then

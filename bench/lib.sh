@@ -224,6 +224,15 @@ cpu_report() { # before after -> "busy% iowait%"
         if (tot > 0) printf "cpu busy %.0f%%, iowait %.0f%%", 100*busy/tot, 100*io/tot }'
 }
 proc_cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # utime+stime in clock ticks
+# CHILD_TICKS: CPU ticks of this shell's finished children, from the `times` builtin's
+# second line. Call it directly, not in a command substitution (that would be a fresh
+# subshell's).
+mark_children() {
+    times >"$TMP/times"
+    CHILD_TICKS=$(awk -v hz="$HZ" 'NR == 2 { t = 0
+        for (i = 1; i <= 2; i++) { split($i, p, "m"); sub("s", "", p[2]); t += p[1] * 60 + p[2] }
+        printf "%.0f", t * hz }' "$TMP/times")
+}
 HZ=$(getconf CLK_TCK)
 
 # smtp-source with the common load: $1 = port, $2 = mode flag ("" or -d), $3 = count,
