@@ -139,14 +139,20 @@ pub fn header_end(msg: &[u8]) -> usize {
 /// Offset where the body starts: after the blank line (CRLF or LF), or [`header_end`]
 /// when there is no blank line.
 pub fn body_start(msg: &[u8]) -> usize {
+    after_empty_line(msg).unwrap_or_else(|| header_end(msg))
+}
+
+/// Offset just after the empty line (CRLF or LF) that ends the header section (RFC 5322
+/// 2.1); None when there is no such line.
+pub fn after_empty_line(msg: &[u8]) -> Option<usize> {
     let h = header_end(msg);
-    let rest = msg.get(h..).unwrap_or(&[]);
+    let rest = msg.get(h..)?;
     if rest.starts_with(b"\r\n") {
-        h + 2
+        Some(h + 2)
     } else if rest.starts_with(b"\n") {
-        h + 1
+        Some(h + 1)
     } else {
-        h
+        None
     }
 }
 
@@ -168,8 +174,15 @@ pub fn unfold(raw: &[u8]) -> String {
         out.push(b);
         i += 1;
     }
-    let s = String::from_utf8_lossy(&out);
-    s.trim_matches(|c: char| c == ' ' || c == '\t' || c == '\r' || c == '\n').to_owned()
+    String::from_utf8_lossy(trim_blanks(&out)).into_owned()
+}
+
+/// `raw` without the spaces, tabs and line breaks around it (those [`unfold`] trims).
+pub fn trim_blanks(raw: &[u8]) -> &[u8] {
+    let blank = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    let start = raw.iter().position(|b| !blank(b)).unwrap_or(raw.len());
+    let end = raw.iter().rposition(|b| !blank(b)).map_or(start, |i| i + 1);
+    raw.get(start..end).unwrap_or(&[])
 }
 
 /// The unfolded value of the first field named `name` (ASCII case-insensitive).
@@ -660,6 +673,17 @@ From: Alice <alice@example.com>\r\n\
 received: from c by d; Mon, 23 Nov 2026 00:00:00 +0000\r\n\
 \r\n\
 Body: not a header\r\n";
+
+    #[test]
+    fn the_empty_line_ends_the_header_section_with_either_line_ending() {
+        assert_eq!(after_empty_line(b"A: 1\r\nB: 2\r\n\r\nbody"), Some(14));
+        assert_eq!(after_empty_line(b"A: 1\n\nbody"), Some(6));
+        // None without one (the body then starts where the fields end).
+        assert_eq!(after_empty_line(b"A: 1\r\nB: 2\r\n"), None);
+        assert_eq!(after_empty_line(b"A: 1\r\nnot a field\r\n\r\n"), None);
+        assert_eq!(body_start(b"A: 1\r\nnot a field\r\n"), 6);
+        assert_eq!(body_start(b"A: 1\r\n\r\nbody"), 8);
+    }
 
     #[test]
     fn iterates_fields_with_ranges() {

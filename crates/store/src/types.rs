@@ -461,13 +461,7 @@ impl NewMessage {
 /// Where the header section of `message` ends, after its empty line; None without one in
 /// the first [`MAX_STORED_HEADER`] octets.
 fn header_section_end(message: &[u8]) -> Option<usize> {
-    let head = message.get(..message.len().min(MAX_STORED_HEADER))?;
-    let end = vouchmail_proto::headers::header_end(head);
-    match head.get(end..) {
-        Some(rest) if rest.starts_with(b"\r\n") => Some(end + 2),
-        Some(rest) if rest.starts_with(b"\n") => Some(end + 1),
-        _ => None,
-    }
+    vouchmail_proto::headers::after_empty_line(message.get(..message.len().min(MAX_STORED_HEADER))?)
 }
 
 /// Message content in a file: its first `len` octets.

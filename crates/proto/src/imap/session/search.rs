@@ -132,11 +132,7 @@ fn header_contains(message: &[u8], name: &str, needle: &str) -> bool {
     let ascii_needle = needle.is_ascii();
     let needle = needle.to_lowercase();
     fields.any(|f| {
-        let blank = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
-        let raw = f.raw_value();
-        let start = raw.iter().position(|b| !blank(b)).unwrap_or(raw.len());
-        let end = raw.iter().rposition(|b| !blank(b)).map_or(start, |i| i + 1);
-        let raw = raw.get(start..end).unwrap_or(&[]);
+        let raw = headers::trim_blanks(f.raw_value());
         // Most values are plain ASCII on one line, with no encoded words: no unfolding or
         // decoding to do, and ASCII case folding is the whole of it.
         if ascii_needle && raw.is_ascii() && !raw.contains(&b'\n') && !raw.windows(2).any(|w| w == b"=?") {
