@@ -14,6 +14,17 @@ fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
     (dir, Arc::new(store))
 }
 
+/// A store file as version `version` of the schema left it (its first `version`
+/// migrations applied), with `rows` inserted: what an upgrade starts from.
+fn store_at_version(path: &std::path::Path, version: usize, rows: &str) {
+    let conn = Connection::open(path).unwrap();
+    for sql in &MIGRATIONS[..version] {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.execute_batch(&format!("PRAGMA user_version = {version};")).unwrap();
+    conn.execute_batch(rows).unwrap();
+}
+
 #[tokio::test]
 async fn meta_and_reopen_keeps_schema() {
     let (dir, store) = store();
@@ -30,20 +41,13 @@ async fn meta_and_reopen_keeps_schema() {
 async fn held_for_lists_move_to_their_own_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
-    {
-        // A store as the version before held_accounts left it.
-        let conn = Connection::open(&path).unwrap();
-        for sql in &MIGRATIONS[..5] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.execute_batch(
-            "PRAGMA user_version = 5;
-             INSERT INTO domains (name, policy, created_at, held_for) VALUES
+    store_at_version(
+        &path,
+        5,
+        "INSERT INTO domains (name, policy, created_at, held_for) VALUES
                ('a.example', 'accept', 0, 'custx1@p,Other@P'), ('b.example', 'accept', 0, 'other@p'),
                ('c.example', 'accept', 0, NULL), ('d.example', 'accept', 0, '');",
-        )
-        .unwrap();
-    }
+    );
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.held_domains_for("custx1@p").await.unwrap(), ["a.example"]);
     assert_eq!(store.held_domains_for("other@p").await.unwrap(), ["a.example", "b.example"]);
@@ -65,18 +69,12 @@ async fn held_for_lists_move_to_their_own_rows() {
 async fn old_single_policies_become_the_unauthenticated_case() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
-    {
-        let conn = Connection::open(&path).unwrap();
-        for sql in &MIGRATIONS[..8] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.execute_batch(
-            "PRAGMA user_version = 8;
-             INSERT INTO domains (name, policy, created_at) VALUES
+    store_at_version(
+        &path,
+        8,
+        "INSERT INTO domains (name, policy, created_at) VALUES
                ('a.example', 'require', 0), ('b.example', 'tag', 0), ('c.example', 'accept', 0);",
-        )
-        .unwrap();
-    }
+    );
     let store = SqliteStore::open(&path).unwrap();
     let policies: Vec<(String, PolicyAction, PolicyAction)> = store
         .list_domains()
@@ -106,22 +104,16 @@ async fn old_single_policies_become_the_unauthenticated_case() {
 async fn existing_mail_is_numbered_into_folders() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
-    {
-        let conn = Connection::open(&path).unwrap();
-        for sql in &MIGRATIONS[..18] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.execute_batch(
-            "PRAGMA user_version = 18;
-             INSERT INTO domains (name, created_at) VALUES ('example.org', 0);
+    store_at_version(
+        &path,
+        18,
+        "INSERT INTO domains (name, created_at) VALUES ('example.org', 0);
              INSERT INTO accounts (id, address, domain, created_at) VALUES (7, 'a@example.org', 'example.org', 0);
              INSERT INTO messages (id, queue_id, sender, auth_results, body_8bit, smtputf8, received_at, size, data)
                  VALUES (1, 'Q1', '', 'none', 0, 0, 0, 1, x'41');
              INSERT INTO mailbox (id, account_id, folder, message_id, received_at, size) VALUES
                  (10, 7, 'INBOX', 1, 0, 1), (11, 7, 'Junk', 1, 0, 1), (12, 7, 'INBOX', 1, 0, 1);",
-        )
-        .unwrap();
-    }
+    );
     let store = SqliteStore::open(&path).unwrap();
     let (inbox, messages) = store.folder_messages("a@example.org", "INBOX").await.unwrap().unwrap();
     let numbered: Vec<(i64, u32)> = messages.iter().map(|m| (m.entry_id, m.uid)).collect();
@@ -138,14 +130,10 @@ async fn existing_mail_is_numbered_into_folders() {
 async fn tracking_events_keep_their_ids_without_autoincrement() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
-    {
-        let conn = Connection::open(&path).unwrap();
-        for sql in &MIGRATIONS[..22] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.execute_batch(
-            "PRAGMA user_version = 22;
-             INSERT INTO domains (name, created_at) VALUES ('example.org', 0);
+    store_at_version(
+        &path,
+        22,
+        "INSERT INTO domains (name, created_at) VALUES ('example.org', 0);
              INSERT INTO accounts (id, address, domain, created_at) VALUES (7, 'a@example.org', 'example.org', 0);
              INSERT INTO messages (id, queue_id, sender, auth_results, body_8bit, smtputf8, received_at, size, data)
                  VALUES (1, 'Q1', 'b@remote.example', 'none', 0, 0, 0, 30, CAST('Message-ID: <m1@remote.example>' || char(13,10,13,10) AS BLOB));
@@ -153,9 +141,7 @@ async fn tracking_events_keep_their_ids_without_autoincrement() {
              INSERT INTO tracking_events (id, occurred_at, queue_id, message_id, sender, recipient, event, tracked) VALUES
                  (5, 1, 'Q0', '<m0@remote.example>', 'b@remote.example', 'a@example.org', 'downloaded', 0),
                  (41, 2, 'Q0', '<m0@remote.example>', 'b@remote.example', 'a@example.org', 'decrypted', 0);",
-        )
-        .unwrap();
-    }
+    );
     let store = SqliteStore::open(&path).unwrap();
     let event = NewTrackingEvent {
         recipient: "a@example.org".into(),
