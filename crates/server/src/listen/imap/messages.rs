@@ -17,10 +17,6 @@ use vouchmail_proto::imap::session::Failure;
 /// is almost always far shorter, and a body (attachments) far longer.
 const HEADER_PREFIX: usize = 64 * 1024;
 
-/// `downloaded` events recorded in one store write: one commit for many, whose index pages
-/// they share (a write per FETCH batch of 64 dirtied nearly a page per event).
-const DOWNLOADS_PER_WRITE: usize = 256;
-
 /// Octets of a FETCH's output held while their `downloaded` events are written: two of the
 /// session's output buffers, one going out while the next is made.
 const MAX_HELD_OUTPUT: usize = 2 << 20;
@@ -147,10 +143,10 @@ impl Connection<'_> {
     }
 
     /// SPEC 8.3, 9: the first whole-body FETCH records `downloaded`, once per message and
-    /// recipient (the store keeps it once), as POP3 RETR does. The events are gathered and
-    /// recorded [`DOWNLOADS_PER_WRITE`] at a time while the FETCH goes on;
-    /// [`Connection::releasable_output`] records the rest and lets no body out before its
-    /// event is recorded.
+    /// recipient (the store keeps it once), as POP3 RETR does. A batch's events are
+    /// gathered here and recorded in one store write when the driver lets the batch's output
+    /// out ([`Connection::releasable_output`]), which sends no body before its event is
+    /// recorded; the store's writer commits writes that wait together at once.
     pub fn downloaded(&mut self, uids: Vec<u32>) {
         // The Tracking folder's messages are records, not deliveries.
         if folders::is_tracking(&self.folder()) {
@@ -158,9 +154,6 @@ impl Connection<'_> {
         }
         let entries: Vec<i64> = uids.into_iter().filter_map(|uid| self.entry_of(uid)).collect();
         self.downloads.extend(entries);
-        if self.downloads.len() >= DOWNLOADS_PER_WRITE {
-            self.record_downloads();
-        }
     }
 
     /// The gathered `downloaded` events as one store write, under way.
