@@ -133,8 +133,6 @@ pub struct Connection<'a> {
     pub selected: Option<Selected>,
     /// Counted in the IDLE gauge while the session idles (SPEC 12).
     pub idling: Option<crate::support::metrics::GaugeGuard>,
-    /// `downloaded` events being recorded (`messages.rs`).
-    pub recording: tokio::task::JoinSet<()>,
     /// Mailbox entries whose `downloaded` events are still to be recorded (`messages.rs`).
     pub downloads: Vec<i64>,
     /// The next batch of the running FETCH or SEARCH, being read (`messages.rs`).
@@ -153,7 +151,6 @@ impl<'a> Connection<'a> {
             user: None,
             selected: None,
             idling: None,
-            recording: tokio::task::JoinSet::new(),
             downloads: Vec::new(),
             held: std::collections::VecDeque::new(),
             read_ahead: None,

@@ -156,10 +156,13 @@ impl Connection<'_> {
         self.downloads.extend(entries);
     }
 
-    /// The gathered `downloaded` events as one store write, under way.
-    fn record_downloads(&mut self) {
+    /// The gathered `downloaded` events as one store write, under way (none when there are
+    /// none). Dropping the set aborts a write not yet sent to the store, whose bodies then
+    /// never went out either.
+    fn record_downloads(&mut self) -> tokio::task::JoinSet<()> {
+        let mut writes = tokio::task::JoinSet::new();
         if self.downloads.is_empty() {
-            return;
+            return writes;
         }
         let at = crate::support::time::unix_now();
         let events: Vec<_> = std::mem::take(&mut self.downloads)
@@ -173,9 +176,10 @@ impl Connection<'_> {
             })
             .collect();
         let (store, bell) = (std::sync::Arc::clone(&self.context.store), self.context.outbox_bell.clone());
-        self.recording.spawn(async move {
+        writes.spawn(async move {
             crate::rules::tracking::record_events(store.as_ref(), events, &bell).await;
         });
+        writes
     }
 
     /// SPEC 8.3, 9: of the session's `output`, what may be written now: a body goes out
@@ -184,11 +188,10 @@ impl Connection<'_> {
     /// [`MAX_HELD_OUTPUT`]) and the session runs its next batch meanwhile, so the writes
     /// do not stop the FETCH; at its end everything is waited for.
     pub async fn releasable_output(&mut self, output: Vec<u8>, going_on: bool) -> Vec<u8> {
-        if self.recording.is_empty() && self.downloads.is_empty() && self.held.is_empty() {
+        if self.downloads.is_empty() && self.held.is_empty() {
             return output;
         }
-        self.record_downloads();
-        let writes = std::mem::take(&mut self.recording);
+        let writes = self.record_downloads();
         self.held.push_back(HeldOutput { output, writes });
         let mut release = Vec::new();
         loop {
