@@ -94,17 +94,18 @@ pub trait QueueStore: Send + Sync {
 pub trait MailboxStore: Send + Sync {
     fn list_mailbox(&self, address: &str, folder: Option<Folder>) -> StoreFuture<'_, Vec<MailboxEntry>>;
     fn get_mailbox_message(&self, address: &str, id: i64) -> StoreFuture<'_, Option<(MailboxEntry, Vec<u8>)>>;
-    /// The messages of these mailbox entries of the account, as (entry id, message), in
-    /// one read (an IMAP FETCH batch); entries that are not the account's, or gone, are
-    /// left out. `prefix` (an IMAP FETCH or SEARCH of header fields needs no body): each
-    /// message's header section as stored beside it (`NewMessage::header_section`), or
-    /// for a message stored without one its first octets, up to that many.
+    /// The messages of these mailbox entries of the account, in one read (an IMAP FETCH
+    /// batch); entries that are not the account's, or gone, are left out. `prefix` (an
+    /// IMAP FETCH or SEARCH of header fields needs no body): each message's header section
+    /// as stored beside it (`NewMessage::header_section`), or for a message stored without
+    /// one its first octets, up to that many. Without `prefix` each message comes with
+    /// what its `downloaded` event records ([`FetchedMessage::tracked`]).
     fn mailbox_messages(
         &self,
         address: &str,
         ids: &[i64],
         prefix: Option<usize>,
-    ) -> StoreFuture<'_, Vec<(i64, Vec<u8>)>>;
+    ) -> StoreFuture<'_, Vec<FetchedMessage>>;
     /// Removes these mailbox entries of the account (any folder) in one transaction, keeps
     /// its size and count right, and deletes each message no longer referenced. Ids that
     /// are not the account's, or gone already, are skipped. Returns how many were removed.

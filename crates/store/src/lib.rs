@@ -35,7 +35,7 @@ pub use messenger::*;
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 pub use tracking::{
-    NewTrackingEvent, NotifyStored, OutboxCounts, OutboxEntry, OutboxState, OutboxUpdate, StoredTrackingRecord,
-    TrackingOutcome, TrackingRoute, TrackingSubject,
+    FetchedMessage, NewTrackingEvent, NotifyStored, OutboxCounts, OutboxEntry, OutboxState, OutboxUpdate,
+    StoredTrackingRecord, TrackedMessage, TrackingOutcome, TrackingRoute, TrackingSubject,
 };
 pub use types::*;

@@ -170,6 +170,22 @@ pub enum TrackingSubject {
     /// A message by its Message-ID, angle brackets included (RECEIPT): one that was
     /// delivered to the recipient, still in the mailbox or downloaded before.
     MessageId(String),
+    /// A mailbox entry of the recipient whose message the caller has just read whole
+    /// ([`FetchedMessage::tracked`], an IMAP FETCH): recorded as read, with no second
+    /// lookup of the message.
+    Read(TrackedMessage),
+}
+
+/// A mailbox entry's message as an IMAP FETCH reads it (`MailboxStore::mailbox_messages`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedMessage {
+    /// The mailbox entry's id.
+    pub entry: i64,
+    /// The message, or for a read of header fields its header section (or first octets).
+    pub bytes: Vec<u8>,
+    /// For a message read whole: what its `downloaded` event records
+    /// ([`TrackingSubject::Read`]), taken from the same read.
+    pub tracked: Option<TrackedMessage>,
 }
 
 /// An event to record (SPEC 8.3).

@@ -9,7 +9,7 @@ use super::rows::{account_id, to_mailbox_entry, MAILBOX_COLUMNS};
 use super::tracking::insert_event;
 use crate::error::{StoreError, StoreFuture};
 use crate::interface::MailboxStore;
-use crate::tracking::TrackedMessage;
+use crate::tracking::{FetchedMessage, TrackedMessage};
 use crate::types::*;
 
 impl MailboxStore for PostgresStore {
@@ -66,7 +66,7 @@ impl MailboxStore for PostgresStore {
         address: &str,
         ids: &[i64],
         prefix: Option<usize>,
-    ) -> StoreFuture<'_, Vec<(i64, Vec<u8>)>> {
+    ) -> StoreFuture<'_, Vec<FetchedMessage>> {
         let address = address.to_lowercase();
         let ids = ids.to_vec();
         Box::pin(async move {
@@ -75,7 +75,8 @@ impl MailboxStore for PostgresStore {
                 None => {
                     let statement = conn
                         .prepare_cached(
-                            "SELECT b.id, m.data
+                            // With what a `downloaded` event records, from the row read anyway.
+                            "SELECT b.id, m.data, m.queue_id, m.sender, m.auth_results
                              FROM mailbox b JOIN messages m ON m.id = b.message_id JOIN accounts a ON a.id = b.account_id
                              WHERE a.address = $1 AND b.id = ANY($2)",
                         )
@@ -99,7 +100,18 @@ impl MailboxStore for PostgresStore {
                     conn.query(&statement, &[&address, &ids, &prefix]).await.map_err(db_error)?
                 }
             };
-            rows.iter().map(|row| Ok((row.try_get(0).map_err(db_error)?, row.try_get(1).map_err(db_error)?))).collect()
+            let fetched = |row: &tokio_postgres::Row| {
+                let bytes: Vec<u8> = row.try_get(1)?;
+                let tracked = match prefix {
+                    Some(_) => None,
+                    None => {
+                        let auth_results: String = row.try_get(4)?;
+                        Some(TrackedMessage::from_stored(row.try_get(2)?, row.try_get(3)?, &auth_results, &bytes))
+                    }
+                };
+                Ok(FetchedMessage { entry: row.try_get(0)?, bytes, tracked })
+            };
+            rows.iter().map(fetched).collect::<Result<_, tokio_postgres::Error>>().map_err(db_error)
         })
     }
 

@@ -101,6 +101,7 @@ async fn find_subject(
                 }
             }
         }
+        TrackingSubject::Read(message) => Ok(Some(message.clone())),
     }
 }
 

@@ -7,6 +7,7 @@ use super::folder_rows::next_modseq;
 use super::writer::SqliteStore;
 use crate::error::{StoreError, StoreFuture, StoreResult};
 use crate::interface::MailboxStore;
+use crate::tracking::{FetchedMessage, TrackedMessage};
 use crate::types::*;
 
 impl MailboxStore for SqliteStore {
@@ -53,7 +54,7 @@ impl MailboxStore for SqliteStore {
         address: &str,
         ids: &[i64],
         prefix: Option<usize>,
-    ) -> StoreFuture<'_, Vec<(i64, Vec<u8>)>> {
+    ) -> StoreFuture<'_, Vec<FetchedMessage>> {
         let address = address.to_lowercase();
         // One statement for the batch (its ids as a JSON array): one snapshot, and no
         // statement run, account lookup and reset per message.
@@ -72,17 +73,27 @@ impl MailboxStore for SqliteStore {
                       LEFT JOIN message_headers h ON h.message_id = b.message_id
                  WHERE b.account_id = (SELECT id FROM accounts WHERE address = ?1)"
             } else {
-                "SELECT b.id, m.data
+                // With what a `downloaded` event records, from the row read anyway.
+                "SELECT b.id, m.data, m.queue_id, m.sender, m.auth_results
                  FROM json_each(?2) AS j CROSS JOIN mailbox b ON b.id = j.value
                       JOIN messages m ON m.id = b.message_id
                  WHERE b.account_id = (SELECT id FROM accounts WHERE address = ?1)"
             };
             let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
-            let prefix = prefix.map(|p| i64::try_from(p).unwrap_or(i64::MAX));
-            let read = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
-            let rows = match prefix {
-                Some(prefix) => stmt.query_map(params![address, ids, prefix], read),
-                None => stmt.query_map(params![address, ids], read),
+            let fetched = |r: &rusqlite::Row<'_>| {
+                let bytes: Vec<u8> = r.get(1)?;
+                let tracked = match prefix {
+                    Some(_) => None,
+                    None => {
+                        let auth_results: String = r.get(4)?;
+                        Some(TrackedMessage::from_stored(r.get(2)?, r.get(3)?, &auth_results, &bytes))
+                    }
+                };
+                Ok(FetchedMessage { entry: r.get(0)?, bytes, tracked })
+            };
+            let rows = match prefix.map(|p| i64::try_from(p).unwrap_or(i64::MAX)) {
+                Some(prefix) => stmt.query_map(params![address, ids, prefix], fetched),
+                None => stmt.query_map(params![address, ids], fetched),
             };
             rows.and_then(|rows| rows.collect()).map_err(db_error)
         })

@@ -76,6 +76,7 @@ fn find_subject(conn: &Connection, recipient: &str, subject: &TrackingSubject) -
             }
             Ok(None)
         }
+        TrackingSubject::Read(message) => Ok(Some(message.clone())),
     }
 }
 
@@ -83,14 +84,15 @@ fn find_subject(conn: &Connection, recipient: &str, subject: &TrackingSubject) -
 /// where [`plan_record`] says, in the caller's transaction.
 fn track_event(conn: &Connection, event: &NewTrackingEvent) -> StoreResult<TrackingOutcome> {
     let found = find_subject(conn, &event.recipient.to_lowercase(), &event.subject)?;
-    track_found(conn, event, found)
+    track_found(conn, event, found.as_ref())
 }
 
 /// The mailbox entries' messages looked up on a read connection, before the write: the
 /// single writer's time is every writer's (an IMAP FETCH's batch of `downloaded` events
 /// spent half of it here). An entry read here and expunged before the write is still
 /// recorded, as it would have been a moment earlier: the download happened. Events by
-/// Message-ID (RECEIPT) are looked up in the write, where the batch's own events count.
+/// Message-ID (RECEIPT) are looked up in the write, where the batch's own events count;
+/// messages the caller read ([`TrackingSubject::Read`]) need no lookup.
 fn find_mailbox_subjects(conn: &Connection, events: &[NewTrackingEvent]) -> StoreResult<Vec<Found>> {
     events
         .iter()
@@ -98,7 +100,7 @@ fn find_mailbox_subjects(conn: &Connection, events: &[NewTrackingEvent]) -> Stor
             TrackingSubject::Mailbox(_) => {
                 find_subject(conn, &event.recipient.to_lowercase(), &event.subject).map(Found::Looked)
             }
-            TrackingSubject::MessageId(_) => Ok(Found::InWrite),
+            TrackingSubject::MessageId(_) | TrackingSubject::Read(_) => Ok(Found::InWrite),
         })
         .collect()
 }
@@ -113,7 +115,7 @@ enum Found {
 fn track_found(
     conn: &Connection,
     event: &NewTrackingEvent,
-    found: Option<TrackedMessage>,
+    found: Option<&TrackedMessage>,
 ) -> StoreResult<TrackingOutcome> {
     let recipient = event.recipient.to_lowercase();
     let Some(subject) = found else {
@@ -144,7 +146,7 @@ fn track_found(
             .and_then(|mut stmt| stmt.query_row(params![domain], |r| r.get(0)))
             .map_err(db_error)
     };
-    let (record, route) = match plan_record(event, &subject, is_local)? {
+    let (record, route) = match plan_record(event, subject, is_local)? {
         RecordPlan::None(route) => return Ok(TrackingOutcome::Recorded { record: None, route }),
         RecordPlan::Folder(record) => {
             let route = folder_route(&record, insert_record(conn, &record, event.at)?);
@@ -378,18 +380,23 @@ impl TrackingStore for SqliteStore {
 
     fn track_events(&self, events: Vec<NewTrackingEvent>) -> StoreFuture<'_, Vec<TrackingOutcome>> {
         Box::pin(async move {
-            let (events, found) = self
-                .read(move |conn| {
+            let (events, found) = if events.iter().any(|e| matches!(e.subject, TrackingSubject::Mailbox(_))) {
+                self.read(move |conn| {
                     let found = find_mailbox_subjects(conn, &events)?;
                     Ok((events, found))
                 })
-                .await?;
+                .await?
+            } else {
+                // Nothing to look up first (an IMAP FETCH's batch, a RECEIPT): no read.
+                let found = events.iter().map(|_| Found::InWrite).collect();
+                (events, found)
+            };
             self.write(move |conn| {
                 events
                     .iter()
                     .zip(found)
                     .map(|(event, found)| match found {
-                        Found::Looked(found) => track_found(conn, event, found),
+                        Found::Looked(found) => track_found(conn, event, found.as_ref()),
                         Found::InWrite => track_event(conn, event),
                     })
                     .collect()

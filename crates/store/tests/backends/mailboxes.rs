@@ -1,7 +1,9 @@
 //! MailboxStore (SPEC 9): listing and reading, deleting with the account's counts kept
 //! right and messages nothing refers to removed, the download event.
 
-use vouchmail_store::{AccountStore, Delivery, Folder, MailboxStore, QueueStore, SenderPolicy, StoreError};
+use vouchmail_store::{
+    AccountStore, Delivery, FetchedMessage, Folder, MailboxStore, QueueStore, SenderPolicy, StoreError,
+};
 
 use crate::accounts::account;
 use crate::queue::message;
@@ -145,25 +147,28 @@ async fn a_batch_of_messages_is_read_at_once<S: AccountStore + QueueStore + Mail
     let ids: Vec<i64> = store.list_mailbox("a@example.org", None).await.unwrap().iter().map(|e| e.id).collect();
     let b_id = store.list_mailbox("b@example.org", None).await.unwrap()[0].id;
     let mut read = store.mailbox_messages("A@example.org", &[ids[1], b_id, 9999, ids[0]], None).await.unwrap();
-    read.sort();
-    assert_eq!(read.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids);
+    read.sort_by_key(|f| f.entry);
+    assert_eq!(read.iter().map(|f| f.entry).collect::<Vec<_>>(), ids);
     // A header read gets the header section the store keeps beside the message.
     let mut headers = store.mailbox_messages("a@example.org", &ids, Some(10)).await.unwrap();
-    headers.sort();
-    for ((id, data), (header_id, header)) in read.iter().zip(&headers) {
-        let (_, single) = store.get_mailbox_message("a@example.org", *id).await.unwrap().unwrap();
-        assert_eq!(data, &single);
-        assert_eq!((header_id, &header[..]), (id, &b"Subject: t\r\n\r\n"[..]));
+    headers.sort_by_key(|f| f.entry);
+    for (whole, header) in read.iter().zip(&headers) {
+        let (_, single) = store.get_mailbox_message("a@example.org", whole.entry).await.unwrap().unwrap();
+        assert_eq!(whole.bytes, single);
+        assert_eq!((header.entry, &header.bytes[..]), (whole.entry, &b"Subject: t\r\n\r\n"[..]));
+        // What a download of it records comes with a whole read only.
+        assert!(whole.tracked.is_some() && header.tracked.is_none());
     }
     // Without an empty line there is no header section to keep: the prefix is read.
     let mut plain = message("Q3", vec![inbox(a, "a@example.org")]);
     plain.data = b"Subject: no body, no empty line\r\n".to_vec();
     store.commit_message(plain).await.unwrap();
     let q3 = store.list_mailbox("a@example.org", None).await.unwrap()[2].id;
+    let bytes = |read: Vec<FetchedMessage>| read.into_iter().map(|f| (f.entry, f.bytes)).collect::<Vec<_>>();
     let prefix = store.mailbox_messages("a@example.org", &[q3], Some(10)).await.unwrap();
-    assert_eq!(prefix, [(q3, b"Subject: n".to_vec())]);
+    assert_eq!(bytes(prefix), [(q3, b"Subject: n".to_vec())]);
     let whole = store.mailbox_messages("a@example.org", &[q3], Some(1 << 20)).await.unwrap();
-    assert_eq!(whole, [(q3, b"Subject: no body, no empty line\r\n".to_vec())]);
+    assert_eq!(bytes(whole), [(q3, b"Subject: no body, no empty line\r\n".to_vec())]);
     assert!(store.mailbox_messages("a@example.org", &[], None).await.unwrap().is_empty());
     assert!(store.mailbox_messages("nobody@example.org", &ids, None).await.unwrap().is_empty());
 }

@@ -28,6 +28,7 @@ on_every_backend!(
     a_local_senders_records_go_into_its_tracking_folder,
     unauthenticated_mail_makes_events_but_no_records,
     a_batch_of_events_is_recorded_in_one_write_with_an_outcome_each,
+    messages_read_by_a_fetch_are_recorded_as_if_looked_up,
 );
 on_every_backend!(itself: a_remote_senders_records_wait_in_the_outbox_across_a_restart);
 on_every_backend!(
@@ -313,6 +314,47 @@ async fn a_batch_of_events_is_recorded_in_one_write_with_an_outcome_each<S: Trac
     assert_eq!(store.list_tracking_events(0, 10).await.unwrap().len(), 2);
     assert_eq!(store.list_notify_outbox().await.unwrap().len(), 1);
     assert_eq!(store.track_events(Vec::new()).await.unwrap(), []);
+}
+
+/// SPEC 9: an IMAP FETCH's whole-message read carries what its `downloaded` events record
+/// (`TrackingSubject::Read`): the same events, records and routes as a lookup by entry.
+async fn messages_read_by_a_fetch_are_recorded_as_if_looked_up<S: Tracked + ?Sized>(store: &S) {
+    let abc = setup(store).await;
+    let looked_up = deliver(store, abc, "Q1", "glen@galkam.test", RCRAM, "<t1@galkam.test>").await;
+    let read = deliver(store, abc, "Q2", "glen@galkam.test", RCRAM, "<t2@galkam.test>").await;
+    let plain = deliver(store, abc, "Q3", "glen@galkam.test", "none", "<p1@galkam.test>").await;
+    let fetched = store.mailbox_messages("abc555@lrsupport.test", &[read, plain], None).await.unwrap();
+    let tracked_of = |entry: i64| fetched.iter().find(|f| f.entry == entry).and_then(|f| f.tracked.clone()).unwrap();
+    assert_eq!(tracked_of(read).message_id, "<t2@galkam.test>");
+    assert!(tracked_of(read).tracked && !tracked_of(plain).tracked);
+    let by_read = |entry: i64| event(TrackingSubject::Read(tracked_of(entry)), TrackingKind::Downloaded, AT);
+    let outcomes = store.track_events(vec![retr(looked_up), by_read(read), by_read(plain), by_read(read)]).await;
+    let outcomes = outcomes.unwrap();
+    let line = |outcome: &TrackingOutcome| match outcome {
+        TrackingOutcome::Recorded { record: Some(record), route: TrackingRoute::Outbox { domain } } => {
+            assert_eq!(domain, "galkam.test");
+            record.to_line().unwrap()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(line(&outcomes[0]).replace("<t1@", "<t2@"), line(&outcomes[1]));
+    assert_eq!(outcomes[2], TrackingOutcome::Recorded { record: None, route: TrackingRoute::Untracked });
+    assert_eq!(outcomes[3], TrackingOutcome::Duplicate);
+    let events = store.list_tracking_events(0, 10).await.unwrap();
+    let recorded: Vec<_> =
+        events.iter().map(|e| (e.queue_id.as_str(), e.message_id.as_str(), e.sender.as_str())).collect();
+    assert_eq!(
+        recorded,
+        [
+            ("Q1", "<t1@galkam.test>", "glen@galkam.test"),
+            ("Q2", "<t2@galkam.test>", "glen@galkam.test"),
+            ("Q3", "<p1@galkam.test>", "glen@galkam.test")
+        ]
+    );
+    assert!(events.iter().all(|e| e.recipient == "abc555@lrsupport.test"));
+    // A header read carries none: its bytes are not a download.
+    let headers = store.mailbox_messages("abc555@lrsupport.test", &[read], Some(10)).await.unwrap();
+    assert_eq!(headers[0].tracked, None);
 }
 
 async fn notified_records_are_stored_once_for_local_senders_only<S: AccountStore + TrackingStore + ?Sized>(store: &S) {

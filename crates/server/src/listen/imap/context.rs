@@ -105,8 +105,8 @@ pub struct ReadAhead {
     pub read: tokio::task::JoinHandle<Result<StoredBatch, StoreError>>,
 }
 
-/// A batch as the store gives it: (mailbox entry id, message or header section).
-pub type StoredBatch = Vec<(i64, Vec<u8>)>;
+/// A batch as the store gives it.
+pub type StoredBatch = Vec<vouchmail_store::FetchedMessage>;
 
 impl ReadAhead {
     pub fn cancel(self) {
@@ -133,8 +133,11 @@ pub struct Connection<'a> {
     pub selected: Option<Selected>,
     /// Counted in the IDLE gauge while the session idles (SPEC 12).
     pub idling: Option<crate::support::metrics::GaugeGuard>,
-    /// Mailbox entries whose `downloaded` events are still to be recorded (`messages.rs`).
-    pub downloads: Vec<i64>,
+    /// The messages whose `downloaded` events are still to be recorded (`messages.rs`).
+    pub downloads: Vec<vouchmail_store::TrackingSubject>,
+    /// What the `downloaded` events of the batch just read whole record, by mailbox entry:
+    /// taken from that read, so recording them looks nothing up (`messages.rs`).
+    pub read_tracked: std::collections::HashMap<i64, vouchmail_store::TrackedMessage>,
     /// The next batch of the running FETCH or SEARCH, being read (`messages.rs`).
     pub read_ahead: Option<Box<ReadAhead>>,
     /// Output waiting for its `downloaded` events to be recorded, oldest first (`messages.rs`).
@@ -152,6 +155,7 @@ impl<'a> Connection<'a> {
             selected: None,
             idling: None,
             downloads: Vec::new(),
+            read_tracked: std::collections::HashMap::new(),
             held: std::collections::VecDeque::new(),
             read_ahead: None,
         }

@@ -123,19 +123,24 @@ impl Connection<'_> {
                 self.store().mailbox_messages(self.user(), &ids, prefix).await?
             }
         };
+        self.read_tracked.clear();
         let mut cut_short = Vec::new();
-        for (entry, bytes) in rows {
+        for fetched in rows {
             // A header section longer than the prefix (no end in it): read whole.
+            let bytes = fetched.bytes;
             if prefix.is_some() && bytes.len() >= HEADER_PREFIX && header_end(&bytes) >= bytes.len() {
-                cut_short.push(entry);
-            } else if let Some(&uid) = entries.get(&entry) {
+                cut_short.push(fetched.entry);
+            } else if let Some(&uid) = entries.get(&fetched.entry) {
                 messages.push((uid, bytes));
+                if let Some(tracked) = fetched.tracked {
+                    self.read_tracked.insert(fetched.entry, tracked);
+                }
             }
         }
         if !cut_short.is_empty() {
-            for (entry, bytes) in self.store().mailbox_messages(self.user(), &cut_short, None).await? {
-                if let Some(&uid) = entries.get(&entry) {
-                    messages.push((uid, bytes));
+            for fetched in self.store().mailbox_messages(self.user(), &cut_short, None).await? {
+                if let Some(&uid) = entries.get(&fetched.entry) {
+                    messages.push((uid, fetched.bytes));
                 }
             }
         }
@@ -153,7 +158,14 @@ impl Connection<'_> {
             return;
         }
         let entries: Vec<i64> = uids.into_iter().filter_map(|uid| self.entry_of(uid)).collect();
-        self.downloads.extend(entries);
+        for entry in entries {
+            // The batch was just read whole: its messages as read (no second lookup).
+            let subject = match self.read_tracked.remove(&entry) {
+                Some(read) => vouchmail_store::TrackingSubject::Read(read),
+                None => vouchmail_store::TrackingSubject::Mailbox(entry),
+            };
+            self.downloads.push(subject);
+        }
     }
 
     /// The gathered `downloaded` events as one store write, under way (none when there are
@@ -167,9 +179,9 @@ impl Connection<'_> {
         let at = crate::support::time::unix_now();
         let events: Vec<_> = std::mem::take(&mut self.downloads)
             .into_iter()
-            .map(|entry| vouchmail_store::NewTrackingEvent {
+            .map(|subject| vouchmail_store::NewTrackingEvent {
                 recipient: self.user().to_string(),
-                subject: vouchmail_store::TrackingSubject::Mailbox(entry),
+                subject,
                 kind: vouchmail_store::TrackingKind::Downloaded,
                 at,
                 reporting_server: self.context.session_config.hostname.clone(),
