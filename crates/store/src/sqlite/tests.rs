@@ -25,6 +25,46 @@ fn store_at_version(path: &std::path::Path, version: usize, rows: &str) {
     conn.execute_batch(rows).unwrap();
 }
 
+/// Migration 24: recording an event (once per IMAP download) builds no ephemeral table,
+/// which an IN list of three values in a CHECK costs on every insert; the CHECK holds.
+#[tokio::test]
+async fn recording_an_event_builds_no_ephemeral_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    store_at_version(
+        &path,
+        23,
+        "INSERT INTO tracking_events (id, occurred_at, queue_id, message_id, sender, recipient, event, tracked)
+             VALUES (9, 1, 'Q0', '<m0@remote.example>', 'b@remote.example', 'a@example.org', 'decrypted', 1);",
+    );
+    let before = Connection::open(&path).unwrap();
+    let opcodes = |conn: &Connection| -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN {}", super::tracking::INSERT_EVENT)).unwrap();
+        // EXPLAIN lists the program; its parameters are left unbound.
+        let mut rows = stmt.raw_query();
+        let mut opcodes = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            opcodes.push(row.get::<_, String>(1).unwrap());
+        }
+        opcodes
+    };
+    assert!(opcodes(&before).iter().any(|op| op == "OpenEphemeral"), "the test no longer sees the cost it guards");
+    drop(before);
+    SqliteStore::open(&path).unwrap().close();
+    let conn = Connection::open(&path).unwrap();
+    assert!(!opcodes(&conn).iter().any(|op| op == "OpenEphemeral"), "{:?}", opcodes(&conn));
+    let kept: (i64, String, bool) = conn
+        .query_row("SELECT id, event, tracked FROM tracking_events", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap();
+    assert_eq!(kept, (9, "decrypted".to_string(), true));
+    let bad = conn.execute(
+        "INSERT INTO tracking_events (occurred_at, queue_id, message_id, sender, recipient, event)
+         VALUES (1, 'Q1', '<m1@remote.example>', '', 'a@example.org', 'read')",
+        [],
+    );
+    assert!(bad.unwrap_err().to_string().contains("CHECK constraint failed"));
+}
+
 #[tokio::test]
 async fn meta_and_reopen_keeps_schema() {
     let (dir, store) = store();

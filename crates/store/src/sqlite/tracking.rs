@@ -111,6 +111,11 @@ enum Found {
     InWrite,
 }
 
+/// An event, once per (message, recipient, event): the writer's statement per download.
+pub(super) const INSERT_EVENT: &str =
+    "INSERT OR IGNORE INTO tracking_events (occurred_at, queue_id, message_id, sender, recipient, event, tracked)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
 /// [`track_event`] once the event's message is known (None: no such message).
 fn track_found(
     conn: &Connection,
@@ -122,10 +127,7 @@ fn track_found(
         return Ok(TrackingOutcome::NotFound);
     };
     let inserted = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO tracking_events (occurred_at, queue_id, message_id, sender, recipient, event, tracked)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
+        .prepare_cached(INSERT_EVENT)
         .and_then(|mut stmt| {
             stmt.execute(params![
                 event.at,
