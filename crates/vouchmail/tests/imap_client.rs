@@ -220,9 +220,7 @@ async fn the_rust_client_over_imaps() {
 
 // ------------------------------------------------------------------ benchmark
 
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+use common::env_number;
 
 /// The benchmark's message `n` of about `size` octets: one in ten has `needle` in its
 /// subject, one in seven `haystack` in its body (for SEARCH).

@@ -665,9 +665,7 @@ for r in document.iter("record"):
 // Benchmark (bench/sender_auth.sh): what SPEC 13 costs. Ignored in the suite; run in a
 // release build.
 
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+use common::env_number;
 
 /// A message of about `size` octets from `from`: headers and lines of text.
 fn sized_message(from: &str, to: &str, size: usize) -> String {

@@ -365,6 +365,11 @@ impl SmtpConn {
 /// starts. Taken below Linux's ephemeral range (32768-60999): a port the kernel handed out
 /// (`bind(0)`) and released may be handed to another test's socket before the server binds
 /// it, which made tests fail with "Address already in use".
+/// A benchmark's setting from the environment (`bench/*.sh`), or its default.
+pub fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 pub fn free_port(ip: &str) -> u16 {
     use std::hash::{BuildHasher, Hasher};
     for _ in 0..1000 {
