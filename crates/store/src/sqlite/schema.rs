@@ -459,9 +459,11 @@ UPDATE accounts SET last_uid_validity =
     CREATE INDEX tracking_events_recipient ON tracking_events(recipient, message_id);
     DELETE FROM sqlite_sequence WHERE name = 'tracking_events';
     ",
-    // Migration 24: tracking_events' CHECK on `event` as ORs. SQLite evaluates an IN list
-    // of three or more values through an ephemeral table, built and dropped on every
-    // insert: a third of the writer's time per IMAP download. The ids are kept.
+    // Migration 24: the CHECKs on the tables written per download and per NOTIFY record
+    // as ORs. SQLite evaluates an IN list of three or more values through an ephemeral
+    // table, built and dropped on every insert or update of the column: a third of the
+    // writer's time per IMAP download. Ids are kept, and tracking_records' AUTOINCREMENT
+    // sequence (its ids are the Tracking folder's UIDs) goes on from where it was.
     "
     CREATE TABLE tracking_events_rebuilt (
         id INTEGER PRIMARY KEY,
@@ -479,6 +481,55 @@ UPDATE accounts SET last_uid_validity =
     DROP TABLE tracking_events;
     ALTER TABLE tracking_events_rebuilt RENAME TO tracking_events;
     CREATE INDEX tracking_events_recipient ON tracking_events(recipient, message_id);
+
+    CREATE TABLE tracking_records_rebuilt (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner TEXT NOT NULL,
+        occurred_at INTEGER NOT NULL,
+        message_id TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        event TEXT NOT NULL CHECK (event = 'downloaded' OR event = 'decrypted' OR event = 'decrypt_failed'),
+        reporting_server TEXT NOT NULL,
+        stored_at INTEGER NOT NULL,
+        UNIQUE (owner, message_id, recipient, event)
+    );
+    INSERT INTO tracking_records_rebuilt (id, owner, occurred_at, message_id, sender, recipient, event,
+                                          reporting_server, stored_at)
+        SELECT id, owner, occurred_at, message_id, sender, recipient, event, reporting_server, stored_at
+        FROM tracking_records;
+    DELETE FROM sqlite_sequence WHERE name = 'tracking_records_rebuilt';
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'tracking_records_rebuilt', seq FROM sqlite_sequence WHERE name = 'tracking_records';
+    DROP TABLE tracking_records;
+    ALTER TABLE tracking_records_rebuilt RENAME TO tracking_records;
+    CREATE INDEX tracking_records_owner ON tracking_records(owner, occurred_at, id);
+    CREATE INDEX tracking_records_owner_stored ON tracking_records(owner, stored_at);
+
+    CREATE TABLE notify_outbox_rebuilt (
+        id INTEGER PRIMARY KEY,
+        record TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        event TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state = 'pending' OR state = 'inflight' OR state = 'sent' OR state = 'dropped'),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt INTEGER NOT NULL,
+        lease_until INTEGER,
+        last_error TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (domain, message_id, recipient, event)
+    );
+    INSERT INTO notify_outbox_rebuilt (id, record, domain, message_id, recipient, event, state, attempts,
+                                       next_attempt, lease_until, last_error, created_at, updated_at)
+        SELECT id, record, domain, message_id, recipient, event, state, attempts, next_attempt, lease_until,
+               last_error, created_at, updated_at
+        FROM notify_outbox;
+    DROP TABLE notify_outbox;
+    ALTER TABLE notify_outbox_rebuilt RENAME TO notify_outbox;
+    CREATE INDEX notify_outbox_due ON notify_outbox(state, next_attempt) WHERE state IN ('pending','inflight');
     ",
 ];
 

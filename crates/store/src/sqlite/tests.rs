@@ -25,44 +25,88 @@ fn store_at_version(path: &std::path::Path, version: usize, rows: &str) {
     conn.execute_batch(rows).unwrap();
 }
 
-/// Migration 24: recording an event (once per IMAP download) builds no ephemeral table,
-/// which an IN list of three values in a CHECK costs on every insert; the CHECK holds.
+/// Whether SQLite's program for `sql` opens an ephemeral table (its parameters unbound).
+fn opens_ephemeral_table(conn: &Connection, sql: &str) -> bool {
+    let mut stmt = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
+    let mut rows = stmt.raw_query();
+    while let Some(row) = rows.next().unwrap() {
+        if row.get::<_, String>(1).unwrap() == "OpenEphemeral" {
+            return true;
+        }
+    }
+    false
+}
+
+/// Migration 24: recording an event (once per IMAP download), a record and its NOTIFY
+/// outbox entry builds no ephemeral table, which an IN list of three values in a CHECK
+/// costs on every write of the column; rows, ids and the records' sequence are kept, and
+/// the CHECKs still hold.
 #[tokio::test]
-async fn recording_an_event_builds_no_ephemeral_table() {
+async fn tracking_writes_build_no_ephemeral_table() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
     store_at_version(
         &path,
         23,
         "INSERT INTO tracking_events (id, occurred_at, queue_id, message_id, sender, recipient, event, tracked)
-             VALUES (9, 1, 'Q0', '<m0@remote.example>', 'b@remote.example', 'a@example.org', 'decrypted', 1);",
+             VALUES (9, 1, 'Q0', '<m0@remote.example>', 'b@remote.example', 'a@example.org', 'decrypted', 1);
+         INSERT INTO tracking_records (id, owner, occurred_at, message_id, sender, recipient, event, reporting_server, stored_at)
+             VALUES (5, 'b@example.org', 1, '<m0@example.org>', 'b@example.org', 'c@remote.example', 'downloaded', 'mx', 2);
+         UPDATE sqlite_sequence SET seq = 7 WHERE name = 'tracking_records';
+         INSERT INTO notify_outbox (id, record, domain, message_id, recipient, event, state, next_attempt, created_at, updated_at)
+             VALUES (3, 'line', 'remote.example', '<m1@example.org>', 'c@remote.example', 'downloaded', 'inflight', 4, 4, 4);",
     );
+    let writes = [
+        super::tracking::INSERT_EVENT,
+        "INSERT INTO tracking_records (owner, occurred_at, message_id, sender, recipient, event, reporting_server, stored_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO notify_outbox (record, domain, message_id, recipient, event, state, attempts, next_attempt, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?6)",
+        "UPDATE notify_outbox SET state = ?1, updated_at = ?2 WHERE id = ?3",
+    ];
     let before = Connection::open(&path).unwrap();
-    let opcodes = |conn: &Connection| -> Vec<String> {
-        let mut stmt = conn.prepare(&format!("EXPLAIN {}", super::tracking::INSERT_EVENT)).unwrap();
-        // EXPLAIN lists the program; its parameters are left unbound.
-        let mut rows = stmt.raw_query();
-        let mut opcodes = Vec::new();
-        while let Some(row) = rows.next().unwrap() {
-            opcodes.push(row.get::<_, String>(1).unwrap());
-        }
-        opcodes
-    };
-    assert!(opcodes(&before).iter().any(|op| op == "OpenEphemeral"), "the test no longer sees the cost it guards");
+    for sql in writes {
+        assert!(opens_ephemeral_table(&before, sql), "the test no longer sees the cost it guards: {sql}");
+    }
     drop(before);
     SqliteStore::open(&path).unwrap().close();
     let conn = Connection::open(&path).unwrap();
-    assert!(!opcodes(&conn).iter().any(|op| op == "OpenEphemeral"), "{:?}", opcodes(&conn));
-    let kept: (i64, String, bool) = conn
+    for sql in writes {
+        assert!(!opens_ephemeral_table(&conn, sql), "{sql}");
+    }
+    let event: (i64, String, bool) = conn
         .query_row("SELECT id, event, tracked FROM tracking_events", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap();
-    assert_eq!(kept, (9, "decrypted".to_string(), true));
-    let bad = conn.execute(
+    assert_eq!(event, (9, "decrypted".to_string(), true));
+    let outbox: (i64, String, i64) = conn
+        .query_row("SELECT id, state, next_attempt FROM notify_outbox", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap();
+    assert_eq!(outbox, (3, "inflight".to_string(), 4));
+    // The next record's id goes on after the sequence, not after the largest id left.
+    conn.execute(
+        "INSERT INTO tracking_records (owner, occurred_at, message_id, sender, recipient, event, reporting_server, stored_at)
+         VALUES ('b@example.org', 3, '<m2@example.org>', 'b@example.org', 'c@remote.example', 'decrypted', 'mx', 3)",
+        [],
+    )
+    .unwrap();
+    let ids: Vec<i64> = conn
+        .prepare("SELECT id FROM tracking_records ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(ids, [5, 8]);
+    let refused = [
         "INSERT INTO tracking_events (occurred_at, queue_id, message_id, sender, recipient, event)
          VALUES (1, 'Q1', '<m1@remote.example>', '', 'a@example.org', 'read')",
-        [],
-    );
-    assert!(bad.unwrap_err().to_string().contains("CHECK constraint failed"));
+        "INSERT INTO tracking_records (owner, occurred_at, message_id, sender, recipient, event, reporting_server, stored_at)
+         VALUES ('b@example.org', 3, '<m3@example.org>', 'b@example.org', 'c@remote.example', 'read', 'mx', 3)",
+        "UPDATE notify_outbox SET state = 'lost'",
+    ];
+    for sql in refused {
+        assert!(conn.execute(sql, []).unwrap_err().to_string().contains("CHECK constraint failed"), "{sql}");
+    }
 }
 
 #[tokio::test]
