@@ -9,7 +9,7 @@ mod common;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{SmtpConn, TestServer};
+use common::{env_number, SmtpConn, TestServer};
 use vouchmail_proto::imap::client::{Response, Untagged};
 use vouchmail_proto::sasl::Secrets;
 use vouchmail_server::net::client_tls::{client_connector, server_name, ServerTrust};
@@ -219,8 +219,6 @@ async fn the_rust_client_over_imaps() {
 }
 
 // ------------------------------------------------------------------ benchmark
-
-use common::env_number;
 
 /// The benchmark's message `n` of about `size` octets: one in ten has `needle` in its
 /// subject, one in seven `haystack` in its body (for SEARCH).

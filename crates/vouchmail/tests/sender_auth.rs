@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{SmtpConn, TestServer};
+use common::{env_number, SmtpConn, TestServer};
 use std::io::Write;
 use vouchmail_store::{Folder, SenderPolicy};
 use vouchmail_testkit::dns::{TestDns, ZoneBuilder};
@@ -664,8 +664,6 @@ for r in document.iter("record"):
 // ---------------------------------------------------------------------------------------
 // Benchmark (bench/sender_auth.sh): what SPEC 13 costs. Ignored in the suite; run in a
 // release build.
-
-use common::env_number;
 
 /// A message of about `size` octets from `from`: headers and lines of text.
 fn sized_message(from: &str, to: &str, size: usize) -> String {
