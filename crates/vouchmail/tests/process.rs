@@ -313,16 +313,16 @@ fn sigkill_under(load: &Load) -> Outcome {
                         format!("{}\r\n", "x".repeat(76)).repeat(body_lines)
                     );
                     let envelope = b"MAIL FROM:<s@remote.test>\r\nRCPT TO:<load@local.test>\r\nDATA\r\n";
-                    match exchange(conn, envelope, 3).await {
+                    match conn.exchange(envelope, 3).await {
                         Some(codes) if codes == [250, 250, 354] => {}
                         _ => return,
                     }
-                    match exchange(conn, body.as_bytes(), 1).await {
+                    match conn.exchange(body.as_bytes(), 1).await {
                         Some(codes) if codes == [250] => acknowledged.lock().unwrap().push(subject),
                         _ => return,
                     }
                     if new_connections {
-                        if exchange(conn, b"QUIT\r\n", 1).await.is_none() {
+                        if conn.exchange(b"QUIT\r\n", 1).await.is_none() {
                             return;
                         }
                         session = None;
@@ -366,39 +366,9 @@ fn sigkill_under(load: &Load) -> Outcome {
 }
 
 /// A new SMTP session past its greeting and EHLO; None if the server is gone.
-async fn open_session(addr: std::net::SocketAddr) -> Option<tokio::io::BufReader<tokio::net::TcpStream>> {
-    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    // The command after the body must not wait out Nagle against the delayed ACK.
-    stream.set_nodelay(true).ok()?;
-    let mut conn = tokio::io::BufReader::new(stream);
-    if exchange(&mut conn, b"", 1).await? != [220] || exchange(&mut conn, b"EHLO load.test\r\n", 1).await? != [250] {
-        return None;
-    }
-    Some(conn)
-}
-
-/// Writes `bytes` and reads `replies` replies; their codes, or None once the connection
-/// fails (the server was killed).
-async fn exchange(
-    conn: &mut tokio::io::BufReader<tokio::net::TcpStream>,
-    bytes: &[u8],
-    replies: usize,
-) -> Option<Vec<u16>> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    conn.get_mut().write_all(bytes).await.ok()?;
-    let mut codes = Vec::with_capacity(replies);
-    let mut line = String::new();
-    while codes.len() < replies {
-        line.clear();
-        if conn.read_line(&mut line).await.ok()? == 0 {
-            return None;
-        }
-        // RFC 5321 4.2.1: "NNN-" goes on, "NNN " is the reply's last line.
-        if line.as_bytes().get(3) != Some(&b'-') {
-            codes.push(line.get(..3)?.parse().ok()?);
-        }
-    }
-    Some(codes)
+async fn open_session(addr: std::net::SocketAddr) -> Option<SmtpConn> {
+    let (mut conn, greeting) = SmtpConn::try_connect(addr).await?;
+    (greeting.code == 220 && conn.exchange(b"EHLO load.test\r\n", 1).await? == [250]).then_some(conn)
 }
 
 #[test]

@@ -284,17 +284,38 @@ impl SmtpConn {
     }
 
     async fn over(stream: TcpStream) -> (SmtpConn, Reply) {
+        SmtpConn::try_over(stream).await.expect("greeting")
+    }
+
+    /// [`SmtpConn::connect`] for a server that may be gone (killed under load): None
+    /// instead of a panic.
+    pub async fn try_connect(addr: SocketAddr) -> Option<(SmtpConn, Reply)> {
+        SmtpConn::try_over(TcpStream::connect(addr).await.ok()?).await
+    }
+
+    async fn try_over(stream: TcpStream) -> Option<(SmtpConn, Reply)> {
         // A command written after the body's last line must not wait out Nagle's algorithm
         // against the server's delayed ACK (40 ms a message).
-        stream.set_nodelay(true).expect("TCP_NODELAY");
+        stream.set_nodelay(true).ok()?;
         let (read, write) = stream.into_split();
         let mut conn = SmtpConn { reader: BufReader::new(read), writer: write };
-        let greeting = conn.read_reply().await.expect("greeting");
-        (conn, greeting)
+        let greeting = conn.read_reply().await?;
+        Some((conn, greeting))
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).await.expect("write");
+    }
+
+    /// Writes `bytes` (pipelined commands, or a message's body) and reads `replies`
+    /// replies; their codes, or None once the connection fails (the server was killed).
+    pub async fn exchange(&mut self, bytes: &[u8], replies: usize) -> Option<Vec<u16>> {
+        self.writer.write_all(bytes).await.ok()?;
+        let mut codes = Vec::with_capacity(replies);
+        for _ in 0..replies {
+            codes.push(self.read_reply().await?.code);
+        }
+        Some(codes)
     }
 
     /// Reads one (possibly multi-line) reply; None when the server closed the connection.
