@@ -240,6 +240,35 @@ async fn one_session_per_mailbox() {
     assert_eq!(second.stat().await.unwrap().0, 1);
 }
 
+/// Whether a session of another node could take the maildrop of `USER` now: the store
+/// holds no lease on it (the probe's own lease is given back at once).
+async fn maildrop_free_in_store(server: &TestServer) -> bool {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let name = format!("pop3:{USER}");
+    let free = server.store.try_lease(&name, "probe", now, now + 60).await.expect("lease");
+    if free {
+        server.store.release_lease(&name, "probe").await.expect("release");
+    }
+    free
+}
+
+/// RFC 1939 6: the maildrop is released, then QUIT is answered. And a session that a
+/// stopping server ends gives its maildrop back before the shutdown returns, so a store
+/// closed (or copied elsewhere) next holds no lease of a process that is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_maildrop_is_free_in_the_store_when_quit_is_answered_and_when_the_server_has_stopped() {
+    let mut server = server(1).await;
+    let pop = login(server.pop3()).await;
+    assert!(!maildrop_free_in_store(&server).await, "held while the session runs");
+    pop.quit().await.unwrap();
+    assert!(maildrop_free_in_store(&server).await, "free when QUIT was answered");
+
+    let mut pop = login(server.pop3()).await;
+    assert_eq!(pop.stat().await.unwrap().0, 1);
+    server.server.take().expect("running").shutdown().await;
+    assert!(maildrop_free_in_store(&server).await, "free when the shutdown returned");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_deletes_nothing() {
     let server = server(2).await;

@@ -62,15 +62,24 @@ impl MaildropLocks {
                 }
             }
         });
-        Ok(Some(MaildropLock { _lease: HeldLease::new(Arc::clone(&self.store), name, holder), renew }))
+        Ok(Some(MaildropLock { lease: HeldLease::new(Arc::clone(&self.store), name, holder), renew }))
     }
 }
 
 /// Held while a session has the maildrop open; given back on drop.
 #[derive(Debug)]
 pub struct MaildropLock {
-    _lease: HeldLease,
+    lease: HeldLease,
     renew: tokio::task::JoinHandle<()>,
+}
+
+impl MaildropLock {
+    /// Stops renewing and gives the maildrop back, waiting for the store (RFC 1939 6: the
+    /// QUIT answer comes after it).
+    pub async fn release(&mut self) {
+        self.renew.abort();
+        self.lease.release().await;
+    }
 }
 
 impl Drop for MaildropLock {

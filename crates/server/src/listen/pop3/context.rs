@@ -35,7 +35,7 @@ pub struct Pop3Context {
 pub struct OpenMaildrop {
     pub user: String,
     pub ids: Vec<i64>,
-    pub _lock: MaildropLock,
+    pub lock: MaildropLock,
 }
 
 /// One connection's driver: what the stages act on besides the session.
@@ -56,6 +56,15 @@ impl<'a> Connection<'a> {
 
     pub fn store(&self) -> &'a dyn Store {
         self.context.store.as_ref()
+    }
+
+    /// Gives the maildrop back, if the session holds it, and waits for the store: done
+    /// before the QUIT answer and before the session ends, so a client that reconnects,
+    /// or the server's shutdown that closes the store next, finds it free.
+    pub async fn close_maildrop(&mut self) {
+        if let Some(mut open) = self.maildrop.take() {
+            open.lock.release().await;
+        }
     }
 }
 

@@ -70,7 +70,7 @@ impl Connection<'_> {
         };
         // RFC 1939 6: release the maildrop, then answer; a client that reconnects at once
         // finds it free.
-        self.maildrop = None;
+        self.close_maildrop().await;
         session.update_done(result);
     }
 
@@ -101,5 +101,5 @@ async fn open_maildrop(context: &Pop3Context, user: &str) -> Result<(OpenMaildro
     })?;
     let infos = entries.iter().map(|e| MessageInfo { uid: e.unique_id(), size: e.size }).collect();
     let ids = entries.iter().map(|e| e.id).collect();
-    Ok((OpenMaildrop { user: user.to_lowercase(), ids, _lock: lock }, infos))
+    Ok((OpenMaildrop { user: user.to_lowercase(), ids, lock }, infos))
 }

@@ -68,13 +68,24 @@ async fn run_session(
     stream: MaybeTls,
     peer: SocketAddr,
     context: &Pop3Context,
-    mut session: Session,
-    mut shutdown: watch::Receiver<bool>,
+    session: Session,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut shutting_down = *shutdown.borrow();
     let mut conn = Connection::new(stream, peer, context);
-    let mut deadline = ReadDeadline::new(session.read_timeout());
     tracing::debug!(%peer, "POP3 session started");
+    drive(&mut conn, session, shutdown).await;
+    // A dropped connection never reaches UPDATE: nothing is deleted (RFC 1939 6). The
+    // maildrop goes back before the session counts as ended, so a shutdown that waits for
+    // sessions and then closes the store leaves no lease behind.
+    conn.close_maildrop().await;
+    tracing::debug!(%peer, "POP3 session ended");
+}
+
+/// The command loop of one session, until the session closes, the peer goes or the
+/// connection fails.
+async fn drive(conn: &mut Connection<'_>, mut session: Session, mut shutdown: watch::Receiver<bool>) {
+    let mut shutting_down = *shutdown.borrow();
+    let mut deadline = ReadDeadline::new(session.read_timeout());
     loop {
         let mut next = session.poll_event();
         while let Some(event) = next {
@@ -138,7 +149,4 @@ async fn run_session(
             break;
         }
     }
-    // A dropped connection never reaches UPDATE: nothing is deleted (RFC 1939 6).
-    drop(conn);
-    tracing::debug!(%peer, "POP3 session ended");
 }
