@@ -1,9 +1,15 @@
 //! The PostgreSQL store's handle: a pool of connections, made at connect after the
 //! migrations have run.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Connect, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{Client, Config, Socket};
 
 use super::base::{db_error, pool_error};
 use super::commit::Committer;
@@ -41,10 +47,12 @@ impl PostgresStore {
         }
         let config = target.config.clone();
         let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let runtime = Handle::current();
         let manager = if target.tls {
-            Manager::from_config(config, tls::connector(options.ca_file.as_deref())?, manager_config)
+            let connect = OnStoreRuntime { tls: tls::connector(options.ca_file.as_deref())?, runtime };
+            Manager::from_connect(config, connect, manager_config)
         } else {
-            Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+            Manager::from_connect(config, OnStoreRuntime { tls: tokio_postgres::NoTls, runtime }, manager_config)
         };
         let connect_timeout = target.config.get_connect_timeout().copied();
         let pool = Pool::builder(manager)
@@ -83,6 +91,57 @@ impl PostgresStore {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// Opens the pool's connections on the runtime the store was opened on, socket and driver
+/// task alike, whichever runtime asks for one: a connection belongs to the pool, not to the
+/// caller, and must outlive a caller's runtime (a server's session threads stop before the
+/// store closes; a connection they had opened would die with them while the pool still
+/// handed it out).
+struct OnStoreRuntime<T> {
+    tls: T,
+    runtime: Handle,
+}
+
+type Connecting<'a> =
+    Pin<Box<dyn Future<Output = Result<(Client, JoinHandle<()>), tokio_postgres::Error>> + Send + 'a>>;
+
+impl<T> Connect for OnStoreRuntime<T>
+where
+    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+    T::Stream: Sync + Send,
+    T::TlsConnect: Sync + Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    fn connect(&self, pg_config: &Config) -> Connecting<'_> {
+        let (tls, pg_config) = (self.tls.clone(), pg_config.clone());
+        let connecting = self.runtime.spawn(open_connection(pg_config.clone(), tls.clone()));
+        Box::pin(async move {
+            match connecting.await {
+                Ok(opened) => opened,
+                // The store's runtime is shutting down (the process ends): this caller's
+                // runtime is the one left.
+                Err(_) => open_connection(pg_config, tls).await,
+            }
+        })
+    }
+}
+
+/// Connects and starts the connection's driver on the current runtime.
+async fn open_connection<T>(pg_config: Config, tls: T) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error>
+where
+    T: MakeTlsConnect<Socket> + Send + 'static,
+    T::Stream: Sync + Send,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let (client, connection) = pg_config.connect(tls).await?;
+    let driver = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "PostgreSQL connection closed with an error");
+        }
+    });
+    Ok((client, driver))
 }
 
 /// The store's promise (a commit is on disk when it returns) needs the server's fsync on:
