@@ -42,6 +42,7 @@ use listen::limits::ConnectionLimiter;
 use listen::smtp::SmtpContext;
 use net::dns;
 use net::tls::Tls;
+use support::session_threads::SessionThreads;
 use support::tasks::TaskTracker;
 
 /// A started server; drop it or call [`RunningServer::shutdown`] to stop.
@@ -71,6 +72,8 @@ pub struct RunningServer {
     grace: Duration,
     /// Keeps the shared resolver (and its cache) alive while the server runs.
     _dns: Arc<dns::Dns>,
+    /// Where the listeners accept and the sessions run; dropped last, which stops them.
+    session_threads: SessionThreads,
 }
 
 impl RunningServer {
@@ -275,6 +278,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
         sessions: sessions.clone(),
         grace: Duration::from_secs(config.shutdown_grace_secs),
         _dns: dns::Dns::for_config(config)?,
+        session_threads: SessionThreads::per_core()?,
     };
     let tls = Tls::from_config(config)?;
     let peer_tls = Tls::for_peers(config)?;
@@ -352,6 +356,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
                 Arc::clone(&context),
                 shutdown_rx.clone(),
                 sessions.clone(),
+                server.session_threads.handles().to_vec(),
             ));
             server.listeners.push(handle);
         }
@@ -453,8 +458,15 @@ fn start_admin(
             tls: (!addr.ip().is_loopback()).then(|| tls.clone()),
             header_timeout: timeout,
         });
-        let locals =
-            serve_on(std::slice::from_ref(addr), &context, "admin", shutdown_rx, sessions, &mut server.listeners)?;
+        let locals = serve_on(
+            std::slice::from_ref(addr),
+            &context,
+            "admin",
+            shutdown_rx,
+            sessions,
+            server.session_threads.handles(),
+            &mut server.listeners,
+        )?;
         server.admin_addrs.extend(locals);
     }
     Ok(state)
@@ -495,6 +507,7 @@ fn start_authkey(
             Arc::clone(&context),
             shutdown_rx.clone(),
             sessions.clone(),
+            server.session_threads.handles().to_vec(),
         )));
         if let Some(udp) = udp {
             server.listeners.push(tokio::spawn(listen::authkey::serve_udp(
@@ -545,7 +558,15 @@ async fn start_pop3(
             outbox_bell: shared.outbox_bell.clone(),
             metrics: support::metrics::ListenerMetrics::new(&server.metrics, service),
         });
-        let locals = serve_on(addrs, &context, service, shutdown_rx, sessions, &mut server.listeners)?;
+        let locals = serve_on(
+            addrs,
+            &context,
+            service,
+            shutdown_rx,
+            sessions,
+            server.session_threads.handles(),
+            &mut server.listeners,
+        )?;
         if implicit_tls {
             server.pop3s_addrs.extend(locals);
         } else {
@@ -563,6 +584,7 @@ fn serve_on<S: listen::Service>(
     service: &'static str,
     shutdown_rx: &watch::Receiver<bool>,
     sessions: &TaskTracker,
+    session_threads: &[tokio::runtime::Handle],
     listeners: &mut Vec<JoinHandle<()>>,
 ) -> Result<Vec<SocketAddr>, Error> {
     let mut locals = Vec::with_capacity(addrs.len());
@@ -570,7 +592,13 @@ fn serve_on<S: listen::Service>(
         let listener = listen::listen(*addr)?;
         let local = listener.local_addr().map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?;
         tracing::info!(service, %local, "listening");
-        let serving = listen::serve_listener(listener, Arc::clone(context), shutdown_rx.clone(), sessions.clone());
+        let serving = listen::serve_listener(
+            listener,
+            Arc::clone(context),
+            shutdown_rx.clone(),
+            sessions.clone(),
+            session_threads.to_vec(),
+        );
         listeners.push(tokio::spawn(serving));
         locals.push(local);
     }
@@ -603,7 +631,15 @@ fn start_imap(
             watch_interval: Duration::from_millis(config.imap.watch_interval_ms.max(10)),
             metrics: support::metrics::ListenerMetrics::new(&server.metrics, service),
         });
-        let locals = serve_on(addrs, &context, service, shutdown_rx, sessions, &mut server.listeners)?;
+        let locals = serve_on(
+            addrs,
+            &context,
+            service,
+            shutdown_rx,
+            sessions,
+            server.session_threads.handles(),
+            &mut server.listeners,
+        )?;
         if implicit_tls {
             server.imaps_addrs.extend(locals);
         } else {

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncRead;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 use vouchmail_proto::smtp::session::TlsInfo;
 
@@ -68,8 +69,53 @@ pub trait Service: Send + Sync + 'static {
 }
 
 /// Accepts connections until shutdown; each runs in its own task, holding its slot of the
-/// connection limits while it runs.
+/// connection limits while it runs. With session threads (`support::session_threads`),
+/// each of them accepts from this listener and runs what it accepted; without, the task
+/// that runs this does.
 pub async fn serve_listener<S: Service>(
+    listener: TcpListener,
+    service: Arc<S>,
+    shutdown: watch::Receiver<bool>,
+    tasks: TaskTracker,
+    session_threads: Vec<Handle>,
+) {
+    if session_threads.is_empty() {
+        return accept_loop(listener, service, shutdown, tasks).await;
+    }
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot hand the listener to the session threads");
+            return;
+        }
+    };
+    let mut loops = Vec::with_capacity(session_threads.len());
+    for thread in &session_threads {
+        // The same socket in every thread's reactor: the kernel wakes them all for a new
+        // connection and one accepts it (the others find nothing and wait again).
+        let listener = match listener.try_clone() {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot share the listener with a session thread");
+                continue;
+            }
+        };
+        let (service, shutdown, tasks) = (Arc::clone(&service), shutdown.clone(), tasks.clone());
+        loops.push(thread.spawn(async move {
+            // Registered with the reactor of the thread it runs on.
+            match TcpListener::from_std(listener) {
+                Ok(listener) => accept_loop(listener, service, shutdown, tasks).await,
+                Err(e) => tracing::error!(error = %e, "a session thread cannot listen"),
+            }
+        }));
+    }
+    for accepting in loops {
+        let _ = accepting.await;
+    }
+}
+
+/// Accepts connections on the current runtime until shutdown, each in its own task there.
+async fn accept_loop<S: Service>(
     listener: TcpListener,
     service: Arc<S>,
     shutdown: watch::Receiver<bool>,

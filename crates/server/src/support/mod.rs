@@ -6,5 +6,6 @@ pub mod files;
 pub mod live;
 pub mod metrics;
 pub mod queue_id;
+pub mod session_threads;
 pub mod tasks;
 pub mod time;
