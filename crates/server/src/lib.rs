@@ -356,7 +356,7 @@ pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<RunningServ
                 Arc::clone(&context),
                 shutdown_rx.clone(),
                 sessions.clone(),
-                server.session_threads.handles().to_vec(),
+                server.session_threads.dispatch(),
             ));
             server.listeners.push(handle);
         }
@@ -464,7 +464,7 @@ fn start_admin(
             "admin",
             shutdown_rx,
             sessions,
-            server.session_threads.handles(),
+            server.session_threads.dispatch(),
             &mut server.listeners,
         )?;
         server.admin_addrs.extend(locals);
@@ -507,7 +507,7 @@ fn start_authkey(
             Arc::clone(&context),
             shutdown_rx.clone(),
             sessions.clone(),
-            server.session_threads.handles().to_vec(),
+            server.session_threads.dispatch(),
         )));
         if let Some(udp) = udp {
             server.listeners.push(tokio::spawn(listen::authkey::serve_udp(
@@ -564,7 +564,7 @@ async fn start_pop3(
             service,
             shutdown_rx,
             sessions,
-            server.session_threads.handles(),
+            server.session_threads.dispatch(),
             &mut server.listeners,
         )?;
         if implicit_tls {
@@ -584,7 +584,7 @@ fn serve_on<S: listen::Service>(
     service: &'static str,
     shutdown_rx: &watch::Receiver<bool>,
     sessions: &TaskTracker,
-    session_threads: &[tokio::runtime::Handle],
+    session_threads: support::session_threads::Dispatch,
     listeners: &mut Vec<JoinHandle<()>>,
 ) -> Result<Vec<SocketAddr>, Error> {
     let mut locals = Vec::with_capacity(addrs.len());
@@ -597,7 +597,7 @@ fn serve_on<S: listen::Service>(
             Arc::clone(context),
             shutdown_rx.clone(),
             sessions.clone(),
-            session_threads.to_vec(),
+            session_threads.clone(),
         );
         listeners.push(tokio::spawn(serving));
         locals.push(local);
@@ -637,7 +637,7 @@ fn start_imap(
             service,
             shutdown_rx,
             sessions,
-            server.session_threads.handles(),
+            server.session_threads.dispatch(),
             &mut server.listeners,
         )?;
         if implicit_tls {

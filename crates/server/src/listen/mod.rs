@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use tokio::io::AsyncRead;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::runtime::Handle;
 use tokio::sync::watch;
 use vouchmail_proto::smtp::session::TlsInfo;
 
@@ -27,6 +26,7 @@ use crate::auth::guard::{sasl_clock, AuthGuard, AuthRefusal};
 use crate::auth::limits::AuthLimiter;
 use crate::net::tls::{handshake, upgrade, MaybeTls, Tls};
 use crate::support::error::{Error, ErrorKind};
+use crate::support::session_threads::Dispatch;
 use crate::support::tasks::TaskTracker;
 use limits::{ConnectionLimiter, Refusal};
 
@@ -68,19 +68,20 @@ pub trait Service: Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send;
 }
 
-/// Accepts connections until shutdown; each runs in its own task, holding its slot of the
-/// connection limits while it runs. With session threads (`support::session_threads`),
-/// each of them accepts from this listener and runs what it accepted; without, the task
-/// that runs this does.
+/// Accepts connections until shutdown; each runs in its own task on a session thread
+/// (`support::session_threads`), holding its slot of the connection limits while it runs.
+/// Every session thread accepts from the listener (the kernel wakes them all and one
+/// takes the connection) and keeps what it accepted, unless it has more sessions open
+/// than another: then the connection goes to the thread with the fewest.
 pub async fn serve_listener<S: Service>(
     listener: TcpListener,
     service: Arc<S>,
     shutdown: watch::Receiver<bool>,
     tasks: TaskTracker,
-    session_threads: Vec<Handle>,
+    sessions: Dispatch,
 ) {
-    if session_threads.is_empty() {
-        return accept_loop(listener, service, shutdown, tasks).await;
+    if sessions.threads() == 0 {
+        return accept_loop(listener, service, shutdown, tasks, sessions, None).await;
     }
     let listener = match listener.into_std() {
         Ok(listener) => listener,
@@ -89,10 +90,8 @@ pub async fn serve_listener<S: Service>(
             return;
         }
     };
-    let mut loops = Vec::with_capacity(session_threads.len());
-    for thread in &session_threads {
-        // The same socket in every thread's reactor: the kernel wakes them all for a new
-        // connection and one accepts it (the others find nothing and wait again).
+    let mut loops = Vec::with_capacity(sessions.threads());
+    for here in 0..sessions.threads() {
         let listener = match listener.try_clone() {
             Ok(listener) => listener,
             Err(e) => {
@@ -101,25 +100,28 @@ pub async fn serve_listener<S: Service>(
             }
         };
         let (service, shutdown, tasks) = (Arc::clone(&service), shutdown.clone(), tasks.clone());
-        loops.push(thread.spawn(async move {
+        let accepting = sessions.clone();
+        loops.push(sessions.spawn_on(here, async move {
             // Registered with the reactor of the thread it runs on.
             match TcpListener::from_std(listener) {
-                Ok(listener) => accept_loop(listener, service, shutdown, tasks).await,
+                Ok(listener) => accept_loop(listener, service, shutdown, tasks, accepting, Some(here)).await,
                 Err(e) => tracing::error!(error = %e, "a session thread cannot listen"),
             }
         }));
     }
-    for accepting in loops {
+    for accepting in loops.into_iter().flatten() {
         let _ = accepting.await;
     }
 }
 
-/// Accepts connections on the current runtime until shutdown, each in its own task there.
+/// Accepts until shutdown on the current runtime: session thread `here`, or the caller's.
 async fn accept_loop<S: Service>(
     listener: TcpListener,
     service: Arc<S>,
     shutdown: watch::Receiver<bool>,
     tasks: TaskTracker,
+    sessions: Dispatch,
+    here: Option<usize>,
 ) {
     let mut stop = shutdown.clone();
     loop {
@@ -137,14 +139,42 @@ async fn accept_loop<S: Service>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = Arc::clone(&service);
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            match service.limiter().try_acquire(peer.ip()) {
-                Ok(_slot) => service.serve(stream, peer, shutdown).await,
-                Err(refusal) => service.refuse(stream, peer, refusal).await,
+        let (service, shutdown) = (Arc::clone(&service), shutdown.clone());
+        match here {
+            Some(here) if !sessions.crowded(here) => {
+                sessions.spawn_here(here, tasks.track(serve_accepted(service, stream, peer, shutdown)));
             }
-        });
+            Some(_) => {
+                // Out of this thread's reactor, into the least busy thread's.
+                let stream = match stream.into_std() {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot hand over an accepted connection");
+                        continue;
+                    }
+                };
+                sessions.spawn(tasks.track(async move {
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => serve_accepted(service, stream, peer, shutdown).await,
+                        Err(e) => tracing::warn!(error = %e, "a session thread cannot take a connection"),
+                    }
+                }));
+            }
+            None => tasks.spawn(serve_accepted(service, stream, peer, shutdown)),
+        }
+    }
+}
+
+/// One accepted connection, within the connection limits or refused.
+async fn serve_accepted<S: Service>(
+    service: Arc<S>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    match service.limiter().try_acquire(peer.ip()) {
+        Ok(_slot) => service.serve(stream, peer, shutdown).await,
+        Err(refusal) => service.refuse(stream, peer, refusal).await,
     }
 }
 

@@ -1,14 +1,18 @@
 //! The threads that run TCP sessions (issue 25): one single-threaded tokio runtime per
-//! core. Each accepts from every listener and runs the sessions it accepted, so a session's
-//! wake-ups, reads and replies stay on one thread instead of moving between the shared
-//! runtime's workers, which woke each other for every task they could steal. Measured with
-//! `bench/inbound.sh`'s load against the shared runtime: +5% messages a second (median of
-//! six interleaved rounds) and a third of the spread between rounds (docs/bench.md).
+//! core. Every thread accepts from every listener and keeps the sessions it accepted, so a
+//! session's wake-ups, reads and replies stay on one thread instead of moving between the
+//! shared runtime's workers, which woke each other for every task they could steal. A
+//! thread with more sessions open than another hands what it accepts to the least busy
+//! one, so long sessions (IMAP, Messenger, SMTP with reuse) stay spread evenly: accepting
+//! alone left eight Messenger sessions unevenly spread, 15% slower. Measured in
+//! docs/bench.md.
 //!
 //! Jobs, the outbound engine and everything else stay on the shared runtime. A session's
 //! `spawn_blocking` (AUTH's hashing, store reads) goes to its own thread's blocking pool.
 
-use std::sync::mpsc;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use tokio::runtime::Handle;
@@ -20,8 +24,103 @@ use crate::support::error::{Error, ErrorKind};
 /// dropped on that thread, which ends the sessions still running there.
 pub struct SessionThreads {
     handles: Vec<Handle>,
+    dispatch: Dispatch,
     stops: Vec<oneshot::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// Hands sessions to the session threads (cheap to clone, one per listener). Without
+/// threads it spawns on the current runtime.
+#[derive(Clone, Default)]
+pub struct Dispatch {
+    threads: Arc<[Slot]>,
+}
+
+struct Slot {
+    handle: Handle,
+    open: AtomicUsize,
+}
+
+/// One session fewer on its thread once it ends (or is dropped with its runtime).
+struct Open {
+    threads: Arc<[Slot]>,
+    index: usize,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if let Some(slot) = self.threads.get(self.index) {
+            slot.open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Dispatch {
+    /// How many session threads there are (none: sessions run on the caller's runtime).
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Runs `session` on the thread with the fewest sessions open (the first of those
+    /// that tie). It starts there, so a socket it registers goes to that thread's reactor.
+    pub fn spawn<F>(&self, session: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match self.least_busy() {
+            Some(index) => self.spawn_counted(index, session),
+            None => drop(tokio::spawn(session)),
+        }
+    }
+
+    /// Runs `session` on thread `here`, the one the caller runs on (the current runtime).
+    pub fn spawn_here<F>(&self, here: usize, session: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_counted(here, session);
+    }
+
+    /// Whether thread `here` has more sessions open than the least busy one, so that a
+    /// new session should go there instead.
+    pub fn crowded(&self, here: usize) -> bool {
+        let open = |slot: &Slot| slot.open.load(Ordering::Acquire);
+        let least = self.threads.iter().map(open).min().unwrap_or(0);
+        self.threads.get(here).map(open).is_some_and(|mine| mine > least)
+    }
+
+    /// Runs `task` on thread `index`, uncounted (an accept loop); None if there is none.
+    pub fn spawn_on<F>(&self, index: usize, task: F) -> Option<tokio::task::JoinHandle<()>>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.threads.get(index).map(|slot| slot.handle.spawn(task))
+    }
+
+    fn least_busy(&self) -> Option<usize> {
+        self.threads.iter().enumerate().min_by_key(|(_, slot)| slot.open.load(Ordering::Acquire)).map(|(i, _)| i)
+    }
+
+    fn spawn_counted<F>(&self, index: usize, session: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let Some(slot) = self.threads.get(index) else {
+            drop(tokio::spawn(session));
+            return;
+        };
+        slot.open.fetch_add(1, Ordering::AcqRel);
+        let open = Open { threads: Arc::clone(&self.threads), index };
+        drop(slot.handle.spawn(async move {
+            let _open = open;
+            session.await;
+        }));
+    }
+
+    /// Sessions open on each thread.
+    pub fn open(&self) -> Vec<usize> {
+        self.threads.iter().map(|slot| slot.open.load(Ordering::Acquire)).collect()
+    }
 }
 
 impl SessionThreads {
@@ -33,7 +132,12 @@ impl SessionThreads {
 
     /// `count` threads, each running its own runtime until the value is dropped.
     pub fn start(count: usize) -> Result<SessionThreads, Error> {
-        let mut threads = SessionThreads { handles: Vec::new(), stops: Vec::new(), threads: Vec::new() };
+        let mut threads = SessionThreads {
+            handles: Vec::new(),
+            dispatch: Dispatch::default(),
+            stops: Vec::new(),
+            threads: Vec::new(),
+        };
         for n in 0..count.max(1) {
             let (handle_tx, handle_rx) = mpsc::sync_channel(1);
             let (stop, stopped) = oneshot::channel::<()>();
@@ -61,12 +165,21 @@ impl SessionThreads {
             threads.stops.push(stop);
             threads.threads.push(thread);
         }
+        let slots: Vec<Slot> =
+            threads.handles.iter().map(|handle| Slot { handle: handle.clone(), open: AtomicUsize::new(0) }).collect();
+        threads.dispatch = Dispatch { threads: slots.into() };
         Ok(threads)
     }
 
     /// The runtimes' handles, one per thread.
     pub fn handles(&self) -> &[Handle] {
         &self.handles
+    }
+
+    /// What hands sessions to these threads (one count of open sessions for every
+    /// listener).
+    pub fn dispatch(&self) -> Dispatch {
+        self.dispatch.clone()
     }
 }
 
@@ -84,6 +197,33 @@ impl Drop for SessionThreads {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sessions_go_to_the_thread_with_the_fewest_open_and_count_down_when_they_end() {
+        let threads = SessionThreads::start(2).expect("start");
+        let dispatch = threads.dispatch();
+        let (end_tx, end_rx) = tokio::sync::watch::channel(false);
+        let (ran_tx, ran_rx) = mpsc::channel();
+        for _ in 0..4 {
+            let mut end = end_rx.clone();
+            let ran = ran_tx.clone();
+            dispatch.spawn(async move {
+                let _ = ran.send(std::thread::current().name().unwrap_or_default().to_string());
+                let _ = end.wait_for(|e| *e).await;
+            });
+        }
+        let mut names: Vec<String> =
+            (0..4).map(|_| ran_rx.recv_timeout(std::time::Duration::from_secs(5)).expect("ran")).collect();
+        names.sort();
+        assert_eq!(names, ["session-0", "session-0", "session-1", "session-1"]);
+        assert_eq!(dispatch.open(), [2, 2]);
+        end_tx.send(true).expect("end");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while dispatch.open() != [0, 0] {
+            assert!(std::time::Instant::now() < deadline, "still open: {:?}", dispatch.open());
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
 
     #[test]
     fn each_thread_runs_what_is_spawned_on_it_and_stops_when_dropped() {

@@ -33,12 +33,21 @@ impl TaskTracker {
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        tokio::spawn(self.track(future));
+    }
+
+    /// `future`, counted as running from now until it ends or is dropped: for a task
+    /// spawned elsewhere than on the current runtime (a session thread).
+    pub fn track<F>(&self, future: F) -> impl Future<Output = ()> + Send + 'static
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
         self.inner.running.fetch_add(1, Ordering::AcqRel);
         let guard = Running(Arc::clone(&self.inner));
-        tokio::spawn(async move {
+        async move {
             let _guard = guard;
             future.await;
-        });
+        }
     }
 
     pub fn running(&self) -> usize {
