@@ -458,15 +458,7 @@ fn start_admin(
             tls: (!addr.ip().is_loopback()).then(|| tls.clone()),
             header_timeout: timeout,
         });
-        let locals = serve_on(
-            std::slice::from_ref(addr),
-            &context,
-            "admin",
-            shutdown_rx,
-            sessions,
-            server.session_threads.dispatch(),
-            &mut server.listeners,
-        )?;
+        let locals = serve_on(std::slice::from_ref(addr), &context, "admin", shutdown_rx, sessions, server)?;
         server.admin_addrs.extend(locals);
     }
     Ok(state)
@@ -558,15 +550,7 @@ async fn start_pop3(
             outbox_bell: shared.outbox_bell.clone(),
             metrics: support::metrics::ListenerMetrics::new(&server.metrics, service),
         });
-        let locals = serve_on(
-            addrs,
-            &context,
-            service,
-            shutdown_rx,
-            sessions,
-            server.session_threads.dispatch(),
-            &mut server.listeners,
-        )?;
+        let locals = serve_on(addrs, &context, service, shutdown_rx, sessions, server)?;
         if implicit_tls {
             server.pop3s_addrs.extend(locals);
         } else {
@@ -584,8 +568,7 @@ fn serve_on<S: listen::Service>(
     service: &'static str,
     shutdown_rx: &watch::Receiver<bool>,
     sessions: &TaskTracker,
-    session_threads: support::session_threads::Dispatch,
-    listeners: &mut Vec<JoinHandle<()>>,
+    server: &mut RunningServer,
 ) -> Result<Vec<SocketAddr>, Error> {
     let mut locals = Vec::with_capacity(addrs.len());
     for addr in addrs {
@@ -597,9 +580,9 @@ fn serve_on<S: listen::Service>(
             Arc::clone(context),
             shutdown_rx.clone(),
             sessions.clone(),
-            session_threads.clone(),
+            server.session_threads.dispatch(),
         );
-        listeners.push(tokio::spawn(serving));
+        server.listeners.push(tokio::spawn(serving));
         locals.push(local);
     }
     Ok(locals)
@@ -631,15 +614,7 @@ fn start_imap(
             watch_interval: Duration::from_millis(config.imap.watch_interval_ms.max(10)),
             metrics: support::metrics::ListenerMetrics::new(&server.metrics, service),
         });
-        let locals = serve_on(
-            addrs,
-            &context,
-            service,
-            shutdown_rx,
-            sessions,
-            server.session_threads.dispatch(),
-            &mut server.listeners,
-        )?;
+        let locals = serve_on(addrs, &context, service, shutdown_rx, sessions, server)?;
         if implicit_tls {
             server.imaps_addrs.extend(locals);
         } else {

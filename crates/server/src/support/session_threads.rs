@@ -13,7 +13,6 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -23,10 +22,8 @@ use crate::support::error::{Error, ErrorKind};
 /// The session threads of one server. Dropping it stops them: each thread's runtime is
 /// dropped on that thread, which ends the sessions still running there.
 pub struct SessionThreads {
-    handles: Vec<Handle>,
     dispatch: Dispatch,
     stops: Vec<oneshot::Sender<()>>,
-    threads: Vec<JoinHandle<()>>,
 }
 
 /// Hands sessions to the session threads (cheap to clone, one per listener). Without
@@ -68,17 +65,9 @@ impl Dispatch {
         F: Future<Output = ()> + Send + 'static,
     {
         match self.least_busy() {
-            Some(index) => self.spawn_counted(index, session),
+            Some(index) => self.spawn_here(index, session),
             None => drop(tokio::spawn(session)),
         }
-    }
-
-    /// Runs `session` on thread `here`, the one the caller runs on (the current runtime).
-    pub fn spawn_here<F>(&self, here: usize, session: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        self.spawn_counted(here, session);
     }
 
     /// Whether thread `here` has more sessions open than the least busy one, so that a
@@ -101,7 +90,10 @@ impl Dispatch {
         self.threads.iter().enumerate().min_by_key(|(_, slot)| slot.open.load(Ordering::Acquire)).map(|(i, _)| i)
     }
 
-    fn spawn_counted<F>(&self, index: usize, session: F)
+    /// Runs `session` on thread `index`, counted among its open sessions (the accept loop
+    /// of thread `index` keeps what it accepted this way); on the current runtime if there
+    /// is no such thread.
+    pub fn spawn_here<F>(&self, index: usize, session: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -132,16 +124,12 @@ impl SessionThreads {
 
     /// `count` threads, each running its own runtime until the value is dropped.
     pub fn start(count: usize) -> Result<SessionThreads, Error> {
-        let mut threads = SessionThreads {
-            handles: Vec::new(),
-            dispatch: Dispatch::default(),
-            stops: Vec::new(),
-            threads: Vec::new(),
-        };
+        let mut slots = Vec::new();
+        let mut stops = Vec::new();
         for n in 0..count.max(1) {
             let (handle_tx, handle_rx) = mpsc::sync_channel(1);
             let (stop, stopped) = oneshot::channel::<()>();
-            let thread = std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name(format!("session-{n}"))
                 .spawn(move || {
                     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -161,19 +149,10 @@ impl SessionThreads {
                 .map_err(|_| "the thread ended before its runtime was built".to_string())
                 .and_then(|built| built)
                 .map_err(|e| Error::new(ErrorKind::Config, format!("cannot start a session runtime: {e}")))?;
-            threads.handles.push(handle);
-            threads.stops.push(stop);
-            threads.threads.push(thread);
+            slots.push(Slot { handle, open: AtomicUsize::new(0) });
+            stops.push(stop);
         }
-        let slots: Vec<Slot> =
-            threads.handles.iter().map(|handle| Slot { handle: handle.clone(), open: AtomicUsize::new(0) }).collect();
-        threads.dispatch = Dispatch { threads: slots.into() };
-        Ok(threads)
-    }
-
-    /// The runtimes' handles, one per thread.
-    pub fn handles(&self) -> &[Handle] {
-        &self.handles
+        Ok(SessionThreads { dispatch: Dispatch { threads: slots.into() }, stops })
     }
 
     /// What hands sessions to these threads (one count of open sessions for every
@@ -190,7 +169,6 @@ impl Drop for SessionThreads {
         for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }
-        self.threads.clear();
     }
 }
 
@@ -228,27 +206,25 @@ mod tests {
     #[test]
     fn each_thread_runs_what_is_spawned_on_it_and_stops_when_dropped() {
         let threads = SessionThreads::start(2).expect("start");
-        assert_eq!(threads.handles().len(), 2);
-        let names: Vec<String> = threads
-            .handles()
-            .iter()
-            .map(|handle| {
+        let dispatch = threads.dispatch();
+        assert_eq!(dispatch.threads(), 2);
+        let names: Vec<String> = (0..dispatch.threads())
+            .map(|index| {
                 let (tx, rx) = mpsc::channel();
-                handle.spawn(async move {
+                dispatch.spawn_on(index, async move {
                     let _ = tx.send(std::thread::current().name().unwrap_or_default().to_string());
                 });
                 rx.recv_timeout(std::time::Duration::from_secs(5)).expect("the task ran")
             })
             .collect();
         assert_eq!(names, ["session-0", "session-1"]);
-        let handle = threads.handles()[0].clone();
         drop(threads);
         // A stopped runtime runs nothing more: the task is dropped unrun.
         let (tx, rx) = mpsc::channel::<()>();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
             let tx = tx.clone();
-            drop(handle.spawn(async move {
+            drop(dispatch.spawn_on(0, async move {
                 let _ = tx.send(());
             }));
             if rx.recv_timeout(std::time::Duration::from_millis(50)).is_err() {
