@@ -375,3 +375,47 @@ async fn existing_mail_is_numbered_into_folders() {
     assert_eq!((junk.uid_next, messages[0].uid, junk.special_use.as_deref()), (2, 1, Some("\\Junk")));
     assert_eq!(store.list_folders("a@example.org").await.unwrap().len(), 7);
 }
+
+/// The backend process ids of `count` connections taken from the pool at once.
+async fn backend_pids(store: &PostgresStore, count: usize) -> BTreeSet<i32> {
+    let mut held = Vec::new();
+    for _ in 0..count {
+        held.push(store.conn().await.expect("a connection"));
+    }
+    let mut pids = BTreeSet::new();
+    for conn in &held {
+        pids.insert(conn.query_one("SELECT pg_backend_pid()", &[]).await.expect("pid").get(0));
+    }
+    pids
+}
+
+/// Connections the pool opened for a caller on another runtime live on once that runtime
+/// is gone: a server's session threads (one runtime each) stop before the store closes,
+/// and the pool hands out what they opened afterwards. The same backends serve after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_opened_for_another_runtime_outlive_it() {
+    let Some(url) = database_for("connections_outlive_their_caller") else { return };
+    let store = std::sync::Arc::new(PostgresStore::connect(PostgresOptions::new(url.clone())).await.unwrap());
+    const HELD: usize = 4;
+    let on_other = std::sync::Arc::clone(&store);
+    let opened = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(backend_pids(&on_other, HELD))
+        // The runtime is dropped here, with whatever tasks it runs.
+    })
+    .join()
+    .unwrap();
+    assert_eq!(opened.len(), HELD);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let alive: BTreeSet<i32> = raw(&url)
+        .await
+        .query("SELECT pid FROM pg_stat_activity", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(opened.is_subset(&alive), "backends {opened:?} still connected, among {alive:?}");
+    assert_eq!(backend_pids(&store, HELD).await, opened, "the pool serves on the connections it had");
+    assert_eq!(store.conn().await.unwrap().query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+}
