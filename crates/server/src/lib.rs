@@ -79,8 +79,9 @@ pub struct RunningServer {
 impl RunningServer {
     /// Stops accepting, lets sessions end (idle ones get 421 at once; ones inside a
     /// transaction may finish) for the grace period, then returns how many were cut off.
-    /// A cut-off session never got its 250, so its client still has the message.
-    pub async fn shutdown(self) -> usize {
+    /// A cut-off session never got its 250, so its client still has the message. When it
+    /// returns the session threads have ended: nothing of a session runs on.
+    pub async fn shutdown(mut self) -> usize {
         let _ = self.shutdown.send(true);
         for listener in &self.listeners {
             listener.abort();
@@ -89,6 +90,7 @@ impl RunningServer {
         if remaining > 0 {
             tracing::warn!(remaining, "sessions still running after the grace period; closing them");
         }
+        self.session_threads.stop().await;
         remaining
     }
 

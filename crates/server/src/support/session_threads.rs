@@ -13,17 +13,25 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::support::error::{Error, ErrorKind};
 
-/// The session threads of one server. Dropping it stops them: each thread's runtime is
-/// dropped on that thread, which ends the sessions still running there.
+/// How long a stopped thread lets the tasks its sessions left behind finish (a failed AUTH
+/// shared with the other nodes, a DMARC count: store writes nobody waits for) before its
+/// runtime drops them.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// The session threads of one server. `stop` stops them and waits; dropping it stops them
+/// without waiting. Either way each thread's runtime is dropped on that thread, which ends
+/// the sessions still running there.
 pub struct SessionThreads {
     dispatch: Dispatch,
     stops: Vec<oneshot::Sender<()>>,
+    ended: Vec<oneshot::Receiver<()>>,
 }
 
 /// Hands sessions to the session threads (cheap to clone, one per listener). Without
@@ -126,9 +134,11 @@ impl SessionThreads {
     pub fn start(count: usize) -> Result<SessionThreads, Error> {
         let mut slots = Vec::new();
         let mut stops = Vec::new();
+        let mut ended = Vec::new();
         for n in 0..count.max(1) {
             let (handle_tx, handle_rx) = mpsc::sync_channel(1);
             let (stop, stopped) = oneshot::channel::<()>();
+            let (end, has_ended) = oneshot::channel::<()>();
             std::thread::Builder::new()
                 .name(format!("session-{n}"))
                 .spawn(move || {
@@ -142,6 +152,20 @@ impl SessionThreads {
                     let _ = handle_tx.send(Ok(runtime.handle().clone()));
                     // Runs the spawned sessions until stopped (or the sender is dropped).
                     let _ = runtime.block_on(stopped);
+                    let metrics = runtime.metrics();
+                    runtime.block_on(async move {
+                        let deadline = tokio::time::Instant::now() + DRAIN;
+                        while metrics.num_alive_tasks() > 0 {
+                            if tokio::time::Instant::now() >= deadline {
+                                let left = metrics.num_alive_tasks();
+                                tracing::debug!(thread = n, left, "session thread stopped with tasks left; dropped");
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    });
+                    drop(runtime);
+                    let _ = end.send(());
                 })
                 .map_err(|e| Error::new(ErrorKind::Config, format!("cannot start a session thread: {e}")))?;
             let handle = handle_rx
@@ -151,14 +175,27 @@ impl SessionThreads {
                 .map_err(|e| Error::new(ErrorKind::Config, format!("cannot start a session runtime: {e}")))?;
             slots.push(Slot { handle, open: AtomicUsize::new(0) });
             stops.push(stop);
+            ended.push(has_ended);
         }
-        Ok(SessionThreads { dispatch: Dispatch { threads: slots.into() }, stops })
+        Ok(SessionThreads { dispatch: Dispatch { threads: slots.into() }, stops, ended })
     }
 
     /// What hands sessions to these threads (one count of open sessions for every
     /// listener).
     pub fn dispatch(&self) -> Dispatch {
         self.dispatch.clone()
+    }
+
+    /// Stops every thread and waits until each has ended: its sessions and the tasks they
+    /// left are finished or dropped (those after [`DRAIN`]), its runtime is gone, and with
+    /// it every socket registered there (the listeners' copies included).
+    pub async fn stop(&mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+        for ended in self.ended.drain(..) {
+            let _ = ended.await;
+        }
     }
 }
 
@@ -232,5 +269,29 @@ mod tests {
             }
             assert!(std::time::Instant::now() < deadline, "the session thread still runs tasks");
         }
+    }
+
+    /// `stop` lets a task a session left behind finish, and returns once every thread has
+    /// ended: nothing spawned there runs afterwards.
+    #[test]
+    fn stop_lets_left_tasks_finish_and_waits_for_the_threads() {
+        let mut threads = SessionThreads::start(2).expect("start");
+        let dispatch = threads.dispatch();
+        let finished = Arc::new(AtomicUsize::new(0));
+        for index in 0..2 {
+            let finished = Arc::clone(&finished);
+            dispatch.spawn_on(index, async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                finished.fetch_add(1, Ordering::AcqRel);
+            });
+        }
+        let caller = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        caller.block_on(threads.stop());
+        assert_eq!(finished.load(Ordering::Acquire), 2, "both tasks ran to their end before stop returned");
+        let (tx, rx) = mpsc::channel::<()>();
+        drop(dispatch.spawn_on(1, async move {
+            let _ = tx.send(());
+        }));
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err(), "a stopped thread runs nothing");
     }
 }
