@@ -593,7 +593,8 @@ pub struct Messenger {
     pub call_deadline_secs: u64,
     /// Seconds an idle connection to a peer is kept for the next call; 0: none is kept.
     pub idle_secs: u64,
-    /// Idle connections kept per peer.
+    /// Idle connections kept per peer, by each session thread (one per core) and by the
+    /// jobs: a connection is reused on the thread that opened it.
     pub max_idle_per_peer: usize,
     /// The Messenger listener's own connection limits (in total, and from one IP).
     pub max_connections: usize,

@@ -21,6 +21,7 @@ use crate::net::dns::Dns;
 use crate::net::route::TlsPolicy;
 use crate::net::smtp_client::{Session, Target};
 use crate::support::error::Error;
+use crate::support::session_threads;
 
 /// Limits of an ordinary reply (EHLO, CERT): a certificate chain fits.
 pub const SMALL_REPLY: ReplyLimits = ReplyLimits::new(512, 64 * 1024);
@@ -92,6 +93,9 @@ pub struct PeerConnection {
     session: Session,
     /// The domain whose home server this is.
     pub domain: String,
+    /// The session thread it was opened on, whose reactor serves its socket (None: the
+    /// shared runtime's).
+    home_thread: Option<usize>,
 }
 
 impl PeerConnection {
@@ -127,6 +131,9 @@ impl PeerConnection {
     }
 }
 
+/// A domain, and the session thread a connection to its home server was opened on.
+type PoolKey = (String, Option<usize>);
+
 /// The client, shared by every part of one server.
 pub struct FederationClient {
     dns: Arc<Dns>,
@@ -134,8 +141,11 @@ pub struct FederationClient {
     tls: Option<TlsConnector>,
     /// What vouches for a peer, both ways (SPEC 8); None without roots.
     trust: Option<PeerTrust>,
-    /// Idle connections by domain, with when each went idle.
-    pool: Mutex<HashMap<String, Vec<(PeerConnection, Instant)>>>,
+    /// Idle connections by domain and the session thread they were opened on, with when
+    /// each went idle: a session reuses only its own thread's, whose socket events its
+    /// own thread's reactor sees (one from another thread's pool makes every reply wake
+    /// that thread first).
+    pool: Mutex<HashMap<PoolKey, Vec<(PeerConnection, Instant)>>>,
 }
 
 impl FederationClient {
@@ -233,7 +243,7 @@ impl FederationClient {
             Ok(session)
         };
         let session = open.await.map_err(|e: crate::net::smtp_client::OpenError| e.error())?;
-        Ok(PeerConnection { session, domain: domain.to_ascii_lowercase() })
+        Ok(PeerConnection { session, domain: domain.to_ascii_lowercase(), home_thread: session_threads::current() })
     }
 
     /// An idle connection to `domain`'s home server if one is kept, else a new one.
@@ -242,7 +252,7 @@ impl FederationClient {
         let idle = self.options.idle;
         let reused = {
             let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            let list = pool.entry(domain.clone()).or_default();
+            let list = pool.entry((domain.clone(), session_threads::current())).or_default();
             list.retain(|(_, since)| since.elapsed() < idle);
             list.pop().map(|(connection, _)| connection)
         };
@@ -259,7 +269,7 @@ impl FederationClient {
             return;
         }
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        let list = pool.entry(connection.domain.clone()).or_default();
+        let list = pool.entry((connection.domain.clone(), connection.home_thread)).or_default();
         if list.len() < self.options.max_idle_per_peer {
             list.push((connection, Instant::now()));
         } else {
@@ -421,6 +431,39 @@ mod tests {
         assert!(nowhere.is_temporary());
         let line = client.call("home.test", "CERT a\r\nQUIT", SMALL_REPLY).await.unwrap_err();
         assert_eq!(line.kind(), ErrorKind::Invalid, "no CR or LF in a command line");
+    }
+
+    /// A kept connection is reused on the session thread that opened it, whose reactor
+    /// serves its socket, and not by a session on another thread (nor by a job on the
+    /// shared runtime).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_kept_connection_is_reused_on_the_session_thread_that_opened_it() {
+        let (addr, seen) = fake_home("127.0.0.3", usize::MAX).await;
+        let dns = two_homes(("home.test", addr.port()), ("unused.test", 9)).await;
+        let client =
+            Arc::new(FederationClient::new(Dns::shared(&[dns.addr()]).unwrap(), options("127.0.0.2")).unwrap());
+        let threads = crate::support::session_threads::SessionThreads::start(2).unwrap();
+        let dispatch = threads.dispatch();
+        let call_on = |thread: Option<usize>| {
+            let client = Arc::clone(&client);
+            let (done, result) = tokio::sync::oneshot::channel();
+            let call = async move {
+                let called = client.call("home.test", "CERT a@home.test", SMALL_REPLY).await.map(|(r, _)| r.code);
+                let _ = done.send(called.map_err(|e| e.to_string()));
+            };
+            match thread {
+                Some(index) => drop(dispatch.spawn_on(index, call)),
+                None => drop(tokio::spawn(call)),
+            }
+            result
+        };
+        let connections = || seen.lock().unwrap().len();
+        for (thread, expected) in
+            [(Some(0), 1), (Some(0), 1), (Some(1), 2), (Some(0), 2), (Some(1), 2), (None, 3), (None, 3)]
+        {
+            assert_eq!(call_on(thread).await.unwrap(), Ok(250));
+            assert_eq!(connections(), expected, "connections after a call on {thread:?}");
+        }
     }
 
     /// Issue 19 item 7: a peer that answers CERT one byte at a time, each byte within the

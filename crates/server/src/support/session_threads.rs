@@ -10,6 +10,7 @@
 //! Jobs, the outbound engine and everything else stay on the shared runtime. A session's
 //! `spawn_blocking` (AUTH's hashing, store reads) goes to its own thread's blocking pool.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -19,6 +20,18 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::support::error::{Error, ErrorKind};
+
+thread_local! {
+    /// The index of the session thread this is, on a session thread.
+    static THIS_THREAD: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Which session thread the caller runs on (None off them): what a socket opened now is
+/// registered with, so that a connection kept for reuse (Messenger peers) is reused on the
+/// thread whose reactor serves it rather than woken through another thread.
+pub fn current() -> Option<usize> {
+    THIS_THREAD.with(Cell::get)
+}
 
 /// How long a stopped thread lets the tasks its sessions left behind finish (a failed AUTH
 /// shared with the other nodes, a DMARC count: store writes nobody waits for) before its
@@ -142,6 +155,7 @@ impl SessionThreads {
             std::thread::Builder::new()
                 .name(format!("session-{n}"))
                 .spawn(move || {
+                    THIS_THREAD.with(|this| this.set(Some(n)));
                     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                         Ok(runtime) => runtime,
                         Err(e) => {
@@ -249,12 +263,14 @@ mod tests {
             .map(|index| {
                 let (tx, rx) = mpsc::channel();
                 dispatch.spawn_on(index, async move {
+                    assert_eq!(current(), Some(index));
                     let _ = tx.send(std::thread::current().name().unwrap_or_default().to_string());
                 });
                 rx.recv_timeout(std::time::Duration::from_secs(5)).expect("the task ran")
             })
             .collect();
         assert_eq!(names, ["session-0", "session-1"]);
+        assert_eq!(current(), None, "not a session thread");
         drop(threads);
         // A stopped runtime runs nothing more: the task is dropped unrun.
         let (tx, rx) = mpsc::channel::<()>();
