@@ -19,9 +19,7 @@ impl HeldLease {
     pub fn new(store: Arc<dyn Store>, name: String, holder: String) -> HeldLease {
         HeldLease { store, name, holder }
     }
-}
 
-impl HeldLease {
     /// Gives the lease back and waits until the store has it: code that answers or stops
     /// next (a POP3 QUIT, a server's shutdown closing the store) runs with it free.
     pub async fn release(&mut self) {

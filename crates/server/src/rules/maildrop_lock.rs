@@ -66,7 +66,7 @@ impl MaildropLocks {
     }
 }
 
-/// Held while a session has the maildrop open; given back on drop.
+/// Held while a session has the maildrop open; given back by `release`, or else on drop.
 #[derive(Debug)]
 pub struct MaildropLock {
     lease: HeldLease,
